@@ -1,0 +1,58 @@
+# The project's commands. `make run` and `make test` work on a fresh machine: they install what is
+# missing first (system packages with apt-get, Python packages into .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+# System packages: a CJK font for the POS screens and receipts; SDL/GL runtime for Kivy offscreen.
+APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb
+APT_STAMP := $(VENV)/.apt-installed
+
+.PHONY: setup run test bench fuzz vectors clean help
+
+help:
+	@echo "make run     install what is missing, then run the system on local defaults"
+	@echo "make test    install what is missing, then run the tests"
+	@echo "make bench   run the benchmarks and print a JSON summary"
+	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
+	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
+
+setup: $(STAMP)
+
+$(APT_STAMP):
+	@mkdir -p $(VENV)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "warning: no apt-get; install these yourself:$$missing"; fi; \
+	fi
+	@touch $@
+
+$(STAMP): setup.cfg pyproject.toml $(APT_STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev,ui]'
+	@touch $@
+
+run: setup
+	$(PY) -m protocol.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench
+
+fuzz: setup
+	$(PY) -m pytest -q -m slow --hypothesis-profile=fuzz
+
+vectors: setup
+	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .hypothesis

@@ -1,0 +1,106 @@
+"""Application messages carried in DATA frames between bridge and device.
+
+Each DATA payload is one compact JSON object with a `kind`:
+
+    bridge -> device  {"kind": "instruction", "envelope": {...}}     step 3, relayed unchanged
+    device -> bridge  {"kind": "result", "envelope": {...}}          step 5
+    device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan"}
+    device -> bridge  {"kind": "refused", "msg_id": "...", "code": "<spec code>", "message": "..."}
+
+Envelopes are end-to-end sealed by HIS and the device; the link adds nothing to their security
+and takes nothing from it. The link ACK of a `result` means the bridge has journaled it; the device
+keeps every result until then and sends it again after a reconnect. Sending an instruction again
+is always safe: the device answers a msg_id it already has with its progress or stored result.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+from protocol.envelope import Envelope, MsgType, parse_envelope
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import check_id
+from protocol.messages import Progress
+from protocol.strictjson import Fields, dumps_compact, loads_object
+
+
+class AppKind(enum.Enum):
+    INSTRUCTION = "instruction"
+    RESULT = "result"
+    PROGRESS = "progress"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionMsg:
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ResultMsg:
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressMsg:
+    msg_id: str
+    state: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMsg:
+    """The device refused an instruction at protocol level; `code` is a spec error code."""
+
+    msg_id: str
+    code: ErrorCode
+    message: str
+
+
+AppMessage = InstructionMsg | ResultMsg | ProgressMsg | RefusedMsg
+
+
+def encode_app(message: AppMessage) -> bytes:
+    if isinstance(message, InstructionMsg):
+        obj: dict[str, object] = {"kind": AppKind.INSTRUCTION.value, "envelope": message.envelope.to_json_obj()}
+    elif isinstance(message, ResultMsg):
+        obj = {"kind": AppKind.RESULT.value, "envelope": message.envelope.to_json_obj()}
+    elif isinstance(message, ProgressMsg):
+        obj = {"kind": AppKind.PROGRESS.value, "msg_id": message.msg_id, "state": message.state.value}
+    else:
+        obj = {"kind": AppKind.REFUSED.value, "msg_id": message.msg_id, "code": message.code.value, "message": message.message}
+    return dumps_compact(obj)
+
+
+def decode_app(payload: bytes) -> AppMessage:
+    """Decode a DATA payload; ProtocolError (malformed_json / bad_envelope) on anything else."""
+    f = Fields(loads_object(payload, what="DATA payload"), where="data")
+    kind_text = f.req_str("kind", max_len=16)
+    try:
+        kind = AppKind(kind_text)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.kind {kind_text!r} is unknown") from None
+    if kind is AppKind.INSTRUCTION:
+        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION))
+    if kind is AppKind.RESULT:
+        return ResultMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.RESULT))
+    msg_id = check_id("data.msg_id", f.raw("msg_id"))
+    if kind is AppKind.PROGRESS:
+        state_text = f.req_str("state", max_len=32)
+        try:
+            return ProgressMsg(msg_id, Progress(state_text))
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.state {state_text!r} is unknown") from None
+    code_text = f.req_str("code", max_len=32)
+    try:
+        code = ErrorCode(code_text)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.code {code_text!r} is not a spec error code") from None
+    return RefusedMsg(msg_id, code, f.req_str("message", max_len=512))
+
+
+def _obj(f: Fields, field: str) -> Mapping[str, object]:
+    value = f.obj(field)
+    assert value is not None
+    return value

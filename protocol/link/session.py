@@ -1,0 +1,445 @@
+"""The reliable link as a pure state machine (sans-I/O, in the manner of h11).
+
+The bridge (role HOST) and the device (role DEVICE) each own one `Link`. They move bytes between it
+and a port; the link does the rest:
+
+- handshake: HELLO_REQUEST / HELLO / HELLO_ACK (see `handshake`); nothing reliable flows before it;
+- reliable frames (DATA and the bootloader range) get a sequence number, up to `window` of them in
+  flight; each is acknowledged, retransmitted after a timeout that grows with its wire time, and
+  given up after `max_tries`, which takes the link down; duplicates are acknowledged again but
+  delivered once. Frames are not reordered: every message must stand on its own;
+- keepalive: PING after `keepalive_s` of silence from the peer; the link goes down after
+  `dead_after_s` of silence;
+- a session is reset (RESET frame, a new HELLO_REQUEST, or an error) by going down and handshaking
+  again; what was not acknowledged is handed back to the application in `LinkDown.unacked`.
+
+Time is passed in as `now` (seconds, any monotonic origin); randomness comes from the host's
+`new_challenge` callable. Call `poll(now)` at `next_deadline()` or sooner.
+
+Acknowledgements are queued the moment a frame is decoded but only leave when the owner calls
+`data_to_send()`. Owners handle (journal) the `Received` events first and write afterwards, so an
+ACK on the wire means "handled": a crash in between loses the ACK, never the message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from protocol.link.decoder import Corrupt, FrameDecoder
+from protocol.link.frame import (
+    MAX_PAYLOAD,
+    OVERHEAD,
+    SEQ_MODULO,
+    FrameType,
+    NakReason,
+    encode_frame,
+    is_reliable,
+)
+from protocol.link.handshake import CHALLENGE_SIZE, DeviceIdentity, HandshakeError, verify_hello
+
+# Remember this many recently received sequence numbers for duplicate suppression. Far more than a
+# window, far less than the sequence space, so a wrapped-around number is never mistaken for a dup.
+RECENT_SEQS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTimers:
+    """Timing and limits. Defaults suit a USB-serial cable at 115200 baud; all are configurable."""
+
+    # Retransmission timeout = rto_base_s + 2 x the frame's wire time at byte_rate.
+    rto_base_s: float = 0.3
+    # Bytes per second assumed for wire time: 115200 baud 8N1, the slowest link we support.
+    byte_rate: float = 11_520.0
+    # Transmissions of one frame before the peer is declared gone (esptool-style bounded retries).
+    max_tries: int = 5
+    # Reliable frames in flight at once.
+    window: int = 8
+    # Send a PING after this much silence from the peer...
+    keepalive_s: float = 2.0
+    # ...and declare the link down after this much.
+    dead_after_s: float = 6.0
+    # The host repeats HELLO_REQUEST (with a fresh challenge) this often until a device answers.
+    hello_retry_s: float = 1.0
+    # A RESET answer to stray frames is sent at most this often.
+    reset_holdoff_s: float = 1.0
+
+    def rto(self, frame_len: int) -> float:
+        return self.rto_base_s + 2.0 * frame_len / self.byte_rate
+
+
+class Role(enum.Enum):
+    HOST = "host"  # the bridge: challenges and verifies
+    DEVICE = "device"  # the POS: proves its identity
+
+
+class LinkState(enum.Enum):
+    CLOSED = "closed"
+    HANDSHAKE = "handshake"
+    UP = "up"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    peer: DeviceIdentity | None  # the proven device (host side); None on the device side
+    info: bytes  # HELLO_ACK payload (device side); b"" on the host side
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    reason: str
+    unacked: tuple[object, ...]  # tags of reliable messages sent but not acknowledged, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    type: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    tag: object  # the peer acknowledged the message sent with this tag
+
+
+@dataclass(frozen=True, slots=True)
+class Undeliverable:
+    tag: object
+    reason: str  # the peer refused the frame itself (too large, unknown type)
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRefused:
+    reason: str  # for the security log: a device failed to prove who it is
+
+
+Event = LinkUp | LinkDown | Received | Delivered | Undeliverable | HandshakeRefused
+
+
+class LinkNotUp(Exception):
+    """send() before the handshake completed or after the link went down."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostHandshake:
+    new_challenge: Callable[[], bytes]  # CHALLENGE_SIZE random bytes
+    public_key_for: Callable[[str], bytes | None]  # device registry lookup
+    host_info: Callable[[], bytes] = lambda: b""  # HELLO_ACK payload
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHandshake:
+    make_hello: Callable[[bytes], bytes]  # challenge -> HELLO payload (identity + proof)
+
+
+@dataclass(slots=True)
+class LinkStats:
+    sent_frames: int = 0
+    retransmissions: int = 0
+    duplicates: int = 0
+    naks_sent: int = 0
+    resets: int = 0
+    handshakes: int = 0
+    refused_handshakes: int = 0
+
+
+@dataclass(slots=True)
+class _InFlight:
+    frame: bytes
+    tag: object
+    tries: int
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Queued:
+    type: int
+    payload: bytes
+    tag: object
+
+
+class Link:
+    def __init__(
+        self,
+        role: Role,
+        *,
+        host: HostHandshake | None = None,
+        device: DeviceHandshake | None = None,
+        timers: LinkTimers = LinkTimers(),
+        max_payload: int = MAX_PAYLOAD,
+        max_queue: int = 1024,
+    ) -> None:
+        if (role is Role.HOST) != (host is not None) or (role is Role.DEVICE) != (device is not None):
+            raise ValueError("a HOST link needs host=HostHandshake, a DEVICE link device=DeviceHandshake")
+        self.role = role
+        self.timers = timers
+        self.max_payload = max_payload
+        self.max_queue = max_queue
+        self.state = LinkState.CLOSED
+        self.peer: DeviceIdentity | None = None
+        self.stats = LinkStats()
+        self._host = host
+        self._device = device
+        self._decoder = FrameDecoder(max_payload)
+        self._out = bytearray()
+        self._reset_session()
+        self._last_rx = 0.0
+        self._last_ping = 0.0
+        self._last_reset_sent = float("-inf")
+        self._challenge = b""
+        self._hello_deadline = 0.0
+
+    # ----------------------------------------------------------------- public interface
+
+    def start(self, now: float) -> list[Event]:
+        """Begin (or begin again): the host sends HELLO_REQUEST, the device waits for one."""
+        events = self._go_down("link restarted", now) if self.state is LinkState.UP else []
+        self.state = LinkState.HANDSHAKE
+        self._last_rx = now
+        if self.role is Role.HOST:
+            self._send_hello_request(now)
+        return events
+
+    def close(self, reason: str = "closed", now: float = 0.0) -> list[Event]:
+        events = self._go_down(reason, now) if self.state is LinkState.UP else []
+        self.state = LinkState.CLOSED
+        self._decoder.reset()
+        return events
+
+    def send(self, frame_type: int, payload: bytes, now: float, tag: object = None) -> None:
+        """Queue one reliable message. Raises LinkNotUp unless the handshake is complete."""
+        if not is_reliable(frame_type):
+            raise ValueError(f"frame type 0x{frame_type:02x} is not a reliable type")
+        if len(payload) > self.max_payload:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds the link maximum of {self.max_payload}")
+        if self.state is not LinkState.UP:
+            raise LinkNotUp(f"link is {self.state.value}")
+        if len(self._queue) >= self.max_queue:
+            raise LinkNotUp("link send queue is full")
+        self._queue.append(_Queued(frame_type, payload, tag))
+        self._pump(now)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight) + len(self._queue)
+
+    def receive_bytes(self, data: bytes, now: float) -> list[Event]:
+        events: list[Event] = []
+        if self.state is LinkState.CLOSED:
+            return events
+        for item in self._decoder.feed(data):
+            if isinstance(item, Corrupt):
+                self._on_corrupt(item)
+                continue
+            self._last_rx = now
+            self._dispatch(item.type, item.seq, item.payload, now, events)
+        return events
+
+    def poll(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        if self.state is LinkState.HANDSHAKE and self.role is Role.HOST and now >= self._hello_deadline:
+            self._send_hello_request(now)
+        if self.state is not LinkState.UP:
+            return events
+        t = self.timers
+        if now - self._last_rx >= t.dead_after_s:
+            events += self._restart(f"no frames from the peer for {t.dead_after_s:g} s", now)
+            return events
+        for seq, pending in list(self._inflight.items()):
+            if pending.deadline > now:
+                continue
+            if pending.tries >= t.max_tries:
+                events += self._restart(f"frame {seq} unacknowledged after {t.max_tries} tries", now, send_reset=True)
+                return events
+            self._retransmit(pending, now)
+        if now - self._last_rx >= t.keepalive_s and now - self._last_ping >= t.keepalive_s:
+            self._last_ping = now
+            self._emit(FrameType.PING, 0, b"")
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest `now` at which poll() has something to do, or None."""
+        t = self.timers
+        if self.state is LinkState.HANDSHAKE:
+            return self._hello_deadline if self.role is Role.HOST else None
+        if self.state is not LinkState.UP:
+            return None
+        candidates = [self._last_rx + t.dead_after_s, max(self._last_rx, self._last_ping) + t.keepalive_s]
+        candidates.extend(p.deadline for p in self._inflight.values())
+        return min(candidates)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # ----------------------------------------------------------------- internals
+
+    def _reset_session(self) -> None:
+        self._next_seq = 0
+        self._inflight: dict[int, _InFlight] = {}
+        self._queue: deque[_Queued] = deque()
+        self._recent: set[int] = set()
+        self._recent_order: deque[int] = deque()
+
+    def _emit(self, frame_type: int, seq: int, payload: bytes) -> bytes:
+        frame = encode_frame(frame_type, seq, payload)
+        self._out += frame
+        self.stats.sent_frames += 1
+        return frame
+
+    def _send_hello_request(self, now: float) -> None:
+        assert self._host is not None
+        challenge = self._host.new_challenge()
+        if len(challenge) != CHALLENGE_SIZE:
+            raise ValueError(f"challenge must be {CHALLENGE_SIZE} bytes")
+        self._challenge = challenge
+        self._hello_deadline = now + self.timers.hello_retry_s
+        self._emit(FrameType.HELLO_REQUEST, 0, challenge)
+
+    def _go_down(self, reason: str, now: float) -> list[Event]:
+        unacked = tuple(p.tag for p in self._inflight.values()) + tuple(q.tag for q in self._queue)
+        self._reset_session()
+        self.peer = None
+        self.state = LinkState.HANDSHAKE
+        self.stats.resets += 1
+        return [LinkDown(reason, unacked)]
+
+    def _restart(self, reason: str, now: float, *, send_reset: bool = False) -> list[Event]:
+        events = self._go_down(reason, now) if self.state is LinkState.UP else []
+        self.state = LinkState.HANDSHAKE
+        if send_reset:
+            self._send_reset(now)
+        if self.role is Role.HOST:
+            self._send_hello_request(now)
+        return events
+
+    def _send_reset(self, now: float) -> None:
+        if now - self._last_reset_sent >= self.timers.reset_holdoff_s:
+            self._last_reset_sent = now
+            self._emit(FrameType.RESET, 0, b"")
+
+    def _pump(self, now: float) -> None:
+        while self._queue and len(self._inflight) < self.timers.window:
+            item = self._queue.popleft()
+            seq = self._next_seq
+            self._next_seq = (seq + 1) % SEQ_MODULO
+            frame = self._emit(item.type, seq, item.payload)
+            self._inflight[seq] = _InFlight(frame, item.tag, 1, now + self.timers.rto(len(frame)))
+
+    def _retransmit(self, pending: _InFlight, now: float) -> None:
+        self._out += pending.frame
+        self.stats.sent_frames += 1
+        self.stats.retransmissions += 1
+        pending.tries += 1
+        pending.deadline = now + self.timers.rto(len(pending.frame))
+
+    def _on_corrupt(self, item: Corrupt) -> None:
+        if self.state is not LinkState.UP or not is_reliable(item.type):
+            return
+        reason = NakReason.TOO_LARGE if item.reason == "too_large" else NakReason.CORRUPT
+        self.stats.naks_sent += 1
+        self._emit(FrameType.NAK, item.seq, bytes([reason]))
+
+    def _remember(self, seq: int) -> bool:
+        """Record a received seq; False if it was already seen (a duplicate)."""
+        if seq in self._recent:
+            return False
+        self._recent.add(seq)
+        self._recent_order.append(seq)
+        if len(self._recent_order) > RECENT_SEQS:
+            self._recent.discard(self._recent_order.popleft())
+        return True
+
+    def _dispatch(self, ftype: int, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
+        up = self.state is LinkState.UP
+        if is_reliable(ftype):
+            if not up:
+                self.stats.naks_sent += 1
+                self._emit(FrameType.NAK, seq, bytes([NakReason.NOT_READY]))
+                return
+            self._emit(FrameType.ACK, seq, b"")
+            if self._remember(seq):
+                events.append(Received(ftype, payload))
+            else:
+                self.stats.duplicates += 1
+            return
+        if ftype == FrameType.ACK:
+            pending = self._inflight.pop(seq, None) if up else None
+            if pending is not None:
+                events.append(Delivered(pending.tag))
+                self._pump(now)
+        elif ftype == FrameType.NAK:
+            self._on_nak(seq, payload, now, events)
+        elif ftype == FrameType.PING:
+            if up:
+                self._emit(FrameType.PONG, seq, payload)
+            else:
+                self._send_reset(now)
+        elif ftype == FrameType.PONG:
+            pass
+        elif ftype == FrameType.RESET:
+            if self.state is not LinkState.CLOSED:
+                events += self._restart("the peer reset the link", now)
+        elif ftype == FrameType.HELLO_REQUEST:
+            self._on_hello_request(payload, now, events)
+        elif ftype == FrameType.HELLO:
+            self._on_hello(payload, now, events)
+        elif ftype == FrameType.HELLO_ACK:
+            if self.role is Role.DEVICE and self.state is LinkState.HANDSHAKE and self._challenge:
+                self._challenge = b""
+                self.state = LinkState.UP
+                self.stats.handshakes += 1
+                events.append(LinkUp(None, payload))
+
+    def _on_nak(self, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
+        if self.state is not LinkState.UP:
+            return
+        reason = payload[0] if payload else NakReason.CORRUPT
+        if reason == NakReason.NOT_READY:
+            events += self._restart("the peer has no session", now)
+            return
+        pending = self._inflight.get(seq)
+        if pending is None:
+            return
+        if reason == NakReason.CORRUPT:
+            if pending.tries >= self.timers.max_tries:
+                events += self._restart(f"frame {seq} corrupted {pending.tries} times", now, send_reset=True)
+            else:
+                self._retransmit(pending, now)
+        else:
+            del self._inflight[seq]
+            why = "too large for the peer" if reason == NakReason.TOO_LARGE else "not understood by the peer"
+            events.append(Undeliverable(pending.tag, why))
+            self._pump(now)
+
+    def _on_hello_request(self, payload: bytes, now: float, events: list[Event]) -> None:
+        if self.role is not Role.DEVICE or len(payload) != CHALLENGE_SIZE:
+            return
+        assert self._device is not None
+        if self.state is LinkState.UP:
+            events += self._go_down("the host started a new session", now)
+        self.state = LinkState.HANDSHAKE
+        self._challenge = payload
+        self._emit(FrameType.HELLO, 0, self._device.make_hello(payload))
+
+    def _on_hello(self, payload: bytes, now: float, events: list[Event]) -> None:
+        if self.role is not Role.HOST or self.state is not LinkState.HANDSHAKE:
+            return
+        assert self._host is not None
+        try:
+            identity = verify_hello(payload, self._challenge, self._host.public_key_for)
+        except HandshakeError as exc:
+            self.stats.refused_handshakes += 1
+            events.append(HandshakeRefused(str(exc)))
+            # A fresh challenge on the next retry; the refused device gets nothing meanwhile.
+            self._hello_deadline = now + self.timers.hello_retry_s
+            return
+        self.peer = identity
+        self.state = LinkState.UP
+        self._last_rx = now
+        self.stats.handshakes += 1
+        self._emit(FrameType.HELLO_ACK, 0, self._host.host_info())
+        events.append(LinkUp(identity, b""))

@@ -1,0 +1,208 @@
+"""The plaintexts inside envelopes: the instruction (step 3) and the result (step 5).
+
+Decoding is strict (see `strictjson`) and returns frozen dataclasses; encoding returns the JSON
+object we send. Business outcomes travel as results with a `pay_status` and a `ResultCode`;
+only protocol-level problems are `ProtocolError`s.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+from protocol.amount import DEFAULT_LIMIT_FEN, MAX_FEN, Amount, format_amount, format_yuan, parse_amount, parse_yuan
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.ids import check_id, check_order_no
+from protocol.strictjson import Fields, JsonObject, loads_object
+
+MAX_DISPLAY_ITEMS = 100
+MAX_ITEM_NAME = 64
+MAX_PATIENT = 32
+MAX_PAY_ORDER_NO = 64
+MAX_ERROR_MESSAGE = 256
+
+
+class PayStatus(enum.Enum):
+    SUCCESS = "SUCCESS"  # collected
+    FAILED = "FAILED"  # nothing was collected
+    CLOSED = "CLOSED"  # cancelled or reversed: nothing was collected
+    REFUNDED = "REFUNDED"  # the refund went through
+    REFUND_FAILED = "REFUND_FAILED"  # nothing was refunded
+
+
+class PayChannel(enum.Enum):
+    WECHAT = "WECHAT"
+    ALIPAY = "ALIPAY"
+    UNIONPAY = "UNIONPAY"
+
+
+class ResultCode(str, enum.Enum):
+    """`error_code` values of a result: why a collection or refund did not simply succeed."""
+
+    DUPLICATE_ORDER = "duplicate_order"  # a '+' for an order already collected: the original result
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CODE_INVALID = "code_invalid"  # the payment code was expired, used or unknown to the channel
+    DECLINED = "declined"  # the channel refused for another reason (error_message has it)
+    USER_CANCELLED = "user_cancelled"  # the patient cancelled on the phone
+    CANCELLED = "cancelled"  # the cashier cancelled before anything was charged
+    PAY_TIMEOUT = "pay_timeout"  # the patient did not confirm in time: the order was reversed
+    CHANNEL_ERROR = "channel_error"  # the channel could not confirm: the order was reversed
+    ORDER_NOT_PAID = "order_not_paid"  # refund of an order this terminal never collected
+    REFUND_EXCEEDS_REMAINING = "refund_exceeds_remaining"
+    SUPERVISOR_DECLINED = "supervisor_declined"  # the refund was not confirmed with the PIN
+    REFUND_REJECTED = "refund_rejected"  # the channel refused the refund
+
+
+class Progress(enum.Enum):
+    """Where an unfinished instruction is (the `state` of a 202 answer)."""
+
+    QUEUED = "queued"  # accepted by the bridge, not yet taken by the device
+    DELIVERED = "delivered"  # the device has it
+    AWAITING_SCAN = "awaiting_scan"  # the cashier is to scan the patient's code
+    PAYING = "paying"  # the channel is processing / the patient is confirming on the phone
+    AWAITING_SUPERVISOR = "awaiting_supervisor"  # a refund waits for the supervisor's PIN
+    REFUNDING = "refunding"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class BillItem:
+    name: str
+    qty: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    """Shown to cashier and patient; never used for money."""
+
+    patient: str | None
+    items: tuple[BillItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    terminal_id: str
+    order_no: str
+    amount: Amount
+    display: Display | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    device_id: str
+    order_no: str
+    pay_order_no: str
+    pay_status: PayStatus
+    pay_channel: PayChannel | None
+    amount: Amount
+    finished_at: int
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+def mask_patient_name(name: str) -> str:
+    """張三明 -> 張*明, 李四 -> 李*, 王 -> *. Idempotent, so HIS-masked names stay as they are."""
+    if len(name) <= 1:
+        return "*"
+    if len(name) == 2:
+        return name[0] + "*"
+    return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+def decode_instruction(plaintext: bytes, *, header_terminal_id: str, limit_fen: int = DEFAULT_LIMIT_FEN) -> Instruction:
+    f = Fields(loads_object(plaintext, what="instruction plaintext"), where="instruction")
+    terminal_id = check_id("instruction.terminal_id", f.raw("terminal_id"))
+    if terminal_id != header_terminal_id:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TERMINAL,
+            f"instruction.terminal_id {terminal_id!r} differs from the envelope's terminal_id {header_terminal_id!r}",
+        )
+    order_no = check_order_no(f.raw("order_no"))
+    amount = parse_amount(f.raw("amount"), limit_fen=limit_fen)
+    display_obj = f.obj("display", optional=True)
+    display = _decode_display(display_obj) if display_obj is not None else None
+    return Instruction(terminal_id, order_no, amount, display)
+
+
+def _decode_display(obj: Mapping[str, object]) -> Display:
+    f = Fields(obj, where="instruction.display")
+    patient = f.str("patient", optional=True, max_len=MAX_PATIENT) if f.has("patient") else None
+    items: list[BillItem] = []
+    raw_items = f.list("items", max_items=MAX_DISPLAY_ITEMS) if f.has("items") else []
+    for index, raw in enumerate(raw_items):
+        if not isinstance(raw, dict):
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.display.items[{index}] must be an object")
+        item = Fields(raw, where=f"instruction.display.items[{index}]")
+        items.append(
+            BillItem(
+                name=item.req_str("name", max_len=MAX_ITEM_NAME),
+                qty=item.req_str("qty", max_len=16),
+                amount_fen=parse_yuan(item.raw("amount")),
+            )
+        )
+    return Display(patient, tuple(items))
+
+
+def encode_instruction(instruction: Instruction) -> JsonObject:
+    obj: JsonObject = {
+        "terminal_id": instruction.terminal_id,
+        "order_no": instruction.order_no,
+        "amount": format_amount(instruction.amount),
+    }
+    if instruction.display is not None:
+        display: JsonObject = {}
+        if instruction.display.patient is not None:
+            display["patient"] = instruction.display.patient
+        display["items"] = [
+            {"name": item.name, "qty": item.qty, "amount": format_yuan(item.amount_fen)}
+            for item in instruction.display.items
+        ]
+        obj["display"] = display
+    return obj
+
+
+def decode_result(plaintext: bytes, *, header_device_id: str) -> Result:
+    f = Fields(loads_object(plaintext, what="result plaintext"), where="result")
+    device_id = check_id("result.device_id", f.raw("device_id"))
+    if device_id != header_device_id:
+        raise ProtocolError(
+            ErrorCode.BAD_ENVELOPE,
+            f"result.device_id {device_id!r} differs from the envelope's device_id {header_device_id!r}",
+        )
+    channel_raw = f.str("pay_channel", optional=True, max_len=16)
+    error_code = f.str("error_code", optional=True, max_len=64)
+    return Result(
+        device_id=device_id,
+        order_no=check_order_no(f.raw("order_no")),
+        pay_order_no=f.req_str("pay_order_no", max_len=MAX_PAY_ORDER_NO),
+        pay_status=_enum(PayStatus, f.req_str("pay_status", max_len=16), "result.pay_status"),
+        pay_channel=None if channel_raw is None else _enum(PayChannel, channel_raw, "result.pay_channel"),
+        amount=parse_amount(f.raw("amount"), limit_fen=MAX_FEN),
+        finished_at=f.int("finished_at", minimum=0, maximum=2**40),
+        error_code=error_code,
+        error_message=f.str("error_message", optional=True, max_len=MAX_ERROR_MESSAGE),
+    )
+
+
+def encode_result(result: Result) -> JsonObject:
+    return {
+        "device_id": result.device_id,
+        "order_no": result.order_no,
+        "pay_order_no": result.pay_order_no,
+        "pay_status": result.pay_status.value,
+        "pay_channel": None if result.pay_channel is None else result.pay_channel.value,
+        "amount": format_amount(result.amount),
+        "finished_at": result.finished_at,
+        "error_code": result.error_code,
+        "error_message": result.error_message,
+    }
+
+
+def _enum(kind: type[enum.Enum], value: str, field: str):  # type: ignore[no-untyped-def]
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"{field} {value!r} is not one of {allowed}") from None
