@@ -1,0 +1,1 @@
+"""The virtual POS device (link endpoint, bootloader, flashing, faults) and the payment-channel sandbox."""

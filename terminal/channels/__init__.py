@@ -1,0 +1,1 @@
+"""Payment channel clients (WeChat Pay, Alipay) behind one interface (`base.ChannelClient`)."""

@@ -1,0 +1,96 @@
+"""What the terminal service needs from a payment channel, whichever it is.
+
+Clients (`wechat.py`, `alipay.py`) speak each channel's own API over HTTP with requests, sign every
+request and verify every reply as the channel defines it, and map the channel's answers to these
+outcomes. The service decides what to do with them (query, reverse, report); clients never retry
+money-moving calls on their own.
+
+An outcome is UNKNOWN whenever the client cannot tell what happened (network error, timeout, a
+system error, a reply that is unsigned, badly signed or malformed): the service must query before
+it decides anything. A client raises only for programming errors; everything that can happen on
+the network is an outcome.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol.messages import PayChannel, ResultCode
+
+
+class PayState(enum.Enum):
+    SUCCESS = "success"  # the channel confirms the money was taken
+    USER_PAYING = "user_paying"  # the patient is confirming on the phone: query again later
+    FAILED = "failed"  # the channel confirms nothing was taken (declined, bad code, ...)
+    CLOSED = "closed"  # the order was reversed/cancelled/closed at the channel: nothing taken
+    NOT_FOUND = "not_found"  # the channel has no such order (query only)
+    UNKNOWN = "unknown"  # could not tell: query before deciding
+
+
+class ReverseState(enum.Enum):
+    DONE = "done"  # reversed (refunded if it had been paid) or closed: nothing remains taken
+    RETRY = "retry"  # the channel asks to call reverse again (WeChat recall=Y, Alipay retry_flag=Y)
+    FAILED = "failed"  # the channel refuses to reverse (code and message say why)
+    UNKNOWN = "unknown"
+
+
+class RefundState(enum.Enum):
+    SUCCESS = "success"
+    PROCESSING = "processing"  # accepted, not final: query again later
+    FAILED = "failed"  # the channel confirms nothing was refunded
+    NOT_FOUND = "not_found"  # refund query: no such refund
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class PayOutcome:
+    state: PayState
+    channel_txn_id: str | None = None  # WeChat transaction_id / Alipay trade_no
+    paid_fen: int | None = None  # what the channel says it took (SUCCESS)
+    result_code: ResultCode | None = None  # FAILED/CLOSED: the business reason, for the result
+    channel_code: str | None = None  # the channel's own code (err_code / sub_code), for logs
+    message: str | None = None  # the channel's text, safe to show a cashier
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseOutcome:
+    state: ReverseState
+    channel_code: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    state: RefundState
+    channel_refund_id: str | None = None  # WeChat refund_id / Alipay trade_no of the refund
+    refunded_fen: int | None = None
+    result_code: ResultCode | None = None
+    channel_code: str | None = None
+    message: str | None = None
+
+
+class ChannelClient(Protocol):
+    channel: PayChannel
+    # The cadence the channel documents for querying a payment the patient is still confirming,
+    # and how long to keep querying before reversing. Config may override both.
+    query_interval_s: float
+    pay_deadline_s: float
+
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str) -> PayOutcome:
+        """Barcode payment (WeChat micropay / Alipay alipay.trade.pay scene=bar_code)."""
+
+    def query(self, out_trade_no: str) -> PayOutcome: ...
+
+    def reverse(self, out_trade_no: str) -> ReverseOutcome:
+        """WeChat reverse / Alipay alipay.trade.cancel."""
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundOutcome:
+        """Idempotent by out_refund_no: calling again with the same number never refunds twice."""
+
+    def refund_query(self, *, out_trade_no: str, out_refund_no: str) -> RefundOutcome: ...
+
+    def download_bill(self, bill_date: datetime.date) -> bytes:
+        """The day's bill exactly as the channel serves it (WeChat: CSV text; Alipay: zip)."""
