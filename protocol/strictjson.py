@@ -9,6 +9,7 @@ types, including booleans where integers belong (in Python `True` is an `int`; n
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Mapping
 
 from protocol.errors import ErrorCode, ProtocolError
@@ -89,8 +90,8 @@ class Fields:
             raise self._fail(field, f"must be a string, not {_kind(value)}")
         if len(value) > max_len:
             raise self._fail(field, f"is longer than {max_len} characters")
-        if not value.isprintable() or _has_surrogate(value):
-            raise self._fail(field, "contains control characters or unpaired surrogates")
+        if not value.isprintable() and _has_forbidden(value):
+            raise self._fail(field, "contains control, format or unpaired surrogate characters")
         return value
 
     def req_str(self, field: str, *, max_len: int = 4096) -> str:
@@ -125,12 +126,14 @@ class Fields:
         return value
 
 
-def _has_surrogate(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+# Refused in text fields: controls (Cc), format characters such as bidi overrides that could make a
+# screen show something other than what was sent (Cf), surrogates (Cs), private use (Co), line and
+# paragraph separators (Zl, Zp). Spaces of every kind (Zs, e.g. the ideographic space) are fine.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _has_forbidden(value: str) -> bool:
+    return any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value)
 
 
 def _kind(value: object) -> str:

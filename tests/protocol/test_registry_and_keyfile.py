@@ -1,0 +1,94 @@
+"""Step 2 registries and the shared-key file."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.crypto import SharedKey
+from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
+from protocol.registry import (
+    DeviceRecord,
+    RegistryError,
+    TerminalRecord,
+    format_device_csv,
+    format_terminal_csv,
+    parse_device_csv,
+    parse_terminal_csv,
+)
+
+PUB = bytes(range(32))
+
+
+def test_device_csv_round_trip_and_his_copy_without_keys():
+    devices = [DeviceRecord("D-SN-000123", "HP-POS-1", "SN000123", PUB), DeviceRecord("D-SN-000124", "HP-POS-1", "SN000124")]
+    assert parse_device_csv(format_device_csv(devices)) == devices
+    his = format_device_csv(devices, for_his=True)
+    assert his.splitlines()[0] == "device_id,model,serial_no" and PUB.hex() not in his
+    assert parse_device_csv(his) == [DeviceRecord(d.device_id, d.model, d.serial_no) for d in devices]
+
+
+def test_terminal_csv_from_excel_with_bom_and_optional_binding():
+    text = "\ufeffterminal_id,description,device_id\r\nT0001,门诊收费1号窗口,D-SN-000123\r\nT0002,住院收费,\r\n"
+    assert parse_terminal_csv(text) == [
+        TerminalRecord("T0001", "门诊收费1号窗口", "D-SN-000123"),
+        TerminalRecord("T0002", "住院收费", None),
+    ]
+    assert parse_terminal_csv(format_terminal_csv(parse_terminal_csv(text))) == parse_terminal_csv(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        ("", 1, "empty file"),
+        ("id,desc\n", 1, "header must be terminal_id,description"),
+        ("terminal_id,description\nT 1,x\n", 2, "terminal_id 'T 1'"),
+        ("terminal_id,description\nT1,x\nT1,y\n", 3, "appears twice"),
+        ("terminal_id,description\nT1\n", 2, "expected 2 fields"),
+        ("terminal_id,description,device_id\nT1,x,D 1\n", 2, "device_id"),
+    ],
+)
+def test_terminal_csv_errors_name_the_line(text, line, why):
+    with pytest.raises(RegistryError) as info:
+        parse_terminal_csv(text, "terminals.csv")
+    assert info.value.line == line and why in str(info.value) and "terminals.csv" in str(info.value)
+
+
+def test_device_csv_refuses_bad_keys():
+    with pytest.raises(RegistryError, match="line 2: public_key must be 32 bytes"):
+        parse_device_csv("device_id,model,serial_no,public_key\nD1,m,s,abcd\n")
+    with pytest.raises(RegistryError, match="must be hex"):
+        parse_device_csv("device_id,model,serial_no,public_key\nD1,m,s,zz\n")
+
+
+@given(st.text(max_size=300))
+def test_arbitrary_text_gives_a_registry_error_or_records(text):
+    for parse in (parse_device_csv, parse_terminal_csv):
+        try:
+            parse(text)
+        except RegistryError:
+            pass
+
+
+def test_keyfile_round_trip():
+    keys = [SharedKey("k2026a", "AES-256-GCM", bytes(range(32))), SharedKey("k2025", "SM4-GCM", bytes(16), retired=True)]
+    ring = parse_keyfile(format_keyfile(keys))
+    assert list(ring) == keys
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{}", "format is missing"),
+        ('{"format":"x","keys":[]}', "format must be"),
+        ('{"format":"his-keys-v1","keys":[{"kid":"k 1","suite":"SM4-GCM","key_hex":"00"}]}', "kid"),
+        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"DES","key_hex":"00"}]}', "suite"),
+        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"zz"}]}', "not hex"),
+        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"00"}]}', "must be 16 bytes"),
+        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"' + "00" * 16 + '","retired":1}]}', "true or false"),
+    ],
+)
+def test_keyfile_errors_never_show_the_key(text, why):
+    with pytest.raises(KeyFileError) as info:
+        parse_keyfile(text, "keys.json")
+    assert why in str(info.value) and "keys.json" in str(info.value)
+    assert "00" * 16 not in str(info.value)
