@@ -1,0 +1,240 @@
+"""Alipay OpenAPI client for face-to-face barcode payments ("当面付 条码支付"), over requests.
+
+One gateway (production https://openapi.alipay.com/gateway.do), one POSTed form per call with the
+common parameters (app_id, method, format=JSON, charset=utf-8, sign_type=RSA2, timestamp in
+Asia/Shanghai, version=1.0) and the call's own fields as the `biz_content` JSON. Requests are
+signed with the app's RSA private key; replies must verify with the Alipay public key or they are
+not believed (UNKNOWN). Amounts travel as yuan strings ("12.50") and go through protocol.amount.
+
+Methods: alipay.trade.pay (scene=bar_code), alipay.trade.query, alipay.trade.cancel,
+alipay.trade.refund, alipay.trade.fastpay.refund.query, alipay.data.dataservice.bill.downloadurl.query.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+import requests
+from Crypto.PublicKey import RSA
+
+from protocol.amount import format_yuan
+from protocol.messages import PayChannel
+from terminal.channels import alipay_outcomes as outcomes
+from terminal.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
+from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from terminal.channels.errors import BillDownloadError, ChannelConfigError
+from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, Timeouts, exchange, mask_code
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_GATEWAY = "https://openapi.alipay.com/gateway.do"
+# Alipay's face-to-face demo polls every 5 s and cancels after about 30 s (see docs/simulator.md).
+QUERY_INTERVAL_S = 5.0
+PAY_DEADLINE_S = 30.0
+REVERSE_RETRY_INTERVAL_S = 2.0
+# China has kept UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
+SHANGHAI = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
+_OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class AlipayConfig:
+    app_id: str
+    private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints)
+    alipay_public_key_pem: str  # path to the Alipay public key of this app
+    gateway: str = PRODUCTION_GATEWAY
+    store_id: str | None = None  # optional 门店编号 / terminal number, shown in the bill
+    terminal_id: str | None = None
+    verify_tls: bool | str = True
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    query_interval_s: float = QUERY_INTERVAL_S
+    pay_deadline_s: float = PAY_DEADLINE_S
+
+    def __post_init__(self) -> None:
+        for name in ("app_id", "private_key_pem", "alipay_public_key_pem", "gateway"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ChannelConfigError(f"alipay.{name} is required")
+        if not self.gateway.startswith(("https://", "http://")):
+            raise ChannelConfigError(f"alipay.gateway {self.gateway!r} must be an http(s) URL")
+        for name in ("connect_timeout_s", "read_timeout_s", "query_interval_s", "pay_deadline_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ChannelConfigError(f"alipay.{name} must be a positive number of seconds")
+
+
+def _read_key(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChannelConfigError(f"cannot read the {what} at {path}: {exc}") from None
+
+
+class AlipayClient:
+    channel = PayChannel.ALIPAY
+    query_interval_s: float = QUERY_INTERVAL_S
+    pay_deadline_s: float = PAY_DEADLINE_S
+    reverse_retry_interval_s: float = REVERSE_RETRY_INTERVAL_S
+
+    def __init__(self, config: AlipayConfig, *, session: requests.Session | None = None) -> None:
+        self.config = config
+        self.query_interval_s = config.query_interval_s
+        self.pay_deadline_s = config.pay_deadline_s
+        try:
+            self._private_key: RSA.RsaKey = load_private_key(_read_key(config.private_key_pem, "app private key"))
+            self._alipay_key: RSA.RsaKey = load_public_key(_read_key(config.alipay_public_key_pem, "Alipay public key"))
+        except ValueError as exc:
+            raise ChannelConfigError(str(exc)) from None
+        self._session = session or requests.Session()
+        self._timeouts = Timeouts(config.connect_timeout_s, config.read_timeout_s)
+
+    # -- the ChannelClient interface ---------------------------------------------------------
+
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str) -> PayOutcome:
+        _check_no("out_trade_no", out_trade_no)
+        if type(total_fen) is not int or total_fen <= 0:
+            raise ValueError(f"total_fen must be a positive int, got {total_fen!r}")
+        if not auth_code.isascii() or not auth_code.isdigit():
+            raise ValueError("auth_code must be the scanned digits")
+        biz: dict[str, str] = {
+            "out_trade_no": out_trade_no,
+            "scene": "bar_code",
+            "auth_code": auth_code,
+            "product_code": "FACE_TO_FACE_PAYMENT",
+            "subject": subject[:256] or "-",
+            "total_amount": format_yuan(total_fen),
+        }
+        if self.config.store_id:
+            biz["store_id"] = self.config.store_id
+        if self.config.terminal_id:
+            biz["terminal_id"] = self.config.terminal_id
+        log.info("alipay pay %s code %s %d fen", out_trade_no, mask_code(auth_code), total_fen)
+        reply = self._call("alipay.trade.pay", biz)
+        outcome = reply if isinstance(reply, PayOutcome) else outcomes.pay_outcome(reply.node, out_trade_no)
+        log.info("alipay pay %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
+        return outcome
+
+    def query(self, out_trade_no: str) -> PayOutcome:
+        _check_no("out_trade_no", out_trade_no)
+        reply = self._call("alipay.trade.query", {"out_trade_no": out_trade_no})
+        outcome = reply if isinstance(reply, PayOutcome) else outcomes.query_outcome(reply.node, out_trade_no)
+        log.info("alipay query %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
+        return outcome
+
+    def reverse(self, out_trade_no: str) -> ReverseOutcome:
+        _check_no("out_trade_no", out_trade_no)
+        reply = self._call("alipay.trade.cancel", {"out_trade_no": out_trade_no})
+        if isinstance(reply, PayOutcome):
+            outcome = ReverseOutcome(ReverseState.UNKNOWN, reply.channel_code, reply.message)
+        else:
+            outcome = outcomes.cancel_outcome(reply.node)
+        log.info("alipay cancel %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
+        return outcome
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundOutcome:
+        _check_no("out_trade_no", out_trade_no)
+        _check_no("out_refund_no", out_refund_no)
+        if type(total_fen) is not int or type(refund_fen) is not int or not 0 < refund_fen <= total_fen:
+            raise ValueError(f"refund_fen must be an int in 1..total_fen, got {refund_fen!r} of {total_fen!r}")
+        biz = {
+            "out_trade_no": out_trade_no,
+            "refund_amount": format_yuan(refund_fen),
+            "out_request_no": out_refund_no,  # required for partial refunds; makes every refund idempotent
+            "refund_reason": reason[:256],
+        }
+        reply = self._call("alipay.trade.refund", biz)
+        if isinstance(reply, PayOutcome):
+            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        else:
+            outcome = outcomes.refund_outcome(reply.node, out_trade_no, refund_fen)
+        log.info("alipay refund %s/%s %d fen -> %s %s", out_trade_no, out_refund_no, refund_fen, outcome.state.value, outcome.channel_code or "")
+        return outcome
+
+    def refund_query(self, *, out_trade_no: str, out_refund_no: str) -> RefundOutcome:
+        _check_no("out_trade_no", out_trade_no)
+        _check_no("out_refund_no", out_refund_no)
+        reply = self._call("alipay.trade.fastpay.refund.query", {"out_trade_no": out_trade_no, "out_request_no": out_refund_no})
+        if isinstance(reply, PayOutcome):
+            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        else:
+            outcome = outcomes.refund_query_outcome(reply.node, out_trade_no, out_refund_no)
+        log.info("alipay refund query %s/%s -> %s %s", out_trade_no, out_refund_no, outcome.state.value, outcome.channel_code or "")
+        return outcome
+
+    def download_bill(self, bill_date: datetime.date) -> bytes:
+        """The zip Alipay serves for the day's trade bill (GBK CSVs: 业务明细 and 业务明细(汇总))."""
+        reply = self._call("alipay.data.dataservice.bill.downloadurl.query", {"bill_type": "trade", "bill_date": bill_date.isoformat()})
+        if isinstance(reply, PayOutcome):
+            raise BillDownloadError(f"Alipay bill {bill_date}: {reply.message} ({reply.channel_code})", channel_code=reply.channel_code)
+        code, sub = reply.node.get("code"), reply.node.get("sub_code")
+        url = reply.node.get("bill_download_url")
+        if code != "10000" or not isinstance(url, str):
+            no_bill = isinstance(sub, str) and "BILL_NOT_EXIST" in sub.upper()
+            message = reply.node.get("sub_msg") or reply.node.get("msg")
+            raise BillDownloadError(f"Alipay bill {bill_date}: {message}", no_bill=no_bill, channel_code=str(sub or code))
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise BillDownloadError(f"Alipay bill {bill_date}: download URL is not http(s)")
+        data = exchange(self._session, "GET", url, timeouts=self._timeouts, max_bytes=MAX_BILL_BYTES, verify=self.config.verify_tls)
+        if isinstance(data, HttpFailure):
+            raise BillDownloadError(f"Alipay bill {bill_date}: download {data.value}")
+        if not data.body.startswith(b"PK\x03\x04"):
+            raise BillDownloadError(f"Alipay bill {bill_date}: the download is not a zip file")
+        return data.body
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def signed_params(self, method: str, biz: dict[str, str], *, now: datetime.datetime | None = None) -> dict[str, str]:
+        """The form a call posts, signed (public so tests can check the exact signing input)."""
+        moment = (now or datetime.datetime.now(SHANGHAI)).astimezone(SHANGHAI)
+        params = {
+            "app_id": self.config.app_id,
+            "method": method,
+            "format": "JSON",
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": moment.strftime("%Y-%m-%d %H:%M:%S"),
+            "version": "1.0",
+            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+        }
+        params["sign"] = rsa2_sign(sign_content(params), self._private_key)
+        return params
+
+    def _call(self, method: str, biz: dict[str, str]) -> SignedReply | PayOutcome:
+        body = urllib.parse.urlencode(self.signed_params(method, biz)).encode("ascii")
+        reply = exchange(
+            self._session, "POST", self.config.gateway, timeouts=self._timeouts, body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}, verify=self.config.verify_tls,
+        )
+        if isinstance(reply, HttpFailure):
+            return _unknown(f"http_{reply.value}", "no reply from Alipay")
+        try:
+            parsed = parse_reply(reply.body, method)
+        except AlipayReplyError as exc:
+            log.warning("alipay %s: unreadable reply: %s", method, exc)
+            return _unknown("malformed_reply", "unreadable reply from Alipay")
+        if parsed.sign is None or not rsa2_verify(parsed.raw_node.encode("utf-8"), parsed.sign, self._alipay_key):
+            log.warning("alipay %s: reply signature missing or wrong; not believed", method)
+            return _unknown("bad_signature", "reply from Alipay failed its signature check")
+        if parsed.node_name != _node_name(method):
+            code, sub = parsed.node.get("code"), parsed.node.get("sub_code")
+            return _unknown(str(sub or code)[:64], "Alipay refused the request")
+        return parsed
+
+
+def _node_name(method: str) -> str:
+    return method.replace(".", "_") + "_response"
+
+
+def _unknown(code: str, message: str) -> PayOutcome:
+    return PayOutcome(PayState.UNKNOWN, channel_code=code, message=message)
+
+
+def _check_no(name: str, value: str) -> None:
+    if not isinstance(value, str) or _OUT_TRADE_NO.fullmatch(value) is None:
+        raise ValueError(f"{name} {value!r} must be 1-64 of [A-Za-z0-9_-]")
