@@ -1,0 +1,188 @@
+"""Alipay's trade bill: the zip behind alipay.data.dataservice.bill.downloadurl.query (bill_type=trade).
+
+The zip holds GBK-encoded CSVs, named `<账号>_<日期>_业务明细.csv` (the detail) and
+`<账号>_<日期>_业务明细(汇总).csv` (the summary per store). The detail file reads:
+
+    #支付宝业务明细查询
+    #账号：[2088...]
+    #起始日期：[...]   终止日期：[...]
+    #-----------------------------------------业务明细列表----------------------------------------
+    支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,
+    订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,
+    券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注
+    <rows; ids often padded with a tab so that Excel keeps them as text>
+    #-----------------------------------------业务明细列表结束------------------------------------
+    #交易合计：N笔，商家实收共X元，商家优惠共0.00元
+    #退款合计：M笔，商家实收退款共-Y元，商家优惠退款共0.00元
+    #导出时间：[...]
+
+Rows: 业务类型 交易 (a payment, keyed by 支付宝交易号) or 退款 (a refund of that trade, written with a
+negative amount, named by 退款批次号/请求号 = out_request_no). We reconcile 商家实收（元）, what the
+hospital actually receives. The end marker and the 合计 lines guard against truncation; the summary
+file's 合计 counts are checked when it is present.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from protocol.amount import format_yuan
+from reconcile.errors import BadInput, SourceUnavailable
+from reconcile.fen import FenParser
+from reconcile.lines import read_records
+from reconcile.model import COLLECT, REFUND, Channel, State
+
+TRADE_NO = "支付宝交易号"
+OUT_TRADE_NO = "商户订单号"
+BIZ_TYPE = "业务类型"
+FINISHED = "完成时间"
+RECEIVED = "商家实收（元）"
+REQUEST_NO = "退款批次号/请求号"
+REQUIRED = (TRADE_NO, OUT_TRADE_NO, BIZ_TYPE, FINISHED, RECEIVED, REQUEST_NO)
+END_MARK = "业务明细列表结束"
+TRADES_FOOTER = re.compile(r"交易合计[：:]\s*(\d+)\s*笔(?:.*?商家实收共\s*(-?\d+\.\d{2})\s*元)?")
+REFUNDS_FOOTER = re.compile(r"退款合计[：:]\s*(\d+)\s*笔(?:.*?商家实收退款共\s*(-?\d+\.\d{2})\s*元)?")
+SUMMARY_TRADES = "交易订单总笔数"
+SUMMARY_REFUNDS = "退款订单总笔数"
+# A day's bill of a large hospital is tens of MB; anything far beyond is not a bill.
+MAX_MEMBER_BYTES = 4 << 30
+
+
+def read_alipay_bill(path: str | Path) -> Iterator[tuple]:
+    """Stream the detail rows as Entry-layout tuples; check end marker, footer and summary."""
+    name = Path(path).name
+    try:
+        fb: BinaryIO = open(path, "rb")
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot open the Alipay bill {path}: {exc.strerror or exc}") from None
+    with fb:
+        try:
+            zf = zipfile.ZipFile(fb, metadata_encoding="gbk")
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise BadInput(name, None, None, f"not a zip file as Alipay serves its bills ({exc}); truncated download?") from None
+        with zf:
+            detail, summary = _members(zf, name)
+            try:
+                counts = yield from _read_detail(zf, detail, name)
+                if summary is not None:
+                    _check_summary(zf, summary, name, *counts)
+            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                raise BadInput(name, None, None, f"the zip is damaged or cut short: {exc}") from None
+
+
+def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.ZipInfo | None]:
+    details, summaries = [], []
+    for info in zf.infolist():
+        if info.is_dir() or not info.filename.lower().endswith(".csv"):
+            continue
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise BadInput(name, None, info.filename, f"{info.file_size} bytes uncompressed: not a bill")
+        if "汇总" in info.filename:
+            summaries.append(info)
+        elif "业务明细" in info.filename:
+            details.append(info)
+    if len(details) != 1:
+        found = ", ".join(i.filename for i in zf.infolist()) or "nothing"
+        raise BadInput(name, None, None, f"expected exactly one ..._业务明细.csv in the zip, found: {found}")
+    return details[0], (summaries[0] if summaries else None)
+
+
+def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):
+    name = f"{zname}:{info.filename}"
+    with zf.open(info) as fb:
+        records = read_records(fb, name, "gbk")
+        header: list[str] | None = None
+        lineno = 0
+        for lineno, row in records:
+            if not row[0].startswith("#"):
+                header = [h.strip() for h in row]
+                break
+        if header is None:
+            raise BadInput(name, lineno or 1, None, "no header row (支付宝交易号,商户订单号,...): not a trade bill detail file")
+        pos = {h: i for i, h in enumerate(header)}
+        for column in REQUIRED:
+            if column not in pos:
+                raise BadInput(name, lineno, column, "column missing from the header (a bill of type trade is expected)")
+        ncol = len(header)
+        i_trade, i_otn, i_type, i_fin, i_recv, i_req = (pos[c] for c in REQUIRED)
+        fen = FenParser(name)
+        memo = fen.memo
+        trades = refunds = trade_sum = refund_sum = 0
+        alipay = Channel.ALIPAY
+        ended = False
+        for lineno, row in records:
+            first = row[0]
+            if first.startswith("#"):
+                if END_MARK not in first:
+                    raise BadInput(name, lineno, None, f"unexpected comment line inside the detail list: {first[:40]!r}")
+                ended = True
+                break
+            if len(row) != ncol:
+                raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
+            trade_no = row[i_trade].strip()
+            if not trade_no:
+                raise BadInput(name, lineno, TRADE_NO, "empty")
+            kind = row[i_type].strip()
+            amount = row[i_recv].strip()
+            if kind == "交易":
+                value = memo.get(amount)
+                if value is None:
+                    value = fen.parse(amount, lineno, RECEIVED)
+                trades += 1
+                trade_sum += value
+                yield (lineno, row[i_otn].strip(), "", COLLECT, value, State.MOVED, alipay, trade_no, "", row[i_fin].strip())
+            elif kind == "退款":
+                value = abs(fen.parse_signed(amount, lineno, RECEIVED))
+                refunds += 1
+                refund_sum += value
+                yield (lineno, row[i_otn].strip(), "", REFUND, value, State.MOVED, alipay, trade_no, row[i_req].strip(), row[i_fin].strip())
+            else:
+                raise BadInput(name, lineno, BIZ_TYPE, f"{kind!r} is neither 交易 nor 退款")
+        if not ended:
+            raise BadInput(name, lineno, None, f"no end marker ({END_MARK}) after {trades + refunds} rows: the bill is incomplete (truncated?)")
+        footer = " ".join(",".join(r) for _, r in records)
+        _check_footer(footer, name, lineno, fen, trades, trade_sum, refunds, refund_sum)
+    return trades, refunds
+
+
+def _check_footer(footer: str, name: str, lineno: int, fen: FenParser, trades: int, trade_sum: int, refunds: int, refund_sum: int) -> None:
+    for pattern, label, count, total in ((TRADES_FOOTER, "#交易合计", trades, trade_sum), (REFUNDS_FOOTER, "#退款合计", refunds, -refund_sum)):
+        match = pattern.search(footer)
+        if match is None:
+            raise BadInput(name, lineno, label, "footer line missing after the end marker (truncated?)")
+        if int(match.group(1)) != count:
+            raise BadInput(name, lineno, label, f"the footer counts {match.group(1)}, the detail has {count} rows (truncated or altered?)")
+        if match.group(2) is not None:
+            text = match.group(2)
+            stated = fen.parse_signed(text, lineno, label) if text not in ("-0.00",) else 0
+            if stated != total:
+                shown = ("-" if total < 0 else "") + format_yuan(abs(total))
+                raise BadInput(name, lineno, label, f"the footer says {text} yuan, the rows add up to {shown} (truncated or altered?)")
+
+
+def _check_summary(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, trades: int, refunds: int) -> None:
+    name = f"{zname}:{info.filename}"
+    with zf.open(info) as fb:
+        rows = [(n, [c.strip() for c in r]) for n, r in read_records(fb, name, "gbk") if not r[0].startswith("#")]
+    if not rows:
+        raise BadInput(name, 1, None, "the summary file has no header row")
+    (hline, header), body = rows[0], rows[1:]
+    if SUMMARY_TRADES not in header or SUMMARY_REFUNDS not in header:
+        raise BadInput(name, hline, SUMMARY_TRADES, "column missing from the summary header")
+    i_t, i_r = header.index(SUMMARY_TRADES), header.index(SUMMARY_REFUNDS)
+    total_rows = [(n, r) for n, r in body if "合计" in r[:2]]
+    counted = total_rows[-1:] if total_rows else body
+    want_t = want_r = 0
+    for n, r in counted:
+        if len(r) != len(header):
+            raise BadInput(name, n, None, f"{len(r)} fields, but the header has {len(header)}")
+        for i, column in ((i_t, SUMMARY_TRADES), (i_r, SUMMARY_REFUNDS)):
+            if not (r[i].isascii() and r[i].isdigit()):
+                raise BadInput(name, n, column, f"{r[i]!r} is not a count")
+        want_t += int(r[i_t])
+        want_r += int(r[i_r])
+    if (want_t, want_r) != (trades, refunds):
+        raise BadInput(name, counted[-1][0] if counted else hline, SUMMARY_TRADES, f"the summary counts {want_t} trades and {want_r} refunds, the detail has {trades} and {refunds}")

@@ -1,0 +1,417 @@
+"""The matcher: HIS <-> ours by instruction (business), ours <-> channel by channel id (funds).
+
+Built for a million records per source in seconds and well under a gigabyte: our journal's records
+become columns (lists of str, `array`s of ints) with two dict indexes (msg_id; channel id), and the
+HIS ledger and the bills *stream* against them. A streamed row that matches writes a few numbers
+into the columns and is dropped; only rows that match nothing are kept. Pure: no files, no clock.
+
+Keys. Business: the HIS row's msg_id (a ledger without msg_ids is matched by order number,
+direction and amount instead). Funds: the channel's transaction id for a collection, its refund
+id for a refund; Alipay names a refund by the trade's own id plus out_request_no, so several
+partial refunds of one trade share a key and are told apart by amount. A bill row whose id we do
+not know is tried against our journal by order number (the journal may have no channel id for a
+payment it believes failed: exactly the payment that must be found).
+
+Accounting. Every record of every source ends in exactly one outcome, matched or a difference,
+so per side: sum of effects over all outcomes == that side's total (tests hold us to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import compress
+from typing import Callable, Iterable
+
+from reconcile.classify import classify
+from reconcile.model import (
+    COLLECT,
+    FLAG_ECHO,
+    Channel,
+    DiffClass,
+    Difference,
+    Entry,
+    Reason,
+    SideView,
+    State,
+)
+
+_MOVED = int(State.MOVED)
+# Unit flags (ours' own flags use the low bit: FLAG_ECHO).
+_CONFLICT = 2  # the HIS row with this msg_id names another order or direction
+_DUP_OURS = 4  # a second journal record with a msg_id already seen
+_VIA_ORDER = 8  # the bill row was found by order number, not by channel id
+
+
+@dataclass
+class SideTotals:
+    collected: int = 0  # fen
+    refunded: int = 0
+    records: int = 0  # records that moved money
+
+    def add(self, effect: int) -> None:
+        if effect > 0:
+            self.collected += effect
+        elif effect < 0:
+            self.refunded -= effect
+        if effect:
+            self.records += 1
+
+    @property
+    def net(self) -> int:
+        return self.collected - self.refunded
+
+
+@dataclass
+class ChannelTotals:
+    his: SideTotals = field(default_factory=SideTotals)
+    ours: SideTotals = field(default_factory=SideTotals)
+    chan: SideTotals = field(default_factory=SideTotals)
+    transactions: int = 0  # outcomes attributed to this channel
+    matched: int = 0
+
+
+@dataclass
+class MatchResult:
+    day_id: str
+    differences: list[Difference]
+    totals: dict[Channel, ChannelTotals]
+    matched: int
+
+    def class_counts(self) -> dict[DiffClass, int]:
+        counts = {c: 0 for c in DiffClass}
+        counts[DiffClass.MATCHED] = self.matched
+        for d in self.differences:
+            counts[d.cls] += 1
+        return counts
+
+
+def _zeros(code: str, n: int) -> array:
+    return array(code, bytes(array(code).itemsize * n))
+
+
+class Matcher:
+    """add_ours (all journals) first, then add_his and add_channel in any order, then finish."""
+
+    def __init__(self, day_id: str, *, order_of: Callable[[str], str] = str, format_time: Callable[[object], str] = str) -> None:
+        self.day_id = day_id  # "20261122": prefix of every difference id
+        self._order_of = order_of  # channel merchant order number -> HIS order number
+        self._fmt_time = format_time
+        self._origins: list[str] = []
+        self._o_order: list[str] = []
+        self._o_msg: list[str] = []
+        self._o_pay: list[str] = []
+        self._o_at: list[object] = []
+        self._o_dir = array("b")
+        self._o_fen = array("q")
+        self._o_state = array("b")
+        self._o_chan = array("b")
+        self._o_flags = array("b")
+        self._o_line = array("q")
+        self._o_origin = array("b")
+        self._frozen = False
+        self._his_left: list[Entry] = []
+        self._chan_left: list[Entry] = []
+        self._his_dup: list[tuple[int, Entry]] = []
+        self._chan_dup: list[tuple[int, Entry]] = []
+        self._c_ref: dict[int, str] = {}
+        self._by_order: dict[str, object] | None = None
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _origin(self, name: str) -> int:
+        if name not in self._origins:
+            if len(self._origins) >= 127:
+                raise ValueError("too many input files")
+            self._origins.append(name)
+        return self._origins.index(name)
+
+    def add_ours(self, rows: Iterable[tuple], origin: str) -> None:
+        if self._frozen:
+            raise RuntimeError("add every journal before the HIS ledger and the bills")
+        oi = self._origin(origin)
+        order, msg, pay, at = self._o_order.append, self._o_msg.append, self._o_pay.append, self._o_at.append
+        d_, f_, s_, c_, g_, l_ = (self._o_dir.append, self._o_fen.append, self._o_state.append, self._o_chan.append, self._o_flags.append, self._o_line.append)
+        start = len(self._o_order)
+        for t in rows:
+            line, order_no, msg_id, d, fen, state, chan, pay_no, _ref, when = t[:10]
+            flags = t[10] if len(t) > 10 else 0
+            if flags & FLAG_ECHO:
+                state = State.NOT_MOVED  # a replayed result moved no money of its own
+            l_(line), order(order_no), msg(msg_id), d_(d), f_(fen), s_(state), c_(chan), pay(pay_no), at(when), g_(flags)
+        self._o_origin.extend(array("b", [oi]) * (len(self._o_order) - start))
+
+    def _freeze(self) -> None:
+        if self._frozen:
+            return
+        self._frozen = True
+        n = len(self._o_order)
+        d, fen, st = self._o_dir, self._o_fen, self._o_state
+        self._o_eff = array("q", [x * f if s == _MOVED else 0 for x, f, s in zip(d, fen, st)])
+        for name in ("_h_line", "_h_eff", "_h_fen", "_c_line", "_c_eff", "_c_fen"):
+            setattr(self, name, _zeros("q", n))
+        for name in ("_h_state", "_h_origin", "_c_state", "_c_origin"):
+            setattr(self, name, _zeros("b", n))
+        self._by_msg = dict(zip(self._o_msg, range(n)))
+        if len(self._by_msg) != n:
+            seen: set[str] = set()
+            for i, m in enumerate(self._o_msg):
+                if m in seen:
+                    self._o_flags[i] |= _DUP_OURS
+                else:
+                    seen.add(m)
+                    self._by_msg[m] = i
+        keys = [(p if x > 0 else "\x00" + p) if p and not g & (FLAG_ECHO | _DUP_OURS) else None for p, x, g in zip(self._o_pay, d, self._o_flags)]
+        funds: dict[object, object] = dict(zip(keys, range(n)))
+        funds.pop(None, None)
+        if len(funds) != n - keys.count(None):  # shared keys: Alipay partial refunds, repeated ids
+            shared = {k for k, c in Counter(keys).items() if c > 1 and k is not None}
+            for i, k in enumerate(keys):
+                if k in shared:
+                    v = funds.get(k)
+                    funds[k] = [i] if type(v) is int else v + [i]
+        self._by_funds = funds
+
+    def add_his(self, rows: Iterable[tuple], origin: str) -> None:
+        self._freeze()
+        oi = self._origin(origin)
+        by_msg, h_line, h_eff, h_fen, h_state, h_origin = self._by_msg, self._h_line, self._h_eff, self._h_fen, self._h_state, self._h_origin
+        o_dir, o_order, o_flags = self._o_dir, self._o_order, self._o_flags
+        left, dups = self._his_left.append, self._his_dup.append
+        for t in rows:
+            line, order_no, msg_id, d, fen, state = t[:6]
+            i = by_msg.get(msg_id) if msg_id else None
+            if i is None:
+                left(Entry(*t[:10], 0, origin))
+                continue
+            if h_line[i]:
+                dups((i, Entry(*t[:10], 0, origin)))
+                continue
+            h_line[i] = line
+            h_fen[i] = fen
+            h_state[i] = state
+            h_origin[i] = oi
+            h_eff[i] = d * fen if state == _MOVED else 0
+            if d != o_dir[i] or order_no != o_order[i]:
+                o_flags[i] |= _CONFLICT
+
+    def add_channel(self, rows: Iterable[tuple], origin: str) -> None:
+        self._freeze()
+        oi = self._origin(origin)
+        funds, c_line, c_eff, c_fen, c_state, c_origin, o_chan = (self._by_funds, self._c_line, self._c_eff, self._c_fen, self._c_state, self._c_origin, self._o_chan)
+        left, dups = self._chan_left.append, self._chan_dup.append
+        for t in rows:
+            line, _otn, _m, d, fen, state, chan, pay_no, ref = t[:9]
+            v = funds.get(pay_no if d > 0 else "\x00" + pay_no)
+            if v is None:
+                left(Entry(*t[:10], 0, origin))
+                continue
+            if type(v) is int:
+                i = v
+                if c_line[i]:
+                    dups((i, Entry(*t[:10], 0, origin)))
+                    continue
+            else:
+                i = self._pick(v, fen, ref)
+                if i is None:
+                    left(Entry(*t[:10], 0, origin))
+                    continue
+                if i < 0:
+                    dups((-i - 1, Entry(*t[:10], 0, origin)))
+                    continue
+            c_line[i] = line
+            c_fen[i] = fen
+            c_state[i] = state
+            c_origin[i] = oi
+            c_eff[i] = d * fen if state == _MOVED else 0
+            if not o_chan[i]:
+                o_chan[i] = chan
+
+    def _pick(self, candidates: list[int], fen: int, ref: str) -> int | None:
+        """Several of our records share the key: take a free one, the same amount first.
+
+        Returns the index, None (an extra refund: a leftover), or -(i+1) (this very refund again)."""
+        free = [i for i in candidates if not self._c_line[i]]
+        if not free:
+            for i in candidates:
+                if ref and self._c_ref.get(i) == ref:
+                    return -i - 1
+            return None
+        chosen = next((i for i in free if self._o_fen[i] == fen), free[0])
+        if ref:
+            self._c_ref[chosen] = ref
+        return chosen
+
+    # -- leftovers -------------------------------------------------------------------------------
+    def _order_index(self) -> dict[str, object]:
+        if self._by_order is None:
+            index: dict[str, object] = {}
+            for i, o in enumerate(self._o_order):
+                v = index.get(o)
+                index[o] = i if v is None else (v + [i] if type(v) is list else [v, i])
+            self._by_order = index
+        return self._by_order
+
+    def _by_order_candidates(self, order_no: str, direction: int) -> list[int]:
+        v = self._order_index().get(order_no)
+        found = [] if v is None else [v] if type(v) is int else v
+        return [i for i in found if self._o_dir[i] == direction and not self._o_flags[i] & (_DUP_OURS | FLAG_ECHO)]
+
+    def _attach_leftovers(self) -> None:
+        """Second chance, after every exact match: by order number for what had no usable key."""
+        his_left, self._his_left = self._his_left, []
+        for e in his_left:
+            if e.msg_id:
+                self._his_left.append(e)  # a msg_id we never saw: another instruction, not ours
+                continue
+            free = [i for i in self._by_order_candidates(e.order_no, e.direction) if not self._h_line[i]]
+            if not free:
+                self._his_left.append(e)
+                continue
+            i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
+            self._h_line[i], self._h_fen[i], self._h_state[i], self._h_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
+            self._h_eff[i] = e.effect
+        chan_left, self._chan_left = self._chan_left, []
+        for e in chan_left:
+            free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_line[i]]
+            if not free:
+                self._chan_left.append(e)
+                continue
+            i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
+            self._c_line[i], self._c_fen[i], self._c_state[i], self._c_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
+            self._c_eff[i] = e.effect
+            self._o_flags[i] |= _VIA_ORDER
+            if not self._o_chan[i]:
+                self._o_chan[i] = e.channel
+
+    def _pair_leftovers(self) -> list[tuple[Entry | None, Entry | None]]:
+        """HIS rows and bill rows that are in none of our journals, paired with each other."""
+        by_pay: dict[tuple[int, str], list[Entry]] = {}
+        by_order: dict[tuple[str, int], list[Entry]] = {}
+        for e in self._chan_left:
+            by_pay.setdefault((e.direction, e.pay_order_no), []).append(e)
+            by_order.setdefault((self._order_of(e.order_no), e.direction), []).append(e)
+        used: set[int] = set()
+        pairs: list[tuple[Entry | None, Entry | None]] = []
+        for h in self._his_left:
+            options = by_pay.get((h.direction, h.pay_order_no), []) if h.pay_order_no else []
+            options = [c for c in options if id(c) not in used] or [c for c in by_order.get((h.order_no, h.direction), []) if id(c) not in used]
+            c = next((c for c in options if c.fen == h.fen), options[0] if options else None)
+            if c is not None:
+                used.add(id(c))
+            pairs.append((h, c))
+        pairs.extend((None, c) for c in self._chan_left if id(c) not in used)
+        return pairs
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def finish(self) -> MatchResult:
+        self._freeze()
+        self._attach_leftovers()
+        self._ids: Counter[str] = Counter()
+        diffs: list[Difference] = []
+        totals: dict[Channel, ChannelTotals] = {}
+        unit_diffs = self._unit_differences(diffs)
+        self._unit_totals(totals, unit_diffs)
+        for h, c in self._pair_leftovers():
+            e = h or c
+            assert e is not None
+            channel = Channel(c.channel if c else h.channel if h else 0)
+            he, ce = (h.effect if h else 0), (c.effect if c else 0)
+            cls, reason = classify(e.direction, he, 0, ce, h is not None, False)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.his.add(he), t.chan.add(ce)
+            t.transactions += 1
+            if cls is DiffClass.MATCHED:
+                t.matched += 1
+                continue
+            diffs.append(self._diff(cls, reason, channel, e.direction, (h or c).order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None, self._view_entry(c), he, 0, ce))
+        for i, e in self._his_dup:
+            channel = Channel(self._o_chan[i] or e.channel)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.his.add(e.effect)
+            t.transactions += 1
+            diffs.append(self._diff(DiffClass.DUPLICATE, Reason.DUPLICATE_HIS_ROW, channel, e.direction, e.order_no, e.msg_id, e.pay_order_no, self._view_entry(e), None, None, e.effect, 0, 0))
+        for i, e in self._chan_dup:
+            channel = Channel(e.channel)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.chan.add(e.effect)
+            t.transactions += 1
+            diffs.append(self._diff(DiffClass.DUPLICATE, Reason.DUPLICATE_CHANNEL_ROW, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
+        matched = sum(t.matched for t in totals.values())
+        return MatchResult(self.day_id, diffs, totals, matched)
+
+    def _unit_differences(self, diffs: list[Difference]) -> dict[int, Channel]:
+        """The one pass over every journal record; cheap unless something disagrees."""
+        out: dict[int, Channel] = {}
+        o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
+        for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
+            if oe == he == ce and not g & (_CONFLICT | _DUP_OURS):
+                continue
+            d = self._o_dir[i]
+            if g & _DUP_OURS:
+                cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_OURS
+            elif g & _CONFLICT:
+                cls, reason = DiffClass.STATUS, Reason.MSG_ID_CONFLICT
+            else:
+                cls, reason = classify(d, he, oe, ce, bool(self._h_line[i]), True)
+                if g & FLAG_ECHO and he and not ce:
+                    cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
+            if cls is DiffClass.MATCHED:
+                continue
+            channel = Channel(self._o_chan[i])
+            out[i] = channel
+            diffs.append(self._diff(cls, reason, channel, d, self._o_order[i], self._o_msg[i], self._o_pay[i], self._view_his(i), self._view_ours(i), self._view_chan(i), he, oe, ce))
+        return out
+
+    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel]) -> None:
+        """Per channel sums over all journal records, at C speed (compress over byte masks)."""
+        chan_bytes = self._o_chan.tobytes()
+        for code in set(chan_bytes):
+            table = bytes(1 if b == code else 0 for b in range(256))
+            mask = chan_bytes.translate(table)
+            t = totals.setdefault(Channel(code), ChannelTotals())
+            for side, eff in ((t.ours, self._o_eff), (t.his, self._h_eff), (t.chan, self._c_eff)):
+                total = sum(compress(eff, mask))
+                absolute = sum(map(abs, compress(eff, mask)))
+                side.collected += (absolute + total) // 2
+                side.refunded += (absolute - total) // 2
+                side.records += sum(map(bool, compress(eff, mask)))
+            t.transactions += mask.count(1)
+            t.matched += mask.count(1) - sum(1 for ch in unit_diffs.values() if ch == code)
+
+    # -- presenting ------------------------------------------------------------------------------
+    def _diff(self, cls: DiffClass, reason: Reason, channel: Channel, direction: int, order_no: str, msg_id: str, pay_order_no: str, his: SideView | None, ours: SideView | None, chan: SideView | None, he: int, oe: int, ce: int) -> Difference:
+        key = f"{cls.value}|{reason.value}|{int(channel)}|{direction}|{order_no}|{msg_id}|{pay_order_no}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        self._ids[digest] += 1
+        n = self._ids[digest]
+        diff_id = f"{self.day_id}-{digest}" + (f"-{n}" if n > 1 else "")
+        times = [v.at for v in (his, ours, chan) if v is not None and v.at]
+        near = any(_near_midnight(t) for t in times)
+        return Difference(diff_id, cls, reason, channel, direction, order_no, msg_id, pay_order_no, his, ours, chan, he, oe, ce, near)
+
+    def _view_his(self, i: int) -> SideView | None:
+        if not self._h_line[i]:
+            return None
+        return SideView(f"{self._origins[self._h_origin[i]]} line {self._h_line[i]}", self._h_fen[i], State(self._h_state[i]))
+
+    def _view_ours(self, i: int) -> SideView:
+        where = f"{self._origins[self._o_origin[i]]} #{self._o_line[i]}"
+        return SideView(where, self._o_fen[i], State(self._o_state[i]), self._o_pay[i], self._fmt_time(self._o_at[i]))
+
+    def _view_chan(self, i: int) -> SideView | None:
+        if not self._c_line[i]:
+            return None
+        return SideView(f"{self._origins[self._c_origin[i]]} line {self._c_line[i]}", self._c_fen[i], State(self._c_state[i]))
+
+    def _view_entry(self, e: Entry | None) -> SideView | None:
+        if e is None:
+            return None
+        return SideView(e.where, e.fen, State(e.state), e.pay_order_no, self._fmt_time(e.at))
+
+
+def _near_midnight(text: str) -> bool:
+    """Within ten minutes of midnight: may sit in the next or previous day's bill."""
+    hhmm = text[11:16] if len(text) >= 16 else ""
+    return bool(hhmm) and (hhmm >= "23:50" or hhmm < "00:10")

@@ -1,0 +1,158 @@
+"""The normalized record every source is read into, the classes of difference, and `Difference`.
+
+Hot paths (parsers, matcher) move records as plain tuples laid out like `Entry`, because a
+million dataclass instances per source cost seconds and hundreds of megabytes; `Entry` names the
+same layout for everything that is not per-row (leftovers, differences, tests).
+
+Direction is an int: +1 collect, -1 refund. `State` says whether the money of a record moved.
+A record's *effect* is its signed fen if it moved, else 0: the unit in which every comparison and
+every total is made.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+COLLECT = 1
+REFUND = -1
+
+
+class State(enum.IntEnum):
+    NOT_MOVED = 0  # failed, closed, reversed, refund failed: no money moved
+    MOVED = 1  # collected (direction +1) or refunded (direction -1)
+    PENDING = 2  # the source does not know yet (HIS waiting for a result, an unfinished instruction)
+
+
+class Channel(enum.IntEnum):
+    UNKNOWN = 0
+    WECHAT = 1
+    ALIPAY = 2
+    UNIONPAY = 3
+
+    @property
+    def label(self) -> str:
+        return _CHANNEL_LABELS[self]
+
+
+_CHANNEL_LABELS = {
+    Channel.UNKNOWN: "未知 Unknown",
+    Channel.WECHAT: "微信支付 WeChat Pay",
+    Channel.ALIPAY: "支付宝 Alipay",
+    Channel.UNIONPAY: "银联 UnionPay",
+}
+
+# Protocol names (protocol.messages.PayChannel values) to our codes, and back.
+CHANNEL_BY_NAME = {"WECHAT": Channel.WECHAT, "ALIPAY": Channel.ALIPAY, "UNIONPAY": Channel.UNIONPAY}
+
+# Flags on an ours record.
+FLAG_ECHO = 1  # a result replayed for a second '+' of a paid order (duplicate_order): moves nothing
+
+
+class Entry(NamedTuple):
+    """One record of one source. Parsers yield plain tuples in exactly this order (minus `origin`)."""
+
+    line: int  # line in the file (bills, HIS) or row id (journal)
+    order_no: str  # HIS order number (channel: the merchant order number, out_trade_no)
+    msg_id: str  # the instruction's msg_id ("" where the source has none)
+    direction: int  # COLLECT or REFUND
+    fen: int  # unsigned amount in fen
+    state: int  # State
+    channel: int  # Channel
+    pay_order_no: str  # channel transaction id (collections) or refund id ("" if none)
+    ref: str  # secondary reference: out_refund_no / Alipay out_request_no / flags-free text
+    at: object  # when: text as the source writes it, or epoch seconds (journal)
+    flags: int = 0
+    origin: str = ""  # file it came from (set when kept beyond the hot path)
+
+    @property
+    def effect(self) -> int:
+        return self.direction * self.fen if self.state == State.MOVED else 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.origin} line {self.line}" if self.origin else f"line {self.line}"
+
+
+def effect_of(direction: int, fen: int, state: int) -> int:
+    return direction * fen if state == State.MOVED else 0
+
+
+class DiffClass(enum.Enum):
+    MATCHED = "matched"
+    LONG = "long"  # 长款: the hospital holds money HIS does not show
+    SHORT = "short"  # 短款: HIS shows money the channel does not have
+    AMOUNT = "amount_mismatch"
+    STATUS = "status_mismatch"
+    DUPLICATE = "duplicate"
+
+    @property
+    def label(self) -> str:
+        return _CLASS_LABELS[self]
+
+
+_CLASS_LABELS = {
+    DiffClass.MATCHED: "平账 Matched",
+    DiffClass.LONG: "长款 Long",
+    DiffClass.SHORT: "短款 Short",
+    DiffClass.AMOUNT: "金额不符 Amount mismatch",
+    DiffClass.STATUS: "状态不符 Status mismatch",
+    DiffClass.DUPLICATE: "重复 Duplicate",
+}
+
+DIFF_CLASSES = tuple(c for c in DiffClass if c is not DiffClass.MATCHED)
+
+
+class Reason(enum.Enum):
+    """Why a difference is what it is: drives the explanation and the advice in the report."""
+
+    HIS_MISSING = "his_missing"  # HIS has no row for money the channel holds
+    HIS_NOT_PAID = "his_not_paid"  # HIS has the order, but not as paid (write-back failed)
+    CHANNEL_MISSING = "channel_missing"  # HIS shows money the channel bill does not have
+    REFUND_CHANNEL_ONLY = "refund_channel_only"  # the channel refunded; HIS does not show it
+    REFUND_HIS_ONLY = "refund_his_only"  # HIS shows a refund the channel did not make
+    AMOUNT_HIS_CHANNEL = "amount_his_channel"
+    AMOUNT_OURS = "amount_ours"  # HIS and channel agree; our journal says another amount
+    OURS_MISSING = "ours_missing"  # HIS and channel agree; our journals have no such instruction
+    OURS_DISAGREES = "ours_disagrees"  # HIS and channel agree; our journal's state differs
+    MSG_ID_CONFLICT = "msg_id_conflict"  # HIS row and our instruction share a msg_id, not the order
+    DUPLICATE_HIS_ROW = "duplicate_his_row"
+    DUPLICATE_CHANNEL_ROW = "duplicate_channel_row"
+    DUPLICATE_OURS = "duplicate_ours"  # the same msg_id in two journals
+    DUPLICATE_ORDER_ECHO = "duplicate_order_echo"  # HIS booked a duplicate_order reply as a payment
+
+
+@dataclass(frozen=True, slots=True)
+class SideView:
+    """What one source says about a transaction."""
+
+    where: str  # "his.csv line 12", "bridge.db #42", "wechat-2026-11-22.csv line 7"
+    fen: int
+    state: State
+    pay_order_no: str = ""
+    at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    diff_id: str
+    cls: DiffClass
+    reason: Reason
+    channel: Channel
+    direction: int
+    order_no: str
+    msg_id: str
+    pay_order_no: str
+    his: SideView | None
+    ours: SideView | None
+    chan: SideView | None
+    his_effect: int  # signed fen moved according to HIS
+    ours_effect: int
+    chan_effect: int
+    near_midnight: bool = False  # may be a cross-day timing difference: check the next day's bill
+
+    @property
+    def position(self) -> int:
+        """Fen the hospital holds beyond what HIS shows (+) or below it (-)."""
+        return self.chan_effect - self.his_effect

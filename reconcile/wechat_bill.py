@@ -1,0 +1,182 @@
+"""WeChat Pay's trade bill (downloadbill, bill_type=ALL), in the format WeChat serves it.
+
+The file (UTF-8 CSV, as /pay/downloadbill returns it, optionally gzip-compressed with
+tar_type=GZIP) has four parts: the detail header (plain), detail rows (every value prefixed with a
+backtick ` so that Excel keeps long numbers as text), the summary header
+`总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额`
+and one summary row (values with backticks). A day without transactions is WeChat's XML answer
+`No Bill Exist` (error_code 20002): an empty bill, not an error.
+
+Rows we read: `交易状态` SUCCESS (a payment: 应结订单金额, keyed by 微信订单号), REVOKED (a payment
+reversed the same day: nothing held), REFUND (a refund: 退款金额, keyed by 微信退款单号, with
+商户退款单号). Amounts are yuan with two decimals and go through protocol.amount.parse_yuan; the
+fee columns (5 decimals) are not money we reconcile and are not read.
+
+The summary is the defence against a truncated download: the row count and the sums of the
+settlement and refund amounts must equal what the detail rows add up to.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from protocol.amount import format_yuan
+from reconcile.errors import BadInput, SourceUnavailable
+from reconcile.fen import FenParser
+from reconcile.lines import read_records
+from reconcile.model import COLLECT, REFUND, Channel, State
+
+TIME = "交易时间"
+TXN_ID = "微信订单号"
+OUT_TRADE_NO = "商户订单号"
+TRADE_STATE = "交易状态"
+SETTLEMENT = "应结订单金额"
+REFUND_ID = "微信退款单号"
+OUT_REFUND_NO = "商户退款单号"
+REFUND_FEE = "退款金额"
+REFUND_STATUS = "退款状态"
+REQUIRED = (TIME, TXN_ID, OUT_TRADE_NO, TRADE_STATE, SETTLEMENT, REFUND_ID, OUT_REFUND_NO, REFUND_FEE, REFUND_STATUS)
+
+SUMMARY_FIRST = "总交易单数"
+SUM_SETTLEMENT = "应结订单总金额"
+SUM_REFUND = "退款总金额"
+
+# 退款状态 of a refund row. The bill is a snapshot taken when the refund was accepted, so
+# PROCESSING means the merchant's money has left; CHANGE (退款异常: the bank card refused it) too.
+REFUND_STATES = {"SUCCESS": State.MOVED, "PROCESSING": State.MOVED, "CHANGE": State.MOVED, "REFUNDCLOSE": State.NOT_MOVED, "FAIL": State.NOT_MOVED}
+NO_BILL = re.compile(r"<return_msg>\s*(?:<!\[CDATA\[)?\s*([^<\]]*)")
+
+
+def read_wechat_bill(path: str | Path) -> Iterator[tuple]:
+    """Stream the bill's detail rows as Entry-layout tuples, then check the summary."""
+    name = Path(path).name
+    try:
+        fb: BinaryIO = open(path, "rb")
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot open the WeChat Pay bill {path}: {exc.strerror or exc}") from None
+    with fb:
+        if fb.read(2) == b"\x1f\x8b":
+            fb.seek(0)
+            with gzip.GzipFile(fileobj=fb) as gz:
+                yield from _guarded(gz, name)
+        else:
+            fb.seek(0)
+            yield from _guarded(fb, name)
+
+
+def _guarded(fb: BinaryIO, name: str) -> Iterator[tuple]:
+    try:
+        yield from _read(fb, name)
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        raise BadInput(name, None, None, f"the gzip-compressed bill is damaged or cut short: {exc}") from None
+
+
+def _read(fb: BinaryIO, name: str) -> Iterator[tuple]:
+    records = read_records(fb, name, "utf-8")
+    first = next(records, None)
+    if first is None:
+        raise BadInput(name, 1, None, "empty file: a WeChat Pay bill starts with its header row (or is WeChat's 'No Bill Exist' answer)")
+    lineno, header = first
+    if header[0].lstrip().startswith("<xml"):
+        _no_bill(fb, ",".join(header), name)
+        return
+    header = [h.strip() for h in header]
+    pos = {h: i for i, h in enumerate(header)}
+    for column in REQUIRED:
+        if column not in pos:
+            raise BadInput(name, lineno, column, "column missing from the header: expected a bill of type ALL in the current format (see docs/reconciliation.md)")
+    ncol = len(header)
+    i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat = (pos[c] for c in REQUIRED)
+    fen = FenParser(name)
+    memo = fen.memo
+    count = 0
+    sum_settle = sum_revoked = sum_refund = 0
+    wechat = Channel.WECHAT
+    for lineno, row in records:
+        if row[0] == SUMMARY_FIRST:
+            _check_summary(records, row, lineno, name, count, sum_settle, sum_revoked, sum_refund, fen)
+            return
+        if len(row) != ncol:
+            raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
+        t, txn, otn, st, settle = row[i_time], row[i_txn], row[i_otn], row[i_state], row[i_settle]
+        if t[:1] != "`" or txn[:1] != "`" or otn[:1] != "`" or st[:1] != "`" or settle[:1] != "`":
+            raise BadInput(name, lineno, _unticked(row, header, (i_time, i_txn, i_otn, i_state, i_settle)), "bill values start with a backtick `")
+        count += 1
+        st = st[1:]
+        if st == "SUCCESS" or st == "REVOKED":
+            amount = settle[1:]
+            value = memo.get(amount)
+            if value is None:
+                value = fen.parse(amount, lineno, SETTLEMENT)
+            if st == "SUCCESS":
+                sum_settle += value
+                yield (lineno, otn[1:], "", COLLECT, value, State.MOVED, wechat, txn[1:], "", t[1:])
+            else:
+                sum_revoked += value
+                yield (lineno, otn[1:], "", COLLECT, value, State.NOT_MOVED, wechat, txn[1:], "", t[1:])
+        elif st == "REFUND":
+            rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
+            if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
+                raise BadInput(name, lineno, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
+            amount = rfee[1:]
+            value = memo.get(amount)
+            if value is None:
+                value = fen.parse(amount, lineno, REFUND_FEE)
+            state = REFUND_STATES.get(rstat[1:])
+            if state is None:
+                raise BadInput(name, lineno, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
+            if not rid[1:]:
+                raise BadInput(name, lineno, REFUND_ID, "empty on a refund row")
+            sum_refund += value
+            yield (lineno, otn[1:], "", REFUND, value, state, wechat, rid[1:], orid[1:], t[1:])
+        else:
+            raise BadInput(name, lineno, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
+    raise BadInput(name, None, None, f"no summary section (总交易单数,...) after {count} rows: the bill is incomplete (truncated download?)")
+
+
+def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], lineno: int, name: str, count: int, sum_settle: int, sum_revoked: int, sum_refund: int, fen: FenParser) -> None:
+    header = [h.strip() for h in header]
+    nxt = next(records, None)
+    if nxt is None:
+        raise BadInput(name, lineno, None, "the summary header has no summary row after it (truncated?)")
+    line2, values = nxt
+    if len(values) != len(header):
+        raise BadInput(name, line2, None, f"{len(values)} summary values for {len(header)} summary columns")
+    summary = {}
+    for column, value in zip(header, values):
+        if value[:1] != "`":
+            raise BadInput(name, line2, column, "summary values start with a backtick `")
+        summary[column] = value[1:]
+    total = summary.get(SUMMARY_FIRST, "")
+    if not (total.isascii() and total.isdigit()):
+        raise BadInput(name, line2, SUMMARY_FIRST, f"{total!r} is not a count")
+    if int(total) != count:
+        raise BadInput(name, line2, SUMMARY_FIRST, f"the summary counts {int(total)} rows, the bill has {count} (truncated or altered?)")
+    for column, have, also in ((SUM_SETTLEMENT, sum_settle, sum_settle + sum_revoked), (SUM_REFUND, sum_refund, sum_refund)):
+        if column not in summary:
+            raise BadInput(name, lineno, column, "column missing from the summary header")
+        want = fen.parse(summary[column], line2, column)
+        if want not in (have, also):
+            raise BadInput(name, line2, column, f"the summary says {summary[column]}, the rows add up to {format_yuan(have)} (truncated or altered?)")
+    extra = next(records, None)
+    if extra is not None:
+        raise BadInput(name, extra[0], None, "data after the summary row")
+
+
+def _no_bill(fb: BinaryIO, first_line: str, name: str) -> None:
+    text = first_line + fb.read(4096).decode("utf-8", "replace")
+    match = NO_BILL.search(text)
+    message = match.group(1).strip() if match else ""
+    if message.lower() == "no bill exist":
+        return
+    raise BadInput(name, 1, None, f"this is WeChat Pay's error answer, not a bill: {message or text[:120]!r}")
+
+
+def _unticked(row: list[str], header: list[str], positions: tuple[int, ...]) -> str:
+    for i in positions:
+        if row[i][:1] != "`":
+            return header[i]
+    return header[positions[0]]
