@@ -1,0 +1,142 @@
+"""Assemble and run the bridge: configuration -> keys, registries, journal, relay, device ports, HTTP.
+
+`Bridge(config)` builds everything (and fails early with a message naming what is wrong);
+`start()` opens the HTTP listener and the device ports; `stop()` shuts down gracefully: stop
+accepting, wake long polls so they answer now, let in-flight requests finish, stop the ports,
+close the journal (every transition was committed when it happened, so it is consistent at any
+instant). `serve(config_path)` is `his-bridge serve`: the same plus signal handling (SIGINT,
+SIGTERM; Ctrl-C, Ctrl-Break and service stop on Windows).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from bridge.config import Config, load_config
+from bridge.devicelink import DevicePort
+from bridge.httpapi import BridgeHTTPServer
+from bridge.journal import Journal
+from bridge.keystore import WatchedKeyFile
+from bridge.logjson import log_event, setup_logging
+from bridge.registries import Registries
+from bridge.relay import Relay, RelaySettings
+
+log = logging.getLogger("bridge.daemon")
+
+VERSION = "1.0.0"
+SHUTDOWN_GRACE_S = 10.0
+
+
+class Bridge:
+    def __init__(self, config: Config, *, usb_backend: object = None) -> None:
+        self.config = config
+
+        def warn(message: str) -> None:
+            log_event(log, "config_file_error", message, level=logging.ERROR)
+
+        self.keys = WatchedKeyFile(config.security.key_file, on_error=warn)
+        if not self.keys.ring().active():
+            log_event(log, "no_active_keys", level=logging.WARNING,
+                      msg="the key file has no active key: every instruction will be refused (unknown_kid)")
+        self.registries = Registries(config.registry.devices, config.registry.terminals, on_error=warn)
+        self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous)
+        settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
+                                 config.security.amount_limit_fen)
+        self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
+        link = config.link
+        self.ports = [
+            DevicePort(url, self.relay, public_key_for=self.registries.public_key_for, timers=link.timers,
+                       baud=link.baud, reconnect_min_s=link.reconnect_min_s, reconnect_max_s=link.reconnect_max_s,
+                       usb_backend=usb_backend)
+            for url in link.ports
+        ]
+        self.relay.ports = self.ports  # type: ignore[assignment]
+        try:
+            self.http = BridgeHTTPServer(config.http, self.relay, self.health)
+        except OSError as exc:
+            self.journal.close()
+            raise OSError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
+                          "is another bridge already running? ([http] port in the configuration)") from None
+        self._http_thread: threading.Thread | None = None
+        self.started_at = time.time()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.http.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}"
+
+    def start(self) -> "Bridge":
+        for port in self.ports:
+            port.start()
+        self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
+                                             name="http", daemon=True)
+        self._http_thread.start()
+        log_event(log, "bridge_started", url=self.url, ports=list(self.config.link.ports),
+                  journal=str(self.config.journal.path), version=VERSION)
+        return self
+
+    def stop(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        log_event(log, "bridge_stopping")
+        self.http.stopping = True
+        self.relay.begin_shutdown()  # long polls answer now with the state they have
+        self.http.shutdown()  # stop accepting
+        drained = self.http.drain(grace_s)
+        self.http.server_close()
+        for port in self.ports:
+            port.stop()
+        self.journal.close()
+        log_event(log, "bridge_stopped", drained=drained)
+
+    def health(self) -> dict[str, object]:
+        now = time.time()
+        devices = []
+        for port in self.ports:
+            status = port.status()
+            device_id = status.get("device_id")
+            if isinstance(device_id, str):
+                status["terminals"] = self.registries.terminals_of(device_id)
+            devices.append(status)
+        counts = self.journal.counts()
+        all_up = bool(devices) and all(d["link"] == "up" for d in devices)
+        return {
+            "status": "ok" if all_up else "degraded",
+            "version": VERSION,
+            "clock": {"unix": int(now), "iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
+            "uptime_s": int(now - self.started_at),
+            "devices": devices,
+            "instructions": {"unfinished": sum(n for s, n in counts.items() if s not in ("result_stored", "refused")),
+                             "by_state": counts},
+            "keys": [{"kid": k.kid, "suite": k.suite} for k in self.keys.ring().active()],
+        }
+
+
+def serve(config_path: str | Path, *, usb_backend: object = None) -> int:
+    """Run until SIGINT/SIGTERM (Ctrl-C / Ctrl-Break / service stop on Windows). Returns 0."""
+    config = load_config(config_path)
+    setup_logging(config.log.level, config.log.file)
+    bridge = Bridge(config, usb_backend=usb_backend)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log_event(log, "signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Windows Ctrl-Break and service wrappers
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+    bridge.start()
+    try:
+        while not stop.wait(0.5):  # a timed wait keeps signals deliverable on Windows
+            pass
+    finally:
+        bridge.stop()
+    return 0

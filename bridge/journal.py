@@ -1,0 +1,307 @@
+"""The bridge's journal: every instruction, its state and its result, in SQLite (WAL).
+
+Each transition is committed before the bridge acts on it (send to the device, ACK a result,
+answer HIS), so after a crash, even kill -9 or power loss with `synchronous = FULL`, the journal
+says exactly what happened. It is also the persistent msg_id store behind the replay rule
+(`protocol.freshness.SeenStore`), and the bridge's record for T+1 reconciliation.
+
+Schema (PRAGMA user_version = 1); read-only readers (reconcile/) may open it while the bridge runs:
+
+    instructions                      one row per accepted instruction, keyed by msg_id
+      seq            INTEGER PK       acceptance order
+      msg_id         TEXT UNIQUE      HIS's msg_id (unique across kids: results name it alone)
+      kid            TEXT             key id the instruction was sealed with
+      digest         BLOB             protocol.envelope.Envelope.digest(): "the same envelope"
+      envelope       BLOB             the instruction envelope as JSON (compact), re-sent after restarts
+      ts             INTEGER          the envelope's ts (HIS clock, unix s)
+      terminal_id    TEXT
+      device_id      TEXT             the device the terminal was bound to on acceptance
+      order_no       TEXT
+      amount         TEXT             signed wire amount, "+12.50" / "-5.00" (parse with protocol.amount)
+      state          TEXT             accepted | sent | progress | result_stored | refused
+      progress       TEXT             last protocol.messages.Progress reported by the device
+      accepted_at    REAL             bridge clock, unix s;  updated_at REAL: last transition
+      result_msg_id  TEXT             the result envelope's msg_id
+      result_envelope BLOB            the result envelope JSON exactly as served to HIS (200 body)
+      result_at      REAL             when it was stored
+      pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code
+                                      the verified result plaintext (for reconciliation)
+      refusal_code, refusal_message   a device RefusedMsg (state refused)
+    transitions                       append-only history: seq, at, msg_id, state, detail
+
+States and transitions (TRANSITIONS below): accepted -> sent (the device ACKed the frame) ->
+progress* -> result_stored | refused; a result or refusal may also arrive straight from accepted
+(after a restart the device answers a re-sent instruction with its stored result). result_stored
+and refused are final; anything arriving after that is ignored (and logged).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.freshness import SeenRecord
+
+SCHEMA_VERSION = 1
+# Test hook (never set in production): make the process die right after committing this state,
+# as a crash or power cut would, to prove recovery. E.g. HIS_BRIDGE_TEST_CRASH_AT=result_stored
+CRASH_ENV = "HIS_BRIDGE_TEST_CRASH_AT"
+CRASH_EXIT_CODE = 86
+
+
+class JState(str, enum.Enum):
+    ACCEPTED = "accepted"
+    SENT = "sent"
+    PROGRESS = "progress"
+    RESULT_STORED = "result_stored"
+    REFUSED = "refused"
+
+    @property
+    def final(self) -> bool:
+        return self in (JState.RESULT_STORED, JState.REFUSED)
+
+
+TRANSITIONS: dict[JState, frozenset[JState]] = {
+    JState.ACCEPTED: frozenset({JState.SENT, JState.PROGRESS, JState.RESULT_STORED, JState.REFUSED}),
+    JState.SENT: frozenset({JState.PROGRESS, JState.RESULT_STORED, JState.REFUSED}),
+    JState.PROGRESS: frozenset({JState.PROGRESS, JState.RESULT_STORED, JState.REFUSED}),
+    JState.RESULT_STORED: frozenset(),
+    JState.REFUSED: frozenset(),
+}
+
+
+def can_advance(current: JState, new: JState) -> bool:
+    return new in TRANSITIONS[current]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instructions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    kid TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    envelope BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    terminal_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    order_no TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress TEXT,
+    accepted_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    result_msg_id TEXT,
+    result_envelope BLOB,
+    result_at REAL,
+    pay_status TEXT,
+    pay_channel TEXT,
+    pay_order_no TEXT,
+    result_amount TEXT,
+    finished_at INTEGER,
+    error_code TEXT,
+    refusal_code TEXT,
+    refusal_message TEXT
+);
+CREATE INDEX IF NOT EXISTS instructions_pending ON instructions (device_id, state);
+CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    msg_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written; the message says which file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstruction:
+    msg_id: str
+    kid: str
+    digest: bytes
+    envelope: bytes
+    ts: int
+    terminal_id: str
+    device_id: str
+    order_no: str
+    amount: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    msg_id: str
+    envelope: bytes
+    pay_status: str
+    pay_channel: str | None
+    pay_order_no: str
+    amount: str
+    finished_at: int
+    error_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    msg_id: str
+    kid: str
+    digest: bytes
+    envelope: bytes
+    ts: int
+    terminal_id: str
+    device_id: str
+    order_no: str
+    amount: str
+    state: JState
+    progress: str | None
+    accepted_at: float
+    result_envelope: bytes | None
+    refusal_code: str | None
+    refusal_message: str | None
+
+
+_ROW_COLUMNS = ("seq, msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, progress, "
+                "accepted_at, result_envelope, refusal_code, refusal_message")
+
+
+def _row(values: tuple) -> Row:  # type: ignore[type-arg]
+    v = list(values)
+    v[10] = JState(v[10])
+    v[3], v[4] = bytes(v[3]), bytes(v[4])
+    v[13] = bytes(v[13]) if v[13] is not None else None
+    return Row(*v)
+
+
+class Journal:
+    """Thread-safe; one connection, every write its own committed transaction."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.path = path
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._crash_at = os.environ.get(CRASH_ENV) or None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise JournalError(f"{path} has journal schema {version}; this bridge knows {SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    # ------------------------------------------------------------ SeenStore
+
+    def seen(self, kid: str, msg_id: str) -> SeenRecord | None:
+        """Any kid: a msg_id names one instruction in this bridge (results and GETs carry no kid)."""
+        with self._lock:
+            found = self._db.execute("SELECT digest, accepted_at FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
+        return SeenRecord(bytes(found[0]), found[1]) if found else None
+
+    # ------------------------------------------------------------ writes
+
+    def _commit(self, msg_id: str, state: JState, sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                changed = self._db.execute(sql, args).rowcount
+                if changed:
+                    self._db.execute("INSERT INTO transitions (at, msg_id, state, detail) VALUES (?, ?, ?, ?)",
+                                     (self.clock(), msg_id, state.value, detail))
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+        if changed and self._crash_at == state.value:
+            os._exit(CRASH_EXIT_CODE)
+        return bool(changed)
+
+    def accept(self, item: NewInstruction) -> bool:
+        """Record a new instruction; False if its msg_id is already there (a concurrent duplicate)."""
+        now = self.clock()
+        return self._commit(
+            item.msg_id, JState.ACCEPTED,
+            "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, "
+            "state, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (item.msg_id, item.kid, item.digest, item.envelope, item.ts, item.terminal_id, item.device_id,
+             item.order_no, item.amount, JState.ACCEPTED.value, now, now),
+            f"terminal {item.terminal_id} -> device {item.device_id}",
+        )
+
+    def _advance(self, msg_id: str, new: JState, sets: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+        allowed = [s.value for s in JState if can_advance(s, new)]
+        marks = ", ".join("?" for _ in allowed)
+        return self._commit(
+            msg_id, new,
+            f"UPDATE instructions SET state = ?, updated_at = ?{sets} WHERE msg_id = ? AND state IN ({marks})",
+            (new.value, self.clock(), *args, msg_id, *allowed),
+            detail,
+        )
+
+    def mark_sent(self, msg_id: str) -> bool:
+        return self._advance(msg_id, JState.SENT, "", (), None)
+
+    def mark_progress(self, msg_id: str, progress: str) -> bool:
+        return self._advance(msg_id, JState.PROGRESS, ", progress = ?", (progress,), progress)
+
+    def store_result(self, reply_to: str, result: StoredResult) -> bool:
+        return self._advance(
+            reply_to, JState.RESULT_STORED,
+            ", result_msg_id = ?, result_envelope = ?, result_at = ?, pay_status = ?, pay_channel = ?, pay_order_no = ?, "
+            "result_amount = ?, finished_at = ?, error_code = ?",
+            (result.msg_id, result.envelope, self.clock(), result.pay_status, result.pay_channel, result.pay_order_no,
+             result.amount, result.finished_at, result.error_code),
+            f"{result.pay_status} {result.error_code or ''}".strip(),
+        )
+
+    def store_refusal(self, msg_id: str, code: str, message: str) -> bool:
+        return self._advance(msg_id, JState.REFUSED, ", refusal_code = ?, refusal_message = ?", (code, message), code)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, msg_id: str) -> Row | None:
+        with self._lock:
+            found = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
+        return _row(found) if found else None
+
+    def unsent_for(self, device_id: str) -> list[Row]:
+        """Instructions the device has not acknowledged yet, oldest first: re-sent when its link comes up."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
+                (device_id, JState.ACCEPTED.value),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM instructions GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def history(self, msg_id: str) -> list[tuple[str, str | None]]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,)).fetchall()
+        return [(s, d) for s, d in rows]

@@ -1,0 +1,150 @@
+"""The shared-key file on disk (format: protocol.keyfile): read it safely, add, list and retire keys.
+
+On POSIX a key file that group or others may read is refused, with the command that fixes it; on
+Windows the check is skipped (protect the file with NTFS permissions; docs/bridge.md says how).
+Writes are atomic (a temporary file created 0600, then renamed) so a crash never leaves half a
+key file. Keys are never logged or printed; people compare fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from protocol.crypto import SUITES, KeyRing, SharedKey
+from protocol.ids import is_valid_id
+from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
+
+
+class KeyStoreError(Exception):
+    """The key file cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    kid: str
+    suite: str
+    fingerprint: str
+    created: str | None
+    retired: bool
+
+
+def check_private(path: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyStoreError(
+            f"the key file {path} can be read by other users (mode {stat.S_IMODE(mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def _read(path: Path) -> tuple[KeyRing, dict[str, str]]:
+    check_private(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyStoreError(f"no key file at {path}; create one with: his-bridge keys new --kid K --suite AES-256-GCM") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyStoreError(f"cannot read the key file {path}: {exc}") from None
+    try:
+        ring = parse_keyfile(text, source=str(path))
+    except KeyFileError as exc:
+        raise KeyStoreError(str(exc)) from None
+    created: dict[str, str] = {}
+    for entry in json.loads(text).get("keys", []):
+        if isinstance(entry.get("created"), str):
+            created[entry["kid"]] = entry["created"]
+    return ring, created
+
+
+def load_keyring(path: Path) -> KeyRing:
+    return _read(path)[0]
+
+
+def write_keyfile(path: Path, keys: list[SharedKey] | KeyRing, created: dict[str, str]) -> None:
+    text = format_keyfile(list(keys), created)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(text.encode("utf-8"))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def list_keys(path: Path) -> list[KeyInfo]:
+    ring, created = _read(path)
+    return [KeyInfo(k.kid, k.suite, k.fingerprint, created.get(k.kid), k.retired) for k in ring]
+
+
+def new_key(path: Path, kid: str, suite: str, *, random: Callable[[int], bytes] = os.urandom) -> SharedKey:
+    """Add a fresh random key (creating the file if there is none); returns it (caller shows the fingerprint)."""
+    if not is_valid_id(kid):
+        raise KeyStoreError(f"kid {kid!r} must match [A-Za-z0-9_-]{{1,64}}")
+    if suite not in SUITES:
+        raise KeyStoreError(f"suite {suite!r} is not supported; use one of {', '.join(SUITES)}")
+    ring, created = _read(path) if path.exists() else (KeyRing(), {})
+    if kid in ring:
+        raise KeyStoreError(f"kid {kid} already exists in {path}; keys are never replaced, pick a new kid")
+    key = SharedKey(kid, suite, random(SUITES[suite].key_size))
+    created[kid] = time.strftime("%Y-%m-%d")
+    write_keyfile(path, list(ring) + [key], created)
+    return key
+
+
+def retire_key(path: Path, kid: str) -> SharedKey:
+    ring, created = _read(path)
+    keys = list(ring)
+    for index, key in enumerate(keys):
+        if key.kid == kid:
+            keys[index] = SharedKey(key.kid, key.suite, key.secret, retired=True)
+            write_keyfile(path, keys, created)
+            return keys[index]
+    raise KeyStoreError(f"kid {kid} is not in {path} (his-bridge keys list shows the kids)")
+
+
+class WatchedKeyFile:
+    """The current KeyRing, re-read when the file changes (at most one stat a second)."""
+
+    def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None) -> None:
+        self.path = path
+        self.on_error = on_error
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._ring = load_keyring(path)
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = self.path.stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return (0, 0)
+
+    def ring(self) -> KeyRing:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return self._ring
+        with self._lock:
+            self._checked = now
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._ring = load_keyring(self.path)
+                except KeyStoreError as exc:
+                    self.on_error(f"key file change ignored, the previous keys stay in use: {exc}")
+        return self._ring

@@ -1,0 +1,167 @@
+"""The step-2 registries on disk: device records (with public keys) and the HIS terminal list.
+
+    devices.csv    device_id,model,serial_no,public_key   our records; `export --for-his` drops the key
+    terminals.csv  terminal_id,description,device_id        from HIS, plus our bindings
+
+Parsing is protocol.registry's. The running bridge re-reads a file when it changes (so
+`his-bridge terminals bind` takes effect without a restart); a file that no longer parses is
+ignored with an error in the log and the previous contents stay in force.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Generic, TypeVar
+
+from protocol.registry import (
+    DeviceRecord, RegistryError, TerminalRecord, format_device_csv, format_terminal_csv, parse_device_csv,
+    parse_terminal_csv,
+)
+
+T = TypeVar("T")
+
+
+class RegistryFileError(Exception):
+    """A registry file cannot be used; the message names the file (and line) and the fix."""
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegistryFileError(f"no {what} at {path}; create it with his-bridge init, or import one") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryFileError(f"cannot read the {what} {path}: {exc}") from None
+
+
+def read_devices(path: Path) -> list[DeviceRecord]:
+    try:
+        return parse_device_csv(_read_text(path, "device registry"), source=str(path))
+    except RegistryError as exc:
+        raise RegistryFileError(str(exc)) from None
+
+
+def read_terminals(path: Path) -> list[TerminalRecord]:
+    try:
+        return parse_terminal_csv(_read_text(path, "terminal registry"), source=str(path))
+    except RegistryError as exc:
+        raise RegistryFileError(str(exc)) from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ admin operations (CLI)
+
+
+def import_devices(registry: Path, source: Path) -> tuple[int, int]:
+    """Merge device records (with public keys) into the registry; returns (added, updated)."""
+    incoming = read_devices(source)
+    missing = [d.device_id for d in incoming if d.public_key is None]
+    if missing:
+        raise RegistryFileError(f"{source}: no public_key for {', '.join(missing)}; the bridge cannot verify those devices")
+    current = {d.device_id: d for d in (read_devices(registry) if registry.exists() else [])}
+    added = sum(1 for d in incoming if d.device_id not in current)
+    for d in incoming:
+        current[d.device_id] = d
+    write_atomic(registry, format_device_csv(list(current.values())))
+    return added, len(incoming) - added
+
+
+def export_devices_for_his(registry: Path, out: Path) -> int:
+    devices = read_devices(registry)
+    write_atomic(out, format_device_csv(devices, for_his=True))
+    return len(devices)
+
+
+def import_terminals(registry: Path, source: Path, devices: Path) -> tuple[int, int]:
+    """Merge HIS's terminal list; a row without device_id keeps the binding it already had."""
+    incoming = read_terminals(source)
+    known = {d.device_id for d in read_devices(devices)} if devices.exists() else set()
+    unknown = sorted({t.device_id for t in incoming if t.device_id and t.device_id not in known})
+    if unknown:
+        raise RegistryFileError(f"{source}: device_id {', '.join(unknown)} not in the device registry {devices}")
+    current = {t.terminal_id: t for t in (read_terminals(registry) if registry.exists() else [])}
+    added = sum(1 for t in incoming if t.terminal_id not in current)
+    for t in incoming:
+        old = current.get(t.terminal_id)
+        current[t.terminal_id] = t if t.device_id or old is None else replace(t, device_id=old.device_id)
+    write_atomic(registry, format_terminal_csv(list(current.values())))
+    return added, len(incoming) - added
+
+
+def bind_terminal(registry: Path, terminal_id: str, device_id: str, devices: Path) -> TerminalRecord:
+    if device_id not in {d.device_id for d in read_devices(devices)}:
+        raise RegistryFileError(f"device {device_id} is not in the device registry {devices}; import it first")
+    terminals = read_terminals(registry)
+    for index, t in enumerate(terminals):
+        if t.terminal_id == terminal_id:
+            terminals[index] = replace(t, device_id=device_id)
+            write_atomic(registry, format_terminal_csv(terminals))
+            return terminals[index]
+    raise RegistryFileError(f"terminal {terminal_id} is not in {registry}; import HIS's terminal list first")
+
+
+# ------------------------------------------------------------------ the running bridge's view
+
+
+class _Watched(Generic[T]):
+    def __init__(self, path: Path, read: Callable[[Path], T], on_error: Callable[[str], None]) -> None:
+        self.path, self._read, self.on_error = path, read, on_error
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self.value = read(path)
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = self.path.stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return (0, 0)
+
+    def get(self) -> T:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            with self._lock:
+                self._checked = now
+                stamp = self._stat()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    try:
+                        self.value = self._read(self.path)
+                    except RegistryFileError as exc:
+                        self.on_error(f"registry change ignored, the previous contents stay in force: {exc}")
+        return self.value
+
+
+class Registries:
+    """Lookups for the bridge: device public keys and records, terminal records and bindings."""
+
+    def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None) -> None:
+        self._devices = _Watched(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error)
+        self._terminals = _Watched(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error)
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        return self._devices.get().get(device_id)
+
+    def public_key_for(self, device_id: str) -> bytes | None:
+        record = self.device(device_id)
+        return record.public_key if record is not None else None
+
+    def terminal(self, terminal_id: str) -> TerminalRecord | None:
+        return self._terminals.get().get(terminal_id)
+
+    def terminals_of(self, device_id: str) -> list[str]:
+        return sorted(t.terminal_id for t in self._terminals.get().values() if t.device_id == device_id)

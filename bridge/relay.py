@@ -1,0 +1,320 @@
+"""What the bridge decides: which instructions reach a device, which results reach HIS.
+
+HIS side (`submit`, `query`) and device side (the `PortSink` callbacks the device ports call) meet
+here; the HTTP layer only turns requests into these calls and `Answer`s into responses.
+
+Instruction checks, in this order: the envelope pipeline of protocol.envelope.receive_instruction
+(shape -> suite/kid -> tag -> idempotency over the journal -> clock -> plaintext), then the terminal
+is registered (else unknown_terminal), bound to a device, and that device is attached with a proven
+identity (else device_unavailable at once). Only then is the instruction journaled (committed) and
+handed to the device's link.
+
+Result checks: the DATA came from an authenticated link; the result's device_id is that link's
+proven identity and is in the device registry; reply_to names an instruction this bridge gave to
+that very device; the envelope verifies (receive_result with the instruction's ts); its order_no is
+the instruction's. Anything else is dropped with a security event: HIS never sees it. Results are
+the device's: the bridge stores and serves them byte for byte and never makes one up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from protocol.crypto import KeyRing, SharedKey
+from protocol.envelope import Envelope, parse_envelope, receive_instruction, receive_result
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.freshness import Verdict
+from protocol.ids import is_valid_id
+from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app
+from protocol.link.handshake import DeviceIdentity
+from protocol.messages import Instruction, Progress, Result, mask_patient_name
+from protocol.strictjson import dumps_compact
+
+from bridge.journal import JState, Journal, NewInstruction, Row, StoredResult
+from bridge.logjson import log_event
+from bridge.registries import Registries
+
+log = logging.getLogger("bridge.relay")
+
+MAX_WAIT_S = 120
+STATE_OF: dict[JState, str] = {JState.ACCEPTED: Progress.QUEUED.value, JState.SENT: Progress.DELIVERED.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    clock_skew_s: int
+    answer_ttl_s: int
+    amount_limit_fen: int
+
+
+class Port(Protocol):
+    url: str
+
+    def send_instruction(self, msg_id: str, envelope: Envelope) -> bool: ...
+    def request_restart(self, reason: str) -> None: ...
+    def status(self) -> dict[str, object]: ...
+
+
+def error_answer(exc: ProtocolError) -> Answer:
+    return Answer(exc.http_status, dumps_compact(exc.to_json_obj()))
+
+
+class Waiters:
+    """Long-poll waits without polling: one Event per waiting request, set when its msg_id is final."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+
+    def register(self, msg_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(msg_id, set()).add(event)
+        return event
+
+    def unregister(self, msg_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._events.get(msg_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[msg_id]
+
+    def fire(self, msg_id: str) -> None:
+        with self._lock:
+            events = list(self._events.get(msg_id, ()))
+        for event in events:
+            event.set()
+
+    def fire_all(self) -> None:
+        with self._lock:
+            events = [e for group in self._events.values() for e in group]
+        for event in events:
+            event.set()
+
+
+class Relay:
+    def __init__(self, *, journal: Journal, keys: Callable[[], KeyRing], registries: Registries,
+                 settings: RelaySettings, clock: Callable[[], float] = time.time) -> None:
+        self.journal = journal
+        self.keys = keys
+        self.registries = registries
+        self.settings = settings
+        self.clock = clock
+        self.ports: list[Port] = []
+        self._attached: dict[str, Port] = {}  # device_id -> the port with its proven link
+        self._attached_lock = threading.Lock()
+        self._accept_lock = threading.Lock()
+        self._waiters = Waiters()
+        self.shutting_down = False
+
+    # ================================================================ HIS side
+
+    def submit(self, body: bytes, wait_s: float) -> Answer:
+        if self.shutting_down:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the bridge is shutting down; retry the same envelope shortly")
+        with self._accept_lock:  # classify + journal must not interleave for one msg_id
+            s = self.settings
+            received = receive_instruction(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s,
+                                           limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s)
+            envelope = received.envelope
+            if received.verdict is Verdict.RETRY:
+                log_event(log, "instruction_retry", msg_id=envelope.msg_id)
+                return self._answer_when_final(envelope.msg_id, wait_s)
+            instruction = received.message
+            assert isinstance(instruction, Instruction)
+            port, device_id = self._route(envelope.terminal_id)
+            self.journal.accept(NewInstruction(
+                envelope.msg_id, envelope.kid, envelope.digest(), envelope.to_bytes(), envelope.ts,
+                envelope.terminal_id, device_id, instruction.order_no, str(instruction.amount)))
+        # Registered before the device can answer; _wait reads the journal first, so nothing is missed.
+        event = self._waiters.register(envelope.msg_id)
+        try:
+            patient = instruction.display.patient if instruction.display else None
+            log_event(log, "instruction_accepted", msg_id=envelope.msg_id, terminal_id=envelope.terminal_id,
+                      device_id=device_id, order_no=instruction.order_no, amount=str(instruction.amount),
+                      patient=mask_patient_name(patient) if patient else None)
+            port.send_instruction(envelope.msg_id, envelope)
+            return self._wait(envelope.msg_id, event, wait_s)
+        finally:
+            self._waiters.unregister(envelope.msg_id, event)
+
+    def _route(self, terminal_id: str) -> tuple[Port, str]:
+        terminal = self.registries.terminal(terminal_id)
+        if terminal is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TERMINAL,
+                                f"terminal_id {terminal_id} is not registered at this bridge (step 2 terminal list)")
+        if terminal.device_id is None:
+            raise ProtocolError(ErrorCode.DEVICE_UNAVAILABLE,
+                                f"terminal {terminal_id} is not bound to a device yet (his-bridge terminals bind)")
+        with self._attached_lock:
+            port = self._attached.get(terminal.device_id)
+        if port is None:
+            raise ProtocolError(ErrorCode.DEVICE_UNAVAILABLE,
+                                f"device {terminal.device_id} serving terminal {terminal_id} is not attached "
+                                "(or has not proven its identity); check the USB cable and that the POS is on")
+        return port, terminal.device_id
+
+    def query(self, msg_id: str, wait_s: float) -> Answer:
+        if not is_valid_id(msg_id):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"msg_id {msg_id[:70]!r} must match [A-Za-z0-9_-]{{1,64}}")
+        return self._answer_when_final(msg_id, wait_s)
+
+    def _answer_when_final(self, msg_id: str, wait_s: float) -> Answer:
+        event = self._waiters.register(msg_id)
+        try:
+            return self._wait(msg_id, event, wait_s)
+        finally:
+            self._waiters.unregister(msg_id, event)
+
+    def _wait(self, msg_id: str, event: threading.Event, wait_s: float) -> Answer:
+        row = self.journal.get(msg_id)
+        if row is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no instruction with msg_id {msg_id} at this bridge")
+        if not row.state.final and wait_s > 0 and not self.shutting_down:
+            event.wait(min(wait_s, MAX_WAIT_S))
+            row = self.journal.get(msg_id) or row
+        return self.answer_for(row)
+
+    @staticmethod
+    def answer_for(row: Row) -> Answer:
+        if row.state is JState.RESULT_STORED:
+            assert row.result_envelope is not None
+            return Answer(200, row.result_envelope)
+        if row.state is JState.REFUSED:
+            code = ErrorCode(row.refusal_code)
+            return error_answer(ProtocolError(code, f"the device refused the instruction: {row.refusal_message}"))
+        state = STATE_OF.get(row.state) or row.progress or Progress.DELIVERED.value
+        return Answer(202, dumps_compact({"msg_id": row.msg_id, "state": state}))
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+        self._waiters.fire_all()
+
+    # ================================================================ device side (PortSink)
+
+    def attach(self, port: Port, identity: DeviceIdentity) -> list[tuple[str, Envelope]]:
+        """A device proved its identity on `port`: route its terminals there; return what it must still get."""
+        record = self.registries.device(identity.device_id)
+        if record is not None and (record.model, record.serial_no) != (identity.model, identity.serial_no):
+            log_event(log, "device_identity_mismatch", level=logging.WARNING, security=True, port=port.url,
+                      device_id=identity.device_id, registry_serial_no=record.serial_no, hello_serial_no=identity.serial_no,
+                      msg="the device proved its key but its model/serial differ from the device registry")
+        with self._attached_lock:
+            previous = self._attached.get(identity.device_id)
+            self._attached[identity.device_id] = port
+        if previous is not None and previous is not port:
+            log_event(log, "device_moved", level=logging.WARNING, security=True, device_id=identity.device_id,
+                      old_port=previous.url, new_port=port.url,
+                      msg="device identity proven on a second port; the older session is closed")
+            previous.request_restart(f"device {identity.device_id} attached on {port.url}")
+        log_event(log, "device_attached", port=port.url, device_id=identity.device_id, model=identity.model,
+                  serial_no=identity.serial_no, firmware=identity.firmware)
+        pending = []
+        for row in self.journal.unsent_for(identity.device_id):
+            pending.append((row.msg_id, parse_envelope(row.envelope)))
+        if pending:
+            log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending))
+        return pending
+
+    def detach(self, port: Port, identity: DeviceIdentity | None, reason: str) -> None:
+        if identity is None:
+            return
+        with self._attached_lock:
+            if self._attached.get(identity.device_id) is port:
+                del self._attached[identity.device_id]
+        log_event(log, "device_detached", level=logging.WARNING, port=port.url, device_id=identity.device_id, reason=reason)
+
+    def attached(self, device_id: str) -> Port | None:
+        with self._attached_lock:
+            return self._attached.get(device_id)
+
+    def handshake_refused(self, port: Port, reason: str) -> None:
+        log_event(log, "handshake_refused", level=logging.WARNING, security=True, port=port.url, reason=reason,
+                  msg="a device failed to prove its identity; it gets nothing")
+
+    def delivered(self, port: Port, msg_id: object) -> None:
+        if isinstance(msg_id, str) and self.journal.mark_sent(msg_id):
+            log_event(log, "instruction_delivered", msg_id=msg_id, port=port.url)
+
+    def undeliverable(self, port: Port, msg_id: object, reason: str) -> None:
+        if isinstance(msg_id, str):
+            self._refuse(msg_id, ErrorCode.BAD_ENVELOPE.value, f"the device's link could not take it: {reason}")
+
+    def handle_app(self, port: Port, identity: DeviceIdentity, payload: bytes) -> None:
+        """One DATA message from an authenticated device. Returns once it is journaled (or dropped)."""
+        try:
+            message = decode_app(payload)
+        except ProtocolError as exc:
+            return self._security_drop(port, identity, "undecodable DATA message", exc.message)
+        if isinstance(message, InstructionMsg):
+            return self._security_drop(port, identity, "a device sent an instruction", message.envelope.msg_id)
+        msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
+        assert msg_id is not None
+        row = self.journal.get(msg_id)
+        if row is None or row.device_id != identity.device_id:
+            why = "unknown reply_to" if row is None else f"reply_to names an instruction given to {row.device_id}"
+            return self._security_drop(port, identity, why, msg_id)
+        if isinstance(message, ProgressMsg):
+            if not row.state.final and self.journal.mark_progress(msg_id, message.state.value):
+                log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
+            return None
+        if isinstance(message, RefusedMsg):
+            return self._refuse(msg_id, message.code.value, message.message)
+        return self._store_result(port, identity, row, message.envelope)
+
+    def _refuse(self, msg_id: str, code: str, message: str) -> None:
+        if self.journal.store_refusal(msg_id, code, message):
+            log_event(log, "instruction_refused", level=logging.WARNING, msg_id=msg_id, code=code, reason=message)
+            self._waiters.fire(msg_id)
+
+    def _store_result(self, port: Port, identity: DeviceIdentity, row: Row, envelope: Envelope) -> None:
+        if envelope.device_id != identity.device_id:
+            return self._security_drop(port, identity, f"result claims device_id {envelope.device_id}", row.msg_id)
+        if self.registries.device(envelope.device_id) is None:
+            return self._security_drop(port, identity, "result from a device not in the registry", row.msg_id)
+        try:
+            received = receive_result(envelope.to_json_obj(), self._result_keys(row.kid), now=self.clock(),
+                                      skew_s=self.settings.clock_skew_s, instruction_ts=row.ts)
+        except ProtocolError as exc:
+            return self._security_drop(port, identity, f"result refused ({exc.code.value})", row.msg_id, exc.message)
+        result = received.message
+        assert isinstance(result, Result)
+        if result.order_no != row.order_no:
+            return self._security_drop(port, identity, f"result for order {result.order_no}, instruction was {row.order_no}", row.msg_id)
+        body = envelope.to_bytes()
+        if row.state.final:
+            if row.result_envelope is not None and hmac.compare_digest(row.result_envelope, body):
+                return None  # the device re-sent what we already hold (our ACK was lost): nothing new
+            return self._security_drop(port, identity, "a second, different answer for a finished instruction", row.msg_id)
+        stored = StoredResult(envelope.msg_id, body, result.pay_status.value,
+                              result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
+                              str(result.amount), result.finished_at, result.error_code)
+        if self.journal.store_result(row.msg_id, stored):
+            log_event(log, "result_stored", msg_id=row.msg_id, device_id=identity.device_id, order_no=row.order_no,
+                      pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
+                      error_code=stored.error_code)
+            self._waiters.fire(row.msg_id)
+        return None
+
+    def _result_keys(self, instruction_kid: str) -> KeyRing:
+        """Active keys, plus the instruction's own kid even if retired since: its answer must still verify."""
+        ring = self.keys()
+        keys = [SharedKey(k.kid, k.suite, k.secret) if k.kid == instruction_kid else k for k in ring]
+        return KeyRing(keys)
+
+    def _security_drop(self, port: Port, identity: DeviceIdentity, why: str, msg_id: str, detail: str = "") -> None:
+        log_event(log, "device_message_dropped", level=logging.WARNING, security=True, port=port.url,
+                  device_id=identity.device_id, msg_id=msg_id, reason=why, detail=detail or None,
+                  msg="a message from the device failed the bridge's checks; HIS never sees it")
