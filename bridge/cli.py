@@ -1,0 +1,222 @@
+"""`his-bridge`: run the bridge and administer its keys and registries (thin over bridge.* functions).
+
+Only `main` turns errors into exit codes: 0 success, 1 a problem the message explains, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from protocol.crypto import SUITES
+from protocol.registry import format_device_csv
+
+from bridge import keystore, registries
+from bridge.config import ConfigError, load_config
+from bridge.initdir import init_directory
+from bridge.journal import JournalError
+from bridge.transport import list_serial_ports
+
+DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
+
+
+class CliError(Exception):
+    pass
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_config(args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.daemon import serve
+
+    return serve(args.config)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    files, key = init_directory(Path(args.dir), kid=args.kid, suite=args.suite)
+    for path in files:
+        print(f"wrote {path}")
+    print(f"key {key.kid} ({key.suite}) fingerprint {key.fingerprint}")
+    print("next: his-bridge devices import <records.csv>, terminals import <his.csv>, terminals bind T D")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    path = _config(args).security.key_file
+    key = keystore.new_key(path, args.kid, args.suite)
+    print(f"added {key.kid} ({key.suite}) to {path}; fingerprint {key.fingerprint}")
+    if args.show:
+        print(f"key_hex {key.secret.hex()}")
+        print("give this key to the HIS vendor over a secure channel, then clear your screen", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = keystore.list_keys(_config(args).security.key_file)
+    print(f"{'kid':<20} {'suite':<12} {'fingerprint':<20} {'created':<11} state")
+    for k in keys:
+        print(f"{k.kid:<20} {k.suite:<12} {k.fingerprint:<20} {k.created or '-':<11} {'retired' if k.retired else 'active'}")
+    return 0
+
+
+def cmd_keys_retire(args: argparse.Namespace) -> int:
+    key = keystore.retire_key(_config(args).security.key_file, args.kid)
+    print(f"retired {key.kid} (fingerprint {key.fingerprint}); instructions sealed with it are now refused (unknown_kid)")
+    return 0
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    added, updated = registries.import_devices(_config(args).registry.devices, Path(args.file))
+    print(f"devices: {added} added, {updated} updated")
+    return 0
+
+
+def cmd_devices_export(args: argparse.Namespace) -> int:
+    n = registries.export_devices_for_his(_config(args).registry.devices, Path(args.file))
+    print(f"wrote {n} devices (device_id,model,serial_no) to {args.file} for HIS")
+    return 0
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    sys.stdout.write(format_device_csv(registries.read_devices(_config(args).registry.devices), for_his=True))
+    return 0
+
+
+def cmd_terminals_import(args: argparse.Namespace) -> int:
+    config = _config(args)
+    added, updated = registries.import_terminals(config.registry.terminals, Path(args.file), config.registry.devices)
+    print(f"terminals: {added} added, {updated} updated")
+    return 0
+
+
+def cmd_terminals_bind(args: argparse.Namespace) -> int:
+    config = _config(args)
+    t = registries.bind_terminal(config.registry.terminals, args.terminal, args.device, config.registry.devices)
+    print(f"terminal {t.terminal_id} -> device {t.device_id} (a running bridge picks this up within a second)")
+    return 0
+
+
+def cmd_terminals_list(args: argparse.Namespace) -> int:
+    for t in registries.read_terminals(_config(args).registry.terminals):
+        print(f"{t.terminal_id:<20} {t.device_id or '(not bound)':<20} {t.description}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import requests
+
+    url = args.url
+    if url is None:
+        http = _config(args).http
+        url = f"http://{http.host if ':' not in http.host else '[' + http.host + ']'}:{http.port}"
+    try:
+        response = requests.get(url.rstrip("/") + "/v1/health", timeout=5)
+    except requests.RequestException as exc:
+        raise CliError(f"no bridge answering at {url} ({type(exc).__name__}); is the service running?") from None
+    print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    return 0 if response.ok and response.json().get("status") == "ok" else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    ring = keystore.load_keyring(config.security.key_file)
+    devices = registries.read_devices(config.registry.devices)
+    terminals = registries.read_terminals(config.registry.terminals)
+    known = {d.device_id for d in devices}
+    unbound = [t.terminal_id for t in terminals if t.device_id is None]
+    dangling = [t.terminal_id for t in terminals if t.device_id and t.device_id not in known]
+    print(f"{config.source}: OK; listening on {config.http.host}:{config.http.port}; ports {', '.join(config.link.ports)}")
+    print(f"keys: {len(ring.active())} active, {len(ring) - len(ring.active())} retired")
+    print(f"devices: {len(devices)}; terminals: {len(terminals)} ({len(unbound)} not bound)")
+    if dangling:
+        raise CliError(f"terminals bound to devices not in the device registry: {', '.join(dangling)}")
+    return 0
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    ports = list_serial_ports()
+    if not ports:
+        print("no serial ports found")
+    for p in ports:
+        print(f"{p.device:<24} {p.usb_id or '-':<10} {p.serial_number or '-':<16} {p.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="his-bridge", description="The HIS bridge on the cashier PC: HTTP API for HIS, USB link to the POS.",
+        epilog="Configuration reference and operations: docs/bridge.md")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"configuration file (default: $HIS_BRIDGE_CONFIG or config.toml; now {DEFAULT_CONFIG})")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the bridge until Ctrl-C / SIGTERM / service stop")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("init", help="create DIR with an example config, empty registries and a new key file")
+    p.add_argument("dir")
+    p.add_argument("--kid", help="name of the first key (default: kYYYYMM)")
+    p.add_argument("--suite", choices=sorted(SUITES), default="AES-256-GCM")
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("check", help="validate the configuration, key file and registries, then exit")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("health", help="print GET /v1/health of the running bridge (exit 1 unless status ok)")
+    p.add_argument("--url", help="bridge URL (default: from the configuration)")
+    p.set_defaults(func=cmd_health)
+    p = sub.add_parser("ports", help="list serial ports with their USB VID:PID (to find the POS)")
+    p.set_defaults(func=cmd_ports)
+
+    keys = sub.add_parser("keys", help="shared keys: new, list, retire").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("new", help="add a fresh random key; prints its fingerprint (the key only with --show)")
+    p.add_argument("--kid", required=True, help="key id, [A-Za-z0-9_-]{1,64}, e.g. k2026b")
+    p.add_argument("--suite", required=True, choices=sorted(SUITES))
+    p.add_argument("--show", action="store_true", help="also print the key (hex) to hand it to HIS once")
+    p.set_defaults(func=cmd_keys_new)
+    p = keys.add_parser("list", help="kid, suite, fingerprint, created, active/retired")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("retire", help="stop accepting instructions sealed with KID")
+    p.add_argument("kid")
+    p.set_defaults(func=cmd_keys_retire)
+
+    devices = sub.add_parser("devices", help="device registry: import, export, list").add_subparsers(
+        dest="devices_command", required=True)
+    p = devices.add_parser("import", help="merge device records (device_id,model,serial_no,public_key)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_devices_import)
+    p = devices.add_parser("export", help="write the device list for HIS (step 2)")
+    p.add_argument("--for-his", dest="file", required=True, metavar="FILE", help="CSV device_id,model,serial_no")
+    p.set_defaults(func=cmd_devices_export)
+    p = devices.add_parser("list", help="print the device registry (without keys)")
+    p.set_defaults(func=cmd_devices_list)
+
+    terminals = sub.add_parser("terminals", help="terminal registry: import, bind, list").add_subparsers(
+        dest="terminals_command", required=True)
+    p = terminals.add_parser("import", help="merge HIS's terminal list (terminal_id,description[,device_id])")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_terminals_import)
+    p = terminals.add_parser("bind", help="route TERMINAL's instructions to DEVICE")
+    p.add_argument("terminal")
+    p.add_argument("device")
+    p.set_defaults(func=cmd_terminals_bind)
+    p = terminals.add_parser("list", help="terminal, bound device, description")
+    p.set_defaults(func=cmd_terminals_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, CliError, keystore.KeyStoreError, registries.RegistryFileError, JournalError, OSError) as exc:
+        print(f"his-bridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
