@@ -1,0 +1,476 @@
+"""The terminal's journal: SQLite in WAL mode with synchronous=FULL, the only memory that survives.
+
+Tables
+    instructions  one row per accepted instruction: what HIS asked, its lifecycle `state`
+                  (terminal.machine.State) and, once finished, its pay_status and error_code
+    attempts      one row per payment attempt (out_trade_no), written BEFORE the pay call
+    collections   one row per order collected: the "one order, one payment" gate (order_no is the
+                  primary key, so a second collection of an order cannot even be written)
+    refunds       one row per refund (out_refund_no): the amount is reserved BEFORE the channel is
+                  called, and a trigger refuses any reservation beyond what was collected
+    results       the sealed result envelope of every finished instruction, and when the bridge
+                  acknowledged it (delivered_at)
+    seen          msg_ids accepted, per kid (a protocol.freshness.SeenStore)
+    meta          schema version and small persisted state (the PIN lockout)
+
+Every change happens in `with journal.transaction(label) as tx:`; the commit is durable when the
+block ends, and only then does the service act on it. `on_commit` is called before and after each
+commit with a `CommitPoint` (power-cut injection for the crash tests and the simulator's faults): if
+it raises, the transaction is rolled back ("before") or stays committed ("after"), and after a
+`PowerCut` the journal refuses every further call, like a device that lost power.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from protocol.amount import Direction, format_yuan, parse_yuan
+from protocol.freshness import SeenRecord
+from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
+from terminal.machine import Kind, State
+
+SCHEMA_VERSION = 1
+# Wait this long for a lock held by another connection (another process on the same files).
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+  kid TEXT NOT NULL, msg_id TEXT NOT NULL, digest BLOB NOT NULL, first_seen REAL NOT NULL,
+  PRIMARY KEY (kid, msg_id));
+CREATE TABLE IF NOT EXISTS instructions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  kid TEXT NOT NULL, msg_id TEXT NOT NULL, envelope_ts INTEGER NOT NULL, terminal_id TEXT NOT NULL,
+  order_no TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('collect', 'refund')),
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0), display TEXT,
+  received_at REAL NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL,
+  channel TEXT, close_reason TEXT, last_error_code TEXT, last_error_message TEXT,
+  pay_status TEXT, error_code TEXT, finished_at REAL,
+  UNIQUE (kid, msg_id));
+CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
+CREATE INDEX IF NOT EXISTS instructions_state ON instructions (state);
+CREATE INDEX IF NOT EXISTS instructions_finished ON instructions (finished_at);
+CREATE TABLE IF NOT EXISTS attempts (
+  out_trade_no TEXT PRIMARY KEY, seq INTEGER NOT NULL REFERENCES instructions (seq),
+  attempt_no INTEGER NOT NULL, channel TEXT NOT NULL, code_masked TEXT NOT NULL,
+  started_at REAL NOT NULL, deadline REAL NOT NULL,
+  outcome TEXT, channel_txn_id TEXT, paid_fen INTEGER, result_code TEXT, channel_code TEXT, message TEXT,
+  UNIQUE (seq, attempt_no));
+CREATE TABLE IF NOT EXISTS collections (
+  order_no TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE REFERENCES instructions (seq),
+  out_trade_no TEXT NOT NULL REFERENCES attempts (out_trade_no), channel TEXT NOT NULL,
+  channel_txn_id TEXT NOT NULL, paid_fen INTEGER NOT NULL CHECK (paid_fen > 0), collected_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS refunds (
+  out_refund_no TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE REFERENCES instructions (seq),
+  order_no TEXT NOT NULL REFERENCES collections (order_no),
+  refund_fen INTEGER NOT NULL CHECK (refund_fen > 0),
+  status TEXT NOT NULL CHECK (status IN ('reserved', 'refunded', 'failed')),
+  channel_refund_id TEXT, reserved_at REAL NOT NULL, settled_at REAL);
+CREATE INDEX IF NOT EXISTS refunds_order ON refunds (order_no);
+CREATE TRIGGER IF NOT EXISTS refunds_within_collected BEFORE INSERT ON refunds
+WHEN (SELECT COALESCE(SUM(refund_fen), 0) FROM refunds WHERE order_no = NEW.order_no AND status != 'failed')
+     + NEW.refund_fen > (SELECT paid_fen FROM collections WHERE order_no = NEW.order_no)
+BEGIN SELECT RAISE(ABORT, 'refund exceeds what remains of the collection'); END;
+CREATE TABLE IF NOT EXISTS results (
+  result_msg_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE REFERENCES instructions (seq),
+  envelope BLOB NOT NULL, pay_status TEXT NOT NULL, pay_order_no TEXT NOT NULL,
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0), created_at REAL NOT NULL, delivered_at REAL);
+CREATE INDEX IF NOT EXISTS results_undelivered ON results (delivered_at) WHERE delivered_at IS NULL;
+"""
+
+
+class PowerCut(BaseException):
+    """Injected loss of power. A BaseException so no `except Exception` can swallow it."""
+
+
+class StaleState(Exception):
+    """advance() found the instruction in another state than expected (another thread moved it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPoint:
+    number: int  # commits attempted by this Journal object, from 1
+    label: str  # what the transaction records, e.g. "collect:awaiting_scan->paying"
+    phase: str  # "before" (not yet durable) or "after" (durable)
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionRow:
+    seq: int
+    kid: str
+    msg_id: str
+    envelope_ts: int
+    terminal_id: str
+    order_no: str
+    kind: Kind
+    amount_fen: int
+    display: Display | None
+    received_at: float
+    state: State
+    updated_at: float
+    channel: PayChannel | None
+    close_reason: str | None
+    last_error_code: str | None
+    last_error_message: str | None
+    pay_status: PayStatus | None
+    error_code: str | None
+    finished_at: float | None
+
+    @property
+    def direction(self) -> Direction:
+        return Direction.COLLECT if self.kind is Kind.COLLECT else Direction.REFUND
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    out_trade_no: str
+    seq: int
+    attempt_no: int
+    channel: PayChannel
+    code_masked: str
+    started_at: float
+    deadline: float
+    outcome: str | None
+    channel_txn_id: str | None
+    paid_fen: int | None
+    result_code: str | None
+    channel_code: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRow:
+    order_no: str
+    seq: int
+    out_trade_no: str
+    channel: PayChannel
+    channel_txn_id: str
+    paid_fen: int
+    collected_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRow:
+    out_refund_no: str
+    seq: int
+    order_no: str
+    refund_fen: int
+    status: str
+    channel_refund_id: str | None
+    reserved_at: float
+    settled_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    result_msg_id: str
+    seq: int
+    envelope: bytes
+    pay_status: PayStatus
+    pay_order_no: str
+    amount_fen: int  # what the result reports (a duplicate reports the original collection)
+    created_at: float
+    delivered_at: float | None
+
+
+def encode_display(display: Display | None) -> str | None:
+    """What the journal keeps of the display block: the patient name masked, the items."""
+    if display is None:
+        return None
+    return json.dumps({
+        "patient": None if display.patient is None else mask_patient_name(display.patient),
+        "items": [{"name": i.name, "qty": i.qty, "amount": format_yuan(i.amount_fen)} for i in display.items],
+    }, ensure_ascii=False)
+
+
+def _decode_display(text: str | None) -> Display | None:
+    if text is None:
+        return None
+    obj = json.loads(text)
+    return Display(obj["patient"], tuple(BillItem(i["name"], i["qty"], parse_yuan(i["amount"])) for i in obj["items"]))
+
+
+def _instruction(r: sqlite3.Row) -> InstructionRow:
+    return InstructionRow(
+        r["seq"], r["kid"], r["msg_id"], r["envelope_ts"], r["terminal_id"], r["order_no"], Kind(r["kind"]),
+        r["amount_fen"], _decode_display(r["display"]), r["received_at"], State(r["state"]), r["updated_at"],
+        None if r["channel"] is None else PayChannel(r["channel"]), r["close_reason"], r["last_error_code"],
+        r["last_error_message"], None if r["pay_status"] is None else PayStatus(r["pay_status"]), r["error_code"],
+        r["finished_at"],
+    )
+
+
+def _attempt(r: sqlite3.Row) -> AttemptRow:
+    return AttemptRow(r["out_trade_no"], r["seq"], r["attempt_no"], PayChannel(r["channel"]), r["code_masked"],
+                      r["started_at"], r["deadline"], r["outcome"], r["channel_txn_id"], r["paid_fen"],
+                      r["result_code"], r["channel_code"], r["message"])
+
+
+def _result(r: sqlite3.Row) -> ResultRow:
+    return ResultRow(r["result_msg_id"], r["seq"], bytes(r["envelope"]), PayStatus(r["pay_status"]), r["pay_order_no"],
+                     r["amount_fen"], r["created_at"], r["delivered_at"])
+
+
+class Journal:
+    """One SQLite file. Thread-safe: one connection, used under a lock."""
+
+    def __init__(self, path: str | Path, *, on_commit: Callable[[CommitPoint], None] | None = None) -> None:
+        self.path = Path(path)
+        self._on_commit = on_commit
+        self._lock = threading.RLock()
+        self._commits = 0
+        self._dead = False
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        self._db.row_factory = sqlite3.Row
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode}); is it on a network drive?")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in _statements(_SCHEMA):
+                self._db.execute(statement)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                self._db.execute("ROLLBACK")
+                raise RuntimeError(f"{self.path}: journal schema {row[0]}, this software reads {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _alive(self) -> None:
+        if self._dead:
+            raise PowerCut("the journal lost power")
+
+    @contextmanager
+    def transaction(self, label: str) -> Iterator["Tx"]:
+        with self._lock:
+            self._alive()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._db)
+                self._commits += 1
+                self._hook(CommitPoint(self._commits, label, "before"))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._hook(CommitPoint(self._commits, label, "after"))
+
+    def _hook(self, point: CommitPoint) -> None:
+        if self._on_commit is None:
+            return
+        try:
+            self._on_commit(point)
+        except PowerCut:
+            self._dead = True
+            raise
+
+    @property
+    def dead(self) -> bool:
+        """True after a PowerCut (or close): every further call raises PowerCut."""
+        return self._dead
+
+    @property
+    def commits(self) -> int:
+        return self._commits
+
+    def close(self) -> None:
+        with self._lock:
+            self._dead = True
+            self._db.close()
+
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            self._alive()
+            return self._db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Row | None:
+        rows = self._all(sql, args)
+        return rows[0] if rows else None
+
+    # -- reads ------------------------------------------------------------------------------------
+    def seen(self, kid: str, msg_id: str) -> SeenRecord | None:
+        r = self._one("SELECT digest, first_seen FROM seen WHERE kid=? AND msg_id=?", (kid, msg_id))
+        return None if r is None else SeenRecord(bytes(r["digest"]), r["first_seen"])
+
+    def instruction(self, seq: int) -> InstructionRow:
+        r = self._one("SELECT * FROM instructions WHERE seq=?", (seq,))
+        if r is None:
+            raise KeyError(f"no instruction {seq}")
+        return _instruction(r)
+
+    def find(self, kid: str, msg_id: str) -> InstructionRow | None:
+        r = self._one("SELECT * FROM instructions WHERE kid=? AND msg_id=?", (kid, msg_id))
+        return None if r is None else _instruction(r)
+
+    def find_msg_id(self, msg_id: str) -> InstructionRow | None:
+        """The latest instruction with this msg_id under any kid (for people looking things up)."""
+        r = self._one("SELECT * FROM instructions WHERE msg_id=? ORDER BY seq DESC LIMIT 1", (msg_id,))
+        return None if r is None else _instruction(r)
+
+    def unfinished(self) -> list[InstructionRow]:
+        return [_instruction(r) for r in self._all("SELECT * FROM instructions WHERE state != 'finished' ORDER BY seq")]
+
+    def unfinished_for_order(self, order_no: str) -> list[InstructionRow]:
+        rows = self._all("SELECT * FROM instructions WHERE state != 'finished' AND order_no=? ORDER BY seq", (order_no,))
+        return [_instruction(r) for r in rows]
+
+    def finished_between(self, start: float, end: float) -> list[InstructionRow]:
+        rows = self._all("SELECT * FROM instructions WHERE finished_at >= ? AND finished_at < ? ORDER BY finished_at, seq", (start, end))
+        return [_instruction(r) for r in rows]
+
+    def attempts(self, seq: int) -> list[AttemptRow]:
+        return [_attempt(r) for r in self._all("SELECT * FROM attempts WHERE seq=? ORDER BY attempt_no", (seq,))]
+
+    def current_attempt(self, seq: int) -> AttemptRow | None:
+        r = self._one("SELECT * FROM attempts WHERE seq=? ORDER BY attempt_no DESC LIMIT 1", (seq,))
+        return None if r is None else _attempt(r)
+
+    def collection(self, order_no: str) -> CollectionRow | None:
+        r = self._one("SELECT * FROM collections WHERE order_no=?", (order_no,))
+        if r is None:
+            return None
+        return CollectionRow(r["order_no"], r["seq"], r["out_trade_no"], PayChannel(r["channel"]), r["channel_txn_id"],
+                             r["paid_fen"], r["collected_at"])
+
+    def committed_refunds_fen(self, order_no: str) -> int:
+        """Refunded plus reserved (in flight) for an order: what is no longer refundable."""
+        r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status != 'failed'", (order_no,))
+        return int(r["s"]) if r else 0
+
+    def refund_for(self, seq: int) -> RefundRow | None:
+        r = self._one("SELECT * FROM refunds WHERE seq=?", (seq,))
+        if r is None:
+            return None
+        return RefundRow(r["out_refund_no"], r["seq"], r["order_no"], r["refund_fen"], r["status"], r["channel_refund_id"],
+                         r["reserved_at"], r["settled_at"])
+
+    def result_for(self, seq: int) -> ResultRow | None:
+        r = self._one("SELECT * FROM results WHERE seq=?", (seq,))
+        return None if r is None else _result(r)
+
+    def undelivered(self) -> list[ResultRow]:
+        return [_result(r) for r in self._all("SELECT * FROM results WHERE delivered_at IS NULL ORDER BY seq")]
+
+    def meta(self, key: str) -> str | None:
+        r = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if r is None else str(r["value"])
+
+
+class Tx:
+    """The writes of one transaction (only valid inside `Journal.transaction`)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def remember(self, kid: str, msg_id: str, digest: bytes, now: float) -> None:
+        self._db.execute("INSERT INTO seen (kid, msg_id, digest, first_seen) VALUES (?, ?, ?, ?)", (kid, msg_id, digest, now))
+
+    def forget_seen_before(self, cutoff: float) -> int:
+        return self._db.execute("DELETE FROM seen WHERE first_seen < ?", (cutoff,)).rowcount
+
+    def add_instruction(self, *, kid: str, msg_id: str, envelope_ts: int, terminal_id: str, order_no: str, kind: Kind,
+                        amount_fen: int, display: Display | None, now: float) -> int:
+        cur = self._db.execute(
+            "INSERT INTO instructions (kid, msg_id, envelope_ts, terminal_id, order_no, kind, amount_fen, display,"
+            " received_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, encode_display(display), now,
+             State.QUEUED.value, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    _FIELDS = frozenset({"channel", "close_reason", "last_error_code", "last_error_message", "pay_status", "error_code", "finished_at"})
+
+    def advance(self, seq: int, expect: State, to: State, now: float, **fields: object) -> None:
+        """Move `seq` from `expect` to `to` (compare-and-set), updating the named columns."""
+        unknown = set(fields) - self._FIELDS
+        if unknown:
+            raise ValueError(f"advance: unknown columns {sorted(unknown)}")
+        values = [v.value if hasattr(v, "value") else v for v in fields.values()]
+        sets = "".join(f", {name}=?" for name in fields)
+        cur = self._db.execute(f"UPDATE instructions SET state=?, updated_at=?{sets} WHERE seq=? AND state=?",
+                               (to.value, now, *values, seq, expect.value))
+        if cur.rowcount != 1:
+            raise StaleState(f"instruction {seq} is no longer {expect.value}")
+
+    def add_attempt(self, *, seq: int, out_trade_no: str, attempt_no: int, channel: PayChannel, code_masked: str,
+                    now: float, deadline: float) -> None:
+        self._db.execute(
+            "INSERT INTO attempts (out_trade_no, seq, attempt_no, channel, code_masked, started_at, deadline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (out_trade_no, seq, attempt_no, channel.value, code_masked, now, deadline),
+        )
+
+    def settle_attempt(self, out_trade_no: str, *, outcome: str, channel_txn_id: str | None = None, paid_fen: int | None = None,
+                       result_code: str | None = None, channel_code: str | None = None, message: str | None = None) -> None:
+        self._db.execute(
+            "UPDATE attempts SET outcome=?, channel_txn_id=?, paid_fen=?, result_code=?, channel_code=?, message=?"
+            " WHERE out_trade_no=?",
+            (outcome, channel_txn_id, paid_fen, result_code, channel_code, message, out_trade_no),
+        )
+
+    def add_collection(self, *, order_no: str, seq: int, out_trade_no: str, channel: PayChannel, channel_txn_id: str,
+                       paid_fen: int, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO collections (order_no, seq, out_trade_no, channel, channel_txn_id, paid_fen, collected_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (order_no, seq, out_trade_no, channel.value, channel_txn_id, paid_fen, now),
+        )
+
+    def reserve_refund(self, *, out_refund_no: str, seq: int, order_no: str, refund_fen: int, now: float) -> bool:
+        """Reserve `refund_fen` of the order's collection; False if that is more than remains."""
+        try:
+            self._db.execute(
+                "INSERT INTO refunds (out_refund_no, seq, order_no, refund_fen, status, reserved_at)"
+                " VALUES (?, ?, ?, ?, 'reserved', ?)",
+                (out_refund_no, seq, order_no, refund_fen, now),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "exceeds" in str(exc):
+                return False
+            raise
+        return True
+
+    def settle_refund(self, out_refund_no: str, *, refunded: bool, channel_refund_id: str | None, now: float) -> None:
+        self._db.execute("UPDATE refunds SET status=?, channel_refund_id=?, settled_at=? WHERE out_refund_no=? AND status='reserved'",
+                         ("refunded" if refunded else "failed", channel_refund_id, now, out_refund_no))
+
+    def add_result(self, *, result_msg_id: str, seq: int, envelope: bytes, pay_status: PayStatus, pay_order_no: str,
+                   amount_fen: int, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO results (result_msg_id, seq, envelope, pay_status, pay_order_no, amount_fen, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (result_msg_id, seq, envelope, pay_status.value, pay_order_no, amount_fen, now),
+        )
+
+    def mark_delivered(self, result_msg_id: str, now: float) -> bool:
+        cur = self._db.execute("UPDATE results SET delivered_at=? WHERE result_msg_id=? AND delivered_at IS NULL", (now, result_msg_id))
+        return cur.rowcount == 1
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a script, one by one (the trigger body holds a ';' of its own, and
+    executescript() would commit the transaction we create the schema in)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement: {buffer.strip()[:60]}")

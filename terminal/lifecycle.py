@@ -1,0 +1,341 @@
+"""The journaled lifecycle: each method commits one transition (machine.step) with its writes.
+
+Synchronous and single-threaded: `terminal.service` calls it under its lock, does the I/O (channel
+calls, outbox, screens) around it. Every method commits BEFORE the service acts on what it returns:
+`begin_attempt` commits "about to pay with out_trade_no X" and only then is X sent to the channel;
+`confirm_supervisor` reserves the refund amount and only then is the refund requested.
+
+Results are sealed here, once, with `protocol.envelope.seal_result` under the instruction's kid, and
+stored with the FINISHED transition in the same commit: a finished instruction always has its
+result, and re-sending it sends the identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from protocol.amount import Amount, format_yuan
+from protocol.crypto import SharedKey
+from protocol.envelope import Envelope, receive_instruction, seal_result
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import MAX_ERROR_MESSAGE, Instruction, PayChannel, PayStatus, Result, ResultCode
+from terminal import machine
+from terminal.channels.base import PayOutcome, RefundOutcome
+from terminal.config import DeviceConfig
+from terminal.journal import AttemptRow, InstructionRow, Journal, ResultRow, StaleState, Tx
+from terminal.machine import Event, Kind, State
+from terminal.pin import Lockout
+from terminal.texts import reason_text
+
+log = logging.getLogger("terminal.lifecycle")
+
+# A cashier may re-scan after declines; past this many attempts the instruction must be cancelled
+# (out_trade_no carries the attempt number in two digits).
+MAX_ATTEMPTS = 20
+
+
+def out_trade_no(device_id: str, kid: str, msg_id: str, attempt_no: int) -> str:
+    """The channel order number of one attempt: unique per device, instruction and attempt, and the
+    same if computed again (29 characters: WeChat allows 32, Alipay 64)."""
+    digest = hashlib.sha256(f"pay|{device_id}|{kid}|{msg_id}".encode()).hexdigest()[:26]
+    return f"P{digest}{attempt_no:02d}"
+
+
+def out_refund_no(device_id: str, kid: str, msg_id: str) -> str:
+    """The idempotent refund number of a refund instruction: the same instruction always asks the
+    channel for the same refund, so a repeated call can never refund twice (32 characters)."""
+    return "R" + hashlib.sha256(f"refund|{device_id}|{kid}|{msg_id}".encode()).hexdigest()[:31]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The identical envelope again: answer from storage, execute nothing."""
+
+    row: InstructionRow
+    result: ResultRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    msg_id: str
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed transition (or a no-op self-loop when before == after)."""
+
+    seq: int
+    before: State
+    after: State
+    result: ResultRow | None = None
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 1] + "…"
+
+
+class Lifecycle:
+    def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes]) -> None:
+        self.config = config
+        self.journal = journal
+        self.clock = clock
+        self.rng = rng
+
+    # -- arrival --------------------------------------------------------------------------------
+    def accept(self, envelope: Envelope) -> Accepted | Repeat | Refusal:
+        """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction."""
+        now = self.clock()
+        cfg = self.config
+        try:
+            received = receive_instruction(envelope.to_json_obj(), cfg.keys, now=now, skew_s=cfg.instruction_skew_s,
+                                           limit_fen=cfg.limit_fen, seen=self.journal, answer_ttl_s=cfg.msg_id_memory_s)
+        except ProtocolError as exc:
+            return Refusal(envelope.msg_id, exc.code, exc.message)
+        if received.message is None:
+            row = self.journal.find(envelope.kid, envelope.msg_id)
+            if row is None:  # seen but never journaled cannot happen (one transaction); be explicit anyway
+                return Refusal(envelope.msg_id, ErrorCode.INTERNAL_ERROR, "msg_id known but its instruction is missing")
+            return Repeat(row, self.journal.result_for(row.seq))
+        instruction = received.message
+        assert isinstance(instruction, Instruction)
+        if not cfg.has_terminal(instruction.terminal_id):
+            return Refusal(envelope.msg_id, ErrorCode.UNKNOWN_TERMINAL,
+                           f"terminal {instruction.terminal_id!r} is not provisioned on device {cfg.device.device_id}")
+        kind = Kind.REFUND if instruction.amount.is_refund else Kind.COLLECT
+        with self.journal.transaction(f"{kind.value}:new->queued") as tx:
+            tx.remember(envelope.kid, envelope.msg_id, envelope.digest(), now)
+            seq = tx.add_instruction(kid=envelope.kid, msg_id=envelope.msg_id, envelope_ts=envelope.ts,
+                                     terminal_id=instruction.terminal_id, order_no=instruction.order_no, kind=kind,
+                                     amount_fen=instruction.amount.fen, display=instruction.display, now=now)
+        return Accepted(seq)
+
+    def forget_old_msg_ids(self) -> int:
+        """Drop msg_id records no envelope could still match: older than memory + clock window."""
+        cutoff = self.clock() - self.config.msg_id_memory_s - self.config.instruction_skew_s
+        with self.journal.transaction("seen:purge") as tx:
+            return tx.forget_seen_before(cutoff)
+
+    # -- deciding without the cashier -------------------------------------------------------------
+    def immediate(self, row: InstructionRow) -> tuple[Event, str | None] | None:
+        """Decisions that need nobody: a '+' for an order already collected, a '-' that cannot be
+        honoured. None when the instruction must be shown to the cashier."""
+        collection = self.journal.collection(row.order_no)
+        if row.kind is Kind.COLLECT:
+            return (Event.DUPLICATE, ResultCode.DUPLICATE_ORDER.value) if collection is not None else None
+        if collection is None:
+            return Event.NOT_REFUNDABLE, ResultCode.ORDER_NOT_PAID.value
+        if row.amount_fen > collection.paid_fen - self.journal.committed_refunds_fen(row.order_no):
+            return Event.NOT_REFUNDABLE, ResultCode.REFUND_EXCEEDS_REMAINING.value
+        return None
+
+    def decide_on_arrival(self, seq: int) -> Change | None:
+        """Answer at once if nothing else is open for the same order (otherwise the instruction waits
+        its turn: that is what serialises instructions per order)."""
+        row = self.journal.instruction(seq)
+        if [other for other in self.journal.unfinished_for_order(row.order_no) if other.seq != seq]:
+            return None
+        decision = self.immediate(row)
+        if decision is None:
+            return None
+        return self.apply(seq, State.QUEUED, decision[0], reason=decision[1])
+
+    def head(self) -> InstructionRow | None:
+        """The instruction on the screen: the earliest unfinished one."""
+        rows = self.journal.unfinished()
+        return rows[0] if rows else None
+
+    def activate(self) -> list[Change]:
+        """Bring the head forward: answer it at once if possible, else show it to the cashier."""
+        changes: list[Change] = []
+        while (head := self.head()) is not None and head.state is State.QUEUED:
+            decision = self.immediate(head)
+            if decision is not None:
+                change = self.apply(head.seq, State.QUEUED, decision[0], reason=decision[1])
+            else:
+                event = Event.SHOW if head.kind is Kind.COLLECT else Event.ASK_SUPERVISOR
+                change = self.apply(head.seq, State.QUEUED, event)
+            if change is None:
+                break
+            changes.append(change)
+            if change.after is not State.FINISHED:
+                break
+        return changes
+
+    # -- the cashier ----------------------------------------------------------------------------
+    def begin_attempt(self, seq: int, expect: State, channel: PayChannel, code_masked: str, deadline_s: float) -> AttemptRow:
+        """Commit "about to pay": a new attempt with a new out_trade_no. Raises StaleState."""
+        row = self.journal.instruction(seq)
+        machine.step(row.kind, expect, Event.SCAN)
+        attempts = self.journal.attempts(seq)
+        attempt_no = len(attempts) + 1
+        if attempt_no > MAX_ATTEMPTS:
+            raise StaleState(f"instruction {seq} has had {MAX_ATTEMPTS} attempts; cancel it")
+        now = self.clock()
+        number = out_trade_no(self.config.device.device_id, row.kid, row.msg_id, attempt_no)
+        with self.journal.transaction(f"collect:{expect.value}->paying") as tx:
+            tx.add_attempt(seq=seq, out_trade_no=number, attempt_no=attempt_no, channel=channel, code_masked=code_masked,
+                           now=now, deadline=now + deadline_s)
+            tx.advance(seq, expect, State.PAYING, now, channel=channel)
+        attempt = self.journal.current_attempt(seq)
+        assert attempt is not None
+        return attempt
+
+    def confirm_supervisor(self, seq: int) -> Change | None:
+        """The PIN was right: reserve the amount (never beyond what remains), then REFUNDING."""
+        row = self.journal.instruction(seq)
+        if row.state is not State.AWAITING_SUPERVISOR:
+            return None
+        collection = self.journal.collection(row.order_no)
+        if collection is None:
+            return self.apply(seq, State.AWAITING_SUPERVISOR, Event.NOT_REFUNDABLE, reason=ResultCode.ORDER_NOT_PAID.value)
+        now = self.clock()
+        number = out_refund_no(self.config.device.device_id, row.kid, row.msg_id)
+        with self.journal.transaction("refund:awaiting_supervisor->refunding") as tx:
+            if tx.reserve_refund(out_refund_no=number, seq=seq, order_no=row.order_no, refund_fen=row.amount_fen, now=now):
+                tx.advance(seq, State.AWAITING_SUPERVISOR, State.REFUNDING, now, channel=collection.channel)
+                return Change(seq, State.AWAITING_SUPERVISOR, State.REFUNDING)
+        return self.apply(seq, State.AWAITING_SUPERVISOR, Event.NOT_REFUNDABLE, reason=ResultCode.REFUND_EXCEEDS_REMAINING.value)
+
+    def lockout(self, key: str) -> Lockout:
+        text = self.journal.meta(f"pin_lockout:{key}")
+        if text is None:
+            return Lockout()
+        failures, until = text.split(",")
+        return Lockout(int(failures), float(until))
+
+    def save_lockout(self, key: str, state: Lockout) -> None:
+        with self.journal.transaction(f"pin:{key}") as tx:
+            tx.set_meta(f"pin_lockout:{key}", f"{state.failures},{state.locked_until!r}")
+
+    def mark_delivered(self, result_msg_id: str) -> bool:
+        with self.journal.transaction("result:delivered") as tx:
+            return tx.mark_delivered(result_msg_id, self.clock())
+
+    # -- transitions ----------------------------------------------------------------------------
+    def apply(self, seq: int, expect: State, event: Event, *, pay: PayOutcome | None = None,
+              refund: RefundOutcome | None = None, reason: str | None = None) -> Change | None:
+        """Commit `event` on instruction `seq` if it is still in `expect`; None when it moved on
+        (another thread got there first: the caller re-reads and decides again)."""
+        row = self.journal.instruction(seq)
+        if row.state is not expect:
+            return None
+        after, status = machine.step(row.kind, expect, event)
+        if after is expect:
+            return Change(seq, expect, after)  # a self-loop (still paying, still unknown): nothing to commit
+        now = self.clock()
+        label = f"{row.kind.value}:{expect.value}->{after.value}"
+        try:
+            with self.journal.transaction(label) as tx:
+                result = self._write(tx, row, event, after, status, now, pay=pay, refund=refund, reason=reason)
+        except StaleState:
+            return None
+        return Change(seq, expect, after, result)
+
+    def _write(self, tx: Tx, row: InstructionRow, event: Event, after: State, status: PayStatus | None, now: float, *,
+               pay: PayOutcome | None, refund: RefundOutcome | None, reason: str | None) -> ResultRow | None:
+        attempt = self.journal.current_attempt(row.seq) if row.kind is Kind.COLLECT else None
+        fields: dict[str, object] = {}
+        if attempt is not None and pay is not None:
+            outcome = {Event.PAID: "success", Event.DECLINED: "declined"}.get(event)
+            if outcome is not None:
+                tx.settle_attempt(attempt.out_trade_no, outcome=outcome, channel_txn_id=pay.channel_txn_id, paid_fen=pay.paid_fen,
+                                  result_code=None if pay.result_code is None else pay.result_code.value,
+                                  channel_code=pay.channel_code, message=_clip(pay.message))
+        if event is Event.DECLINED:
+            assert pay is not None
+            fields["last_error_code"] = (pay.result_code or ResultCode.DECLINED).value
+            fields["last_error_message"] = _clip(pay.message)
+        if event in (Event.GIVE_UP, Event.CANCEL) and after is State.REVERSING:
+            fields["close_reason"] = reason or ResultCode.CHANNEL_ERROR.value
+        if event is Event.REVERSED and attempt is not None:
+            tx.settle_attempt(attempt.out_trade_no, outcome="reversed")
+        if after is not State.FINISHED:
+            tx.advance(row.seq, row.state, after, now, **fields)
+            return None
+        assert status is not None
+        return self._finish(tx, row, event, status, attempt, now, pay=pay, refund=refund, reason=reason, fields=fields)
+
+    def _finish(self, tx: Tx, row: InstructionRow, event: Event, status: PayStatus, attempt: AttemptRow | None, now: float, *,
+                pay: PayOutcome | None, refund: RefundOutcome | None, reason: str | None, fields: dict[str, object]) -> ResultRow:
+        amount_fen = row.amount_fen
+        pay_order_no = ""
+        channel = row.channel
+        error_code: str | None = None
+        message: str | None = None
+        collection = self.journal.collection(row.order_no)
+        if event is Event.PAID:
+            assert pay is not None and attempt is not None
+            pay_order_no = pay.channel_txn_id or ""
+            if pay.paid_fen is not None and pay.paid_fen != row.amount_fen:
+                log.warning("order %s: the channel took %s yuan, %s were asked", row.order_no, format_yuan(pay.paid_fen), format_yuan(row.amount_fen))
+                message = f"the channel collected {format_yuan(pay.paid_fen)} yuan"
+                amount_fen = pay.paid_fen
+            channel = attempt.channel
+            tx.add_collection(order_no=row.order_no, seq=row.seq, out_trade_no=attempt.out_trade_no, channel=attempt.channel,
+                              channel_txn_id=pay_order_no, paid_fen=amount_fen, now=now)
+        elif event is Event.DUPLICATE:
+            assert collection is not None
+            original = self.journal.instruction(collection.seq)
+            pay_order_no, channel, amount_fen = collection.channel_txn_id, collection.channel, collection.paid_fen
+            error_code = ResultCode.DUPLICATE_ORDER.value
+            message = f"order already collected (instruction {original.msg_id}); nothing was charged again"
+        elif event is Event.CANCEL and row.state is State.DECLINED:
+            error_code, message = row.last_error_code or ResultCode.DECLINED.value, row.last_error_message
+        elif event is Event.CANCEL:
+            error_code = ResultCode.CANCELLED.value
+        elif event is Event.REVERSED:
+            error_code = row.close_reason or ResultCode.CHANNEL_ERROR.value
+        elif event in (Event.NOT_REFUNDABLE, Event.SUPERVISOR_DECLINED):
+            error_code = reason or ResultCode.SUPERVISOR_DECLINED.value
+            channel = None if collection is None else collection.channel
+            if error_code == ResultCode.REFUND_EXCEEDS_REMAINING.value and collection is not None:
+                left = collection.paid_fen - self.journal.committed_refunds_fen(row.order_no)
+                message = f"{format_yuan(left)} yuan of {format_yuan(collection.paid_fen)} remains refundable"
+        elif event in (Event.REFUNDED, Event.REFUND_REFUSED):
+            assert refund is not None
+            reserved = self.journal.refund_for(row.seq)
+            assert reserved is not None
+            refunded = event is Event.REFUNDED
+            tx.settle_refund(reserved.out_refund_no, refunded=refunded, channel_refund_id=refund.channel_refund_id, now=now)
+            if refunded:
+                pay_order_no = refund.channel_refund_id or ""
+            else:
+                error_code = (refund.result_code or ResultCode.REFUND_REJECTED).value
+                message = refund.message
+        if error_code is not None and message is None:
+            text = reason_text(error_code)
+            message = None if text is None else text.en
+        result = Result(
+            device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
+            pay_channel=channel, amount=Amount(row.direction, amount_fen), finished_at=int(now),
+            error_code=error_code, error_message=_clip(message),
+        )
+        result_msg_id = "R" + self.rng(12).hex()
+        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=int(now), nonce=self.rng(12))
+        tx.add_result(result_msg_id=result_msg_id, seq=row.seq, envelope=envelope.to_bytes(), pay_status=status,
+                      pay_order_no=pay_order_no, amount_fen=amount_fen, now=now)
+        tx.advance(row.seq, row.state, State.FINISHED, now, pay_status=status, error_code=error_code, finished_at=now, **fields)
+        return ResultRow(result_msg_id, row.seq, envelope.to_bytes(), status, pay_order_no, amount_fen, now, None)
+
+    def _key(self, kid: str) -> SharedKey:
+        """The key to seal under: the instruction's kid, even if it was retired since (HIS still
+        holds it and waits for this answer)."""
+        for key in self.config.keys:
+            if key.kid == kid:
+                return key
+        active = self.config.keys.active()
+        log.warning("kid %s is no longer configured; sealing the result under %s", kid, active[0].kid)
+        return active[0]
+

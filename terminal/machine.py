@@ -1,0 +1,226 @@
+"""The instruction lifecycle as a transition table: pure, no I/O (h11's `_state.py` in spirit).
+
+Collection (+)
+    QUEUED --SHOW--> AWAITING_SCAN --SCAN--> PAYING (journal: "about to pay with out_trade_no X")
+    PAYING --PAID--> FINISHED(SUCCESS)        --USER_PAYING--> USER_PAYING (poll until the deadline)
+           --DECLINED--> DECLINED (cashier: SCAN again = new attempt, or CANCEL -> FAILED)
+           --UNKNOWN--> CONFIRMING (query before deciding)
+    USER_PAYING/CONFIRMING --GIVE_UP--> REVERSING --REVERSED--> FINISHED(CLOSED)
+    AWAITING_SCAN --CANCEL--> FINISHED(CLOSED, cancelled);  USER_PAYING --CANCEL--> REVERSING
+    QUEUED --DUPLICATE--> FINISHED(SUCCESS, duplicate_order: the original result, nothing charged)
+Refund (-)
+    QUEUED --ASK_SUPERVISOR--> AWAITING_SUPERVISOR --SUPERVISOR_OK--> REFUNDING (amount reserved)
+    REFUNDING --REFUNDED--> FINISHED(REFUNDED)   --REFUND_PENDING--> REFUND_CONFIRMING (query)
+    REFUND_CONFIRMING --REFUND_UNSEEN--> REFUNDING (call again: idempotent by out_refund_no)
+    QUEUED --NOT_REFUNDABLE--> FINISHED(REFUND_FAILED)   AWAITING_SUPERVISOR --SUPERVISOR_DECLINED--> ...
+After a restart, PAYING and REFUNDING mean "the call may or may not have reached the channel":
+RESTART turns them into CONFIRMING / REFUND_CONFIRMING, so nothing is ever paid twice.
+
+Money rules the table enforces (and tests/terminal/test_machine.py checks by property):
+- FINISHED(SUCCESS) is reached only on the channel's confirmation (PAID) or a duplicate;
+- from a state where money may have been taken (PAYING, CONFIRMING, USER_PAYING, REVERSING) the only
+  ways out are the channel's word: PAID, DECLINED (nothing taken), REVERSED (nothing remains taken).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from protocol.messages import PayStatus, Progress
+from terminal.channels.base import PayState, ReverseState, RefundState
+
+
+class Kind(enum.Enum):
+    COLLECT = "collect"
+    REFUND = "refund"
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    AWAITING_SCAN = "awaiting_scan"
+    PAYING = "paying"
+    USER_PAYING = "user_paying"
+    CONFIRMING = "confirming"
+    DECLINED = "declined"
+    REVERSING = "reversing"
+    AWAITING_SUPERVISOR = "awaiting_supervisor"
+    REFUNDING = "refunding"
+    REFUND_CONFIRMING = "refund_confirming"
+    FINISHED = "finished"
+
+
+class Event(enum.Enum):
+    SHOW = "show"
+    ASK_SUPERVISOR = "ask_supervisor"
+    DUPLICATE = "duplicate"
+    NOT_REFUNDABLE = "not_refundable"
+    SCAN = "scan"
+    CANCEL = "cancel"
+    PAID = "paid"
+    USER_PAYING = "user_paying"
+    DECLINED = "declined"
+    UNKNOWN = "unknown"
+    GIVE_UP = "give_up"
+    REVERSED = "reversed"
+    REVERSE_AGAIN = "reverse_again"
+    SUPERVISOR_OK = "supervisor_ok"
+    SUPERVISOR_DECLINED = "supervisor_declined"
+    REFUNDED = "refunded"
+    REFUND_PENDING = "refund_pending"
+    REFUND_UNSEEN = "refund_unseen"
+    REFUND_REFUSED = "refund_refused"
+    RESTART = "restart"
+
+
+S, E, F = State, Event, State.FINISHED
+# (state, event) -> (next state, the result's pay_status when the next state is FINISHED)
+TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
+    # collection
+    (S.QUEUED, E.SHOW): (S.AWAITING_SCAN, None),
+    (S.QUEUED, E.DUPLICATE): (F, PayStatus.SUCCESS),
+    (S.AWAITING_SCAN, E.SCAN): (S.PAYING, None),
+    (S.AWAITING_SCAN, E.CANCEL): (F, PayStatus.CLOSED),
+    (S.PAYING, E.PAID): (F, PayStatus.SUCCESS),
+    (S.PAYING, E.USER_PAYING): (S.USER_PAYING, None),
+    (S.PAYING, E.DECLINED): (S.DECLINED, None),
+    (S.PAYING, E.UNKNOWN): (S.CONFIRMING, None),
+    (S.PAYING, E.RESTART): (S.CONFIRMING, None),
+    (S.CONFIRMING, E.PAID): (F, PayStatus.SUCCESS),
+    (S.CONFIRMING, E.USER_PAYING): (S.USER_PAYING, None),
+    (S.CONFIRMING, E.DECLINED): (S.DECLINED, None),
+    (S.CONFIRMING, E.UNKNOWN): (S.CONFIRMING, None),
+    (S.CONFIRMING, E.GIVE_UP): (S.REVERSING, None),
+    (S.USER_PAYING, E.PAID): (F, PayStatus.SUCCESS),
+    (S.USER_PAYING, E.USER_PAYING): (S.USER_PAYING, None),
+    (S.USER_PAYING, E.UNKNOWN): (S.USER_PAYING, None),
+    (S.USER_PAYING, E.DECLINED): (S.DECLINED, None),
+    (S.USER_PAYING, E.GIVE_UP): (S.REVERSING, None),
+    (S.USER_PAYING, E.CANCEL): (S.REVERSING, None),
+    (S.DECLINED, E.SCAN): (S.PAYING, None),
+    (S.DECLINED, E.CANCEL): (F, PayStatus.FAILED),
+    (S.REVERSING, E.REVERSED): (F, PayStatus.CLOSED),
+    (S.REVERSING, E.REVERSE_AGAIN): (S.REVERSING, None),
+    (S.REVERSING, E.PAID): (F, PayStatus.SUCCESS),  # the channel refused to reverse a paid order
+    # refund
+    (S.QUEUED, E.ASK_SUPERVISOR): (S.AWAITING_SUPERVISOR, None),
+    (S.QUEUED, E.NOT_REFUNDABLE): (F, PayStatus.REFUND_FAILED),
+    (S.AWAITING_SUPERVISOR, E.SUPERVISOR_OK): (S.REFUNDING, None),
+    (S.AWAITING_SUPERVISOR, E.SUPERVISOR_DECLINED): (F, PayStatus.REFUND_FAILED),
+    (S.AWAITING_SUPERVISOR, E.NOT_REFUNDABLE): (F, PayStatus.REFUND_FAILED),
+    (S.REFUNDING, E.REFUNDED): (F, PayStatus.REFUNDED),
+    (S.REFUNDING, E.REFUND_PENDING): (S.REFUND_CONFIRMING, None),
+    (S.REFUNDING, E.REFUND_REFUSED): (F, PayStatus.REFUND_FAILED),
+    (S.REFUNDING, E.RESTART): (S.REFUND_CONFIRMING, None),
+    (S.REFUND_CONFIRMING, E.REFUNDED): (F, PayStatus.REFUNDED),
+    (S.REFUND_CONFIRMING, E.REFUND_PENDING): (S.REFUND_CONFIRMING, None),
+    (S.REFUND_CONFIRMING, E.REFUND_UNSEEN): (S.REFUNDING, None),
+    (S.REFUND_CONFIRMING, E.REFUND_REFUSED): (F, PayStatus.REFUND_FAILED),
+}
+del S, E, F
+
+COLLECT_STATES = frozenset({State.QUEUED, State.AWAITING_SCAN, State.PAYING, State.USER_PAYING, State.CONFIRMING,
+                            State.DECLINED, State.REVERSING, State.FINISHED})
+REFUND_STATES = frozenset({State.QUEUED, State.AWAITING_SUPERVISOR, State.REFUNDING, State.REFUND_CONFIRMING, State.FINISHED})
+# Money may have left the patient's account and the channel has not said otherwise yet.
+MONEY_IN_DOUBT = frozenset({State.PAYING, State.USER_PAYING, State.CONFIRMING, State.REVERSING})
+# States the service works on by itself (channel calls); the others wait for a person or a turn.
+AUTOMATIC = frozenset({State.PAYING, State.USER_PAYING, State.CONFIRMING, State.REVERSING, State.REFUNDING, State.REFUND_CONFIRMING})
+
+PROGRESS: dict[State, Progress] = {
+    State.QUEUED: Progress.DELIVERED,
+    State.AWAITING_SCAN: Progress.AWAITING_SCAN,
+    State.DECLINED: Progress.AWAITING_SCAN,
+    State.PAYING: Progress.PAYING,
+    State.USER_PAYING: Progress.PAYING,
+    State.CONFIRMING: Progress.PAYING,
+    State.REVERSING: Progress.PAYING,
+    State.AWAITING_SUPERVISOR: Progress.AWAITING_SUPERVISOR,
+    State.REFUNDING: Progress.REFUNDING,
+    State.REFUND_CONFIRMING: Progress.REFUNDING,
+    State.FINISHED: Progress.FINISHED,
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, kind: Kind, state: State, event: Event) -> None:
+        super().__init__(f"{kind.value}: no transition from {state.value} on {event.value}")
+        self.kind, self.state, self.event = kind, state, event
+
+
+def step(kind: Kind, state: State, event: Event) -> tuple[State, PayStatus | None]:
+    """The next state (and final pay_status) or IllegalTransition."""
+    found = TRANSITIONS.get((state, event))
+    allowed = COLLECT_STATES if kind is Kind.COLLECT else REFUND_STATES
+    if found is None or state not in allowed or found[0] not in allowed:
+        raise IllegalTransition(kind, state, event)
+    return found
+
+
+def allowed(kind: Kind, state: State, event: Event) -> bool:
+    try:
+        step(kind, state, event)
+    except IllegalTransition:
+        return False
+    return True
+
+
+# --- what a channel's answer means for the instruction (pure decisions) -------------------------
+
+# Queries answered "no such order" after a payment whose outcome was unknown: after this many in a
+# row we reverse (which also stops a late-arriving request from charging), rather than wait out the
+# whole deadline for an order the channel never saw.
+NOT_FOUND_LIMIT = 3
+
+
+def after_pay(state: PayState) -> Event:
+    """The event for the answer to the payment call itself."""
+    return {
+        PayState.SUCCESS: Event.PAID,
+        PayState.USER_PAYING: Event.USER_PAYING,
+        PayState.FAILED: Event.DECLINED,
+        PayState.CLOSED: Event.DECLINED,
+    }.get(state, Event.UNKNOWN)  # UNKNOWN and (nonsensical) NOT_FOUND: query before deciding
+
+
+def after_query(state: PayState, *, past_deadline: bool, not_found_streak: int) -> Event:
+    """The event for a query answer while confirming or while the patient is paying."""
+    if state is PayState.SUCCESS:
+        return Event.PAID
+    if state in (PayState.FAILED, PayState.CLOSED):
+        return Event.DECLINED
+    if past_deadline or (state is PayState.NOT_FOUND and not_found_streak >= NOT_FOUND_LIMIT):
+        return Event.GIVE_UP
+    if state is PayState.USER_PAYING:
+        return Event.USER_PAYING
+    return Event.UNKNOWN
+
+
+def after_reverse(state: ReverseState) -> Event | None:
+    """REVERSED when nothing remains taken; REVERSE_AGAIN to retry; None: the channel refused to
+    reverse, so query to learn whether the order was paid (then PAID) or never was (REVERSED)."""
+    if state is ReverseState.DONE:
+        return Event.REVERSED
+    if state is ReverseState.FAILED:
+        return None
+    return Event.REVERSE_AGAIN
+
+
+def after_refused_reverse(query: PayState) -> Event:
+    if query is PayState.SUCCESS:
+        return Event.PAID
+    if query in (PayState.FAILED, PayState.CLOSED, PayState.NOT_FOUND):
+        return Event.REVERSED
+    return Event.REVERSE_AGAIN
+
+
+def after_refund(state: RefundState) -> Event:
+    return {
+        RefundState.SUCCESS: Event.REFUNDED,
+        RefundState.FAILED: Event.REFUND_REFUSED,
+    }.get(state, Event.REFUND_PENDING)  # PROCESSING, UNKNOWN: query until final
+
+
+def after_refund_query(state: RefundState) -> Event:
+    if state is RefundState.NOT_FOUND:
+        return Event.REFUND_UNSEEN
+    return after_refund(state)

@@ -1,0 +1,59 @@
+"""What a receipt shows (data only; the UI renders it with Pillow at 58 mm / 384 px).
+
+Built from the journal by `TerminalService.receipt(msg_id)`. Never holds a payment code or a full
+patient name. `lookup_text()` is what the receipt's QR code carries, so a cashier can find the
+transaction again (history search by order number, or the channel's own lookup by transaction no).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from protocol.amount import Direction, format_yuan
+from protocol.messages import BillItem, PayChannel, PayStatus
+from terminal.texts import CHANNEL_NAME, RESULT_REFUNDED, RESULT_SUCCESS, Text, reason_text
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    merchant_name: str
+    merchant_name_en: str | None
+    device_id: str
+    terminal_id: str
+    order_no: str
+    direction: Direction
+    amount_fen: int
+    pay_status: PayStatus
+    channel: PayChannel | None
+    channel_txn_no: str  # WeChat transaction_id / Alipay trade_no, or the refund's id; "" if none
+    out_trade_no: str | None  # our order number at the channel (for a refund: out_refund_no)
+    finished_at: int  # unix seconds
+    patient: str | None  # already masked
+    items: tuple[BillItem, ...]
+    error_code: str | None
+
+    @property
+    def amount_text(self) -> str:
+        """'¥12.50' for a collection, '-¥12.50' for a refund (never a bare number)."""
+        sign = "-" if self.direction is Direction.REFUND else ""
+        return f"{sign}¥{format_yuan(self.amount_fen)}"
+
+    @property
+    def title(self) -> Text:
+        if self.pay_status is PayStatus.SUCCESS:
+            return RESULT_SUCCESS
+        if self.pay_status is PayStatus.REFUNDED:
+            return RESULT_REFUNDED
+        return reason_text(self.error_code) or Text("未完成", "Not completed")
+
+    @property
+    def channel_name(self) -> Text | None:
+        return None if self.channel is None else CHANNEL_NAME[self.channel]
+
+    def time_text(self) -> str:
+        """Local time as printed: '2026-11-23 10:12:03'."""
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.finished_at))
+
+    def lookup_text(self) -> str:
+        return f"his-receipt:v1:{self.device_id}:{self.order_no}:{self.channel_txn_no}"

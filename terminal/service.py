@@ -1,0 +1,567 @@
+"""The headless POS terminal service: instructions in, money moved, results out, nothing lost.
+
+    TerminalService(config, journal, clients, *, clock=time.time, rng=os.urandom, link_up=False)
+    service.start()   # recovery: resume every unfinished instruction; call once, before anything else
+    service.close()   # stop worker threads (the journal stays valid; a new service resumes from it)
+
+LINK side (the device's link loop, e.g. firmware_sim/endpoint.py; runs on the link thread)
+    submit_instruction(envelope)   an instruction envelope from the bridge (protocol.envelope.Envelope).
+                                   Checked (protocol order of checks, device clock window, provisioned
+                                   terminal list, per-transaction limit) and journaled before it returns,
+                                   so ACK the frame after this call. The answer goes to the outbox:
+                                   RefusedMsg (a protocol-level refusal: auth_failed, unknown_kid,
+                                   unknown_terminal, bad_amount, clock_skew, msg_id_conflict, replay, ...),
+                                   ProgressMsg (accepted; and on every later change of Progress), or a
+                                   ResultMsg. An identical envelope again executes nothing: it gets the
+                                   stored result or the current progress.
+    outbox                         terminal.outbox.Outbox of protocol.link.app messages, in commit order.
+    mark_delivered(result_msg_id)  the link ACKed the DATA frame carrying that result: stop re-sending it.
+    link_up() / link_down()        the link (handshake) came up / went down. While down nothing is queued;
+                                   link_up() queues every undelivered result again, oldest first. Drop the
+                                   results in LinkDown.unacked: the service re-sends them.
+CASHIER side (the Kivy UI, the simulator's control API; any thread)
+    scan(code) -> ScanReply        the scanner/camera read a code (routed WeChat/Alipay; anything else is
+                                   refused in plain words and the instruction stays open)
+    cancel() -> ActionReply        before a scan: CLOSED/cancelled; after a decline: FAILED with the
+                                   decline's error_code; while the patient confirms: reverse, then CLOSED;
+                                   on a refund: the same as decline_refund()
+    confirm_refund(pin) -> PinReply, decline_refund() -> ActionReply, dismiss()  (hide the result screen)
+    view() -> ScreenView           what the POS shows now (terminal.view); history(day, order_no),
+                                   totals(day), receipt(msg_id), check_admin_pin(pin)
+    add_observer(fn) -> remove     fn(ScreenView) after every change, on the thread that made it (a UI
+                                   marshals it to its main thread); views carry a growing `revision`
+    wait_until(predicate, timeout) block until a view satisfies predicate (tests, scripts)
+
+Threads: one lock guards the journal and the lifecycle; channel calls run on a worker thread per
+active instruction, never under the lock and never on the caller's thread. Time (`clock`, unix
+seconds, used for every timestamp and deadline) and randomness (`rng(n) -> n bytes`: result msg_ids
+and nonces) are injected so tests are deterministic. Waits between polls are real time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from protocol.envelope import Envelope, MsgType, parse_envelope
+from protocol.link.app import ProgressMsg, RefusedMsg, ResultMsg
+from protocol.messages import PayChannel, ResultCode
+from terminal import machine, texts
+from terminal.channels.base import ChannelClient
+from terminal.config import DeviceConfig
+from terminal.journal import Journal, PowerCut, StaleState
+from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
+from terminal.machine import Event, Kind, State
+from terminal.outbox import Outbox
+from terminal.pin import Lockout, after_failure, is_locked, tries_left, verify_pin
+from terminal.receipt import Receipt
+from terminal.routing import CodeRefused, mask_code, route_code
+from terminal.texts import Text
+from terminal.worker import Worker
+from terminal.view import DayTotals, HistoryEntry, ResultView, ScreenView, history_entry, result_message, result_view, screen_view, totals
+
+log = logging.getLogger("terminal.service")
+
+# Channel calls in flight at once (recovery may resume many instructions together).
+MAX_CHANNEL_CALLS = 8
+
+
+class ScanStatus(enum.Enum):
+    ACCEPTED = "accepted"  # the payment is under way
+    REFUSED = "refused"  # not a payment code; scan again
+    NOT_AWAITING = "not_awaiting"  # nothing is waiting for a code (e.g. a double read while paying)
+    UNAVAILABLE = "unavailable"  # the channel is not configured on this device
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReply:
+    status: ScanStatus
+    message: Text
+    channel: PayChannel | None = None
+    reason: str | None = None  # stable code of a refusal (routing.CodeRefused.reason)
+
+
+class PinStatus(enum.Enum):
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+    LOCKED = "locked"
+    NOT_AWAITING = "not_awaiting"
+
+
+@dataclass(frozen=True, slots=True)
+class PinReply:
+    status: PinStatus
+    message: Text
+    tries_left: int | None = None
+    locked_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReply:
+    ok: bool
+    message: Text
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    unfinished: int  # instructions found unfinished in the journal
+    resumed: int  # of which the service resumed talking to the channel about
+    undelivered: int  # finished, result not yet acknowledged by the bridge
+
+
+class TerminalService:
+    def __init__(self, config: DeviceConfig, journal: Journal, clients: Mapping[PayChannel, ChannelClient], *,
+                 clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom, link_up: bool = False) -> None:
+        self.config = config
+        self.journal = journal
+        self.clients = dict(clients)
+        self.clock = clock
+        self.outbox = Outbox()
+        self._core = Lifecycle(config, journal, clock=clock, rng=rng)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._notify_lock = threading.Lock()
+        self._view_cond = threading.Condition()
+        self._link_up = link_up
+        self._drivers: dict[int, threading.Thread] = {}
+        self._pending_codes: dict[int, str] = {}
+        self._fresh_refunds: set[int] = set()
+        self._calls = threading.BoundedSemaphore(MAX_CHANNEL_CALLS)
+        self._closing = False
+        self._dead = False
+        self._notice: Text | None = None
+        self._show_result = False
+        self._last_seq: int | None = None
+        self._revision = 0
+        self._observers: list[Callable[[ScreenView], None]] = []
+
+    # == lifecycle of the service ==================================================================
+    def start(self) -> RecoveryReport:
+        """Resume: in-flight payments are queried and completed or reversed, refunds queried,
+        the instruction on screen shown again; undelivered results go out at link_up()."""
+        with self._lock:
+            self._alive()
+            self._core.forget_old_msg_ids()
+            unfinished = self.journal.unfinished()
+            resumed = 0
+            for row in unfinished:
+                if row.state in machine.AUTOMATIC:
+                    resumed += 1
+                    self._kick(row.seq)
+            self._after(self._core.activate())
+            undelivered = self.journal.undelivered()
+            if self._link_up:
+                self._queue_results()
+            finished = [r for r in self.journal.finished_between(0, self.clock() + 1)[-1:]]
+            self._last_seq = finished[0].seq if finished else None
+            self._revision += 1
+        log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
+                 len(unfinished), resumed, len(undelivered))
+        self._notify()
+        return RecoveryReport(len(unfinished), resumed, len(undelivered))
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closing = True
+            self._cond.notify_all()
+            threads = list(self._drivers.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    @property
+    def dead(self) -> bool:
+        """True after a PowerCut: this object does nothing more; start a new service on the journal."""
+        return self._dead
+
+    def _alive(self) -> None:
+        if self._dead or self.journal.dead:
+            self._dead = True
+            raise PowerCut("this service lost power")
+
+    # == LINK side ===================================================================================
+    def submit_instruction(self, envelope: Envelope) -> None:
+        with self._lock:
+            self._alive()
+            outcome = self._core.accept(envelope)
+            if isinstance(outcome, Refusal):
+                log.warning("refused instruction %s: %s: %s", outcome.msg_id, outcome.code.value, outcome.message)
+                self._send(RefusedMsg(outcome.msg_id, outcome.code, outcome.message))
+                return
+            if isinstance(outcome, Repeat):
+                if outcome.result is not None:
+                    self._send(ResultMsg(parse_envelope(outcome.result.envelope, expect=MsgType.RESULT)))
+                else:
+                    self._send(ProgressMsg(outcome.row.msg_id, machine.PROGRESS[outcome.row.state]))
+                return
+            assert isinstance(outcome, Accepted)
+            row = self.journal.instruction(outcome.seq)
+            log.info("instruction %s: %s %s%s for order %s", row.msg_id, row.kind.value, row.direction.value,
+                     row.amount_fen, row.order_no)
+            changes = [c for c in (self._core.decide_on_arrival(outcome.seq),) if c is not None]
+            changes += self._core.activate()
+            if self.journal.instruction(outcome.seq).state is State.QUEUED:
+                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
+            self._after(changes)
+        self._notify()
+
+    def mark_delivered(self, result_msg_id: str) -> bool:
+        with self._lock:
+            self._alive()
+            done = self._core.mark_delivered(result_msg_id)
+        return done
+
+    def link_up(self) -> None:
+        with self._lock:
+            self._alive()
+            self._link_up = True
+            self._queue_results()
+            self._revision += 1
+        self._notify()
+
+    def link_down(self) -> None:
+        with self._lock:
+            self._link_up = False
+            self.outbox.drop_results()
+            self._revision += 1
+        self._notify()
+
+    def _queue_results(self) -> None:
+        for row in self.journal.undelivered():
+            self.outbox.put(ResultMsg(parse_envelope(row.envelope, expect=MsgType.RESULT)))
+
+    def _send(self, message: ResultMsg | ProgressMsg | RefusedMsg) -> None:
+        if self._link_up:
+            self.outbox.put(message)
+
+    # == CASHIER side ================================================================================
+    def scan(self, code: str) -> ScanReply:
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None or head.state not in (State.AWAITING_SCAN, State.DECLINED):
+                return ScanReply(ScanStatus.NOT_AWAITING, texts.NOTHING_TO_SCAN)
+            try:
+                channel, code = route_code(code)
+            except CodeRefused as refused:
+                self._set_notice(refused.text)
+                reply = ScanReply(ScanStatus.REFUSED, refused.text, reason=refused.reason)
+            else:
+                client = self.clients.get(channel)
+                if client is None:
+                    self._set_notice(texts.CHANNEL_NOT_CONFIGURED)
+                    reply = ScanReply(ScanStatus.UNAVAILABLE, texts.CHANNEL_NOT_CONFIGURED, channel)
+                else:
+                    try:
+                        attempt = self._core.begin_attempt(head.seq, head.state, channel, mask_code(code), self._polling(channel)[1])
+                    except StaleState as exc:
+                        log.warning("scan refused: %s", exc)
+                        return ScanReply(ScanStatus.NOT_AWAITING, texts.BUSY)
+                    log.info("order %s: paying with %s, out_trade_no %s, code %s", head.order_no, channel.value,
+                             attempt.out_trade_no, attempt.code_masked)
+                    self._pending_codes[head.seq] = code
+                    self._after([Change(head.seq, head.state, State.PAYING)])
+                    self._kick(head.seq)
+                    reply = ScanReply(ScanStatus.ACCEPTED, texts.PAYING, channel)
+        self._notify()
+        return reply
+
+    def cancel(self) -> ActionReply:
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None:
+                return ActionReply(False, texts.IDLE)
+            if head.state is State.AWAITING_SUPERVISOR:
+                change = self._core.apply(head.seq, head.state, Event.SUPERVISOR_DECLINED, reason="supervisor_declined")
+            elif head.state in (State.AWAITING_SCAN, State.DECLINED, State.USER_PAYING):
+                change = self._core.apply(head.seq, head.state, Event.CANCEL, reason="cancelled")
+            else:
+                return ActionReply(False, texts.BUSY)
+            if change is None:
+                return ActionReply(False, texts.BUSY)
+            self._after([change])
+            if change.after is State.REVERSING:
+                self._kick(head.seq)
+            self._cond.notify_all()  # wake a worker waiting to poll: it must reverse now
+            row = self.journal.instruction(head.seq)
+        self._notify()
+        if change.after is State.REVERSING:
+            return ActionReply(True, texts.REVERSING)
+        assert row.pay_status is not None
+        return ActionReply(True, result_message(row.pay_status, row.error_code))
+
+    def decline_refund(self) -> ActionReply:
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None or head.state is not State.AWAITING_SUPERVISOR:
+                return ActionReply(False, texts.BUSY if head else texts.IDLE)
+            change = self._core.apply(head.seq, head.state, Event.SUPERVISOR_DECLINED, reason="supervisor_declined")
+            if change is None:
+                return ActionReply(False, texts.BUSY)
+            self._after([change])
+        self._notify()
+        return ActionReply(True, texts.REASON[ResultCode.SUPERVISOR_DECLINED])
+
+    def confirm_refund(self, pin: str) -> PinReply:
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None or head.state is not State.AWAITING_SUPERVISOR:
+                return PinReply(PinStatus.NOT_AWAITING, texts.BUSY if head else texts.IDLE)
+            seq = head.seq
+            locked = self._locked_reply("supervisor")
+            if locked is not None:
+                return locked
+        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose: outside the lock
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
+                return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
+            if not right:
+                reply = self._wrong_pin("supervisor", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+            else:
+                self._core.save_lockout("supervisor", Lockout())
+                change = self._core.confirm_supervisor(seq)
+                if change is not None:
+                    self._after([change])
+                    if change.after is State.REFUNDING:
+                        self._fresh_refunds.add(seq)
+                        self._kick(seq)
+                reply = PinReply(PinStatus.ACCEPTED, texts.REFUNDING)
+        self._notify()
+        return reply
+
+    def check_admin_pin(self, pin: str) -> PinReply:
+        """The settings screen's PIN (config "admin"; without one, settings stay closed)."""
+        stored = self.config.admin_pin_hash
+        if stored is None:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED)
+        with self._lock:
+            self._alive()
+            locked = self._locked_reply("admin")
+            if locked is not None:
+                return locked
+        right = verify_pin(pin, stored)
+        with self._lock:
+            if right:
+                self._core.save_lockout("admin", Lockout())
+                return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
+            return self._wrong_pin("admin", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+
+    def _locked_reply(self, key: str) -> PinReply | None:
+        state = self._core.lockout(key)
+        if is_locked(state, self.clock()):
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
+        return None
+
+    def _wrong_pin(self, key: str, max_tries: int, lockout_s: float) -> PinReply:
+        state = after_failure(self._core.lockout(key), self.clock(), max_tries=max_tries, lockout_s=lockout_s)
+        self._core.save_lockout(key, state)
+        log.warning("wrong %s PIN (%d of %d)", key, state.failures, max_tries)
+        self._revision += 1
+        if is_locked(state, self.clock()):
+            self._set_notice(texts.PIN_LOCKED)
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
+        self._set_notice(texts.WRONG_PIN)
+        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, max_tries))
+
+    def dismiss(self) -> None:
+        with self._lock:
+            self._show_result = False
+            self._notice = None
+            self._revision += 1
+        self._notify()
+
+    # == views ======================================================================================
+    def view(self) -> ScreenView:
+        with self._lock:
+            self._alive()
+            unfinished = self.journal.unfinished()
+            head = unfinished[0] if unfinished else None
+            attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
+            lockout = self._core.lockout("supervisor")
+            last = self._result_view(self._last_seq) if self._last_seq is not None else None
+            return screen_view(
+                revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
+                last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
+                pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
+                pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
+            )
+
+    def _result_view(self, seq: int) -> ResultView | None:
+        row = self.journal.instruction(seq)
+        result = self.journal.result_for(seq)
+        return None if result is None else result_view(row, result.pay_order_no, result.amount_fen)
+
+    def history(self, day: datetime.date | None = None, order_no: str | None = None) -> list[HistoryEntry]:
+        """Finished instructions of a local day (default today), newest first; `order_no` filters
+        by a case-insensitive part of the order number."""
+        start, end = self._day_bounds(day)
+        needle = None if not order_no else order_no.strip().lower()
+        with self._lock:
+            self._alive()
+            entries = []
+            for row in self.journal.finished_between(start, end):
+                if needle and needle not in row.order_no.lower():
+                    continue
+                result = self.journal.result_for(row.seq)
+                if result is not None:
+                    entries.append(history_entry(row, result.pay_order_no, result.amount_fen, result.delivered_at is not None))
+        return entries[::-1]
+
+    def totals(self, day: datetime.date | None = None) -> DayTotals:
+        day = day or datetime.date.fromtimestamp(self.clock())
+        return totals(day.isoformat(), self.history(day))
+
+    def _day_bounds(self, day: datetime.date | None) -> tuple[float, float]:
+        day = day or datetime.date.fromtimestamp(self.clock())
+        start = datetime.datetime.combine(day, datetime.time.min).timestamp()  # local midnight
+        end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time.min).timestamp()
+        return start, end
+
+    def receipt(self, msg_id: str) -> Receipt | None:
+        """The receipt of a finished instruction (by its HIS msg_id), or None."""
+        with self._lock:
+            self._alive()
+            row = self.journal.find_msg_id(msg_id)
+            if row is None or row.pay_status is None or row.finished_at is None:
+                return None
+            result = self.journal.result_for(row.seq)
+            assert result is not None
+            if row.kind is Kind.COLLECT:
+                collection = self.journal.collection(row.order_no)
+                out_no = collection.out_trade_no if collection is not None and result.pay_order_no else None
+            else:
+                refund = self.journal.refund_for(row.seq)
+                out_no = None if refund is None else refund.out_refund_no
+        display = row.display
+        return Receipt(self.config.merchant_name, self.config.merchant_name_en, self.config.device.device_id, row.terminal_id,
+                       row.order_no, row.direction, result.amount_fen, row.pay_status, row.channel, result.pay_order_no, out_no,
+                       int(row.finished_at), None if display is None else display.patient,
+                       () if display is None else display.items, row.error_code)
+
+    def add_observer(self, observer: Callable[[ScreenView], None]) -> Callable[[], None]:
+        with self._notify_lock:
+            self._observers.append(observer)
+
+        def remove() -> None:
+            with self._notify_lock:
+                if observer in self._observers:
+                    self._observers.remove(observer)
+        return remove
+
+    def wait_until(self, predicate: Callable[[ScreenView], bool], timeout: float) -> ScreenView | None:
+        deadline = time.monotonic() + timeout
+        with self._view_cond:
+            while True:
+                view = self.view()
+                if predicate(view):
+                    return view
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._view_cond.wait(min(left, 0.5))
+
+    def _set_notice(self, notice: Text) -> None:
+        self._notice = notice
+        self._revision += 1
+
+    def _notify(self) -> None:
+        if self._dead:
+            return
+        with self._notify_lock:
+            view = self.view()
+            for observer in list(self._observers):
+                try:
+                    observer(view)
+                except Exception:  # an observer's bug must not stop the service
+                    log.exception("observer %r failed", observer)
+        with self._view_cond:
+            self._view_cond.notify_all()
+
+    # == after a commit =============================================================================
+    def _after(self, changes: list[Change]) -> None:
+        """Tell the link and the screen about committed changes; bring the next instruction forward."""
+        more: list[Change] = []
+        for change in changes:
+            if change.before is change.after:
+                continue
+            self._revision += 1
+            self._notice = None
+            row = self.journal.instruction(change.seq)
+            log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
+            if change.result is not None:
+                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))
+                self._last_seq, self._show_result = change.seq, True
+                more = self._core.activate()
+            elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]:
+                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[change.after]))
+        if more:
+            self._after(more)
+
+    def _polling(self, channel: PayChannel) -> tuple[float, float]:
+        client = self.clients[channel]
+        override = self.config.polling.get(channel)
+        interval = override.query_interval_s if override and override.query_interval_s else client.query_interval_s
+        deadline = override.pay_deadline_s if override and override.pay_deadline_s else client.pay_deadline_s
+        return interval, deadline
+
+    # == workers: the channel calls ==================================================================
+    def _kick(self, seq: int) -> None:
+        """Make sure a worker drives `seq` (call with the lock held)."""
+        if self._closing or self._dead:
+            return
+        running = self._drivers.get(seq)
+        if running is not None and running.is_alive():
+            return
+        thread = threading.Thread(target=self._drive, args=(seq,), name=f"terminal-worker-{seq}", daemon=True)
+        self._drivers[seq] = thread
+        thread.start()
+
+    def _pause(self, seq: int, state: State, seconds: float) -> bool:
+        """Wait `seconds`; False early if the instruction left `state` or the service is stopping."""
+        end = time.monotonic() + seconds
+        with self._lock:
+            while True:
+                if self._closing or self._dead or self.journal.instruction(seq).state is not state:
+                    return False
+                left = end - time.monotonic()
+                if left <= 0:
+                    return True
+                self._cond.wait(left)
+
+    def _apply(self, seq: int, expect: State, event: Event, **kw: object) -> None:
+        with self._lock:
+            self._alive()
+            change = self._core.apply(seq, expect, event, **kw)  # type: ignore[arg-type]
+            if change is not None:
+                self._after([change])
+        self._notify()
+
+    def _drive(self, seq: int) -> None:
+        try:
+            Worker(self, seq).run()
+        except PowerCut:
+            self._dead = True
+            with self._lock:
+                self._cond.notify_all()
+        finally:
+            with self._lock:
+                if self._drivers.get(seq) is threading.current_thread():
+                    del self._drivers[seq]
+                    # A change may have landed between the worker's last look and now.
+                    try:
+                        again = not self._closing and self.journal.instruction(seq).state in machine.AUTOMATIC
+                    except PowerCut:
+                        self._dead, again = True, False
+                    if again:
+                        self._kick(seq)
+

@@ -1,0 +1,72 @@
+"""What the cashier reads: every message the service shows, in Chinese (first) and English.
+
+The service never builds sentences elsewhere; the UI picks `zh` or `en` from a `Text`. Reasons a
+collection or refund did not simply succeed are keyed by `protocol.messages.ResultCode`, so the
+result screen, the history and the receipt all say the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.messages import PayChannel, ResultCode
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    zh: str
+    en: str
+
+    def __str__(self) -> str:
+        return f"{self.zh} / {self.en}"
+
+
+CHANNEL_NAME: dict[PayChannel, Text] = {
+    PayChannel.WECHAT: Text("微信支付", "WeChat Pay"),
+    PayChannel.ALIPAY: Text("支付宝", "Alipay"),
+    PayChannel.UNIONPAY: Text("银联", "UnionPay"),
+}
+
+IDLE = Text("等待收费指令", "Waiting for the next order")
+SCAN_PROMPT = Text("请扫描患者的付款码", "Scan the patient's payment code")
+REFUND_PROMPT = Text("退款需主管输入密码确认", "A supervisor must confirm this refund with the PIN")
+QUEUED = Text("排队中，等待上一笔完成", "Waiting for the previous order to finish")
+PAYING = Text("正在支付…", "Paying…")
+USER_PAYING = Text("请患者在手机上确认支付", "Ask the patient to confirm the payment on the phone")
+CONFIRMING = Text("正在向支付渠道确认结果，请稍候", "Confirming the result with the payment channel, please wait")
+REVERSING = Text("正在撤销本笔支付，请稍候", "Cancelling this payment with the channel, please wait")
+REFUNDING = Text("正在退款…", "Refunding…")
+DECLINED_CHOICE = Text("可请患者换一种付款方式后重新扫码，或取消", "Scan again (the patient may choose another method) or cancel")
+BUSY = Text("正在处理，请稍候", "Working on it, please wait")
+NOTHING_TO_SCAN = Text("当前没有等待扫码的收费", "No collection is waiting for a code")
+CHANNEL_NOT_CONFIGURED = Text("本机未开通该支付方式", "This payment method is not set up on this device")
+WRONG_PIN = Text("密码错误", "Wrong PIN")
+PIN_LOCKED = Text("密码错误次数过多，请稍后再试", "Too many wrong PINs; try again later")
+
+RESULT_SUCCESS = Text("收款成功", "Payment received")
+RESULT_REFUNDED = Text("退款成功", "Refund done")
+
+REASON: dict[ResultCode, Text] = {
+    ResultCode.DUPLICATE_ORDER: Text("该订单已收款，本次未重复扣款", "This order was already paid; nothing was charged again"),
+    ResultCode.INSUFFICIENT_FUNDS: Text("患者余额不足", "The patient's balance is insufficient"),
+    ResultCode.CODE_INVALID: Text("付款码已失效，请患者刷新付款码", "The payment code has expired or was used; ask the patient to refresh it"),
+    ResultCode.DECLINED: Text("支付渠道拒绝了本笔支付", "The payment channel declined this payment"),
+    ResultCode.USER_CANCELLED: Text("患者在手机上取消了支付", "The patient cancelled on the phone"),
+    ResultCode.CANCELLED: Text("已取消，未扣款", "Cancelled; nothing was charged"),
+    ResultCode.PAY_TIMEOUT: Text("患者未及时确认，已撤销，未扣款", "The patient did not confirm in time; cancelled, nothing was charged"),
+    ResultCode.CHANNEL_ERROR: Text("支付渠道无法确认，已撤销，未扣款", "The channel could not confirm; cancelled, nothing was charged"),
+    ResultCode.ORDER_NOT_PAID: Text("该订单未在本机收款，不能退款", "This order was not paid on this device; it cannot be refunded"),
+    ResultCode.REFUND_EXCEEDS_REMAINING: Text("退款金额超过可退余额", "The refund is more than what remains refundable"),
+    ResultCode.SUPERVISOR_DECLINED: Text("主管未确认，未退款", "Not confirmed by a supervisor; nothing was refunded"),
+    ResultCode.REFUND_REJECTED: Text("支付渠道拒绝了退款", "The payment channel refused the refund"),
+}
+
+
+def reason_text(code: str | None) -> Text | None:
+    """The plain-words reason for a result's error_code (None when there is none)."""
+    if code is None:
+        return None
+    try:
+        return REASON[ResultCode(code)]
+    except ValueError:
+        return Text(f"未完成（{code}）", f"Not completed ({code})")

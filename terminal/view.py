@@ -1,0 +1,215 @@
+"""The cashier-side view model: what the POS shows, as frozen values built from journal rows.
+
+The Kivy screens (and the simulator's GET /v1/screen) read `ScreenView`; they never read the
+journal. Everything here is pure: the service passes rows, the clock's `now` and transient notices.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from protocol.amount import Direction, format_yuan
+from protocol.messages import BillItem, PayChannel, PayStatus, ResultCode
+from terminal import texts
+from terminal.journal import AttemptRow, InstructionRow
+from terminal.machine import State
+from terminal.texts import Text, reason_text
+
+
+class Screen(enum.Enum):
+    IDLE = "idle"  # nothing to do
+    AWAITING_SCAN = "awaiting_scan"  # a collection is shown (amount, items); the scanner is armed
+    PAYING = "paying"  # channel at work / patient confirming on the phone; countdown to `deadline`
+    DECLINED = "declined"  # the channel declined: scan again (new attempt) or cancel (FAILED)
+    AWAITING_SUPERVISOR = "awaiting_supervisor"  # a refund is shown; a supervisor enters the PIN
+    REFUNDING = "refunding"
+    RESULT = "result"  # the last instruction finished; shown until dismissed or the next arrives
+
+
+_SCREEN = {
+    State.QUEUED: Screen.IDLE,
+    State.AWAITING_SCAN: Screen.AWAITING_SCAN,
+    State.DECLINED: Screen.DECLINED,
+    State.PAYING: Screen.PAYING,
+    State.USER_PAYING: Screen.PAYING,
+    State.CONFIRMING: Screen.PAYING,
+    State.REVERSING: Screen.PAYING,
+    State.AWAITING_SUPERVISOR: Screen.AWAITING_SUPERVISOR,
+    State.REFUNDING: Screen.REFUNDING,
+    State.REFUND_CONFIRMING: Screen.REFUNDING,
+}
+_MESSAGE = {
+    State.QUEUED: texts.QUEUED,
+    State.AWAITING_SCAN: texts.SCAN_PROMPT,
+    State.PAYING: texts.PAYING,
+    State.USER_PAYING: texts.USER_PAYING,
+    State.CONFIRMING: texts.CONFIRMING,
+    State.REVERSING: texts.REVERSING,
+    State.AWAITING_SUPERVISOR: texts.REFUND_PROMPT,
+    State.REFUNDING: texts.REFUNDING,
+    State.REFUND_CONFIRMING: texts.REFUNDING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultView:
+    msg_id: str
+    order_no: str
+    direction: Direction
+    amount_fen: int
+    pay_status: PayStatus
+    channel: PayChannel | None
+    pay_order_no: str
+    error_code: str | None
+    message: Text
+    finished_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and self.error_code != ResultCode.DUPLICATE_ORDER.value
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenView:
+    revision: int  # grows with every change; a UI drops views older than the one it shows
+    screen: Screen
+    state: State | None  # the lifecycle state behind the screen (finer than `screen`)
+    msg_id: str | None
+    order_no: str | None
+    terminal_id: str | None
+    direction: Direction | None  # COLLECT or REFUND: the UI must make them impossible to confuse
+    amount_fen: int | None
+    patient: str | None  # masked ("张*明")
+    items: tuple[BillItem, ...]
+    channel: PayChannel | None
+    message: Text  # what is happening / what to do, in plain words
+    notice: Text | None  # the last refusal of a cashier action (bad scan, wrong PIN), until the next change
+    deadline: float | None  # service clock time when waiting for the patient ends (countdown)
+    countdown_s: float | None  # seconds left at the moment this view was made
+    can_scan: bool
+    can_cancel: bool
+    pin_tries_left: int | None  # AWAITING_SUPERVISOR only
+    pin_locked_until: float | None
+    queued: int  # further instructions waiting behind this one
+    last_result: ResultView | None
+    link_up: bool
+
+    @property
+    def amount_text(self) -> str | None:
+        """'+12.50' / '-12.50'."""
+        if self.amount_fen is None or self.direction is None:
+            return None
+        return self.direction.value + format_yuan(self.amount_fen)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    msg_id: str
+    order_no: str
+    terminal_id: str
+    direction: Direction
+    amount_fen: int
+    pay_status: PayStatus
+    channel: PayChannel | None
+    pay_order_no: str
+    error_code: str | None
+    message: Text
+    finished_at: float
+    delivered: bool  # the bridge acknowledged the result
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTotals:
+    channel: PayChannel
+    collected_count: int = 0
+    collected_fen: int = 0
+    refunded_count: int = 0
+    refunded_fen: int = 0
+
+    @property
+    def net_fen(self) -> int:
+        return self.collected_fen - self.refunded_fen
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    day: str  # local date, ISO "2026-11-23"
+    channels: tuple[ChannelTotals, ...]  # one per channel with activity, in PayChannel order
+
+    @property
+    def collected_fen(self) -> int:
+        return sum(c.collected_fen for c in self.channels)
+
+    @property
+    def refunded_fen(self) -> int:
+        return sum(c.refunded_fen for c in self.channels)
+
+
+def result_message(status: PayStatus, error_code: str | None) -> Text:
+    reason = reason_text(error_code)
+    if reason is not None:
+        return reason
+    if status is PayStatus.REFUNDED:
+        return texts.RESULT_REFUNDED
+    if status is PayStatus.SUCCESS:
+        return texts.RESULT_SUCCESS
+    return Text("未完成", "Not completed")
+
+
+def result_view(row: InstructionRow, pay_order_no: str, amount_fen: int) -> ResultView:
+    assert row.pay_status is not None and row.finished_at is not None
+    return ResultView(row.msg_id, row.order_no, row.direction, amount_fen, row.pay_status, row.channel, pay_order_no,
+                      row.error_code, result_message(row.pay_status, row.error_code), row.finished_at)
+
+
+def history_entry(row: InstructionRow, pay_order_no: str, amount_fen: int, delivered: bool) -> HistoryEntry:
+    assert row.pay_status is not None and row.finished_at is not None
+    return HistoryEntry(row.msg_id, row.order_no, row.terminal_id, row.direction, amount_fen, row.pay_status, row.channel,
+                        pay_order_no, row.error_code, result_message(row.pay_status, row.error_code), row.finished_at, delivered)
+
+
+def totals(day: str, entries: list[HistoryEntry]) -> DayTotals:
+    """Money that moved: duplicates (nothing charged) and failures do not count."""
+    sums: dict[PayChannel, list[int]] = {}
+    for e in entries:
+        if e.channel is None:
+            continue
+        moved = (e.pay_status is PayStatus.SUCCESS and e.error_code != ResultCode.DUPLICATE_ORDER.value) or e.pay_status is PayStatus.REFUNDED
+        if not moved:
+            continue
+        s = sums.setdefault(e.channel, [0, 0, 0, 0])
+        index = 0 if e.pay_status is PayStatus.SUCCESS else 2
+        s[index] += 1
+        s[index + 1] += e.amount_fen
+    return DayTotals(day, tuple(ChannelTotals(c, *sums[c]) for c in PayChannel if c in sums))
+
+
+def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptRow | None, queued: int, now: float,
+                last_result: ResultView | None, show_result: bool, notice: Text | None, link_up: bool,
+                pin_tries_left: int | None, pin_locked_until: float | None) -> ScreenView:
+    if head is None:
+        screen = Screen.RESULT if (show_result and last_result is not None) else Screen.IDLE
+        message = last_result.message if screen is Screen.RESULT and last_result is not None else texts.IDLE
+        return ScreenView(revision, screen, None, None, None, None, None, None, None, (), None, message, notice, None, None,
+                          False, False, None, None, queued, last_result, link_up)
+    state = head.state
+    if state is State.DECLINED:
+        reason = reason_text(head.last_error_code) or texts.REASON[ResultCode.DECLINED]
+        message = Text(f"{reason.zh}。{texts.DECLINED_CHOICE.zh}", f"{reason.en}. {texts.DECLINED_CHOICE.en}")
+    else:
+        message = _MESSAGE.get(state, texts.BUSY)
+    deadline = attempt.deadline if (attempt is not None and state in (State.PAYING, State.USER_PAYING, State.CONFIRMING)) else None
+    display = head.display
+    supervisor = state is State.AWAITING_SUPERVISOR
+    return ScreenView(
+        revision=revision, screen=_SCREEN[state], state=state, msg_id=head.msg_id, order_no=head.order_no,
+        terminal_id=head.terminal_id, direction=head.direction, amount_fen=head.amount_fen,
+        patient=None if display is None else display.patient, items=() if display is None else display.items,
+        channel=head.channel, message=message, notice=notice, deadline=deadline,
+        countdown_s=None if deadline is None else max(0.0, deadline - now),
+        can_scan=state in (State.AWAITING_SCAN, State.DECLINED),
+        can_cancel=state in (State.AWAITING_SCAN, State.DECLINED, State.USER_PAYING, State.AWAITING_SUPERVISOR),
+        pin_tries_left=pin_tries_left if supervisor else None, pin_locked_until=pin_locked_until if supervisor else None,
+        queued=queued, last_result=last_result, link_up=link_up,
+    )

@@ -1,0 +1,165 @@
+"""The worker that talks to the channel for one instruction, on its own thread.
+
+One loop: read the instruction's state (under the service lock), make the channel call that state
+calls for (outside the lock), commit what the answer means (terminal.machine's decision functions),
+and again, until the instruction waits for a person or is finished.
+
+    PAYING             pay, once, with the code the cashier just scanned. Without that code (we are
+                       after a restart: the call may or may not have gone out) -> RESTART -> query.
+    CONFIRMING         query now, then every query interval; NOT_FOUND three times or the deadline
+                       -> reverse. Never a second pay.
+    USER_PAYING        query every interval until the deadline, then once more, then reverse.
+    REVERSING          reverse until the channel says done; if it refuses, query: paid -> SUCCESS
+                       (the money is taken and HIS must know), else CLOSED.
+    REFUNDING          refund with the instruction's out_refund_no (after a restart: query first).
+    REFUND_CONFIRMING  query with backoff until final; NOT_FOUND -> refund again (same number).
+
+A client that raises (it should not) is treated as "unknown": query before deciding.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from terminal import machine
+from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from terminal.machine import Event, State
+
+if TYPE_CHECKING:
+    from terminal.service import TerminalService
+
+log = logging.getLogger("terminal.worker")
+T = TypeVar("T")
+
+# Retrying reverse or re-querying a refund backs off from the channel's query interval up to these.
+REVERSE_BACKOFF_MAX_S = 30.0
+REFUND_BACKOFF_MAX_S = 60.0
+# After an unexpected error in a worker, wait this long before trying the instruction again.
+WORKER_ERROR_BACKOFF_S = 2.0
+
+
+class Worker:
+    def __init__(self, service: "TerminalService", seq: int) -> None:
+        self.s = service
+        self.seq = seq
+        self.not_found = 0
+        self.retries = 0
+        self.query_now = True  # the first query after a restart or an unknown answer goes out at once
+        self.may_refund = False
+
+    def run(self) -> None:
+        s, seq = self.s, self.seq
+        while True:
+            with s._lock:
+                s._alive()
+                if s._closing:
+                    return
+                row = s.journal.instruction(seq)
+                state = row.state
+                if state not in machine.AUTOMATIC:
+                    return
+                code = s._pending_codes.pop(seq, None) if state is State.PAYING else None
+                if seq in s._fresh_refunds:
+                    s._fresh_refunds.discard(seq)
+                    self.may_refund = True
+                attempt = s.journal.current_attempt(seq)
+                collection = s.journal.collection(row.order_no)
+                refund = s.journal.refund_for(seq)
+            try:
+                if state is State.PAYING:
+                    assert attempt is not None
+                    if code is None:
+                        s._apply(seq, state, Event.RESTART)
+                        self.query_now = True
+                        continue
+                    client = s.clients[attempt.channel]
+                    subject = f"{s.config.merchant_name[:20]} {row.order_no}"
+                    outcome = self._call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
+                                                           total_fen=row.amount_fen, subject=subject), _unknown_pay)
+                    event = machine.after_pay(outcome.state)
+                    self.query_now = event is Event.UNKNOWN
+                    s._apply(seq, state, event, pay=outcome)
+                elif state in (State.USER_PAYING, State.CONFIRMING):
+                    assert attempt is not None
+                    interval, _ = s._polling(attempt.channel)
+                    if not self.query_now:
+                        wait = min(interval, max(0.0, attempt.deadline - s.clock()))
+                        if not s._pause(seq, state, wait):
+                            continue
+                    self.query_now = False
+                    client = s.clients[attempt.channel]
+                    outcome = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
+                    self.not_found = self.not_found + 1 if outcome.state is PayState.NOT_FOUND else 0
+                    event = machine.after_query(outcome.state, past_deadline=s.clock() >= attempt.deadline,
+                                                not_found_streak=self.not_found)
+                    reason = "pay_timeout" if state is State.USER_PAYING else "channel_error"
+                    s._apply(seq, state, event, pay=outcome, reason=reason)
+                elif state is State.REVERSING:
+                    assert attempt is not None
+                    client = s.clients[attempt.channel]
+                    reversed_ = self._call(lambda: client.reverse(attempt.out_trade_no), _unknown_reverse)
+                    event = machine.after_reverse(reversed_.state)
+                    query = None
+                    if event is None:
+                        log.warning("order %s: the channel refused to reverse %s (%s); querying", row.order_no,
+                                    attempt.out_trade_no, reversed_.channel_code)
+                        query = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
+                        event = machine.after_refused_reverse(query.state)
+                    if event is Event.REVERSE_AGAIN:
+                        self.retries += 1
+                        interval, _ = s._polling(attempt.channel)
+                        s._pause(seq, state, min(REVERSE_BACKOFF_MAX_S, interval * 2 ** min(self.retries, 10)))
+                        continue
+                    s._apply(seq, state, event, pay=query)
+                elif state is State.REFUNDING:
+                    assert collection is not None and refund is not None
+                    if not self.may_refund:
+                        s._apply(seq, state, Event.RESTART)
+                        self.query_now = True
+                        continue
+                    self.may_refund = False
+                    client = s.clients[collection.channel]
+                    outcome = self._call(lambda: client.refund(out_trade_no=collection.out_trade_no,
+                                                              out_refund_no=refund.out_refund_no, total_fen=collection.paid_fen,
+                                                              refund_fen=refund.refund_fen, reason=f"退费 {row.order_no}"),
+                                         _unknown_refund)
+                    self.query_now = outcome.state is RefundState.UNKNOWN
+                    s._apply(seq, state, machine.after_refund(outcome.state), refund=outcome)
+                elif state is State.REFUND_CONFIRMING:
+                    assert collection is not None and refund is not None
+                    client = s.clients[collection.channel]
+                    if not self.query_now:
+                        self.retries += 1
+                        interval, _ = s._polling(collection.channel)
+                        if not s._pause(seq, state, min(REFUND_BACKOFF_MAX_S, interval * 2 ** min(self.retries - 1, 10))):
+                            continue
+                    self.query_now = False
+                    outcome = self._call(lambda: client.refund_query(out_trade_no=collection.out_trade_no,
+                                                                    out_refund_no=refund.out_refund_no), _unknown_refund)
+                    event = machine.after_refund_query(outcome.state)
+                    self.may_refund = event is Event.REFUND_UNSEEN
+                    s._apply(seq, state, event, refund=outcome)
+            except Exception:  # a bug or a journal error: log, wait, look again; never strand money
+                log.exception("order %s: worker error in %s; retrying in %.0f s", row.order_no, state.value, WORKER_ERROR_BACKOFF_S)
+                s._pause(seq, state, WORKER_ERROR_BACKOFF_S)
+
+    def _call(self, call: Callable[[], T], unknown: Callable[[str], T]) -> T:
+        with self.s._calls:
+            try:
+                return call()
+            except Exception as exc:  # the contract says clients do not raise; if one does, we cannot know
+                log.exception("channel client raised")
+                return unknown(f"{type(exc).__name__}: {exc}")
+
+
+def _unknown_pay(message: str) -> PayOutcome:
+    return PayOutcome(PayState.UNKNOWN, message=message)
+
+
+def _unknown_reverse(message: str) -> ReverseOutcome:
+    return ReverseOutcome(ReverseState.UNKNOWN, message=message)
+
+
+def _unknown_refund(message: str) -> RefundOutcome:
+    return RefundOutcome(RefundState.UNKNOWN, message=message)
