@@ -1,0 +1,322 @@
+"""The sandbox's Alipay OpenAPI gateway and its bill-file download.
+
+Requests are checked as Alipay checks them: the common parameters, the app_id, RSA2 with the app's
+public key (else 40002 isv.invalid-signature), then the method's biz_content. Replies are
+`{"<method>_response": {...}, "sign": "..."}` signed with the sandbox's own "Alipay" private key
+over the exact node text. Supported: alipay.trade.pay (scene bar_code), .query, .cancel, .refund,
+.fastpay.refund.query and alipay.data.dataservice.bill.downloadurl.query (daily trade bills); the
+bill URL points back at the sandbox (`/downloadBillFile.resource`) and is valid for 30 seconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Callable
+
+from Crypto.PublicKey import RSA
+
+from firmware_sim.sandbox import bills
+from firmware_sim.sandbox.behaviour import Kind, channel_of_code, mask
+from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
+from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
+from protocol.amount import format_yuan, parse_yuan
+from protocol.errors import ProtocolError
+from protocol.strictjson import loads_object
+from terminal.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
+
+log = logging.getLogger(__name__)
+CHANNEL = "ALIPAY"
+BILL_URL_TTL_S = 30  # Alipay: "账单文件下载地址，30秒有效"
+_NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
+_JSON = "application/json;charset=utf-8"
+_MSG = {"10000": "Success", "10003": "Order success pay inprocess", "20000": "Service Currently Unavailable",
+        "40001": "Missing Required Arguments", "40002": "Invalid Arguments", "40004": "Business Failed"}
+_COMMON = ("app_id", "method", "charset", "sign_type", "timestamp", "version", "biz_content")
+
+
+@dataclass(frozen=True, slots=True)
+class AlipayMerchant:
+    app_id: str
+    pid: str  # the merchant's 2088... partner id, shown in bills
+    app_public_key: RSA.RsaKey  # verifies the app's requests
+    alipay_private_key: RSA.RsaKey  # signs the sandbox's replies
+
+
+class _Answer(Exception):
+    """Stop and answer with this code (and sub_code)."""
+
+    def __init__(self, code: str, sub_code: str = "", sub_msg: str = "", **extra: object) -> None:
+        super().__init__(sub_code or code)
+        self.node: dict[str, object] = {"code": code, "msg": _MSG[code]}
+        if sub_code:
+            self.node.update(sub_code=sub_code, sub_msg=sub_msg)
+        self.node.update(extra)
+
+
+def _time(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class AlipayApi:
+    def __init__(self, store: Store, merchant: AlipayMerchant, faults: Faults, base_url: Callable[[], str], secret: bytes) -> None:
+        self.store = store
+        self.merchant = merchant
+        self.faults = faults
+        self.base_url = base_url
+        self._secret = secret  # signs bill download URLs
+
+    # -- the gateway -------------------------------------------------------------------------
+
+    def handle_gateway(self, pairs: list[tuple[str, str]]) -> Reply:
+        """`pairs`: the form fields of the request (body and query string together)."""
+        params = dict(pairs)
+        method = params.get("method", "")
+        handlers = {
+            "alipay.trade.pay": self._pay,
+            "alipay.trade.query": self._query,
+            "alipay.trade.cancel": self._cancel,
+            "alipay.trade.refund": self._refund,
+            "alipay.trade.fastpay.refund.query": self._refund_query,
+            "alipay.data.dataservice.bill.downloadurl.query": self._bill_url,
+        }
+        node_name = response_node_name(method) if method in handlers else "error_response"
+        delay = 0.0
+        try:
+            if len(params) != len(pairs):
+                raise _Answer("40002", "isv.invalid-parameter", "参数重复")
+            biz = self._check_request(params, method in handlers)
+            result = handlers[method](biz)
+            if isinstance(result, Reply):
+                return result
+            node, delay = result
+            node = {"code": "10000", "msg": "Success", **node}
+        except _Answer as answer:
+            node = answer.node
+        return self._signed(node_name, node, delay)
+
+    def _check_request(self, params: dict[str, str], known_method: bool) -> dict[str, object]:
+        if not params.get("sign"):
+            raise _Answer("40001", "isv.missing-signature", "缺少签名参数")
+        for name in _COMMON:
+            if not params.get(name):
+                raise _Answer("40001", f"isv.missing-{name.replace('_', '-')}", f"缺少{name}参数")
+        if not known_method:
+            raise _Answer("40002", "isv.invalid-method", "不存在的方法名")
+        if params["app_id"] != self.merchant.app_id:
+            raise _Answer("40002", "isv.invalid-app-id", "无效的AppID参数")
+        if params["sign_type"] != "RSA2":
+            raise _Answer("40002", "isv.invalid-signature-type", "无效的签名类型")
+        if params["charset"].lower() != "utf-8":
+            raise _Answer("40002", "isv.invalid-charset", "字符集错误")
+        if not rsa2_verify(sign_content(params).encode("utf-8"), params["sign"], self.merchant.app_public_key):
+            log.info("alipay %s: bad request signature", params["method"])
+            raise _Answer("40002", "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
+        try:
+            datetime.datetime.strptime(params["timestamp"], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise _Answer("40002", "isv.invalid-timestamp", "非法的时间戳参数") from None
+        if params["version"] != "1.0":
+            raise _Answer("40002", "isv.invalid-version", "版本号错误")
+        try:
+            return loads_object(params["biz_content"], what="biz_content")
+        except ProtocolError:
+            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: biz_content") from None
+
+    def _signed(self, node_name: str, node: dict[str, object], delay: float) -> Reply:
+        raw = json.dumps(node, ensure_ascii=False, separators=(",", ":"))
+        signature = rsa2_sign(raw, self.merchant.alipay_private_key)
+        fault = self.faults.signature(CHANNEL)
+        if fault is SignatureFault.CORRUPT:
+            signature = corrupt_signature(signature)
+        elif fault is SignatureFault.TAMPER:
+            raw = json.dumps({**node, "msg": node.get("msg", "") + " "}, ensure_ascii=False, separators=(",", ":"))
+        body = '{"' + node_name + '":' + raw
+        body += "}" if fault is SignatureFault.MISSING else ',"sign":"' + signature + '"}'
+        return Reply(200, _JSON, body.encode("utf-8"), delay_s=delay)
+
+    # -- methods -----------------------------------------------------------------------------
+
+    def _pay(self, biz: dict[str, object]) -> tuple[dict[str, object], float] | Reply:
+        out_trade_no = _text(biz, "out_trade_no", _NO)
+        if biz.get("scene") != "bar_code":
+            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: scene 须为 bar_code")
+        code = _text(biz, "auth_code")
+        subject = _text(biz, "subject")
+        total_fen = _yuan(biz, "total_amount")
+        if channel_of_code(code) != CHANNEL:
+            raise _Answer("40004", "ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款")
+        account = self.store.account(code)
+        behaviour = account.behaviour if account is not None and account.channel == CHANNEL else None
+        log.info("alipay pay %s code %s %d fen (%s)", out_trade_no, mask(code), total_fen, behaviour.text if behaviour else "unknown code")
+        if behaviour is not None and behaviour.kind is Kind.NOREPLY:
+            return Reply(200, _JSON, b"", swallow=True)
+        delay = behaviour.seconds if behaviour is not None and behaviour.kind is Kind.SLOW else 0.0
+        store_id = biz.get("store_id") or biz.get("terminal_id")
+        result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, subject[:256], str(store_id) if store_id else None)
+        buyer = account.buyer_id if account is not None else ""
+        if result is PayResult.PAID:
+            assert order is not None
+            amount = format_yuan(order.total_fen)
+            return {**self._trade(order, buyer), "total_amount": amount, "receipt_amount": amount, "buyer_pay_amount": amount,
+                    "invoice_amount": amount, "gmt_payment": _time(order.paid_at or order.created_at),
+                    "fund_bill_list": [{"fund_channel": "ALIPAYACCOUNT", "amount": amount}]}, delay
+        if result is PayResult.USERPAYING:
+            assert order is not None
+            raise _Answer("10003", **self._trade(order, buyer), total_amount=format_yuan(order.total_fen))
+        sub = {
+            PayResult.INSUFFICIENT: ("ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足"),
+            PayResult.CODE_INVALID: ("ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款"),
+            PayResult.SYSTEM_ERROR: ("ACQ.SYSTEM_ERROR", "系统错误"),
+            PayResult.ALREADY_PAID: ("ACQ.TRADE_HAS_SUCCESS", "交易已被支付"),
+            PayResult.ALREADY_CLOSED: ("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"),
+            PayResult.ALREADY_REVOKED: ("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"),
+            PayResult.CONFLICT: ("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改"),
+        }[result]
+        raise _Answer("40004", *sub, out_trade_no=out_trade_no)
+
+    def _trade(self, order: Order, buyer_id: str) -> dict[str, object]:
+        node: dict[str, object] = {"trade_no": order.txn_id, "out_trade_no": order.out_trade_no}
+        if buyer_id:
+            node.update(buyer_logon_id=bills.buyer_logon_id(buyer_id), buyer_user_id=buyer_id)
+        return node
+
+    def _buyer(self, order: Order) -> str:
+        account = self.store.account(order.code) if order.code else None
+        return account.buyer_id if account is not None else ""
+
+    def _query(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+        order = self.store.order(CHANNEL, _text(biz, "out_trade_no", _NO))
+        if order is None or order.state is OrderState.PAYERROR:
+            raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+        node = self._trade(order, self._buyer(order))
+        if order.state is OrderState.USERPAYING:
+            status = "WAIT_BUYER_PAY"
+        elif order.state is OrderState.SUCCESS and order.refunded_fen < order.total_fen:
+            status = "TRADE_SUCCESS"
+        else:
+            status = "TRADE_CLOSED"  # closed unpaid, reversed, or refunded in full
+        node.update(trade_status=status, total_amount=format_yuan(order.total_fen))
+        if order.paid_at is not None:
+            amount = format_yuan(order.total_fen)
+            node.update(buyer_pay_amount=amount, receipt_amount=amount, send_pay_date=_time(order.paid_at))
+        return node, 0.0
+
+    def _cancel(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+        out_trade_no = _text(biz, "out_trade_no", _NO)
+        result, order = self.store.reverse(CHANNEL, out_trade_no)
+        if result is ReverseResult.EXPIRED:
+            raise _Answer("40004", "ACQ.TRADE_CANCEL_TIME_OUT", "不在撤销时间范围内", retry_flag="N", out_trade_no=out_trade_no)
+        node: dict[str, object] = {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "retry_flag": "N"}
+        if result is ReverseResult.REFUNDED:
+            node.update(action="refund", gmt_refund_pay=_time(order.closed_at or self.store.now()))
+        else:
+            node.update(action="close")
+        return node, 0.0
+
+    def _refund(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+        out_trade_no = _text(biz, "out_trade_no", _NO)
+        refund_fen = _yuan(biz, "refund_amount")
+        given = biz.get("out_request_no")
+        out_request_no = _text(biz, "out_request_no", _NO) if given not in (None, "") else out_trade_no
+        reason = str(biz.get("refund_reason") or "")
+        failed = {"out_trade_no": out_trade_no, "refund_fee": "0.00", "send_back_fee": "0.00"}
+        if given in (None, ""):
+            order = self.store.order(CHANNEL, out_trade_no)
+            if order is not None and order.total_fen != refund_fen:
+                raise _Answer("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "撤销或退款金额与订单金额不一致", **failed)
+        result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_request_no, refund_fen, total_fen=None, reason=reason)
+        if result in (RefundResult.DONE, RefundResult.DUPLICATE):
+            assert refund is not None and order is not None
+            return {**self._trade(order, self._buyer(order)), "fund_change": "Y" if result is RefundResult.DONE else "N",
+                    "refund_fee": format_yuan(order.refunded_fen), "send_back_fee": format_yuan(refund.amount_fen) if result is RefundResult.DONE else "0.00",
+                    "gmt_refund_pay": _time(refund.created_at)}, 0.0
+        sub = {
+            RefundResult.MISMATCH: ("ACQ.DISCORDANT_REPEAT_REQUEST", "不一致的请求"),
+            RefundResult.NOT_EXIST: ("ACQ.TRADE_NOT_EXIST", "交易不存在"),
+            RefundResult.NOT_PAID: ("ACQ.TRADE_STATUS_ERROR", "交易状态不合法"),
+            RefundResult.TOTAL_MISMATCH: ("ACQ.INVALID_PARAMETER", "参数无效"),
+            RefundResult.FULLY_REFUNDED: ("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额无效"),
+            RefundResult.EXCEEDS: ("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额无效"),
+        }[result]
+        raise _Answer("40004", *sub, **failed)
+
+    def _refund_query(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+        out_trade_no = _text(biz, "out_trade_no", _NO)
+        given = biz.get("out_request_no")
+        out_request_no = _text(biz, "out_request_no", _NO) if given not in (None, "") else out_trade_no
+        order = self.store.order(CHANNEL, out_trade_no)
+        if order is None or order.code is None:
+            raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+        refund = self.store.find_refund(CHANNEL, out_request_no, out_trade_no)
+        if refund is None:
+            return {}, 0.0  # Alipay answers "nothing found" with a bare success
+        return {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "out_request_no": out_request_no,
+                "total_amount": format_yuan(order.total_fen), "refund_amount": format_yuan(refund.amount_fen),
+                "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
+
+    def _bill_url(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+        if biz.get("bill_type") != "trade":
+            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_type (the sandbox serves trade bills)")
+        try:
+            day = datetime.date.fromisoformat(str(biz.get("bill_date")))
+        except ValueError:
+            raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_date 须为 yyyy-MM-dd") from None
+        paid, refunds = self.store.day_activity(CHANNEL, day) if day < self.store.today() else ([], [])
+        if not paid and not refunds:
+            raise _Answer("40004", "isp.bill_not_exist", "账单不存在")
+        ymd = day.strftime("%Y%m%d")
+        expires = str(int(time.time()) + BILL_URL_TTL_S)
+        query = {"bizType": "trade", "userId": self.merchant.pid, "fileType": "csv.zip", "bizDates": ymd,
+                 "downloadFileName": f"{self.merchant.pid}_{ymd}.csv.zip", "timestamp": expires}
+        query["token"] = self._token(query)
+        return {"bill_download_url": f"{self.base_url()}/downloadBillFile.resource?{urllib.parse.urlencode(query)}"}, 0.0
+
+    # -- the bill file -----------------------------------------------------------------------
+
+    def _token(self, query: dict[str, str]) -> str:
+        signed = "&".join(f"{k}={query[k]}" for k in sorted(query) if k != "token")
+        return hmac.new(self._secret, signed.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def handle_bill_file(self, query: dict[str, str]) -> Reply:
+        token = query.get("token", "")
+        if not hmac.compare_digest(self._token(query).encode(), token.encode("utf-8", "replace")):
+            return Reply(403, "text/plain; charset=utf-8", "invalid token".encode())
+        if not query.get("timestamp", "").isdigit() or int(query["timestamp"]) < time.time():
+            return Reply(403, "text/plain; charset=utf-8", "download URL expired".encode())
+        day = datetime.datetime.strptime(query["bizDates"], "%Y%m%d").date()
+        paid, refunds = self.store.day_activity(CHANNEL, day)
+        buyers = {o.code: self._buyer(o) for o in paid + [r[1] for r in refunds]}
+        data = bills.alipay_bill_zip(
+            day, self.merchant.pid,
+            [bills.payment_line(o, buyers[o.code]) for o in paid],
+            [bills.refund_line(r, o, buyers[o.code]) for r, o in refunds],
+            datetime.datetime.fromtimestamp(self.store.now(), SHANGHAI).replace(tzinfo=None, microsecond=0),
+        )
+        return Reply(200, "application/oct-stream", data)
+
+
+def _text(biz: dict[str, object], name: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = biz.get(name)
+    if not isinstance(value, str) or value == "":
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: 缺少 {name}")
+    if pattern is not None and pattern.fullmatch(value) is None:
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name}")
+    return value
+
+
+def _yuan(biz: dict[str, object], name: str) -> int:
+    try:
+        fen = parse_yuan(biz.get(name), allow_zero=False)
+    except ProtocolError:
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name} 须为两位小数的元金额") from None
+    if fen > 100_000_000_00:
+        raise _Answer("40004", "ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额")
+    return fen

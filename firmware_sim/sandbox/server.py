@@ -1,0 +1,298 @@
+"""`channel-sandbox`: WeChat Pay and Alipay on 127.0.0.1, for the terminal, the simulator and tests.
+
+One thread per request (ThreadingHTTPServer), so a slow or silent payment code holds only its own
+connection. Routes:
+    POST /pay/micropay /pay/orderquery /secapi/pay/reverse /secapi/pay/refund /pay/refundquery
+         /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL)
+    POST /gateway.do                             Alipay OpenAPI gateway
+    GET  /downloadBillFile.resource              Alipay bill zips (URLs come from the gateway)
+    *    /sandbox/v1/...                         the tester's control API (see control.py)
+When ready it prints one JSON line on stdout, {"event": "ready", "url": ..., "credentials": ...},
+and writes the credentials file (see docs/simulator.md). SIGINT/SIGTERM stop it cleanly, even
+while noreply codes hold connections open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from firmware_sim.sandbox.alipay_api import AlipayApi, AlipayMerchant
+from firmware_sim.sandbox.control import PREFIX, ControlApi
+from firmware_sim.sandbox.identity import Identity, IdentityError, load_identity
+from firmware_sim.sandbox.reply import Faults, Reply
+from firmware_sim.sandbox.store import Store
+from firmware_sim.sandbox.wechat_api import PATHS as WECHAT_PATHS
+from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant
+
+log = logging.getLogger("channel-sandbox")
+MAX_BODY = 64 * 1024
+# A swallowed (noreply) request is held at most this long, then the connection is dropped.
+HOLD_LIMIT_S = 600.0
+DEFAULT_DATA_DIR = os.path.join(".run", "channel-sandbox")
+_LONG_DIGITS = re.compile(r"[0-9]{12,}")
+
+
+class Sandbox:
+    """The whole sandbox in one object: start() serves in a thread, stop() ends it."""
+
+    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = os.path.abspath(data_dir)
+        self.identity = identity
+        self.store = Store(os.path.join(self.data_dir, "sandbox.sqlite3"))
+        self.faults = Faults()
+        self.stopping = threading.Event()
+        self.wechat = WeChatApi(self.store, WeChatMerchant(identity.wechat_appid, identity.wechat_mch_id, identity.wechat_api_key), self.faults)
+        assert identity.alipay_private_key is not None and identity.app_public_key is not None
+        secret = self.store.get_or_create_setting("bill_url_secret", secrets.token_hex(32)).encode("ascii")
+        self.alipay = AlipayApi(self.store, AlipayMerchant(identity.alipay_app_id, identity.alipay_pid, identity.app_public_key,
+                                                           identity.alipay_private_key), self.faults, lambda: self.url, secret)
+        self.control = ControlApi(self.store, self.faults, os.path.join(self.data_dir, "qr"), self._describe)
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.sandbox = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}"
+
+    def credentials(self) -> dict[str, object]:
+        alipay: dict[str, object] = {"gateway": self.url + "/gateway.do", "app_id": self.identity.alipay_app_id,
+                                     "alipay_public_key_pem": self.identity.alipay_public_key_path}
+        if self.identity.app_private_key_path:
+            alipay["private_key_pem"] = self.identity.app_private_key_path
+        return {
+            "url": self.url,
+            "control_url": self.url + PREFIX,
+            "pid": os.getpid(),
+            "data_dir": self.data_dir,
+            "channels": {
+                "wechat": {"base_url": self.url, "appid": self.identity.wechat_appid, "mch_id": self.identity.wechat_mch_id,
+                           "api_key": self.identity.wechat_api_key},
+                "alipay": alipay,
+            },
+            "alipay_pid": self.identity.alipay_pid,
+        }
+
+    def write_credentials(self, path: str) -> None:
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.credentials(), handle, indent=2)
+        os.replace(tmp, path)
+
+    def _describe(self) -> dict[str, object]:
+        return {"url": self.url, "wechat": {"appid": self.identity.wechat_appid, "mch_id": self.identity.wechat_mch_id},
+                "alipay": {"app_id": self.identity.alipay_app_id, "pid": self.identity.alipay_pid}}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()  # held (noreply) and delayed (slow) requests let go now
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        deadline = time.monotonic() + 2.0
+        while self.httpd.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.store.close()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def route(self, method: str, target: str, body: bytes) -> Reply:
+        parts = urllib.parse.urlsplit(target)
+        path = parts.path
+        if path.startswith(PREFIX + "/") or path == PREFIX:
+            return self.control.handle(method, path, body)
+        if method == "POST" and path in WECHAT_PATHS:
+            return self.wechat.handle(path, body)
+        if method == "POST" and path == "/gateway.do":
+            try:
+                pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, errors="strict")
+                pairs += urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+            except (UnicodeDecodeError, ValueError):
+                pairs = [("charset", "invalid")]
+            return self.alipay.handle_gateway(pairs)
+        if method == "GET" and path == "/downloadBillFile.resource":
+            return self.alipay.handle_bill_file(dict(urllib.parse.parse_qsl(parts.query)))
+        return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a held connection must never keep the process alive
+    sandbox: Sandbox
+    active = 0
+    _count_lock = threading.Lock()
+
+    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+        with self._count_lock:
+            self.active += 1
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.active -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "channel-sandbox"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        body = b""
+        if method == "POST":
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                return self._send(Reply(411, "text/plain", b"Content-Length required"))
+            if int(length) > MAX_BODY:
+                return self._send(Reply(413, "text/plain", b"request too large"))
+            body = self.rfile.read(int(length))
+        sandbox = self.server.sandbox
+        try:
+            reply = sandbox.route(method, self.path, body)
+        except Exception:  # one bad request must not take the sandbox down; the trace says why
+            log.exception("internal error on %s %s", method, _LONG_DIGITS.sub("<digits>", self.path))
+            reply = Reply(500, "application/json", b'{"error": {"code": "internal_error", "message": "sandbox error"}}')
+        if reply.swallow:
+            return self._hold()
+        if reply.delay_s:
+            sandbox.stopping.wait(reply.delay_s)
+        self._send(reply)
+
+    def _send(self, reply: Reply) -> None:
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            pass  # the client gave up (a timeout on its side): nothing to tell it
+
+    def _hold(self) -> None:
+        """Keep the connection open without answering until the client leaves or we stop."""
+        self.close_connection = True
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        while not self.server.sandbox.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0.2)
+                if readable and not self.connection.recv(4096, socket.MSG_PEEK):
+                    return  # the client closed the connection
+                if readable:
+                    self.connection.recv(4096)
+            except OSError:
+                return
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's signature)
+        # Paths can hold payment codes (/sandbox/v1/accounts/<code>): mask long digit runs.
+        log.debug("%s %s", self.address_string(), _LONG_DIGITS.sub("<digits>", format % args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="channel-sandbox",
+        description="WeChat Pay (API v2) and Alipay (OpenAPI) sandbox on loopback: real request formats and signatures, "
+                    "payment codes with chosen behaviours, SQLite ledger, daily bills. See docs/simulator.md.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="JSON file with any of: host, port, data_dir, wechat_key, alipay_key, "
+                        "alipay_app_public_key, credentials (command-line options win)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; non-loopback needs --allow-remote)")
+    parser.add_argument("--port", type=int, help="TCP port (default 0: an ephemeral port, printed when ready)")
+    parser.add_argument("--data-dir", help=f"ledger, keys, QR images and credentials (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--credentials", metavar="FILE", help="where to write the credentials JSON (default <data-dir>/sandbox.json)")
+    parser.add_argument("--wechat-key", help="the WeChat Pay API key to accept (32 characters; default: generated once, kept in the data dir)")
+    parser.add_argument("--alipay-key", metavar="PEM", help="the sandbox's own 'Alipay' RSA private key (default: generated once)")
+    parser.add_argument("--alipay-app-public-key", metavar="PEM", help="the app public key to verify requests with (default: a generated "
+                        "app key pair whose private half is in the credentials file)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the control API has no authentication)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    config: dict[str, object] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, ValueError) as exc:
+            print(f"channel-sandbox: cannot read --config {args.config}: {exc}", file=sys.stderr)
+            return 2
+
+    def option(name: str, default: object) -> object:
+        value = getattr(args, name)
+        return value if value is not None else config.get(name, default)
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    host = str(option("host", "127.0.0.1"))
+    port = option("port", 0)
+    data_dir = str(option("data_dir", DEFAULT_DATA_DIR))
+    if not _is_loopback(host) and not args.allow_remote:
+        print(f"channel-sandbox: refusing to listen on {host}: the sandbox is for loopback (127.0.0.1); "
+              "add --allow-remote if you really mean to expose it", file=sys.stderr)
+        return 2
+    try:
+        identity = load_identity(data_dir, wechat_key=_opt_str(option("wechat_key", None)), alipay_key_path=_opt_str(option("alipay_key", None)),
+                                 app_public_key_path=_opt_str(option("alipay_app_public_key", None)))
+        sandbox = Sandbox(data_dir, identity, host=host, port=int(port))  # type: ignore[arg-type]
+    except IdentityError as exc:
+        print(f"channel-sandbox: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"channel-sandbox: cannot listen on {host}:{port}: {exc.strerror or exc}; is another sandbox running there?", file=sys.stderr)
+        return 2
+    credentials = str(option("credentials", os.path.join(sandbox.data_dir, "sandbox.json")))
+    sandbox.write_credentials(credentials)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    sandbox.start()
+    print(json.dumps({"event": "ready", "url": sandbox.url, "credentials": os.path.abspath(credentials), "pid": os.getpid()}), flush=True)
+    log.info("channel sandbox ready at %s (credentials in %s)", sandbox.url, credentials)
+    while not done.wait(0.5):
+        pass
+    log.info("stopping")
+    sandbox.stop()
+    return 0
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
