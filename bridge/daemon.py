@@ -74,7 +74,7 @@ class Bridge:
     def start(self) -> "Bridge":
         for port in self.ports:
             port.start()
-        self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2},
+        self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.05},
                                              name="http", daemon=True)
         self._http_thread.start()
         log_event(log, "bridge_started", url=self.url, ports=list(self.config.link.ports),

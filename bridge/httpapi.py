@@ -305,6 +305,8 @@ class BridgeHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own refusals (bad request line, too many headers...) as JSON too."""
         error = _STATUS_CODES.get(code, ErrorCode.BAD_REQUEST)
+        if self.request_version == "HTTP/0.9":  # unparseable request line: answer with headers anyway
+            self.request_version = "HTTP/1.1"
         self._error(ProtocolError(error, message or explain or f"HTTP {code}"), close=True)
 
     def log_request(self, code: object = "-", size: object = "-") -> None:

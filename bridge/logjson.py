@@ -56,6 +56,8 @@ def setup_logging(level: str = "INFO", file: Path | None = None) -> logging.Hand
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("bridge")
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False

@@ -1,0 +1,318 @@
+"""Contract tests of the HIS API: every endpoint, every answer and every error code, over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import sqlite3
+import time
+
+import pytest
+import requests
+
+from protocol.crypto import KeyRing, SharedKey
+from protocol.envelope import MsgType, receive_result, seal
+from protocol.errors import HTTP_STATUS, ErrorCode
+from protocol.messages import PayStatus, ResultCode
+from protocol.strictjson import dumps_compact
+
+from firmware_sim.responder import ResponderMode
+from tests.bridge.conftest import World, wait_until
+
+
+@pytest.fixture
+def api(world: World):  # type: ignore[no-untyped-def]
+    responder = world.responder()
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url], security={"amount_limit": "1000.00"})
+    wait_until(lambda: bridge.relay.attached("D1"), what="D1 attached")
+    return world, bridge, responder
+
+
+def post(bridge, body: bytes, wait: int | None = 5, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+    params = {} if wait is None else {"wait": wait}
+    return requests.post(bridge.url + "/v1/instructions", params=params, data=body, timeout=30, **kwargs)
+
+
+def assert_error(response: requests.Response, code: ErrorCode) -> str:
+    assert response.status_code == HTTP_STATUS[code], response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code.value
+    assert body["error"]["message"]
+    return body["error"]["message"]
+
+
+def raw(bridge, data: bytes, read_timeout: float = 10.0) -> tuple[int, dict[str, object]]:  # type: ignore[no-untyped-def]
+    host, port = bridge.http.server_address[:2]
+    with socket.create_connection((host, port), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        chunks = b""
+        while b"\r\n\r\n" not in chunks:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks += chunk
+        head, _, body = chunks.partition(b"\r\n\r\n")
+        length = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+        while len(body) < length:
+            body += sock.recv(65536)
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+# ------------------------------------------------------------------ POST /v1/instructions
+
+
+def test_collect_answers_200_with_a_result_that_passes_step_6(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    envelope = world.seal("+12.50", "MZ0001", patient="张三明")
+    response = post(bridge, envelope.to_bytes())
+    assert response.status_code == 200
+    received = receive_result(response.content, world.ring, now=time.time(), instruction_ts=envelope.ts)
+    assert received.envelope.reply_to == envelope.msg_id
+    assert received.message.device_id == "D1" and received.message.pay_status is PayStatus.SUCCESS
+    assert str(received.message.amount) == "+12.50"
+    assert responder.executions[envelope.msg_id] == 1
+    log = (world.dir / "bridge.log").read_text(encoding="utf-8")
+    assert "张三明" not in log and "张*明" in log  # names are masked in the log
+    assert world.key.secret.hex() not in log
+
+
+def test_identical_repost_is_answered_from_the_journal_and_executes_once(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    envelope = world.seal()
+    first = post(bridge, envelope.to_bytes())
+    again = [post(bridge, envelope.to_bytes(), wait=w) for w in (0, 5)]
+    assert first.status_code == 200 and all(r.status_code == 200 and r.content == first.content for r in again)
+    assert responder.executions[envelope.msg_id] == 1
+    assert responder.received[envelope.msg_id] == 1  # retries never even reach the device
+
+
+def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    responder.mode = ResponderMode.SILENT
+    envelope = world.seal()
+    response = post(bridge, envelope.to_bytes(), wait=0)
+    assert response.status_code == 202
+    assert response.json()["msg_id"] == envelope.msg_id
+    assert response.json()["state"] in ("queued", "delivered", "awaiting_scan")
+    wait_until(lambda: post(bridge, envelope.to_bytes(), wait=0).json()["state"] == "awaiting_scan", what="progress")
+    pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
+    assert pending.status_code == 202 and pending.json() == {"msg_id": envelope.msg_id, "state": "awaiting_scan"}
+    responder.release()
+    done = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=10", timeout=30)
+    assert done.status_code == 200
+    assert post(bridge, envelope.to_bytes(), wait=0).content == done.content
+    assert responder.executions[envelope.msg_id] == 1
+
+
+def test_long_poll_returns_as_soon_as_the_result_is_stored(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    responder.mode = ResponderMode.SILENT
+    envelope = world.seal()
+    assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202
+    wait_until(lambda: responder.executions[envelope.msg_id] == 1, what="device has it")
+    started = time.monotonic()
+    import threading
+
+    threading.Timer(0.3, responder.release).start()
+    response = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=60", timeout=90)
+    assert response.status_code == 200
+    assert time.monotonic() - started < 30  # woken by the result, not by the 60 s wait
+
+
+def test_second_collection_of_a_paid_order_is_relayed_and_gets_the_original_result(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    first = receive_result(post(bridge, world.seal("+30.00", "MZ77").to_bytes()).content, world.ring, now=time.time())
+    second_env = world.seal("+30.00", "MZ77")
+    second = receive_result(post(bridge, second_env.to_bytes()).content, world.ring, now=time.time())
+    assert second.envelope.reply_to == second_env.msg_id
+    assert second.message.error_code == ResultCode.DUPLICATE_ORDER.value
+    assert second.message.pay_order_no == first.message.pay_order_no
+    refund = receive_result(post(bridge, world.seal("-10.00", "MZ77").to_bytes()).content, world.ring, now=time.time())
+    assert refund.message.pay_status is PayStatus.REFUNDED
+    too_much = receive_result(post(bridge, world.seal("-25.00", "MZ77").to_bytes()).content, world.ring, now=time.time())
+    assert too_much.message.pay_status is PayStatus.REFUND_FAILED
+    assert too_much.message.error_code == ResultCode.REFUND_EXCEEDS_REMAINING.value
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"not json", ErrorCode.MALFORMED_JSON),
+    (b'{"v": 1, "v": 1}', ErrorCode.MALFORMED_JSON),
+    (b"[1, 2]", ErrorCode.MALFORMED_JSON),
+    (b'{"v": 1, "type": "instruction"}', ErrorCode.BAD_ENVELOPE),
+    (b"", ErrorCode.MALFORMED_JSON),
+])
+def test_malformed_bodies_are_refused(api, body: bytes, code: ErrorCode) -> None:  # type: ignore[no-untyped-def]
+    assert_error(post(api[1], body), code)
+
+
+def _tamper(envelope_bytes: bytes, **changes: object) -> bytes:
+    obj = json.loads(envelope_bytes)
+    obj.update(changes)
+    return json.dumps(obj).encode()
+
+
+def test_every_envelope_refusal_has_its_code(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    good = world.seal().to_bytes()
+    assert_error(post(bridge, _tamper(good, suite="DES-CBC")), ErrorCode.UNSUPPORTED_SUITE)
+    assert_error(post(bridge, _tamper(good, kid="k-unknown")), ErrorCode.UNKNOWN_KID)
+    ct = bytearray(base64.b64decode(json.loads(good)["ct"]))
+    ct[0] ^= 1
+    assert_error(post(bridge, _tamper(good, ct=base64.b64encode(bytes(ct)).decode())), ErrorCode.AUTH_FAILED)
+    assert_error(post(bridge, _tamper(good, terminal_id="T2")), ErrorCode.AUTH_FAILED)  # header is authenticated
+    assert_error(post(bridge, _tamper(good, nonce="AAAA")), ErrorCode.BAD_ENVELOPE)
+    message = assert_error(post(bridge, world.seal(ts=int(time.time()) - 1000).to_bytes()), ErrorCode.CLOCK_SKEW)
+    assert "clock" in message and str(int(time.time()))[:6] in message  # states the bridge clock
+    assert_error(post(bridge, world.seal(terminal="T9").to_bytes()), ErrorCode.UNKNOWN_TERMINAL)
+    assert_error(post(bridge, world.seal(order="MZ 1").to_bytes()), ErrorCode.BAD_ORDER_NO)
+    assert_error(post(bridge, world.seal("+1000.01").to_bytes()), ErrorCode.BAD_AMOUNT)  # over the configured limit
+    assert sum(responder.received.values()) == 0  # none of it reached the device
+
+
+def test_plaintext_problems_inside_a_valid_envelope(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+
+    def sealed(plaintext: dict[str, object], terminal: str = "T1") -> bytes:
+        return seal(msg_type=MsgType.INSTRUCTION, key=world.key, msg_id=world.msg_id(), ts=int(time.time()),
+                    party_id=terminal, reply_to=None, plaintext=dumps_compact(plaintext), nonce=os.urandom(12)).to_bytes()
+
+    for amount in ("12.50", "+12.5", "-0.00", "+1e3", "＋12.50", "+012.50"):
+        assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": amount})), ErrorCode.BAD_AMOUNT)
+    assert_error(post(bridge, sealed({"terminal_id": "T2", "order_no": "MZ1", "amount": "+1.00"})), ErrorCode.UNKNOWN_TERMINAL)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "amount": "+1.00"})), ErrorCode.BAD_ENVELOPE)
+
+
+def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    first = world.seal("+1.00", "MZ5")
+    assert post(bridge, first.to_bytes()).status_code == 200
+    other = world.seal("+2.00", "MZ5", msg_id=first.msg_id)
+    assert_error(post(bridge, other.to_bytes()), ErrorCode.MSG_ID_CONFLICT)
+    with sqlite3.connect(world.dir / "journal.sqlite3") as db:  # the stored answer is now 2 days old
+        db.execute("UPDATE instructions SET accepted_at = accepted_at - 172800 WHERE msg_id = ?", (first.msg_id,))
+    assert_error(post(bridge, first.to_bytes()), ErrorCode.REPLAY)
+
+
+def test_device_unavailable_is_answered_at_once(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    started = time.monotonic()
+    assert "not bound" in assert_error(post(bridge, world.seal(terminal="T3").to_bytes(), wait=60), ErrorCode.DEVICE_UNAVAILABLE)
+    assert "not attached" in assert_error(post(bridge, world.seal(terminal="T2").to_bytes(), wait=60),
+                                          ErrorCode.DEVICE_UNAVAILABLE)
+    assert time.monotonic() - started < 30  # not after the 60 s wait
+    # Nothing was journaled: the same envelope succeeds once the terminal is served.
+    envelope = world.seal(terminal="T1")
+    assert post(bridge, envelope.to_bytes()).status_code == 200
+
+
+def test_too_large_is_refused_from_content_length_before_reading(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    assert_error(post(bridge, b" " * (64 * 1024 + 1)), ErrorCode.TOO_LARGE)
+    status, body = raw(bridge, b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+    assert status == 413 and body["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize("request_bytes, code", [
+    (b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),  # no Content-Length
+    (b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/health?wait=5 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M1?wait=abc HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M1?wait=121 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M1?wait=1.5 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M1?wiat=1 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M1?wait=1&wait=2 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/results/M%20 HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GARBAGE\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/health HTTP/9.9\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.NOT_FOUND),
+    (b"GET /v1/results/NO-SUCH-MSG HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.NOT_FOUND),
+    (b"GET /v1/instructions HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.METHOD_NOT_ALLOWED),
+    (b"DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.METHOD_NOT_ALLOWED),
+    (b"BREW /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.METHOD_NOT_ALLOWED),
+])
+def test_http_level_refusals_are_json_with_stable_codes(api, request_bytes: bytes, code: ErrorCode) -> None:  # type: ignore[no-untyped-def]
+    status, body = raw(api[1], request_bytes)
+    assert status == HTTP_STATUS[code] and body["error"]["code"] == code.value, body
+
+
+def test_method_not_allowed_names_the_method_to_use(api) -> None:  # type: ignore[no-untyped-def]
+    response = requests.get(api[1].url + "/v1/instructions", timeout=10)
+    assert_error(response, ErrorCode.METHOD_NOT_ALLOWED)
+    assert response.headers["Allow"] == "POST"
+
+
+def test_results_endpoint_answers_200_202_404_and_device_refusals(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    assert_error(requests.get(bridge.url + "/v1/results/UNKNOWN-1", timeout=10), ErrorCode.NOT_FOUND)
+    done = world.seal()
+    body = post(bridge, done.to_bytes()).content
+    got = requests.get(f"{bridge.url}/v1/results/{done.msg_id}", timeout=10)
+    assert got.status_code == 200 and got.content == body
+    responder.mode = ResponderMode.REFUSE
+    responder.refuse_code = ErrorCode.AUTH_FAILED  # e.g. the device holds a different key
+    refused = world.seal()
+    message = assert_error(post(bridge, refused.to_bytes()), ErrorCode.AUTH_FAILED)
+    assert "device refused" in message
+    assert_error(requests.get(f"{bridge.url}/v1/results/{refused.msg_id}", timeout=10), ErrorCode.AUTH_FAILED)
+    assert_error(post(bridge, refused.to_bytes()), ErrorCode.AUTH_FAILED)  # identical retry: same answer
+
+
+def test_health_shows_devices_link_state_firmware_and_clock_but_no_secrets(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    response = requests.get(bridge.url + "/v1/health", timeout=10)
+    assert response.status_code == 200
+    health = response.json()
+    assert health["status"] == "ok"
+    assert abs(health["clock"]["unix"] - time.time()) < 60
+    (device,) = health["devices"]
+    assert device["link"] == "up" and device["device_id"] == "D1" and device["firmware"] == "1.0.0"
+    assert device["terminals"] == ["T1"]
+    assert world.key.secret.hex() not in response.text and world.key.fingerprint not in response.text
+
+
+def test_forbidden_for_clients_outside_the_allowlist(world: World) -> None:
+    bridge = world.bridge(["socket://127.0.0.1:9"], http={"allow_clients": ["10.9.9.9"]})
+    assert_error(requests.get(bridge.url + "/v1/health", timeout=10), ErrorCode.FORBIDDEN)
+
+
+def test_request_timeout_for_a_request_that_never_completes(world: World) -> None:
+    bridge = world.bridge(["socket://127.0.0.1:9"], http={"request_timeout_s": 0.5})
+    status, body = raw(bridge, b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    assert status == 408 and body["error"]["code"] == "request_timeout"
+
+
+def test_shutting_down_and_internal_error(api, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+
+    def broken(body: bytes, wait: float) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(bridge.relay, "submit", broken)
+    assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.INTERNAL_ERROR)
+    monkeypatch.undo()
+    bridge.relay.begin_shutdown()
+    assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.SHUTTING_DOWN)
+
+
+def test_sm4_gcm_and_key_rotation(world: World) -> None:
+    sm4 = SharedKey("k-sm4", "SM4-GCM", os.urandom(16))
+    from bridge.keystore import retire_key, write_keyfile
+
+    write_keyfile(world.dir / "keys.json", [world.key, sm4], {})
+    world.key = sm4
+    responder = world.responder()
+    responder.keys = KeyRing([sm4])
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url])
+    wait_until(lambda: bridge.relay.attached("D1"))
+    response = post(bridge, world.seal().to_bytes())
+    assert response.status_code == 200 and response.json()["suite"] == "SM4-GCM"
+    retire_key(world.dir / "keys.json", "k-sm4")
+    time.sleep(1.1)  # the bridge re-reads the key file at most once a second
+    assert "retired" in assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.UNKNOWN_KID)
