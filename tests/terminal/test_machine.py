@@ -1,0 +1,145 @@
+"""The lifecycle table: readable rules, checked by property over every sequence of events."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.messages import PayStatus
+from terminal import machine
+from terminal.channels.base import PayState, RefundState, ReverseState
+from terminal.machine import (AUTOMATIC, MONEY_IN_DOUBT, NOT_FOUND_LIMIT, PROGRESS, TRANSITIONS, Event,
+                              IllegalTransition, Kind, State, step)
+
+kinds = st.sampled_from(Kind)
+events = st.lists(st.sampled_from(Event), max_size=40)
+# Events that carry the channel's word that nothing (more) is taken, or that it was taken.
+CHANNEL_SAYS = {Event.PAID, Event.DECLINED, Event.REVERSED}
+
+
+def walk(kind, sequence):
+    state, status, path = State.QUEUED, None, []
+    for event in sequence:
+        if not machine.allowed(kind, state, event):
+            continue
+        before = state
+        state, status = step(kind, state, event)
+        path.append((before, event, state, status))
+    return path
+
+
+def test_every_state_is_reachable_and_every_nonfinal_state_can_finish():
+    targets = {nxt for nxt, _ in TRANSITIONS.values()} | {State.QUEUED}
+    assert targets == set(State)
+    sources = {state for state, _ in TRANSITIONS}
+    assert sources == set(State) - {State.FINISHED}
+
+
+def test_finished_is_absorbing():
+    for event in Event:
+        for kind in Kind:
+            with pytest.raises(IllegalTransition):
+                step(kind, State.FINISHED, event)
+
+
+def test_kinds_do_not_mix():
+    with pytest.raises(IllegalTransition):
+        step(Kind.REFUND, State.QUEUED, Event.SHOW)
+    with pytest.raises(IllegalTransition):
+        step(Kind.COLLECT, State.QUEUED, Event.ASK_SUPERVISOR)
+
+
+@given(kinds, events)
+def test_success_only_on_the_channels_confirmation(kind, sequence):
+    for before, event, after, status in walk(kind, sequence):
+        if status is PayStatus.SUCCESS:
+            assert event in (Event.PAID, Event.DUPLICATE)
+        if status is PayStatus.REFUNDED:
+            assert event is Event.REFUNDED
+        if after is State.FINISHED:
+            assert status is not None
+        else:
+            assert status is None
+
+
+@given(kinds, events)
+def test_money_in_doubt_is_left_only_on_the_channels_word(kind, sequence):
+    """Nothing the cashier does, no deadline and no restart can end an instruction while money may
+    have been taken: only PAID, DECLINED (nothing taken) or REVERSED leave that zone."""
+    for before, event, after, _ in walk(kind, sequence):
+        if before in MONEY_IN_DOUBT and after not in MONEY_IN_DOUBT:
+            assert event in CHANNEL_SAYS, (before, event, after)
+
+
+@given(kinds, events)
+def test_refund_money_moves_only_after_the_supervisor(kind, sequence):
+    seen_ok = False
+    for before, event, after, status in walk(kind, sequence):
+        seen_ok |= event is Event.SUPERVISOR_OK
+        if after in (State.REFUNDING, State.REFUND_CONFIRMING) or status is PayStatus.REFUNDED:
+            assert seen_ok
+
+
+@given(kinds, events)
+def test_no_second_pay_without_a_new_scan(kind, sequence):
+    """PAYING (the only state that calls pay) is entered only by a cashier's SCAN."""
+    for before, event, after, _ in walk(kind, sequence):
+        if after is State.PAYING:
+            assert event is Event.SCAN
+
+
+def test_restart_never_pays_or_refunds_again():
+    assert step(Kind.COLLECT, State.PAYING, Event.RESTART)[0] is State.CONFIRMING
+    assert step(Kind.REFUND, State.REFUNDING, Event.RESTART)[0] is State.REFUND_CONFIRMING
+    for state in State:
+        if (state, Event.RESTART) in TRANSITIONS:
+            assert state in AUTOMATIC
+
+
+def test_cancel_rules():
+    assert step(Kind.COLLECT, State.AWAITING_SCAN, Event.CANCEL) == (State.FINISHED, PayStatus.CLOSED)
+    assert step(Kind.COLLECT, State.DECLINED, Event.CANCEL) == (State.FINISHED, PayStatus.FAILED)
+    assert step(Kind.COLLECT, State.USER_PAYING, Event.CANCEL) == (State.REVERSING, None)
+    for state in (State.PAYING, State.CONFIRMING, State.REVERSING):
+        assert not machine.allowed(Kind.COLLECT, state, Event.CANCEL)
+
+
+def test_progress_covers_every_state():
+    assert set(PROGRESS) == set(State)
+
+
+# --- decisions on channel answers ---------------------------------------------------------------
+
+def test_after_pay():
+    assert machine.after_pay(PayState.SUCCESS) is Event.PAID
+    assert machine.after_pay(PayState.USER_PAYING) is Event.USER_PAYING
+    assert machine.after_pay(PayState.FAILED) is Event.DECLINED
+    assert machine.after_pay(PayState.UNKNOWN) is Event.UNKNOWN
+    assert machine.after_pay(PayState.NOT_FOUND) is Event.UNKNOWN
+
+
+@given(st.sampled_from(PayState), st.booleans(), st.integers(0, 5))
+def test_after_query_never_guesses(state, past, streak):
+    event = machine.after_query(state, past_deadline=past, not_found_streak=streak)
+    if state is PayState.SUCCESS:
+        assert event is Event.PAID
+    elif state in (PayState.FAILED, PayState.CLOSED):
+        assert event is Event.DECLINED
+    elif past or (state is PayState.NOT_FOUND and streak >= NOT_FOUND_LIMIT):
+        assert event is Event.GIVE_UP  # reverse: it both closes and refunds whatever was taken
+    else:
+        assert event in (Event.USER_PAYING, Event.UNKNOWN)
+
+
+def test_after_reverse_and_refund():
+    assert machine.after_reverse(ReverseState.DONE) is Event.REVERSED
+    assert machine.after_reverse(ReverseState.RETRY) is Event.REVERSE_AGAIN
+    assert machine.after_reverse(ReverseState.UNKNOWN) is Event.REVERSE_AGAIN
+    assert machine.after_reverse(ReverseState.FAILED) is None
+    assert machine.after_refused_reverse(PayState.SUCCESS) is Event.PAID
+    assert machine.after_refused_reverse(PayState.CLOSED) is Event.REVERSED
+    assert machine.after_refused_reverse(PayState.UNKNOWN) is Event.REVERSE_AGAIN
+    assert machine.after_refund(RefundState.SUCCESS) is Event.REFUNDED
+    assert machine.after_refund(RefundState.PROCESSING) is Event.REFUND_PENDING
+    assert machine.after_refund(RefundState.UNKNOWN) is Event.REFUND_PENDING
+    assert machine.after_refund(RefundState.FAILED) is Event.REFUND_REFUSED
+    assert machine.after_refund_query(RefundState.NOT_FOUND) is Event.REFUND_UNSEEN

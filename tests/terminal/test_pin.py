@@ -1,0 +1,66 @@
+"""Supervisor PIN: a salted scrypt hash, constant-time check, strict parsing, lockout rule."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from terminal.pin import (Lockout, PinHashError, after_failure, hash_pin, is_locked, parse_pin_hash, tries_left,
+                          verify_pin)
+from tests.terminal.helpers import PIN, PIN_HASH
+
+
+def test_hash_round_trip_and_format():
+    assert PIN_HASH.startswith("scrypt$16384$8$1$")
+    stored = parse_pin_hash(PIN_HASH)
+    assert stored.encode() == PIN_HASH
+    assert verify_pin(PIN, stored)
+    assert not verify_pin("246811", stored)
+    assert not verify_pin("", stored)
+    assert not verify_pin(None, stored)
+
+
+def test_same_pin_different_salts_give_different_hashes():
+    assert hash_pin("1234") != hash_pin("1234")
+
+
+@pytest.mark.parametrize("text", [
+    "pbkdf2$1$2$3$AA==$AA==",
+    "scrypt$16384$8$1$AAAAAAAAAAA=",
+    "scrypt$1024$8$1$MDEyMzQ1Njc4OWFiY2RlZg==$" + "A" * 44,  # too weak
+    "scrypt$16384$1$1$MDEyMzQ1Njc4OWFiY2RlZg==$" + "A" * 44,
+    "scrypt$16384$8$99$MDEyMzQ1Njc4OWFiY2RlZg==$" + "A" * 44,
+    "scrypt$16385$8$1$MDEyMzQ1Njc4OWFiY2RlZg==$" + "A" * 44,  # not a power of two
+    "scrypt$16384$8$1$!!!$" + "A" * 44,
+    "scrypt$+16384$8$1$MDEyMzQ1Njc4OWFiY2RlZg==$" + "A" * 44,
+    "scrypt$16384$8$1$MDEy$" + "A" * 44,  # salt too short
+    12345,
+])
+def test_bad_hashes_are_refused_with_a_reason(text):
+    with pytest.raises(PinHashError):
+        parse_pin_hash(text)
+
+
+@pytest.mark.parametrize("pin", ["123", "1234567890123", "12a4", "１２３４", " 1234"])
+def test_pins_are_4_to_12_ascii_digits(pin):
+    with pytest.raises(ValueError):
+        hash_pin(pin)
+
+
+@given(st.lists(st.booleans(), max_size=30), st.integers(1, 6))
+def test_lockout_after_n_consecutive_wrong_pins(outcomes, max_tries):
+    state, now, wrong_in_a_row = Lockout(), 1000.0, 0
+    for right in outcomes:
+        now += 1
+        if is_locked(state, now):
+            continue  # the service refuses to even check while locked
+        if right:
+            state, wrong_in_a_row = Lockout(), 0
+            continue
+        wrong_in_a_row += 1
+        state = after_failure(state, now, max_tries=max_tries, lockout_s=60)
+        if wrong_in_a_row == max_tries:
+            assert is_locked(state, now) and not is_locked(state, now + 60)
+            wrong_in_a_row = 0
+        else:
+            assert not is_locked(state, now)
+            assert tries_left(state, max_tries) == max_tries - wrong_in_a_row
