@@ -17,7 +17,8 @@ The zip holds GBK-encoded CSVs, named `<账号>_<日期>_业务明细.csv` (the 
     #导出时间：[...]
 
 Rows: 业务类型 交易 (a payment, keyed by 支付宝交易号) or 退款 (a refund of that trade, written with a
-negative amount, named by 退款批次号/请求号 = out_request_no). We reconcile 商家实收（元）, what the
+negative amount, named by 退款批次号/请求号 = out_request_no; a 退款 row without a request number is
+the trade being cancelled, 撤销, and is read as the reversal of that payment). We reconcile 商家实收（元）, what the
 hospital actually receives. The end marker and the 合计 lines guard against truncation; the summary
 file's 合计 counts are checked when it is present.
 """
@@ -138,7 +139,11 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):
                 value = abs(fen.parse_signed(amount, lineno, RECEIVED))
                 refunds += 1
                 refund_sum += value
-                yield (lineno, row[i_otn].strip(), "", REFUND, value, State.MOVED, alipay, trade_no, row[i_req].strip(), row[i_fin].strip())
+                request_no = row[i_req].strip()
+                if request_no:
+                    yield (lineno, row[i_otn].strip(), "", REFUND, value, State.MOVED, alipay, trade_no, request_no, row[i_fin].strip())
+                else:  # no refund request number: the trade was cancelled (撤销, alipay.trade.cancel)
+                    yield (lineno, row[i_otn].strip(), "", COLLECT, value, State.REVERSAL, alipay, trade_no, "", row[i_fin].strip())
             else:
                 raise BadInput(name, lineno, BIZ_TYPE, f"{kind!r} is neither 交易 nor 退款")
         if not ended:

@@ -6,8 +6,8 @@ the difference, and is a difference of its own only where HIS and the channel ag
 other but not with it.
 
     HIS == ours == channel                    matched
-    collection, channel has it, HIS not       long   (长款: money HIS does not show; e.g. failed write-back)
-    collection, HIS has it, channel not       short  (短款: HIS shows money that never arrived)
+    collection, channel has more than HIS     long   (长款: money HIS does not show; e.g. failed write-back)
+    collection, HIS has more than channel     short  (短款: HIS shows money that never arrived)
     refund on one side only                   status mismatch
     both have it, amounts differ              amount mismatch
     HIS == channel, ours differs              amount or status mismatch (our journal is wrong or missing)
@@ -25,7 +25,7 @@ def classify(direction: int, he: int, oe: int, ce: int, his_present: bool, ours_
         if he != 0 and ce != 0:
             return DiffClass.AMOUNT, Reason.AMOUNT_HIS_CHANNEL
         if direction == COLLECT:
-            if ce != 0:
+            if ce > he:
                 return DiffClass.LONG, (Reason.HIS_NOT_PAID if his_present else Reason.HIS_MISSING)
             return DiffClass.SHORT, Reason.CHANNEL_MISSING
         return DiffClass.STATUS, (Reason.REFUND_CHANNEL_ONLY if ce != 0 else Reason.REFUND_HIS_ONLY)

@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 from reconcile.classify import classify
 from reconcile.model import (
@@ -42,7 +42,11 @@ _MOVED = int(State.MOVED)
 # Unit flags (ours' own flags use the low bit: FLAG_ECHO).
 _CONFLICT = 2  # the HIS row with this msg_id names another order or direction
 _DUP_OURS = 4  # a second journal record with a msg_id already seen
-_VIA_ORDER = 8  # the bill row was found by order number, not by channel id
+_VIA_REF = 8  # the bill row was found by merchant order/refund number, not by channel id
+_REVERSAL = int(State.REVERSAL)
+# Which bill rows a transaction's channel side holds.
+_MAIN_ROW = 1  # its payment or refund
+_REVERSAL_ROW = 2  # the reversal of its payment
 
 
 @dataclass
@@ -88,6 +92,10 @@ class MatchResult:
         return counts
 
 
+class ChannelRefResolver(Protocol):
+    def msg_id_for(self, direction: int, out_trade_no: str, out_refund_no: str) -> str | None: ...
+
+
 def _zeros(code: str, n: int) -> array:
     return array(code, bytes(array(code).itemsize * n))
 
@@ -95,9 +103,10 @@ def _zeros(code: str, n: int) -> array:
 class Matcher:
     """add_ours (all journals) first, then add_his and add_channel in any order, then finish."""
 
-    def __init__(self, day_id: str, *, order_of: Callable[[str], str] = str, format_time: Callable[[object], str] = str) -> None:
+    def __init__(self, day_id: str, *, refs: ChannelRefResolver | None = None, order_of: Callable[[str], str] | None = None, format_time: Callable[[object], str] = str) -> None:
         self.day_id = day_id  # "20261122": prefix of every difference id
-        self._order_of = order_of  # channel merchant order number -> HIS order number
+        self._refs = refs  # channel merchant order / refund number -> our msg_id
+        self._order_of = order_of  # channel merchant order number -> HIS order number, where they relate
         self._fmt_time = format_time
         self._origins: list[str] = []
         self._o_order: list[str] = []
@@ -117,6 +126,7 @@ class Matcher:
         self._his_dup: list[tuple[int, Entry]] = []
         self._chan_dup: list[tuple[int, Entry]] = []
         self._c_ref: dict[int, str] = {}
+        self._c_extra: dict[int, list[str]] = {}  # more bill rows of a transaction: reversals, reversed attempts
         self._by_order: dict[str, object] | None = None
 
     # -- loading ---------------------------------------------------------------------------------
@@ -151,7 +161,7 @@ class Matcher:
         self._o_eff = array("q", [x * f if s == _MOVED else 0 for x, f, s in zip(d, fen, st)])
         for name in ("_h_line", "_h_eff", "_h_fen", "_c_line", "_c_eff", "_c_fen"):
             setattr(self, name, _zeros("q", n))
-        for name in ("_h_state", "_h_origin", "_c_state", "_c_origin"):
+        for name in ("_h_state", "_h_origin", "_c_state", "_c_origin", "_c_kind"):
             setattr(self, name, _zeros("b", n))
         self._by_msg = dict(zip(self._o_msg, range(n)))
         if len(self._by_msg) != n:
@@ -199,7 +209,8 @@ class Matcher:
     def add_channel(self, rows: Iterable[tuple], origin: str) -> None:
         self._freeze()
         oi = self._origin(origin)
-        funds, c_line, c_eff, c_fen, c_state, c_origin, o_chan = (self._by_funds, self._c_line, self._c_eff, self._c_fen, self._c_state, self._c_origin, self._o_chan)
+        funds, c_kind, c_line, c_eff, c_fen, c_state, c_origin, o_chan = (
+            self._by_funds, self._c_kind, self._c_line, self._c_eff, self._c_fen, self._c_state, self._c_origin, self._o_chan)
         left, dups = self._chan_left.append, self._chan_dup.append
         for t in rows:
             line, _otn, _m, d, fen, state, chan, pay_no, ref = t[:9]
@@ -209,9 +220,6 @@ class Matcher:
                 continue
             if type(v) is int:
                 i = v
-                if c_line[i]:
-                    dups((i, Entry(*t[:10], 0, origin)))
-                    continue
             else:
                 i = self._pick(v, fen, ref)
                 if i is None:
@@ -220,6 +228,12 @@ class Matcher:
                 if i < 0:
                     dups((-i - 1, Entry(*t[:10], 0, origin)))
                     continue
+            if c_kind[i] or state == _REVERSAL:
+                e = Entry(*t[:10], 0, origin)
+                if not self._combine(i, e):
+                    dups((i, e))
+                continue
+            c_kind[i] = _MAIN_ROW
             c_line[i] = line
             c_fen[i] = fen
             c_state[i] = state
@@ -228,11 +242,30 @@ class Matcher:
             if not o_chan[i]:
                 o_chan[i] = chan
 
+    def _combine(self, i: int, e: Entry) -> bool:
+        """Add a bill row to transaction i's channel side: a payment and its reversal belong
+        together. False if i already has a row of that kind (the caller reports a duplicate)."""
+        bit = _REVERSAL_ROW if e.state == _REVERSAL else _MAIN_ROW
+        kind = self._c_kind[i]
+        if kind & bit:
+            return False
+        if kind == 0 or bit == _MAIN_ROW:
+            if kind:  # the reversal came first: it becomes an extra row
+                self._c_extra.setdefault(i, []).append(self._chan_where(i) + " (REVOKED)")
+            self._c_line[i], self._c_fen[i], self._c_state[i], self._c_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
+        else:
+            self._c_extra.setdefault(i, []).append(e.where + " (REVOKED)")
+        self._c_eff[i] += e.effect
+        self._c_kind[i] = kind | bit
+        if not self._o_chan[i]:
+            self._o_chan[i] = e.channel
+        return True
+
     def _pick(self, candidates: list[int], fen: int, ref: str) -> int | None:
         """Several of our records share the key: take a free one, the same amount first.
 
         Returns the index, None (an extra refund: a leftover), or -(i+1) (this very refund again)."""
-        free = [i for i in candidates if not self._c_line[i]]
+        free = [i for i in candidates if not self._c_kind[i]]
         if not free:
             for i in candidates:
                 if ref and self._c_ref.get(i) == ref:
@@ -273,35 +306,52 @@ class Matcher:
             self._h_line[i], self._h_fen[i], self._h_state[i], self._h_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
             self._h_eff[i] = e.effect
         chan_left, self._chan_left = self._chan_left, []
-        for e in chan_left:
-            free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_line[i]]
-            if not free:
-                self._chan_left.append(e)
-                continue
-            i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
-            self._c_line[i], self._c_fen[i], self._c_state[i], self._c_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
-            self._c_eff[i] = e.effect
-            self._o_flags[i] |= _VIA_ORDER
-            if not self._o_chan[i]:
-                self._o_chan[i] = e.channel
+        for group in _trades(chan_left):
+            i = self._unit_for_bill_row(group[0])
+            if i is None:
+                self._chan_left.extend(group)
+            elif not self._c_kind[i]:
+                for e in group:
+                    if not self._combine(i, e):
+                        self._chan_dup.append((i, e))
+                self._o_flags[i] |= _VIA_REF
+            elif sum(e.effect for e in group) == 0:  # an earlier attempt, paid and reversed: nothing held
+                self._c_extra.setdefault(i, []).extend(e.where + " (reversed attempt)" for e in group)
+            else:  # the channel holds a second payment for this instruction
+                self._chan_dup.extend((i, e._replace(flags=1)) for e in group)
 
-    def _pair_leftovers(self) -> list[tuple[Entry | None, Entry | None]]:
-        """HIS rows and bill rows that are in none of our journals, paired with each other."""
-        by_pay: dict[tuple[int, str], list[Entry]] = {}
-        by_order: dict[tuple[str, int], list[Entry]] = {}
-        for e in self._chan_left:
-            by_pay.setdefault((e.direction, e.pay_order_no), []).append(e)
-            by_order.setdefault((self._order_of(e.order_no), e.direction), []).append(e)
+    def _unit_for_bill_row(self, e: Entry) -> int | None:
+        """Our instruction behind a bill row whose channel id our journal does not have."""
+        if self._refs is not None:
+            msg_id = self._refs.msg_id_for(e.direction, e.order_no, e.ref)
+            i = self._by_msg.get(msg_id) if msg_id else None
+            if i is not None and self._o_dir[i] == e.direction and not self._o_flags[i] & (_DUP_OURS | FLAG_ECHO):
+                return i
+        if self._order_of is not None:
+            free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_kind[i]]
+            if free:
+                return next((i for i in free if self._o_fen[i] == e.fen), free[0])
+        return None
+
+    def _pair_leftovers(self) -> list[tuple[Entry | None, list[Entry]]]:
+        """HIS rows and bill trades that are in none of our journals, paired with each other."""
+        by_pay: dict[tuple[int, str], list[list[Entry]]] = {}
+        by_order: dict[tuple[str, int], list[list[Entry]]] = {}
+        groups = _trades(self._chan_left)
+        for g in groups:
+            by_pay.setdefault((g[0].direction, g[0].pay_order_no), []).append(g)
+            if self._order_of is not None:
+                by_order.setdefault((self._order_of(g[0].order_no), g[0].direction), []).append(g)
         used: set[int] = set()
-        pairs: list[tuple[Entry | None, Entry | None]] = []
+        pairs: list[tuple[Entry | None, list[Entry]]] = []
         for h in self._his_left:
             options = by_pay.get((h.direction, h.pay_order_no), []) if h.pay_order_no else []
-            options = [c for c in options if id(c) not in used] or [c for c in by_order.get((h.order_no, h.direction), []) if id(c) not in used]
-            c = next((c for c in options if c.fen == h.fen), options[0] if options else None)
-            if c is not None:
-                used.add(id(c))
-            pairs.append((h, c))
-        pairs.extend((None, c) for c in self._chan_left if id(c) not in used)
+            options = [g for g in options if id(g) not in used] or [g for g in by_order.get((h.order_no, h.direction), []) if id(g) not in used]
+            g = next((g for g in options if g[0].fen == h.fen), options[0] if options else [])
+            if g:
+                used.add(id(g))
+            pairs.append((h, g))
+        pairs.extend((None, g) for g in groups if id(g) not in used)
         return pairs
 
     # -- outcomes --------------------------------------------------------------------------------
@@ -313,11 +363,12 @@ class Matcher:
         totals: dict[Channel, ChannelTotals] = {}
         unit_diffs = self._unit_differences(diffs)
         self._unit_totals(totals, unit_diffs)
-        for h, c in self._pair_leftovers():
+        for h, group in self._pair_leftovers():
+            c = group[0] if group else None
             e = h or c
             assert e is not None
             channel = Channel(c.channel if c else h.channel if h else 0)
-            he, ce = (h.effect if h else 0), (c.effect if c else 0)
+            he, ce = (h.effect if h else 0), sum(g.effect for g in group)
             cls, reason = classify(e.direction, he, 0, ce, h is not None, False)
             t = totals.setdefault(channel, ChannelTotals())
             t.his.add(he), t.chan.add(ce)
@@ -325,7 +376,10 @@ class Matcher:
             if cls is DiffClass.MATCHED:
                 t.matched += 1
                 continue
-            diffs.append(self._diff(cls, reason, channel, e.direction, (h or c).order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None, self._view_entry(c), he, 0, ce))
+            chan_view = self._view_entry(c)
+            if chan_view is not None and len(group) > 1:
+                chan_view = replace(chan_view, where=" + ".join(g.where + (" (REVOKED)" if g.state == _REVERSAL else "") for g in group))
+            diffs.append(self._diff(cls, reason, channel, e.direction, e.order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None, chan_view, he, 0, ce))
         for i, e in self._his_dup:
             channel = Channel(self._o_chan[i] or e.channel)
             t = totals.setdefault(channel, ChannelTotals())
@@ -337,7 +391,8 @@ class Matcher:
             t = totals.setdefault(channel, ChannelTotals())
             t.chan.add(e.effect)
             t.transactions += 1
-            diffs.append(self._diff(DiffClass.DUPLICATE, Reason.DUPLICATE_CHANNEL_ROW, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
+            reason = Reason.SECOND_PAYMENT if e.flags else Reason.DUPLICATE_CHANNEL_ROW
+            diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
         matched = sum(t.matched for t in totals.values())
         return MatchResult(self.day_id, diffs, totals, matched)
 
@@ -400,15 +455,37 @@ class Matcher:
         where = f"{self._origins[self._o_origin[i]]} #{self._o_line[i]}"
         return SideView(where, self._o_fen[i], State(self._o_state[i]), self._o_pay[i], self._fmt_time(self._o_at[i]))
 
+    def _chan_where(self, i: int) -> str:
+        return f"{self._origins[self._c_origin[i]]} line {self._c_line[i]}"
+
     def _view_chan(self, i: int) -> SideView | None:
-        if not self._c_line[i]:
+        if not self._c_kind[i] and i not in self._c_extra:
             return None
-        return SideView(f"{self._origins[self._c_origin[i]]} line {self._c_line[i]}", self._c_fen[i], State(self._c_state[i]))
+        where = " + ".join([self._chan_where(i)] + self._c_extra.get(i, [])) if self._c_kind[i] else " + ".join(self._c_extra[i])
+        return SideView(where, self._c_fen[i], State(self._c_state[i]))
 
     def _view_entry(self, e: Entry | None) -> SideView | None:
         if e is None:
             return None
         return SideView(e.where, e.fen, State(e.state), e.pay_order_no, self._fmt_time(e.at))
+
+
+def _trades(rows: list[Entry]) -> list[list[Entry]]:
+    """Bill rows grouped by trade: a payment with its reversal; each refund on its own."""
+    groups: dict[tuple[int, str], list[Entry]] = {}
+    out: list[list[Entry]] = []
+    for e in rows:
+        if e.direction == COLLECT and e.pay_order_no:
+            group = groups.get((e.direction, e.pay_order_no))
+            if group is None:
+                group = groups[(e.direction, e.pay_order_no)] = []
+                out.append(group)
+            group.append(e)
+        else:
+            out.append([e])
+    for group in out:
+        group.sort(key=lambda e: e.state == State.REVERSAL)  # the payment first
+    return out
 
 
 def _near_midnight(text: str) -> bool:

@@ -23,6 +23,7 @@ class State(enum.IntEnum):
     NOT_MOVED = 0  # failed, closed, reversed, refund failed: no money moved
     MOVED = 1  # collected (direction +1) or refunded (direction -1)
     PENDING = 2  # the source does not know yet (HIS waiting for a result, an unfinished instruction)
+    REVERSAL = 3  # a bill row giving back (part of) its trade's payment: a reversed payment (撤销)
 
 
 class Channel(enum.IntEnum):
@@ -68,7 +69,7 @@ class Entry(NamedTuple):
 
     @property
     def effect(self) -> int:
-        return self.direction * self.fen if self.state == State.MOVED else 0
+        return effect_of(self.direction, self.fen, self.state)
 
     @property
     def where(self) -> str:
@@ -76,7 +77,9 @@ class Entry(NamedTuple):
 
 
 def effect_of(direction: int, fen: int, state: int) -> int:
-    return direction * fen if state == State.MOVED else 0
+    if state == State.MOVED:
+        return direction * fen
+    return -direction * fen if state == State.REVERSAL else 0
 
 
 class DiffClass(enum.Enum):
@@ -121,6 +124,7 @@ class Reason(enum.Enum):
     DUPLICATE_CHANNEL_ROW = "duplicate_channel_row"
     DUPLICATE_OURS = "duplicate_ours"  # the same msg_id in two journals
     DUPLICATE_ORDER_ECHO = "duplicate_order_echo"  # HIS booked a duplicate_order reply as a payment
+    SECOND_PAYMENT = "second_payment"  # the channel took a second payment for an instruction already paid
 
 
 @dataclass(frozen=True, slots=True)

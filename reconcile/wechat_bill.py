@@ -7,13 +7,14 @@ backtick ` so that Excel keeps long numbers as text), the summary header
 and one summary row (values with backticks). A day without transactions is WeChat's XML answer
 `No Bill Exist` (error_code 20002): an empty bill, not an error.
 
-Rows we read: `交易状态` SUCCESS (a payment: 应结订单金额, keyed by 微信订单号), REVOKED (a payment
-reversed the same day: nothing held), REFUND (a refund: 退款金额, keyed by 微信退款单号, with
-商户退款单号). Amounts are yuan with two decimals and go through protocol.amount.parse_yuan; the
+Rows we read: `交易状态` SUCCESS (a payment: 应结订单金额, keyed by 微信订单号), REFUND (a refund:
+退款金额, keyed by 微信退款单号, with 商户退款单号) and REVOKED (a paid order reversed, "撤销"; it
+appears with the original order number: its 退款金额 minus its own 应结订单金额 is what it gives back
+of that trade, so a SUCCESS row plus a REVOKED row, or a lone REVOKED row, nets to nothing held). Amounts are yuan with two decimals and go through protocol.amount.parse_yuan; the
 fee columns (5 decimals) are not money we reconcile and are not read.
 
-The summary is the defence against a truncated download: the row count and the sums of the
-settlement and refund amounts must equal what the detail rows add up to.
+The summary is the defence against a truncated download: the row count, the sum of 应结订单金额
+over all rows and the sum of 退款金额 over refund and reversal rows must equal what the rows add up to.
 """
 
 from __future__ import annotations
@@ -93,11 +94,11 @@ def _read(fb: BinaryIO, name: str) -> Iterator[tuple]:
     fen = FenParser(name)
     memo = fen.memo
     count = 0
-    sum_settle = sum_revoked = sum_refund = 0
+    sum_settle = sum_refund = 0
     wechat = Channel.WECHAT
     for lineno, row in records:
         if row[0] == SUMMARY_FIRST:
-            _check_summary(records, row, lineno, name, count, sum_settle, sum_revoked, sum_refund, fen)
+            _check_summary(records, row, lineno, name, count, sum_settle, sum_refund, fen)
             return
         if len(row) != ncol:
             raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
@@ -106,38 +107,41 @@ def _read(fb: BinaryIO, name: str) -> Iterator[tuple]:
             raise BadInput(name, lineno, _unticked(row, header, (i_time, i_txn, i_otn, i_state, i_settle)), "bill values start with a backtick `")
         count += 1
         st = st[1:]
-        if st == "SUCCESS" or st == "REVOKED":
-            amount = settle[1:]
-            value = memo.get(amount)
-            if value is None:
-                value = fen.parse(amount, lineno, SETTLEMENT)
-            if st == "SUCCESS":
-                sum_settle += value
-                yield (lineno, otn[1:], "", COLLECT, value, State.MOVED, wechat, txn[1:], "", t[1:])
-            else:
-                sum_revoked += value
-                yield (lineno, otn[1:], "", COLLECT, value, State.NOT_MOVED, wechat, txn[1:], "", t[1:])
-        elif st == "REFUND":
-            rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
-            if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
-                raise BadInput(name, lineno, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
-            amount = rfee[1:]
-            value = memo.get(amount)
-            if value is None:
-                value = fen.parse(amount, lineno, REFUND_FEE)
-            state = REFUND_STATES.get(rstat[1:])
-            if state is None:
-                raise BadInput(name, lineno, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
-            if not rid[1:]:
-                raise BadInput(name, lineno, REFUND_ID, "empty on a refund row")
-            sum_refund += value
-            yield (lineno, otn[1:], "", REFUND, value, state, wechat, rid[1:], orid[1:], t[1:])
-        else:
+        amount = settle[1:]
+        settled = memo.get(amount)
+        if settled is None:
+            settled = fen.parse(amount, lineno, SETTLEMENT)
+        sum_settle += settled
+        if st == "SUCCESS":
+            yield (lineno, otn[1:], "", COLLECT, settled, State.MOVED, wechat, txn[1:], "", t[1:])
+            continue
+        if st != "REFUND" and st != "REVOKED":
             raise BadInput(name, lineno, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
+        rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
+        if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
+            raise BadInput(name, lineno, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
+        amount = rfee[1:]
+        value = memo.get(amount)
+        if value is None:
+            value = fen.parse(amount, lineno, REFUND_FEE)
+        state = REFUND_STATES.get(rstat[1:])
+        if state is None:
+            raise BadInput(name, lineno, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
+        sum_refund += value
+        if st == "REVOKED":
+            # A reversed payment (撤销): what it gives back of its trade, net of what this row
+            # itself settles (0.00 when the payment has its own SUCCESS row).
+            if settled > value:
+                raise BadInput(name, lineno, SETTLEMENT, "a REVOKED row settling more than it gives back")
+            yield (lineno, otn[1:], "", COLLECT, value - settled, State.REVERSAL, wechat, txn[1:], rid[1:], t[1:])
+            continue
+        if not rid[1:]:
+            raise BadInput(name, lineno, REFUND_ID, "empty on a refund row")
+        yield (lineno, otn[1:], "", REFUND, value, state, wechat, rid[1:], orid[1:], t[1:])
     raise BadInput(name, None, None, f"no summary section (总交易单数,...) after {count} rows: the bill is incomplete (truncated download?)")
 
 
-def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], lineno: int, name: str, count: int, sum_settle: int, sum_revoked: int, sum_refund: int, fen: FenParser) -> None:
+def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], lineno: int, name: str, count: int, sum_settle: int, sum_refund: int, fen: FenParser) -> None:
     header = [h.strip() for h in header]
     nxt = next(records, None)
     if nxt is None:
@@ -155,11 +159,11 @@ def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], 
         raise BadInput(name, line2, SUMMARY_FIRST, f"{total!r} is not a count")
     if int(total) != count:
         raise BadInput(name, line2, SUMMARY_FIRST, f"the summary counts {int(total)} rows, the bill has {count} (truncated or altered?)")
-    for column, have, also in ((SUM_SETTLEMENT, sum_settle, sum_settle + sum_revoked), (SUM_REFUND, sum_refund, sum_refund)):
+    for column, have in ((SUM_SETTLEMENT, sum_settle), (SUM_REFUND, sum_refund)):
         if column not in summary:
             raise BadInput(name, lineno, column, "column missing from the summary header")
         want = fen.parse(summary[column], line2, column)
-        if want not in (have, also):
+        if want != have:
             raise BadInput(name, line2, column, f"the summary says {summary[column]}, the rows add up to {format_yuan(have)} (truncated or altered?)")
     extra = next(records, None)
     if extra is not None:

@@ -1,0 +1,131 @@
+"""One day's reconciliation, end to end: read, match, then write everything or nothing.
+
+Every input is read and checked before anything is written. Then the two report files are written
+to temporary files, the day's differences replace the previous run's in one SQLite transaction,
+and only then are the temporary files renamed over the day's report: a failed or interrupted run
+leaves the previous report and state as they were, and a re-run of the same day replaces them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconcile.alipay_bill import read_alipay_bill
+from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError
+from reconcile.fetch import fetch_bills
+from reconcile.his import NEUTRAL, load_mapping, read_his
+from reconcile.match import MatchResult, Matcher
+from reconcile.model import Channel, DiffClass
+from reconcile.ours import ChannelRefs, read_ours
+from reconcile.report import ReportContext, write_csv, write_html, write_temp
+from reconcile.store import StateStore
+from reconcile.wechat_bill import read_wechat_bill
+
+CHINA = datetime.timezone(datetime.timedelta(hours=8))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    day: datetime.date
+    his: Path
+    journals: tuple[Path, ...]
+    out_dir: Path
+    state_db: Path
+    his_mapping: Path | None = None
+    bills: dict[Channel, Path | None] = field(default_factory=dict)  # None: the channel has no bill that day
+    channel_settings: Path | None = None  # download the bills not given in `bills`
+    tz: datetime.tzinfo = CHINA
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    day: str
+    result: MatchResult
+    unresolved: int
+    report_html: Path
+    report_csv: Path
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_DIFFERENCES if self.unresolved else EXIT_CLEAN
+
+
+def report_paths(out_dir: Path, day: datetime.date) -> tuple[Path, Path]:
+    return out_dir / f"reconcile-{day.isoformat()}.html", out_dir / f"reconcile-{day.isoformat()}.csv"
+
+
+def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> RunSummary:
+    if not cfg.journals:
+        raise ConfigError("give at least one bridge journal (--journal): our records are one of the three sides")
+    bills = dict(cfg.bills)
+    if cfg.channel_settings is not None:
+        fetched = fetch_bills(cfg.channel_settings, cfg.day, cfg.out_dir / "bills")
+        bills.update({c: p for c, p in fetched.items() if c not in bills})
+    if not bills:
+        raise ConfigError("no channel bill: give --wechat-bill / --alipay-bill, or --channel-settings to download them")
+    mapping = load_mapping(cfg.his_mapping) if cfg.his_mapping else NEUTRAL
+    result = match_day(cfg, bills, mapping)
+    missing = [c for c, t in result.totals.items() if c not in bills and c is not Channel.UNKNOWN and (t.ours.records or t.his.records)]
+    if missing:
+        names = ", ".join(c.label for c in missing)
+        raise ConfigError(f"the day has {names} transactions but no bill for that channel was given; every channel used needs its bill")
+
+    day = cfg.day.isoformat()
+    moment = (now or datetime.datetime.now(cfg.tz)).astimezone(cfg.tz)
+    html_path, csv_path = report_paths(cfg.out_dir, cfg.day)
+    inputs = [("HIS", str(cfg.his))] + [("本系统日志 Journal", str(j)) for j in cfg.journals]
+    inputs += [(c.label, str(p) if p else "无账单（当日无交易）No bill: no transactions") for c, p in sorted(bills.items())]
+    with StateStore(cfg.state_db) as store:
+        resolutions = store.resolutions_with_prefix(result.day_id + "-")
+        ctx = ReportContext(day, moment.isoformat(timespec="seconds"), inputs, result, resolutions)
+        tmp_csv = write_temp(csv_path, lambda f: write_csv(f, ctx), bom=True)
+        try:
+            tmp_html = write_temp(html_path, lambda f: write_html(f, ctx))
+        except BaseException:
+            tmp_csv.unlink(missing_ok=True)
+            raise
+        try:
+            store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences)
+        except BaseException:
+            tmp_csv.unlink(missing_ok=True)
+            tmp_html.unlink(missing_ok=True)
+            raise
+    os.replace(tmp_csv, csv_path)
+    os.replace(tmp_html, html_path)
+    unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions)
+    return RunSummary(day, result, unresolved, html_path, csv_path)
+
+
+def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping=NEUTRAL) -> MatchResult:  # type: ignore[no-untyped-def]
+    refs = ChannelRefs(list(cfg.journals), cfg.day, cfg.tz)
+    matcher = Matcher(cfg.day.strftime("%Y%m%d"), refs=refs, format_time=lambda at: _format_time(at, cfg.tz))
+    for journal in cfg.journals:
+        matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
+    matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
+    for channel, path in sorted(bills.items()):
+        if path is None:
+            continue
+        reader = read_wechat_bill if channel is Channel.WECHAT else read_alipay_bill
+        matcher.add_channel(reader(path), path.name)
+    return matcher.finish()
+
+
+def _format_time(at: object, tz: datetime.tzinfo) -> str:
+    if isinstance(at, int) and at > 0:
+        return datetime.datetime.fromtimestamp(at, tz).strftime("%Y-%m-%d %H:%M:%S")
+    return str(at) if at else ""
+
+
+def _summary(result: MatchResult) -> dict[str, object]:
+    counts = result.class_counts()
+    return {
+        "counts": {c.value: counts[c] for c in DiffClass},
+        "totals": {
+            c.name: {side: {"collected": getattr(t, side).collected, "refunded": getattr(t, side).refunded, "records": getattr(t, side).records}
+                     for side in ("his", "ours", "chan")}
+            for c, t in result.totals.items()
+        },
+    }

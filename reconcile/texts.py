@@ -1,0 +1,83 @@
+"""What each difference means and what finance staff should do, in Chinese with English.
+
+The advice follows one rule from the design: money goes back to a patient only through an HIS
+refund instruction (HIS -> bridge -> POS), never from a channel's merchant platform, so that HIS,
+our journal and the channel stay in step. For money HIS does not show (long), the first question
+is whether HIS should have booked it (a failed write-back: fetch the stored result), and only if
+the patient is owed it, refund it through HIS.
+"""
+
+from __future__ import annotations
+
+from protocol.amount import format_yuan
+from reconcile.model import COLLECT, Difference, Reason
+
+DOC = "docs/reconciliation.md"
+
+EXPLAIN: dict[Reason, str] = {
+    Reason.HIS_MISSING: "渠道已收款，HIS 无此记录。Channel has the payment; HIS has no record of it.",
+    Reason.HIS_NOT_PAID: "渠道已收款，HIS 未记为已收（回写失败的单边账）。Channel has the payment; HIS does not show it as paid (failed write-back).",
+    Reason.CHANNEL_MISSING: "HIS 记为已收，渠道账单中没有这笔钱。HIS shows a payment the channel bill does not have.",
+    Reason.REFUND_CHANNEL_ONLY: "渠道已退款，HIS 未记此退款。The channel refunded; HIS does not show the refund.",
+    Reason.REFUND_HIS_ONLY: "HIS 记为已退款，渠道没有退款。HIS shows a refund the channel did not make: the patient may not have the money back.",
+    Reason.AMOUNT_HIS_CHANNEL: "HIS 与渠道金额不一致。HIS and the channel disagree on the amount.",
+    Reason.AMOUNT_OURS: "HIS 与渠道一致，本系统日志金额不同。HIS and the channel agree; our journal records another amount.",
+    Reason.OURS_MISSING: "HIS 与渠道一致，本系统日志中没有这条指令（是否漏了某台收费电脑的日志？）。HIS and the channel agree; no journal given has this instruction (a cashier PC's journal missing?).",
+    Reason.OURS_DISAGREES: "HIS 与渠道一致，本系统日志状态不同。HIS and the channel agree; our journal shows another state.",
+    Reason.MSG_ID_CONFLICT: "HIS 记录与本系统指令的 msg_id 相同但订单或方向不同。An HIS row shares a msg_id with our instruction but names another order or direction.",
+    Reason.DUPLICATE_HIS_ROW: "HIS 导出中同一指令出现两次。The HIS export lists the same instruction twice.",
+    Reason.DUPLICATE_CHANNEL_ROW: "渠道账单中同一笔交易出现两次。The channel bill lists the same transaction twice.",
+    Reason.DUPLICATE_OURS: "两份日志中有相同的指令。The same instruction is in two journals.",
+    Reason.DUPLICATE_ORDER_ECHO: "HIS 把“重复收费”应答（duplicate_order）记成了新的收款。HIS booked a duplicate_order reply (the first payment's result again) as a new payment.",
+    Reason.SECOND_PAYMENT: "渠道对同一指令收了第二笔钱。The channel took a second payment for an instruction already paid.",
+}
+
+
+def explain(d: Difference) -> str:
+    text = EXPLAIN[d.reason]
+    if d.near_midnight:
+        text += " 接近零点：可能在相邻日期的账单中。Near midnight: may be in the neighbouring day's bill."
+    return text
+
+
+def signed_yuan(fen: int) -> str:
+    return ("-" if fen < 0 else "") + format_yuan(abs(fen))
+
+
+def advice(d: Difference) -> tuple[str, str | None]:
+    """(what to do, the exact command if there is one)."""
+    amount = format_yuan(abs(d.position)) if d.position else ""
+    if d.reason in (Reason.HIS_MISSING, Reason.HIS_NOT_PAID):
+        status = f"his-client status {d.msg_id}" if d.msg_id else None
+        refund = f"his-client refund -{amount} --order {d.order_no}"
+        first = f"先用 `{status}` 取回结果，若 HIS 应记此收款则在 HIS 中补记；" if status else "先在 HIS 中核对该订单；"
+        return (
+            first + f"若应退还患者，由 HIS 发起退款指令（不要在商户平台直接退款）：{refund}。"
+            f" First check whether HIS should book it{' (fetch the stored result)' if status else ''}; if the patient is owed it,"
+            f" refund it through an HIS refund instruction, never directly on the merchant platform.",
+            refund,
+        )
+    if d.reason is Reason.SECOND_PAYMENT:
+        return (
+            "同一指令被收款两次：请勿在商户平台直接退款，联系系统支持人员核查终端日志后处理。"
+            " Do not refund on the merchant platform; contact support with this difference id to trace the terminal's journal.",
+            None,
+        )
+    if d.reason in (Reason.CHANNEL_MISSING, Reason.REFUND_HIS_ONLY):
+        status = f"his-client status {d.msg_id}" if d.msg_id else None
+        return (
+            ("核对 HIS 是否误记；" + (f"`{status}` 显示本系统的结果；" if status else "") + "如确未到账，协调相关部门线下追款或冲账，完成后标记为已处理。"
+             " Check whether HIS booked it by mistake; if the money is really missing, recover it offline or reverse the entry, then mark it resolved."),
+            status,
+        )
+    if d.reason is Reason.REFUND_CHANNEL_ONLY:
+        return ("在 HIS 中补记此退款（渠道已退给患者）。Book the refund in HIS: the channel has paid it back.", f"his-client status {d.msg_id}" if d.msg_id else None)
+    if d.reason is Reason.DUPLICATE_ORDER_ECHO:
+        return ("在 HIS 中撤销这笔重复记账：渠道只收了一次。Reverse the duplicate booking in HIS: the channel collected once.", None)
+    if d.direction == COLLECT and d.position > 0:
+        return (f"医院多收 {amount} 元：核对后由 HIS 发起退款指令。The hospital holds {amount} more: after checking, refund through HIS.", f"his-client refund -{amount} --order {d.order_no}")
+    return ("核对三方记录后修正出错的一方，完成后标记为已处理。Compare the three records, correct the one in error, then mark it resolved.", None)
+
+
+def resolve_hint(diff_id: str) -> str:
+    return f'reconcile resolve {diff_id} --note "..."'
