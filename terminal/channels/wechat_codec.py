@@ -26,7 +26,7 @@ SIGN_TYPES = (HMAC_SHA256, MD5)
 
 MAX_XML_BYTES = 64 * 1024
 MAX_FIELDS = 256
-_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 # Characters XML 1.0 cannot carry (and \r, which parsers normalise to \n, so it would not survive).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
@@ -64,7 +64,7 @@ def to_xml(fields: Mapping[str, str]) -> bytes:
     parts = ["<xml>"]
     for name, value in fields.items():
         if not isinstance(name, str) or _FIELD_NAME.fullmatch(name) is None:
-            raise ValueError(f"WeChat field name {name!r} must match [A-Za-z0-9_]{{1,64}}")
+            raise ValueError(f"WeChat field name {name!r} must be a letter or _ then up to 63 of [A-Za-z0-9_]")
         if not isinstance(value, str):
             raise ValueError(f"WeChat field {name} must be a string, not {type(value).__name__}")
         if _NOT_XML.search(value):
@@ -131,7 +131,7 @@ class _FlatXml:
             self.seen_root = True
         elif self.depth == 2:
             if _FIELD_NAME.fullmatch(name) is None:
-                raise WeChatXmlError(f"field name {name[:64]!r} is not [A-Za-z0-9_]{{1,64}}")
+                raise WeChatXmlError(f"field name {name[:64]!r} is not a WeChat field name")
             if name in self.fields:
                 raise WeChatXmlError(f"duplicate field <{name}>")
             if len(self.fields) >= MAX_FIELDS:
