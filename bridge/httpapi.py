@@ -78,6 +78,7 @@ class BridgeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's default of 5 resets bursts of simultaneous HIS clients
 
     def __init__(self, config: HttpConfig, relay: Relay, health: Callable[[], dict[str, object]]) -> None:
         self.config = config
@@ -177,6 +178,7 @@ class BridgeHandler(BaseHTTPRequestHandler):
         self._reader.begin(cfg.idle_timeout_s, cfg.request_timeout_s)
         self._responded = False
         self._started = time.perf_counter()
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"  # until parse_request sets them
         try:
             self.raw_requestline = self.rfile.readline(65537)
             if not self.raw_requestline:
