@@ -21,6 +21,7 @@ import io
 import logging
 import zipfile
 import zlib
+from dataclasses import replace
 from typing import Callable, Protocol
 
 from protocol import flash as fc
@@ -112,7 +113,7 @@ def run_boot_sequence(bootloader: Bootloader, self_test: SelfTest, *,
         problem = self_test(result)
         if problem is None:
             if result.trial:
-                bootloader.confirm()
+                result = replace(result, trial=False, message=bootloader.confirm())
             return result
         bootloader.health_failed(problem)
         if not result.trial:
