@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS instructions (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   kid TEXT NOT NULL, msg_id TEXT NOT NULL, envelope_ts INTEGER NOT NULL, terminal_id TEXT NOT NULL,
   order_no TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('collect', 'refund')),
-  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0), display TEXT,
+  amount_fen INTEGER NOT NULL CHECK (amount_fen > 0), display TEXT, salt TEXT NOT NULL,
   received_at REAL NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL,
   channel TEXT, close_reason TEXT, last_error_code TEXT, last_error_message TEXT,
   pay_status TEXT, error_code TEXT, finished_at REAL,
@@ -111,6 +111,7 @@ class InstructionRow:
     kind: Kind
     amount_fen: int
     display: Display | None
+    salt: str  # random, drawn on arrival: makes out_trade_no / out_refund_no unique even if HIS reuses a msg_id
     received_at: float
     state: State
     updated_at: float
@@ -199,7 +200,7 @@ def _decode_display(text: str | None) -> Display | None:
 def _instruction(r: sqlite3.Row) -> InstructionRow:
     return InstructionRow(
         r["seq"], r["kid"], r["msg_id"], r["envelope_ts"], r["terminal_id"], r["order_no"], Kind(r["kind"]),
-        r["amount_fen"], _decode_display(r["display"]), r["received_at"], State(r["state"]), r["updated_at"],
+        r["amount_fen"], _decode_display(r["display"]), r["salt"], r["received_at"], State(r["state"]), r["updated_at"],
         None if r["channel"] is None else PayChannel(r["channel"]), r["close_reason"], r["last_error_code"],
         r["last_error_message"], None if r["pay_status"] is None else PayStatus(r["pay_status"]), r["error_code"],
         r["finished_at"],
@@ -380,11 +381,11 @@ class Tx:
         return self._db.execute("DELETE FROM seen WHERE first_seen < ?", (cutoff,)).rowcount
 
     def add_instruction(self, *, kid: str, msg_id: str, envelope_ts: int, terminal_id: str, order_no: str, kind: Kind,
-                        amount_fen: int, display: Display | None, now: float) -> int:
+                        amount_fen: int, display: Display | None, now: float, salt: str = "") -> int:
         cur = self._db.execute(
-            "INSERT INTO instructions (kid, msg_id, envelope_ts, terminal_id, order_no, kind, amount_fen, display,"
-            " received_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, encode_display(display), now,
+            "INSERT INTO instructions (kid, msg_id, envelope_ts, terminal_id, order_no, kind, amount_fen, display, salt,"
+            " received_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, encode_display(display), salt, now,
              State.QUEUED.value, now),
         )
         assert cur.lastrowid is not None

@@ -37,17 +37,21 @@ log = logging.getLogger("terminal.lifecycle")
 MAX_ATTEMPTS = 20
 
 
-def out_trade_no(device_id: str, kid: str, msg_id: str, attempt_no: int) -> str:
-    """The channel order number of one attempt: unique per device, instruction and attempt, and the
-    same if computed again (29 characters: WeChat allows 32, Alipay 64)."""
-    digest = hashlib.sha256(f"pay|{device_id}|{kid}|{msg_id}".encode()).hexdigest()[:26]
+def out_trade_no(device_id: str, row: InstructionRow, attempt_no: int) -> str:
+    """The channel order number of one attempt (29 characters: WeChat allows 32, Alipay 64).
+
+    Derived from the journaled instruction: device, kid, msg_id and the instruction's random salt.
+    The salt matters: HIS may reuse a msg_id once 24 h have passed, and a device may be re-provisioned
+    with an empty journal; without it the channel would answer about an older order (ORDERPAID /
+    OUT_TRADE_NO_USED) and its query would "confirm" a payment that belongs to someone else."""
+    digest = hashlib.sha256(f"pay|{device_id}|{row.kid}|{row.msg_id}|{row.salt}".encode()).hexdigest()[:26]
     return f"P{digest}{attempt_no:02d}"
 
 
-def out_refund_no(device_id: str, kid: str, msg_id: str) -> str:
-    """The idempotent refund number of a refund instruction: the same instruction always asks the
-    channel for the same refund, so a repeated call can never refund twice (32 characters)."""
-    return "R" + hashlib.sha256(f"refund|{device_id}|{kid}|{msg_id}".encode()).hexdigest()[:31]
+def out_refund_no(device_id: str, row: InstructionRow) -> str:
+    """The idempotent refund number of a refund instruction: the same journaled instruction always
+    asks the channel for the same refund, so a repeated call can never refund twice (32 characters)."""
+    return "R" + hashlib.sha256(f"refund|{device_id}|{row.kid}|{row.msg_id}|{row.salt}".encode()).hexdigest()[:31]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,8 @@ class Lifecycle:
             tx.remember(envelope.kid, envelope.msg_id, envelope.digest(), now)
             seq = tx.add_instruction(kid=envelope.kid, msg_id=envelope.msg_id, envelope_ts=envelope.ts,
                                      terminal_id=instruction.terminal_id, order_no=instruction.order_no, kind=kind,
-                                     amount_fen=instruction.amount.fen, display=instruction.display, now=now)
+                                     amount_fen=instruction.amount.fen, display=instruction.display, now=now,
+                                     salt=self.rng(8).hex())
         return Accepted(seq)
 
     def forget_old_msg_ids(self) -> int:
@@ -183,7 +188,7 @@ class Lifecycle:
         if attempt_no > MAX_ATTEMPTS:
             raise StaleState(f"instruction {seq} has had {MAX_ATTEMPTS} attempts; cancel it")
         now = self.clock()
-        number = out_trade_no(self.config.device.device_id, row.kid, row.msg_id, attempt_no)
+        number = out_trade_no(self.config.device.device_id, row, attempt_no)
         with self.journal.transaction(f"collect:{expect.value}->paying") as tx:
             tx.add_attempt(seq=seq, out_trade_no=number, attempt_no=attempt_no, channel=channel, code_masked=code_masked,
                            now=now, deadline=now + deadline_s)
@@ -201,7 +206,7 @@ class Lifecycle:
         if collection is None:
             return self.apply(seq, State.AWAITING_SUPERVISOR, Event.NOT_REFUNDABLE, reason=ResultCode.ORDER_NOT_PAID.value)
         now = self.clock()
-        number = out_refund_no(self.config.device.device_id, row.kid, row.msg_id)
+        number = out_refund_no(self.config.device.device_id, row)
         with self.journal.transaction("refund:awaiting_supervisor->refunding") as tx:
             if tx.reserve_refund(out_refund_no=number, seq=seq, order_no=row.order_no, refund_fen=row.amount_fen, now=now):
                 tx.advance(seq, State.AWAITING_SUPERVISOR, State.REFUNDING, now, channel=collection.channel)

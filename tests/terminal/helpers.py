@@ -4,6 +4,7 @@ of the link (drain the outbox, open results, acknowledge them)."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import time
@@ -106,10 +107,13 @@ class Bridge:
         raise AssertionError(f"no result for {msg_id} within {timeout} s; screen: {self.service.view()}")
 
 
-def open_service(path: Path, config: DeviceConfig | None = None, clients=None, *, clock=time.time, seed: int = 1,
+def open_service(path: Path, config: DeviceConfig | None = None, clients=None, *, clock=time.time, seed: int | None = None,
                  on_commit=None, start: bool = True) -> TerminalService:
+    """A started service on the journal at `path`. The rng is seeded (`seed`) for reproducible runs;
+    by default from os.urandom, because every test talks to one sandbox and order numbers must not
+    repeat across tests."""
     journal = Journal(path, on_commit=on_commit)
-    rng = random.Random(seed)
+    rng = random.Random(seed if seed is not None else os.urandom(16))
     service = TerminalService(config or make_config(), journal, clients or {}, clock=clock, rng=rng.randbytes, link_up=True)
     if start:
         service.start()
