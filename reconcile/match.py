@@ -23,7 +23,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import compress
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 from reconcile.classify import classify
 from reconcile.model import (
@@ -42,7 +42,9 @@ _MOVED = int(State.MOVED)
 # Unit flags (ours' own flags use the low bit: FLAG_ECHO).
 _CONFLICT = 2  # the HIS row with this msg_id names another order or direction
 _DUP_OURS = 4  # a second journal record with a msg_id already seen
-_VIA_REF = 8  # the bill row was found by merchant order/refund number, not by channel id
+_PROBABLE = 8  # the bill trade was attached by channel, amount and time (no channel id in our journal)
+# How far apart a bill row's time and our result's time may be for a probable match.
+PROBABLE_WINDOW_S = 900
 _REVERSAL = int(State.REVERSAL)
 # Which bill rows a transaction's channel side holds.
 _MAIN_ROW = 1  # its payment or refund
@@ -92,10 +94,6 @@ class MatchResult:
         return counts
 
 
-class ChannelRefResolver(Protocol):
-    def msg_id_for(self, direction: int, out_trade_no: str, out_refund_no: str) -> str | None: ...
-
-
 def _zeros(code: str, n: int) -> array:
     return array(code, bytes(array(code).itemsize * n))
 
@@ -103,11 +101,13 @@ def _zeros(code: str, n: int) -> array:
 class Matcher:
     """add_ours (all journals) first, then add_his and add_channel in any order, then finish."""
 
-    def __init__(self, day_id: str, *, refs: ChannelRefResolver | None = None, order_of: Callable[[str], str] | None = None, format_time: Callable[[object], str] = str) -> None:
+    def __init__(self, day_id: str, *, order_of: Callable[[str], str] | None = None, format_time: Callable[[object], str] = str,
+                 epoch_of: Callable[[object], int | None] = lambda at: at if type(at) is int else None) -> None:
         self.day_id = day_id  # "20261122": prefix of every difference id
-        self._refs = refs  # channel merchant order / refund number -> our msg_id
         self._order_of = order_of  # channel merchant order number -> HIS order number, where they relate
         self._fmt_time = format_time
+        self._epoch_of = epoch_of  # a record's `at` (text or epoch) -> epoch seconds, None if unknown
+        self._by_amount: dict[tuple[int, int, int], list[int]] | None = None
         self._origins: list[str] = []
         self._o_order: list[str] = []
         self._o_msg: list[str] = []
@@ -307,31 +307,47 @@ class Matcher:
             self._h_eff[i] = e.effect
         chan_left, self._chan_left = self._chan_left, []
         for group in _trades(chan_left):
-            i = self._unit_for_bill_row(group[0])
+            net = sum(e.effect for e in group)
+            i, paid = self._unit_for_bill_trade(group[0], net) if net else (None, False)
             if i is None:
-                self._chan_left.extend(group)
-            elif not self._c_kind[i]:
+                self._chan_left.extend(group)  # includes attempts paid and reversed: net nothing
+            elif paid:  # the channel holds a second payment for an instruction already paid
+                self._chan_dup.extend((i, e._replace(flags=1)) for e in group)
+            else:
                 for e in group:
                     if not self._combine(i, e):
                         self._chan_dup.append((i, e))
-                self._o_flags[i] |= _VIA_REF
-            elif sum(e.effect for e in group) == 0:  # an earlier attempt, paid and reversed: nothing held
-                self._c_extra.setdefault(i, []).extend(e.where + " (reversed attempt)" for e in group)
-            else:  # the channel holds a second payment for this instruction
-                self._chan_dup.extend((i, e._replace(flags=1)) for e in group)
+                self._o_flags[i] |= _PROBABLE
 
-    def _unit_for_bill_row(self, e: Entry) -> int | None:
-        """Our instruction behind a bill row whose channel id our journal does not have."""
-        if self._refs is not None:
-            msg_id = self._refs.msg_id_for(e.direction, e.order_no, e.ref)
-            i = self._by_msg.get(msg_id) if msg_id else None
-            if i is not None and self._o_dir[i] == e.direction and not self._o_flags[i] & (_DUP_OURS | FLAG_ECHO):
-                return i
+    def _unit_for_bill_trade(self, e: Entry, net: int) -> tuple[int | None, bool]:
+        """Our instruction behind a bill trade whose channel id our journal does not have.
+
+        The journal has no channel id for a payment the POS believes failed (or for a second,
+        unexpected charge), and the merchant order number is the terminal's salted number, so the
+        only link is the channel, the amount and the time: the closest instruction of the same
+        channel and amount within PROBABLE_WINDOW_S that has no bill row yet (then `paid` is False),
+        or, failing that, one that already has its payment (a second charge: `paid` is True)."""
         if self._order_of is not None:
             free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_kind[i]]
             if free:
-                return next((i for i in free if self._o_fen[i] == e.fen), free[0])
-        return None
+                return next((i for i in free if self._o_fen[i] == e.fen), free[0]), False
+        when = self._epoch_of(e.at)
+        if when is None:
+            return None, False
+        if self._by_amount is None:
+            self._by_amount = {}
+            for i, (d, f, c, g) in enumerate(zip(self._o_dir, self._o_fen, self._o_chan, self._o_flags)):
+                if not g & (_DUP_OURS | FLAG_ECHO):
+                    self._by_amount.setdefault((c, d, f), []).append(i)
+        near = []
+        for i in self._by_amount.get((e.channel, e.direction, abs(net)), []):
+            at = self._epoch_of(self._o_at[i])
+            if at is not None and abs(at - when) <= PROBABLE_WINDOW_S:
+                near.append((bool(self._c_kind[i]), abs(at - when), i))
+        if not near:
+            return None, False
+        paid, _, i = min(near)
+        return i, paid
 
     def _pair_leftovers(self) -> list[tuple[Entry | None, list[Entry]]]:
         """HIS rows and bill trades that are in none of our journals, paired with each other."""
@@ -401,17 +417,21 @@ class Matcher:
         out: dict[int, Channel] = {}
         o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
         for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
-            if oe == he == ce and not g & (_CONFLICT | _DUP_OURS):
+            if oe == he == ce and not g & (_CONFLICT | _DUP_OURS | _PROBABLE):
                 continue
             d = self._o_dir[i]
             if g & _DUP_OURS:
                 cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_OURS
             elif g & _CONFLICT:
                 cls, reason = DiffClass.STATUS, Reason.MSG_ID_CONFLICT
+            elif g & _PROBABLE and oe:
+                cls, reason = DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS
             else:
                 cls, reason = classify(d, he, oe, ce, bool(self._h_line[i]), True)
                 if g & FLAG_ECHO and he and not ce:
                     cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
+                elif cls is DiffClass.LONG and oe == 0 and ce > 0:
+                    reason = Reason.OURS_MISSED_PAYMENT
             if cls is DiffClass.MATCHED:
                 continue
             channel = Channel(self._o_chan[i])

@@ -125,6 +125,8 @@ class Reason(enum.Enum):
     DUPLICATE_OURS = "duplicate_ours"  # the same msg_id in two journals
     DUPLICATE_ORDER_ECHO = "duplicate_order_echo"  # HIS booked a duplicate_order reply as a payment
     SECOND_PAYMENT = "second_payment"  # the channel took a second payment for an instruction already paid
+    OURS_MISSED_PAYMENT = "ours_missed_payment"  # the POS believes the payment failed; the channel holds it
+    CHANNEL_ID_DIFFERS = "channel_id_differs"  # amounts agree, but the bill's transaction id is not our result's
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,9 @@ an instruction without a result belongs to the day it was accepted. Per record:
     no result yet               pending
     error_code duplicate_order  the original result replayed for a second '+': moves nothing itself
 
-`ChannelRefs` maps the channel's merchant order and refund numbers back to instructions, using
-the terminal's own numbering (terminal.lifecycle.out_trade_no / out_refund_no over the journal's
-device_id, kid and msg_id): that finds a payment the channel took while our journal believes it
-failed, which has no channel transaction id in the journal.
+The channel's merchant order and refund numbers (out_trade_no, out_refund_no) cannot be derived
+here: the terminal salts them per instruction in its own journal, on the POS. A bill row that
+matches no channel id in the journal is therefore matched by channel, amount and time (match.py).
 """
 
 from __future__ import annotations
@@ -112,40 +111,3 @@ def _signed(text: str, name: str, seq: int) -> tuple[int, int]:
     except ProtocolError as exc:
         raise BadInput(name, seq, "amount", exc.message) from None
     return (REFUND if amount.is_refund else COLLECT), amount.fen
-
-
-class ChannelRefs:
-    """The channel's merchant numbers of our instructions, built only when a bill row needs it."""
-
-    def __init__(self, journals: list[Path], day: datetime.date, tz: datetime.tzinfo) -> None:
-        self._journals = journals
-        self._day = day
-        self._tz = tz
-        self._trade: dict[str, str] | None = None
-        self._refund: dict[str, str] = {}
-
-    def msg_id_for(self, direction: int, out_trade_no: str, out_refund_no: str) -> str | None:
-        if self._trade is None:
-            self._build()
-        assert self._trade is not None
-        if direction == COLLECT:
-            # "P" + 26 hex digits per instruction, then a two-digit attempt number.
-            return self._trade.get(out_trade_no[:-2]) if len(out_trade_no) > 2 else None
-        return self._refund.get(out_refund_no)
-
-    def _build(self) -> None:
-        from terminal.lifecycle import out_refund_no, out_trade_no  # the terminal's numbering, not a copy
-
-        self._trade = {}
-        start, end = day_window(self._day, self._tz)
-        # A day either side: a payment the channel booked near midnight belongs to a neighbour day.
-        start, end = start - 86400, end + 86400
-        for path in self._journals:
-            db = open_readonly(path)
-            try:
-                rows = db.execute("SELECT msg_id, kid, device_id FROM instructions WHERE accepted_at >= ? AND accepted_at < ?", (start, end)).fetchall()
-            finally:
-                db.close()
-            for msg_id, kid, device_id in rows:
-                self._trade[out_trade_no(device_id, kid, msg_id, 1)[:-2]] = msg_id
-                self._refund[out_refund_no(device_id, kid, msg_id)] = msg_id

@@ -19,7 +19,7 @@ from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, load_mapping, read_his
 from reconcile.match import MatchResult, Matcher
 from reconcile.model import Channel, DiffClass
-from reconcile.ours import ChannelRefs, read_ours
+from reconcile.ours import read_ours
 from reconcile.report import ReportContext, write_csv, write_html, write_temp
 from reconcile.store import StateStore
 from reconcile.wechat_bill import read_wechat_bill
@@ -100,8 +100,7 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
 
 
 def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping=NEUTRAL) -> MatchResult:  # type: ignore[no-untyped-def]
-    refs = ChannelRefs(list(cfg.journals), cfg.day, cfg.tz)
-    matcher = Matcher(cfg.day.strftime("%Y%m%d"), refs=refs, format_time=lambda at: _format_time(at, cfg.tz))
+    matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz))
     for journal in cfg.journals:
         matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
     matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
@@ -117,6 +116,16 @@ def _format_time(at: object, tz: datetime.tzinfo) -> str:
     if isinstance(at, int) and at > 0:
         return datetime.datetime.fromtimestamp(at, tz).strftime("%Y-%m-%d %H:%M:%S")
     return str(at) if at else ""
+
+
+def _epoch(at: object, tz: datetime.tzinfo) -> int | None:
+    """Epoch seconds of a record's time: the journal's epoch, or a bill's "YYYY-MM-DD HH:MM:SS"."""
+    if isinstance(at, int):
+        return at
+    try:
+        return int(datetime.datetime.strptime(str(at), "%Y-%m-%d %H:%M:%S").replace(tzinfo=tz).timestamp())
+    except ValueError:
+        return None
 
 
 def _summary(result: MatchResult) -> dict[str, object]:

@@ -29,7 +29,9 @@ EXPLAIN: dict[Reason, str] = {
     Reason.DUPLICATE_CHANNEL_ROW: "渠道账单中同一笔交易出现两次。The channel bill lists the same transaction twice.",
     Reason.DUPLICATE_OURS: "两份日志中有相同的指令。The same instruction is in two journals.",
     Reason.DUPLICATE_ORDER_ECHO: "HIS 把“重复收费”应答（duplicate_order）记成了新的收款。HIS booked a duplicate_order reply (the first payment's result again) as a new payment.",
-    Reason.SECOND_PAYMENT: "渠道对同一指令收了第二笔钱。The channel took a second payment for an instruction already paid.",
+    Reason.SECOND_PAYMENT: "渠道对同一指令收了第二笔钱（按渠道、金额、时间匹配）。The channel took a second payment for an instruction already paid (matched by channel, amount and time).",
+    Reason.OURS_MISSED_PAYMENT: "收款终端认为支付失败，但渠道已收款（按渠道、金额、时间匹配到此指令）。The POS believes the payment failed, but the channel holds it (matched to this instruction by channel, amount and time).",
+    Reason.CHANNEL_ID_DIFFERS: "金额一致，但渠道交易号与本系统结果不同（按渠道、金额、时间匹配）。Amounts agree, but the bill's transaction id is not the one in our result (matched by channel, amount and time).",
 }
 
 
@@ -56,6 +58,14 @@ def advice(d: Difference) -> tuple[str, str | None]:
             f" First check whether HIS should book it{' (fetch the stored result)' if status else ''}; if the patient is owed it,"
             f" refund it through an HIS refund instruction, never directly on the merchant platform.",
             refund,
+        )
+    if d.reason is Reason.OURS_MISSED_PAYMENT:
+        return (
+            "收款终端认为此笔失败，HIS 现在无法对其发起退款：请联系系统支持人员，让终端向渠道重新查询该笔（终端的恢复流程），"
+            "终端确认收款后 HIS 会收到结果，再按需由 HIS 发起退款。不要在商户平台直接退款。"
+            " HIS cannot refund it yet: the POS believes it failed. Ask support to have the POS re-query this payment (its recovery);"
+            " once the POS confirms it, HIS gets the result and can refund it through an HIS instruction. Never refund it on the merchant platform.",
+            f"his-client status {d.msg_id}" if d.msg_id else None,
         )
     if d.reason is Reason.SECOND_PAYMENT:
         return (
