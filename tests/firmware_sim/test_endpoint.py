@@ -1,0 +1,218 @@
+"""The device endpoint and the echo responder, driven by a HOST link over each real wire."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from protocol import signing
+from protocol.amount import parse_amount
+from protocol.crypto import KeyRing, SharedKey
+from protocol.envelope import receive_result, seal_instruction
+from protocol.errors import ErrorCode
+from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app, encode_app
+from protocol.link.frame import FrameType, wire_time_s
+from protocol.link.handshake import DeviceIdentity
+from protocol.link.session import Delivered, HostHandshake, Link, LinkTimers, LinkUp, Received, Role
+from protocol.messages import Instruction, PayStatus
+
+from bridge.transport import open_transport
+from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire, UsbWire
+from firmware_sim.responder import Responder, ResponderMode
+
+TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=3.0, hello_retry_s=0.2)
+KEY = SharedKey("k1", "AES-256-GCM", bytes(range(32)))
+SEED = bytes(range(100, 132))
+IDENTITY = DeviceIdentity("D1", "SIM-POS", "SN-1", "1.2.3")
+
+
+class Host:
+    """The bridge's side of the link, minus the bridge: a HOST Link over a real transport."""
+
+    def __init__(self, endpoint: DeviceEndpoint) -> None:
+        backend = getattr(endpoint.wire, "backend", None)
+        self.transport = open_transport(endpoint.bridge_url, usb_backend=backend)
+        keys = {"D1": signing.public_key(SEED)}
+        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(lambda: os.urandom(32), keys.get,
+                                                                      lambda: b'{"clock":1}'))
+        self.events: list[object] = []
+        self.events += self.link.start(time.monotonic())
+        self.flush()
+
+    def flush(self) -> None:
+        out = self.link.data_to_send()
+        if out:
+            self.transport.write(out)
+
+    def pump(self, predicate, timeout: float = 10.0, *, ack: bool = True) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out; events: {self.events}"
+            data = self.transport.read(65536, 0.02)
+            now = time.monotonic()
+            if data:
+                self.events += self.link.receive_bytes(data, now)
+            self.events += self.link.poll(now)
+            if ack:
+                self.flush()
+            else:
+                self.link.data_to_send()  # lost on the way: the device never sees our ACKs
+
+    def app_messages(self) -> list[object]:
+        return [decode_app(e.payload) for e in self.events if isinstance(e, Received) and e.type == FrameType.DATA]
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def instruction(msg_id: str, terminal: str = "T1", amount: str = "+12.50", key: SharedKey = KEY) -> InstructionMsg:
+    plain = Instruction(terminal, "MZ1", parse_amount(amount))
+    return InstructionMsg(seal_instruction(plain, key=key, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12)))
+
+
+def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[no-untyped-def]
+    wire = {"pty": PtyWire, "tcp": TcpWire, "usb": UsbWire}[wire_kind]()
+    return DeviceEndpoint(wire, handler, identity=IDENTITY, device_key_seed=SEED, timers=TIMERS, **kwargs).start()
+
+
+@pytest.mark.parametrize("wire_kind", ["pty", "tcp", "usb"])
+def test_handshake_instruction_result_and_ack_over_each_wire(wire_kind: str) -> None:
+    responder = Responder(KeyRing([KEY]), "D1")
+    endpoint = make(wire_kind, responder)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: any(isinstance(e, LinkUp) for e in host.events))
+        up = next(e for e in host.events if isinstance(e, LinkUp))
+        assert up.peer == IDENTITY
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
+        host.flush()
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        result = next(m for m in host.app_messages() if isinstance(m, ResultMsg))
+        received = receive_result(result.envelope.to_json_obj(), KeyRing([KEY]), now=time.time())
+        assert received.envelope.reply_to == "M1" and received.message.pay_status is PayStatus.SUCCESS
+        assert received.message.pay_order_no.startswith("ECHO-")
+        host.pump(lambda: responder.pending_answers == 0)  # our ACK reached it: the device may forget
+        assert endpoint.host_info == b'{"clock":1}' and endpoint.link_up
+        assert any(isinstance(e, Delivered) and e.tag == "M1" for e in host.events)
+    finally:
+        host.close()
+        endpoint.stop()
+
+
+def test_an_unacknowledged_result_is_sent_again_after_the_link_restarts() -> None:
+    responder = Responder(KeyRing([KEY]), "D1")
+    endpoint = make("tcp", responder)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: host.link.state.value == "up")
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
+        host.flush()
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()), ack=False)
+        assert responder.pending_answers == 1
+        host.close()  # the bridge "crashes" before its ACK left
+        host = Host(endpoint)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host.pump(lambda: responder.pending_answers == 0)
+        assert responder.executions["M1"] == 1
+        # The bridge re-sends the instruction (always safe): the device answers from storage.
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="again")
+        host.flush()
+        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.app_messages()) == 2)
+        assert responder.executions["M1"] == 1 and responder.received["M1"] == 2
+    finally:
+        host.close()
+        endpoint.stop()
+
+
+def test_refusals_silence_and_release() -> None:
+    responder = Responder(KeyRing([KEY]), "D1", terminals={"T1"})
+    endpoint = make("tcp", responder)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: host.link.state.value == "up")
+        wrong_key = SharedKey("k1", "AES-256-GCM", os.urandom(32))
+        for message in (instruction("BAD-KEY", key=wrong_key), instruction("OTHER-T", terminal="T9")):
+            host.link.send(FrameType.DATA, encode_app(message), time.monotonic())
+        responder.mode = ResponderMode.SILENT
+        host.link.send(FrameType.DATA, encode_app(instruction("HELD")), time.monotonic())
+        host.flush()
+        host.pump(lambda: sum(isinstance(m, (RefusedMsg, ProgressMsg)) for m in host.app_messages()) == 3)
+        refusals = {m.msg_id: m.code for m in host.app_messages() if isinstance(m, RefusedMsg)}
+        assert refusals == {"BAD-KEY": ErrorCode.AUTH_FAILED, "OTHER-T": ErrorCode.UNKNOWN_TERMINAL}
+        assert not any(isinstance(m, ResultMsg) for m in host.app_messages())
+        responder.release()
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        assert responder.executions == {"HELD": 1}
+    finally:
+        host.close()
+        endpoint.stop()
+
+
+class BootRecorder:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        self.delivered: list[object] = []
+
+    def on_boot_frame(self, frame_type: int, payload: bytes, endpoint: DeviceEndpoint) -> None:
+        self.frames.append((frame_type, payload))
+        endpoint.send_boot(frame_type + 1, b"ok:" + payload[:8], tag=("boot-reply", frame_type))
+
+    def on_delivered(self, tag: object, endpoint: DeviceEndpoint) -> None:
+        self.delivered.append(tag)
+
+    def on_link_down(self, unacked: tuple[object, ...], endpoint: DeviceEndpoint) -> None:
+        pass
+
+
+def test_bootloader_frames_go_to_the_boot_handler_and_pacing_follows_the_baud_rate() -> None:
+    boot = BootRecorder()
+    endpoint = make("pty", Responder(KeyRing([KEY]), "D1"), boot_handler=boot, baud=115200)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: host.link.state.value == "up")
+        image = os.urandom(4000)
+        started = time.monotonic()
+        host.link.send(0x81, image, time.monotonic())
+        host.flush()
+        host.pump(lambda: any(isinstance(e, Received) and e.type == 0x82 for e in host.events))
+        elapsed = time.monotonic() - started
+        assert boot.frames == [(0x81, image)]
+        assert elapsed >= wire_time_s(len(image) + 14, 115200)  # 4 KB cannot cross a 115200 baud line faster
+        host.pump(lambda: boot.delivered == [("boot-reply", 0x81)])
+        with pytest.raises(ValueError):
+            endpoint.send_boot(FrameType.DATA, b"")
+    finally:
+        host.close()
+        endpoint.stop()
+
+
+def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
+    class Recorder(Responder):
+        downs: list[tuple[object, ...]]
+
+        def on_link_down(self, unacked, endpoint) -> None:  # type: ignore[no-untyped-def]
+            self.downs.append(unacked)
+
+    responder = Recorder(KeyRing([KEY]), "D1")
+    responder.downs = []
+    endpoint = make("usb", responder)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: host.link.state.value == "up")
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic())
+        host.flush()
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()), ack=False)
+        endpoint.unplug()
+        assert responder.downs and responder.downs[-1] == ("M1",)
+        assert not endpoint.link_up
+        host.close()
+        endpoint.replug()
+        host = Host(endpoint)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host.pump(lambda: responder.pending_answers == 0)
+        assert responder.executions["M1"] == 1
+    finally:
+        host.close()
+        endpoint.stop()
