@@ -1,0 +1,97 @@
+"""The HIS reference client against a real bridge: pay, refund, status, step 6 checks, demo file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from bridge import hisclient
+from bridge.registries import export_devices_for_his
+from firmware_sim.responder import ResponderMode
+from tests.bridge.conftest import World, wait_until
+
+
+@pytest.fixture
+def his(world: World):  # type: ignore[no-untyped-def]
+    responder = world.responder()
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url])
+    wait_until(lambda: bridge.relay.attached("D1"))
+    export_devices_for_his(world.dir / "devices.csv", world.dir / "his-devices.csv")
+    args = ["--bridge", bridge.url, "--key-file", str(world.dir / "keys.json"), "--devices",
+            str(world.dir / "his-devices.csv"), "--terminal", "T1"]
+    return world, bridge, responder, args
+
+
+def test_pay_refund_and_status(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder, args = his
+    assert hisclient.main([*args, "pay", "+12.50", "--order", "MZ20261122000123"]) == 0
+    out = capsys.readouterr().out
+    assert "verified result for HIS-T1-" in out and "SUCCESS WECHAT +12.50" in out and "(in our device registry)" in out
+    assert hisclient.main([*args, "--json", "refund", "-5.00", "--order", "MZ20261122000123"]) == 0
+    refund = json.loads(capsys.readouterr().out)
+    assert refund["verified"] is True and refund["result"]["pay_status"] == "REFUNDED"
+    assert refund["result"]["amount"] == "-5.00"
+    assert hisclient.main([*args, "--json", "status", refund["msg_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == refund["result"]
+    assert len(responder.executions) == 2
+
+
+def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder, args = his
+    responder.mode = ResponderMode.SILENT
+    assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ2", "--wait", "1"]) == 3
+    assert "his-client status HIS-T1-" in capsys.readouterr().out
+
+
+def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, args = his
+    (world.dir / "his-devices.csv").write_text("device_id,model,serial_no\nD-OTHER,P8,SN\n")
+    assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ3"]) == 1
+    assert "device_id D1 is not in our device registry" in capsys.readouterr().err
+
+
+def test_step_6_checks_reply_to_and_order(his) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, _ = his
+    envelope = world.seal("+2.00", "MZ4")
+    body = requests.post(bridge.url + "/v1/instructions?wait=10", data=envelope.to_bytes(), timeout=30).content
+    config = hisclient.ClientConfig(bridge.url, world.key, world.ring, "T1", frozenset({"D1"}))
+    assert hisclient.verify_result(config, body, envelope.msg_id, envelope.ts, "MZ4").order_no == "MZ4"
+    with pytest.raises(hisclient.ClientError, match="we asked about"):
+        hisclient.verify_result(config, body, "SOME-OTHER-MSG", envelope.ts)
+    with pytest.raises(hisclient.ClientError, match="we sent MZ5"):
+        hisclient.verify_result(config, body, envelope.msg_id, envelope.ts, "MZ5")
+    tampered = json.loads(body)
+    tampered["device_id"] = "D2"
+    with pytest.raises(hisclient.ClientError) as error:
+        hisclient.verify_result(config, json.dumps(tampered).encode(), envelope.msg_id)
+    assert error.value.code == "auth_failed"
+
+
+def test_bridge_refusals_and_usage_errors(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, args = his
+    assert hisclient.main([*args[:-1], "T3", "pay", "+1.00", "--order", "MZ6"]) == 1
+    assert "device_unavailable" in capsys.readouterr().err
+    assert hisclient.main([*args, "pay", "12.50", "--order", "MZ6"]) == 1
+    assert "starting with '+'" in capsys.readouterr().err
+    assert hisclient.main([*args, "refund", "-5.5", "--order", "MZ6"]) == 1
+    assert "two decimals are required" in capsys.readouterr().err
+
+
+def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, _ = his
+    demo = {"bridge_url": bridge.url, "suite": world.key.suite, "kid": world.key.kid, "key_hex": world.key.secret.hex(),
+            "terminal_id": "T1", "device_id": "D1", "device_registry": str(world.dir / "his-devices.csv")}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    assert hisclient.main(["--demo", str(tmp_path / "demo.json"), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
+    assert "SUCCESS" in capsys.readouterr().out
+
+
+def test_new_msg_ids_are_unique_and_valid() -> None:
+    from protocol.ids import is_valid_id
+
+    ids = {hisclient.new_msg_id("T" * 64) for _ in range(1000)}
+    assert len(ids) == 1000 and all(is_valid_id(i) for i in ids)
