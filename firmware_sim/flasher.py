@@ -50,9 +50,12 @@ FLASH_TIMERS = LinkTimers(rto_base_s=1.0)
 CONNECT_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 10.0
 RECONNECT_S = 20.0
+REOPEN_INTERVAL_S = 0.2
 CONFIRM_TIMEOUT_S = 60.0
 # A flash gives up after this many lost sessions in a row without progress.
 MAX_RESYNCS = 8
+# Handshakes refused in a row before the device is declared not ours (a late HELLO is refused once).
+MAX_REFUSALS = 3
 _BUSY = re.compile(r"busy|lock|denied|in use|permission", re.IGNORECASE)
 
 
@@ -128,6 +131,8 @@ class DeviceConnection:
         self._lost_since: float | None = None
         self._events: deque[object] = deque()
         self._req = 0
+        self._refusals = 0
+        self._last_open = float("-inf")
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -176,6 +181,9 @@ class DeviceConnection:
         deadline = self.link.next_deadline()
         wait = max_wait if deadline is None else max(0.0, min(max_wait, deadline - now))
         try:
+            out = self.link.data_to_send()
+            if out:
+                self._transport.write(out)
             data = self._transport.read(65536, wait)
             now = self.clock()
             events = self.link.receive_bytes(data, now) if data else []
@@ -188,25 +196,35 @@ class DeviceConnection:
             self._transport = None
             self._lost_since = self.clock()
             events = self.link.close("the port closed", self.clock())
+            self.link.data_to_send()  # bytes for the dead connection: a new one starts with a new HELLO
             self._events.extend(events)
             return
         for event in events:
             if isinstance(event, HandshakeRefused):
-                raise FlashError(FlashCode.UNKNOWN_DEVICE, f"the device on {self.url} was refused: {event.reason}")
+                # A HELLO answering an earlier challenge (the host retries with fresh ones) fails the
+                # proof too: only an unknown device, or a proof failing again and again, is fatal.
+                self._refusals += 1
+                if "not in the device registry" in event.reason or self._refusals >= MAX_REFUSALS:
+                    raise FlashError(FlashCode.UNKNOWN_DEVICE, f"the device on {self.url} was refused: {event.reason}")
+                continue
             if isinstance(event, LinkUp):
                 self.identity = event.peer
                 self._lost_since = None
+                self._refusals = 0
             self._events.append(event)
 
     def _reopen(self) -> None:
         assert self._lost_since is not None
         if self.clock() - self._lost_since > self.reconnect_s:
             raise FlashError(FlashCode.TIMEOUT, f"the device on {self.url} did not come back within {self.reconnect_s:g} s")
+        # Rebooting or replugging: try again shortly, not in a tight loop.
+        time.sleep(max(0.0, self._last_open + REOPEN_INTERVAL_S - self.clock()))
+        self._last_open = self.clock()
         try:
             self._transport = open_transport(self.url, baud=self.baud, usb_backend=self.usb_backend)
         except TransportError:
-            time.sleep(0.2)  # rebooting or replugging: try again shortly
             return
+        self.link.data_to_send()
         self.link.start(self.clock())
 
     # ----------------------------------------------------------------- messages
