@@ -28,7 +28,7 @@ from terminal.channels import alipay_outcomes as outcomes
 from terminal.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
 from terminal.channels.errors import BillDownloadError, ChannelConfigError
-from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, Timeouts, exchange, mask_code
+from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class AlipayClient:
             self._alipay_key: RSA.RsaKey = load_public_key(_read_key(config.alipay_public_key_pem, "Alipay public key"))
         except ValueError as exc:
             raise ChannelConfigError(str(exc)) from None
-        self._session = session or requests.Session()
+        self._sessions = SessionPool(session)
         self._timeouts = Timeouts(config.connect_timeout_s, config.read_timeout_s)
 
     # -- the ChannelClient interface ---------------------------------------------------------
@@ -180,7 +180,7 @@ class AlipayClient:
             raise BillDownloadError(f"Alipay bill {bill_date}: {message}", no_bill=no_bill, channel_code=str(sub or code))
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise BillDownloadError(f"Alipay bill {bill_date}: download URL is not http(s)")
-        data = exchange(self._session, "GET", url, timeouts=self._timeouts, max_bytes=MAX_BILL_BYTES, verify=self.config.verify_tls)
+        data = exchange(self._sessions.get(), "GET", url, timeouts=self._timeouts, max_bytes=MAX_BILL_BYTES, verify=self.config.verify_tls)
         if isinstance(data, HttpFailure):
             raise BillDownloadError(f"Alipay bill {bill_date}: download {data.value}")
         if not data.body.startswith(b"PK\x03\x04"):
@@ -208,7 +208,7 @@ class AlipayClient:
     def _call(self, method: str, biz: dict[str, str]) -> SignedReply | PayOutcome:
         body = urllib.parse.urlencode(self.signed_params(method, biz)).encode("ascii")
         reply = exchange(
-            self._session, "POST", self.config.gateway, timeouts=self._timeouts, body=body,
+            self._sessions.get(), "POST", self.config.gateway, timeouts=self._timeouts, body=body,
             headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}, verify=self.config.verify_tls,
         )
         if isinstance(reply, HttpFailure):

@@ -9,6 +9,7 @@ host nobody configured).
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,23 @@ class Timeouts:
     def total_s(self) -> float:
         # A reply trickling in below the per-read timeout must still end: bound the whole exchange.
         return self.connect_s + 3 * self.read_s
+
+
+class SessionPool:
+    """One requests.Session per thread: a Session is not documented as thread-safe, and the
+    terminal service may query one order while the cashier's next payment starts on another."""
+
+    def __init__(self, shared: requests.Session | None = None) -> None:
+        self._shared = shared
+        self._local = threading.local()
+
+    def get(self) -> requests.Session:
+        if self._shared is not None:
+            return self._shared
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
 
 def exchange(

@@ -25,7 +25,7 @@ from protocol.messages import PayChannel
 from terminal.channels import wechat_outcomes as outcomes
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
 from terminal.channels.errors import BillDownloadError, ChannelConfigError
-from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, Timeouts, exchange, mask_code
+from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
 from terminal.channels.wechat_codec import HMAC_SHA256, WeChatXmlError, parse_xml, sign, to_xml, verify
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class WeChatPayClient:
         self.config = config
         self.query_interval_s = config.query_interval_s
         self.pay_deadline_s = config.pay_deadline_s
-        self._session = session or requests.Session()
+        self._sessions = SessionPool(session)
         self._base = config.base_url.rstrip("/")
         self._timeouts = Timeouts(config.connect_timeout_s, config.read_timeout_s)
         self._cert = (config.cert_path, config.key_path) if config.cert_path and config.key_path else None
@@ -165,7 +165,7 @@ class WeChatPayClient:
             raise ValueError(f"bill_type must be ALL, SUCCESS or REFUND, not {bill_type!r}")
         fields = self._signed({"bill_date": bill_date.strftime("%Y%m%d"), "bill_type": bill_type})
         reply = exchange(
-            self._session, "POST", self._base + "/pay/downloadbill", timeouts=self._timeouts, body=to_xml(fields),
+            self._sessions.get(), "POST", self._base + "/pay/downloadbill", timeouts=self._timeouts, body=to_xml(fields),
             headers={"Content-Type": "text/xml; charset=utf-8"}, max_bytes=MAX_BILL_BYTES, verify=self.config.verify_tls,
         )
         if isinstance(reply, HttpFailure):
@@ -197,7 +197,7 @@ class WeChatPayClient:
     def _call(self, path: str, fields: dict[str, str], *, cert: bool = False) -> dict[str, str] | PayOutcome:
         """The verified reply fields, or an UNKNOWN PayOutcome saying why nothing can be believed."""
         reply = exchange(
-            self._session, "POST", self._base + path, timeouts=self._timeouts, body=to_xml(self._signed(fields)),
+            self._sessions.get(), "POST", self._base + path, timeouts=self._timeouts, body=to_xml(self._signed(fields)),
             headers={"Content-Type": "text/xml; charset=utf-8"}, cert=self._cert if cert else None,
             verify=self.config.verify_tls,
         )
