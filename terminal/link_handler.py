@@ -1,0 +1,81 @@
+"""Plugs a TerminalService into a device link endpoint (the DeviceHandler of firmware_sim.endpoint).
+
+    handler = ServiceLinkHandler(service)
+    endpoint = DeviceEndpoint(wire, handler, identity=..., device_key_seed=...).start()
+    ...
+    handler.close()
+
+The endpoint calls the handler on its own thread: an instruction goes to `submit_instruction`
+(journaled before the call returns, so the link's ACK means "journaled"), an ACK of a result to
+`mark_delivered`, link up/down to `link_up` / `link_down`. One pump thread of the handler moves the
+service's outbox to `endpoint.send`, tagging each result with its msg_id so the ACK can be matched.
+Results in `LinkDown.unacked` are not kept here: the service re-sends every undelivered result on
+the next link up, from its journal. Any object with `send(message, tag)` that raises
+`protocol.link.session.LinkNotUp` when down can stand in for the endpoint (a real device's loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from protocol.envelope import Envelope
+from protocol.link.app import ResultMsg
+from protocol.link.session import LinkNotUp
+from terminal.journal import PowerCut
+from terminal.service import TerminalService
+
+log = logging.getLogger("terminal.link")
+RESULT_TAG = "result"
+# How often the pump re-checks for shutdown while the outbox is empty.
+PUMP_POLL_S = 0.2
+
+
+class ServiceLinkHandler:
+    def __init__(self, service: TerminalService) -> None:
+        self.service = service
+        self._endpoint: object | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="terminal-link-pump", daemon=True)
+        self._thread.start()
+
+    # -- DeviceHandler ------------------------------------------------------------------------
+    def on_link_up(self, endpoint: object, host_info: bytes) -> None:
+        with self._lock:
+            self._endpoint = endpoint
+        self.service.link_up()
+
+    def on_instruction(self, envelope: Envelope, endpoint: object) -> None:
+        self.service.submit_instruction(envelope)
+
+    def on_delivered(self, tag: object, endpoint: object) -> None:
+        if isinstance(tag, tuple) and len(tag) == 2 and tag[0] == RESULT_TAG:
+            self.service.mark_delivered(str(tag[1]))
+
+    def on_link_down(self, unacked: tuple[object, ...], endpoint: object) -> None:
+        with self._lock:
+            self._endpoint = None
+        self.service.link_down()
+
+    # -- the pump -----------------------------------------------------------------------------
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            message = self.service.outbox.get(timeout=PUMP_POLL_S)
+            if message is None:
+                continue
+            with self._lock:
+                endpoint = self._endpoint
+            if endpoint is None:
+                continue  # down: a result comes again from the journal on the next link up
+            tag = (RESULT_TAG, message.envelope.msg_id) if isinstance(message, ResultMsg) else None
+            try:
+                endpoint.send(message, tag)  # type: ignore[attr-defined]
+            except LinkNotUp:
+                log.info("link went down while sending; results will be re-sent after it comes back")
+            except PowerCut:
+                return
