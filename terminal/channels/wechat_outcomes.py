@@ -67,6 +67,8 @@ def pay_outcome(fields: Mapping[str, str], out_trade_no: str) -> PayOutcome:
     message = _text(fields, "err_code_des")
     if code == "USERPAYING":
         return PayOutcome(PayState.USER_PAYING, channel_code=code, message=message)
+    if code in _QUERY_CODES:
+        return PayOutcome(PayState.UNKNOWN, channel_code=code, message=message)
     if code in _CODE_INVALID:
         return PayOutcome(PayState.FAILED, result_code=ResultCode.CODE_INVALID, channel_code=code, message=message)
     if code in ("ORDERCLOSED", "ORDERREVERSED"):
