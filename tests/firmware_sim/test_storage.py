@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from firmware_sim.storage import DeviceStorage, PowerCut
 
-OLD = b"old contents " * 20
-NEW = b"the new contents, longer than the old " * 10
+OLD = b"old contents " * 8
+NEW = b"the new contents, longer than the old " * 4
 
 
 def test_reads_writes_and_names(tmp_path):

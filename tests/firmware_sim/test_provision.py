@@ -1,0 +1,184 @@
+"""Provisioning: device identities and records, the CSV for HIS, configuration images; and the
+whole field-engineer flow through the `pos-flash` CLI onto a device served over loopback TCP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from protocol.crypto import KeyRing, SharedKey
+from protocol.flash import FlashCode, FlashError
+from protocol.keyfile import format_keyfile
+from protocol.registry import DeviceRecord, parse_device_csv
+from terminal import pin as pins
+from terminal.config import parse_config
+
+from firmware_sim import flash_cli, provision
+from firmware_sim.bootloader import Bootloader
+from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
+from firmware_sim.endpoint import DeviceEndpoint, TcpWire
+from firmware_sim.image import PartKind, parse_image
+from firmware_sim.responder import Responder
+from firmware_sim.signing_keys import TrustStore, format_private
+from firmware_sim.storage import DeviceStorage
+from tests.firmware_sim.test_image import MODEL, RELEASE, TRUST
+
+KEYS = format_keyfile([SharedKey("k2026a", "AES-256-GCM", bytes(range(32)))])
+TERMINALS = ("terminal_id,description,device_id\r\nT0001,门诊收费1号窗口,D-SN0001\r\n"
+             "T0002,门诊收费2号窗口,D-SN0002\r\nT0003,住院结算窗口,\r\n")
+
+
+def _new(tmp_path: Path, serial: str = "SN0001", **kwargs) -> provision.ProvisionedDevice:
+    return provision.new_device(tmp_path / serial, model=MODEL, serial_no=serial, trust=TRUST, seed=os.urandom(32),
+                                records=tmp_path / "devices.csv", **kwargs)
+
+
+def test_new_device_writes_identity_key_trust_and_records(tmp_path):
+    device = _new(tmp_path)
+    assert device.device_id == "D-SN0001"
+    if os.name == "posix":
+        assert stat.S_IMODE((device.directory / "device_key").stat().st_mode) == 0o600
+    loaded = provision.load_device(device.directory)
+    assert loaded.device_key_seed == device.device_key_seed and loaded.usb_serial == "SN0001"
+    assert (loaded.usb_vid, loaded.usb_pid) == (0x1209, 0x7D01)
+    assert loaded.identity("1.0.0").device_id == "D-SN0001" and "seed" not in repr(loaded)
+    second = _new(tmp_path, "SN0002", device_id="CASHIER-2", usb_pid="7d02")
+    records = parse_device_csv((tmp_path / "devices.csv").read_text())
+    assert [r.device_id for r in records] == ["D-SN0001", "CASHIER-2"]
+    assert records[1].public_key == second.public_key and provision.load_device(second.directory).usb_pid == 0x7D02
+    # The bootloader of the new device trusts exactly the given keys.
+    boot = Bootloader(DeviceStorage(device.directory), model=MODEL, device_id=device.device_id)
+    assert boot.trust == TRUST
+
+
+def test_new_device_never_replaces_an_identity(tmp_path):
+    _new(tmp_path)
+    with pytest.raises(FlashError) as info:
+        _new(tmp_path)  # same directory
+    assert info.value.code is FlashCode.EXISTS
+    with pytest.raises(FlashError) as info:
+        provision.new_device(tmp_path / "other", model=MODEL, serial_no="SN0001", trust=TRUST, seed=os.urandom(32),
+                             records=tmp_path / "devices.csv")
+    assert info.value.code is FlashCode.EXISTS and "already lists" in info.value.message
+    for bad in ({"device_id": "has space"}, {"usb_vid": "12345"}):
+        with pytest.raises(FlashError) as info:
+            _new(tmp_path, "SN0009", **bad)
+        assert info.value.code is FlashCode.BAD_INPUT
+    with pytest.raises(FlashError):
+        provision.new_device(tmp_path / "x", model=MODEL, serial_no="SN0010", trust=TrustStore(), seed=os.urandom(32),
+                             records=tmp_path / "devices.csv")
+
+
+def test_export_for_his_has_three_columns_and_no_keys(tmp_path):
+    device = _new(tmp_path)
+    text = provision.export_his(tmp_path / "devices.csv")
+    assert text == "device_id,model,serial_no\r\nD-SN0001,HP-S1,SN0001\r\n"
+    assert device.public_key.hex() not in text
+    with pytest.raises(FlashError):
+        provision.export_his(tmp_path / "none.csv")
+
+
+def test_config_document_from_the_his_terminal_csv():
+    record = DeviceRecord("D-SN0001", MODEL, "SN0001")
+    pin_hash = provision.hash_supervisor_pin("246810")
+    doc = provision.build_config_document(device=record, merchant_name="示例市人民医院", terminals_csv=TERMINALS,
+                                          keys_text=KEYS, channels={}, pin_hash=pin_hash, limit_yuan="5000.00")
+    config = parse_config(doc)
+    # T0002 is bound to another device; T0003 to none (any device may serve it).
+    assert [t.terminal_id for t in config.terminals] == ["T0001", "T0003"]
+    assert config.limit_fen == 500_000 and config.device.device_id == "D-SN0001"
+    assert b"246810" not in doc and pins.verify_pin("246810", config.supervisor.pin_hash)
+    assert list(config.keys)[0].kid == "k2026a"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"terminals_csv": "terminal_id,description,device_id\r\nT0002,x,D-OTHER\r\n"}, "no terminal for device"),
+    ({"terminals_csv": "terminal,description\r\n"}, "header must be"),
+    ({"keys_text": '{"format": "his-keys-v1", "keys": [{"kid": "k", "suite": "AES-256-GCM", "key_hex": "00"}]}'}, "key_hex"),
+    ({"limit_yuan": "5000"}, "per_transaction"),
+])
+def test_config_document_refusals_name_the_input(change, fragment):
+    args = dict(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院", terminals_csv=TERMINALS,
+                keys_text=KEYS, channels={}, pin_hash=provision.hash_supervisor_pin("246810"))
+    args.update(change)
+    with pytest.raises(FlashError) as info:
+        provision.build_config_document(**args)
+    assert info.value.code is FlashCode.BAD_INPUT and fragment in info.value.message
+
+
+def test_supervisor_pin_must_be_digits():
+    with pytest.raises(FlashError) as info:
+        provision.hash_supervisor_pin("12ab")
+    assert info.value.code is FlashCode.BAD_INPUT
+
+
+def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
+    """keygen -> provision new-device -> export-his -> provision config -> flash -> info."""
+    monkeypatch.chdir(tmp_path)
+    assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "keys/release"]) == 0
+    assert flash_cli.main(["keygen", "--role", "override", "--key-id", "eng-2026", "--out", "keys/override"]) == 0
+    assert flash_cli.main(["keygen", "--role", "release", "--key-id", "again", "--out", "keys/release"]) == flash_cli.EXIT_FAIL
+    assert "exists" in capsys.readouterr().err
+    assert flash_cli.main(["provision", "new-device", "--dir", "dev1", "--model", MODEL, "--serial", "SN0001",
+                           "--trust", "keys/release.pub", "--trust", "keys/override.pub", "--records", "devices.csv"]) == 0
+    assert flash_cli.main(["provision", "export-his", "--records", "devices.csv", "-o", "his-devices.csv"]) == 0
+    assert Path("his-devices.csv").read_text().splitlines()[0] == "device_id,model,serial_no"
+    Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
+    Path("keys.json").write_text(KEYS)
+    Path("channels.json").write_text(json.dumps({}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("246810\n"))
+    assert flash_cli.main(["provision", "config", "--records", "devices.csv", "--device-id", "D-SN0001",
+                           "--terminals", "terminals.csv", "--keys", "keys.json", "--channels", "channels.json",
+                           "--merchant-name", "示例市人民医院", "--limit", "5000.00", "--pin-stdin",
+                           "--key", "keys/release.key", "--version", "cfg-2026.11.23", "--counter", "1", "-o", "dev1.cfg.img"]) == 0
+    out = capsys.readouterr().out
+    assert "2 terminals (T0001, T0003)" in out and "246810" not in Path("dev1.cfg.img").read_text("latin-1")
+    if os.name == "posix":
+        assert stat.S_IMODE(Path("dev1.cfg.img").stat().st_mode) == 0o600
+    image = parse_image(Path("dev1.cfg.img").read_bytes())
+    assert image.manifest.device_id == "D-SN0001" and image.manifest.kinds == (PartKind.CONFIG,)
+    assert flash_cli.main(["inspect-image", "dev1.cfg.img", "--trust", "keys/release.pub"]) == 0
+    assert "signature: valid (release key rel-2026)" in capsys.readouterr().out
+
+    device = provision.load_device(Path("dev1"))
+    boot = Bootloader(DeviceStorage(device.directory), model=device.model, device_id=device.device_id,
+                      check_config=config_checker(device.model, device.device_id))
+    test = default_self_test(device.device_id, device.model)
+    state = {"running": run_boot_sequence(boot, test)}
+    endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id), identity=device.identity("boot"),
+                              device_key_seed=device.device_key_seed,
+                              boot_handler=BootService(boot, reboot=lambda why: state.update(running=run_boot_sequence(boot, test))))
+    endpoint.start()
+    try:
+        port = ["--port", endpoint.bridge_url, "--devices", "devices.csv"]
+        assert flash_cli.main(["flash", *port, "dev1.cfg.img"]) == 0
+        assert "confirmed healthy" in capsys.readouterr().out
+        assert state["running"].config_version == "cfg-2026.11.23"
+        assert parse_config(state["running"].config).merchant_name == "示例市人民医院"
+        assert flash_cli.main(["info", *port]) == 0
+        assert "config cfg-2026.11.23 (counter 1, key rel-2026)" in capsys.readouterr().out
+    finally:
+        endpoint.stop()
+
+
+def test_build_zips_an_app_directory_deterministically(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    app = tmp_path / "app"
+    (app / "pkg").mkdir(parents=True)
+    (app / "pkg" / "__init__.py").write_text("VERSION = '1.0.0'\n")
+    (app / "main.py").write_text("print('hello')\n")
+    key = tmp_path / "release.key"
+    key.write_text(format_private(RELEASE))
+    key.chmod(0o600)
+    common = ["build", "--key", str(key), "--model", MODEL, "--version", "1.0.0", "--counter", "1", "--app", str(app)]
+    assert flash_cli.main([*common, "-o", "a.img"]) == 0 and flash_cli.main([*common, "-o", "b.img"]) == 0
+    assert flash_cli.main([*common, "-o", "a.img"]) == flash_cli.EXIT_FAIL  # never overwrites without --force
+    apps = [parse_image(Path(n).read_bytes()).part(PartKind.APP) for n in ("a.img", "b.img")]
+    assert apps[0] == apps[1] and apps[0].startswith(b"PK")
+    assert flash_cli.main([*common, "-o", "a.img", "--force"]) == 0
+    capsys.readouterr()
