@@ -37,7 +37,9 @@ class FenParser:
         return fen
 
     def parse_signed(self, text: str, line: int, field: str) -> int:
-        """"-5.00" -> -500, "5.00" -> 500 (bills that write refunds as negative amounts)."""
+        """"-5.00" -> -500, "5.00" and "+5.00" -> 500 (bills that write refunds as negative amounts)."""
+        if text[:1] == "+":
+            return self.parse(text[1:], line, field)
         if text[:1] == "-":
             fen = self.parse(text[1:], line, field)
             if fen == 0:

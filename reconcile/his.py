@@ -167,57 +167,58 @@ def _read(fb: BinaryIO, name: str, m: HisMapping) -> Iterator[tuple]:
     trailer: int | None = None
     for raw in fb:
         lineno += 1
+        start = lineno  # a quoted field may continue on the next lines: the record starts here
         line = decode_line(raw, enc, name, lineno)
         if '"' in line:
             while line.count('"') % 2:
                 more = fb.readline()
                 if not more:
-                    raise BadInput(name, lineno, None, "a quoted field is not closed before the end of the file (truncated?)")
+                    raise BadInput(name, start, None, "a quoted field is not closed before the end of the file (truncated?)")
                 lineno += 1
                 line += decode_line(more, enc, name, lineno)
-            row = parse_quoted(line, name, lineno) if delim == "," else _split(line.rstrip("\r\n"), delim, name, lineno)
+            row = parse_quoted(line, name, start) if delim == "," else _split(line.rstrip("\r\n"), delim, name, start)
         else:
             line = line.rstrip("\r\n")
             if not line:
                 continue
             row = line.split(delim)
         if trailer is not None:
-            raise BadInput(name, lineno, None, "data after the #END trailer line")
+            raise BadInput(name, start, None, "data after the #END trailer line")
         if row[0] == "#END":
-            trailer = _trailer(row, name, lineno)
+            trailer = _trailer(row, name, start)
             continue
         if len(row) != ncol:
-            raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a stray delimiter or a cut line?)")
+            raise BadInput(name, start, None, f"{len(row)} fields, but the header has {ncol} (a stray delimiter or a cut line?)")
         order_no = row[i_order].strip()
         if not order_no:
-            raise BadInput(name, lineno, m.columns["order_no"], "empty")
+            raise BadInput(name, start, m.columns["order_no"], "empty")
         amount = row[i_amount].strip()
         if m.signed_amount:
-            signed = fen.parse_signed(amount, lineno, m.columns["amount"])
+            signed = fen.parse_signed(amount, start, m.columns["amount"])
             direction, value = (REFUND, -signed) if signed < 0 else (COLLECT, signed)
         else:
             d_text = row[i_dir].strip()
             direction = direction_of.get(d_text)
             if direction is None:
-                raise BadInput(name, lineno, m.columns["direction"], f"{d_text!r} is not one of {_allowed(direction_of)}")
+                raise BadInput(name, start, m.columns["direction"], f"{d_text!r} is not one of {_allowed(direction_of)}")
             value = memo.get(amount)
             if value is None:
-                value = fen.parse(amount, lineno, m.columns["amount"])
+                value = fen.parse(amount, start, m.columns["amount"])
         if value == 0:
-            raise BadInput(name, lineno, m.columns["amount"], "zero is not an amount")
+            raise BadInput(name, start, m.columns["amount"], "zero is not an amount")
         s_text = row[i_status].strip()
         state = status_of.get(s_text)
         if state is None:
-            raise BadInput(name, lineno, m.columns["status"], f"{s_text!r} is not one of {_allowed(status_of)}")
+            raise BadInput(name, start, m.columns["status"], f"{s_text!r} is not one of {_allowed(status_of)}")
         channel = Channel.UNKNOWN
         if i_chan >= 0:
             c_text = row[i_chan].strip()
             channel = channel_of.get(c_text)
             if channel is None:
-                raise BadInput(name, lineno, m.columns["pay_channel"], f"{c_text!r} is not one of {_allowed(channel_of)}")
+                raise BadInput(name, start, m.columns["pay_channel"], f"{c_text!r} is not one of {_allowed(channel_of)}")
         rows += 1
         yield (
-            lineno,
+            start,
             order_no,
             row[i_msg].strip() if i_msg >= 0 else "",
             direction,
