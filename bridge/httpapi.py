@@ -163,6 +163,8 @@ class BridgeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "his-bridge/1"
     sys_version = ""
+    # Small answers written as they are made would meet the client's delayed ACK (40 ms a response).
+    disable_nagle_algorithm = True
     server: BridgeHTTPServer
 
     def setup(self) -> None:
@@ -289,9 +291,12 @@ class BridgeHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # Headers and body in one write: one segment on the wire for a typical answer.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(answer.body)
+            self._headers_buffer.append(answer.body)
+        self.wfile.write(b"".join(self._headers_buffer))
+        self._headers_buffer = []
         self._responded = True
 
     def _error(self, exc: ProtocolError, *, close: bool = False, headers: dict[str, str] | None = None) -> None:

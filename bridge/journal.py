@@ -29,6 +29,10 @@ Schema (PRAGMA user_version = 1); read-only readers (reconcile/) may open it whi
       refusal_code, refusal_message   a device RefusedMsg (state refused)
     transitions                       append-only history: seq, at, msg_id, state, detail
 
+Durability: with `synchronous = FULL` (the default) acceptance, results and refusals are on disk
+before the bridge acts on them, also across a power cut; `sent` and `progress` are crash-safe but
+skip the fsync (losing them is harmless: the instruction is re-sent and the device deduplicates).
+
 States and transitions (TRANSITIONS below): accepted -> sent (the device ACKed the frame) ->
 progress* -> result_stored | refused; a result or refusal may also arrive straight from accepted
 (after a restart the device answers a re-sent instruction with its stored result). result_stored
@@ -188,6 +192,7 @@ class Journal:
         self.clock = clock
         self._lock = threading.Lock()
         self._crash_at = os.environ.get(CRASH_ENV) or None
+        self._full = synchronous == "FULL"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
@@ -220,8 +225,14 @@ class Journal:
     # ------------------------------------------------------------ writes
 
     def _commit(self, msg_id: str, state: JState, sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+        # `sent` and `progress` may be lost in a power cut without harm (the instruction is re-sent,
+        # the device deduplicates; progress is informational): they skip the fsync that acceptance,
+        # results and refusals always get. WAL order keeps them behind every earlier durable commit.
+        relaxed = self._full and state in (JState.SENT, JState.PROGRESS)
         with self._lock:
             try:
+                if relaxed:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
                 changed = self._db.execute(sql, args).rowcount
                 if changed:
@@ -235,6 +246,9 @@ class Journal:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+            finally:
+                if relaxed:
+                    self._db.execute("PRAGMA synchronous=FULL")
         if changed and self._crash_at == state.value:
             os._exit(CRASH_EXIT_CODE)
         return bool(changed)
