@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS instructions (
   pay_status TEXT, error_code TEXT, finished_at REAL,
   UNIQUE (kid, msg_id));
 CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
-CREATE INDEX IF NOT EXISTS instructions_state ON instructions (state);
+CREATE INDEX IF NOT EXISTS instructions_open ON instructions (seq) WHERE state != 'finished';
 CREATE INDEX IF NOT EXISTS instructions_finished ON instructions (finished_at);
 CREATE TABLE IF NOT EXISTS attempts (
   out_trade_no TEXT PRIMARY KEY, seq INTEGER NOT NULL REFERENCES instructions (seq),
@@ -321,6 +321,10 @@ class Journal:
 
     def unfinished(self) -> list[InstructionRow]:
         return [_instruction(r) for r in self._all("SELECT * FROM instructions WHERE state != 'finished' ORDER BY seq")]
+
+    def last_finished(self) -> InstructionRow | None:
+        r = self._one("SELECT * FROM instructions WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC LIMIT 1")
+        return None if r is None else _instruction(r)
 
     def unfinished_for_order(self, order_no: str) -> list[InstructionRow]:
         rows = self._all("SELECT * FROM instructions WHERE state != 'finished' AND order_no=? ORDER BY seq", (order_no,))

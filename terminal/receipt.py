@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from protocol.amount import Direction, format_yuan
 from protocol.messages import BillItem, PayChannel, PayStatus
+from terminal.config import DeviceConfig
+from terminal.journal import Journal
+from terminal.machine import Kind
 from terminal.texts import CHANNEL_NAME, RESULT_REFUNDED, RESULT_SUCCESS, Text, reason_text
 
 
@@ -57,3 +60,24 @@ class Receipt:
 
     def lookup_text(self) -> str:
         return f"his-receipt:v1:{self.device_id}:{self.order_no}:{self.channel_txn_no}"
+
+
+def receipt_for(journal: Journal, config: DeviceConfig, msg_id: str) -> Receipt | None:
+    """The receipt of the finished instruction with this HIS msg_id (None if there is none)."""
+    row = journal.find_msg_id(msg_id)
+    if row is None or row.pay_status is None or row.finished_at is None:
+        return None
+    result = journal.result_for(row.seq)
+    if result is None:
+        return None
+    if row.kind is Kind.COLLECT:
+        collection = journal.collection(row.order_no)
+        out_no = collection.out_trade_no if collection is not None and result.pay_order_no else None
+    else:
+        refund = journal.refund_for(row.seq)
+        out_no = None if refund is None else refund.out_refund_no
+    display = row.display
+    return Receipt(config.merchant_name, config.merchant_name_en, config.device.device_id, row.terminal_id, row.order_no,
+                   row.direction, result.amount_fen, row.pay_status, row.channel, result.pay_order_no, out_no,
+                   int(row.finished_at), None if display is None else display.patient,
+                   () if display is None else display.items, row.error_code)

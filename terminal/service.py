@@ -60,11 +60,12 @@ from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
 from terminal.pin import Lockout, after_failure, is_locked, tries_left, verify_pin
-from terminal.receipt import Receipt
+from terminal.receipt import Receipt, receipt_for
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
 from terminal.worker import Worker
-from terminal.view import DayTotals, HistoryEntry, ResultView, ScreenView, history_entry, result_message, result_view, screen_view, totals
+from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, result_message, result_view,
+                           screen_view, totals)
 
 log = logging.getLogger("terminal.service")
 
@@ -158,8 +159,8 @@ class TerminalService:
             undelivered = self.journal.undelivered()
             if self._link_up:
                 self._queue_results()
-            finished = [r for r in self.journal.finished_between(0, self.clock() + 1)[-1:]]
-            self._last_seq = finished[0].seq if finished else None
+            last = self.journal.last_finished()
+            self._last_seq = None if last is None else last.seq
             self._revision += 1
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
@@ -405,17 +406,9 @@ class TerminalService:
         """Finished instructions of a local day (default today), newest first; `order_no` filters
         by a case-insensitive part of the order number."""
         start, end = self._day_bounds(day)
-        needle = None if not order_no else order_no.strip().lower()
         with self._lock:
             self._alive()
-            entries = []
-            for row in self.journal.finished_between(start, end):
-                if needle and needle not in row.order_no.lower():
-                    continue
-                result = self.journal.result_for(row.seq)
-                if result is not None:
-                    entries.append(history_entry(row, result.pay_order_no, result.amount_fen, result.delivered_at is not None))
-        return entries[::-1]
+            return history_entries(self.journal, start, end, order_no)
 
     def totals(self, day: datetime.date | None = None) -> DayTotals:
         day = day or datetime.date.fromtimestamp(self.clock())
@@ -431,22 +424,7 @@ class TerminalService:
         """The receipt of a finished instruction (by its HIS msg_id), or None."""
         with self._lock:
             self._alive()
-            row = self.journal.find_msg_id(msg_id)
-            if row is None or row.pay_status is None or row.finished_at is None:
-                return None
-            result = self.journal.result_for(row.seq)
-            assert result is not None
-            if row.kind is Kind.COLLECT:
-                collection = self.journal.collection(row.order_no)
-                out_no = collection.out_trade_no if collection is not None and result.pay_order_no else None
-            else:
-                refund = self.journal.refund_for(row.seq)
-                out_no = None if refund is None else refund.out_refund_no
-        display = row.display
-        return Receipt(self.config.merchant_name, self.config.merchant_name_en, self.config.device.device_id, row.terminal_id,
-                       row.order_no, row.direction, result.amount_fen, row.pay_status, row.channel, result.pay_order_no, out_no,
-                       int(row.finished_at), None if display is None else display.patient,
-                       () if display is None else display.items, row.error_code)
+            return receipt_for(self.journal, self.config, msg_id)
 
     def add_observer(self, observer: Callable[[ScreenView], None]) -> Callable[[], None]:
         with self._notify_lock:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from protocol.amount import Direction, format_yuan
 from protocol.messages import BillItem, PayChannel, PayStatus, ResultCode
 from terminal import texts
-from terminal.journal import AttemptRow, InstructionRow
+from terminal.journal import AttemptRow, InstructionRow, Journal
 from terminal.machine import State
 from terminal.texts import Text, reason_text
 
@@ -167,6 +167,19 @@ def history_entry(row: InstructionRow, pay_order_no: str, amount_fen: int, deliv
     assert row.pay_status is not None and row.finished_at is not None
     return HistoryEntry(row.msg_id, row.order_no, row.terminal_id, row.direction, amount_fen, row.pay_status, row.channel,
                         pay_order_no, row.error_code, result_message(row.pay_status, row.error_code), row.finished_at, delivered)
+
+
+def history_entries(journal: Journal, start: float, end: float, order_no: str | None = None) -> list[HistoryEntry]:
+    """Finished between start and end (unix s), newest first, optionally by part of the order number."""
+    needle = None if not order_no else order_no.strip().lower()
+    entries = []
+    for row in journal.finished_between(start, end):
+        if needle and needle not in row.order_no.lower():
+            continue
+        result = journal.result_for(row.seq)
+        if result is not None:
+            entries.append(history_entry(row, result.pay_order_no, result.amount_fen, result.delivered_at is not None))
+    return entries[::-1]
 
 
 def totals(day: str, entries: list[HistoryEntry]) -> DayTotals:
