@@ -1,0 +1,29 @@
+"""Home: link and network state, device id, today's count and totals per channel."""
+
+from __future__ import annotations
+
+from kivy.app import App
+from kivy.factory import Factory
+from kivy.uix.screenmanager import Screen
+
+from terminal.ui.catalogue import pick, tr
+
+
+class HomeScreen(Screen):
+    def on_kv_post(self, base_widget: object) -> None:
+        vm = App.get_running_app().vm
+        vm.bind(totals=self._fill, lang=self._fill)
+        self._fill()
+
+    def _fill(self, *args: object) -> None:
+        vm = App.get_running_app().vm
+        box = self.ids.totals_box
+        box.clear_widgets()
+        if not vm.totals:
+            box.add_widget(Factory.MutedLabel(text=tr("home.no_totals", vm.lang)))
+            return
+        for channel, count, collected, refunded in vm.totals:
+            row = Factory.TotalsRow()
+            row.ids.channel.text = tr("home.channel_count", vm.lang, channel=pick(channel, vm.lang), count=count)
+            row.ids.figures.text = tr("home.channel_line", vm.lang, count=count, collected=collected, refunded=refunded)
+            box.add_widget(row)

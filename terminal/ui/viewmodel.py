@@ -1,0 +1,349 @@
+"""The view-model: the only object the screens bind to (Kivy properties over a `Backend`).
+
+The backend (the terminal service through `terminal.ui.adapter`) calls back from its own threads;
+`notify()` only schedules a refresh on the Kivy main thread, where `refresh()` reads one snapshot
+and sets properties. Cashier actions run on one worker thread so a slow PIN hash or a channel call
+never freezes the screen; their answers come back through the main thread too.
+
+Texts are kept as `Text` objects and picked in the .kv with the current `lang`, so switching the
+language re-renders everything without asking the service again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from kivy.clock import Clock
+from kivy.event import EventDispatcher
+from kivy.properties import (BooleanProperty, ListProperty, NumericProperty, ObjectProperty, OptionProperty,
+                             StringProperty)
+
+from protocol.amount import Direction
+from protocol.messages import PayStatus
+from terminal.texts import CHANNEL_NAME, WRONG_PIN, Text
+from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES, STRINGS, pick, tr
+from terminal.ui.model import (About, Backend, CashierView, LinkState, NetState, Outcome, Phase, PinAnswer, Screen,
+                               display_yuan, route)
+
+log = logging.getLogger(__name__)
+
+# Longest PIN the keypad takes (terminal.pin accepts 4 to 12 digits).
+MAX_PIN_DIGITS = 12
+# How often the countdown on the paying screen is redrawn.
+COUNTDOWN_TICK_S = 0.25
+
+
+class ActionWorker:
+    """One background thread running cashier actions in order; results return on the main thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], object], Callable[[object], None] | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="pos-ui-actions", daemon=True)
+        self._thread.start()
+        self.busy = 0
+
+    def submit(self, job: Callable[[], object], done: Callable[[object], None] | None = None) -> None:
+        self.busy += 1
+        self._jobs.put((job, done))
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, done = item
+            try:
+                answer: object = job()
+            except Exception as exc:  # reported on screen and in the log, never swallowed
+                log.exception("cashier action failed")
+                answer = exc
+            Clock.schedule_once(lambda dt, a=answer, d=done: self._finish(a, d), 0)
+
+    def _finish(self, answer: object, done: Callable[[object], None] | None) -> None:
+        self.busy -= 1
+        if done is not None:
+            done(answer)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+class PosViewModel(EventDispatcher):
+    lang = OptionProperty(DEFAULT_LANGUAGE, options=list(LANGUAGES))
+    screen = StringProperty(Screen.HOME.value)
+    phase = StringProperty(Phase.IDLE.value)
+    # the order in front of the cashier
+    order_no = StringProperty("")
+    direction = StringProperty("collect")  # "collect" | "refund": the kv picks colour, word and marker
+    amount_text = StringProperty("")
+    patient = StringProperty("")
+    items = ListProperty([])  # [(name, qty, amount_text)]
+    message = ObjectProperty(None, allownone=True)  # Text
+    warning = BooleanProperty(False)
+    queued = NumericProperty(0)
+    # paying
+    countdown = NumericProperty(0)
+    countdown_total = NumericProperty(0)
+    can_cancel = BooleanProperty(False)
+    # PIN pad (refund and admin)
+    pin_entry = StringProperty("")
+    pin_message = ObjectProperty(None, allownone=True)  # Text
+    pin_busy = BooleanProperty(False)
+    # result
+    outcome = ObjectProperty(None, allownone=True)  # model.Outcome
+    result_ok = BooleanProperty(False)
+    print_message = ObjectProperty(None, allownone=True)  # Text
+    # home
+    link = StringProperty(LinkState.DOWN.value)
+    network = StringProperty(NetState.UNKNOWN.value)
+    totals = ListProperty([])  # [(channel Text, count, collected_text, refunded_text)]
+    today_count = NumericProperty(0)
+    # history, settings
+    history_rows = ListProperty([])  # [dict] for the RecycleView
+    history_query = StringProperty("")
+    about = ObjectProperty(None, allownone=True)  # model.About
+    camera_status = StringProperty("no_camera")
+    printer = StringProperty("")
+    # set on every refresh: benchmarks and tests wait for it
+    refreshed = NumericProperty(0)
+
+    def __init__(self, backend: Backend, *, receipts_dir: Path | None = None, print_command: str = "",
+                 receipt_fonts: object | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.receipts_dir = receipts_dir
+        self.printer = print_command
+        self.receipt_fonts = receipt_fonts
+        self.worker = ActionWorker()
+        self.last_receipt: Path | None = None
+        self._manual: Screen | None = None
+        self._dismissed: tuple[object, ...] | None = None
+        self._order_key: tuple[str, str] | None = None
+        self._view = CashierView(Phase.IDLE)
+        self._deadline: float | None = None
+        self._pending = False
+        self.about = backend.about()
+        Clock.schedule_interval(self._tick, COUNTDOWN_TICK_S)
+        backend.subscribe(self.notify)
+
+    # --- from the service ------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Called from any thread when the service's state changed."""
+        if not self._pending:
+            self._pending = True
+            Clock.schedule_once(lambda dt: self.refresh(), 0)
+
+    def refresh(self) -> None:
+        self._pending = False
+        self.apply(self.backend.view())
+
+    def apply(self, view: CashierView) -> None:
+        order = view.order
+        key = (order.order_no, order.direction.value) if order else None
+        if key != self._order_key:  # a new order: forget where the cashier navigated for the last one
+            self._order_key = key
+            if key is not None:
+                self._manual = None
+                self.pin_entry, self.pin_message = "", None
+        if view.outcome is not None and (self._view.outcome is None or view.outcome.key != self._view.outcome.key):
+            self.print_message = None
+        self._view = view
+        self.phase = view.phase.value
+        if order is not None:
+            self.order_no = order.order_no
+            self.direction = "refund" if order.direction is Direction.REFUND else "collect"
+            self.amount_text = display_yuan(order.amount_fen)
+            self.patient = order.patient or ""
+            self.items = [(i.name, i.qty, display_yuan(i.amount_fen)) for i in order.items]
+        self.message, self.warning = view.message, view.warning
+        self.queued = view.queued
+        self.can_cancel = view.can_cancel
+        self._deadline = view.deadline
+        self.countdown_total = view.deadline_total_s or 0
+        self._tick(0)
+        self.outcome = view.outcome
+        self.result_ok = bool(view.outcome and view.outcome.ok)
+        if view.pin is not None and view.pin.wrong and self.screen == Screen.REFUND_PIN.value:
+            self.pin_message = _pin_text(view.pin.tries_left, view.pin.locked_until)
+        self.link, self.network = view.link.value, view.network.value
+        self.totals = [(CHANNEL_NAME[t.channel], t.count, display_yuan(t.collected_fen), display_yuan(t.refunded_fen))
+                       for t in view.totals]
+        self.today_count = sum(t.count for t in view.totals)
+        self._route()
+        self.refreshed = time.perf_counter()
+
+    def _route(self) -> None:
+        dismissed = self._view.outcome is not None and self._view.outcome.key == self._dismissed
+        self.screen = route(self._view, self._manual, dismissed).value
+
+    def _tick(self, dt: float) -> None:
+        if self._deadline is None:
+            self.countdown = 0
+            return
+        self.countdown = max(0, int(self._deadline - time.time() + 0.999))
+
+    # --- cashier actions -------------------------------------------------------------------------
+
+    def scan(self, code: str) -> None:
+        """A code from the wedge scanner or the camera."""
+        self.worker.submit(lambda: self.backend.scan(code), self._after_scan)
+
+    def _after_scan(self, answer: object) -> None:
+        if isinstance(answer, Text):
+            self.message, self.warning = answer, True
+        elif isinstance(answer, Exception):
+            self.message, self.warning = Text(f"出错：{answer}", f"Error: {answer}"), True
+
+    def cancel(self) -> None:
+        self.worker.submit(self.backend.cancel)
+
+    def open(self, name: str) -> None:
+        """The cashier opened a screen by hand (history, settings, camera scan, PIN pad)."""
+        screen = Screen(name)
+        self._manual = screen
+        self.pin_entry, self.pin_message = "", None
+        if screen is Screen.HISTORY:
+            self.search_history(self.history_query)
+        if screen is Screen.SETTINGS:
+            self.worker.submit(self.backend.about, self._set_about)
+        self._route()
+
+    def back(self) -> None:
+        self._manual = None
+        self.pin_entry, self.pin_message = "", None
+        self._route()
+
+    def _set_about(self, answer: object) -> None:
+        if isinstance(answer, About):
+            self.about = answer
+
+    def set_language(self, lang: str) -> None:
+        self.lang = lang
+
+    # PIN pad: digits stay in this object only, and are cleared after each check
+    def pin_key(self, key: str) -> None:
+        if self.pin_busy:
+            return
+        if key == "del":
+            self.pin_entry = self.pin_entry[:-1]
+        elif key == "clear":
+            self.pin_entry = ""
+        elif key.isdigit() and len(key) == 1 and len(self.pin_entry) < MAX_PIN_DIGITS:
+            self.pin_entry += key
+            self.pin_message = None
+
+    def pin_submit(self) -> None:
+        pin, self.pin_entry = self.pin_entry, ""
+        if len(pin) < 4:
+            self.pin_message = STRINGS["pin.too_short"]
+            return
+        self.pin_busy = True
+        self.pin_message = STRINGS["pin.checking"]
+        if self.screen == Screen.ADMIN_PIN.value:
+            self.worker.submit(lambda: self.backend.check_admin_pin(pin), self._after_admin_pin)
+        else:
+            self.worker.submit(lambda: self.backend.confirm_refund(pin), self._after_refund_pin)
+
+    def _after_refund_pin(self, answer: object) -> None:
+        self.pin_busy = False
+        self.pin_message = _answer_text(answer)
+
+    def _after_admin_pin(self, answer: object) -> None:
+        self.pin_busy = False
+        if isinstance(answer, PinAnswer) and answer.accepted:
+            self.pin_message = None
+            self.open(Screen.SETTINGS.value)
+        else:
+            self.pin_message = _answer_text(answer)
+
+    def decline_refund(self) -> None:
+        self._manual = None
+        self.worker.submit(self.backend.decline_refund)
+
+    def dismiss_result(self) -> None:
+        if self._view.outcome is not None:
+            self._dismissed = self._view.outcome.key
+        self._manual = None
+        self.worker.submit(self.backend.dismiss_result)
+        self._route()
+
+    def search_history(self, query: str) -> None:
+        self.history_query = query.strip()
+        self.worker.submit(lambda: self.backend.history(self.history_query), self._set_history)
+
+    def _set_history(self, answer: object) -> None:
+        if isinstance(answer, list):
+            self.history_rows = [_history_row(row) for row in answer]
+
+    def print_receipt(self) -> None:
+        outcome, lang = self.outcome, self.lang
+        if outcome is None or self.receipt_fonts is None or self.receipts_dir is None:
+            return
+        self.worker.submit(lambda: self._print(outcome.msg_id, lang), self._after_print)
+
+    def _print(self, msg_id: str, lang: str) -> Text:
+        from terminal.ui import receipt_render as rr
+
+        receipt = self.backend.receipt(msg_id)
+        if receipt is None:
+            return Text("没有可打印的小票", "No receipt to print")
+        image = rr.render_receipt(receipt, self.receipt_fonts, lang)  # type: ignore[arg-type]
+        assert self.receipts_dir is not None
+        path = rr.save_receipt(image, self.receipts_dir, receipt)
+        self.last_receipt = path
+        if not self.printer:
+            return Text(tr("result.saved", "zh", path=path.name), tr("result.saved", "en", path=path.name))
+        try:
+            rr.print_png(path, self.printer)
+        except rr.PrintError as exc:
+            return Text(tr("result.print_failed", "zh", error=exc), tr("result.print_failed", "en", error=exc))
+        return STRINGS["result.printed"]
+
+    def _after_print(self, answer: object) -> None:
+        self.print_message = answer if isinstance(answer, Text) else Text(str(answer), str(answer))
+
+    # --- helpers the .kv files call ---------------------------------------------------------------
+
+    def say(self, text: Text | None, lang: str) -> str:
+        return pick(text, lang)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def _pin_text(tries_left: int, locked_until: float) -> Text:
+    if locked_until > time.time():
+        minutes = max(1, int((locked_until - time.time() + 59) // 60))
+        return Text(tr("pin.locked", "zh", minutes=minutes), tr("pin.locked", "en", minutes=minutes))
+    return Text(tr("pin.wrong", "zh", n=tries_left), tr("pin.wrong", "en", n=tries_left))
+
+
+def _answer_text(answer: object) -> Text | None:
+    if isinstance(answer, PinAnswer):
+        if answer.accepted:
+            return None
+        if answer.pin is not None:
+            return _pin_text(answer.pin.tries_left, answer.pin.locked_until)
+        return answer.message or WRONG_PIN
+    if isinstance(answer, Exception):
+        return Text(f"出错：{answer}", f"Error: {answer}")
+    return None
+
+
+def _history_row(row: object) -> dict[str, object]:
+    from terminal.ui.model import HistoryRow
+
+    assert isinstance(row, HistoryRow)
+    sign = "-" if row.direction is Direction.REFUND else "+"
+    return {
+        "order_no": row.order_no,
+        "time": time.strftime("%H:%M:%S", time.localtime(row.finished_at)),
+        "amount": f"{sign}{display_yuan(row.amount_fen)}",
+        "refund": row.direction is Direction.REFUND,
+        "status_key": f"status.{row.pay_status.value}",
+        "ok": row.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED),
+        "channel": CHANNEL_NAME[row.channel] if row.channel else Text("", ""),
+    }

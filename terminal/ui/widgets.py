@@ -1,0 +1,127 @@
+"""The few widgets that need Python: drawn markers (no font glyph can go missing) and a label
+that shrinks its font until the text fits (a 9-digit amount on an 800x480 screen).
+
+Their look and the shared styles (PosLabel, PosButton, TopBar, PinPad...) are in widgets.kv.
+"""
+
+from __future__ import annotations
+
+from kivy.core.text import Label as CoreLabel
+from kivy.graphics import Color, Ellipse, Line, Rectangle, RoundedRectangle
+from kivy.properties import BooleanProperty, NumericProperty, StringProperty
+from kivy.uix.label import Label
+from kivy.uix.widget import Widget
+
+from terminal.ui import theme
+
+
+class FitLabel(Label):
+    """One line of text at `max_font_size`, or smaller when it would not fit the width.
+
+    The natural width is measured with a throwaway core label, so the widget itself can keep a
+    text_size (for left alignment) without wrapping."""
+
+    max_font_size = NumericProperty(40)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(max_font_size=self._fit, width=self._fit, text=self._fit, font_name=self._fit, bold=self._fit)
+        self._fit()
+
+    def _fit(self, *args: object) -> None:
+        size = self.max_font_size
+        if self.width > 0 and self.text:
+            core = CoreLabel(text=self.text, font_size=size, font_name=self.font_name, bold=self.bold)
+            core.refresh()
+            natural = core.content_width
+            if natural > self.width:
+                size = max(6, int(size * self.width / natural * 0.97))
+        self.font_size = size
+
+
+class _Drawn(Widget):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(pos=self.redraw, size=self.redraw)
+        self.redraw()
+
+    def redraw(self, *args: object) -> None:
+        raise NotImplementedError
+
+
+class DirectionMarker(_Drawn):
+    """Collection: a green disc with '+'. Refund: an orange rounded square with '−' and a back arrow."""
+
+    direction = StringProperty("collect")
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(direction=self.redraw)
+
+    def redraw(self, *args: object) -> None:
+        side = min(self.width, self.height)
+        x, y = self.center_x - side / 2, self.center_y - side / 2
+        stroke = max(2.0, side / 12)
+        cx, cy, arm = self.center_x, self.center_y, side * 0.28
+        self.canvas.clear()
+        with self.canvas:
+            Color(*theme.direction_colour(self.direction))
+            if self.direction == "refund":
+                RoundedRectangle(pos=(x, y), size=(side, side), radius=[side * 0.18])
+                Color(1, 1, 1, 1)
+                Line(points=[cx - arm, cy, cx + arm, cy], width=stroke, cap="round")
+                # a curved arrow over the minus: "money goes back"
+                Line(points=[cx + arm, cy + arm * 0.9, cx - arm * 0.6, cy + arm * 0.9], width=stroke * 0.6, cap="round")
+                Line(points=[cx - arm * 0.25, cy + arm * 1.25, cx - arm * 0.6, cy + arm * 0.9,
+                             cx - arm * 0.25, cy + arm * 0.55], width=stroke * 0.6, cap="round", joint="round")
+            else:
+                Ellipse(pos=(x, y), size=(side, side))
+                Color(1, 1, 1, 1)
+                Line(points=[cx - arm, cy, cx + arm, cy], width=stroke, cap="round")
+                Line(points=[cx, cy - arm, cx, cy + arm], width=stroke, cap="round")
+
+
+class StatusMark(_Drawn):
+    """A tick in a green disc, or a cross in a red one."""
+
+    ok = BooleanProperty(True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(ok=self.redraw)
+
+    def redraw(self, *args: object) -> None:
+        side = min(self.width, self.height)
+        x, y = self.center_x - side / 2, self.center_y - side / 2
+        cx, cy, r = self.center_x, self.center_y, side / 2
+        stroke = max(2.0, side / 14)
+        self.canvas.clear()
+        with self.canvas:
+            Color(*(theme.OK if self.ok else theme.FAIL))
+            Ellipse(pos=(x, y), size=(side, side))
+            Color(1, 1, 1, 1)
+            if self.ok:
+                Line(points=[cx - r * 0.45, cy, cx - r * 0.1, cy - r * 0.35, cx + r * 0.5, cy + r * 0.35],
+                     width=stroke, cap="round", joint="round")
+            else:
+                a = r * 0.4
+                Line(points=[cx - a, cy - a, cx + a, cy + a], width=stroke, cap="round")
+                Line(points=[cx - a, cy + a, cx + a, cy - a], width=stroke, cap="round")
+
+
+class NoCameraMark(_Drawn):
+    """A camera outline struck through."""
+
+    def redraw(self, *args: object) -> None:
+        side = min(self.width, self.height)
+        cx, cy = self.center_x, self.center_y
+        w, h = side * 0.8, side * 0.5
+        stroke = max(1.5, side / 30)
+        self.canvas.clear()
+        with self.canvas:
+            Color(*theme.MUTED)
+            Line(rounded_rectangle=(cx - w / 2, cy - h / 2, w, h, side * 0.06), width=stroke)
+            Line(circle=(cx, cy, h * 0.3), width=stroke)
+            Rectangle(pos=(cx - w * 0.2, cy + h / 2), size=(w * 0.25, stroke * 3))
+            Color(*theme.FAIL)
+            Line(points=[cx - w * 0.55, cy - h * 0.8, cx + w * 0.55, cy + h * 0.8], width=stroke * 1.5, cap="round")

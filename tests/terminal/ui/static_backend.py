@@ -1,0 +1,105 @@
+"""A backend that shows fixed views, for screenshots and layout checks only.
+
+It never decides anything about money: it returns the views a test gives it and records the
+cashier's actions. The flows (scan, pay, refund, PIN) are tested against the real TerminalService
+in test_flow.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from protocol.amount import Direction
+from protocol.messages import PayChannel, PayStatus, ResultCode
+from terminal import texts
+from terminal.texts import Text
+from terminal.ui.model import (About, CashierView, ChannelTotal, HistoryRow, Item, LinkState, NetState, Order, Outcome,
+                               PinAnswer, PinState, Phase)
+
+# A fixed moment, so the screenshots do not change from run to run: 2026-11-23 10:15:32 +08:00.
+T0 = 1795400132.0
+ABOUT = About("D-SN-000123", "1.4.2", "HIS-POS-1", "SN000123", Text("示例市人民医院", "Example City Hospital"),
+              Text("沙箱（127.0.0.1:18080）", "Sandbox (127.0.0.1:18080)"))
+TOTALS = (ChannelTotal(PayChannel.WECHAT, 12, 1_236_50, 12_50), ChannelTotal(PayChannel.ALIPAY, 7, 845_00, 0))
+ITEMS = (Item("阿莫西林胶囊 0.25g", "2盒", 36_80), Item("血常规检查", "1", 25_00), Item("门诊诊查费", "1", 10_00))
+COLLECT = Order("MZ20261123000123", Direction.COLLECT, 71_80, "张*明", ITEMS)
+REFUND = Order("MZ20261123000123", Direction.REFUND, 36_80, "张*明", ITEMS[:1])
+
+
+def views() -> dict[str, CashierView]:
+    base = dict(link=LinkState.UP, network=NetState.OK, totals=TOTALS)
+    ok = Outcome(COLLECT.order_no, Direction.COLLECT, COLLECT.amount_fen, PayStatus.SUCCESS, T0, PayChannel.WECHAT,
+                 "4200001234202611230000012345", msg_id="HIS-000001")
+    failed = Outcome("MZ20261123000124", Direction.COLLECT, 1_280_00, PayStatus.FAILED, T0, PayChannel.ALIPAY, "",
+                     texts.REASON[ResultCode.INSUFFICIENT_FUNDS], ResultCode.INSUFFICIENT_FUNDS.value, msg_id="HIS-000002")
+    return {
+        "home": CashierView(Phase.IDLE, message=texts.IDLE, **base),
+        "instruction_collect": CashierView(Phase.AWAITING_SCAN, COLLECT, texts.SCAN_PROMPT, can_cancel=True, queued=1, **base),
+        "paying": CashierView(Phase.PAYING, COLLECT, texts.USER_PAYING, deadline=time.time() + 24.2, deadline_total_s=30,
+                              can_cancel=True, **base),
+        "result_ok": CashierView(Phase.RESULT, None, outcome=ok, **base),
+        "result_fail": CashierView(Phase.RESULT, None, outcome=failed, **base),
+        "instruction_refund": CashierView(Phase.AWAITING_SUPERVISOR, REFUND, texts.REFUND_PROMPT, can_cancel=True,
+                                          pin=PinState(3, 3), **base),
+    }
+
+
+HISTORY = [
+    HistoryRow("MZ20261123000124", Direction.COLLECT, 1_280_00, PayStatus.FAILED, T0 + 60, PayChannel.ALIPAY, "",
+               texts.REASON[ResultCode.INSUFFICIENT_FUNDS]),
+    HistoryRow("MZ20261123000123", Direction.REFUND, 36_80, PayStatus.REFUNDED, T0 + 30, PayChannel.WECHAT, "50001234"),
+    HistoryRow("MZ20261123000123", Direction.COLLECT, 71_80, PayStatus.SUCCESS, T0, PayChannel.WECHAT, "4200001234"),
+    HistoryRow("MZ20261123000119", Direction.COLLECT, 12_345_678_90, PayStatus.SUCCESS, T0 - 600, PayChannel.ALIPAY, "2026"),
+    HistoryRow("ZY20261123000007", Direction.COLLECT, 50_00, PayStatus.CLOSED, T0 - 900, None, "",
+               texts.REASON[ResultCode.CANCELLED]),
+]
+
+
+class StaticBackend:
+    def __init__(self) -> None:
+        self.current = CashierView(Phase.IDLE)
+        self.actions: list[tuple[str, object]] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self.pin_tries = 3
+
+    def show(self, view: CashierView) -> None:
+        self.current = view
+        for callback in self._callbacks:
+            callback()
+
+    def view(self) -> CashierView:
+        return self.current
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def scan(self, code: str) -> Text | None:
+        self.actions.append(("scan", code))
+        return None
+
+    def cancel(self) -> None:
+        self.actions.append(("cancel", None))
+
+    def confirm_refund(self, pin: str) -> PinAnswer:
+        self.actions.append(("confirm_refund", len(pin)))
+        self.pin_tries -= 1
+        return PinAnswer(False, texts.WRONG_PIN, PinState(self.pin_tries, 3, wrong=True))
+
+    def decline_refund(self) -> None:
+        self.actions.append(("decline_refund", None))
+
+    def dismiss_result(self) -> None:
+        self.actions.append(("dismiss", None))
+
+    def history(self, search: str = "") -> list[HistoryRow]:
+        return [row for row in HISTORY if search.lower() in row.order_no.lower()]
+
+    def about(self) -> About:
+        return ABOUT
+
+    def check_admin_pin(self, pin: str) -> PinAnswer:
+        return PinAnswer(False, texts.WRONG_PIN, PinState(4, 5, wrong=True))
+
+    def receipt(self, msg_id: str) -> None:
+        return None
