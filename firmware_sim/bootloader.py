@@ -44,7 +44,7 @@ from protocol.strictjson import dumps_compact, loads_object
 from firmware_sim.image import (
     Image, ImageHeader, PartKind, check_acceptable, parse_header, parse_image, verify_signature,
 )
-from firmware_sim.signing_keys import KeyRole, TrustStore, fingerprint
+from firmware_sim.signing_keys import KeyRole, TrustStore, fingerprint, parse_trust
 from firmware_sim.storage import DeviceStorage
 
 log = logging.getLogger("firmware_sim.bootloader")
@@ -56,6 +56,7 @@ DEFAULT_SLOT_CAPACITY = 32 * 1024 * 1024
 DEFAULT_MAX_CHUNK = fc.MAX_CHUNK
 LOG_MAX_BYTES = 64 * 1024
 LOG_KEEP_LINES = 300
+HEADER_READ = 12 + 16 * 1024 + 64  # enough for any image header (firmware_sim.image.MAX_MANIFEST)
 
 TRUST_FILE = "boot/trust.json"
 META_FILES = ("boot/meta.0", "boot/meta.1")
@@ -193,8 +194,6 @@ class Bootloader:
                  max_tries: int = DEFAULT_MAX_TRIES, slot_capacity: int = DEFAULT_SLOT_CAPACITY,
                  max_chunk: int = DEFAULT_MAX_CHUNK, check_config: ConfigCheck | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        from firmware_sim.signing_keys import parse_trust
-
         self.storage = storage
         self.model = model
         self.device_id = device_id
@@ -348,7 +347,8 @@ class Bootloader:
             slots = dict(st.slots)
             slots[slot] = replace(record, state="confirmed")
             self._save(replace(st, slots=slots, active=slot, trial=None, tries_left=0, min_counter=minimum))
-            msg = f"slot {slot} confirmed healthy: {self._describe(slot)}; minimum counters {minimum}"
+            counters = ", ".join(f"{k} {v}" for k, v in sorted(minimum.items())) or "none"
+            msg = f"slot {slot} confirmed healthy: {self._describe(slot)}; minimum security counters: {counters}"
             self._log(msg)
             return msg
 
@@ -422,7 +422,7 @@ class Bootloader:
         if info.get("digest") != header.digest or info.get("slot") != target:
             return None
         size = self.storage.size(INCOMING_IMG)
-        if size < header.size or (self.storage.read(INCOMING_IMG) or b"")[: header.size] != header.raw:
+        if size < header.size or self.storage.read(INCOMING_IMG, limit=header.size) != header.raw:
             return None
         return min(size - header.size, header.manifest.payload_size)
 
@@ -550,7 +550,7 @@ class Bootloader:
                 try:
                     info = loads_object(raw, what="incoming")
                     size = self.storage.size(INCOMING_IMG)
-                    header = parse_header(self.storage.read(INCOMING_IMG) or b"")
+                    header = parse_header(self.storage.read(INCOMING_IMG, limit=HEADER_READ) or b"")
                     download = {"version": info.get("version"), "slot": info.get("slot"),
                                 "offset": max(0, size - header.size), "total": header.manifest.payload_size}
                 except (ProtocolError, FlashError):

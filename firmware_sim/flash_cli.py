@@ -242,12 +242,15 @@ def cmd_flash(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _slot_line(name: str, slot: dict[str, object], status: dict[str, object]) -> str:
+def _slot_line(name: str, slot: dict, status: dict) -> str:
     marks = [m for m, key in (("running", "running"), ("active", "active"), ("trial", "trial")) if status.get(key) == name]
     parts = slot.get("parts") or {}
+    minimum = status.get("min_counter") or {}
     text = ", ".join(f"{k} {v['version']} (counter {v['counter']}, key {v['key_id']}{', OVERRIDE' if v['override'] else ''})"
-                     for k, v in parts.items())  # type: ignore[union-attr, index]
-    return f"  slot {name}: {slot['state']}{' [' + ', '.join(marks) + ']' if marks else ''}  {text}"
+                     for k, v in parts.items())
+    stale = any(v["counter"] < minimum.get(k, 0) and not v["override"] for k, v in parts.items())
+    note = "  (below the minimum security counter: it will not boot again)" if stale and slot["state"] == "confirmed" else ""
+    return f"  slot {name}: {slot['state']}{' [' + ', '.join(marks) + ']' if marks else ''}  {text}{note}".rstrip()
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -84,10 +84,12 @@ class DeviceStorage:
         self._alive()
         return self.path(name).is_file()
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, *, limit: int | None = None) -> bytes | None:
+        """The file's bytes (at most `limit` of them from the start), or None if it does not exist."""
         self._alive()
         try:
-            return self.path(name).read_bytes()
+            with open(self.path(name), "rb") as f:
+                return f.read() if limit is None else f.read(limit)
         except FileNotFoundError:
             return None
 
