@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope
 from protocol.link.app import ProgressMsg, RefusedMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
@@ -203,7 +204,7 @@ class TerminalService:
             assert isinstance(outcome, Accepted)
             row = self.journal.instruction(outcome.seq)
             log.info("instruction %s: %s %s%s for order %s", row.msg_id, row.kind.value, row.direction.value,
-                     row.amount_fen, row.order_no)
+                     format_yuan(row.amount_fen), row.order_no)
             changes = [c for c in (self._core.decide_on_arrival(outcome.seq),) if c is not None]
             changes += self._core.activate()
             if self.journal.instruction(outcome.seq).state is State.QUEUED:
@@ -344,7 +345,7 @@ class TerminalService:
         """The settings screen's PIN (config "admin"; without one, settings stay closed)."""
         stored = self.config.admin_pin_hash
         if stored is None:
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED)
+            return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
         with self._lock:
             self._alive()
             locked = self._locked_reply("admin")

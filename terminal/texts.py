@@ -41,6 +41,7 @@ BUSY = Text("正在处理，请稍候", "Working on it, please wait")
 NOTHING_TO_SCAN = Text("当前没有等待扫码的收费", "No collection is waiting for a code")
 CHANNEL_NOT_CONFIGURED = Text("本机未开通该支付方式", "This payment method is not set up on this device")
 WRONG_PIN = Text("密码错误", "Wrong PIN")
+ADMIN_PIN_NOT_SET = Text("本机未设置管理密码，设置不可用", "No settings PIN is configured on this device")
 PIN_LOCKED = Text("密码错误次数过多，请稍后再试", "Too many wrong PINs; try again later")
 
 RESULT_SUCCESS = Text("收款成功", "Payment received")
