@@ -39,12 +39,20 @@ class BootEndpoint(Protocol):
 
 
 class BootService:
-    def __init__(self, bootloader: Bootloader, *, reboot: Callable[[str], None] | None = None) -> None:
+    def __init__(self, bootloader: Bootloader, *, reboot: Callable[[str], None] | None = None,
+                 power_cut: Callable[[PowerCut], None] | None = None) -> None:
         self.bootloader = bootloader
-        self.reboot = reboot
+        self.reboot = reboot  # the simulator restarts the application (run_boot_sequence)
+        self.power_cut = power_cut  # the simulator powers the device off (fault injection); None: raise
 
     def on_boot_frame(self, frame_type: int, payload: bytes, endpoint: BootEndpoint) -> None:
-        replies, reboot_reason = self.handle(frame_type, payload)
+        try:
+            replies, reboot_reason = self.handle(frame_type, payload)
+        except PowerCut as cut:
+            if self.power_cut is None:
+                raise
+            self.power_cut(cut)  # no reply: a device without power says nothing
+            return
         for reply in replies:
             try:
                 endpoint.send_boot(*fc.encode(reply))
