@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, parse_envelope, receive_instruction, receive_result
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.freshness import Verdict
+from protocol.freshness import Verdict, classify
 from protocol.ids import is_valid_id
 from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
@@ -115,7 +115,6 @@ class Relay:
         self.ports: list[Port] = []
         self._attached: dict[str, Port] = {}  # device_id -> the port with its proven link
         self._attached_lock = threading.Lock()
-        self._accept_lock = threading.Lock()
         self._waiters = Waiters()
         self.shutting_down = False
 
@@ -124,20 +123,25 @@ class Relay:
     def submit(self, body: bytes, wait_s: float) -> Answer:
         if self.shutting_down:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the bridge is shutting down; retry the same envelope shortly")
-        with self._accept_lock:  # classify + journal must not interleave for one msg_id
-            s = self.settings
-            received = receive_instruction(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s,
-                                           limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s)
-            envelope = received.envelope
-            if received.verdict is Verdict.RETRY:
-                log_event(log, "instruction_retry", msg_id=envelope.msg_id)
-                return self._answer_when_final(envelope.msg_id, wait_s)
+        s = self.settings
+        received = receive_instruction(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s,
+                                       limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s)
+        envelope = received.envelope
+        if received.verdict is Verdict.NEW:
             instruction = received.message
             assert isinstance(instruction, Instruction)
             port, device_id = self._route(envelope.terminal_id)
-            self.journal.accept(NewInstruction(
+            accepted = self.journal.accept(NewInstruction(
                 envelope.msg_id, envelope.kid, envelope.digest(), envelope.to_bytes(), envelope.ts,
                 envelope.terminal_id, device_id, instruction.order_no, str(instruction.amount)))
+            if accepted:
+                return self._relay(envelope, instruction, port, device_id, wait_s)
+            # A concurrent POST of this msg_id was journaled first: this one is its retry, or a conflict.
+            classify(self.journal, envelope.kid, envelope.msg_id, envelope.digest(), self.clock(), s.answer_ttl_s)
+        log_event(log, "instruction_retry", msg_id=envelope.msg_id)
+        return self._answer_when_final(envelope.msg_id, wait_s)
+
+    def _relay(self, envelope: Envelope, instruction: Instruction, port: Port, device_id: str, wait_s: float) -> Answer:
         # Registered before the device can answer; _wait reads the journal first, so nothing is missed.
         event = self._waiters.register(envelope.msg_id)
         try:

@@ -316,3 +316,33 @@ def test_sm4_gcm_and_key_rotation(world: World) -> None:
     retire_key(world.dir / "keys.json", "k-sm4")
     time.sleep(1.1)  # the bridge re-reads the key file at most once a second
     assert "retired" in assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.UNKNOWN_KID)
+
+
+def test_a_long_polling_retry_does_not_hold_up_other_instructions(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    responder.mode = ResponderMode.SILENT
+    held = world.seal(order="MZ-HELD")
+    assert post(bridge, held.to_bytes(), wait=0).status_code == 202
+    import threading
+
+    retry = threading.Thread(target=lambda: post(bridge, held.to_bytes(), wait=60))
+    retry.start()  # an identical re-POST, waiting up to 60 s for the result
+    time.sleep(0.2)
+    responder.mode = ResponderMode.ANSWER
+    started = time.monotonic()
+    assert post(bridge, world.seal(order="MZ-OTHER").to_bytes(), wait=10).status_code == 200
+    assert time.monotonic() - started < 30  # served while the retry is still waiting
+    responder.release()
+    retry.join(30)
+    assert not retry.is_alive()
+
+
+def test_concurrent_identical_posts_execute_once(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder = api
+    envelope = world.seal()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: post(bridge, envelope.to_bytes(), wait=10), range(8)))
+    assert all(a.status_code == 200 for a in answers) and len({a.content for a in answers}) == 1
+    assert responder.executions[envelope.msg_id] == 1

@@ -14,6 +14,7 @@ from protocol.envelope import receive_result
 from protocol.messages import PayStatus
 
 from bridge.journal import CRASH_ENV, CRASH_EXIT_CODE
+from firmware_sim.responder import ResponderMode
 from tests.bridge.conftest import World, wait_until
 
 BURST = 4
@@ -97,4 +98,24 @@ def test_real_sigkill_mid_payment_then_restart(world: World, bridge_process) -> 
     wait_until(lambda: responder.pending_answers == 0, what="the device saw the bridge's ACK")
     assert responder.executions[envelope.msg_id] == 1
     assert requests.get(f"{second.url}/v1/results/{envelope.msg_id}", timeout=10).content == got.content
+    assert second.terminate() == 0
+
+
+def test_crash_right_after_a_refusal_is_journaled(world: World, bridge_process) -> None:  # type: ignore[no-untyped-def]
+    from protocol.errors import ErrorCode
+
+    responder = world.responder(mode=ResponderMode.REFUSE, refuse_code=ErrorCode.AUTH_FAILED)
+    endpoint = world.endpoint("tcp", responder)
+    config = world.write_config([endpoint.bridge_url])
+    first = bridge_process(config, env={CRASH_ENV: "refused"}).start()
+    wait_until(lambda: device_up(first))
+    envelope = world.seal()
+    post_quietly(first.url, envelope.to_bytes(), [])
+    assert first.wait_exit() == CRASH_EXIT_CODE
+    second = bridge_process(config).start()
+    answers = [requests.post(second.url + "/v1/instructions?wait=5", data=envelope.to_bytes(), timeout=30),
+               requests.get(f"{second.url}/v1/results/{envelope.msg_id}", timeout=30)]
+    assert [a.status_code for a in answers] == [401, 401]
+    assert all(a.json()["error"]["code"] == "auth_failed" for a in answers)
+    assert responder.received[envelope.msg_id] == 1  # the refusal was stored: nothing sent twice
     assert second.terminate() == 0
