@@ -1,0 +1,173 @@
+"""The cashier's flows on the real app, offscreen, around a real TerminalService talking to the
+channel sandbox over HTTP: instruction -> amount screen; wedge scan -> paying -> result; receipt
+printed by a real command; refund refused with a wrong PIN, then done with the right one; cancel;
+slow typing is not a scan; a refused code is explained. Run in its own process by test_flow.py:
+
+    SDL_VIDEODRIVER=offscreen python -m tests.terminal.ui.flow_run --work DIR --report FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from terminal.ui import display
+
+display.prepare_kivy(kivy_home=tempfile.mkdtemp(prefix="kivy-home-"), offscreen=True)
+
+from terminal.ui.app import PORTRAIT, build_app, configure_window  # noqa: E402
+
+configure_window(PORTRAIT)
+
+from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
+from protocol.messages import PayChannel, PayStatus  # noqa: E402
+from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from terminal.ui import offscreen as off  # noqa: E402
+from terminal.ui.fonts import prepare_fonts  # noqa: E402
+from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service  # noqa: E402
+
+FAST = {"query_interval_s": 0.1, "pay_deadline_s": 3.0, "read_timeout_s": 2.0}
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise AssertionError(what)
+
+
+async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str]) -> None:  # type: ignore[no-untyped-def]
+    vm, service = app.vm, bridge.service
+    await off.until(lambda: app.root is not None, what="the app")
+    await off.frames(2)
+
+    def screen() -> object:
+        return app.root.current_screen
+
+    async def on(name: str, timeout: float = 10.0) -> None:
+        await off.until(lambda: vm.screen == name, timeout, f"screen {name} (now {vm.screen}, {service.view().message})")
+        await off.until(lambda: vm.worker.busy == 0, timeout, "cashier actions")
+        await off.frames(2)
+
+    def shows(text: str) -> bool:
+        return bool(off.find_text(screen(), text))
+
+    # 1. a collection arrives: the amount screen shows it, large, as a collection
+    order = f"MZ{int(time.time() * 1000)}"
+    msg_id = his.envelope(order, "+12.50").msg_id
+    envelope = his.envelope(order, "+12.50", msg_id=msg_id)
+    service.submit_instruction(envelope)
+    await on("instruction")
+    check(shows("¥12.50") and shows("收款") and shows(order), "the instruction screen shows ¥12.50, 收款 and the order number")
+    amount = [w for w in off.find_text(screen(), "¥12.50")][0]
+    check(amount.font_size >= app.u * 10, f"the amount is very large (font {amount.font_size:.0f} px)")
+    check(not off.layout_problems(screen()), f"layout: {off.layout_problems(screen())}")
+    steps.append("instruction shown")
+
+    # 2. a refused code is explained and the order stays open
+    off.type_wedge("123456789012")
+    await off.until(lambda: shows("这不是微信或支付宝付款码"), what="the refusal in plain words")
+    check(vm.screen == "instruction", "still on the instruction after a refused code")
+    # 3. slow keys (a person typing) are not a scan
+    code = str(sandbox.issue_code(PayChannel.WECHAT.value, "100.00", "userpaying:1")["code"])
+    off.type_wedge(code, gap_s=0.08)
+    await off.frames(5)
+    check(vm.screen == "instruction" and vm.worker.busy == 0, "slow typing was not sent as a payment code")
+    steps.append("refused code and slow typing")
+
+    # 4. the scanner's burst pays: paying (countdown) -> result
+    off.type_wedge(code)
+    await on("paying")
+    check(shows("请患者在手机上确认支付") or shows("正在支付"), "the paying screen says what is happening")
+    await on("result")
+    check(shows("收款成功"), "the result says the payment was received")
+    result = bridge.result(msg_id, timeout=5)
+    check(result.pay_status is PayStatus.SUCCESS, f"HIS got {result.pay_status}")
+    check(int(sandbox.account(code)["balance_fen"]) == 100_00 - 12_50, "the patient paid exactly 12.50")
+    steps.append("scan, paying, result")
+
+    # 5. the receipt is rendered and sent to the configured print command
+    off.press(screen(), "打印小票")
+    await off.until(lambda: vm.print_message is not None, what="the print to finish")
+    printed = work / "printed.png"
+    check(printed.is_file(), f"the print command ran ({vm.print_message})")
+    from PIL import Image
+
+    check(Image.open(printed).width == 384, "the receipt is 384 dots wide")
+    steps.append("receipt printed")
+    off.press(screen(), "完成")
+    await on("home")
+    check(shows("微信支付  1 笔"), "today's totals count the payment")
+
+    # 6. a refund needs the supervisor PIN; a wrong PIN is refused with the tries left
+    refund_id = his.envelope(order, "-12.50").msg_id
+    service.submit_instruction(his.envelope(order, "-12.50", msg_id=refund_id))
+    await on("instruction")
+    check(shows("退款") and shows("−¥12.50"), "the refund is shown as a refund, with a minus sign")
+    off.press(screen(), "主管确认退款")
+    await on("refund_pin")
+    for digit in "111111":
+        off.press(screen(), digit)
+    off.press(screen(), "确认")
+    await off.until(lambda: shows("密码错误，还可再试 2 次"), what="the wrong PIN message with tries left")
+    check(vm.screen == "refund_pin" and service.view().screen.value == "awaiting_supervisor", "nothing refunded on a wrong PIN")
+    for digit in PIN:
+        off.press(screen(), digit)
+    off.press(screen(), "确认")
+    await on("result")
+    check(shows("退款成功"), "the refund is done")
+    check(bridge.result(refund_id, timeout=5).pay_status is PayStatus.REFUNDED, "HIS got REFUNDED")
+    check(int(sandbox.account(code)["balance_fen"]) == 100_00, "the patient got the 12.50 back")
+    steps.append("refund with wrong then right PIN")
+    off.press(screen(), "完成")
+
+    # 7. cancel before a scan: nothing charged, CLOSED
+    cancel_order = f"MZ{int(time.time() * 1000) + 1}"
+    cancel_id = his.envelope(cancel_order, "+5.00").msg_id
+    service.submit_instruction(his.envelope(cancel_order, "+5.00", msg_id=cancel_id))
+    await on("instruction")
+    off.press(screen(), "取消收款")
+    await on("result")
+    check(shows("已取消，未扣款"), "the result says cancelled, nothing charged")
+    check(bridge.result(cancel_id, timeout=5).pay_status is PayStatus.CLOSED, "HIS got CLOSED")
+    steps.append("cancel")
+
+    # 8. English at runtime, and the history finds the order
+    vm.set_language("en")
+    off.press(screen(), "Done")
+    await on("home")
+    off.press(screen(), "Today's list")
+    await on("history")
+    check(shows(order) and shows("Refunded") and shows("Paid"), "today's list shows the collection and the refund")
+    steps.append("english and history")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args(argv)
+    work: Path = args.work
+    report: dict = {"error": None, "steps": []}
+    sandbox = SandboxProcess(str(work / "sandbox"))
+    sandbox.start()
+    service = None
+    try:
+        settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
+        service = open_service(work / "journal.db", make_config(channels=settings), build_clients(settings))
+        bridge, his = Bridge(service), His()
+        app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
+                        receipts_dir=work / "receipts", print_command=f"cp {{png}} {work / 'printed.png'}")
+        report["error"] = off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, report["steps"]))
+    finally:
+        if service is not None:
+            service.close()
+        sandbox.stop()
+    args.report.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0 if report["error"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
