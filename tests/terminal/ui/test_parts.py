@@ -109,7 +109,7 @@ def test_kv_files_hold_no_text_and_use_known_keys() -> None:
         for key in re.findall(r"T\('([^']+)'\s*[,)]", source):  # whole keys (prefixes like 'dir.' + x aside)
             assert key in catalogue.STRINGS, f"{path.name}: unknown key {key}"
         for literal in re.findall(r"'([^']*)'", source):
-            assert re.fullmatch(r"[a-z0-9_.]*|\s*", literal), f"{path.name}: text literal {literal!r} belongs in the catalogue"
+            assert re.fullmatch(r"[A-Za-z0-9_.]*|\s*", literal) and " " not in literal.strip(), f"{path.name}: text literal {literal!r} belongs in the catalogue"
     assert catalogue.tr("nope") == "[nope]"
 
 
