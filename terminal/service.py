@@ -128,7 +128,7 @@ class TerminalService:
         self._core = Lifecycle(config, journal, clock=clock, rng=rng)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._notify_lock = threading.Lock()
+        self._notify_lock = threading.RLock()  # an observer may call back into the service
         self._view_cond = threading.Condition()
         self._link_up = link_up
         self._drivers: dict[int, threading.Thread] = {}
