@@ -184,8 +184,25 @@ def _row(values: tuple) -> Row:  # type: ignore[type-arg]
     return Row(*v)
 
 
+@dataclass(slots=True)
+class _Op:
+    msg_id: str
+    state: JState
+    sql: str
+    args: tuple  # type: ignore[type-arg]
+    detail: str | None
+    done: bool = False
+    changed: bool = False
+    error: JournalError | None = None
+
+    def outcome(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.changed
+
+
 class Journal:
-    """Thread-safe; one connection, every write its own committed transaction."""
+    """Thread-safe; one connection; each transition committed before the caller goes on (group commit)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self.path = path
@@ -193,6 +210,9 @@ class Journal:
         self._lock = threading.Lock()
         self._crash_at = os.environ.get(CRASH_ENV) or None
         self._full = synchronous == "FULL"
+        self._queue_cv = threading.Condition()
+        self._queue: list[_Op] = []
+        self._leading = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
@@ -225,33 +245,68 @@ class Journal:
     # ------------------------------------------------------------ writes
 
     def _commit(self, msg_id: str, state: JState, sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+        """Commit one transition; True if it applied. Returns only once it is committed.
+
+        Group commit: concurrent callers queue their transitions; the first becomes the leader and
+        commits everything queued in one transaction (one fsync), each in its own savepoint so one
+        refused insert does not undo the others. Every caller still returns only after its own
+        transition is committed, so "journal first, then act" holds for each of them.
+        """
+        op = _Op(msg_id, state, sql, args, detail)
+        with self._queue_cv:
+            self._queue.append(op)
+            while not op.done:
+                if not self._leading:
+                    self._leading = True
+                    batch, self._queue = self._queue, []
+                    break
+                self._queue_cv.wait()
+            else:
+                return op.outcome()
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._queue_cv:
+                self._leading = False
+                self._queue_cv.notify_all()
+        return op.outcome()
+
+    def _commit_batch(self, batch: list["_Op"]) -> None:
         # `sent` and `progress` may be lost in a power cut without harm (the instruction is re-sent,
-        # the device deduplicates; progress is informational): they skip the fsync that acceptance,
-        # results and refusals always get. WAL order keeps them behind every earlier durable commit.
-        relaxed = self._full and state in (JState.SENT, JState.PROGRESS)
+        # the device deduplicates; progress is informational): a batch of only those skips the fsync
+        # that acceptance, results and refusals always get. WAL order keeps them behind every earlier
+        # durable commit.
+        relaxed = self._full and all(op.state in (JState.SENT, JState.PROGRESS) for op in batch)
         with self._lock:
             try:
                 if relaxed:
                     self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
-                changed = self._db.execute(sql, args).rowcount
-                if changed:
-                    self._db.execute("INSERT INTO transitions (at, msg_id, state, detail) VALUES (?, ?, ?, ?)",
-                                     (self.clock(), msg_id, state.value, detail))
+                for op in batch:
+                    self._db.execute("SAVEPOINT op")
+                    try:
+                        op.changed = bool(self._db.execute(op.sql, op.args).rowcount)
+                    except sqlite3.IntegrityError:
+                        self._db.execute("ROLLBACK TO op")
+                    else:
+                        if op.changed:
+                            self._db.execute("INSERT INTO transitions (at, msg_id, state, detail) VALUES (?, ?, ?, ?)",
+                                             (self.clock(), op.msg_id, op.state.value, op.detail))
+                    self._db.execute("RELEASE op")
                 self._db.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                return False
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise JournalError(f"cannot write the journal {self.path}: {exc}") from None
+                error = JournalError(f"cannot write the journal {self.path}: {exc}")
+                for op in batch:
+                    op.error, op.changed = error, False
             finally:
                 if relaxed:
                     self._db.execute("PRAGMA synchronous=FULL")
-        if changed and self._crash_at == state.value:
-            os._exit(CRASH_EXIT_CODE)
-        return bool(changed)
+                for op in batch:
+                    op.done = True
+        if any(op.changed and op.state.value == self._crash_at for op in batch):
+            os._exit(CRASH_EXIT_CODE)  # the test hook: die before anyone acts on the commit
 
     def accept(self, item: NewInstruction) -> bool:
         """Record a new instruction; False if its msg_id is already there (a concurrent duplicate)."""

@@ -101,3 +101,30 @@ def test_a_msg_id_under_another_kid_is_a_conflict_not_new_work(tmp_path: Path) -
     with pytest.raises(ProtocolError) as conflict:
         classify(journal, "k-other", "M1", os.urandom(32), 1000.0, 86400)
     assert conflict.value.code is ErrorCode.MSG_ID_CONFLICT
+
+
+def test_group_commit_keeps_each_transition_separate(tmp_path: Path) -> None:
+    import threading
+
+    journal = Journal(tmp_path / "j.sqlite3")
+    outcomes: dict[str, list[bool]] = {}
+    lock = threading.Lock()
+    barrier = threading.Barrier(24)
+
+    def worker(msg_id: str) -> None:
+        barrier.wait()
+        ok = journal.accept(new(msg_id))
+        with lock:
+            outcomes.setdefault(msg_id, []).append(ok)
+
+    names = [f"M{i}" for i in range(16)] + ["DUP"] * 8  # a refused duplicate must not undo its batch
+    threads = [threading.Thread(target=worker, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(outcomes[f"M{i}"] == [True] for i in range(16))
+    assert sorted(outcomes["DUP"]) == [False] * 7 + [True]
+    assert journal.counts() == {"accepted": 17}
+    assert len(journal.history("DUP")) == 1
+    journal.close()
