@@ -61,6 +61,9 @@ def run_app(app: object, scenario: Callable[[object], Awaitable[None]]) -> str |
         try:
             await scenario(app)
         except BaseException as exc:  # reported to the caller, who fails the test with it
+            import traceback
+
+            traceback.print_exc()  # into the child's log, for whoever reads it
             error = f"{type(exc).__name__}: {exc}"
             if task.done() and task.exception() is not None:
                 error += f"; the app's loop: {type(task.exception()).__name__}: {task.exception()}"
@@ -69,6 +72,9 @@ def run_app(app: object, scenario: Callable[[object], Awaitable[None]]) -> str |
         try:
             await task
         except BaseException as exc:
+            import traceback
+
+            traceback.print_exc()
             error = error or f"{type(exc).__name__}: {exc}"
 
     asyncio.run(main())

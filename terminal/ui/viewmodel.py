@@ -124,6 +124,7 @@ class PosViewModel(EventDispatcher):
         self._view = CashierView(Phase.IDLE)
         self._deadline: float | None = None
         self._pending = False
+        self._closed = False
         self.about = backend.about()
         Clock.schedule_interval(self._tick, COUNTDOWN_TICK_S)
         backend.subscribe(self.notify)
@@ -132,12 +133,14 @@ class PosViewModel(EventDispatcher):
 
     def notify(self) -> None:
         """Called from any thread when the service's state changed."""
-        if not self._pending:
+        if not self._pending and not self._closed:
             self._pending = True
             Clock.schedule_once(lambda dt: self.refresh(), 0)
 
     def refresh(self) -> None:
         self._pending = False
+        if self._closed:
+            return  # the app has stopped: its widgets must not be touched any more
         self.apply(self.backend.view())
 
     def apply(self, view: CashierView) -> None:
@@ -311,6 +314,7 @@ class PosViewModel(EventDispatcher):
         return pick(text, lang)
 
     def close(self) -> None:
+        self._closed = True
         self.worker.stop()
 
 
