@@ -4,6 +4,7 @@ what HIS receives, and where the patient's money went (sandbox balances, to the 
 from __future__ import annotations
 
 import threading
+import time
 
 from protocol.messages import PayChannel, PayStatus
 from terminal.machine import State
@@ -218,3 +219,23 @@ def test_concurrent_refunds_never_exceed_the_collection(pos):
     second = pos.bridge.result(envelopes[1].msg_id)
     assert (first.pay_status, second.pay_status, second.error_code) == (PayStatus.REFUNDED, PayStatus.REFUND_FAILED, "refund_exceeds_remaining")
     assert pos.balance(code) == 100_00 - 400
+
+
+def test_a_badly_signed_reply_is_never_believed(pos):
+    """The pay reply is tampered with: the service does not take it for SUCCESS; it queries, and
+    only a properly signed answer decides. While nothing can be verified it keeps reversing."""
+    code, order = pos.issue(PayChannel.WECHAT), new_order_no()
+    msg_id = pos.send(order, "+5.00")
+    pos.sandbox.control("POST", "/faults", {"channel": "WECHAT", "reply_signature": "tamper"})
+    try:
+        pos.service.scan(code)
+        view = pos.service.wait_until(lambda v: v.state is State.REVERSING, 10)  # deadline passed unverified
+        assert view is not None
+        time.sleep(0.5)  # reversals are answered, but unverifiably: it keeps trying, reports nothing
+        pos.bridge.pump()
+        assert pos.service.view().state is State.REVERSING and pos.bridge.results == {}
+    finally:
+        pos.sandbox.control("POST", "/faults", {"channel": "WECHAT", "reply_signature": "ok"})
+    result = pos.bridge.result(msg_id)
+    assert (result.pay_status, result.error_code) == (PayStatus.CLOSED, "channel_error")
+    assert pos.balance(code) == 100_00
