@@ -223,10 +223,17 @@ class Journal:
                 raise JournalError(f"{path} has journal schema {version}; this bridge knows {SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Reads get their own connection: in WAL mode they see the last commit and never wait for
+            # the writer's fsync (nor ever see a transaction that is not committed yet).
+            self._rdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+            self._rdb.execute("PRAGMA query_only=1")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the journal {path}: {exc}") from None
+        self._rlock = threading.Lock()
 
     def close(self) -> None:
+        with self._rlock:
+            self._rdb.close()
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -238,8 +245,8 @@ class Journal:
 
     def seen(self, kid: str, msg_id: str) -> SeenRecord | None:
         """Any kid: a msg_id names one instruction in this bridge (results and GETs carry no kid)."""
-        with self._lock:
-            found = self._db.execute("SELECT digest, accepted_at FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
+        with self._rlock:
+            found = self._rdb.execute("SELECT digest, accepted_at FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
         return SeenRecord(bytes(found[0]), found[1]) if found else None
 
     # ------------------------------------------------------------ writes
@@ -352,25 +359,25 @@ class Journal:
     # ------------------------------------------------------------ reads
 
     def get(self, msg_id: str) -> Row | None:
-        with self._lock:
-            found = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
+        with self._rlock:
+            found = self._rdb.execute(f"SELECT {_ROW_COLUMNS} FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
         return _row(found) if found else None
 
     def unsent_for(self, device_id: str) -> list[Row]:
         """Instructions the device has not acknowledged yet, oldest first: re-sent when its link comes up."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._rdb.execute(
                 f"SELECT {_ROW_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
                 (device_id, JState.ACCEPTED.value),
             ).fetchall()
         return [_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM instructions GROUP BY state").fetchall()
+        with self._rlock:
+            rows = self._rdb.execute("SELECT state, COUNT(*) FROM instructions GROUP BY state").fetchall()
         return {state: n for state, n in rows}
 
     def history(self, msg_id: str) -> list[tuple[str, str | None]]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,)).fetchall()
+        with self._rlock:
+            rows = self._rdb.execute("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,)).fetchall()
         return [(s, d) for s, d in rows]
