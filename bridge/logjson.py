@@ -44,7 +44,8 @@ class JsonFormatter(logging.Formatter):
 
 def log_event(logger: logging.Logger, event: str, msg: str = "", *, level: int = logging.INFO,
               security: bool = False, **fields: object) -> None:
-    logger.log(level, msg or event.replace("_", " "), extra={"event": event, "security": security, "fields": fields})
+    if logger.isEnabledFor(level):
+        logger.log(level, msg or event.replace("_", " "), extra={"event": event, "security": security, "fields": fields})
 
 
 def setup_logging(level: str = "INFO", file: Path | None = None) -> logging.Handler:
@@ -55,6 +56,8 @@ def setup_logging(level: str = "INFO", file: Path | None = None) -> logging.Hand
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    # The JSON lines never show process or thread names: do not make every record look them up.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root = logging.getLogger("bridge")
     for old in root.handlers:
         old.close()

@@ -250,7 +250,7 @@ class Relay:
 
     def delivered(self, port: Port, msg_id: object) -> None:
         if isinstance(msg_id, str) and self.journal.mark_sent(msg_id):
-            log_event(log, "instruction_delivered", msg_id=msg_id, port=port.url)
+            log_event(log, "instruction_delivered", level=logging.DEBUG, msg_id=msg_id, port=port.url)
 
     def undeliverable(self, port: Port, msg_id: object, reason: str) -> None:
         if isinstance(msg_id, str):
