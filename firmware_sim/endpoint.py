@@ -33,8 +33,14 @@ endpoint: whatever is not Delivered is reported back in on_link_down.
 
 Wires: `PtyWire` (os.openpty; the bridge opens `serial:<slave path or stable symlink>`), `TcpWire`
 (listens on 127.0.0.1; the bridge connects to `socket://127.0.0.1:PORT`), `UsbWire` (the
-`VirtualUsbDevice` of firmware_sim.usb_backend; the bridge opens `usb://VID:PID/SERIAL` with the
-backend object). Each can `unplug()` and `replug()`.
+`VirtualUsbDevice` of firmware_sim.usb_backend; the bridge opens `usb://VID:PID/SERIAL` with
+`wire.backend` as its pyusb backend). Each can `unplug()` and `replug()`; `endpoint.bridge_url` is
+the URL the bridge should use. Shortcuts: `pty_endpoint(handler, identity=..., device_key_seed=...,
+link_path=...)`, `tcp_endpoint(...)`, `usb_endpoint(..., serial_no=...)` (call `.start()`).
+
+Pacing: `baud=115200` (or 921600) makes every write wait one UART wire time (8N1) before the bytes
+appear, and every read wait until the bytes could have crossed the line, so throughput and frame
+latency match a real cable.
 """
 
 from __future__ import annotations
@@ -304,7 +310,6 @@ class DeviceEndpoint:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rx_free = 0.0  # when the paced receive line is next idle
-        self.on_frame_in: object = None  # optional hook(frame_bytes_len, now_ns) for benchmarks
 
     # ------------------------------------------------------------ lifecycle
 
