@@ -72,6 +72,8 @@ log = logging.getLogger("terminal.service")
 
 # Channel calls in flight at once (recovery may resume many instructions together).
 MAX_CHANNEL_CALLS = 8
+# Expired msg_id records are purged at start and then at most this often (on the next arrival).
+SEEN_PURGE_INTERVAL_S = 3600.0
 
 
 class ScanStatus(enum.Enum):
@@ -141,6 +143,7 @@ class TerminalService:
         self._show_result = False
         self._last_seq: int | None = None
         self._revision = 0
+        self._last_purge = float("-inf")
         self._observers: list[Callable[[ScreenView], None]] = []
 
     # == lifecycle of the service ==================================================================
@@ -149,7 +152,7 @@ class TerminalService:
         the instruction on screen shown again; undelivered results go out at link_up()."""
         with self._lock:
             self._alive()
-            self._core.forget_old_msg_ids()
+            self._purge_seen()
             unfinished = self.journal.unfinished()
             resumed = 0
             for row in unfinished:
@@ -190,6 +193,8 @@ class TerminalService:
     def submit_instruction(self, envelope: Envelope) -> None:
         with self._lock:
             self._alive()
+            if self.clock() - self._last_purge > SEEN_PURGE_INTERVAL_S:
+                self._purge_seen()
             outcome = self._core.accept(envelope)
             if isinstance(outcome, Refusal):
                 log.warning("refused instruction %s: %s: %s", outcome.msg_id, outcome.code.value, outcome.message)
@@ -211,6 +216,10 @@ class TerminalService:
                 self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
             self._after(changes)
         self._notify()
+
+    def _purge_seen(self) -> None:
+        self._core.forget_old_msg_ids()
+        self._last_purge = self.clock()
 
     def mark_delivered(self, result_msg_id: str) -> bool:
         with self._lock:

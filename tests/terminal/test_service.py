@@ -227,3 +227,23 @@ def test_history_totals_and_receipt(svc):
     assert receipt.patient == "欧**明" and receipt.amount_text == "¥3.00" and receipt.device_id == DEVICE_ID
     assert receipt.merchant_name == "示例市人民医院" and receipt.pay_status is PayStatus.CLOSED
     assert svc.receipt("nope") is None
+
+
+def test_msg_ids_are_remembered_for_memory_plus_window_then_purged(tmp_path):
+    now = [time.time()]
+    svc = open_service(tmp_path / "j.db", clock=lambda: now[0])
+    envelope = His(clock=lambda: now[0]).envelope("MZ1", "+1.00", msg_id="HIS-1")
+    svc.submit_instruction(envelope)
+    svc.cancel()
+    now[0] += 86400 + 10  # past the answer's 24 h: the identical envelope is a replay now
+    bridge = Bridge(svc)
+    svc.submit_instruction(envelope)
+    bridge.pump()
+    assert bridge.refused[-1].code is ErrorCode.REPLAY  # idempotency is checked before the clock
+    assert svc.journal.seen("k2026a", "HIS-1") is not None
+    now[0] += 86400  # past memory + window: forgotten, and the clock window refuses it anyway
+    svc.submit_instruction(envelope)
+    bridge.pump()
+    assert svc.journal.seen("k2026a", "HIS-1") is None
+    assert bridge.refused[-1].code is ErrorCode.CLOCK_SKEW
+    svc.close()
