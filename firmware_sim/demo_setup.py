@@ -1,0 +1,96 @@
+"""Put a simulated device into service the way a field engineer does, with pos-flash's library calls.
+
+    key = ensure_signing_key(workdir / "signing")                      # pos-flash keygen --role release
+    device = ensure_device(workdir / "device", records, key)           # pos-flash provision new-device
+    image = configuration_image(device, records, key, terminals_csv=..., keys_text=..., channels=...,
+                                pin="246810", version=3)               # pos-flash provision config
+    flash(device_url, image, records)                                  # pos-flash flash --port URL
+
+The headless system (`firmware_sim.system`) and the end-to-end tests run exactly these steps, so the
+device under test boots a signed configuration image from its A/B slots like a real POS, and a
+mistake in provisioning shows up here first. Nothing here prints; errors are protocol.flash.FlashError.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.registry import TerminalRecord, format_terminal_csv
+
+from firmware_sim import flasher, provision
+from firmware_sim.image import PartKind, build_image
+from firmware_sim.provision import ProvisionedDevice
+from firmware_sim.signing_keys import (
+    KeyRole, SigningKey, TrustStore, format_private, format_public, load_signing_key, new_signing_key, write_new_file,
+)
+
+DEMO_MODEL = "HIS-POS-1"
+DEMO_SERIAL = "SIM0001"
+DEMO_TERMINAL = TerminalRecord("T0001", "门诊收费1号窗口 (simulated)")
+DEMO_PIN = "246810"  # the demo supervisor PIN; a real device gets the hospital's, typed at provisioning
+DEMO_MERCHANT = ("示例市人民医院", "Example City Hospital")
+SIGNING_KEY_ID = "release-demo"
+# Every configuration image of the demo has this security counter: configuration changes are not
+# security fixes, so they never raise the device's minimum (docs/field-engineer.md, "Keys").
+CONFIG_COUNTER = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SigningFiles:
+    private: Path
+    public: Path
+
+    def key(self) -> SigningKey:
+        return load_signing_key(self.private)
+
+
+def ensure_signing_key(directory: Path, key_id: str = SIGNING_KEY_ID) -> SigningFiles:
+    """A release signing key pair in `directory` (created once, kept: images stay verifiable)."""
+    files = SigningFiles(directory / f"{key_id}.key", directory / f"{key_id}.pub")
+    if not files.private.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        key = new_signing_key(key_id, KeyRole.RELEASE, os.urandom(32))
+        write_new_file(files.private, format_private(key), private=True)
+        write_new_file(files.public, format_public(key.trusted()), private=False)
+    return files
+
+
+def ensure_device(directory: Path, records: Path, signing: SigningFiles, *, model: str = DEMO_MODEL,
+                  serial_no: str = DEMO_SERIAL) -> ProvisionedDevice:
+    """The device in `directory`: provisioned now if the directory holds none yet."""
+    if (directory / provision.IDENTITY_FILE).exists():
+        return provision.load_device(directory)
+    trust = TrustStore((signing.key().trusted(),))
+    return provision.new_device(directory, model=model, serial_no=serial_no, trust=trust, seed=os.urandom(32),
+                                records=records)
+
+
+def terminals_csv(terminals: tuple[TerminalRecord, ...], device_id: str) -> str:
+    """HIS's terminal list (terminal_id,description,device_id), each terminal bound to `device_id`."""
+    return format_terminal_csv([TerminalRecord(t.terminal_id, t.description, device_id) for t in terminals])
+
+
+def configuration_image(device: ProvisionedDevice, records: Path, signing: SigningFiles, *, terminals_csv: str,
+                        keys_text: str, channels: dict[str, object], pin: str = DEMO_PIN, version: int = 1,
+                        limit_yuan: str | None = None) -> bytes:
+    """A signed configuration image for `device` (terminals, shared keys, channel settings, PIN hash)."""
+    record = provision.find_record(records, device.device_id)
+    document = provision.build_config_document(
+        device=record, merchant_name=DEMO_MERCHANT[0], merchant_name_en=DEMO_MERCHANT[1], terminals_csv=terminals_csv,
+        keys_text=keys_text, channels=channels, pin_hash=provision.hash_supervisor_pin(pin), limit_yuan=limit_yuan,
+        config_version=version, comment="simulated device (firmware_sim.demo_setup)")
+    return build_image({PartKind.CONFIG: document}, model=device.model, version=f"cfg-{version}",
+                       security_counter=CONFIG_COUNTER, key=signing.key(),
+                       build_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), device_id=device.device_id)
+
+
+def flash(url: str, image: bytes, records: Path, *, usb_backend: object = None,
+          confirm_timeout_s: float = flasher.CONFIRM_TIMEOUT_S) -> flasher.FlashOutcome:
+    """Flash over the link, as `pos-flash flash --port URL` does, and wait for the health confirmation."""
+    keys = {r.device_id: r.public_key for r in provision.read_records(records) if r.public_key}
+    with flasher.DeviceConnection(url, public_key_for=keys.get, usb_backend=usb_backend) as conn:
+        conn.connect()
+        return flasher.flash_image(conn, image, wait_confirm_s=confirm_timeout_s)

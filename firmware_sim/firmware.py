@@ -1,0 +1,241 @@
+"""One power-on of the virtual device: bootloader, the application (terminal service) and the link.
+
+`boot_firmware(...)` is what happens between power-on and "ready": open the device's flash
+(firmware_sim.storage), let the bootloader pick the slot (A/B, trial, rollback), run the self-test,
+which *is* starting the application (the slot's configuration part parsed as his-device-config-v1,
+the terminal service opened on the device's journal, recovery run), confirm a trial image that came
+up, and start the link endpoint with the HELLO identity of what runs. The result is a `Firmware`;
+`Firmware.stop()` shuts it down gracefully (a reboot), `Firmware.kill()` as a power cut does.
+
+On the link:
+- `AppLink` is the endpoint's DeviceHandler. The application talks only to a bridge: a HELLO_ACK
+  whose JSON names "bridge" (his-bridge sends {"bridge": "his-bridge", "clock": ...}). A maintenance
+  host (pos-flash) gets the bootloader frames only, so it can never acknowledge, and so swallow, a
+  result meant for HIS. Without a configuration (recovery mode) instructions are refused
+  (device_unavailable) instead of being acknowledged into a void.
+- `BootLink` is the endpoint's boot handler: flash commands go to firmware_sim.bootservice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from protocol.envelope import Envelope
+from protocol.errors import ErrorCode
+from protocol.flash import FlashError
+from protocol.link.app import RefusedMsg
+from protocol.link.session import LinkNotUp, LinkTimers
+from terminal.channels.errors import ChannelConfigError
+from terminal.config import ConfigError, parse_config
+from terminal.factory import open_terminal
+from terminal.journal import CommitPoint, PowerCut
+from terminal.link_handler import ServiceLinkHandler
+from terminal.service import TerminalService
+
+from firmware_sim.bootloader import Bootloader, BootResult
+from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
+from firmware_sim.endpoint import DeviceEndpoint
+from firmware_sim.provision import ProvisionedDevice
+from firmware_sim.storage import DeviceStorage
+from firmware_sim.storage import PowerCut as FlashPowerCut
+
+log = logging.getLogger("firmware_sim.device")
+
+SIM_VERSION = "1.0"
+JOURNAL_FILE = "app/journal.db"
+# The bridge's default clock window (his-interface-v1): a device clock further off than this from the
+# bridge's makes the bridge drop the device's results (their ts), so the device warns at link up.
+BRIDGE_SKEW_S = 300
+# How long a power cut waits for the application's threads (they die at their next journal access).
+KILL_JOIN_S = 0.5
+
+
+def firmware_text(result: BootResult | None) -> str:
+    """The HELLO 'firmware' field (at most 64 characters): simulator and configuration versions."""
+    if result is None or result.slot is None:
+        return f"pos-sim {SIM_VERSION} recovery"
+    return f"pos-sim {SIM_VERSION} cfg {result.config_version or '-'} slot {result.slot}"[:64]
+
+
+@dataclass
+class Firmware:
+    device: ProvisionedDevice
+    storage: DeviceStorage
+    bootloader: Bootloader
+    boot: BootResult | None = None
+    service: TerminalService | None = None
+    handler: ServiceLinkHandler | None = None
+    endpoint: DeviceEndpoint | None = None
+    app_link: "AppLink | None" = None
+    cut: bool = False  # the power is gone: nothing commits, nothing is written
+    problem: str | None = None  # why the application is not running (recovery, unusable configuration)
+    started_at: float = field(default_factory=time.time)
+
+    def stop(self) -> None:
+        """Graceful: the link first (no new work), then the application, then the journal."""
+        if self.endpoint is not None:
+            self.endpoint.stop()
+        if self.handler is not None:
+            self.handler.close()
+        if self.service is not None:
+            self.service.close()
+            self.service.journal.close()
+
+    def kill(self) -> None:
+        """A power cut: the journal first (nothing more commits), then threads are abandoned."""
+        self.cut = True
+        self.storage.arm_power_cut(0)  # a flash write in progress stops here
+        if self.service is not None:
+            self.service.journal.close()
+        if self.handler is not None:
+            self.handler.close(KILL_JOIN_S)
+        if self.service is not None:
+            self.service.close(KILL_JOIN_S)
+        if self.endpoint is not None:
+            self.endpoint.stop()
+
+
+class AppLink:
+    """DeviceHandler: forwards to the terminal service's link handler, only for a bridge."""
+
+    def __init__(self, firmware: Firmware, clock: Callable[[], float]) -> None:
+        self.firmware = firmware
+        self.clock = clock
+        self.bridge_up = False
+        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, at the last link up
+
+    def on_link_up(self, endpoint: DeviceEndpoint, host_info: bytes) -> None:
+        try:
+            info = json.loads(host_info.decode("utf-8")) if host_info else {}
+        except (UnicodeDecodeError, ValueError):
+            info = {}
+        if not isinstance(info, dict) or "bridge" not in info:
+            self.bridge_up = False
+            log.info("a maintenance host (not a bridge) is connected: only the bootloader answers it")
+            return
+        self.bridge_up = True
+        bridge_clock = info.get("clock")
+        if isinstance(bridge_clock, (int, float)) and not isinstance(bridge_clock, bool):
+            self.bridge_clock_offset_s = self.clock() - bridge_clock
+            if abs(self.bridge_clock_offset_s) > BRIDGE_SKEW_S:
+                log.warning("the device clock is %+.0f s off the bridge's: the bridge drops results whose ts is "
+                            "more than %d s off its clock; set the clock", self.bridge_clock_offset_s, BRIDGE_SKEW_S)
+        handler = self.firmware.handler
+        if handler is not None:
+            self._guard(lambda: handler.on_link_up(endpoint, host_info))
+
+    def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
+        if not self.bridge_up:
+            log.warning("instruction %s from a host that is not a bridge ignored", envelope.msg_id)
+            return
+        handler = self.firmware.handler
+        if handler is None:
+            why = self.firmware.problem or "the application is not running"
+            try:
+                endpoint.send(RefusedMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.firmware.device.device_id}: {why}"))
+            except LinkNotUp:
+                pass
+            return
+        self._guard(lambda: handler.on_instruction(envelope, endpoint))
+
+    def on_delivered(self, tag: object, endpoint: DeviceEndpoint) -> None:
+        handler = self.firmware.handler
+        if handler is not None and self.bridge_up:
+            self._guard(lambda: handler.on_delivered(tag, endpoint))
+
+    def on_link_down(self, unacked: tuple[object, ...], endpoint: DeviceEndpoint) -> None:
+        was_bridge, self.bridge_up = self.bridge_up, False
+        handler = self.firmware.handler
+        if handler is not None and was_bridge:
+            self._guard(lambda: handler.on_link_down(unacked, endpoint))
+
+    def _guard(self, call: Callable[[], None]) -> None:
+        # A power cut inside the service (a commit hook) must not kill the endpoint's thread: the
+        # device is already silenced, so returning sends nothing (the ACK never leaves).
+        if self.firmware.cut:
+            return
+        try:
+            call()
+        except PowerCut:
+            pass
+
+
+class BootLink:
+    """Boot handler: flash commands to the bootloader, unless the power is gone."""
+
+    def __init__(self, firmware: Firmware, service: BootService) -> None:
+        self.firmware = firmware
+        self.service = service
+
+    def on_boot_frame(self, frame_type: int, payload: bytes, endpoint: DeviceEndpoint) -> None:
+        if self.firmware.cut:
+            return
+        try:
+            self.service.on_boot_frame(frame_type, payload, endpoint)
+        except FlashPowerCut:
+            log.info("power cut during a flash command")
+
+
+def start_application(firmware: Firmware, result: BootResult, *, clock: Callable[[], float],
+                      on_commit: Callable[[CommitPoint], None]) -> str | None:
+    """The self-test of a booted slot: start the terminal service from its configuration part.
+    None when the application runs; otherwise why not (the bootloader rolls a trial back)."""
+    device = firmware.device
+    problem = default_self_test(device.device_id, device.model)(result)
+    if problem is not None:
+        return problem
+    if result.config is None:
+        firmware.problem = "the running image holds no configuration; flash a configuration image (pos-flash provision config)"
+        return None
+    try:
+        config = parse_config(result.config, source=f"configuration {result.config_version} in slot {result.slot}")
+        journal_path = firmware.storage.root / JOURNAL_FILE
+        journal_path.parent.mkdir(parents=True, exist_ok=True)
+        service = open_terminal(config, journal_path, clock=clock, on_commit=on_commit, check_permissions=False)
+    except (ConfigError, ChannelConfigError, OSError, RuntimeError) as exc:
+        return f"the application did not start: {exc}"
+    firmware.service = service  # before start(): a power cut during recovery must find its journal
+    report = service.start()
+    firmware.handler = ServiceLinkHandler(service)
+    firmware.problem = None
+    log.info("application up: %d unfinished instructions (%d resumed), %d results to deliver",
+             report.unfinished, report.resumed, report.undelivered)
+    return None
+
+
+def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[], float], timers: LinkTimers,
+                  baud: int | None, on_commit: Callable[[Firmware, CommitPoint], None],
+                  reboot: Callable[[str], None]) -> Firmware:
+    """Power-on to ready. PowerCut (an injected cut during recovery) propagates: the device is off."""
+    storage = DeviceStorage(Path(device.directory))
+    try:
+        bootloader = Bootloader(storage, model=device.model, device_id=device.device_id,
+                                check_config=config_checker(device.model, device.device_id), clock=clock)
+    except FlashError as exc:
+        raise RuntimeError(f"{device.directory}: {exc.message}") from None
+    firmware = Firmware(device, storage, bootloader)
+
+    def self_test(result: BootResult) -> str | None:
+        return start_application(firmware, result, clock=clock, on_commit=lambda point: on_commit(firmware, point))
+
+    try:
+        firmware.boot = run_boot_sequence(bootloader, self_test)
+    except PowerCut:
+        firmware.kill()
+        raise
+    if firmware.boot.slot is None:
+        firmware.problem = "no bootable image (recovery mode): flash a configuration image"
+    log.info("%s", firmware.boot.message)
+    app_link = AppLink(firmware, clock)
+    firmware.app_link = app_link
+    firmware.endpoint = DeviceEndpoint(
+        wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,  # type: ignore[arg-type]
+        timers=timers, baud=baud, boot_handler=BootLink(firmware, BootService(bootloader, reboot=reboot)),
+    ).start()
+    return firmware
+
