@@ -159,10 +159,10 @@ class TerminalService:
                 if row.state in machine.AUTOMATIC:
                     resumed += 1
                     self._kick(row.seq)
-            self._after(self._core.activate())
             undelivered = self.journal.undelivered()
             if self._link_up:
-                self._queue_results()
+                self._queue_results()  # before activate(): what it finishes now is sent by _after
+            self._after(self._core.activate())
             last = self.journal.last_finished()
             self._last_seq = None if last is None else last.seq
             self._revision += 1
