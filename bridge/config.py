@@ -29,6 +29,8 @@ from bridge.transport import TransportError, make_transport
 
 LOOPBACK_NAMES = {"localhost"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# An identical re-POST is answered from the journal for a week by default (the interface promises >= 24 h).
+DEFAULT_ANSWER_TTL = 7 * 24 * 3600
 SYNCHRONOUS = ("FULL", "NORMAL")
 
 
@@ -50,7 +52,7 @@ class HttpConfig:
 class SecurityConfig:
     key_file: Path
     clock_skew_s: int = DEFAULT_SKEW_S
-    answer_ttl_s: int = DEFAULT_ANSWER_TTL_S
+    answer_ttl_s: int = DEFAULT_ANSWER_TTL
     amount_limit_fen: int = 50_000_00
 
 
@@ -230,7 +232,7 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
     return SecurityConfig(
         key_file=s.path("key_file", "keys.json", base),
         clock_skew_s=s.int("clock_skew_s", DEFAULT_SKEW_S, 1, 3600, "a number of seconds"),
-        answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL_S, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
+        answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),
         amount_limit_fen=parse_yuan(limit),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import time
@@ -243,10 +244,17 @@ class BridgeHandler(BaseHTTPRequestHandler):
         except (ConnectionError, BrokenPipeError):
             raise
         except Exception:  # the one place an unexpected bug becomes a 500, logged with its traceback
-            log.exception("internal error", extra={"event": "internal_error", "fields": {"path": self.path[:200]}})
-            self._error(ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error; the bridge log has the details"), close=True)
+            incident = os.urandom(4).hex()
+            log.exception("internal error", extra={"event": "internal_error",
+                                                   "fields": {"incident": incident, "path": self.path[:200]}})
+            self._error(ProtocolError(ErrorCode.INTERNAL_ERROR,
+                                      f"internal error, incident {incident}: the bridge log has the details"), close=True)
 
     def _read_body(self) -> bytes:
+        content_type = self.headers.get("Content-Type")
+        if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
+            self.close_connection = True
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"Content-Type {content_type[:60]!r}: send application/json")
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
             raise ProtocolError(ErrorCode.BAD_REQUEST, "chunked bodies are not accepted; send Content-Length")

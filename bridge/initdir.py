@@ -30,7 +30,7 @@ max_connections = 200       # served at once; more wait in the listen queue
 [security]
 key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readable by its owner only
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
-answer_ttl_s = 86400        # an identical re-POST is answered from the journal this long (>= 24 h)
+answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
 amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
 
 [registry]

@@ -193,8 +193,8 @@ def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def
     assert post(bridge, first.to_bytes()).status_code == 200
     other = world.seal("+2.00", "MZ5", msg_id=first.msg_id)
     assert_error(post(bridge, other.to_bytes()), ErrorCode.MSG_ID_CONFLICT)
-    with sqlite3.connect(world.dir / "journal.sqlite3") as db:  # the stored answer is now 2 days old
-        db.execute("UPDATE instructions SET accepted_at = accepted_at - 172800 WHERE msg_id = ?", (first.msg_id,))
+    with sqlite3.connect(world.dir / "journal.sqlite3") as db:  # the stored answer is now 8 days old
+        db.execute("UPDATE instructions SET accepted_at = accepted_at - 8 * 86400 WHERE msg_id = ?", (first.msg_id,))
     assert_error(post(bridge, first.to_bytes()), ErrorCode.REPLAY)
 
 
@@ -346,3 +346,20 @@ def test_concurrent_identical_posts_execute_once(api) -> None:  # type: ignore[n
         answers = list(pool.map(lambda _: post(bridge, envelope.to_bytes(), wait=10), range(8)))
     assert all(a.status_code == 200 for a in answers) and len({a.content for a in answers}) == 1
     assert responder.executions[envelope.msg_id] == 1
+
+
+def test_content_type_must_be_json_when_given(api) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    body = world.seal().to_bytes()
+    assert_error(post(bridge, body, headers={"Content-Type": "text/plain"}), ErrorCode.BAD_REQUEST)
+    assert post(bridge, body, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+def test_internal_errors_carry_an_incident_id_found_in_the_log(api, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _ = api
+    monkeypatch.setattr(bridge.relay, "query", lambda msg_id, wait: 1 / 0)
+    message = assert_error(requests.get(bridge.url + "/v1/results/M1", timeout=10), ErrorCode.INTERNAL_ERROR)
+    incident = message.split("incident ")[1].split(":")[0]
+    logged = [line for line in world.log_lines() if line.get("event") == "internal_error"]
+    assert logged and logged[-1]["incident"] == incident and "ZeroDivisionError" in logged[-1]["exception"]
+
