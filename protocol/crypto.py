@@ -134,12 +134,16 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def key_for(self, kid: str, suite: str) -> SharedKey:
-        """The active key named `kid`, which must be a key of `suite`."""
+    def key_for(self, kid: str, suite: str, *, allow_retired: bool = False) -> SharedKey:
+        """The active key named `kid`, which must be a key of `suite`.
+
+        `allow_retired` is for sealing the result of an instruction accepted before its kid was
+        retired: the answer goes out under the instruction's key. Receivers never pass it.
+        """
         key = self._keys.get(kid)
         if key is None:
             raise ProtocolError(ErrorCode.UNKNOWN_KID, f"kid {kid!r} is not known here")
-        if key.retired:
+        if key.retired and not allow_retired:
             raise ProtocolError(ErrorCode.UNKNOWN_KID, f"kid {kid!r} has been retired; use a current key")
         if key.suite != suite:
             raise ProtocolError(

@@ -119,8 +119,15 @@ def _b64(f: Fields, field: str, *, exact: int | None = None, minimum: int = 0) -
     return raw
 
 
-def parse_envelope(data: bytes | str | Mapping[str, object], *, expect: MsgType | None = None) -> Envelope:
-    """Check an envelope's shape. Unknown fields are ignored, as the spec requires."""
+def parse_envelope(data: bytes | str | Mapping[str, object] | Envelope, *, expect: MsgType | None = None) -> Envelope:
+    """Check an envelope's shape. Unknown fields are ignored, as the spec requires.
+
+    An `Envelope` (already parsed, e.g. from a DATA frame) is only checked for its type.
+    """
+    if isinstance(data, Envelope):
+        if expect is not None and data.type is not expect:
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"envelope.type must be {expect.value!r} here, not {data.type.value!r}")
+        return data
     if isinstance(data, (bytes, str)):
         if len(data) > MAX_ENVELOPE_BYTES:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
@@ -227,7 +234,7 @@ class Received:
 
 
 def _receive(
-    data: bytes | str | Mapping[str, object],
+    data: bytes | str | Mapping[str, object] | Envelope,
     expect: MsgType,
     keys: KeyRing,
     now: float,
@@ -247,7 +254,7 @@ def _receive(
 
 
 def receive_instruction(
-    data: bytes | str | Mapping[str, object],
+    data: bytes | str | Mapping[str, object] | Envelope,
     keys: KeyRing,
     *,
     now: float,
@@ -270,7 +277,7 @@ def receive_instruction(
 
 
 def receive_result(
-    data: bytes | str | Mapping[str, object],
+    data: bytes | str | Mapping[str, object] | Envelope,
     keys: KeyRing,
     *,
     now: float,

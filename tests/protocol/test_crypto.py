@@ -85,3 +85,8 @@ def test_wrong_key_sizes_are_refused():
         SharedKey("k1", "AES-256-GCM", bytes(16))
     with pytest.raises(ValueError, match="twice"):
         KeyRing([SharedKey("k1", "SM4-GCM", bytes(16)), SharedKey("k1", "SM4-GCM", bytes(16))])
+
+
+def test_a_retired_key_can_still_seal_the_answer_to_an_earlier_instruction():
+    ring = KeyRing([SharedKey("old", "SM4-GCM", bytes(16), retired=True)])
+    assert ring.key_for("old", "SM4-GCM", allow_retired=True).kid == "old"

@@ -230,3 +230,11 @@ def test_seal_refuses_misuse():
         seal(msg_type=MsgType.INSTRUCTION, key=AES, msg_id="m", ts=NOW, party_id="T1", reply_to="x", plaintext=b"{}", nonce=bytes(12))
     with pytest.raises(ValueError):
         seal(msg_type=MsgType.INSTRUCTION, key=AES, msg_id="m", ts=NOW, party_id="T1", reply_to=None, plaintext=b"{}", nonce=bytes(8))
+
+
+def test_an_already_parsed_envelope_is_accepted_and_type_checked():
+    env = sealed_instruction()
+    assert receive_instruction(env, RING, now=NOW).message == INSTRUCTION
+    with pytest.raises(ProtocolError) as info:
+        receive_result(env, RING, now=NOW)
+    assert info.value.code is ErrorCode.BAD_ENVELOPE
