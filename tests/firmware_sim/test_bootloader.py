@@ -9,6 +9,7 @@ confirmation leaves a device that boots the old or the new image, never neither.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -380,3 +381,34 @@ def test_power_cut_between_every_two_writes(tmp_path):
             assert _flash_with_cut(root, cut)
             seen.add(_check_boots_old_or_new(root))
     assert seen == {"old", "new"}  # the sweep crossed the switch-over
+
+
+@pytest.mark.slow
+def test_power_cut_at_every_byte(tmp_path, request):
+    """The exhaustive campaign (`make fuzz`, ~10 min): every single cut position of the flash above."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("exhaustive campaign: runs with `make fuzz` (pytest -m slow)")
+    for cut in range(TOTAL):
+        root = tmp_path / str(cut)
+        assert _flash_with_cut(root, cut)
+        _check_boots_old_or_new(root)
+        shutil.rmtree(root)
+
+
+def test_a_power_cut_reaches_the_simulator_not_the_link(device):
+    cuts = []
+    sent = []
+
+    class Endpoint:
+        def send_boot(self, frame_type, payload, tag=None):
+            sent.append(frame_type)
+
+    service = BootService(device.boot, power_cut=cuts.append)
+    parsed = parse_image(make_image("1.1.0", 2))
+    session = os.urandom(16)
+    service.on_boot_frame(*fc.encode(fc.Begin(1, session, parsed.manifest.payload_size, 4096, parsed.header.raw)), Endpoint())
+    assert sent == [fc.FlashType.BEGIN_OK]
+    device.storage.arm_power_cut(100)
+    service.on_boot_frame(*fc.encode(fc.make_chunk(session, 0, parsed.payload[:4096])), Endpoint())
+    assert len(cuts) == 1 and isinstance(cuts[0], PowerCut) and sent == [fc.FlashType.BEGIN_OK]
+    assert device.power_on().slot == "a"
