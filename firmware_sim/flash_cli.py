@@ -346,6 +346,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+EPILOG = """examples:
+  pos-flash keygen --role release --key-id release-2026 --out keys/release
+  pos-flash provision new-device --dir devices/SN0001 --model HP-S1 --serial SN0001 \\
+      --trust keys/release.pub --trust keys/override.pub --records devices.csv
+  pos-flash build --key keys/release.key --model HP-S1 --version 1.4.2 --counter 7 --app build/app -o app.img
+  pos-flash flash --port serial:COM3 --devices devices.csv app.img
+  pos-flash info --port serial:COM3 --devices devices.csv
+
+exit status: 0 done, 1 refused or failed (the message says what to do), 2 bad usage,
+3 installed but not yet confirmed healthy, 130 interrupted (run the same command again)"""
+
+
 def _port_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="the device: serial:COM3, serial:/dev/ttyUSB0, socket://127.0.0.1:7001 or usb://1209:7D01[/SERIAL]")
     p.add_argument("--devices", help=f"device records CSV with public keys (default: ${DEVICES_ENV} or ./devices.csv)")
@@ -355,7 +367,8 @@ def _port_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pos-flash", description="Sign, flash and provision smart POS devices (docs/field-engineer.md). "
-                                     "The flasher needs the port to itself: stop the bridge service (his-bridge) first.")
+                                     "The flasher needs the port to itself: stop the bridge service (his-bridge) first.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="create a signing key pair (release or engineer override)")
@@ -383,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("flash", help="flash an image (re-run the same command to resume an interrupted flash)")
-    p.add_argument("image")
+    p.add_argument("image", help="the .img file (pos-flash build / provision config)")
     _port_args(p)
     p.add_argument("--chunk-size", type=int, default=flasher.DEFAULT_CHUNK, help=f"bytes per chunk (default {flasher.DEFAULT_CHUNK})")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the new image to confirm its health")
