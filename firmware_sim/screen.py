@@ -1,0 +1,59 @@
+"""The seam between the virtual device and the POS screens (terminal/ui, the Kivy app `pos-app`).
+
+`pos-sim run --ui` (and `python -m firmware_sim.system --ui`) calls `run_screen(device, stop)` on the
+main thread, which Kivy needs: the screens wrap the device's running TerminalService
+(terminal.ui.app.build_app), exactly as on a real POS, while the link, the control API and the
+fault injection keep running on their own threads. Closing the window stops the simulator; `stop`
+being set (SIGINT, SIGTERM) closes the window.
+
+Power cycles: a power cut and power-on replace the TerminalService object (a new one recovers from
+the journal). `VirtualDevice.add_power_listener(fn)` reports each new service (None while off); the
+screens are bound to the service they were built with, so here a power-on rebuilds the view-model's
+backend when terminal.ui offers a way to (`App.rebind(service)`), and otherwise keeps the old screen
+until the window is reopened. That rebinding belongs to the UI (terminal/ui/adapter.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from firmware_sim.device import VirtualDevice
+from firmware_sim.simerrors import SimCode, SimError
+
+log = logging.getLogger("firmware_sim.screen")
+
+
+def run_screen(device: VirtualDevice, stop: threading.Event) -> None:
+    """Show the POS screens for `device` until the window closes or `stop` is set."""
+    from terminal.ui import display
+
+    if not display.has_display():
+        raise SimError(SimCode.START_FAILED, display.HEADLESS_HINT)
+    service = device.service
+    if service is None:
+        raise SimError(SimCode.NO_APPLICATION, f"the device runs no application ({device.power.value}); flash a configuration "
+                       "image first (the headless system does it: make run HEADLESS=1)")
+    from kivy.clock import Clock
+
+    from terminal.ui.app import build_app
+
+    app = build_app(service, camera_index=None)
+
+    def on_power(new_service: object) -> None:
+        if new_service is None or new_service is service:
+            return
+        rebind = getattr(app, "rebind", None)
+        if callable(rebind):
+            Clock.schedule_once(lambda dt: rebind(new_service), 0)
+        else:
+            log.warning("the device powered on with a new terminal service; this screen still shows the old one "
+                        "(terminal.ui has no App.rebind yet): reopen the window")
+
+    remove = device.add_power_listener(on_power)
+    watch = Clock.schedule_interval(lambda dt: app.stop() if stop.is_set() else None, 0.2)
+    try:
+        app.run()
+    finally:
+        watch.cancel()
+        remove()
