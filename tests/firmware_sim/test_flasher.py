@@ -8,6 +8,7 @@ optionally paced at a UART baud rate) with the bootloader's `BootService`, and r
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from protocol.flash import FlashCode, FlashError
 from firmware_sim import flash_cli, flasher, provision
 from firmware_sim.bootloader import Bootloader
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
-from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire
+from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire, UsbWire
 from firmware_sim.responder import Responder
 from firmware_sim.signing_keys import TrustStore
 from firmware_sim.storage import DeviceStorage
@@ -63,7 +64,8 @@ class SimDevice:
         return {self.info.device_id: self.info.public_key}.get
 
     def connect(self) -> flasher.DeviceConnection:
-        conn = flasher.DeviceConnection(self.url, public_key_for=self.registry())
+        backend = getattr(self.endpoint.wire, "backend", None)  # the virtual USB device's pyusb backend
+        conn = flasher.DeviceConnection(self.url, public_key_for=self.registry(), usb_backend=backend)
         conn.connect()
         return conn
 
@@ -91,6 +93,32 @@ def test_flash_over_tcp_confirms_and_compresses(sim):
     assert [p.phase for p in seen][-2:] == ["reboot", "done"]
     assert status["running"] == "a" and status["slots"]["a"]["state"] == "confirmed"
     assert sim.running.app_version == "1.0.0"
+
+
+@pytest.mark.parametrize("wire", [PtyWire, UsbWire], ids=["pty-serial", "usb-pyusb"])
+def test_flash_over_a_serial_pty_and_over_usb(tmp_path, wire):
+    sim = SimDevice(tmp_path, wire=wire())
+    try:
+        with sim.connect() as conn:
+            outcome = flasher.flash_image(conn, make_image("1.0.0", 1, size=100_000, noise=True))
+        assert outcome.confirmed and sim.running.app_version == "1.0.0"
+    finally:
+        sim.stop()
+
+
+def test_progress_bar_on_a_terminal_and_lines_in_a_log():
+    def feed(view):
+        for done in (0, 4096, 8192, 16384):
+            view(flasher.FlashProgress("transfer", done, 16384, 0, done, done / 8192))
+        view(flasher.FlashProgress("reboot", 16384, 16384, 0, 16384, 2.0))
+
+    tty, log = io.StringIO(), io.StringIO()
+    feed(flash_cli.ProgressView(tty, tty=True))
+    feed(flash_cli.ProgressView(log, tty=False))
+    assert "\r[###############---------------]  50% 8.0 KiB of 16.0 KiB  8.0 KiB/s  ETA 0:01" in tty.getvalue()
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("  0%") and lines[-2].startswith("100%") and "\r" not in log.getvalue()
+    assert "reboots into the new image" in lines[-1]
 
 
 def test_link_lost_mid_transfer_is_resumed_in_the_same_run(tmp_path):
