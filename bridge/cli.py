@@ -147,13 +147,26 @@ def cmd_ports(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Sub:
+    """add_parser with the common options as a parent, so they work before or after the command."""
+
+    def __init__(self, action: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+        self.action, self.common = action, common
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="his-bridge", description="The HIS bridge on the cashier PC: HTTP API for HIS, USB link to the POS.",
         epilog="Configuration reference and operations: docs/bridge.md")
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help=f"configuration file (default: $HIS_BRIDGE_CONFIG or config.toml; now {DEFAULT_CONFIG})")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --config is also accepted after the subcommand (his-bridge serve --config FILE).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file (as before the command)")
+    sub = _Sub(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common)
 
     p = sub.add_parser("serve", help="run the bridge until Ctrl-C / SIGTERM / service stop")
     p.set_defaults(func=cmd_serve)
@@ -170,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ports", help="list serial ports with their USB VID:PID (to find the POS)")
     p.set_defaults(func=cmd_ports)
 
-    keys = sub.add_parser("keys", help="shared keys: new, list, retire").add_subparsers(dest="keys_command", required=True)
+    keys = _Sub(sub.add_parser("keys", help="shared keys: new, list, retire").add_subparsers(
+        dest="keys_command", required=True), common)
     p = keys.add_parser("new", help="add a fresh random key; prints its fingerprint (the key only with --show)")
     p.add_argument("--kid", required=True, help="key id, [A-Za-z0-9_-]{1,64}, e.g. k2026b")
     p.add_argument("--suite", required=True, choices=sorted(SUITES))
@@ -182,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kid")
     p.set_defaults(func=cmd_keys_retire)
 
-    devices = sub.add_parser("devices", help="device registry: import, export, list").add_subparsers(
-        dest="devices_command", required=True)
+    devices = _Sub(sub.add_parser("devices", help="device registry: import, export, list").add_subparsers(
+        dest="devices_command", required=True), common)
     p = devices.add_parser("import", help="merge device records (device_id,model,serial_no,public_key)")
     p.add_argument("file")
     p.set_defaults(func=cmd_devices_import)
@@ -193,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = devices.add_parser("list", help="print the device registry (without keys)")
     p.set_defaults(func=cmd_devices_list)
 
-    terminals = sub.add_parser("terminals", help="terminal registry: import, bind, list").add_subparsers(
-        dest="terminals_command", required=True)
+    terminals = _Sub(sub.add_parser("terminals", help="terminal registry: import, bind, list").add_subparsers(
+        dest="terminals_command", required=True), common)
     p = terminals.add_parser("import", help="merge HIS's terminal list (terminal_id,description[,device_id])")
     p.add_argument("file")
     p.set_defaults(func=cmd_terminals_import)

@@ -202,29 +202,39 @@ def show(outcome: Outcome, as_json: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="his-client", description="HIS reference client for the bridge (step 3 to step 6).")
-    parser.add_argument("--bridge", help="bridge URL (default http://127.0.0.1:8765)")
-    parser.add_argument("--key-file", help="shared-key file (his-keys-v1 JSON)")
-    parser.add_argument("--kid", help="which key to seal with (default: the only active one)")
-    parser.add_argument("--devices", help="device registry CSV received in step 2 (device_id,model,serial_no)")
-    parser.add_argument("--terminal", help="software terminal id of this window (default T0001)")
-    parser.add_argument("--demo", metavar="FILE", help="take all of the above from a demo JSON (e.g. .run/demo.json)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _options(parser, argparse.SUPPRESS)
+    common = argparse.ArgumentParser(add_help=False)  # the same options, accepted after the command too
+    _options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, sign in (("pay", "+"), ("refund", "-")):
-        p = sub.add_parser(name, help=f"{'collect' if sign == '+' else 'refund'} an amount such as {sign}12.50")
+        p = sub.add_parser(name, parents=[common],
+                           help=f"{'collect' if sign == '+' else 'refund'} an amount such as {sign}12.50")
         p.add_argument("amount", help=f"signed, two decimals: {sign}12.50")
         p.add_argument("--order", required=True, help="HIS order number, [A-Za-z0-9_-]{1,32}")
         p.add_argument("--wait", type=int, default=60, help="seconds to wait for the result (default 60)")
         p.add_argument("--msg-id", help="re-send under this msg_id (default: a new one)")
         p.set_defaults(sign=sign)
-    p = sub.add_parser("status", help="fetch and verify the result of MSG_ID")
+    p = sub.add_parser("status", parents=[common], help="fetch and verify the result of MSG_ID")
     p.add_argument("msg_id")
     p.add_argument("--wait", type=int, default=0)
     return parser
 
 
+def _options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--bridge", default=default, help="bridge URL (default http://127.0.0.1:8765)")
+    parser.add_argument("--key-file", default=default, help="shared-key file (his-keys-v1 JSON)")
+    parser.add_argument("--kid", default=default, help="which key to seal with (default: the only active one)")
+    parser.add_argument("--devices", default=default, help="device registry CSV received in step 2 (device_id,model,serial_no)")
+    parser.add_argument("--terminal", default=default, help="software terminal id of this window (default T0001)")
+    parser.add_argument("--demo", default=default, metavar="FILE", help="take all of the above from a demo JSON (.run/demo.json)")
+    parser.add_argument("--json", default=default, action="store_true", help="print one JSON object instead of text")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name in ("bridge", "key_file", "kid", "devices", "terminal", "demo"):
+        setattr(args, name, getattr(args, name, None))
+    args.json = getattr(args, "json", False)
     try:
         config = load_config(args)
         if args.command == "status":

@@ -111,3 +111,10 @@ def test_serve_runs_until_sigterm_and_stops_cleanly(world: World, bridge_process
     events = [line.get("event") for line in world.log_lines()]
     assert events.index("bridge_stopping") < events.index("bridge_stopped")
     assert all(json.dumps(line) for line in world.log_lines())  # one JSON object a line, all of them
+
+
+def test_config_option_after_the_command(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run(capsys, "init", str(tmp_path))
+    code, out, _ = run(capsys, "check", "--config", str(tmp_path / "config.toml"))
+    assert code == 0 and "OK" in out
+    assert run(capsys, "keys", "list", "--config", str(tmp_path / "config.toml"))[0] == 0

@@ -95,3 +95,9 @@ def test_new_msg_ids_are_unique_and_valid() -> None:
 
     ids = {hisclient.new_msg_id("T" * 64) for _ in range(1000)}
     assert len(ids) == 1000 and all(is_valid_id(i) for i in ids)
+
+
+def test_options_work_before_and_after_the_command(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, args = his
+    assert hisclient.main(["pay", "+3.00", "--order", "MZ-AFTER", *args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["order_no"] == "MZ-AFTER"
