@@ -9,5 +9,6 @@ Modules, from the wire up:
 - `config`, `keystore`, `registries`, `logjson`   configuration, key file, step-2 CSVs, JSON log lines
 - `daemon`      assembles the above (`Bridge`, `serve`); `cli` is `his-bridge`; `initdir` is `his-bridge init`
 - `hisclient`   the HIS reference client (`his-client`), the worked example of docs/his-interface.md
+- `his_console` a line-based HIS console for demos, driving `hisclient`
 Operations: docs/bridge.md.
 """
