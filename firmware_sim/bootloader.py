@@ -543,7 +543,8 @@ class Bootloader:
                     continue
                 slots[s] = {"state": r.state, "parts": {
                     kind: {"version": r.images[i].version, "counter": r.images[i].counter, "key_id": r.images[i].key_id,
-                           "override": r.images[i].override} for kind, i in sorted(r.parts.items())}}
+                           "override": r.images[i].override, "digest": r.images[i].digest}
+                    for kind, i in sorted(r.parts.items())}}
             download: dict[str, object] | None = None
             raw = self.storage.read(INCOMING_JSON)
             if raw is not None:

@@ -321,6 +321,7 @@ def flash_image(conn: DeviceConnection, image_bytes: bytes, *, chunk_size: int =
     wire = 0
     resyncs = 0
     generation = 0
+    end_sent = False
 
     def progress(phase: str, done: int) -> None:
         if on_progress is not None:
@@ -336,11 +337,14 @@ def flash_image(conn: DeviceConnection, image_bytes: bytes, *, chunk_size: int =
                 started = conn.clock()
             progress("transfer", reply.resume_offset)
             wire += _send_chunks(conn, image, session, reply, generation, in_flight, level, progress, stop_after)
+            end_sent = True
             end = conn.request(fc.End(conn.next_req(), session), REPLY_TIMEOUT_S + total / 1e6)
             assert isinstance(end, fc.EndOk)
             break
         except _LinkLost:
-            pass
+            if end_sent and (installed := _installed_slot(conn, image)) is not None:
+                end = fc.EndOk(0, session, installed, image.manifest.version, True)  # the reply was lost, not the END
+                break
         except _Stopped as stop:
             raise FlashError(FlashCode.INCOMPLETE, f"transfer stopped as asked after {stop.args[0]} of {total} bytes") from None
         except FlashError as exc:
@@ -348,7 +352,7 @@ def flash_image(conn: DeviceConnection, image_bytes: bytes, *, chunk_size: int =
                 raise
         resyncs += 1
         if resyncs > MAX_RESYNCS:
-            raise FlashError(FlashCode.TIMEOUT, f"the transfer failed {resyncs} times in a row; check the cable")
+            raise FlashError(FlashCode.TIMEOUT, f"the transfer broke off {resyncs} times in a row")
     transfer_s = conn.clock() - started
     progress("reboot", total)
     outcome = FlashOutcome(end.slot, end.version, total, resumed_from or 0, wire, transfer_s, None)
@@ -391,6 +395,18 @@ def _send_chunks(conn: DeviceConnection, image: Image, session: bytes, begin: fc
         elif isinstance(event, fc.ErrorReply) and event.op == fc.FlashType.CHUNK and event.session == session:
             raise event.to_error()
     return wire
+
+
+def _installed_slot(conn: DeviceConnection, image: Image) -> str | None:
+    """The slot holding exactly this image (pending or confirmed), if the device already installed it."""
+    status = read_status(conn, log_lines=0)
+    slots = status.get("slots")
+    for name, slot in (slots.items() if isinstance(slots, dict) else []):
+        parts = slot.get("parts") or {} if isinstance(slot, dict) else {}
+        if slot.get("state") in ("pending", "confirmed") and any(
+                isinstance(p, dict) and p.get("digest") == image.header.digest for p in parts.values()):
+            return name
+    return None
 
 
 def wait_for_confirmation(conn: DeviceConnection, slot: str, timeout_s: float) -> dict[str, object]:

@@ -21,7 +21,7 @@ import pytest
 import serial
 
 from protocol.crypto import KeyRing
-from protocol.flash import FlashCode, FlashError
+from protocol.flash import FlashCode, FlashError, FlashType
 
 from firmware_sim import flash_cli, flasher, provision
 from firmware_sim.bootloader import Bootloader
@@ -148,6 +148,27 @@ def test_reboot_that_drops_the_link_is_waited_for(tmp_path):
         with sim.connect() as conn:
             outcome = flasher.flash_image(conn, make_image("1.0.0", 1))
         assert outcome.confirmed and outcome.status["running"] == "a"
+    finally:
+        sim.stop()
+
+
+def test_end_reply_lost_in_the_reboot_is_not_a_failure(tmp_path):
+    sim = SimDevice(tmp_path)
+    service = sim.endpoint.boot_handler
+
+    def on_boot_frame(frame_type, payload, endpoint):
+        if frame_type != FlashType.END:
+            return BootService.on_boot_frame(service, frame_type, payload, endpoint)
+        service.handle(frame_type, payload)  # installed; the reply dies with the USB connection
+        sim.endpoint.unplug()
+        sim.running = run_boot_sequence(sim.boot, sim.self_test)
+        sim.endpoint.replug()
+
+    service.on_boot_frame = on_boot_frame
+    try:
+        with sim.connect() as conn:
+            outcome = flasher.flash_image(conn, make_image("1.0.0", 1))
+        assert outcome.confirmed and outcome.slot == "a" and sim.running.app_version == "1.0.0"
     finally:
         sim.stop()
 
