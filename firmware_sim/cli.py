@@ -31,6 +31,7 @@ STORAGE_ENV = "POS_SIM_STORAGE"
 DEFAULT_STORAGE = os.path.join(".run", "device")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 HTTP_TIMEOUT_S = 30.0
+_TIMERS = LinkTimers()  # the defaults (a slots dataclass has no class-level defaults to read)
 
 
 def _out(text: str = "") -> None:
@@ -266,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pace the link like a UART at this rate (default: unpaced)")
     p.add_argument("--control-host", default="127.0.0.1", help="control API address (loopback only)")
     p.add_argument("--control-port", type=int, default=0, help="control API port (default 0: ephemeral, in the ready line)")
-    p.add_argument("--rto", type=float, default=LinkTimers.rto_base_s, help=argparse.SUPPRESS)
-    p.add_argument("--keepalive", type=float, default=LinkTimers.keepalive_s, help=argparse.SUPPRESS)
-    p.add_argument("--dead-after", type=float, default=LinkTimers.dead_after_s, help=argparse.SUPPRESS)
+    p.add_argument("--rto", type=float, default=_TIMERS.rto_base_s, help=argparse.SUPPRESS)
+    p.add_argument("--keepalive", type=float, default=_TIMERS.keepalive_s, help=argparse.SUPPRESS)
+    p.add_argument("--dead-after", type=float, default=_TIMERS.dead_after_s, help=argparse.SUPPRESS)
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the process that started this one exits (launchers)")
     p.add_argument("--ui", action="store_true", help="also show the POS screens (Kivy, needs a display): see firmware_sim/screen.py")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

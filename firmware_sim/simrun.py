@@ -37,8 +37,8 @@ PARENT_POLL_S = 0.5
 class StorageLock:
     """An exclusive lock on <storage>/sim.lock for the life of this process (POSIX flock; Windows msvcrt)."""
 
-    def __init__(self, storage: Path) -> None:
-        self.path = storage / LOCK_FILE
+    def __init__(self, storage: Path, name: str = LOCK_FILE, what: str = "pos-sim") -> None:
+        self.path = storage / name
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if os.name == "posix":
@@ -51,8 +51,8 @@ class StorageLock:
                 msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
         except OSError:
             os.close(self._fd)
-            raise SimError(SimCode.STORAGE, f"another pos-sim runs on {storage} ({self.path} is locked); "
-                           "stop it first, or give this one its own --storage") from None
+            raise SimError(SimCode.STORAGE, f"another {what} runs on {storage} ({self.path} is locked); "
+                           "stop it first, or give this one its own directory") from None
 
     def release(self) -> None:
         os.close(self._fd)

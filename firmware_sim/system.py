@@ -1,0 +1,452 @@
+"""The whole system on one machine, headless: channel sandbox, one simulated POS, the bridge.
+
+    python -m firmware_sim.system --headless [--workdir .run] [--fresh]      (make run HEADLESS=1)
+
+First run (a clean workdir), it does what the field engineer and the hospital's IT would do:
+1. starts `channel-sandbox` (WeChat Pay / Alipay on loopback);
+2. makes a release signing key and provisions a device (`pos-flash provision new-device` steps);
+3. `his-bridge init`: a bridge directory with a fresh shared key; imports the device records and
+   HIS's terminal list (T0001 bound to the device); exports the device CSV for HIS;
+4. starts the device (`pos-sim run`), which boots into recovery mode (no image yet), and flashes a
+   signed configuration image onto it over its link (`pos-flash flash` steps: the shared key, the
+   terminal list, the sandbox's channel settings, the demo supervisor PIN); the device reboots into
+   it, starts the terminal service and confirms its health;
+5. `his-bridge serve`, and waits until the bridge's /v1/health shows the device's link up;
+6. writes <workdir>/demo.json (mode 600: it holds the shared key) and prints it, with three lines
+   to copy.
+Later runs reuse everything (same keys, same device, same journals); the configuration is flashed
+again only when the sandbox had to move to another port. `--fresh` starts from nothing.
+
+Ctrl-C or SIGTERM stops the bridge, then the device, then the sandbox (each SIGTERM'd and waited
+for; every journal is consistent at any instant). Children run in their own process groups and die
+with the launcher even when it is killed (firmware_sim.children).
+
+For the lead and the UI engineer: `start_system(SystemOptions(...)) -> System` starts everything and
+returns the handles (children, URLs, the demo dict); `System.stop()` stops it. `--ui` passes
+`--ui` to the device process, which shows the POS screens around its terminal service
+(firmware_sim/screen.py). A HIS console gets `System.demo_path` (his-client --demo takes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from protocol.keyfile import parse_keyfile
+from protocol.registry import parse_device_csv
+
+from bridge import registries
+from firmware_sim import demo_setup
+from firmware_sim.children import Child, run_tool
+from firmware_sim.simerrors import SimCode, SimError
+from terminal.channels.settings import settings_from_sandbox
+
+log = logging.getLogger("firmware_sim.system")
+
+DEFAULT_WORKDIR = Path(".run")
+DEFAULT_BRIDGE_PORT = 8765  # his-interface-v1's default: what HIS vendors configure
+START_TIMEOUT_S = 60.0
+LINK_UP_TIMEOUT_S = 60.0
+STATE = "system.json"
+DEMO = "demo.json"
+# What --fresh removes (and nothing else: a workdir may hold the user's own files).
+OWNED = ("channel-sandbox", "signing", "device", "records.csv", "his", "bridge", "logs", DEMO, STATE)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemOptions:
+    workdir: Path = DEFAULT_WORKDIR
+    fresh: bool = False
+    bridge_port: int = DEFAULT_BRIDGE_PORT  # 0: ephemeral (tests); a busy default falls back to ephemeral
+    link: str = "pty" if os.name == "posix" else "tcp"
+    baud: int | None = None
+    ui: bool = False
+    start_timeout_s: float = START_TIMEOUT_S
+
+
+@dataclass
+class System:
+    options: SystemOptions
+    children: list[Child] = field(default_factory=list)  # in start order; stopped in reverse
+    demo: dict[str, object] = field(default_factory=dict)
+    sandbox_url: str = ""
+    sim_url: str = ""
+    bridge_url: str = ""
+    device_link: str = ""
+
+    @property
+    def workdir(self) -> Path:
+        return self.options.workdir
+
+    @property
+    def demo_path(self) -> Path:
+        return self.workdir / DEMO
+
+    def child(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def dead_children(self) -> list[Child]:
+        return [c for c in self.children if not c.alive()]
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop the children, newest first (bridge, device, sandbox); their exit statuses by name."""
+        statuses: dict[str, int | None] = {}
+        for child in reversed(self.children):
+            statuses[child.name] = child.stop()
+            log.info("%s stopped (exit %s)", child.name, statuses[child.name])
+        return statuses
+
+
+# ----------------------------------------------------------------------------- state and files
+
+
+def _load_state(workdir: Path) -> dict[str, object]:
+    try:
+        state = json.loads((workdir / STATE).read_text(encoding="utf-8"))
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(workdir: Path, state: dict[str, object]) -> None:
+    tmp = workdir / (STATE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, workdir / STATE)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _clean(workdir: Path) -> None:
+    for name in OWNED:
+        path = workdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+class WorkdirLock:
+    """One system per workdir (an OS lock on <workdir>/system.lock, released when the process dies)."""
+
+    def __init__(self, workdir: Path) -> None:
+        from firmware_sim.simrun import StorageLock
+
+        try:
+            self._lock = StorageLock(workdir, "system.lock", "headless system")
+        except SimError:
+            raise SimError(SimCode.STORAGE, f"another system runs on {workdir} (stop it with Ctrl-C), or use --workdir") from None
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _python(*module_args: str) -> list[str]:
+    return [sys.executable, *module_args]
+
+
+def bridge_config_text(*, port: int, link_url: str, baud: int | None) -> str:
+    """The bridge's config.toml for the demo (rewritten at every start: the device's port may move)."""
+    return (
+        "# Written by firmware_sim.system at every start of the headless system (docs/simulator.md).\n"
+        "# A real bridge's configuration is documented in docs/bridge.md.\n\n"
+        f"[http]\nhost = \"127.0.0.1\"\nport = {port}\n\n"
+        "[security]\nkey_file = \"keys.json\"\n\n"
+        "[registry]\ndevices = \"devices.csv\"\nterminals = \"terminals.csv\"\n\n"
+        "[journal]\npath = \"journal.sqlite3\"\n\n"
+        f"[link]\nports = [{json.dumps(link_url)}]\nbaud = {baud or 115200}\n"
+        "reconnect_min_s = 0.2\nreconnect_max_s = 2.0\n\n"
+        "[log]\nlevel = \"INFO\"\nfile = \"../logs/bridge.log\"\n"
+    )
+
+
+# ----------------------------------------------------------------------------- the parts
+
+
+def _start_sandbox(system: System, state: dict[str, object]) -> None:
+    workdir, timeout = system.workdir, system.options.start_timeout_s
+    saved = state.get("sandbox_port")
+    ports = [saved, 0] if isinstance(saved, int) and saved > 0 else [0]
+    for port in ports:
+        child = Child("sandbox", _python("-m", "firmware_sim.sandbox.server", "--port", str(port), "--data-dir",
+                                         str(workdir / "channel-sandbox")), workdir / "logs" / "sandbox.log").start()
+        try:
+            ready = child.ready_line(timeout)
+        except SimError:
+            child.stop()
+            if port != ports[-1]:
+                log.warning("the sandbox could not take its earlier port %s again; using a new one", port)
+                continue
+            raise
+        system.children.append(child)
+        system.sandbox_url = str(ready["url"])
+        state["sandbox_port"] = int(system.sandbox_url.rsplit(":", 1)[1])
+        state["sandbox_credentials"] = str(ready["credentials"])
+        return
+
+
+def _prepare_bridge_dir(workdir: Path, records: Path, device_id: str) -> Path:
+    bridge_dir = workdir / "bridge"
+    if not (bridge_dir / "keys.json").exists():
+        run_tool(_python("-m", "bridge.cli", "init", str(bridge_dir)))
+    his = workdir / "his"
+    his.mkdir(exist_ok=True)
+    terminals = his / "terminals.csv"  # what HIS gives us in step 2
+    terminals.write_text(demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device_id), encoding="utf-8")
+    registries.import_devices(bridge_dir / "devices.csv", records)
+    registries.import_terminals(bridge_dir / "terminals.csv", terminals, bridge_dir / "devices.csv")
+    registries.export_devices_for_his(bridge_dir / "devices.csv", his / "devices.csv")  # what HIS gets in step 2
+    return bridge_dir
+
+
+def _start_device(system: System) -> dict[str, object]:
+    workdir, opts = system.workdir, system.options
+    command = _python("-m", "firmware_sim.cli", "run", "--storage", str(workdir / "device"), "--exit-with-parent")
+    command += ["--tcp", "0"] if opts.link == "tcp" else ["--pty"]
+    if opts.baud:
+        command += ["--baud", str(opts.baud)]
+    if opts.ui:
+        command.append("--ui")
+    child = Child("device", command, workdir / "logs" / "device.log").start()
+    system.children.append(child)
+    ready = child.ready_line(opts.start_timeout_s)
+    system.sim_url = str(ready["control_url"])
+    system.device_link = str(ready["bridge_url"])
+    return ready
+
+
+def _sim_status(system: System) -> dict[str, object]:
+    return requests.get(system.sim_url + "/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def _configure_device(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice,
+                      signing: demo_setup.SigningFiles, records: Path, keys_text: str) -> None:
+    """Flash a configuration image when the device has none or it names another sandbox URL."""
+    status = _sim_status(system)
+    if status["power"] == "on" and state.get("configured_for") == system.sandbox_url:
+        return
+    version = int(state.get("config_version", 0) or 0) + 1
+    channels = settings_from_sandbox(str(state["sandbox_credentials"]))
+    image = demo_setup.configuration_image(device, records, signing, keys_text=keys_text, channels=channels, version=version,
+                                           terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
+    log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
+    outcome = demo_setup.flash(system.device_link, image, records)
+    if not outcome.confirmed:
+        raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/device.log")
+    state.update(config_version=version, configured_for=system.sandbox_url)
+    _save_state(system.workdir, state)
+    deadline = time.monotonic() + system.options.start_timeout_s
+    while _sim_status(system)["power"] != "on":
+        if time.monotonic() > deadline:
+            raise SimError(SimCode.START_FAILED, "the device did not come up after flashing its configuration")
+        time.sleep(0.1)
+
+
+def _bridge_started(log_path: Path, offset: int) -> str | None:
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "bridge_started":
+            return str(event["url"])
+    return None
+
+
+def _start_bridge(system: System, bridge_dir: Path) -> None:
+    workdir, opts = system.workdir, system.options
+    bridge_log = workdir / "logs" / "bridge.log"
+    for port in dict.fromkeys([opts.bridge_port, 0]):
+        (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=system.device_link, baud=opts.baud),
+                                                encoding="utf-8")
+        offset = bridge_log.stat().st_size if bridge_log.exists() else 0
+        child = Child("bridge", _python("-m", "bridge.cli", "--config", str(bridge_dir / "config.toml"), "serve"),
+                      workdir / "logs" / "bridge-stderr.log").start()
+        deadline = time.monotonic() + opts.start_timeout_s
+        while time.monotonic() < deadline:
+            url = _bridge_started(bridge_log, offset)
+            if url is not None:
+                system.children.append(child)
+                system.bridge_url = url
+                return
+            if not child.alive():
+                break
+            time.sleep(0.05)
+        child.stop()
+        if port != 0 and "cannot listen" in child.log_tail():
+            log.warning("port %d is taken (another bridge?); the demo bridge takes an ephemeral port instead", port)
+            continue
+        raise SimError(SimCode.START_FAILED, f"the bridge did not start; see {bridge_log} and {child.log_path}:\n{child.log_tail()}")
+    raise SimError(SimCode.START_FAILED, "the bridge did not start on any port")
+
+
+def _wait_link_up(system: System) -> dict[str, object]:
+    deadline = time.monotonic() + LINK_UP_TIMEOUT_S
+    health: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        try:
+            health = requests.get(system.bridge_url + "/v1/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            health = {}
+        devices = health.get("devices") or []
+        if devices and all(d.get("link") == "up" for d in devices):  # type: ignore[union-attr]
+            return health
+        dead = system.dead_children()
+        if dead:
+            raise SimError(SimCode.START_FAILED, f"{dead[0].name} exited; see {dead[0].log_path}:\n{dead[0].log_tail()}")
+        time.sleep(0.1)
+    raise SimError(SimCode.START_FAILED, f"the bridge never saw the device's link up within {LINK_UP_TIMEOUT_S:g} s: "
+                   f"{json.dumps(health.get('devices'))}")
+
+
+def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]:
+    ring = parse_keyfile((bridge_dir / "keys.json").read_text(encoding="utf-8"), str(bridge_dir / "keys.json"))
+    key = ring.active()[-1]
+    registry = system.workdir / "his" / "devices.csv"
+    assert device_id in {d.device_id for d in parse_device_csv(registry.read_text(encoding="utf-8"))}
+    return {
+        "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
+        "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
+        "device_registry": "his/devices.csv", "sim_url": system.sim_url, "sandbox_url": system.sandbox_url,
+        "supervisor_pin": demo_setup.DEMO_PIN,
+        "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
+        "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
+    }
+
+
+def start_system(options: SystemOptions) -> System:
+    """Start sandbox, device and bridge, wired; return the handles (stop them with System.stop())."""
+    workdir = options.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    if options.fresh:
+        _clean(workdir)
+    (workdir / "logs").mkdir(exist_ok=True)
+    system = System(options)
+    state = _load_state(workdir)
+    try:
+        _start_sandbox(system, state)
+        _save_state(workdir, state)
+        signing = demo_setup.ensure_signing_key(workdir / "signing")
+        records = workdir / "records.csv"
+        device = demo_setup.ensure_device(workdir / "device", records, signing)
+        bridge_dir = _prepare_bridge_dir(workdir, records, device.device_id)
+        _start_device(system)
+        _configure_device(system, state, device, signing, records, (bridge_dir / "keys.json").read_text(encoding="utf-8"))
+        _start_bridge(system, bridge_dir)
+        _wait_link_up(system)
+        system.demo = _demo(system, bridge_dir, device.device_id)
+        _write_private(system.demo_path, json.dumps(system.demo, indent=2) + "\n")
+    except BaseException:
+        system.stop()
+        raise
+    return system
+
+
+def next_steps(system: System) -> list[str]:
+    demo = os.path.relpath(system.demo_path)
+    storage = os.path.relpath(system.workdir / "device")
+    storage_arg = "" if storage == os.path.join(".run", "device") else f" --storage {storage}"
+    return [
+        f"1. pay (waits for the scan):  his-client --demo {demo} pay +12.50 --order MZ0001",
+        f"2. issue a patient code:      curl -s -X POST {system.sandbox_url}/sandbox/v1/codes -d '{{\"channel\": \"WECHAT\"}}'",
+        f"3. scan it at the POS:        pos-sim scan{storage_arg} <code from step 2>",
+    ]
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m firmware_sim.system",
+        description="Run the whole system on this machine: channel sandbox, one simulated POS and the bridge, wired "
+                    "together; writes <workdir>/demo.json for HIS clients (his-client --demo). Ctrl-C stops everything.",
+        epilog="docs/simulator.md explains demo.json, the device control API and fault injection.")
+    parser.add_argument("--headless", action="store_true", help="no screens (the default; what `make run HEADLESS=1` runs)")
+    parser.add_argument("--ui", action="store_true", help="also show the POS screens (Kivy; needs a display)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where state lives (default .run)")
+    parser.add_argument("--fresh", action="store_true", help="forget the earlier state: new keys, new device, new journals")
+    parser.add_argument("--bridge-port", type=int, default=DEFAULT_BRIDGE_PORT,
+                        help=f"the bridge's HTTP port (default {DEFAULT_BRIDGE_PORT}; 0: ephemeral; a busy port falls back to ephemeral)")
+    parser.add_argument("--link", choices=["pty", "tcp"], default=SystemOptions.link,
+                        help="how the bridge reaches the device: a pty (serial:) or TCP (socket://)")
+    parser.add_argument("--baud", type=int, help="pace the link at this baud rate (115200, 921600)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.ui and args.headless:
+        print("firmware_sim.system: --ui and --headless exclude each other", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
+    options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
+                            baud=args.baud, ui=args.ui)
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # while starting: start_system stops what it started
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    try:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        lock = WorkdirLock(args.workdir)
+    except SimError as exc:
+        print(f"firmware_sim.system: {exc.message}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            system = start_system(options)
+        except SimError as exc:
+            print(f"firmware_sim.system: {exc.code.value}: {exc.message}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("firmware_sim.system: interrupted while starting; everything started was stopped", file=sys.stderr)
+            return 130
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        print(json.dumps(system.demo, indent=2), flush=True)
+        print(f"\nwrote {system.demo_path} (it holds the shared key: mode 600). Try it:", flush=True)
+        for line in next_steps(system):
+            print("  " + line, flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        exit_code = 0
+        while not stop.wait(0.5):
+            dead = system.dead_children()
+            if dead:
+                print(f"firmware_sim.system: {dead[0].name} exited unexpectedly; see {dead[0].log_path}:\n"
+                      f"{dead[0].log_tail()}", file=sys.stderr)
+                exit_code = 1
+                break
+        statuses = system.stop()
+        print(f"stopped: {', '.join(f'{name} (exit {code})' for name, code in statuses.items())}", flush=True)
+        return exit_code
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
