@@ -35,6 +35,7 @@ from bridge.transport import Transport, TransportClosed, TransportError, open_tr
 from protocol import flash as fc
 from protocol.flash import FlashCode, FlashError
 from protocol.link.handshake import CHALLENGE_SIZE, DeviceIdentity
+from protocol.strictjson import dumps_compact
 from protocol.link.session import (
     Delivered, HandshakeRefused, HostHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
     Role, Undeliverable,
@@ -126,7 +127,11 @@ class DeviceConnection:
         self.reconnect_s = reconnect_s
         self.clock = clock
         self.identity: DeviceIdentity | None = None
-        self.link = Link(Role.HOST, host=HostHandshake(lambda: os.urandom(CHALLENGE_SIZE), public_key_for), timers=timers)
+        # HELLO_ACK says who we are: a maintenance host, not a bridge (the device's application
+        # talks only to a bridge; its bootloader answers anyone who passed the handshake).
+        host_info = lambda: dumps_compact({"host": "pos-flash", "clock": int(time.time())})  # noqa: E731
+        self.link = Link(Role.HOST, host=HostHandshake(lambda: os.urandom(CHALLENGE_SIZE), public_key_for, host_info),
+                         timers=timers)
         self._transport: Transport | None = None
         self._lost_since: float | None = None
         self._events: deque[object] = deque()
