@@ -337,7 +337,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                        key=key, build_time=_utc_now(), device_id=device.device_id)
     _write_output(Path(args.out), data, private=True, force=args.force)
     terminals = json.loads(document)["terminals"]
-    _out(f"wrote {args.out}: configuration {args.version} for {device.device_id}, {len(terminals)} terminals "
+    _out(f"wrote {args.out}: configuration {args.version} for {device.device_id}, {len(terminals)} terminal{'s' * (len(terminals) != 1)} "
          f"({', '.join(t['terminal_id'] for t in terminals[:5])}{'...' if len(terminals) > 5 else ''})")
     _out("  it holds shared keys: mode 600; flash it, then delete it")
     return EXIT_OK
