@@ -90,6 +90,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the reports and downloaded bills (default: ./reconcile-reports)")
     p.add_argument("--state", help="state database (default: OUT/reconcile-state.db)")
     p.add_argument("--utc-offset", help="the hospital's time zone as an offset (default +08:00): where a day begins")
+    p.add_argument("--jobs", type=int, choices=(0, 1, 2), default=0,
+                   help="processes: 2 parses the bills in a second process (about twice as fast for large days), "
+                        "1 keeps to one, 0 (default) decides from the size of the bills")
     return p
 
 
@@ -146,7 +149,7 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         day=day, his=his, journals=journals, out_dir=out, state_db=pick("state") or out / "reconcile-state.db",
         his_mapping=pick("his_mapping"), bills=bills, channel_settings=pick("channel_settings"),
-        tz=_offset(str(offset)),
+        tz=_offset(str(offset)), jobs=args.jobs,
     )
 
 

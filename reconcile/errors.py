@@ -39,6 +39,10 @@ class BadInput(ReconcileError):
         self.field = field
         self.why = why
 
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, str | None, str]]:
+        # Crosses from the worker process that joins the bills (pickled with its own arguments).
+        return (type(self), (self.file, self.line, self.field, self.why))
+
 
 class ConfigError(ReconcileError):
     """A mapping file, settings file or command-line option is wrong."""

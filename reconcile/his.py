@@ -21,7 +21,6 @@ carry their sign in the amount instead of a direction column. `load_mapping` val
 
 from __future__ import annotations
 
-import csv
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import BinaryIO, Iterator
 
 from reconcile.errors import BadInput, ConfigError, SourceUnavailable
 from reconcile.fen import FenParser
-from reconcile.lines import decode_line, normalize_encoding, parse_quoted
+from reconcile.lines import BATCH, BOM, bad_bytes, decode_line, normalize_encoding, read_records, record
 from reconcile.model import COLLECT, REFUND, Channel, State
 
 FIELDS = ("order_no", "msg_id", "direction", "amount", "status", "pay_channel", "pay_order_no", "finished_at")
@@ -130,8 +129,8 @@ def _vocab(values: dict[str, object], key: str, neutral: dict, name: str) -> dic
     return out
 
 
-def read_his(path: str | Path, mapping: HisMapping = NEUTRAL) -> Iterator[tuple]:
-    """Stream the ledger as Entry-layout tuples. Raises BadInput at the first problem."""
+def read_his(path: str | Path, mapping: HisMapping = NEUTRAL) -> Iterator[list[tuple]]:
+    """Stream the ledger as batches of Entry-layout tuples. Raises BadInput at the first problem."""
     name = Path(path).name
     try:
         fb = open(path, "rb")
@@ -141,107 +140,102 @@ def read_his(path: str | Path, mapping: HisMapping = NEUTRAL) -> Iterator[tuple]
         yield from _read(fb, name, mapping)
 
 
-def _read(fb: BinaryIO, name: str, m: HisMapping) -> Iterator[tuple]:
+def _read(fb: BinaryIO, name: str, m: HisMapping) -> Iterator[list[tuple]]:
     enc, delim = m.encoding, m.delimiter
     lineno = 0
     header: list[str] | None = None
-    for raw in fb:
+    while header is None:
+        raw = fb.readline()
+        if not raw:
+            raise BadInput(name, lineno or 1, None, "empty file: the first line must be the header row")
         lineno += 1
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        if lineno == 1 and raw.startswith(BOM):
             raw = raw[3:]
         if lineno <= m.skip_lines:
             continue
-        text = decode_line(raw, enc, name, lineno).rstrip("\r\n")
-        if text.strip():
-            header = [h.strip() for h in _split(text, delim, name, lineno)]
-            break
-    if header is None:
-        raise BadInput(name, lineno or 1, None, "empty file: the first line must be the header row")
+        row, lineno = record(fb, decode_line(raw, enc, name, lineno), lineno, name, enc, delim)
+        if row and any(h.strip() for h in row):
+            header = [h.strip() for h in row]
     cols = _column_positions(header, m, name, lineno)
-    i_order, i_msg, i_dir, i_amount, i_status, i_chan, i_pay, i_at = (cols.get(f, -1) for f in FIELDS)
     ncol = len(header)
-    direction_of, status_of, channel_of = m.direction, m.status, m.pay_channel
+    # An optional column the file lacks reads as the empty string one past the row's end: `row + [""]`
+    # would cost a list per row, so rows get the empty field appended only then (see `pad`).
+    pad = any(f not in cols for f in FIELDS)
+    i_order, i_msg, i_dir, i_amount, i_status, i_chan, i_pay, i_at = (cols.get(f, ncol) for f in FIELDS)
+    signed_amount = m.signed_amount
+    ws_before, ws_after = " " + delim, delim + " "
+    # Plain ints in the hot loop (enum members compare and store slower).
+    direction_of = {k: int(v) for k, v in m.direction.items()}
+    status_of = {k: int(v) for k, v in m.status.items()}
+    channel_of = {k: int(v) for k, v in m.pay_channel.items()} if "pay_channel" in cols else {"": int(Channel.UNKNOWN)}
     fen = FenParser(name)
     memo = fen.memo
     rows = 0
     trailer: int | None = None
+    batch: list[tuple] = []
     for raw in fb:
         lineno += 1
         start = lineno  # a quoted field may continue on the next lines: the record starts here
-        line = decode_line(raw, enc, name, lineno)
+        try:
+            line = raw.decode(enc)
+        except UnicodeDecodeError as exc:
+            raise bad_bytes(name, lineno, exc, enc) from None
         if '"' in line:
-            while line.count('"') % 2:
-                more = fb.readline()
-                if not more:
-                    raise BadInput(name, start, None, "a quoted field is not closed before the end of the file (truncated?)")
-                lineno += 1
-                line += decode_line(more, enc, name, lineno)
-            row = parse_quoted(line, name, start) if delim == "," else _split(line.rstrip("\r\n"), delim, name, start)
+            row, lineno = record(fb, line, lineno, name, enc, delim)
+            if not row:
+                continue
         else:
             line = line.rstrip("\r\n")
             if not line:
                 continue
             row = line.split(delim)
-        if trailer is not None:
-            raise BadInput(name, start, None, "data after the #END trailer line")
-        if row[0] == "#END":
-            trailer = _trailer(row, name, start)
-            continue
-        if len(row) != ncol:
-            raise BadInput(name, start, None, f"{len(row)} fields, but the header has {ncol} (a stray delimiter or a cut line?)")
-        order_no = row[i_order].strip()
+        if pad:
+            row.append("")
+        if len(row) != ncol + pad:
+            if row[0].strip() == "#END":
+                trailer = _trailer(row, name, start)
+                _nothing_after(fb, name, lineno, enc)
+                break
+            raise BadInput(name, start, None, f"{len(row) - pad} fields, but the header has {ncol} (a stray delimiter or a cut line?)")
+        if ws_before in line or ws_after in line or "\t" in line or line.strip() is not line:
+            row = [f.strip() for f in row]  # a vendor padded its fields
+        order_no = row[i_order]
         if not order_no:
             raise BadInput(name, start, m.columns["order_no"], "empty")
-        amount = row[i_amount].strip()
-        if m.signed_amount:
+        if order_no == "#END":
+            trailer = _trailer(row, name, start)
+            _nothing_after(fb, name, lineno, enc)
+            break
+        amount = row[i_amount]
+        if signed_amount:
             signed = fen.parse_signed(amount, start, m.columns["amount"])
             direction, value = (REFUND, -signed) if signed < 0 else (COLLECT, signed)
         else:
-            d_text = row[i_dir].strip()
-            direction = direction_of.get(d_text)
+            direction = direction_of.get(row[i_dir])
             if direction is None:
-                raise BadInput(name, start, m.columns["direction"], f"{d_text!r} is not one of {_allowed(direction_of)}")
+                raise BadInput(name, start, m.columns["direction"], f"{row[i_dir]!r} is not one of {_allowed(direction_of)}")
             value = memo.get(amount)
             if value is None:
                 value = fen.parse(amount, start, m.columns["amount"])
         if value == 0:
             raise BadInput(name, start, m.columns["amount"], "zero is not an amount")
-        s_text = row[i_status].strip()
-        state = status_of.get(s_text)
+        state = status_of.get(row[i_status])
         if state is None:
-            raise BadInput(name, start, m.columns["status"], f"{s_text!r} is not one of {_allowed(status_of)}")
-        channel = Channel.UNKNOWN
-        if i_chan >= 0:
-            c_text = row[i_chan].strip()
-            channel = channel_of.get(c_text)
-            if channel is None:
-                raise BadInput(name, start, m.columns["pay_channel"], f"{c_text!r} is not one of {_allowed(channel_of)}")
+            raise BadInput(name, start, m.columns["status"], f"{row[i_status]!r} is not one of {_allowed(status_of)}")
+        channel = channel_of.get(row[i_chan])
+        if channel is None:
+            raise BadInput(name, start, m.columns["pay_channel"], f"{row[i_chan]!r} is not one of {_allowed(channel_of)}")
         rows += 1
-        yield (
-            start,
-            order_no,
-            row[i_msg].strip() if i_msg >= 0 else "",
-            direction,
-            value,
-            state,
-            channel,
-            row[i_pay].strip() if i_pay >= 0 else "",
-            "",
-            row[i_at].strip() if i_at >= 0 else "",
-        )
+        batch.append((start, order_no, row[i_msg], direction, value, state, channel, row[i_pay], "", row[i_at]))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
     if trailer is None and m.require_trailer:
         raise BadInput(name, lineno, None, "no #END trailer line: the export is incomplete (truncated?)")
     if trailer is not None and trailer != rows:
         raise BadInput(name, lineno, None, f"the #END trailer says {trailer} rows, the file has {rows} (truncated?)")
-
-
-def _split(text: str, delim: str, name: str, lineno: int) -> list[str]:
-    if '"' in text:
-        try:
-            return next(csv.reader([text], delimiter=delim, strict=True))
-        except (csv.Error, StopIteration) as exc:
-            raise BadInput(name, lineno, None, f"not valid CSV: {exc}") from None
-    return text.split(delim)
 
 
 def _column_positions(header: list[str], m: HisMapping, name: str, lineno: int) -> dict[str, int]:
@@ -257,6 +251,11 @@ def _column_positions(header: list[str], m: HisMapping, name: str, lineno: int) 
         elif f in required:
             raise BadInput(name, lineno, vendor, f"required column missing; the header has: {', '.join(header)}")
     return cols
+
+
+def _nothing_after(fb: BinaryIO, name: str, lineno: int, enc: str) -> None:
+    for lineno, _ in read_records(fb, name, enc, start=lineno):
+        raise BadInput(name, lineno, None, "data after the #END trailer line")
 
 
 def _trailer(row: list[str], name: str, lineno: int) -> int:

@@ -23,11 +23,13 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import compress
-from typing import Callable, Iterable
+from operator import mul
+from typing import Callable, Iterable, Iterator
 
 from reconcile.classify import classify
 from reconcile.model import (
     COLLECT,
+    Columns,
     FLAG_ECHO,
     Channel,
     DiffClass,
@@ -80,6 +82,26 @@ class ChannelTotals:
 
 
 @dataclass
+class ChannelSide:
+    """The funds join done in another process: what add_channel left in its Matcher."""
+
+    origins: list[str]
+    journal_lines: array  # which journal records, in which order, the worker joined against
+    journal_origins: array
+    kind: array
+    line: array
+    fen: array
+    state: array
+    eff: array
+    origin: array
+    channel: array  # the journal records' channels, completed from the bills
+    left: list[Entry]
+    dup: list[tuple[int, Entry]]
+    refs: dict[int, str]
+    extra: dict[int, list[str]]
+
+
+@dataclass
 class MatchResult:
     day_id: str
     differences: list[Difference]
@@ -112,7 +134,7 @@ class Matcher:
         self._o_order: list[str] = []
         self._o_msg: list[str] = []
         self._o_pay: list[str] = []
-        self._o_at: list[object] = []
+        self._o_at = array("q")
         self._o_dir = array("b")
         self._o_fen = array("q")
         self._o_state = array("b")
@@ -128,6 +150,8 @@ class Matcher:
         self._c_ref: dict[int, str] = {}
         self._c_extra: dict[int, list[str]] = {}  # more bill rows of a transaction: reversals, reversed attempts
         self._by_order: dict[str, object] | None = None
+        self._by_msg: dict[str, int] | None = None
+        self._by_funds: dict[object, object] | None = None
 
     # -- loading ---------------------------------------------------------------------------------
     def _origin(self, name: str) -> int:
@@ -137,19 +161,28 @@ class Matcher:
             self._origins.append(name)
         return self._origins.index(name)
 
-    def add_ours(self, rows: Iterable[tuple], origin: str) -> None:
+    def add_ours(self, cols: Columns, origin: str) -> None:
+        """One journal's records (reconcile.ours.read_ours, or Columns.from_rows in tests)."""
         if self._frozen:
             raise RuntimeError("add every journal before the HIS ledger and the bills")
         oi = self._origin(origin)
-        order, msg, pay, at = self._o_order.append, self._o_msg.append, self._o_pay.append, self._o_at.append
-        d_, f_, s_, c_, g_, l_ = (self._o_dir.append, self._o_fen.append, self._o_state.append, self._o_chan.append, self._o_flags.append, self._o_line.append)
         start = len(self._o_order)
-        for t in rows:
-            line, order_no, msg_id, d, fen, state, chan, pay_no, _ref, when = t[:10]
-            flags = t[10] if len(t) > 10 else 0
-            if flags & FLAG_ECHO:
-                state = State.NOT_MOVED  # a replayed result moved no money of its own
-            l_(line), order(order_no), msg(msg_id), d_(d), f_(fen), s_(state), c_(chan), pay(pay_no), at(when), g_(flags)
+        self._o_line.extend(cols.line)
+        self._o_order.extend(cols.order_no)
+        self._o_msg.extend(cols.msg_id)
+        self._o_dir.extend(cols.direction)
+        self._o_fen.extend(cols.fen)
+        self._o_chan.extend(cols.channel)
+        self._o_pay.extend(cols.pay_order_no)
+        self._o_at.extend(cols.at)
+        self._o_flags.extend(cols.flags)
+        state = array("b", cols.state)
+        flags = cols.flags.tobytes()
+        k = flags.find(FLAG_ECHO)
+        while k >= 0:  # a replayed result moved no money of its own
+            state[k] = State.NOT_MOVED
+            k = flags.find(FLAG_ECHO, k + 1)
+        self._o_state.extend(state)
         self._o_origin.extend(array("b", [oi]) * (len(self._o_order) - start))
 
     def _freeze(self) -> None:
@@ -157,90 +190,126 @@ class Matcher:
             return
         self._frozen = True
         n = len(self._o_order)
-        d, fen, st = self._o_dir, self._o_fen, self._o_state
-        self._o_eff = array("q", [x * f if s == _MOVED else 0 for x, f, s in zip(d, fen, st)])
+        d = self._o_dir
+        moved = self._o_state.tobytes().translate(_EQ[_MOVED])  # 1 where the money moved
+        self._o_eff = array("q", map(mul, map(mul, d, self._o_fen), moved))
         for name in ("_h_line", "_h_eff", "_h_fen", "_c_line", "_c_eff", "_c_fen"):
             setattr(self, name, _zeros("q", n))
         for name in ("_h_state", "_h_origin", "_c_state", "_c_origin", "_c_kind"):
             setattr(self, name, _zeros("b", n))
-        self._by_msg = dict(zip(self._o_msg, range(n)))
-        if len(self._by_msg) != n:
-            seen: set[str] = set()
-            for i, m in enumerate(self._o_msg):
-                if m in seen:
-                    self._o_flags[i] |= _DUP_OURS
-                else:
-                    seen.add(m)
-                    self._by_msg[m] = i
-        keys = [(p if x > 0 else "\x00" + p) if p and not g & (FLAG_ECHO | _DUP_OURS) else None for p, x, g in zip(self._o_pay, d, self._o_flags)]
+
+    def _msg_index(self) -> dict[str, int]:
+        """msg_id -> journal record; a msg_id seen again (in another journal) flags a duplicate."""
+        if self._by_msg is None:
+            self._freeze()
+            n = len(self._o_msg)
+            by_msg = dict(zip(self._o_msg, range(n)))
+            if len(by_msg) != n:
+                seen: set[str] = set()
+                for i, m in enumerate(self._o_msg):
+                    if m in seen:
+                        self._o_flags[i] |= _DUP_OURS
+                    else:
+                        seen.add(m)
+                        by_msg[m] = i
+            self._by_msg = by_msg
+        return self._by_msg
+
+    def _funds_index(self) -> dict[object, object]:
+        """Channel id -> journal record(s). Built separately from the msg_id index, and depending
+        only on the journals, so that a worker process can build it and join the bills alone."""
+        if self._by_funds is not None:
+            return self._by_funds
+        self._freeze()
+        n = len(self._o_pay)
+        # The channel id; refunds prefixed (Alipay names a refund by its trade's id); none for
+        # records without an id and for replayed results. Patched in place: those are few.
+        keys: list[object] = list(self._o_pay)
+        for k in _positions(self._o_dir.tobytes(), 0xFF):
+            if keys[k]:
+                keys[k] = "\x00" + keys[k]  # type: ignore[operator]
+        for k in _positions(self._o_flags.tobytes(), 0, equal=False):
+            if self._o_flags[k] & FLAG_ECHO:
+                keys[k] = None
+        k = -1
+        try:
+            while True:
+                k = keys.index("", k + 1)
+                keys[k] = None
+        except ValueError:
+            pass
         funds: dict[object, object] = dict(zip(keys, range(n)))
         funds.pop(None, None)
         if len(funds) != n - keys.count(None):  # shared keys: Alipay partial refunds, repeated ids
-            shared = {k for k, c in Counter(keys).items() if c > 1 and k is not None}
-            for i, k in enumerate(keys):
-                if k in shared:
-                    v = funds.get(k)
-                    funds[k] = [i] if type(v) is int else v + [i]
+            # dict(zip(...)) kept the last index of each key; the others are where keys[i] maps elsewhere.
+            earlier = [i for i, k, last in zip(range(n), keys, map(funds.get, keys)) if last is not None and last != i]
+            for i in earlier:
+                key = keys[i]
+                v = funds[key]
+                funds[key] = [i, v] if type(v) is int else [*v[:-1], i, v[-1]]
         self._by_funds = funds
+        return funds
 
-    def add_his(self, rows: Iterable[tuple], origin: str) -> None:
+    def add_his(self, batches: Iterable[list[tuple]], origin: str) -> None:
         self._freeze()
         oi = self._origin(origin)
-        by_msg, h_line, h_eff, h_fen, h_state, h_origin = self._by_msg, self._h_line, self._h_eff, self._h_fen, self._h_state, self._h_origin
+        by_msg, h_line, h_eff, h_fen, h_state, h_origin = self._msg_index(), self._h_line, self._h_eff, self._h_fen, self._h_state, self._h_origin
         o_dir, o_order, o_flags = self._o_dir, self._o_order, self._o_flags
         left, dups = self._his_left.append, self._his_dup.append
-        for t in rows:
-            line, order_no, msg_id, d, fen, state = t[:6]
-            i = by_msg.get(msg_id) if msg_id else None
-            if i is None:
-                left(Entry(*t[:10], 0, origin))
-                continue
-            if h_line[i]:
-                dups((i, Entry(*t[:10], 0, origin)))
-                continue
-            h_line[i] = line
-            h_fen[i] = fen
-            h_state[i] = state
-            h_origin[i] = oi
-            h_eff[i] = d * fen if state == _MOVED else 0
-            if d != o_dir[i] or order_no != o_order[i]:
-                o_flags[i] |= _CONFLICT
+        for batch in batches:
+            for t in batch:
+                line, order_no, msg_id, d, fen, state, _chan, _pay, _ref, _at = t
+                i = by_msg.get(msg_id) if msg_id else None
+                if i is None:
+                    left(Entry(*t, 0, origin))
+                    continue
+                if h_line[i]:
+                    dups((i, Entry(*t, 0, origin)))
+                    continue
+                h_line[i] = line
+                h_fen[i] = fen
+                h_state[i] = state
+                h_origin[i] = oi
+                h_eff[i] = d * fen if state == _MOVED else 0
+                if d != o_dir[i] or order_no != o_order[i]:
+                    o_flags[i] |= _CONFLICT
 
-    def add_channel(self, rows: Iterable[tuple], origin: str) -> None:
+    def add_channel(self, batches: Iterable[list[tuple]], origin: str) -> None:
         self._freeze()
         oi = self._origin(origin)
         funds, c_kind, c_line, c_eff, c_fen, c_state, c_origin, o_chan = (
-            self._by_funds, self._c_kind, self._c_line, self._c_eff, self._c_fen, self._c_state, self._c_origin, self._o_chan)
+            self._funds_index(), self._c_kind, self._c_line, self._c_eff, self._c_fen, self._c_state, self._c_origin, self._o_chan)
         left, dups = self._chan_left.append, self._chan_dup.append
-        for t in rows:
-            line, _otn, _m, d, fen, state, chan, pay_no, ref = t[:9]
-            v = funds.get(pay_no if d > 0 else "\x00" + pay_no)
-            if v is None:
-                left(Entry(*t[:10], 0, origin))
-                continue
-            if type(v) is int:
-                i = v
-            else:
-                i = self._pick(v, fen, ref)
-                if i is None:
-                    left(Entry(*t[:10], 0, origin))
+        for batch in batches:
+            for t in batch:
+                line, _otn, _m, d, fen, state, chan, pay_no, ref, _at = t
+                v = funds.get(pay_no if d > 0 else "\x00" + pay_no)
+                if v is None:
+                    left(Entry(*t, 0, origin))
                     continue
-                if i < 0:
-                    dups((-i - 1, Entry(*t[:10], 0, origin)))
+                if type(v) is int:
+                    i = v
+                else:
+                    i = self._pick(v, fen, ref)
+                    if i is None:
+                        left(Entry(*t, 0, origin))
+                        continue
+                    if i < 0:
+                        dups((-i - 1, Entry(*t, 0, origin)))
+                        continue
+                if c_kind[i] or state == _REVERSAL:
+                    e = Entry(*t, 0, origin)
+                    if not self._combine(i, e):
+                        dups((i, e))
                     continue
-            if c_kind[i] or state == _REVERSAL:
-                e = Entry(*t[:10], 0, origin)
-                if not self._combine(i, e):
-                    dups((i, e))
-                continue
-            c_kind[i] = _MAIN_ROW
-            c_line[i] = line
-            c_fen[i] = fen
-            c_state[i] = state
-            c_origin[i] = oi
-            c_eff[i] = d * fen if state == _MOVED else 0
-            if not o_chan[i]:
-                o_chan[i] = chan
+                c_kind[i] = _MAIN_ROW
+                c_line[i] = line
+                c_fen[i] = fen
+                c_state[i] = state
+                c_origin[i] = oi
+                c_eff[i] = d * fen if state == _MOVED else 0
+                if not o_chan[i]:
+                    o_chan[i] = chan
 
     def _combine(self, i: int, e: Entry) -> bool:
         """Add a bill row to transaction i's channel side: a payment and its reversal belong
@@ -275,6 +344,28 @@ class Matcher:
         if ref:
             self._c_ref[chosen] = ref
         return chosen
+
+    def export_channel_side(self) -> ChannelSide:
+        self._freeze()
+        return ChannelSide(list(self._origins), self._o_line, self._o_origin, self._c_kind, self._c_line, self._c_fen, self._c_state,
+                           self._c_eff, self._c_origin, self._o_chan, self._chan_left, self._chan_dup, self._c_ref, self._c_extra)
+
+    def import_channel_side(self, side: ChannelSide) -> bool:
+        """Adopt a funds join done elsewhere over the same journal records; False (and the channel
+        side untouched) if the worker read other records (a journal written to in between)."""
+        self._freeze()
+        table = bytearray(range(256))
+        for k, name in enumerate(side.origins):
+            table[k] = self._origin(name)
+        to_ours = bytes(table)
+        if (side.journal_lines != self._o_line or side.journal_origins.tobytes().translate(to_ours) != self._o_origin.tobytes()
+                or self._c_kind.tobytes().strip(b"\x00")):
+            return False
+        self._c_kind, self._c_line, self._c_fen, self._c_state, self._c_eff = side.kind, side.line, side.fen, side.state, side.eff
+        self._c_origin = array("b", side.origin.tobytes().translate(to_ours))
+        self._o_chan = side.channel
+        self._chan_left, self._chan_dup, self._c_ref, self._c_extra = side.left, side.dup, side.refs, side.extra
+        return True
 
     # -- leftovers -------------------------------------------------------------------------------
     def _order_index(self) -> dict[str, object]:
@@ -372,7 +463,7 @@ class Matcher:
 
     # -- outcomes --------------------------------------------------------------------------------
     def finish(self) -> MatchResult:
-        self._freeze()
+        self._msg_index()  # flags duplicated journal records even on a day without HIS rows
         self._attach_leftovers()
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []
@@ -440,20 +531,29 @@ class Matcher:
         return out
 
     def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel]) -> None:
-        """Per channel sums over all journal records, at C speed (compress over byte masks)."""
-        chan_bytes = self._o_chan.tobytes()
+        """Per channel sums over all journal records at C speed: byte masks per channel and
+        direction, `compress` for the sums, popcounts of and-ed masks for the record counts."""
+        n = len(self._o_chan)
+        chan_bytes, dir_bytes = self._o_chan.tobytes(), self._o_dir.tobytes()
+        moved = {name: _bits(getattr(self, name).tobytes(), _MOVED) for name in ("_o_state", "_h_state", "_c_state")}
         for code in set(chan_bytes):
-            table = bytes(1 if b == code else 0 for b in range(256))
-            mask = chan_bytes.translate(table)
+            in_channel = _bits(chan_bytes, code)
             t = totals.setdefault(Channel(code), ChannelTotals())
-            for side, eff in ((t.ours, self._o_eff), (t.his, self._h_eff), (t.chan, self._c_eff)):
-                total = sum(compress(eff, mask))
-                absolute = sum(map(abs, compress(eff, mask)))
-                side.collected += (absolute + total) // 2
-                side.refunded += (absolute - total) // 2
-                side.records += sum(map(bool, compress(eff, mask)))
-            t.transactions += mask.count(1)
-            t.matched += mask.count(1) - sum(1 for ch in unit_diffs.values() if ch == code)
+            count = in_channel.bit_count()
+            t.transactions += count
+            t.matched += count - sum(1 for ch in unit_diffs.values() if ch == code)
+            for d in (COLLECT, -COLLECT):
+                mask_bits = in_channel & _bits(dir_bytes, d & 0xFF)
+                if not mask_bits:
+                    continue
+                mask = mask_bits.to_bytes(n, "little")
+                for side, eff, state in ((t.ours, self._o_eff, "_o_state"), (t.his, self._h_eff, "_h_state"), (t.chan, self._c_eff, "_c_state")):
+                    total = sum(compress(eff, mask))
+                    if d > 0:
+                        side.collected += total
+                    else:
+                        side.refunded -= total
+                    side.records += (mask_bits & moved[state]).bit_count()
 
     # -- presenting ------------------------------------------------------------------------------
     def _diff(self, cls: DiffClass, reason: Reason, channel: Channel, direction: int, order_no: str, msg_id: str, pay_order_no: str, his: SideView | None, ours: SideView | None, chan: SideView | None, he: int, oe: int, ce: int) -> Difference:
@@ -488,6 +588,24 @@ class Matcher:
         if e is None:
             return None
         return SideView(e.where, e.fen, State(e.state), e.pay_order_no, self._fmt_time(e.at))
+
+
+def _positions(data: bytes, value: int, *, equal: bool = True) -> Iterator[int]:
+    """Indexes k where data[k] == value (or != value), found by bytes.find at C speed."""
+    mask = data.translate(_EQ[value])
+    wanted = b"\x01" if equal else b"\x00"
+    k = mask.find(wanted)
+    while k >= 0:
+        yield k
+        k = mask.find(wanted, k + 1)
+
+
+def _bits(data: bytes, value: int) -> int:
+    """An int whose byte k is 1 where data[k] == value (a mask that ands and popcounts in C)."""
+    return int.from_bytes(data.translate(_EQ[value]), "little")
+
+
+_EQ = [bytes(1 if b == v else 0 for b in range(256)) for v in range(256)]
 
 
 def _trades(rows: list[Entry]) -> list[list[Entry]]:

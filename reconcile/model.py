@@ -12,8 +12,9 @@ every total is made.
 from __future__ import annotations
 
 import enum
+from array import array
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 COLLECT = 1
 REFUND = -1
@@ -74,6 +75,46 @@ class Entry(NamedTuple):
     @property
     def where(self) -> str:
         return f"{self.origin} line {self.line}" if self.origin else f"line {self.line}"
+
+
+def flatten(batches: Iterable[list[tuple]]) -> Iterator[tuple]:
+    """Parsers yield batches (lists of Entry-layout tuples): one generator step per few thousand rows."""
+    for batch in batches:
+        yield from batch
+
+
+@dataclass
+class Columns:
+    """Our journal's records, column by column (a million dataclasses would cost seconds and GBs)."""
+
+    line: array  # 'q': the journal's seq
+    order_no: list[str]
+    msg_id: list[str]
+    direction: array  # 'b'
+    fen: array  # 'q'
+    state: array  # 'b'
+    channel: array  # 'b'
+    pay_order_no: list[str]
+    at: array  # 'q': epoch seconds
+    flags: array  # 'b'
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple]) -> "Columns":
+        """From Entry-layout tuples (line, order_no, msg_id, direction, fen, state, channel, pay_order_no, ref, at[, flags])."""
+        c = cls(array("q"), [], [], array("b"), array("q"), array("b"), array("b"), [], array("q"), array("b"))
+        for t in rows:
+            c.line.append(t[0]), c.order_no.append(t[1]), c.msg_id.append(t[2]), c.direction.append(t[3]), c.fen.append(t[4])
+            c.state.append(t[5]), c.channel.append(t[6]), c.pay_order_no.append(t[7]), c.at.append(t[9] if type(t[9]) is int else 0)
+            c.flags.append(t[10] if len(t) > 10 else 0)
+        return c
+
+    def __len__(self) -> int:
+        return len(self.order_no)
+
+    def rows(self) -> Iterator[Entry]:
+        for k in range(len(self)):
+            yield Entry(self.line[k], self.order_no[k], self.msg_id[k], self.direction[k], self.fen[k], self.state[k], self.channel[k],
+                        self.pay_order_no[k], "", self.at[k], self.flags[k])
 
 
 def effect_of(direction: int, fen: int, state: int) -> int:

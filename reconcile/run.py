@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import datetime
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.alipay_bill import read_alipay_bill
 from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError
 from reconcile.fetch import fetch_bills
-from reconcile.his import NEUTRAL, load_mapping, read_his
-from reconcile.match import MatchResult, Matcher
+from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
+from reconcile.match import ChannelSide, MatchResult, Matcher
 from reconcile.model import Channel, DiffClass
 from reconcile.ours import read_ours
 from reconcile.report import ReportContext, write_csv, write_html, write_temp
@@ -25,6 +26,8 @@ from reconcile.store import StateStore
 from reconcile.wechat_bill import read_wechat_bill
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
+# Bills this large (bytes, all channels) are parsed in a second process (see match_day).
+PARALLEL_FROM_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RunConfig:
     bills: dict[Channel, Path | None] = field(default_factory=dict)  # None: the channel has no bill that day
     channel_settings: Path | None = None  # download the bills not given in `bills`
     tz: datetime.tzinfo = CHINA
+    jobs: int = 0  # processes: 1, 2, or 0 to decide from the size of the bills
 
 
 @dataclass(frozen=True)
@@ -99,17 +103,57 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     return RunSummary(day, result, unresolved, html_path, csv_path)
 
 
-def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping=NEUTRAL) -> MatchResult:  # type: ignore[no-untyped-def]
+def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL) -> MatchResult:
+    """Read and match every source. With two processes, the bills are parsed and joined against
+    the journals in a worker while this process reads the journals and joins the HIS ledger: each
+    half is mostly dict work on its own index, so the day takes about half the time on two cores."""
     matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz))
+    given = [(c, p) for c, p in sorted(bills.items()) if p is not None]
+    if _jobs(cfg, given) < 2:
+        _load_journals(matcher, cfg)
+        matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
+        _join_bills(matcher, given)
+        return matcher.finish()
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        worker = pool.submit(channel_side, cfg.journals, cfg.day, cfg.tz, given)
+        try:
+            _load_journals(matcher, cfg)
+            matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
+        except BaseException:
+            worker.cancel()
+            raise
+        side = worker.result()
+    if not matcher.import_channel_side(side):  # a journal changed between the two reads: join here
+        _join_bills(matcher, given)
+    return matcher.finish()
+
+
+def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]]) -> ChannelSide:
+    """In the worker process: the journals' records joined with the day's bills."""
+    matcher = Matcher(day.strftime("%Y%m%d"))
+    for journal in journals:
+        matcher.add_ours(read_ours(journal, day, tz, funds_only=True), journal.name)
+    _join_bills(matcher, bills)
+    return matcher.export_channel_side()
+
+
+def _load_journals(matcher: Matcher, cfg: RunConfig) -> None:
     for journal in cfg.journals:
         matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
-    matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
-    for channel, path in sorted(bills.items()):
-        if path is None:
-            continue
+
+
+def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]]) -> None:
+    for channel, path in bills:
         reader = read_wechat_bill if channel is Channel.WECHAT else read_alipay_bill
         matcher.add_channel(reader(path), path.name)
-    return matcher.finish()
+
+
+def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
+    if cfg.jobs:
+        return cfg.jobs
+    # A second process pays for itself (~0.2 s to start) from a few hundred thousand rows on.
+    size = sum(p.stat().st_size for _, p in bills if p.exists())
+    return 2 if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1 else 1
 
 
 def _format_time(at: object, tz: datetime.tzinfo) -> str:

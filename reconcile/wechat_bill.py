@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator
 from protocol.amount import format_yuan
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
-from reconcile.lines import read_records
+from reconcile.lines import BATCH, bad_bytes, read_records, record
 from reconcile.model import COLLECT, REFUND, Channel, State
 
 TIME = "交易时间"
@@ -51,8 +51,8 @@ REFUND_STATES = {"SUCCESS": State.MOVED, "PROCESSING": State.MOVED, "CHANGE": St
 NO_BILL = re.compile(r"<return_msg>\s*(?:<!\[CDATA\[)?\s*([^<\]]*)")
 
 
-def read_wechat_bill(path: str | Path) -> Iterator[tuple]:
-    """Stream the bill's detail rows as Entry-layout tuples, then check the summary."""
+def read_wechat_bill(path: str | Path) -> Iterator[list[tuple]]:
+    """Stream the bill's detail rows as batches of Entry-layout tuples, then check the summary."""
     name = Path(path).name
     try:
         fb: BinaryIO = open(path, "rb")
@@ -68,14 +68,14 @@ def read_wechat_bill(path: str | Path) -> Iterator[tuple]:
             yield from _guarded(fb, name)
 
 
-def _guarded(fb: BinaryIO, name: str) -> Iterator[tuple]:
+def _guarded(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
     try:
         yield from _read(fb, name)
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(name, None, None, f"the gzip-compressed bill is damaged or cut short: {exc}") from None
 
 
-def _read(fb: BinaryIO, name: str) -> Iterator[tuple]:
+def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
     records = read_records(fb, name, "utf-8")
     first = next(records, None)
     if first is None:
@@ -93,51 +93,70 @@ def _read(fb: BinaryIO, name: str) -> Iterator[tuple]:
     i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat = (pos[c] for c in REQUIRED)
     fen = FenParser(name)
     memo = fen.memo
-    count = 0
-    sum_settle = sum_refund = 0
-    wechat = Channel.WECHAT
-    for lineno, row in records:
-        if row[0] == SUMMARY_FIRST:
-            _check_summary(records, row, lineno, name, count, sum_settle, sum_refund, fen)
-            return
+    count = sum_settle = sum_refund = 0
+    wechat, collect, refund, moved, reversal = int(Channel.WECHAT), COLLECT, REFUND, int(State.MOVED), int(State.REVERSAL)
+    batch: list[tuple] = []
+    for raw in fb:
+        lineno += 1
+        start = lineno
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise bad_bytes(name, lineno, exc, "utf-8") from None
+        if '"' in line:
+            row, lineno = record(fb, line, lineno, name, "utf-8")
+            if not row:
+                continue
+        else:
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            row = line.split(",")
         if len(row) != ncol:
-            raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
+            if row[0] == SUMMARY_FIRST:
+                if batch:
+                    yield batch
+                _check_summary(read_records(fb, name, "utf-8", start=lineno), row, start, name, count, sum_settle, sum_refund, fen)
+                return
+            raise BadInput(name, start, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
         t, txn, otn, st, settle = row[i_time], row[i_txn], row[i_otn], row[i_state], row[i_settle]
         if t[:1] != "`" or txn[:1] != "`" or otn[:1] != "`" or st[:1] != "`" or settle[:1] != "`":
-            raise BadInput(name, lineno, _unticked(row, header, (i_time, i_txn, i_otn, i_state, i_settle)), "bill values start with a backtick `")
+            raise BadInput(name, start, _unticked(row, header, (i_time, i_txn, i_otn, i_state, i_settle)), "bill values start with a backtick `")
         count += 1
-        st = st[1:]
-        amount = settle[1:]
-        settled = memo.get(amount)
+        settled = memo.get(settle)
         if settled is None:
-            settled = fen.parse(amount, lineno, SETTLEMENT)
+            settled = fen.parse(settle[1:], start, SETTLEMENT)
+            memo[settle] = settled  # keyed with the backtick: no slicing on the hot path
         sum_settle += settled
-        if st == "SUCCESS":
-            yield (lineno, otn[1:], "", COLLECT, settled, State.MOVED, wechat, txn[1:], "", t[1:])
-            continue
-        if st != "REFUND" and st != "REVOKED":
-            raise BadInput(name, lineno, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
-        rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
-        if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
-            raise BadInput(name, lineno, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
-        amount = rfee[1:]
-        value = memo.get(amount)
-        if value is None:
-            value = fen.parse(amount, lineno, REFUND_FEE)
-        state = REFUND_STATES.get(rstat[1:])
-        if state is None:
-            raise BadInput(name, lineno, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
-        sum_refund += value
-        if st == "REVOKED":
-            # A reversed payment (撤销): what it gives back of its trade, net of what this row
-            # itself settles (0.00 when the payment has its own SUCCESS row).
-            if settled > value:
-                raise BadInput(name, lineno, SETTLEMENT, "a REVOKED row settling more than it gives back")
-            yield (lineno, otn[1:], "", COLLECT, value - settled, State.REVERSAL, wechat, txn[1:], rid[1:], t[1:])
-            continue
-        if not rid[1:]:
-            raise BadInput(name, lineno, REFUND_ID, "empty on a refund row")
-        yield (lineno, otn[1:], "", REFUND, value, state, wechat, rid[1:], orid[1:], t[1:])
+        if st == "`SUCCESS":
+            batch.append((start, otn[1:], "", collect, settled, moved, wechat, txn[1:], "", t[1:]))
+        else:
+            if st != "`REFUND" and st != "`REVOKED":
+                raise BadInput(name, start, TRADE_STATE, f"{st[1:]!r} is not SUCCESS, REFUND or REVOKED")
+            rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
+            if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
+                raise BadInput(name, start, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
+            value = memo.get(rfee)
+            if value is None:
+                value = fen.parse(rfee[1:], start, REFUND_FEE)
+                memo[rfee] = value
+            state = REFUND_STATES.get(rstat[1:])
+            if state is None:
+                raise BadInput(name, start, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
+            sum_refund += value
+            if st == "`REVOKED":
+                # A reversed payment (撤销): what it gives back of its trade, net of what this row
+                # itself settles (0.00 when the payment has its own SUCCESS row).
+                if settled > value:
+                    raise BadInput(name, start, SETTLEMENT, "a REVOKED row settling more than it gives back")
+                batch.append((start, otn[1:], "", collect, value - settled, reversal, wechat, txn[1:], rid[1:], t[1:]))
+            else:
+                if len(rid) < 2:
+                    raise BadInput(name, start, REFUND_ID, "empty on a refund row")
+                batch.append((start, otn[1:], "", refund, value, int(state), wechat, rid[1:], orid[1:], t[1:]))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
     raise BadInput(name, None, None, f"no summary section (总交易单数,...) after {count} rows: the bill is incomplete (truncated download?)")
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from firmware_sim.sandbox.bills import PaymentLine, RefundLine, alipay_bill_zip, alipay_detail_csv, alipay_summary_csv
 from reconcile.alipay_bill import read_alipay_bill
 from reconcile.errors import BadInput, ReconcileError
-from reconcile.model import COLLECT, REFUND, Channel, Entry, State, effect_of
+from reconcile.model import COLLECT, REFUND, Channel, Entry, State, effect_of, flatten
 
 DAY = datetime.date(2026, 11, 22)
 T = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
@@ -26,7 +26,7 @@ REFUNDS = [RefundLine(T, T, "2026112222001001", "P001", "2088001", 20000, "20261
 
 
 def entries(path: Path) -> list[Entry]:
-    return [Entry(*t) for t in read_alipay_bill(path)]
+    return [Entry(*t) for t in flatten(read_alipay_bill(path))]
 
 
 def sandbox_zip(tmp_path: Path, name: str = "alipay.zip") -> Path:

@@ -147,3 +147,13 @@ def test_help_is_worth_reading(capsys):
     text = capsys.readouterr().out
     for needle in ("Exit status", "resolve DIFF_ID", "--wechat-bill", "--channel-settings", "Task Scheduler", "{yyyymmdd}"):
         assert needle in text
+
+
+def test_two_processes_find_exactly_what_one_finds(every_class_day, tmp_path, capsys):
+    assert main(args(every_class_day, tmp_path / "one", "--jobs", "1")) == 1
+    assert main(args(every_class_day, tmp_path / "two", "--jobs", "2")) == 1
+    assert read_csv(tmp_path / "one") == read_csv(tmp_path / "two")
+    day = copy_day(every_class_day, tmp_path / "in")
+    day["alipay"].write_bytes(day["alipay"].read_bytes()[:-40])
+    assert main(args(day, tmp_path / "three", "--jobs", "2")) == 2  # an error in the worker reaches the job
+    assert "alipay-20261122.zip" in capsys.readouterr().err

@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 
 from reconcile.errors import BadInput, ConfigError, ReconcileError
 from reconcile.his import NEUTRAL, load_mapping, mapping_from_dict, read_his
-from reconcile.model import COLLECT, REFUND, Channel, Entry, State
+from reconcile.model import COLLECT, REFUND, Channel, Entry, State, flatten
 
 HEADER = "order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"
 
 
 def rows(path: Path, mapping=NEUTRAL) -> list[Entry]:  # type: ignore[no-untyped-def]
-    return [Entry(*t) for t in read_his(path, mapping)]
+    return [Entry(*t) for t in flatten(read_his(path, mapping))]
 
 
 def write(tmp_path: Path, text: str, name: str = "his.csv", encoding: str = "utf-8") -> Path:

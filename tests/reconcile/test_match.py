@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile.match import Matcher, MatchResult
-from reconcile.model import COLLECT, FLAG_ECHO, REFUND, Channel, DiffClass, Reason, State, effect_of
+from reconcile.model import COLLECT, FLAG_ECHO, REFUND, Channel, Columns, DiffClass, Reason, State, effect_of
 
 W, A = int(Channel.WECHAT), int(Channel.ALIPAY)
 M, N, P, R = int(State.MOVED), int(State.NOT_MOVED), int(State.PENDING), int(State.REVERSAL)
@@ -28,9 +28,9 @@ def bill(line, d, fen, chan, pay, state=M, ref="", at=AT):  # type: ignore[no-un
 
 def run(o, h, c) -> MatchResult:  # type: ignore[no-untyped-def]
     m = Matcher("20261122")
-    m.add_ours(o, "journal.db")
-    m.add_his(h, "his.csv")
-    m.add_channel(c, "bill.csv")
+    m.add_ours(Columns.from_rows(o), "journal.db")
+    m.add_his([h], "his.csv")
+    m.add_channel([c], "bill.csv")
     return m.finish()
 
 

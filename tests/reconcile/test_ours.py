@@ -43,7 +43,7 @@ def journal_path(tmp_path: Path) -> Path:
 
 
 def test_reads_the_days_instructions_and_results(journal_path):
-    got = {e.msg_id: e for e in (Entry(*t) for t in read_ours(journal_path, DAY, CHINA))}
+    got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA).rows()}
     assert sorted(got) == ["M1", "M2", "M3", "M4", "M5", "M6"]
     assert (got["M1"].direction, got["M1"].fen, got["M1"].state, got["M1"].channel, got["M1"].pay_order_no) == (COLLECT, 1250, State.MOVED, Channel.WECHAT, "4200001")
     assert (got["M2"].direction, got["M2"].fen, got["M2"].state) == (REFUND, 250, State.MOVED)
@@ -56,20 +56,20 @@ def test_reads_the_days_instructions_and_results(journal_path):
 
 def test_reads_while_the_bridge_holds_the_journal_open_and_never_writes(journal_path):
     before = journal_path.read_bytes()
-    assert len(list(read_ours(journal_path, DAY, CHINA))) == 6
+    assert len(read_ours(journal_path, DAY, CHINA)) == 6
     assert journal_path.read_bytes() == before  # reading changed nothing (SQLite may add its -shm index)
     live = Journal(journal_path, synchronous="NORMAL", clock=lambda: float(START + 70))  # the bridge runs again
     try:
         accept(live, "M8", "MZ8", "+1.00")
-        got = {t[2]: t for t in read_ours(journal_path, DAY, CHINA)}
-        assert got["M8"][5] == State.PENDING and len(got) == 7
+        got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA).rows()}
+        assert got["M8"].state == State.PENDING and len(got) == 7
     finally:
         live.close()
 
 
 def test_missing_or_foreign_files_say_what_to_check(tmp_path):
     with pytest.raises(SourceUnavailable, match="does not exist"):
-        list(read_ours(tmp_path / "nope.db", DAY, CHINA))
+        read_ours(tmp_path / "nope.db", DAY, CHINA)
     (tmp_path / "notes.db").write_text("hello")
     with pytest.raises(SourceUnavailable, match="notes.db"):
-        list(read_ours(tmp_path / "notes.db", DAY, CHINA))
+        read_ours(tmp_path / "notes.db", DAY, CHINA)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from firmware_sim.sandbox.bills import PaymentLine, RefundLine, wechat_bill
 from reconcile.errors import BadInput, ReconcileError
-from reconcile.model import COLLECT, REFUND, Channel, Entry, State, effect_of
+from reconcile.model import COLLECT, REFUND, Channel, Entry, State, effect_of, flatten
 from reconcile.wechat_bill import read_wechat_bill
 
 T = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=8)))
@@ -24,7 +24,7 @@ REF = "`2026-11-22 11:00:00,`wx1,`1900000109,`0,`D1,`4200001,`P001,`o1,`MICROPAY
 
 
 def entries(path: Path) -> list[Entry]:
-    return [Entry(*t) for t in read_wechat_bill(path)]
+    return [Entry(*t) for t in flatten(read_wechat_bill(path))]
 
 
 def write(tmp_path: Path, lines: list[str], name: str = "wechat.csv") -> Path:

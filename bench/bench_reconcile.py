@@ -1,0 +1,240 @@
+"""Reconciliation: one business day of 10k, 100k and 1M transactions per source, end to end.
+
+Each size is generated first (not timed, in its own process): a neutral HIS ledger, a bridge
+journal, a WeChat Pay bill (two thirds of the transactions) and an Alipay bill zip (one third), with
+partial refunds, declined payments and a sprinkling of differences. Then `reconcile_day` runs in a
+fresh process (parse, match, write the CSV, the HTML and the state), with its bill worker (the
+default for days this large) and with one process, and we report wall time and peak RSS: the
+process's own VmHWM plus its worker's ru_maxrss (tracemalloc would cost more than the run).
+The baseline is the floor for the same files: reading every line of the HIS ledger and the bills
+and every journal row, doing nothing with them.
+
+Targets: 1M per source in <= 10 s and <= 1 GiB, growing linearly (1M takes <= 12x the 100k time).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+DAY = datetime.date(2026, 11, 22)
+CHINA = datetime.timezone(datetime.timedelta(hours=8))
+AMOUNTS = ("12.50", "23.80", "100.00", "156.60", "3.00", "88.88", "999.99", "45.00", "7.20", "260.00")
+WECHAT_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,"
+                 "微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注")
+ALIPAY_HEADER = ("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,"
+                 "支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,"
+                 "退款批次号/请求号,服务费（元）,分润（元）,备注")
+
+
+def _fen(text: str) -> int:
+    whole, frac = text.split(".")
+    return int(whole) * 100 + int(frac)
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def generate(folder: Path, n: int) -> dict[str, Path]:
+    """n transactions per source: 88% collections, 8% partial refunds, 4% declined, ~0.1% wrong."""
+    from bridge.journal import Journal
+
+    start = int(datetime.datetime.combine(DAY, datetime.time(8), CHINA).timestamp())
+    his = [b"order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"]
+    wechat: list[str] = []
+    alipay: list[str] = []
+    journal_rows = []
+    w_pay = w_ref = a_pay = a_ref = 0
+    paid: dict[int, tuple[str, str, int]] = {}
+    last_at, stamp = -1, ""
+    for i in range(n):
+        at = start + i * 40000 // n
+        if at != last_at:
+            stamp, last_at = datetime.datetime.fromtimestamp(at, CHINA).strftime("%Y-%m-%d %H:%M:%S"), at
+        msg, order = f"HIS-{i:08d}", f"MZ{i:010d}"
+        wx = i % 3 != 0
+        channel = "WECHAT" if wx else "ALIPAY"
+        kind = i % 25
+        if kind == 7 and paid:  # a partial refund of an earlier collection (insurance settled later)
+            j = max(paid)
+            order, trade, fen = paid.pop(j)
+            part = max(1, fen // 4)
+            channel = "WECHAT" if j % 3 != 0 else "ALIPAY"
+            refund_id = f"5030{i:024d}" if channel == "WECHAT" else trade
+            amount = "-" + _yuan(part)
+            journal_rows.append((msg, order, amount, "REFUNDED", channel, refund_id, amount, at))
+            his.append(f"{order},{msg},-,{_yuan(part)},SUCCESS,{channel},{refund_id},{stamp}\n".encode())
+            if channel == "WECHAT":
+                w_ref += part
+                wechat.append(f"`{stamp},`wx2421b1c4370ec43b,`1900000109,`0,`D-SN-000123,`{trade},`P{j:026d}01,`oUser,`MICROPAY,`REFUND,`OTHERS,`CNY,"
+                              f"`0.00,`0.00,`{refund_id},`R{i:031d},`{_yuan(part)},`0.00,`ORIGINAL,`SUCCESS,`门诊缴费,`,`0.00000,`0.00%,`0.00,`{_yuan(part)},`")
+            else:
+                a_ref += part
+                alipay.append(f"{trade}\t,P{j:026d}01\t,退款,门诊缴费,{stamp},{stamp},,,,D-SN-000123,abc****1234,{_yuan(fen)},-{_yuan(part)},"
+                              f"0.00,0.00,0.00,0.00,0.00,,0.00,0.00,R{i:031d}\t,0.00,0.00,")
+            continue
+        text = AMOUNTS[(i * 7) % len(AMOUNTS)]
+        fen = _fen(text)
+        if kind == 11:  # declined: nothing anywhere but two FAILED records
+            journal_rows.append((msg, order, "+" + text, "FAILED", channel, "", "+" + text, at))
+            his.append(f"{order},{msg},+,{text},FAILED,,,{stamp}\n".encode())
+            continue
+        trade = f"4200{i:024d}" if wx else f"20261122220010{i:014d}"
+        journal_rows.append((msg, order, "+" + text, "SUCCESS", channel, trade, "+" + text, at))
+        odd = i % 997
+        his_status, his_text = ("PENDING" if odd == 13 else "SUCCESS"), (_yuan(fen + 100) if odd == 29 else text)
+        if odd != 41:  # HIS has no row for it at all
+            his.append(f"{order},{msg},+,{his_text},{his_status},{channel},{trade},{stamp}\n".encode())
+        if odd == 53:  # the channel never got it: short
+            continue
+        paid[i] = (order, trade, fen)
+        if wx:
+            w_pay += fen
+            wechat.append(f"`{stamp},`wx2421b1c4370ec43b,`1900000109,`0,`D-SN-000123,`{trade},`P{i:026d}01,`oUser,`MICROPAY,`SUCCESS,`OTHERS,`CNY,"
+                          f"`{text},`0.00,`0,`0,`0.00,`0.00,`,`,`门诊缴费,`,`0.00000,`0.00%,`{text},`0.00,`")
+        else:
+            a_pay += fen
+            alipay.append(f"{trade}\t,P{i:026d}01\t,交易,门诊缴费,{stamp},{stamp},,,,D-SN-000123,abc****1234,{text},{text},"
+                          "0.00,0.00,0.00,0.00,0.00,,0.00,0.00,,0.00,0.00,")
+        if len(paid) > 64:
+            paid.pop(min(paid))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "his.csv").write_bytes(b"".join(his) + f"#END,{len(his) - 1}\n".encode())
+    with open(folder / "wechat.csv", "w", encoding="utf-8", newline="") as f:
+        f.write(WECHAT_HEADER + "\r\n")
+        f.write("\r\n".join(wechat) + ("\r\n" if wechat else ""))
+        f.write("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n")
+        f.write(f"`{len(wechat)},`{_yuan(w_pay)},`{_yuan(w_ref)},`0.00,`0.00000,`{_yuan(w_pay)},`{_yuan(w_ref)}\r\n")
+    trades = sum(1 for line in alipay if ",交易," in line)
+    detail = "\r\n".join([
+        "#支付宝业务明细查询", "#账号：[2088102146225135]", "#起始日期：[2026年11月22日 00:00:00]   终止日期：[2026年11月23日 00:00:00]",
+        "#-----------------------------------------业务明细列表----------------------------------------", ALIPAY_HEADER, *alipay,
+        "#-----------------------------------------业务明细列表结束------------------------------------",
+        f"#交易合计：{trades}笔，商家实收共{_yuan(a_pay)}元，商家优惠共0.00元",
+        f"#退款合计：{len(alipay) - trades}笔，商家实收退款共-{_yuan(a_ref)}元，商家优惠退款共0.00元", "#导出时间：[2026年11月23日 09:00:00]", ""])
+    with zipfile.ZipFile(folder / "alipay.zip", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("2088102146225135_20261122_业务明细.csv", detail.encode("gbk"))
+    # The bridge creates its journal (schema, user_version); rows go in bulk, in the columns that
+    # bridge/journal.py documents and reconcile/ours.py reads (one commit, not one per row).
+    Journal(folder / "journal.db", synchronous="NORMAL").close()
+    import sqlite3
+
+    db = sqlite3.connect(folder / "journal.db")
+    with db:
+        db.executemany(
+            "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, accepted_at, "
+            "updated_at, result_msg_id, result_envelope, result_at, pay_status, pay_channel, pay_order_no, result_amount, finished_at) "
+            "VALUES (?, 'k2026a', x'00', x'7b7d', ?, 'T0001', 'D-SN-000123', ?, ?, 'result_stored', ?, ?, 'R' || ?, x'7b7d', ?, ?, ?, ?, ?, ?)",
+            ((m, at - 3, o, a, at - 3, at, m, at, s, c, p, ra, at) for m, o, a, s, c, p, ra, at in journal_rows),
+        )
+    db.close()
+    return {"his": folder / "his.csv", "journal": folder / "journal.db", "wechat": folder / "wechat.csv", "alipay": folder / "alipay.zip"}
+
+
+_CHILD = r"""
+import json, resource, sys, time, datetime
+from pathlib import Path
+from reconcile.model import Channel
+from reconcile.run import RunConfig, reconcile_day
+f = json.loads(sys.argv[1])
+cfg = RunConfig(day=datetime.date(2026, 11, 22), his=Path(f["his"]), journals=(Path(f["journal"]),), out_dir=Path(f["out"]),
+                state_db=Path(f["out"]) / "state.db", bills={Channel.WECHAT: Path(f["wechat"]), Channel.ALIPAY: Path(f["alipay"])},
+                jobs=f["jobs"])
+t = time.perf_counter()
+summary = reconcile_day(cfg)
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "differences": len(summary.result.differences), "matched": summary.result.matched,
+                  "peak_kib": _peak(), "worker_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+_FLOOR = r"""
+import json, sys, time, sqlite3, zipfile
+f = json.loads(sys.argv[1])
+t = time.perf_counter()
+n = 0
+for name in ("his", "wechat"):
+    with open(f[name], "rb") as fb:
+        for raw in fb:
+            n += len(raw.decode("utf-8").split(","))
+with zipfile.ZipFile(f["alipay"]) as z, z.open(z.infolist()[0]) as fb:
+    for raw in fb:
+        n += len(raw.split(b","))
+db = sqlite3.connect("file:" + f["journal"] + "?mode=ro", uri=True)
+for row in db.execute("SELECT seq, msg_id, order_no, amount, state, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at FROM instructions"):
+    n += 1
+print(json.dumps({"seconds": time.perf_counter() - t, "fields": n, "peak_kib": _peak()}))
+"""
+
+_GENERATE = r"""
+import json, sys
+from pathlib import Path
+from bench.bench_reconcile import generate
+f = json.loads(sys.argv[1])
+print(json.dumps({k: str(v) for k, v in generate(Path(f["folder"]), f["n"]).items()}))
+"""
+
+# The peak resident set of the process itself: /proc's VmHWM counts only after exec, where
+# ru_maxrss would include the parent's memory copied by fork.
+_PEAK = r"""
+import resource, sys
+def _peak():
+    try:
+        with open("/proc/self/status") as status:
+            return int(next(l for l in status if l.startswith("VmHWM:")).split()[1])
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
+"""
+
+
+def _child(code: str, args: dict[str, object]) -> dict[str, object]:
+    """Run code in a fresh interpreter (from the project root); its JSON answer."""
+    done = subprocess.run([sys.executable, "-c", _PEAK + code, json.dumps(args)], capture_output=True,
+                          cwd=str(Path(__file__).resolve().parent.parent), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def run(quick: bool) -> dict:
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    figures: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
+        for n in sizes:
+            label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+            files: dict[str, object] = dict(_child(_GENERATE, {"folder": str(Path(tmp) / label), "n": n}))
+            files["out"] = str(Path(tmp) / label / "out")
+            for jobs in (1, 2):
+                files["jobs"] = jobs
+                answer = _child(_CHILD, files)
+                suffix = "" if jobs == 2 else "_one_process"
+                figures[f"reconcile_{label}{suffix}_s"] = round(float(answer["seconds"]), 2)  # type: ignore[arg-type]
+                peak = (int(answer["peak_kib"]) + (int(answer["worker_peak_kib"]) if jobs == 2 else 0)) / 1024  # type: ignore[arg-type]
+                figures[f"reconcile_{label}{suffix}_peak_MiB"] = round(peak, 1)
+            figures[f"reconcile_{label}_differences"] = int(answer["differences"])  # type: ignore[arg-type]
+            floor = _child(_FLOOR, files)
+            baseline[f"read_all_lines_{label}_s"] = round(float(floor["seconds"]), 2)  # type: ignore[arg-type]
+    largest = "1M" if not quick else "100k"
+    limit_s = 10.0 if largest == "1M" else 1.0
+    targets = {f"reconcile_{largest}_s": f"<= {limit_s:g} s", f"reconcile_{largest}_peak_MiB": "<= 1024 MiB (both processes)"}
+    met = {
+        f"reconcile_{largest}_s": figures[f"reconcile_{largest}_s"] <= limit_s,
+        f"reconcile_{largest}_peak_MiB": figures[f"reconcile_{largest}_peak_MiB"] <= 1024,
+    }
+    if not quick:
+        ratio = figures["reconcile_1M_s"] / max(figures["reconcile_100k_s"], 1e-9)
+        figures["growth_1M_over_100k"] = round(ratio, 2)
+        targets["growth_1M_over_100k"] = "<= 12 (linear: 10x the data)"
+        met["growth_1M_over_100k"] = ratio <= 12
+    return {"figures": figures, "targets": targets, "baseline": baseline, "met": met}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
