@@ -43,7 +43,7 @@ run: setup
 	$(PY) -m protocol.demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) -m bench

@@ -184,6 +184,10 @@ class Link:
         self._device = device
         self._decoder = FrameDecoder(max_payload)
         self._out = bytearray()
+        # When the bytes emitted so far will have left the wire, at `byte_rate`: a frame queued
+        # behind others is not overdue before it could even have been sent.
+        self._wire_free_at = 0.0
+        self._now = 0.0
         self._reset_session()
         self._last_rx = 0.0
         self._last_ping = 0.0
@@ -195,7 +199,13 @@ class Link:
 
     def start(self, now: float) -> list[Event]:
         """Begin (or begin again): the host sends HELLO_REQUEST, the device waits for one."""
+        self._now = now
         events = self._go_down("link restarted", now) if self.state is LinkState.UP else []
+        # A (re)start is a new wire: what was queued for the old one, such as HELLO_REQUESTs that
+        # piled up while a port was gone, must not go out on the new one.
+        self._out.clear()
+        self._decoder.reset()
+        self._wire_free_at = now
         self.state = LinkState.HANDSHAKE
         self._last_rx = now
         if self.role is Role.HOST:
@@ -206,10 +216,12 @@ class Link:
         events = self._go_down(reason, now) if self.state is LinkState.UP else []
         self.state = LinkState.CLOSED
         self._decoder.reset()
+        self._out.clear()
         return events
 
     def send(self, frame_type: int, payload: bytes, now: float, tag: object = None) -> None:
         """Queue one reliable message. Raises LinkNotUp unless the handshake is complete."""
+        self._now = now
         if not is_reliable(frame_type):
             raise ValueError(f"frame type 0x{frame_type:02x} is not a reliable type")
         if len(payload) > self.max_payload:
@@ -226,6 +238,7 @@ class Link:
         return len(self._inflight) + len(self._queue)
 
     def receive_bytes(self, data: bytes, now: float) -> list[Event]:
+        self._now = now
         events: list[Event] = []
         if self.state is LinkState.CLOSED:
             return events
@@ -238,6 +251,7 @@ class Link:
         return events
 
     def poll(self, now: float) -> list[Event]:
+        self._now = now
         events: list[Event] = []
         if self.state is LinkState.HANDSHAKE and self.role is Role.HOST and now >= self._hello_deadline:
             self._send_hello_request(now)
@@ -287,8 +301,15 @@ class Link:
     def _emit(self, frame_type: int, seq: int, payload: bytes) -> bytes:
         frame = encode_frame(frame_type, seq, payload)
         self._out += frame
+        self._occupy_wire(len(frame))
         self.stats.sent_frames += 1
         return frame
+
+    def _occupy_wire(self, n_bytes: int) -> float:
+        """Account for n bytes joining the output; return the retransmission deadline of a frame
+        of that size sent now: when it will have left the wire, plus its timeout."""
+        self._wire_free_at = max(self._now, self._wire_free_at) + n_bytes / self.timers.byte_rate
+        return self._wire_free_at + self.timers.rto(n_bytes)
 
     def _send_hello_request(self, now: float) -> None:
         assert self._host is not None
@@ -327,14 +348,15 @@ class Link:
             seq = self._next_seq
             self._next_seq = (seq + 1) % SEQ_MODULO
             frame = self._emit(item.type, seq, item.payload)
-            self._inflight[seq] = _InFlight(frame, item.tag, 1, now + self.timers.rto(len(frame)))
+            deadline = self._wire_free_at + self.timers.rto(len(frame))
+            self._inflight[seq] = _InFlight(frame, item.tag, 1, deadline)
 
     def _retransmit(self, pending: _InFlight, now: float) -> None:
         self._out += pending.frame
         self.stats.sent_frames += 1
         self.stats.retransmissions += 1
         pending.tries += 1
-        pending.deadline = now + self.timers.rto(len(pending.frame))
+        pending.deadline = self._occupy_wire(len(pending.frame))
 
     def _on_corrupt(self, item: Corrupt) -> None:
         if self.state is not LinkState.UP or not is_reliable(item.type):
@@ -370,6 +392,10 @@ class Link:
             pending = self._inflight.pop(seq, None) if up else None
             if pending is not None:
                 events.append(Delivered(pending.tag))
+                # The ACK proves the wire is moving: what is still ahead of it is at most what is
+                # still in flight. Keeps the estimate honest when the wire is faster than byte_rate.
+                backlog = sum(len(p.frame) for p in self._inflight.values())
+                self._wire_free_at = min(self._wire_free_at, now + backlog / self.timers.byte_rate)
                 self._pump(now)
         elif ftype == FrameType.NAK:
             self._on_nak(seq, payload, now, events)

@@ -219,3 +219,49 @@ def test_under_faults_nothing_is_silently_lost_or_delivered_twice_in_a_session(s
         assert accounted == set(sent), "every message is either acknowledged or handed back"
         assert set(sender.delivered) <= set(receiver.received), "acknowledged means received"
         assert receiver.dup_in_session == 0, "never delivered twice within a session"
+
+
+def test_frames_queued_behind_others_on_a_slow_wire_are_not_retransmitted_early():
+    # Eight 16 KiB flash chunks on a paced 115200-baud wire: the last leaves ~11 s after the first.
+    timers = LinkTimers(byte_rate=11_520.0)
+    host, device, t = started(timers=timers)
+    for i in range(8):
+        host.link.send(0x81, bytes([i]) * 16_384, t, tag=i)
+    wire = bytearray()
+    dt = 0.01
+    for _ in range(3000):
+        wire += host.link.data_to_send()
+        n = int(timers.byte_rate * dt)
+        chunk, wire[:n] = bytes(wire[:n]), b""
+        device.handle(device.link.receive_bytes(chunk, t))
+        host.handle(host.link.receive_bytes(device.link.data_to_send(), t))
+        host.handle(host.link.poll(t))
+        device.handle(device.link.poll(t))
+        t += dt
+    assert host.delivered == list(range(8))
+    assert host.link.stats.retransmissions == 0
+
+
+def test_a_fast_wire_does_not_inflate_the_timeouts():
+    # The wire (a pty, say) is far faster than the configured byte_rate: after a long burst, a lost
+    # frame is still retransmitted within about one timeout, not after the imagined backlog.
+    timers = LinkTimers(byte_rate=11_520.0)
+    host, device, t = started(timers=timers)
+    for i in range(400):
+        send(host, b"x" * 1000 + b"%d" % i, t)
+        run(host, device, 1, t0=t)
+    send(host, b"lost", t)
+    host.link.data_to_send()  # eaten by the wire
+    run(host, device, 100, t0=t + 0.01, dt=0.01)  # one second later
+    assert b"lost" in device.received
+
+
+def test_restarting_a_link_drops_bytes_meant_for_the_old_wire():
+    host, device = make_pair()
+    host.link.start(0.0)
+    for step in range(5):
+        host.link.poll(1.0 + step)  # HELLO_REQUESTs pile up while nothing drains the port
+    host.link.start(10.0)
+    assert host.link.data_to_send().count(b"\xa5\x5a\x01\x01") == 1
+    host.link.close()
+    assert host.link.data_to_send() == b""
