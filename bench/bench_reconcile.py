@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -228,11 +227,11 @@ def run(quick: bool) -> dict:
         f"reconcile_{largest}_s": figures[f"reconcile_{largest}_s"] <= limit_s,
         f"reconcile_{largest}_peak_MiB": figures[f"reconcile_{largest}_peak_MiB"] <= 1024,
     }
-    if not quick:
-        ratio = figures["reconcile_1M_s"] / max(figures["reconcile_100k_s"], 1e-9)
-        figures["growth_1M_over_100k"] = round(ratio, 2)
-        targets["growth_1M_over_100k"] = "<= 12 (linear: 10x the data)"
-        met["growth_1M_over_100k"] = ratio <= 12
+    if not quick:  # linear growth, measured on one process (the worker only pays off for large days)
+        ratio = figures["reconcile_1M_one_process_s"] / max(figures["reconcile_100k_one_process_s"], 1e-9)
+        figures["growth_1M_over_100k_one_process"] = round(ratio, 2)
+        targets["growth_1M_over_100k_one_process"] = "<= 12 (linear: 10x the data)"
+        met["growth_1M_over_100k_one_process"] = ratio <= 12
     return {"figures": figures, "targets": targets, "baseline": baseline, "met": met}
 
 

@@ -11,6 +11,7 @@ import getpass
 import re
 import sys
 import tomllib
+import traceback
 from pathlib import Path
 
 from reconcile.errors import EXIT_CLEAN, EXIT_ERROR, ConfigError, ReconcileError
@@ -34,6 +35,7 @@ Subcommands (reconcile SUBCOMMAND --help):
   reconcile resolve DIFF_ID --note .. mark a difference resolved, with what was done
   reconcile list --date ...           the day's differences and whether they are resolved
   reconcile fetch --date ...          only download the day's bills through the channel clients
+  reconcile demo --out DIR            write a sample day with every kind of difference, and reconcile it
 """
 
 EPILOG = """\
@@ -224,7 +226,21 @@ def cmd_fetch(argv: list[str]) -> int:
     return EXIT_CLEAN
 
 
-COMMANDS = {"run": cmd_run, "resolve": cmd_resolve, "list": cmd_list, "fetch": cmd_fetch}
+def cmd_demo(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="reconcile demo", description="Write a sample business day (HIS ledger, bridge journal, WeChat Pay "
+                                "bill, Alipay bill) with one case of every kind of difference, then reconcile it: for training and rehearsal.")
+    p.add_argument("--out", type=Path, default=Path("reconcile-demo"), help="folder for the sample inputs and the report")
+    args = p.parse_args(argv)
+    from reconcile import synth
+
+    day = datetime.date(2026, 11, 22)
+    files = synth.write_day(args.out / "inputs", day, synth.every_class_day(day))
+    print(f"sample inputs in {args.out / 'inputs'}")
+    return cmd_run(["--date", day.isoformat(), "--his", str(files["his"]), "--journal", str(files["journal"]),
+                    "--wechat-bill", str(files["wechat"]), "--alipay-bill", str(files["alipay"]), "--out", str(args.out)])
+
+
+COMMANDS = {"run": cmd_run, "resolve": cmd_resolve, "list": cmd_list, "fetch": cmd_fetch, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("reconcile: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception:  # a bug: still exit 2 (never 1, which a scheduled job reads as "differences")
+        traceback.print_exc()
+        print("reconcile: internal error (the traceback above is for support); the run did not complete", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -169,3 +169,21 @@ def _signed(text: str, name: str, seq: int) -> tuple[int, int]:
     except ProtocolError as exc:
         raise BadInput(name, seq, "amount", exc.message) from None
     return (REFUND if amount.is_refund else COLLECT), amount.fen
+
+
+def terminal_ids(path: str | Path, msg_ids: list[str]) -> dict[str, str]:
+    """The cashier window (terminal_id) each instruction came from, for the few that need a
+    command in the report: a refund must go to the window whose POS collected the payment."""
+    found: dict[str, str] = {}
+    db = open_readonly(path)
+    try:
+        for k in range(0, len(msg_ids), 500):
+            part = msg_ids[k : k + 500]
+            marks = ",".join("?" * len(part))
+            found.update(db.execute(f"SELECT msg_id, terminal_id FROM instructions WHERE msg_id IN ({marks})", part).fetchall())
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
+    finally:
+        db.close()
+    return found
+

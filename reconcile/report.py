@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import html
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
@@ -38,6 +38,7 @@ class ReportContext:
     inputs: list[tuple[str, str]]  # (role, file)
     result: MatchResult
     resolutions: dict[str, Resolution]
+    terminals: dict[str, str] = field(default_factory=dict)  # msg_id -> cashier window, for refund commands
 
 
 def temp_path(path: Path) -> Path:
@@ -74,7 +75,7 @@ def write_csv(f: TextIO, ctx: ReportContext) -> None:
     w.writerow(CSV_HEADER)
     for d in ctx.result.differences:
         r = ctx.resolutions.get(d.diff_id)
-        action, command = advice(d)
+        action, command = advice(d, ctx.terminals.get(d.msg_id))
         w.writerow((
             d.diff_id, d.cls.value, d.cls.label, d.reason.value, d.channel.name, "+" if d.direction > 0 else "-",
             d.order_no, d.msg_id, d.pay_order_no,
@@ -192,7 +193,7 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
       "<th>处理 What to do</th><th>状态 Status</th></tr>\n")
     for d in shown:
         r = ctx.resolutions.get(d.diff_id)
-        action, command = advice(d)
+        action, command = advice(d, ctx.terminals.get(d.msg_id))
         status = (f"已处理 Resolved {_e(r.resolved_at)}<br>{_e(r.resolved_by)}: {_e(r.note)}" if r
                   else f"未处理 Open<br><code>{_e(resolve_hint(d.diff_id))}</code>")
         cmd = f"<br><code>{_e(command)}</code>" if command else ""

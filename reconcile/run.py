@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.alipay_bill import read_alipay_bill
-from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError
+from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError, SourceUnavailable
 from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
 from reconcile.model import Channel, DiffClass
-from reconcile.ours import read_ours
+from reconcile.ours import read_ours, terminal_ids
 from reconcile.report import ReportContext, write_csv, write_html, write_temp
 from reconcile.store import StateStore
 from reconcile.wechat_bill import read_wechat_bill
@@ -84,7 +84,7 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     inputs += [(c.label, str(p) if p else "无账单（当日无交易）No bill: no transactions") for c, p in sorted(bills.items())]
     with StateStore(cfg.state_db) as store:
         resolutions = store.resolutions_with_prefix(result.day_id + "-")
-        ctx = ReportContext(day, moment.isoformat(timespec="seconds"), inputs, result, resolutions)
+        ctx = ReportContext(day, moment.isoformat(timespec="seconds"), inputs, result, resolutions, _terminals(cfg, result))
         tmp_csv = write_temp(csv_path, lambda f: write_csv(f, ctx), bom=True)
         try:
             tmp_html = write_temp(html_path, lambda f: write_html(f, ctx))
@@ -92,15 +92,23 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
             tmp_csv.unlink(missing_ok=True)
             raise
         try:
+            # The reports first: on Windows a file open in Excel cannot be replaced, and that is
+            # the failure to expect; the state is then left as it was.
+            _replace(tmp_csv, csv_path)
+            _replace(tmp_html, html_path)
             store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences)
-        except BaseException:
+        finally:
             tmp_csv.unlink(missing_ok=True)
             tmp_html.unlink(missing_ok=True)
-            raise
-    os.replace(tmp_csv, csv_path)
-    os.replace(tmp_html, html_path)
     unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions)
     return RunSummary(day, result, unresolved, html_path, csv_path)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot replace {path}: {exc.strerror or exc} (is it open in Excel or another program? close it and run again)") from None
 
 
 def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL) -> MatchResult:
@@ -135,6 +143,15 @@ def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tz
         matcher.add_ours(read_ours(journal, day, tz, funds_only=True), journal.name)
     _join_bills(matcher, bills)
     return matcher.export_channel_side()
+
+
+def _terminals(cfg: RunConfig, result: MatchResult) -> dict[str, str]:
+    wanted = sorted({d.msg_id for d in result.differences if d.msg_id and d.position > 0})
+    found: dict[str, str] = {}
+    for journal in cfg.journals:
+        if wanted:
+            found.update(terminal_ids(journal, wanted))
+    return found
 
 
 def _load_journals(matcher: Matcher, cfg: RunConfig) -> None:

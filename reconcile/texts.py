@@ -46,12 +46,14 @@ def signed_yuan(fen: int) -> str:
     return ("-" if fen < 0 else "") + format_yuan(abs(fen))
 
 
-def advice(d: Difference) -> tuple[str, str | None]:
-    """(what to do, the exact command if there is one)."""
+def advice(d: Difference, terminal: str | None = None) -> tuple[str, str | None]:
+    """(what to do, the exact command if there is one). `terminal`: the cashier window whose POS
+    took the payment (a refund must be sent through that window)."""
     amount = format_yuan(abs(d.position)) if d.position else ""
+    window = f" --terminal {terminal}" if terminal else ""
     if d.reason in (Reason.HIS_MISSING, Reason.HIS_NOT_PAID):
         status = f"his-client status {d.msg_id}" if d.msg_id else None
-        refund = f"his-client refund -{amount} --order {d.order_no}"
+        refund = f"his-client refund -{amount} --order {d.order_no}{window}"
         first = f"先用 `{status}` 取回结果，若 HIS 应记此收款则在 HIS 中补记；" if status else "先在 HIS 中核对该订单；"
         return (
             first + f"若应退还患者，由 HIS 发起退款指令（不要在商户平台直接退款）：{refund}。"
@@ -85,7 +87,7 @@ def advice(d: Difference) -> tuple[str, str | None]:
     if d.reason is Reason.DUPLICATE_ORDER_ECHO:
         return ("在 HIS 中撤销这笔重复记账：渠道只收了一次。Reverse the duplicate booking in HIS: the channel collected once.", None)
     if d.direction == COLLECT and d.position > 0:
-        return (f"医院多收 {amount} 元：核对后由 HIS 发起退款指令。The hospital holds {amount} more: after checking, refund through HIS.", f"his-client refund -{amount} --order {d.order_no}")
+        return (f"医院多收 {amount} 元：核对后由 HIS 发起退款指令。The hospital holds {amount} more: after checking, refund through HIS.", f"his-client refund -{amount} --order {d.order_no}{window}")
     return ("核对三方记录后修正出错的一方，完成后标记为已处理。Compare the three records, correct the one in error, then mark it resolved.", None)
 
 

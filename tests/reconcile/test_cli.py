@@ -53,9 +53,9 @@ def test_every_class_is_found_and_reported(every_class_day, tmp_path, capsys):
     }
     long_wb = next(r for r in rows if r["order_no"] == "MZ-LONG-WB")
     assert (long_wb["position"], long_wb["his_state"], long_wb["channel_amount"]) == ("125.00", "PENDING", "125.00")
-    assert long_wb["command"] == "his-client refund -125.00 --order MZ-LONG-WB"
+    assert long_wb["command"] == "his-client refund -125.00 --order MZ-LONG-WB --terminal T0001"
     html = (tmp_path / f"reconcile-{DAY}.html").read_text(encoding="utf-8")
-    assert "his-client refund -125.00 --order MZ-LONG-WB" in html and "never directly" in html
+    assert "his-client refund -125.00 --order MZ-LONG-WB --terminal T0001" in html and "never directly" in html
     for label in ("长款 Long", "短款 Short", "金额不符 Amount mismatch", "状态不符 Status mismatch", "重复 Duplicate"):
         assert label in html
     # Self-contained: nothing loaded from elsewhere.
@@ -157,3 +157,18 @@ def test_two_processes_find_exactly_what_one_finds(every_class_day, tmp_path, ca
     day["alipay"].write_bytes(day["alipay"].read_bytes()[:-40])
     assert main(args(day, tmp_path / "three", "--jobs", "2")) == 2  # an error in the worker reaches the job
     assert "alipay-20261122.zip" in capsys.readouterr().err
+
+
+def test_the_demo_writes_a_sample_day_and_reconciles_it(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert (tmp_path / "reconcile-2026-11-22.html").exists() and (tmp_path / "inputs" / "bridge-journal.db").exists()
+    assert "长款 Long 3" in capsys.readouterr().out
+
+
+def test_a_report_that_cannot_be_replaced_stops_the_run_and_keeps_the_state(every_class_day, tmp_path, capsys):
+    (tmp_path / f"reconcile-{DAY}.csv").mkdir(parents=True)  # as a file held open by Excel on Windows
+    assert main(args(every_class_day, tmp_path)) == 2
+    assert "cannot replace" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+    assert main(["list", "--date", DAY.isoformat(), "--state", str(tmp_path / "reconcile-state.db")]) == 2
+    assert "has not been reconciled" in capsys.readouterr().err
