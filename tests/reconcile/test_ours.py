@@ -10,7 +10,7 @@ import pytest
 
 from bridge.journal import Journal, NewInstruction, StoredResult
 from reconcile.errors import SourceUnavailable
-from reconcile.model import COLLECT, FLAG_ECHO, REFUND, Channel, Entry, State
+from reconcile.model import COLLECT, FLAG_ECHO, REFUND, Channel, State
 from reconcile.ours import day_window, read_ours
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))

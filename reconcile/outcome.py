@@ -1,0 +1,312 @@
+"""Concluding a day: second chances for unmatched rows, one outcome per transaction, totals.
+
+`Conclusions` is the second half of `reconcile.match.Matcher` (which inherits it): it works on the
+columns the joins filled in. After every exact match, rows that matched nothing get a second
+chance (HIS rows without msg_id by order number; bill trades by channel, amount and time); then
+every journal record, every leftover and every duplicate becomes exactly one outcome, matched or a
+difference, and the totals per channel are summed at C speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from itertools import compress
+
+from reconcile.classify import classify
+from reconcile.model import COLLECT, FLAG_ECHO, Channel, DiffClass, Difference, Entry, Reason, SideView, State
+from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits
+
+# How far apart a bill row's time and our result's time may be for a probable match.
+PROBABLE_WINDOW_S = 900
+
+
+@dataclass
+class SideTotals:
+    collected: int = 0  # fen
+    refunded: int = 0
+    records: int = 0  # records that moved money
+
+    def add(self, effect: int) -> None:
+        if effect > 0:
+            self.collected += effect
+        elif effect < 0:
+            self.refunded -= effect
+        if effect:
+            self.records += 1
+
+    @property
+    def net(self) -> int:
+        return self.collected - self.refunded
+
+
+@dataclass
+class ChannelTotals:
+    his: SideTotals = field(default_factory=SideTotals)
+    ours: SideTotals = field(default_factory=SideTotals)
+    chan: SideTotals = field(default_factory=SideTotals)
+    transactions: int = 0  # outcomes attributed to this channel
+    matched: int = 0
+
+
+@dataclass
+class MatchResult:
+    day_id: str
+    differences: list[Difference]
+    totals: dict[Channel, ChannelTotals]
+    matched: int
+
+    def class_counts(self) -> dict[DiffClass, int]:
+        counts = {c: 0 for c in DiffClass}
+        counts[DiffClass.MATCHED] = self.matched
+        for d in self.differences:
+            counts[d.cls] += 1
+        return counts
+
+
+class Conclusions:
+    """Mixed into Matcher; uses its columns (`_o_*` journal, `_h_*` HIS side, `_c_*` channel side)."""
+
+    def _order_index(self) -> dict[str, object]:
+        if self._by_order is None:
+            index: dict[str, object] = {}
+            for i, o in enumerate(self._o_order):
+                v = index.get(o)
+                index[o] = i if v is None else (v + [i] if type(v) is list else [v, i])
+            self._by_order = index
+        return self._by_order
+
+    def _by_order_candidates(self, order_no: str, direction: int) -> list[int]:
+        v = self._order_index().get(order_no)
+        found = [] if v is None else [v] if type(v) is int else v
+        return [i for i in found if self._o_dir[i] == direction and not self._o_flags[i] & (DUP_OURS | FLAG_ECHO)]
+
+    def _attach_leftovers(self) -> None:
+        """Second chance, after every exact match: by order number for what had no usable key."""
+        his_left, self._his_left = self._his_left, []
+        for e in his_left:
+            if e.msg_id:
+                self._his_left.append(e)  # a msg_id we never saw: another instruction, not ours
+                continue
+            free = [i for i in self._by_order_candidates(e.order_no, e.direction) if not self._h_line[i]]
+            if not free:
+                self._his_left.append(e)
+                continue
+            i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
+            self._h_line[i], self._h_fen[i], self._h_state[i], self._h_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
+            self._h_eff[i] = e.effect
+        chan_left, self._chan_left = self._chan_left, []
+        for group in _trades(chan_left):
+            net = sum(e.effect for e in group)
+            i, paid = self._unit_for_bill_trade(group[0], net) if net else (None, False)
+            if i is None:
+                self._chan_left.extend(group)  # includes attempts paid and reversed: net nothing
+            elif paid:  # the channel holds a second payment for an instruction already paid
+                self._chan_dup.extend((i, e._replace(flags=1)) for e in group)
+            else:
+                for e in group:
+                    if not self._combine(i, e):
+                        self._chan_dup.append((i, e))
+                self._o_flags[i] |= PROBABLE
+
+    def _unit_for_bill_trade(self, e: Entry, net: int) -> tuple[int | None, bool]:
+        """Our instruction behind a bill trade whose channel id our journal does not have.
+
+        The journal has no channel id for a payment the POS believes failed (or for a second,
+        unexpected charge), and the merchant order number is the terminal's salted number, so the
+        only link is the channel, the amount and the time: the closest instruction of the same
+        channel and amount within PROBABLE_WINDOW_S that has no bill row yet (then `paid` is False),
+        or, failing that, one that already has its payment (a second charge: `paid` is True)."""
+        if self._order_of is not None:
+            free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_kind[i]]
+            if free:
+                return next((i for i in free if self._o_fen[i] == e.fen), free[0]), False
+        when = self._epoch_of(e.at)
+        if when is None:
+            return None, False
+        if self._by_amount is None:
+            self._by_amount = {}
+            for i, (d, f, c, g) in enumerate(zip(self._o_dir, self._o_fen, self._o_chan, self._o_flags)):
+                if not g & (DUP_OURS | FLAG_ECHO):
+                    self._by_amount.setdefault((c, d, f), []).append(i)
+        near = []
+        for i in self._by_amount.get((e.channel, e.direction, abs(net)), []):
+            at = self._epoch_of(self._o_at[i])
+            if at is not None and abs(at - when) <= PROBABLE_WINDOW_S:
+                near.append((bool(self._c_kind[i]), abs(at - when), i))
+        if not near:
+            return None, False
+        paid, _, i = min(near)
+        return i, paid
+
+    def _pair_leftovers(self) -> list[tuple[Entry | None, list[Entry]]]:
+        """HIS rows and bill trades that are in none of our journals, paired with each other."""
+        by_pay: dict[tuple[int, str], list[list[Entry]]] = {}
+        by_order: dict[tuple[str, int], list[list[Entry]]] = {}
+        groups = _trades(self._chan_left)
+        for g in groups:
+            by_pay.setdefault((g[0].direction, g[0].pay_order_no), []).append(g)
+            if self._order_of is not None:
+                by_order.setdefault((self._order_of(g[0].order_no), g[0].direction), []).append(g)
+        used: set[int] = set()
+        pairs: list[tuple[Entry | None, list[Entry]]] = []
+        for h in self._his_left:
+            options = by_pay.get((h.direction, h.pay_order_no), []) if h.pay_order_no else []
+            options = [g for g in options if id(g) not in used] or [g for g in by_order.get((h.order_no, h.direction), []) if id(g) not in used]
+            g = next((g for g in options if g[0].fen == h.fen), options[0] if options else [])
+            if g:
+                used.add(id(g))
+            pairs.append((h, g))
+        pairs.extend((None, g) for g in groups if id(g) not in used)
+        return pairs
+
+    # -- outcomes --------------------------------------------------------------------------------
+    def finish(self) -> MatchResult:
+        self._msg_index()  # flags duplicated journal records even on a day without HIS rows
+        self._attach_leftovers()
+        self._ids: Counter[str] = Counter()
+        diffs: list[Difference] = []
+        totals: dict[Channel, ChannelTotals] = {}
+        unit_diffs = self._unit_differences(diffs)
+        self._unit_totals(totals, unit_diffs)
+        for h, group in self._pair_leftovers():
+            c = group[0] if group else None
+            e = h or c
+            assert e is not None
+            channel = Channel(c.channel if c else h.channel if h else 0)
+            he, ce = (h.effect if h else 0), sum(g.effect for g in group)
+            cls, reason = classify(e.direction, he, 0, ce, h is not None, False)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.his.add(he), t.chan.add(ce)
+            t.transactions += 1
+            if cls is DiffClass.MATCHED:
+                t.matched += 1
+                continue
+            chan_view = self._view_entry(c)
+            if chan_view is not None and len(group) > 1:
+                chan_view = replace(chan_view, where=" + ".join(g.where + (" (REVOKED)" if g.state == REVERSAL else "") for g in group))
+            diffs.append(self._diff(cls, reason, channel, e.direction, e.order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None, chan_view, he, 0, ce))
+        for i, e in self._his_dup:
+            channel = Channel(self._o_chan[i] or e.channel)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.his.add(e.effect)
+            t.transactions += 1
+            diffs.append(self._diff(DiffClass.DUPLICATE, Reason.DUPLICATE_HIS_ROW, channel, e.direction, e.order_no, e.msg_id, e.pay_order_no, self._view_entry(e), None, None, e.effect, 0, 0))
+        for i, e in self._chan_dup:
+            channel = Channel(e.channel)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.chan.add(e.effect)
+            t.transactions += 1
+            reason = Reason.SECOND_PAYMENT if e.flags else Reason.DUPLICATE_CHANNEL_ROW
+            diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
+        matched = sum(t.matched for t in totals.values())
+        return MatchResult(self.day_id, diffs, totals, matched)
+
+    def _unit_differences(self, diffs: list[Difference]) -> dict[int, Channel]:
+        """The one pass over every journal record; cheap unless something disagrees."""
+        out: dict[int, Channel] = {}
+        o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
+        for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
+            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE):
+                continue
+            d = self._o_dir[i]
+            if g & DUP_OURS:
+                cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_OURS
+            elif g & CONFLICT:
+                cls, reason = DiffClass.STATUS, Reason.MSG_ID_CONFLICT
+            elif g & PROBABLE and oe:
+                cls, reason = DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS
+            else:
+                cls, reason = classify(d, he, oe, ce, bool(self._h_line[i]), True)
+                if g & FLAG_ECHO and he and not ce:
+                    cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
+                elif cls is DiffClass.LONG and oe == 0 and ce > 0:
+                    reason = Reason.OURS_MISSED_PAYMENT
+            if cls is DiffClass.MATCHED:
+                continue
+            channel = Channel(self._o_chan[i])
+            out[i] = channel
+            diffs.append(self._diff(cls, reason, channel, d, self._o_order[i], self._o_msg[i], self._o_pay[i], self._view_his(i), self._view_ours(i), self._view_chan(i), he, oe, ce))
+        return out
+
+    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel]) -> None:
+        """Per channel sums over all journal records at C speed: byte masks per channel and
+        direction, `compress` for the sums, popcounts of and-ed masks for the record counts."""
+        n = len(self._o_chan)
+        chan_bytes, dir_bytes = self._o_chan.tobytes(), self._o_dir.tobytes()
+        moved = {name: bits(getattr(self, name).tobytes(), MOVED) for name in ("_o_state", "_h_state", "_c_state")}
+        for code in set(chan_bytes):
+            in_channel = bits(chan_bytes, code)
+            t = totals.setdefault(Channel(code), ChannelTotals())
+            count = in_channel.bit_count()
+            t.transactions += count
+            t.matched += count - sum(1 for ch in unit_diffs.values() if ch == code)
+            for d in (COLLECT, -COLLECT):
+                mask_bits = in_channel & bits(dir_bytes, d & 0xFF)
+                if not mask_bits:
+                    continue
+                mask = mask_bits.to_bytes(n, "little")
+                for side, eff, state in ((t.ours, self._o_eff, "_o_state"), (t.his, self._h_eff, "_h_state"), (t.chan, self._c_eff, "_c_state")):
+                    total = sum(compress(eff, mask))
+                    if d > 0:
+                        side.collected += total
+                    else:
+                        side.refunded -= total
+                    side.records += (mask_bits & moved[state]).bit_count()
+
+    # -- presenting ------------------------------------------------------------------------------
+    def _diff(self, cls: DiffClass, reason: Reason, channel: Channel, direction: int, order_no: str, msg_id: str, pay_order_no: str, his: SideView | None, ours: SideView | None, chan: SideView | None, he: int, oe: int, ce: int) -> Difference:
+        key = f"{cls.value}|{reason.value}|{int(channel)}|{direction}|{order_no}|{msg_id}|{pay_order_no}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        self._ids[digest] += 1
+        n = self._ids[digest]
+        diff_id = f"{self.day_id}-{digest}" + (f"-{n}" if n > 1 else "")
+        times = [v.at for v in (his, ours, chan) if v is not None and v.at]
+        near = any(_near_midnight(t) for t in times)
+        return Difference(diff_id, cls, reason, channel, direction, order_no, msg_id, pay_order_no, his, ours, chan, he, oe, ce, near)
+
+    def _view_his(self, i: int) -> SideView | None:
+        if not self._h_line[i]:
+            return None
+        return SideView(f"{self._origins[self._h_origin[i]]} line {self._h_line[i]}", self._h_fen[i], State(self._h_state[i]))
+
+    def _view_ours(self, i: int) -> SideView:
+        where = f"{self._origins[self._o_origin[i]]} #{self._o_line[i]}"
+        return SideView(where, self._o_fen[i], State(self._o_state[i]), self._o_pay[i], self._fmt_time(self._o_at[i]))
+
+    def _view_chan(self, i: int) -> SideView | None:
+        if not self._c_kind[i] and i not in self._c_extra:
+            return None
+        where = " + ".join([self._chan_where(i)] + self._c_extra.get(i, [])) if self._c_kind[i] else " + ".join(self._c_extra[i])
+        return SideView(where, self._c_fen[i], State(self._c_state[i]))
+
+    def _view_entry(self, e: Entry | None) -> SideView | None:
+        if e is None:
+            return None
+        return SideView(e.where, e.fen, State(e.state), e.pay_order_no, self._fmt_time(e.at))
+
+
+
+def _trades(rows: list[Entry]) -> list[list[Entry]]:
+    """Bill rows grouped by trade: a payment with its reversal; each refund on its own."""
+    groups: dict[tuple[int, str], list[Entry]] = {}
+    out: list[list[Entry]] = []
+    for e in rows:
+        if e.direction == COLLECT and e.pay_order_no:
+            group = groups.get((e.direction, e.pay_order_no))
+            if group is None:
+                group = groups[(e.direction, e.pay_order_no)] = []
+                out.append(group)
+            group.append(e)
+        else:
+            out.append([e])
+    for group in out:
+        group.sort(key=lambda e: e.state == State.REVERSAL)  # the payment first
+    return out
+
+
+def _near_midnight(text: str) -> bool:
+    """Within ten minutes of midnight: may sit in the next or previous day's bill."""
+    hhmm = text[11:16] if len(text) >= 16 else ""
+    return bool(hhmm) and (hhmm >= "23:50" or hhmm < "00:10")
