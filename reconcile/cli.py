@@ -17,7 +17,8 @@ from pathlib import Path
 from reconcile.errors import EXIT_CLEAN, EXIT_ERROR, ConfigError, ReconcileError
 from reconcile.fetch import fetch_bills
 from reconcile.model import Channel, DiffClass
-from reconcile.run import RunConfig, reconcile_day
+from reconcile.run import CHINA, RunConfig, reconcile_day
+from reconcile.texts import signed_yuan
 from reconcile.store import StateStore
 
 DESCRIPTION = """\
@@ -55,8 +56,8 @@ See docs/reconciliation.md.
 _CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset"}
 
 
-def _date(text: str) -> datetime.date:
-    today = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date()
+def _date(text: str, tz: datetime.tzinfo = CHINA) -> datetime.date:
+    today = datetime.datetime.now(tz).date()
     if text == "yesterday":
         return today - datetime.timedelta(days=1)
     if text == "today":
@@ -122,7 +123,8 @@ def _path(value: object, base: Path, day: datetime.date, key: str) -> Path:
 
 def build_run_config(args: argparse.Namespace) -> RunConfig:
     config, base = _load_config(args.config)
-    day = args.date or _date("yesterday")
+    tz = _offset(str(args.utc_offset or config.get("utc_offset", "+08:00")))
+    day = args.date or _date("yesterday", tz)  # the hospital's yesterday
     cwd = Path.cwd()
 
     def pick(key: str) -> Path | None:
@@ -147,11 +149,10 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
         path = pick(key)
         if path is not None:
             bills[channel] = path
-    offset = args.utc_offset or config.get("utc_offset", "+08:00")
     return RunConfig(
         day=day, his=his, journals=journals, out_dir=out, state_db=pick("state") or out / "reconcile-state.db",
         his_mapping=pick("his_mapping"), bills=bills, channel_settings=pick("channel_settings"),
-        tz=_offset(str(offset)), jobs=args.jobs,
+        tz=tz, jobs=args.jobs,
     )
 
 
@@ -209,7 +210,7 @@ def cmd_list(argv: list[str]) -> int:
         rows = [r for r in store.list_day(day) if not (args.open and r.resolution)]
     for r in rows:
         state = f"resolved {r.resolution.resolved_at} {r.resolution.resolved_by}: {r.resolution.note}" if r.resolution else "OPEN"
-        print(f"{r.diff_id}  {r.cls:<16} {r.order_no:<20} {r.msg_id:<24} position {r.position:+d} fen  {state}")
+        print(f"{r.diff_id}  {r.cls:<16} {r.order_no:<20} {r.msg_id:<24} {signed_yuan(r.position):>12}  {state}")
     print(f"{len(rows)} difference(s)")
     return EXIT_CLEAN
 

@@ -23,7 +23,6 @@ MAIN_ROW = 1  # its payment or refund
 REVERSAL_ROW = 2  # the reversal of its payment
 
 
-
 def zeros(code: str, n: int) -> array:
     return array(code, bytes(array(code).itemsize * n))
 

@@ -3,6 +3,8 @@ invariant over random days: every fen of every side is in a matched outcome or i
 
 from __future__ import annotations
 
+import datetime
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,3 +173,18 @@ def test_every_fen_of_every_side_is_accounted_for(day):
             assert d.position > 0 and d.direction == COLLECT
         if d.cls is DiffClass.SHORT:
             assert d.position < 0 and d.direction == COLLECT
+
+
+def test_a_difference_near_midnight_says_so():
+    china = datetime.timezone(datetime.timedelta(hours=8))
+    late = int(datetime.datetime(2026, 11, 22, 23, 57, 10, tzinfo=china).timestamp())
+
+    def day_of(at: int) -> MatchResult:
+        m = Matcher("20261122", format_time=lambda t: datetime.datetime.fromtimestamp(t, china).strftime("%Y-%m-%d %H:%M:%S"))
+        m.add_ours(Columns.from_rows([ours(0, "MZ1", COLLECT, 10000, M, W, "T1", at=at)]), "journal.db")
+        m.add_his([[his(2, "MZ1", "HIS-0", COLLECT, 10000, P)]], "his.csv")
+        m.add_channel([BASE_C], "bill.csv")
+        return m.finish()
+
+    assert only(day_of(late)).near_midnight  # our result's time says it may be in the next day's bill
+    assert not only(day_of(late - 3600)).near_midnight

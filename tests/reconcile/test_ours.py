@@ -73,3 +73,13 @@ def test_missing_or_foreign_files_say_what_to_check(tmp_path):
     (tmp_path / "notes.db").write_text("hello")
     with pytest.raises(SourceUnavailable, match="notes.db"):
         read_ours(tmp_path / "notes.db", DAY, CHINA)
+
+
+def test_a_value_with_a_separator_character_is_read_row_by_row(tmp_path):
+    path = tmp_path / "odd.db"
+    j = Journal(path, synchronous="NORMAL", clock=lambda: float(START + 60))
+    accept(j, "M1", "MZ1", "+1.00"); result(j, "M1", "SUCCESS", "42\x1e00001", "+1.00", START + 100)
+    accept(j, "M2", "MZ2", "+2.00"); result(j, "M2", "SUCCESS", "4200002", "+2.00", START + 200)
+    j.close()
+    got = list(read_ours(path, DAY, CHINA).rows())
+    assert [(e.msg_id, e.pay_order_no, e.fen) for e in got] == [("M1", "42\x1e00001", 100), ("M2", "4200002", 200)]
