@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from reconcile.match import ChannelTotals, MatchResult
-from reconcile.model import DIFF_CLASSES, Channel, DiffClass, Difference, SideView
+from reconcile.model import DIFF_CLASSES, Channel, DiffClass, SideView
 from reconcile.store import Resolution
 from reconcile.texts import DOC, advice, explain, resolve_hint, signed_yuan
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reconcile.match import Matcher, MatchResult
@@ -153,7 +153,6 @@ def _total(rows, offset=0):  # type: ignore[no-untyped-def]
     return sum(effect_of(t[3], t[4], t[5]) if not (len(t) > 10 and t[10] & FLAG_ECHO) else 0 for t in rows)
 
 
-@settings(max_examples=300)
 @given(days())
 def test_every_fen_of_every_side_is_accounted_for(day):
     o, h, c = day
