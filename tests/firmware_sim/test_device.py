@@ -1,0 +1,143 @@
+"""The virtual device as a product: provisioning and first boot, identity on every wire, what a
+maintenance host may see, reconfiguration by flashing, power listeners (the UI seam), pacing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import usb.core
+import usb.util
+
+from bridge import hisclient
+from firmware_sim import demo_setup, flasher
+from firmware_sim.device import DeviceOptions, LinkKind, Power, VirtualDevice
+from firmware_sim.faults import parse_fault
+from firmware_sim.sandbox.launcher import SandboxProcess
+from firmware_sim.simerrors import SimCode, SimError
+from protocol.crypto import KeyRing
+from protocol.messages import PayStatus
+from tests.e2e.world import SimWorld, new_order, sandbox_fixture, wait_until, world_fixture
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    yield from sandbox_fixture(tmp_path_factory)
+
+
+@pytest.fixture
+def world(tmp_path: Path, sandbox: SandboxProcess) -> Iterator[SimWorld]:
+    yield from world_fixture(tmp_path, sandbox)
+
+
+def test_storage_that_holds_no_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SimError) as refused:
+        VirtualDevice(DeviceOptions(tmp_path))
+    assert refused.value.code is SimCode.STORAGE and "pos-flash provision new-device" in refused.value.message
+
+
+def test_a_new_device_is_in_recovery_and_refuses_instructions_until_configured(world: SimWorld) -> None:
+    directory, provisioned = world.provision()
+    device = world.start_device(directory, LinkKind.TCP)
+    assert device.power is Power.RECOVERY and device.service is None
+    assert "recovery mode" in str(device.status()["problem"])
+    with pytest.raises(SimError) as dark:
+        device.scan("134567890123456789")
+    assert dark.value.code is SimCode.NO_APPLICATION
+    bridge = world.start_bridge(device)
+    assert device.wait_link_up(10)
+    health = bridge.health()["devices"][0]  # type: ignore[index]
+    assert (health["device_id"], health["firmware"]) == (provisioned.device_id, "pos-sim 1.0 recovery")
+    client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({provisioned.device_id}))
+    envelope = hisclient.seal(client, new_order(), "+1.00", hisclient.new_msg_id("T0001"))
+    with pytest.raises(hisclient.ClientError) as refused:
+        hisclient.submit(client, envelope, "x", 10)
+    assert refused.value.code == "device_unavailable" and "recovery mode" in refused.value.message
+
+
+def test_flashing_a_configuration_boots_it_and_confirms_its_health(world: SimWorld) -> None:
+    device, provisioned = world.configured_device(LinkKind.PTY)
+    status = device.status()
+    assert status["power"] == "on" and status["problem"] is None
+    assert status["boot"]["slot"] == "a" and status["boot"]["config_version"] == "cfg-1"  # type: ignore[index]
+    assert "confirmed healthy" in status["boot"]["message"]  # type: ignore[index]
+    assert device.bridge_url == f"serial:{Path(status['storage']).resolve() / 'tty'}"  # type: ignore[arg-type]
+    with flasher.DeviceConnection(device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get) as conn:
+        conn.connect()
+        boot = flasher.read_status(conn)
+    assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]
+    assert device.service is not None and device.service.config.device.device_id == provisioned.device_id
+
+
+def test_the_usb_device_shows_its_identity_to_pyusb(world: SimWorld) -> None:
+    directory, provisioned = world.provision()
+    device = world.start_device(directory, LinkKind.USB)
+    found = usb.core.find(idVendor=0x1209, idProduct=0x7D01, backend=device.usb_backend)
+    assert found is not None
+    assert found.serial_number == provisioned.serial_no and "Smart POS" in found.product
+    assert device.bridge_url == f"usb://1209:7D01/{provisioned.serial_no}"
+    usb.util.dispose_resources(found)
+
+
+def test_a_maintenance_host_never_takes_a_result_meant_for_his(world: SimWorld) -> None:
+    rig = world.rig(LinkKind.TCP)
+    code, order = rig.issue("WECHAT"), new_order()
+    pending = rig.pay(order, "+6.60", wait_s=2)
+    rig.screen_is("awaiting_scan")
+    rig.device.inject(parse_fault({"fault": "unplug"}))
+    rig.device.scan(code)
+    wait_until(lambda: rig.device.history(order_no=order), what="the payment to finish")
+    assert pending.outcome().result is None  # HIS gave up waiting: the cable is out
+    rig.bridge.stop()  # the field engineer stops the bridge service and plugs in a laptop
+    rig.device.inject(parse_fault({"fault": "replug"}))
+    provisioned = demo_setup.provision.load_device(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    with flasher.DeviceConnection(rig.device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get) as conn:
+        conn.connect()
+        assert flasher.read_status(conn)["running"] == "a"
+        assert rig.device.status()["link"]["host"] == "maintenance"
+    assert not rig.device.history(order_no=order)[0].delivered  # pos-flash acknowledged nothing
+    bridge = world.start_bridge(rig.device)  # the same journal: the bridge service is back
+    client = hisclient.ClientConfig(bridge.url, rig.client.key, rig.client.keys, "T0001", rig.client.device_ids)
+    result = hisclient.query(client, pending.msg_id, 20, order_no=order).result
+    assert result is not None and result.pay_status is PayStatus.SUCCESS
+    assert rig.balance_fen(code) == 100_00 - 6_60
+
+
+def test_reconfiguring_by_flash_keeps_the_journal(world: SimWorld) -> None:
+    rig = world.rig(LinkKind.TCP)
+    code, order = rig.issue("ALIPAY"), new_order()
+    pending = rig.pay(order, "+8.00")
+    rig.screen_is("awaiting_scan")
+    rig.device.scan(code)
+    assert pending.result().pay_status is PayStatus.SUCCESS
+    rig.bridge.stop()
+    provisioned = demo_setup.provision.load_device(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    outcome = demo_setup.flash(rig.device.bridge_url, world.configuration(provisioned, version=2), world.records)
+    assert outcome.confirmed and outcome.slot == "b"
+    wait_until(lambda: rig.device.power is Power.ON, what="the device to run cfg-2")
+    assert rig.device.status()["boot"]["config_version"] == "cfg-2"  # type: ignore[index]
+    (entry,) = rig.device.history(order_no=order)
+    assert entry.pay_status is PayStatus.SUCCESS and entry.delivered
+
+
+def test_power_listeners_hear_each_new_service(world: SimWorld) -> None:
+    device, _ = world.configured_device(LinkKind.TCP)
+    heard: list[object] = []
+    remove = device.add_power_listener(heard.append)
+    first = device.service
+    device.inject(parse_fault({"fault": "power_cut"}))
+    device.inject(parse_fault({"fault": "power_on"}))
+    remove()
+    device.inject(parse_fault({"fault": "power_cut"}))
+    assert heard[:2] == [first, None] and heard[2] is not None and heard[2] is not first and len(heard) == 3
+
+
+def test_a_paced_link_at_115200_baud_carries_a_payment(world: SimWorld) -> None:
+    rig = world.rig(LinkKind.TCP, baud=115_200)
+    code = rig.issue("WECHAT")
+    pending = rig.pay(new_order(), "+12.50")
+    rig.screen_is("awaiting_scan")
+    rig.device.scan(code)
+    assert pending.result().pay_status is PayStatus.SUCCESS
+    assert rig.device.status()["link"]["baud"] == 115_200
