@@ -26,7 +26,7 @@ import requests
 from protocol.link.session import LinkTimers
 
 from firmware_sim.simerrors import SimCode, SimError
-from firmware_sim.simrun import STATE_FILE
+STATE_FILE = "sim.json"  # written by firmware_sim.simrun
 STORAGE_ENV = "POS_SIM_STORAGE"
 DEFAULT_STORAGE = os.path.join(".run", "device")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3

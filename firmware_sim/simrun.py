@@ -24,12 +24,12 @@ from pathlib import Path
 
 from protocol.link.session import LinkTimers
 
+from firmware_sim.cli import STATE_FILE
 from firmware_sim.control_api import ControlServer
 from firmware_sim.device import DeviceOptions, LinkKind, VirtualDevice
 from firmware_sim.simerrors import SimCode, SimError
 
 log = logging.getLogger("firmware_sim.simrun")
-STATE_FILE = "sim.json"
 LOCK_FILE = "sim.lock"
 PARENT_POLL_S = 0.5
 

@@ -164,19 +164,22 @@ class SimWorld:
         return device, provisioned
 
     def start_bridge(self, device: VirtualDevice, name: str = "bridge") -> Bridge:
+        return self.start_bridge_for(device.bridge_url, device.identity.device_id, name, usb_backend=device.usb_backend)
+
+    def start_bridge_for(self, url: str, device_id: str, name: str = "bridge", *, usb_backend: object = None) -> Bridge:
+        """A bridge in this process for the device at `url` (also a device in another process)."""
         directory = self.root / name
         directory.mkdir(exist_ok=True)
         write_keyfile(directory / "keys.json", [self.key], {self.key.kid: "2026-01-01"})
         shutil.copy(self.records, directory / "devices.csv")
-        device_id = device.identity.device_id
         (directory / "terminals.csv").write_text(demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device_id), encoding="utf-8")
         config = parse_config({
             "http": {"port": 0},
-            "link": {"ports": [device.bridge_url], "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
+            "link": {"ports": [url], "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
             "log": {"level": "INFO", "file": "bridge.log"},
         }, base_dir=directory)
         setup_logging(config.log.level, config.log.file)
-        bridge = Bridge(config, usb_backend=device.usb_backend).start()
+        bridge = Bridge(config, usb_backend=usb_backend).start()
         self._cleanups.append(bridge.stop)
         return bridge
 

@@ -1,0 +1,151 @@
+"""`pos-sim` as a person uses it: `run` as a real process, the cashier commands in other processes,
+the state file, one simulator per storage, exit codes, a clean stop on SIGTERM, and --help."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bridge import hisclient
+from firmware_sim.cli import build_parser, main
+from firmware_sim.device import LinkKind
+from firmware_sim.sandbox.launcher import SandboxProcess
+from protocol.crypto import KeyRing
+from protocol.messages import PayStatus
+from tests.e2e.world import PIN, SimWorld, new_order, sandbox_fixture, wait_until, world_fixture
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    yield from sandbox_fixture(tmp_path_factory)
+
+
+@pytest.fixture
+def world(tmp_path: Path, sandbox: SandboxProcess) -> Iterator[SimWorld]:
+    yield from world_fixture(tmp_path, sandbox)
+
+
+def pos_sim(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "firmware_sim.cli", *args], capture_output=True, text=True, timeout=60,
+                          input=stdin)
+
+
+class SimProcess:
+    """`pos-sim run` in the background; stopped (SIGTERM, then kill) at the end of the test."""
+
+    def __init__(self, storage: Path, *extra: str) -> None:
+        self.storage = storage
+        self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.cli", "run", "--storage", str(storage),
+                                      "--tcp", "0", "--rto", "0.1", "--keepalive", "0.5", "--dead-after", "2", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        box: dict[str, str] = {}
+        reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)
+        if not box.get("line"):
+            self.proc.kill()
+            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+        self.ready = json.loads(box["line"])
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture
+def configured(world: SimWorld) -> Iterator[tuple[SimWorld, Path, str]]:
+    """A provisioned device with a flashed configuration, switched off (its storage free for pos-sim run)."""
+    device, provisioned = world.configured_device(LinkKind.TCP)
+    storage = Path(device.options.storage)
+    device.close()
+    yield world, storage, provisioned.device_id
+
+
+def test_run_serves_the_cashier_commands_and_stops_cleanly(configured: tuple[SimWorld, Path, str]) -> None:
+    world, storage, device_id = configured
+    sim = SimProcess(storage)
+    try:
+        ready = sim.ready
+        assert (ready["event"], ready["device_id"], ready["power"]) == ("ready", device_id, "on")
+        state = json.loads((storage / "sim.json").read_text())
+        assert state["control_url"] == ready["control_url"] and state["pid"] == sim.proc.pid
+        second = pos_sim("run", "--storage", str(storage), "--tcp", "0")
+        assert second.returncode == 1 and "another pos-sim runs on" in second.stderr
+
+        at = ("--storage", str(storage))
+        status = pos_sim("status", *at)
+        assert status.returncode == 0 and f"device {device_id}" in status.stdout and "power on" in status.stdout
+        nothing = pos_sim("scan", "134567890123456789", *at)
+        assert nothing.returncode == 1 and "pos-sim: nothing_to_scan:" in nothing.stderr
+
+        bridge = world.start_bridge_for(str(ready["bridge_url"]), device_id)
+        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({device_id}))
+        wait_until(lambda: bridge.health()["status"] == "ok", what="the link to pos-sim")
+        issued = world.sandbox.issue_code("WECHAT", "100.00", "success")
+        order = new_order()
+        for amount, act in (("+12.50", ("scan", "--qr", str(issued["qr_path"]))), ("-5.00", ("confirm-refund",))):
+            box: dict[str, object] = {}
+            envelope = hisclient.seal(client, order, amount, hisclient.new_msg_id("T0001"))
+            waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 30)))
+            waiter.start()
+            wanted = "awaiting_scan" if amount.startswith("+") else "awaiting_supervisor"
+            wait_until(lambda: pos_sim("screen", *at, "--json").stdout.count(f'"screen": "{wanted}"'), what=wanted)
+            screen = pos_sim("screen", *at)
+            assert screen.returncode == 0 and f"{wanted}  {amount}  order {order}" in screen.stdout
+            done = pos_sim(*act, *at, stdin=PIN + "\n")  # confirm-refund reads the PIN from stdin
+            assert done.returncode == 0, done.stderr
+            waiter.join(30)
+            assert box["o"].result.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED)  # type: ignore[attr-defined]
+        history = pos_sim("history", *at, "--order", order)
+        assert history.returncode == 0 and "-5.00  REFUNDED" in history.stdout and "+12.50  SUCCESS" in history.stdout
+        assert world.sandbox.account(str(issued["code"]))["balance"] == "92.50"
+
+        unplug = pos_sim("fault", "unplug", "--for", "0.3", *at)
+        assert unplug.returncode == 0 and "cable unplugged" in unplug.stdout
+        skew = pos_sim("fault", "skew", *at, "-90")
+        assert skew.returncode == 0 and "clock offset -90 s" in skew.stdout
+        bad = pos_sim("fault", "power-cut", "--at", "dancing", *at)
+        assert bad.returncode == 1 and "pos-sim: bad_fault: at 'dancing' is not a state" in bad.stderr
+        bridge.stop()
+    finally:
+        code = sim.terminate()
+    assert code == 0
+    assert not (storage / "sim.json").exists() and not (storage / "tty").exists()
+    again = SimProcess(storage)  # the lock died with the process
+    assert again.terminate() == 0
+
+
+def test_commands_without_a_running_simulator_say_how_to_start_one(tmp_path: Path) -> None:
+    done = pos_sim("screen", "--storage", str(tmp_path))
+    assert done.returncode == 3 and "no simulator runs on" in done.stderr and "make run HEADLESS=1" in done.stderr
+    done = pos_sim("status", "--url", "http://127.0.0.1:9")
+    assert done.returncode == 3 and "no simulator answers at http://127.0.0.1:9" in done.stderr
+    done = pos_sim("run", "--storage", str(tmp_path / "nowhere"))
+    assert done.returncode == 1 and "does not exist" in done.stderr
+    done = pos_sim("run", "--storage", str(tmp_path))
+    assert done.returncode == 1 and "is not a provisioned device" in done.stderr
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = [[], ["run"], ["status"], ["screen"], ["history"], ["scan"], ["cancel"], ["confirm-refund"],
+                ["decline-refund"], ["dismiss"], ["fault"], *[["fault", f] for f in ("unplug", "replug", "drop", "corrupt",
+                                                                                      "duplicate", "delay", "clear",
+                                                                                      "power-cut", "power-on", "skew")]]
+    for argv in commands:
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--help"])
+        assert done.value.code == 0
+        assert "usage: pos-sim" in capsys.readouterr().out
+    text = build_parser().format_help()
+    assert "make run HEADLESS=1" in text and "docs/simulator.md" in text
