@@ -47,12 +47,18 @@ def offscreen_env(kivy_home: str | None = None) -> dict[str, str]:
     }
 
 
-def prepare_kivy(*, kivy_home: str | None = None, offscreen: bool = False) -> None:
-    """Set what Kivy reads at import: no argv parsing (our argparse owns the command line), and a
-    private KIVY_HOME unless the user set one (so a POS never depends on ~/.kivy)."""
+def prepare_kivy(*, kivy_home: str | None = None, offscreen: bool = False, clock: str = "interrupt") -> None:
+    """Set what Kivy reads at import: no argv parsing (our argparse owns the command line), a
+    private KIVY_HOME unless the user set one (so a POS never depends on ~/.kivy), and the clock.
+
+    clock="interrupt" (the app): an instruction arriving on the link thread schedules the screen
+    update and the main loop wakes at once, instead of sleeping out the rest of its 16.7 ms frame.
+    clock="default" for `App.async_run` (the offscreen test driver): Kivy 2.3's interruptible clock
+    lets asyncio's TimeoutError escape its frame wait and ends the loop."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
     os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
+    os.environ["KIVY_CLOCK"] = clock
     if kivy_home:
         os.environ["KIVY_HOME"] = kivy_home
     if offscreen:

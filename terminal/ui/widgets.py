@@ -7,7 +7,7 @@ Their look and the shared styles (PosLabel, PosButton, TopBar, PinPad...) are in
 from __future__ import annotations
 
 from kivy.core.text import Label as CoreLabel
-from kivy.graphics import Color, Ellipse, Line, Rectangle, RoundedRectangle
+from kivy.graphics import Color, Line, Rectangle, SmoothEllipse, SmoothRoundedRectangle
 from kivy.properties import BooleanProperty, NumericProperty, StringProperty
 from kivy.uix.label import Label
 from kivy.uix.widget import Widget
@@ -18,8 +18,9 @@ from terminal.ui import theme
 class FitLabel(Label):
     """One line of text at `max_font_size`, or smaller when it would not fit the width.
 
-    The natural width is measured with a throwaway core label, so the widget itself can keep a
-    text_size (for left alignment) without wrapping."""
+    The natural width is measured with the font's extents (no texture is made for the measure),
+    so the widget itself can keep a text_size (for left alignment) without wrapping. Text width
+    scales with the font size, so one measure gives the size that fits."""
 
     max_font_size = NumericProperty(40)
 
@@ -31,12 +32,24 @@ class FitLabel(Label):
     def _fit(self, *args: object) -> None:
         size = self.max_font_size
         if self.width > 0 and self.text:
-            core = CoreLabel(text=self.text, font_size=size, font_name=self.font_name, bold=self.bold)
-            core.refresh()
-            natural = core.content_width
+            natural = _measure(self.text, size, self.font_name, self.bold)
             if natural > self.width:
                 size = max(6, int(size * self.width / natural * 0.97))
         self.font_size = size
+
+
+_measurer: CoreLabel | None = None
+
+
+def _measure(text: str, font_size: float, font_name: str, bold: bool) -> int:
+    """The width of one line of `text` in pixels."""
+    global _measurer
+    if _measurer is None:
+        _measurer = CoreLabel()
+    options = _measurer.options
+    options["font_size"], options["font_name"], options["bold"] = font_size, font_name, bold
+    _measurer.resolve_font_name()
+    return max(_measurer.get_extents(line)[0] for line in text.split("\n"))
 
 
 class _Drawn(Widget):
@@ -67,7 +80,7 @@ class DirectionMarker(_Drawn):
         with self.canvas:
             Color(*theme.direction_colour(self.direction))
             if self.direction == "refund":
-                RoundedRectangle(pos=(x, y), size=(side, side), radius=[side * 0.18])
+                SmoothRoundedRectangle(pos=(x, y), size=(side, side), radius=[side * 0.18])
                 Color(1, 1, 1, 1)
                 Line(points=[cx - arm, cy, cx + arm, cy], width=stroke, cap="round")
                 # a curved arrow over the minus: "money goes back"
@@ -75,7 +88,7 @@ class DirectionMarker(_Drawn):
                 Line(points=[cx - arm * 0.25, cy + arm * 1.25, cx - arm * 0.6, cy + arm * 0.9,
                              cx - arm * 0.25, cy + arm * 0.55], width=stroke * 0.6, cap="round", joint="round")
             else:
-                Ellipse(pos=(x, y), size=(side, side))
+                SmoothEllipse(pos=(x, y), size=(side, side))
                 Color(1, 1, 1, 1)
                 Line(points=[cx - arm, cy, cx + arm, cy], width=stroke, cap="round")
                 Line(points=[cx, cy - arm, cx, cy + arm], width=stroke, cap="round")
@@ -98,7 +111,7 @@ class StatusMark(_Drawn):
         self.canvas.clear()
         with self.canvas:
             Color(*(theme.OK if self.ok else theme.FAIL))
-            Ellipse(pos=(x, y), size=(side, side))
+            SmoothEllipse(pos=(x, y), size=(side, side))
             Color(1, 1, 1, 1)
             if self.ok:
                 Line(points=[cx - r * 0.45, cy, cx - r * 0.1, cy - r * 0.35, cx + r * 0.5, cy + r * 0.35],

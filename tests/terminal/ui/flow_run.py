@@ -17,7 +17,7 @@ from pathlib import Path
 
 from terminal.ui import display
 
-display.prepare_kivy(kivy_home=tempfile.mkdtemp(prefix="kivy-home-"), offscreen=True)
+display.prepare_kivy(kivy_home=tempfile.mkdtemp(prefix="kivy-home-"), offscreen=True, clock="default")
 
 from terminal.ui.app import PORTRAIT, build_app, configure_window  # noqa: E402
 

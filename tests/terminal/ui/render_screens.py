@@ -16,7 +16,7 @@ from pathlib import Path
 
 from terminal.ui import display
 
-display.prepare_kivy(kivy_home=tempfile.mkdtemp(prefix="kivy-home-"), offscreen=True)
+display.prepare_kivy(kivy_home=tempfile.mkdtemp(prefix="kivy-home-"), offscreen=True, clock="default")
 
 from terminal.ui.app import LANDSCAPE, PORTRAIT, configure_window, create_app  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
