@@ -1,0 +1,151 @@
+"""The headless whole system as a newcomer runs it: start, read demo.json, pay with his-client --demo,
+scan with pos-sim, Ctrl-C; then again (same keys, same device, no re-flash) and SIGTERM. No child
+process may outlive the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+BIN = Path(sys.executable).parent
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes only once reaped; check its state
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Launcher:
+    def __init__(self, workdir: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.system", "--headless", "--workdir", str(workdir),
+                                      "--bridge-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # its own group: Ctrl-C goes to it alone, as in a terminal
+        self.out: list[str] = []
+        self.err_lines: list[str] = []
+        ready = threading.Event()
+
+        def read() -> None:
+            for line in iter(self.proc.stdout.readline, ""):  # type: ignore[union-attr]
+                self.out.append(line)
+                if line.startswith("Ctrl-C stops everything"):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        def read_err() -> None:
+            for line in iter(self.proc.stderr.readline, ""):  # type: ignore[union-attr]
+                self.err_lines.append(line)
+
+        threading.Thread(target=read_err, daemon=True).start()
+        if not ready.wait(90) or self.proc.poll() is not None:
+            self.kill()
+            raise AssertionError(f"the system did not start: {''.join(self.out)}\n{self.err}")
+        self.children = children_of(self.proc.pid)
+
+    @property
+    def err(self) -> str:
+        return "".join(self.err_lines)
+
+    def stop(self, signum: int) -> int:
+        os.killpg(self.proc.pid, signum)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        for pid in children_of(self.proc.pid) + getattr(self, "children", []):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
+def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    first = Launcher(workdir)
+    try:
+        demo_path = workdir / "demo.json"
+        demo = json.loads(demo_path.read_text())
+        assert set(demo) >= {"bridge_url", "suite", "kid", "key_hex", "terminal_id", "device_id", "device_registry",
+                             "sim_url", "sandbox_url", "supervisor_pin"}
+        assert stat.S_IMODE(demo_path.stat().st_mode) == 0o600
+        assert json.loads("".join(first.out[: first.out.index("\n")])) == demo  # printed too
+        assert any("his-client --demo" in line for line in first.out) and any("pos-sim scan" in line for line in first.out)
+        assert len(first.children) == 3 and all(alive(pid) for pid in first.children)
+        health = requests.get(demo["bridge_url"] + "/v1/health", timeout=10).json()
+        assert health["status"] == "ok" and health["devices"][0]["device_id"] == demo["device_id"]
+
+        order = f"MZ{os.getpid()}"
+        pay = subprocess.Popen([str(BIN / "his-client"), "--demo", str(demo_path), "pay", "+12.50", "--order", order,
+                                "--wait", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            code = requests.post(demo["sandbox_url"] + "/sandbox/v1/codes", json={"channel": "WECHAT"}, timeout=10).json()["code"]
+            storage = ["--storage", str(workdir / "device")]
+            deadline = time.monotonic() + 30
+            while True:
+                scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, *storage], capture_output=True, text=True, timeout=30)
+                if scan.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)  # the instruction is on its way to the POS
+            assert scan.returncode == 0, scan.stderr
+            out, err = pay.communicate(timeout=60)
+        finally:
+            if pay.poll() is None:
+                pay.kill()
+        assert pay.returncode == 0, err
+        assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry)" in out
+        balance = requests.get(f"{demo['sandbox_url']}/sandbox/v1/accounts/{code}", timeout=10).json()["balance"]
+        assert balance == "87.50"
+
+        assert first.stop(signal.SIGINT) == 0  # Ctrl-C
+        assert "stopped: bridge (exit 0), device (exit 0), sandbox (exit 0)" in "".join(first.out)
+        assert not any(alive(pid) for pid in first.children)
+        assert not (workdir / "device" / "sim.json").exists()
+    finally:
+        first.kill()
+
+    second = Launcher(workdir)  # a re-run keeps the keys, the device and its configuration
+    try:
+        again = json.loads((workdir / "demo.json").read_text())
+        assert (again["key_hex"], again["device_id"], again["kid"]) == (demo["key_hex"], demo["device_id"], demo["kid"])
+        assert "flashing configuration" not in second.err and "system INFO" in "".join(first.err_lines + second.err_lines)
+        history = subprocess.run([str(BIN / "pos-sim"), "history", "--storage", str(workdir / "device")],
+                                 capture_output=True, text=True, timeout=30)
+        assert "+12.50  SUCCESS" in history.stdout and "delivered" in history.stdout
+        assert second.stop(signal.SIGTERM) == 0
+        assert not any(alive(pid) for pid in second.children)
+    finally:
+        second.kill()
