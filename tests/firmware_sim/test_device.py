@@ -3,6 +3,10 @@ maintenance host may see, reconfiguration by flashing, power listeners (the UI s
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import tty
 from pathlib import Path
 from typing import Iterator
 
@@ -141,3 +145,65 @@ def test_a_paced_link_at_115200_baud_carries_a_payment(world: SimWorld) -> None:
     rig.device.scan(code)
     assert pending.result().pay_status is PayStatus.SUCCESS
     assert rig.device.status()["link"]["baud"] == 115_200
+
+
+def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp_path: Path) -> None:
+    from firmware_sim.devicehost import DeviceHostError, attach_service
+    from firmware_sim.image import PartKind, parse_image
+    from terminal.config import parse_config
+    from terminal.factory import open_terminal
+
+    directory, provisioned = world.provision()
+    config = parse_config(parse_image(world.configuration(provisioned)).part(PartKind.CONFIG))
+    service = open_terminal(config, tmp_path / "journal.db")
+    service.start()
+    with socket.socket() as probe:  # a free port for the device to listen on (the bridge must name it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DeviceHostError) as unknown:
+        attach_service(service, f"tcp://127.0.0.1:{port}")
+    assert "POS_DEVICE_DIR" in str(unknown.value)
+    detach = attach_service(service, f"tcp://127.0.0.1:{port}", device_dir=directory)
+    try:
+        bridge = world.start_bridge_for(f"socket://127.0.0.1:{port}", provisioned.device_id)
+        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({provisioned.device_id}))
+        code, order = str(world.sandbox.issue_code("WECHAT", "10.00", "success")["code"]), new_order()
+        envelope = hisclient.seal(client, order, "+1.50", hisclient.new_msg_id("T0001"))
+        wait_until(lambda: bridge.health()["status"] == "ok", what="pos-app's link")
+        box: dict[str, object] = {}
+        waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 20)))
+        waiter.start()
+        wait_until(lambda: service.view().can_scan, what="the collection on screen")
+        service.scan(code)
+        waiter.join(20)
+        assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]
+        assert bridge.health()["devices"][0]["firmware"] == "pos-app 1.0"  # type: ignore[index]
+    finally:
+        detach()
+        service.close()
+        service.journal.close()
+
+
+def test_serial_wire_reopens_after_the_host_side_vanishes() -> None:
+    from firmware_sim.endpoint import WireReset
+    from firmware_sim.serial_wire import SerialWire
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    wire = SerialWire(os.ttyname(slave))
+    try:
+        with pytest.raises(WireReset):  # opening the port starts a session
+            wire.read(100, 0.05)
+        os.write(master, b"hello")
+        assert wait_until(lambda: wire.read(100, 0.05), what="bytes from the host") == b"hello"
+        wire.write(b"world")
+        assert os.read(master, 100) == b"world"
+        wire.unplug()
+        assert wire.read(100, 0.05) == b""
+        wire.replug()
+        with pytest.raises(WireReset):
+            wire.read(100, 0.05)
+    finally:
+        wire.close()
+        os.close(master)
+        os.close(slave)
