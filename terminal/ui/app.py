@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from terminal.ui import display
 from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES
@@ -104,7 +104,7 @@ def _app_class() -> type:
 
         def __init__(self, backend: "Backend", *, fonts: UiFonts, camera: "CameraSource | None" = None,
                      lang: str = DEFAULT_LANGUAGE, receipts_dir: Path | None = None, print_command: str = "",
-                     **kwargs: object) -> None:
+                     clock: "Callable[[], float]" = time.time, **kwargs: object) -> None:
             super().__init__(**kwargs)
             from terminal.ui import receipt_render
             from terminal.ui.camera import NoCamera
@@ -117,7 +117,8 @@ def _app_class() -> type:
             self.started_at = time.perf_counter()
             self.home_drawn_at: float | None = None
             self.vm = PosViewModel(backend, receipts_dir=receipts_dir, print_command=print_command,
-                                   receipt_fonts=receipt_render.load_fonts(fonts.regular_face, fonts.bold_face), lang=lang)
+                                   receipt_fonts=receipt_render.load_fonts(fonts.regular_face, fonts.bold_face), lang=lang,
+                                   clock=clock)
 
         def build(self) -> object:
             register_fonts(self.fonts)

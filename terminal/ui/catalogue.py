@@ -79,7 +79,7 @@ STRINGS: dict[str, Text] = {
     "result.not_collected": Text("未收款", "Not paid"),
     "result.not_refunded": Text("未退款", "Not refunded"),
     "result.duplicate": Text("重复订单", "Already paid"),
-    "result.channel": Text("支付方式 {channel}", "Paid with {channel}"),
+    "result.channel": Text("支付方式 {channel}", "Payment method: {channel}"),  # never "paid with": it shows on failures too
     "result.pay_order_no": Text("交易号 {pay_order_no}", "Transaction {pay_order_no}"),
     "result.print": Text("打印小票", "Print receipt"),
     "result.printed": Text("小票已发送打印机", "Receipt sent to the printer"),

@@ -27,12 +27,23 @@ DISABLED = (0.70, 0.72, 0.75, 1)
 CHIP_OK = (0.06, 0.50, 0.24, 1)
 CHIP_BAD = (0.76, 0.11, 0.11, 1)
 CHIP_UNKNOWN = (0.45, 0.49, 0.55, 1)
+# An amount that did NOT move (failed, closed, refused): neutral grey, never a direction's colour,
+# so a glance at a failed collection cannot read "paid" from a big green number.
+AMOUNT_NOT_MOVED = (0.45, 0.48, 0.53, 1)
+# Scroll bars stay visible (not only while moving): the cashier must see that a list goes on.
+SCROLL_BAR = (0.38, 0.42, 0.49, 0.85)
+SCROLL_BAR_IDLE = (0.38, 0.42, 0.49, 0.55)
 
 MIN_TOUCH_DP = 48
 
 
 def direction_colour(direction: str) -> tuple[float, float, float, float]:
     return REFUND if direction == "refund" else COLLECT
+
+
+def amount_colour(direction: str, moved: bool = True) -> tuple[float, float, float, float]:
+    """The amount's colour: its direction's while the money moves or has moved, grey when it did not."""
+    return direction_colour(direction) if moved else AMOUNT_NOT_MOVED
 
 
 def direction_soft(direction: str) -> tuple[float, float, float, float]:

@@ -110,9 +110,10 @@ class PosViewModel(EventDispatcher):
     refreshed = NumericProperty(0)
 
     def __init__(self, backend: Backend, *, receipts_dir: Path | None = None, print_command: str = "",
-                 receipt_fonts: object | None = None, **kwargs: object) -> None:
+                 receipt_fonts: object | None = None, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.backend = backend
+        self.clock = clock  # unix seconds: the countdown and PIN lockouts (stopped in screenshots)
         self.receipts_dir = receipts_dir
         self.printer = print_command
         self.receipt_fonts = receipt_fonts
@@ -170,7 +171,7 @@ class PosViewModel(EventDispatcher):
         self.outcome = view.outcome
         self.result_ok = bool(view.outcome and view.outcome.ok)
         if view.pin is not None and view.pin.wrong and self.screen == Screen.REFUND_PIN.value:
-            self.pin_message = _pin_text(view.pin.tries_left, view.pin.locked_until)
+            self.pin_message = _pin_text(view.pin.tries_left, view.pin.locked_until, self.clock())
         self.link, self.network = view.link.value, view.network.value
         self.totals = [(CHANNEL_NAME[t.channel], t.count, display_yuan(t.collected_fen), display_yuan(t.refunded_fen))
                        for t in view.totals]
@@ -186,7 +187,7 @@ class PosViewModel(EventDispatcher):
         if self._deadline is None:
             self.countdown = 0
             return
-        self.countdown = max(0, int(self._deadline - time.time() + 0.999))
+        self.countdown = max(0, int(self._deadline - self.clock() + 0.999))
 
     # --- cashier actions -------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class PosViewModel(EventDispatcher):
 
     def _after_refund_pin(self, answer: object) -> None:
         self.pin_busy = False
-        self.pin_message = _answer_text(answer)
+        self.pin_message = _answer_text(answer, self.clock())
 
     def _after_admin_pin(self, answer: object) -> None:
         self.pin_busy = False
@@ -260,7 +261,7 @@ class PosViewModel(EventDispatcher):
             self.pin_message = None
             self.open(Screen.SETTINGS.value)
         else:
-            self.pin_message = _answer_text(answer)
+            self.pin_message = _answer_text(answer, self.clock())
 
     def decline_refund(self) -> None:
         self._manual = None
@@ -318,19 +319,19 @@ class PosViewModel(EventDispatcher):
         self.worker.stop()
 
 
-def _pin_text(tries_left: int, locked_until: float) -> Text:
-    if locked_until > time.time():
-        minutes = max(1, int((locked_until - time.time() + 59) // 60))
+def _pin_text(tries_left: int, locked_until: float, now: float) -> Text:
+    if locked_until > now:
+        minutes = max(1, int((locked_until - now + 59) // 60))
         return Text(tr("pin.locked", "zh", minutes=minutes), tr("pin.locked", "en", minutes=minutes))
     return Text(tr("pin.wrong", "zh", n=tries_left), tr("pin.wrong", "en", n=tries_left))
 
 
-def _answer_text(answer: object) -> Text | None:
+def _answer_text(answer: object, now: float) -> Text | None:
     if isinstance(answer, PinAnswer):
         if answer.accepted:
             return None
         if answer.pin is not None:
-            return _pin_text(answer.pin.tries_left, answer.pin.locked_until)
+            return _pin_text(answer.pin.tries_left, answer.pin.locked_until, now)
         return answer.message or WRONG_PIN
     if isinstance(answer, Exception):
         return Text(f"出错：{answer}", f"Error: {answer}")

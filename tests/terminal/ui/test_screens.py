@@ -1,6 +1,7 @@
-"""Every screen in both orientations and both languages: rendered offscreen to docs/screenshots/,
-and checked: not blank, every character has a glyph in the font, nothing outside the window, no
-clipped text, touch targets at least 48 dp."""
+"""Every screen in both orientations and both languages, rendered offscreen into a temporary folder
+by the same command that makes docs/screenshots/ (python -m terminal.ui.screenshots), and checked:
+not blank, every character has a glyph in the font, nothing outside the window, no clipped text,
+touch targets at least 48 dp; fixed data at a fixed moment, so every run draws the same pixels."""
 
 from __future__ import annotations
 
@@ -10,46 +11,51 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
+from terminal.ui import screenshots
 from terminal.ui.fonts import coverage, prepare_fonts
-from tests.terminal.ui.conftest import ROOT, finish
+from tests.terminal.ui.conftest import ROOT
 
-SHOTS = ROOT / "docs" / "screenshots"
-SCREENS = ["home", "instruction_collect", "scan", "paying", "result_ok", "instruction_refund", "refund_pin", "result_fail",
-           "history", "admin_pin", "settings"]
+DOCS = ROOT / "docs" / "screenshots"
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    from tests.terminal.ui.conftest import start_script
-
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     tmp = tmp_path_factory.mktemp("screens")
-    running = []
-    for orientation in ("portrait", "landscape"):  # two processes side by side: one per window size
-        report = tmp / f"{orientation}.json"
-        running.append((start_script("tests.terminal.ui.render_screens",
-                                     ["--out", str(SHOTS), "--report", str(report), "--orientation", orientation], tmp), report))
-    return [finish(process, report) for process, report in running]
+    result = screenshots.render_all(tmp / "png", log_dir=tmp)
+    assert result["errors"] == []
+    return tmp / "png", result["shots"]
 
 
 @pytest.fixture(scope="module")
-def shots(reports: list[dict]) -> list[dict]:
-    for report in reports:
-        assert report["error"] is None, report["error"]
-    return [shot for report in reports for shot in report["shots"]]
+def shots(rendered: tuple[Path, list[dict]]) -> list[dict]:
+    return rendered[1]
 
 
-def test_every_screen_in_both_orientations_and_languages(shots: list[dict]) -> None:
-    names = {shot["file"] for shot in shots}
-    expected = {f"{s}_{o}_{lang}.png" for s in SCREENS for o in ("portrait", "landscape") for lang in ("zh", "en")}
-    assert names == expected
-    for name in expected:
-        assert (SHOTS / name).is_file()
+@pytest.fixture(scope="module")
+def shot_dir(rendered: tuple[Path, list[dict]]) -> Path:
+    return rendered[0]
 
 
-def test_screenshots_are_not_blank_and_have_the_window_size(shots: list[dict]) -> None:
+def test_every_screen_in_both_orientations_and_languages(shots: list[dict], shot_dir: Path) -> None:
+    assert {shot["file"] for shot in shots} == screenshots.screen_files()
+    assert {p.name for p in shot_dir.iterdir()} == screenshots.expected_files()  # and the contact sheets
+
+
+def test_the_docs_hold_the_same_set_of_screenshots() -> None:
+    """The docs copies come from `python -m terminal.ui.screenshots --out docs/screenshots`; a screen
+    added or renamed without regenerating them shows up here."""
+    assert {p.name for p in DOCS.glob("*.png")} == screenshots.expected_files()
+
+
+def test_the_paying_countdown_is_frozen_for_the_pictures(shots: list[dict]) -> None:
+    paying = next(s for s in shots if s["file"] == "paying_portrait_en.png")
+    assert any("25" in text for text in paying["texts"]), paying["texts"]
+
+
+def test_screenshots_are_not_blank_and_have_the_window_size(shots: list[dict], shot_dir: Path) -> None:
     for shot in shots:
-        image = Image.open(SHOTS / shot["file"])
+        image = Image.open(shot_dir / shot["file"])
         assert image.size == ((720, 1280) if shot["orientation"] == "portrait" else (800, 480)), shot["file"]
         assert ImageStat.Stat(image.convert("L")).var[0] > 200, f"{shot['file']} looks blank"
 
@@ -86,9 +92,9 @@ def test_chinese_screens_show_chinese_and_english_screens_english(shots: list[di
     assert "Waiting for the next order" in home_en["texts"]
 
 
-def test_collect_and_refund_differ_in_word_and_colour(shots: list[dict]) -> None:
-    collect = Image.open(SHOTS / "instruction_collect_portrait_zh.png").convert("RGB")
-    refund = Image.open(SHOTS / "instruction_refund_portrait_zh.png").convert("RGB")
+def test_collect_and_refund_differ_in_word_and_colour(shots: list[dict], shot_dir: Path) -> None:
+    collect = Image.open(shot_dir / "instruction_collect_portrait_zh.png").convert("RGB")
+    refund = Image.open(shot_dir / "instruction_refund_portrait_zh.png").convert("RGB")
 
     def dominant_hue(image: Image.Image) -> tuple[int, int, int]:
         band = image.crop((0, 150, 720, 400))  # the badge and the amount
@@ -100,3 +106,29 @@ def test_collect_and_refund_differ_in_word_and_colour(shots: list[dict]) -> None
     texts = {s["file"]: " ".join(s["texts"]) for s in shots}
     assert "收款" in texts["instruction_collect_portrait_zh.png"] and "退款" in texts["instruction_refund_portrait_zh.png"]
     assert "−¥36.80" in texts["instruction_refund_portrait_zh.png"]
+
+
+def _pixels_near(image: Image.Image, colour: tuple[float, ...], top: int, tolerance: int = 40) -> int:
+    """How many pixels below the top bar (its link chip is green too) are close to `colour`."""
+    rgb = tuple(round(c * 255) for c in colour[:3])
+    body = image.convert("RGB").crop((0, top, image.width, image.height))
+    return sum(n for n, c in body.getcolors(body.width * body.height) if sum(abs(a - b) for a, b in zip(c, rgb)) < tolerance)
+
+
+def test_an_amount_that_did_not_move_is_grey_not_the_direction_colour(shots: list[dict], shot_dir: Path) -> None:
+    """A failed collection must not show a big green number (a glance would read "paid"), nor a
+    failed refund a big orange one; a successful collection does show its green."""
+    from terminal.ui import theme
+
+    for orientation, bar in (("portrait", 80), ("landscape", 56)):
+        for lang in ("zh", "en"):
+            def image(name: str) -> Image.Image:
+                return Image.open(shot_dir / screenshots.file_name(name, orientation, lang))
+
+            assert _pixels_near(image("result_fail"), theme.COLLECT, bar) < 50
+            assert _pixels_near(image("result_refund_fail"), theme.REFUND, bar) < 50
+            assert _pixels_near(image("result_fail"), theme.AMOUNT_NOT_MOVED, bar) > 2000
+            assert _pixels_near(image("result_refund_fail"), theme.AMOUNT_NOT_MOVED, bar) > 1000
+            assert _pixels_near(image("result_ok"), theme.COLLECT, bar) > 2000
+    texts = {s["file"]: " ".join(s["texts"]) for s in shots}
+    assert "未退款" in texts["result_refund_fail_portrait_zh.png"] and "−¥36.80" in texts["result_refund_fail_portrait_zh.png"]

@@ -1,13 +1,14 @@
-"""A backend that shows fixed views, for screenshots and layout checks only.
+"""Fixed screens for the screenshots (docs/screenshots/) and the layout checks: a backend that shows
+the views it is given, and the views themselves, all at one fixed moment (T0) so every run draws the
+same pixels.
 
-It never decides anything about money: it returns the views a test gives it and records the
-cashier's actions. The flows (scan, pay, refund, PIN) are tested against the real TerminalService
-in test_flow.py.
+It never decides anything about money: it returns the views it is given and records the cashier's
+actions. The real flows (scan, pay, refund, PIN) are tested against the real TerminalService in
+tests/terminal/ui/test_flow.py.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from protocol.amount import Direction
@@ -18,7 +19,13 @@ from terminal.ui.model import (About, CashierView, ChannelTotal, HistoryRow, Ite
                                PinAnswer, PinState, Phase)
 
 # A fixed moment, so the screenshots do not change from run to run: 2026-11-23 10:15:32 +08:00.
+# The showcase app runs on a clock stopped at T0 (PosViewModel(clock=...)), in this time zone.
 T0 = 1795400132.0
+TIME_ZONE = "CST-8"  # China Standard Time as a POSIX rule: no time zone database needed
+
+
+def clock() -> float:
+    return T0
 ABOUT = About("D-SN-000123", "1.4.2", "HIS-POS-1", "SN000123", Text("示例市人民医院", "Example City Hospital"),
               Text("沙箱（127.0.0.1:18080）", "Sandbox (127.0.0.1:18080)"))
 TOTALS = (ChannelTotal(PayChannel.WECHAT, 12, 1_236_50, 12_50), ChannelTotal(PayChannel.ALIPAY, 7, 845_00, 0))
@@ -33,13 +40,17 @@ def views() -> dict[str, CashierView]:
                  "4200001234202611230000012345", msg_id="HIS-000001")
     failed = Outcome("MZ20261123000124", Direction.COLLECT, 1_280_00, PayStatus.FAILED, T0, PayChannel.ALIPAY, "",
                      texts.REASON[ResultCode.INSUFFICIENT_FUNDS], ResultCode.INSUFFICIENT_FUNDS.value, msg_id="HIS-000002")
+    refund_failed = Outcome(REFUND.order_no, Direction.REFUND, REFUND.amount_fen, PayStatus.REFUND_FAILED, T0 + 90,
+                            PayChannel.WECHAT, "", texts.REASON[ResultCode.REFUND_REJECTED], ResultCode.REFUND_REJECTED.value,
+                            msg_id="HIS-000003")
     return {
         "home": CashierView(Phase.IDLE, message=texts.IDLE, **base),
         "instruction_collect": CashierView(Phase.AWAITING_SCAN, COLLECT, texts.SCAN_PROMPT, can_cancel=True, queued=1, **base),
-        "paying": CashierView(Phase.PAYING, COLLECT, texts.USER_PAYING, deadline=time.time() + 24.2, deadline_total_s=30,
+        "paying": CashierView(Phase.PAYING, COLLECT, texts.USER_PAYING, deadline=T0 + 24.2, deadline_total_s=30,
                               can_cancel=True, **base),
         "result_ok": CashierView(Phase.RESULT, None, outcome=ok, **base),
         "result_fail": CashierView(Phase.RESULT, None, outcome=failed, **base),
+        "result_refund_fail": CashierView(Phase.RESULT, None, outcome=refund_failed, **base),
         "instruction_refund": CashierView(Phase.AWAITING_SUPERVISOR, REFUND, texts.REFUND_PROMPT, can_cancel=True,
                                           pin=PinState(3, 3), **base),
     }
