@@ -17,7 +17,8 @@ The same document is what field engineers flash as a configuration image, so it 
      "supervisor": {"pin_hash": "scrypt$16384$8$1$...$...", "max_wrong_tries": 5, "lockout_s": 300},
      "admin": {"pin_hash": "scrypt$..."},           optional: the settings screen's PIN
      "channels": {...},                             opaque here: terminal.channels.build_clients reads it
-     "polling": {"WECHAT": {"query_interval_s": 5, "pay_deadline_s": 30}}}   optional overrides
+     "polling": {"WECHAT": {"query_interval_s": 5, "pay_deadline_s": 30}},   optional overrides
+     "printer": {"command": "lp -d thermal {png}"}}  optional: the receipt printer ({png} = the receipt file)
 
 `parse_config` is pure (text in, `DeviceConfig` out); `load_config` reads a file and a referenced
 key file, and refuses a file holding keys that other users can read.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +60,9 @@ QUERY_INTERVAL_RANGE = (0.05, 60.0)
 PAY_DEADLINE_RANGE = (0.5, 600.0)
 
 _TOP = {"format", "config_version", "comment", "device", "merchant", "keys", "keys_file", "terminals",
-        "limits", "freshness", "supervisor", "admin", "channels", "polling"}
+        "limits", "freshness", "supervisor", "admin", "channels", "polling", "printer"}
+# The receipt file's place in printer.command.
+PNG_PLACEHOLDER = "{png}"
 
 
 class ConfigError(ValueError):
@@ -86,6 +90,36 @@ class Supervisor:
 
 
 @dataclass(frozen=True, slots=True)
+class Printer:
+    """The receipt printer: a command run without a shell, `{png}` standing for the receipt file.
+
+    `command` is the text as configured ("lp -d thermal {png}"); `argv` is it split with shlex
+    (POSIX rules: quotes group words, no variables, no pipes)."""
+
+    command: str
+    argv: tuple[str, ...]
+
+    def args_for(self, png: str | os.PathLike[str]) -> list[str]:
+        return [part.replace(PNG_PLACEHOLDER, os.fspath(png)) for part in self.argv]
+
+
+def parse_print_command(command: object) -> Printer:
+    """A print command as `printer.command` takes it; ValueError says what is wrong."""
+    if not isinstance(command, str) or not command.strip() or len(command) > 512 or not command.isprintable():
+        raise ValueError("must be a command line of 1 to 512 printable characters, such as \"lp -d thermal {png}\"")
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ValueError(f"{command!r} cannot be split into words: {exc}") from None
+    if not any(PNG_PLACEHOLDER in part for part in argv):
+        raise ValueError(f"{command!r} must contain {PNG_PLACEHOLDER} where the receipt file goes, "
+                         f"e.g. \"lp -d thermal {PNG_PLACEHOLDER}\"")
+    if PNG_PLACEHOLDER in argv[0]:
+        raise ValueError(f"{command!r} must start with the program to run, not with the receipt file")
+    return Printer(command, argv)
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceConfig:
     device: DeviceInfo
     merchant_name: str
@@ -102,6 +136,7 @@ class DeviceConfig:
     polling: Mapping[PayChannel, Polling] = field(default_factory=dict)
     config_version: int = 0
     comment: str | None = None
+    printer: Printer | None = None  # None: receipts are saved as images only
 
     def has_terminal(self, terminal_id: str) -> bool:
         return any(t.terminal_id == terminal_id for t in self.terminals)
@@ -208,6 +243,13 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
     if not isinstance(channels, dict):
         raise top.fail("channels", f"must be an object, not {_kind(channels)}")
     comment = top.text("comment", max_len=1024, optional=True)
+    printer = None
+    printer_obj = top.sub("printer", {"command"}, optional=True)
+    if printer_obj is not None:
+        try:
+            printer = parse_print_command(printer_obj.get("command"))
+        except ValueError as exc:
+            raise printer_obj.fail("command", str(exc)) from None
     return DeviceConfig(
         device=device,
         merchant_name=_req(merchant.text("name", max_len=64)),
@@ -224,6 +266,7 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
         polling=_polling(top),
         config_version=top.integer("config_version", 0, 2**31 - 1, 0),
         comment=comment,
+        printer=printer,
     )
 
 
@@ -328,6 +371,8 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
             channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s)) if v is not None}
             for channel, p in config.polling.items()
         }
+    if config.printer is not None:
+        obj["printer"] = {"command": config.printer.command}
     return obj
 
 

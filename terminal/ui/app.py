@@ -188,13 +188,22 @@ def create_app(backend: "Backend", **kwargs: object) -> object:
 
 
 def build_app(service: "TerminalService", *, fonts: UiFonts | None = None, firmware_version: str | None = None,
-              camera_index: int | None = 0, probe_network: bool = True, **kwargs: object) -> object:
-    """The app around a running service (what the simulator calls)."""
+              camera_index: int | None = 0, probe_network: bool = True, print_command: str = "",
+              **kwargs: object) -> object:
+    """The app around a running service (what the simulator calls). Without a `print_command`, the
+    receipt printer of the device configuration (`printer.command`) is used, if it has one."""
     from terminal.ui.adapter import ServiceBackend
     from terminal.ui.camera import open_camera
 
     backend = ServiceBackend(service, firmware_version=firmware_version, probe_network=probe_network)
-    return create_app(backend, fonts=fonts or prepare_fonts(), camera=open_camera(camera_index), **kwargs)
+    return create_app(backend, fonts=fonts or prepare_fonts(), camera=open_camera(camera_index),
+                      print_command=print_command or configured_print_command(service.config), **kwargs)
+
+
+def configured_print_command(config: object) -> str:
+    """printer.command of a DeviceConfig, or "" (receipts are saved as images only)."""
+    printer = getattr(config, "printer", None)
+    return printer.command if printer is not None else ""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -213,7 +222,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANGUAGE, help="start language (default: zh)")
     parser.add_argument("--orientation", choices=("portrait", "landscape"), default="portrait",
                         help="window shape on a desktop: portrait 720x1280 or landscape 800x480")
-    parser.add_argument("--print-command", default="", help="e.g. 'lp -d thermal {png}' ({png} = the receipt file)")
+    parser.add_argument("--print-command", default="",
+                        help="receipt printer command, e.g. 'lp -d thermal {png}' ({png} = the receipt file); "
+                             "default: printer.command of the device configuration, else receipts are only saved as PNG")
     parser.add_argument("--camera", type=int, default=0, help="camera index; -1 for none (hardware scanner only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     return parser.parse_args(argv)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from protocol.keyfile import format_keyfile
 from protocol.messages import PayChannel
-from terminal.config import ConfigError, Polling, dump_config, load_config, parse_config
+from terminal.config import ConfigError, Polling, dump_config, load_config, parse_config, parse_print_command
 from tests.terminal.helpers import KEY, OLD_KEY, PIN_HASH, make_config
 
 
@@ -27,6 +27,7 @@ def document(**changes):
         "supervisor": {"pin_hash": PIN_HASH, "max_wrong_tries": 5, "lockout_s": 300},
         "channels": {"wechat": {"appid": "wx1", "mch_id": "1", "api_key": "k"}},
         "polling": {"WECHAT": {"query_interval_s": 2, "pay_deadline_s": 45.5}},
+        "printer": {"command": "lp -d 'thermal 58' {png}"},
     }
     for path, value in changes.items():
         target = doc
@@ -50,19 +51,25 @@ def test_a_full_document_parses():
     assert cfg.keys.key_for("k2026a", "AES-256-GCM").secret == KEY.secret
     assert cfg.channels["wechat"]["appid"] == "wx1"
     assert cfg.config_version == 3
+    assert cfg.printer is not None and cfg.printer.command == "lp -d 'thermal 58' {png}"
+    assert cfg.printer.argv == ("lp", "-d", "thermal 58", "{png}")
+    assert cfg.printer.args_for("/var/pos/receipt 1.png") == ["lp", "-d", "thermal 58", "/var/pos/receipt 1.png"]
 
 
 def test_defaults_skew_follows_the_msg_id_memory():
-    cfg = parse_config(document(freshness=..., limits=..., polling=..., comment=..., config_version=...))
+    cfg = parse_config(document(freshness=..., limits=..., polling=..., comment=..., config_version=..., printer=...))
     assert cfg.msg_id_memory_s == 86400 and cfg.instruction_skew_s == 86400
     assert cfg.limit_fen == 50_000_00
     assert cfg.polling == {}
+    assert cfg.printer is None
+    assert "printer" not in dump_config(cfg)
 
 
 def test_round_trip_through_dump():
     cfg = parse_config(document())
     again = parse_config(dump_config(cfg))
     assert dump_config(again) == dump_config(cfg)
+    assert again.printer == cfg.printer
     assert dump_config(make_config()).startswith("{")
 
 
@@ -88,6 +95,14 @@ def test_round_trip_through_dump():
     ({"channels": []}, "channels"),
     ({"merchant__name": ""}, "merchant.name"),
     ({"extra": 1}, "unknown field 'extra'"),
+    ({"printer__command": "lp -d thermal"}, "printer.command 'lp -d thermal' must contain {png}"),
+    ({"printer__command": ""}, "printer.command must be a command line"),
+    ({"printer__command": ["lp", "{png}"]}, "printer.command must be a command line"),
+    ({"printer__command": "lp -d 'thermal {png}"}, "printer.command"),
+    ({"printer__command": "{png}"}, "must start with the program"),
+    ({"printer__command": ...}, "printer.command is missing"),
+    ({"printer__device": "/dev/usb/lp0"}, "unknown field 'device'"),
+    ({"printer": "lp {png}"}, "printer must be an object"),
 ])
 def test_errors_name_the_field(changes, names):
     with pytest.raises(ConfigError) as info:
@@ -115,6 +130,17 @@ def test_key_material_never_appears_in_errors():
 def test_garbage_is_a_config_error_never_a_crash(data):
     with pytest.raises(ConfigError):
         parse_config(data)
+
+
+@given(st.text(max_size=80))
+def test_a_print_command_is_accepted_only_with_a_program_and_the_file(command):
+    try:
+        printer = parse_print_command(command)
+    except ValueError as exc:
+        assert str(exc)  # a reason an engineer can read
+        return
+    assert any("{png}" in part for part in printer.argv) and "{png}" not in printer.argv[0]
+    assert all("{png}" not in part for part in printer.args_for("/tmp/r.png"))
 
 
 def test_load_with_a_referenced_key_file_and_permissions(tmp_path):

@@ -1,6 +1,6 @@
 """The cashier's flows on the real app, offscreen, around a real TerminalService talking to the
 channel sandbox over HTTP: instruction -> amount screen; wedge scan -> paying -> result; receipt
-printed by a real command; refund refused with a wrong PIN, then done with the right one; cancel;
+printed by the real command of the configuration's printer.command; refund refused with a wrong PIN, then done with the right one; cancel;
 slow typing is not a scan; a refused code is explained. Run in its own process by test_flow.py:
 
     SDL_VIDEODRIVER=offscreen python -m tests.terminal.ui.flow_run --work DIR --report FILE
@@ -9,7 +9,9 @@ slow typing is not a scan; a refused code is explained. Run in its own process b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -26,6 +28,7 @@ configure_window(PORTRAIT)
 from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
 from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from terminal.config import parse_print_command  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service  # noqa: E402
@@ -156,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     service = None
     try:
         settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
-        service = open_service(work / "journal.db", make_config(channels=settings), build_clients(settings))
+        # the receipt printer comes from the device configuration (printer.command), as on a POS
+        printer = parse_print_command(f"cp {{png}} {shlex.quote(str(work / 'printed.png'))}")
+        config = dataclasses.replace(make_config(channels=settings), printer=printer)
+        service = open_service(work / "journal.db", config, build_clients(settings))
         bridge, his = Bridge(service), His()
         app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
-                        receipts_dir=work / "receipts", print_command=f"cp {{png}} {work / 'printed.png'}")
+                        receipts_dir=work / "receipts")
         report["error"] = off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, report["steps"]))
     finally:
         if service is not None:

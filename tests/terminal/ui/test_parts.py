@@ -182,6 +182,22 @@ def test_print_command_runs_without_a_shell(tmp_path: Path) -> None:
         print_png(png, "lp 'unclosed")
 
 
+def test_the_configured_printer_is_the_default_print_command() -> None:
+    import dataclasses
+
+    from terminal.config import parse_print_command
+    from terminal.ui.app import configured_print_command
+    from tests.terminal.helpers import make_config
+
+    config = make_config()
+    assert configured_print_command(config) == ""  # no printer: receipts are saved as images
+    with_printer = dataclasses.replace(config, printer=parse_print_command("lp -d thermal {png}"))
+    assert configured_print_command(with_printer) == "lp -d thermal {png}"
+    help_text = subprocess.run([sys.executable, "-m", "terminal.ui.app", "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    assert "printer.command" in help_text
+
+
 # --- display detection ------------------------------------------------------------------------------
 
 def test_display_detection() -> None:
