@@ -126,7 +126,7 @@ class ServiceBackend:
         urls = channel_endpoints(self.config.channels)
         self._env = channel_environment(urls)
         self.probe = NetworkProbe(urls, self._changed) if probe_network else None
-        service.add_observer(self._observe)
+        self._remove_observer = service.add_observer(self._observe)
         if self.probe is not None:
             self.probe.start()
 
@@ -237,5 +237,8 @@ class ServiceBackend:
         return self.service.receipt(msg_id)
 
     def close(self) -> None:
+        """Stop the network probe and stop listening to the service (a replaced backend stays silent)."""
         if self.probe is not None:
             self.probe.stop()
+        self._remove_observer()
+        self._callbacks.clear()

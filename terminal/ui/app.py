@@ -157,6 +157,23 @@ def _app_class() -> type:
         def on_stop(self) -> None:
             self.camera.stop()
             self.vm.close()
+            close = getattr(self.backend, "close", None)
+            if callable(close):
+                close()
+
+        def rebind(self, service: "TerminalService") -> None:
+            """Follow a new TerminalService (the simulator's power-on recovers a new one from the
+            journal); call on the main thread (Clock.schedule_once). Only for an app from build_app."""
+            from terminal.ui.adapter import ServiceBackend
+
+            old = self.backend
+            backend = ServiceBackend(service, firmware_version=getattr(old, "firmware_version", None),
+                                     probe_network=getattr(old, "probe", None) is not None)
+            self.backend = backend
+            self.vm.rebind(backend)
+            close = getattr(old, "close", None)
+            if callable(close):
+                close()
 
         def _resized(self, window: object, size: tuple[int, int]) -> None:
             width, height = size

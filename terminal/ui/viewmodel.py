@@ -132,6 +132,16 @@ class PosViewModel(EventDispatcher):
 
     # --- from the service ------------------------------------------------------------------------
 
+    def rebind(self, backend: Backend) -> None:
+        """Show another backend from now on (a device powered on again with a new service). Main
+        thread. Where the cashier had navigated and which result was closed belong to the old one."""
+        self.backend = backend
+        self._manual, self._dismissed, self._order_key = None, None, None
+        self.pin_entry, self.pin_message, self.print_message = "", None, None
+        self.about = backend.about()
+        backend.subscribe(self.notify)
+        self.refresh()
+
     def notify(self) -> None:
         """Called from any thread when the service's state changed."""
         if not self._pending and not self._closed:

@@ -41,7 +41,8 @@ def check(condition: bool, what: str) -> None:
         raise AssertionError(what)
 
 
-async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str]) -> None:  # type: ignore[no-untyped-def]
+async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str],  # type: ignore[no-untyped-def]
+                   work_services: list) -> None:
     vm, service = app.vm, bridge.service
     await off.until(lambda: app.root is not None, what="the app")
     await off.frames(2)
@@ -146,6 +147,24 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
     check(shows(order) and shows("Refunded") and shows("Paid"), "today's list shows the collection and the refund")
     steps.append("english and history")
 
+    # 9. a power cycle as the simulator does it: a new service recovers from the same journal and
+    #    the screens follow it (App.rebind); the old one is never asked again
+    off.press(screen(), "Back")
+    await on("home")
+    service.close()
+    again = open_service(work / "journal.db", service.config)  # showing an instruction needs no channel
+    work_services.append(again)
+    app.rebind(again)
+    await on("result")  # after power-on the cashier sees the last result again (the journal's)
+    check(shows(cancel_order), "the recovered last result is the cancelled order")
+    off.press(screen(), "Done")
+    await on("home")
+    next_order = f"MZ{int(time.time() * 1000) + 2}"
+    again.submit_instruction(his.envelope(next_order, "+3.00"))
+    await on("instruction")
+    check(shows(next_order) and shows("¥3.00"), "the new service's instruction is on screen")
+    steps.append("power cycle: the screens follow the new service")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -157,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = SandboxProcess(str(work / "sandbox"))
     sandbox.start()
     service = None
+    started: list = []  # services the scenario starts (after a simulated power cycle)
     try:
         settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
         # the receipt printer comes from the device configuration (printer.command), as on a POS
@@ -166,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         bridge, his = Bridge(service), His()
         app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
                         receipts_dir=work / "receipts")
-        report["error"] = off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, report["steps"]))
+        report["error"] = off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, report["steps"], started))
     finally:
+        for other in started:
+            other.close()
         if service is not None:
             service.close()
         sandbox.stop()
