@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -178,7 +179,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                                  f"{message['zh']} / {message['en']}"])  # type: ignore[index]
 
 
-def _action(path: str, done: str) -> "callable":  # type: ignore[valid-type]
+def _action(path: str, done: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         body = {"pin": args.pin if args.pin is not None else sys.stdin.readline().strip()} if hasattr(args, "pin") else None
         answer = call(args, "POST", path, body)
