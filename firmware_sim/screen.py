@@ -30,10 +30,11 @@ def run_screen(device: VirtualDevice, stop: threading.Event) -> None:
 
     if not display.has_display():
         raise SimError(SimCode.START_FAILED, display.HEADLESS_HINT)
+    while device.service is None and not stop.is_set():  # a new device gets its configuration flashed first
+        stop.wait(0.2)
     service = device.service
     if service is None:
-        raise SimError(SimCode.NO_APPLICATION, f"the device runs no application ({device.power.value}); flash a configuration "
-                       "image first (the headless system does it: make run HEADLESS=1)")
+        return
     from kivy.clock import Clock
 
     from terminal.ui.app import build_app

@@ -232,7 +232,12 @@ def _start_device(system: System) -> dict[str, object]:
 
 
 def _sim_status(system: System) -> dict[str, object]:
-    return requests.get(system.sim_url + "/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+    try:
+        return requests.get(system.sim_url + "/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+    except (requests.RequestException, ValueError):
+        device = system.child("device")
+        tail = device.log_tail() if device is not None else ""
+        raise SimError(SimCode.START_FAILED, f"the simulated device stopped answering; see {system.workdir}/logs/device.log:\n{tail}") from None
 
 
 def _configure_device(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice,
