@@ -406,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.ui and args.headless:
         print("firmware_sim.system: --ui and --headless exclude each other", file=sys.stderr)
         return 2
+    if args.ui:
+        from terminal.ui import display
+
+        if not display.has_display():
+            print(f"firmware_sim.system: {display.HEADLESS_HINT}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
     options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
                             baud=args.baud, ui=args.ui)
