@@ -43,6 +43,7 @@ from pathlib import Path
 
 import requests
 
+from protocol.flash import FlashError
 from protocol.keyfile import parse_keyfile
 from protocol.registry import parse_device_csv
 
@@ -251,7 +252,11 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
     image = demo_setup.configuration_image(device, records, signing, keys_text=keys_text, channels=channels, version=version,
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
     log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
-    outcome = demo_setup.flash(system.device_link, image, records)
+    try:
+        outcome = demo_setup.flash(system.device_link, image, records)
+    except FlashError as exc:
+        raise SimError(SimCode.START_FAILED, f"flashing the configuration failed: {exc.message}; "
+                       f"see {system.workdir}/logs/device.log") from None
     if not outcome.confirmed:
         raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/device.log")
     state.update(config_version=version, configured_for=system.sandbox_url)
@@ -437,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("firmware_sim.system: interrupted while starting; everything started was stopped", file=sys.stderr)
             return 130
+        except Exception as exc:  # anything else: what started was stopped; say what happened
+            log.exception("start failed")
+            print(f"firmware_sim.system: start failed ({type(exc).__name__}: {exc}); everything started was stopped",
+                  file=sys.stderr)
+            return 1
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         print(json.dumps(system.demo, indent=2), flush=True)
