@@ -7,10 +7,8 @@ fault injection keep running on their own threads. Closing the window stops the 
 being set (SIGINT, SIGTERM) closes the window.
 
 Power cycles: a power cut and power-on replace the TerminalService object (a new one recovers from
-the journal). `VirtualDevice.add_power_listener(fn)` reports each new service (None while off); the
-screens are bound to the service they were built with, so here a power-on rebuilds the view-model's
-backend when terminal.ui offers a way to (`App.rebind(service)`), and otherwise keeps the old screen
-until the window is reopened. That rebinding belongs to the UI (terminal/ui/adapter.py).
+the journal). `VirtualDevice.add_power_listener(fn)` reports each new service (None while off), and
+the screens follow it with `App.rebind(service)` (terminal/ui/app.py) on Kivy's main thread.
 """
 
 from __future__ import annotations
