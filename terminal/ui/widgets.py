@@ -7,9 +7,11 @@ Their look and the shared styles (PosLabel, PosButton, TopBar, PinPad...) are in
 from __future__ import annotations
 
 from kivy.core.text import Label as CoreLabel
-from kivy.graphics import Color, Line, Rectangle, SmoothEllipse, SmoothRoundedRectangle
+from kivy.graphics import (BindTexture, Color, Line, Rectangle, SmoothEllipse, SmoothRoundedRectangle, StencilPop, StencilPush,
+                           StencilUnUse, StencilUse)
 from kivy.properties import BooleanProperty, NumericProperty, StringProperty
 from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
 from terminal.ui import theme
@@ -50,6 +52,53 @@ def _measure(text: str, font_size: float, font_name: str, bold: bool) -> int:
     options["font_size"], options["font_name"], options["bold"] = font_size, font_name, bold
     _measurer.resolve_font_name()
     return max(_measurer.get_extents(line)[0] for line in text.split("\n"))
+
+
+class FitScroll(ScrollView):
+    """A ScrollView that clips only when its content is taller than itself.
+
+    Clipping is a stencil: two extra passes over the view's area plus a stencil test on every
+    pixel inside, a third of a frame's rasterising on a software renderer. A bill of three items
+    fits, so the instruction screen usually draws without it. Content that fits cannot be dragged
+    (always_overscroll False), so nothing is ever drawn outside the view unclipped."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("always_overscroll", False)
+        self._clip_before: list[object] = []
+        self._clip_after: list[object] = []
+        self._clipping = True
+        super().__init__(**kwargs)
+
+    def on_kv_post(self, base_widget: object) -> None:
+        # the StencilView rule's instructions, now that the rules have built the canvas:
+        # Push, mask, Use (canvas.before) and UnUse, mask, Pop (canvas.after)
+        self._clip_before = _stencil_run(self.canvas.before, StencilPush, StencilUse)
+        self._clip_after = _stencil_run(self.canvas.after, StencilUnUse, StencilPop)
+        self.bind(viewport_size=self._update_clip, size=self._update_clip)
+        self._update_clip()
+
+    def _update_clip(self, *args: object) -> None:
+        need = self.viewport_size[1] > self.height + 0.5 or self.viewport_size[0] > self.width + 0.5
+        if need == self._clipping or not self._clip_before or not self._clip_after:
+            return
+        self._clipping = need
+        for canvas, run in ((self.canvas.before, self._clip_before), (self.canvas.after, self._clip_after)):
+            if need:
+                for instruction in reversed(run):  # each goes in front: the run ends up first, in order
+                    canvas.insert(0, instruction)
+            else:
+                for instruction in run:
+                    canvas.remove(instruction)
+
+
+def _stencil_run(canvas: object, first: type, last: type) -> list[object]:
+    """The instructions from a leading `first` to the next `last`, inclusive (empty if absent). A
+    textured shape's BindTexture is left out: Kivy adds and removes it with its shape."""
+    children = list(canvas.children)  # type: ignore[attr-defined]
+    if not children or not isinstance(children[0], first):
+        return []
+    ends = [i for i, c in enumerate(children) if isinstance(c, last)]
+    return [c for c in children[:ends[0] + 1] if not isinstance(c, BindTexture)] if ends else []
 
 
 class _Drawn(Widget):
