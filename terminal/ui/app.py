@@ -94,6 +94,14 @@ def _app_class() -> type:
             super().__init__(**kwargs)
             self.canvas.before.clear()
             self.canvas.after.clear()
+            self.bind(size=self.size_all, pos=self.size_all)
+
+        def size_all(self, *args: object) -> None:
+            """Keep the screens not on show at the window's size too: each is laid out once, at
+            start, instead of from scratch (every label re-measured) when an instruction shows it."""
+            for screen in self.screens:
+                if screen.parent is None:
+                    screen.pos, screen.size = self.pos, self.size
 
     class PosApp(App):
         vm = ObjectProperty(None)
@@ -132,6 +140,7 @@ def _app_class() -> type:
             manager = Screens(transition=CutTransition())
             for screen in build_screens():
                 manager.add_widget(screen)
+            manager.size_all()
             self.manager = manager
             self.vm.bind(screen=lambda vm, name: setattr(manager, "current", name))
             self.vm.refresh()
