@@ -163,7 +163,8 @@ class Conclusions:
 
     # -- outcomes --------------------------------------------------------------------------------
     def finish(self) -> MatchResult:
-        self._msg_index()  # flags duplicated journal records even on a day without HIS rows
+        if len(self._o_origin_names()) > 1:
+            self._msg_index()  # flags a msg_id found in two journals, even on a day without HIS rows
         self._attach_leftovers()
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []

@@ -103,57 +103,54 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise bad_bytes(name, lineno, exc, "utf-8") from None
-        if '"' in line:
+        if line[:1] == "`" and '"' not in line:
+            # Every value starts with a backtick, so splitting on ",`" both splits the fields and
+            # drops their backticks; a value without one merges with its neighbour and the count
+            # shows it.
+            row = line.rstrip("\r\n")[1:].split(",`")
+            if len(row) != ncol:
+                _bad_row(line.rstrip("\r\n").split(","), header, ncol, name, start)
+        else:
             row, lineno = record(fb, line, lineno, name, "utf-8")
             if not row:
                 continue
-        else:
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            row = line.split(",")
-        if len(row) != ncol:
             if row[0] == SUMMARY_FIRST:
                 if batch:
                     yield batch
                 _check_summary(read_records(fb, name, "utf-8", start=lineno), row, start, name, count, sum_settle, sum_refund, fen)
                 return
-            raise BadInput(name, start, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
-        t, txn, otn, st, settle = row[i_time], row[i_txn], row[i_otn], row[i_state], row[i_settle]
-        if t[:1] != "`" or txn[:1] != "`" or otn[:1] != "`" or st[:1] != "`" or settle[:1] != "`":
-            raise BadInput(name, start, _unticked(row, header, (i_time, i_txn, i_otn, i_state, i_settle)), "bill values start with a backtick `")
+            _bad_row(row, header, ncol, name, start)  # raises unless every value has its backtick
+            row = [v[1:] for v in row]
         count += 1
+        settle = row[i_settle]
         settled = memo.get(settle)
         if settled is None:
-            settled = fen.parse(settle[1:], start, SETTLEMENT)
-            memo[settle] = settled  # keyed with the backtick: no slicing on the hot path
+            settled = fen.parse(settle, start, SETTLEMENT)
         sum_settle += settled
-        if st == "`SUCCESS":
-            batch.append((start, otn[1:], "", collect, settled, moved, wechat, txn[1:], "", t[1:]))
+        st = row[i_state]
+        if st == "SUCCESS":
+            batch.append((start, row[i_otn], "", collect, settled, moved, wechat, row[i_txn], "", row[i_time]))
         else:
-            if st != "`REFUND" and st != "`REVOKED":
-                raise BadInput(name, start, TRADE_STATE, f"{st[1:]!r} is not SUCCESS, REFUND or REVOKED")
-            rid, orid, rfee, rstat = row[i_rid], row[i_orid], row[i_rfee], row[i_rstat]
-            if rid[:1] != "`" or orid[:1] != "`" or rfee[:1] != "`" or rstat[:1] != "`":
-                raise BadInput(name, start, _unticked(row, header, (i_rid, i_orid, i_rfee, i_rstat)), "bill values start with a backtick `")
+            if st != "REFUND" and st != "REVOKED":
+                raise BadInput(name, start, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
+            rfee = row[i_rfee]
             value = memo.get(rfee)
             if value is None:
-                value = fen.parse(rfee[1:], start, REFUND_FEE)
-                memo[rfee] = value
-            state = REFUND_STATES.get(rstat[1:])
+                value = fen.parse(rfee, start, REFUND_FEE)
+            state = REFUND_STATES.get(row[i_rstat])
             if state is None:
-                raise BadInput(name, start, REFUND_STATUS, f"{rstat[1:]!r} is not one of {', '.join(REFUND_STATES)}")
+                raise BadInput(name, start, REFUND_STATUS, f"{row[i_rstat]!r} is not one of {', '.join(REFUND_STATES)}")
             sum_refund += value
-            if st == "`REVOKED":
+            if st == "REVOKED":
                 # A reversed payment (撤销): what it gives back of its trade, net of what this row
                 # itself settles (0.00 when the payment has its own SUCCESS row).
                 if settled > value:
                     raise BadInput(name, start, SETTLEMENT, "a REVOKED row settling more than it gives back")
-                batch.append((start, otn[1:], "", collect, value - settled, reversal, wechat, txn[1:], rid[1:], t[1:]))
+                batch.append((start, row[i_otn], "", collect, value - settled, reversal, wechat, row[i_txn], row[i_rid], row[i_time]))
             else:
-                if len(rid) < 2:
+                if not row[i_rid]:
                     raise BadInput(name, start, REFUND_ID, "empty on a refund row")
-                batch.append((start, otn[1:], "", refund, value, int(state), wechat, rid[1:], orid[1:], t[1:]))
+                batch.append((start, row[i_otn], "", refund, value, int(state), wechat, row[i_rid], row[i_orid], row[i_time]))
         if len(batch) == BATCH:
             yield batch
             batch = []
@@ -198,8 +195,11 @@ def _no_bill(fb: BinaryIO, first_line: str, name: str) -> None:
     raise BadInput(name, 1, None, f"this is WeChat Pay's error answer, not a bill: {message or text[:120]!r}")
 
 
-def _unticked(row: list[str], header: list[str], positions: tuple[int, ...]) -> str:
-    for i in positions:
-        if row[i][:1] != "`":
-            return header[i]
-    return header[positions[0]]
+def _bad_row(row: list[str], header: list[str], ncol: int, name: str, lineno: int) -> None:
+    """Say what is wrong with a row split on plain commas: its field count, or the first value
+    without its backtick. Returns if neither (a row with quoted values, all backticked)."""
+    if len(row) != ncol:
+        raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
+    for column, value in zip(header, row):
+        if value[:1] != "`":
+            raise BadInput(name, lineno, column, "bill values start with a backtick `")
