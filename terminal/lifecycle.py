@@ -96,14 +96,36 @@ class Lifecycle:
         self.journal = journal
         self.clock = clock
         self.rng = rng
+        # This device's clock minus the bridge's, measured at the last link up (None: unknown).
+        # Results are stamped with the bridge's time: the bridge and HIS check a result's ts against
+        # their own clocks (within 300 s), and a POS whose clock drifted must not lose a result it
+        # already took money for. The device's own instruction window stays on its own clock.
+        self.bridge_offset_s: float | None = None
+
+    def result_time(self, now: float) -> int:
+        """The ts (and finished_at) of a result sealed at device time `now`: the bridge's time."""
+        return int(now if self.bridge_offset_s is None else now - self.bridge_offset_s)
+
+    def clock_refusal(self, msg_id: str) -> Refusal | None:
+        """Refuse new work when this clock is further off the bridge's than the device's own
+        instruction window: its freshness check would mean nothing."""
+        offset = self.bridge_offset_s
+        if offset is None or abs(offset) <= self.config.instruction_skew_s:
+            return None
+        return Refusal(msg_id, ErrorCode.CLOCK_SKEW,
+                       f"the POS clock is {offset:+.0f} s off the bridge clock (more than its {self.config.instruction_skew_s} s "
+                       "window): set the POS clock (network time), then send the instruction again with a new msg_id")
 
     # -- arrival --------------------------------------------------------------------------------
     def accept(self, envelope: Envelope) -> Accepted | Repeat | Refusal:
         """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction."""
         now = self.clock()
         cfg = self.config
+        refusal = self.clock_refusal(envelope.msg_id)
+        if refusal is not None and self.journal.find(envelope.kid, envelope.msg_id) is None:
+            return refusal
         try:
-            received = receive_instruction(envelope.to_json_obj(), cfg.keys, now=now, skew_s=cfg.instruction_skew_s,
+            received = receive_instruction(envelope, cfg.keys, now=now, skew_s=cfg.instruction_skew_s,
                                            limit_fen=cfg.limit_fen, seen=self.journal, answer_ttl_s=cfg.msg_id_memory_s)
         except ProtocolError as exc:
             return Refusal(envelope.msg_id, exc.code, exc.message)
@@ -324,11 +346,11 @@ class Lifecycle:
             message = None if text is None else text.en
         result = Result(
             device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
-            pay_channel=channel, amount=Amount(row.direction, amount_fen), finished_at=int(now),
+            pay_channel=channel, amount=Amount(row.direction, amount_fen), finished_at=self.result_time(now),
             error_code=error_code, error_message=_clip(message),
         )
         result_msg_id = "R" + self.rng(12).hex()
-        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=int(now), nonce=self.rng(12))
+        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=self.result_time(now), nonce=self.rng(12))
         tx.add_result(result_msg_id=result_msg_id, seq=row.seq, envelope=envelope.to_bytes(), pay_status=status,
                       pay_order_no=pay_order_no, amount_fen=amount_fen, now=now)
         tx.advance(row.seq, row.state, State.FINISHED, now, pay_status=status, error_code=error_code, finished_at=now, **fields)

@@ -16,7 +16,9 @@ the next link up, from its journal. Any object with `send(message, tag)` that ra
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 
 from protocol.envelope import Envelope
@@ -44,7 +46,7 @@ class ServiceLinkHandler:
     def on_link_up(self, endpoint: object, host_info: bytes) -> None:
         with self._lock:
             self._endpoint = endpoint
-        self.service.link_up()
+        self.service.link_up(bridge_clock=bridge_clock(host_info))
 
     def on_instruction(self, envelope: Envelope, endpoint: object) -> None:
         self.service.submit_instruction(envelope)
@@ -79,3 +81,15 @@ class ServiceLinkHandler:
                 log.info("link went down while sending; results will be re-sent after it comes back")
             except PowerCut:
                 return
+
+
+def bridge_clock(host_info: bytes) -> float | None:
+    """The bridge's clock from its HELLO_ACK ({"bridge": ..., "clock": unix seconds}), if present."""
+    try:
+        info = json.loads(host_info.decode("utf-8")) if host_info else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    clock = info.get("clock") if isinstance(info, dict) else None
+    if isinstance(clock, bool) or not isinstance(clock, (int, float)) or not math.isfinite(clock):
+        return None
+    return float(clock)

@@ -74,6 +74,8 @@ log = logging.getLogger("terminal.service")
 MAX_CHANNEL_CALLS = 8
 # Expired msg_id records are purged at start and then at most this often (on the next arrival).
 SEEN_PURGE_INTERVAL_S = 3600.0
+# A POS clock further than this off the bridge's is worth a warning in the log (the bridge's window).
+CLOCK_WARN_S = 300.0
 
 
 class ScanStatus(enum.Enum):
@@ -227,9 +229,16 @@ class TerminalService:
             done = self._core.mark_delivered(result_msg_id)
         return done
 
-    def link_up(self) -> None:
+    def link_up(self, bridge_clock: float | None = None) -> None:
+        """The link came up. `bridge_clock` is the bridge's clock from its HELLO_ACK, if it sent one."""
         with self._lock:
             self._alive()
+            if bridge_clock is not None:
+                offset = self.clock() - bridge_clock
+                self._core.bridge_offset_s = offset
+                if abs(offset) > CLOCK_WARN_S:
+                    log.warning("the POS clock is %+.0f s off the bridge clock; results are stamped with the bridge's "
+                                "time; set the POS clock (network time)", offset)
             self._link_up = True
             self._queue_results()
             self._revision += 1

@@ -158,8 +158,6 @@ def test_a_device_clock_beyond_its_window_refuses_instructions(world: SimWorld) 
     assert retry.result().pay_status is PayStatus.SUCCESS
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, reported to the lead: a device clock 10 min ahead is inside the "
-                   "device's 24 h window, but the bridge drops its results (ts more than 300 s ahead)")
 def test_a_device_clock_ten_minutes_ahead_still_delivers_the_result(world: SimWorld) -> None:
     rig = world.rig(LinkKind.TCP)
     fault(rig.device, fault="clock_skew", seconds=600)
