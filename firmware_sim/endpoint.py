@@ -394,8 +394,21 @@ class DeviceEndpoint:
                 now = time.monotonic()
                 events = self.link.receive_bytes(data, now) if data else []
                 events += self.link.poll(now)
-                self._dispatch(events)
+                try:
+                    self._dispatch(events)
+                except Exception:
+                    self._handler_failed()
                 self._flush()
+
+    def _handler_failed(self) -> None:
+        """A handler raised. The ACKs of what it was handling are still queued: they must not go out
+        ("ACK means handled"). Restart the session instead, so the bridge sends again what was not
+        handled (the handler deduplicates by msg_id), and keep the endpoint alive."""
+        log.exception("a device handler failed; restarting the link so that nothing unhandled is acknowledged")
+        try:
+            self._dispatch(self.link.start(time.monotonic()))
+        except Exception:
+            log.exception("a device handler failed again while the link restarted")
 
     def _dispatch(self, events: list[object]) -> None:
         for event in events:

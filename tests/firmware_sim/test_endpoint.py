@@ -15,7 +15,7 @@ from protocol.errors import ErrorCode
 from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, wire_time_s
 from protocol.link.handshake import DeviceIdentity
-from protocol.link.session import Delivered, HostHandshake, Link, LinkTimers, LinkUp, Received, Role
+from protocol.link.session import Delivered, HostHandshake, Link, LinkDown, LinkTimers, LinkUp, Received, Role
 from protocol.messages import Instruction, PayStatus
 
 from bridge.transport import open_transport
@@ -213,6 +213,41 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
         host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
         host.pump(lambda: responder.pending_answers == 0)
         assert responder.executions["M1"] == 1
+    finally:
+        host.close()
+        endpoint.stop()
+
+
+class FlakyOnce(Responder):
+    """Fails the first time it handles an instruction, as a bug or a full disk would."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.failures = 0
+
+    def on_instruction(self, envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+        if self.failures == 0:
+            self.failures += 1
+            raise OSError("disk full")
+        super().on_instruction(envelope, endpoint)
+
+
+def test_a_failing_handler_does_not_acknowledge_what_it_did_not_handle_and_the_endpoint_lives_on() -> None:
+    responder = FlakyOnce(KeyRing([KEY]), "D1")
+    endpoint = make("tcp", responder)
+    host = Host(endpoint)
+    try:
+        host.pump(lambda: host.link.state.value == "up")
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
+        host.flush()
+        # The device restarts the session instead of acknowledging: the bridge gets M1 back as unacknowledged.
+        host.pump(lambda: any(isinstance(e, LinkDown) and "M1" in e.unacked for e in host.events))
+        assert not any(isinstance(e, Delivered) and e.tag == "M1" for e in host.events)
+        host.pump(lambda: host.link.state.value == "up")
+        host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1 again")
+        host.flush()
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        assert responder.failures == 1 and responder.executions["M1"] == 1
     finally:
         host.close()
         endpoint.stop()
