@@ -63,6 +63,7 @@ def run(quick: bool) -> dict:
         "instruction_to_amount_drawn_p95_ms": p95,
         "instruction_to_amount_drawn_max_ms": round(max(total), 1),
         "first_instruction_after_start_ms": first["finished"],
+        "first_instruction_of_which_service_ms": first["observed"],
         "of_which_service_submit_to_observer_p50_ms": _pct(service, 0.5),
         "of_which_service_submit_to_observer_p95_ms": _pct(service, 0.95),
         "of_which_ui_observer_to_drawn_p50_ms": _pct(ui, 0.5),
