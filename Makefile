@@ -39,8 +39,10 @@ $(STAMP): setup.cfg pyproject.toml $(APT_STAMP)
 	$(PIP) install -q -e '.[dev,ui]'
 	@touch $@
 
+# The whole system on local defaults: channel sandbox, a simulated POS (with its screens when there
+# is a display), the bridge, and the HIS console. HEADLESS=1: no screens, no console (HIS vendors).
 run: setup
-	$(PY) -m protocol.demo
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -396,6 +396,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="docs/simulator.md explains demo.json, the device control API and fault injection.")
     parser.add_argument("--headless", action="store_true", help="no screens (the default; what `make run HEADLESS=1` runs)")
     parser.add_argument("--ui", action="store_true", help="also show the POS screens (Kivy; needs a display)")
+    parser.add_argument("--console", action="store_true",
+                        help="run the HIS console in this terminal once the system is up; leaving it stops everything")
+    parser.add_argument("--auto", action="store_true",
+                        help="what `make run` does: screens and the HIS console when there is a display, "
+                             "otherwise say so and start headless")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where state lives (default .run)")
     parser.add_argument("--fresh", action="store_true", help="forget the earlier state: new keys, new device, new journals")
     parser.add_argument("--bridge-port", type=int, default=DEFAULT_BRIDGE_PORT,
@@ -411,6 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.ui and args.headless:
         print("firmware_sim.system: --ui and --headless exclude each other", file=sys.stderr)
         return 2
+    if args.auto:
+        from terminal.ui import display
+
+        if display.has_display():
+            args.ui = args.console = True
+        else:
+            print("No display here, so no POS screens: starting the headless system instead "
+                  "(next time: make run HEADLESS=1). The simulator's control API plays the cashier.", flush=True)
+            args.headless = True
     if args.ui:
         from terminal.ui import display
 
@@ -453,8 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {system.demo_path} (it holds the shared key: mode 600). Try it:", flush=True)
         for line in next_steps(system):
             print("  " + line, flush=True)
-        print("Ctrl-C stops everything.", flush=True)
         exit_code = 0
+        if args.console:
+            from bridge import his_console
+
+            print("\nHIS console (leave it with Ctrl-D or Ctrl-C: that stops everything):", flush=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the console's prompt handles Ctrl-C
+            his_console.main(["--demo", str(system.demo_path)])
+            stop.set()
+        else:
+            print("Ctrl-C stops everything.", flush=True)
         while not stop.wait(0.5):
             dead = system.dead_children()
             if dead:
