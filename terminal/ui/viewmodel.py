@@ -352,7 +352,7 @@ def _history_row(row: object) -> dict[str, object]:
     from terminal.ui.model import HistoryRow
 
     assert isinstance(row, HistoryRow)
-    sign = "-" if row.direction is Direction.REFUND else "+"
+    sign = STRINGS["sign.refund"].zh if row.direction is Direction.REFUND else "+"  # U+2212, as on the amount screens
     return {
         "order_no": row.order_no,
         "time": time.strftime("%H:%M:%S", time.localtime(row.finished_at)),
