@@ -4,7 +4,7 @@ Each size is generated first (not timed, in its own process): a neutral HIS ledg
 journal, a WeChat Pay bill (two thirds of the transactions) and an Alipay bill zip (one third), with
 partial refunds, declined payments and a sprinkling of differences. Then `reconcile_day` runs in a
 fresh process (parse, match, write the CSV, the HTML and the state): as a user gets it (a bill
-worker for large days when a core is free), with one process and with two, and we report wall time
+worker for large days), with one process and with two, and we report wall time
 and peak RSS: the process's own VmHWM plus its worker's ru_maxrss (tracemalloc would cost more
 than the run). The machine is shared: the baseline shows how busy it was.
 The baseline is the floor for the same files: reading every line of the HIS ledger and the bills
@@ -213,7 +213,7 @@ def run(quick: bool) -> dict:
             files: dict[str, object] = dict(_child(_GENERATE, {"folder": str(Path(tmp) / label), "n": n}))
             files["out"] = str(Path(tmp) / label / "out")
             for jobs, suffix in ((0, ""), (1, "_one_process"), (2, "_two_processes")):
-                files["jobs"] = jobs  # 0: as a user gets it (a worker for large days on an idle machine)
+                files["jobs"] = jobs  # 0: as a user gets it (a bill worker for large days)
                 answer = _child(_CHILD, files)
                 figures[f"reconcile_{label}{suffix}_s"] = round(float(answer["seconds"]), 2)  # type: ignore[arg-type]
                 peak = (int(answer["peak_kib"]) + int(answer["worker_peak_kib"])) / 1024  # type: ignore[arg-type]

@@ -95,7 +95,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--utc-offset", help="the hospital's time zone as an offset (default +08:00): where a day begins")
     p.add_argument("--jobs", type=int, choices=(0, 1, 2), default=0,
                    help="processes: 2 parses the bills in a second process (about twice as fast for large days), "
-                        "1 keeps to one, 0 (default) decides from the size of the bills and whether a core is free")
+                        "1 keeps to one, 0 (default): 2 for large days on a multi-core machine")
     return p
 
 

@@ -168,14 +168,10 @@ def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]]) -> None:
 def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
     if cfg.jobs:
         return cfg.jobs
-    # A second process pays for itself (~0.2 s to start) from a few hundred thousand rows on, and
-    # only with a core to itself: it repeats part of the work, so on a busy machine it is slower.
+    # A second process pays for itself (~0.2 s to start) from a few hundred thousand rows on. It
+    # repeats part of the work (reading the journal), so it needs a second core to gain anything.
     size = sum(p.stat().st_size for _, p in bills if p.exists())
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows has no load average
-        busy = 0.0
-    return 2 if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) - busy >= 1.5 else 1
+    return 2 if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1 else 1
 
 
 def _format_time(at: object, tz: datetime.tzinfo) -> str:
