@@ -215,9 +215,10 @@ def test_concurrent_refunds_never_exceed_the_collection(pos):
     for t in threads:
         t.join()
     pos.service.confirm_refund(PIN)
-    first = pos.bridge.result(envelopes[0].msg_id)
-    second = pos.bridge.result(envelopes[1].msg_id)
-    assert (first.pay_status, second.pay_status, second.error_code) == (PayStatus.REFUNDED, PayStatus.REFUND_FAILED, "refund_exceeds_remaining")
+    # Whichever thread got in first is refunded; the other finds too little left, in either order.
+    results = [pos.bridge.result(e.msg_id) for e in envelopes]
+    assert sorted((r.pay_status.value, r.error_code or "") for r in results) == [
+        ("REFUNDED", ""), ("REFUND_FAILED", "refund_exceeds_remaining")]
     assert pos.balance(code) == 100_00 - 400
 
 
