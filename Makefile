@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench fuzz vectors clean help
+.PHONY: setup run test bench fuzz vectors screenshots clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   run the benchmarks and print a JSON summary"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
 	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
+	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
 
 setup: $(STAMP)
 
@@ -55,6 +56,9 @@ fuzz: setup
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json
+
+screenshots: setup
+	$(PY) -m terminal.ui.screenshots --out docs/screenshots
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis

@@ -33,6 +33,9 @@ def run_screen(device: VirtualDevice, stop: threading.Event) -> None:
     service = device.service
     if service is None:
         return
+    # Before Kivy is imported: its clock wakes as soon as the link thread schedules an update, and
+    # its logging stays inside Python's (no duplicated lines, no DEBUG flood in the device log).
+    display.prepare_kivy()
     from kivy.clock import Clock
 
     from terminal.ui.app import build_app
