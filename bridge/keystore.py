@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Callable
 from protocol.crypto import SUITES, KeyRing, SharedKey
 from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
+
+from bridge.watched import WatchedFile
 
 
 class KeyStoreError(Exception):
@@ -116,35 +117,11 @@ def retire_key(path: Path, kid: str) -> SharedKey:
     raise KeyStoreError(f"kid {kid} is not in {path} (his-bridge keys list shows the kids)")
 
 
-class WatchedKeyFile:
-    """The current KeyRing, re-read when the file changes (at most one stat a second)."""
+class WatchedKeyFile(WatchedFile[KeyRing]):
+    """The current KeyRing, re-read when the key file changes."""
 
     def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None) -> None:
-        self.path = path
-        self.on_error = on_error
-        self._lock = threading.Lock()
-        self._stamp = self._stat()
-        self._ring = load_keyring(path)
-        self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int]:
-        try:
-            st = self.path.stat()
-            return st.st_mtime_ns, st.st_size
-        except OSError:
-            return (0, 0)
+        super().__init__(path, load_keyring, on_error, errors=(KeyStoreError,), what="key file")
 
     def ring(self) -> KeyRing:
-        now = time.monotonic()
-        if now - self._checked < 1.0:
-            return self._ring
-        with self._lock:
-            self._checked = now
-            stamp = self._stat()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self._ring = load_keyring(self.path)
-                except KeyStoreError as exc:
-                    self.on_error(f"key file change ignored, the previous keys stay in use: {exc}")
-        return self._ring
+        return self.get()

@@ -11,18 +11,16 @@ ignored with an error in the log and the previous contents stay in force.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Callable
 
 from protocol.registry import (
     DeviceRecord, RegistryError, TerminalRecord, format_device_csv, format_terminal_csv, parse_device_csv,
     parse_terminal_csv,
 )
 
-T = TypeVar("T")
+from bridge.watched import WatchedFile
 
 
 class RegistryFileError(Exception):
@@ -116,42 +114,12 @@ def bind_terminal(registry: Path, terminal_id: str, device_id: str, devices: Pat
 # ------------------------------------------------------------------ the running bridge's view
 
 
-class _Watched(Generic[T]):
-    def __init__(self, path: Path, read: Callable[[Path], T], on_error: Callable[[str], None]) -> None:
-        self.path, self._read, self.on_error = path, read, on_error
-        self._lock = threading.Lock()
-        self._stamp = self._stat()
-        self.value = read(path)
-        self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int]:
-        try:
-            st = self.path.stat()
-            return st.st_mtime_ns, st.st_size
-        except OSError:
-            return (0, 0)
-
-    def get(self) -> T:
-        now = time.monotonic()
-        if now - self._checked >= 1.0:
-            with self._lock:
-                self._checked = now
-                stamp = self._stat()
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    try:
-                        self.value = self._read(self.path)
-                    except RegistryFileError as exc:
-                        self.on_error(f"registry change ignored, the previous contents stay in force: {exc}")
-        return self.value
-
-
 class Registries:
     """Lookups for the bridge: device public keys and records, terminal records and bindings."""
 
     def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None) -> None:
-        self._devices = _Watched(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error)
-        self._terminals = _Watched(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error)
+        self._devices = WatchedFile(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error, errors=(RegistryFileError,), what="device registry")
+        self._terminals = WatchedFile(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error, errors=(RegistryFileError,), what="terminal registry")
 
     def device(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get().get(device_id)
