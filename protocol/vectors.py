@@ -26,7 +26,7 @@ import sys
 from typing import Callable
 
 from protocol.crypto import KeyRing, SharedKey
-from protocol.envelope import MsgType, parse_envelope, receive_instruction, receive_result, seal
+from protocol.envelope import MsgType, receive_instruction, receive_result, seal
 from protocol.errors import ProtocolError
 from protocol.strictjson import dumps_compact
 

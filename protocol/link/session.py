@@ -31,7 +31,6 @@ from typing import Callable
 from protocol.link.decoder import Corrupt, FrameDecoder
 from protocol.link.frame import (
     MAX_PAYLOAD,
-    OVERHEAD,
     SEQ_MODULO,
     FrameType,
     NakReason,

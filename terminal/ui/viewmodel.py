@@ -27,7 +27,7 @@ from protocol.amount import Direction
 from protocol.messages import PayStatus
 from terminal.texts import CHANNEL_NAME, WRONG_PIN, Text
 from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES, STRINGS, pick, tr
-from terminal.ui.model import (About, Backend, CashierView, LinkState, NetState, Outcome, Phase, PinAnswer, Screen,
+from terminal.ui.model import (About, Backend, CashierView, LinkState, NetState, Phase, PinAnswer, Screen,
                                display_yuan, route)
 
 log = logging.getLogger(__name__)
