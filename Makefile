@@ -49,7 +49,7 @@ test: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	$(PY) -m bench
+	@$(PY) -m bench
 
 fuzz: setup
 	$(PY) -m pytest -q -m slow --hypothesis-profile=fuzz
