@@ -51,8 +51,10 @@ test: setup
 bench: setup
 	@$(PY) -m bench
 
+# Slow campaigns: every test, the slow ones included, with hypothesis at 20,000 examples a property
+# (tests/conftest.py). Takes hours; narrow it with ARGS, e.g. make fuzz ARGS=tests/protocol
 fuzz: setup
-	$(PY) -m pytest -q -m slow --hypothesis-profile=fuzz
+	$(PY) -m pytest -q --hypothesis-profile=fuzz $(ARGS)
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from protocol.errors import HTTP_STATUS, ErrorCode
 
 from tests.bridge.conftest import World
+from tests.budget import examples
 
 PATHS = st.one_of(
     st.sampled_from(["/v1/instructions", "/v1/health", "/v1/results/M1", "/v1/results/", "/", "/v1/results/%00",
@@ -43,7 +44,7 @@ def exchange(address: tuple[str, int], request: bytes) -> bytes:
     return data
 
 
-@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@settings(max_examples=examples(120), suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(method=METHODS, path=PATHS, query=QUERIES, headers=HEADERS, body=BODIES)
 def test_any_request_gets_json_with_a_stable_code(world: World, method: str, path: str, query: str,
                                                   headers: list[str], body: bytes) -> None:

@@ -14,6 +14,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import Verdict, classify
 
 from bridge.journal import TRANSITIONS, JState, Journal, NewInstruction, StoredResult, can_advance
+from tests.budget import examples
 
 
 def new(msg_id: str, device: str = "D1") -> NewInstruction:
@@ -28,7 +29,7 @@ OPERATIONS = st.lists(st.sampled_from(["sent", "progress", "result", "refused", 
 
 
 @given(OPERATIONS)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_state_machine_matches_the_transition_table(operations: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "j.sqlite3", synchronous="NORMAL")

@@ -24,6 +24,7 @@ from terminal.journal import CommitPoint, PowerCut
 from terminal.view import Screen
 from tests.terminal.conftest import new_order_no
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service
+from tests.budget import examples
 
 POLLING = {PayChannel.WECHAT: Polling(0.05, 0.8), PayChannel.ALIPAY: Polling(0.05, 0.8)}
 
@@ -164,7 +165,7 @@ def test_power_cut_at_every_commit(tmp_path, sandbox, channel_settings, scenario
     assert number >= 5
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=st.sampled_from(SCENARIOS),
        cuts=st.lists(st.tuples(st.integers(1, 8), st.sampled_from(["before", "after"])), min_size=1, max_size=3))
 def test_power_cuts_during_recovery_too(tmp_path, sandbox, channel_settings, scenario, cuts):

@@ -11,6 +11,7 @@ from protocol.freshness import Verdict, classify
 from protocol.messages import PayChannel
 from terminal.journal import CommitPoint, Journal, PowerCut, StaleState
 from terminal.machine import Kind, State
+from tests.budget import examples
 
 
 def new_instruction(journal, msg_id="M1", order_no="O1", kind=Kind.COLLECT, amount_fen=1000):
@@ -62,7 +63,7 @@ def test_seen_store_speaks_the_protocol_rule(tmp_path):
     assert reopened.seen("k", "M1").first_seen == 100.0
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(paid=st.integers(1, 10_000), ops=st.lists(st.tuples(st.integers(1, 6_000), st.sampled_from(["keep", "refunded", "failed"])), max_size=12))
 def test_refunds_never_exceed_the_collection(tmp_path_factory, paid, ops):
     journal = Journal(tmp_path_factory.mktemp("j") / "j.db")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from firmware_sim.sandbox.behaviour import Behaviour, Kind, channel_of_code, new_code
 from firmware_sim.sandbox.store import OrderState, RefundResult, Store
+from tests.budget import examples
 
 _ops = st.lists(st.one_of(
     st.tuples(st.just("pay"), st.integers(0, 3), st.integers(0, 3), st.integers(1, 4000)),
@@ -18,7 +19,7 @@ _ops = st.lists(st.one_of(
 ), max_size=25)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.sampled_from(["WECHAT", "ALIPAY"]), _ops)
 def test_balances_always_equal_initial_minus_paid_plus_given_back(channel, ops):
     with tempfile.TemporaryDirectory() as directory:

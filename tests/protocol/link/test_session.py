@@ -9,6 +9,7 @@ from protocol import signing
 from protocol.link.frame import FrameType, NakReason, encode_frame
 from protocol.link.session import HandshakeRefused, LinkNotUp, LinkState, LinkTimers, Received
 from tests.protocol.link.harness import IDENTITY, Faults, both_up, make_pair, run, send
+from tests.budget import examples
 
 
 def started(seed=0, **kw):
@@ -188,7 +189,7 @@ def test_boot_range_frames_are_reliable():
     assert host.delivered == ["c"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     loss=st.sampled_from([0.0, 0.05, 0.2]),

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from terminal.channels.alipay_codec import AlipayReplyError, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
+from tests.budget import examples
 
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _PRIVATE_PEM = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
@@ -94,7 +95,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(st.dictionaries(st.text(max_size=10), _json_values, max_size=6), st.booleans())
 def test_any_signed_node_round_trips_and_verifies(node, ascii_only):
     node_text = json.dumps(node, ensure_ascii=ascii_only)
