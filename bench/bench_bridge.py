@@ -42,7 +42,8 @@ from protocol.messages import Instruction
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
 
 from bridge.keystore import write_keyfile
-from firmware_sim.endpoint import DeviceEndpoint, PtyWire
+from terminal.link.endpoint import DeviceEndpoint
+from firmware_sim.wires import PtyWire
 from firmware_sim.responder import Responder
 
 ROOT = Path(__file__).resolve().parents[1]

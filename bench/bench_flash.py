@@ -20,13 +20,17 @@ from pathlib import Path
 
 from protocol.crypto import KeyRing
 
-from firmware_sim import flasher, provision
+from firmware_sim.demo_setup import provision_device
+from posflash import flasher, provision
 from firmware_sim.bootloader import Bootloader
 from firmware_sim.bootservice import BootService, default_self_test, run_boot_sequence
-from firmware_sim.endpoint import DeviceEndpoint, TcpWire
-from firmware_sim.image import PartKind, build_image
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.tcp_wire import TcpWire
+from protocol.image import PartKind
+from posflash.image_build import build_image
 from firmware_sim.responder import Responder
-from firmware_sim.signing_keys import KeyRole, TrustStore, new_signing_key
+from protocol.trust import KeyRole, TrustStore
+from posflash.signing_keys import new_signing_key
 from firmware_sim.storage import DeviceStorage
 
 MODEL = "HP-S1"
@@ -60,8 +64,8 @@ def noise_bundle(size: int) -> bytes:
 class _Device:
     def __init__(self, root: Path, baud: int) -> None:
         records = root / "devices.csv"
-        self.info = provision.new_device(root / "dev", model=MODEL, serial_no="BENCH1", trust=TrustStore((KEY.trusted(),)),
-                                         seed=os.urandom(32), records=records)
+        self.info = provision_device(root / "dev", records, model=MODEL, serial_no="BENCH1",
+                                       trust=TrustStore((KEY.trusted(),)))
         boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id)
         test = default_self_test(self.info.device_id, MODEL)
         run_boot_sequence(boot, test)

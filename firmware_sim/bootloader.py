@@ -41,10 +41,8 @@ from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
 from protocol.strictjson import dumps_compact, loads_object
 
-from firmware_sim.image import (
-    Image, ImageHeader, PartKind, check_acceptable, parse_header, parse_image, verify_signature,
-)
-from firmware_sim.signing_keys import KeyRole, TrustStore, fingerprint, parse_trust
+from protocol.image import Image, ImageHeader, PartKind, check_acceptable, parse_header, parse_image, verify_signature
+from protocol.trust import KeyRole, TrustStore, fingerprint, parse_trust
 from firmware_sim.storage import DeviceStorage
 
 log = logging.getLogger("firmware_sim.bootloader")
@@ -56,7 +54,7 @@ DEFAULT_SLOT_CAPACITY = 32 * 1024 * 1024
 DEFAULT_MAX_CHUNK = fc.MAX_CHUNK
 LOG_MAX_BYTES = 64 * 1024
 LOG_KEEP_LINES = 300
-HEADER_READ = 12 + 16 * 1024 + 64  # enough for any image header (firmware_sim.image.MAX_MANIFEST)
+HEADER_READ = 12 + 16 * 1024 + 64  # enough for any image header (protocol.image.MAX_MANIFEST)
 
 TRUST_FILE = "boot/trust.json"
 META_FILES = ("boot/meta.0", "boot/meta.1")

@@ -1,6 +1,6 @@
 """The bootloader on the link, and the power-on sequence: how the simulator runs firmware_sim.bootloader.
 
-`BootService` is the endpoint's boot handler (firmware_sim.endpoint.BootHandler): reliable frames
+`BootService` is the endpoint's boot handler (terminal.link.endpoint.BootHandler): reliable frames
 0x80-0xBF come in through `on_boot_frame`, are decoded (protocol.flash), executed by the
 `Bootloader`, and answered with `endpoint.send_boot`. The endpoint sends a frame's link ACK only
 after `on_boot_frame` returns, so an ACKed CHUNK is on the device's flash. After END, REBOOT and

@@ -211,6 +211,35 @@ def cmd_fault(args: argparse.Namespace) -> int:
                                  f"clock offset {status['clock']['offset_s']:+g} s"])  # type: ignore[index]
 
 
+# ----------------------------------------------------------------------------- init (the device's provisioning)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """The device's side of step 2: it makes its identity and key in its own storage and shows only
+    its public record, which the field engineer adds with `pos-flash provision add-device`."""
+    from protocol.flash import FlashError
+    from protocol.registry import format_device_csv
+    from protocol.trust import TrustStore, parse_public
+    from terminal.identity import create_identity
+    from terminal.secure_files import read_text
+
+    try:
+        trust = TrustStore(tuple(parse_public(read_text(Path(p), "public key"), p) for p in args.trust))
+        record = create_identity(Path(args.storage), model=args.model, serial_no=args.serial, trust=trust,
+                                 device_id=args.device_id, usb_vid=args.usb_vid, usb_pid=args.usb_pid)
+    except FlashError as exc:
+        raise SimError(SimCode.STORAGE, exc.message) from None
+    text = format_device_csv([record])
+    if args.record_out:
+        Path(args.record_out).write_text(text, encoding="utf-8", newline="")
+        _err(f"device {record.device_id}: identity and key made in {args.storage} (the key never leaves it); "
+             f"public record written to {args.record_out}")
+        _err(f"next: pos-flash provision add-device --records devices.csv --record {args.record_out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -252,8 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
                "has the control API with curl examples and the fault catalogue.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("init", help="provision a new device: it makes its identity and key in STORAGE",
+                       description="The device's provisioning step (step 2): make the device's identity and Ed25519 key "
+                                   "in its own storage (the private key never leaves it) and print its public record "
+                                   "(device_id,model,serial_no,public_key) for `pos-flash provision add-device`.")
+    p.add_argument("--storage", required=True, help="the new device's storage directory (must not hold a device yet)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--serial", required=True, help="serial number (also the USB iSerialNumber)")
+    p.add_argument("--device-id", help="default: D-<serial>")
+    p.add_argument("--trust", action="append", required=True, help="image signing public key(s) the device will trust (.pub)")
+    p.add_argument("--usb-vid", default="1209", help="USB vendor ID, 4 hex digits (default 1209)")
+    p.add_argument("--usb-pid", default="7D01", help="USB product ID, 4 hex digits (default 7D01)")
+    p.add_argument("--record-out", help="write the public record to this file (default: standard output)")
+    p.set_defaults(func=cmd_init)
+
     p = sub.add_parser("run", help="run a provisioned device until Ctrl-C / SIGTERM",
-                       description="Power on the device in STORAGE (provisioned with `pos-flash provision new-device`; "
+                       description="Power on the device in STORAGE (provisioned with `pos-sim init`; "
                                    "flash a configuration image onto it with `pos-flash flash --port <bridge_url>`), serve "
                                    "its link and the control API. Prints one JSON ready line on stdout.")
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV, DEFAULT_STORAGE),

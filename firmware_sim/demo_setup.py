@@ -1,7 +1,7 @@
 """Put a simulated device into service the way a field engineer does, with pos-flash's library calls.
 
     key = ensure_signing_key(workdir / "signing")                      # pos-flash keygen --role release
-    device = ensure_device(workdir / "device", records, key)           # pos-flash provision new-device
+    device = ensure_device(workdir / "device", records, key)           # pos-sim init + pos-flash provision add-device
     image = configuration_image(device, records, key, terminals_csv=..., keys_text=..., channels=...,
                                 pin="246810", version=3)               # pos-flash provision config
     flash(device_url, image, records)                                  # pos-flash flash --port URL
@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from posflash import flasher, provision
+from posflash.image_build import build_image
+from posflash.signing_keys import SigningKey, format_private, load_signing_key, new_signing_key
+from protocol.image import PartKind
 from protocol.registry import TerminalRecord, format_terminal_csv
-
-from firmware_sim import flasher, provision
-from firmware_sim.image import PartKind, build_image
-from firmware_sim.provision import ProvisionedDevice
-from firmware_sim.signing_keys import (
-    KeyRole, SigningKey, TrustStore, format_private, format_public, load_signing_key, new_signing_key, write_new_file,
-)
+from protocol.trust import KeyRole, TrustStore, format_public
+from terminal.identity import IDENTITY_FILE, ProvisionedDevice, create_identity, load_identity
+from terminal.secure_files import write_new_file
 
 DEMO_MODEL = "HIS-POS-1"
 DEMO_SERIAL = "SIM0001"
@@ -61,11 +61,27 @@ def ensure_signing_key(directory: Path, key_id: str = SIGNING_KEY_ID) -> Signing
 def ensure_device(directory: Path, records: Path, signing: SigningFiles, *, model: str = DEMO_MODEL,
                   serial_no: str = DEMO_SERIAL) -> ProvisionedDevice:
     """The device in `directory`: provisioned now if the directory holds none yet."""
-    if (directory / provision.IDENTITY_FILE).exists():
-        return provision.load_device(directory)
-    trust = TrustStore((signing.key().trusted(),))
-    return provision.new_device(directory, model=model, serial_no=serial_no, trust=trust, seed=os.urandom(32),
-                                records=records)
+    if (directory / IDENTITY_FILE).exists():
+        return load_identity(directory)
+    return provision_device(directory, records, model=model, serial_no=serial_no,
+                            trust=TrustStore((signing.key().trusted(),)))
+
+
+def provision_device(directory: Path, records: Path, *, model: str, serial_no: str, trust: TrustStore,
+                     device_id: str | None = None, usb_vid: str | None = None, usb_pid: str | None = None) -> ProvisionedDevice:
+    """Step 2 for a simulated device: the device makes its identity and key in its own storage
+    (`pos-sim init`), and only its public record goes into the device records (`pos-flash provision
+    add-device`)."""
+    usb = {k: v for k, v in (("usb_vid", usb_vid), ("usb_pid", usb_pid)) if v is not None}
+    record = create_identity(directory, model=model, serial_no=serial_no, trust=trust, device_id=device_id, **usb)
+    try:
+        provision.add_device(records, record)
+    except BaseException:
+        # The records refused it (a duplicate): the new storage must not stay behind half-enrolled.
+        for name in ("device_key", IDENTITY_FILE, "boot/trust.json"):
+            (directory / name).unlink(missing_ok=True)
+        raise
+    return load_identity(directory)
 
 
 def terminals_csv(terminals: tuple[TerminalRecord, ...], device_id: str) -> str:

@@ -6,7 +6,7 @@
     device.inject(parse_fault({"fault": "power_cut", "at": "paying"}))
     device.close()
 
-The storage directory is a device provisioned by `pos-flash provision new-device` (identity.json,
+The storage directory is a device provisioned by `pos-sim init` (identity.json,
 device_key, boot/trust.json), configured by flashing a configuration image, exactly as in the field.
 Powering on runs firmware_sim.firmware.boot_firmware (bootloader, self-test = the terminal service
 starting on `<storage>/app/journal.db`, health confirmation, link endpoint). Wires: a pty pair
@@ -34,16 +34,17 @@ from typing import Callable
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
 from terminal import texts
+from terminal.identity import load_identity
 from terminal.journal import CommitPoint, PowerCut as JournalPowerCut
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
 from terminal.view import HistoryEntry, Screen, ScreenView
 
-from firmware_sim.endpoint import PtyWire, TcpWire, UsbWire
+from firmware_sim.wires import PtyWire, UsbWire
+from terminal.link.tcp_wire import TcpWire
 from firmware_sim.faults import (
     ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCut, PowerOn, Replug, Unplug, describe_fault,
 )
 from firmware_sim.firmware import Firmware, boot_firmware
-from firmware_sim.provision import load_device
 from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.usb_backend import VirtualUsbDevice
 
@@ -100,10 +101,10 @@ class VirtualDevice:
     def __init__(self, options: DeviceOptions) -> None:
         self.options = options
         try:
-            self.identity = load_device(Path(options.storage))
+            self.identity = load_identity(Path(options.storage))
         except FlashError as exc:
             raise SimError(SimCode.STORAGE, f"{options.storage} is not a provisioned device ({exc.detail}); "
-                           "create one with: pos-flash provision new-device --dir DIR ...") from None
+                           "create one with: pos-sim init --storage DIR ...") from None
         self.clock = DeviceClock()
         self.wire = FaultyWire(self._make_wire(), on_budget_spent=self._budget_spent)
         self._lock = threading.Lock()  # guards the fields below; never held while calling the firmware

@@ -347,7 +347,7 @@ class ByteBudget:
 
 
 class FaultyWire:
-    """A firmware_sim.endpoint Wire wrapped with the byte filters, a byte budget and a power switch.
+    """A terminal.link.wire Wire wrapped with the byte filters, a byte budget and a power switch.
 
     `silence()` cuts the device off the wire at once (no lock taken: safe from any thread, inside a
     journal commit hook too); `close()` only detaches the wire (the device disappears from the bus)

@@ -8,39 +8,33 @@ up, and start the link endpoint with the HELLO identity of what runs. The result
 `Firmware.stop()` shuts it down gracefully (a reboot), `Firmware.kill()` as a power cut does.
 
 On the link:
-- `AppLink` is the endpoint's DeviceHandler. The application talks only to a bridge: a HELLO_ACK
-  whose JSON names "bridge" (his-bridge sends {"bridge": "his-bridge", "clock": ...}). A maintenance
-  host (pos-flash) gets the bootloader frames only, so it can never acknowledge, and so swallow, a
-  result meant for HIS. Without a configuration (recovery mode) instructions are refused
-  (device_unavailable) instead of being acknowledged into a void.
+- production's `terminal.link.app_link.AppLink` is the endpoint's DeviceHandler (only a bridge gets
+  results); `Firmware` is the HostedApplication it asks (device_id, handler, problem, cut).
 - `BootLink` is the endpoint's boot handler: flash commands go to firmware_sim.bootservice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from protocol.envelope import Envelope
-from protocol.errors import ErrorCode
 from protocol.flash import FlashError
-from protocol.link.app import RefusedMsg
-from protocol.link.session import LinkNotUp, LinkTimers
+from protocol.link.session import LinkTimers
 from terminal.channels.errors import ChannelConfigError
 from terminal.config import ConfigError, parse_config
 from terminal.factory import open_terminal
 from terminal.journal import CommitPoint, PowerCut
-from terminal.link_handler import ServiceLinkHandler
+from terminal.identity import ProvisionedDevice
+from terminal.link.app_link import AppLink
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.service_handler import ServiceLinkHandler
 from terminal.service import TerminalService
 
 from firmware_sim.bootloader import Bootloader, BootResult
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
-from firmware_sim.endpoint import DeviceEndpoint
-from firmware_sim.provision import ProvisionedDevice
 from firmware_sim.storage import DeviceStorage
 from firmware_sim.storage import PowerCut as FlashPowerCut
 
@@ -48,9 +42,6 @@ log = logging.getLogger("firmware_sim.device")
 
 SIM_VERSION = "1.0"
 JOURNAL_FILE = "app/journal.db"
-# The bridge's default clock window (his-interface-v1): a device clock further off than this from the
-# bridge's makes the bridge drop the device's results (their ts), so the device warns at link up.
-BRIDGE_SKEW_S = 300
 # How long a power cut waits for the application's threads (they die at their next journal access).
 KILL_JOIN_S = 0.5
 
@@ -71,10 +62,14 @@ class Firmware:
     service: TerminalService | None = None
     handler: ServiceLinkHandler | None = None
     endpoint: DeviceEndpoint | None = None
-    app_link: "AppLink | None" = None
+    app_link: AppLink | None = None
     cut: bool = False  # the power is gone: nothing commits, nothing is written
     problem: str | None = None  # why the application is not running (recovery, unusable configuration)
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def device_id(self) -> str:
+        return self.device.device_id
 
     def stop(self) -> None:
         """Graceful: the link first (no new work), then the application, then the journal."""
@@ -98,71 +93,6 @@ class Firmware:
             self.service.close(KILL_JOIN_S)
         if self.endpoint is not None:
             self.endpoint.stop()
-
-
-class AppLink:
-    """DeviceHandler: forwards to the terminal service's link handler, only for a bridge."""
-
-    def __init__(self, firmware: Firmware, clock: Callable[[], float]) -> None:
-        self.firmware = firmware
-        self.clock = clock
-        self.bridge_up = False
-        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, at the last link up
-
-    def on_link_up(self, endpoint: DeviceEndpoint, host_info: bytes) -> None:
-        try:
-            info = json.loads(host_info.decode("utf-8")) if host_info else {}
-        except (UnicodeDecodeError, ValueError):
-            info = {}
-        if not isinstance(info, dict) or "bridge" not in info:
-            self.bridge_up = False
-            log.info("a maintenance host (not a bridge) is connected: only the bootloader answers it")
-            return
-        self.bridge_up = True
-        bridge_clock = info.get("clock")
-        if isinstance(bridge_clock, (int, float)) and not isinstance(bridge_clock, bool):
-            self.bridge_clock_offset_s = self.clock() - bridge_clock
-            if abs(self.bridge_clock_offset_s) > BRIDGE_SKEW_S:
-                log.warning("the device clock is %+.0f s off the bridge's: the bridge drops results whose ts is "
-                            "more than %d s off its clock; set the clock", self.bridge_clock_offset_s, BRIDGE_SKEW_S)
-        handler = self.firmware.handler
-        if handler is not None:
-            self._guard(lambda: handler.on_link_up(endpoint, host_info))
-
-    def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
-        if not self.bridge_up:
-            log.warning("instruction %s from a host that is not a bridge ignored", envelope.msg_id)
-            return
-        handler = self.firmware.handler
-        if handler is None:
-            why = self.firmware.problem or "the application is not running"
-            try:
-                endpoint.send(RefusedMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.firmware.device.device_id}: {why}"))
-            except LinkNotUp:
-                pass
-            return
-        self._guard(lambda: handler.on_instruction(envelope, endpoint))
-
-    def on_delivered(self, tag: object, endpoint: DeviceEndpoint) -> None:
-        handler = self.firmware.handler
-        if handler is not None and self.bridge_up:
-            self._guard(lambda: handler.on_delivered(tag, endpoint))
-
-    def on_link_down(self, unacked: tuple[object, ...], endpoint: DeviceEndpoint) -> None:
-        was_bridge, self.bridge_up = self.bridge_up, False
-        handler = self.firmware.handler
-        if handler is not None and was_bridge:
-            self._guard(lambda: handler.on_link_down(unacked, endpoint))
-
-    def _guard(self, call: Callable[[], None]) -> None:
-        # A power cut inside the service (a commit hook) must not kill the endpoint's thread: the
-        # device is already silenced, so returning sends nothing (the ACK never leaves).
-        if self.firmware.cut:
-            return
-        try:
-            call()
-        except PowerCut:
-            pass
 
 
 class BootLink:

@@ -83,7 +83,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
     storage = storage.resolve()
     if not storage.is_dir():
         raise SimError(SimCode.STORAGE, f"{storage} does not exist; provision a device there first "
-                       "(pos-flash provision new-device --dir ...) or run `make run HEADLESS=1`")
+                       "(pos-sim init --storage ...) or run `make run HEADLESS=1`")
     lock = StorageLock(storage)
     stop = threading.Event()
     device: VirtualDevice | None = None

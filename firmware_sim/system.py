@@ -4,7 +4,7 @@
 
 First run (a clean workdir), it does what the field engineer and the hospital's IT would do:
 1. starts `channel-sandbox` (WeChat Pay / Alipay on loopback);
-2. makes a release signing key and provisions a device (`pos-flash provision new-device` steps);
+2. makes a release signing key and provisions a device (`pos-sim init` on the device, `pos-flash provision add-device`);
 3. `his-bridge init`: a bridge directory with a fresh shared key; imports the device records and
    HIS's terminal list (T0001 bound to the device); exports the device CSV for HIS;
 4. starts the device (`pos-sim run`), which boots into recovery mode (no image yet), and flashes a

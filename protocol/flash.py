@@ -32,7 +32,7 @@ A CHUNK has no reply when it is written: the link ACK, which the device sends on
 the frame, says so. Only a refused CHUNK gets an ERROR (with the offset the device expects).
 
 Errors are one hierarchy: `FlashError(code, message)`, with `code` a stable `FlashCode` and a message
-that says what is wrong and what to do. Image parsing (firmware_sim.image) and the device use the
+that says what is wrong and what to do. Image parsing (protocol.image) and the device use the
 same codes, so the engineer at the PC sees exactly what the device refused and why.
 """
 
@@ -77,7 +77,7 @@ class Encoding(enum.IntEnum):
 
 
 class FlashCode(str, enum.Enum):
-    # The image itself (firmware_sim.image).
+    # The image itself (protocol.image).
     BAD_MAGIC = "bad_magic"
     TRUNCATED = "truncated"
     TOO_LARGE = "too_large"
@@ -141,7 +141,7 @@ HINTS: dict[FlashCode, str] = {
     FlashCode.STORAGE: "the device could not write its flash memory; retry, and if it persists the device needs service",
     FlashCode.PORT_BUSY: "stop the bridge service (it holds the port) and run pos-flash again",
     FlashCode.NO_DEVICE: "check the cable and the --port URL, and that the device (or pos-sim) is on",
-    FlashCode.UNKNOWN_DEVICE: "pass --devices with the device records CSV that holds this device (written by `pos-flash provision new-device`)",
+    FlashCode.UNKNOWN_DEVICE: "pass --devices with the device records CSV that holds this device (written by `pos-flash provision add-device`)",
     FlashCode.TIMEOUT: "the device stopped answering; check the cable, then run the same command again",
     FlashCode.HEALTH_FAILED: "the new image failed its self-test and the device went back to the previous image; read the log (`pos-flash info`)",
     FlashCode.BAD_KEY: "use a key file written by `pos-flash keygen`",

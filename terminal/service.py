@@ -4,7 +4,7 @@
     service.start()   # recovery: resume every unfinished instruction; call once, before anything else
     service.close()   # stop worker threads (the journal stays valid; a new service resumes from it)
 
-LINK side (the device's link loop, e.g. firmware_sim/endpoint.py; runs on the link thread)
+LINK side (the device's link loop, terminal/link/endpoint.py; runs on the link thread)
     submit_instruction(envelope)   an instruction envelope from the bridge (protocol.envelope.Envelope).
                                    Checked (protocol order of checks, device clock window, provisioned
                                    terminal list, per-transaction limit) and journaled before it returns,

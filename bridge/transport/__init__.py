@@ -15,48 +15,30 @@ from __future__ import annotations
 from bridge.transport.base import DEFAULT_PID, DEFAULT_VID, Transport, TransportClosed, TransportError
 from bridge.transport.discovery import AutoSerialTransport, PortInfo, list_serial_ports
 from bridge.transport.serial_port import SerialTransport
-from bridge.transport.tcp import TcpTransport, parse_host_port
+from bridge.transport.tcp import TcpTransport
 from bridge.transport.usb_bulk import UsbTransport
-
-URL_FORMS = "serial:NAME, socket://HOST:PORT, usb://VID:PID[/SERIAL] or auto[:VID:PID]"
+from protocol.linkurl import URL_FORMS, LinkUrlError, Scheme, parse_link_url
 
 __all__ = [
     "DEFAULT_PID", "DEFAULT_VID", "Transport", "TransportClosed", "TransportError", "AutoSerialTransport",
     "PortInfo", "SerialTransport", "TcpTransport", "UsbTransport", "list_serial_ports", "make_transport",
-    "open_transport", "parse_vid_pid", "URL_FORMS",
+    "open_transport", "URL_FORMS",
 ]
 
 
-def parse_vid_pid(text: str, url: str) -> tuple[int, int]:
-    vid_text, sep, pid_text = text.partition(":")
-    try:
-        if not sep or len(vid_text) != 4 or len(pid_text) != 4:
-            raise ValueError
-        return int(vid_text, 16), int(pid_text, 16)
-    except ValueError:
-        raise TransportError(f"{url!r}: VID:PID must be two 4-digit hex numbers, as in 1209:7D01") from None
-
-
 def make_transport(url: str, *, baud: int = 115200, usb_backend: object = None) -> Transport:
-    """Build the transport a URL names, without opening it."""
-    if not isinstance(url, str) or not url:
-        raise TransportError(f"empty transport URL; use {URL_FORMS}")
-    if url.startswith("serial:"):
-        return SerialTransport(url[len("serial:"):], baud=baud)
-    if url.startswith("socket://"):
-        host, port = parse_host_port(url[len("socket://"):], url)
-        return TcpTransport(host, port)
-    if url.startswith("usb://"):
-        rest = url[len("usb://"):]
-        ids, _, serial_no = rest.partition("/")
-        vid, pid = parse_vid_pid(ids, url)
-        return UsbTransport(vid, pid, serial_no or None, backend=usb_backend)
-    if url == "auto":
-        return AutoSerialTransport(DEFAULT_VID, DEFAULT_PID, baud=baud)
-    if url.startswith("auto:"):
-        vid, pid = parse_vid_pid(url[len("auto:"):], url)
-        return AutoSerialTransport(vid, pid, baud=baud)
-    raise TransportError(f"unknown transport URL {url!r}; use {URL_FORMS}")
+    """Build the transport a URL names (protocol.linkurl's grammar), without opening it."""
+    try:
+        link = parse_link_url(url, what="transport URL")
+    except LinkUrlError as exc:
+        raise TransportError(str(exc)) from None
+    if link.scheme is Scheme.SERIAL:
+        return SerialTransport(link.port_name, baud=baud)
+    if link.scheme is Scheme.SOCKET:
+        return TcpTransport(link.host, link.port)
+    if link.scheme is Scheme.USB:
+        return UsbTransport(link.vid, link.pid, link.serial_no, backend=usb_backend)
+    return AutoSerialTransport(link.vid, link.pid, baud=baud)
 
 
 def open_transport(url: str, *, baud: int = 115200, usb_backend: object = None) -> Transport:

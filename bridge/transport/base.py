@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-# Our POS's USB identity. 0x1209 is pid.codes' shared vendor ID; the product ID is ours. Both are
-# configuration: a hardware vendor's own VID:PID replaces them.
-DEFAULT_VID = 0x1209
-DEFAULT_PID = 0x7D01
+from protocol.linkurl import DEFAULT_PID, DEFAULT_VID  # our POS's USB identity (configuration)
+
+__all__ = ["DEFAULT_PID", "DEFAULT_VID", "Transport", "TransportClosed", "TransportError"]
 
 
 class TransportError(Exception):

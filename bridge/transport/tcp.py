@@ -15,14 +15,6 @@ CONNECT_TIMEOUT_S = 3.0
 WRITE_TIMEOUT_S = 2.0
 
 
-def parse_host_port(rest: str, url: str) -> tuple[str, int]:
-    host, sep, port_text = rest.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise TransportError(f"{url!r}: expected socket://HOST:PORT, as in socket://127.0.0.1:7001")
-    return host, int(port_text)
-
-
 class TcpTransport:
     def __init__(self, host: str, port: int, *, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self.host = host

@@ -243,7 +243,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="the device configuration (his-device-config-v1 JSON)")
     parser.add_argument("--link", required=True,
                         help="the device side of the USB link: serial:/dev/ttyGS0 (USB gadget serial), "
-                             "serial:/dev/ttyUSB0, or tcp://127.0.0.1:PORT (listen for the bridge)")
+                             "serial:/dev/ttyUSB0, or socket://127.0.0.1:PORT (listen for the bridge)")
+    parser.add_argument("--device-dir", default=None,
+                        help="the device's secure storage (identity and key, made at provisioning); "
+                             "default: $POS_DEVICE_DIR")
     parser.add_argument("--state-dir", default="pos-state", help="journal and receipts folder (default: ./pos-state)")
     parser.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANGUAGE, help="start language (default: zh)")
     parser.add_argument("--orientation", choices=("portrait", "landscape"), default="portrait",
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     state_dir = Path(args.state_dir)
     try:
-        device = open_device(Path(args.config), args.link, state_dir)
+        device = open_device(Path(args.config), args.link, state_dir, device_dir=args.device_dir)
     except StandaloneError as exc:
         print(f"pos-app: {exc}", file=sys.stderr)
         return 2

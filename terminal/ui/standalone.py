@@ -1,24 +1,24 @@
-"""A real POS: the terminal service from a device configuration, and the device side of the link.
+"""A real POS: the terminal service from a device configuration, attached to the device end of the link.
 
-    device = open_device(Path("device.json"), "serial:/dev/ttyGS0", Path("pos-state"))
+    device = open_device(Path("device.json"), "serial:/dev/ttyGS0", Path("pos-state"), device_dir=Path("/data/pos"))
     ... build_app(device.service) ...
     device.close()
 
-The service part is complete here (configuration, journal, channel clients, recovery). The link
-part needs a handler that moves envelopes between `firmware_sim.endpoint.DeviceEndpoint` and the
-service (the simulator's device host); `LINK_HOST` names where it is looked up, and until it exists
-`open_device` refuses with a message that says so instead of running a POS that HIS cannot reach.
+The service comes from terminal.factory (the same factory the simulator's firmware uses), the link
+from terminal.link.host; the device's identity and key from its secure storage (terminal.identity).
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-# module:function that attaches a started TerminalService to a link URL and returns a closer.
-LINK_HOST = "firmware_sim.devicehost:attach_service"
+from terminal.config import ConfigError
+from terminal.factory import open_terminal
+from terminal.link.host import DeviceHostError, attach_service
+from terminal.service import TerminalService
 
 
 class StandaloneError(RuntimeError):
@@ -27,45 +27,28 @@ class StandaloneError(RuntimeError):
 
 @dataclass
 class Device:
-    service: object
+    service: TerminalService
     close: Callable[[], None]
 
 
-def open_device(config_path: Path, link_url: str, state_dir: Path) -> Device:
-    from terminal.channels import build_clients
-    from terminal.config import ConfigError, load_config
-    from terminal.journal import Journal
-    from terminal.service import TerminalService
-
+def open_device(config_path: Path, link_url: str, state_dir: Path, *,
+                device_dir: str | os.PathLike[str] | None = None) -> Device:
+    state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        config = load_config(config_path)
+        service = open_terminal(config_path, state_dir / "journal.db")
     except ConfigError as exc:
         raise StandaloneError(str(exc)) from None
-    module_name, _, func_name = LINK_HOST.partition(":")
-    try:
-        attach = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        raise StandaloneError(
-            f"this build has no device link host ({LINK_HOST}); run the POS inside the simulator "
-            "(make run) until it is installed") from None
-    try:
-        clients = build_clients(config.channels, base_dir=str(config_path.parent))
-    except Exception as exc:  # ChannelConfigError and file errors: the engineer reads the message
-        raise StandaloneError(f"{config_path}: channels: {exc}") from None
-    state_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(state_dir / "journal.db")
-    service = TerminalService(config, journal, clients)
     service.start()
     try:
-        detach = attach(service, link_url)
-    except Exception as exc:
+        detach = attach_service(service, link_url, device_dir=device_dir)
+    except DeviceHostError as exc:
         service.close()
-        journal.close()
+        service.journal.close()
         raise StandaloneError(f"cannot open the link {link_url!r}: {exc}") from None
 
     def close() -> None:
         detach()
         service.close()
-        journal.close()
+        service.journal.close()
 
     return Device(service, close)

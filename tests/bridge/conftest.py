@@ -34,7 +34,9 @@ from bridge.config import parse_config
 from bridge.daemon import Bridge
 from bridge.keystore import write_keyfile
 from bridge.logjson import setup_logging
-from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire, UsbWire
+from terminal.link.endpoint import DeviceEndpoint
+from firmware_sim.wires import PtyWire, UsbWire
+from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
 from firmware_sim.usb_backend import VirtualUsbDevice
 

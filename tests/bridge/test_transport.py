@@ -16,7 +16,7 @@ from bridge.transport import (
     open_transport,
 )
 from bridge.transport import discovery
-from firmware_sim.endpoint import PtyWire
+from firmware_sim.wires import PtyWire
 from firmware_sim.usb_backend import VirtualUsbBackend, VirtualUsbDevice
 
 

@@ -22,13 +22,13 @@ from protocol.flash import FlashCode, FlashError
 from protocol.keyfile import format_keyfile
 from protocol.crypto import SharedKey
 
-from firmware_sim import provision
+from posflash import provision
 from firmware_sim.bootloader import META_FILES, Bootloader, BootResult
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
-from firmware_sim.image import PartKind, parse_image
+from protocol.image import PartKind, parse_image
 from firmware_sim.storage import DeviceStorage, PowerCut
 from protocol.registry import DeviceRecord
-from tests.firmware_sim.test_image import DEVICE_ID, MODEL, OVERRIDE, RELEASE, TRUST, app_bundle, make_image
+from tests.protocol.test_image import DEVICE_ID, MODEL, OVERRIDE, RELEASE, TRUST, app_bundle, make_image
 
 SELF_TEST = default_self_test(DEVICE_ID, MODEL)
 _PIN_HASH = provision.hash_supervisor_pin("246810")

@@ -3,6 +3,9 @@ maintenance host may see, reconfiguration by flashing, power listeners (the UI s
 
 from __future__ import annotations
 
+import terminal
+from terminal.identity import load_identity
+
 import os
 import socket
 import threading
@@ -15,7 +18,8 @@ import usb.core
 import usb.util
 
 from bridge import hisclient
-from firmware_sim import demo_setup, flasher
+from posflash import flasher
+from firmware_sim import demo_setup
 from firmware_sim.device import DeviceOptions, LinkKind, Power, VirtualDevice
 from firmware_sim.faults import parse_fault
 from firmware_sim.sandbox.launcher import SandboxProcess
@@ -38,7 +42,7 @@ def world(tmp_path: Path, sandbox: SandboxProcess) -> Iterator[SimWorld]:
 def test_storage_that_holds_no_device_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SimError) as refused:
         VirtualDevice(DeviceOptions(tmp_path))
-    assert refused.value.code is SimCode.STORAGE and "pos-flash provision new-device" in refused.value.message
+    assert refused.value.code is SimCode.STORAGE and "pos-sim init" in refused.value.message
 
 
 def test_a_new_device_is_in_recovery_and_refuses_instructions_until_configured(world: SimWorld) -> None:
@@ -95,7 +99,7 @@ def test_a_maintenance_host_never_takes_a_result_meant_for_his(world: SimWorld) 
     assert pending.outcome().result is None  # HIS gave up waiting: the cable is out
     rig.bridge.stop()  # the field engineer stops the bridge service and plugs in a laptop
     rig.device.inject(parse_fault({"fault": "replug"}))
-    provisioned = demo_setup.provision.load_device(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
     with flasher.DeviceConnection(rig.device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get) as conn:
         conn.connect()
         assert flasher.read_status(conn)["running"] == "a"
@@ -116,7 +120,7 @@ def test_reconfiguring_by_flash_keeps_the_journal(world: SimWorld) -> None:
     rig.device.scan(code)
     assert pending.result().pay_status is PayStatus.SUCCESS
     rig.bridge.stop()
-    provisioned = demo_setup.provision.load_device(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
     outcome = demo_setup.flash(rig.device.bridge_url, world.configuration(provisioned, version=2), world.records)
     assert outcome.confirmed and outcome.slot == "b"
     wait_until(lambda: rig.device.power is Power.ON, what="the device to run cfg-2")
@@ -148,8 +152,8 @@ def test_a_paced_link_at_115200_baud_carries_a_payment(world: SimWorld) -> None:
 
 
 def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp_path: Path) -> None:
-    from firmware_sim.devicehost import DeviceHostError, attach_service
-    from firmware_sim.image import PartKind, parse_image
+    from terminal.link.host import DeviceHostError, attach_service
+    from protocol.image import PartKind, parse_image
     from terminal.config import parse_config
     from terminal.factory import open_terminal
 
@@ -161,9 +165,9 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(DeviceHostError) as unknown:
-        attach_service(service, f"tcp://127.0.0.1:{port}")
+        attach_service(service, f"socket://127.0.0.1:{port}")
     assert "POS_DEVICE_DIR" in str(unknown.value)
-    detach = attach_service(service, f"tcp://127.0.0.1:{port}", device_dir=directory)
+    detach = attach_service(service, f"socket://127.0.0.1:{port}", device_dir=directory)
     try:
         bridge = world.start_bridge_for(f"socket://127.0.0.1:{port}", provisioned.device_id)
         client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({provisioned.device_id}))
@@ -177,7 +181,8 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
         service.scan(code)
         waiter.join(20)
         assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]
-        assert bridge.health()["devices"][0]["firmware"] == "pos-app 1.0"  # type: ignore[index]
+        # A real POS announces the POS app's own version, never the simulator's.
+        assert bridge.health()["devices"][0]["firmware"] == f"pos-app {terminal.__version__}"  # type: ignore[index]
     finally:
         detach()
         service.close()
@@ -185,8 +190,8 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
 
 
 def test_serial_wire_reopens_after_the_host_side_vanishes() -> None:
-    from firmware_sim.endpoint import WireReset
-    from firmware_sim.serial_wire import SerialWire
+    from terminal.link.wire import WireReset
+    from terminal.link.serial_wire import SerialWire
 
     master, slave = os.openpty()
     tty.setraw(slave)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_sim.endpoint import TcpWire, WireReset
+from terminal.link.tcp_wire import TcpWire
+from terminal.link.wire import WireReset
 from firmware_sim.faults import (
     ByteFault, ByteFaultKind, ByteFilter, ClockSkew, Direction, FaultyWire, PowerCut, Unplug, describe_fault, parse_fault,
 )

@@ -1,6 +1,6 @@
 """Flashing over real wires: pos-flash (library and CLI) against the device endpoint on loopback TCP.
 
-The device is provisioned with `provision.new_device`, runs the real `DeviceEndpoint` (TcpWire,
+The device is provisioned with `demo_setup.provision_device` (pos-sim init + add-device), runs the real `DeviceEndpoint` (TcpWire,
 optionally paced at a UART baud rate) with the bootloader's `BootService`, and reboots through
 `run_boot_sequence`. The PC side is `firmware_sim.flasher` over `bridge.transport`, or the
 `pos-flash` console script in a subprocess (killed mid-transfer to prove resume).
@@ -23,14 +23,18 @@ import serial
 from protocol.crypto import KeyRing
 from protocol.flash import FlashCode, FlashError, FlashType
 
-from firmware_sim import flash_cli, flasher, provision
+from firmware_sim.demo_setup import provision_device
+from posflash import flasher, provision
+from posflash import cli as flash_cli
 from firmware_sim.bootloader import Bootloader
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
-from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire, UsbWire
+from terminal.link.endpoint import DeviceEndpoint
+from firmware_sim.wires import PtyWire, UsbWire
+from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
-from firmware_sim.signing_keys import TrustStore
+from protocol.trust import TrustStore
 from firmware_sim.storage import DeviceStorage
-from tests.firmware_sim.test_image import MODEL, TRUST, make_image
+from tests.protocol.test_image import MODEL, TRUST, make_image
 
 SERIAL = "SN0001"
 DEVICE_ID = "D-SN0001"
@@ -41,8 +45,8 @@ class SimDevice:
 
     def __init__(self, root: Path, *, baud: int | None = None, reboot_drops_link: bool = False, wire=None) -> None:
         self.records = root / "devices.csv"
-        self.info = provision.new_device(root / "device", model=MODEL, serial_no=SERIAL, trust=TrustStore(TRUST.keys),
-                                         seed=os.urandom(32), records=self.records)
+        self.info = provision_device(root / "device", self.records, model=MODEL, serial_no=SERIAL,
+                                       trust=TrustStore(TRUST.keys))
         self.boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id,
                                check_config=config_checker(MODEL, self.info.device_id))
         self.self_test = default_self_test(self.info.device_id, MODEL)
@@ -203,7 +207,7 @@ def test_busy_serial_port_says_stop_the_bridge(tmp_path):
 
 
 def _pos_flash(*args: str) -> list[str]:
-    return [sys.executable, "-m", "firmware_sim.flash_cli", *args]
+    return [sys.executable, "-m", "posflash.cli", *args]
 
 
 def test_cli_flash_killed_mid_way_resumes_when_run_again(tmp_path):

@@ -8,7 +8,7 @@ from protocol.envelope import receive_result
 from protocol.errors import ErrorCode
 from protocol.link.app import RefusedMsg, ResultMsg
 from protocol.messages import PayStatus
-from terminal.link_handler import bridge_clock
+from terminal.link.service_handler import bridge_clock
 from tests.terminal.helpers import KEY, His, open_service
 
 T = 1_795_000_000.0

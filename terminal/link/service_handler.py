@@ -1,4 +1,4 @@
-"""Plugs a TerminalService into a device link endpoint (the DeviceHandler of firmware_sim.endpoint).
+"""Plugs a TerminalService into a device link endpoint (the DeviceHandler of terminal.link.endpoint).
 
     handler = ServiceLinkHandler(service)
     endpoint = DeviceEndpoint(wire, handler, identity=..., device_key_seed=...).start()

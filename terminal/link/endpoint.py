@@ -1,4 +1,4 @@
-"""The DEVICE end of the bridge <-> POS link, over a pty, TCP or the virtual USB device.
+"""The DEVICE end of the bridge <-> POS link: the link session on a wire, and its handlers.
 
 A `DeviceEndpoint` owns a `protocol.link.session.Link(Role.DEVICE)` and a thread that moves bytes
 between it and a wire, optionally paced at a UART baud rate. What the link delivers goes to two
@@ -6,7 +6,7 @@ pluggable handlers; everything the device says goes out through `send` / `send_b
 
 Handler interface (the terminal service and the bootloader plug in here)
 ------------------------------------------------------------------------
-    class DeviceHandler(Protocol):                      # firmware_sim.responder.Responder is one
+    class DeviceHandler(Protocol):                      # terminal.link.app_link.AppLink is one
         def on_link_up(self, endpoint, host_info: bytes) -> None
             # the bridge proved nothing (the device proves itself) but accepted us; host_info is the
             # bridge's HELLO_ACK JSON (its clock). Re-send everything not yet Delivered, here.
@@ -31,12 +31,9 @@ callback is fine and ordering is preserved; anything slow (a payment, a screen) 
 handler's own thread, which then calls `send` (thread-safe). A message is never lost by the
 endpoint: whatever is not Delivered is reported back in on_link_down.
 
-Wires: `PtyWire` (os.openpty; the bridge opens `serial:<slave path or stable symlink>`), `TcpWire`
-(listens on 127.0.0.1; the bridge connects to `socket://127.0.0.1:PORT`), `UsbWire` (the
-`VirtualUsbDevice` of firmware_sim.usb_backend; the bridge opens `usb://VID:PID/SERIAL` with
-`wire.backend` as its pyusb backend). Each can `unplug()` and `replug()`; `endpoint.bridge_url` is
-the URL the bridge should use. Shortcuts: `pty_endpoint(handler, identity=..., device_key_seed=...,
-link_path=...)`, `tcp_endpoint(...)`, `usb_endpoint(..., serial_no=...)` (call `.start()`).
+Wires (terminal.link.wire.Wire): chosen by URL in terminal.link.wires (`serial:` for the POS's
+USB gadget port, `socket://` to listen on TCP); the simulator plugs in its own (a pty, its virtual USB
+device) through the same interface. `endpoint.bridge_url` is the URL the bridge should use.
 
 Pacing: `baud=115200` (or 921600) makes every write wait one UART wire time (8N1) before the bytes
 appear, and every read wait until the bytes could have crossed the line, so throughput and frame
@@ -46,12 +43,8 @@ latency match a real cable.
 from __future__ import annotations
 
 import logging
-import os
-import select
-import socket
 import threading
 import time
-from pathlib import Path
 from typing import Protocol
 
 from protocol.envelope import Envelope
@@ -63,12 +56,11 @@ from protocol.link.session import (
     Delivered, DeviceHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received, Role,
     Undeliverable,
 )
+from terminal.link.wire import Wire, WireReset
 
-from firmware_sim.usb_backend import VirtualUsbBackend, VirtualUsbDevice
+log = logging.getLogger("terminal.link.endpoint")
 
-log = logging.getLogger("firmware_sim.endpoint")
-
-__all__ = ["BootHandler", "DeviceEndpoint", "DeviceHandler", "LinkNotUp", "PtyWire", "TcpWire", "UsbWire", "Wire"]
+__all__ = ["BootHandler", "DeviceEndpoint", "DeviceHandler", "LinkNotUp"]
 
 
 class DeviceHandler(Protocol):
@@ -80,218 +72,6 @@ class DeviceHandler(Protocol):
 
 class BootHandler(Protocol):
     def on_boot_frame(self, frame_type: int, payload: bytes, endpoint: "DeviceEndpoint") -> None: ...
-
-
-class WireReset(Exception):
-    """The host side went away or a new host connection began: the link session is over."""
-
-
-class Wire(Protocol):
-    bridge_url: str
-
-    def read(self, max_bytes: int, timeout: float) -> bytes: ...
-    def write(self, data: bytes) -> None: ...
-    def unplug(self) -> None: ...
-    def replug(self) -> None: ...
-    def close(self) -> None: ...
-
-
-# ------------------------------------------------------------------------------------ wires
-
-
-class PtyWire:
-    """A pty pair: the device holds the master, the bridge opens the slave as a serial port.
-
-    With `link_path`, a symlink there always points at the current slave (as udev's
-    /dev/serial/by-id names do), so the bridge's `serial:` URL survives unplug/replug.
-    """
-
-    def __init__(self, link_path: str | Path | None = None) -> None:
-        self.link_path = Path(link_path) if link_path else None
-        self._lock = threading.Lock()
-        self._master = -1
-        self._slave = -1
-        self.slave_path = ""
-        self._open()
-
-    def _open(self) -> None:
-        import tty  # POSIX only: imported here so TCP and USB endpoints also run on Windows
-
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line discipline, before anyone writes
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self.slave_path = os.ttyname(slave)
-        if self.link_path is not None:
-            tmp = self.link_path.with_name(self.link_path.name + ".new")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(self.slave_path)
-            os.replace(tmp, self.link_path)
-
-    @property
-    def bridge_url(self) -> str:
-        return f"serial:{self.link_path or self.slave_path}"
-
-    def read(self, max_bytes: int, timeout: float) -> bytes:
-        master = self._master
-        if master < 0:
-            time.sleep(timeout)
-            return b""
-        try:
-            ready, _, _ = select.select([master], [], [], timeout)
-            return os.read(master, max_bytes) if ready else b""
-        except (BlockingIOError, InterruptedError):
-            return b""
-        except (OSError, ValueError):
-            # The master was closed under us (unplug) or no slave is open: nothing to read.
-            if self._master == master:
-                time.sleep(min(timeout, 0.01))
-                return b""
-            raise WireReset("pty replaced") from None
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + 1.0
-        while view and self._master >= 0:
-            try:
-                view = view[os.write(self._master, view):]
-            except BlockingIOError:
-                # The slave's input queue is full: nobody is reading. A UART would overrun; drop.
-                if time.monotonic() > deadline:
-                    return
-                select.select([], [self._master], [], 0.05)
-            except OSError:
-                return
-
-    def unplug(self) -> None:
-        with self._lock:
-            for fd in (self._master, self._slave):
-                if fd >= 0:
-                    os.close(fd)
-            self._master = self._slave = -1
-
-    def replug(self) -> None:
-        with self._lock:
-            if self._master < 0:
-                self._open()
-
-    def close(self) -> None:
-        self.unplug()
-        if self.link_path is not None:
-            self.link_path.unlink(missing_ok=True)
-
-
-class TcpWire:
-    """Listens on 127.0.0.1 (an ephemeral port unless given); one host connection at a time."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._listener = socket.create_server((host, port))
-        self.address = self._listener.getsockname()[:2]
-        self._conn: socket.socket | None = None
-        self._plugged = True
-        self._lock = threading.Lock()
-
-    @property
-    def bridge_url(self) -> str:
-        return f"socket://{self.address[0]}:{self.address[1]}"
-
-    def read(self, max_bytes: int, timeout: float) -> bytes:
-        conn = self._conn
-        if conn is None:
-            ready, _, _ = select.select([self._listener], [], [], timeout)
-            if not ready:
-                return b""
-            try:
-                new, _ = self._listener.accept()
-            except OSError:
-                return b""
-            if not self._plugged:
-                new.close()  # "no device there": the host's connection drops at once
-                return b""
-            new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = new
-            raise WireReset("a host connected")
-        try:
-            ready, _, _ = select.select([conn], [], [], timeout)
-            if not ready:
-                return b""
-            data = conn.recv(max_bytes)
-        except (OSError, ValueError):
-            data = b""
-        if not data:
-            self._drop(conn)
-            raise WireReset("the host disconnected")
-        return data
-
-    def _drop(self, conn: socket.socket) -> None:
-        with self._lock:
-            if self._conn is conn:
-                self._conn = None
-        try:
-            conn.close()
-        except OSError:
-            pass
-
-    def write(self, data: bytes) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            conn.sendall(data)
-        except OSError:
-            self._drop(conn)
-
-    def unplug(self) -> None:
-        self._plugged = False
-        conn = self._conn
-        if conn is not None:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._drop(conn)
-
-    def replug(self) -> None:
-        self._plugged = True
-
-    def close(self) -> None:
-        self.unplug()
-        self._listener.close()
-
-
-class UsbWire:
-    """The device side of a `VirtualUsbDevice`; `backend` is what the bridge passes to pyusb."""
-
-    def __init__(self, device: VirtualUsbDevice | None = None) -> None:
-        self.device = device or VirtualUsbDevice()
-        self.backend = VirtualUsbBackend(self.device)
-        self._generation = self.device.generation
-
-    @property
-    def bridge_url(self) -> str:
-        return f"usb://{self.device.vid:04X}:{self.device.pid:04X}/{self.device.serial_no}"
-
-    def read(self, max_bytes: int, timeout: float) -> bytes:
-        generation, data = self.device.device_read(max_bytes, timeout)
-        if generation != self._generation:
-            self._generation = generation
-            raise WireReset("the USB device was re-attached")
-        return data
-
-    def write(self, data: bytes) -> None:
-        self.device.device_write(data)
-
-    def unplug(self) -> None:
-        self.device.unplug()
-
-    def replug(self) -> None:
-        self.device.replug()
-
-    def close(self) -> None:
-        self.device.unplug()
-
-
-# ------------------------------------------------------------------------------------ endpoint
 
 
 class DeviceEndpoint:
@@ -455,16 +235,3 @@ class DeviceEndpoint:
             self.handler.on_instruction(message.envelope, self)
         else:
             log.warning("unexpected %s from the bridge ignored", type(message).__name__)
-
-
-def pty_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
-    link_path = kwargs.pop("link_path", None)
-    return DeviceEndpoint(PtyWire(link_path), handler, **kwargs)  # type: ignore[arg-type]
-
-
-def tcp_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
-    return DeviceEndpoint(TcpWire(), handler, **kwargs)  # type: ignore[arg-type]
-
-
-def usb_endpoint(handler: DeviceHandler, *, serial_no: str = "PS-0001", **kwargs: object) -> DeviceEndpoint:
-    return DeviceEndpoint(UsbWire(VirtualUsbDevice(serial_no=serial_no)), handler, **kwargs)  # type: ignore[arg-type]

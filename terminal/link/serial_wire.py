@@ -1,5 +1,5 @@
 """The device's end of a serial line (pyserial): a real POS's USB gadget port (/dev/ttyGS0), a
-USB-serial adapter, or the slave side of a pty. A `Wire` for firmware_sim.endpoint.DeviceEndpoint.
+USB-serial adapter, or the slave side of a pty. A `Wire` (terminal.link.wire) for the device endpoint.
 
 The port is (re)opened lazily: when the host side vanishes (the cable is pulled, the gadget is
 unbound) reads fail, the port is closed, and the next read tries to open it again every
@@ -14,7 +14,7 @@ import time
 
 import serial
 
-from firmware_sim.endpoint import WireReset
+from terminal.link.wire import WireReset
 
 REOPEN_INTERVAL_S = 0.5
 

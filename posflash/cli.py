@@ -1,6 +1,6 @@
 """`pos-flash`: signing keys, images, flashing and provisioning for field engineers.
 
-A thin layer over firmware_sim.signing_keys / image / flasher / provision: it parses arguments,
+A thin layer over posflash.signing_keys / image_build / flasher / provision: it parses arguments,
 renders progress and results, and turns FlashError into a message and an exit status:
 0 done, 1 refused or failed (the message says why and what to do), 2 bad usage,
 3 flashed but the new image has not confirmed its health yet, 130 interrupted (run it again).
@@ -20,16 +20,15 @@ import zipfile
 from pathlib import Path
 from typing import Callable, TextIO
 
+from posflash import flasher, provision
+from posflash.image_build import build_image
+from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key
 from protocol import flash as fc
 from protocol.flash import FlashCode, FlashError
+from protocol.image import PartKind, describe, parse_image, verify_signature
 from protocol.registry import RegistryError, parse_device_csv
-
-from firmware_sim import flasher, provision
-from firmware_sim.image import PartKind, build_image, describe, parse_image, verify_signature
-from firmware_sim.signing_keys import (
-    KeyRole, TrustStore, fingerprint, format_private, format_public, load_public_key, load_signing_key, new_signing_key,
-    read_text, write_new_file,
-)
+from protocol.trust import KeyRole, TrustStore, fingerprint, format_public
+from terminal.secure_files import read_text, write_new_file
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNCONFIRMED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEVICES_ENV = "POS_FLASH_DEVICES"
@@ -158,7 +157,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     write_new_file(public, format_public(key.trusted()), private=False)
     _out(f"{args.role} key {key.key_id} (fingerprint {fingerprint(key.public)})")
     _out(f"  private: {private} (mode 600: keep it offline; anyone holding it can sign images)")
-    _out(f"  public:  {public} (give this to devices: pos-flash provision new-device --trust {public})")
+    _out(f"  public:  {public} (give this to devices at provisioning: pos-sim init --trust {public})")
     return EXIT_OK
 
 
@@ -292,14 +291,12 @@ def cmd_simple(kind: type[fc.Reboot] | type[fc.Confirm] | type[fc.Rollback]) -> 
     return run
 
 
-def cmd_new_device(args: argparse.Namespace) -> int:
-    trust = TrustStore(tuple(load_public_key(Path(p)) for p in args.trust))
-    device = provision.new_device(Path(args.dir), model=args.model, serial_no=args.serial, device_id=args.device_id,
-                                  trust=trust, seed=os.urandom(32), records=Path(args.records),
-                                  usb_vid=args.usb_vid, usb_pid=args.usb_pid)
-    _out(f"device {device.device_id} (model {device.model}, serial {device.serial_no}) in {args.dir}")
-    _out(f"  device key fingerprint {fingerprint(device.public_key)} (the key stays in {args.dir}/device_key, mode 600)")
-    _out(f"  added to {args.records}; trusts signing keys {', '.join(trust.key_ids())}")
+def cmd_add_device(args: argparse.Namespace) -> int:
+    source = "standard input" if args.record == "-" else args.record
+    text = sys.stdin.read() if args.record == "-" else read_text(Path(args.record), "device record")
+    record = provision.add_device(Path(args.records), provision.parse_device_record(text, source))
+    _out(f"device {record.device_id} (model {record.model}, serial {record.serial_no}) added to {args.records}")
+    _out(f"  device key fingerprint {fingerprint(record.public_key or b'')} (the private key never left the device)")
     _out(f"  next: pos-flash provision export-his --records {args.records} -o his-devices.csv")
     return EXIT_OK
 
@@ -348,8 +345,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 EPILOG = """examples:
   pos-flash keygen --role release --key-id release-2026 --out keys/release
-  pos-flash provision new-device --dir devices/SN0001 --model HP-S1 --serial SN0001 \\
-      --trust keys/release.pub --trust keys/override.pub --records devices.csv
+  pos-sim init --storage devices/SN0001 --model HP-S1 --serial SN0001 \\
+      --trust keys/release.pub --trust keys/override.pub --record-out SN0001.csv      (on the device)
+  pos-flash provision add-device --records devices.csv --record SN0001.csv
   pos-flash build --key keys/release.key --model HP-S1 --version 1.4.2 --counter 7 --app build/app -o app.img
   pos-flash flash --port serial:COM3 --devices devices.csv app.img
   pos-flash info --port serial:COM3 --devices devices.csv
@@ -418,16 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     prov = sub.add_parser("provision", help="device identities, the device CSV for HIS, configuration images")
     psub = prov.add_subparsers(dest="provision_command", required=True, metavar="STEP")
-    p = psub.add_parser("new-device", help="create a device identity and key (simulator storage) and record it")
-    p.add_argument("--dir", required=True, help="the device's storage directory (pos-sim --device-dir)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--serial", required=True, help="serial number (also the USB iSerialNumber)")
-    p.add_argument("--device-id", help="default: D-<serial>")
-    p.add_argument("--trust", action="append", required=True, help="signing public key(s) the device will trust (.pub)")
+    p = psub.add_parser("add-device", help="add a device's public record (made by the device itself) to the device records",
+                        description="The device makes its own identity and key at provisioning and shows only its public "
+                                    "record (on the simulator: pos-sim init --storage DIR ... --record-out dev.csv). "
+                                    "This adds that record to the device records CSV the bridge and HIS use.")
     p.add_argument("--records", required=True, help="device records CSV to append to (created if missing)")
-    p.add_argument("--usb-vid", default=provision.DEFAULT_VID)
-    p.add_argument("--usb-pid", default=provision.DEFAULT_PID)
-    p.set_defaults(func=cmd_new_device)
+    p.add_argument("--record", required=True, help="the device's record (device_id,model,serial_no,public_key CSV); - for stdin")
+    p.set_defaults(func=cmd_add_device)
 
     p = psub.add_parser("export-his", help="the device CSV for HIS (device_id,model,serial_no)")
     p.add_argument("--records", required=True)

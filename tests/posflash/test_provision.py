@@ -1,5 +1,7 @@
-"""Provisioning: device identities and records, the CSV for HIS, configuration images; and the
-whole field-engineer flow through the `pos-flash` CLI onto a device served over loopback TCP."""
+"""Provisioning on the engineer's PC: device records (from the device's own public record), the CSV
+for HIS, configuration images; and the whole field-engineer flow through `pos-sim init` and the
+`pos-flash` CLI onto a device served over loopback TCP. The device's side (its identity and key,
+made on the device) is tests/terminal/test_identity.py."""
 
 from __future__ import annotations
 
@@ -18,60 +20,62 @@ from protocol.registry import DeviceRecord, parse_device_csv
 from terminal import pin as pins
 from terminal.config import parse_config
 
-from firmware_sim import flash_cli, provision
+from firmware_sim import cli as sim_cli
+from firmware_sim.demo_setup import provision_device
+from posflash import cli as flash_cli
+from posflash import provision
+from terminal.identity import ProvisionedDevice, load_identity
 from firmware_sim.bootloader import Bootloader
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
-from firmware_sim.endpoint import DeviceEndpoint, TcpWire
-from firmware_sim.image import PartKind, parse_image
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.tcp_wire import TcpWire
+from protocol.image import PartKind, parse_image
 from firmware_sim.responder import Responder
-from firmware_sim.signing_keys import TrustStore, format_private
+from protocol.trust import TrustStore
+from posflash.signing_keys import format_private
 from firmware_sim.storage import DeviceStorage
-from tests.firmware_sim.test_image import MODEL, RELEASE, TRUST
+from tests.protocol.test_image import MODEL, RELEASE, TRUST
 
 KEYS = format_keyfile([SharedKey("k2026a", "AES-256-GCM", bytes(range(32)))])
 TERMINALS = ("terminal_id,description,device_id\r\nT0001,门诊收费1号窗口,D-SN0001\r\n"
              "T0002,门诊收费2号窗口,D-SN0002\r\nT0003,住院结算窗口,\r\n")
 
 
-def _new(tmp_path: Path, serial: str = "SN0001", **kwargs) -> provision.ProvisionedDevice:
-    return provision.new_device(tmp_path / serial, model=MODEL, serial_no=serial, trust=TRUST, seed=os.urandom(32),
-                                records=tmp_path / "devices.csv", **kwargs)
+def _new(tmp_path: Path, serial: str = "SN0001", **kwargs) -> ProvisionedDevice:
+    """The device makes its identity (pos-sim init), the engineer adds its public record."""
+    return provision_device(tmp_path / serial, tmp_path / "devices.csv", model=MODEL, serial_no=serial, trust=TRUST,
+                            **kwargs)
 
 
-def test_new_device_writes_identity_key_trust_and_records(tmp_path):
+def test_a_new_device_is_recorded_with_its_own_public_key(tmp_path):
     device = _new(tmp_path)
     assert device.device_id == "D-SN0001"
-    if os.name == "posix":
-        assert stat.S_IMODE((device.directory / "device_key").stat().st_mode) == 0o600
-    loaded = provision.load_device(device.directory)
-    assert loaded.device_key_seed == device.device_key_seed and loaded.usb_serial == "SN0001"
-    assert (loaded.usb_vid, loaded.usb_pid) == (0x1209, 0x7D01)
-    assert loaded.identity("1.0.0").device_id == "D-SN0001" and "seed" not in repr(loaded)
     second = _new(tmp_path, "SN0002", device_id="CASHIER-2", usb_pid="7d02")
     records = parse_device_csv((tmp_path / "devices.csv").read_text())
     assert [r.device_id for r in records] == ["D-SN0001", "CASHIER-2"]
-    assert records[1].public_key == second.public_key and provision.load_device(second.directory).usb_pid == 0x7D02
-    # The bootloader of the new device trusts exactly the given keys.
-    boot = Bootloader(DeviceStorage(device.directory), model=MODEL, device_id=device.device_id)
-    assert boot.trust == TRUST
+    assert records[0].public_key == device.public_key and records[1].public_key == second.public_key
+    assert load_identity(second.directory).usb_pid == 0x7D02
+    # The records hold public keys only: no seed of either device is anywhere in them.
+    text = (tmp_path / "devices.csv").read_text()
+    assert device.device_key_seed.hex() not in text and second.device_key_seed.hex() not in text
 
 
-def test_new_device_never_replaces_an_identity(tmp_path):
+def test_the_records_never_replace_an_identity(tmp_path):
     _new(tmp_path)
     with pytest.raises(FlashError) as info:
         _new(tmp_path)  # same directory
     assert info.value.code is FlashCode.EXISTS
     with pytest.raises(FlashError) as info:
-        provision.new_device(tmp_path / "other", model=MODEL, serial_no="SN0001", trust=TRUST, seed=os.urandom(32),
-                             records=tmp_path / "devices.csv")
+        _new(tmp_path, "SN0001x", device_id="D-SN0001")  # another device claiming a listed device_id
     assert info.value.code is FlashCode.EXISTS and "already lists" in info.value.message
-    for bad in ({"device_id": "has space"}, {"usb_vid": "12345"}):
-        with pytest.raises(FlashError) as info:
-            _new(tmp_path, "SN0009", **bad)
-        assert info.value.code is FlashCode.BAD_INPUT
-    with pytest.raises(FlashError):
-        provision.new_device(tmp_path / "x", model=MODEL, serial_no="SN0010", trust=TrustStore(), seed=os.urandom(32),
-                             records=tmp_path / "devices.csv")
+    assert not (tmp_path / "SN0001x" / "device_key").exists()  # nothing half-enrolled stays behind
+    other = DeviceRecord("D-OTHER", MODEL, "SN0001", bytes(32))  # a listed serial number
+    with pytest.raises(FlashError) as info:
+        provision.add_device(tmp_path / "devices.csv", other)
+    assert info.value.code is FlashCode.EXISTS and "already lists" in info.value.message
+    with pytest.raises(FlashError) as info:
+        provision.add_device(tmp_path / "devices.csv", DeviceRecord("D-NOKEY", MODEL, "SN0099"))
+    assert info.value.code is FlashCode.BAD_INPUT and "public_key" in info.value.message
 
 
 def test_export_for_his_has_three_columns_and_no_keys(tmp_path):
@@ -118,14 +122,18 @@ def test_supervisor_pin_must_be_digits():
 
 
 def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
-    """keygen -> provision new-device -> export-his -> provision config -> flash -> info."""
+    """keygen -> pos-sim init (on the device) -> provision add-device -> export-his -> provision config -> flash -> info."""
     monkeypatch.chdir(tmp_path)
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "keys/release"]) == 0
     assert flash_cli.main(["keygen", "--role", "override", "--key-id", "eng-2026", "--out", "keys/override"]) == 0
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "again", "--out", "keys/release"]) == flash_cli.EXIT_FAIL
     assert "exists" in capsys.readouterr().err
-    assert flash_cli.main(["provision", "new-device", "--dir", "dev1", "--model", MODEL, "--serial", "SN0001",
-                           "--trust", "keys/release.pub", "--trust", "keys/override.pub", "--records", "devices.csv"]) == 0
+    assert sim_cli.main(["init", "--storage", "dev1", "--model", MODEL, "--serial", "SN0001", "--trust", "keys/release.pub",
+                         "--trust", "keys/override.pub", "--record-out", "dev1.csv"]) == 0
+    assert "dev1/device_key" not in Path("dev1.csv").read_text() and "PRIVATE" not in Path("dev1.csv").read_text()
+    assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == 0
+    assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == flash_cli.EXIT_FAIL
+    assert "already lists" in capsys.readouterr().err
     assert flash_cli.main(["provision", "export-his", "--records", "devices.csv", "-o", "his-devices.csv"]) == 0
     assert Path("his-devices.csv").read_text().splitlines()[0] == "device_id,model,serial_no"
     Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
@@ -145,7 +153,7 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
     assert flash_cli.main(["inspect-image", "dev1.cfg.img", "--trust", "keys/release.pub"]) == 0
     assert "signature: valid (release key rel-2026)" in capsys.readouterr().out
 
-    device = provision.load_device(Path("dev1"))
+    device = load_identity(Path("dev1"))
     boot = Bootloader(DeviceStorage(device.directory), model=device.model, device_id=device.device_id,
                       check_config=config_checker(device.model, device.device_id))
     test = default_self_test(device.device_id, device.model)

@@ -19,13 +19,11 @@ from hypothesis import strategies as st
 from protocol import signing
 from protocol.flash import FlashCode, FlashError
 
-from firmware_sim.image import (
-    MAGIC, PartKind, build_image, check_acceptable, describe, parse_header, parse_image, verify_signature,
-)
-from firmware_sim.signing_keys import (
-    KeyRole, TrustStore, check_private_mode, format_private, load_public_key, load_signing_key, new_signing_key,
-    parse_private, parse_trust, format_trust, write_new_file,
-)
+from protocol.image import MAGIC, PartKind, check_acceptable, describe, parse_header, parse_image, verify_signature
+from posflash.image_build import build_image
+from protocol.trust import KeyRole, TrustStore, parse_trust, format_trust
+from terminal.secure_files import check_private_mode, write_new_file
+from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key, parse_private
 
 MODEL = "HP-S1"
 DEVICE_ID = "D-SN0001"

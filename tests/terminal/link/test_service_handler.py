@@ -15,9 +15,10 @@ from protocol.link.session import HostHandshake, Link, LinkTimers, Received, Rol
 from protocol.messages import PayChannel, PayStatus, Progress
 
 from bridge.transport import open_transport
-from firmware_sim.endpoint import DeviceEndpoint, TcpWire
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.tcp_wire import TcpWire
 from protocol.crypto import KeyRing
-from terminal.link_handler import ServiceLinkHandler
+from terminal.link.service_handler import ServiceLinkHandler
 from terminal.service import ScanStatus
 from tests.terminal.conftest import new_order_no
 from tests.terminal.helpers import DEVICE_ID, KEY

@@ -19,7 +19,9 @@ from protocol.link.session import Delivered, HostHandshake, Link, LinkDown, Link
 from protocol.messages import Instruction, PayStatus
 
 from bridge.transport import open_transport
-from firmware_sim.endpoint import DeviceEndpoint, PtyWire, TcpWire, UsbWire
+from terminal.link.endpoint import DeviceEndpoint
+from firmware_sim.wires import PtyWire, UsbWire
+from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder, ResponderMode
 
 TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=3.0, hello_retry_s=0.2)

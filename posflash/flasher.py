@@ -41,7 +41,7 @@ from protocol.link.session import (
     Role, Undeliverable,
 )
 
-from firmware_sim.image import Image, parse_image
+from protocol.image import Image, parse_image
 
 DEFAULT_CHUNK = 16 * 1024
 DEFAULT_IN_FLIGHT = 2

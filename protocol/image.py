@@ -1,4 +1,4 @@
-"""Signed POS images: byte layout, building, strict parsing, signature and acceptance checks.
+"""Signed POS images: byte layout, strict parsing, signature and acceptance checks (pure).
 
 An image is one file (docs/field-engineer.md, "Image format"):
 
@@ -22,7 +22,8 @@ check plus one hash check authenticates the whole file.
 
 Every refusal is a protocol.flash.FlashError with a specific code (bad_magic, truncated,
 bad_manifest, too_large, trailing_data, hash_mismatch, bad_signature, unknown_signer, wrong_model,
-wrong_device, downgrade...). Signing keys and trust anchors live in firmware_sim.signing_keys.
+wrong_device, downgrade...). Trust anchors are protocol.trust; building and signing an image is the
+field engineer's tool's business (posflash.image_build), which holds the private keys.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from protocol import signing
 from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
 from protocol.ids import is_valid_id
-from protocol.strictjson import dumps_compact, loads_object
+from protocol.strictjson import loads_object
 
-from firmware_sim.signing_keys import KeyRole, SigningKey, TrustedKey, TrustStore
+from protocol.trust import KeyRole, TrustedKey, TrustStore
 
 MAGIC = b"HISPIMG1"
 FORMAT = "his-pos-image-v1"
@@ -49,7 +50,7 @@ PREFIX_SIZE = len(MAGIC) + 4
 MAX_MANIFEST = 16 * 1024
 MAX_PAYLOAD = 64 * 1024 * 1024
 MAX_COUNTER = 2**31 - 1
-_LEN = struct.Struct(">I")
+LENGTH_PREFIX = struct.Struct(">I")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,31}", re.ASCII)
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
@@ -142,33 +143,6 @@ def _fail(code: FlashCode, detail: str) -> FlashError:
     return FlashError(code, detail)
 
 
-# ----------------------------------------------------------------------------- building
-
-
-def build_image(parts: Mapping[PartKind, bytes], *, model: str, version: str, security_counter: int,
-                key: SigningKey, build_time: str, device_id: str | None = None) -> bytes:
-    """Sign `parts` (app first, then config) into one image file's bytes."""
-    if not parts:
-        raise _fail(FlashCode.BAD_INPUT, "an image needs an application bundle, a configuration, or both")
-    if key.role is KeyRole.OVERRIDE and device_id is None:
-        raise _fail(FlashCode.BAD_INPUT, "an engineer override image must name the one device it is for (--device-id)")
-    ordered = [(k, parts[k]) for k in (PartKind.APP, PartKind.CONFIG) if k in parts]
-    payload = b"".join(data for _, data in ordered)
-    manifest = Manifest(
-        model=model, version=version, security_counter=security_counter, payload_size=len(payload),
-        payload_sha256=hashlib.sha256(payload).hexdigest(),
-        parts=tuple(Part(k, len(d), hashlib.sha256(d).hexdigest()) for k, d in ordered),
-        build_time=build_time, key_id=key.key_id, device_id=device_id,
-    )
-    # Round-trip through the parser so we never sign what a device would refuse.
-    manifest_bytes = dumps_compact(manifest.to_json_obj())
-    _parse_manifest(manifest_bytes)
-    if len(payload) > MAX_PAYLOAD:
-        raise _fail(FlashCode.TOO_LARGE, f"payload of {len(payload)} bytes exceeds the format's {MAX_PAYLOAD}")
-    signed = MAGIC + _LEN.pack(len(manifest_bytes)) + manifest_bytes
-    return signed + signing.sign(key.seed, SIGN_CONTEXT + signed) + payload
-
-
 # ----------------------------------------------------------------------------- parsing
 
 
@@ -178,13 +152,13 @@ def parse_header(data: bytes) -> ImageHeader:
         raise _fail(FlashCode.BAD_MAGIC, "the file does not start with the image magic HISPIMG1")
     if len(data) < PREFIX_SIZE:
         raise _fail(FlashCode.TRUNCATED, f"the image ends after {len(data)} bytes, inside its header")
-    (m,) = _LEN.unpack_from(data, len(MAGIC))
+    (m,) = LENGTH_PREFIX.unpack_from(data, len(MAGIC))
     if not 2 <= m <= MAX_MANIFEST:
         raise _fail(FlashCode.BAD_MANIFEST, f"manifest length {m} is outside 2..{MAX_MANIFEST}")
     end = PREFIX_SIZE + m
     if len(data) < end + signing.SIGNATURE_SIZE:
         raise _fail(FlashCode.TRUNCATED, f"the image ends after {len(data)} bytes, inside its header ({end + signing.SIGNATURE_SIZE} bytes)")
-    manifest = _parse_manifest(bytes(data[PREFIX_SIZE:end]))
+    manifest = parse_manifest(bytes(data[PREFIX_SIZE:end]))
     return ImageHeader(manifest, bytes(data[:end]), bytes(data[end : end + signing.SIGNATURE_SIZE]))
 
 
@@ -217,7 +191,7 @@ def check_payload(m: Manifest, payload: bytes) -> None:
         start += p.size
 
 
-def _parse_manifest(raw: bytes) -> Manifest:
+def parse_manifest(raw: bytes) -> Manifest:
     try:
         obj = loads_object(raw, what="manifest")
     except ProtocolError as exc:

@@ -1,0 +1,147 @@
+"""Provisioning on the field engineer's PC (step 2): the device records and configuration images.
+
+The device makes its own identity and key (terminal.identity, `pos-sim init` on the simulator) and
+hands over only its public record; `add_device` puts that record into the device records CSV
+(protocol.registry, with public_key), which the bridge loads and from which `export_his` writes the
+copy HIS gets.
+
+A configuration image carries one his-device-config-v1 document (terminal.config) built from the
+HIS terminal CSV, a shared-key file (protocol.keyfile), the channel settings JSON, the supervisor
+PIN (only its salted scrypt hash, terminal.pin) and limits. It holds shared keys: the file is
+written 0600 and must be handled like a key file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from protocol.errors import ProtocolError
+from protocol.flash import FlashCode, FlashError
+from protocol.keyfile import KeyFileError, parse_keyfile
+from protocol.registry import DeviceRecord, RegistryError, format_device_csv, parse_device_csv, parse_terminal_csv
+from protocol.strictjson import loads_object
+from terminal import pin as pins
+from terminal.config import ConfigError, parse_config
+from terminal.identity import check_model, check_name
+from terminal.secure_files import read_text
+
+
+def read_records(path: Path) -> list[DeviceRecord]:
+    """The device records CSV, or [] when the file does not exist yet."""
+    if not path.exists():
+        return []
+    try:
+        return parse_device_csv(read_text(path, "device records"), source=str(path))
+    except RegistryError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
+
+
+def add_device(records: Path, record: DeviceRecord) -> DeviceRecord:
+    """Append a device's public record (from the device itself) to the device records CSV.
+
+    Refuses a device_id or serial number that `records` already lists, and a record without its
+    public key, so an identity is never silently replaced and every listed device can prove itself."""
+    check_name("device_id", record.device_id)
+    check_name("serial number", record.serial_no)
+    check_model(record.model)
+    if not record.public_key:
+        raise FlashError(FlashCode.BAD_INPUT, f"the record of {record.device_id} has no public_key; take it from the device (pos-sim init prints it)")
+    existing = read_records(records)
+    for r in existing:
+        if r.device_id == record.device_id or r.serial_no == record.serial_no:
+            raise FlashError(FlashCode.EXISTS, f"{records} already lists device {r.device_id} (serial {r.serial_no})")
+    _write_records(records, [*existing, record])
+    return record
+
+
+def parse_device_record(text: str, source: str) -> DeviceRecord:
+    """One device's public record, as the device prints it (the device records CSV with one row)."""
+    try:
+        found = parse_device_csv(text, source=source)
+    except RegistryError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
+    if len(found) != 1:
+        raise FlashError(FlashCode.BAD_INPUT, f"{source} must hold exactly one device record, not {len(found)}")
+    return found[0]
+
+
+def _write_records(path: Path, devices: list[DeviceRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(format_device_csv(devices), encoding="utf-8", newline="")
+    os.replace(tmp, path)
+
+
+def export_his(records: Path) -> str:
+    """The device CSV for HIS: device_id,model,serial_no (no keys)."""
+    devices = read_records(records)
+    if not devices:
+        raise FlashError(FlashCode.BAD_INPUT, f"{records} lists no devices; add one first (pos-flash provision add-device)")
+    return format_device_csv(devices, for_his=True)
+
+
+def find_record(records: Path, device_id: str) -> DeviceRecord:
+    for r in read_records(records):
+        if r.device_id == device_id:
+            return r
+    raise FlashError(FlashCode.BAD_INPUT, f"{records} does not list device {device_id}")
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals_csv: str, keys_text: str,
+                          channels: dict[str, object], pin_hash: str, limit_yuan: str | None = None,
+                          config_version: int = 1, comment: str | None = None, merchant_name_en: str | None = None,
+                          terminals_source: str = "terminal CSV", keys_source: str = "key file") -> bytes:
+    """The his-device-config-v1 document for `device`, validated by terminal.config before use.
+
+    Terminals bound to another device in the HIS CSV (its device_id column) are left out."""
+    try:
+        terminals = [t for t in parse_terminal_csv(terminals_csv, source=terminals_source)
+                     if t.device_id in (None, device.device_id)]
+    except RegistryError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
+    if not terminals:
+        raise FlashError(FlashCode.BAD_INPUT, f"{terminals_source} lists no terminal for device {device.device_id}")
+    try:
+        ring = parse_keyfile(keys_text, source=keys_source)
+    except KeyFileError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
+    del ring  # parsed only to report a bad key file by its own name; the document embeds the text
+    doc: dict[str, object] = {"format": "his-device-config-v1", "config_version": config_version}
+    if comment:
+        doc["comment"] = comment
+    doc["device"] = {"device_id": device.device_id, "model": device.model, "serial_no": device.serial_no}
+    doc["merchant"] = {"name": merchant_name, **({"name_en": merchant_name_en} if merchant_name_en else {})}
+    doc["keys"] = json.loads(keys_text)
+    doc["terminals"] = [{"terminal_id": t.terminal_id, "description": t.description} for t in terminals]
+    if limit_yuan is not None:
+        doc["limits"] = {"per_transaction": limit_yuan}
+    doc["supervisor"] = {"pin_hash": pin_hash}
+    doc["channels"] = channels
+    text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    try:
+        parse_config(text, source="configuration")
+    except ConfigError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
+    return text.encode("utf-8")
+
+
+def read_channels(path: Path | None) -> dict[str, object]:
+    if path is None:
+        return {}
+    try:
+        return loads_object(read_text(path, "channel settings"), what=str(path))
+    except ProtocolError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, exc.message) from None
+
+
+def hash_supervisor_pin(pin: str) -> str:
+
+    try:
+        return pins.hash_pin(pin)
+    except ValueError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, f"supervisor PIN: {exc}") from None

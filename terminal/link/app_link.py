@@ -1,0 +1,112 @@
+"""Who the application answers on the link: only a bridge.
+
+`AppLink` is the endpoint's DeviceHandler (terminal.link.endpoint). It forwards to the terminal
+service's link handler (terminal.link.service_handler) only while the host is a bridge: a HELLO_ACK
+whose JSON names "bridge" (his-bridge sends {"bridge": "his-bridge", "clock": ...}). A maintenance
+host (pos-flash) gets the bootloader frames only, where the device has a bootloader, so it can never
+acknowledge, and so swallow, a result meant for HIS. Without a running application (recovery mode,
+an unusable configuration) instructions are refused (device_unavailable) instead of being
+acknowledged into a void.
+
+What AppLink needs of whatever hosts the application (the POS app, the simulator's firmware) is the
+small `HostedApplication` interface below; the host owns reboots, recovery and power.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable, Protocol
+
+from protocol.envelope import Envelope
+from protocol.errors import ErrorCode
+from protocol.freshness import DEFAULT_SKEW_S
+from protocol.link.app import RefusedMsg
+from protocol.link.session import LinkNotUp
+from terminal.journal import PowerCut
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.service_handler import ServiceLinkHandler
+
+log = logging.getLogger("terminal.link.app")
+
+# The bridge's default clock window (his-interface-v1): a device clock further off than this from the
+# bridge's makes the bridge drop the device's results (their ts), so the device warns at link up.
+BRIDGE_SKEW_S = DEFAULT_SKEW_S
+
+
+class HostedApplication(Protocol):
+    """What the link needs to know of the application it serves, and nothing more."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def handler(self) -> ServiceLinkHandler | None: ...  # None: the application is not running
+    @property
+    def problem(self) -> str | None: ...  # why it is not running, for the refusal
+    @property
+    def cut(self) -> bool: ...  # the power is gone: say nothing more
+
+
+class AppLink:
+    """DeviceHandler: forwards to the terminal service's link handler, only for a bridge."""
+
+    def __init__(self, app: HostedApplication, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.clock = clock
+        self.bridge_up = False
+        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, at the last link up
+
+    def on_link_up(self, endpoint: DeviceEndpoint, host_info: bytes) -> None:
+        try:
+            info = json.loads(host_info.decode("utf-8")) if host_info else {}
+        except (UnicodeDecodeError, ValueError):
+            info = {}
+        if not isinstance(info, dict) or "bridge" not in info:
+            self.bridge_up = False
+            log.info("a maintenance host (not a bridge) is connected: only the bootloader answers it")
+            return
+        self.bridge_up = True
+        bridge_clock = info.get("clock")
+        if isinstance(bridge_clock, (int, float)) and not isinstance(bridge_clock, bool):
+            self.bridge_clock_offset_s = self.clock() - bridge_clock
+            if abs(self.bridge_clock_offset_s) > BRIDGE_SKEW_S:
+                log.warning("the device clock is %+.0f s off the bridge's: the bridge drops results whose ts is "
+                            "more than %d s off its clock; set the clock", self.bridge_clock_offset_s, BRIDGE_SKEW_S)
+        handler = self.app.handler
+        if handler is not None:
+            self._guard(lambda: handler.on_link_up(endpoint, host_info))
+
+    def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
+        if not self.bridge_up:
+            log.warning("instruction %s from a host that is not a bridge ignored", envelope.msg_id)
+            return
+        handler = self.app.handler
+        if handler is None:
+            why = self.app.problem or "the application is not running"
+            try:
+                endpoint.send(RefusedMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.app.device_id}: {why}"))
+            except LinkNotUp:
+                pass
+            return
+        self._guard(lambda: handler.on_instruction(envelope, endpoint))
+
+    def on_delivered(self, tag: object, endpoint: DeviceEndpoint) -> None:
+        handler = self.app.handler
+        if handler is not None and self.bridge_up:
+            self._guard(lambda: handler.on_delivered(tag, endpoint))
+
+    def on_link_down(self, unacked: tuple[object, ...], endpoint: DeviceEndpoint) -> None:
+        was_bridge, self.bridge_up = self.bridge_up, False
+        handler = self.app.handler
+        if handler is not None and was_bridge:
+            self._guard(lambda: handler.on_link_down(unacked, endpoint))
+
+    def _guard(self, call: Callable[[], None]) -> None:
+        # A power cut inside the service (a commit hook) must not kill the endpoint's thread: the
+        # device is already silenced, so returning sends nothing (the ACK never leaves).
+        if self.app.cut:
+            return
+        try:
+            call()
+        except PowerCut:
+            pass

@@ -1,0 +1,46 @@
+"""Files that hold or sit beside secrets: created exclusively, private ones 0600, and refused when
+other users can read them. Used by the device's own storage (terminal.identity) and by the field
+engineer's tool (posflash), which writes keys and reads trust stores the same way.
+
+Errors are protocol.flash.FlashError (bad_input / exists / bad_key) with the path and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from protocol.flash import FlashCode, FlashError
+
+
+def write_new_file(path: Path, text: str, *, private: bool) -> None:
+    """Create `path` exclusively (never overwrite); mode 0600 when private."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o600 if private else 0o644)
+    except FileExistsError:
+        raise FlashError(FlashCode.EXISTS, f"{path} already exists") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def check_private_mode(path: Path) -> None:
+    """Refuse a private file that other users can read (POSIX; Windows ACLs are the OS's job)."""
+    if os.name != "posix":
+        return
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise FlashError(FlashCode.BAD_KEY, f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FlashError(FlashCode.BAD_INPUT, f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlashError(FlashCode.BAD_INPUT, f"cannot read {what} {path}: {exc}") from None
