@@ -1,0 +1,339 @@
+"""The scenarios of the conformance kit: what the operator is told, what the kit does as cashier and
+patient, what it checks itself, and what it asks the operator to confirm.
+
+Each scenario returns a `ScenarioReport` of named checks. A check the kit can observe (an envelope
+HIS sent, a GET it made, an instruction it should not have sent) is decided by the kit; what only
+HIS can see (what it booked, the alert it raised) is asked of the operator. A scenario the bridge
+cannot play yet is reported as skipped with the reason, never as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from protocol.amount import format_yuan, parse_amount
+from protocol.crypto import KeyRing, SharedKey
+from protocol.envelope import Envelope, MsgType, open_envelope, parse_envelope, seal
+from protocol.errors import ProtocolError
+from protocol.messages import Instruction, decode_instruction
+from protocol.strictjson import dumps_compact, loads_object
+
+from firmware_sim.conformance.operator import Operator
+from firmware_sim.conformance.proxy import ConformanceProxy, Exchange
+
+SCREEN_POLL_S = 0.1  # the kit polls the simulator's screen while it waits to act as the cashier
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What the kit needs of the running system (.run/demo.json of `make run HEADLESS=1`)."""
+
+    bridge_url: str
+    key: SharedKey
+    terminal_id: str
+    device_id: str
+    sim_url: str
+    sandbox_control_url: str
+    supervisor_pin: str
+
+    @classmethod
+    def load(cls, path: Path) -> "Demo":
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return cls(d["bridge_url"], SharedKey(d["kid"], d["suite"], bytes.fromhex(d["key_hex"])), d["terminal_id"],
+                   d["device_id"], d["sim_url"], d["sandbox_control_url"], d["supervisor_pin"])
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    title: str
+    checks: list[Check] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and bool(self.checks) and all(c.passed for c in self.checks)
+
+    def check(self, name: str, passed: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, passed, detail))
+        return passed
+
+
+class Kit:
+    def __init__(self, demo: Demo, operator: Operator, *, timeout_s: float = 120.0, run_id: str | None = None,
+                 listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.demo = demo
+        self.operator = operator
+        self.timeout_s = timeout_s
+        self.run_id = run_id or os.urandom(3).hex().upper()
+        self.http = requests.Session()
+        self.proxy = ConformanceProxy(demo.bridge_url, host=listen[0], port=listen[1], msg_id_of=self.msg_id_of)
+        self.collected: dict[str, str] = {}  # scenario -> order_no collected there (later scenarios refund it)
+
+    # ------------------------------------------------------------------ what HIS sent
+
+    def instruction_of(self, body: bytes) -> tuple[Envelope, Instruction] | None:
+        try:
+            envelope = parse_envelope(body, expect=MsgType.INSTRUCTION)
+            plaintext = open_envelope(envelope, KeyRing([self.demo.key]))
+            return envelope, decode_instruction(plaintext, header_terminal_id=envelope.terminal_id)
+        except (ProtocolError, ValueError):
+            return None
+
+    def msg_id_of(self, method: str, path: str, body: bytes) -> str | None:
+        if method == "POST" and path == "/v1/instructions":
+            found = self.instruction_of(body)
+            return found[0].msg_id if found else None
+        if method == "GET" and path.startswith("/v1/results/"):
+            return path[len("/v1/results/"):]
+        return None
+
+    def await_instruction(self, report: ScenarioReport, order_no: str, amount: str, since: int) -> str | None:
+        """The msg_id of the instruction HIS sent for `order_no`, checked against what it was asked."""
+        def is_it(x: Exchange) -> bool:
+            found = self.instruction_of(x.request_body) if x.status == 0 and x.method == "POST" and x.path == "/v1/instructions" else None
+            return found is not None and found[1].order_no == order_no
+
+        seen = self.proxy.recorder.wait_for(is_it, self.timeout_s, since)
+        if not report.check("HIS sent the instruction", seen is not None,
+                            f"no sealed instruction for order {order_no} reached the kit within {self.timeout_s:g} s"):
+            return None
+        assert seen is not None
+        envelope, instruction = self.instruction_of(seen.request_body)  # type: ignore[misc]
+        wanted = parse_amount(amount)
+        report.check("the instruction says what was asked", instruction.amount == wanted
+                     and instruction.terminal_id == self.demo.terminal_id,
+                     f"asked {amount} on {self.demo.terminal_id}, HIS sent {instruction.amount} on {instruction.terminal_id}")
+        return envelope.msg_id
+
+    def await_result(self, msg_id: str, since: int, *, genuine: bool = True) -> Exchange | None:
+        return self.proxy.recorder.wait_for(
+            lambda x: x.status == 200 and self.msg_id_of(x.method, x.path, x.request_body) == msg_id
+            and (not genuine or not x.tampered), self.timeout_s, since)
+
+    def new_instructions_for(self, order_no: str, since: int, except_msg_id: str) -> list[str]:
+        out = []
+        for x in self.proxy.recorder.since(since):
+            found = self.instruction_of(x.request_body) if x.status == 0 and x.method == "POST" and x.path == "/v1/instructions" else None
+            if found and found[1].order_no == order_no and found[0].msg_id != except_msg_id:
+                out.append(found[0].msg_id)
+        return out
+
+    def result_of(self, exchange: Exchange) -> dict[str, object]:
+        envelope = parse_envelope(exchange.response_body, expect=MsgType.RESULT)
+        return loads_object(open_envelope(envelope, KeyRing([self.demo.key])), what="result")
+
+    # ------------------------------------------------------------------ the cashier and the patient
+
+    def code(self, behaviour: str = "success", channel: str = "WECHAT") -> str:
+        r = self.http.post(f"{self.demo.sandbox_control_url}/codes", json={"channel": channel, "behaviour": behaviour}, timeout=10)
+        r.raise_for_status()
+        return str(r.json()["code"])
+
+    def screen(self) -> dict[str, object]:
+        return dict(self.http.get(f"{self.demo.sim_url}/v1/screen", timeout=10).json())
+
+    def wait_screen(self, screen: str, order_no: str | None = None) -> bool:
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            now = self.screen()
+            if now.get("screen") == screen and (order_no is None or now.get("order_no") == order_no):
+                return True
+            time.sleep(SCREEN_POLL_S)
+        return False
+
+    def scan(self, code: str) -> None:
+        self.http.post(f"{self.demo.sim_url}/v1/scan", json={"code": code}, timeout=30).raise_for_status()
+
+    def confirm_refund(self) -> None:
+        self.http.post(f"{self.demo.sim_url}/v1/refund/confirm", json={"pin": self.demo.supervisor_pin}, timeout=30).raise_for_status()
+
+    def order(self, tag: str) -> str:
+        return f"CONF{self.run_id}{tag}"[:32]
+
+    def send(self, report: ScenarioReport, order_no: str, amount: str, why: str = "") -> str | None:
+        since = self.proxy.recorder.mark()
+        self.operator.step(report.name, f"From HIS, send {amount} for order {order_no} on terminal {self.demo.terminal_id} "
+                           f"to {self.proxy.url} (the kit, in place of the bridge).{' ' + why if why else ''}",
+                           {"send": amount, "order_no": order_no, "terminal_id": self.demo.terminal_id})
+        return self.await_instruction(report, order_no, amount, since)
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+def collect(kit: Kit, report: ScenarioReport) -> None:
+    order = kit.order("C")
+    since = kit.proxy.recorder.mark()
+    msg_id = kit.send(report, order, "+12.34")
+    if msg_id is None:
+        return
+    if not report.check("the POS shows the collection", kit.wait_screen("awaiting_scan", order)):
+        return
+    kit.scan(kit.code())
+    delivered = kit.await_result(msg_id, since)
+    if report.check("HIS received the result", delivered is not None,
+                    f"HIS never fetched the result of {msg_id} (POST ...?wait=N, then GET /v1/results/{msg_id}?wait=N)"):
+        kit.collected["collect"] = order
+    report.check("HIS booked it", kit.operator.confirm(report.name, "booked",
+                 f"Did HIS book order {order} as paid 12.34 (WeChat Pay), exactly once?", {"order_no": order, "amount": "+12.34"}))
+
+
+def decline_then_another_code(kit: Kit, report: ScenarioReport) -> None:
+    order = kit.order("D")
+    since = kit.proxy.recorder.mark()
+    msg_id = kit.send(report, order, "+20.00", "The patient's first code will be declined; the cashier scans another.")
+    if msg_id is None or not report.check("the POS shows the collection", kit.wait_screen("awaiting_scan", order)):
+        return
+    kit.scan(kit.code("insufficient"))
+    report.check("the POS shows the decline", kit.wait_screen("declined", order))
+    kit.scan(kit.code())
+    report.check("HIS received the result", kit.await_result(msg_id, since) is not None)
+    extra = kit.new_instructions_for(order, since, msg_id)
+    report.check("HIS sent no second + while the first was unfinished", not extra, f"new msg_id(s) for {order}: {extra}")
+    report.check("HIS booked it", kit.operator.confirm(report.name, "booked",
+                 f"Did HIS book order {order} as paid 20.00, exactly once (the declined code booked nothing)?",
+                 {"order_no": order, "amount": "+20.00"}))
+
+
+def partial_refunds(kit: Kit, report: ScenarioReport) -> None:
+    order = kit.collected.get("collect")
+    if order is None:
+        report.skipped = "needs the order collected in scenario 'collect'"
+        return
+    for amount, left in (("-5.00", "7.34"), ("-3.00", "4.34")):
+        since = kit.proxy.recorder.mark()
+        msg_id = kit.send(report, order, amount, "A partial refund; the supervisor confirms it on the POS.")
+        if msg_id is None or not report.check(f"the POS asks the supervisor ({amount})", kit.wait_screen("awaiting_supervisor", order)):
+            return
+        kit.confirm_refund()
+        report.check(f"HIS received the refund result ({amount})", kit.await_result(msg_id, since) is not None)
+        report.check(f"HIS booked the refund ({amount})", kit.operator.confirm(
+            report.name, "booked", f"Did HIS book a refund of {amount[1:]} on order {order}, leaving {left} refundable?",
+            {"order_no": order, "amount": amount}))
+
+
+def duplicate_plus(kit: Kit, report: ScenarioReport) -> None:
+    order = kit.collected.get("collect")
+    if order is None:
+        report.skipped = "needs the order collected in scenario 'collect'"
+        return
+    since = kit.proxy.recorder.mark()
+    msg_id = kit.send(report, order, "+12.34", "This order is already paid: send it as a NEW instruction (a new msg_id).")
+    if msg_id is None:
+        return
+    delivered = kit.await_result(msg_id, since)
+    if report.check("HIS received the result", delivered is not None):
+        assert delivered is not None
+        result = kit.result_of(delivered)
+        report.check("the answer is duplicate_order", result.get("error_code") == "duplicate_order", json.dumps(result))
+    report.check("HIS booked no second payment", kit.operator.confirm(
+        report.name, "not_booked", f"Did HIS book NOTHING new for order {order} and show it as already paid?",
+        {"order_no": order, "amount": "+12.34", "msg_id": msg_id}))
+
+
+def _flip_ct(body: bytes) -> bytes:
+    envelope = parse_envelope(body)
+    ct = bytearray(envelope.ct)
+    ct[0] ^= 0x01
+    return replace(envelope, ct=bytes(ct)).to_bytes()
+
+
+def _forge_amount(key: SharedKey) -> Callable[[bytes], bytes]:
+    """A correctly sealed result (the shared key is enough for that) whose amount is not the instruction's."""
+    def forge(body: bytes) -> bytes:
+        envelope = parse_envelope(body, expect=MsgType.RESULT)
+        result = loads_object(open_envelope(envelope, KeyRing([key])), what="result")
+        fen = parse_amount(str(result["amount"])).fen * 2
+        result["amount"] = ("+" if str(result["amount"]).startswith("+") else "-") + format_yuan(fen)
+        forged = seal(msg_type=MsgType.RESULT, key=key, msg_id=envelope.msg_id, ts=envelope.ts, party_id=envelope.party_id,
+                      reply_to=envelope.reply_to, plaintext=dumps_compact(result), nonce=os.urandom(12))
+        obj = forged.to_json_obj()
+        original = json.loads(body)
+        if "sig" in original:
+            obj["sig"] = original["sig"]  # the device's signature, now over other bytes
+        return json.dumps(obj).encode()
+    return forge
+
+
+def _refused_then_asked_again(kit: Kit, report: ScenarioReport, tag: str, amount: str, tamper: Callable[[bytes], bytes],
+                              what: str) -> None:
+    order = kit.order(tag)
+    since = kit.proxy.recorder.mark()
+    msg_id = kit.send(report, order, amount)
+    if msg_id is None or not report.check("the POS shows the collection", kit.wait_screen("awaiting_scan", order)):
+        return
+    kit.proxy.arm_tamper(msg_id, tamper)
+    kit.scan(kit.code())
+    bad = kit.proxy.recorder.wait_for(lambda x: x.tampered, kit.timeout_s, since)
+    if not report.check(f"HIS was handed {what}", bad is not None, "HIS never fetched the result"):
+        return
+    after = kit.proxy.recorder.mark()
+    genuine = kit.await_result(msg_id, after)
+    report.check("HIS asked again for the same msg_id (GET /v1/results or the identical POST)", genuine is not None,
+                 f"after the altered answer HIS did not ask again for {msg_id}")
+    extra = kit.new_instructions_for(order, since, msg_id)
+    report.check("HIS sent no new + for the order", not extra, f"new msg_id(s) for {order}: {extra}")
+    report.check("HIS refused the altered answer and alerted", kit.operator.confirm(
+        report.name, "alerted", f"Did HIS refuse the first answer for order {order} (step 6) and raise an alert, "
+                                f"without booking it?", {"order_no": order, "amount": amount, "msg_id": msg_id}))
+    report.check("HIS booked the genuine answer once", kit.operator.confirm(
+        report.name, "booked", f"Did HIS then book order {order} as paid {amount[1:]}, exactly once?",
+        {"order_no": order, "amount": amount}))
+
+
+def tampered_result(kit: Kit, report: ScenarioReport) -> None:
+    _refused_then_asked_again(kit, report, "T", "+1.00", _flip_ct, "a result altered on the way (one bit of its ciphertext)")
+
+
+def forged_amount(kit: Kit, report: ScenarioReport) -> None:
+    _refused_then_asked_again(kit, report, "F", "+2.00", _forge_amount(kit.demo.key),
+                              "a result sealed with the shared key but for a different amount")
+
+
+def expiry_and_withdrawal(kit: Kit, report: ScenarioReport) -> None:
+    probe = kit.http.post(f"{kit.demo.bridge_url}/v1/instructions/CONF-PROBE/cancel", data=b"{}", timeout=10)
+    if probe.status_code in (404, 405):
+        report.skipped = ("this bridge does not offer instruction expiry and withdrawal yet (HIS interface 1.1 part C): "
+                          "nothing to check; HIS must not rely on them against it")
+        return
+    report.skipped = "HIS interface 1.1 part C scenarios are not in this kit version yet"
+
+
+SCENARIOS: dict[str, tuple[str, Callable[[Kit, ScenarioReport], None]]] = {
+    "collect": ("a collection, one scan", collect),
+    "decline": ("a declined code, then another code", decline_then_another_code),
+    "partial-refunds": ("two partial refunds of the collected order", partial_refunds),
+    "duplicate-plus": ("a second + for an order already paid", duplicate_plus),
+    "tampered-result": ("a result altered on the way", tampered_result),
+    "forged-amount": ("a step-6 failure: a sealed result for another amount", forged_amount),
+    "expiry-withdrawal": ("expiry and withdrawal (HIS interface 1.1 part C)", expiry_and_withdrawal),
+}
+
+
+def run(kit: Kit, names: list[str] | None = None) -> list[ScenarioReport]:
+    reports = []
+    for name in names or list(SCENARIOS):
+        title, play = SCENARIOS[name]
+        report = ScenarioReport(name, title)
+        try:
+            play(kit, report)
+        except (requests.RequestException, ProtocolError, ValueError, KeyError) as exc:
+            report.check("the scenario ran", False, f"{type(exc).__name__}: {exc}")
+        reports.append(report)
+        kit.http.post(f"{kit.demo.sim_url}/v1/dismiss", timeout=10)
+    return reports

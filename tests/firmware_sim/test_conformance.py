@@ -1,0 +1,157 @@
+"""The conformance kit against the real headless system (sandbox, simulated POS, bridge processes),
+with two HIS stand-ins built on the reference client: one that follows docs/his-interface.md (the
+kit passes it) and one that sends a new `+` after a result fails step 6 (the kit fails it)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bridge import hisclient
+from protocol.amount import parse_amount
+from protocol.crypto import KeyRing
+from protocol.messages import PayStatus
+from protocol.registry import parse_device_csv
+
+from firmware_sim.conformance.cli import render
+from firmware_sim.conformance.scenarios import Demo, Kit, run
+from firmware_sim.system import SystemOptions, start_system
+
+SCENARIOS = ["collect", "decline", "partial-refunds", "duplicate-plus", "tampered-result", "forged-amount"]
+
+
+@pytest.fixture(scope="module")
+def demo_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    system = start_system(SystemOptions(workdir=tmp_path_factory.mktemp("system"), bridge_port=0))
+    try:
+        yield system.demo_path
+    finally:
+        system.stop()
+
+
+@dataclass
+class ReferenceHis:
+    """An HIS built on his-client: sends what the kit asks, verifies every result (step 6, the amount
+    included), books verified results, alerts on a failed check and asks again with GET."""
+
+    config: hisclient.ClientConfig
+    resend_after_failure: bool = False  # the mistake the kit must catch: a new + under a new msg_id
+    booked: dict[str, list[str]] = field(default_factory=dict)  # order_no -> booked amounts
+    alerts: dict[str, int] = field(default_factory=dict)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def step(self, scenario: str, text: str, action: dict[str, object]) -> None:
+        thread = threading.Thread(target=self._run, args=(str(action["order_no"]), str(action["send"])), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _verified(self, outcome: hisclient.Outcome, amount: str) -> hisclient.Outcome:
+        result = outcome.result
+        if result is not None and result.amount != parse_amount(amount):
+            raise hisclient.ClientError("auth_failed", f"result amount {result.amount} is not {amount}")
+        return outcome
+
+    def _run(self, order: str, amount: str) -> None:
+        envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
+        for attempt in range(5):
+            try:
+                if attempt == 0:
+                    outcome = self._verified(hisclient.submit(self.config, envelope, order, 60), amount)
+                else:
+                    outcome = self._verified(hisclient.query(self.config, envelope.msg_id, 30, instruction_ts=envelope.ts,
+                                                             order_no=order), amount)
+            except hisclient.ClientError:
+                self.alerts[order] = self.alerts.get(order, 0) + 1  # step 6 failed: book nothing, alert
+                if self.resend_after_failure:
+                    envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
+                    self.resend_after_failure = False
+                    try:
+                        hisclient.submit(self.config, envelope, order, 60)
+                    except hisclient.ClientError:
+                        pass
+                    return
+                continue
+            result = outcome.result
+            # docs/his-interface.md: pay_status drives the order; duplicate_order is the original
+            # collection reported again, never a second payment.
+            if (result is not None and result.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED)
+                    and result.error_code != "duplicate_order"):
+                self.booked.setdefault(order, []).append(amount)
+            return
+
+    def _settled(self) -> None:
+        for thread in self.threads:
+            thread.join(90)
+
+    def confirm(self, scenario: str, key: str, question: str, facts: dict[str, object]) -> bool:
+        self._settled()
+        order, amount = str(facts["order_no"]), str(facts["amount"])
+        if key == "alerted":
+            return self.alerts.get(order, 0) > 0
+        if key == "not_booked":
+            return self.booked.get(order, []).count(amount) == 1  # the first collection only
+        return self.booked.get(order, []).count(amount) == 1
+
+    def note(self, text: str) -> None:
+        pass
+
+
+def _his(demo_path: Path, kit: Kit, **kwargs: object) -> ReferenceHis:
+    demo = Demo.load(demo_path)
+    registry = demo_path.parent / "his" / "devices.csv"
+    devices = frozenset(d.device_id for d in parse_device_csv(registry.read_text(encoding="utf-8")))
+    config = hisclient.ClientConfig(kit.proxy.url, demo.key, KeyRing([demo.key]), demo.terminal_id, devices)
+    return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]
+
+
+class _Late:
+    """The kit needs an operator before the proxy URL exists; the HIS needs the proxy URL."""
+
+    his: ReferenceHis
+
+    def step(self, *a: object) -> None:
+        self.his.step(*a)  # type: ignore[arg-type]
+
+    def confirm(self, *a: object) -> bool:
+        return self.his.confirm(*a)  # type: ignore[arg-type]
+
+    def note(self, text: str) -> None:
+        pass
+
+
+def test_a_his_that_follows_the_document_passes_every_scenario(demo_path: Path) -> None:
+    late = _Late()
+    kit = Kit(Demo.load(demo_path), late, timeout_s=45)  # type: ignore[arg-type]
+    late.his = _his(demo_path, kit)
+    kit.proxy.start()
+    try:
+        reports = run(kit, SCENARIOS)
+    finally:
+        kit.proxy.stop()
+    assert [r.name for r in reports if not r.passed] == [], render(reports)
+    assert late.his.alerts  # the tampered and forged answers were refused in step 6
+
+
+def test_a_his_that_sends_a_new_plus_after_a_failed_check_fails(demo_path: Path) -> None:
+    late = _Late()
+    kit = Kit(Demo.load(demo_path), late, timeout_s=20)  # type: ignore[arg-type]
+    late.his = _his(demo_path, kit, resend_after_failure=True)
+    kit.proxy.start()
+    try:
+        (report,) = run(kit, ["tampered-result"])
+    finally:
+        kit.proxy.stop()
+    failed = {c.name for c in report.checks if not c.passed}
+    assert not report.passed and "HIS sent no new + for the order" in failed, render([report])
+
+
+def test_scenarios_the_bridge_cannot_play_are_skipped_not_passed(demo_path: Path) -> None:
+    late = _Late()
+    kit = Kit(Demo.load(demo_path), late, timeout_s=5)  # type: ignore[arg-type]
+    late.his = _his(demo_path, kit)
+    (report,) = run(kit, ["expiry-withdrawal"])
+    assert report.skipped and not report.passed
