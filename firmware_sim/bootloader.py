@@ -182,6 +182,7 @@ class _Download:
     offset: int
     chunk_size: int
     hasher: "hashlib._Hash"
+    window: bytes = b""  # the last payload bytes written (protocol.flash.WINDOW_SIZE): the next chunk's dictionary
 
 
 ConfigCheck = Callable[[bytes], None]  # raises FlashError(BAD_PART) for an unusable config part
@@ -398,14 +399,15 @@ class Bootloader:
             offset = self._resume_offset(header, target)
             if offset is None:
                 self._start_download(header, target)
-                offset, hasher = 0, hashlib.sha256()
+                offset, hasher, window = 0, hashlib.sha256(), b""
                 self._log(f"flash {m.version} ({'+'.join(k.value for k in m.kinds)}, {m.payload_size} bytes, "
                           f"key {m.key_id}{' OVERRIDE' if signer.role is KeyRole.OVERRIDE else ''}) into slot {target}")
             else:
                 data = self.storage.read(INCOMING_IMG) or b""
                 hasher = hashlib.sha256(data[header.size :])
+                window = data[header.size :][-fc.WINDOW_SIZE:]
                 self._log(f"flash {m.version} into slot {target}: resuming at byte {offset} of {m.payload_size}")
-            self._download = _Download(msg.session, header, target, offset, chunk_size, hasher)
+            self._download = _Download(msg.session, header, target, offset, chunk_size, hasher, window)
             return fc.BeginOk(msg.req, msg.session, offset, chunk_size, target)
 
     def _resume_offset(self, header: ImageHeader, target: str) -> int | None:
@@ -453,12 +455,13 @@ class Bootloader:
                 if msg.offset + msg.length <= d.offset:
                     return  # a repeat of data already written: harmless
                 raise FlashError(FlashCode.CHUNK_GAP, f"chunk at offset {msg.offset}; the device expects {d.offset}", offset=d.offset)
-            data = fc.chunk_data(msg, d.chunk_size)
+            data = fc.chunk_data(msg, d.chunk_size, d.window)
             if d.offset + len(data) > total:
                 raise FlashError(FlashCode.BAD_CHUNK, f"chunk at offset {msg.offset} runs past the payload's end ({total})", offset=d.offset)
             self.storage.append(INCOMING_IMG, data)
             d.hasher.update(data)
             d.offset += len(data)
+            d.window = (d.window + data)[-fc.WINDOW_SIZE:]
 
     def end(self, msg: fc.End) -> fc.EndOk:
         with self._lock:

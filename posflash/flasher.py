@@ -8,7 +8,8 @@ the device reboots or the cable is replugged, within `reconnect_s`.
 `flash_image` sends one image:
 1. BEGIN with the image header; the device checks model, signature and counter before any data,
    and answers with the offset it already holds of this same image (a resume) or 0;
-2. CHUNKs from that offset, zlib-compressed per chunk (raw where compression would not help),
+2. CHUNKs from that offset, each zlib-compressed with the 32 KiB of payload before it as its preset
+   dictionary (raw where compression would not help; decodable from what the device already holds),
    keeping `in_flight` chunks unacknowledged so the wire never idles while the device writes;
 3. END: the device verifies the whole payload and signature, installs it in the inactive slot
    and reboots into it; then INFO until the new image confirmed its health (or rolled back).
@@ -381,7 +382,8 @@ def _send_chunks(conn: DeviceConnection, image: Image, session: bytes, begin: fc
             if stop_after is not None and next_offset >= stop_after:
                 raise _Stopped(next_offset)
             data = bytes(payload[next_offset : next_offset + begin.chunk_size])
-            chunk = fc.make_chunk(session, next_offset, data, level=level)
+            window = bytes(payload[max(0, next_offset - fc.WINDOW_SIZE) : next_offset])
+            chunk = fc.make_chunk(session, next_offset, data, level=level, window=window)
             conn.send(chunk, tag=_ChunkTag(generation, next_offset, len(data), fc.wire_size(chunk)))
             next_offset += len(data)
             outstanding += 1

@@ -26,8 +26,11 @@ Device -> host:
                    JSON {"code", "message"}
 
 CHUNK: `offset`/`length` are positions in the image payload (uncompressed); `crc32` is zlib's CRC-32
-of the uncompressed bytes; `encoding` 0 = raw, 1 = zlib (RFC 1950). `make_chunk` compresses and
-falls back to raw when compression would not save anything, so incompressible images never grow.
+of the uncompressed bytes; `encoding` 0 = raw, 1 = zlib (RFC 1950), 2 = zlib with a preset
+dictionary (RFC 1950 FDICT): the WINDOW_SIZE payload bytes just before `offset`, which the device has
+already written (and, after a resume, still holds), so a chunk compresses as if the image were one
+stream yet stays decodable on its own from what is on the device. `make_chunk` picks the smallest
+of the three, so incompressible images never grow.
 A CHUNK has no reply when it is written: the link ACK, which the device sends only after handling
 the frame, says so. Only a refused CHUNK gets an ERROR (with the offset the device expects).
 
@@ -74,6 +77,11 @@ class FlashType(enum.IntEnum):
 class Encoding(enum.IntEnum):
     RAW = 0
     ZLIB = 1
+    ZLIB_WINDOW = 2  # zlib with the preceding WINDOW_SIZE payload bytes as its preset dictionary
+
+
+# zlib's own window: a longer dictionary would not be used, a shorter one loses matches.
+WINDOW_SIZE = 32 * 1024
 
 
 class FlashCode(str, enum.Enum):
@@ -438,17 +446,28 @@ def error_reply(err: FlashError, *, req: int = 0, op: int = 0, session: bytes = 
 # ----------------------------------------------------------------------------- chunk data
 
 
-def make_chunk(session: bytes, offset: int, data: bytes, *, level: int = 6) -> Chunk:
-    """A CHUNK for `data` at `offset`: zlib-compressed if that saves bytes, raw otherwise."""
+def make_chunk(session: bytes, offset: int, data: bytes, *, level: int = 6, window: bytes = b"") -> Chunk:
+    """A CHUNK for `data` at `offset`: the smallest of raw, zlib, and zlib with `window` (the payload
+    bytes just before `offset`, at most WINDOW_SIZE of them) as a preset dictionary."""
     crc = zlib.crc32(data)
-    packed = zlib.compress(data, level) if level > 0 else data
-    if level > 0 and len(packed) < len(data):
-        return Chunk(session, offset, len(data), crc, Encoding.ZLIB, packed)
-    return Chunk(session, offset, len(data), crc, Encoding.RAW, bytes(data))
+    best = Chunk(session, offset, len(data), crc, Encoding.RAW, bytes(data))
+    if level <= 0:
+        return best
+    packed = zlib.compress(data, level)
+    if len(packed) < len(best.data):
+        best = Chunk(session, offset, len(data), crc, Encoding.ZLIB, packed)
+    window = bytes(window[-WINDOW_SIZE:])
+    if window:
+        deflater = zlib.compressobj(level, zdict=window)
+        packed = deflater.compress(data) + deflater.flush()
+        if len(packed) < len(best.data):
+            best = Chunk(session, offset, len(data), crc, Encoding.ZLIB_WINDOW, packed)
+    return best
 
 
-def chunk_data(chunk: Chunk, max_length: int) -> bytes:
-    """The uncompressed bytes of a CHUNK, checked against its length and CRC.
+def chunk_data(chunk: Chunk, max_length: int, window: bytes = b"") -> bytes:
+    """The uncompressed bytes of a CHUNK, checked against its length and CRC. `window` is the payload
+    written before the chunk's offset (only its last WINDOW_SIZE bytes are used).
 
     Decompression is bounded by `max_length`, so a crafted chunk cannot inflate without limit.
     """
@@ -457,7 +476,13 @@ def chunk_data(chunk: Chunk, max_length: int) -> bytes:
     if chunk.encoding is Encoding.RAW:
         data = chunk.data
     else:
-        inflater = zlib.decompressobj()
+        if chunk.encoding is Encoding.ZLIB_WINDOW:
+            dictionary = bytes(window[-WINDOW_SIZE:])
+            if not dictionary:
+                raise FlashError(FlashCode.BAD_CHUNK, f"chunk at offset {chunk.offset} needs the preceding payload as its dictionary, and there is none", offset=chunk.offset)
+            inflater = zlib.decompressobj(zdict=dictionary)
+        else:
+            inflater = zlib.decompressobj()
         try:
             data = inflater.decompress(chunk.data, chunk.length + 1)
         except zlib.error as exc:

@@ -81,6 +81,55 @@ def test_compressible_chunk_is_deflated_and_incompressible_sent_raw():
     assert fc.chunk_data(raw, 8192) == noise
 
 
+def _source_like(n: int, seed: int = 0) -> bytes:
+    """Text with the repetition of an application bundle: names recur across chunk boundaries."""
+    import random
+
+    rng = random.Random(seed)
+    words = [f"amount_fen_{i}" for i in range(300)] + ["def ", "return ", "self.", "journal", "    ", "\n"]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(words).encode()
+    return bytes(out[:n])
+
+
+def test_a_chunk_with_the_preceding_payload_as_dictionary_packs_like_one_stream():
+    payload = _source_like(256 * 1024)
+    chunk_size, session = 16 * 1024, os.urandom(16)
+    per_chunk = windowed = 0
+    for off in range(0, len(payload), chunk_size):
+        data, window = payload[off : off + chunk_size], payload[max(0, off - fc.WINDOW_SIZE) : off]
+        alone = fc.make_chunk(session, off, data, level=9)
+        best = fc.make_chunk(session, off, data, level=9, window=window)
+        assert fc.chunk_data(best, chunk_size, window) == data
+        per_chunk, windowed = per_chunk + len(alone.data), windowed + len(best.data)
+    whole = len(zlib.compress(payload, 9))
+    assert windowed < per_chunk  # the dictionary pays for itself
+    assert len(payload) / windowed >= 0.95 * len(payload) / whole  # issue 11: within 95 % of whole-image
+
+
+def test_a_windowed_chunk_needs_the_very_bytes_the_device_wrote():
+    payload = _source_like(64 * 1024, seed=1)
+    window, data = payload[:32 * 1024], payload[32 * 1024 : 48 * 1024]
+    chunk = fc.make_chunk(os.urandom(16), 32 * 1024, data, window=window)
+    assert chunk.encoding is fc.Encoding.ZLIB_WINDOW
+    with pytest.raises(FlashError) as info:
+        fc.chunk_data(chunk, 16 * 1024, b"")  # a device with nothing before the offset
+    assert info.value.code is FlashCode.BAD_CHUNK and info.value.offset == 32 * 1024
+    other = bytearray(window)
+    other[-1] ^= 0xFF
+    with pytest.raises(FlashError) as info:
+        fc.chunk_data(chunk, 16 * 1024, bytes(other))  # a device whose preceding bytes differ
+    assert info.value.code is FlashCode.BAD_CHUNK
+
+
+@given(st.binary(max_size=4096), st.binary(max_size=40 * 1024), st.integers(0, 9))
+def test_any_chunk_decodes_to_its_data_with_its_window(data, window, level):
+    chunk = fc.make_chunk(b"s" * 16, len(window), data, level=level, window=window)
+    assert len(chunk.data) <= len(data)  # never larger than raw
+    assert fc.chunk_data(fc.decode(*fc.encode(chunk)), max(len(data), 1), window) == data
+
+
 def test_chunk_refusals_name_the_offset():
     session = os.urandom(16)
     good = fc.make_chunk(session, 100, b"x" * 1000)
