@@ -130,7 +130,7 @@ def extract_face(face: Face, out_dir: Path) -> Path:
         body += data[src:src + length]
         body += b"\0" * (-len(body) % 4)  # tables start on 4-byte boundaries
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
+    partial = target.with_suffix(f".{os.getpid()}.part")  # two first runs at once each write their own
     partial.write_bytes(bytes(header) + bytes(body))
     os.replace(partial, target)  # never leave a half-written font where Kivy would load it
     return target

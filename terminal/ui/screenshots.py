@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SCREENS = ("home", "instruction_collect", "scan", "paying", "result_ok", "instruction_refund", "refund_pin",
-           "result_fail", "result_refund_fail", "history", "admin_pin", "settings")
+from terminal.ui.showcase import STATES
+
+SCREENS = tuple(name for name, screen in STATES)
 ORIENTATIONS = ("portrait", "landscape")
 LANGUAGES = ("zh", "en")
 # A child that takes longer than this on a loaded 2-core machine is hung.
@@ -153,8 +154,7 @@ async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> 
     from kivy.metrics import dp
 
     from terminal.ui import offscreen as off
-    from terminal.ui.model import Screen
-    from terminal.ui.showcase import views
+    from terminal.ui.showcase import STATES, enter
 
     vm = app.vm
     await off.until(lambda: app.root is not None, what="the app to start")
@@ -176,43 +176,17 @@ async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> 
 
     for lang in LANGUAGES:
         vm.set_language(lang)
-        vm._dismissed = None  # the same fixed outcomes are shown again in this language
-        v = views()
         backend.pin_tries = 3
-        backend.show(v["home"])
-        await shot("home", lang, Screen.HOME.value)
-        backend.show(v["instruction_collect"])
-        await shot("instruction_collect", lang, Screen.INSTRUCTION.value)
-        vm.open("scan")
-        await shot("scan", lang, Screen.SCAN.value)
-        backend.show(v["paying"])
-        await shot("paying", lang, Screen.PAYING.value)
-        backend.show(v["result_ok"])
-        await shot("result_ok", lang, Screen.RESULT.value)
-        backend.show(v["instruction_refund"])
-        await shot("instruction_refund", lang, Screen.INSTRUCTION.value)
-        vm.open("refund_pin")
-        for key in "1234":
-            vm.pin_key(key)
-        vm.pin_submit()  # the static backend answers "wrong PIN, 2 tries left"
-        await off.until(lambda: vm.worker.busy == 0)
-        for key in "24":
-            vm.pin_key(key)
-        await shot("refund_pin", lang, Screen.REFUND_PIN.value)
-        backend.show(v["result_fail"])
-        await shot("result_fail", lang, Screen.RESULT.value)
-        vm.dismiss_result()
-        backend.show(v["result_refund_fail"])
-        await shot("result_refund_fail", lang, Screen.RESULT.value)
-        vm.dismiss_result()
-        vm.open("history")
-        await shot("history", lang, Screen.HISTORY.value)
-        vm.back()
-        vm.open("admin_pin")
-        await shot("admin_pin", lang, Screen.ADMIN_PIN.value)
-        vm.open("settings")
-        await shot("settings", lang, Screen.SETTINGS.value)
-        vm.back()
+        for name, screen in STATES:
+            enter(vm, backend, name)
+            if name == "refund_pin":  # a wrong PIN first, then two digits of the next: the message and the dots
+                for key in "1234":
+                    vm.pin_key(key)
+                vm.pin_submit()  # the static backend answers "wrong PIN, 2 tries left"
+                await off.until(lambda: vm.worker.busy == 0)
+                for key in "24":
+                    vm.pin_key(key)
+            await shot(name, lang, screen)
     app.stop()
 
 

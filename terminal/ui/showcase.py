@@ -56,6 +56,30 @@ def views() -> dict[str, CashierView]:
     }
 
 
+# Every state the screenshots show, in their order: (name, the screen the app then shows).
+STATES: tuple[tuple[str, str], ...] = (
+    ("home", "home"), ("instruction_collect", "instruction"), ("scan", "scan"), ("paying", "paying"),
+    ("result_ok", "result"), ("instruction_refund", "instruction"), ("refund_pin", "refund_pin"),
+    ("result_fail", "result"), ("result_refund_fail", "result"), ("history", "history"), ("admin_pin", "admin_pin"),
+    ("settings", "settings"),
+)
+# States that are a view of the service, and those the cashier opens by hand on top of one.
+_OPENED_ON = {"scan": "instruction_collect", "refund_pin": "instruction_refund", "history": "home",
+              "admin_pin": "home", "settings": "home"}
+
+
+def enter(vm: object, backend: "StaticBackend", name: str) -> None:
+    """Bring the app to showcase state `name` from wherever it is (main thread; the screen follows
+    within a frame). Navigation and closed results of earlier states are forgotten."""
+    view = views()[_OPENED_ON.get(name, name)]
+    vm.back()  # type: ignore[attr-defined]
+    vm._dismissed = None  # type: ignore[attr-defined]  # the same fixed outcomes are shown again
+    backend.current = view
+    vm.refresh()  # type: ignore[attr-defined]
+    if name in _OPENED_ON:
+        vm.open(name)  # type: ignore[attr-defined]
+
+
 HISTORY = [
     HistoryRow("MZ20261123000124", Direction.COLLECT, 1_280_00, PayStatus.FAILED, T0 + 60, PayChannel.ALIPAY, "",
                texts.REASON[ResultCode.INSUFFICIENT_FUNDS]),
