@@ -6,8 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-# System packages: a CJK font for the POS screens and receipts; SDL/GL runtime for Kivy offscreen.
-APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb
+# System packages: a CJK font for the POS screens and receipts; SDL/GL runtime for Kivy offscreen;
+# a virtual X display and real X input for the click test (tests/terminal/ui/test_xclick.py).
+APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool
 APT_STAMP := $(VENV)/.apt-installed
 
 .PHONY: setup run test bench fuzz vectors screenshots clean help
@@ -22,7 +23,7 @@ help:
 
 setup: $(STAMP)
 
-$(APT_STAMP):
+$(APT_STAMP): Makefile  # a package added here is installed on the next make, too
 	@mkdir -p $(VENV)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -34,7 +35,7 @@ $(APT_STAMP):
 	fi
 	@touch $@
 
-$(STAMP): setup.cfg pyproject.toml $(APT_STAMP)
+$(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev,ui]'

@@ -1,0 +1,220 @@
+"""The real POS window on an X display, driven by real X input: xdotool moves the pointer and clicks
+(and types the scanner's keystrokes), the X server hands the events to SDL, SDL to Kivy, Kivy to
+whatever widget is at that point. Around it: a real TerminalService with the channel sandbox over
+HTTP, as in flow_run.py. Run by test_xclick.py under Xvfb:
+
+    DISPLAY=:N python -m tests.terminal.ui.xclick_run --work DIR --report FILE
+
+The app runs as pos-app runs it: `App.run()` on the main thread, Kivy's own loop and clock. A
+driver thread plays the HIS (submits instructions), the patient (a sandbox payment code) and the
+cashier (xdotool); it reads the screen's state through bindings made on the main thread and waits
+on them (conditions and drawn frames, never fixed sleeps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from terminal.ui import display
+
+display.prepare_kivy()  # the real app's settings: the interrupt clock, logging inside Python
+
+from terminal.ui.app import PORTRAIT, build_app, configure_window  # noqa: E402
+
+configure_window(PORTRAIT)
+
+from kivy.clock import Clock  # noqa: E402
+from kivy.core.window import Window  # noqa: E402
+
+from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
+from protocol.messages import PayChannel, PayStatus  # noqa: E402
+from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from terminal.ui import offscreen as off  # noqa: E402
+from terminal.ui.fonts import prepare_fonts  # noqa: E402
+from tests.terminal.helpers import Bridge, His, make_config, open_service  # noqa: E402
+
+FAST = {"query_interval_s": 0.1, "pay_deadline_s": 5.0, "read_timeout_s": 2.0}
+WAIT_S = 20.0
+XDOTOOL_TIMEOUT_S = 20
+
+
+class Screen:
+    """What the window shows, as seen from the driver thread: the view-model's screen, recorded by a
+    binding on the main thread."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        self.cond = threading.Condition()
+        self.name = app.vm.screen
+        app.vm.fbind("screen", self._screen)
+
+    def _screen(self, vm: object, name: str) -> None:
+        with self.cond:
+            self.name = name
+            self.cond.notify_all()
+
+    def wait(self, name: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.name == name, WAIT_S):
+                raise AssertionError(f"the window did not show {name} within {WAIT_S} s (it shows {self.name})")
+        # Three turns of the main loop: the new screen's layout (Clock callbacks, which may trigger
+        # each other) is done, so positions read from it are where the widgets are. (Frames are not
+        # counted: Kivy draws only when something changed.)
+        for _ in range(3):
+            self.on_main(lambda: None)
+
+    def on_main(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on Kivy's main thread and return its value."""
+        done, box = threading.Event(), {}
+
+        def run(dt: float) -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed to the driver thread, which fails with it
+                box["error"] = exc
+            done.set()
+
+        Clock.schedule_once(run, 0)
+        if not done.wait(WAIT_S):
+            raise AssertionError("the main thread did not answer")
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]
+
+
+def xdotool(*args: str) -> str:
+    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=XDOTOOL_TIMEOUT_S)
+    if done.returncode != 0:
+        raise AssertionError(f"xdotool {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def window_geometry(screen: Screen) -> tuple[str, int, int, int, int]:
+    """The POS window on the X screen: id, left, top, width, height (SDL tells its X window id)."""
+    window = str(screen.on_main(lambda: Window.get_window_info().window))
+    shell = dict(line.split("=", 1) for line in xdotool("getwindowgeometry", "--shell", window).split())
+    return window, int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
+
+
+def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, report: dict) -> None:  # type: ignore[no-untyped-def]
+    steps = report["steps"]
+    started = time.monotonic()
+
+    class Steps(list):  # each step also notes when it was done, for whoever reads a slow run's report
+        def append(self, step: str) -> None:
+            super().append(step)
+            report.setdefault("seconds", {})[step] = round(time.monotonic() - started, 2)
+
+    steps = Steps()
+    report["steps"] = steps
+    service = bridge.service
+    window, left, top, width, height = window_geometry(screen)
+    report["window"] = {"x": left, "y": top, "width": width, "height": height}
+    size = screen.on_main(lambda: tuple(Window.size))
+    assert (width, height) == size, f"the X window is {width}x{height}, Kivy draws {size}"
+
+    def click(text: str) -> None:
+        """Move the X pointer to the middle of the button showing `text` and click button 1."""
+        def centre() -> tuple[float, float]:
+            button = off.find_button(app.root.current_screen, text)
+            return off.window_centre(button)
+
+        x, y = screen.on_main(centre)  # type: ignore[misc]
+        # Kivy's origin is the window's bottom left, X's the screen's top left. (No --sync: it waits for
+        # the pointer to move, forever when it is already there; the click follows the move in order.)
+        xdotool("mousemove", str(round(left + x)), str(round(top + height - y)), "click", "1")
+
+    screen.wait("home")
+    steps.append("window on the X display")
+
+    # a collection arrives; the camera button and Back answer real clicks
+    order = f"MZ{int(time.time() * 1000)}"
+    collect = his.envelope(order, "+12.50")
+    service.submit_instruction(collect)
+    screen.wait("instruction")
+    click("摄像头扫码")
+    screen.wait("scan")
+    click("返回")
+    screen.wait("instruction")
+    steps.append("camera scan and back, clicked")
+
+    # the scanner types the patient's code as X key events; the payment goes through
+    code = str(sandbox.issue_code(PayChannel.WECHAT.value, "100.00")["code"])
+    xdotool("windowfocus", "--sync", window)
+    xdotool("type", "--delay", "4", code)
+    xdotool("key", "Return")
+    screen.wait("result")
+    result = bridge.result(collect.msg_id, timeout=WAIT_S)
+    assert result.pay_status is PayStatus.SUCCESS, f"HIS got {result.pay_status}"
+    assert int(sandbox.account(code)["balance_fen"]) == 100_00 - 12_50
+    click("完成")
+    screen.wait("home")
+    steps.append("collected with the scanner's keystrokes, done clicked")
+
+    # a second order, cancelled with a click
+    cancel_order = f"MZ{int(time.time() * 1000) + 1}"
+    cancelled = his.envelope(cancel_order, "+5.00")
+    service.submit_instruction(cancelled)
+    screen.wait("instruction")
+    click("取消收款")
+    screen.wait("result")
+    assert bridge.result(cancelled.msg_id, timeout=WAIT_S).pay_status is PayStatus.CLOSED
+    click("完成")
+    screen.wait("home")
+    steps.append("cancelled with a click")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args(argv)
+    work: Path = args.work
+    report: dict = {"error": None, "steps": [], "display": os.environ.get("DISPLAY")}
+    sandbox = SandboxProcess(str(work / "sandbox"))
+    sandbox.start()
+    service = None
+    try:
+        settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
+        service = open_service(work / "journal.db", make_config(channels=settings), build_clients(settings))
+        bridge, his = Bridge(service), His()
+        app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
+                        receipts_dir=work / "receipts")
+
+        def driver(screen: Screen) -> None:
+            try:
+                drive(app, screen, sandbox, bridge, his, report)
+            except BaseException as exc:
+                traceback.print_exc()
+                report["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                Clock.schedule_once(lambda dt: app.stop(), 0)
+
+        def start_driver(dt: float) -> None:  # on the main thread, once the loop runs
+            screen = Screen(app)
+            threading.Thread(target=driver, args=(screen,), name="xclick-driver", daemon=True).start()
+
+        Clock.schedule_once(start_driver, 0)
+        app.run()
+    except BaseException as exc:
+        traceback.print_exc()
+        report["error"] = report["error"] or f"{type(exc).__name__}: {exc}"
+    finally:
+        if service is not None:
+            service.close()
+        sandbox.stop()
+        args.report.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0 if report["error"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
