@@ -65,8 +65,8 @@ from terminal.receipt import Receipt, receipt_for
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
 from terminal.worker import Worker
-from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, result_message, result_view,
-                           screen_view, totals)
+from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, original_payment, result_message,
+                           result_view, screen_view, totals)
 
 log = logging.getLogger("terminal.service")
 
@@ -414,6 +414,7 @@ class TerminalService:
                 last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
+                original=original_payment(self.journal, head),
             )
 
     def _result_view(self, seq: int) -> ResultView | None:

@@ -71,6 +71,21 @@ class ResultView:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginalPayment:
+    """The collection a refund goes back against: what the supervisor approves the refund against."""
+
+    channel: PayChannel
+    paid_fen: int
+    refunded_fen: int  # refunded already, or being refunded: no longer refundable
+    collected_at: float
+    channel_txn_id: str
+
+    @property
+    def remaining_fen(self) -> int:
+        return max(0, self.paid_fen - self.refunded_fen)
+
+
+@dataclass(frozen=True, slots=True)
 class ScreenView:
     revision: int  # grows with every change; a UI drops views older than the one it shows
     screen: Screen
@@ -94,6 +109,7 @@ class ScreenView:
     queued: int  # further instructions waiting behind this one
     last_result: ResultView | None
     link_up: bool
+    original: OriginalPayment | None = None  # a refund: the payment it goes back against (None: not found)
 
     @property
     def amount_text(self) -> str | None:
@@ -198,9 +214,21 @@ def totals(day: str, entries: list[HistoryEntry]) -> DayTotals:
     return DayTotals(day, tuple(ChannelTotals(c, *sums[c]) for c in PayChannel if c in sums))
 
 
+def original_payment(journal: Journal, head: InstructionRow | None) -> OriginalPayment | None:
+    """For a refund in front of the cashier: the collection of its order on this device, or None."""
+    if head is None or head.direction is not Direction.REFUND:
+        return None
+    collection = journal.collection(head.order_no)
+    if collection is None:
+        return None
+    return OriginalPayment(collection.channel, collection.paid_fen, journal.committed_refunds_fen(head.order_no),
+                           collection.collected_at, collection.channel_txn_id)
+
+
 def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptRow | None, queued: int, now: float,
                 last_result: ResultView | None, show_result: bool, notice: Text | None, link_up: bool,
-                pin_tries_left: int | None, pin_locked_until: float | None) -> ScreenView:
+                pin_tries_left: int | None, pin_locked_until: float | None,
+                original: OriginalPayment | None = None) -> ScreenView:
     if head is None:
         screen = Screen.RESULT if (show_result and last_result is not None) else Screen.IDLE
         message = last_result.message if screen is Screen.RESULT and last_result is not None else texts.IDLE
@@ -224,5 +252,5 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
         can_scan=state in (State.AWAITING_SCAN, State.DECLINED),
         can_cancel=state in (State.AWAITING_SCAN, State.DECLINED, State.USER_PAYING, State.AWAITING_SUPERVISOR),
         pin_tries_left=pin_tries_left if supervisor else None, pin_locked_until=pin_locked_until if supervisor else None,
-        queued=queued, last_result=last_result, link_up=link_up,
+        queued=queued, last_result=last_result, link_up=link_up, original=original,
     )

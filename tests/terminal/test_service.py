@@ -152,6 +152,26 @@ def test_refund_gates(svc, amount, code):
         assert (view.screen, view.amount_text, view.pin_tries_left) == (Screen.AWAITING_SUPERVISOR, "-1.00", 3)
 
 
+def test_a_refund_shows_the_payment_it_goes_back_against(svc):
+    """The supervisor approves against the original payment: its channel, what was paid, what was
+    refunded already and what remains (finding 5 of issue 16)."""
+    seed_collection(svc.journal, "MZ9", 1250)
+    with svc.journal.transaction("seed refund") as tx:  # 3.00 of it refunded earlier
+        seq = tx.add_instruction(kid="k2026a", msg_id="SEED-R", envelope_ts=1, terminal_id="T0001", order_no="MZ9",
+                                 kind=Kind.REFUND, amount_fen=300, display=None, now=time.time())
+        assert tx.reserve_refund(out_refund_no="RMZ9-1", seq=seq, order_no="MZ9", refund_fen=300, now=time.time())
+        tx.settle_refund("RMZ9-1", refunded=True, channel_refund_id="5000001", now=time.time())
+        tx.advance(seq, State.QUEUED, State.FINISHED, time.time(), pay_status=PayStatus.REFUNDED, finished_at=time.time())
+    svc.submit_instruction(His().envelope("MZ9", "-1.00", msg_id="HIS-R"))
+    original = svc.view().original
+    assert original is not None and svc.view().screen is Screen.AWAITING_SUPERVISOR
+    assert (original.channel, original.paid_fen, original.refunded_fen, original.remaining_fen, original.channel_txn_id) == \
+        (PayChannel.WECHAT, 1250, 300, 950, "4200000001")
+    svc.decline_refund()
+    svc.submit_instruction(His().envelope("MZ10", "+2.00", msg_id="HIS-C"))
+    assert svc.view().screen is Screen.AWAITING_SCAN and svc.view().original is None  # a collection has none
+
+
 def test_wrong_pins_lock_out_and_survive_a_restart(tmp_path):
     svc = open_service(tmp_path / "j.db")
     seed_collection(svc.journal, "MZ9", 1250)
