@@ -61,11 +61,17 @@ def channel_endpoints(channels: object) -> list[str]:
     return urls
 
 
+def is_sandbox(urls: list[str]) -> bool:
+    """Every payment channel is on this machine: the channel sandbox, no real money moves."""
+    hosts = {urlsplit(u).hostname for u in urls if urlsplit(u).hostname}
+    return bool(hosts) and hosts <= {"127.0.0.1", "localhost", "::1"}
+
+
 def channel_environment(urls: list[str]) -> Text:
     hosts = sorted({urlsplit(u).netloc for u in urls if urlsplit(u).netloc})
     if not hosts:
         return Text("未配置", "Not configured")
-    if all(h.split(":")[0] in ("127.0.0.1", "localhost", "::1") for h in hosts):
+    if is_sandbox(urls):
         return Text(f"沙箱（{', '.join(hosts)}）", f"Sandbox ({', '.join(hosts)})")
     if all(h.split(":")[0] in PRODUCTION_HOSTS for h in hosts):
         return Text("生产环境", "Production")
@@ -125,6 +131,7 @@ class ServiceBackend:
         self._deadline_total: tuple[str | None, float] = (None, 0.0)
         urls = channel_endpoints(self.config.channels)
         self._env = channel_environment(urls)
+        self._sandbox = is_sandbox(urls)
         self.probe = NetworkProbe(urls, self._changed) if probe_network else None
         self._remove_observer = service.add_observer(self._observe)
         if self.probe is not None:
@@ -151,7 +158,7 @@ class ServiceBackend:
         order = None
         if v.order_no is not None and v.direction is not None and v.amount_fen is not None:
             order = Order(v.order_no, v.direction, v.amount_fen, v.patient,
-                          tuple(Item(i.name, i.qty, i.amount_fen) for i in v.items), v.channel)
+                          tuple(Item(i.name, i.qty, i.amount_fen) for i in v.items), v.channel, v.original)
         deadline = total = None
         if v.countdown_s is not None:
             deadline = time.time() + v.countdown_s  # the service's clock may be injected: keep only the interval
@@ -225,13 +232,14 @@ class ServiceBackend:
         for e in self.service.history(order_no=search or None):
             reason = None if e.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and e.error_code is None else e.message
             rows.append(HistoryRow(e.order_no, e.direction, e.amount_fen, e.pay_status, e.finished_at, e.channel,
-                                   e.pay_order_no, reason))
+                                   e.pay_order_no, reason, e.msg_id))
         return rows
 
     def about(self) -> About:
         c = self.config
         return About(c.device.device_id, self.firmware_version, c.device.model, c.device.serial_no,
-                     Text(c.merchant_name, c.merchant_name_en or c.merchant_name), self._env)
+                     Text(c.merchant_name, c.merchant_name_en or c.merchant_name), self._env, self._sandbox,
+                     c.admin_pin_hash is not None)
 
     def receipt(self, msg_id: str) -> Receipt | None:
         return self.service.receipt(msg_id)

@@ -16,6 +16,7 @@ from protocol.amount import Direction, format_yuan
 from protocol.messages import PayChannel, PayStatus
 from terminal.receipt import Receipt
 from terminal.texts import Text
+from terminal.view import OriginalPayment
 
 
 def display_yuan(fen: int) -> str:
@@ -63,6 +64,7 @@ class Order:
     patient: str | None = None
     items: tuple[Item, ...] = ()
     channel: PayChannel | None = None
+    original: OriginalPayment | None = None  # a refund: the payment it goes back against, as the service found it
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class HistoryRow:
     channel: PayChannel | None = None
     pay_order_no: str = ""
     reason: Text | None = None
+    msg_id: str = ""  # the HIS instruction's msg_id: the service finds the receipt by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,8 @@ class About:
     serial_no: str = ""
     merchant: Text = Text("", "")
     channel_env: Text = Text("", "")
+    sandbox: bool = False  # the payment channels are the sandbox: the screens say "test, no real money"
+    admin_pin_set: bool = True  # the configuration has an admin PIN: the settings can be opened
 
 
 class LinkState(enum.Enum):

@@ -145,22 +145,55 @@ def _inside_scroll(widget: Widget) -> bool:
     return False
 
 
-def _needed_size(label: Label) -> tuple[float, float]:
-    """How big the label's text really is when laid out in its width (Kivy reports a texture of
-    exactly text_size when both are set, hiding clipped lines, so measure again)."""
+def _laid_out(label: Label) -> object:
+    """The label's text laid out again in its width (Kivy reports a texture of exactly text_size when
+    both are set, hiding clipped lines, so measure again)."""
     from kivy.core.text import Label as CoreLabel
 
     options = dict(label._label.options)
-    text_width = label.text_size[0]
-    options["text_size"] = (text_width, None)
+    options["text_size"] = (label.text_size[0], None)
     core = CoreLabel(**options)
     core.text = label.text
     core.refresh()
+    return core
+
+
+def _needed_size(label: Label) -> tuple[float, float]:
+    """How big the label's text really is when laid out in its width."""
+    core = _laid_out(label)
+    text_width = label.text_size[0]
     return core.content_width if text_width is None else min(core.content_width, text_width), core.content_height
 
 
+def _is_ascii_alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def wrap_problems(label: Label) -> list[str]:
+    """Lines that read badly: a line holding one character of a longer paragraph (a lone "1" or
+    "消"), and a number or word cut in two by a wrap (a transaction number must stay whole)."""
+    if label.text_size[0] is None:
+        return []
+    lines = [("".join(w.text for w in line.words), bool(line.line_wrap)) for line in _laid_out(label)._cached_lines]
+    problems = []
+    source, position = label.text, 0
+    for i, (text, wrapped) in enumerate(lines):
+        if len(text.strip()) == 1 and len(lines) > 1 and (wrapped or (i + 1 < len(lines) and lines[i + 1][1])):
+            problems.append(f"{type(label).__name__} {label.text!r}: {text.strip()!r} alone on a line")
+        found = source.find(text.strip(), position) if text.strip() else -1
+        if found < 0:
+            continue
+        start, position = found, found + len(text.strip())
+        cut_here = i > 0 and wrapped and start > 0 and not source[start - 1].isspace()
+        if cut_here and _is_ascii_alnum(source[start - 1]) and _is_ascii_alnum(source[start]):
+            problems.append(f"{type(label).__name__} {label.text!r}: a word cut by the wrap "
+                            f"({source[max(0, start - 6):start]!r} | {source[start:start + 6]!r})")
+    return problems
+
+
 def layout_problems(root: Widget, tolerance: float = 1.0) -> list[str]:
-    """Widgets drawn outside the window, and labels whose text does not fit their box."""
+    """Widgets drawn outside the window, labels whose text does not fit their box, and wraps that
+    leave a character alone on a line or cut a number in two."""
     width, height = Window.size
     problems = []
     for w in walk(root):
@@ -176,6 +209,7 @@ def layout_problems(root: Widget, tolerance: float = 1.0) -> list[str]:
         if need_w > label.width + tolerance or need_h > label.height + tolerance:
             problems.append(f"{type(label).__name__} {label.text!r} needs {need_w:.0f}x{need_h:.0f} "
                             f"but has {label.width:.0f}x{label.height:.0f} (clipped)")
+        problems += wrap_problems(label)
     return problems
 
 

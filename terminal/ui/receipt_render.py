@@ -26,6 +26,7 @@ import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from protocol.amount import Direction
+from protocol.messages import PayStatus
 from terminal.receipt import Receipt
 from terminal.texts import Text
 from terminal.ui.catalogue import pick, tr
@@ -60,14 +61,29 @@ def _status_key(receipt: Receipt) -> str:
     return f"status.{receipt.pay_status.value}"
 
 
-def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh") -> Image.Image:
-    """The receipt as a 1-bit image 384 dots wide, as long as its content."""
+def money_moved(receipt: Receipt) -> bool:
+    """Only a payment or refund that went through gets a slip that looks like a receipt."""
+    return receipt.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and receipt.error_code is None
+
+
+def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh",
+                   drawn: list[tuple[str, int]] | None = None) -> Image.Image:
+    """The receipt as a 1-bit image 384 dots wide, as long as its content. A payment that did not go
+    through gets a "交易失败 / 未收款" slip instead: that heading large, the amount in body type, no
+    transaction number, never the paid slip's big bold amount. `drawn` (tests) collects each text
+    drawn, with its font size."""
     canvas = Image.new("L", (WIDTH, 4000), 255)
     draw = ImageDraw.Draw(canvas)
     y = MARGIN
+    moved = money_moved(receipt)
 
     def text_width(text: str, font: ImageFont.FreeTypeFont) -> int:
         return int(draw.textlength(text, font=font))
+
+    def put(xy: tuple[int, int], text: str, font: ImageFont.FreeTypeFont) -> None:
+        draw.text(xy, text, font=font, fill=0)
+        if drawn is not None:
+            drawn.append((text, font.size))
 
     def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
         lines, line = [], ""
@@ -81,17 +97,23 @@ def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh") -> I
     def centred(text: str, font: ImageFont.FreeTypeFont, gap: int = 6) -> None:
         nonlocal y
         for line in wrap(text, font, WIDTH - 2 * MARGIN):
-            draw.text(((WIDTH - text_width(line, font)) // 2, y), line, font=font, fill=0)
+            put(((WIDTH - text_width(line, font)) // 2, y), line, font)
             y += font.size + gap
 
     def field(label: str, value: str) -> None:
+        """The label on the left, the value on the right; a value too long for that (a transaction
+        number) goes whole on the next line, in the small type if need be, never cut."""
         nonlocal y
         font = fonts.body
         label_w = text_width(label, font) + 12
-        draw.text((MARGIN, y), label, font=font, fill=0)
-        lines = wrap(value, font, WIDTH - 2 * MARGIN - label_w) or [""]
+        put((MARGIN, y), label, font)
+        if text_width(value, font) > WIDTH - 2 * MARGIN - label_w:
+            y += font.size + 4
+            if text_width(value, font) > WIDTH - 2 * MARGIN:
+                font = fonts.small
+        lines = wrap(value, font, WIDTH - 2 * MARGIN) or [""]
         for line in lines:
-            draw.text((WIDTH - MARGIN - text_width(line, font), y), line, font=font, fill=0)
+            put((WIDTH - MARGIN - text_width(line, font), y), line, font)
             y += font.size + 8
 
     def rule() -> None:
@@ -104,10 +126,14 @@ def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh") -> I
     merchant = Text(receipt.merchant_name, receipt.merchant_name_en or receipt.merchant_name)
     centred(pick(merchant, lang), fonts.title)
     refund = receipt.direction is Direction.REFUND
-    centred(tr("receipt.title.refund" if refund else "receipt.title.collect", lang), fonts.body)
+    if moved:
+        centred(tr("receipt.title.refund" if refund else "receipt.title.collect", lang), fonts.body)
+    else:
+        centred(tr("receipt.title.refund_failed" if refund else "receipt.title.failed", lang), fonts.title)
+        centred(tr("receipt.not_proof", lang), fonts.body)
     rule()
     field(tr("receipt.order_no", lang), receipt.order_no)
-    if receipt.channel_txn_no:
+    if receipt.channel_txn_no and moved:
         field(tr("receipt.pay_order_no", lang), receipt.channel_txn_no)
     if receipt.channel_name is not None:
         field(tr("receipt.channel", lang), pick(receipt.channel_name, lang))
@@ -119,9 +145,12 @@ def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh") -> I
             field(f"{item.name} ×{item.qty}", display_yuan(item.amount_fen))
     rule()
     amount = f"{'-' if refund else ''}¥{display_yuan(receipt.amount_fen)}"
-    draw.text((MARGIN, y + 10), tr("receipt.amount", lang), font=fonts.body, fill=0)
-    draw.text((WIDTH - MARGIN - text_width(amount, fonts.amount), y), amount, font=fonts.amount, fill=0)
-    y += fonts.amount.size + 14
+    if moved:
+        put((MARGIN, y + 10), tr("receipt.amount", lang), fonts.body)
+        put((WIDTH - MARGIN - text_width(amount, fonts.amount), y), amount, fonts.amount)
+        y += fonts.amount.size + 14
+    else:
+        field(tr("receipt.amount", lang), amount)
     field(tr("receipt.status", lang), tr(_status_key(receipt), lang))
     if receipt.error_code is not None:
         centred(pick(receipt.title, lang), fonts.small)  # the reason, in plain words

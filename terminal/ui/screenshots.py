@@ -52,8 +52,8 @@ def expected_files() -> set[str]:
     return screen_files() | {sheet_name(o, lang) for o in ORIENTATIONS for lang in LANGUAGES}
 
 
-# columns and scale of the contact sheets: portrait 6 x 2 at 40 %, landscape 4 x 3 at 60 %
-SHEET_LAYOUT = {"portrait": (6, 0.4), "landscape": (4, 0.6)}
+# columns and scale of the contact sheets: portrait 7 x 2 at 40 %, landscape 4 x 4 at 60 %
+SHEET_LAYOUT = {"portrait": (7, 0.4), "landscape": (4, 0.6)}
 SHEET_GAP = 6
 SHEET_BG = (40, 44, 52)
 

@@ -9,6 +9,7 @@ tests/terminal/ui/test_flow.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from protocol.amount import Direction
@@ -17,6 +18,7 @@ from terminal import texts
 from terminal.texts import Text
 from terminal.ui.model import (About, CashierView, ChannelTotal, HistoryRow, Item, LinkState, NetState, Order, Outcome,
                                PinAnswer, PinState, Phase)
+from terminal.view import OriginalPayment
 
 # A fixed moment, so the screenshots do not change from run to run: 2026-11-23 10:15:32 +08:00.
 # The showcase app runs on a clock stopped at T0 (PosViewModel(clock=...)), in this time zone.
@@ -27,11 +29,14 @@ TIME_ZONE = "CST-8"  # China Standard Time as a POSIX rule: no time zone databas
 def clock() -> float:
     return T0
 ABOUT = About("D-SN-000123", "1.4.2", "HIS-POS-1", "SN000123", Text("示例市人民医院", "Example City Hospital"),
-              Text("沙箱（127.0.0.1:18080）", "Sandbox (127.0.0.1:18080)"))
+              Text("沙箱（127.0.0.1:18080）", "Sandbox (127.0.0.1:18080)"), sandbox=True)
 TOTALS = (ChannelTotal(PayChannel.WECHAT, 12, 1_236_50, 12_50), ChannelTotal(PayChannel.ALIPAY, 7, 845_00, 0))
 ITEMS = (Item("阿莫西林胶囊 0.25g", "2盒", 36_80), Item("血常规检查", "1", 25_00), Item("门诊诊查费", "1", 10_00))
 COLLECT = Order("MZ20261123000123", Direction.COLLECT, 71_80, "张*明", ITEMS)
-REFUND = Order("MZ20261123000123", Direction.REFUND, 36_80, "张*明", ITEMS[:1])
+PAID = OriginalPayment(PayChannel.WECHAT, 71_80, 0, T0 - 3600, "4200001234202611230000012345")
+REFUND = Order("MZ20261123000123", Direction.REFUND, 36_80, "张*明", ITEMS[:1], original=PAID)
+# An inpatient deposit: no item list; the channel declined the first code (the patient's balance).
+DEPOSIT = Order("ZY20261123000007", Direction.COLLECT, 2_000_00, "李*华")
 
 
 def views() -> dict[str, CashierView]:
@@ -43,9 +48,12 @@ def views() -> dict[str, CashierView]:
     refund_failed = Outcome(REFUND.order_no, Direction.REFUND, REFUND.amount_fen, PayStatus.REFUND_FAILED, T0 + 90,
                             PayChannel.WECHAT, "", texts.REASON[ResultCode.REFUND_REJECTED], ResultCode.REFUND_REJECTED.value,
                             msg_id="HIS-000003")
+    reason = texts.REASON[ResultCode.INSUFFICIENT_FUNDS]  # as terminal.view words a decline
+    declined = Text(f"{reason.zh}。{texts.DECLINED_CHOICE.zh}", f"{reason.en}. {texts.DECLINED_CHOICE.en}")
     return {
         "home": CashierView(Phase.IDLE, message=texts.IDLE, **base),
         "instruction_collect": CashierView(Phase.AWAITING_SCAN, COLLECT, texts.SCAN_PROMPT, can_cancel=True, queued=1, **base),
+        "instruction_declined": CashierView(Phase.AWAITING_SCAN, DEPOSIT, declined, warning=True, can_cancel=True, **base),
         "paying": CashierView(Phase.PAYING, COLLECT, texts.USER_PAYING, deadline=T0 + 24.2, deadline_total_s=30,
                               can_cancel=True, **base),
         "result_ok": CashierView(Phase.RESULT, None, outcome=ok, **base),
@@ -58,14 +66,17 @@ def views() -> dict[str, CashierView]:
 
 # Every state the screenshots show, in their order: (name, the screen the app then shows).
 STATES: tuple[tuple[str, str], ...] = (
-    ("home", "home"), ("instruction_collect", "instruction"), ("scan", "scan"), ("paying", "paying"),
+    ("home", "home"), ("instruction_collect", "instruction"), ("scan", "scan"), ("instruction_declined", "instruction"),
+    ("paying", "paying"),
     ("result_ok", "result"), ("instruction_refund", "instruction"), ("refund_pin", "refund_pin"),
     ("result_fail", "result"), ("result_refund_fail", "result"), ("history", "history"), ("admin_pin", "admin_pin"),
-    ("settings", "settings"),
+    ("admin_pin_unset", "admin_pin"), ("settings", "settings"),
 )
 # States that are a view of the service, and those the cashier opens by hand on top of one.
 _OPENED_ON = {"scan": "instruction_collect", "refund_pin": "instruction_refund", "history": "home",
-              "admin_pin": "home", "settings": "home"}
+              "admin_pin": "home", "admin_pin_unset": "home", "settings": "home"}
+# A device whose configuration has no admin PIN: the PIN screen says so up front.
+NO_ADMIN_PIN = dataclasses.replace(ABOUT, admin_pin_set=False)
 
 
 def enter(vm: object, backend: "StaticBackend", name: str) -> None:
@@ -75,19 +86,23 @@ def enter(vm: object, backend: "StaticBackend", name: str) -> None:
     vm.back()  # type: ignore[attr-defined]
     vm._dismissed = None  # type: ignore[attr-defined]  # the same fixed outcomes are shown again
     backend.current = view
+    vm.about = NO_ADMIN_PIN if name == "admin_pin_unset" else ABOUT  # type: ignore[attr-defined]
     vm.refresh()  # type: ignore[attr-defined]
     if name in _OPENED_ON:
-        vm.open(name)  # type: ignore[attr-defined]
+        vm.open(name.replace("_unset", ""))  # type: ignore[attr-defined]
 
 
 HISTORY = [
     HistoryRow("MZ20261123000124", Direction.COLLECT, 1_280_00, PayStatus.FAILED, T0 + 60, PayChannel.ALIPAY, "",
-               texts.REASON[ResultCode.INSUFFICIENT_FUNDS]),
-    HistoryRow("MZ20261123000123", Direction.REFUND, 36_80, PayStatus.REFUNDED, T0 + 30, PayChannel.WECHAT, "50001234"),
-    HistoryRow("MZ20261123000123", Direction.COLLECT, 71_80, PayStatus.SUCCESS, T0, PayChannel.WECHAT, "4200001234"),
-    HistoryRow("MZ20261123000119", Direction.COLLECT, 12_345_678_90, PayStatus.SUCCESS, T0 - 600, PayChannel.ALIPAY, "2026"),
+               texts.REASON[ResultCode.INSUFFICIENT_FUNDS], "HIS-000005"),
+    HistoryRow("MZ20261123000123", Direction.REFUND, 36_80, PayStatus.REFUNDED, T0 + 30, PayChannel.WECHAT, "50001234",
+               msg_id="HIS-000004"),
+    HistoryRow("MZ20261123000123", Direction.COLLECT, 71_80, PayStatus.SUCCESS, T0, PayChannel.WECHAT, "4200001234",
+               msg_id="HIS-000001"),
+    HistoryRow("MZ20261123000119", Direction.COLLECT, 12_345_678_90, PayStatus.SUCCESS, T0 - 600, PayChannel.ALIPAY, "2026",
+               msg_id="HIS-000000"),
     HistoryRow("ZY20261123000007", Direction.COLLECT, 50_00, PayStatus.CLOSED, T0 - 900, None, "",
-               texts.REASON[ResultCode.CANCELLED]),
+               texts.REASON[ResultCode.CANCELLED], "HIS-000006"),
 ]
 
 

@@ -34,6 +34,9 @@ AMOUNT_NOT_MOVED = (0.45, 0.48, 0.53, 1)
 SCROLL_BAR = (0.38, 0.42, 0.49, 0.85)
 SCROLL_BAR_IDLE = (0.38, 0.42, 0.49, 0.55)
 
+# The test-environment banner: amber, like a warning sign, with ink text.
+TEST_BANNER = (1.0, 0.80, 0.22, 1)
+
 MIN_TOUCH_DP = 48
 
 

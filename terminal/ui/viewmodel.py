@@ -83,6 +83,7 @@ class PosViewModel(EventDispatcher):
     message = ObjectProperty(None, allownone=True)  # Text
     warning = BooleanProperty(False)
     queued = NumericProperty(0)
+    original = ObjectProperty(None, allownone=True)  # a refund: the payment it goes back against (view.OriginalPayment)
     # paying
     countdown = NumericProperty(0)
     countdown_total = NumericProperty(0)
@@ -95,7 +96,11 @@ class PosViewModel(EventDispatcher):
     outcome = ObjectProperty(None, allownone=True)  # model.Outcome
     result_ok = BooleanProperty(False)
     print_message = ObjectProperty(None, allownone=True)  # Text
-    # home
+    # home (and every top bar)
+    clock_text = StringProperty("")  # "10:15", local time
+    test_env = BooleanProperty(False)  # the channels are the sandbox: a banner says no real money moves
+    last_receipt_id = StringProperty("")  # msg_id of the last payment or refund that went through: reprint
+    reprint_message = ObjectProperty(None, allownone=True)  # Text
     link = StringProperty(LinkState.DOWN.value)
     network = StringProperty(NetState.UNKNOWN.value)
     totals = ListProperty([])  # [(channel Text, count, collected_text, refunded_text)]
@@ -106,6 +111,7 @@ class PosViewModel(EventDispatcher):
     about = ObjectProperty(None, allownone=True)  # model.About
     camera_status = StringProperty("no_camera")
     printer = StringProperty("")
+    admin_pin_set = BooleanProperty(True)
     # set on every refresh: benchmarks and tests wait for it
     refreshed = NumericProperty(0)
 
@@ -127,8 +133,10 @@ class PosViewModel(EventDispatcher):
         self._pending = False
         self._closed = False
         self.about = backend.about()
+        self._tick(0)
         Clock.schedule_interval(self._tick, COUNTDOWN_TICK_S)
         backend.subscribe(self.notify)
+        self._find_last_receipt()
 
     # --- from the service ------------------------------------------------------------------------
 
@@ -139,8 +147,24 @@ class PosViewModel(EventDispatcher):
         self._manual, self._dismissed, self._order_key = None, None, None
         self.pin_entry, self.pin_message, self.print_message = "", None, None
         self.about = backend.about()
+        self.last_receipt_id, self.reprint_message = "", None
         backend.subscribe(self.notify)
         self.refresh()
+        self._find_last_receipt()
+
+    def on_about(self, instance: object, about: About | None) -> None:
+        self.test_env = bool(about and about.sandbox)
+        self.admin_pin_set = bool(about is None or about.admin_pin_set)
+
+    def _find_last_receipt(self) -> None:
+        """The newest payment or refund of today that went through: what "reprint" prints."""
+        def newest(answer: object) -> None:
+            if isinstance(answer, list) and not self.last_receipt_id:
+                ok = [row for row in answer if row.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED)
+                      and row.reason is None and row.msg_id]
+                if ok:
+                    self.last_receipt_id = ok[0].msg_id
+        self.worker.submit(lambda: self.backend.history(""), newest)
 
     def notify(self) -> None:
         """Called from any thread when the service's state changed."""
@@ -172,6 +196,7 @@ class PosViewModel(EventDispatcher):
             self.amount_text = display_yuan(order.amount_fen)
             self.patient = order.patient or ""
             self.items = [(i.name, i.qty, display_yuan(i.amount_fen)) for i in order.items]
+            self.original = order.original
         self.message, self.warning = view.message, view.warning
         self.queued = view.queued
         self.can_cancel = view.can_cancel
@@ -180,6 +205,8 @@ class PosViewModel(EventDispatcher):
         self._tick(0)
         self.outcome = view.outcome
         self.result_ok = bool(view.outcome and view.outcome.ok)
+        if view.outcome is not None and view.outcome.ok and view.outcome.msg_id:
+            self.last_receipt_id = view.outcome.msg_id
         if view.pin is not None and view.pin.wrong and self.screen == Screen.REFUND_PIN.value:
             self.pin_message = _pin_text(view.pin.tries_left, view.pin.locked_until, self.clock())
         self.link, self.network = view.link.value, view.network.value
@@ -194,6 +221,7 @@ class PosViewModel(EventDispatcher):
         self.screen = route(self._view, self._manual, dismissed).value
 
     def _tick(self, dt: float) -> None:
+        self.clock_text = time.strftime("%H:%M", time.localtime(self.clock()))
         if self._deadline is None:
             self.countdown = 0
             return
@@ -293,31 +321,49 @@ class PosViewModel(EventDispatcher):
             self.history_rows = [_history_row(row) for row in answer]
 
     def print_receipt(self) -> None:
+        """The receipt of the result on screen (only a payment or refund that went through has one)."""
         outcome, lang = self.outcome, self.lang
-        if outcome is None or self.receipt_fonts is None or self.receipts_dir is None:
+        if outcome is None or not outcome.ok:
+            self.print_message = STRINGS["receipt.none_for_failure"]
             return
+        self.print_message = STRINGS["result.printing"]
         self.worker.submit(lambda: self._print(outcome.msg_id, lang), self._after_print)
+
+    def reprint_last(self) -> None:
+        """The receipt of the last payment or refund that went through, again (a jammed printer, a
+        patient who lost it)."""
+        msg_id, lang = self.last_receipt_id, self.lang
+        if not msg_id:
+            self.reprint_message = STRINGS["home.nothing_to_reprint"]
+            return
+        self.reprint_message = STRINGS["result.printing"]
+        self.worker.submit(lambda: self._print(msg_id, lang), self._after_reprint)
 
     def _print(self, msg_id: str, lang: str) -> Text:
         from terminal.ui import receipt_render as rr
 
+        if self.receipts_dir is None or self.receipt_fonts is None:
+            return STRINGS["result.no_receipts_dir"]
         receipt = self.backend.receipt(msg_id)
         if receipt is None:
-            return Text("没有可打印的小票", "No receipt to print")
+            return STRINGS["result.no_receipt"]
         image = rr.render_receipt(receipt, self.receipt_fonts, lang)  # type: ignore[arg-type]
-        assert self.receipts_dir is not None
         path = rr.save_receipt(image, self.receipts_dir, receipt)
         self.last_receipt = path
+        where = _shown_path(path)
         if not self.printer:
-            return Text(tr("result.saved", "zh", path=path.name), tr("result.saved", "en", path=path.name))
+            return Text(tr("result.saved", "zh", path=where), tr("result.saved", "en", path=where))
         try:
             rr.print_png(path, self.printer)
         except rr.PrintError as exc:
-            return Text(tr("result.print_failed", "zh", error=exc), tr("result.print_failed", "en", error=exc))
+            return Text(tr("result.print_failed", "zh", error=exc, path=where), tr("result.print_failed", "en", error=exc, path=where))
         return STRINGS["result.printed"]
 
     def _after_print(self, answer: object) -> None:
         self.print_message = answer if isinstance(answer, Text) else Text(str(answer), str(answer))
+
+    def _after_reprint(self, answer: object) -> None:
+        self.reprint_message = answer if isinstance(answer, Text) else Text(str(answer), str(answer))
 
     # --- helpers the .kv files call ---------------------------------------------------------------
 
@@ -327,6 +373,16 @@ class PosViewModel(EventDispatcher):
     def close(self) -> None:
         self._closed = True
         self.worker.stop()
+
+
+def _shown_path(path: Path) -> str:
+    """Where a receipt went, as the cashier (or the demo's user) can find it: relative to the
+    working directory when it lies below it, else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
 
 
 def _pin_text(tries_left: int, locked_until: float, now: float) -> Text:

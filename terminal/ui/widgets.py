@@ -1,5 +1,6 @@
-"""The few widgets that need Python: drawn markers (no font glyph can go missing) and a label
-that shrinks its font until the text fits (a 9-digit amount on an 800x480 screen).
+"""The few widgets that need Python: drawn markers (no font glyph can go missing), PIN dots, the
+countdown bar, and a label that shrinks its font until the text fits (a 9-digit amount on an 800x480
+screen).
 
 Their look and the shared styles (PosLabel, PosButton, TopBar, PinPad...) are in widgets.kv.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import (BindTexture, Color, Line, Rectangle, SmoothEllipse, SmoothRoundedRectangle, StencilPop, StencilPush,
                            StencilUnUse, StencilUse)
-from kivy.properties import BooleanProperty, NumericProperty, StringProperty
+from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty, StringProperty
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
@@ -101,6 +102,18 @@ def _stencil_run(canvas: object, first: type, last: type) -> list[object]:
     return [c for c in children[:ends[0] + 1] if not isinstance(c, BindTexture)] if ends else []
 
 
+def show_child(parent: Widget, child: Widget, shown: bool, position: int) -> None:
+    """Put `child` into `parent` at layout position `position` (0 = first), or take it out. A widget
+    that is not shown is not in the tree at all: hidden in place (opacity 0, disabled) it would still
+    take the touches that land on it and leave its spacing in the row."""
+    parent = getattr(parent, "__self__", parent)  # kv ids are weak proxies: compare the widgets themselves
+    if shown and child.parent is None:
+        position = max(0, min(position, len(parent.children)))
+        parent.add_widget(child, index=len(parent.children) - position)  # Kivy lists children last first
+    elif not shown and child.parent is parent:
+        parent.remove_widget(child)
+
+
 class _Drawn(Widget):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -169,6 +182,54 @@ class StatusMark(_Drawn):
                 a = r * 0.4
                 Line(points=[cx - a, cy - a, cx + a, cy + a], width=stroke, cap="round")
                 Line(points=[cx - a, cy + a, cx + a, cy - a], width=stroke, cap="round")
+
+
+class PinDots(_Drawn):
+    """One filled dot per digit typed, in a row of evenly spaced dots, centred (never touching)."""
+
+    digits = NumericProperty(0)
+    dot = NumericProperty(16)  # diameter, px
+    gap = NumericProperty(12)  # between dots, px
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(digits=self.redraw, dot=self.redraw, gap=self.redraw)
+
+    def redraw(self, *args: object) -> None:
+        n = int(self.digits)
+        pitch = self.dot + self.gap
+        left = self.center_x - (n * pitch - self.gap) / 2
+        self.canvas.clear()
+        with self.canvas:
+            Color(*theme.CARD)
+            SmoothRoundedRectangle(pos=self.pos, size=self.size, radius=[min(self.height / 4, self.dot)])
+            Color(*theme.INK)
+            for i in range(n):
+                SmoothEllipse(pos=(left + i * pitch, self.center_y - self.dot / 2), size=(self.dot, self.dot))
+
+
+class CountdownBar(_Drawn):
+    """How much of the patient's time is left: a rounded track with a fill that shrinks, in the
+    countdown's colour (warning colour in the last seconds)."""
+
+    value = NumericProperty(0)
+    max = NumericProperty(1)
+    colour = ObjectProperty(theme.PRIMARY)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.bind(value=self.redraw, max=self.redraw, colour=self.redraw)
+
+    def redraw(self, *args: object) -> None:
+        fraction = max(0.0, min(1.0, self.value / self.max)) if self.max else 0.0
+        radius = [self.height / 2]
+        self.canvas.clear()
+        with self.canvas:
+            Color(*theme.LINE)
+            SmoothRoundedRectangle(pos=self.pos, size=self.size, radius=radius)
+            if fraction > 0:
+                Color(*self.colour)
+                SmoothRoundedRectangle(pos=self.pos, size=(max(self.height, self.width * fraction), self.height), radius=radius)
 
 
 class NoCameraMark(_Drawn):

@@ -94,7 +94,10 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
 
     # 5. the receipt is rendered and sent to the configured print command
     await off.press(screen(), "打印小票")
-    await off.until(lambda: vm.print_message is not None, what="the print to finish")
+    from terminal.ui.catalogue import STRINGS
+
+    await off.until(lambda: vm.print_message not in (None, STRINGS["result.printing"]), what="the print to finish")
+    check(vm.print_message == STRINGS["result.printed"], f"the screen says it printed ({vm.print_message})")
     printed = work / "printed.png"
     check(printed.is_file(), f"the print command ran ({vm.print_message})")
     from PIL import Image
