@@ -14,7 +14,7 @@ APT_STAMP := $(VENV)/.apt-installed
 .PHONY: setup run test bench fuzz vectors screenshots clean help
 
 help:
-	@echo "make run     install what is missing, then run the system on local defaults"
+	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
 	@echo "make test    install what is missing, then run the tests"
 	@echo "make bench   run the benchmarks and print a JSON summary"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
@@ -43,8 +43,9 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 
 # The whole system on local defaults: channel sandbox, a simulated POS (with its screens when there
 # is a display), the bridge, and the HIS console. HEADLESS=1: no screens, no console (HIS vendors).
+# LANDSCAPE=1: the POS window is an 800x480 landscape device (default: portrait 720x1280, scaled to fit).
 run: setup
-	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

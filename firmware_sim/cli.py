@@ -250,7 +250,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     timers = LinkTimers(rto_base_s=args.rto, keepalive_s=args.keepalive, dead_after_s=args.dead_after)
     return run_simulator(Path(args.storage), link=link, tcp_port=args.tcp or 0, control_host=args.control_host,
                          control_port=args.control_port, baud=args.baud, timers=timers, pty_link=args.pty_link,
-                         exit_with_parent=args.exit_with_parent, ui=args.ui, log_level=args.log_level)
+                         exit_with_parent=args.exit_with_parent, ui=args.ui, log_level=args.log_level,
+                         ui_receipts=Path(args.receipts_dir) if args.receipts_dir else None, ui_orientation=args.orientation)
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-after", type=float, default=_TIMERS.dead_after_s, help=argparse.SUPPRESS)
     p.add_argument("--exit-with-parent", action="store_true", help="stop when the process that started this one exits (launchers)")
     p.add_argument("--ui", action="store_true", help="also show the POS screens (Kivy, needs a display): see firmware_sim/screen.py")
+    p.add_argument("--orientation", choices=("portrait", "landscape"), default="portrait",
+                   help="with --ui: the window's shape, portrait 720x1280 (scaled to fit the display) or landscape 800x480")
+    p.add_argument("--receipts-dir", help="with --ui: where printed receipts are saved as PNG (default <storage>/receipts)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)
 

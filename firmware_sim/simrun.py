@@ -78,7 +78,7 @@ def _watch_parent(stop: threading.Event) -> None:
 def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, control_host: str = "127.0.0.1",
                   control_port: int = 0, baud: int | None = None, timers: LinkTimers = LinkTimers(),
                   pty_link: Path | None = None, exit_with_parent: bool = False, ui: bool = False,
-                  log_level: str = "INFO") -> int:
+                  log_level: str = "INFO", ui_receipts: Path | None = None, ui_orientation: str = "portrait") -> int:
     logging.basicConfig(level=log_level, stream=sys.stderr, format="%(asctime)s pos-sim %(name)s %(levelname)s %(message)s")
     storage = storage.resolve()
     if not storage.is_dir():
@@ -107,9 +107,10 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
         if exit_with_parent:
             _watch_parent(stop)
         if ui:
-            from firmware_sim.screen import run_screen
+            from firmware_sim.screen import ScreenOptions, run_screen
 
-            run_screen(device, stop)  # the UI owns the main thread until its window closes
+            options = ScreenOptions((ui_receipts or storage / "receipts").resolve(), ui_orientation)
+            run_screen(device, stop, options)  # the UI owns the main thread until its window closes
             stop.set()
         while not stop.wait(0.5):  # a timed wait keeps signals deliverable
             pass

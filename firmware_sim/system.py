@@ -62,7 +62,7 @@ LINK_UP_TIMEOUT_S = 60.0
 STATE = "system.json"
 DEMO = "demo.json"
 # What --fresh removes (and nothing else: a workdir may hold the user's own files).
-OWNED = ("channel-sandbox", "signing", "device", "records.csv", "his", "bridge", "logs", DEMO, STATE)
+OWNED = ("channel-sandbox", "signing", "device", "records.csv", "his", "bridge", "logs", "receipts", DEMO, STATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,7 @@ class SystemOptions:
     link: str = "pty" if os.name == "posix" else "tcp"
     baud: int | None = None
     ui: bool = False
+    orientation: str = "portrait"  # the POS window (--ui): portrait 720x1280 scaled to fit, or landscape 800x480
     start_timeout_s: float = START_TIMEOUT_S
 
 
@@ -222,8 +223,8 @@ def _start_device(system: System) -> dict[str, object]:
     command += ["--tcp", "0"] if opts.link == "tcp" else ["--pty"]
     if opts.baud:
         command += ["--baud", str(opts.baud)]
-    if opts.ui:
-        command.append("--ui")
+    if opts.ui:  # receipts "printed" on the screens land in the workdir, where the demo's user finds them
+        command += ["--ui", "--orientation", opts.orientation, "--receipts-dir", str((workdir / "receipts").resolve())]
     child = Child("device", command, workdir / "logs" / "device.log").start()
     system.children.append(child)
     ready = child.ready_line(opts.start_timeout_s)
@@ -401,6 +402,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto", action="store_true",
                         help="what `make run` does: screens and the HIS console when there is a display, "
                              "otherwise say so and start headless")
+    parser.add_argument("--orientation", choices=("portrait", "landscape"), default="portrait",
+                        help="the POS window: portrait 720x1280 (scaled to fit the display, the default) or landscape 800x480")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where state lives (default .run)")
     parser.add_argument("--fresh", action="store_true", help="forget the earlier state: new keys, new device, new journals")
     parser.add_argument("--bridge-port", type=int, default=DEFAULT_BRIDGE_PORT,
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
     options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
-                            baud=args.baud, ui=args.ui)
+                            baud=args.baud, ui=args.ui, orientation=args.orientation)
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:

@@ -112,12 +112,13 @@ def _app_class() -> type:
 
         def __init__(self, backend: "Backend", *, fonts: UiFonts, camera: "CameraSource | None" = None,
                      lang: str = DEFAULT_LANGUAGE, receipts_dir: Path | None = None, print_command: str = "",
-                     clock: "Callable[[], float]" = time.time, **kwargs: object) -> None:
+                     clock: "Callable[[], float]" = time.time, fit_to_display: bool = False, **kwargs: object) -> None:
             super().__init__(**kwargs)
             from terminal.ui import receipt_render
             from terminal.ui.camera import NoCamera
 
             self.title = "HIS POS"
+            self.fit_to_display = fit_to_display  # a desktop window: the device's shape, scaled to fit
             self.backend = backend
             self.fonts = fonts
             self.camera = camera or NoCamera("no camera source given")
@@ -130,6 +131,10 @@ def _app_class() -> type:
 
         def build(self) -> object:
             register_fonts(self.fonts)
+            if self.fit_to_display:
+                from terminal.ui.window_fit import fit_window
+
+                fit_window(Window)
             kv = str(HERE / "widgets.kv")
             if kv not in Builder.files:
                 Builder.load_file(kv)
@@ -250,7 +255,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", default="pos-state", help="journal and receipts folder (default: ./pos-state)")
     parser.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANGUAGE, help="start language (default: zh)")
     parser.add_argument("--orientation", choices=("portrait", "landscape"), default="portrait",
-                        help="window shape on a desktop: portrait 720x1280 or landscape 800x480")
+                        help="window shape on a desktop: portrait 720x1280 or landscape 800x480, each scaled down "
+                             "to fit the display")
     parser.add_argument("--print-command", default="",
                         help="receipt printer command, e.g. 'lp -d thermal {png}' ({png} = the receipt file); "
                              "default: printer.command of the device configuration, else receipts are only saved as PNG")
@@ -283,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_window(LANDSCAPE if args.orientation == "landscape" else PORTRAIT)
     try:
         app = build_app(device.service, fonts=fonts, camera_index=None if args.camera < 0 else args.camera,
-                        lang=args.lang, receipts_dir=state_dir / "receipts", print_command=args.print_command)
+                        lang=args.lang, receipts_dir=state_dir / "receipts", print_command=args.print_command,
+                        fit_to_display=True)
         app.run()  # type: ignore[attr-defined]
     finally:
         device.close()

@@ -14,5 +14,6 @@ def test_cashier_flows_on_the_real_service(run_script, tmp_path: Path) -> None: 
     report = finish(process, report_path)
     assert report["error"] is None, f"after steps {report['steps']}: {report['error']}"
     assert report["steps"] == ["instruction shown", "refused code and slow typing", "scan, paying, result", "receipt printed",
+                               "receipt reprinted from home",
                                "refund with wrong then right PIN", "cancel", "english and history",
                                "power cycle: the screens follow the new service"]

@@ -3,6 +3,7 @@ font, receipts and printing, and the no-display message of pos-app."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -221,3 +222,61 @@ def test_pos_app_without_a_display_points_to_headless(tmp_path: Path) -> None:
 def test_pos_app_help() -> None:
     done = subprocess.run([sys.executable, "-m", "terminal.ui.app", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--link" in done.stdout and "HEADLESS=1" in done.stdout
+
+
+def failed(direction: Direction = Direction.COLLECT) -> Receipt:
+    status = PayStatus.FAILED if direction is Direction.COLLECT else PayStatus.REFUND_FAILED
+    return Receipt("示例市人民医院", "Example City Hospital", "D-SN-000123", "T0001", "MZ20261123000124", direction, 1_280_00,
+                   status, PayChannel.ALIPAY, "", "OT2", 1795400132, "张*明", (), "insufficient_funds")
+
+
+@pytest.mark.parametrize("direction", [Direction.COLLECT, Direction.REFUND])
+def test_a_failed_payment_never_prints_a_slip_that_looks_paid(direction: Direction) -> None:
+    """Finding 4 of issue 16: a failure's slip was titled 收款凭条 with a big bold amount and a small
+    未收款. Now its heading says it failed, in the large type, and the amount is body text."""
+    ui_fonts = fonts.prepare_fonts()
+    loaded = load_fonts(ui_fonts.regular_face, ui_fonts.bold_face)
+    drawn: list[tuple[str, int]] = []
+    render_receipt(failed(direction), loaded, "zh", drawn)
+    texts = dict(drawn)
+    heading = "交易失败" if direction is Direction.COLLECT else "退款未成功"
+    assert (heading, loaded.title.size) in drawn
+    assert "收款凭条" not in texts and "退款凭条" not in texts
+    amount = [size for text, size in drawn if "1,280.00" in text]
+    assert amount == [loaded.body.size], drawn  # never the paid slip's big bold amount
+    assert "本单未收款，不作付款凭证" in texts
+    paid: list[tuple[str, int]] = []
+    render_receipt(receipt(), loaded, "zh", paid)
+    assert dict(paid)["收款凭条"] == loaded.body.size and ("¥71.80", loaded.amount.size) in paid
+
+
+def test_a_transaction_number_on_a_receipt_is_never_cut() -> None:
+    ui_fonts = fonts.prepare_fonts()
+    loaded = load_fonts(ui_fonts.regular_face, ui_fonts.bold_face)
+    long_number = "50312345678901234567890123456"  # a WeChat refund id: 29 digits
+    drawn: list[tuple[str, int]] = []
+    render_receipt(dataclasses.replace(receipt(Direction.REFUND), channel_txn_no=long_number), loaded, "en", drawn)
+    assert long_number in dict(drawn), drawn
+
+
+# --- the window on a desktop --------------------------------------------------------------------------
+
+@given(st.integers(200, 4000), st.integers(200, 4000), st.sampled_from([(720, 1280), (800, 480)]))
+def test_the_window_keeps_its_shape_fits_the_display_and_never_grows(width: int, height: int, size: tuple[int, int]) -> None:
+    from terminal.ui.window_fit import DECORATION_PX, fitted_size, placed
+
+    w, h = fitted_size(size, (width, height))
+    assert w <= size[0] and h <= size[1]
+    assert w <= max(1, width - DECORATION_PX[0]) and h <= max(1, height - DECORATION_PX[1])
+    assert abs(w * size[1] - h * size[0]) <= size[0] + size[1]  # the same shape, to a pixel of rounding
+    if width - DECORATION_PX[0] >= size[0] and height - DECORATION_PX[1] >= size[1]:
+        assert (w, h) == size
+    x, y = placed((w, h), (0, 0, width, height))
+    assert 0 <= x and x + w <= width and 0 <= y and y + h <= height
+
+
+def test_a_portrait_device_on_a_1080p_desktop() -> None:
+    from terminal.ui.window_fit import fitted_size
+
+    assert fitted_size((720, 1280), (1920, 1040)) == (558, 992)
+    assert fitted_size((800, 480), (1920, 1040)) == (800, 480)

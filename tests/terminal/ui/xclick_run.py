@@ -1,7 +1,8 @@
 """The real POS window on an X display, driven by real X input: xdotool moves the pointer and clicks
 (and types the scanner's keystrokes), the X server hands the events to SDL, SDL to Kivy, Kivy to
-whatever widget is at that point. Around it: a real TerminalService with the channel sandbox over
-HTTP, as in flow_run.py. Run by test_xclick.py under Xvfb:
+whatever widget is at that point. The app is the demo's (firmware_sim.screen: the device's shape
+scaled to fit the display, receipts saved in the workdir), around a real TerminalService with the
+channel sandbox over HTTP, as in flow_run.py. Run by test_xclick.py under Xvfb:
 
     DISPLAY=:N python -m tests.terminal.ui.xclick_run --work DIR --report FILE
 
@@ -24,13 +25,9 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from terminal.ui import display
+from firmware_sim.screen import ScreenOptions, prepare_window, screen_app
 
-display.prepare_kivy()  # the real app's settings: the interrupt clock, logging inside Python
-
-from terminal.ui.app import PORTRAIT, build_app, configure_window  # noqa: E402
-
-configure_window(PORTRAIT)
+prepare_window("portrait")  # as the demo does: the interrupt clock, logging inside Python, the device's shape
 
 from kivy.clock import Clock  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
@@ -39,7 +36,7 @@ from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
 from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
-from terminal.ui.fonts import prepare_fonts  # noqa: E402
+from terminal.ui.catalogue import STRINGS  # noqa: E402
 from tests.terminal.helpers import Bridge, His, make_config, open_service  # noqa: E402
 
 FAST = {"query_interval_s": 0.1, "pay_deadline_s": 5.0, "read_timeout_s": 2.0}
@@ -70,6 +67,15 @@ class Screen:
         # each other) is done, so positions read from it are where the widgets are. (Frames are not
         # counted: Kivy draws only when something changed.)
         for _ in range(3):
+            self.on_main(lambda: None)
+
+    def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Ask again after each turn of the main loop until `condition` holds (it runs on the driver
+        thread; anything it reads from widgets it reads through on_main)."""
+        deadline = time.monotonic() + WAIT_S
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
             self.on_main(lambda: None)
 
     def on_main(self, fn: Callable[[], object]) -> object:
@@ -105,7 +111,8 @@ def window_geometry(screen: Screen) -> tuple[str, int, int, int, int]:
     return window, int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
 
 
-def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, report: dict) -> None:  # type: ignore[no-untyped-def]
+def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path,  # type: ignore[no-untyped-def]
+          report: dict, shots: Path | None) -> None:
     steps = report["steps"]
     started = time.monotonic()
 
@@ -121,6 +128,12 @@ def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His
     report["window"] = {"x": left, "y": top, "width": width, "height": height}
     size = screen.on_main(lambda: tuple(Window.size))
     assert (width, height) == size, f"the X window is {width}x{height}, Kivy draws {size}"
+    report["x_screen"] = xdotool("getdisplaygeometry").split()
+
+    def shoot(name: str) -> None:
+        """The window as drawn now, for a person reviewing the run (--shots)."""
+        if shots is not None:
+            screen.on_main(lambda: off.grab(shots / f"xclick-{name}.png"))
 
     def click(text: str) -> None:
         """Move the X pointer to the middle of the button showing `text` and click button 1."""
@@ -141,6 +154,7 @@ def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His
     collect = his.envelope(order, "+12.50")
     service.submit_instruction(collect)
     screen.wait("instruction")
+    shoot("instruction")
     click("摄像头扫码")
     screen.wait("scan")
     click("返回")
@@ -156,9 +170,29 @@ def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His
     result = bridge.result(collect.msg_id, timeout=WAIT_S)
     assert result.pay_status is PayStatus.SUCCESS, f"HIS got {result.pay_status}"
     assert int(sandbox.account(code)["balance_fen"]) == 100_00 - 12_50
+    steps.append("collected with the scanner's keystrokes")
+
+    # the demo's printing: the receipt image lands in the workdir and the screen says where
+    def said(name: str) -> str:
+        return str(screen.on_main(lambda: getattr(app.vm, name) and app.vm.say(getattr(app.vm, name), "zh")))
+
+    printing = STRINGS["result.printing"].zh
+    shoot("result")
+    click("打印小票")
+    screen.until(lambda: said("print_message") not in ("", "None", printing), "the receipt to be saved")
+    saved = sorted((work / "receipts").glob(f"receipt-{order}-collect-*.png"))
+    assert len(saved) == 1, f"receipts: {list((work / 'receipts').iterdir())}"
+    where = saved[0].resolve()
+    shown = str(where.relative_to(Path.cwd())) if where.is_relative_to(Path.cwd()) else str(where)
+    assert shown in said("print_message"), f"the screen says {said('print_message')!r}, not where the file is"
+    report["printed"] = said("print_message")
     click("完成")
     screen.wait("home")
-    steps.append("collected with the scanner's keystrokes, done clicked")
+    saved[0].unlink()
+    click("重打小票")
+    screen.until(lambda: said("reprint_message") not in ("", "None", printing), "the receipt to be saved again")
+    assert saved[0].is_file(), "reprinting saved the last receipt again"
+    steps.append("printed and reprinted: the receipt image is in the workdir")
 
     # a second order, cancelled with a click
     cancel_order = f"MZ{int(time.time() * 1000) + 1}"
@@ -177,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--shots", type=Path, help="also save what the window shows at a few steps here (PNG)")
     args = parser.parse_args(argv)
     work: Path = args.work
     report: dict = {"error": None, "steps": [], "display": os.environ.get("DISPLAY")}
@@ -187,12 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
         service = open_service(work / "journal.db", make_config(channels=settings), build_clients(settings))
         bridge, his = Bridge(service), His()
-        app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
-                        receipts_dir=work / "receipts")
+        app = screen_app(service, ScreenOptions((work / "receipts").resolve(), "portrait"))
 
         def driver(screen: Screen) -> None:
             try:
-                drive(app, screen, sandbox, bridge, his, report)
+                drive(app, screen, sandbox, bridge, his, work, report, args.shots)
             except BaseException as exc:
                 traceback.print_exc()
                 report["error"] = f"{type(exc).__name__}: {exc}"
