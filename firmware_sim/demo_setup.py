@@ -3,7 +3,7 @@
     key = ensure_signing_key(workdir / "signing")                      # pos-flash keygen --role release
     device = ensure_device(workdir / "device", records, key)           # pos-sim init + pos-flash provision add-device
     image = configuration_image(device, records, key, terminals_csv=..., keys_text=..., channels=...,
-                                pin="246810", version=3)               # pos-flash provision config
+                                pin="246810", admin_pin="135790", version=3)  # pos-flash provision config --admin-pin
     flash(device_url, image, records)                                  # pos-flash flash --port URL
 
 The headless system (`firmware_sim.system`) and the end-to-end tests run exactly these steps, so the
@@ -31,6 +31,7 @@ DEMO_MODEL = "HIS-POS-1"
 DEMO_SERIAL = "SIM0001"
 DEMO_TERMINAL = TerminalRecord("T0001", "门诊收费1号窗口 (simulated)")
 DEMO_PIN = "246810"  # the demo supervisor PIN; a real device gets the hospital's, typed at provisioning
+DEMO_ADMIN_PIN = "135790"  # the demo admin PIN (the POS's settings); printed beside the supervisor PIN
 DEMO_MERCHANT = ("示例市人民医院", "Example City Hospital")
 SIGNING_KEY_ID = "release-demo"
 # Every configuration image of the demo has this security counter: configuration changes are not
@@ -90,13 +91,14 @@ def terminals_csv(terminals: tuple[TerminalRecord, ...], device_id: str) -> str:
 
 
 def configuration_image(device: ProvisionedDevice, records: Path, signing: SigningFiles, *, terminals_csv: str,
-                        keys_text: str, channels: dict[str, object], pin: str = DEMO_PIN, version: int = 1,
-                        limit_yuan: str | None = None) -> bytes:
-    """A signed configuration image for `device` (terminals, shared keys, channel settings, PIN hash)."""
+                        keys_text: str, channels: dict[str, object], pin: str = DEMO_PIN,
+                        admin_pin: str | None = DEMO_ADMIN_PIN, version: int = 1, limit_yuan: str | None = None) -> bytes:
+    """A signed configuration image for `device` (terminals, shared keys, channel settings, PIN hashes)."""
     record = provision.find_record(records, device.device_id)
+    pin_hash, admin_pin_hash = provision.hash_pins(pin, admin_pin)
     document = provision.build_config_document(
         device=record, merchant_name=DEMO_MERCHANT[0], merchant_name_en=DEMO_MERCHANT[1], terminals_csv=terminals_csv,
-        keys_text=keys_text, channels=channels, pin_hash=provision.hash_supervisor_pin(pin), limit_yuan=limit_yuan,
+        keys_text=keys_text, channels=channels, pin_hash=pin_hash, admin_pin_hash=admin_pin_hash, limit_yuan=limit_yuan,
         config_version=version, comment="simulated device (firmware_sim.demo_setup)")
     return build_image({PartKind.CONFIG: document}, model=device.model, version=f"cfg-{version}",
                        security_counter=CONFIG_COUNTER, key=signing.key(),

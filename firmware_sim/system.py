@@ -9,7 +9,7 @@ First run (a clean workdir), it does what the field engineer and the hospital's 
    HIS's terminal list (T0001 bound to the device); exports the device CSV for HIS;
 4. starts the device (`pos-sim run`), which boots into recovery mode (no image yet), and flashes a
    signed configuration image onto it over its link (`pos-flash flash` steps: the shared key, the
-   terminal list, the sandbox's channel settings, the demo supervisor PIN); the device reboots into
+   terminal list, the sandbox's channel settings, the demo supervisor and admin PINs); the device reboots into
    it, starts the terminal service and confirms its health;
 5. `his-bridge serve`, and waits until the bridge's /v1/health shows the device's link up;
 6. writes <workdir>/demo.json (mode 600: it holds the shared key) and prints it, with three lines
@@ -61,6 +61,9 @@ START_TIMEOUT_S = 60.0
 LINK_UP_TIMEOUT_S = 60.0
 STATE = "system.json"
 DEMO = "demo.json"
+# What the demo's configuration holds; a workdir configured with an older one is flashed again
+# (2: the admin PIN, so the POS's settings open).
+CONFIG_LAYOUT = 2
 # What --fresh removes (and nothing else: a workdir may hold the user's own files).
 OWNED = ("channel-sandbox", "signing", "device", "records.csv", "his", "bridge", "logs", "receipts", DEMO, STATE)
 
@@ -246,7 +249,8 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
                       signing: demo_setup.SigningFiles, records: Path, keys_text: str) -> None:
     """Flash a configuration image when the device has none or it names another sandbox URL."""
     status = _sim_status(system)
-    if status["power"] == "on" and state.get("configured_for") == system.sandbox_url:
+    if (status["power"] == "on" and state.get("configured_for") == system.sandbox_url
+            and state.get("config_layout") == CONFIG_LAYOUT):
         return
     version = int(state.get("config_version", 0) or 0) + 1
     channels = settings_from_sandbox(str(state["sandbox_credentials"]))
@@ -260,7 +264,7 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
                        f"see {system.workdir}/logs/device.log") from None
     if not outcome.confirmed:
         raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/device.log")
-    state.update(config_version=version, configured_for=system.sandbox_url)
+    state.update(config_version=version, configured_for=system.sandbox_url, config_layout=CONFIG_LAYOUT)
     _save_state(system.workdir, state)
     deadline = time.monotonic() + system.options.start_timeout_s
     while _sim_status(system)["power"] != "on":
@@ -341,7 +345,7 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
         "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
         "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
         "device_registry": "his/devices.csv", "sim_url": system.sim_url, "sandbox_url": system.sandbox_url,
-        "supervisor_pin": demo_setup.DEMO_PIN,
+        "supervisor_pin": demo_setup.DEMO_PIN, "admin_pin": demo_setup.DEMO_ADMIN_PIN,
         "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
         "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
     }

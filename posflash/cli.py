@@ -311,24 +311,32 @@ def cmd_export_his(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_pin(from_stdin: bool) -> str:
+def _read_pin(from_stdin: bool, what: str = "supervisor PIN") -> str:
+    """A PIN from the next line of standard input, or typed twice at a prompt (never echoed)."""
     if from_stdin:
         return sys.stdin.readline().strip()
-    first = getpass.getpass("supervisor PIN (4-12 digits): ")
+    first = getpass.getpass(f"{what} (4-12 digits): ")
     if getpass.getpass("again: ") != first:
-        raise FlashError(FlashCode.BAD_INPUT, "the two PINs differ")
+        raise FlashError(FlashCode.BAD_INPUT, f"the two {what}s differ")
     return first
+
+
+def cmd_hash_pin(args: argparse.Namespace) -> int:
+    sys.stdout.write(provision.hash_pin(_read_pin(args.stdin, "PIN"), "PIN") + "\n")
+    return EXIT_OK
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     device = provision.find_record(Path(args.records), args.device_id)
-    pin_hash = provision.hash_supervisor_pin(_read_pin(args.pin_stdin))
+    supervisor = _read_pin(args.pin_stdin)
+    admin = _read_pin(args.pin_stdin, "admin PIN") if args.admin_pin else None
+    pin_hash, admin_pin_hash = provision.hash_pins(supervisor, admin)
     document = provision.build_config_document(
         device=device, merchant_name=args.merchant_name, merchant_name_en=args.merchant_name_en,
         terminals_csv=read_text(Path(args.terminals), "terminal CSV"), terminals_source=args.terminals,
         keys_text=read_text(Path(args.keys), "key file"), keys_source=args.keys,
         channels=provision.read_channels(Path(args.channels) if args.channels else None), pin_hash=pin_hash,
-        limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
+        admin_pin_hash=admin_pin_hash, limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
     key = load_signing_key(Path(args.key))
     data = build_image({PartKind.CONFIG: document}, model=device.model, version=args.version, security_counter=args.counter,
                        key=key, build_time=_utc_now(), device_id=device.device_id)
@@ -336,6 +344,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     terminals = json.loads(document)["terminals"]
     _out(f"wrote {args.out}: configuration {args.version} for {device.device_id}, {len(terminals)} terminal{'s' * (len(terminals) != 1)} "
          f"({', '.join(t['terminal_id'] for t in terminals[:5])}{'...' if len(terminals) > 5 else ''})")
+    _out("  admin PIN set: the POS's settings open with it" if admin_pin_hash else
+         "  no admin PIN: the POS's settings stay closed (add --admin-pin to set one)")
     _out("  it holds shared keys: mode 600; flash it, then delete it")
     return EXIT_OK
 
@@ -429,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", help="file to write (default: standard output)")
     p.set_defaults(func=cmd_export_his)
 
+    p = psub.add_parser("hash-pin", help="print the salted scrypt hash of a PIN (for a configuration document written by hand)")
+    p.add_argument("--stdin", action="store_true", help="read the PIN from standard input (default: prompt twice)")
+    p.set_defaults(func=cmd_hash_pin)
+
     p = psub.add_parser("config", help="build a signed configuration image for one device")
     p.add_argument("--records", required=True, help="device records CSV")
     p.add_argument("--device-id", required=True)
@@ -440,7 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", help="per-transaction limit in yuan, e.g. 5000.00")
     p.add_argument("--comment")
     p.add_argument("--config-version", type=int, default=1)
-    p.add_argument("--pin-stdin", action="store_true", help="read the supervisor PIN from standard input (default: prompt)")
+    p.add_argument("--pin-stdin", action="store_true",
+                   help="read the supervisor PIN (and with --admin-pin the admin PIN, on the next line) from standard input "
+                        "(default: prompt)")
+    p.add_argument("--admin-pin", action="store_true",
+                   help="also set the admin PIN that opens the POS's settings (language, printer, about); it must differ "
+                        "from the supervisor PIN. Without it the settings cannot be opened on the device")
     p.add_argument("--key", required=True, help="private signing key (.key)")
     p.add_argument("--version", required=True, help="image version, e.g. cfg-2026.11.23")
     p.add_argument("--counter", type=int, required=True, help="security counter of the image")

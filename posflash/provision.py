@@ -7,12 +7,14 @@ copy HIS gets.
 
 A configuration image carries one his-device-config-v1 document (terminal.config) built from the
 HIS terminal CSV, a shared-key file (protocol.keyfile), the channel settings JSON, the supervisor
-PIN (only its salted scrypt hash, terminal.pin) and limits. It holds shared keys: the file is
+PIN that confirms refunds and, optionally, the admin PIN that opens the POS's settings (only their
+salted scrypt hashes, terminal.pin), and limits. It holds shared keys: the file is
 written 0600 and must be handled like a key file.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from pathlib import Path
@@ -93,7 +95,8 @@ def find_record(records: Path, device_id: str) -> DeviceRecord:
 
 
 def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals_csv: str, keys_text: str,
-                          channels: dict[str, object], pin_hash: str, limit_yuan: str | None = None,
+                          channels: dict[str, object], pin_hash: str, admin_pin_hash: str | None = None,
+                          limit_yuan: str | None = None,
                           config_version: int = 1, comment: str | None = None, merchant_name_en: str | None = None,
                           terminals_source: str = "terminal CSV", keys_source: str = "key file") -> bytes:
     """The his-device-config-v1 document for `device`, validated by terminal.config before use.
@@ -121,6 +124,8 @@ def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals
     if limit_yuan is not None:
         doc["limits"] = {"per_transaction": limit_yuan}
     doc["supervisor"] = {"pin_hash": pin_hash}
+    if admin_pin_hash is not None:
+        doc["admin"] = {"pin_hash": admin_pin_hash}
     doc["channels"] = channels
     text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
     try:
@@ -140,8 +145,20 @@ def read_channels(path: Path | None) -> dict[str, object]:
 
 
 def hash_supervisor_pin(pin: str) -> str:
+    return hash_pin(pin, "supervisor PIN")
 
+
+def hash_pin(pin: str, what: str) -> str:
+    """The salted scrypt hash of a PIN for a configuration document (`what` names it in refusals)."""
     try:
         return pins.hash_pin(pin)
     except ValueError as exc:
-        raise FlashError(FlashCode.BAD_INPUT, f"supervisor PIN: {exc}") from None
+        raise FlashError(FlashCode.BAD_INPUT, f"{what}: {exc}") from None
+
+
+def hash_pins(supervisor: str, admin: str | None) -> tuple[str, str | None]:
+    """The supervisor's and (if given) the admin's PIN hashes. The two must differ: whoever confirms
+    refunds must not thereby hold the settings, nor the other way round."""
+    if admin is not None and hmac.compare_digest(admin.encode(), supervisor.encode()):
+        raise FlashError(FlashCode.BAD_INPUT, "the admin PIN must differ from the supervisor PIN")
+    return hash_pin(supervisor, "supervisor PIN"), None if admin is None else hash_pin(admin, "admin PIN")

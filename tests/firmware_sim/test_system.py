@@ -100,7 +100,8 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         demo_path = workdir / "demo.json"
         demo = json.loads(demo_path.read_text())
         assert set(demo) >= {"bridge_url", "suite", "kid", "key_hex", "terminal_id", "device_id", "device_registry",
-                             "sim_url", "sandbox_url", "supervisor_pin"}
+                             "sim_url", "sandbox_url", "supervisor_pin", "admin_pin"}
+        assert demo["admin_pin"] != demo["supervisor_pin"]
         assert stat.S_IMODE(demo_path.stat().st_mode) == 0o600
         assert json.loads("".join(first.out[: first.out.index("\n")])) == demo  # printed too
         assert any("his-client --demo" in line for line in first.out) and any("pos-sim scan" in line for line in first.out)

@@ -190,3 +190,64 @@ def test_build_zips_an_app_directory_deterministically(tmp_path, monkeypatch, ca
     assert apps[0] == apps[1] and apps[0].startswith(b"PK")
     assert flash_cli.main([*common, "-o", "a.img", "--force"]) == 0
     capsys.readouterr()
+
+
+def test_config_document_with_an_admin_pin_opens_the_settings():
+    """Finding 3 of issue 16: the settings (and English) could never be opened, because nothing could
+    put an admin PIN into a configuration."""
+    supervisor, admin = provision.hash_pins("246810", "135790")
+    doc = provision.build_config_document(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院",
+                                          terminals_csv=TERMINALS, keys_text=KEYS, channels={}, pin_hash=supervisor,
+                                          admin_pin_hash=admin)
+    config = parse_config(doc)
+    assert config.admin_pin_hash is not None and pins.verify_pin("135790", config.admin_pin_hash)
+    assert not pins.verify_pin("246810", config.admin_pin_hash) and b"135790" not in doc
+    without = parse_config(provision.build_config_document(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院",
+                                                           terminals_csv=TERMINALS, keys_text=KEYS, channels={}, pin_hash=supervisor))
+    assert without.admin_pin_hash is None
+
+
+@pytest.mark.parametrize("admin, fragment", [("246810", "must differ from the supervisor PIN"), ("12", "admin PIN")])
+def test_a_bad_admin_pin_is_refused_with_its_name(admin, fragment):
+    with pytest.raises(FlashError) as info:
+        provision.hash_pins("246810", admin)
+    assert info.value.code is FlashCode.BAD_INPUT and fragment in info.value.message
+
+
+def test_the_demo_configuration_has_an_admin_pin(tmp_path):
+    from firmware_sim import demo_setup
+
+    signing = demo_setup.ensure_signing_key(tmp_path / "signing")
+    device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing)
+    image = demo_setup.configuration_image(device, tmp_path / "records.csv", signing, keys_text=KEYS, channels={},
+                                           terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
+    config = parse_config(parse_image(image).part(PartKind.CONFIG))
+    assert pins.verify_pin(demo_setup.DEMO_ADMIN_PIN, config.admin_pin_hash)
+    assert pins.verify_pin(demo_setup.DEMO_PIN, config.supervisor.pin_hash)
+
+
+def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "release"]) == 0
+    assert sim_cli.main(["init", "--storage", "dev1", "--model", MODEL, "--serial", "SN0001", "--trust", "release.pub",
+                         "--record-out", "dev1.csv"]) == 0
+    assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == 0
+    Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
+    Path("keys.json").write_text(KEYS)
+    config = ["provision", "config", "--records", "devices.csv", "--device-id", "D-SN0001", "--terminals", "terminals.csv",
+              "--keys", "keys.json", "--merchant-name", "医院", "--pin-stdin", "--admin-pin", "--key", "release.key",
+              "--version", "cfg-1", "--counter", "1", "-o", "dev1.cfg.img"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("246810\n246810\n"))  # the same PIN twice: refused
+    assert flash_cli.main(config) == flash_cli.EXIT_FAIL
+    assert "must differ from the supervisor PIN" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("246810\n135790\n"))  # supervisor, then admin
+    assert flash_cli.main(config) == 0
+    out = capsys.readouterr().out
+    assert "admin PIN set" in out and "135790" not in out
+    document = parse_image(Path("dev1.cfg.img").read_bytes()).part(PartKind.CONFIG)
+    assert pins.verify_pin("135790", parse_config(document).admin_pin_hash)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("135790\n"))
+    assert flash_cli.main(["provision", "hash-pin", "--stdin"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert pins.verify_pin("135790", pins.parse_pin_hash(line)) and "135790" not in line
