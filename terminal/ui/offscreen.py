@@ -204,6 +204,14 @@ def layout_problems(root: Widget, tolerance: float = 1.0) -> list[str]:
         if x0 < -tolerance or y0 < -tolerance or x1 > width + tolerance or y1 > height + tolerance:
             problems.append(f"{type(w).__name__} {getattr(w, 'text', '')!r} at ({x0:.0f},{y0:.0f})-({x1:.0f},{y1:.0f}) "
                             f"outside the {width}x{height} window")
+    from kivy.uix.boxlayout import BoxLayout
+
+    for row in walk(root):  # a widget "hidden" at zero width still gets its spacing: the row ends short
+        if isinstance(row, BoxLayout) and row.orientation == "horizontal" and row.spacing and visible(row):
+            for child in row.children:
+                if child.width <= 0 and len(row.children) > 1:
+                    problems.append(f"{type(child).__name__} {getattr(child, 'text', '')!r} has no width in a row "
+                                    f"of {type(row).__name__}: its spacing leaves a gap")
     for label in labels(root):
         need_w, need_h = _needed_size(label)
         if need_w > label.width + tolerance or need_h > label.height + tolerance:

@@ -179,12 +179,13 @@ async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> 
         backend.pin_tries = 3
         for name, screen in STATES:
             enter(vm, backend, name)
-            if name == "refund_pin":  # a wrong PIN first, then two digits of the next: the message and the dots
+            if name == "refund_pin":  # a wrong PIN: the message with the tries left (typing again clears it)
                 for key in "1234":
                     vm.pin_key(key)
                 vm.pin_submit()  # the static backend answers "wrong PIN, 2 tries left"
                 await off.until(lambda: vm.worker.busy == 0)
-                for key in "24":
+            if name == "admin_pin":  # three digits typed: the dots
+                for key in "135":
                     vm.pin_key(key)
             await shot(name, lang, screen)
     app.stop()

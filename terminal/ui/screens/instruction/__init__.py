@@ -43,7 +43,7 @@ class InstructionScreen(Screen):
     def on_kv_post(self, base_widget: object) -> None:
         self._rows = []
         # the widgets themselves (ids holds weak proxies, and a part taken out of the tree must live on)
-        self._parts = [self.ids[name].__self__ for name in ("original", "items_title", "items", "spacer", "no_items")]
+        self._parts = [self.ids[name].__self__ for name in ("original", "items_title", "items", "no_items", "spacer")]
         vm = App.get_running_app().vm
         vm.bind(items=self._fill, lang=self._fill, direction=self._direction)
         self._direction()
