@@ -29,6 +29,7 @@ from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
 from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
 from terminal.config import parse_print_command  # noqa: E402
+from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service  # noqa: E402
@@ -93,7 +94,7 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
     steps.append("scan, paying, result")
 
     # 5. the receipt is rendered and sent to the configured print command
-    await off.press(screen(), "打印小票")
+    await finger.press(screen(), "打印小票")
     from terminal.ui.catalogue import STRINGS
 
     await off.until(lambda: vm.print_message not in (None, STRINGS["result.printing"]), what="the print to finish")
@@ -104,10 +105,10 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
 
     check(Image.open(printed).width == 384, "the receipt is 384 dots wide")
     steps.append("receipt printed")
-    await off.press(screen(), "完成")
+    await finger.press(screen(), "完成")
     await on("home")
     check(shows("微信支付  1 笔"), "today's totals count the payment")
-    await off.press(screen(), "重打小票")  # the printer jammed: the last receipt again, from home
+    await finger.press(screen(), "重打小票")  # the printer jammed: the last receipt again, from home
     await off.until(lambda: vm.reprint_message not in (None, STRINGS["result.printing"]), what="the reprint to finish")
     check((work / "prints.log").read_text().count("printed") == 2, f"the printer printed twice ({vm.reprint_message})")
     steps.append("receipt reprinted from home")
@@ -117,29 +118,29 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
     service.submit_instruction(his.envelope(order, "-12.50", msg_id=refund_id))
     await on("instruction")
     check(shows("退款") and shows("−¥12.50"), "the refund is shown as a refund, with a minus sign")
-    await off.press(screen(), "主管确认退款")
+    await finger.press(screen(), "主管确认退款")
     await on("refund_pin")
     for digit in "111111":
-        await off.press(screen(), digit)
-    await off.press(screen(), "确认")
+        await finger.press(screen(), digit)
+    await finger.press(screen(), "确认")
     await off.until(lambda: shows("密码错误，还可再试 2 次"), what="the wrong PIN message with tries left")
     check(vm.screen == "refund_pin" and service.view().screen.value == "awaiting_supervisor", "nothing refunded on a wrong PIN")
     for digit in PIN:
-        await off.press(screen(), digit)
-    await off.press(screen(), "确认")
+        await finger.press(screen(), digit)
+    await finger.press(screen(), "确认")
     await on("result")
     check(shows("退款成功"), "the refund is done")
     check(bridge.result(refund_id, timeout=5).pay_status is PayStatus.REFUNDED, "HIS got REFUNDED")
     check(int(sandbox.account(code)["balance_fen"]) == 100_00, "the patient got the 12.50 back")
     steps.append("refund with wrong then right PIN")
-    await off.press(screen(), "完成")
+    await finger.press(screen(), "完成")
 
     # 7. cancel before a scan: nothing charged, CLOSED
     cancel_order = f"MZ{int(time.time() * 1000) + 1}"
     cancel_id = his.envelope(cancel_order, "+5.00").msg_id
     service.submit_instruction(his.envelope(cancel_order, "+5.00", msg_id=cancel_id))
     await on("instruction")
-    await off.press(screen(), "取消收款")
+    await finger.press(screen(), "取消收款")
     await on("result")
     check(shows("已取消，未扣款"), "the result says cancelled, nothing charged")
     check(bridge.result(cancel_id, timeout=5).pay_status is PayStatus.CLOSED, "HIS got CLOSED")
@@ -147,16 +148,16 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
 
     # 8. English at runtime, and the history finds the order
     vm.set_language("en")
-    await off.press(screen(), "Done")
+    await finger.press(screen(), "Done")
     await on("home")
-    await off.press(screen(), "Today's list")
+    await finger.press(screen(), "Today's list")
     await on("history")
     check(shows(order) and shows("Refunded") and shows("Paid"), "today's list shows the collection and the refund")
     steps.append("english and history")
 
     # 9. a power cycle as the simulator does it: a new service recovers from the same journal and
     #    the screens follow it (App.rebind); the old one is never asked again
-    await off.press(screen(), "Back")
+    await finger.press(screen(), "Back")
     await on("home")
     service.close()
     again = open_service(work / "journal.db", service.config)  # showing an instruction needs no channel
@@ -164,7 +165,7 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
     app.rebind(again)
     await on("result")  # after power-on the cashier sees the last result again (the journal's)
     check(shows(cancel_order), "the recovered last result is the cancelled order")
-    await off.press(screen(), "Done")
+    await finger.press(screen(), "Done")
     await on("home")
     next_order = f"MZ{int(time.time() * 1000) + 2}"
     again.submit_instruction(his.envelope(next_order, "+3.00"))

@@ -63,6 +63,15 @@ def buttons(reports: dict[str, dict]):  # type: ignore[no-untyped-def]
                 yield f"{state['state']} {orientation} {state['lang']} {button['text']!r}", state, button
 
 
+def test_the_finger_cannot_tap_through_a_disabled_widget(reports: dict[str, dict]) -> None:
+    """The helper itself: a tap on a button under a disabled widget is swallowed, and said so."""
+    for orientation, report in reports.items():
+        check = report["self_check"]
+        assert check["covering"] == ["Widget"], orientation
+        assert check["covered_tap"].startswith("missed:") and "on top of it: Widget" in check["covered_tap"], check
+        assert check["uncovered_tap"] == "reached", check
+
+
 def test_the_collect_screen_answers_a_finger(reports: dict[str, dict]) -> None:
     """Finding 1: 取消收款 and 摄像头扫码 ignored taps, because the hidden, disabled refund row lay on
     top of them and Kivy lets a disabled widget swallow a touch."""

@@ -6,7 +6,7 @@ window size per process) by test_touch.py:
 For each showcase state (terminal.ui.showcase.STATES, the screens of docs/screenshots/) in both
 languages, it lists the visible, enabled buttons; for each it names any disabled or invisible widget
 that would take a touch on it first; then it taps each button with a finger through the Window
-(terminal.ui.offscreen.tap) and records which buttons released and which view-model action ran.
+(terminal.ui.finger.tap) and records which buttons released and which view-model action ran.
 The test decides what is right; this script only reports.
 """
 
@@ -41,9 +41,49 @@ def describe(widget: object) -> str:
     return f"{type(widget).__name__} {getattr(widget, 'text', '')!r}"
 
 
+async def self_check() -> dict:
+    """The finger is honest: a button under a disabled widget does not answer a tap (and covering()
+    names the widget), the same button uncovered does. Kivy widgets laid straight on the Window."""
+    from kivy.core.window import Window
+    from kivy.uix.button import Button
+    from kivy.uix.floatlayout import FloatLayout
+    from kivy.uix.widget import Widget
+
+    from terminal.ui import finger
+    from terminal.ui import offscreen as off
+
+    layer = FloatLayout()
+    button = Button(text="probe", size_hint=(None, None), size=(200, 120), pos=(100, 100))
+    cover = Widget(disabled=True, size_hint=(None, None), size=(300, 200), pos=(50, 50))
+    layer.add_widget(button)
+    layer.add_widget(cover)  # added last: on top, offered every touch first
+    Window.add_widget(layer)
+    result: dict = {}
+    try:
+        await off.frames(2)
+        result["covering"] = [type(w).__name__ for w in finger.covering(button)]
+        try:
+            await finger.tap(button)
+            result["covered_tap"] = "reached"
+        except finger.TapMissed as exc:
+            result["covered_tap"] = f"missed: {exc}"
+        layer.remove_widget(cover)
+        await off.frames(2)
+        try:
+            await finger.tap(button)
+            result["uncovered_tap"] = "reached"
+        except finger.TapMissed as exc:
+            result["uncovered_tap"] = f"missed: {exc}"
+    finally:
+        Window.remove_widget(layer)
+        await off.frames(2)
+    return result
+
+
 async def scenario(app, backend, report: dict) -> None:  # type: ignore[no-untyped-def]
     from kivy.uix.behaviors import ButtonBehavior
 
+    from terminal.ui import finger
     from terminal.ui import offscreen as off
     from terminal.ui.catalogue import LANGUAGES
     from terminal.ui.showcase import STATES, enter
@@ -60,16 +100,17 @@ async def scenario(app, backend, report: dict) -> None:  # type: ignore[no-untyp
         await off.frames(2)
         return app.root.current_screen
 
+    report["self_check"] = await self_check()
     for lang in LANGUAGES:
         vm.set_language(lang)
         for name, screen in STATES:
             root = await goto(name, screen)
-            buttons = off.tappable(root)
+            buttons = finger.tappable(root)
             entry: dict = {"state": name, "lang": lang, "buttons": []}
             report["states"].append(entry)
             for index, button in enumerate(buttons):
                 root = await goto(name, screen)
-                again = off.tappable(root)
+                again = finger.tappable(root)
                 assert len(again) == len(buttons) and again[index] is button, f"{name}: the buttons changed"
                 released: list[str] = []
                 spies = []
@@ -79,13 +120,13 @@ async def scenario(app, backend, report: dict) -> None:  # type: ignore[no-untyp
                         other.fbind("on_release", spy)
                         spies.append((other, spy))
                 log.clear()
-                x, y = off.window_centre(button)
+                x, y = finger.window_centre(button)
                 record = {"text": button.text, "at": [round(x), round(y)],
-                          "covering": [describe(w) for w in off.covering(button)]}
+                          "covering": [describe(w) for w in finger.covering(button)]}
                 try:
-                    await off.tap(button)
+                    await finger.tap(button)
                     record["reached"] = True
-                except off.TapMissed as exc:
+                except finger.TapMissed as exc:
                     record["reached"], record["missed"] = False, str(exc)
                 finally:
                     for other, spy in spies:
@@ -108,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from terminal.ui.app import LANDSCAPE, PORTRAIT, configure_window, create_app
 
     configure_window(PORTRAIT if args.orientation == "portrait" else LANDSCAPE)
+    from terminal.ui import finger
     from terminal.ui import offscreen as off
     from terminal.ui.fonts import prepare_fonts
     from terminal.ui.showcase import StaticBackend, clock

@@ -35,6 +35,7 @@ from kivy.core.window import Window  # noqa: E402
 from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
 from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.catalogue import STRINGS  # noqa: E402
 from tests.terminal.helpers import Bridge, His, make_config, open_service  # noqa: E402
@@ -138,8 +139,8 @@ def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His
     def click(text: str) -> None:
         """Move the X pointer to the middle of the button showing `text` and click button 1."""
         def centre() -> tuple[float, float]:
-            button = off.find_button(app.root.current_screen, text)
-            return off.window_centre(button)
+            button = finger.find_button(app.root.current_screen, text)
+            return finger.window_centre(button)
 
         x, y = screen.on_main(centre)  # type: ignore[misc]
         # Kivy's origin is the window's bottom left, X's the screen's top left. (No --sync: it waits for
