@@ -237,14 +237,11 @@ class Lifecycle:
 
     def lockout(self, key: str) -> Lockout:
         text = self.journal.meta(f"pin_lockout:{key}")
-        if text is None:
-            return Lockout()
-        failures, until = text.split(",")
-        return Lockout(int(failures), float(until))
+        return Lockout() if text is None else Lockout.decode(text)
 
     def save_lockout(self, key: str, state: Lockout) -> None:
         with self.journal.transaction(f"pin:{key}") as tx:
-            tx.set_meta(f"pin_lockout:{key}", f"{state.failures},{state.locked_until!r}")
+            tx.set_meta(f"pin_lockout:{key}", state.encode())
 
     def mark_delivered(self, result_msg_id: str) -> bool:
         with self.journal.transaction("result:delivered") as tx:

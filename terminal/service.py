@@ -26,6 +26,7 @@ CASHIER side (the Kivy UI, the simulator's control API; any thread)
                                    decline's error_code; while the patient confirms: reverse, then CLOSED;
                                    on a refund: the same as decline_refund()
     confirm_refund(pin) -> PinReply, decline_refund() -> ActionReply, dismiss()  (hide the result screen)
+    reset_pin_lockout(admin_pin)   the administrator clears the supervisor PIN's lockout (terminal.pin)
     view() -> ScreenView           what the POS shows now (terminal.view); history(day, order_no),
                                    totals(day), receipt(msg_id), check_admin_pin(pin)
     add_observer(fn) -> remove     fn(ScreenView) after every change, on the thread that made it (a UI
@@ -330,25 +331,29 @@ class TerminalService:
         return ActionReply(True, texts.REASON[ResultCode.SUPERVISOR_DECLINED])
 
     def confirm_refund(self, pin: str) -> PinReply:
+        """The supervisor's PIN for the refund on screen. The attempt is charged as a failure before
+        its hash runs (a right PIN then clears the count): parallel guesses are counted as they come,
+        so the lockout stops them, not the first verdict."""
+        sup = self.config.supervisor
         with self._lock:
             self._alive()
             head = self._core.head()
             if head is None or head.state is not State.AWAITING_SUPERVISOR:
                 return PinReply(PinStatus.NOT_AWAITING, texts.BUSY if head else texts.IDLE)
             seq = head.seq
-            locked = self._locked_reply("supervisor")
-            if locked is not None:
-                return locked
-        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose: outside the lock
+            refused = self._charge_attempt("supervisor", sup.max_wrong_tries, sup.lockout_s)
+            if refused is not None:
+                return refused
+        right = verify_pin(pin, sup.pin_hash)  # slow on purpose, one at a time: outside the lock
         with self._lock:
             self._alive()
-            head = self._core.head()
-            if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
-                return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
             if not right:
-                reply = self._wrong_pin("supervisor", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+                reply = self._wrong_pin("supervisor", sup.max_wrong_tries)
             else:
                 self._core.save_lockout("supervisor", Lockout())
+                head = self._core.head()
+                if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
+                    return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
                 change = self._core.confirm_supervisor(seq)
                 if change is not None:
                     self._after([change])
@@ -361,35 +366,57 @@ class TerminalService:
 
     def check_admin_pin(self, pin: str) -> PinReply:
         """The settings screen's PIN (config "admin"; without one, settings stay closed)."""
+        return self._admin_pin(pin, reset_supervisor=False)
+
+    def reset_pin_lockout(self, admin_pin: str) -> PinReply:
+        """An administrator, on the device, clears the supervisor PIN's lockout and its escalation
+        with the admin PIN (which has its own lockout)."""
+        reply = self._admin_pin(admin_pin, reset_supervisor=True)
+        if reply.status is PinStatus.ACCEPTED:
+            self._notify()
+        return reply
+
+    def _admin_pin(self, pin: str, *, reset_supervisor: bool) -> PinReply:
         stored = self.config.admin_pin_hash
         if stored is None:
             return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
+        sup = self.config.supervisor
         with self._lock:
             self._alive()
-            locked = self._locked_reply("admin")
-            if locked is not None:
-                return locked
+            refused = self._charge_attempt("admin", sup.max_wrong_tries, sup.lockout_s)
+            if refused is not None:
+                return refused
         right = verify_pin(pin, stored)
         with self._lock:
-            if right:
-                self._core.save_lockout("admin", Lockout())
-                return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
-            return self._wrong_pin("admin", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+            self._alive()
+            if not right:
+                return self._wrong_pin("admin", sup.max_wrong_tries)
+            self._core.save_lockout("admin", Lockout())
+            if reset_supervisor:
+                self._core.save_lockout("supervisor", Lockout())
+                log.warning("supervisor PIN lockout reset by the administrator")
+                self._notice = None
+                self._revision += 1
+            return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
 
-    def _locked_reply(self, key: str) -> PinReply | None:
+    def _charge_attempt(self, key: str, max_tries: int, lockout_s: float) -> PinReply | None:
+        """Under the lock: refuse while locked, else count this attempt as a failure now (journaled),
+        before anything slow happens. None: go on and check the PIN."""
         state = self._core.lockout(key)
         if is_locked(state, self.clock()):
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
+        self._core.save_lockout(key, after_failure(state, self.clock(), max_tries=max_tries, lockout_s=lockout_s))
         return None
 
-    def _wrong_pin(self, key: str, max_tries: int, lockout_s: float) -> PinReply:
-        state = after_failure(self._core.lockout(key), self.clock(), max_tries=max_tries, lockout_s=lockout_s)
-        self._core.save_lockout(key, state)
-        log.warning("wrong %s PIN (%d of %d)", key, state.failures, max_tries)
+    def _wrong_pin(self, key: str, max_tries: int) -> PinReply:
+        """Under the lock, after a wrong PIN (already counted by _charge_attempt)."""
+        state = self._core.lockout(key)
         self._revision += 1
         if is_locked(state, self.clock()):
+            log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
             self._set_notice(texts.PIN_LOCKED)
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
+        log.warning("wrong %s PIN (%d of %d)", key, state.failures, max_tries)
         self._set_notice(texts.WRONG_PIN)
         return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, max_tries))
 
