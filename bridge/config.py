@@ -45,7 +45,8 @@ class HttpConfig:
     allow_clients: tuple[str, ...] = ()  # IP addresses or networks; required for a non-loopback host
     request_timeout_s: float = 10.0  # the whole request (line, headers, body) must arrive within this
     idle_timeout_s: float = 30.0  # a kept-alive connection with no new request is closed after this
-    max_connections: int = 200  # more open connections than this are answered 503 and closed
+    max_connections: int = 200  # open at once; past this the longest-idle connection is closed first
+    first_byte_timeout_s: float = 2.0  # a new connection that sends nothing for this long is closed (<= 2 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,8 @@ class _Section:
 
 
 SECTIONS = {
-    "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections"),
+    "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
+             "first_byte_timeout_s"),
     "security": ("key_file", "clock_skew_s", "answer_ttl_s", "amount_limit"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous"),
@@ -216,6 +218,8 @@ def _http(s: _Section) -> HttpConfig:
         request_timeout_s=s.number("request_timeout_s", 10.0, 0.5, 300.0),
         idle_timeout_s=s.number("idle_timeout_s", 30.0, 0.5, 3600.0),
         max_connections=s.int("max_connections", 200, 4, 10000, "a number of connections"),
+        # At most 2 s (HIS interface 1.1 part D): idle sockets must not hold slots HIS needs.
+        first_byte_timeout_s=s.number("first_byte_timeout_s", 2.0, 0.1, 2.0),
     )
 
 

@@ -25,7 +25,8 @@ port = 8765
 allow_clients = []          # e.g. ["10.1.2.30", "10.1.3.0/24"]: required for a non-loopback host
 request_timeout_s = 10.0    # a whole request (line, headers, body) must arrive within this
 idle_timeout_s = 30.0       # kept-alive connections with no request are closed after this
-max_connections = 200       # served at once; more wait in the listen queue
+first_byte_timeout_s = 2.0  # a new connection that says nothing is closed after this (0.1-2)
+max_connections = 200       # open at once; past this the longest-idle connection is closed first
 
 [security]
 key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readable by its owner only
