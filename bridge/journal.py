@@ -51,6 +51,8 @@ from pathlib import Path
 
 from protocol.freshness import SeenRecord
 
+from bridge.private_files import prepare_private_file
+
 SCHEMA_VERSION = 1
 # Test hook (never set in production): make the process die right after committing this state,
 # as a crash or power cut would, to prove recovery. E.g. HIS_BRIDGE_TEST_CRASH_AT=result_stored
@@ -214,7 +216,7 @@ class Journal:
         self._queue: list[_Op] = []
         self._leading = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_private_file(path)  # 0600 before SQLite opens it (its -wal/-shm copy the mode)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")

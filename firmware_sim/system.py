@@ -357,7 +357,7 @@ def start_system(options: SystemOptions) -> System:
     workdir.mkdir(parents=True, exist_ok=True)
     if options.fresh:
         _clean(workdir)
-    (workdir / "logs").mkdir(exist_ok=True)
+    (workdir / "logs").mkdir(mode=0o700, exist_ok=True)
     system = System(options)
     state = _load_state(workdir)
     try:
