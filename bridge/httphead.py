@@ -14,6 +14,12 @@ refused here with 400 `bad_request` and the connection closed:
   a plain decimal number;
 - any Transfer-Encoding (the bridge takes Content-Length bodies only), alone or with Content-Length.
 
+Why not h11: RFC 9110 lets a recipient fold identical Content-Length headers into one, and h11
+does (it raises only when the values differ), so the interface's "two Content-Length headers are
+refused" would still need a second pass over the raw lines; and the bridge takes one small subset
+of HTTP/1.1 (Content-Length bodies, no chunked, no upgrades) that fits in this one screen, tested
+with hypothesis (tests/bridge/test_httphead.py).
+
 Lines may end in CRLF or a bare LF (RFC 9112 section 2.2 lets a recipient accept LF; some HIS
 HTTP stacks send it). The head ends at the first empty line; its size and header count are bounded.
 """
