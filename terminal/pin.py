@@ -13,7 +13,9 @@ are refused so a hostile image cannot make every PIN check eat the device's memo
 The lockout is pure: `Lockout` is the persisted state, `after_failure` / `is_locked` are the rules;
 the service keeps the state in its journal so switching the POS off and on does not reset the count.
 Every attempt is charged as a failure *before* its hash runs (a right PIN then clears the count), so
-guesses sent in parallel cannot all slip in before the first one is judged. Each lockout lasts twice
+guesses sent in parallel cannot all slip in before the first one is judged: `AttemptCounter` counts
+an attempt in memory the instant it arrives (under a lock held for microseconds, never across I/O)
+and journals the count before the caller may hash. Each lockout lasts twice
 the one before (`lockout_s`, 5 min by default, doubling to at most 24 h) until a right PIN or an
 administrator's reset on the device clears it.
 
@@ -31,6 +33,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 SCHEME = "scrypt"
 DEFAULT_N = 2**14
@@ -178,3 +181,53 @@ def after_failure(state: Lockout, now: float, *, max_tries: int, lockout_s: floa
 
 def tries_left(state: Lockout, max_tries: int) -> int:
     return max(0, max_tries - state.failures)
+
+
+class AttemptCounter:
+    """The wrong-PIN state of one PIN (the supervisor's, the admin's) for a running service.
+
+    `charge()` counts an attempt at once in memory, then journals the newest state (`save`), and
+    only then lets the caller hash; so a crash after the hash never forgets the attempt, and the
+    6th of 30 simultaneous guesses is refused as locked however slow the journal's fsync is.
+    Journal writes are ordered (each saves the newest state), so the journal never goes back.
+    """
+
+    def __init__(self, load: Callable[[], Lockout], save: Callable[[Lockout], None], clock: Callable[[], float], *,
+                 max_tries: int, lockout_s: float) -> None:
+        self._load, self._save, self._clock = load, save, clock
+        self.max_tries, self.lockout_s = max_tries, lockout_s
+        self._lock = threading.Lock()  # the in-memory state; never held across I/O
+        self._save_lock = threading.Lock()  # journal writes, in order
+        self._state: Lockout | None = None
+
+    def state(self) -> Lockout:
+        with self._lock:
+            if self._state is None:
+                self._state = self._load()
+            return self._state
+
+    def charge(self) -> Lockout | None:
+        """Count an attempt as a failure before it is checked. Returns the state that refuses it
+        (locked), or None: go on and check the PIN (a right one then calls `clear`)."""
+        state = self.state()
+        with self._lock:
+            state = self._state if self._state is not None else state
+            if is_locked(state, self._clock()):
+                return state
+            self._state = after_failure(state, self._clock(), max_tries=self.max_tries, lockout_s=self.lockout_s)
+        self._persist()
+        return None
+
+    def clear(self) -> None:
+        """A right PIN, or an administrator's reset: no failures, no lockout, no escalation."""
+        self.state()
+        with self._lock:
+            self._state = Lockout()
+        self._persist()
+
+    def _persist(self) -> None:
+        with self._save_lock:
+            with self._lock:
+                newest = self._state
+            assert newest is not None
+            self._save(newest)

@@ -61,7 +61,7 @@ from terminal.journal import Journal, PowerCut, StaleState
 from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
-from terminal.pin import Lockout, after_failure, is_locked, tries_left, verify_pin
+from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
 from terminal.receipt import Receipt, receipt_for
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
@@ -139,6 +139,11 @@ class TerminalService:
         self._drivers: dict[int, threading.Thread] = {}
         self._pending_codes: dict[int, str] = {}
         self._fresh_refunds: set[int] = set()
+        # Wrong-PIN counters (the admin PIN follows the supervisor's lockout settings).
+        self._pins = {key: AttemptCounter(lambda key=key: self._core.lockout(key),
+                                          lambda state, key=key: self._core.save_lockout(key, state), clock,
+                                          max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
+                      for key in ("supervisor", "admin")}
         self._calls = threading.BoundedSemaphore(MAX_CHANNEL_CALLS)
         self._closing = False
         self._dead = False
@@ -331,26 +336,25 @@ class TerminalService:
         return ActionReply(True, texts.REASON[ResultCode.SUPERVISOR_DECLINED])
 
     def confirm_refund(self, pin: str) -> PinReply:
-        """The supervisor's PIN for the refund on screen. The attempt is charged as a failure before
-        its hash runs (a right PIN then clears the count): parallel guesses are counted as they come,
-        so the lockout stops them, not the first verdict."""
-        sup = self.config.supervisor
+        """The supervisor's PIN for the refund on screen. The attempt is counted as a failure before
+        its hash runs (a right PIN then clears the count): parallel guesses are counted as they
+        arrive, so the lockout stops them, not the first verdict (terminal.pin.AttemptCounter)."""
         with self._lock:
             self._alive()
             head = self._core.head()
             if head is None or head.state is not State.AWAITING_SUPERVISOR:
                 return PinReply(PinStatus.NOT_AWAITING, texts.BUSY if head else texts.IDLE)
             seq = head.seq
-            refused = self._charge_attempt("supervisor", sup.max_wrong_tries, sup.lockout_s)
-            if refused is not None:
-                return refused
-        right = verify_pin(pin, sup.pin_hash)  # slow on purpose, one at a time: outside the lock
+        locked = self._pins["supervisor"].charge()  # outside the service lock: no queue behind an fsync
+        if locked is not None:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
+        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose, one at a time
         with self._lock:
             self._alive()
             if not right:
-                reply = self._wrong_pin("supervisor", sup.max_wrong_tries)
+                reply = self._wrong_pin("supervisor")
             else:
-                self._core.save_lockout("supervisor", Lockout())
+                self._pins["supervisor"].clear()
                 head = self._core.head()
                 if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
                     return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
@@ -380,45 +384,36 @@ class TerminalService:
         stored = self.config.admin_pin_hash
         if stored is None:
             return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
-        sup = self.config.supervisor
         with self._lock:
             self._alive()
-            refused = self._charge_attempt("admin", sup.max_wrong_tries, sup.lockout_s)
-            if refused is not None:
-                return refused
+        locked = self._pins["admin"].charge()
+        if locked is not None:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
         right = verify_pin(pin, stored)
         with self._lock:
             self._alive()
             if not right:
-                return self._wrong_pin("admin", sup.max_wrong_tries)
-            self._core.save_lockout("admin", Lockout())
+                return self._wrong_pin("admin")
+            self._pins["admin"].clear()
             if reset_supervisor:
-                self._core.save_lockout("supervisor", Lockout())
+                self._pins["supervisor"].clear()
                 log.warning("supervisor PIN lockout reset by the administrator")
                 self._notice = None
                 self._revision += 1
             return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
 
-    def _charge_attempt(self, key: str, max_tries: int, lockout_s: float) -> PinReply | None:
-        """Under the lock: refuse while locked, else count this attempt as a failure now (journaled),
-        before anything slow happens. None: go on and check the PIN."""
-        state = self._core.lockout(key)
-        if is_locked(state, self.clock()):
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
-        self._core.save_lockout(key, after_failure(state, self.clock(), max_tries=max_tries, lockout_s=lockout_s))
-        return None
-
-    def _wrong_pin(self, key: str, max_tries: int) -> PinReply:
-        """Under the lock, after a wrong PIN (already counted by _charge_attempt)."""
-        state = self._core.lockout(key)
+    def _wrong_pin(self, key: str) -> PinReply:
+        """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
+        counter = self._pins[key]
+        state = counter.state()
         self._revision += 1
         if is_locked(state, self.clock()):
             log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
             self._set_notice(texts.PIN_LOCKED)
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
-        log.warning("wrong %s PIN (%d of %d)", key, state.failures, max_tries)
+        log.warning("wrong %s PIN (%d of %d)", key, state.failures, counter.max_tries)
         self._set_notice(texts.WRONG_PIN)
-        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, max_tries))
+        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
 
     def dismiss(self) -> None:
         with self._lock:
@@ -434,7 +429,7 @@ class TerminalService:
             unfinished = self.journal.unfinished()
             head = unfinished[0] if unfinished else None
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
-            lockout = self._core.lockout("supervisor")
+            lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
             return screen_view(
                 revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),

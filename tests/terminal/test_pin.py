@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.pin import (LOCKOUT_CAP_S, Lockout, PinHashError, after_failure, hash_pin, is_locked, lockout_duration,
+from terminal.pin import (LOCKOUT_CAP_S, AttemptCounter, Lockout, PinHashError, after_failure, hash_pin, is_locked, lockout_duration,
                           parse_pin_hash, tries_left, verify_pin)
 from tests.terminal.helpers import PIN, PIN_HASH
 
@@ -93,3 +93,16 @@ def test_lockout_journal_form_round_trips(failures, until, lockouts):
     state = Lockout(failures, until, lockouts)
     assert Lockout.decode(state.encode()) == state
     assert Lockout.decode(f"{failures},{until!r}") == Lockout(failures, until)  # written by earlier versions
+
+
+def test_an_attempt_is_journaled_before_it_may_be_checked_and_a_right_pin_clears_everything():
+    saved: list[Lockout] = []
+    counter = AttemptCounter(lambda: Lockout(2, 0.0, 3), saved.append, lambda: 1000.0, max_tries=5, lockout_s=300)
+    assert counter.charge() is None and saved[-1] == Lockout(3, 0.0, 3)  # written before the caller hashes
+    assert counter.charge() is None
+    assert counter.charge() is None  # the 5th is still checked; counting it locks the PIN
+    assert saved[-1].locked_until == 1000.0 + 300 * 2**3 and saved[-1].lockouts == 4
+    locked = counter.charge()
+    assert locked is not None and locked.locked_until == saved[-1].locked_until  # refused, not counted again
+    counter.clear()
+    assert saved[-1] == Lockout() == counter.state()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from terminal import pin as pin_module
+from terminal import service as service_module
 from terminal.pin import hash_pin, parse_pin_hash
 from terminal.service import PinStatus
 from terminal.view import Screen
@@ -27,23 +28,43 @@ def _awaiting_refund(svc, msg_id: str = "HIS-R") -> None:
     assert svc.view().screen is Screen.AWAITING_SUPERVISOR
 
 
-def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(tmp_path):
+def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(tmp_path, monkeypatch):
+    """The attack of finding 4: 30 wrong PINs at once, and the right one while they are still being
+    hashed (30 ms later on the attacker's POS; a hash takes ~50 ms). Instead of a wall-clock 30 ms,
+    the test holds every wrong PIN's (real) hash until the right one has been answered, and sends the
+    right one once all 30 guesses have been taken in: hashing or already answered."""
     svc = open_service(tmp_path / "j.db", make_config(max_wrong_tries=5, lockout_s=300))
+    real_verify = service_module.verify_pin
+    taken_in, release, lock = [0], threading.Event(), threading.Condition()
+
+    def slow_verify(pin, stored):  # the real check, held back for wrong PINs while the right one comes
+        with lock:
+            taken_in[0] += 1
+            lock.notify_all()
+        if pin != PIN:
+            release.wait(30)
+        return real_verify(pin, stored)
+
+    monkeypatch.setattr(service_module, "verify_pin", slow_verify)
     try:
         _awaiting_refund(svc)
-        barrier = threading.Barrier(31)
+        barrier = threading.Barrier(30)
         replies = []
 
         def guess(pin: str) -> None:
             barrier.wait()
-            replies.append(svc.confirm_refund(pin))
+            reply = svc.confirm_refund(pin)
+            with lock:
+                replies.append(reply)
+                lock.notify_all()
 
         wrong = [threading.Thread(target=guess, args=(f"{100000 + i}",)) for i in range(30)]
         for thread in wrong:
             thread.start()
-        barrier.wait()  # all 30 guesses go in together
-        threading.Event().wait(0.030)  # the attacker's timing, not synchronisation
+        with lock:
+            assert lock.wait_for(lambda: taken_in[0] + len(replies) >= 30, timeout=30)
         right = svc.confirm_refund(PIN)
+        release.set()
         for thread in wrong:
             thread.join(60)
         assert right.status is PinStatus.LOCKED
@@ -51,6 +72,7 @@ def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(
         assert sum(r.status is PinStatus.WRONG for r in replies) <= 4  # only the allowed tries were judged
         assert svc.view().pin_locked_until is not None
     finally:
+        release.set()
         svc.close()
 
 
