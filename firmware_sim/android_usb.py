@@ -72,6 +72,8 @@ class VirtualAndroidDevice(VirtualUsbDevice):
         self._session: AccessoryStreams | None = None  # the app's open accessory
         self._cut_min: int | None = None  # armed mid-write cable cut
         self._cut_pending = False
+        self.last_cut: tuple[int, int] | None = None  # (bytes delivered, bytes written) of the cut write
+        self._accessory_generations: set[int] = set()  # the attachments that were in accessory mode
 
     # ------------------------------------------------------------ the bus
 
@@ -82,6 +84,7 @@ class VirtualAndroidDevice(VirtualUsbDevice):
                 if self.mode is AndroidMode.SWITCHING:
                     self.mode = AndroidMode.ACCESSORY
                     self.generation += 1
+                    self._accessory_generations.add(self.generation)
                     self._plugged = True
                     self._cond.notify_all()
 
@@ -95,9 +98,9 @@ class VirtualAndroidDevice(VirtualUsbDevice):
             return GOOGLE_VID, ACCESSORY_ADB_PID if self.adb else ACCESSORY_PID
         return self.vid, self.pid
 
-    def interfaces(self) -> list[Interface]:
+    def interfaces(self, generation: int | None = None) -> list[Interface]:
         adb = [Interface(0xFF, 0x42, 0x01, (0x03, 0x83))] if self.adb else []
-        if self.mode is AndroidMode.ACCESSORY:
+        if (self.generation if generation is None else generation) in self._accessory_generations:
             return [Interface(0xFF, 0xFF, 0x00, (ACC_EP_OUT, ACC_EP_IN)), *adb]
         return [Interface(0x06, 0x01, 0x01, (0x02, 0x82)), *adb]  # MTP (still image class), then ADB
 
@@ -153,6 +156,7 @@ class VirtualAndroidDevice(VirtualUsbDevice):
             if self._cut_min is not None and len(data) >= self._cut_min and self._plugged:
                 self._cut_min = None
                 self._cut_pending = True
+                self.last_cut = (len(data) // 2, len(data))
                 data = data[: len(data) // 2]
         super().device_write(data)
 

@@ -156,8 +156,9 @@ class VirtualUsbDevice:
             port_number=1, port_numbers=(1,), speed=3,
         ))
 
-    def interfaces(self) -> list[Interface]:
-        """The interfaces of configuration 1 as presented now (one vendor-specific bulk pair)."""
+    def interfaces(self, generation: int | None = None) -> list[Interface]:
+        """The interfaces of configuration 1 as presented by attachment `generation` (None: the
+        current one): one vendor-specific bulk pair."""
         return [Interface(0xFF, 0, 0, (EP_OUT, EP_IN))]
 
     def data_endpoints(self) -> tuple[int, int] | None:
@@ -236,16 +237,16 @@ class VirtualUsbBackend(usb.backend.IBackend):
     def get_configuration_descriptor(self, dev: _DeviceRef, config: int) -> _Descriptor:
         if config != 0:
             raise IndexError(config)
-        return _configuration(dev.device.interfaces())
+        return _configuration(dev.device.interfaces(dev.generation))
 
     def get_interface_descriptor(self, dev: _DeviceRef, intf: int, alt: int, config: int) -> _Descriptor:
-        interfaces = dev.device.interfaces()
+        interfaces = dev.device.interfaces(dev.generation)
         if alt != 0 or config != 0 or not 0 <= intf < len(interfaces):
             raise IndexError(intf)
         return _interface(intf, interfaces[intf])
 
     def get_endpoint_descriptor(self, dev: _DeviceRef, ep: int, intf: int, alt: int, config: int) -> _Descriptor:
-        interfaces = dev.device.interfaces()
+        interfaces = dev.device.interfaces(dev.generation)
         if alt != 0 or config != 0 or not 0 <= intf < len(interfaces) or not 0 <= ep < len(interfaces[intf].endpoints):
             raise IndexError(ep)
         return _endpoint(interfaces[intf].endpoints[ep], dev.device.packet_size, interfaces[intf].kind)
@@ -279,7 +280,7 @@ class VirtualUsbBackend(usb.backend.IBackend):
 
     def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
         device = self._live(dev_handle)
-        if altsetting != 0 or not 0 <= intf < len(device.interfaces()):
+        if altsetting != 0 or not 0 <= intf < len(device.interfaces(dev_handle.ref.generation)):
             raise usb.core.USBError("Invalid altsetting", LIBUSB_ERROR_PIPE, errno.EPIPE)
 
     def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
