@@ -15,7 +15,7 @@ act on. After TransportClosed, call `.open()` again (or open_transport anew) and
 from __future__ import annotations
 
 from bridge.transport.base import DEFAULT_PID, DEFAULT_VID, Transport, TransportClosed, TransportError
-from bridge.transport.aoa import AoaNotSupported, AoaTransport
+from bridge.transport.aoa import AoaNotSupported, AoaTransport, UsbDeviceInfo, list_usb_devices
 from bridge.transport.discovery import AutoSerialTransport, AutoTransport, PortInfo, list_serial_ports
 from bridge.transport.serial_port import SerialTransport
 from bridge.transport.tcp import TcpTransport
@@ -24,7 +24,7 @@ from protocol.linkurl import URL_FORMS, LinkUrlError, Scheme, parse_link_url
 
 __all__ = [
     "DEFAULT_PID", "DEFAULT_VID", "Transport", "TransportClosed", "TransportError", "AoaNotSupported",
-    "AoaTransport", "AutoSerialTransport", "AutoTransport",
+    "AoaTransport", "AutoSerialTransport", "AutoTransport", "UsbDeviceInfo", "list_usb_devices",
     "PortInfo", "SerialTransport", "TcpTransport", "UsbTransport", "list_serial_ports", "make_transport",
     "open_transport", "URL_FORMS",
 ]

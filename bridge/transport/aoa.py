@@ -17,6 +17,7 @@ standard string-descriptor read, which the OS itself does at enumeration).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import usb.core
@@ -36,6 +37,33 @@ from bridge.transport.usb_bulk import UsbTransport
 SWITCH_TIMEOUT_S = 10.0
 REENUMERATE_POLL_S = 0.1  # how often the bus is looked at while waiting for the accessory
 CONTROL_TIMEOUT_MS = 1000  # one AOA control request; a device that takes longer is not switching
+
+
+@dataclass(frozen=True, slots=True)
+class UsbDeviceInfo:
+    vid: int
+    pid: int
+    bus: int | None
+    address: int | None
+
+    @property
+    def usb_id(self) -> str:
+        return f"{self.vid:04X}:{self.pid:04X}"
+
+    @property
+    def accessory_mode(self) -> bool:
+        return is_accessory_mode(self.vid, self.pid)
+
+
+def list_usb_devices(backend: object = None) -> list[UsbDeviceInfo]:
+    """The USB devices on this PC as the OS enumerated them (what `his-bridge ports` shows to find an
+    Android POS's VID:PID). Sends nothing to any device: the descriptors are the OS's copies."""
+    try:
+        found = list(usb.core.find(find_all=True, backend=backend))
+    except usb.core.NoBackendError:
+        raise TransportError("pyusb found no USB library: install libusb-1.0 (docs/android-pos.md)") from None
+    devices = [UsbDeviceInfo(d.idVendor, d.idProduct, d.bus, d.address) for d in found]
+    return sorted(devices, key=lambda d: (d.bus or 0, d.address or 0))
 
 
 class AoaNotSupported(TransportError):

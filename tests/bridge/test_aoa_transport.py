@@ -182,3 +182,12 @@ def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> No
     assert "ports" in str(info.value) and "name the Android POS" in str(info.value)
     config = parse_config({"link": {"ports": ["aoa://2A45:0C02/PS1", "auto?aoa=*/PS2"]}}, base_dir=tmp_path)
     assert config.link.ports == ("aoa://2A45:0C02/PS1", "auto?aoa=*/PS2")
+
+
+def test_listing_usb_devices_sends_them_nothing() -> None:
+    from bridge.transport import list_usb_devices
+
+    scanner, pos = VirtualUsbDevice(**SCANNER), VirtualAndroidDevice(address=9)  # type: ignore[arg-type]
+    listed = list_usb_devices(VirtualUsbBackend(scanner, pos))
+    assert [(d.usb_id, d.accessory_mode) for d in listed] == [("0C2E:0B61", False), ("1209:7D02", False)]
+    assert scanner.control_log == pos.control_log == []
