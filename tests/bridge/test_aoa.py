@@ -65,13 +65,14 @@ def test_the_pos_app_restarts_and_the_bridge_reconnects_without_a_new_switch(wor
     wire = endpoint.wire
     bridge = world.bridge([endpoint.bridge_url], usb_backend=wire.backend)  # type: ignore[attr-defined]
     wait_until(lambda: bridge.relay.attached("D1"), what="attached")
-    handshakes = bridge.health()["devices"][0]["stats"]["handshakes"]
 
     wire.restart_app()  # type: ignore[attr-defined]
-    wait_until(lambda: bridge.health()["devices"][0]["stats"]["handshakes"] > handshakes and bridge.relay.attached("D1"),
-               timeout=15, what="a new handshake with the restarted app")
+    wait_until(lambda: wire.app.sessions == 2, what="the restarted app opened the accessory again")  # type: ignore[attr-defined]
     envelope = world.seal("+8.00", "MZ-AOA-3")
-    assert requests.post(bridge.url + "/v1/instructions?wait=0", data=envelope.to_bytes(), timeout=10).status_code == 202
+    # While the bridge has not yet noticed (its keepalive goes unanswered), HIS may get 503; the same
+    # envelope posted again is idempotent, as the interface promises.
+    wait_until(lambda: requests.post(bridge.url + "/v1/instructions?wait=0", data=envelope.to_bytes(),
+                                     timeout=10).status_code in (200, 202), timeout=20, what="the instruction accepted")
     assert result_of(world, bridge, envelope.msg_id).envelope.reply_to == envelope.msg_id  # type: ignore[attr-defined]
     assert wire.device.switches == 1 and wire.app.sessions == 2  # type: ignore[attr-defined]
 
