@@ -11,8 +11,8 @@ module is everything around those streams, and runs anywhere:
 - a reader thread per opened accessory blocks in `input.read(READ_SIZE)` and queues what arrives,
   so `read(max_bytes, timeout)` honours its timeout as the endpoint needs;
 - when the accessory goes away (the cable is pulled, the host closed it: the read fails or hits end
-  of stream) the session ends with `WireReset`, the streams are closed, and the opener is tried again
-  every REOPEN_INTERVAL_S; a newly opened accessory starts a new session (`WireReset`), so the link
+  of stream) the session ends with `WireReset`, the reader closes the streams, and the opener is
+  tried again every REOPEN_INTERVAL_S; a newly opened accessory starts a new session (`WireReset`), so the link
   handshakes again. `unplug()`/`replug()` do the same on purpose.
 """
 
@@ -40,6 +40,7 @@ class AccessoryInput(Protocol):
 
 class AccessoryOutput(Protocol):
     def write(self, data: bytes, /) -> int | None: ...
+    def close(self) -> None: ...
 
 
 class Accessory(Protocol):
@@ -108,18 +109,31 @@ class AccessoryWire:
         return True
 
     def _reader(self, session: int, accessory: Accessory) -> None:
-        while True:
+        # The reader alone closes the accessory (both streams), once its read has returned: a stream
+        # closed by another thread while this one is about to read could see its descriptor number
+        # reused by the next accessory, and this thread would then steal the next session's bytes.
+        try:
+            while True:
+                try:
+                    data = accessory.input.read(self.read_size)
+                except (OSError, ValueError) as exc:  # detached (ENODEV, EIO) or closed under us
+                    self._chunks.put((session, f"read failed ({exc})"))
+                    return
+                if not data:
+                    self._chunks.put((session, "end of stream"))
+                    return
+                if session != self._session:
+                    return  # dropped meanwhile: nothing more is read for that session
+                self._chunks.put((session, bytes(data)))
+        finally:
             try:
-                data = accessory.input.read(self.read_size)
-            except (OSError, ValueError) as exc:  # detached (ENODEV, EIO) or closed under us
-                self._chunks.put((session, f"read failed ({exc})"))
-                return
-            if not data:
-                self._chunks.put((session, "end of stream"))
-                return
-            self._chunks.put((session, bytes(data)))
+                accessory.close()
+            except (OSError, ValueError):
+                pass
 
     def _drop(self, why: str) -> None:
+        """End the session: nothing more is written, what its reader still reads is discarded; the
+        reader closes the accessory when its read returns (the cable pulled: at once)."""
         with self._lock:
             accessory, self._accessory = self._accessory, None
             self._session += 1
@@ -127,7 +141,7 @@ class AccessoryWire:
             self.last_error = why
         if accessory is not None:
             try:
-                accessory.close()
+                accessory.output.close()
             except (OSError, ValueError):
                 pass
 

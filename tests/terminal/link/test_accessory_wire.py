@@ -122,18 +122,40 @@ def test_two_pipes_work_as_the_two_streams_and_a_failed_write_drops_the_session(
     os.close(to_device_w)
 
 
-def test_unplug_closes_the_streams_and_replug_opens_a_new_session() -> None:
+def test_unplug_stops_writing_and_replug_opens_a_new_session() -> None:
     plug = Plug()
     plug.attach()
     wire = AccessoryWire(plug, reopen_interval_s=0.0)
     open_session(wire)
-    accessory = plug.accessory
+    accessory, host = plug.accessory, plug.host
+    assert accessory is not None and host is not None
     wire.unplug()
-    assert accessory is not None and accessory.input.closed and accessory.output.closed
+    assert accessory.output.closed and not wire.is_open
+    host.sendall(b"late bytes of the old session")  # the reader's read returns: it discards them and closes
+    deadline = time.monotonic() + 5
+    while not accessory.input.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert accessory.input.closed
     plug.attach()
     assert wire.read(10, 0.01) == b""  # unplugged: not even trying
     wire.replug()
     open_session(wire)
+    wire.close()
+
+
+def test_a_new_session_never_loses_bytes_to_the_reader_of_the_old_one() -> None:
+    """Descriptor numbers are reused: the old session's reader must not read the new accessory."""
+    plug = Plug()
+    wire = AccessoryWire(plug, reopen_interval_s=0.0)
+    for round_ in range(100):
+        plug.attach()
+        open_session(wire)
+        payload = os.urandom(READ_SIZE + 100)
+        plug.host.sendall(payload)  # type: ignore[union-attr]
+        assert read_until(wire, len(payload)) == payload, f"round {round_}"
+        wire.unplug()
+        plug.host.close()  # type: ignore[union-attr]
+        wire.replug()
     wire.close()
 
 
