@@ -44,8 +44,9 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 # The whole system on local defaults: channel sandbox, a simulated POS (with its screens when there
 # is a display), the bridge, and the HIS console. HEADLESS=1: no screens, no console (HIS vendors).
 # LANDSCAPE=1: the POS window is an 800x480 landscape device (default: portrait 720x1280, scaled to fit).
+# LINK=aoa: the simulated POS is an Android device the bridge switches to accessory mode (LINK=tcp: TCP).
 run: setup
-	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -44,7 +44,8 @@ synchronous = "FULL"        # FULL survives power loss; NORMAL survives crashes 
 
 [link]
 ports = ["auto"]            # one URL per POS: "serial:COM3", "serial:/dev/ttyACM0", "auto",
-                            # "auto:1209:7D01", "usb://1209:7D01/SERIAL", "socket://127.0.0.1:7001"
+                            # "auto:1209:7D01", "usb://1209:7D01/SERIAL", "socket://127.0.0.1:7001",
+                            # an Android POS: "aoa://VID:PID" or "aoa://*/SERIAL" (docs/android-pos.md)
 baud = 115200               # serial ports only
 reconnect_min_s = 0.5       # first retry after a port fails; doubles up to reconnect_max_s
 reconnect_max_s = 10.0

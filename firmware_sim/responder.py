@@ -122,8 +122,15 @@ class Responder:
         with self._lock:
             self.mode = mode
             held, self._held = self._held, {}
+            endpoint, answers = self._endpoint, []
             for msg_id, (envelope, instruction) in held.items():
-                self._answer(self._endpoint, msg_id, self._execute(envelope, instruction))
+                message = self._execute(envelope, instruction)
+                self._answers[msg_id] = self._outbox[msg_id] = message
+                answers.append((msg_id, message))
+        # Sent outside our lock: the endpoint's thread holds its own lock when it calls on_delivered,
+        # which takes ours; sending under ours would take the two in the opposite order (deadlock).
+        for msg_id, message in answers:
+            self._try_send(endpoint, msg_id, message)
 
     @property
     def pending_answers(self) -> int:

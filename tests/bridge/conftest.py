@@ -35,7 +35,8 @@ from bridge.daemon import Bridge
 from bridge.keystore import write_keyfile
 from bridge.logjson import setup_logging
 from terminal.link.endpoint import DeviceEndpoint
-from firmware_sim.wires import PtyWire, UsbWire
+from firmware_sim.android_usb import VirtualAndroidDevice
+from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
 from firmware_sim.usb_backend import VirtualUsbDevice
@@ -82,13 +83,16 @@ class World:
         return Responder(self.ring, device_id, **kwargs)  # type: ignore[arg-type]
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
-                 identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001") -> DeviceEndpoint:
+                 identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",
+                 android: VirtualAndroidDevice | None = None) -> DeviceEndpoint:
         if kind == "pty":
             wire: object = PtyWire(self.dir / f"tty-{device_id}-{self._next()}")
         elif kind == "tcp":
             wire = TcpWire()
         elif kind == "usb":
             wire = UsbWire(VirtualUsbDevice(serial_no=serial_no))
+        elif kind == "aoa":  # an Android POS: the bridge switches it to accessory mode (aoa://)
+            wire = AndroidUsbWire(android or VirtualAndroidDevice(serial_no=serial_no))
         else:
             raise ValueError(kind)
         endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]

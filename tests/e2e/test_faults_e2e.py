@@ -31,7 +31,7 @@ def assert_money_agrees(rig: Rig, code: str, result: Result, amount_fen: int, *,
         assert rig.balance_fen(code) == before_fen and not orders
 
 
-@pytest.mark.parametrize("link", [LinkKind.PTY, LinkKind.USB], ids=lambda k: k.value)
+@pytest.mark.parametrize("link", [LinkKind.PTY, LinkKind.USB, LinkKind.AOA], ids=lambda k: k.value)
 def test_unplugged_mid_payment_the_result_arrives_after_replug_exactly_once(world: SimWorld, link: LinkKind) -> None:
     rig = world.rig(link)
     code = rig.issue("WECHAT", behaviour="userpaying:0.8")  # the patient confirms on the phone 0.8 s after the scan

@@ -46,9 +46,9 @@ def alive(pid: int) -> bool:
 
 
 class Launcher:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.system", "--headless", "--workdir", str(workdir),
-                                      "--bridge-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      "--bridge-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # its own group: Ctrl-C goes to it alone, as in a terminal
         self.out: list[str] = []
         self.err_lines: list[str] = []
