@@ -34,7 +34,7 @@ from typing import BinaryIO, Iterator
 from protocol.amount import format_yuan
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
-from reconcile.lines import BATCH, decode_line, read_records, record
+from reconcile.lines import BATCH, TIME_PATTERN, YUAN_PATTERN, decode_line, fit_free_text, read_records
 from reconcile.model import COLLECT, REFUND, Channel, State
 
 TRADE_NO = "支付宝交易号"
@@ -45,6 +45,9 @@ RECEIVED = "商家实收（元）"
 REQUEST_NO = "退款批次号/请求号"
 REQUIRED = (TRADE_NO, OUT_TRADE_NO, BIZ_TYPE, FINISHED, RECEIVED, REQUEST_NO)
 END_MARK = "业务明细列表结束"
+# The merchant's and the buyer's own text, written unquoted: commas and quotes as typed.
+FREE_TEXT = ("商品名称", "门店名称", "操作员", "券名称", "备注")
+TIME_COLUMNS = ("创建时间", "完成时间")
 TRADE_GBK = "交易".encode("gbk")
 REFUND_GBK = "退款".encode("gbk")
 TRADES_FOOTER = re.compile(r"交易合计[：:]\s*(\d+)\s*笔(?:.*?商家实收共\s*(-?\d+\.\d{2})\s*元)?")
@@ -63,10 +66,7 @@ def read_alipay_bill(path: str | Path) -> Iterator[list[tuple]]:
     except OSError as exc:
         raise SourceUnavailable(f"cannot open the Alipay bill {path}: {exc.strerror or exc}") from None
     with fb:
-        try:
-            zf = zipfile.ZipFile(fb, metadata_encoding="gbk")
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise BadInput(name, None, None, f"not a zip file as Alipay serves its bills ({exc}); truncated download?") from None
+        zf = _open_zip(fb, name)
         with zf:
             detail, summary = _members(zf, name)
             try:
@@ -75,6 +75,23 @@ def read_alipay_bill(path: str | Path) -> Iterator[list[tuple]]:
                     _check_summary(zf, summary, name, *counts)
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
                 raise BadInput(name, None, None, f"the zip is damaged or cut short: {exc}") from None
+
+
+def _open_zip(fb: BinaryIO, name: str) -> zipfile.ZipFile:
+    """Alipay writes member names in GBK without the zip's UTF-8 flag; a bill repacked on another
+    machine may carry them in UTF-8 without the flag: names that are not GBK are read as UTF-8."""
+    for encoding in ("gbk", "utf-8"):
+        fb.seek(0)
+        try:
+            zf = zipfile.ZipFile(fb, metadata_encoding=encoding)
+        except UnicodeDecodeError:
+            continue
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise BadInput(name, None, None, f"not a zip file as Alipay serves its bills ({exc}); truncated download?") from None
+        if encoding == "utf-8" or any("业务明细" in i.filename for i in zf.infolist()):
+            return zf
+        zf.close()  # GBK decoded to nonsense: try the names as UTF-8
+    raise BadInput(name, None, None, "the zip's file names are neither GBK nor UTF-8: not an Alipay bill")
 
 
 def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.ZipInfo | None]:
@@ -118,23 +135,20 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
         alipay, collect, refund, moved, reversal = int(Channel.ALIPAY), COLLECT, REFUND, int(State.MOVED), int(State.REVERSAL)
         ended = False
         batch: list[tuple] = []
+        free = tuple(pos[c] for c in FREE_TEXT if c in pos)
+        valid = _validator(header)
         # GBK decoding costs ~4 us a line in CPython, three times the rest of the work, so rows
         # are split as bytes (in GBK a ',' byte is never part of a two-byte character) and only
         # the fields we use are decoded: IDs, times and amounts are ASCII, 业务类型 is compared
-        # as GBK bytes. Lines with a '"' go through the csv module as text.
+        # as GBK bytes. Alipay quotes nothing: a row with surplus fields has commas in its free
+        # text (商品名称, 备注...) and is fitted back together as text (reconcile.lines).
         for raw in fb:
             lineno += 1
             start = lineno
-            if b'"' in raw:
-                row, lineno = record(fb, decode_line(raw, "gbk", name, lineno), lineno, name, "gbk")
-                if not row:
-                    continue
-                braw = [f.encode("gbk") for f in row]
-            else:
-                raw = raw.rstrip(b"\r\n")
-                if not raw:
-                    continue
-                braw = raw.split(b",")
+            raw = raw.rstrip(b"\r\n")
+            if not raw:
+                continue
+            braw = raw.split(b",")
             if len(braw) != ncol:
                 first = decode_line(braw[0], "gbk", name, start)
                 if first.startswith("#"):
@@ -142,7 +156,11 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                         raise BadInput(name, start, None, f"unexpected comment line inside the detail list: {first[:40]!r}")
                     ended = True
                     break
-                raise BadInput(name, start, None, f"{len(braw)} fields, but the header has {ncol} (a cut line?)")
+                fitted = fit_free_text(decode_line(raw, "gbk", name, start).split(","), ncol, free, valid) if len(braw) > ncol else None
+                if fitted is None:
+                    raise BadInput(name, start, None, f"{len(braw)} fields, but the header has {ncol} (a cut line?)"
+                                   + (", and no reading of the free-text columns (商品名称, 备注...) fits the row" if len(braw) > ncol else ""))
+                braw = [f.encode("gbk") for f in fitted]
             try:
                 trade_no = braw[i_trade].strip().decode("ascii")
                 order_no = braw[i_otn].strip().decode("ascii")
@@ -184,6 +202,18 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
         footer = " ".join(",".join(r) for _, r in read_records(fb, name, "gbk", start=lineno))
         _check_footer(footer, name, lineno, fen, trades, trade_sum, refunds, refund_sum)
     return trades, refunds
+
+
+def _validator(header: list[str]):  # type: ignore[no-untyped-def]
+    """Checks a fitted row must pass: times, every amount column (元), the business type."""
+    checks = [(i, TIME_PATTERN) for i, h in enumerate(header) if h in TIME_COLUMNS]
+    checks += [(i, YUAN_PATTERN) for i, h in enumerate(header) if h.endswith("（元）")]
+    kind = header.index(BIZ_TYPE)
+
+    def valid(row: list[str]) -> bool:
+        return row[kind].strip() in ("交易", "退款") and all(pattern.fullmatch(row[i].strip()) for i, pattern in checks)
+
+    return valid
 
 
 def _ascii(field: bytes, name: str, lineno: int, column: str) -> str:
