@@ -17,12 +17,16 @@ docs/simulator.md lists every column. The sandbox charges no fee (手续费/服�
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import zipfile
 from dataclasses import dataclass
 
 from firmware_sim.sandbox.store import SHANGHAI, Order, Refund
-from protocol.amount import format_yuan
+from protocol.amount import format_yuan as _format_yuan
+
+# Bills repeat the same few thousand amounts: formatting each once is worth a cache.
+format_yuan = functools.lru_cache(maxsize=4096)(_format_yuan)
 
 WECHAT_BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
 _HEAD = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额"
@@ -98,8 +102,10 @@ def _clean(text: str) -> str:
     return text.replace(",", "，").replace("`", "'").replace("\r", " ").replace("\n", " ").replace("\t", " ")
 
 
+@functools.lru_cache(maxsize=4096)
 def _stamp(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    # Cached (a day has 86400 seconds and a bill up to millions of rows); isoformat is C and ~10x faster than strftime on an aware datetime (a bill has a million rows).
+    return moment.isoformat(" ", "seconds")[:19]
 
 
 # -- WeChat Pay -------------------------------------------------------------------------------
@@ -133,7 +139,7 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
     else:
         summary = [str(len(rows)), format_yuan(paid), format_yuan(refunded), "0.00", "0.00000", format_yuan(paid), format_yuan(refunded)]
     lines = [WECHAT_HEADERS[bill_type]]
-    lines += [",".join("`" + value for value in values) for _, values in rows]
+    lines += ["`" + ",`".join(values) for _, values in rows]
     lines += [WECHAT_SUMMARY_HEADERS[bill_type], ",".join("`" + value for value in summary)]
     return CRLF.join(lines) + CRLF
 
