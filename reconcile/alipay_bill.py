@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from protocol.amount import format_yuan
+from reconcile.attribution import POS_ORDER_NO, OtherSink, OtherTrade
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
 from reconcile.lines import BATCH, TIME_PATTERN, YUAN_PATTERN, decode_line, fit_free_text, read_records
@@ -44,6 +45,7 @@ FINISHED = "完成时间"
 RECEIVED = "商家实收（元）"
 REQUEST_NO = "退款批次号/请求号"
 REQUIRED = (TRADE_NO, OUT_TRADE_NO, BIZ_TYPE, FINISHED, RECEIVED, REQUEST_NO)
+TERMINAL = "终端号"  # the terminal_id the POS sends (optional: attribution by device number)
 END_MARK = "业务明细列表结束"
 # The merchant's and the buyer's own text, written unquoted: commas and quotes as typed.
 FREE_TEXT = ("商品名称", "门店名称", "操作员", "券名称", "备注")
@@ -58,8 +60,9 @@ SUMMARY_REFUNDS = "退款订单总笔数"
 MAX_MEMBER_BYTES = 4 << 30
 
 
-def read_alipay_bill(path: str | Path) -> Iterator[list[tuple]]:
-    """Stream the detail rows as batches of Entry-layout tuples; check end marker, footer and summary."""
+def read_alipay_bill(path: str | Path, others: OtherSink | None = None) -> Iterator[list[tuple]]:
+    """Stream the detail rows as batches of Entry-layout tuples; check end marker, footer and summary.
+    With `others`, rows that are not the POS's trades go there instead (reconcile.attribution)."""
     name = Path(path).name
     try:
         fb: BinaryIO = open(path, "rb")
@@ -70,7 +73,7 @@ def read_alipay_bill(path: str | Path) -> Iterator[list[tuple]]:
         with zf:
             detail, summary = _members(zf, name)
             try:
-                counts = yield from _read_detail(zf, detail, name)
+                counts = yield from _read_detail(zf, detail, name, others)
                 if summary is not None:
                     _check_summary(zf, summary, name, *counts)
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
@@ -111,7 +114,7 @@ def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.Z
     return details[0], (summaries[0] if summaries else None)
 
 
-def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # type: ignore[no-untyped-def]
+def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others: OtherSink | None):  # type: ignore[no-untyped-def]
     name = f"{zname}:{info.filename}"
     # zipfile's own readline is Python code; a BufferedReader over it splits lines in C.
     with io.BufferedReader(zf.open(info), buffer_size=1 << 20) as fb:  # type: ignore[arg-type]
@@ -129,6 +132,8 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                 raise BadInput(name, lineno, column, "column missing from the header (a bill of type trade is expected)")
         ncol = len(header)
         i_trade, i_otn, i_type, i_fin, i_recv, i_req = (pos[c] for c in REQUIRED)
+        i_dev = pos.get(TERMINAL)
+        devices, pos_order = (others.attribution.devices if others else frozenset()), POS_ORDER_NO.fullmatch
         fen = FenParser(name)
         memo: dict[bytes, int] = {}  # keyed by the raw bytes: no decoding for a known amount
         trades = refunds = trade_sum = refund_sum = 0
@@ -180,18 +185,26 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                     memo[amount] = value
                 trades += 1
                 trade_sum += value
-                batch.append((start, order_no, "", collect, value, moved, alipay, trade_no, "", finished))
+                t = (start, order_no, "", collect, value, moved, alipay, trade_no, "", finished)
             elif kind == REFUND_GBK:
                 value = abs(fen.parse_signed(_ascii(amount, name, start, RECEIVED).strip(), start, RECEIVED))
                 refunds += 1
                 refund_sum += value
                 request_no = _ascii(braw[i_req], name, start, REQUEST_NO).strip()
                 if request_no:
-                    batch.append((start, order_no, "", refund, value, moved, alipay, trade_no, request_no, finished))
+                    t = (start, order_no, "", refund, value, moved, alipay, trade_no, request_no, finished)
                 else:  # no refund request number: the trade was cancelled (撤销, alipay.trade.cancel)
-                    batch.append((start, order_no, "", collect, value, reversal, alipay, trade_no, "", finished))
+                    t = (start, order_no, "", collect, value, reversal, alipay, trade_no, "", finished)
             else:
                 raise BadInput(name, start, BIZ_TYPE, f"{decode_line(kind, 'gbk', name, start)!r} is neither 交易 nor 退款")
+            if others is not None and (pos_order(order_no) is None or devices):
+                device = decode_line(braw[i_dev], "gbk", name, start).strip() if i_dev is not None else ""
+                why = others.attribution.why_not(order_no, None, device)
+                if why is not None:
+                    others.trades.append(OtherTrade(Channel.ALIPAY, f"{name} line {start}", order_no, trade_no, t[3], value, State(t[5]),
+                                                    finished, "", device, why))
+                    continue
+            batch.append(t)
             if len(batch) == BATCH:
                 yield batch
                 batch = []

@@ -14,6 +14,7 @@ import tomllib
 import traceback
 from pathlib import Path
 
+from reconcile.attribution import Attribution
 from reconcile.errors import EXIT_CLEAN, EXIT_ERROR, ConfigError, ReconcileError
 from reconcile.fetch import fetch_bills
 from reconcile.model import Channel, DiffClass
@@ -53,7 +54,7 @@ A config file (TOML) holds the same settings; {date} and {yyyymmdd} in paths are
 See docs/reconciliation.md.
 """
 
-_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset"}
+_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset", "pos_devices"}
 
 
 def _date(text: str, tz: datetime.tzinfo = CHINA) -> datetime.date:
@@ -93,6 +94,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the reports and downloaded bills (default: ./reconcile-reports)")
     p.add_argument("--state", help="state database (default: OUT/reconcile-state.db)")
     p.add_argument("--utc-offset", help="the hospital's time zone as an offset (default +08:00): where a day begins")
+    p.add_argument("--pos-device", action="append", dest="pos_devices", metavar="NUMBER",
+                   help="a POS's device number as the bills show it (WeChat 设备号 / Alipay 终端号: the device_info / terminal_id "
+                        "of its channel settings); repeat for each POS. Given, bill rows of other devices are listed apart")
     p.add_argument("--jobs", type=int, choices=(0, 1, 2), default=0,
                    help="processes: 2 parses the bills in a second process (about twice as fast for large days), "
                         "1 keeps to one, 0 (default): 2 for large days on a multi-core machine")
@@ -149,10 +153,13 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
         path = pick(key)
         if path is not None:
             bills[channel] = path
+    devices = args.pos_devices if args.pos_devices is not None else config.get("pos_devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        raise ConfigError("pos_devices must be a list of device numbers (strings), as the bills show them")
     return RunConfig(
         day=day, his=his, journals=journals, out_dir=out, state_db=pick("state") or out / "reconcile-state.db",
         his_mapping=pick("his_mapping"), bills=bills, channel_settings=pick("channel_settings"),
-        tz=tz, jobs=args.jobs,
+        tz=tz, jobs=args.jobs, attribution=Attribution(frozenset(devices)),
     )
 
 
@@ -162,6 +169,8 @@ def cmd_run(argv: list[str]) -> int:
     counts = summary.result.class_counts()
     shown = ", ".join(f"{c.label} {counts[c]}" for c in DiffClass if counts[c])
     print(f"{summary.day}: {shown or 'nothing to reconcile'}")
+    if summary.result.others:
+        print(f"{len(summary.result.others)} other trade(s) on the merchant account(s), not the POS's: listed apart, not reconciled")
     print(f"report: {summary.report_html}\ndifferences: {summary.report_csv}")
     if summary.unresolved:
         print(f"{summary.unresolved} difference(s) not yet resolved: see the report; `reconcile resolve DIFF_ID --note ...` when done")

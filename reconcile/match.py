@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from operator import mul
 from typing import Callable, Iterable
 
+from reconcile.attribution import OtherTrade
 from reconcile.model import FLAG_ECHO, Columns, Entry, State
 from reconcile.outcome import ChannelTotals, Conclusions, MatchResult, SideTotals
 from reconcile.units import CONFLICT, DUP_OURS, EQ, MAIN_ROW, MOVED, REVERSAL, REVERSAL_ROW, positions, zeros
@@ -48,6 +49,7 @@ class ChannelSide:
     dup: list[tuple[int, Entry]]
     refs: dict[int, str]
     extra: dict[int, list[str]]
+    others: list[OtherTrade]
 
 
 class Matcher(Conclusions):
@@ -79,6 +81,7 @@ class Matcher(Conclusions):
         self._chan_dup: list[tuple[int, Entry]] = []
         self._c_ref: dict[int, str] = {}
         self._c_extra: dict[int, list[str]] = {}  # more bill rows of a transaction: reversals, reversed attempts
+        self._others: list[OtherTrade] = []  # bill rows that are not the POS's (reconcile.attribution)
         self._by_order: dict[str, object] | None = None
         self._by_msg: dict[str, int] | None = None
         self._by_funds: dict[object, object] | None = None
@@ -260,6 +263,10 @@ class Matcher(Conclusions):
                 if not o_chan[i]:
                     o_chan[i] = chan
 
+    def add_others(self, trades: list[OtherTrade]) -> None:
+        """Bill rows that are not the POS's trades: listed in the result, never matched."""
+        self._others.extend(trades)
+
     def _combine(self, i: int, e: Entry) -> bool:
         """Add a bill row to transaction i's channel side: a payment and its reversal belong
         together. False if i already has a row of that kind (the caller reports a duplicate)."""
@@ -297,7 +304,7 @@ class Matcher(Conclusions):
     def export_channel_side(self) -> ChannelSide:
         self._freeze()
         return ChannelSide(list(self._origins), self._o_line, self._o_origin, self._c_kind, self._c_line, self._c_fen, self._c_state,
-                           self._c_eff, self._c_origin, self._o_chan, self._chan_left, self._chan_dup, self._c_ref, self._c_extra)
+                           self._c_eff, self._c_origin, self._o_chan, self._chan_left, self._chan_dup, self._c_ref, self._c_extra, self._others)
 
     def import_channel_side(self, side: ChannelSide) -> bool:
         """Adopt a funds join done elsewhere over the same journal records; False (and the channel
@@ -314,6 +321,7 @@ class Matcher(Conclusions):
         self._c_origin = array("b", side.origin.tobytes().translate(to_ours))
         self._o_chan = side.channel
         self._chan_left, self._chan_dup, self._c_ref, self._c_extra = side.left, side.dup, side.refs, side.extra
+        self._others = side.others
         return True
 
     def _chan_where(self, i: int) -> str:

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import compress
 
+from reconcile.attribution import OtherTrade
 from reconcile.classify import classify
 from reconcile.model import COLLECT, FLAG_ECHO, Channel, DiffClass, Difference, Entry, Reason, SideView, State
 from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits
@@ -56,6 +57,7 @@ class MatchResult:
     differences: list[Difference]
     totals: dict[Channel, ChannelTotals]
     matched: int
+    others: list[OtherTrade] = field(default_factory=list)  # bill rows that are not the POS's: listed apart
 
     def class_counts(self) -> dict[DiffClass, int]:
         counts = {c: 0 for c in DiffClass}
@@ -202,7 +204,7 @@ class Conclusions:
             reason = Reason.SECOND_PAYMENT if e.flags else Reason.DUPLICATE_CHANNEL_ROW
             diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
         matched = sum(t.matched for t in totals.values())
-        return MatchResult(self.day_id, diffs, totals, matched)
+        return MatchResult(self.day_id, diffs, totals, matched, list(self._others))
 
     def _unit_differences(self, diffs: list[Difference]) -> dict[int, Channel]:
         """The one pass over every journal record; cheap unless something disagrees."""

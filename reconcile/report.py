@@ -19,6 +19,7 @@ from typing import Callable, TextIO
 from reconcile.match import ChannelTotals, MatchResult
 from reconcile.model import DIFF_CLASSES, Channel, DiffClass, SideView
 from reconcile.store import Resolution
+from protocol.amount import format_yuan
 from reconcile.texts import DOC, advice, explain, resolve_hint, signed_yuan
 
 HTML_ROWS = 2000  # beyond this the table says "see the CSV": a browser chokes on a million rows
@@ -85,6 +86,19 @@ def write_csv(f: TextIO, ctx: ReportContext) -> None:
         ))
 
 
+OTHERS_HEADER = ("channel", "where", "out_trade_no", "pay_order_no", "direction", "amount", "state", "at", "trade_type", "device", "why")
+
+
+def write_others_csv(f: TextIO, ctx: ReportContext) -> None:
+    """The bill rows that are not the POS's trades (reconcile.attribution): for the reconciliation
+    of the system that made them, and to tie the bill's total."""
+    w = csv.writer(f, lineterminator="\r\n")
+    w.writerow(OTHERS_HEADER)
+    for o in ctx.result.others:
+        w.writerow((o.channel.name, o.where, _cell(o.out_trade_no), _cell(o.pay_order_no), "+" if o.direction > 0 else "-",
+                    format_yuan(o.fen), o.state.name, o.at, _cell(o.trade_type), _cell(o.device), o.why))
+
+
 # ----------------------------------------------------------------------------------------- HTML
 
 _CSS = """
@@ -124,6 +138,7 @@ def write_html(f: TextIO, ctx: ReportContext) -> None:
     _totals(w, res.totals)
     _classes(w, counts)
     _differences(w, ctx)
+    _others(w, ctx)
     w(f'<h2>如何处理 How to resolve</h2><p>每笔差异处理完后执行 Mark each difference resolved when done: <code>{_e(resolve_hint("DIFF_ID"))}</code>。'
       f"长款只能通过 HIS 退款指令退还患者，不得在商户平台直接退款。Long money goes back only through an HIS refund instruction, never directly on a merchant platform."
       f" 详见 See {_e(DOC)}.</p>\n")
@@ -202,6 +217,25 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
           f"<td>{_e(d.order_no)}<br><span class=\"sub\">{_e(d.msg_id)}<br>{_e(d.pay_order_no)}</span></td>"
           f"{_side_cell(d.his, d.direction)}{_side_cell(d.ours, d.direction)}{_side_cell(d.chan, d.direction)}"
           f'<td class="n">{signed_yuan(d.position)}</td><td>{_e(explain(d))}</td><td>{_e(action)}{cmd}</td><td>{status}</td></tr>\n')
+    w("</table>\n")
+
+
+def _others(w: Callable[[str], int], ctx: ReportContext) -> None:
+    others = ctx.result.others
+    if not others:
+        return
+    w(f"<h2>非本系统交易 Other trades on the merchant account</h2><p>账单中不是收款终端发起的交易（公众号、自助机、其他收银系统等），"
+      f"不参与本对账，仅列出备查；完整清单见 <code>reconcile-{_e(ctx.day)}-other-trades.csv</code>。"
+      f"Bill rows that are not the POS's trades (official account, kiosks, other tills): not reconciled here, listed for reference.</p>\n")
+    w("<table><tr><th>渠道 Channel</th><th>笔数 Trades</th><th>净额 Net</th></tr>\n")
+    for channel in sorted({o.channel for o in others}):
+        mine = [o for o in others if o.channel is channel]
+        w(f'<tr><td>{_e(channel.label)}</td><td class="n">{len(mine)}</td><td class="n">{signed_yuan(sum(o.effect for o in mine))}</td></tr>\n')
+    w("</table>\n<table><tr><th>账单行 Bill row</th><th>商户订单号 Order</th><th>渠道单号</th><th>交易类型 Type</th><th>设备号 Device</th>"
+      "<th>金额 Amount</th><th>时间 Time</th><th>原因 Why not the POS's</th></tr>\n")
+    for o in others[:HTML_ROWS]:
+        w(f"<tr><td>{_e(o.where)}</td><td><code>{_e(o.out_trade_no)}</code></td><td><code>{_e(o.pay_order_no)}</code></td><td>{_e(o.trade_type)}</td>"
+          f'<td>{_e(o.device)}</td><td class="n">{signed_yuan(o.effect)}</td><td>{_e(o.at)}</td><td>{_e(o.why)}</td></tr>\n')
     w("</table>\n")
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.alipay_bill import read_alipay_bill
+from reconcile.attribution import POS, Attribution, OtherSink
 from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError, SourceUnavailable
 from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
 from reconcile.model import Channel, DiffClass
 from reconcile.ours import read_ours, terminal_ids
-from reconcile.report import ReportContext, write_csv, write_html, write_temp
+from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
 from reconcile.store import StateStore
 from reconcile.wechat_bill import read_wechat_bill
 
@@ -42,6 +43,7 @@ class RunConfig:
     channel_settings: Path | None = None  # download the bills not given in `bills`
     tz: datetime.tzinfo = CHINA
     jobs: int = 0  # processes: 1, 2, or 0 to decide from the size of the bills
+    attribution: Attribution = POS  # which bill rows are the POS's trades
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class RunSummary:
 
 def report_paths(out_dir: Path, day: datetime.date) -> tuple[Path, Path]:
     return out_dir / f"reconcile-{day.isoformat()}.html", out_dir / f"reconcile-{day.isoformat()}.csv"
+
+
+def others_path(out_dir: Path, day: datetime.date) -> Path:
+    return out_dir / f"reconcile-{day.isoformat()}-other-trades.csv"
 
 
 def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> RunSummary:
@@ -85,21 +91,20 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     with StateStore(cfg.state_db) as store:
         resolutions = store.resolutions_with_prefix(result.day_id + "-")
         ctx = ReportContext(day, moment.isoformat(timespec="seconds"), inputs, result, resolutions, _terminals(cfg, result))
-        tmp_csv = write_temp(csv_path, lambda f: write_csv(f, ctx), bom=True)
+        outputs = [(csv_path, lambda f: write_csv(f, ctx), True), (others_path(cfg.out_dir, cfg.day), lambda f: write_others_csv(f, ctx), True),
+                   (html_path, lambda f: write_html(f, ctx), False)]
+        temps: list[Path] = []
         try:
-            tmp_html = write_temp(html_path, lambda f: write_html(f, ctx))
-        except BaseException:
-            tmp_csv.unlink(missing_ok=True)
-            raise
-        try:
+            for path, write, bom in outputs:
+                temps.append(write_temp(path, write, bom=bom))
             # The reports first: on Windows a file open in Excel cannot be replaced, and that is
             # the failure to expect; the state is then left as it was.
-            _replace(tmp_csv, csv_path)
-            _replace(tmp_html, html_path)
+            for tmp, (path, _, _) in zip(temps, outputs):
+                _replace(tmp, path)
             store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences)
         finally:
-            tmp_csv.unlink(missing_ok=True)
-            tmp_html.unlink(missing_ok=True)
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
     unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions)
     return RunSummary(day, result, unresolved, html_path, csv_path)
 
@@ -120,10 +125,10 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
         matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
-        _join_bills(matcher, given)
+        _join_bills(matcher, given, cfg.attribution)
         return matcher.finish()
     with ProcessPoolExecutor(max_workers=1) as pool:
-        worker = pool.submit(channel_side, cfg.journals, cfg.day, cfg.tz, given)
+        worker = pool.submit(channel_side, cfg.journals, cfg.day, cfg.tz, given, cfg.attribution)
         try:
             _load_journals(matcher, cfg)
             matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
@@ -132,16 +137,17 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
             raise
         side = worker.result()
     if not matcher.import_channel_side(side):  # a journal changed between the two reads: join here
-        _join_bills(matcher, given)
+        _join_bills(matcher, given, cfg.attribution)
     return matcher.finish()
 
 
-def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]]) -> ChannelSide:
+def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]],
+                 attribution: Attribution = POS) -> ChannelSide:
     """In the worker process: the journals' records joined with the day's bills."""
     matcher = Matcher(day.strftime("%Y%m%d"))
     for journal in journals:
         matcher.add_ours(read_ours(journal, day, tz, funds_only=True), journal.name)
-    _join_bills(matcher, bills)
+    _join_bills(matcher, bills, attribution)
     return matcher.export_channel_side()
 
 
@@ -159,10 +165,12 @@ def _load_journals(matcher: Matcher, cfg: RunConfig) -> None:
         matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
 
 
-def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]]) -> None:
+def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]], attribution: Attribution) -> None:
     for channel, path in bills:
         reader = read_wechat_bill if channel is Channel.WECHAT else read_alipay_bill
-        matcher.add_channel(reader(path), path.name)
+        others = OtherSink(path.name, attribution)
+        matcher.add_channel(reader(path, others), path.name)
+        matcher.add_others(others.trades)
 
 
 def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
@@ -192,8 +200,14 @@ def _epoch(at: object, tz: datetime.tzinfo) -> int | None:
 
 def _summary(result: MatchResult) -> dict[str, object]:
     counts = result.class_counts()
+    others: dict[str, dict[str, int]] = {}
+    for o in result.others:
+        t = others.setdefault(o.channel.name, {"trades": 0, "net": 0})
+        t["trades"] += 1
+        t["net"] += o.effect
     return {
         "counts": {c.value: counts[c] for c in DiffClass},
+        "other_trades": others,
         "totals": {
             c.name: {side: {"collected": getattr(t, side).collected, "refunded": getattr(t, side).refunded, "records": getattr(t, side).records}
                      for side in ("his", "ours", "chan")}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from protocol.amount import format_yuan
+from reconcile.attribution import POS_ORDER_NO, POS_TRADE_TYPES, OtherSink, OtherTrade
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
 from reconcile.lines import BATCH, TIME_PATTERN, YUAN_PATTERN, bad_bytes, fit_free_text, read_records
@@ -40,7 +41,9 @@ REFUND_ID = "微信退款单号"
 OUT_REFUND_NO = "商户退款单号"
 REFUND_FEE = "退款金额"
 REFUND_STATUS = "退款状态"
-REQUIRED = (TIME, TXN_ID, OUT_TRADE_NO, TRADE_STATE, SETTLEMENT, REFUND_ID, OUT_REFUND_NO, REFUND_FEE, REFUND_STATUS)
+TRADE_TYPE = "交易类型"
+DEVICE = "设备号"
+REQUIRED = (TIME, TXN_ID, OUT_TRADE_NO, TRADE_STATE, SETTLEMENT, REFUND_ID, OUT_REFUND_NO, REFUND_FEE, REFUND_STATUS, TRADE_TYPE, DEVICE)
 
 # The columns holding the merchant's own text, written as sent: commas, quotes, JSON.
 FREE_TEXT = ("商品名称", "商户数据包")
@@ -60,8 +63,9 @@ REFUND_STATES = {"SUCCESS": State.MOVED, "PROCESSING": State.MOVED, "CHANGE": St
 NO_BILL = re.compile(r"<return_msg>\s*(?:<!\[CDATA\[)?\s*([^<\]]*)")
 
 
-def read_wechat_bill(path: str | Path) -> Iterator[list[tuple]]:
-    """Stream the bill's detail rows as batches of Entry-layout tuples, then check the summary."""
+def read_wechat_bill(path: str | Path, others: OtherSink | None = None) -> Iterator[list[tuple]]:
+    """Stream the bill's detail rows as batches of Entry-layout tuples, then check the summary.
+    With `others`, rows that are not the POS's trades go there instead (reconcile.attribution)."""
     name = Path(path).name
     try:
         fb: BinaryIO = open(path, "rb")
@@ -71,20 +75,20 @@ def read_wechat_bill(path: str | Path) -> Iterator[list[tuple]]:
         if fb.read(2) == b"\x1f\x8b":
             fb.seek(0)
             with gzip.GzipFile(fileobj=fb) as gz:
-                yield from _guarded(gz, name)
+                yield from _guarded(gz, name, others)
         else:
             fb.seek(0)
-            yield from _guarded(fb, name)
+            yield from _guarded(fb, name, others)
 
 
-def _guarded(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
+def _guarded(fb: BinaryIO, name: str, others: OtherSink | None) -> Iterator[list[tuple]]:
     try:
-        yield from _read(fb, name)
+        yield from _read(fb, name, others)
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(name, None, None, f"the gzip-compressed bill is damaged or cut short: {exc}") from None
 
 
-def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
+def _read(fb: BinaryIO, name: str, others: OtherSink | None) -> Iterator[list[tuple]]:
     records = read_records(fb, name, "utf-8")
     first = next(records, None)
     if first is None:
@@ -99,7 +103,8 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
         if column not in pos:
             raise BadInput(name, lineno, column, "column missing from the header: expected a bill of type ALL in the current format (see docs/reconciliation.md)")
     ncol = len(header)
-    i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat = (pos[c] for c in REQUIRED)
+    i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat, i_type, i_dev = (pos[c] for c in REQUIRED)
+    devices, pos_order, pos_types = (others.attribution.devices if others else frozenset()), POS_ORDER_NO.fullmatch, POS_TRADE_TYPES
     fen = FenParser(name)
     memo = fen.memo
     count = sum_settle = sum_refund = 0
@@ -149,7 +154,7 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
         sum_settle += settled
         st = row[i_state]
         if st == "SUCCESS":
-            batch.append((start, row[i_otn], "", collect, settled, moved, wechat, row[i_txn], "", row[i_time]))
+            t = (start, row[i_otn], "", collect, settled, moved, wechat, row[i_txn], "", row[i_time])
         else:
             if st != "REFUND" and st != "REVOKED":
                 raise BadInput(name, start, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
@@ -166,11 +171,18 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
                 # itself settles (0.00 when the payment has its own SUCCESS row).
                 if settled > value:
                     raise BadInput(name, start, SETTLEMENT, "a REVOKED row settling more than it gives back")
-                batch.append((start, row[i_otn], "", collect, value - settled, reversal, wechat, row[i_txn], row[i_rid], row[i_time]))
+                t = (start, row[i_otn], "", collect, value - settled, reversal, wechat, row[i_txn], row[i_rid], row[i_time])
             else:
                 if not row[i_rid]:
                     raise BadInput(name, start, REFUND_ID, "empty on a refund row")
-                batch.append((start, row[i_otn], "", refund, value, int(state), wechat, row[i_rid], row[i_orid], row[i_time]))
+                t = (start, row[i_otn], "", refund, value, int(state), wechat, row[i_rid], row[i_orid], row[i_time])
+        if others is not None and (row[i_type] not in pos_types or pos_order(row[i_otn]) is None or (devices and row[i_dev] not in devices)):
+            why = others.attribution.why_not(row[i_otn], row[i_type], row[i_dev])
+            if why is not None:
+                others.trades.append(OtherTrade(Channel.WECHAT, f"{name} line {start}", t[1], t[7], t[3], t[4], State(t[5]), t[9],
+                                                row[i_type], row[i_dev], why))
+                continue
+        batch.append(t)
         if len(batch) == BATCH:
             yield batch
             batch = []
