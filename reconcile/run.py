@@ -21,7 +21,7 @@ from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
 from reconcile.model import Channel, DiffClass
-from reconcile.ours import read_ours, terminal_ids
+from reconcile.ours import read_ours, terminal_ids, texts_by_seq
 from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
 from reconcile.store import StateStore
 from reconcile.wechat_bill import read_wechat_bill
@@ -120,7 +120,10 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
     """Read and match every source. With two processes, the bills are parsed and joined against
     the journals in a worker while this process reads the journals and joins the HIS ledger: each
     half is mostly dict work on its own index, so the day takes about half the time on two cores."""
-    matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz))
+    labels = journal_labels(cfg.journals)
+    paths = dict(zip(labels, cfg.journals))
+    matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
+                      texts=lambda label, seqs: texts_by_seq(paths[label], seqs))
     given = [(c, p) for c, p in sorted(bills.items()) if p is not None]
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
@@ -145,8 +148,8 @@ def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tz
                  attribution: Attribution = POS) -> ChannelSide:
     """In the worker process: the journals' records joined with the day's bills."""
     matcher = Matcher(day.strftime("%Y%m%d"))
-    for journal in journals:
-        matcher.add_ours(read_ours(journal, day, tz, funds_only=True), journal.name)
+    for journal, label in zip(journals, journal_labels(journals)):
+        matcher.add_ours(read_ours(journal, day, tz, funds_only=True), label)
     _join_bills(matcher, bills, attribution)
     return matcher.export_channel_side()
 
@@ -161,8 +164,15 @@ def _terminals(cfg: RunConfig, result: MatchResult) -> dict[str, str]:
 
 
 def _load_journals(matcher: Matcher, cfg: RunConfig) -> None:
-    for journal in cfg.journals:
-        matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
+    for journal, label in zip(cfg.journals, journal_labels(cfg.journals)):
+        matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), label)
+
+
+def journal_labels(journals: tuple[Path, ...]) -> list[str]:
+    """How the report names each journal: its file name, or its whole path where two cashier PCs'
+    journals have the same name (journal.db on both)."""
+    names = [j.name for j in journals]
+    return [j.name if names.count(j.name) == 1 else str(j) for j in journals]
 
 
 def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]], attribution: Attribution) -> None:

@@ -43,7 +43,7 @@ def journal_path(tmp_path: Path) -> Path:
 
 
 def test_reads_the_days_instructions_and_results(journal_path):
-    got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA).rows()}
+    got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA, keep_text=True).rows()}
     assert sorted(got) == ["M1", "M2", "M3", "M4", "M5", "M6"]
     assert (got["M1"].direction, got["M1"].fen, got["M1"].state, got["M1"].channel, got["M1"].pay_order_no) == (COLLECT, 1250, State.MOVED, Channel.WECHAT, "4200001")
     assert (got["M2"].direction, got["M2"].fen, got["M2"].state) == (REFUND, 250, State.MOVED)
@@ -61,7 +61,7 @@ def test_reads_while_the_bridge_holds_the_journal_open_and_never_writes(journal_
     live = Journal(journal_path, synchronous="NORMAL", clock=lambda: float(START + 70))  # the bridge runs again
     try:
         accept(live, "M8", "MZ8", "+1.00")
-        got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA).rows()}
+        got = {e.msg_id: e for e in read_ours(journal_path, DAY, CHINA, keep_text=True).rows()}
         assert got["M8"].state == State.PENDING and len(got) == 7
     finally:
         live.close()
@@ -81,5 +81,31 @@ def test_a_value_with_a_separator_character_is_read_row_by_row(tmp_path):
     accept(j, "M1", "MZ1", "+1.00"); result(j, "M1", "SUCCESS", "42\x1e00001", "+1.00", START + 100)
     accept(j, "M2", "MZ2", "+2.00"); result(j, "M2", "SUCCESS", "4200002", "+2.00", START + 200)
     j.close()
-    got = list(read_ours(path, DAY, CHINA).rows())
+    got = list(read_ours(path, DAY, CHINA, keep_text=True).rows())
     assert [(e.msg_id, e.pay_order_no, e.fen) for e in got] == [("M1", "42\x1e00001", 100), ("M2", "4200002", 200)]
+
+
+def test_without_text_the_ids_are_keys_and_are_read_back_by_seq(journal_path):
+    from reconcile.model import funds_key
+    from reconcile.ours import texts_by_seq
+
+    keyed = read_ours(journal_path, DAY, CHINA)
+    full = list(read_ours(journal_path, DAY, CHINA, keep_text=True).rows())
+    assert keyed.texts is None and list(keyed.line) == [e.line for e in full]
+    assert list(keyed.msg_key) == [hash(e.msg_id) for e in full]
+    assert list(keyed.funds) == [0 if e.flags else funds_key(e.pay_order_no, e.direction) for e in full]
+    assert texts_by_seq(journal_path, [2, 1]) == {1: ("MZ1", "M1", "4200001"), 2: ("MZ1", "M2", "5030001")}
+    funds_only = read_ours(journal_path, DAY, CHINA, funds_only=True)
+    assert len(funds_only.msg_key) == 0 and list(funds_only.funds) == list(keyed.funds)
+
+
+def test_a_journal_larger_than_a_chunk_is_read_whole(tmp_path, monkeypatch):
+    from reconcile import ours
+
+    monkeypatch.setattr(ours, "CHUNK", 2)
+    path = tmp_path / "chunks.db"
+    j = Journal(path, synchronous="NORMAL", clock=lambda: float(START + 60))
+    for k in range(7):
+        accept(j, f"M{k}", f"MZ{k}", "+1.00"); result(j, f"M{k}", "SUCCESS", f"42000{k}", "+1.00", START + 100 + k)
+    j.close()
+    assert [e.msg_id for e in read_ours(path, DAY, CHINA, keep_text=True).rows()] == [f"M{k}" for k in range(7)]
