@@ -23,6 +23,7 @@ so per side: sum of effects over all outcomes == that side's total (tests hold u
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from dataclasses import dataclass
 from itertools import compress
@@ -49,8 +50,7 @@ class ChannelSide:
     """The funds join done in another process: what add_channel left in its Matcher."""
 
     origins: list[str]
-    journal_lines: array  # which journal records, in which order, the worker joined against
-    journal_origins: array
+    journal_digest: bytes  # which journal records, in which order, the worker joined against
     kind: array
     line: array
     fen: array
@@ -108,20 +108,19 @@ class Matcher(Conclusions):
         return self._origins.index(name)
 
     def add_ours(self, cols: Columns, origin: str) -> None:
-        """One journal's records (reconcile.ours.read_ours, or Columns.from_rows in tests)."""
+        """One journal's records (reconcile.ours.read_ours, or Columns.from_rows in tests); the matcher takes
+        the columns over (they are not copied)."""
         if self._frozen:
             raise RuntimeError("add every journal before the HIS ledger and the bills")
         oi = self._origin(origin)
         start = len(self._o_line)
-        self._o_line.extend(cols.line)
-        self._o_mkey.extend(cols.msg_key)
-        self._o_okey.extend(cols.order_key)
-        self._o_fkey.extend(cols.funds)
-        self._o_dir.extend(cols.direction)
-        self._o_fen.extend(cols.fen)
-        self._o_chan.extend(cols.channel)
-        self._o_at.extend(cols.at)
-        self._o_flags.extend(cols.flags)
+        for mine, theirs in (("_o_line", cols.line), ("_o_mkey", cols.msg_key), ("_o_okey", cols.order_key), ("_o_fkey", cols.funds),
+                             ("_o_dir", cols.direction), ("_o_fen", cols.fen), ("_o_chan", cols.channel), ("_o_at", cols.at),
+                             ("_o_flags", cols.flags)):
+            if start:
+                getattr(self, mine).extend(theirs)
+            else:  # the first journal: its columns are taken as they are (no copy: half the peak)
+                setattr(self, mine, theirs)
         state = array("b", cols.state)
         flags = cols.flags.tobytes()
         k = flags.find(FLAG_ECHO)
@@ -135,21 +134,39 @@ class Matcher(Conclusions):
             self._kept_texts.setdefault(oi, {}).update(cols.texts)
 
     def _freeze(self) -> None:
+        """No more journals. Each side's columns are made when that side first needs them: the
+        worker that joins the bills never holds the HIS side, the main process never holds a
+        channel side of its own when the worker's is adopted."""
         if self._frozen:
             return
         self._frozen = True
-        n = len(self._o_line)
-        d = self._o_dir
-        moved = self._o_state.tobytes().translate(EQ[MOVED])  # 1 where the money moved
-        self._o_eff = array("q", map(mul, map(mul, d, self._o_fen), moved))
-        for name in ("_h_eff", "_h_fen", "_c_eff", "_c_fen"):
-            setattr(self, name, zeros("q", n))
-        for name in ("_h_line", "_c_line"):
-            setattr(self, name, zeros("i", n))
-        for name in ("_h_state", "_h_origin", "_c_state", "_c_origin", "_c_kind"):
-            setattr(self, name, zeros("b", n))
-        if len(self._o_mkey) == n:
+        if len(self._o_mkey) == len(self._o_line):
             self._flag_duplicates()
+
+    def _his_columns(self) -> None:
+        if not hasattr(self, "_h_line"):
+            n = len(self._o_line)
+            self._h_line = zeros("i", n)
+            self._h_eff, self._h_fen = zeros("q", n), zeros("q", n)
+            self._h_state, self._h_origin = zeros("b", n), zeros("b", n)
+
+    def _chan_columns(self) -> None:
+        if not hasattr(self, "_c_line"):
+            n = len(self._o_line)
+            self._c_line = zeros("i", n)
+            self._c_eff, self._c_fen = zeros("q", n), zeros("q", n)
+            self._c_state, self._c_origin, self._c_kind = zeros("b", n), zeros("b", n), zeros("b", n)
+
+    def _effects(self) -> None:
+        """Our side's signed effects (for the outcomes and the totals)."""
+        if not hasattr(self, "_o_eff"):
+            moved = self._o_state.tobytes().translate(EQ[MOVED])  # 1 where the money moved
+            self._o_eff = array("q", map(mul, map(mul, self._o_dir, self._o_fen), moved))
+
+    def _journal_digest(self) -> bytes:
+        """Which journal records, in which order: what a worker's channel side is only valid for."""
+        spans = repr([(self._origins[oi], first, end) for oi, first, end in self._spans]).encode()
+        return hashlib.blake2b(self._o_line.tobytes() + spans, digest_size=16).digest()
 
     def _flag_duplicates(self) -> None:
         """A msg_id in two journals: its record in the later journal is a duplicate. One journal
@@ -191,6 +208,7 @@ class Matcher(Conclusions):
 
     def add_his(self, batches: Iterable[list[tuple]], origin: str) -> None:
         self._freeze()
+        self._his_columns()
         oi = self._origin(origin)
         keys, flags, index = self._o_mkey, self._o_flags, self._o_mkey.index
         h_line, h_eff, h_fen, h_state, h_origin, o_dir, o_okey = self._h_line, self._h_eff, self._h_fen, self._h_state, self._h_origin, self._o_dir, self._o_okey
@@ -268,6 +286,7 @@ class Matcher(Conclusions):
 
     def add_channel(self, batches: Iterable[list[tuple]], origin: str) -> None:
         self._freeze()
+        self._chan_columns()
         oi = self._origin(origin)
         keys, c_kind, o_fen, o_chan, index = self._o_fkey, self._c_kind, self._o_fen, self._o_chan, self._o_fkey.index
         c_line, c_fen, c_state, c_origin, c_eff = self._c_line, self._c_fen, self._c_state, self._c_origin, self._c_eff
@@ -392,20 +411,20 @@ class Matcher(Conclusions):
 
     def export_channel_side(self) -> ChannelSide:
         self._freeze()
-        return ChannelSide(list(self._origins), self._o_line, self._o_origin, self._c_kind, self._c_line, self._c_fen, self._c_state,
+        self._chan_columns()
+        return ChannelSide(list(self._origins), self._journal_digest(), self._c_kind, self._c_line, self._c_fen, self._c_state,
                            self._c_eff, self._c_origin, self._o_chan, self._chan_left, self._chan_dup, self._c_ref, self._c_extra, self._others)
 
     def import_channel_side(self, side: ChannelSide) -> bool:
         """Adopt a funds join done elsewhere over the same journal records; False (and the channel
         side untouched) if the worker read other records (a journal written to in between)."""
         self._freeze()
+        if side.journal_digest != self._journal_digest() or (hasattr(self, "_c_kind") and self._c_kind.tobytes().strip(b"\x00")):
+            return False
         table = bytearray(range(256))
         for k, name in enumerate(side.origins):
             table[k] = self._origin(name)
         to_ours = bytes(table)
-        if (side.journal_lines != self._o_line or side.journal_origins.tobytes().translate(to_ours) != self._o_origin.tobytes()
-                or self._c_kind.tobytes().strip(b"\x00")):
-            return False
         self._c_kind, self._c_line, self._c_fen, self._c_state, self._c_eff = side.kind, side.line, side.fen, side.state, side.eff
         self._c_origin = array("b", side.origin.tobytes().translate(to_ours))
         self._o_chan = side.channel

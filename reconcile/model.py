@@ -113,7 +113,7 @@ class Columns:
     fen: array  # 'q'
     state: array  # 'b'
     channel: array  # 'b'
-    at: array  # 'q': epoch seconds
+    at: array  # 'q': epoch seconds (empty when read for the funds join only)
     flags: array  # 'b'
     texts: dict[int, tuple[str, str, str]] | None = None  # seq -> (order_no, msg_id, pay_order_no), when kept
 
@@ -145,9 +145,10 @@ class Columns:
         for k in _positions(flags.tobytes(), FLAG_ECHO):  # a replayed result has no bill row of its own
             funds[k] = 0
         self.funds.extend(funds)
-        for name, values in (("line", line), ("direction", direction), ("fen", fen), ("state", state), ("channel", channel), ("at", at),
-                             ("flags", flags)):
+        for name, values in (("line", line), ("direction", direction), ("fen", fen), ("state", state), ("channel", channel), ("flags", flags)):
             getattr(self, name).extend(values)
+        if with_ids:  # the bill join needs no times either
+            self.at.extend(at)
         if self.texts is not None:
             self.texts.update(zip(line, zip(order_no, msg_id, pay_order_no)))
 

@@ -46,7 +46,7 @@ _DUPLICATE_ORDER = "duplicate_order"
 _WHERE = "(finished_at >= ? AND finished_at < ?) OR (finished_at IS NULL AND accepted_at >= ? AND accepted_at < ?)"
 # The journal is read in chunks of seq (its primary key): what a chunk holds as text is turned into
 # 8-byte keys and dropped before the next, so reading never holds a day's IDs as Python strings.
-CHUNK = 1 << 17
+CHUNK = 1 << 15
 _RANGE = "seq >= ? AND seq < ?"
 # One row per instruction, as plain values (the row path: a fallback, see read_ours).
 _ROWS = (

@@ -174,6 +174,9 @@ class Conclusions:
     # -- outcomes --------------------------------------------------------------------------------
     def finish(self) -> MatchResult:
         self._freeze()
+        self._his_columns()
+        self._chan_columns()
+        self._effects()
         self._attach_leftovers()
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []
