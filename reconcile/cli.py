@@ -216,9 +216,10 @@ def cmd_list(argv: list[str]) -> int:
     with StateStore(_state_path(args)) as store:
         if not store.has_run(day):
             raise ConfigError(f"{day} has not been reconciled (in {store.path}); run `reconcile --date {day}` first")
-        rows = [r for r in store.list_day(day) if not (args.open and r.resolution)]
+        rows = [r for r in store.list_day(day) if not (args.open and (r.resolution or DiffClass(r.cls).informational))]
     for r in rows:
-        state = f"resolved {r.resolution.resolved_at} {r.resolution.resolved_by}: {r.resolution.note}" if r.resolution else "OPEN"
+        state = (f"resolved {r.resolution.resolved_at} {r.resolution.resolved_by}: {r.resolution.note}" if r.resolution
+                 else "no action (cross-midnight)" if DiffClass(r.cls).informational else "OPEN")
         print(f"{r.diff_id}  {r.cls:<16} {r.order_no:<20} {r.msg_id:<24} {signed_yuan(r.position):>12}  {state}")
     print(f"{len(rows)} difference(s)")
     return EXIT_CLEAN

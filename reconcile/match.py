@@ -31,7 +31,7 @@ from operator import mul
 from typing import Callable, Iterable
 
 from reconcile.attribution import OtherTrade
-from reconcile.model import FLAG_ECHO, REFUND_KEY_BITS, Channel, Columns, Entry, State, funds_key
+from reconcile.model import FLAG_ECHO, FLAG_LATE, REFUND_KEY_BITS, Carried, Channel, Columns, Entry, State, funds_key
 from reconcile.outcome import ChannelTotals, Conclusions, MatchResult, SideTotals
 from reconcile.units import CONFLICT, DUP_OURS, EQ, MAIN_ROW, MOVED, REVERSAL, REVERSAL_ROW, positions, zeros
 
@@ -43,6 +43,7 @@ __all__ = ["ChannelSide", "ChannelTotals", "MatchResult", "Matcher", "SideTotals
 NEAR = 64
 WAITING = 1 << 16
 ALIPAY = int(Channel.ALIPAY)
+NOT_LATE = bytes(0 if b & FLAG_LATE else 1 for b in range(256))
 
 
 @dataclass
@@ -70,12 +71,18 @@ class Matcher(Conclusions):
 
     def __init__(self, day_id: str, *, order_of: Callable[[str], str] | None = None, format_time: Callable[[object], str] = str,
                  epoch_of: Callable[[object], int | None] = lambda at: at if type(at) is int else None,
-                 texts: Callable[[str, list[int]], dict[int, tuple[str, str, str]]] | None = None) -> None:
+                 texts: Callable[[str, list[int]], dict[int, tuple[str, str, str]]] | None = None,
+                 carried: Iterable[Carried] = ()) -> None:
         self.day_id = day_id  # "20261122": prefix of every difference id
         self._order_of = order_of  # channel merchant order number -> HIS order number, where they relate
         self._fmt_time = format_time
         self._epoch_of = epoch_of  # a record's `at` (text or epoch) -> epoch seconds, None if unknown
         self._texts = texts  # (journal, seqs) -> {seq: (order_no, msg_id, pay_order_no)}: IDs of the few records shown
+        # What HIS and the bills said on earlier days about instructions accepted then, finished later.
+        self._carried: dict[int, dict[str, Carried]] = {}
+        for c in carried:
+            self._carried.setdefault(hash(c.msg_id), {})[c.side] = c
+        self._carry_out: list[Carried] = []
         self._origins: list[str] = []
         self._spans: list[tuple[int, int, int]] = []  # (origin, first, end) of each journal's records
         self._kept_texts: dict[int, dict[int, tuple[str, str, str]]] = {}  # origin -> texts the columns kept
@@ -158,10 +165,12 @@ class Matcher(Conclusions):
             self._c_state, self._c_origin, self._c_kind = zeros("b", n), zeros("b", n), zeros("b", n)
 
     def _effects(self) -> None:
-        """Our side's signed effects (for the outcomes and the totals)."""
+        """Our side's signed effects (for the outcomes and the totals); 0 for late records (their
+        result belongs to a later day)."""
         if not hasattr(self, "_o_eff"):
             moved = self._o_state.tobytes().translate(EQ[MOVED])  # 1 where the money moved
-            self._o_eff = array("q", map(mul, map(mul, self._o_dir, self._o_fen), moved))
+            today = self._o_flags.tobytes().translate(NOT_LATE)
+            self._o_eff = array("q", map(mul, map(mul, map(mul, self._o_dir, self._o_fen), moved), today))
 
     def _journal_digest(self) -> bytes:
         """Which journal records, in which order: what a worker's channel side is only valid for."""

@@ -50,6 +50,7 @@ CHANNEL_BY_NAME = {"WECHAT": Channel.WECHAT, "ALIPAY": Channel.ALIPAY, "UNIONPAY
 
 # Flags on an ours record.
 FLAG_ECHO = 1  # a result replayed for a second '+' of a paid order (duplicate_order): moves nothing
+FLAG_LATE = 16  # accepted on the day, its result on a later day: the result is not this day's (reconcile.units has 2..8)
 
 
 class Entry(NamedTuple):
@@ -191,10 +192,16 @@ class DiffClass(enum.Enum):
     AMOUNT = "amount_mismatch"
     STATUS = "status_mismatch"
     DUPLICATE = "duplicate"
+    CROSS_DAY = "cross_day"  # 跨日: only midnight parts the records; nothing to do
 
     @property
     def label(self) -> str:
         return _CLASS_LABELS[self]
+
+    @property
+    def informational(self) -> bool:
+        """Listed, but nothing to resolve: it does not keep the day open (exit status 0)."""
+        return self is DiffClass.CROSS_DAY
 
 
 _CLASS_LABELS = {
@@ -204,6 +211,7 @@ _CLASS_LABELS = {
     DiffClass.AMOUNT: "金额不符 Amount mismatch",
     DiffClass.STATUS: "状态不符 Status mismatch",
     DiffClass.DUPLICATE: "重复 Duplicate",
+    DiffClass.CROSS_DAY: "跨日 Cross-midnight",
 }
 
 DIFF_CLASSES = tuple(c for c in DiffClass if c is not DiffClass.MATCHED)
@@ -229,6 +237,8 @@ class Reason(enum.Enum):
     SECOND_PAYMENT = "second_payment"  # the channel took a second payment for an instruction already paid
     OURS_MISSED_PAYMENT = "ours_missed_payment"  # the POS believes the payment failed; the channel holds it
     CHANNEL_ID_DIFFERS = "channel_id_differs"  # amounts agree, but the bill's transaction id is not our result's
+    RESULT_NEXT_DAY = "result_next_day"  # accepted today, result after midnight: HIS (and the bill) today, our result later
+    SEEN_PREVIOUS_DAY = "seen_previous_day"  # our result today; HIS (and the bill) had it on the day it was accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +250,18 @@ class SideView:
     state: State
     pay_order_no: str = ""
     at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What HIS or the bill said on `day` about an instruction whose result came on a later day: the
+    later day's run finds it here (reconcile.store) and need not call it missing."""
+
+    day: str  # "2026-11-22"
+    msg_id: str
+    side: str  # "his" or "channel"
+    view: SideView
+    effect: int  # signed fen, as on that day
 
 
 @dataclass(frozen=True, slots=True)

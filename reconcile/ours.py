@@ -6,7 +6,10 @@ verified result plaintext (pay_status, pay_channel, pay_order_no, result_amount,
 error_code). We open it with `mode=ro` (the bridge may be running) and never write.
 
 The day of an instruction is the day of its result's `finished_at` in the hospital's time zone;
-an instruction without a result belongs to the day it was accepted. Per record:
+an instruction without a result belongs to the day it was accepted. An instruction accepted on the
+day whose result came on a later day (a refund started before midnight and finished after it) is
+read too, flagged late: its HIS row and perhaps its bill row are that day's (reconcile.match).
+Per record:
 
     SUCCESS / REFUNDED          moved (collected / refunded)
     FAILED / CLOSED / REFUND_FAILED, refused by the device
@@ -30,7 +33,7 @@ from array import array
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.errors import ProtocolError
 from reconcile.errors import BadInput, SourceUnavailable
-from reconcile.model import CHANNEL_BY_NAME, COLLECT, FLAG_ECHO, REFUND, Channel, Columns, State
+from reconcile.model import CHANNEL_BY_NAME, COLLECT, FLAG_ECHO, FLAG_LATE, REFUND, Channel, Columns, State
 
 SCHEMA_VERSION = 1
 _STATUS = {
@@ -43,11 +46,14 @@ _STATUS = {
 _REFUSED = "refused"
 _DUPLICATE_ORDER = "duplicate_order"
 
-_WHERE = "(finished_at >= ? AND finished_at < ?) OR (finished_at IS NULL AND accepted_at >= ? AND accepted_at < ?)"
+# The day's records, and the instructions accepted that day whose result came on a later day (late:
+# their HIS row, and perhaps their bill row, are this day's; their result is not: reconcile.match).
+_WHERE = ("(finished_at >= :start AND finished_at < :end) OR (accepted_at >= :start AND accepted_at < :end "
+          "AND (finished_at IS NULL OR finished_at >= :end))")
 # The journal is read in chunks of seq (its primary key): what a chunk holds as text is turned into
 # 8-byte keys and dropped before the next, so reading never holds a day's IDs as Python strings.
 CHUNK = 1 << 15
-_RANGE = "seq >= ? AND seq < ?"
+_RANGE = "seq >= :first AND seq < :last"
 # One row per instruction, as plain values (the row path: a fallback, see read_ours).
 _ROWS = (
     "SELECT seq, msg_id, order_no, amount, state, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at "
@@ -67,7 +73,8 @@ _COLUMNS = (
     "WHEN pay_status = 'SUCCESS' THEN 'S' WHEN pay_status = 'REFUNDED' THEN 'R' WHEN pay_status = 'FAILED' THEN 'F' "
     "WHEN pay_status = 'CLOSED' THEN 'C' WHEN pay_status = 'REFUND_FAILED' THEN 'X' ELSE '?' END, ''), "
     "group_concat(CASE pay_channel WHEN 'WECHAT' THEN 'W' WHEN 'ALIPAY' THEN 'A' WHEN 'UNIONPAY' THEN 'U' ELSE '0' END, ''), "
-    "group_concat(CASE WHEN error_code = 'duplicate_order' THEN '1' ELSE '0' END, '') "
+    "group_concat(CASE WHEN finished_at >= :end THEN (CASE WHEN error_code = 'duplicate_order' THEN 'B' ELSE 'L' END) "
+    "WHEN error_code = 'duplicate_order' THEN '1' ELSE '0' END, '') "
     # One aggregate pass: every column sees the rows in the same (table) order.
     f"FROM instructions WHERE {_RANGE} AND ({_WHERE})"
 )
@@ -75,7 +82,7 @@ _COLUMNS = (
 _FUNDS_COLUMNS = _COLUMNS.replace("group_concat(order_no, char(30))", "NULL").replace("group_concat(msg_id, char(30))", "NULL")
 _STATE_CODES = bytes.maketrans(b"SRFCXNP", bytes([State.MOVED, State.MOVED, State.NOT_MOVED, State.NOT_MOVED, State.NOT_MOVED, State.NOT_MOVED, State.PENDING]))
 _CHANNEL_CODES = bytes.maketrans(b"WAU0", bytes([Channel.WECHAT, Channel.ALIPAY, Channel.UNIONPAY, Channel.UNKNOWN]))
-_FLAG_CODES = bytes.maketrans(b"01", bytes([0, FLAG_ECHO]))
+_FLAG_CODES = bytes.maketrans(b"01LB", bytes([0, FLAG_ECHO, FLAG_LATE, FLAG_LATE | FLAG_ECHO]))
 
 
 def day_window(day: datetime.date, tz: datetime.tzinfo) -> tuple[int, int]:
@@ -112,7 +119,7 @@ def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, fund
     try:
         low, high = db.execute("SELECT min(seq), max(seq) FROM instructions").fetchone()
         for first in range(low or 0, (high or -1) + 1, CHUNK):
-            window = (first, first + CHUNK, start, end, start, end)
+            window = {"first": first, "last": first + CHUNK, "start": start, "end": end}
             if not _by_columns(db, name, window, out, funds_only, keep_text):
                 _by_rows(db, name, window, out, keep_text)
     except sqlite3.Error as exc:
@@ -122,7 +129,7 @@ def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, fund
     return out
 
 
-def _by_columns(db: sqlite3.Connection, name: str, window: tuple[int, ...], out: Columns, funds_only: bool, keep_text: bool) -> bool:
+def _by_columns(db: sqlite3.Connection, name: str, window: dict[str, int], out: Columns, funds_only: bool, keep_text: bool) -> bool:
     """Append one chunk to `out`; False (and nothing appended) if a value holds the separator."""
     got = list(db.execute(_FUNDS_COLUMNS if funds_only else _COLUMNS, window).fetchone())
     n, numbers, states, channels, flags = got[0], got[5], got[6], got[7], got[8]
@@ -152,7 +159,7 @@ def _by_columns(db: sqlite3.Connection, name: str, window: tuple[int, ...], out:
     return True
 
 
-def _by_rows(db: sqlite3.Connection, name: str, window: tuple[int, ...], out: Columns, keep_text: bool) -> None:
+def _by_rows(db: sqlite3.Connection, name: str, window: dict[str, int], out: Columns, keep_text: bool) -> None:
     amounts: dict[str, tuple[int, int]] = {}
     rows = []
     for seq, msg_id, order_no, amount, jstate, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at in db.execute(_ROWS, window):
@@ -165,7 +172,7 @@ def _by_rows(db: sqlite3.Connection, name: str, window: tuple[int, ...], out: Co
             state = _STATUS.get(pay_status)
             if state is None:
                 raise BadInput(name, seq, "pay_status", f"{pay_status!r} is not a result status")
-            flags = FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0
+            flags = (FLAG_LATE if finished_at >= window["end"] else 0) | (FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0)
             at = finished_at
         else:
             state = State.NOT_MOVED if jstate == _REFUSED else State.PENDING

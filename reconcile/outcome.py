@@ -18,8 +18,11 @@ from operator import add, gt, mul
 
 from reconcile.attribution import OtherTrade
 from reconcile.classify import classify
-from reconcile.model import COLLECT, FLAG_ECHO, Channel, DiffClass, Difference, Entry, Reason, SideView, State
-from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits
+from reconcile.model import COLLECT, FLAG_ECHO, FLAG_LATE, Carried, Channel, DiffClass, Difference, Entry, Reason, SideView, State
+from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits, positions
+
+LATE_BIT = bytes(1 if b & FLAG_LATE else 0 for b in range(256))
+MATCHED = object()  # a late record that moved nothing, and HIS (or the bill) agrees
 
 # How far apart a bill row's time and our result's time may be for a probable match.
 PROBABLE_WINDOW_S = 900
@@ -60,6 +63,7 @@ class MatchResult:
     totals: dict[Channel, ChannelTotals]
     matched: int
     others: list[OtherTrade] = field(default_factory=list)  # bill rows that are not the POS's: listed apart
+    carried: list[Carried] = field(default_factory=list)  # HIS / bill rows of instructions whose result comes on a later day
 
     def class_counts(self) -> dict[DiffClass, int]:
         counts = {c: 0 for c in DiffClass}
@@ -181,16 +185,25 @@ class Conclusions:
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []
         totals: dict[Channel, ChannelTotals] = {}
-        units = self._unit_outcomes()
+        units, absent = self._unit_outcomes()
         # The IDs of the records shown, read back in one go (the columns hold keys only).
-        texts = self._ids_of({i for i, *_ in units} | {i for i, _ in self._his_dup} | {i for i, _ in self._chan_dup})
+        texts = self._ids_of({u[0] for u in units} | {i for i, _ in self._his_dup} | {i for i, _ in self._chan_dup})
         unit_diffs: dict[int, Channel] = {}
-        for i, cls, reason, he, oe, ce in units:
+        for i, cls, reason, he, oe, ce, earlier in units:
             channel = unit_diffs[i] = Channel(self._o_chan[i])
             order_no, msg_id, pay = texts[i]
-            diffs.append(self._diff(cls, reason, channel, self._o_dir[i], order_no, msg_id, pay, self._view_his(i), self._view_ours(i, pay),
-                                    self._view_chan(i), he, oe, ce))
-        self._unit_totals(totals, unit_diffs)
+            his, chan = self._view_his(i), self._view_chan(i)
+            if reason is Reason.SEEN_PREVIOUS_DAY:  # show what HIS / the bill said on the day it was accepted
+                his = his or (earlier["his"].view if "his" in earlier else None)
+                chan = chan or (earlier["channel"].view if "channel" in earlier else None)
+            diffs.append(self._diff(cls, reason, channel, self._o_dir[i], order_no, msg_id, pay, his, self._view_ours(i, pay), chan, he, oe, ce))
+            if reason is Reason.RESULT_NEXT_DAY:  # for the next days' runs (reconcile.store)
+                day = f"{self.day_id[:4]}-{self.day_id[4:6]}-{self.day_id[6:]}"
+                if his is not None:
+                    self._carry_out.append(Carried(day, msg_id, "his", his, he))
+                if chan is not None:
+                    self._carry_out.append(Carried(day, msg_id, "channel", chan, ce))
+        self._unit_totals(totals, unit_diffs, absent)
         for h, group in self._pair_leftovers():
             c = group[0] if group else None
             e = h or c
@@ -223,7 +236,7 @@ class Conclusions:
             order_no, msg_id, _ = texts[i]
             diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, order_no, msg_id, e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
         matched = sum(t.matched for t in totals.values())
-        return MatchResult(self.day_id, diffs, totals, matched, list(self._others))
+        return MatchResult(self.day_id, diffs, totals, matched, list(self._others), list(self._carry_out))
 
     def _ids_of(self, records: set[int]) -> dict[int, tuple[str, str, str]]:
         """(order_no, msg_id, pay_order_no) of these records: from the texts the columns kept, or
@@ -242,14 +255,26 @@ class Conclusions:
                 out[i] = kept.get(self._o_line[i], ("", "", ""))
         return out
 
-    def _unit_outcomes(self) -> list[tuple[int, DiffClass, Reason, int, int, int]]:
-        """The one pass over every journal record; cheap unless something disagrees."""
-        out: list[tuple[int, DiffClass, Reason, int, int, int]] = []
+    def _unit_outcomes(self) -> tuple[list[tuple[int, DiffClass, Reason, int, int, int, dict[str, Carried]]], set[int]]:
+        """The one pass over every journal record; cheap unless something disagrees. Also the late
+        records (accepted today, result on a later day) that neither HIS nor the bill has today:
+        not today's business at all."""
+        out: list[tuple[int, DiffClass, Reason, int, int, int, dict[str, Carried]]] = []
         o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
+        late = set(positions(flags.tobytes().translate(LATE_BIT), 1))
+        absent: set[int] = set()
         for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
-            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE):
+            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE):
+                continue
+            if i in late:
+                outcome = self._late_outcome(i, he, ce, g)
+                if outcome is None:
+                    absent.add(i)
+                elif outcome is not MATCHED:
+                    out.append(outcome)
                 continue
             d = self._o_dir[i]
+            earlier: dict[str, Carried] = {}
             if g & DUP_OURS:
                 cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_OURS
             elif g & CONFLICT:
@@ -257,25 +282,63 @@ class Conclusions:
             elif g & PROBABLE and oe:
                 cls, reason = DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS
             else:
-                cls, reason = classify(d, he, oe, ce, bool(self._h_line[i]), True)
+                he2, ce2 = he, ce
+                if self._carried and (not self._h_line[i] or not self._c_kind[i]):
+                    # Accepted on an earlier day: HIS (and perhaps the bill) had it then.
+                    earlier = {side: c for side, c in self._carried.get(self._o_mkey[i], {}).items()
+                               if not (self._h_line[i] if side == "his" else self._c_kind[i])}
+                    he2 = earlier["his"].effect if "his" in earlier else he
+                    ce2 = earlier["channel"].effect if "channel" in earlier else ce
+                if earlier and he2 == oe == ce2:
+                    out.append((i, DiffClass.CROSS_DAY, Reason.SEEN_PREVIOUS_DAY, he, oe, ce, earlier))
+                    continue
+                cls, reason = classify(d, he2, oe, ce2, bool(self._h_line[i]) or "his" in earlier, True)
                 if g & FLAG_ECHO and he and not ce:
                     cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
                 elif cls is DiffClass.LONG and oe == 0 and ce > 0:
                     reason = Reason.OURS_MISSED_PAYMENT
             if cls is not DiffClass.MATCHED:
-                out.append((i, cls, reason, he, oe, ce))
-        return out
+                out.append((i, cls, reason, he, oe, ce, earlier))
+        return out, absent
 
-    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel]) -> None:
+    def _late_outcome(self, i: int, he: int, ce: int, g: int):  # type: ignore[no-untyped-def]
+        """A record accepted today whose result came on a later day (a refund started before
+        midnight, finished after): HIS has it today (instructions are booked the day they are
+        sent), the bill today or on the result's day, our journal on the result's day. Its own
+        effect is not today's (0 here); what HIS and the bill say today is checked against it.
+        None: neither has it today; MATCHED: nothing moved and they agree; else an outcome."""
+        h, c = bool(self._h_line[i]), bool(self._c_kind[i])
+        if not h and not c:
+            return None
+        d = self._o_dir[i]
+        real = d * self._o_fen[i] if self._o_state[i] == MOVED else 0
+        if g & DUP_OURS:
+            return i, DiffClass.DUPLICATE, Reason.DUPLICATE_OURS, he, 0, ce, {}
+        if g & CONFLICT:
+            return i, DiffClass.STATUS, Reason.MSG_ID_CONFLICT, he, 0, ce, {}
+        if (not h or he == real) and (not c or ce == real):
+            if real == 0:
+                return MATCHED
+            return i, DiffClass.CROSS_DAY, Reason.RESULT_NEXT_DAY, he, 0, ce, {}
+        if g & PROBABLE and real:
+            return i, DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS, he, 0, ce, {}
+        cls, reason = classify(d, he, real, ce, h, True)
+        if cls is DiffClass.LONG and real == 0 and ce > 0:
+            reason = Reason.OURS_MISSED_PAYMENT
+        return i, cls, reason, he, 0, ce, {}
+
+    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel], absent: set[int]) -> None:
         """Per channel sums over all journal records at C speed: byte masks per channel and
-        direction, `compress` for the sums, popcounts of and-ed masks for the record counts."""
+        direction, `compress` for the sums, popcounts of and-ed masks for the record counts. Late
+        records count for HIS and the bill where they have them today, never for our side."""
         n = len(self._o_chan)
         chan_bytes, dir_bytes = self._o_chan.tobytes(), self._o_dir.tobytes()
         moved = {name: bits(getattr(self, name).tobytes(), MOVED) for name in ("_o_state", "_h_state", "_c_state")}
+        moved["_o_state"] &= ~int.from_bytes(self._o_flags.tobytes().translate(LATE_BIT), "little")
         for code in set(chan_bytes):
             in_channel = bits(chan_bytes, code)
             t = totals.setdefault(Channel(code), ChannelTotals())
-            count = in_channel.bit_count()
+            count = in_channel.bit_count() - sum(1 for i in absent if chan_bytes[i] == code)
             t.transactions += count
             t.matched += count - sum(1 for ch in unit_diffs.values() if ch == code)
             for d in (COLLECT, -COLLECT):

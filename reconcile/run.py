@@ -20,10 +20,10 @@ from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError, SourceUn
 from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
-from reconcile.model import Channel, DiffClass
+from reconcile.model import Carried, Channel, DiffClass
 from reconcile.ours import read_ours, terminal_ids, texts_by_seq
 from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
-from reconcile.store import StateStore
+from reconcile.store import StateStore, carried_before
 from reconcile.wechat_bill import read_wechat_bill
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
@@ -77,7 +77,8 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     if not bills:
         raise ConfigError("no channel bill: give --wechat-bill / --alipay-bill, or --channel-settings to download them")
     mapping = load_mapping(cfg.his_mapping) if cfg.his_mapping else NEUTRAL
-    result = match_day(cfg, bills, mapping)
+    carried = carried_before(cfg.state_db, cfg.day.isoformat())  # read only: a run that fails writes nothing
+    result = match_day(cfg, bills, mapping, carried)
     missing = [c for c, t in result.totals.items() if c not in bills and c is not Channel.UNKNOWN and (t.ours.records or t.his.records)]
     if missing:
         names = ", ".join(c.label for c in missing)
@@ -101,11 +102,11 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
             # the failure to expect; the state is then left as it was.
             for tmp, (path, _, _) in zip(temps, outputs):
                 _replace(tmp, path)
-            store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences)
+            store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences, result.carried)
         finally:
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
-    unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions)
+    unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions and not d.cls.informational)
     return RunSummary(day, result, unresolved, html_path, csv_path)
 
 
@@ -116,14 +117,14 @@ def _replace(tmp: Path, path: Path) -> None:
         raise SourceUnavailable(f"cannot replace {path}: {exc.strerror or exc} (is it open in Excel or another program? close it and run again)") from None
 
 
-def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL) -> MatchResult:
+def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL, carried: list[Carried] | None = None) -> MatchResult:
     """Read and match every source. With two processes, the bills are parsed and joined against
     the journals in a worker while this process reads the journals and joins the HIS ledger: each
     half is mostly dict work on its own index, so the day takes about half the time on two cores."""
     labels = journal_labels(cfg.journals)
     paths = dict(zip(labels, cfg.journals))
     matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
-                      texts=lambda label, seqs: texts_by_seq(paths[label], seqs))
+                      texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried or ())
     given = [(c, p) for c, p in sorted(bills.items()) if p is not None]
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
