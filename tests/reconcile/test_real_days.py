@@ -84,3 +84,84 @@ def test_other_trades_on_the_merchant_account_are_listed_apart_not_matched_to_a_
     assert "3 other trade(s)" in out
     html = (tmp_path / "out" / f"reconcile-{DAY}.html").read_text(encoding="utf-8")
     assert "WXGZH20261122000017" in html and "非本系统交易" in html
+
+
+NEXT = DAY + datetime.timedelta(days=1)
+
+
+def _midnight_days(tmp_path: Path, *, second_refund_in_next_bill: bool = True) -> tuple[list[str], list[str]]:
+    """Finding 7: refunds started before midnight and finished after it. HIS books an instruction on
+    the day it sends it; the channel puts a refund in the bill of the day it received the request;
+    our journal has the result on the day it came."""
+    pay_at, late = at("10:00:00"), at("23:59:40")
+    t_pay, a_pay = "4200000009202611220000000009", "2026112222001409"
+    journal = [
+        Instr("HIS-0009", "MZ0009", "+100.00", "SUCCESS", "WECHAT", t_pay, pay_at - 5, pay_at),
+        Instr("HIS-0010", "MZ0010", "+200.00", "SUCCESS", "ALIPAY", a_pay, pay_at + 55, pay_at + 60),
+        # R1: requested at 23:59:45 (the bill of the 22nd has it), the POS confirmed it at 00:00:20.
+        Instr("HIS-0011", "MZ0009", "-30.00", "REFUNDED", "WECHAT", "50300000112026112200000011", late, late + 40),
+        # R2: HIS sent it at 23:59:55, the supervisor confirmed on the POS at 00:00:30: the 23rd's bill.
+        Instr("HIS-0012", "MZ0009", "-20.00", "REFUNDED", "WECHAT", "50300000122026112300000012", late + 15, late + 55),
+        # R3: an Alipay refund, requested before midnight, its result after.
+        Instr("HIS-0013", "MZ0010", "-60.00", "REFUNDED", "ALIPAY", a_pay, late - 100, late + 90),
+        # On the 23rd, an ordinary payment.
+        Instr("HIS-0014", "MZ0014", "+12.50", "SUCCESS", "WECHAT", "4200000014202611230000000014", at("09:00:00", NEXT) - 5, at("09:00:00", NEXT)),
+    ]
+    write_journal(tmp_path / "journal.db", journal)
+    files = {}
+    his_d = [f"MZ0009,HIS-0009,+,100.00,SUCCESS,WECHAT,{t_pay},{stamp(pay_at)}",
+             f"MZ0010,HIS-0010,+,200.00,SUCCESS,ALIPAY,{a_pay},{stamp(pay_at + 60)}",
+             f"MZ0009,HIS-0011,-,30.00,SUCCESS,WECHAT,50300000112026112200000011,{stamp(late + 40)}",
+             f"MZ0009,HIS-0012,-,20.00,SUCCESS,WECHAT,50300000122026112300000012,{stamp(late + 55)}",
+             f"MZ0010,HIS-0013,-,60.00,SUCCESS,ALIPAY,{a_pay},{stamp(late + 90)}"]
+    his_n = [f"MZ0014,HIS-0014,+,12.50,SUCCESS,WECHAT,4200000014202611230000000014,{stamp(at('09:00:00', NEXT))}"]
+    wx_d = [WxRow(stamp(pay_at), t_pay, pos_no(9), "SUCCESS", 10000, attach='{"dept":"儿科","win":3}'),
+            WxRow(stamp(late + 5), t_pay, pos_no(9), "REFUND", 3000, refund_id="50300000112026112200000011", out_refund_no="R" + "1" * 31,
+                  refund_status="PROCESSING")]
+    wx_n = [WxRow(stamp(at("09:00:00", NEXT)), "4200000014202611230000000014", pos_no(14), "SUCCESS", 1250)]
+    if second_refund_in_next_bill:
+        wx_n.insert(0, WxRow(stamp(late + 50), t_pay, pos_no(9), "REFUND", 2000, refund_id="50300000122026112300000012",
+                             out_refund_no="R" + "2" * 31))
+    ali_d = [AliRow(a_pay, pos_no(10), "交易", 20000, stamp(pay_at + 60), name="检查费,CT平扫"),
+             AliRow(a_pay, pos_no(10), "退款", 6000, stamp(late - 90), request_no="R" + "3" * 31, name="检查费,CT平扫", order_fen=20000)]
+    for day, his, wx, ali in ((DAY, his_d, wx_d, ali_d), (NEXT, his_n, wx_n, [])):
+        folder = tmp_path / day.isoformat()
+        folder.mkdir()
+        (folder / "his.csv").write_text("\n".join([HIS_HEADER, *his, f"#END,{len(his)}"]) + "\n", encoding="utf-8")
+        (folder / "wechat.csv").write_bytes(wechat_bill(wx))
+        files[day] = ["--date", day.isoformat(), "--his", str(folder / "his.csv"), "--journal", str(tmp_path / "journal.db"),
+                      "--wechat-bill", str(folder / "wechat.csv")]
+        (folder / "alipay.zip").write_bytes(alipay_zip(ali))  # the 23rd: no trades, but HIS-0013's result is an Alipay one
+        files[day] += ["--alipay-bill", str(folder / "alipay.zip")]
+        files[day] += ["--out", str(tmp_path / "out")]
+    return files[DAY], files[NEXT]
+
+
+def test_refunds_across_midnight_reconcile_on_both_days(tmp_path, capsys):
+    day, next_day = _midnight_days(tmp_path)
+    assert main(day) == 0
+    first = rows(tmp_path / "out" / f"reconcile-{DAY}.csv")
+    assert sorted((r["class"], r["reason"], r["msg_id"], r["resolved"]) for r in first) == [
+        ("cross_day", "result_next_day", "HIS-0011", "no action"),  # HIS and the bill today, our result tomorrow
+        ("cross_day", "result_next_day", "HIS-0012", "no action"),  # HIS today; the bill and our result tomorrow
+        ("cross_day", "result_next_day", "HIS-0013", "no action"),
+    ]
+    assert "not yet resolved" not in capsys.readouterr().out
+    assert main(next_day) == 0
+    second = rows(tmp_path / "out" / f"reconcile-{NEXT}.csv")
+    assert sorted((r["class"], r["reason"], r["msg_id"]) for r in second) == [
+        ("cross_day", "seen_previous_day", "HIS-0011"),
+        ("cross_day", "seen_previous_day", "HIS-0012"),
+        ("cross_day", "seen_previous_day", "HIS-0013"),
+    ]
+    r2 = next(r for r in second if r["msg_id"] == "HIS-0012")
+    assert "his.csv line 5 (2026-11-22)" in r2["his_where"] and r2["channel_amount"] == "-20.00"  # the bill of the 23rd has it
+
+
+def test_a_refund_missing_from_the_next_days_bill_is_still_a_difference(tmp_path, capsys):
+    day, next_day = _midnight_days(tmp_path, second_refund_in_next_bill=False)
+    assert main(day) == 0  # the 22nd cannot know yet
+    assert main(next_day) == 1
+    assert [(r["class"], r["reason"], r["msg_id"]) for r in rows(tmp_path / "out" / f"reconcile-{NEXT}.csv") if r["class"] != "cross_day"] == [
+        ("status_mismatch", "refund_his_only", "HIS-0012"),  # HIS and our journal say refunded, no bill has it
+    ]
