@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 from reconcile.attribution import OtherTrade
 from reconcile.model import FLAG_ECHO, FLAG_LATE, REFUND_KEY_BITS, Carried, Channel, Columns, Entry, State, funds_key
 from reconcile.outcome import ChannelTotals, Conclusions, MatchResult, SideTotals
-from reconcile.units import CONFLICT, DUP_OURS, EQ, MAIN_ROW, MOVED, REVERSAL, REVERSAL_ROW, positions, zeros
+from reconcile.units import CONFLICT, DUP_OURS, EQ, MAIN_ROW, MOVED, REVERSAL, REVERSAL_ROW, zeros
 
 __all__ = ["ChannelSide", "ChannelTotals", "MatchResult", "Matcher", "SideTotals"]
 
@@ -297,7 +297,7 @@ class Matcher(Conclusions):
         self._freeze()
         self._chan_columns()
         oi = self._origin(origin)
-        keys, c_kind, o_fen, o_chan, index = self._o_fkey, self._c_kind, self._o_fen, self._o_chan, self._o_fkey.index
+        c_kind, o_fen, o_chan, index = self._c_kind, self._o_fen, self._o_chan, self._o_fkey.index
         c_line, c_fen, c_state, c_origin, c_eff = self._c_line, self._c_fen, self._c_state, self._c_origin, self._c_eff
         cursors: dict[int, list[int]] = {}  # per channel: one cursor per journal
         spans = self._spans
