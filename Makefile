@@ -11,12 +11,13 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench fuzz vectors screenshots clean help
+.PHONY: setup run test bench bench-reconcile-10m fuzz vectors screenshots clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
 	@echo "make test    install what is missing, then run the tests"
 	@echo "make bench   run the benchmarks and print a JSON summary"
+	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
 	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
@@ -53,6 +54,10 @@ test: setup
 
 bench: setup
 	@$(PY) -m bench
+
+# Reconciliation at 10M transactions per source as well (about a quarter of an hour with generating the day).
+bench-reconcile-10m: setup
+	@RECONCILE_BENCH_10M=1 $(PY) -m bench reconcile
 
 # Slow campaigns: every test, the slow ones included, with hypothesis at 20,000 examples a property
 # (tests/conftest.py). Takes hours; narrow it with ARGS, e.g. make fuzz ARGS=tests/protocol
