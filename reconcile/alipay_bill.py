@@ -17,7 +17,7 @@ The zip holds GBK-encoded CSVs, named `<账号>_<日期>_业务明细.csv` (the 
     #导出时间：[...]
 
 Rows: 业务类型 交易 (a payment, keyed by 支付宝交易号) or 退款 (a refund of that trade, written with a
-negative amount, named by 退款批次号/请求号 = out_request_no; a 退款 row without a request number is
+negative amount, named by 退款批次号/请求号 = out_request_no (our results' pay_order_no for it); a 退款 row without a request number is
 the trade being cancelled, 撤销, and is read as the reversal of that payment). We reconcile 商家实收（元）, what the
 hospital actually receives. The end marker and the 合计 lines guard against truncation; the summary
 file's 合计 counts are checked when it is present.
@@ -191,8 +191,8 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others:
                 refunds += 1
                 refund_sum += value
                 request_no = _ascii(braw[i_req], name, start, REQUEST_NO).strip()
-                if request_no:
-                    t = (start, order_no, "", refund, value, moved, alipay, trade_no, request_no, finished)
+                if request_no:  # a refund is named by its request number, as in our results (pay_order_no)
+                    t = (start, order_no, "", refund, value, moved, alipay, request_no, trade_no, finished)
                 else:  # no refund request number: the trade was cancelled (撤销, alipay.trade.cancel)
                     t = (start, order_no, "", collect, value, reversal, alipay, trade_no, "", finished)
             else:

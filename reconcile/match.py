@@ -12,7 +12,7 @@ match nothing are kept. The IDs of the few records a difference shows are read b
 
 Keys. Business: the HIS row's msg_id (a ledger without msg_ids is matched by order number,
 direction and amount instead). Funds: the channel's transaction id for a collection, its refund
-id for a refund; Alipay names a refund by the trade's own id plus out_request_no, so several
+id for a refund; Alipay names a refund by its out_request_no (our results carry it as pay_order_no). Several
 partial refunds of one trade share a key and are told apart by amount. A payment and its reversal
 are one transaction on the channel side. What matches nothing gets a second chance in
 reconcile.outcome, which also turns every transaction into an outcome.

@@ -99,7 +99,7 @@ def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 
             first, second = fen // 3, fen // 5
             for j, part in enumerate((first, second)):
                 k += 1
-                rid = _ids(channel, ymd, k) if channel == "WECHAT" else trade
+                rid = _ids(channel, ymd, k) if channel == "WECHAT" else out_refund_no(f"{msg}-R{j}")
                 rat = at + 600 * (j + 1)
                 append(Txn(f"{msg}-R{j}", order, REFUND, part, channel, rat, "REFUNDED", rid, "SUCCESS",
                            (BillRow("refund", trade, rid if channel == "WECHAT" else "", part, rat),)))
@@ -133,7 +133,7 @@ def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
         Txn("HIS-AMOUNT", "MZ-AMOUNT", COLLECT, 8000, "WECHAT", at + 40, "SUCCESS", t5, "SUCCESS", (BillRow("pay", t5, "", 8000, at + 40),), his_fen=8800),
         # a later partial refund (insurance settled), refunded by the channel, but HIS never got the result
         Txn("HIS-PAY-INS", "MZ-INSURED", COLLECT, 20000, "ALIPAY", at + 50, "SUCCESS", t6, "SUCCESS", (BillRow("pay", t6, "", 20000, at + 50),)),
-        Txn("HIS-REFUND-INS", "MZ-INSURED", REFUND, 6000, "ALIPAY", at + 3600, "REFUNDED", t6, "PENDING", (BillRow("refund", t6, "", 6000, at + 3600),)),
+        Txn("HIS-REFUND-INS", "MZ-INSURED", REFUND, 6000, "ALIPAY", at + 3600, "REFUNDED", out_refund_no("HIS-REFUND-INS"), "PENDING", (BillRow("refund", t6, "", 6000, at + 3600),)),
         # duplicate: the HIS export lists a payment twice
         Txn("HIS-DUP-HIS", "MZ-DUP-HIS", COLLECT, 1500, "WECHAT", at + 70, "SUCCESS", t7, "SUCCESS", (BillRow("pay", t7, "", 1500, at + 70),), his_rows=2),
         # duplicate: HIS booked a duplicate_order reply (a second '+' for a paid order) as a new payment

@@ -152,7 +152,7 @@ class AlipayClient:
         if isinstance(reply, PayOutcome):
             outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
         else:
-            outcome = outcomes.refund_outcome(reply.node, out_trade_no, refund_fen)
+            outcome = outcomes.refund_outcome(reply.node, out_trade_no, refund_fen, out_refund_no)
         log.info("alipay refund %s/%s %d fen -> %s %s", out_trade_no, out_refund_no, refund_fen, outcome.state.value, outcome.channel_code or "")
         return outcome
 

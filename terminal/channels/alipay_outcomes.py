@@ -117,7 +117,9 @@ def cancel_outcome(node: Mapping[str, object]) -> ReverseOutcome:
     return ReverseOutcome(ReverseState.UNKNOWN, (sub or code)[:64] or "no_code", message)
 
 
-def refund_outcome(node: Mapping[str, object], out_trade_no: str, refund_fen: int) -> RefundOutcome:
+def refund_outcome(node: Mapping[str, object], out_trade_no: str, refund_fen: int, out_refund_no: str) -> RefundOutcome:
+    """Alipay gives a refund no id of its own (trade_no is the payment's): the refund is named by
+    our out_request_no, so two partial refunds of one trade stay apart for HIS and reconciliation."""
     code, sub, message = _codes(node)
     if code == SUCCESS:
         trade_no = _text(node, "trade_no")
@@ -126,10 +128,10 @@ def refund_outcome(node: Mapping[str, object], out_trade_no: str, refund_fen: in
         if node.get("fund_change") == "Y":
             # refund_fee is the trade's cumulative refunded total; this request moved refund_fen.
             sent = _yuan(node, "send_back_fee")
-            return RefundOutcome(RefundState.SUCCESS, channel_refund_id=trade_no, refunded_fen=refund_fen if sent in (None, 0) else sent,
+            return RefundOutcome(RefundState.SUCCESS, channel_refund_id=out_refund_no, refunded_fen=refund_fen if sent in (None, 0) else sent,
                                  channel_code="fund_change_Y")
         # fund_change=N: a repeated request, or not settled yet. Alipay: confirm with the refund query.
-        return RefundOutcome(RefundState.PROCESSING, channel_refund_id=trade_no, channel_code="fund_change_N", message=message)
+        return RefundOutcome(RefundState.PROCESSING, channel_refund_id=out_refund_no, channel_code="fund_change_N", message=message)
     if code == BUSINESS_FAILED:
         if sub in _REFUND_EXCEEDS:
             return RefundOutcome(RefundState.FAILED, result_code=ResultCode.REFUND_EXCEEDS_REMAINING, channel_code=sub, message=message)
@@ -156,5 +158,5 @@ def refund_query_outcome(node: Mapping[str, object], out_trade_no: str, out_refu
         return RefundOutcome(RefundState.UNKNOWN, channel_code="wrong_refund", message="reply is about another refund")
     status = node.get("refund_status")
     if status in (None, "REFUND_SUCCESS"):
-        return RefundOutcome(RefundState.SUCCESS, channel_refund_id=_text(node, "trade_no"), refunded_fen=amount, channel_code="REFUND_SUCCESS")
-    return RefundOutcome(RefundState.PROCESSING, channel_refund_id=_text(node, "trade_no"), refunded_fen=amount, channel_code=str(status)[:64])
+        return RefundOutcome(RefundState.SUCCESS, channel_refund_id=out_refund_no, refunded_fen=amount, channel_code="REFUND_SUCCESS")
+    return RefundOutcome(RefundState.PROCESSING, channel_refund_id=out_refund_no, refunded_fen=amount, channel_code=str(status)[:64])

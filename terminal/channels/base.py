@@ -65,7 +65,7 @@ class ReverseOutcome:
 @dataclass(frozen=True, slots=True)
 class RefundOutcome:
     state: RefundState
-    channel_refund_id: str | None = None  # WeChat refund_id / Alipay trade_no of the refund
+    channel_refund_id: str | None = None  # WeChat refund_id / Alipay: our out_request_no (Alipay has no refund id)
     refunded_fen: int | None = None
     result_code: ResultCode | None = None
     channel_code: str | None = None

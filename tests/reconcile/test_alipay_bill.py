@@ -55,8 +55,8 @@ def test_reads_the_sandbox_zip_with_partial_refunds_and_a_cancelled_trade(tmp_pa
     assert [(e.direction, e.fen, e.state, e.pay_order_no, e.ref) for e in got] == [
         (COLLECT, 20000, State.MOVED, "2026112222001001", ""),
         (COLLECT, 4200, State.MOVED, "2026112222001002", ""),
-        (REFUND, 6000, State.MOVED, "2026112222001001", "R001"),
-        (REFUND, 1500, State.MOVED, "2026112222001001", "R002"),
+        (REFUND, 6000, State.MOVED, "R001", "2026112222001001"),  # a refund is keyed by its out_request_no
+        (REFUND, 1500, State.MOVED, "R002", "2026112222001001"),
         (COLLECT, 4200, State.REVERSAL, "2026112222001002", ""),  # 撤销: gives its payment back
     ]
     assert all(e.channel == Channel.ALIPAY and e.order_no in ("P001", "P002") for e in got)

@@ -159,6 +159,22 @@ def test_two_partial_refunds_then_one_over_what_remains(pos):
     assert pos.bridge.result(last).pay_status is PayStatus.REFUNDED and pos.balance(code) == 100_00
 
 
+def test_each_partial_refund_carries_its_own_refund_id(pos, channel):
+    """Issue 14 finding 10: Alipay REFUNDED results carried the payment's trade_no, so HIS could not
+    tell two partial refunds of one order apart. Each refund names itself (Alipay: out_request_no)."""
+    code, order = pos.issue(channel), new_order_no()
+    paid = pos.collect(order, "+10.00", code)
+    ids = []
+    for amount in ("-3.00", "-5.00"):
+        msg_id = pos.send(order, amount)
+        pos.service.confirm_refund(PIN)
+        result = pos.bridge.result(msg_id)
+        assert result.pay_status is PayStatus.REFUNDED
+        ids.append(result.pay_order_no)
+    assert ids[0] and ids[1] and ids[0] != ids[1]
+    assert paid.pay_order_no not in ids  # a refund id is not the payment's transaction id
+
+
 def test_a_refund_of_an_unpaid_order(pos):
     code, order = pos.issue(PayChannel.WECHAT, behaviour="insufficient"), new_order_no()
     msg_id = pos.send(order, "+1.00")

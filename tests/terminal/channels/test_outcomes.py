@@ -111,11 +111,12 @@ def test_alipay_query_cancel_and_refund_codes():
     assert ali.cancel_outcome(_ali("40004", "ACQ.SYSTEM_ERROR", retry_flag="Y")).state is ReverseState.RETRY
     assert ali.cancel_outcome(_ali("40004", "ACQ.TRADE_CANCEL_TIME_OUT", retry_flag="N")).state is ReverseState.FAILED
     refund = _ali("10000", out_trade_no=OTN, trade_no="2024", refund_fee="3.00")
-    assert ali.refund_outcome({**refund, "fund_change": "Y"}, OTN, 100).refunded_fen == 100
-    assert ali.refund_outcome({**refund, "fund_change": "N"}, OTN, 100).state is RefundState.PROCESSING
-    assert ali.refund_outcome(_ali("40004", "ACQ.REASON_TRADE_REFUND_FEE_ERR"), OTN, 1).result_code is ResultCode.REFUND_EXCEEDS_REMAINING
-    assert ali.refund_outcome(_ali("40004", "ACQ.DISCORDANT_REPEAT_REQUEST"), OTN, 1).state is RefundState.UNKNOWN
-    assert ali.refund_outcome(_ali("40002", "isv.invalid-signature"), OTN, 1).state is RefundState.UNKNOWN
+    assert ali.refund_outcome({**refund, "fund_change": "Y"}, OTN, 100, "R1").refunded_fen == 100
+    assert ali.refund_outcome({**refund, "fund_change": "Y"}, OTN, 100, "R1").channel_refund_id == "R1"  # not trade_no
+    assert ali.refund_outcome({**refund, "fund_change": "N"}, OTN, 100, "R1").state is RefundState.PROCESSING
+    assert ali.refund_outcome(_ali("40004", "ACQ.REASON_TRADE_REFUND_FEE_ERR"), OTN, 1, "R1").result_code is ResultCode.REFUND_EXCEEDS_REMAINING
+    assert ali.refund_outcome(_ali("40004", "ACQ.DISCORDANT_REPEAT_REQUEST"), OTN, 1, "R1").state is RefundState.UNKNOWN
+    assert ali.refund_outcome(_ali("40002", "isv.invalid-signature"), OTN, 1, "R1").state is RefundState.UNKNOWN
     assert ali.refund_query_outcome(_ali("10000"), OTN, "R1").state is RefundState.NOT_FOUND
     found = _ali("10000", out_trade_no=OTN, out_request_no="R1", refund_amount="0.50", trade_no="2024")
     assert ali.refund_query_outcome(found, OTN, "R1").refunded_fen == 50
@@ -148,6 +149,6 @@ def test_alipay_mapping_never_raises_and_success_always_has_the_money(node):
         if outcome.state is PayState.SUCCESS:
             assert outcome.channel_txn_id and isinstance(outcome.paid_fen, int) and node["out_trade_no"] == OTN
     ali.cancel_outcome(node)
-    for refund in (ali.refund_outcome(node, OTN, 1), ali.refund_query_outcome(node, OTN, "R1")):
+    for refund in (ali.refund_outcome(node, OTN, 1, "R1"), ali.refund_query_outcome(node, OTN, "R1")):
         if refund.state is RefundState.SUCCESS:
             assert isinstance(refund.refunded_fen, int)
