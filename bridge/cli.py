@@ -166,6 +166,46 @@ class _Sub:
         return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]
 
 
+def cmd_journal_check(args: argparse.Namespace) -> int:
+    from bridge.journal_admin import check
+
+    path = _config(args).journal.path
+    report, mark, rows = check(path)
+    if report.ok:
+        print(f"{path}: ok ({rows} instructions, high-water mark {mark})")
+        return 0
+    print(f"{path}: journal_integrity: {report.reason}")
+    for problem in report.problems[1:20]:
+        print(f"  also: {problem}")
+    print("recover: stop the bridge, then `his-bridge journal restore BACKUP` with the newest backup "
+          "(or `his-bridge journal restore --accept-current` if there is none; docs/bridge.md, Journal integrity)")
+    return 1
+
+
+def cmd_journal_backup(args: argparse.Namespace) -> int:
+    from bridge.journal_admin import backup
+
+    path = _config(args).journal.path
+    mark = backup(path, Path(args.dest))
+    print(f"backed up {path} to {args.dest} (high-water mark {mark})")
+    return 0
+
+
+def cmd_journal_restore(args: argparse.Namespace) -> int:
+    from bridge.journal_admin import accept_current, restore
+
+    path = _config(args).journal.path
+    if args.accept_current == (args.backup is not None):
+        raise CliError("name a BACKUP to restore, or --accept-current (not both)")
+    if args.accept_current:
+        mark = accept_current(path)
+        print(f"{path}: accepted as it is (high-water mark {mark}); results the POS sent after it must be re-asked")
+    else:
+        mark = restore(path, Path(args.backup))
+        print(f"restored {path} from {args.backup} (high-water mark {mark}); the damaged files were kept beside it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="his-bridge", description="The HIS bridge on the cashier PC: HTTP API for HIS, USB link to the POS.",
@@ -227,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_terminals_bind)
     p = terminals.add_parser("list", help="terminal, bound device, description")
     p.set_defaults(func=cmd_terminals_list)
+
+    journal = _Sub(sub.add_parser("journal", help="journal integrity: check, backup, restore").add_subparsers(
+        dest="journal_command", required=True), common)
+    p = journal.add_parser("check", help="check the journal (mark, SQLite, every row's checksum); exit 1 if damaged")
+    p.set_defaults(func=cmd_journal_check)
+    p = journal.add_parser("backup", help="online backup (database and WAL together) to DEST, safe while running")
+    p.add_argument("dest")
+    p.set_defaults(func=cmd_journal_backup)
+    p = journal.add_parser("restore", help="replace a damaged journal by BACKUP (stop the bridge first); unlocks it")
+    p.add_argument("backup", nargs="?")
+    p.add_argument("--accept-current", action="store_true",
+                   help="no backup: accept the journal as it is (its rows must verify) as the new high-water mark")
+    p.set_defaults(func=cmd_journal_restore)
     return parser
 
 

@@ -67,6 +67,9 @@ class RegistryConfig:
 class JournalConfig:
     path: Path
     synchronous: str = "FULL"
+    busy_timeout_s: int = 10
+    retention_days: int = 400
+    archive_dir: Path | None = None  # None: "archive" beside the journal
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ SECTIONS = {
              "first_byte_timeout_s"),
     "security": ("key_file", "clock_skew_s", "answer_ttl_s", "amount_limit"),
     "registry": ("devices", "terminals"),
-    "journal": ("path", "synchronous"),
+    "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
     "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "timers"),
     "link.timers": ("rto_base_s", "max_tries", "window", "keepalive_s", "dead_after_s", "hello_retry_s"),
     "log": ("level", "file"),
@@ -244,7 +247,11 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
 
 def _journal(s: _Section, base: Path) -> JournalConfig:
     sync = s.str("synchronous", "FULL", lambda v: None if v in SYNCHRONOUS else f"must be one of {', '.join(SYNCHRONOUS)}")
-    return JournalConfig(path=s.path("path", "journal.sqlite3", base), synchronous=sync)
+    path = s.path("path", "journal.sqlite3", base)
+    return JournalConfig(path=path, synchronous=sync,
+                         busy_timeout_s=s.int("busy_timeout_s", 10, 1, 600, "a number of seconds"),
+                         retention_days=s.int("retention_days", 400, 30, 36500, "a number of days"),
+                         archive_dir=s.path("archive_dir", str(path.parent / "archive"), base))
 
 
 def _link(section: Callable[..., _Section], data: dict[str, object]) -> LinkConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 from bridge.config import Config, load_config
 from bridge.devicelink import DevicePort
 from bridge.httpapi import BridgeHTTPServer
-from bridge.journal import Journal
+from bridge.journal import Journal, JournalError
 from bridge.keystore import WatchedKeyFile
 from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
@@ -43,7 +43,13 @@ class Bridge:
             log_event(log, "no_active_keys", level=logging.WARNING,
                       msg="the key file has no active key: every instruction will be refused (unknown_kid)")
         self.registries = Registries(config.registry.devices, config.registry.terminals, on_error=warn)
-        self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous)
+        self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous,
+                               busy_timeout_s=config.journal.busy_timeout_s)
+        if self.journal.locked:
+            log_event(log, "journal_integrity_failed", level=logging.CRITICAL, journal=str(config.journal.path),
+                      reason=self.journal.integrity.reason, problems=list(self.journal.integrity.problems[:20]),
+                      msg="the bridge starts locked: no instruction is taken, no result served, the device port stays "
+                          "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
                                  config.security.amount_limit_fen)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
@@ -72,7 +78,9 @@ class Bridge:
         return f"http://{host}:{port}"
 
     def start(self) -> "Bridge":
-        for port in self.ports:
+        # A locked journal keeps the device ports closed: the POS holds its results until the journal
+        # is recovered, instead of handing them to a bridge that cannot keep them.
+        for port in self.ports if not self.journal.locked else ():
             port.start()
         self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.05},
                                              name="http", daemon=True)
@@ -105,10 +113,19 @@ class Bridge:
             if isinstance(device_id, str):
                 status["terminals"] = self.registries.terminals_of(device_id)
             devices.append(status)
-        counts = self.journal.counts()
+        journal = self.journal.health()
+        journal["deferred_device_messages"] = self.relay.deferred.pending()
+        try:
+            counts = self.journal.counts()
+        except JournalError as exc:
+            counts = {}
+            journal["storage"] = {"ok": False, "cause": exc.cause.value, "message": str(exc)}
         all_up = bool(devices) and all(d["link"] == "up" for d in devices)
+        storage_ok = bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
+        status = "locked" if self.journal.locked else "ok" if all_up and storage_ok else "degraded"
         return {
-            "status": "ok" if all_up else "degraded",
+            "status": status,
+            "journal": journal,
             "version": VERSION,
             "clock": {"unix": int(now), "iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
             "uptime_s": int(now - self.started_at),

@@ -41,6 +41,9 @@ terminals = "terminals.csv" # terminal_id,description,device_id (his-bridge term
 [journal]
 path = "journal.sqlite3"    # every instruction and result; back it up, never delete it
 synchronous = "FULL"        # FULL survives power loss; NORMAL survives crashes only (faster)
+busy_timeout_s = 10         # a write waits this long for a lock another program holds, then 503 storage_unavailable
+retention_days = 400        # finished records older than this are archived (archive_dir, one file a month) and removed
+archive_dir = "archive"     # monthly archives: journal-YYYY-MM.jsonl.gz with a .sha256 beside each
 
 [link]
 ports = ["auto"]            # one URL per POS: "serial:COM3", "serial:/dev/ttyACM0", "auto",

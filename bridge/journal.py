@@ -5,7 +5,8 @@ answer HIS), so after a crash, even kill -9 or power loss with `synchronous = FU
 says exactly what happened. It is also the persistent msg_id store behind the replay rule
 (`protocol.freshness.SeenStore`), and the bridge's record for T+1 reconciliation.
 
-Schema (PRAGMA user_version = 1); read-only readers (reconcile/) may open it while the bridge runs:
+Schema (PRAGMA user_version = 2; a version-1 journal is upgraded in place on open); read-only
+readers (reconcile/) may open it while the bridge runs:
 
     instructions                      one row per accepted instruction, keyed by msg_id
       seq            INTEGER PK       acceptance order
@@ -27,7 +28,18 @@ Schema (PRAGMA user_version = 1); read-only readers (reconcile/) may open it whi
       pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code
                                       the verified result plaintext (for reconciliation)
       refusal_code, refusal_message   a device RefusedMsg (state refused)
+      env_sum, result_sum  BLOB       protocol.integrity.row_checksum of the accepted instruction's
+                                      columns, and of the result (or refusal) columns
     transitions                       append-only history: seq, at, msg_id, state, detail
+    state_counts                      instructions per state, kept by triggers: /v1/health reads five
+                                      rows instead of counting the history (issue 14, finding 7)
+
+Integrity (issue 14, finding 4): every row served is checked against its checksums, and on open the
+journal is checked against its high-water mark file (`<journal>.hwm`, bridge.journal_mark) and its
+unfinished and most recent rows are verified. A failed check locks the journal (`integrity.ok` is
+False): writes and reads for HIS raise JournalIntegrityError (503 journal_integrity) until
+`his-bridge journal restore` (bridge.journal_admin). Storage errors (disk full, locked by another
+program) raise JournalError with a `cause`; `storage` says what failed last until a commit succeeds.
 
 Durability: with `synchronous = FULL` (the default) acceptance, results and refusals are on disk
 before the bridge acts on them, also across a power cut; `sent` and `progress` are crash-safe but
@@ -50,10 +62,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.freshness import SeenRecord
+from protocol.integrity import IntegrityReport, row_checksum, rollback_problem
 
+from bridge.journal_mark import MarkFile, mark_path
 from bridge.private_files import prepare_private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How long a write waits for a lock another program holds on the journal before it fails (and is
+# retried: the caller gets storage_unavailable, the device side retries with backoff).
+BUSY_TIMEOUT_S = 10.0
+# Rows verified against their checksums when the journal opens, besides every unfinished one
+# (every row is verified when it is served, and all of them by `his-bridge journal check`).
+VERIFY_RECENT_ROWS = 1000
 # Test hook (never set in production): make the process die right after committing this state,
 # as a crash or power cut would, to prove recovery. E.g. HIS_BRIDGE_TEST_CRASH_AT=result_stored
 CRASH_ENV = "HIS_BRIDGE_TEST_CRASH_AT"
@@ -111,7 +131,9 @@ CREATE TABLE IF NOT EXISTS instructions (
     finished_at INTEGER,
     error_code TEXT,
     refusal_code TEXT,
-    refusal_message TEXT
+    refusal_message TEXT,
+    env_sum BLOB,
+    result_sum BLOB
 );
 CREATE INDEX IF NOT EXISTS instructions_pending ON instructions (device_id, state);
 CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
@@ -124,9 +146,108 @@ CREATE TABLE IF NOT EXISTS transitions (
 );
 """
 
+_COUNTS = """
+CREATE TABLE IF NOT EXISTS state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON instructions BEGIN
+  INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS count_update AFTER UPDATE OF state ON instructions WHEN OLD.state != NEW.state BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+  INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON instructions BEGIN
+  UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+"""
+
+
+def envelope_sum(msg_id: str, kid: str, digest: bytes, envelope: bytes, ts: int, terminal_id: str, device_id: str,
+                 order_no: str, amount: str) -> bytes:
+    return row_checksum(msg_id, kid, bytes(digest), bytes(envelope), ts, terminal_id, device_id, order_no, amount)
+
+
+def result_sum(msg_id: str, result_msg_id: str | None, envelope: bytes | None, pay_status: str | None,
+               pay_channel: str | None, pay_order_no: str | None, amount: str | None, finished_at: int | None,
+               error_code: str | None) -> bytes:
+    return row_checksum(msg_id, result_msg_id, None if envelope is None else bytes(envelope), pay_status, pay_channel,
+                        pay_order_no, amount, finished_at, error_code)
+
+
+def refusal_sum(msg_id: str, code: str | None, message: str | None) -> bytes:
+    return row_checksum(msg_id, "refused", code, message)
+
+
+# Everything a row's checksums cover, in one SELECT (verification on read, on open, and by check).
+SUM_COLUMNS = ("msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, result_msg_id, "
+               "result_envelope, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, "
+               "refusal_code, refusal_message, env_sum, result_sum")
+
+
+def row_problem(values: tuple) -> str | None:  # type: ignore[type-arg]
+    """What is wrong with one row (SUM_COLUMNS order), or None if its checksums hold."""
+    (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, result_msg_id, result_envelope,
+     pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, refusal_code, refusal_message,
+     env, res) = values
+    try:
+        expected = envelope_sum(msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount)
+    except TypeError:
+        return f"instruction {msg_id!r}: a column holds the wrong type"
+    if env is None or bytes(env) != expected:
+        return f"instruction {msg_id}: the stored instruction does not match its checksum (damaged)"
+    if state == JState.RESULT_STORED.value:
+        want = result_sum(msg_id, result_msg_id, result_envelope, pay_status, pay_channel, pay_order_no, result_amount,
+                          finished_at, error_code)
+        if res is None or bytes(res) != want:
+            return f"instruction {msg_id}: the stored result does not match its checksum (damaged)"
+    elif state == JState.REFUSED.value:
+        if res is None or bytes(res) != refusal_sum(msg_id, refusal_code, refusal_message):
+            return f"instruction {msg_id}: the stored refusal does not match its checksum (damaged)"
+    elif state not in {s.value for s in JState}:
+        return f"instruction {msg_id}: unknown state {state!r} (damaged)"
+    return None
+
+
+class StorageCause(str, enum.Enum):
+    """Why a journal write failed: named in /v1/health and in the 503 storage_unavailable message."""
+
+    DISK_FULL = "disk_full"
+    LOCKED = "locked"  # another program holds a lock on the journal ("database is locked")
+    IO_ERROR = "io_error"
+    READ_ONLY = "read_only"
+    OTHER = "other"
+
+
+def storage_cause(exc: sqlite3.Error) -> StorageCause:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text or "no space" in text:
+        return StorageCause.DISK_FULL
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StorageCause.LOCKED
+    if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+        return StorageCause.READ_ONLY
+    if name.startswith("SQLITE_IOERR") or "disk i/o" in text:
+        return StorageCause.IO_ERROR
+    return StorageCause.OTHER
+
 
 class JournalError(Exception):
     """The journal cannot be opened or written; the message says which file and why."""
+
+    def __init__(self, message: str, cause: StorageCause = StorageCause.OTHER) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class JournalIntegrityError(JournalError):
+    """The journal failed its integrity check: it is locked until `his-bridge journal restore`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFault:
+    cause: StorageCause
+    message: str
+    since: float  # bridge clock, unix s: the first failure of this run of failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +324,45 @@ class _Op:
         return self.changed
 
 
+def journal_mark(db: sqlite3.Connection) -> int:
+    """The journal's own high-water mark: the last transition ever numbered (survives pruning)."""
+    try:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transitions'").fetchone()
+    except sqlite3.OperationalError:  # no sqlite_sequence: nothing was ever written
+        return 0
+    return int(row[0]) if row else 0
+
+
+def open_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create or upgrade the schema (1 -> 2: checksums and state counts, computed for existing rows)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, 1, SCHEMA_VERSION):
+        raise JournalError(f"{path} has journal schema {version}; this bridge knows {SCHEMA_VERSION}")
+    if version == 1:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ALTER TABLE instructions ADD COLUMN env_sum BLOB")
+        db.execute("ALTER TABLE instructions ADD COLUMN result_sum BLOB")
+        for (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, result_msg_id,
+             result_envelope, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code,
+             refusal_code, refusal_message, _e, _r) in db.execute(f"SELECT {SUM_COLUMNS} FROM instructions").fetchall():
+            env = envelope_sum(msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount)
+            res = (result_sum(msg_id, result_msg_id, result_envelope, pay_status, pay_channel, pay_order_no, result_amount,
+                              finished_at, error_code) if state == JState.RESULT_STORED.value
+                   else refusal_sum(msg_id, refusal_code, refusal_message) if state == JState.REFUSED.value else None)
+            db.execute("UPDATE instructions SET env_sum = ?, result_sum = ? WHERE msg_id = ?", (env, res, msg_id))
+        db.execute("COMMIT")
+    db.executescript(_SCHEMA)
+    if db.execute("SELECT name FROM sqlite_master WHERE name = 'state_counts'").fetchone() is None:
+        db.executescript("BEGIN IMMEDIATE;" + _COUNTS +
+                         "INSERT INTO state_counts (state, n) SELECT state, COUNT(*) FROM instructions GROUP BY state; COMMIT;")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
 class Journal:
     """Thread-safe; one connection; each transition committed before the caller goes on (group commit)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time,  # type: ignore[no-untyped-def]
+                 busy_timeout_s: float = BUSY_TIMEOUT_S, verify_recent: int = VERIFY_RECENT_ROWS) -> None:
         self.path = path
         self.clock = clock
         self._lock = threading.Lock()
@@ -215,41 +371,91 @@ class Journal:
         self._queue_cv = threading.Condition()
         self._queue: list[_Op] = []
         self._leading = False
+        self._mark = MarkFile(mark_path(path))
+        self.storage: StorageFault | None = None
         try:
             prepare_private_file(path)  # 0600 before SQLite opens it (its -wal/-shm copy the mode)
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+            recorded = self._mark.read()
+            had_mark = self._mark.exists()
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise JournalError(f"{path} has journal schema {version}; this bridge knows {SCHEMA_VERSION}")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            open_schema(self._db, path)
             # Reads get their own connection: in WAL mode they see the last commit and never wait for
             # the writer's fsync (nor ever see a transaction that is not committed yet).
-            self._rdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+            self._rdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
             self._rdb.execute("PRAGMA query_only=1")
+            # Health has a connection and a lock of its own: it never waits behind the instruction path.
+            self._hdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+            self._hdb.execute("PRAGMA query_only=1")
+            self._hwm = journal_mark(self._db)
+            self.integrity = self._check_on_open(recorded.mark if recorded else (1 if had_mark else 0), verify_recent)
+            if self.integrity.ok and (recorded is None or recorded.mark != self._hwm):
+                self._mark.write(self._hwm)  # a new journal, or one upgraded from schema 1
         except sqlite3.Error as exc:
-            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+            raise JournalError(f"cannot open the journal {path}: {exc}", storage_cause(exc)) from None
+        except OSError as exc:
+            raise JournalError(f"cannot open the journal {path} or its mark {self._mark.path.name}: {exc.strerror}") from None
         self._rlock = threading.Lock()
+        self._hlock = threading.Lock()
+
+    def _check_on_open(self, recorded: int, verify_recent: int) -> IntegrityReport:
+        problems = []
+        rollback = rollback_problem(self._hwm, recorded)
+        if rollback:
+            problems.append(rollback)
+        rows = self._db.execute(
+            f"SELECT {SUM_COLUMNS} FROM instructions WHERE state NOT IN ('result_stored', 'refused') "
+            f"UNION SELECT {SUM_COLUMNS} FROM (SELECT * FROM instructions ORDER BY seq DESC LIMIT ?)", (verify_recent,)).fetchall()
+        problems += [p for p in map(row_problem, rows) if p]
+        if not problems:
+            return IntegrityReport(True)
+        return IntegrityReport(False, problems[0], tuple(problems))
+
+    @property
+    def locked(self) -> bool:
+        return not self.integrity.ok
+
+    def _lock_out(self, problem: str) -> None:
+        if self.integrity.ok:
+            self.integrity = IntegrityReport(False, problem, (problem,))
+        elif problem not in self.integrity.problems:
+            self.integrity = IntegrityReport(False, self.integrity.reason, (*self.integrity.problems, problem))
+
+    def _refuse_if_locked(self) -> None:
+        if self.locked:
+            raise JournalIntegrityError(f"the journal {self.path} failed its integrity check: {self.integrity.reason}; "
+                                        "nothing is done until it is recovered (his-bridge journal check, restore)")
 
     def close(self) -> None:
         with self._rlock:
             self._rdb.close()
+        with self._hlock:
+            self._hdb.close()
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
+                if not self._full and not self.locked:
+                    self._mark.write(journal_mark(self._db))  # NORMAL: commits were not fsynced, so only now
+            except (sqlite3.Error, OSError):
                 pass
+            self._mark.close()
             self._db.close()
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:  # type: ignore[type-arg]
+        self._refuse_if_locked()
+        try:
+            with self._rlock:
+                return self._rdb.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
 
     # ------------------------------------------------------------ SeenStore
 
     def seen(self, kid: str, msg_id: str) -> SeenRecord | None:
         """Any kid: a msg_id names one instruction in this bridge (results and GETs carry no kid)."""
-        with self._rlock:
-            found = self._rdb.execute("SELECT digest, accepted_at FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
-        return SeenRecord(bytes(found[0]), found[1]) if found else None
+        found = self._read("SELECT digest, accepted_at FROM instructions WHERE msg_id = ?", (msg_id,))
+        return SeenRecord(bytes(found[0][0]), found[0][1]) if found else None
 
     # ------------------------------------------------------------ writes
 
@@ -261,6 +467,7 @@ class Journal:
         refused insert does not undo the others. Every caller still returns only after its own
         transition is committed, so "journal first, then act" holds for each of them.
         """
+        self._refuse_if_locked()
         op = _Op(msg_id, state, sql, args, detail)
         with self._queue_cv:
             self._queue.append(op)
@@ -303,29 +510,51 @@ class Journal:
                                              (self.clock(), op.msg_id, op.state.value, op.detail))
                     self._db.execute("RELEASE op")
                 self._db.execute("COMMIT")
+                self._hwm = journal_mark(self._db)
+                if self._full and not relaxed:
+                    self._write_mark()
+                self.storage = None
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                error = JournalError(f"cannot write the journal {self.path}: {exc}")
+                try:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled it back itself (disk full, I/O error)
+                cause = storage_cause(exc)
+                error = JournalError(f"cannot write the journal {self.path}: {exc}", cause)
+                if self.storage is None or self.storage.cause is not cause:
+                    self.storage = StorageFault(cause, str(exc), self.clock())
                 for op in batch:
                     op.error, op.changed = error, False
             finally:
                 if relaxed:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    try:
+                        self._db.execute("PRAGMA synchronous=FULL")
+                    except sqlite3.Error:
+                        pass
                 for op in batch:
                     op.done = True
         if any(op.changed and op.state.value == self._crash_at for op in batch):
             os._exit(CRASH_EXIT_CODE)  # the test hook: die before anyone acts on the commit
 
+    def _write_mark(self) -> None:
+        try:
+            self._mark.write(self._hwm)
+        except OSError as exc:  # the commit stands; the mark lags behind it, which the rule allows
+            self.storage = StorageFault(StorageCause.DISK_FULL if exc.errno == 28 else StorageCause.IO_ERROR,
+                                        f"cannot write the high-water mark {self._mark.path}: {exc.strerror}", self.clock())
+
     def accept(self, item: NewInstruction) -> bool:
         """Record a new instruction; False if its msg_id is already there (a concurrent duplicate)."""
         now = self.clock()
+        env = envelope_sum(item.msg_id, item.kid, item.digest, item.envelope, item.ts, item.terminal_id, item.device_id,
+                           item.order_no, item.amount)
         return self._commit(
             item.msg_id, JState.ACCEPTED,
             "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, "
-            "state, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "state, accepted_at, updated_at, env_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (item.msg_id, item.kid, item.digest, item.envelope, item.ts, item.terminal_id, item.device_id,
-             item.order_no, item.amount, JState.ACCEPTED.value, now, now),
+             item.order_no, item.amount, JState.ACCEPTED.value, now, now, env),
             f"terminal {item.terminal_id} -> device {item.device_id}",
         )
 
@@ -349,37 +578,59 @@ class Journal:
         return self._advance(
             reply_to, JState.RESULT_STORED,
             ", result_msg_id = ?, result_envelope = ?, result_at = ?, pay_status = ?, pay_channel = ?, pay_order_no = ?, "
-            "result_amount = ?, finished_at = ?, error_code = ?",
+            "result_amount = ?, finished_at = ?, error_code = ?, result_sum = ?",
             (result.msg_id, result.envelope, self.clock(), result.pay_status, result.pay_channel, result.pay_order_no,
-             result.amount, result.finished_at, result.error_code),
+             result.amount, result.finished_at, result.error_code,
+             result_sum(reply_to, result.msg_id, result.envelope, result.pay_status, result.pay_channel, result.pay_order_no,
+                        result.amount, result.finished_at, result.error_code)),
             f"{result.pay_status} {result.error_code or ''}".strip(),
         )
 
     def store_refusal(self, msg_id: str, code: str, message: str) -> bool:
-        return self._advance(msg_id, JState.REFUSED, ", refusal_code = ?, refusal_message = ?", (code, message), code)
+        return self._advance(msg_id, JState.REFUSED, ", refusal_code = ?, refusal_message = ?, result_sum = ?",
+                             (code, message, refusal_sum(msg_id, code, message)), code)
 
     # ------------------------------------------------------------ reads
 
+    def _verified(self, rows: list[tuple]) -> list[Row]:  # type: ignore[type-arg]
+        """Rows of `_ROW_COLUMNS, SUM_COLUMNS`, each checked against its checksums before anyone uses it."""
+        n = len(_ROW_COLUMNS.split(","))
+        out = []
+        for values in rows:
+            problem = row_problem(values[n:])
+            if problem:
+                self._lock_out(problem)
+                self._refuse_if_locked()
+            out.append(_row(values[:n]))
+        return out
+
     def get(self, msg_id: str) -> Row | None:
-        with self._rlock:
-            found = self._rdb.execute(f"SELECT {_ROW_COLUMNS} FROM instructions WHERE msg_id = ?", (msg_id,)).fetchone()
-        return _row(found) if found else None
+        found = self._read(f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE msg_id = ?", (msg_id,))
+        return self._verified(found)[0] if found else None
 
     def unsent_for(self, device_id: str) -> list[Row]:
         """Instructions the device has not acknowledged yet, oldest first: re-sent when its link comes up."""
-        with self._rlock:
-            rows = self._rdb.execute(
-                f"SELECT {_ROW_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
-                (device_id, JState.ACCEPTED.value),
-            ).fetchall()
-        return [_row(r) for r in rows]
+        rows = self._read(f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
+                          (device_id, JState.ACCEPTED.value))
+        return self._verified(rows)
 
     def counts(self) -> dict[str, int]:
-        with self._rlock:
-            rows = self._rdb.execute("SELECT state, COUNT(*) FROM instructions GROUP BY state").fetchall()
+        """Instructions per state: five rows kept by triggers, so O(1) in history, on health's own connection."""
+        try:
+            with self._hlock:
+                rows = self._hdb.execute("SELECT state, n FROM state_counts WHERE n != 0").fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
         return {state: n for state, n in rows}
 
     def history(self, msg_id: str) -> list[tuple[str, str | None]]:
-        with self._rlock:
-            rows = self._rdb.execute("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,)).fetchall()
+        rows = self._read("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,))
         return [(s, d) for s, d in rows]
+
+    def health(self) -> dict[str, object]:
+        """The journal's part of /v1/health: integrity, storage, and where the file is."""
+        storage: dict[str, object] = {"ok": self.storage is None}
+        if self.storage is not None:
+            storage.update(cause=self.storage.cause.value, message=self.storage.message, since=int(self.storage.since))
+        return {"path": str(self.path), "integrity": self.integrity.to_json_obj(), "storage": storage,
+                "high_water_mark": self._hwm}

@@ -35,7 +35,8 @@ from protocol.link.handshake import DeviceIdentity
 from protocol.messages import Instruction, Progress, Result, mask_patient_name
 from protocol.strictjson import dumps_compact
 
-from bridge.journal import JState, Journal, NewInstruction, Row, StoredResult
+from bridge.journal import JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult
+from bridge.storage_retry import DeferredWrites
 from bridge.logjson import log_event
 from bridge.registries import Registries
 
@@ -68,6 +69,26 @@ class Port(Protocol):
 
 def error_answer(exc: ProtocolError) -> Answer:
     return Answer(exc.http_status, dumps_compact(exc.to_json_obj()))
+
+
+class storage_errors_answered:
+    """Journal trouble reaches HIS as a stable 503, never as 500 internal_error."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if isinstance(exc, JournalIntegrityError):
+            raise ProtocolError(ErrorCode.JOURNAL_INTEGRITY, _integrity_message(exc)) from None
+        if isinstance(exc, JournalError):
+            raise ProtocolError(ErrorCode.STORAGE_UNAVAILABLE,
+                                f"the bridge cannot use its journal right now ({exc.cause.value}); nothing was accepted "
+                                "for this request: retry the same envelope shortly (the bridge recovers by itself)") from None
+
+
+def _integrity_message(exc: JournalError) -> str:
+    return ("the bridge's journal failed its integrity check and the bridge is locked: no instruction is taken and no "
+            "result is served until IT staff recover it (his-bridge journal check / restore; see /v1/health)")
 
 
 class Waiters:
@@ -117,12 +138,20 @@ class Relay:
         self._attached_lock = threading.Lock()
         self._waiters = Waiters()
         self.shutting_down = False
+        # What a device sent while the journal could not be written: kept and re-applied with backoff.
+        self.deferred = DeferredWrites(self._apply_device_message)
 
     # ================================================================ HIS side
 
     def submit(self, body: bytes, wait_s: float) -> Answer:
+        with storage_errors_answered():
+            return self._submit(body, wait_s)
+
+    def _submit(self, body: bytes, wait_s: float) -> Answer:
         if self.shutting_down:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the bridge is shutting down; retry the same envelope shortly")
+        if self.journal.locked:
+            raise JournalIntegrityError("locked")  # answered below with the journal's reason
         s = self.settings
         received = receive_instruction(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s,
                                        limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s)
@@ -173,7 +202,8 @@ class Relay:
     def query(self, msg_id: str, wait_s: float) -> Answer:
         if not is_valid_id(msg_id):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"msg_id {msg_id[:70]!r} must match [A-Za-z0-9_-]{{1,64}}")
-        return self._answer_when_final(msg_id, wait_s)
+        with storage_errors_answered():
+            return self._answer_when_final(msg_id, wait_s)
 
     def _answer_when_final(self, msg_id: str, wait_s: float) -> Answer:
         event = self._waiters.register(msg_id)
@@ -204,6 +234,7 @@ class Relay:
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True
+        self.deferred.stop()
         self._waiters.fire_all()
 
     # ================================================================ device side (PortSink)
@@ -226,7 +257,12 @@ class Relay:
         log_event(log, "device_attached", port=port.url, device_id=identity.device_id, model=identity.model,
                   serial_no=identity.serial_no, firmware=identity.firmware)
         pending = []
-        for row in self.journal.unsent_for(identity.device_id):
+        try:
+            rows = self.journal.unsent_for(identity.device_id)
+        except JournalError as exc:  # they stay `accepted`: re-sent at the next link-up
+            log_event(log, "journal_read_failed", level=logging.ERROR, device_id=identity.device_id, reason=str(exc))
+            rows = []
+        for row in rows:
             pending.append((row.msg_id, parse_envelope(row.envelope)))
         if pending:
             log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending))
@@ -249,15 +285,36 @@ class Relay:
                   msg="a device failed to prove its identity; it gets nothing")
 
     def delivered(self, port: Port, msg_id: object) -> None:
-        if isinstance(msg_id, str) and self.journal.mark_sent(msg_id):
-            log_event(log, "instruction_delivered", level=logging.DEBUG, msg_id=msg_id, port=port.url)
+        try:
+            if isinstance(msg_id, str) and self.journal.mark_sent(msg_id):
+                log_event(log, "instruction_delivered", level=logging.DEBUG, msg_id=msg_id, port=port.url)
+        except JournalError as exc:  # `sent` may be lost without harm: the instruction is re-sent, the device deduplicates
+            log_event(log, "journal_write_failed", level=logging.WARNING, msg_id=msg_id, cause=exc.cause.value, reason=str(exc))
 
     def undeliverable(self, port: Port, msg_id: object, reason: str) -> None:
         if isinstance(msg_id, str):
-            self._refuse(msg_id, ErrorCode.BAD_ENVELOPE.value, f"the device's link could not take it: {reason}")
+            try:
+                self._refuse(msg_id, ErrorCode.BAD_ENVELOPE.value, f"the device's link could not take it: {reason}")
+            except JournalError as exc:  # still `accepted`: re-sent at the next link-up
+                log_event(log, "journal_write_failed", level=logging.ERROR, msg_id=msg_id, cause=exc.cause.value, reason=str(exc))
 
     def handle_app(self, port: Port, identity: DeviceIdentity, payload: bytes) -> None:
-        """One DATA message from an authenticated device. Returns once it is journaled (or dropped)."""
+        """One DATA message from an authenticated device. Returns once it is journaled (or dropped).
+
+        If the journal cannot be written (disk full, locked by another program) the message is kept
+        and re-applied with backoff (`deferred`) rather than lost, and the port's thread lives on."""
+        if self.deferred.pending():
+            self.deferred.add(port, identity, payload)  # keep the device's order behind what waits
+            return None
+        try:
+            self._apply_device_message(port, identity, payload)
+        except JournalError as exc:
+            log_event(log, "journal_write_deferred", level=logging.ERROR, device_id=identity.device_id,
+                      cause=exc.cause.value, reason=str(exc), msg="kept in memory; retried until the journal takes it")
+            self.deferred.add(port, identity, payload)
+        return None
+
+    def _apply_device_message(self, port: Port, identity: DeviceIdentity, payload: bytes) -> None:
         try:
             message = decode_app(payload)
         except ProtocolError as exc:

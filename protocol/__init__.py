@@ -12,5 +12,6 @@ in, so every rule is testable in isolation. Modules:
 - `envelope`   sealing and opening envelopes; the receiver's check pipeline
 - `freshness`  clock window and msg_id replay/idempotency rules
 - `signing`    Ed25519 (device keys, firmware images)
+- `integrity`  journal row checksums and the high-water mark record
 - `link`       frames, decoder, handshake, reliable link state machine, DATA messages
 """

@@ -32,6 +32,10 @@ class ErrorCode(str, enum.Enum):
     REQUEST_TIMEOUT = "request_timeout"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL_ERROR = "internal_error"
+    # Issue 14: the journal failed its integrity check (the process is locked until recovered), or
+    # cannot be written right now (disk full, locked by another program; recovers by itself).
+    JOURNAL_INTEGRITY = "journal_integrity"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -55,6 +59,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.JOURNAL_INTEGRITY: 503,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
 }
 
 

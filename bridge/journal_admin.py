@@ -1,0 +1,133 @@
+"""`his-bridge journal check | backup | restore`: what IT staff do with the journal, offline or online.
+
+- check: the whole journal against its high-water mark, SQLite's own integrity check and every
+  row's checksums; read-only, safe while the bridge runs.
+- backup: an online copy through SQLite's backup API, so what still sits in the WAL is in it too
+  (copying only `journal.sqlite3` loses the WAL). Safe while the bridge runs; written to a temporary
+  name, flushed, then renamed, so a backup file is always whole.
+- restore: put a verified backup in place of a damaged journal (the damaged one is kept beside it
+  as `*.damaged-<time>`) and record the backup's high-water mark, which unlocks the bridge. With
+  `accept_current` instead, keep the journal as it is (every row verified) and accept its end as the
+  new mark: for a rollback with no newer backup; results the POS sent after that point are lost to
+  the bridge and must be re-asked of the POS (docs/bridge.md, "Journal integrity").
+Stop the bridge before a restore.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from protocol.integrity import IntegrityReport, rollback_problem
+
+from bridge.journal import SUM_COLUMNS, JournalError, journal_mark, row_problem
+from bridge.journal_mark import MarkFile, mark_path
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise JournalError(f"{path} does not exist")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+
+
+def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityReport, int, int]:
+    """(report, the file's own mark, rows checked). `recorded_mark` None: no mark to compare with."""
+    problems: list[str] = []
+    rows = 0
+    db = _connect_ro(path)
+    try:
+        hwm = journal_mark(db)
+        if recorded_mark is not None:
+            rollback = rollback_problem(hwm, recorded_mark)
+            if rollback:
+                problems.append(rollback)
+        found = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
+        if found != ["ok"]:
+            problems += [f"SQLite integrity_check: {line}" for line in found[:10]]
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'instructions'").fetchone():
+            for values in db.execute(f"SELECT {SUM_COLUMNS} FROM instructions ORDER BY seq"):
+                rows += 1
+                problem = row_problem(values)
+                if problem:
+                    problems.append(problem)
+        elif hwm or recorded_mark:
+            problems.append("the journal holds no instructions table (empty or not a journal)")
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite cannot read it: {exc}")
+        hwm = 0
+    finally:
+        db.close()
+    report = IntegrityReport(not problems, problems[0] if problems else "", tuple(problems))
+    return report, hwm, rows
+
+
+def check(journal: Path) -> tuple[IntegrityReport, int, int]:
+    recorded = MarkFile(mark_path(journal)).read()
+    return verify_file(journal, recorded_mark=recorded.mark if recorded else None)
+
+
+def backup(journal: Path, dest: Path) -> int:
+    """Copy the journal (database and WAL) to `dest` while the bridge may run; returns its mark."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = _connect_ro(journal)
+    try:
+        out = sqlite3.connect(str(partial))
+        try:
+            src.backup(out)
+            out.execute("PRAGMA journal_mode=DELETE")  # a backup is one self-contained file
+            mark = journal_mark(out)
+        finally:
+            out.close()
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise JournalError(f"cannot back up {journal} to {dest}: {exc}") from None
+    finally:
+        src.close()
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, dest)
+    return mark
+
+
+def restore(journal: Path, source: Path) -> int:
+    """Replace the journal by a verified backup; returns the restored mark (the new high-water mark)."""
+    report, mark, _ = verify_file(source, recorded_mark=None)
+    if not report.ok:
+        raise JournalError(f"the backup {source} fails its own check: {report.reason}; choose another backup")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(str(journal) + suffix)
+        if old.exists():
+            if suffix == "-shm":
+                old.unlink()
+            else:
+                os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
+    partial = journal.with_name(journal.name + ".restoring")
+    shutil.copyfile(source, partial)
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, journal)
+    _set_mark(journal, mark)
+    return mark
+
+
+def accept_current(journal: Path) -> int:
+    """Accept the journal's end as its high-water mark (every row must verify); returns it."""
+    report, mark, _ = verify_file(journal, recorded_mark=None)
+    if not report.ok:
+        raise JournalError(f"the journal itself is damaged ({report.reason}): restore a backup instead")
+    _set_mark(journal, mark)
+    return mark
+
+
+def _set_mark(journal: Path, mark: int) -> None:
+    marks = MarkFile(mark_path(journal))
+    try:
+        marks.write(mark)
+    finally:
+        marks.close()
