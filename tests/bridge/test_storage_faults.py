@@ -1,0 +1,106 @@
+"""Issue 14, finding 3: storage errors are survivable.
+
+Any storage error used to kill the bridge's device-port thread for good: a result the POS sent while
+the disk was full was never stored (HIS saw a stale 202), new instructions got 500 internal_error,
+health did not name the journal, and only a restart helped. Here the journal sits on a real, small
+filesystem (a tmpfs of a few MiB this test mounts and removes) that is really filled up, and on a
+journal another program really locks.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from firmware_sim.responder import ResponderMode
+from tests.bridge.conftest import World, wait_until
+
+DISK_MIB = 4
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real filesystem of DISK_MIB MiB (tmpfs), mounted for this test only. Needs root (as in CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the filesystem to the last byte; returns the filler file."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (65536, 512, 1):  # big steps, then the last few bytes
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    return filler
+
+
+def post(bridge, body: bytes, wait: int = 0) -> requests.Response:  # type: ignore[no-untyped-def]
+    return requests.post(f"{bridge.url}/v1/instructions?wait={wait}", data=body, timeout=30)
+
+
+def test_a_full_disk_is_named_answered_503_and_survived(world: World, small_disk: Path) -> None:
+    responder = world.responder(mode=ResponderMode.SILENT)  # the patient has not paid yet
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url], journal={"path": str(small_disk / "journal.sqlite3")})
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    paying = world.seal("+7.00", "MZ-FULL")
+    assert post(bridge, paying.to_bytes()).status_code == 202
+
+    filler = fill(small_disk)
+    responder.release()  # the payment went through while the disk is full: the result must not be lost
+    wait_until(lambda: bridge.health()["journal"]["deferred_device_messages"] == 1, what="the result kept for retry")
+    later = world.seal("+3.00", "MZ-LATER")
+    refused = post(bridge, later.to_bytes())
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
+    assert "disk_full" in refused.json()["error"]["message"]
+    health = bridge.health()
+    assert health["status"] == "degraded"
+    assert (health["journal"]["storage"]["ok"], health["journal"]["storage"]["cause"]) == (False, "disk_full")
+    assert health["devices"][0]["link"] == "up"  # the port's thread lives on
+
+    filler.unlink()  # IT frees space: the bridge recovers by itself, nothing restarted
+    got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
+    assert got.status_code == 200
+    retried = post(bridge, later.to_bytes(), wait=10)  # HIS retries the identical envelope
+    assert retried.status_code == 200
+    wait_until(lambda: bridge.health()["journal"]["storage"]["ok"], what="storage ok again")
+    assert bridge.health()["journal"]["deferred_device_messages"] == 0
+    assert responder.executions[paying.msg_id] == 1 and responder.executions[later.msg_id] == 1
+
+
+def test_a_journal_locked_by_another_program_answers_503_and_recovers(world: World) -> None:
+    endpoint = world.endpoint("tcp", world.responder())
+    bridge = world.bridge([endpoint.bridge_url], journal={"busy_timeout_s": 1})
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    other = sqlite3.connect(world.dir / "journal.sqlite3", isolation_level=None, timeout=5)
+    other.execute("BEGIN EXCLUSIVE")  # e.g. a backup tool or `sqlite3` left open mid-transaction
+    try:
+        envelope = world.seal("+5.00", "MZ-LOCK")
+        refused = post(bridge, envelope.to_bytes())
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
+        assert bridge.health()["journal"]["storage"]["cause"] == "locked"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert post(bridge, envelope.to_bytes(), wait=10).status_code == 200
+    assert bridge.health()["journal"]["storage"]["ok"] is True
