@@ -173,6 +173,12 @@ class VirtualDevice:
 
     @property
     def power(self) -> Power:
+        fw = self._fw
+        if fw is not None and fw.cut:
+            # A cut is instantaneous; the teardown it starts runs on another thread. Until it has run,
+            # the device is already off (its service refuses), so say so: callers polling `power` and
+            # then the screen must never see ON with a dead service (the flaky e2e power-cut test).
+            return Power.OFF
         return self._power
 
     @property

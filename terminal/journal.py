@@ -13,6 +13,17 @@ Tables
     seen          msg_ids accepted, per kid (a protocol.freshness.SeenStore)
     meta          schema version and small persisted state (the PIN lockout)
 
+Integrity (issue 14, finding 2): the money rows (instructions, attempts, collections, refunds,
+results) carry `row_sum`, a protocol.integrity checksum of their fixed columns, and every commit
+bumps `meta.commit_no`, also written after the commit to the mark file `<journal>.hwm`
+(terminal.journal_mark). On open the journal is checked against the mark (truncated, WAL lost or
+damaged, an old copy put back) and its money rows against their checksums (a rotted order number
+in `collections` would let an order be collected twice). A failed check locks the journal:
+`transaction()` raises JournalIntegrityError (the service refuses instructions with
+journal_integrity and moves no money) until `python -m terminal.journal_admin restore`.
+Storage errors (disk full, locked) raise StorageUnavailable; `storage` names the last one until a
+commit succeeds.
+
 Every change happens in `with journal.transaction(label) as tx:`; the commit is durable when the
 block ends, and only then does the service act on it. `on_commit` is called before and after each
 commit with a `CommitPoint` (power-cut injection for the crash tests and the simulator's faults): if
@@ -31,12 +42,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from protocol.amount import Direction, format_yuan, parse_yuan
+from protocol.errors import ErrorCode
 from protocol.freshness import SeenRecord
+from protocol.integrity import IntegrityReport, rollback_problem, row_checksum
 from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
+from terminal.journal_mark import MarkFile, mark_path
 from terminal.machine import Kind, State
 from terminal.private_files import prepare_private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Wait this long for a lock held by another connection (another process on the same files).
 BUSY_TIMEOUT_MS = 5000
 
@@ -84,6 +98,73 @@ CREATE TABLE IF NOT EXISTS results (
   amount_fen INTEGER NOT NULL CHECK (amount_fen > 0), created_at REAL NOT NULL, delivered_at REAL);
 CREATE INDEX IF NOT EXISTS results_undelivered ON results (delivered_at) WHERE delivered_at IS NULL;
 """
+
+# The fixed columns each money table's row_sum covers (what never changes after the insert).
+SUMMED: dict[str, tuple[str, ...]] = {
+    "instructions": ("seq", "kid", "msg_id", "envelope_ts", "terminal_id", "order_no", "kind", "amount_fen", "salt"),
+    "attempts": ("out_trade_no", "seq", "attempt_no", "channel"),
+    "collections": ("order_no", "seq", "out_trade_no", "channel", "channel_txn_id", "paid_fen"),
+    "refunds": ("out_refund_no", "seq", "order_no", "refund_fen"),
+    "results": ("result_msg_id", "seq", "envelope", "pay_status", "pay_order_no", "amount_fen"),
+}
+KEYS = {"instructions": "seq", "attempts": "out_trade_no", "collections": "order_no", "refunds": "out_refund_no",
+        "results": "result_msg_id"}
+
+
+def _sum(table: str, values: tuple[object, ...]) -> bytes:
+    return row_checksum(table, *(bytes(v) if isinstance(v, memoryview) else v for v in values))
+
+
+class JournalUnavailable(Exception):
+    """The journal cannot be used for new work now; `.code` is what the bridge and HIS are told."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class StorageUnavailable(JournalUnavailable):
+    """A write failed (disk full, locked by another program, I/O error); nothing of it was committed."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class JournalIntegrityError(JournalUnavailable):
+    """The journal failed its integrity check: locked until it is recovered."""
+
+    code = ErrorCode.JOURNAL_INTEGRITY
+
+
+def storage_cause(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "disk_full"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return "locked"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return "read_only"
+    return "io_error"
+
+
+def check_rows(db: sqlite3.Connection, *, recent: int | None) -> list[str]:
+    """Problems with the money rows' checksums. recent=None: every row; else every collection and
+    refund (the money gates), unfinished instructions, undelivered results, and the `recent` newest."""
+    problems = []
+    for table, columns in SUMMED.items():
+        key = KEYS[table]
+        where = ""
+        if recent is not None and table == "instructions":
+            where = f" WHERE state != 'finished' OR seq > (SELECT COALESCE(MAX(seq), 0) - {int(recent)} FROM instructions)"
+        elif recent is not None and table in ("results", "attempts"):
+            where = f" WHERE seq > (SELECT COALESCE(MAX(seq), 0) - {int(recent)} FROM instructions)"
+            if table == "results":
+                where += " OR delivered_at IS NULL"
+        for row in db.execute(f"SELECT {', '.join(columns)}, row_sum FROM {table}{where}"):
+            values, stored = tuple(row)[:-1], row[-1]
+            if stored is None or bytes(stored) != _sum(table, values):
+                problems.append(f"{table} row {key}={row[0]!r} does not match its checksum (damaged)")
+    return problems
 
 
 class PowerCut(BaseException):
@@ -222,13 +303,17 @@ def _result(r: sqlite3.Row) -> ResultRow:
 class Journal:
     """One SQLite file. Thread-safe: one connection, used under a lock."""
 
-    def __init__(self, path: str | Path, *, on_commit: Callable[[CommitPoint], None] | None = None) -> None:
+    def __init__(self, path: str | Path, *, on_commit: Callable[[CommitPoint], None] | None = None,
+                 verify_recent: int | None = 1000) -> None:
         self.path = Path(path)
         self._on_commit = on_commit
         self._lock = threading.RLock()
         self._commits = 0
         self._dead = False
         prepare_private_file(self.path)  # 0600 before SQLite opens it (its -wal/-shm copy the mode)
+        self.storage: str | None = None  # the cause of the last failed write, until a commit succeeds
+        self._mark = MarkFile(mark_path(self.path))
+        recorded = self._mark.read()
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         self._db.row_factory = sqlite3.Row
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -244,10 +329,31 @@ class Journal:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                for table in SUMMED:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN row_sum BLOB")
+            elif int(row[0]) == 1:
+                _upgrade_from_1(self._db)
             elif int(row[0]) != SCHEMA_VERSION:
                 self._db.execute("ROLLBACK")
                 raise RuntimeError(f"{self.path}: journal schema {row[0]}, this software reads {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
+        self._commit_no = self._read_commit_no()
+        problems = []
+        rollback = rollback_problem(self._commit_no, recorded.mark if recorded else 0)
+        if rollback:
+            problems.append(rollback)
+        problems += check_rows(self._db, recent=verify_recent)
+        self.integrity = IntegrityReport(not problems, problems[0] if problems else "", tuple(problems))
+        if self.integrity.ok and (recorded is None or recorded.mark != self._commit_no):
+            self._mark.write(self._commit_no)
+
+    def _read_commit_no(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key='commit_no'").fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def locked(self) -> bool:
+        return not self.integrity.ok
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _alive(self) -> None:
@@ -258,16 +364,45 @@ class Journal:
     def transaction(self, label: str) -> Iterator["Tx"]:
         with self._lock:
             self._alive()
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.locked:
+                raise JournalIntegrityError(f"the journal {self.path} failed its integrity check: {self.integrity.reason}")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._storage_error(exc) from None
             try:
                 yield Tx(self._db)
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('commit_no', ?) ON CONFLICT (key) DO UPDATE SET "
+                                 "value=excluded.value", (str(self._commit_no + 1),))
                 self._commits += 1
                 self._hook(CommitPoint(self._commits, label, "before"))
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (disk full, I/O error)
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._storage_error(exc) from None
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise self._storage_error(exc) from None
+            self._commit_no += 1
+            self.storage = None
+            try:
+                self._mark.write(self._commit_no)
+            except OSError as exc:  # the commit stands; the mark may lag behind it, which the rule allows
+                self.storage = "disk_full" if exc.errno == 28 else "io_error"
             self._hook(CommitPoint(self._commits, label, "after"))
+
+    def _storage_error(self, exc: sqlite3.Error) -> StorageUnavailable:
+        cause = storage_cause(exc)
+        self.storage = cause
+        return StorageUnavailable(f"cannot write the journal {self.path}: {exc}", cause)
 
     def _hook(self, point: CommitPoint) -> None:
         if self._on_commit is None:
@@ -290,6 +425,7 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._dead = True
+            self._mark.close()
             self._db.close()
 
     def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
@@ -395,6 +531,9 @@ class Tx:
              State.QUEUED.value, now),
         )
         assert cur.lastrowid is not None
+        self._db.execute("UPDATE instructions SET row_sum=? WHERE seq=?", (
+            _sum("instructions", (cur.lastrowid, kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, salt)),
+            cur.lastrowid))
         return cur.lastrowid
 
     _FIELDS = frozenset({"channel", "close_reason", "last_error_code", "last_error_message", "pay_status", "error_code", "finished_at"})
@@ -414,9 +553,10 @@ class Tx:
     def add_attempt(self, *, seq: int, out_trade_no: str, attempt_no: int, channel: PayChannel, code_masked: str,
                     now: float, deadline: float) -> None:
         self._db.execute(
-            "INSERT INTO attempts (out_trade_no, seq, attempt_no, channel, code_masked, started_at, deadline)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (out_trade_no, seq, attempt_no, channel.value, code_masked, now, deadline),
+            "INSERT INTO attempts (out_trade_no, seq, attempt_no, channel, code_masked, started_at, deadline, row_sum)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (out_trade_no, seq, attempt_no, channel.value, code_masked, now, deadline,
+             _sum("attempts", (out_trade_no, seq, attempt_no, channel.value))),
         )
 
     def settle_attempt(self, out_trade_no: str, *, outcome: str, channel_txn_id: str | None = None, paid_fen: int | None = None,
@@ -430,18 +570,19 @@ class Tx:
     def add_collection(self, *, order_no: str, seq: int, out_trade_no: str, channel: PayChannel, channel_txn_id: str,
                        paid_fen: int, now: float) -> None:
         self._db.execute(
-            "INSERT INTO collections (order_no, seq, out_trade_no, channel, channel_txn_id, paid_fen, collected_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (order_no, seq, out_trade_no, channel.value, channel_txn_id, paid_fen, now),
+            "INSERT INTO collections (order_no, seq, out_trade_no, channel, channel_txn_id, paid_fen, collected_at, row_sum)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (order_no, seq, out_trade_no, channel.value, channel_txn_id, paid_fen, now,
+             _sum("collections", (order_no, seq, out_trade_no, channel.value, channel_txn_id, paid_fen))),
         )
 
     def reserve_refund(self, *, out_refund_no: str, seq: int, order_no: str, refund_fen: int, now: float) -> bool:
         """Reserve `refund_fen` of the order's collection; False if that is more than remains."""
         try:
             self._db.execute(
-                "INSERT INTO refunds (out_refund_no, seq, order_no, refund_fen, status, reserved_at)"
-                " VALUES (?, ?, ?, ?, 'reserved', ?)",
-                (out_refund_no, seq, order_no, refund_fen, now),
+                "INSERT INTO refunds (out_refund_no, seq, order_no, refund_fen, status, reserved_at, row_sum)"
+                " VALUES (?, ?, ?, ?, 'reserved', ?, ?)",
+                (out_refund_no, seq, order_no, refund_fen, now, _sum("refunds", (out_refund_no, seq, order_no, refund_fen))),
             )
         except sqlite3.IntegrityError as exc:
             if "exceeds" in str(exc):
@@ -456,9 +597,10 @@ class Tx:
     def add_result(self, *, result_msg_id: str, seq: int, envelope: bytes, pay_status: PayStatus, pay_order_no: str,
                    amount_fen: int, now: float) -> None:
         self._db.execute(
-            "INSERT INTO results (result_msg_id, seq, envelope, pay_status, pay_order_no, amount_fen, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (result_msg_id, seq, envelope, pay_status.value, pay_order_no, amount_fen, now),
+            "INSERT INTO results (result_msg_id, seq, envelope, pay_status, pay_order_no, amount_fen, created_at, row_sum)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (result_msg_id, seq, envelope, pay_status.value, pay_order_no, amount_fen, now,
+             _sum("results", (result_msg_id, seq, envelope, pay_status.value, pay_order_no, amount_fen))),
         )
 
     def mark_delivered(self, result_msg_id: str, now: float) -> bool:
@@ -467,6 +609,15 @@ class Tx:
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: checksums for the rows already there (inside the caller's transaction)."""
+    for table, columns in SUMMED.items():
+        db.execute(f"ALTER TABLE {table} ADD COLUMN row_sum BLOB")
+        for row in db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}").fetchall():
+            db.execute(f"UPDATE {table} SET row_sum=? WHERE rowid=?", (_sum(table, tuple(row)[1:]), row[0]))
+    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -41,6 +41,7 @@ and nonces) are injected so tests are deterministic. Waits between polls are rea
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 import logging
@@ -57,7 +58,7 @@ from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
-from terminal.journal import Journal, PowerCut, StaleState
+from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
 from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
@@ -66,6 +67,7 @@ from terminal.receipt import Receipt, receipt_for
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
 from terminal.worker import Worker
+from terminal.view import journal_problem
 from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, original_payment, result_message,
                            result_view, screen_view, totals)
 
@@ -160,6 +162,11 @@ class TerminalService:
         the instruction on screen shown again; undelivered results go out at link_up()."""
         with self._lock:
             self._alive()
+            if self.journal.locked:  # money work waits for the journal's recovery (issue 14, finding 2)
+                log.critical("the journal failed its integrity check; no money moves until it is recovered: %s",
+                             self.journal.integrity.reason)
+                self._revision += 1
+                return RecoveryReport(0, 0, 0)
             self._purge_seen()
             unfinished = self.journal.unfinished()
             resumed = 0
@@ -199,6 +206,17 @@ class TerminalService:
 
     # == LINK side ===================================================================================
     def submit_instruction(self, envelope: Envelope) -> None:
+        try:
+            self._submit_instruction(envelope)
+        except JournalUnavailable as exc:  # refused, nothing journaled or charged; the link lives on
+            log.error("refused instruction %s: %s", envelope.msg_id, exc)
+            with self._lock:
+                self._send(RefusedMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
+                                      "nothing was charged; send a new instruction once the POS is recovered"))
+                self._revision += 1
+            self._notify()
+
+    def _submit_instruction(self, envelope: Envelope) -> None:
         with self._lock:
             self._alive()
             if self.clock() - self._last_purge > SEEN_PURGE_INTERVAL_S:
@@ -226,7 +244,10 @@ class TerminalService:
         self._notify()
 
     def _purge_seen(self) -> None:
-        self._core.forget_old_msg_ids()
+        try:
+            self._core.forget_old_msg_ids()
+        except JournalUnavailable as exc:  # housekeeping: tried again later
+            log.warning("msg_id purge skipped: %s", exc)
         self._last_purge = self.clock()
 
     def mark_delivered(self, result_msg_id: str) -> bool:
@@ -431,13 +452,14 @@ class TerminalService:
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
-            return screen_view(
+            view = screen_view(
                 revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
                 last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
                 original=original_payment(self.journal, head),
             )
+            return dataclasses.replace(view, journal_problem=journal_problem(self.journal))
 
     def _result_view(self, seq: int) -> ResultView | None:
         row = self.journal.instruction(seq)

@@ -28,6 +28,9 @@ CHANNEL_NAME: dict[PayChannel, Text] = {
 }
 
 IDLE = Text("等待收费指令", "Waiting for the next order")
+JOURNAL_LOCKED = Text("交易记录损坏，暂停收费。请联系维护人员恢复记录", "Transaction records are damaged: payments are paused. Call IT to restore them")
+STORAGE_FULL = Text("存储空间已满，暂停收费。请联系维护人员", "Storage is full: payments are paused. Call IT")
+STORAGE_UNAVAILABLE = Text("交易记录暂时无法写入，请稍候", "Transaction records cannot be written right now; please wait")
 SCAN_PROMPT = Text("请扫描患者的付款码", "Scan the patient's payment code")
 REFUND_PROMPT = Text("退款需主管输入密码确认", "A supervisor must confirm this refund with the PIN")
 QUEUED = Text("排队中，等待上一笔完成", "Waiting for the previous order to finish")

@@ -110,6 +110,8 @@ class ScreenView:
     last_result: ResultView | None
     link_up: bool
     original: OriginalPayment | None = None  # a refund: the payment it goes back against (None: not found)
+    # The journal cannot take new work (integrity check failed, disk full...): shown until it can.
+    journal_problem: Text | None = None
 
     @property
     def amount_text(self) -> str | None:
@@ -223,6 +225,17 @@ def original_payment(journal: Journal, head: InstructionRow | None) -> OriginalP
         return None
     return OriginalPayment(collection.channel, collection.paid_fen, journal.committed_refunds_fen(head.order_no),
                            collection.collected_at, collection.channel_txn_id)
+
+
+def journal_problem(journal: Journal) -> Text | None:
+    """What the cashier is told when the journal cannot take new work (issue 14, findings 2 and 6)."""
+    if journal.locked:
+        return texts.JOURNAL_LOCKED
+    if journal.storage == "disk_full":
+        return texts.STORAGE_FULL
+    if journal.storage is not None:
+        return texts.STORAGE_UNAVAILABLE
+    return None
 
 
 def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptRow | None, queued: int, now: float,

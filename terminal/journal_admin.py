@@ -1,0 +1,178 @@
+"""The POS journal's recovery tool: `python -m terminal.journal_admin check|backup|restore JOURNAL`.
+
+What a field engineer runs on the device (adb shell, or the simulator's storage directory) when the
+POS shows "transaction records are damaged" (terminal.journal locked, issue 14 finding 2):
+
+- check JOURNAL: the mark, SQLite's integrity check and every money row's checksum; exit 1 if damaged.
+- backup JOURNAL DEST: an online copy through SQLite's backup API (database and WAL together).
+- restore JOURNAL BACKUP: put a verified backup in place (the damaged files are kept beside it as
+  `*.damaged-<time>`) and record its mark; `restore JOURNAL --accept-current`: keep the journal as
+  it is (its rows must verify) and accept its end as the mark, when no newer backup exists.
+Stop the POS app first. After a restore from an older backup, results and collections made after
+the backup are missing on the POS: reconcile the day with the channel's records before refunding
+those orders (docs/terminal.md, "Journal integrity"); re-syncing them from the payment back end is
+for when that back end exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from protocol.integrity import IntegrityReport, rollback_problem
+from terminal.journal import check_rows
+from terminal.journal_mark import MarkFile, mark_path
+
+
+class AdminError(Exception):
+    pass
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise AdminError(f"{path} does not exist")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+
+
+def _commit_no(db: sqlite3.Connection) -> int:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='commit_no'").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityReport, int]:
+    problems: list[str] = []
+    db = _connect_ro(path)
+    try:
+        mark = _commit_no(db)
+        if recorded_mark is not None:
+            problem = rollback_problem(mark, recorded_mark)
+            if problem:
+                problems.append(problem)
+        found = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
+        if found != ["ok"]:
+            problems += [f"SQLite integrity_check: {line}" for line in found[:10]]
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='collections'").fetchone():
+            problems += check_rows(db, recent=None)
+        elif mark or recorded_mark:
+            problems.append("the journal holds no tables (empty or not a journal)")
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite cannot read it: {exc}")
+        mark = 0
+    finally:
+        db.close()
+    return IntegrityReport(not problems, problems[0] if problems else "", tuple(problems)), mark
+
+
+def check(journal: Path) -> tuple[IntegrityReport, int]:
+    recorded = MarkFile(mark_path(journal)).read()
+    return verify_file(journal, recorded_mark=recorded.mark if recorded else None)
+
+
+def backup(journal: Path, dest: Path) -> int:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = _connect_ro(journal)
+    try:
+        out = sqlite3.connect(str(partial))
+        try:
+            src.backup(out)
+            out.execute("PRAGMA journal_mode=DELETE")
+            mark = _commit_no(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, dest)
+    return mark
+
+
+def restore(journal: Path, source: Path) -> int:
+    report, mark = verify_file(source, recorded_mark=None)
+    if not report.ok:
+        raise AdminError(f"the backup {source} fails its own check: {report.reason}; choose another backup")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(str(journal) + suffix)
+        if old.exists():
+            if suffix == "-shm":
+                old.unlink()
+            else:
+                os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
+    partial = journal.with_name(journal.name + ".restoring")
+    shutil.copyfile(source, partial)
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, journal)
+    _set_mark(journal, mark)
+    return mark
+
+
+def accept_current(journal: Path) -> int:
+    report, mark = verify_file(journal, recorded_mark=None)
+    if not report.ok:
+        raise AdminError(f"the journal itself is damaged ({report.reason}): restore a backup instead")
+    _set_mark(journal, mark)
+    return mark
+
+
+def _set_mark(journal: Path, mark: int) -> None:
+    marks = MarkFile(mark_path(journal))
+    try:
+        marks.write(mark)
+    finally:
+        marks.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m terminal.journal_admin", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="check the journal; exit 1 if damaged")
+    p.add_argument("journal")
+    p = sub.add_parser("backup", help="online backup (database and WAL together)")
+    p.add_argument("journal")
+    p.add_argument("dest")
+    p = sub.add_parser("restore", help="replace a damaged journal by BACKUP, or --accept-current")
+    p.add_argument("journal")
+    p.add_argument("backup", nargs="?")
+    p.add_argument("--accept-current", action="store_true")
+    args = parser.parse_args(argv)
+    journal = Path(args.journal)
+    try:
+        if args.command == "check":
+            report, mark = check(journal)
+            if report.ok:
+                print(f"{journal}: ok (high-water mark {mark})")
+                return 0
+            print(f"{journal}: journal_integrity: {report.reason}")
+            for problem in report.problems[1:20]:
+                print(f"  also: {problem}")
+            print("recover: stop the POS app, then `python -m terminal.journal_admin restore JOURNAL BACKUP`")
+            return 1
+        if args.command == "backup":
+            print(f"backed up {journal} to {args.dest} (high-water mark {backup(journal, Path(args.dest))})")
+            return 0
+        if args.accept_current == (args.backup is not None):
+            raise AdminError("name a BACKUP to restore, or --accept-current (not both)")
+        if args.accept_current:
+            print(f"{journal}: accepted as it is (high-water mark {accept_current(journal)})")
+        else:
+            print(f"restored {journal} from {args.backup} (high-water mark {restore(journal, Path(args.backup))})")
+        return 0
+    except (AdminError, OSError, sqlite3.Error) as exc:
+        print(f"journal_admin: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
