@@ -206,6 +206,24 @@ def cmd_journal_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_journal_prune(args: argparse.Namespace) -> int:
+    import time
+
+    from bridge.journal import Journal
+    from bridge.retention import prune
+
+    config = _config(args).journal
+    journal = Journal(config.path, synchronous=config.synchronous)
+    try:
+        report = prune(journal, config.archive_dir or config.path.parent / "archive",
+                       retention_days=config.retention_days, now=time.time())
+    finally:
+        journal.close()
+    print(f"archived and removed {report.archived} finished instructions older than {config.retention_days} days"
+          + (f" (months {', '.join(report.months)})" if report.months else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="his-bridge", description="The HIS bridge on the cashier PC: HTTP API for HIS, USB link to the POS.",
@@ -280,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-current", action="store_true",
                    help="no backup: accept the journal as it is (its rows must verify) as the new high-water mark")
     p.set_defaults(func=cmd_journal_restore)
+    p = journal.add_parser("prune", help="archive and remove finished instructions older than retention_days now")
+    p.set_defaults(func=cmd_journal_prune)
     return parser
 
 

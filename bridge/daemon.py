@@ -24,11 +24,15 @@ from bridge.keystore import WatchedKeyFile
 from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
 from bridge.relay import Relay, RelaySettings
+from bridge.retention import prune
 
 log = logging.getLogger("bridge.daemon")
 
 VERSION = "1.0.0"
 SHUTDOWN_GRACE_S = 10.0
+# Retention runs this long after the start (not in the way of a morning's first payments), then daily.
+PRUNE_FIRST_AFTER_S = 600.0
+PRUNE_EVERY_S = 86400.0
 
 
 class Bridge:
@@ -68,6 +72,7 @@ class Bridge:
             raise OSError(f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror}; "
                           "is another bridge already running? ([http] port in the configuration)") from None
         self._http_thread: threading.Thread | None = None
+        self._stop_pruning = threading.Event()
         self.started_at = time.time()
         self._stopped = False
 
@@ -85,6 +90,8 @@ class Bridge:
         self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.05},
                                              name="http", daemon=True)
         self._http_thread.start()
+        if not self.journal.locked:
+            threading.Thread(target=self._prune_daily, name="retention", daemon=True).start()
         log_event(log, "bridge_started", url=self.url, ports=list(self.config.link.ports),
                   journal=str(self.config.journal.path), version=VERSION)
         return self
@@ -95,6 +102,7 @@ class Bridge:
         self._stopped = True
         log_event(log, "bridge_stopping")
         self.http.stopping = True
+        self._stop_pruning.set()
         self.relay.begin_shutdown()  # long polls answer now with the state they have
         self.http.shutdown()  # stop accepting
         drained = self.http.drain(grace_s)
@@ -103,6 +111,20 @@ class Bridge:
             port.stop()
         self.journal.close()
         log_event(log, "bridge_stopped", drained=drained)
+
+    def _prune_daily(self) -> None:
+        wait = PRUNE_FIRST_AFTER_S
+        while not self._stop_pruning.wait(wait):
+            wait = PRUNE_EVERY_S
+            journal = self.config.journal
+            try:
+                report = prune(self.journal, journal.archive_dir or journal.path.parent / "archive",
+                               retention_days=journal.retention_days, now=time.time())
+            except (JournalError, OSError) as exc:  # tried again tomorrow; nothing was removed unarchived
+                log_event(log, "journal_prune_failed", level=logging.ERROR, reason=str(exc))
+                continue
+            if report.archived:
+                log_event(log, "journal_pruned", archived=report.archived, months=list(report.months))
 
     def health(self) -> dict[str, object]:
         now = time.time()

@@ -627,6 +627,45 @@ class Journal:
         rows = self._read("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,))
         return [(s, d) for s, d in rows]
 
+    def finished_before(self, cutoff: float, limit: int) -> list[tuple[sqlite3.Row, list[tuple]]]:  # type: ignore[type-arg]
+        """Up to `limit` finished instructions last changed before `cutoff`, with their transitions (retention)."""
+        self._refuse_if_locked()
+        with self._rlock:
+            self._rdb.row_factory = sqlite3.Row
+            try:
+                rows = self._rdb.execute("SELECT * FROM instructions WHERE state IN ('result_stored', 'refused') "
+                                         "AND updated_at < ? ORDER BY seq LIMIT ?", (cutoff, limit)).fetchall()
+                out = []
+                for row in rows:
+                    problem = row_problem(tuple(row[c.strip()] for c in SUM_COLUMNS.split(",")))
+                    if problem:
+                        self._lock_out(problem)
+                        self._refuse_if_locked()
+                    history = self._rdb.execute("SELECT at, state, detail FROM transitions WHERE msg_id = ? ORDER BY seq",
+                                                (row["msg_id"],)).fetchall()
+                    out.append((row, [tuple(h) for h in history]))
+                return out
+            finally:
+                self._rdb.row_factory = None
+
+    def remove_finished(self, msg_ids: list[str]) -> int:
+        """Delete archived instructions (finished ones only) and their transitions, in one commit."""
+        self._refuse_if_locked()
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                removed = 0
+                for msg_id in msg_ids:
+                    removed += self._db.execute("DELETE FROM instructions WHERE msg_id = ? AND state IN "
+                                                "('result_stored', 'refused')", (msg_id,)).rowcount
+                    self._db.execute("DELETE FROM transitions WHERE msg_id = ?", (msg_id,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"cannot prune the journal {self.path}: {exc}", storage_cause(exc)) from None
+        return removed
+
     def health(self) -> dict[str, object]:
         """The journal's part of /v1/health: integrity, storage, and where the file is."""
         storage: dict[str, object] = {"ok": self.storage is None}

@@ -1,6 +1,6 @@
 """Read-only adapter over the bridge's journal: the only module that knows its schema.
 
-The journal (bridge/journal.py, SQLite in WAL mode, PRAGMA user_version 1) keeps one row per
+The journal (bridge/journal.py, SQLite in WAL mode, PRAGMA user_version 1 or 2) keeps one row per
 instruction in `instructions`, with the signed wire amount and, once the result arrived, the
 verified result plaintext (pay_status, pay_channel, pay_order_no, result_amount, finished_at,
 error_code). We open it with `mode=ro` (the bridge may be running) and never write.
@@ -32,10 +32,11 @@ from array import array
 
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.errors import ProtocolError
+from reconcile.archive import archived_rows
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.model import CHANNEL_BY_NAME, COLLECT, FLAG_ECHO, FLAG_LATE, REFUND, Channel, Columns, State
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSIONS = (1, 2)  # 2 adds checksums and state counts (issue 14); nothing read here changed
 _STATUS = {
     "SUCCESS": State.MOVED,
     "REFUNDED": State.MOVED,
@@ -102,9 +103,9 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         columns = {row[1] for row in db.execute("PRAGMA table_info(instructions)")}
     except sqlite3.Error as exc:
         raise SourceUnavailable(f"cannot read the bridge journal {path}: {exc} (is it a bridge journal? is the file readable?)") from None
-    if version != SCHEMA_VERSION or not columns:
+    if version not in SCHEMA_VERSIONS or not columns:
         db.close()
-        raise SourceUnavailable(f"{path} is not a bridge journal this version understands (schema {version}, expected {SCHEMA_VERSION})")
+        raise SourceUnavailable(f"{path} is not a bridge journal this version understands (schema {version}, expected {SCHEMA_VERSIONS})")
     return db
 
 
@@ -122,6 +123,10 @@ def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, fund
             window = {"first": first, "last": first + CHUNK, "start": start, "end": end}
             if not _by_columns(db, name, window, out, funds_only, keep_text):
                 _by_rows(db, name, window, out, keep_text)
+        # Days past the bridge's retention live in its monthly archives (reconcile.archive).
+        archived = archived_rows(path, start, end, lambda values: _row(values, name, {}, end))
+        if archived:
+            out.extend(Columns.from_rows(archived, keep_text=keep_text))
     except sqlite3.Error as exc:
         raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
     finally:
@@ -161,25 +166,29 @@ def _by_columns(db: sqlite3.Connection, name: str, window: dict[str, int], out: 
 
 def _by_rows(db: sqlite3.Connection, name: str, window: dict[str, int], out: Columns, keep_text: bool) -> None:
     amounts: dict[str, tuple[int, int]] = {}
-    rows = []
-    for seq, msg_id, order_no, amount, jstate, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at in db.execute(_ROWS, window):
-        text = result_amount or amount
-        parsed = amounts.get(text)
-        if parsed is None:
-            parsed = amounts[text] = _signed(text, name, seq)
-        flags = 0
-        if pay_status is not None:
-            state = _STATUS.get(pay_status)
-            if state is None:
-                raise BadInput(name, seq, "pay_status", f"{pay_status!r} is not a result status")
-            flags = (FLAG_LATE if finished_at >= window["end"] else 0) | (FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0)
-            at = finished_at
-        else:
-            state = State.NOT_MOVED if jstate == _REFUSED else State.PENDING
-            at = int(accepted_at)
-        channel = CHANNEL_BY_NAME.get(pay_channel or "", Channel.UNKNOWN)
-        rows.append((seq, order_no, msg_id, parsed[0], parsed[1], state, channel, pay_order_no or "", "", at, flags))
-    out.extend(Columns.from_rows(rows, keep_text=keep_text))
+    out.extend(Columns.from_rows([_row(values, name, amounts, window["end"]) for values in db.execute(_ROWS, window)],
+                                 keep_text=keep_text))
+
+
+def _row(values: tuple, name: str, amounts: dict[str, tuple[int, int]], end: int) -> tuple:  # type: ignore[type-arg]
+    """One journal (or archive) row as an Entry-layout tuple."""
+    seq, msg_id, order_no, amount, jstate, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at = values
+    text = result_amount or amount
+    parsed = amounts.get(text)
+    if parsed is None:
+        parsed = amounts[text] = _signed(text, name, seq)
+    flags = 0
+    if pay_status is not None:
+        state = _STATUS.get(pay_status)
+        if state is None:
+            raise BadInput(name, seq, "pay_status", f"{pay_status!r} is not a result status")
+        flags = (FLAG_LATE if finished_at >= end else 0) | (FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0)
+        at = finished_at
+    else:
+        state = State.NOT_MOVED if jstate == _REFUSED else State.PENDING
+        at = int(accepted_at)
+    channel = CHANNEL_BY_NAME.get(pay_channel or "", Channel.UNKNOWN)
+    return (seq, order_no, msg_id, parsed[0], parsed[1], state, channel, pay_order_no or "", "", at, flags)
 
 
 def _signed(text: str, name: str, seq: int) -> tuple[int, int]:
