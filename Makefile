@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench bench-reconcile-10m fuzz vectors screenshots clean help
+.PHONY: setup run test bench bench-reconcile-10m fuzz faults vectors screenshots clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench   run the benchmarks and print a JSON summary"
 	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
+	@echo "make faults  the standing fault campaign against the whole path (RUNS=500 SEED=1 MINUTES=)"
 	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
 
@@ -63,6 +64,13 @@ bench-reconcile-10m: setup
 # (tests/conftest.py). Takes hours; narrow it with ARGS, e.g. make fuzz ARGS=tests/protocol
 fuzz: setup
 	$(PY) -m pytest -q --hypothesis-profile=fuzz $(ARGS)
+
+# The standing fault campaign (issue 14): randomised faults against the whole path, checked after every
+# run; prints a table per fault type and fails on any violation. A fixed-seed slice runs in make test.
+RUNS ?= 500
+SEED ?= 1
+faults: setup
+	$(PY) -m tests.e2e.campaign --runs $(RUNS) --seed $(SEED) $(if $(MINUTES),--minutes $(MINUTES),)
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json

@@ -1,0 +1,311 @@
+"""The standing fault campaign (issue 14): randomised faults against the whole path, checked after every run.
+
+    python -m tests.e2e.campaign --runs 500 --seed 1        (make faults RUNS=500 SEED=1)
+
+One world: the channel sandbox (a real process), a provisioned virtual POS running production's
+terminal/ code over TCP, and a real bridge (bridge.daemon.Bridge) in this process, HIS being the
+reference client (bridge.hisclient, which performs the step 6 checks). Each run draws a fault from
+FAULTS with a seeded RNG, makes one payment (and, for some, a partial refund) while the fault
+strikes, undoes the fault (power on, cable back, lock released), and then checks what a hospital
+would check:
+
+- HIS holds exactly one verified final result per instruction (step 6 passes; no 202 for ever),
+  and asking again gives the identical result;
+- the sandbox's money equals what those results say: a SUCCESS took exactly the amount once, with
+  the channel transaction HIS was told; anything else took nothing; a REFUNDED gave it back.
+
+It prints a table per fault type and exits 1 on any violation. A fixed-seed slice runs in
+`make test` (tests/e2e/test_fault_campaign.py).
+
+Not in the table yet, and why: clock steps of 300 s or more (issue 14 finding 1) and re-driving
+instructions the POS lost (finding 5) wait for the link's next version; kill -9 of the bridge
+process is covered by tests/bridge/test_recovery.py (the bridge here restarts in-process); a full
+disk is covered by tests/bridge/test_storage_faults.py and tests/terminal/test_journal_integrity.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge import hisclient
+from firmware_sim.device import LinkKind, Power
+from firmware_sim.faults import parse_fault
+from firmware_sim.sandbox.launcher import SandboxProcess
+from firmware_sim.simerrors import SimError
+from protocol.messages import PayStatus
+from tests.e2e.world import PIN, Rig, SimWorld, new_order
+
+FAULTS = (
+    "none",
+    "power_cut_paying",        # the POS loses power right after journaling that it is paying
+    "power_cut_finished",      # ... right before journaling the end (the channel already has the money)
+    "power_cut_on_the_wire",   # ... while the instruction is on the wire
+    "unplug_after_scan",       # the cable is pulled while the payment is under way
+    "corrupt_bytes",           # a bad cable: corrupted bytes both ways
+    "drop_and_duplicate",      # lost and repeated bytes
+    "delayed_bytes",           # a slow line
+    "clock_step_small",        # the POS clock steps by up to +-200 s (inside the 300 s window)
+    "bridge_restart",          # the bridge is stopped and started again mid-payment
+    "journal_locked",          # another program locks the bridge's journal for 1-3 s mid-payment
+    "refund_power_cut",        # a collection, then a partial refund whose commit loses power
+)
+FINAL_WAIT_S = 90
+
+
+@dataclass
+class RunOutcome:
+    fault: str
+    ok: bool
+    statuses: tuple[str, ...]
+    problem: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Campaign:
+    world: SimWorld
+    rng: random.Random
+    rig: Rig | None = None
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.rig = self.world.rig(LinkKind.TCP)
+
+    # ---------------------------------------------------------------- helpers
+    def _fault(self, **spec: object) -> None:
+        assert self.rig is not None
+        self.rig.device.inject(parse_fault(spec))
+
+    def _heal(self) -> None:
+        """Undo every fault: bytes clean, cable in, power on, clock right; wait for the link."""
+        rig = self.rig
+        assert rig is not None
+        for spec in ({"fault": "clear"}, {"fault": "replug"}, {"fault": "clock_skew", "seconds": 0}):
+            try:
+                self._fault(**spec)
+            except SimError:
+                pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if rig.device.power is Power.OFF:
+                try:
+                    self._fault(fault="power_on")
+                except SimError:
+                    pass
+            if rig.device.power is Power.ON and rig.device.wait_link_up(0.5):
+                return
+            time.sleep(0.1)
+
+    def _screen(self) -> str | None:
+        assert self.rig is not None
+        try:
+            if self.rig.device.power is not Power.ON:
+                return None
+            return self.rig.device.screen().screen.value
+        except SimError:
+            return None
+
+    def _wait_screen(self, screen: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._screen() == screen:
+                return True
+            if self.rig is not None and self.rig.device.power is Power.OFF:
+                self._heal()
+            time.sleep(0.05)
+        return False
+
+    def _act(self, action) -> None:  # type: ignore[no-untyped-def]
+        try:
+            action()
+        except SimError:  # the screen went dark under the cashier's finger: the power cut did it
+            pass
+
+    def _final(self, pending_msg_id: str, pending) -> hisclient.Outcome:  # type: ignore[no-untyped-def]
+        """HIS's view once the fault is undone: its long poll, then status queries until final."""
+        assert self.rig is not None
+        try:
+            outcome = pending.outcome(timeout=FINAL_WAIT_S)
+        except Exception:  # its POST died with the bridge: HIS asks for the status instead
+            outcome = None
+        deadline = time.monotonic() + FINAL_WAIT_S
+        while (outcome is None or outcome.result is None) and time.monotonic() < deadline:
+            try:
+                outcome = hisclient.query(self.rig.client, pending_msg_id, wait_s=10)
+            except Exception:
+                time.sleep(0.5)
+        assert outcome is not None
+        return outcome
+
+    def _restart_bridge(self) -> None:
+        rig = self.rig
+        assert rig is not None
+        rig.bridge.stop(grace_s=0.5)
+        rig.bridge = self.world.start_bridge(rig.device)
+        rig.client = hisclient.ClientConfig(rig.bridge.url, rig.client.key, rig.client.keys, rig.client.terminal_id,
+                                            rig.client.device_ids, http_timeout_s=rig.client.http_timeout_s)
+
+    def _lock_journal(self, seconds: float) -> None:
+        assert self.rig is not None
+        path = self.rig.bridge.config.journal.path
+
+        def hold() -> None:
+            db = sqlite3.connect(path, isolation_level=None, timeout=5)
+            try:
+                db.execute("BEGIN EXCLUSIVE")
+                time.sleep(seconds)
+                db.execute("ROLLBACK")
+            finally:
+                db.close()
+
+        threading.Thread(target=hold, daemon=True).start()
+
+    # ---------------------------------------------------------------- one run
+    def run_one(self, fault: str) -> RunOutcome:
+        rig = self.rig
+        assert rig is not None
+        started = time.monotonic()
+        self._heal()
+        channel = self.rng.choice(("WECHAT", "ALIPAY"))
+        code = rig.issue(channel)
+        order = new_order()
+        amount_fen = self.rng.randrange(1, 500) * 10 + 100
+        amount = f"+{amount_fen // 100}.{amount_fen % 100:02d}"
+        if fault == "power_cut_paying":
+            self._fault(fault="power_cut", at="paying", phase="after", off_for_s=0.5)
+        elif fault == "power_cut_finished":
+            self._fault(fault="power_cut", at="finished", phase="before", off_for_s=0.5)
+        elif fault == "power_cut_on_the_wire":
+            self._fault(fault="power_cut", after_bytes=self.rng.randrange(20, 400), direction="to_device", off_for_s=0.4)
+        elif fault == "corrupt_bytes":
+            self._fault(fault="corrupt", direction="both", probability=0.002, seed=self.rng.randrange(1 << 30))
+        elif fault == "drop_and_duplicate":
+            self._fault(fault="drop", direction=self.rng.choice(("to_bridge", "to_device")), next_bytes=self.rng.randrange(1, 40))
+            self._fault(fault="duplicate", direction="both", next_bytes=self.rng.randrange(1, 80))
+        elif fault == "delayed_bytes":
+            self._fault(fault="delay", direction="both", ms=self.rng.randrange(5, 80), next_bytes=2000)
+        elif fault == "clock_step_small":
+            self._fault(fault="clock_skew", seconds=self.rng.choice((-1, 1)) * self.rng.randrange(10, 200))
+        pending = rig.pay(order, amount, wait_s=FINAL_WAIT_S)
+        if self._wait_screen("awaiting_scan", 40):
+            if fault == "unplug_after_scan":
+                self._act(lambda: rig.device.scan(code))
+                self._fault(fault="unplug", for_s=self.rng.uniform(0.3, 2.5))
+            elif fault == "bridge_restart":
+                self._act(lambda: rig.device.scan(code))
+                self._restart_bridge()
+            elif fault == "journal_locked":
+                self._lock_journal(self.rng.uniform(1.0, 3.0))
+                self._act(lambda: rig.device.scan(code))
+            else:
+                self._act(lambda: rig.device.scan(code))
+        self._heal()
+        results = [self._final(pending.msg_id, pending)]
+        msg_ids = [pending.msg_id]
+        refund_fen = 0
+        if fault == "refund_power_cut" and results[0].result is not None and results[0].result.pay_status is PayStatus.SUCCESS:
+            refund_fen = (amount_fen // 2) or 1
+            self._fault(fault="power_cut", at="refunding", phase=self.rng.choice(("before", "after")), off_for_s=0.5)
+            refund = rig.pay(order, f"-{refund_fen // 100}.{refund_fen % 100:02d}", wait_s=FINAL_WAIT_S)
+            if self._wait_screen("awaiting_supervisor", 40):
+                self._act(lambda: rig.device.confirm_refund(PIN))
+            self._heal()
+            results.append(self._final(refund.msg_id, refund))
+            msg_ids.append(refund.msg_id)
+        statuses = tuple(o.result.pay_status.value if o.result else f"unfinished:{o.state}" for o in results)
+        problem = self._check(code, amount_fen, refund_fen, results, msg_ids)
+        return RunOutcome(fault, not problem, statuses, problem, round(time.monotonic() - started, 1))
+
+    def _check(self, code: str, amount_fen: int, refund_fen: int, results, msg_ids) -> str:  # type: ignore[no-untyped-def]
+        rig = self.rig
+        assert rig is not None
+        for outcome, msg_id in zip(results, msg_ids):
+            if outcome.result is None:
+                return f"{msg_id}: HIS has no final result (state {outcome.state})"
+            again = hisclient.query(rig.client, msg_id, wait_s=0)
+            if again.result != outcome.result:
+                return f"{msg_id}: asking again gave another result"
+        paid = results[0].result
+        orders = [o for o in rig.orders(code) if o["state"] in ("SUCCESS", "REFUND")]
+        balance = rig.balance_fen(code)
+        if paid.pay_status is PayStatus.SUCCESS:
+            refunded = refund_fen if len(results) > 1 and results[1].result.pay_status is PayStatus.REFUNDED else 0
+            if balance != 100_00 - amount_fen + refunded:
+                return f"SUCCESS for {amount_fen} fen (refunded {refunded}) but the patient's balance is {balance}"
+            if len(orders) != 1 or orders[0].get("channel_txn_id") != paid.pay_order_no:
+                return f"SUCCESS but the channel holds {len(orders)} paid orders / another transaction id"
+        elif balance != 100_00:
+            return f"{paid.pay_status.value} but the patient paid {100_00 - balance} fen"
+        return ""
+
+    def run(self, runs: int, *, kinds: tuple[str, ...] = FAULTS, round_robin: bool = False,
+            report=print, deadline: float | None = None) -> list[RunOutcome]:  # type: ignore[no-untyped-def]
+        for n in range(runs):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            fault = kinds[n % len(kinds)] if round_robin else self.rng.choice(kinds)
+            try:
+                outcome = self.run_one(fault)
+            except Exception as exc:  # the harness's own trouble is a violation too: it is reported, not hidden
+                outcome = RunOutcome(fault, False, (), f"harness: {type(exc).__name__}: {exc}")
+            self.outcomes.append(outcome)
+            report(f"run {n + 1:4d}/{runs} {fault:24s} {'ok' if outcome.ok else 'VIOLATION'} "
+                   f"{','.join(outcome.statuses)} {outcome.seconds}s {outcome.problem}")
+        return self.outcomes
+
+
+def table(outcomes: list[RunOutcome]) -> str:
+    by_fault: dict[str, list[RunOutcome]] = defaultdict(list)
+    for o in outcomes:
+        by_fault[o.fault].append(o)
+    lines = [f"{'fault':24s} {'runs':>5s} {'ok':>5s} {'violations':>10s}  final statuses",
+             "-" * 78]
+    for fault in FAULTS:
+        group = by_fault.get(fault)
+        if not group:
+            continue
+        statuses = Counter(s for o in group for s in o.statuses)
+        text = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+        lines.append(f"{fault:24s} {len(group):5d} {sum(o.ok for o in group):5d} {sum(not o.ok for o in group):10d}  {text}")
+    lines.append("-" * 78)
+    lines.append(f"{'total':24s} {len(outcomes):5d} {sum(o.ok for o in outcomes):5d} {sum(not o.ok for o in outcomes):10d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.campaign", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=None, help="stop starting runs after this long")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
+        sandbox = SandboxProcess(str(Path(tmp, "sandbox")))
+        sandbox.start()
+        Path(tmp, "world").mkdir(exist_ok=True)
+        world = SimWorld(Path(tmp, "world"), sandbox)
+        try:
+            campaign = Campaign(world, random.Random(args.seed))
+            campaign.start()
+            deadline = None if args.minutes is None else time.monotonic() + args.minutes * 60
+            campaign.run(args.runs, report=lambda line: print(line, flush=True), deadline=deadline)
+            print(table(campaign.outcomes))
+            print(f"seed {args.seed}, {len(campaign.outcomes)} runs")
+        finally:
+            world.cleanup()
+            sandbox.stop()
+    return 0 if all(o.ok for o in campaign.outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
