@@ -134,6 +134,7 @@ class Bridge:
             device_id = status.get("device_id")
             if isinstance(device_id, str):
                 status["terminals"] = self.registries.terminals_of(device_id)
+                status["journal_problem"] = self.relay.device_problems.get(device_id)
             devices.append(status)
         journal = self.journal.health()
         journal["deferred_device_messages"] = self.relay.deferred.pending()
@@ -143,7 +144,8 @@ class Bridge:
             counts = {}
             journal["storage"] = {"ok": False, "cause": exc.cause.value, "message": str(exc)}
         all_up = bool(devices) and all(d["link"] == "up" for d in devices)
-        storage_ok = bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
+        storage_ok = (bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
+                      and not any(d.get("journal_problem") for d in devices))
         status = "locked" if self.journal.locked else "ok" if all_up and storage_ok else "degraded"
         return {
             "status": status,

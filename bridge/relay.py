@@ -140,6 +140,9 @@ class Relay:
         self.shutting_down = False
         # What a device sent while the journal could not be written: kept and re-applied with backoff.
         self.deferred = DeferredWrites(self._apply_device_message)
+        # A POS that refuses work because of its own journal (full disk, failed integrity check):
+        # device_id -> the code, shown in /v1/health until that device answers an instruction again.
+        self.device_problems: dict[str, str] = {}
 
     # ================================================================ HIS side
 
@@ -332,7 +335,12 @@ class Relay:
                 log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
             return None
         if isinstance(message, RefusedMsg):
+            if message.code in (ErrorCode.STORAGE_UNAVAILABLE, ErrorCode.JOURNAL_INTEGRITY):
+                self.device_problems[identity.device_id] = message.code.value
+                log_event(log, "device_journal_problem", level=logging.ERROR, device_id=identity.device_id,
+                          code=message.code.value, reason=message.message)
             return self._refuse(msg_id, message.code.value, message.message)
+        self.device_problems.pop(identity.device_id, None)
         return self._store_result(port, identity, row, message.envelope)
 
     def _refuse(self, msg_id: str, code: str, message: str) -> None:

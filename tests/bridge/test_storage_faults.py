@@ -104,3 +104,21 @@ def test_a_journal_locked_by_another_program_answers_503_and_recovers(world: Wor
         other.close()
     assert post(bridge, envelope.to_bytes(), wait=10).status_code == 200
     assert bridge.health()["journal"]["storage"]["ok"] is True
+
+
+def test_a_pos_that_cannot_write_its_journal_shows_in_bridge_health(world: World) -> None:
+    """Issue 14, finding 6: a full POS disk was invisible (bridge health said ok)."""
+    from protocol.errors import ErrorCode
+
+    responder = world.responder(mode=ResponderMode.REFUSE, refuse_code=ErrorCode.STORAGE_UNAVAILABLE)
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url])
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    refused = post(bridge, world.seal("+2.00", "MZ-POSFULL").to_bytes(), wait=10)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
+    health = bridge.health()
+    assert health["status"] == "degraded" and health["devices"][0]["journal_problem"] == "storage_unavailable"
+    responder.mode = ResponderMode.ANSWER  # space freed on the POS
+    assert post(bridge, world.seal("+2.00", "MZ-POSOK").to_bytes(), wait=10).status_code == 200
+    health = bridge.health()
+    assert health["status"] == "ok" and health["devices"][0]["journal_problem"] is None
