@@ -112,6 +112,11 @@ class Waiters:
                 if not events:
                     del self._events[msg_id]
 
+    def waiting(self, msg_id: str) -> int:
+        """How many requests wait on msg_id now (health, and tests that must not race a long poll)."""
+        with self._lock:
+            return len(self._events.get(msg_id, ()))
+
     def fire(self, msg_id: str) -> None:
         with self._lock:
             events = list(self._events.get(msg_id, ()))
@@ -136,7 +141,7 @@ class Relay:
         self.ports: list[Port] = []
         self._attached: dict[str, Port] = {}  # device_id -> the port with its proven link
         self._attached_lock = threading.Lock()
-        self._waiters = Waiters()
+        self.waiters = self._waiters = Waiters()
         self.shutting_down = False
         # What a device sent while the journal could not be written: kept and re-applied with backoff.
         self.deferred = DeferredWrites(self._apply_device_message)

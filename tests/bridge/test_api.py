@@ -314,7 +314,8 @@ def test_sm4_gcm_and_key_rotation(world: World) -> None:
     response = post(bridge, world.seal().to_bytes())
     assert response.status_code == 200 and response.json()["suite"] == "SM4-GCM"
     retire_key(world.dir / "keys.json", "k-sm4")
-    time.sleep(1.1)  # the bridge re-reads the key file at most once a second
+    # The bridge re-reads the key file at most once a second: wait for it to have, not for a second.
+    wait_until(lambda: "k-sm4" not in {k.kid for k in bridge.keys.ring().active()}, what="the key file re-read")
     assert "retired" in assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.UNKNOWN_KID)
 
 
@@ -327,7 +328,7 @@ def test_a_long_polling_retry_does_not_hold_up_other_instructions(api) -> None: 
 
     retry = threading.Thread(target=lambda: post(bridge, held.to_bytes(), wait=60))
     retry.start()  # an identical re-POST, waiting up to 60 s for the result
-    time.sleep(0.2)
+    wait_until(lambda: bridge.relay.waiters.waiting(held.msg_id), what="the retry to be waiting")
     responder.mode = ResponderMode.ANSWER
     started = time.monotonic()
     assert post(bridge, world.seal(order="MZ-OTHER").to_bytes(), wait=10).status_code == 200

@@ -99,11 +99,14 @@ def test_graceful_shutdown_answers_long_polls_and_keeps_the_journal_consistent(w
     wait_until(lambda: bridge.relay.attached("D1"))
     envelope = world.seal()
     assert requests.post(bridge.url + "/v1/instructions?wait=0", data=envelope.to_bytes(), timeout=10).status_code == 202
+    # The device's progress must be journaled before the stop, or the answer is an earlier state.
+    wait_until(lambda: bridge.journal.get(envelope.msg_id).progress == "awaiting_scan", what="the device's progress")
     answers: list[requests.Response] = []
     poller = threading.Thread(target=lambda: answers.append(
         requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=100", timeout=120)))
     poller.start()
-    time.sleep(0.3)
+    # The long poll must be inside the bridge before it stops (a fixed sleep lost this race under load).
+    wait_until(lambda: bridge.relay.waiters.waiting(envelope.msg_id), what="the long poll to be waiting")
     bridge.stop()  # in-flight long poll is answered with the current state, not cut off
     poller.join(30)
     assert answers and answers[0].status_code == 202 and answers[0].json()["state"] == "awaiting_scan"
