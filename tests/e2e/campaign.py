@@ -79,6 +79,9 @@ class Campaign:
     outcomes: list[RunOutcome] = field(default_factory=list)
 
     def start(self) -> None:
+        # A lock held longer than this makes journal writes fail: the journal_locked fault then exercises
+        # the 503 storage_unavailable answer and the retry of what the device sent, not only a wait.
+        self.world.bridge_journal = {"busy_timeout_s": 1}
         self.rig = self.world.rig(LinkKind.TCP)
 
     # ---------------------------------------------------------------- helpers
@@ -131,21 +134,55 @@ class Campaign:
         except SimError:  # the screen went dark under the cashier's finger: the power cut did it
             pass
 
-    def _final(self, pending_msg_id: str, pending) -> hisclient.Outcome:  # type: ignore[no-untyped-def]
-        """HIS's view once the fault is undone: its long poll, then status queries until final."""
+    def _final(self, pending, cashier) -> hisclient.Outcome:  # type: ignore[no-untyped-def]
+        """HIS's view once the fault is undone: its long poll, then status queries until final. Meanwhile
+        the cashier does what the screen asks again (a power cut before the PIN's commit brings the
+        refund back to the supervisor screen; a scan that never reached the POS leaves it waiting)."""
         assert self.rig is not None
-        try:
-            outcome = pending.outcome(timeout=FINAL_WAIT_S)
-        except Exception:  # its POST died with the bridge: HIS asks for the status instead
-            outcome = None
         deadline = time.monotonic() + FINAL_WAIT_S
+        while pending.thread.is_alive() and time.monotonic() < deadline:
+            cashier()
+            pending.thread.join(0.3)
+        outcome = pending.box.get("outcome") if not pending.thread.is_alive() else None
         while (outcome is None or outcome.result is None) and time.monotonic() < deadline:
-            try:
-                outcome = hisclient.query(self.rig.client, pending_msg_id, wait_s=10)
+            cashier()
+            try:  # its POST died with the bridge, or the long poll ended: HIS asks for the status
+                outcome = hisclient.query(self.rig.client, pending.msg_id, wait_s=2)
             except Exception:
                 time.sleep(0.5)
-        assert outcome is not None
+        if outcome is None:
+            outcome = hisclient.Outcome(pending.msg_id, None, "no answer")
         return outcome
+
+    def _cashier(self, code: str):  # type: ignore[no-untyped-def]
+        rig = self.rig
+        assert rig is not None
+
+        def act() -> None:
+            if rig.device.power is Power.OFF and not self._cut_recently():
+                self._act(lambda: self._fault(fault="power_on"))  # the cut's own off_for_s did not
+            screen = self._screen()
+            if screen == "awaiting_supervisor":
+                self._act(lambda: rig.device.confirm_refund(PIN))
+            elif screen == "awaiting_scan":
+                self._act(lambda: rig.device.scan(code))
+        return act
+
+    def _last_cut(self) -> float:
+        assert self.rig is not None
+        last = self.rig.device.status()["faults"]["last_power_cut"]  # type: ignore[index]
+        return float(last["when"]) if last else 0.0  # type: ignore[index]
+
+    def _storage_events(self) -> int:
+        """Journal writes the bridge had to defer or refuse so far (its log)."""
+        path = self.world.root / "bridge" / "bridge.log"
+        if not path.exists():
+            return 0
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return text.count('"journal_write_deferred"') + text.count('"journal_write_failed"') + text.count('"status": 503')
+
+    def _cut_recently(self) -> bool:
+        return time.time() - self._last_cut() < 2.0
 
     def _restart_bridge(self) -> None:
         rig = self.rig
@@ -176,6 +213,8 @@ class Campaign:
         assert rig is not None
         started = time.monotonic()
         self._heal()
+        cuts_before = self._last_cut()
+        storage_before = self._storage_events()
         channel = self.rng.choice(("WECHAT", "ALIPAY"))
         code = rig.issue(channel)
         order = new_order()
@@ -209,8 +248,8 @@ class Campaign:
                 self._act(lambda: rig.device.scan(code))
             else:
                 self._act(lambda: rig.device.scan(code))
+        results = [self._final(pending, self._cashier(code))]  # armed faults stay armed until it is final
         self._heal()
-        results = [self._final(pending.msg_id, pending)]
         msg_ids = [pending.msg_id]
         refund_fen = 0
         if fault == "refund_power_cut" and results[0].result is not None and results[0].result.pay_status is PayStatus.SUCCESS:
@@ -220,9 +259,13 @@ class Campaign:
             if self._wait_screen("awaiting_supervisor", 40):
                 self._act(lambda: rig.device.confirm_refund(PIN))
             self._heal()
-            results.append(self._final(refund.msg_id, refund))
+            results.append(self._final(refund, self._cashier(code)))
             msg_ids.append(refund.msg_id)
         statuses = tuple(o.result.pay_status.value if o.result else f"unfinished:{o.state}" for o in results)
+        if self._last_cut() > cuts_before:
+            statuses += ("power-cut-struck",)
+        if self._storage_events() > storage_before:
+            statuses += ("storage-fault-struck",)
         problem = self._check(code, amount_fen, refund_fen, results, msg_ids)
         return RunOutcome(fault, not problem, statuses, problem, round(time.monotonic() - started, 1))
 

@@ -127,6 +127,7 @@ class SimWorld:
     key: SharedKey = field(default_factory=lambda: SharedKey("k2026a", "AES-256-GCM", os.urandom(32)))
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
     _n: int = 0
+    bridge_journal: dict[str, object] = field(default_factory=dict)  # extra [journal] settings of the bridges
 
     def __post_init__(self) -> None:
         self.signing = demo_setup.ensure_signing_key(self.root / "signing")
@@ -177,6 +178,7 @@ class SimWorld:
             "http": {"port": 0},
             "link": {"ports": [url], "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
             "log": {"level": "INFO", "file": "bridge.log"},
+            "journal": dict(self.bridge_journal),
         }, base_dir=directory)
         setup_logging(config.log.level, config.log.file)
         bridge = Bridge(config, usb_backend=usb_backend).start()
