@@ -26,7 +26,7 @@ def run_child(tmp_path, envelope, code, cut=None):
     path.write_bytes(envelope.to_bytes())
     args = [sys.executable, "-m", "tests.terminal.crash_child", str(tmp_path / "pos.json"), str(tmp_path / "journal.db"),
             str(path), code, *(cut or ())]
-    proc = subprocess.run(args, capture_output=True, timeout=60, cwd=os.getcwd())
+    proc = subprocess.run(args, capture_output=True, timeout=150, cwd=os.getcwd())
     return proc.returncode, proc.stdout.decode()
 
 
