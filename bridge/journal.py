@@ -416,6 +416,11 @@ class Journal:
     def locked(self) -> bool:
         return not self.integrity.ok
 
+    @property
+    def high_water_mark(self) -> int:
+        """The last durable commit: what the POS will keep for us at link-up (the peer exchange, a follow-up)."""
+        return self._hwm
+
     def _lock_out(self, problem: str) -> None:
         if self.integrity.ok:
             self.integrity = IntegrityReport(False, problem, (problem,))

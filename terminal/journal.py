@@ -355,6 +355,11 @@ class Journal:
     def locked(self) -> bool:
         return not self.integrity.ok
 
+    @property
+    def high_water_mark(self) -> int:
+        """The last durable commit: what the bridge will keep for us at link-up (the peer exchange, a follow-up)."""
+        return self._commit_no
+
     # -- plumbing ---------------------------------------------------------------------------------
     def _alive(self) -> None:
         if self._dead:
