@@ -307,6 +307,18 @@ class Campaign:
         return self.outcomes
 
 
+def rss_mib(pid: int | str = "self") -> float | None:
+    """Resident memory of a process (Linux /proc; None elsewhere): the soak's flat-memory check."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def table(outcomes: list[RunOutcome]) -> str:
     by_fault: dict[str, list[RunOutcome]] = defaultdict(list)
     for o in outcomes:
@@ -341,8 +353,13 @@ def main(argv: list[str] | None = None) -> int:
             campaign = Campaign(world, random.Random(args.seed))
             campaign.start()
             deadline = None if args.minutes is None else time.monotonic() + args.minutes * 60
+            sandbox_pid = sandbox.process.pid if sandbox.process is not None else None
+            memory = [(rss_mib(), rss_mib(sandbox_pid) if sandbox_pid else None)]
             campaign.run(args.runs, report=lambda line: print(line, flush=True), deadline=deadline)
+            memory.append((rss_mib(), rss_mib(sandbox_pid) if sandbox_pid else None))
             print(table(campaign.outcomes))
+            print(f"memory (RSS MiB) after the first run -> at the end: bridge+POS process {memory[0][0]} -> {memory[1][0]}, "
+                  f"channel sandbox {memory[0][1]} -> {memory[1][1]}")
             print(f"seed {args.seed}, {len(campaign.outcomes)} runs")
         finally:
             world.cleanup()
