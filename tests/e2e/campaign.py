@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             campaign.run(args.runs, report=lambda line: print(line, flush=True), deadline=deadline)
             memory.append((rss_mib(), rss_mib(sandbox_pid) if sandbox_pid else None))
             print(table(campaign.outcomes))
-            print(f"memory (RSS MiB) after the first run -> at the end: bridge+POS process {memory[0][0]} -> {memory[1][0]}, "
+            print(f"memory (RSS MiB) at the start -> at the end: bridge+POS process {memory[0][0]} -> {memory[1][0]}, "
                   f"channel sandbox {memory[0][1]} -> {memory[1][1]}")
             print(f"seed {args.seed}, {len(campaign.outcomes)} runs")
         finally:
