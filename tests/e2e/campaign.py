@@ -179,7 +179,7 @@ class Campaign:
         if not path.exists():
             return 0
         text = path.read_text(encoding="utf-8", errors="replace")
-        return text.count('"journal_write_deferred"') + text.count('"journal_write_failed"') + text.count('"status": 503')
+        return text.count('"journal_write_deferred"') + text.count('"journal_write_failed"')
 
     def _cut_recently(self) -> bool:
         return time.time() - self._last_cut() < 2.0
