@@ -137,6 +137,7 @@ CREATE TABLE IF NOT EXISTS instructions (
 );
 CREATE INDEX IF NOT EXISTS instructions_pending ON instructions (device_id, state);
 CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
+CREATE INDEX IF NOT EXISTS instructions_unfinished ON instructions (seq) WHERE state NOT IN ('result_stored', 'refused');
 CREATE TABLE IF NOT EXISTS transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
