@@ -79,7 +79,7 @@ def test_alipay_unquoted_commas_and_quotes_in_names(tmp_path, newline):
     assert [(e.order_no, e.direction, e.fen, e.pay_order_no, e.ref) for e in got] == [
         (P1, COLLECT, 20000, "2026112222001401", ""),
         (P2, COLLECT, 4200, "2026112222001402", ""),
-        (P1, REFUND, 6000, "2026112222001401", R1),
+        (P1, REFUND, 6000, R1, "2026112222001401"),  # a refund is keyed by its out_request_no (issue 14)
     ]
 
 

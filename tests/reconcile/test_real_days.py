@@ -58,12 +58,12 @@ def test_other_trades_on_the_merchant_account_are_listed_apart_not_matched_to_a_
         Instr("HIS-0001", "MZ0001", "+12.50", "SUCCESS", "WECHAT", "4200000001202611220000000001", t - 5, t),
         Instr("HIS-0002", "MZ0002", "+30.00", "FAILED", "WECHAT", "", t + 55, t + 60),  # declined: nothing taken
         Instr("HIS-0003", "MZ0003", "+200.00", "SUCCESS", "ALIPAY", "2026112222001401", t + 95, t + 100),
-        Instr("HIS-0004", "MZ0003", "-60.00", "REFUNDED", "ALIPAY", "2026112222001401", t + 3595, t + 3600),
+        Instr("HIS-0004", "MZ0003", "-60.00", "REFUNDED", "ALIPAY", "R" + "4" * 31, t + 3595, t + 3600),  # its out_request_no
     ]
     his = [f"MZ0001,HIS-0001,+,12.50,SUCCESS,WECHAT,4200000001202611220000000001,{stamp(t)}",
            f"MZ0002,HIS-0002,+,30.00,FAILED,,,{stamp(t + 60)}",
            f"MZ0003,HIS-0003,+,200.00,SUCCESS,ALIPAY,2026112222001401,{stamp(t + 100)}",
-           f"MZ0003,HIS-0004,-,60.00,SUCCESS,ALIPAY,2026112222001401,{stamp(t + 3600)}"]
+           f"MZ0003,HIS-0004,-,60.00,SUCCESS,ALIPAY,{'R' + '4' * 31},{stamp(t + 3600)}"]
     wx = [WxRow(stamp(t), "4200000001202611220000000001", pos_no(1), "SUCCESS", 1250, attach='{"dept":"儿科","win":3}'),
           WxRow(stamp(t + 70), "4200000002202611220000000002", "WXGZH20261122000017", "SUCCESS", 3000, trade_type="JSAPI", device="",
                 name="预约挂号,专家号"),
@@ -103,7 +103,7 @@ def _midnight_days(tmp_path: Path, *, second_refund_in_next_bill: bool = True) -
         # R2: HIS sent it at 23:59:55, the supervisor confirmed on the POS at 00:00:30: the 23rd's bill.
         Instr("HIS-0012", "MZ0009", "-20.00", "REFUNDED", "WECHAT", "50300000122026112300000012", late + 15, late + 55),
         # R3: an Alipay refund, requested before midnight, its result after.
-        Instr("HIS-0013", "MZ0010", "-60.00", "REFUNDED", "ALIPAY", a_pay, late - 100, late + 90),
+        Instr("HIS-0013", "MZ0010", "-60.00", "REFUNDED", "ALIPAY", "R" + "3" * 31, late - 100, late + 90),
         # On the 23rd, an ordinary payment.
         Instr("HIS-0014", "MZ0014", "+12.50", "SUCCESS", "WECHAT", "4200000014202611230000000014", at("09:00:00", NEXT) - 5, at("09:00:00", NEXT)),
     ]
@@ -113,7 +113,7 @@ def _midnight_days(tmp_path: Path, *, second_refund_in_next_bill: bool = True) -
              f"MZ0010,HIS-0010,+,200.00,SUCCESS,ALIPAY,{a_pay},{stamp(pay_at + 60)}",
              f"MZ0009,HIS-0011,-,30.00,SUCCESS,WECHAT,50300000112026112200000011,{stamp(late + 40)}",
              f"MZ0009,HIS-0012,-,20.00,SUCCESS,WECHAT,50300000122026112300000012,{stamp(late + 55)}",
-             f"MZ0010,HIS-0013,-,60.00,SUCCESS,ALIPAY,{a_pay},{stamp(late + 90)}"]
+             f"MZ0010,HIS-0013,-,60.00,SUCCESS,ALIPAY,{'R' + '3' * 31},{stamp(late + 90)}"]
     his_n = [f"MZ0014,HIS-0014,+,12.50,SUCCESS,WECHAT,4200000014202611230000000014,{stamp(at('09:00:00', NEXT))}"]
     wx_d = [WxRow(stamp(pay_at), t_pay, pos_no(9), "SUCCESS", 10000, attach='{"dept":"儿科","win":3}'),
             WxRow(stamp(late + 5), t_pay, pos_no(9), "REFUND", 3000, refund_id="50300000112026112200000011", out_refund_no="R" + "1" * 31,
