@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from protocol import signing
-from protocol.amount import DEFAULT_LIMIT_FEN
+from protocol.amount import DEFAULT_LIMIT_FEN, MAX_FEN, Amount, parse_amount
 from protocol.crypto import NONCE_SIZE, TAG_SIZE, AuthenticationError, KeyRing, SharedKey, get_suite
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import (
@@ -37,7 +37,7 @@ from protocol.freshness import (
     check_result_clock,
     classify,
 )
-from protocol.ids import check_id
+from protocol.ids import check_id, check_order_no
 from protocol.messages import Instruction, Result, decode_instruction, decode_result, encode_instruction, encode_result
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import Fields, JsonObject, dumps_compact, loads_object
@@ -269,6 +269,18 @@ def seal_result(result: Result, *, key: SharedKey, msg_id: str, reply_to: str, t
         nonce=nonce,
     )
     return envelope if device_key_seed is None else sign_envelope(envelope, device_key_seed)
+
+
+def open_for_refusal(envelope: Envelope, keys: KeyRing) -> tuple[str, Amount] | None:
+    """The order and amount of an instruction the receiver refuses, so that it can answer with a
+    sealed result (1.1 A: every refusal that ends an instruction is a signed result). None when it
+    cannot: the envelope does not open with `keys` (nothing can be sealed for its sender), or the
+    plaintext has no readable order_no and amount (then nothing can be said about which order)."""
+    try:
+        obj = loads_object(open_envelope(envelope, keys), what="instruction plaintext")
+        return check_order_no(obj.get("order_no")), parse_amount(obj.get("amount"), limit_fen=MAX_FEN)
+    except ProtocolError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

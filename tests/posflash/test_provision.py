@@ -159,7 +159,7 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
                       check_config=config_checker(device.model, device.device_id))
     test = default_self_test(device.device_id, device.model)
     state = {"running": run_boot_sequence(boot, test)}
-    endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id), identity=device.identity("boot"),
+    endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id, device_key_seed=device.device_key_seed), identity=device.identity("boot"),
                               device_key_seed=device.device_key_seed,
                               boot_handler=BootService(boot, reboot=lambda why: state.update(running=run_boot_sequence(boot, test))))
     endpoint.start()
