@@ -297,6 +297,8 @@ class Relay:
             why = "unknown reply_to" if row is None else f"reply_to names an instruction given to {row.device_id}"
             return self._security_drop(port, identity, why, msg_id)
         if isinstance(message, ProgressMsg):
+            with self._not_taken_lock:  # the device has taken it now
+                self._not_taken.pop(msg_id, None)
             if not row.state.final and self.journal.mark_progress(msg_id, message.state.value):
                 log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
             return None
