@@ -203,10 +203,10 @@ class Lifecycle:
                                      display=None, now=now, salt=self.rng(8).hex())
             row = self.journal.instruction(seq)
             assert status is not None
-            # A clock_skew refusal means this clock is not to be trusted: without the bridge's clock
-            # (result_time) the result is stamped with the instruction's own ts, which the bridge and
-            # HIS accept (not in the future, not before the instruction).
-            stamp = envelope.ts if refusal.code is ErrorCode.CLOCK_SKEW and self.bridge_offset_s is None else None
+            # A clock_skew refusal means this clock is not to be trusted (and the offset measured at
+            # link up may be stale): the result is stamped with the instruction's own ts, which passed
+            # the bridge's window, so the bridge and HIS accept it (not in the future, not before it).
+            stamp = envelope.ts if refusal.code is ErrorCode.CLOCK_SKEW else None
             result = self._finish(tx, row, event, status, None, now, pay=None, refund=None, reason=refusal.code.value,
                                   fields={}, detail=refusal.message, stamp=stamp)
         return Refused(refusal, Change(seq, State.QUEUED, after, result))

@@ -41,7 +41,7 @@ def test_results_are_stamped_with_the_bridge_time_when_the_pos_clock_drifted(tmp
 def test_a_pos_clock_beyond_its_window_refuses_before_anything_is_shown(tmp_path):
     service = open_service(tmp_path / "j.db", clock=lambda: T + 2 * 86400)
     service.link_up(bridge_clock=T)
-    service.submit_instruction(His(clock=lambda: T + 2 * 86400).envelope("MZ2", "+12.50"))
+    service.submit_instruction(His(clock=lambda: T).envelope("MZ2", "+12.50"))  # HIS and the bridge agree on T
     refused = receive_result(_drain_until(service, ResultMsg).envelope, KeyRing([KEY]), now=T, device_keys=DEVICE_KEYS).message
     assert (refused.pay_status.value, refused.error_code) == ("FAILED", "clock_skew") and "off the bridge clock" in refused.error_message
     assert service.view().screen.value == "idle"
