@@ -20,7 +20,7 @@ help:
 	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
 	@echo "make faults  the standing fault campaign against the whole path (RUNS=500 SEED=1 MINUTES=)"
-	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
+	@echo "make vectors regenerate docs/vectors/his-interface-v1.json and -v1.1.json"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
 
 setup: $(STAMP)
@@ -74,6 +74,7 @@ faults: setup
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json
+	$(PY) -m protocol.vectors --spec 1.1 --write docs/vectors/his-interface-v1.1.json
 
 screenshots: setup
 	$(PY) -m terminal.ui.screenshots --out docs/screenshots

@@ -70,7 +70,7 @@ class _Device:
         boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id)
         test = default_self_test(self.info.device_id, MODEL)
         run_boot_sequence(boot, test)
-        self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id),
+        self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("bench"), device_key_seed=self.info.device_key_seed,
                                        boot_handler=BootService(boot, reboot=lambda why: run_boot_sequence(boot, test)),
                                        baud=baud).start()

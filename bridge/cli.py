@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_devices_import)
     p = devices.add_parser("export", help="write the device list for HIS (step 2)")
-    p.add_argument("--for-his", dest="file", required=True, metavar="FILE", help="CSV device_id,model,serial_no")
+    p.add_argument("--for-his", dest="file", required=True, metavar="FILE", help="CSV device_id,model,serial_no,public_key")
     p.set_defaults(func=cmd_devices_export)
     p = devices.add_parser("list", help="print the device registry (without keys)")
     p.set_defaults(func=cmd_devices_list)

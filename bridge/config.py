@@ -24,6 +24,8 @@ from protocol.amount import MAX_FEN, parse_yuan
 from protocol.errors import ProtocolError
 from protocol.freshness import DEFAULT_ANSWER_TTL_S, DEFAULT_SKEW_S
 from protocol.link.session import LinkTimers
+from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
+from protocol.signing import decode_public_key
 
 from bridge.transport import TransportError, make_transport
 
@@ -55,6 +57,8 @@ class SecurityConfig:
     clock_skew_s: int = DEFAULT_SKEW_S
     answer_ttl_s: int = DEFAULT_ANSWER_TTL
     amount_limit_fen: int = 50_000_00
+    # his-interface 1.1 B: HIS's Ed25519 public keys and the require_his_signature switch.
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +180,8 @@ class _Section:
 SECTIONS = {
     "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
              "first_byte_timeout_s"),
-    "security": ("key_file", "clock_skew_s", "answer_ttl_s", "amount_limit"),
+    "security": ("key_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "his_public_keys", "require_his_signature",
+                 "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
     "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "timers"),
@@ -242,7 +247,25 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
         answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),
         amount_limit_fen=parse_yuan(limit),
+        his_signature=_his_signature(s),
     )
+
+
+def _his_signature(s: _Section) -> HisSignaturePolicy:
+    keys = []
+    for text in s.str_list("his_public_keys", ()):
+        try:
+            keys.append(decode_public_key(text))
+        except ValueError as exc:
+            raise s.fail("his_public_keys", f"holds {_shown(text)}: {exc}") from None
+    required = s.table.get("require_his_signature", False)
+    if not isinstance(required, bool):
+        raise s.fail("require_his_signature", "is not true or false")
+    terminals = s.str_list("require_his_signature_terminals", ())
+    if (required or terminals) and not keys:
+        key = "require_his_signature" if required else "require_his_signature_terminals"
+        raise s.fail(key, "needs HIS's public key in his_public_keys (base64 of the 32-byte Ed25519 key)")
+    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))
 
 
 def _journal(s: _Section, base: Path) -> JournalConfig:

@@ -55,7 +55,7 @@ class Bridge:
                       msg="the bridge starts locked: no instruction is taken, no result served, the device port stays "
                           "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
-                                 config.security.amount_limit_fen)
+                                 config.security.amount_limit_fen, config.security.his_signature)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
         link = config.link
         self.ports = [
@@ -155,7 +155,7 @@ class Bridge:
             "uptime_s": int(now - self.started_at),
             "devices": devices,
             "instructions": {"unfinished": sum(n for s, n in counts.items() if s not in ("result_stored", "refused")),
-                             "by_state": counts},
+                             "by_state": counts, "not_taken": self.relay.not_taken()},
             "keys": [{"kid": k.kid, "suite": k.suite} for k in self.keys.ring().active()],
         }
 

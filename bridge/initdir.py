@@ -33,6 +33,9 @@ key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readabl
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
 answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
 amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
+his_public_keys = []        # HIS's Ed25519 public keys (base64); a his_sig on an instruction must verify
+require_his_signature = false  # true: every instruction needs a valid his_sig (else auth_failed)
+require_his_signature_terminals = []  # the same, for these terminal IDs only
 
 [registry]
 devices = "devices.csv"     # device_id,model,serial_no,public_key (his-bridge devices import)

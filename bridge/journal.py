@@ -27,7 +27,9 @@ readers (reconcile/) may open it while the bridge runs:
       result_at      REAL             when it was stored
       pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code
                                       the verified result plaintext (for reconciliation)
-      refusal_code, refusal_message   a device RefusedMsg (state refused)
+      refusal_code, refusal_message   the bridge's own refusal after acceptance (state refused: the
+                                      device's link could not take the envelope); a device never
+                                      ends an instruction but with a signed result (1.1 A)
       env_sum, result_sum  BLOB       protocol.integrity.row_checksum of the accepted instruction's
                                       columns, and of the result (or refusal) columns
     transitions                       append-only history: seq, at, msg_id, state, detail
@@ -78,6 +80,9 @@ VERIFY_RECENT_ROWS = 1000
 # as a crash or power cut would, to prove recovery. E.g. HIS_BRIDGE_TEST_CRASH_AT=result_stored
 CRASH_ENV = "HIS_BRIDGE_TEST_CRASH_AT"
 CRASH_EXIT_CODE = 86
+# The `progress` of an instruction the device acknowledged but could not take (protocol.link.app
+# NotTakenMsg): it stays unfinished and is sent again when the device next attaches.
+NOT_TAKEN = "not_taken"
 
 
 class JState(str, enum.Enum):
@@ -615,9 +620,13 @@ class Journal:
         return self._verified(found)[0] if found else None
 
     def unsent_for(self, device_id: str) -> list[Row]:
-        """Instructions the device has not acknowledged yet, oldest first: re-sent when its link comes up."""
-        rows = self._read(f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
-                          (device_id, JState.ACCEPTED.value))
+        """Instructions the device has not acknowledged yet, or acknowledged but could not take
+        (progress NOT_TAKEN), oldest first: re-sent when its link comes up."""
+        rows = self._read(
+            f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? "
+            "AND (state = ? OR (state = ? AND progress = ?)) ORDER BY seq",
+            (device_id, JState.ACCEPTED.value, JState.PROGRESS.value, NOT_TAKEN),
+        )
         return self._verified(rows)
 
     def counts(self) -> dict[str, int]:

@@ -496,6 +496,11 @@ class Journal:
         r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status != 'failed'", (order_no,))
         return int(r["s"]) if r else 0
 
+    def refunded_fen(self, order_no: str) -> int:
+        """What the channel has refunded of an order (settled refunds only)."""
+        r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status = 'refunded'", (order_no,))
+        return int(r["s"]) if r else 0
+
     def refund_for(self, seq: int) -> RefundRow | None:
         r = self._one("SELECT * FROM refunds WHERE seq=?", (seq,))
         if r is None:

@@ -1,19 +1,21 @@
 """The headless POS terminal service: instructions in, money moved, results out, nothing lost.
 
-    TerminalService(config, journal, clients, *, clock=time.time, rng=os.urandom, link_up=False)
+    TerminalService(config, journal, clients, *, device_key_seed, clock=time.time, rng=os.urandom, link_up=False)
     service.start()   # recovery: resume every unfinished instruction; call once, before anything else
     service.close()   # stop worker threads (the journal stays valid; a new service resumes from it)
 
 LINK side (the device's link loop, terminal/link/endpoint.py; runs on the link thread)
     submit_instruction(envelope)   an instruction envelope from the bridge (protocol.envelope.Envelope).
                                    Checked (protocol order of checks, device clock window, provisioned
-                                   terminal list, per-transaction limit) and journaled before it returns,
-                                   so ACK the frame after this call. The answer goes to the outbox:
-                                   RefusedMsg (a protocol-level refusal: auth_failed, unknown_kid,
-                                   unknown_terminal, bad_amount, clock_skew, msg_id_conflict, replay, ...),
+                                   terminal list, per-transaction limit, his_sig) and journaled before it
+                                   returns, so ACK the frame after this call. The answer goes to the outbox:
                                    ProgressMsg (accepted; and on every later change of Progress), or a
-                                   ResultMsg. An identical envelope again executes nothing: it gets the
-                                   stored result or the current progress.
+                                   ResultMsg, sealed and signed with the device key (a refusal too:
+                                   unknown_terminal, bad_amount, clock_skew, ... is a FAILED /
+                                   REFUND_FAILED result with that error_code), or NotTakenMsg when no result
+                                   can be sealed (auth_failed, unknown_kid: the keys differ; msg_id_conflict,
+                                   replay): that ends nothing. An identical envelope again executes nothing:
+                                   it gets the stored result or the current progress.
     outbox                         terminal.outbox.Outbox of protocol.link.app messages, in commit order.
     mark_delivered(result_msg_id)  the link ACKed the DATA frame carrying that result: stop re-sending it.
     link_up() / link_down()        the link (handshake) came up / went down. While down nothing is queued;
@@ -53,13 +55,13 @@ from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope
-from protocol.link.app import ProgressMsg, RefusedMsg, ResultMsg
+from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
-from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
+from terminal.lifecycle import Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
 from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
@@ -126,13 +128,14 @@ class RecoveryReport:
 
 class TerminalService:
     def __init__(self, config: DeviceConfig, journal: Journal, clients: Mapping[PayChannel, ChannelClient], *,
-                 clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom, link_up: bool = False) -> None:
+                 device_key_seed: bytes, clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
+                 link_up: bool = False) -> None:
         self.config = config
         self.journal = journal
         self.clients = dict(clients)
         self.clock = clock
         self.outbox = Outbox()
-        self._core = Lifecycle(config, journal, clock=clock, rng=rng)
+        self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._notify_lock = threading.RLock()  # an observer may call back into the service
@@ -208,11 +211,13 @@ class TerminalService:
     def submit_instruction(self, envelope: Envelope) -> None:
         try:
             self._submit_instruction(envelope)
-        except JournalUnavailable as exc:  # refused, nothing journaled or charged; the link lives on
-            log.error("refused instruction %s: %s", envelope.msg_id, exc)
+        except JournalUnavailable as exc:  # nothing journaled or charged; the link lives on
+            # The POS cannot journal, so it cannot seal a result either: an unsealed not_taken ends
+            # nothing, and the bridge sends the instruction again when this device next attaches.
+            log.error("cannot take instruction %s: %s", envelope.msg_id, exc)
             with self._lock:
-                self._send(RefusedMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
-                                      "nothing was charged; send a new instruction once the POS is recovered"))
+                self._send(NotTakenMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
+                                       "nothing was charged; it is sent again once the POS is recovered"))
                 self._revision += 1
             self._notify()
 
@@ -222,13 +227,20 @@ class TerminalService:
             if self.clock() - self._last_purge > SEEN_PURGE_INTERVAL_S:
                 self._purge_seen()
             outcome = self._core.accept(envelope)
-            if isinstance(outcome, Refusal):
-                log.warning("refused instruction %s: %s: %s", outcome.msg_id, outcome.code.value, outcome.message)
-                self._send(RefusedMsg(outcome.msg_id, outcome.code, outcome.message))
+            if isinstance(outcome, NotTaken):
+                r = outcome.refusal
+                log.warning("cannot answer instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
+                self._send(NotTakenMsg(r.msg_id, r.code, r.message))
+                return
+            if isinstance(outcome, Refused):
+                r = outcome.refusal
+                log.warning("refused instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
+                assert outcome.change.result is not None  # journaled and finished: never on the cashier's screen
+                self._send(ResultMsg(parse_envelope(outcome.change.result.envelope, expect=MsgType.RESULT)))
                 return
             if isinstance(outcome, Repeat):
                 if outcome.result is not None:
-                    self._send(ResultMsg(parse_envelope(outcome.result.envelope, expect=MsgType.RESULT)))
+                    self._send(ResultMsg(self._core.signed(outcome.result.envelope)))
                 else:
                     self._send(ProgressMsg(outcome.row.msg_id, machine.PROGRESS[outcome.row.state]))
                 return
@@ -280,9 +292,9 @@ class TerminalService:
 
     def _queue_results(self) -> None:
         for row in self.journal.undelivered():
-            self.outbox.put(ResultMsg(parse_envelope(row.envelope, expect=MsgType.RESULT)))
+            self.outbox.put(ResultMsg(self._core.signed(row.envelope)))
 
-    def _send(self, message: ResultMsg | ProgressMsg | RefusedMsg) -> None:
+    def _send(self, message: ResultMsg | ProgressMsg | NotTakenMsg) -> None:
         if self._link_up:
             self.outbox.put(message)
 
@@ -541,7 +553,7 @@ class TerminalService:
             row = self.journal.instruction(change.seq)
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
-                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))
+                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
                 self._last_seq, self._show_result = change.seq, True
                 more = self._core.activate()
             elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]:

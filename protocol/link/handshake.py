@@ -50,7 +50,7 @@ class DeviceIdentity:
 
 def encode_hello(identity: DeviceIdentity, challenge: bytes, device_key_seed: bytes) -> bytes:
     identity_json = dumps_compact(identity.to_json_obj())
-    signature = signing.sign(device_key_seed, HELLO_CONTEXT + challenge + identity_json)
+    signature = signing.sign_in_context(device_key_seed, HELLO_CONTEXT, challenge + identity_json)
     return _LEN.pack(len(identity_json)) + identity_json + signature
 
 

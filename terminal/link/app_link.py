@@ -5,8 +5,9 @@ service's link handler (terminal.link.service_handler) only while the host is a 
 whose JSON names "bridge" (his-bridge sends {"bridge": "his-bridge", "clock": ...}). A maintenance
 host (pos-flash) gets the bootloader frames only, where the device has a bootloader, so it can never
 acknowledge, and so swallow, a result meant for HIS. Without a running application (recovery mode,
-an unusable configuration) instructions are refused (device_unavailable) instead of being
-acknowledged into a void.
+an unusable configuration) nothing can be sealed or signed for HIS, so the device says it cannot take
+the instruction (NotTakenMsg, device_unavailable): that ends nothing, the bridge keeps the
+instruction unfinished, says why, and sends it again when the device next attaches.
 
 What AppLink needs of whatever hosts the application (the POS app, the simulator's firmware) is the
 small `HostedApplication` interface below; the host owns reboots, recovery and power.
@@ -21,7 +22,7 @@ from typing import Callable, Protocol
 from protocol.envelope import Envelope
 from protocol.errors import ErrorCode
 from protocol.freshness import DEFAULT_SKEW_S
-from protocol.link.app import RefusedMsg
+from protocol.link.app import NotTakenMsg
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
 from terminal.link.endpoint import DeviceEndpoint
@@ -84,7 +85,7 @@ class AppLink:
         if handler is None:
             why = self.app.problem or "the application is not running"
             try:
-                endpoint.send(RefusedMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.app.device_id}: {why}"))
+                endpoint.send(NotTakenMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.app.device_id}: {why}"))
             except LinkNotUp:
                 pass
             return

@@ -68,6 +68,10 @@ class World:
     def ring(self) -> KeyRing:
         return KeyRing([self.key])
 
+    def public_keys(self) -> dict[str, bytes]:
+        """The device registry's public keys: what HIS and the bridge verify `sig` with."""
+        return {d: signing.public_key(s) for d, s in self.seeds.items()}
+
     def msg_id(self) -> str:
         self._counter += 1
         return f"HIS-{os.getpid()}-{self._counter:06d}-{os.urandom(3).hex()}"
@@ -80,7 +84,8 @@ class World:
                                 ts=int(time.time()) if ts is None else ts, nonce=os.urandom(12))
 
     def responder(self, device_id: str = "D1", **kwargs: object) -> Responder:
-        return Responder(self.ring, device_id, **kwargs)  # type: ignore[arg-type]
+        seed = self.seeds.get(device_id) or os.urandom(32)  # an unregistered device has a key of its own
+        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
                  identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",

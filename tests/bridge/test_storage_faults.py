@@ -13,6 +13,7 @@ import errno
 import os
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +21,7 @@ import pytest
 import requests
 
 from firmware_sim.responder import ResponderMode
+from protocol.envelope import receive_result
 from tests.bridge.conftest import World, wait_until
 
 DISK_MIB = 4
@@ -114,11 +116,24 @@ def test_a_pos_that_cannot_write_its_journal_shows_in_bridge_health(world: World
     endpoint = world.endpoint("tcp", responder)
     bridge = world.bridge([endpoint.bridge_url])
     wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
-    refused = post(bridge, world.seal("+2.00", "MZ-POSFULL").to_bytes(), wait=10)
-    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
+    envelope = world.seal("+2.00", "MZ-POSFULL")
+    post(bridge, envelope.to_bytes(), wait=0)
+    # The POS cannot journal, so it cannot seal an answer: not_taken ends nothing, HIS sees why.
+    wait_until(lambda: (requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10).json().get("last_event")
+                        or {}).get("code") == "storage_unavailable", what="the reason in the 202 answer")
+    assert requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10).json()["state"] == "queued"
     health = bridge.health()
     assert health["status"] == "degraded" and health["devices"][0]["journal_problem"] == "storage_unavailable"
-    responder.mode = ResponderMode.ANSWER  # space freed on the POS
-    assert post(bridge, world.seal("+2.00", "MZ-POSOK").to_bytes(), wait=10).status_code == 200
+    assert [n["msg_id"] for n in health["instructions"]["not_taken"]] == [envelope.msg_id]
+    # Space freed on the POS: the same instruction is sent again when the device next attaches, and answered.
+    responder.mode = ResponderMode.ANSWER
+    endpoint.unplug()
+    endpoint.replug()
+    final = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=10", timeout=30)
+    assert final.status_code == 200 and "sig" in final.json()
+    result = receive_result(final.content, world.ring, now=time.time(), device_keys=world.public_keys().get).message
+    assert (result.pay_status.value, result.order_no) == ("SUCCESS", "MZ-POSFULL")
+    assert responder.executions[envelope.msg_id] == 1
     health = bridge.health()
     assert health["status"] == "ok" and health["devices"][0]["journal_problem"] is None
+    assert health["instructions"]["not_taken"] == []

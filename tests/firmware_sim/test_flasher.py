@@ -52,7 +52,7 @@ class SimDevice:
         self.self_test = default_self_test(self.info.device_id, MODEL)
         self.running = run_boot_sequence(self.boot, self.self_test)
         self.reboot_drops_link = reboot_drops_link
-        self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id),
+        self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("boot-1.0"), device_key_seed=self.info.device_key_seed,
                                        boot_handler=BootService(self.boot, reboot=self._reboot), baud=baud).start()
         self.url = self.endpoint.bridge_url

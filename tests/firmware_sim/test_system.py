@@ -127,7 +127,7 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
             if pay.poll() is None:
                 pay.kill()
         assert pay.returncode == 0, err
-        assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry)" in out
+        assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry; signed with its key)" in out
         balance = requests.get(f"{demo['sandbox_url']}/sandbox/v1/accounts/{code}", timeout=10).json()["balance"]
         assert balance == "87.50"
 

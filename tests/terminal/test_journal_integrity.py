@@ -2,9 +2,10 @@
 
 A journal truncated to nothing, one that lost its WAL, and a collection whose order number rotted by
 one bit (PRAGMA integrity_check passes) all used to start a POS that charged a second time for an
-order it had already collected. Now the POS starts locked: instructions are refused with
-journal_integrity (nothing charged), the screen's view names the problem, and the recovery tool
-puts a backup back. A full disk is refused with storage_unavailable and shown on the screen
+order it had already collected. Now the POS starts locked: instructions get an unsealed not_taken
+with journal_integrity (nothing charged, nothing ended: the bridge sends them again after recovery),
+the screen's view names the problem, and the recovery tool puts a backup back. On a full disk an
+instruction gets not_taken with storage_unavailable, shown on the screen
 (test with a real, small tmpfs; needs root, as CI has).
 """
 
@@ -28,7 +29,10 @@ from tests.terminal.test_service import seed_collection
 
 
 def _refusal_codes(bridge: Bridge) -> list[ErrorCode]:
+    """What the POS said it could not take. A POS that cannot journal cannot seal an answer either:
+    each is an unsealed not_taken, which ends nothing (the bridge sends it again after recovery)."""
     bridge.pump()
+    assert not any(r.sealed for r in bridge.refused)
     return [r.code for r in bridge.refused]
 
 
