@@ -26,6 +26,7 @@ disk is covered by tests/bridge/test_storage_faults.py and tests/terminal/test_j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sqlite3
@@ -189,8 +190,7 @@ class Campaign:
         assert rig is not None
         rig.bridge.stop(grace_s=0.5)
         rig.bridge = self.world.start_bridge(rig.device)
-        rig.client = hisclient.ClientConfig(rig.bridge.url, rig.client.key, rig.client.keys, rig.client.terminal_id,
-                                            rig.client.device_ids, http_timeout_s=rig.client.http_timeout_s)
+        rig.client = dataclasses.replace(rig.client, bridge_url=rig.bridge.url)  # the same keys and device registry
 
     def _lock_journal(self, seconds: float) -> None:
         assert self.rig is not None
