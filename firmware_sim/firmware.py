@@ -165,6 +165,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
     firmware.app_link = app_link
     firmware.endpoint = DeviceEndpoint(
         wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,  # type: ignore[arg-type]
+        host_trust=device.host_trust,
         timers=timers, baud=baud, boot_handler=BootLink(firmware, BootService(bootloader, reboot=reboot)),
     ).start()
     return firmware

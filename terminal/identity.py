@@ -7,6 +7,8 @@ on a real POS, the app's private storage):
                       "usb": {"vid": "1209", "pid": "7D01", "serial": "<serial_no>"}}
     device_key       {"format": "his-device-key-v1", "seed_hex": "..."}          mode 0600
     boot/trust.json  the image signing keys the bootloader trusts (public keys only)
+    link_hosts.json  the link host keys the device pins (protocol.link.hostkeys): the bridge(s) that
+                     get the application, the maintenance tool(s) that get the bootloader only
 
 `create_identity` is the device's provisioning step: it makes the Ed25519 key here, from the
 device's own randomness, and hands back only the public device record (protocol.registry), which
@@ -26,7 +28,8 @@ from protocol import signing
 from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
 from protocol.ids import is_valid_id
-from protocol.link.handshake import DeviceIdentity
+from protocol.link.handshake import DeviceIdentity, HostTrust
+from protocol.link.hostkeys import HostPublicKey, format_pins, host_trust, parse_pins
 from protocol.registry import DeviceRecord
 from protocol.strictjson import loads_object
 from protocol.trust import TrustStore, format_trust
@@ -35,6 +38,7 @@ from terminal.secure_files import check_private_mode, read_text, write_new_file
 IDENTITY_FILE = "identity.json"
 DEVICE_KEY_FILE = "device_key"
 TRUST_FILE = "boot/trust.json"
+HOSTS_FILE = "link_hosts.json"
 IDENTITY_FORMAT = "his-device-identity-v1"
 DEVICE_KEY_FORMAT = "his-device-key-v1"
 DEFAULT_VID = "1209"
@@ -53,6 +57,7 @@ class ProvisionedDevice:
     usb_serial: str
     device_key_seed: bytes
     directory: Path
+    host_trust: HostTrust = HostTrust()
 
     def __repr__(self) -> str:  # never show the key
         return f"ProvisionedDevice(device_id={self.device_id!r}, model={self.model!r}, serial_no={self.serial_no!r})"
@@ -93,9 +98,10 @@ def check_model(model: str) -> str:
 
 
 def create_identity(directory: Path, *, model: str, serial_no: str, trust: TrustStore, device_id: str | None = None,
-                    usb_vid: str = DEFAULT_VID, usb_pid: str = DEFAULT_PID,
+                    usb_vid: str = DEFAULT_VID, usb_pid: str = DEFAULT_PID, hosts: tuple[HostPublicKey, ...] = (),
                     rng: Callable[[int], bytes] = os.urandom) -> DeviceRecord:
-    """Provision this device: write its identity and trust anchors and make its key in `directory`.
+    """Provision this device: write its identity and trust anchors, pin the link hosts (`hosts`: the
+    bridge's key, the maintenance tool's), and make its key in `directory`.
 
     Returns the public device record only. Refuses a directory that already holds a device, so an
     identity is never silently replaced."""
@@ -114,6 +120,7 @@ def create_identity(directory: Path, *, model: str, serial_no: str, trust: Trust
                 "usb": {"vid": vid, "pid": pid, "serial": serial_no}}
     write_new_file(directory / DEVICE_KEY_FILE, json.dumps({"format": DEVICE_KEY_FORMAT, "seed_hex": seed.hex()}) + "\n", private=True)
     write_new_file(directory / TRUST_FILE, format_trust(trust), private=False)
+    write_new_file(directory / HOSTS_FILE, format_pins(list(hosts)), private=False)
     write_new_file(directory / IDENTITY_FILE, json.dumps(identity, indent=2) + "\n", private=False)
     return DeviceRecord(device_id, model, serial_no, signing.public_key(seed))
 
@@ -128,6 +135,8 @@ def load_identity(directory: Path) -> ProvisionedDevice:
     if ident.get("format") != IDENTITY_FORMAT or key.get("format") != DEVICE_KEY_FORMAT:
         raise FlashError(FlashCode.BAD_INPUT, f"{directory} does not hold a provisioned device")
     check_private_mode(directory / DEVICE_KEY_FILE)
+    pins = directory / HOSTS_FILE
+    hosts = host_trust(parse_pins(read_text(pins, "pinned link hosts"), str(pins))) if pins.exists() else HostTrust()
     usb = ident.get("usb")
     try:
         seed = bytes.fromhex(str(key.get("seed_hex")))
@@ -135,6 +144,6 @@ def load_identity(directory: Path) -> ProvisionedDevice:
             raise ValueError
         return ProvisionedDevice(check_name("device_id", str(ident["device_id"])), str(ident["model"]),
                                  str(ident["serial_no"]), int(check_hex4("USB VID", str(usb["vid"])), 16),
-                                 int(check_hex4("USB PID", str(usb["pid"])), 16), str(usb["serial"]), seed, directory)
+                                 int(check_hex4("USB PID", str(usb["pid"])), 16), str(usb["serial"]), seed, directory, hosts)
     except (KeyError, ValueError):
         raise FlashError(FlashCode.BAD_INPUT, f"{directory}: identity.json or device_key is incomplete") from None
