@@ -37,11 +37,12 @@ from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import seal_instruction
 from protocol.link.app import InstructionMsg, encode_app
 from protocol.link.frame import OVERHEAD, wire_time_s
+from protocol.link.handshake import HostTrust
 from protocol.link.handshake import DeviceIdentity
 from protocol.messages import Instruction
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
 
-from bridge.keystore import write_keyfile
+from bridge.keystore import new_identity, write_keyfile
 from terminal.link.endpoint import DeviceEndpoint
 from firmware_sim.wires import PtyWire
 from firmware_sim.responder import Responder
@@ -85,8 +86,10 @@ class Rig:
             [DeviceRecord(IDENTITY.device_id, IDENTITY.model, IDENTITY.serial_no, signing.public_key(SEED))]))
         (directory / "terminals.csv").write_text(format_terminal_csv([TerminalRecord("T1", "bench", IDENTITY.device_id)]))
         self.responder = TimedResponder()
+        bridge_key = new_identity(directory / "bridge_identity.key", "bench-bridge")
         self.endpoint = DeviceEndpoint(PtyWire(directory / "ttyPOS"), self.responder, identity=IDENTITY,
-                                       device_key_seed=SEED, baud=baud).start()
+                                       device_key_seed=SEED, host_trust=HostTrust(bridges=frozenset({bridge_key.public})),
+                                       baud=baud).start()
         (directory / "config.toml").write_text(
             "[http]\nport = 0\n[link]\nports = [\"%s\"]\nbaud = %d\n[log]\nfile = \"bridge.log\"\n"
             "[journal]\nsynchronous = \"%s\"\n" % (self.endpoint.bridge_url, baud or 115200, synchronous))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from posflash import flasher, provision
+from posflash.host_key import HOST_KEY_ENV, create_host_key, load_host_key
 from posflash.image_build import build_image
 from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key
 from protocol import flash as fc
@@ -110,7 +111,8 @@ def _registry(path: str | None) -> Callable[[str], bytes | None]:
 
 
 def _connect(args: argparse.Namespace) -> flasher.DeviceConnection:
-    conn = flasher.DeviceConnection(args.port, public_key_for=_registry(args.devices), baud=args.baud)
+    conn = flasher.DeviceConnection(args.port, public_key_for=_registry(args.devices),
+                                    host_key_seed=load_host_key(args.host_key).seed, baud=args.baud)
     ident = conn.connect(args.connect_timeout)
     _err(f"connected to {ident.device_id} (model {ident.model}, serial {ident.serial_no}) on {args.port}")
     return conn
@@ -158,6 +160,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     _out(f"{args.role} key {key.key_id} (fingerprint {fingerprint(key.public)})")
     _out(f"  private: {private} (mode 600: keep it offline; anyone holding it can sign images)")
     _out(f"  public:  {public} (give this to devices at provisioning: pos-sim init --trust {public})")
+    return EXIT_OK
+
+
+def cmd_host_key_new(args: argparse.Namespace) -> int:
+    key, private, public = create_host_key(Path(args.out), args.name)
+    _out(f"maintenance key {key.name} (fingerprint {key.public_key().fingerprint})")
+    _out(f"  private: {private} (mode 600; pos-flash uses it with --host-key or ${HOST_KEY_ENV})")
+    _out(f"  public:  {public} (pin it on devices at provisioning: pos-sim init --host-key {public})")
     return EXIT_OK
 
 
@@ -371,6 +381,7 @@ def _port_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", help=f"device records CSV with public keys (default: ${DEVICES_ENV} or ./devices.csv)")
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
     p.add_argument("--connect-timeout", type=float, default=flasher.CONNECT_TIMEOUT_S, help="seconds to wait for the device")
+    p.add_argument("--host-key", help=f"this tool's maintenance key, pinned on the device (default: ${HOST_KEY_ENV} or ./pos-flash-host.key)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "The flasher needs the port to itself: stop the bridge service (his-bridge) first.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("host-key", help="create this tool's maintenance key pair (devices pin the .pub)")
+    host_key = p.add_subparsers(dest="host_key_command", required=True, metavar="COMMAND")
+    p = host_key.add_parser("new", help="write OUT.key (private, 600) and OUT.pub")
+    p.add_argument("--name", required=True, help="a name for the key, e.g. field-kit-07")
+    p.add_argument("--out", required=True, help="path without extension")
+    p.set_defaults(func=cmd_host_key_new)
 
     p = sub.add_parser("keygen", help="create a signing key pair (release or engineer override)")
     p.add_argument("--role", choices=[r.value for r in KeyRole], required=True, help="release: normal images; override: recovery downgrades")

@@ -319,6 +319,7 @@ class Link:
         self._inflight: dict[int, _InFlight] = {}
         self._queue: deque[_Queued] = deque()
         self._agreement = None
+        self._confirmed = False
 
     def _emit(self, frame_type: int, seq: int, payload: bytes) -> bytes:
         frame = encode_frame(frame_type, seq, payload)
@@ -351,6 +352,7 @@ class Link:
     def _install_keys(self, tx: bytes, rx: bytes) -> None:
         self._tx, self._rx = FrameCipher(tx), FrameCipher(rx)
         self._tx_counter = self._rx_expected = 0
+        self._confirmed = False  # an authentic frame from the peer proved it holds the same keys
 
     def _send_hello_request(self, now: float) -> None:
         assert self._host is not None
@@ -417,6 +419,7 @@ class Link:
         except FrameAuthError:
             self.stats.rejected_frames += 1
             return
+        self._confirmed = True
         if counter > self._rx_expected:
             self.stats.reordered += 1
             return
@@ -439,6 +442,7 @@ class Link:
         if ftype == FrameType.ACK:
             pending = self._inflight.get(seq) if up else None
             if pending is not None and self._control_authentic(FrameType.ACK, 0, seq, pending.counter, payload):
+                self._confirmed = True
                 del self._inflight[seq]
                 events.append(Delivered(pending.tag))
                 # The ACK proves the wire is moving: what is still ahead of it is at most what is
@@ -472,6 +476,12 @@ class Link:
         if reason == NakReason.NOT_READY:
             # Unauthenticated (the peer has no keys), so it may only cost a new handshake: what is
             # unacknowledged goes back to the application, never lost.
+            if self.role is Role.HOST and not self._confirmed:
+                # The device never used the new keys: most likely it refused our HELLO_ACK (our key is
+                # not pinned there), or the HELLO_ACK was lost on the wire. Say so, for the log.
+                self.stats.refused_handshakes += 1
+                events.append(HandshakeRefused("the device did not take up the session: is this host's key "
+                                               "pinned on it? (or the HELLO_ACK was lost)"))
             events += self._restart("the peer has no session", now)
             return
         pending = self._inflight.get(seq)

@@ -122,14 +122,18 @@ def test_supervisor_pin_must_be_digits():
 
 
 def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
-    """keygen -> pos-sim init (on the device) -> provision add-device -> export-his -> provision config -> flash -> info."""
+    """keygen, host-key new -> pos-sim init (on the device) -> provision add-device -> export-his -> provision config
+    -> flash -> info."""
     monkeypatch.chdir(tmp_path)
+    assert flash_cli.main(["host-key", "new", "--name", "kit-07", "--out", "keys/pos-flash"]) == 0
+    if os.name == "posix":
+        assert stat.S_IMODE(Path("keys/pos-flash.key").stat().st_mode) == 0o600
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "keys/release"]) == 0
     assert flash_cli.main(["keygen", "--role", "override", "--key-id", "eng-2026", "--out", "keys/override"]) == 0
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "again", "--out", "keys/release"]) == flash_cli.EXIT_FAIL
     assert "exists" in capsys.readouterr().err
     assert sim_cli.main(["init", "--storage", "dev1", "--model", MODEL, "--serial", "SN0001", "--trust", "keys/release.pub",
-                         "--trust", "keys/override.pub", "--record-out", "dev1.csv"]) == 0
+                         "--trust", "keys/override.pub", "--host-key", "keys/pos-flash.pub", "--record-out", "dev1.csv"]) == 0
     assert "dev1/device_key" not in Path("dev1.csv").read_text() and "PRIVATE" not in Path("dev1.csv").read_text()
     assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == 0
     assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == flash_cli.EXIT_FAIL
@@ -159,11 +163,11 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
     test = default_self_test(device.device_id, device.model)
     state = {"running": run_boot_sequence(boot, test)}
     endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id), identity=device.identity("boot"),
-                              device_key_seed=device.device_key_seed,
+                              device_key_seed=device.device_key_seed, host_trust=device.host_trust,
                               boot_handler=BootService(boot, reboot=lambda why: state.update(running=run_boot_sequence(boot, test))))
     endpoint.start()
     try:
-        port = ["--port", endpoint.bridge_url, "--devices", "devices.csv"]
+        port = ["--port", endpoint.bridge_url, "--devices", "devices.csv", "--host-key", "keys/pos-flash.key"]
         assert flash_cli.main(["flash", *port, "dev1.cfg.img"]) == 0
         assert "confirmed healthy" in capsys.readouterr().out
         assert state["running"].config_version == "cfg-2026.11.23"
