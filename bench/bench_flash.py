@@ -70,7 +70,7 @@ class _Device:
         self.info = provision_device(root / "dev", records, model=MODEL, serial_no="BENCH1",
                                        trust=TrustStore((KEY.trusted(),)), hosts=self.hosts.pins())
         boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id)
-        test = default_self_test(self.info.device_id, MODEL)
+        test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         run_boot_sequence(boot, test)
         self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id),
                                        identity=self.info.identity("bench"), device_key_seed=self.info.device_key_seed,

@@ -132,7 +132,7 @@ def configuration_image(device: ProvisionedDevice, records: Path, signing: Signi
         device=record, merchant_name=DEMO_MERCHANT[0], merchant_name_en=DEMO_MERCHANT[1], terminals_csv=terminals_csv,
         keys_text=keys_text, channels=channels, pin_hash=pin_hash, admin_pin_hash=admin_pin_hash, limit_yuan=limit_yuan,
         config_version=version, comment="simulated device (firmware_sim.demo_setup)")
-    return build_image({PartKind.CONFIG: document}, model=device.model, version=f"cfg-{version}",
+    return build_image({PartKind.CONFIG: provision.seal_for(record, document)}, model=device.model, version=f"cfg-{version}",
                        security_counter=CONFIG_COUNTER, key=signing.key(),
                        build_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), device_id=device.device_id)
 

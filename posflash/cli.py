@@ -180,7 +180,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         config = Path(args.config).read_bytes() if Path(args.config).is_file() else None
         if config is None:
             raise FlashError(FlashCode.BAD_INPUT, f"configuration {args.config} does not exist")
-        parts[PartKind.CONFIG] = config
+        if not (args.device_id and args.records):
+            raise FlashError(FlashCode.BAD_INPUT, "a configuration is sealed to one device: give --device-id and "
+                             "--records (the device records with its config_key)")
+        parts[PartKind.CONFIG] = provision.seal_for(provision.find_record(Path(args.records), args.device_id), config)
     data = build_image(parts, model=args.model, version=args.version, security_counter=args.counter, key=key,
                        build_time=_utc_now(), device_id=args.device_id)
     _write_output(Path(args.out), data, private=PartKind.CONFIG in parts, force=args.force)
@@ -348,7 +351,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         channels=provision.read_channels(Path(args.channels) if args.channels else None), pin_hash=pin_hash,
         admin_pin_hash=admin_pin_hash, limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
     key = load_signing_key(Path(args.key))
-    data = build_image({PartKind.CONFIG: document}, model=device.model, version=args.version, security_counter=args.counter,
+    sealed = provision.seal_for(device, document)  # only this device can read the keys in it
+    data = build_image({PartKind.CONFIG: sealed}, model=device.model, version=args.version, security_counter=args.counter,
                        key=key, build_time=_utc_now(), device_id=device.device_id)
     _write_output(Path(args.out), data, private=True, force=args.force)
     terminals = json.loads(document)["terminals"]
@@ -356,7 +360,7 @@ def cmd_config(args: argparse.Namespace) -> int:
          f"({', '.join(t['terminal_id'] for t in terminals[:5])}{'...' if len(terminals) > 5 else ''})")
     _out("  admin PIN set: the POS's settings open with it" if admin_pin_hash else
          "  no admin PIN: the POS's settings stay closed (add --admin-pin to set one)")
-    _out("  it holds shared keys: mode 600; flash it, then delete it")
+    _out("  its keys are sealed to this device; the file is still mode 600: flash it, then delete it")
     return EXIT_OK
 
 
@@ -410,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counter", type=int, required=True, help="security counter; raise it when the release fixes a security flaw")
     p.add_argument("--app", help="application bundle: a file, or a directory (zipped)")
     p.add_argument("--config", help="his-device-config-v1 document (JSON)")
-    p.add_argument("--device-id", help="bind the image to one device (required with an override key)")
+    p.add_argument("--device-id", help="bind the image to one device (required with an override key or --config)")
+    p.add_argument("--records", help="device records CSV (with --config: the configuration is sealed to the device's config_key)")
     p.add_argument("--out", "-o", required=True, help="image file to write")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_build)

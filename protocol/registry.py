@@ -1,10 +1,11 @@
 """Step 2 registries as text: the device CSV (we give HIS) and the terminal CSV (HIS gives us).
 
 Device CSV, header required:
-    device_id,model,serial_no[,public_key]
+    device_id,model,serial_no[,public_key[,config_key]]
 `public_key` (hex of the 32-byte Ed25519 device public key) is present in our own records and in
 what provisioning hands to the bridge; the copy for HIS leaves it out (`format_device_csv(...,
-for_his=True)`).
+for_his=True)`). `config_key` (hex of the device's 32-byte X25519 public key, a separate key made
+beside the Ed25519 one) is what configuration images are encrypted to (protocol.sealed_config).
 
 Terminal CSV, header required:
     terminal_id,description[,device_id]
@@ -36,6 +37,7 @@ class DeviceRecord:
     model: str
     serial_no: str
     public_key: bytes | None = None  # Ed25519, 32 bytes
+    config_key: bytes | None = None  # X25519, 32 bytes: configuration secrets are encrypted to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ def _check_text(source: str, line: int, field: str, value: str, max_len: int = 1
 def parse_device_csv(text: str, source: str = "device CSV") -> list[DeviceRecord]:
     devices: list[DeviceRecord] = []
     seen: set[str] = set()
-    for line, row in _rows(text, source, ("device_id", "model", "serial_no"), ("public_key",)):
+    for line, row in _rows(text, source, ("device_id", "model", "serial_no"), ("public_key", "config_key")):
         device_id = _check_id(source, line, "device_id", row["device_id"])
         if device_id in seen:
             raise RegistryError(source, line, f"device_id {device_id} appears twice")
@@ -101,9 +103,17 @@ def parse_device_csv(text: str, source: str = "device CSV") -> list[DeviceRecord
                 raise RegistryError(source, line, "public_key must be hex") from None
             if len(public_key) != PUBLIC_KEY_SIZE:
                 raise RegistryError(source, line, f"public_key must be {PUBLIC_KEY_SIZE} bytes ({2 * PUBLIC_KEY_SIZE} hex digits)")
+        config_key = None
+        if row.get("config_key"):
+            try:
+                config_key = bytes.fromhex(row["config_key"])
+            except ValueError:
+                raise RegistryError(source, line, "config_key must be hex") from None
+            if len(config_key) != PUBLIC_KEY_SIZE:
+                raise RegistryError(source, line, f"config_key must be {PUBLIC_KEY_SIZE} bytes ({2 * PUBLIC_KEY_SIZE} hex digits)")
         model = _check_text(source, line, "model", row["model"])
         serial_no = _check_text(source, line, "serial_no", row["serial_no"])
-        devices.append(DeviceRecord(device_id, model, serial_no, public_key))
+        devices.append(DeviceRecord(device_id, model, serial_no, public_key, config_key))
     return devices
 
 
@@ -111,11 +121,15 @@ def format_device_csv(devices: list[DeviceRecord] | tuple[DeviceRecord, ...], *,
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     with_keys = not for_his
-    writer.writerow(["device_id", "model", "serial_no"] + (["public_key"] if with_keys else []))
+    with_config_keys = with_keys and any(d.config_key for d in devices)
+    writer.writerow(["device_id", "model", "serial_no"] + (["public_key"] if with_keys else [])
+                    + (["config_key"] if with_config_keys else []))
     for d in devices:
         row = [d.device_id, d.model, d.serial_no]
         if with_keys:
             row.append(d.public_key.hex() if d.public_key else "")
+        if with_config_keys:
+            row.append(d.config_key.hex() if d.config_key else "")
         writer.writerow(row)
     return out.getvalue()
 

@@ -162,7 +162,10 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
     from terminal.factory import open_terminal
 
     directory, provisioned = world.provision()
-    config = parse_config(parse_image(world.configuration(provisioned)).part(PartKind.CONFIG))
+    from protocol.sealed_config import open_config
+
+    sealed = parse_image(world.configuration(provisioned)).part(PartKind.CONFIG)
+    config = parse_config(open_config(sealed, device_id=provisioned.device_id, device_private=provisioned.config_key))
     service = open_terminal(config, tmp_path / "journal.db")
     service.start()
     with socket.socket() as probe:  # a free port for the device to listen on (the bridge must name it)

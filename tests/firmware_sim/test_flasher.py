@@ -51,8 +51,8 @@ class SimDevice:
         self.info = provision_device(root / "device", self.records, model=MODEL, serial_no=SERIAL,
                                        trust=TrustStore(TRUST.keys), hosts=self.hosts.pins())
         self.boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id,
-                               check_config=config_checker(MODEL, self.info.device_id))
-        self.self_test = default_self_test(self.info.device_id, MODEL)
+                               check_config=config_checker(MODEL, self.info.device_id, self.info.config_key))
+        self.self_test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         self.running = run_boot_sequence(self.boot, self.self_test)
         self.reboot_drops_link = reboot_drops_link
         self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id),

@@ -32,6 +32,7 @@ from terminal.link.tcp_wire import TcpWire
 from protocol.image import PartKind, parse_image
 from firmware_sim.responder import Responder
 from protocol.trust import TrustStore
+from protocol.sealed_config import open_config
 from posflash.signing_keys import format_private
 from firmware_sim.storage import DeviceStorage
 from tests.protocol.test_image import MODEL, RELEASE, TRUST
@@ -150,6 +151,9 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
                            "--key", "keys/release.key", "--version", "cfg-2026.11.23", "--counter", "1", "-o", "dev1.cfg.img"]) == 0
     out = capsys.readouterr().out
     assert "2 terminals (T0001, T0003)" in out and "246810" not in Path("dev1.cfg.img").read_text("latin-1")
+    # Finding 1: the shared key was in every configuration image in hex; now it is sealed to the device.
+    image_text = Path("dev1.cfg.img").read_text("latin-1")
+    assert bytes(range(32)).hex() not in image_text and "k2026a" not in image_text
     if os.name == "posix":
         assert stat.S_IMODE(Path("dev1.cfg.img").stat().st_mode) == 0o600
     image = parse_image(Path("dev1.cfg.img").read_bytes())
@@ -159,8 +163,8 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
 
     device = load_identity(Path("dev1"))
     boot = Bootloader(DeviceStorage(device.directory), model=device.model, device_id=device.device_id,
-                      check_config=config_checker(device.model, device.device_id))
-    test = default_self_test(device.device_id, device.model)
+                      check_config=config_checker(device.model, device.device_id, device.config_key))
+    test = default_self_test(device.device_id, device.model, device.config_key)
     state = {"running": run_boot_sequence(boot, test)}
     endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id), identity=device.identity("boot"),
                               device_key_seed=device.device_key_seed, host_trust=device.host_trust,
@@ -171,7 +175,9 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
         assert flash_cli.main(["flash", *port, "dev1.cfg.img"]) == 0
         assert "confirmed healthy" in capsys.readouterr().out
         assert state["running"].config_version == "cfg-2026.11.23"
-        assert parse_config(state["running"].config).merchant_name == "示例市人民医院"
+        assert b"k2026a" not in state["running"].config  # the keys are sealed to the device, in the slot too
+        plain = open_config(state["running"].config, device_id=device.device_id, device_private=device.config_key)
+        assert parse_config(plain).merchant_name == "示例市人民医院"
         assert flash_cli.main(["info", *port]) == 0
         assert "config cfg-2026.11.23 (counter 1, key rel-2026)" in capsys.readouterr().out
     finally:
