@@ -436,3 +436,17 @@ def test_a_configuration_sealed_to_another_key_is_refused(device):
     with pytest.raises(FlashError) as info:
         device.flash(make_image("cfg-1", 1, config=sealed, device_id=DEVICE_ID))
     assert info.value.code is FlashCode.BAD_PART and "does not decrypt" in info.value.message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_slot_images_and_metadata_are_private(device):
+    """Finding 1: slot images were 0644 with the keys in them. Every file of the device's storage is
+    0600 and every directory 0700, whatever the umask."""
+    import stat
+
+    device.flash(make_image("cfg-1", 1, config=config_doc(), device_id=DEVICE_ID))
+    paths = [device.root, *device.root.rglob("*")]
+    assert any(p.is_file() for p in paths)
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
