@@ -204,3 +204,32 @@ def test_injected_frames_never_deliver_or_acknowledge_anything(injected):
         device.handle(device.link.receive_bytes(encode_frame(ftype, seq, payload), t))
     assert device.received == [] and device.delivered == []
     assert device.link.state is LinkState.UP and device.link.in_flight == 1
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(st.integers(0, 2), st.data())
+def test_an_altered_handshake_never_brings_a_session_up(which, data):
+    """A man in the middle who changes any byte of HELLO_REQUEST, HELLO or HELLO_ACK (CRCs made
+    good again) gets no session: the side that checks the altered part refuses it, or the two ends
+    end up with different keys and nothing authenticates. Either way nothing is delivered."""
+    host, device = make_pair(seed=data.draw(st.integers(0, 1000)))
+    host.handle(host.link.start(0.0))
+    device.handle(device.link.start(0.0))
+    frames_seen = 0
+    for _ in range(3):
+        for sender, receiver in ((host, device), (device, host)):
+            out = sender.link.data_to_send()
+            if not out:
+                continue
+            (frame,) = frames(out)
+            if frames_seen == which:
+                body = bytearray(frame.payload)
+                body[data.draw(st.integers(0, len(body) - 1))] ^= data.draw(st.integers(1, 255))
+                out = encode_frame(frame.type, frame.seq, bytes(body))
+            frames_seen += 1
+            receiver.handle(receiver.link.receive_bytes(out, 0.0))
+    assert not both_up(host, device)
+    if host.link.state is LinkState.UP:
+        send(host, b"instruction", 0.0)
+        device.handle(device.link.receive_bytes(host.link.data_to_send(), 0.0))
+        assert device.received == []
