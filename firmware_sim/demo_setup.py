@@ -26,6 +26,7 @@ from posflash import flasher, provision
 from posflash.host_key import create_host_key, load_host_key
 from posflash.image_build import build_image
 from posflash.signing_keys import SigningKey, format_private, load_signing_key, new_signing_key
+from protocol.flash import FlashCode, FlashError
 from protocol.image import PartKind
 from protocol.link.hostkeys import HostPublicKey
 from protocol.registry import TerminalRecord, format_terminal_csv
@@ -93,7 +94,12 @@ def ensure_device(directory: Path, records: Path, signing: SigningFiles, *, host
                   model: str = DEMO_MODEL, serial_no: str = DEMO_SERIAL) -> ProvisionedDevice:
     """The device in `directory`: provisioned now (pinning `hosts`) if the directory holds none yet."""
     if (directory / IDENTITY_FILE).exists():
-        return load_identity(directory)
+        device = load_identity(directory)
+        if device.config_key is None or not (device.host_trust.bridges or device.host_trust.maintenance):
+            raise FlashError(FlashCode.BAD_INPUT, f"{directory} was provisioned before link pinning and sealed "
+                             "configurations: it pins no host and cannot open a configuration; provision it again "
+                             "(python -m firmware_sim.system --fresh)")
+        return device
     return provision_device(directory, records, model=model, serial_no=serial_no,
                             trust=TrustStore((signing.key().trusted(),)), hosts=hosts)
 
