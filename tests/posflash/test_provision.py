@@ -129,6 +129,7 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
     assert flash_cli.main(["host-key", "new", "--name", "kit-07", "--out", "keys/pos-flash"]) == 0
     if os.name == "posix":
         assert stat.S_IMODE(Path("keys/pos-flash.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE(Path("keys").stat().st_mode) == 0o700  # made for a private key: nobody else's
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "keys/release"]) == 0
     assert flash_cli.main(["keygen", "--role", "override", "--key-id", "eng-2026", "--out", "keys/override"]) == 0
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "again", "--out", "keys/release"]) == flash_cli.EXIT_FAIL
