@@ -229,10 +229,12 @@ def test_the_demo_configuration_has_an_admin_pin(tmp_path):
     from firmware_sim import demo_setup
 
     signing = demo_setup.ensure_signing_key(tmp_path / "signing")
-    device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing)
+    hosts = demo_setup.ensure_host_keys(tmp_path / "hosts")
+    device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing, hosts=hosts.pins())
     image = demo_setup.configuration_image(device, tmp_path / "records.csv", signing, keys_text=KEYS, channels={},
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
-    config = parse_config(parse_image(image).part(PartKind.CONFIG))
+    sealed = parse_image(image).part(PartKind.CONFIG)
+    config = parse_config(open_config(sealed, device_id=device.device_id, device_private=device.config_key))
     assert pins.verify_pin(demo_setup.DEMO_ADMIN_PIN, config.admin_pin_hash)
     assert pins.verify_pin(demo_setup.DEMO_PIN, config.supervisor.pin_hash)
 
@@ -255,7 +257,9 @@ def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsy
     assert flash_cli.main(config) == 0
     out = capsys.readouterr().out
     assert "admin PIN set" in out and "135790" not in out
-    document = parse_image(Path("dev1.cfg.img").read_bytes()).part(PartKind.CONFIG)
+    sealed = parse_image(Path("dev1.cfg.img").read_bytes()).part(PartKind.CONFIG)
+    device = load_identity(Path("dev1"))
+    document = open_config(sealed, device_id=device.device_id, device_private=device.config_key)
     assert pins.verify_pin("135790", parse_config(document).admin_pin_hash)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("135790\n"))
