@@ -11,14 +11,15 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench fuzz vectors screenshots clean help
+.PHONY: setup run test bench bench-reconcile-10m fuzz vectors screenshots clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
 	@echo "make test    install what is missing, then run the tests"
 	@echo "make bench   run the benchmarks and print a JSON summary"
+	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
-	@echo "make vectors regenerate docs/vectors/his-interface-v1.json"
+	@echo "make vectors regenerate docs/vectors/his-interface-v1.json and -v1.1.json"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
 
 setup: $(STAMP)
@@ -44,14 +45,19 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 # The whole system on local defaults: channel sandbox, a simulated POS (with its screens when there
 # is a display), the bridge, and the HIS console. HEADLESS=1: no screens, no console (HIS vendors).
 # LANDSCAPE=1: the POS window is an 800x480 landscape device (default: portrait 720x1280, scaled to fit).
+# LINK=aoa: the simulated POS is an Android device the bridge switches to accessory mode (LINK=tcp: TCP).
 run: setup
-	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	@$(PY) -m bench
+
+# Reconciliation at 10M transactions per source as well (about a quarter of an hour with generating the day).
+bench-reconcile-10m: setup
+	@RECONCILE_BENCH_10M=1 $(PY) -m bench reconcile
 
 # Slow campaigns: every test, the slow ones included, with hypothesis at 20,000 examples a property
 # (tests/conftest.py). Takes hours; narrow it with ARGS, e.g. make fuzz ARGS=tests/protocol
@@ -60,6 +66,7 @@ fuzz: setup
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json
+	$(PY) -m protocol.vectors --spec 1.1 --write docs/vectors/his-interface-v1.1.json
 
 screenshots: setup
 	$(PY) -m terminal.ui.screenshots --out docs/screenshots

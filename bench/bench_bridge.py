@@ -59,7 +59,7 @@ class TimedResponder(Responder):
     """The echo device, noting when each instruction arrives and when its result frame has been written."""
 
     def __init__(self) -> None:
-        super().__init__(KeyRing([KEY]), IDENTITY.device_id)
+        super().__init__(KeyRing([KEY]), IDENTITY.device_id, device_key_seed=SEED)
         self.arrived: dict[str, int] = {}
         self.answered: dict[str, int] = {}
         self.result_bytes: dict[str, int] = {}

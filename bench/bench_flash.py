@@ -72,7 +72,7 @@ class _Device:
         boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id)
         test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         run_boot_sequence(boot, test)
-        self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id),
+        self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("bench"), device_key_seed=self.info.device_key_seed,
                                        host_trust=self.info.host_trust, boot_handler=BootService(boot, reboot=lambda why: run_boot_sequence(boot, test)),
                                        baud=baud).start()

@@ -1,7 +1,10 @@
-"""Protocol core: seal+open cost per instruction, decoder throughput, bytes and time on the wire.
+"""Protocol core: seal+open cost per instruction, decoder throughput, bytes and time on the wire,
+and what his-interface 1.1's device signature costs per result (sign on the POS, verify at the
+bridge and at HIS) and adds to its bytes.
 
-Baselines measured in the same run: the bare AEAD call of each suite (the floor under seal+open)
-and zlib.crc32 over the same stream (the floor under the decoder: it must checksum every byte).
+Baselines measured in the same run: the bare AEAD call of each suite (the floor under seal+open),
+zlib.crc32 over the same stream (the floor under the decoder: it must checksum every byte), and
+Ed25519 in OpenSSL (`cryptography`) beside pycryptodome's, which the project uses.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import zlib
 
 from protocol.amount import parse_amount
 from protocol.crypto import SUITES, KeyRing, SharedKey
-from protocol.envelope import open_envelope, receive_instruction, seal_instruction, seal_result
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol import signing
+from protocol.envelope import open_envelope, receive_instruction, receive_result, seal_instruction, seal_result
 from protocol.link.app import InstructionMsg, ResultMsg, encode_app
 from protocol.link.decoder import FrameDecoder
 from protocol.link.frame import OVERHEAD, FrameType, encode_frame, wire_time_s
@@ -84,19 +90,46 @@ def _decoder_figures(frame_payload: int, total_mb: int) -> dict[str, float]:
     return {"decoder_mb_s": mb / (best_decoder / 1e9), "crc32_baseline_mb_s": mb / (best_crc / 1e9)}
 
 
+def _signature_figures(n: int) -> dict[str, float]:
+    key = SharedKey("k1", "AES-256-GCM", os.urandom(32))
+    ring, seed, nonce = KeyRing([key]), os.urandom(32), os.urandom(12)
+    registry = {TYPICAL_RESULT.device_id: signing.public_key(seed)}.get
+
+    def sealed(device_key_seed: bytes | None):  # type: ignore[no-untyped-def]
+        return seal_result(TYPICAL_RESULT, key=key, msg_id="R-D-SN-000123-000001", reply_to="HIS-0001-000042", ts=NOW,
+                           nonce=nonce, device_key_seed=device_key_seed)
+
+    signed = sealed(seed).to_bytes()
+    openssl = Ed25519PrivateKey.from_private_bytes(seed)
+    message = sealed(None).signed_bytes()
+    signature = openssl.sign(message)
+    return {
+        "result_seal_us": _per_call_us(lambda: sealed(None), n),
+        "result_seal_and_sign_us": _per_call_us(lambda: sealed(seed), n),
+        "result_receive_and_verify_us": _per_call_us(lambda: receive_result(signed, ring, now=NOW, device_keys=registry), n),
+        "result_sig_added_bytes": len(signed) - len(sealed(None).to_bytes()),
+        "openssl_ed25519_sign_us": _per_call_us(lambda: openssl.sign(message), n),
+        "openssl_ed25519_verify_us": _per_call_us(lambda: openssl.public_key().verify(signature, message), n),
+    }
+
+
 def run(quick: bool) -> dict:
     n = 500 if quick else 5000
     figures: dict[str, float] = {}
     for suite, size in (("AES-256-GCM", 32), ("SM4-GCM", 16)):
         for name, value in _suite_figures(suite, size, n).items():
             figures[f"{suite}.{name}"] = round(value, 2)
+    for name, value in _signature_figures(50 if quick else 300).items():
+        figures[f"signature.{name}"] = round(value, 1)
     total_mb = 2 if quick else 20
     for label, payload in (("typical_300B_frames", 300), ("flash_4KiB_frames", 4096)):
         for name, value in _decoder_figures(payload, total_mb).items():
             figures[f"{label}.{name}"] = round(value, 1)
     key = SharedKey("k1", "AES-256-GCM", os.urandom(32))
     instruction_frame = encode_frame(FrameType.DATA, 1, encode_app(InstructionMsg(seal_instruction(TYPICAL, key=key, msg_id="HIS-0001-000042", ts=NOW, nonce=os.urandom(12)))))
-    result_frame = encode_frame(FrameType.DATA, 1, encode_app(ResultMsg(seal_result(TYPICAL_RESULT, key=key, msg_id="R-D-SN-000123-000001", reply_to="HIS-0001-000042", ts=NOW, nonce=os.urandom(12)))))
+    result_frame = encode_frame(FrameType.DATA, 1, encode_app(ResultMsg(seal_result(
+        TYPICAL_RESULT, key=key, msg_id="R-D-SN-000123-000001", reply_to="HIS-0001-000042", ts=NOW, nonce=os.urandom(12),
+        device_key_seed=os.urandom(32)))))  # signed, as every result is (1.1 A)
     ack = len(encode_frame(FrameType.ACK, 1))
     figures["instruction_frame_bytes"] = len(instruction_frame)
     figures["result_frame_bytes"] = len(result_frame)
@@ -117,6 +150,8 @@ def run(quick: bool) -> dict:
         "baseline": {
             "AES-256-GCM.bare_aead_us": figures["AES-256-GCM.bare_aead_us"],
             "typical_300B_frames.crc32_baseline_mb_s": figures["typical_300B_frames.crc32_baseline_mb_s"],
+            "signature.openssl_ed25519_sign_us": figures["signature.openssl_ed25519_sign_us"],
+            "signature.openssl_ed25519_verify_us": figures["signature.openssl_ed25519_verify_us"],
         },
         "met": met,
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 from bridge import hisclient
 from firmware_sim.device import LinkKind, Power
 from firmware_sim.sandbox.launcher import SandboxProcess
+from protocol.amount import parse_amount
 from protocol.messages import PayChannel
 from terminal.channels import build_clients, settings_from_sandbox
 from terminal.view import Screen
@@ -85,7 +86,7 @@ def run(quick: bool) -> dict[str, object]:
                     order = "B" + uuid.uuid4().hex[:16]
                     envelope = hisclient.seal(rig.client, order, "+12.50", hisclient.new_msg_id("T0001"))
                     started = time.perf_counter_ns()
-                    outcome = hisclient.submit(rig.client, envelope, order, 30)
+                    outcome = hisclient.submit(rig.client, envelope, order, 30, amount=parse_amount("+12.50"))
                     times.append((time.perf_counter_ns() - started) / 1e6)
                     assert outcome.result is not None
                 figures[f"{name}_p50_ms"] = round(statistics.median(times), 1)

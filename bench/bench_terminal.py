@@ -41,6 +41,7 @@ from terminal.pin import hash_pin, parse_pin_hash
 from terminal.service import TerminalService
 
 KEY = SharedKey("k1", "AES-256-GCM", bytes(range(32)))
+DEVICE_SEED = bytes(range(100, 132))  # the device key that signs every result
 TARGET_P99_MS = 20.0
 
 
@@ -82,7 +83,7 @@ def _ms(samples: list[int]) -> tuple[float, float]:
 def _payments(sandbox: SandboxProcess, settings: dict, workdir: Path, n: int) -> dict[str, float]:
     clients = build_clients(settings)
     timed = {channel: TimedClient(client) for channel, client in clients.items()}
-    service = TerminalService(_config(settings), Journal(workdir / "pay.db"), timed, link_up=True)
+    service = TerminalService(_config(settings), Journal(workdir / "pay.db"), timed, device_key_seed=DEVICE_SEED, link_up=True)
     service.start()
     frames: list[int] = []
     ready = threading.Event()
@@ -163,7 +164,8 @@ def _resume(sandbox: SandboxProcess, settings: dict, workdir: Path, count: int) 
             tx.advance(seq, State.AWAITING_SCAN, State.PAYING, now, channel=channel)
         clients[channel].pay(out_trade_no=number, auth_code=code, total_fen=1250, subject="bench")  # then the power failed
     journal.close()
-    service = TerminalService(config, Journal(workdir / "resume.db"), clients, link_up=True, rng=random.Random(1).randbytes)
+    service = TerminalService(config, Journal(workdir / "resume.db"), clients, device_key_seed=DEVICE_SEED, link_up=True,
+                              rng=random.Random(1).randbytes)
     done = threading.Event()
     results: list[int] = []
 

@@ -20,7 +20,7 @@ from bridge.config import ConfigError, load_config
 from bridge.initdir import init_directory
 from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
 from bridge.journal import JournalError
-from bridge.transport import list_serial_ports
+from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 
 DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
 
@@ -167,6 +167,15 @@ def cmd_ports(args: argparse.Namespace) -> int:
         print("no serial ports found")
     for p in ports:
         print(f"{p.device:<24} {p.usb_id or '-':<10} {p.serial_number or '-':<16} {p.description}")
+    try:
+        devices = list_usb_devices()
+    except TransportError as exc:
+        print(f"USB devices: not listed ({exc})")
+        return 0
+    print("USB devices (an Android POS is named by its VID:PID: aoa://VID:PID, docs/android-pos.md):")
+    for d in devices:
+        mode = "  (Android accessory mode)" if d.accessory_mode else ""
+        print(f"  bus {d.bus if d.bus is not None else '?'} address {d.address if d.address is not None else '?'}  {d.usb_id}{mode}")
     return 0
 
 
@@ -210,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", help="print GET /v1/health of the running bridge (exit 1 unless status ok)")
     p.add_argument("--url", help="bridge URL (default: from the configuration)")
     p.set_defaults(func=cmd_health)
-    p = sub.add_parser("ports", help="list serial ports with their USB VID:PID (to find the POS)")
+    p = sub.add_parser("ports", help="list serial ports with their USB VID:PID, and the USB devices (to find the POS)")
     p.set_defaults(func=cmd_ports)
 
     keys = _Sub(sub.add_parser("keys", help="shared keys: new, list, retire").add_subparsers(
@@ -232,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_devices_import)
     p = devices.add_parser("export", help="write the device list for HIS (step 2)")
-    p.add_argument("--for-his", dest="file", required=True, metavar="FILE", help="CSV device_id,model,serial_no")
+    p.add_argument("--for-his", dest="file", required=True, metavar="FILE", help="CSV device_id,model,serial_no,public_key")
     p.set_defaults(func=cmd_devices_export)
     p = devices.add_parser("list", help="print the device registry (without keys)")
     p.set_defaults(func=cmd_devices_list)

@@ -24,6 +24,8 @@ from protocol.amount import MAX_FEN, parse_yuan
 from protocol.errors import ProtocolError
 from protocol.freshness import DEFAULT_ANSWER_TTL_S, DEFAULT_SKEW_S
 from protocol.link.session import LinkTimers
+from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
+from protocol.signing import decode_public_key
 
 from bridge.transport import TransportError, make_transport
 
@@ -45,7 +47,8 @@ class HttpConfig:
     allow_clients: tuple[str, ...] = ()  # IP addresses or networks; required for a non-loopback host
     request_timeout_s: float = 10.0  # the whole request (line, headers, body) must arrive within this
     idle_timeout_s: float = 30.0  # a kept-alive connection with no new request is closed after this
-    max_connections: int = 200  # more open connections than this are answered 503 and closed
+    max_connections: int = 200  # open at once; past this the longest-idle connection is closed first
+    first_byte_timeout_s: float = 2.0  # a new connection that sends nothing for this long is closed (<= 2 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class SecurityConfig:
     clock_skew_s: int = DEFAULT_SKEW_S
     answer_ttl_s: int = DEFAULT_ANSWER_TTL
     amount_limit_fen: int = 50_000_00
+    # his-interface 1.1 B: HIS's Ed25519 public keys and the require_his_signature switch.
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +176,10 @@ class _Section:
 
 
 SECTIONS = {
-    "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections"),
-    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit"),
+    "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
+             "first_byte_timeout_s"),
+    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "his_public_keys", "require_his_signature",
+                 "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous"),
     "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "timers"),
@@ -217,6 +224,8 @@ def _http(s: _Section) -> HttpConfig:
         request_timeout_s=s.number("request_timeout_s", 10.0, 0.5, 300.0),
         idle_timeout_s=s.number("idle_timeout_s", 30.0, 0.5, 3600.0),
         max_connections=s.int("max_connections", 200, 4, 10000, "a number of connections"),
+        # At most 2 s (HIS interface 1.1 part D): idle sockets must not hold slots HIS needs.
+        first_byte_timeout_s=s.number("first_byte_timeout_s", 2.0, 0.1, 2.0),
     )
 
 
@@ -237,7 +246,25 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
         answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),
         amount_limit_fen=parse_yuan(limit),
+        his_signature=_his_signature(s),
     )
+
+
+def _his_signature(s: _Section) -> HisSignaturePolicy:
+    keys = []
+    for text in s.str_list("his_public_keys", ()):
+        try:
+            keys.append(decode_public_key(text))
+        except ValueError as exc:
+            raise s.fail("his_public_keys", f"holds {_shown(text)}: {exc}") from None
+    required = s.table.get("require_his_signature", False)
+    if not isinstance(required, bool):
+        raise s.fail("require_his_signature", "is not true or false")
+    terminals = s.str_list("require_his_signature_terminals", ())
+    if (required or terminals) and not keys:
+        key = "require_his_signature" if required else "require_his_signature_terminals"
+        raise s.fail(key, "needs HIS's public key in his_public_keys (base64 of the 32-byte Ed25519 key)")
+    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))
 
 
 def _journal(s: _Section, base: Path) -> JournalConfig:

@@ -46,7 +46,7 @@ class Bridge:
         self.registries = Registries(config.registry.devices, config.registry.terminals, on_error=warn)
         self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous)
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
-                                 config.security.amount_limit_fen)
+                                 config.security.amount_limit_fen, config.security.his_signature)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
         link = config.link
         self.ports = [
@@ -116,7 +116,7 @@ class Bridge:
             "uptime_s": int(now - self.started_at),
             "devices": devices,
             "instructions": {"unfinished": sum(n for s, n in counts.items() if s not in ("result_stored", "refused")),
-                             "by_state": counts},
+                             "by_state": counts, "not_taken": self.relay.not_taken()},
             "keys": [{"kid": k.kid, "suite": k.suite} for k in self.keys.ring().active()],
         }
 

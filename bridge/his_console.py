@@ -41,7 +41,7 @@ def describe(result: Result) -> list[str]:
     lines = [f"VERIFIED RESULT  {result.pay_status.value}  {result.amount}  {channel}",
              f"  order_no      {result.order_no}",
              f"  pay_order_no  {result.pay_order_no or '-'}",
-             f"  device_id     {result.device_id} (in the device registry)",
+             f"  device_id     {result.device_id} (in the device registry; signed with its key)",
              f"  finished_at   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(result.finished_at))}"]
     if result.error_code:
         lines.append(f"  error         {result.error_code}: {result.error_message or ''}")
@@ -51,19 +51,19 @@ def describe(result: Result) -> list[str]:
 def send_and_watch(config: hisclient.ClientConfig, order_no: str, amount_text: str, say: Callable[[str], None],
                    watch_s: float = WATCH_S) -> Result | None:
     """Seal, send, show each new state, and return the verified result (None if still unfinished)."""
-    parse_amount(amount_text)  # refuse "12.5" here, with the same message the bridge would give
+    amount = parse_amount(amount_text)  # refuse "12.5" here, with the same message the bridge would give
     check_order_no(order_no)
     msg_id = hisclient.new_msg_id(config.terminal_id)
     envelope = hisclient.seal(config, order_no, amount_text, msg_id)
     say(f"sent {amount_text} for order {order_no} as {msg_id} to {config.bridge_url}")
-    outcome = hisclient.submit(config, envelope, order_no, wait_s=1)
+    outcome = hisclient.submit(config, envelope, order_no, wait_s=1, amount=amount)
     shown = None
     deadline = time.monotonic() + watch_s
     while outcome.result is None and time.monotonic() < deadline:
         if outcome.state != shown:
             say(f"  ... {outcome.state}")
             shown = outcome.state
-        outcome = hisclient.query(config, msg_id, POLL_S, instruction_ts=envelope.ts, order_no=order_no)
+        outcome = hisclient.query(config, msg_id, POLL_S, instruction_ts=envelope.ts, order_no=order_no, amount=amount)
     if outcome.result is None:
         say(f"not finished after {watch_s:.0f} s (state {outcome.state}); ask later: his-client status {msg_id}")
         return None

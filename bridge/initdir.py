@@ -27,7 +27,8 @@ port = 8765
 allow_clients = []          # e.g. ["10.1.2.30", "10.1.3.0/24"]: required for a non-loopback host
 request_timeout_s = 10.0    # a whole request (line, headers, body) must arrive within this
 idle_timeout_s = 30.0       # kept-alive connections with no request are closed after this
-max_connections = 200       # served at once; more wait in the listen queue
+first_byte_timeout_s = 2.0  # a new connection that says nothing is closed after this (0.1-2)
+max_connections = 200       # open at once; past this the longest-idle connection is closed first
 
 [security]
 key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readable by its owner only
@@ -35,6 +36,9 @@ identity_file = "bridge_identity.key"  # this bridge's link identity (pinned by 
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
 answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
 amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
+his_public_keys = []        # HIS's Ed25519 public keys (base64); a his_sig on an instruction must verify
+require_his_signature = false  # true: every instruction needs a valid his_sig (else auth_failed)
+require_his_signature_terminals = []  # the same, for these terminal IDs only
 
 [registry]
 devices = "devices.csv"     # device_id,model,serial_no,public_key (his-bridge devices import)
@@ -46,7 +50,8 @@ synchronous = "FULL"        # FULL survives power loss; NORMAL survives crashes 
 
 [link]
 ports = ["auto"]            # one URL per POS: "serial:COM3", "serial:/dev/ttyACM0", "auto",
-                            # "auto:1209:7D01", "usb://1209:7D01/SERIAL", "socket://127.0.0.1:7001"
+                            # "auto:1209:7D01", "usb://1209:7D01/SERIAL", "socket://127.0.0.1:7001",
+                            # an Android POS: "aoa://VID:PID" or "aoa://*/SERIAL" (docs/android-pos.md)
 baud = 115200               # serial ports only
 reconnect_min_s = 0.5       # first retry after a port fails; doubles up to reconnect_max_s
 reconnect_max_s = 10.0

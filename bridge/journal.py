@@ -26,7 +26,9 @@ Schema (PRAGMA user_version = 1); read-only readers (reconcile/) may open it whi
       result_at      REAL             when it was stored
       pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code
                                       the verified result plaintext (for reconciliation)
-      refusal_code, refusal_message   a device RefusedMsg (state refused)
+      refusal_code, refusal_message   the bridge's own refusal after acceptance (state refused: the
+                                      device's link could not take the envelope); a device never
+                                      ends an instruction but with a signed result (1.1 A)
     transitions                       append-only history: seq, at, msg_id, state, detail
 
 Durability: with `synchronous = FULL` (the default) acceptance, results and refusals are on disk
@@ -51,11 +53,16 @@ from pathlib import Path
 
 from protocol.freshness import SeenRecord
 
+from bridge.private_files import prepare_private_file
+
 SCHEMA_VERSION = 1
 # Test hook (never set in production): make the process die right after committing this state,
 # as a crash or power cut would, to prove recovery. E.g. HIS_BRIDGE_TEST_CRASH_AT=result_stored
 CRASH_ENV = "HIS_BRIDGE_TEST_CRASH_AT"
 CRASH_EXIT_CODE = 86
+# The `progress` of an instruction the device acknowledged but could not take (protocol.link.app
+# NotTakenMsg): it stays unfinished and is sent again when the device next attaches.
+NOT_TAKEN = "not_taken"
 
 
 class JState(str, enum.Enum):
@@ -214,7 +221,7 @@ class Journal:
         self._queue: list[_Op] = []
         self._leading = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_private_file(path)  # 0600 before SQLite opens it (its -wal/-shm copy the mode)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
@@ -364,11 +371,13 @@ class Journal:
         return _row(found) if found else None
 
     def unsent_for(self, device_id: str) -> list[Row]:
-        """Instructions the device has not acknowledged yet, oldest first: re-sent when its link comes up."""
+        """Instructions the device has not acknowledged yet, or acknowledged but could not take
+        (progress NOT_TAKEN), oldest first: re-sent when its link comes up."""
         with self._rlock:
             rows = self._rdb.execute(
-                f"SELECT {_ROW_COLUMNS} FROM instructions WHERE device_id = ? AND state = ? ORDER BY seq",
-                (device_id, JState.ACCEPTED.value),
+                f"SELECT {_ROW_COLUMNS} FROM instructions WHERE device_id = ? AND (state = ? OR (state = ? AND progress = ?)) "
+                "ORDER BY seq",
+                (device_id, JState.ACCEPTED.value, JState.PROGRESS.value, NOT_TAKEN),
             ).fetchall()
         return [_row(r) for r in rows]
 

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from bridge.private_files import prepare_private_file
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -51,7 +53,7 @@ def log_event(logger: logging.Logger, event: str, msg: str = "", *, level: int =
 def setup_logging(level: str = "INFO", file: Path | None = None) -> logging.Handler:
     """Send the `bridge` loggers to stderr or a file, one JSON object a line."""
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        prepare_private_file(file)  # 0600: orders, amounts, masked names
         handler: logging.Handler = logging.FileHandler(file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)

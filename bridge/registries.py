@@ -1,6 +1,7 @@
 """The step-2 registries on disk: device records (with public keys) and the HIS terminal list.
 
-    devices.csv    device_id,model,serial_no,public_key   our records; `export --for-his` drops the key
+    devices.csv    device_id,model,serial_no,public_key   our records; `export --for-his` is HIS's copy (with
+                                                           the keys: HIS verifies every result's `sig`, 1.1 A)
     terminals.csv  terminal_id,description,device_id        from HIS, plus our bindings
 
 Parsing is protocol.registry's. The running bridge re-reads a file when it changes (so
@@ -79,7 +80,11 @@ def import_devices(registry: Path, source: Path) -> tuple[int, int]:
 
 def export_devices_for_his(registry: Path, out: Path) -> int:
     devices = read_devices(registry)
-    write_atomic(out, format_device_csv(devices, for_his=True))
+    try:
+        text = format_device_csv(devices, for_his=True)
+    except ValueError as exc:
+        raise RegistryFileError(f"{registry}: {exc}; import the device records from provisioning again") from None
+    write_atomic(out, text)
     return len(devices)
 
 

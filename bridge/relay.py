@@ -11,9 +11,15 @@ handed to the device's link.
 
 Result checks: the DATA came from an authenticated link; the result's device_id is that link's
 proven identity and is in the device registry; reply_to names an instruction this bridge gave to
-that very device; the envelope verifies (receive_result with the instruction's ts); its order_no is
-the instruction's. Anything else is dropped with a security event: HIS never sees it. Results are
-the device's: the bridge stores and serves them byte for byte and never makes one up.
+that very device; the envelope verifies (receive_result with the instruction's ts) and so does its
+`sig`, with that device's registered public key (his-interface 1.1 A); its order_no and amount are
+the instruction's (step 6). Anything else is dropped with a security event: HIS never sees it.
+Results are the device's: the bridge stores and serves them byte for byte and never makes one up.
+
+Only a signed result ends an instruction. A device that cannot answer one (no configuration, no
+key for its kid) says so with an unsealed NotTakenMsg: the instruction stays unfinished, its 202
+answer and /v1/health say why (`last_event`, `instructions.not_taken`), and it is sent again
+when the device next attaches.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from protocol.envelope import Envelope, parse_envelope, receive_instruction, rec
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import Verdict, classify
 from protocol.ids import is_valid_id
-from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app
+from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
+from protocol.amount import MAX_FEN, parse_amount
 from protocol.messages import Instruction, Progress, Result, mask_patient_name
+from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import dumps_compact
 
-from bridge.journal import JState, Journal, NewInstruction, Row, StoredResult
+from bridge.journal import NOT_TAKEN, JState, Journal, NewInstruction, Row, StoredResult
 from bridge.logjson import log_event
 from bridge.registries import Registries
 
@@ -56,6 +64,7 @@ class RelaySettings:
     clock_skew_s: int
     answer_ttl_s: int
     amount_limit_fen: int
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
 
 
 class Port(Protocol):
@@ -116,6 +125,9 @@ class Relay:
         self._attached: dict[str, Port] = {}  # device_id -> the port with its proven link
         self._attached_lock = threading.Lock()
         self._waiters = Waiters()
+        # msg_id -> why its device could not take it (NotTakenMsg); cleared when a result arrives.
+        self._not_taken: dict[str, dict[str, object]] = {}
+        self._not_taken_lock = threading.Lock()
         self.shutting_down = False
 
     # ================================================================ HIS side
@@ -125,7 +137,8 @@ class Relay:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the bridge is shutting down; retry the same envelope shortly")
         s = self.settings
         received = receive_instruction(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s,
-                                       limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s)
+                                       limit_fen=s.amount_limit_fen, seen=self.journal, answer_ttl_s=s.answer_ttl_s,
+                                       his_signature=s.his_signature)
         envelope = received.envelope
         if received.verdict is Verdict.NEW:
             instruction = received.message
@@ -191,16 +204,29 @@ class Relay:
             row = self.journal.get(msg_id) or row
         return self.answer_for(row)
 
-    @staticmethod
-    def answer_for(row: Row) -> Answer:
+    def answer_for(self, row: Row) -> Answer:
         if row.state is JState.RESULT_STORED:
             assert row.result_envelope is not None
             return Answer(200, row.result_envelope)
         if row.state is JState.REFUSED:
             code = ErrorCode(row.refusal_code)
-            return error_answer(ProtocolError(code, f"the device refused the instruction: {row.refusal_message}"))
-        state = STATE_OF.get(row.state) or row.progress or Progress.DELIVERED.value
-        return Answer(202, dumps_compact({"msg_id": row.msg_id, "state": state}))
+            return error_answer(ProtocolError(code, f"the bridge could not deliver the instruction: {row.refusal_message}"))
+        if row.progress == NOT_TAKEN:
+            state = Progress.QUEUED.value  # the device has not taken it: it is sent again when it attaches
+        else:
+            state = STATE_OF.get(row.state) or row.progress or Progress.DELIVERED.value
+        with self._not_taken_lock:
+            event = self._not_taken.get(row.msg_id)
+        if event is None and row.progress == NOT_TAKEN:  # told before a restart of the bridge
+            event = {"code": ErrorCode.DEVICE_UNAVAILABLE.value, "at": None,
+                     "message": f"device {row.device_id} could not take this instruction; it is sent again when it attaches"}
+        last_event = None if event is None else {k: event[k] for k in ("code", "message", "at")}
+        return Answer(202, dumps_compact({"msg_id": row.msg_id, "state": state, "last_event": last_event}))
+
+    def not_taken(self) -> list[dict[str, object]]:
+        """Unfinished instructions their device could not take, and why (for /v1/health)."""
+        with self._not_taken_lock:
+            return [dict(msg_id=msg_id, **event) for msg_id, event in self._not_taken.items()]
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True
@@ -271,12 +297,27 @@ class Relay:
             why = "unknown reply_to" if row is None else f"reply_to names an instruction given to {row.device_id}"
             return self._security_drop(port, identity, why, msg_id)
         if isinstance(message, ProgressMsg):
+            with self._not_taken_lock:  # the device has taken it now
+                self._not_taken.pop(msg_id, None)
             if not row.state.final and self.journal.mark_progress(msg_id, message.state.value):
                 log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
             return None
-        if isinstance(message, RefusedMsg):
-            return self._refuse(msg_id, message.code.value, message.message)
+        if isinstance(message, NotTakenMsg):
+            return self._mark_not_taken(identity, row, message)
         return self._store_result(port, identity, row, message.envelope)
+
+    def _mark_not_taken(self, identity: DeviceIdentity, row: Row, message: NotTakenMsg) -> None:
+        """Unsealed, so it ends nothing: keep the instruction unfinished, say why, re-send it later."""
+        if row.state.final:
+            return None
+        with self._not_taken_lock:
+            self._not_taken[row.msg_id] = {"device_id": identity.device_id, "code": message.code.value,
+                                           "message": message.message, "at": int(self.clock())}
+        self.journal.mark_progress(row.msg_id, NOT_TAKEN)
+        log_event(log, "instruction_not_taken", level=logging.WARNING, msg_id=row.msg_id, device_id=identity.device_id,
+                  code=message.code.value, reason=message.message,
+                  msg="the device cannot answer this instruction; it stays unfinished and is sent again when the device attaches")
+        return None
 
     def _refuse(self, msg_id: str, code: str, message: str) -> None:
         if self.journal.store_refusal(msg_id, code, message):
@@ -290,13 +331,16 @@ class Relay:
             return self._security_drop(port, identity, "result from a device not in the registry", row.msg_id)
         try:
             received = receive_result(envelope.to_json_obj(), self._result_keys(row.kid), now=self.clock(),
-                                      skew_s=self.settings.clock_skew_s, instruction_ts=row.ts)
+                                      skew_s=self.settings.clock_skew_s, instruction_ts=row.ts,
+                                      device_keys=self.registries.public_key_for)
         except ProtocolError as exc:
             return self._security_drop(port, identity, f"result refused ({exc.code.value})", row.msg_id, exc.message)
         result = received.message
         assert isinstance(result, Result)
         if result.order_no != row.order_no:
             return self._security_drop(port, identity, f"result for order {result.order_no}, instruction was {row.order_no}", row.msg_id)
+        if result.amount != parse_amount(row.amount, limit_fen=MAX_FEN):
+            return self._security_drop(port, identity, f"result for amount {result.amount}, instruction was {row.amount}", row.msg_id)
         body = envelope.to_bytes()
         if row.state.final:
             if row.result_envelope is not None and hmac.compare_digest(row.result_envelope, body):
@@ -306,6 +350,8 @@ class Relay:
                               result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
                               str(result.amount), result.finished_at, result.error_code)
         if self.journal.store_result(row.msg_id, stored):
+            with self._not_taken_lock:
+                self._not_taken.pop(row.msg_id, None)
             log_event(log, "result_stored", msg_id=row.msg_id, device_id=identity.device_id, order_no=row.order_no,
                       pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
                       error_code=stored.error_code)

@@ -51,8 +51,10 @@ class Child:
         self._lines: queue.Queue[bytes] = queue.Queue()
 
     def start(self) -> "Child":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The children's logs hold orders and amounts: owner-only, as on the bridge and the POS.
+        self._log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                                      0o600), "ab")
         linux = sys.platform.startswith("linux")
         kwargs: dict[str, object] = {"start_new_session": True} if os.name == "posix" else \
             {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}

@@ -1,6 +1,6 @@
 """`pos-sim`: run the virtual POS device, and play the cashier and the bench technician against it.
 
-    pos-sim run --storage .run/device [--pty | --tcp PORT] [--control-port N] [--baud 115200]
+    pos-sim run --storage .run/device [--pty | --tcp PORT | --usb | --aoa] [--control-port N] [--baud 115200]
     pos-sim scan 134567890123456789           pos-sim scan --qr code.png
     pos-sim screen | status | history | cancel | confirm-refund 246810 | decline-refund | dismiss
     pos-sim fault unplug --for 2 | replug | drop --probability 0.01 | corrupt --next 40 | duplicate ...
@@ -248,7 +248,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from firmware_sim.simrun import run_simulator
 
-    link = "tcp" if args.tcp is not None else "usb" if args.usb else "pty"
+    link = "tcp" if args.tcp is not None else "usb" if args.usb else "aoa" if args.aoa else "pty"
     timers = LinkTimers(rto_base_s=args.rto, keepalive_s=args.keepalive, dead_after_s=args.dead_after)
     return run_simulator(Path(args.storage), link=link, tcp_port=args.tcp or 0, control_host=args.control_host,
                          control_port=args.control_port, baud=args.baud, timers=timers, pty_link=args.pty_link,
@@ -310,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     link = p.add_mutually_exclusive_group()
     link.add_argument("--pty", action="store_true", help="a pty pair: the bridge opens serial:<storage>/tty (default)")
     link.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT (0: ephemeral); the bridge opens socket://...")
-    link.add_argument("--usb", action="store_true", help="the virtual USB device: only for a bridge in this same process (tests)")
+    link.add_argument("--usb", action="store_true",
+                      help="the virtual USB device (usb://); a bridge in another process uses the usb_cable address "
+                           "of the ready line (python -m firmware_sim.usb_cable)")
+    link.add_argument("--aoa", action="store_true",
+                      help="an Android POS: the bridge switches it to accessory mode (aoa://); reached as --usb is")
     p.add_argument("--pty-link", type=Path, help="the symlink naming the current pty (default <storage>/tty)")
     p.add_argument("--baud", type=int, choices=[9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600],
                    help="pace the link like a UART at this rate (default: unpaced)")

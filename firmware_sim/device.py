@@ -11,7 +11,8 @@ device_key, boot/trust.json), configured by flashing a configuration image, exac
 Powering on runs firmware_sim.firmware.boot_firmware (bootloader, self-test = the terminal service
 starting on `<storage>/app/journal.db`, health confirmation, link endpoint). Wires: a pty pair
 (`serial:<storage>/tty`, a symlink to the current /dev/pts/N), TCP on 127.0.0.1
-(`socket://127.0.0.1:PORT`) or the virtual USB device (`usb://VID:PID/SERIAL` with `usb_backend`).
+(`socket://127.0.0.1:PORT`), the virtual USB device (`usb://VID:PID/SERIAL` with `usb_backend`) or
+an Android POS speaking the accessory protocol (`aoa://VID:PID/SERIAL` with `usb_backend`).
 
 Every change of power or cable runs on one "power" thread, in order: a power cut can be triggered
 from inside a journal commit or a byte count (any thread, no locks taken there: the wire is silenced
@@ -39,7 +40,8 @@ from terminal.journal import CommitPoint, PowerCut as JournalPowerCut
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
 from terminal.view import HistoryEntry, Screen, ScreenView
 
-from firmware_sim.wires import PtyWire, UsbWire
+from firmware_sim.android_usb import VirtualAndroidDevice
+from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.faults import (
     ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCut, PowerOn, Replug, Unplug, describe_fault,
@@ -59,6 +61,7 @@ class LinkKind(str, enum.Enum):
     PTY = "pty"
     TCP = "tcp"
     USB = "usb"
+    AOA = "aoa"  # an Android POS: the bridge switches it to accessory mode (aoa://VID:PID/SERIAL)
 
 
 class Power(str, enum.Enum):
@@ -126,6 +129,9 @@ class VirtualDevice:
         if kind is LinkKind.TCP:
             return TcpWire(port=self.options.tcp_port)
         ident = self.identity
+        if kind is LinkKind.AOA:
+            return AndroidUsbWire(VirtualAndroidDevice(serial_no=ident.usb_serial,
+                                                       product=f"Smart POS {ident.model} (simulated Android)"))
         return UsbWire(VirtualUsbDevice(vid=ident.usb_vid, pid=ident.usb_pid, serial_no=ident.usb_serial,
                                         product=f"Smart POS {ident.model} (simulated)"))
 
@@ -163,7 +169,7 @@ class VirtualDevice:
     def usb_backend(self) -> object | None:
         """The pyusb backend object for usb:// (in-process bridges and flashers only)."""
         inner = self.wire.inner
-        return inner.backend if isinstance(inner, UsbWire) else None
+        return inner.backend if isinstance(inner, (UsbWire, AndroidUsbWire)) else None
 
     @property
     def power(self) -> Power:

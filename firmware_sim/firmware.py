@@ -127,7 +127,8 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
         config = parse_config(document, source=f"configuration {result.config_version} in slot {result.slot}")
         journal_path = firmware.storage.root / JOURNAL_FILE
         journal_path.parent.mkdir(parents=True, exist_ok=True)
-        service = open_terminal(config, journal_path, clock=clock, on_commit=on_commit, check_permissions=False)
+        service = open_terminal(config, journal_path, device_key_seed=device.device_key_seed, clock=clock, on_commit=on_commit,
+                                check_permissions=False)
     except (ConfigError, ChannelConfigError, FlashError, OSError, RuntimeError) as exc:
         return f"the application did not start: {exc}"
     firmware.service = service  # before start(): a power cut during recovery must find its journal

@@ -2,11 +2,16 @@
 
 Vendors use it for connectivity tests; our tests and benchmarks use it as the far end of the link.
 It is honest about what it is: it verifies instructions exactly as the POS does
-(`protocol.envelope.receive_instruction`, msg_id dedup), seals real results with the shared key,
-keeps a small ledger per order (one collection per order, refunds up to what was collected), and
-its `pay_order_no`s start with "ECHO-" so nobody mistakes them for a channel's transaction ids.
+(`protocol.envelope.receive_instruction`, msg_id dedup), seals real results with the shared key and
+signs them with its device key (his-interface 1.1 A), keeps a small ledger per order (one collection
+per order, refunds up to what was collected), and its `pay_order_no`s start with "ECHO-" so nobody
+mistakes them for a channel's transaction ids.
 
-Modes: ANSWER (default), REFUSE (a RefusedMsg with `refuse_code` for every new instruction),
+Like the POS, it ends an instruction only with a signed result: a refusal it can seal (it opened
+the envelope) is a FAILED / REFUND_FAILED result with the error code; one it cannot (auth_failed,
+unknown_kid: its keys differ) is a NotTakenMsg, which leaves the instruction unfinished.
+
+Modes: ANSWER (default), REFUSE (refuse every new instruction with `refuse_code`, as above),
 SILENT (accepts and executes nothing visible: no answer ever, for timeout tests). `progress=True`
 sends a ProgressMsg(awaiting_scan) before answering. `release()` answers what SILENT held back.
 
@@ -25,10 +30,10 @@ from typing import Callable
 
 from protocol.amount import DEFAULT_LIMIT_FEN, Amount
 from protocol.crypto import KeyRing
-from protocol.envelope import Envelope, receive_instruction, seal_result
+from protocol.envelope import Envelope, open_for_refusal, receive_instruction, seal_result
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import DEFAULT_SKEW_S, MemorySeenStore
-from protocol.link.app import AppMessage, ProgressMsg, RefusedMsg, ResultMsg
+from protocol.link.app import AppMessage, NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.link.session import LinkNotUp
 from protocol.messages import Instruction, PayChannel, PayStatus, Progress, Result, ResultCode
 
@@ -40,12 +45,13 @@ class ResponderMode(enum.Enum):
 
 
 class Responder:
-    def __init__(self, keys: KeyRing, device_id: str, *, mode: ResponderMode = ResponderMode.ANSWER,
+    def __init__(self, keys: KeyRing, device_id: str, *, device_key_seed: bytes, mode: ResponderMode = ResponderMode.ANSWER,
                  refuse_code: ErrorCode = ErrorCode.UNKNOWN_TERMINAL, terminals: set[str] | None = None,
                  progress: bool = False, channel: PayChannel = PayChannel.WECHAT, skew_s: int = DEFAULT_SKEW_S,
                  limit_fen: int = DEFAULT_LIMIT_FEN, clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
         self.device_id = device_id
+        self.device_key_seed = device_key_seed
         self.mode = mode
         self.refuse_code = refuse_code
         self.terminals = terminals
@@ -92,7 +98,7 @@ class Responder:
                 received = receive_instruction(envelope.to_json_obj(), self.keys, now=self.clock(), skew_s=self.skew_s,
                                                limit_fen=self.limit_fen, seen=self._seen)
             except ProtocolError as exc:
-                self._answer(endpoint, envelope.msg_id, RefusedMsg(envelope.msg_id, exc.code, exc.message))
+                self._answer(endpoint, envelope.msg_id, self._refusal(envelope, exc.code, exc.message))
                 return
             if received.message is None:  # a retry of work in progress (SILENT holds it)
                 self._progress(endpoint, envelope.msg_id, Progress.AWAITING_SCAN)
@@ -100,13 +106,13 @@ class Responder:
             instruction = received.message
             assert isinstance(instruction, Instruction)
             if self.terminals is not None and instruction.terminal_id not in self.terminals:
-                self._answer(endpoint, envelope.msg_id, RefusedMsg(
-                    envelope.msg_id, ErrorCode.UNKNOWN_TERMINAL, f"terminal {instruction.terminal_id} is not served here"))
+                self._answer(endpoint, envelope.msg_id, self._refusal(
+                    envelope, ErrorCode.UNKNOWN_TERMINAL, f"terminal {instruction.terminal_id} is not served here"))
+                return
+            if self.mode is ResponderMode.REFUSE:  # a sealed refusal is kept in _answers; a NotTaken keeps nothing
+                self._answer(endpoint, envelope.msg_id, self._refusal(envelope, self.refuse_code, "refused by the echo device"))
                 return
             self._seen.remember(envelope.kid, envelope.msg_id, envelope.digest(), self.clock())
-            if self.mode is ResponderMode.REFUSE:
-                self._answer(endpoint, envelope.msg_id, RefusedMsg(envelope.msg_id, self.refuse_code, "refused by the echo device"))
-                return
             self.executions[envelope.msg_id] += 1
             if self.progress or self.mode is ResponderMode.SILENT:
                 self._progress(endpoint, envelope.msg_id, Progress.AWAITING_SCAN)
@@ -122,8 +128,15 @@ class Responder:
         with self._lock:
             self.mode = mode
             held, self._held = self._held, {}
+            endpoint, answers = self._endpoint, []
             for msg_id, (envelope, instruction) in held.items():
-                self._answer(self._endpoint, msg_id, self._execute(envelope, instruction))
+                message = self._execute(envelope, instruction)
+                self._answers[msg_id] = self._outbox[msg_id] = message
+                answers.append((msg_id, message))
+        # Sent outside our lock: the endpoint's thread holds its own lock when it calls on_delivered,
+        # which takes ours; sending under ours would take the two in the opposite order (deadlock).
+        for msg_id, message in answers:
+            self._try_send(endpoint, msg_id, message)
 
     @property
     def pending_answers(self) -> int:
@@ -138,19 +151,38 @@ class Responder:
         if not amount.is_refund:
             original = self._collected.get(order_no)
             if original is not None:
-                result = Result(self.device_id, order_no, original.pay_order_no, original.pay_status, original.pay_channel,
-                                original.amount, original.finished_at, ResultCode.DUPLICATE_ORDER.value,
-                                "this order was already collected; this is the original result")
+                same = original.amount == amount
+                result = Result(self.device_id, order_no, original.pay_order_no,
+                                PayStatus.SUCCESS if same else PayStatus.FAILED, original.pay_channel, amount, now,
+                                ResultCode.DUPLICATE_ORDER.value,
+                                "this order was already collected" + ("" if same else f" with {original.amount}; nothing was charged"),
+                                refunded_fen=self._refunded[order_no])
             else:
                 result = Result(self.device_id, order_no, f"ECHO-{os.urandom(10).hex()}", PayStatus.SUCCESS,
                                 self.channel, amount, now)
                 self._collected[order_no] = result
         else:
             result = self._refund(order_no, amount, now)
+        return self._seal(envelope, result)
+
+    def _seal(self, envelope: Envelope, result: Result) -> ResultMsg:
         key = self.keys.key_for(envelope.kid, envelope.suite)
         sealed = seal_result(result, key=key, msg_id=f"ECHO-R-{os.urandom(12).hex()}", reply_to=envelope.msg_id,
-                             ts=now, nonce=os.urandom(12))
+                             ts=int(self.clock()), nonce=os.urandom(12), device_key_seed=self.device_key_seed)
         return ResultMsg(sealed)
+
+    def _refusal(self, envelope: Envelope, code: ErrorCode, message: str) -> AppMessage:
+        """A signed FAILED / REFUND_FAILED result when the envelope opens here; else NotTakenMsg."""
+        # These codes mean the envelope does not open here (REFUSE mode plays a device whose keys differ).
+        unsealable = (ErrorCode.AUTH_FAILED, ErrorCode.UNKNOWN_KID, ErrorCode.UNSUPPORTED_SUITE, ErrorCode.MSG_ID_CONFLICT,
+                      ErrorCode.REPLAY)
+        opened = None if code in unsealable else open_for_refusal(envelope, self.keys)
+        if opened is None:
+            return NotTakenMsg(envelope.msg_id, code, message)
+        order_no, amount = opened
+        status = PayStatus.REFUND_FAILED if amount.is_refund else PayStatus.FAILED
+        return self._seal(envelope, Result(self.device_id, order_no, "", status, None, amount, int(self.clock()),
+                                           code.value, message[:256]))
 
     def _refund(self, order_no: str, amount: Amount, now: int) -> Result:
         collected = self._collected.get(order_no)
@@ -166,6 +198,9 @@ class Responder:
                       collected.pay_channel, amount, now)
 
     def _answer(self, endpoint, msg_id: str, message: AppMessage) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(message, ResultMsg):  # NotTakenMsg: no answer, nothing kept; asked again, it looks again
+            self._try_send(endpoint, msg_id, message)
+            return
         self._answers[msg_id] = message
         self._outbox[msg_id] = message
         self._try_send(endpoint, msg_id, message)

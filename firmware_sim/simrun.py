@@ -28,6 +28,7 @@ from firmware_sim.cli import STATE_FILE
 from firmware_sim.control_api import ControlServer
 from firmware_sim.device import DeviceOptions, LinkKind, VirtualDevice
 from firmware_sim.simerrors import SimCode, SimError
+from firmware_sim.usb_cable import UsbCableServer
 
 log = logging.getLogger("firmware_sim.simrun")
 LOCK_FILE = "sim.lock"
@@ -88,6 +89,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
     stop = threading.Event()
     device: VirtualDevice | None = None
     server: ControlServer | None = None
+    cable: UsbCableServer | None = None
     try:
         device = VirtualDevice(DeviceOptions(storage, link=LinkKind(link), tcp_port=tcp_port, baud=baud, timers=timers,
                                              pty_link=pty_link))
@@ -99,6 +101,9 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
         state = {"event": "ready", "pid": os.getpid(), "device_id": device.identity.device_id,
                  "bridge_url": device.bridge_url, "control_url": server.url, "power": device.power.value,
                  "storage": str(storage)}
+        if device.usb_backend is not None:  # the virtual bus, for a bridge in another process
+            cable = UsbCableServer(device.usb_backend, host=control_host).start()  # type: ignore[arg-type]
+            state["usb_cable"] = cable.address
         write_state(storage, state)
         sys.stdout.write(json.dumps(state) + "\n")
         sys.stdout.flush()
@@ -117,6 +122,8 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
         log.info("stopping")
         return 0
     finally:
+        if cable is not None:
+            cable.stop()
         if server is not None:
             server.stop()
         if device is not None:

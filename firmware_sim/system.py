@@ -51,6 +51,7 @@ from bridge import registries
 from firmware_sim import demo_setup
 from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
+from firmware_sim.usb_cable import RemoteUsbBackend
 from terminal.channels.settings import settings_from_sandbox
 
 log = logging.getLogger("firmware_sim.system")
@@ -89,6 +90,10 @@ class System:
     sim_url: str = ""
     bridge_url: str = ""
     device_link: str = ""
+    usb_cable: str = ""  # --link aoa: the simulated USB bus of the device process (firmware_sim.usb_cable)
+
+    def usb_backend(self) -> object | None:
+        return RemoteUsbBackend(self.usb_cable) if self.usb_cable else None
 
     @property
     def workdir(self) -> Path:
@@ -229,7 +234,7 @@ def _prepare_bridge_dir(workdir: Path, records: Path, device_id: str) -> Path:
 def _start_device(system: System) -> dict[str, object]:
     workdir, opts = system.workdir, system.options
     command = _python("-m", "firmware_sim.cli", "run", "--storage", str(workdir / "device"), "--exit-with-parent")
-    command += ["--tcp", "0"] if opts.link == "tcp" else ["--pty"]
+    command += {"tcp": ["--tcp", "0"], "aoa": ["--aoa"]}.get(opts.link, ["--pty"])
     if opts.baud:
         command += ["--baud", str(opts.baud)]
     if opts.ui:  # receipts "printed" on the screens land in the workdir, where the demo's user finds them
@@ -239,6 +244,7 @@ def _start_device(system: System) -> dict[str, object]:
     ready = child.ready_line(opts.start_timeout_s)
     system.sim_url = str(ready["control_url"])
     system.device_link = str(ready["bridge_url"])
+    system.usb_cable = str(ready.get("usb_cable", ""))
     return ready
 
 
@@ -264,7 +270,7 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
     log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
     try:
-        outcome = demo_setup.flash(system.device_link, image, records, host_key=host_key)
+        outcome = demo_setup.flash(system.device_link, image, records, host_key=host_key, usb_backend=system.usb_backend())
     except FlashError as exc:
         raise SimError(SimCode.START_FAILED, f"flashing the configuration failed: {exc.message}; "
                        f"see {system.workdir}/logs/device.log") from None
@@ -303,8 +309,11 @@ def _start_bridge(system: System, bridge_dir: Path) -> None:
         (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=system.device_link, baud=opts.baud),
                                                 encoding="utf-8")
         offset = bridge_log.stat().st_size if bridge_log.exists() else 0
-        child = Child("bridge", _python("-m", "bridge.cli", "--config", str(bridge_dir / "config.toml"), "serve"),
-                      workdir / "logs" / "bridge-stderr.log").start()
+        config = str(bridge_dir / "config.toml")
+        command = _python("-m", "bridge.cli", "--config", config, "serve")
+        if system.usb_cable:  # the real bridge, on the simulated USB bus instead of libusb
+            command = _python("-m", "firmware_sim.usb_cable", "--cable", system.usb_cable, "--config", config)
+        child = Child("bridge", command, workdir / "logs" / "bridge-stderr.log").start()
         deadline = time.monotonic() + opts.start_timeout_s
         while time.monotonic() < deadline:
             url = _bridge_started(bridge_log, offset)
@@ -363,7 +372,7 @@ def start_system(options: SystemOptions) -> System:
     workdir.mkdir(parents=True, exist_ok=True)
     if options.fresh:
         _clean(workdir)
-    (workdir / "logs").mkdir(exist_ok=True)
+    (workdir / "logs").mkdir(mode=0o700, exist_ok=True)
     system = System(options)
     state = _load_state(workdir)
     try:
@@ -421,8 +430,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="forget the earlier state: new keys, new device, new journals")
     parser.add_argument("--bridge-port", type=int, default=DEFAULT_BRIDGE_PORT,
                         help=f"the bridge's HTTP port (default {DEFAULT_BRIDGE_PORT}; 0: ephemeral; a busy port falls back to ephemeral)")
-    parser.add_argument("--link", choices=["pty", "tcp"], default=SystemOptions.link,
-                        help="how the bridge reaches the device: a pty (serial:) or TCP (socket://)")
+    parser.add_argument("--link", choices=["pty", "tcp", "aoa"], default=SystemOptions.link,
+                        help="how the bridge reaches the device: a pty (serial:), TCP (socket://), or aoa: a simulated "
+                             "Android POS the bridge switches to accessory mode over the simulated USB bus (aoa://)")
     parser.add_argument("--baud", type=int, help="pace the link at this baud rate (115200, 921600)")
     return parser
 

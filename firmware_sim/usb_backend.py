@@ -68,6 +68,9 @@ class VirtualUsbDevice:
         self._to_host = bytearray()
         self._plugged = True
         self.generation = 1  # bumped at every replug: an attachment's identity
+        # Every control request the host sent: (bmRequestType, bRequest, wValue, wIndex). Tests read
+        # it to prove who got a vendor request (protocol.aoa.is_vendor_request).
+        self.control_log: list[tuple[int, int, int, int]] = []
 
     # ------------------------------------------------------------ plugging
 
@@ -139,31 +142,70 @@ class VirtualUsbDevice:
                 self._to_host += data
                 self._cond.notify_all()
 
-    # ------------------------------------------------------------ descriptors
+    # ------------------------------------------------------------ descriptors and requests
+
+    def usb_ids(self) -> tuple[int, int]:
+        return self.vid, self.pid
 
     def device_descriptor(self) -> _Descriptor:
+        vid, pid = self.usb_ids()
         return _Descriptor(dict(
             bLength=18, bDescriptorType=1, bcdUSB=0x0200, bDeviceClass=0, bDeviceSubClass=0, bDeviceProtocol=0,
-            bMaxPacketSize0=64, idVendor=self.vid, idProduct=self.pid, bcdDevice=0x0100, iManufacturer=1,
+            bMaxPacketSize0=64, idVendor=vid, idProduct=pid, bcdDevice=0x0100, iManufacturer=1,
             iProduct=2, iSerialNumber=3, bNumConfigurations=1, address=self.address, bus=self.bus,
             port_number=1, port_numbers=(1,), speed=3,
         ))
 
+    def interfaces(self, generation: int | None = None) -> list[Interface]:
+        """The interfaces of configuration 1 as presented by attachment `generation` (None: the
+        current one): one vendor-specific bulk pair."""
+        return [Interface(0xFF, 0, 0, (EP_OUT, EP_IN))]
 
-def _configuration() -> _Descriptor:
-    return _Descriptor(dict(bLength=9, bDescriptorType=2, wTotalLength=32, bNumInterfaces=1, bConfigurationValue=1,
-                            iConfiguration=0, bmAttributes=0x80, bMaxPower=250, extra_descriptors=[]))
+    def data_endpoints(self) -> tuple[int, int] | None:
+        """(bulk OUT, bulk IN) carrying the link's bytes now; None: no such endpoints (stall)."""
+        return EP_OUT, EP_IN
+
+    def control(self, request_type: int, request: int, value: int, index: int, data: bytes, length: int) -> bytes:
+        """One control request (logged first). OUT: `data` is what the host sends, answer b"". IN:
+        answer at most `length` bytes. Anything not understood stalls, as a device does."""
+        self.control_log.append((request_type, request, value, index))
+        if request_type == 0x80 and request == 0x06 and value >> 8 == 3:  # GET_DESCRIPTOR(STRING)
+            string_index = value & 0xFF
+            if string_index == 0:
+                return (bytes([4, 3]) + LANGID_EN_US.to_bytes(2, "little"))[:length]
+            if string_index in self.strings:
+                text = self.strings[string_index].encode("utf-16-le")
+                return (bytes([2 + len(text), 3]) + text)[:length]
+        raise usb.core.USBError("Pipe error (request not supported)", LIBUSB_ERROR_PIPE, errno.EPIPE)
 
 
-def _interface() -> _Descriptor:
-    return _Descriptor(dict(bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0, bNumEndpoints=2,
-                            bInterfaceClass=0xFF, bInterfaceSubClass=0, bInterfaceProtocol=0, iInterface=0,
+@dataclass(frozen=True)
+class Interface:
+    cls: int
+    subclass: int
+    protocol: int
+    endpoints: tuple[int, ...]  # addresses; bit 7 set: IN
+    kind: int = 0x02  # bmAttributes of the endpoints: 0x02 bulk, 0x03 interrupt
+
+
+def _configuration(interfaces: list[Interface]) -> _Descriptor:
+    total = 9 + sum(9 + 7 * len(i.endpoints) for i in interfaces)
+    return _Descriptor(dict(bLength=9, bDescriptorType=2, wTotalLength=total, bNumInterfaces=len(interfaces),
+                            bConfigurationValue=1, iConfiguration=0, bmAttributes=0x80, bMaxPower=250,
                             extra_descriptors=[]))
 
 
-def _endpoint(address: int, packet_size: int) -> _Descriptor:
-    return _Descriptor(dict(bLength=7, bDescriptorType=5, bEndpointAddress=address, bmAttributes=0x02,
-                            wMaxPacketSize=packet_size, bInterval=0, bRefresh=0, bSynchAddress=0, extra_descriptors=[]))
+def _interface(number: int, intf: Interface) -> _Descriptor:
+    return _Descriptor(dict(bLength=9, bDescriptorType=4, bInterfaceNumber=number, bAlternateSetting=0,
+                            bNumEndpoints=len(intf.endpoints), bInterfaceClass=intf.cls,
+                            bInterfaceSubClass=intf.subclass, bInterfaceProtocol=intf.protocol, iInterface=0,
+                            extra_descriptors=[]))
+
+
+def _endpoint(address: int, packet_size: int, kind: int = 0x02) -> _Descriptor:
+    return _Descriptor(dict(bLength=7, bDescriptorType=5, bEndpointAddress=address, bmAttributes=kind,
+                            wMaxPacketSize=packet_size if kind == 0x02 else 64, bInterval=0 if kind == 0x02 else 6,
+                            bRefresh=0, bSynchAddress=0, extra_descriptors=[]))
 
 
 @dataclass(frozen=True)
@@ -195,17 +237,19 @@ class VirtualUsbBackend(usb.backend.IBackend):
     def get_configuration_descriptor(self, dev: _DeviceRef, config: int) -> _Descriptor:
         if config != 0:
             raise IndexError(config)
-        return _configuration()
+        return _configuration(dev.device.interfaces(dev.generation))
 
     def get_interface_descriptor(self, dev: _DeviceRef, intf: int, alt: int, config: int) -> _Descriptor:
-        if (intf, alt, config) != (0, 0, 0):
+        interfaces = dev.device.interfaces(dev.generation)
+        if alt != 0 or config != 0 or not 0 <= intf < len(interfaces):
             raise IndexError(intf)
-        return _interface()
+        return _interface(intf, interfaces[intf])
 
     def get_endpoint_descriptor(self, dev: _DeviceRef, ep: int, intf: int, alt: int, config: int) -> _Descriptor:
-        if (intf, alt, config) != (0, 0, 0) or ep not in (0, 1):
+        interfaces = dev.device.interfaces(dev.generation)
+        if alt != 0 or config != 0 or not 0 <= intf < len(interfaces) or not 0 <= ep < len(interfaces[intf].endpoints):
             raise IndexError(ep)
-        return _endpoint(EP_OUT if ep == 0 else EP_IN, dev.device.packet_size)
+        return _endpoint(interfaces[intf].endpoints[ep], dev.device.packet_size, interfaces[intf].kind)
 
     def open_device(self, dev: _DeviceRef) -> _Handle:
         dev.device._check(dev.generation)
@@ -235,8 +279,8 @@ class VirtualUsbBackend(usb.backend.IBackend):
         return dev_handle.configuration or 1
 
     def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
-        self._live(dev_handle)
-        if (intf, altsetting) != (0, 0):
+        device = self._live(dev_handle)
+        if altsetting != 0 or not 0 <= intf < len(device.interfaces(dev_handle.ref.generation)):
             raise usb.core.USBError("Invalid altsetting", LIBUSB_ERROR_PIPE, errno.EPIPE)
 
     def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
@@ -258,13 +302,15 @@ class VirtualUsbBackend(usb.backend.IBackend):
 
     def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: array.array, timeout: int) -> int:
         device = self._live(dev_handle)
-        if ep != EP_OUT:
+        pair = device.data_endpoints()
+        if pair is None or ep != pair[0]:
             raise usb.core.USBError("Pipe error", LIBUSB_ERROR_PIPE, errno.EPIPE)
         return device.host_write(dev_handle.ref.generation, data.tobytes())
 
     def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: array.array, timeout: int) -> int:
         device = self._live(dev_handle)
-        if ep != EP_IN:
+        pair = device.data_endpoints()
+        if pair is None or ep != pair[1]:
             raise usb.core.USBError("Pipe error", LIBUSB_ERROR_PIPE, errno.EPIPE)
         # libusb's timeout 0 means "wait forever"; a virtual device caps it so tests cannot hang.
         timeout_s = timeout / 1000 if timeout > 0 else 3600.0
@@ -275,19 +321,13 @@ class VirtualUsbBackend(usb.backend.IBackend):
     def ctrl_transfer(self, dev_handle: _Handle, bmRequestType: int, bRequest: int, wValue: int, wIndex: int,
                       data: array.array, timeout: int) -> int:
         device = self._live(dev_handle)
-        if bmRequestType == 0x80 and bRequest == 0x06 and wValue >> 8 == 3:  # GET_DESCRIPTOR(STRING)
-            index = wValue & 0xFF
-            if index == 0:
-                payload = bytes([4, 3]) + LANGID_EN_US.to_bytes(2, "little")
-            elif index in device.strings:
-                text = device.strings[index].encode("utf-16-le")
-                payload = bytes([2 + len(text), 3]) + text
-            else:
-                raise usb.core.USBError("Pipe error", LIBUSB_ERROR_PIPE, errno.EPIPE)
-            payload = payload[: len(data)]
+        if bmRequestType & 0x80:  # IN: pyusb hands a buffer to fill
+            payload = device.control(bmRequestType, bRequest, wValue, wIndex, b"", len(data))
             data[: len(payload)] = array.array("B", payload)
             return len(payload)
-        raise usb.core.USBError("Pipe error (request not supported)", LIBUSB_ERROR_PIPE, errno.EPIPE)
+        sent = data.tobytes() if data is not None else b""
+        device.control(bmRequestType, bRequest, wValue, wIndex, sent, 0)
+        return len(sent)
 
     def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
         self._live(dev_handle)

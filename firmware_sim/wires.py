@@ -4,6 +4,9 @@
   (a stable symlink with `link_path`, as udev's /dev/serial/by-id names are).
 - `UsbWire`: the device side of a `VirtualUsbDevice` (firmware_sim.usb_backend); the bridge opens
   `usb://VID:PID/SERIAL` with `wire.backend` as its pyusb backend.
+- `AndroidUsbWire`: an Android POS (firmware_sim.android_usb.VirtualAndroidDevice) running the POS
+  app's own accessory wire (terminal.link.accessory_wire); the bridge opens `aoa://VID:PID/SERIAL`
+  with `wire.backend`, switches the device and talks to the accessory.
 - TCP is production's `terminal.link.tcp_wire.TcpWire` (`socket://`), used as is.
 
 Each can `unplug()` and `replug()`. Shortcuts: `pty_endpoint(handler, identity=..., device_key_seed=...,
@@ -20,11 +23,14 @@ from pathlib import Path
 
 from terminal.link.endpoint import DeviceEndpoint, DeviceHandler
 from terminal.link.tcp_wire import TcpWire
+from terminal.link.accessory_wire import AccessoryWire
 from terminal.link.wire import WireReset
 
+from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.usb_backend import VirtualUsbBackend, VirtualUsbDevice
 
-__all__ = ["PtyWire", "TcpWire", "UsbWire", "pty_endpoint", "tcp_endpoint", "usb_endpoint"]
+__all__ = ["AndroidUsbWire", "PtyWire", "TcpWire", "UsbWire", "aoa_endpoint", "pty_endpoint", "tcp_endpoint",
+           "usb_endpoint"]
 
 
 class PtyWire:
@@ -141,6 +147,42 @@ class UsbWire:
         self.device.unplug()
 
 
+class AndroidUsbWire:
+    """An Android POS on the simulated bus: the app's production AccessoryWire over the simulated
+    device's accessory. `unplug`/`replug` pull and plug the cable (the device comes back as a phone);
+    `restart_app` closes the accessory and lets the app open it again."""
+
+    def __init__(self, device: VirtualAndroidDevice | None = None, *, reopen_interval_s: float = 0.05,
+                 backend: VirtualUsbBackend | None = None) -> None:
+        self.device = device or VirtualAndroidDevice()
+        self.backend = backend or VirtualUsbBackend(self.device)
+        self.app = AccessoryWire(self.device.open_accessory, reopen_interval_s=reopen_interval_s)
+
+    @property
+    def bridge_url(self) -> str:
+        return f"aoa://{self.device.vid:04X}:{self.device.pid:04X}/{self.device.serial_no}"
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        return self.app.read(max_bytes, timeout)
+
+    def write(self, data: bytes) -> None:
+        self.app.write(data)
+
+    def unplug(self) -> None:
+        self.device.unplug()
+
+    def replug(self) -> None:
+        self.device.replug()
+
+    def restart_app(self) -> None:
+        self.app.unplug()
+        self.app.replug()
+
+    def close(self) -> None:
+        self.app.close()
+        self.device.unplug()
+
+
 def pty_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
     link_path = kwargs.pop("link_path", None)
     return DeviceEndpoint(PtyWire(link_path), handler, **kwargs)  # type: ignore[arg-type]
@@ -152,3 +194,7 @@ def tcp_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
 
 def usb_endpoint(handler: DeviceHandler, *, serial_no: str = "PS-0001", **kwargs: object) -> DeviceEndpoint:
     return DeviceEndpoint(UsbWire(VirtualUsbDevice(serial_no=serial_no)), handler, **kwargs)  # type: ignore[arg-type]
+
+
+def aoa_endpoint(handler: DeviceHandler, *, serial_no: str = "AP-0001", **kwargs: object) -> DeviceEndpoint:
+    return DeviceEndpoint(AndroidUsbWire(VirtualAndroidDevice(serial_no=serial_no)), handler, **kwargs)  # type: ignore[arg-type]

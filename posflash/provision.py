@@ -78,7 +78,8 @@ def _write_records(path: Path, devices: list[DeviceRecord]) -> None:
 
 
 def export_his(records: Path) -> str:
-    """The device CSV for HIS: device_id,model,serial_no (no keys)."""
+    """The device CSV for HIS: device_id,model,serial_no,public_key (his-interface 1.1 A: HIS
+    verifies every result's `sig` with the device's public key)."""
     devices = read_records(records)
     if not devices:
         raise FlashError(FlashCode.BAD_INPUT, f"{records} lists no devices; add one first (pos-flash provision add-device)")

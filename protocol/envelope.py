@@ -2,6 +2,12 @@
 
     AAD = UTF-8 of "v|type|suite|kid|msg_id|ts|<terminal_id or device_id>|<reply_to or empty>"
 
+His-interface 1.1 adds a signature header field, outside the AAD: a result's `sig` (Ed25519 by the
+device's key) and an instruction's optional `his_sig` (by HIS's key), both over the bytes
+AAD || CT (`Envelope.signed_bytes`). `receive_result(..., device_keys=...)` refuses a result whose
+`sig` is missing or does not verify with the registry's key for its device_id (`auth_failed`);
+`receive_instruction(..., his_signature=...)` applies the `require_his_signature` policy.
+
 `parse_envelope` checks shape only (`malformed_json`, `bad_envelope`); `open_envelope` checks suite,
 kid and tag (`unsupported_suite`, `unknown_kid`, `auth_failed`); the clock window and the replay rule
 live in `protocol.freshness`. `receive_instruction` / `receive_result` run the whole pipeline in the
@@ -15,10 +21,11 @@ import base64
 import binascii
 import enum
 import hashlib
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
 
-from protocol.amount import DEFAULT_LIMIT_FEN
+from protocol import signing
+from protocol.amount import DEFAULT_LIMIT_FEN, MAX_FEN, Amount, parse_amount
 from protocol.crypto import NONCE_SIZE, TAG_SIZE, AuthenticationError, KeyRing, SharedKey, get_suite
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import (
@@ -30,8 +37,9 @@ from protocol.freshness import (
     check_result_clock,
     classify,
 )
-from protocol.ids import check_id
+from protocol.ids import check_id, check_order_no
 from protocol.messages import Instruction, Result, decode_instruction, decode_result, encode_instruction, encode_result
+from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import Fields, JsonObject, dumps_compact, loads_object
 
 VERSION = 1
@@ -39,6 +47,8 @@ VERSION = 1
 MAX_ENVELOPE_BYTES = 64 * 1024
 # Base64 of the ciphertext is bounded so a header-only check can refuse it before decoding.
 MAX_CT_B64 = MAX_ENVELOPE_BYTES
+# The header field that carries the signature, by envelope type (1.1 A and B).
+SIG_FIELD = {"result": "sig", "instruction": "his_sig"}
 
 
 class MsgType(enum.Enum):
@@ -58,6 +68,7 @@ class Envelope:
     reply_to: str | None  # results only
     nonce: bytes
     ct: bytes  # ciphertext followed by the 16-byte tag
+    sig: bytes | None = None  # Ed25519 over signed_bytes(): `sig` of a result, `his_sig` of an instruction
 
     @property
     def terminal_id(self) -> str:
@@ -73,8 +84,14 @@ class Envelope:
         parts = (str(self.v), self.type.value, self.suite, self.kid, self.msg_id, str(self.ts), self.party_id, self.reply_to or "")
         return "|".join(parts).encode("utf-8")
 
+    def signed_bytes(self) -> bytes:
+        """What `sig` / `his_sig` sign: AAD || CT (his-interface 1.1 A)."""
+        return self.aad() + self.ct
+
     def digest(self) -> bytes:
-        """Identifies "the same envelope" for idempotent retries: same header, nonce and ciphertext."""
+        """Identifies "the same envelope" for idempotent retries: same header, nonce and ciphertext.
+
+        The signature is left out: it is over exactly these bytes, and Ed25519 is deterministic."""
         h = hashlib.sha256()
         for part in (self.aad(), self.nonce, self.ct):
             h.update(len(part).to_bytes(4, "big"))
@@ -97,6 +114,8 @@ class Envelope:
             obj["reply_to"] = self.reply_to
         obj["nonce"] = base64.b64encode(self.nonce).decode("ascii")
         obj["ct"] = base64.b64encode(self.ct).decode("ascii")
+        if self.sig is not None:
+            obj[SIG_FIELD[self.type.value]] = base64.b64encode(self.sig).decode("ascii")
         return obj
 
     def to_bytes(self) -> bytes:
@@ -157,7 +176,9 @@ def parse_envelope(data: bytes | str | Mapping[str, object] | Envelope, *, expec
         reply_to = check_id("envelope.reply_to", f.raw("reply_to"))
     nonce = _b64(f, "nonce", exact=NONCE_SIZE)
     ct = _b64(f, "ct", minimum=TAG_SIZE)
-    return Envelope(v, msg_type, suite, kid, msg_id, ts, party_id, reply_to, nonce, ct)
+    sig_field = SIG_FIELD[msg_type.value]
+    sig = _b64(f, sig_field, exact=signing.SIGNATURE_SIZE) if f.has(sig_field) else None
+    return Envelope(v, msg_type, suite, kid, msg_id, ts, party_id, reply_to, nonce, ct, sig)
 
 
 def open_envelope(envelope: Envelope, keys: KeyRing) -> bytes:
@@ -198,8 +219,30 @@ def seal(
     return Envelope(VERSION, msg_type, key.suite, key.kid, msg_id, ts, party_id, reply_to, nonce, sealed)
 
 
-def seal_instruction(instruction: Instruction, *, key: SharedKey, msg_id: str, ts: int, nonce: bytes) -> Envelope:
-    return seal(
+def sign_envelope(envelope: Envelope, seed: bytes) -> Envelope:
+    """The envelope with its signature: a device key for a result (`sig`), HIS's key for an
+    instruction (`his_sig`). Ed25519 over AAD || CT, nothing else (1.1 A)."""
+    return replace(envelope, sig=signing.sign(seed, envelope.signed_bytes()))
+
+
+def check_signature(envelope: Envelope, public_keys: tuple[bytes, ...] | list[bytes], *, signer: str) -> None:
+    """Raise auth_failed unless the envelope's signature verifies with one of `public_keys`."""
+    name = SIG_FIELD[envelope.type.value]
+    if envelope.sig is None:
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"the {envelope.type.value} has no {name}: it is not signed by {signer}")
+    for public in public_keys:
+        try:
+            signing.verify(public, envelope.signed_bytes(), envelope.sig)
+            return
+        except signing.SignatureError:
+            continue
+    raise ProtocolError(ErrorCode.AUTH_FAILED, f"the {envelope.type.value}'s {name} does not verify with the key of {signer}")
+
+
+def seal_instruction(instruction: Instruction, *, key: SharedKey, msg_id: str, ts: int, nonce: bytes,
+                     his_key_seed: bytes | None = None) -> Envelope:
+    """Seal an instruction; with `his_key_seed`, HIS also signs it (`his_sig`, 1.1 B)."""
+    envelope = seal(
         msg_type=MsgType.INSTRUCTION,
         key=key,
         msg_id=msg_id,
@@ -209,10 +252,13 @@ def seal_instruction(instruction: Instruction, *, key: SharedKey, msg_id: str, t
         plaintext=dumps_compact(encode_instruction(instruction)),
         nonce=nonce,
     )
+    return envelope if his_key_seed is None else sign_envelope(envelope, his_key_seed)
 
 
-def seal_result(result: Result, *, key: SharedKey, msg_id: str, reply_to: str, ts: int, nonce: bytes) -> Envelope:
-    return seal(
+def seal_result(result: Result, *, key: SharedKey, msg_id: str, reply_to: str, ts: int, nonce: bytes,
+                device_key_seed: bytes | None = None) -> Envelope:
+    """Seal a result; a device signs every result it sends with its own key (`device_key_seed`, 1.1 A)."""
+    envelope = seal(
         msg_type=MsgType.RESULT,
         key=key,
         msg_id=msg_id,
@@ -222,6 +268,19 @@ def seal_result(result: Result, *, key: SharedKey, msg_id: str, reply_to: str, t
         plaintext=dumps_compact(encode_result(result)),
         nonce=nonce,
     )
+    return envelope if device_key_seed is None else sign_envelope(envelope, device_key_seed)
+
+
+def open_for_refusal(envelope: Envelope, keys: KeyRing) -> tuple[str, Amount] | None:
+    """The order and amount of an instruction the receiver refuses, so that it can answer with a
+    sealed result (1.1 A: every refusal that ends an instruction is a signed result). None when it
+    cannot: the envelope does not open with `keys` (nothing can be sealed for its sender), or the
+    plaintext has no readable order_no and amount (then nothing can be said about which order)."""
+    try:
+        obj = loads_object(open_envelope(envelope, keys), what="instruction plaintext")
+        return check_order_no(obj.get("order_no")), parse_amount(obj.get("amount"), limit_fen=MAX_FEN)
+    except ProtocolError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +299,15 @@ def _receive(
     now: float,
     seen: SeenStore | None,
     answer_ttl_s: float,
+    check_sig: Callable[[Envelope], None],
 ) -> tuple[Envelope, bytes, Verdict]:
     # Order matters and is part of the contract (docs/his-interface.md, "Order of checks"):
-    # shape -> suite/kid -> tag -> idempotency -> clock -> plaintext. The tag comes before the clock
-    # so only key holders learn anything; idempotency comes before the clock so an identical retry
-    # still gets its stored answer after the window has passed.
+    # shape -> suite/kid -> tag -> signature -> idempotency -> clock -> plaintext. The tag comes
+    # before the clock so only key holders learn anything; idempotency comes before the clock so an
+    # identical retry still gets its stored answer after the window has passed.
     envelope = parse_envelope(data, expect=expect)
     plaintext = open_envelope(envelope, keys)
+    check_sig(envelope)
     verdict = Verdict.NEW
     if seen is not None:
         verdict = classify(seen, envelope.kid, envelope.msg_id, envelope.digest(), now, answer_ttl_s)
@@ -262,13 +323,21 @@ def receive_instruction(
     limit_fen: int = DEFAULT_LIMIT_FEN,
     seen: SeenStore | None = None,
     answer_ttl_s: float = DEFAULT_ANSWER_TTL_S,
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE,
 ) -> Received:
     """The receiver's whole check of an instruction (bridge and terminal).
 
     With a `seen` store, an identical retry comes back as Verdict.RETRY with no message (answer
     it from storage); a different envelope under a known msg_id raises msg_id_conflict or replay.
+    `his_signature` is the 1.1 B policy: a `his_sig` present is always checked against HIS's keys
+    (when any are configured); where it is required, an instruction without one is auth_failed.
     """
-    envelope, plaintext, verdict = _receive(data, MsgType.INSTRUCTION, keys, now, seen, answer_ttl_s)
+
+    def check_his_sig(envelope: Envelope) -> None:
+        if his_signature.public_keys and (envelope.sig is not None or his_signature.required_for(envelope.terminal_id)):
+            check_signature(envelope, his_signature.public_keys, signer="HIS (require_his_signature)")
+
+    envelope, plaintext, verdict = _receive(data, MsgType.INSTRUCTION, keys, now, seen, answer_ttl_s, check_his_sig)
     if verdict is Verdict.RETRY:
         return Received(envelope, None, verdict)
     check_clock(envelope.ts, now, skew_s)
@@ -285,15 +354,28 @@ def receive_result(
     instruction_ts: int | None = None,
     seen: SeenStore | None = None,
     answer_ttl_s: float = DEFAULT_ANSWER_TTL_S,
+    device_keys: Callable[[str], bytes | None] | None = None,
 ) -> Received:
     """The receiver's whole check of a result (bridge and HIS).
+
+    `device_keys` looks a device_id up in the device registry (its Ed25519 public key, or None):
+    the result's `sig` must verify with it (1.1 A), else auth_failed. Only a version-1 receiver
+    (the v1 test vectors) passes None; the bridge and HIS always pass their registry.
 
     A result may be read long after it was sealed (a cable was unplugged, HIS polls later), so its
     `ts` is checked against the instruction it answers, not against "now +- skew": it must not be
     in the future and not before `instruction_ts` (both with `skew_s` of tolerance). The binding
     to one instruction is `reply_to`, which the caller checks against what it sent.
     """
-    envelope, plaintext, verdict = _receive(data, MsgType.RESULT, keys, now, seen, answer_ttl_s)
+    def check_device_sig(envelope: Envelope) -> None:
+        if device_keys is None:
+            return
+        public = device_keys(envelope.device_id)
+        if public is None:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, f"device {envelope.device_id} is not in the device registry (step 2)")
+        check_signature(envelope, (public,), signer=f"device {envelope.device_id}")
+
+    envelope, plaintext, verdict = _receive(data, MsgType.RESULT, keys, now, seen, answer_ttl_s, check_device_sig)
     if verdict is Verdict.RETRY:
         return Received(envelope, None, verdict)
     check_result_clock(envelope.ts, now, skew_s, instruction_ts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import math
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,16 +49,21 @@ class MemorySeenStore:
 
 
 def _clock_text(now: float) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(now)))
-    return f"{int(now)} ({stamp})"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.floor(now)))
+    return f"{math.floor(now)} ({stamp})"
 
 
 def check_clock(ts: int, now: float, skew_s: int = DEFAULT_SKEW_S) -> None:
-    """Refuse `ts` outside now +- skew_s, with a message that states the receiver's clock."""
-    if abs(ts - now) > skew_s:
+    """Refuse `ts` outside now +- skew_s, with a message that states the receiver's clock.
+
+    `ts` is whole seconds, so the window is too: the receiver's clock is read as whole seconds
+    (floor) first, so `ts = now - 300` is accepted whatever the fraction, and the message states
+    the real offset (a refused +301 says +301)."""
+    offset = ts - math.floor(now)
+    if abs(offset) > skew_s:
         raise ProtocolError(
             ErrorCode.CLOCK_SKEW,
-            f"ts {ts} is {int(ts - now):+d} s from this receiver's clock {_clock_text(now)}; "
+            f"ts {ts} is {offset:+d} s from this receiver's clock {_clock_text(now)}; "
             f"allowed is +-{skew_s} s: synchronise the clocks",
         )
 
@@ -65,10 +71,11 @@ def check_clock(ts: int, now: float, skew_s: int = DEFAULT_SKEW_S) -> None:
 def check_result_clock(ts: int, now: float, skew_s: int, instruction_ts: int | None) -> None:
     """A result may be read long after it was sealed; it must not come from the future nor predate
     the instruction it answers."""
-    if ts > now + skew_s:
+    offset = ts - math.floor(now)
+    if offset > skew_s:
         raise ProtocolError(
             ErrorCode.CLOCK_SKEW,
-            f"result ts {ts} is {int(ts - now):+d} s ahead of this receiver's clock {_clock_text(now)}; "
+            f"result ts {ts} is {offset:+d} s ahead of this receiver's clock {_clock_text(now)}; "
             f"allowed is +{skew_s} s: synchronise the clocks",
         )
     if instruction_ts is not None and ts < instruction_ts - skew_s:

@@ -100,6 +100,9 @@ class Result:
     finished_at: int
     error_code: str | None = None
     error_message: str | None = None
+    # duplicate_order results only (his-interface 1.1 C): fen refunded so far of the original
+    # collection, so HIS can book a collection whose first write-back failed.
+    refunded_fen: int | None = None
 
 
 def mask_patient_name(name: str) -> str:
@@ -183,11 +186,12 @@ def decode_result(plaintext: bytes, *, header_device_id: str) -> Result:
         finished_at=f.int("finished_at", minimum=0, maximum=2**40),
         error_code=error_code,
         error_message=f.str("error_message", optional=True, max_len=MAX_ERROR_MESSAGE),
+        refunded_fen=f.int("refunded_fen", minimum=0, maximum=MAX_FEN) if f.has("refunded_fen") and f.raw("refunded_fen") is not None else None,
     )
 
 
 def encode_result(result: Result) -> JsonObject:
-    return {
+    obj: JsonObject = {
         "device_id": result.device_id,
         "order_no": result.order_no,
         "pay_order_no": result.pay_order_no,
@@ -198,6 +202,9 @@ def encode_result(result: Result) -> JsonObject:
         "error_code": result.error_code,
         "error_message": result.error_message,
     }
+    if result.refunded_fen is not None:
+        obj["refunded_fen"] = result.refunded_fen
+    return obj
 
 
 def _enum(kind: type[enum.Enum], value: str, field: str):  # type: ignore[no-untyped-def]

@@ -2,10 +2,13 @@
 
 Device CSV, header required:
     device_id,model,serial_no[,public_key[,config_key]]
-`public_key` (hex of the 32-byte Ed25519 device public key) is present in our own records and in
-what provisioning hands to the bridge; the copy for HIS leaves it out (`format_device_csv(...,
-for_his=True)`). `config_key` (hex of the device's 32-byte X25519 public key, a separate key made
-beside the Ed25519 one) is what configuration images are encrypted to (protocol.sealed_config).
+`public_key` is the standard base64 (padded) of the raw 32-byte Ed25519 device public key
+(his-interface 1.1 A). HIS verifies every result's `sig` with it, so the copy handed to HIS carries
+it too (`format_device_csv(..., for_his=True)` refuses a device without one). Older records wrote
+the key as 64 hex digits; those are still read (the two forms cannot be confused: 44 vs 64 chars).
+`config_key` (base64 of the device's 32-byte X25519 public key, a separate key made beside the
+Ed25519 one) is what configuration images are sealed to (protocol.sealed_config); it is in our own
+records and the bridge's, not in the copy for HIS.
 
 Terminal CSV, header required:
     terminal_id,description[,device_id]
@@ -21,7 +24,7 @@ import io
 from dataclasses import dataclass
 
 from protocol.ids import is_valid_id
-from protocol.signing import PUBLIC_KEY_SIZE
+from protocol.signing import PUBLIC_KEY_SIZE, decode_public_key, encode_public_key
 
 
 class RegistryError(ValueError):
@@ -95,41 +98,41 @@ def parse_device_csv(text: str, source: str = "device CSV") -> list[DeviceRecord
         if device_id in seen:
             raise RegistryError(source, line, f"device_id {device_id} appears twice")
         seen.add(device_id)
-        public_key = None
-        if row.get("public_key"):
-            try:
-                public_key = bytes.fromhex(row["public_key"])
-            except ValueError:
-                raise RegistryError(source, line, "public_key must be hex") from None
-            if len(public_key) != PUBLIC_KEY_SIZE:
-                raise RegistryError(source, line, f"public_key must be {PUBLIC_KEY_SIZE} bytes ({2 * PUBLIC_KEY_SIZE} hex digits)")
-        config_key = None
-        if row.get("config_key"):
-            try:
-                config_key = bytes.fromhex(row["config_key"])
-            except ValueError:
-                raise RegistryError(source, line, "config_key must be hex") from None
-            if len(config_key) != PUBLIC_KEY_SIZE:
-                raise RegistryError(source, line, f"config_key must be {PUBLIC_KEY_SIZE} bytes ({2 * PUBLIC_KEY_SIZE} hex digits)")
+        public_key = _public_key(source, line, row["public_key"]) if row.get("public_key") else None
+        config_key = _public_key(source, line, row["config_key"], "config_key") if row.get("config_key") else None
         model = _check_text(source, line, "model", row["model"])
         serial_no = _check_text(source, line, "serial_no", row["serial_no"])
         devices.append(DeviceRecord(device_id, model, serial_no, public_key, config_key))
     return devices
 
 
+def _public_key(source: str, line: int, text: str, field: str = "public_key") -> bytes:
+    if len(text) == 2 * PUBLIC_KEY_SIZE:  # the older hex form of our own records
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise RegistryError(source, line, f"{field} must be base64 (or, in older records, 64 hex digits)") from None
+    try:
+        return decode_public_key(text)
+    except ValueError as exc:
+        raise RegistryError(source, line, f"{str(exc).replace('public_key', field)} ({PUBLIC_KEY_SIZE} bytes: 44 characters ending in '=')") from None
+
+
 def format_device_csv(devices: list[DeviceRecord] | tuple[DeviceRecord, ...], *, for_his: bool = False) -> str:
+    """The device CSV with `public_key` in base64. `for_his`: the copy handed to HIS in step 2,
+    which must carry every device's key (HIS verifies results with it): ValueError if one has none."""
+    if for_his:
+        missing = [d.device_id for d in devices if d.public_key is None]
+        if missing:
+            raise ValueError(f"no public_key for {', '.join(missing)}: HIS could not verify their results")
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    with_keys = not for_his
-    with_config_keys = with_keys and any(d.config_key for d in devices)
-    writer.writerow(["device_id", "model", "serial_no"] + (["public_key"] if with_keys else [])
-                    + (["config_key"] if with_config_keys else []))
+    with_config_keys = not for_his and any(d.config_key for d in devices)
+    writer.writerow(["device_id", "model", "serial_no", "public_key"] + (["config_key"] if with_config_keys else []))
     for d in devices:
-        row = [d.device_id, d.model, d.serial_no]
-        if with_keys:
-            row.append(d.public_key.hex() if d.public_key else "")
+        row = [d.device_id, d.model, d.serial_no, encode_public_key(d.public_key) if d.public_key else ""]
         if with_config_keys:
-            row.append(d.config_key.hex() if d.config_key else "")
+            row.append(encode_public_key(d.config_key) if d.config_key else "")
         writer.writerow(row)
     return out.getvalue()
 

@@ -1,10 +1,18 @@
 """Ed25519 signatures (RFC 8032, pycryptodome) over raw 32-byte keys.
 
-Used for the device key (the HELLO proof) and for signing firmware and configuration images.
-Key generation takes its 32-byte seed from the caller, so this module stays free of randomness.
+Used for the device key (results, his-interface 1.1 A; the HELLO proof), HIS's key (`his_sig`,
+1.1 B) and for signing firmware and configuration images. Key generation takes its 32-byte seed
+from the caller, so this module stays free of randomness.
+
+Domain separation (1.1 A): a device key signs results (`AAD || CT`, whose first bytes are always
+`1|result|`) and nothing else that could be mistaken for one. Every other use signs through
+`sign_in_context`, whose context prefix can never begin with `1|`.
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from Crypto.Signature import eddsa
 
@@ -27,6 +35,38 @@ def sign(seed: bytes, message: bytes) -> bytes:
     if len(seed) != SEED_SIZE:
         raise ValueError(f"an Ed25519 private key seed is {SEED_SIZE} bytes")
     return eddsa.new(eddsa.import_private_key(seed), "rfc8032").sign(message)
+
+
+def sign_in_context(seed: bytes, context: bytes, message: bytes) -> bytes:
+    """Sign `context || message` for any use other than a result; `context` names the use."""
+    check_context(context)
+    return sign(seed, context + message)
+
+
+def check_context(context: bytes) -> None:
+    """A context prefix is non-empty and never starts like an envelope's AAD (`1|...`)."""
+    if not context or context.startswith(b"1|") or context[:1].isdigit():
+        raise ValueError("a signing context must be non-empty and must not start like an envelope AAD")
+
+
+def encode_public_key(public: bytes) -> str:
+    """The registry form of a public key (his-interface 1.1 A): standard base64, padded."""
+    if len(public) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
+    return base64.b64encode(public).decode("ascii")
+
+
+def decode_public_key(text: str) -> bytes:
+    """Read a public key in the registry form (base64, padded, canonical); ValueError says why."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ValueError("public_key must be standard base64 (padded)") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("public_key is not canonical base64")
+    if len(raw) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"public_key must be {PUBLIC_KEY_SIZE} bytes, got {len(raw)}")
+    return raw
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> None:

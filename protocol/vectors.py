@@ -12,8 +12,11 @@ default per-transaction limit of 50,000.00 yuan; results are checked without an 
 decrypted. Nonces are fixed here so the file is reproducible: a real sender draws 12 random bytes
 for every message and never reuses a nonce with a key.
 
-    python -m protocol.vectors            print the vectors (the Makefile writes the file with it)
-    python -m protocol.vectors --verify   read vectors on stdin, check each one, print a summary
+    python -m protocol.vectors [--spec 1.1]            print the vectors
+    python -m protocol.vectors [--spec 1.1] --write F  write them to F (`make vectors` writes both files)
+    python -m protocol.vectors --verify                read a vectors file (either spec) on stdin, check each one
+
+His-interface 1.1 adds signatures; its vectors are protocol.vectors_v11 (his-interface-v1.1.json).
 """
 
 from __future__ import annotations
@@ -210,20 +213,29 @@ def dumps(vectors: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from protocol import vectors_v11
+
     parser = argparse.ArgumentParser(
         prog="his-vectors",
-        description="Print the HIS interface test vectors (his-interface-v1), or verify a vectors file read on stdin "
-        "against this implementation.",
+        description="Print the HIS interface test vectors (his-interface-v1, or 1.1 with --spec 1.1), or verify a "
+        "vectors file read on stdin against this implementation.",
     )
+    parser.add_argument("--spec", choices=("1", "1.1"), default="1", help="which vectors to print (default 1)")
+    parser.add_argument("--write", metavar="FILE", help="write the vectors to FILE instead of standard output")
     parser.add_argument("--verify", action="store_true", help="read a vectors JSON file on stdin and check every vector")
     args = parser.parse_args(argv)
     if not args.verify:
-        sys.stdout.write(dumps(build_vectors()))
+        text = dumps(vectors_v11.build_vectors() if args.spec == "1.1" else build_vectors())
+        if args.write:
+            with open(args.write, "w", encoding="utf-8", newline="\n") as out:
+                out.write(text)
+        else:
+            sys.stdout.write(text)
         return 0
     data = json.load(sys.stdin)
     failures = 0
     for vector in data["vectors"]:
-        got = check_vector(vector, data["now"])
+        got = vectors_v11.check_vector(vector, data) if data.get("spec") == vectors_v11.SPEC else check_vector(vector, data["now"])
         if got != vector["expect"]:
             failures += 1
             print(f"FAIL {vector['name']}: expected {vector['expect']}, got {got}")

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from protocol.amount import format_yuan
+from reconcile.attribution import POS_ORDER_NO, OtherSink, OtherTrade
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
-from reconcile.lines import BATCH, decode_line, read_records, record
+from reconcile.lines import BATCH, TIME_PATTERN, YUAN_PATTERN, decode_line, fit_free_text, read_records
 from reconcile.model import COLLECT, REFUND, Channel, State
 
 TRADE_NO = "支付宝交易号"
@@ -44,7 +45,11 @@ FINISHED = "完成时间"
 RECEIVED = "商家实收（元）"
 REQUEST_NO = "退款批次号/请求号"
 REQUIRED = (TRADE_NO, OUT_TRADE_NO, BIZ_TYPE, FINISHED, RECEIVED, REQUEST_NO)
+TERMINAL = "终端号"  # the terminal_id the POS sends (optional: attribution by device number)
 END_MARK = "业务明细列表结束"
+# The merchant's and the buyer's own text, written unquoted: commas and quotes as typed.
+FREE_TEXT = ("商品名称", "门店名称", "操作员", "券名称", "备注")
+TIME_COLUMNS = ("创建时间", "完成时间")
 TRADE_GBK = "交易".encode("gbk")
 REFUND_GBK = "退款".encode("gbk")
 TRADES_FOOTER = re.compile(r"交易合计[：:]\s*(\d+)\s*笔(?:.*?商家实收共\s*(-?\d+\.\d{2})\s*元)?")
@@ -55,26 +60,41 @@ SUMMARY_REFUNDS = "退款订单总笔数"
 MAX_MEMBER_BYTES = 4 << 30
 
 
-def read_alipay_bill(path: str | Path) -> Iterator[list[tuple]]:
-    """Stream the detail rows as batches of Entry-layout tuples; check end marker, footer and summary."""
+def read_alipay_bill(path: str | Path, others: OtherSink | None = None) -> Iterator[list[tuple]]:
+    """Stream the detail rows as batches of Entry-layout tuples; check end marker, footer and summary.
+    With `others`, rows that are not the POS's trades go there instead (reconcile.attribution)."""
     name = Path(path).name
     try:
         fb: BinaryIO = open(path, "rb")
     except OSError as exc:
         raise SourceUnavailable(f"cannot open the Alipay bill {path}: {exc.strerror or exc}") from None
     with fb:
-        try:
-            zf = zipfile.ZipFile(fb, metadata_encoding="gbk")
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise BadInput(name, None, None, f"not a zip file as Alipay serves its bills ({exc}); truncated download?") from None
+        zf = _open_zip(fb, name)
         with zf:
             detail, summary = _members(zf, name)
             try:
-                counts = yield from _read_detail(zf, detail, name)
+                counts = yield from _read_detail(zf, detail, name, others)
                 if summary is not None:
                     _check_summary(zf, summary, name, *counts)
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
                 raise BadInput(name, None, None, f"the zip is damaged or cut short: {exc}") from None
+
+
+def _open_zip(fb: BinaryIO, name: str) -> zipfile.ZipFile:
+    """Alipay writes member names in GBK without the zip's UTF-8 flag; a bill repacked on another
+    machine may carry them in UTF-8 without the flag: names that are not GBK are read as UTF-8."""
+    for encoding in ("gbk", "utf-8"):
+        fb.seek(0)
+        try:
+            zf = zipfile.ZipFile(fb, metadata_encoding=encoding)
+        except UnicodeDecodeError:
+            continue
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise BadInput(name, None, None, f"not a zip file as Alipay serves its bills ({exc}); truncated download?") from None
+        if encoding == "utf-8" or any("业务明细" in i.filename for i in zf.infolist()):
+            return zf
+        zf.close()  # GBK decoded to nonsense: try the names as UTF-8
+    raise BadInput(name, None, None, "the zip's file names are neither GBK nor UTF-8: not an Alipay bill")
 
 
 def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.ZipInfo | None]:
@@ -94,7 +114,7 @@ def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.Z
     return details[0], (summaries[0] if summaries else None)
 
 
-def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # type: ignore[no-untyped-def]
+def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others: OtherSink | None):  # type: ignore[no-untyped-def]
     name = f"{zname}:{info.filename}"
     # zipfile's own readline is Python code; a BufferedReader over it splits lines in C.
     with io.BufferedReader(zf.open(info), buffer_size=1 << 20) as fb:  # type: ignore[arg-type]
@@ -112,29 +132,28 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                 raise BadInput(name, lineno, column, "column missing from the header (a bill of type trade is expected)")
         ncol = len(header)
         i_trade, i_otn, i_type, i_fin, i_recv, i_req = (pos[c] for c in REQUIRED)
+        i_dev = pos.get(TERMINAL)
+        devices, pos_order = (others.attribution.devices if others else frozenset()), POS_ORDER_NO.fullmatch
         fen = FenParser(name)
         memo: dict[bytes, int] = {}  # keyed by the raw bytes: no decoding for a known amount
         trades = refunds = trade_sum = refund_sum = 0
         alipay, collect, refund, moved, reversal = int(Channel.ALIPAY), COLLECT, REFUND, int(State.MOVED), int(State.REVERSAL)
         ended = False
         batch: list[tuple] = []
+        free = tuple(pos[c] for c in FREE_TEXT if c in pos)
+        valid = _validator(header)
         # GBK decoding costs ~4 us a line in CPython, three times the rest of the work, so rows
         # are split as bytes (in GBK a ',' byte is never part of a two-byte character) and only
         # the fields we use are decoded: IDs, times and amounts are ASCII, 业务类型 is compared
-        # as GBK bytes. Lines with a '"' go through the csv module as text.
+        # as GBK bytes. Alipay quotes nothing: a row with surplus fields has commas in its free
+        # text (商品名称, 备注...) and is fitted back together as text (reconcile.lines).
         for raw in fb:
             lineno += 1
             start = lineno
-            if b'"' in raw:
-                row, lineno = record(fb, decode_line(raw, "gbk", name, lineno), lineno, name, "gbk")
-                if not row:
-                    continue
-                braw = [f.encode("gbk") for f in row]
-            else:
-                raw = raw.rstrip(b"\r\n")
-                if not raw:
-                    continue
-                braw = raw.split(b",")
+            raw = raw.rstrip(b"\r\n")
+            if not raw:
+                continue
+            braw = raw.split(b",")
             if len(braw) != ncol:
                 first = decode_line(braw[0], "gbk", name, start)
                 if first.startswith("#"):
@@ -142,7 +161,11 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                         raise BadInput(name, start, None, f"unexpected comment line inside the detail list: {first[:40]!r}")
                     ended = True
                     break
-                raise BadInput(name, start, None, f"{len(braw)} fields, but the header has {ncol} (a cut line?)")
+                fitted = fit_free_text(decode_line(raw, "gbk", name, start).split(","), ncol, free, valid) if len(braw) > ncol else None
+                if fitted is None:
+                    raise BadInput(name, start, None, f"{len(braw)} fields, but the header has {ncol} (a cut line?)"
+                                   + (", and no reading of the free-text columns (商品名称, 备注...) fits the row" if len(braw) > ncol else ""))
+                braw = [f.encode("gbk") for f in fitted]
             try:
                 trade_no = braw[i_trade].strip().decode("ascii")
                 order_no = braw[i_otn].strip().decode("ascii")
@@ -162,18 +185,26 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
                     memo[amount] = value
                 trades += 1
                 trade_sum += value
-                batch.append((start, order_no, "", collect, value, moved, alipay, trade_no, "", finished))
+                t = (start, order_no, "", collect, value, moved, alipay, trade_no, "", finished)
             elif kind == REFUND_GBK:
                 value = abs(fen.parse_signed(_ascii(amount, name, start, RECEIVED).strip(), start, RECEIVED))
                 refunds += 1
                 refund_sum += value
                 request_no = _ascii(braw[i_req], name, start, REQUEST_NO).strip()
                 if request_no:
-                    batch.append((start, order_no, "", refund, value, moved, alipay, trade_no, request_no, finished))
+                    t = (start, order_no, "", refund, value, moved, alipay, trade_no, request_no, finished)
                 else:  # no refund request number: the trade was cancelled (撤销, alipay.trade.cancel)
-                    batch.append((start, order_no, "", collect, value, reversal, alipay, trade_no, "", finished))
+                    t = (start, order_no, "", collect, value, reversal, alipay, trade_no, "", finished)
             else:
                 raise BadInput(name, start, BIZ_TYPE, f"{decode_line(kind, 'gbk', name, start)!r} is neither 交易 nor 退款")
+            if others is not None and (pos_order(order_no) is None or devices):
+                device = decode_line(braw[i_dev], "gbk", name, start).strip() if i_dev is not None else ""
+                why = others.attribution.why_not(order_no, None, device)
+                if why is not None:
+                    others.trades.append(OtherTrade(Channel.ALIPAY, f"{name} line {start}", order_no, trade_no, t[3], value, State(t[5]),
+                                                    finished, "", device, why))
+                    continue
+            batch.append(t)
             if len(batch) == BATCH:
                 yield batch
                 batch = []
@@ -184,6 +215,18 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str):  # typ
         footer = " ".join(",".join(r) for _, r in read_records(fb, name, "gbk", start=lineno))
         _check_footer(footer, name, lineno, fen, trades, trade_sum, refunds, refund_sum)
     return trades, refunds
+
+
+def _validator(header: list[str]):  # type: ignore[no-untyped-def]
+    """Checks a fitted row must pass: times, every amount column (元), the business type."""
+    checks = [(i, TIME_PATTERN) for i, h in enumerate(header) if h in TIME_COLUMNS]
+    checks += [(i, YUAN_PATTERN) for i, h in enumerate(header) if h.endswith("（元）")]
+    kind = header.index(BIZ_TYPE)
+
+    def valid(row: list[str]) -> bool:
+        return row[kind].strip() in ("交易", "退款") and all(pattern.fullmatch(row[i].strip()) for i, pattern in checks)
+
+    return valid
 
 
 def _ascii(field: bytes, name: str, lineno: int, column: str) -> str:

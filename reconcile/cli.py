@@ -14,6 +14,7 @@ import tomllib
 import traceback
 from pathlib import Path
 
+from reconcile.attribution import Attribution
 from reconcile.errors import EXIT_CLEAN, EXIT_ERROR, ConfigError, ReconcileError
 from reconcile.fetch import fetch_bills
 from reconcile.model import Channel, DiffClass
@@ -53,7 +54,7 @@ A config file (TOML) holds the same settings; {date} and {yyyymmdd} in paths are
 See docs/reconciliation.md.
 """
 
-_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset"}
+_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset", "pos_devices"}
 
 
 def _date(text: str, tz: datetime.tzinfo = CHINA) -> datetime.date:
@@ -93,6 +94,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the reports and downloaded bills (default: ./reconcile-reports)")
     p.add_argument("--state", help="state database (default: OUT/reconcile-state.db)")
     p.add_argument("--utc-offset", help="the hospital's time zone as an offset (default +08:00): where a day begins")
+    p.add_argument("--pos-device", action="append", dest="pos_devices", metavar="NUMBER",
+                   help="a POS's device number as the bills show it (WeChat 设备号 / Alipay 终端号: the device_info / terminal_id "
+                        "of its channel settings); repeat for each POS. Given, bill rows of other devices are listed apart")
     p.add_argument("--jobs", type=int, choices=(0, 1, 2), default=0,
                    help="processes: 2 parses the bills in a second process (about twice as fast for large days), "
                         "1 keeps to one, 0 (default): 2 for large days on a multi-core machine")
@@ -149,10 +153,13 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
         path = pick(key)
         if path is not None:
             bills[channel] = path
+    devices = args.pos_devices if args.pos_devices is not None else config.get("pos_devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        raise ConfigError("pos_devices must be a list of device numbers (strings), as the bills show them")
     return RunConfig(
         day=day, his=his, journals=journals, out_dir=out, state_db=pick("state") or out / "reconcile-state.db",
         his_mapping=pick("his_mapping"), bills=bills, channel_settings=pick("channel_settings"),
-        tz=tz, jobs=args.jobs,
+        tz=tz, jobs=args.jobs, attribution=Attribution(frozenset(devices)),
     )
 
 
@@ -162,6 +169,8 @@ def cmd_run(argv: list[str]) -> int:
     counts = summary.result.class_counts()
     shown = ", ".join(f"{c.label} {counts[c]}" for c in DiffClass if counts[c])
     print(f"{summary.day}: {shown or 'nothing to reconcile'}")
+    if summary.result.others:
+        print(f"{len(summary.result.others)} other trade(s) on the merchant account(s), not the POS's: listed apart, not reconciled")
     print(f"report: {summary.report_html}\ndifferences: {summary.report_csv}")
     if summary.unresolved:
         print(f"{summary.unresolved} difference(s) not yet resolved: see the report; `reconcile resolve DIFF_ID --note ...` when done")
@@ -207,9 +216,10 @@ def cmd_list(argv: list[str]) -> int:
     with StateStore(_state_path(args)) as store:
         if not store.has_run(day):
             raise ConfigError(f"{day} has not been reconciled (in {store.path}); run `reconcile --date {day}` first")
-        rows = [r for r in store.list_day(day) if not (args.open and r.resolution)]
+        rows = [r for r in store.list_day(day) if not (args.open and (r.resolution or DiffClass(r.cls).informational))]
     for r in rows:
-        state = f"resolved {r.resolution.resolved_at} {r.resolution.resolved_by}: {r.resolution.note}" if r.resolution else "OPEN"
+        state = (f"resolved {r.resolution.resolved_at} {r.resolution.resolved_by}: {r.resolution.note}" if r.resolution
+                 else "no action (cross-midnight)" if DiffClass(r.cls).informational else "OPEN")
         print(f"{r.diff_id}  {r.cls:<16} {r.order_no:<20} {r.msg_id:<24} {signed_yuan(r.position):>12}  {state}")
     print(f"{len(rows)} difference(s)")
     return EXIT_CLEAN
@@ -231,11 +241,15 @@ def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="reconcile demo", description="Write a sample business day (HIS ledger, bridge journal, WeChat Pay "
                                 "bill, Alipay bill) with one case of every kind of difference, then reconcile it: for training and rehearsal.")
     p.add_argument("--out", type=Path, default=Path("reconcile-demo"), help="folder for the sample inputs and the report")
+    p.add_argument("--transactions", type=int, default=40, metavar="N",
+                   help="collections in the sample day (default 40; a million takes well under a minute to write)")
     args = p.parse_args(argv)
+    if not 1 <= args.transactions <= 20_000_000:
+        raise ConfigError("--transactions must be between 1 and 20000000")
     from reconcile import synth
 
     day = datetime.date(2026, 11, 22)
-    files = synth.write_day(args.out / "inputs", day, synth.every_class_day(day))
+    files = synth.write_day(args.out / "inputs", day, synth.every_class_day(day, args.transactions), bulk=args.transactions > 1000)
     print(f"sample inputs in {args.out / 'inputs'}")
     return cmd_run(["--date", day.isoformat(), "--his", str(files["his"]), "--journal", str(files["journal"]),
                     "--wechat-bill", str(files["wechat"]), "--alipay-bill", str(files["alipay"]), "--out", str(args.out)])

@@ -7,6 +7,12 @@ the csv module, joined with their continuation lines when a quoted field spans l
 this per line in their own loop (`record`), because a generator layer per line costs more than the
 split itself; `read_records` is the convenient form for headers, footers and small files.
 
+The channels' bills are another matter: neither WeChat Pay nor Alipay quotes anything, so a comma
+(or a double quote) in free text such as 商品名称 or 商户数据包 (attach, often JSON) is written as
+it is. `fit_free_text` puts such a row back together: the surplus fields belong to the free-text
+columns, and the one way of giving them back that leaves every typed column (times, amounts)
+well-formed is the row.
+
 Bytes are decoded one line at a time, so a bad byte is reported at its own line rather than at
 the start of an 8 KiB decoding chunk. In UTF-8, GBK and GB18030 a newline byte is never part of a
 multi-byte character, so splitting lines before decoding is safe.
@@ -15,7 +21,9 @@ multi-byte character, so splitting lines before decoding is safe.
 from __future__ import annotations
 
 import csv
-from typing import BinaryIO, Iterator
+import itertools
+import re
+from typing import BinaryIO, Callable, Iterator
 
 from reconcile.errors import BadInput
 
@@ -81,3 +89,42 @@ def parse_quoted(text: str, file: str, lineno: int, delimiter: str = ",") -> lis
     if len(rows) != 1:
         raise BadInput(file, lineno, None, "not valid CSV: one record expected on this line")
     return rows[0]
+
+
+# Most surplus commas a bill row may have before it is refused rather than fitted (the search
+# below grows with the number of free-text columns to this power).
+MAX_SURPLUS = 8
+TIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+YUAN_PATTERN = re.compile(r"-?\d+\.\d{2}")
+
+
+def fit_free_text(parts: list[str], ncol: int, free: tuple[int, ...], valid: Callable[[list[str]], bool], joiner: str = ",") -> list[str] | None:
+    """`parts` split on the separator has more than `ncol` fields because free-text columns held
+    the separator. Give the surplus back to the free-text columns (positions `free`, ascending) in
+    every possible way and keep the ways whose typed columns are valid; the row, if they agree on
+    every column that is not free text, else None (the row cannot be read without guessing)."""
+    surplus = len(parts) - ncol
+    if surplus <= 0 or surplus > MAX_SURPLUS or not free:
+        return None
+    found: list[str] | None = None
+    for extra in _compositions(surplus, len(free)):
+        row: list[str] = []
+        k = 0
+        for column in range(ncol):
+            take = 1 + (extra[free.index(column)] if column in free else 0)
+            row.append(joiner.join(parts[k:k + take]))
+            k += take
+        if not valid(row):
+            continue
+        if found is None:
+            found = row
+        elif any(a != b for c, (a, b) in enumerate(zip(found, row)) if c not in free):
+            return None
+    return found
+
+
+def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
+    """Every way of writing `total` as an ordered sum of `parts` non-negative integers."""
+    for cuts in itertools.combinations(range(total + parts - 1), parts - 1):
+        bounds = (-1, *cuts, total + parts - 1)
+        yield tuple(bounds[i + 1] - bounds[i] - 1 for i in range(parts))

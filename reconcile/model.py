@@ -50,6 +50,7 @@ CHANNEL_BY_NAME = {"WECHAT": Channel.WECHAT, "ALIPAY": Channel.ALIPAY, "UNIONPAY
 
 # Flags on an ours record.
 FLAG_ECHO = 1  # a result replayed for a second '+' of a paid order (duplicate_order): moves nothing
+FLAG_LATE = 16  # accepted on the day, its result on a later day: the result is not this day's (reconcile.units has 2..8)
 
 
 class Entry(NamedTuple):
@@ -83,38 +84,99 @@ def flatten(batches: Iterable[list[tuple]]) -> Iterator[tuple]:
         yield from batch
 
 
+# A refund's key is its channel id's hash with these bits flipped: a WeChat refund id or Alipay trade
+# number then never meets the payment key of the same number (Alipay names refunds by the trade).
+REFUND_KEY_BITS = 0x5BD1E9955BD1E995
+
+
+def funds_key(channel_id: str, direction: int) -> int:
+    """The 8-byte key a journal record and a bill row meet on: hash(channel id), flipped for refunds.
+
+    Python's string hash (SipHash, 64 bits) is per process, which is all a join needs: both sides
+    are hashed by the process that joins them. Two different ids share a key with probability
+    2**-64 per pair: a million-row day has a chance in ten million of one such pair."""
+    if not channel_id:
+        return 0
+    key = hash(channel_id)
+    return key ^ REFUND_KEY_BITS if direction < 0 else key
+
+
 @dataclass
 class Columns:
-    """Our journal's records, column by column (a million dataclasses would cost seconds and GBs)."""
+    """Our journal's records, column by column, IDs as 8-byte keys: a million dataclasses would cost
+    seconds and gigabytes, and a million strings of IDs most of a gigabyte."""
 
     line: array  # 'q': the journal's seq
-    order_no: list[str]
-    msg_id: list[str]
+    msg_key: array  # 'q': hash(msg_id) (empty when read for the funds join only)
+    order_key: array  # 'q': hash(order_no) (idem)
+    funds: array  # 'q': funds_key(pay_order_no, direction); 0 for none and for replayed results
     direction: array  # 'b'
     fen: array  # 'q'
     state: array  # 'b'
     channel: array  # 'b'
-    pay_order_no: list[str]
-    at: array  # 'q': epoch seconds
+    at: array  # 'q': epoch seconds (empty when read for the funds join only)
     flags: array  # 'b'
+    texts: dict[int, tuple[str, str, str]] | None = None  # seq -> (order_no, msg_id, pay_order_no), when kept
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple]) -> "Columns":
+    def empty(cls, keep_text: bool = False) -> "Columns":
+        return cls(array("q"), array("q"), array("q"), array("q"), array("b"), array("q"), array("b"), array("b"), array("q"), array("b"),
+                   {} if keep_text else None)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple], *, keep_text: bool = True) -> "Columns":
         """From Entry-layout tuples (line, order_no, msg_id, direction, fen, state, channel, pay_order_no, ref, at[, flags])."""
-        c = cls(array("q"), [], [], array("b"), array("q"), array("b"), array("b"), [], array("q"), array("b"))
-        for t in rows:
-            c.line.append(t[0]), c.order_no.append(t[1]), c.msg_id.append(t[2]), c.direction.append(t[3]), c.fen.append(t[4])
-            c.state.append(t[5]), c.channel.append(t[6]), c.pay_order_no.append(t[7]), c.at.append(t[9] if type(t[9]) is int else 0)
-            c.flags.append(t[10] if len(t) > 10 else 0)
+        rows = list(rows)
+        c = cls.empty(keep_text)
+        c.append(array("q", [t[0] for t in rows]), [t[1] for t in rows], [t[2] for t in rows], array("b", [t[3] for t in rows]),
+                 array("q", [t[4] for t in rows]), array("b", [t[5] for t in rows]), array("b", [t[6] for t in rows]), [t[7] for t in rows],
+                 array("q", [t[9] if type(t[9]) is int else 0 for t in rows]), array("b", [t[10] if len(t) > 10 else 0 for t in rows]))
         return c
 
+    def append(self, line: array, order_no: list[str], msg_id: list[str], direction: array, fen: array, state: array, channel: array,
+               pay_order_no: list[str], at: array, flags: array, *, with_ids: bool = True) -> None:
+        """Add records given as columns; IDs turn into keys here (at C speed: map over the lists)."""
+        if with_ids:
+            self.msg_key.extend(array("q", map(hash, msg_id)))
+            self.order_key.extend(array("q", map(hash, order_no)))
+        funds = array("q", map(hash, pay_order_no))  # hash("") is 0: no id, no key
+        for k in _positions(direction.tobytes(), 0xFF):  # refunds: a few in a hundred
+            if funds[k]:
+                funds[k] ^= REFUND_KEY_BITS
+        for k in _positions(flags.tobytes(), FLAG_ECHO):  # a replayed result has no bill row of its own
+            funds[k] = 0
+        self.funds.extend(funds)
+        for name, values in (("line", line), ("direction", direction), ("fen", fen), ("state", state), ("channel", channel), ("flags", flags)):
+            getattr(self, name).extend(values)
+        if with_ids:  # the bill join needs no times either
+            self.at.extend(at)
+        if self.texts is not None:
+            self.texts.update(zip(line, zip(order_no, msg_id, pay_order_no)))
+
+    def extend(self, other: "Columns") -> None:
+        for name in ("line", "msg_key", "order_key", "funds", "direction", "fen", "state", "channel", "at", "flags"):
+            getattr(self, name).extend(getattr(other, name))
+        if self.texts is not None and other.texts is not None:
+            self.texts.update(other.texts)
+
     def __len__(self) -> int:
-        return len(self.order_no)
+        return len(self.line)
 
     def rows(self) -> Iterator[Entry]:
+        """The records with their IDs (only when read with keep_text)."""
+        if self.texts is None:
+            raise ValueError("these columns were read without their IDs (keep_text=False)")
         for k in range(len(self)):
-            yield Entry(self.line[k], self.order_no[k], self.msg_id[k], self.direction[k], self.fen[k], self.state[k], self.channel[k],
-                        self.pay_order_no[k], "", self.at[k], self.flags[k])
+            order_no, msg_id, pay = self.texts[self.line[k]]
+            yield Entry(self.line[k], order_no, msg_id, self.direction[k], self.fen[k], self.state[k], self.channel[k], pay, "", self.at[k],
+                        self.flags[k])
+
+
+def _positions(data: bytes, value: int) -> Iterator[int]:
+    k = data.find(value)
+    while k >= 0:
+        yield k
+        k = data.find(value, k + 1)
 
 
 def effect_of(direction: int, fen: int, state: int) -> int:
@@ -130,10 +192,16 @@ class DiffClass(enum.Enum):
     AMOUNT = "amount_mismatch"
     STATUS = "status_mismatch"
     DUPLICATE = "duplicate"
+    CROSS_DAY = "cross_day"  # 跨日: only midnight parts the records; nothing to do
 
     @property
     def label(self) -> str:
         return _CLASS_LABELS[self]
+
+    @property
+    def informational(self) -> bool:
+        """Listed, but nothing to resolve: it does not keep the day open (exit status 0)."""
+        return self is DiffClass.CROSS_DAY
 
 
 _CLASS_LABELS = {
@@ -143,6 +211,7 @@ _CLASS_LABELS = {
     DiffClass.AMOUNT: "金额不符 Amount mismatch",
     DiffClass.STATUS: "状态不符 Status mismatch",
     DiffClass.DUPLICATE: "重复 Duplicate",
+    DiffClass.CROSS_DAY: "跨日 Cross-midnight",
 }
 
 DIFF_CLASSES = tuple(c for c in DiffClass if c is not DiffClass.MATCHED)
@@ -168,6 +237,8 @@ class Reason(enum.Enum):
     SECOND_PAYMENT = "second_payment"  # the channel took a second payment for an instruction already paid
     OURS_MISSED_PAYMENT = "ours_missed_payment"  # the POS believes the payment failed; the channel holds it
     CHANNEL_ID_DIFFERS = "channel_id_differs"  # amounts agree, but the bill's transaction id is not our result's
+    RESULT_NEXT_DAY = "result_next_day"  # accepted today, result after midnight: HIS (and the bill) today, our result later
+    SEEN_PREVIOUS_DAY = "seen_previous_day"  # our result today; HIS (and the bill) had it on the day it was accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +250,18 @@ class SideView:
     state: State
     pay_order_no: str = ""
     at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What HIS or the bill said on `day` about an instruction whose result came on a later day: the
+    later day's run finds it here (reconcile.store) and need not call it missing."""
+
+    day: str  # "2026-11-22"
+    msg_id: str
+    side: str  # "his" or "channel"
+    view: SideView
+    effect: int  # signed fen, as on that day
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,10 @@ verified result plaintext (pay_status, pay_channel, pay_order_no, result_amount,
 error_code). We open it with `mode=ro` (the bridge may be running) and never write.
 
 The day of an instruction is the day of its result's `finished_at` in the hospital's time zone;
-an instruction without a result belongs to the day it was accepted. Per record:
+an instruction without a result belongs to the day it was accepted. An instruction accepted on the
+day whose result came on a later day (a refund started before midnight and finished after it) is
+read too, flagged late: its HIS row and perhaps its bill row are that day's (reconcile.match).
+Per record:
 
     SUCCESS / REFUNDED          moved (collected / refunded)
     FAILED / CLOSED / REFUND_FAILED, refused by the device
@@ -30,7 +33,7 @@ from array import array
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.errors import ProtocolError
 from reconcile.errors import BadInput, SourceUnavailable
-from reconcile.model import CHANNEL_BY_NAME, COLLECT, FLAG_ECHO, REFUND, Channel, Columns, State
+from reconcile.model import CHANNEL_BY_NAME, COLLECT, FLAG_ECHO, FLAG_LATE, REFUND, Channel, Columns, State
 
 SCHEMA_VERSION = 1
 _STATUS = {
@@ -43,11 +46,18 @@ _STATUS = {
 _REFUSED = "refused"
 _DUPLICATE_ORDER = "duplicate_order"
 
-_WHERE = "(finished_at >= ? AND finished_at < ?) OR (finished_at IS NULL AND accepted_at >= ? AND accepted_at < ?)"
+# The day's records, and the instructions accepted that day whose result came on a later day (late:
+# their HIS row, and perhaps their bill row, are this day's; their result is not: reconcile.match).
+_WHERE = ("(finished_at >= :start AND finished_at < :end) OR (accepted_at >= :start AND accepted_at < :end "
+          "AND (finished_at IS NULL OR finished_at >= :end))")
+# The journal is read in chunks of seq (its primary key): what a chunk holds as text is turned into
+# 8-byte keys and dropped before the next, so reading never holds a day's IDs as Python strings.
+CHUNK = 1 << 15
+_RANGE = "seq >= :first AND seq < :last"
 # One row per instruction, as plain values (the row path: a fallback, see read_ours).
 _ROWS = (
     "SELECT seq, msg_id, order_no, amount, state, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at "
-    f"FROM instructions WHERE {_WHERE} ORDER BY seq"
+    f"FROM instructions WHERE {_RANGE} AND ({_WHERE}) ORDER BY seq"
 )
 # The same, column by column: SQLite concatenates each column into one string and Python splits
 # it at C speed (a million rows through the row API cost ~3 s; this about half). Integers come as
@@ -63,15 +73,16 @@ _COLUMNS = (
     "WHEN pay_status = 'SUCCESS' THEN 'S' WHEN pay_status = 'REFUNDED' THEN 'R' WHEN pay_status = 'FAILED' THEN 'F' "
     "WHEN pay_status = 'CLOSED' THEN 'C' WHEN pay_status = 'REFUND_FAILED' THEN 'X' ELSE '?' END, ''), "
     "group_concat(CASE pay_channel WHEN 'WECHAT' THEN 'W' WHEN 'ALIPAY' THEN 'A' WHEN 'UNIONPAY' THEN 'U' ELSE '0' END, ''), "
-    "group_concat(CASE WHEN error_code = 'duplicate_order' THEN '1' ELSE '0' END, '') "
+    "group_concat(CASE WHEN finished_at >= :end THEN (CASE WHEN error_code = 'duplicate_order' THEN 'B' ELSE 'L' END) "
+    "WHEN error_code = 'duplicate_order' THEN '1' ELSE '0' END, '') "
     # One aggregate pass: every column sees the rows in the same (table) order.
-    f"FROM instructions WHERE {_WHERE}"
+    f"FROM instructions WHERE {_RANGE} AND ({_WHERE})"
 )
 # For the worker that joins the bills (run.match_day): no order numbers or msg_ids needed.
 _FUNDS_COLUMNS = _COLUMNS.replace("group_concat(order_no, char(30))", "NULL").replace("group_concat(msg_id, char(30))", "NULL")
 _STATE_CODES = bytes.maketrans(b"SRFCXNP", bytes([State.MOVED, State.MOVED, State.NOT_MOVED, State.NOT_MOVED, State.NOT_MOVED, State.NOT_MOVED, State.PENDING]))
 _CHANNEL_CODES = bytes.maketrans(b"WAU0", bytes([Channel.WECHAT, Channel.ALIPAY, Channel.UNIONPAY, Channel.UNKNOWN]))
-_FLAG_CODES = bytes.maketrans(b"01", bytes([0, FLAG_ECHO]))
+_FLAG_CODES = bytes.maketrans(b"01LB", bytes([0, FLAG_ECHO, FLAG_LATE, FLAG_LATE | FLAG_ECHO]))
 
 
 def day_window(day: datetime.date, tz: datetime.tzinfo) -> tuple[int, int]:
@@ -97,25 +108,33 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, funds_only: bool = False) -> Columns:
-    """The day's instructions and results, as columns; `at` is epoch seconds. `funds_only` leaves
-    order numbers and msg_ids empty (all the bill join needs is the rest)."""
+def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, funds_only: bool = False, keep_text: bool = False) -> Columns:
+    """The day's instructions and results, as columns of numbers; `at` is epoch seconds. IDs become
+    keys (reconcile.units): `funds_only` leaves out the order numbers' and msg_ids' (all the bill
+    join needs is the rest); `keep_text` keeps the IDs themselves too (small journals, tests)."""
     name = Path(path).name
     start, end = day_window(day, tz)
     db = open_readonly(path)
+    out = Columns.empty(keep_text)
     try:
-        return _by_columns(db, name, (start, end, start, end), funds_only) or _by_rows(db, name, (start, end, start, end))
+        low, high = db.execute("SELECT min(seq), max(seq) FROM instructions").fetchone()
+        for first in range(low or 0, (high or -1) + 1, CHUNK):
+            window = {"first": first, "last": first + CHUNK, "start": start, "end": end}
+            if not _by_columns(db, name, window, out, funds_only, keep_text):
+                _by_rows(db, name, window, out, keep_text)
     except sqlite3.Error as exc:
         raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
     finally:
         db.close()
+    return out
 
 
-def _by_columns(db: sqlite3.Connection, name: str, window: tuple[int, ...], funds_only: bool = False) -> Columns | None:
+def _by_columns(db: sqlite3.Connection, name: str, window: dict[str, int], out: Columns, funds_only: bool, keep_text: bool) -> bool:
+    """Append one chunk to `out`; False (and nothing appended) if a value holds the separator."""
     got = list(db.execute(_FUNDS_COLUMNS if funds_only else _COLUMNS, window).fetchone())
     n, numbers, states, channels, flags = got[0], got[5], got[6], got[7], got[8]
     if n == 0:
-        return Columns.from_rows([])
+        return True
 
     def split(k: int) -> list[str]:
         text, got[k] = got[k], None  # free each joined string as soon as it is split (peak memory)
@@ -123,7 +142,7 @@ def _by_columns(db: sqlite3.Connection, name: str, window: tuple[int, ...], fund
 
     order_no, msg_id, amount, pay_order_no = split(1), split(2), split(3), split(4)
     if not len(order_no) == len(msg_id) == len(amount) == len(pay_order_no) == len(states) == n:
-        return None  # a value contains the separator: read row by row instead
+        return False  # a value contains the separator: read row by row instead
     ints = array("q", bytes.fromhex(numbers))
     if sys.byteorder == "little":
         ints.byteswap()  # the hex digits are big-endian
@@ -134,13 +153,13 @@ def _by_columns(db: sqlite3.Connection, name: str, window: tuple[int, ...], fund
         raise BadInput(name, line[k], "pay_status", f"{status!r} is not a result status")
     parsed = {text: _signed(text, name, line[amount.index(text)]) for text in set(amount)}
     direction = array("b", [parsed[t][0] for t in amount])
-    fen = array("q", [parsed[t][1] for t in amount])
-    return Columns(line, order_no, msg_id, direction, fen, array("b", states.encode().translate(_STATE_CODES)),
-                   array("b", channels.encode().translate(_CHANNEL_CODES)), pay_order_no, at,
-                   array("b", flags.encode().translate(_FLAG_CODES)))
+    out.append(line, order_no, msg_id, direction, array("q", [parsed[t][1] for t in amount]),
+               array("b", states.encode().translate(_STATE_CODES)), array("b", channels.encode().translate(_CHANNEL_CODES)),
+               pay_order_no, at, array("b", flags.encode().translate(_FLAG_CODES)), with_ids=not funds_only)
+    return True
 
 
-def _by_rows(db: sqlite3.Connection, name: str, window: tuple[int, ...]) -> Columns:
+def _by_rows(db: sqlite3.Connection, name: str, window: dict[str, int], out: Columns, keep_text: bool) -> None:
     amounts: dict[str, tuple[int, int]] = {}
     rows = []
     for seq, msg_id, order_no, amount, jstate, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at in db.execute(_ROWS, window):
@@ -153,14 +172,14 @@ def _by_rows(db: sqlite3.Connection, name: str, window: tuple[int, ...]) -> Colu
             state = _STATUS.get(pay_status)
             if state is None:
                 raise BadInput(name, seq, "pay_status", f"{pay_status!r} is not a result status")
-            flags = FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0
+            flags = (FLAG_LATE if finished_at >= window["end"] else 0) | (FLAG_ECHO if error_code == _DUPLICATE_ORDER else 0)
             at = finished_at
         else:
             state = State.NOT_MOVED if jstate == _REFUSED else State.PENDING
             at = int(accepted_at)
         channel = CHANNEL_BY_NAME.get(pay_channel or "", Channel.UNKNOWN)
         rows.append((seq, order_no, msg_id, parsed[0], parsed[1], state, channel, pay_order_no or "", "", at, flags))
-    return Columns.from_rows(rows)
+    out.extend(Columns.from_rows(rows, keep_text=keep_text))
 
 
 def _signed(text: str, name: str, seq: int) -> tuple[int, int]:
@@ -169,6 +188,25 @@ def _signed(text: str, name: str, seq: int) -> tuple[int, int]:
     except ProtocolError as exc:
         raise BadInput(name, seq, "amount", exc.message) from None
     return (REFUND if amount.is_refund else COLLECT), amount.fen
+
+
+def texts_by_seq(path: str | Path, seqs: list[int]) -> dict[int, tuple[str, str, str]]:
+    """(order_no, msg_id, pay_order_no) of the given records: the few the report shows (the
+    matcher keeps only their keys)."""
+    found: dict[int, tuple[str, str, str]] = {}
+    db = open_readonly(path)
+    try:
+        for k in range(0, len(seqs), 500):
+            part = seqs[k : k + 500]
+            marks = ",".join("?" * len(part))
+            for seq, order_no, msg_id, pay in db.execute(
+                    f"SELECT seq, order_no, msg_id, COALESCE(pay_order_no, '') FROM instructions WHERE seq IN ({marks})", part):
+                found[seq] = (order_no, msg_id, pay)
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
+    finally:
+        db.close()
+    return found
 
 
 def terminal_ids(path: str | Path, msg_ids: list[str]) -> dict[str, str]:

@@ -10,13 +10,19 @@ difference, and the totals per channel are summed at C speed.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from itertools import compress
+from itertools import compress, repeat
+from operator import add, gt, mul
 
+from reconcile.attribution import OtherTrade
 from reconcile.classify import classify
-from reconcile.model import COLLECT, FLAG_ECHO, Channel, DiffClass, Difference, Entry, Reason, SideView, State
-from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits
+from reconcile.model import COLLECT, FLAG_ECHO, FLAG_LATE, Carried, Channel, DiffClass, Difference, Entry, Reason, SideView, State
+from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits, positions
+
+LATE_BIT = bytes(1 if b & FLAG_LATE else 0 for b in range(256))
+MATCHED = object()  # a late record that moved nothing, and HIS (or the bill) agrees
 
 # How far apart a bill row's time and our result's time may be for a probable match.
 PROBABLE_WINDOW_S = 900
@@ -56,6 +62,8 @@ class MatchResult:
     differences: list[Difference]
     totals: dict[Channel, ChannelTotals]
     matched: int
+    others: list[OtherTrade] = field(default_factory=list)  # bill rows that are not the POS's: listed apart
+    carried: list[Carried] = field(default_factory=list)  # HIS / bill rows of instructions whose result comes on a later day
 
     def class_counts(self) -> dict[DiffClass, int]:
         counts = {c: 0 for c in DiffClass}
@@ -68,38 +76,38 @@ class MatchResult:
 class Conclusions:
     """Mixed into Matcher; uses its columns (`_o_*` journal, `_h_*` HIS side, `_c_*` channel side)."""
 
-    def _order_index(self) -> dict[str, object]:
-        if self._by_order is None:
-            index: dict[str, object] = {}
-            for i, o in enumerate(self._o_order):
-                v = index.get(o)
-                index[o] = i if v is None else (v + [i] if type(v) is list else [v, i])
-            self._by_order = index
-        return self._by_order
+    def _units_by_order(self, orders: set[str]) -> dict[str, list[int]]:
+        """Our records of these order numbers (one pass over the order keys)."""
+        by_key = self._find(self._o_okey, {hash(o) for o in orders})
+        return {o: by_key.get(hash(o), []) for o in orders}
 
-    def _by_order_candidates(self, order_no: str, direction: int) -> list[int]:
-        v = self._order_index().get(order_no)
-        found = [] if v is None else [v] if type(v) is int else v
-        return [i for i in found if self._o_dir[i] == direction and not self._o_flags[i] & (DUP_OURS | FLAG_ECHO)]
+    def _by_order_candidates(self, found: dict[str, list[int]], order_no: str, direction: int) -> list[int]:
+        return [i for i in found.get(order_no, []) if self._o_dir[i] == direction and not self._o_flags[i] & (DUP_OURS | FLAG_ECHO)]
 
     def _attach_leftovers(self) -> None:
         """Second chance, after every exact match: by order number for what had no usable key."""
         his_left, self._his_left = self._his_left, []
+        trades = _trades(self._chan_left)
+        orders = {e.order_no for e in his_left if not e.msg_id}
+        if self._order_of is not None:
+            orders |= {self._order_of(g[0].order_no) for g in trades}
+        by_order = self._units_by_order(orders) if orders else {}
         for e in his_left:
             if e.msg_id:
                 self._his_left.append(e)  # a msg_id we never saw: another instruction, not ours
                 continue
-            free = [i for i in self._by_order_candidates(e.order_no, e.direction) if not self._h_line[i]]
+            free = [i for i in self._by_order_candidates(by_order, e.order_no, e.direction) if not self._h_line[i]]
             if not free:
                 self._his_left.append(e)
                 continue
             i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
             self._h_line[i], self._h_fen[i], self._h_state[i], self._h_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
             self._h_eff[i] = e.effect
-        chan_left, self._chan_left = self._chan_left, []
-        for group in _trades(chan_left):
-            net = sum(e.effect for e in group)
-            i, paid = self._unit_for_bill_trade(group[0], net) if net else (None, False)
+        self._chan_left = []
+        nets = [sum(e.effect for e in group) for group in trades]
+        by_amount = self._units_by_amount({(g[0].channel, g[0].direction, abs(net)) for g, net in zip(trades, nets) if net})
+        for group, net in zip(trades, nets):
+            i, paid = self._unit_for_bill_trade(group[0], net, by_order, by_amount) if net else (None, False)
             if i is None:
                 self._chan_left.extend(group)  # includes attempts paid and reversed: net nothing
             elif paid:  # the channel holds a second payment for an instruction already paid
@@ -110,7 +118,18 @@ class Conclusions:
                         self._chan_dup.append((i, e))
                 self._o_flags[i] |= PROBABLE
 
-    def _unit_for_bill_trade(self, e: Entry, net: int) -> tuple[int | None, bool]:
+    def _units_by_amount(self, wanted: set[tuple[int, int, int]]) -> dict[tuple[int, int, int], list[int]]:
+        """Our records of these (channel, direction, fen), replayed results and duplicates left
+        out: one pass over an amount key computed at C speed (fen * 8 + channel * 2 + collect)."""
+        if not wanted:
+            return {}
+        amount_keys = array("q", map(add, map(mul, self._o_fen, repeat(8)), map(add, map(mul, self._o_chan, repeat(2)), map(gt, self._o_dir, repeat(0)))))
+        found = self._find(amount_keys, {f * 8 + c * 2 + (d > 0) for c, d, f in wanted})
+        flags = self._o_flags
+        return {(c, d, f): [i for i in found.get(f * 8 + c * 2 + (d > 0), []) if not flags[i] & (DUP_OURS | FLAG_ECHO)] for c, d, f in wanted}
+
+    def _unit_for_bill_trade(self, e: Entry, net: int, by_order: dict[str, list[int]],
+                             by_amount: dict[tuple[int, int, int], list[int]]) -> tuple[int | None, bool]:
         """Our instruction behind a bill trade whose channel id our journal does not have.
 
         The journal has no channel id for a payment the POS believes failed (or for a second,
@@ -119,19 +138,14 @@ class Conclusions:
         channel and amount within PROBABLE_WINDOW_S that has no bill row yet (then `paid` is False),
         or, failing that, one that already has its payment (a second charge: `paid` is True)."""
         if self._order_of is not None:
-            free = [i for i in self._by_order_candidates(self._order_of(e.order_no), e.direction) if not self._c_kind[i]]
+            free = [i for i in self._by_order_candidates(by_order, self._order_of(e.order_no), e.direction) if not self._c_kind[i]]
             if free:
                 return next((i for i in free if self._o_fen[i] == e.fen), free[0]), False
         when = self._epoch_of(e.at)
         if when is None:
             return None, False
-        if self._by_amount is None:
-            self._by_amount = {}
-            for i, (d, f, c, g) in enumerate(zip(self._o_dir, self._o_fen, self._o_chan, self._o_flags)):
-                if not g & (DUP_OURS | FLAG_ECHO):
-                    self._by_amount.setdefault((c, d, f), []).append(i)
         near = []
-        for i in self._by_amount.get((e.channel, e.direction, abs(net)), []):
+        for i in by_amount.get((e.channel, e.direction, abs(net)), []):
             at = self._epoch_of(self._o_at[i])
             if at is not None and abs(at - when) <= PROBABLE_WINDOW_S:
                 near.append((bool(self._c_kind[i]), abs(at - when), i))
@@ -163,14 +177,33 @@ class Conclusions:
 
     # -- outcomes --------------------------------------------------------------------------------
     def finish(self) -> MatchResult:
-        if len(self._o_origin_names()) > 1:
-            self._msg_index()  # flags a msg_id found in two journals, even on a day without HIS rows
+        self._freeze()
+        self._his_columns()
+        self._chan_columns()
+        self._effects()
         self._attach_leftovers()
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []
         totals: dict[Channel, ChannelTotals] = {}
-        unit_diffs = self._unit_differences(diffs)
-        self._unit_totals(totals, unit_diffs)
+        units, absent = self._unit_outcomes()
+        # The IDs of the records shown, read back in one go (the columns hold keys only).
+        texts = self._ids_of({u[0] for u in units} | {i for i, _ in self._his_dup} | {i for i, _ in self._chan_dup})
+        unit_diffs: dict[int, Channel] = {}
+        for i, cls, reason, he, oe, ce, earlier in units:
+            channel = unit_diffs[i] = Channel(self._o_chan[i])
+            order_no, msg_id, pay = texts[i]
+            his, chan = self._view_his(i), self._view_chan(i)
+            if reason is Reason.SEEN_PREVIOUS_DAY:  # show what HIS / the bill said on the day it was accepted
+                his = his or (earlier["his"].view if "his" in earlier else None)
+                chan = chan or (earlier["channel"].view if "channel" in earlier else None)
+            diffs.append(self._diff(cls, reason, channel, self._o_dir[i], order_no, msg_id, pay, his, self._view_ours(i, pay), chan, he, oe, ce))
+            if reason is Reason.RESULT_NEXT_DAY:  # for the next days' runs (reconcile.store)
+                day = f"{self.day_id[:4]}-{self.day_id[4:6]}-{self.day_id[6:]}"
+                if his is not None:
+                    self._carry_out.append(Carried(day, msg_id, "his", his, he))
+                if chan is not None:
+                    self._carry_out.append(Carried(day, msg_id, "channel", chan, ce))
+        self._unit_totals(totals, unit_diffs, absent)
         for h, group in self._pair_leftovers():
             c = group[0] if group else None
             e = h or c
@@ -200,18 +233,48 @@ class Conclusions:
             t.chan.add(e.effect)
             t.transactions += 1
             reason = Reason.SECOND_PAYMENT if e.flags else Reason.DUPLICATE_CHANNEL_ROW
-            diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, self._o_order[i], self._o_msg[i], e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
+            order_no, msg_id, _ = texts[i]
+            diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, order_no, msg_id, e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
         matched = sum(t.matched for t in totals.values())
-        return MatchResult(self.day_id, diffs, totals, matched)
+        return MatchResult(self.day_id, diffs, totals, matched, list(self._others), list(self._carry_out))
 
-    def _unit_differences(self, diffs: list[Difference]) -> dict[int, Channel]:
-        """The one pass over every journal record; cheap unless something disagrees."""
-        out: dict[int, Channel] = {}
+    def _ids_of(self, records: set[int]) -> dict[int, tuple[str, str, str]]:
+        """(order_no, msg_id, pay_order_no) of these records: from the texts the columns kept, or
+        read back from each journal by seq."""
+        by_origin: dict[int, list[int]] = {}
+        for i in records:
+            by_origin.setdefault(self._o_origin[i], []).append(i)
+        out: dict[int, tuple[str, str, str]] = {}
+        for origin, mine in by_origin.items():
+            kept = self._kept_texts.get(origin)
+            if kept is None:
+                if self._texts is None:
+                    raise RuntimeError("journal records read without their IDs need Matcher(texts=...) to show them")
+                kept = self._texts(self._origins[origin], [self._o_line[i] for i in mine])
+            for i in mine:
+                out[i] = kept.get(self._o_line[i], ("", "", ""))
+        return out
+
+    def _unit_outcomes(self) -> tuple[list[tuple[int, DiffClass, Reason, int, int, int, dict[str, Carried]]], set[int]]:
+        """The one pass over every journal record; cheap unless something disagrees. Also the late
+        records (accepted today, result on a later day) that neither HIS nor the bill has today:
+        not today's business at all."""
+        out: list[tuple[int, DiffClass, Reason, int, int, int, dict[str, Carried]]] = []
         o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
+        late = set(positions(flags.tobytes().translate(LATE_BIT), 1))
+        absent: set[int] = set()
         for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
-            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE):
+            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE):
+                continue
+            if i in late:
+                outcome = self._late_outcome(i, he, ce, g)
+                if outcome is None:
+                    absent.add(i)
+                elif outcome is not MATCHED:
+                    out.append(outcome)
                 continue
             d = self._o_dir[i]
+            earlier: dict[str, Carried] = {}
             if g & DUP_OURS:
                 cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_OURS
             elif g & CONFLICT:
@@ -219,28 +282,63 @@ class Conclusions:
             elif g & PROBABLE and oe:
                 cls, reason = DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS
             else:
-                cls, reason = classify(d, he, oe, ce, bool(self._h_line[i]), True)
+                he2, ce2 = he, ce
+                if self._carried and (not self._h_line[i] or not self._c_kind[i]):
+                    # Accepted on an earlier day: HIS (and perhaps the bill) had it then.
+                    earlier = {side: c for side, c in self._carried.get(self._o_mkey[i], {}).items()
+                               if not (self._h_line[i] if side == "his" else self._c_kind[i])}
+                    he2 = earlier["his"].effect if "his" in earlier else he
+                    ce2 = earlier["channel"].effect if "channel" in earlier else ce
+                if earlier and he2 == oe == ce2:
+                    out.append((i, DiffClass.CROSS_DAY, Reason.SEEN_PREVIOUS_DAY, he, oe, ce, earlier))
+                    continue
+                cls, reason = classify(d, he2, oe, ce2, bool(self._h_line[i]) or "his" in earlier, True)
                 if g & FLAG_ECHO and he and not ce:
                     cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
                 elif cls is DiffClass.LONG and oe == 0 and ce > 0:
                     reason = Reason.OURS_MISSED_PAYMENT
-            if cls is DiffClass.MATCHED:
-                continue
-            channel = Channel(self._o_chan[i])
-            out[i] = channel
-            diffs.append(self._diff(cls, reason, channel, d, self._o_order[i], self._o_msg[i], self._o_pay[i], self._view_his(i), self._view_ours(i), self._view_chan(i), he, oe, ce))
-        return out
+            if cls is not DiffClass.MATCHED:
+                out.append((i, cls, reason, he, oe, ce, earlier))
+        return out, absent
 
-    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel]) -> None:
+    def _late_outcome(self, i: int, he: int, ce: int, g: int):  # type: ignore[no-untyped-def]
+        """A record accepted today whose result came on a later day (a refund started before
+        midnight, finished after): HIS has it today (instructions are booked the day they are
+        sent), the bill today or on the result's day, our journal on the result's day. Its own
+        effect is not today's (0 here); what HIS and the bill say today is checked against it.
+        None: neither has it today; MATCHED: nothing moved and they agree; else an outcome."""
+        h, c = bool(self._h_line[i]), bool(self._c_kind[i])
+        if not h and not c:
+            return None
+        d = self._o_dir[i]
+        real = d * self._o_fen[i] if self._o_state[i] == MOVED else 0
+        if g & DUP_OURS:
+            return i, DiffClass.DUPLICATE, Reason.DUPLICATE_OURS, he, 0, ce, {}
+        if g & CONFLICT:
+            return i, DiffClass.STATUS, Reason.MSG_ID_CONFLICT, he, 0, ce, {}
+        if (not h or he == real) and (not c or ce == real):
+            if real == 0:
+                return MATCHED
+            return i, DiffClass.CROSS_DAY, Reason.RESULT_NEXT_DAY, he, 0, ce, {}
+        if g & PROBABLE and real:
+            return i, DiffClass.STATUS, Reason.CHANNEL_ID_DIFFERS, he, 0, ce, {}
+        cls, reason = classify(d, he, real, ce, h, True)
+        if cls is DiffClass.LONG and real == 0 and ce > 0:
+            reason = Reason.OURS_MISSED_PAYMENT
+        return i, cls, reason, he, 0, ce, {}
+
+    def _unit_totals(self, totals: dict[Channel, ChannelTotals], unit_diffs: dict[int, Channel], absent: set[int]) -> None:
         """Per channel sums over all journal records at C speed: byte masks per channel and
-        direction, `compress` for the sums, popcounts of and-ed masks for the record counts."""
+        direction, `compress` for the sums, popcounts of and-ed masks for the record counts. Late
+        records count for HIS and the bill where they have them today, never for our side."""
         n = len(self._o_chan)
         chan_bytes, dir_bytes = self._o_chan.tobytes(), self._o_dir.tobytes()
         moved = {name: bits(getattr(self, name).tobytes(), MOVED) for name in ("_o_state", "_h_state", "_c_state")}
+        moved["_o_state"] &= ~int.from_bytes(self._o_flags.tobytes().translate(LATE_BIT), "little")
         for code in set(chan_bytes):
             in_channel = bits(chan_bytes, code)
             t = totals.setdefault(Channel(code), ChannelTotals())
-            count = in_channel.bit_count()
+            count = in_channel.bit_count() - sum(1 for i in absent if chan_bytes[i] == code)
             t.transactions += count
             t.matched += count - sum(1 for ch in unit_diffs.values() if ch == code)
             for d in (COLLECT, -COLLECT):
@@ -272,9 +370,9 @@ class Conclusions:
             return None
         return SideView(f"{self._origins[self._h_origin[i]]} line {self._h_line[i]}", self._h_fen[i], State(self._h_state[i]))
 
-    def _view_ours(self, i: int) -> SideView:
+    def _view_ours(self, i: int, pay_order_no: str) -> SideView:
         where = f"{self._origins[self._o_origin[i]]} #{self._o_line[i]}"
-        return SideView(where, self._o_fen[i], State(self._o_state[i]), self._o_pay[i], self._fmt_time(self._o_at[i]))
+        return SideView(where, self._o_fen[i], State(self._o_state[i]), pay_order_no, self._fmt_time(self._o_at[i]))
 
     def _view_chan(self, i: int) -> SideView | None:
         if not self._c_kind[i] and i not in self._c_extra:

@@ -19,6 +19,7 @@ from typing import Callable, TextIO
 from reconcile.match import ChannelTotals, MatchResult
 from reconcile.model import DIFF_CLASSES, Channel, DiffClass, SideView
 from reconcile.store import Resolution
+from protocol.amount import format_yuan
 from reconcile.texts import DOC, advice, explain, resolve_hint, signed_yuan
 
 HTML_ROWS = 2000  # beyond this the table says "see the CSV": a browser chokes on a million rows
@@ -81,8 +82,21 @@ def write_csv(f: TextIO, ctx: ReportContext) -> None:
             d.order_no, d.msg_id, d.pay_order_no,
             *_side(d.his, d.direction), *_side(d.ours, d.direction), *_side(d.chan, d.direction),
             signed_yuan(d.position), "yes" if d.near_midnight else "", explain(d), _cell(action), _cell(command or ""),
-            "yes" if r else "no", r.resolved_at if r else "", _cell(r.resolved_by) if r else "", _cell(r.note) if r else "",
+            "yes" if r else "no action" if d.cls.informational else "no", r.resolved_at if r else "", _cell(r.resolved_by) if r else "", _cell(r.note) if r else "",
         ))
+
+
+OTHERS_HEADER = ("channel", "where", "out_trade_no", "pay_order_no", "direction", "amount", "state", "at", "trade_type", "device", "why")
+
+
+def write_others_csv(f: TextIO, ctx: ReportContext) -> None:
+    """The bill rows that are not the POS's trades (reconcile.attribution): for the reconciliation
+    of the system that made them, and to tie the bill's total."""
+    w = csv.writer(f, lineterminator="\r\n")
+    w.writerow(OTHERS_HEADER)
+    for o in ctx.result.others:
+        w.writerow((o.channel.name, o.where, _cell(o.out_trade_no), _cell(o.pay_order_no), "+" if o.direction > 0 else "-",
+                    format_yuan(o.fen), o.state.name, o.at, _cell(o.trade_type), _cell(o.device), o.why))
 
 
 # ----------------------------------------------------------------------------------------- HTML
@@ -96,11 +110,11 @@ table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{border:1px soli
 th{background:#f1f4f8}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.resolved td{color:#7a8794;background:#f7f9fb}code{font-family:Consolas,monospace;background:#f3f3f3;padding:1px 4px;word-break:break-all}
 .tag{display:inline-block;padding:1px 6px;border-radius:3px;font-size:12px;color:#fff}
-.long{background:#c0392b}.short{background:#8e44ad}.amount_mismatch{background:#d35400}.status_mismatch{background:#2874a6}.duplicate{background:#616a6b}.matched{background:#1e8449}
+.long{background:#c0392b}.short{background:#8e44ad}.amount_mismatch{background:#d35400}.status_mismatch{background:#2874a6}.duplicate{background:#616a6b}.matched{background:#1e8449}.cross_day{background:#7d8c99}
 .ok{color:#1e8449}.bad{color:#c0392b;font-weight:bold}
 """
 _COLORS = {DiffClass.MATCHED: "#1e8449", DiffClass.LONG: "#c0392b", DiffClass.SHORT: "#8e44ad", DiffClass.AMOUNT: "#d35400",
-           DiffClass.STATUS: "#2874a6", DiffClass.DUPLICATE: "#616a6b"}
+           DiffClass.STATUS: "#2874a6", DiffClass.DUPLICATE: "#616a6b", DiffClass.CROSS_DAY: "#7d8c99"}
 
 
 def _e(text: object) -> str:
@@ -110,13 +124,16 @@ def _e(text: object) -> str:
 def write_html(f: TextIO, ctx: ReportContext) -> None:
     res = ctx.result
     counts = res.class_counts()
-    open_ids = [d.diff_id for d in res.differences if d.diff_id not in ctx.resolutions]
+    open_ids = [d.diff_id for d in res.differences if d.diff_id not in ctx.resolutions and not d.cls.informational]
     w = f.write
     w(f'<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8"><title>对账报告 Reconciliation {_e(ctx.day)}</title><style>{_CSS}</style></head><body>\n')
     w(f"<h1>T+1 三方对账报告 Three-way reconciliation report — {_e(ctx.day)}</h1>\n")
     w(f'<div class="sub">生成时间 Generated {_e(ctx.generated_at)} · HIS / 本系统 Our journal / 渠道 Channel bills</div>\n')
     if not res.differences:
         w('<div class="banner clean">✔ 平账：三方一致，无差异。Clean: HIS, our journal and the channels agree.</div>\n')
+    elif not open_ids:
+        w(f'<div class="banner clean">✔ 无待处理差异（{len(res.differences)} 笔已处理或跨日）。Nothing to resolve: '
+          f"{len(res.differences)} difference(s) resolved or only parted by midnight.</div>\n")
     else:
         w(f'<div class="banner dirty">差异 {len(res.differences)} 笔，其中未处理 {len(open_ids)} 笔。'
           f"{len(res.differences)} difference(s), {len(open_ids)} not yet resolved.</div>\n")
@@ -124,6 +141,7 @@ def write_html(f: TextIO, ctx: ReportContext) -> None:
     _totals(w, res.totals)
     _classes(w, counts)
     _differences(w, ctx)
+    _others(w, ctx)
     w(f'<h2>如何处理 How to resolve</h2><p>每笔差异处理完后执行 Mark each difference resolved when done: <code>{_e(resolve_hint("DIFF_ID"))}</code>。'
       f"长款只能通过 HIS 退款指令退还患者，不得在商户平台直接退款。Long money goes back only through an HIS refund instruction, never directly on a merchant platform."
       f" 详见 See {_e(DOC)}.</p>\n")
@@ -185,7 +203,7 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
         w("<p>无。None.</p>\n")
         return
     order = {c: k for k, c in enumerate(DIFF_CLASSES)}
-    shown = sorted(diffs, key=lambda d: (d.diff_id in ctx.resolutions, order[d.cls], -abs(d.position), d.diff_id))[:HTML_ROWS]
+    shown = sorted(diffs, key=lambda d: (d.diff_id in ctx.resolutions or d.cls.informational, order[d.cls], -abs(d.position), d.diff_id))[:HTML_ROWS]
     if len(diffs) > HTML_ROWS:
         w(f"<p>只列出前 {HTML_ROWS} 笔（未处理优先），完整清单见 CSV。Showing {HTML_ROWS} of {len(diffs)} (unresolved first); the CSV has all.</p>\n")
     w("<table><tr><th>编号 ID</th><th>类别 Class</th><th>渠道 Channel</th><th>订单 Order / 指令 msg_id / 渠道单号</th>"
@@ -195,13 +213,32 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
         r = ctx.resolutions.get(d.diff_id)
         action, command = advice(d, ctx.terminals.get(d.msg_id))
         status = (f"已处理 Resolved {_e(r.resolved_at)}<br>{_e(r.resolved_by)}: {_e(r.note)}" if r
-                  else f"未处理 Open<br><code>{_e(resolve_hint(d.diff_id))}</code>")
+                  else "无需处理 No action" if d.cls.informational else f"未处理 Open<br><code>{_e(resolve_hint(d.diff_id))}</code>")
         cmd = f"<br><code>{_e(command)}</code>" if command else ""
-        w(f'<tr class="{"resolved" if r else "open"}"><td><code>{_e(d.diff_id)}</code></td>'
+        w(f'<tr class="{"resolved" if r or d.cls.informational else "open"}"><td><code>{_e(d.diff_id)}</code></td>'
           f'<td><span class="tag {d.cls.value}">{_e(d.cls.label)}</span></td><td>{_e(d.channel.label)}</td>'
           f"<td>{_e(d.order_no)}<br><span class=\"sub\">{_e(d.msg_id)}<br>{_e(d.pay_order_no)}</span></td>"
           f"{_side_cell(d.his, d.direction)}{_side_cell(d.ours, d.direction)}{_side_cell(d.chan, d.direction)}"
           f'<td class="n">{signed_yuan(d.position)}</td><td>{_e(explain(d))}</td><td>{_e(action)}{cmd}</td><td>{status}</td></tr>\n')
+    w("</table>\n")
+
+
+def _others(w: Callable[[str], int], ctx: ReportContext) -> None:
+    others = ctx.result.others
+    if not others:
+        return
+    w(f"<h2>非本系统交易 Other trades on the merchant account</h2><p>账单中不是收款终端发起的交易（公众号、自助机、其他收银系统等），"
+      f"不参与本对账，仅列出备查；完整清单见 <code>reconcile-{_e(ctx.day)}-other-trades.csv</code>。"
+      f"Bill rows that are not the POS's trades (official account, kiosks, other tills): not reconciled here, listed for reference.</p>\n")
+    w("<table><tr><th>渠道 Channel</th><th>笔数 Trades</th><th>净额 Net</th></tr>\n")
+    for channel in sorted({o.channel for o in others}):
+        mine = [o for o in others if o.channel is channel]
+        w(f'<tr><td>{_e(channel.label)}</td><td class="n">{len(mine)}</td><td class="n">{signed_yuan(sum(o.effect for o in mine))}</td></tr>\n')
+    w("</table>\n<table><tr><th>账单行 Bill row</th><th>商户订单号 Order</th><th>渠道单号</th><th>交易类型 Type</th><th>设备号 Device</th>"
+      "<th>金额 Amount</th><th>时间 Time</th><th>原因 Why not the POS's</th></tr>\n")
+    for o in others[:HTML_ROWS]:
+        w(f"<tr><td>{_e(o.where)}</td><td><code>{_e(o.out_trade_no)}</code></td><td><code>{_e(o.pay_order_no)}</code></td><td>{_e(o.trade_type)}</td>"
+          f'<td>{_e(o.device)}</td><td class="n">{signed_yuan(o.effect)}</td><td>{_e(o.at)}</td><td>{_e(o.why)}</td></tr>\n')
     w("</table>\n")
 
 

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconcile.alipay_bill import read_alipay_bill
+from reconcile.attribution import POS, Attribution, OtherSink
 from reconcile.errors import EXIT_CLEAN, EXIT_DIFFERENCES, ConfigError, SourceUnavailable
 from reconcile.fetch import fetch_bills
 from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
-from reconcile.model import Channel, DiffClass
-from reconcile.ours import read_ours, terminal_ids
-from reconcile.report import ReportContext, write_csv, write_html, write_temp
-from reconcile.store import StateStore
+from reconcile.model import Carried, Channel, DiffClass
+from reconcile.ours import read_ours, terminal_ids, texts_by_seq
+from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
+from reconcile.store import StateStore, carried_before
 from reconcile.wechat_bill import read_wechat_bill
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
@@ -42,6 +43,7 @@ class RunConfig:
     channel_settings: Path | None = None  # download the bills not given in `bills`
     tz: datetime.tzinfo = CHINA
     jobs: int = 0  # processes: 1, 2, or 0 to decide from the size of the bills
+    attribution: Attribution = POS  # which bill rows are the POS's trades
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ def report_paths(out_dir: Path, day: datetime.date) -> tuple[Path, Path]:
     return out_dir / f"reconcile-{day.isoformat()}.html", out_dir / f"reconcile-{day.isoformat()}.csv"
 
 
+def others_path(out_dir: Path, day: datetime.date) -> Path:
+    return out_dir / f"reconcile-{day.isoformat()}-other-trades.csv"
+
+
 def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> RunSummary:
     if not cfg.journals:
         raise ConfigError("give at least one bridge journal (--journal): our records are one of the three sides")
@@ -71,7 +77,8 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     if not bills:
         raise ConfigError("no channel bill: give --wechat-bill / --alipay-bill, or --channel-settings to download them")
     mapping = load_mapping(cfg.his_mapping) if cfg.his_mapping else NEUTRAL
-    result = match_day(cfg, bills, mapping)
+    carried = carried_before(cfg.state_db, cfg.day.isoformat())  # read only: a run that fails writes nothing
+    result = match_day(cfg, bills, mapping, carried)
     missing = [c for c, t in result.totals.items() if c not in bills and c is not Channel.UNKNOWN and (t.ours.records or t.his.records)]
     if missing:
         names = ", ".join(c.label for c in missing)
@@ -85,22 +92,21 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     with StateStore(cfg.state_db) as store:
         resolutions = store.resolutions_with_prefix(result.day_id + "-")
         ctx = ReportContext(day, moment.isoformat(timespec="seconds"), inputs, result, resolutions, _terminals(cfg, result))
-        tmp_csv = write_temp(csv_path, lambda f: write_csv(f, ctx), bom=True)
+        outputs = [(csv_path, lambda f: write_csv(f, ctx), True), (others_path(cfg.out_dir, cfg.day), lambda f: write_others_csv(f, ctx), True),
+                   (html_path, lambda f: write_html(f, ctx), False)]
+        temps: list[Path] = []
         try:
-            tmp_html = write_temp(html_path, lambda f: write_html(f, ctx))
-        except BaseException:
-            tmp_csv.unlink(missing_ok=True)
-            raise
-        try:
+            for path, write, bom in outputs:
+                temps.append(write_temp(path, write, bom=bom))
             # The reports first: on Windows a file open in Excel cannot be replaced, and that is
             # the failure to expect; the state is then left as it was.
-            _replace(tmp_csv, csv_path)
-            _replace(tmp_html, html_path)
-            store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences)
+            for tmp, (path, _, _) in zip(temps, outputs):
+                _replace(tmp, path)
+            store.replace_day(day, ctx.generated_at, {role: name for role, name in inputs}, _summary(result), result.differences, result.carried)
         finally:
-            tmp_csv.unlink(missing_ok=True)
-            tmp_html.unlink(missing_ok=True)
-    unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions)
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+    unresolved = sum(1 for d in result.differences if d.diff_id not in resolutions and not d.cls.informational)
     return RunSummary(day, result, unresolved, html_path, csv_path)
 
 
@@ -111,19 +117,22 @@ def _replace(tmp: Path, path: Path) -> None:
         raise SourceUnavailable(f"cannot replace {path}: {exc.strerror or exc} (is it open in Excel or another program? close it and run again)") from None
 
 
-def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL) -> MatchResult:
+def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMapping = NEUTRAL, carried: list[Carried] | None = None) -> MatchResult:
     """Read and match every source. With two processes, the bills are parsed and joined against
     the journals in a worker while this process reads the journals and joins the HIS ledger: each
     half is mostly dict work on its own index, so the day takes about half the time on two cores."""
-    matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz))
+    labels = journal_labels(cfg.journals)
+    paths = dict(zip(labels, cfg.journals))
+    matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
+                      texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried or ())
     given = [(c, p) for c, p in sorted(bills.items()) if p is not None]
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
         matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
-        _join_bills(matcher, given)
+        _join_bills(matcher, given, cfg.attribution)
         return matcher.finish()
     with ProcessPoolExecutor(max_workers=1) as pool:
-        worker = pool.submit(channel_side, cfg.journals, cfg.day, cfg.tz, given)
+        worker = pool.submit(channel_side, cfg.journals, cfg.day, cfg.tz, given, cfg.attribution)
         try:
             _load_journals(matcher, cfg)
             matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
@@ -132,16 +141,17 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
             raise
         side = worker.result()
     if not matcher.import_channel_side(side):  # a journal changed between the two reads: join here
-        _join_bills(matcher, given)
+        _join_bills(matcher, given, cfg.attribution)
     return matcher.finish()
 
 
-def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]]) -> ChannelSide:
+def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]],
+                 attribution: Attribution = POS) -> ChannelSide:
     """In the worker process: the journals' records joined with the day's bills."""
     matcher = Matcher(day.strftime("%Y%m%d"))
-    for journal in journals:
-        matcher.add_ours(read_ours(journal, day, tz, funds_only=True), journal.name)
-    _join_bills(matcher, bills)
+    for journal, label in zip(journals, journal_labels(journals)):
+        matcher.add_ours(read_ours(journal, day, tz, funds_only=True), label)
+    _join_bills(matcher, bills, attribution)
     return matcher.export_channel_side()
 
 
@@ -155,14 +165,23 @@ def _terminals(cfg: RunConfig, result: MatchResult) -> dict[str, str]:
 
 
 def _load_journals(matcher: Matcher, cfg: RunConfig) -> None:
-    for journal in cfg.journals:
-        matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), journal.name)
+    for journal, label in zip(cfg.journals, journal_labels(cfg.journals)):
+        matcher.add_ours(read_ours(journal, cfg.day, cfg.tz), label)
 
 
-def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]]) -> None:
+def journal_labels(journals: tuple[Path, ...]) -> list[str]:
+    """How the report names each journal: its file name, or its whole path where two cashier PCs'
+    journals have the same name (journal.db on both)."""
+    names = [j.name for j in journals]
+    return [j.name if names.count(j.name) == 1 else str(j) for j in journals]
+
+
+def _join_bills(matcher: Matcher, bills: list[tuple[Channel, Path]], attribution: Attribution) -> None:
     for channel, path in bills:
         reader = read_wechat_bill if channel is Channel.WECHAT else read_alipay_bill
-        matcher.add_channel(reader(path), path.name)
+        others = OtherSink(path.name, attribution)
+        matcher.add_channel(reader(path, others), path.name)
+        matcher.add_others(others.trades)
 
 
 def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
@@ -192,8 +211,14 @@ def _epoch(at: object, tz: datetime.tzinfo) -> int | None:
 
 def _summary(result: MatchResult) -> dict[str, object]:
     counts = result.class_counts()
+    others: dict[str, dict[str, int]] = {}
+    for o in result.others:
+        t = others.setdefault(o.channel.name, {"trades": 0, "net": 0})
+        t["trades"] += 1
+        t["net"] += o.effect
     return {
         "counts": {c.value: counts[c] for c in DiffClass},
+        "other_trades": others,
         "totals": {
             c.name: {side: {"collected": getattr(t, side).collected, "refunded": getattr(t, side).refunded, "records": getattr(t, side).records}
                      for side in ("his", "ours", "chan")}

@@ -3,7 +3,9 @@
 A re-run of a day replaces that day's differences in one transaction; resolutions are keyed by the
 difference id, which is derived from what the difference *is* (class, channel, order, instruction,
 channel id), so a resolved difference stays resolved when the same day is reconciled again.
-Every resolution is also appended to `resolution_log`, which is never rewritten (audit).
+Every resolution is also appended to `resolution_log`, which is never rewritten (audit). `carried`
+keeps, per day, what HIS and the bill said about instructions whose result came on a later day, so
+that day's run knows its HIS row and bill row were seen (reconcile.match, cross-midnight).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Iterable
 
 from reconcile.errors import ConfigError, NotFound, SourceUnavailable
-from reconcile.model import Difference, SideView
+from reconcile.model import Carried, Difference, SideView, State
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: carried (1 is upgraded in place)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     day TEXT PRIMARY KEY, ran_at TEXT NOT NULL, inputs TEXT NOT NULL, summary TEXT NOT NULL);
@@ -30,11 +32,17 @@ CREATE TABLE IF NOT EXISTS differences (
 CREATE INDEX IF NOT EXISTS differences_day ON differences (day);
 CREATE TABLE IF NOT EXISTS resolutions (
     diff_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, resolved_by TEXT NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS carried (
+    day TEXT NOT NULL, msg_id TEXT NOT NULL, side TEXT NOT NULL, effect INTEGER NOT NULL, view TEXT NOT NULL,
+    PRIMARY KEY (day, msg_id, side));
 CREATE TABLE IF NOT EXISTS resolution_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, diff_id TEXT NOT NULL, resolved_at TEXT NOT NULL,
     resolved_by TEXT NOT NULL, note TEXT NOT NULL);
 """
 MAX_NOTE = 2000
+# A result may come days after its instruction (a refund the bank handles slowly): what HIS and the
+# bills said is kept for the runs of this many days after.
+CARRY_DAYS = 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise ConfigError(f"{self.path} has state schema {version}; this version knows {SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -83,8 +91,9 @@ class StateStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def replace_day(self, day: str, ran_at: str, inputs: dict[str, object], summary: dict[str, object], diffs: Iterable[Difference]) -> None:
-        """Atomically: the day's differences and run summary become exactly these."""
+    def replace_day(self, day: str, ran_at: str, inputs: dict[str, object], summary: dict[str, object], diffs: Iterable[Difference],
+                    carried: Iterable[Carried] = ()) -> None:
+        """Atomically: the day's differences, run summary and carried rows become exactly these."""
         rows = (
             (d.diff_id, day, d.cls.value, d.reason.value, int(d.channel), d.direction, d.order_no, d.msg_id, d.pay_order_no,
              d.his_effect, d.ours_effect, d.chan_effect, json.dumps(_sides(d), ensure_ascii=False))
@@ -94,6 +103,9 @@ class StateStore:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM differences WHERE day = ?", (day,))
             self._db.executemany("INSERT INTO differences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("DELETE FROM carried WHERE day = ?", (day,))
+            self._db.executemany("INSERT OR REPLACE INTO carried VALUES (?, ?, ?, ?, ?)",
+                                 ((day, c.msg_id, c.side, c.effect, json.dumps(_view(c.view), ensure_ascii=False)) for c in carried))
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
                              (day, ran_at, json.dumps(inputs, ensure_ascii=False), json.dumps(summary, ensure_ascii=False)))
             self._db.execute("COMMIT")
@@ -154,8 +166,35 @@ class StateStore:
         return self._db.execute("SELECT 1 FROM runs WHERE day = ?", (day,)).fetchone() is not None
 
 
-def _sides(d: Difference) -> dict[str, object]:
-    def view(v: SideView | None) -> object:
-        return None if v is None else {"where": v.where, "fen": v.fen, "state": v.state.name, "pay_order_no": v.pay_order_no, "at": v.at}
+def _view(v: SideView | None) -> object:
+    return None if v is None else {"where": v.where, "fen": v.fen, "state": v.state.name, "pay_order_no": v.pay_order_no, "at": v.at}
 
-    return {"his": view(d.his), "ours": view(d.ours), "channel": view(d.chan), "near_midnight": d.near_midnight}
+
+def _sides(d: Difference) -> dict[str, object]:
+    return {"his": _view(d.his), "ours": _view(d.ours), "channel": _view(d.chan), "near_midnight": d.near_midnight}
+
+
+def carried_before(path: str | Path, day: str, days: int = CARRY_DAYS) -> list[Carried]:
+    """What HIS and the bills said, on the `days` days before `day`, about instructions whose result
+    came later (reconcile.match): for the run of the day the results came on. Writes nothing; nothing
+    if there is no state yet (or it predates the carried table)."""
+    if not Path(path).is_file():
+        return []
+    first = (datetime.date.fromisoformat(day) - datetime.timedelta(days=days)).isoformat()
+    try:
+        db = sqlite3.connect(str(path), timeout=30)  # not mode=ro: that would leave its WAL files behind
+        try:
+            rows = db.execute("SELECT day, msg_id, side, effect, view FROM carried WHERE day >= ? AND day < ?", (first, day)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise SourceUnavailable(f"cannot read the reconciliation state {path}: {exc}") from None
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"cannot read the reconciliation state {path}: {exc}") from None
+    out = []
+    for d, msg_id, side, effect, view in rows:
+        v = json.loads(view)
+        out.append(Carried(d, msg_id, side, SideView(f"{v['where']} ({d})", v["fen"], State[v["state"]], v["pay_order_no"], v["at"]), effect))
+    return out

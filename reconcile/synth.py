@@ -10,10 +10,12 @@ Merchant order/refund numbers are shaped like the terminal's.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
+import multiprocessing
 import random
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from protocol.amount import format_yuan
 from reconcile.model import COLLECT, REFUND
@@ -24,8 +26,7 @@ TERMINAL_ID = "T0001"
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
 
 
-@dataclass(frozen=True)
-class BillRow:
+class BillRow(NamedTuple):
     kind: str  # "pay", "refund", "reversal"
     channel_id: str  # WeChat transaction_id / Alipay trade_no of the trade
     refund_id: str  # WeChat refund_id ("" for payments)
@@ -34,8 +35,7 @@ class BillRow:
     attempt: int = 1
 
 
-@dataclass(frozen=True)
-class Txn:
+class Txn(NamedTuple):
     msg_id: str
     order_no: str
     direction: int
@@ -61,10 +61,17 @@ def out_refund_no(msg_id: str) -> str:
     return "R" + hashlib.sha256(f"refund|{msg_id}".encode()).hexdigest()[:31]
 
 
-def _ids(rng: random.Random, channel: str, day: datetime.date, k: int) -> str:
+def _ids(channel: str, day: datetime.date | str, k: int) -> str:
+    """A channel transaction id, unique per k (plain arithmetic: a million of them in a second)."""
+    ymd = day if isinstance(day, str) else day.strftime("%Y%m%d")
     if channel == "WECHAT":
-        return f"42000{rng.randrange(10**4):04d}{day:%Y%m%d}{k:011d}"
-    return f"{day:%Y%m%d}2200{rng.randrange(10**4):04d}{k:012d}"
+        return f"42000{k * 7919 % 10000:04d}{ymd}{k:011d}"
+    return f"{ymd}2200{k * 104729 % 10000:04d}{k:012d}"
+
+
+# Special cases of every_class_day take ids from here on, clear of any clean day's.
+SPECIAL_IDS = 10**10
+FENS = (50, 1250, 2380, 10000, 15660, 300, 8888, 99999)
 
 
 def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 7, fail_every: int = 11) -> list[Txn]:
@@ -73,43 +80,45 @@ def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 
     rng = random.Random(seed)
     start = int(datetime.datetime.combine(day, datetime.time(8), CHINA).timestamp())
     txns: list[Txn] = []
+    append = txns.append
     k = 0
+    shift = rng.randrange(len(FENS))
+    ymd = day.strftime("%Y%m%d")  # once: strftime per row would cost more than the rest of the row
     for i in range(n):
         channel = "WECHAT" if i % 3 else "ALIPAY"
-        fen = rng.choice((50, 1250, 2380, 10000, 15660, 300, 8888, 99999)) + rng.randrange(0, 3) * 100
+        fen = FENS[(i * 5 + shift) % len(FENS)] + (i * 7 // 3) % 3 * 100
         at = start + i * 36000 // max(n, 1)
-        msg, order = f"HIS-{i:07d}", f"MZ{day:%Y%m%d}{i:07d}"
+        msg, order = f"HIS-{i:07d}", f"MZ{ymd}{i:07d}"
         k += 1
         if i % fail_every == 5:
-            txns.append(Txn(msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED"))
+            append(Txn(msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED"))
             continue
-        trade = _ids(rng, channel, day, k)
-        txns.append(Txn(msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (BillRow("pay", trade, "", fen, at),)))
+        trade = _ids(channel, ymd, k)
+        append(Txn(msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (BillRow("pay", trade, "", fen, at),)))
         if i % refund_every == 3 and fen >= 300:
             first, second = fen // 3, fen // 5
             for j, part in enumerate((first, second)):
                 k += 1
-                rid = _ids(rng, channel, day, k) if channel == "WECHAT" else trade
+                rid = _ids(channel, ymd, k) if channel == "WECHAT" else trade
                 rat = at + 600 * (j + 1)
-                txns.append(Txn(f"{msg}-R{j}", order, REFUND, part, channel, rat, "REFUNDED", rid, "SUCCESS",
-                                (BillRow("refund", trade, rid if channel == "WECHAT" else "", part, rat),)))
+                append(Txn(f"{msg}-R{j}", order, REFUND, part, channel, rat, "REFUNDED", rid, "SUCCESS",
+                           (BillRow("refund", trade, rid if channel == "WECHAT" else "", part, rat),)))
     if n:
         # One payment reversed after the patient paid (the cashier cancelled): nothing held anywhere.
         k += 1
-        trade = _ids(rng, "WECHAT", day, k)
+        trade = _ids("WECHAT", day, k)
         at = start + 36000 + 60
         txns.append(Txn("HIS-REVERSED", f"MZ{day:%Y%m%d}REV", COLLECT, 4200, "WECHAT", at, "CLOSED", "", "FAILED",
                         (BillRow("pay", trade, "", 4200, at), BillRow("reversal", trade, f"50300{k:023d}", 4200, at + 30))))
     return txns
 
 
-def every_class_day(day: datetime.date) -> list[Txn]:
-    """A clean day plus one seeded case of every difference class (see docs/reconciliation.md)."""
-    txns = clean_day(day, 40, seed=7)
+def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
+    """A clean day of n collections plus one seeded case of every difference class (see docs/reconciliation.md)."""
+    txns = clean_day(day, n, seed=7)
     at = int(datetime.datetime.combine(day, datetime.time(15), CHINA).timestamp())
-    rng = random.Random(99)
-    w = lambda k: _ids(rng, "WECHAT", day, 900 + k)  # noqa: E731
-    a = lambda k: _ids(rng, "ALIPAY", day, 900 + k)  # noqa: E731
+    w = lambda k: _ids("WECHAT", day, SPECIAL_IDS + k)  # noqa: E731
+    a = lambda k: _ids("ALIPAY", day, SPECIAL_IDS + k)  # noqa: E731
     t1, t2, t3, t4, t5, t6, t7, t8, t9 = (w(1), w(2), w(3), a(4), w(5), a(6), w(7), w(8), w(9))
     txns += [
         # long: paid, but the write-back to HIS failed: HIS still waits (one-sided record)
@@ -139,13 +148,23 @@ def every_class_day(day: datetime.date) -> list[Txn]:
 
 # -- writers ----------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1024)
+def _stamp(at: int) -> str:
+    return datetime.datetime.fromtimestamp(at, CHINA).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@functools.lru_cache(maxsize=1024)
+def _moment(at: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(at, CHINA)
+
+
 def his_rows(txns: list[Txn]) -> list[str]:
     lines = ["order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at"]
     for t in txns:
         if t.his_status is None:
             continue
         paid = t.his_status == "SUCCESS"
-        when = datetime.datetime.fromtimestamp(t.at, CHINA).strftime("%Y-%m-%d %H:%M:%S")
+        when = _stamp(t.at)
         row = ",".join((t.order_no, t.msg_id, "+" if t.direction == COLLECT else "-", format_yuan(t.his_fen or t.fen), t.his_status,
                         t.channel if paid else "", t.pay_order_no if paid else "", when))
         lines += [row] * t.his_rows
@@ -160,16 +179,24 @@ def write_his(path: Path, txns: list[Txn], *, trailer: bool = True) -> Path:
     return path
 
 
-def write_journal(path: Path, txns: list[Txn]) -> Path:
-    """Through the bridge's own Journal API: accept each instruction, then store its result."""
+def write_journal(path: Path, txns: list[Txn], *, bulk: bool = False) -> Path:
+    """Through the bridge's own Journal API: accept each instruction, then store its result. `bulk`
+    (large days): the bridge creates the journal, the rows go in with one statement, in the
+    columns bridge/journal.py documents and reconcile/ours.py reads."""
     from bridge.journal import Journal, NewInstruction, StoredResult
 
+    if bulk:
+        Journal(path, synchronous="NORMAL").close()
+        insert_journal_rows(path, (
+            (t.msg_id, t.order_no, _signed(t), t.ours_status, t.channel, t.pay_order_no, _signed(t), t.at - 5, t.at, t.error_code)
+            for t in txns))
+        return path
     clock = [0.0]
     journal = Journal(path, synchronous="NORMAL", clock=lambda: clock[0])
     try:
         for t in txns:
             clock[0] = float(t.at - 5)
-            amount = ("+" if t.direction == COLLECT else "-") + format_yuan(t.fen)
+            amount = _signed(t)
             journal.accept(NewInstruction(t.msg_id, KID, t.msg_id.encode(), b"{}", t.at - 5, TERMINAL_ID, DEVICE_ID, t.order_no, amount))
             if t.ours_status is not None:
                 clock[0] = float(t.at + 1)
@@ -179,16 +206,47 @@ def write_journal(path: Path, txns: list[Txn]) -> Path:
     return path
 
 
+def _signed(t: Txn) -> str:
+    return ("+" if t.direction == COLLECT else "-") + format_yuan(t.fen)
+
+
+def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-def]
+    """Bulk rows (msg_id, order_no, amount, pay_status or None, channel, pay_order_no, result_amount,
+    accepted_at, finished_at, error_code) into a fresh journal the bridge created: one commit, no
+    rollback journal (a half-written file is simply written again)."""
+    import sqlite3
+
+    def full(row):  # type: ignore[no-untyped-def]
+        msg, order, amount, status, channel, pay, result_amount, accepted, finished, error = row
+        if status is None:
+            return (msg, KID, accepted, TERMINAL_ID, DEVICE_ID, order, amount, "sent", accepted, accepted, None, None, None, None, None, None, None, None, None)
+        return (msg, KID, accepted, TERMINAL_ID, DEVICE_ID, order, amount, "result_stored", accepted, finished, "R-" + msg, b"{}", finished,
+                status, channel, pay, result_amount, finished, error)
+
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        with db:
+            db.executemany(
+                "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, accepted_at, "
+                "updated_at, result_msg_id, result_envelope, result_at, pay_status, pay_channel, pay_order_no, result_amount, finished_at, "
+                "error_code) VALUES (?, ?, x'00', x'7b7d', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", map(full, rows))
+    finally:
+        db.close()
+
+
 def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     from firmware_sim.sandbox.bills import PaymentLine, RefundLine
 
+    paid = _paid_msgs(txns)
     payments, refunds = [], []
     for t in txns:
         if t.channel != channel:
             continue
         for b in t.bill:
-            at = datetime.datetime.fromtimestamp(b.at, CHINA)
-            trade = out_trade_no(t.msg_id if t.direction == COLLECT else _paid_msg(txns, t), b.attempt)
+            at = _moment(b.at)
+            trade = out_trade_no(t.msg_id if t.direction == COLLECT else paid.get(t.order_no, t.msg_id), b.attempt)
             if b.kind == "pay":
                 payments.append(PaymentLine(at, at, b.channel_id, trade, "oUser0001", b.fen, "门诊缴费", DEVICE_ID))
             else:
@@ -199,12 +257,14 @@ def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     return payments, refunds
 
 
-def _paid_msg(txns: list[Txn], refund: Txn) -> str:
-    """The msg_id of the collection a refund refunds (same order, a collection that moved money)."""
+def _paid_msgs(txns: list[Txn]) -> dict[str, str]:
+    """Order number -> the msg_id of its collection that moved money (what a refund refunds): one
+    pass over the day, not one per refund."""
+    paid: dict[str, str] = {}
     for t in txns:
-        if t.order_no == refund.order_no and t.direction == COLLECT and t.ours_status == "SUCCESS" and not t.error_code:
-            return t.msg_id
-    return refund.msg_id
+        if t.direction == COLLECT and t.ours_status == "SUCCESS" and not t.error_code:
+            paid.setdefault(t.order_no, t.msg_id)
+    return paid
 
 
 def write_wechat(path: Path, txns: list[Txn], *, appid: str = "wx2421b1c4370ec43b", mch_id: str = "1900000109") -> Path:
@@ -224,12 +284,30 @@ def write_alipay(path: Path, txns: list[Txn], day: datetime.date, *, pid: str = 
     return path
 
 
-def write_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[str, Path]:
+def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool = False) -> dict[str, Path]:
+    """Every source of the day into `folder`. `bulk` (large days): the journal in bulk, and where
+    processes can fork, the journal and the HIS ledger in a second process while this one writes
+    the bills (the day is shared, not copied)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return {
-        "his": write_his(folder / f"his-{day:%Y%m%d}.csv", txns),
-        "journal": write_journal(folder / "bridge-journal.db", txns),
-        "wechat": write_wechat(folder / f"wechat-{day:%Y%m%d}.csv", txns),
-        "alipay": write_alipay(folder / f"alipay-{day:%Y%m%d}.zip", txns, day),
-    }
+    files = {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db",
+             "wechat": folder / f"wechat-{day:%Y%m%d}.csv", "alipay": folder / f"alipay-{day:%Y%m%d}.zip"}
 
+    def books() -> None:
+        write_his(files["his"], txns)
+        write_journal(files["journal"], txns, bulk=bulk)
+
+    child = None
+    if bulk and "fork" in multiprocessing.get_all_start_methods():
+        child = multiprocessing.get_context("fork").Process(target=books, name="synth-books")
+        child.start()
+    else:
+        books()
+    try:
+        write_wechat(files["wechat"], txns)
+        write_alipay(files["alipay"], txns, day)
+    finally:
+        if child is not None:
+            child.join()
+    if child is not None and child.exitcode != 0:
+        raise RuntimeError(f"writing the HIS ledger and the journal failed (exit status {child.exitcode})")
+    return files

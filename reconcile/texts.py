@@ -32,6 +32,10 @@ EXPLAIN: dict[Reason, str] = {
     Reason.SECOND_PAYMENT: "渠道对同一指令收了第二笔钱（按渠道、金额、时间匹配）。The channel took a second payment for an instruction already paid (matched by channel, amount and time).",
     Reason.OURS_MISSED_PAYMENT: "收款终端认为支付失败，但渠道已收款（按渠道、金额、时间匹配到此指令）。The POS believes the payment failed, but the channel holds it (matched to this instruction by channel, amount and time).",
     Reason.CHANNEL_ID_DIFFERS: "金额一致，但渠道交易号与本系统结果不同（按渠道、金额、时间匹配）。Amounts agree, but the bill's transaction id is not the one in our result (matched by channel, amount and time).",
+    Reason.RESULT_NEXT_DAY: "指令当日发出，结果在零点后才返回：HIS（及渠道账单）记在今天，本系统结果记在次日，次日对账时核对。"
+                            "Sent today, its result came after midnight: HIS (and the bill) have it today, our journal on the result's day, where it is checked again.",
+    Reason.SEEN_PREVIOUS_DAY: "指令在前一日发出、今天才完成：HIS（及渠道账单）记在发出当日，已在当日对账中核对。"
+                              "Sent on an earlier day and finished today: HIS (and the bill) have it on the day it was sent, where that day's run saw it.",
 }
 
 
@@ -49,6 +53,8 @@ def signed_yuan(fen: int) -> str:
 def advice(d: Difference, terminal: str | None = None) -> tuple[str, str | None]:
     """(what to do, the exact command if there is one). `terminal`: the cashier window whose POS
     took the payment (a refund must be sent through that window)."""
+    if d.reason in (Reason.RESULT_NEXT_DAY, Reason.SEEN_PREVIOUS_DAY):
+        return ("无需处理：跨零点的同一笔交易，两天合计一致。No action: one transaction parted by midnight; the two days agree.", None)
     amount = format_yuan(abs(d.position)) if d.position else ""
     window = f" --terminal {terminal}" if terminal else ""
     if d.reason in (Reason.HIS_MISSING, Reason.HIS_NOT_PAID):

@@ -2,7 +2,8 @@
 
 The file (UTF-8 CSV, as /pay/downloadbill returns it, optionally gzip-compressed with
 tar_type=GZIP) has four parts: the detail header (plain), detail rows (every value prefixed with a
-backtick ` so that Excel keeps long numbers as text), the summary header
+backtick ` so that Excel keeps long numbers as text; nothing is quoted, so the merchant's free text,
+商品名称 and 商户数据包 (attach, often JSON), holds commas and double quotes as sent), the summary header
 `总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额`
 and one summary row (values with backticks). A day without transactions is WeChat's XML answer
 `No Bill Exist` (error_code 20002): an empty bill, not an error.
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from protocol.amount import format_yuan
+from reconcile.attribution import POS_ORDER_NO, POS_TRADE_TYPES, OtherSink, OtherTrade
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
-from reconcile.lines import BATCH, bad_bytes, read_records, record
+from reconcile.lines import BATCH, TIME_PATTERN, YUAN_PATTERN, bad_bytes, fit_free_text, read_records
 from reconcile.model import COLLECT, REFUND, Channel, State
 
 TIME = "交易时间"
@@ -39,7 +41,17 @@ REFUND_ID = "微信退款单号"
 OUT_REFUND_NO = "商户退款单号"
 REFUND_FEE = "退款金额"
 REFUND_STATUS = "退款状态"
-REQUIRED = (TIME, TXN_ID, OUT_TRADE_NO, TRADE_STATE, SETTLEMENT, REFUND_ID, OUT_REFUND_NO, REFUND_FEE, REFUND_STATUS)
+TRADE_TYPE = "交易类型"
+DEVICE = "设备号"
+REQUIRED = (TIME, TXN_ID, OUT_TRADE_NO, TRADE_STATE, SETTLEMENT, REFUND_ID, OUT_REFUND_NO, REFUND_FEE, REFUND_STATUS, TRADE_TYPE, DEVICE)
+
+# The columns holding the merchant's own text, written as sent: commas, quotes, JSON.
+FREE_TEXT = ("商品名称", "商户数据包")
+# Typed columns a fitted row must get right (see reconcile.lines.fit_free_text).
+TIME_COLUMNS = ("交易时间",)
+YUAN_COLUMNS = ("应结订单金额", "代金券金额", "退款金额", "充值券退款金额", "订单金额", "申请退款金额")
+FEE = re.compile(r"-?\d+\.\d+")
+RATE = re.compile(r"\d+(?:\.\d+)?%")
 
 SUMMARY_FIRST = "总交易单数"
 SUM_SETTLEMENT = "应结订单总金额"
@@ -51,8 +63,9 @@ REFUND_STATES = {"SUCCESS": State.MOVED, "PROCESSING": State.MOVED, "CHANGE": St
 NO_BILL = re.compile(r"<return_msg>\s*(?:<!\[CDATA\[)?\s*([^<\]]*)")
 
 
-def read_wechat_bill(path: str | Path) -> Iterator[list[tuple]]:
-    """Stream the bill's detail rows as batches of Entry-layout tuples, then check the summary."""
+def read_wechat_bill(path: str | Path, others: OtherSink | None = None) -> Iterator[list[tuple]]:
+    """Stream the bill's detail rows as batches of Entry-layout tuples, then check the summary.
+    With `others`, rows that are not the POS's trades go there instead (reconcile.attribution)."""
     name = Path(path).name
     try:
         fb: BinaryIO = open(path, "rb")
@@ -62,20 +75,20 @@ def read_wechat_bill(path: str | Path) -> Iterator[list[tuple]]:
         if fb.read(2) == b"\x1f\x8b":
             fb.seek(0)
             with gzip.GzipFile(fileobj=fb) as gz:
-                yield from _guarded(gz, name)
+                yield from _guarded(gz, name, others)
         else:
             fb.seek(0)
-            yield from _guarded(fb, name)
+            yield from _guarded(fb, name, others)
 
 
-def _guarded(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
+def _guarded(fb: BinaryIO, name: str, others: OtherSink | None) -> Iterator[list[tuple]]:
     try:
-        yield from _read(fb, name)
+        yield from _read(fb, name, others)
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         raise BadInput(name, None, None, f"the gzip-compressed bill is damaged or cut short: {exc}") from None
 
 
-def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
+def _read(fb: BinaryIO, name: str, others: OtherSink | None) -> Iterator[list[tuple]]:
     records = read_records(fb, name, "utf-8")
     first = next(records, None)
     if first is None:
@@ -90,11 +103,14 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
         if column not in pos:
             raise BadInput(name, lineno, column, "column missing from the header: expected a bill of type ALL in the current format (see docs/reconciliation.md)")
     ncol = len(header)
-    i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat = (pos[c] for c in REQUIRED)
+    i_time, i_txn, i_otn, i_state, i_settle, i_rid, i_orid, i_rfee, i_rstat, i_type, i_dev = (pos[c] for c in REQUIRED)
+    devices, pos_order, pos_types = (others.attribution.devices if others else frozenset()), POS_ORDER_NO.fullmatch, POS_TRADE_TYPES
     fen = FenParser(name)
     memo = fen.memo
     count = sum_settle = sum_refund = 0
     wechat, collect, refund, moved, reversal = int(Channel.WECHAT), COLLECT, REFUND, int(State.MOVED), int(State.REVERSAL)
+    free = tuple(pos[c] for c in FREE_TEXT if c in pos)
+    valid = _validator(pos)
     batch: list[tuple] = []
     for raw in fb:
         lineno += 1
@@ -103,24 +119,33 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise bad_bytes(name, lineno, exc, "utf-8") from None
-        if line[:1] == "`" and '"' not in line:
-            # Every value starts with a backtick, so splitting on ",`" both splits the fields and
-            # drops their backticks; a value without one merges with its neighbour and the count
-            # shows it.
-            row = line.rstrip("\r\n")[1:].split(",`")
+        if line[:1] == "`":
+            # Every value starts with a backtick and nothing is quoted, so splitting on ",`" both
+            # splits the fields and drops their backticks. Free text (商品名称, attach JSON) may
+            # hold commas and quotes as the merchant sent them; a "`" right after a comma in it
+            # gives surplus fields, which fit_free_text hands back to the free-text columns.
+            text = line.rstrip("\r\n")
+            row = text[1:].split(",`")
             if len(row) != ncol:
-                _bad_row(line.rstrip("\r\n").split(","), header, ncol, name, start)
+                fitted = fit_free_text(row, ncol, free, valid, ",`") if len(row) > ncol else None
+                if fitted is None:
+                    if len(row) < ncol:
+                        _bad_row(text.split(","), header, ncol, name, start)
+                    raise BadInput(name, start, None, f"{len(row)} fields, but the header has {ncol}, and no reading of the free-text columns "
+                                   "(商品名称, 商户数据包) fits the row")
+                row = fitted
         else:
-            row, lineno = record(fb, line, lineno, name, "utf-8")
-            if not row:
+            text = line.strip()
+            if not text:
                 continue
+            row = text.split(",")
             if row[0] == SUMMARY_FIRST:
                 if batch:
                     yield batch
                 _check_summary(read_records(fb, name, "utf-8", start=lineno), row, start, name, count, sum_settle, sum_refund, fen)
                 return
-            _bad_row(row, header, ncol, name, start)  # raises unless every value has its backtick
-            row = [v[1:] for v in row]
+            _bad_row(row, header, ncol, name, start)
+            raise BadInput(name, start, None, "a detail row's values start with a backtick `")
         count += 1
         settle = row[i_settle]
         settled = memo.get(settle)
@@ -129,7 +154,7 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
         sum_settle += settled
         st = row[i_state]
         if st == "SUCCESS":
-            batch.append((start, row[i_otn], "", collect, settled, moved, wechat, row[i_txn], "", row[i_time]))
+            t = (start, row[i_otn], "", collect, settled, moved, wechat, row[i_txn], "", row[i_time])
         else:
             if st != "REFUND" and st != "REVOKED":
                 raise BadInput(name, start, TRADE_STATE, f"{st!r} is not SUCCESS, REFUND or REVOKED")
@@ -146,11 +171,18 @@ def _read(fb: BinaryIO, name: str) -> Iterator[list[tuple]]:
                 # itself settles (0.00 when the payment has its own SUCCESS row).
                 if settled > value:
                     raise BadInput(name, start, SETTLEMENT, "a REVOKED row settling more than it gives back")
-                batch.append((start, row[i_otn], "", collect, value - settled, reversal, wechat, row[i_txn], row[i_rid], row[i_time]))
+                t = (start, row[i_otn], "", collect, value - settled, reversal, wechat, row[i_txn], row[i_rid], row[i_time])
             else:
                 if not row[i_rid]:
                     raise BadInput(name, start, REFUND_ID, "empty on a refund row")
-                batch.append((start, row[i_otn], "", refund, value, int(state), wechat, row[i_rid], row[i_orid], row[i_time]))
+                t = (start, row[i_otn], "", refund, value, int(state), wechat, row[i_rid], row[i_orid], row[i_time])
+        if others is not None and (row[i_type] not in pos_types or pos_order(row[i_otn]) is None or (devices and row[i_dev] not in devices)):
+            why = others.attribution.why_not(row[i_otn], row[i_type], row[i_dev])
+            if why is not None:
+                others.trades.append(OtherTrade(Channel.WECHAT, f"{name} line {start}", t[1], t[7], t[3], t[4], State(t[5]), t[9],
+                                                row[i_type], row[i_dev], why))
+                continue
+        batch.append(t)
         if len(batch) == BATCH:
             yield batch
             batch = []
@@ -186,6 +218,16 @@ def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], 
         raise BadInput(name, extra[0], None, "data after the summary row")
 
 
+def _validator(pos: dict[str, int]):  # type: ignore[no-untyped-def]
+    checks = [(pos[c], TIME_PATTERN) for c in TIME_COLUMNS if c in pos] + [(pos[c], YUAN_PATTERN) for c in YUAN_COLUMNS if c in pos]
+    checks += [(pos[c], pattern) for c, pattern in (("手续费", FEE), ("费率", RATE)) if c in pos]
+
+    def valid(row: list[str]) -> bool:
+        return all(pattern.fullmatch(row[i]) for i, pattern in checks)
+
+    return valid
+
+
 def _no_bill(fb: BinaryIO, first_line: str, name: str) -> None:
     text = first_line + fb.read(4096).decode("utf-8", "replace")
     match = NO_BILL.search(text)
@@ -197,7 +239,7 @@ def _no_bill(fb: BinaryIO, first_line: str, name: str) -> None:
 
 def _bad_row(row: list[str], header: list[str], ncol: int, name: str, lineno: int) -> None:
     """Say what is wrong with a row split on plain commas: its field count, or the first value
-    without its backtick. Returns if neither (a row with quoted values, all backticked)."""
+    without its backtick. Returns if neither."""
     if len(row) != ncol:
         raise BadInput(name, lineno, None, f"{len(row)} fields, but the header has {ncol} (a cut line?)")
     for column, value in zip(header, row):

@@ -18,7 +18,10 @@ The same document is what field engineers flash as a configuration image, so it 
      "admin": {"pin_hash": "scrypt$..."},           optional: the settings screen's PIN
      "channels": {...},                             opaque here: terminal.channels.build_clients reads it
      "polling": {"WECHAT": {"query_interval_s": 5, "pay_deadline_s": 30}},   optional overrides
-     "printer": {"command": "lp -d thermal {png}"}}  optional: the receipt printer ({png} = the receipt file)
+     "printer": {"command": "lp -d thermal {png}"},  optional: the receipt printer ({png} = the receipt file)
+     "his_signature": {"public_keys": ["<base64>"], "require": true, "require_terminals": ["T0001"]}}
+                                                    optional (his-interface 1.1 B): HIS's Ed25519 keys; with
+                                                    require (hospital) / require_terminals, no his_sig = refused
 
 `parse_config` is pure (text in, `DeviceConfig` out); `load_config` reads a file and a referenced
 key file, and refuses a file holding keys that other users can read.
@@ -42,6 +45,8 @@ from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 from protocol.messages import PayChannel
 from protocol.registry import TerminalRecord
+from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
+from protocol.signing import decode_public_key, encode_public_key
 from protocol.strictjson import loads_object
 from terminal import pin as pins
 
@@ -60,7 +65,7 @@ QUERY_INTERVAL_RANGE = (0.05, 60.0)
 PAY_DEADLINE_RANGE = (0.5, 600.0)
 
 _TOP = {"format", "config_version", "comment", "device", "merchant", "keys", "keys_file", "terminals",
-        "limits", "freshness", "supervisor", "admin", "channels", "polling", "printer"}
+        "limits", "freshness", "supervisor", "admin", "channels", "polling", "printer", "his_signature"}
 # The receipt file's place in printer.command.
 PNG_PLACEHOLDER = "{png}"
 
@@ -137,6 +142,7 @@ class DeviceConfig:
     config_version: int = 0
     comment: str | None = None
     printer: Printer | None = None  # None: receipts are saved as images only
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE  # his-interface 1.1 B
 
     def has_terminal(self, terminal_id: str) -> bool:
         return any(t.terminal_id == terminal_id for t in self.terminals)
@@ -267,7 +273,30 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
         config_version=top.integer("config_version", 0, 2**31 - 1, 0),
         comment=comment,
         printer=printer,
+        his_signature=_his_signature(top),
     )
+
+
+def _his_signature(top: _Obj) -> HisSignaturePolicy:
+    sig = top.sub("his_signature", {"public_keys", "require", "require_terminals"}, optional=True)
+    if sig is None:
+        return NO_HIS_SIGNATURE
+    raw_keys = sig.get("public_keys")
+    if not isinstance(raw_keys, list) or not raw_keys or len(raw_keys) > 8:
+        raise sig.fail("public_keys", "must be a list of 1 to 8 HIS public keys (base64 of the 32-byte Ed25519 key)")
+    keys = []
+    for index, text in enumerate(raw_keys):
+        try:
+            keys.append(decode_public_key(text if isinstance(text, str) else ""))
+        except ValueError as exc:
+            raise sig.fail(f"public_keys[{index}]", str(exc)) from None
+    required = sig.obj.get("require", False)
+    if not isinstance(required, bool):
+        raise sig.fail("require", "must be true or false")
+    terminals = sig.obj.get("require_terminals", [])
+    if not isinstance(terminals, list) or not all(is_valid_id(t) for t in terminals):
+        raise sig.fail("require_terminals", "must be a list of terminal IDs")
+    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))  # type: ignore[arg-type]
 
 
 def _req(value: str | None) -> str:
@@ -373,6 +402,10 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
         }
     if config.printer is not None:
         obj["printer"] = {"command": config.printer.command}
+    policy = config.his_signature
+    if policy.public_keys:
+        obj["his_signature"] = {"public_keys": [encode_public_key(k) for k in policy.public_keys], "require": policy.required,
+                                "require_terminals": sorted(policy.required_terminals)}
     return obj
 
 

@@ -34,6 +34,7 @@ from protocol.amount import Direction, format_yuan, parse_yuan
 from protocol.freshness import SeenRecord
 from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
 from terminal.machine import Kind, State
+from terminal.private_files import prepare_private_file
 
 SCHEMA_VERSION = 1
 # Wait this long for a lock held by another connection (another process on the same files).
@@ -227,6 +228,7 @@ class Journal:
         self._lock = threading.RLock()
         self._commits = 0
         self._dead = False
+        prepare_private_file(self.path)  # 0600 before SQLite opens it (its -wal/-shm copy the mode)
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         self._db.row_factory = sqlite3.Row
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -351,6 +353,11 @@ class Journal:
     def committed_refunds_fen(self, order_no: str) -> int:
         """Refunded plus reserved (in flight) for an order: what is no longer refundable."""
         r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status != 'failed'", (order_no,))
+        return int(r["s"]) if r else 0
+
+    def refunded_fen(self, order_no: str) -> int:
+        """What the channel has refunded of an order (settled refunds only)."""
+        r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status = 'refunded'", (order_no,))
         return int(r["s"]) if r else 0
 
     def refund_for(self, seq: int) -> RefundRow | None:

@@ -5,21 +5,26 @@ calls, outbox, screens) around it. Every method commits BEFORE the service acts 
 `begin_attempt` commits "about to pay with out_trade_no X" and only then is X sent to the channel;
 `confirm_supervisor` reserves the refund amount and only then is the refund requested.
 
-Results are sealed here, once, with `protocol.envelope.seal_result` under the instruction's kid, and
-stored with the FINISHED transition in the same commit: a finished instruction always has its
-result, and re-sending it sends the identical bytes.
+Results are sealed here, once, with `protocol.envelope.seal_result` under the instruction's kid and
+signed with the device's own key (his-interface 1.1 A), and stored with the FINISHED transition in
+the same commit: a finished instruction always has its result, and re-sending it sends the
+identical bytes. A refusal (unknown_terminal, bad_amount, clock_skew, a missing his_sig, ...) is
+such a result too: the instruction is journaled and finished in one commit (`Refused`). Only what
+cannot be sealed for HIS at all (the envelope does not open with this device's keys; its msg_id
+clashes with another envelope) is `NotTaken`: nothing is journaled and nothing ends.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from protocol.amount import Amount, format_yuan
 from protocol.crypto import SharedKey
-from protocol.envelope import Envelope, receive_instruction, seal_result
+from protocol.envelope import Envelope, open_for_refusal, parse_envelope, receive_instruction, seal_result, sign_envelope
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import MAX_ERROR_MESSAGE, Instruction, PayChannel, PayStatus, Result, ResultCode
 from terminal import machine
@@ -69,9 +74,26 @@ class Repeat:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
+    """Why an instruction is refused (a spec error code and words for people)."""
+
     msg_id: str
     code: ErrorCode
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Refused, journaled and finished with a sealed, signed FAILED / REFUND_FAILED result."""
+
+    refusal: Refusal
+    change: "Change"
+
+
+@dataclass(frozen=True, slots=True)
+class NotTaken:
+    """Cannot be answered with a sealed result: the bridge keeps the instruction unfinished."""
+
+    refusal: Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +113,13 @@ def _clip(text: str | None) -> str | None:
 
 
 class Lifecycle:
-    def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes]) -> None:
+    def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes],
+                 device_key_seed: bytes) -> None:
         self.config = config
         self.journal = journal
         self.clock = clock
         self.rng = rng
+        self._device_key_seed = device_key_seed  # signs every result (1.1 A); never logged, never leaves
         # This device's clock minus the bridge's, measured at the last link up (None: unknown).
         # Results are stamped with the bridge's time: the bridge and HIS check a result's ts against
         # their own clocks (within 300 s), and a POS whose clock drifted must not lose a result it
@@ -117,28 +141,31 @@ class Lifecycle:
                        "window): set the POS clock (network time), then send the instruction again with a new msg_id")
 
     # -- arrival --------------------------------------------------------------------------------
-    def accept(self, envelope: Envelope) -> Accepted | Repeat | Refusal:
+    def accept(self, envelope: Envelope) -> Accepted | Repeat | Refused | NotTaken:
         """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction."""
         now = self.clock()
         cfg = self.config
-        refusal = self.clock_refusal(envelope.msg_id)
-        if refusal is not None and self.journal.find(envelope.kid, envelope.msg_id) is None:
-            return refusal
         try:
-            received = receive_instruction(envelope, cfg.keys, now=now, skew_s=cfg.instruction_skew_s,
-                                           limit_fen=cfg.limit_fen, seen=self.journal, answer_ttl_s=cfg.msg_id_memory_s)
+            received = receive_instruction(envelope, cfg.keys, now=now, skew_s=cfg.instruction_skew_s, limit_fen=cfg.limit_fen,
+                                           seen=self.journal, answer_ttl_s=cfg.msg_id_memory_s, his_signature=cfg.his_signature)
         except ProtocolError as exc:
-            return Refusal(envelope.msg_id, exc.code, exc.message)
+            refusal = Refusal(envelope.msg_id, exc.code, exc.message)
+            if exc.code is ErrorCode.CLOCK_SKEW:
+                refusal = self.clock_refusal(envelope.msg_id) or refusal
+            return self._refuse(envelope, refusal, now)
         if received.message is None:
             row = self.journal.find(envelope.kid, envelope.msg_id)
             if row is None:  # seen but never journaled cannot happen (one transaction); be explicit anyway
-                return Refusal(envelope.msg_id, ErrorCode.INTERNAL_ERROR, "msg_id known but its instruction is missing")
+                return NotTaken(Refusal(envelope.msg_id, ErrorCode.INTERNAL_ERROR, "msg_id known but its instruction is missing"))
             return Repeat(row, self.journal.result_for(row.seq))
         instruction = received.message
         assert isinstance(instruction, Instruction)
-        if not cfg.has_terminal(instruction.terminal_id):
-            return Refusal(envelope.msg_id, ErrorCode.UNKNOWN_TERMINAL,
-                           f"terminal {instruction.terminal_id!r} is not provisioned on device {cfg.device.device_id}")
+        refusal = self.clock_refusal(envelope.msg_id)
+        if refusal is None and not cfg.has_terminal(instruction.terminal_id):
+            refusal = Refusal(envelope.msg_id, ErrorCode.UNKNOWN_TERMINAL,
+                              f"terminal {instruction.terminal_id!r} is not provisioned on device {cfg.device.device_id}")
+        if refusal is not None:
+            return self._refuse(envelope, refusal, now)
         kind = Kind.REFUND if instruction.amount.is_refund else Kind.COLLECT
         with self.journal.transaction(f"{kind.value}:new->queued") as tx:
             tx.remember(envelope.kid, envelope.msg_id, envelope.digest(), now)
@@ -147,6 +174,42 @@ class Lifecycle:
                                      amount_fen=instruction.amount.fen, display=instruction.display, now=now,
                                      salt=self.rng(8).hex())
         return Accepted(seq)
+
+    def _refuse(self, envelope: Envelope, refusal: Refusal, now: float) -> Refused | NotTaken | Repeat:
+        """Journal and finish a refused instruction in one commit, with a sealed, signed result;
+        NotTaken when no result can be sealed for it."""
+        if refusal.code in (ErrorCode.MSG_ID_CONFLICT, ErrorCode.REPLAY):
+            return NotTaken(refusal)  # another envelope owns this msg_id here: a result would answer it twice
+        known = self.journal.find(envelope.kid, envelope.msg_id)
+        if known is not None:  # refused before (a his_sig is checked before the msg_id rule)
+            seen = self.journal.seen(envelope.kid, envelope.msg_id)
+            if seen is not None and hmac.compare_digest(seen.digest, envelope.digest()):
+                return Repeat(known, self.journal.result_for(known.seq))
+            if seen is None:  # forgotten long ago, but its row stays: no second row under that msg_id
+                return NotTaken(refusal)
+            return NotTaken(Refusal(envelope.msg_id, ErrorCode.MSG_ID_CONFLICT,
+                                    f"msg_id {envelope.msg_id!r} was already used for a different envelope on this device"))
+        opened = open_for_refusal(envelope, self.config.keys)
+        if opened is None:
+            return NotTaken(refusal)
+        order_no, amount = opened
+        kind = Kind.REFUND if amount.is_refund else Kind.COLLECT
+        event = Event.REFUSE if kind is Kind.COLLECT else Event.REFUSE_REFUND
+        after, status = machine.step(kind, State.QUEUED, event)
+        with self.journal.transaction(f"{kind.value}:new->refused") as tx:
+            tx.remember(envelope.kid, envelope.msg_id, envelope.digest(), now)
+            seq = tx.add_instruction(kid=envelope.kid, msg_id=envelope.msg_id, envelope_ts=envelope.ts,
+                                     terminal_id=envelope.terminal_id, order_no=order_no, kind=kind, amount_fen=amount.fen,
+                                     display=None, now=now, salt=self.rng(8).hex())
+            row = self.journal.instruction(seq)
+            assert status is not None
+            # A clock_skew refusal means this clock is not to be trusted (and the offset measured at
+            # link up may be stale): the result is stamped with the instruction's own ts, which passed
+            # the bridge's window, so the bridge and HIS accept it (not in the future, not before it).
+            stamp = envelope.ts if refusal.code is ErrorCode.CLOCK_SKEW else None
+            result = self._finish(tx, row, event, status, None, now, pay=None, refund=None, reason=refusal.code.value,
+                                  fields={}, detail=refusal.message, stamp=stamp)
+        return Refused(refusal, Change(seq, State.QUEUED, after, result))
 
     def forget_old_msg_ids(self) -> int:
         """Drop msg_id records no envelope could still match: older than memory + clock window."""
@@ -160,7 +223,10 @@ class Lifecycle:
         honoured. None when the instruction must be shown to the cashier."""
         collection = self.journal.collection(row.order_no)
         if row.kind is Kind.COLLECT:
-            return (Event.DUPLICATE, ResultCode.DUPLICATE_ORDER.value) if collection is not None else None
+            if collection is None:
+                return None
+            same = collection.paid_fen == row.amount_fen
+            return (Event.DUPLICATE if same else Event.DUPLICATE_OTHER_AMOUNT), ResultCode.DUPLICATE_ORDER.value
         if collection is None:
             return Event.NOT_REFUNDABLE, ResultCode.ORDER_NOT_PAID.value
         if row.amount_fen > collection.paid_fen - self.journal.committed_refunds_fen(row.order_no):
@@ -237,14 +303,11 @@ class Lifecycle:
 
     def lockout(self, key: str) -> Lockout:
         text = self.journal.meta(f"pin_lockout:{key}")
-        if text is None:
-            return Lockout()
-        failures, until = text.split(",")
-        return Lockout(int(failures), float(until))
+        return Lockout() if text is None else Lockout.decode(text)
 
     def save_lockout(self, key: str, state: Lockout) -> None:
         with self.journal.transaction(f"pin:{key}") as tx:
-            tx.set_meta(f"pin_lockout:{key}", f"{state.failures},{state.locked_until!r}")
+            tx.set_meta(f"pin_lockout:{key}", state.encode())
 
     def mark_delivered(self, result_msg_id: str) -> bool:
         with self.journal.transaction("result:delivered") as tx:
@@ -295,12 +358,16 @@ class Lifecycle:
         return self._finish(tx, row, event, status, attempt, now, pay=pay, refund=refund, reason=reason, fields=fields)
 
     def _finish(self, tx: Tx, row: InstructionRow, event: Event, status: PayStatus, attempt: AttemptRow | None, now: float, *,
-                pay: PayOutcome | None, refund: RefundOutcome | None, reason: str | None, fields: dict[str, object]) -> ResultRow:
+                pay: PayOutcome | None, refund: RefundOutcome | None, reason: str | None, fields: dict[str, object],
+                detail: str | None = None, stamp: int | None = None) -> ResultRow:
+        # The result's amount is always the instruction's (step 6: HIS and the bridge refuse any
+        # other); `amount_fen` is what the journal books (a channel that took another amount).
         amount_fen = row.amount_fen
         pay_order_no = ""
         channel = row.channel
         error_code: str | None = None
         message: str | None = None
+        refunded_fen: int | None = None
         collection = self.journal.collection(row.order_no)
         if event is Event.PAID:
             assert pay is not None and attempt is not None
@@ -312,12 +379,22 @@ class Lifecycle:
             channel = attempt.channel
             tx.add_collection(order_no=row.order_no, seq=row.seq, out_trade_no=attempt.out_trade_no, channel=attempt.channel,
                               channel_txn_id=pay_order_no, paid_fen=amount_fen, now=now)
-        elif event is Event.DUPLICATE:
+        elif event in (Event.DUPLICATE, Event.DUPLICATE_OTHER_AMOUNT):
+            # The original collection's pay_order_no, channel and refunds, so that HIS can book a
+            # collection whose first write-back failed (1.1 C).
             assert collection is not None
             original = self.journal.instruction(collection.seq)
             pay_order_no, channel, amount_fen = collection.channel_txn_id, collection.channel, collection.paid_fen
+            refunded_fen = self.journal.refunded_fen(row.order_no)
             error_code = ResultCode.DUPLICATE_ORDER.value
-            message = f"order already collected (instruction {original.msg_id}); nothing was charged again"
+            if event is Event.DUPLICATE:
+                message = f"order already collected (instruction {original.msg_id}); nothing was charged again"
+            else:
+                message = (f"order already collected with {format_yuan(collection.paid_fen)} yuan (instruction "
+                           f"{original.msg_id}); nothing was charged")
+        elif event in (Event.REFUSE, Event.REFUSE_REFUND):
+            error_code, message = reason or ErrorCode.BAD_ENVELOPE.value, detail
+            channel = None
         elif event is Event.CANCEL and row.state is State.DECLINED:
             error_code, message = row.last_error_code or ResultCode.DECLINED.value, row.last_error_message
         elif event is Event.CANCEL:
@@ -346,15 +423,22 @@ class Lifecycle:
             message = None if text is None else text.en
         result = Result(
             device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
-            pay_channel=channel, amount=Amount(row.direction, amount_fen), finished_at=self.result_time(now),
-            error_code=error_code, error_message=_clip(message),
+            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now),
+            error_code=error_code, error_message=_clip(message), refunded_fen=refunded_fen,
         )
         result_msg_id = "R" + self.rng(12).hex()
-        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=self.result_time(now), nonce=self.rng(12))
+        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=stamp or self.result_time(now),
+                               nonce=self.rng(12), device_key_seed=self._device_key_seed)
         tx.add_result(result_msg_id=result_msg_id, seq=row.seq, envelope=envelope.to_bytes(), pay_status=status,
                       pay_order_no=pay_order_no, amount_fen=amount_fen, now=now)
         tx.advance(row.seq, row.state, State.FINISHED, now, pay_status=status, error_code=error_code, finished_at=now, **fields)
         return ResultRow(result_msg_id, row.seq, envelope.to_bytes(), status, pay_order_no, amount_fen, now, None)
+
+    def signed(self, envelope_bytes: bytes) -> Envelope:
+        """A stored result envelope, signed: results journaled before this device signed results
+        (an upgrade) get their `sig` now; Ed25519 is deterministic, so nothing else changes."""
+        envelope = parse_envelope(envelope_bytes)
+        return envelope if envelope.sig is not None else sign_envelope(envelope, self._device_key_seed)
 
     def _key(self, kid: str) -> SharedKey:
         """The key to seal under: the instruction's kid, even if it was retired since (HIS still

@@ -7,12 +7,17 @@ Collection (+)
            --UNKNOWN--> CONFIRMING (query before deciding)
     USER_PAYING/CONFIRMING --GIVE_UP--> REVERSING --REVERSED--> FINISHED(CLOSED)
     AWAITING_SCAN --CANCEL--> FINISHED(CLOSED, cancelled);  USER_PAYING --CANCEL--> REVERSING
-    QUEUED --DUPLICATE--> FINISHED(SUCCESS, duplicate_order: the original result, nothing charged)
+    QUEUED --DUPLICATE--> FINISHED(SUCCESS, duplicate_order: the original collection, nothing charged)
+    QUEUED --DUPLICATE_OTHER_AMOUNT--> FINISHED(FAILED, duplicate_order: collected before with another amount)
+    QUEUED --REFUSE--> FINISHED(FAILED, error_code = the protocol refusal: unknown_terminal, bad_amount, ...)
 Refund (-)
     QUEUED --ASK_SUPERVISOR--> AWAITING_SUPERVISOR --SUPERVISOR_OK--> REFUNDING (amount reserved)
     REFUNDING --REFUNDED--> FINISHED(REFUNDED)   --REFUND_PENDING--> REFUND_CONFIRMING (query)
     REFUND_CONFIRMING --REFUND_UNSEEN--> REFUNDING (call again: idempotent by out_refund_no)
     QUEUED --NOT_REFUNDABLE--> FINISHED(REFUND_FAILED)   AWAITING_SUPERVISOR --SUPERVISOR_DECLINED--> ...
+    QUEUED --REFUSE_REFUND--> FINISHED(REFUND_FAILED, error_code = the protocol refusal)
+A refusal is journaled and finished in the commit that accepts the instruction, so it is a sealed,
+signed result like any other (his-interface 1.1 A) and never reaches the cashier.
 After a restart, PAYING and REFUNDING mean "the call may or may not have reached the channel":
 RESTART turns them into CONFIRMING / REFUND_CONFIRMING, so nothing is ever paid twice.
 
@@ -53,6 +58,9 @@ class Event(enum.Enum):
     SHOW = "show"
     ASK_SUPERVISOR = "ask_supervisor"
     DUPLICATE = "duplicate"
+    DUPLICATE_OTHER_AMOUNT = "duplicate_other_amount"
+    REFUSE = "refuse"
+    REFUSE_REFUND = "refuse_refund"
     NOT_REFUNDABLE = "not_refundable"
     SCAN = "scan"
     CANCEL = "cancel"
@@ -78,6 +86,8 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
     # collection
     (S.QUEUED, E.SHOW): (S.AWAITING_SCAN, None),
     (S.QUEUED, E.DUPLICATE): (F, PayStatus.SUCCESS),
+    (S.QUEUED, E.DUPLICATE_OTHER_AMOUNT): (F, PayStatus.FAILED),
+    (S.QUEUED, E.REFUSE): (F, PayStatus.FAILED),
     (S.AWAITING_SCAN, E.SCAN): (S.PAYING, None),
     (S.AWAITING_SCAN, E.CANCEL): (F, PayStatus.CLOSED),
     (S.PAYING, E.PAID): (F, PayStatus.SUCCESS),
@@ -104,6 +114,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
     # refund
     (S.QUEUED, E.ASK_SUPERVISOR): (S.AWAITING_SUPERVISOR, None),
     (S.QUEUED, E.NOT_REFUNDABLE): (F, PayStatus.REFUND_FAILED),
+    (S.QUEUED, E.REFUSE_REFUND): (F, PayStatus.REFUND_FAILED),
     (S.AWAITING_SUPERVISOR, E.SUPERVISOR_OK): (S.REFUNDING, None),
     (S.AWAITING_SUPERVISOR, E.SUPERVISOR_DECLINED): (F, PayStatus.REFUND_FAILED),
     (S.AWAITING_SUPERVISOR, E.NOT_REFUNDABLE): (F, PayStatus.REFUND_FAILED),
@@ -147,11 +158,17 @@ class IllegalTransition(Exception):
         self.kind, self.state, self.event = kind, state, event
 
 
+# Events that belong to one kind only (their states are common to both).
+ONLY_FOR: dict[Event, Kind] = {Event.DUPLICATE: Kind.COLLECT, Event.DUPLICATE_OTHER_AMOUNT: Kind.COLLECT,
+                               Event.REFUSE: Kind.COLLECT, Event.REFUSE_REFUND: Kind.REFUND,
+                               Event.NOT_REFUNDABLE: Kind.REFUND}
+
+
 def step(kind: Kind, state: State, event: Event) -> tuple[State, PayStatus | None]:
     """The next state (and final pay_status) or IllegalTransition."""
     found = TRANSITIONS.get((state, event))
     allowed = COLLECT_STATES if kind is Kind.COLLECT else REFUND_STATES
-    if found is None or state not in allowed or found[0] not in allowed:
+    if found is None or state not in allowed or found[0] not in allowed or ONLY_FOR.get(event, kind) is not kind:
         raise IllegalTransition(kind, state, event)
     return found
 

@@ -1,6 +1,6 @@
 """The service's outgoing link messages, waiting for the link owner to send them.
 
-The service puts `protocol.link.app` messages here (ResultMsg, ProgressMsg, RefusedMsg) in the order
+The service puts `protocol.link.app` messages here (ResultMsg, ProgressMsg, NotTakenMsg) in the order
 its commits happened; the link owner (firmware_sim's endpoint, the real device's link loop) takes
 them with `get` / `drain` on its own thread, or is told by `set_listener` that something arrived
 (the listener runs on the producing thread and must only wake the owner, e.g. write a self-pipe).

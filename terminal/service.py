@@ -1,19 +1,21 @@
 """The headless POS terminal service: instructions in, money moved, results out, nothing lost.
 
-    TerminalService(config, journal, clients, *, clock=time.time, rng=os.urandom, link_up=False)
+    TerminalService(config, journal, clients, *, device_key_seed, clock=time.time, rng=os.urandom, link_up=False)
     service.start()   # recovery: resume every unfinished instruction; call once, before anything else
     service.close()   # stop worker threads (the journal stays valid; a new service resumes from it)
 
 LINK side (the device's link loop, terminal/link/endpoint.py; runs on the link thread)
     submit_instruction(envelope)   an instruction envelope from the bridge (protocol.envelope.Envelope).
                                    Checked (protocol order of checks, device clock window, provisioned
-                                   terminal list, per-transaction limit) and journaled before it returns,
-                                   so ACK the frame after this call. The answer goes to the outbox:
-                                   RefusedMsg (a protocol-level refusal: auth_failed, unknown_kid,
-                                   unknown_terminal, bad_amount, clock_skew, msg_id_conflict, replay, ...),
+                                   terminal list, per-transaction limit, his_sig) and journaled before it
+                                   returns, so ACK the frame after this call. The answer goes to the outbox:
                                    ProgressMsg (accepted; and on every later change of Progress), or a
-                                   ResultMsg. An identical envelope again executes nothing: it gets the
-                                   stored result or the current progress.
+                                   ResultMsg, sealed and signed with the device key (a refusal too:
+                                   unknown_terminal, bad_amount, clock_skew, ... is a FAILED /
+                                   REFUND_FAILED result with that error_code), or NotTakenMsg when no result
+                                   can be sealed (auth_failed, unknown_kid: the keys differ; msg_id_conflict,
+                                   replay): that ends nothing. An identical envelope again executes nothing:
+                                   it gets the stored result or the current progress.
     outbox                         terminal.outbox.Outbox of protocol.link.app messages, in commit order.
     mark_delivered(result_msg_id)  the link ACKed the DATA frame carrying that result: stop re-sending it.
     link_up() / link_down()        the link (handshake) came up / went down. While down nothing is queued;
@@ -26,6 +28,7 @@ CASHIER side (the Kivy UI, the simulator's control API; any thread)
                                    decline's error_code; while the patient confirms: reverse, then CLOSED;
                                    on a refund: the same as decline_refund()
     confirm_refund(pin) -> PinReply, decline_refund() -> ActionReply, dismiss()  (hide the result screen)
+    reset_pin_lockout(admin_pin)   the administrator clears the supervisor PIN's lockout (terminal.pin)
     view() -> ScreenView           what the POS shows now (terminal.view); history(day, order_no),
                                    totals(day), receipt(msg_id), check_admin_pin(pin)
     add_observer(fn) -> remove     fn(ScreenView) after every change, on the thread that made it (a UI
@@ -51,16 +54,16 @@ from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope
-from protocol.link.app import ProgressMsg, RefusedMsg, ResultMsg
+from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.journal import Journal, PowerCut, StaleState
-from terminal.lifecycle import Accepted, Change, Lifecycle, Refusal, Repeat
+from terminal.lifecycle import Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
-from terminal.pin import Lockout, after_failure, is_locked, tries_left, verify_pin
+from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
 from terminal.receipt import Receipt, receipt_for
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
@@ -123,13 +126,14 @@ class RecoveryReport:
 
 class TerminalService:
     def __init__(self, config: DeviceConfig, journal: Journal, clients: Mapping[PayChannel, ChannelClient], *,
-                 clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom, link_up: bool = False) -> None:
+                 device_key_seed: bytes, clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
+                 link_up: bool = False) -> None:
         self.config = config
         self.journal = journal
         self.clients = dict(clients)
         self.clock = clock
         self.outbox = Outbox()
-        self._core = Lifecycle(config, journal, clock=clock, rng=rng)
+        self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._notify_lock = threading.RLock()  # an observer may call back into the service
@@ -138,6 +142,11 @@ class TerminalService:
         self._drivers: dict[int, threading.Thread] = {}
         self._pending_codes: dict[int, str] = {}
         self._fresh_refunds: set[int] = set()
+        # Wrong-PIN counters (the admin PIN follows the supervisor's lockout settings).
+        self._pins = {key: AttemptCounter(lambda key=key: self._core.lockout(key),
+                                          lambda state, key=key: self._core.save_lockout(key, state), clock,
+                                          max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
+                      for key in ("supervisor", "admin")}
         self._calls = threading.BoundedSemaphore(MAX_CHANNEL_CALLS)
         self._closing = False
         self._dead = False
@@ -198,13 +207,20 @@ class TerminalService:
             if self.clock() - self._last_purge > SEEN_PURGE_INTERVAL_S:
                 self._purge_seen()
             outcome = self._core.accept(envelope)
-            if isinstance(outcome, Refusal):
-                log.warning("refused instruction %s: %s: %s", outcome.msg_id, outcome.code.value, outcome.message)
-                self._send(RefusedMsg(outcome.msg_id, outcome.code, outcome.message))
+            if isinstance(outcome, NotTaken):
+                r = outcome.refusal
+                log.warning("cannot answer instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
+                self._send(NotTakenMsg(r.msg_id, r.code, r.message))
+                return
+            if isinstance(outcome, Refused):
+                r = outcome.refusal
+                log.warning("refused instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
+                assert outcome.change.result is not None  # journaled and finished: never on the cashier's screen
+                self._send(ResultMsg(parse_envelope(outcome.change.result.envelope, expect=MsgType.RESULT)))
                 return
             if isinstance(outcome, Repeat):
                 if outcome.result is not None:
-                    self._send(ResultMsg(parse_envelope(outcome.result.envelope, expect=MsgType.RESULT)))
+                    self._send(ResultMsg(self._core.signed(outcome.result.envelope)))
                 else:
                     self._send(ProgressMsg(outcome.row.msg_id, machine.PROGRESS[outcome.row.state]))
                 return
@@ -253,9 +269,9 @@ class TerminalService:
 
     def _queue_results(self) -> None:
         for row in self.journal.undelivered():
-            self.outbox.put(ResultMsg(parse_envelope(row.envelope, expect=MsgType.RESULT)))
+            self.outbox.put(ResultMsg(self._core.signed(row.envelope)))
 
-    def _send(self, message: ResultMsg | ProgressMsg | RefusedMsg) -> None:
+    def _send(self, message: ResultMsg | ProgressMsg | NotTakenMsg) -> None:
         if self._link_up:
             self.outbox.put(message)
 
@@ -330,25 +346,28 @@ class TerminalService:
         return ActionReply(True, texts.REASON[ResultCode.SUPERVISOR_DECLINED])
 
     def confirm_refund(self, pin: str) -> PinReply:
+        """The supervisor's PIN for the refund on screen. The attempt is counted as a failure before
+        its hash runs (a right PIN then clears the count): parallel guesses are counted as they
+        arrive, so the lockout stops them, not the first verdict (terminal.pin.AttemptCounter)."""
         with self._lock:
             self._alive()
             head = self._core.head()
             if head is None or head.state is not State.AWAITING_SUPERVISOR:
                 return PinReply(PinStatus.NOT_AWAITING, texts.BUSY if head else texts.IDLE)
             seq = head.seq
-            locked = self._locked_reply("supervisor")
-            if locked is not None:
-                return locked
-        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose: outside the lock
+        locked = self._pins["supervisor"].charge()  # outside the service lock: no queue behind an fsync
+        if locked is not None:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
+        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose, one at a time
         with self._lock:
             self._alive()
-            head = self._core.head()
-            if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
-                return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
             if not right:
-                reply = self._wrong_pin("supervisor", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+                reply = self._wrong_pin("supervisor")
             else:
-                self._core.save_lockout("supervisor", Lockout())
+                self._pins["supervisor"].clear()
+                head = self._core.head()
+                if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
+                    return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
                 change = self._core.confirm_supervisor(seq)
                 if change is not None:
                     self._after([change])
@@ -361,37 +380,50 @@ class TerminalService:
 
     def check_admin_pin(self, pin: str) -> PinReply:
         """The settings screen's PIN (config "admin"; without one, settings stay closed)."""
+        return self._admin_pin(pin, reset_supervisor=False)
+
+    def reset_pin_lockout(self, admin_pin: str) -> PinReply:
+        """An administrator, on the device, clears the supervisor PIN's lockout and its escalation
+        with the admin PIN (which has its own lockout)."""
+        reply = self._admin_pin(admin_pin, reset_supervisor=True)
+        if reply.status is PinStatus.ACCEPTED:
+            self._notify()
+        return reply
+
+    def _admin_pin(self, pin: str, *, reset_supervisor: bool) -> PinReply:
         stored = self.config.admin_pin_hash
         if stored is None:
             return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
         with self._lock:
             self._alive()
-            locked = self._locked_reply("admin")
-            if locked is not None:
-                return locked
+        locked = self._pins["admin"].charge()
+        if locked is not None:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
         right = verify_pin(pin, stored)
         with self._lock:
-            if right:
-                self._core.save_lockout("admin", Lockout())
-                return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
-            return self._wrong_pin("admin", self.config.supervisor.max_wrong_tries, self.config.supervisor.lockout_s)
+            self._alive()
+            if not right:
+                return self._wrong_pin("admin")
+            self._pins["admin"].clear()
+            if reset_supervisor:
+                self._pins["supervisor"].clear()
+                log.warning("supervisor PIN lockout reset by the administrator")
+                self._notice = None
+                self._revision += 1
+            return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
 
-    def _locked_reply(self, key: str) -> PinReply | None:
-        state = self._core.lockout(key)
-        if is_locked(state, self.clock()):
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
-        return None
-
-    def _wrong_pin(self, key: str, max_tries: int, lockout_s: float) -> PinReply:
-        state = after_failure(self._core.lockout(key), self.clock(), max_tries=max_tries, lockout_s=lockout_s)
-        self._core.save_lockout(key, state)
-        log.warning("wrong %s PIN (%d of %d)", key, state.failures, max_tries)
+    def _wrong_pin(self, key: str) -> PinReply:
+        """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
+        counter = self._pins[key]
+        state = counter.state()
         self._revision += 1
         if is_locked(state, self.clock()):
+            log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
             self._set_notice(texts.PIN_LOCKED)
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
+        log.warning("wrong %s PIN (%d of %d)", key, state.failures, counter.max_tries)
         self._set_notice(texts.WRONG_PIN)
-        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, max_tries))
+        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
 
     def dismiss(self) -> None:
         with self._lock:
@@ -407,7 +439,7 @@ class TerminalService:
             unfinished = self.journal.unfinished()
             head = unfinished[0] if unfinished else None
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
-            lockout = self._core.lockout("supervisor")
+            lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
             return screen_view(
                 revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
@@ -497,7 +529,7 @@ class TerminalService:
             row = self.journal.instruction(change.seq)
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
-                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))
+                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
                 self._last_seq, self._show_result = change.seq, True
                 more = self._core.activate()
             elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]:

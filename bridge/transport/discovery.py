@@ -1,4 +1,5 @@
-"""`auto[:VID:PID]`: the first serial port whose USB VID:PID matches, found anew at every open.
+"""`auto[:VID:PID][?aoa=...]`: the first serial port whose USB VID:PID matches, found anew at every
+open; with `?aoa=`, else the first listed Android POS through the accessory protocol (AutoTransport).
 
 A USB-serial POS may come back on another name after a replug (COM4 -> COM5); rediscovering on
 every open follows it. `list_serial_ports` is what `his-bridge ports` shows field engineers.
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from serial.tools import list_ports
 
-from bridge.transport.base import TransportError
+from bridge.transport.base import Transport, TransportClosed, TransportError
 from bridge.transport.serial_port import SerialTransport
 
 
@@ -52,3 +53,42 @@ class AutoSerialTransport(SerialTransport):
             super().open()
         finally:
             self.url = url
+
+
+class AutoTransport:
+    """`auto[:VID:PID]?aoa=TARGET,...`: a USB-serial POS first (as `auto`), else a listed Android POS
+    through the accessory protocol (bridge.transport.aoa). Both are looked for anew at every open."""
+
+    def __init__(self, serial: AutoSerialTransport, aoa: Transport, url: str) -> None:
+        self.serial, self.aoa, self.url = serial, aoa, url
+        self.active: Transport | None = None
+
+    def open(self) -> None:
+        self.close()
+        try:
+            self.serial.open()
+            self.active = self.serial
+            return
+        except TransportError as exc:
+            serial_problem = str(exc)
+        try:
+            self.aoa.open()
+        except TransportError as exc:
+            raise TransportError(f"{serial_problem}; and {exc}") from None
+        self.active = self.aoa
+
+    def _wire(self) -> Transport:
+        if self.active is None:
+            raise TransportClosed(f"{self.url} is not open")
+        return self.active
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        return self._wire().read(max_bytes, timeout)
+
+    def write(self, data: bytes) -> None:
+        self._wire().write(data)
+
+    def close(self) -> None:
+        active, self.active = self.active, None
+        if active is not None:
+            active.close()

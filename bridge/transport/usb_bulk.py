@@ -69,7 +69,7 @@ class UsbTransport:
                     dev.detach_kernel_driver(self.interface)
             except (NotImplementedError, usb.core.USBError):
                 pass  # not supported on this OS / backend: nothing to detach
-            dev.set_configuration()
+            self._configure(dev)
             usb.util.claim_interface(dev, self.interface)
             intf = dev.get_active_configuration()[(self.interface, 0)]
             ep_out = usb.util.find_descriptor(intf, custom_match=lambda e: _is_bulk(e, usb.util.ENDPOINT_OUT))
@@ -82,6 +82,9 @@ class UsbTransport:
             usb.util.dispose_resources(dev)
             raise TransportError(f"{self.url}: interface {self.interface} has no bulk IN and OUT endpoints; wrong VID:PID?")
         self._dev, self._ep_out, self._ep_in, self._pending = dev, ep_out, ep_in, b""
+
+    def _configure(self, dev: usb.core.Device) -> None:
+        dev.set_configuration()
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
         if self._pending:

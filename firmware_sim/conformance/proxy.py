@@ -57,6 +57,11 @@ class Recorder:
                     return None
                 self.lock.wait(left)
 
+    def after(self, exchange: Exchange) -> int:
+        """The index just past `exchange`: what came after it, however soon."""
+        with self.lock:
+            return next(i for i, x in enumerate(self.exchanges) if x is exchange) + 1
+
     def mark(self) -> int:
         with self.lock:
             return len(self.exchanges)

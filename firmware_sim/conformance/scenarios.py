@@ -282,8 +282,8 @@ def _refused_then_asked_again(kit: Kit, report: ScenarioReport, tag: str, amount
     bad = kit.proxy.recorder.wait_for(lambda x: x.tampered, kit.timeout_s, since)
     if not report.check(f"HIS was handed {what}", bad is not None, "HIS never fetched the result"):
         return
-    after = kit.proxy.recorder.mark()
-    genuine = kit.await_result(msg_id, after)
+    assert bad is not None
+    genuine = kit.await_result(msg_id, kit.proxy.recorder.after(bad))  # HIS may ask again at once
     report.check("HIS asked again for the same msg_id (GET /v1/results or the identical POST)", genuine is not None,
                  f"after the altered answer HIS did not ask again for {msg_id}")
     extra = kit.new_instructions_for(order, since, msg_id)

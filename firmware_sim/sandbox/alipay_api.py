@@ -16,7 +16,6 @@ import hmac
 import json
 import logging
 import re
-import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable
@@ -24,10 +23,11 @@ from typing import Callable
 from Crypto.PublicKey import RSA
 
 from firmware_sim.sandbox import bills
-from firmware_sim.sandbox.behaviour import Kind, channel_of_code, mask
+from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, foreign_code, mask
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
+from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
-from protocol.amount import format_yuan, parse_yuan
+from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
 from terminal.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
@@ -40,6 +40,7 @@ _JSON = "application/json;charset=utf-8"
 _MSG = {"10000": "Success", "10003": "Order success pay inprocess", "20000": "Service Currently Unavailable",
         "40001": "Missing Required Arguments", "40002": "Invalid Arguments", "40004": "Business Failed"}
 _COMMON = ("app_id", "method", "charset", "sign_type", "timestamp", "version", "biz_content")
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,9})(?:\.([0-9]{1,2}))?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,10 @@ def _time(ts: float) -> str:
 
 
 class AlipayApi:
-    def __init__(self, store: Store, merchant: AlipayMerchant, faults: Faults, base_url: Callable[[], str], secret: bytes) -> None:
+    def __init__(self, store: Store, merchant: AlipayMerchant, faults: Faults, base_url: Callable[[], str], secret: bytes,
+                 scripts: Scripts | None = None) -> None:
         self.store = store
+        self.scripts = scripts or Scripts()
         self.merchant = merchant
         self.faults = faults
         self.base_url = base_url
@@ -152,7 +155,8 @@ class AlipayApi:
         subject = _text(biz, "subject")
         total_fen = _yuan(biz, "total_amount")
         if channel_of_code(code) != CHANNEL:
-            raise _Answer("40004", "ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款")
+            kind = foreign_code(code)
+            raise _Answer("40004", "ACQ.PAYMENT_AUTH_CODE_INVALID", FOREIGN[kind][1] if kind else "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款")
         account = self.store.account(code)
         behaviour = account.behaviour if account is not None and account.channel == CHANNEL else None
         log.info("alipay pay %s code %s %d fen (%s)", out_trade_no, mask(code), total_fen, behaviour.text if behaviour else "unknown code")
@@ -174,6 +178,7 @@ class AlipayApi:
         sub = {
             PayResult.INSUFFICIENT: ("ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足"),
             PayResult.CODE_INVALID: ("ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败，请顾客刷新付款码后重新收款"),
+            PayResult.CODE_EXPIRED: ("ACQ.PAYMENT_AUTH_CODE_INVALID", "付款码已过期，请顾客刷新付款码后重新收款"),
             PayResult.SYSTEM_ERROR: ("ACQ.SYSTEM_ERROR", "系统错误"),
             PayResult.ALREADY_PAID: ("ACQ.TRADE_HAS_SUCCESS", "交易已被支付"),
             PayResult.ALREADY_CLOSED: ("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"),
@@ -211,6 +216,9 @@ class AlipayApi:
 
     def _cancel(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
         out_trade_no = _text(biz, "out_trade_no", _NO)
+        existing = self.store.order(CHANNEL, out_trade_no)
+        if self.scripts.take("alipay_cancel_retry", code=existing.code if existing else None, channel=CHANNEL, out_trade_no=out_trade_no):
+            raise _Answer("40004", "ACQ.SYSTEM_ERROR", "系统错误，请重试", retry_flag="Y", out_trade_no=out_trade_no)
         result, order = self.store.reverse(CHANNEL, out_trade_no)
         if result is ReverseResult.EXPIRED:
             raise _Answer("40004", "ACQ.TRADE_CANCEL_TIME_OUT", "不在撤销时间范围内", retry_flag="N", out_trade_no=out_trade_no)
@@ -235,7 +243,9 @@ class AlipayApi:
         result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_request_no, refund_fen, total_fen=None, reason=reason)
         if result in (RefundResult.DONE, RefundResult.DUPLICATE):
             assert refund is not None and order is not None
-            return {**self._trade(order, self._buyer(order)), "fund_change": "Y" if result is RefundResult.DONE else "N",
+            moved = result is RefundResult.DONE and not self.scripts.take("alipay_fund_change_n", code=order.code, channel=CHANNEL,
+                                                                            out_trade_no=out_trade_no)
+            return {**self._trade(order, self._buyer(order)), "fund_change": "Y" if moved else "N",
                     "refund_fee": format_yuan(order.refunded_fen), "send_back_fee": format_yuan(refund.amount_fen) if result is RefundResult.DONE else "0.00",
                     "gmt_refund_pay": _time(refund.created_at)}, 0.0
         sub = {
@@ -258,9 +268,11 @@ class AlipayApi:
         refund = self.store.find_refund(CHANNEL, out_request_no, out_trade_no)
         if refund is None:
             return {}, 0.0  # Alipay answers "nothing found" with a bare success
-        return {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "out_request_no": out_request_no,
-                "total_amount": format_yuan(order.total_fen), "refund_amount": format_yuan(refund.amount_fen),
-                "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
+        node: dict[str, object] = {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "out_request_no": out_request_no,
+                                   "total_amount": format_yuan(order.total_fen), "refund_amount": format_yuan(refund.amount_fen)}
+        if self.scripts.take("alipay_refund_status_missing", code=order.code, channel=CHANNEL, out_trade_no=out_trade_no):
+            return node, 0.0  # Alipay: no refund_status means not received (yet): query again
+        return {**node, "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
 
     def _bill_url(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
         if biz.get("bill_type") != "trade":
@@ -273,7 +285,7 @@ class AlipayApi:
         if not paid and not refunds:
             raise _Answer("40004", "isp.bill_not_exist", "账单不存在")
         ymd = day.strftime("%Y%m%d")
-        expires = str(int(time.time()) + BILL_URL_TTL_S)
+        expires = str(int(self.store.real()) + BILL_URL_TTL_S)
         query = {"bizType": "trade", "userId": self.merchant.pid, "fileType": "csv.zip", "bizDates": ymd,
                  "downloadFileName": f"{self.merchant.pid}_{ymd}.csv.zip", "timestamp": expires}
         query["token"] = self._token(query)
@@ -289,7 +301,7 @@ class AlipayApi:
         token = query.get("token", "")
         if not hmac.compare_digest(self._token(query).encode(), token.encode("utf-8", "replace")):
             return Reply(403, "text/plain; charset=utf-8", "invalid token".encode())
-        if not query.get("timestamp", "").isdigit() or int(query["timestamp"]) < time.time():
+        if not query.get("timestamp", "").isdigit() or int(query["timestamp"]) < self.store.real():
             return Reply(403, "text/plain; charset=utf-8", "download URL expired".encode())
         day = datetime.datetime.strptime(query["bizDates"], "%Y%m%d").date()
         paid, refunds = self.store.day_activity(CHANNEL, day)
@@ -313,10 +325,18 @@ def _text(biz: dict[str, object], name: str, pattern: re.Pattern[str] | None = N
 
 
 def _yuan(biz: dict[str, object], name: str) -> int:
-    try:
-        fen = parse_yuan(biz.get(name), allow_zero=False)
-    except ProtocolError:
-        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name} 须为两位小数的元金额") from None
+    """An amount as Alipay takes it: yuan with up to two decimals, as a string ("12.50", "12.5",
+    "12") or a JSON number (12, 12.5); more decimals, signs and anything else are refused."""
+    value = biz.get(name)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name} 须为元金额（最多两位小数）")
+    text = repr(value) if isinstance(value, float) else str(value)
+    match = _AMOUNT.fullmatch(text)
+    if match is None:
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name} 须为元金额（最多两位小数）")
+    fen = int(match.group(1)) * 100 + int((match.group(2) or "").ljust(2, "0"))
+    if fen == 0:
+        raise _Answer("40004", "ACQ.INVALID_PARAMETER", f"参数无效: {name} 须大于 0")
     if fen > 100_000_000_00:
         raise _Answer("40004", "ACQ.TOTAL_FEE_EXCEED", "订单金额超过限额")
     return fen

@@ -12,7 +12,10 @@ Behaviours (the `behaviour` of `POST /sandbox/v1/codes`):
 Behaviours act on the payment call of that code only; queries, reversals and refunds answer at once.
 
 Codes route like the real ones: WeChat Pay 18 digits starting 10-15, Alipay 16-24 digits starting
-25-30 (the sandbox issues 18-digit Alipay codes).
+25-30 (the sandbox issues 18-digit Alipay codes). Two other kinds a patient may show are refused by
+both channels with a message that says what they are: UnionPay (云闪付) codes, 19 digits starting
+62, and e-CNY (数字人民币) codes, 19 digits starting 01 (`POST /sandbox/v1/codes` issues them too,
+with no account behind them, to test that refusal).
 """
 
 from __future__ import annotations
@@ -84,6 +87,26 @@ def channel_of_code(code: str) -> str | None:
     if re.fullmatch(r"(2[5-9]|30)[0-9]{14,22}", code, re.ASCII):
         return "ALIPAY"
     return None
+
+
+FOREIGN = {
+    "UNIONPAY": (re.compile(r"62[0-9]{17}", re.ASCII), "银联云闪付付款码，本商户不能用此渠道收款，请患者出示微信或支付宝付款码",
+                 "a UnionPay (云闪付) payment code: not a code this channel collects"),
+    "ECNY": (re.compile(r"01[0-9]{17}", re.ASCII), "数字人民币付款码，本商户不能用此渠道收款，请患者出示微信或支付宝付款码",
+             "an e-CNY (数字人民币) payment code: not a code this channel collects"),
+}
+
+
+def foreign_code(code: str) -> str | None:
+    """"UNIONPAY" or "ECNY" for those codes; None for anything else."""
+    for name, (pattern, _zh, _en) in FOREIGN.items():
+        if pattern.fullmatch(code):
+            return name
+    return None
+
+
+def new_foreign_code(kind: str) -> str:
+    return ("62" if kind == "UNIONPAY" else "01") + "".join(secrets.choice("0123456789") for _ in range(17))
 
 
 def new_buyer_id(channel: str) -> str:

@@ -17,12 +17,16 @@ docs/simulator.md lists every column. The sandbox charges no fee (手续费/服�
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import zipfile
 from dataclasses import dataclass
 
 from firmware_sim.sandbox.store import SHANGHAI, Order, Refund
-from protocol.amount import format_yuan
+from protocol.amount import format_yuan as _format_yuan
+
+# Bills repeat the same few thousand amounts: formatting each once is worth a cache.
+format_yuan = functools.lru_cache(maxsize=4096)(_format_yuan)
 
 WECHAT_BILL_TYPES = ("ALL", "SUCCESS", "REFUND")
 _HEAD = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额"
@@ -98,8 +102,10 @@ def _clean(text: str) -> str:
     return text.replace(",", "，").replace("`", "'").replace("\r", " ").replace("\n", " ").replace("\t", " ")
 
 
+@functools.lru_cache(maxsize=4096)
 def _stamp(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    # Cached (a day has 86400 seconds and a bill up to millions of rows); isoformat is C and ~10x faster than strftime on an aware datetime (a bill has a million rows).
+    return moment.isoformat(" ", "seconds")[:19]
 
 
 # -- WeChat Pay -------------------------------------------------------------------------------
@@ -107,16 +113,18 @@ def _stamp(moment: datetime.datetime) -> str:
 def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentLine], refunds: list[RefundLine]) -> str:
     if bill_type not in WECHAT_BILL_TYPES:
         raise ValueError(f"bill_type must be one of {WECHAT_BILL_TYPES}")
-    rows: list[tuple[datetime.datetime, list[str]]] = []
+    # Each row is joined as soon as it is made: a million rows as lists of 27 strings would hold
+    # gigabytes until the end.
+    rows: list[tuple[datetime.datetime, str]] = []
     if bill_type in ("ALL", "SUCCESS"):
         for p in payments:
             head = [_stamp(p.paid_at), appid, mch_id, "0", p.device_info, p.txn_id, p.out_trade_no, p.buyer_id, "MICROPAY", "SUCCESS",
                     "OTHERS", "CNY", format_yuan(p.total_fen), "0.00"]
             tail = [_clean(p.subject), "", "0.00000", "0.00%", format_yuan(p.total_fen)]
             if bill_type == "ALL":
-                rows.append((p.paid_at, head + ["0", "0", "0.00", "0.00", "", ""] + tail + ["0.00", ""]))
+                rows.append((p.paid_at, "`" + ",`".join(head + ["0", "0", "0.00", "0.00", "", ""] + tail + ["0.00", ""])))
             else:
-                rows.append((p.paid_at, head + tail + [""]))
+                rows.append((p.paid_at, "`" + ",`".join(head + tail + [""])))
     if bill_type in ("ALL", "REFUND"):
         for r in refunds:
             head = [_stamp(r.refunded_at), appid, mch_id, "0", r.device_info, r.txn_id, r.out_trade_no, r.buyer_id, "MICROPAY",
@@ -124,7 +132,7 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
             refund = [r.refund_id, r.out_refund_no, format_yuan(r.amount_fen), "0.00", "ORIGINAL", "SUCCESS"]
             tail = [_clean(r.subject), "", "0.00000", "0.00%", "0.00", format_yuan(r.amount_fen), ""]
             times = [_stamp(r.refunded_at), _stamp(r.refunded_at)] if bill_type == "REFUND" else []
-            rows.append((r.refunded_at, head + times + refund + tail))
+            rows.append((r.refunded_at, "`" + ",`".join(head + times + refund + tail)))
     rows.sort(key=lambda row: row[0])
     paid = sum(p.total_fen for p in payments) if bill_type != "REFUND" else 0
     refunded = sum(r.amount_fen for r in refunds) if bill_type != "SUCCESS" else 0
@@ -133,7 +141,7 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
     else:
         summary = [str(len(rows)), format_yuan(paid), format_yuan(refunded), "0.00", "0.00000", format_yuan(paid), format_yuan(refunded)]
     lines = [WECHAT_HEADERS[bill_type]]
-    lines += [",".join("`" + value for value in values) for _, values in rows]
+    lines += [line for _, line in rows]
     lines += [WECHAT_SUMMARY_HEADERS[bill_type], ",".join("`" + value for value in summary)]
     return CRLF.join(lines) + CRLF
 
@@ -155,17 +163,17 @@ def buyer_logon_id(buyer_id: str) -> str:
 def alipay_detail_csv(day: datetime.date, pid: str, payments: list[PaymentLine], refunds: list[RefundLine], exported_at: datetime.datetime,
                       store_id: str = "") -> str:
     start = datetime.datetime.combine(day, datetime.time())
-    rows: list[tuple[datetime.datetime, list[str]]] = []
+    rows: list[tuple[datetime.datetime, str]] = []
     zero = "0.00"
     for p in payments:
-        rows.append((p.paid_at, [p.txn_id + "\t", p.out_trade_no + "\t", "交易", _clean(p.subject), _stamp(p.created_at), _stamp(p.paid_at),
+        rows.append((p.paid_at, ",".join([p.txn_id + "\t", p.out_trade_no + "\t", "交易", _clean(p.subject), _stamp(p.created_at), _stamp(p.paid_at),
                                  store_id, "", "", _clean(p.device_info), buyer_logon_id(p.buyer_id), format_yuan(p.total_fen),
-                                 format_yuan(p.total_fen), zero, zero, zero, zero, zero, "", zero, zero, "", zero, zero, ""]))
+                                 format_yuan(p.total_fen), zero, zero, zero, zero, zero, "", zero, zero, "", zero, zero, ""])))
     for r in refunds:
-        rows.append((r.refunded_at, [r.txn_id + "\t", r.out_trade_no + "\t", "退款", _clean(r.subject), _stamp(r.order_created_at),
+        rows.append((r.refunded_at, ",".join([r.txn_id + "\t", r.out_trade_no + "\t", "退款", _clean(r.subject), _stamp(r.order_created_at),
                                     _stamp(r.refunded_at), store_id, "", "", _clean(r.device_info), buyer_logon_id(r.buyer_id),
                                     format_yuan(r.order_total_fen), _signed_yuan(-r.amount_fen), zero, zero, zero, zero, zero, "", zero,
-                                    zero, (r.out_refund_no + "\t") if r.out_refund_no else "", zero, zero, "撤销" if r.reversal else ""]))
+                                    zero, (r.out_refund_no + "\t") if r.out_refund_no else "", zero, zero, "撤销" if r.reversal else ""])))
     rows.sort(key=lambda row: row[0])
     paid = sum(p.total_fen for p in payments)
     refunded = sum(r.amount_fen for r in refunds)
@@ -175,7 +183,7 @@ def alipay_detail_csv(day: datetime.date, pid: str, payments: list[PaymentLine],
         f"#起始日期：[{_cn(start)}]   终止日期：[{_cn(start + datetime.timedelta(days=1))}]",
         ALIPAY_DETAIL_BEGIN,
         ALIPAY_DETAIL_HEADER,
-        *[",".join(values) for _, values in rows],
+        *[line for _, line in rows],
         ALIPAY_DETAIL_END,
         f"#交易合计：{len(payments)}笔，商家实收共{format_yuan(paid)}元，商家优惠共0.00元",
         f"#退款合计：{len(refunds)}笔，商家实收退款共{_signed_yuan(-refunded)}元，商家优惠退款共0.00元",

@@ -1,11 +1,16 @@
 """The tester's side of the sandbox: `/sandbox/v1/...` (JSON, loopback, no authentication).
 
-    POST /sandbox/v1/codes                 issue a payment code: {"channel", "balance", "behaviour"}
+    POST /sandbox/v1/codes                 issue a payment code: {"channel", "balance", "behaviour"}; channel UNIONPAY
+                                           or ECNY: a code of that kind, with no account (both channels refuse it)
     GET  /sandbox/v1/codes/{code}/qr.png   the code as a QR image
     GET  /sandbox/v1/accounts/{code}       balance, orders and refunds of that code's account
     GET  /sandbox/v1/orders/{channel}/{out_trade_no}
     GET  /sandbox/v1/health                {"status": "ok", ...}
-    GET|POST /sandbox/v1/clock             business date: {"today": "2024-05-01"} or {"today": null}
+    GET|POST /sandbox/v1/clock             business date: {"today": "2024-05-01"} or {"today": null}; and
+                                           {"advance_s": 60}: real time moves on (codes expire, patients confirm,
+                                           unpaid WeChat orders are revoked) without anyone waiting
+    GET|POST|DELETE /sandbox/v1/scripts    scripted answers for a code or an order (scripts.py): {"code" | "channel" +
+                                           "out_trade_no", "answer", "value", "times"}
     GET|POST /sandbox/v1/faults            {"channel": "WECHAT"|"ALIPAY"|"ALL", "reply_signature": "ok"|"corrupt"|"missing"|"tamper"}
 Errors are {"error": {"code": ..., "message": ...}} with the project's error codes.
 """
@@ -22,8 +27,9 @@ from typing import Callable
 
 import qrcode
 
-from firmware_sim.sandbox.behaviour import Behaviour, new_buyer_id, new_code
+from firmware_sim.sandbox.behaviour import FOREIGN, Behaviour, new_buyer_id, new_code, new_foreign_code
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault
+from firmware_sim.sandbox.scripts import ScriptError, Scripts
 from firmware_sim.sandbox.store import SHANGHAI, CHANNELS, Order, Store
 from protocol.amount import format_yuan, parse_yuan
 from protocol.errors import ErrorCode, ProtocolError
@@ -63,8 +69,9 @@ def order_json(order: Order) -> dict[str, object]:
 
 
 class ControlApi:
-    def __init__(self, store: Store, faults: Faults, qr_dir: str, describe: Callable[[], dict[str, object]]) -> None:
+    def __init__(self, store: Store, faults: Faults, qr_dir: str, describe: Callable[[], dict[str, object]], scripts: Scripts | None = None) -> None:
         self.store = store
+        self.scripts = scripts or Scripts()
         self.faults = faults
         self.qr_dir = qr_dir
         self.describe = describe
@@ -86,6 +93,8 @@ class ControlApi:
                 return self._clock(self._body(body) if method == "POST" else None)
             if parts == ["faults"]:
                 return self._faults(self._body(body) if method == "POST" else None)
+            if parts == ["scripts"]:
+                return self._scripts(method, self._body(body) if method == "POST" else None)
         except ProtocolError as exc:
             return _json(exc.to_json_obj(), exc.http_status)
         return _error(ErrorCode.NOT_FOUND, f"no {method} {path}; see docs/simulator.md for the control endpoints")
@@ -98,8 +107,11 @@ class ControlApi:
         if unknown:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown field(s) {', '.join(unknown)}; known: channel, balance, behaviour")
         channel = request.get("channel")
+        if channel in FOREIGN:  # a code neither channel collects, for testing the refusal
+            code = new_foreign_code(str(channel))
+            return _json({"code": code, "channel": channel, "note": FOREIGN[str(channel)][2], "qr_png": base64.b64encode(qr_png(code)).decode("ascii")}, 201)
         if channel not in CHANNELS:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "channel must be \"WECHAT\" or \"ALIPAY\"")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "channel must be \"WECHAT\" or \"ALIPAY\" (or UNIONPAY / ECNY for a code both refuse)")
         balance_fen = parse_yuan(request.get("balance", "100.00"))
         try:
             behaviour = Behaviour.parse(request.get("behaviour", "success"))
@@ -145,7 +157,12 @@ class ControlApi:
         return _json(order_json(order))
 
     def _clock(self, request: dict[str, object] | None) -> Reply:
-        if request is not None:
+        if request is not None and "advance_s" in request:
+            seconds = request.get("advance_s")
+            if set(request) != {"advance_s"} or isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, "advance_s must be a number of seconds (0 .. a year), on its own")
+            self.store.advance(float(seconds))
+        elif request is not None:
             today = request.get("today")
             try:
                 day = None if today is None else datetime.date.fromisoformat(str(today))
@@ -153,6 +170,16 @@ class ControlApi:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "today must be a date such as \"2024-05-01\", or null for the real date") from None
             self.store.set_today(day)
         return _json({"today": self.store.today().isoformat(), "now": _iso(self.store.now())})
+
+    def _scripts(self, method: str, request: dict[str, object] | None) -> Reply:
+        if method == "DELETE":
+            self.scripts.clear()
+        elif request is not None:
+            try:
+                self.scripts.add(request)
+            except ScriptError as exc:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        return _json({"scripts": self.scripts.snapshot()}, 201 if request is not None else 200)
 
     def _faults(self, request: dict[str, object] | None) -> Reply:
         if request is not None:

@@ -4,7 +4,7 @@ One thread per request (ThreadingHTTPServer), so a slow or silent payment code h
 connection. Routes:
     POST /pay/micropay /pay/orderquery /secapi/pay/reverse /secapi/pay/refund /pay/refundquery
          /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL)
-    POST /gateway.do                             Alipay OpenAPI gateway
+    GET|POST /gateway.do                         Alipay OpenAPI gateway (query string and/or form body)
     GET  /downloadBillFile.resource              Alipay bill zips (URLs come from the gateway)
     *    /sandbox/v1/...                         the tester's control API (see control.py)
 When ready it prints one JSON line on stdout, {"event": "ready", "url": ..., "credentials": ...},
@@ -34,7 +34,8 @@ from firmware_sim.sandbox.alipay_api import AlipayApi, AlipayMerchant
 from firmware_sim.sandbox.control import PREFIX, ControlApi
 from firmware_sim.sandbox.identity import Identity, IdentityError, load_identity
 from firmware_sim.sandbox.reply import Faults, Reply
-from firmware_sim.sandbox.store import Store
+from firmware_sim.sandbox.scripts import Scripts
+from firmware_sim.sandbox.store import CODE_TTL_S, UNPAID_REVOKE_S, Store
 from firmware_sim.sandbox.wechat_api import PATHS as WECHAT_PATHS
 from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant
 
@@ -49,19 +50,22 @@ _LONG_DIGITS = re.compile(r"[0-9]{12,}")
 class Sandbox:
     """The whole sandbox in one object: start() serves in a thread, stop() ends it."""
 
-    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0, clock=time.time,  # type: ignore[no-untyped-def]
+                 code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = os.path.abspath(data_dir)
         self.identity = identity
-        self.store = Store(os.path.join(self.data_dir, "sandbox.sqlite3"))
+        self.store = Store(os.path.join(self.data_dir, "sandbox.sqlite3"), clock=clock, code_ttl_s=code_ttl_s, unpaid_revoke_s=unpaid_revoke_s)
         self.faults = Faults()
+        self.scripts = Scripts()
         self.stopping = threading.Event()
-        self.wechat = WeChatApi(self.store, WeChatMerchant(identity.wechat_appid, identity.wechat_mch_id, identity.wechat_api_key), self.faults)
+        self.wechat = WeChatApi(self.store, WeChatMerchant(identity.wechat_appid, identity.wechat_mch_id, identity.wechat_api_key), self.faults,
+                                self.scripts)
         assert identity.alipay_private_key is not None and identity.app_public_key is not None
         secret = self.store.get_or_create_setting("bill_url_secret", secrets.token_hex(32)).encode("ascii")
         self.alipay = AlipayApi(self.store, AlipayMerchant(identity.alipay_app_id, identity.alipay_pid, identity.app_public_key,
-                                                           identity.alipay_private_key), self.faults, lambda: self.url, secret)
-        self.control = ControlApi(self.store, self.faults, os.path.join(self.data_dir, "qr"), self._describe)
+                                                           identity.alipay_private_key), self.faults, lambda: self.url, secret, self.scripts)
+        self.control = ControlApi(self.store, self.faults, os.path.join(self.data_dir, "qr"), self._describe, self.scripts)
         self.httpd = _Server((host, port), _Handler)
         self.httpd.sandbox = self
         self._thread: threading.Thread | None = None
@@ -123,7 +127,7 @@ class Sandbox:
             return self.control.handle(method, path, body)
         if method == "POST" and path in WECHAT_PATHS:
             return self.wechat.handle(path, body)
-        if method == "POST" and path == "/gateway.do":
+        if method in ("GET", "POST") and path == "/gateway.do":  # SDKs send GET with the query (python-alipay-sdk) or POST forms
             try:
                 pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, errors="strict")
                 pairs += urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
@@ -161,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._serve("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         body = b""
@@ -228,6 +235,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alipay-key", metavar="PEM", help="the sandbox's own 'Alipay' RSA private key (default: generated once)")
     parser.add_argument("--alipay-app-public-key", metavar="PEM", help="the app public key to verify requests with (default: a generated "
                         "app key pair whose private half is in the credentials file)")
+    parser.add_argument("--code-ttl-s", type=float, help=f"seconds a payment code stays valid after it is issued (default {CODE_TTL_S:g}; "
+                        "real codes refresh every 60)")
+    parser.add_argument("--unpaid-revoke-s", type=float, help=f"seconds after which a WeChat order the patient never confirmed is revoked "
+                        f"(default {UNPAID_REVOKE_S:g})")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (the control API has no authentication)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -259,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         identity = load_identity(data_dir, wechat_key=_opt_str(option("wechat_key", None)), alipay_key_path=_opt_str(option("alipay_key", None)),
                                  app_public_key_path=_opt_str(option("alipay_app_public_key", None)))
-        sandbox = Sandbox(data_dir, identity, host=host, port=int(port))  # type: ignore[arg-type]
+        sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]
+                          unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]
     except IdentityError as exc:
         print(f"channel-sandbox: {exc}", file=sys.stderr)
         return 2

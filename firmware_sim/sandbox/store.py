@@ -6,9 +6,13 @@ under one lock, so concurrent requests for the same order or refund number seria
 moves exactly once: an account is debited when its order becomes SUCCESS and credited by refunds
 and by the reversal of a paid order, and `balance_fen` can never go below zero (a CHECK).
 
-Two clocks: business time (`now()`: wall clock plus an offset a tester sets to move "today", used
-for timestamps, bills and the 7-day reverse window) and real time (`time.time()`, used for the
-"user paying for N seconds" behaviour, so moving the business day never confirms a payment).
+Two clocks: business time (`now()`: real time plus an offset a tester sets to move "today", used
+for timestamps, bills and the 7-day reverse window) and real time (`real()`, used for the "user
+paying for N seconds" behaviour, so moving the business day never confirms a payment). Real time
+is the injected `clock` (time.time by default) plus what `advance()` added: tests move it instead
+of sleeping. Real time also ends things as the channels do: a payment code expires `code_ttl_s`
+after it was issued, and a WeChat order the patient never confirms is revoked (closed, nothing
+taken) `unpaid_revoke_s` after it was placed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from firmware_sim.sandbox.behaviour import Behaviour, Kind
 
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
 REVERSE_WINDOW_S = 7 * 86400  # WeChat: "7天以内的交易单可调用撤销"
+# A payment code is good for a minute on the phone (it refreshes); the sandbox's default leaves a
+# person time to type one in a demo. `channel-sandbox --code-ttl-s 60` for the real thing.
+CODE_TTL_S = 300.0
+# WeChat closes a payment-code order the patient never confirms ("REVOKED"); the sandbox does it
+# this long after the order was placed (`--unpaid-revoke-s`).
+UNPAID_REVOKE_S = 120.0
 CHANNELS = ("WECHAT", "ALIPAY")
 
 _SCHEMA = """
@@ -63,6 +73,7 @@ class PayResult(enum.Enum):
     USERPAYING = "userpaying"
     INSUFFICIENT = "insufficient"
     CODE_INVALID = "code_invalid"
+    CODE_EXPIRED = "code_expired"
     SYSTEM_ERROR = "system_error"
     ALREADY_PAID = "already_paid"
     ALREADY_CLOSED = "already_closed"
@@ -132,7 +143,11 @@ def _digits(n: int) -> str:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock=time.time, code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:  # type: ignore[no-untyped-def]
+        self._clock = clock
+        self._advanced_s = 0.0
+        self.code_ttl_s = code_ttl_s
+        self.unpaid_revoke_s = unpaid_revoke_s
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -157,15 +172,24 @@ class Store:
 
     # -- clock -------------------------------------------------------------------------------
 
+    def real(self) -> float:
+        return self._clock() + self._advanced_s
+
+    def advance(self, seconds: float) -> None:
+        """Move real time on (codes expire, patients confirm, unpaid orders are revoked): for tests."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self._advanced_s += seconds
+
     def now(self) -> float:
-        return time.time() + self._offset_s
+        return self.real() + self._offset_s
 
     def today(self) -> datetime.date:
         return datetime.datetime.fromtimestamp(self.now(), SHANGHAI).date()
 
     def set_today(self, day: datetime.date | None) -> None:
         """Move business time to `day` (keeping the time of day); None goes back to the real date."""
-        real_today = datetime.datetime.fromtimestamp(time.time(), SHANGHAI).date()
+        real_today = datetime.datetime.fromtimestamp(self.real(), SHANGHAI).date()
         offset = 0.0 if day is None else float((day - real_today).days * 86400)
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO settings VALUES ('clock_offset_s', ?)", (repr(offset),))
@@ -230,9 +254,11 @@ class Store:
                     OrderState.CLOSED: PayResult.ALREADY_CLOSED,
                     OrderState.REVOKED: PayResult.ALREADY_REVOKED,
                 }[existing.state], existing
-            row = db.execute("SELECT behaviour FROM accounts WHERE code = ? AND channel = ?", (code, channel)).fetchone()
+            row = db.execute("SELECT behaviour, created_at FROM accounts WHERE code = ? AND channel = ?", (code, channel)).fetchone()
             if row is None:
                 return PayResult.CODE_INVALID, None
+            if self.now() - row[1] > self.code_ttl_s:
+                return PayResult.CODE_EXPIRED, None
             used = db.execute("SELECT 1 FROM orders WHERE code = ? AND out_trade_no != ? AND state != 'PAYERROR'",
                               (code, out_trade_no)).fetchone()
             if used:
@@ -247,7 +273,7 @@ class Store:
                 confirm_at = None
             elif behaviour.kind in (Kind.USERPAYING, Kind.USERPAYING_FOREVER):
                 state, result = OrderState.USERPAYING, PayResult.USERPAYING
-                confirm_at = None if behaviour.kind is Kind.USERPAYING_FOREVER else time.time() + behaviour.seconds
+                confirm_at = None if behaviour.kind is Kind.USERPAYING_FOREVER else self.real() + behaviour.seconds
             else:
                 state, result, confirm_at = OrderState.SUCCESS, PayResult.PAID, None
             db.execute("DELETE FROM orders WHERE channel = ? AND out_trade_no = ?", (channel, out_trade_no))
@@ -362,7 +388,15 @@ class Store:
         if row is None:
             return None
         order = _order(row)
-        if order.state is OrderState.USERPAYING and order.confirm_at is not None and time.time() >= order.confirm_at:
+        deadline = order.created_at - self._offset_s + self.unpaid_revoke_s  # in real time
+        if (order.state is OrderState.USERPAYING and channel == "WECHAT" and self.real() >= deadline
+                and (order.confirm_at is None or order.confirm_at > deadline)):
+            # Never confirmed in time: WeChat revokes the order; nothing was taken.
+            closed = deadline + self._offset_s
+            db.execute("UPDATE orders SET state = 'CLOSED', closed_at = ?, confirm_at = NULL WHERE channel = ? AND out_trade_no = ?",
+                       (closed, channel, out_trade_no))
+            return self._order(db, channel, out_trade_no)
+        if order.state is OrderState.USERPAYING and order.confirm_at is not None and self.real() >= order.confirm_at:
             now = self.now()
             db.execute("UPDATE orders SET state = 'SUCCESS', confirm_at = NULL WHERE channel = ? AND out_trade_no = ?", (channel, out_trade_no))
             assert order.code is not None

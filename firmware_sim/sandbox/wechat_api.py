@@ -15,8 +15,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from firmware_sim.sandbox import bills
-from firmware_sim.sandbox.behaviour import Kind, channel_of_code, mask
+from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, foreign_code, mask
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
+from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
 from terminal.channels.wechat_codec import MD5, SIGN_TYPES, WeChatXmlError, parse_xml, sign, to_xml, verify
 
@@ -55,10 +56,11 @@ def _time(ts: float, fmt: str = "%Y%m%d%H%M%S") -> str:
 
 
 class WeChatApi:
-    def __init__(self, store: Store, merchant: WeChatMerchant, faults: Faults) -> None:
+    def __init__(self, store: Store, merchant: WeChatMerchant, faults: Faults, scripts: Scripts | None = None) -> None:
         self.store = store
         self.merchant = merchant
         self.faults = faults
+        self.scripts = scripts or Scripts()
 
     def handle(self, path: str, body: bytes) -> Reply:
         try:
@@ -120,7 +122,8 @@ class WeChatApi:
         _required(fields, "spbill_create_ip")
         code = _required(fields, "auth_code")
         if channel_of_code(code) != CHANNEL:
-            raise _Refuse("AUTH_CODE_INVALID", "101 付款码无效，请重新扫码")
+            kind = foreign_code(code)
+            raise _Refuse("AUTH_CODE_INVALID", FOREIGN[kind][1] if kind else "101 付款码无效，请重新扫码")
         account = self.store.account(code)
         behaviour = account.behaviour if account is not None and account.channel == CHANNEL else None
         log.info("wechat micropay %s code %s %d fen (%s)", out_trade_no, mask(code), total_fen, behaviour.text if behaviour else "unknown code")
@@ -135,6 +138,7 @@ class WeChatApi:
             PayResult.USERPAYING: ("USERPAYING", "需要用户输入支付密码"),
             PayResult.INSUFFICIENT: ("NOTENOUGH", "余额不足"),
             PayResult.CODE_INVALID: ("AUTH_CODE_INVALID", "每个二维码仅限使用一次，请刷新再试"),
+            PayResult.CODE_EXPIRED: ("AUTHCODEEXPIRE", "二维码已过期，请用户在微信上刷新后再试"),
             PayResult.SYSTEM_ERROR: ("SYSTEMERROR", "系统超时"),
             PayResult.ALREADY_PAID: ("ORDERPAID", "订单已支付"),
             PayResult.ALREADY_CLOSED: ("ORDERREVERSED", "订单已撤销"),
@@ -176,6 +180,9 @@ class WeChatApi:
 
     def _reverse(self, fields: dict[str, str]) -> tuple[dict[str, str], float]:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
+        existing = self.store.order(CHANNEL, out_trade_no)
+        if self.scripts.take("wechat_reverse_recall", code=existing.code if existing else None, channel=CHANNEL, out_trade_no=out_trade_no):
+            return {"recall": "Y"}, 0.0  # "需要继续调用撤销": nothing was reversed yet
         result, _order = self.store.reverse(CHANNEL, out_trade_no)
         if result is ReverseResult.EXPIRED:
             raise _Refuse("REVERSE_EXPIRE", "订单已超过撤销期限")
@@ -221,13 +228,16 @@ class WeChatApi:
             raise _Refuse("REFUNDNOTEXIST", "退款订单查询失败")
         answer = {"transaction_id": order.txn_id, "out_trade_no": order.out_trade_no, "total_fee": str(order.total_fen),
                   "cash_fee": str(order.total_fen), "refund_count": str(len(refunds)), "total_refund_count": str(len(refunds))}
+        scripted = self.scripts.take("wechat_refund_status", code=order.code, channel=CHANNEL, out_trade_no=order.out_trade_no)
         for n, refund in enumerate(refunds):
+            status = scripted or "SUCCESS"
             answer.update({
                 f"out_refund_no_{n}": refund.out_refund_no, f"refund_id_{n}": refund.refund_id, f"refund_channel_{n}": "ORIGINAL",
-                f"refund_fee_{n}": str(refund.amount_fen), f"refund_status_{n}": "SUCCESS",
+                f"refund_fee_{n}": str(refund.amount_fen), f"refund_status_{n}": status,
                 f"refund_account_{n}": "REFUND_SOURCE_UNSETTLED_FUNDS", f"refund_recv_accout_{n}": "支付用户零钱",
-                f"refund_success_time_{n}": _time(refund.created_at, "%Y-%m-%d %H:%M:%S"),
             })
+            if status == "SUCCESS":
+                answer[f"refund_success_time_{n}"] = _time(refund.created_at, "%Y-%m-%d %H:%M:%S")
         return answer, 0.0
 
     def _download_bill(self, fields: dict[str, str]) -> Reply:

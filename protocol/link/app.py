@@ -5,10 +5,15 @@ Each DATA payload is one compact JSON object with a `kind`:
     bridge -> device  {"kind": "instruction", "envelope": {...}}     step 3, relayed unchanged
     device -> bridge  {"kind": "result", "envelope": {...}}          step 5
     device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan"}
-    device -> bridge  {"kind": "refused", "msg_id": "...", "code": "<spec code>", "message": "..."}
+    device -> bridge  {"kind": "not_taken", "msg_id": "...", "code": "<spec code>", "message": "..."}
 
 Envelopes are end-to-end sealed by HIS and the device; the link adds nothing to their security
-and takes nothing from it. The link ACK of a `result` means the bridge has journaled it; the device
+and takes nothing from it. Only a `result` ends an instruction (his-interface 1.1 A): every answer
+of the POS that ends one, a refusal included, is a sealed result signed by the device. `progress`
+and `not_taken` are unsealed and so can never end anything: `not_taken` says the device cannot
+answer the instruction at all (no running application or configuration, no key for its kid), the
+bridge keeps it unfinished, says why in its 202 answer and health, and sends it again when the
+device next attaches. The link ACK of a `result` means the bridge has journaled it; the device
 keeps every result until then and sends it again after a reconnect. Sending an instruction again
 is always safe: the device answers a msg_id it already has with its progress or stored result.
 """
@@ -30,7 +35,7 @@ class AppKind(enum.Enum):
     INSTRUCTION = "instruction"
     RESULT = "result"
     PROGRESS = "progress"
-    REFUSED = "refused"
+    NOT_TAKEN = "not_taken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +55,16 @@ class ProgressMsg:
 
 
 @dataclass(frozen=True, slots=True)
-class RefusedMsg:
-    """The device refused an instruction at protocol level; `code` is a spec error code."""
+class NotTakenMsg:
+    """The device cannot answer this instruction with a sealed result (why: a spec error code and
+    words). Not an answer: the instruction stays unfinished at the bridge."""
 
     msg_id: str
     code: ErrorCode
     message: str
 
 
-AppMessage = InstructionMsg | ResultMsg | ProgressMsg | RefusedMsg
+AppMessage = InstructionMsg | ResultMsg | ProgressMsg | NotTakenMsg
 
 
 def encode_app(message: AppMessage) -> bytes:
@@ -69,7 +75,7 @@ def encode_app(message: AppMessage) -> bytes:
     elif isinstance(message, ProgressMsg):
         obj = {"kind": AppKind.PROGRESS.value, "msg_id": message.msg_id, "state": message.state.value}
     else:
-        obj = {"kind": AppKind.REFUSED.value, "msg_id": message.msg_id, "code": message.code.value, "message": message.message}
+        obj = {"kind": AppKind.NOT_TAKEN.value, "msg_id": message.msg_id, "code": message.code.value, "message": message.message}
     return dumps_compact(obj)
 
 
@@ -97,7 +103,7 @@ def decode_app(payload: bytes) -> AppMessage:
         code = ErrorCode(code_text)
     except ValueError:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.code {code_text!r} is not a spec error code") from None
-    return RefusedMsg(msg_id, code, f.req_str("message", max_len=512))
+    return NotTakenMsg(msg_id, code, f.req_str("message", max_len=512))
 
 
 def _obj(f: Fields, field: str) -> Mapping[str, object]:

@@ -103,7 +103,7 @@ def _split(payload: bytes, tail: int, what: str) -> tuple[bytes, bytes]:
 
 def encode_hello(identity: DeviceIdentity, host_eph: bytes, device_eph: bytes, device_key_seed: bytes) -> bytes:
     identity_json = dumps_compact(identity.to_json_obj())
-    signature = signing.sign(device_key_seed, HELLO_CONTEXT + host_eph + identity_json + device_eph)
+    signature = signing.sign_in_context(device_key_seed, HELLO_CONTEXT, host_eph + identity_json + device_eph)
     return _LEN.pack(len(identity_json)) + identity_json + device_eph + signature
 
 
@@ -158,7 +158,7 @@ def verify_hello(payload: bytes, host_eph: bytes, public_key_for: Callable[[str]
 
 def encode_hello_ack(info: bytes, transcript: bytes, host_key_seed: bytes) -> bytes:
     public = signing.public_key(host_key_seed)
-    signature = signing.sign(host_key_seed, ACK_CONTEXT + transcript + info + public)
+    signature = signing.sign_in_context(host_key_seed, ACK_CONTEXT, transcript + info + public)
     return _LEN.pack(len(info)) + info + public + signature
 
 

@@ -7,8 +7,9 @@ says about itself in its HELLO_ACK JSON counts for nothing). A maintenance host 
 pinned as a maintenance key) gets the bootloader frames only, where the device has a bootloader, so
 it can never acknowledge, and so swallow, a result meant for HIS; a host whose key is not pinned
 gets no session at all (protocol.link.handshake). Without a running application (recovery mode,
-an unusable configuration) instructions are refused (device_unavailable) instead of being
-acknowledged into a void.
+an unusable configuration) nothing can be sealed or signed for HIS, so the device says it cannot take
+the instruction (NotTakenMsg, device_unavailable): that ends nothing, the bridge keeps the
+instruction unfinished, says why, and sends it again when the device next attaches.
 
 What AppLink needs of whatever hosts the application (the POS app, the simulator's firmware) is the
 small `HostedApplication` interface below; the host owns reboots, recovery and power.
@@ -23,7 +24,7 @@ from typing import Callable, Protocol
 from protocol.envelope import Envelope
 from protocol.errors import ErrorCode
 from protocol.freshness import DEFAULT_SKEW_S
-from protocol.link.app import RefusedMsg
+from protocol.link.app import NotTakenMsg
 from protocol.link.handshake import HostRole
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
@@ -90,7 +91,7 @@ class AppLink:
         if handler is None:
             why = self.app.problem or "the application is not running"
             try:
-                endpoint.send(RefusedMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.app.device_id}: {why}"))
+                endpoint.send(NotTakenMsg(envelope.msg_id, ErrorCode.DEVICE_UNAVAILABLE, f"device {self.app.device_id}: {why}"))
             except LinkNotUp:
                 pass
             return

@@ -13,7 +13,7 @@ Handler interface (the terminal service and the bootloader plug in here)
             # Delivered, here.
         def on_instruction(self, envelope: Envelope, endpoint) -> None
             # an InstructionMsg from the bridge: verify it yourself (receive_instruction), dedup by
-            # msg_id, answer later with endpoint.send(ResultMsg | ProgressMsg | RefusedMsg, tag).
+            # msg_id, answer later with endpoint.send(ResultMsg | ProgressMsg | NotTakenMsg, tag).
         def on_delivered(self, tag: object, endpoint) -> None
             # the bridge ACKed (= journaled) the message sent with `tag`: you may forget it now.
         def on_link_down(self, unacked: tuple[object, ...], endpoint) -> None

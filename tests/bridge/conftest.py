@@ -35,7 +35,8 @@ from bridge.daemon import Bridge
 from bridge.keystore import IDENTITY_FILE, load_identity, new_identity, write_keyfile
 from bridge.logjson import setup_logging
 from terminal.link.endpoint import DeviceEndpoint
-from firmware_sim.wires import PtyWire, UsbWire
+from firmware_sim.android_usb import VirtualAndroidDevice
+from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
 from firmware_sim.usb_backend import VirtualUsbDevice
@@ -73,6 +74,10 @@ class World:
     def ring(self) -> KeyRing:
         return KeyRing([self.key])
 
+    def public_keys(self) -> dict[str, bytes]:
+        """The device registry's public keys: what HIS and the bridge verify `sig` with."""
+        return {d: signing.public_key(s) for d, s in self.seeds.items()}
+
     def msg_id(self) -> str:
         self._counter += 1
         return f"HIS-{os.getpid()}-{self._counter:06d}-{os.urandom(3).hex()}"
@@ -85,17 +90,20 @@ class World:
                                 ts=int(time.time()) if ts is None else ts, nonce=os.urandom(12))
 
     def responder(self, device_id: str = "D1", **kwargs: object) -> Responder:
-        return Responder(self.ring, device_id, **kwargs)  # type: ignore[arg-type]
+        seed = self.seeds.get(device_id) or os.urandom(32)  # an unregistered device has a key of its own
+        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
                  identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",
-                 host_trust: HostTrust | None = None) -> DeviceEndpoint:
+                 host_trust: HostTrust | None = None, android: VirtualAndroidDevice | None = None) -> DeviceEndpoint:
         if kind == "pty":
             wire: object = PtyWire(self.dir / f"tty-{device_id}-{self._next()}")
         elif kind == "tcp":
             wire = TcpWire()
         elif kind == "usb":
             wire = UsbWire(VirtualUsbDevice(serial_no=serial_no))
+        elif kind == "aoa":  # an Android POS: the bridge switches it to accessory mode (aoa://)
+            wire = AndroidUsbWire(android or VirtualAndroidDevice(serial_no=serial_no))
         else:
             raise ValueError(kind)
         endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]

@@ -101,7 +101,7 @@ def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None
     assert response.json()["state"] in ("queued", "delivered", "awaiting_scan")
     wait_until(lambda: post(bridge, envelope.to_bytes(), wait=0).json()["state"] == "awaiting_scan", what="progress")
     pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
-    assert pending.status_code == 202 and pending.json() == {"msg_id": envelope.msg_id, "state": "awaiting_scan"}
+    assert pending.status_code == 202 and pending.json() == {"msg_id": envelope.msg_id, "state": "awaiting_scan", "last_event": None}
     responder.release()
     done = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=10", timeout=30)
     assert done.status_code == 200
@@ -254,13 +254,24 @@ def test_results_endpoint_answers_200_202_404_and_device_refusals(api) -> None: 
     body = post(bridge, done.to_bytes()).content
     got = requests.get(f"{bridge.url}/v1/results/{done.msg_id}", timeout=10)
     assert got.status_code == 200 and got.content == body
+    # A refusal by the device is a sealed result signed by the device (his-interface 1.1 A).
     responder.mode = ResponderMode.REFUSE
-    responder.refuse_code = ErrorCode.AUTH_FAILED  # e.g. the device holds a different key
-    refused = world.seal()
-    message = assert_error(post(bridge, refused.to_bytes()), ErrorCode.AUTH_FAILED)
-    assert "device refused" in message
-    assert_error(requests.get(f"{bridge.url}/v1/results/{refused.msg_id}", timeout=10), ErrorCode.AUTH_FAILED)
-    assert_error(post(bridge, refused.to_bytes()), ErrorCode.AUTH_FAILED)  # identical retry: same answer
+    responder.refuse_code = ErrorCode.UNKNOWN_TERMINAL  # e.g. the terminal is not provisioned on the device
+    refused = world.seal(order="MZ-REFUSED")
+    answer = post(bridge, refused.to_bytes())
+    assert answer.status_code == 200 and "sig" in answer.json()
+    result = receive_result(answer.content, world.ring, now=time.time(), device_keys=world.public_keys().get).message
+    assert (result.pay_status.value, result.error_code, result.order_no) == ("FAILED", "unknown_terminal", "MZ-REFUSED")
+    assert requests.get(f"{bridge.url}/v1/results/{refused.msg_id}", timeout=10).content == answer.content
+    assert post(bridge, refused.to_bytes()).content == answer.content  # identical retry: same answer
+    # A device that cannot seal (its keys differ) cannot end the instruction: it stays unfinished, and says why.
+    responder.refuse_code = ErrorCode.AUTH_FAILED
+    stuck = world.seal()
+    first = post(bridge, stuck.to_bytes())
+    assert first.status_code == 202
+    wait_until(lambda: requests.get(f"{bridge.url}/v1/results/{stuck.msg_id}", timeout=10).json()["last_event"] is not None)
+    body = requests.get(f"{bridge.url}/v1/results/{stuck.msg_id}", timeout=10).json()
+    assert body["state"] == "queued" and body["last_event"]["code"] == "auth_failed"
 
 
 def test_health_shows_devices_link_state_firmware_and_clock_but_no_secrets(api) -> None:  # type: ignore[no-untyped-def]

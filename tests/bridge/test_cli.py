@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -60,7 +61,10 @@ def test_device_and_terminal_registries(tmp_path: Path, capsys) -> None:  # type
     (tmp_path / "records.csv").write_text(format_device_csv(records))
     assert run(capsys, "--config", config, "devices", "import", str(tmp_path / "records.csv"))[1] == "devices: 2 added, 0 updated\n"
     assert run(capsys, "--config", config, "devices", "export", "--for-his", str(tmp_path / "his.csv"))[0] == 0
-    assert (tmp_path / "his.csv").read_text().splitlines() == ["device_id,model,serial_no", "D-SN-0,P8,SN0", "D-SN-1,P8,SN1"]
+    # his-interface 1.1 A: HIS gets the public keys too (it verifies every result's `sig` with them).
+    keys = [base64.b64encode(r.public_key).decode() for r in records]
+    assert (tmp_path / "his.csv").read_text().splitlines() == ["device_id,model,serial_no,public_key",
+                                                               f"D-SN-0,P8,SN0,{keys[0]}", f"D-SN-1,P8,SN1,{keys[1]}"]
     (tmp_path / "nokeys.csv").write_text("device_id,model,serial_no\nD-X,P8,SNX\n")
     code, _, err = run(capsys, "--config", config, "devices", "import", str(tmp_path / "nokeys.csv"))
     assert code == 1 and "no public_key for D-X" in err

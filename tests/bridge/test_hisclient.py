@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from protocol import signing
+from protocol.amount import parse_amount
+from protocol.envelope import seal_result
+from protocol.messages import PayChannel, PayStatus, Result
+from protocol.registry import DeviceRecord, format_device_csv
 
 from bridge import hisclient
 from bridge.registries import export_devices_for_his
@@ -30,7 +38,7 @@ def test_pay_refund_and_status(his, capsys) -> None:  # type: ignore[no-untyped-
     world, bridge, responder, args = his
     assert hisclient.main([*args, "pay", "+12.50", "--order", "MZ20261122000123"]) == 0
     out = capsys.readouterr().out
-    assert "verified result for HIS-T1-" in out and "SUCCESS WECHAT +12.50" in out and "(in our device registry)" in out
+    assert "verified result for HIS-T1-" in out and "SUCCESS WECHAT +12.50" in out and "(in our device registry; signed with its key)" in out
     assert hisclient.main([*args, "--json", "refund", "-5.00", "--order", "MZ20261122000123"]) == 0
     refund = json.loads(capsys.readouterr().out)
     assert refund["verified"] is True and refund["result"]["pay_status"] == "REFUNDED"
@@ -49,17 +57,28 @@ def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> N
 
 def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # type: ignore[no-untyped-def]
     world, bridge, _, args = his
-    (world.dir / "his-devices.csv").write_text("device_id,model,serial_no\nD-OTHER,P8,SN\n")
+    other = DeviceRecord("D-OTHER", "P8", "SN", signing.public_key(os.urandom(32)))
+    (world.dir / "his-devices.csv").write_text(format_device_csv([other], for_his=True))
     assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ3"]) == 1
-    assert "device_id D1 is not in our device registry" in capsys.readouterr().err
+    assert "auth_failed: result rejected in step 6: device D1 is not in the device registry" in capsys.readouterr().err
+
+
+def test_a_version_1_registry_without_public_keys_is_refused_with_what_to_ask_for(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, args = his
+    (world.dir / "his-devices.csv").write_text("device_id,model,serial_no\nD1,SIM-POS,SN-D1\n")
+    assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ3"]) == 1
+    assert "no public_key for D1" in capsys.readouterr().err
 
 
 def test_step_6_checks_reply_to_and_order(his) -> None:  # type: ignore[no-untyped-def]
     world, bridge, _, _ = his
     envelope = world.seal("+2.00", "MZ4")
     body = requests.post(bridge.url + "/v1/instructions?wait=10", data=envelope.to_bytes(), timeout=30).content
-    config = hisclient.ClientConfig(bridge.url, world.key, world.ring, "T1", frozenset({"D1"}))
-    assert hisclient.verify_result(config, body, envelope.msg_id, envelope.ts, "MZ4").order_no == "MZ4"
+    config = hisclient.ClientConfig(bridge.url, world.key, world.ring, "T1", world.public_keys())
+    assert hisclient.verify_result(config, body, envelope.msg_id, envelope.ts, "MZ4", parse_amount("+2.00")).order_no == "MZ4"
+    # Finding 7: the amount is part of step 6.
+    with pytest.raises(hisclient.ClientError, match=r"result is for amount \+2.00, we sent \+3.00"):
+        hisclient.verify_result(config, body, envelope.msg_id, envelope.ts, "MZ4", parse_amount("+3.00"))
     with pytest.raises(hisclient.ClientError, match="we asked about"):
         hisclient.verify_result(config, body, "SOME-OTHER-MSG", envelope.ts)
     with pytest.raises(hisclient.ClientError, match="we sent MZ5"):
@@ -101,3 +120,23 @@ def test_options_work_before_and_after_the_command(his, capsys) -> None:  # type
     world, bridge, _, args = his
     assert hisclient.main(["pay", "+3.00", "--order", "MZ-AFTER", *args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["result"]["order_no"] == "MZ-AFTER"
+
+
+def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None:  # type: ignore[no-untyped-def]
+    """A holder of the shared key seals a SUCCESS for our instruction: every version-1 check passes
+    (tag, reply_to, device_id in the registry, order, amount); the device's `sig` does not."""
+    world, bridge, _, _ = his
+    envelope = world.seal("+88.00", "MZ-FORGED")
+    config = hisclient.ClientConfig(bridge.url, world.key, world.ring, "T1", world.public_keys())
+    result = Result("D1", "MZ-FORGED", "4200000000088", PayStatus.SUCCESS, PayChannel.WECHAT, parse_amount("+88.00"),
+                    int(time.time()))
+    for seed in (None, os.urandom(32), world.seeds["D2"]):
+        forged = seal_result(result, key=world.key, msg_id=f"R-{os.urandom(4).hex()}", reply_to=envelope.msg_id,
+                             ts=int(time.time()), nonce=os.urandom(12), device_key_seed=seed)
+        with pytest.raises(hisclient.ClientError) as error:
+            hisclient.verify_result(config, forged.to_bytes(), envelope.msg_id, envelope.ts, "MZ-FORGED", parse_amount("+88.00"))
+        assert error.value.code == "auth_failed" and "sig" in error.value.message
+    genuine = seal_result(result, key=world.key, msg_id="R-GENUINE", reply_to=envelope.msg_id, ts=int(time.time()),
+                          nonce=os.urandom(12), device_key_seed=world.seeds["D1"])
+    assert hisclient.verify_result(config, genuine.to_bytes(), envelope.msg_id, envelope.ts, "MZ-FORGED",
+                                   parse_amount("+88.00")) == result

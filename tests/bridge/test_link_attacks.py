@@ -18,7 +18,7 @@ import requests
 from protocol.amount import parse_amount
 from protocol.errors import ErrorCode
 from protocol.envelope import seal_result
-from protocol.link.app import RefusedMsg, ResultMsg, encode_app
+from protocol.link.app import NotTakenMsg, ResultMsg, encode_app
 from protocol.link.frame import FrameType, encode_frame
 from protocol.messages import PayChannel, PayStatus, Result
 
@@ -81,7 +81,7 @@ def test_an_unsealed_refusal_does_not_end_the_instruction(world: World) -> None:
     envelope = world.seal("+30.00")
     assert requests.post(f"{bridge.url}/v1/instructions", data=envelope.to_bytes(), timeout=10).status_code == 202
     wait_until(lambda: responder.executions[envelope.msg_id] == 1, what="the POS holds the instruction")
-    refusal = encode_app(RefusedMsg(envelope.msg_id, ErrorCode.AUTH_FAILED, "forged"))
+    refusal = encode_app(NotTakenMsg(envelope.msg_id, ErrorCode.AUTH_FAILED, "forged"))
     before = port_stats(bridge).get("rejected_frames", 0)
     for seq in range(next_device_seq(mitm), next_device_seq(mitm) + 3):
         mitm.inject_to_bridge(encode_frame(FrameType.DATA, seq, refusal))

@@ -79,12 +79,12 @@ def test_a_client_sending_one_byte_per_second_does_not_stall_the_others(world: W
     assert b" 408 " in slow_answer[0] and b"request_timeout" in slow_answer[0]
 
 
-def test_connections_beyond_the_limit_wait_instead_of_failing(world: World) -> None:
+def test_idle_connections_holding_every_slot_make_room_for_a_new_one(world: World) -> None:
     bridge = world.bridge(["socket://127.0.0.1:9"], http={"max_connections": 4, "idle_timeout_s": 1.0})
     host, port = bridge.http.server_address[:2]
     idle = [socket.create_connection((host, port)) for _ in range(4)]  # hold every slot, say nothing
     try:
-        response = requests.get(bridge.url + "/v1/health", timeout=30)  # served once idle ones time out
+        response = requests.get(bridge.url + "/v1/health", timeout=30)  # the longest-idle one is closed for it
         assert response.status_code == 200
         assert all(sock.recv(10) == b"" for sock in idle)  # the idle connections were closed by the bridge
     finally:

@@ -1,4 +1,4 @@
-"""HIS -> bridge -> device -> sandbox -> result, over each wire a POS can hang on: pty, TCP and USB.
+"""HIS -> bridge -> device -> sandbox -> result, over each wire a POS can hang on: pty, TCP, USB and an Android POS (aoa).
 
 The device is provisioned and configured by flashing a signed image over its own link; HIS is the
 reference client (bridge.hisclient); the cashier's hands are the control API over HTTP. A collection
@@ -16,11 +16,11 @@ from protocol.messages import PayChannel, PayStatus
 from tests.e2e.world import PIN, SimWorld, new_order
 
 
-@pytest.mark.parametrize("link", [LinkKind.PTY, LinkKind.TCP, LinkKind.USB], ids=lambda k: k.value)
+@pytest.mark.parametrize("link", [LinkKind.PTY, LinkKind.TCP, LinkKind.USB, LinkKind.AOA], ids=lambda k: k.value)
 def test_collect_and_partial_refund(world: SimWorld, link: LinkKind) -> None:
     rig = world.rig(link, control=True)
     api = rig.control.url  # type: ignore[union-attr]
-    channel = "ALIPAY" if link is LinkKind.USB else "WECHAT"
+    channel = "ALIPAY" if link in (LinkKind.USB, LinkKind.AOA) else "WECHAT"
     code = rig.issue(channel, "100.00")
     order = new_order()
 

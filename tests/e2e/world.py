@@ -29,6 +29,8 @@ from firmware_sim import demo_setup
 from firmware_sim.control_api import ControlServer
 from firmware_sim.device import DeviceOptions, LinkKind, Power, VirtualDevice
 from firmware_sim.sandbox.launcher import SandboxProcess
+from posflash.provision import read_records
+from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
@@ -94,7 +96,7 @@ class Rig:
 
         def run() -> None:
             try:
-                box["outcome"] = hisclient.submit(self.client, envelope, order_no, wait_s)
+                box["outcome"] = hisclient.submit(self.client, envelope, order_no, wait_s, amount=parse_amount(amount))
             except Exception as exc:  # handed to the test thread
                 box["error"] = exc
 
@@ -143,6 +145,10 @@ class SimWorld:
         directory = self.root / f"device-{serial}"
         return directory, demo_setup.ensure_device(directory, self.records, self.signing, serial_no=serial,
                                                     hosts=self.hosts.pins())
+
+    def device_keys(self) -> dict[str, bytes]:
+        """The device registry HIS holds (step 2): device_id -> public key, for checking `sig`."""
+        return {r.device_id: r.public_key for r in read_records(self.records) if r.public_key is not None}
 
     def configuration(self, device: demo_setup.ProvisionedDevice, *, version: int = 1, terminals=None) -> bytes:
         terminals = terminals or (demo_setup.DEMO_TERMINAL,)
@@ -193,7 +199,7 @@ class SimWorld:
         bridge = self.start_bridge(device)
         assert device.wait_link_up(15), device.status()
         client = hisclient.ClientConfig(bridge.url, self.key, KeyRing([self.key]), demo_setup.DEMO_TERMINAL.terminal_id,
-                                        frozenset({provisioned.device_id}), http_timeout_s=10.0)
+                                        {provisioned.device_id: provisioned.public_key}, http_timeout_s=10.0)
         server = None
         if control:
             server = ControlServer(device).start()

@@ -17,6 +17,7 @@ from bridge import hisclient
 from firmware_sim.cli import build_parser, main
 from firmware_sim.device import LinkKind
 from firmware_sim.sandbox.launcher import SandboxProcess
+from protocol.amount import parse_amount
 from protocol.crypto import KeyRing
 from protocol.messages import PayStatus
 from tests.e2e.world import PIN, SimWorld, new_order, sandbox_fixture, wait_until, world_fixture
@@ -90,14 +91,14 @@ def test_run_serves_the_cashier_commands_and_stops_cleanly(configured: tuple[Sim
         assert nothing.returncode == 1 and "pos-sim: nothing_to_scan:" in nothing.stderr
 
         bridge = world.start_bridge_for(str(ready["bridge_url"]), device_id)
-        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({device_id}))
+        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", world.device_keys())
         wait_until(lambda: bridge.health()["status"] == "ok", what="the link to pos-sim")
         issued = world.sandbox.issue_code("WECHAT", "100.00", "success")
         order = new_order()
         for amount, act in (("+12.50", ("scan", "--qr", str(issued["qr_path"]))), ("-5.00", ("confirm-refund",))):
             box: dict[str, object] = {}
             envelope = hisclient.seal(client, order, amount, hisclient.new_msg_id("T0001"))
-            waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 30)))
+            waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 30, amount=parse_amount(amount))))
             waiter.start()
             wanted = "awaiting_scan" if amount.startswith("+") else "awaiting_supervisor"
             wait_until(lambda: pos_sim("screen", *at, "--json").stdout.count(f'"screen": "{wanted}"'), what=wanted)

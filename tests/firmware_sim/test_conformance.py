@@ -60,17 +60,17 @@ class ReferenceHis:
         for attempt in range(5):
             try:
                 if attempt == 0:
-                    outcome = self._verified(hisclient.submit(self.config, envelope, order, 60), amount)
+                    outcome = self._verified(hisclient.submit(self.config, envelope, order, 60, amount=parse_amount(amount)), amount)
                 else:
                     outcome = self._verified(hisclient.query(self.config, envelope.msg_id, 30, instruction_ts=envelope.ts,
-                                                             order_no=order), amount)
+                                                             order_no=order, amount=parse_amount(amount)), amount)
             except hisclient.ClientError:
                 self.alerts[order] = self.alerts.get(order, 0) + 1  # step 6 failed: book nothing, alert
                 if self.resend_after_failure:
                     envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
                     self.resend_after_failure = False
                     try:
-                        hisclient.submit(self.config, envelope, order, 60)
+                        hisclient.submit(self.config, envelope, order, 60, amount=parse_amount(amount))
                     except hisclient.ClientError:
                         pass
                     return
@@ -103,7 +103,7 @@ class ReferenceHis:
 def _his(demo_path: Path, kit: Kit, **kwargs: object) -> ReferenceHis:
     demo = Demo.load(demo_path)
     registry = demo_path.parent / "his" / "devices.csv"
-    devices = frozenset(d.device_id for d in parse_device_csv(registry.read_text(encoding="utf-8")))
+    devices = {d.device_id: d.public_key for d in parse_device_csv(registry.read_text(encoding="utf-8")) if d.public_key}
     config = hisclient.ClientConfig(kit.proxy.url, demo.key, KeyRing([demo.key]), demo.terminal_id, devices)
     return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]
 

@@ -25,6 +25,7 @@ from firmware_sim.device import DeviceOptions, LinkKind, Power, VirtualDevice
 from firmware_sim.faults import parse_fault
 from firmware_sim.sandbox.launcher import SandboxProcess
 from firmware_sim.simerrors import SimCode, SimError
+from protocol.amount import parse_amount
 from protocol.crypto import KeyRing
 from protocol.messages import PayStatus
 from tests.e2e.world import SimWorld, new_order, sandbox_fixture, wait_until, world_fixture
@@ -58,11 +59,13 @@ def test_a_new_device_is_in_recovery_and_refuses_instructions_until_configured(w
     assert device.wait_link_up(10)
     health = bridge.health()["devices"][0]  # type: ignore[index]
     assert (health["device_id"], health["firmware"]) == (provisioned.device_id, "pos-sim 1.0 recovery")
-    client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({provisioned.device_id}))
+    client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", {provisioned.device_id: provisioned.public_key})
     envelope = hisclient.seal(client, new_order(), "+1.00", hisclient.new_msg_id("T0001"))
-    with pytest.raises(hisclient.ClientError) as refused:
-        hisclient.submit(client, envelope, "x", 10)
-    assert refused.value.code == "device_unavailable" and "recovery mode" in refused.value.message
+    # Without a configuration nothing can be sealed or signed: the instruction stays unfinished, and says why.
+    outcome = hisclient.submit(client, envelope, "x", 2, amount=parse_amount("+1.00"))
+    assert outcome.result is None and outcome.state == "queued"
+    assert outcome.last_event is not None and outcome.last_event["code"] == "device_unavailable"
+    assert "recovery mode" in str(outcome.last_event["message"])
 
 
 def test_flashing_a_configuration_boots_it_and_confirms_its_health(world: SimWorld) -> None:
@@ -109,7 +112,7 @@ def test_a_maintenance_host_never_takes_a_result_meant_for_his(world: SimWorld) 
         assert rig.device.status()["link"]["host"] == "maintenance"
     assert not rig.device.history(order_no=order)[0].delivered  # pos-flash acknowledged nothing
     bridge = world.start_bridge(rig.device)  # the same journal: the bridge service is back
-    client = hisclient.ClientConfig(bridge.url, rig.client.key, rig.client.keys, "T0001", rig.client.device_ids)
+    client = hisclient.ClientConfig(bridge.url, rig.client.key, rig.client.keys, "T0001", rig.client.device_keys)
     result = hisclient.query(client, pending.msg_id, 20, order_no=order).result
     assert result is not None and result.pay_status is PayStatus.SUCCESS
     assert rig.balance_fen(code) == 100_00 - 6_60
@@ -166,7 +169,7 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
 
     sealed = parse_image(world.configuration(provisioned)).part(PartKind.CONFIG)
     config = parse_config(open_config(sealed, device_id=provisioned.device_id, device_private=provisioned.config_key))
-    service = open_terminal(config, tmp_path / "journal.db")
+    service = open_terminal(config, tmp_path / "journal.db", device_key_seed=provisioned.device_key_seed)
     service.start()
     with socket.socket() as probe:  # a free port for the device to listen on (the bridge must name it)
         probe.bind(("127.0.0.1", 0))
@@ -177,12 +180,12 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
     detach = attach_service(service, f"socket://127.0.0.1:{port}", device_dir=directory)
     try:
         bridge = world.start_bridge_for(f"socket://127.0.0.1:{port}", provisioned.device_id)
-        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", frozenset({provisioned.device_id}))
+        client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", {provisioned.device_id: provisioned.public_key})
         code, order = str(world.sandbox.issue_code("WECHAT", "10.00", "success")["code"]), new_order()
         envelope = hisclient.seal(client, order, "+1.50", hisclient.new_msg_id("T0001"))
         wait_until(lambda: bridge.health()["status"] == "ok", what="pos-app's link")
         box: dict[str, object] = {}
-        waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 20)))
+        waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 20, amount=parse_amount("+1.50"))))
         waiter.start()
         wait_until(lambda: service.view().can_scan, what="the collection on screen")
         service.scan(code)

@@ -55,7 +55,7 @@ class SimDevice:
         self.self_test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         self.running = run_boot_sequence(self.boot, self.self_test)
         self.reboot_drops_link = reboot_drops_link
-        self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id),
+        self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("boot-1.0"), device_key_seed=self.info.device_key_seed,
                                        host_trust=self.info.host_trust, boot_handler=BootService(self.boot, reboot=self._reboot), baud=baud).start()
         self.url = self.endpoint.bridge_url

@@ -46,9 +46,9 @@ def alive(pid: int) -> bool:
 
 
 class Launcher:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.system", "--headless", "--workdir", str(workdir),
-                                      "--bridge-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      "--bridge-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # its own group: Ctrl-C goes to it alone, as in a terminal
         self.out: list[str] = []
         self.err_lines: list[str] = []
@@ -127,7 +127,7 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
             if pay.poll() is None:
                 pay.kill()
         assert pay.returncode == 0, err
-        assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry)" in out
+        assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry; signed with its key)" in out
         balance = requests.get(f"{demo['sandbox_url']}/sandbox/v1/accounts/{code}", timeout=10).json()["balance"]
         assert balance == "87.50"
 

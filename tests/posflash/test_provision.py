@@ -5,6 +5,7 @@ made on the device) is tests/terminal/test_identity.py."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -79,11 +80,11 @@ def test_the_records_never_replace_an_identity(tmp_path):
     assert info.value.code is FlashCode.BAD_INPUT and "public_key" in info.value.message
 
 
-def test_export_for_his_has_three_columns_and_no_keys(tmp_path):
+def test_export_for_his_carries_the_device_public_key_in_base64(tmp_path):
     device = _new(tmp_path)
     text = provision.export_his(tmp_path / "devices.csv")
-    assert text == "device_id,model,serial_no\r\nD-SN0001,HP-S1,SN0001\r\n"
-    assert device.public_key.hex() not in text
+    key = base64.b64encode(device.public_key).decode()
+    assert text == f"device_id,model,serial_no,public_key\r\nD-SN0001,HP-S1,SN0001,{key}\r\n"
     with pytest.raises(FlashError):
         provision.export_his(tmp_path / "none.csv")
 
@@ -141,7 +142,7 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
     assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == flash_cli.EXIT_FAIL
     assert "already lists" in capsys.readouterr().err
     assert flash_cli.main(["provision", "export-his", "--records", "devices.csv", "-o", "his-devices.csv"]) == 0
-    assert Path("his-devices.csv").read_text().splitlines()[0] == "device_id,model,serial_no"
+    assert Path("his-devices.csv").read_text().splitlines()[0] == "device_id,model,serial_no,public_key"
     Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
     Path("keys.json").write_text(KEYS)
     Path("channels.json").write_text(json.dumps({}))
@@ -167,7 +168,7 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
                       check_config=config_checker(device.model, device.device_id, device.config_key))
     test = default_self_test(device.device_id, device.model, device.config_key)
     state = {"running": run_boot_sequence(boot, test)}
-    endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id), identity=device.identity("boot"),
+    endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id, device_key_seed=device.device_key_seed), identity=device.identity("boot"),
                               device_key_seed=device.device_key_seed, host_trust=device.host_trust,
                               boot_handler=BootService(boot, reboot=lambda why: state.update(running=run_boot_sequence(boot, test))))
     endpoint.start()

@@ -1,5 +1,7 @@
 """Step 2 registries and the shared-key file."""
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,12 +21,19 @@ from protocol.registry import (
 PUB = bytes(range(32))
 
 
-def test_device_csv_round_trip_and_his_copy_without_keys():
+def test_device_csv_round_trip_and_his_copy_with_base64_keys():
     devices = [DeviceRecord("D-SN-000123", "HP-POS-1", "SN000123", PUB), DeviceRecord("D-SN-000124", "HP-POS-1", "SN000124")]
     assert parse_device_csv(format_device_csv(devices)) == devices
-    his = format_device_csv(devices, for_his=True)
-    assert his.splitlines()[0] == "device_id,model,serial_no" and PUB.hex() not in his
-    assert parse_device_csv(his) == [DeviceRecord(d.device_id, d.model, d.serial_no) for d in devices]
+    his = format_device_csv(devices[:1], for_his=True)
+    # his-interface 1.1 A: device_id,model,serial_no,public_key with the key in padded base64.
+    assert his.splitlines() == ["device_id,model,serial_no,public_key", f"D-SN-000123,HP-POS-1,SN000123,{base64.b64encode(PUB).decode()}"]
+    assert parse_device_csv(his) == devices[:1]
+    with pytest.raises(ValueError, match="no public_key for D-SN-000124"):
+        format_device_csv(devices, for_his=True)
+
+
+def test_device_csv_still_reads_the_older_hex_keys():
+    assert parse_device_csv(f"device_id,model,serial_no,public_key\nD1,m,s,{PUB.hex()}\n")[0].public_key == PUB
 
 
 def test_terminal_csv_from_excel_with_bom_and_optional_binding():
@@ -56,8 +65,10 @@ def test_terminal_csv_errors_name_the_line(text, line, why):
 def test_device_csv_refuses_bad_keys():
     with pytest.raises(RegistryError, match="line 2: public_key must be 32 bytes"):
         parse_device_csv("device_id,model,serial_no,public_key\nD1,m,s,abcd\n")
-    with pytest.raises(RegistryError, match="must be hex"):
+    with pytest.raises(RegistryError, match="base64"):
         parse_device_csv("device_id,model,serial_no,public_key\nD1,m,s,zz\n")
+    with pytest.raises(RegistryError, match="base64"):
+        parse_device_csv("device_id,model,serial_no,public_key\nD1,m,s," + "z" * 64 + "\n")
 
 
 @given(st.text(max_size=300))

@@ -88,7 +88,7 @@ def test_a_rerun_replaces_the_report_and_resolutions_stick(every_class_day, tmp_
     ("wechat", lambda b: b[: len(b) * 2 // 3], ["wechat-20261122.csv"]),
     ("his", lambda b: b.replace(b"order_no,msg_id,direction,amount,status", b"order_no,msg_id,direction,amount,state", 1),
      ["his-20261122.csv", "line 1", "'status'", "required column missing"]),
-    ("his", lambda b: b.replace(b",+,125.00,", b",+,12O.00,", 1), ["his-20261122.csv", "line 49", "'amount'"]),
+    ("his", lambda b: b.replace(b",+,125.00,", b",+,12O.00,", 1), ["his-20261122.csv", "line 51", "'amount'"]),
     ("alipay", lambda b: b[:-40], ["alipay-20261122.zip", "not a zip"]),
 ])
 def test_bad_input_stops_with_file_line_field_and_leaves_nothing_behind(every_class_day, tmp_path, capsys, which, damage, expect):
@@ -172,3 +172,15 @@ def test_a_report_that_cannot_be_replaced_stops_the_run_and_keeps_the_state(ever
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
     assert main(["list", "--date", DAY.isoformat(), "--state", str(tmp_path / "reconcile-state.db")]) == 2
     assert "has not been reconciled" in capsys.readouterr().err
+
+
+def test_a_large_demo_day_is_written_in_bulk_and_finds_the_same_differences(tmp_path, capsys):
+    """`reconcile demo --transactions N` writes the journal in bulk (and forks where it can): the
+    day it writes reconciles exactly like the one written through the bridge's Journal API."""
+    assert main(["demo", "--out", str(tmp_path / "small")]) == 1
+    small = {(r["class"], r["reason"], r["order_no"]) for r in read_csv(tmp_path / "small")}
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tmp_path / "large"), "--transactions", "3000"]) == 1
+    assert {(r["class"], r["reason"], r["order_no"]) for r in read_csv(tmp_path / "large")} == small
+    matched = int(capsys.readouterr().out.split("平账 Matched ")[1].split(",")[0])
+    assert matched > 3000  # the collections and their refunds, all matched

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconcile.match import Matcher, MatchResult
-from reconcile.model import COLLECT, FLAG_ECHO, REFUND, Channel, Columns, DiffClass, Reason, State, effect_of
+from reconcile.model import COLLECT, FLAG_ECHO, FLAG_LATE, REFUND, Carried, Channel, Columns, DiffClass, Reason, SideView, State, effect_of
 
 W, A = int(Channel.WECHAT), int(Channel.ALIPAY)
 M, N, P, R = int(State.MOVED), int(State.NOT_MOVED), int(State.PENDING), int(State.REVERSAL)
@@ -139,7 +139,8 @@ def days(draw):  # type: ignore[no-untyped-def]
         chan = draw(st.sampled_from((W, A)))
         pay = draw(st.sampled_from((f"T{i}", f"T{i % 4}", "")))
         if draw(st.booleans()):
-            o.append(ours(i, f"MZ{i % 5}", d, fen, draw(st.sampled_from((M, N, P))), chan, pay, flags=draw(st.sampled_from((0, 0, 0, FLAG_ECHO)))))
+            o.append(ours(i, f"MZ{i % 5}", d, fen, draw(st.sampled_from((M, N, P))), chan, pay,
+                          flags=draw(st.sampled_from((0, 0, 0, FLAG_ECHO, FLAG_LATE)))))
         for _ in range(draw(st.integers(min_value=0, max_value=2))):
             msg = draw(st.sampled_from((f"HIS-{i}", "", f"HIS-{i + 1}")))
             h.append(his(len(h) + 2, f"MZ{i % 5}", msg, d, draw(st.sampled_from((fen, fen + 1))), draw(st.sampled_from((M, N, P))), pay))
@@ -150,7 +151,8 @@ def days(draw):  # type: ignore[no-untyped-def]
 
 
 def _total(rows, offset=0):  # type: ignore[no-untyped-def]
-    return sum(effect_of(t[3], t[4], t[5]) if not (len(t) > 10 and t[10] & FLAG_ECHO) else 0 for t in rows)
+    """A side's net; our records' replayed results and late results (a later day's) move nothing today."""
+    return sum(effect_of(t[3], t[4], t[5]) if not (len(t) > 10 and t[10] & (FLAG_ECHO | FLAG_LATE)) else 0 for t in rows)
 
 
 @given(days())
@@ -187,3 +189,41 @@ def test_a_difference_near_midnight_says_so():
 
     assert only(day_of(late)).near_midnight  # our result's time says it may be in the next day's bill
     assert not only(day_of(late - 3600)).near_midnight
+
+
+def test_a_refund_whose_result_came_after_midnight_is_listed_not_open_and_carried():
+    """Finding 7, in the matcher: accepted today, refunded after midnight. HIS and the bill have it
+    today; our result belongs to tomorrow: nothing to resolve today, and tomorrow knows."""
+    o = BASE_O + [ours(2, "MZ1", REFUND, 3000, M, W, "RF1", flags=FLAG_LATE)]
+    result = run(o, BASE_H + [his(3, "MZ1", "HIS-2", REFUND, 3000, M)], BASE_C + [bill(3, REFUND, 3000, W, "RF1")])
+    d = only(result)
+    assert (d.cls, d.reason, d.his_effect, d.ours_effect, d.chan_effect) == (DiffClass.CROSS_DAY, Reason.RESULT_NEXT_DAY, -3000, 0, -3000)
+    assert d.cls.informational
+    assert sorted((c.msg_id, c.side, c.effect) for c in result.carried) == [("HIS-2", "channel", -3000), ("HIS-2", "his", -3000)]
+    assert result.totals[Channel.WECHAT].ours.net == 10000  # our side counts it tomorrow
+    # Tomorrow: our result, nothing in HIS or the bill of the day, but what the day before said.
+    m = Matcher("20261123", carried=result.carried)
+    m.add_ours(Columns.from_rows([ours(2, "MZ1", REFUND, 3000, M, W, "RF1")]), "journal.db")
+    m.add_his([[]], "his.csv")
+    m.add_channel([[]], "bill.csv")
+    d = only(m.finish())
+    assert (d.cls, d.reason, d.ours_effect) == (DiffClass.CROSS_DAY, Reason.SEEN_PREVIOUS_DAY, -3000)
+    assert d.his is not None and d.his.where == "his.csv line 3" and d.chan is not None and d.chan.where == "bill.csv line 3"
+
+
+def test_a_late_result_that_disagrees_with_his_is_a_difference_and_one_nobody_has_today_is_nothing():
+    late_failed = [ours(2, "MZ1", REFUND, 3000, N, W, "", flags=FLAG_LATE)]  # the refund failed, after midnight
+    d = only(run(BASE_O + late_failed, BASE_H + [his(3, "MZ1", "HIS-2", REFUND, 3000, M)], BASE_C))
+    assert (d.cls, d.reason) == (DiffClass.STATUS, Reason.REFUND_HIS_ONLY)
+    quiet = run(BASE_O + [ours(2, "MZ1", REFUND, 3000, M, W, "RF1", flags=FLAG_LATE)], BASE_H, BASE_C)
+    assert quiet.differences == [] and quiet.matched == 1  # HIS sent it tomorrow in its books: not today's
+
+
+def test_without_what_the_day_before_said_a_result_today_is_still_a_difference():
+    carried = [Carried("2026-11-21", "HIS-9", "his", SideView("his.csv line 9 (2026-11-21)", 3000, State.MOVED), -3000)]
+    m = Matcher("20261122", carried=carried)
+    m.add_ours(Columns.from_rows(BASE_O + [ours(2, "MZ1", REFUND, 3000, M, W, "RF1")]), "journal.db")
+    m.add_his([BASE_H], "his.csv")
+    m.add_channel([BASE_C], "bill.csv")
+    d = only(m.finish())  # HIS-2 was not carried (HIS-9 was): HIS never had this refund
+    assert (d.cls, d.reason, d.msg_id) == (DiffClass.STATUS, Reason.OURS_DISAGREES, "HIS-2")

@@ -19,6 +19,7 @@ from terminal.journal import CommitPoint
 from terminal.view import Screen
 
 PIN = "246810"
+DEVICE_SEED = bytes(range(100, 132))  # the same device key as tests/terminal/helpers.py
 
 
 def main() -> int:
@@ -29,7 +30,7 @@ def main() -> int:
         if point.label == label and point.phase == phase:
             os._exit(137)  # power gone: no cleanup, no flush, nothing
 
-    service = open_terminal(config, journal, on_commit=die)
+    service = open_terminal(config, journal, device_key_seed=DEVICE_SEED, on_commit=die)
     service.start()
     service.link_up()
     with open(envelope_path, encoding="utf-8") as handle:

@@ -14,8 +14,10 @@ from pathlib import Path
 from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, receive_result, seal_instruction
-from protocol.link.app import ProgressMsg, RefusedMsg, ResultMsg
-from protocol.messages import BillItem, Display, Instruction, Result
+from protocol import signing
+from protocol.errors import ErrorCode
+from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
+from protocol.messages import BillItem, Display, Instruction, PayStatus, Result
 from protocol.registry import TerminalRecord
 from terminal.config import DeviceConfig, DeviceInfo, Polling, Supervisor
 from terminal.journal import Journal
@@ -28,6 +30,19 @@ PIN = "246810"
 # Hashing a PIN costs ~50 ms on purpose; the tests share one hash.
 PIN_HASH = hash_pin(PIN, salt=b"0123456789abcdef")
 DEVICE_ID = "D-SN-000123"
+DEVICE_SEED = bytes(range(100, 132))  # the device key: made on the device, here fixed for the tests
+DEVICE_KEYS = {DEVICE_ID: signing.public_key(DEVICE_SEED)}.get  # the device registry (step 2)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refusal as the bridge sees it: a signed FAILED / REFUND_FAILED result (`sealed`), or a
+    NotTakenMsg when the device cannot seal one (which ends nothing)."""
+
+    msg_id: str
+    code: ErrorCode
+    sealed: bool
+    message: str | None = None
 
 
 def make_config(*, limit_fen: int = 5_000_00, channels: dict | None = None, polling: dict | None = None,
@@ -71,7 +86,7 @@ class Bridge:
     ack: bool = True
     results: dict[str, list[Result]] = field(default_factory=dict)  # by reply_to
     envelopes: dict[str, set[bytes]] = field(default_factory=dict)
-    refused: list[RefusedMsg] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
     progress: list[ProgressMsg] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,14 +99,19 @@ class Bridge:
             if isinstance(message, ResultMsg):
                 env = message.envelope
                 received = receive_result(env.to_json_obj(), KeyRing([KEY, SharedKey(OLD_KEY.kid, OLD_KEY.suite, OLD_KEY.secret)]),
-                                          now=time.time() + 10**9 if False else self.service.clock())
+                                          now=self.service.clock(), device_keys=DEVICE_KEYS)  # signed by the device
                 assert env.device_id == DEVICE_ID
-                self.results.setdefault(env.reply_to, []).append(received.message)
+                result = received.message
+                assert isinstance(result, Result)
+                if result.pay_status in (PayStatus.FAILED, PayStatus.REFUND_FAILED) and \
+                        result.error_code in {c.value for c in ErrorCode}:
+                    self.refused.append(Refusal(env.reply_to, ErrorCode(result.error_code), True, result.error_message))
+                self.results.setdefault(env.reply_to, []).append(result)
                 self.envelopes.setdefault(env.reply_to, set()).add(env.to_bytes())
                 if self.ack:
                     self.service.mark_delivered(env.msg_id)
-            elif isinstance(message, RefusedMsg):
-                self.refused.append(message)
+            elif isinstance(message, NotTakenMsg):
+                self.refused.append(Refusal(message.msg_id, message.code, False, message.message))
             else:
                 self.progress.append(message)
 
@@ -114,7 +134,8 @@ def open_service(path: Path, config: DeviceConfig | None = None, clients=None, *
     repeat across tests."""
     journal = Journal(path, on_commit=on_commit)
     rng = random.Random(seed if seed is not None else os.urandom(16))
-    service = TerminalService(config or make_config(), journal, clients or {}, clock=clock, rng=rng.randbytes, link_up=True)
+    service = TerminalService(config or make_config(), journal, clients or {}, device_key_seed=DEVICE_SEED, clock=clock,
+                              rng=rng.randbytes, link_up=True)
     if start:
         service.start()
     return service

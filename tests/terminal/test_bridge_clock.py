@@ -6,10 +6,10 @@ import time
 from protocol.crypto import KeyRing
 from protocol.envelope import receive_result
 from protocol.errors import ErrorCode
-from protocol.link.app import RefusedMsg, ResultMsg
+from protocol.link.app import ResultMsg
 from protocol.messages import PayStatus
 from terminal.link.service_handler import bridge_clock
-from tests.terminal.helpers import KEY, His, open_service
+from tests.terminal.helpers import DEVICE_KEYS, KEY, His, open_service
 
 T = 1_795_000_000.0
 
@@ -41,9 +41,9 @@ def test_results_are_stamped_with_the_bridge_time_when_the_pos_clock_drifted(tmp
 def test_a_pos_clock_beyond_its_window_refuses_before_anything_is_shown(tmp_path):
     service = open_service(tmp_path / "j.db", clock=lambda: T + 2 * 86400)
     service.link_up(bridge_clock=T)
-    service.submit_instruction(His(clock=lambda: T + 2 * 86400).envelope("MZ2", "+12.50"))
-    refused = _drain_until(service, RefusedMsg)
-    assert refused.code is ErrorCode.CLOCK_SKEW and "off the bridge clock" in refused.message
+    service.submit_instruction(His(clock=lambda: T).envelope("MZ2", "+12.50"))  # HIS and the bridge agree on T
+    refused = receive_result(_drain_until(service, ResultMsg).envelope, KeyRing([KEY]), now=T, device_keys=DEVICE_KEYS).message
+    assert (refused.pay_status.value, refused.error_code) == ("FAILED", "clock_skew") and "off the bridge clock" in refused.error_message
     assert service.view().screen.value == "idle"
     service.close()
 

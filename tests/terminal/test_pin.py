@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.pin import (Lockout, PinHashError, after_failure, hash_pin, is_locked, parse_pin_hash, tries_left,
-                          verify_pin)
+from terminal.pin import (LOCKOUT_CAP_S, AttemptCounter, Lockout, PinHashError, after_failure, hash_pin, is_locked, lockout_duration,
+                          parse_pin_hash, tries_left, verify_pin)
 from tests.terminal.helpers import PIN, PIN_HASH
 
 
@@ -20,7 +20,7 @@ def test_hash_round_trip_and_format():
 
 
 def test_same_pin_different_salts_give_different_hashes():
-    assert hash_pin("1234") != hash_pin("1234")
+    assert hash_pin("135792") != hash_pin("135792")
 
 
 @pytest.mark.parametrize("text", [
@@ -40,8 +40,8 @@ def test_bad_hashes_are_refused_with_a_reason(text):
         parse_pin_hash(text)
 
 
-@pytest.mark.parametrize("pin", ["123", "1234567890123", "12a4", "１２３４", " 1234"])
-def test_pins_are_4_to_12_ascii_digits(pin):
+@pytest.mark.parametrize("pin", ["123", "1234", "12345", "1234567890123", "12a456", "１２３４５６", " 123456"])
+def test_pins_are_6_to_12_ascii_digits(pin):
     with pytest.raises(ValueError):
         hash_pin(pin)
 
@@ -64,3 +64,45 @@ def test_lockout_after_n_consecutive_wrong_pins(outcomes, max_tries):
         else:
             assert not is_locked(state, now)
             assert tries_left(state, max_tries) == max_tries - wrong_in_a_row
+
+
+def test_a_four_digit_pin_is_simply_wrong():
+    assert not verify_pin("2468", parse_pin_hash(PIN_HASH))
+
+
+def test_each_lockout_doubles_the_last_up_to_24_hours():
+    state, now, served = Lockout(), 1_000_000.0, []
+    for _ in range(12):
+        for _ in range(5):
+            assert not is_locked(state, now)
+            state = after_failure(state, now, max_tries=5, lockout_s=300)
+        served.append(state.locked_until - now)
+        now = state.locked_until  # served in full
+    assert served[:4] == [300, 600, 1200, 2400]
+    assert max(served) == LOCKOUT_CAP_S == 24 * 3600 and served[-1] == LOCKOUT_CAP_S
+
+
+@given(st.integers(0, 10_000), st.integers(10, 24 * 3600))
+def test_lockout_duration_never_shrinks_and_is_capped(lockouts, base):
+    assert base <= lockout_duration(lockouts, base) <= max(base, LOCKOUT_CAP_S)
+    assert lockout_duration(lockouts + 1, base) >= lockout_duration(lockouts, base)
+
+
+@given(st.integers(0, 100), st.floats(0, 2e9, allow_nan=False), st.integers(0, 100))
+def test_lockout_journal_form_round_trips(failures, until, lockouts):
+    state = Lockout(failures, until, lockouts)
+    assert Lockout.decode(state.encode()) == state
+    assert Lockout.decode(f"{failures},{until!r}") == Lockout(failures, until)  # written by earlier versions
+
+
+def test_an_attempt_is_journaled_before_it_may_be_checked_and_a_right_pin_clears_everything():
+    saved: list[Lockout] = []
+    counter = AttemptCounter(lambda: Lockout(2, 0.0, 3), saved.append, lambda: 1000.0, max_tries=5, lockout_s=300)
+    assert counter.charge() is None and saved[-1] == Lockout(3, 0.0, 3)  # written before the caller hashes
+    assert counter.charge() is None
+    assert counter.charge() is None  # the 5th is still checked; counting it locks the PIN
+    assert saved[-1].locked_until == 1000.0 + 300 * 2**3 and saved[-1].lockouts == 4
+    locked = counter.charge()
+    assert locked is not None and locked.locked_until == saved[-1].locked_until  # refused, not counted again
+    counter.clear()
+    assert saved[-1] == Lockout() == counter.state()

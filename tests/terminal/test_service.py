@@ -34,21 +34,40 @@ def seed_collection(journal, order_no, paid_fen, channel=PayChannel.WECHAT):
         tx.advance(seq, State.QUEUED, State.FINISHED, time.time(), pay_status=PayStatus.SUCCESS, finished_at=time.time())
 
 
-@pytest.mark.parametrize(("kwargs", "code"), [
-    ({"terminal_id": "T9999"}, ErrorCode.UNKNOWN_TERMINAL),
-    ({"amount": "+5000.01"}, ErrorCode.BAD_AMOUNT),  # the device's own limit (5000.00 here)
-    ({"key": SharedKey("k2026a", "AES-256-GCM", bytes(32))}, ErrorCode.AUTH_FAILED),
-    ({"key": SharedKey("k1999", "AES-256-GCM", bytes(32))}, ErrorCode.UNKNOWN_KID),
-    ({"key": SharedKey(OLD_KEY.kid, OLD_KEY.suite, OLD_KEY.secret)}, ErrorCode.UNKNOWN_KID),  # retired
-    ({"ts": int(time.time()) - 2 * 86400}, ErrorCode.CLOCK_SKEW),
+@pytest.mark.parametrize(("kwargs", "code", "sealed"), [
+    ({"terminal_id": "T9999"}, ErrorCode.UNKNOWN_TERMINAL, True),
+    ({"amount": "+5000.01"}, ErrorCode.BAD_AMOUNT, True),  # the device's own limit (5000.00 here)
+    ({"amount": "-5000.01"}, ErrorCode.BAD_AMOUNT, True),
+    ({"ts": int(time.time()) - 2 * 86400}, ErrorCode.CLOCK_SKEW, True),
+    ({"key": SharedKey("k2026a", "AES-256-GCM", bytes(32))}, ErrorCode.AUTH_FAILED, False),  # cannot seal for HIS
+    ({"key": SharedKey("k1999", "AES-256-GCM", bytes(32))}, ErrorCode.UNKNOWN_KID, False),
+    ({"key": SharedKey(OLD_KEY.kid, OLD_KEY.suite, OLD_KEY.secret)}, ErrorCode.UNKNOWN_KID, False),  # retired
 ])
-def test_protocol_refusals_are_refused_messages_not_results(svc, kwargs, code):
+def test_protocol_refusals_are_signed_results_or_end_nothing(svc, kwargs, code, sealed):
+    """1.1 A: every refusal that ends an instruction is a sealed result signed by the device; what
+    cannot be sealed for HIS (the keys differ) is a NotTakenMsg, which ends nothing."""
     bridge = Bridge(svc)
     amount = kwargs.pop("amount", "+12.50")
     svc.submit_instruction(His().envelope("MZ1", amount, msg_id="HIS-1", **kwargs))
     bridge.pump()
-    assert [(r.msg_id, r.code) for r in bridge.refused] == [("HIS-1", code)]
-    assert bridge.results == {} and svc.view().screen is Screen.IDLE
+    assert [(r.msg_id, r.code, r.sealed) for r in bridge.refused] == [("HIS-1", code, sealed)]
+    assert svc.view().screen is Screen.IDLE and svc.journal.unfinished() == []
+    if sealed:
+        (result,) = bridge.results["HIS-1"]
+        failed = PayStatus.REFUND_FAILED if amount.startswith("-") else PayStatus.FAILED
+        assert (result.pay_status, result.error_code, result.order_no, str(result.amount)) == (failed, code.value, "MZ1", amount)
+        assert result.pay_order_no == "" and result.pay_channel is None and result.error_message
+    else:
+        assert bridge.results == {} and svc.journal.seen(KEY.kid, "HIS-1") is None
+
+
+def test_a_sealed_refusal_is_journaled_once_and_answered_again_identically(svc):
+    bridge = Bridge(svc)
+    envelope = His().envelope("MZ1", "+12.50", msg_id="HIS-1", terminal_id="T9999")
+    svc.submit_instruction(envelope)
+    svc.submit_instruction(envelope)
+    bridge.pump()
+    assert len(bridge.envelopes["HIS-1"]) == 1 and len(bridge.results["HIS-1"]) == 2
     assert svc.journal.unfinished() == []
 
 
@@ -133,7 +152,49 @@ def test_second_collection_of_a_paid_order_returns_the_original(svc):
     result = bridge.result("HIS-9")
     assert (result.pay_status, result.error_code, result.pay_order_no, result.pay_channel) == (
         PayStatus.SUCCESS, "duplicate_order", "4200000001", PayChannel.WECHAT)
+    assert result.refunded_fen == 0 and str(result.amount) == "+12.50"
     assert svc.totals().collected_fen == 0  # nothing moved
+
+
+def test_duplicate_order_says_what_was_refunded_and_never_books_another_amount(svc):
+    seed_collection(svc.journal, "MZ9", 1250)
+    with svc.journal.transaction("seed refund") as tx:  # 3.00 of it refunded since
+        seq = tx.add_instruction(kid="k2026a", msg_id="SEED-R", envelope_ts=1, terminal_id="T0001", order_no="MZ9",
+                                 kind=Kind.REFUND, amount_fen=300, display=None, now=time.time())
+        tx.reserve_refund(out_refund_no="RSEED", seq=seq, order_no="MZ9", refund_fen=300, now=time.time())
+        tx.settle_refund("RSEED", refunded=True, channel_refund_id="5030001", now=time.time())
+        tx.advance(seq, State.QUEUED, State.FINISHED, time.time(), pay_status=PayStatus.REFUNDED, finished_at=time.time())
+    bridge = Bridge(svc)
+    svc.submit_instruction(His().envelope("MZ9", "+12.50", msg_id="HIS-9"))
+    assert bridge.result("HIS-9").refunded_fen == 300
+    # Step 6: a result's amount is always the instruction's; another amount was never collected.
+    svc.submit_instruction(His().envelope("MZ9", "+20.00", msg_id="HIS-10"))
+    other = bridge.result("HIS-10")
+    assert (other.pay_status, other.error_code, str(other.amount), other.refunded_fen) == (
+        PayStatus.FAILED, "duplicate_order", "+20.00", 300)
+    assert "12.50" in other.error_message and other.pay_order_no == "4200000001"
+
+
+def test_part_b_the_pos_requires_his_signature_too(tmp_path):
+    import dataclasses
+
+    from protocol import signing
+    from protocol.envelope import sign_envelope
+    from protocol.signatures import HisSignaturePolicy
+
+    his_seed = bytes(range(7, 39))
+    policy = HisSignaturePolicy((signing.public_key(his_seed),), required=True)
+    service = open_service(tmp_path / "j.db", dataclasses.replace(make_config(), his_signature=policy))
+    try:
+        bridge = Bridge(service)
+        service.submit_instruction(His().envelope("MZ1", "-5.00", msg_id="HIS-1"))  # a refund nobody at HIS signed
+        bridge.pump()
+        assert [(r.msg_id, r.code, r.sealed) for r in bridge.refused] == [("HIS-1", ErrorCode.AUTH_FAILED, True)]
+        assert bridge.results["HIS-1"][0].pay_status is PayStatus.REFUND_FAILED
+        service.submit_instruction(sign_envelope(His().envelope("MZ2", "+5.00", msg_id="HIS-2"), his_seed))
+        assert service.view().screen is Screen.AWAITING_SCAN
+    finally:
+        service.close()
 
 
 @pytest.mark.parametrize(("amount", "code"), [("-12.51", "refund_exceeds_remaining"), ("-1.00", None)])

@@ -71,7 +71,7 @@ def test_control_api_issues_codes_with_qr_and_reports_accounts(sandbox):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"channel": "UNIONPAY"}, "channel"),
+    ({"channel": "VISA"}, "channel"),
     ({"channel": "WECHAT", "balance": "12.5"}, "two decimals"),
     ({"channel": "WECHAT", "balance": "-1.00"}, "amount"),
     ({"channel": "WECHAT", "behaviour": "slow"}, "slow:N"),

@@ -11,7 +11,7 @@ from protocol.amount import parse_amount
 from protocol.crypto import SharedKey
 from protocol.envelope import seal_instruction, seal_result
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app, encode_app
+from protocol.link.app import InstructionMsg, ProgressMsg, NotTakenMsg, ResultMsg, decode_app, encode_app
 from protocol.link.handshake import (
     HandshakeError, HostRole, HostTrust, agree, encode_hello, encode_hello_ack, verify_hello, verify_hello_ack,
 )
@@ -120,7 +120,7 @@ def test_app_messages_round_trip():
         InstructionMsg(ins),
         ResultMsg(res),
         ProgressMsg("m1", Progress.AWAITING_SCAN),
-        RefusedMsg("m1", ErrorCode.UNKNOWN_KID, "kid k1 is not known here"),
+        NotTakenMsg("m1", ErrorCode.UNKNOWN_KID, "kid k1 is not known here"),
     ):
         assert decode_app(encode_app(message)) == message
 
@@ -130,7 +130,8 @@ def test_app_messages_round_trip():
     [
         b'{"kind":"wire-transfer"}',
         b'{"kind":"progress","msg_id":"m1","state":"robbed"}',
-        b'{"kind":"refused","msg_id":"m1","code":"nope","message":"x"}',
+        b'{"kind":"not_taken","msg_id":"m1","code":"nope","message":"x"}',
+        b'{"kind":"refused","msg_id":"m1","code":"auth_failed","message":"x"}',  # 1.1: nothing unsealed ends an instruction
         b'{"kind":"result","envelope":{"v":1}}',
         b'{"kind":"instruction","envelope":"x"}',
         b'{"kind":"progress","msg_id":"m 1","state":"paying"}',

@@ -12,7 +12,7 @@ from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import receive_result, seal_instruction
 from protocol.errors import ErrorCode
-from protocol.link.app import InstructionMsg, ProgressMsg, RefusedMsg, ResultMsg, decode_app, encode_app
+from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, wire_time_s
 from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import Delivered, HostHandshake, Link, LinkDown, LinkTimers, LinkUp, Received, Role
@@ -84,7 +84,7 @@ def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[n
 
 @pytest.mark.parametrize("wire_kind", ["pty", "tcp", "usb"])
 def test_handshake_instruction_result_and_ack_over_each_wire(wire_kind: str) -> None:
-    responder = Responder(KeyRing([KEY]), "D1")
+    responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make(wire_kind, responder)
     host = Host(endpoint)
     try:
@@ -107,7 +107,7 @@ def test_handshake_instruction_result_and_ack_over_each_wire(wire_kind: str) -> 
 
 
 def test_an_unacknowledged_result_is_sent_again_after_the_link_restarts() -> None:
-    responder = Responder(KeyRing([KEY]), "D1")
+    responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make("tcp", responder)
     host = Host(endpoint)
     try:
@@ -132,7 +132,7 @@ def test_an_unacknowledged_result_is_sent_again_after_the_link_restarts() -> Non
 
 
 def test_refusals_silence_and_release() -> None:
-    responder = Responder(KeyRing([KEY]), "D1", terminals={"T1"})
+    responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED, terminals={"T1"})
     endpoint = make("tcp", responder)
     host = Host(endpoint)
     try:
@@ -143,12 +143,15 @@ def test_refusals_silence_and_release() -> None:
         responder.mode = ResponderMode.SILENT
         host.link.send(FrameType.DATA, encode_app(instruction("HELD")), time.monotonic())
         host.flush()
-        host.pump(lambda: sum(isinstance(m, (RefusedMsg, ProgressMsg)) for m in host.app_messages()) == 3)
-        refusals = {m.msg_id: m.code for m in host.app_messages() if isinstance(m, RefusedMsg)}
-        assert refusals == {"BAD-KEY": ErrorCode.AUTH_FAILED, "OTHER-T": ErrorCode.UNKNOWN_TERMINAL}
-        assert not any(isinstance(m, ResultMsg) for m in host.app_messages())
+        host.pump(lambda: sum(isinstance(m, (NotTakenMsg, ProgressMsg, ResultMsg)) for m in host.app_messages()) == 3)
+        # A key it does not share cannot be answered with a sealed result: NotTaken, which ends nothing.
+        assert {m.msg_id: m.code for m in host.app_messages() if isinstance(m, NotTakenMsg)} == {"BAD-KEY": ErrorCode.AUTH_FAILED}
+        # A refusal it can seal is a result signed by the device (his-interface 1.1 A).
+        (refusal,) = [m for m in host.app_messages() if isinstance(m, ResultMsg)]
+        result = receive_result(refusal.envelope, KeyRing([KEY]), now=time.time(), device_keys={"D1": signing.public_key(SEED)}.get).message
+        assert (refusal.envelope.reply_to, result.pay_status.value, result.error_code) == ("OTHER-T", "FAILED", "unknown_terminal")
         responder.release()
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.app_messages()) == 2)
         assert responder.executions == {"HELD": 1}
     finally:
         host.close()
@@ -173,7 +176,7 @@ class BootRecorder:
 
 def test_bootloader_frames_go_to_the_boot_handler_and_pacing_follows_the_baud_rate() -> None:
     boot = BootRecorder()
-    endpoint = make("pty", Responder(KeyRing([KEY]), "D1"), boot_handler=boot, baud=115200)
+    endpoint = make("pty", Responder(KeyRing([KEY]), "D1", device_key_seed=SEED), boot_handler=boot, baud=115200)
     host = Host(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
@@ -200,7 +203,7 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
         def on_link_down(self, unacked, endpoint) -> None:  # type: ignore[no-untyped-def]
             self.downs.append(unacked)
 
-    responder = Recorder(KeyRing([KEY]), "D1")
+    responder = Recorder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     responder.downs = []
     endpoint = make("usb", responder)
     host = Host(endpoint)
@@ -238,7 +241,7 @@ class FlakyOnce(Responder):
 
 
 def test_a_failing_handler_does_not_acknowledge_what_it_did_not_handle_and_the_endpoint_lives_on() -> None:
-    responder = FlakyOnce(KeyRing([KEY]), "D1")
+    responder = FlakyOnce(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make("tcp", responder)
     host = Host(endpoint)
     try:

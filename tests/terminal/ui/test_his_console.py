@@ -23,7 +23,9 @@ def closed_port() -> int:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
-    (tmp_path / "devices.csv").write_text("device_id,model,serial_no\nD-SN-000123,HIS-POS-1,SN000123\n", encoding="utf-8")
+    key = "rTJHF2xHZ+ob02uSGe6MnzGM1PiBlKlIgOFTG65ie/s="  # the 1.1 registry carries each POS's public key
+    (tmp_path / "devices.csv").write_text(f"device_id,model,serial_no,public_key\nD-SN-000123,HIS-POS-1,SN000123,{key}\n",
+                                          encoding="utf-8")
     path = tmp_path / "demo.json"
     path.write_text(json.dumps({"bridge_url": f"http://127.0.0.1:{closed_port()}", "suite": "AES-256-GCM", "kid": "k2026a",
                                 "key_hex": "00" * 32, "terminal_id": "T0001", "device_id": "D-SN-000123",
