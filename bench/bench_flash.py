@@ -21,7 +21,8 @@ from pathlib import Path
 
 from protocol.crypto import KeyRing
 
-from firmware_sim.demo_setup import provision_device
+from firmware_sim.demo_setup import ensure_host_keys, provision_device
+from posflash.host_key import load_host_key
 from posflash import flasher, provision
 from firmware_sim.bootloader import Bootloader
 from firmware_sim.bootservice import BootService, default_self_test, run_boot_sequence
@@ -65,19 +66,21 @@ def noise_bundle(size: int) -> bytes:
 class _Device:
     def __init__(self, root: Path, baud: int) -> None:
         records = root / "devices.csv"
+        self.hosts = ensure_host_keys(root / "hosts")
         self.info = provision_device(root / "dev", records, model=MODEL, serial_no="BENCH1",
-                                       trust=TrustStore((KEY.trusted(),)))
+                                       trust=TrustStore((KEY.trusted(),)), hosts=self.hosts.pins())
         boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id)
-        test = default_self_test(self.info.device_id, MODEL)
+        test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         run_boot_sequence(boot, test)
         self.endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("bench"), device_key_seed=self.info.device_key_seed,
-                                       boot_handler=BootService(boot, reboot=lambda why: run_boot_sequence(boot, test)),
+                                       host_trust=self.info.host_trust, boot_handler=BootService(boot, reboot=lambda why: run_boot_sequence(boot, test)),
                                        baud=baud).start()
 
     def flash(self, image: bytes, chunk_size: int) -> flasher.FlashOutcome:
         registry = {self.info.device_id: self.info.public_key}.get
-        with flasher.DeviceConnection(self.endpoint.bridge_url, public_key_for=registry) as conn:
+        with flasher.DeviceConnection(self.endpoint.bridge_url, public_key_for=registry,
+                                      host_key_seed=load_host_key(self.hosts.maintenance).seed) as conn:
             conn.connect()
             return flasher.flash_image(conn, image, chunk_size=chunk_size)
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from protocol.crypto import SUITES
@@ -17,6 +18,7 @@ from protocol.registry import format_device_csv
 from bridge import keystore, registries
 from bridge.config import ConfigError, load_config
 from bridge.initdir import init_directory
+from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
 from bridge.journal import JournalError
 from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 
@@ -42,7 +44,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     for path in files:
         print(f"wrote {path}")
     print(f"key {key.kid} ({key.suite}) fingerprint {key.fingerprint}")
+    identity = load_identity(Path(args.dir) / IDENTITY_FILE)
+    print(f"bridge identity fingerprint {identity.public_key().fingerprint}: pin "
+          f"{Path(args.dir) / IDENTITY_PUBLIC_FILE} on every POS at provisioning (pos-sim init --host-key)")
     print("next: his-bridge devices import <records.csv>, terminals import <his.csv>, terminals bind T D")
+    return 0
+
+
+def cmd_identity_new(args: argparse.Namespace) -> int:
+    path = _config(args).security.identity_file
+    key = new_identity(path, args.name or "bridge-" + time.strftime("%Y%m%d"))
+    print(f"wrote {path} (0600) and {path.with_suffix('.pub')}; fingerprint {key.public_key().fingerprint}")
+    print("pin the .pub file on every POS this bridge serves (pos-sim init --host-key), or they refuse it")
+    return 0
+
+
+def cmd_identity_show(args: argparse.Namespace) -> int:
+    path = _config(args).security.identity_file
+    key = load_identity(path)
+    print(f"{path}: bridge identity {key.name}, fingerprint {key.public_key().fingerprint}")
+    print(f"public key (to pin): {path.with_suffix('.pub')}")
     return 0
 
 
@@ -125,6 +146,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     ring = keystore.load_keyring(config.security.key_file)
+    identity = load_identity(config.security.identity_file)
     devices = registries.read_devices(config.registry.devices)
     terminals = registries.read_terminals(config.registry.terminals)
     known = {d.device_id for d in devices}
@@ -132,6 +154,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     dangling = [t.terminal_id for t in terminals if t.device_id and t.device_id not in known]
     print(f"{config.source}: OK; listening on {config.http.host}:{config.http.port}; ports {', '.join(config.link.ports)}")
     print(f"keys: {len(ring.active())} active, {len(ring) - len(ring.active())} retired")
+    print(f"link identity: {identity.name}, fingerprint {identity.public_key().fingerprint}")
     print(f"devices: {len(devices)}; terminals: {len(terminals)} ({len(unbound)} not bound)")
     if dangling:
         raise CliError(f"terminals bound to devices not in the device registry: {', '.join(dangling)}")
@@ -242,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid", help="name of the first key (default: kYYYYMM)")
     p.add_argument("--suite", choices=sorted(SUITES), default="AES-256-GCM")
     p.set_defaults(func=cmd_init)
+    identity = _Sub(sub.add_parser("identity", help="the bridge's link identity key: new, show").add_subparsers(
+        dest="identity_command", required=True, metavar="COMMAND"), common)
+    p = identity.add_parser("new", help="make the link identity key (0600) and its .pub (never overwrites)")
+    p.add_argument("--name", help="a name for the key (default: bridge-YYYYMMDD)")
+    p.set_defaults(func=cmd_identity_new)
+    p = identity.add_parser("show", help="the identity's fingerprint and the .pub file to pin on each POS")
+    p.set_defaults(func=cmd_identity_show)
     p = sub.add_parser("check", help="validate the configuration, key file and registries, then exit")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("health", help="print GET /v1/health of the running bridge (exit 1 unless status ok)")

@@ -54,6 +54,7 @@ class HttpConfig:
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
     key_file: Path
+    identity_file: Path = Path("bridge_identity.key")  # the bridge's link identity key (POS pins it)
     clock_skew_s: int = DEFAULT_SKEW_S
     answer_ttl_s: int = DEFAULT_ANSWER_TTL
     amount_limit_fen: int = 50_000_00
@@ -180,7 +181,7 @@ class _Section:
 SECTIONS = {
     "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
              "first_byte_timeout_s"),
-    "security": ("key_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "his_public_keys", "require_his_signature",
+    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "his_public_keys", "require_his_signature",
                  "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
@@ -243,6 +244,7 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
     limit = s.str("amount_limit", "50000.00", _amount_limit)
     return SecurityConfig(
         key_file=s.path("key_file", "keys.json", base),
+        identity_file=s.path("identity_file", "bridge_identity.key", base),
         clock_skew_s=s.int("clock_skew_s", DEFAULT_SKEW_S, 1, 3600, "a number of seconds"),
         answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),

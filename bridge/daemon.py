@@ -20,7 +20,7 @@ from bridge.config import Config, load_config
 from bridge.devicelink import DevicePort
 from bridge.httpapi import BridgeHTTPServer
 from bridge.journal import Journal, JournalError
-from bridge.keystore import WatchedKeyFile
+from bridge.keystore import WatchedKeyFile, load_identity
 from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
 from bridge.relay import Relay, RelaySettings
@@ -42,6 +42,7 @@ class Bridge:
         def warn(message: str) -> None:
             log_event(log, "config_file_error", message, level=logging.ERROR)
 
+        self.identity = load_identity(config.security.identity_file)  # refuses a key others can read
         self.keys = WatchedKeyFile(config.security.key_file, on_error=warn)
         if not self.keys.ring().active():
             log_event(log, "no_active_keys", level=logging.WARNING,
@@ -59,7 +60,8 @@ class Bridge:
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
         link = config.link
         self.ports = [
-            DevicePort(url, self.relay, public_key_for=self.registries.public_key_for, timers=link.timers,
+            DevicePort(url, self.relay, public_key_for=self.registries.public_key_for,
+                       host_key_seed=self.identity.seed, timers=link.timers,
                        baud=link.baud, reconnect_min_s=link.reconnect_min_s, reconnect_max_s=link.reconnect_max_s,
                        usb_backend=usb_backend)
             for url in link.ports

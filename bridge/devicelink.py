@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from typing import Callable, Protocol
@@ -52,11 +51,12 @@ def host_info() -> bytes:
 
 class DevicePort:
     def __init__(self, url: str, sink: PortSink, *, public_key_for: Callable[[str], bytes | None],
-                 timers: LinkTimers = LinkTimers(), baud: int = 115200, reconnect_min_s: float = 0.5,
+                 host_key_seed: bytes, timers: LinkTimers = LinkTimers(), baud: int = 115200, reconnect_min_s: float = 0.5,
                  reconnect_max_s: float = 10.0, usb_backend: object = None) -> None:
         self.url = url
         self.sink = sink
         self.public_key_for = public_key_for
+        self._host_key_seed = host_key_seed  # the bridge's identity key: the POS pinned its public half
         self.timers = timers
         self.baud = baud
         self.reconnect_min_s = reconnect_min_s
@@ -121,7 +121,9 @@ class DevicePort:
             if link is not None:
                 out["in_flight"] = link.in_flight
                 out["stats"] = {"retransmissions": link.stats.retransmissions, "handshakes": link.stats.handshakes,
-                                "refused_handshakes": self.refused_handshakes}
+                                "refused_handshakes": self.refused_handshakes,
+                                "rejected_frames": link.stats.rejected_frames, "duplicates": link.stats.duplicates,
+                                "reordered": link.stats.reordered}
             if self.last_error and state != "up":
                 out["last_error"] = self.last_error
             return out
@@ -161,7 +163,7 @@ class DevicePort:
         with self._lock:
             self._transport, self._broken, self._restart = transport, None, None
             self._link = Link(Role.HOST, timers=self.timers, host=HostHandshake(
-                new_challenge=lambda: os.urandom(32), public_key_for=self.public_key_for, host_info=host_info))
+                public_key_for=self.public_key_for, host_key_seed=self._host_key_seed, host_info=host_info))
             self.since = time.time()
             self._handle(self._link.start(time.monotonic()))
             self._flush()

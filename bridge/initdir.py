@@ -1,18 +1,20 @@
 """`his-bridge init DIR`: a working directory for a new bridge, with a documented example config.
 
 Writes config.toml (every setting, commented, at its default), empty device and terminal
-registries (headers only) and a key file holding one fresh key (mode 0600). Never overwrites.
+registries (headers only), a key file holding one fresh key (mode 0600) and the bridge's link
+identity key (mode 0600; its public half, bridge_identity.pub, is what every POS pins). Never overwrites.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from protocol.crypto import SharedKey
 from protocol.registry import format_device_csv, format_terminal_csv
 
-from bridge.keystore import KeyStoreError, new_key
+from bridge.keystore import IDENTITY_FILE, KeyStoreError, new_identity, new_key
 from bridge.registries import write_atomic
 
 EXAMPLE_CONFIG = """\
@@ -30,6 +32,7 @@ max_connections = 200       # open at once; past this the longest-idle connectio
 
 [security]
 key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readable by its owner only
+identity_file = "bridge_identity.key"  # this bridge's link identity (pinned by each POS); owner only
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
 answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
 amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
@@ -79,10 +82,14 @@ def init_directory(directory: Path, *, kid: str | None = None, suite: str = "AES
         directory / "terminals.csv": format_terminal_csv([]),
     }
     key_path = directory / "keys.json"
-    existing = [p for p in (*files, key_path) if p.exists()]
+    identity_path = directory / IDENTITY_FILE
+    existing = [p for p in (*files, key_path, identity_path) if p.exists()]
     if existing:
         raise KeyStoreError(f"{', '.join(str(p) for p in existing)} already exist(s); init never overwrites")
+    if os.name == "posix":
+        directory.chmod(0o700)  # keys, journal and logs live here
     key = new_key(key_path, kid or time.strftime("k%Y%m"), suite)
+    new_identity(identity_path, "bridge-" + time.strftime("%Y%m%d"))
     for path, text in files.items():
         write_atomic(path, text)
-    return [*files, key_path], key
+    return [*files, key_path, identity_path, identity_path.with_suffix(".pub")], key

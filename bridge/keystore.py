@@ -1,4 +1,6 @@
-"""The shared-key file on disk (format: protocol.keyfile): read it safely, add, list and retire keys.
+"""The bridge's key files: the shared-key file (format: protocol.keyfile: read it safely, add, list
+and retire keys) and the bridge's link identity key (protocol.link.hostkeys: made once by
+`his-bridge init`, pinned by every POS at provisioning).
 
 On POSIX a key file that group or others may read is refused, with the command that fixes it; on
 Windows the check is skipped (protect the file with NTFS permissions; docs/bridge.md says how).
@@ -17,6 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from protocol.crypto import SUITES, KeyRing, SharedKey
+from protocol.flash import FlashError
+from protocol.link.handshake import HostRole
+from protocol.link.hostkeys import HostKey, format_private, format_public, new_host_key, parse_private
 from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 
@@ -115,6 +120,53 @@ def retire_key(path: Path, kid: str) -> SharedKey:
             write_keyfile(path, keys, created)
             return keys[index]
     raise KeyStoreError(f"kid {kid} is not in {path} (his-bridge keys list shows the kids)")
+
+
+IDENTITY_FILE = "bridge_identity.key"
+IDENTITY_PUBLIC_FILE = "bridge_identity.pub"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(text.encode("utf-8"))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def new_identity(path: Path, name: str, *, random: Callable[[int], bytes] = os.urandom) -> HostKey:
+    """Make the bridge's link identity key (0600) and its public half beside it (.pub, to pin on
+    every POS: pos-sim init --host-key / docs/field-engineer.md). Never overwrites."""
+    if path.exists():
+        raise KeyStoreError(f"{path} already exists; a bridge keeps its identity (every POS pins it)")
+    try:
+        key = new_host_key(name, HostRole.BRIDGE, random(32))
+    except FlashError as exc:
+        raise KeyStoreError(exc.detail) from None
+    _write_private(path, format_private(key))
+    public_path = path.with_suffix(".pub")
+    public_path.unlink(missing_ok=True)
+    public_path.write_text(format_public(key.public_key()), encoding="utf-8")
+    return key
+
+
+def load_identity(path: Path) -> HostKey:
+    """The bridge's link identity key; refused when others can read the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyStoreError(f"no bridge identity key at {path}; create one with: his-bridge identity new") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyStoreError(f"cannot read the bridge identity key {path}: {exc}") from None
+    check_private(path)
+    try:
+        key = parse_private(text, str(path))
+    except FlashError as exc:
+        raise KeyStoreError(exc.detail) from None
+    if key.role is not HostRole.BRIDGE:
+        raise KeyStoreError(f"{path} is a {key.role.value} key, not a bridge identity key")
+    return key
 
 
 class WatchedKeyFile(WatchedFile[KeyRing]):

@@ -27,6 +27,7 @@ from typing import Callable, Protocol
 from protocol import flash as fc
 from protocol.flash import FlashCode, FlashError
 from protocol.link.session import LinkNotUp
+from protocol.sealed_config import open_config
 
 from firmware_sim.bootloader import Bootloader, BootResult
 from firmware_sim.storage import PowerCut
@@ -130,12 +131,24 @@ def run_boot_sequence(bootloader: Bootloader, self_test: SelfTest, *,
     return result
 
 
-def check_config_part(data: bytes, *, device_id: str, model: str) -> None:
-    """A configuration part must be a his-device-config-v1 document for this device, keys embedded."""
+def open_config_part(data: bytes, *, device_id: str, config_key: bytes | None) -> bytes:
+    """The configuration document of a config part: sealed to this device (protocol.sealed_config),
+    opened with its config key. A device without a config key (provisioned before they existed)
+    cannot open one: it is provisioned again."""
+    if config_key is None:
+        raise FlashError(FlashCode.BAD_PART, f"device {device_id} has no config key to open a configuration with; "
+                         "provision it again (pos-sim init) so that configurations can be sealed to it")
+    return open_config(data, device_id=device_id, device_private=config_key)
+
+
+def check_config_part(data: bytes, *, device_id: str, model: str, config_key: bytes | None) -> None:
+    """A configuration part must be a his-device-config-v1 document for this device, sealed to it,
+    keys embedded."""
     from terminal.config import ConfigError, parse_config
 
+    plaintext = open_config_part(data, device_id=device_id, config_key=config_key)
     try:
-        config = parse_config(data, source="configuration part")
+        config = parse_config(plaintext, source="configuration part")
     except ConfigError as exc:
         raise FlashError(FlashCode.BAD_PART, str(exc)) from None
     if config.keys_file is not None:
@@ -146,12 +159,12 @@ def check_config_part(data: bytes, *, device_id: str, model: str) -> None:
         raise FlashError(FlashCode.WRONG_MODEL, f"the configuration is for model {config.device.model}; this device is a {model}")
 
 
-def config_checker(bootloader_model: str, device_id: str) -> Callable[[bytes], None]:
+def config_checker(bootloader_model: str, device_id: str, config_key: bytes | None) -> Callable[[bytes], None]:
     """The `check_config` hook for a Bootloader of this device."""
-    return lambda data: check_config_part(data, device_id=device_id, model=bootloader_model)
+    return lambda data: check_config_part(data, device_id=device_id, model=bootloader_model, config_key=config_key)
 
 
-def default_self_test(device_id: str, model: str) -> SelfTest:
+def default_self_test(device_id: str, model: str, config_key: bytes | None) -> SelfTest:
     """The health check when the simulator has no application of its own to start."""
 
     def test(result: BootResult) -> str | None:
@@ -165,7 +178,7 @@ def default_self_test(device_id: str, model: str) -> SelfTest:
                 return f"the application bundle is damaged ({bad} fails its CRC)"
         if result.config is not None:
             try:
-                check_config_part(result.config, device_id=device_id, model=model)
+                check_config_part(result.config, device_id=device_id, model=model, config_key=config_key)
             except FlashError as exc:
                 return f"the configuration is unusable: {exc.detail}"
         return None

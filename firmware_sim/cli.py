@@ -219,14 +219,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     its public record, which the field engineer adds with `pos-flash provision add-device`."""
     from protocol.flash import FlashError
     from protocol.registry import format_device_csv
+    from protocol.link.hostkeys import parse_public as parse_host_public
     from protocol.trust import TrustStore, parse_public
     from terminal.identity import create_identity
     from terminal.secure_files import read_text
 
     try:
         trust = TrustStore(tuple(parse_public(read_text(Path(p), "public key"), p) for p in args.trust))
+        hosts = tuple(parse_host_public(read_text(Path(p), "host key"), p) for p in args.host_key or ())
         record = create_identity(Path(args.storage), model=args.model, serial_no=args.serial, trust=trust,
-                                 device_id=args.device_id, usb_vid=args.usb_vid, usb_pid=args.usb_pid)
+                                 device_id=args.device_id, usb_vid=args.usb_vid, usb_pid=args.usb_pid, hosts=hosts)
     except FlashError as exc:
         raise SimError(SimCode.STORAGE, exc.message) from None
     text = format_device_csv([record])
@@ -291,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", required=True, help="serial number (also the USB iSerialNumber)")
     p.add_argument("--device-id", help="default: D-<serial>")
     p.add_argument("--trust", action="append", required=True, help="image signing public key(s) the device will trust (.pub)")
+    p.add_argument("--host-key", action="append", help="link host key(s) the device pins: the bridge's "
+                   "bridge_identity.pub (his-bridge init) and pos-flash's maintenance .pub (pos-flash host-key new)")
     p.add_argument("--usb-vid", default="1209", help="USB vendor ID, 4 hex digits (default 1209)")
     p.add_argument("--usb-pid", default="7D01", help="USB product ID, 4 hex digits (default 7D01)")
     p.add_argument("--record-out", help="write the public record to this file (default: standard output)")

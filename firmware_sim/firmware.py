@@ -34,7 +34,7 @@ from terminal.link.service_handler import ServiceLinkHandler
 from terminal.service import TerminalService
 
 from firmware_sim.bootloader import Bootloader, BootResult
-from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
+from firmware_sim.bootservice import BootService, config_checker, default_self_test, open_config_part, run_boot_sequence
 from firmware_sim.storage import DeviceStorage
 from firmware_sim.storage import PowerCut as FlashPowerCut
 
@@ -116,19 +116,20 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
     """The self-test of a booted slot: start the terminal service from its configuration part.
     None when the application runs; otherwise why not (the bootloader rolls a trial back)."""
     device = firmware.device
-    problem = default_self_test(device.device_id, device.model)(result)
+    problem = default_self_test(device.device_id, device.model, device.config_key)(result)
     if problem is not None:
         return problem
     if result.config is None:
         firmware.problem = "the running image holds no configuration; flash a configuration image (pos-flash provision config)"
         return None
     try:
-        config = parse_config(result.config, source=f"configuration {result.config_version} in slot {result.slot}")
+        document = open_config_part(result.config, device_id=device.device_id, config_key=device.config_key)
+        config = parse_config(document, source=f"configuration {result.config_version} in slot {result.slot}")
         journal_path = firmware.storage.root / JOURNAL_FILE
         journal_path.parent.mkdir(parents=True, exist_ok=True)
         service = open_terminal(config, journal_path, device_key_seed=device.device_key_seed, clock=clock, on_commit=on_commit,
                                 check_permissions=False)
-    except (ConfigError, ChannelConfigError, OSError, RuntimeError) as exc:
+    except (ConfigError, ChannelConfigError, FlashError, OSError, RuntimeError) as exc:
         return f"the application did not start: {exc}"
     firmware.service = service  # before start(): a power cut during recovery must find its journal
     report = service.start()
@@ -146,7 +147,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
     storage = DeviceStorage(Path(device.directory))
     try:
         bootloader = Bootloader(storage, model=device.model, device_id=device.device_id,
-                                check_config=config_checker(device.model, device.device_id), clock=clock)
+                                check_config=config_checker(device.model, device.device_id, device.config_key), clock=clock)
     except FlashError as exc:
         raise RuntimeError(f"{device.directory}: {exc.message}") from None
     firmware = Firmware(device, storage, bootloader)
@@ -166,6 +167,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
     firmware.app_link = app_link
     firmware.endpoint = DeviceEndpoint(
         wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,  # type: ignore[arg-type]
+        host_trust=device.host_trust,
         timers=timers, baud=baud, boot_handler=BootLink(firmware, BootService(bootloader, reboot=reboot)),
     ).start()
     return firmware

@@ -34,7 +34,7 @@ class PowerCut(Exception):
 class DeviceStorage:
     def __init__(self, root: Path | str, *, cut_after_bytes: int | None = None) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._mkdir(self.root)
         self.bytes_written = 0  # data bytes plus one per rename/remove/truncate
         self._budget = cut_after_bytes
         self._dead = False
@@ -120,9 +120,21 @@ class DeviceStorage:
         if allowed < len(data):
             raise self._cut()
 
-    def _open(self, name: str, flags: int, mode: int = 0o644) -> int:
+    @staticmethod
+    def _mkdir(directory: Path) -> None:
+        """Directories of the device's storage are its own: 0700 (images, keys, journal live here)."""
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.name == "posix":
+            for made in missing:
+                made.chmod(0o700)
+            directory.chmod(0o700)
+
+    def _open(self, name: str, flags: int, mode: int = 0o600) -> int:
+        """Every file of the device's storage is private (0600): slot images hold sealed configurations,
+        the metadata their state; nothing here is for another user of the machine."""
         target = self.path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(target.parent)
         return os.open(target, flags | getattr(os, "O_BINARY", 0), mode)
 
     def append(self, name: str, data: bytes) -> None:
@@ -150,9 +162,10 @@ class DeviceStorage:
         """Replace `name` with `data` entirely or not at all (temp file, fsync, rename, fsync dir)."""
         self._alive()
         tmp = name + TMP_SUFFIX
-        fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        del private  # every file here is private now; the argument stays for callers' clarity
+        fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            if private and os.name == "posix":
+            if os.name == "posix":
                 os.fchmod(fd, 0o600)  # an old temp file may have had another mode
             self._write_fd(fd, data)
         finally:
@@ -162,7 +175,7 @@ class DeviceStorage:
     def rename(self, src: str, dst: str) -> None:
         self._metadata_op()
         target = self.path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(target.parent)
         os.replace(self.path(src), target)
         self._sync_dir(target.parent)
 

@@ -211,10 +211,16 @@ def _start_sandbox(system: System, state: dict[str, object]) -> None:
         return
 
 
-def _prepare_bridge_dir(workdir: Path, records: Path, device_id: str) -> Path:
+def _init_bridge_dir(workdir: Path) -> Path:
+    """`his-bridge init`: the shared key and the bridge's link identity (which the device pins)."""
     bridge_dir = workdir / "bridge"
     if not (bridge_dir / "keys.json").exists():
         run_tool(_python("-m", "bridge.cli", "init", str(bridge_dir)))
+    return bridge_dir
+
+
+def _prepare_bridge_dir(workdir: Path, records: Path, device_id: str) -> Path:
+    bridge_dir = workdir / "bridge"
     his = workdir / "his"
     his.mkdir(exist_ok=True)
     terminals = his / "terminals.csv"  # what HIS gives us in step 2
@@ -252,7 +258,7 @@ def _sim_status(system: System) -> dict[str, object]:
 
 
 def _configure_device(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice,
-                      signing: demo_setup.SigningFiles, records: Path, keys_text: str) -> None:
+                      signing: demo_setup.SigningFiles, records: Path, keys_text: str, host_key: Path) -> None:
     """Flash a configuration image when the device has none or it names another sandbox URL."""
     status = _sim_status(system)
     if (status["power"] == "on" and state.get("configured_for") == system.sandbox_url
@@ -264,7 +270,7 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
     log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
     try:
-        outcome = demo_setup.flash(system.device_link, image, records, usb_backend=system.usb_backend())
+        outcome = demo_setup.flash(system.device_link, image, records, host_key=host_key, usb_backend=system.usb_backend())
     except FlashError as exc:
         raise SimError(SimCode.START_FAILED, f"flashing the configuration failed: {exc.message}; "
                        f"see {system.workdir}/logs/device.log") from None
@@ -374,10 +380,13 @@ def start_system(options: SystemOptions) -> System:
         _save_state(workdir, state)
         signing = demo_setup.ensure_signing_key(workdir / "signing")
         records = workdir / "records.csv"
-        device = demo_setup.ensure_device(workdir / "device", records, signing)
-        bridge_dir = _prepare_bridge_dir(workdir, records, device.device_id)
+        bridge_dir = _init_bridge_dir(workdir)
+        hosts = demo_setup.ensure_host_keys(workdir / "pos-flash", bridge_key=bridge_dir / "bridge_identity.key")
+        device = demo_setup.ensure_device(workdir / "device", records, signing, hosts=hosts.pins())
+        _prepare_bridge_dir(workdir, records, device.device_id)
         _start_device(system)
-        _configure_device(system, state, device, signing, records, (bridge_dir / "keys.json").read_text(encoding="utf-8"))
+        _configure_device(system, state, device, signing, records, (bridge_dir / "keys.json").read_text(encoding="utf-8"),
+                          hosts.maintenance)
         _start_bridge(system, bridge_dir)
         _wait_link_up(system)
         system.demo = _demo(system, bridge_dir, device.device_id)

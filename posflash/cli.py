@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from posflash import flasher, provision
+from posflash.host_key import HOST_KEY_ENV, create_host_key, load_host_key
 from posflash.image_build import build_image
 from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key
 from protocol import flash as fc
@@ -110,7 +111,8 @@ def _registry(path: str | None) -> Callable[[str], bytes | None]:
 
 
 def _connect(args: argparse.Namespace) -> flasher.DeviceConnection:
-    conn = flasher.DeviceConnection(args.port, public_key_for=_registry(args.devices), baud=args.baud)
+    conn = flasher.DeviceConnection(args.port, public_key_for=_registry(args.devices),
+                                    host_key_seed=load_host_key(args.host_key).seed, baud=args.baud)
     ident = conn.connect(args.connect_timeout)
     _err(f"connected to {ident.device_id} (model {ident.model}, serial {ident.serial_no}) on {args.port}")
     return conn
@@ -161,6 +163,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_host_key_new(args: argparse.Namespace) -> int:
+    key, private, public = create_host_key(Path(args.out), args.name)
+    _out(f"maintenance key {key.name} (fingerprint {key.public_key().fingerprint})")
+    _out(f"  private: {private} (mode 600; pos-flash uses it with --host-key or ${HOST_KEY_ENV})")
+    _out(f"  public:  {public} (pin it on devices at provisioning: pos-sim init --host-key {public})")
+    return EXIT_OK
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     key = load_signing_key(Path(args.key))
     parts: dict[PartKind, bytes] = {}
@@ -170,7 +180,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         config = Path(args.config).read_bytes() if Path(args.config).is_file() else None
         if config is None:
             raise FlashError(FlashCode.BAD_INPUT, f"configuration {args.config} does not exist")
-        parts[PartKind.CONFIG] = config
+        if not (args.device_id and args.records):
+            raise FlashError(FlashCode.BAD_INPUT, "a configuration is sealed to one device: give --device-id and "
+                             "--records (the device records with its config_key)")
+        parts[PartKind.CONFIG] = provision.seal_for(provision.find_record(Path(args.records), args.device_id), config)
     data = build_image(parts, model=args.model, version=args.version, security_counter=args.counter, key=key,
                        build_time=_utc_now(), device_id=args.device_id)
     _write_output(Path(args.out), data, private=PartKind.CONFIG in parts, force=args.force)
@@ -338,7 +351,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         channels=provision.read_channels(Path(args.channels) if args.channels else None), pin_hash=pin_hash,
         admin_pin_hash=admin_pin_hash, limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
     key = load_signing_key(Path(args.key))
-    data = build_image({PartKind.CONFIG: document}, model=device.model, version=args.version, security_counter=args.counter,
+    sealed = provision.seal_for(device, document)  # only this device can read the keys in it
+    data = build_image({PartKind.CONFIG: sealed}, model=device.model, version=args.version, security_counter=args.counter,
                        key=key, build_time=_utc_now(), device_id=device.device_id)
     _write_output(Path(args.out), data, private=True, force=args.force)
     terminals = json.loads(document)["terminals"]
@@ -346,7 +360,7 @@ def cmd_config(args: argparse.Namespace) -> int:
          f"({', '.join(t['terminal_id'] for t in terminals[:5])}{'...' if len(terminals) > 5 else ''})")
     _out("  admin PIN set: the POS's settings open with it" if admin_pin_hash else
          "  no admin PIN: the POS's settings stay closed (add --admin-pin to set one)")
-    _out("  it holds shared keys: mode 600; flash it, then delete it")
+    _out("  its keys are sealed to this device; the file is still mode 600: flash it, then delete it")
     return EXIT_OK
 
 
@@ -371,6 +385,7 @@ def _port_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", help=f"device records CSV with public keys (default: ${DEVICES_ENV} or ./devices.csv)")
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
     p.add_argument("--connect-timeout", type=float, default=flasher.CONNECT_TIMEOUT_S, help="seconds to wait for the device")
+    p.add_argument("--host-key", help=f"this tool's maintenance key, pinned on the device (default: ${HOST_KEY_ENV} or ./pos-flash-host.key)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -378,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "The flasher needs the port to itself: stop the bridge service (his-bridge) first.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("host-key", help="create this tool's maintenance key pair (devices pin the .pub)")
+    host_key = p.add_subparsers(dest="host_key_command", required=True, metavar="COMMAND")
+    p = host_key.add_parser("new", help="write OUT.key (private, 600) and OUT.pub")
+    p.add_argument("--name", required=True, help="a name for the key, e.g. field-kit-07")
+    p.add_argument("--out", required=True, help="path without extension")
+    p.set_defaults(func=cmd_host_key_new)
 
     p = sub.add_parser("keygen", help="create a signing key pair (release or engineer override)")
     p.add_argument("--role", choices=[r.value for r in KeyRole], required=True, help="release: normal images; override: recovery downgrades")
@@ -392,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counter", type=int, required=True, help="security counter; raise it when the release fixes a security flaw")
     p.add_argument("--app", help="application bundle: a file, or a directory (zipped)")
     p.add_argument("--config", help="his-device-config-v1 document (JSON)")
-    p.add_argument("--device-id", help="bind the image to one device (required with an override key)")
+    p.add_argument("--device-id", help="bind the image to one device (required with an override key or --config)")
+    p.add_argument("--records", help="device records CSV (with --config: the configuration is sealed to the device's config_key)")
     p.add_argument("--out", "-o", required=True, help="image file to write")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_build)

@@ -2,7 +2,8 @@
 
 `DeviceConnection` opens the port (bridge.transport.open_transport: serial:, socket://, usb://),
 runs a `protocol.link.session.Link` in the HOST role (the device proves its key against the
-device records), and turns link events into flash replies. It reopens the port by itself when
+device records; pos-flash proves its maintenance key, which the device pinned at provisioning, and
+so gets the bootloader and never the application), and turns link events into flash replies. It reopens the port by itself when
 the device reboots or the cable is replugged, within `reconnect_s`.
 
 `flash_image` sends one image:
@@ -35,7 +36,7 @@ from typing import Callable
 from bridge.transport import Transport, TransportClosed, TransportError, open_transport
 from protocol import flash as fc
 from protocol.flash import FlashCode, FlashError
-from protocol.link.handshake import CHALLENGE_SIZE, DeviceIdentity
+from protocol.link.handshake import DeviceIdentity
 from protocol.strictjson import dumps_compact
 from protocol.link.session import (
     Delivered, HandshakeRefused, HostHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
@@ -119,7 +120,8 @@ def open_port(url: str, *, baud: int = 115200, usb_backend: object = None) -> Tr
 
 
 class DeviceConnection:
-    def __init__(self, url: str, *, public_key_for: Callable[[str], bytes | None], baud: int = 115200,
+    def __init__(self, url: str, *, public_key_for: Callable[[str], bytes | None], host_key_seed: bytes,
+                 baud: int = 115200,
                  usb_backend: object = None, timers: LinkTimers = FLASH_TIMERS, reconnect_s: float = RECONNECT_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
@@ -128,16 +130,16 @@ class DeviceConnection:
         self.reconnect_s = reconnect_s
         self.clock = clock
         self.identity: DeviceIdentity | None = None
-        # HELLO_ACK says who we are: a maintenance host, not a bridge (the device's application
-        # talks only to a bridge; its bootloader answers anyone who passed the handshake).
+        # HELLO_ACK proves our maintenance key: the device pinned it as such, so its application never
+        # talks to us (only to a pinned bridge key); its bootloader does.
         host_info = lambda: dumps_compact({"host": "pos-flash", "clock": int(time.time())})  # noqa: E731
-        self.link = Link(Role.HOST, host=HostHandshake(lambda: os.urandom(CHALLENGE_SIZE), public_key_for, host_info),
-                         timers=timers)
+        self.link = Link(Role.HOST, host=HostHandshake(public_key_for, host_key_seed, host_info), timers=timers)
         self._transport: Transport | None = None
         self._lost_since: float | None = None
         self._events: deque[object] = deque()
         self._req = 0
         self._refusals = 0
+        self._key_refusals = 0  # sessions in a row the device never took up (our key not pinned?)
         self._last_open = float("-inf")
 
     # ----------------------------------------------------------------- lifecycle
@@ -209,10 +211,19 @@ class DeviceConnection:
             if isinstance(event, HandshakeRefused):
                 # A HELLO answering an earlier challenge (the host retries with fresh ones) fails the
                 # proof too: only an unknown device, or a proof failing again and again, is fatal.
+                if "take up the session" in event.reason:
+                    self._key_refusals += 1
+                    if self._key_refusals >= MAX_REFUSALS:
+                        raise FlashError(FlashCode.UNKNOWN_DEVICE, f"the device on {self.url} refuses this pos-flash: "
+                                         "its maintenance key is not pinned on the device (pin the .pub of "
+                                         "pos-flash host-key new at provisioning: pos-sim init --host-key)")
+                    continue
                 self._refusals += 1
                 if "not in the device registry" in event.reason or self._refusals >= MAX_REFUSALS:
                     raise FlashError(FlashCode.UNKNOWN_DEVICE, f"the device on {self.url} was refused: {event.reason}")
                 continue
+            if isinstance(event, Received):
+                self._key_refusals = 0
             if isinstance(event, LinkUp):
                 self.identity = event.peer
                 self._lost_since = None

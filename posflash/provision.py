@@ -23,6 +23,7 @@ from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.registry import DeviceRecord, RegistryError, format_device_csv, parse_device_csv, parse_terminal_csv
+from protocol.sealed_config import seal_config
 from protocol.strictjson import loads_object
 from terminal import pin as pins
 from terminal.config import ConfigError, parse_config
@@ -163,3 +164,12 @@ def hash_pins(supervisor: str, admin: str | None) -> tuple[str, str | None]:
     if admin is not None and hmac.compare_digest(admin.encode(), supervisor.encode()):
         raise FlashError(FlashCode.BAD_INPUT, "the admin PIN must differ from the supervisor PIN")
     return hash_pin(supervisor, "supervisor PIN"), None if admin is None else hash_pin(admin, "admin PIN")
+
+
+def seal_for(device: DeviceRecord, document: bytes) -> bytes:
+    """The configuration document sealed to `device`'s config key (protocol.sealed_config): only that
+    device can read the shared and channel keys in it, wherever the image file or its bytes go."""
+    if device.config_key is None:
+        raise FlashError(FlashCode.BAD_KEY, f"the record of device {device.device_id} has no config_key, so its "
+                         "configuration cannot be sealed to it; provision it again (pos-sim init) and add the new record")
+    return seal_config(document, device_id=device.device_id, device_public=device.config_key, random=os.urandom)

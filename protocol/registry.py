@@ -1,11 +1,14 @@
 """Step 2 registries as text: the device CSV (we give HIS) and the terminal CSV (HIS gives us).
 
 Device CSV, header required:
-    device_id,model,serial_no[,public_key]
+    device_id,model,serial_no[,public_key[,config_key]]
 `public_key` is the standard base64 (padded) of the raw 32-byte Ed25519 device public key
 (his-interface 1.1 A). HIS verifies every result's `sig` with it, so the copy handed to HIS carries
 it too (`format_device_csv(..., for_his=True)` refuses a device without one). Older records wrote
 the key as 64 hex digits; those are still read (the two forms cannot be confused: 44 vs 64 chars).
+`config_key` (base64 of the device's 32-byte X25519 public key, a separate key made beside the
+Ed25519 one) is what configuration images are sealed to (protocol.sealed_config); it is in our own
+records and the bridge's, not in the copy for HIS.
 
 Terminal CSV, header required:
     terminal_id,description[,device_id]
@@ -37,6 +40,7 @@ class DeviceRecord:
     model: str
     serial_no: str
     public_key: bytes | None = None  # Ed25519, 32 bytes
+    config_key: bytes | None = None  # X25519, 32 bytes: configuration secrets are encrypted to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,28 +93,29 @@ def _check_text(source: str, line: int, field: str, value: str, max_len: int = 1
 def parse_device_csv(text: str, source: str = "device CSV") -> list[DeviceRecord]:
     devices: list[DeviceRecord] = []
     seen: set[str] = set()
-    for line, row in _rows(text, source, ("device_id", "model", "serial_no"), ("public_key",)):
+    for line, row in _rows(text, source, ("device_id", "model", "serial_no"), ("public_key", "config_key")):
         device_id = _check_id(source, line, "device_id", row["device_id"])
         if device_id in seen:
             raise RegistryError(source, line, f"device_id {device_id} appears twice")
         seen.add(device_id)
         public_key = _public_key(source, line, row["public_key"]) if row.get("public_key") else None
+        config_key = _public_key(source, line, row["config_key"], "config_key") if row.get("config_key") else None
         model = _check_text(source, line, "model", row["model"])
         serial_no = _check_text(source, line, "serial_no", row["serial_no"])
-        devices.append(DeviceRecord(device_id, model, serial_no, public_key))
+        devices.append(DeviceRecord(device_id, model, serial_no, public_key, config_key))
     return devices
 
 
-def _public_key(source: str, line: int, text: str) -> bytes:
+def _public_key(source: str, line: int, text: str, field: str = "public_key") -> bytes:
     if len(text) == 2 * PUBLIC_KEY_SIZE:  # the older hex form of our own records
         try:
             return bytes.fromhex(text)
         except ValueError:
-            raise RegistryError(source, line, "public_key must be base64 (or, in older records, 64 hex digits)") from None
+            raise RegistryError(source, line, f"{field} must be base64 (or, in older records, 64 hex digits)") from None
     try:
         return decode_public_key(text)
     except ValueError as exc:
-        raise RegistryError(source, line, f"{exc} ({PUBLIC_KEY_SIZE} bytes: 44 characters ending in '=')") from None
+        raise RegistryError(source, line, f"{str(exc).replace('public_key', field)} ({PUBLIC_KEY_SIZE} bytes: 44 characters ending in '=')") from None
 
 
 def format_device_csv(devices: list[DeviceRecord] | tuple[DeviceRecord, ...], *, for_his: bool = False) -> str:
@@ -122,9 +127,13 @@ def format_device_csv(devices: list[DeviceRecord] | tuple[DeviceRecord, ...], *,
             raise ValueError(f"no public_key for {', '.join(missing)}: HIS could not verify their results")
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["device_id", "model", "serial_no", "public_key"])
+    with_config_keys = not for_his and any(d.config_key for d in devices)
+    writer.writerow(["device_id", "model", "serial_no", "public_key"] + (["config_key"] if with_config_keys else []))
     for d in devices:
-        writer.writerow([d.device_id, d.model, d.serial_no, encode_public_key(d.public_key) if d.public_key else ""])
+        row = [d.device_id, d.model, d.serial_no, encode_public_key(d.public_key) if d.public_key else ""]
+        if with_config_keys:
+            row.append(encode_public_key(d.config_key) if d.config_key else "")
+        writer.writerow(row)
     return out.getvalue()
 
 

@@ -15,8 +15,13 @@ from protocol.flash import FlashCode, FlashError
 
 
 def write_new_file(path: Path, text: str, *, private: bool) -> None:
-    """Create `path` exclusively (never overwrite); mode 0600 when private."""
+    """Create `path` exclusively (never overwrite); mode 0600 when private, and then the directories
+    this makes for it are 0700 (a key's folder is nobody else's business either)."""
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    if private and os.name == "posix":
+        for made in missing:
+            made.chmod(0o700)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags, 0o600 if private else 0o644)

@@ -3,18 +3,25 @@
 The bridge (role HOST) and the device (role DEVICE) each own one `Link`. They move bytes between it
 and a port; the link does the rest:
 
-- handshake: HELLO_REQUEST / HELLO / HELLO_ACK (see `handshake`); nothing reliable flows before it;
+- handshake: HELLO_REQUEST / HELLO / HELLO_ACK (see `handshake`): both ends authenticated, fresh
+  session keys; nothing reliable flows before it;
+- security (see `secure`): every reliable frame is encrypted and authenticated (AEAD, nonce = its
+  64-bit sequence counter), every ACK and NAK carries a tag; a frame that does not authenticate is
+  dropped and counted (`rejected_frames`), so nobody on the cable can read, inject, replace or
+  acknowledge away a message;
 - reliable frames (DATA and the bootloader range) get a sequence number, up to `window` of them in
   flight; each is acknowledged, retransmitted after a timeout that grows with its wire time, and
-  given up after `max_tries`, which takes the link down; duplicates are acknowledged again but
-  delivered once. Frames are not reordered: every message must stand on its own;
+  given up after `max_tries`, which takes the link down. The receiver accepts them strictly in
+  order: a duplicate of an accepted frame (a retransmission) is acknowledged again, not delivered,
+  and counted (`duplicates`); a frame ahead of the next expected one is dropped and counted
+  (`reordered`) and comes again after its timeout;
 - keepalive: PING after `keepalive_s` of silence from the peer; the link goes down after
   `dead_after_s` of silence;
 - a session is reset (RESET frame, a new HELLO_REQUEST, or an error) by going down and handshaking
   again; what was not acknowledged is handed back to the application in `LinkDown.unacked`.
 
-Time is passed in as `now` (seconds, any monotonic origin); randomness comes from the host's
-`new_challenge` callable. Call `poll(now)` at `next_deadline()` or sooner.
+Time is passed in as `now` (seconds, any monotonic origin); randomness comes from the handshakes'
+`random` callables. Call `poll(now)` at `next_deadline()` or sooner.
 
 Acknowledgements are queued the moment a frame is decoded but only leave when the owner calls
 `data_to_send()`. Owners handle (journal) the `Received` events first and write afterwards, so an
@@ -24,24 +31,25 @@ ACK on the wire means "handled": a crash in between loses the ACK, never the mes
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from protocol.link.decoder import Corrupt, FrameDecoder
 from protocol.link.frame import (
     MAX_PAYLOAD,
-    SEQ_MODULO,
+    VERSION,
     FrameType,
     NakReason,
     encode_frame,
     is_reliable,
 )
-from protocol.link.handshake import CHALLENGE_SIZE, DeviceIdentity, HandshakeError, verify_hello
-
-# Remember this many recently received sequence numbers for duplicate suppression. Far more than a
-# window, far less than the sequence space, so a wrapped-around number is never mistaken for a dup.
-RECENT_SEQS = 1024
+from protocol.link.handshake import (
+    CHALLENGE_SIZE, Agreement, DeviceIdentity, HandshakeError, HostPeer, HostTrust, agree, encode_hello, encode_hello_ack,
+    verify_hello, verify_hello_ack,
+)
+from protocol.link.secure import TAG_SIZE, Ephemeral, FrameAuthError, FrameCipher, frame_aad, reconstruct_counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,8 @@ class LinkState(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class LinkUp:
     peer: DeviceIdentity | None  # the proven device (host side); None on the device side
-    info: bytes  # HELLO_ACK payload (device side); b"" on the host side
+    info: bytes  # the host's info JSON from HELLO_ACK (device side); b"" on the host side
+    host: HostPeer | None = None  # the proven host and its pinned role (device side)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +120,7 @@ class Undeliverable:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeRefused:
-    reason: str  # for the security log: a device failed to prove who it is
+    reason: str  # for the security log: the peer failed to prove who it is
 
 
 Event = LinkUp | LinkDown | Received | Delivered | Undeliverable | HandshakeRefused
@@ -123,14 +132,18 @@ class LinkNotUp(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HostHandshake:
-    new_challenge: Callable[[], bytes]  # CHALLENGE_SIZE random bytes
     public_key_for: Callable[[str], bytes | None]  # device registry lookup
-    host_info: Callable[[], bytes] = lambda: b""  # HELLO_ACK payload
+    host_key_seed: bytes = field(repr=False)  # the host's Ed25519 identity key (pinned by the device)
+    host_info: Callable[[], bytes] = lambda: b""  # info JSON in HELLO_ACK (the host's clock)
+    random: Callable[[int], bytes] = os.urandom  # ephemeral keys
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceHandshake:
-    make_hello: Callable[[bytes], bytes]  # challenge -> HELLO payload (identity + proof)
+    identity: DeviceIdentity
+    device_key_seed: bytes = field(repr=False)  # the device's Ed25519 key (in the device registry)
+    trust: HostTrust = HostTrust()  # the host keys pinned at provisioning
+    random: Callable[[int], bytes] = os.urandom  # ephemeral keys
 
 
 @dataclass(slots=True)
@@ -142,6 +155,8 @@ class LinkStats:
     resets: int = 0
     handshakes: int = 0
     refused_handshakes: int = 0
+    rejected_frames: int = 0  # did not authenticate: injected, altered, or from another session
+    reordered: int = 0  # authentic but ahead of the next expected frame: dropped, comes again
 
 
 @dataclass(slots=True)
@@ -150,6 +165,7 @@ class _InFlight:
     tag: object
     tries: int
     deadline: float
+    counter: int
 
 
 @dataclass(slots=True)
@@ -178,6 +194,7 @@ class Link:
         self.max_queue = max_queue
         self.state = LinkState.CLOSED
         self.peer: DeviceIdentity | None = None
+        self.host_peer: HostPeer | None = None
         self.stats = LinkStats()
         self._host = host
         self._device = device
@@ -191,7 +208,9 @@ class Link:
         self._last_rx = 0.0
         self._last_ping = 0.0
         self._last_reset_sent = float("-inf")
-        self._challenge = b""
+        self._request = b""  # the HELLO_REQUEST payload of the attempt under way (host: ours)
+        self._eph: Ephemeral | None = None  # our ephemeral key of that attempt
+        self._agreement: Agreement | None = None  # device: keys waiting for a valid HELLO_ACK
         self._hello_deadline = 0.0
 
     # ----------------------------------------------------------------- public interface
@@ -204,6 +223,7 @@ class Link:
         # piled up while a port was gone, must not go out on the new one.
         self._out.clear()
         self._decoder.reset()
+        self._agreement = None
         self._wire_free_at = now
         self.state = LinkState.HANDSHAKE
         self._last_rx = now
@@ -214,6 +234,7 @@ class Link:
     def close(self, reason: str = "closed", now: float = 0.0) -> list[Event]:
         events = self._go_down(reason, now) if self.state is LinkState.UP else []
         self.state = LinkState.CLOSED
+        self._agreement = None
         self._decoder.reset()
         self._out.clear()
         return events
@@ -223,8 +244,8 @@ class Link:
         self._now = now
         if not is_reliable(frame_type):
             raise ValueError(f"frame type 0x{frame_type:02x} is not a reliable type")
-        if len(payload) > self.max_payload:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds the link maximum of {self.max_payload}")
+        if len(payload) + TAG_SIZE > self.max_payload:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds the link maximum of {self.max_payload - TAG_SIZE}")
         if self.state is not LinkState.UP:
             raise LinkNotUp(f"link is {self.state.value}")
         if len(self._queue) >= self.max_queue:
@@ -291,11 +312,14 @@ class Link:
     # ----------------------------------------------------------------- internals
 
     def _reset_session(self) -> None:
-        self._next_seq = 0
+        self._tx_counter = 0  # the 64-bit counter of our next reliable frame (its low 16 bits: seq)
+        self._rx_expected = 0  # the counter of the peer's next reliable frame we accept
+        self._tx: FrameCipher | None = None
+        self._rx: FrameCipher | None = None
         self._inflight: dict[int, _InFlight] = {}
         self._queue: deque[_Queued] = deque()
-        self._recent: set[int] = set()
-        self._recent_order: deque[int] = deque()
+        self._agreement = None
+        self._confirmed = False
 
     def _emit(self, frame_type: int, seq: int, payload: bytes) -> bytes:
         frame = encode_frame(frame_type, seq, payload)
@@ -310,19 +334,38 @@ class Link:
         self._wire_free_at = max(self._now, self._wire_free_at) + n_bytes / self.timers.byte_rate
         return self._wire_free_at + self.timers.rto(n_bytes)
 
+    def _emit_control(self, frame_type: int, aux: int, seq: int, counter: int) -> None:
+        """An ACK (or NAK with reason `aux`) of the peer's frame `counter`, carrying our tag."""
+        assert self._tx is not None
+        tag = self._tx.seal(frame_type, aux, counter, frame_aad(VERSION, frame_type, seq), b"")
+        self._emit(frame_type, seq, tag if frame_type == FrameType.ACK else bytes([aux]) + tag)
+
+    def _control_authentic(self, frame_type: int, aux: int, seq: int, counter: int, tag: bytes) -> bool:
+        assert self._rx is not None
+        try:
+            self._rx.open(frame_type, aux, counter, frame_aad(VERSION, frame_type, seq), tag)
+        except FrameAuthError:
+            self.stats.rejected_frames += 1
+            return False
+        return True
+
+    def _install_keys(self, tx: bytes, rx: bytes) -> None:
+        self._tx, self._rx = FrameCipher(tx), FrameCipher(rx)
+        self._tx_counter = self._rx_expected = 0
+        self._confirmed = False  # an authentic frame from the peer proved it holds the same keys
+
     def _send_hello_request(self, now: float) -> None:
         assert self._host is not None
-        challenge = self._host.new_challenge()
-        if len(challenge) != CHALLENGE_SIZE:
-            raise ValueError(f"challenge must be {CHALLENGE_SIZE} bytes")
-        self._challenge = challenge
+        self._eph = Ephemeral.generate(self._host.random)
+        self._request = self._eph.public
         self._hello_deadline = now + self.timers.hello_retry_s
-        self._emit(FrameType.HELLO_REQUEST, 0, challenge)
+        self._emit(FrameType.HELLO_REQUEST, 0, self._request)
 
     def _go_down(self, reason: str, now: float) -> list[Event]:
         unacked = tuple(p.tag for p in self._inflight.values()) + tuple(q.tag for q in self._queue)
         self._reset_session()
         self.peer = None
+        self.host_peer = None
         self.state = LinkState.HANDSHAKE
         self.stats.resets += 1
         return [LinkDown(reason, unacked)]
@@ -343,12 +386,15 @@ class Link:
 
     def _pump(self, now: float) -> None:
         while self._queue and len(self._inflight) < self.timers.window:
+            assert self._tx is not None
             item = self._queue.popleft()
-            seq = self._next_seq
-            self._next_seq = (seq + 1) % SEQ_MODULO
-            frame = self._emit(item.type, seq, item.payload)
+            counter = self._tx_counter
+            self._tx_counter = counter + 1
+            seq = counter & 0xFFFF
+            sealed = self._tx.seal(item.type, 0, counter, frame_aad(VERSION, item.type, seq), item.payload)
+            frame = self._emit(item.type, seq, sealed)
             deadline = self._wire_free_at + self.timers.rto(len(frame))
-            self._inflight[seq] = _InFlight(frame, item.tag, 1, deadline)
+            self._inflight[seq] = _InFlight(frame, item.tag, 1, deadline, counter)
 
     def _retransmit(self, pending: _InFlight, now: float) -> None:
         self._out += pending.frame
@@ -362,17 +408,27 @@ class Link:
             return
         reason = NakReason.TOO_LARGE if item.reason == "too_large" else NakReason.CORRUPT
         self.stats.naks_sent += 1
-        self._emit(FrameType.NAK, item.seq, bytes([reason]))
+        self._emit_control(FrameType.NAK, reason, item.seq, reconstruct_counter(item.seq, self._rx_expected))
 
-    def _remember(self, seq: int) -> bool:
-        """Record a received seq; False if it was already seen (a duplicate)."""
-        if seq in self._recent:
-            return False
-        self._recent.add(seq)
-        self._recent_order.append(seq)
-        if len(self._recent_order) > RECENT_SEQS:
-            self._recent.discard(self._recent_order.popleft())
-        return True
+    def _on_reliable(self, ftype: int, seq: int, payload: bytes, events: list[Event]) -> None:
+        """In order, once, and only if authentic; ACK what was accepted now or before."""
+        assert self._rx is not None
+        counter = reconstruct_counter(seq, self._rx_expected)
+        try:
+            plaintext = self._rx.open(ftype, 0, counter, frame_aad(VERSION, ftype, seq), payload)
+        except FrameAuthError:
+            self.stats.rejected_frames += 1
+            return
+        self._confirmed = True
+        if counter > self._rx_expected:
+            self.stats.reordered += 1
+            return
+        self._emit_control(FrameType.ACK, 0, seq, counter)
+        if counter < self._rx_expected:
+            self.stats.duplicates += 1
+            return
+        self._rx_expected = counter + 1
+        events.append(Received(ftype, plaintext))
 
     def _dispatch(self, ftype: int, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
         up = self.state is LinkState.UP
@@ -381,15 +437,13 @@ class Link:
                 self.stats.naks_sent += 1
                 self._emit(FrameType.NAK, seq, bytes([NakReason.NOT_READY]))
                 return
-            self._emit(FrameType.ACK, seq, b"")
-            if self._remember(seq):
-                events.append(Received(ftype, payload))
-            else:
-                self.stats.duplicates += 1
+            self._on_reliable(ftype, seq, payload, events)
             return
         if ftype == FrameType.ACK:
-            pending = self._inflight.pop(seq, None) if up else None
-            if pending is not None:
+            pending = self._inflight.get(seq) if up else None
+            if pending is not None and self._control_authentic(FrameType.ACK, 0, seq, pending.counter, payload):
+                self._confirmed = True
+                del self._inflight[seq]
                 events.append(Delivered(pending.tag))
                 # The ACK proves the wire is moving: what is still ahead of it is at most what is
                 # still in flight. Keeps the estimate honest when the wire is faster than byte_rate.
@@ -413,21 +467,25 @@ class Link:
         elif ftype == FrameType.HELLO:
             self._on_hello(payload, now, events)
         elif ftype == FrameType.HELLO_ACK:
-            if self.role is Role.DEVICE and self.state is LinkState.HANDSHAKE and self._challenge:
-                self._challenge = b""
-                self.state = LinkState.UP
-                self.stats.handshakes += 1
-                events.append(LinkUp(None, payload))
+            self._on_hello_ack(payload, now, events)
 
     def _on_nak(self, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
         if self.state is not LinkState.UP:
             return
         reason = payload[0] if payload else NakReason.CORRUPT
         if reason == NakReason.NOT_READY:
+            # Unauthenticated (the peer has no keys), so it may only cost a new handshake: what is
+            # unacknowledged goes back to the application, never lost.
+            if self.role is Role.HOST and not self._confirmed:
+                # The device never used the new keys: most likely it refused our HELLO_ACK (our key is
+                # not pinned there), or the HELLO_ACK was lost on the wire. Say so, for the log.
+                self.stats.refused_handshakes += 1
+                events.append(HandshakeRefused("the device did not take up the session: is this host's key "
+                                               "pinned on it? (or the HELLO_ACK was lost)"))
             events += self._restart("the peer has no session", now)
             return
         pending = self._inflight.get(seq)
-        if pending is None:
+        if pending is None or not self._control_authentic(FrameType.NAK, reason, seq, pending.counter, payload[1:]):
             return
         if reason == NakReason.CORRUPT:
             if pending.tries >= self.timers.max_tries:
@@ -447,24 +505,56 @@ class Link:
         if self.state is LinkState.UP:
             events += self._go_down("the host started a new session", now)
         self.state = LinkState.HANDSHAKE
-        self._challenge = payload
-        self._emit(FrameType.HELLO, 0, self._device.make_hello(payload))
-
-    def _on_hello(self, payload: bytes, now: float, events: list[Event]) -> None:
-        if self.role is not Role.HOST or self.state is not LinkState.HANDSHAKE:
-            return
-        assert self._host is not None
+        device = self._device
+        eph = Ephemeral.generate(device.random)
+        hello = encode_hello(device.identity, payload, eph.public, device.device_key_seed)
         try:
-            identity = verify_hello(payload, self._challenge, self._host.public_key_for)
+            self._agreement = agree(eph, payload, payload, hello)
         except HandshakeError as exc:
             self.stats.refused_handshakes += 1
             events.append(HandshakeRefused(str(exc)))
-            # A fresh challenge on the next retry; the refused device gets nothing meanwhile.
+            return
+        self._emit(FrameType.HELLO, 0, hello)
+
+    def _on_hello(self, payload: bytes, now: float, events: list[Event]) -> None:
+        if self.role is not Role.HOST or self.state is not LinkState.HANDSHAKE or self._eph is None:
+            return
+        assert self._host is not None
+        try:
+            identity, device_eph = verify_hello(payload, self._request, self._host.public_key_for)
+            agreement = agree(self._eph, device_eph, self._request, payload)
+        except HandshakeError as exc:
+            self.stats.refused_handshakes += 1
+            events.append(HandshakeRefused(str(exc)))
+            # A fresh ephemeral key on the next retry; the refused device gets nothing meanwhile.
             self._hello_deadline = now + self.timers.hello_retry_s
             return
+        self._eph = None  # one HELLO per ephemeral key: a replayed or second HELLO finds none
+        self._install_keys(agreement.keys.host_to_device, agreement.keys.device_to_host)
         self.peer = identity
         self.state = LinkState.UP
         self._last_rx = now
         self.stats.handshakes += 1
-        self._emit(FrameType.HELLO_ACK, 0, self._host.host_info())
+        self._emit(FrameType.HELLO_ACK, 0, encode_hello_ack(self._host.host_info(), agreement.transcript,
+                                                            self._host.host_key_seed))
         events.append(LinkUp(identity, b""))
+
+    def _on_hello_ack(self, payload: bytes, now: float, events: list[Event]) -> None:
+        agreement = self._agreement
+        if self.role is not Role.DEVICE or self.state is not LinkState.HANDSHAKE or agreement is None:
+            return
+        assert self._device is not None
+        try:
+            host, info = verify_hello_ack(payload, agreement.transcript, self._device.trust)
+        except HandshakeError as exc:
+            # Keep waiting: the genuine HELLO_ACK may still come; this host gets no session.
+            self.stats.refused_handshakes += 1
+            events.append(HandshakeRefused(str(exc)))
+            return
+        self._agreement = None
+        self._install_keys(agreement.keys.device_to_host, agreement.keys.host_to_device)
+        self.host_peer = host
+        self.state = LinkState.UP
+        self._last_rx = now
+        self.stats.handshakes += 1
+        events.append(LinkUp(None, info, host))

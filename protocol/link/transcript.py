@@ -1,7 +1,7 @@
 """A real, reproducible link exchange as an annotated hex dump (docs/link-protocol.md shows it).
 
 Two `Link`s, host and device, run the handshake, one instruction and its result, with fixed keys,
-challenge and nonces, so the dump in the document is byte-for-byte what this code sends; a test
+ephemeral keys and nonces, so the dump in the document is byte-for-byte what this code sends; a test
 regenerates it and compares. `python -m protocol.link.transcript` prints the Markdown block.
 """
 
@@ -16,12 +16,14 @@ from protocol.envelope import seal_instruction, seal_result
 from protocol.link.app import InstructionMsg, ResultMsg, encode_app
 from protocol.link.decoder import FrameDecoder
 from protocol.link.frame import FrameType
-from protocol.link.handshake import DeviceIdentity, encode_hello
+from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import DeviceHandshake, HostHandshake, Link, Role
 from protocol.messages import Instruction, PayChannel, PayStatus, Result
 
 DEVICE_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-CHALLENGE = bytes.fromhex("c0ffee00" * 8)
+BRIDGE_SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+HOST_EPHEMERAL = bytes.fromhex("c0ffee00" * 8)
+DEVICE_EPHEMERAL = bytes.fromhex("0badcafe" * 8)
 IDENTITY = DeviceIdentity("D-SN-000123", "HP-POS-1", "SN000123", "1.2.0", ("pay", "refund", "flash"))
 KEY = SharedKey("k2026a", "AES-256-GCM", bytes(range(32)))
 NOW = 1_795_000_000
@@ -31,9 +33,11 @@ def exchange() -> list[tuple[str, bytes]]:
     """[(direction, wire bytes)] in the order they cross the cable."""
     host = Link(
         Role.HOST,
-        host=HostHandshake(lambda: CHALLENGE, {IDENTITY.device_id: signing.public_key(DEVICE_SEED)}.get, lambda: b'{"time":1795000000}'),
+        host=HostHandshake({IDENTITY.device_id: signing.public_key(DEVICE_SEED)}.get, BRIDGE_SEED,
+                           lambda: b'{"bridge":"his-bridge","clock":1795000000}', lambda n: HOST_EPHEMERAL[:n]),
     )
-    device = Link(Role.DEVICE, device=DeviceHandshake(lambda ch: encode_hello(IDENTITY, ch, DEVICE_SEED)))
+    trust = HostTrust(bridges=frozenset({signing.public_key(BRIDGE_SEED)}))
+    device = Link(Role.DEVICE, device=DeviceHandshake(IDENTITY, DEVICE_SEED, trust, lambda n: DEVICE_EPHEMERAL[:n]))
     log: list[tuple[str, bytes]] = []
 
     def host_to_device() -> None:

@@ -1,10 +1,12 @@
 """Who the application answers on the link: only a bridge.
 
 `AppLink` is the endpoint's DeviceHandler (terminal.link.endpoint). It forwards to the terminal
-service's link handler (terminal.link.service_handler) only while the host is a bridge: a HELLO_ACK
-whose JSON names "bridge" (his-bridge sends {"bridge": "his-bridge", "clock": ...}). A maintenance
-host (pos-flash) gets the bootloader frames only, where the device has a bootloader, so it can never
-acknowledge, and so swallow, a result meant for HIS. Without a running application (recovery mode,
+service's link handler (terminal.link.service_handler) only while the host is a bridge: a host that
+proved, in the handshake, a key this device pinned as a bridge key at provisioning (what the host
+says about itself in its HELLO_ACK JSON counts for nothing). A maintenance host (pos-flash, its key
+pinned as a maintenance key) gets the bootloader frames only, where the device has a bootloader, so
+it can never acknowledge, and so swallow, a result meant for HIS; a host whose key is not pinned
+gets no session at all (protocol.link.handshake). Without a running application (recovery mode,
 an unusable configuration) nothing can be sealed or signed for HIS, so the device says it cannot take
 the instruction (NotTakenMsg, device_unavailable): that ends nothing, the bridge keeps the
 instruction unfinished, says why, and sends it again when the device next attaches.
@@ -23,6 +25,7 @@ from protocol.envelope import Envelope
 from protocol.errors import ErrorCode
 from protocol.freshness import DEFAULT_SKEW_S
 from protocol.link.app import NotTakenMsg
+from protocol.link.handshake import HostRole
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
 from terminal.link.endpoint import DeviceEndpoint
@@ -62,7 +65,10 @@ class AppLink:
             info = json.loads(host_info.decode("utf-8")) if host_info else {}
         except (UnicodeDecodeError, ValueError):
             info = {}
-        if not isinstance(info, dict) or "bridge" not in info:
+        if not isinstance(info, dict):
+            info = {}
+        peer = endpoint.host_peer
+        if peer is None or peer.role is not HostRole.BRIDGE:
             self.bridge_up = False
             log.info("a maintenance host (not a bridge) is connected: only the bootloader answers it")
             return

@@ -8,8 +8,9 @@ Handler interface (the terminal service and the bootloader plug in here)
 ------------------------------------------------------------------------
     class DeviceHandler(Protocol):                      # terminal.link.app_link.AppLink is one
         def on_link_up(self, endpoint, host_info: bytes) -> None
-            # the bridge proved nothing (the device proves itself) but accepted us; host_info is the
-            # bridge's HELLO_ACK JSON (its clock). Re-send everything not yet Delivered, here.
+            # a host proved a key this device pins (endpoint.host_peer: its key and role, bridge or
+            # maintenance); host_info is its HELLO_ACK JSON (its clock). Re-send everything not yet
+            # Delivered, here.
         def on_instruction(self, envelope: Envelope, endpoint) -> None
             # an InstructionMsg from the bridge: verify it yourself (receive_instruction), dedup by
             # msg_id, answer later with endpoint.send(ResultMsg | ProgressMsg | NotTakenMsg, tag).
@@ -51,10 +52,10 @@ from protocol.envelope import Envelope
 from protocol.errors import ProtocolError
 from protocol.link.app import AppMessage, InstructionMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, is_reliable, wire_time_s
-from protocol.link.handshake import DeviceIdentity, encode_hello
+from protocol.link.handshake import DeviceIdentity, HostPeer, HostTrust
 from protocol.link.session import (
-    Delivered, DeviceHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received, Role,
-    Undeliverable,
+    Delivered, DeviceHandshake, HandshakeRefused, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
+    Role, Undeliverable,
 )
 from terminal.link.wire import Wire, WireReset
 
@@ -76,17 +77,17 @@ class BootHandler(Protocol):
 
 class DeviceEndpoint:
     def __init__(self, wire: Wire, handler: DeviceHandler, *, identity: DeviceIdentity, device_key_seed: bytes,
-                 timers: LinkTimers = LinkTimers(), baud: int | None = None, boot_handler: object = None) -> None:
+                 host_trust: HostTrust, timers: LinkTimers = LinkTimers(), baud: int | None = None,
+                 boot_handler: object = None) -> None:
         self.wire = wire
         self.handler = handler
         self.boot_handler = boot_handler
         self.identity = identity
         self.baud = baud  # pace both directions at this UART rate (8N1); None: as fast as the wire
         self.host_info = b""
+        self.host_peer: HostPeer | None = None  # the host of the current session (its pinned key and role)
         self._lock = threading.RLock()
-        seed = bytes(device_key_seed)
-        self.link = Link(Role.DEVICE, device=DeviceHandshake(lambda challenge: encode_hello(identity, challenge, seed)),
-                         timers=timers)
+        self.link = Link(Role.DEVICE, device=DeviceHandshake(identity, bytes(device_key_seed), host_trust), timers=timers)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rx_free = 0.0  # when the paced receive line is next idle
@@ -199,12 +200,16 @@ class DeviceEndpoint:
             elif isinstance(event, Undeliverable):
                 log.warning("the bridge refused a frame: %s", event.reason)
                 self._route_tag(event.tag, "on_delivered")
+            elif isinstance(event, HandshakeRefused):
+                log.warning("a host on the link was refused: %s", event.reason)
             elif isinstance(event, LinkUp):
                 self.host_info = event.info
+                self.host_peer = event.host
                 self.handler.on_link_up(self, event.info)
                 if self.boot_handler is not None and hasattr(self.boot_handler, "on_link_up"):
                     self.boot_handler.on_link_up(self, event.info)
             elif isinstance(event, LinkDown):
+                self.host_peer = None
                 app = tuple(tag[1] for tag in event.unacked if isinstance(tag, tuple) and tag[0] == "app")
                 boot = tuple(tag[1] for tag in event.unacked if isinstance(tag, tuple) and tag[0] == "boot")
                 self.handler.on_link_down(app, self)

@@ -82,7 +82,7 @@ def attach_service(service: TerminalService, link_url: str, *, device_dir: str |
     handler = ServiceLinkHandler(service)
     app = _Application(device, handler)
     endpoint = DeviceEndpoint(wire, AppLink(app, service.clock), identity=device.identity(firmware_text()),
-                              device_key_seed=device.device_key_seed, timers=timers).start()
+                              device_key_seed=device.device_key_seed, host_trust=device.host_trust, timers=timers).start()
 
     def detach() -> None:
         endpoint.stop()

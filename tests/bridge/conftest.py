@@ -25,14 +25,14 @@ from protocol import signing
 from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, seal_instruction
-from protocol.link.handshake import DeviceIdentity
+from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import LinkTimers
 from protocol.messages import Display, Instruction
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
 
 from bridge.config import parse_config
 from bridge.daemon import Bridge
-from bridge.keystore import write_keyfile
+from bridge.keystore import IDENTITY_FILE, load_identity, new_identity, write_keyfile
 from bridge.logjson import setup_logging
 from terminal.link.endpoint import DeviceEndpoint
 from firmware_sim.android_usb import VirtualAndroidDevice
@@ -61,8 +61,14 @@ class World:
     key: SharedKey
     seeds: dict[str, bytes]
     identities: dict[str, DeviceIdentity]
+    bridge_seed: bytes
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
     _counter: int = 0
+
+    @property
+    def host_trust(self) -> HostTrust:
+        """What the world's POSes pin: this bridge's identity key."""
+        return HostTrust(bridges=frozenset({signing.public_key(self.bridge_seed)}))
 
     @property
     def ring(self) -> KeyRing:
@@ -89,7 +95,7 @@ class World:
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
                  identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",
-                 android: VirtualAndroidDevice | None = None) -> DeviceEndpoint:
+                 host_trust: HostTrust | None = None, android: VirtualAndroidDevice | None = None) -> DeviceEndpoint:
         if kind == "pty":
             wire: object = PtyWire(self.dir / f"tty-{device_id}-{self._next()}")
         elif kind == "tcp":
@@ -101,7 +107,8 @@ class World:
         else:
             raise ValueError(kind)
         endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]
-                                  device_key_seed=seed or self.seeds[device_id], timers=DEVICE_TIMERS, baud=baud)
+                                  device_key_seed=seed or self.seeds[device_id], timers=DEVICE_TIMERS, baud=baud,
+                                  host_trust=self.host_trust if host_trust is None else host_trust)
         endpoint.start()
         self._cleanups.append(endpoint.stop)
         return endpoint
@@ -175,7 +182,8 @@ def make_world(directory: Path) -> World:
     terminals = [TerminalRecord("T1", "window 1", "D1"), TerminalRecord("T2", "window 2", "D2"),
                  TerminalRecord("T3", "window 3", None)]
     (directory / "terminals.csv").write_text(format_terminal_csv(terminals), encoding="utf-8")
-    return World(directory, key, seeds, identities)
+    new_identity(directory / IDENTITY_FILE, "bridge-test")
+    return World(directory, key, seeds, identities, load_identity(directory / IDENTITY_FILE).seed)
 
 
 @pytest.fixture

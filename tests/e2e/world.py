@@ -133,6 +133,7 @@ class SimWorld:
 
     def __post_init__(self) -> None:
         self.signing = demo_setup.ensure_signing_key(self.root / "signing")
+        self.hosts = demo_setup.ensure_host_keys(self.root / "hosts")
         self.records = self.root / "records.csv"
 
     @property
@@ -143,7 +144,8 @@ class SimWorld:
         self._n += 1
         serial = serial or f"SIM{os.getpid() % 10000:04d}{self._n:03d}"
         directory = self.root / f"device-{serial}"
-        return directory, demo_setup.ensure_device(directory, self.records, self.signing, serial_no=serial)
+        return directory, demo_setup.ensure_device(directory, self.records, self.signing, serial_no=serial,
+                                                    hosts=self.hosts.pins())
 
     def device_keys(self) -> dict[str, bytes]:
         """The device registry HIS holds (step 2): device_id -> public key, for checking `sig`."""
@@ -165,7 +167,8 @@ class SimWorld:
         directory, provisioned = self.provision()
         device = self.start_device(directory, link, baud=baud)
         assert device.power is Power.RECOVERY  # a new device has no image: only flashing works
-        outcome = demo_setup.flash(device.bridge_url, self.configuration(provisioned), self.records, usb_backend=device.usb_backend)
+        outcome = demo_setup.flash(device.bridge_url, self.configuration(provisioned), self.records,
+                                   host_key=self.hosts.maintenance, usb_backend=device.usb_backend)
         assert outcome.confirmed
         wait_until(lambda: device.power is Power.ON, what="the device to run its configuration")
         return device, provisioned
@@ -178,6 +181,8 @@ class SimWorld:
         directory = self.root / name
         directory.mkdir(exist_ok=True)
         write_keyfile(directory / "keys.json", [self.key], {self.key.kid: "2026-01-01"})
+        if not (directory / "bridge_identity.key").exists():
+            shutil.copy(self.hosts.bridge, directory / "bridge_identity.key")  # the identity the devices pin (0600)
         shutil.copy(self.records, directory / "devices.csv")
         (directory / "terminals.csv").write_text(demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device_id), encoding="utf-8")
         config = parse_config({

@@ -28,18 +28,26 @@ from firmware_sim.bootservice import BootService, config_checker, default_self_t
 from protocol.image import PartKind, parse_image
 from firmware_sim.storage import DeviceStorage, PowerCut
 from protocol.registry import DeviceRecord
+from protocol.sealed_config import config_public_key, seal_config
 from tests.protocol.test_image import DEVICE_ID, MODEL, OVERRIDE, RELEASE, TRUST, app_bundle, make_image
 
-SELF_TEST = default_self_test(DEVICE_ID, MODEL)
+CONFIG_KEY = bytes(range(60, 92))  # the device's X25519 config key
+SELF_TEST = default_self_test(DEVICE_ID, MODEL, CONFIG_KEY)
 _PIN_HASH = provision.hash_supervisor_pin("246810")
 
 
-def config_doc(device_id: str = DEVICE_ID, merchant: str = "示例市人民医院") -> bytes:
+def plain_config_doc(device_id: str = DEVICE_ID, merchant: str = "示例市人民医院") -> bytes:
     keys = format_keyfile([SharedKey("k2026a", "AES-256-GCM", bytes(32))])
     return provision.build_config_document(
         device=DeviceRecord(device_id, MODEL, "SN0001"), merchant_name=merchant,
         terminals_csv="terminal_id,description\r\nT0001,门诊收费1号窗口\r\n", keys_text=keys, channels={},
         pin_hash=_PIN_HASH)
+
+
+def config_doc(device_id: str = DEVICE_ID, merchant: str = "示例市人民医院") -> bytes:
+    """As pos-flash provision config makes it: sealed to the device's config key."""
+    return seal_config(plain_config_doc(device_id, merchant), device_id=device_id,
+                       device_public=config_public_key(CONFIG_KEY), random=os.urandom)
 
 
 class Device:
@@ -54,7 +62,7 @@ class Device:
     def power_on(self, cut_after: int | None = None, self_test=SELF_TEST) -> BootResult:
         self.storage = DeviceStorage(self.root)
         self.boot = Bootloader(self.storage, model=MODEL, device_id=DEVICE_ID, trust=TRUST, max_tries=self.max_tries,
-                               check_config=config_checker(MODEL, DEVICE_ID))
+                               check_config=config_checker(MODEL, DEVICE_ID, CONFIG_KEY))
         self.self_test = self_test
         self.service = BootService(self.boot, reboot=self._reboot)
         if cut_after is not None:
@@ -412,3 +420,33 @@ def test_a_power_cut_reaches_the_simulator_not_the_link(device):
     service.on_boot_frame(*fc.encode(fc.make_chunk(session, 0, parsed.payload[:4096])), Endpoint())
     assert len(cuts) == 1 and isinstance(cuts[0], PowerCut) and sent == [fc.FlashType.BEGIN_OK]
     assert device.power_on().slot == "a"
+
+
+def test_a_configuration_in_clear_is_refused_at_end(device):
+    """A configuration's keys travel sealed to the device; one in clear is not installed."""
+    with pytest.raises(FlashError) as info:
+        device.flash(make_image("cfg-1", 1, config=plain_config_doc(), device_id=DEVICE_ID))
+    assert info.value.code is FlashCode.BAD_PART and "not sealed" in info.value.message
+    assert device.running.slot == "a"
+
+
+def test_a_configuration_sealed_to_another_key_is_refused(device):
+    sealed = seal_config(plain_config_doc(), device_id=DEVICE_ID, device_public=config_public_key(bytes(32)),
+                         random=os.urandom)
+    with pytest.raises(FlashError) as info:
+        device.flash(make_image("cfg-1", 1, config=sealed, device_id=DEVICE_ID))
+    assert info.value.code is FlashCode.BAD_PART and "does not decrypt" in info.value.message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_slot_images_and_metadata_are_private(device):
+    """Finding 1: slot images were 0644 with the keys in them. Every file of the device's storage is
+    0600 and every directory 0700, whatever the umask."""
+    import stat
+
+    device.flash(make_image("cfg-1", 1, config=config_doc(), device_id=DEVICE_ID))
+    paths = [device.root, *device.root.rglob("*")]
+    assert any(p.is_file() for p in paths)
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

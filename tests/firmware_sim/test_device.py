@@ -4,6 +4,7 @@ maintenance host may see, reconfiguration by flashing, power listeners (the UI s
 from __future__ import annotations
 
 import terminal
+from posflash.host_key import load_host_key
 from terminal.identity import load_identity
 
 import os
@@ -74,7 +75,8 @@ def test_flashing_a_configuration_boots_it_and_confirms_its_health(world: SimWor
     assert status["boot"]["slot"] == "a" and status["boot"]["config_version"] == "cfg-1"  # type: ignore[index]
     assert "confirmed healthy" in status["boot"]["message"]  # type: ignore[index]
     assert device.bridge_url == f"serial:{Path(status['storage']).resolve() / 'tty'}"  # type: ignore[arg-type]
-    with flasher.DeviceConnection(device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get) as conn:
+    with flasher.DeviceConnection(device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get,
+                                  host_key_seed=load_host_key(world.hosts.maintenance).seed) as conn:
         conn.connect()
         boot = flasher.read_status(conn)
     assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]
@@ -103,7 +105,8 @@ def test_a_maintenance_host_never_takes_a_result_meant_for_his(world: SimWorld) 
     rig.bridge.stop()  # the field engineer stops the bridge service and plugs in a laptop
     rig.device.inject(parse_fault({"fault": "replug"}))
     provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
-    with flasher.DeviceConnection(rig.device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get) as conn:
+    with flasher.DeviceConnection(rig.device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get,
+                                  host_key_seed=load_host_key(world.hosts.maintenance).seed) as conn:
         conn.connect()
         assert flasher.read_status(conn)["running"] == "a"
         assert rig.device.status()["link"]["host"] == "maintenance"
@@ -124,7 +127,8 @@ def test_reconfiguring_by_flash_keeps_the_journal(world: SimWorld) -> None:
     assert pending.result().pay_status is PayStatus.SUCCESS
     rig.bridge.stop()
     provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
-    outcome = demo_setup.flash(rig.device.bridge_url, world.configuration(provisioned, version=2), world.records)
+    outcome = demo_setup.flash(rig.device.bridge_url, world.configuration(provisioned, version=2), world.records,
+                               host_key=world.hosts.maintenance)
     assert outcome.confirmed and outcome.slot == "b"
     wait_until(lambda: rig.device.power is Power.ON, what="the device to run cfg-2")
     assert rig.device.status()["boot"]["config_version"] == "cfg-2"  # type: ignore[index]
@@ -161,7 +165,10 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
     from terminal.factory import open_terminal
 
     directory, provisioned = world.provision()
-    config = parse_config(parse_image(world.configuration(provisioned)).part(PartKind.CONFIG))
+    from protocol.sealed_config import open_config
+
+    sealed = parse_image(world.configuration(provisioned)).part(PartKind.CONFIG)
+    config = parse_config(open_config(sealed, device_id=provisioned.device_id, device_private=provisioned.config_key))
     service = open_terminal(config, tmp_path / "journal.db", device_key_seed=provisioned.device_key_seed)
     service.start()
     with socket.socket() as probe:  # a free port for the device to listen on (the bridge must name it)

@@ -23,7 +23,8 @@ import serial
 from protocol.crypto import KeyRing
 from protocol.flash import FlashCode, FlashError, FlashType
 
-from firmware_sim.demo_setup import provision_device
+from firmware_sim.demo_setup import ensure_host_keys, provision_device
+from posflash.host_key import load_host_key
 from posflash import flasher, provision
 from posflash import cli as flash_cli
 from firmware_sim.bootloader import Bootloader
@@ -45,16 +46,18 @@ class SimDevice:
 
     def __init__(self, root: Path, *, baud: int | None = None, reboot_drops_link: bool = False, wire=None) -> None:
         self.records = root / "devices.csv"
+        self.hosts = ensure_host_keys(root / "hosts")
+        self.host_key_seed = load_host_key(self.hosts.maintenance).seed
         self.info = provision_device(root / "device", self.records, model=MODEL, serial_no=SERIAL,
-                                       trust=TrustStore(TRUST.keys))
+                                       trust=TrustStore(TRUST.keys), hosts=self.hosts.pins())
         self.boot = Bootloader(DeviceStorage(self.info.directory), model=MODEL, device_id=self.info.device_id,
-                               check_config=config_checker(MODEL, self.info.device_id))
-        self.self_test = default_self_test(self.info.device_id, MODEL)
+                               check_config=config_checker(MODEL, self.info.device_id, self.info.config_key))
+        self.self_test = default_self_test(self.info.device_id, MODEL, self.info.config_key)
         self.running = run_boot_sequence(self.boot, self.self_test)
         self.reboot_drops_link = reboot_drops_link
         self.endpoint = DeviceEndpoint(wire or TcpWire(), Responder(KeyRing([]), self.info.device_id, device_key_seed=self.info.device_key_seed),
                                        identity=self.info.identity("boot-1.0"), device_key_seed=self.info.device_key_seed,
-                                       boot_handler=BootService(self.boot, reboot=self._reboot), baud=baud).start()
+                                       host_trust=self.info.host_trust, boot_handler=BootService(self.boot, reboot=self._reboot), baud=baud).start()
         self.url = self.endpoint.bridge_url
 
     def _reboot(self, reason: str) -> None:
@@ -69,7 +72,8 @@ class SimDevice:
 
     def connect(self) -> flasher.DeviceConnection:
         backend = getattr(self.endpoint.wire, "backend", None)  # the virtual USB device's pyusb backend
-        conn = flasher.DeviceConnection(self.url, public_key_for=self.registry(), usb_backend=backend)
+        conn = flasher.DeviceConnection(self.url, public_key_for=self.registry(), host_key_seed=self.host_key_seed,
+                                        usb_backend=backend)
         conn.connect()
         return conn
 
@@ -187,7 +191,7 @@ def test_failed_health_check_is_reported_and_the_old_image_runs(sim):
 
 
 def test_device_missing_from_the_records_is_refused(sim):
-    conn = flasher.DeviceConnection(sim.url, public_key_for=lambda device_id: None)
+    conn = flasher.DeviceConnection(sim.url, public_key_for=lambda device_id: None, host_key_seed=sim.host_key_seed)
     with pytest.raises(FlashError) as info:
         conn.connect()
     conn.close()
@@ -199,7 +203,7 @@ def test_busy_serial_port_says_stop_the_bridge(tmp_path):
     bridge = serial.serial_for_url(sim.endpoint.wire.slave_path, exclusive=True)  # the bridge service holds it
     try:
         with pytest.raises(FlashError) as info:
-            flasher.DeviceConnection(sim.url, public_key_for=sim.registry()).connect()
+            flasher.DeviceConnection(sim.url, public_key_for=sim.registry(), host_key_seed=sim.host_key_seed).connect()
         assert info.value.code is FlashCode.PORT_BUSY and "stop the bridge service" in info.value.message
     finally:
         bridge.close()
@@ -214,7 +218,8 @@ def test_cli_flash_killed_mid_way_resumes_when_run_again(tmp_path):
     sim = SimDevice(tmp_path, baud=921_600)
     image = tmp_path / "app-1.1.0.img"
     image.write_bytes(make_image("1.1.0", 2, size=256 * 1024, noise=True))
-    command = _pos_flash("flash", "--port", sim.url, "--devices", str(sim.records), str(image))
+    command = _pos_flash("flash", "--port", sim.url, "--devices", str(sim.records), "--host-key", str(sim.hosts.maintenance),
+                         str(image))
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in iter(first.stderr.readline, ""):  # not a TTY: a progress line per 10%
@@ -237,7 +242,7 @@ def test_cli_flash_killed_mid_way_resumes_when_run_again(tmp_path):
 
 
 def test_cli_info_and_refusals(sim, tmp_path, capsys):
-    port = ["--port", sim.url, "--devices", str(sim.records)]
+    port = ["--port", sim.url, "--devices", str(sim.records), "--host-key", str(sim.hosts.maintenance)]
     newer, older = tmp_path / "new.img", tmp_path / "old.img"
     newer.write_bytes(make_image("2.0.0", 2))
     older.write_bytes(make_image("1.0.0", 1))

@@ -33,6 +33,7 @@ from terminal.link.tcp_wire import TcpWire
 from protocol.image import PartKind, parse_image
 from firmware_sim.responder import Responder
 from protocol.trust import TrustStore
+from protocol.sealed_config import open_config
 from posflash.signing_keys import format_private
 from firmware_sim.storage import DeviceStorage
 from tests.protocol.test_image import MODEL, RELEASE, TRUST
@@ -123,14 +124,19 @@ def test_supervisor_pin_must_be_digits():
 
 
 def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
-    """keygen -> pos-sim init (on the device) -> provision add-device -> export-his -> provision config -> flash -> info."""
+    """keygen, host-key new -> pos-sim init (on the device) -> provision add-device -> export-his -> provision config
+    -> flash -> info."""
     monkeypatch.chdir(tmp_path)
+    assert flash_cli.main(["host-key", "new", "--name", "kit-07", "--out", "keys/pos-flash"]) == 0
+    if os.name == "posix":
+        assert stat.S_IMODE(Path("keys/pos-flash.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE(Path("keys").stat().st_mode) == 0o700  # made for a private key: nobody else's
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "rel-2026", "--out", "keys/release"]) == 0
     assert flash_cli.main(["keygen", "--role", "override", "--key-id", "eng-2026", "--out", "keys/override"]) == 0
     assert flash_cli.main(["keygen", "--role", "release", "--key-id", "again", "--out", "keys/release"]) == flash_cli.EXIT_FAIL
     assert "exists" in capsys.readouterr().err
     assert sim_cli.main(["init", "--storage", "dev1", "--model", MODEL, "--serial", "SN0001", "--trust", "keys/release.pub",
-                         "--trust", "keys/override.pub", "--record-out", "dev1.csv"]) == 0
+                         "--trust", "keys/override.pub", "--host-key", "keys/pos-flash.pub", "--record-out", "dev1.csv"]) == 0
     assert "dev1/device_key" not in Path("dev1.csv").read_text() and "PRIVATE" not in Path("dev1.csv").read_text()
     assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == 0
     assert flash_cli.main(["provision", "add-device", "--records", "devices.csv", "--record", "dev1.csv"]) == flash_cli.EXIT_FAIL
@@ -147,6 +153,9 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
                            "--key", "keys/release.key", "--version", "cfg-2026.11.23", "--counter", "1", "-o", "dev1.cfg.img"]) == 0
     out = capsys.readouterr().out
     assert "2 terminals (T0001, T0003)" in out and "246810" not in Path("dev1.cfg.img").read_text("latin-1")
+    # Finding 1: the shared key was in every configuration image in hex; now it is sealed to the device.
+    image_text = Path("dev1.cfg.img").read_text("latin-1")
+    assert bytes(range(32)).hex() not in image_text and "k2026a" not in image_text
     if os.name == "posix":
         assert stat.S_IMODE(Path("dev1.cfg.img").stat().st_mode) == 0o600
     image = parse_image(Path("dev1.cfg.img").read_bytes())
@@ -156,19 +165,21 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
 
     device = load_identity(Path("dev1"))
     boot = Bootloader(DeviceStorage(device.directory), model=device.model, device_id=device.device_id,
-                      check_config=config_checker(device.model, device.device_id))
-    test = default_self_test(device.device_id, device.model)
+                      check_config=config_checker(device.model, device.device_id, device.config_key))
+    test = default_self_test(device.device_id, device.model, device.config_key)
     state = {"running": run_boot_sequence(boot, test)}
     endpoint = DeviceEndpoint(TcpWire(), Responder(KeyRing([]), device.device_id, device_key_seed=device.device_key_seed), identity=device.identity("boot"),
-                              device_key_seed=device.device_key_seed,
+                              device_key_seed=device.device_key_seed, host_trust=device.host_trust,
                               boot_handler=BootService(boot, reboot=lambda why: state.update(running=run_boot_sequence(boot, test))))
     endpoint.start()
     try:
-        port = ["--port", endpoint.bridge_url, "--devices", "devices.csv"]
+        port = ["--port", endpoint.bridge_url, "--devices", "devices.csv", "--host-key", "keys/pos-flash.key"]
         assert flash_cli.main(["flash", *port, "dev1.cfg.img"]) == 0
         assert "confirmed healthy" in capsys.readouterr().out
         assert state["running"].config_version == "cfg-2026.11.23"
-        assert parse_config(state["running"].config).merchant_name == "示例市人民医院"
+        assert b"k2026a" not in state["running"].config  # the keys are sealed to the device, in the slot too
+        plain = open_config(state["running"].config, device_id=device.device_id, device_private=device.config_key)
+        assert parse_config(plain).merchant_name == "示例市人民医院"
         assert flash_cli.main(["info", *port]) == 0
         assert "config cfg-2026.11.23 (counter 1, key rel-2026)" in capsys.readouterr().out
     finally:
@@ -219,10 +230,12 @@ def test_the_demo_configuration_has_an_admin_pin(tmp_path):
     from firmware_sim import demo_setup
 
     signing = demo_setup.ensure_signing_key(tmp_path / "signing")
-    device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing)
+    hosts = demo_setup.ensure_host_keys(tmp_path / "hosts")
+    device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing, hosts=hosts.pins())
     image = demo_setup.configuration_image(device, tmp_path / "records.csv", signing, keys_text=KEYS, channels={},
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
-    config = parse_config(parse_image(image).part(PartKind.CONFIG))
+    sealed = parse_image(image).part(PartKind.CONFIG)
+    config = parse_config(open_config(sealed, device_id=device.device_id, device_private=device.config_key))
     assert pins.verify_pin(demo_setup.DEMO_ADMIN_PIN, config.admin_pin_hash)
     assert pins.verify_pin(demo_setup.DEMO_PIN, config.supervisor.pin_hash)
 
@@ -245,7 +258,9 @@ def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsy
     assert flash_cli.main(config) == 0
     out = capsys.readouterr().out
     assert "admin PIN set" in out and "135790" not in out
-    document = parse_image(Path("dev1.cfg.img").read_bytes()).part(PartKind.CONFIG)
+    sealed = parse_image(Path("dev1.cfg.img").read_bytes()).part(PartKind.CONFIG)
+    device = load_identity(Path("dev1"))
+    document = open_config(sealed, device_id=device.device_id, device_private=device.config_key)
     assert pins.verify_pin("135790", parse_config(document).admin_pin_hash)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("135790\n"))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from protocol import signing
 from protocol.link.frame import FrameType
-from protocol.link.handshake import DeviceIdentity, encode_hello
+from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import (
     Delivered,
     DeviceHandshake,
@@ -22,6 +22,8 @@ from protocol.link.session import (
 )
 
 DEVICE_SEED = bytes(range(32))
+HOST_SEED = bytes(range(100, 132))
+TRUST = HostTrust(bridges=frozenset({signing.public_key(HOST_SEED)}))
 IDENTITY = DeviceIdentity("D-SN-000123", "HP-POS-1", "SN000123", "1.2.0", ("pay", "refund"))
 
 
@@ -62,16 +64,18 @@ class Side:
                 self.ups += 1
 
 
-def make_pair(seed: int = 0, timers: LinkTimers = LinkTimers(), device_seed: bytes = DEVICE_SEED, registry=None):
+def make_pair(seed: int = 0, timers: LinkTimers = LinkTimers(), device_seed: bytes = DEVICE_SEED, registry=None,
+              host_seed: bytes = HOST_SEED, trust: HostTrust = TRUST):
     rng = random.Random(seed)
     public = signing.public_key(DEVICE_SEED)
     registry = registry if registry is not None else {IDENTITY.device_id: public}
     host = Link(
         Role.HOST,
-        host=HostHandshake(lambda: rng.randbytes(32), registry.get, lambda: b'{"time":1795000000}'),
+        host=HostHandshake(registry.get, host_seed, lambda: b'{"time":1795000000}', rng.randbytes),
         timers=timers,
     )
-    device = Link(Role.DEVICE, device=DeviceHandshake(lambda ch: encode_hello(IDENTITY, ch, device_seed)), timers=timers)
+    device_rng = random.Random(seed + 1)
+    device = Link(Role.DEVICE, device=DeviceHandshake(IDENTITY, device_seed, trust, device_rng.randbytes), timers=timers)
     return Side(host), Side(device)
 
 

@@ -14,7 +14,7 @@ from protocol.envelope import receive_result, seal_instruction
 from protocol.errors import ErrorCode
 from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, wire_time_s
-from protocol.link.handshake import DeviceIdentity
+from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import Delivered, HostHandshake, Link, LinkDown, LinkTimers, LinkUp, Received, Role
 from protocol.messages import Instruction, PayStatus
 
@@ -27,6 +27,8 @@ from firmware_sim.responder import Responder, ResponderMode
 TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=3.0, hello_retry_s=0.2)
 KEY = SharedKey("k1", "AES-256-GCM", bytes(range(32)))
 SEED = bytes(range(100, 132))
+HOST_SEED = bytes(range(150, 182))
+HOST_TRUST = HostTrust(bridges=frozenset({signing.public_key(HOST_SEED)}))
 IDENTITY = DeviceIdentity("D1", "SIM-POS", "SN-1", "1.2.3")
 
 
@@ -37,7 +39,7 @@ class Host:
         backend = getattr(endpoint.wire, "backend", None)
         self.transport = open_transport(endpoint.bridge_url, usb_backend=backend)
         keys = {"D1": signing.public_key(SEED)}
-        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(lambda: os.urandom(32), keys.get,
+        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(keys.get, HOST_SEED,
                                                                       lambda: b'{"clock":1}'))
         self.events: list[object] = []
         self.events += self.link.start(time.monotonic())
@@ -76,7 +78,8 @@ def instruction(msg_id: str, terminal: str = "T1", amount: str = "+12.50", key: 
 
 def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[no-untyped-def]
     wire = {"pty": PtyWire, "tcp": TcpWire, "usb": UsbWire}[wire_kind]()
-    return DeviceEndpoint(wire, handler, identity=IDENTITY, device_key_seed=SEED, timers=TIMERS, **kwargs).start()
+    return DeviceEndpoint(wire, handler, identity=IDENTITY, device_key_seed=SEED, host_trust=HOST_TRUST, timers=TIMERS,
+                          **kwargs).start()
 
 
 @pytest.mark.parametrize("wire_kind", ["pty", "tcp", "usb"])

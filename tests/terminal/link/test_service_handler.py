@@ -10,7 +10,7 @@ from protocol import signing
 from protocol.envelope import receive_result
 from protocol.link.app import InstructionMsg, ProgressMsg, ResultMsg, decode_app, encode_app
 from protocol.link.frame import FrameType
-from protocol.link.handshake import DeviceIdentity
+from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import HostHandshake, Link, LinkTimers, Received, Role
 from protocol.messages import PayChannel, PayStatus, Progress
 
@@ -25,6 +25,8 @@ from tests.terminal.helpers import DEVICE_ID, KEY
 
 TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=3.0, hello_retry_s=0.2)
 SEED = bytes(range(100, 132))
+HOST_SEED = bytes(range(150, 182))
+HOST_TRUST = HostTrust(bridges=frozenset({signing.public_key(HOST_SEED)}))
 IDENTITY = DeviceIdentity(DEVICE_ID, "HIS-POS-1", "SN000123", "1.0.0")
 
 
@@ -34,7 +36,7 @@ class Host:
     def __init__(self, endpoint: DeviceEndpoint) -> None:
         self.transport = open_transport(endpoint.bridge_url)
         keys = {DEVICE_ID: signing.public_key(SEED)}
-        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(lambda: os.urandom(32), keys.get, lambda: b"{}"))
+        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(keys.get, HOST_SEED, lambda: b"{}"))
         self.events: list[object] = list(self.link.start(time.monotonic()))
         self.flush()
 
@@ -77,7 +79,8 @@ def test_collect_over_the_link_with_a_reconnect_before_the_ack(tmp_path, sandbox
     pos = make_pos(tmp_path / "j.db", sandbox, channel_settings)
     pos.service.link_down()  # the link handler decides from now on
     handler = ServiceLinkHandler(pos.service)
-    endpoint = DeviceEndpoint(TcpWire(), handler, identity=IDENTITY, device_key_seed=SEED, timers=TIMERS).start()
+    endpoint = DeviceEndpoint(TcpWire(), handler, identity=IDENTITY, device_key_seed=SEED, host_trust=HOST_TRUST,
+                              timers=TIMERS).start()
     host = Host(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
