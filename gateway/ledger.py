@@ -257,6 +257,9 @@ class Ledger:
                 raise GatewayError(GatewayCode.NOT_PAID, f"order {order_no} is {payment.state.value}, not paid: nothing to refund yet")
             if tx.one("SELECT 1 FROM refunds WHERE hospital_id = ? AND out_refund_no = ?", (hospital_id, out_refund_no)):
                 raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} has been used before")
+            if instruction_msg_id is not None and tx.one("SELECT 1 FROM refunds WHERE hospital_id = ? AND instruction_msg_id = ?",
+                                                         (hospital_id, instruction_msg_id)):
+                raise GatewayError(GatewayCode.INSTRUCTION_USED, f"HIS instruction {instruction_msg_id} has already been executed")
             held = self._held_refunds(tx, payment.payment_id)
             if held + amount_fen > payment.amount_fen:
                 raise GatewayError(
@@ -264,12 +267,15 @@ class Ledger:
                     f"order {order_no} collected {format_yuan(payment.amount_fen)}, {format_yuan(held)} of it refunded or being refunded; "
                     f"at most {format_yuan(payment.amount_fen - held)} remains, not {format_yuan(amount_fen)}",
                 )
-            refund_id = tx.scalar(
+            try:
+                refund_id = tx.scalar(
                 "INSERT INTO refunds (payment_id, hospital_id, out_refund_no, amount_fen, state, device_id, instruction_msg_id, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING refund_id",
                 (payment.payment_id, hospital_id, out_refund_no, amount_fen, RefundState.REFUNDING.value, device_id,
                  instruction_msg_id, now, now),
-            )
+                )
+            except UniqueViolation:  # a concurrent refund took the number or the instruction first
+                raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} or its HIS instruction was just used") from None
             return self._refund_by(tx, "refund_id", refund_id)
 
     def settle_refund(self, out_refund_no: str, *, hospital_id: str, state: RefundState, channel_refund_id: str | None = None) -> Refund:

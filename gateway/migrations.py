@@ -134,6 +134,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             subject TEXT NOT NULL,
             detail TEXT NOT NULL)""",
     )),
+    Migration(2, "device requests: nonces, idempotency, one refund per HIS instruction", (
+        # A nonce is accepted once per device; rows older than the clock window are pruned.
+        """CREATE TABLE request_nonces (
+            device_id TEXT NOT NULL,
+            nonce {blob} NOT NULL,
+            seen_at BIGINT NOT NULL,
+            PRIMARY KEY (device_id, nonce))""",
+        "CREATE INDEX request_nonces_age ON request_nonces (seen_at)",
+        # The first outcome of every mutating call, by the device's idempotency key.
+        """CREATE TABLE idempotency (
+            device_id TEXT NOT NULL,
+            idem_key TEXT NOT NULL,
+            request_digest {blob} NOT NULL,
+            status INTEGER,
+            response TEXT,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (device_id, idem_key))""",
+        # One HIS refund instruction executes at most one refund.
+        "CREATE UNIQUE INDEX refunds_one_per_instruction ON refunds (hospital_id, instruction_msg_id) WHERE instruction_msg_id IS NOT NULL",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

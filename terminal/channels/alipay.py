@@ -45,8 +45,8 @@ _OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
 @dataclass(frozen=True, slots=True)
 class AlipayConfig:
     app_id: str
-    private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints)
-    alipay_public_key_pem: str  # path to the Alipay public key of this app
+    private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints), or the PEM text itself
+    alipay_public_key_pem: str  # path to the Alipay public key of this app, or the PEM text itself
     gateway: str = PRODUCTION_GATEWAY
     store_id: str | None = None  # optional 门店编号 / terminal number, shown in the bill
     terminal_id: str | None = None
@@ -69,6 +69,9 @@ class AlipayConfig:
 
 
 def _read_key(path: str, what: str) -> str:
+    # The gateway holds keys sealed in its database, never in files: it passes the PEM text itself.
+    if path.lstrip().startswith("-----BEGIN"):
+        return path
     try:
         with open(path, encoding="ascii") as handle:
             return handle.read()
