@@ -1,7 +1,7 @@
 """The channel client of each hospital, built from its sealed merchant credentials.
 
 The credentials stored by `gateway-admin merchant set` are the channel's settings section (the shape
-of `terminal.channels.settings`), with key material inline as PEM text, never as file paths: the
+of `gateway.channels.settings`), with key material inline as PEM text, never as file paths: the
 gateway keeps no key on disk. The merchant id is the stored `merchant_id` (WeChat `mch_id`, Alipay
 `app_id`). Clients are cached per (hospital, channel, credentials version): a rotation takes effect
 on the next request.
@@ -19,8 +19,8 @@ from protocol.messages import PayChannel
 from gateway.errors import GatewayCode, GatewayError
 from gateway.tenancy import Directory, Mode
 from terminal.channels.base import ChannelClient
-from terminal.channels.errors import ChannelConfigError
-from terminal.channels.settings import build_clients
+from gateway.channels.errors import ChannelConfigError
+from gateway.channels.settings import build_clients
 
 _SECTION = {PayChannel.WECHAT: ("wechat", "mch_id"), PayChannel.ALIPAY: ("alipay", "app_id")}
 

@@ -250,8 +250,18 @@ class GatewayService:
         amount_fen = request.fen("amount_fen")
         reason = request.text("reason", max_len=80, default="patient refund")
         instruction_id = self._check_instruction(device, request.raw("instruction"), order_no, amount_fen)
-        refund = self.ledger.start_refund(hospital_id=device.hospital_id, order_no=order_no, out_refund_no=out_refund_no,
-                                          amount_fen=amount_fen, device_id=device.device_id, instruction_msg_id=instruction_id)
+        try:
+            refund = self.ledger.start_refund(hospital_id=device.hospital_id, order_no=order_no, out_refund_no=out_refund_no,
+                                              amount_fen=amount_fen, device_id=device.device_id, instruction_msg_id=instruction_id)
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.DUPLICATE_REFUND:
+                raise
+            # The POS calls refund again for a refund the channel never saw (its refund query said
+            # "not found"): the same refund, same instruction, same amount is sent to the channel
+            # again; the channel is idempotent by out_refund_no, so it never refunds twice.
+            refund = self.ledger.refund(out_refund_no, hospital_id=device.hospital_id)
+            if refund.state is RefundState.FAILED or refund.amount_fen != amount_fen or refund.instruction_msg_id != instruction_id:
+                raise
         payment = self.ledger.payment_for_order(order_no, hospital_id=device.hospital_id)
         assert payment is not None  # start_refund found it succeeded, and succeeded is final
         outcome = self.channels.client(device.hospital_id, payment.channel).refund(

@@ -260,6 +260,12 @@ class Directory:
                     self._bind(tx, record.device_id, record.terminal_id, actor, hospital_id=hospital_id)
         return len(records)
 
+    def terminals(self, hospital_id: str) -> list[tuple[str, str]]:
+        """(terminal_id, description) of the hospital's terminals."""
+        with self.db.transaction(write=False) as tx:
+            return [(r[0], r[1]) for r in tx.all("SELECT terminal_id, description FROM terminals WHERE hospital_id = ? ORDER BY terminal_id",
+                                                 (hospital_id,))]
+
     def import_devices(self, hospital_id: str, csv_text: str, *, actor: str, source: str = "device CSV") -> int:
         """Add devices from our device records (device_id,model,serial_no,public_key). Rows imported."""
         try:

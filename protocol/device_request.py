@@ -32,7 +32,7 @@ NONCE_SIZE = 16
 # Requests older or newer than this (device clock vs gateway clock) are refused; the gateway keeps
 # each nonce at least twice this long, so a replay inside the window is always caught.
 MAX_SKEW_S = 300
-MAX_FIRMWARE_LEN = 32
+MAX_FIRMWARE_LEN = 64  # as the link HELLO's firmware field
 
 HEADER_DEVICE = "X-Device-Id"
 HEADER_TS = "X-Timestamp"

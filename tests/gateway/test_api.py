@@ -240,12 +240,25 @@ def test_requests_are_refused_with_stable_codes(gw) -> None:
     assert (lambda r: (r[0], error_code(r[1])))(stranger.post("/v1/pay", body)) == (401, "unknown_device")
     impostor = GatewayConnection(gw.server.url, device_id="H001-POS1", seed=os.urandom(32))
     assert (lambda r: (r[0], error_code(r[1])))(impostor.post("/v1/pay", body)) == (401, "bad_signature")
+    raw_pos = gw.pos()
     gw.device_clock.offset = 301
-    assert (lambda r: (r[0], error_code(r[1])))(gw.pos().post("/v1/pay", body)) == (401, "clock_skew")
+    status, reply, server_time = raw_pos._send("/v1/pay", b"{}")
+    assert (status, error_code(reply)) == (401, "clock_skew") and server_time is not None
     gw.device_clock.offset = 0
     raw = requests.post(gw.server.url + "/v1/pay", json=body, timeout=10)
     assert (raw.status_code, raw.json()["error"]["code"]) == (401, "bad_request_auth")
     assert requests.post(gw.server.url + "/v1/pay", data=b"x" * 70_000, timeout=10).status_code == 413
+
+
+def test_a_pos_with_a_wrong_clock_learns_the_gateways_time(gw) -> None:
+    """A POS without network time is ten minutes ahead: refused once with clock_skew (nothing is acted
+    on), it signs again with the gateway's time from the reply, and the payment goes through once."""
+    gw.device_clock.offset = 600
+    body = pay_body(order(), gw.code(balance="20.00"))
+    status, reply = gw.pos().post("/v1/pay", body)
+    assert (status, reply["state"]) == (200, "success")
+    with gw.fleet.ledger.db.transaction(write=False) as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM payments WHERE order_no = ?", (body["order_no"],)) == 1
 
 
 def test_a_replayed_request_is_refused(gw) -> None:

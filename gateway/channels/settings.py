@@ -19,10 +19,10 @@ import os
 from typing import Any, Mapping
 
 from protocol.messages import PayChannel
-from terminal.channels.alipay import AlipayClient, AlipayConfig
+from gateway.channels.alipay import AlipayClient, AlipayConfig
 from terminal.channels.base import ChannelClient
-from terminal.channels.errors import ChannelConfigError
-from terminal.channels.wechat import WeChatPayClient, WeChatPayConfig
+from gateway.channels.errors import ChannelConfigError
+from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
 
 _PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem"}
 
