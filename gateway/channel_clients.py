@@ -6,8 +6,8 @@ gateway keeps no key on disk. The merchant id is the stored `merchant_id` (WeCha
 `app_id`). Clients are cached per (hospital, channel, credentials version): a rotation takes effect
 on the next request.
 
-Until the channel clients move into the gateway (issue 13, slice 3) they are imported from
-terminal/channels; service-provider mode comes with that move.
+The clients (`gateway/channels/`) speak direct-merchant WeChat Pay v2 and Alipay; a hospital in
+service-provider mode is refused with `bad_config` until they speak it too (issue 13, later slices).
 """
 
 from __future__ import annotations

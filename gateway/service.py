@@ -169,11 +169,12 @@ class GatewayService:
         key = request.id("idempotency_key")
         digest = hashlib.sha256(path.encode() + b"\n" + body).digest()
         with self.db.transaction() as tx:
-            row = tx.one("SELECT request_digest, status, response FROM idempotency WHERE device_id = ? AND idem_key = ?",
-                         (device.device_id, key))
-            if row is None:
-                tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?)",
-                           (device.device_id, key, digest, int(self._clock())))
+            # Claim the key; a concurrent retry's INSERT waits for ours (PostgreSQL) or for the write
+            # lock (SQLite), does nothing, and reads the row we left.
+            claimed = tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?) "
+                                 "ON CONFLICT (device_id, idem_key) DO NOTHING", (device.device_id, key, digest, int(self._clock())))
+            row = None if claimed else tx.one(
+                "SELECT request_digest, status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
         if row is not None:
             if bytes(row[0]) != digest:
                 raise GatewayError(GatewayCode.IDEMPOTENCY_CONFLICT, f"idempotency_key {key} was used for a different request")

@@ -85,6 +85,16 @@ class PostgresServer:
             info += f" options='-c search_path={search_path}'"
         return info
 
+    def url(self, conninfo: str) -> str:
+        """The same connection as a postgresql:// URL (what GATEWAY_DB and `--db` take)."""
+        from urllib.parse import quote
+
+        parts = dict(item.split("=", 1) for item in conninfo.split(" ", 4)[:4])
+        url = f"postgresql://{parts['user']}@/{parts['dbname']}?host={quote(parts['host'])}&port={parts['port']}"
+        if "search_path=" in conninfo:
+            url += "&options=" + quote("-c search_path=" + conninfo.split("search_path=")[1].rstrip("'"))
+        return url
+
     def new_schema(self) -> str:
         """A fresh, empty schema; the conninfo whose connections use it."""
         import psycopg

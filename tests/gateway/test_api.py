@@ -144,16 +144,18 @@ def test_a_retry_gets_the_first_outcome_and_is_charged_once(gw) -> None:
 
 
 def test_concurrent_retries_charge_once(gw) -> None:
+    """Eight copies of one request at once (a POS retrying over a flaky network): one charge, and every
+    copy gets the outcome or `in_progress`, never an internal error nor `duplicate_order`."""
     pos = gw.pos()
     body = pay_body(order(), gw.code(balance="20.00"), 1250)
     replies: list[tuple[int, dict]] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(8)
 
     def send() -> None:
         barrier.wait()
         replies.append(pos.post("/v1/pay", body))
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
+    threads = [threading.Thread(target=send) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
