@@ -235,7 +235,7 @@ def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsy
     Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
     Path("keys.json").write_text(KEYS)
     config = ["provision", "config", "--records", "devices.csv", "--device-id", "D-SN0001", "--terminals", "terminals.csv",
-              "--keys", "keys.json", "--merchant-name", "医院", "--pin-stdin", "--admin-pin", "--key", "release.key",
+              "--keys", "keys.json", "--gateway-url", "http://127.0.0.1:8443", "--merchant-name", "医院", "--pin-stdin", "--admin-pin", "--key", "release.key",
               "--version", "cfg-1", "--counter", "1", "-o", "dev1.cfg.img"]
     monkeypatch.setattr("sys.stdin", io.StringIO("246810\n246810\n"))  # the same PIN twice: refused
     assert flash_cli.main(config) == flash_cli.EXIT_FAIL
