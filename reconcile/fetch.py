@@ -1,6 +1,6 @@
-"""Download the day's bills through the channel clients (terminal.channels), and keep them.
+"""Download the day's bills through the channel clients (gateway.channels), and keep them.
 
-The settings file is the channel section of the POS configuration (gateway.channels.settings):
+The settings file holds channel settings (gateway.channels.settings; the POS no longer has them):
 `{"wechat": {...}, "alipay": {...}}`, or a whole configuration with a "channels" key. The
 clients sign the bill requests as the channels require; pointing them at the production gateways
 or at the sandbox is configuration only. Each bill is saved (atomically) under the output folder,
