@@ -274,7 +274,7 @@ class Directory:
             raise GatewayError(GatewayCode.BAD_INPUT, str(exc)) from None
         missing = [r.device_id for r in records if r.public_key is None]
         if missing:
-            raise GatewayError(GatewayCode.BAD_INPUT, f"{source}: no public_key for {', '.join(missing)}; import our device records, not the copy made for HIS")
+            raise GatewayError(GatewayCode.BAD_INPUT, f"{source}: no public_key for {', '.join(missing)}; the gateway checks every request with it")
         with self.db.transaction() as tx:
             self.hospital(hospital_id, tx)
             for r in records:

@@ -11,7 +11,7 @@ from gateway.tenancy import DeviceStatus, Directory, Mode
 from gateway.vault import Vault
 from protocol.crypto import KeyRing, SharedKey
 from protocol.messages import PayChannel
-from protocol.registry import DeviceRecord, format_device_csv
+from protocol.registry import DeviceRecord, format_device_csv, parse_device_csv
 from tests.gateway.fleet import ACTOR, make_fleet
 
 WECHAT_SECRETS = {"api_key": "a" * 32, "cert_pem": "-----BEGIN CERTIFICATE-----x", "key_pem": "-----BEGIN PRIVATE KEY-----y"}
@@ -21,7 +21,7 @@ def test_devices_and_terminals_import_and_bind(db) -> None:
     fleet = make_fleet(db, devices=2)
     d = fleet.directory.device("H001-POS1")
     assert (d.hospital_id, d.terminal_id, d.status) == ("H001", "T0001", DeviceStatus.ACTIVE)
-    assert d.public_key == bytes.fromhex(format_device_csv([DeviceRecord("x", "m", "s", d.public_key)]).split("\r\n")[1].split(",")[3])
+    assert d.public_key == parse_device_csv(format_device_csv([DeviceRecord("x", "m", "s", d.public_key)]))[0].public_key
     # One device per terminal.
     with pytest.raises(GatewayError) as info:
         fleet.directory.bind_device("H001-POS2", "T0001", actor=ACTOR)
@@ -43,9 +43,9 @@ def test_a_device_cannot_be_bound_to_another_hospitals_terminal(db) -> None:
 
 def test_device_csv_without_public_keys_is_refused(db) -> None:
     fleet = make_fleet(db, devices=0)
-    his_copy = format_device_csv([DeviceRecord("POS9", "P2", "SN9", os.urandom(32))], for_his=True)
+    without_key = format_device_csv([DeviceRecord("POS9", "P2", "SN9", None)])
     with pytest.raises(GatewayError) as info:
-        fleet.directory.import_devices("H001", his_copy, actor=ACTOR)
+        fleet.directory.import_devices("H001", without_key, actor=ACTOR)
     assert info.value.code is GatewayCode.BAD_INPUT and "POS9" in info.value.message
     with pytest.raises(GatewayError) as info:
         fleet.directory.import_devices("H001", "device_id,model\nX,Y\n", actor=ACTOR)
