@@ -169,6 +169,9 @@ class SqliteDatabase(Database):
         self.url = f"sqlite:{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = _Pool(self._connect)
+        # Switch the file to WAL once, here: concurrent first connections racing to change the
+        # journal mode can fail with "database is locked" (the mode change does not wait).
+        self._pool.put(self._connect(), True)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
