@@ -225,12 +225,10 @@ def test_his_signed_refunds_are_enforced_when_the_hospital_requires_them(gw) -> 
     assert (status, error_code(reply)) == (403, "his_signature_required")
 
 
-@pytest.mark.xfail(strict=True, reason="TODO(issue 13): his_sig verification (HIS interface 1.1 B) is being added to protocol/ "
-                                       "on another branch; once on main, the gateway verifies it and this test passes")
+@pytest.mark.xfail(strict=True, reason="TODO(issue 13): the gateway does not verify his_sig yet (HIS interface 1.1 B); protocol/ "
+                                       "gained his_sig on main at the end of this round: wire it into GatewayService._check_instruction")
 def test_TODO_a_refund_with_a_valid_his_sig_is_accepted_when_required(gw) -> None:
-    from protocol import his_signature  # noqa: F401 - does not exist on main yet
-
-    raise AssertionError("write the his_sig path once protocol.his_signature exists")
+    raise AssertionError("the gateway refuses every refund of a hospital that requires his_sig (his_signature_required)")
 
 
 # --- device authentication ----------------------------------------------------------------------
