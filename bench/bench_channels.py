@@ -17,9 +17,9 @@ import requests
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
-from terminal.channels.alipay_codec import load_private_key, parse_reply, rsa2_sign, rsa2_verify
-from terminal.channels.wechat_codec import parse_xml, sign, to_xml, verify
+from gateway.channels import build_clients, settings_from_sandbox
+from gateway.channels.alipay_codec import load_private_key, parse_reply, rsa2_sign, rsa2_verify
+from gateway.channels.wechat_codec import parse_xml, sign, to_xml, verify
 
 
 def _us(samples: list[int]) -> tuple[float, float]:

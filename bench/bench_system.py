@@ -29,7 +29,7 @@ from firmware_sim.device import LinkKind, Power
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.amount import parse_amount
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.view import Screen
 from tests.e2e.world import SimWorld
 

@@ -32,7 +32,7 @@ from protocol.link.app import ResultMsg, encode_app
 from protocol.link.frame import FrameType, encode_frame
 from protocol.messages import Display, Instruction, PayChannel
 from protocol.registry import TerminalRecord
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.config import DeviceConfig, DeviceInfo, Supervisor
 from terminal.journal import Journal
 from terminal.lifecycle import out_trade_no

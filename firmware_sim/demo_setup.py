@@ -4,7 +4,7 @@
     hosts = ensure_host_keys(workdir / "hosts")                        # his-bridge init + pos-flash host-key new
     device = ensure_device(workdir / "device", records, key, hosts=hosts.pins())
                                                                        # pos-sim init --host-key ... + add-device
-    image = configuration_image(device, records, key, terminals_csv=..., keys_text=..., channels=...,
+    image = configuration_image(device, records, key, terminals_csv=..., keys_text=..., gateway={"url": ...},
                                 pin="246810", admin_pin="135790", version=3)  # pos-flash provision config --admin-pin
     flash(device_url, image, records, host_key=hosts.maintenance)      # pos-flash flash --port URL
 
@@ -129,14 +129,16 @@ def terminals_csv(terminals: tuple[TerminalRecord, ...], device_id: str) -> str:
 
 
 def configuration_image(device: ProvisionedDevice, records: Path, signing: SigningFiles, *, terminals_csv: str,
-                        keys_text: str, channels: dict[str, object], pin: str = DEMO_PIN,
-                        admin_pin: str | None = DEMO_ADMIN_PIN, version: int = 1, limit_yuan: str | None = None) -> bytes:
-    """A signed configuration image for `device` (terminals, shared keys, channel settings, PIN hashes)."""
+                        keys_text: str, gateway: dict[str, str], pin: str = DEMO_PIN,
+                        admin_pin: str | None = DEMO_ADMIN_PIN, version: int = 1, limit_yuan: str | None = None,
+                        polling: dict[str, dict[str, float]] | None = None) -> bytes:
+    """A signed configuration image for `device` (terminals, shared keys, the gateway, PIN hashes)."""
     record = provision.find_record(records, device.device_id)
     pin_hash, admin_pin_hash = provision.hash_pins(pin, admin_pin)
     document = provision.build_config_document(
         device=record, merchant_name=DEMO_MERCHANT[0], merchant_name_en=DEMO_MERCHANT[1], terminals_csv=terminals_csv,
-        keys_text=keys_text, channels=channels, pin_hash=pin_hash, admin_pin_hash=admin_pin_hash, limit_yuan=limit_yuan,
+        keys_text=keys_text, gateway=gateway, pin_hash=pin_hash, admin_pin_hash=admin_pin_hash, limit_yuan=limit_yuan,
+        polling=polling,
         config_version=version, comment="simulated device (firmware_sim.demo_setup)")
     return build_image({PartKind.CONFIG: provision.seal_for(record, document)}, model=device.model, version=f"cfg-{version}",
                        security_counter=CONFIG_COUNTER, key=signing.key(),

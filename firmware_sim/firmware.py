@@ -23,7 +23,6 @@ from typing import Callable
 
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
-from terminal.channels.errors import ChannelConfigError
 from terminal.config import ConfigError, parse_config
 from terminal.factory import open_terminal
 from terminal.journal import CommitPoint, PowerCut
@@ -127,9 +126,9 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
         config = parse_config(document, source=f"configuration {result.config_version} in slot {result.slot}")
         journal_path = firmware.storage.root / JOURNAL_FILE
         journal_path.parent.mkdir(parents=True, exist_ok=True)
-        service = open_terminal(config, journal_path, device_key_seed=device.device_key_seed, clock=clock, on_commit=on_commit,
-                                check_permissions=False)
-    except (ConfigError, ChannelConfigError, FlashError, OSError, RuntimeError) as exc:
+        service = open_terminal(config, journal_path, device_key_seed=device.device_key_seed,
+                                firmware=firmware_text(result), clock=clock, on_commit=on_commit, check_permissions=False)
+    except (ConfigError, FlashError, OSError, RuntimeError) as exc:
         return f"the application did not start: {exc}"
     firmware.service = service  # before start(): a power cut during recovery must find its journal
     report = service.start()

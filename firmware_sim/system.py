@@ -1,4 +1,4 @@
-"""The whole system on one machine, headless: channel sandbox, one simulated POS, the bridge.
+"""The whole system on one machine, headless: channel sandbox, the provider's gateway, one simulated POS, the bridge.
 
     python -m firmware_sim.system --headless [--workdir .run] [--fresh]      (make run HEADLESS=1)
 
@@ -7,17 +7,20 @@ First run (a clean workdir), it does what the field engineer and the hospital's 
 2. makes a release signing key and provisions a device (`pos-sim init` on the device, `pos-flash provision add-device`);
 3. `his-bridge init`: a bridge directory with a fresh shared key; imports the device records and
    HIS's terminal list (T0001 bound to the device); exports the device CSV for HIS;
-4. starts the device (`pos-sim run`), which boots into recovery mode (no image yet), and flashes a
+4. onboards the demo hospital at the gateway (`gateway-admin` steps, firmware_sim.demo_gateway: the
+   sandbox's merchant credentials, the bridge's HIS keys, the device and T0001) and starts
+   `payment-gateway` on loopback with SQLite: the POS pays through it and holds no channel secret;
+5. starts the device (`pos-sim run`), which boots into recovery mode (no image yet), and flashes a
    signed configuration image onto it over its link (`pos-flash flash` steps: the shared key, the
-   terminal list, the sandbox's channel settings, the demo supervisor and admin PINs); the device reboots into
+   terminal list, the gateway URL, the demo supervisor and admin PINs); the device reboots into
    it, starts the terminal service and confirms its health;
-5. `his-bridge serve`, and waits until the bridge's /v1/health shows the device's link up;
-6. writes <workdir>/demo.json (mode 600: it holds the shared key) and prints it, with three lines
+6. `his-bridge serve`, and waits until the bridge's /v1/health shows the device's link up;
+7. writes <workdir>/demo.json (mode 600: it holds the shared key) and prints it, with three lines
    to copy.
-Later runs reuse everything (same keys, same device, same journals); the configuration is flashed
-again only when the sandbox had to move to another port. `--fresh` starts from nothing.
+Later runs reuse everything (same keys, same device, same journals, same gateway database); the
+configuration is flashed again only when the gateway had to move to another port. `--fresh` starts from nothing.
 
-Ctrl-C or SIGTERM stops the bridge, then the device, then the sandbox (each SIGTERM'd and waited
+Ctrl-C or SIGTERM stops the bridge, then the device, then the gateway, then the sandbox (each SIGTERM'd and waited
 for; every journal is consistent at any instant). Children run in their own process groups and die
 with the launcher even when it is killed (firmware_sim.children).
 
@@ -51,8 +54,8 @@ from bridge import registries
 from firmware_sim import demo_setup
 from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
+from firmware_sim.demo_gateway import DemoGateway
 from firmware_sim.usb_cable import RemoteUsbBackend
-from terminal.channels.settings import settings_from_sandbox
 
 log = logging.getLogger("firmware_sim.system")
 
@@ -63,10 +66,10 @@ LINK_UP_TIMEOUT_S = 60.0
 STATE = "system.json"
 DEMO = "demo.json"
 # What the demo's configuration holds; a workdir configured with an older one is flashed again
-# (2: the admin PIN, so the POS's settings open).
-CONFIG_LAYOUT = 2
+# (2: the admin PIN, so the POS's settings open; 3: the gateway instead of channel settings).
+CONFIG_LAYOUT = 3
 # What --fresh removes (and nothing else: a workdir may hold the user's own files).
-OWNED = ("channel-sandbox", "signing", "device", "records.csv", "his", "bridge", "logs", "receipts", DEMO, STATE)
+OWNED = ("channel-sandbox", "gateway", "signing", "device", "records.csv", "his", "bridge", "logs", "receipts", DEMO, STATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class System:
     children: list[Child] = field(default_factory=list)  # in start order; stopped in reverse
     demo: dict[str, object] = field(default_factory=dict)
     sandbox_url: str = ""
+    gateway_url: str = ""
     sim_url: str = ""
     bridge_url: str = ""
     device_link: str = ""
@@ -211,6 +215,34 @@ def _start_sandbox(system: System, state: dict[str, object]) -> None:
         return
 
 
+def _start_gateway(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice, keys_text: str) -> None:
+    """Onboard the demo hospital (idempotent) and run `payment-gateway` on loopback, SQLite."""
+    workdir, timeout = system.workdir, system.options.start_timeout_s
+    gateway = DemoGateway(workdir / "gateway")
+    try:
+        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text)
+        gateway.enroll(device.record(), demo_setup.DEMO_TERMINAL)
+    finally:
+        gateway.close()
+    saved = state.get("gateway_port")
+    ports = [saved, 0] if isinstance(saved, int) and saved > 0 else [0]
+    for port in ports:
+        child = Child("gateway", _python("-m", "gateway.server", "--db", gateway.db_url, "--listen", f"127.0.0.1:{port}"),
+                      workdir / "logs" / "gateway.log", env=os.environ | gateway.command_env()).start()
+        try:
+            ready = child.ready_line(timeout)
+        except SimError:
+            child.stop()
+            if port != ports[-1]:
+                log.warning("the gateway could not take its earlier port %s again; using a new one", port)
+                continue
+            raise
+        system.children.append(child)
+        system.gateway_url = str(ready["url"])
+        state["gateway_port"] = int(system.gateway_url.rsplit(":", 1)[1])
+        return
+
+
 def _init_bridge_dir(workdir: Path) -> Path:
     """`his-bridge init`: the shared key and the bridge's link identity (which the device pins)."""
     bridge_dir = workdir / "bridge"
@@ -259,14 +291,14 @@ def _sim_status(system: System) -> dict[str, object]:
 
 def _configure_device(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice,
                       signing: demo_setup.SigningFiles, records: Path, keys_text: str, host_key: Path) -> None:
-    """Flash a configuration image when the device has none or it names another sandbox URL."""
+    """Flash a configuration image when the device has none or it names another gateway URL."""
     status = _sim_status(system)
-    if (status["power"] == "on" and state.get("configured_for") == system.sandbox_url
+    if (status["power"] == "on" and state.get("configured_for") == system.gateway_url
             and state.get("config_layout") == CONFIG_LAYOUT):
         return
     version = int(state.get("config_version", 0) or 0) + 1
-    channels = settings_from_sandbox(str(state["sandbox_credentials"]))
-    image = demo_setup.configuration_image(device, records, signing, keys_text=keys_text, channels=channels, version=version,
+    gateway = {"url": system.gateway_url}  # plain http on loopback; a real POS pins an https certificate
+    image = demo_setup.configuration_image(device, records, signing, keys_text=keys_text, gateway=gateway, version=version,
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
     log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
     try:
@@ -276,7 +308,7 @@ def _configure_device(system: System, state: dict[str, object], device: demo_set
                        f"see {system.workdir}/logs/device.log") from None
     if not outcome.confirmed:
         raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/device.log")
-    state.update(config_version=version, configured_for=system.sandbox_url, config_layout=CONFIG_LAYOUT)
+    state.update(config_version=version, configured_for=system.gateway_url, config_layout=CONFIG_LAYOUT)
     _save_state(system.workdir, state)
     deadline = time.monotonic() + system.options.start_timeout_s
     while _sim_status(system)["power"] != "on":
@@ -360,6 +392,7 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
         "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
         "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
         "device_registry": "his/devices.csv", "sim_url": system.sim_url, "sandbox_url": system.sandbox_url,
+        "gateway_url": system.gateway_url,
         "supervisor_pin": demo_setup.DEMO_PIN, "admin_pin": demo_setup.DEMO_ADMIN_PIN,
         "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
         "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
@@ -367,7 +400,7 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
 
 
 def start_system(options: SystemOptions) -> System:
-    """Start sandbox, device and bridge, wired; return the handles (stop them with System.stop())."""
+    """Start sandbox, gateway, device and bridge, wired; return the handles (stop them with System.stop())."""
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if options.fresh:
@@ -384,9 +417,11 @@ def start_system(options: SystemOptions) -> System:
         hosts = demo_setup.ensure_host_keys(workdir / "pos-flash", bridge_key=bridge_dir / "bridge_identity.key")
         device = demo_setup.ensure_device(workdir / "device", records, signing, hosts=hosts.pins())
         _prepare_bridge_dir(workdir, records, device.device_id)
+        keys_text = (bridge_dir / "keys.json").read_text(encoding="utf-8")
+        _start_gateway(system, state, device, keys_text)
+        _save_state(workdir, state)
         _start_device(system)
-        _configure_device(system, state, device, signing, records, (bridge_dir / "keys.json").read_text(encoding="utf-8"),
-                          hosts.maintenance)
+        _configure_device(system, state, device, signing, records, keys_text, hosts.maintenance)
         _start_bridge(system, bridge_dir)
         _wait_link_up(system)
         system.demo = _demo(system, bridge_dir, device.device_id)
@@ -414,7 +449,7 @@ def next_steps(system: System) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m firmware_sim.system",
-        description="Run the whole system on this machine: channel sandbox, one simulated POS and the bridge, wired "
+        description="Run the whole system on this machine: channel sandbox, the gateway, one simulated POS and the bridge, wired "
                     "together; writes <workdir>/demo.json for HIS clients (his-client --demo). Ctrl-C stops everything.",
         epilog="docs/simulator.md explains demo.json, the device control API and fault injection.")
     parser.add_argument("--headless", action="store_true", help="no screens (the default; what `make run HEADLESS=1` runs)")

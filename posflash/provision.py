@@ -97,11 +97,13 @@ def find_record(records: Path, device_id: str) -> DeviceRecord:
 
 
 def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals_csv: str, keys_text: str,
-                          channels: dict[str, object], pin_hash: str, admin_pin_hash: str | None = None,
-                          limit_yuan: str | None = None,
+                          gateway: dict[str, str], pin_hash: str, admin_pin_hash: str | None = None,
+                          limit_yuan: str | None = None, polling: dict[str, dict[str, float]] | None = None,
                           config_version: int = 1, comment: str | None = None, merchant_name_en: str | None = None,
                           terminals_source: str = "terminal CSV", keys_source: str = "key file") -> bytes:
     """The his-device-config-v1 document for `device`, validated by terminal.config before use.
+
+    `gateway` is {"url": ..., "pinned_cert": PEM text}: the POS holds no channel secret.
 
     Terminals bound to another device in the HIS CSV (its device_id column) are left out."""
     try:
@@ -128,7 +130,9 @@ def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals
     doc["supervisor"] = {"pin_hash": pin_hash}
     if admin_pin_hash is not None:
         doc["admin"] = {"pin_hash": admin_pin_hash}
-    doc["channels"] = channels
+    doc["gateway"] = dict(gateway)
+    if polling:
+        doc["polling"] = polling
     text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
     try:
         parse_config(text, source="configuration")
@@ -137,13 +141,12 @@ def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals
     return text.encode("utf-8")
 
 
-def read_channels(path: Path | None) -> dict[str, object]:
-    if path is None:
-        return {}
-    try:
-        return loads_object(read_text(path, "channel settings"), what=str(path))
-    except ProtocolError as exc:
-        raise FlashError(FlashCode.BAD_INPUT, exc.message) from None
+def read_gateway(url: str, cert: Path | None) -> dict[str, str]:
+    """The "gateway" section: its URL and the PEM of the certificate (or provider CA) the POS pins."""
+    gateway = {"url": url}
+    if cert is not None:
+        gateway["pinned_cert"] = read_text(cert, "gateway certificate")
+    return gateway
 
 
 def hash_supervisor_pin(pin: str) -> str:

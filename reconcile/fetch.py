@@ -1,6 +1,6 @@
-"""Download the day's bills through the channel clients (terminal.channels), and keep them.
+"""Download the day's bills through the channel clients (gateway.channels), and keep them.
 
-The settings file is the channel section of the POS configuration (terminal.channels.settings):
+The settings file holds channel settings (gateway.channels.settings; the POS no longer has them):
 `{"wechat": {...}, "alipay": {...}}`, or a whole configuration with a "channels" key. The
 clients sign the bill requests as the channels require; pointing them at the production gateways
 or at the sandbox is configuration only. Each bill is saved (atomically) under the output folder,
@@ -38,8 +38,8 @@ def load_settings(path: Path) -> dict[str, object]:
 
 def fetch_bills(settings_path: Path, day: datetime.date, dest: Path) -> dict[Channel, Path | None]:
     """{channel: saved bill file, or None when the channel has no bill (no transactions that day)}."""
-    from terminal.channels.errors import BillDownloadError, ChannelConfigError
-    from terminal.channels.settings import build_clients
+    from gateway.channels.errors import BillDownloadError, ChannelConfigError
+    from gateway.channels.settings import build_clients
 
     settings = load_settings(settings_path)
     try:

@@ -16,7 +16,10 @@ The same document is what field engineers flash as a configuration image, so it 
      "freshness": {"instruction_skew_s": 86400, "msg_id_memory_s": 86400},   optional
      "supervisor": {"pin_hash": "scrypt$16384$8$1$...$...", "max_wrong_tries": 5, "lockout_s": 300},
      "admin": {"pin_hash": "scrypt$..."},           optional: the settings screen's PIN
-     "channels": {...},                             opaque here: terminal.channels.build_clients reads it
+     "gateway": {"url": "https://gw.example.cn", "pinned_cert": "-----BEGIN CERTIFICATE-----..."},
+                                                    the provider's gateway and the certificate (or private
+                                                    CA) the POS pins; http:// only on loopback, unpinned.
+                                                    The POS holds no channel secret: there is no "channels".
      "polling": {"WECHAT": {"query_interval_s": 5, "pay_deadline_s": 30}},   optional overrides
      "printer": {"command": "lp -d thermal {png}"},  optional: the receipt printer ({png} = the receipt file)
      "his_signature": {"public_keys": ["<base64>"], "require": true, "require_terminals": ["T0001"]}}
@@ -36,6 +39,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
 from protocol.crypto import KeyRing
@@ -65,7 +69,7 @@ QUERY_INTERVAL_RANGE = (0.05, 60.0)
 PAY_DEADLINE_RANGE = (0.5, 600.0)
 
 _TOP = {"format", "config_version", "comment", "device", "merchant", "keys", "keys_file", "terminals",
-        "limits", "freshness", "supervisor", "admin", "channels", "polling", "printer", "his_signature"}
+        "limits", "freshness", "supervisor", "admin", "gateway", "polling", "printer", "his_signature"}
 # The receipt file's place in printer.command.
 PNG_PLACEHOLDER = "{png}"
 
@@ -125,13 +129,33 @@ def parse_print_command(command: object) -> Printer:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    url: str
+    pinned_cert: str | None = None  # PEM text of the certificate or private CA the POS trusts, and only it
+
+
+def parse_gateway(url: object, pinned_cert: object) -> GatewaySettings:
+    """ValueError naming what is wrong: https needs a pinned certificate, http is for loopback only."""
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 256:
+        raise ValueError("url must be the gateway's https:// URL")
+    host = urlsplit(url).hostname or ""
+    if pinned_cert is not None and (not isinstance(pinned_cert, str) or "-----BEGIN CERTIFICATE-----" not in pinned_cert):
+        raise ValueError("pinned_cert must be the PEM text of the gateway's certificate or of the provider's CA")
+    if url.startswith("https://") and pinned_cert is None:
+        raise ValueError("an https gateway needs pinned_cert: the POS trusts that certificate and no other")
+    if url.startswith("http://") and host not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"plain http:// is only for a gateway on this machine, not {host}; use https:// with pinned_cert")
+    return GatewaySettings(url, pinned_cert)
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceConfig:
     device: DeviceInfo
     merchant_name: str
     keys: KeyRing
     terminals: tuple[TerminalRecord, ...]
     supervisor: Supervisor
-    channels: Mapping[str, object]
+    gateway: GatewaySettings | None = None  # None: only for tests that hand the service its clients
     merchant_name_en: str | None = None
     keys_file: str | None = None  # when the document references its keys instead of embedding them
     limit_fen: int = DEFAULT_LIMIT_FEN
@@ -217,6 +241,9 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
         raw = loads_object(text, what=source)
     except ProtocolError as exc:
         raise ConfigError(f"{source}: {exc.message}") from None
+    if isinstance(raw, dict) and "channels" in raw:
+        raise ConfigError(f"{source}: channels: a POS holds no channel settings or secrets any more; give them to the "
+                          "gateway (gateway-admin merchant set) and configure \"gateway\": {\"url\", \"pinned_cert\"} here")
     top = _Obj(source, "", raw, _TOP)
     if top.get("format") != FORMAT:
         raise top.fail("format", f"must be {FORMAT!r}, got {top.obj['format']!r}")
@@ -245,9 +272,13 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
     supervisor = Supervisor(_pin_hash(sup), sup.integer("max_wrong_tries", 1, 20, pins.DEFAULT_MAX_TRIES),
                             sup.integer("lockout_s", 10, 24 * 3600, pins.DEFAULT_LOCKOUT_S))
     admin = top.sub("admin", {"pin_hash"}, optional=True)
-    channels = top.get("channels") if top.has("channels") else {}
-    if not isinstance(channels, dict):
-        raise top.fail("channels", f"must be an object, not {_kind(channels)}")
+    gateway = None
+    gw = top.sub("gateway", {"url", "pinned_cert"}, optional=True)
+    if gw is not None:
+        try:
+            gateway = parse_gateway(gw.get("url"), gw.get("pinned_cert") if gw.has("pinned_cert") else None)
+        except ValueError as exc:
+            raise gw.fail("pinned_cert" if "pinned_cert" in str(exc) else "url", str(exc)) from None
     comment = top.text("comment", max_len=1024, optional=True)
     printer = None
     printer_obj = top.sub("printer", {"command"}, optional=True)
@@ -264,7 +295,7 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
         keys_file=keys_file,
         terminals=terminals,
         supervisor=supervisor,
-        channels=channels,
+        gateway=gateway,
         limit_fen=limit_fen,
         instruction_skew_s=skew_s,
         msg_id_memory_s=memory_s,
@@ -394,7 +425,10 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
                          "lockout_s": config.supervisor.lockout_s}
     if config.admin_pin_hash is not None:
         obj["admin"] = {"pin_hash": config.admin_pin_hash.encode()}
-    obj["channels"] = dict(config.channels)
+    if config.gateway is not None:
+        obj["gateway"] = {"url": config.gateway.url}
+        if config.gateway.pinned_cert is not None:
+            obj["gateway"]["pinned_cert"] = config.gateway.pinned_cert
     if config.polling:
         obj["polling"] = {
             channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s)) if v is not None}

@@ -1,10 +1,12 @@
 """Open a terminal service from files: the configuration document and the journal.
 
-    service = open_terminal("pos.json", "journal.db", device_key_seed=device.device_key_seed)  # loads, validates, builds clients
+    service = open_terminal("pos.json", "journal.db", device_key_seed=seed)   # loads, validates, connects
     service.start()
 
 The simulator, the Kivy app on a real device and `make run` all start the service this way, so a
-configuration image flashed by a field engineer is exactly what runs.
+configuration image flashed by a field engineer is exactly what runs. The channel clients are the
+gateway's (`terminal.gateway_client`): requests signed by the device key, the gateway's certificate
+pinned; the POS holds nothing of the merchants'.
 """
 
 from __future__ import annotations
@@ -15,30 +17,48 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from protocol.messages import PayChannel
-from terminal.channels import build_clients
 from terminal.channels.base import ChannelClient
-from terminal.channels.errors import ChannelConfigError
 from terminal.config import ConfigError, DeviceConfig, load_config
+from terminal.gateway_client import CADENCE, GatewayChannelClient, GatewayConfigError, GatewayConnection
 from terminal.journal import CommitPoint, Journal
 from terminal.service import TerminalService
 
+PINNED_CERT_FILE = "gateway-pinned.pem"
+
+
+def gateway_clients(config: DeviceConfig, *, device_key_seed: bytes, firmware: str, state_dir: Path,
+                    clock: Callable[[], float] = time.time) -> dict[PayChannel, ChannelClient]:
+    """One client per channel, all through the configured gateway."""
+    if config.gateway is None:
+        raise ConfigError("device configuration: no \"gateway\" section; the POS pays through the provider's gateway")
+    pinned = None
+    if config.gateway.pinned_cert is not None:
+        # requests verifies against a file: the certificate is public, kept beside the journal.
+        pinned = state_dir / PINNED_CERT_FILE
+        pinned.write_text(config.gateway.pinned_cert, encoding="ascii")
+    try:
+        connection = GatewayConnection(config.gateway.url, device_id=config.device.device_id, seed=device_key_seed,
+                                       firmware=firmware, pinned_cert=str(pinned) if pinned else None, clock=clock)
+    except GatewayConfigError as exc:
+        raise ConfigError(f"device configuration, gateway: {exc}") from None
+    terminal_id = config.terminals[0].terminal_id
+    return {channel: GatewayChannelClient(connection, channel, terminal_id=terminal_id) for channel in CADENCE}
+
 
 def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: str | os.PathLike[str], *,
-                  device_key_seed: bytes, clients: Mapping[PayChannel, ChannelClient] | None = None, clock: Callable[[], float] = time.time,
-                  rng: Callable[[int], bytes] = os.urandom, on_commit: Callable[[CommitPoint], None] | None = None,
-                  check_permissions: bool = True) -> TerminalService:
+                  device_key_seed: bytes, clients: Mapping[PayChannel, ChannelClient] | None = None,
+                  firmware: str = "", clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
+                  on_commit: Callable[[CommitPoint], None] | None = None, check_permissions: bool = True) -> TerminalService:
     """A service (not yet started) for `config` (a path or a parsed DeviceConfig) on the journal at
-    `journal_path` (created if missing). Channel clients come from the configuration's "channels"
-    unless `clients` is given; `device_key_seed` (terminal.identity) signs every result. Raises
-    ConfigError with a message a field engineer can act on."""
-    base_dir: str | None = None
+    `journal_path` (created if missing). `device_key_seed` (terminal.identity) signs every result and
+    every request to the configuration's gateway; the clients are the gateway's unless `clients` is
+    given (tests). Raises ConfigError with a message a field engineer can act on."""
     if not isinstance(config, DeviceConfig):
-        base_dir = str(Path(config).resolve().parent)
         config = load_config(config, check_permissions=check_permissions)
     if clients is None:
-        try:
-            clients = build_clients(config.channels, base_dir=base_dir) if config.channels else {}
-        except ChannelConfigError as exc:
-            raise ConfigError(f"device configuration, channels: {exc}") from None
+        if device_key_seed is None:
+            raise ConfigError("the device key is needed to talk to the gateway (the device's secure storage)")
+        clients = gateway_clients(config, device_key_seed=device_key_seed, firmware=firmware,
+                                  state_dir=Path(journal_path).parent, clock=clock)
     journal = Journal(journal_path, on_commit=on_commit)
     return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng)

@@ -8,6 +8,8 @@ Tables
                   primary key, so a second collection of an order cannot even be written)
     refunds       one row per refund (out_refund_no): the amount is reserved BEFORE the channel is
                   called, and a trigger refuses any reservation beyond what was collected
+    sealed_instructions  the envelope of every refund instruction as HIS sealed it: the gateway
+                  opens it to check that the refund is one HIS asked for
     results       the sealed result envelope of every finished instruction, and when the bridge
                   acknowledged it (delivered_at)
     seen          msg_ids accepted, per kid (a protocol.freshness.SeenStore)
@@ -71,6 +73,8 @@ CREATE TABLE IF NOT EXISTS instructions (
 CREATE INDEX IF NOT EXISTS instructions_order ON instructions (order_no);
 CREATE INDEX IF NOT EXISTS instructions_open ON instructions (seq) WHERE state != 'finished';
 CREATE INDEX IF NOT EXISTS instructions_finished ON instructions (finished_at);
+CREATE TABLE IF NOT EXISTS sealed_instructions (
+  seq INTEGER PRIMARY KEY REFERENCES instructions (seq), envelope BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
   out_trade_no TEXT PRIMARY KEY, seq INTEGER NOT NULL REFERENCES instructions (seq),
   attempt_no INTEGER NOT NULL, channel TEXT NOT NULL, code_masked TEXT NOT NULL,
@@ -447,6 +451,11 @@ class Journal:
         r = self._one("SELECT digest, first_seen FROM seen WHERE kid=? AND msg_id=?", (kid, msg_id))
         return None if r is None else SeenRecord(bytes(r["digest"]), r["first_seen"])
 
+    def sealed_instruction(self, seq: int) -> bytes | None:
+        """The instruction's envelope as HIS sealed it (refunds only), for the gateway."""
+        r = self._one("SELECT envelope FROM sealed_instructions WHERE seq=?", (seq,))
+        return None if r is None else bytes(r["envelope"])
+
     def instruction(self, seq: int) -> InstructionRow:
         r = self._one("SELECT * FROM instructions WHERE seq=?", (seq,))
         if r is None:
@@ -533,7 +542,7 @@ class Tx:
         return self._db.execute("DELETE FROM seen WHERE first_seen < ?", (cutoff,)).rowcount
 
     def add_instruction(self, *, kid: str, msg_id: str, envelope_ts: int, terminal_id: str, order_no: str, kind: Kind,
-                        amount_fen: int, display: Display | None, now: float, salt: str = "") -> int:
+                        amount_fen: int, display: Display | None, now: float, salt: str = "", envelope: bytes | None = None) -> int:
         cur = self._db.execute(
             "INSERT INTO instructions (kid, msg_id, envelope_ts, terminal_id, order_no, kind, amount_fen, display, salt,"
             " received_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -544,6 +553,8 @@ class Tx:
         self._db.execute("UPDATE instructions SET row_sum=? WHERE seq=?", (
             _sum("instructions", (cur.lastrowid, kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, salt)),
             cur.lastrowid))
+        if envelope is not None:
+            self._db.execute("INSERT INTO sealed_instructions (seq, envelope) VALUES (?, ?)", (cur.lastrowid, envelope))
         return cur.lastrowid
 
     _FIELDS = frozenset({"channel", "close_reason", "last_error_code", "last_error_message", "pay_status", "error_code", "finished_at"})

@@ -172,7 +172,7 @@ class Lifecycle:
             seq = tx.add_instruction(kid=envelope.kid, msg_id=envelope.msg_id, envelope_ts=envelope.ts,
                                      terminal_id=instruction.terminal_id, order_no=instruction.order_no, kind=kind,
                                      amount_fen=instruction.amount.fen, display=instruction.display, now=now,
-                                     salt=self.rng(8).hex())
+                                     salt=self.rng(8).hex(), envelope=envelope.to_bytes() if kind is Kind.REFUND else None)
         return Accepted(seq)
 
     def _refuse(self, envelope: Envelope, refusal: Refusal, now: float) -> Refused | NotTaken | Repeat:

@@ -76,7 +76,8 @@ class Worker:
                     client = s.clients[attempt.channel]
                     subject = f"{s.config.merchant_name[:20]} {row.order_no}"
                     outcome = self._call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
-                                                           total_fen=row.amount_fen, subject=subject), _unknown_pay)
+                                                           total_fen=row.amount_fen, subject=subject,
+                                                           order_no=row.order_no), _unknown_pay)
                     event = machine.after_pay(outcome.state)
                     self.query_now = event is Event.UNKNOWN
                     s._apply(seq, state, event, pay=outcome)
@@ -122,7 +123,8 @@ class Worker:
                     client = s.clients[collection.channel]
                     outcome = self._call(lambda: client.refund(out_trade_no=collection.out_trade_no,
                                                               out_refund_no=refund.out_refund_no, total_fen=collection.paid_fen,
-                                                              refund_fen=refund.refund_fen, reason=f"退费 {row.order_no}"),
+                                                              refund_fen=refund.refund_fen, reason=f"退费 {row.order_no}",
+                                                              order_no=row.order_no, instruction=s.journal.sealed_instruction(seq)),
                                          _unknown_refund)
                     self.query_now = outcome.state is RefundState.UNKNOWN
                     s._apply(seq, state, machine.after_refund(outcome.state), refund=outcome)

@@ -1,9 +1,9 @@
 """The import structure between the top-level packages, as a maintainer reads it.
 
-What ships (protocol/, bridge/, terminal/, the field tool posflash/) never depends on the simulator,
+What ships (protocol/, bridge/, terminal/, the field tool posflash/, the back end gateway/) never depends on the simulator,
 by any means: no import, no string handed to importlib, no module path in a string. protocol/ is
 pure and depends on none of the others; what ships on the POS (terminal/) does not depend on the
-cashier PC's bridge nor on the field engineer's tool.
+cashier PC's bridge, the field engineer's tool or the provider's gateway.
 """
 
 from __future__ import annotations
@@ -14,14 +14,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("protocol", "bridge", "terminal", "posflash")
-TOP_LEVEL = ("protocol", "bridge", "terminal", "posflash", "firmware_sim", "reconcile", "bench", "tests")
+SHIPPED = ("protocol", "bridge", "terminal", "posflash", "gateway")
+TOP_LEVEL = ("protocol", "bridge", "terminal", "posflash", "gateway", "firmware_sim", "reconcile", "bench", "tests")
 # Who may import whom (besides itself). Anything not listed is a structural regression.
 ALLOWED = {
     "protocol": set(),
     "bridge": {"protocol"},
     "terminal": {"protocol"},
     "posflash": {"protocol", "bridge", "terminal"},
+    # The provider's back end: the POS talks to it over HTTPS and never imports it. From terminal/ it
+    # uses only the outcome vocabulary both ends share (NARROW below).
+    "gateway": {"protocol", "terminal"},
+}
+# Where a package may reach into an allowed one only through named modules.
+NARROW = {("gateway", "terminal"): {"terminal.channels.base"}}
+# Named exceptions, each with the reason it exists and the condition that removes it.
+EXCEPTIONS = {
+    # TODO(issue 13): the channel sandbox (owned by another helper) still imports the codecs from their
+    # old place; these two re-export shims go once it imports gateway.channels. Nothing on the POS
+    # imports them (test_the_pos_does_not_use_the_codec_shims).
+    "terminal/channels/wechat_codec.py": {"gateway.channels.wechat_codec"},
+    "terminal/channels/alipay_codec.py": {"gateway.channels.alipay_codec"},
 }
 
 
@@ -90,11 +103,24 @@ def test_top_level_packages_depend_only_downwards(package: str) -> None:
     offences = []
     for path in _sources(package):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        where = path.relative_to(ROOT).as_posix()
         for line, module in _imports(tree):
             top = module.split(".")[0]
-            if top in TOP_LEVEL and top != package and top not in ALLOWED[package]:
-                offences.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+            if module in EXCEPTIONS.get(where, ()):
+                continue
+            narrow = NARROW.get((package, top))
+            if top in TOP_LEVEL and top != package and (top not in ALLOWED[package] or (narrow and module not in narrow)):
+                offences.append(f"{where}:{line} imports {module}")
     assert offences == []
+
+
+def test_the_pos_does_not_use_the_codec_shims() -> None:
+    users = []
+    for path in _sources("terminal"):
+        for line, module in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if module in ("terminal.channels.wechat_codec", "terminal.channels.alipay_codec"):
+                users.append(f"{path.relative_to(ROOT)}:{line}")
+    assert users == []
 
 
 def test_the_check_would_see_a_string_import() -> None:

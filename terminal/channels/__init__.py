@@ -1,11 +1,6 @@
-"""Payment channel clients (WeChat Pay, Alipay) behind one interface (`base.ChannelClient`).
+"""What the POS knows of a payment channel: the outcomes and the `ChannelClient` interface (`base`).
 
-    from terminal.channels import build_clients
-    clients = build_clients(config["channels"], base_dir=config_dir)   # {PayChannel: client}
-
-See `settings` for the JSON shape, `wechat` / `alipay` for the clients and their config dataclasses.
+The POS never speaks to WeChat Pay or Alipay itself and holds none of their secrets: its client is
+`terminal.gateway_client.GatewayChannelClient`, which asks the provider's gateway. The channel
+clients proper live in the gateway (`gateway/channels`).
 """
-
-from terminal.channels.settings import build_clients, settings_from_sandbox
-
-__all__ = ["build_clients", "settings_from_sandbox"]

@@ -79,16 +79,20 @@ class ChannelClient(Protocol):
     query_interval_s: float
     pay_deadline_s: float
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str) -> PayOutcome:
-        """Barcode payment (WeChat micropay / Alipay alipay.trade.pay scene=bar_code)."""
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
+        """Barcode payment (WeChat micropay / Alipay alipay.trade.pay scene=bar_code). `order_no` (the
+        HIS order) is for the gateway, which enforces one order, one payment; a channel ignores it."""
 
     def query(self, out_trade_no: str) -> PayOutcome: ...
 
     def reverse(self, out_trade_no: str) -> ReverseOutcome:
         """WeChat reverse / Alipay alipay.trade.cancel."""
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundOutcome:
-        """Idempotent by out_refund_no: calling again with the same number never refunds twice."""
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str,
+               order_no: str | None = None, instruction: bytes | None = None) -> RefundOutcome:
+        """Idempotent by out_refund_no: calling again with the same number never refunds twice.
+        `instruction` is the sealed HIS instruction (envelope JSON) the refund executes: the gateway
+        opens it and checks order and amount; a channel ignores it and `order_no`."""
 
     def refund_query(self, *, out_trade_no: str, out_refund_no: str) -> RefundOutcome: ...
 

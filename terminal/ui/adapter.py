@@ -129,7 +129,7 @@ class ServiceBackend:
         self._totals: tuple[ChannelTotal, ...] = ()
         self._totals_key: object = object()
         self._deadline_total: tuple[str | None, float] = (None, 0.0)
-        urls = channel_endpoints(self.config.channels)
+        urls = [self.config.gateway.url] if self.config.gateway is not None else []  # the POS reaches the channels through it
         self._env = channel_environment(urls)
         self._sandbox = is_sandbox(urls)
         self.probe = NetworkProbe(urls, self._changed) if probe_network else None

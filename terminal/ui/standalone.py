@@ -17,7 +17,7 @@ from typing import Callable
 
 from terminal.config import ConfigError
 from terminal.factory import open_terminal
-from terminal.link.host import DeviceHostError, attach_service, load_device
+from terminal.link.host import DeviceHostError, attach_service, firmware_text, load_device
 from terminal.service import TerminalService
 
 
@@ -35,11 +35,10 @@ def open_device(config_path: Path, link_url: str, state_dir: Path, *,
                 device_dir: str | os.PathLike[str] | None = None) -> Device:
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        device = load_device(device_dir)  # its key signs every result
-        service = open_terminal(config_path, state_dir / "journal.db", device_key_seed=device.device_key_seed)
-    except DeviceHostError as exc:
-        raise StandaloneError(str(exc)) from None
-    except ConfigError as exc:
+        device = load_device(device_dir)  # its key signs every result and every request to the gateway
+        service = open_terminal(config_path, state_dir / "journal.db", device_key_seed=device.device_key_seed,
+                                firmware=firmware_text())
+    except (ConfigError, DeviceHostError) as exc:
         raise StandaloneError(str(exc)) from None
     service.start()
     try:

@@ -35,13 +35,15 @@ from protocol.crypto import KeyRing, SharedKey
 from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
 from protocol.messages import Result
-from terminal.channels import settings_from_sandbox
+from firmware_sim.demo_gateway import DemoGateway
 
 # Fast link timers (production: 0.3 s / 2 s / 6 s) so a pulled cable is noticed within a second or two.
 DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
 BRIDGE_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2}
-# Fast channel cadence (production: query every 5 s, reverse after 30 s).
-FAST_CHANNELS = {"query_interval_s": 0.1, "pay_deadline_s": 3.0, "read_timeout_s": 2.0}
+# Fast channel cadence (production: query every 5 s, reverse after 30 s): the POS's polling, and the
+# gateway's patience with a silent channel.
+FAST_POLLING = {"query_interval_s": 0.1, "pay_deadline_s": 3.0}
+FAST_GATEWAY_CHANNELS = {"read_timeout_s": 2.0}
 PIN = demo_setup.DEMO_PIN
 
 
@@ -135,6 +137,10 @@ class SimWorld:
         self.signing = demo_setup.ensure_signing_key(self.root / "signing")
         self.hosts = demo_setup.ensure_host_keys(self.root / "hosts")
         self.records = self.root / "records.csv"
+        # The provider's gateway, in this process on loopback: every device pays through it.
+        self.gateway = DemoGateway(self.root / "gateway")
+        self.gateway_url = self.gateway.serve_in_thread(FAST_GATEWAY_CHANNELS)
+        self._cleanups.append(self.gateway.close)
 
     @property
     def keys_text(self) -> str:
@@ -153,9 +159,13 @@ class SimWorld:
 
     def configuration(self, device: demo_setup.ProvisionedDevice, *, version: int = 1, terminals=None) -> bytes:
         terminals = terminals or (demo_setup.DEMO_TERMINAL,)
-        channels = settings_from_sandbox(self.sandbox.credentials_path, wechat=FAST_CHANNELS, alipay=FAST_CHANNELS)
+        # Each device is a hospital of its own at the gateway (tests run several devices on T0001).
+        hospital = f"H-{device.device_id}"
+        self.gateway.onboard(Path(self.sandbox.credentials_path), self.keys_text, hospital_id=hospital)
+        self.gateway.enroll(device.record(), tuple(terminals)[0], hospital_id=hospital)
         return demo_setup.configuration_image(device, self.records, self.signing, keys_text=self.keys_text,
-                                              channels=channels, version=version,
+                                              gateway={"url": self.gateway_url}, version=version,
+                                              polling={c: dict(FAST_POLLING) for c in ("WECHAT", "ALIPAY")},
                                               terminals_csv=demo_setup.terminals_csv(tuple(terminals), device.device_id))
 
     def start_device(self, directory: Path, link: LinkKind, *, baud: int | None = None) -> VirtualDevice:

@@ -40,7 +40,7 @@ def plain_config_doc(device_id: str = DEVICE_ID, merchant: str = "示例市人�
     keys = format_keyfile([SharedKey("k2026a", "AES-256-GCM", bytes(32))])
     return provision.build_config_document(
         device=DeviceRecord(device_id, MODEL, "SN0001"), merchant_name=merchant,
-        terminals_csv="terminal_id,description\r\nT0001,门诊收费1号窗口\r\n", keys_text=keys, channels={},
+        terminals_csv="terminal_id,description\r\nT0001,门诊收费1号窗口\r\n", keys_text=keys, gateway={"url": "http://127.0.0.1:8443"},
         pin_hash=_PIN_HASH)
 
 

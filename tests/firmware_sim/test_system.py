@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from protocol.image import PartKind, parse_image
 
 BIN = Path(sys.executable).parent
 
@@ -92,6 +95,38 @@ class Launcher:
                 os.kill(pid, signal.SIGKILL)
 
 
+def channel_secrets(workdir: Path) -> dict[str, bytes]:
+    """The sandbox merchants' secrets: WeChat's API key, the Alipay application private key (its PEM body)."""
+    creds = json.loads((workdir / "channel-sandbox" / "sandbox.json").read_text())["channels"]
+    pem = Path(creds["alipay"]["private_key_pem"]).read_text()
+    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+    return {"wechat api_key": creds["wechat"]["api_key"].encode(), "alipay private key": body[40:104].encode(),
+            "alipay private key (one PEM line)": pem.splitlines()[2].encode()}
+
+
+def assert_no_channel_secret_on_the_pos_side(workdir: Path) -> None:
+    """Issue 13's "done when": no file on the POS side (its storage, configuration images, journals)
+    holds a channel secret. Files are read raw, and image parts decoded, so compression hides nothing."""
+    secrets = channel_secrets(workdir)
+    files = [p for p in (workdir / "device").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" or "journal" in p.name for p in files) and len(files) > 3
+    found = []
+    for path in files:
+        data = path.read_bytes()
+        texts = [data]
+        try:
+            image = parse_image(data)
+            texts += [part for part in (image.part(kind) for kind in PartKind) if part is not None]
+        except Exception:  # noqa: BLE001 - not an image: the raw bytes were searched
+            pass
+        for name, secret in secrets.items():
+            if any(secret in t or secret.decode() in t.decode("utf-8", "replace") for t in texts):
+                found.append(f"{path.relative_to(workdir)}: {name}")
+    assert found == []
+    # The POS's configuration names the gateway and nothing of the merchants'.
+    assert not [p for p in files if b"api_key" in p.read_bytes() or b"private_key_pem" in p.read_bytes()]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
 def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
@@ -100,12 +135,13 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         demo_path = workdir / "demo.json"
         demo = json.loads(demo_path.read_text())
         assert set(demo) >= {"bridge_url", "suite", "kid", "key_hex", "terminal_id", "device_id", "device_registry",
-                             "sim_url", "sandbox_url", "supervisor_pin", "admin_pin"}
+                             "sim_url", "sandbox_url", "gateway_url", "supervisor_pin", "admin_pin"}
         assert demo["admin_pin"] != demo["supervisor_pin"]
         assert stat.S_IMODE(demo_path.stat().st_mode) == 0o600
         assert json.loads("".join(first.out[: first.out.index("\n")])) == demo  # printed too
         assert any("his-client --demo" in line for line in first.out) and any("pos-sim scan" in line for line in first.out)
-        assert len(first.children) == 3 and all(alive(pid) for pid in first.children)
+        assert len(first.children) == 4 and all(alive(pid) for pid in first.children)  # sandbox, gateway, device, bridge
+        assert requests.get(demo["gateway_url"] + "/v1/health", timeout=10).json() == {"ok": True}
         health = requests.get(demo["bridge_url"] + "/v1/health", timeout=10).json()
         assert health["status"] == "ok" and health["devices"][0]["device_id"] == demo["device_id"]
 
@@ -130,9 +166,14 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         assert "SUCCESS WECHAT +12.50" in out and f"device_id     {demo['device_id']} (in our device registry; signed with its key)" in out
         balance = requests.get(f"{demo['sandbox_url']}/sandbox/v1/accounts/{code}", timeout=10).json()["balance"]
         assert balance == "87.50"
+        # The payment went through the gateway: its ledger holds it, for the order HIS sent.
+        with sqlite3.connect(workdir / "gateway" / "gateway.db") as gw:
+            assert gw.execute("SELECT state, amount_fen, device_id FROM payments WHERE order_no = ?", (order,)).fetchall() == [
+                ("succeeded", 1250, demo["device_id"])]
+        assert_no_channel_secret_on_the_pos_side(workdir)
 
         assert first.stop(signal.SIGINT) == 0  # Ctrl-C
-        assert "stopped: bridge (exit 0), device (exit 0), sandbox (exit 0)" in "".join(first.out)
+        assert "stopped: bridge (exit 0), device (exit 0), gateway (exit 0), sandbox (exit 0)" in "".join(first.out)
         assert not any(alive(pid) for pid in first.children)
         assert not (workdir / "device" / "sim.json").exists()
     finally:

@@ -93,7 +93,7 @@ def test_config_document_from_the_his_terminal_csv():
     record = DeviceRecord("D-SN0001", MODEL, "SN0001")
     pin_hash = provision.hash_supervisor_pin("246810")
     doc = provision.build_config_document(device=record, merchant_name="示例市人民医院", terminals_csv=TERMINALS,
-                                          keys_text=KEYS, channels={}, pin_hash=pin_hash, limit_yuan="5000.00")
+                                          keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"}, pin_hash=pin_hash, limit_yuan="5000.00")
     config = parse_config(doc)
     # T0002 is bound to another device; T0003 to none (any device may serve it).
     assert [t.terminal_id for t in config.terminals] == ["T0001", "T0003"]
@@ -110,7 +110,7 @@ def test_config_document_from_the_his_terminal_csv():
 ])
 def test_config_document_refusals_name_the_input(change, fragment):
     args = dict(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院", terminals_csv=TERMINALS,
-                keys_text=KEYS, channels={}, pin_hash=provision.hash_supervisor_pin("246810"))
+                keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"}, pin_hash=provision.hash_supervisor_pin("246810"))
     args.update(change)
     with pytest.raises(FlashError) as info:
         provision.build_config_document(**args)
@@ -145,10 +145,9 @@ def test_field_engineer_flow_through_the_cli(tmp_path, monkeypatch, capsys):
     assert Path("his-devices.csv").read_text().splitlines()[0] == "device_id,model,serial_no,public_key"
     Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
     Path("keys.json").write_text(KEYS)
-    Path("channels.json").write_text(json.dumps({}))
     monkeypatch.setattr("sys.stdin", io.StringIO("246810\n"))
     assert flash_cli.main(["provision", "config", "--records", "devices.csv", "--device-id", "D-SN0001",
-                           "--terminals", "terminals.csv", "--keys", "keys.json", "--channels", "channels.json",
+                           "--terminals", "terminals.csv", "--keys", "keys.json", "--gateway-url", "http://127.0.0.1:8443",
                            "--merchant-name", "示例市人民医院", "--limit", "5000.00", "--pin-stdin",
                            "--key", "keys/release.key", "--version", "cfg-2026.11.23", "--counter", "1", "-o", "dev1.cfg.img"]) == 0
     out = capsys.readouterr().out
@@ -209,13 +208,13 @@ def test_config_document_with_an_admin_pin_opens_the_settings():
     put an admin PIN into a configuration."""
     supervisor, admin = provision.hash_pins("246810", "135790")
     doc = provision.build_config_document(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院",
-                                          terminals_csv=TERMINALS, keys_text=KEYS, channels={}, pin_hash=supervisor,
+                                          terminals_csv=TERMINALS, keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"}, pin_hash=supervisor,
                                           admin_pin_hash=admin)
     config = parse_config(doc)
     assert config.admin_pin_hash is not None and pins.verify_pin("135790", config.admin_pin_hash)
     assert not pins.verify_pin("246810", config.admin_pin_hash) and b"135790" not in doc
     without = parse_config(provision.build_config_document(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院",
-                                                           terminals_csv=TERMINALS, keys_text=KEYS, channels={}, pin_hash=supervisor))
+                                                           terminals_csv=TERMINALS, keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"}, pin_hash=supervisor))
     assert without.admin_pin_hash is None
 
 
@@ -232,7 +231,7 @@ def test_the_demo_configuration_has_an_admin_pin(tmp_path):
     signing = demo_setup.ensure_signing_key(tmp_path / "signing")
     hosts = demo_setup.ensure_host_keys(tmp_path / "hosts")
     device = demo_setup.ensure_device(tmp_path / "device", tmp_path / "records.csv", signing, hosts=hosts.pins())
-    image = demo_setup.configuration_image(device, tmp_path / "records.csv", signing, keys_text=KEYS, channels={},
+    image = demo_setup.configuration_image(device, tmp_path / "records.csv", signing, keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"},
                                            terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
     sealed = parse_image(image).part(PartKind.CONFIG)
     config = parse_config(open_config(sealed, device_id=device.device_id, device_private=device.config_key))
@@ -249,7 +248,7 @@ def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsy
     Path("terminals.csv").write_text(TERMINALS, encoding="utf-8")
     Path("keys.json").write_text(KEYS)
     config = ["provision", "config", "--records", "devices.csv", "--device-id", "D-SN0001", "--terminals", "terminals.csv",
-              "--keys", "keys.json", "--merchant-name", "医院", "--pin-stdin", "--admin-pin", "--key", "release.key",
+              "--keys", "keys.json", "--gateway-url", "http://127.0.0.1:8443", "--merchant-name", "医院", "--pin-stdin", "--admin-pin", "--key", "release.key",
               "--version", "cfg-1", "--counter", "1", "-o", "dev1.cfg.img"]
     monkeypatch.setattr("sys.stdin", io.StringIO("246810\n246810\n"))  # the same PIN twice: refused
     assert flash_cli.main(config) == flash_cli.EXIT_FAIL

@@ -14,7 +14,7 @@ from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.amount import format_yuan
 from protocol.messages import PayChannel
 from reconcile.cli import main
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.channels.base import PayState, RefundState
 
 FAST = {"query_interval_s": 0.2, "pay_deadline_s": 5.0}

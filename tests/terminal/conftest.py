@@ -10,7 +10,7 @@ import pytest
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.messages import PayChannel, Result
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.service import ScanStatus, TerminalService
 from tests.terminal.helpers import Bridge, His, make_config, open_service
 
@@ -65,7 +65,7 @@ class Pos:
 
 
 def make_pos(path, sandbox, channel_settings, **config_kwargs) -> Pos:
-    config = make_config(channels=channel_settings, **config_kwargs)
+    config = make_config(**config_kwargs)
     service = open_service(path, config, build_clients(channel_settings))
     return Pos(service, Bridge(service), His(), sandbox)
 

@@ -14,6 +14,7 @@ import time
 
 from protocol.envelope import parse_envelope
 from protocol.link.app import ResultMsg
+from gateway.channels import build_clients
 from terminal.factory import open_terminal
 from terminal.journal import CommitPoint
 from terminal.view import Screen
@@ -30,7 +31,9 @@ def main() -> int:
         if point.label == label and point.phase == phase:
             os._exit(137)  # power gone: no cleanup, no flush, nothing
 
-    service = open_terminal(config, journal, device_key_seed=DEVICE_SEED, on_commit=die)
+    with open(os.path.join(os.path.dirname(config), "channels.json"), encoding="utf-8") as handle:
+        clients = build_clients(json.load(handle))
+    service = open_terminal(config, journal, device_key_seed=DEVICE_SEED, clients=clients, on_commit=die)
     service.start()
     service.link_up()
     with open(envelope_path, encoding="utf-8") as handle:

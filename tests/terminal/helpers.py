@@ -45,7 +45,7 @@ class Refusal:
     message: str | None = None
 
 
-def make_config(*, limit_fen: int = 5_000_00, channels: dict | None = None, polling: dict | None = None,
+def make_config(*, limit_fen: int = 5_000_00, polling: dict | None = None,
                 max_wrong_tries: int = 3, lockout_s: int = 60) -> DeviceConfig:
     return DeviceConfig(
         device=DeviceInfo(DEVICE_ID, "HIS-POS-1", "SN000123"),
@@ -54,7 +54,6 @@ def make_config(*, limit_fen: int = 5_000_00, channels: dict | None = None, poll
         keys=KeyRing([KEY, OLD_KEY]),
         terminals=(TerminalRecord("T0001", "门诊收费1号窗口"), TerminalRecord("T0002", "住院处")),
         supervisor=Supervisor(parse_pin_hash(PIN_HASH), max_wrong_tries, lockout_s),
-        channels=channels or {},
         limit_fen=limit_fen,
         polling=polling or {},
     )

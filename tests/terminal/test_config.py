@@ -25,7 +25,7 @@ def document(**changes):
         "limits": {"per_transaction": "5000.00"},
         "freshness": {"instruction_skew_s": 86400, "msg_id_memory_s": 172800},
         "supervisor": {"pin_hash": PIN_HASH, "max_wrong_tries": 5, "lockout_s": 300},
-        "channels": {"wechat": {"appid": "wx1", "mch_id": "1", "api_key": "k"}},
+        "gateway": {"url": "https://gw.example.cn", "pinned_cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
         "polling": {"WECHAT": {"query_interval_s": 2, "pay_deadline_s": 45.5}},
         "printer": {"command": "lp -d 'thermal 58' {png}"},
     }
@@ -49,7 +49,7 @@ def test_a_full_document_parses():
     assert cfg.has_terminal("T0001") and not cfg.has_terminal("T0002")
     assert cfg.polling[PayChannel.WECHAT] == Polling(2.0, 45.5)
     assert cfg.keys.key_for("k2026a", "AES-256-GCM").secret == KEY.secret
-    assert cfg.channels["wechat"]["appid"] == "wx1"
+    assert cfg.gateway is not None and cfg.gateway.url == "https://gw.example.cn" and "BEGIN CERTIFICATE" in cfg.gateway.pinned_cert
     assert cfg.config_version == 3
     assert cfg.printer is not None and cfg.printer.command == "lp -d 'thermal 58' {png}"
     assert cfg.printer.argv == ("lp", "-d", "thermal 58", "{png}")
@@ -92,7 +92,12 @@ def test_round_trip_through_dump():
     ({"keys": ...}, "keys"),
     ({"keys_file": "keys.json"}, "exactly one"),
     ({"keys__keys": []}, "no active"),
-    ({"channels": []}, "channels"),
+    ({"channels": {"wechat": {"api_key": "k"}}}, "channels: a POS holds no channel settings or secrets"),
+    ({"gateway__pinned_cert": ...}, "an https gateway needs pinned_cert"),
+    ({"gateway__url": "http://gw.example.cn"}, "plain http:// is only for a gateway on this machine"),
+    ({"gateway__url": "ftp://gw"}, "gateway.url"),
+    ({"gateway__pinned_cert": "not a certificate"}, "gateway.pinned_cert"),
+    ({"gateway__api_key": "k"}, "unknown field 'api_key'"),
     ({"merchant__name": ""}, "merchant.name"),
     ({"extra": 1}, "unknown field 'extra'"),
     ({"printer__command": "lp -d thermal"}, "printer.command 'lp -d thermal' must contain {png}"),

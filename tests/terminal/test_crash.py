@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.messages import PayChannel, PayStatus
-from terminal.channels import build_clients
+from gateway.channels import build_clients
 from terminal.config import Polling
 from terminal.journal import CommitPoint, PowerCut
 from terminal.view import Screen
@@ -65,7 +65,7 @@ class Run:
     def __init__(self, tmp_path, sandbox, channel_settings, scenario: Scenario) -> None:
         self.path = tmp_path / f"journal-{time.monotonic_ns()}.db"
         self.sandbox, self.scenario = sandbox, scenario
-        self.config = make_config(channels=channel_settings, polling=POLLING)
+        self.config = make_config(polling=POLLING)
         self.clients = build_clients(channel_settings)
         self.code = str(sandbox.issue_code(scenario.channel.value, "100.00", scenario.behaviour)["code"])
         self.order = new_order_no()

@@ -14,8 +14,8 @@ from firmware_sim.sandbox import bills
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.amount import parse_yuan
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
-from terminal.channels.errors import BillDownloadError
+from gateway.channels import build_clients, settings_from_sandbox
+from gateway.channels.errors import BillDownloadError
 
 DAY = datetime.date(2031, 3, 4)
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.channels.base import PayState
 
 
@@ -93,7 +93,7 @@ def test_stops_promptly_on_sigterm_while_a_silent_code_holds_a_connection(sandbo
     clients = build_clients(settings_from_sandbox(sandbox.credentials_path))
     code = str(sandbox.issue_code("WECHAT", behaviour="noreply")["code"])
     # Send the payment on a raw socket so the connection stays open while the sandbox stops.
-    from terminal.channels.wechat_codec import sign, to_xml
+    from gateway.channels.wechat_codec import sign, to_xml
 
     config = clients[PayChannel.WECHAT].config  # type: ignore[attr-defined]
     fields = {"appid": config.appid, "mch_id": config.mch_id, "nonce_str": "n", "sign_type": "HMAC-SHA256", "body": "x",

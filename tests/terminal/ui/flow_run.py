@@ -27,7 +27,7 @@ configure_window(PORTRAIT)
 
 from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
-from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from gateway.channels import build_clients, settings_from_sandbox  # noqa: E402
 from terminal.config import parse_print_command  # noqa: E402
 from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         # the receipt printer comes from the device configuration (printer.command), as on a POS
         printed, log = shlex.quote(str(work / "printed.png")), shlex.quote(str(work / "prints.log"))
         printer = parse_print_command(f"sh -c 'cp \"$1\" {printed} && echo printed >> {log}' sh {{png}}")
-        config = dataclasses.replace(make_config(channels=settings), printer=printer)
+        config = dataclasses.replace(make_config(), printer=printer)
         service = open_service(work / "journal.db", config, build_clients(settings))
         bridge, his = Bridge(service), His()
         app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,

@@ -34,7 +34,7 @@ from kivy.core.window import Window  # noqa: E402
 
 from firmware_sim.sandbox.launcher import SandboxProcess  # noqa: E402
 from protocol.messages import PayChannel, PayStatus  # noqa: E402
-from terminal.channels import build_clients, settings_from_sandbox  # noqa: E402
+from gateway.channels import build_clients, settings_from_sandbox  # noqa: E402
 from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.catalogue import STRINGS  # noqa: E402
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     service = None
     try:
         settings = settings_from_sandbox(sandbox.credentials_path, wechat=FAST, alipay=FAST)
-        service = open_service(work / "journal.db", make_config(channels=settings), build_clients(settings))
+        service = open_service(work / "journal.db", make_config(), build_clients(settings))
         bridge, his = Bridge(service), His()
         app = screen_app(service, ScreenOptions((work / "receipts").resolve(), "portrait"))
 

@@ -1,4 +1,5 @@
-"""Build the channel clients from the device configuration's "channels" section.
+"""Build the channel clients from channel settings (a hospital's merchant settings at the gateway,
+`reconcile`'s settings file, the sandbox's sandbox.json):
 
     {"wechat": {"base_url": "https://api.mch.weixin.qq.com", "appid": "wx...", "mch_id": "...",
                 "api_key": "...", "cert_path": "apiclient_cert.pem", "key_path": "apiclient_key.pem"},
@@ -7,8 +8,8 @@
 
 Either channel may be absent (a hospital that takes only one). Every other field of the config
 dataclasses may be given too (timeouts, query cadence, device_info, store_id...). Unknown fields
-are refused by name, so a typo never silently falls back to a default. Relative paths are taken
-relative to `base_dir` (the directory of the configuration file).
+are refused by name, so a typo never silently falls back to a default. Key fields take a path
+(relative ones are taken relative to `base_dir`) or, as the gateway stores them, the PEM text.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import os
 from typing import Any, Mapping
 
 from protocol.messages import PayChannel
-from terminal.channels.alipay import AlipayClient, AlipayConfig
+from gateway.channels.alipay import AlipayClient, AlipayConfig
 from terminal.channels.base import ChannelClient
-from terminal.channels.errors import ChannelConfigError
-from terminal.channels.wechat import WeChatPayClient, WeChatPayConfig
+from gateway.channels.errors import ChannelConfigError
+from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
 
 _PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem"}
 

@@ -24,11 +24,11 @@ from Crypto.PublicKey import RSA
 
 from protocol.amount import format_yuan
 from protocol.messages import PayChannel
-from terminal.channels import alipay_outcomes as outcomes
-from terminal.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
+from gateway.channels import alipay_outcomes as outcomes
+from gateway.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
-from terminal.channels.errors import BillDownloadError, ChannelConfigError
-from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
+from gateway.channels.errors import BillDownloadError, ChannelConfigError
+from gateway.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ _OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
 @dataclass(frozen=True, slots=True)
 class AlipayConfig:
     app_id: str
-    private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints)
-    alipay_public_key_pem: str  # path to the Alipay public key of this app
+    private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints), or the PEM text itself
+    alipay_public_key_pem: str  # path to the Alipay public key of this app, or the PEM text itself
     gateway: str = PRODUCTION_GATEWAY
     store_id: str | None = None  # optional 门店编号 / terminal number, shown in the bill
     terminal_id: str | None = None
@@ -69,6 +69,9 @@ class AlipayConfig:
 
 
 def _read_key(path: str, what: str) -> str:
+    # The gateway holds keys sealed in its database, never in files: it passes the PEM text itself.
+    if path.lstrip().startswith("-----BEGIN"):
+        return path
     try:
         with open(path, encoding="ascii") as handle:
             return handle.read()
@@ -96,7 +99,7 @@ class AlipayClient:
 
     # -- the ChannelClient interface ---------------------------------------------------------
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str) -> PayOutcome:
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
         _check_no("out_trade_no", out_trade_no)
         if type(total_fen) is not int or total_fen <= 0:
             raise ValueError(f"total_fen must be a positive int, got {total_fen!r}")
@@ -137,7 +140,9 @@ class AlipayClient:
         log.info("alipay cancel %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundOutcome:
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str,
+               order_no: str | None = None, instruction: bytes | None = None) -> RefundOutcome:
+        # order_no and instruction are the POS-side interface's (the gateway checks them); the channel never sees them.
         _check_no("out_trade_no", out_trade_no)
         _check_no("out_refund_no", out_refund_no)
         if type(total_fen) is not int or type(refund_fen) is not int or not 0 < refund_fen <= total_fen:

@@ -9,9 +9,9 @@ from typing import Iterator
 import pytest
 
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.channels.base import PayState, RefundState, ReverseState
-from terminal.channels.http import MAX_REPLY_BYTES
+from gateway.channels.http import MAX_REPLY_BYTES
 
 ANSWERS = {
     "/500": (500, b"<xml><return_code>SUCCESS</return_code></xml>"),

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
-from terminal.channels.alipay import AlipayClient
-from terminal.channels.errors import ChannelConfigError
-from terminal.channels.wechat import WeChatPayClient
+from gateway.channels import build_clients, settings_from_sandbox
+from gateway.channels.alipay import AlipayClient
+from gateway.channels.errors import ChannelConfigError
+from gateway.channels.wechat import WeChatPayClient
 
 
 def test_builds_both_clients_with_relative_key_paths(sandbox, tmp_path):

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.messages import ResultCode
-from terminal.channels import alipay_outcomes as ali
-from terminal.channels import wechat_outcomes as wx
+from gateway.channels import alipay_outcomes as ali
+from gateway.channels import wechat_outcomes as wx
 from terminal.channels.base import PayState, RefundState, ReverseState
 
 OTN = "ORDER0001"

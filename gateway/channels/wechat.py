@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import requests
 
 from protocol.messages import PayChannel
-from terminal.channels import wechat_outcomes as outcomes
+from gateway.channels import wechat_outcomes as outcomes
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
-from terminal.channels.errors import BillDownloadError, ChannelConfigError
-from terminal.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
-from terminal.channels.wechat_codec import HMAC_SHA256, WeChatXmlError, parse_xml, sign, to_xml, verify
+from gateway.channels.errors import BillDownloadError, ChannelConfigError
+from gateway.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
+from gateway.channels.wechat_codec import HMAC_SHA256, WeChatXmlError, parse_xml, sign, to_xml, verify
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class WeChatPayClient:
 
     # -- the ChannelClient interface ---------------------------------------------------------
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str) -> PayOutcome:
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
         _check_out_trade_no(out_trade_no)
         if type(total_fen) is not int or total_fen <= 0:
             raise ValueError(f"total_fen must be a positive int, got {total_fen!r}")
@@ -126,7 +126,9 @@ class WeChatPayClient:
         log.info("wechat reverse %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
-    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> RefundOutcome:
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str,
+               order_no: str | None = None, instruction: bytes | None = None) -> RefundOutcome:
+        # order_no and instruction are the POS-side interface's (the gateway checks them); the channel never sees them.
         _check_out_trade_no(out_trade_no)
         _check_out_refund_no(out_refund_no)
         if type(total_fen) is not int or type(refund_fen) is not int or not 0 < refund_fen <= total_fen:

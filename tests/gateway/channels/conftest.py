@@ -9,7 +9,7 @@ import pytest
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.messages import PayChannel
-from terminal.channels import build_clients, settings_from_sandbox
+from gateway.channels import build_clients, settings_from_sandbox
 from terminal.channels.base import ChannelClient
 
 # Short cadence for tests; the channels' own values are the class defaults.

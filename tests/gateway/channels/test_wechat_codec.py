@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.channels.wechat_codec import MAX_XML_BYTES, WeChatXmlError, parse_xml, sign, sign_string, to_xml, verify
+from gateway.channels.wechat_codec import MAX_XML_BYTES, WeChatXmlError, parse_xml, sign, sign_string, to_xml, verify
 
 # WeChat Pay "安全规范 / 签名算法" worked example (pay.weixin.qq.com, API v2).
 DOC_FIELDS = {"appid": "wxd930ea5d5a258f4f", "mch_id": "10000100", "device_info": "1000", "body": "test", "nonce_str": "ibuaiVcKdpRxkhJA"}

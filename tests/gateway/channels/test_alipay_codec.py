@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terminal.channels.alipay_codec import AlipayReplyError, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
+from gateway.channels.alipay_codec import AlipayReplyError, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
 from tests.budget import examples
 
 _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

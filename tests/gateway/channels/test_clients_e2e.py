@@ -13,7 +13,7 @@ import pytest
 from firmware_sim.sandbox.launcher import SandboxProcess
 from protocol.messages import PayChannel, ResultCode
 from terminal.channels.base import ChannelClient, PayOutcome, PayState, RefundState, ReverseState
-from tests.terminal.channels.conftest import order_no
+from tests.gateway.channels.conftest import order_no
 
 
 def _issue(sandbox: SandboxProcess, channel: PayChannel, balance: str = "100.00", behaviour: str = "success") -> str:
@@ -203,7 +203,7 @@ def test_a_badly_signed_reply_is_never_believed(sandbox, clients, channel, fault
 
 
 def test_a_request_signed_with_the_wrong_key_charges_nothing(sandbox, channel):
-    from terminal.channels import build_clients, settings_from_sandbox
+    from gateway.channels import build_clients, settings_from_sandbox
 
     settings = settings_from_sandbox(sandbox.credentials_path)
     if channel is PayChannel.WECHAT:

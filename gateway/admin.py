@@ -1,0 +1,328 @@
+"""`gateway-admin`: the provider's operators onboard hospitals and manage the device fleet.
+
+A thin layer over `gateway.tenancy`: it parses arguments, reads files, prints results, and turns a
+GatewayError into its message and exit status 1 (2 is bad usage). Every action that changes
+something is written to the audit table in the same transaction as the change; `--actor` (default:
+the login name) says who did it. The database is `--db` or GATEWAY_DB; the master key comes from
+GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md walks through it.
+
+    gateway-admin master-key new /etc/gateway/master.key
+    gateway-admin migrate
+    gateway-admin hospital add H001 --name "City Hospital" --mode direct --txn-limit 50000.00
+    gateway-admin merchant set H001 wechat --merchant-id 1900000109 --credentials wechat.json
+    gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
+    gateway-admin his-keys set H001 keys.json
+    gateway-admin devices import H001 devices.csv
+    gateway-admin terminals import H001 terminals.csv
+    gateway-admin device bind POS-0001 T0001
+    gateway-admin device disable POS-0001 --reason "stolen from the hall, police report 123"
+    gateway-admin device show POS-0001
+    gateway-admin audit
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from protocol.amount import format_yuan, parse_yuan
+from protocol.errors import ProtocolError
+from protocol.keyfile import KeyFileError, parse_keyfile
+from protocol.messages import PayChannel
+
+from gateway.db import Database, open_database
+from gateway.errors import GatewayCode, GatewayError
+from gateway.ledger import BUSINESS_TZ
+from gateway.migrations import LATEST
+from gateway.tenancy import Device, Directory, Mode
+from gateway.vault import read_master_key_file, vault_from_env, write_master_key_file
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ENV_DB = "GATEWAY_DB"
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _fen(text: str | None, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        fen = parse_yuan(text, allow_zero=False)
+    except ProtocolError as exc:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{what}: {exc.message}") from None
+    return fen
+
+
+def _channel(text: str) -> PayChannel:
+    try:
+        return PayChannel(text.upper())
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"channel {text!r} must be wechat or alipay") from None
+
+
+def _when(ts: int | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts, BUSINESS_TZ).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _database(args: argparse.Namespace) -> Database:
+    url = args.db or os.environ.get(ENV_DB)
+    if not url:
+        raise GatewayError(GatewayCode.BAD_DATABASE_URL, f"say which database: --db sqlite:/path/gateway.db or postgresql://..., or set {ENV_DB}")
+    return open_database(url)
+
+
+def _directory(args: argparse.Namespace) -> Directory:
+    db = _database(args)
+    if db.schema_version() < LATEST:
+        raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
+    vault = vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None)
+    return Directory(db, vault)
+
+
+def _show_device(d: Device) -> None:
+    _out(f"device {d.device_id}  hospital {d.hospital_id}  terminal {d.terminal_id or '(unbound)'}  {d.status.value}"
+         + (f" ({d.disabled_reason})" if d.disabled_reason else ""))
+    _out(f"  model {d.model}  serial {d.serial_no}  public key {d.public_key.hex()[:16]}...")
+    _out(f"  last contact {_when(d.last_seen_at)}  firmware {d.firmware_version or 'unknown'}")
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_master_key_new(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    write_master_key_file(path)
+    read_master_key_file(path)
+    _out(f"wrote a new master key to {path} (mode 600); back it up apart from the database: without it the credentials cannot be opened")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    db = _database(args)
+    try:
+        _out(f"schema version {db.migrate()}")
+    finally:
+        db.close()
+    return EXIT_OK
+
+
+def cmd_hospital_add(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    his_key = None
+    if args.his_public_key:
+        try:
+            his_key = bytes.fromhex(args.his_public_key)
+        except ValueError:
+            raise GatewayError(GatewayCode.BAD_INPUT, "--his-public-key must be the hex of the 32-byte Ed25519 key") from None
+    h = d.add_hospital(
+        args.hospital_id, args.name, mode=Mode(args.mode), actor=args.actor,
+        txn_limit_fen=_fen(args.txn_limit, "--txn-limit") or 50_000_00,
+        daily_limit_fen=_fen(args.daily_limit, "--daily-limit"),
+        terminal_daily_limit_fen=_fen(args.terminal_daily_limit, "--terminal-daily-limit"),
+        require_his_signature=args.require_his_signature, his_public_key=his_key,
+    )
+    _out(f"added hospital {h.hospital_id} ({h.mode.value}), per-payment limit {format_yuan(h.txn_limit_fen)}")
+    return EXIT_OK
+
+
+def cmd_hospital_list(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    for h in d.hospitals():
+        daily = format_yuan(h.daily_limit_fen) if h.daily_limit_fen else "none"
+        _out(f"{h.hospital_id}  {h.name}  {h.mode.value}  per-payment {format_yuan(h.txn_limit_fen)}  daily {daily}"
+             f"  his_sig {'required' if h.require_his_signature else 'optional'}")
+    return EXIT_OK
+
+
+def _credentials(path: str) -> dict[str, str]:
+    try:
+        obj = json.loads(_read(path, "credentials file"))
+    except ValueError as exc:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{path} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{path} must hold a JSON object of strings")
+    return obj
+
+
+def cmd_merchant_set(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    channel = _channel(args.channel)
+    if args.rotate:
+        merchant_id = args.merchant_id or d.merchant_key(args.hospital_id, channel).merchant_id
+    else:
+        if not args.merchant_id:
+            raise GatewayError(GatewayCode.BAD_INPUT, "--merchant-id is required (WeChat mch_id or sub_mch_id, Alipay app_id)")
+        merchant_id = args.merchant_id
+    version = d.set_merchant_key(args.hospital_id, channel, merchant_id, _credentials(args.credentials), actor=args.actor)
+    _out(f"{args.hospital_id} {channel.value} merchant {merchant_id}: credentials version {version} is current"
+         + (f"; version {version - 1} retired" if version > 1 else ""))
+    return EXIT_OK
+
+
+def cmd_his_keys_set(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    try:
+        ring = parse_keyfile(_read(args.keyfile, "HIS key file"), args.keyfile)
+    except KeyFileError as exc:
+        raise GatewayError(GatewayCode.BAD_INPUT, str(exc)) from None
+    kids = d.add_his_keys(args.hospital_id, ring, actor=args.actor)
+    _out(f"{args.hospital_id}: HIS keys {', '.join(kids)} stored (sealed under the master key)")
+    return EXIT_OK
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    n = d.import_devices(args.hospital_id, _read(args.csv, "device CSV"), actor=args.actor, source=args.csv)
+    _out(f"{args.hospital_id}: {n} device(s) imported")
+    return EXIT_OK
+
+
+def cmd_terminals_import(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    n = d.import_terminals(args.hospital_id, _read(args.csv, "terminal CSV"), actor=args.actor, source=args.csv)
+    _out(f"{args.hospital_id}: {n} terminal(s) imported")
+    return EXIT_OK
+
+
+def cmd_device_bind(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).bind_device(args.device_id, args.terminal_id, actor=args.actor))
+    return EXIT_OK
+
+
+def cmd_device_disable(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).disable_device(args.device_id, reason=args.reason, actor=args.actor))
+    _out("refused from its next request on")
+    return EXIT_OK
+
+
+def cmd_device_enable(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).enable_device(args.device_id, actor=args.actor))
+    return EXIT_OK
+
+
+def cmd_device_show(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).device(args.device_id))
+    return EXIT_OK
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    for device in _directory(args).devices(args.hospital):
+        _show_device(device)
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    for at, actor, action, subject, detail in _directory(args).audit_log(limit=args.limit):
+        _out(f"{_when(at)}  {actor}  {action}  {subject}  {json.dumps(detail, ensure_ascii=False, sort_keys=True)}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
+    p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
+    p.add_argument("--master-key-file", help="the 0600 master key file (default: $GATEWAY_MASTER_KEY_FILE or $GATEWAY_MASTER_KEY)")
+    p.add_argument("--actor", default=getpass.getuser(), help="who is doing this, for the audit trail (default: your login name)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    mk = sub.add_parser("master-key", help="the master key that seals credentials at rest").add_subparsers(dest="sub", required=True)
+    s = mk.add_parser("new", help="write a fresh master key to a new 0600 file")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_master_key_new)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    hosp = sub.add_parser("hospital", help="hospitals (tenants)").add_subparsers(dest="sub", required=True)
+    s = hosp.add_parser("add", help="onboard a hospital")
+    s.add_argument("hospital_id")
+    s.add_argument("--name", required=True)
+    s.add_argument("--mode", choices=[m.value for m in Mode], required=True, help="direct merchant, or sub-merchant of our service-provider account")
+    s.add_argument("--txn-limit", help="per-payment limit in yuan, e.g. 50000.00 (default)")
+    s.add_argument("--daily-limit", help="the hospital's daily collection limit in yuan (Asia/Shanghai day)")
+    s.add_argument("--terminal-daily-limit", help="each terminal's daily collection limit in yuan")
+    s.add_argument("--require-his-signature", action="store_true", help="refunds must carry HIS's Ed25519 his_sig")
+    s.add_argument("--his-public-key", help="hex of HIS's Ed25519 public key")
+    s.set_defaults(func=cmd_hospital_add)
+    s = hosp.add_parser("list", help="list hospitals")
+    s.set_defaults(func=cmd_hospital_list)
+
+    merch = sub.add_parser("merchant", help="a hospital's channel credentials").add_subparsers(dest="sub", required=True)
+    for name, rotate in (("set", False), ("rotate", True)):
+        s = merch.add_parser(name, help="store the credentials" if not rotate else "replace the current credentials with new ones")
+        s.add_argument("hospital_id")
+        s.add_argument("channel", help="wechat or alipay")
+        s.add_argument("--merchant-id", help="WeChat mch_id / sub_mch_id, Alipay app_id" + (" (default: unchanged)" if rotate else ""))
+        s.add_argument("--credentials", required=True, help="JSON object of the channel's secrets (read, sealed, never printed)")
+        s.set_defaults(func=cmd_merchant_set, rotate=rotate)
+
+    his = sub.add_parser("his-keys", help="a hospital's HIS envelope keys").add_subparsers(dest="sub", required=True)
+    s = his.add_parser("set", help="store the keys of a his-keys-v1 file")
+    s.add_argument("hospital_id")
+    s.add_argument("keyfile")
+    s.set_defaults(func=cmd_his_keys_set)
+
+    devs = sub.add_parser("devices", help="the device registry").add_subparsers(dest="sub", required=True)
+    s = devs.add_parser("import", help="import device records (device_id,model,serial_no,public_key)")
+    s.add_argument("hospital_id")
+    s.add_argument("csv")
+    s.set_defaults(func=cmd_devices_import)
+    s = devs.add_parser("list", help="list devices")
+    s.add_argument("--hospital")
+    s.set_defaults(func=cmd_devices_list)
+
+    terms = sub.add_parser("terminals", help="the HIS terminal list (step 2)").add_subparsers(dest="sub", required=True)
+    s = terms.add_parser("import", help="import terminal_id,description[,device_id]")
+    s.add_argument("hospital_id")
+    s.add_argument("csv")
+    s.set_defaults(func=cmd_terminals_import)
+
+    dev = sub.add_parser("device", help="one device").add_subparsers(dest="sub", required=True)
+    s = dev.add_parser("bind", help="bind a device to a terminal of its hospital")
+    s.add_argument("device_id")
+    s.add_argument("terminal_id")
+    s.set_defaults(func=cmd_device_bind)
+    s = dev.add_parser("disable", help="refuse every request of a device (stolen, lost, retired)")
+    s.add_argument("device_id")
+    s.add_argument("--reason", required=True)
+    s.set_defaults(func=cmd_device_disable)
+    s = dev.add_parser("enable", help="accept a disabled device again (bind it to a terminal afterwards)")
+    s.add_argument("device_id")
+    s.set_defaults(func=cmd_device_enable)
+    s = dev.add_parser("show", help="status, binding, last contact and firmware version")
+    s.add_argument("device_id")
+    s.set_defaults(func=cmd_device_show)
+
+    s = sub.add_parser("audit", help="the latest audited actions")
+    s.add_argument("--limit", type=int, default=50)
+    s.set_defaults(func=cmd_audit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GatewayError as exc:
+        sys.stderr.write(f"gateway-admin: {exc}\n")
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The POS -> gateway API over HTTP(S): JSON bodies, device-signed requests (`protocol.device_request`).
+
+    POST /v1/pay           {idempotency_key, terminal_id, order_no, out_trade_no, channel, amount_fen, auth_code, subject?}
+    POST /v1/query         {out_trade_no}
+    POST /v1/reverse       {idempotency_key, out_trade_no}
+    POST /v1/refund        {idempotency_key, order_no, out_refund_no, amount_fen, reason?, instruction: <sealed HIS envelope>}
+    POST /v1/refund-query  {out_refund_no}
+    GET  /v1/health        (unauthenticated) {"ok": true}
+
+A refusal is {"error": {"code", "message"}} with the status of `gateway.errors.HTTP_STATUS`. TLS is
+required except on a loopback address (`make run`, tests), where plain HTTP is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from gateway.errors import GatewayCode, GatewayError
+from gateway.service import MAX_BODY_BYTES, GatewayService
+
+log = logging.getLogger(__name__)
+# A device's request is small and sent at once: a client that trickles it is dropped.
+REQUEST_TIMEOUT_S = 15.0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "GatewayHttpServer"
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT_S
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _reply(self, status: int, obj: dict) -> None:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path == "/v1/health":
+            self._reply(200, {"ok": True})
+        else:
+            self._reply(404 if self.path.startswith("/v1/") else 404, GatewayError(GatewayCode.NOT_FOUND, f"no endpoint GET {self.path}").to_json_obj())
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            length_text = self.headers.get("Content-Length", "")
+            if not length_text.isdigit():
+                raise GatewayError(GatewayCode.BAD_REQUEST, "Content-Length is required")
+            length = int(length_text)
+            if length > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise GatewayError(GatewayCode.TOO_LARGE, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            body = self.rfile.read(length)
+            service = self.server.service
+            device = service.authenticate(self.headers, "POST", self.path, body)
+            status, reply = service.handle(device, self.path, body)
+        except GatewayError as exc:
+            status, reply = exc.http_status, exc.to_json_obj()
+        except Exception:  # noqa: BLE001 - the device gets a stable code; the trace goes to the log
+            log.exception("internal error on %s", self.path)
+            status, reply = 500, GatewayError(GatewayCode.INTERNAL_ERROR, "internal error; retry with the same idempotency_key").to_json_obj()
+        self._reply(status, reply)
+
+
+class GatewayHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, service: GatewayService, host: str = "127.0.0.1", port: int = 0, *,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        if tls_cert is None and not _is_loopback(host):
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"plain HTTP is only allowed on a loopback address, not {host}; give --tls-cert and --tls-key")
+        self.service = service
+        super().__init__((host, port), _Handler)
+        self.tls = tls_cert is not None
+        if tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(tls_cert, tls_key)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    def start(self) -> "GatewayHttpServer":
+        self._thread = threading.Thread(target=self.serve_forever, name="gateway-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

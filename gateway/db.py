@@ -1,0 +1,284 @@
+"""Storage behind one interface: SQLite (the embedded default) and PostgreSQL (production).
+
+    db = open_database("sqlite:/var/lib/gateway/gateway.db")      # or "postgresql://gw@db/gateway"
+    db.migrate()
+    with db.transaction() as tx:                                 # a write transaction
+        row = tx.one("SELECT amount_fen FROM payments WHERE payment_id = ?" + tx.for_update, (pid,))
+        tx.execute("UPDATE ...", (...))
+
+Everything above this module (tenancy, ledger, API) is written once against `Database` and `Tx`:
+SQL uses `?` placeholders and the subset both engines share; the few differences live here:
+
+- write transactions: SQLite `BEGIN IMMEDIATE` (the database write lock is taken at once, so a
+  read-then-write cannot interleave with another writer); PostgreSQL `BEGIN` plus
+  `SELECT ... FOR UPDATE` on the rows the decision depends on (`tx.for_update` is that clause on
+  PostgreSQL and empty on SQLite, where the whole database is already locked);
+- a unique-constraint violation is `UniqueViolation` on both, so "one order, one payment" is
+  enforced by the database and reported the same way;
+- connections come from a small pool (one connection per concurrent transaction); the gateway is
+  stateless above the database, so several processes can share one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from gateway.errors import GatewayCode, GatewayError
+
+# Wait this long for another connection's write lock (SQLite) before failing the transaction.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Idle connections kept for reuse; more may be open while that many transactions run at once.
+POOL_IDLE_MAX = 8
+
+Param = int | str | bytes | None
+Row = tuple
+
+
+class Dialect(enum.Enum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgresql"
+
+
+class UniqueViolation(Exception):
+    """An INSERT or UPDATE would break a UNIQUE constraint or index (`detail` names it if known)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Tx(abc.ABC):
+    """One transaction. Rows are plain tuples in the order of the SELECT list."""
+
+    dialect: Dialect
+
+    @property
+    def for_update(self) -> str:
+        """Append to a SELECT whose rows the transaction's decision depends on."""
+        return " FOR UPDATE" if self.dialect is Dialect.POSTGRES else ""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    @abc.abstractmethod
+    def all(self, sql: str, params: Sequence[Param] = ()) -> list[Row]: ...
+
+    def one(self, sql: str, params: Sequence[Param] = ()) -> Row | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence[Param] = ()) -> Param:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+
+class Database(abc.ABC):
+    dialect: Dialect
+    url: str
+
+    @abc.abstractmethod
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        """Commit when the block ends, roll back if it raises."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; the version it is at."""
+        from gateway.migrations import migrate
+
+        return migrate(self)
+
+    def schema_version(self) -> int:
+        from gateway.migrations import current_version
+
+        return current_version(self)
+
+
+class _Pool:
+    def __init__(self, connect) -> None:  # type: ignore[no-untyped-def]
+        self._connect = connect
+        self._idle: list[object] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def get(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._closed:
+                raise GatewayError(GatewayCode.BAD_CONFIG, "the database has been closed")
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def put(self, conn, healthy: bool) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            if healthy and not self._closed and len(self._idle) < POOL_IDLE_MAX:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+# --- SQLite -------------------------------------------------------------------------------------
+
+
+class _SqliteTx(Tx):
+    dialect = Dialect.SQLITE
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> int:
+        try:
+            return self._conn.execute(sql, tuple(params)).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise UniqueViolation(str(exc)) from None
+            raise
+
+    def all(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        try:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise UniqueViolation(str(exc)) from None
+            raise
+
+
+class SqliteDatabase(Database):
+    """A file on local disk, WAL mode, synchronous=FULL: a committed payment survives a power cut."""
+
+    dialect = Dialect.SQLITE
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pool = _Pool(self._connect)
+        # Switch the file to WAL once, here: concurrent first connections racing to change the
+        # journal mode can fail with "database is locked" (the mode change does not wait).
+        self._pool.put(self._connect(), True)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        conn = self._pool.get()
+        healthy = False
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                healthy = True
+                raise
+            conn.execute("COMMIT")
+            healthy = True
+        finally:
+            self._pool.put(conn, healthy)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+class _PostgresTx(Tx):
+    dialect = Dialect.POSTGRES
+
+    def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+        self._conn = conn
+
+    def _run(self, sql: str, params: Sequence[Param]):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        # Our SQL never contains a literal '?' or '%': the placeholder swap is exact.
+        try:
+            return self._conn.execute(sql.replace("?", "%s"), tuple(params))
+        except psycopg.errors.UniqueViolation as exc:
+            raise UniqueViolation(exc.diag.constraint_name or str(exc)) from None
+
+    def execute(self, sql: str, params: Sequence[Param] = ()) -> int:
+        return self._run(sql, params).rowcount
+
+    def all(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        cur = self._run(sql, params)
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cur.fetchall()]
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL server through psycopg 3; `conninfo` is a libpq URL or key=value string."""
+
+    dialect = Dialect.POSTGRES
+
+    def __init__(self, conninfo: str) -> None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise GatewayError(GatewayCode.BAD_CONFIG, "PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
+        self.url = conninfo
+        self._pool = _Pool(self._connect)
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        try:
+            return psycopg.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        conn = self._pool.get()
+        healthy = False
+        try:
+            conn.execute("BEGIN" if write else "BEGIN READ ONLY")
+            try:
+                yield _PostgresTx(conn)
+            except BaseException:
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
+                    healthy = True
+                raise
+            conn.execute("COMMIT")
+            healthy = True
+        finally:
+            self._pool.put(conn, healthy and not conn.closed)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_database(url: str) -> Database:
+    """`sqlite:PATH` (also `sqlite:///PATH`) or `postgresql://...` / `postgres://...`."""
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path or path == ":memory:":
+            raise GatewayError(GatewayCode.BAD_DATABASE_URL, f"{url!r}: give a file path, e.g. sqlite:/var/lib/gateway/gateway.db")
+        return SqliteDatabase(Path(path))
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    raise GatewayError(GatewayCode.BAD_DATABASE_URL, f"{url!r}: the database URL must start with sqlite: or postgresql://")

@@ -1,0 +1,312 @@
+"""The money rules, enforced on the server for every window of a hospital (seed 000, seed 001).
+
+- One order, one payment: a collection is written as `paying` BEFORE the channel is called, and the
+  schema's unique index `payments_one_per_order` admits one row per (hospital, order) among those
+  under way or succeeded. A failed or closed attempt leaves room for another; a second device, bridge
+  or gateway process racing for the same order gets `duplicate_order` from the database itself.
+- Refunds never beyond what was collected: the payment row is locked (`SELECT ... FOR UPDATE` on
+  PostgreSQL, `BEGIN IMMEDIATE` on SQLite), then succeeded + in-flight refunds + this one must not
+  exceed the amount paid; the refund is written as `refunding` before the channel is called.
+- Limits: the per-transaction limit is the hospital's setting (its one source); the per-terminal and
+  per-hospital daily limits count collections under way or succeeded by the Asia/Shanghai day,
+  checked with the hospital row locked so concurrent payments cannot both slip under the limit.
+
+Payment and refund states move only along `PAYMENT_MOVES` / `REFUND_MOVES`; anything else is a bug
+or a confused caller and is refused with `bad_transition`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import time
+from dataclasses import dataclass
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from protocol.amount import format_yuan
+from protocol.ids import is_valid_id
+from protocol.messages import PayChannel
+
+from gateway.db import Database, Tx, UniqueViolation
+from gateway.errors import GatewayCode, GatewayError
+
+# Business days of Chinese hospitals and of both channels' bills.
+BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class PaymentState(enum.Enum):
+    PAYING = "paying"  # written before the channel is called; the outcome is not known yet
+    REVERSING = "reversing"  # the POS could not confirm it: being reversed/cancelled
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the channel confirms nothing was taken
+    CLOSED = "closed"  # reversed / cancelled / expired: nothing taken
+
+
+class RefundState(enum.Enum):
+    REFUNDING = "refunding"  # reserved before the channel is called
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the channel confirms nothing was refunded: the reservation is released
+
+
+# Collections that hold their order (the unique index) and count against the daily limits.
+HOLDS_ORDER = (PaymentState.PAYING, PaymentState.REVERSING, PaymentState.SUCCEEDED)
+# Refunds that count against what remains refundable.
+HOLDS_MONEY = (RefundState.REFUNDING, RefundState.SUCCEEDED)
+
+PAYMENT_MOVES: dict[PaymentState, frozenset[PaymentState]] = {
+    PaymentState.PAYING: frozenset({PaymentState.SUCCEEDED, PaymentState.FAILED, PaymentState.CLOSED, PaymentState.REVERSING}),
+    # A reversal that fails because the payment went through ends as succeeded.
+    PaymentState.REVERSING: frozenset({PaymentState.CLOSED, PaymentState.SUCCEEDED}),
+    # Reversing a succeeded collection (WeChat reverse / Alipay cancel refund it in full).
+    PaymentState.SUCCEEDED: frozenset({PaymentState.REVERSING}),
+    PaymentState.FAILED: frozenset(),
+    PaymentState.CLOSED: frozenset(),
+}
+REFUND_MOVES: dict[RefundState, frozenset[RefundState]] = {
+    RefundState.REFUNDING: frozenset({RefundState.SUCCEEDED, RefundState.FAILED}),
+    RefundState.SUCCEEDED: frozenset(),
+    RefundState.FAILED: frozenset(),
+}
+
+
+def business_day(ts: float) -> str:
+    """The Asia/Shanghai calendar day of a unix time, as YYYY-MM-DD."""
+    return datetime.datetime.fromtimestamp(ts, BUSINESS_TZ).date().isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    payment_id: int
+    hospital_id: str
+    terminal_id: str
+    device_id: str
+    order_no: str
+    out_trade_no: str
+    channel: PayChannel
+    amount_fen: int
+    state: PaymentState
+    local_day: str
+    channel_txn_id: str | None
+    result_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    refund_id: int
+    payment_id: int
+    hospital_id: str
+    out_refund_no: str
+    amount_fen: int
+    state: RefundState
+    device_id: str
+    instruction_msg_id: str | None
+    channel_refund_id: str | None
+
+
+_PAYMENT_COLS = ("payment_id, hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen, state, "
+                 "local_day, channel_txn_id, result_code")
+_REFUND_COLS = "refund_id, payment_id, hospital_id, out_refund_no, amount_fen, state, device_id, instruction_msg_id, channel_refund_id"
+
+
+def _payment(row: tuple) -> Payment:
+    return Payment(int(row[0]), row[1], row[2], row[3], row[4], row[5], PayChannel(row[6]), int(row[7]), PaymentState(row[8]),
+                   row[9], row[10], row[11])
+
+
+def _refund(row: tuple) -> Refund:
+    return Refund(int(row[0]), int(row[1]), row[2], row[3], int(row[4]), RefundState(row[5]), row[6], row[7], row[8])
+
+
+def _check_amount(amount_fen: int) -> None:
+    if type(amount_fen) is not int or amount_fen <= 0:
+        raise GatewayError(GatewayCode.BAD_INPUT, "an amount is a positive integer of fen")
+
+
+def _check_no(field: str, value: str) -> None:
+    if not isinstance(value, str) or not is_valid_id(value) or len(value) > 32:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{field} {value!r} must be 1..32 of [A-Za-z0-9_-] (the channels' limit)")
+
+
+class Ledger:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self._clock = clock
+
+    # --- collections ----------------------------------------------------------------------------
+
+    def start_payment(
+        self,
+        *,
+        hospital_id: str,
+        terminal_id: str,
+        device_id: str,
+        order_no: str,
+        out_trade_no: str,
+        channel: PayChannel,
+        amount_fen: int,
+    ) -> Payment:
+        """Record a collection as `paying` before the channel is called, or refuse it."""
+        _check_amount(amount_fen)
+        _check_no("out_trade_no", out_trade_no)
+        if not is_valid_id(order_no):
+            raise GatewayError(GatewayCode.BAD_INPUT, f"order_no {order_no!r} must match [A-Za-z0-9_-]{{1,64}}")
+        now = self._clock()
+        day = business_day(now)
+        with self.db.transaction() as tx:
+            # The hospital row lock serialises payment starts of one hospital on PostgreSQL (SQLite's
+            # BEGIN IMMEDIATE already does): the daily totals below cannot change under us.
+            row = tx.one("SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
+                         + tx.for_update, (hospital_id,))
+            if row is None:
+                raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}")
+            txn_limit, daily_limit, terminal_limit = row
+            if amount_fen > txn_limit:
+                raise GatewayError(GatewayCode.OVER_TRANSACTION_LIMIT,
+                                   f"{format_yuan(amount_fen)} is over this hospital's per-payment limit of {format_yuan(int(txn_limit))}")
+            held = tuple(s.value for s in HOLDS_ORDER)
+            if terminal_limit is not None:
+                used = int(tx.scalar(
+                    "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND terminal_id = ? "
+                    "AND state IN (?, ?, ?)", (hospital_id, day, terminal_id, *held)) or 0)
+                if used + amount_fen > terminal_limit:
+                    raise GatewayError(GatewayCode.OVER_TERMINAL_DAILY_LIMIT,
+                                       f"terminal {terminal_id} has collected {format_yuan(used)} on {day}; "
+                                       f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(terminal_limit))}")
+            if daily_limit is not None:
+                used = int(tx.scalar(
+                    "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND state IN (?, ?, ?)",
+                    (hospital_id, day, *held)) or 0)
+                if used + amount_fen > daily_limit:
+                    raise GatewayError(GatewayCode.OVER_HOSPITAL_DAILY_LIMIT,
+                                       f"the hospital has collected {format_yuan(used)} on {day}; "
+                                       f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
+            if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
+                raise GatewayError(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+            try:
+                payment_id = tx.scalar(
+                    f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING payment_id",
+                    (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
+                     PaymentState.PAYING.value, day, int(now), int(now)),
+                )
+            except UniqueViolation:
+                raise GatewayError(GatewayCode.DUPLICATE_ORDER,
+                                   f"order {order_no} already has a collection under way or paid at this hospital") from None
+            return self._payment_by(tx, "payment_id", payment_id)
+
+    def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
+                       channel_txn_id: str | None = None, result_code: str | None = None) -> Payment:
+        """Move a collection to `state` (a repeat of the state it is in is a no-op)."""
+        with self.db.transaction() as tx:
+            payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
+            if payment.state is state:
+                return payment
+            if state not in PAYMENT_MOVES[payment.state]:
+                raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
+            if state is PaymentState.REVERSING and self._held_refunds(tx, payment.payment_id):
+                raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} has refunds; it cannot be reversed")
+            tx.execute(
+                "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
+                "updated_at = ? WHERE payment_id = ?",
+                (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
+            )
+            return self._payment_by(tx, "payment_id", payment.payment_id)
+
+    def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
+        with self.db.transaction(write=False) as tx:
+            return self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id)
+
+    def payment_for_order(self, order_no: str, *, hospital_id: str) -> Payment | None:
+        """The collection holding `order_no` (under way or succeeded), if any."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(f"SELECT {_PAYMENT_COLS} FROM payments WHERE hospital_id = ? AND order_no = ? AND state IN (?, ?, ?)",
+                         (hospital_id, order_no, *(s.value for s in HOLDS_ORDER)))
+        return None if row is None else _payment(row)
+
+    def _payment_by(self, tx: Tx, column: str, value: object, *, hospital_id: str | None = None, lock: bool = False) -> Payment:
+        sql = f"SELECT {_PAYMENT_COLS} FROM payments WHERE {column} = ?"
+        params: list = [value]
+        if hospital_id is not None:
+            sql += " AND hospital_id = ?"
+            params.append(hospital_id)
+        row = tx.one(sql + (tx.for_update if lock else ""), params)
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no payment {value}")
+        return _payment(row)
+
+    # --- refunds --------------------------------------------------------------------------------
+
+    def _held_refunds(self, tx: Tx, payment_id: int) -> int:
+        return int(tx.scalar("SELECT COALESCE(SUM(amount_fen), 0) FROM refunds WHERE payment_id = ? AND state IN (?, ?)",
+                             (payment_id, *(s.value for s in HOLDS_MONEY))) or 0)
+
+    def start_refund(self, *, hospital_id: str, order_no: str, out_refund_no: str, amount_fen: int, device_id: str,
+                     instruction_msg_id: str | None = None) -> Refund:
+        """Reserve a refund of a succeeded collection before the channel is called, or refuse it."""
+        _check_amount(amount_fen)
+        _check_no("out_refund_no", out_refund_no)
+        now = int(self._clock())
+        with self.db.transaction() as tx:
+            row = tx.one(f"SELECT {_PAYMENT_COLS} FROM payments WHERE hospital_id = ? AND order_no = ? AND state IN (?, ?, ?)"
+                         + tx.for_update, (hospital_id, order_no, *(s.value for s in HOLDS_ORDER)))
+            if row is None:
+                raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"order {order_no} has no collection at this hospital")
+            payment = _payment(row)
+            if payment.state is not PaymentState.SUCCEEDED:
+                raise GatewayError(GatewayCode.NOT_PAID, f"order {order_no} is {payment.state.value}, not paid: nothing to refund yet")
+            if tx.one("SELECT 1 FROM refunds WHERE hospital_id = ? AND out_refund_no = ?", (hospital_id, out_refund_no)):
+                raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} has been used before")
+            if instruction_msg_id is not None and tx.one("SELECT 1 FROM refunds WHERE hospital_id = ? AND instruction_msg_id = ?",
+                                                         (hospital_id, instruction_msg_id)):
+                raise GatewayError(GatewayCode.INSTRUCTION_USED, f"HIS instruction {instruction_msg_id} has already been executed")
+            held = self._held_refunds(tx, payment.payment_id)
+            if held + amount_fen > payment.amount_fen:
+                raise GatewayError(
+                    GatewayCode.REFUND_EXCEEDS_COLLECTED,
+                    f"order {order_no} collected {format_yuan(payment.amount_fen)}, {format_yuan(held)} of it refunded or being refunded; "
+                    f"at most {format_yuan(payment.amount_fen - held)} remains, not {format_yuan(amount_fen)}",
+                )
+            try:
+                refund_id = tx.scalar(
+                "INSERT INTO refunds (payment_id, hospital_id, out_refund_no, amount_fen, state, device_id, instruction_msg_id, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING refund_id",
+                (payment.payment_id, hospital_id, out_refund_no, amount_fen, RefundState.REFUNDING.value, device_id,
+                 instruction_msg_id, now, now),
+                )
+            except UniqueViolation:  # a concurrent refund took the number or the instruction first
+                raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} or its HIS instruction was just used") from None
+            return self._refund_by(tx, "refund_id", refund_id)
+
+    def settle_refund(self, out_refund_no: str, *, hospital_id: str, state: RefundState, channel_refund_id: str | None = None) -> Refund:
+        with self.db.transaction() as tx:
+            refund = self._refund_by(tx, "out_refund_no", out_refund_no, hospital_id=hospital_id, lock=True)
+            if refund.state is state:
+                return refund
+            if state not in REFUND_MOVES[refund.state]:
+                raise GatewayError(GatewayCode.BAD_TRANSITION, f"refund {out_refund_no} is {refund.state.value}; it cannot become {state.value}")
+            tx.execute("UPDATE refunds SET state = ?, channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? WHERE refund_id = ?",
+                       (state.value, channel_refund_id, int(self._clock()), refund.refund_id))
+            return self._refund_by(tx, "refund_id", refund.refund_id)
+
+    def refund(self, out_refund_no: str, *, hospital_id: str) -> Refund:
+        with self.db.transaction(write=False) as tx:
+            return self._refund_by(tx, "out_refund_no", out_refund_no, hospital_id=hospital_id)
+
+    def refundable_fen(self, order_no: str, *, hospital_id: str) -> int:
+        """What may still be refunded of the order's succeeded collection (0 if none)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT payment_id, amount_fen FROM payments WHERE hospital_id = ? AND order_no = ? AND state = ?",
+                         (hospital_id, order_no, PaymentState.SUCCEEDED.value))
+            return 0 if row is None else int(row[1]) - self._held_refunds(tx, int(row[0]))
+
+    def _refund_by(self, tx: Tx, column: str, value: object, *, hospital_id: str | None = None, lock: bool = False) -> Refund:
+        sql = f"SELECT {_REFUND_COLS} FROM refunds WHERE {column} = ?"
+        params: list = [value]
+        if hospital_id is not None:
+            sql += " AND hospital_id = ?"
+            params.append(hospital_id)
+        row = tx.one(sql + (tx.for_update if lock else ""), params)
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_REFUND, f"no refund {value}")
+        return _refund(row)

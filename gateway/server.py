@@ -1,0 +1,82 @@
+"""`payment-gateway`: run the POS -> gateway API.
+
+    payment-gateway --db postgresql://gateway@db/gateway --listen 0.0.0.0:8443 \\
+        --tls-cert /etc/gateway/tls/fullchain.pem --tls-key /etc/gateway/tls/key.pem
+
+The master key comes from GATEWAY_MASTER_KEY_FILE / GATEWAY_MASTER_KEY (or --master-key-file). The
+process is stateless above the database: run as many as the load needs behind a TCP load balancer.
+When ready it prints one JSON line on stdout, {"url": ...}, so launchers (`make run`, tests) know
+where it listens. SIGTERM / Ctrl-C stop it after the requests in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gateway.api import GatewayHttpServer
+from gateway.channel_clients import ChannelFactory
+from gateway.db import open_database
+from gateway.errors import GatewayCode, GatewayError
+from gateway.ledger import Ledger
+from gateway.migrations import LATEST
+from gateway.service import GatewayService
+from gateway.tenancy import Directory
+from gateway.vault import vault_from_env
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="payment-gateway", description="Serve the POS -> gateway API.")
+    p.add_argument("--db", default=os.environ.get("GATEWAY_DB"), help="sqlite:PATH or postgresql://... (default: $GATEWAY_DB)")
+    p.add_argument("--master-key-file", help="the 0600 master key file (default: $GATEWAY_MASTER_KEY_FILE or $GATEWAY_MASTER_KEY)")
+    p.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (port 0: any free port); plain HTTP only on loopback")
+    p.add_argument("--tls-cert", help="certificate chain (PEM) the POS pins")
+    p.add_argument("--tls-key", help="its private key (PEM)")
+    p.add_argument("--migrate", action="store_true", help="apply schema migrations before serving (single-node setups, make run)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if not args.db:
+            raise GatewayError(GatewayCode.BAD_DATABASE_URL, "say which database: --db or GATEWAY_DB")
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"--listen {args.listen!r} must be HOST:PORT")
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise GatewayError(GatewayCode.BAD_CONFIG, "--tls-cert and --tls-key go together")
+        db = open_database(args.db)
+        if args.migrate:
+            db.migrate()
+        elif db.schema_version() < LATEST:
+            raise GatewayError(GatewayCode.BAD_CONFIG, "the database schema is not up to date; run gateway-admin migrate (or --migrate)")
+        directory = Directory(db, vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None))
+        service = GatewayService(directory, Ledger(db), ChannelFactory(directory))
+        server = GatewayHttpServer(service, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except GatewayError as exc:
+        sys.stderr.write(f"payment-gateway: {exc}\n")
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
+    sys.stdout.flush()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""What the POS -> gateway API does, without HTTP: authenticate a device request, apply the money
+rules, call the channel with the hospital's credentials, remember the first outcome.
+
+    service = GatewayService(directory, ledger, channels)
+    device = service.authenticate(headers, "POST", "/v1/pay", body)      # or raises GatewayError
+    status, reply = service.handle(device, "/v1/pay", body)
+
+Authentication order: headers -> known device -> signature -> clock -> disabled -> nonce (replay).
+The signature comes before anything that answers differently for different devices' states, so only
+the key holder learns whether its device is disabled.
+
+Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
+is known, its reply are stored under (device, key); a retry with the same body gets the stored reply
+(never a second charge, never `duplicate_order`), a different body under the same key gets
+`idempotency_conflict`, a retry while the first is still running gets `in_progress`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from typing import Callable, Mapping
+
+from protocol.amount import MAX_FEN, Direction
+from protocol.crypto import KeyRing
+from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers, verify_request
+from protocol.envelope import MsgType, open_envelope, parse_envelope
+from protocol.errors import ProtocolError
+from protocol.ids import is_valid_id
+from protocol.messages import PayChannel, decode_instruction
+from protocol.strictjson import Fields, loads_object
+
+from gateway.channel_clients import ChannelFactory
+from gateway.errors import GatewayCode, GatewayError
+from gateway.ledger import Ledger, PaymentState, RefundState
+from gateway.tenancy import Device, DeviceStatus, Directory
+from terminal.channels.base import PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
+from terminal.channels.base import RefundState as ChannelRefundState
+
+MAX_BODY_BYTES = 64 * 1024
+# Keep nonces at least twice the clock window: a replay inside the window is always caught.
+NONCE_TTL_S = 2 * MAX_SKEW_S
+
+MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund")
+ROUTES = MUTATING + ("/v1/query", "/v1/refund-query")
+
+# Whether a pay outcome settles the ledger, and how.
+_PAY_SETTLES = {PayState.SUCCESS: PaymentState.SUCCEEDED, PayState.FAILED: PaymentState.FAILED, PayState.CLOSED: PaymentState.CLOSED}
+_REFUND_SETTLES = {ChannelRefundState.SUCCESS: RefundState.SUCCEEDED, ChannelRefundState.FAILED: RefundState.FAILED}
+
+
+def _pay_reply(o: PayOutcome, out_trade_no: str) -> dict:
+    return {"out_trade_no": out_trade_no, "state": o.state.value, "channel_txn_id": o.channel_txn_id, "paid_fen": o.paid_fen,
+            "result_code": o.result_code.value if o.result_code else None, "channel_code": o.channel_code, "message": o.message}
+
+
+def _reverse_reply(o: ReverseOutcome, out_trade_no: str) -> dict:
+    return {"out_trade_no": out_trade_no, "state": o.state.value, "channel_code": o.channel_code, "message": o.message}
+
+
+def _refund_reply(o: RefundOutcome, out_refund_no: str) -> dict:
+    return {"out_refund_no": out_refund_no, "state": o.state.value, "channel_refund_id": o.channel_refund_id,
+            "refunded_fen": o.refunded_fen, "result_code": o.result_code.value if o.result_code else None,
+            "channel_code": o.channel_code, "message": o.message}
+
+
+def _bad(message: str) -> GatewayError:
+    return GatewayError(GatewayCode.BAD_REQUEST, message)
+
+
+class _Body:
+    """Strict field access over a request body (protocol.strictjson), errors as bad_request."""
+
+    def __init__(self, body: bytes) -> None:
+        try:
+            self.f = Fields(loads_object(body, what="request body"), where="request")
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+
+    def id(self, name: str, *, max_len: int = 64) -> str:
+        try:
+            value = self.f.req_str(name, max_len=max_len)
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+        if not is_valid_id(value):
+            raise _bad(f"request.{name} must match [A-Za-z0-9_-]{{1,{max_len}}}")
+        return value
+
+    def text(self, name: str, *, max_len: int, default: str | None = None) -> str:
+        try:
+            if default is not None and not self.f.has(name):
+                return default
+            return self.f.req_str(name, max_len=max_len)
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+
+    def fen(self, name: str) -> int:
+        try:
+            return self.f.int(name, minimum=1, maximum=10**12)
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+
+    def raw(self, name: str) -> object:
+        try:
+            return self.f.raw(name)
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+
+
+class GatewayService:
+    def __init__(self, directory: Directory, ledger: Ledger, channels: ChannelFactory, *,
+                 clock: Callable[[], float] = time.time, max_skew_s: int = MAX_SKEW_S) -> None:
+        self.directory = directory
+        self.ledger = ledger
+        self.channels = channels
+        self.db = directory.db
+        self._clock = clock
+        self._max_skew_s = max_skew_s
+        self._last_prune = 0.0
+        self._prune_lock = threading.Lock()
+
+    # --- authentication -------------------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Device:
+        now = self._clock()
+        try:
+            signed = parse_headers(headers)
+        except RequestAuthError as exc:
+            raise GatewayError(GatewayCode.BAD_REQUEST_AUTH, exc.message) from None
+        try:
+            device = self.directory.device(signed.device_id)
+        except GatewayError:
+            raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"device {signed.device_id} is not registered with this gateway") from None
+        try:
+            verify_request(signed, device.public_key, method=method, path=path, body=body, now=now, max_skew_s=self._max_skew_s)
+        except RequestAuthError as exc:
+            raise GatewayError(GatewayCode(exc.code), exc.message) from None
+        if device.status is DeviceStatus.DISABLED:
+            raise GatewayError(GatewayCode.DEVICE_DISABLED, f"device {device.device_id} has been disabled by the operator; call the service desk")
+        self._prune_nonces(now)
+        with self.db.transaction() as tx:
+            if tx.one("SELECT 1 FROM request_nonces WHERE device_id = ? AND nonce = ?", (device.device_id, signed.nonce)):
+                raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
+            tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?)", (device.device_id, signed.nonce, int(now)))
+            tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?",
+                       (int(now), signed.firmware or None, device.device_id))
+        return device
+
+    def _prune_nonces(self, now: float) -> None:
+        with self._prune_lock:
+            if now - self._last_prune < 60:
+                return
+            self._last_prune = now
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM request_nonces WHERE seen_at < ?", (int(now - NONCE_TTL_S),))
+
+    # --- dispatch and idempotency ---------------------------------------------------------------
+
+    def handle(self, device: Device, path: str, body: bytes) -> tuple[int, dict]:
+        if path not in ROUTES:
+            raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
+        if device.terminal_id is None:
+            raise GatewayError(GatewayCode.DEVICE_UNBOUND, f"device {device.device_id} is not bound to a terminal yet")
+        request = _Body(body)
+        if path not in MUTATING:
+            return 200, self._dispatch(device, path, request)
+        key = request.id("idempotency_key")
+        digest = hashlib.sha256(path.encode() + b"\n" + body).digest()
+        with self.db.transaction() as tx:
+            # Claim the key; a concurrent retry's INSERT waits for ours (PostgreSQL) or for the write
+            # lock (SQLite), does nothing, and reads the row we left.
+            claimed = tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?) "
+                                 "ON CONFLICT (device_id, idem_key) DO NOTHING", (device.device_id, key, digest, int(self._clock())))
+            row = None if claimed else tx.one(
+                "SELECT request_digest, status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
+        if row is not None:
+            if bytes(row[0]) != digest:
+                raise GatewayError(GatewayCode.IDEMPOTENCY_CONFLICT, f"idempotency_key {key} was used for a different request")
+            if row[1] is None:
+                raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
+            return int(row[1]), json.loads(row[2])
+        try:
+            status, reply = 200, self._dispatch(device, path, request)
+        except GatewayError as exc:
+            if exc.code in (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE):
+                self._forget(device.device_id, key)  # nothing was decided: a retry may run again
+                raise
+            status, reply = exc.http_status, exc.to_json_obj()
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ?",
+                       (status, json.dumps(reply, sort_keys=True), device.device_id, key))
+        return status, reply
+
+    def _forget(self, device_id: str, key: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM idempotency WHERE device_id = ? AND idem_key = ? AND status IS NULL", (device_id, key))
+
+    def _dispatch(self, device: Device, path: str, request: _Body) -> dict:
+        if path == "/v1/pay":
+            return self.pay(device, request)
+        if path == "/v1/query":
+            return self.query(device, request)
+        if path == "/v1/reverse":
+            return self.reverse(device, request)
+        if path == "/v1/refund":
+            return self.refund(device, request)
+        return self.refund_query(device, request)
+
+    # --- the five calls -------------------------------------------------------------------------
+
+    def pay(self, device: Device, request: _Body) -> dict:
+        terminal_id = request.id("terminal_id")
+        if terminal_id != device.terminal_id:
+            raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device.device_id} is bound to {device.terminal_id}, not {terminal_id}")
+        channel = self._channel(request)
+        order_no = request.id("order_no")
+        out_trade_no = request.id("out_trade_no", max_len=32)
+        amount_fen = request.fen("amount_fen")
+        auth_code = request.text("auth_code", max_len=128)
+        subject = request.text("subject", max_len=128, default="self-pay")
+        client = self.channels.client(device.hospital_id, channel)
+        self.ledger.start_payment(hospital_id=device.hospital_id, terminal_id=terminal_id, device_id=device.device_id,
+                                  order_no=order_no, out_trade_no=out_trade_no, channel=channel, amount_fen=amount_fen)
+        outcome = client.pay(out_trade_no=out_trade_no, auth_code=auth_code, total_fen=amount_fen, subject=subject)
+        self._settle_pay(device, out_trade_no, outcome)
+        return _pay_reply(outcome, out_trade_no)
+
+    def query(self, device: Device, request: _Body) -> dict:
+        payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
+        outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+        if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
+            self._settle_pay(device, payment.out_trade_no, outcome)
+        return _pay_reply(outcome, payment.out_trade_no)
+
+    def reverse(self, device: Device, request: _Body) -> dict:
+        payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
+        if payment.state in (PaymentState.FAILED, PaymentState.CLOSED):
+            return {"out_trade_no": payment.out_trade_no, "state": ReverseState.DONE.value, "channel_code": None,
+                    "message": f"nothing to reverse: the payment is {payment.state.value}"}
+        self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.REVERSING)
+        outcome = self.channels.client(device.hospital_id, payment.channel).reverse(payment.out_trade_no)
+        if outcome.state is ReverseState.DONE:
+            self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.CLOSED)
+        return _reverse_reply(outcome, payment.out_trade_no)
+
+    def refund(self, device: Device, request: _Body) -> dict:
+        order_no = request.id("order_no")
+        out_refund_no = request.id("out_refund_no", max_len=32)
+        amount_fen = request.fen("amount_fen")
+        reason = request.text("reason", max_len=80, default="patient refund")
+        instruction_id = self._check_instruction(device, request.raw("instruction"), order_no, amount_fen)
+        try:
+            refund = self.ledger.start_refund(hospital_id=device.hospital_id, order_no=order_no, out_refund_no=out_refund_no,
+                                              amount_fen=amount_fen, device_id=device.device_id, instruction_msg_id=instruction_id)
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.DUPLICATE_REFUND:
+                raise
+            # The POS calls refund again for a refund the channel never saw (its refund query said
+            # "not found"): the same refund, same instruction, same amount is sent to the channel
+            # again; the channel is idempotent by out_refund_no, so it never refunds twice.
+            refund = self.ledger.refund(out_refund_no, hospital_id=device.hospital_id)
+            if refund.state is RefundState.FAILED or refund.amount_fen != amount_fen or refund.instruction_msg_id != instruction_id:
+                raise
+        payment = self.ledger.payment_for_order(order_no, hospital_id=device.hospital_id)
+        assert payment is not None  # start_refund found it succeeded, and succeeded is final
+        outcome = self.channels.client(device.hospital_id, payment.channel).refund(
+            out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no, total_fen=payment.amount_fen,
+            refund_fen=amount_fen, reason=reason)
+        if outcome.state in _REFUND_SETTLES:
+            self.ledger.settle_refund(out_refund_no, hospital_id=device.hospital_id, state=_REFUND_SETTLES[outcome.state],
+                                      channel_refund_id=outcome.channel_refund_id)
+        return _refund_reply(outcome, out_refund_no) | {"out_trade_no": payment.out_trade_no}
+
+    def refund_query(self, device: Device, request: _Body) -> dict:
+        refund = self.ledger.refund(request.id("out_refund_no", max_len=32), hospital_id=device.hospital_id)
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT out_trade_no, channel FROM payments WHERE payment_id = ?", (refund.payment_id,))
+        out_trade_no, channel = row[0], PayChannel(row[1])
+        outcome = self.channels.client(device.hospital_id, channel).refund_query(out_trade_no=out_trade_no,
+                                                                                  out_refund_no=refund.out_refund_no)
+        if refund.state is RefundState.REFUNDING and outcome.state in _REFUND_SETTLES:
+            self.ledger.settle_refund(refund.out_refund_no, hospital_id=device.hospital_id,
+                                      state=_REFUND_SETTLES[outcome.state], channel_refund_id=outcome.channel_refund_id)
+        return _refund_reply(outcome, refund.out_refund_no)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _channel(self, request: _Body) -> PayChannel:
+        text = request.text("channel", max_len=16)
+        try:
+            return PayChannel(text)
+        except ValueError:
+            raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)}") from None
+
+    def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome) -> None:
+        state = _PAY_SETTLES.get(outcome.state)
+        if state is None:
+            return  # USER_PAYING / UNKNOWN / NOT_FOUND: still under way; the POS queries, then reverses
+        result_code = outcome.result_code.value if outcome.result_code else outcome.channel_code
+        self.ledger.settle_payment(out_trade_no, hospital_id=device.hospital_id, state=state,
+                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code)
+
+    def _check_instruction(self, device: Device, sealed: object, order_no: str, amount_fen: int) -> str:
+        """Open the HIS instruction a refund executes; its order, amount and terminal must match."""
+        if not isinstance(sealed, dict):
+            raise GatewayError(GatewayCode.BAD_INSTRUCTION, "a refund must carry the sealed HIS instruction it executes (request.instruction)")
+        hospital = self.directory.hospital(device.hospital_id)
+        keys: KeyRing = self.directory.his_keyring(device.hospital_id)
+        try:
+            envelope = parse_envelope(sealed, expect=MsgType.INSTRUCTION)
+            plaintext = open_envelope(envelope, keys)
+            instruction = decode_instruction(plaintext, header_terminal_id=envelope.terminal_id, limit_fen=MAX_FEN)
+        except ProtocolError as exc:
+            raise GatewayError(GatewayCode.BAD_INSTRUCTION, f"the HIS instruction does not open: {exc.code.value}: {exc.message}") from None
+        if instruction.amount.direction is not Direction.REFUND:
+            raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH, "the HIS instruction is a collection, not a refund")
+        if instruction.order_no != order_no or instruction.amount.fen != amount_fen:
+            raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
+                               "the refund's order or amount differ from the HIS instruction it claims to execute")
+        if instruction.terminal_id != device.terminal_id:
+            raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
+                               f"the HIS instruction is for terminal {instruction.terminal_id}, this device is {device.terminal_id}")
+        if hospital.require_his_signature:
+            # TODO(issue 13, HIS interface 1.1 B): verify his_sig once protocol/ has it (another branch).
+            raise GatewayError(GatewayCode.HIS_SIGNATURE_REQUIRED,
+                               "this hospital requires HIS-signed refunds and this gateway cannot verify his_sig yet")
+        return f"{envelope.kid}:{envelope.msg_id}"

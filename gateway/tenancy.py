@@ -1,0 +1,356 @@
+"""Who may pay for whom: hospitals -> terminals (the HIS terminal IDs) -> devices, the hospitals'
+merchant credentials and HIS keys (sealed by the vault), and the audit trail of every admin action.
+
+Each admin action and its audit row commit in one transaction: an action that is not audited did not
+happen. Audit details never hold a secret (credentials are recorded by merchant id and version).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from protocol.amount import DEFAULT_LIMIT_FEN
+from protocol.crypto import SUITES, KeyRing, SharedKey
+from protocol.ids import is_valid_id
+from protocol.messages import PayChannel
+from protocol.registry import RegistryError, parse_device_csv, parse_terminal_csv
+from protocol.signing import PUBLIC_KEY_SIZE
+
+from gateway.db import Database, Tx, UniqueViolation
+from gateway.errors import GatewayCode, GatewayError
+from gateway.vault import Vault
+
+
+class Mode(enum.Enum):
+    DIRECT = "direct"  # the hospital's own merchant account and keys
+    SERVICE_PROVIDER = "service_provider"  # our provider keys + the hospital's sub-merchant id
+
+
+class DeviceStatus(enum.Enum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Hospital:
+    hospital_id: str
+    name: str
+    mode: Mode
+    txn_limit_fen: int
+    daily_limit_fen: int | None
+    terminal_daily_limit_fen: int | None
+    require_his_signature: bool
+    his_public_key: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    hospital_id: str
+    model: str
+    serial_no: str
+    public_key: bytes
+    terminal_id: str | None
+    status: DeviceStatus
+    disabled_reason: str | None
+    last_seen_at: int | None
+    firmware_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantKey:
+    hospital_id: str
+    channel: PayChannel
+    version: int
+    merchant_id: str
+    secrets: Mapping[str, str]
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"MerchantKey({self.hospital_id}, {self.channel.value}, v{self.version}, {self.merchant_id})"
+
+
+_HOSPITAL_COLS = "hospital_id, name, mode, txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen, require_his_signature, his_public_key"
+_DEVICE_COLS = "device_id, hospital_id, model, serial_no, public_key, terminal_id, status, disabled_reason, last_seen_at, firmware_version"
+
+
+def _hospital(row: tuple) -> Hospital:
+    return Hospital(row[0], row[1], Mode(row[2]), int(row[3]), row[4], row[5], bool(row[6]), row[7])
+
+
+def _device(row: tuple) -> Device:
+    return Device(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], DeviceStatus(row[6]), row[7], row[8], row[9])
+
+
+def _check_id(field: str, value: str) -> str:
+    if not isinstance(value, str) or not is_valid_id(value):
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{field} {value!r} must match [A-Za-z0-9_-]{{1,64}}")
+    return value
+
+
+def _check_limit(field: str, value: int | None) -> int | None:
+    if value is not None and (type(value) is not int or value <= 0):
+        raise GatewayError(GatewayCode.BAD_INPUT, f"{field} must be a positive number of fen")
+    return value
+
+
+class Directory:
+    """Tenancy, credentials and the audit trail over one `Database`."""
+
+    def __init__(self, db: Database, vault: Vault, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.vault = vault
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _audit(self, tx: Tx, actor: str, action: str, subject: str, **detail: object) -> None:
+        tx.execute(
+            "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            (self._now(), actor, action, subject, json.dumps(detail, sort_keys=True, ensure_ascii=False)),
+        )
+
+    # --- hospitals ------------------------------------------------------------------------------
+
+    def add_hospital(
+        self,
+        hospital_id: str,
+        name: str,
+        *,
+        mode: Mode,
+        actor: str,
+        txn_limit_fen: int = DEFAULT_LIMIT_FEN,
+        daily_limit_fen: int | None = None,
+        terminal_daily_limit_fen: int | None = None,
+        require_his_signature: bool = False,
+        his_public_key: bytes | None = None,
+    ) -> Hospital:
+        _check_id("hospital_id", hospital_id)
+        if not name or not name.isprintable() or len(name) > 128:
+            raise GatewayError(GatewayCode.BAD_INPUT, "the hospital name must be printable text of 1..128 characters")
+        _check_limit("txn_limit_fen", txn_limit_fen)
+        _check_limit("daily_limit_fen", daily_limit_fen)
+        _check_limit("terminal_daily_limit_fen", terminal_daily_limit_fen)
+        if his_public_key is not None and len(his_public_key) != PUBLIC_KEY_SIZE:
+            raise GatewayError(GatewayCode.BAD_INPUT, f"the HIS public key must be {PUBLIC_KEY_SIZE} bytes (Ed25519)")
+        if require_his_signature and his_public_key is None:
+            raise GatewayError(GatewayCode.BAD_INPUT, "require_his_signature needs the HIS public key (--his-public-key)")
+        try:
+            with self.db.transaction() as tx:
+                tx.execute(
+                    f"INSERT INTO hospitals ({_HOSPITAL_COLS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (hospital_id, name, mode.value, txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen,
+                     int(require_his_signature), his_public_key, self._now()),
+                )
+                self._audit(tx, actor, "hospital.add", hospital_id, mode=mode.value, txn_limit_fen=txn_limit_fen,
+                            daily_limit_fen=daily_limit_fen, terminal_daily_limit_fen=terminal_daily_limit_fen,
+                            require_his_signature=require_his_signature)
+        except UniqueViolation:
+            raise GatewayError(GatewayCode.EXISTS, f"hospital {hospital_id} already exists") from None
+        return self.hospital(hospital_id)
+
+    def hospital(self, hospital_id: str, tx: Tx | None = None) -> Hospital:
+        sql = f"SELECT {_HOSPITAL_COLS} FROM hospitals WHERE hospital_id = ?"
+        if tx is not None:
+            row = tx.one(sql, (hospital_id,))
+        else:
+            with self.db.transaction(write=False) as rtx:
+                row = rtx.one(sql, (hospital_id,))
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}; add it with gateway-admin hospital add")
+        return _hospital(row)
+
+    def hospitals(self) -> list[Hospital]:
+        with self.db.transaction(write=False) as tx:
+            return [_hospital(r) for r in tx.all(f"SELECT {_HOSPITAL_COLS} FROM hospitals ORDER BY hospital_id")]
+
+    # --- merchant credentials -------------------------------------------------------------------
+
+    def set_merchant_key(self, hospital_id: str, channel: PayChannel, merchant_id: str, secrets: Mapping[str, str], *, actor: str) -> int:
+        """Store the channel credentials of a hospital; a second call rotates them. The new version."""
+        _check_id("merchant_id", merchant_id)
+        if not isinstance(secrets, Mapping) or not secrets or not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
+            raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a non-empty JSON object of strings")
+        with self.db.transaction() as tx:
+            self.hospital(hospital_id, tx)
+            current = tx.one(
+                "SELECT version FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL" + tx.for_update,
+                (hospital_id, channel.value),
+            )
+            last = tx.scalar("SELECT MAX(version) FROM merchant_keys WHERE hospital_id = ? AND channel = ?", (hospital_id, channel.value))
+            version = int(last or 0) + 1
+            now = self._now()
+            if current is not None:
+                tx.execute("UPDATE merchant_keys SET retired_at = ? WHERE hospital_id = ? AND channel = ? AND version = ?",
+                           (now, hospital_id, channel.value, current[0]))
+            sealed = self.vault.seal(json.dumps(dict(secrets), sort_keys=True).encode("utf-8"),
+                                     f"merchant|{hospital_id}|{channel.value}|{version}")
+            tx.execute(
+                "INSERT INTO merchant_keys (hospital_id, channel, version, merchant_id, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (hospital_id, channel.value, version, merchant_id, sealed, now),
+            )
+            self._audit(tx, actor, "merchant_key.rotate" if current else "merchant_key.set", hospital_id,
+                        channel=channel.value, merchant_id=merchant_id, version=version,
+                        retired_version=current[0] if current else None, fields=sorted(secrets))
+        return version
+
+    def merchant_key(self, hospital_id: str, channel: PayChannel) -> MerchantKey:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT version, merchant_id, sealed FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL",
+                (hospital_id, channel.value),
+            )
+        if row is None:
+            raise GatewayError(GatewayCode.NO_MERCHANT, f"hospital {hospital_id} has no {channel.value} merchant credentials")
+        version, merchant_id, sealed = int(row[0]), row[1], bytes(row[2])
+        secrets = json.loads(self.vault.open(sealed, f"merchant|{hospital_id}|{channel.value}|{version}"))
+        return MerchantKey(hospital_id, channel, version, merchant_id, secrets)
+
+    # --- HIS envelope keys ----------------------------------------------------------------------
+
+    def add_his_keys(self, hospital_id: str, keys: KeyRing, *, actor: str) -> list[str]:
+        """Store (or replace) the hospital's HIS envelope keys, as read from its his-keys-v1 file."""
+        kids = []
+        with self.db.transaction() as tx:
+            self.hospital(hospital_id, tx)
+            for key in keys:
+                sealed = self.vault.seal(key.secret, f"his|{hospital_id}|{key.kid}")
+                tx.execute("DELETE FROM his_keys WHERE hospital_id = ? AND kid = ?", (hospital_id, key.kid))
+                tx.execute(
+                    "INSERT INTO his_keys (hospital_id, kid, suite, sealed, retired, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (hospital_id, key.kid, key.suite, sealed, int(key.retired), self._now()),
+                )
+                kids.append(key.kid)
+            self._audit(tx, actor, "his_keys.set", hospital_id, kids=kids)
+        return kids
+
+    def his_keyring(self, hospital_id: str) -> KeyRing:
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("SELECT kid, suite, sealed, retired FROM his_keys WHERE hospital_id = ? ORDER BY kid", (hospital_id,))
+        keys = []
+        for kid, suite, sealed, retired in rows:
+            if suite not in SUITES:
+                raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: HIS key {kid} has unknown suite {suite}")
+            keys.append(SharedKey(kid, suite, self.vault.open(bytes(sealed), f"his|{hospital_id}|{kid}"), bool(retired)))
+        return KeyRing(keys)
+
+    # --- terminals and devices ------------------------------------------------------------------
+
+    def import_terminals(self, hospital_id: str, csv_text: str, *, actor: str, source: str = "terminal CSV") -> int:
+        """Add the hospital's terminal list (step 2); rows naming a device bind it. Rows imported."""
+        try:
+            records = parse_terminal_csv(csv_text, source)
+        except RegistryError as exc:
+            raise GatewayError(GatewayCode.BAD_INPUT, str(exc)) from None
+        with self.db.transaction() as tx:
+            self.hospital(hospital_id, tx)
+            for record in records:
+                try:
+                    tx.execute("INSERT INTO terminals (hospital_id, terminal_id, description, created_at) VALUES (?, ?, ?, ?)",
+                               (hospital_id, record.terminal_id, record.description, self._now()))
+                except UniqueViolation:
+                    raise GatewayError(GatewayCode.EXISTS, f"{source}: terminal {record.terminal_id} is already registered for {hospital_id}") from None
+            self._audit(tx, actor, "terminals.import", hospital_id, count=len(records), terminal_ids=[r.terminal_id for r in records])
+            for record in records:
+                if record.device_id:
+                    self._bind(tx, record.device_id, record.terminal_id, actor, hospital_id=hospital_id)
+        return len(records)
+
+    def terminals(self, hospital_id: str) -> list[tuple[str, str]]:
+        """(terminal_id, description) of the hospital's terminals."""
+        with self.db.transaction(write=False) as tx:
+            return [(r[0], r[1]) for r in tx.all("SELECT terminal_id, description FROM terminals WHERE hospital_id = ? ORDER BY terminal_id",
+                                                 (hospital_id,))]
+
+    def import_devices(self, hospital_id: str, csv_text: str, *, actor: str, source: str = "device CSV") -> int:
+        """Add devices from our device records (device_id,model,serial_no,public_key). Rows imported."""
+        try:
+            records = parse_device_csv(csv_text, source)
+        except RegistryError as exc:
+            raise GatewayError(GatewayCode.BAD_INPUT, str(exc)) from None
+        missing = [r.device_id for r in records if r.public_key is None]
+        if missing:
+            raise GatewayError(GatewayCode.BAD_INPUT, f"{source}: no public_key for {', '.join(missing)}; the gateway checks every request with it")
+        with self.db.transaction() as tx:
+            self.hospital(hospital_id, tx)
+            for r in records:
+                try:
+                    tx.execute(
+                        "INSERT INTO devices (device_id, hospital_id, model, serial_no, public_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (r.device_id, hospital_id, r.model, r.serial_no, r.public_key, DeviceStatus.ACTIVE.value, self._now()),
+                    )
+                except UniqueViolation:
+                    raise GatewayError(GatewayCode.EXISTS, f"{source}: device {r.device_id} is already registered") from None
+            self._audit(tx, actor, "devices.import", hospital_id, count=len(records), device_ids=[r.device_id for r in records])
+        return len(records)
+
+    def _device_row(self, tx: Tx, device_id: str, *, lock: bool = False) -> Device:
+        row = tx.one(f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = ?" + (tx.for_update if lock else ""), (device_id,))
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"no device {device_id!r}; import the device records first")
+        return _device(row)
+
+    def _bind(self, tx: Tx, device_id: str, terminal_id: str, actor: str, *, hospital_id: str | None = None) -> None:
+        device = self._device_row(tx, device_id, lock=True)
+        if hospital_id is not None and device.hospital_id != hospital_id:
+            raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device_id} belongs to hospital {device.hospital_id}, not {hospital_id}")
+        if tx.one("SELECT 1 FROM terminals WHERE hospital_id = ? AND terminal_id = ?", (device.hospital_id, terminal_id)) is None:
+            raise GatewayError(GatewayCode.UNKNOWN_TERMINAL, f"hospital {device.hospital_id} has no terminal {terminal_id}; import its terminal list first")
+        holder = tx.scalar("SELECT device_id FROM devices WHERE hospital_id = ? AND terminal_id = ?", (device.hospital_id, terminal_id))
+        if holder not in (None, device_id):
+            raise GatewayError(GatewayCode.EXISTS, f"terminal {terminal_id} is bound to device {holder}; disable that one first")
+        try:
+            tx.execute("UPDATE devices SET terminal_id = ? WHERE device_id = ?", (terminal_id, device_id))
+        except UniqueViolation:  # bound by a concurrent admin between our check and the update
+            raise GatewayError(GatewayCode.EXISTS, f"terminal {terminal_id} was just bound to another device") from None
+        self._audit(tx, actor, "device.bind", device_id, hospital_id=device.hospital_id, terminal_id=terminal_id, previous=device.terminal_id)
+
+    def bind_device(self, device_id: str, terminal_id: str, *, actor: str) -> Device:
+        with self.db.transaction() as tx:
+            self._bind(tx, device_id, terminal_id, actor)
+            return self._device_row(tx, device_id)
+
+    def disable_device(self, device_id: str, *, reason: str, actor: str) -> Device:
+        """Refused from its next request on; the terminal it held is freed for a replacement."""
+        if not reason or not reason.isprintable() or len(reason) > 200:
+            raise GatewayError(GatewayCode.BAD_INPUT, "say why the device is disabled (printable text, at most 200 characters)")
+        with self.db.transaction() as tx:
+            device = self._device_row(tx, device_id, lock=True)
+            tx.execute("UPDATE devices SET status = ?, disabled_reason = ?, terminal_id = NULL WHERE device_id = ?",
+                       (DeviceStatus.DISABLED.value, reason, device_id))
+            self._audit(tx, actor, "device.disable", device_id, hospital_id=device.hospital_id, terminal_id=device.terminal_id, reason=reason)
+            return self._device_row(tx, device_id)
+
+    def enable_device(self, device_id: str, *, actor: str) -> Device:
+        with self.db.transaction() as tx:
+            device = self._device_row(tx, device_id, lock=True)
+            tx.execute("UPDATE devices SET status = ?, disabled_reason = NULL WHERE device_id = ?", (DeviceStatus.ACTIVE.value, device_id))
+            self._audit(tx, actor, "device.enable", device_id, hospital_id=device.hospital_id)
+            return self._device_row(tx, device_id)
+
+    def device(self, device_id: str) -> Device:
+        with self.db.transaction(write=False) as tx:
+            return self._device_row(tx, device_id)
+
+    def devices(self, hospital_id: str | None = None) -> list[Device]:
+        with self.db.transaction(write=False) as tx:
+            if hospital_id is None:
+                rows = tx.all(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY device_id")
+            else:
+                rows = tx.all(f"SELECT {_DEVICE_COLS} FROM devices WHERE hospital_id = ? ORDER BY device_id", (hospital_id,))
+        return [_device(r) for r in rows]
+
+    def record_contact(self, device_id: str, *, firmware_version: str | None, at: int | None = None) -> None:
+        """What the device said about itself on its last authenticated request."""
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = COALESCE(?, firmware_version) WHERE device_id = ?",
+                       (self._now() if at is None else at, firmware_version, device_id))
+
+    def audit_log(self, *, limit: int = 100) -> list[tuple[int, str, str, str, dict]]:
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("SELECT at, actor, action, subject, detail FROM audit ORDER BY audit_id DESC LIMIT ?", (limit,))
+        return [(int(at), actor, action, subject, json.loads(detail)) for at, actor, action, subject, detail in rows]

@@ -1,0 +1,73 @@
+"""Storage: URLs, versioned migrations, concurrent migrators, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gateway import migrations
+from gateway.db import open_database
+from gateway.errors import GatewayCode, GatewayError
+
+
+def test_migrate_is_versioned_and_idempotent(raw_db) -> None:
+    assert raw_db.schema_version() == 0
+    assert raw_db.migrate() == migrations.LATEST
+    assert raw_db.migrate() == migrations.LATEST
+    with raw_db.transaction(write=False) as tx:
+        rows = tx.all("SELECT version FROM schema_migrations ORDER BY version")
+    assert [r[0] for r in rows] == [m.version for m in migrations.MIGRATIONS]
+
+
+def test_two_processes_migrating_at_once_apply_each_migration_once(raw_db) -> None:
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            raw_db.migrate()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with raw_db.transaction(write=False) as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM schema_migrations") == len(migrations.MIGRATIONS)
+
+
+def test_a_database_newer_than_the_code_is_refused(db) -> None:
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from the future', 0)", (migrations.LATEST + 1,))
+    with pytest.raises(GatewayError) as info:
+        db.migrate()
+    assert info.value.code is GatewayCode.SCHEMA_TOO_NEW
+
+
+def test_a_failed_transaction_leaves_nothing_behind(db) -> None:
+    with pytest.raises(RuntimeError):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO audit (at, actor, action, subject, detail) VALUES (1, 'a', 'b', 'c', '{}')")
+            raise RuntimeError("crash between two statements")
+    with db.transaction(write=False) as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM audit") == 0
+
+
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite::memory:", "mysql://x", "gateway.db"])
+def test_bad_database_urls_say_what_is_expected(url) -> None:
+    with pytest.raises(GatewayError) as info:
+        open_database(url)
+    assert info.value.code is GatewayCode.BAD_DATABASE_URL
+
+
+def test_sqlite_urls(tmp_path) -> None:
+    for url in (f"sqlite:{tmp_path}/a.db", f"sqlite://{tmp_path}/b.db"):
+        db = open_database(url)
+        assert db.migrate() == migrations.LATEST
+        db.close()
+    assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
