@@ -1,0 +1,68 @@
+"""The high-water mark files of both journals (bridge/journal_mark.py, terminal/journal_mark.py):
+the newest mark is always readable, and the slot is fsynced at most once a second and on close."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import bridge.journal_mark
+import terminal.journal_mark
+
+
+@pytest.fixture(params=[bridge.journal_mark, terminal.journal_mark], ids=["bridge", "terminal"])
+def module(request):
+    return request.param
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    return calls
+
+
+def test_a_burst_of_commits_costs_one_fsync_and_the_newest_mark_reads_back(module, tmp_path, fsyncs):
+    clock = Clock()
+    mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
+    for n in range(1, 101):
+        mark.write(n)
+        clock.now += 0.001
+    assert len(fsyncs) == 1
+    assert module.MarkFile(tmp_path / "j.hwm").read().mark == 100
+
+
+def test_a_write_after_the_interval_is_fsynced(module, tmp_path, fsyncs):
+    clock = Clock()
+    mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
+    mark.write(1)
+    clock.now += module.SYNC_INTERVAL_S
+    mark.write(2)
+    assert len(fsyncs) == 2
+
+
+def test_close_fsyncs_what_is_pending(module, tmp_path, fsyncs):
+    clock = Clock()
+    mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
+    mark.write(1)
+    mark.write(2)
+    mark.close()
+    assert len(fsyncs) == 2
+    assert module.MarkFile(tmp_path / "j.hwm").read().mark == 2
+
+
+def test_durable_true_fsyncs_at_once(module, tmp_path, fsyncs):
+    mark = module.MarkFile(tmp_path / "j.hwm", clock=Clock())
+    mark.write(1)
+    mark.write(2, durable=True)
+    assert len(fsyncs) == 2
