@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 from terminal.ui import display
 from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES
 from terminal.ui.fonts import FontMissing, UiFonts, prepare_fonts
+from terminal.link.wires import DEVICE_URL_FORMS
 
 if TYPE_CHECKING:
     from terminal.service import TerminalService
@@ -247,8 +248,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", required=True, help="the device configuration (his-device-config-v1 JSON)")
     parser.add_argument("--link", required=True,
-                        help="the device side of the USB link: serial:/dev/ttyGS0 (USB gadget serial), "
-                             "serial:/dev/ttyUSB0, or socket://127.0.0.1:PORT (listen for the bridge)")
+                        help=f"the device side of the USB link: {DEVICE_URL_FORMS}; aoa is an Android POS opened "
+                             "as a USB accessory by the bridge (docs/android-pos.md)")
     parser.add_argument("--device-dir", default=None,
                         help="the device's secure storage (identity and key, made at provisioning); "
                              "default: $POS_DEVICE_DIR")
