@@ -45,15 +45,16 @@ class PortSink(Protocol):
     def handshake_refused(self, port: "DevicePort", reason: str) -> None: ...
 
 
-def host_info() -> bytes:
-    return json.dumps({"bridge": "his-bridge", "clock": int(time.time())}).encode("utf-8")
+def host_info(clock: Callable[[], float] = time.time) -> bytes:
+    return json.dumps({"bridge": "his-bridge", "clock": int(clock())}).encode("utf-8")
 
 
 class DevicePort:
     def __init__(self, url: str, sink: PortSink, *, public_key_for: Callable[[str], bytes | None],
                  host_key_seed: bytes, timers: LinkTimers = LinkTimers(), baud: int = 115200, reconnect_min_s: float = 0.5,
-                 reconnect_max_s: float = 10.0, usb_backend: object = None) -> None:
+                 reconnect_max_s: float = 10.0, usb_backend: object = None, clock: Callable[[], float] = time.time) -> None:
         self.url = url
+        self.clock = clock  # this PC's wall clock: told to the POS at link-up and with every instruction
         self.sink = sink
         self.public_key_for = public_key_for
         self._host_key_seed = host_key_seed  # the bridge's identity key: the POS pinned its public half
@@ -102,7 +103,7 @@ class DevicePort:
             if msg_id in self._session_sent:
                 return True
             try:
-                link.send(FrameType.DATA, encode_app(InstructionMsg(envelope)), time.monotonic(), tag=msg_id)
+                link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)
             except LinkNotUp as exc:
                 log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=msg_id, reason=str(exc))
                 return False
@@ -163,7 +164,8 @@ class DevicePort:
         with self._lock:
             self._transport, self._broken, self._restart = transport, None, None
             self._link = Link(Role.HOST, timers=self.timers, host=HostHandshake(
-                public_key_for=self.public_key_for, host_key_seed=self._host_key_seed, host_info=host_info))
+                public_key_for=self.public_key_for, host_key_seed=self._host_key_seed,
+                host_info=lambda: host_info(self.clock)))
             self.since = time.time()
             self._handle(self._link.start(time.monotonic()))
             self._flush()
@@ -195,6 +197,10 @@ class DevicePort:
             self._session_sent.clear()
         transport.close()
 
+    def _instruction(self, envelope: Envelope) -> bytes:
+        """An instruction with this PC's clock: the POS stamps results with the clock it last heard."""
+        return encode_app(InstructionMsg(envelope, int(self.clock())))
+
     def _flush(self) -> None:
         assert self._link is not None and self._transport is not None
         out = self._link.data_to_send()
@@ -220,7 +226,7 @@ class DevicePort:
                 self._session_sent.clear()
                 for msg_id, envelope in self.sink.attach(self, event.peer):
                     try:
-                        self._link.send(FrameType.DATA, encode_app(InstructionMsg(envelope)), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
+                        self._link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
                     except LinkNotUp:
                         break  # send queue full: the rest stay journaled as accepted for the next session
                     self._session_sent.add(msg_id)

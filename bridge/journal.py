@@ -33,6 +33,11 @@ readers (reconcile/) may open it while the bridge runs:
       env_sum, result_sum  BLOB       protocol.integrity.row_checksum of the accepted instruction's
                                       columns, and of the result (or refusal) columns
     transitions                       append-only history: seq, at, msg_id, state, detail
+    held_results                      results from an authenticated device that the bridge could not
+                                      accept yet (their ts is off this PC's clock, their instruction is
+                                      unknown here, ...): kept, not dropped, so the frame's ACK never
+                                      loses one (issue 14, finding 1); re-checked by the relay and
+                                      moved to their instruction once they pass; named in /v1/health
     state_counts                      instructions per state, kept by triggers: /v1/health reads five
                                       rows instead of counting the history (issue 14, finding 7)
 
@@ -153,6 +158,11 @@ CREATE TABLE IF NOT EXISTS transitions (
 """
 
 _COUNTS = """
+CREATE TABLE IF NOT EXISTS held_results (
+  result_msg_id TEXT PRIMARY KEY, reply_to TEXT NOT NULL, device_id TEXT NOT NULL, envelope BLOB NOT NULL,
+  code TEXT NOT NULL, message TEXT NOT NULL, held_at REAL NOT NULL, checked_at REAL NOT NULL, held_sum BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_results_reply_to ON held_results (reply_to);
 CREATE TABLE IF NOT EXISTS state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON instructions BEGIN
   INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
@@ -316,7 +326,7 @@ def _row(values: tuple) -> Row:  # type: ignore[type-arg]
 @dataclass(slots=True)
 class _Op:
     msg_id: str
-    state: JState
+    state: "JState | str"  # an instruction's new state, or a label for other durable writes (held results)
     sql: str
     args: tuple  # type: ignore[type-arg]
     detail: str | None
@@ -328,6 +338,31 @@ class _Op:
         if self.error is not None:
             raise self.error
         return self.changed
+
+
+def _label(state: "JState | str") -> str:
+    return state.value if isinstance(state, JState) else state
+
+
+def held_sum(result_msg_id: str, reply_to: str, device_id: str, envelope: bytes, code: str, message: str) -> bytes:
+    return row_checksum(result_msg_id, reply_to, device_id, bytes(envelope), code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldResult:
+    """A result the bridge keeps but could not accept yet (see held_results above)."""
+
+    result_msg_id: str
+    reply_to: str
+    device_id: str
+    envelope: bytes
+    code: str
+    message: str
+    held_at: float
+
+
+# Held results kept at most: a device that floods the bridge with unacceptable results cannot fill its disk.
+MAX_HELD_RESULTS = 10_000
 
 
 def journal_mark(db: sqlite3.Connection) -> int:
@@ -470,7 +505,7 @@ class Journal:
 
     # ------------------------------------------------------------ writes
 
-    def _commit(self, msg_id: str, state: JState, sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
         """Commit one transition; True if it applied. Returns only once it is committed.
 
         Group commit: concurrent callers queue their transitions; the first becomes the leader and
@@ -518,7 +553,7 @@ class Journal:
                     else:
                         if op.changed:
                             self._db.execute("INSERT INTO transitions (at, msg_id, state, detail) VALUES (?, ?, ?, ?)",
-                                             (self.clock(), op.msg_id, op.state.value, op.detail))
+                                             (self.clock(), op.msg_id, _label(op.state), op.detail))
                     self._db.execute("RELEASE op")
                 self._db.execute("COMMIT")
                 self._hwm = journal_mark(self._db)
@@ -545,7 +580,7 @@ class Journal:
                         pass
                 for op in batch:
                     op.done = True
-        if any(op.changed and op.state.value == self._crash_at for op in batch):
+        if any(op.changed and _label(op.state) == self._crash_at for op in batch):
             os._exit(CRASH_EXIT_CODE)  # the test hook: die before anyone acts on the commit
 
     def _write_mark(self) -> None:
@@ -600,6 +635,68 @@ class Journal:
     def store_refusal(self, msg_id: str, code: str, message: str) -> bool:
         return self._advance(msg_id, JState.REFUSED, ", refusal_code = ?, refusal_message = ?, result_sum = ?",
                              (code, message, refusal_sum(msg_id, code, message)), code)
+
+    def hold_result(self, held: HeldResult) -> bool:
+        """Keep a result that cannot be accepted yet (durably, before its frame is acknowledged);
+        False if it is held already. A device past MAX_HELD_RESULTS gets JournalError (not ACKed)."""
+        count = self._read("SELECT count(*) FROM held_results", ())[0][0]
+        if count >= MAX_HELD_RESULTS:
+            raise JournalError(f"the journal {self.path} already holds {count} results it could not accept; "
+                               "clear them (his-bridge journal check) before more are taken")
+        now = self.clock()
+        return self._commit(
+            held.reply_to, "result_held",
+            "INSERT OR IGNORE INTO held_results (result_msg_id, reply_to, device_id, envelope, code, message, held_at, "
+            "checked_at, held_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (held.result_msg_id, held.reply_to, held.device_id, held.envelope, held.code, held.message, now, now,
+             held_sum(held.result_msg_id, held.reply_to, held.device_id, held.envelope, held.code, held.message)),
+            f"{held.code}: {held.message}"[:500],
+        )
+
+    def release_held(self, result_msg_id: str, reply_to: str, why: str) -> bool:
+        """Forget a held result: it was accepted (stored as its instruction's result) or is moot."""
+        return self._commit(reply_to, "held_released", "DELETE FROM held_results WHERE result_msg_id = ?",
+                            (result_msg_id,), why)
+
+    def update_held(self, result_msg_id: str, code: str, message: str) -> None:
+        """A re-check still fails: record why now (the reason can change, e.g. as a clock is put right)."""
+        row = self._read("SELECT reply_to, device_id, envelope FROM held_results WHERE result_msg_id = ?", (result_msg_id,))
+        if not row:
+            return
+        reply_to, device_id, envelope = row[0]
+        self._commit(reply_to, JState.PROGRESS, "UPDATE held_results SET code = ?, message = ?, checked_at = ?, held_sum = ? "
+                     "WHERE result_msg_id = ? AND (code != ? OR message != ?)",
+                     (code, message, self.clock(), held_sum(result_msg_id, reply_to, device_id, envelope, code, message),
+                      result_msg_id, code, message), None)
+
+    def held(self, limit: int = 1000) -> list[HeldResult]:
+        """Held results, oldest first; a row whose checksum fails is skipped (and reported by check)."""
+        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
+                          "FROM held_results ORDER BY held_at LIMIT ?", (limit,))
+        return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
+                if held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])]
+
+    def held_for(self, reply_to: str) -> HeldResult | None:
+        found = [h for h in self.held_rows("WHERE reply_to = ?", (reply_to,))]
+        return found[0] if found else None
+
+    def held_rows(self, where: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
+        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
+                          f"FROM held_results {where} ORDER BY held_at", args)
+        return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
+                if held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])]
+
+    def held_summary(self, items: int = 10) -> dict[str, object]:
+        """For /v1/health, on health's own connection: how many results are held and the oldest few."""
+        try:
+            with self._hlock:
+                count = self._hdb.execute("SELECT count(*) FROM held_results").fetchone()[0]
+                rows = self._hdb.execute("SELECT result_msg_id, reply_to, device_id, code, message, held_at FROM held_results "
+                                         "ORDER BY held_at LIMIT ?", (items,)).fetchall() if count else []
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
+        return {"count": count, "oldest": [{"result_msg_id": r[0], "msg_id": r[1], "device_id": r[2], "code": r[3],
+                                            "message": r[4], "since": int(r[5])} for r in rows]}
 
     # ------------------------------------------------------------ reads
 

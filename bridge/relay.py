@@ -43,7 +43,9 @@ from protocol.messages import Instruction, Progress, Result, mask_patient_name
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import dumps_compact
 
-from bridge.journal import NOT_TAKEN, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult
+from bridge.journal import (
+    NOT_TAKEN, HeldResult, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult,
+)
 from bridge.storage_retry import DeferredWrites
 from bridge.logjson import log_event
 from bridge.registries import Registries
@@ -51,6 +53,9 @@ from bridge.registries import Registries
 log = logging.getLogger("bridge.relay")
 
 MAX_WAIT_S = 120
+# How often results the bridge holds (their ts is off this PC's clock, ...) are checked again: a clock
+# put right lets them through within this long (issue 14, finding 1).
+HELD_RECHECK_S = 5.0
 STATE_OF: dict[JState, str] = {JState.ACCEPTED: Progress.QUEUED.value, JState.SENT: Progress.DELIVERED.value}
 
 
@@ -139,6 +144,14 @@ class Waiters:
             event.set()
 
 
+class ResultNotAccepted(Exception):
+    """A result from an authenticated device that fails a check; it is held, never dropped."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class Relay:
     def __init__(self, *, journal: Journal, keys: Callable[[], KeyRing], registries: Registries,
                  settings: RelaySettings, clock: Callable[[], float] = time.time) -> None:
@@ -160,6 +173,9 @@ class Relay:
         # A POS that refuses work because of its own journal (full disk, failed integrity check):
         # device_id -> the code, shown in /v1/health until that device answers an instruction again.
         self.device_problems: dict[str, str] = {}
+        self._recheck_stop = threading.Event()
+        self._recheck_wake = threading.Event()
+        self.recheck_s = HELD_RECHECK_S
 
     # ================================================================ HIS side
 
@@ -255,6 +271,11 @@ class Relay:
             state = STATE_OF.get(row.state) or row.progress or Progress.DELIVERED.value
         with self._not_taken_lock:
             event = self._not_taken.get(row.msg_id)
+        if event is None:
+            held = self.journal.held_for(row.msg_id)
+            if held is not None:  # the POS answered, the bridge keeps its result until it can accept it
+                event = {"code": held.code, "at": int(held.held_at),
+                         "message": f"the POS's result is held at the bridge, not yet accepted: {held.message}"}
         if event is None and row.progress == NOT_TAKEN:  # told before a restart of the bridge
             event = {"code": ErrorCode.DEVICE_UNAVAILABLE.value, "at": None,
                      "message": f"device {row.device_id} could not take this instruction; it is sent again when it attaches"}
@@ -268,6 +289,8 @@ class Relay:
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True
+        self._recheck_stop.set()
+        self._recheck_wake.set()
         self.deferred.stop()
         self._waiters.fire_all()
 
@@ -300,6 +323,7 @@ class Relay:
             pending.append((row.msg_id, parse_envelope(row.envelope)))
         if pending:
             log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending))
+        self._recheck_wake.set()
         return pending
 
     def detach(self, port: Port, identity: DeviceIdentity | None, reason: str) -> None:
@@ -358,6 +382,9 @@ class Relay:
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)
+        if isinstance(message, ResultMsg):
+            self.device_problems.pop(identity.device_id, None)
+            return self._take_result(port, identity, row, message.envelope)
         if row is None or row.device_id != identity.device_id:
             why = "unknown reply_to" if row is None else f"reply_to names an instruction given to {row.device_id}"
             return self._security_drop(port, identity, why, msg_id)
@@ -367,10 +394,8 @@ class Relay:
             if not row.state.final and self.journal.mark_progress(msg_id, message.state.value):
                 log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
             return None
-        if isinstance(message, NotTakenMsg):
-            return self._mark_not_taken(identity, row, message)
-        self.device_problems.pop(identity.device_id, None)
-        return self._store_result(port, identity, row, message.envelope)
+        assert isinstance(message, NotTakenMsg)
+        return self._mark_not_taken(identity, row, message)
 
     def _mark_not_taken(self, identity: DeviceIdentity, row: Row, message: NotTakenMsg) -> None:
         """Unsealed, so it ends nothing: keep the instruction unfinished, say why, re-send it later."""
@@ -396,39 +421,106 @@ class Relay:
             log_event(log, "instruction_refused", level=logging.WARNING, msg_id=msg_id, code=code, reason=message)
             self._waiters.fire(msg_id)
 
-    def _store_result(self, port: Port, identity: DeviceIdentity, row: Row, envelope: Envelope) -> None:
-        if envelope.device_id != identity.device_id:
-            return self._security_drop(port, identity, f"result claims device_id {envelope.device_id}", row.msg_id)
+    def _take_result(self, port: Port, identity: DeviceIdentity, row: Row | None, envelope: Envelope) -> None:
+        """Store a result, or hold it: a result from an authenticated device is never dropped, because
+        the link ACKs the frame and the POS then forgets it (issue 14, finding 1)."""
+        try:
+            stored = self._check_result(identity.device_id, row, envelope)
+        except ResultNotAccepted as refusal:
+            log_event(log, "result_held", level=logging.WARNING, security=refusal.code != "clock_skew",
+                      port=port.url, device_id=identity.device_id, msg_id=envelope.reply_to, code=refusal.code,
+                      reason=refusal.message, msg="the result is kept, not accepted yet: named in /v1/health and checked again")
+            self.journal.hold_result(HeldResult(envelope.msg_id, envelope.reply_to or "", identity.device_id, envelope.to_bytes(),
+                                                refusal.code, refusal.message[:500], self.clock()))
+            return None
+        if stored is not None:
+            assert row is not None
+            self._accept_result(identity.device_id, row, stored)
+        return None
+
+    def _accept_result(self, device_id: str, row: Row, stored: StoredResult) -> bool:
+        if not self.journal.store_result(row.msg_id, stored):
+            return False
+        with self._not_taken_lock:
+            self._not_taken.pop(row.msg_id, None)
+        log_event(log, "result_stored", msg_id=row.msg_id, device_id=device_id, order_no=row.order_no,
+                  pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
+                  error_code=stored.error_code)
+        self._waiters.fire(row.msg_id)
+        return True
+
+    def _check_result(self, device_id: str, row: Row | None, envelope: Envelope) -> StoredResult | None:
+        """The checks of a result (module docstring). None: the identical result is stored already."""
+        if row is None:
+            raise ResultNotAccepted("unknown_instruction", f"reply_to {envelope.reply_to} names no instruction in this "
+                                    "bridge's journal (was the journal restored from an older backup?)")
+        if row.device_id != device_id:
+            raise ResultNotAccepted("wrong_device", f"reply_to names an instruction given to {row.device_id}")
+        if envelope.device_id != device_id:
+            raise ResultNotAccepted("wrong_device", f"result claims device_id {envelope.device_id}")
         if self.registries.device(envelope.device_id) is None:
-            return self._security_drop(port, identity, "result from a device not in the registry", row.msg_id)
+            raise ResultNotAccepted("unknown_device", "result from a device not in the registry")
         try:
             received = receive_result(envelope.to_json_obj(), self._result_keys(row.kid), now=self.clock(),
                                       skew_s=self.settings.clock_skew_s, instruction_ts=row.ts,
                                       device_keys=self.registries.public_key_for)
         except ProtocolError as exc:
-            return self._security_drop(port, identity, f"result refused ({exc.code.value})", row.msg_id, exc.message)
+            if exc.code is ErrorCode.CLOCK_SKEW:
+                raise ResultNotAccepted(exc.code.value, f"{exc.message}; set this PC's clock (or the POS's): the result "
+                                        "is accepted as soon as its ts is within the window") from None
+            raise ResultNotAccepted(exc.code.value, exc.message) from None
         result = received.message
         assert isinstance(result, Result)
         if result.order_no != row.order_no:
-            return self._security_drop(port, identity, f"result for order {result.order_no}, instruction was {row.order_no}", row.msg_id)
+            raise ResultNotAccepted("order_mismatch", f"result for order {result.order_no}, instruction was {row.order_no}")
         if result.amount != parse_amount(row.amount, limit_fen=MAX_FEN):
-            return self._security_drop(port, identity, f"result for amount {result.amount}, instruction was {row.amount}", row.msg_id)
+            raise ResultNotAccepted("amount_mismatch", f"result for amount {result.amount}, instruction was {row.amount}")
         body = envelope.to_bytes()
         if row.state.final:
             if row.result_envelope is not None and hmac.compare_digest(row.result_envelope, body):
                 return None  # the device re-sent what we already hold (our ACK was lost): nothing new
-            return self._security_drop(port, identity, "a second, different answer for a finished instruction", row.msg_id)
-        stored = StoredResult(envelope.msg_id, body, result.pay_status.value,
-                              result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
-                              str(result.amount), result.finished_at, result.error_code)
-        if self.journal.store_result(row.msg_id, stored):
-            with self._not_taken_lock:
-                self._not_taken.pop(row.msg_id, None)
-            log_event(log, "result_stored", msg_id=row.msg_id, device_id=identity.device_id, order_no=row.order_no,
-                      pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
-                      error_code=stored.error_code)
-            self._waiters.fire(row.msg_id)
-        return None
+            raise ResultNotAccepted("second_answer", "a second, different answer for a finished instruction")
+        return StoredResult(envelope.msg_id, body, result.pay_status.value,
+                            result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
+                            str(result.amount), result.finished_at, result.error_code)
+
+    # ================================================================ held results
+
+    def recheck_held(self) -> int:
+        """Check every held result again; store those that pass now. Returns how many were accepted."""
+        accepted = 0
+        for held in self.journal.held():
+            row = self.journal.get(held.reply_to)
+            try:
+                stored = self._check_result(held.device_id, row, parse_envelope(held.envelope))
+            except ResultNotAccepted as refusal:
+                self.journal.update_held(held.result_msg_id, refusal.code, refusal.message[:500])
+                continue
+            except ProtocolError as exc:  # unparsable: cannot happen for what was parsed before; keep it
+                self.journal.update_held(held.result_msg_id, exc.code.value, exc.message[:500])
+                continue
+            assert row is not None
+            if stored is not None and self._accept_result(held.device_id, row, stored):
+                accepted += 1
+                log_event(log, "held_result_accepted", msg_id=row.msg_id, device_id=held.device_id,
+                          held_s=int(self.clock() - held.held_at))
+            self.journal.release_held(held.result_msg_id, held.reply_to, "accepted" if stored is not None else "already stored")
+        return accepted
+
+    def start_rechecks(self) -> None:
+        threading.Thread(target=self._recheck_loop, name="held-results", daemon=True).start()
+
+    def _recheck_loop(self) -> None:
+        while not self._recheck_stop.is_set():
+            self._recheck_wake.wait(self.recheck_s)
+            self._recheck_wake.clear()
+            if self._recheck_stop.is_set():
+                return
+            try:
+                if self.journal.held_summary(0)["count"]:
+                    self.recheck_held()
+            except JournalError as exc:  # tried again at the next round
+                log_event(log, "held_recheck_failed", level=logging.WARNING, reason=str(exc))
 
     def _result_keys(self, instruction_kid: str) -> KeyRing:
         """Active keys, plus the instruction's own kid even if retired since: its answer must still verify."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import MAX_ERROR_MESSAGE, Instruction, PayChannel, PayStatus, Result, ResultCode
 from terminal import machine
 from terminal.channels.base import PayOutcome, RefundOutcome
+from terminal.bridge_clock import BridgeClock
 from terminal.config import DeviceConfig
 from terminal.journal import AttemptRow, InstructionRow, Journal, ResultRow, StaleState, Tx
 from terminal.machine import Event, Kind, State
@@ -114,21 +116,27 @@ def _clip(text: str | None) -> str | None:
 
 class Lifecycle:
     def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes],
-                 device_key_seed: bytes) -> None:
+                 device_key_seed: bytes, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.journal = journal
         self.clock = clock
         self.rng = rng
         self._device_key_seed = device_key_seed  # signs every result (1.1 A); never logged, never leaves
-        # This device's clock minus the bridge's, measured at the last link up (None: unknown).
-        # Results are stamped with the bridge's time: the bridge and HIS check a result's ts against
-        # their own clocks (within 300 s), and a POS whose clock drifted must not lose a result it
-        # already took money for. The device's own instruction window stays on its own clock.
-        self.bridge_offset_s: float | None = None
+        # The bridge's clock, heard at link-up and with every instruction, carried forward on the
+        # monotonic clock (terminal.bridge_clock): results are stamped with it, so a step of this
+        # device's wall clock cannot strand a result it already took money for (issue 14, finding 1).
+        # The device's own instruction window stays on its own clock.
+        self.bridge_clock = BridgeClock(monotonic)
 
-    def result_time(self, now: float) -> int:
-        """The ts (and finished_at) of a result sealed at device time `now`: the bridge's time."""
-        return int(now if self.bridge_offset_s is None else now - self.bridge_offset_s)
+    @property
+    def bridge_offset_s(self) -> float | None:
+        """This device's clock minus the bridge's, now (None: no bridge heard since boot)."""
+        return self.bridge_clock.offset(self.clock())
+
+    def result_time(self, now: float, row: InstructionRow) -> int:
+        """The ts (and finished_at) of a result sealed at device time `now`: the bridge's time, never
+        before the instruction's own ts."""
+        return self.bridge_clock.stamp(now, row.envelope_ts, row.received_at)
 
     def clock_refusal(self, msg_id: str) -> Refusal | None:
         """Refuse new work when this clock is further off the bridge's than the device's own
@@ -423,11 +431,11 @@ class Lifecycle:
             message = None if text is None else text.en
         result = Result(
             device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
-            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now),
+            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now, row),
             error_code=error_code, error_message=_clip(message), refunded_fen=refunded_fen,
         )
         result_msg_id = "R" + self.rng(12).hex()
-        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=stamp or self.result_time(now),
+        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=stamp or self.result_time(now, row),
                                nonce=self.rng(12), device_key_seed=self._device_key_seed)
         tx.add_result(result_msg_id=result_msg_id, seq=row.seq, envelope=envelope.to_bytes(), pay_status=status,
                       pay_order_no=pay_order_no, amount_fen=amount_fen, now=now)

@@ -208,6 +208,11 @@ class TerminalService:
             raise PowerCut("this service lost power")
 
     # == LINK side ===================================================================================
+    def bridge_clock_heard(self, bridge_unix: float) -> None:
+        """The bridge said what its clock reads (with an instruction): results are stamped with it and
+        the clock checks of the next instruction use it, never an offset measured before a clock step."""
+        self._core.bridge_clock.heard(bridge_unix)
+
     def submit_instruction(self, envelope: Envelope) -> None:
         try:
             self._submit_instruction(envelope)
@@ -273,8 +278,8 @@ class TerminalService:
         with self._lock:
             self._alive()
             if bridge_clock is not None:
+                self._core.bridge_clock.heard(bridge_clock)
                 offset = self.clock() - bridge_clock
-                self._core.bridge_offset_s = offset
                 if abs(offset) > CLOCK_WARN_S:
                     log.warning("the POS clock is %+.0f s off the bridge clock; results are stamped with the bridge's "
                                 "time; set the POS clock (network time)", offset)

@@ -2,7 +2,7 @@
 
 Each DATA payload is one compact JSON object with a `kind`:
 
-    bridge -> device  {"kind": "instruction", "envelope": {...}}     step 3, relayed unchanged
+    bridge -> device  {"kind": "instruction", "envelope": {...}, "clock": 1795000000}   step 3, relayed unchanged
     device -> bridge  {"kind": "result", "envelope": {...}}          step 5
     device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan"}
     device -> bridge  {"kind": "not_taken", "msg_id": "...", "code": "<spec code>", "message": "..."}
@@ -31,6 +31,9 @@ from protocol.messages import Progress
 from protocol.strictjson import Fields, dumps_compact, loads_object
 
 
+MAX_CLOCK = 2**40  # Unix seconds: far beyond any real clock, so a bad value cannot overflow anything
+
+
 class AppKind(enum.Enum):
     INSTRUCTION = "instruction"
     RESULT = "result"
@@ -41,6 +44,9 @@ class AppKind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class InstructionMsg:
     envelope: Envelope
+    # The bridge's clock (Unix seconds) when it sent this: the POS refreshes its estimate of the
+    # bridge's time with it (docs/link-protocol.md, "Time on the link"). Optional: older bridges omit it.
+    clock: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ AppMessage = InstructionMsg | ResultMsg | ProgressMsg | NotTakenMsg
 def encode_app(message: AppMessage) -> bytes:
     if isinstance(message, InstructionMsg):
         obj: dict[str, object] = {"kind": AppKind.INSTRUCTION.value, "envelope": message.envelope.to_json_obj()}
+        if message.clock is not None:
+            obj["clock"] = message.clock
     elif isinstance(message, ResultMsg):
         obj = {"kind": AppKind.RESULT.value, "envelope": message.envelope.to_json_obj()}
     elif isinstance(message, ProgressMsg):
@@ -88,7 +96,8 @@ def decode_app(payload: bytes) -> AppMessage:
     except ValueError:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.kind {kind_text!r} is unknown") from None
     if kind is AppKind.INSTRUCTION:
-        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION))
+        clock = f.int("clock", minimum=0, maximum=MAX_CLOCK) if f.has("clock") else None
+        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), clock)
     if kind is AppKind.RESULT:
         return ResultMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.RESULT))
     msg_id = check_id("data.msg_id", f.raw("msg_id"))

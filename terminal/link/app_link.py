@@ -58,7 +58,7 @@ class AppLink:
         self.app = app
         self.clock = clock
         self.bridge_up = False
-        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, at the last link up
+        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, last heard (status)
 
     def on_link_up(self, endpoint: DeviceEndpoint, host_info: bytes) -> None:
         try:
@@ -82,6 +82,14 @@ class AppLink:
         handler = self.app.handler
         if handler is not None:
             self._guard(lambda: handler.on_link_up(endpoint, host_info))
+
+    def on_bridge_clock(self, unix: int, endpoint: DeviceEndpoint) -> None:
+        if not self.bridge_up:
+            return
+        self.bridge_clock_offset_s = self.clock() - unix
+        handler = self.app.handler
+        if handler is not None:
+            self._guard(lambda: handler.on_bridge_clock(unix, endpoint))
 
     def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
         if not self.bridge_up:

@@ -14,6 +14,9 @@ Handler interface (the terminal service and the bootloader plug in here)
         def on_instruction(self, envelope: Envelope, endpoint) -> None
             # an InstructionMsg from the bridge: verify it yourself (receive_instruction), dedup by
             # msg_id, answer later with endpoint.send(ResultMsg | ProgressMsg | NotTakenMsg, tag).
+        def on_bridge_clock(self, unix: int, endpoint) -> None      # optional
+            # the bridge's clock, sent with an instruction (just before on_instruction): refresh your
+            # estimate of the bridge's time (terminal.bridge_clock).
         def on_delivered(self, tag: object, endpoint) -> None
             # the bridge ACKed (= journaled) the message sent with `tag`: you may forget it now.
         def on_link_down(self, unacked: tuple[object, ...], endpoint) -> None
@@ -237,6 +240,9 @@ class DeviceEndpoint:
             log.warning("undecodable DATA from the bridge: %s", exc.message)
             return
         if isinstance(message, InstructionMsg):
+            hear = getattr(self.handler, "on_bridge_clock", None)  # optional: a handler that stamps results
+            if message.clock is not None and hear is not None:
+                hear(message.clock, self)
             self.handler.on_instruction(message.envelope, self)
         else:
             log.warning("unexpected %s from the bridge ignored", type(message).__name__)

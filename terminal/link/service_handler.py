@@ -48,6 +48,9 @@ class ServiceLinkHandler:
             self._endpoint = endpoint
         self.service.link_up(bridge_clock=bridge_clock(host_info))
 
+    def on_bridge_clock(self, unix: int, endpoint: object) -> None:
+        self.service.bridge_clock_heard(float(unix))
+
     def on_instruction(self, envelope: Envelope, endpoint: object) -> None:
         self.service.submit_instruction(envelope)
 
