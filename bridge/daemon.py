@@ -51,14 +51,15 @@ class Bridge:
                       msg="the key file has no active key: every instruction will be refused (unknown_kid)")
         self.registries = Registries(config.registry.devices, config.registry.terminals, on_error=warn)
         self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous,
-                               busy_timeout_s=config.journal.busy_timeout_s)
+                               busy_timeout_s=config.journal.busy_timeout_s, clock=clock)
         if self.journal.locked:
             log_event(log, "journal_integrity_failed", level=logging.CRITICAL, journal=str(config.journal.path),
                       reason=self.journal.integrity.reason, problems=list(self.journal.integrity.problems[:20]),
                       msg="the bridge starts locked: no instruction is taken, no result served, the device port stays "
                           "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
-                                 config.security.amount_limit_fen, config.security.his_signature)
+                                 config.security.amount_limit_fen, config.security.his_signature,
+                                 config.link.stall_alarm_s)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings,
                            clock=clock)
         link = config.link
@@ -154,7 +155,8 @@ class Bridge:
         all_up = bool(devices) and all(d["link"] == "up" for d in devices)
         storage_ok = (bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
                       and not any(d.get("journal_problem") for d in devices)
-                      and not journal.get("held_results", {}).get("count"))  # type: ignore[union-attr]
+                      and not journal.get("held_results", {}).get("count")  # type: ignore[union-attr]
+                      and not self.relay.stalled)
         status = "locked" if self.journal.locked else "ok" if all_up and storage_ok else "degraded"
         return {
             "status": status,
@@ -164,7 +166,8 @@ class Bridge:
             "uptime_s": int(time.monotonic() - self._started_mono),
             "devices": devices,
             "instructions": {"unfinished": sum(n for s, n in counts.items() if s not in ("result_stored", "refused")),
-                             "by_state": counts, "not_taken": self.relay.not_taken()},
+                             "by_state": counts, "not_taken": self.relay.not_taken(),
+                             "stalled": list(self.relay.stalled.values())},
             "keys": [{"kid": k.kid, "suite": k.suite} for k in self.keys.ring().active()],
         }
 

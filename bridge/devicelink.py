@@ -93,14 +93,15 @@ class DevicePort:
 
     # ------------------------------------------------------------ HTTP threads
 
-    def send_instruction(self, msg_id: str, envelope: Envelope) -> bool:
+    def send_instruction(self, msg_id: str, envelope: Envelope, again: bool = False) -> bool:
         """Hand one instruction to the link and write it now. False if the link is not up (it stays
-        journaled as accepted and is sent when the device is back)."""
+        journaled as accepted and is sent when the device is back). `again`: even if this session
+        sent it already (the device could not take it then and answers again now)."""
         with self._lock:
             link, transport = self._link, self._transport
             if link is None or transport is None or link.state is not LinkState.UP or self._broken:
                 return False
-            if msg_id in self._session_sent:
+            if msg_id in self._session_sent and not again:
                 return True
             try:
                 link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)

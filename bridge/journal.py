@@ -726,6 +726,25 @@ class Journal:
         )
         return self._verified(rows)
 
+    def unfinished_for(self, device_id: str) -> list[Row]:
+        """Every unfinished instruction given to the device, oldest first: after a reconnect the bridge
+        asks the device about each again (it answers with its result or progress, or takes up one it lost)."""
+        rows = self._read(
+            f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? AND state IN (?, ?, ?) ORDER BY seq",
+            (device_id, JState.ACCEPTED.value, JState.SENT.value, JState.PROGRESS.value))
+        return self._verified(rows)
+
+    def stalled(self, before: float) -> list[tuple[str, str, str, str | None, float]]:
+        """Unfinished instructions unchanged since `before`: (msg_id, device_id, state, progress, updated_at)."""
+        try:
+            with self._hlock:
+                rows = self._hdb.execute(
+                    "SELECT msg_id, device_id, state, progress, updated_at FROM instructions "
+                    "WHERE state NOT IN ('result_stored', 'refused') AND updated_at < ? ORDER BY seq", (before,)).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
     def counts(self) -> dict[str, int]:
         """Instructions per state: five rows kept by triggers, so O(1) in history, on health's own connection."""
         try:

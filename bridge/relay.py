@@ -56,6 +56,9 @@ MAX_WAIT_S = 120
 # How often results the bridge holds (their ts is off this PC's clock, ...) are checked again: a clock
 # put right lets them through within this long (issue 14, finding 1).
 HELD_RECHECK_S = 5.0
+# An instruction the device could not take is sent again when the device answers something else, at
+# most this often (a device that keeps refusing it is not flooded).
+NOT_TAKEN_RESEND_S = 2.0
 STATE_OF: dict[JState, str] = {JState.ACCEPTED: Progress.QUEUED.value, JState.SENT: Progress.DELIVERED.value}
 
 
@@ -71,12 +74,13 @@ class RelaySettings:
     answer_ttl_s: int
     amount_limit_fen: int
     his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
+    stall_alarm_s: float = 600.0  # an unfinished instruction that has not moved for this long: alarm
 
 
 class Port(Protocol):
     url: str
 
-    def send_instruction(self, msg_id: str, envelope: Envelope) -> bool: ...
+    def send_instruction(self, msg_id: str, envelope: Envelope, again: bool = False) -> bool: ...
     def request_restart(self, reason: str) -> None: ...
     def status(self) -> dict[str, object]: ...
 
@@ -176,6 +180,8 @@ class Relay:
         self._recheck_stop = threading.Event()
         self._recheck_wake = threading.Event()
         self.recheck_s = HELD_RECHECK_S
+        # msg_id -> the alarm of an unfinished instruction that has not moved for stall_alarm_s (health).
+        self.stalled: dict[str, dict[str, object]] = {}
 
     # ================================================================ HIS side
 
@@ -315,14 +321,17 @@ class Relay:
                   serial_no=identity.serial_no, firmware=identity.firmware)
         pending = []
         try:
-            rows = self.journal.unsent_for(identity.device_id)
-        except JournalError as exc:  # they stay `accepted`: re-sent at the next link-up
+            # Every unfinished instruction, also those the device acknowledged (sent, progress): the
+            # device answers each with its result or progress, and takes up again one it lost (finding 5).
+            rows = self.journal.unfinished_for(identity.device_id)
+        except JournalError as exc:  # they stay unfinished: asked again at the next link-up
             log_event(log, "journal_read_failed", level=logging.ERROR, device_id=identity.device_id, reason=str(exc))
             rows = []
         for row in rows:
             pending.append((row.msg_id, parse_envelope(row.envelope)))
         if pending:
-            log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending))
+            log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending),
+                      msg="every unfinished instruction is asked about again after a reconnect")
         self._recheck_wake.set()
         return pending
 
@@ -382,6 +391,8 @@ class Relay:
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)
+        if isinstance(message, (ResultMsg, ProgressMsg)):
+            self._resend_not_taken(port, identity.device_id, msg_id)
         if isinstance(message, ResultMsg):
             self.device_problems.pop(identity.device_id, None)
             return self._take_result(port, identity, row, message.envelope)
@@ -397,6 +408,23 @@ class Relay:
         assert isinstance(message, NotTakenMsg)
         return self._mark_not_taken(identity, row, message)
 
+    def _resend_not_taken(self, port: Port, device_id: str, answering: str) -> None:
+        """The device answers again (its storage is back, it has a configuration now): send it again
+        what it could not take, without waiting for the next link-up; at most every NOT_TAKEN_RESEND_S."""
+        now = self.clock()
+        with self._not_taken_lock:
+            due = [m for m, e in self._not_taken.items() if e.get("device_id") == device_id and m != answering
+                   and not (0 <= now - float(e.get("resent_at", 0.0)) < NOT_TAKEN_RESEND_S)]  # type: ignore[arg-type]
+            for msg_id in due:
+                self._not_taken[msg_id]["resent_at"] = now
+        for msg_id in due:
+            row = self.journal.get(msg_id)
+            if row is None or row.state.final:
+                continue
+            if port.send_instruction(msg_id, parse_envelope(row.envelope), again=True):
+                log_event(log, "instruction_resent", msg_id=msg_id, device_id=device_id,
+                          msg="the device answers again: sent again what it could not take")
+
     def _mark_not_taken(self, identity: DeviceIdentity, row: Row, message: NotTakenMsg) -> None:
         """Unsealed, so it ends nothing: keep the instruction unfinished, say why, re-send it later."""
         if row.state.final:
@@ -408,8 +436,11 @@ class Relay:
             log_event(log, "device_journal_problem", level=logging.ERROR, device_id=identity.device_id,
                       code=message.code.value, reason=message.message)
         with self._not_taken_lock:
+            before = self._not_taken.get(row.msg_id, {})
             self._not_taken[row.msg_id] = {"device_id": identity.device_id, "code": message.code.value,
                                            "message": message.message, "at": int(self.clock())}
+            if "resent_at" in before:
+                self._not_taken[row.msg_id]["resent_at"] = before["resent_at"]
         self.journal.mark_progress(row.msg_id, NOT_TAKEN)
         log_event(log, "instruction_not_taken", level=logging.WARNING, msg_id=row.msg_id, device_id=identity.device_id,
                   code=message.code.value, reason=message.message,
@@ -519,8 +550,26 @@ class Relay:
             try:
                 if self.journal.held_summary(0)["count"]:
                     self.recheck_held()
+                self.check_stalled()
             except JournalError as exc:  # tried again at the next round
                 log_event(log, "held_recheck_failed", level=logging.WARNING, reason=str(exc))
+
+    def check_stalled(self) -> None:
+        """Alarm (health and log, once each way) for unfinished instructions that have not moved for
+        stall_alarm_s: a device that lost one and never came back, a cashier who walked away."""
+        now = self.clock()
+        found = {}
+        for msg_id, device_id, state, progress, updated_at in self.journal.stalled(now - self.settings.stall_alarm_s):
+            found[msg_id] = {"msg_id": msg_id, "device_id": device_id, "state": progress or state, "since": int(updated_at),
+                             "for_s": int(now - updated_at)}
+        for msg_id in found.keys() - self.stalled.keys():
+            alarm = found[msg_id]
+            log_event(log, "instruction_stalled", level=logging.ERROR, msg_id=msg_id, device_id=alarm["device_id"],
+                      state=alarm["state"], for_s=alarm["for_s"],
+                      msg="no progress on this instruction: check the POS (is it on, is the cashier there?)")
+        for msg_id in self.stalled.keys() - found.keys():
+            log_event(log, "instruction_moving_again", msg_id=msg_id)
+        self.stalled = found
 
     def _result_keys(self, instruction_kid: str) -> KeyRing:
         """Active keys, plus the instruction's own kid even if retired since: its answer must still verify."""
