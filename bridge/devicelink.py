@@ -20,7 +20,7 @@ import time
 from typing import Callable, Protocol
 
 from protocol.envelope import Envelope
-from protocol.link.app import InstructionMsg, encode_app
+from protocol.link.app import InstructionMsg, MarksMsg, encode_app
 from protocol.link.frame import FrameType
 from protocol.link.handshake import DeviceIdentity
 from protocol.link.session import (
@@ -43,6 +43,8 @@ class PortSink(Protocol):
     def undeliverable(self, port: "DevicePort", msg_id: object, reason: str) -> None: ...
     def handle_app(self, port: "DevicePort", identity: DeviceIdentity, payload: bytes) -> None: ...
     def handshake_refused(self, port: "DevicePort", reason: str) -> None: ...
+    def marks_for(self, identity: DeviceIdentity) -> MarksMsg: ...
+    def taking_devices(self) -> bool: ...
 
 
 def host_info(clock: Callable[[], float] = time.time) -> bytes:
@@ -136,6 +138,10 @@ class DevicePort:
         backoff = self.reconnect_min_s
         last_logged = ""
         while not self._stop.is_set():
+            if not self.sink.taking_devices():  # a locked journal: the POS keeps its results meanwhile
+                self.last_error = "the bridge's journal is locked (see journal.integrity in /v1/health)"
+                self._stop.wait(1.0)
+                continue
             try:
                 transport = make_transport(self.url, baud=self.baud, usb_backend=self.usb_backend)
                 transport.open()
@@ -214,8 +220,14 @@ class DevicePort:
     def _handle(self, events: list[object]) -> None:
         for event in events:
             if isinstance(event, Received):
+                if self._broken:
+                    continue  # the session ends now: nothing more is taken or acknowledged
                 if event.type == FrameType.DATA and self.peer is not None:
                     self.sink.handle_app(self, self.peer, event.payload)
+                    if not self.sink.taking_devices():
+                        # The journal locked itself (a POS found it rolled back): close without writing
+                        # the ACKs, so no POS hands a result to a journal that cannot keep it.
+                        self._broken = "the bridge's journal is locked"
                 else:
                     log_event(log, "frame_ignored", level=logging.WARNING, port=self.url, frame_type=f"0x{event.type:02x}")
             elif isinstance(event, Delivered):
@@ -225,6 +237,8 @@ class DevicePort:
                 self.peer = event.peer
                 self.since = time.time()
                 self._session_sent.clear()
+                # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
+                self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
                 for msg_id, envelope in self.sink.attach(self, event.peer):
                     try:
                         self._link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]

@@ -38,6 +38,9 @@ readers (reconcile/) may open it while the bridge runs:
                                       unknown here, ...): kept, not dropped, so the frame's ACK never
                                       loses one (issue 14, finding 1); re-checked by the relay and
                                       moved to their instruction once they pass; named in /v1/health
+    peer_marks                        the high-water mark each POS (device_id:key) told at its last
+                                      link-up: given back to it at the next one, so a POS whose whole
+                                      storage was rolled back finds out and locks itself
     state_counts                      instructions per state, kept by triggers: /v1/health reads five
                                       rows instead of counting the history (issue 14, finding 7)
 
@@ -163,6 +166,7 @@ CREATE TABLE IF NOT EXISTS held_results (
   code TEXT NOT NULL, message TEXT NOT NULL, held_at REAL NOT NULL, checked_at REAL NOT NULL, held_sum BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_results_reply_to ON held_results (reply_to);
+CREATE TABLE IF NOT EXISTS peer_marks (peer TEXT PRIMARY KEY, mark INTEGER NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON instructions BEGIN
   INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
@@ -430,6 +434,7 @@ class Journal:
             self._hdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
             self._hdb.execute("PRAGMA query_only=1")
             self._hwm = journal_mark(self._db)
+            self._durable = self._hwm
             self.integrity = self._check_on_open(recorded.mark if recorded else (1 if had_mark else 0), verify_recent)
             if self.integrity.ok and (recorded is None or recorded.mark != self._hwm):
                 self._mark.write(self._hwm)  # a new journal, or one upgraded from schema 1
@@ -461,6 +466,25 @@ class Journal:
     def high_water_mark(self) -> int:
         """The last durable commit: what the POS will keep for us at link-up (the peer exchange, a follow-up)."""
         return self._hwm
+
+    @property
+    def durable_mark(self) -> int:
+        """The mark of the last commit that survives a power cut (`sent`/`progress` commits skip the
+        fsync): what the bridge tells a POS at link-up, so a power cut never looks like a rollback."""
+        return self._durable
+
+    def rolled_back(self, problem: str) -> None:
+        """A peer holds a higher mark for this journal than it has: lock it (health says why)."""
+        self._lock_out(problem)
+
+    def peer_mark(self, peer: str) -> int | None:
+        found = self._read("SELECT mark FROM peer_marks WHERE peer = ?", (peer,))
+        return int(found[0][0]) if found else None
+
+    def set_peer_mark(self, peer: str, mark: int) -> None:
+        self._commit(peer, "peer_mark", "INSERT INTO peer_marks (peer, mark, at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (peer) DO UPDATE SET mark = excluded.mark, at = excluded.at WHERE mark != excluded.mark",
+                     (peer, mark, self.clock()), str(mark))
 
     def _lock_out(self, problem: str) -> None:
         if self.integrity.ok:
@@ -557,6 +581,8 @@ class Journal:
                     self._db.execute("RELEASE op")
                 self._db.execute("COMMIT")
                 self._hwm = journal_mark(self._db)
+                if not relaxed:
+                    self._durable = self._hwm  # WAL order: everything before it is durable too
                 if self._full and not relaxed:
                     self._write_mark()
                 self.storage = None

@@ -36,7 +36,7 @@ from protocol.envelope import Envelope, parse_envelope, receive_instruction, rec
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import Verdict, classify
 from protocol.ids import is_valid_id
-from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
+from protocol.link.app import InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.messages import Instruction, Progress, Result, mask_patient_name
@@ -388,6 +388,8 @@ class Relay:
             return self._security_drop(port, identity, "undecodable DATA message", exc.message)
         if isinstance(message, InstructionMsg):
             return self._security_drop(port, identity, "a device sent an instruction", message.envelope.msg_id)
+        if isinstance(message, MarksMsg):
+            return self._take_marks(identity, message)
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)
@@ -407,6 +409,35 @@ class Relay:
             return None
         assert isinstance(message, NotTakenMsg)
         return self._mark_not_taken(identity, row, message)
+
+    # ================================================================ high-water marks (link-up)
+
+    def taking_devices(self) -> bool:
+        """False once the journal is locked: the device ports close, so every POS keeps its results."""
+        return not self.journal.locked
+
+    def _peer(self, device_id: str) -> str:
+        key = self.registries.public_key_for(device_id)
+        return f"{device_id}:{key.hex()[:16] if key else '-'}"  # a re-provisioned POS (new key) starts afresh
+
+    def marks_for(self, identity: DeviceIdentity) -> MarksMsg:
+        """What the bridge tells a POS first thing after link-up: its own durable mark, and the POS's."""
+        return MarksMsg(self.journal.durable_mark, self.journal.peer_mark(self._peer(identity.device_id)))
+
+    def _take_marks(self, identity: DeviceIdentity, message: MarksMsg) -> None:
+        mine = self.journal.high_water_mark
+        if message.yours is not None and message.yours > mine:
+            problem = (f"POS {identity.device_id} holds high-water mark {message.yours} for this bridge's journal, which is at "
+                       f"{mine}: the journal was rolled back (an older copy of it, or of this PC's disk, was put back). "
+                       "Recover: stop the bridge, then `his-bridge journal restore BACKUP` with the newest backup, or "
+                       f"`his-bridge journal restore --accept-current --mark {message.yours}` (docs/bridge.md)")
+            self.journal.rolled_back(problem)
+            log_event(log, "journal_rolled_back", level=logging.CRITICAL, device_id=identity.device_id, held_by_pos=message.yours,
+                      journal_mark=mine, msg="the bridge locks its journal and closes the device ports; the POS keeps its results")
+            self._waiters.fire_all()
+            return None
+        self.journal.set_peer_mark(self._peer(identity.device_id), message.mine)
+        return None
 
     def _resend_not_taken(self, port: Port, device_id: str, answering: str) -> None:
         """The device answers again (its storage is back, it has a configuration now): send it again

@@ -365,8 +365,13 @@ class Journal:
 
     @property
     def high_water_mark(self) -> int:
-        """The last durable commit: what the bridge will keep for us at link-up (the peer exchange, a follow-up)."""
+        """The last durable commit: what the bridge keeps for us and gives back at the next link-up."""
         return self._commit_no
+
+    def rolled_back(self, problem: str) -> None:
+        """The bridge holds a higher mark for this journal than it has: the whole storage was rolled
+        back (an old copy put back). Locked like a failed check on open, until it is recovered."""
+        self.integrity = IntegrityReport(False, problem, (problem,) + tuple(p for p in self.integrity.problems if p != problem))
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _alive(self) -> None:

@@ -313,6 +313,10 @@ class Lifecycle:
         text = self.journal.meta(f"pin_lockout:{key}")
         return Lockout() if text is None else Lockout.decode(text)
 
+    def save_peer_mark(self, key: str, mark: int) -> None:
+        with self.journal.transaction("peer_mark") as tx:
+            tx.set_meta(key, str(mark))
+
     def save_lockout(self, key: str, state: Lockout) -> None:
         with self.journal.transaction(f"pin:{key}") as tx:
             tx.set_meta(f"pin_lockout:{key}", state.encode())

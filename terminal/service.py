@@ -55,7 +55,7 @@ from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope
-from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
+from protocol.link.app import MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
@@ -81,6 +81,11 @@ MAX_CHANNEL_CALLS = 8
 SEEN_PURGE_INTERVAL_S = 3600.0
 # A POS clock further than this off the bridge's is worth a warning in the log (the bridge's window).
 CLOCK_WARN_S = 300.0
+
+
+def _peer_mark_key(bridge_key: bytes) -> str:
+    """Where the bridge's mark is kept: per bridge key (a new bridge PC starts afresh)."""
+    return f"peer_mark:{bridge_key.hex()[:16]}"
 
 
 class ScanStatus(enum.Enum):
@@ -208,6 +213,34 @@ class TerminalService:
             raise PowerCut("this service lost power")
 
     # == LINK side ===================================================================================
+    # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
+    def marks(self, bridge_key: bytes) -> MarksMsg:
+        """What this POS tells the bridge (pinned key `bridge_key`) first thing after link-up."""
+        with self._lock:
+            held = self.journal.meta(_peer_mark_key(bridge_key))
+            return MarksMsg(self.journal.high_water_mark, None if held is None else int(held))
+
+    def bridge_marks(self, bridge_key: bytes, message: MarksMsg) -> None:
+        """The bridge's marks: lock the journal if the bridge holds a higher mark for it than it has
+        (this POS's storage was rolled back as a whole); else keep the bridge's mark for next time."""
+        with self._lock:
+            self._alive()
+            mine = self.journal.high_water_mark
+            if message.yours is not None and message.yours > mine:
+                problem = (f"the bridge holds high-water mark {message.yours} for this POS's journal, which is at {mine}: "
+                           "the journal was rolled back (an old copy of the POS's storage was put back). Recover: "
+                           "python -m terminal.journal_admin restore JOURNAL BACKUP with the newest backup, or "
+                           f"restore JOURNAL --accept-current --mark {message.yours} (docs/terminal.md)")
+                log.critical("%s", problem)
+                self.journal.rolled_back(problem)
+                self._revision += 1
+            elif not self.journal.locked and self.journal.meta(_peer_mark_key(bridge_key)) != str(message.mine):
+                try:
+                    self._core.save_peer_mark(_peer_mark_key(bridge_key), message.mine)
+                except JournalUnavailable as exc:  # asked again at the next link-up
+                    log.warning("cannot keep the bridge's mark: %s", exc)
+        self._notify()
+
     def bridge_clock_heard(self, bridge_unix: float) -> None:
         """The bridge said what its clock reads (with an instruction): results are stamped with it and
         the clock checks of the next instruction use it, never an offset measured before a clock step."""

@@ -6,6 +6,7 @@ Each DATA payload is one compact JSON object with a `kind`:
     device -> bridge  {"kind": "result", "envelope": {...}}          step 5
     device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan"}
     device -> bridge  {"kind": "not_taken", "msg_id": "...", "code": "<spec code>", "message": "..."}
+    either            {"kind": "marks", "mine": 1234, "yours": 567}   first thing after link-up
 
 Envelopes are end-to-end sealed by HIS and the device; the link adds nothing to their security
 and takes nothing from it. Only a `result` ends an instruction (his-interface 1.1 A): every answer
@@ -31,6 +32,7 @@ from protocol.messages import Progress
 from protocol.strictjson import Fields, dumps_compact, loads_object
 
 
+MAX_MARK = 2**53  # a journal's commit counter
 MAX_CLOCK = 2**40  # Unix seconds: far beyond any real clock, so a bad value cannot overflow anything
 
 
@@ -39,6 +41,7 @@ class AppKind(enum.Enum):
     RESULT = "result"
     PROGRESS = "progress"
     NOT_TAKEN = "not_taken"
+    MARKS = "marks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,18 @@ class NotTakenMsg:
     message: str
 
 
-AppMessage = InstructionMsg | ResultMsg | ProgressMsg | NotTakenMsg
+@dataclass(frozen=True, slots=True)
+class MarksMsg:
+    """High-water marks, sent by each side first thing after an authenticated link-up: `mine` is the
+    sender's journal mark (its last durable commit), `yours` the mark the sender holds for the
+    receiver's journal from their last exchange (None: none yet). A receiver whose own mark is below
+    `yours` was rolled back as a whole (an old copy of its storage put back) and locks its journal."""
+
+    mine: int
+    yours: int | None
+
+
+AppMessage = InstructionMsg | ResultMsg | ProgressMsg | NotTakenMsg | MarksMsg
 
 
 def encode_app(message: AppMessage) -> bytes:
@@ -82,6 +96,8 @@ def encode_app(message: AppMessage) -> bytes:
         obj = {"kind": AppKind.RESULT.value, "envelope": message.envelope.to_json_obj()}
     elif isinstance(message, ProgressMsg):
         obj = {"kind": AppKind.PROGRESS.value, "msg_id": message.msg_id, "state": message.state.value}
+    elif isinstance(message, MarksMsg):
+        obj = {"kind": AppKind.MARKS.value, "mine": message.mine, "yours": message.yours}
     else:
         obj = {"kind": AppKind.NOT_TAKEN.value, "msg_id": message.msg_id, "code": message.code.value, "message": message.message}
     return dumps_compact(obj)
@@ -100,6 +116,9 @@ def decode_app(payload: bytes) -> AppMessage:
         return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), clock)
     if kind is AppKind.RESULT:
         return ResultMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.RESULT))
+    if kind is AppKind.MARKS:
+        yours = None if f.raw("yours") is None else f.int("yours", minimum=0, maximum=MAX_MARK)
+        return MarksMsg(f.int("mine", minimum=0, maximum=MAX_MARK), yours)
     msg_id = check_id("data.msg_id", f.raw("msg_id"))
     if kind is AppKind.PROGRESS:
         state_text = f.req_str("state", max_len=32)

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 from protocol.envelope import Envelope
 from protocol.errors import ErrorCode
 from protocol.freshness import DEFAULT_SKEW_S
-from protocol.link.app import NotTakenMsg
+from protocol.link.app import MarksMsg, NotTakenMsg
 from protocol.link.handshake import HostRole
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
@@ -82,6 +82,11 @@ class AppLink:
         handler = self.app.handler
         if handler is not None:
             self._guard(lambda: handler.on_link_up(endpoint, host_info))
+
+    def on_marks(self, message: MarksMsg, endpoint: DeviceEndpoint) -> None:
+        handler = self.app.handler
+        if handler is not None and self.bridge_up:
+            self._guard(lambda: handler.on_marks(message, endpoint))
 
     def on_bridge_clock(self, unix: int, endpoint: DeviceEndpoint) -> None:
         if not self.bridge_up:

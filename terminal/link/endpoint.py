@@ -53,7 +53,7 @@ from typing import Protocol
 
 from protocol.envelope import Envelope
 from protocol.errors import ProtocolError
-from protocol.link.app import AppMessage, InstructionMsg, decode_app, encode_app
+from protocol.link.app import AppMessage, InstructionMsg, MarksMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, is_reliable, wire_time_s
 from protocol.link.handshake import DeviceIdentity, HostPeer, HostTrust
 from protocol.link.session import (
@@ -244,5 +244,9 @@ class DeviceEndpoint:
             if message.clock is not None and hear is not None:
                 hear(message.clock, self)
             self.handler.on_instruction(message.envelope, self)
+        elif isinstance(message, MarksMsg):
+            take = getattr(self.handler, "on_marks", None)  # optional: a handler with a journal
+            if take is not None:
+                take(message, self)
         else:
             log.warning("unexpected %s from the bridge ignored", type(message).__name__)
