@@ -114,6 +114,10 @@ def _clip(text: str | None) -> str | None:
     return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
+# States whose money work the worker does with nobody at the screen: the screen moves on meanwhile.
+BACKGROUND = frozenset({State.REFUNDING, State.REFUND_CONFIRMING})
+
+
 class Lifecycle:
     def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes],
                  device_key_seed: bytes, monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -253,9 +257,16 @@ class Lifecycle:
         return self.apply(seq, State.QUEUED, decision[0], reason=decision[1])
 
     def head(self) -> InstructionRow | None:
-        """The instruction on the screen: the earliest unfinished one."""
-        rows = self.journal.unfinished()
-        return rows[0] if rows else None
+        """The instruction on the screen: the earliest unfinished one that needs the cashier. One whose
+        money work runs without anyone (a refund at the channel, waiting for its query) does not hold
+        the next patient; an instruction for that same order waits for it (issue 14, finding 9)."""
+        busy: set[str] = set()
+        for row in self.journal.unfinished():
+            if row.state in BACKGROUND:
+                busy.add(row.order_no)
+            elif row.order_no not in busy:
+                return row
+        return None
 
     def activate(self) -> list[Change]:
         """Bring the head forward: answer it at once if possible, else show it to the cashier."""

@@ -61,7 +61,7 @@ from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
-from terminal.lifecycle import Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
+from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
 from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
@@ -498,7 +498,8 @@ class TerminalService:
         with self._lock:
             self._alive()
             unfinished = self.journal.unfinished()
-            head = unfinished[0] if unfinished else None
+            # The cashier's instruction; a refund settling in the background shows only when nothing else does.
+            head = self._core.head() or (unfinished[0] if unfinished else None)
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
@@ -592,7 +593,11 @@ class TerminalService:
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
                 self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
-                self._last_seq, self._show_result = change.seq, True
+                current = self._core.head()
+                if change.before not in BACKGROUND or current is None or current.state is State.QUEUED:
+                    self._last_seq, self._show_result = change.seq, True
+                # else: a refund finished in the background while the cashier serves the next patient:
+                # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
             elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]:
                 self._send(ProgressMsg(row.msg_id, machine.PROGRESS[change.after]))

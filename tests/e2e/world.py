@@ -144,6 +144,7 @@ class SimWorld:
     _n: int = 0
     bridge_journal: dict[str, object] = field(default_factory=dict)  # extra [journal] settings of the bridges
     pc_clock: SteppedClock = field(default_factory=SteppedClock)  # every bridge's clock: tests step it
+    polling: dict[str, dict[str, float]] = field(default_factory=lambda: {c: dict(FAST_POLLING) for c in ("WECHAT", "ALIPAY")})
 
     def __post_init__(self) -> None:
         self.signing = demo_setup.ensure_signing_key(self.root / "signing")
@@ -177,7 +178,7 @@ class SimWorld:
         self.gateway.enroll(device.record(), tuple(terminals)[0], hospital_id=hospital)
         return demo_setup.configuration_image(device, self.records, self.signing, keys_text=self.keys_text,
                                               gateway={"url": self.gateway_url}, version=version,
-                                              polling={c: dict(FAST_POLLING) for c in ("WECHAT", "ALIPAY")},
+                                              polling=self.polling,
                                               terminals_csv=demo_setup.terminals_csv(tuple(terminals), device.device_id))
 
     def start_device(self, directory: Path, link: LinkKind, *, baud: int | None = None) -> VirtualDevice:
