@@ -690,25 +690,23 @@ class Journal:
         if not row:
             return
         reply_to, device_id, envelope = row[0]
-        self._commit(reply_to, JState.PROGRESS, "UPDATE held_results SET code = ?, message = ?, checked_at = ?, held_sum = ? "
-                     "WHERE result_msg_id = ? AND (code != ? OR message != ?)",
+        # Only when the reason's code changes: a clock_skew message names the clock and changes every time.
+        self._commit(reply_to, "result_held", "UPDATE held_results SET code = ?, message = ?, checked_at = ?, held_sum = ? "
+                     "WHERE result_msg_id = ? AND code != ?",
                      (code, message, self.clock(), held_sum(result_msg_id, reply_to, device_id, envelope, code, message),
-                      result_msg_id, code, message), None)
+                      result_msg_id, code), f"{code}: {message}"[:500])
 
     def held(self, limit: int = 1000) -> list[HeldResult]:
-        """Held results, oldest first; a row whose checksum fails is skipped (and reported by check)."""
-        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
-                          "FROM held_results ORDER BY held_at LIMIT ?", (limit,))
-        return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
-                if held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])]
+        """Held results, oldest first; a row whose checksum fails is skipped (never accepted)."""
+        return self._held_rows("ORDER BY held_at LIMIT ?", (limit,))
 
     def held_for(self, reply_to: str) -> HeldResult | None:
-        found = [h for h in self.held_rows("WHERE reply_to = ?", (reply_to,))]
+        found = self._held_rows("WHERE reply_to = ? ORDER BY held_at LIMIT 1", (reply_to,))
         return found[0] if found else None
 
-    def held_rows(self, where: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
+    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
         rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
-                          f"FROM held_results {where} ORDER BY held_at", args)
+                          f"FROM held_results {tail}", args)
         return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
                 if held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])]
 

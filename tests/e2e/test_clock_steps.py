@@ -8,6 +8,8 @@ step strikes in the middle of a payment, after the instruction reached the POS.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bridge import hisclient
@@ -67,3 +69,21 @@ def test_a_stale_offset_does_not_refuse_instructions_after_the_clock_is_put_righ
     rig.screen_is("awaiting_scan")  # not refused with the offset of the last link-up
     rig.device.scan(code)
     assert retry.result().pay_status is PayStatus.SUCCESS
+
+
+def test_a_held_result_survives_a_bridge_restart_and_is_accepted_once_the_clock_is_right(world: SimWorld) -> None:
+    rig = world.rig(LinkKind.TCP)
+    code = rig.issue("ALIPAY")
+    pending = rig.pay(new_order(), "+5.00", wait_s=2)
+    rig.screen_is("awaiting_scan")
+    world.pc_clock.offset_s = -3600
+    rig.device.scan(code)
+    wait_until(lambda: rig.bridge.health()["journal"]["held_results"]["count"] == 1, what="the result to be held")
+    wait_until(lambda: rig.device.history()[0].delivered, what="the POS to see its frame acknowledged")
+    rig.bridge.stop(grace_s=0.5)  # the frame was ACKed: only the bridge's journal has the result now
+    world.pc_clock.offset_s = 0
+    rig.bridge = world.start_bridge(rig.device)
+    rig.client = dataclasses.replace(rig.client, bridge_url=rig.bridge.url)
+    outcome = hisclient.query(rig.client, pending.msg_id, wait_s=20)
+    assert outcome.result is not None and outcome.result.pay_status is PayStatus.SUCCESS
+    assert_money_agrees(rig, code, outcome.result, 5_00)
