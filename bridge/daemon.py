@@ -56,7 +56,8 @@ class Bridge:
                       msg="the bridge starts locked: no instruction is taken, no result served, the device port stays "
                           "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
-                                 config.security.amount_limit_fen, config.security.his_signature)
+                                 config.security.amount_limit_fen, config.security.his_signature,
+                                 instruction_ttl_s=config.security.instruction_ttl_s)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
         link = config.link
         self.ports = [

@@ -101,7 +101,11 @@ def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None
     assert response.json()["state"] in ("queued", "delivered", "awaiting_scan")
     wait_until(lambda: post(bridge, envelope.to_bytes(), wait=0).json()["state"] == "awaiting_scan", what="progress")
     pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
-    assert pending.status_code == 202 and pending.json() == {"msg_id": envelope.msg_id, "state": "awaiting_scan", "last_event": None}
+    body = pending.json()
+    # his-interface 1.1 C: state, since, expires_at (the bridge's default: 600 s), last_event
+    assert pending.status_code == 202 and set(body) == {"msg_id", "state", "since", "expires_at", "last_event"}
+    assert (body["msg_id"], body["state"], body["last_event"]) == (envelope.msg_id, "awaiting_scan", None)
+    assert body["expires_at"] - 600 <= body["since"] <= body["expires_at"]
     responder.release()
     done = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=10", timeout=30)
     assert done.status_code == 200
