@@ -42,7 +42,7 @@ from typing import Callable, Protocol
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, parse_envelope, receive_cancel, receive_instruction, receive_result
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.freshness import Verdict, classify
+from protocol.freshness import Verdict, check_expiry, classify
 from protocol.ids import is_valid_id
 from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
@@ -61,8 +61,6 @@ log = logging.getLogger("bridge.relay")
 MAX_WAIT_S = 120
 # His-interface 1.1 C: how long an instruction without its own expires_at waits for the POS.
 DEFAULT_INSTRUCTION_TTL_S = 600
-# The latest expires_at HIS may set, counted from the instruction's ts: nothing waits forever.
-MAX_INSTRUCTION_TTL_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +209,7 @@ class Relay:
         now = self.clock()
         if instruction.expires_at is None:
             return int(now) + self.settings.instruction_ttl_s
-        if instruction.expires_at > envelope.ts + MAX_INSTRUCTION_TTL_S:
-            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.expires_at {instruction.expires_at} is more than "
-                                f"{MAX_INSTRUCTION_TTL_S} s after its ts {envelope.ts}: nothing may wait that long")
-        if instruction.expires_at + self.settings.clock_skew_s < int(now):
-            raise ProtocolError(ErrorCode.EXPIRED_UNDELIVERED,
-                                f"instruction.expires_at {instruction.expires_at} has passed (bridge clock {int(now)}, "
-                                f"allowed skew {self.settings.clock_skew_s} s): nothing was sent to a POS; send the "
-                                "order again with a later expires_at under a new msg_id")
+        check_expiry(instruction.expires_at, envelope.ts, now, self.settings.clock_skew_s)
         return instruction.expires_at
 
     def _relay(self, envelope: Envelope, instruction: Instruction, port: Port, device_id: str, wait_s: float,

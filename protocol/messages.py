@@ -18,6 +18,7 @@ from protocol.strictjson import Fields, JsonObject, loads_object
 
 MAX_DISPLAY_ITEMS = 100
 MAX_ITEM_NAME = 64
+MAX_ITEM_QTY = 16
 MAX_PATIENT = 32
 MAX_PAY_ORDER_NO = 64
 MAX_ERROR_MESSAGE = 256
@@ -144,7 +145,15 @@ def decode_instruction(plaintext: bytes, *, header_terminal_id: str, limit_fen: 
             ErrorCode.UNKNOWN_TERMINAL,
             f"instruction.terminal_id {terminal_id!r} differs from the envelope's terminal_id {header_terminal_id!r}",
         )
+    # One rule for every field (docs/his-interface.md §9 "Field errors"): whatever is wrong with
+    # `order_no` (missing, not a string, out of grammar) is bad_order_no, with `amount` bad_amount;
+    # with any other field bad_envelope (the plaintext terminal_id differing from the header's is
+    # unknown_terminal). Display fields are never money: their problems are bad_envelope too.
+    if not f.has("order_no"):
+        raise ProtocolError(ErrorCode.BAD_ORDER_NO, "instruction.order_no is missing")
     order_no = check_order_no(f.raw("order_no"))
+    if not f.has("amount"):
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, "instruction.amount is missing")
     amount = parse_amount(f.raw("amount"), limit_fen=limit_fen)
     display_obj = f.obj("display", optional=True)
     display = _decode_display(display_obj) if display_obj is not None else None
@@ -178,13 +187,12 @@ def _decode_display(obj: Mapping[str, object]) -> Display:
         if not isinstance(raw, dict):
             raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.display.items[{index}] must be an object")
         item = Fields(raw, where=f"instruction.display.items[{index}]")
-        items.append(
-            BillItem(
-                name=item.req_str("name", max_len=MAX_ITEM_NAME),
-                qty=item.req_str("qty", max_len=16),
-                amount_fen=parse_yuan(item.raw("amount")),
-            )
-        )
+        name, qty = item.req_str("name", max_len=MAX_ITEM_NAME), item.req_str("qty", max_len=MAX_ITEM_QTY)
+        try:
+            amount_fen = parse_yuan(item.raw("amount"))
+        except ProtocolError as exc:  # shown, never used for money: a display problem, not bad_amount
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.display.items[{index}].{exc.message}") from None
+        items.append(BillItem(name=name, qty=qty, amount_fen=amount_fen))
     return Display(patient, tuple(items))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from protocol.freshness import MAX_INSTRUCTION_TTL_S
 from protocol.link.app import MAX_EVENT_MESSAGE, ProgressEvent
 from protocol.messages import ResultCode
 from terminal.journal import InstructionRow, Journal, Tx
@@ -38,7 +39,7 @@ from terminal.texts import reason_text
 # Without a bound from HIS or the bridge (an older bridge), an instruction waits this long after its ts.
 DEFAULT_TTL_S = 600
 # The latest bound HIS may set, after the instruction's ts (the bridge refuses later ones).
-MAX_TTL_S = 86_400
+MAX_TTL_S = MAX_INSTRUCTION_TTL_S
 # The deadline thread looks again at least this often (a bound may arrive between two looks).
 RECHECK_S = 30.0
 # States in which nothing is under way with the channel: an ending may happen at once.

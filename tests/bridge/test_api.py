@@ -188,7 +188,15 @@ def test_plaintext_problems_inside_a_valid_envelope(api) -> None:  # type: ignor
     for amount in ("12.50", "+12.5", "-0.00", "+1e3", "＋12.50", "+012.50"):
         assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": amount})), ErrorCode.BAD_AMOUNT)
     assert_error(post(bridge, sealed({"terminal_id": "T2", "order_no": "MZ1", "amount": "+1.00"})), ErrorCode.UNKNOWN_TERMINAL)
-    assert_error(post(bridge, sealed({"terminal_id": "T1", "amount": "+1.00"})), ErrorCode.BAD_ENVELOPE)
+    # One rule (docs/his-interface.md §9): whatever is wrong with order_no is bad_order_no, with amount
+    # bad_amount (missing or of the wrong type included), with any other field bad_envelope.
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "amount": "+1.00"})), ErrorCode.BAD_ORDER_NO)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": 12, "amount": "+1.00"})), ErrorCode.BAD_ORDER_NO)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1"})), ErrorCode.BAD_AMOUNT)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": 1.0})), ErrorCode.BAD_AMOUNT)
+    assert_error(post(bridge, sealed({"terminal_id": 1, "order_no": "MZ1", "amount": "+1.00"})), ErrorCode.BAD_ENVELOPE)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": "-1.00", "display": {
+        "items": [{"name": "x", "qty": "1", "amount": "-1.00"}]}})), ErrorCode.BAD_ENVELOPE)  # display is not money
 
 
 def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def]

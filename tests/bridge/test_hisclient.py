@@ -52,7 +52,28 @@ def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> N
     world, bridge, responder, args = his
     responder.mode = ResponderMode.SILENT
     assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ2", "--wait", "1"]) == 3
-    assert "his-client status HIS-T1-" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not finished yet (state awaiting_scan, expires " in out
+    # The hint repeats the options that chose bridge, keys and registry (issue 15, finding 9: --demo was lost).
+    hint = out.split("ask again:", 1)[1].split()
+    assert hint[: len(args) + 1] == ["his-client", *args] and hint[len(args) + 1] == "status"
+    assert hint[len(args) + 2].startswith("HIS-T1-")
+    assert hisclient.main(hint[1:]) == 3  # the hint works as printed
+
+
+def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder, args = his
+    responder.mode = ResponderMode.SILENT
+    demo = _demo_file(world, bridge, tmp_path)
+    assert hisclient.main(["--demo", str(demo), "pay", "+3.00", "--order", "MZ7", "--wait", "0", "--expires-in", "120"]) == 3
+    out = capsys.readouterr().out
+    assert f"his-client --demo {demo} status HIS-" in out
+    assert hisclient.main(["--demo", str(demo), "--json", "status", "--last"]) == 3
+    pending = json.loads(capsys.readouterr().out)
+    assert pending["state"] in ("queued", "awaiting_scan") and pending["expires_at"] - pending["since"] <= 121
+    assert hisclient.main(["--demo", str(demo), "--json", "cancel", "--last"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["verified"] and (done["result"]["pay_status"], done["result"]["error_code"]) == ("CLOSED", "withdrawn")
 
 
 def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -100,12 +121,16 @@ def test_bridge_refusals_and_usage_errors(his, capsys) -> None:  # type: ignore[
     assert "two decimals are required" in capsys.readouterr().err
 
 
-def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    world, bridge, _, _ = his
+def _demo_file(world: World, bridge, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
     demo = {"bridge_url": bridge.url, "suite": world.key.suite, "kid": world.key.kid, "key_hex": world.key.secret.hex(),
             "terminal_id": "T1", "device_id": "D1", "device_registry": str(world.dir / "his-devices.csv")}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
-    assert hisclient.main(["--demo", str(tmp_path / "demo.json"), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
+    return tmp_path / "demo.json"
+
+
+def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, _ = his
+    assert hisclient.main(["--demo", str(_demo_file(world, bridge, tmp_path)), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
     assert "SUCCESS" in capsys.readouterr().out
 
 
