@@ -154,3 +154,28 @@ def test_expiry_follows_the_injected_clock_and_survives_a_restart(tmp_path):
         assert row is not None and (row.pay_status, row.error_code) == (PayStatus.CLOSED, "expired")
     finally:
         again.close()
+
+
+def test_doc_result_msg_ids_are_r_and_24_hex_digits(pos):
+    """docs/his-interface.md §5: a result's msg_id is R + 24 hex digits, made by the POS."""
+    order = new_order_no()
+    msg_id = pos.send(order, "+1.00")
+    pos.service.cancel()
+    pos.bridge.result(msg_id)
+    (envelope,) = pos.bridge.envelopes[msg_id]
+    import json
+    import re
+    assert re.fullmatch(r"R[0-9a-f]{24}", json.loads(envelope)["msg_id"])
+
+
+def test_doc_refunds_that_cannot_be_honoured_skip_the_supervisor(pos):
+    """docs/his-interface.md §9: order_not_paid and refund_exceeds_remaining are answered at once."""
+    code, order = pos.issue(PayChannel.WECHAT), new_order_no()
+    unpaid = pos.send(new_order_no(), "-1.00")
+    assert (pos.bridge.result(unpaid).pay_status, pos.bridge.results[unpaid][-1].error_code) == (
+        PayStatus.REFUND_FAILED, "order_not_paid")
+    assert pos.collect(order, "+2.00", code).pay_status is PayStatus.SUCCESS
+    too_much = pos.send(order, "-2.01")
+    result = pos.bridge.result(too_much)
+    assert (result.pay_status, result.error_code) == (PayStatus.REFUND_FAILED, "refund_exceeds_remaining")
+    assert pos.service.view().state is not State.AWAITING_SUPERVISOR
