@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import requests
 
@@ -79,6 +79,9 @@ class ClientConfig:
     terminal_id: str  # this cashier window's software terminal id (step 2)
     device_keys: Mapping[str, bytes]  # the device registry we received (step 2): device_id -> Ed25519 public key
     http_timeout_s: float = 10.0
+    # Called when a result fails step 6 (before asking again): your HIS raises its alert here.
+    # Default: an ALERT line on standard error.
+    on_alert: Callable[[str, "ClientError"], None] | None = None
 
     @property
     def device_ids(self) -> frozenset[str]:
@@ -188,8 +191,11 @@ def _ask_again(config: ClientConfig, msg_id: str, failure: ClientError, instruct
                amount: Amount | None, http: requests.Session) -> Outcome:
     """A result failed step 6: book nothing, alert, and ask the bridge again with GET (what it
     serves, it verified). Still failing: Step6Failure, for a person; the order stays unsettled."""
-    print(f"his-client: ALERT: the result for {msg_id} failed step 6 ({failure.code}: {failure.message}); "
-          "not booked; asking the bridge again", file=sys.stderr)
+    if config.on_alert is not None:
+        config.on_alert(msg_id, failure)
+    else:
+        print(f"his-client: ALERT: the result for {msg_id} failed step 6 ({failure.code}: {failure.message}); "
+              "not booked; asking the bridge again", file=sys.stderr)
     for _ in range(STEP6_ASK_AGAIN):
         response = _get(config, http, msg_id, 0)
         try:

@@ -480,6 +480,8 @@ class Relay:
             if not row.state.final and self.journal.mark_progress(msg_id, message.state.value, event):
                 log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value,
                           event_code=None if message.event is None else message.event.code)
+                if event is not None:
+                    self._waiters.fire(msg_id)  # a long poll answers now: HIS learns a decline as it happens
             return None
         if isinstance(message, NotTakenMsg):
             return self._mark_not_taken(identity, row, message)

@@ -4,7 +4,9 @@ kit passes it) and one that sends a new `+` after a result fails step 6 (the kit
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +23,8 @@ from firmware_sim.conformance.cli import render
 from firmware_sim.conformance.scenarios import Demo, Kit, run
 from firmware_sim.system import SystemOptions, start_system
 
-SCENARIOS = ["collect", "decline", "partial-refunds", "duplicate-plus", "tampered-result", "forged-amount"]
+SCENARIOS = ["collect", "decline", "partial-refunds", "duplicate-plus", "tampered-result", "forged-amount", "expiry",
+             "withdrawal"]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +46,35 @@ class ReferenceHis:
     booked: dict[str, list[str]] = field(default_factory=dict)  # order_no -> booked amounts
     alerts: dict[str, int] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
+    orders: dict[str, tuple[str, str]] = field(default_factory=dict)  # msg_id -> (order_no, amount) sent
+
+    def __post_init__(self) -> None:
+        self.config = dataclasses.replace(self.config, on_alert=self._alert)
+
+    def _alert(self, msg_id: str, failure: hisclient.ClientError) -> None:
+        """Step 6 failed (his-client asks again by itself): book nothing, alert; the careless HIS
+        instead sends a new + for the order under a new msg_id."""
+        order, amount = self.orders[msg_id]
+        self.alerts[order] = self.alerts.get(order, 0) + 1
+        if self.resend_after_failure:
+            self.resend_after_failure = False
+            envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
+            threading.Thread(target=self._quietly, args=(envelope, order, amount), daemon=True).start()
+
+    def _quietly(self, envelope, order: str, amount: str) -> None:  # type: ignore[no-untyped-def]
+        try:
+            hisclient.submit(self.config, envelope, order, 60, amount=parse_amount(amount))
+        except hisclient.ClientError:
+            pass
 
     def step(self, scenario: str, text: str, action: dict[str, object]) -> None:
-        thread = threading.Thread(target=self._run, args=(str(action["order_no"]), str(action["send"])), daemon=True)
+        if "withdraw" in action:
+            msg_id, order = str(action["withdraw"]), str(action["order_no"])
+            target = lambda: hisclient.withdraw(self.config, msg_id, order, 30, amount=parse_amount(self.orders[msg_id][1]))  # noqa: E731
+        else:
+            expires_in = action.get("expires_in")
+            target = lambda: self._run(str(action["order_no"]), str(action["send"]), expires_in)  # type: ignore[arg-type]  # noqa: E731
+        thread = threading.Thread(target=target, daemon=True)
         thread.start()
         self.threads.append(thread)
 
@@ -55,8 +84,11 @@ class ReferenceHis:
             raise hisclient.ClientError("auth_failed", f"result amount {result.amount} is not {amount}")
         return outcome
 
-    def _run(self, order: str, amount: str) -> None:
-        envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
+    def _run(self, order: str, amount: str, expires_in: int | None = None) -> None:
+        expires_at = None if expires_in is None else int(time.time()) + int(expires_in)
+        envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id),
+                                  expires_at=expires_at)
+        self.orders[envelope.msg_id] = (order, amount)
         for attempt in range(5):
             try:
                 if attempt == 0:
@@ -94,6 +126,8 @@ class ReferenceHis:
             return self.alerts.get(order, 0) > 0
         if key == "not_booked":
             return self.booked.get(order, []).count(amount) == 1  # the first collection only
+        if key == "nothing_booked":
+            return not self.booked.get(order)
         return self.booked.get(order, []).count(amount) == 1
 
     def note(self, text: str) -> None:
@@ -149,9 +183,22 @@ def test_a_his_that_sends_a_new_plus_after_a_failed_check_fails(demo_path: Path)
     assert not report.passed and "HIS sent no new + for the order" in failed, render([report])
 
 
-def test_scenarios_the_bridge_cannot_play_are_skipped_not_passed(demo_path: Path) -> None:
+def test_a_his_that_never_withdraws_fails_the_withdrawal_scenario(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=5)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=8)  # type: ignore[arg-type]
     late.his = _his(demo_path, kit)
-    (report,) = run(kit, ["expiry-withdrawal"])
-    assert report.skipped and not report.passed
+    late.his.step = _ignoring_withdrawals(late.his.step)  # type: ignore[method-assign]
+    kit.proxy.start()
+    try:
+        (report,) = run(kit, ["withdrawal"])
+    finally:
+        kit.proxy.stop()
+        kit.http.post(f"{kit.demo.sim_url}/v1/cancel", timeout=10)  # the cashier clears the screen for the next test
+    assert not report.passed and "HIS sent a withdrawal" in {c.name for c in report.checks if not c.passed}, render([report])
+
+
+def _ignoring_withdrawals(step):  # type: ignore[no-untyped-def]
+    def step_(scenario: str, text: str, action: dict[str, object]) -> None:
+        if "withdraw" not in action:
+            step(scenario, text, action)
+    return step_
