@@ -202,3 +202,68 @@ def _ignoring_withdrawals(step):  # type: ignore[no-untyped-def]
         if "withdraw" not in action:
             step(scenario, text, action)
     return step_
+
+
+class JavaHis:
+    """docs/examples/java/HisClient.java as the HIS, run by the JDK: the kit's steps and questions
+    become its command lines (send, withdraw, booked, nothing, alerted)."""
+
+    QUESTIONS = {"booked": "booked", "not_booked": "booked", "alerted": "alerted", "nothing_booked": "nothing"}
+
+    def __init__(self, demo_path: Path, kit: Kit, workdir: Path) -> None:
+        import shutil
+        import subprocess
+
+        source = Path(__file__).resolve().parents[2] / "docs" / "examples" / "java"
+        for name in ("HisEnvelope.java", "HisClient.java"):
+            shutil.copy(source / name, workdir)
+        subprocess.run(["javac", "HisEnvelope.java", "HisClient.java"], cwd=workdir, check=True, capture_output=True, timeout=180)
+        demo = Demo.load(demo_path)
+        self.log = (workdir / "java-his.log").open("w")
+        self.proc = subprocess.Popen(["java", "-cp", str(workdir), "HisClient", kit.proxy.url, demo.key.secret.hex(), demo.key.kid,
+                                      demo.terminal_id, str(demo_path.parent / "his" / "devices.csv")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def _say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def step(self, scenario: str, text: str, action: dict[str, object]) -> None:
+        if "withdraw" in action:
+            self._say(f"withdraw|{action['withdraw']}|{action['order_no']}")
+        else:
+            self._say(f"send|{action['order_no']}|{action['send']}|{action.get('expires_in', '-')}")
+
+    def confirm(self, scenario: str, key: str, question: str, facts: dict[str, object]) -> bool:
+        self._say(f"{self.QUESTIONS[key]}|{facts['order_no']}|{facts['amount']}")
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip() == "yes"
+
+    def note(self, text: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.mark.slow  # a minute and a JDK: `make conformance-java`
+@pytest.mark.skipif(__import__("shutil").which("javac") is None, reason="no JDK on this machine (make conformance-java)")
+def test_the_java_example_passes_every_scenario(demo_path: Path, tmp_path: Path) -> None:
+    late = _Late()
+    kit = Kit(Demo.load(demo_path), late, timeout_s=45)  # type: ignore[arg-type]
+    kit.proxy.start()
+    java = JavaHis(demo_path, kit, tmp_path)
+    late.his = java  # type: ignore[assignment]
+    try:
+        reports = run(kit, SCENARIOS)
+    finally:
+        kit.proxy.stop()
+        java.stop()
+    assert [r.name for r in reports if not r.passed] == [], render(reports) + (tmp_path / "java-his.log").read_text()
