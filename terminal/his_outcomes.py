@@ -27,14 +27,19 @@ themselves are terminal.machine's CLOSE / CLOSE_REFUND / CANCEL.
 from __future__ import annotations
 
 import enum
+import logging
+import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from protocol.freshness import MAX_INSTRUCTION_TTL_S
 from protocol.link.app import MAX_EVENT_MESSAGE, ProgressEvent
 from protocol.messages import ResultCode
-from terminal.journal import InstructionRow, Journal, Tx
+from terminal.journal import InstructionRow, Journal, PowerCut, Tx
 from terminal.machine import Event, Kind, State
 from terminal.texts import reason_text
+
+log = logging.getLogger("terminal.his_outcomes")
 
 # Without a bound from HIS or the bridge (an older bridge), an instruction waits this long after its ts.
 DEFAULT_TTL_S = 600
@@ -118,3 +123,46 @@ class Outcomes:
         """The earliest expiry among instructions still waiting for a person (bridge clock)."""
         waiting = [self.expires_at(row) for row in rows if row.state in WAITING]
         return min(waiting) if waiting else None
+
+
+class DeadlineWatcher:
+    """A thread that sleeps until the next expiry (`seconds_to_next()`, None: nothing waits) or
+    RECHECK_S, then calls `check()`; `wake()` after a new instruction, `stop()` at the end."""
+
+    def __init__(self, seconds_to_next: Callable[[], float | None], check: Callable[[], object]) -> None:
+        self._seconds_to_next = seconds_to_next
+        self._check = check
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="terminal-deadlines", daemon=True)
+
+    def start(self) -> "DeadlineWatcher":
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                left = self._seconds_to_next()
+            except Exception:  # a journal problem: look again later
+                log.exception("deadline check failed")
+                left = None
+            self._wake.wait(RECHECK_S if left is None else min(RECHECK_S, max(0.0, left + 1)))
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self._check()
+            except PowerCut:  # the service lost power: this thread ends with it
+                return
+            except Exception:
+                log.exception("deadline check failed")

@@ -65,7 +65,7 @@ from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
-from terminal.his_outcomes import RECHECK_S, WAITING, Outcomes, progress_event
+from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
 from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
 from terminal.lifecycle import Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
@@ -167,8 +167,7 @@ class TerminalService:
         self._last_purge = float("-inf")
         self._observers: list[Callable[[ScreenView], None]] = []
         self._outcomes = Outcomes(journal)
-        self._deadline_wake = threading.Event()
-        self._deadline_thread: threading.Thread | None = None
+        self._deadlines = DeadlineWatcher(self._seconds_to_next_expiry, self.check_deadlines)
 
     # == lifecycle of the service ==================================================================
     def start(self) -> RecoveryReport:
@@ -196,8 +195,7 @@ class TerminalService:
             last = self.journal.last_finished()
             self._last_seq = None if last is None else last.seq
             self._revision += 1
-        self._deadline_thread = threading.Thread(target=self._watch_deadlines, name="terminal-deadlines", daemon=True)
-        self._deadline_thread.start()
+        self._deadlines.start()
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
         self._notify()
@@ -207,10 +205,8 @@ class TerminalService:
         with self._lock:
             self._closing = True
             self._cond.notify_all()
-            self._deadline_wake.set()
             threads = list(self._drivers.values())
-            if self._deadline_thread is not None:
-                threads.append(self._deadline_thread)
+        self._deadlines.stop(timeout)
         for thread in threads:
             thread.join(timeout)
 
@@ -271,7 +267,7 @@ class TerminalService:
                 self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
             self._after(changes)
             self._settle_outcomes()  # already expired on arrival: ended at once
-            self._deadline_wake.set()
+            self._deadlines.wake()
         self._notify()
 
     # == HIS's bounds and wishes (his-interface 1.1 C; terminal.his_outcomes) ========================
@@ -330,28 +326,12 @@ class TerminalService:
                 self._kick(row.seq)
         return ended
 
-    def _watch_deadlines(self) -> None:
-        while True:
-            with self._lock:
-                if self._closing or self._dead:
-                    return
-                try:
-                    due = self._outcomes.next_deadline(self.journal.unfinished())
-                    offset = self.clock() - self._core.result_time(self.clock())
-                except Exception:  # a journal problem: look again later
-                    log.exception("deadline check failed")
-                    due, offset = None, 0.0
-            wait = RECHECK_S if due is None else min(RECHECK_S, max(0.0, due + 1 + offset - self.clock()))
-            self._deadline_wake.wait(wait)
-            self._deadline_wake.clear()
-            if self._closing or self._dead:
-                return
-            try:
-                self.check_deadlines()
-            except PowerCut:
-                return
-            except Exception:
-                log.exception("deadline check failed")
+    def _seconds_to_next_expiry(self) -> float | None:
+        with self._lock:
+            if self._closing or self._dead or self.journal.dead:
+                return None
+            due = self._outcomes.next_deadline(self.journal.unfinished())
+            return None if due is None else due - self._core.result_time(self.clock())
 
     def _purge_seen(self) -> None:
         try:

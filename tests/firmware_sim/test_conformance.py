@@ -267,3 +267,38 @@ def test_the_java_example_passes_every_scenario(demo_path: Path, tmp_path: Path)
         kit.proxy.stop()
         java.stop()
     assert [r.name for r in reports if not r.passed] == [], render(reports) + (tmp_path / "java-his.log").read_text()
+
+
+def test_the_his_console_shows_a_decline_while_it_happens(demo_path: Path) -> None:
+    """Issue 15, finding 1: the HIS operator learns every decline while the cashier may still scan."""
+    import requests
+
+    from bridge import his_console
+
+    demo = Demo.load(demo_path)
+    kit = Kit(demo, None)  # type: ignore[arg-type]  # only its cashier and patient helpers
+    config = hisclient.load_config(__import__("argparse").Namespace(demo=str(demo_path), bridge=None, terminal=None,
+                                                                     key_file=None, devices=None, kid=None))
+    said: list[str] = []
+    told = threading.Event()
+
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("  !!! insufficient_funds"):
+            told.set()
+
+    order = f"CONSOLE{kit.run_id}"
+    watcher = threading.Thread(target=his_console.send_and_watch, args=(config, order, "+3.30", say, 60), daemon=True)
+    watcher.start()
+    try:
+        assert kit.wait_screen("awaiting_scan", order)
+        kit.scan(kit.code("insufficient"))
+        assert kit.wait_screen("declined", order)
+        # The console long-polls in slices; the bridge answers a slice early when a new last_event arrives.
+        assert told.wait(20), said
+        kit.scan(kit.code())
+        watcher.join(60)
+    finally:
+        requests.post(f"{demo.sim_url}/v1/dismiss", timeout=10)
+        kit.proxy.server_close()
+    assert any(line.startswith("VERIFIED RESULT  SUCCESS  +3.30") for line in said), said
