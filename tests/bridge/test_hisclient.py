@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -165,3 +166,49 @@ def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None
                           nonce=os.urandom(12), device_key_seed=world.seeds["D1"])
     assert hisclient.verify_result(config, genuine.to_bytes(), envelope.msg_id, envelope.ts, "MZ-FORGED",
                                    parse_amount("+88.00")) == result
+
+
+def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    """docs/his-interface.md §10: book nothing, alert, ask again with GET (the bridge serves what it
+    verified). The answer is altered on the way by a real HTTP proxy (the conformance kit's)."""
+    from firmware_sim.conformance.proxy import ConformanceProxy
+
+    world, bridge, responder, args = his
+    msg_ids = iter(["HIS-T1-STEP6-ONCE", "HIS-T1-STEP6-ALWAYS"])
+    proxy = ConformanceProxy(bridge.url, msg_id_of=lambda method, path, body: next_id(path, body)).start()
+
+    def next_id(path: str, body: bytes) -> str | None:
+        if path.startswith("/v1/results/"):
+            return path.rsplit("/", 1)[1]
+        return json.loads(body)["msg_id"] if body else None
+
+    def flip(body: bytes) -> bytes:
+        obj = json.loads(body)
+        raw = bytearray(base64.b64decode(obj["ct"]))
+        raw[0] ^= 1
+        obj["ct"] = base64.b64encode(bytes(raw)).decode()
+        return json.dumps(obj).encode()
+
+    try:
+        proxied = [a if a != bridge.url else proxy.url for a in args]
+        once = next(msg_ids)
+        proxy.arm_tamper(once, flip)  # the first answer only
+        assert hisclient.main([*proxied, "pay", "+1.00", "--order", "MZ-S6", "--msg-id", once]) == 0
+        out, err = capsys.readouterr()
+        assert "ALERT: the result for HIS-T1-STEP6-ONCE failed step 6 (auth_failed" in err and "SUCCESS" in out
+        asked = [x for x in proxy.recorder.exchanges if x.method == "GET" and x.path == f"/v1/results/{once}" and x.status == 200]
+        assert asked, "it asked again with GET"
+        always = next(msg_ids)
+
+        def flip_every_time(body: bytes) -> bytes:
+            proxy.arm_tamper(always, flip_every_time)  # one-shot in the proxy: arm it again
+            return flip(body)
+
+        proxy.arm_tamper(always, flip_every_time)
+        assert hisclient.main([*proxied, "pay", "+2.00", "--order", "MZ-S7", "--msg-id", always]) == 1
+        err = capsys.readouterr().err
+        gets = [x for x in proxy.recorder.exchanges if x.method == "GET" and x.path == f"/v1/results/{always}" and x.status == 200]
+        assert len(gets) == hisclient.STEP6_ASK_AGAIN
+        assert "step6_failed" in err and "do not book it" in err and "new msg_id" in err
+    finally:
+        proxy.stop()
