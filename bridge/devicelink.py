@@ -20,7 +20,7 @@ import time
 from typing import Callable, Protocol
 
 from protocol.envelope import Envelope
-from protocol.link.app import InstructionMsg, encode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, encode_app
 from protocol.link.frame import FrameType
 from protocol.link.handshake import DeviceIdentity
 from protocol.link.session import (
@@ -37,7 +37,7 @@ READ_SLICE_S = 0.05  # the longest the loop sleeps in a read; bounds how late a 
 
 
 class PortSink(Protocol):
-    def attach(self, port: "DevicePort", identity: DeviceIdentity) -> list[tuple[str, Envelope]]: ...
+    def attach(self, port: "DevicePort", identity: DeviceIdentity) -> list[tuple[object, AppMessage]]: ...
     def detach(self, port: "DevicePort", identity: DeviceIdentity | None, reason: str) -> None: ...
     def delivered(self, port: "DevicePort", msg_id: object) -> None: ...
     def undeliverable(self, port: "DevicePort", msg_id: object, reason: str) -> None: ...
@@ -92,9 +92,19 @@ class DevicePort:
 
     # ------------------------------------------------------------ HTTP threads
 
-    def send_instruction(self, msg_id: str, envelope: Envelope) -> bool:
+    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None) -> bool:
         """Hand one instruction to the link and write it now. False if the link is not up (it stays
         journaled as accepted and is sent when the device is back)."""
+        return self._send_app(msg_id, InstructionMsg(envelope, expires_at))
+
+    def send_cancel(self, msg_id: str, envelope: Envelope) -> bool:
+        """Hand HIS's withdrawal of `msg_id` to the link (his-interface 1.1 C). False if the link is
+        not up: it is journaled and sent again when the device attaches."""
+        return self._send_app(("cancel", msg_id), CancelMsg(envelope))
+
+    def _send_app(self, tag: object, message: InstructionMsg | CancelMsg) -> bool:
+        msg_id = tag
+        envelope = message.envelope
         with self._lock:
             link, transport = self._link, self._transport
             if link is None or transport is None or link.state is not LinkState.UP or self._broken:
@@ -102,9 +112,10 @@ class DevicePort:
             if msg_id in self._session_sent:
                 return True
             try:
-                link.send(FrameType.DATA, encode_app(InstructionMsg(envelope)), time.monotonic(), tag=msg_id)
+                link.send(FrameType.DATA, encode_app(message), time.monotonic(), tag=msg_id)
             except LinkNotUp as exc:
-                log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=msg_id, reason=str(exc))
+                log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=envelope.msg_id,
+                          reason=str(exc))
                 return False
             self._session_sent.add(msg_id)
             self._flush()
@@ -218,9 +229,9 @@ class DevicePort:
                 self.peer = event.peer
                 self.since = time.time()
                 self._session_sent.clear()
-                for msg_id, envelope in self.sink.attach(self, event.peer):
+                for msg_id, message in self.sink.attach(self, event.peer):
                     try:
-                        self._link.send(FrameType.DATA, encode_app(InstructionMsg(envelope)), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
+                        self._link.send(FrameType.DATA, encode_app(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
                     except LinkNotUp:
                         break  # send queue full: the rest stay journaled as accepted for the next session
                     self._session_sent.add(msg_id)

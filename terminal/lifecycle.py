@@ -30,6 +30,7 @@ from protocol.messages import MAX_ERROR_MESSAGE, Instruction, PayChannel, PaySta
 from terminal import machine
 from terminal.channels.base import PayOutcome, RefundOutcome
 from terminal.config import DeviceConfig
+from terminal.his_outcomes import Outcomes, expiry_for
 from terminal.journal import AttemptRow, InstructionRow, Journal, ResultRow, StaleState, Tx
 from terminal.machine import Event, Kind, State
 from terminal.pin import Lockout
@@ -141,8 +142,9 @@ class Lifecycle:
                        "window): set the POS clock (network time), then send the instruction again with a new msg_id")
 
     # -- arrival --------------------------------------------------------------------------------
-    def accept(self, envelope: Envelope) -> Accepted | Repeat | Refused | NotTaken:
-        """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction."""
+    def accept(self, envelope: Envelope, link_expires_at: int | None = None) -> Accepted | Repeat | Refused | NotTaken:
+        """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction
+        with its expiry (terminal.his_outcomes: the plaintext's, else the bridge's `link_expires_at`)."""
         now = self.clock()
         cfg = self.config
         try:
@@ -173,6 +175,7 @@ class Lifecycle:
                                      terminal_id=instruction.terminal_id, order_no=instruction.order_no, kind=kind,
                                      amount_fen=instruction.amount.fen, display=instruction.display, now=now,
                                      salt=self.rng(8).hex(), envelope=envelope.to_bytes() if kind is Kind.REFUND else None)
+            Outcomes.record(tx, seq, expiry_for(instruction.expires_at, link_expires_at, envelope.ts))
         return Accepted(seq)
 
     def _refuse(self, envelope: Envelope, refusal: Refusal, now: float) -> Refused | NotTaken | Repeat:
@@ -392,6 +395,11 @@ class Lifecycle:
             else:
                 message = (f"order already collected with {format_yuan(collection.paid_fen)} yuan (instruction "
                            f"{original.msg_id}); nothing was charged")
+        elif event in (Event.CLOSE, Event.CLOSE_REFUND):  # expired / withdrawn (terminal.his_outcomes)
+            error_code = reason or ResultCode.EXPIRED.value
+            if row.state is State.DECLINED:  # say what the last code met, too
+                message = f"{(reason_text(error_code) or reason_text(ResultCode.EXPIRED.value)).en}; " \
+                          f"the last code was declined: {row.last_error_code}"  # type: ignore[union-attr]
         elif event in (Event.REFUSE, Event.REFUSE_REFUND):
             error_code, message = reason or ErrorCode.BAD_ENVELOPE.value, detail
             channel = None
