@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool postgresql
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench bench-reconcile-10m fuzz faults soak vectors screenshots clean help
+.PHONY: setup run test bench bench-reconcile-10m fuzz faults soak vectors screenshots conformance-java clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
@@ -23,6 +23,7 @@ help:
 	@echo "make faults  the standing fault campaign against the whole path (RUNS=500 SEED=1 MINUTES=)"
 	@echo "make soak    10 minutes of mixed load with faults; fails unless every process's memory stays flat (SOAK_MINUTES=)"
 	@echo "make vectors regenerate docs/vectors/his-interface-v1.json and -v1.1.json"
+	@echo "make conformance-java  the Java example HIS (docs/examples/java) through the conformance kit (needs a JDK)"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
 
 setup: $(STAMP)
@@ -54,6 +55,14 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
+# The Java example (docs/examples/java/HisClient.java) as the HIS through every scenario of the
+# conformance kit. A minute and a JDK, so not in `make test`: the JDK (default-jdk-headless, ~200 MB)
+# is installed here with apt when javac is missing. `make test` still compiles HisEnvelope.java and
+# runs it against the vectors whenever a JDK is present (tests/protocol/test_java_example.py).
+conformance-java: setup
+	@command -v javac >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends default-jdk-headless >/dev/null; }
+	$(PY) -m pytest -q -m slow tests/firmware_sim/test_conformance.py -k java
 
 bench: setup
 	@$(PY) -m bench

@@ -58,6 +58,8 @@ class SecurityConfig:
     clock_skew_s: int = DEFAULT_SKEW_S
     answer_ttl_s: int = DEFAULT_ANSWER_TTL
     amount_limit_fen: int = 50_000_00
+    # his-interface 1.1 C: how long an instruction without its own expires_at waits for the POS.
+    instruction_ttl_s: int = 600
     # his-interface 1.1 B: HIS's Ed25519 public keys and the require_his_signature switch.
     his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
 
@@ -183,7 +185,8 @@ class _Section:
 SECTIONS = {
     "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
              "first_byte_timeout_s"),
-    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "his_public_keys", "require_his_signature",
+    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "instruction_ttl_s",
+                 "his_public_keys", "require_his_signature",
                  "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
@@ -251,6 +254,7 @@ def _security(s: _Section, base: Path) -> SecurityConfig:
         answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),
         amount_limit_fen=parse_yuan(limit),
+        instruction_ttl_s=s.int("instruction_ttl_s", 600, 30, 86_400, "a number of seconds from 30 to 86400"),
         his_signature=_his_signature(s),
     )
 

@@ -10,6 +10,8 @@ SIGTERM; Ctrl-C, Ctrl-Break and service stop on Windows).
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import logging
 import signal
 import threading
@@ -29,7 +31,15 @@ from bridge.retention import prune
 
 log = logging.getLogger("bridge.daemon")
 
-VERSION = "1.0.0"
+def _package_version() -> str:
+    """The installed package's version (setup.cfg), which /v1/health reports (issue 15, finding 8)."""
+    try:
+        return importlib.metadata.version("his-smartpos")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+VERSION = _package_version()
 SHUTDOWN_GRACE_S = 10.0
 # Retention runs this long after the start (not in the way of a morning's first payments), then daily.
 PRUNE_FIRST_AFTER_S = 600.0
@@ -59,7 +69,7 @@ class Bridge:
                           "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
                                  config.security.amount_limit_fen, config.security.his_signature,
-                                 config.link.stall_alarm_s)
+                                 instruction_ttl_s=config.security.instruction_ttl_s, stall_alarm_s=config.link.stall_alarm_s)
         self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings,
                            clock=clock)
         link = config.link

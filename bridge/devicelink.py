@@ -13,6 +13,7 @@ Nothing here is POSIX-only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -20,7 +21,7 @@ import time
 from typing import Callable, Protocol
 
 from protocol.envelope import Envelope
-from protocol.link.app import InstructionMsg, MarksMsg, encode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, encode_app
 from protocol.link.frame import FrameType
 from protocol.link.handshake import DeviceIdentity
 from protocol.link.session import (
@@ -37,7 +38,7 @@ READ_SLICE_S = 0.05  # the longest the loop sleeps in a read; bounds how late a 
 
 
 class PortSink(Protocol):
-    def attach(self, port: "DevicePort", identity: DeviceIdentity) -> list[tuple[str, Envelope]]: ...
+    def attach(self, port: "DevicePort", identity: DeviceIdentity) -> list[tuple[object, AppMessage]]: ...
     def detach(self, port: "DevicePort", identity: DeviceIdentity | None, reason: str) -> None: ...
     def delivered(self, port: "DevicePort", msg_id: object) -> None: ...
     def undeliverable(self, port: "DevicePort", msg_id: object, reason: str) -> None: ...
@@ -95,10 +96,20 @@ class DevicePort:
 
     # ------------------------------------------------------------ HTTP threads
 
-    def send_instruction(self, msg_id: str, envelope: Envelope, again: bool = False) -> bool:
+    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None, again: bool = False) -> bool:
         """Hand one instruction to the link and write it now. False if the link is not up (it stays
         journaled as accepted and is sent when the device is back). `again`: even if this session
         sent it already (the device could not take it then and answers again now)."""
+        return self._send_app(msg_id, InstructionMsg(envelope, expires_at), again)
+
+    def send_cancel(self, msg_id: str, envelope: Envelope) -> bool:
+        """Hand HIS's withdrawal of `msg_id` to the link (his-interface 1.1 C). False if the link is
+        not up: it is journaled and sent again when the device attaches."""
+        return self._send_app(("cancel", msg_id), CancelMsg(envelope))
+
+    def _send_app(self, tag: object, message: InstructionMsg | CancelMsg, again: bool = False) -> bool:
+        msg_id = tag
+        envelope = message.envelope
         with self._lock:
             link, transport = self._link, self._transport
             if link is None or transport is None or link.state is not LinkState.UP or self._broken:
@@ -106,9 +117,10 @@ class DevicePort:
             if msg_id in self._session_sent and not again:
                 return True
             try:
-                link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)
+                link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)
             except LinkNotUp as exc:
-                log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=msg_id, reason=str(exc))
+                log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=envelope.msg_id,
+                          reason=str(exc))
                 return False
             self._session_sent.add(msg_id)
             self._flush()
@@ -204,9 +216,12 @@ class DevicePort:
             self._session_sent.clear()
         transport.close()
 
-    def _instruction(self, envelope: Envelope) -> bytes:
-        """An instruction with this PC's clock: the POS stamps results with the clock it last heard."""
-        return encode_app(InstructionMsg(envelope, int(self.clock())))
+    def _encode(self, message: AppMessage) -> bytes:
+        """An app message for the POS; an instruction carries this PC's clock (the POS stamps results
+        with the bridge's clock it last heard: docs/link-protocol.md section 7)."""
+        if isinstance(message, InstructionMsg):
+            message = dataclasses.replace(message, clock=int(self.clock()))
+        return encode_app(message)
 
     def _flush(self) -> None:
         assert self._link is not None and self._transport is not None
@@ -239,9 +254,9 @@ class DevicePort:
                 self._session_sent.clear()
                 # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
                 self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
-                for msg_id, envelope in self.sink.attach(self, event.peer):
+                for msg_id, message in self.sink.attach(self, event.peer):
                     try:
-                        self._link.send(FrameType.DATA, self._instruction(envelope), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
+                        self._link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
                     except LinkNotUp:
                         break  # send queue full: the rest stay journaled as accepted for the next session
                     self._session_sent.add(msg_id)

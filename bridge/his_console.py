@@ -57,15 +57,22 @@ def send_and_watch(config: hisclient.ClientConfig, order_no: str, amount_text: s
     envelope = hisclient.seal(config, order_no, amount_text, msg_id)
     say(f"sent {amount_text} for order {order_no} as {msg_id} to {config.bridge_url}")
     outcome = hisclient.submit(config, envelope, order_no, wait_s=1, amount=amount)
-    shown = None
+    shown: tuple[object, ...] | None = None
     deadline = time.monotonic() + watch_s
     while outcome.result is None and time.monotonic() < deadline:
-        if outcome.state != shown:
-            say(f"  ... {outcome.state}")
-            shown = outcome.state
+        if (outcome.state, outcome.last_event) != shown:
+            if outcome.state != (shown or (None,))[0]:
+                expires = "" if outcome.expires_at is None else \
+                    f" (expires {time.strftime('%H:%M:%S', time.localtime(outcome.expires_at))})"
+                say(f"  ... {outcome.state}{expires}")
+            if outcome.last_event and outcome.last_event != (shown or (None, None))[1]:
+                # 1.1 C: e.g. a declined code while the cashier may scan another: tell the operator now
+                say(f"  !!! {outcome.last_event.get('code')}: {outcome.last_event.get('message')}")
+            shown = (outcome.state, outcome.last_event)
         outcome = hisclient.query(config, msg_id, POLL_S, instruction_ts=envelope.ts, order_no=order_no, amount=amount)
     if outcome.result is None:
-        say(f"not finished after {watch_s:.0f} s (state {outcome.state}); ask later: his-client status {msg_id}")
+        say(f"not finished after {watch_s:.0f} s (state {outcome.state}); ask later: "
+            f"his-client --demo {DEFAULT_DEMO} status {msg_id}")
         return None
     for line in describe(outcome.result):
         say(line)

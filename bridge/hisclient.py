@@ -15,9 +15,16 @@ Delphi does the same six things:
   6. verify the result before believing it: decrypt/verify the envelope, its device_id is in our device
      registry and its `sig` verifies with that device's public key (so a holder of the shared key
      cannot forge it), its reply_to is the msg_id we sent, its order_no and amount are ours. Only then
-     book it. A result that fails any of these is not booked (raise an alert, ask again with GET).
+     book it. A result that fails any of these is not booked: raise an alert, ask again with GET
+     (`STEP6_ASK_AGAIN` times; the bridge serves what it verified), and never send a new `+` for
+     that order under a new msg_id until the first is settled (docs/his-interface.md §10).
 
-CLI: his-client pay +12.50 --order MZ1 | refund -5.00 --order MZ1 | status MSG_ID  (--help for options)
+1.1 C: every instruction may carry `expires_at` (`--expires-in`); a 202 says `state`, `since`,
+`expires_at` and `last_event` (a declined code, while the cashier may scan another); `410
+expired_undelivered` means no POS ever took it (nothing was charged); `cancel` withdraws one.
+
+CLI: his-client pay +12.50 --order MZ1 | refund -5.00 --order MZ1 | status MSG_ID | status --last |
+     cancel MSG_ID --order MZ1   (--help for options)
 """
 
 from __future__ import annotations
@@ -29,21 +36,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import requests
 
 from protocol.amount import Amount, parse_amount
 from protocol.crypto import KeyRing, SharedKey
-from protocol.envelope import Envelope, receive_result, seal_instruction
+from protocol.envelope import Envelope, receive_result, seal_cancel, seal_instruction
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import check_order_no
 from protocol.keyfile import KeyFileError, parse_keyfile
-from protocol.messages import Instruction, Result, encode_result
+from protocol.messages import Cancel, Instruction, Result, encode_result
 from protocol.registry import RegistryError, parse_device_csv
 
 MAX_WAIT_PER_REQUEST = 120  # the bridge's limit for ?wait=
 POST_RETRIES = 3  # identical re-POSTs after a network error
+# A 200 whose result fails step 6 is not booked; we ask the bridge again this many times (GET), since
+# it serves only what it verified: a failure that persists is an alert for a person, never a re-send.
+STEP6_ASK_AGAIN = 2
+# `--last` remembers the last instruction sent with --demo here (next to the demo file).
+LAST_FILE = "his-client-last.json"
 
 
 class ClientError(Exception):
@@ -54,6 +66,11 @@ class ClientError(Exception):
         self.code, self.message = code, message
 
 
+class Step6Failure(ClientError):
+    """A 200 whose result failed step 6 (sig, device, reply_to, order or amount): do not book it,
+    raise an alert; it was asked again (GET) and still failed."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     bridge_url: str  # http://127.0.0.1:8765
@@ -62,6 +79,9 @@ class ClientConfig:
     terminal_id: str  # this cashier window's software terminal id (step 2)
     device_keys: Mapping[str, bytes]  # the device registry we received (step 2): device_id -> Ed25519 public key
     http_timeout_s: float = 10.0
+    # Called when a result fails step 6 (before asking again): your HIS raises its alert here.
+    # Default: an ALERT line on standard error.
+    on_alert: Callable[[str, "ClientError"], None] | None = None
 
     @property
     def device_ids(self) -> frozenset[str]:
@@ -73,7 +93,9 @@ class Outcome:
     msg_id: str
     result: Result | None  # verified (step 6); None while unfinished
     state: str | None  # the bridge's state while unfinished ("queued", "awaiting_scan", ...)
-    last_event: dict[str, object] | None = None  # while unfinished: what the HIS operator should know (why it waits)
+    last_event: dict[str, object] | None = None  # while unfinished: what the HIS operator should know (a decline, why it waits)
+    since: int | None = None  # while unfinished: when `state` began (unix s)
+    expires_at: int | None = None  # while unfinished: when it expires (1.1 C)
 
 
 # ------------------------------------------------------------------ steps 2 and 3
@@ -84,10 +106,16 @@ def new_msg_id(terminal_id: str) -> str:
     return f"HIS-{terminal_id[:24]}-{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}"
 
 
-def seal(config: ClientConfig, order_no: str, amount_text: str, msg_id: str) -> Envelope:
+def seal(config: ClientConfig, order_no: str, amount_text: str, msg_id: str, *, expires_at: int | None = None) -> Envelope:
     amount = parse_amount(amount_text)  # the one strict parser: "+12.50" or "-5.00", nothing else
-    instruction = Instruction(config.terminal_id, check_order_no(order_no), amount)
+    instruction = Instruction(config.terminal_id, check_order_no(order_no), amount, expires_at=expires_at)
     return seal_instruction(instruction, key=config.key, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12))
+
+
+def seal_withdrawal(config: ClientConfig, msg_id: str, order_no: str) -> Envelope:
+    """The sealed `cancel` of instruction `msg_id` (1.1 C): its own new msg_id, reply_to = msg_id."""
+    return seal_cancel(Cancel(config.terminal_id, check_order_no(order_no)), key=config.key,
+                       msg_id=new_msg_id(config.terminal_id), reply_to=msg_id, ts=int(time.time()), nonce=os.urandom(12))
 
 
 # ------------------------------------------------------------------ steps 4 and 5
@@ -102,7 +130,7 @@ def _answer(response: requests.Response, config: ClientConfig, sent_msg_id: str,
     except ValueError:
         raise ClientError("bad_response", f"HTTP {response.status_code} without a JSON body") from None
     if response.status_code == 202:
-        return Outcome(body["msg_id"], None, body["state"], body.get("last_event"))
+        return Outcome(body["msg_id"], None, body["state"], body.get("last_event"), body.get("since"), body.get("expires_at"))
     error = body.get("error", {}) if isinstance(body, dict) else {}
     raise ClientError(error.get("code", f"http_{response.status_code}"), error.get("message", response.reason))
 
@@ -124,7 +152,14 @@ def submit(config: ClientConfig, envelope: Envelope, order_no: str, wait_s: int,
             if attempt == POST_RETRIES:
                 raise ClientError("bridge_unreachable", f"{config.bridge_url}: {exc}") from None
             time.sleep(0.5 * (attempt + 1))  # then re-send the identical bytes: a safe retry
-    outcome = _answer(response, config, envelope.msg_id, envelope.ts, order_no, amount)
+    try:
+        outcome = _answer(response, config, envelope.msg_id, envelope.ts, order_no, amount)
+    except Step6Failure:
+        raise
+    except ClientError as exc:
+        if response.status_code != 200:
+            raise
+        outcome = _ask_again(config, envelope.msg_id, exc, envelope.ts, order_no, amount, http)
     while outcome.result is None and (left := int(deadline - time.monotonic())) > 0:
         outcome = query(config, envelope.msg_id, left, instruction_ts=envelope.ts, order_no=order_no, amount=amount, session=http)
     return outcome
@@ -136,9 +171,56 @@ def query(config: ClientConfig, msg_id: str, wait_s: int = 0, *, instruction_ts:
     them (your HIS always has: it stored the instruction); `status` on the command line has not."""
     http = session or requests.Session()
     wait = min(max(wait_s, 0), MAX_WAIT_PER_REQUEST)
+    response = _get(config, http, msg_id, wait)
     try:
-        response = http.get(f"{config.bridge_url}/v1/results/{msg_id}", params={"wait": wait},
-                            timeout=config.http_timeout_s + wait)
+        return _answer(response, config, msg_id, instruction_ts, order_no, amount)
+    except ClientError as exc:
+        if response.status_code != 200 or isinstance(exc, Step6Failure):
+            raise
+        return _ask_again(config, msg_id, exc, instruction_ts, order_no, amount, http)
+
+
+def _get(config: ClientConfig, http: requests.Session, msg_id: str, wait: int) -> requests.Response:
+    try:
+        return http.get(f"{config.bridge_url}/v1/results/{msg_id}", params={"wait": wait}, timeout=config.http_timeout_s + wait)
+    except requests.RequestException as exc:
+        raise ClientError("bridge_unreachable", f"{config.bridge_url}: {exc}") from None
+
+
+def _ask_again(config: ClientConfig, msg_id: str, failure: ClientError, instruction_ts: int | None, order_no: str | None,
+               amount: Amount | None, http: requests.Session) -> Outcome:
+    """A result failed step 6: book nothing, alert, and ask the bridge again with GET (what it
+    serves, it verified). Still failing: Step6Failure, for a person; the order stays unsettled."""
+    if config.on_alert is not None:
+        config.on_alert(msg_id, failure)
+    else:
+        print(f"his-client: ALERT: the result for {msg_id} failed step 6 ({failure.code}: {failure.message}); "
+              "not booked; asking the bridge again", file=sys.stderr)
+    for _ in range(STEP6_ASK_AGAIN):
+        response = _get(config, http, msg_id, 0)
+        try:
+            return _answer(response, config, msg_id, instruction_ts, order_no, amount)
+        except ClientError as exc:
+            if response.status_code != 200:
+                raise
+            failure = exc
+    raise Step6Failure("step6_failed", f"the result for {msg_id} fails step 6 ({failure.code}: {failure.message}): "
+                       "do not book it, tell IT (a fault or an attack); do not send a new '+' for this order under a "
+                       "new msg_id until this instruction is settled")
+
+
+def withdraw(config: ClientConfig, msg_id: str, order_no: str, wait_s: int = 10, *, amount: Amount | None = None,
+             instruction_ts: int | None = None, session: requests.Session | None = None) -> Outcome:
+    """POST a sealed `cancel` for `msg_id`; the answer is the instruction's result (200, verified)
+    or its state (202) while a payment under way settles. A collection that already succeeded stays
+    SUCCESS: refund it with a '-' instruction if it must be undone."""
+    http = session or requests.Session()
+    envelope = seal_withdrawal(config, msg_id, order_no)
+    wait = min(max(wait_s, 0), MAX_WAIT_PER_REQUEST)
+    try:
+        response = http.post(f"{config.bridge_url}/v1/instructions/{msg_id}/cancel", params={"wait": wait},
+                             data=envelope.to_bytes(), headers={"Content-Type": "application/json"},
+                             timeout=config.http_timeout_s + wait)
     except requests.RequestException as exc:
         raise ClientError("bridge_unreachable", f"{config.bridge_url}: {exc}") from None
     return _answer(response, config, msg_id, instruction_ts, order_no, amount)
@@ -204,17 +286,22 @@ def _device_keys(text: str, source: str) -> dict[str, bytes]:
     return {d.device_id: d.public_key for d in devices if d.public_key is not None}
 
 
-def show(outcome: Outcome, as_json: bool) -> None:
+def show(outcome: Outcome, as_json: bool, again: str = "his-client") -> None:
+    """Print an outcome; `again` is the command line that asks again (with the options given)."""
     if as_json:
         body: dict[str, object] = {"msg_id": outcome.msg_id}
         if outcome.result is not None:
             body.update(verified=True, result=encode_result(outcome.result))
         else:
-            body["state"] = outcome.state
+            body.update(state=outcome.state, since=outcome.since, expires_at=outcome.expires_at, last_event=outcome.last_event)
         print(json.dumps(body, ensure_ascii=False))
         return
     if outcome.result is None:
-        print(f"{outcome.msg_id}: not finished yet (state {outcome.state}); ask again with: his-client status {outcome.msg_id}")
+        expires = "" if outcome.expires_at is None else f", expires {time.strftime('%H:%M:%S', time.localtime(outcome.expires_at))}"
+        print(f"{outcome.msg_id}: not finished yet (state {outcome.state}{expires})")
+        if outcome.last_event:
+            print(f"  last event    {outcome.last_event.get('code')}: {outcome.last_event.get('message')}")
+        print(f"  ask again:    {again} status {outcome.msg_id} --wait 30")
         return
     r = outcome.result
     print(f"verified result for {outcome.msg_id}: {r.pay_status.value} {r.pay_channel.value if r.pay_channel else '-'} {r.amount}")
@@ -224,6 +311,33 @@ def show(outcome: Outcome, as_json: bool) -> None:
     print(f"  finished_at   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.finished_at))}")
     if r.error_code:
         print(f"  error         {r.error_code}: {r.error_message or ''}")
+
+
+def _again(args: argparse.Namespace) -> str:
+    """The command line that asks again, with the options that chose bridge, keys and registry."""
+    words = ["his-client"]
+    for name in ("demo", "bridge", "key_file", "kid", "devices", "terminal"):
+        value = getattr(args, name, None)
+        if value:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return " ".join(words)
+
+
+def _remember(args: argparse.Namespace, envelope: Envelope, order_no: str, amount: str) -> None:
+    """With --demo, the last instruction sent (for `status --last`, `cancel --last`): msg_id and
+    what step 6 checks the result against. A real HIS keeps every envelope it sent, in its database."""
+    if args.demo:
+        record = {"msg_id": envelope.msg_id, "order_no": order_no, "amount": amount, "ts": envelope.ts}
+        (Path(args.demo).parent / LAST_FILE).write_text(json.dumps(record), encoding="utf-8")
+
+
+def _last(args: argparse.Namespace) -> dict[str, object]:
+    if not args.demo:
+        raise ClientError("usage", "--last works with --demo (it remembers the last instruction next to the demo file)")
+    path = Path(args.demo).parent / LAST_FILE
+    if not path.exists():
+        raise ClientError("usage", f"no instruction was sent with --demo {args.demo} yet")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", type=int, default=60, help="seconds to wait for the result (default 60)")
         p.add_argument("--msg-id", help="re-send under this msg_id (default: a new one)")
         p.set_defaults(sign=sign)
-    p = sub.add_parser("status", parents=[common], help="fetch and verify the result of MSG_ID")
-    p.add_argument("msg_id")
+        p.add_argument("--expires-in", type=int, metavar="S",
+                       help="expires_at = now + S (1.1 C; default: the bridge's, 10 minutes)")
+    p = sub.add_parser("status", parents=[common], help="fetch and verify the result of MSG_ID (or --last)")
+    p.add_argument("msg_id", nargs="?")
+    p.add_argument("--last", action="store_true", help="the last instruction this client sent with --demo")
     p.add_argument("--wait", type=int, default=0)
+    p = sub.add_parser("cancel", parents=[common], help="withdraw instruction MSG_ID (or --last) of --order (1.1 C)")
+    p.add_argument("msg_id", nargs="?")
+    p.add_argument("--last", action="store_true", help="the last instruction this client sent with --demo")
+    p.add_argument("--order", help="the instruction's order number (default with --last: its own)")
+    p.add_argument("--wait", type=int, default=10)
     return parser
 
 
@@ -263,14 +385,28 @@ def main(argv: list[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     try:
         config = load_config(args)
-        if args.command == "status":
-            outcome = query(config, args.msg_id, args.wait)
+        if args.command in ("status", "cancel"):
+            last = _last(args) if args.last else {}
+            msg_id = args.msg_id or last.get("msg_id")
+            if not msg_id:
+                raise ClientError("usage", f"{args.command} needs a MSG_ID (or --last after a pay/refund with --demo)")
+            order_no = getattr(args, "order", None) or (last.get("order_no") if last.get("msg_id") == msg_id else None)
+            amount = parse_amount(last["amount"]) if last.get("msg_id") == msg_id else None
+            ts = last.get("ts") if last.get("msg_id") == msg_id else None
+            if args.command == "status":
+                outcome = query(config, msg_id, args.wait, instruction_ts=ts, order_no=order_no, amount=amount)
+            else:
+                if not order_no:
+                    raise ClientError("usage", "cancel needs --order (the withdrawn instruction's order number)")
+                outcome = withdraw(config, msg_id, order_no, args.wait, amount=amount, instruction_ts=ts)
         else:
             if not args.amount.startswith(args.sign):
                 raise ClientError("usage", f"{args.command} takes an amount starting with {args.sign!r}, as in {args.sign}12.50")
-            envelope = seal(config, args.order, args.amount, args.msg_id or new_msg_id(config.terminal_id))
+            expires_at = None if args.expires_in is None else int(time.time()) + args.expires_in
+            envelope = seal(config, args.order, args.amount, args.msg_id or new_msg_id(config.terminal_id), expires_at=expires_at)
+            _remember(args, envelope, args.order, args.amount)
             outcome = submit(config, envelope, args.order, max(args.wait, 0), amount=parse_amount(args.amount))
-        show(outcome, args.json)
+        show(outcome, args.json, _again(args))
         return 0 if outcome.result is not None else 3
     except ClientError as exc:
         print(f"his-client: {exc.code}: {exc.message}", file=sys.stderr)

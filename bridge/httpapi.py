@@ -1,6 +1,7 @@
 """The HIS-facing HTTP API (his-interface-v1 section 2) on the standard library's ThreadingHTTPServer.
 
     POST /v1/instructions?wait=N     GET /v1/results/{msg_id}?wait=N     GET /v1/health
+    POST /v1/instructions/{msg_id}/cancel?wait=N   (his-interface 1.1 C: withdrawal)
 
 Why threads and not asyncio: every request is short CPU work (AES-GCM, a SQLite commit) plus, at
 most, one blocking wait on a threading.Event for a long poll; a thread per connection keeps that
@@ -56,6 +57,8 @@ DISCARD_LIMIT = 1 << 20  # bytes of an unread body read and thrown away so the c
 LINGER_S = 1.0  # after an error that closes, how long unread input is drained so our answer is not reset
 ROUTES = {"/v1/instructions": "POST", "/v1/health": "GET"}
 RESULTS_PREFIX = "/v1/results/"
+INSTRUCTIONS_PREFIX = "/v1/instructions/"
+CANCEL_SUFFIX = "/cancel"
 _STATUS_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
                  408: ErrorCode.REQUEST_TIMEOUT, 413: ErrorCode.TOO_LARGE, 500: ErrorCode.INTERNAL_ERROR,
                  501: ErrorCode.METHOD_NOT_ALLOWED}
@@ -338,6 +341,8 @@ class BridgeHandler(BaseHTTPRequestHandler):
             path = split.path
             if path.startswith(RESULTS_PREFIX):
                 expected = "GET"
+            elif path.startswith(INSTRUCTIONS_PREFIX) and path.endswith(CANCEL_SUFFIX):
+                expected = "POST"
             else:
                 expected = ROUTES.get(path, "")
                 if not expected:
@@ -352,6 +357,9 @@ class BridgeHandler(BaseHTTPRequestHandler):
                 answer = self.server.relay.submit(self._read_body(), wait)
             elif path == "/v1/health":
                 answer = Answer(200, dumps_compact(self.server.health()))
+            elif path.startswith(INSTRUCTIONS_PREFIX):
+                msg_id = unquote(path[len(INSTRUCTIONS_PREFIX):-len(CANCEL_SUFFIX)])
+                answer = self.server.relay.cancel(msg_id, self._read_body(), wait)
             else:
                 answer = self.server.relay.query(unquote(path[len(RESULTS_PREFIX):]), wait)
             self._send(answer)

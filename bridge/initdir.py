@@ -36,6 +36,7 @@ identity_file = "bridge_identity.key"  # this bridge's link identity (pinned by 
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
 answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
 amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
+instruction_ttl_s = 600     # an instruction without its own expires_at expires this long after it arrives
 his_public_keys = []        # HIS's Ed25519 public keys (base64); a his_sig on an instruction must verify
 require_his_signature = false  # true: every instruction needs a valid his_sig (else auth_failed)
 require_his_signature_terminals = []  # the same, for these terminal IDs only

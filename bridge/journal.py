@@ -32,6 +32,12 @@ readers (reconcile/) may open it while the bridge runs:
                                       ends an instruction but with a signed result (1.1 A)
       env_sum, result_sum  BLOB       protocol.integrity.row_checksum of the accepted instruction's
                                       columns, and of the result (or refusal) columns
+      expires_at     INTEGER          his-interface 1.1 C: the plaintext's expires_at or the bridge's default
+      since          REAL             when the state HIS sees (the 202's `state`) last changed
+      last_event     TEXT             the 202's last_event, compact JSON {"code", "message", "at"}
+      cancel_envelope BLOB            HIS's withdrawal (the `cancel` envelope), re-sent at link-up until final
+                                      (these four are added to an existing schema-2 journal on open: an
+                                      older bridge ignores them)
     transitions                       append-only history: seq, at, msg_id, state, detail
     held_results                      results from an authenticated device that the bridge could not
                                       accept yet (their ts is off this PC's clock, their instruction is
@@ -91,6 +97,8 @@ CRASH_EXIT_CODE = 86
 # The `progress` of an instruction the device acknowledged but could not take (protocol.link.app
 # NotTakenMsg): it stays unfinished and is sent again when the device next attaches.
 NOT_TAKEN = "not_taken"
+# Columns of his-interface 1.1 C, added to a schema-2 journal when missing (additive: no version bump).
+OUTCOME_COLUMNS = (("expires_at", "INTEGER"), ("since", "REAL"), ("last_event", "TEXT"), ("cancel_envelope", "BLOB"))
 
 
 class JState(str, enum.Enum):
@@ -281,6 +289,7 @@ class NewInstruction:
     device_id: str
     order_no: str
     amount: str
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,10 +322,19 @@ class Row:
     result_envelope: bytes | None
     refusal_code: str | None
     refusal_message: str | None
+    expires_at: int | None = None
+    since: float | None = None
+    last_event: str | None = None  # compact JSON
+    cancel_envelope: bytes | None = None
+
+    @property
+    def undelivered(self) -> bool:
+        """No device ever took it: not acknowledged, or acknowledged but not taken (NotTakenMsg)."""
+        return self.state is JState.ACCEPTED or (self.state is JState.PROGRESS and self.progress == NOT_TAKEN)
 
 
 _ROW_COLUMNS = ("seq, msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, progress, "
-                "accepted_at, result_envelope, refusal_code, refusal_message")
+                "accepted_at, result_envelope, refusal_code, refusal_message, expires_at, since, last_event, cancel_envelope")
 
 
 def _row(values: tuple) -> Row:  # type: ignore[type-arg]
@@ -324,6 +342,7 @@ def _row(values: tuple) -> Row:  # type: ignore[type-arg]
     v[10] = JState(v[10])
     v[3], v[4] = bytes(v[3]), bytes(v[4])
     v[13] = bytes(v[13]) if v[13] is not None else None
+    v[19] = bytes(v[19]) if v[19] is not None else None
     return Row(*v)
 
 
@@ -397,6 +416,10 @@ def open_schema(db: sqlite3.Connection, path: Path) -> None:
             db.execute("UPDATE instructions SET env_sum = ?, result_sum = ? WHERE msg_id = ?", (env, res, msg_id))
         db.execute("COMMIT")
     db.executescript(_SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(instructions)").fetchall()}
+    for name, kind in OUTCOME_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE instructions ADD COLUMN {name} {kind}")
     if db.execute("SELECT name FROM sqlite_master WHERE name = 'state_counts'").fetchone() is None:
         db.executescript("BEGIN IMMEDIATE;" + _COUNTS +
                          "INSERT INTO state_counts (state, n) SELECT state, COUNT(*) FROM instructions GROUP BY state; COMMIT;")
@@ -624,9 +647,9 @@ class Journal:
         return self._commit(
             item.msg_id, JState.ACCEPTED,
             "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, "
-            "state, accepted_at, updated_at, env_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "state, accepted_at, updated_at, env_sum, expires_at, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (item.msg_id, item.kid, item.digest, item.envelope, item.ts, item.terminal_id, item.device_id,
-             item.order_no, item.amount, JState.ACCEPTED.value, now, now, env),
+             item.order_no, item.amount, JState.ACCEPTED.value, now, now, env, item.expires_at, now),
             f"terminal {item.terminal_id} -> device {item.device_id}",
         )
 
@@ -643,8 +666,31 @@ class Journal:
     def mark_sent(self, msg_id: str) -> bool:
         return self._advance(msg_id, JState.SENT, "", (), None)
 
-    def mark_progress(self, msg_id: str, progress: str) -> bool:
-        return self._advance(msg_id, JState.PROGRESS, ", progress = ?", (progress,), progress)
+    def mark_progress(self, msg_id: str, progress: str, event: str | None = None) -> bool:
+        """The device's progress; `since` moves only when it changes; `event` (compact JSON) becomes
+        last_event (kept when None)."""
+        return self._advance(msg_id, JState.PROGRESS,
+                             ", since = CASE WHEN progress IS ? THEN since ELSE ? END, progress = ?, "
+                             "last_event = COALESCE(?, last_event)",
+                             (progress, self.clock(), progress, event), progress)
+
+    def mark_withdrawn(self, msg_id: str, cancel_envelope: bytes) -> bool:
+        """HIS's withdrawal of an unfinished instruction (the first one counts; durable, not a state)."""
+        final = ", ".join(f"'{s.value}'" for s in JState if s.final)
+        return self._commit(msg_id, JState.PROGRESS,
+                            f"UPDATE instructions SET cancel_envelope = ?, updated_at = ? WHERE msg_id = ? "
+                            f"AND cancel_envelope IS NULL AND state NOT IN ({final})",
+                            (cancel_envelope, self.clock(), msg_id), "withdrawn by HIS")
+
+    def store_expired_undelivered(self, msg_id: str, message: str) -> bool:
+        """Final refusal expired_undelivered, only while no device ever took the instruction (1.1 C)."""
+        code = "expired_undelivered"
+        return self._commit(
+            msg_id, JState.REFUSED,
+            "UPDATE instructions SET state = ?, updated_at = ?, refusal_code = ?, refusal_message = ?, result_sum = ? "
+            "WHERE msg_id = ? AND (state = ? OR (state = ? AND progress = ?))",
+            (JState.REFUSED.value, self.clock(), code, message, refusal_sum(msg_id, code, message), msg_id,
+             JState.ACCEPTED.value, JState.PROGRESS.value, NOT_TAKEN), code)
 
     def store_result(self, reply_to: str, result: StoredResult) -> bool:
         return self._advance(
@@ -768,6 +814,13 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
         return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def withdrawn_for(self, device_id: str) -> list[Row]:
+        """Unfinished instructions HIS withdrew, oldest first: their cancel is re-sent at link-up."""
+        rows = self._read(
+            f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? AND cancel_envelope IS NOT NULL "
+            "AND state NOT IN ('result_stored', 'refused') ORDER BY seq", (device_id,))
+        return self._verified(rows)
 
     def counts(self) -> dict[str, int]:
         """Instructions per state: five rows kept by triggers, so O(1) in history, on health's own connection."""

@@ -16,6 +16,14 @@ that very device; the envelope verifies (receive_result with the instruction's t
 the instruction's (step 6). Anything else is dropped with a security event: HIS never sees it.
 Results are the device's: the bridge stores and serves them byte for byte and never makes one up.
 
+Outcomes HIS can act on (1.1 C): every instruction has an `expires_at` (the plaintext's, else the
+bridge's default `instruction_ttl_s` after acceptance), relayed to the POS with it; the POS ends it
+with a signed CLOSED/expired. One that no device ever took is ended here instead, once expires_at
+plus the skew has passed: `410 expired_undelivered` (not a result). The 202 body says `state`,
+`since`, `expires_at` and `last_event` (the latest event the POS reported, e.g. a declined code).
+`cancel` (a sealed withdrawal) is journaled and relayed to the POS, and again at every link-up
+until the instruction is final; the POS answers with the instruction's signed result.
+
 Only a signed result ends an instruction. A device that cannot answer one (no configuration, no
 key for its kid) says so with an unsealed NotTakenMsg: the instruction stays unfinished, its 202
 answer and /v1/health say why (`last_event`, `instructions.not_taken`), and it is sent again
@@ -32,16 +40,16 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from protocol.crypto import KeyRing, SharedKey
-from protocol.envelope import Envelope, parse_envelope, receive_instruction, receive_result
+from protocol.envelope import Envelope, parse_envelope, receive_cancel, receive_instruction, receive_result
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.freshness import Verdict, classify
+from protocol.freshness import Verdict, check_expiry, classify
 from protocol.ids import is_valid_id
-from protocol.link.app import InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
 from protocol.amount import MAX_FEN, parse_amount
-from protocol.messages import Instruction, Progress, Result, mask_patient_name
+from protocol.messages import Cancel, Instruction, Progress, Result, mask_patient_name
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
-from protocol.strictjson import dumps_compact
+from protocol.strictjson import dumps_compact, loads_object
 
 from bridge.journal import (
     NOT_TAKEN, HeldResult, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult,
@@ -59,7 +67,8 @@ HELD_RECHECK_S = 5.0
 # An instruction the device could not take is sent again when the device answers something else, at
 # most this often (a device that keeps refusing it is not flooded).
 NOT_TAKEN_RESEND_S = 2.0
-STATE_OF: dict[JState, str] = {JState.ACCEPTED: Progress.QUEUED.value, JState.SENT: Progress.DELIVERED.value}
+# His-interface 1.1 C: how long an instruction without its own expires_at waits for the POS.
+DEFAULT_INSTRUCTION_TTL_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +83,15 @@ class RelaySettings:
     answer_ttl_s: int
     amount_limit_fen: int
     his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
+    instruction_ttl_s: int = DEFAULT_INSTRUCTION_TTL_S
     stall_alarm_s: float = 600.0  # an unfinished instruction that has not moved for this long: alarm
 
 
 class Port(Protocol):
     url: str
 
-    def send_instruction(self, msg_id: str, envelope: Envelope, again: bool = False) -> bool: ...
+    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None, again: bool = False) -> bool: ...
+    def send_cancel(self, msg_id: str, envelope: Envelope) -> bool: ...
     def request_restart(self, reason: str) -> None: ...
     def status(self) -> dict[str, object]: ...
 
@@ -202,18 +213,29 @@ class Relay:
         if received.verdict is Verdict.NEW:
             instruction = received.message
             assert isinstance(instruction, Instruction)
+            expires_at = self._expires_at(envelope, instruction)
             port, device_id = self._route(envelope.terminal_id)
             accepted = self.journal.accept(NewInstruction(
                 envelope.msg_id, envelope.kid, envelope.digest(), envelope.to_bytes(), envelope.ts,
-                envelope.terminal_id, device_id, instruction.order_no, str(instruction.amount)))
+                envelope.terminal_id, device_id, instruction.order_no, str(instruction.amount), expires_at))
             if accepted:
-                return self._relay(envelope, instruction, port, device_id, wait_s)
+                return self._relay(envelope, instruction, port, device_id, wait_s, expires_at)
             # A concurrent POST of this msg_id was journaled first: this one is its retry, or a conflict.
             classify(self.journal, envelope.kid, envelope.msg_id, envelope.digest(), self.clock(), s.answer_ttl_s)
         log_event(log, "instruction_retry", msg_id=envelope.msg_id)
         return self._answer_when_final(envelope.msg_id, wait_s)
 
-    def _relay(self, envelope: Envelope, instruction: Instruction, port: Port, device_id: str, wait_s: float) -> Answer:
+    def _expires_at(self, envelope: Envelope, instruction: Instruction) -> int:
+        """The instruction's expiry (1.1 C): its own, else the default from now. One already past
+        (with the skew) is refused at once, before anything is journaled."""
+        now = self.clock()
+        if instruction.expires_at is None:
+            return int(now) + self.settings.instruction_ttl_s
+        check_expiry(instruction.expires_at, envelope.ts, now, self.settings.clock_skew_s)
+        return instruction.expires_at
+
+    def _relay(self, envelope: Envelope, instruction: Instruction, port: Port, device_id: str, wait_s: float,
+               expires_at: int) -> Answer:
         # Registered before the device can answer; _wait reads the journal first, so nothing is missed.
         event = self._waiters.register(envelope.msg_id)
         try:
@@ -221,7 +243,7 @@ class Relay:
             log_event(log, "instruction_accepted", msg_id=envelope.msg_id, terminal_id=envelope.terminal_id,
                       device_id=device_id, order_no=instruction.order_no, amount=str(instruction.amount),
                       patient=mask_patient_name(patient) if patient else None)
-            port.send_instruction(envelope.msg_id, envelope)
+            port.send_instruction(envelope.msg_id, envelope, expires_at)
             return self._wait(envelope.msg_id, event, wait_s)
         finally:
             self._waiters.unregister(envelope.msg_id, event)
@@ -259,10 +281,30 @@ class Relay:
         row = self.journal.get(msg_id)
         if row is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no instruction with msg_id {msg_id} at this bridge")
+        row = self._expire_if_due(row)
         if not row.state.final and wait_s > 0 and not self.shutting_down:
-            event.wait(min(wait_s, MAX_WAIT_S))
-            row = self.journal.get(msg_id) or row
+            timeout = min(wait_s, MAX_WAIT_S)
+            if row.undelivered and row.expires_at is not None:  # wake when it would be expired_undelivered
+                timeout = min(timeout, max(0.0, row.expires_at + self.settings.clock_skew_s + 1 - self.clock()))
+            event.wait(timeout)
+            row = self._expire_if_due(self.journal.get(msg_id) or row)
         return self.answer_for(row)
+
+    def _expire_if_due(self, row: Row) -> Row:
+        """1.1 C: past expires_at plus the skew with no device ever having taken it: 410, for good."""
+        if (row.state.final or not row.undelivered or row.expires_at is None
+                or self.clock() <= row.expires_at + self.settings.clock_skew_s):
+            return row
+        message = (f"expires_at {row.expires_at} passed (and the allowed {self.settings.clock_skew_s} s) before any POS "
+                   f"took the instruction (device {row.device_id}); nothing was charged; send the order again under a "
+                   "new msg_id if it is still to be paid")
+        if self.journal.store_expired_undelivered(row.msg_id, message):
+            log_event(log, "instruction_expired_undelivered", level=logging.WARNING, msg_id=row.msg_id,
+                      device_id=row.device_id, expires_at=row.expires_at)
+            with self._not_taken_lock:
+                self._not_taken.pop(row.msg_id, None)
+            self._waiters.fire(row.msg_id)
+        return self.journal.get(row.msg_id) or row
 
     def answer_for(self, row: Row) -> Answer:
         if row.state is JState.RESULT_STORED:
@@ -270,23 +312,82 @@ class Relay:
             return Answer(200, row.result_envelope)
         if row.state is JState.REFUSED:
             code = ErrorCode(row.refusal_code)
+            if code is ErrorCode.EXPIRED_UNDELIVERED:
+                return error_answer(ProtocolError(code, str(row.refusal_message)))
             return error_answer(ProtocolError(code, f"the bridge could not deliver the instruction: {row.refusal_message}"))
-        if row.progress == NOT_TAKEN:
-            state = Progress.QUEUED.value  # the device has not taken it: it is sent again when it attaches
+        return Answer(202, dumps_compact(self.state_body(row)))
+
+    def state_body(self, row: Row) -> dict[str, object]:
+        """The 202 body of an unfinished instruction (his-interface 1.1 C)."""
+        if row.undelivered:
+            state = Progress.QUEUED.value  # not taken by a device yet: sent again when it attaches
         else:
-            state = STATE_OF.get(row.state) or row.progress or Progress.DELIVERED.value
-        with self._not_taken_lock:
-            event = self._not_taken.get(row.msg_id)
-        if event is None:
+            try:
+                state = Progress(row.progress).state_for_his() if row.progress else Progress.QUEUED.value
+            except ValueError:
+                state = Progress.QUEUED.value
+        last_event: dict[str, object] | None = None
+        if row.last_event:
+            try:
+                last_event = dict(loads_object(row.last_event, what="last_event"))
+            except ProtocolError:
+                last_event = None
+        if row.progress == NOT_TAKEN:
+            with self._not_taken_lock:
+                told = self._not_taken.get(row.msg_id)
+            if told is not None:
+                last_event = {k: told[k] for k in ("code", "message", "at")}
+            elif last_event is None:  # told before a restart of the bridge
+                last_event = {"code": ErrorCode.DEVICE_UNAVAILABLE.value, "at": None, "message":
+                              f"device {row.device_id} could not take this instruction; it is sent again when it attaches"}
+        if last_event is None:
             held = self.journal.held_for(row.msg_id)
-            if held is not None:  # the POS answered, the bridge keeps its result until it can accept it
-                event = {"code": held.code, "at": int(held.held_at),
-                         "message": f"the POS's result is held at the bridge, not yet accepted: {held.message}"}
-        if event is None and row.progress == NOT_TAKEN:  # told before a restart of the bridge
-            event = {"code": ErrorCode.DEVICE_UNAVAILABLE.value, "at": None,
-                     "message": f"device {row.device_id} could not take this instruction; it is sent again when it attaches"}
-        last_event = None if event is None else {k: event[k] for k in ("code", "message", "at")}
-        return Answer(202, dumps_compact({"msg_id": row.msg_id, "state": state, "last_event": last_event}))
+            if held is not None:  # the POS answered; the bridge keeps its result until it can accept it
+                last_event = {"code": held.code, "at": int(held.held_at),
+                              "message": f"the POS's result is held at the bridge, not yet accepted: {held.message}"}
+        return {"msg_id": row.msg_id, "state": state, "since": int(row.since if row.since is not None else row.accepted_at),
+                "expires_at": row.expires_at, "last_event": last_event}
+
+    # ------------------------------------------------------------ withdrawal (1.1 C)
+
+    def cancel(self, msg_id: str, body: bytes, wait_s: float) -> Answer:
+        if not is_valid_id(msg_id):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"msg_id {msg_id[:70]!r} must match [A-Za-z0-9_-]{{1,64}}")
+        with storage_errors_answered():
+            return self._cancel(msg_id, body, wait_s)
+
+    def _cancel(self, msg_id: str, body: bytes, wait_s: float) -> Answer:
+        if self.shutting_down:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the bridge is shutting down; retry the same cancel shortly")
+        if self.journal.locked:
+            raise JournalIntegrityError("locked")
+        s = self.settings
+        received = receive_cancel(body, self.keys(), now=self.clock(), skew_s=s.clock_skew_s, his_signature=s.his_signature)
+        envelope, cancel = received.envelope, received.message
+        assert isinstance(cancel, Cancel)
+        if envelope.reply_to != msg_id:
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"envelope.reply_to {envelope.reply_to!r} is not the msg_id of the "
+                                f"URL ({msg_id!r}): a cancel names the instruction it withdraws in both")
+        row = self.journal.get(msg_id)
+        if row is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no instruction with msg_id {msg_id} at this bridge")
+        if cancel.terminal_id != row.terminal_id:
+            raise ProtocolError(ErrorCode.UNKNOWN_TERMINAL, f"the cancel is for terminal {cancel.terminal_id}; instruction "
+                                f"{msg_id} was sent to terminal {row.terminal_id}")
+        if cancel.order_no != row.order_no:
+            raise ProtocolError(ErrorCode.BAD_ORDER_NO, f"the cancel is for order {cancel.order_no}; instruction {msg_id} "
+                                f"is for order {row.order_no}")
+        event = self._waiters.register(msg_id)
+        try:
+            if not row.state.final:
+                if self.journal.mark_withdrawn(msg_id, envelope.to_bytes()):
+                    log_event(log, "instruction_withdrawn", msg_id=msg_id, device_id=row.device_id, order_no=row.order_no)
+                port = self.attached(row.device_id)
+                if port is not None:
+                    port.send_cancel(msg_id, envelope)
+            return self._wait(msg_id, event, wait_s)
+        finally:
+            self._waiters.unregister(msg_id, event)
 
     def not_taken(self) -> list[dict[str, object]]:
         """Unfinished instructions their device could not take, and why (for /v1/health)."""
@@ -302,8 +403,10 @@ class Relay:
 
     # ================================================================ device side (PortSink)
 
-    def attach(self, port: Port, identity: DeviceIdentity) -> list[tuple[str, Envelope]]:
-        """A device proved its identity on `port`: route its terminals there; return what it must still get."""
+    def attach(self, port: Port, identity: DeviceIdentity) -> list[tuple[object, AppMessage]]:
+        """A device proved its identity on `port`: route its terminals there; return what it must
+        still get, as (link tag, message): instructions it has not taken (tag: their msg_id), then
+        the withdrawals of unfinished ones (tag: ("cancel", msg_id))."""
         record = self.registries.device(identity.device_id)
         if record is not None and (record.model, record.serial_no) != (identity.model, identity.serial_no):
             log_event(log, "device_identity_mismatch", level=logging.WARNING, security=True, port=port.url,
@@ -319,16 +422,25 @@ class Relay:
             previous.request_restart(f"device {identity.device_id} attached on {port.url}")
         log_event(log, "device_attached", port=port.url, device_id=identity.device_id, model=identity.model,
                   serial_no=identity.serial_no, firmware=identity.firmware)
-        pending = []
+        pending: list[tuple[object, AppMessage]] = []
         try:
             # Every unfinished instruction, also those the device acknowledged (sent, progress): the
             # device answers each with its result or progress, and takes up again one it lost (finding 5).
             rows = self.journal.unfinished_for(identity.device_id)
+            withdrawn = self.journal.withdrawn_for(identity.device_id)
         except JournalError as exc:  # they stay unfinished: asked again at the next link-up
             log_event(log, "journal_read_failed", level=logging.ERROR, device_id=identity.device_id, reason=str(exc))
-            rows = []
+            rows, withdrawn = [], []
         for row in rows:
-            pending.append((row.msg_id, parse_envelope(row.envelope)))
+            try:
+                if self._expire_if_due(row).state.final:
+                    continue  # expired before any POS took it: 410 for HIS, never sent now
+            except JournalError:
+                pass
+            pending.append((row.msg_id, InstructionMsg(parse_envelope(row.envelope), row.expires_at)))
+        for row in withdrawn:
+            assert row.cancel_envelope is not None
+            pending.append((("cancel", row.msg_id), CancelMsg(parse_envelope(row.cancel_envelope))))
         if pending:
             log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending),
                       msg="every unfinished instruction is asked about again after a reconnect")
@@ -386,8 +498,8 @@ class Relay:
             message = decode_app(payload)
         except ProtocolError as exc:
             return self._security_drop(port, identity, "undecodable DATA message", exc.message)
-        if isinstance(message, InstructionMsg):
-            return self._security_drop(port, identity, "a device sent an instruction", message.envelope.msg_id)
+        if isinstance(message, (InstructionMsg, CancelMsg)):
+            return self._security_drop(port, identity, "a device sent an instruction or a cancel", message.envelope.msg_id)
         if isinstance(message, MarksMsg):
             return self._take_marks(identity, message)
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
@@ -404,8 +516,12 @@ class Relay:
         if isinstance(message, ProgressMsg):
             with self._not_taken_lock:  # the device has taken it now
                 self._not_taken.pop(msg_id, None)
-            if not row.state.final and self.journal.mark_progress(msg_id, message.state.value):
-                log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value)
+            event = None if message.event is None else dumps_compact(message.event.to_json_obj()).decode()
+            if not row.state.final and self.journal.mark_progress(msg_id, message.state.value, event):
+                log_event(log, "instruction_progress", msg_id=msg_id, state=message.state.value,
+                          event_code=None if message.event is None else message.event.code)
+                if event is not None:
+                    self._waiters.fire(msg_id)  # a long poll answers now: HIS learns a decline as it happens
             return None
         assert isinstance(message, NotTakenMsg)
         return self._mark_not_taken(identity, row, message)
@@ -452,7 +568,7 @@ class Relay:
             row = self.journal.get(msg_id)
             if row is None or row.state.final:
                 continue
-            if port.send_instruction(msg_id, parse_envelope(row.envelope), again=True):
+            if port.send_instruction(msg_id, parse_envelope(row.envelope), row.expires_at, again=True):
                 log_event(log, "instruction_resent", msg_id=msg_id, device_id=device_id,
                           msg="the device answers again: sent again what it could not take")
 
@@ -466,13 +582,13 @@ class Relay:
             self.device_problems[identity.device_id] = message.code.value
             log_event(log, "device_journal_problem", level=logging.ERROR, device_id=identity.device_id,
                       code=message.code.value, reason=message.message)
+        told = {"code": message.code.value, "message": message.message, "at": int(self.clock())}
         with self._not_taken_lock:
             before = self._not_taken.get(row.msg_id, {})
-            self._not_taken[row.msg_id] = {"device_id": identity.device_id, "code": message.code.value,
-                                           "message": message.message, "at": int(self.clock())}
+            self._not_taken[row.msg_id] = {"device_id": identity.device_id, **told}
             if "resent_at" in before:
                 self._not_taken[row.msg_id]["resent_at"] = before["resent_at"]
-        self.journal.mark_progress(row.msg_id, NOT_TAKEN)
+        self.journal.mark_progress(row.msg_id, NOT_TAKEN, dumps_compact(told).decode())
         log_event(log, "instruction_not_taken", level=logging.WARNING, msg_id=row.msg_id, device_id=identity.device_id,
                   code=message.code.value, reason=message.message,
                   msg="the device cannot answer this instruction; it stays unfinished and is sent again when the device attaches")

@@ -32,7 +32,7 @@ _COLUMNS = ("seq", "msg_id", "kid", "digest", "envelope", "ts", "terminal_id", "
             "progress", "accepted_at", "updated_at", "result_msg_id", "result_envelope", "result_at", "pay_status",
             "pay_channel", "pay_order_no", "result_amount", "finished_at", "error_code", "refusal_code",
             "refusal_message", "env_sum", "result_sum")
-_BLOBS = {"digest", "envelope", "result_envelope", "env_sum", "result_sum"}
+_BLOBS = {"digest", "envelope", "result_envelope", "env_sum", "result_sum", "cancel_envelope"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,9 +169,27 @@ def cmd_history(args: argparse.Namespace) -> int:
     return _print(args, answer, lines or ["no finished instructions today"])
 
 
+def new_sandbox_code(demo: str, channel: str, balance: str, behaviour: str) -> str:
+    """A fresh patient code from the channel sandbox named in the demo file (make run writes it)."""
+    try:
+        sandbox_url = json.loads(Path(demo).read_text(encoding="utf-8"))["sandbox_url"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SimError(SimCode.BAD_REQUEST, f"--new-code needs the demo file {demo} with its sandbox_url "
+                       f"(start the system with make run): {exc}") from None
+    try:
+        response = requests.post(f"{sandbox_url}/sandbox/v1/codes", timeout=HTTP_TIMEOUT_S,
+                                 json={"channel": channel, "balance": balance, "behaviour": behaviour})
+        response.raise_for_status()
+        return str(response.json()["code"])
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        raise SimError(SimCode.NOT_RUNNING, f"the channel sandbox at {sandbox_url} gave no code: {exc}") from None
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
-    if (args.code is None) == (args.qr is None):
-        raise SimError(SimCode.BAD_REQUEST, "give a CODE or --qr FILE (one of them)")
+    if sum(x is not None for x in (args.code, args.qr, args.new_code)) != 1:
+        raise SimError(SimCode.BAD_REQUEST, "give a CODE, --qr FILE or --new-code CHANNEL (one of them)")
+    if args.new_code is not None:
+        args.code = new_sandbox_code(args.demo, args.new_code, args.balance, args.behaviour)
     body = {"code": args.code} if args.code is not None else {"qr_png": str(Path(args.qr).resolve())}
     answer = call(args, "POST", "/v1/scan", body)
     message = answer["message"]
@@ -345,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     _target(p)
     p.add_argument("code", nargs="?", help="a WeChat Pay / Alipay payment code (e.g. from channel-sandbox)")
     p.add_argument("--qr", metavar="FILE", help="an image (PNG) of the code: decoded as the camera would")
+    p.add_argument("--new-code", choices=["WECHAT", "ALIPAY"], metavar="CHANNEL",
+                   help="ask the channel sandbox of --demo for a new patient code (WECHAT or ALIPAY) and scan it")
+    p.add_argument("--balance", default="100.00", help="with --new-code: the patient's balance (default 100.00)")
+    p.add_argument("--behaviour", default="success",
+                   help="with --new-code: success, insufficient, userpaying:S, ... (docs/simulator.md)")
+    p.add_argument("--demo", default=os.path.join(".run", "demo.json"), help="with --new-code: the demo file (default .run/demo.json)")
     p.set_defaults(func=cmd_scan)
     for name, path, done, text in (("cancel", "/v1/cancel", "cancelled", "cancel the instruction on screen"),
                                    ("decline-refund", "/v1/refund/decline", "refund declined", "the supervisor declines the refund"),

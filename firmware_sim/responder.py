@@ -15,6 +15,8 @@ NotTakenMsg, which leaves the instruction unfinished.
 Modes: ANSWER (default), REFUSE (refuse every new instruction with `refuse_code`, as above),
 SILENT (accepts and executes nothing visible: no answer ever, for timeout tests). `progress=True`
 sends a ProgressMsg(awaiting_scan) before answering. `release()` answers what SILENT held back.
+A withdrawal (his-interface 1.1 C, `on_cancel`) ends an instruction SILENT holds with a signed
+CLOSED / REFUND_FAILED result, error_code `withdrawn`; a finished one gets its result again.
 
 Results are kept until the bridge ACKs them (Delivered) and re-sent after every reconnect;
 `executions` counts how often each msg_id was executed as new work (must never exceed 1).
@@ -31,7 +33,7 @@ from typing import Callable
 
 from protocol.amount import DEFAULT_LIMIT_FEN, Amount
 from protocol.crypto import KeyRing
-from protocol.envelope import Envelope, open_for_refusal, receive_instruction, seal_result
+from protocol.envelope import Envelope, open_for_refusal, receive_cancel, receive_instruction, seal_result
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import DEFAULT_SKEW_S, MemorySeenStore
 from protocol.link.app import AppMessage, NotTakenMsg, ProgressMsg, ResultMsg
@@ -63,6 +65,7 @@ class Responder:
         self.clock = clock
         self.executions: Counter[str] = Counter()
         self.received: Counter[str] = Counter()  # every arrival, retries included
+        self.cancels: Counter[str] = Counter()  # withdrawals received, by the withdrawn msg_id
         self._lock = threading.RLock()
         self._seen = MemorySeenStore()
         self._answers: dict[str, AppMessage] = {}  # msg_id -> the final answer (kept for retries)
@@ -121,6 +124,26 @@ class Responder:
                 self._held[envelope.msg_id] = (envelope, instruction)
                 return
             self._answer(endpoint, envelope.msg_id, self._execute(envelope, instruction))
+
+    def on_cancel(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self._endpoint = endpoint
+            try:
+                receive_cancel(envelope.to_json_obj(), self.keys, now=self.clock(), skew_s=self.skew_s)
+            except ProtocolError:
+                return  # a withdrawal that does not verify withdraws nothing
+            msg_id = envelope.reply_to
+            assert msg_id is not None
+            self.cancels[msg_id] += 1
+            held = self._held.pop(msg_id, None)
+            if held is not None:
+                instruction_envelope, instruction = held
+                status = PayStatus.REFUND_FAILED if instruction.amount.is_refund else PayStatus.CLOSED
+                self._answer(endpoint, msg_id, self._seal(instruction_envelope, Result(
+                    self.device_id, instruction.order_no, "", status, None, instruction.amount, int(self.clock()),
+                    ResultCode.WITHDRAWN.value, "withdrawn by HIS before anything was charged")))
+            elif msg_id in self._answers:
+                self._answer(endpoint, msg_id, self._answers[msg_id])
 
     # ------------------------------------------------------------ control (tests)
 

@@ -436,10 +436,11 @@ def next_steps(system: System) -> list[str]:
     demo = os.path.relpath(system.demo_path)
     storage = os.path.relpath(system.workdir / "device")
     storage_arg = "" if storage == os.path.join(".run", "device") else f" --storage {storage}"
-    return [
-        f"1. pay (waits for the scan):  his-client --demo {demo} pay +12.50 --order MZ0001",
-        f"2. issue a patient code:      curl -s -X POST {system.sandbox_url}/sandbox/v1/codes -d '{{\"channel\": \"WECHAT\"}}'",
-        f"3. scan it at the POS:        pos-sim scan{storage_arg} <code from step 2>",
+    demo_arg = "" if demo == os.path.join(".run", "demo.json") else f" --demo {demo}"
+    return [  # the README's sequence: each returns, so all of it works in one terminal
+        f"1. HIS sends +12.50:           his-client --demo {demo} pay +12.50 --order MZ0001 --wait 3",
+        f"2. a patient's code, scanned:  pos-sim scan --new-code WECHAT{storage_arg}{demo_arg}",
+        f"3. HIS reads the result:       his-client --demo {demo} status --last --wait 30",
     ]
 
 

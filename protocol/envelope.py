@@ -38,7 +38,8 @@ from protocol.freshness import (
     classify,
 )
 from protocol.ids import check_id, check_order_no
-from protocol.messages import Instruction, Result, decode_instruction, decode_result, encode_instruction, encode_result
+from protocol.messages import (Cancel, Instruction, Result, decode_cancel, decode_instruction, decode_result, encode_cancel,
+                               encode_instruction, encode_result)
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import Fields, JsonObject, dumps_compact, loads_object
 
@@ -48,12 +49,15 @@ MAX_ENVELOPE_BYTES = 64 * 1024
 # Base64 of the ciphertext is bounded so a header-only check can refuse it before decoding.
 MAX_CT_B64 = MAX_ENVELOPE_BYTES
 # The header field that carries the signature, by envelope type (1.1 A and B).
-SIG_FIELD = {"result": "sig", "instruction": "his_sig"}
+SIG_FIELD = {"result": "sig", "instruction": "his_sig", "cancel": "his_sig"}
 
 
 class MsgType(enum.Enum):
     INSTRUCTION = "instruction"
     RESULT = "result"
+    # His-interface 1.1 C: HIS withdraws an instruction. Header as an instruction's (terminal_id)
+    # plus reply_to = the withdrawn instruction's msg_id; plaintext {"terminal_id", "order_no"}.
+    CANCEL = "cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +68,15 @@ class Envelope:
     kid: str
     msg_id: str
     ts: int
-    party_id: str  # terminal_id for an instruction, device_id for a result
-    reply_to: str | None  # results only
+    party_id: str  # terminal_id for an instruction or a cancel, device_id for a result
+    reply_to: str | None  # results and cancels
     nonce: bytes
     ct: bytes  # ciphertext followed by the 16-byte tag
     sig: bytes | None = None  # Ed25519 over signed_bytes(): `sig` of a result, `his_sig` of an instruction
 
     @property
     def terminal_id(self) -> str:
-        assert self.type is MsgType.INSTRUCTION
+        assert self.type is not MsgType.RESULT
         return self.party_id
 
     @property
@@ -109,6 +113,9 @@ class Envelope:
         }
         if self.type is MsgType.INSTRUCTION:
             obj["terminal_id"] = self.party_id
+        elif self.type is MsgType.CANCEL:
+            obj["terminal_id"] = self.party_id
+            obj["reply_to"] = self.reply_to
         else:
             obj["device_id"] = self.party_id
             obj["reply_to"] = self.reply_to
@@ -161,7 +168,8 @@ def parse_envelope(data: bytes | str | Mapping[str, object] | Envelope, *, expec
     try:
         msg_type = MsgType(type_text)
     except ValueError:
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"envelope.type {type_text!r} must be 'instruction' or 'result'") from None
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE,
+                            f"envelope.type {type_text!r} must be 'instruction', 'result' or 'cancel'") from None
     if expect is not None and msg_type is not expect:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"envelope.type must be {expect.value!r} here, not {type_text!r}")
     suite = f.req_str("suite", max_len=32)
@@ -171,6 +179,9 @@ def parse_envelope(data: bytes | str | Mapping[str, object] | Envelope, *, expec
     if msg_type is MsgType.INSTRUCTION:
         party_id = check_id("envelope.terminal_id", f.raw("terminal_id"))
         reply_to = None
+    elif msg_type is MsgType.CANCEL:
+        party_id = check_id("envelope.terminal_id", f.raw("terminal_id"))
+        reply_to = check_id("envelope.reply_to", f.raw("reply_to"))
     else:
         party_id = check_id("envelope.device_id", f.raw("device_id"))
         reply_to = check_id("envelope.reply_to", f.raw("reply_to"))
@@ -212,8 +223,8 @@ def seal(
     check_id("party_id", party_id)
     if reply_to is not None:
         check_id("reply_to", reply_to)
-    if (msg_type is MsgType.RESULT) != (reply_to is not None):
-        raise ValueError("a result has reply_to, an instruction has none")
+    if (msg_type is not MsgType.INSTRUCTION) != (reply_to is not None):
+        raise ValueError("a result and a cancel have reply_to, an instruction has none")
     header = Envelope(VERSION, msg_type, key.suite, key.kid, msg_id, ts, party_id, reply_to, nonce, b"")
     sealed = get_suite(key.suite).seal(key.secret, nonce, plaintext, header.aad())
     return Envelope(VERSION, msg_type, key.suite, key.kid, msg_id, ts, party_id, reply_to, nonce, sealed)
@@ -255,6 +266,14 @@ def seal_instruction(instruction: Instruction, *, key: SharedKey, msg_id: str, t
     return envelope if his_key_seed is None else sign_envelope(envelope, his_key_seed)
 
 
+def seal_cancel(cancel: Cancel, *, key: SharedKey, msg_id: str, reply_to: str, ts: int, nonce: bytes,
+                his_key_seed: bytes | None = None) -> Envelope:
+    """Seal a withdrawal of instruction `reply_to` (1.1 C); with `his_key_seed`, signed like an instruction."""
+    envelope = seal(msg_type=MsgType.CANCEL, key=key, msg_id=msg_id, ts=ts, party_id=cancel.terminal_id,
+                    reply_to=reply_to, plaintext=dumps_compact(encode_cancel(cancel)), nonce=nonce)
+    return envelope if his_key_seed is None else sign_envelope(envelope, his_key_seed)
+
+
 def seal_result(result: Result, *, key: SharedKey, msg_id: str, reply_to: str, ts: int, nonce: bytes,
                 device_key_seed: bytes | None = None) -> Envelope:
     """Seal a result; a device signs every result it sends with its own key (`device_key_seed`, 1.1 A)."""
@@ -288,7 +307,7 @@ class Received:
     """What a receiver accepted: the envelope, its decoded message and the replay verdict."""
 
     envelope: Envelope
-    message: Instruction | Result | None  # None for a RETRY: the stored answer is what counts
+    message: Instruction | Result | Cancel | None  # None for a RETRY: the stored answer is what counts
     verdict: Verdict
 
 
@@ -314,6 +333,31 @@ def _receive(
     return envelope, plaintext, verdict
 
 
+def _his_sig_check(his_signature: HisSignaturePolicy) -> Callable[[Envelope], None]:
+    def check_his_sig(envelope: Envelope) -> None:
+        if his_signature.public_keys and (envelope.sig is not None or his_signature.required_for(envelope.terminal_id)):
+            check_signature(envelope, his_signature.public_keys, signer="HIS (require_his_signature)")
+    return check_his_sig
+
+
+def receive_cancel(
+    data: bytes | str | Mapping[str, object] | Envelope,
+    keys: KeyRing,
+    *,
+    now: float,
+    skew_s: int = DEFAULT_SKEW_S,
+    his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE,
+) -> Received:
+    """The receiver's whole check of a withdrawal (1.1 C; bridge and terminal): the instruction's
+    order of checks without the msg_id store. A cancel is idempotent by nature (withdrawing twice
+    withdraws once), so its msg_id is not remembered; the clock window bounds replays of it, and
+    `his_sig` is checked as on an instruction (required where the policy requires it)."""
+    envelope, plaintext, verdict = _receive(data, MsgType.CANCEL, keys, now, None, 0.0, _his_sig_check(his_signature))
+    check_clock(envelope.ts, now, skew_s)
+    cancel = decode_cancel(plaintext, header_terminal_id=envelope.terminal_id)
+    return Received(envelope, cancel, verdict)
+
+
 def receive_instruction(
     data: bytes | str | Mapping[str, object] | Envelope,
     keys: KeyRing,
@@ -333,11 +377,8 @@ def receive_instruction(
     (when any are configured); where it is required, an instruction without one is auth_failed.
     """
 
-    def check_his_sig(envelope: Envelope) -> None:
-        if his_signature.public_keys and (envelope.sig is not None or his_signature.required_for(envelope.terminal_id)):
-            check_signature(envelope, his_signature.public_keys, signer="HIS (require_his_signature)")
-
-    envelope, plaintext, verdict = _receive(data, MsgType.INSTRUCTION, keys, now, seen, answer_ttl_s, check_his_sig)
+    envelope, plaintext, verdict = _receive(data, MsgType.INSTRUCTION, keys, now, seen, answer_ttl_s,
+                                            _his_sig_check(his_signature))
     if verdict is Verdict.RETRY:
         return Received(envelope, None, verdict)
     check_clock(envelope.ts, now, skew_s)

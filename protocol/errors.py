@@ -36,6 +36,9 @@ class ErrorCode(str, enum.Enum):
     # cannot be written right now (disk full, locked by another program; recovers by itself).
     JOURNAL_INTEGRITY = "journal_integrity"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    # His-interface 1.1 C: the instruction's expires_at (plus the allowed skew) passed and no device
+    # ever acknowledged it. Not a result: nothing reached a POS; HIS may send the order again.
+    EXPIRED_UNDELIVERED = "expired_undelivered"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -61,6 +64,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.JOURNAL_INTEGRITY: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
+    ErrorCode.EXPIRED_UNDELIVERED: 410,
 }
 
 

@@ -18,6 +18,8 @@ from protocol.errors import ErrorCode, ProtocolError
 
 DEFAULT_SKEW_S = 300  # his-interface-v1: +-300 s, configurable
 DEFAULT_ANSWER_TTL_S = 24 * 3600  # stored answers are kept at least this long
+# His-interface 1.1 C: an instruction's expires_at may be at most this long after its ts.
+MAX_INSTRUCTION_TTL_S = 86_400
 
 
 class Verdict(enum.Enum):
@@ -83,6 +85,21 @@ def check_result_clock(ts: int, now: float, skew_s: int, instruction_ts: int | N
             ErrorCode.CLOCK_SKEW,
             f"result ts {ts} is {instruction_ts - ts} s before its instruction's ts {instruction_ts}",
         )
+
+
+def check_expiry(expires_at: int, ts: int, now: float, skew_s: int = DEFAULT_SKEW_S) -> None:
+    """An instruction's own expires_at (1.1 C), as its receiver meets it: not more than a day after
+    its ts (bad_envelope), and not already past with the skew (expired_undelivered: nothing reached
+    a POS, so HIS may send the order again under a new msg_id)."""
+    if expires_at > ts + MAX_INSTRUCTION_TTL_S:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.expires_at {expires_at} is more than "
+                            f"{MAX_INSTRUCTION_TTL_S} s after its ts {ts}: nothing may wait that long")
+    whole = math.floor(now)
+    if expires_at + skew_s < whole:
+        raise ProtocolError(ErrorCode.EXPIRED_UNDELIVERED,
+                            f"instruction.expires_at {expires_at} has passed (receiver clock {whole}, allowed skew "
+                            f"{skew_s} s): nothing was sent to a POS; send the order again with a later expires_at "
+                            "under a new msg_id")
 
 
 def classify(store: SeenStore, kid: str, msg_id: str, digest: bytes, now: float, answer_ttl_s: float) -> Verdict:

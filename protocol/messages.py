@@ -18,9 +18,11 @@ from protocol.strictjson import Fields, JsonObject, loads_object
 
 MAX_DISPLAY_ITEMS = 100
 MAX_ITEM_NAME = 64
+MAX_ITEM_QTY = 16
 MAX_PATIENT = 32
 MAX_PAY_ORDER_NO = 64
 MAX_ERROR_MESSAGE = 256
+MAX_EXPIRES_AT = 2**40  # like ts: unix seconds
 
 
 class PayStatus(enum.Enum):
@@ -52,18 +54,29 @@ class ResultCode(str, enum.Enum):
     REFUND_EXCEEDS_REMAINING = "refund_exceeds_remaining"
     SUPERVISOR_DECLINED = "supervisor_declined"  # the refund was not confirmed with the PIN
     REFUND_REJECTED = "refund_rejected"  # the channel refused the refund
+    # His-interface 1.1 C: outcomes HIS asked for or set a bound on. CLOSED (collections) or
+    # REFUND_FAILED (refunds): nothing was collected or refunded by this instruction.
+    EXPIRED = "expired"  # expires_at passed with no payment under way (or after one that was declined)
+    WITHDRAWN = "withdrawn"  # HIS withdrew the instruction (POST /v1/instructions/{msg_id}/cancel)
 
 
 class Progress(enum.Enum):
-    """Where an unfinished instruction is (the `state` of a 202 answer)."""
+    """Where an unfinished instruction is, as the device reports it on the link. HIS sees
+    `state_for_his()` (his-interface 1.1 C lists six states; `delivered` reads as `queued` there)."""
 
     QUEUED = "queued"  # accepted by the bridge, not yet taken by the device
-    DELIVERED = "delivered"  # the device has it
+    DELIVERED = "delivered"  # the device has it (waiting behind another instruction on the POS)
     AWAITING_SCAN = "awaiting_scan"  # the cashier is to scan the patient's code
     PAYING = "paying"  # the channel is processing / the patient is confirming on the phone
     AWAITING_SUPERVISOR = "awaiting_supervisor"  # a refund waits for the supervisor's PIN
     REFUNDING = "refunding"
+    REVERSING = "reversing"  # a payment that could not be confirmed (or was withdrawn) is being reversed
     FINISHED = "finished"
+
+    def state_for_his(self) -> str:
+        """The 202 body's `state` (his-interface 1.1 C: queued, awaiting_scan, paying,
+        awaiting_supervisor, refunding, reversing)."""
+        return Progress.QUEUED.value if self in (Progress.DELIVERED, Progress.FINISHED) else self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,16 @@ class Instruction:
     order_no: str
     amount: Amount
     display: Display | None = None
+    # His-interface 1.1 C: unix seconds after which no payment starts; None = the bridge's default.
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The plaintext of a `cancel` envelope (1.1 C withdrawal): which order of which terminal."""
+
+    terminal_id: str
+    order_no: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +145,37 @@ def decode_instruction(plaintext: bytes, *, header_terminal_id: str, limit_fen: 
             ErrorCode.UNKNOWN_TERMINAL,
             f"instruction.terminal_id {terminal_id!r} differs from the envelope's terminal_id {header_terminal_id!r}",
         )
+    # One rule for every field (docs/his-interface.md §9 "Field errors"): whatever is wrong with
+    # `order_no` (missing, not a string, out of grammar) is bad_order_no, with `amount` bad_amount;
+    # with any other field bad_envelope (the plaintext terminal_id differing from the header's is
+    # unknown_terminal). Display fields are never money: their problems are bad_envelope too.
+    if not f.has("order_no"):
+        raise ProtocolError(ErrorCode.BAD_ORDER_NO, "instruction.order_no is missing")
     order_no = check_order_no(f.raw("order_no"))
+    if not f.has("amount"):
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, "instruction.amount is missing")
     amount = parse_amount(f.raw("amount"), limit_fen=limit_fen)
     display_obj = f.obj("display", optional=True)
     display = _decode_display(display_obj) if display_obj is not None else None
-    return Instruction(terminal_id, order_no, amount, display)
+    expires_at = None
+    if f.has("expires_at") and f.raw("expires_at") is not None:
+        expires_at = f.int("expires_at", minimum=1, maximum=MAX_EXPIRES_AT)
+    return Instruction(terminal_id, order_no, amount, display, expires_at)
+
+
+def decode_cancel(plaintext: bytes, *, header_terminal_id: str) -> Cancel:
+    f = Fields(loads_object(plaintext, what="cancel plaintext"), where="cancel")
+    terminal_id = check_id("cancel.terminal_id", f.raw("terminal_id"))
+    if terminal_id != header_terminal_id:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TERMINAL,
+            f"cancel.terminal_id {terminal_id!r} differs from the envelope's terminal_id {header_terminal_id!r}",
+        )
+    return Cancel(terminal_id, check_order_no(f.raw("order_no")))
+
+
+def encode_cancel(cancel: Cancel) -> JsonObject:
+    return {"terminal_id": cancel.terminal_id, "order_no": cancel.order_no}
 
 
 def _decode_display(obj: Mapping[str, object]) -> Display:
@@ -138,13 +187,12 @@ def _decode_display(obj: Mapping[str, object]) -> Display:
         if not isinstance(raw, dict):
             raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.display.items[{index}] must be an object")
         item = Fields(raw, where=f"instruction.display.items[{index}]")
-        items.append(
-            BillItem(
-                name=item.req_str("name", max_len=MAX_ITEM_NAME),
-                qty=item.req_str("qty", max_len=16),
-                amount_fen=parse_yuan(item.raw("amount")),
-            )
-        )
+        name, qty = item.req_str("name", max_len=MAX_ITEM_NAME), item.req_str("qty", max_len=MAX_ITEM_QTY)
+        try:
+            amount_fen = parse_yuan(item.raw("amount"))
+        except ProtocolError as exc:  # shown, never used for money: a display problem, not bad_amount
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"instruction.display.items[{index}].{exc.message}") from None
+        items.append(BillItem(name=name, qty=qty, amount_fen=amount_fen))
     return Display(patient, tuple(items))
 
 
@@ -163,6 +211,8 @@ def encode_instruction(instruction: Instruction) -> JsonObject:
             for item in instruction.display.items
         ]
         obj["display"] = display
+    if instruction.expires_at is not None:
+        obj["expires_at"] = instruction.expires_at
     return obj
 
 

@@ -5,6 +5,11 @@ Shape (fixed, part of what we promise vendors):
      "vectors": [{"name": str, "suite": str, "key_hex": str, "envelope": {...as sent...},
                   "plaintext": {...} or null, "expect": "accept" or an error code}]}
 
+`receiver` says who receives such an envelope in the system: ["bridge", "POS"] for instructions
+and withdrawals (HIS sends them; the bridge checks them, then the POS does again), ["HIS", "bridge"]
+for results (the POS sends them; the bridge checks them before HIS does). A vendor's HIS runs the
+result vectors as a receiver and seals the instruction vectors as a sender.
+
 The receiver of every vector holds exactly one key, `key_hex`, of `suite`, under kid `k2026a`
 (AES-256-GCM) or `k2026s` (SM4-GCM); its clock reads `now`; it allows +-300 s of skew and the
 default per-transaction limit of 50,000.00 yuan; results are checked without an instruction ts.
@@ -185,12 +190,18 @@ def build_vectors() -> dict:
                     "name": f"{prefix}_{name}",
                     "suite": suite,
                     "key_hex": KEYS[suite].hex(),
+                    "receiver": receiver_of(envelope),
                     "envelope": envelope,
                     "plaintext": plaintext,
                     "expect": expect,
                 }
             )
     return {"spec": SPEC, "now": NOW, "vectors": vectors}
+
+
+def receiver_of(envelope: dict) -> list[str]:
+    """Who receives such an envelope (the same rule check_vector uses to pick its receiver)."""
+    return ["HIS", "bridge"] if envelope.get("type") == MsgType.RESULT.value else ["bridge", "POS"]
 
 
 def check_vector(vector: dict, now: int) -> str:

@@ -11,6 +11,11 @@ the duplicate_order fields, and the clock window in whole seconds. Shape:
      "vectors": [{"name", "suite", "key_hex", "envelope", "plaintext", "expect",
                   "require_his_signature": bool, "now": <optional: a receiver clock of its own>}]}
 
+His-interface 1.1 C adds the withdrawal (`cancel` envelopes: accepted, tampered, unsigned where
+HIS signatures are required, outside the clock window, naming another terminal) and the
+instruction's `expires_at` (accepted; already past with the skew: expired_undelivered; more than a
+day after ts, or not an integer: bad_envelope). Each vector names its `receiver` (protocol.vectors).
+
 A receiver of these vectors holds the shared key `key_hex` (as in version 1), the device registry
 above (a result's `sig` must verify with the public key of its device_id) and HIS's public key (an
 instruction's `his_sig` is checked when present, and required where `require_his_signature`).
@@ -25,12 +30,15 @@ import hashlib
 
 from protocol import signing
 from protocol.crypto import KeyRing, SharedKey
-from protocol.envelope import Envelope, MsgType, parse_envelope, receive_instruction, receive_result, seal, sign_envelope
+from protocol.envelope import (Envelope, MsgType, parse_envelope, receive_cancel, receive_instruction, receive_result, seal,
+                               sign_envelope)
+from protocol.freshness import check_expiry
+from protocol.messages import Instruction
 from protocol.errors import ProtocolError
 from protocol.registry import DeviceRecord, format_device_csv, parse_device_csv
 from protocol.signatures import HisSignaturePolicy
 from protocol.strictjson import dumps_compact
-from protocol.vectors import INSTRUCTION, KEYS, NOW, RECEIVER_KIDS, REFUND, RESULT, _nonce
+from protocol.vectors import INSTRUCTION, KEYS, NOW, RECEIVER_KIDS, REFUND, RESULT, _nonce, receiver_of
 
 SPEC = "his-interface-v1.1"
 DEVICE_ID = "D-SN-000123"
@@ -59,8 +67,9 @@ def _envelope(name: str, suite: str, plaintext: dict | bytes, *, result: bool, v
     fields: dict[str, object] = {"msg_id": "HIS-0001-000042", "ts": NOW, "party_id": "T0001", "reply_to": None}
     if result:
         fields.update(msg_id="R-D-SN-000123-000001", party_id=DEVICE_ID, reply_to="HIS-0001-000042", ts=NOW + 42)
+    msg_type = MsgType.RESULT if result else MsgType(str(header.pop("msg_type", MsgType.INSTRUCTION.value)))
     fields.update(header)
-    return seal(msg_type=MsgType.RESULT if result else MsgType.INSTRUCTION, key=SharedKey(RECEIVER_KIDS[suite], suite, KEYS[suite]),
+    return seal(msg_type=msg_type, key=SharedKey(RECEIVER_KIDS[suite], suite, KEYS[suite]),
                 msg_id=fields["msg_id"], ts=fields["ts"], party_id=fields["party_id"],  # type: ignore[arg-type]
                 reply_to=fields["reply_to"], plaintext=raw,  # type: ignore[arg-type]
                 nonce=_nonce(f"{suite}/{v1_name}" if v1_name else f"1.1/{suite}/{name}"))
@@ -130,6 +139,69 @@ def _cases(suite: str) -> list[dict]:
         env = _envelope(f"clock_{label}", suite, INSTRUCTION, result=False, ts=ts, msg_id=f"HIS-0001-{label}")
         add(f"clock_fractional_now_{label}", _with_sig(env, None), INSTRUCTION if expect == "accept" else None, expect,
             now=NOW + 0.75)
+    # Part C: expiry (the plaintext's expires_at) and withdrawal (`cancel` envelopes).
+    expiring = dict(INSTRUCTION, expires_at=NOW + 600)
+    add("instruction_expires_at", _with_sig(_envelope("expires_at", suite, expiring, result=False,
+                                                      msg_id="HIS-0001-000045"), None), expiring, "accept")
+    edge = dict(REFUND, expires_at=NOW - 300)
+    add("instruction_expires_at_past_within_skew", _with_sig(_envelope("expires_edge", suite, edge, result=False,
+                                                                       msg_id="HIS-0001-000046"), None), edge, "accept")
+    add("instruction_expires_at_passed", _with_sig(_envelope("expires_passed", suite, dict(REFUND, expires_at=NOW - 301),
+                                                             result=False, msg_id="HIS-0001-000047"), None),
+        None, "expired_undelivered")
+    add("instruction_expires_at_beyond_a_day", _with_sig(_envelope("expires_far", suite, dict(INSTRUCTION, expires_at=NOW + 86_401),
+                                                                   result=False, msg_id="HIS-0001-000048"), None),
+        None, "bad_envelope")
+    add("instruction_expires_at_as_string", _with_sig(_envelope("expires_str", suite, dict(INSTRUCTION, expires_at=str(NOW + 600)),
+                                                                result=False, msg_id="HIS-0001-000049"), None),
+        None, "bad_envelope")
+    withdrawal = {"terminal_id": "T0001", "order_no": "MZ20261122000123"}
+
+    def cancel(name: str, plaintext: dict = withdrawal, **header: object) -> Envelope:
+        fields: dict[str, object] = {"msg_id": "HIS-0001-000050", "reply_to": "HIS-0001-000042", "msg_type": "cancel"}
+        fields.update(header)
+        return _envelope(name, suite, plaintext, result=False, **fields)
+
+    add("cancel", _with_sig(cancel("cancel"), None), withdrawal, "accept")
+    add("cancel_his_signed_required", _with_sig(cancel("cancel_signed"), "his"), withdrawal, "accept", required=True)
+    add("cancel_without_his_sig_required", _with_sig(cancel("cancel_signed"), None), None, "auth_failed", required=True)
+    moved = _with_sig(cancel("cancel"), None)
+    moved["reply_to"] = "HIS-0001-000043"  # aimed at another instruction after sealing
+    add("cancel_tampered_reply_to", moved, None, "auth_failed")
+    add("cancel_clock_skew_past", _with_sig(cancel("cancel_old", ts=NOW - 301), None), None, "clock_skew")
+    other = {"terminal_id": "T0002", "order_no": "MZ20261122000123"}
+    add("cancel_plaintext_terminal_differs_from_header", _with_sig(cancel("cancel_other", other), None), None, "unknown_terminal")
+    add("cancel_bad_order_no", _with_sig(cancel("cancel_bad_order", {"terminal_id": "T0001", "order_no": "MZ 2026"}), None),
+        None, "bad_order_no")
+    missing = _with_sig(cancel("cancel"), None)
+    del missing["reply_to"]
+    add("cancel_without_reply_to", missing, None, "bad_envelope")
+    # One rule for field errors (docs/his-interface.md §9): whatever is wrong with order_no is
+    # bad_order_no, with amount bad_amount, with anything else (display included) bad_envelope.
+    without = {k: v for k, v in INSTRUCTION.items() if k != "order_no"}
+    for label, plaintext, expect in (
+        ("order_no_number", dict(INSTRUCTION, order_no=20261122000123), "bad_order_no"),
+        ("order_no_missing", without, "bad_order_no"),
+        ("amount_missing", {k: v for k, v in INSTRUCTION.items() if k != "amount"}, "bad_amount"),
+        ("amount_null", dict(INSTRUCTION, amount=None), "bad_amount"),
+        ("terminal_id_number", dict(INSTRUCTION, terminal_id=1), "bad_envelope"),
+        ("display_item_signed_amount", dict(REFUND, display={"items": [{"name": "退药", "qty": "1", "amount": "-5.00"}]}),
+         "bad_envelope"),
+        ("display_item_without_qty", dict(INSTRUCTION, display={"items": [{"name": "阿莫西林胶囊", "amount": "12.50"}]}),
+         "bad_envelope"),
+        ("display_items_not_a_list", dict(INSTRUCTION, display={"items": {"name": "阿莫西林胶囊"}}), "bad_envelope"),
+        # Invisible and control characters (categories Cc, Cf, Cs, Co, Cn, Zl, Zp) are refused in text;
+        # every space (Zs) is fine: U+3000, the ideographic space, is common in Chinese names.
+        ("patient_zero_width_space", dict(INSTRUCTION, display={"patient": "张\u200b*明"}), "bad_envelope"),
+        ("patient_right_to_left_override", dict(INSTRUCTION, display={"patient": "张\u202e*明"}), "bad_envelope"),
+        ("item_name_line_separator", dict(INSTRUCTION, display={"items": [{"name": "阿莫西林\u2028胶囊", "qty": "2",
+                                                                          "amount": "12.50"}]}), "bad_envelope"),
+        ("patient_ideographic_space", dict(INSTRUCTION, display={"patient": "欧阳\u3000*明"}), "accept"),
+        ("patient_32_code_points", dict(INSTRUCTION, display={"patient": "张" + "*" * 30 + "明"}), "accept"),
+        ("patient_33_code_points", dict(INSTRUCTION, display={"patient": "张" + "*" * 31 + "明"}), "bad_envelope"),
+    ):
+        env = _envelope(f"field_{label}", suite, plaintext, result=False, msg_id=f"HIS-0001-{label[:40]}")
+        add(f"instruction_{label}", _with_sig(env, None), plaintext if expect == "accept" else None, expect)
     return cases
 
 
@@ -138,7 +210,8 @@ def build_vectors() -> dict:
     for suite in ("AES-256-GCM", "SM4-GCM"):
         prefix = "aes256gcm" if suite == "AES-256-GCM" else "sm4gcm"
         for case in _cases(suite):
-            vectors.append({"name": f"{prefix}_{case.pop('name')}", "suite": suite, "key_hex": KEYS[suite].hex(), **case})
+            vectors.append({"name": f"{prefix}_{case.pop('name')}", "suite": suite, "key_hex": KEYS[suite].hex(),
+                            "receiver": receiver_of(case["envelope"]), **case})
     return {
         "spec": SPEC,
         "now": NOW,
@@ -160,8 +233,12 @@ def check_vector(vector: dict, data: dict) -> str:
         envelope = parse_envelope(vector["envelope"])
         if envelope.type is MsgType.RESULT:
             receive_result(envelope, ring, now=now, device_keys=registry.get)
+        elif envelope.type is MsgType.CANCEL:
+            receive_cancel(envelope, ring, now=now, his_signature=policy)
         else:
-            receive_instruction(envelope, ring, now=now, his_signature=policy)
+            instruction = receive_instruction(envelope, ring, now=now, his_signature=policy).message
+            if isinstance(instruction, Instruction) and instruction.expires_at is not None:
+                check_expiry(instruction.expires_at, envelope.ts, now)
     except ProtocolError as exc:
         return exc.code.value
     return "accept"

@@ -32,6 +32,7 @@ from terminal import machine
 from terminal.channels.base import PayOutcome, RefundOutcome
 from terminal.bridge_clock import BridgeClock
 from terminal.config import DeviceConfig
+from terminal.his_outcomes import Outcomes, expiry_for
 from terminal.journal import AttemptRow, InstructionRow, Journal, ResultRow, StaleState, Tx
 from terminal.machine import Event, Kind, State
 from terminal.pin import Lockout
@@ -137,10 +138,14 @@ class Lifecycle:
         """This device's clock minus the bridge's, now (None: no bridge heard since boot)."""
         return self.bridge_clock.offset(self.clock())
 
-    def result_time(self, now: float, row: InstructionRow) -> int:
-        """The ts (and finished_at) of a result sealed at device time `now`: the bridge's time, never
-        before the instruction's own ts."""
-        return self.bridge_clock.stamp(now, row.envelope_ts, row.received_at)
+    def result_time(self, now: float, row: InstructionRow | None = None) -> int:
+        """The bridge's time at device time `now` (as this device last heard it, carried on the
+        monotonic clock; its own clock if it heard none since boot). With `row`: the ts (and
+        finished_at) of a result for that instruction, never before the instruction's own ts."""
+        if row is not None:
+            return self.bridge_clock.stamp(now, row.envelope_ts, row.received_at)
+        bridge = self.bridge_clock.now()
+        return int(now if bridge is None else bridge)
 
     def clock_refusal(self, msg_id: str) -> Refusal | None:
         """Refuse new work when this clock is further off the bridge's than the device's own
@@ -153,8 +158,9 @@ class Lifecycle:
                        "window): set the POS clock (network time), then send the instruction again with a new msg_id")
 
     # -- arrival --------------------------------------------------------------------------------
-    def accept(self, envelope: Envelope) -> Accepted | Repeat | Refused | NotTaken:
-        """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction."""
+    def accept(self, envelope: Envelope, link_expires_at: int | None = None) -> Accepted | Repeat | Refused | NotTaken:
+        """Step 4: decrypt and check (the protocol's order of checks), then journal the instruction
+        with its expiry (terminal.his_outcomes: the plaintext's, else the bridge's `link_expires_at`)."""
         now = self.clock()
         cfg = self.config
         try:
@@ -185,6 +191,7 @@ class Lifecycle:
                                      terminal_id=instruction.terminal_id, order_no=instruction.order_no, kind=kind,
                                      amount_fen=instruction.amount.fen, display=instruction.display, now=now,
                                      salt=self.rng(8).hex(), envelope=envelope.to_bytes() if kind is Kind.REFUND else None)
+            Outcomes.record(tx, seq, expiry_for(instruction.expires_at, link_expires_at, envelope.ts))
         return Accepted(seq)
 
     def _refuse(self, envelope: Envelope, refusal: Refusal, now: float) -> Refused | NotTaken | Repeat:
@@ -415,6 +422,11 @@ class Lifecycle:
             else:
                 message = (f"order already collected with {format_yuan(collection.paid_fen)} yuan (instruction "
                            f"{original.msg_id}); nothing was charged")
+        elif event in (Event.CLOSE, Event.CLOSE_REFUND):  # expired / withdrawn (terminal.his_outcomes)
+            error_code = reason or ResultCode.EXPIRED.value
+            if row.state is State.DECLINED:  # say what the last code met, too
+                message = f"{(reason_text(error_code) or reason_text(ResultCode.EXPIRED.value)).en}; " \
+                          f"the last code was declined: {row.last_error_code}"  # type: ignore[union-attr]
         elif event in (Event.REFUSE, Event.REFUSE_REFUND):
             error_code, message = reason or ErrorCode.BAD_ENVELOPE.value, detail
             channel = None

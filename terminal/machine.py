@@ -10,12 +10,15 @@ Collection (+)
     QUEUED --DUPLICATE--> FINISHED(SUCCESS, duplicate_order: the original collection, nothing charged)
     QUEUED --DUPLICATE_OTHER_AMOUNT--> FINISHED(FAILED, duplicate_order: collected before with another amount)
     QUEUED --REFUSE--> FINISHED(FAILED, error_code = the protocol refusal: unknown_terminal, bad_amount, ...)
+    QUEUED/AWAITING_SCAN/DECLINED --CLOSE--> FINISHED(CLOSED, expired / withdrawn: his-interface 1.1 C,
+    terminal.his_outcomes); a withdrawal while the patient confirms is USER_PAYING --CANCEL--> REVERSING
 Refund (-)
     QUEUED --ASK_SUPERVISOR--> AWAITING_SUPERVISOR --SUPERVISOR_OK--> REFUNDING (amount reserved)
     REFUNDING --REFUNDED--> FINISHED(REFUNDED)   --REFUND_PENDING--> REFUND_CONFIRMING (query)
     REFUND_CONFIRMING --REFUND_UNSEEN--> REFUNDING (call again: idempotent by out_refund_no)
     QUEUED --NOT_REFUNDABLE--> FINISHED(REFUND_FAILED)   AWAITING_SUPERVISOR --SUPERVISOR_DECLINED--> ...
     QUEUED --REFUSE_REFUND--> FINISHED(REFUND_FAILED, error_code = the protocol refusal)
+    QUEUED/AWAITING_SUPERVISOR --CLOSE_REFUND--> FINISHED(REFUND_FAILED, expired / withdrawn)
 A refusal is journaled and finished in the commit that accepts the instruction, so it is a sealed,
 signed result like any other (his-interface 1.1 A) and never reaches the cashier.
 After a restart, PAYING and REFUNDING mean "the call may or may not have reached the channel":
@@ -78,6 +81,8 @@ class Event(enum.Enum):
     REFUND_UNSEEN = "refund_unseen"
     REFUND_REFUSED = "refund_refused"
     RESTART = "restart"
+    CLOSE = "close"  # HIS's bound or wish (1.1 C): expired or withdrawn, nothing under way
+    CLOSE_REFUND = "close_refund"
 
 
 S, E, F = State, Event, State.FINISHED
@@ -108,6 +113,9 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
     (S.USER_PAYING, E.CANCEL): (S.REVERSING, None),
     (S.DECLINED, E.SCAN): (S.PAYING, None),
     (S.DECLINED, E.CANCEL): (F, PayStatus.FAILED),
+    (S.QUEUED, E.CLOSE): (F, PayStatus.CLOSED),
+    (S.AWAITING_SCAN, E.CLOSE): (F, PayStatus.CLOSED),
+    (S.DECLINED, E.CLOSE): (F, PayStatus.CLOSED),
     (S.REVERSING, E.REVERSED): (F, PayStatus.CLOSED),
     (S.REVERSING, E.REVERSE_AGAIN): (S.REVERSING, None),
     (S.REVERSING, E.PAID): (F, PayStatus.SUCCESS),  # the channel refused to reverse a paid order
@@ -118,6 +126,8 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
     (S.AWAITING_SUPERVISOR, E.SUPERVISOR_OK): (S.REFUNDING, None),
     (S.AWAITING_SUPERVISOR, E.SUPERVISOR_DECLINED): (F, PayStatus.REFUND_FAILED),
     (S.AWAITING_SUPERVISOR, E.NOT_REFUNDABLE): (F, PayStatus.REFUND_FAILED),
+    (S.QUEUED, E.CLOSE_REFUND): (F, PayStatus.REFUND_FAILED),
+    (S.AWAITING_SUPERVISOR, E.CLOSE_REFUND): (F, PayStatus.REFUND_FAILED),
     (S.REFUNDING, E.REFUNDED): (F, PayStatus.REFUNDED),
     (S.REFUNDING, E.REFUND_PENDING): (S.REFUND_CONFIRMING, None),
     (S.REFUNDING, E.REFUND_REFUSED): (F, PayStatus.REFUND_FAILED),
@@ -144,7 +154,7 @@ PROGRESS: dict[State, Progress] = {
     State.PAYING: Progress.PAYING,
     State.USER_PAYING: Progress.PAYING,
     State.CONFIRMING: Progress.PAYING,
-    State.REVERSING: Progress.PAYING,
+    State.REVERSING: Progress.REVERSING,
     State.AWAITING_SUPERVISOR: Progress.AWAITING_SUPERVISOR,
     State.REFUNDING: Progress.REFUNDING,
     State.REFUND_CONFIRMING: Progress.REFUNDING,
@@ -161,7 +171,8 @@ class IllegalTransition(Exception):
 # Events that belong to one kind only (their states are common to both).
 ONLY_FOR: dict[Event, Kind] = {Event.DUPLICATE: Kind.COLLECT, Event.DUPLICATE_OTHER_AMOUNT: Kind.COLLECT,
                                Event.REFUSE: Kind.COLLECT, Event.REFUSE_REFUND: Kind.REFUND,
-                               Event.NOT_REFUNDABLE: Kind.REFUND}
+                               Event.NOT_REFUNDABLE: Kind.REFUND, Event.CLOSE: Kind.COLLECT,
+                               Event.CLOSE_REFUND: Kind.REFUND}
 
 
 def step(kind: Kind, state: State, event: Event) -> tuple[State, PayStatus | None]:

@@ -16,6 +16,10 @@ LINK side (the device's link loop, terminal/link/endpoint.py; runs on the link t
                                    can be sealed (auth_failed, unknown_kid: the keys differ; msg_id_conflict,
                                    replay): that ends nothing. An identical envelope again executes nothing:
                                    it gets the stored result or the current progress.
+    submit_instruction(envelope, expires_at=N)   the same with the bridge's expiry (his-interface 1.1 C)
+    withdraw(cancel_envelope)      HIS withdraws an instruction (1.1 C, terminal.his_outcomes): ended with
+                                   CLOSED / REFUND_FAILED `withdrawn` once nothing is under way
+    check_deadlines()              end what has expired (a thread of the service calls it when due)
     outbox                         terminal.outbox.Outbox of protocol.link.app messages, in commit order.
     mark_delivered(result_msg_id)  the link ACKed the DATA frame carrying that result: stop re-sending it.
     link_up() / link_down()        the link (handshake) came up / went down. While down nothing is queued;
@@ -54,12 +58,14 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
-from protocol.envelope import Envelope, MsgType, parse_envelope
+from protocol.envelope import Envelope, MsgType, parse_envelope, receive_cancel
+from protocol.errors import ProtocolError
 from protocol.link.app import MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
+from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
 from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
@@ -81,6 +87,8 @@ MAX_CHANNEL_CALLS = 8
 SEEN_PURGE_INTERVAL_S = 3600.0
 # A POS clock further than this off the bridge's is worth a warning in the log (the bridge's window).
 CLOCK_WARN_S = 300.0
+# States after which an expired or withdrawn instruction may be ended (terminal.his_outcomes).
+SETTLE_AFTER = WAITING | {State.USER_PAYING}
 
 
 def _peer_mark_key(bridge_key: bytes) -> str:
@@ -163,6 +171,8 @@ class TerminalService:
         self._revision = 0
         self._last_purge = float("-inf")
         self._observers: list[Callable[[ScreenView], None]] = []
+        self._outcomes = Outcomes(journal)
+        self._deadlines = DeadlineWatcher(self._seconds_to_next_expiry, self.check_deadlines)
 
     # == lifecycle of the service ==================================================================
     def start(self) -> RecoveryReport:
@@ -186,9 +196,11 @@ class TerminalService:
             if self._link_up:
                 self._queue_results()  # before activate(): what it finishes now is sent by _after
             self._after(self._core.activate())
+            self._settle_outcomes()
             last = self.journal.last_finished()
             self._last_seq = None if last is None else last.seq
             self._revision += 1
+        self._deadlines.start()
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
         self._notify()
@@ -199,6 +211,7 @@ class TerminalService:
             self._closing = True
             self._cond.notify_all()
             threads = list(self._drivers.values())
+        self._deadlines.stop(timeout)
         for thread in threads:
             thread.join(timeout)
 
@@ -246,9 +259,9 @@ class TerminalService:
         the clock checks of the next instruction use it, never an offset measured before a clock step."""
         self._core.bridge_clock.heard(bridge_unix)
 
-    def submit_instruction(self, envelope: Envelope) -> None:
+    def submit_instruction(self, envelope: Envelope, *, expires_at: int | None = None) -> None:
         try:
-            self._submit_instruction(envelope)
+            self._submit_instruction(envelope, expires_at)
         except JournalUnavailable as exc:  # nothing journaled or charged; the link lives on
             # The POS cannot journal, so it cannot seal a result either: an unsealed not_taken ends
             # nothing, and the bridge sends the instruction again when this device next attaches.
@@ -259,12 +272,12 @@ class TerminalService:
                 self._revision += 1
             self._notify()
 
-    def _submit_instruction(self, envelope: Envelope) -> None:
+    def _submit_instruction(self, envelope: Envelope, expires_at: int | None) -> None:
         with self._lock:
             self._alive()
             if self.clock() - self._last_purge > SEEN_PURGE_INTERVAL_S:
                 self._purge_seen()
-            outcome = self._core.accept(envelope)
+            outcome = self._core.accept(envelope, expires_at)
             if isinstance(outcome, NotTaken):
                 r = outcome.refusal
                 log.warning("cannot answer instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
@@ -291,7 +304,72 @@ class TerminalService:
             if self.journal.instruction(outcome.seq).state is State.QUEUED:
                 self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
             self._after(changes)
+            self._settle_outcomes()  # already expired on arrival: ended at once
+            self._deadlines.wake()
         self._notify()
+
+    # == HIS's bounds and wishes (his-interface 1.1 C; terminal.his_outcomes) ========================
+    def withdraw(self, envelope: Envelope) -> bool:
+        """HIS withdraws an instruction (a sealed `cancel`). True if it was taken (now or already)."""
+        with self._lock:
+            self._alive()
+            cfg = self.config
+            try:
+                received = receive_cancel(envelope, cfg.keys, now=self.clock(), skew_s=cfg.instruction_skew_s,
+                                          his_signature=cfg.his_signature)
+            except ProtocolError as exc:
+                log.warning("withdrawal of %s refused: %s: %s", envelope.reply_to, exc.code.value, exc.message)
+                return False
+            cancel = received.message
+            row = self.journal.find(envelope.kid, str(envelope.reply_to)) or self.journal.find_msg_id(str(envelope.reply_to))
+            if row is None or cancel is None or (row.terminal_id, row.order_no) != (cancel.terminal_id, cancel.order_no):  # type: ignore[union-attr]
+                log.warning("withdrawal of %s ignored: no such instruction for that terminal and order here", envelope.reply_to)
+                return False
+            if row.state is not State.FINISHED and not self._outcomes.withdrawn(row):
+                with self.journal.transaction(f"{row.kind.value}:withdrawn") as tx:
+                    Outcomes.withdraw(tx, row.seq)
+                log.info("order %s: instruction %s withdrawn by HIS (%s)", row.order_no, row.msg_id, row.state.value)
+                self._settle_outcomes()
+                self._cond.notify_all()
+                self._revision += 1
+        self._notify()
+        return True
+
+    def check_deadlines(self) -> int:
+        """End what has expired now (also called by the service's own deadline thread); how many."""
+        with self._lock:
+            self._alive()
+            if self.journal.locked:
+                return 0
+            ended = self._settle_outcomes()
+        if ended:
+            self._notify()
+        return ended
+
+    def _settle_outcomes(self) -> int:
+        """Under the lock: end every instruction that is expired or withdrawn and waits for nobody."""
+        now = self._core.result_time(self.clock())
+        ended = 0
+        for row in self.journal.unfinished():
+            ending = self._outcomes.due(row, now)
+            if ending is None:
+                continue
+            change = self._core.apply(row.seq, ending.state, ending.event, reason=ending.reason)
+            if change is None:
+                continue
+            log.info("order %s: instruction %s %s", row.order_no, row.msg_id, ending.reason)
+            ended += 1
+            self._after([change])
+            if change.after is State.REVERSING:
+                self._kick(row.seq)
+        return ended
+
+    def _seconds_to_next_expiry(self) -> float | None:
+        with self._lock:
+            if self._closing or self._dead or self.journal.dead:
+                return None
+            due = self._outcomes.next_deadline(self.journal.unfinished())
+            return None if due is None else due - self._core.result_time(self.clock())
 
     def _purge_seen(self) -> None:
         try:
@@ -338,6 +416,17 @@ class TerminalService:
 
     # == CASHIER side ================================================================================
     def scan(self, code: str) -> ScanReply:
+        with self._lock:
+            self._alive()
+            head = self._core.head()
+            if head is None or head.state not in (State.AWAITING_SCAN, State.DECLINED):
+                return ScanReply(ScanStatus.NOT_AWAITING, texts.NOTHING_TO_SCAN)
+            expired = self._outcomes.blocked(head, self._core.result_time(self.clock()))
+            if expired:
+                self._settle_outcomes()  # no payment starts after expiry or withdrawal (1.1 C)
+        if expired:
+            self._notify()
+            return ScanReply(ScanStatus.NOT_AWAITING, texts.EXPIRED)
         with self._lock:
             self._alive()
             head = self._core.head()
@@ -416,6 +505,12 @@ class TerminalService:
             if head is None or head.state is not State.AWAITING_SUPERVISOR:
                 return PinReply(PinStatus.NOT_AWAITING, texts.BUSY if head else texts.IDLE)
             seq = head.seq
+            expired = self._outcomes.blocked(head, self._core.result_time(self.clock()))
+            if expired:
+                self._settle_outcomes()  # no refund starts after expiry or withdrawal (1.1 C)
+        if expired:
+            self._notify()
+            return PinReply(PinStatus.NOT_AWAITING, texts.EXPIRED)
         locked = self._pins["supervisor"].charge()  # outside the service lock: no queue behind an fsync
         if locked is not None:
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
@@ -599,10 +694,14 @@ class TerminalService:
                 # else: a refund finished in the background while the cashier serves the next patient:
                 # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
-            elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]:
-                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[change.after]))
+            elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before] or change.after is State.DECLINED:
+                # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again
+                event = progress_event(row, self._core.result_time(self.clock()))
+                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[change.after], event))
         if more:
             self._after(more)
+        if any(c.after in SETTLE_AFTER and c.before is not c.after for c in changes):
+            self._settle_outcomes()  # e.g. declined after HIS withdrew it, or after it expired
 
     def _polling(self, channel: PayChannel) -> tuple[float, float]:
         client = self.clients[channel]

@@ -45,6 +45,7 @@ NOTHING_TO_SCAN = Text("当前没有等待扫码的收费", "No collection is wa
 CHANNEL_NOT_CONFIGURED = Text("本机未开通该支付方式", "This payment method is not set up on this device")
 WRONG_PIN = Text("密码错误", "Wrong PIN")
 ADMIN_PIN_NOT_SET = Text("本机未设置管理密码，设置不可用", "No settings PIN is configured on this device")
+EXPIRED = Text("该指令已过期，不能再收费或退款", "This instruction has expired: no payment or refund starts now")
 PIN_LOCKED = Text("密码错误次数过多，请稍后再试", "Too many wrong PINs; try again later")
 
 RESULT_SUCCESS = Text("收款成功", "Payment received")
@@ -63,6 +64,8 @@ REASON: dict[ResultCode, Text] = {
     ResultCode.REFUND_EXCEEDS_REMAINING: Text("退款金额超过可退余额", "The refund is more than what remains refundable"),
     ResultCode.SUPERVISOR_DECLINED: Text("主管未确认，未退款", "Not confirmed by a supervisor; nothing was refunded"),
     ResultCode.REFUND_REJECTED: Text("支付渠道拒绝了退款", "The payment channel refused the refund"),
+    ResultCode.EXPIRED: Text("指令已过期，未收款也未退款", "The instruction expired; nothing was charged or refunded"),
+    ResultCode.WITHDRAWN: Text("HIS 已撤回该指令，未收款也未退款", "HIS withdrew this instruction; nothing was charged or refunded"),
 }
 
 

@@ -22,13 +22,16 @@ from protocol.amount import format_yuan, parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, MsgType, open_envelope, parse_envelope, seal
 from protocol.errors import ProtocolError
-from protocol.messages import Instruction, decode_instruction
+from protocol.messages import Cancel, Instruction, decode_cancel, decode_instruction
 from protocol.strictjson import dumps_compact, loads_object
 
 from firmware_sim.conformance.operator import Operator
 from firmware_sim.conformance.proxy import ConformanceProxy, Exchange
 
 SCREEN_POLL_S = 0.1  # the kit polls the simulator's screen while it waits to act as the cashier
+# The expiry scenario asks HIS for an instruction that expires this long after it is sent: short,
+# so the kit need not wait out the bridge's 10-minute default; long enough for HIS to send it.
+EXPIRY_S = 20
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,23 @@ class Kit:
         except (ProtocolError, ValueError):
             return None
 
+    def cancel_of(self, body: bytes) -> tuple[Envelope, Cancel] | None:
+        try:
+            envelope = parse_envelope(body, expect=MsgType.CANCEL)
+            plaintext = open_envelope(envelope, KeyRing([self.demo.key]))
+            return envelope, decode_cancel(plaintext, header_terminal_id=envelope.terminal_id)
+        except (ProtocolError, ValueError):
+            return None
+
     def msg_id_of(self, method: str, path: str, body: bytes) -> str | None:
+        """Which instruction an exchange is about: a POST of it, a GET of its result, a withdrawal."""
         if method == "POST" and path == "/v1/instructions":
             found = self.instruction_of(body)
             return found[0].msg_id if found else None
         if method == "GET" and path.startswith("/v1/results/"):
             return path[len("/v1/results/"):]
+        if method == "POST" and path.startswith("/v1/instructions/") and path.endswith("/cancel"):
+            return path[len("/v1/instructions/"):-len("/cancel")]
         return None
 
     def await_instruction(self, report: ScenarioReport, order_no: str, amount: str, since: int) -> str | None:
@@ -147,6 +161,16 @@ class Kit:
     def screen(self) -> dict[str, object]:
         return dict(self.http.get(f"{self.demo.sim_url}/v1/screen", timeout=10).json())
 
+    def wait_screen_gone(self, screen: str, order_no: str) -> bool:
+        """True if the POS still shows `screen` for `order_no` after a short while (it should not)."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            now = self.screen()
+            if not (now.get("screen") == screen and now.get("order_no") == order_no):
+                return False
+            time.sleep(SCREEN_POLL_S)
+        return True
+
     def wait_screen(self, screen: str, order_no: str | None = None) -> bool:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
@@ -165,12 +189,28 @@ class Kit:
     def order(self, tag: str) -> str:
         return f"CONF{self.run_id}{tag}"[:32]
 
-    def send(self, report: ScenarioReport, order_no: str, amount: str, why: str = "") -> str | None:
+    def send(self, report: ScenarioReport, order_no: str, amount: str, why: str = "", *,
+             expires_in: int | None = None) -> str | None:
         since = self.proxy.recorder.mark()
+        action: dict[str, object] = {"send": amount, "order_no": order_no, "terminal_id": self.demo.terminal_id}
+        if expires_in is not None:
+            action["expires_in"] = expires_in
+            why = f"Give it \"expires_at\": now + {expires_in} (unix seconds) in the plaintext. {why}".strip()
         self.operator.step(report.name, f"From HIS, send {amount} for order {order_no} on terminal {self.demo.terminal_id} "
-                           f"to {self.proxy.url} (the kit, in place of the bridge).{' ' + why if why else ''}",
-                           {"send": amount, "order_no": order_no, "terminal_id": self.demo.terminal_id})
+                           f"to {self.proxy.url} (the kit, in place of the bridge).{' ' + why if why else ''}", action)
         return self.await_instruction(report, order_no, amount, since)
+
+    def polled_while_waiting(self, msg_id: str, since: int, code: str) -> bool:
+        """HIS saw a 202 whose last_event has `code` (it polls while the instruction goes on)."""
+        def saw(x: Exchange) -> bool:
+            if x.status != 202 or self.msg_id_of(x.method, x.path, x.request_body) != msg_id:
+                return False
+            try:
+                event = json.loads(x.response_body).get("last_event") or {}
+            except ValueError:
+                return False
+            return event.get("code") == code
+        return self.proxy.recorder.wait_for(saw, self.timeout_s, since) is not None
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -201,6 +241,9 @@ def decline_then_another_code(kit: Kit, report: ScenarioReport) -> None:
         return
     kit.scan(kit.code("insufficient"))
     report.check("the POS shows the decline", kit.wait_screen("declined", order))
+    report.check("HIS learned the decline while it happened (a 202 with last_event insufficient_funds)",
+                 kit.polled_while_waiting(msg_id, since, "insufficient_funds"),
+                 "HIS did not poll while the instruction waited (GET /v1/results/{msg_id}?wait=N in a loop)")
     kit.scan(kit.code())
     report.check("HIS received the result", kit.await_result(msg_id, since) is not None)
     extra = kit.new_instructions_for(order, since, msg_id)
@@ -305,13 +348,82 @@ def forged_amount(kit: Kit, report: ScenarioReport) -> None:
                               "a result sealed with the shared key but for a different amount")
 
 
-def expiry_and_withdrawal(kit: Kit, report: ScenarioReport) -> None:
+def _part_c(kit: Kit, report: ScenarioReport) -> bool:
+    """Whether the bridge offers 1.1 part C (an older one answers 404 for the cancel endpoint)."""
     probe = kit.http.post(f"{kit.demo.bridge_url}/v1/instructions/CONF-PROBE/cancel", data=b"{}", timeout=10)
-    if probe.status_code in (404, 405):
+    if probe.status_code == 405 or (probe.status_code == 404 and "no such endpoint" in probe.text):
         report.skipped = ("this bridge does not offer instruction expiry and withdrawal yet (HIS interface 1.1 part C): "
                           "nothing to check; HIS must not rely on them against it")
+        return False
+    return True
+
+
+def expiry(kit: Kit, report: ScenarioReport) -> None:
+    if not _part_c(kit, report):
         return
-    report.skipped = "HIS interface 1.1 part C scenarios are not in this kit version yet"
+    order = kit.order("E")
+    since = kit.proxy.recorder.mark()
+    sent_at = time.time()
+    msg_id = kit.send(report, order, "+4.00", "Nobody will scan: it must end by itself.", expires_in=EXPIRY_S)
+    if msg_id is None:
+        return
+    sent = kit.proxy.recorder.wait_for(lambda x: kit.msg_id_of(x.method, x.path, x.request_body) == msg_id
+                                       and x.method == "POST", 1.0, since)
+    found = kit.instruction_of(sent.request_body) if sent is not None else None
+    expires_at = found[1].expires_at if found else None
+    report.check("the instruction carries expires_at", expires_at is not None
+                 and sent_at + EXPIRY_S - 60 <= expires_at <= sent_at + EXPIRY_S + 60,
+                 f"expires_at {expires_at}, asked for about {int(sent_at) + EXPIRY_S}")
+    if not report.check("the POS shows the collection", kit.wait_screen("awaiting_scan", order)):
+        return
+    delivered = kit.await_result(msg_id, since)  # the cashier does nothing: the POS ends it at expires_at
+    if report.check("HIS received the result (it did not wait forever)", delivered is not None,
+                    f"HIS never fetched the result of {msg_id}: keep polling GET /v1/results/{msg_id}?wait=N"):
+        assert delivered is not None
+        result = kit.result_of(delivered)
+        report.check("the answer is CLOSED, expired", (result.get("pay_status"), result.get("error_code")) == ("CLOSED", "expired"),
+                     json.dumps(result))
+    extra = kit.new_instructions_for(order, since, msg_id)
+    report.check("HIS sent no second + while the first was unfinished", not extra, f"new msg_id(s) for {order}: {extra}")
+    report.check("HIS booked nothing and shows the order unpaid", kit.operator.confirm(
+        report.name, "nothing_booked", f"Did HIS book NOTHING for order {order} and show that the instruction expired "
+                                       "(nothing was collected)?", {"order_no": order, "amount": "+4.00", "msg_id": msg_id}))
+
+
+def withdrawal(kit: Kit, report: ScenarioReport) -> None:
+    if not _part_c(kit, report):
+        return
+    order = kit.order("W")
+    since = kit.proxy.recorder.mark()
+    msg_id = kit.send(report, order, "+5.00", "The patient will leave the window before paying.")
+    if msg_id is None or not report.check("the POS shows the collection", kit.wait_screen("awaiting_scan", order)):
+        return
+    mark = kit.proxy.recorder.mark()
+    kit.operator.step(report.name, f"The patient left. From HIS, withdraw instruction {msg_id} (order {order}): POST a "
+                      f"sealed \"cancel\" envelope to {kit.proxy.url}/v1/instructions/{msg_id}/cancel",
+                      {"withdraw": msg_id, "order_no": order, "terminal_id": kit.demo.terminal_id})
+    path = f"/v1/instructions/{msg_id}/cancel"
+    posted = kit.proxy.recorder.wait_for(lambda x: x.method == "POST" and x.path == path and x.status != 0,
+                                         kit.timeout_s, mark)
+    if not report.check("HIS sent a withdrawal", posted is not None, f"no POST {path} within {kit.timeout_s:g} s"):
+        return
+    assert posted is not None
+    found = kit.cancel_of(posted.request_body)
+    report.check("the withdrawal is a sealed cancel of that instruction and order",
+                 found is not None and found[0].reply_to == msg_id and found[1].order_no == order
+                 and found[1].terminal_id == kit.demo.terminal_id,
+                 "the body must be a cancel envelope (type cancel, reply_to = the msg_id) sealed with the shared key, "
+                 f"plaintext {{\"terminal_id\", \"order_no\": {order!r}}}; the bridge answered {posted.status}")
+    delivered = kit.await_result(msg_id, since)
+    if report.check("HIS received the result", delivered is not None):
+        assert delivered is not None
+        result = kit.result_of(delivered)
+        report.check("the answer is CLOSED, withdrawn", (result.get("pay_status"), result.get("error_code")) == ("CLOSED", "withdrawn"),
+                     json.dumps(result))
+    report.check("the POS no longer asks for a code", not kit.wait_screen_gone("awaiting_scan", order))
+    report.check("HIS booked nothing", kit.operator.confirm(
+        report.name, "nothing_booked", f"Did HIS book NOTHING for order {order} and show it withdrawn?",
+        {"order_no": order, "amount": "+5.00", "msg_id": msg_id}))
 
 
 SCENARIOS: dict[str, tuple[str, Callable[[Kit, ScenarioReport], None]]] = {
@@ -321,7 +433,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Kit, ScenarioReport], None]]] = {
     "duplicate-plus": ("a second + for an order already paid", duplicate_plus),
     "tampered-result": ("a result altered on the way", tampered_result),
     "forged-amount": ("a step-6 failure: a sealed result for another amount", forged_amount),
-    "expiry-withdrawal": ("expiry and withdrawal (HIS interface 1.1 part C)", expiry_and_withdrawal),
+    "expiry": ("an instruction nobody scans ends by itself (HIS interface 1.1 part C)", expiry),
+    "withdrawal": ("HIS withdraws an instruction (HIS interface 1.1 part C)", withdrawal),
 }
 
 

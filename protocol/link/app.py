@@ -2,9 +2,16 @@
 
 Each DATA payload is one compact JSON object with a `kind`:
 
-    bridge -> device  {"kind": "instruction", "envelope": {...}, "clock": 1795000000}   step 3, relayed unchanged
+    bridge -> device  {"kind": "instruction", "envelope": {...}, "expires_at": 1795000600, "clock": 1795000000}
+                                                                     step 3, relayed unchanged; expires_at
+                                                                     is the bridge's: the plaintext's, or its default;
+                                                                     clock: the bridge's clock when it sent it
+    bridge -> device  {"kind": "cancel", "envelope": {...}}          1.1 C: HIS withdraws reply_to
     device -> bridge  {"kind": "result", "envelope": {...}}          step 5
-    device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan"}
+    device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan",
+                       "event": {"code": "insufficient_funds", "message": "...", "at": 1795000042}}
+                                                                     `event` optional: what HIS's operator
+                                                                     should know now (the 202's last_event)
     device -> bridge  {"kind": "not_taken", "msg_id": "...", "code": "<spec code>", "message": "..."}
     either            {"kind": "marks", "mine": 1234, "yours": 567}   first thing after link-up
 
@@ -38,6 +45,7 @@ MAX_CLOCK = 2**40  # Unix seconds: far beyond any real clock, so a bad value can
 
 class AppKind(enum.Enum):
     INSTRUCTION = "instruction"
+    CANCEL = "cancel"
     RESULT = "result"
     PROGRESS = "progress"
     NOT_TAKEN = "not_taken"
@@ -47,9 +55,32 @@ class AppKind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class InstructionMsg:
     envelope: Envelope
+    # When the instruction expires (unix s, bridge clock): the plaintext's expires_at, or the
+    # bridge's default (his-interface 1.1 C). None from an older bridge: the POS applies its own.
+    expires_at: int | None = None
     # The bridge's clock (Unix seconds) when it sent this: the POS refreshes its estimate of the
-    # bridge's time with it (docs/link-protocol.md, "Time on the link"). Optional: older bridges omit it.
+    # bridge's time with it (docs/link-protocol.md section 7). Optional: older bridges omit it.
     clock: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelMsg:
+    """HIS withdraws an instruction (1.1 C): its sealed `cancel` envelope, relayed unchanged."""
+
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Something HIS's operator should know while the instruction goes on (a declined code, an
+    alarm): the 202 body's `last_event`. `code` is a stable code (a result error code or an alarm's)."""
+
+    code: str
+    message: str
+    at: int  # unix s, bridge-synchronised
+
+    def to_json_obj(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "at": self.at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +92,7 @@ class ResultMsg:
 class ProgressMsg:
     msg_id: str
     state: Progress
+    event: ProgressEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +116,26 @@ class MarksMsg:
     yours: int | None
 
 
-AppMessage = InstructionMsg | ResultMsg | ProgressMsg | NotTakenMsg | MarksMsg
+AppMessage = InstructionMsg | CancelMsg | ResultMsg | ProgressMsg | NotTakenMsg | MarksMsg
+MAX_EVENT_CODE = 64
+MAX_EVENT_MESSAGE = 256
 
 
 def encode_app(message: AppMessage) -> bytes:
     if isinstance(message, InstructionMsg):
         obj: dict[str, object] = {"kind": AppKind.INSTRUCTION.value, "envelope": message.envelope.to_json_obj()}
+        if message.expires_at is not None:
+            obj["expires_at"] = message.expires_at
         if message.clock is not None:
             obj["clock"] = message.clock
+    elif isinstance(message, CancelMsg):
+        obj = {"kind": AppKind.CANCEL.value, "envelope": message.envelope.to_json_obj()}
     elif isinstance(message, ResultMsg):
         obj = {"kind": AppKind.RESULT.value, "envelope": message.envelope.to_json_obj()}
     elif isinstance(message, ProgressMsg):
         obj = {"kind": AppKind.PROGRESS.value, "msg_id": message.msg_id, "state": message.state.value}
+        if message.event is not None:
+            obj["event"] = message.event.to_json_obj()
     elif isinstance(message, MarksMsg):
         obj = {"kind": AppKind.MARKS.value, "mine": message.mine, "yours": message.yours}
     else:
@@ -112,8 +152,11 @@ def decode_app(payload: bytes) -> AppMessage:
     except ValueError:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.kind {kind_text!r} is unknown") from None
     if kind is AppKind.INSTRUCTION:
+        expires_at = f.int("expires_at", minimum=1, maximum=2**40) if f.has("expires_at") else None
         clock = f.int("clock", minimum=0, maximum=MAX_CLOCK) if f.has("clock") else None
-        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), clock)
+        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), expires_at, clock)
+    if kind is AppKind.CANCEL:
+        return CancelMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.CANCEL))
     if kind is AppKind.RESULT:
         return ResultMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.RESULT))
     if kind is AppKind.MARKS:
@@ -123,9 +166,15 @@ def decode_app(payload: bytes) -> AppMessage:
     if kind is AppKind.PROGRESS:
         state_text = f.req_str("state", max_len=32)
         try:
-            return ProgressMsg(msg_id, Progress(state_text))
+            state = Progress(state_text)
         except ValueError:
             raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.state {state_text!r} is unknown") from None
+        event = None
+        if f.has("event"):
+            e = Fields(_obj(f, "event"), where="data.event")
+            event = ProgressEvent(e.req_str("code", max_len=MAX_EVENT_CODE), e.req_str("message", max_len=MAX_EVENT_MESSAGE),
+                                  e.int("at", minimum=0, maximum=2**40))
+        return ProgressMsg(msg_id, state, event)
     code_text = f.req_str("code", max_len=32)
     try:
         code = ErrorCode(code_text)

@@ -96,7 +96,7 @@ class AppLink:
         if handler is not None:
             self._guard(lambda: handler.on_bridge_clock(unix, endpoint))
 
-    def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
+    def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint, expires_at: int | None = None) -> None:
         if not self.bridge_up:
             log.warning("instruction %s from a host that is not a bridge ignored", envelope.msg_id)
             return
@@ -108,7 +108,18 @@ class AppLink:
             except LinkNotUp:
                 pass
             return
-        self._guard(lambda: handler.on_instruction(envelope, endpoint))
+        if expires_at is None:
+            self._guard(lambda: handler.on_instruction(envelope, endpoint))
+        else:
+            self._guard(lambda: handler.on_instruction_expiring(envelope, expires_at, endpoint))
+
+    def on_instruction_expiring(self, envelope: Envelope, expires_at: int, endpoint: DeviceEndpoint) -> None:
+        self.on_instruction(envelope, endpoint, expires_at)
+
+    def on_cancel(self, envelope: Envelope, endpoint: DeviceEndpoint) -> None:
+        handler = self.app.handler
+        if handler is not None and self.bridge_up:  # no application: the bridge re-sends it at the next link-up
+            self._guard(lambda: handler.on_cancel(envelope, endpoint))
 
     def on_delivered(self, tag: object, endpoint: DeviceEndpoint) -> None:
         handler = self.app.handler

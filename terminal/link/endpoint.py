@@ -17,6 +17,11 @@ Handler interface (the terminal service and the bootloader plug in here)
         def on_bridge_clock(self, unix: int, endpoint) -> None      # optional
             # the bridge's clock, sent with an instruction (just before on_instruction): refresh your
             # estimate of the bridge's time (terminal.bridge_clock).
+        (optional) def on_instruction_expiring(self, envelope, expires_at: int, endpoint) -> None
+            # the same with the bridge's expires_at (his-interface 1.1 C); a handler without it gets
+            # on_instruction and applies its own default expiry
+        (optional) def on_cancel(self, envelope: Envelope, endpoint) -> None
+            # HIS withdraws the instruction envelope.reply_to (a sealed `cancel` envelope, 1.1 C)
         def on_delivered(self, tag: object, endpoint) -> None
             # the bridge ACKed (= journaled) the message sent with `tag`: you may forget it now.
         def on_link_down(self, unacked: tuple[object, ...], endpoint) -> None
@@ -53,7 +58,7 @@ from typing import Protocol
 
 from protocol.envelope import Envelope
 from protocol.errors import ProtocolError
-from protocol.link.app import AppMessage, InstructionMsg, MarksMsg, decode_app, encode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, is_reliable, wire_time_s
 from protocol.link.handshake import DeviceIdentity, HostPeer, HostTrust
 from protocol.link.session import (
@@ -243,7 +248,12 @@ class DeviceEndpoint:
             hear = getattr(self.handler, "on_bridge_clock", None)  # optional: a handler that stamps results
             if message.clock is not None and hear is not None:
                 hear(message.clock, self)
-            self.handler.on_instruction(message.envelope, self)
+            if message.expires_at is not None and hasattr(self.handler, "on_instruction_expiring"):
+                self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)  # type: ignore[attr-defined]
+            else:
+                self.handler.on_instruction(message.envelope, self)
+        elif isinstance(message, CancelMsg) and hasattr(self.handler, "on_cancel"):
+            self.handler.on_cancel(message.envelope, self)  # type: ignore[attr-defined]
         elif isinstance(message, MarksMsg):
             take = getattr(self.handler, "on_marks", None)  # optional: a handler with a journal
             if take is not None:

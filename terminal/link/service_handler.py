@@ -65,6 +65,12 @@ class ServiceLinkHandler:
     def on_instruction(self, envelope: Envelope, endpoint: object) -> None:
         self.service.submit_instruction(envelope)
 
+    def on_instruction_expiring(self, envelope: Envelope, expires_at: int, endpoint: object) -> None:
+        self.service.submit_instruction(envelope, expires_at=expires_at)
+
+    def on_cancel(self, envelope: Envelope, endpoint: object) -> None:
+        self.service.withdraw(envelope)
+
     def on_delivered(self, tag: object, endpoint: object) -> None:
         if isinstance(tag, tuple) and len(tag) == 2 and tag[0] == RESULT_TAG:
             self.service.mark_delivered(str(tag[1]))

@@ -101,7 +101,11 @@ def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None
     assert response.json()["state"] in ("queued", "delivered", "awaiting_scan")
     wait_until(lambda: post(bridge, envelope.to_bytes(), wait=0).json()["state"] == "awaiting_scan", what="progress")
     pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
-    assert pending.status_code == 202 and pending.json() == {"msg_id": envelope.msg_id, "state": "awaiting_scan", "last_event": None}
+    body = pending.json()
+    # his-interface 1.1 C: state, since, expires_at (the bridge's default: 600 s), last_event
+    assert pending.status_code == 202 and set(body) == {"msg_id", "state", "since", "expires_at", "last_event"}
+    assert (body["msg_id"], body["state"], body["last_event"]) == (envelope.msg_id, "awaiting_scan", None)
+    assert body["expires_at"] - 600 <= body["since"] <= body["expires_at"]
     responder.release()
     done = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=10", timeout=30)
     assert done.status_code == 200
@@ -184,7 +188,15 @@ def test_plaintext_problems_inside_a_valid_envelope(api) -> None:  # type: ignor
     for amount in ("12.50", "+12.5", "-0.00", "+1e3", "＋12.50", "+012.50"):
         assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": amount})), ErrorCode.BAD_AMOUNT)
     assert_error(post(bridge, sealed({"terminal_id": "T2", "order_no": "MZ1", "amount": "+1.00"})), ErrorCode.UNKNOWN_TERMINAL)
-    assert_error(post(bridge, sealed({"terminal_id": "T1", "amount": "+1.00"})), ErrorCode.BAD_ENVELOPE)
+    # One rule (docs/his-interface.md §9): whatever is wrong with order_no is bad_order_no, with amount
+    # bad_amount (missing or of the wrong type included), with any other field bad_envelope.
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "amount": "+1.00"})), ErrorCode.BAD_ORDER_NO)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": 12, "amount": "+1.00"})), ErrorCode.BAD_ORDER_NO)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1"})), ErrorCode.BAD_AMOUNT)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": 1.0})), ErrorCode.BAD_AMOUNT)
+    assert_error(post(bridge, sealed({"terminal_id": 1, "order_no": "MZ1", "amount": "+1.00"})), ErrorCode.BAD_ENVELOPE)
+    assert_error(post(bridge, sealed({"terminal_id": "T1", "order_no": "MZ1", "amount": "-1.00", "display": {
+        "items": [{"name": "x", "qty": "1", "amount": "-1.00"}]}})), ErrorCode.BAD_ENVELOPE)  # display is not money
 
 
 def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def]

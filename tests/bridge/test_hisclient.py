@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -52,7 +53,28 @@ def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> N
     world, bridge, responder, args = his
     responder.mode = ResponderMode.SILENT
     assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ2", "--wait", "1"]) == 3
-    assert "his-client status HIS-T1-" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not finished yet (state awaiting_scan, expires " in out
+    # The hint repeats the options that chose bridge, keys and registry (issue 15, finding 9: --demo was lost).
+    hint = out.split("ask again:", 1)[1].split()
+    assert hint[: len(args) + 1] == ["his-client", *args] and hint[len(args) + 1] == "status"
+    assert hint[len(args) + 2].startswith("HIS-T1-")
+    assert hisclient.main(hint[1:]) == 3  # the hint works as printed
+
+
+def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, responder, args = his
+    responder.mode = ResponderMode.SILENT
+    demo = _demo_file(world, bridge, tmp_path)
+    assert hisclient.main(["--demo", str(demo), "pay", "+3.00", "--order", "MZ7", "--wait", "0", "--expires-in", "120"]) == 3
+    out = capsys.readouterr().out
+    assert f"his-client --demo {demo} status HIS-" in out
+    assert hisclient.main(["--demo", str(demo), "--json", "status", "--last"]) == 3
+    pending = json.loads(capsys.readouterr().out)
+    assert pending["state"] in ("queued", "awaiting_scan") and pending["expires_at"] - pending["since"] <= 121
+    assert hisclient.main(["--demo", str(demo), "--json", "cancel", "--last"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["verified"] and (done["result"]["pay_status"], done["result"]["error_code"]) == ("CLOSED", "withdrawn")
 
 
 def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -100,12 +122,16 @@ def test_bridge_refusals_and_usage_errors(his, capsys) -> None:  # type: ignore[
     assert "two decimals are required" in capsys.readouterr().err
 
 
-def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    world, bridge, _, _ = his
+def _demo_file(world: World, bridge, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
     demo = {"bridge_url": bridge.url, "suite": world.key.suite, "kid": world.key.kid, "key_hex": world.key.secret.hex(),
             "terminal_id": "T1", "device_id": "D1", "device_registry": str(world.dir / "his-devices.csv")}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
-    assert hisclient.main(["--demo", str(tmp_path / "demo.json"), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
+    return tmp_path / "demo.json"
+
+
+def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    world, bridge, _, _ = his
+    assert hisclient.main(["--demo", str(_demo_file(world, bridge, tmp_path)), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
     assert "SUCCESS" in capsys.readouterr().out
 
 
@@ -140,3 +166,49 @@ def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None
                           nonce=os.urandom(12), device_key_seed=world.seeds["D1"])
     assert hisclient.verify_result(config, genuine.to_bytes(), envelope.msg_id, envelope.ts, "MZ-FORGED",
                                    parse_amount("+88.00")) == result
+
+
+def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+    """docs/his-interface.md §10: book nothing, alert, ask again with GET (the bridge serves what it
+    verified). The answer is altered on the way by a real HTTP proxy (the conformance kit's)."""
+    from firmware_sim.conformance.proxy import ConformanceProxy
+
+    world, bridge, responder, args = his
+    msg_ids = iter(["HIS-T1-STEP6-ONCE", "HIS-T1-STEP6-ALWAYS"])
+    proxy = ConformanceProxy(bridge.url, msg_id_of=lambda method, path, body: next_id(path, body)).start()
+
+    def next_id(path: str, body: bytes) -> str | None:
+        if path.startswith("/v1/results/"):
+            return path.rsplit("/", 1)[1]
+        return json.loads(body)["msg_id"] if body else None
+
+    def flip(body: bytes) -> bytes:
+        obj = json.loads(body)
+        raw = bytearray(base64.b64decode(obj["ct"]))
+        raw[0] ^= 1
+        obj["ct"] = base64.b64encode(bytes(raw)).decode()
+        return json.dumps(obj).encode()
+
+    try:
+        proxied = [a if a != bridge.url else proxy.url for a in args]
+        once = next(msg_ids)
+        proxy.arm_tamper(once, flip)  # the first answer only
+        assert hisclient.main([*proxied, "pay", "+1.00", "--order", "MZ-S6", "--msg-id", once]) == 0
+        out, err = capsys.readouterr()
+        assert "ALERT: the result for HIS-T1-STEP6-ONCE failed step 6 (auth_failed" in err and "SUCCESS" in out
+        asked = [x for x in proxy.recorder.exchanges if x.method == "GET" and x.path == f"/v1/results/{once}" and x.status == 200]
+        assert asked, "it asked again with GET"
+        always = next(msg_ids)
+
+        def flip_every_time(body: bytes) -> bytes:
+            proxy.arm_tamper(always, flip_every_time)  # one-shot in the proxy: arm it again
+            return flip(body)
+
+        proxy.arm_tamper(always, flip_every_time)
+        assert hisclient.main([*proxied, "pay", "+2.00", "--order", "MZ-S7", "--msg-id", always]) == 1
+        err = capsys.readouterr().err
+        gets = [x for x in proxy.recorder.exchanges if x.method == "GET" and x.path == f"/v1/results/{always}" and x.status == 200]
+        assert len(gets) == hisclient.STEP6_ASK_AGAIN
+        assert "step6_failed" in err and "do not book it" in err and "new msg_id" in err
+    finally:
+        proxy.stop()

@@ -123,7 +123,7 @@ def test_wrong_key_is_auth_failed():
         (lambda o: o.update(ts=True), ErrorCode.BAD_ENVELOPE, "not a boolean"),
         (lambda o: o.update(ts=1795000000.0), ErrorCode.BAD_ENVELOPE, "ts must be an integer"),
         (lambda o: o.update(v="1"), ErrorCode.BAD_ENVELOPE, "v must be an integer"),
-        (lambda o: o.update(type="order"), ErrorCode.BAD_ENVELOPE, "'instruction' or 'result'"),
+        (lambda o: o.update(type="order"), ErrorCode.BAD_ENVELOPE, "'instruction', 'result' or 'cancel'"),
         (lambda o: o.update(type="result"), ErrorCode.BAD_ENVELOPE, "must be 'instruction' here"),
         (lambda o: o.update(msg_id="HIS 1"), ErrorCode.BAD_ENVELOPE, "envelope.msg_id"),
         (lambda o: o.update(kid=""), ErrorCode.BAD_ENVELOPE, "envelope.kid"),

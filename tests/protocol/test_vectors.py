@@ -20,7 +20,8 @@ def test_the_published_file_is_what_the_generator_makes():
 def test_shape():
     assert set(PUBLISHED) == {"spec", "now", "vectors"} and PUBLISHED["spec"] == "his-interface-v1"
     for v in PUBLISHED["vectors"]:
-        assert set(v) == {"name", "suite", "key_hex", "envelope", "plaintext", "expect"}
+        assert set(v) == {"name", "suite", "key_hex", "receiver", "envelope", "plaintext", "expect"}
+        assert v["receiver"] == (["HIS", "bridge"] if v["envelope"].get("type") == "result" else ["bridge", "POS"])
     names = [v["name"] for v in PUBLISHED["vectors"]]
     assert len(names) == len(set(names))
 

@@ -69,10 +69,11 @@ class His:
         self._rng = random.Random(7)
 
     def envelope(self, order_no: str, amount: str, *, terminal_id: str = "T0001", msg_id: str | None = None,
-                 ts: int | None = None, patient: str | None = "张三明", key: SharedKey | None = None) -> Envelope:
+                 ts: int | None = None, patient: str | None = "张三明", key: SharedKey | None = None,
+                 expires_at: int | None = None) -> Envelope:
         items = (BillItem("阿莫西林胶囊", "2", parse_amount("+" + amount[1:]).fen),) if patient is not None else ()
         display = Display(patient, items) if patient is not None else None
-        instruction = Instruction(terminal_id, order_no, parse_amount(amount), display)
+        instruction = Instruction(terminal_id, order_no, parse_amount(amount), display, expires_at)
         return seal_instruction(instruction, key=key or self.key, msg_id=msg_id or f"HIS-{next(self._n):06d}",
                                 ts=int(self.clock()) if ts is None else ts, nonce=self._rng.randbytes(12))
 

@@ -24,7 +24,8 @@ ADMIN_HASH = hash_pin(ADMIN_PIN, salt=b"admin-salt-16byt")
 
 def _awaiting_refund(svc, msg_id: str = "HIS-R") -> None:
     seed_collection(svc.journal, "MZ9", 1250)
-    svc.submit_instruction(His().envelope("MZ9", "-5.00", msg_id=msg_id))
+    # The lockout tests move the clock by up to half an hour: a refund HIS lets wait a day (1.1 C expires_at).
+    svc.submit_instruction(His().envelope("MZ9", "-5.00", msg_id=msg_id, expires_at=int(time.time()) + 86_000))
     assert svc.view().screen is Screen.AWAITING_SUPERVISOR
 
 

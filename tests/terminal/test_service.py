@@ -72,9 +72,11 @@ def test_a_sealed_refusal_is_journaled_once_and_answered_again_identically(svc):
 
 
 def test_a_late_instruction_within_the_device_window_is_accepted(svc):
-    """The bridge checked +-300 s on arrival; a cable fault may deliver it hours later."""
+    """The bridge checked +-300 s on arrival; a cable fault may deliver it hours later: taken while
+    its expiry (here HIS's own expires_at, his-interface 1.1 C) has not passed."""
     bridge = Bridge(svc)
-    svc.submit_instruction(His().envelope("MZ1", "+12.50", ts=int(time.time()) - 3 * 3600))
+    now = int(time.time())
+    svc.submit_instruction(His().envelope("MZ1", "+12.50", ts=now - 3 * 3600, expires_at=now + 600))
     bridge.pump()
     assert bridge.refused == [] and svc.view().screen is Screen.AWAITING_SCAN
 

@@ -135,6 +135,10 @@ def test_app_messages_round_trip():
         b'{"kind":"result","envelope":{"v":1}}',
         b'{"kind":"instruction","envelope":"x"}',
         b'{"kind":"progress","msg_id":"m 1","state":"paying"}',
+        b'{"kind":"progress","msg_id":"m1","state":"paying","event":{"code":"declined","message":"x"}}',
+        b'{"kind":"progress","msg_id":"m1","state":"paying","event":"declined"}',
+        b'{"kind":"instruction","envelope":{"v":1},"expires_at":"1795000600"}',
+        b'{"kind":"cancel","envelope":{"v":1,"type":"instruction"}}',
     ],
 )
 def test_bad_app_messages_are_refused(payload):
@@ -149,3 +153,21 @@ def test_arbitrary_data_payloads_never_escape(data):
         decode_app(data)
     except ProtocolError:
         pass
+
+
+@given(expires_at=st.none() | st.integers(min_value=1, max_value=2**40),
+       code=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=64),
+       message=st.text(max_size=256).filter(lambda t: t.isprintable()), at=st.integers(min_value=0, max_value=2**40),
+       state=st.sampled_from(list(Progress)))
+def test_part_c_app_messages_round_trip(expires_at, code, message, at, state):
+    """His-interface 1.1 C on the link: the bridge's expires_at, the cancel, the progress event."""
+    from protocol.envelope import seal_cancel
+    from protocol.link.app import CancelMsg, ProgressEvent
+    from protocol.messages import Cancel
+
+    ins = seal_instruction(Instruction("T0001", "MZ1", parse_amount("+1.00"), None, expires_at), key=KEY, msg_id="m1", ts=1,
+                           nonce=bytes(12))
+    cancel = seal_cancel(Cancel("T0001", "MZ1"), key=KEY, msg_id="c1", reply_to="m1", ts=2, nonce=bytes(12))
+    for message_ in (InstructionMsg(ins, expires_at), CancelMsg(cancel), ProgressMsg("m1", state, ProgressEvent(code, message, at)),
+                     ProgressMsg("m1", state)):
+        assert decode_app(encode_app(message_)) == message_
