@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool postgresql
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench bench-reconcile-10m fuzz faults vectors screenshots conformance-java clean help
+.PHONY: setup run test bench bench-reconcile-10m fuzz faults soak vectors screenshots conformance-java clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
 	@echo "make faults  the standing fault campaign against the whole path (RUNS=500 SEED=1 MINUTES=)"
+	@echo "make soak    10 minutes of mixed load with faults; fails unless every process's memory stays flat (SOAK_MINUTES=)"
 	@echo "make vectors regenerate docs/vectors/his-interface-v1.json and -v1.1.json"
 	@echo "make conformance-java  the Java example HIS (docs/examples/java) through the conformance kit (needs a JDK)"
 	@echo "make screenshots regenerate docs/screenshots (every POS screen, offscreen)"
@@ -81,6 +82,13 @@ RUNS ?= 500
 SEED ?= 1
 faults: setup
 	$(PY) -m tests.e2e.campaign --runs $(RUNS) --seed $(SEED) $(if $(MINUTES),--minutes $(MINUTES),)
+
+# The soak (issue 14): 10 minutes (SOAK_MINUTES) of mixed payments and refunds under every fault type,
+# sampling every process's resident memory; fails on a violation or if memory is not flat
+# (last quarter's median <= 1.1 x the second quarter's + 8 MiB, per process).
+SOAK_MINUTES ?= 10
+soak: setup
+	$(PY) -m tests.e2e.campaign --runs 1000000 --minutes $(SOAK_MINUTES) --seed $(SEED) --soak
 
 vectors: setup
 	$(PY) -m protocol.vectors --write docs/vectors/his-interface-v1.json

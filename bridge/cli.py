@@ -221,7 +221,7 @@ def cmd_journal_restore(args: argparse.Namespace) -> int:
     if args.accept_current == (args.backup is not None):
         raise CliError("name a BACKUP to restore, or --accept-current (not both)")
     if args.accept_current:
-        mark = accept_current(path)
+        mark = accept_current(path, args.mark)
         print(f"{path}: accepted as it is (high-water mark {mark}); results the POS sent after it must be re-asked")
     else:
         mark = restore(path, Path(args.backup))
@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?")
     p.add_argument("--accept-current", action="store_true",
                    help="no backup: accept the journal as it is (its rows must verify) as the new high-water mark")
+    p.add_argument("--mark", type=int, default=None,
+                   help="with --accept-current, after a POS found this journal rolled back: the mark that POS holds "
+                        "(named in /v1/health); the journal's mark is raised to it")
     p.set_defaults(func=cmd_journal_restore)
     p = journal.add_parser("prune", help="archive and remove finished instructions older than retention_days now")
     p.set_defaults(func=cmd_journal_prune)

@@ -86,6 +86,8 @@ class LinkConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
     timers: LinkTimers = LinkTimers()
+    # An unfinished instruction whose state has not moved for this long raises an alarm (health, log).
+    stall_alarm_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,7 @@ SECTIONS = {
                  "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
-    "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "timers"),
+    "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "stall_alarm_s", "timers"),
     "link.timers": ("rto_base_s", "max_tries", "window", "keepalive_s", "dead_after_s", "hello_retry_s"),
     "log": ("level", "file"),
 }
@@ -316,7 +318,8 @@ def _link(section: Callable[..., _Section], data: dict[str, object]) -> LinkConf
         dead_after_s=dead,
         hello_retry_s=t.number("hello_retry_s", defaults.hello_retry_s, 0.05, 60.0),
     )
-    return LinkConfig(ports, baud, lo, hi, timers)
+    stall = s.number("stall_alarm_s", 600.0, 0.1, 7 * 86400.0)
+    return LinkConfig(ports, baud, lo, hi, timers, stall)
 
 
 def _log(s: _Section, base: Path) -> LogConfig:

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from bridge.config import Config, load_config
 from bridge.devicelink import DevicePort
@@ -46,8 +47,9 @@ PRUNE_EVERY_S = 86400.0
 
 
 class Bridge:
-    def __init__(self, config: Config, *, usb_backend: object = None) -> None:
+    def __init__(self, config: Config, *, usb_backend: object = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock  # this PC's wall clock (tests step it: issue 14, finding 1)
 
         def warn(message: str) -> None:
             log_event(log, "config_file_error", message, level=logging.ERROR)
@@ -59,7 +61,7 @@ class Bridge:
                       msg="the key file has no active key: every instruction will be refused (unknown_kid)")
         self.registries = Registries(config.registry.devices, config.registry.terminals, on_error=warn)
         self.journal = Journal(config.journal.path, synchronous=config.journal.synchronous,
-                               busy_timeout_s=config.journal.busy_timeout_s)
+                               busy_timeout_s=config.journal.busy_timeout_s, clock=clock)
         if self.journal.locked:
             log_event(log, "journal_integrity_failed", level=logging.CRITICAL, journal=str(config.journal.path),
                       reason=self.journal.integrity.reason, problems=list(self.journal.integrity.problems[:20]),
@@ -67,14 +69,15 @@ class Bridge:
                           "closed; recover with `his-bridge journal check` and `his-bridge journal restore` (docs/bridge.md)")
         settings = RelaySettings(config.security.clock_skew_s, config.security.answer_ttl_s,
                                  config.security.amount_limit_fen, config.security.his_signature,
-                                 instruction_ttl_s=config.security.instruction_ttl_s)
-        self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings)
+                                 instruction_ttl_s=config.security.instruction_ttl_s, stall_alarm_s=config.link.stall_alarm_s)
+        self.relay = Relay(journal=self.journal, keys=self.keys.ring, registries=self.registries, settings=settings,
+                           clock=clock)
         link = config.link
         self.ports = [
             DevicePort(url, self.relay, public_key_for=self.registries.public_key_for,
                        host_key_seed=self.identity.seed, timers=link.timers,
                        baud=link.baud, reconnect_min_s=link.reconnect_min_s, reconnect_max_s=link.reconnect_max_s,
-                       usb_backend=usb_backend)
+                       usb_backend=usb_backend, clock=clock)
             for url in link.ports
         ]
         self.relay.ports = self.ports  # type: ignore[assignment]
@@ -87,6 +90,7 @@ class Bridge:
         self._http_thread: threading.Thread | None = None
         self._stop_pruning = threading.Event()
         self.started_at = time.time()
+        self._started_mono = time.monotonic()
         self._stopped = False
 
     @property
@@ -105,6 +109,7 @@ class Bridge:
         self._http_thread.start()
         if not self.journal.locked:
             threading.Thread(target=self._prune_daily, name="retention", daemon=True).start()
+            self.relay.start_rechecks()
         log_event(log, "bridge_started", url=self.url, ports=list(self.config.link.ports),
                   journal=str(self.config.journal.path), version=VERSION)
         return self
@@ -140,7 +145,7 @@ class Bridge:
                 log_event(log, "journal_pruned", archived=report.archived, months=list(report.months))
 
     def health(self) -> dict[str, object]:
-        now = time.time()
+        now = self.clock()
         devices = []
         for port in self.ports:
             status = port.status()
@@ -153,22 +158,26 @@ class Bridge:
         journal["deferred_device_messages"] = self.relay.deferred.pending()
         try:
             counts = self.journal.counts()
+            journal["held_results"] = self.journal.held_summary()
         except JournalError as exc:
             counts = {}
             journal["storage"] = {"ok": False, "cause": exc.cause.value, "message": str(exc)}
         all_up = bool(devices) and all(d["link"] == "up" for d in devices)
         storage_ok = (bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
-                      and not any(d.get("journal_problem") for d in devices))
+                      and not any(d.get("journal_problem") for d in devices)
+                      and not journal.get("held_results", {}).get("count")  # type: ignore[union-attr]
+                      and not self.relay.stalled)
         status = "locked" if self.journal.locked else "ok" if all_up and storage_ok else "degraded"
         return {
             "status": status,
             "journal": journal,
             "version": VERSION,
             "clock": {"unix": int(now), "iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
-            "uptime_s": int(now - self.started_at),
+            "uptime_s": int(time.monotonic() - self._started_mono),
             "devices": devices,
             "instructions": {"unfinished": sum(n for s, n in counts.items() if s not in ("result_stored", "refused")),
-                             "by_state": counts, "not_taken": self.relay.not_taken()},
+                             "by_state": counts, "not_taken": self.relay.not_taken(),
+                             "stalled": list(self.relay.stalled.values())},
             "keys": [{"kid": k.kid, "suite": k.suite} for k in self.keys.ring().active()],
         }
 

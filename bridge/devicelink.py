@@ -13,6 +13,7 @@ Nothing here is POSIX-only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -20,7 +21,7 @@ import time
 from typing import Callable, Protocol
 
 from protocol.envelope import Envelope
-from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, encode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, encode_app
 from protocol.link.frame import FrameType
 from protocol.link.handshake import DeviceIdentity
 from protocol.link.session import (
@@ -43,17 +44,20 @@ class PortSink(Protocol):
     def undeliverable(self, port: "DevicePort", msg_id: object, reason: str) -> None: ...
     def handle_app(self, port: "DevicePort", identity: DeviceIdentity, payload: bytes) -> None: ...
     def handshake_refused(self, port: "DevicePort", reason: str) -> None: ...
+    def marks_for(self, identity: DeviceIdentity) -> MarksMsg: ...
+    def taking_devices(self) -> bool: ...
 
 
-def host_info() -> bytes:
-    return json.dumps({"bridge": "his-bridge", "clock": int(time.time())}).encode("utf-8")
+def host_info(clock: Callable[[], float] = time.time) -> bytes:
+    return json.dumps({"bridge": "his-bridge", "clock": int(clock())}).encode("utf-8")
 
 
 class DevicePort:
     def __init__(self, url: str, sink: PortSink, *, public_key_for: Callable[[str], bytes | None],
                  host_key_seed: bytes, timers: LinkTimers = LinkTimers(), baud: int = 115200, reconnect_min_s: float = 0.5,
-                 reconnect_max_s: float = 10.0, usb_backend: object = None) -> None:
+                 reconnect_max_s: float = 10.0, usb_backend: object = None, clock: Callable[[], float] = time.time) -> None:
         self.url = url
+        self.clock = clock  # this PC's wall clock: told to the POS at link-up and with every instruction
         self.sink = sink
         self.public_key_for = public_key_for
         self._host_key_seed = host_key_seed  # the bridge's identity key: the POS pinned its public half
@@ -92,27 +96,28 @@ class DevicePort:
 
     # ------------------------------------------------------------ HTTP threads
 
-    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None) -> bool:
+    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None, again: bool = False) -> bool:
         """Hand one instruction to the link and write it now. False if the link is not up (it stays
-        journaled as accepted and is sent when the device is back)."""
-        return self._send_app(msg_id, InstructionMsg(envelope, expires_at))
+        journaled as accepted and is sent when the device is back). `again`: even if this session
+        sent it already (the device could not take it then and answers again now)."""
+        return self._send_app(msg_id, InstructionMsg(envelope, expires_at), again)
 
     def send_cancel(self, msg_id: str, envelope: Envelope) -> bool:
         """Hand HIS's withdrawal of `msg_id` to the link (his-interface 1.1 C). False if the link is
         not up: it is journaled and sent again when the device attaches."""
         return self._send_app(("cancel", msg_id), CancelMsg(envelope))
 
-    def _send_app(self, tag: object, message: InstructionMsg | CancelMsg) -> bool:
+    def _send_app(self, tag: object, message: InstructionMsg | CancelMsg, again: bool = False) -> bool:
         msg_id = tag
         envelope = message.envelope
         with self._lock:
             link, transport = self._link, self._transport
             if link is None or transport is None or link.state is not LinkState.UP or self._broken:
                 return False
-            if msg_id in self._session_sent:
+            if msg_id in self._session_sent and not again:
                 return True
             try:
-                link.send(FrameType.DATA, encode_app(message), time.monotonic(), tag=msg_id)
+                link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)
             except LinkNotUp as exc:
                 log_event(log, "instruction_not_queued", level=logging.WARNING, port=self.url, msg_id=envelope.msg_id,
                           reason=str(exc))
@@ -145,6 +150,10 @@ class DevicePort:
         backoff = self.reconnect_min_s
         last_logged = ""
         while not self._stop.is_set():
+            if not self.sink.taking_devices():  # a locked journal: the POS keeps its results meanwhile
+                self.last_error = "the bridge's journal is locked (see journal.integrity in /v1/health)"
+                self._stop.wait(1.0)
+                continue
             try:
                 transport = make_transport(self.url, baud=self.baud, usb_backend=self.usb_backend)
                 transport.open()
@@ -174,7 +183,8 @@ class DevicePort:
         with self._lock:
             self._transport, self._broken, self._restart = transport, None, None
             self._link = Link(Role.HOST, timers=self.timers, host=HostHandshake(
-                public_key_for=self.public_key_for, host_key_seed=self._host_key_seed, host_info=host_info))
+                public_key_for=self.public_key_for, host_key_seed=self._host_key_seed,
+                host_info=lambda: host_info(self.clock)))
             self.since = time.time()
             self._handle(self._link.start(time.monotonic()))
             self._flush()
@@ -206,6 +216,13 @@ class DevicePort:
             self._session_sent.clear()
         transport.close()
 
+    def _encode(self, message: AppMessage) -> bytes:
+        """An app message for the POS; an instruction carries this PC's clock (the POS stamps results
+        with the bridge's clock it last heard: docs/link-protocol.md section 7)."""
+        if isinstance(message, InstructionMsg):
+            message = dataclasses.replace(message, clock=int(self.clock()))
+        return encode_app(message)
+
     def _flush(self) -> None:
         assert self._link is not None and self._transport is not None
         out = self._link.data_to_send()
@@ -218,8 +235,14 @@ class DevicePort:
     def _handle(self, events: list[object]) -> None:
         for event in events:
             if isinstance(event, Received):
+                if self._broken:
+                    continue  # the session ends now: nothing more is taken or acknowledged
                 if event.type == FrameType.DATA and self.peer is not None:
                     self.sink.handle_app(self, self.peer, event.payload)
+                    if not self.sink.taking_devices():
+                        # The journal locked itself (a POS found it rolled back): close without writing
+                        # the ACKs, so no POS hands a result to a journal that cannot keep it.
+                        self._broken = "the bridge's journal is locked"
                 else:
                     log_event(log, "frame_ignored", level=logging.WARNING, port=self.url, frame_type=f"0x{event.type:02x}")
             elif isinstance(event, Delivered):
@@ -229,9 +252,11 @@ class DevicePort:
                 self.peer = event.peer
                 self.since = time.time()
                 self._session_sent.clear()
+                # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
+                self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
                 for msg_id, message in self.sink.attach(self, event.peer):
                     try:
-                        self._link.send(FrameType.DATA, encode_app(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
+                        self._link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
                     except LinkNotUp:
                         break  # send queue full: the rest stay journaled as accepted for the next session
                     self._session_sent.add(msg_id)

@@ -59,6 +59,7 @@ ports = ["auto"]            # one URL per POS: "serial:COM3", "serial:/dev/ttyAC
 baud = 115200               # serial ports only
 reconnect_min_s = 0.5       # first retry after a port fails; doubles up to reconnect_max_s
 reconnect_max_s = 10.0
+stall_alarm_s = 600.0       # an unfinished instruction that has not moved for this long: alarm in health and the log
 
 [link.timers]
 rto_base_s = 0.3            # retransmit an unacknowledged frame after this + 2x its wire time

@@ -39,6 +39,14 @@ readers (reconcile/) may open it while the bridge runs:
                                       (these four are added to an existing schema-2 journal on open: an
                                       older bridge ignores them)
     transitions                       append-only history: seq, at, msg_id, state, detail
+    held_results                      results from an authenticated device that the bridge could not
+                                      accept yet (their ts is off this PC's clock, their instruction is
+                                      unknown here, ...): kept, not dropped, so the frame's ACK never
+                                      loses one (issue 14, finding 1); re-checked by the relay and
+                                      moved to their instruction once they pass; named in /v1/health
+    peer_marks                        the high-water mark each POS (device_id:key) told at its last
+                                      link-up: given back to it at the next one, so a POS whose whole
+                                      storage was rolled back finds out and locks itself
     state_counts                      instructions per state, kept by triggers: /v1/health reads five
                                       rows instead of counting the history (issue 14, finding 7)
 
@@ -161,6 +169,12 @@ CREATE TABLE IF NOT EXISTS transitions (
 """
 
 _COUNTS = """
+CREATE TABLE IF NOT EXISTS held_results (
+  result_msg_id TEXT PRIMARY KEY, reply_to TEXT NOT NULL, device_id TEXT NOT NULL, envelope BLOB NOT NULL,
+  code TEXT NOT NULL, message TEXT NOT NULL, held_at REAL NOT NULL, checked_at REAL NOT NULL, held_sum BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_results_reply_to ON held_results (reply_to);
+CREATE TABLE IF NOT EXISTS peer_marks (peer TEXT PRIMARY KEY, mark INTEGER NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON instructions BEGIN
   INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
@@ -335,7 +349,7 @@ def _row(values: tuple) -> Row:  # type: ignore[type-arg]
 @dataclass(slots=True)
 class _Op:
     msg_id: str
-    state: JState
+    state: "JState | str"  # an instruction's new state, or a label for other durable writes (held results)
     sql: str
     args: tuple  # type: ignore[type-arg]
     detail: str | None
@@ -347,6 +361,31 @@ class _Op:
         if self.error is not None:
             raise self.error
         return self.changed
+
+
+def _label(state: "JState | str") -> str:
+    return state.value if isinstance(state, JState) else state
+
+
+def held_sum(result_msg_id: str, reply_to: str, device_id: str, envelope: bytes, code: str, message: str) -> bytes:
+    return row_checksum(result_msg_id, reply_to, device_id, bytes(envelope), code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldResult:
+    """A result the bridge keeps but could not accept yet (see held_results above)."""
+
+    result_msg_id: str
+    reply_to: str
+    device_id: str
+    envelope: bytes
+    code: str
+    message: str
+    held_at: float
+
+
+# Held results kept at most: a device that floods the bridge with unacceptable results cannot fill its disk.
+MAX_HELD_RESULTS = 10_000
 
 
 def journal_mark(db: sqlite3.Connection) -> int:
@@ -418,6 +457,7 @@ class Journal:
             self._hdb = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
             self._hdb.execute("PRAGMA query_only=1")
             self._hwm = journal_mark(self._db)
+            self._durable = self._hwm
             self.integrity = self._check_on_open(recorded.mark if recorded else (1 if had_mark else 0), verify_recent)
             if self.integrity.ok and (recorded is None or recorded.mark != self._hwm):
                 self._mark.write(self._hwm)  # a new journal, or one upgraded from schema 1
@@ -449,6 +489,25 @@ class Journal:
     def high_water_mark(self) -> int:
         """The last durable commit: what the POS will keep for us at link-up (the peer exchange, a follow-up)."""
         return self._hwm
+
+    @property
+    def durable_mark(self) -> int:
+        """The mark of the last commit that survives a power cut (`sent`/`progress` commits skip the
+        fsync): what the bridge tells a POS at link-up, so a power cut never looks like a rollback."""
+        return self._durable
+
+    def rolled_back(self, problem: str) -> None:
+        """A peer holds a higher mark for this journal than it has: lock it (health says why)."""
+        self._lock_out(problem)
+
+    def peer_mark(self, peer: str) -> int | None:
+        found = self._read("SELECT mark FROM peer_marks WHERE peer = ?", (peer,))
+        return int(found[0][0]) if found else None
+
+    def set_peer_mark(self, peer: str, mark: int) -> None:
+        self._commit(peer, "peer_mark", "INSERT INTO peer_marks (peer, mark, at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (peer) DO UPDATE SET mark = excluded.mark, at = excluded.at WHERE mark != excluded.mark",
+                     (peer, mark, self.clock()), str(mark))
 
     def _lock_out(self, problem: str) -> None:
         if self.integrity.ok:
@@ -493,7 +552,7 @@ class Journal:
 
     # ------------------------------------------------------------ writes
 
-    def _commit(self, msg_id: str, state: JState, sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
         """Commit one transition; True if it applied. Returns only once it is committed.
 
         Group commit: concurrent callers queue their transitions; the first becomes the leader and
@@ -541,10 +600,12 @@ class Journal:
                     else:
                         if op.changed:
                             self._db.execute("INSERT INTO transitions (at, msg_id, state, detail) VALUES (?, ?, ?, ?)",
-                                             (self.clock(), op.msg_id, op.state.value, op.detail))
+                                             (self.clock(), op.msg_id, _label(op.state), op.detail))
                     self._db.execute("RELEASE op")
                 self._db.execute("COMMIT")
                 self._hwm = journal_mark(self._db)
+                if not relaxed:
+                    self._durable = self._hwm  # WAL order: everything before it is durable too
                 if self._full and not relaxed:
                     self._write_mark()
                 self.storage = None
@@ -568,7 +629,7 @@ class Journal:
                         pass
                 for op in batch:
                     op.done = True
-        if any(op.changed and op.state.value == self._crash_at for op in batch):
+        if any(op.changed and _label(op.state) == self._crash_at for op in batch):
             os._exit(CRASH_EXIT_CODE)  # the test hook: die before anyone acts on the commit
 
     def _write_mark(self) -> None:
@@ -647,6 +708,66 @@ class Journal:
         return self._advance(msg_id, JState.REFUSED, ", refusal_code = ?, refusal_message = ?, result_sum = ?",
                              (code, message, refusal_sum(msg_id, code, message)), code)
 
+    def hold_result(self, held: HeldResult) -> bool:
+        """Keep a result that cannot be accepted yet (durably, before its frame is acknowledged);
+        False if it is held already. A device past MAX_HELD_RESULTS gets JournalError (not ACKed)."""
+        count = self._read("SELECT count(*) FROM held_results", ())[0][0]
+        if count >= MAX_HELD_RESULTS:
+            raise JournalError(f"the journal {self.path} already holds {count} results it could not accept; "
+                               "clear them (his-bridge journal check) before more are taken")
+        now = self.clock()
+        return self._commit(
+            held.reply_to, "result_held",
+            "INSERT OR IGNORE INTO held_results (result_msg_id, reply_to, device_id, envelope, code, message, held_at, "
+            "checked_at, held_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (held.result_msg_id, held.reply_to, held.device_id, held.envelope, held.code, held.message, now, now,
+             held_sum(held.result_msg_id, held.reply_to, held.device_id, held.envelope, held.code, held.message)),
+            f"{held.code}: {held.message}"[:500],
+        )
+
+    def release_held(self, result_msg_id: str, reply_to: str, why: str) -> bool:
+        """Forget a held result: it was accepted (stored as its instruction's result) or is moot."""
+        return self._commit(reply_to, "held_released", "DELETE FROM held_results WHERE result_msg_id = ?",
+                            (result_msg_id,), why)
+
+    def update_held(self, result_msg_id: str, code: str, message: str) -> None:
+        """A re-check still fails: record why now (the reason can change, e.g. as a clock is put right)."""
+        row = self._read("SELECT reply_to, device_id, envelope FROM held_results WHERE result_msg_id = ?", (result_msg_id,))
+        if not row:
+            return
+        reply_to, device_id, envelope = row[0]
+        # Only when the reason's code changes: a clock_skew message names the clock and changes every time.
+        self._commit(reply_to, "result_held", "UPDATE held_results SET code = ?, message = ?, checked_at = ?, held_sum = ? "
+                     "WHERE result_msg_id = ? AND code != ?",
+                     (code, message, self.clock(), held_sum(result_msg_id, reply_to, device_id, envelope, code, message),
+                      result_msg_id, code), f"{code}: {message}"[:500])
+
+    def held(self, limit: int = 1000) -> list[HeldResult]:
+        """Held results, oldest first; a row whose checksum fails is skipped (never accepted)."""
+        return self._held_rows("ORDER BY held_at LIMIT ?", (limit,))
+
+    def held_for(self, reply_to: str) -> HeldResult | None:
+        found = self._held_rows("WHERE reply_to = ? ORDER BY held_at LIMIT 1", (reply_to,))
+        return found[0] if found else None
+
+    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
+        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
+                          f"FROM held_results {tail}", args)
+        return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
+                if held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])]
+
+    def held_summary(self, items: int = 10) -> dict[str, object]:
+        """For /v1/health, on health's own connection: how many results are held and the oldest few."""
+        try:
+            with self._hlock:
+                count = self._hdb.execute("SELECT count(*) FROM held_results").fetchone()[0]
+                rows = self._hdb.execute("SELECT result_msg_id, reply_to, device_id, code, message, held_at FROM held_results "
+                                         "ORDER BY held_at LIMIT ?", (items,)).fetchall() if count else []
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
+        return {"count": count, "oldest": [{"result_msg_id": r[0], "msg_id": r[1], "device_id": r[2], "code": r[3],
+                                            "message": r[4], "since": int(r[5])} for r in rows]}
+
     # ------------------------------------------------------------ reads
 
     def _verified(self, rows: list[tuple]) -> list[Row]:  # type: ignore[type-arg]
@@ -674,6 +795,25 @@ class Journal:
             (device_id, JState.ACCEPTED.value, JState.PROGRESS.value, NOT_TAKEN),
         )
         return self._verified(rows)
+
+    def unfinished_for(self, device_id: str) -> list[Row]:
+        """Every unfinished instruction given to the device, oldest first: after a reconnect the bridge
+        asks the device about each again (it answers with its result or progress, or takes up one it lost)."""
+        rows = self._read(
+            f"SELECT {_ROW_COLUMNS}, {SUM_COLUMNS} FROM instructions WHERE device_id = ? AND state IN (?, ?, ?) ORDER BY seq",
+            (device_id, JState.ACCEPTED.value, JState.SENT.value, JState.PROGRESS.value))
+        return self._verified(rows)
+
+    def stalled(self, before: float) -> list[tuple[str, str, str, str | None, float]]:
+        """Unfinished instructions unchanged since `before`: (msg_id, device_id, state, progress, updated_at)."""
+        try:
+            with self._hlock:
+                rows = self._hdb.execute(
+                    "SELECT msg_id, device_id, state, progress, updated_at FROM instructions "
+                    "WHERE state NOT IN ('result_stored', 'refused') AND updated_at < ? ORDER BY seq", (before,)).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
+        return [tuple(r) for r in rows]  # type: ignore[misc]
 
     def withdrawn_for(self, device_id: str) -> list[Row]:
         """Unfinished instructions HIS withdrew, oldest first: their cancel is re-sent at link-up."""

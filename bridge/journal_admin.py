@@ -116,11 +116,26 @@ def restore(journal: Path, source: Path) -> int:
     return mark
 
 
-def accept_current(journal: Path) -> int:
-    """Accept the journal's end as its high-water mark (every row must verify); returns it."""
+def accept_current(journal: Path, at_least: int | None = None) -> int:
+    """Accept the journal's end as its high-water mark (every row must verify); returns it.
+
+    `at_least`: the mark a POS holds for this journal (a rollback it detected: /v1/health names it).
+    The journal's own counter is raised to it, so that POS takes this journal as it is from now on."""
     report, mark, _ = verify_file(journal, recorded_mark=None)
     if not report.ok:
         raise JournalError(f"the journal itself is damaged ({report.reason}): restore a backup instead")
+    if at_least is not None and at_least > mark:
+        db = sqlite3.connect(str(journal), isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'transitions'", (at_least,)).rowcount == 0:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('transitions', ?)", (at_least,))
+            db.execute("COMMIT")
+            mark = journal_mark(db)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot raise the mark of {journal}: {exc}") from None
+        finally:
+            db.close()
     _set_mark(journal, mark)
     return mark
 

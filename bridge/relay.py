@@ -44,14 +44,16 @@ from protocol.envelope import Envelope, parse_envelope, receive_cancel, receive_
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.freshness import Verdict, check_expiry, classify
 from protocol.ids import is_valid_id
-from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.messages import Cancel, Instruction, Progress, Result, mask_patient_name
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import dumps_compact, loads_object
 
-from bridge.journal import NOT_TAKEN, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult
+from bridge.journal import (
+    NOT_TAKEN, HeldResult, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult,
+)
 from bridge.storage_retry import DeferredWrites
 from bridge.logjson import log_event
 from bridge.registries import Registries
@@ -59,6 +61,12 @@ from bridge.registries import Registries
 log = logging.getLogger("bridge.relay")
 
 MAX_WAIT_S = 120
+# How often results the bridge holds (their ts is off this PC's clock, ...) are checked again: a clock
+# put right lets them through within this long (issue 14, finding 1).
+HELD_RECHECK_S = 5.0
+# An instruction the device could not take is sent again when the device answers something else, at
+# most this often (a device that keeps refusing it is not flooded).
+NOT_TAKEN_RESEND_S = 2.0
 # His-interface 1.1 C: how long an instruction without its own expires_at waits for the POS.
 DEFAULT_INSTRUCTION_TTL_S = 600
 
@@ -76,12 +84,13 @@ class RelaySettings:
     amount_limit_fen: int
     his_signature: HisSignaturePolicy = NO_HIS_SIGNATURE
     instruction_ttl_s: int = DEFAULT_INSTRUCTION_TTL_S
+    stall_alarm_s: float = 600.0  # an unfinished instruction that has not moved for this long: alarm
 
 
 class Port(Protocol):
     url: str
 
-    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None) -> bool: ...
+    def send_instruction(self, msg_id: str, envelope: Envelope, expires_at: int | None = None, again: bool = False) -> bool: ...
     def send_cancel(self, msg_id: str, envelope: Envelope) -> bool: ...
     def request_restart(self, reason: str) -> None: ...
     def status(self) -> dict[str, object]: ...
@@ -150,6 +159,14 @@ class Waiters:
             event.set()
 
 
+class ResultNotAccepted(Exception):
+    """A result from an authenticated device that fails a check; it is held, never dropped."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class Relay:
     def __init__(self, *, journal: Journal, keys: Callable[[], KeyRing], registries: Registries,
                  settings: RelaySettings, clock: Callable[[], float] = time.time) -> None:
@@ -171,6 +188,11 @@ class Relay:
         # A POS that refuses work because of its own journal (full disk, failed integrity check):
         # device_id -> the code, shown in /v1/health until that device answers an instruction again.
         self.device_problems: dict[str, str] = {}
+        self._recheck_stop = threading.Event()
+        self._recheck_wake = threading.Event()
+        self.recheck_s = HELD_RECHECK_S
+        # msg_id -> the alarm of an unfinished instruction that has not moved for stall_alarm_s (health).
+        self.stalled: dict[str, dict[str, object]] = {}
 
     # ================================================================ HIS side
 
@@ -318,6 +340,11 @@ class Relay:
             elif last_event is None:  # told before a restart of the bridge
                 last_event = {"code": ErrorCode.DEVICE_UNAVAILABLE.value, "at": None, "message":
                               f"device {row.device_id} could not take this instruction; it is sent again when it attaches"}
+        if last_event is None:
+            held = self.journal.held_for(row.msg_id)
+            if held is not None:  # the POS answered; the bridge keeps its result until it can accept it
+                last_event = {"code": held.code, "at": int(held.held_at),
+                              "message": f"the POS's result is held at the bridge, not yet accepted: {held.message}"}
         return {"msg_id": row.msg_id, "state": state, "since": int(row.since if row.since is not None else row.accepted_at),
                 "expires_at": row.expires_at, "last_event": last_event}
 
@@ -369,6 +396,8 @@ class Relay:
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True
+        self._recheck_stop.set()
+        self._recheck_wake.set()
         self.deferred.stop()
         self._waiters.fire_all()
 
@@ -395,9 +424,11 @@ class Relay:
                   serial_no=identity.serial_no, firmware=identity.firmware)
         pending: list[tuple[object, AppMessage]] = []
         try:
-            rows = self.journal.unsent_for(identity.device_id)
+            # Every unfinished instruction, also those the device acknowledged (sent, progress): the
+            # device answers each with its result or progress, and takes up again one it lost (finding 5).
+            rows = self.journal.unfinished_for(identity.device_id)
             withdrawn = self.journal.withdrawn_for(identity.device_id)
-        except JournalError as exc:  # they stay `accepted`: re-sent at the next link-up
+        except JournalError as exc:  # they stay unfinished: asked again at the next link-up
             log_event(log, "journal_read_failed", level=logging.ERROR, device_id=identity.device_id, reason=str(exc))
             rows, withdrawn = [], []
         for row in rows:
@@ -411,7 +442,9 @@ class Relay:
             assert row.cancel_envelope is not None
             pending.append((("cancel", row.msg_id), CancelMsg(parse_envelope(row.cancel_envelope))))
         if pending:
-            log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending))
+            log_event(log, "instructions_resent", device_id=identity.device_id, count=len(pending),
+                      msg="every unfinished instruction is asked about again after a reconnect")
+        self._recheck_wake.set()
         return pending
 
     def detach(self, port: Port, identity: DeviceIdentity | None, reason: str) -> None:
@@ -467,9 +500,16 @@ class Relay:
             return self._security_drop(port, identity, "undecodable DATA message", exc.message)
         if isinstance(message, (InstructionMsg, CancelMsg)):
             return self._security_drop(port, identity, "a device sent an instruction or a cancel", message.envelope.msg_id)
+        if isinstance(message, MarksMsg):
+            return self._take_marks(identity, message)
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)
+        if isinstance(message, (ResultMsg, ProgressMsg)):
+            self._resend_not_taken(port, identity.device_id, msg_id)
+        if isinstance(message, ResultMsg):
+            self.device_problems.pop(identity.device_id, None)
+            return self._take_result(port, identity, row, message.envelope)
         if row is None or row.device_id != identity.device_id:
             why = "unknown reply_to" if row is None else f"reply_to names an instruction given to {row.device_id}"
             return self._security_drop(port, identity, why, msg_id)
@@ -483,10 +523,54 @@ class Relay:
                 if event is not None:
                     self._waiters.fire(msg_id)  # a long poll answers now: HIS learns a decline as it happens
             return None
-        if isinstance(message, NotTakenMsg):
-            return self._mark_not_taken(identity, row, message)
-        self.device_problems.pop(identity.device_id, None)
-        return self._store_result(port, identity, row, message.envelope)
+        assert isinstance(message, NotTakenMsg)
+        return self._mark_not_taken(identity, row, message)
+
+    # ================================================================ high-water marks (link-up)
+
+    def taking_devices(self) -> bool:
+        """False once the journal is locked: the device ports close, so every POS keeps its results."""
+        return not self.journal.locked
+
+    def _peer(self, device_id: str) -> str:
+        key = self.registries.public_key_for(device_id)
+        return f"{device_id}:{key.hex()[:16] if key else '-'}"  # a re-provisioned POS (new key) starts afresh
+
+    def marks_for(self, identity: DeviceIdentity) -> MarksMsg:
+        """What the bridge tells a POS first thing after link-up: its own durable mark, and the POS's."""
+        return MarksMsg(self.journal.durable_mark, self.journal.peer_mark(self._peer(identity.device_id)))
+
+    def _take_marks(self, identity: DeviceIdentity, message: MarksMsg) -> None:
+        mine = self.journal.high_water_mark
+        if message.yours is not None and message.yours > mine:
+            problem = (f"POS {identity.device_id} holds high-water mark {message.yours} for this bridge's journal, which is at "
+                       f"{mine}: the journal was rolled back (an older copy of it, or of this PC's disk, was put back). "
+                       "Recover: stop the bridge, then `his-bridge journal restore BACKUP` with the newest backup, or "
+                       f"`his-bridge journal restore --accept-current --mark {message.yours}` (docs/bridge.md)")
+            self.journal.rolled_back(problem)
+            log_event(log, "journal_rolled_back", level=logging.CRITICAL, device_id=identity.device_id, held_by_pos=message.yours,
+                      journal_mark=mine, msg="the bridge locks its journal and closes the device ports; the POS keeps its results")
+            self._waiters.fire_all()
+            return None
+        self.journal.set_peer_mark(self._peer(identity.device_id), message.mine)
+        return None
+
+    def _resend_not_taken(self, port: Port, device_id: str, answering: str) -> None:
+        """The device answers again (its storage is back, it has a configuration now): send it again
+        what it could not take, without waiting for the next link-up; at most every NOT_TAKEN_RESEND_S."""
+        now = self.clock()
+        with self._not_taken_lock:
+            due = [m for m, e in self._not_taken.items() if e.get("device_id") == device_id and m != answering
+                   and not (0 <= now - float(e.get("resent_at", 0.0)) < NOT_TAKEN_RESEND_S)]  # type: ignore[arg-type]
+            for msg_id in due:
+                self._not_taken[msg_id]["resent_at"] = now
+        for msg_id in due:
+            row = self.journal.get(msg_id)
+            if row is None or row.state.final:
+                continue
+            if port.send_instruction(msg_id, parse_envelope(row.envelope), row.expires_at, again=True):
+                log_event(log, "instruction_resent", msg_id=msg_id, device_id=device_id,
+                          msg="the device answers again: sent again what it could not take")
 
     def _mark_not_taken(self, identity: DeviceIdentity, row: Row, message: NotTakenMsg) -> None:
         """Unsealed, so it ends nothing: keep the instruction unfinished, say why, re-send it later."""
@@ -500,7 +584,10 @@ class Relay:
                       code=message.code.value, reason=message.message)
         told = {"code": message.code.value, "message": message.message, "at": int(self.clock())}
         with self._not_taken_lock:
+            before = self._not_taken.get(row.msg_id, {})
             self._not_taken[row.msg_id] = {"device_id": identity.device_id, **told}
+            if "resent_at" in before:
+                self._not_taken[row.msg_id]["resent_at"] = before["resent_at"]
         self.journal.mark_progress(row.msg_id, NOT_TAKEN, dumps_compact(told).decode())
         log_event(log, "instruction_not_taken", level=logging.WARNING, msg_id=row.msg_id, device_id=identity.device_id,
                   code=message.code.value, reason=message.message,
@@ -512,39 +599,124 @@ class Relay:
             log_event(log, "instruction_refused", level=logging.WARNING, msg_id=msg_id, code=code, reason=message)
             self._waiters.fire(msg_id)
 
-    def _store_result(self, port: Port, identity: DeviceIdentity, row: Row, envelope: Envelope) -> None:
-        if envelope.device_id != identity.device_id:
-            return self._security_drop(port, identity, f"result claims device_id {envelope.device_id}", row.msg_id)
+    def _take_result(self, port: Port, identity: DeviceIdentity, row: Row | None, envelope: Envelope) -> None:
+        """Store a result, or hold it: a result from an authenticated device is never dropped, because
+        the link ACKs the frame and the POS then forgets it (issue 14, finding 1)."""
+        try:
+            stored = self._check_result(identity.device_id, row, envelope)
+        except ResultNotAccepted as refusal:
+            log_event(log, "result_held", level=logging.WARNING, security=refusal.code != "clock_skew",
+                      port=port.url, device_id=identity.device_id, msg_id=envelope.reply_to, code=refusal.code,
+                      reason=refusal.message, msg="the result is kept, not accepted yet: named in /v1/health and checked again")
+            self.journal.hold_result(HeldResult(envelope.msg_id, envelope.reply_to or "", identity.device_id, envelope.to_bytes(),
+                                                refusal.code, refusal.message[:500], self.clock()))
+            return None
+        if stored is not None:
+            assert row is not None
+            self._accept_result(identity.device_id, row, stored)
+        return None
+
+    def _accept_result(self, device_id: str, row: Row, stored: StoredResult) -> bool:
+        if not self.journal.store_result(row.msg_id, stored):
+            return False
+        with self._not_taken_lock:
+            self._not_taken.pop(row.msg_id, None)
+        log_event(log, "result_stored", msg_id=row.msg_id, device_id=device_id, order_no=row.order_no,
+                  pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
+                  error_code=stored.error_code)
+        self._waiters.fire(row.msg_id)
+        return True
+
+    def _check_result(self, device_id: str, row: Row | None, envelope: Envelope) -> StoredResult | None:
+        """The checks of a result (module docstring). None: the identical result is stored already."""
+        if row is None:
+            raise ResultNotAccepted("unknown_instruction", f"reply_to {envelope.reply_to} names no instruction in this "
+                                    "bridge's journal (was the journal restored from an older backup?)")
+        if row.device_id != device_id:
+            raise ResultNotAccepted("wrong_device", f"reply_to names an instruction given to {row.device_id}")
+        if envelope.device_id != device_id:
+            raise ResultNotAccepted("wrong_device", f"result claims device_id {envelope.device_id}")
         if self.registries.device(envelope.device_id) is None:
-            return self._security_drop(port, identity, "result from a device not in the registry", row.msg_id)
+            raise ResultNotAccepted("unknown_device", "result from a device not in the registry")
         try:
             received = receive_result(envelope.to_json_obj(), self._result_keys(row.kid), now=self.clock(),
                                       skew_s=self.settings.clock_skew_s, instruction_ts=row.ts,
                                       device_keys=self.registries.public_key_for)
         except ProtocolError as exc:
-            return self._security_drop(port, identity, f"result refused ({exc.code.value})", row.msg_id, exc.message)
+            if exc.code is ErrorCode.CLOCK_SKEW:
+                raise ResultNotAccepted(exc.code.value, f"{exc.message}; set this PC's clock (or the POS's): the result "
+                                        "is accepted as soon as its ts is within the window") from None
+            raise ResultNotAccepted(exc.code.value, exc.message) from None
         result = received.message
         assert isinstance(result, Result)
         if result.order_no != row.order_no:
-            return self._security_drop(port, identity, f"result for order {result.order_no}, instruction was {row.order_no}", row.msg_id)
+            raise ResultNotAccepted("order_mismatch", f"result for order {result.order_no}, instruction was {row.order_no}")
         if result.amount != parse_amount(row.amount, limit_fen=MAX_FEN):
-            return self._security_drop(port, identity, f"result for amount {result.amount}, instruction was {row.amount}", row.msg_id)
+            raise ResultNotAccepted("amount_mismatch", f"result for amount {result.amount}, instruction was {row.amount}")
         body = envelope.to_bytes()
         if row.state.final:
             if row.result_envelope is not None and hmac.compare_digest(row.result_envelope, body):
                 return None  # the device re-sent what we already hold (our ACK was lost): nothing new
-            return self._security_drop(port, identity, "a second, different answer for a finished instruction", row.msg_id)
-        stored = StoredResult(envelope.msg_id, body, result.pay_status.value,
-                              result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
-                              str(result.amount), result.finished_at, result.error_code)
-        if self.journal.store_result(row.msg_id, stored):
-            with self._not_taken_lock:
-                self._not_taken.pop(row.msg_id, None)
-            log_event(log, "result_stored", msg_id=row.msg_id, device_id=identity.device_id, order_no=row.order_no,
-                      pay_status=stored.pay_status, pay_channel=stored.pay_channel, amount=stored.amount,
-                      error_code=stored.error_code)
-            self._waiters.fire(row.msg_id)
-        return None
+            raise ResultNotAccepted("second_answer", "a second, different answer for a finished instruction")
+        return StoredResult(envelope.msg_id, body, result.pay_status.value,
+                            result.pay_channel.value if result.pay_channel else None, result.pay_order_no,
+                            str(result.amount), result.finished_at, result.error_code)
+
+    # ================================================================ held results
+
+    def recheck_held(self) -> int:
+        """Check every held result again; store those that pass now. Returns how many were accepted."""
+        accepted = 0
+        for held in self.journal.held():
+            row = self.journal.get(held.reply_to)
+            try:
+                stored = self._check_result(held.device_id, row, parse_envelope(held.envelope))
+            except ResultNotAccepted as refusal:
+                self.journal.update_held(held.result_msg_id, refusal.code, refusal.message[:500])
+                continue
+            except ProtocolError as exc:  # unparsable: cannot happen for what was parsed before; keep it
+                self.journal.update_held(held.result_msg_id, exc.code.value, exc.message[:500])
+                continue
+            assert row is not None
+            if stored is not None and self._accept_result(held.device_id, row, stored):
+                accepted += 1
+                log_event(log, "held_result_accepted", msg_id=row.msg_id, device_id=held.device_id,
+                          held_s=int(self.clock() - held.held_at))
+            self.journal.release_held(held.result_msg_id, held.reply_to, "accepted" if stored is not None else "already stored")
+        return accepted
+
+    def start_rechecks(self) -> None:
+        threading.Thread(target=self._recheck_loop, name="held-results", daemon=True).start()
+
+    def _recheck_loop(self) -> None:
+        while not self._recheck_stop.is_set():
+            self._recheck_wake.wait(self.recheck_s)
+            self._recheck_wake.clear()
+            if self._recheck_stop.is_set():
+                return
+            try:
+                if self.journal.held_summary(0)["count"]:
+                    self.recheck_held()
+                self.check_stalled()
+            except JournalError as exc:  # tried again at the next round
+                log_event(log, "held_recheck_failed", level=logging.WARNING, reason=str(exc))
+
+    def check_stalled(self) -> None:
+        """Alarm (health and log, once each way) for unfinished instructions that have not moved for
+        stall_alarm_s: a device that lost one and never came back, a cashier who walked away."""
+        now = self.clock()
+        found = {}
+        for msg_id, device_id, state, progress, updated_at in self.journal.stalled(now - self.settings.stall_alarm_s):
+            found[msg_id] = {"msg_id": msg_id, "device_id": device_id, "state": progress or state, "since": int(updated_at),
+                             "for_s": int(now - updated_at)}
+        for msg_id in found.keys() - self.stalled.keys():
+            alarm = found[msg_id]
+            log_event(log, "instruction_stalled", level=logging.ERROR, msg_id=msg_id, device_id=alarm["device_id"],
+                      state=alarm["state"], for_s=alarm["for_s"],
+                      msg="no progress on this instruction: check the POS (is it on, is the cashier there?)")
+        for msg_id in self.stalled.keys() - found.keys():
+            log_event(log, "instruction_moving_again", msg_id=msg_id)
+        self.stalled = found
 
     def _result_keys(self, instruction_kid: str) -> KeyRing:
         """Active keys, plus the instruction's own kid even if retired since: its answer must still verify."""

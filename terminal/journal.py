@@ -9,14 +9,14 @@ Tables
     refunds       one row per refund (out_refund_no): the amount is reserved BEFORE the channel is
                   called, and a trigger refuses any reservation beyond what was collected
     sealed_instructions  the envelope of every refund instruction as HIS sealed it: the gateway
-                  opens it to check that the refund is one HIS asked for
+                  opens it to check that the refund is one HIS asked for (with its row_sum)
     results       the sealed result envelope of every finished instruction, and when the bridge
                   acknowledged it (delivered_at)
     seen          msg_ids accepted, per kid (a protocol.freshness.SeenStore)
     meta          schema version and small persisted state (the PIN lockout)
 
 Integrity (issue 14, finding 2): the money rows (instructions, attempts, collections, refunds,
-results) carry `row_sum`, a protocol.integrity checksum of their fixed columns, and every commit
+results, sealed_instructions) carry `row_sum`, a protocol.integrity checksum of their fixed columns, and every commit
 bumps `meta.commit_no`, also written after the commit to the mark file `<journal>.hwm`
 (terminal.journal_mark). On open the journal is checked against the mark (truncated, WAL lost or
 damaged, an old copy put back) and its money rows against their checksums (a rotted order number
@@ -52,7 +52,7 @@ from terminal.journal_mark import MarkFile, mark_path
 from terminal.machine import Kind, State
 from terminal.private_files import prepare_private_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Wait this long for a lock held by another connection (another process on the same files).
 BUSY_TIMEOUT_MS = 5000
 
@@ -110,9 +110,11 @@ SUMMED: dict[str, tuple[str, ...]] = {
     "collections": ("order_no", "seq", "out_trade_no", "channel", "channel_txn_id", "paid_fen"),
     "refunds": ("out_refund_no", "seq", "order_no", "refund_fen"),
     "results": ("result_msg_id", "seq", "envelope", "pay_status", "pay_order_no", "amount_fen"),
+    # The refund instruction as HIS sealed it: the gateway checks the refund against it (schema 3).
+    "sealed_instructions": ("seq", "envelope"),
 }
 KEYS = {"instructions": "seq", "attempts": "out_trade_no", "collections": "order_no", "refunds": "out_refund_no",
-        "results": "result_msg_id"}
+        "results": "result_msg_id", "sealed_instructions": "seq"}
 
 
 def _sum(table: str, values: tuple[object, ...]) -> bytes:
@@ -160,7 +162,7 @@ def check_rows(db: sqlite3.Connection, *, recent: int | None) -> list[str]:
         where = ""
         if recent is not None and table == "instructions":
             where = f" WHERE state != 'finished' OR seq > (SELECT COALESCE(MAX(seq), 0) - {int(recent)} FROM instructions)"
-        elif recent is not None and table in ("results", "attempts"):
+        elif recent is not None and table in ("results", "attempts", "sealed_instructions"):
             where = f" WHERE seq > (SELECT COALESCE(MAX(seq), 0) - {int(recent)} FROM instructions)"
             if table == "results":
                 where += " OR delivered_at IS NULL"
@@ -337,6 +339,8 @@ class Journal:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN row_sum BLOB")
             elif int(row[0]) == 1:
                 _upgrade_from_1(self._db)
+            elif int(row[0]) == 2:
+                _add_sums(self._db, ("sealed_instructions",))
             elif int(row[0]) != SCHEMA_VERSION:
                 self._db.execute("ROLLBACK")
                 raise RuntimeError(f"{self.path}: journal schema {row[0]}, this software reads {SCHEMA_VERSION}")
@@ -361,8 +365,13 @@ class Journal:
 
     @property
     def high_water_mark(self) -> int:
-        """The last durable commit: what the bridge will keep for us at link-up (the peer exchange, a follow-up)."""
+        """The last durable commit: what the bridge keeps for us and gives back at the next link-up."""
         return self._commit_no
+
+    def rolled_back(self, problem: str) -> None:
+        """The bridge holds a higher mark for this journal than it has: the whole storage was rolled
+        back (an old copy put back). Locked like a failed check on open, until it is recovered."""
+        self.integrity = IntegrityReport(False, problem, (problem,) + tuple(p for p in self.integrity.problems if p != problem))
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _alive(self) -> None:
@@ -453,8 +462,15 @@ class Journal:
 
     def sealed_instruction(self, seq: int) -> bytes | None:
         """The instruction's envelope as HIS sealed it (refunds only), for the gateway."""
-        r = self._one("SELECT envelope FROM sealed_instructions WHERE seq=?", (seq,))
-        return None if r is None else bytes(r["envelope"])
+        r = self._one("SELECT envelope, row_sum FROM sealed_instructions WHERE seq=?", (seq,))
+        if r is None:
+            return None
+        envelope = bytes(r["envelope"])
+        if r["row_sum"] is None or bytes(r["row_sum"]) != _sum("sealed_instructions", (seq, envelope)):
+            problem = f"sealed_instructions row seq={seq} does not match its checksum (damaged)"
+            self.integrity = IntegrityReport(False, problem, (problem,))  # locked: no refund on a damaged instruction
+            raise JournalIntegrityError(f"the journal {self.path} failed its integrity check: {problem}")
+        return envelope
 
     def instruction(self, seq: int) -> InstructionRow:
         r = self._one("SELECT * FROM instructions WHERE seq=?", (seq,))
@@ -554,7 +570,8 @@ class Tx:
             _sum("instructions", (cur.lastrowid, kid, msg_id, envelope_ts, terminal_id, order_no, kind.value, amount_fen, salt)),
             cur.lastrowid))
         if envelope is not None:
-            self._db.execute("INSERT INTO sealed_instructions (seq, envelope) VALUES (?, ?)", (cur.lastrowid, envelope))
+            self._db.execute("INSERT INTO sealed_instructions (seq, envelope, row_sum) VALUES (?, ?, ?)",
+                             (cur.lastrowid, envelope, _sum("sealed_instructions", (cur.lastrowid, envelope))))
         return cur.lastrowid
 
     _FIELDS = frozenset({"channel", "close_reason", "last_error_code", "last_error_message", "pay_status", "error_code", "finished_at"})
@@ -633,8 +650,15 @@ class Tx:
 
 
 def _upgrade_from_1(db: sqlite3.Connection) -> None:
-    """Schema 1 -> 2: checksums for the rows already there (inside the caller's transaction)."""
-    for table, columns in SUMMED.items():
+    """Schema 1 -> 3: checksums for the rows already there (inside the caller's transaction)."""
+    _add_sums(db, tuple(SUMMED))
+
+
+def _add_sums(db: sqlite3.Connection, tables: tuple[str, ...]) -> None:
+    """Give `tables` their row_sum column, with checksums of the rows already there (schema 1 -> 3:
+    every money table; 2 -> 3: sealed_instructions), inside the caller's transaction."""
+    for table in tables:
+        columns = SUMMED[table]
         db.execute(f"ALTER TABLE {table} ADD COLUMN row_sum BLOB")
         for row in db.execute(f"SELECT rowid, {', '.join(columns)} FROM {table}").fetchall():
             db.execute(f"UPDATE {table} SET row_sum=? WHERE rowid=?", (_sum(table, tuple(row)[1:]), row[0]))

@@ -118,10 +118,20 @@ def restore(journal: Path, source: Path) -> int:
     return mark
 
 
-def accept_current(journal: Path) -> int:
+def accept_current(journal: Path, at_least: int | None = None) -> int:
+    """Accept the journal's end as its mark. `at_least`: the mark the bridge holds for this journal (a
+    rollback it found: the POS screen and log name it); the journal's commit counter is raised to it."""
     report, mark = verify_file(journal, recorded_mark=None)
     if not report.ok:
         raise AdminError(f"the journal itself is damaged ({report.reason}): restore a backup instead")
+    if at_least is not None and at_least > mark:
+        db = sqlite3.connect(str(journal), isolation_level=None)
+        try:
+            db.execute("INSERT INTO meta (key, value) VALUES ('commit_no', ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                       (str(at_least),))
+        finally:
+            db.close()
+        mark = at_least
     _set_mark(journal, mark)
     return mark
 
@@ -146,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("journal")
     p.add_argument("backup", nargs="?")
     p.add_argument("--accept-current", action="store_true")
+    p.add_argument("--mark", type=int, default=None, help="with --accept-current, after the bridge found this journal "
+                   "rolled back: the mark the bridge holds (named on the screen and in the log)")
     args = parser.parse_args(argv)
     journal = Path(args.journal)
     try:
@@ -165,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.accept_current == (args.backup is not None):
             raise AdminError("name a BACKUP to restore, or --accept-current (not both)")
         if args.accept_current:
-            print(f"{journal}: accepted as it is (high-water mark {accept_current(journal)})")
+            print(f"{journal}: accepted as it is (high-water mark {accept_current(journal, args.mark)})")
         else:
             print(f"restored {journal} from {args.backup} (high-water mark {restore(journal, Path(args.backup))})")
         return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +30,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import MAX_ERROR_MESSAGE, Instruction, PayChannel, PayStatus, Result, ResultCode
 from terminal import machine
 from terminal.channels.base import PayOutcome, RefundOutcome
+from terminal.bridge_clock import BridgeClock
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import Outcomes, expiry_for
 from terminal.journal import AttemptRow, InstructionRow, Journal, ResultRow, StaleState, Tx
@@ -113,23 +115,37 @@ def _clip(text: str | None) -> str | None:
     return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
+# States whose money work the worker does with nobody at the screen: the screen moves on meanwhile.
+BACKGROUND = frozenset({State.REFUNDING, State.REFUND_CONFIRMING})
+
+
 class Lifecycle:
     def __init__(self, config: DeviceConfig, journal: Journal, *, clock: Callable[[], float], rng: Callable[[int], bytes],
-                 device_key_seed: bytes) -> None:
+                 device_key_seed: bytes, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.journal = journal
         self.clock = clock
         self.rng = rng
         self._device_key_seed = device_key_seed  # signs every result (1.1 A); never logged, never leaves
-        # This device's clock minus the bridge's, measured at the last link up (None: unknown).
-        # Results are stamped with the bridge's time: the bridge and HIS check a result's ts against
-        # their own clocks (within 300 s), and a POS whose clock drifted must not lose a result it
-        # already took money for. The device's own instruction window stays on its own clock.
-        self.bridge_offset_s: float | None = None
+        # The bridge's clock, heard at link-up and with every instruction, carried forward on the
+        # monotonic clock (terminal.bridge_clock): results are stamped with it, so a step of this
+        # device's wall clock cannot strand a result it already took money for (issue 14, finding 1).
+        # The device's own instruction window stays on its own clock.
+        self.bridge_clock = BridgeClock(monotonic)
 
-    def result_time(self, now: float) -> int:
-        """The ts (and finished_at) of a result sealed at device time `now`: the bridge's time."""
-        return int(now if self.bridge_offset_s is None else now - self.bridge_offset_s)
+    @property
+    def bridge_offset_s(self) -> float | None:
+        """This device's clock minus the bridge's, now (None: no bridge heard since boot)."""
+        return self.bridge_clock.offset(self.clock())
+
+    def result_time(self, now: float, row: InstructionRow | None = None) -> int:
+        """The bridge's time at device time `now` (as this device last heard it, carried on the
+        monotonic clock; its own clock if it heard none since boot). With `row`: the ts (and
+        finished_at) of a result for that instruction, never before the instruction's own ts."""
+        if row is not None:
+            return self.bridge_clock.stamp(now, row.envelope_ts, row.received_at)
+        bridge = self.bridge_clock.now()
+        return int(now if bridge is None else bridge)
 
     def clock_refusal(self, msg_id: str) -> Refusal | None:
         """Refuse new work when this clock is further off the bridge's than the device's own
@@ -248,9 +264,16 @@ class Lifecycle:
         return self.apply(seq, State.QUEUED, decision[0], reason=decision[1])
 
     def head(self) -> InstructionRow | None:
-        """The instruction on the screen: the earliest unfinished one."""
-        rows = self.journal.unfinished()
-        return rows[0] if rows else None
+        """The instruction on the screen: the earliest unfinished one that needs the cashier. One whose
+        money work runs without anyone (a refund at the channel, waiting for its query) does not hold
+        the next patient; an instruction for that same order waits for it (issue 14, finding 9)."""
+        busy: set[str] = set()
+        for row in self.journal.unfinished():
+            if row.state in BACKGROUND:
+                busy.add(row.order_no)
+            elif row.order_no not in busy:
+                return row
+        return None
 
     def activate(self) -> list[Change]:
         """Bring the head forward: answer it at once if possible, else show it to the cashier."""
@@ -307,6 +330,10 @@ class Lifecycle:
     def lockout(self, key: str) -> Lockout:
         text = self.journal.meta(f"pin_lockout:{key}")
         return Lockout() if text is None else Lockout.decode(text)
+
+    def save_peer_mark(self, key: str, mark: int) -> None:
+        with self.journal.transaction("peer_mark") as tx:
+            tx.set_meta(key, str(mark))
 
     def save_lockout(self, key: str, state: Lockout) -> None:
         with self.journal.transaction(f"pin:{key}") as tx:
@@ -431,11 +458,11 @@ class Lifecycle:
             message = None if text is None else text.en
         result = Result(
             device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
-            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now),
+            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now, row),
             error_code=error_code, error_message=_clip(message), refunded_fen=refunded_fen,
         )
         result_msg_id = "R" + self.rng(12).hex()
-        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=stamp or self.result_time(now),
+        envelope = seal_result(result, key=self._key(row.kid), msg_id=result_msg_id, reply_to=row.msg_id, ts=stamp or self.result_time(now, row),
                                nonce=self.rng(12), device_key_seed=self._device_key_seed)
         tx.add_result(result_msg_id=result_msg_id, seq=row.seq, envelope=envelope.to_bytes(), pay_status=status,
                       pay_order_no=pay_order_no, amount_fen=amount_fen, now=now)

@@ -60,14 +60,14 @@ from typing import Callable, Mapping
 from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope, receive_cancel
 from protocol.errors import ProtocolError
-from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
+from protocol.link.app import MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
 from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
-from terminal.lifecycle import Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
+from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
 from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
@@ -89,6 +89,11 @@ SEEN_PURGE_INTERVAL_S = 3600.0
 CLOCK_WARN_S = 300.0
 # States after which an expired or withdrawn instruction may be ended (terminal.his_outcomes).
 SETTLE_AFTER = WAITING | {State.USER_PAYING}
+
+
+def _peer_mark_key(bridge_key: bytes) -> str:
+    """Where the bridge's mark is kept: per bridge key (a new bridge PC starts afresh)."""
+    return f"peer_mark:{bridge_key.hex()[:16]}"
 
 
 class ScanStatus(enum.Enum):
@@ -221,6 +226,39 @@ class TerminalService:
             raise PowerCut("this service lost power")
 
     # == LINK side ===================================================================================
+    # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
+    def marks(self, bridge_key: bytes) -> MarksMsg:
+        """What this POS tells the bridge (pinned key `bridge_key`) first thing after link-up."""
+        with self._lock:
+            held = self.journal.meta(_peer_mark_key(bridge_key))
+            return MarksMsg(self.journal.high_water_mark, None if held is None else int(held))
+
+    def bridge_marks(self, bridge_key: bytes, message: MarksMsg) -> None:
+        """The bridge's marks: lock the journal if the bridge holds a higher mark for it than it has
+        (this POS's storage was rolled back as a whole); else keep the bridge's mark for next time."""
+        with self._lock:
+            self._alive()
+            mine = self.journal.high_water_mark
+            if message.yours is not None and message.yours > mine:
+                problem = (f"the bridge holds high-water mark {message.yours} for this POS's journal, which is at {mine}: "
+                           "the journal was rolled back (an old copy of the POS's storage was put back). Recover: "
+                           "python -m terminal.journal_admin restore JOURNAL BACKUP with the newest backup, or "
+                           f"restore JOURNAL --accept-current --mark {message.yours} (docs/terminal.md)")
+                log.critical("%s", problem)
+                self.journal.rolled_back(problem)
+                self._revision += 1
+            elif not self.journal.locked and self.journal.meta(_peer_mark_key(bridge_key)) != str(message.mine):
+                try:
+                    self._core.save_peer_mark(_peer_mark_key(bridge_key), message.mine)
+                except JournalUnavailable as exc:  # asked again at the next link-up
+                    log.warning("cannot keep the bridge's mark: %s", exc)
+        self._notify()
+
+    def bridge_clock_heard(self, bridge_unix: float) -> None:
+        """The bridge said what its clock reads (with an instruction): results are stamped with it and
+        the clock checks of the next instruction use it, never an offset measured before a clock step."""
+        self._core.bridge_clock.heard(bridge_unix)
+
     def submit_instruction(self, envelope: Envelope, *, expires_at: int | None = None) -> None:
         try:
             self._submit_instruction(envelope, expires_at)
@@ -351,8 +389,8 @@ class TerminalService:
         with self._lock:
             self._alive()
             if bridge_clock is not None:
+                self._core.bridge_clock.heard(bridge_clock)
                 offset = self.clock() - bridge_clock
-                self._core.bridge_offset_s = offset
                 if abs(offset) > CLOCK_WARN_S:
                     log.warning("the POS clock is %+.0f s off the bridge clock; results are stamped with the bridge's "
                                 "time; set the POS clock (network time)", offset)
@@ -555,7 +593,8 @@ class TerminalService:
         with self._lock:
             self._alive()
             unfinished = self.journal.unfinished()
-            head = unfinished[0] if unfinished else None
+            # The cashier's instruction; a refund settling in the background shows only when nothing else does.
+            head = self._core.head() or (unfinished[0] if unfinished else None)
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
@@ -649,7 +688,11 @@ class TerminalService:
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
                 self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
-                self._last_seq, self._show_result = change.seq, True
+                current = self._core.head()
+                if change.before not in BACKGROUND or current is None or current.state is State.QUEUED:
+                    self._last_seq, self._show_result = change.seq, True
+                # else: a refund finished in the background while the cashier serves the next patient:
+                # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
             elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before] or change.after is State.DECLINED:
                 # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again

@@ -2,9 +2,10 @@
 
 Each DATA payload is one compact JSON object with a `kind`:
 
-    bridge -> device  {"kind": "instruction", "envelope": {...}, "expires_at": 1795000600}
+    bridge -> device  {"kind": "instruction", "envelope": {...}, "expires_at": 1795000600, "clock": 1795000000}
                                                                      step 3, relayed unchanged; expires_at
-                                                                     is the bridge's: the plaintext's, or its default
+                                                                     is the bridge's: the plaintext's, or its default;
+                                                                     clock: the bridge's clock when it sent it
     bridge -> device  {"kind": "cancel", "envelope": {...}}          1.1 C: HIS withdraws reply_to
     device -> bridge  {"kind": "result", "envelope": {...}}          step 5
     device -> bridge  {"kind": "progress", "msg_id": "...", "state": "awaiting_scan",
@@ -12,6 +13,7 @@ Each DATA payload is one compact JSON object with a `kind`:
                                                                      `event` optional: what HIS's operator
                                                                      should know now (the 202's last_event)
     device -> bridge  {"kind": "not_taken", "msg_id": "...", "code": "<spec code>", "message": "..."}
+    either            {"kind": "marks", "mine": 1234, "yours": 567}   first thing after link-up
 
 Envelopes are end-to-end sealed by HIS and the device; the link adds nothing to their security
 and takes nothing from it. Only a `result` ends an instruction (his-interface 1.1 A): every answer
@@ -37,12 +39,17 @@ from protocol.messages import Progress
 from protocol.strictjson import Fields, dumps_compact, loads_object
 
 
+MAX_MARK = 2**53  # a journal's commit counter
+MAX_CLOCK = 2**40  # Unix seconds: far beyond any real clock, so a bad value cannot overflow anything
+
+
 class AppKind(enum.Enum):
     INSTRUCTION = "instruction"
     CANCEL = "cancel"
     RESULT = "result"
     PROGRESS = "progress"
     NOT_TAKEN = "not_taken"
+    MARKS = "marks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,9 @@ class InstructionMsg:
     # When the instruction expires (unix s, bridge clock): the plaintext's expires_at, or the
     # bridge's default (his-interface 1.1 C). None from an older bridge: the POS applies its own.
     expires_at: int | None = None
+    # The bridge's clock (Unix seconds) when it sent this: the POS refreshes its estimate of the
+    # bridge's time with it (docs/link-protocol.md section 7). Optional: older bridges omit it.
+    clock: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,18 @@ class NotTakenMsg:
     message: str
 
 
-AppMessage = InstructionMsg | CancelMsg | ResultMsg | ProgressMsg | NotTakenMsg
+@dataclass(frozen=True, slots=True)
+class MarksMsg:
+    """High-water marks, sent by each side first thing after an authenticated link-up: `mine` is the
+    sender's journal mark (its last durable commit), `yours` the mark the sender holds for the
+    receiver's journal from their last exchange (None: none yet). A receiver whose own mark is below
+    `yours` was rolled back as a whole (an old copy of its storage put back) and locks its journal."""
+
+    mine: int
+    yours: int | None
+
+
+AppMessage = InstructionMsg | CancelMsg | ResultMsg | ProgressMsg | NotTakenMsg | MarksMsg
 MAX_EVENT_CODE = 64
 MAX_EVENT_MESSAGE = 256
 
@@ -105,6 +126,8 @@ def encode_app(message: AppMessage) -> bytes:
         obj: dict[str, object] = {"kind": AppKind.INSTRUCTION.value, "envelope": message.envelope.to_json_obj()}
         if message.expires_at is not None:
             obj["expires_at"] = message.expires_at
+        if message.clock is not None:
+            obj["clock"] = message.clock
     elif isinstance(message, CancelMsg):
         obj = {"kind": AppKind.CANCEL.value, "envelope": message.envelope.to_json_obj()}
     elif isinstance(message, ResultMsg):
@@ -113,6 +136,8 @@ def encode_app(message: AppMessage) -> bytes:
         obj = {"kind": AppKind.PROGRESS.value, "msg_id": message.msg_id, "state": message.state.value}
         if message.event is not None:
             obj["event"] = message.event.to_json_obj()
+    elif isinstance(message, MarksMsg):
+        obj = {"kind": AppKind.MARKS.value, "mine": message.mine, "yours": message.yours}
     else:
         obj = {"kind": AppKind.NOT_TAKEN.value, "msg_id": message.msg_id, "code": message.code.value, "message": message.message}
     return dumps_compact(obj)
@@ -128,11 +153,15 @@ def decode_app(payload: bytes) -> AppMessage:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"data.kind {kind_text!r} is unknown") from None
     if kind is AppKind.INSTRUCTION:
         expires_at = f.int("expires_at", minimum=1, maximum=2**40) if f.has("expires_at") else None
-        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), expires_at)
+        clock = f.int("clock", minimum=0, maximum=MAX_CLOCK) if f.has("clock") else None
+        return InstructionMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.INSTRUCTION), expires_at, clock)
     if kind is AppKind.CANCEL:
         return CancelMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.CANCEL))
     if kind is AppKind.RESULT:
         return ResultMsg(parse_envelope(_obj(f, "envelope"), expect=MsgType.RESULT))
+    if kind is AppKind.MARKS:
+        yours = None if f.raw("yours") is None else f.int("yours", minimum=0, maximum=MAX_MARK)
+        return MarksMsg(f.int("mine", minimum=0, maximum=MAX_MARK), yours)
     msg_id = check_id("data.msg_id", f.raw("msg_id"))
     if kind is AppKind.PROGRESS:
         state_text = f.req_str("state", max_len=32)

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 from protocol.envelope import Envelope
 from protocol.errors import ErrorCode
 from protocol.freshness import DEFAULT_SKEW_S
-from protocol.link.app import NotTakenMsg
+from protocol.link.app import MarksMsg, NotTakenMsg
 from protocol.link.handshake import HostRole
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
@@ -58,7 +58,7 @@ class AppLink:
         self.app = app
         self.clock = clock
         self.bridge_up = False
-        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, at the last link up
+        self.bridge_clock_offset_s: float | None = None  # device clock minus bridge clock, last heard (status)
 
     def on_link_up(self, endpoint: DeviceEndpoint, host_info: bytes) -> None:
         try:
@@ -82,6 +82,19 @@ class AppLink:
         handler = self.app.handler
         if handler is not None:
             self._guard(lambda: handler.on_link_up(endpoint, host_info))
+
+    def on_marks(self, message: MarksMsg, endpoint: DeviceEndpoint) -> None:
+        handler = self.app.handler
+        if handler is not None and self.bridge_up:
+            self._guard(lambda: handler.on_marks(message, endpoint))
+
+    def on_bridge_clock(self, unix: int, endpoint: DeviceEndpoint) -> None:
+        if not self.bridge_up:
+            return
+        self.bridge_clock_offset_s = self.clock() - unix
+        handler = self.app.handler
+        if handler is not None:
+            self._guard(lambda: handler.on_bridge_clock(unix, endpoint))
 
     def on_instruction(self, envelope: Envelope, endpoint: DeviceEndpoint, expires_at: int | None = None) -> None:
         if not self.bridge_up:

@@ -14,6 +14,9 @@ Handler interface (the terminal service and the bootloader plug in here)
         def on_instruction(self, envelope: Envelope, endpoint) -> None
             # an InstructionMsg from the bridge: verify it yourself (receive_instruction), dedup by
             # msg_id, answer later with endpoint.send(ResultMsg | ProgressMsg | NotTakenMsg, tag).
+        def on_bridge_clock(self, unix: int, endpoint) -> None      # optional
+            # the bridge's clock, sent with an instruction (just before on_instruction): refresh your
+            # estimate of the bridge's time (terminal.bridge_clock).
         (optional) def on_instruction_expiring(self, envelope, expires_at: int, endpoint) -> None
             # the same with the bridge's expires_at (his-interface 1.1 C); a handler without it gets
             # on_instruction and applies its own default expiry
@@ -55,7 +58,7 @@ from typing import Protocol
 
 from protocol.envelope import Envelope
 from protocol.errors import ProtocolError
-from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, decode_app, encode_app
+from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, decode_app, encode_app
 from protocol.link.frame import FrameType, is_reliable, wire_time_s
 from protocol.link.handshake import DeviceIdentity, HostPeer, HostTrust
 from protocol.link.session import (
@@ -242,11 +245,18 @@ class DeviceEndpoint:
             log.warning("undecodable DATA from the bridge: %s", exc.message)
             return
         if isinstance(message, InstructionMsg):
+            hear = getattr(self.handler, "on_bridge_clock", None)  # optional: a handler that stamps results
+            if message.clock is not None and hear is not None:
+                hear(message.clock, self)
             if message.expires_at is not None and hasattr(self.handler, "on_instruction_expiring"):
                 self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)  # type: ignore[attr-defined]
             else:
                 self.handler.on_instruction(message.envelope, self)
         elif isinstance(message, CancelMsg) and hasattr(self.handler, "on_cancel"):
             self.handler.on_cancel(message.envelope, self)  # type: ignore[attr-defined]
+        elif isinstance(message, MarksMsg):
+            take = getattr(self.handler, "on_marks", None)  # optional: a handler with a journal
+            if take is not None:
+                take(message, self)
         else:
             log.warning("unexpected %s from the bridge ignored", type(message).__name__)

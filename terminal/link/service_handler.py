@@ -22,7 +22,7 @@ import math
 import threading
 
 from protocol.envelope import Envelope
-from protocol.link.app import ResultMsg
+from protocol.link.app import MarksMsg, ResultMsg
 from protocol.link.session import LinkNotUp
 from terminal.journal import PowerCut
 from terminal.service import TerminalService
@@ -44,9 +44,23 @@ class ServiceLinkHandler:
 
     # -- DeviceHandler ------------------------------------------------------------------------
     def on_link_up(self, endpoint: object, host_info: bytes) -> None:
+        key = _host_key(endpoint)
+        if key is not None:  # the high-water marks go first, before any result (docs/link-protocol.md section 7)
+            try:
+                endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]
+            except LinkNotUp:
+                return
         with self._lock:
             self._endpoint = endpoint
         self.service.link_up(bridge_clock=bridge_clock(host_info))
+
+    def on_marks(self, message: MarksMsg, endpoint: object) -> None:
+        key = _host_key(endpoint)
+        if key is not None:
+            self.service.bridge_marks(key, message)
+
+    def on_bridge_clock(self, unix: int, endpoint: object) -> None:
+        self.service.bridge_clock_heard(float(unix))
 
     def on_instruction(self, envelope: Envelope, endpoint: object) -> None:
         self.service.submit_instruction(envelope)
@@ -87,6 +101,11 @@ class ServiceLinkHandler:
                 log.info("link went down while sending; results will be re-sent after it comes back")
             except PowerCut:
                 return
+
+
+def _host_key(endpoint: object) -> bytes | None:
+    peer = getattr(endpoint, "host_peer", None)
+    return None if peer is None else bytes(peer.public_key)
 
 
 def bridge_clock(host_info: bytes) -> float | None:

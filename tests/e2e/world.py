@@ -47,6 +47,17 @@ FAST_GATEWAY_CHANNELS = {"read_timeout_s": 2.0}
 PIN = demo_setup.DEMO_PIN
 
 
+class SteppedClock:
+    """The cashier PC's wall clock as the bridge reads it: real time plus `offset_s`, which a test
+    steps (an NTP correction, someone setting the clock by hand) while everything runs."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_s
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,6 +143,8 @@ class SimWorld:
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
     _n: int = 0
     bridge_journal: dict[str, object] = field(default_factory=dict)  # extra [journal] settings of the bridges
+    pc_clock: SteppedClock = field(default_factory=SteppedClock)  # every bridge's clock: tests step it
+    polling: dict[str, dict[str, float]] = field(default_factory=lambda: {c: dict(FAST_POLLING) for c in ("WECHAT", "ALIPAY")})
 
     def __post_init__(self) -> None:
         self.signing = demo_setup.ensure_signing_key(self.root / "signing")
@@ -165,7 +178,7 @@ class SimWorld:
         self.gateway.enroll(device.record(), tuple(terminals)[0], hospital_id=hospital)
         return demo_setup.configuration_image(device, self.records, self.signing, keys_text=self.keys_text,
                                               gateway={"url": self.gateway_url}, version=version,
-                                              polling={c: dict(FAST_POLLING) for c in ("WECHAT", "ALIPAY")},
+                                              polling=self.polling,
                                               terminals_csv=demo_setup.terminals_csv(tuple(terminals), device.device_id))
 
     def start_device(self, directory: Path, link: LinkKind, *, baud: int | None = None) -> VirtualDevice:
@@ -202,7 +215,9 @@ class SimWorld:
             "journal": dict(self.bridge_journal),
         }, base_dir=directory)
         setup_logging(config.log.level, config.log.file)
-        bridge = Bridge(config, usb_backend=usb_backend).start()
+        bridge = Bridge(config, usb_backend=usb_backend, clock=self.pc_clock)
+        bridge.relay.recheck_s = 0.2  # held results are checked again at once when a clock is put right
+        bridge.start()
         self._cleanups.append(bridge.stop)
         return bridge
 

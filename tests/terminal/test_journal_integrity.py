@@ -153,3 +153,27 @@ def test_a_full_disk_refuses_with_storage_unavailable_shows_it_and_recovers(smal
         assert service.view().order_no == "MZ-FULL"  # accepted: the cashier can scan now
     finally:
         service.close()
+
+
+def test_a_rotted_sealed_refund_instruction_is_found(tmp_path: Path) -> None:
+    """The refund instruction as HIS sealed it is what the gateway checks a refund against: one byte
+    of it rotted must lock the journal (schema 3 gives sealed_instructions a row checksum)."""
+    from terminal.journal import Journal, JournalIntegrityError
+    from terminal.machine import Kind
+
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    with journal.transaction("refund:new->queued") as tx:
+        seq = tx.add_instruction(kid="k", msg_id="M1", envelope_ts=1, terminal_id="T0001", order_no="MZ1", kind=Kind.REFUND,
+                                 amount_fen=500, display=None, now=1.0, salt="s", envelope=b'{"amount":"-5.00"}')
+    assert journal.sealed_instruction(seq) == b'{"amount":"-5.00"}'
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE sealed_instructions SET envelope=? WHERE seq=?", (b'{"amount":"-9.00"}', seq))
+    reopened = Journal(path)
+    assert reopened.locked and "sealed_instructions" in reopened.integrity.reason
+    reopened.close()
+    live = Journal(path, verify_recent=0)  # even when the open check does not reach it, reading it does
+    with pytest.raises(JournalIntegrityError):
+        live.sealed_instruction(seq)
+    live.close()

@@ -1,0 +1,104 @@
+"""Issue 14: high-water marks exchanged at authenticated link-up. Each side keeps the other's mark,
+so a rollback of the WHOLE storage of one side (its journal and its own mark file put back from an
+old copy: the local mark check cannot see it) is found by the peer at the next link-up, and the
+rolled-back side locks itself; the documented recovery unlocks it."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import requests
+
+from bridge.journal_admin import accept_current
+from firmware_sim.device import LinkKind, Power
+from firmware_sim.faults import parse_fault
+from protocol.messages import PayStatus
+from terminal.journal_admin import accept_current as pos_accept_current
+from tests.e2e.world import Rig, SimWorld, new_order, wait_until
+
+
+def pay_once(rig: Rig, amount: str = "+3.00") -> str:
+    code = rig.issue("WECHAT")
+    pending = rig.pay(new_order(), amount)
+    rig.screen_is("awaiting_scan")
+    rig.device.scan(code)
+    assert pending.result().pay_status is PayStatus.SUCCESS
+    return pending.msg_id
+
+
+def relink(rig: Rig) -> None:
+    rig.device.inject(parse_fault({"fault": "unplug"}))
+    rig.device.inject(parse_fault({"fault": "replug"}))
+    assert rig.device.wait_link_up(15)
+
+
+def journal_files(path: Path) -> list[Path]:
+    return [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+
+
+def snapshot(path: Path, into: Path) -> None:
+    into.mkdir()
+    for f in journal_files(path):
+        shutil.copy2(f, into / f.name)
+
+
+def put_back(path: Path, snap: Path) -> None:
+    for f in journal_files(path):
+        f.unlink()
+    for f in snap.iterdir():
+        shutil.copy2(f, path.parent / f.name)
+
+
+def restart_bridge(world: SimWorld, rig: Rig, between=lambda: None) -> None:  # type: ignore[no-untyped-def]
+    rig.bridge.stop(grace_s=0.5)
+    between()
+    rig.bridge = world.start_bridge(rig.device)
+    rig.client = dataclasses.replace(rig.client, bridge_url=rig.bridge.url)
+
+
+def test_a_bridge_whose_whole_journal_was_rolled_back_is_found_by_the_pos_and_locks(world: SimWorld, tmp_path: Path) -> None:
+    rig = world.rig(LinkKind.TCP)
+    pay_once(rig)
+    path = rig.bridge.config.journal.path
+    restart_bridge(world, rig, lambda: snapshot(path, tmp_path / "old"))  # yesterday's copy of the PC's disk
+    pay_once(rig)
+    relink(rig)  # the POS now holds the bridge's newer mark
+    wait_until(lambda: rig.bridge.journal.peer_mark(rig.bridge.relay._peer(rig.device.identity.device_id)) is not None)
+    restart_bridge(world, rig, lambda: put_back(path, tmp_path / "old"))  # journal and its mark file, together
+    wait_until(lambda: rig.bridge.journal.locked, what="the bridge to find out from the POS")
+    health = rig.bridge.health()
+    assert health["status"] == "locked" and "rolled back" in health["journal"]["integrity"]["reason"]
+    refused = requests.post(f"{rig.bridge.url}/v1/instructions", data=b"{}", timeout=10)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "journal_integrity"
+    held = int(health["journal"]["integrity"]["reason"].split("holds high-water mark ")[1].split()[0])
+    # The documented recovery when no newer backup exists: accept the journal, at the POS's mark.
+    restart_bridge(world, rig, lambda: accept_current(path, at_least=held))
+    assert not rig.bridge.journal.locked
+    assert rig.device.wait_link_up(15)
+    pay_once(rig)
+
+
+def test_a_pos_whose_whole_storage_was_rolled_back_is_found_by_the_bridge_and_locks(world: SimWorld, tmp_path: Path) -> None:
+    rig = world.rig(LinkKind.TCP)
+    pay_once(rig)
+    journal = rig.device.options.storage / "app" / "journal.db"
+    rig.device.inject(parse_fault({"fault": "power_cut"}))
+    wait_until(lambda: rig.device.power is Power.OFF)
+    snapshot(journal, tmp_path / "old")
+    rig.device.inject(parse_fault({"fault": "power_on"}))
+    assert rig.device.wait_link_up(15)
+    pay_once(rig)
+    relink(rig)  # the bridge now holds the POS's newer mark
+    rig.device.inject(parse_fault({"fault": "power_cut"}))
+    wait_until(lambda: rig.device.power is Power.OFF)
+    put_back(journal, tmp_path / "old")
+    rig.device.inject(parse_fault({"fault": "power_on"}))
+    assert rig.device.wait_link_up(15)
+    pending = rig.pay(new_order(), "+1.00", wait_s=5)
+    outcome = pending.outcome()
+    assert outcome.result is None and outcome.last_event is not None and outcome.last_event["code"] == "journal_integrity"
+    view = rig.device.screen()
+    assert view.journal_problem is not None
+    assert rig.device.screen().screen.value == "idle"  # nothing shown, nothing charged
