@@ -22,11 +22,12 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from bench.proctree import run_sampled
 
 DAY = datetime.date(2026, 11, 22)
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
@@ -236,12 +237,15 @@ def _peak():
 
 
 def _child(code: str, args: dict[str, object]) -> dict[str, object]:
-    """Run code in a fresh interpreter (from the project root); its JSON answer."""
-    done = subprocess.run([sys.executable, "-c", _PEAK + code, json.dumps(args)], capture_output=True,
-                          cwd=str(Path(__file__).resolve().parent.parent), check=False)
+    """Run code in a fresh interpreter (from the project root); its JSON answer, with the peak PSS
+    of its whole process tree (bench.proctree) as `tree_peak_kib`."""
+    done, peak = run_sampled([sys.executable, "-c", _PEAK + code, json.dumps(args)], cwd=str(Path(__file__).resolve().parent.parent))
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {done.stderr.decode(errors='replace')[-2000:]}")
-    return json.loads(done.stdout)
+    answer = json.loads(done.stdout)
+    answer["tree_peak_kib"] = peak.peak_kib
+    answer["tree_processes"] = peak.processes
+    return answer
 
 
 _DEMO = r"""

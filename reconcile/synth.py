@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import multiprocessing
 import random
 from pathlib import Path
 from typing import NamedTuple
@@ -223,10 +222,19 @@ def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-de
         return (msg, KID, accepted, TERMINAL_ID, DEVICE_ID, order, amount, "result_stored", accepted, finished, "R-" + msg, b"{}", finished,
                 status, channel, pay, result_amount, finished, error)
 
+    from bridge.journal import Journal
+
     db = sqlite3.connect(path)
     try:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
+        # The per-state counts the bridge keeps by triggers cost a third of the insert: they go,
+        # and the bridge rebuilds them from the rows when it next opens the journal (below).
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'instructions'").fetchall()
+        with db:
+            for (name,) in triggers:
+                db.execute(f'DROP TRIGGER "{name}"')
+            db.execute("DROP TABLE IF EXISTS state_counts")
         with db:
             db.executemany(
                 "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, accepted_at, "
@@ -234,12 +242,13 @@ def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-de
                 "error_code) VALUES (?, ?, x'00', x'7b7d', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", map(full, rows))
     finally:
         db.close()
+    Journal(Path(path), synchronous="NORMAL").close()
 
 
 def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     from firmware_sim.sandbox.bills import PaymentLine, RefundLine
 
-    paid = _paid_msgs(txns)
+    paid = paid_msgs(txns)
     payments, refunds = [], []
     for t in txns:
         if t.channel != channel:
@@ -257,7 +266,7 @@ def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     return payments, refunds
 
 
-def _paid_msgs(txns: list[Txn]) -> dict[str, str]:
+def paid_msgs(txns: list[Txn]) -> dict[str, str]:
     """Order number -> the msg_id of its collection that moved money (what a refund refunds): one
     pass over the day, not one per refund."""
     paid: dict[str, str] = {}
@@ -285,29 +294,17 @@ def write_alipay(path: Path, txns: list[Txn], day: datetime.date, *, pid: str = 
 
 
 def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool = False) -> dict[str, Path]:
-    """Every source of the day into `folder`. `bulk` (large days): the journal in bulk, and where
-    processes can fork, the journal and the HIS ledger in a second process while this one writes
-    the bills (the day is shared, not copied)."""
+    """Every source of the day into `folder`. `bulk` (large days): reconcile.synth_bulk writes the
+    same bytes straight from the transactions, in two processes where they can fork."""
+    if bulk:
+        from reconcile.synth_bulk import write_large_day
+
+        return write_large_day(folder, day, txns)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db",
              "wechat": folder / f"wechat-{day:%Y%m%d}.csv", "alipay": folder / f"alipay-{day:%Y%m%d}.zip"}
-
-    def books() -> None:
-        write_his(files["his"], txns)
-        write_journal(files["journal"], txns, bulk=bulk)
-
-    child = None
-    if bulk and "fork" in multiprocessing.get_all_start_methods():
-        child = multiprocessing.get_context("fork").Process(target=books, name="synth-books")
-        child.start()
-    else:
-        books()
-    try:
-        write_wechat(files["wechat"], txns)
-        write_alipay(files["alipay"], txns, day)
-    finally:
-        if child is not None:
-            child.join()
-    if child is not None and child.exitcode != 0:
-        raise RuntimeError(f"writing the HIS ledger and the journal failed (exit status {child.exitcode})")
+    write_his(files["his"], txns)
+    write_journal(files["journal"], txns)
+    write_wechat(files["wechat"], txns)
+    write_alipay(files["alipay"], txns, day)
     return files
