@@ -48,6 +48,7 @@ class Txn(NamedTuple):
     his_fen: int | None = None  # HIS books another amount
     his_rows: int = 1  # 2: the HIS export lists it twice
     error_code: str | None = None
+    platform: str = ""  # the gateway's ledger: "" as the channel says, "missing" no row, or the state it is stuck in ("reversing")
 
 
 def out_trade_no(msg_id: str, attempt: int = 1) -> str:
@@ -141,11 +142,51 @@ def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
         # duplicate: an earlier attempt of an instruction was charged too (the channel holds it twice)
         Txn("HIS-TWICE", "MZ-TWICE", COLLECT, 700, "WECHAT", at + 100, "SUCCESS", t9, "SUCCESS",
             (BillRow("pay", t9, "", 700, at + 100, attempt=2), BillRow("pay", w(10), "", 700, at + 95, attempt=1))),
+        # the platform leg (with a platform ledger only): HIS, ours and the channel agree, the gateway's ledger does not
+        Txn("HIS-PLAT-LOST", "MZ-PLAT-LOST", COLLECT, 1800, "WECHAT", at + 110, "SUCCESS", w(11), "SUCCESS",
+            (BillRow("pay", w(11), "", 1800, at + 110),), platform="missing"),
+        Txn("HIS-PLAT-STUCK", "MZ-PLAT-STUCK", COLLECT, 2600, "ALIPAY", at + 120, "FAILED", "", "FAILED", platform="reversing"),
     ]
     return txns
 
 
 # -- writers ----------------------------------------------------------------------------------
+
+PLATFORM_HEADER = ("#his-platform-ledger-v1\n#hospital={hospital}\n#day={day}\n"
+                   "kind,order_no,out_no,instruction_msg_id,terminal_id,device_id,channel,amount,state,channel_id,created_at,finished_at\n")
+
+
+def platform_rows(txns: list[Txn]):  # type: ignore[no-untyped-def]
+    """What the gateway's ledger holds for each transaction, as `gateway-admin ledger export` writes
+    it (gateway/ledger_export.py): the channel's truth (the bill), unless `Txn.platform` says otherwise."""
+    for t in txns:
+        if t.platform == "missing" or t.error_code == "duplicate_order":  # a replayed result started nothing at the gateway
+            continue
+        pays = [b for b in t.bill if b.kind == "pay"]
+        if t.direction == COLLECT:
+            kind, out_no, msg = "payment", out_trade_no(t.msg_id, pays[0].attempt if pays else 1), ""
+            reversed_ = any(b.kind == "reversal" for b in t.bill)
+            state = "closed" if reversed_ else "succeeded" if pays else "failed"
+            channel_id = pays[0].channel_id if pays else ""
+        else:
+            kind, out_no, msg = "refund", out_refund_no(t.msg_id), t.msg_id
+            done = [b for b in t.bill if b.kind == "refund"]
+            state = "succeeded" if done else "failed"
+            channel_id = (done[0].refund_id or done[0].channel_id) if done else ""
+        state = t.platform or state
+        yield kind, t.order_no, out_no, msg, t.channel, t.fen, state, channel_id, t.at - 3, t.at
+
+
+def write_platform(path: Path, txns: list[Txn], day: datetime.date, *, hospital: str = "H001") -> Path:
+    lines = [PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat())]
+    n = 0
+    for kind, order_no, out_no, msg, channel, fen, state, channel_id, created, finished in platform_rows(txns):
+        lines.append(f"{kind},{order_no},{out_no},{msg},{TERMINAL_ID},{DEVICE_ID},{channel},{format_yuan(fen)},{state},{channel_id},"
+                     f"{_stamp(created)},{_stamp(finished)}\n")
+        n += 1
+    lines.append(f"#END,{n}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 @functools.lru_cache(maxsize=1024)
 def _stamp(at: int) -> str:
@@ -293,6 +334,11 @@ def write_alipay(path: Path, txns: list[Txn], day: datetime.date, *, pid: str = 
     return path
 
 
+def day_files(folder: Path, day: datetime.date) -> dict[str, Path]:
+    return {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db", "wechat": folder / f"wechat-{day:%Y%m%d}.csv",
+            "alipay": folder / f"alipay-{day:%Y%m%d}.zip", "platform": folder / f"platform-{day:%Y%m%d}.csv"}
+
+
 def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool = False) -> dict[str, Path]:
     """Every source of the day into `folder`. `bulk` (large days): reconcile.synth_bulk writes the
     same bytes straight from the transactions, in two processes where they can fork."""
@@ -301,10 +347,10 @@ def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool =
 
         return write_large_day(folder, day, txns)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db",
-             "wechat": folder / f"wechat-{day:%Y%m%d}.csv", "alipay": folder / f"alipay-{day:%Y%m%d}.zip"}
+    files = day_files(folder, day)
     write_his(files["his"], txns)
     write_journal(files["journal"], txns)
     write_wechat(files["wechat"], txns)
     write_alipay(files["alipay"], txns, day)
+    write_platform(files["platform"], txns, day)
     return files

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from protocol.amount import format_yuan
 from reconcile.model import COLLECT
-from reconcile.synth import CHINA, DEVICE_ID, Txn, insert_journal_rows, out_refund_no, out_trade_no, paid_msgs
+from reconcile.synth import (CHINA, DEVICE_ID, PLATFORM_HEADER, TERMINAL_ID, Txn, day_files, insert_journal_rows, out_refund_no, out_trade_no,
+                             paid_msgs, platform_rows)
 
 APPID, MCH_ID, PID = "wx2421b1c4370ec43b", "1900000109", "2088102146225135"
 BUYER, LOGON, SUBJECT = "oUser0001", "oUser0001", "门诊缴费"  # the logon id of a buyer id this short is the id itself
@@ -182,6 +183,16 @@ def his_text(txns: list[Txn]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def platform_text(txns: list[Txn], day: datetime.date, hospital: str = "H001") -> str:
+    texts = _Texts()
+    lines = [PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat())]
+    for kind, order_no, out_no, msg, channel, fen, state, channel_id, created, finished in platform_rows(txns):
+        lines.append(f"{kind},{order_no},{out_no},{msg},{TERMINAL_ID},{DEVICE_ID},{channel},{texts.yuan(fen)},{state},{channel_id},"
+                     f"{texts.stamp(created)},{texts.stamp(finished)}\n")
+    lines.append(f"#END,{len(lines) - 1}\n")
+    return "".join(lines)
+
+
 def write_journal(path: Path, txns: list[Txn]) -> None:
     from bridge.journal import Journal
 
@@ -196,8 +207,7 @@ def write_journal(path: Path, txns: list[Txn]) -> None:
 def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[str, Path]:
     """Every source of the day into `folder` (the names reconcile.synth.write_day uses)."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db",
-             "wechat": folder / f"wechat-{day:%Y%m%d}.csv", "alipay": folder / f"alipay-{day:%Y%m%d}.zip"}
+    files = day_files(folder, day)
     child = None
     if "fork" in multiprocessing.get_all_start_methods():  # the day is shared with the child, not copied
         child = multiprocessing.get_context("fork").Process(target=write_journal, args=(files["journal"], txns), name="synth-journal")
@@ -209,6 +219,8 @@ def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[s
         bills = bill_rows(txns)
         files["wechat"].write_bytes(wechat_text(bills["WECHAT"]).encode("utf-8"))
         files["alipay"].write_bytes(alipay_zip(bills["ALIPAY"], day))
+        del bills
+        files["platform"].write_text(platform_text(txns, day), encoding="utf-8")
     finally:
         if child is not None:
             child.join()

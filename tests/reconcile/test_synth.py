@@ -34,7 +34,7 @@ def test_bulk_writer_writes_the_same_sources_as_the_sandbox_writers(tmp_path: Pa
     txns = synth.every_class_day(DAY, 400)
     slow = synth.write_day(tmp_path / "slow", DAY, txns)
     fast = write_large_day(tmp_path / "fast", DAY, txns)
-    for name in ("his", "wechat"):
+    for name in ("his", "wechat", "platform"):
         assert fast[name].read_bytes() == slow[name].read_bytes(), name
     assert _zip_members(fast["alipay"]) == _zip_members(slow["alipay"])
     assert _journal(fast["journal"]) == _journal(slow["journal"])
