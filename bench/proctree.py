@@ -17,8 +17,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-# Sampling interval: reading smaps_rollup walks the page tables (~1 ms per GiB mapped).
-INTERVAL_S = 0.02
+# Sampling interval: reading smaps_rollup walks the page tables, which costs CPU on a shared machine;
+# a reconciliation's peak lasts seconds (its columns), far longer than this.
+INTERVAL_S = 0.1
 
 
 def _children(pid: int) -> list[int]:
