@@ -7,8 +7,8 @@ a timestamp text per second of the day and a yuan text per amount are made once 
 thousand of each), and each line is one f-string. The bytes are the sandbox's: the test
 tests/reconcile/test_synth.py compares both writers on a day with every case.
 
-The journal (the slowest: SQLite maintains its indexes) is written by a second process where
-processes can fork, while this one writes the HIS ledger and the bills.
+The HIS ledger and the journal (the slowest: SQLite maintains its indexes) are written by a second
+process where processes can fork, while this one writes the bills and the platform's ledger.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from protocol.amount import format_yuan
 from reconcile.model import COLLECT
 from reconcile.synth import (CHINA, DEVICE_ID, PLATFORM_HEADER, TERMINAL_ID, Txn, day_files, insert_journal_rows, out_refund_no, out_trade_no,
-                             paid_msgs, platform_rows)
+                             paid_msgs)
 
 APPID, MCH_ID, PID = "wx2421b1c4370ec43b", "1900000109", "2088102146225135"
 BUYER, LOGON, SUBJECT = "oUser0001", "oUser0001", "门诊缴费"  # the logon id of a buyer id this short is the id itself
@@ -71,20 +71,29 @@ class _Bill:
         return [line for _, line in rows]
 
 
-def bill_rows(txns: list[Txn]) -> dict[str, _Bill]:
-    """Every bill row of the day, formatted: {"WECHAT": ..., "ALIPAY": ...}."""
+def bill_rows(txns: list[Txn], platform: list[str] | None = None) -> dict[str, _Bill]:
+    """Every bill row of the day, formatted: {"WECHAT": ..., "ALIPAY": ...}; and into `platform`,
+    the lines of the platform's ledger (reconcile.synth.platform_rows, in the same pass: the
+    merchant order numbers are hashed once)."""
     texts = _Texts()
     stamp, yuan = texts.stamp, texts.yuan
     paid = paid_msgs(txns)
     bills = {"WECHAT": _Bill(), "ALIPAY": _Bill()}
     wx = bills["WECHAT"]
+    plat = platform.append if platform is not None else None
     for t in txns:
-        if not t.bill:
+        rows = t.bill
+        collect = t.direction == COLLECT
+        # A collection's merchant order number (its first bill row's attempt), hashed once for both files.
+        first = out_trade_no(t.msg_id, rows[0].attempt) if collect and rows else None
+        if plat is not None and t.platform != "missing" and t.error_code != "duplicate_order":
+            plat(_platform_line(t, texts, first))
+        if not rows:
             continue
         bill = bills[t.channel]
-        payer = t.msg_id if t.direction == COLLECT else paid.get(t.order_no, t.msg_id)
-        for b in t.bill:
-            trade = out_trade_no(payer, b.attempt)
+        payer = t.msg_id if collect else paid.get(t.order_no, t.msg_id)
+        for b in rows:
+            trade = first if first is not None and b.attempt == rows[0].attempt else out_trade_no(payer, b.attempt)
             at, fen = b.at, b.fen
             when, amount = stamp(at), yuan(fen)
             if b.kind == "pay":
@@ -183,14 +192,32 @@ def his_text(txns: list[Txn]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def platform_text(txns: list[Txn], day: datetime.date, hospital: str = "H001") -> str:
-    texts = _Texts()
-    lines = [PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat())]
-    for kind, order_no, out_no, msg, channel, fen, state, channel_id, created, finished in platform_rows(txns):
-        lines.append(f"{kind},{order_no},{out_no},{msg},{TERMINAL_ID},{DEVICE_ID},{channel},{texts.yuan(fen)},{state},{channel_id},"
-                     f"{texts.stamp(created)},{texts.stamp(finished)}\n")
-    lines.append(f"#END,{len(lines) - 1}\n")
-    return "".join(lines)
+def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
+    """One line of the platform's ledger: what reconcile.synth.platform_rows says of `t` (`trade`:
+    the merchant order number of its first bill row, if it has one)."""
+    bill = t.bill
+    if t.direction == COLLECT:
+        first = bill[0] if bill and bill[0].kind == "pay" else next((b for b in bill if b.kind == "pay"), None)
+        out_no = trade if first is not None and first is bill[0] and trade else out_trade_no(t.msg_id, first.attempt if first else 1)
+        kind, msg = "payment", ""
+        state = ("closed" if any(b.kind == "reversal" for b in bill) else "succeeded") if first else "failed"
+        channel_id = first.channel_id if first else ""
+    else:
+        done = next((b for b in bill if b.kind == "refund"), None)
+        kind, out_no, msg = "refund", out_refund_no(t.msg_id), t.msg_id
+        state, channel_id = ("succeeded", done.refund_id or done.channel_id) if done else ("failed", "")
+    return (f"{kind},{t.order_no},{out_no},{msg},{TERMINAL_ID},{DEVICE_ID},{t.channel},{texts.yuan(t.fen)},{t.platform or state},{channel_id},"
+            f"{texts.stamp(t.at - 3)},{texts.stamp(t.at)}\n")
+
+
+def platform_text(lines: list[str], day: datetime.date, hospital: str = "H001") -> str:
+    return PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat()) + "".join(lines) + f"#END,{len(lines)}\n"
+
+
+def write_books(his: Path, journal: Path, txns: list[Txn]) -> None:
+    """The hospital's side: the HIS ledger and the bridge journal."""
+    his.write_text(his_text(txns), encoding="utf-8")
+    write_journal(journal, txns)
 
 
 def write_journal(path: Path, txns: list[Txn]) -> None:
@@ -210,20 +237,20 @@ def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[s
     files = day_files(folder, day)
     child = None
     if "fork" in multiprocessing.get_all_start_methods():  # the day is shared with the child, not copied
-        child = multiprocessing.get_context("fork").Process(target=write_journal, args=(files["journal"], txns), name="synth-journal")
+        child = multiprocessing.get_context("fork").Process(target=write_books, args=(files["his"], files["journal"], txns), name="synth-books")
         child.start()
     else:
-        write_journal(files["journal"], txns)
+        write_books(files["his"], files["journal"], txns)
     try:
-        files["his"].write_text(his_text(txns), encoding="utf-8")
-        bills = bill_rows(txns)
+        platform: list[str] = []
+        bills = bill_rows(txns, platform)
         files["wechat"].write_bytes(wechat_text(bills["WECHAT"]).encode("utf-8"))
         files["alipay"].write_bytes(alipay_zip(bills["ALIPAY"], day))
         del bills
-        files["platform"].write_text(platform_text(txns, day), encoding="utf-8")
+        files["platform"].write_text(platform_text(platform, day), encoding="utf-8")
     finally:
         if child is not None:
             child.join()
     if child is not None and child.exitcode != 0:
-        raise RuntimeError(f"writing the bridge journal failed (exit status {child.exitcode})")
+        raise RuntimeError(f"writing the HIS ledger and the bridge journal failed (exit status {child.exitcode})")
     return files
