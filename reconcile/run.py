@@ -28,8 +28,11 @@ from reconcile.store import StateStore, carried_before
 from reconcile.wechat_bill import read_wechat_bill
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
-# Bills this large (bytes, all channels) are parsed in a second process (see match_day).
+# Bills this large (bytes, all channels) are parsed in a second process (see match_day)...
 PARALLEL_FROM_BYTES = 16 << 20
+# ...unless the journals are this large (about 4M instructions): the worker holds its own copy of
+# the funds columns, and beyond this, one process keeps the peak memory lower (docs/reconciliation.md §8).
+PARALLEL_UP_TO_JOURNAL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,8 @@ def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
     # A second process pays for itself (~0.2 s to start) from a few hundred thousand rows on. It
     # repeats part of the work (reading the journal), so it needs a second core to gain anything.
     size = sum(p.stat().st_size for _, p in bills if p.exists())
-    return 2 if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1 else 1
+    journals = sum(j.stat().st_size for j in cfg.journals if j.exists())
+    return 2 if size >= PARALLEL_FROM_BYTES and journals <= PARALLEL_UP_TO_JOURNAL_BYTES and (os.cpu_count() or 1) > 1 else 1
 
 
 def _format_time(at: object, tz: datetime.tzinfo) -> str:
