@@ -112,10 +112,12 @@ def generate(folder: Path, n: int) -> dict[str, Path]:
             order, trade, fen = paid.pop(j)
             part = max(1, fen // 4)
             channel = "WECHAT" if j % 3 != 0 else "ALIPAY"
-            refund_id = f"5030{i:024d}" if channel == "WECHAT" else trade
+            # Our results name a WeChat refund by its refund id, an Alipay one by our out_request_no (as Alipay does).
+            refund_id = f"5030{i:024d}" if channel == "WECHAT" else f"R{i:031d}"
             amount = "-" + _yuan(part)
             journal_rows.append((msg, order, amount, "REFUNDED", channel, refund_id, amount, at))
-            plat_f.write(f"refund,{order},{refund_id},{msg},T0001,D-SN-000123,{channel},{_yuan(part)},succeeded,{refund_id},{stamp},{stamp}\n")
+            plat_f.write(f"refund,{order},R{i:031d},{msg},T0001,D-SN-000123,{channel},{_yuan(part)},succeeded,"
+                         f"{refund_id if channel == 'WECHAT' else trade},{stamp},{stamp}\n")
             plat_rows += 1
             his_f.write(f"{order},{msg},-,{_yuan(part)},SUCCESS,{channel},{refund_id},{stamp}\n".encode())
             his_rows += 1

@@ -10,6 +10,7 @@ difference, and the totals per channel are summed at C speed.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -149,18 +150,26 @@ class Conclusions:
             return DiffClass.AMOUNT, Reason.PLATFORM_AMOUNT
         return DiffClass.STATUS, Reason.PLATFORM_DISAGREES
 
-    def _units_by_amount(self, wanted: set[tuple[int, int, int]]) -> dict[tuple[int, int, int], list[int]]:
+    def _units_by_amount(self, wanted: set[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[list[int], list[int]]]:
         """Our records of these (channel, direction, fen), replayed results and duplicates left
-        out: one pass over an amount key computed at C speed (fen * 8 + channel * 2 + collect)."""
+        out, as (times, records) sorted by time: one pass over an amount key computed at C speed
+        (fen * 8 + channel * 2 + collect)."""
         if not wanted:
             return {}
         amount_keys = array("q", map(add, map(mul, self._o_fen, repeat(8)), map(add, map(mul, self._o_chan, repeat(2)), map(gt, self._o_dir, repeat(0)))))
         found = self._find(amount_keys, {f * 8 + c * 2 + (d > 0) for c, d, f in wanted})
-        flags = self._o_flags
-        return {(c, d, f): [i for i in found.get(f * 8 + c * 2 + (d > 0), []) if not flags[i] & (DUP_OURS | FLAG_ECHO)] for c, d, f in wanted}
+        flags, epoch_of, o_at = self._o_flags, self._epoch_of, self._o_at
+        out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
+        for c, d, f in wanted:
+            # By time, so that a bill trade looks only at its window (a day has few distinct amounts:
+            # scanning every record of one amount for each trade would be quadratic).
+            timed = sorted((at, i) for i in found.get(f * 8 + c * 2 + (d > 0), []) if not flags[i] & (DUP_OURS | FLAG_ECHO)
+                           for at in (epoch_of(o_at[i]),) if at is not None)
+            out[(c, d, f)] = ([at for at, _ in timed], [i for _, i in timed])
+        return out
 
     def _unit_for_bill_trade(self, e: Entry, net: int, by_order: dict[str, list[int]],
-                             by_amount: dict[tuple[int, int, int], list[int]]) -> tuple[int | None, bool]:
+                             by_amount: dict[tuple[int, int, int], tuple[list[int], list[int]]]) -> tuple[int | None, bool]:
         """Our instruction behind a bill trade whose channel id our journal does not have.
 
         The journal has no channel id for a payment the POS believes failed (or for a second,
@@ -175,11 +184,9 @@ class Conclusions:
         when = self._epoch_of(e.at)
         if when is None:
             return None, False
-        near = []
-        for i in by_amount.get((e.channel, e.direction, abs(net)), []):
-            at = self._epoch_of(self._o_at[i])
-            if at is not None and abs(at - when) <= PROBABLE_WINDOW_S:
-                near.append((bool(self._c_kind[i]), abs(at - when), i))
+        ats, records = by_amount.get((e.channel, e.direction, abs(net)), ([], []))
+        near = [(bool(self._c_kind[records[k]]), abs(ats[k] - when), records[k])
+                for k in range(bisect_left(ats, when - PROBABLE_WINDOW_S), bisect_right(ats, when + PROBABLE_WINDOW_S))]
         if not near:
             return None, False
         paid, _, i = min(near)
