@@ -18,6 +18,7 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin device disable POS-0001 --reason "stolen from the hall, police report 123"
     gateway-admin device show POS-0001
     gateway-admin audit
+    gateway-admin ledger export --hospital H001 --day 2026-11-22 --out platform-20261122.csv
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from protocol.messages import PayChannel
 from gateway.db import Database, open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import BUSINESS_TZ
+from gateway.ledger_export import write_export
 from gateway.migrations import LATEST
 from gateway.tenancy import Device, Directory, Mode
 from gateway.vault import read_master_key_file, vault_from_env, write_master_key_file
@@ -233,6 +235,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    """The day's platform ledger for reconciliation (gateway.ledger_export); read-only."""
+    try:
+        day = datetime.date.fromisoformat(args.day)
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"--day {args.day!r} is not a date: use YYYY-MM-DD") from None
+    db = _database(args)
+    try:
+        if args.out in (None, "-"):
+            n = write_export(db, args.hospital, day, sys.stdout)
+        else:
+            out = Path(args.out)
+            tmp = out.with_name(out.name + ".part")  # a reader never sees half a day
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="") as f:
+                    n = write_export(db, args.hospital, day, f)
+                os.replace(tmp, out)
+            except OSError as exc:
+                raise GatewayError(GatewayCode.BAD_INPUT, f"cannot write {out}: {exc.strerror or exc}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            sys.stderr.write(f"{n} row(s) of {args.hospital} on {day} written to {out}\n")
+    finally:
+        db.close()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
@@ -310,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audit", help="the latest audited actions")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_audit)
+
+    led = sub.add_parser("ledger", help="the ledger, read-only").add_subparsers(dest="sub", required=True)
+    s = led.add_parser("export", help="a hospital's day of payments and refunds for reconciliation (the platform leg)")
+    s.add_argument("--hospital", required=True, help="the hospital id")
+    s.add_argument("--day", required=True, help="the business day (Asia/Shanghai), YYYY-MM-DD")
+    s.add_argument("--out", help="the file to write (default: standard output)")
+    s.set_defaults(func=cmd_ledger_export)
     return p
 
 
