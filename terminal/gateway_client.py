@@ -94,6 +94,8 @@ class GatewayConnection:
 # guide and Alipay's face-to-face demo both: query every 5 s, reverse after about 30 s). The device
 # configuration's "polling" section overrides them.
 CADENCE = {PayChannel.WECHAT: (5.0, 30.0), PayChannel.ALIPAY: (5.0, 30.0)}  # the channels the gateway serves
+# WeChat Pay's POS guide: never reverse sooner than 15 s after micropay; Alipay documents no wait.
+REVERSE_NOT_BEFORE_S = {PayChannel.WECHAT: 15.0, PayChannel.ALIPAY: 0.0}
 # A lost mobile-network reply is retried at once with the same idempotency key: the gateway answers
 # the retry with the first outcome, so a retry can never charge twice.
 NETWORK_RETRIES = 2
@@ -120,6 +122,7 @@ class GatewayChannelClient:
         self.channel = channel
         self.terminal_id = terminal_id
         self.query_interval_s, self.pay_deadline_s = CADENCE[channel]
+        self.reverse_not_before_s = REVERSE_NOT_BEFORE_S[channel]
 
     def _post(self, path: str, body: dict) -> tuple[int, dict]:
         status, reply = self.connection.post(path, body)

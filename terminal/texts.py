@@ -66,6 +66,9 @@ REASON: dict[ResultCode, Text] = {
     ResultCode.REFUND_REJECTED: Text("支付渠道拒绝了退款", "The payment channel refused the refund"),
     ResultCode.EXPIRED: Text("指令已过期，未收款也未退款", "The instruction expired; nothing was charged or refunded"),
     ResultCode.WITHDRAWN: Text("HIS 已撤回该指令，未收款也未退款", "HIS withdrew this instruction; nothing was charged or refunded"),
+    ResultCode.MERCHANT_CONFIG: Text("商户支付配置有误，渠道未受理，未扣款。请联系服务商", "The merchant's payment settings are wrong; the channel did not process it, nothing moved. Call the provider"),
+    ResultCode.REFUND_WINDOW_CLOSED: Text("已超过渠道可退款期限（微信支付：一年），不能原路退款", "Past the channel's refund period (WeChat Pay: one year); it cannot be refunded to the patient's account"),
+    ResultCode.TOO_MANY_REFUNDS: Text("该笔支付的部分退款次数已达上限（微信支付：50次）", "This payment has had the most partial refunds the channel allows (WeChat Pay: 50)"),
 }
 
 
