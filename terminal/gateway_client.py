@@ -27,6 +27,7 @@ import requests
 
 from protocol.device_request import NONCE_SIZE, sign_request
 from protocol.messages import PayChannel, ResultCode
+from terminal.alarms import Alarm
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
 
 CONNECT_TIMEOUT_S = 5.0
@@ -208,3 +209,18 @@ class GatewayChannelClient:
 
     def download_bill(self, bill_date: datetime.date) -> bytes:
         raise NotImplementedError("bills are downloaded by the gateway, which holds the merchant keys; the POS never does")
+
+
+class GatewayAlarms:
+    """`terminal.alarms.AlarmSink` through the gateway: `POST /v1/alarm`, signed like every request.
+    Idempotent by (reference, reason): a report sent again is the same alarm."""
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self.connection = connection
+
+    def report(self, alarm: Alarm) -> bool:
+        body = {"idempotency_key": f"alarm-{alarm.reference}-{alarm.reason}"[:64], "reason": alarm.reason, "kind": alarm.kind,
+                "order_no": alarm.order_no, "amount_fen": alarm.amount_fen, "reference": alarm.reference,
+                "channel": alarm.channel.value if alarm.channel else None, "message": (alarm.message or "")[:256]}
+        status, _ = self.connection.post("/v1/alarm", body)
+        return status == 200

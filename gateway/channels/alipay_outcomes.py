@@ -150,9 +150,10 @@ def refund_query_outcome(node: Mapping[str, object], out_trade_no: str, out_refu
     if status in (None, ""):
         # Alipay: "未返回该字段表示退款请求未收到或者退款失败" — and a query soon after the refund can
         # miss one that succeeds later. Not final either way: a wrong REFUND_FAILED invites HIS to
-        # refund twice, a wrong REFUNDED books money that never moved. Query again with the same
-        # out_request_no (never a second refund call), then hand it to a person.
-        return RefundOutcome(RefundState.UNKNOWN, channel_code="no_refund_status",
+        # refund twice, a wrong REFUNDED books money that never moved. The POS sends the refund again
+        # with the same out_request_no (idempotent at Alipay: never a second refund) and queries again,
+        # within its budget, then hands it to a person.
+        return RefundOutcome(RefundState.UNCONFIRMED, channel_code="no_refund_status",
                              message="Alipay's refund query has no refund_status: not received yet, or failed")
     amount = _yuan(node, "refund_amount")
     if node.get("out_trade_no") != out_trade_no or node.get("out_request_no") != out_refund_no or amount is None:

@@ -56,6 +56,10 @@ class RefundState(enum.Enum):
     PROCESSING = "processing"  # accepted, not final: query again later
     FAILED = "failed"  # the channel confirms nothing was refunded
     NOT_FOUND = "not_found"  # refund query: no such refund
+    # Alipay's refund query without refund_status: "not received, or failed" — and an early query can
+    # miss a refund that succeeds later. Not final either way: the refund is sent again with the same
+    # out_request_no (idempotent) and queried again, within the budget, then a person decides.
+    UNCONFIRMED = "unconfirmed"
     UNKNOWN = "unknown"
     UNVERIFIED = "unverified"  # answered, but the reply failed verification
     ABNORMAL = "abnormal"  # WeChat CHANGE (退款异常): the bank bounced it; a person resolves it on the merchant platform

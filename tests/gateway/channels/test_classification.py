@@ -111,7 +111,7 @@ def test_alipay_refund_query_without_refund_status_is_not_final_either_way(sandb
     assert client.refund(out_trade_no=otn, out_refund_no=otn + "R1", total_fen=1000, refund_fen=400, reason="x").state is RefundState.SUCCESS
     sandbox.control("POST", "/scripts", {"channel": "ALIPAY", "out_trade_no": otn, "answer": "alipay_refund_status_missing"})
     unsure = client.refund_query(out_trade_no=otn, out_refund_no=otn + "R1")
-    assert unsure.state is RefundState.UNKNOWN and unsure.channel_code == "no_refund_status"
+    assert unsure.state is RefundState.UNCONFIRMED and unsure.channel_code == "no_refund_status"
     assert disposition(unsure) is Disposition.RETRYABLE  # never REFUNDED, never "no such refund"
     again = client.refund_query(out_trade_no=otn, out_refund_no=otn + "R1")  # the same out_request_no
     assert (again.state, again.refunded_fen) == (RefundState.SUCCESS, 400)
@@ -123,7 +123,7 @@ def test_alipay_refund_query_of_a_refund_never_made_is_not_final_either(sandbox,
     client, code, otn = clients[PayChannel.ALIPAY], _issue(sandbox, PayChannel.ALIPAY), order_no()
     assert client.pay(out_trade_no=otn, auth_code=code, total_fen=1000, subject="x").state is PayState.SUCCESS
     unsure = client.refund_query(out_trade_no=otn, out_refund_no=otn + "R7")
-    assert unsure.state is RefundState.UNKNOWN and disposition(unsure) is Disposition.RETRYABLE
+    assert unsure.state is RefundState.UNCONFIRMED and disposition(unsure) is Disposition.RETRYABLE
 
 
 @pytest.mark.parametrize("status, state, kind", [("PROCESSING", RefundState.PROCESSING, Disposition.RETRYABLE),

@@ -116,7 +116,7 @@ def test_alipay_query_cancel_and_refund_codes():
     assert ali.refund_outcome(_ali("40004", "ACQ.REASON_TRADE_REFUND_FEE_ERR"), OTN, 1, "R1").result_code is ResultCode.REFUND_EXCEEDS_REMAINING
     assert ali.refund_outcome(_ali("40004", "ACQ.DISCORDANT_REPEAT_REQUEST"), OTN, 1, "R1").state is RefundState.UNKNOWN
     # No refund_status: not final either way (the client queries again, then a person decides).
-    assert ali.refund_query_outcome(_ali("10000"), OTN, "R1").state is RefundState.UNKNOWN
+    assert ali.refund_query_outcome(_ali("10000"), OTN, "R1").state is RefundState.UNCONFIRMED
     found = _ali("10000", out_trade_no=OTN, out_request_no="R1", refund_amount="0.50", trade_no="2024", refund_status="REFUND_SUCCESS")
     assert ali.refund_query_outcome(found, OTN, "R1").refunded_fen == 50
     assert ali.refund_query_outcome(found, OTN, "R2").state is RefundState.UNKNOWN
