@@ -103,6 +103,9 @@ NETWORK_RETRIES = 2
 # Refusals after which the gateway has certainly not called the channel: nothing was taken.
 _NOTHING_TAKEN_STATUSES = (401, 403, 404, 413, 422)
 _RESULT_CODES = {c.value: c for c in ResultCode}
+# The gateway's refusals of a refund that HIS gets as their own error_code (the rest: refund_rejected).
+_REFUND_REFUSALS = {"refund_exceeds_collected": ResultCode.REFUND_EXCEEDS_REMAINING,
+                    "refund_window_closed": ResultCode.REFUND_WINDOW_CLOSED, "too_many_refunds": ResultCode.TOO_MANY_REFUNDS}
 
 
 def _result_code(text: object) -> ResultCode | None:
@@ -189,8 +192,8 @@ class GatewayChannelClient:
         final, code, message = self._refusal(status, reply)
         if not final:
             return RefundOutcome(RefundState.UNKNOWN, channel_code=code, message=message)
-        result = ResultCode.REFUND_EXCEEDS_REMAINING if code == "refund_exceeds_collected" else ResultCode.REFUND_REJECTED
-        return RefundOutcome(RefundState.FAILED, result_code=result, channel_code=code, message=message)
+        return RefundOutcome(RefundState.FAILED, result_code=_REFUND_REFUSALS.get(code, ResultCode.REFUND_REJECTED), channel_code=code,
+                             message=message)
 
     def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str,
                order_no: str | None = None, instruction: bytes | None = None) -> RefundOutcome:
@@ -219,8 +222,10 @@ class GatewayAlarms:
         self.connection = connection
 
     def report(self, alarm: Alarm) -> bool:
-        body = {"idempotency_key": f"alarm-{alarm.reference}-{alarm.reason}"[:64], "reason": alarm.reason, "kind": alarm.kind,
-                "order_no": alarm.order_no, "amount_fen": alarm.amount_fen, "reference": alarm.reference,
-                "channel": alarm.channel.value if alarm.channel else None, "message": (alarm.message or "")[:256]}
+        body: dict[str, object] = {"idempotency_key": f"alarm-{alarm.reference}-{alarm.reason}"[:64], "reason": alarm.reason,
+                                   "kind": alarm.kind, "order_no": alarm.order_no, "amount_fen": alarm.amount_fen,
+                                   "reference": alarm.reference, "channel": alarm.channel.value if alarm.channel else None}
+        if alarm.message:
+            body["message"] = alarm.message[:512]
         status, _ = self.connection.post("/v1/alarm", body)
         return status == 200

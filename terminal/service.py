@@ -750,14 +750,12 @@ class TerminalService:
             return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], ProgressEvent("needs_person", message, at))
         return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], progress_event(row, at))
 
-    def _report_alarm(self, seq: int) -> None:
-        """Tell the gateway (outside the lock: it is a network call) that `seq` waits for a person."""
+    def _report_alarm(self, seq: int, reason: str, message: str | None) -> None:
+        """Tell the gateway (outside the lock: it is a network call) that `seq` is handed to a person."""
         if self.alarms is None:
             return
         with self._lock:
             row = self.journal.instruction(seq)
-            if row.state not in machine.NEEDS_PERSON:
-                return
             if row.kind is Kind.COLLECT:
                 attempt = self.journal.current_attempt(seq)
                 reference, channel = (attempt.out_trade_no, attempt.channel) if attempt else ("", row.channel)
@@ -765,8 +763,7 @@ class TerminalService:
                 refund, collection = self.journal.refund_for(seq), self.journal.collection(row.order_no)
                 reference = refund.out_refund_no if refund else ""
                 channel = collection.channel if collection else row.channel
-        alarm = Alarm(row.last_error_code or "needs_person", row.kind.value, row.order_no, row.amount_fen, channel, reference,
-                      row.last_error_message)
+        alarm = Alarm(reason, row.kind.value, row.order_no, row.amount_fen, channel, reference, message)
         try:
             delivered = self.alarms.report(alarm)
         except Exception:  # an alarm must never take the worker down

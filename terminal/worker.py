@@ -182,8 +182,10 @@ class Worker:
                    pay: PayOutcome | None = None, refund: RefundOutcome | None = None) -> None:
         """The budget is spent or asking again cannot settle it: a person takes over."""
         reason = machine.hand_over_reason(kind, heard, self.tally.unverified)
+        words = pay.message if pay is not None else refund.message if refund is not None else None
+        # The gateway hears of it first: once the POS shows "needs a person", the operators' list has it.
+        self.s._report_alarm(seq, reason.value, words)
         self.s._apply(seq, state, Event.HAND_OVER, pay=pay, refund=refund, reason=reason.value)
-        self.s._report_alarm(seq)
 
     def _call(self, call: Callable[[], T], unknown: Callable[[str], T]) -> T:
         with self.s._calls:
