@@ -54,13 +54,13 @@ WAITING_TO_REVERSE = Text("正在撤销本笔支付：微信支付要求付款�
                           "Cancelling this payment: WeChat Pay allows it 15 s after the payment at the earliest; please wait")
 # An instruction handed to a person (terminal.machine.NeedsPerson): what happened, what to do.
 NEEDS_PERSON: dict[str, Text] = {
-    "unverified_reply": Text("需人工处理：支付渠道的应答无法验证（平台证书或支付宝公钥可能配置错误），渠道可能已扣款或退款。请通知服务商核对密钥，并在商户平台核实此笔交易后点“重新查询”",
+    "unverified_reply": Text("需人工处理：支付渠道的应答无法验证（平台证书或支付宝公钥可能配置错误），渠道可能已扣款或退款。请通知服务商核对密钥，并在商户平台核实此笔交易后点下方按钮重新查询",
                              "Needs a person: the channel's replies cannot be verified (its certificate or public key at the gateway may be wrong); money may have moved. Ask the provider to check the keys, check this transaction on the merchant platform, then press Check again"),
-    "reverse_failing": Text("需人工处理：多次撤销未成功，患者可能已付款。请在商户平台核实此笔支付（必要时手工撤销或退款）后点“重新查询”",
+    "reverse_failing": Text("需人工处理：多次撤销未成功，患者可能已付款。请在商户平台核实此笔支付（必要时手工撤销或退款）后点下方按钮重新查询",
                             "Needs a person: the payment could not be cancelled after many tries and may have been taken. Check it on the merchant platform (cancel or refund it there if needed), then press Check again"),
-    "refund_abnormal": Text("需人工处理：退款异常（患者银行卡已注销或冻结）。请在微信支付商户平台-交易中心手动处理此笔退款后点“重新查询”",
+    "refund_abnormal": Text("需人工处理：退款异常（患者银行卡已注销或冻结）。请在微信支付商户平台-交易中心手动处理此笔退款后点下方按钮重新查询",
                             "Needs a person: the refund bounced (the patient's card is closed or frozen). Resolve it by hand on the WeChat Pay merchant platform (Transactions), then press Check again"),
-    "refund_unconfirmed": Text("需人工处理：多次查询仍无法确认退款结果。请勿重复退款；在商户平台核实此笔退款后点“重新查询”",
+    "refund_unconfirmed": Text("需人工处理：多次查询仍无法确认退款结果。请勿重复退款；在商户平台核实此笔退款后点下方按钮重新查询",
                                "Needs a person: the refund could not be confirmed after many queries. Do not refund again; check it on the merchant platform, then press Check again"),
 }
 
