@@ -228,3 +228,27 @@ def test_a_wechat_reverse_never_goes_out_sooner_than_15_s_after_micropay(started
     assert wait >= 0
     assert (wait == 0) == (elapsed >= not_before) or abs(elapsed - not_before) < 1e-6
     assert elapsed + wait >= not_before - 1e-6
+
+
+def test_every_channel_outcome_has_exactly_one_class():
+    """Issue 17: final, retryable or needs a person, for every state a client can return; the
+    machine's decisions agree: a needs-a-person answer never ends an instruction."""
+    from terminal.channels.base import Disposition, PayOutcome, RefundOutcome, ReverseOutcome, disposition
+
+    for state in PayState:
+        kind = disposition(PayOutcome(state))
+        event = machine.after_query(state, past_deadline=False, not_found_streak=0, unverified_streak=9)
+        assert (kind is Disposition.FINAL) == (event in (Event.PAID, Event.DECLINED))
+        assert (kind is Disposition.NEEDS_PERSON) == (event is Event.HAND_OVER)
+    for state in RefundState:
+        kind = disposition(RefundOutcome(state))
+        tally = machine.Tally(unverified=9, abnormal=9)
+        event = machine.after_refund_query(state, tally)
+        assert (kind is Disposition.FINAL) == (event in (Event.REFUNDED, Event.REFUND_REFUSED))
+        if kind is Disposition.NEEDS_PERSON:
+            assert event is Event.HAND_OVER
+    for state in ReverseState:
+        kind = disposition(ReverseOutcome(state))
+        event = machine.after_reverse(state, reverses=0, unverified_streak=9)
+        assert (kind is Disposition.FINAL) == (event in (Event.REVERSED, None))
+        assert (kind is Disposition.NEEDS_PERSON) == (event is Event.HAND_OVER)
