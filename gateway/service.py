@@ -318,7 +318,7 @@ class GatewayService:
         rejected our request (merchant_config) or its reply cannot be verified (unverified)."""
         if outcome.channel_code == MERCHANT_CONFIG:
             reason = "merchant_config"
-        elif outcome.state.value == "unverified":
+        elif outcome.state in (PayState.UNVERIFIED, ReverseState.UNVERIFIED, ChannelRefundState.UNVERIFIED):
             reason = "unverified_reply"
         else:
             return

@@ -224,6 +224,8 @@ def allowed(kind: Kind, state: State, event: Event) -> bool:
 # row we reverse (which also stops a late-arriving request from charging), rather than wait out the
 # whole deadline for an order the channel never saw.
 NOT_FOUND_LIMIT = 3
+# The answers that came but could not be verified (the channel may have acted).
+UNVERIFIED = frozenset({PayState.UNVERIFIED, ReverseState.UNVERIFIED, RefundState.UNVERIFIED})
 
 
 class NeedsPerson(str, enum.Enum):
@@ -266,8 +268,8 @@ class Tally:
     refund_calls: int = 0
     abnormal: int = 0
 
-    def heard(self, state: object) -> None:
-        self.unverified = self.unverified + 1 if getattr(state, "value", None) == "unverified" else 0
+    def heard(self, state: PayState | ReverseState | RefundState) -> None:
+        self.unverified = self.unverified + 1 if state in UNVERIFIED else 0
 
 
 def after_pay(state: PayState) -> Event:
@@ -350,13 +352,12 @@ def after_refund_query(state: RefundState, tally: Tally | None = None, limits: L
     return Event.REFUND_PENDING
 
 
-def hand_over_reason(kind: Kind, state: object, unverified_streak: int) -> NeedsPerson:
+def hand_over_reason(kind: Kind, state: PayState | ReverseState | RefundState, unverified_streak: int) -> NeedsPerson:
     """The stable code of a hand-over, from the last answer heard."""
-    value = getattr(state, "value", None)
-    if unverified_streak and value == "unverified":
+    if unverified_streak and state in UNVERIFIED:
         return NeedsPerson.UNVERIFIED_REPLY
     if kind is Kind.COLLECT:
         return NeedsPerson.REVERSE_FAILING
-    if value == "abnormal":
+    if state is RefundState.ABNORMAL:
         return NeedsPerson.REFUND_ABNORMAL
     return NeedsPerson.REFUND_UNCONFIRMED

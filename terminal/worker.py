@@ -178,7 +178,7 @@ class Worker:
                 log.exception("order %s: worker error in %s; retrying in %.0f s", row.order_no, state.value, WORKER_ERROR_BACKOFF_S)
                 s._pause(seq, state, WORKER_ERROR_BACKOFF_S)
 
-    def _hand_over(self, seq: int, state: State, kind: machine.Kind, heard: object, *,
+    def _hand_over(self, seq: int, state: State, kind: machine.Kind, heard: PayState | ReverseState | RefundState, *,
                    pay: PayOutcome | None = None, refund: RefundOutcome | None = None) -> None:
         """The budget is spent or asking again cannot settle it: a person takes over."""
         reason = machine.hand_over_reason(kind, heard, self.tally.unverified)
