@@ -47,7 +47,7 @@ def test_a_pos_hand_over_is_listed_by_gateway_admin_with_what_to_do(gw, pos_serv
     view = pos_service.wait_until(lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 20)
     assert view is not None, pos_service.view()
     bridge.pump()
-    assert bridge.results == {} and bridge.progress[-1].code == "needs_person"
+    assert bridge.results == {} and bridge.progress[-1].event.code == "needs_person"
 
     by_kind = {a.kind: a for a in Alarms(gw.fleet.directory.db).list()}
     pos_alarm = by_kind[AlarmKind.COLLECT]
