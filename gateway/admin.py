@@ -19,6 +19,8 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin device show POS-0001
     gateway-admin audit
     gateway-admin ledger export --hospital H001 --day 2026-11-22 --out platform-20261122.csv
+    gateway-admin alarms list [--hospital H001] [--all]
+    gateway-admin alarms resolve 7 --note "refund done by hand on the merchant platform"
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from protocol.errors import ProtocolError
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
 
+from gateway.alarms import Alarms
 from gateway.db import Database, open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import BUSINESS_TZ
@@ -262,6 +265,38 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _alarms(args: argparse.Namespace) -> Alarms:
+    db = _database(args)
+    if db.schema_version() < LATEST:
+        raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
+    return Alarms(db)
+
+
+def cmd_alarms_list(args: argparse.Namespace) -> int:
+    alarms = _alarms(args).list(hospital_id=args.hospital, include_resolved=args.all)
+    if not alarms:
+        _out("no open alarms" if not args.all else "no alarms")
+    for a in alarms:
+        what = f"{a.kind.value} {a.order_no or ''} {format_yuan(a.amount_fen) if a.amount_fen else ''}".strip()
+        _out(f"#{a.alarm_id}  {a.reason}  hospital {a.hospital_id}  {what}  {a.channel or ''} {a.reference}"
+             f"  since {_when(a.raised_at)}" + (f"  (x{a.count}, last {_when(a.last_at)})" if a.count > 1 else ""))
+        if a.device_id:
+            _out(f"  device {a.device_id}")
+        if a.message:
+            _out(f"  channel said: {a.message}")
+        if a.resolved_at is not None:
+            _out(f"  resolved {_when(a.resolved_at)} by {a.resolved_by}: {a.resolution}")
+        else:
+            _out(f"  what to do: {a.what_to_do}")
+    return EXIT_OK
+
+
+def cmd_alarms_resolve(args: argparse.Namespace) -> int:
+    alarm = _alarms(args).resolve(args.alarm_id, actor=args.actor, note=args.note)
+    _out(f"alarm #{alarm.alarm_id} ({alarm.reason}, {alarm.reference}) resolved by {alarm.resolved_by}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
@@ -335,6 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = dev.add_parser("show", help="status, binding, last contact and firmware version")
     s.add_argument("device_id")
     s.set_defaults(func=cmd_device_show)
+
+    alarms = sub.add_parser("alarms", help="what needs a person (payments and refunds in doubt, merchant settings)")
+    alarm_sub = alarms.add_subparsers(dest="sub", required=True)
+    s = alarm_sub.add_parser("list", help="open alarms, oldest first, each with what to do")
+    s.add_argument("--hospital")
+    s.add_argument("--all", action="store_true", help="resolved ones too")
+    s.set_defaults(func=cmd_alarms_list)
+    s = alarm_sub.add_parser("resolve", help="close an alarm, saying what was done (audited)")
+    s.add_argument("alarm_id", type=int)
+    s.add_argument("--note", required=True)
+    s.set_defaults(func=cmd_alarms_resolve)
 
     s = sub.add_parser("audit", help="the latest audited actions")
     s.add_argument("--limit", type=int, default=50)
