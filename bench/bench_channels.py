@@ -28,7 +28,7 @@ def _us(samples: list[int]) -> tuple[float, float]:
     return round(statistics.median(ordered) / 1000, 1), round(p99 / 1000, 1)
 
 
-def _time(fn, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+def _time(fn, n: int) -> list[int]:
     samples = []
     for _ in range(n):
         started = time.perf_counter_ns()

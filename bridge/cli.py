@@ -29,7 +29,7 @@ class CliError(Exception):
     pass
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace):
     return load_config(args.config)
 
 
@@ -182,7 +182,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 class _Sub:
     """add_parser with the common options as a parent, so they work before or after the command."""
 
-    def __init__(self, action: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    def __init__(self, action: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
         self.action, self.common = action, common
 
     def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:

@@ -211,7 +211,7 @@ SUM_COLUMNS = ("msg_id, kid, digest, envelope, ts, terminal_id, device_id, order
                "refusal_code, refusal_message, env_sum, result_sum")
 
 
-def row_problem(values: tuple) -> str | None:  # type: ignore[type-arg]
+def row_problem(values: tuple) -> str | None:
     """What is wrong with one row (SUM_COLUMNS order), or None if its checksums hold."""
     (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, result_msg_id, result_envelope,
      pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, refusal_code, refusal_message,
@@ -337,7 +337,7 @@ _ROW_COLUMNS = ("seq, msg_id, kid, digest, envelope, ts, terminal_id, device_id,
                 "accepted_at, result_envelope, refusal_code, refusal_message, expires_at, since, last_event, cancel_envelope")
 
 
-def _row(values: tuple) -> Row:  # type: ignore[type-arg]
+def _row(values: tuple) -> Row:
     v = list(values)
     v[10] = JState(v[10])
     v[3], v[4] = bytes(v[3]), bytes(v[4])
@@ -351,7 +351,7 @@ class _Op:
     msg_id: str
     state: "JState | str"  # an instruction's new state, or a label for other durable writes (held results)
     sql: str
-    args: tuple  # type: ignore[type-arg]
+    args: tuple
     detail: str | None
     done: bool = False
     changed: bool = False
@@ -429,7 +429,7 @@ def open_schema(db: sqlite3.Connection, path: Path) -> None:
 class Journal:
     """Thread-safe; one connection; each transition committed before the caller goes on (group commit)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time,  # type: ignore[no-untyped-def]
+    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time,
                  busy_timeout_s: float = BUSY_TIMEOUT_S, verify_recent: int = VERIFY_RECENT_ROWS) -> None:
         self.path = path
         self.clock = clock
@@ -535,7 +535,7 @@ class Journal:
             self._mark.close()
             self._db.close()
 
-    def _read(self, sql: str, args: tuple) -> list[tuple]:  # type: ignore[type-arg]
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
         self._refuse_if_locked()
         try:
             with self._rlock:
@@ -653,7 +653,7 @@ class Journal:
             f"terminal {item.terminal_id} -> device {item.device_id}",
         )
 
-    def _advance(self, msg_id: str, new: JState, sets: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _advance(self, msg_id: str, new: JState, sets: str, args: tuple, detail: str | None) -> bool:
         allowed = [s.value for s in JState if can_advance(s, new)]
         marks = ", ".join("?" for _ in allowed)
         return self._commit(
@@ -770,7 +770,7 @@ class Journal:
 
     # ------------------------------------------------------------ reads
 
-    def _verified(self, rows: list[tuple]) -> list[Row]:  # type: ignore[type-arg]
+    def _verified(self, rows: list[tuple]) -> list[Row]:
         """Rows of `_ROW_COLUMNS, SUM_COLUMNS`, each checked against its checksums before anyone uses it."""
         n = len(_ROW_COLUMNS.split(","))
         out = []
@@ -835,7 +835,7 @@ class Journal:
         rows = self._read("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,))
         return [(s, d) for s, d in rows]
 
-    def finished_before(self, cutoff: float, limit: int) -> list[tuple[sqlite3.Row, list[tuple]]]:  # type: ignore[type-arg]
+    def finished_before(self, cutoff: float, limit: int) -> list[tuple[sqlite3.Row, list[tuple]]]:
         """Up to `limit` finished instructions last changed before `cutoff`, with their transitions (retention)."""
         self._refuse_if_locked()
         with self._rlock:

@@ -88,7 +88,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict[str, objec
             code = SimCode.BAD_REQUEST
         details = {k: v for k, v in error.items() if k not in ("code", "message")}
         raise SimError(code, str(error.get("message", response.reason)), **details)
-    return answer  # type: ignore[no-any-return]
+    return answer
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -147,14 +147,14 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     s = call(args, "GET", "/v1/status")
-    dev, link, boot = s["device"], s["link"], s.get("boot") or {}  # type: ignore[union-attr]
+    dev, link, boot = s["device"], s["link"], s.get("boot") or {}
     lines = [f"device {dev['device_id']} (model {dev['model']}, serial {dev['serial_no']}, "  # type: ignore[index]
              f"USB {dev['usb']['vid']}:{dev['usb']['pid']}/{dev['usb']['serial']})",  # type: ignore[index]
-             f"power {s['power']}; {boot.get('message') or s.get('problem') or ''}".rstrip("; "),  # type: ignore[union-attr]
+             f"power {s['power']}; {boot.get('message') or s.get('problem') or ''}".rstrip("; "),
              f"link {link['bridge_url']}: {'up to a ' + str(link['host']) if link['up'] else 'down'}, cable {link['cable']}"  # type: ignore[index]
-             + (f", paced at {link['baud']} baud" if link.get("baud") else ""),  # type: ignore[union-attr]
+             + (f", paced at {link['baud']} baud" if link.get("baud") else ""),
              f"clock offset {s['clock']['offset_s']:+g} s"]  # type: ignore[index]
-    if link.get("bridge_clock_offset_s") is not None:  # type: ignore[union-attr]
+    if link.get("bridge_clock_offset_s") is not None:
         lines[-1] += f"; {link['bridge_clock_offset_s']:+g} s from the bridge's clock"  # type: ignore[index]
     return _print(args, s, lines)
 
@@ -165,7 +165,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     lines = [f"{time.strftime('%H:%M:%S', time.localtime(e['finished_at']))}  {e['amount']:>10}  {e['pay_status']:<13} "
              f"{e['channel'] or '-':<7} {e['order_no']}  {'delivered' if e['delivered'] else 'NOT YET DELIVERED'}"
              f"{'  ' + str(e['error_code']) if e['error_code'] else ''}"
-             for e in answer["entries"]]  # type: ignore[union-attr]
+             for e in answer["entries"]]
     return _print(args, answer, lines or ["no finished instructions today"])
 
 
@@ -281,7 +281,7 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
 
-def _byte_fault(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def _byte_fault(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text)
     _target(p)
     p.add_argument("--direction", choices=["to_bridge", "to_device", "both"], help="which way (default both)")

@@ -364,7 +364,7 @@ class FaultyWire:
 
     @property
     def bridge_url(self) -> str:
-        return self.inner.bridge_url  # type: ignore[attr-defined, no-any-return]
+        return self.inner.bridge_url
 
     # -- faults --------------------------------------------------------------------------------
     def add(self, fault: ByteFault) -> None:

@@ -282,7 +282,7 @@ def _start_device(system: System) -> dict[str, object]:
 
 def _sim_status(system: System) -> dict[str, object]:
     try:
-        return requests.get(system.sim_url + "/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+        return requests.get(system.sim_url + "/v1/status", timeout=10).json()
     except (requests.RequestException, ValueError):
         device = system.child("device")
         tail = device.log_tail() if device is not None else ""
@@ -373,7 +373,7 @@ def _wait_link_up(system: System) -> dict[str, object]:
         except (requests.RequestException, ValueError):
             health = {}
         devices = health.get("devices") or []
-        if devices and all(d.get("link") == "up" for d in devices):  # type: ignore[union-attr]
+        if devices and all(d.get("link") == "up" for d in devices):
             return health
         dead = system.dead_children()
         if dead:

@@ -439,7 +439,7 @@ def wait_for_confirmation(conn: DeviceConnection, slot: str, timeout_s: float) -
                 raise
             continue
         slots = status.get("slots")
-        state = slots.get(slot, {}).get("state") if isinstance(slots, dict) else None  # type: ignore[union-attr]
+        state = slots.get(slot, {}).get("state") if isinstance(slots, dict) else None
         if status.get("running") == slot and status.get("active") == slot and state == "confirmed":
             return status
         if state == "failed":

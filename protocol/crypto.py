@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -128,7 +128,7 @@ class KeyRing:
     def __contains__(self, kid: object) -> bool:
         return kid in self._keys
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SharedKey]:
         return iter(self._keys.values())
 
     def __len__(self) -> int:

@@ -409,7 +409,9 @@ def decode(frame_type: int, payload: bytes) -> Message:
     if ftype in (FlashType.REBOOT, FlashType.CONFIRM, FlashType.ROLLBACK):
         _need(payload, _U32.size, ftype.name, exact=True)
         (req,) = _U32.unpack(payload)
-        return {FlashType.REBOOT: Reboot, FlashType.CONFIRM: Confirm, FlashType.ROLLBACK: Rollback}[ftype](req)
+        if ftype is FlashType.REBOOT:
+            return Reboot(req)
+        return Confirm(req) if ftype is FlashType.CONFIRM else Rollback(req)
     if ftype is FlashType.BEGIN_OK:
         _need(payload, _BEGIN_OK.size, "BEGIN_OK", exact=True)
         req, session, resume, chunk_size, slot = _BEGIN_OK.unpack(payload)

@@ -330,7 +330,7 @@ def _his_signature(top: _Obj) -> HisSignaturePolicy:
     terminals = sig.obj.get("require_terminals", [])
     if not isinstance(terminals, list) or not all(is_valid_id(t) for t in terminals):
         raise sig.fail("require_terminals", "must be a list of terminal IDs")
-    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))  # type: ignore[arg-type]
+    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))
 
 
 def _req(value: str | None) -> str:

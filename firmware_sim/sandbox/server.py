@@ -50,7 +50,7 @@ _LONG_DIGITS = re.compile(r"[0-9]{12,}")
 class Sandbox:
     """The whole sandbox in one object: start() serves in a thread, stop() ends it."""
 
-    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0, clock=time.time,  # type: ignore[no-untyped-def]
+    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0, clock=time.time,
                  code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = os.path.abspath(data_dir)
@@ -145,7 +145,7 @@ class _Server(ThreadingHTTPServer):
     active = 0
     _count_lock = threading.Lock()
 
-    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+    def process_request_thread(self, request, client_address):
         with self._count_lock:
             self.active += 1
         try:

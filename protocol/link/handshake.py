@@ -135,7 +135,7 @@ def decode_identity(identity_json: bytes) -> DeviceIdentity:
             model=f.req_str("model", max_len=64),
             serial_no=f.req_str("serial_no", max_len=64),
             firmware=f.req_str("firmware", max_len=64),
-            capabilities=tuple(capabilities),  # type: ignore[arg-type]
+            capabilities=tuple(c for c in capabilities if isinstance(c, str)),  # all are, checked above
         )
     except ProtocolError as exc:
         raise HandshakeError(f"malformed HELLO identity: {exc.message}") from None

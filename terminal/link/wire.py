@@ -15,7 +15,8 @@ class WireReset(Exception):
 
 
 class Wire(Protocol):
-    bridge_url: str
+    @property
+    def bridge_url(self) -> str: ...
 
     def read(self, max_bytes: int, timeout: float) -> bytes: ...
     def write(self, data: bytes) -> None: ...

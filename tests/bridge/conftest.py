@@ -124,7 +124,7 @@ class World:
             "log": {"level": "DEBUG", "file": "bridge.log"},
         }
         for name, values in sections.items():
-            merged = dict(data.get(name, {}))  # type: ignore[arg-type]
+            merged = dict(data.get(name, {}))
             merged.update(values)
             data[name] = merged
         return data
@@ -187,7 +187,7 @@ def make_world(directory: Path) -> World:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path):
     w = make_world(tmp_path)
     try:
         yield w
@@ -241,7 +241,7 @@ class BridgeProcess:
 
 
 @pytest.fixture
-def bridge_process(world: World):  # type: ignore[no-untyped-def]
+def bridge_process(world: World):
     started: list[BridgeProcess] = []
 
     def factory(config: Path, env: dict[str, str] | None = None) -> BridgeProcess:

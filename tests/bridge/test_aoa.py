@@ -37,7 +37,7 @@ def test_plugged_in_switched_instruction_result_then_a_cable_pulled_mid_frame(wo
     assert requests.post(bridge.url + "/v1/instructions?wait=0", data=first.to_bytes(), timeout=10).status_code == 202
     wait_until(lambda: responder.executions[first.msg_id] == 1, what="the POS has the instruction")
     responder.release()
-    assert result_of(world, bridge, first.msg_id).envelope.reply_to == first.msg_id  # type: ignore[attr-defined]
+    assert result_of(world, bridge, first.msg_id).envelope.reply_to == first.msg_id
 
     # The next result leaves the POS half-way when the cable comes out.
     responder.mode = ResponderMode.SILENT
@@ -47,13 +47,13 @@ def test_plugged_in_switched_instruction_result_then_a_cable_pulled_mid_frame(wo
     phone.cut_cable_mid_write(min_size=64)
     responder.release()
     wait_until(lambda: not phone.plugged, what="the cable pulled mid-frame")
-    delivered, written = phone.last_cut  # type: ignore[misc]
+    delivered, written = phone.last_cut
     assert 0 < delivered < written  # the bridge read half a frame, then the bus went away
     wait_until(lambda: bridge.health()["devices"][0]["link"] != "up", what="the bridge noticed")
     assert requests.get(f"{bridge.url}/v1/results/{second.msg_id}", timeout=10).status_code == 202  # not lost, pending
 
     phone.replug()  # back as a phone: the bridge must switch it again
-    assert result_of(world, bridge, second.msg_id).envelope.reply_to == second.msg_id  # type: ignore[attr-defined]
+    assert result_of(world, bridge, second.msg_id).envelope.reply_to == second.msg_id
     assert phone.switches == 2 and responder.executions[second.msg_id] == 1
     starts = [r for r in phone.control_log if is_vendor_request(r[0]) and r[1] == AoaRequest.START]
     assert len(starts) == 2

@@ -174,7 +174,7 @@ def test_an_app_with_another_filter_never_gets_the_accessory() -> None:
         transport.close()
 
 
-def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> None:
     from bridge.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as info:

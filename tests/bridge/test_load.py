@@ -17,7 +17,7 @@ from firmware_sim.responder import ResponderMode
 from tests.bridge.conftest import World, wait_until
 
 
-def _attached(world: World, **sections):  # type: ignore[no-untyped-def]
+def _attached(world: World, **sections):
     responder = world.responder()
     endpoint = world.endpoint("pty", responder)
     bridge = world.bridge([endpoint.bridge_url], **sections)
@@ -30,7 +30,7 @@ def test_fifty_concurrent_his_clients(world: World) -> None:
     envelopes = [world.seal("+1.00", f"MZ{i:03d}") for i in range(50)]
     barrier = threading.Barrier(50)
 
-    def client(envelope) -> bytes:  # type: ignore[no-untyped-def]
+    def client(envelope) -> bytes:
         with requests.Session() as session:
             barrier.wait()
             response = session.post(bridge.url + "/v1/instructions?wait=60", data=envelope.to_bytes(), timeout=120)

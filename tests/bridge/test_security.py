@@ -30,16 +30,16 @@ class ForgingHandler:
         self.forge = forge
         self.instructions: list[Envelope] = []
 
-    def on_link_up(self, endpoint, host_info: bytes) -> None:  # type: ignore[no-untyped-def]
+    def on_link_up(self, endpoint, host_info: bytes) -> None:
         pass
 
-    def on_link_down(self, unacked, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_link_down(self, unacked, endpoint) -> None:
         pass
 
-    def on_delivered(self, tag, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_delivered(self, tag, endpoint) -> None:
         pass
 
-    def on_instruction(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope: Envelope, endpoint) -> None:
         self.instructions.append(envelope)
         for message in self.forge(envelope):
             endpoint.send(message)
@@ -54,7 +54,7 @@ def result_for(envelope: Envelope, *, key: SharedKey, device_id: str, reply_to: 
                                  ts=int(time.time()), nonce=os.urandom(12), device_key_seed=seed))
 
 
-def post(bridge, envelope: Envelope, wait: int = 0) -> requests.Response:  # type: ignore[no-untyped-def]
+def post(bridge, envelope: Envelope, wait: int = 0) -> requests.Response:
     return requests.post(f"{bridge.url}/v1/instructions?wait={wait}", data=envelope.to_bytes(), timeout=30)
 
 
@@ -88,7 +88,7 @@ def test_unregistered_device_is_refused(world: World) -> None:
 
 
 def _two_devices(world: World, forge_d2: Callable[[Envelope], list[ResultMsg]] | None = None,
-                 forge_d1: Callable[[Envelope], list[ResultMsg]] | None = None):  # type: ignore[no-untyped-def]
+                 forge_d1: Callable[[Envelope], list[ResultMsg]] | None = None):
     d1 = ForgingHandler(forge_d1) if forge_d1 else world.responder("D1")
     d2 = ForgingHandler(forge_d2) if forge_d2 else world.responder("D2")
     e1 = world.endpoint("tcp", d1, device_id="D1")
@@ -203,7 +203,7 @@ class RawDataHandler(ForgingHandler):
         super().__init__(lambda env: [])
         self.payloads = payloads
 
-    def on_instruction(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope: Envelope, endpoint) -> None:
         self.instructions.append(envelope)
         for payload in self.payloads(envelope):
             endpoint._send(FrameType.DATA, payload, ("app", None))

@@ -18,7 +18,7 @@ from protocol.messages import PayStatus, Result
 from tests.e2e.world import PIN, Rig, SimWorld, new_order, wait_until
 
 
-def fault(device, **spec):  # type: ignore[no-untyped-def]
+def fault(device, **spec):
     return device.inject(parse_fault(spec))
 
 
@@ -137,7 +137,7 @@ def test_power_cut_while_an_instruction_arrives_comes_back_by_itself(world: SimW
     assert result.pay_status is PayStatus.SUCCESS
     assert_money_agrees(rig, code, result, 12_50)
     cut = rig.device.status()["faults"]["last_power_cut"]  # type: ignore[index]
-    assert "after 100 bytes on the link (to_device)" in cut["why"]  # type: ignore[index]
+    assert "after 100 bytes on the link (to_device)" in cut["why"]
     assert rig.device.power is Power.ON and rig.bridge_result_count(pending.msg_id) == 1
 
 

@@ -127,7 +127,7 @@ class Rig:
         return str(self.world.sandbox.issue_code(channel, balance, behaviour)["code"])
 
     def balance_fen(self, code: str) -> int:
-        return int(self.world.sandbox.account(code)["balance_fen"])  # type: ignore[arg-type]
+        return int(self.world.sandbox.account(code)["balance_fen"])
 
     def orders(self, code: str) -> list[dict[str, object]]:
         return self.world.sandbox.account(code)["orders"]  # type: ignore[return-value]

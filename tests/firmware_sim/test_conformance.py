@@ -159,7 +159,7 @@ class _Late:
 
 def test_a_his_that_follows_the_document_passes_every_scenario(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=45)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=45)
     late.his = _his(demo_path, kit)
     kit.proxy.start()
     try:
@@ -172,7 +172,7 @@ def test_a_his_that_follows_the_document_passes_every_scenario(demo_path: Path) 
 
 def test_a_his_that_sends_a_new_plus_after_a_failed_check_fails(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=20)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=20)
     late.his = _his(demo_path, kit, resend_after_failure=True)
     kit.proxy.start()
     try:

@@ -132,7 +132,7 @@ def test_the_camera_reads_the_sandbox_qr_image(rig: Rig, form: str) -> None:
     assert rig.balance_fen(str(issued["code"])) == 20_00 - 7_77
 
 
-def test_pictures_without_a_code_are_refused(rig: Rig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pictures_without_a_code_are_refused(rig: Rig, tmp_path) -> None:
     blank = io.BytesIO()
     Image.new("L", (120, 120), 255).save(blank, "PNG")
     pending = rig.pay(new_order(), "+1.00")

@@ -160,7 +160,7 @@ def test_every_code_has_a_hint_and_errors_carry_it_once():
     assert set(fc.HINTS) == set(FlashCode)
     err = FlashError(FlashCode.DOWNGRADE, "counter 3 is below 5")
     assert err.message.startswith("counter 3 is below 5; ") and fc.HINTS[FlashCode.DOWNGRADE] in err.message
-    back = fc.decode(*fc.encode(fc.error_reply(err, req=7, op=fc.FlashType.BEGIN))).to_error()  # type: ignore[union-attr]
+    back = fc.decode(*fc.encode(fc.error_reply(err, req=7, op=fc.FlashType.BEGIN))).to_error()
     assert back.code is FlashCode.DOWNGRADE and back.message == err.message  # the hint is not repeated
 
 

@@ -50,7 +50,7 @@ class Host:
         if out:
             self.transport.write(out)
 
-    def pump(self, predicate, timeout: float = 10.0, *, ack: bool = True) -> None:  # type: ignore[no-untyped-def]
+    def pump(self, predicate, timeout: float = 10.0, *, ack: bool = True) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             assert time.monotonic() < deadline, f"timed out; events: {self.events}"
@@ -76,7 +76,7 @@ def instruction(msg_id: str, terminal: str = "T1", amount: str = "+12.50", key: 
     return InstructionMsg(seal_instruction(plain, key=key, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12)))
 
 
-def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[no-untyped-def]
+def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:
     wire = {"pty": PtyWire, "tcp": TcpWire, "usb": UsbWire}[wire_kind]()
     return DeviceEndpoint(wire, handler, identity=IDENTITY, device_key_seed=SEED, host_trust=HOST_TRUST, timers=TIMERS,
                           **kwargs).start()
@@ -200,7 +200,7 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
     class Recorder(Responder):
         downs: list[tuple[object, ...]]
 
-        def on_link_down(self, unacked, endpoint) -> None:  # type: ignore[no-untyped-def]
+        def on_link_down(self, unacked, endpoint) -> None:
             self.downs.append(unacked)
 
     responder = Recorder(KeyRing([KEY]), "D1", device_key_seed=SEED)
@@ -229,11 +229,11 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
 class FlakyOnce(Responder):
     """Fails the first time it handles an instruction, as a bug or a full disk would."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.failures = 0
 
-    def on_instruction(self, envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope, endpoint) -> None:
         if self.failures == 0:
             self.failures += 1
             raise OSError("disk full")

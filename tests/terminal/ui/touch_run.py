@@ -80,7 +80,7 @@ async def self_check() -> dict:
     return result
 
 
-async def scenario(app, backend, report: dict) -> None:  # type: ignore[no-untyped-def]
+async def scenario(app, backend, report: dict) -> None:
     from kivy.uix.behaviors import ButtonBehavior
 
     from terminal.ui import finger

@@ -49,7 +49,7 @@ class Screen:
     """What the window shows, as seen from the driver thread: the view-model's screen, recorded by a
     binding on the main thread."""
 
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app) -> None:
         self.app = app
         self.cond = threading.Condition()
         self.name = app.vm.screen
@@ -112,7 +112,7 @@ def window_geometry(screen: Screen) -> tuple[str, int, int, int, int]:
     return window, int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
 
 
-def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path,  # type: ignore[no-untyped-def]
+def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path,
           report: dict, shots: Path | None) -> None:
     steps = report["steps"]
     started = time.monotonic()
