@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from protocol.crypto import SUITES
+from protocol.errors import CodedError
 from protocol.registry import format_device_csv
 
 from bridge import keystore, registries
-from bridge.config import ConfigError, load_config
+from bridge.config import BridgeConfigError, load_config
 from bridge.initdir import init_directory
 from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
 from bridge.journal import JournalError
@@ -25,8 +26,8 @@ from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
 
 
-class CliError(Exception):
-    pass
+class CliError(CodedError):
+    code = "bridge_cli"
 
 
 def _config(args: argparse.Namespace):
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, CliError, keystore.KeyStoreError, registries.RegistryFileError, JournalError, OSError) as exc:
+    except (BridgeConfigError, CliError, keystore.KeyStoreError, registries.RegistryFileError, JournalError, OSError) as exc:
         print(f"his-bridge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

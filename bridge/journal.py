@@ -77,6 +77,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.errors import CodedError
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, row_checksum, rollback_problem
 
@@ -259,8 +260,10 @@ def storage_cause(exc: sqlite3.Error) -> StorageCause:
     return StorageCause.OTHER
 
 
-class JournalError(Exception):
+class JournalError(CodedError):
     """The journal cannot be opened or written; the message says which file and why."""
+
+    code = "journal_unavailable"
 
     def __init__(self, message: str, cause: StorageCause = StorageCause.OTHER) -> None:
         super().__init__(message)
@@ -269,6 +272,8 @@ class JournalError(Exception):
 
 class JournalIntegrityError(JournalError):
     """The journal failed its integrity check: it is locked until `his-bridge journal restore`."""
+
+    code = "journal_integrity"
 
 
 @dataclass(frozen=True, slots=True)

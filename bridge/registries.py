@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from protocol.errors import CodedError
 from protocol.registry import (
     DeviceRecord, RegistryError, TerminalRecord, format_device_csv, format_terminal_csv, parse_device_csv,
     parse_terminal_csv,
@@ -24,8 +25,10 @@ from protocol.registry import (
 from bridge.watched import WatchedFile
 
 
-class RegistryFileError(Exception):
+class RegistryFileError(CodedError):
     """A registry file cannot be used; the message names the file (and line) and the fix."""
+
+    code = "registry_file"
 
 
 def _read_text(path: Path, what: str) -> str:

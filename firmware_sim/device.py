@@ -36,7 +36,7 @@ from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
 from terminal import texts
 from terminal.identity import load_identity
-from terminal.journal import CommitPoint, PowerCut as JournalPowerCut
+from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
 from terminal.view import HistoryEntry, Screen, ScreenView
 
@@ -44,7 +44,7 @@ from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.faults import (
-    ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCut, PowerOn, Replug, Unplug, describe_fault,
+    ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCutFault, PowerOn, Replug, Unplug, describe_fault,
 )
 from firmware_sim.firmware import Firmware, boot_firmware
 from firmware_sim.simerrors import SimCode, SimError
@@ -115,7 +115,7 @@ class VirtualDevice:
         self._power = Power.OFF
         self._cable = True
         self._wire_plugged = True
-        self._armed_cut: PowerCut | None = None
+        self._armed_cut: PowerCutFault | None = None
         self._last_cut: dict[str, object] | None = None
         self._listeners: list[Callable[[TerminalService | None], None]] = []
         self._ops: queue.Queue[_Op | None] = queue.Queue()
@@ -225,7 +225,7 @@ class VirtualDevice:
                 op.result = op.run()
             except BaseException as exc:  # handed to the waiting caller (or logged)
                 op.error = exc
-                if not isinstance(exc, (SimError, JournalPowerCut)):
+                if not isinstance(exc, (SimError, PowerLostAtCommit)):
                     log.exception("power operation failed")
             finally:
                 op.done.set()
@@ -268,7 +268,7 @@ class VirtualDevice:
         try:
             fw = boot_firmware(self.identity, wire=self.wire, clock=self.clock.now, timers=self.options.timers,
                                baud=self.options.baud, on_commit=self._on_commit, reboot=self._reboot_requested)
-        except JournalPowerCut:
+        except PowerLostAtCommit:
             self._power = Power.OFF
             self._wire_plugged = False
             log.warning("the power was cut while the device was booting")
@@ -306,7 +306,7 @@ class VirtualDevice:
 
     # ================================================================ power cuts
 
-    def _cut(self, fw: Firmware, fault: PowerCut, why: str) -> None:
+    def _cut(self, fw: Firmware, fault: PowerCutFault, why: str) -> None:
         """Lock-free: callable inside a journal commit or a wire read/write on any thread."""
         if fw.cut:
             return
@@ -324,14 +324,14 @@ class VirtualDevice:
 
     def _on_commit(self, fw: Firmware, point: CommitPoint) -> None:
         if fw.cut:
-            raise JournalPowerCut("the device has no power")
+            raise PowerLostAtCommit("the device has no power")
         armed = self._armed_cut
         if armed is not None and armed.matches(point):
             self._armed_cut = None
             self._cut(fw, armed, f"at the journal commit {point.label} ({point.phase})")
-            raise JournalPowerCut(f"power cut at {point.label} ({point.phase})")
+            raise PowerLostAtCommit(f"power cut at {point.label} ({point.phase})")
 
-    def _budget_spent(self, fault: PowerCut) -> None:
+    def _budget_spent(self, fault: PowerCutFault) -> None:
         fw = self._fw
         if fw is not None:
             self._cut(fw, fault, f"after {fault.after_bytes} bytes on the link ({fault.direction.value})")
@@ -356,11 +356,11 @@ class VirtualDevice:
             self._call(self._replug)
         elif isinstance(fault, PowerOn):
             self._call(self._power_on)
-        elif isinstance(fault, PowerCut):
+        elif isinstance(fault, PowerCutFault):
             self._power_cut(fault)
         return self.status()
 
-    def _power_cut(self, fault: PowerCut) -> None:
+    def _power_cut(self, fault: PowerCutFault) -> None:
         if fault.immediate:
             fw = self._fw
             if fw is None:
@@ -429,7 +429,7 @@ class VirtualDevice:
         service = self._service()
         try:
             return call(service)
-        except JournalPowerCut:
+        except PowerLostAtCommit:
             raise SimError(SimCode.POWERED_OFF, "the device lost power") from None
 
     def screen(self) -> ScreenView:

@@ -267,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cable", required=True, help="HOST:PORT of the simulated USB cable (usb_cable in sim.json)")
     parser.add_argument("--config", required=True, help="the bridge's config.toml")
     args = parser.parse_args(argv)
-    from bridge.config import ConfigError
+    from bridge.config import BridgeConfigError
     from bridge.daemon import serve
 
     try:
         return serve(args.config, usb_backend=RemoteUsbBackend(args.cable))
-    except ConfigError as exc:
+    except BridgeConfigError as exc:
         print(f"his-bridge: {exc}", file=sys.stderr)
         return 2
 

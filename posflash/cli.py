@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from posflash import flasher, provision
+from posflash.hints import advise
 from posflash.host_key import HOST_KEY_ENV, create_host_key, load_host_key
 from posflash.image_build import build_image
 from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key
@@ -239,7 +240,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
                                           wait_confirm_s=0 if args.no_wait else args.confirm_timeout)
         except FlashError as exc:
             if exc.code is FlashCode.TIMEOUT and "did not confirm" in exc.detail:
-                _err(f"warning: {exc.message}")
+                _err(f"warning: {advise(exc).message}")
                 return EXIT_UNCONFIRMED
             raise
     rate = (outcome.total - outcome.resumed_from) / outcome.transfer_s if outcome.transfer_s > 0 else 0
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FlashError as exc:
-        _err(f"pos-flash: {exc.code.value}: {exc.message}")
+        _err(f"pos-flash: {exc.code.value}: {advise(exc).message}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         _err("pos-flash: interrupted; run the same command again (a flash resumes where it stopped)")

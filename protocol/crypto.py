@@ -23,14 +23,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import CodedError, ErrorCode, ProtocolError
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
 
 
-class AuthenticationError(Exception):
+class AuthenticationError(CodedError):
     """The tag did not verify: wrong key, or header, nonce or ciphertext changed."""
+
+    code = "auth_failed"
 
 
 class CipherSuite(Protocol):

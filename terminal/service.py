@@ -69,7 +69,7 @@ from terminal.alarms import Alarm, AlarmSink
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
-from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerCut, StaleState
+from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerLostAtCommit, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
@@ -223,13 +223,13 @@ class TerminalService:
 
     @property
     def dead(self) -> bool:
-        """True after a PowerCut: this object does nothing more; start a new service on the journal."""
+        """True after a PowerLostAtCommit: this object does nothing more; start a new service on the journal."""
         return self._dead
 
     def _alive(self) -> None:
         if self._dead or self.journal.dead:
             self._dead = True
-            raise PowerCut("this service lost power")
+            raise PowerLostAtCommit("this service lost power")
 
     # == LINK side ===================================================================================
     # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
@@ -843,7 +843,7 @@ class TerminalService:
     def _drive(self, seq: int) -> None:
         try:
             Worker(self, seq).run()
-        except PowerCut:
+        except PowerLostAtCommit:
             self._dead = True
             with self._lock:
                 self._cond.notify_all()
@@ -854,7 +854,7 @@ class TerminalService:
                     # A change may have landed between the worker's last look and now.
                     try:
                         again = not self._closing and self.journal.instruction(seq).state in machine.AUTOMATIC
-                    except PowerCut:
+                    except PowerLostAtCommit:
                         self._dead, again = True, False
                     if again:
                         self._kick(seq)

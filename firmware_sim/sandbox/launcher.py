@@ -20,9 +20,11 @@ from typing import IO
 
 import requests
 
+from protocol.errors import CodedError
 
-class SandboxStartError(RuntimeError):
-    pass
+
+class SandboxStartError(CodedError, RuntimeError):
+    code = "sandbox_start"
 
 
 class SandboxProcess:

@@ -22,12 +22,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from protocol.errors import CodedError
+
 WECHAT_REFUND_STATUSES = ("PROCESSING", "CHANGE", "REFUNDCLOSE")
 ANSWERS = ("wechat_refund_status", "wechat_reverse_recall", "alipay_cancel_retry", "alipay_fund_change_n", "alipay_refund_status_missing")
 
 
-class ScriptError(ValueError):
+class ScriptError(CodedError, ValueError):
     """A script the sandbox cannot follow; the message says which field and why."""
+
+    code = "bad_script"
 
 
 @dataclass

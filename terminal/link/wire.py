@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from protocol.errors import CodedError
 
-class WireReset(Exception):
+
+class WireReset(CodedError):
     """The host side went away or a new host connection began: the link session is over."""
+
+    code = "wire_reset"
 
 
 class Wire(Protocol):

@@ -175,9 +175,9 @@ def test_an_app_with_another_filter_never_gets_the_accessory() -> None:
 
 
 def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> None:
-    from bridge.config import ConfigError, parse_config
+    from bridge.config import BridgeConfigError, parse_config
 
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(BridgeConfigError) as info:
         parse_config({"link": {"ports": ["aoa"]}}, base_dir=tmp_path)
     assert "ports" in str(info.value) and "name the Android POS" in str(info.value)
     config = parse_config({"link": {"ports": ["aoa://2A45:0C02/PS1", "auto?aoa=*/PS2"]}}, base_dir=tmp_path)

@@ -179,8 +179,8 @@ def test_a_connection_that_says_nothing_is_closed_after_the_first_byte_timeout(w
 
 
 def test_the_first_byte_timeout_is_at_most_2_s(world: World) -> None:
-    from bridge.config import ConfigError, parse_config
-    with pytest.raises(ConfigError, match="first_byte_timeout_s"):
+    from bridge.config import BridgeConfigError, parse_config
+    with pytest.raises(BridgeConfigError, match="first_byte_timeout_s"):
         parse_config({"http": {"first_byte_timeout_s": 2.5}})
 
 

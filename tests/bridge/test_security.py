@@ -270,9 +270,9 @@ def test_part_b_require_his_signature_at_the_bridge(world: World) -> None:
 def test_part_b_settings_are_checked_when_the_bridge_starts(world: World) -> None:
     import pytest
 
-    from bridge.config import ConfigError, parse_config
+    from bridge.config import BridgeConfigError, parse_config
 
-    with pytest.raises(ConfigError, match="needs HIS's public key"):
+    with pytest.raises(BridgeConfigError, match="needs HIS's public key"):
         parse_config(world.config([], security={"require_his_signature": True}), base_dir=world.dir)
-    with pytest.raises(ConfigError, match="his_public_keys"):
+    with pytest.raises(BridgeConfigError, match="his_public_keys"):
         parse_config(world.config([], security={"his_public_keys": ["AAAA"]}), base_dir=world.dir)
