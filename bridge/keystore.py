@@ -175,8 +175,9 @@ def load_identity(path: Path) -> HostKey:
 class WatchedKeyFile(WatchedFile[KeyRing]):
     """The current KeyRing, re-read when the key file changes."""
 
-    def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None) -> None:
-        super().__init__(path, load_keyring, on_error, errors=(KeyStoreError,), what="key file")
+    def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(path, load_keyring, on_error, errors=(KeyStoreError,), what="key file", clock=clock)
 
     def ring(self) -> KeyRing:
         return self.get()

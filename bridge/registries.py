@@ -12,6 +12,7 @@ ignored with an error in the log and the previous contents stay in force.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -125,9 +126,12 @@ def bind_terminal(registry: Path, terminal_id: str, device_id: str, devices: Pat
 class Registries:
     """Lookups for the bridge: device public keys and records, terminal records and bindings."""
 
-    def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None) -> None:
-        self._devices = WatchedFile(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error, errors=(RegistryFileError,), what="device registry")
-        self._terminals = WatchedFile(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error, errors=(RegistryFileError,), what="terminal registry")
+    def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._devices = WatchedFile(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error,
+                                    errors=(RegistryFileError,), what="device registry", clock=clock)
+        self._terminals = WatchedFile(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error,
+                                      errors=(RegistryFileError,), what="terminal registry", clock=clock)
 
     def device(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get().get(device_id)
