@@ -82,7 +82,7 @@ from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, row_checksum, rollback_problem
 
 from bridge.journal_mark import MarkFile, mark_path
-from bridge.private_files import prepare_private_file
+from local_storage.private_files import prepare_private_file
 
 SCHEMA_VERSION = 2
 # How long a write waits for a lock another program holds on the journal before it fails (and is

@@ -50,7 +50,7 @@ from protocol.integrity import IntegrityReport, rollback_problem, row_checksum
 from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
 from terminal.journal_mark import MarkFile, mark_path
 from terminal.machine import Kind, State
-from terminal.private_files import prepare_private_file
+from local_storage.private_files import prepare_private_file
 
 SCHEMA_VERSION = 3
 # Wait this long for a lock held by another connection (another process on the same files).

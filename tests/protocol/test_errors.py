@@ -21,7 +21,7 @@ import pytest
 from protocol.errors import CodedError, ErrorCode, ProtocolError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("protocol", "bridge", "terminal", "posflash", "gateway", "reconcile", "firmware_sim")
+PACKAGES = ("protocol", "local_storage", "bridge", "terminal", "posflash", "gateway", "reconcile", "firmware_sim")
 CODE = re.compile(r"[a-z][a-z0-9_]*\Z")
 
 # Exceptions that never cross a boundary: each is raised and caught inside its own module (or is a
