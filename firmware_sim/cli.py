@@ -27,7 +27,8 @@ import requests
 from protocol.link.session import LinkTimers
 
 from firmware_sim.simerrors import SimCode, SimError
-STATE_FILE = "sim.json"  # written by firmware_sim.simrun
+from firmware_sim.statefile import read_state
+
 STORAGE_ENV = "POS_SIM_STORAGE"
 DEFAULT_STORAGE = os.path.join(".run", "device")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -46,21 +47,6 @@ def _err(text: str) -> None:
 
 
 # ----------------------------------------------------------------------------- finding the simulator
-
-
-def read_state(storage: Path) -> dict[str, object]:
-    """The state file a running `pos-sim run` keeps in its storage directory."""
-    path = storage / STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SimError(SimCode.NOT_RUNNING, f"no simulator runs on {storage} ({path} is missing); start one with "
-                       f"`pos-sim run --storage {storage}` or `make run HEADLESS=1`") from None
-    except (OSError, ValueError) as exc:
-        raise SimError(SimCode.NOT_RUNNING, f"{path} is unreadable ({exc}); is the simulator still starting?") from None
-    if not isinstance(state, dict) or not isinstance(state.get("control_url"), str):
-        raise SimError(SimCode.NOT_RUNNING, f"{path} names no control_url")
-    return state
 
 
 def control_url(args: argparse.Namespace) -> str:
@@ -264,7 +250,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from firmware_sim.simrun import run_simulator
+    from firmware_sim.simrun import run_simulator  # here: the cashier commands need not load the device
 
     link = "tcp" if args.tcp is not None else "usb" if args.usb else "aoa" if args.aoa else "pty"
     timers = LinkTimers(rto_base_s=args.rto, keepalive_s=args.keepalive, dead_after_s=args.dead_after)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from protocol.link.session import LinkTimers
 
-from firmware_sim.cli import STATE_FILE
 from firmware_sim.control_api import ControlServer
 from firmware_sim.device import DeviceOptions, LinkKind, VirtualDevice
 from firmware_sim.simerrors import SimCode, SimError
+from firmware_sim.statefile import remove_state, write_state
 from firmware_sim.usb_cable import UsbCableServer
 
 log = logging.getLogger("firmware_sim.simrun")
@@ -57,12 +57,6 @@ class StorageLock:
 
     def release(self) -> None:
         os.close(self._fd)
-
-
-def write_state(storage: Path, state: dict[str, object]) -> None:
-    tmp = storage / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, storage / STATE_FILE)
 
 
 def _watch_parent(stop: threading.Event) -> None:
@@ -128,5 +122,5 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
             server.stop()
         if device is not None:
             device.close()
-        (storage / STATE_FILE).unlink(missing_ok=True)
+        remove_state(storage)
         lock.release()
