@@ -40,19 +40,11 @@ from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
 from firmware_sim.usb_backend import VirtualUsbDevice
+from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2}
 DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

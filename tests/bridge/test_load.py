@@ -53,14 +53,15 @@ def test_a_client_sending_one_byte_per_second_does_not_stall_the_others(world: W
     request = world.seal().to_bytes()
     head = f"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(request)}\r\n\r\n".encode() + request
     slow_answer: list[bytes] = []
-    slow_done = threading.Event()
+    slow_done, slow_started = threading.Event(), threading.Event()
 
     def dribble() -> None:
         with socket.create_connection((host, port), timeout=30) as sock:
             try:
                 for byte in head:
                     sock.sendall(bytes([byte]))
-                    time.sleep(1.0)
+                    slow_started.set()
+                    time.sleep(1.0)  # the slow client's pace: one byte a second (what is tested, not a wait)
             except OSError:
                 pass  # the bridge gave up on us, as it should
             try:
@@ -70,7 +71,7 @@ def test_a_client_sending_one_byte_per_second_does_not_stall_the_others(world: W
         slow_done.set()
 
     threading.Thread(target=dribble, daemon=True).start()
-    time.sleep(0.3)
+    assert slow_started.wait(10)  # its first byte is in before the ordinary clients begin
     for i in range(20):  # meanwhile, ordinary clients are served at full speed
         response = requests.post(bridge.url + "/v1/instructions?wait=10", data=world.seal(order=f"MZF{i}").to_bytes(), timeout=30)
         assert response.status_code == 200

@@ -30,8 +30,8 @@ def test_unplug_and_replug_mid_instruction(world: World, wire: str) -> None:
     pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
     assert pending.status_code == 202  # still there, still unfinished
 
-    responder.release()  # the patient pays while the cable is out
-    time.sleep(0.2)
+    responder.release()  # the patient pays while the cable is out: release() returns once the result is made
+    assert responder.pending_answers == 1  # the result waits on the device for the cable
     endpoint.replug()
     got = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=20", timeout=40)
     assert got.status_code == 200

@@ -36,6 +36,7 @@ from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
 from protocol.messages import Result
 from firmware_sim.demo_gateway import DemoGateway
+from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
 # Fast link timers (production: 0.3 s / 2 s / 6 s) so a pulled cable is noticed within a second or two.
 DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
@@ -58,16 +59,6 @@ class SteppedClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset_s
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def new_order() -> str:
