@@ -240,7 +240,7 @@ class _AccessoryOutput:
     def __init__(self, streams: AccessoryStreams) -> None:
         self._streams = streams
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         with self._streams.device._cond:
             self._streams._check()
         self._streams.device.device_write(bytes(data))

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
@@ -43,12 +43,15 @@ from terminal.view import HistoryEntry, Screen, ScreenView
 from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
+from terminal.link.wire import Wire
 from firmware_sim.faults import (
     ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCutFault, PowerOn, Replug, Unplug, describe_fault,
 )
 from firmware_sim.firmware import Firmware, boot_firmware
 from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.usb_backend import VirtualUsbDevice
+
+_R = TypeVar("_R")  # what a call into the terminal service returns
 
 log = logging.getLogger("firmware_sim.device")
 
@@ -122,7 +125,7 @@ class VirtualDevice:
         self._power_thread = threading.Thread(target=self._power_loop, name="device-power", daemon=True)
         self._closed = False
 
-    def _make_wire(self) -> object:
+    def _make_wire(self) -> Wire:
         kind = self.options.link
         if kind is LinkKind.PTY:
             return PtyWire(self.options.pty_link or Path(self.options.storage).resolve() / PTY_LINK)
@@ -273,8 +276,8 @@ class VirtualDevice:
             self._wire_plugged = False
             log.warning("the power was cut while the device was booting")
             return self._power
-        if not self._cable:
-            fw.endpoint.unplug()  # type: ignore[union-attr]
+        if not self._cable and fw.endpoint is not None:  # booted with the cable out: keep it out
+            fw.endpoint.unplug()
         with self._lock:
             self._fw = fw
             self._power = (Power.RECOVERY if fw.boot is None or fw.boot.slot is None
@@ -425,7 +428,7 @@ class VirtualDevice:
             raise SimError(SimCode.NO_APPLICATION, fw.problem or "the application is not running")
         return fw.service
 
-    def _guarded(self, call: Callable[[TerminalService], object]) -> object:
+    def _guarded(self, call: Callable[[TerminalService], _R]) -> _R:
         service = self._service()
         try:
             return call(service)
@@ -433,13 +436,13 @@ class VirtualDevice:
             raise SimError(SimCode.POWERED_OFF, "the device lost power") from None
 
     def screen(self) -> ScreenView:
-        return self._guarded(lambda s: s.view())  # type: ignore[return-value]
+        return self._guarded(lambda s: s.view())
 
     def history(self, *, order_no: str | None = None) -> list[HistoryEntry]:
-        return self._guarded(lambda s: s.history(None, order_no))  # type: ignore[return-value]
+        return self._guarded(lambda s: s.history(None, order_no))
 
     def scan(self, code: str) -> ScanReply:
-        reply: ScanReply = self._guarded(lambda s: s.scan(code))  # type: ignore[assignment]
+        reply: ScanReply = self._guarded(lambda s: s.scan(code))
         if reply.status is ScanStatus.ACCEPTED:
             return reply
         if reply.status is ScanStatus.REFUSED:
@@ -451,7 +454,7 @@ class VirtualDevice:
         raise SimError(code_, reply.message.en, text=_text(reply.message))
 
     def cancel(self) -> ActionReply:
-        reply: ActionReply = self._guarded(lambda s: s.cancel())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.cancel())
         if not reply.ok:
             code_ = SimCode.NOTHING_TO_CANCEL if reply.message == texts.IDLE else SimCode.BUSY
             raise SimError(code_, "nothing is on screen to cancel" if code_ is SimCode.NOTHING_TO_CANCEL
@@ -459,7 +462,7 @@ class VirtualDevice:
         return reply
 
     def confirm_refund(self, pin: str) -> PinReply:
-        reply: PinReply = self._guarded(lambda s: s.confirm_refund(pin))  # type: ignore[assignment]
+        reply: PinReply = self._guarded(lambda s: s.confirm_refund(pin))
         if reply.status is PinStatus.ACCEPTED:
             return reply
         if reply.status is PinStatus.WRONG:
@@ -472,7 +475,7 @@ class VirtualDevice:
         view = self.screen()
         if view.screen is not Screen.AWAITING_SUPERVISOR:
             raise SimError(SimCode.NOTHING_TO_CONFIRM, "no refund is waiting for the supervisor")
-        reply: ActionReply = self._guarded(lambda s: s.decline_refund())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.decline_refund())
         if not reply.ok:
             raise SimError(SimCode.BUSY, reply.message.en, text=_text(reply.message))
         return reply

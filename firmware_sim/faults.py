@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from terminal.journal import CommitPoint
+from terminal.link.wire import Wire
 from terminal.machine import State
 
 from firmware_sim.simerrors import SimCode, SimError
@@ -354,7 +355,7 @@ class FaultyWire:
     unless `close(final=True)`, so a power cycle can run a new endpoint on the same wire.
     """
 
-    def __init__(self, inner: object, *, on_budget_spent: Callable[[PowerCutFault], None] | None = None) -> None:
+    def __init__(self, inner: Wire, *, on_budget_spent: Callable[[PowerCutFault], None] | None = None) -> None:
         self.inner = inner
         self.filters = {Direction.TO_BRIDGE: ByteFilter(), Direction.TO_DEVICE: ByteFilter()}
         self.on_budget_spent = on_budget_spent
@@ -424,7 +425,7 @@ class FaultyWire:
         if self._silent:
             time.sleep(timeout)
             return b""
-        data = self.inner.read(max_bytes, timeout)  # type: ignore[attr-defined]
+        data = self.inner.read(max_bytes, timeout)
         if not data:
             return data
         data, delay = self._pass(Direction.TO_DEVICE, data)
@@ -439,16 +440,16 @@ class FaultyWire:
         if delay:
             time.sleep(delay)
         if data:
-            self.inner.write(data)  # type: ignore[attr-defined]
+            self.inner.write(data)
 
     def unplug(self) -> None:
-        self.inner.unplug()  # type: ignore[attr-defined]
+        self.inner.unplug()
 
     def replug(self) -> None:
-        self.inner.replug()  # type: ignore[attr-defined]
+        self.inner.replug()
 
     def close(self, final: bool = False) -> None:
         if final:
-            self.inner.close()  # type: ignore[attr-defined]
+            self.inner.close()
         else:
-            self.inner.unplug()  # type: ignore[attr-defined]
+            self.inner.unplug()
