@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import requests
 
@@ -55,7 +55,12 @@ def control_url(args: argparse.Namespace) -> str:
     return str(read_state(Path(args.storage))["control_url"]).rstrip("/")
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+# The control API's answers as the CLI sees them: JSON it renders and never checks (their shape is the
+# API's contract, held by tests/firmware_sim/test_control_api.py), so their values are typed Any.
+Answer = dict[str, Any]
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Answer:
     url = control_url(args) + path
     try:
         response = requests.request(method, url, json=body, timeout=HTTP_TIMEOUT_S)
@@ -80,7 +85,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict[str, objec
 # ----------------------------------------------------------------------------- rendering
 
 
-def _money_line(screen: dict[str, object]) -> str:
+def _money_line(screen: Answer) -> str:
     parts = [str(screen.get("screen"))]
     if screen.get("amount"):
         parts.append(str(screen["amount"]))
@@ -91,7 +96,7 @@ def _money_line(screen: dict[str, object]) -> str:
     return "  ".join(parts)
 
 
-def render_screen(screen: dict[str, object]) -> list[str]:
+def render_screen(screen: Answer) -> list[str]:
     lines = [_money_line(screen)]
     message = screen.get("message")
     if isinstance(message, dict):
@@ -114,7 +119,7 @@ def render_screen(screen: dict[str, object]) -> list[str]:
     return lines
 
 
-def _print(args: argparse.Namespace, answer: dict[str, object], lines: list[str]) -> int:
+def _print(args: argparse.Namespace, answer: Answer, lines: list[str]) -> int:
     if args.json:
         _out(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
@@ -134,14 +139,14 @@ def cmd_screen(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     s = call(args, "GET", "/v1/status")
     dev, link, boot = s["device"], s["link"], s.get("boot") or {}
-    lines = [f"device {dev['device_id']} (model {dev['model']}, serial {dev['serial_no']}, "  # type: ignore[index]
-             f"USB {dev['usb']['vid']}:{dev['usb']['pid']}/{dev['usb']['serial']})",  # type: ignore[index]
+    lines = [f"device {dev['device_id']} (model {dev['model']}, serial {dev['serial_no']}, "
+             f"USB {dev['usb']['vid']}:{dev['usb']['pid']}/{dev['usb']['serial']})",
              f"power {s['power']}; {boot.get('message') or s.get('problem') or ''}".rstrip("; "),
-             f"link {link['bridge_url']}: {'up to a ' + str(link['host']) if link['up'] else 'down'}, cable {link['cable']}"  # type: ignore[index]
+             f"link {link['bridge_url']}: {'up to a ' + str(link['host']) if link['up'] else 'down'}, cable {link['cable']}"
              + (f", paced at {link['baud']} baud" if link.get("baud") else ""),
-             f"clock offset {s['clock']['offset_s']:+g} s"]  # type: ignore[index]
+             f"clock offset {s['clock']['offset_s']:+g} s"]
     if link.get("bridge_clock_offset_s") is not None:
-        lines[-1] += f"; {link['bridge_clock_offset_s']:+g} s from the bridge's clock"  # type: ignore[index]
+        lines[-1] += f"; {link['bridge_clock_offset_s']:+g} s from the bridge's clock"
     return _print(args, s, lines)
 
 
@@ -180,14 +185,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     answer = call(args, "POST", "/v1/scan", body)
     message = answer["message"]
     return _print(args, answer, [f"{answer['source']} read {answer['code_masked']}: {answer['channel']}, "
-                                 f"{message['zh']} / {message['en']}"])  # type: ignore[index]
+                                 f"{message['zh']} / {message['en']}"])
 
 
 def _action(path: str, done: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         body = {"pin": args.pin if args.pin is not None else sys.stdin.readline().strip()} if hasattr(args, "pin") else None
         answer = call(args, "POST", path, body)
-        return _print(args, answer, [done, *render_screen(answer["screen"])])  # type: ignore[arg-type]
+        return _print(args, answer, [done, *render_screen(answer["screen"])])
     return run
 
 
@@ -209,10 +214,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
                 fault[key] = value
     answer = call(args, "POST", "/v1/faults", fault)
     status = answer["status"]
-    link = status["link"]  # type: ignore[index]
+    link = status["link"]
     return _print(args, answer, [f"applied {json.dumps(fault)}",
-                                 f"power {status['power']}, link {'up' if link['up'] else 'down'}, cable {link['cable']}, "  # type: ignore[index]
-                                 f"clock offset {status['clock']['offset_s']:+g} s"])  # type: ignore[index]
+                                 f"power {status['power']}, link {'up' if link['up'] else 'down'}, cable {link['cable']}, "
+                                 f"clock offset {status['clock']['offset_s']:+g} s"])
 
 
 # ----------------------------------------------------------------------------- init (the device's provisioning)
