@@ -28,6 +28,7 @@ from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
 from bridge.relay import Relay, RelaySettings
 from bridge.retention import prune
+from protocol.strictjson import ReportJson
 
 log = logging.getLogger("bridge.daemon")
 
@@ -144,7 +145,7 @@ class Bridge:
             if report.archived:
                 log_event(log, "journal_pruned", archived=report.archived, months=list(report.months))
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> ReportJson:
         now = self.clock()
         devices = []
         for port in self.ports:

@@ -34,6 +34,7 @@ from typing import Callable, TypeVar
 
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
+from protocol.strictjson import ReportJson
 from terminal import texts
 from terminal.identity import load_identity
 from terminal.journal import CommitPoint, PowerLostAtCommit
@@ -391,7 +392,7 @@ class VirtualDevice:
 
     # ================================================================ status
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> ReportJson:
         ident, fw = self.identity, self._fw
         boot = None if fw is None or fw.boot is None else fw.boot
         app_link = None if fw is None else fw.app_link

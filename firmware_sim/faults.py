@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from protocol.strictjson import ReportJson
 from terminal.journal import CommitPoint
 from terminal.link.wire import Wire
 from terminal.machine import State
@@ -397,7 +398,7 @@ class FaultyWire:
     def silent(self) -> bool:
         return self._silent
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> ReportJson:
         with self._lock:
             out: dict[str, object] = {
                 way.value: {"faults": [describe_fault(f) for f in filt.faults], "stats": vars(filt.stats).copy()}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import builtins
 import json
 import unicodedata
-from typing import Mapping
+from typing import Any, Mapping
 
 from protocol.errors import ErrorCode, ProtocolError
 
-JsonObject = dict[str, object]
+JsonObject = dict[str, object]  # JSON as it is parsed: every value must be checked before use
+# A report a process gives about itself (GET /v1/health, the simulator's status): built by its owner,
+# read by operators, scripts and tests that index into it freely, so its values are typed Any.
+ReportJson = dict[str, Any]
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> JsonObject:

@@ -29,6 +29,7 @@ from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import LinkTimers
 from protocol.messages import Display, Instruction
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
+from protocol.strictjson import ReportJson
 
 from bridge.config import parse_config
 from bridge.daemon import Bridge
@@ -228,7 +229,7 @@ class BridgeProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(20)
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> ReportJson:
         return requests.get(self.url + "/v1/health", timeout=5).json()
 
 

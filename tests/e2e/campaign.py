@@ -184,7 +184,7 @@ class Campaign:
 
     def _last_cut(self) -> float:
         assert self.rig is not None
-        last = self.rig.device.status()["faults"]["last_power_cut"]  # type: ignore[index]
+        last = self.rig.device.status()["faults"]["last_power_cut"]
         return float(last["when"]) if last else 0.0
 
     def _storage_events(self) -> int:

@@ -172,7 +172,7 @@ def test_faulty_wire_filters_each_direction_and_cuts_after_a_byte_budget() -> No
         host.sock.sendall(b"ignored")
         assert host.read_all(1, timeout=0.3) == b"" and wire.read(100, 0.05) == b""
         status = wire.describe()
-        assert status["to_device"]["stats"]["dropped"] == 2 and status["to_bridge"]["stats"]["duplicated"] == 3  # type: ignore[index]
+        assert status["to_device"]["stats"]["dropped"] == 2 and status["to_bridge"]["stats"]["duplicated"] == 3
         wire.unsilence()
         wire.write(b"back")
         assert host.read_all(4) == b"back"
