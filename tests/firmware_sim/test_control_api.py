@@ -59,7 +59,7 @@ def screen(rig: Rig) -> dict:
 
 
 def wait_screen(rig: Rig, name: str) -> dict:
-    return wait_until(lambda: (s := screen(rig))["screen"] == name and s, what=f"screen {name}")  # type: ignore[return-value]
+    return wait_until(lambda: (s := screen(rig))["screen"] == name and s, what=f"screen {name}")
 
 
 def test_status_names_the_device_its_boot_slot_and_its_link(rig: Rig) -> None:

@@ -102,7 +102,7 @@ class Bridge:
                 env = message.envelope
                 received = receive_result(env.to_json_obj(), KeyRing([KEY, SharedKey(OLD_KEY.kid, OLD_KEY.suite, OLD_KEY.secret)]),
                                           now=self.service.clock(), device_keys=DEVICE_KEYS)  # signed by the device
-                assert env.device_id == DEVICE_ID
+                assert env.device_id == DEVICE_ID and env.reply_to is not None  # a result answers an instruction
                 result = received.message
                 assert isinstance(result, Result)
                 if result.pay_status in (PayStatus.FAILED, PayStatus.REFUND_FAILED) and \
