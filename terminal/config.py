@@ -228,9 +228,9 @@ class _Obj:
         if name not in self.obj:
             return None
         value = self.obj[name]
-        if type(value) not in (int, float) or not lo <= value <= hi:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
             raise self.fail(name, f"must be a number of seconds from {lo:g} to {hi:g}, got {value!r}")
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
 
     def sub(self, name: str, allowed: set[str], *, optional: bool = False) -> "_Obj | None":
         if optional and name not in self.obj:
@@ -432,9 +432,10 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
     if config.admin_pin_hash is not None:
         obj["admin"] = {"pin_hash": config.admin_pin_hash.encode()}
     if config.gateway is not None:
-        obj["gateway"] = {"url": config.gateway.url}
+        gateway: dict[str, object] = {"url": config.gateway.url}
         if config.gateway.pinned_cert is not None:
-            obj["gateway"]["pinned_cert"] = config.gateway.pinned_cert
+            gateway["pinned_cert"] = config.gateway.pinned_cert
+        obj["gateway"] = gateway
     if config.polling:
         obj["polling"] = {
             channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s),
