@@ -187,7 +187,7 @@ class _Sub:
         self.action, self.common = action, common
 
     def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
-        return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]
+        return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]  # argparse's add_parser keywords pass through unchanged
 
 
 def cmd_journal_check(args: argparse.Namespace) -> int:

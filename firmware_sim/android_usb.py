@@ -59,7 +59,7 @@ class VirtualAndroidDevice(VirtualUsbDevice):
                  manufacturer: str = "Simulated POS maker", product: str = "Android smart POS (simulated)",
                  **kwargs: object) -> None:
         super().__init__(vid=vid, pid=pid, serial_no=serial_no, manufacturer=manufacturer, product=product,
-                         **kwargs)  # type: ignore[arg-type]
+                         **kwargs)  # type: ignore[arg-type]  # the remaining VirtualUsbDevice keywords pass through unchanged
         self.aoa_version = aoa_version
         self.adb = adb
         self.reenumerate_s = reenumerate_s

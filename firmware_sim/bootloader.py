@@ -126,13 +126,13 @@ class BootState:
         obj = loads_object(raw, what="boot metadata")
         slots: dict[str, SlotRecord | None] = {}
         for s in SLOTS:
-            r = obj["slots"][s]  # type: ignore[index]
+            r = obj["slots"][s]  # type: ignore[index]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
             slots[s] = None if r is None else SlotRecord(
                 r["state"], tuple(ImageRef(i["file"], i["digest"], i["version"], i["counter"], i["key_id"],
                                            i["override"], tuple(i["kinds"])) for i in r["images"]),
                 dict(r["parts"]))
-        return BootState(seq, obj["active"], obj["trial"], obj["tries_left"], obj["running"],  # type: ignore[arg-type]
-                         obj["boot_count"], dict(obj["min_counter"]), slots)  # type: ignore[arg-type]
+        return BootState(seq, obj["active"], obj["trial"], obj["tries_left"], obj["running"],  # type: ignore[arg-type]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
+                         obj["boot_count"], dict(obj["min_counter"]), slots)  # type: ignore[arg-type]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
 
 
 def _encode_meta(state: BootState) -> bytes:

@@ -30,6 +30,7 @@ from terminal.identity import ProvisionedDevice
 from terminal.link.app_link import AppLink
 from terminal.link.endpoint import DeviceEndpoint
 from terminal.link.service_handler import ServiceLinkHandler
+from terminal.link.wire import Wire
 from terminal.service import TerminalService
 
 from firmware_sim.bootloader import Bootloader, BootResult
@@ -139,7 +140,7 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
     return None
 
 
-def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[], float], timers: LinkTimers,
+def boot_firmware(device: ProvisionedDevice, *, wire: Wire, clock: Callable[[], float], timers: LinkTimers,
                   baud: int | None, on_commit: Callable[[Firmware, CommitPoint], None],
                   reboot: Callable[[str], None]) -> Firmware:
     """Power-on to ready. PowerLostAtCommit (an injected cut during recovery) propagates: the device is off."""
@@ -165,7 +166,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
     app_link = AppLink(firmware, clock)
     firmware.app_link = app_link
     firmware.endpoint = DeviceEndpoint(
-        wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,  # type: ignore[arg-type]
+        wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,
         host_trust=device.host_trust,
         timers=timers, baud=baud, boot_handler=BootLink(firmware, BootService(bootloader, reboot=reboot)),
     ).start()

@@ -49,7 +49,7 @@ class StorageLock:
             else:
                 import msvcrt
 
-                msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+                msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # msvcrt exists on Windows only; this branch runs only there
         except OSError:
             os.close(self._fd)
             raise SimError(SimCode.STORAGE, f"another {what} runs on {storage} ({self.path} is locked); "
@@ -96,7 +96,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
                  "bridge_url": device.bridge_url, "control_url": server.url, "power": device.power.value,
                  "storage": str(storage)}
         if device.usb_backend is not None:  # the virtual bus, for a bridge in another process
-            cable = UsbCableServer(device.usb_backend, host=control_host).start()  # type: ignore[arg-type]
+            cable = UsbCableServer(device.usb_backend, host=control_host).start()  # type: ignore[arg-type]  # usb_backend is set (checked just above) and is the simulator's VirtualUsbBackend
             state["usb_cable"] = cable.address
         write_state(storage, state)
         sys.stdout.write(json.dumps(state) + "\n")

@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         identity = load_identity(data_dir, wechat_key=_opt_str(option("wechat_key", None)), alipay_key_path=_opt_str(option("alipay_key", None)),
                                  app_public_key_path=_opt_str(option("alipay_app_public_key", None)))
-        sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]
-                          unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]
+        sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
+                          unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
     except IdentityError as exc:
         print(f"channel-sandbox: {exc}", file=sys.stderr)
         return 2

@@ -84,7 +84,7 @@ class World:
 
     def responder(self, device_id: str = "D1", **kwargs: object) -> Responder:
         seed = self.seeds.get(device_id) or os.urandom(32)  # an unregistered device has a key of its own
-        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]
+        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]  # keyword options passed through to Responder, typed object here
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
                  identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",
@@ -99,7 +99,7 @@ class World:
             wire = AndroidUsbWire(android or VirtualAndroidDevice(serial_no=serial_no))
         else:
             raise ValueError(kind)
-        endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]
+        endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]  # keyword options passed through to DeviceEndpoint, typed object here
                                   device_key_seed=seed or self.seeds[device_id], timers=DEVICE_TIMERS, baud=baud,
                                   host_trust=self.host_trust if host_trust is None else host_trust)
         endpoint.start()
@@ -205,7 +205,7 @@ class BridgeProcess:
         def started() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"bridge exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise AssertionError(f"bridge exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]  # the bridge was started with stderr=PIPE
             for line in self.world.log_lines()[before:]:
                 if line.get("event") == "bridge_started":
                     self.url = str(line["url"])

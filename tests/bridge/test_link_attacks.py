@@ -48,7 +48,7 @@ def port_stats(bridge) -> dict[str, int]:
 def rig(world: World, tamper=None):
     responder = world.responder(mode=ResponderMode.SILENT)
     endpoint = world.endpoint("pty", responder)
-    mitm = CableMitm(endpoint.wire.slave_path, tamper).start()  # type: ignore[attr-defined]
+    mitm = CableMitm(endpoint.wire.slave_path, tamper).start()  # type: ignore[attr-defined]  # a pty endpoint's wire is a PtyWire, which names its slave path
     bridge = world.bridge([mitm.bridge_url])
     world._cleanups.append(mitm.stop)
     wait_until(lambda: bridge.relay.attached("D1"), what="the device attached through the attacker")

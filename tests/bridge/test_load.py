@@ -119,5 +119,5 @@ def test_graceful_shutdown_answers_long_polls_and_keeps_the_journal_consistent(w
     with sqlite3.connect(world.dir / "journal.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     journal = Journal(world.dir / "journal.sqlite3")
-    assert journal.get(envelope.msg_id).state.value == "progress"  # type: ignore[union-attr]
+    assert journal.get(envelope.msg_id).state.value == "progress"  # type: ignore[union-attr]  # the instruction was journaled above, so get() finds it
     journal.close()

@@ -50,9 +50,9 @@ def test_instruction_sent_while_the_link_is_down_is_delivered_after_the_reconnec
     # Accepted and journaled, but the link drops before the frame leaves: it must not be lost.
     envelope = world.seal()
     original = port.send_instruction
-    port.send_instruction = lambda msg_id, env, *more: False  # type: ignore[method-assign]
+    port.send_instruction = lambda msg_id, env, *more: False  # type: ignore[method-assign]  # the test breaks sending on purpose (monkeypatch of a method)
     assert requests.post(bridge.url + "/v1/instructions?wait=0", data=envelope.to_bytes(), timeout=10).json()["state"] == "queued"
-    port.send_instruction = original  # type: ignore[method-assign]
+    port.send_instruction = original  # type: ignore[method-assign]  # and puts the method back
     endpoint.unplug()
     wait_until(lambda: not bridge.relay.attached("D1"))
     endpoint.replug()

@@ -77,8 +77,8 @@ class Pending:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"HIS got no answer for {self.msg_id} within {timeout:g} s"
         if "error" in self.box:
-            raise self.box["error"]  # type: ignore[misc]
-        return self.box["outcome"]  # type: ignore[return-value]
+            raise self.box["error"]  # type: ignore[misc]  # the box holds the HIS thread's exception (typed object)
+        return self.box["outcome"]  # type: ignore[return-value]  # the box holds the HIS thread's Outcome (typed object)
 
     def result(self, timeout: float = 40.0) -> Result:
         outcome = self.outcome(timeout)
@@ -121,7 +121,7 @@ class Rig:
         return int(self.world.sandbox.account(code)["balance_fen"])
 
     def orders(self, code: str) -> list[dict[str, object]]:
-        return self.world.sandbox.account(code)["orders"]  # type: ignore[return-value]
+        return self.world.sandbox.account(code)["orders"]  # type: ignore[return-value]  # the sandbox's account JSON: a list of order objects
 
     def bridge_result_count(self, msg_id: str) -> int:
         row = self.bridge.journal.get(msg_id)

@@ -43,12 +43,12 @@ class SimProcess:
                                       "--tcp", "0", "--rto", "0.1", "--keepalive", "0.5", "--dead-after", "2", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         box: dict[str, str] = {}
-        reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]  # started with stdout=PIPE
         reader.start()
         reader.join(30)
         if not box.get("line"):
             self.proc.kill()
-            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]  # started with stderr=PIPE
         self.ready = json.loads(box["line"])
 
     def terminate(self) -> int:

@@ -139,7 +139,7 @@ def _his(demo_path: Path, kit: Kit, **kwargs: object) -> ReferenceHis:
     registry = demo_path.parent / "his" / "devices.csv"
     devices = {d.device_id: d.public_key for d in parse_device_csv(registry.read_text(encoding="utf-8")) if d.public_key}
     config = hisclient.ClientConfig(kit.proxy.url, demo.key, KeyRing([demo.key]), demo.terminal_id, devices)
-    return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]
+    return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]  # keyword options passed through to ReferenceHis, typed object here
 
 
 class _Late:
@@ -148,10 +148,10 @@ class _Late:
     his: ReferenceHis
 
     def step(self, *a: object) -> None:
-        self.his.step(*a)  # type: ignore[arg-type]
+        self.his.step(*a)  # type: ignore[arg-type]  # forwards the kit's operator call unchanged
 
     def confirm(self, *a: object) -> bool:
-        return self.his.confirm(*a)  # type: ignore[arg-type]
+        return self.his.confirm(*a)  # type: ignore[arg-type]  # forwards the kit's operator call unchanged
 
     def note(self, text: str) -> None:
         pass

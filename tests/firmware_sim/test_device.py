@@ -79,7 +79,7 @@ def test_flashing_a_configuration_boots_it_and_confirms_its_health(world: SimWor
                                   host_key_seed=load_host_key(world.hosts.maintenance).seed) as conn:
         conn.connect()
         boot = flasher.read_status(conn)
-    assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]
+    assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]  # INFO's boot state, read from JSON (typed object)
     assert device.service is not None and device.service.config.device.device_id == provisioned.device_id
 
 
@@ -191,7 +191,7 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
         wait_until(lambda: service.view().can_scan, what="the collection on screen")
         service.scan(code)
         waiter.join(20)
-        assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]
+        assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]  # the box holds the HIS thread's Outcome (typed object)
         # A real POS announces the POS app's own version, never the simulator's.
         assert bridge.health()["devices"][0]["firmware"] == f"pos-app {terminal.__version__}"
     finally:

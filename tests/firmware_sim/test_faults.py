@@ -153,7 +153,7 @@ def _device_read(wire: FaultyWire, timeout: float = 2.0) -> bytes:
 def test_faulty_wire_filters_each_direction_and_cuts_after_a_byte_budget() -> None:
     cuts: list[PowerCutFault] = []
     wire = FaultyWire(TcpWire(), on_budget_spent=cuts.append)
-    host = _Host(wire.inner)  # type: ignore[arg-type]
+    host = _Host(wire.inner)  # type: ignore[arg-type]  # the inner wire is the TcpWire this test made
     try:
         wire.add(ByteFault(ByteFaultKind.DROP, Direction.TO_DEVICE, next_bytes=2))
         host.sock.sendall(b"abcdef")

@@ -60,7 +60,7 @@ class Launcher:
         ready = threading.Event()
 
         def read() -> None:
-            for line in iter(self.proc.stdout.readline, ""):  # type: ignore[union-attr]
+            for line in iter(self.proc.stdout.readline, ""):  # type: ignore[union-attr]  # started with stdout=PIPE
                 self.out.append(line)
                 if line.startswith("Ctrl-C stops everything"):
                     ready.set()
@@ -68,7 +68,7 @@ class Launcher:
 
         threading.Thread(target=read, daemon=True).start()
         def read_err() -> None:
-            for line in iter(self.proc.stderr.readline, ""):  # type: ignore[union-attr]
+            for line in iter(self.proc.stderr.readline, ""):  # type: ignore[union-attr]  # started with stderr=PIPE
                 self.err_lines.append(line)
 
         threading.Thread(target=read_err, daemon=True).start()
