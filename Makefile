@@ -106,4 +106,4 @@ screenshots: setup
 	$(PY) -m terminal.ui.screenshots --out docs/screenshots
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .hypothesis
+	rm -rf $(VENV) .run .pytest_cache .hypothesis .mypy_cache

@@ -294,7 +294,8 @@ def check_acceptable(header: ImageHeader, signer: TrustedKey, *, model: str, dev
         minimum = min_counters.get(kind, 0)
         if m.security_counter < minimum:
             raise _fail(FlashCode.DOWNGRADE,
-                        f"{kind} security counter {m.security_counter} is below this device's minimum {minimum}")
+                        f"{kind} security counter {m.security_counter} is below this device's minimum {minimum} "
+                        "(only an image signed with the engineer override key may go lower)")
 
 
 def describe(header: ImageHeader) -> dict[str, object]:
