@@ -21,6 +21,7 @@ import requests
 
 from firmware_sim.system import System, SystemOptions, _start_on_saved_port
 from protocol.image import PartKind, parse_image
+from tests.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -153,12 +154,9 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         try:
             code = requests.post(demo["sandbox_url"] + "/sandbox/v1/codes", json={"channel": "WECHAT"}, timeout=10).json()["code"]
             storage = ["--storage", str(workdir / "device")]
-            deadline = time.monotonic() + 30
-            while True:
-                scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, *storage], capture_output=True, text=True, timeout=30)
-                if scan.returncode == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)  # the instruction is on its way to the POS
+            wait_until(lambda: requests.get(demo["sim_url"] + "/v1/screen", timeout=10).json()["screen"] == "awaiting_scan",
+                       30, "the POS to ask for the payment code")
+            scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, *storage], capture_output=True, text=True, timeout=30)
             assert scan.returncode == 0, scan.stderr
             out, err = pay.communicate(timeout=60)
         finally:
