@@ -11,6 +11,7 @@ Relative paths are relative to the directory of the configuration file.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import ipaddress
 import json
@@ -171,11 +172,11 @@ class _Section:
             raise self.fail(key, why)
         return value
 
-    def path(self, key: str, default: str, base: Path) -> Path:
+    def path(self, key: builtins.str, default: builtins.str, base: Path) -> Path:
         text = self.str(key, default, lambda v: None if v.strip() else "is empty; name a file")
         return (base / text).resolve() if not Path(text).is_absolute() else Path(text)
 
-    def str_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         if key not in self.table:
             return default
         value = self.table[key]

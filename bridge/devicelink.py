@@ -28,6 +28,7 @@ from protocol.link.session import (
     Delivered, HandshakeRefused, HostHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
     Role, Undeliverable,
 )
+from protocol.link.session import Event as LinkEvent
 
 from bridge.logjson import log_event
 from bridge.transport import Transport, TransportClosed, TransportError, make_transport
@@ -232,7 +233,7 @@ class DevicePort:
             except TransportError as exc:
                 self._broken = str(exc)  # the port thread reconnects; the link resends after the handshake
 
-    def _handle(self, events: list[object]) -> None:
+    def _handle(self, events: list[LinkEvent]) -> None:
         for event in events:
             if isinstance(event, Received):
                 if self._broken:

@@ -65,5 +65,5 @@ def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: s
     first = next(iter(clients.values()), None)
     if isinstance(first, GatewayChannelClient):  # hand-overs go to the gateway's alarm list too
         alarms = GatewayAlarms(first.connection)
-    journal = Journal(journal_path, on_commit=on_commit)
+    journal = Journal(Path(journal_path), on_commit=on_commit)
     return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng, alarms=alarms)

@@ -81,7 +81,7 @@ class SandboxProcess:
 
     # -- the control API, for tests and demos -------------------------------------------------
 
-    def control(self, method: str, path: str, body: dict[str, object] | None = None) -> ReportJson:
+    def control(self, method: str, path: str, body: ReportJson | None = None) -> ReportJson:
         response = requests.request(method, self.url + "/sandbox/v1" + path, json=body, timeout=10)
         response.raise_for_status()
         return response.json()
