@@ -125,7 +125,7 @@ class Responder:
                 return
             self._answer(endpoint, envelope.msg_id, self._execute(envelope, instruction))
 
-    def on_cancel(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_cancel(self, envelope: Envelope, endpoint) -> None:
         with self._lock:
             self._endpoint = endpoint
             try:

@@ -157,8 +157,8 @@ def _cases(suite: str) -> list[JsonObj]:
         None, "bad_envelope")
     withdrawal = {"terminal_id": "T0001", "order_no": "MZ20261122000123"}
 
-    def cancel(name: str, plaintext: dict = withdrawal, **header: object) -> Envelope:
-        fields: dict[str, object] = {"msg_id": "HIS-0001-000050", "reply_to": "HIS-0001-000042", "msg_type": "cancel"}
+    def cancel(name: str, plaintext: JsonObj = withdrawal, **header: object) -> Envelope:
+        fields: JsonObj = {"msg_id": "HIS-0001-000050", "reply_to": "HIS-0001-000042", "msg_type": "cancel"}
         fields.update(header)
         return _envelope(name, suite, plaintext, result=False, **fields)
 

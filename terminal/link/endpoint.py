@@ -250,7 +250,7 @@ class DeviceEndpoint:
             if message.clock is not None and hear is not None:
                 hear(message.clock, self)
             if message.expires_at is not None and hasattr(self.handler, "on_instruction_expiring"):
-                self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)  # type: ignore[attr-defined]
+                self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)
             else:
                 self.handler.on_instruction(message.envelope, self)
         elif isinstance(message, CancelMsg) and hasattr(self.handler, "on_cancel"):

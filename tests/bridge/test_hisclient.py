@@ -62,7 +62,7 @@ def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> N
     assert hisclient.main(hint[1:]) == 3  # the hint works as printed
 
 
-def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:
     world, bridge, responder, args = his
     responder.mode = ResponderMode.SILENT
     demo = _demo_file(world, bridge, tmp_path)
@@ -122,14 +122,14 @@ def test_bridge_refusals_and_usage_errors(his, capsys) -> None:
     assert "two decimals are required" in capsys.readouterr().err
 
 
-def _demo_file(world: World, bridge, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _demo_file(world: World, bridge, tmp_path: Path) -> Path:
     demo = {"bridge_url": bridge.url, "suite": world.key.suite, "kid": world.key.kid, "key_hex": world.key.secret.hex(),
             "terminal_id": "T1", "device_id": "D1", "device_registry": str(world.dir / "his-devices.csv")}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
     return tmp_path / "demo.json"
 
 
-def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_demo_file(his, tmp_path: Path, capsys) -> None:
     world, bridge, _, _ = his
     assert hisclient.main(["--demo", str(_demo_file(world, bridge, tmp_path)), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
     assert "SUCCESS" in capsys.readouterr().out
@@ -168,7 +168,7 @@ def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None
                                    parse_amount("+88.00")) == result
 
 
-def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:
     """docs/his-interface.md §10: book nothing, alert, ask again with GET (the bridge serves what it
     verified). The answer is altered on the way by a real HTTP proxy (the conformance kit's)."""
     from firmware_sim.conformance.proxy import ConformanceProxy
