@@ -557,7 +557,7 @@ class Journal:
 
     # ------------------------------------------------------------ writes
 
-    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:
         """Commit one transition; True if it applied. Returns only once it is committed.
 
         Group commit: concurrent callers queue their transitions; the first becomes the leader and
@@ -755,7 +755,7 @@ class Journal:
         found = self._held_rows("WHERE reply_to = ? ORDER BY held_at LIMIT 1", (reply_to,))
         return found[0] if found else None
 
-    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
+    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:
         rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
                           f"FROM held_results {tail}", args)
         return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
@@ -818,7 +818,7 @@ class Journal:
                     "WHERE state NOT IN ('result_stored', 'refused') AND updated_at < ? ORDER BY seq", (before,)).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def withdrawn_for(self, device_id: str) -> list[Row]:
         """Unfinished instructions HIS withdrew, oldest first: their cancel is re-sent at link-up."""

@@ -254,7 +254,7 @@ class DeviceEndpoint:
             else:
                 self.handler.on_instruction(message.envelope, self)
         elif isinstance(message, CancelMsg) and hasattr(self.handler, "on_cancel"):
-            self.handler.on_cancel(message.envelope, self)  # type: ignore[attr-defined]
+            self.handler.on_cancel(message.envelope, self)
         elif isinstance(message, MarksMsg):
             take = getattr(self.handler, "on_marks", None)  # optional: a handler with a journal
             if take is not None:

@@ -220,7 +220,7 @@ class Campaign:
 
         threading.Thread(target=hold, daemon=True).start()
 
-    def _clock_step(self, fault: str):  # type: ignore[no-untyped-def]
+    def _clock_step(self, fault: str):
         """The step of a clock_step_* fault, to be taken when the caller says; None for other faults."""
         if not fault.startswith(("clock_step_pos", "clock_step_pc")):
             return None
