@@ -483,7 +483,7 @@ class VirtualDevice:
 
     def recheck(self) -> ActionReply:
         """A person fixed what an instruction was handed over for: the POS asks the channel again."""
-        reply: ActionReply = self._guarded(lambda s: s.recheck())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.recheck())
         if not reply.ok:
             raise SimError(SimCode.NOTHING_NEEDS_PERSON, reply.message.en, text=_text(reply.message))
         return reply

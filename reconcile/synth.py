@@ -161,7 +161,7 @@ PLATFORM_HEADER = ("#his-platform-ledger-v1\n#hospital={hospital}\n#day={day}\n"
                    "kind,order_no,out_no,instruction_msg_id,terminal_id,device_id,channel,amount,state,channel_id,created_at,finished_at\n")
 
 
-def platform_rows(txns: list[Txn]):  # type: ignore[no-untyped-def]
+def platform_rows(txns: list[Txn]):
     """What the gateway's ledger holds for each transaction, as `gateway-admin ledger export` writes
     it (gateway/ledger_export.py): the channel's truth (the bill), unless `Txn.platform` says otherwise."""
     for t in txns:
