@@ -12,11 +12,12 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool postgresql
 APT_STAMP := $(VENV)/.apt-installed
 
-.PHONY: setup run test bench bench-reconcile-10m fuzz faults soak vectors screenshots conformance-java clean help
+.PHONY: setup run test typecheck bench bench-reconcile-10m fuzz faults soak vectors screenshots conformance-java clean help
 
 help:
 	@echo "make run     install what is missing, then run the system on local defaults (LANDSCAPE=1: 800x480 POS)"
-	@echo "make test    install what is missing, then run the tests"
+	@echo "make test    install what is missing, then type-check (make typecheck) and run the tests"
+	@echo "make typecheck  mypy over the tree; strict on protocol/ and the link packages (config: pyproject.toml)"
 	@echo "make bench   run the benchmarks and print a JSON summary"
 	@echo "make bench-reconcile-10m  the reconciliation benchmark up to 10M transactions per source"
 	@echo "make fuzz    slow campaigns (fuzzing, fault injection at scale)"
@@ -53,8 +54,9 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 run: setup
 	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest -q -m "not slow"
+
 # The Java example (docs/examples/java/HisClient.java) as the HIS through every scenario of the
 # conformance kit. A minute and a JDK, so not in `make test`: the JDK (default-jdk-headless, ~200 MB)
 # is installed here with apt when javac is missing. `make test` still compiles HisEnvelope.java and
@@ -63,6 +65,11 @@ conformance-java: setup
 	@command -v javac >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends default-jdk-headless >/dev/null; }
 	$(PY) -m pytest -q -m slow tests/firmware_sim/test_conformance.py -k java
+
+# The type checker (issue 11): the whole tree, strict on protocol/, protocol/link and terminal/link.
+# Its settings, and the list of modules whose errors are still known debt, are in pyproject.toml.
+typecheck: setup
+	$(PY) -m mypy
 
 bench: setup
 	@$(PY) -m bench
@@ -99,4 +106,4 @@ screenshots: setup
 	$(PY) -m terminal.ui.screenshots --out docs/screenshots
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .hypothesis
+	rm -rf $(VENV) .run .pytest_cache .hypothesis .mypy_cache

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": {},
     }
-    results: dict[str, object] = summary["results"]  # type: ignore[assignment]
+    results: dict[str, object] = summary["results"]  # type: ignore[assignment]  # the dict created just above as results
     for name in wanted:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         module = importlib.import_module(f"bench.{name}")

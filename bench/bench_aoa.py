@@ -26,7 +26,7 @@ from terminal.link.android_accessory import FdAccessory
 from terminal.link.wire import WireReset
 
 
-def _read_exactly(read, size: int) -> bytes:  # type: ignore[no-untyped-def]
+def _read_exactly(read, size: int) -> bytes:
     got = b""
     while len(got) < size:
         try:

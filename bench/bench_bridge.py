@@ -64,11 +64,11 @@ class TimedResponder(Responder):
         self.answered: dict[str, int] = {}
         self.result_bytes: dict[str, int] = {}
 
-    def on_instruction(self, envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope, endpoint) -> None:
         self.arrived[envelope.msg_id] = time.perf_counter_ns()
         super().on_instruction(envelope, endpoint)  # seals the result and sends it (through _try_send)
 
-    def _try_send(self, endpoint, msg_id, message) -> None:  # type: ignore[no-untyped-def]
+    def _try_send(self, endpoint, msg_id, message) -> None:
         # Stamped before the frame is written: the bridge may answer HIS before this thread runs again.
         self.answered[msg_id] = time.perf_counter_ns()
         self.result_bytes[msg_id] = len(encode_app(message)) + OVERHEAD + TAG_SIZE

@@ -28,7 +28,7 @@ def _us(samples: list[int]) -> tuple[float, float]:
     return round(statistics.median(ordered) / 1000, 1), round(p99 / 1000, 1)
 
 
-def _time(fn, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+def _time(fn, n: int) -> list[int]:
     samples = []
     for _ in range(n):
         started = time.perf_counter_ns()
@@ -47,7 +47,7 @@ def run(quick: bool) -> dict:
     figures["wechat_reply_parse_verify_p50_us"], figures["wechat_reply_parse_verify_p99_us"] = _us(
         _time(lambda: verify(parse_xml(wire), key), n_codec))
     with tempfile.TemporaryDirectory() as directory, SandboxProcess(directory) as sandbox:
-        creds = sandbox.credentials["channels"]["alipay"]  # type: ignore[index]
+        creds = sandbox.credentials["channels"]["alipay"]  # type: ignore[index]  # the sandbox's credentials JSON
         private = load_private_key(open(creds["private_key_pem"]).read())
         public = private.public_key()  # the reply is signed with the same key here: only the cost matters
         node = '{"code":"10000","msg":"Success","trade_no":"2024","out_trade_no":"H2024050100012","total_amount":"12.50"}'

@@ -42,7 +42,7 @@ def _his_request(port: int) -> float:
 
 def run(quick: bool) -> dict[str, object]:
     rounds = 3 if quick else 10
-    server = BridgeHTTPServer(HttpConfig(port=0), relay=None, health=lambda: {"status": "ok"})  # type: ignore[arg-type]
+    server = BridgeHTTPServer(HttpConfig(port=0), relay=None, health=lambda: {"status": "ok"})  # type: ignore[arg-type]  # the HTTP benchmark needs no relay: only /v1/health is asked
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]

@@ -40,7 +40,7 @@ def _prefill(path: Path, rows: int) -> float:
     digest = bytes(32)
     now = time.time() - 86400
 
-    def batch(start: int, end: int):  # type: ignore[no-untyped-def]
+    def batch(start: int, end: int):
         for i in range(start, end):
             msg_id = f"OLD{i:09d}"
             order = f"MZ{i:09d}"
@@ -110,7 +110,7 @@ def run(quick: bool) -> dict[str, object]:
                     figures[f"{key}_{name}"] = value
             finally:
                 rig.close()
-    ratios = {k: round(figures[f"{k}_full"] / max(figures[f"{k}_empty"], 1e-6), 2)  # type: ignore[operator]
+    ratios = {k: round(figures[f"{k}_full"] / max(figures[f"{k}_empty"], 1e-6), 2)
               for k in ("instruction_p99_ms", "health_p99_ms")}
     figures.update({f"{k}_ratio": v for k, v in ratios.items()})
     targets = {f"{k}_ratio": "<= 1.5" for k in ratios}

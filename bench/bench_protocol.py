@@ -95,7 +95,7 @@ def _signature_figures(n: int) -> dict[str, float]:
     ring, seed, nonce = KeyRing([key]), os.urandom(32), os.urandom(12)
     registry = {TYPICAL_RESULT.device_id: signing.public_key(seed)}.get
 
-    def sealed(device_key_seed: bytes | None):  # type: ignore[no-untyped-def]
+    def sealed(device_key_seed: bytes | None):
         return seal_result(TYPICAL_RESULT, key=key, msg_id="R-D-SN-000123-000001", reply_to="HIS-0001-000042", ts=NOW,
                            nonce=nonce, device_key_seed=device_key_seed)
 

@@ -313,7 +313,7 @@ def run(quick: bool) -> dict:
             figures[f"reconcile_{label}_differences"] = int(answer["differences"])  # type: ignore[arg-type]
             if n <= 1_000_000:
                 floor = _child(_FLOOR, files)
-                baseline[f"read_all_lines_{label}_s"] = round(float(floor["seconds"]), 2)  # type: ignore[arg-type]
+                baseline[f"read_all_lines_{label}_s"] = round(float(floor["seconds"]), 2)  # type: ignore[arg-type]  # a child process's JSON answer
             shutil.rmtree(Path(tmp) / label)  # the 10M day is ~6 GB
         if not quick:
             demo = _child(_DEMO, {"folder": str(Path(tmp) / "demo"), "n": 1_000_000})

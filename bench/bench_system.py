@@ -42,12 +42,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _auto_cashier(world: SimWorld, device) -> None:  # type: ignore[no-untyped-def]
+def _auto_cashier(world: SimWorld, device) -> None:
     """Scan a fresh sandbox code whenever the POS asks for one (on a thread of its own)."""
     lock = threading.Lock()
     asked: set[str] = set()
 
-    def on_view(view) -> None:  # type: ignore[no-untyped-def]
+    def on_view(view) -> None:
         if view.screen is Screen.AWAITING_SCAN and view.msg_id not in asked:
             with lock:
                 if view.msg_id in asked:

@@ -48,15 +48,15 @@ TARGET_P99_MS = 20.0
 class TimedClient:
     """The real client; records when the service handed a call over and when it got the answer."""
 
-    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client) -> None:
         self._client = client
         self.pay_entered: list[int] = []
         self.pay_returned: list[int] = []
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         return getattr(self._client, name)
 
-    def pay(self, **kwargs):  # type: ignore[no-untyped-def]
+    def pay(self, **kwargs):
         self.pay_entered.append(time.perf_counter_ns())
         try:
             return self._client.pay(**kwargs)
@@ -69,7 +69,7 @@ def _config(channels: dict) -> DeviceConfig:
                         (TerminalRecord("T1", "bench"),), Supervisor(parse_pin_hash(hash_pin("246810"))), channels)
 
 
-def _envelope(order_no: str, msg_id: str, amount: str = "+12.50"):  # type: ignore[no-untyped-def]
+def _envelope(order_no: str, msg_id: str, amount: str = "+12.50"):
     instruction = Instruction("T1", order_no, parse_amount(amount), Display("张*明", ()))
     return seal_instruction(instruction, key=KEY, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12))
 

@@ -83,13 +83,13 @@ class FlipWatch:
             glFinish()
             self.stamps["finished"] = time.perf_counter()
             if self.profiler is not None:
-                self.profiler.disable()  # type: ignore[attr-defined]
+                self.profiler.disable()  # type: ignore[attr-defined]  # cProfile.Profile, typed object to keep the import lazy
             self.shows = None
             self.done.set()
 
 
 def on_top(app: object, name: str) -> bool:
-    manager = app.root  # type: ignore[attr-defined]
+    manager = app.root  # type: ignore[attr-defined]  # the kivy App (kivy has no type information)
     return manager is not None and bool(manager.children) and manager.children[0].name == name
 
 
@@ -98,7 +98,7 @@ def amount_shown(app: object, amount: str) -> bool:
     amount (the core label keeps the text it last rendered)."""
     if not on_top(app, "instruction"):
         return False
-    label = app.root.get_screen("instruction").ids.amount  # type: ignore[attr-defined]
+    label = app.root.get_screen("instruction").ids.amount  # type: ignore[attr-defined]  # the kivy App (kivy has no type information)
     return amount in label.text and label._label.text == label.text and label.texture is not None
 
 

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from protocol.crypto import SUITES
+from protocol.errors import CodedError
 from protocol.registry import format_device_csv
 
 from bridge import keystore, registries
-from bridge.config import ConfigError, load_config
+from bridge.config import BridgeConfigError, load_config
 from bridge.initdir import init_directory
 from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
 from bridge.journal import JournalError
@@ -25,11 +26,11 @@ from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
 
 
-class CliError(Exception):
-    pass
+class CliError(CodedError):
+    code = "bridge_cli"
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace):
     return load_config(args.config)
 
 
@@ -182,11 +183,11 @@ def cmd_ports(args: argparse.Namespace) -> int:
 class _Sub:
     """add_parser with the common options as a parent, so they work before or after the command."""
 
-    def __init__(self, action: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    def __init__(self, action: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
         self.action, self.common = action, common
 
     def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
-        return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]
+        return self.action.add_parser(name, parents=[self.common], **kwargs)  # type: ignore[arg-type]  # argparse's add_parser keywords pass through unchanged
 
 
 def cmd_journal_check(args: argparse.Namespace) -> int:
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, CliError, keystore.KeyStoreError, registries.RegistryFileError, JournalError, OSError) as exc:
+    except (BridgeConfigError, CliError, keystore.KeyStoreError, registries.RegistryFileError, JournalError, OSError) as exc:
         print(f"his-bridge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ Relative paths are relative to the directory of the configuration file.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import ipaddress
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from protocol.amount import MAX_FEN, parse_yuan
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError, ProtocolError
 from protocol.freshness import DEFAULT_ANSWER_TTL_S, DEFAULT_SKEW_S
 from protocol.link.session import LinkTimers
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
@@ -36,8 +37,10 @@ DEFAULT_ANSWER_TTL = 7 * 24 * 3600
 SYNCHRONOUS = ("FULL", "NORMAL")
 
 
-class ConfigError(ValueError):
+class BridgeConfigError(CodedError, ValueError):
     """A setting is wrong; the message names the file, section, key and what is expected."""
+
+    code = "bridge_config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +135,16 @@ class _Section:
     def __init__(self, source: str, name: str, table: object, known: tuple[str, ...]) -> None:
         self.source, self.name = source, name
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
+            raise BridgeConfigError(f"{source}: [{name}] must be a table")
         self.table = table
         for key in table:
             if key not in known:
                 near = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {near[0]}?" if near else f"; known keys: {', '.join(known)}"
-                raise ConfigError(f"{source}: [{name}] {key} is not a setting{hint}")
+                raise BridgeConfigError(f"{source}: [{name}] {key} is not a setting{hint}")
 
-    def fail(self, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{self.name}] {key} = {_shown(self.table[key])} {why}")
+    def fail(self, key: str, why: str) -> BridgeConfigError:
+        return BridgeConfigError(f"{self.source}: [{self.name}] {key} = {_shown(self.table[key])} {why}")
 
     def int(self, key: str, default: int, lo: int, hi: int, what: str) -> int:
         if key not in self.table:
@@ -169,11 +172,11 @@ class _Section:
             raise self.fail(key, why)
         return value
 
-    def path(self, key: str, default: str, base: Path) -> Path:
+    def path(self, key: builtins.str, default: builtins.str, base: Path) -> Path:
         text = self.str(key, default, lambda v: None if v.strip() else "is empty; name a file")
         return (base / text).resolve() if not Path(text).is_absolute() else Path(text)
 
-    def str_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def str_list(self, key: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         if key not in self.table:
             return default
         value = self.table[key]
@@ -200,7 +203,7 @@ def parse_config(data: dict[str, object], *, source: str = "config.toml", base_d
     for name in data:
         if name not in SECTIONS or name == "link.timers":
             near = difflib.get_close_matches(name, [s for s in SECTIONS if "." not in s], n=1)
-            raise ConfigError(f"{source}: [{name}] is not a section" + (f"; did you mean [{near[0]}]?" if near else ""))
+            raise BridgeConfigError(f"{source}: [{name}] is not a section" + (f"; did you mean [{near[0]}]?" if near else ""))
 
     def section(name: str, table: object = None) -> _Section:
         return _Section(source, name, data.get(name, {}) if table is None else table, SECTIONS[name])
@@ -333,11 +336,11 @@ def load_config(path: str | Path) -> Config:
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror}); create one with his-bridge init DIR") from None
+        raise BridgeConfigError(f"{path}: cannot read the configuration ({exc.strerror}); create one with his-bridge init DIR") from None
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: is not UTF-8 text") from None
+        raise BridgeConfigError(f"{path}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: is not valid TOML: {exc}") from None
+        raise BridgeConfigError(f"{path}: is not valid TOML: {exc}") from None
     return parse_config(data, source=path.name, base_dir=path.parent.resolve())

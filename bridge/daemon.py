@@ -28,6 +28,7 @@ from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
 from bridge.relay import Relay, RelaySettings
 from bridge.retention import prune
+from protocol.strictjson import ReportJson
 
 log = logging.getLogger("bridge.daemon")
 
@@ -80,7 +81,7 @@ class Bridge:
                        usb_backend=usb_backend, clock=clock)
             for url in link.ports
         ]
-        self.relay.ports = self.ports  # type: ignore[assignment]
+        self.relay.ports = self.ports  # type: ignore[assignment]  # the relay takes any sequence of ports; the daemon's are DevicePorts
         try:
             self.http = BridgeHTTPServer(config.http, self.relay, self.health)
         except OSError as exc:
@@ -144,7 +145,7 @@ class Bridge:
             if report.archived:
                 log_event(log, "journal_pruned", archived=report.archived, months=list(report.months))
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> ReportJson:
         now = self.clock()
         devices = []
         for port in self.ports:
@@ -163,9 +164,9 @@ class Bridge:
             counts = {}
             journal["storage"] = {"ok": False, "cause": exc.cause.value, "message": str(exc)}
         all_up = bool(devices) and all(d["link"] == "up" for d in devices)
-        storage_ok = (bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]
+        storage_ok = (bool(journal["storage"]["ok"]) and not journal["deferred_device_messages"]  # type: ignore[index]  # the journal's health report, built a few lines above
                       and not any(d.get("journal_problem") for d in devices)
-                      and not journal.get("held_results", {}).get("count")  # type: ignore[union-attr]
+                      and not journal.get("held_results", {}).get("count")  # type: ignore[union-attr]  # the same report: held_results is a dict when present
                       and not self.relay.stalled)
         status = "locked" if self.journal.locked else "ok" if all_up and storage_ok else "degraded"
         return {

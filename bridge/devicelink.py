@@ -28,6 +28,7 @@ from protocol.link.session import (
     Delivered, HandshakeRefused, HostHandshake, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
     Role, Undeliverable,
 )
+from protocol.link.session import Event as LinkEvent
 
 from bridge.logjson import log_event
 from bridge.transport import Transport, TransportClosed, TransportError, make_transport
@@ -232,7 +233,7 @@ class DevicePort:
             except TransportError as exc:
                 self._broken = str(exc)  # the port thread reconnects; the link resends after the handshake
 
-    def _handle(self, events: list[object]) -> None:
+    def _handle(self, events: list[LinkEvent]) -> None:
         for event in events:
             if isinstance(event, Received):
                 if self._broken:
@@ -256,7 +257,7 @@ class DevicePort:
                 self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
                 for msg_id, message in self.sink.attach(self, event.peer):
                     try:
-                        self._link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]
+                        self._link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]  # a LinkUp event comes only from a running link, so _link is set
                     except LinkNotUp:
                         break  # send queue full: the rest stay journaled as accepted for the next session
                     self._session_sent.add(msg_id)

@@ -43,7 +43,7 @@ import requests
 from protocol.amount import Amount, parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, receive_result, seal_cancel, seal_instruction
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import CodedError, ErrorCode, ProtocolError
 from protocol.ids import check_order_no
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import Cancel, Instruction, Result, encode_result
@@ -58,8 +58,10 @@ STEP6_ASK_AGAIN = 2
 LAST_FILE = "his-client-last.json"
 
 
-class ClientError(Exception):
+class ClientError(CodedError):
     """The bridge refused (code from the spec), or step 6 failed, or the bridge was unreachable."""
+
+    code = "his_client"
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -82,7 +82,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # RawIOBase declares a wider buffer type; the server hands it a memoryview
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("request deadline passed")
@@ -142,7 +142,7 @@ class BridgeHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((config.host, config.port), BridgeHandler)
 
-    def verify_request(self, request, client_address) -> bool:  # type: ignore[no-untyped-def]
+    def verify_request(self, request, client_address) -> bool:
         if self.filter_at_accept and not self.client_allowed(client_address[0]):
             log_event(log, "http_client_refused", client=client_address[0], why="not in [http] allow_clients")
             return False
@@ -150,7 +150,7 @@ class BridgeHTTPServer(ThreadingHTTPServer):
 
     # Room for every new connection: the longest-idle one is closed when max_connections are open;
     # only when all of them are busy answering does the accept loop wait (clients queue in the backlog).
-    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+    def process_request(self, request, client_address):
         with self._lock:
             while self._open >= self.config.max_connections and not self._evict_idle():
                 if self.stopping:
@@ -201,7 +201,7 @@ class BridgeHTTPServer(ThreadingHTTPServer):
                 self._open -= 1
             self._lock.notify_all()
 
-    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+    def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -483,7 +483,7 @@ class BridgeHandler(BaseHTTPRequestHandler):
         self._error(ProtocolError(error, message or explain or f"HTTP {code}"), close=True)
 
     def log_request(self, code: object = "-", size: object = "-") -> None:
-        status = code.value if hasattr(code, "value") else code  # type: ignore[union-attr]
+        status = code.value if hasattr(code, "value") else code
         log_event(log, "http_request", client=self.client_address[0], method=getattr(self, "command", ""),
                   path=urlsplit(getattr(self, "path", "")).path[:120], status=status,
                   ms=round((time.perf_counter() - self._started) * 1000, 2))

@@ -77,11 +77,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.errors import CodedError
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, row_checksum, rollback_problem
 
 from bridge.journal_mark import MarkFile, mark_path
-from bridge.private_files import prepare_private_file
+from local_storage.private_files import prepare_private_file
 
 SCHEMA_VERSION = 2
 # How long a write waits for a lock another program holds on the journal before it fails (and is
@@ -211,7 +212,7 @@ SUM_COLUMNS = ("msg_id, kid, digest, envelope, ts, terminal_id, device_id, order
                "refusal_code, refusal_message, env_sum, result_sum")
 
 
-def row_problem(values: tuple) -> str | None:  # type: ignore[type-arg]
+def row_problem(values: tuple) -> str | None:
     """What is wrong with one row (SUM_COLUMNS order), or None if its checksums hold."""
     (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, result_msg_id, result_envelope,
      pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, refusal_code, refusal_message,
@@ -259,8 +260,10 @@ def storage_cause(exc: sqlite3.Error) -> StorageCause:
     return StorageCause.OTHER
 
 
-class JournalError(Exception):
+class JournalError(CodedError):
     """The journal cannot be opened or written; the message says which file and why."""
+
+    code = "journal_unavailable"
 
     def __init__(self, message: str, cause: StorageCause = StorageCause.OTHER) -> None:
         super().__init__(message)
@@ -269,6 +272,8 @@ class JournalError(Exception):
 
 class JournalIntegrityError(JournalError):
     """The journal failed its integrity check: it is locked until `his-bridge journal restore`."""
+
+    code = "journal_integrity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +342,7 @@ _ROW_COLUMNS = ("seq, msg_id, kid, digest, envelope, ts, terminal_id, device_id,
                 "accepted_at, result_envelope, refusal_code, refusal_message, expires_at, since, last_event, cancel_envelope")
 
 
-def _row(values: tuple) -> Row:  # type: ignore[type-arg]
+def _row(values: tuple) -> Row:
     v = list(values)
     v[10] = JState(v[10])
     v[3], v[4] = bytes(v[3]), bytes(v[4])
@@ -351,7 +356,7 @@ class _Op:
     msg_id: str
     state: "JState | str"  # an instruction's new state, or a label for other durable writes (held results)
     sql: str
-    args: tuple  # type: ignore[type-arg]
+    args: tuple
     detail: str | None
     done: bool = False
     changed: bool = False
@@ -429,7 +434,7 @@ def open_schema(db: sqlite3.Connection, path: Path) -> None:
 class Journal:
     """Thread-safe; one connection; each transition committed before the caller goes on (group commit)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time,  # type: ignore[no-untyped-def]
+    def __init__(self, path: Path, *, synchronous: str = "FULL", clock=time.time,
                  busy_timeout_s: float = BUSY_TIMEOUT_S, verify_recent: int = VERIFY_RECENT_ROWS) -> None:
         self.path = path
         self.clock = clock
@@ -535,7 +540,7 @@ class Journal:
             self._mark.close()
             self._db.close()
 
-    def _read(self, sql: str, args: tuple) -> list[tuple]:  # type: ignore[type-arg]
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
         self._refuse_if_locked()
         try:
             with self._rlock:
@@ -552,7 +557,7 @@ class Journal:
 
     # ------------------------------------------------------------ writes
 
-    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _commit(self, msg_id: str, state: "JState | str", sql: str, args: tuple, detail: str | None) -> bool:
         """Commit one transition; True if it applied. Returns only once it is committed.
 
         Group commit: concurrent callers queue their transitions; the first becomes the leader and
@@ -653,7 +658,7 @@ class Journal:
             f"terminal {item.terminal_id} -> device {item.device_id}",
         )
 
-    def _advance(self, msg_id: str, new: JState, sets: str, args: tuple, detail: str | None) -> bool:  # type: ignore[type-arg]
+    def _advance(self, msg_id: str, new: JState, sets: str, args: tuple, detail: str | None) -> bool:
         allowed = [s.value for s in JState if can_advance(s, new)]
         marks = ", ".join("?" for _ in allowed)
         return self._commit(
@@ -750,7 +755,7 @@ class Journal:
         found = self._held_rows("WHERE reply_to = ? ORDER BY held_at LIMIT 1", (reply_to,))
         return found[0] if found else None
 
-    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:  # type: ignore[type-arg]
+    def _held_rows(self, tail: str, args: tuple) -> list[HeldResult]:
         rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
                           f"FROM held_results {tail}", args)
         return [HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows
@@ -770,7 +775,7 @@ class Journal:
 
     # ------------------------------------------------------------ reads
 
-    def _verified(self, rows: list[tuple]) -> list[Row]:  # type: ignore[type-arg]
+    def _verified(self, rows: list[tuple]) -> list[Row]:
         """Rows of `_ROW_COLUMNS, SUM_COLUMNS`, each checked against its checksums before anyone uses it."""
         n = len(_ROW_COLUMNS.split(","))
         out = []
@@ -813,7 +818,7 @@ class Journal:
                     "WHERE state NOT IN ('result_stored', 'refused') AND updated_at < ? ORDER BY seq", (before,)).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the journal {self.path}: {exc}", storage_cause(exc)) from None
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def withdrawn_for(self, device_id: str) -> list[Row]:
         """Unfinished instructions HIS withdrew, oldest first: their cancel is re-sent at link-up."""
@@ -835,7 +840,7 @@ class Journal:
         rows = self._read("SELECT state, detail FROM transitions WHERE msg_id = ? ORDER BY seq", (msg_id,))
         return [(s, d) for s, d in rows]
 
-    def finished_before(self, cutoff: float, limit: int) -> list[tuple[sqlite3.Row, list[tuple]]]:  # type: ignore[type-arg]
+    def finished_before(self, cutoff: float, limit: int) -> list[tuple[sqlite3.Row, list[tuple]]]:
         """Up to `limit` finished instructions last changed before `cutoff`, with their transitions (retention)."""
         self._refuse_if_locked()
         with self._rlock:

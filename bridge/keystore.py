@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from protocol.crypto import SUITES, KeyRing, SharedKey
+from protocol.errors import CodedError
 from protocol.flash import FlashError
 from protocol.link.handshake import HostRole
 from protocol.link.hostkeys import HostKey, format_private, format_public, new_host_key, parse_private
@@ -28,8 +29,10 @@ from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 from bridge.watched import WatchedFile
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(CodedError):
     """The key file cannot be used; the message says what to do."""
+
+    code = "key_store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +175,9 @@ def load_identity(path: Path) -> HostKey:
 class WatchedKeyFile(WatchedFile[KeyRing]):
     """The current KeyRing, re-read when the key file changes."""
 
-    def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None) -> None:
-        super().__init__(path, load_keyring, on_error, errors=(KeyStoreError,), what="key file")
+    def __init__(self, path: Path, on_error: Callable[[str], None] = lambda message: None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(path, load_keyring, on_error, errors=(KeyStoreError,), what="key file", clock=clock)
 
     def ring(self) -> KeyRing:
         return self.get()

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bridge.private_files import prepare_private_file
+from local_storage.private_files import prepare_private_file
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

@@ -12,10 +12,12 @@ ignored with an error in the log and the previous contents stay in force.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from protocol.errors import CodedError
 from protocol.registry import (
     DeviceRecord, RegistryError, TerminalRecord, format_device_csv, format_terminal_csv, parse_device_csv,
     parse_terminal_csv,
@@ -24,8 +26,10 @@ from protocol.registry import (
 from bridge.watched import WatchedFile
 
 
-class RegistryFileError(Exception):
+class RegistryFileError(CodedError):
     """A registry file cannot be used; the message names the file (and line) and the fix."""
+
+    code = "registry_file"
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -122,9 +126,12 @@ def bind_terminal(registry: Path, terminal_id: str, device_id: str, devices: Pat
 class Registries:
     """Lookups for the bridge: device public keys and records, terminal records and bindings."""
 
-    def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None) -> None:
-        self._devices = WatchedFile(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error, errors=(RegistryFileError,), what="device registry")
-        self._terminals = WatchedFile(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error, errors=(RegistryFileError,), what="terminal registry")
+    def __init__(self, devices: Path, terminals: Path, on_error: Callable[[str], None] = lambda m: None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._devices = WatchedFile(devices, lambda p: {d.device_id: d for d in read_devices(p)}, on_error,
+                                    errors=(RegistryFileError,), what="device registry", clock=clock)
+        self._terminals = WatchedFile(terminals, lambda p: {t.terminal_id: t for t in read_terminals(p)}, on_error,
+                                      errors=(RegistryFileError,), what="terminal registry", clock=clock)
 
     def device(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get().get(device_id)

@@ -41,7 +41,7 @@ from typing import Callable, Protocol
 
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, parse_envelope, receive_cancel, receive_instruction, receive_result
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import CodedError, ErrorCode, ProtocolError
 from protocol.freshness import Verdict, check_expiry, classify
 from protocol.ids import is_valid_id
 from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
@@ -159,8 +159,10 @@ class Waiters:
             event.set()
 
 
-class ResultNotAccepted(Exception):
+class ResultNotAccepted(CodedError):
     """A result from an authenticated device that fails a check; it is held, never dropped."""
+
+    code = "result_not_accepted"  # each instance names the failed check (unknown_instruction, amount_mismatch, ...)
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -74,7 +74,7 @@ def read_archive(path: Path) -> list[dict[str, object]]:
     return records
 
 
-def _record(row: sqlite3.Row, transitions: list[tuple]) -> dict[str, object]:  # type: ignore[type-arg]
+def _record(row: sqlite3.Row, transitions: list[tuple]) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in _COLUMNS:
         value = row[name]

@@ -1,7 +1,8 @@
 """A file the running bridge re-reads when it changes (keys, registries), without a restart.
 
 At most one stat() a second; a change that does not parse is reported and the previous contents
-stay in force, so a half-saved edit never takes the bridge down or empties its registries.
+stay in force, so a half-saved edit never takes the bridge down or empties its registries. The clock
+(monotonic seconds) is a parameter, so a test moves time on instead of sleeping through the interval.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ CHECK_INTERVAL_S = 1.0
 
 class WatchedFile(Generic[T]):
     def __init__(self, path: Path, read: Callable[[Path], T], on_error: Callable[[str], None], *,
-                 errors: tuple[type[Exception], ...], what: str) -> None:
+                 errors: tuple[type[Exception], ...], what: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path, self._read, self.on_error = path, read, on_error
+        self._clock = clock
         self._errors, self._what = errors, what
         self._lock = threading.Lock()
         self._stamp = self._stat()
         self.value = read(path)
-        self._checked = time.monotonic()
+        self._checked = clock()
 
     def _stat(self) -> tuple[int, int]:
         try:
@@ -35,7 +37,7 @@ class WatchedFile(Generic[T]):
             return (0, 0)
 
     def get(self) -> T:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._checked >= CHECK_INTERVAL_S:
             with self._lock:
                 self._checked = now

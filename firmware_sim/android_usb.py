@@ -59,7 +59,7 @@ class VirtualAndroidDevice(VirtualUsbDevice):
                  manufacturer: str = "Simulated POS maker", product: str = "Android smart POS (simulated)",
                  **kwargs: object) -> None:
         super().__init__(vid=vid, pid=pid, serial_no=serial_no, manufacturer=manufacturer, product=product,
-                         **kwargs)  # type: ignore[arg-type]
+                         **kwargs)  # type: ignore[arg-type]  # the remaining VirtualUsbDevice keywords pass through unchanged
         self.aoa_version = aoa_version
         self.adb = adb
         self.reenumerate_s = reenumerate_s
@@ -240,7 +240,7 @@ class _AccessoryOutput:
     def __init__(self, streams: AccessoryStreams) -> None:
         self._streams = streams
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         with self._streams.device._cond:
             self._streams._check()
         self._streams.device.device_write(bytes(data))

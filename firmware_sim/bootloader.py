@@ -126,13 +126,13 @@ class BootState:
         obj = loads_object(raw, what="boot metadata")
         slots: dict[str, SlotRecord | None] = {}
         for s in SLOTS:
-            r = obj["slots"][s]  # type: ignore[index]
+            r = obj["slots"][s]  # type: ignore[index]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
             slots[s] = None if r is None else SlotRecord(
                 r["state"], tuple(ImageRef(i["file"], i["digest"], i["version"], i["counter"], i["key_id"],
                                            i["override"], tuple(i["kinds"])) for i in r["images"]),
                 dict(r["parts"]))
-        return BootState(seq, obj["active"], obj["trial"], obj["tries_left"], obj["running"],  # type: ignore[arg-type]
-                         obj["boot_count"], dict(obj["min_counter"]), slots)  # type: ignore[arg-type]
+        return BootState(seq, obj["active"], obj["trial"], obj["tries_left"], obj["running"],  # type: ignore[arg-type]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
+                         obj["boot_count"], dict(obj["min_counter"]), slots)  # type: ignore[arg-type, call-overload]  # the bootloader's own metadata file (to_json above); a damaged one fails here and boots recovery
 
 
 def _encode_meta(state: BootState) -> bytes:
@@ -293,7 +293,9 @@ class Bootloader:
                               f"in {self.max_tries} boots; back to slot {st.active}")
                     st = self._mark_failed(st, trial)
             for candidate in (st.active, *(s for s in SLOTS if s != st.active)):
-                record = st.slots.get(candidate) if candidate else None
+                if not candidate:
+                    continue
+                record = st.slots.get(candidate)
                 if record is None or record.state != "confirmed":
                     continue
                 self._save(replace(st, running=candidate, active=candidate))

@@ -30,7 +30,7 @@ from protocol.link.session import LinkNotUp
 from protocol.sealed_config import open_config
 
 from firmware_sim.bootloader import Bootloader, BootResult
-from firmware_sim.storage import PowerCut
+from firmware_sim.storage import PowerLostMidWrite
 
 log = logging.getLogger("firmware_sim.bootservice")
 
@@ -41,7 +41,7 @@ class BootEndpoint(Protocol):
 
 class BootService:
     def __init__(self, bootloader: Bootloader, *, reboot: Callable[[str], None] | None = None,
-                 power_cut: Callable[[PowerCut], None] | None = None) -> None:
+                 power_cut: Callable[[PowerLostMidWrite], None] | None = None) -> None:
         self.bootloader = bootloader
         self.reboot = reboot  # the simulator restarts the application (run_boot_sequence)
         self.power_cut = power_cut  # the simulator powers the device off (fault injection); None: raise
@@ -49,7 +49,7 @@ class BootService:
     def on_boot_frame(self, frame_type: int, payload: bytes, endpoint: BootEndpoint) -> None:
         try:
             replies, reboot_reason = self.handle(frame_type, payload)
-        except PowerCut as cut:
+        except PowerLostMidWrite as cut:
             if self.power_cut is None:
                 raise
             self.power_cut(cut)  # no reply: a device without power says nothing
@@ -63,7 +63,7 @@ class BootService:
             self.reboot(reboot_reason)
 
     def handle(self, frame_type: int, payload: bytes) -> tuple[list[fc.Reply], str | None]:
-        """Run one flash command: (replies to send, reboot reason or None). PowerCut propagates."""
+        """Run one flash command: (replies to send, reboot reason or None). PowerLostMidWrite propagates."""
         try:
             msg = fc.decode(frame_type, payload)
         except FlashError as exc:
@@ -95,7 +95,7 @@ class BootService:
             raise FlashError(FlashCode.BAD_MESSAGE, f"{type(msg).__name__} is a device reply, not a command")
         except FlashError as exc:
             return [fc.error_reply(exc, req=req, op=frame_type, session=session)], None
-        except PowerCut:
+        except PowerLostMidWrite:
             raise
         except OSError as exc:
             log.error("flash memory error: %s", exc)
@@ -144,12 +144,12 @@ def open_config_part(data: bytes, *, device_id: str, config_key: bytes | None) -
 def check_config_part(data: bytes, *, device_id: str, model: str, config_key: bytes | None) -> None:
     """A configuration part must be a his-device-config-v1 document for this device, sealed to it,
     keys embedded."""
-    from terminal.config import ConfigError, parse_config
+    from terminal.config import DeviceConfigError, parse_config
 
     plaintext = open_config_part(data, device_id=device_id, config_key=config_key)
     try:
         config = parse_config(plaintext, source="configuration part")
-    except ConfigError as exc:
+    except DeviceConfigError as exc:
         raise FlashError(FlashCode.BAD_PART, str(exc)) from None
     if config.keys_file is not None:
         raise FlashError(FlashCode.BAD_PART, "a configuration image must embed its keys, not reference a keys_file")

@@ -60,7 +60,7 @@ class Child:
             {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
                                         cwd=self.cwd, env=self.env, preexec_fn=_die_with_parent if linux else None,
-                                        **kwargs)  # type: ignore[call-overload]
+                                        **kwargs)  # type: ignore[call-overload]  # Popen's platform-specific keywords (start_new_session or creationflags)
         threading.Thread(target=self._drain, name=f"{self.name}-stdout", daemon=True).start()
         return self
 
@@ -106,7 +106,7 @@ class Child:
             return None
         if process.poll() is None:
             try:
-                process.send_signal(signal.SIGTERM if os.name == "posix" else signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+                process.send_signal(signal.SIGTERM if os.name == "posix" else signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]  # signal.CTRL_BREAK_EVENT exists on Windows only; this branch runs only there
                 process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 process.kill()

@@ -20,14 +20,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import requests
 
 from protocol.link.session import LinkTimers
 
 from firmware_sim.simerrors import SimCode, SimError
-STATE_FILE = "sim.json"  # written by firmware_sim.simrun
+from firmware_sim.statefile import read_state
+
 STORAGE_ENV = "POS_SIM_STORAGE"
 DEFAULT_STORAGE = os.path.join(".run", "device")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -48,28 +49,18 @@ def _err(text: str) -> None:
 # ----------------------------------------------------------------------------- finding the simulator
 
 
-def read_state(storage: Path) -> dict[str, object]:
-    """The state file a running `pos-sim run` keeps in its storage directory."""
-    path = storage / STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SimError(SimCode.NOT_RUNNING, f"no simulator runs on {storage} ({path} is missing); start one with "
-                       f"`pos-sim run --storage {storage}` or `make run HEADLESS=1`") from None
-    except (OSError, ValueError) as exc:
-        raise SimError(SimCode.NOT_RUNNING, f"{path} is unreadable ({exc}); is the simulator still starting?") from None
-    if not isinstance(state, dict) or not isinstance(state.get("control_url"), str):
-        raise SimError(SimCode.NOT_RUNNING, f"{path} names no control_url")
-    return state
-
-
 def control_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url).rstrip("/")
     return str(read_state(Path(args.storage))["control_url"]).rstrip("/")
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+# The control API's answers as the CLI sees them: JSON it renders and never checks (their shape is the
+# API's contract, held by tests/firmware_sim/test_control_api.py), so their values are typed Any.
+Answer = dict[str, Any]
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Answer:
     url = control_url(args) + path
     try:
         response = requests.request(method, url, json=body, timeout=HTTP_TIMEOUT_S)
@@ -88,13 +79,13 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict[str, objec
             code = SimCode.BAD_REQUEST
         details = {k: v for k, v in error.items() if k not in ("code", "message")}
         raise SimError(code, str(error.get("message", response.reason)), **details)
-    return answer  # type: ignore[no-any-return]
+    return answer
 
 
 # ----------------------------------------------------------------------------- rendering
 
 
-def _money_line(screen: dict[str, object]) -> str:
+def _money_line(screen: Answer) -> str:
     parts = [str(screen.get("screen"))]
     if screen.get("amount"):
         parts.append(str(screen["amount"]))
@@ -105,7 +96,7 @@ def _money_line(screen: dict[str, object]) -> str:
     return "  ".join(parts)
 
 
-def render_screen(screen: dict[str, object]) -> list[str]:
+def render_screen(screen: Answer) -> list[str]:
     lines = [_money_line(screen)]
     message = screen.get("message")
     if isinstance(message, dict):
@@ -128,7 +119,7 @@ def render_screen(screen: dict[str, object]) -> list[str]:
     return lines
 
 
-def _print(args: argparse.Namespace, answer: dict[str, object], lines: list[str]) -> int:
+def _print(args: argparse.Namespace, answer: Answer, lines: list[str]) -> int:
     if args.json:
         _out(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
@@ -147,15 +138,15 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     s = call(args, "GET", "/v1/status")
-    dev, link, boot = s["device"], s["link"], s.get("boot") or {}  # type: ignore[union-attr]
-    lines = [f"device {dev['device_id']} (model {dev['model']}, serial {dev['serial_no']}, "  # type: ignore[index]
-             f"USB {dev['usb']['vid']}:{dev['usb']['pid']}/{dev['usb']['serial']})",  # type: ignore[index]
-             f"power {s['power']}; {boot.get('message') or s.get('problem') or ''}".rstrip("; "),  # type: ignore[union-attr]
-             f"link {link['bridge_url']}: {'up to a ' + str(link['host']) if link['up'] else 'down'}, cable {link['cable']}"  # type: ignore[index]
-             + (f", paced at {link['baud']} baud" if link.get("baud") else ""),  # type: ignore[union-attr]
-             f"clock offset {s['clock']['offset_s']:+g} s"]  # type: ignore[index]
-    if link.get("bridge_clock_offset_s") is not None:  # type: ignore[union-attr]
-        lines[-1] += f"; {link['bridge_clock_offset_s']:+g} s from the bridge's clock"  # type: ignore[index]
+    dev, link, boot = s["device"], s["link"], s.get("boot") or {}
+    lines = [f"device {dev['device_id']} (model {dev['model']}, serial {dev['serial_no']}, "
+             f"USB {dev['usb']['vid']}:{dev['usb']['pid']}/{dev['usb']['serial']})",
+             f"power {s['power']}; {boot.get('message') or s.get('problem') or ''}".rstrip("; "),
+             f"link {link['bridge_url']}: {'up to a ' + str(link['host']) if link['up'] else 'down'}, cable {link['cable']}"
+             + (f", paced at {link['baud']} baud" if link.get("baud") else ""),
+             f"clock offset {s['clock']['offset_s']:+g} s"]
+    if link.get("bridge_clock_offset_s") is not None:
+        lines[-1] += f"; {link['bridge_clock_offset_s']:+g} s from the bridge's clock"
     return _print(args, s, lines)
 
 
@@ -165,7 +156,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     lines = [f"{time.strftime('%H:%M:%S', time.localtime(e['finished_at']))}  {e['amount']:>10}  {e['pay_status']:<13} "
              f"{e['channel'] or '-':<7} {e['order_no']}  {'delivered' if e['delivered'] else 'NOT YET DELIVERED'}"
              f"{'  ' + str(e['error_code']) if e['error_code'] else ''}"
-             for e in answer["entries"]]  # type: ignore[union-attr]
+             for e in answer["entries"]]
     return _print(args, answer, lines or ["no finished instructions today"])
 
 
@@ -194,14 +185,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     answer = call(args, "POST", "/v1/scan", body)
     message = answer["message"]
     return _print(args, answer, [f"{answer['source']} read {answer['code_masked']}: {answer['channel']}, "
-                                 f"{message['zh']} / {message['en']}"])  # type: ignore[index]
+                                 f"{message['zh']} / {message['en']}"])
 
 
 def _action(path: str, done: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         body = {"pin": args.pin if args.pin is not None else sys.stdin.readline().strip()} if hasattr(args, "pin") else None
         answer = call(args, "POST", path, body)
-        return _print(args, answer, [done, *render_screen(answer["screen"])])  # type: ignore[arg-type]
+        return _print(args, answer, [done, *render_screen(answer["screen"])])
     return run
 
 
@@ -223,10 +214,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
                 fault[key] = value
     answer = call(args, "POST", "/v1/faults", fault)
     status = answer["status"]
-    link = status["link"]  # type: ignore[index]
+    link = status["link"]
     return _print(args, answer, [f"applied {json.dumps(fault)}",
-                                 f"power {status['power']}, link {'up' if link['up'] else 'down'}, cable {link['cable']}, "  # type: ignore[index]
-                                 f"clock offset {status['clock']['offset_s']:+g} s"])  # type: ignore[index]
+                                 f"power {status['power']}, link {'up' if link['up'] else 'down'}, cable {link['cable']}, "
+                                 f"clock offset {status['clock']['offset_s']:+g} s"])
 
 
 # ----------------------------------------------------------------------------- init (the device's provisioning)
@@ -264,7 +255,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from firmware_sim.simrun import run_simulator
+    from firmware_sim.simrun import run_simulator  # here: the cashier commands need not load the device
 
     link = "tcp" if args.tcp is not None else "usb" if args.usb else "aoa" if args.aoa else "pty"
     timers = LinkTimers(rto_base_s=args.rto, keepalive_s=args.keepalive, dead_after_s=args.dead_after)
@@ -281,7 +272,7 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
 
-def _byte_fault(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def _byte_fault(sub: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text)
     _target(p)
     p.add_argument("--direction", choices=["to_bridge", "to_device", "both"], help="which way (default both)")

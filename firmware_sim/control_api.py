@@ -182,7 +182,7 @@ class ControlApi:
             return 200, {"entries": [history_json(e) for e in device.history(order_no=order_no)]}
         if path == "/v1/faults":
             if method == "GET":
-                return 200, device.status()["faults"]  # type: ignore[return-value]
+                return 200, device.status()["faults"]
             return 200, self._faults(body)
         if path == "/v1/scan":
             return 200, self._scan(body)
@@ -207,7 +207,7 @@ class ControlApi:
             return screen_json(device.screen(), device.power)
         except SimError as exc:
             if exc.code in (SimCode.POWERED_OFF, SimCode.NO_APPLICATION):
-                return dark_screen_json(device.power, device.status()["problem"])  # type: ignore[arg-type]
+                return dark_screen_json(device.power, device.status()["problem"])
             raise
 
     def _scan(self, body: dict[str, object]) -> dict[str, object]:
@@ -331,7 +331,7 @@ class ControlServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.httpd.socket.getsockname()[:2]  # (str, int): it listens on IPv4 loopback
         return f"http://{host}:{port}"
 
     def start(self) -> "ControlServer":

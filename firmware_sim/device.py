@@ -30,25 +30,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
+from protocol.strictjson import ReportJson
 from terminal import texts
 from terminal.identity import load_identity
-from terminal.journal import CommitPoint, PowerCut as JournalPowerCut
+from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
 from terminal.view import HistoryEntry, Screen, ScreenView
 
 from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
+from terminal.link.wire import Wire
 from firmware_sim.faults import (
-    ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCut, PowerOn, Replug, Unplug, describe_fault,
+    ByteFault, ClearFaults, ClockSkew, Fault, FaultyWire, PowerCutFault, PowerOn, Replug, Unplug, describe_fault,
 )
 from firmware_sim.firmware import Firmware, boot_firmware
 from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.usb_backend import VirtualUsbDevice
+
+_R = TypeVar("_R")  # what a call into the terminal service returns
 
 log = logging.getLogger("firmware_sim.device")
 
@@ -115,14 +119,14 @@ class VirtualDevice:
         self._power = Power.OFF
         self._cable = True
         self._wire_plugged = True
-        self._armed_cut: PowerCut | None = None
+        self._armed_cut: PowerCutFault | None = None
         self._last_cut: dict[str, object] | None = None
         self._listeners: list[Callable[[TerminalService | None], None]] = []
         self._ops: queue.Queue[_Op | None] = queue.Queue()
         self._power_thread = threading.Thread(target=self._power_loop, name="device-power", daemon=True)
         self._closed = False
 
-    def _make_wire(self) -> object:
+    def _make_wire(self) -> Wire:
         kind = self.options.link
         if kind is LinkKind.PTY:
             return PtyWire(self.options.pty_link or Path(self.options.storage).resolve() / PTY_LINK)
@@ -225,7 +229,7 @@ class VirtualDevice:
                 op.result = op.run()
             except BaseException as exc:  # handed to the waiting caller (or logged)
                 op.error = exc
-                if not isinstance(exc, (SimError, JournalPowerCut)):
+                if not isinstance(exc, (SimError, PowerLostAtCommit)):
                     log.exception("power operation failed")
             finally:
                 op.done.set()
@@ -268,13 +272,13 @@ class VirtualDevice:
         try:
             fw = boot_firmware(self.identity, wire=self.wire, clock=self.clock.now, timers=self.options.timers,
                                baud=self.options.baud, on_commit=self._on_commit, reboot=self._reboot_requested)
-        except JournalPowerCut:
+        except PowerLostAtCommit:
             self._power = Power.OFF
             self._wire_plugged = False
             log.warning("the power was cut while the device was booting")
             return self._power
-        if not self._cable:
-            fw.endpoint.unplug()  # type: ignore[union-attr]
+        if not self._cable and fw.endpoint is not None:  # booted with the cable out: keep it out
+            fw.endpoint.unplug()
         with self._lock:
             self._fw = fw
             self._power = (Power.RECOVERY if fw.boot is None or fw.boot.slot is None
@@ -306,7 +310,7 @@ class VirtualDevice:
 
     # ================================================================ power cuts
 
-    def _cut(self, fw: Firmware, fault: PowerCut, why: str) -> None:
+    def _cut(self, fw: Firmware, fault: PowerCutFault, why: str) -> None:
         """Lock-free: callable inside a journal commit or a wire read/write on any thread."""
         if fw.cut:
             return
@@ -324,14 +328,14 @@ class VirtualDevice:
 
     def _on_commit(self, fw: Firmware, point: CommitPoint) -> None:
         if fw.cut:
-            raise JournalPowerCut("the device has no power")
+            raise PowerLostAtCommit("the device has no power")
         armed = self._armed_cut
         if armed is not None and armed.matches(point):
             self._armed_cut = None
             self._cut(fw, armed, f"at the journal commit {point.label} ({point.phase})")
-            raise JournalPowerCut(f"power cut at {point.label} ({point.phase})")
+            raise PowerLostAtCommit(f"power cut at {point.label} ({point.phase})")
 
-    def _budget_spent(self, fault: PowerCut) -> None:
+    def _budget_spent(self, fault: PowerCutFault) -> None:
         fw = self._fw
         if fw is not None:
             self._cut(fw, fault, f"after {fault.after_bytes} bytes on the link ({fault.direction.value})")
@@ -356,11 +360,11 @@ class VirtualDevice:
             self._call(self._replug)
         elif isinstance(fault, PowerOn):
             self._call(self._power_on)
-        elif isinstance(fault, PowerCut):
+        elif isinstance(fault, PowerCutFault):
             self._power_cut(fault)
         return self.status()
 
-    def _power_cut(self, fault: PowerCut) -> None:
+    def _power_cut(self, fault: PowerCutFault) -> None:
         if fault.immediate:
             fw = self._fw
             if fw is None:
@@ -388,7 +392,7 @@ class VirtualDevice:
 
     # ================================================================ status
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> ReportJson:
         ident, fw = self.identity, self._fw
         boot = None if fw is None or fw.boot is None else fw.boot
         app_link = None if fw is None else fw.app_link
@@ -425,21 +429,21 @@ class VirtualDevice:
             raise SimError(SimCode.NO_APPLICATION, fw.problem or "the application is not running")
         return fw.service
 
-    def _guarded(self, call: Callable[[TerminalService], object]) -> object:
+    def _guarded(self, call: Callable[[TerminalService], _R]) -> _R:
         service = self._service()
         try:
             return call(service)
-        except JournalPowerCut:
+        except PowerLostAtCommit:
             raise SimError(SimCode.POWERED_OFF, "the device lost power") from None
 
     def screen(self) -> ScreenView:
-        return self._guarded(lambda s: s.view())  # type: ignore[return-value]
+        return self._guarded(lambda s: s.view())
 
     def history(self, *, order_no: str | None = None) -> list[HistoryEntry]:
-        return self._guarded(lambda s: s.history(None, order_no))  # type: ignore[return-value]
+        return self._guarded(lambda s: s.history(None, order_no))
 
     def scan(self, code: str) -> ScanReply:
-        reply: ScanReply = self._guarded(lambda s: s.scan(code))  # type: ignore[assignment]
+        reply: ScanReply = self._guarded(lambda s: s.scan(code))
         if reply.status is ScanStatus.ACCEPTED:
             return reply
         if reply.status is ScanStatus.REFUSED:
@@ -451,7 +455,7 @@ class VirtualDevice:
         raise SimError(code_, reply.message.en, text=_text(reply.message))
 
     def cancel(self) -> ActionReply:
-        reply: ActionReply = self._guarded(lambda s: s.cancel())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.cancel())
         if not reply.ok:
             code_ = SimCode.NOTHING_TO_CANCEL if reply.message == texts.IDLE else SimCode.BUSY
             raise SimError(code_, "nothing is on screen to cancel" if code_ is SimCode.NOTHING_TO_CANCEL
@@ -459,7 +463,7 @@ class VirtualDevice:
         return reply
 
     def confirm_refund(self, pin: str) -> PinReply:
-        reply: PinReply = self._guarded(lambda s: s.confirm_refund(pin))  # type: ignore[assignment]
+        reply: PinReply = self._guarded(lambda s: s.confirm_refund(pin))
         if reply.status is PinStatus.ACCEPTED:
             return reply
         if reply.status is PinStatus.WRONG:
@@ -472,14 +476,14 @@ class VirtualDevice:
         view = self.screen()
         if view.screen is not Screen.AWAITING_SUPERVISOR:
             raise SimError(SimCode.NOTHING_TO_CONFIRM, "no refund is waiting for the supervisor")
-        reply: ActionReply = self._guarded(lambda s: s.decline_refund())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.decline_refund())
         if not reply.ok:
             raise SimError(SimCode.BUSY, reply.message.en, text=_text(reply.message))
         return reply
 
     def recheck(self) -> ActionReply:
         """A person fixed what an instruction was handed over for: the POS asks the channel again."""
-        reply: ActionReply = self._guarded(lambda s: s.recheck())  # type: ignore[assignment]
+        reply: ActionReply = self._guarded(lambda s: s.recheck())
         if not reply.ok:
             raise SimError(SimCode.NOTHING_NEEDS_PERSON, reply.message.en, text=_text(reply.message))
         return reply

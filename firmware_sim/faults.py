@@ -34,7 +34,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from protocol.strictjson import ReportJson
 from terminal.journal import CommitPoint
+from terminal.link.wire import Wire
 from terminal.machine import State
 
 from firmware_sim.simerrors import SimCode, SimError
@@ -89,7 +91,7 @@ class ClearFaults:
 
 
 @dataclass(frozen=True, slots=True)
-class PowerCut:
+class PowerCutFault:
     at: str | None = None  # a commit label or a state name; None with after_bytes or for "now"
     phase: str = "after"  # "before" (the commit is rolled back) or "after" (durable, not acted on)
     after_bytes: int | None = None
@@ -118,7 +120,7 @@ class ClockSkew:
     seconds: float
 
 
-Fault = ByteFault | Unplug | Replug | ClearFaults | PowerCut | PowerOn | ClockSkew
+Fault = ByteFault | Unplug | Replug | ClearFaults | PowerCutFault | PowerOn | ClockSkew
 
 _FIELDS: dict[str, set[str]] = {
     "unplug": {"for_s"}, "replug": set(), "clear": set(), "power_on": set(), "clock_skew": {"seconds"},
@@ -194,7 +196,7 @@ def parse_fault(obj: object) -> Fault:
                      None if seed is None else int(seed))
 
 
-def _power_cut(obj: Mapping[str, object]) -> PowerCut:
+def _power_cut(obj: Mapping[str, object]) -> PowerCutFault:
     at = obj.get("at")
     after_bytes = _number(obj, "after_bytes", 0, 10**9, integer=True)
     if at is not None and after_bytes is not None:
@@ -214,7 +216,7 @@ def _power_cut(obj: Mapping[str, object]) -> PowerCut:
         raise _bad("phase applies only with at")
     if after_bytes is None and "direction" in obj:
         raise _bad("direction applies only with after_bytes")
-    return PowerCut(at, str(phase), None if after_bytes is None else int(after_bytes), _direction(obj),
+    return PowerCutFault(at, str(phase), None if after_bytes is None else int(after_bytes), _direction(obj),
                     _number(obj, "off_for_s", 0.0, MAX_FOR_S))
 
 
@@ -227,7 +229,7 @@ def describe_fault(fault: Fault) -> dict[str, object]:
             if value is not None:
                 out[key] = value
         return out
-    if isinstance(fault, PowerCut):
+    if isinstance(fault, PowerCutFault):
         out = {"fault": "power_cut"}
         if fault.at is not None:
             out.update(at=fault.at, phase=fault.phase)
@@ -326,7 +328,7 @@ class ByteFilter:
 class ByteBudget:
     """'Power cut after N more bytes' in one direction or both: `take(n)` says how many get through."""
 
-    def __init__(self, fault: PowerCut) -> None:
+    def __init__(self, fault: PowerCutFault) -> None:
         assert fault.after_bytes is not None
         self.fault = fault
         self.left = fault.after_bytes
@@ -354,7 +356,7 @@ class FaultyWire:
     unless `close(final=True)`, so a power cycle can run a new endpoint on the same wire.
     """
 
-    def __init__(self, inner: object, *, on_budget_spent: Callable[[PowerCut], None] | None = None) -> None:
+    def __init__(self, inner: Wire, *, on_budget_spent: Callable[[PowerCutFault], None] | None = None) -> None:
         self.inner = inner
         self.filters = {Direction.TO_BRIDGE: ByteFilter(), Direction.TO_DEVICE: ByteFilter()}
         self.on_budget_spent = on_budget_spent
@@ -364,7 +366,7 @@ class FaultyWire:
 
     @property
     def bridge_url(self) -> str:
-        return self.inner.bridge_url  # type: ignore[attr-defined, no-any-return]
+        return self.inner.bridge_url
 
     # -- faults --------------------------------------------------------------------------------
     def add(self, fault: ByteFault) -> None:
@@ -378,7 +380,7 @@ class FaultyWire:
             for filt in self.filters.values():
                 filt.clear()
 
-    def arm_budget(self, fault: PowerCut) -> None:
+    def arm_budget(self, fault: PowerCutFault) -> None:
         with self._lock:
             self._budget = ByteBudget(fault)
 
@@ -396,7 +398,7 @@ class FaultyWire:
     def silent(self) -> bool:
         return self._silent
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> ReportJson:
         with self._lock:
             out: dict[str, object] = {
                 way.value: {"faults": [describe_fault(f) for f in filt.faults], "stats": vars(filt.stats).copy()}
@@ -408,7 +410,7 @@ class FaultyWire:
 
     # -- the Wire interface ----------------------------------------------------------------------
     def _pass(self, way: Direction, data: bytes) -> tuple[bytes, float]:
-        spent: PowerCut | None = None
+        spent: PowerCutFault | None = None
         with self._lock:
             if self._budget is not None:
                 data = data[: self._budget.take(way, len(data))]
@@ -424,7 +426,7 @@ class FaultyWire:
         if self._silent:
             time.sleep(timeout)
             return b""
-        data = self.inner.read(max_bytes, timeout)  # type: ignore[attr-defined]
+        data = self.inner.read(max_bytes, timeout)
         if not data:
             return data
         data, delay = self._pass(Direction.TO_DEVICE, data)
@@ -439,16 +441,16 @@ class FaultyWire:
         if delay:
             time.sleep(delay)
         if data:
-            self.inner.write(data)  # type: ignore[attr-defined]
+            self.inner.write(data)
 
     def unplug(self) -> None:
-        self.inner.unplug()  # type: ignore[attr-defined]
+        self.inner.unplug()
 
     def replug(self) -> None:
-        self.inner.replug()  # type: ignore[attr-defined]
+        self.inner.replug()
 
     def close(self, final: bool = False) -> None:
         if final:
-            self.inner.close()  # type: ignore[attr-defined]
+            self.inner.close()
         else:
-            self.inner.unplug()  # type: ignore[attr-defined]
+            self.inner.unplug()

@@ -23,19 +23,20 @@ from typing import Callable
 
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
-from terminal.config import ConfigError, parse_config
+from terminal.config import DeviceConfigError, parse_config
 from terminal.factory import open_terminal
-from terminal.journal import CommitPoint, PowerCut
+from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.identity import ProvisionedDevice
 from terminal.link.app_link import AppLink
 from terminal.link.endpoint import DeviceEndpoint
 from terminal.link.service_handler import ServiceLinkHandler
+from terminal.link.wire import Wire
 from terminal.service import TerminalService
 
 from firmware_sim.bootloader import Bootloader, BootResult
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, open_config_part, run_boot_sequence
 from firmware_sim.storage import DeviceStorage
-from firmware_sim.storage import PowerCut as FlashPowerCut
+from firmware_sim.storage import PowerLostMidWrite
 
 log = logging.getLogger("firmware_sim.device")
 
@@ -106,7 +107,7 @@ class BootLink:
             return
         try:
             self.service.on_boot_frame(frame_type, payload, endpoint)
-        except FlashPowerCut:
+        except PowerLostMidWrite:
             log.info("power cut during a flash command")
 
 
@@ -128,7 +129,7 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
         journal_path.parent.mkdir(parents=True, exist_ok=True)
         service = open_terminal(config, journal_path, device_key_seed=device.device_key_seed,
                                 firmware=firmware_text(result), clock=clock, on_commit=on_commit, check_permissions=False)
-    except (ConfigError, FlashError, OSError, RuntimeError) as exc:
+    except (DeviceConfigError, FlashError, OSError, RuntimeError) as exc:
         return f"the application did not start: {exc}"
     firmware.service = service  # before start(): a power cut during recovery must find its journal
     report = service.start()
@@ -139,10 +140,10 @@ def start_application(firmware: Firmware, result: BootResult, *, clock: Callable
     return None
 
 
-def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[], float], timers: LinkTimers,
+def boot_firmware(device: ProvisionedDevice, *, wire: Wire, clock: Callable[[], float], timers: LinkTimers,
                   baud: int | None, on_commit: Callable[[Firmware, CommitPoint], None],
                   reboot: Callable[[str], None]) -> Firmware:
-    """Power-on to ready. PowerCut (an injected cut during recovery) propagates: the device is off."""
+    """Power-on to ready. PowerLostAtCommit (an injected cut during recovery) propagates: the device is off."""
     storage = DeviceStorage(Path(device.directory))
     try:
         bootloader = Bootloader(storage, model=device.model, device_id=device.device_id,
@@ -156,7 +157,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
 
     try:
         firmware.boot = run_boot_sequence(bootloader, self_test)
-    except PowerCut:
+    except PowerLostAtCommit:
         firmware.kill()
         raise
     if firmware.boot.slot is None:
@@ -165,7 +166,7 @@ def boot_firmware(device: ProvisionedDevice, *, wire: object, clock: Callable[[]
     app_link = AppLink(firmware, clock)
     firmware.app_link = app_link
     firmware.endpoint = DeviceEndpoint(
-        wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,  # type: ignore[arg-type]
+        wire, app_link, identity=device.identity(firmware_text(firmware.boot)), device_key_seed=device.device_key_seed,
         host_trust=device.host_trust,
         timers=timers, baud=baud, boot_handler=BootLink(firmware, BootService(bootloader, reboot=reboot)),
     ).start()

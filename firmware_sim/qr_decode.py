@@ -34,7 +34,7 @@ def decode_code(data: bytes) -> str:
     if len(data) > MAX_IMAGE_BYTES:
         raise _unreadable(f"the image is {len(data)} bytes; at most {MAX_IMAGE_BYTES} are read")
     try:
-        import zxingcpp  # type: ignore[import-not-found]
+        import zxingcpp
     except ImportError:
         raise _unreadable("no barcode decoder is installed (pip install zxing-cpp)") from None
     try:

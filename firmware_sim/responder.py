@@ -77,21 +77,21 @@ class Responder:
 
     # ------------------------------------------------------------ DeviceHandler
 
-    def on_link_up(self, endpoint, host_info: bytes) -> None:  # type: ignore[no-untyped-def]
+    def on_link_up(self, endpoint, host_info: bytes) -> None:
         with self._lock:
             self._endpoint = endpoint
             for msg_id, message in list(self._outbox.items()):
                 self._try_send(endpoint, msg_id, message)
 
-    def on_link_down(self, unacked: tuple[object, ...], endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_link_down(self, unacked: tuple[object, ...], endpoint) -> None:
         pass  # every unacknowledged answer is still in the outbox; on_link_up re-sends it
 
-    def on_delivered(self, tag: object, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_delivered(self, tag: object, endpoint) -> None:
         with self._lock:
             if isinstance(tag, str) and tag in self._outbox:
                 del self._outbox[tag]
 
-    def on_instruction(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope: Envelope, endpoint) -> None:
         with self._lock:
             self._endpoint = endpoint
             self.received[envelope.msg_id] += 1
@@ -125,7 +125,7 @@ class Responder:
                 return
             self._answer(endpoint, envelope.msg_id, self._execute(envelope, instruction))
 
-    def on_cancel(self, envelope: Envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_cancel(self, envelope: Envelope, endpoint) -> None:
         with self._lock:
             self._endpoint = endpoint
             try:
@@ -222,7 +222,7 @@ class Responder:
         return Result(self.device_id, order_no, f"ECHO-{os.urandom(10).hex()}", PayStatus.REFUNDED,
                       collected.pay_channel, amount, now)
 
-    def _answer(self, endpoint, msg_id: str, message: AppMessage) -> None:  # type: ignore[no-untyped-def]
+    def _answer(self, endpoint, msg_id: str, message: AppMessage) -> None:
         if not isinstance(message, ResultMsg):  # NotTakenMsg: no answer, nothing kept; asked again, it looks again
             self._try_send(endpoint, msg_id, message)
             return
@@ -230,14 +230,14 @@ class Responder:
         self._outbox[msg_id] = message
         self._try_send(endpoint, msg_id, message)
 
-    def _progress(self, endpoint, msg_id: str, state: Progress) -> None:  # type: ignore[no-untyped-def]
+    def _progress(self, endpoint, msg_id: str, state: Progress) -> None:
         if endpoint is not None:
             try:
                 endpoint.send(ProgressMsg(msg_id, state))
             except LinkNotUp:
                 pass  # progress is a courtesy; the final answer is what is kept
 
-    def _try_send(self, endpoint, msg_id: str, message: AppMessage) -> None:  # type: ignore[no-untyped-def]
+    def _try_send(self, endpoint, msg_id: str, message: AppMessage) -> None:
         if endpoint is None:
             return
         try:

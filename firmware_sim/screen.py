@@ -54,7 +54,7 @@ def screen_app(service: object, options: ScreenOptions) -> object:
     """The POS app around `service`, as the demo shows it (the click test drives this one too)."""
     from terminal.ui.app import build_app
 
-    return build_app(service, camera_index=None, receipts_dir=options.receipts_dir, fit_to_display=True)  # type: ignore[arg-type]
+    return build_app(service, camera_index=None, receipts_dir=options.receipts_dir, fit_to_display=True)  # type: ignore[arg-type]  # the simulator hands its TerminalService through as object (kivy is imported lazily)
 
 
 def run_screen(device: VirtualDevice, stop: threading.Event, options: ScreenOptions) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from protocol.errors import CodedError
+
 
 class SimCode(str, enum.Enum):
     BAD_REQUEST = "bad_request"  # a field is missing, of the wrong type or out of range
@@ -61,8 +63,10 @@ HTTP_STATUS: dict[SimCode, int] = {
 }
 
 
-class SimError(Exception):
+class SimError(CodedError):
     """A refusal with a stable `code`, a message a person can act on, and optional extra fields."""
+
+    code: SimCode
 
     def __init__(self, code: SimCode, message: str, **details: object) -> None:
         super().__init__(f"{code.value}: {message}")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from protocol.link.session import LinkTimers
 
-from firmware_sim.cli import STATE_FILE
 from firmware_sim.control_api import ControlServer
 from firmware_sim.device import DeviceOptions, LinkKind, VirtualDevice
 from firmware_sim.simerrors import SimCode, SimError
+from firmware_sim.statefile import remove_state, write_state
 from firmware_sim.usb_cable import UsbCableServer
 
 log = logging.getLogger("firmware_sim.simrun")
@@ -49,7 +49,7 @@ class StorageLock:
             else:
                 import msvcrt
 
-                msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+                msvcrt.locking(self._fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # msvcrt exists on Windows only; this branch runs only there
         except OSError:
             os.close(self._fd)
             raise SimError(SimCode.STORAGE, f"another {what} runs on {storage} ({self.path} is locked); "
@@ -57,12 +57,6 @@ class StorageLock:
 
     def release(self) -> None:
         os.close(self._fd)
-
-
-def write_state(storage: Path, state: dict[str, object]) -> None:
-    tmp = storage / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, storage / STATE_FILE)
 
 
 def _watch_parent(stop: threading.Event) -> None:
@@ -102,7 +96,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
                  "bridge_url": device.bridge_url, "control_url": server.url, "power": device.power.value,
                  "storage": str(storage)}
         if device.usb_backend is not None:  # the virtual bus, for a bridge in another process
-            cable = UsbCableServer(device.usb_backend, host=control_host).start()  # type: ignore[arg-type]
+            cable = UsbCableServer(device.usb_backend, host=control_host).start()  # type: ignore[arg-type]  # usb_backend is set (checked just above) and is the simulator's VirtualUsbBackend
             state["usb_cable"] = cable.address
         write_state(storage, state)
         sys.stdout.write(json.dumps(state) + "\n")
@@ -128,5 +122,5 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
             server.stop()
         if device is not None:
             device.close()
-        (storage / STATE_FILE).unlink(missing_ok=True)
+        remove_state(storage)
         lock.release()

@@ -7,7 +7,7 @@ That is the fault model the bootloader is built for and the one the tests inject
     storage = DeviceStorage(root, cut_after_bytes=N)
 
 cuts the power once N bytes have been written: the write in progress keeps only the bytes that fit,
-and every later call raises `PowerCut` (the device is off). To power the device on again, open a new
+and every later call raises `PowerLostMidWrite` (the device is off). To power the device on again, open a new
 `DeviceStorage` on the same root. Renames, removals and truncations count as one byte each: they
 happen entirely or not at all, and the budget decides which.
 
@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 TMP_SUFFIX = ".tmp"
 
 
-class PowerCut(Exception):
+class PowerLostMidWrite(Exception):
     """The simulated power was cut: nothing more reaches the medium until a new DeviceStorage opens it."""
 
 
@@ -51,7 +51,7 @@ class DeviceStorage:
 
     def _alive(self) -> None:
         if self._dead:
-            raise PowerCut("the device is powered off")
+            raise PowerLostMidWrite("the device is powered off")
 
     def _allow(self, n: int) -> int:
         """How many of the next n bytes reach the medium before the power goes."""
@@ -64,9 +64,9 @@ class DeviceStorage:
         self.bytes_written += allowed
         return allowed
 
-    def _cut(self) -> PowerCut:
+    def _cut(self) -> PowerLostMidWrite:
         self._dead = True
-        return PowerCut(f"power cut after {self.bytes_written} bytes written")
+        return PowerLostMidWrite(f"power cut after {self.bytes_written} bytes written")
 
     def _metadata_op(self) -> None:
         if self._allow(1) < 1:

@@ -43,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -193,54 +194,50 @@ def bridge_config_text(*, port: int, link_url: str, baud: int | None) -> str:
 # ----------------------------------------------------------------------------- the parts
 
 
-def _start_sandbox(system: System, state: dict[str, object]) -> None:
-    workdir, timeout = system.workdir, system.options.start_timeout_s
-    saved = state.get("sandbox_port")
+def _start_on_saved_port(system: System, state: dict[str, object], name: str, command: Callable[[int], list[str]],
+                         *, env: dict[str, str] | None = None) -> dict[str, object]:
+    """Start child `name` on the port it had last time (its URL stays the same across restarts), or on a
+    new one when that port is taken; remember the port in `state` and return the child's ready line."""
+    key = f"{name}_port"
+    saved = state.get(key)
     ports = [saved, 0] if isinstance(saved, int) and saved > 0 else [0]
     for port in ports:
-        child = Child("sandbox", _python("-m", "firmware_sim.sandbox.server", "--port", str(port), "--data-dir",
-                                         str(workdir / "channel-sandbox")), workdir / "logs" / "sandbox.log").start()
+        child = Child(name, command(port), system.workdir / "logs" / f"{name}.log", env=env).start()
         try:
-            ready = child.ready_line(timeout)
+            ready = child.ready_line(system.options.start_timeout_s)
         except SimError:
             child.stop()
             if port != ports[-1]:
-                log.warning("the sandbox could not take its earlier port %s again; using a new one", port)
+                log.warning("the %s could not take its earlier port %s again; using a new one", name, port)
                 continue
             raise
         system.children.append(child)
-        system.sandbox_url = str(ready["url"])
-        state["sandbox_port"] = int(system.sandbox_url.rsplit(":", 1)[1])
-        state["sandbox_credentials"] = str(ready["credentials"])
-        return
+        state[key] = int(str(ready["url"]).rsplit(":", 1)[1])
+        return ready
+    raise AssertionError("the last port is 0, which always either starts or raises")
+
+
+def _start_sandbox(system: System, state: dict[str, object]) -> None:
+    data_dir = str(system.workdir / "channel-sandbox")
+    ready = _start_on_saved_port(system, state, "sandbox", lambda port: _python(
+        "-m", "firmware_sim.sandbox.server", "--port", str(port), "--data-dir", data_dir))
+    system.sandbox_url = str(ready["url"])
+    state["sandbox_credentials"] = str(ready["credentials"])
 
 
 def _start_gateway(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice, keys_text: str) -> None:
     """Onboard the demo hospital (idempotent) and run `payment-gateway` on loopback, SQLite."""
-    workdir, timeout = system.workdir, system.options.start_timeout_s
+    workdir = system.workdir
     gateway = DemoGateway(workdir / "gateway")
     try:
         gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text)
         gateway.enroll(device.record(), demo_setup.DEMO_TERMINAL)
     finally:
         gateway.close()
-    saved = state.get("gateway_port")
-    ports = [saved, 0] if isinstance(saved, int) and saved > 0 else [0]
-    for port in ports:
-        child = Child("gateway", _python("-m", "gateway.server", "--db", gateway.db_url, "--listen", f"127.0.0.1:{port}"),
-                      workdir / "logs" / "gateway.log", env=os.environ | gateway.command_env()).start()
-        try:
-            ready = child.ready_line(timeout)
-        except SimError:
-            child.stop()
-            if port != ports[-1]:
-                log.warning("the gateway could not take its earlier port %s again; using a new one", port)
-                continue
-            raise
-        system.children.append(child)
-        system.gateway_url = str(ready["url"])
-        state["gateway_port"] = int(system.gateway_url.rsplit(":", 1)[1])
-        return
+    ready = _start_on_saved_port(system, state, "gateway", lambda port: _python(
+        "-m", "gateway.server", "--db", gateway.db_url, "--listen", f"127.0.0.1:{port}"),
+        env=dict(os.environ) | gateway.command_env())
+    system.gateway_url = str(ready["url"])
 
 
 def _init_bridge_dir(workdir: Path) -> Path:
@@ -282,7 +279,7 @@ def _start_device(system: System) -> dict[str, object]:
 
 def _sim_status(system: System) -> dict[str, object]:
     try:
-        return requests.get(system.sim_url + "/v1/status", timeout=10).json()  # type: ignore[no-any-return]
+        return requests.get(system.sim_url + "/v1/status", timeout=10).json()
     except (requests.RequestException, ValueError):
         device = system.child("device")
         tail = device.log_tail() if device is not None else ""
@@ -373,7 +370,7 @@ def _wait_link_up(system: System) -> dict[str, object]:
         except (requests.RequestException, ValueError):
             health = {}
         devices = health.get("devices") or []
-        if devices and all(d.get("link") == "up" for d in devices):  # type: ignore[union-attr]
+        if devices and all(d.get("link") == "up" for d in devices):
             return health
         dead = system.dead_children()
         if dead:

@@ -228,7 +228,7 @@ class VirtualUsbBackend(usb.backend.IBackend):
         self._lock = threading.Lock()
         self._claims: dict[tuple[int, int], _Handle] = {}  # (id(device), interface) -> claiming handle
 
-    def enumerate_devices(self):  # type: ignore[no-untyped-def]
+    def enumerate_devices(self):
         return [_DeviceRef(d, d.generation) for d in self.devices if d.plugged]
 
     def get_device_descriptor(self, dev: _DeviceRef) -> _Descriptor:

@@ -188,7 +188,7 @@ class RemoteUsbBackend(usb.backend.IBackend):
             return [self._decode(v) for v in value]
         return value
 
-    def enumerate_devices(self):  # type: ignore[no-untyped-def]
+    def enumerate_devices(self):
         return self._call("enumerate_devices")
 
     def get_device_descriptor(self, dev: _RemoteRef) -> object:
@@ -225,7 +225,7 @@ class RemoteUsbBackend(usb.backend.IBackend):
         self._call("release_interface", dev_handle.key, intf)
 
     def bulk_write(self, dev_handle: _RemoteHandle, ep: int, intf: int, data: array.array, timeout: int) -> int:
-        return int(self._call("bulk_write", dev_handle.key, ep, intf, data.tobytes().hex(), timeout))  # type: ignore[arg-type]
+        return int(self._call("bulk_write", dev_handle.key, ep, intf, data.tobytes().hex(), timeout))
 
     def bulk_read(self, dev_handle: _RemoteHandle, ep: int, intf: int, buff: array.array, timeout: int) -> int:
         data = bytes.fromhex(str(self._call("bulk_read", dev_handle.key, ep, intf, len(buff) * buff.itemsize, timeout)))
@@ -240,7 +240,7 @@ class RemoteUsbBackend(usb.backend.IBackend):
             data[: len(got)] = array.array("B", got)
             return len(got)
         sent = data.tobytes() if data is not None else b""
-        return int(self._call("ctrl_transfer", dev_handle.key, bmRequestType, bRequest, wValue, wIndex,  # type: ignore[arg-type]
+        return int(self._call("ctrl_transfer", dev_handle.key, bmRequestType, bRequest, wValue, wIndex,
                               sent.hex(), timeout))
 
     def clear_halt(self, dev_handle: _RemoteHandle, ep: int) -> None:
@@ -267,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cable", required=True, help="HOST:PORT of the simulated USB cable (usb_cable in sim.json)")
     parser.add_argument("--config", required=True, help="the bridge's config.toml")
     args = parser.parse_args(argv)
-    from bridge.config import ConfigError
+    from bridge.config import BridgeConfigError
     from bridge.daemon import serve
 
     try:
         return serve(args.config, usb_backend=RemoteUsbBackend(args.cable))
-    except ConfigError as exc:
+    except BridgeConfigError as exc:
         print(f"his-bridge: {exc}", file=sys.stderr)
         return 2
 

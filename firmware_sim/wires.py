@@ -20,6 +20,7 @@ import select
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from terminal.link.endpoint import DeviceEndpoint, DeviceHandler
 from terminal.link.tcp_wire import TcpWire
@@ -183,18 +184,18 @@ class AndroidUsbWire:
         self.device.unplug()
 
 
-def pty_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
+def pty_endpoint(handler: DeviceHandler, **kwargs: Any) -> DeviceEndpoint:  # kwargs: DeviceEndpoint's own
     link_path = kwargs.pop("link_path", None)
-    return DeviceEndpoint(PtyWire(link_path), handler, **kwargs)  # type: ignore[arg-type]
+    return DeviceEndpoint(PtyWire(link_path), handler, **kwargs)
 
 
-def tcp_endpoint(handler: DeviceHandler, **kwargs: object) -> DeviceEndpoint:
-    return DeviceEndpoint(TcpWire(), handler, **kwargs)  # type: ignore[arg-type]
+def tcp_endpoint(handler: DeviceHandler, **kwargs: Any) -> DeviceEndpoint:  # kwargs: DeviceEndpoint's own
+    return DeviceEndpoint(TcpWire(), handler, **kwargs)
 
 
-def usb_endpoint(handler: DeviceHandler, *, serial_no: str = "PS-0001", **kwargs: object) -> DeviceEndpoint:
-    return DeviceEndpoint(UsbWire(VirtualUsbDevice(serial_no=serial_no)), handler, **kwargs)  # type: ignore[arg-type]
+def usb_endpoint(handler: DeviceHandler, *, serial_no: str = "PS-0001", **kwargs: Any) -> DeviceEndpoint:  # kwargs: DeviceEndpoint's own
+    return DeviceEndpoint(UsbWire(VirtualUsbDevice(serial_no=serial_no)), handler, **kwargs)
 
 
-def aoa_endpoint(handler: DeviceHandler, *, serial_no: str = "AP-0001", **kwargs: object) -> DeviceEndpoint:
-    return DeviceEndpoint(AndroidUsbWire(VirtualAndroidDevice(serial_no=serial_no)), handler, **kwargs)  # type: ignore[arg-type]
+def aoa_endpoint(handler: DeviceHandler, *, serial_no: str = "AP-0001", **kwargs: Any) -> DeviceEndpoint:  # kwargs: DeviceEndpoint's own
+    return DeviceEndpoint(AndroidUsbWire(VirtualAndroidDevice(serial_no=serial_no)), handler, **kwargs)

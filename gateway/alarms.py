@@ -134,7 +134,7 @@ class Alarms:
                         '{"reason": "%s", "reference": "%s"}' % (alarm.reason, alarm.reference)))
             return self._by_id(tx, alarm_id)
 
-    def _by_id(self, tx, alarm_id: int) -> Alarm:  # type: ignore[no-untyped-def]
+    def _by_id(self, tx, alarm_id: int) -> Alarm:
         row = tx.one(f"SELECT {_COLS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
         if row is None:
             raise GatewayError(GatewayCode.NOT_FOUND, f"no alarm {alarm_id}")

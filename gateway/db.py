@@ -104,13 +104,13 @@ class Database(abc.ABC):
 
 
 class _Pool:
-    def __init__(self, connect) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, connect) -> None:
         self._connect = connect
         self._idle: list[object] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def get(self):  # type: ignore[no-untyped-def]
+    def get(self):
         with self._lock:
             if self._closed:
                 raise GatewayError(GatewayCode.BAD_CONFIG, "the database has been closed")
@@ -118,7 +118,7 @@ class _Pool:
                 return self._idle.pop()
         return self._connect()
 
-    def put(self, conn, healthy: bool) -> None:  # type: ignore[no-untyped-def]
+    def put(self, conn, healthy: bool) -> None:
         with self._lock:
             if healthy and not self._closed and len(self._idle) < POOL_IDLE_MAX:
                 self._idle.append(conn)
@@ -207,10 +207,10 @@ class SqliteDatabase(Database):
 class _PostgresTx(Tx):
     dialect = Dialect.POSTGRES
 
-    def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, conn) -> None:
         self._conn = conn
 
-    def _run(self, sql: str, params: Sequence[Param]):  # type: ignore[no-untyped-def]
+    def _run(self, sql: str, params: Sequence[Param]):
         import psycopg
 
         # Our SQL never contains a literal '?' or '%': the placeholder swap is exact.
@@ -240,7 +240,7 @@ class PostgresDatabase(Database):
         self.url = conninfo
         self._pool = _Pool(self._connect)
 
-    def _connect(self):  # type: ignore[no-untyped-def]
+    def _connect(self):
         import psycopg
 
         try:

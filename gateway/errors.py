@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+from protocol.errors import CodedError
+
 
 class GatewayCode(str, enum.Enum):
     # Configuration and storage.
@@ -68,8 +70,10 @@ HTTP_STATUS: dict[str, int] = {
 }
 
 
-class GatewayError(Exception):
+class GatewayError(CodedError):
     """A refusal with a stable `code` and a message a person can act on."""
+
+    code: GatewayCode
 
     def __init__(self, code: GatewayCode, message: str) -> None:
         super().__init__(f"{code.value}: {message}")

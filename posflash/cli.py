@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from posflash import flasher, provision
+from posflash.hints import advise
 from posflash.host_key import HOST_KEY_ENV, create_host_key, load_host_key
 from posflash.image_build import build_image
 from posflash.signing_keys import format_private, load_public_key, load_signing_key, new_signing_key
@@ -195,10 +196,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _summary(d: dict[str, object]) -> str:
-    parts = "+".join(str(p["kind"]) for p in d["parts"])  # type: ignore[union-attr, index]
+    parts = "+".join(str(p["kind"]) for p in d["parts"])
     bound = f", only for device {d['device_id']}" if d.get("device_id") else ""
     return (f"{parts} {d['version']} for model {d['model']}, security counter {d['security_counter']}, "
-            f"{_size(int(d['payload_size']))}, signed by {d['key_id']}{bound}")  # type: ignore[arg-type]
+            f"{_size(int(d['payload_size']))}, signed by {d['key_id']}{bound}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -221,8 +222,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _out(f"{path}: {_summary(info)}")
     for name in ("build_time", "payload_sha256", "image_digest", "signature"):
         _out(f"  {name}: {info[name]}")
-    for p in info["parts"]:  # type: ignore[union-attr]
-        _out(f"  part {p['kind']}: {_size(p['size'])}, sha256 {p['sha256']}")  # type: ignore[index]
+    for p in info["parts"]:
+        _out(f"  part {p['kind']}: {_size(p['size'])}, sha256 {p['sha256']}")
     return EXIT_OK
 
 
@@ -239,7 +240,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
                                           wait_confirm_s=0 if args.no_wait else args.confirm_timeout)
         except FlashError as exc:
             if exc.code is FlashCode.TIMEOUT and "did not confirm" in exc.detail:
-                _err(f"warning: {exc.message}")
+                _err(f"warning: {advise(exc).message}")
                 return EXIT_UNCONFIRMED
             raise
     rate = (outcome.total - outcome.resumed_from) / outcome.transfer_s if outcome.transfer_s > 0 else 0
@@ -273,24 +274,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     _out(f"device {status['device_id']} (model {status['model']}), bootloader {status['bootloader']}, "
          f"boot count {status['boot_count']}")
-    for name, slot in (status.get("slots") or {}).items():  # type: ignore[union-attr]
+    for name, slot in (status.get("slots") or {}).items():
         _out(_slot_line(name, slot, status))
     if status.get("trial"):
         _out(f"  slot {status['trial']} is on trial: {status['tries_left']} of {status['max_tries']} boots left to confirm its health")
     if status.get("running") is None:
         _out("  NO IMAGE RUNNING: recovery mode; flash an image (docs/field-engineer.md, Recovery)")
     counters = status.get("min_counter") or {}
-    _out("minimum security counters: " + (", ".join(f"{k} {v}" for k, v in counters.items()) or "none yet"))  # type: ignore[union-attr]
+    _out("minimum security counters: " + (", ".join(f"{k} {v}" for k, v in counters.items()) or "none yet"))
     dl = status.get("download")
     if isinstance(dl, dict):
         _out(f"partial download: {dl['version']} into slot {dl['slot']}, {_size(dl['offset'])} of {_size(dl['total'])} "
              "(run the same flash command to resume)")
     keys = status.get("trusted_keys") or []
-    _out("trusted signing keys: " + ", ".join(f"{k['key_id']} ({k['role']}, {k['fingerprint']})" for k in keys))  # type: ignore[index, union-attr]
+    _out("trusted signing keys: " + ", ".join(f"{k['key_id']} ({k['role']}, {k['fingerprint']})" for k in keys))
     log_lines = status.get("log") or []
     if log_lines:
         _out("recent log:")
-        for line in log_lines:  # type: ignore[union-attr]
+        for line in log_lines:
             _out(f"  {line}")
     return EXIT_OK
 
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FlashError as exc:
-        _err(f"pos-flash: {exc.code.value}: {exc.message}")
+        _err(f"pos-flash: {exc.code.value}: {advise(exc).message}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         _err("pos-flash: interrupted; run the same command again (a flash resumes where it stopped)")

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bridge.transport import Transport, TransportClosed, TransportError, open_transport
+from posflash.hints import advise
 from protocol import flash as fc
 from protocol.flash import FlashCode, FlashError
 from protocol.link.handshake import DeviceIdentity
@@ -116,7 +117,7 @@ def open_port(url: str, *, baud: int = 115200, usb_backend: object = None) -> Tr
         return open_transport(url, baud=baud, usb_backend=usb_backend)
     except TransportError as exc:
         code = FlashCode.PORT_BUSY if _BUSY.search(str(exc)) else FlashCode.NO_DEVICE
-        raise FlashError(code, f"cannot open {url}: {exc}") from None
+        raise advise(FlashError(code, f"cannot open {url}: {exc}")) from None
 
 
 class DeviceConnection:
@@ -439,7 +440,7 @@ def wait_for_confirmation(conn: DeviceConnection, slot: str, timeout_s: float) -
                 raise
             continue
         slots = status.get("slots")
-        state = slots.get(slot, {}).get("state") if isinstance(slots, dict) else None  # type: ignore[union-attr]
+        state = slots.get(slot, {}).get("state") if isinstance(slots, dict) else None
         if status.get("running") == slot and status.get("active") == slot and state == "confirmed":
             return status
         if state == "failed":

@@ -26,7 +26,7 @@ from protocol.registry import DeviceRecord, RegistryError, format_device_csv, pa
 from protocol.sealed_config import seal_config
 from protocol.strictjson import loads_object
 from terminal import pin as pins
-from terminal.config import ConfigError, parse_config
+from terminal.config import DeviceConfigError, parse_config
 from terminal.identity import check_model, check_name
 from terminal.secure_files import read_text
 
@@ -136,7 +136,7 @@ def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals
     text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
     try:
         parse_config(text, source="configuration")
-    except ConfigError as exc:
+    except DeviceConfigError as exc:
         raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
     return text.encode("utf-8")
 

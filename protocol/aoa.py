@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from protocol.errors import CodedError
+
 GOOGLE_VID = 0x18D1
 # Accessory-mode product IDs. We never ask for audio (AOA 2.0 request 58), so only the first two
 # should appear; the audio ones are still accessory mode and are accepted.
@@ -77,8 +79,10 @@ BRIDGE_ACCESSORY = AccessoryIdentity(
 )
 
 
-class AoaVersionError(ValueError):
+class AoaVersionError(CodedError, ValueError):
     """The answer to GET_PROTOCOL is not a usable version."""
+
+    code = "aoa_version"
 
 
 def parse_protocol_version(answer: bytes) -> int:

@@ -17,20 +17,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import CodedError, ErrorCode, ProtocolError
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
 
 
-class AuthenticationError(Exception):
+class AuthenticationError(CodedError):
     """The tag did not verify: wrong key, or header, nonce or ciphertext changed."""
+
+    code = "auth_failed"
 
 
 class CipherSuite(Protocol):
@@ -128,7 +130,7 @@ class KeyRing:
     def __contains__(self, kid: object) -> bool:
         return kid in self._keys
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SharedKey]:
         return iter(self._keys.values())
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Mapping
 
+from protocol.errors import CodedError
 from protocol.ids import is_valid_id
 from protocol.signing import SignatureError, sign, verify
 
@@ -41,8 +42,10 @@ HEADER_FIRMWARE = "X-Firmware"
 HEADER_SIGNATURE = "X-Signature"
 
 
-class RequestAuthError(Exception):
+class RequestAuthError(CodedError):
     """`code` is one of: bad_request_auth (missing/malformed headers), bad_signature, clock_skew."""
+
+    code = "request_auth"
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -1,6 +1,14 @@
-"""The stable error codes of the HIS interface and the one exception type that carries them.
+"""The one error base of the system, and the stable error codes of the HIS interface.
 
-Every refusal anywhere in the system (HTTP API, link, terminal) is a `ProtocolError` whose `code`
+`CodedError` is the base of every error that crosses a boundary (an HTTP answer, the link, a CLI's
+exit message, a screen, a log line someone searches for): its `code` is a stable snake_case name that
+callers, scripts and tests match on, and its text is for a person. A family with its own table of
+codes (`ErrorCode` here, `FlashCode`, `GatewayCode`, `SimCode`) sets `code` per instance to one of
+its enum members (a `str` enum, so it compares equal to the name); any other error sets a class-level
+`code`. tests/protocol/test_errors.py finds every exception class the shipped packages define and
+holds them to this.
+
+Every refusal of the HIS interface (HTTP API, link, terminal) is a `ProtocolError` whose `code`
 is one of `ErrorCode`. The codes are part of the contract with HIS vendors: never rename one.
 """
 
@@ -68,8 +76,16 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
-class ProtocolError(Exception):
+class CodedError(Exception):
+    """Base of every error that crosses a boundary: `code` is stable, the message is for a person."""
+
+    code: str = "error"  # every subclass names its own (a class attribute, or per instance)
+
+
+class ProtocolError(CodedError):
     """A refusal with a stable code and a message a person can act on."""
+
+    code: ErrorCode
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code.value}: {message}")

@@ -7,6 +7,7 @@ A bad ID in an envelope header is `bad_envelope`; a bad order number is `bad_ord
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from protocol.errors import ErrorCode, ProtocolError
 
@@ -14,7 +15,7 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _ORDER_NO = re.compile(r"[A-Za-z0-9_-]{1,32}", re.ASCII)
 
 
-def is_valid_id(value: object) -> bool:
+def is_valid_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 

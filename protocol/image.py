@@ -33,7 +33,7 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from protocol import signing
 from protocol.errors import ProtocolError
@@ -230,7 +230,7 @@ def parse_manifest(raw: bytes) -> Manifest:
     if device_id is not None and not is_valid_id(device_id):
         raise _fail(FlashCode.BAD_MANIFEST, "manifest.device_id must match [A-Za-z0-9_-]{1,64}")
     parts = _parse_parts(obj.get("parts"), size)
-    return Manifest(model, version, counter, size, sha, parts, build_time, key_id, device_id)  # type: ignore[arg-type]
+    return Manifest(model, version, counter, size, sha, parts, build_time, key_id, device_id)
 
 
 def _parse_parts(raw: object, payload_size: int) -> tuple[Part, ...]:
@@ -294,7 +294,8 @@ def check_acceptable(header: ImageHeader, signer: TrustedKey, *, model: str, dev
         minimum = min_counters.get(kind, 0)
         if m.security_counter < minimum:
             raise _fail(FlashCode.DOWNGRADE,
-                        f"{kind} security counter {m.security_counter} is below this device's minimum {minimum}")
+                        f"{kind} security counter {m.security_counter} is below this device's minimum {minimum} "
+                        "(only an image signed with the engineer override key may go lower)")
 
 
 def describe(header: ImageHeader) -> dict[str, object]:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 
 from protocol.crypto import SUITES, KeyRing, SharedKey
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError, ProtocolError
 from protocol.ids import is_valid_id
 from protocol.strictjson import Fields, loads_object
 
 FORMAT = "his-keys-v1"
 
 
-class KeyFileError(ValueError):
+class KeyFileError(CodedError, ValueError):
     """The key file is malformed; the message names the entry and field, never the key."""
+
+    code = "key_file"
 
 
 def parse_keyfile(text: str, source: str = "key file") -> KeyRing:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from protocol.errors import CodedError
+
 DEFAULT_VID = 0x1209  # pid.codes' shared vendor ID; the product ID is ours. Both are configuration.
 DEFAULT_PID = 0x7D01
 URL_FORMS = ("serial:NAME, socket://HOST:PORT, usb://VID:PID[/SERIAL], aoa://VID:PID[/SERIAL][,...], "
@@ -38,8 +40,10 @@ class Scheme(str, enum.Enum):
     AUTO = "auto"
 
 
-class LinkUrlError(ValueError):
+class LinkUrlError(CodedError, ValueError):
     """The URL does not follow the grammar; the message shows the right form."""
+
+    code = "bad_link_url"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 from protocol.amount import DEFAULT_LIMIT_FEN, MAX_FEN, Amount, format_amount, format_yuan, parse_amount, parse_yuan
 from protocol.errors import ErrorCode, ProtocolError
@@ -264,7 +264,10 @@ def encode_result(result: Result) -> JsonObject:
     return obj
 
 
-def _enum(kind: type[enum.Enum], value: str, field: str):  # type: ignore[no-untyped-def]
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum(kind: type[_E], value: str, field: str) -> _E:
     try:
         return kind(value)
     except ValueError:

@@ -23,11 +23,14 @@ import csv
 import io
 from dataclasses import dataclass
 
+from protocol.errors import CodedError
 from protocol.ids import is_valid_id
 from protocol.signing import PUBLIC_KEY_SIZE, decode_public_key, encode_public_key
 
 
-class RegistryError(ValueError):
+class RegistryError(CodedError, ValueError):
+    code = "bad_registry"
+
     def __init__(self, source: str, line: int, message: str) -> None:
         super().__init__(f"{source}, line {line}: {message}")
         self.source = source

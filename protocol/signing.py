@@ -16,13 +16,17 @@ import binascii
 
 from Crypto.Signature import eddsa
 
+from protocol.errors import CodedError
+
 SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
 
-class SignatureError(Exception):
+class SignatureError(CodedError):
     """A signature did not verify, or a key or signature was malformed."""
+
+    code = "bad_signature"
 
 
 def public_key(seed: bytes) -> bytes:

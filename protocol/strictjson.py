@@ -8,13 +8,17 @@ types, including booleans where integers belong (in Python `True` is an `int`; n
 
 from __future__ import annotations
 
+import builtins
 import json
 import unicodedata
-from typing import Mapping
+from typing import Any, Mapping
 
 from protocol.errors import ErrorCode, ProtocolError
 
-JsonObject = dict[str, object]
+JsonObject = dict[str, object]  # JSON as it is parsed: every value must be checked before use
+# A report a process gives about itself (GET /v1/health, the simulator's status): built by its owner,
+# read by operators, scripts and tests that index into it freely, so its values are typed Any.
+ReportJson = dict[str, Any]
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> JsonObject:
@@ -94,12 +98,12 @@ class Fields:
             raise self._fail(field, "contains control, format or unpaired surrogate characters")
         return value
 
-    def req_str(self, field: str, *, max_len: int = 4096) -> str:
+    def req_str(self, field: builtins.str, *, max_len: builtins.int = 4096) -> builtins.str:
         value = self.str(field, max_len=max_len)
         assert value is not None
         return value
 
-    def int(self, field: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(self, field: builtins.str, *, minimum: builtins.int | None = None, maximum: builtins.int | None = None) -> builtins.int:
         value = self.raw(field)
         if type(value) is not int:  # refuses bool, float and everything else
             raise self._fail(field, f"must be an integer, not {_kind(value)}")
@@ -109,7 +113,7 @@ class Fields:
             raise self._fail(field, f"must be at most {maximum}")
         return value
 
-    def obj(self, field: str, *, optional: bool = False) -> Mapping[str, object] | None:
+    def obj(self, field: builtins.str, *, optional: bool = False) -> Mapping[builtins.str, object] | None:
         if optional and self._obj.get(field) is None:
             return None
         value = self.raw(field)
@@ -117,7 +121,7 @@ class Fields:
             raise self._fail(field, f"must be an object, not {_kind(value)}")
         return value
 
-    def list(self, field: str, *, max_items: int) -> list[object]:
+    def list(self, field: builtins.str, *, max_items: builtins.int) -> builtins.list[object]:
         value = self.raw(field)
         if not isinstance(value, list):
             raise self._fail(field, f"must be an array, not {_kind(value)}")

@@ -21,6 +21,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
 
 from protocol import signing
 from protocol.errors import ProtocolError
@@ -91,22 +92,51 @@ def load_key_document(text: str, source: str, fmt: str) -> dict[str, object]:
     return obj
 
 
-def public_entry(obj: dict[str, object], source: str) -> TrustedKey:
-    """The key_id, role and public half named by a key document (public, private or trust entry)."""
-    key_id, role, public_hex = obj.get("key_id"), obj.get("role"), obj.get("public_hex")
-    if not isinstance(key_id, str) or not is_valid_id(key_id):
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: key_id must match [A-Za-z0-9_-]{{1,64}}")
+_Role = TypeVar("_Role", bound=enum.Enum)
+_Entry = TypeVar("_Entry")
+
+
+def key_entry_fields(obj: Mapping[str, object], source: str, *, name_field: str,
+                     roles: type[_Role]) -> tuple[str, _Role, bytes]:
+    """(name, role, public key) of one public-key entry: the part every key document shares.
+
+    Image-signing keys name themselves by `key_id` (roles release/override), link host keys by `name`
+    (roles bridge/maintenance); both carry a `public_hex` Ed25519 key.
+    """
+    name, role, public_hex = obj.get(name_field), obj.get("role"), obj.get("public_hex")
+    if not isinstance(name, str) or not is_valid_id(name):
+        raise FlashError(FlashCode.BAD_KEY, f"{source}: {name_field} must match [A-Za-z0-9_-]{{1,64}}")
     try:
-        key_role = KeyRole(role)
+        key_role = roles(role)
     except ValueError:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: role must be release or override") from None
+        allowed = " or ".join(str(member.value) for member in roles)
+        raise FlashError(FlashCode.BAD_KEY, f"{source}: role must be {allowed}") from None
     try:
         public = bytes.fromhex(public_hex) if isinstance(public_hex, str) else b""
     except ValueError:
         public = b""
     if len(public) != signing.PUBLIC_KEY_SIZE:
         raise FlashError(FlashCode.BAD_KEY, f"{source}: public_hex must be {signing.PUBLIC_KEY_SIZE} bytes of hex")
-    return TrustedKey(key_id, key_role, public)
+    return name, key_role, public
+
+
+def key_entries(obj: Mapping[str, object], field: str, maximum: int, source: str,
+                parse: Callable[[dict[str, object], str], _Entry]) -> list[_Entry]:
+    """The list of public-key entries under `field` (a trust store's keys, a device's pinned hosts)."""
+    entries = obj.get(field)
+    if not isinstance(entries, list) or len(entries) > maximum:
+        raise FlashError(FlashCode.BAD_KEY, f"{source}: {field} must be a list of at most {maximum} public keys")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise FlashError(FlashCode.BAD_KEY, f"{source}: {field}[{i}] must be an object")
+        out.append(parse(entry, f"{source}: {field}[{i}]"))
+    return out
+
+
+def public_entry(obj: dict[str, object], source: str) -> TrustedKey:
+    """The key_id, role and public half named by a key document (public, private or trust entry)."""
+    return TrustedKey(*key_entry_fields(obj, source, name_field="key_id", roles=KeyRole))
 
 
 def parse_public(text: str, source: str = "public key") -> TrustedKey:
@@ -115,12 +145,4 @@ def parse_public(text: str, source: str = "public key") -> TrustedKey:
 
 def parse_trust(text: str, source: str = "trust store") -> TrustStore:
     obj = load_key_document(text, source, TRUST_FORMAT)
-    entries = obj.get("keys")
-    if not isinstance(entries, list) or len(entries) > MAX_TRUSTED_KEYS:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: keys must be a list of at most {MAX_TRUSTED_KEYS} public keys")
-    keys = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise FlashError(FlashCode.BAD_KEY, f"{source}: keys[{i}] must be an object")
-        keys.append(public_entry(entry, f"{source}: keys[{i}]"))
-    return TrustStore(tuple(keys))
+    return TrustStore(tuple(key_entries(obj, "keys", MAX_TRUSTED_KEYS, source, public_entry)))

@@ -31,12 +31,14 @@ import base64
 import hashlib
 import json
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import MsgType, receive_instruction, receive_result, seal
 from protocol.errors import ProtocolError
 from protocol.strictjson import dumps_compact
+
+JsonObj = dict[str, Any]  # a JSON object as json.loads gives it
 
 SPEC = "his-interface-v1"
 NOW = 1_795_000_000
@@ -72,19 +74,19 @@ def _nonce(name: str) -> bytes:
     return hashlib.sha256(b"vector nonce " + name.encode()).digest()[:12]
 
 
-def _seal_raw(name: str, suite: str, plaintext: bytes, *, result: bool = False, key: bytes | None = None, **header: object) -> dict:
+def _seal_raw(name: str, suite: str, plaintext: bytes, *, result: bool = False, key: bytes | None = None, **header: Any) -> JsonObj:
     shared = SharedKey(RECEIVER_KIDS[suite], suite, key or KEYS[suite])
-    fields = {"msg_id": "HIS-0001-000042", "ts": NOW, "party_id": "T0001", "reply_to": None}
+    fields: JsonObj = {"msg_id": "HIS-0001-000042", "ts": NOW, "party_id": "T0001", "reply_to": None}
     if result:
         fields.update(msg_id="R-D-SN-000123-000001", party_id="D-SN-000123", reply_to="HIS-0001-000042", ts=NOW + 42)
     fields.update(header)
     envelope = seal(
         msg_type=MsgType.RESULT if result else MsgType.INSTRUCTION,
         key=shared,
-        msg_id=fields["msg_id"],  # type: ignore[arg-type]
-        ts=fields["ts"],  # type: ignore[arg-type]
-        party_id=fields["party_id"],  # type: ignore[arg-type]
-        reply_to=fields["reply_to"],  # type: ignore[arg-type]
+        msg_id=fields["msg_id"],
+        ts=fields["ts"],
+        party_id=fields["party_id"],
+        reply_to=fields["reply_to"],
         plaintext=plaintext,
         nonce=_nonce(f"{suite}/{name}"),
     )
@@ -97,13 +99,13 @@ def _flip(b64: str, index: int) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
-def _cases(suite: str) -> list[tuple[str, dict, dict | None, str]]:
+def _cases(suite: str) -> list[tuple[str, JsonObj, JsonObj | None, str]]:
     """(name, envelope, plaintext, expect) for one suite."""
-    cases: list[tuple[str, dict, dict | None, str]] = []
+    cases: list[tuple[str, JsonObj, JsonObj | None, str]] = []
 
-    def add(name: str, plaintext: dict | bytes, expect: str, *, mutate: Callable[[dict], None] | None = None, show: bool = True, **kw: object) -> None:
+    def add(name: str, plaintext: JsonObj | bytes, expect: str, *, mutate: Callable[[JsonObj], None] | None = None, show: bool = True, **kw: Any) -> None:
         raw = plaintext if isinstance(plaintext, bytes) else dumps_compact(plaintext)
-        envelope = _seal_raw(name, suite, raw, **kw)  # type: ignore[arg-type]
+        envelope = _seal_raw(name, suite, raw, **kw)
         if mutate is not None:
             mutate(envelope)
         shown = None
@@ -180,7 +182,7 @@ def _cases(suite: str) -> list[tuple[str, dict, dict | None, str]]:
     return cases
 
 
-def build_vectors() -> dict:
+def build_vectors() -> JsonObj:
     vectors = []
     for suite in ("AES-256-GCM", "SM4-GCM"):
         for name, envelope, plaintext, expect in _cases(suite):
@@ -199,12 +201,12 @@ def build_vectors() -> dict:
     return {"spec": SPEC, "now": NOW, "vectors": vectors}
 
 
-def receiver_of(envelope: dict) -> list[str]:
+def receiver_of(envelope: JsonObj) -> list[str]:
     """Who receives such an envelope (the same rule check_vector uses to pick its receiver)."""
     return ["HIS", "bridge"] if envelope.get("type") == MsgType.RESULT.value else ["bridge", "POS"]
 
 
-def check_vector(vector: dict, now: int) -> str:
+def check_vector(vector: JsonObj, now: int) -> str:
     """What a conforming receiver answers for one vector: "accept" or the error code."""
     suite = vector["suite"]
     ring = KeyRing([SharedKey(RECEIVER_KIDS[suite], suite, bytes.fromhex(vector["key_hex"]))])
@@ -219,7 +221,7 @@ def check_vector(vector: dict, now: int) -> str:
     return "accept"
 
 
-def dumps(vectors: dict) -> str:
+def dumps(vectors: JsonObj) -> str:
     return json.dumps(vectors, ensure_ascii=False, indent=1) + "\n"
 
 

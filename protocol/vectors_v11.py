@@ -38,7 +38,7 @@ from protocol.errors import ProtocolError
 from protocol.registry import DeviceRecord, format_device_csv, parse_device_csv
 from protocol.signatures import HisSignaturePolicy
 from protocol.strictjson import dumps_compact
-from protocol.vectors import INSTRUCTION, KEYS, NOW, RECEIVER_KIDS, REFUND, RESULT, _nonce, receiver_of
+from protocol.vectors import INSTRUCTION, KEYS, NOW, RECEIVER_KIDS, REFUND, RESULT, JsonObj, _nonce, receiver_of
 
 SPEC = "his-interface-v1.1"
 DEVICE_ID = "D-SN-000123"
@@ -59,37 +59,37 @@ DUPLICATE = dict(RESULT, error_code="duplicate_order", finished_at=NOW + 90, ref
                  error_message="order already collected (instruction HIS-0001-000042); nothing was charged again")
 
 
-def _envelope(name: str, suite: str, plaintext: dict | bytes, *, result: bool, v1_name: str | None = None,
+def _envelope(name: str, suite: str, plaintext: JsonObj | bytes, *, result: bool, v1_name: str | None = None,
               **header: object) -> Envelope:
     """Sealed as the version-1 vectors seal; `v1_name` reuses that version-1 vector's nonce, so the
     envelope is byte for byte the version-1 one and 1.1 only adds the signature."""
     raw = plaintext if isinstance(plaintext, bytes) else dumps_compact(plaintext)
-    fields: dict[str, object] = {"msg_id": "HIS-0001-000042", "ts": NOW, "party_id": "T0001", "reply_to": None}
+    fields: JsonObj = {"msg_id": "HIS-0001-000042", "ts": NOW, "party_id": "T0001", "reply_to": None}
     if result:
         fields.update(msg_id="R-D-SN-000123-000001", party_id=DEVICE_ID, reply_to="HIS-0001-000042", ts=NOW + 42)
     msg_type = MsgType.RESULT if result else MsgType(str(header.pop("msg_type", MsgType.INSTRUCTION.value)))
     fields.update(header)
     return seal(msg_type=msg_type, key=SharedKey(RECEIVER_KIDS[suite], suite, KEYS[suite]),
-                msg_id=fields["msg_id"], ts=fields["ts"], party_id=fields["party_id"],  # type: ignore[arg-type]
-                reply_to=fields["reply_to"], plaintext=raw,  # type: ignore[arg-type]
+                msg_id=fields["msg_id"], ts=fields["ts"], party_id=fields["party_id"],
+                reply_to=fields["reply_to"], plaintext=raw,
                 nonce=_nonce(f"{suite}/{v1_name}" if v1_name else f"1.1/{suite}/{name}"))
 
 
-def _with_sig(envelope: Envelope, seed: str | None) -> dict:
+def _with_sig(envelope: Envelope, seed: str | None) -> JsonObj:
     signed = envelope if seed is None else sign_envelope(envelope, SEEDS[seed])
     return signed.to_json_obj()
 
 
-def _set_b64(obj: dict, field: str, raw: bytes) -> None:
+def _set_b64(obj: JsonObj, field: str, raw: bytes) -> None:
     obj[field] = base64.b64encode(raw).decode()
 
 
-def _cases(suite: str) -> list[dict]:
-    cases: list[dict] = []
+def _cases(suite: str) -> list[JsonObj]:
+    cases: list[JsonObj] = []
 
-    def add(name: str, envelope: dict, plaintext: dict | None, expect: str, *, required: bool = False,
+    def add(name: str, envelope: JsonObj, plaintext: JsonObj | None, expect: str, *, required: bool = False,
             now: float | None = None) -> None:
-        case = {"name": name, "envelope": envelope, "plaintext": plaintext, "expect": expect, "require_his_signature": required}
+        case: JsonObj = {"name": name, "envelope": envelope, "plaintext": plaintext, "expect": expect, "require_his_signature": required}
         if now is not None:
             case["now"] = now
         cases.append(case)
@@ -157,8 +157,8 @@ def _cases(suite: str) -> list[dict]:
         None, "bad_envelope")
     withdrawal = {"terminal_id": "T0001", "order_no": "MZ20261122000123"}
 
-    def cancel(name: str, plaintext: dict = withdrawal, **header: object) -> Envelope:
-        fields: dict[str, object] = {"msg_id": "HIS-0001-000050", "reply_to": "HIS-0001-000042", "msg_type": "cancel"}
+    def cancel(name: str, plaintext: JsonObj = withdrawal, **header: object) -> Envelope:
+        fields: JsonObj = {"msg_id": "HIS-0001-000050", "reply_to": "HIS-0001-000042", "msg_type": "cancel"}
         fields.update(header)
         return _envelope(name, suite, plaintext, result=False, **fields)
 
@@ -205,7 +205,7 @@ def _cases(suite: str) -> list[dict]:
     return cases
 
 
-def build_vectors() -> dict:
+def build_vectors() -> JsonObj:
     vectors = []
     for suite in ("AES-256-GCM", "SM4-GCM"):
         prefix = "aes256gcm" if suite == "AES-256-GCM" else "sm4gcm"
@@ -222,13 +222,13 @@ def build_vectors() -> dict:
     }
 
 
-def check_vector(vector: dict, data: dict) -> str:
+def check_vector(vector: JsonObj, data: JsonObj) -> str:
     """What a conforming 1.1 receiver answers for one vector: "accept" or the error code."""
     suite = vector["suite"]
     ring = KeyRing([SharedKey(RECEIVER_KIDS[suite], suite, bytes.fromhex(vector["key_hex"]))])
     registry = {d.device_id: d.public_key for d in parse_device_csv(data["device_registry"], "device_registry")}
     policy = HisSignaturePolicy((signing.decode_public_key(data["his_public_key"]),), bool(vector["require_his_signature"]))
-    now = vector.get("now", data["now"])
+    now = float(vector["now"] if "now" in vector else data["now"])
     try:
         envelope = parse_envelope(vector["envelope"])
         if envelope.type is MsgType.RESULT:

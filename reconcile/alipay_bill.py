@@ -114,10 +114,10 @@ def _members(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, zipfile.Z
     return details[0], (summaries[0] if summaries else None)
 
 
-def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others: OtherSink | None):  # type: ignore[no-untyped-def]
+def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others: OtherSink | None):
     name = f"{zname}:{info.filename}"
     # zipfile's own readline is Python code; a BufferedReader over it splits lines in C.
-    with io.BufferedReader(zf.open(info), buffer_size=1 << 20) as fb:  # type: ignore[arg-type]
+    with io.BufferedReader(zf.open(info), buffer_size=1 << 20) as fb:
         header: list[str] | None = None
         lineno = 0
         for lineno, row in read_records(fb, name, "gbk"):
@@ -217,7 +217,7 @@ def _read_detail(zf: zipfile.ZipFile, info: zipfile.ZipInfo, zname: str, others:
     return trades, refunds
 
 
-def _validator(header: list[str]):  # type: ignore[no-untyped-def]
+def _validator(header: list[str]):
     """Checks a fitted row must pass: times, every amount column (元), the business type."""
     checks = [(i, TIME_PATTERN) for i, h in enumerate(header) if h in TIME_COLUMNS]
     checks += [(i, YUAN_PATTERN) for i, h in enumerate(header) if h.endswith("（元）")]

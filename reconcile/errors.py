@@ -7,12 +7,14 @@ stable strings a job wrapper may match on; messages say what to do.
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
+
 EXIT_CLEAN = 0
 EXIT_DIFFERENCES = 1
 EXIT_ERROR = 2
 
 
-class ReconcileError(Exception):
+class ReconcileError(CodedError):
     """A run that cannot be done. `code` is stable; the message is for a person."""
 
     code = "reconcile_error"

@@ -170,7 +170,7 @@ def _by_rows(db: sqlite3.Connection, name: str, window: dict[str, int], out: Col
                                  keep_text=keep_text))
 
 
-def _row(values: tuple, name: str, amounts: dict[str, tuple[int, int]], end: int) -> tuple:  # type: ignore[type-arg]
+def _row(values: tuple, name: str, amounts: dict[str, tuple[int, int]], end: int) -> tuple:
     """One journal (or archive) row as an Entry-layout tuple."""
     seq, msg_id, order_no, amount, jstate, pay_status, pay_channel, pay_order_no, result_amount, finished_at, error_code, accepted_at = values
     text = result_amount or amount

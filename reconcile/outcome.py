@@ -365,7 +365,7 @@ class Conclusions:
                 out.append((i, cls, reason, he, oe, ce, earlier))
         return out, absent
 
-    def _late_outcome(self, i: int, he: int, ce: int, g: int):  # type: ignore[no-untyped-def]
+    def _late_outcome(self, i: int, he: int, ce: int, g: int):
         """A record accepted today whose result came on a later day (a refund started before
         midnight, finished after): HIS has it today (instructions are booked the day they are
         sent), the bill today or on the result's day, our journal on the result's day. Its own

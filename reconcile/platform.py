@@ -48,7 +48,7 @@ def read_platform(path: str | Path, day: datetime.date | None = None) -> Iterato
         yield from _rows(f, name, day)
 
 
-def _rows(f, name: str, day: datetime.date | None) -> Iterator[list[tuple]]:  # type: ignore[no-untyped-def]
+def _rows(f, name: str, day: datetime.date | None) -> Iterator[list[tuple]]:
     head = [f.readline().rstrip("\r\n") for _ in range(4)]
     if head[0] != FORMAT:
         raise BadInput(name, 1, None, f"not a platform ledger (the first line must be {FORMAT}); write it with `gateway-admin ledger export`")

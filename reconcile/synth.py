@@ -161,7 +161,7 @@ PLATFORM_HEADER = ("#his-platform-ledger-v1\n#hospital={hospital}\n#day={day}\n"
                    "kind,order_no,out_no,instruction_msg_id,terminal_id,device_id,channel,amount,state,channel_id,created_at,finished_at\n")
 
 
-def platform_rows(txns: list[Txn]):  # type: ignore[no-untyped-def]
+def platform_rows(txns: list[Txn]):
     """What the gateway's ledger holds for each transaction, as `gateway-admin ledger export` writes
     it (gateway/ledger_export.py): the channel's truth (the bill), unless `Txn.platform` says otherwise."""
     for t in txns:
@@ -255,13 +255,13 @@ def _signed(t: Txn) -> str:
     return ("+" if t.direction == COLLECT else "-") + format_yuan(t.fen)
 
 
-def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-def]
+def insert_journal_rows(path: Path, rows) -> None:
     """Bulk rows (msg_id, order_no, amount, pay_status or None, channel, pay_order_no, result_amount,
     accepted_at, finished_at, error_code) into a fresh journal the bridge created: one commit, no
     rollback journal (a half-written file is simply written again)."""
     import sqlite3
 
-    def full(row):  # type: ignore[no-untyped-def]
+    def full(row):
         msg, order, amount, status, channel, pay, result_amount, accepted, finished, error = row
         if status is None:
             return (msg, KID, accepted, TERMINAL_ID, DEVICE_ID, order, amount, "sent", accepted, accepted, None, None, None, None, None, None, None, None, None)
@@ -291,7 +291,7 @@ def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-de
     Journal(Path(path), synchronous="NORMAL").close()
 
 
-def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
+def bill_lines(txns: list[Txn], channel: str):
     from firmware_sim.sandbox.bills import PaymentLine, RefundLine
 
     paid = paid_msgs(txns)

@@ -218,7 +218,7 @@ def _check_summary(records: Iterator[tuple[int, list[str]]], header: list[str], 
         raise BadInput(name, extra[0], None, "data after the summary row")
 
 
-def _validator(pos: dict[str, int]):  # type: ignore[no-untyped-def]
+def _validator(pos: dict[str, int]):
     checks = [(pos[c], TIME_PATTERN) for c in TIME_COLUMNS if c in pos] + [(pos[c], YUAN_PATTERN) for c in YUAN_COLUMNS if c in pos]
     checks += [(pos[c], pattern) for c, pattern in (("手续费", FEE), ("费率", RATE)) if c in pos]
 

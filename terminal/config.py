@@ -1,6 +1,6 @@
 """The device configuration document ("his-device-config-v1"): what a POS needs to serve HIS.
 
-Strict JSON (duplicate keys, NaN, unknown fields are refused); every problem raises `ConfigError`
+Strict JSON (duplicate keys, NaN, unknown fields are refused); every problem raises `DeviceConfigError`
 naming the field, e.g. `device config: terminals[1].terminal_id 'T 1' must match [A-Za-z0-9_-]{1,64}`.
 The same document is what field engineers flash as a configuration image, so it describes itself
 (`format`, optional `config_version` and `comment`). Full reference: docs/terminal.md.
@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
 from protocol.crypto import KeyRing
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError, ProtocolError
 from protocol.freshness import DEFAULT_ANSWER_TTL_S
 from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
@@ -75,8 +75,10 @@ _TOP = {"format", "config_version", "comment", "device", "merchant", "keys", "ke
 PNG_PLACEHOLDER = "{png}"
 
 
-class ConfigError(ValueError):
+class DeviceConfigError(CodedError, ValueError):
     """The configuration is unusable; the message names the source and the field."""
+
+    code = "device_config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +189,9 @@ class _Obj:
             raise self.fail("", f"has unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
         self.obj: dict[str, object] = obj
 
-    def fail(self, name: str, why: str) -> ConfigError:
+    def fail(self, name: str, why: str) -> DeviceConfigError:
         path = f"{self.where}.{name}" if name and self.where else (name or self.where or "document")
-        return ConfigError(f"{self.source}: {path} {why}")
+        return DeviceConfigError(f"{self.source}: {path} {why}")
 
     def has(self, name: str) -> bool:
         return name in self.obj
@@ -226,9 +228,9 @@ class _Obj:
         if name not in self.obj:
             return None
         value = self.obj[name]
-        if type(value) not in (int, float) or not lo <= value <= hi:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
             raise self.fail(name, f"must be a number of seconds from {lo:g} to {hi:g}, got {value!r}")
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
 
     def sub(self, name: str, allowed: set[str], *, optional: bool = False) -> "_Obj | None":
         if optional and name not in self.obj:
@@ -243,9 +245,9 @@ def parse_config(text: str | bytes, source: str = "device config", *, read_keys_
     try:
         raw = loads_object(text, what=source)
     except ProtocolError as exc:
-        raise ConfigError(f"{source}: {exc.message}") from None
+        raise DeviceConfigError(f"{source}: {exc.message}") from None
     if isinstance(raw, dict) and "channels" in raw:
-        raise ConfigError(f"{source}: channels: a POS holds no channel settings or secrets any more; give them to the "
+        raise DeviceConfigError(f"{source}: channels: a POS holds no channel settings or secrets any more; give them to the "
                           "gateway (gateway-admin merchant set) and configure \"gateway\": {\"url\", \"pinned_cert\"} here")
     top = _Obj(source, "", raw, _TOP)
     if top.get("format") != FORMAT:
@@ -330,7 +332,7 @@ def _his_signature(top: _Obj) -> HisSignaturePolicy:
     terminals = sig.obj.get("require_terminals", [])
     if not isinstance(terminals, list) or not all(is_valid_id(t) for t in terminals):
         raise sig.fail("require_terminals", "must be a list of terminal IDs")
-    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))  # type: ignore[arg-type]
+    return HisSignaturePolicy(tuple(keys), required, frozenset(terminals))
 
 
 def _req(value: str | None) -> str:
@@ -359,7 +361,7 @@ def _keys(top: _Obj, source: str, read_keys_file: Callable[[str], str] | None) -
     try:
         ring = parse_keyfile(text, source=where)
     except KeyFileError as exc:
-        raise ConfigError(str(exc)) from None
+        raise DeviceConfigError(str(exc)) from None
     if not ring.active():
         raise top.fail("keys", "holds no active (non-retired) key; the device could not answer anything")
     return ring, path
@@ -430,9 +432,10 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
     if config.admin_pin_hash is not None:
         obj["admin"] = {"pin_hash": config.admin_pin_hash.encode()}
     if config.gateway is not None:
-        obj["gateway"] = {"url": config.gateway.url}
+        gateway: dict[str, object] = {"url": config.gateway.url}
         if config.gateway.pinned_cert is not None:
-            obj["gateway"]["pinned_cert"] = config.gateway.pinned_cert
+            gateway["pinned_cert"] = config.gateway.pinned_cert
+        obj["gateway"] = gateway
     if config.polling:
         obj["polling"] = {
             channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s),
@@ -460,9 +463,9 @@ def load_config(path: str | os.PathLike[str], *, check_permissions: bool = True)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read the device configuration {str(path)!r}: {exc.strerror or exc}") from None
+        raise DeviceConfigError(f"cannot read the device configuration {str(path)!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise DeviceConfigError(f"{path}: not UTF-8 text") from None
 
     def read_keys(name: str) -> str:
         key_path = path.parent / name
@@ -484,5 +487,5 @@ def _check_private(path: Path) -> None:
     except OSError:
         return  # the read that follows reports the real problem
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path} holds shared keys but other users can read it (mode {stat.S_IMODE(mode):o}); "
+        raise DeviceConfigError(f"{path} holds shared keys but other users can read it (mode {stat.S_IMODE(mode):o}); "
                           f"run: chmod 600 {path}")

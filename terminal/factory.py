@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 from protocol.messages import PayChannel
 from terminal.channels.base import ChannelClient
-from terminal.config import ConfigError, DeviceConfig, load_config
+from terminal.config import DeviceConfigError, DeviceConfig, load_config
 from terminal.alarms import AlarmSink
 from terminal.gateway_client import CADENCE, GatewayAlarms, GatewayChannelClient, GatewayConfigError, GatewayConnection
 from terminal.journal import CommitPoint, Journal
@@ -31,7 +31,7 @@ def gateway_clients(config: DeviceConfig, *, device_key_seed: bytes, firmware: s
                     clock: Callable[[], float] = time.time) -> dict[PayChannel, ChannelClient]:
     """One client per channel, all through the configured gateway."""
     if config.gateway is None:
-        raise ConfigError("device configuration: no \"gateway\" section; the POS pays through the provider's gateway")
+        raise DeviceConfigError("device configuration: no \"gateway\" section; the POS pays through the provider's gateway")
     pinned = None
     if config.gateway.pinned_cert is not None:
         # requests verifies against a file: the certificate is public, kept beside the journal.
@@ -41,7 +41,7 @@ def gateway_clients(config: DeviceConfig, *, device_key_seed: bytes, firmware: s
         connection = GatewayConnection(config.gateway.url, device_id=config.device.device_id, seed=device_key_seed,
                                        firmware=firmware, pinned_cert=str(pinned) if pinned else None, clock=clock)
     except GatewayConfigError as exc:
-        raise ConfigError(f"device configuration, gateway: {exc}") from None
+        raise DeviceConfigError(f"device configuration, gateway: {exc}") from None
     terminal_id = config.terminals[0].terminal_id
     return {channel: GatewayChannelClient(connection, channel, terminal_id=terminal_id) for channel in CADENCE}
 
@@ -53,17 +53,17 @@ def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: s
     """A service (not yet started) for `config` (a path or a parsed DeviceConfig) on the journal at
     `journal_path` (created if missing). `device_key_seed` (terminal.identity) signs every result and
     every request to the configuration's gateway; the clients are the gateway's unless `clients` is
-    given (tests). Raises ConfigError with a message a field engineer can act on."""
+    given (tests). Raises DeviceConfigError with a message a field engineer can act on."""
     if not isinstance(config, DeviceConfig):
         config = load_config(config, check_permissions=check_permissions)
     alarms: AlarmSink | None = None
     if clients is None:
         if device_key_seed is None:
-            raise ConfigError("the device key is needed to talk to the gateway (the device's secure storage)")
+            raise DeviceConfigError("the device key is needed to talk to the gateway (the device's secure storage)")
         clients = gateway_clients(config, device_key_seed=device_key_seed, firmware=firmware,
                                   state_dir=Path(journal_path).parent, clock=clock)
     first = next(iter(clients.values()), None)
     if isinstance(first, GatewayChannelClient):  # hand-overs go to the gateway's alarm list too
         alarms = GatewayAlarms(first.connection)
-    journal = Journal(journal_path, on_commit=on_commit)
+    journal = Journal(Path(journal_path), on_commit=on_commit)
     return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng, alarms=alarms)

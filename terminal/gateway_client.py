@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from protocol.device_request import NONCE_SIZE, sign_request
+from protocol.errors import CodedError
 from protocol.messages import PayChannel, ResultCode
 from terminal.alarms import Alarm
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
@@ -35,7 +36,7 @@ READ_TIMEOUT_S = 20.0  # above the gateway's own channel timeouts, so its answer
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-class GatewayConfigError(ValueError):
+class GatewayConfigError(CodedError, ValueError):
     code = "gateway_config"
 
 

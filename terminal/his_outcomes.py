@@ -35,7 +35,7 @@ from typing import Callable
 from protocol.freshness import MAX_INSTRUCTION_TTL_S
 from protocol.link.app import MAX_EVENT_MESSAGE, ProgressEvent
 from protocol.messages import ResultCode
-from terminal.journal import InstructionRow, Journal, PowerCut, Tx
+from terminal.journal import InstructionRow, Journal, PowerLostAtCommit, Tx
 from terminal.machine import Event, Kind, State
 from terminal.texts import reason_text
 
@@ -162,7 +162,7 @@ class DeadlineWatcher:
                 return
             try:
                 self._check()
-            except PowerCut:  # the service lost power: this thread ends with it
+            except PowerLostAtCommit:  # the service lost power: this thread ends with it
                 return
             except Exception:
                 log.exception("deadline check failed")

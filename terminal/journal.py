@@ -30,7 +30,7 @@ Every change happens in `with journal.transaction(label) as tx:`; the commit is 
 block ends, and only then does the service act on it. `on_commit` is called before and after each
 commit with a `CommitPoint` (power-cut injection for the crash tests and the simulator's faults): if
 it raises, the transaction is rolled back ("before") or stays committed ("after"), and after a
-`PowerCut` the journal refuses every further call, like a device that lost power.
+`PowerLostAtCommit` the journal refuses every further call, like a device that lost power.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from protocol.amount import Direction, format_yuan, parse_yuan
-from protocol.errors import ErrorCode
+from protocol.errors import CodedError, ErrorCode
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, rollback_problem, row_checksum
 from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
 from terminal.journal_mark import MarkFile, mark_path
 from terminal.machine import Kind, State
-from terminal.private_files import prepare_private_file
+from local_storage.private_files import prepare_private_file
 
 SCHEMA_VERSION = 3
 # Wait this long for a lock held by another connection (another process on the same files).
@@ -121,7 +121,7 @@ def _sum(table: str, values: tuple[object, ...]) -> bytes:
     return row_checksum(table, *(bytes(v) if isinstance(v, memoryview) else v for v in values))
 
 
-class JournalUnavailable(Exception):
+class JournalUnavailable(CodedError):
     """The journal cannot be used for new work now; `.code` is what the bridge and HIS are told."""
 
     code = ErrorCode.STORAGE_UNAVAILABLE
@@ -173,7 +173,7 @@ def check_rows(db: sqlite3.Connection, *, recent: int | None) -> list[str]:
     return problems
 
 
-class PowerCut(BaseException):
+class PowerLostAtCommit(BaseException):
     """Injected loss of power. A BaseException so no `except Exception` can swallow it."""
 
 
@@ -376,7 +376,7 @@ class Journal:
     # -- plumbing ---------------------------------------------------------------------------------
     def _alive(self) -> None:
         if self._dead:
-            raise PowerCut("the journal lost power")
+            raise PowerLostAtCommit("the journal lost power")
 
     @contextmanager
     def transaction(self, label: str) -> Iterator["Tx"]:
@@ -427,13 +427,13 @@ class Journal:
             return
         try:
             self._on_commit(point)
-        except PowerCut:
+        except PowerLostAtCommit:
             self._dead = True
             raise
 
     @property
     def dead(self) -> bool:
-        """True after a PowerCut (or close): every further call raises PowerCut."""
+        """True after a PowerLostAtCommit (or close): every further call raises PowerLostAtCommit."""
         return self._dead
 
     @property

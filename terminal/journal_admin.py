@@ -24,13 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+from protocol.errors import CodedError
 from protocol.integrity import IntegrityReport, rollback_problem
 from terminal.journal import check_rows
 from terminal.journal_mark import MarkFile, mark_path
 
 
-class AdminError(Exception):
-    pass
+class AdminError(CodedError):
+    code = "journal_admin"
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:

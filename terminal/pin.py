@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from protocol.errors import CodedError
+
 SCHEME = "scrypt"
 DEFAULT_N = 2**14
 DEFAULT_R = 8
@@ -59,8 +61,10 @@ LOCKOUT_CAP_S = 24 * 3600
 _HASH_SLOT = threading.Lock()
 
 
-class PinHashError(ValueError):
+class PinHashError(CodedError, ValueError):
     """A PIN hash string is malformed or uses parameters we refuse; the message says which."""
+
+    code = "bad_pin_hash"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from protocol.errors import CodedError
 from protocol.messages import PayChannel
 from terminal.texts import Text
 
@@ -33,8 +34,10 @@ LINK_QR = Text(
 )
 
 
-class CodeRefused(ValueError):
+class CodeRefused(CodedError, ValueError):
     """The scan is not a payment code we can route. `reason` is a stable code for logs and tests."""
+
+    code = "code_refused"
 
     def __init__(self, reason: str, text: Text) -> None:
         super().__init__(f"{reason}: {text.en}")

@@ -39,7 +39,6 @@ CASHIER side (the Kivy UI, the simulator's control API; any thread)
                                    totals(day), receipt(msg_id), check_admin_pin(pin)
     add_observer(fn) -> remove     fn(ScreenView) after every change, on the thread that made it (a UI
                                    marshals it to its main thread); views carry a growing `revision`
-    wait_until(predicate, timeout) block until a view satisfies predicate (tests, scripts)
 
 Threads: one lock guards the journal and the lifecycle; channel calls run on a worker thread per
 active instruction, never under the lock and never on the caller's thread. Time (`clock`, unix
@@ -69,7 +68,7 @@ from terminal.alarms import Alarm, AlarmSink
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
-from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerCut, StaleState
+from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerLostAtCommit, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
@@ -158,7 +157,6 @@ class TerminalService:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._notify_lock = threading.RLock()  # an observer may call back into the service
-        self._view_cond = threading.Condition()
         self._link_up = link_up
         self._drivers: dict[int, threading.Thread] = {}
         self._pending_codes: dict[int, str] = {}
@@ -223,13 +221,13 @@ class TerminalService:
 
     @property
     def dead(self) -> bool:
-        """True after a PowerCut: this object does nothing more; start a new service on the journal."""
+        """True after a PowerLostAtCommit: this object does nothing more; start a new service on the journal."""
         return self._dead
 
     def _alive(self) -> None:
         if self._dead or self.journal.dead:
             self._dead = True
-            raise PowerCut("this service lost power")
+            raise PowerLostAtCommit("this service lost power")
 
     # == LINK side ===================================================================================
     # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
@@ -678,18 +676,6 @@ class TerminalService:
                     self._observers.remove(observer)
         return remove
 
-    def wait_until(self, predicate: Callable[[ScreenView], bool], timeout: float) -> ScreenView | None:
-        deadline = time.monotonic() + timeout
-        with self._view_cond:
-            while True:
-                view = self.view()
-                if predicate(view):
-                    return view
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._view_cond.wait(min(left, 0.5))
-
     def _set_notice(self, notice: Text) -> None:
         self._notice = notice
         self._revision += 1
@@ -704,8 +690,6 @@ class TerminalService:
                     observer(view)
                 except Exception:  # an observer's bug must not stop the service
                     log.exception("observer %r failed", observer)
-        with self._view_cond:
-            self._view_cond.notify_all()
 
     # == after a commit =============================================================================
     def _after(self, changes: list[Change]) -> None:
@@ -843,7 +827,7 @@ class TerminalService:
     def _drive(self, seq: int) -> None:
         try:
             Worker(self, seq).run()
-        except PowerCut:
+        except PowerLostAtCommit:
             self._dead = True
             with self._lock:
                 self._cond.notify_all()
@@ -854,7 +838,7 @@ class TerminalService:
                     # A change may have landed between the worker's last look and now.
                     try:
                         again = not self._closing and self.journal.instruction(seq).state in machine.AUTOMATIC
-                    except PowerCut:
+                    except PowerLostAtCommit:
                         self._dead, again = True, False
                     if again:
                         self._kick(seq)

@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("protocol", "bridge", "terminal", "posflash", "gateway")
-TOP_LEVEL = ("protocol", "bridge", "terminal", "posflash", "gateway", "firmware_sim", "reconcile", "bench", "tests")
+SHIPPED = ("protocol", "local_storage", "bridge", "terminal", "posflash", "gateway")
+TOP_LEVEL = ("protocol", "local_storage", "bridge", "terminal", "posflash", "gateway", "firmware_sim", "reconcile", "bench", "tests")
 # Who may import whom (besides itself). Anything not listed is a structural regression.
 ALLOWED = {
     "protocol": set(),
-    "bridge": {"protocol"},
-    "terminal": {"protocol"},
-    "posflash": {"protocol", "bridge", "terminal"},
+    # The rules for files a process keeps on its own disk, shared by the bridge and the POS
+    # (protocol/ is sans-I/O, and neither end may import the other).
+    "local_storage": set(),
+    "bridge": {"protocol", "local_storage"},
+    "terminal": {"protocol", "local_storage"},
+    "posflash": {"protocol", "local_storage", "bridge", "terminal"},
     # The provider's back end: the POS talks to it over HTTPS and never imports it. From terminal/ it
     # uses only the outcome vocabulary both ends share (NARROW below).
     "gateway": {"protocol", "terminal"},

@@ -69,6 +69,8 @@ def list_usb_devices(backend: object = None) -> list[UsbDeviceInfo]:
 class AoaNotSupported(TransportError):
     """A listed device does not speak the Android Open Accessory protocol."""
 
+    code = "aoa_not_supported"
+
 
 def _ids(dev: usb.core.Device) -> str:
     return f"{dev.idVendor:04X}:{dev.idProduct:04X}"

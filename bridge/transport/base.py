@@ -15,17 +15,22 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from protocol.errors import CodedError
 from protocol.linkurl import DEFAULT_PID, DEFAULT_VID  # our POS's USB identity (configuration)
 
 __all__ = ["DEFAULT_PID", "DEFAULT_VID", "Transport", "TransportClosed", "TransportError"]
 
 
-class TransportError(Exception):
+class TransportError(CodedError):
     """The wire could not be opened or used; the message says what to check."""
+
+    code = "transport"
 
 
 class TransportClosed(TransportError):
     """The wire went away (cable unplugged, peer closed). Reopen and handshake again."""
+
+    code = "transport_closed"
 
 
 class Transport(Protocol):

@@ -128,7 +128,7 @@ class Kit:
                             f"no sealed instruction for order {order_no} reached the kit within {self.timeout_s:g} s"):
             return None
         assert seen is not None
-        envelope, instruction = self.instruction_of(seen.request_body)  # type: ignore[misc]
+        envelope, instruction = self.instruction_of(seen.request_body)  # type: ignore[misc]  # instruction_of returns a pair once is_it matched the request
         wanted = parse_amount(amount)
         report.check("the instruction says what was asked", instruction.amount == wanted
                      and instruction.terminal_id == self.demo.terminal_id,

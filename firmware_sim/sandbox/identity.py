@@ -22,10 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from Crypto.PublicKey import RSA
 
 from gateway.channels.alipay_codec import load_private_key, load_public_key
+from protocol.errors import CodedError
 
 
-class IdentityError(Exception):
+class IdentityError(CodedError):
     """A key or identity file the sandbox cannot use; the message says which and why."""
+
+    code = "sandbox_identity"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,12 @@ from typing import IO
 
 import requests
 
+from protocol.errors import CodedError
+from protocol.strictjson import ReportJson
 
-class SandboxStartError(RuntimeError):
-    pass
+
+class SandboxStartError(CodedError, RuntimeError):
+    code = "sandbox_start"
 
 
 class SandboxProcess:
@@ -78,13 +81,13 @@ class SandboxProcess:
 
     # -- the control API, for tests and demos -------------------------------------------------
 
-    def control(self, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    def control(self, method: str, path: str, body: ReportJson | None = None) -> ReportJson:
         response = requests.request(method, self.url + "/sandbox/v1" + path, json=body, timeout=10)
         response.raise_for_status()
         return response.json()
 
-    def issue_code(self, channel: str, balance: str = "100.00", behaviour: str = "success") -> dict[str, object]:
+    def issue_code(self, channel: str, balance: str = "100.00", behaviour: str = "success") -> ReportJson:
         return self.control("POST", "/codes", {"channel": channel, "balance": balance, "behaviour": behaviour})
 
-    def account(self, code: str) -> dict[str, object]:
+    def account(self, code: str) -> ReportJson:
         return self.control("GET", f"/accounts/{code}")

@@ -22,12 +22,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from protocol.errors import CodedError
+
 WECHAT_REFUND_STATUSES = ("PROCESSING", "CHANGE", "REFUNDCLOSE")
 ANSWERS = ("wechat_refund_status", "wechat_reverse_recall", "alipay_cancel_retry", "alipay_fund_change_n", "alipay_refund_status_missing")
 
 
-class ScriptError(ValueError):
+class ScriptError(CodedError, ValueError):
     """A script the sandbox cannot follow; the message says which field and why."""
+
+    code = "bad_script"
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Scripts:
             raise ScriptError("code must be a payment code (digits)")
         if number is not None and (channel not in ("WECHAT", "ALIPAY") or not isinstance(number, str) or not number):
             raise ScriptError("an order is named by channel (WECHAT or ALIPAY) and out_trade_no")
-        script = Script(str(answer), str(value), times, code, channel, number)  # type: ignore[arg-type]
+        script = Script(str(answer), str(value), times, code, channel, number)  # type: ignore[arg-type]  # code, channel and number were checked to be str or None just above
         with self._lock:
             self._scripts.append(script)
         return script

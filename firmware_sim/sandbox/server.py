@@ -50,7 +50,7 @@ _LONG_DIGITS = re.compile(r"[0-9]{12,}")
 class Sandbox:
     """The whole sandbox in one object: start() serves in a thread, stop() ends it."""
 
-    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0, clock=time.time,  # type: ignore[no-untyped-def]
+    def __init__(self, data_dir: str, identity: Identity, *, host: str = "127.0.0.1", port: int = 0, clock=time.time,
                  code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = os.path.abspath(data_dir)
@@ -145,7 +145,7 @@ class _Server(ThreadingHTTPServer):
     active = 0
     _count_lock = threading.Lock()
 
-    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+    def process_request_thread(self, request, client_address):
         with self._count_lock:
             self.active += 1
         try:
@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         identity = load_identity(data_dir, wechat_key=_opt_str(option("wechat_key", None)), alipay_key_path=_opt_str(option("alipay_key", None)),
                                  app_public_key_path=_opt_str(option("alipay_app_public_key", None)))
-        sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]
-                          unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]
+        sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
+                          unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
     except IdentityError as exc:
         print(f"channel-sandbox: {exc}", file=sys.stderr)
         return 2

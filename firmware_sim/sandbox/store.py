@@ -143,7 +143,7 @@ def _digits(n: int) -> str:
 
 
 class Store:
-    def __init__(self, path: str, *, clock=time.time, code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, path: str, *, clock=time.time, code_ttl_s: float = CODE_TTL_S, unpaid_revoke_s: float = UNPAID_REVOKE_S) -> None:
         self._clock = clock
         self._advanced_s = 0.0
         self.code_ttl_s = code_ttl_s
@@ -427,5 +427,5 @@ class Store:
         return ("503" + _digits(26)) if channel == "WECHAT" else ("R" + _digits(27))
 
 
-def _order(row: tuple) -> Order:  # type: ignore[type-arg]
+def _order(row: tuple) -> Order:
     return Order(row[0], row[1], row[2], row[3], row[4], row[5], OrderState(row[6]), row[7], row[8], row[9], row[10], row[11], row[12])

@@ -24,7 +24,7 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError, ProtocolError
 from protocol.strictjson import loads_object
 
 MAX_REPLY_CHARS = 256 * 1024
@@ -32,8 +32,10 @@ ERROR_NODE = "error_response"
 _B64 = re.compile(r"[A-Za-z0-9+/=\s]+", re.ASCII)
 
 
-class AlipayReplyError(ValueError):
+class AlipayReplyError(CodedError, ValueError):
     """The bytes are not a signed Alipay reply we can read."""
+
+    code = "alipay_reply"
 
 
 def sign_content(params: Mapping[str, str]) -> str:

@@ -8,8 +8,10 @@ signals a missing or unreadable bill with `BillDownloadError`.
 
 from __future__ import annotations
 
+from protocol.errors import CodedError
 
-class ChannelError(Exception):
+
+class ChannelError(CodedError):
     """Base of the channel exceptions; `code` is stable for logs and tests."""
 
     code = "channel_error"

@@ -20,6 +20,8 @@ import re
 from typing import Mapping
 from xml.parsers import expat
 
+from protocol.errors import CodedError
+
 HMAC_SHA256 = "HMAC-SHA256"
 MD5 = "MD5"
 SIGN_TYPES = (HMAC_SHA256, MD5)
@@ -31,8 +33,10 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
-class WeChatXmlError(ValueError):
+class WeChatXmlError(CodedError, ValueError):
     """The bytes are not a WeChat Pay XML document we accept."""
+
+    code = "wechat_xml"
 
 
 def sign_string(fields: Mapping[str, str], api_key: str) -> str:

@@ -81,7 +81,7 @@ class Frame:
         return encode_frame(self.type, self.seq, self.payload)
 
 
-def header_crc(header_fields: bytes) -> int:
+def header_crc(header_fields: bytes | memoryview) -> int:
     return binascii.crc_hqx(header_fields, 0xFFFF)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from protocol import signing
-from protocol.errors import ProtocolError
+from protocol.errors import CodedError, ProtocolError
 from protocol.ids import check_id
 from protocol.link.secure import KEX_PUBLIC_SIZE, Ephemeral, SessionKeys, transcript_hash
 from protocol.strictjson import Fields, dumps_compact, loads_object
@@ -39,8 +39,10 @@ CHALLENGE_SIZE = KEX_PUBLIC_SIZE  # the HELLO_REQUEST payload: the host's epheme
 _LEN = struct.Struct(">H")
 
 
-class HandshakeError(Exception):
+class HandshakeError(CodedError):
     """A HELLO or HELLO_ACK was refused; the message says why, for the security log."""
+
+    code = "handshake_refused"
 
 
 class HostRole(str, enum.Enum):
@@ -135,7 +137,7 @@ def decode_identity(identity_json: bytes) -> DeviceIdentity:
             model=f.req_str("model", max_len=64),
             serial_no=f.req_str("serial_no", max_len=64),
             firmware=f.req_str("firmware", max_len=64),
-            capabilities=tuple(capabilities),  # type: ignore[arg-type]
+            capabilities=tuple(c for c in capabilities if isinstance(c, str)),  # all are, checked above
         )
     except ProtocolError as exc:
         raise HandshakeError(f"malformed HELLO identity: {exc.message}") from None

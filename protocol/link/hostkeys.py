@@ -21,12 +21,10 @@ import json
 from dataclasses import dataclass
 
 from protocol import signing
-from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
 from protocol.ids import is_valid_id
 from protocol.link.handshake import HostRole, HostTrust
-from protocol.strictjson import loads_object
-from protocol.trust import fingerprint
+from protocol.trust import fingerprint, key_entries, key_entry_fields, load_key_document
 
 PRIVATE_FORMAT = "his-link-host-key-v1"
 PUBLIC_FORMAT = "his-link-host-pub-v1"
@@ -88,35 +86,12 @@ def format_pins(keys: list[HostPublicKey]) -> str:
     return json.dumps({"format": PINS_FORMAT, "hosts": [k.to_json_obj() for k in keys]}, indent=2) + "\n"
 
 
-def _document(text: str, source: str, fmt: str) -> dict[str, object]:
-    try:
-        obj = loads_object(text, what=source)
-    except ProtocolError as exc:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: {exc.message}") from None
-    if obj.get("format") != fmt:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: format must be {fmt!r}")
-    return obj
-
-
 def _entry(obj: dict[str, object], source: str) -> HostPublicKey:
-    name, role, public_hex = obj.get("name"), obj.get("role"), obj.get("public_hex")
-    if not isinstance(name, str) or not is_valid_id(name):
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: name must match [A-Za-z0-9_-]{{1,64}}")
-    try:
-        host_role = HostRole(role)
-    except ValueError:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: role must be bridge or maintenance") from None
-    try:
-        public = bytes.fromhex(public_hex) if isinstance(public_hex, str) else b""
-    except ValueError:
-        public = b""
-    if len(public) != signing.PUBLIC_KEY_SIZE:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: public_hex must be {signing.PUBLIC_KEY_SIZE} bytes of hex")
-    return HostPublicKey(name, host_role, public)
+    return HostPublicKey(*key_entry_fields(obj, source, name_field="name", roles=HostRole))
 
 
 def parse_private(text: str, source: str = "host key") -> HostKey:
-    obj = _document(text, source, PRIVATE_FORMAT)
+    obj = load_key_document(text, source, PRIVATE_FORMAT)
     public = _entry(obj, source)
     try:
         seed = bytes.fromhex(str(obj.get("seed_hex")))
@@ -130,22 +105,13 @@ def parse_private(text: str, source: str = "host key") -> HostKey:
 def parse_public(text: str, source: str = "host public key") -> HostPublicKey:
     """A public key file, or a private one (its public half: handy when the same PC provisions)."""
     try:
-        return _entry(_document(text, source, PUBLIC_FORMAT), source)
+        return _entry(load_key_document(text, source, PUBLIC_FORMAT), source)
     except FlashError:
         return parse_private(text, source).public_key()
 
 
 def parse_pins(text: str, source: str = "pinned hosts") -> list[HostPublicKey]:
-    obj = _document(text, source, PINS_FORMAT)
-    entries = obj.get("hosts")
-    if not isinstance(entries, list) or len(entries) > MAX_PINNED_HOSTS:
-        raise FlashError(FlashCode.BAD_KEY, f"{source}: hosts must be a list of at most {MAX_PINNED_HOSTS} public keys")
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise FlashError(FlashCode.BAD_KEY, f"{source}: hosts[{i}] must be an object")
-        out.append(_entry(entry, f"{source}: hosts[{i}]"))
-    return out
+    return key_entries(load_key_document(text, source, PINS_FORMAT), "hosts", MAX_PINNED_HOSTS, source, _entry)
 
 
 def host_trust(keys: list[HostPublicKey]) -> HostTrust:

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from protocol.errors import CodedError
+
 SUITE = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 KEX_PUBLIC_SIZE = 32
 KEY_SIZE = 32
@@ -44,8 +46,10 @@ _NONCE = struct.Struct(">BBHQ")
 _AAD = struct.Struct(">BBH")
 
 
-class FrameAuthError(Exception):
+class FrameAuthError(CodedError):
     """A frame did not authenticate: injected, altered, replayed from another session, or corrupt."""
+
+    code = "frame_auth_failed"
 
 
 @dataclass(slots=True)

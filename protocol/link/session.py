@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from protocol.errors import CodedError
 from protocol.link.decoder import Corrupt, FrameDecoder
 from protocol.link.frame import (
     MAX_PAYLOAD,
@@ -126,8 +127,10 @@ class HandshakeRefused:
 Event = LinkUp | LinkDown | Received | Delivered | Undeliverable | HandshakeRefused
 
 
-class LinkNotUp(Exception):
+class LinkNotUp(CodedError):
     """send() before the handshake completed or after the link went down."""
+
+    code = "link_down"
 
 
 @dataclass(frozen=True, slots=True)

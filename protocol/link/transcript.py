@@ -14,7 +14,7 @@ from protocol.amount import parse_amount
 from protocol.crypto import SharedKey
 from protocol.envelope import seal_instruction, seal_result
 from protocol.link.app import InstructionMsg, ResultMsg, encode_app
-from protocol.link.decoder import FrameDecoder
+from protocol.link.decoder import Corrupt, FrameDecoder
 from protocol.link.frame import FrameType
 from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import DeviceHandshake, HostHandshake, Link, Role
@@ -84,8 +84,10 @@ def render() -> str:
     out = ["```"]
     for direction, data in exchange():
         for frame in FrameDecoder().feed(data):
-            name = FrameType(frame.type).name  # type: ignore[union-attr]
-            out.append(f"{direction}  {name} seq={frame.seq} payload={len(frame.payload)} bytes")  # type: ignore[union-attr]
+            if isinstance(frame, Corrupt):
+                raise AssertionError(f"the transcript's own {direction} bytes do not decode: {frame}")
+            name = FrameType(frame.type).name
+            out.append(f"{direction}  {name} seq={frame.seq} payload={len(frame.payload)} bytes")
         out.extend(_hexdump(data))
         out.append("")
     out[-1] = "```"

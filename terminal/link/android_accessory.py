@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from protocol.aoa import BRIDGE_ACCESSORY, AccessoryIdentity
 
@@ -44,7 +45,7 @@ class FdAccessory:
                 pass
 
 
-def _context():  # type: ignore[no-untyped-def]
+def _context() -> Any:  # a jnius proxy of an Android Context: pyjnius has no types
     from jnius import autoclass  # Android only (python-for-android ships pyjnius)
 
     activity = autoclass("org.kivy.android.PythonActivity").mActivity

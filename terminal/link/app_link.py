@@ -27,7 +27,7 @@ from protocol.freshness import DEFAULT_SKEW_S
 from protocol.link.app import MarksMsg, NotTakenMsg
 from protocol.link.handshake import HostRole
 from protocol.link.session import LinkNotUp
-from terminal.journal import PowerCut
+from terminal.journal import PowerLostAtCommit
 from terminal.link.endpoint import DeviceEndpoint
 from terminal.link.service_handler import ServiceLinkHandler
 
@@ -139,5 +139,5 @@ class AppLink:
             return
         try:
             call()
-        except PowerCut:
+        except PowerLostAtCommit:
             pass

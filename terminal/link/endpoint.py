@@ -65,6 +65,7 @@ from protocol.link.session import (
     Delivered, DeviceHandshake, HandshakeRefused, Link, LinkDown, LinkNotUp, LinkState, LinkTimers, LinkUp, Received,
     Role, Undeliverable,
 )
+from protocol.link.session import Event as LinkEvent
 from terminal.link.wire import Wire, WireReset
 
 log = logging.getLogger("terminal.link.endpoint")
@@ -86,7 +87,7 @@ class BootHandler(Protocol):
 class DeviceEndpoint:
     def __init__(self, wire: Wire, handler: DeviceHandler, *, identity: DeviceIdentity, device_key_seed: bytes,
                  host_trust: HostTrust, timers: LinkTimers = LinkTimers(), baud: int | None = None,
-                 boot_handler: object = None) -> None:
+                 boot_handler: BootHandler | None = None) -> None:
         self.wire = wire
         self.handler = handler
         self.boot_handler = boot_handler
@@ -199,7 +200,7 @@ class DeviceEndpoint:
         except Exception:
             log.exception("a device handler failed again while the link restarted")
 
-    def _dispatch(self, events: list[object]) -> None:
+    def _dispatch(self, events: list[LinkEvent]) -> None:
         for event in events:
             if isinstance(event, Received):
                 self._on_received(event)
@@ -235,7 +236,7 @@ class DeviceEndpoint:
     def _on_received(self, event: Received) -> None:
         if event.type != FrameType.DATA:
             if self.boot_handler is not None:
-                self.boot_handler.on_boot_frame(event.type, event.payload, self)  # type: ignore[attr-defined]
+                self.boot_handler.on_boot_frame(event.type, event.payload, self)
             else:
                 log.warning("bootloader frame 0x%02x ignored: no boot handler", event.type)
             return
@@ -249,11 +250,11 @@ class DeviceEndpoint:
             if message.clock is not None and hear is not None:
                 hear(message.clock, self)
             if message.expires_at is not None and hasattr(self.handler, "on_instruction_expiring"):
-                self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)  # type: ignore[attr-defined]
+                self.handler.on_instruction_expiring(message.envelope, message.expires_at, self)
             else:
                 self.handler.on_instruction(message.envelope, self)
         elif isinstance(message, CancelMsg) and hasattr(self.handler, "on_cancel"):
-            self.handler.on_cancel(message.envelope, self)  # type: ignore[attr-defined]
+            self.handler.on_cancel(message.envelope, self)
         elif isinstance(message, MarksMsg):
             take = getattr(self.handler, "on_marks", None)  # optional: a handler with a journal
             if take is not None:

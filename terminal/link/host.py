@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from protocol.errors import CodedError
 from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
 from terminal import __version__
@@ -33,8 +34,10 @@ from terminal.service import TerminalService
 DEVICE_DIR_ENV = "POS_DEVICE_DIR"
 
 
-class DeviceHostError(RuntimeError):
+class DeviceHostError(CodedError, RuntimeError):
     """The link cannot be attached; the message says what to fix."""
+
+    code = "device_host"
 
 
 @dataclass

@@ -64,10 +64,11 @@ class SerialWire:
             return b""
         try:
             port.timeout = timeout
-            first = port.read(1)
+            first: bytes = port.read(1)  # pyserial is untyped
             if not first:
                 return b""
-            return first + port.read(min(max_bytes - 1, port.in_waiting))
+            rest: bytes = port.read(min(max_bytes - 1, port.in_waiting))  # pyserial is untyped
+            return first + rest
         except (serial.SerialException, OSError, TypeError) as exc:
             self._drop(str(exc))
             raise WireReset(f"{self.port}: {exc}") from None

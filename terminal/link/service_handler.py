@@ -24,7 +24,7 @@ import threading
 from protocol.envelope import Envelope
 from protocol.link.app import MarksMsg, ResultMsg
 from protocol.link.session import LinkNotUp
-from terminal.journal import PowerCut
+from terminal.journal import PowerLostAtCommit
 from terminal.service import TerminalService
 
 log = logging.getLogger("terminal.link")
@@ -99,7 +99,7 @@ class ServiceLinkHandler:
                 endpoint.send(message, tag)  # type: ignore[attr-defined]
             except LinkNotUp:
                 log.info("link went down while sending; results will be re-sent after it comes back")
-            except PowerCut:
+            except PowerLostAtCommit:
                 return
 
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from protocol.errors import CodedError
 
-class WireReset(Exception):
+
+class WireReset(CodedError):
     """The host side went away or a new host connection began: the link session is over."""
+
+    code = "wire_reset"
 
 
 class Wire(Protocol):
-    bridge_url: str
+    @property
+    def bridge_url(self) -> str: ...
 
     def read(self, max_bytes: int, timeout: float) -> bytes: ...
     def write(self, data: bytes) -> None: ...

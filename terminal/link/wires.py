@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Callable
 
+from protocol.errors import CodedError
 from protocol.linkurl import LinkUrl, LinkUrlError, Scheme, parse_link_url
 from terminal.link.accessory_wire import AccessoryWire
 from terminal.link.android_accessory import open_android_accessory
@@ -26,8 +27,10 @@ from terminal.link.wire import Wire
 DEVICE_URL_FORMS = "serial:/dev/ttyGS0 (or another serial port), socket://127.0.0.1:PORT or aoa (an Android POS)"
 
 
-class WireError(ValueError):
+class WireError(CodedError, ValueError):
     """The wire cannot be opened; the message says what to fix."""
+
+    code = "bad_wire"
 
 
 def _serial(link: LinkUrl, baud: int) -> Wire:

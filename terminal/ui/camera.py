@@ -40,7 +40,7 @@ class Decoder(Protocol):
 
 def zxing_decoder() -> Decoder | None:
     try:
-        import zxingcpp  # type: ignore[import-not-found]
+        import zxingcpp
     except ImportError:
         return None
     from PIL import Image

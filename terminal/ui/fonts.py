@@ -20,6 +20,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.errors import CodedError
+
 FONT_LICENSE = "SIL Open Font License 1.1"
 FONT_FAMILY = "Noto Sans CJK SC"
 # Where Debian/Ubuntu (fonts-noto-cjk) and Fedora (google-noto-sans-cjk-ttc-fonts) put the files.
@@ -35,8 +37,10 @@ BOLD_FILE = "NotoSansCJK-Bold.ttc"
 FONT_DIR_ENV = "HIS_POS_FONT_DIR"
 
 
-class FontMissing(RuntimeError):
+class FontMissing(CodedError, RuntimeError):
     """No usable CJK font: the message says what to install."""
+
+    code = "font_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from protocol.amount import Direction
+from protocol.errors import CodedError
 from protocol.messages import PayStatus
 from terminal.receipt import Receipt
 from terminal.texts import Text
@@ -38,8 +39,10 @@ MARGIN = 8
 PRINT_TIMEOUT_S = 30
 
 
-class PrintError(RuntimeError):
+class PrintError(CodedError, RuntimeError):
     """The print command failed; the message is shown on the result screen."""
+
+    code = "print_failed"
 
 
 @dataclass(frozen=True, slots=True)

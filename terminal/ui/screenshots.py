@@ -150,7 +150,7 @@ def render_orientation(out: Path, orientation: str) -> dict:
     return report
 
 
-async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> None:  # type: ignore[no-untyped-def]
+async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> None:
     from kivy.metrics import dp
 
     from terminal.ui import offscreen as off

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from terminal.config import ConfigError
+from protocol.errors import CodedError
+from terminal.config import DeviceConfigError
 from terminal.factory import open_terminal
 from terminal.link.host import DeviceHostError, attach_service, firmware_text, load_device
 from terminal.service import TerminalService
 
 
-class StandaloneError(RuntimeError):
+class StandaloneError(CodedError, RuntimeError):
     """The POS cannot start; the message says what to fix."""
+
+    code = "standalone"
 
 
 @dataclass
@@ -38,7 +41,7 @@ def open_device(config_path: Path, link_url: str, state_dir: Path, *,
         device = load_device(device_dir)  # its key signs every result and every request to the gateway
         service = open_terminal(config_path, state_dir / "journal.db", device_key_seed=device.device_key_seed,
                                 firmware=firmware_text())
-    except (ConfigError, DeviceHostError) as exc:
+    except (DeviceConfigError, DeviceHostError) as exc:
         raise StandaloneError(str(exc)) from None
     service.start()
     try:

@@ -29,6 +29,7 @@ from protocol.link.handshake import DeviceIdentity, HostTrust
 from protocol.link.session import LinkTimers
 from protocol.messages import Display, Instruction
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
+from protocol.strictjson import ReportJson
 
 from bridge.config import parse_config
 from bridge.daemon import Bridge
@@ -40,19 +41,11 @@ from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder
 from firmware_sim.usb_backend import VirtualUsbDevice
+from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2}
 DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -91,7 +84,7 @@ class World:
 
     def responder(self, device_id: str = "D1", **kwargs: object) -> Responder:
         seed = self.seeds.get(device_id) or os.urandom(32)  # an unregistered device has a key of its own
-        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]
+        return Responder(self.ring, device_id, device_key_seed=seed, **kwargs)  # type: ignore[arg-type]  # keyword options passed through to Responder, typed object here
 
     def endpoint(self, kind: str, handler: object, *, device_id: str = "D1", seed: bytes | None = None,
                  identity: DeviceIdentity | None = None, baud: int | None = None, serial_no: str = "PS-0001",
@@ -106,7 +99,7 @@ class World:
             wire = AndroidUsbWire(android or VirtualAndroidDevice(serial_no=serial_no))
         else:
             raise ValueError(kind)
-        endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]
+        endpoint = DeviceEndpoint(wire, handler, identity=identity or self.identities[device_id],  # type: ignore[arg-type]  # keyword options passed through to DeviceEndpoint, typed object here
                                   device_key_seed=seed or self.seeds[device_id], timers=DEVICE_TIMERS, baud=baud,
                                   host_trust=self.host_trust if host_trust is None else host_trust)
         endpoint.start()
@@ -124,7 +117,7 @@ class World:
             "log": {"level": "DEBUG", "file": "bridge.log"},
         }
         for name, values in sections.items():
-            merged = dict(data.get(name, {}))  # type: ignore[arg-type]
+            merged = dict(data.get(name, {}))
             merged.update(values)
             data[name] = merged
         return data
@@ -187,7 +180,7 @@ def make_world(directory: Path) -> World:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path):
     w = make_world(tmp_path)
     try:
         yield w
@@ -212,7 +205,7 @@ class BridgeProcess:
         def started() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"bridge exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise AssertionError(f"bridge exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]  # the bridge was started with stderr=PIPE
             for line in self.world.log_lines()[before:]:
                 if line.get("event") == "bridge_started":
                     self.url = str(line["url"])
@@ -236,12 +229,12 @@ class BridgeProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(20)
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> ReportJson:
         return requests.get(self.url + "/v1/health", timeout=5).json()
 
 
 @pytest.fixture
-def bridge_process(world: World):  # type: ignore[no-untyped-def]
+def bridge_process(world: World):
     started: list[BridgeProcess] = []
 
     def factory(config: Path, env: dict[str, str] | None = None) -> BridgeProcess:

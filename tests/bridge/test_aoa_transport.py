@@ -22,17 +22,17 @@ def vendor_requests(device: VirtualUsbDevice) -> list[tuple[int, int, int, int]]
 def opened(url: str, backend: VirtualUsbBackend) -> AoaTransport:
     transport = make_transport(url, usb_backend=backend)
     transport.open()
-    return transport  # type: ignore[return-value]
+    return transport  # type: ignore[return-value]  # an aoa:// URL makes an AoaTransport
 
 
 def round_trip(transport: object, pos: VirtualAndroidDevice) -> None:
     """Bytes both ways through the accessory, as the POS app would move them."""
     app = pos.open_accessory()
     assert app is not None, "the app could not open the accessory"
-    transport.write(b"instruction")  # type: ignore[attr-defined]
+    transport.write(b"instruction")  # type: ignore[attr-defined]  # an aoa:// URL makes an AoaTransport
     assert app.input.read(16384) == b"instruction"
     app.output.write(b"result")
-    assert transport.read(100, 2.0) == b"result"  # type: ignore[attr-defined]
+    assert transport.read(100, 2.0) == b"result"  # type: ignore[attr-defined]  # an aoa:// URL makes an AoaTransport
     app.close()
 
 
@@ -64,13 +64,13 @@ def test_without_adb_the_accessory_is_2d00() -> None:
 
 
 def test_auto_switches_only_a_listed_device_and_never_sends_a_vendor_request_to_anything_else() -> None:
-    scanner, reader = VirtualUsbDevice(**SCANNER), VirtualUsbDevice(**CARD_READER)  # type: ignore[arg-type]
+    scanner, reader = VirtualUsbDevice(**SCANNER), VirtualUsbDevice(**CARD_READER)  # type: ignore[arg-type]  # the device descriptions are dicts of mixed keyword values
     other_phone = VirtualAndroidDevice(vid=0x2A45, pid=0x0C02, serial_no="PHONE-9")  # an Android phone, not listed
     pos = VirtualAndroidDevice(serial_no="AP-1")
     backend = VirtualUsbBackend(scanner, other_phone, reader, pos)
     transport = opened("auto:1209:7D01?aoa=1209:7D02", backend)
     try:
-        assert pos.mode is AndroidMode.ACCESSORY and transport.active is transport.aoa  # type: ignore[attr-defined]
+        assert pos.mode is AndroidMode.ACCESSORY and transport.active is transport.aoa  # type: ignore[attr-defined]  # an aoa:// URL makes an AoaTransport
         round_trip(transport, pos)
     finally:
         transport.close()
@@ -80,7 +80,7 @@ def test_auto_switches_only_a_listed_device_and_never_sends_a_vendor_request_to_
 
 
 def test_by_serial_number_the_others_get_a_string_read_at_most() -> None:
-    scanner = VirtualUsbDevice(**SCANNER)  # type: ignore[arg-type]
+    scanner = VirtualUsbDevice(**SCANNER)  # type: ignore[arg-type]  # the device descriptions are dicts of mixed keyword values
     first = VirtualAndroidDevice(serial_no="AP-1")
     second = VirtualAndroidDevice(serial_no="AP-2", address=8)
     backend = VirtualUsbBackend(scanner, first, second)
@@ -95,7 +95,7 @@ def test_by_serial_number_the_others_get_a_string_read_at_most() -> None:
 
 
 def test_nothing_listed_is_plugged_in_so_nothing_is_touched() -> None:
-    scanner, phone = VirtualUsbDevice(**SCANNER), VirtualAndroidDevice(vid=0x2A45, pid=0x0C02)  # type: ignore[arg-type]
+    scanner, phone = VirtualUsbDevice(**SCANNER), VirtualAndroidDevice(vid=0x2A45, pid=0x0C02)  # type: ignore[arg-type]  # the device descriptions are dicts of mixed keyword values
     with pytest.raises(TransportError) as info:
         opened("aoa://1209:7D02", VirtualUsbBackend(scanner, phone))
     assert "no Android POS aoa://1209:7D02 on USB" in str(info.value)
@@ -125,7 +125,7 @@ class FakeTime:
 def test_a_device_that_never_comes_back_is_reported_after_the_switch_timeout() -> None:
     time_ = FakeTime()
     stuck = VirtualAndroidDevice(reenumerate_s=1e9, clock=lambda: time_.now)
-    transport = AoaTransport(make_transport("aoa://1209:7D02").targets, backend=VirtualUsbBackend(stuck),  # type: ignore[attr-defined]
+    transport = AoaTransport(make_transport("aoa://1209:7D02").targets, backend=VirtualUsbBackend(stuck),  # type: ignore[attr-defined]  # an aoa:// URL makes an AoaTransport, which has targets
                              switch_timeout_s=5.0, sleep=time_.sleep, clock=lambda: time_.now)
     with pytest.raises(TransportError) as info:
         transport.open()
@@ -174,10 +174,10 @@ def test_an_app_with_another_filter_never_gets_the_accessory() -> None:
         transport.close()
 
 
-def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bridge.config import ConfigError, parse_config
+def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> None:
+    from bridge.config import BridgeConfigError, parse_config
 
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(BridgeConfigError) as info:
         parse_config({"link": {"ports": ["aoa"]}}, base_dir=tmp_path)
     assert "ports" in str(info.value) and "name the Android POS" in str(info.value)
     config = parse_config({"link": {"ports": ["aoa://2A45:0C02/PS1", "auto?aoa=*/PS2"]}}, base_dir=tmp_path)
@@ -187,7 +187,7 @@ def test_the_bridge_configuration_refuses_an_unnamed_android_pos(tmp_path) -> No
 def test_listing_usb_devices_sends_them_nothing() -> None:
     from bridge.transport import list_usb_devices
 
-    scanner, pos = VirtualUsbDevice(**SCANNER), VirtualAndroidDevice(address=9)  # type: ignore[arg-type]
+    scanner, pos = VirtualUsbDevice(**SCANNER), VirtualAndroidDevice(address=9)  # type: ignore[arg-type]  # the device descriptions are dicts of mixed keyword values
     listed = list_usb_devices(VirtualUsbBackend(scanner, pos))
     assert [(d.usb_id, d.accessory_mode) for d in listed] == [("0C2E:0B61", False), ("1209:7D02", False)]
     assert scanner.control_log == pos.control_log == []

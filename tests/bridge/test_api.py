@@ -23,7 +23,7 @@ from tests.bridge.conftest import World, wait_until
 
 
 @pytest.fixture
-def api(world: World):  # type: ignore[no-untyped-def]
+def api(world: World):
     responder = world.responder()
     endpoint = world.endpoint("tcp", responder)
     bridge = world.bridge([endpoint.bridge_url], security={"amount_limit": "1000.00"})
@@ -31,7 +31,7 @@ def api(world: World):  # type: ignore[no-untyped-def]
     return world, bridge, responder
 
 
-def post(bridge, body: bytes, wait: int | None = 5, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+def post(bridge, body: bytes, wait: int | None = 5, **kwargs) -> requests.Response:
     params = {} if wait is None else {"wait": wait}
     return requests.post(bridge.url + "/v1/instructions", params=params, data=body, timeout=30, **kwargs)
 
@@ -46,7 +46,7 @@ def assert_error(response: requests.Response, code: ErrorCode) -> str:
     return body["error"]["message"]
 
 
-def raw(bridge, data: bytes, read_timeout: float = 10.0) -> tuple[int, dict[str, object]]:  # type: ignore[no-untyped-def]
+def raw(bridge, data: bytes, read_timeout: float = 10.0) -> tuple[int, dict[str, object]]:
     host, port = bridge.http.server_address[:2]
     with socket.create_connection((host, port), timeout=read_timeout) as sock:
         sock.sendall(data)
@@ -66,7 +66,7 @@ def raw(bridge, data: bytes, read_timeout: float = 10.0) -> tuple[int, dict[str,
 # ------------------------------------------------------------------ POST /v1/instructions
 
 
-def test_collect_answers_200_with_a_result_that_passes_step_6(api) -> None:  # type: ignore[no-untyped-def]
+def test_collect_answers_200_with_a_result_that_passes_step_6(api) -> None:
     world, bridge, responder = api
     envelope = world.seal("+12.50", "MZ0001", patient="张三明")
     response = post(bridge, envelope.to_bytes())
@@ -81,7 +81,7 @@ def test_collect_answers_200_with_a_result_that_passes_step_6(api) -> None:  # t
     assert world.key.secret.hex() not in log
 
 
-def test_identical_repost_is_answered_from_the_journal_and_executes_once(api) -> None:  # type: ignore[no-untyped-def]
+def test_identical_repost_is_answered_from_the_journal_and_executes_once(api) -> None:
     world, bridge, responder = api
     envelope = world.seal()
     first = post(bridge, envelope.to_bytes())
@@ -91,7 +91,7 @@ def test_identical_repost_is_answered_from_the_journal_and_executes_once(api) ->
     assert responder.received[envelope.msg_id] == 1  # retries never even reach the device
 
 
-def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None:  # type: ignore[no-untyped-def]
+def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None:
     world, bridge, responder = api
     responder.mode = ResponderMode.SILENT
     envelope = world.seal()
@@ -113,7 +113,7 @@ def test_unfinished_instruction_answers_202_with_its_state_then_200(api) -> None
     assert responder.executions[envelope.msg_id] == 1
 
 
-def test_long_poll_returns_as_soon_as_the_result_is_stored(api) -> None:  # type: ignore[no-untyped-def]
+def test_long_poll_returns_as_soon_as_the_result_is_stored(api) -> None:
     world, bridge, responder = api
     responder.mode = ResponderMode.SILENT
     envelope = world.seal()
@@ -128,7 +128,7 @@ def test_long_poll_returns_as_soon_as_the_result_is_stored(api) -> None:  # type
     assert time.monotonic() - started < 30  # woken by the result, not by the 60 s wait
 
 
-def test_second_collection_of_a_paid_order_is_relayed_and_gets_the_original_result(api) -> None:  # type: ignore[no-untyped-def]
+def test_second_collection_of_a_paid_order_is_relayed_and_gets_the_original_result(api) -> None:
     world, bridge, responder = api
     first = receive_result(post(bridge, world.seal("+30.00", "MZ77").to_bytes()).content, world.ring, now=time.time())
     second_env = world.seal("+30.00", "MZ77")
@@ -150,7 +150,7 @@ def test_second_collection_of_a_paid_order_is_relayed_and_gets_the_original_resu
     (b'{"v": 1, "type": "instruction"}', ErrorCode.BAD_ENVELOPE),
     (b"", ErrorCode.MALFORMED_JSON),
 ])
-def test_malformed_bodies_are_refused(api, body: bytes, code: ErrorCode) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_bodies_are_refused(api, body: bytes, code: ErrorCode) -> None:
     assert_error(post(api[1], body), code)
 
 
@@ -160,7 +160,7 @@ def _tamper(envelope_bytes: bytes, **changes: object) -> bytes:
     return json.dumps(obj).encode()
 
 
-def test_every_envelope_refusal_has_its_code(api) -> None:  # type: ignore[no-untyped-def]
+def test_every_envelope_refusal_has_its_code(api) -> None:
     world, bridge, responder = api
     good = world.seal().to_bytes()
     assert_error(post(bridge, _tamper(good, suite="DES-CBC")), ErrorCode.UNSUPPORTED_SUITE)
@@ -178,7 +178,7 @@ def test_every_envelope_refusal_has_its_code(api) -> None:  # type: ignore[no-un
     assert sum(responder.received.values()) == 0  # none of it reached the device
 
 
-def test_plaintext_problems_inside_a_valid_envelope(api) -> None:  # type: ignore[no-untyped-def]
+def test_plaintext_problems_inside_a_valid_envelope(api) -> None:
     world, bridge, _ = api
 
     def sealed(plaintext: dict[str, object], terminal: str = "T1") -> bytes:
@@ -199,7 +199,7 @@ def test_plaintext_problems_inside_a_valid_envelope(api) -> None:  # type: ignor
         "items": [{"name": "x", "qty": "1", "amount": "-1.00"}]}})), ErrorCode.BAD_ENVELOPE)  # display is not money
 
 
-def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def]
+def test_msg_id_conflict_and_replay(api) -> None:
     world, bridge, _ = api
     first = world.seal("+1.00", "MZ5")
     assert post(bridge, first.to_bytes()).status_code == 200
@@ -210,7 +210,7 @@ def test_msg_id_conflict_and_replay(api) -> None:  # type: ignore[no-untyped-def
     assert_error(post(bridge, first.to_bytes()), ErrorCode.REPLAY)
 
 
-def test_device_unavailable_is_answered_at_once(api) -> None:  # type: ignore[no-untyped-def]
+def test_device_unavailable_is_answered_at_once(api) -> None:
     world, bridge, _ = api
     started = time.monotonic()
     assert "not bound" in assert_error(post(bridge, world.seal(terminal="T3").to_bytes(), wait=60), ErrorCode.DEVICE_UNAVAILABLE)
@@ -222,7 +222,7 @@ def test_device_unavailable_is_answered_at_once(api) -> None:  # type: ignore[no
     assert post(bridge, envelope.to_bytes()).status_code == 200
 
 
-def test_too_large_is_refused_from_content_length_before_reading(api) -> None:  # type: ignore[no-untyped-def]
+def test_too_large_is_refused_from_content_length_before_reading(api) -> None:
     world, bridge, _ = api
     assert_error(post(bridge, b" " * (64 * 1024 + 1)), ErrorCode.TOO_LARGE)
     status, body = raw(bridge, b"POST /v1/instructions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
@@ -248,18 +248,18 @@ def test_too_large_is_refused_from_content_length_before_reading(api) -> None:  
     (b"DELETE /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.METHOD_NOT_ALLOWED),
     (b"BREW /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.METHOD_NOT_ALLOWED),
 ])
-def test_http_level_refusals_are_json_with_stable_codes(api, request_bytes: bytes, code: ErrorCode) -> None:  # type: ignore[no-untyped-def]
+def test_http_level_refusals_are_json_with_stable_codes(api, request_bytes: bytes, code: ErrorCode) -> None:
     status, body = raw(api[1], request_bytes)
     assert status == HTTP_STATUS[code] and body["error"]["code"] == code.value, body
 
 
-def test_method_not_allowed_names_the_method_to_use(api) -> None:  # type: ignore[no-untyped-def]
+def test_method_not_allowed_names_the_method_to_use(api) -> None:
     response = requests.get(api[1].url + "/v1/instructions", timeout=10)
     assert_error(response, ErrorCode.METHOD_NOT_ALLOWED)
     assert response.headers["Allow"] == "POST"
 
 
-def test_results_endpoint_answers_200_202_404_and_device_refusals(api) -> None:  # type: ignore[no-untyped-def]
+def test_results_endpoint_answers_200_202_404_and_device_refusals(api) -> None:
     world, bridge, responder = api
     assert_error(requests.get(bridge.url + "/v1/results/UNKNOWN-1", timeout=10), ErrorCode.NOT_FOUND)
     done = world.seal()
@@ -286,7 +286,7 @@ def test_results_endpoint_answers_200_202_404_and_device_refusals(api) -> None: 
     assert body["state"] == "queued" and body["last_event"]["code"] == "auth_failed"
 
 
-def test_health_shows_devices_link_state_firmware_and_clock_but_no_secrets(api) -> None:  # type: ignore[no-untyped-def]
+def test_health_shows_devices_link_state_firmware_and_clock_but_no_secrets(api) -> None:
     world, bridge, _ = api
     response = requests.get(bridge.url + "/v1/health", timeout=10)
     assert response.status_code == 200
@@ -310,7 +310,7 @@ def test_request_timeout_for_a_request_that_never_completes(world: World) -> Non
     assert status == 408 and body["error"]["code"] == "request_timeout"
 
 
-def test_shutting_down_and_internal_error(api, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_shutting_down_and_internal_error(api, monkeypatch: pytest.MonkeyPatch) -> None:
     world, bridge, _ = api
 
     def broken(body: bytes, wait: float) -> None:
@@ -342,7 +342,7 @@ def test_sm4_gcm_and_key_rotation(world: World) -> None:
     assert "retired" in assert_error(post(bridge, world.seal().to_bytes()), ErrorCode.UNKNOWN_KID)
 
 
-def test_a_long_polling_retry_does_not_hold_up_other_instructions(api) -> None:  # type: ignore[no-untyped-def]
+def test_a_long_polling_retry_does_not_hold_up_other_instructions(api) -> None:
     world, bridge, responder = api
     responder.mode = ResponderMode.SILENT
     held = world.seal(order="MZ-HELD")
@@ -361,7 +361,7 @@ def test_a_long_polling_retry_does_not_hold_up_other_instructions(api) -> None: 
     assert not retry.is_alive()
 
 
-def test_concurrent_identical_posts_execute_once(api) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_identical_posts_execute_once(api) -> None:
     world, bridge, responder = api
     envelope = world.seal()
     from concurrent.futures import ThreadPoolExecutor
@@ -372,14 +372,14 @@ def test_concurrent_identical_posts_execute_once(api) -> None:  # type: ignore[n
     assert responder.executions[envelope.msg_id] == 1
 
 
-def test_content_type_must_be_json_when_given(api) -> None:  # type: ignore[no-untyped-def]
+def test_content_type_must_be_json_when_given(api) -> None:
     world, bridge, _ = api
     body = world.seal().to_bytes()
     assert_error(post(bridge, body, headers={"Content-Type": "text/plain"}), ErrorCode.BAD_REQUEST)
     assert post(bridge, body, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
 
 
-def test_internal_errors_carry_an_incident_id_found_in_the_log(api, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_internal_errors_carry_an_incident_id_found_in_the_log(api, monkeypatch: pytest.MonkeyPatch) -> None:
     world, bridge, _ = api
     monkeypatch.setattr(bridge.relay, "query", lambda msg_id, wait: 1 / 0)
     message = assert_error(requests.get(bridge.url + "/v1/results/M1", timeout=10), ErrorCode.INTERNAL_ERROR)

@@ -23,7 +23,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_init_writes_a_working_directory_and_never_overwrites(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_init_writes_a_working_directory_and_never_overwrites(tmp_path: Path, capsys) -> None:
     code, out, _ = run(capsys, "init", str(tmp_path / "b"), "--kid", "k2026a")
     assert code == 0 and "fingerprint" in out
     keys = json.loads((tmp_path / "b" / "keys.json").read_text())
@@ -35,7 +35,7 @@ def test_init_writes_a_working_directory_and_never_overwrites(tmp_path: Path, ca
     assert code == 1 and "never overwrites" in err
 
 
-def test_keys_new_list_retire_and_the_permission_check(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_keys_new_list_retire_and_the_permission_check(tmp_path: Path, capsys) -> None:
     run(capsys, "init", str(tmp_path), "--kid", "k1")
     config = str(tmp_path / "config.toml")
     code, out, _ = run(capsys, "--config", config, "keys", "new", "--kid", "k2", "--suite", "SM4-GCM")
@@ -54,7 +54,7 @@ def test_keys_new_list_retire_and_the_permission_check(tmp_path: Path, capsys) -
     assert code == 1 and f"chmod 600 {tmp_path / 'keys.json'}" in err
 
 
-def test_device_and_terminal_registries(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_device_and_terminal_registries(tmp_path: Path, capsys) -> None:
     run(capsys, "init", str(tmp_path))
     config = str(tmp_path / "config.toml")
     records = [DeviceRecord(f"D-SN-{i}", "P8", f"SN{i}", signing.public_key(os.urandom(32))) for i in range(2)]
@@ -80,13 +80,13 @@ def test_device_and_terminal_registries(tmp_path: Path, capsys) -> None:  # type
     assert run(capsys, "--config", config, "check")[0] == 0
 
 
-def test_bad_configuration_names_the_setting(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_configuration_names_the_setting(tmp_path: Path, capsys) -> None:
     (tmp_path / "config.toml").write_text("[http]\nport = 99999\n")
     code, _, err = run(capsys, "--config", str(tmp_path / "config.toml"), "check")
     assert code == 1 and "config.toml: [http] port = 99999 is not a port (1-65535)" in err
 
 
-def test_health_and_ports(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_health_and_ports(world: World, capsys) -> None:
     responder = world.responder()
     endpoint = world.endpoint("tcp", responder)
     bridge = world.bridge([endpoint.bridge_url])
@@ -98,7 +98,7 @@ def test_health_and_ports(world: World, capsys) -> None:  # type: ignore[no-unty
     assert run(capsys, "ports")[0] == 0
 
 
-def test_help_everywhere(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_help_everywhere(capsys) -> None:
     for argv in ([], ["keys"], ["devices"], ["terminals"], ["serve"], ["init"], ["keys", "new"]):
         with pytest.raises(SystemExit) as done:
             main([*argv, "--help"])
@@ -106,7 +106,7 @@ def test_help_everywhere(capsys) -> None:  # type: ignore[no-untyped-def]
         assert "usage: his-bridge" in capsys.readouterr().out
 
 
-def test_serve_runs_until_sigterm_and_stops_cleanly(world: World, bridge_process) -> None:  # type: ignore[no-untyped-def]
+def test_serve_runs_until_sigterm_and_stops_cleanly(world: World, bridge_process) -> None:
     responder = world.responder()
     endpoint = world.endpoint("pty", responder)
     process = bridge_process(world.write_config([endpoint.bridge_url])).start()
@@ -117,7 +117,7 @@ def test_serve_runs_until_sigterm_and_stops_cleanly(world: World, bridge_process
     assert all(json.dumps(line) for line in world.log_lines())  # one JSON object a line, all of them
 
 
-def test_config_option_after_the_command(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_config_option_after_the_command(tmp_path: Path, capsys) -> None:
     run(capsys, "init", str(tmp_path))
     code, out, _ = run(capsys, "check", "--config", str(tmp_path / "config.toml"))
     assert code == 0 and "OK" in out

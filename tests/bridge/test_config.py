@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import SECTIONS, ConfigError, load_config, parse_config
+from bridge.config import SECTIONS, BridgeConfigError, load_config, parse_config
 from bridge.initdir import EXAMPLE_CONFIG
 
 
@@ -61,7 +61,7 @@ def test_the_example_config_written_by_init_is_valid_and_documents_every_setting
 ])
 def test_bad_settings_stop_the_start_with_a_message_naming_them(tmp_path: Path, toml: str, message: str) -> None:
     (tmp_path / "config.toml").write_text(toml, encoding="utf-8")
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(BridgeConfigError) as error:
         load_config(tmp_path / "config.toml")
     assert message in str(error.value)
 
@@ -81,5 +81,5 @@ VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True), st.tex
 def test_any_input_is_either_a_config_or_a_config_error_naming_the_setting(data: dict[str, object]) -> None:
     try:
         parse_config(data, base_dir=Path("/tmp"))
-    except ConfigError as error:
+    except BridgeConfigError as error:
         assert str(error).startswith("config.toml: [")

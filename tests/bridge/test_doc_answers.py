@@ -17,13 +17,13 @@ from tests.bridge.test_api import api, post  # noqa: F401 - the fixture
 DOC_STATES = {"queued", "awaiting_scan", "paying", "awaiting_supervisor", "refunding", "reversing"}
 
 
-def test_health_reports_the_package_version(api) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_health_reports_the_package_version(api) -> None:  # noqa: F811
     _, bridge, _ = api
     health = requests.get(f"{bridge.url}/v1/health", timeout=10).json()
     assert health["version"] == importlib.metadata.version("his-smartpos")
 
 
-def test_a_post_without_content_type_is_read_as_json(api) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_post_without_content_type_is_read_as_json(api) -> None:  # noqa: F811
     world, bridge, _ = api
     envelope = world.seal("+1.00", "MZ-CT")
     answer = requests.post(f"{bridge.url}/v1/instructions?wait=5", data=envelope.to_bytes(), timeout=30,

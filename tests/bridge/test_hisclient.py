@@ -24,7 +24,7 @@ from tests.bridge.conftest import World, wait_until
 
 
 @pytest.fixture
-def his(world: World):  # type: ignore[no-untyped-def]
+def his(world: World):
     responder = world.responder()
     endpoint = world.endpoint("tcp", responder)
     bridge = world.bridge([endpoint.bridge_url])
@@ -35,7 +35,7 @@ def his(world: World):  # type: ignore[no-untyped-def]
     return world, bridge, responder, args
 
 
-def test_pay_refund_and_status(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_pay_refund_and_status(his, capsys) -> None:
     world, bridge, responder, args = his
     assert hisclient.main([*args, "pay", "+12.50", "--order", "MZ20261122000123"]) == 0
     out = capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_pay_refund_and_status(his, capsys) -> None:  # type: ignore[no-untyped-
     assert len(responder.executions) == 2
 
 
-def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> None:
     world, bridge, responder, args = his
     responder.mode = ResponderMode.SILENT
     assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ2", "--wait", "1"]) == 3
@@ -62,7 +62,7 @@ def test_unfinished_payment_exits_3_and_tells_how_to_ask_again(his, capsys) -> N
     assert hisclient.main(hint[1:]) == 3  # the hint works as printed
 
 
-def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:
     world, bridge, responder, args = his
     responder.mode = ResponderMode.SILENT
     demo = _demo_file(world, bridge, tmp_path)
@@ -77,7 +77,7 @@ def test_status_and_cancel_last_with_demo(his, capsys, tmp_path) -> None:  # typ
     assert done["verified"] and (done["result"]["pay_status"], done["result"]["error_code"]) == ("CLOSED", "withdrawn")
 
 
-def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:
     world, bridge, _, args = his
     other = DeviceRecord("D-OTHER", "P8", "SN", signing.public_key(os.urandom(32)))
     (world.dir / "his-devices.csv").write_text(format_device_csv([other], for_his=True))
@@ -85,14 +85,14 @@ def test_step_6_refuses_a_device_not_in_our_registry(his, capsys) -> None:  # ty
     assert "auth_failed: result rejected in step 6: device D1 is not in the device registry" in capsys.readouterr().err
 
 
-def test_a_version_1_registry_without_public_keys_is_refused_with_what_to_ask_for(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_version_1_registry_without_public_keys_is_refused_with_what_to_ask_for(his, capsys) -> None:
     world, bridge, _, args = his
     (world.dir / "his-devices.csv").write_text("device_id,model,serial_no\nD1,SIM-POS,SN-D1\n")
     assert hisclient.main([*args, "pay", "+1.00", "--order", "MZ3"]) == 1
     assert "no public_key for D1" in capsys.readouterr().err
 
 
-def test_step_6_checks_reply_to_and_order(his) -> None:  # type: ignore[no-untyped-def]
+def test_step_6_checks_reply_to_and_order(his) -> None:
     world, bridge, _, _ = his
     envelope = world.seal("+2.00", "MZ4")
     body = requests.post(bridge.url + "/v1/instructions?wait=10", data=envelope.to_bytes(), timeout=30).content
@@ -112,7 +112,7 @@ def test_step_6_checks_reply_to_and_order(his) -> None:  # type: ignore[no-untyp
     assert error.value.code == "auth_failed"
 
 
-def test_bridge_refusals_and_usage_errors(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bridge_refusals_and_usage_errors(his, capsys) -> None:
     world, bridge, _, args = his
     assert hisclient.main([*args[:-1], "T3", "pay", "+1.00", "--order", "MZ6"]) == 1
     assert "device_unavailable" in capsys.readouterr().err
@@ -122,14 +122,14 @@ def test_bridge_refusals_and_usage_errors(his, capsys) -> None:  # type: ignore[
     assert "two decimals are required" in capsys.readouterr().err
 
 
-def _demo_file(world: World, bridge, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _demo_file(world: World, bridge, tmp_path: Path) -> Path:
     demo = {"bridge_url": bridge.url, "suite": world.key.suite, "kid": world.key.kid, "key_hex": world.key.secret.hex(),
             "terminal_id": "T1", "device_id": "D1", "device_registry": str(world.dir / "his-devices.csv")}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
     return tmp_path / "demo.json"
 
 
-def test_demo_file(his, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_demo_file(his, tmp_path: Path, capsys) -> None:
     world, bridge, _, _ = his
     assert hisclient.main(["--demo", str(_demo_file(world, bridge, tmp_path)), "pay", "+9.99", "--order", "MZ-DEMO"]) == 0
     assert "SUCCESS" in capsys.readouterr().out
@@ -142,13 +142,13 @@ def test_new_msg_ids_are_unique_and_valid() -> None:
     assert len(ids) == 1000 and all(is_valid_id(i) for i in ids)
 
 
-def test_options_work_before_and_after_the_command(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_options_work_before_and_after_the_command(his, capsys) -> None:
     world, bridge, _, args = his
     assert hisclient.main(["pay", "+3.00", "--order", "MZ-AFTER", *args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["result"]["order_no"] == "MZ-AFTER"
 
 
-def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None:  # type: ignore[no-untyped-def]
+def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None:
     """A holder of the shared key seals a SUCCESS for our instruction: every version-1 check passes
     (tag, reply_to, device_id in the registry, order, amount); the device's `sig` does not."""
     world, bridge, _, _ = his
@@ -168,7 +168,7 @@ def test_finding_1_a_result_forged_with_the_shared_key_fails_step_6(his) -> None
                                    parse_amount("+88.00")) == result
 
 
-def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_failing_step_6_is_not_booked_and_asked_for_again(his, capsys) -> None:
     """docs/his-interface.md §10: book nothing, alert, ask again with GET (the bridge serves what it
     verified). The answer is altered on the way by a real HTTP proxy (the conformance kit's)."""
     from firmware_sim.conformance.proxy import ConformanceProxy

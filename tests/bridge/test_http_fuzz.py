@@ -49,8 +49,8 @@ def exchange(address: tuple[str, int], request: bytes) -> bytes:
 def test_any_request_gets_json_with_a_stable_code(world: World, method: str, path: str, query: str,
                                                   headers: list[str], body: bytes) -> None:
     if not hasattr(world, "fuzz_bridge"):
-        world.fuzz_bridge = world.bridge(["socket://127.0.0.1:9"], http={"request_timeout_s": 2.0})  # type: ignore[attr-defined]
-    bridge = world.fuzz_bridge  # type: ignore[attr-defined]
+        world.fuzz_bridge = world.bridge(["socket://127.0.0.1:9"], http={"request_timeout_s": 2.0})  # type: ignore[attr-defined]  # one bridge for all hypothesis examples, cached on the fixture object
+    bridge = world.fuzz_bridge  # type: ignore[attr-defined]  # one bridge for all hypothesis examples, cached on the fixture object
     declared = [h for h in headers if h.lower().startswith(("content-length", "transfer-encoding"))]
     lines = [f"{method} {path}{query} HTTP/1.1", "Host: 127.0.0.1"] + headers
     if not declared:

@@ -68,7 +68,7 @@ ENVELOPE = json.dumps({"v": 1, "type": "instruction", "msg_id": "HIS-1", "ct": "
 
 
 @pytest.fixture
-def bridge(world: World):  # type: ignore[no-untyped-def]
+def bridge(world: World):
     return world.bridge(["socket://127.0.0.1:9"])
 
 
@@ -80,7 +80,7 @@ def bridge(world: World):  # type: ignore[no-untyped-def]
     (_request("GET", "/v1/nowhere", ENVELOPE), 404),
     (_request("GET", "/v1/health", b"{}"), 200),  # a body on a GET is read out too
 ])
-def test_a_kept_alive_connection_after_an_answer_reads_the_next_request_correctly(bridge, first, status) -> None:  # type: ignore[no-untyped-def]
+def test_a_kept_alive_connection_after_an_answer_reads_the_next_request_correctly(bridge, first, status) -> None:
     conn = Conn(bridge.http.server_address[:2])
     try:
         conn.send(first)
@@ -96,7 +96,7 @@ def test_a_kept_alive_connection_after_an_answer_reads_the_next_request_correctl
         conn.close()
 
 
-def test_a_404_and_then_the_next_request_in_the_same_packet(bridge) -> None:  # type: ignore[no-untyped-def]
+def test_a_404_and_then_the_next_request_in_the_same_packet(bridge) -> None:
     conn = Conn(bridge.http.server_address[:2])
     try:
         conn.send(_request("POST", "/v1/nowhere", ENVELOPE) + _request("GET", "/v1/health"))
@@ -120,7 +120,7 @@ def test_a_404_and_then_the_next_request_in_the_same_packet(bridge) -> None:  # 
     "Bad Header Line\r\nContent-Length: 5\r\n",  # a line that is no header used to hide the rest
 ])
 @pytest.mark.parametrize("method,path", [("POST", "/v1/instructions"), ("GET", "/v1/health")])
-def test_ambiguous_framing_is_refused_with_400_and_the_connection_closed(bridge, framing, method, path) -> None:  # type: ignore[no-untyped-def]
+def test_ambiguous_framing_is_refused_with_400_and_the_connection_closed(bridge, framing, method, path) -> None:
     conn = Conn(bridge.http.server_address[:2])
     try:
         conn.send(f"{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n{framing}\r\n".encode()
@@ -179,8 +179,8 @@ def test_a_connection_that_says_nothing_is_closed_after_the_first_byte_timeout(w
 
 
 def test_the_first_byte_timeout_is_at_most_2_s(world: World) -> None:
-    from bridge.config import ConfigError, parse_config
-    with pytest.raises(ConfigError, match="first_byte_timeout_s"):
+    from bridge.config import BridgeConfigError, parse_config
+    with pytest.raises(BridgeConfigError, match="first_byte_timeout_s"):
         parse_config({"http": {"first_byte_timeout_s": 2.5}})
 
 

@@ -21,7 +21,7 @@ posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
 
 @posix_only
-def test_init_makes_the_identity_private_and_its_public_half_pinnable(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_init_makes_the_identity_private_and_its_public_half_pinnable(tmp_path: Path, capsys) -> None:
     assert cli.main(["init", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     key_path = tmp_path / "b" / IDENTITY_FILE
@@ -56,7 +56,7 @@ def test_the_bridge_refuses_to_start_without_an_identity(world: World) -> None:
         Bridge(config)
 
 
-def test_identity_new_and_show(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_identity_new_and_show(world: World, capsys) -> None:
     path = world.write_config(["socket://127.0.0.1:9"])
     assert cli.main(["--config", str(path), "identity", "show"]) == 0
     assert load_identity(world.dir / IDENTITY_FILE).public_key().fingerprint in capsys.readouterr().out

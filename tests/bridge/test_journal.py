@@ -76,7 +76,7 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
     journal.close()
     again = Journal(tmp_path / "j.sqlite3")
     assert [r.msg_id for r in again.unsent_for("D1")] == ["A"]  # only what the device never acknowledged
-    assert again.get("C").result_envelope == stored().envelope  # type: ignore[union-attr]
+    assert again.get("C").result_envelope == stored().envelope  # type: ignore[union-attr]  # C was stored above, so get() finds it
     assert again.counts() == {"accepted": 2, "sent": 1, "result_stored": 1}
     assert not again.accept(new("A"))  # a msg_id is recorded once
     again.close()

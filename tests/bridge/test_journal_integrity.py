@@ -20,7 +20,7 @@ from bridge.cli import main as bridge_cli
 from tests.bridge.conftest import World, wait_until
 
 
-def _pay_one(world: World, bridge, order: str = "MZ-INT") -> tuple[str, bytes]:  # type: ignore[no-untyped-def]
+def _pay_one(world: World, bridge, order: str = "MZ-INT") -> tuple[str, bytes]:
     wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
     envelope = world.seal("+12.50", order)
     answer = requests.post(bridge.url + "/v1/instructions?wait=10", data=envelope.to_bytes(), timeout=30)
@@ -32,7 +32,7 @@ def _journal(world: World) -> Path:
     return world.dir / "journal.sqlite3"
 
 
-def _assert_locked(world: World, bridge, msg_id: str) -> dict:  # type: ignore[no-untyped-def]
+def _assert_locked(world: World, bridge, msg_id: str) -> dict:
     health = bridge.health()
     assert health["status"] == "locked", health
     integrity = health["journal"]["integrity"]
@@ -87,7 +87,7 @@ def test_a_rotted_stored_result_is_never_served(world: World) -> None:
     assert msg_id in integrity["reason"]
 
 
-def test_check_backup_and_restore_unlock_it_with_every_result_intact(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_check_backup_and_restore_unlock_it_with_every_result_intact(world: World, capsys) -> None:
     endpoint = world.endpoint("tcp", world.responder())
     config = world.write_config([endpoint.bridge_url])
     bridge = world.bridge([endpoint.bridge_url])

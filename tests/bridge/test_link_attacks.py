@@ -37,18 +37,18 @@ def forged_success(world: World, reply_to: str) -> bytes:
     return encode_app(ResultMsg(sealed))
 
 
-def result_of(bridge, msg_id: str) -> requests.Response:  # type: ignore[no-untyped-def]
+def result_of(bridge, msg_id: str) -> requests.Response:
     return requests.get(f"{bridge.url}/v1/results/{msg_id}", timeout=10)
 
 
-def port_stats(bridge) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def port_stats(bridge) -> dict[str, int]:
     return bridge.health()["devices"][0].get("stats", {})
 
 
-def rig(world: World, tamper=None):  # type: ignore[no-untyped-def]
+def rig(world: World, tamper=None):
     responder = world.responder(mode=ResponderMode.SILENT)
     endpoint = world.endpoint("pty", responder)
-    mitm = CableMitm(endpoint.wire.slave_path, tamper).start()  # type: ignore[attr-defined]
+    mitm = CableMitm(endpoint.wire.slave_path, tamper).start()  # type: ignore[attr-defined]  # a pty endpoint's wire is a PtyWire, which names its slave path
     bridge = world.bridge([mitm.bridge_url])
     world._cleanups.append(mitm.stop)
     wait_until(lambda: bridge.relay.attached("D1"), what="the device attached through the attacker")
@@ -94,14 +94,14 @@ def test_an_unsealed_refusal_does_not_end_the_instruction(world: World) -> None:
 def test_a_dropped_and_acknowledged_result_still_reaches_his(world: World) -> None:
     dropped: list[int] = []
 
-    def swallow_the_first_result(direction: str, frame):  # type: ignore[no-untyped-def]
+    def swallow_the_first_result(direction: str, frame):
         if direction == TO_BRIDGE and frame.type == FrameType.DATA and len(frame.payload) > 300 and not dropped:
             dropped.append(frame.seq)
             # Acknowledge it to the POS, in every form an attacker might try.
             return [], [encode_frame(FrameType.ACK, frame.seq, b""), encode_frame(FrameType.ACK, frame.seq, bytes(16))]
         return None
 
-    def tamper(direction: str, frame):  # type: ignore[no-untyped-def]
+    def tamper(direction: str, frame):
         verdict = swallow_the_first_result(direction, frame)
         if verdict is None:
             return None

@@ -23,7 +23,7 @@ from tests.bridge.test_api import assert_error, post
 
 
 @pytest.fixture
-def silent(world: World):  # type: ignore[no-untyped-def]
+def silent(world: World):
     responder = world.responder(mode=ResponderMode.SILENT)
     endpoint = world.endpoint("tcp", responder)
     bridge = world.bridge([endpoint.bridge_url], security={"clock_skew_s": 1})
@@ -31,23 +31,23 @@ def silent(world: World):  # type: ignore[no-untyped-def]
     return world, bridge, responder
 
 
-def instruction(world: World, *, order: str = "MZ0001", expires_at: int | None = None, ts: int | None = None):  # type: ignore[no-untyped-def]
+def instruction(world: World, *, order: str = "MZ0001", expires_at: int | None = None, ts: int | None = None):
     return seal_instruction(Instruction("T1", order, parse_amount("+12.50"), None, expires_at), key=world.key,
                             msg_id=world.msg_id(), ts=int(time.time()) if ts is None else ts, nonce=os.urandom(12))
 
 
 def cancel(world: World, msg_id: str, *, order: str = "MZ0001", terminal: str = "T1", ts: int | None = None,
-           reply_to: str | None = None):  # type: ignore[no-untyped-def]
+           reply_to: str | None = None):
     return seal_cancel(Cancel(terminal, order), key=world.key, msg_id=world.msg_id(), reply_to=reply_to or msg_id,
                        ts=int(time.time()) if ts is None else ts, nonce=os.urandom(12))
 
 
-def post_cancel(bridge, msg_id: str, body: bytes, wait: int = 5) -> requests.Response:  # type: ignore[no-untyped-def]
+def post_cancel(bridge, msg_id: str, body: bytes, wait: int = 5) -> requests.Response:
     return requests.post(f"{bridge.url}/v1/instructions/{msg_id}/cancel", params={"wait": wait}, data=body,
                          headers={"Content-Type": "application/json"}, timeout=30)
 
 
-def test_an_expires_at_already_past_is_410_at_once_and_not_remembered(silent) -> None:  # type: ignore[no-untyped-def]
+def test_an_expires_at_already_past_is_410_at_once_and_not_remembered(silent) -> None:
     world, bridge, responder = silent
     envelope = instruction(world, expires_at=int(time.time()) - 5)
     message = assert_error(post(bridge, envelope.to_bytes(), wait=0), ErrorCode.EXPIRED_UNDELIVERED)
@@ -56,16 +56,16 @@ def test_an_expires_at_already_past_is_410_at_once_and_not_remembered(silent) ->
     assert responder.received[envelope.msg_id] == 0
 
 
-def test_an_expires_at_beyond_a_day_is_refused(silent) -> None:  # type: ignore[no-untyped-def]
+def test_an_expires_at_beyond_a_day_is_refused(silent) -> None:
     world, bridge, _ = silent
     envelope = instruction(world, expires_at=int(time.time()) + 86_400 + 60)
     assert "86400" in assert_error(post(bridge, envelope.to_bytes(), wait=0), ErrorCode.BAD_ENVELOPE)
 
 
-def test_an_instruction_no_device_took_is_410_once_it_expires(silent) -> None:  # type: ignore[no-untyped-def]
+def test_an_instruction_no_device_took_is_410_once_it_expires(silent) -> None:
     world, bridge, responder = silent
     port = bridge.ports[0]
-    port.send_instruction = lambda *args: False  # type: ignore[method-assign] # as if the cable were out
+    port.send_instruction = lambda *args: False  # as if the cable were out
     envelope = instruction(world, expires_at=int(time.time()) + 1)
     first = post(bridge, envelope.to_bytes(), wait=0)
     assert first.status_code == 202 and first.json()["state"] == "queued"
@@ -82,13 +82,13 @@ def test_an_instruction_no_device_took_is_410_once_it_expires(silent) -> None:  
     assert responder.received[envelope.msg_id] == 0
 
 
-def envelope_expiry(envelope, world: World) -> int:  # type: ignore[no-untyped-def]
+def envelope_expiry(envelope, world: World) -> int:
     from protocol.envelope import open_envelope
     from protocol.strictjson import loads_object
-    return int(loads_object(open_envelope(envelope, world.ring))["expires_at"])  # type: ignore[arg-type]
+    return int(loads_object(open_envelope(envelope, world.ring))["expires_at"])
 
 
-def test_an_instruction_the_pos_holds_is_not_410_the_pos_ends_it(silent) -> None:  # type: ignore[no-untyped-def]
+def test_an_instruction_the_pos_holds_is_not_410_the_pos_ends_it(silent) -> None:
     world, bridge, responder = silent
     envelope = instruction(world, expires_at=int(time.time()) + 1)
     assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202
@@ -97,7 +97,7 @@ def test_an_instruction_the_pos_holds_is_not_410_the_pos_ends_it(silent) -> None
     assert later.status_code == 202 and later.json()["state"] == "awaiting_scan"
 
 
-def test_withdrawal_answers_the_signed_result(silent) -> None:  # type: ignore[no-untyped-def]
+def test_withdrawal_answers_the_signed_result(silent) -> None:
     world, bridge, responder = silent
     envelope = instruction(world)
     assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202
@@ -112,18 +112,18 @@ def test_withdrawal_answers_the_signed_result(silent) -> None:  # type: ignore[n
     assert requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10).content == answer.content
 
 
-def world_result(world: World, body: bytes):  # type: ignore[no-untyped-def]
+def world_result(world: World, body: bytes):
     from protocol.envelope import receive_result
     return receive_result(body, world.ring, now=time.time(), device_keys=world.public_keys().get).message
 
 
-def test_a_withdrawal_made_while_the_pos_was_away_is_sent_when_it_attaches(silent) -> None:  # type: ignore[no-untyped-def]
+def test_a_withdrawal_made_while_the_pos_was_away_is_sent_when_it_attaches(silent) -> None:
     world, bridge, responder = silent
     port = bridge.ports[0]
     envelope = instruction(world)
     assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202
     wait_until(lambda: responder.executions[envelope.msg_id] == 1, what="the device has it")
-    port.send_cancel = lambda *args: False  # type: ignore[method-assign] # the link is down at that moment
+    port.send_cancel = lambda *args: False  # the link is down at that moment
     pending = post_cancel(bridge, envelope.msg_id, cancel(world, envelope.msg_id).to_bytes(), wait=0)
     assert pending.status_code == 202 and pending.json()["msg_id"] == envelope.msg_id
     assert responder.cancels[envelope.msg_id] == 0
@@ -142,7 +142,7 @@ def test_a_withdrawal_made_while_the_pos_was_away_is_sent_when_it_attaches(silen
     ("old", ErrorCode.CLOCK_SKEW),
     ("an instruction, not a cancel", ErrorCode.BAD_ENVELOPE),
 ])
-def test_withdrawal_refusals(silent, case: str, code: ErrorCode) -> None:  # type: ignore[no-untyped-def]
+def test_withdrawal_refusals(silent, case: str, code: ErrorCode) -> None:
     world, bridge, responder = silent
     envelope = instruction(world)
     assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202
@@ -159,7 +159,7 @@ def test_withdrawal_refusals(silent, case: str, code: ErrorCode) -> None:  # typ
         body = cancel(world, target, reply_to="HIS-OTHER").to_bytes()
     elif case == "tampered":
         obj = cancel(world, target).to_json_obj()
-        obj["ts"] = int(obj["ts"]) + 1  # type: ignore[call-overload]
+        obj["ts"] = int(obj["ts"]) + 1
         import json
         body = json.dumps(obj).encode()
     elif case == "old":
@@ -171,7 +171,7 @@ def test_withdrawal_refusals(silent, case: str, code: ErrorCode) -> None:  # typ
     assert post(bridge, envelope.to_bytes(), wait=0).status_code == 202  # still waiting
 
 
-def test_the_cancel_endpoint_takes_post_only(silent) -> None:  # type: ignore[no-untyped-def]
+def test_the_cancel_endpoint_takes_post_only(silent) -> None:
     _, bridge, _ = silent
     answer = requests.get(f"{bridge.url}/v1/instructions/HIS-1/cancel", timeout=10)
     assert_error(answer, ErrorCode.METHOD_NOT_ALLOWED)

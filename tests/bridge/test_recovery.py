@@ -20,7 +20,7 @@ from tests.bridge.conftest import World, wait_until
 BURST = 4
 
 
-def device_up(process) -> bool:  # type: ignore[no-untyped-def]
+def device_up(process) -> bool:
     try:
         return process.health()["devices"][0]["link"] == "up"
     except (requests.RequestException, ValueError, KeyError, IndexError):
@@ -37,7 +37,7 @@ def post_quietly(url: str, body: bytes, results: list[object]) -> None:
 @pytest.mark.parametrize("state, wire", [
     ("accepted", "pty"), ("sent", "tcp"), ("progress", "pty"), ("result_stored", "tcp"),
 ])
-def test_crash_right_after_each_journaled_state(world: World, bridge_process, state: str, wire: str) -> None:  # type: ignore[no-untyped-def]
+def test_crash_right_after_each_journaled_state(world: World, bridge_process, state: str, wire: str) -> None:
     responder = world.responder(progress=True)  # progress, then the result: every state occurs
     endpoint = world.endpoint(wire, responder)
     config = world.write_config([endpoint.bridge_url])
@@ -72,7 +72,7 @@ def test_crash_right_after_each_journaled_state(world: World, bridge_process, st
     assert second.terminate() == 0
 
 
-def test_real_sigkill_mid_payment_then_restart(world: World, bridge_process) -> None:  # type: ignore[no-untyped-def]
+def test_real_sigkill_mid_payment_then_restart(world: World, bridge_process) -> None:
     responder = world.responder()
     responder.mode = responder.mode.SILENT  # the patient has not scanned yet
     endpoint = world.endpoint("pty", responder)
@@ -101,7 +101,7 @@ def test_real_sigkill_mid_payment_then_restart(world: World, bridge_process) -> 
     assert second.terminate() == 0
 
 
-def test_an_instruction_the_device_could_not_take_survives_a_crash_and_is_sent_again(world: World, bridge_process) -> None:  # type: ignore[no-untyped-def]
+def test_an_instruction_the_device_could_not_take_survives_a_crash_and_is_sent_again(world: World, bridge_process) -> None:
     from protocol.errors import ErrorCode
 
     # The device cannot seal an answer (its keys differ): it says so unsealed, which ends nothing.

@@ -77,7 +77,7 @@ def test_reconciliation_reads_archived_days(tmp_path: Path) -> None:
     prune(journal, tmp_path / "archive", retention_days=400, now=at + 500 * DAY)
     journal.close()
     after = read_ours(tmp_path / "journal.sqlite3", day, CHINA, keep_text=True)
-    assert list(after.texts.values()) == list(before.texts.values())  # type: ignore[union-attr]
-    assert [msg_id for _, msg_id, _ in after.texts.values()] == ["HIS-0007"]  # type: ignore[union-attr]
-    assert [p for _, _, p in after.texts.values()] == ["4200000007"] and list(after.fen) == list(before.fen)  # type: ignore[union-attr]
+    assert list(after.texts.values()) == list(before.texts.values())  # type: ignore[union-attr]  # read with keep_text=True, so texts is a dict, not None
+    assert [msg_id for _, msg_id, _ in after.texts.values()] == ["HIS-0007"]  # type: ignore[union-attr]  # read with keep_text=True, so texts is a dict, not None
+    assert [p for _, _, p in after.texts.values()] == ["4200000007"] and list(after.fen) == list(before.fen)  # type: ignore[union-attr]  # read with keep_text=True, so texts is a dict, not None
     assert gzip.open(tmp_path / "archive" / archive_name("2025-07")).read()  # a real gzip file

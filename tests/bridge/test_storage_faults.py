@@ -56,7 +56,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def post(bridge, body: bytes, wait: int = 0) -> requests.Response:  # type: ignore[no-untyped-def]
+def post(bridge, body: bytes, wait: int = 0) -> requests.Response:
     return requests.post(f"{bridge.url}/v1/instructions?wait={wait}", data=body, timeout=30)
 
 

@@ -30,8 +30,8 @@ def test_unplug_and_replug_mid_instruction(world: World, wire: str) -> None:
     pending = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}", timeout=10)
     assert pending.status_code == 202  # still there, still unfinished
 
-    responder.release()  # the patient pays while the cable is out
-    time.sleep(0.2)
+    responder.release()  # the patient pays while the cable is out: release() returns once the result is made
+    assert responder.pending_answers == 1  # the result waits on the device for the cable
     endpoint.replug()
     got = requests.get(f"{bridge.url}/v1/results/{envelope.msg_id}?wait=20", timeout=40)
     assert got.status_code == 200
@@ -50,9 +50,9 @@ def test_instruction_sent_while_the_link_is_down_is_delivered_after_the_reconnec
     # Accepted and journaled, but the link drops before the frame leaves: it must not be lost.
     envelope = world.seal()
     original = port.send_instruction
-    port.send_instruction = lambda msg_id, env, *more: False  # type: ignore[method-assign]
+    port.send_instruction = lambda msg_id, env, *more: False  # type: ignore[method-assign]  # the test breaks sending on purpose (monkeypatch of a method)
     assert requests.post(bridge.url + "/v1/instructions?wait=0", data=envelope.to_bytes(), timeout=10).json()["state"] == "queued"
-    port.send_instruction = original  # type: ignore[method-assign]
+    port.send_instruction = original  # type: ignore[method-assign]  # and puts the method back
     endpoint.unplug()
     wait_until(lambda: not bridge.relay.attached("D1"))
     endpoint.replug()

@@ -142,13 +142,13 @@ class Campaign:
             time.sleep(0.05)
         return False
 
-    def _act(self, action) -> None:  # type: ignore[no-untyped-def]
+    def _act(self, action) -> None:
         try:
             action()
         except SimError:  # the screen went dark under the cashier's finger: the power cut did it
             pass
 
-    def _final(self, pending, cashier) -> hisclient.Outcome:  # type: ignore[no-untyped-def]
+    def _final(self, pending, cashier) -> hisclient.Outcome:
         """HIS's view once the fault is undone: its long poll, then status queries until final. Meanwhile
         the cashier does what the screen asks again (a power cut before the PIN's commit brings the
         refund back to the supervisor screen; a scan that never reached the POS leaves it waiting)."""
@@ -168,7 +168,7 @@ class Campaign:
             outcome = hisclient.Outcome(pending.msg_id, None, "no answer")
         return outcome
 
-    def _cashier(self, code: str):  # type: ignore[no-untyped-def]
+    def _cashier(self, code: str):
         rig = self.rig
         assert rig is not None
 
@@ -184,8 +184,8 @@ class Campaign:
 
     def _last_cut(self) -> float:
         assert self.rig is not None
-        last = self.rig.device.status()["faults"]["last_power_cut"]  # type: ignore[index]
-        return float(last["when"]) if last else 0.0  # type: ignore[index]
+        last = self.rig.device.status()["faults"]["last_power_cut"]
+        return float(last["when"]) if last else 0.0
 
     def _storage_events(self) -> int:
         """Journal writes the bridge had to defer or refuse so far (its log)."""
@@ -220,7 +220,7 @@ class Campaign:
 
         threading.Thread(target=hold, daemon=True).start()
 
-    def _clock_step(self, fault: str):  # type: ignore[no-untyped-def]
+    def _clock_step(self, fault: str):
         """The step of a clock_step_* fault, to be taken when the caller says; None for other faults."""
         if not fault.startswith(("clock_step_pos", "clock_step_pc")):
             return None
@@ -303,7 +303,7 @@ class Campaign:
         problem = self._check(code, amount_fen, refund_fen, results, msg_ids)
         return RunOutcome(fault, not problem, statuses, problem, round(time.monotonic() - started, 1))
 
-    def _check(self, code: str, amount_fen: int, refund_fen: int, results, msg_ids) -> str:  # type: ignore[no-untyped-def]
+    def _check(self, code: str, amount_fen: int, refund_fen: int, results, msg_ids) -> str:
         rig = self.rig
         assert rig is not None
         for outcome, msg_id in zip(results, msg_ids):
@@ -326,7 +326,7 @@ class Campaign:
         return ""
 
     def run(self, runs: int, *, kinds: tuple[str, ...] = FAULTS, round_robin: bool = False,
-            report=print, deadline: float | None = None) -> list[RunOutcome]:  # type: ignore[no-untyped-def]
+            report=print, deadline: float | None = None) -> list[RunOutcome]:
         for n in range(runs):
             if deadline is not None and time.monotonic() > deadline:
                 break

@@ -18,7 +18,7 @@ from protocol.messages import PayStatus, Result
 from tests.e2e.world import PIN, Rig, SimWorld, new_order, wait_until
 
 
-def fault(device, **spec):  # type: ignore[no-untyped-def]
+def fault(device, **spec):
     return device.inject(parse_fault(spec))
 
 
@@ -78,7 +78,7 @@ def test_a_bad_cable_still_gives_exactly_one_result(world: SimWorld) -> None:
     assert (result.pay_status, refunded.pay_status) == (PayStatus.SUCCESS, PayStatus.REFUNDED)
     assert rig.balance_fen(code) == 100_00 - 12_50 + 2_50 and len(rig.orders(code)) == 1
     faults = rig.device.status()["faults"]
-    to_bridge, to_device = faults["to_bridge"]["stats"], faults["to_device"]["stats"]  # type: ignore[index]
+    to_bridge, to_device = faults["to_bridge"]["stats"], faults["to_device"]["stats"]
     assert to_device["corrupted"] >= 8 and to_bridge["dropped"] >= 5 and to_bridge["duplicated"] >= 50
     assert to_device["dropped"] >= 30
     assert rig.bridge_result_count(pending.msg_id) == 1 and rig.bridge_result_count(refund.msg_id) == 1
@@ -105,7 +105,7 @@ def test_power_cut_at_a_journal_state_then_power_on(world: SimWorld, at: str, ph
     except SimError as exc:  # the cut hit the cashier's own action: the screen went dark under the finger
         assert exc.code is SimCode.POWERED_OFF
     wait_until(lambda: rig.device.power is Power.OFF, what="the power cut")
-    assert rig.device.status()["faults"]["last_power_cut"]["why"].startswith("at the journal commit")  # type: ignore[index]
+    assert rig.device.status()["faults"]["last_power_cut"]["why"].startswith("at the journal commit")
     with pytest.raises(SimError) as dark:
         rig.device.screen()
     assert dark.value.code is SimCode.POWERED_OFF
@@ -119,7 +119,7 @@ def test_power_cut_at_a_journal_state_then_power_on(world: SimWorld, at: str, ph
         assert_money_agrees(rig, code, result, 12_50)
         if at == "finished":  # the channel took the money before the cut: recovery must find it
             assert result.pay_status is PayStatus.SUCCESS
-    assert rig.device.status()["boot"]["slot"] == "a"  # type: ignore[index]
+    assert rig.device.status()["boot"]["slot"] == "a"
 
 
 def test_power_cut_while_an_instruction_arrives_comes_back_by_itself(world: SimWorld) -> None:
@@ -130,14 +130,14 @@ def test_power_cut_while_an_instruction_arrives_comes_back_by_itself(world: SimW
     # journals it (so it never ACKs it); the device comes back 0.3 s later and the bridge sends it again.
     fault(rig.device, fault="power_cut", after_bytes=100, direction="to_device", off_for_s=0.3)
     pending = rig.pay(order, "+12.50")
-    wait_until(lambda: rig.device.status()["faults"]["last_power_cut"], what="the power cut")  # type: ignore[index]
+    wait_until(lambda: rig.device.status()["faults"]["last_power_cut"], what="the power cut")
     rig.screen_is("awaiting_scan")
     rig.device.scan(code)
     result = pending.result()
     assert result.pay_status is PayStatus.SUCCESS
     assert_money_agrees(rig, code, result, 12_50)
-    cut = rig.device.status()["faults"]["last_power_cut"]  # type: ignore[index]
-    assert "after 100 bytes on the link (to_device)" in cut["why"]  # type: ignore[index]
+    cut = rig.device.status()["faults"]["last_power_cut"]
+    assert "after 100 bytes on the link (to_device)" in cut["why"]
     assert rig.device.power is Power.ON and rig.bridge_result_count(pending.msg_id) == 1
 
 
@@ -167,5 +167,5 @@ def test_a_device_clock_ten_minutes_ahead_still_delivers_the_result(world: SimWo
     pending = rig.pay(new_order(), "+3.00", wait_s=3)
     rig.screen_is("awaiting_scan")
     rig.device.scan(code)
-    assert abs(rig.device.status()["link"]["bridge_clock_offset_s"] - 600) < 5  # type: ignore[index]
+    assert abs(rig.device.status()["link"]["bridge_clock_offset_s"] - 600) < 5
     assert pending.result(timeout=20).pay_status is PayStatus.SUCCESS

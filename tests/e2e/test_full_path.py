@@ -19,7 +19,7 @@ from tests.e2e.world import PIN, SimWorld, new_order
 @pytest.mark.parametrize("link", [LinkKind.PTY, LinkKind.TCP, LinkKind.USB, LinkKind.AOA], ids=lambda k: k.value)
 def test_collect_and_partial_refund(world: SimWorld, link: LinkKind) -> None:
     rig = world.rig(link, control=True)
-    api = rig.control.url  # type: ignore[union-attr]
+    api = rig.control.url  # type: ignore[union-attr]  # the rig was made with control=True, so it has a control server
     channel = "ALIPAY" if link in (LinkKind.USB, LinkKind.AOA) else "WECHAT"
     code = rig.issue(channel, "100.00")
     order = new_order()

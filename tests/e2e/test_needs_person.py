@@ -22,7 +22,7 @@ def test_his_sees_needs_person_while_the_channel_replies_cannot_be_verified(worl
         assert requests.post(api + "/v1/scan", json={"code": code}, timeout=10).status_code == 200
         screen = wait_until(lambda: (s := requests.get(api + "/v1/screen", timeout=10).json())["needs_person"] and s,
                             20, "the POS hands the payment to a person")
-        assert "需人工处理" in screen["message"]["zh"]  # type: ignore[index]
+        assert "需人工处理" in screen["message"]["zh"]
 
         def told() -> dict | None:
             body = requests.get(f"{rig.client.bridge_url}/v1/results/{pending.msg_id}", timeout=10).json()

@@ -51,7 +51,7 @@ def put_back(path: Path, snap: Path) -> None:
         shutil.copy2(f, path.parent / f.name)
 
 
-def restart_bridge(world: SimWorld, rig: Rig, between=lambda: None) -> None:  # type: ignore[no-untyped-def]
+def restart_bridge(world: SimWorld, rig: Rig, between=lambda: None) -> None:
     rig.bridge.stop(grace_s=0.5)
     between()
     rig.bridge = world.start_bridge(rig.device)

@@ -36,6 +36,7 @@ from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
 from protocol.messages import Result
 from firmware_sim.demo_gateway import DemoGateway
+from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
 # Fast link timers (production: 0.3 s / 2 s / 6 s) so a pulled cable is noticed within a second or two.
 DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
@@ -60,16 +61,6 @@ class SteppedClock:
         return time.time() + self.offset_s
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def new_order() -> str:
     return "MZ" + uuid.uuid4().hex[:16]
 
@@ -86,8 +77,8 @@ class Pending:
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"HIS got no answer for {self.msg_id} within {timeout:g} s"
         if "error" in self.box:
-            raise self.box["error"]  # type: ignore[misc]
-        return self.box["outcome"]  # type: ignore[return-value]
+            raise self.box["error"]  # type: ignore[misc]  # the box holds the HIS thread's exception (typed object)
+        return self.box["outcome"]  # type: ignore[return-value]  # the box holds the HIS thread's Outcome (typed object)
 
     def result(self, timeout: float = 40.0) -> Result:
         outcome = self.outcome(timeout)
@@ -127,10 +118,10 @@ class Rig:
         return str(self.world.sandbox.issue_code(channel, balance, behaviour)["code"])
 
     def balance_fen(self, code: str) -> int:
-        return int(self.world.sandbox.account(code)["balance_fen"])  # type: ignore[arg-type]
+        return int(self.world.sandbox.account(code)["balance_fen"])
 
     def orders(self, code: str) -> list[dict[str, object]]:
-        return self.world.sandbox.account(code)["orders"]  # type: ignore[return-value]
+        return self.world.sandbox.account(code)["orders"]  # type: ignore[return-value]  # the sandbox's account JSON: a list of order objects
 
     def bridge_result_count(self, msg_id: str) -> int:
         row = self.bridge.journal.get(msg_id)

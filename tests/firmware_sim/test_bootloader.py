@@ -26,7 +26,7 @@ from posflash import provision
 from firmware_sim.bootloader import META_FILES, Bootloader, BootResult
 from firmware_sim.bootservice import BootService, config_checker, default_self_test, run_boot_sequence
 from protocol.image import PartKind, parse_image
-from firmware_sim.storage import DeviceStorage, PowerCut
+from firmware_sim.storage import DeviceStorage, PowerLostMidWrite
 from protocol.registry import DeviceRecord
 from protocol.sealed_config import config_public_key, seal_config
 from tests.protocol.test_image import DEVICE_ID, MODEL, OVERRIDE, RELEASE, TRUST, app_bundle, make_image
@@ -336,7 +336,7 @@ def _flash_with_cut(root: Path, cut: int | None) -> bool:
     d.storage.arm_power_cut(cut)
     try:
         d.flash(NEW_IMAGE, chunk=2048)
-    except PowerCut:
+    except PowerLostMidWrite:
         return True
     return False
 
@@ -418,7 +418,7 @@ def test_a_power_cut_reaches_the_simulator_not_the_link(device):
     assert sent == [fc.FlashType.BEGIN_OK]
     device.storage.arm_power_cut(100)
     service.on_boot_frame(*fc.encode(fc.make_chunk(session, 0, parsed.payload[:4096])), Endpoint())
-    assert len(cuts) == 1 and isinstance(cuts[0], PowerCut) and sent == [fc.FlashType.BEGIN_OK]
+    assert len(cuts) == 1 and isinstance(cuts[0], PowerLostMidWrite) and sent == [fc.FlashType.BEGIN_OK]
     assert device.power_on().slot == "a"
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -28,11 +29,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
     yield from sandbox_fixture(tmp_path_factory)
 
 
-@pytest.fixture
-def world(tmp_path: Path, sandbox: SandboxProcess) -> Iterator[SimWorld]:
-    yield from world_fixture(tmp_path, sandbox)
-
-
 def pos_sim(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "firmware_sim.cli", *args], capture_output=True, text=True, timeout=60,
                           input=stdin)
@@ -47,12 +43,12 @@ class SimProcess:
                                       "--tcp", "0", "--rto", "0.1", "--keepalive", "0.5", "--dead-after", "2", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         box: dict[str, str] = {}
-        reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]  # started with stdout=PIPE
         reader.start()
         reader.join(30)
         if not box.get("line"):
             self.proc.kill()
-            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]  # started with stderr=PIPE
         self.ready = json.loads(box["line"])
 
     def terminate(self) -> int:
@@ -64,39 +60,62 @@ class SimProcess:
                 self.proc.kill()
 
 
-@pytest.fixture
-def configured(world: SimWorld) -> Iterator[tuple[SimWorld, Path, str]]:
+@pytest.fixture(scope="module")
+def module_world(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxProcess) -> Iterator[SimWorld]:
+    yield from world_fixture(tmp_path_factory.mktemp("world"), sandbox)
+
+
+def configure(world: SimWorld) -> tuple[Path, str]:
     """A provisioned device with a flashed configuration, switched off (its storage free for pos-sim run)."""
     device, provisioned = world.configured_device(LinkKind.TCP)
     storage = Path(device.options.storage)
     device.close()
-    yield world, storage, provisioned.device_id
+    return storage, provisioned.device_id
 
 
-def test_run_serves_the_cashier_commands_and_stops_cleanly(configured: tuple[SimWorld, Path, str]) -> None:
-    world, storage, device_id = configured
+@dataclass
+class Running:
+    """One `pos-sim run` the tests of this module share, and the bridge HIS reaches it through."""
+
+    world: SimWorld
+    storage: Path
+    device_id: str
+    sim: SimProcess
+
+    @property
+    def at(self) -> tuple[str, str]:
+        return ("--storage", str(self.storage))
+
+
+@pytest.fixture(scope="module")
+def running(module_world: SimWorld) -> Iterator[Running]:
+    storage, device_id = configure(module_world)
     sim = SimProcess(storage)
     try:
-        ready = sim.ready
-        assert (ready["event"], ready["device_id"], ready["power"]) == ("ready", device_id, "on")
-        state = json.loads((storage / "sim.json").read_text())
-        assert state["control_url"] == ready["control_url"] and state["pid"] == sim.proc.pid
-        second = pos_sim("run", "--storage", str(storage), "--tcp", "0")
-        assert second.returncode == 1 and "another pos-sim runs on" in second.stderr
+        yield Running(module_world, storage, device_id, sim)
+    finally:
+        sim.terminate()
 
-        at = ("--storage", str(storage))
-        status = pos_sim("status", *at)
-        assert status.returncode == 0 and f"device {device_id}" in status.stdout and "power on" in status.stdout
-        nothing = pos_sim("scan", "134567890123456789", *at)
-        assert nothing.returncode == 1 and "pos-sim: nothing_to_scan:" in nothing.stderr
 
-        bridge = world.start_bridge_for(str(ready["bridge_url"]), device_id)
+@dataclass
+class Paid:
+    order: str
+    code: str
+    statuses: list[PayStatus]
+
+
+@pytest.fixture(scope="module")
+def paid(running: Running) -> Iterator[Paid]:
+    """HIS collects +12.50 and refunds -5.00 of it; the cashier scans and confirms with pos-sim."""
+    world, at = running.world, running.at
+    bridge = world.start_bridge_for(str(running.sim.ready["bridge_url"]), running.device_id)
+    try:
         client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", world.device_keys())
         wait_until(lambda: bridge.health()["status"] == "ok", what="the link to pos-sim")
         issued = world.sandbox.issue_code("WECHAT", "100.00", "success")
-        order = new_order()
+        order, statuses = new_order(), []
         for amount, act in (("+12.50", ("scan", "--qr", str(issued["qr_path"]))), ("-5.00", ("confirm-refund",))):
-            box: dict[str, object] = {}
+            box: dict[str, hisclient.Outcome] = {}
             envelope = hisclient.seal(client, order, amount, hisclient.new_msg_id("T0001"))
             waiter = threading.Thread(target=lambda: box.update(o=hisclient.submit(client, envelope, order, 30, amount=parse_amount(amount))))
             waiter.start()
@@ -107,21 +126,67 @@ def test_run_serves_the_cashier_commands_and_stops_cleanly(configured: tuple[Sim
             done = pos_sim(*act, *at, stdin=PIN + "\n")  # confirm-refund reads the PIN from stdin
             assert done.returncode == 0, done.stderr
             waiter.join(30)
-            assert box["o"].result.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED)  # type: ignore[attr-defined]
-        history = pos_sim("history", *at, "--order", order)
-        assert history.returncode == 0 and "-5.00  REFUNDED" in history.stdout and "+12.50  SUCCESS" in history.stdout
-        assert world.sandbox.account(str(issued["code"]))["balance"] == "92.50"
-
-        unplug = pos_sim("fault", "unplug", "--for", "0.3", *at)
-        assert unplug.returncode == 0 and "cable unplugged" in unplug.stdout
-        skew = pos_sim("fault", "skew", *at, "-90")
-        assert skew.returncode == 0 and "clock offset -90 s" in skew.stdout
-        bad = pos_sim("fault", "power-cut", "--at", "dancing", *at)
-        assert bad.returncode == 1 and "pos-sim: bad_fault: at 'dancing' is not a state" in bad.stderr
-        bridge.stop()
+            result = box["o"].result
+            assert result is not None, f"no verified result for {amount}"
+            statuses.append(result.pay_status)
+        yield Paid(order, str(issued["code"]), statuses)
     finally:
-        code = sim.terminate()
-    assert code == 0
+        bridge.stop()
+
+
+def test_run_prints_a_ready_line_and_writes_its_state_file(running: Running) -> None:
+    ready = running.sim.ready
+    assert (ready["event"], ready["device_id"], ready["power"]) == ("ready", running.device_id, "on")
+    state = json.loads((running.storage / "sim.json").read_text())
+    assert state["control_url"] == ready["control_url"] and state["pid"] == running.sim.proc.pid
+
+
+def test_a_second_run_on_the_same_storage_is_refused(running: Running) -> None:
+    second = pos_sim("run", *running.at, "--tcp", "0")
+    assert second.returncode == 1 and "another pos-sim runs on" in second.stderr
+
+
+def test_status_names_the_device_and_its_power(running: Running) -> None:
+    status = pos_sim("status", *running.at)
+    assert status.returncode == 0 and f"device {running.device_id}" in status.stdout and "power on" in status.stdout
+
+
+def test_a_scan_with_nothing_to_pay_is_refused_with_its_code(running: Running) -> None:
+    nothing = pos_sim("scan", "134567890123456789", *running.at)
+    assert nothing.returncode == 1 and "pos-sim: nothing_to_scan:" in nothing.stderr
+
+
+def test_the_cashier_commands_collect_and_refund(paid: Paid) -> None:
+    assert paid.statuses == [PayStatus.SUCCESS, PayStatus.REFUNDED]
+
+
+def test_history_shows_the_payment_and_the_refund(running: Running, paid: Paid) -> None:
+    history = pos_sim("history", *running.at, "--order", paid.order)
+    assert history.returncode == 0 and "-5.00  REFUNDED" in history.stdout and "+12.50  SUCCESS" in history.stdout
+
+
+def test_the_patient_is_charged_the_payment_less_the_refund(running: Running, paid: Paid) -> None:
+    assert running.world.sandbox.account(paid.code)["balance"] == "92.50"
+
+
+def test_fault_unplug_says_the_cable_is_out(running: Running, paid: Paid) -> None:
+    unplug = pos_sim("fault", "unplug", "--for", "0.3", *running.at)
+    assert unplug.returncode == 0 and "cable unplugged" in unplug.stdout
+
+
+def test_fault_skew_moves_the_device_clock(running: Running, paid: Paid) -> None:
+    skew = pos_sim("fault", "skew", *running.at, "-90")
+    assert skew.returncode == 0 and "clock offset -90 s" in skew.stdout
+
+
+def test_a_bad_fault_is_refused_with_what_is_wrong(running: Running) -> None:
+    bad = pos_sim("fault", "power-cut", "--at", "dancing", *running.at)
+    assert bad.returncode == 1 and "pos-sim: bad_fault: at 'dancing' is not a state" in bad.stderr
+
+
+def test_sigterm_stops_cleanly_removes_the_state_and_frees_the_storage(module_world: SimWorld) -> None:
+    storage, _ = configure(module_world)
+    assert SimProcess(storage).terminate() == 0
     assert not (storage / "sim.json").exists() and not (storage / "tty").exists()
     again = SimProcess(storage)  # the lock died with the process
     assert again.terminate() == 0

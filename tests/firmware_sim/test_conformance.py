@@ -61,7 +61,7 @@ class ReferenceHis:
             envelope = hisclient.seal(self.config, order, amount, hisclient.new_msg_id(self.config.terminal_id))
             threading.Thread(target=self._quietly, args=(envelope, order, amount), daemon=True).start()
 
-    def _quietly(self, envelope, order: str, amount: str) -> None:  # type: ignore[no-untyped-def]
+    def _quietly(self, envelope, order: str, amount: str) -> None:
         try:
             hisclient.submit(self.config, envelope, order, 60, amount=parse_amount(amount))
         except hisclient.ClientError:
@@ -139,7 +139,7 @@ def _his(demo_path: Path, kit: Kit, **kwargs: object) -> ReferenceHis:
     registry = demo_path.parent / "his" / "devices.csv"
     devices = {d.device_id: d.public_key for d in parse_device_csv(registry.read_text(encoding="utf-8")) if d.public_key}
     config = hisclient.ClientConfig(kit.proxy.url, demo.key, KeyRing([demo.key]), demo.terminal_id, devices)
-    return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]
+    return ReferenceHis(config, **kwargs)  # type: ignore[arg-type]  # keyword options passed through to ReferenceHis, typed object here
 
 
 class _Late:
@@ -148,10 +148,10 @@ class _Late:
     his: ReferenceHis
 
     def step(self, *a: object) -> None:
-        self.his.step(*a)  # type: ignore[arg-type]
+        self.his.step(*a)  # type: ignore[arg-type]  # forwards the kit's operator call unchanged
 
     def confirm(self, *a: object) -> bool:
-        return self.his.confirm(*a)  # type: ignore[arg-type]
+        return self.his.confirm(*a)  # type: ignore[arg-type]  # forwards the kit's operator call unchanged
 
     def note(self, text: str) -> None:
         pass
@@ -159,7 +159,7 @@ class _Late:
 
 def test_a_his_that_follows_the_document_passes_every_scenario(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=45)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=45)
     late.his = _his(demo_path, kit)
     kit.proxy.start()
     try:
@@ -172,7 +172,7 @@ def test_a_his_that_follows_the_document_passes_every_scenario(demo_path: Path) 
 
 def test_a_his_that_sends_a_new_plus_after_a_failed_check_fails(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=20)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=20)
     late.his = _his(demo_path, kit, resend_after_failure=True)
     kit.proxy.start()
     try:
@@ -185,7 +185,7 @@ def test_a_his_that_sends_a_new_plus_after_a_failed_check_fails(demo_path: Path)
 
 def test_a_his_that_never_withdraws_fails_the_withdrawal_scenario(demo_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=8)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=8)
     late.his = _his(demo_path, kit)
     late.his.step = _ignoring_withdrawals(late.his.step)  # type: ignore[method-assign]
     kit.proxy.start()
@@ -197,7 +197,7 @@ def test_a_his_that_never_withdraws_fails_the_withdrawal_scenario(demo_path: Pat
     assert not report.passed and "HIS sent a withdrawal" in {c.name for c in report.checks if not c.passed}, render([report])
 
 
-def _ignoring_withdrawals(step):  # type: ignore[no-untyped-def]
+def _ignoring_withdrawals(step):
     def step_(scenario: str, text: str, action: dict[str, object]) -> None:
         if "withdraw" not in action:
             step(scenario, text, action)
@@ -257,7 +257,7 @@ class JavaHis:
 @pytest.mark.skipif(__import__("shutil").which("javac") is None, reason="no JDK on this machine (make conformance-java)")
 def test_the_java_example_passes_every_scenario(demo_path: Path, tmp_path: Path) -> None:
     late = _Late()
-    kit = Kit(Demo.load(demo_path), late, timeout_s=45)  # type: ignore[arg-type]
+    kit = Kit(Demo.load(demo_path), late, timeout_s=45)
     kit.proxy.start()
     java = JavaHis(demo_path, kit, tmp_path)
     late.his = java  # type: ignore[assignment]

@@ -40,7 +40,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxProcess) -> It
 
 
 def api(rig: Rig, method: str, path: str, body: object = None, *, raw: bytes | None = None) -> tuple[int, dict]:
-    url = rig.control.url + path  # type: ignore[union-attr]
+    url = rig.control.url + path  # type: ignore[union-attr]  # the rig was made with control=True, so it has a control server
     if raw is not None:
         response = requests.request(method, url, data=raw, timeout=15)
     else:
@@ -59,7 +59,7 @@ def screen(rig: Rig) -> dict:
 
 
 def wait_screen(rig: Rig, name: str) -> dict:
-    return wait_until(lambda: (s := screen(rig))["screen"] == name and s, what=f"screen {name}")  # type: ignore[return-value]
+    return wait_until(lambda: (s := screen(rig))["screen"] == name and s, what=f"screen {name}")
 
 
 def test_status_names_the_device_its_boot_slot_and_its_link(rig: Rig) -> None:
@@ -91,7 +91,7 @@ def test_refusals_have_stable_codes(rig: Rig) -> None:
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(rig: Rig) -> None:
-    host, port = rig.control.httpd.server_address[:2]  # type: ignore[union-attr]
+    host, port = rig.control.httpd.server_address[:2]  # type: ignore[union-attr]  # the rig was made with control=True, so it has a control server
     with socket.create_connection((host, port), timeout=10) as conn:
         conn.sendall(f"POST /v1/scan HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
         reply = ""
@@ -132,7 +132,7 @@ def test_the_camera_reads_the_sandbox_qr_image(rig: Rig, form: str) -> None:
     assert rig.balance_fen(str(issued["code"])) == 20_00 - 7_77
 
 
-def test_pictures_without_a_code_are_refused(rig: Rig, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pictures_without_a_code_are_refused(rig: Rig, tmp_path) -> None:
     blank = io.BytesIO()
     Image.new("L", (120, 120), 255).save(blank, "PNG")
     pending = rig.pay(new_order(), "+1.00")

@@ -57,7 +57,7 @@ def test_a_new_device_is_in_recovery_and_refuses_instructions_until_configured(w
     assert dark.value.code is SimCode.NO_APPLICATION
     bridge = world.start_bridge(device)
     assert device.wait_link_up(10)
-    health = bridge.health()["devices"][0]  # type: ignore[index]
+    health = bridge.health()["devices"][0]
     assert (health["device_id"], health["firmware"]) == (provisioned.device_id, "pos-sim 1.0 recovery")
     client = hisclient.ClientConfig(bridge.url, world.key, KeyRing([world.key]), "T0001", {provisioned.device_id: provisioned.public_key})
     envelope = hisclient.seal(client, new_order(), "+1.00", hisclient.new_msg_id("T0001"))
@@ -72,14 +72,14 @@ def test_flashing_a_configuration_boots_it_and_confirms_its_health(world: SimWor
     device, provisioned = world.configured_device(LinkKind.PTY)
     status = device.status()
     assert status["power"] == "on" and status["problem"] is None
-    assert status["boot"]["slot"] == "a" and status["boot"]["config_version"] == "cfg-1"  # type: ignore[index]
-    assert "confirmed healthy" in status["boot"]["message"]  # type: ignore[index]
-    assert device.bridge_url == f"serial:{Path(status['storage']).resolve() / 'tty'}"  # type: ignore[arg-type]
+    assert status["boot"]["slot"] == "a" and status["boot"]["config_version"] == "cfg-1"
+    assert "confirmed healthy" in status["boot"]["message"]
+    assert device.bridge_url == f"serial:{Path(status['storage']).resolve() / 'tty'}"
     with flasher.DeviceConnection(device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get,
                                   host_key_seed=load_host_key(world.hosts.maintenance).seed) as conn:
         conn.connect()
         boot = flasher.read_status(conn)
-    assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]
+    assert (boot["running"], boot["active"], boot["slots"]["a"]["state"]) == ("a", "a", "confirmed")  # type: ignore[index]  # INFO's boot state, read from JSON (typed object)
     assert device.service is not None and device.service.config.device.device_id == provisioned.device_id
 
 
@@ -104,7 +104,7 @@ def test_a_maintenance_host_never_takes_a_result_meant_for_his(world: SimWorld) 
     assert pending.outcome().result is None  # HIS gave up waiting: the cable is out
     rig.bridge.stop()  # the field engineer stops the bridge service and plugs in a laptop
     rig.device.inject(parse_fault({"fault": "replug"}))
-    provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    provisioned = load_identity(Path(rig.device.status()["storage"]))
     with flasher.DeviceConnection(rig.device.bridge_url, public_key_for={provisioned.device_id: provisioned.public_key}.get,
                                   host_key_seed=load_host_key(world.hosts.maintenance).seed) as conn:
         conn.connect()
@@ -126,12 +126,12 @@ def test_reconfiguring_by_flash_keeps_the_journal(world: SimWorld) -> None:
     rig.device.scan(code)
     assert pending.result().pay_status is PayStatus.SUCCESS
     rig.bridge.stop()
-    provisioned = load_identity(Path(rig.device.status()["storage"]))  # type: ignore[arg-type]
+    provisioned = load_identity(Path(rig.device.status()["storage"]))
     outcome = demo_setup.flash(rig.device.bridge_url, world.configuration(provisioned, version=2), world.records,
                                host_key=world.hosts.maintenance)
     assert outcome.confirmed and outcome.slot == "b"
     wait_until(lambda: rig.device.power is Power.ON, what="the device to run cfg-2")
-    assert rig.device.status()["boot"]["config_version"] == "cfg-2"  # type: ignore[index]
+    assert rig.device.status()["boot"]["config_version"] == "cfg-2"
     (entry,) = rig.device.history(order_no=order)
     assert entry.pay_status is PayStatus.SUCCESS and entry.delivered
 
@@ -168,6 +168,7 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
     from protocol.sealed_config import open_config
 
     sealed = parse_image(world.configuration(provisioned)).part(PartKind.CONFIG)
+    assert sealed is not None and provisioned.config_key is not None  # a configuration image, for a device that has a config key
     config = parse_config(open_config(sealed, device_id=provisioned.device_id, device_private=provisioned.config_key))
     service = open_terminal(config, tmp_path / "journal.db", device_key_seed=provisioned.device_key_seed)
     service.start()
@@ -190,9 +191,9 @@ def test_pos_app_serves_its_service_through_the_device_host(world: SimWorld, tmp
         wait_until(lambda: service.view().can_scan, what="the collection on screen")
         service.scan(code)
         waiter.join(20)
-        assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]
+        assert box["o"].result.pay_status is PayStatus.SUCCESS  # type: ignore[attr-defined]  # the box holds the HIS thread's Outcome (typed object)
         # A real POS announces the POS app's own version, never the simulator's.
-        assert bridge.health()["devices"][0]["firmware"] == f"pos-app {terminal.__version__}"  # type: ignore[index]
+        assert bridge.health()["devices"][0]["firmware"] == f"pos-app {terminal.__version__}"
     finally:
         detach()
         service.close()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from terminal.link.tcp_wire import TcpWire
 from terminal.link.wire import WireReset
 from firmware_sim.faults import (
-    ByteFault, ByteFaultKind, ByteFilter, ClockSkew, Direction, FaultyWire, PowerCut, Unplug, describe_fault, parse_fault,
+    ByteFault, ByteFaultKind, ByteFilter, ClockSkew, Direction, FaultyWire, PowerCutFault, Unplug, describe_fault, parse_fault,
 )
 from firmware_sim.simerrors import SimCode, SimError
 from terminal.journal import CommitPoint
@@ -69,7 +69,7 @@ def test_bad_faults_are_refused_with_what_is_wrong() -> None:
 def test_power_cut_matches_states_and_exact_labels() -> None:
     by_state = parse_fault({"fault": "power_cut", "at": "paying"})
     by_label = parse_fault({"fault": "power_cut", "at": "refund:awaiting_supervisor->refunding", "phase": "before"})
-    assert isinstance(by_state, PowerCut) and isinstance(by_label, PowerCut)
+    assert isinstance(by_state, PowerCutFault) and isinstance(by_label, PowerCutFault)
     assert by_state.matches(CommitPoint(3, "collect:awaiting_scan->paying", "after"))
     assert by_state.matches(CommitPoint(9, "collect:declined->paying", "after"))
     assert not by_state.matches(CommitPoint(3, "collect:awaiting_scan->paying", "before"))
@@ -151,9 +151,9 @@ def _device_read(wire: FaultyWire, timeout: float = 2.0) -> bytes:
 
 
 def test_faulty_wire_filters_each_direction_and_cuts_after_a_byte_budget() -> None:
-    cuts: list[PowerCut] = []
+    cuts: list[PowerCutFault] = []
     wire = FaultyWire(TcpWire(), on_budget_spent=cuts.append)
-    host = _Host(wire.inner)  # type: ignore[arg-type]
+    host = _Host(wire.inner)  # type: ignore[arg-type]  # the inner wire is the TcpWire this test made
     try:
         wire.add(ByteFault(ByteFaultKind.DROP, Direction.TO_DEVICE, next_bytes=2))
         host.sock.sendall(b"abcdef")
@@ -162,7 +162,7 @@ def test_faulty_wire_filters_each_direction_and_cuts_after_a_byte_budget() -> No
         wire.write(b"xyz!")
         assert host.read_all(7) == b"xxyyzz!"
         budget = parse_fault({"fault": "power_cut", "after_bytes": 5, "direction": "to_bridge"})
-        assert isinstance(budget, PowerCut)
+        assert isinstance(budget, PowerCutFault)
         wire.arm_budget(budget)
         wire.write(b"123")
         wire.write(b"4567890")
@@ -172,7 +172,7 @@ def test_faulty_wire_filters_each_direction_and_cuts_after_a_byte_budget() -> No
         host.sock.sendall(b"ignored")
         assert host.read_all(1, timeout=0.3) == b"" and wire.read(100, 0.05) == b""
         status = wire.describe()
-        assert status["to_device"]["stats"]["dropped"] == 2 and status["to_bridge"]["stats"]["duplicated"] == 3  # type: ignore[index]
+        assert status["to_device"]["stats"]["dropped"] == 2 and status["to_bridge"]["stats"]["duplicated"] == 3
         wire.unsilence()
         wire.write(b"back")
         assert host.read_all(4) == b"back"

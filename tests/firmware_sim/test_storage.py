@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_sim.storage import DeviceStorage, PowerCut
+from firmware_sim.storage import DeviceStorage, PowerLostMidWrite
 
 OLD = b"old contents " * 8
 NEW = b"the new contents, longer than the old " * 4
@@ -55,7 +55,7 @@ def test_atomic_write_is_old_or_new_at_every_cut(tmp_path):
         try:
             s.write_atomic("f", NEW)
             assert n == cost
-        except PowerCut:
+        except PowerLostMidWrite:
             assert n < cost
         after = DeviceStorage(root)
         assert after.read("f") == (NEW if n == cost else OLD)
@@ -68,7 +68,7 @@ def test_in_place_write_leaves_a_prefix(tmp_path_factory, n):
     s = DeviceStorage(root, cut_after_bytes=n)
     try:
         s.write_in_place("f", NEW)
-    except PowerCut:
+    except PowerLostMidWrite:
         pass
     got = DeviceStorage(root).read("f")
     # The truncation costs one byte: a cut at 0 leaves the old file, later cuts a prefix of the new.
@@ -78,11 +78,11 @@ def test_in_place_write_leaves_a_prefix(tmp_path_factory, n):
 def test_append_keeps_a_prefix_and_the_device_stays_off(tmp_path):
     s = DeviceStorage(tmp_path, cut_after_bytes=10)
     s.append("log", b"12345")
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostMidWrite):
         s.append("log", b"67890abcdef")
     assert not s.powered
     for call in (lambda: s.read("log"), lambda: s.append("log", b"x"), lambda: s.write_atomic("a", b"")):
-        with pytest.raises(PowerCut):
+        with pytest.raises(PowerLostMidWrite):
             call()
     assert DeviceStorage(tmp_path).read("log") == b"1234567890"
 
@@ -91,14 +91,14 @@ def test_arming_later_counts_from_then(tmp_path):
     s = DeviceStorage(tmp_path)
     s.append("a", b"x" * 100)
     s.arm_power_cut(3)
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostMidWrite):
         s.append("a", b"yyyy")
     assert DeviceStorage(tmp_path).read("a") == b"x" * 100 + b"yyy"
 
 
 def test_temporaries_left_by_a_cut_are_cleaned(tmp_path):
     s = DeviceStorage(tmp_path, cut_after_bytes=3)
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostMidWrite):
         s.write_atomic("boot/meta", b"abcdef")
     again = DeviceStorage(tmp_path)
     assert again.list("boot") == ["boot/meta.tmp"] and again.read("boot/meta") is None

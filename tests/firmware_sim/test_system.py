@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from firmware_sim.system import System, SystemOptions, _start_on_saved_port
 from protocol.image import PartKind, parse_image
+from tests.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -58,7 +61,7 @@ class Launcher:
         ready = threading.Event()
 
         def read() -> None:
-            for line in iter(self.proc.stdout.readline, ""):  # type: ignore[union-attr]
+            for line in iter(self.proc.stdout.readline, ""):  # type: ignore[union-attr]  # started with stdout=PIPE
                 self.out.append(line)
                 if line.startswith("Ctrl-C stops everything"):
                     ready.set()
@@ -66,7 +69,7 @@ class Launcher:
 
         threading.Thread(target=read, daemon=True).start()
         def read_err() -> None:
-            for line in iter(self.proc.stderr.readline, ""):  # type: ignore[union-attr]
+            for line in iter(self.proc.stderr.readline, ""):  # type: ignore[union-attr]  # started with stderr=PIPE
                 self.err_lines.append(line)
 
         threading.Thread(target=read_err, daemon=True).start()
@@ -151,12 +154,9 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         try:
             code = requests.post(demo["sandbox_url"] + "/sandbox/v1/codes", json={"channel": "WECHAT"}, timeout=10).json()["code"]
             storage = ["--storage", str(workdir / "device")]
-            deadline = time.monotonic() + 30
-            while True:
-                scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, *storage], capture_output=True, text=True, timeout=30)
-                if scan.returncode == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)  # the instruction is on its way to the POS
+            wait_until(lambda: requests.get(demo["sim_url"] + "/v1/screen", timeout=10).json()["screen"] == "awaiting_scan",
+                       30, "the POS to ask for the payment code")
+            scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, *storage], capture_output=True, text=True, timeout=30)
             assert scan.returncode == 0, scan.stderr
             out, err = pay.communicate(timeout=60)
         finally:
@@ -191,3 +191,44 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         assert not any(alive(pid) for pid in second.children)
     finally:
         second.kill()
+
+
+# A child that listens on the port it is given (0: any) and reports it, as the sandbox and the gateway do.
+LISTENER = ("import json, socket, sys, threading; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+            "s.listen(); print(json.dumps({'event': 'ready', 'url': 'http://127.0.0.1:%d' % s.getsockname()[1]}), "
+            "flush=True); threading.Event().wait()")
+
+
+def _listener(port: int) -> list[str]:
+    return [sys.executable, "-c", LISTENER, str(port)]
+
+
+def test_a_restarted_part_gets_the_port_it_had_before(tmp_path: Path) -> None:
+    system = System(SystemOptions(workdir=tmp_path))
+    state: dict[str, object] = {}
+    (tmp_path / "logs").mkdir()
+    try:
+        first = _start_on_saved_port(system, state, "part", _listener)
+        system.children.pop().stop()
+        again = _start_on_saved_port(system, state, "part", _listener)
+        assert again["url"] == first["url"] and state["part_port"] == int(str(first["url"]).rsplit(":", 1)[1])
+    finally:
+        for child in system.children:
+            child.stop()
+
+
+def test_a_part_whose_port_is_taken_starts_on_a_new_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    system = System(SystemOptions(workdir=tmp_path))
+    (tmp_path / "logs").mkdir()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        state: dict[str, object] = {"part_port": taken}
+        try:
+            ready = _start_on_saved_port(system, state, "part", _listener)
+        finally:
+            for child in system.children:
+                child.stop()
+    assert state["part_port"] != taken and ready["url"] == f"http://127.0.0.1:{state['part_port']}"
+    assert f"the part could not take its earlier port {taken} again" in caplog.text

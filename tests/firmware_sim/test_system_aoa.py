@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.firmware_sim.test_system import BIN, Launcher, alive
+from tests.waiting import wait_until
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
@@ -35,13 +36,10 @@ def test_the_system_on_the_android_accessory_path(tmp_path: Path) -> None:
                                 order, "--wait", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             code = requests.post(demo["sandbox_url"] + "/sandbox/v1/codes", json={"channel": "ALIPAY"}, timeout=10).json()["code"]
-            deadline = time.monotonic() + 30
-            while True:
-                scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, "--storage", str(workdir / "device")],
-                                      capture_output=True, text=True, timeout=30)
-                if scan.returncode == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)  # the instruction is on its way to the POS
+            wait_until(lambda: requests.get(demo["sim_url"] + "/v1/screen", timeout=10).json()["screen"] == "awaiting_scan",
+                       30, "the POS to ask for the payment code")
+            scan = subprocess.run([str(BIN / "pos-sim"), "scan", code, "--storage", str(workdir / "device")],
+                                  capture_output=True, text=True, timeout=30)
             assert scan.returncode == 0, scan.stderr
             out, err = pay.communicate(timeout=60)
         finally:

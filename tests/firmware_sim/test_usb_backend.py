@@ -13,12 +13,12 @@ from firmware_sim.usb_backend import EP_IN, EP_OUT, VirtualUsbBackend, VirtualUs
 
 
 @pytest.fixture
-def usb_pos():  # type: ignore[no-untyped-def]
+def usb_pos():
     device = VirtualUsbDevice(serial_no="PS-0042")
     return device, VirtualUsbBackend(device)
 
 
-def test_found_by_vid_pid_with_descriptors_and_strings(usb_pos) -> None:  # type: ignore[no-untyped-def]
+def test_found_by_vid_pid_with_descriptors_and_strings(usb_pos) -> None:
     device, backend = usb_pos
     dev = usb.core.find(idVendor=DEFAULT_VID, idProduct=DEFAULT_PID, backend=backend)
     assert dev is not None
@@ -32,7 +32,7 @@ def test_found_by_vid_pid_with_descriptors_and_strings(usb_pos) -> None:  # type
     usb.util.dispose_resources(dev)
 
 
-def test_bulk_transfers_timeouts_unplug_and_replug(usb_pos) -> None:  # type: ignore[no-untyped-def]
+def test_bulk_transfers_timeouts_unplug_and_replug(usb_pos) -> None:
     device, backend = usb_pos
     dev = usb.core.find(idVendor=DEFAULT_VID, idProduct=DEFAULT_PID, backend=backend)
     dev.set_configuration()
@@ -59,7 +59,7 @@ def test_bulk_transfers_timeouts_unplug_and_replug(usb_pos) -> None:  # type: ig
     usb.util.dispose_resources(fresh)
 
 
-def test_an_interface_has_one_owner(usb_pos) -> None:  # type: ignore[no-untyped-def]
+def test_an_interface_has_one_owner(usb_pos) -> None:
     _, backend = usb_pos
     first = usb.core.find(idVendor=DEFAULT_VID, backend=backend)
     second = usb.core.find(idVendor=DEFAULT_VID, backend=backend)

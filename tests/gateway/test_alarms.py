@@ -19,6 +19,7 @@ from terminal.service import ScanStatus
 from tests.gateway.fleet import ACTOR
 from tests.gateway.test_api import gw, onboard, order, sandbox  # noqa: F401 - fixtures
 from tests.terminal.helpers import Bridge, His, make_config, open_service
+from tests.terminal.helpers import wait_for_view
 
 
 def _wrong_alipay_public_key(fleet, sandbox) -> None:
@@ -44,7 +45,7 @@ def test_a_pos_hand_over_is_listed_by_gateway_admin_with_what_to_do(gw, pos_serv
     bridge, his, order_no = Bridge(pos_service), His(), order()
     pos_service.submit_instruction(his.envelope(order_no, "+12.50"))
     assert pos_service.scan(gw.code("ALIPAY")).status is ScanStatus.ACCEPTED
-    view = pos_service.wait_until(lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 20)
+    view = wait_for_view(pos_service, lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 20)
     assert view is not None, pos_service.view()
     bridge.pump()
     assert bridge.results == {} and bridge.progress[-1].event.code == "needs_person"
@@ -83,7 +84,7 @@ def test_a_rejected_merchant_key_ends_the_payment_and_raises_one_merchant_alarm(
         envelope = his.envelope(order(), "+3.00")
         pos_service.submit_instruction(envelope)
         assert pos_service.scan(code).status is ScanStatus.ACCEPTED
-        assert pos_service.wait_until(lambda v: v.state is State.DECLINED, 20) is not None
+        assert wait_for_view(pos_service, lambda v: v.state is State.DECLINED, 20) is not None
         pos_service.cancel()
         result = bridge.result(envelope.msg_id)
         assert (result.pay_status, result.error_code) == (PayStatus.FAILED, "merchant_config")

@@ -265,7 +265,7 @@ def test_a_replayed_request_is_refused(gw) -> None:
     captured: list = []
 
     class Recorder(requests.Session):
-        def post(self, url, **kw):  # type: ignore[override]
+        def post(self, url, **kw):
             captured.append((url, kw))
             return super().post(url, **kw)
 

@@ -31,12 +31,12 @@ class Clock:
         return self.now
 
 
-def _day_of_business(db, clock: Clock):  # type: ignore[no-untyped-def]
+def _day_of_business(db, clock: Clock):
     fleet = make_fleet(db, clock=clock)
     ledger = fleet.ledger
     other = make_fleet(db, hospital_id="H002", clock=clock)
 
-    def pay(order: str, fen: int, otn: str, *, channel: PayChannel = PayChannel.WECHAT, hospital: str = "H001", f=fleet):  # type: ignore[no-untyped-def]
+    def pay(order: str, fen: int, otn: str, *, channel: PayChannel = PayChannel.WECHAT, hospital: str = "H001", f=fleet):
         return f.ledger.start_payment(hospital_id=hospital, terminal_id="T0001", device_id=f"{hospital}-POS1", order_no=order,
                                       out_trade_no=otn, channel=channel, amount_fen=fen)
 

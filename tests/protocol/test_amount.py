@@ -106,8 +106,8 @@ def test_unsigned_round_trip(fen):
 
 def test_amount_refuses_floats_and_bools_inside():
     with pytest.raises(ValueError):
-        Amount(Direction.COLLECT, 12.5)  # type: ignore[arg-type]
+        Amount(Direction.COLLECT, 12.5)
     with pytest.raises(ValueError):
-        Amount(Direction.COLLECT, True)  # type: ignore[arg-type]
+        Amount(Direction.COLLECT, True)
     with pytest.raises(ValueError):
         Amount(Direction.COLLECT, 0)

@@ -37,9 +37,12 @@ def app_bundle(version: str, size: int = 20_000, *, noise: bool = False) -> byte
     """A stored zip, as `pos-flash build --app DIR` makes; `noise` makes it incompressible."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as bundle:
-        bundle.writestr("app/__init__.py", f"VERSION = {version!r}\n")
+        # A fixed date, as pos-flash writes (posflash/cli.py): the same bundle built twice is the same bytes,
+        # whichever second each build falls in.
+        stamp = (1980, 1, 1, 0, 0, 0)
+        bundle.writestr(zipfile.ZipInfo("app/__init__.py", date_time=stamp), f"VERSION = {version!r}\n")
         body = os.urandom(size) if noise else (b"def handle(instruction):\n    return instruction\n" * (size // 48 + 1))[:size]
-        bundle.writestr("app/main.py" if not noise else "app/blob.bin", body)
+        bundle.writestr(zipfile.ZipInfo("app/main.py" if not noise else "app/blob.bin", date_time=stamp), body)
     return buf.getvalue()
 
 

@@ -141,7 +141,7 @@ class Instr:
     finished_at: int
 
 
-def write_journal(path, instructions: list[Instr]) -> None:  # type: ignore[no-untyped-def]
+def write_journal(path, instructions: list[Instr]) -> None:
     """Through the bridge's own Journal API, with its clock at each instruction's real moments."""
     import hashlib
 

@@ -21,7 +21,7 @@ FAST = {"query_interval_s": 0.2, "pay_deadline_s": 5.0}
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
     process = SandboxProcess(str(tmp_path_factory.mktemp("reconcile-sandbox")))
     process.start()
     try:

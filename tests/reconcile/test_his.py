@@ -15,7 +15,7 @@ from reconcile.model import COLLECT, REFUND, Channel, Entry, State, flatten
 HEADER = "order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"
 
 
-def rows(path: Path, mapping=NEUTRAL) -> list[Entry]:  # type: ignore[no-untyped-def]
+def rows(path: Path, mapping=NEUTRAL) -> list[Entry]:
     return [Entry(*t) for t in flatten(read_his(path, mapping))]
 
 

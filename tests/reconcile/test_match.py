@@ -16,19 +16,19 @@ M, N, P, R = int(State.MOVED), int(State.NOT_MOVED), int(State.PENDING), int(Sta
 AT = 1795000000
 
 
-def ours(i, order, d, fen, state, chan, pay, at=AT, flags=0):  # type: ignore[no-untyped-def]
+def ours(i, order, d, fen, state, chan, pay, at=AT, flags=0):
     return (i, order, f"HIS-{i}", d, fen, state, chan, pay, "", at + i, flags)
 
 
-def his(line, order, msg, d, fen, state, pay=""):  # type: ignore[no-untyped-def]
+def his(line, order, msg, d, fen, state, pay=""):
     return (line, order, msg, d, fen, state, 0, pay, "", "2026-11-22 10:00:00")
 
 
-def bill(line, d, fen, chan, pay, state=M, ref="", at=AT):  # type: ignore[no-untyped-def]
+def bill(line, d, fen, chan, pay, state=M, ref="", at=AT):
     return (line, "P" + pay, "", d, fen, state, chan, pay, ref, at)
 
 
-def run(o, h, c) -> MatchResult:  # type: ignore[no-untyped-def]
+def run(o, h, c) -> MatchResult:
     m = Matcher("20261122")
     m.add_ours(Columns.from_rows(o), "journal.db")
     m.add_his([h], "his.csv")
@@ -36,7 +36,7 @@ def run(o, h, c) -> MatchResult:  # type: ignore[no-untyped-def]
     return m.finish()
 
 
-def only(result: MatchResult):  # type: ignore[no-untyped-def]
+def only(result: MatchResult):
     assert len(result.differences) == 1, result.differences
     return result.differences[0]
 
@@ -129,7 +129,7 @@ def test_difference_ids_are_stable_and_unique():
 # -- the accounting invariant ---------------------------------------------------------------------
 
 @st.composite
-def days(draw):  # type: ignore[no-untyped-def]
+def days(draw):
     """Transactions with random disagreements: missing rows, other amounts, states, duplicates."""
     n = draw(st.integers(min_value=0, max_value=25))
     o, h, c = [], [], []
@@ -150,7 +150,7 @@ def days(draw):  # type: ignore[no-untyped-def]
     return o, h, c
 
 
-def _total(rows, offset=0):  # type: ignore[no-untyped-def]
+def _total(rows, offset=0):
     """A side's net; our records' replayed results and late results (a later day's) move nothing today."""
     return sum(effect_of(t[3], t[4], t[5]) if not (len(t) > 10 and t[10] & (FLAG_ECHO | FLAG_LATE)) else 0 for t in rows)
 

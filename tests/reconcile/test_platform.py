@@ -20,7 +20,7 @@ from reconcile.run import RunConfig, reconcile_day
 DAY = datetime.date(2026, 11, 22)
 
 
-def _run(files: dict[str, Path], out: Path, *, platform: bool = True):  # type: ignore[no-untyped-def]
+def _run(files: dict[str, Path], out: Path, *, platform: bool = True):
     cfg = RunConfig(day=DAY, his=files["his"], journals=(files["journal"],), out_dir=out, state_db=out / "state.db",
                     bills={Channel.WECHAT: files["wechat"], Channel.ALIPAY: files["alipay"]}, jobs=1,
                     platform=files["platform"] if platform else None)
@@ -62,7 +62,7 @@ def test_the_report_has_a_platform_column_and_the_cli_takes_the_ledger(every_cla
     assert "支付平台 Platform" in html and f["platform"].name in html
 
 
-def _broken(src: Path, tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+def _broken(src: Path, tmp_path: Path, edit) -> Path:
     lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
     out = tmp_path / src.name
     out.write_text("".join(edit(lines)), encoding="utf-8")

@@ -24,13 +24,13 @@ R1 = "R0123456789abcdef0123456789abcde"
 
 def wx(tmp_path: Path, rows: list[WxRow], **kw: object) -> list[Entry]:
     path = tmp_path / "wechat.csv"
-    path.write_bytes(wechat_bill(rows, **kw))  # type: ignore[arg-type]
+    path.write_bytes(wechat_bill(rows, **kw))  # type: ignore[arg-type]  # options passed through to the bill writer, typed object here
     return [Entry(*t) for t in flatten(read_wechat_bill(path))]
 
 
 def ali(tmp_path: Path, rows: list[AliRow], **kw: object) -> list[Entry]:
     path = tmp_path / "alipay.zip"
-    path.write_bytes(alipay_zip(rows, **kw))  # type: ignore[arg-type]
+    path.write_bytes(alipay_zip(rows, **kw))  # type: ignore[arg-type]  # options passed through to the bill writer, typed object here
     return [Entry(*t) for t in flatten(read_alipay_bill(path))]
 
 

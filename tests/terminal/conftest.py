@@ -65,9 +65,11 @@ class Pos:
         return self.bridge.result(msg_id)
 
 
-def make_pos(path, sandbox, channel_settings, **config_kwargs) -> Pos:
+def make_pos(path, sandbox, channel_settings, *, wrap_clients=None, **config_kwargs) -> Pos:
+    """`wrap_clients(clients)` may put a recorder around the channel clients the service is given."""
     config = make_config(**config_kwargs)
-    service = open_service(path, config, build_clients(channel_settings))
+    clients = build_clients(channel_settings)
+    service = open_service(path, config, wrap_clients(clients) if wrap_clients else clients)
     return Pos(service, Bridge(service), His(), sandbox)
 
 

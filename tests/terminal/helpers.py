@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
@@ -23,6 +24,7 @@ from terminal.config import DeviceConfig, DeviceInfo, Polling, Supervisor
 from terminal.journal import Journal
 from terminal.pin import hash_pin, parse_pin_hash
 from terminal.service import TerminalService
+from terminal.view import ScreenView
 
 KEY = SharedKey("k2026a", "AES-256-GCM", bytes(range(32)))
 OLD_KEY = SharedKey("k2025z", "AES-256-GCM", bytes(range(1, 33)), retired=True)
@@ -100,7 +102,7 @@ class Bridge:
                 env = message.envelope
                 received = receive_result(env.to_json_obj(), KeyRing([KEY, SharedKey(OLD_KEY.kid, OLD_KEY.suite, OLD_KEY.secret)]),
                                           now=self.service.clock(), device_keys=DEVICE_KEYS)  # signed by the device
-                assert env.device_id == DEVICE_ID
+                assert env.device_id == DEVICE_ID and env.reply_to is not None  # a result answers an instruction
                 result = received.message
                 assert isinstance(result, Result)
                 if result.pay_status in (PayStatus.FAILED, PayStatus.REFUND_FAILED) and \
@@ -139,3 +141,25 @@ def open_service(path: Path, config: DeviceConfig | None = None, clients=None, *
     if start:
         service.start()
     return service
+
+
+def wait_for_view(service: TerminalService, predicate: Callable[[ScreenView], bool], timeout: float) -> ScreenView | None:
+    """The service's first view that satisfies `predicate`, waiting up to `timeout` s; None if none did.
+
+    Woken by the service's own observer call on every change, so it never polls on a timer.
+    """
+    changed = threading.Event()
+    remove = service.add_observer(lambda view: changed.set())
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            changed.clear()  # before looking: a change from here on wakes the wait below
+            view = service.view()
+            if predicate(view):
+                return view
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            changed.wait(left)
+    finally:
+        remove()

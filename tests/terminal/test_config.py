@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from protocol.keyfile import format_keyfile
 from protocol.messages import PayChannel
-from terminal.config import ConfigError, Polling, dump_config, load_config, parse_config, parse_print_command
+from terminal.config import DeviceConfigError, Polling, dump_config, load_config, parse_config, parse_print_command
 from tests.terminal.helpers import KEY, OLD_KEY, PIN_HASH, make_config
 
 
@@ -110,30 +110,30 @@ def test_round_trip_through_dump():
     ({"printer": "lp {png}"}, "printer must be an object"),
 ])
 def test_errors_name_the_field(changes, names):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(DeviceConfigError) as info:
         parse_config(document(**changes), source="pos.json")
     assert names in str(info.value)
     assert str(info.value).startswith("pos.json")
 
 
 def test_duplicate_keys_and_nan_are_refused():
-    with pytest.raises(ConfigError, match="duplicate"):
+    with pytest.raises(DeviceConfigError, match="duplicate"):
         parse_config('{"format": "his-device-config-v1", "format": "x"}')
-    with pytest.raises(ConfigError, match="NaN"):
+    with pytest.raises(DeviceConfigError, match="NaN"):
         parse_config(document().replace('"pay_deadline_s": 45.5', '"pay_deadline_s": NaN'))
 
 
 def test_key_material_never_appears_in_errors():
     doc = json.loads(document())
     doc["keys"]["keys"][0]["key_hex"] = KEY.secret.hex()[:-2]
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(DeviceConfigError) as info:
         parse_config(json.dumps(doc))
     assert KEY.secret.hex()[:20] not in str(info.value)
 
 
 @given(st.binary(max_size=200))
 def test_garbage_is_a_config_error_never_a_crash(data):
-    with pytest.raises(ConfigError):
+    with pytest.raises(DeviceConfigError):
         parse_config(data)
 
 
@@ -156,15 +156,15 @@ def test_load_with_a_referenced_key_file_and_permissions(tmp_path):
     doc["keys_file"] = "keys.json"
     conf.write_text(json.dumps(doc))
     os.chmod(keys, 0o644)
-    with pytest.raises(ConfigError, match="chmod 600"):
+    with pytest.raises(DeviceConfigError, match="chmod 600"):
         load_config(conf)
     os.chmod(keys, 0o600)
     cfg = load_config(conf)
     assert cfg.keys_file == "keys.json" and len(cfg.keys) == 1
     (tmp_path / "embedded.json").write_text(document())
     os.chmod(tmp_path / "embedded.json", 0o640)
-    with pytest.raises(ConfigError, match="other users can read"):
+    with pytest.raises(DeviceConfigError, match="other users can read"):
         load_config(tmp_path / "embedded.json")
     assert load_config(tmp_path / "embedded.json", check_permissions=False).device.model == "HIS-POS-1"
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(DeviceConfigError, match="cannot read"):
         load_config(tmp_path / "missing.json")

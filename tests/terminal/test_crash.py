@@ -3,7 +3,7 @@ sandbox, the results HIS received and the journal must agree. No double charge, 
 double refund, and every instruction finishes.
 
 A cut is injected at the Nth commit of a service's journal, either just before it becomes durable
-(rolled back) or just after (durable, but nothing acted on it). The PowerCut kills that service
+(rolled back) or just after (durable, but nothing acted on it). The PowerLostAtCommit kills that service
 object wherever it happens (the link thread, the cashier's thread or a worker); the test abandons it
 and starts a fresh service on the same files, as a device does after power returns.
 """
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from protocol.messages import PayChannel, PayStatus
 from gateway.channels import build_clients
 from terminal.config import Polling
-from terminal.journal import CommitPoint, PowerCut
+from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.view import Screen
 from tests.terminal.conftest import new_order_no
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service
@@ -50,7 +50,7 @@ SCENARIOS = [
 
 
 class Cut:
-    """Raise PowerCut at commit `number` in `phase` of the journal it is given to."""
+    """Raise PowerLostAtCommit at commit `number` in `phase` of the journal it is given to."""
 
     def __init__(self, number: int, phase: str) -> None:
         self.number, self.phase, self.fired = number, phase, False
@@ -58,7 +58,7 @@ class Cut:
     def __call__(self, point: CommitPoint) -> None:
         if point.number == self.number and point.phase == self.phase:
             self.fired = True
-            raise PowerCut(f"cut at {point}")
+            raise PowerLostAtCommit(f"cut at {point}")
 
 
 class Run:
@@ -94,7 +94,7 @@ class Run:
                 service.start()
                 self.drive(service)
                 done = True
-            except PowerCut:
+            except PowerLostAtCommit:
                 done = False
             finally:
                 service.close()
@@ -110,7 +110,7 @@ class Run:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if service.dead:
-                raise PowerCut("the service died in a worker")
+                raise PowerLostAtCommit("the service died in a worker")
             self.bridge.pump()
             if all(e.msg_id in self.bridge.results for e in self.envelopes):
                 assert service.journal.unfinished() == [] and service.journal.undelivered() == []

@@ -11,7 +11,7 @@ from terminal.machine import State
 from terminal.service import PinStatus, ScanStatus
 from terminal.view import Screen
 from tests.terminal.conftest import new_order_no
-from tests.terminal.helpers import PIN
+from tests.terminal.helpers import PIN, wait_for_view
 
 
 def test_success(pos, channel):
@@ -33,7 +33,7 @@ def test_decline_then_rescan_with_another_code(pos, channel):
     poor, rich, order = pos.issue(channel, "5.00"), pos.issue(channel), new_order_no()
     msg_id = pos.send(order, "+12.50")
     assert pos.service.scan(poor).status is ScanStatus.ACCEPTED
-    view = pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    view = wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     assert view is not None and "余额不足" in view.message.zh and view.can_scan and view.can_cancel
     assert pos.service.scan(rich).status is ScanStatus.ACCEPTED  # a new attempt, a new out_trade_no
     result = pos.bridge.result(msg_id)
@@ -46,7 +46,7 @@ def test_decline_then_cancel_is_failed_with_the_reason(pos):
     code, order = pos.issue(PayChannel.WECHAT, behaviour="insufficient"), new_order_no()
     msg_id = pos.send(order, "+12.50")
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    assert wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     pos.service.cancel()
     result = pos.bridge.result(msg_id)
     assert (result.pay_status, result.error_code, result.pay_channel) == (PayStatus.FAILED, "insufficient_funds", PayChannel.WECHAT)
@@ -57,7 +57,7 @@ def test_user_paying_then_success(pos, channel):
     code, order = pos.issue(channel, behaviour="userpaying:0.5"), new_order_no()
     msg_id = pos.send(order, "+3.00")
     pos.service.scan(code)
-    view = pos.service.wait_until(lambda v: v.state is State.USER_PAYING, 10)
+    view = wait_for_view(pos.service, lambda v: v.state is State.USER_PAYING, 10)
     assert view is not None and view.countdown_s is not None and 0 < view.countdown_s <= 1.5 and view.can_cancel
     result = pos.bridge.result(msg_id)
     assert result.pay_status is PayStatus.SUCCESS and pos.balance(code) == 100_00 - 300
@@ -75,7 +75,7 @@ def test_cashier_cancels_while_the_patient_confirms(pos):
     code, order = pos.issue(PayChannel.ALIPAY, behaviour="userpaying:1.2"), new_order_no()
     msg_id = pos.send(order, "+3.00")
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.state is State.USER_PAYING, 10)
+    assert wait_for_view(pos.service, lambda v: v.state is State.USER_PAYING, 10)
     assert pos.service.cancel().ok
     result = pos.bridge.result(msg_id)
     assert (result.pay_status, result.error_code) == (PayStatus.CLOSED, "cancelled")
@@ -112,7 +112,7 @@ def test_the_same_code_scanned_twice(pos, channel):
     assert pos.bridge.result(msg_id).pay_status is PayStatus.SUCCESS
     other = pos.send(new_order_no(), "+2.00")  # the patient shows the same, now used, code again
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    assert wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     pos.service.cancel()
     result = pos.bridge.result(other)
     assert (result.pay_status, result.error_code) == (PayStatus.FAILED, "code_invalid")
@@ -179,7 +179,7 @@ def test_a_refund_of_an_unpaid_order(pos):
     code, order = pos.issue(PayChannel.WECHAT, behaviour="insufficient"), new_order_no()
     msg_id = pos.send(order, "+1.00")
     pos.service.scan(code)
-    pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     pos.service.cancel()
     pos.bridge.result(msg_id)
     refund = pos.bridge.result(pos.send(order, "-1.00"))
@@ -247,7 +247,7 @@ def test_a_badly_signed_reply_is_never_believed(pos):
     pos.sandbox.control("POST", "/faults", {"channel": "WECHAT", "reply_signature": "tamper"})
     try:
         pos.service.scan(code)
-        view = pos.service.wait_until(lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 10)
+        view = wait_for_view(pos.service, lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 10)
         assert view is not None and view.needs_person and "验证" in view.message.zh
         pos.bridge.pump()
         assert pos.bridge.results == {}

@@ -17,7 +17,7 @@ from terminal.view import Screen
 
 from terminal.config import Polling
 from tests.terminal.conftest import make_pos, new_order_no
-from tests.terminal.helpers import KEY, PIN as SUPERVISOR_PIN, His, open_service
+from tests.terminal.helpers import His, KEY, PIN as SUPERVISOR_PIN, open_service, wait_for_view
 
 
 def cancel_of(msg_id: str, order_no: str, *, terminal_id: str = "T0001", ts: int | None = None):
@@ -29,7 +29,7 @@ def test_a_decline_is_told_to_his_while_the_cashier_may_scan_again(pos):
     code, order = pos.issue(PayChannel.WECHAT, behaviour="insufficient"), new_order_no()
     msg_id = pos.send(order, "+12.50")
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    assert wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     pos.bridge.pump()
     told = [p for p in pos.bridge.progress if p.msg_id == msg_id and p.event is not None]
     assert len(told) == 1
@@ -51,7 +51,7 @@ def test_withdrawal_after_a_decline_is_closed_withdrawn_not_failed(pos):
     code, order = pos.issue(PayChannel.ALIPAY, behaviour="insufficient"), new_order_no()
     msg_id = pos.send(order, "+3.00")
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.screen is Screen.DECLINED, 10)
+    assert wait_for_view(pos.service, lambda v: v.screen is Screen.DECLINED, 10)
     pos.service.withdraw(cancel_of(msg_id, order))
     result = pos.bridge.result(msg_id)
     assert (result.pay_status, result.error_code) == (PayStatus.CLOSED, "withdrawn")
@@ -62,7 +62,7 @@ def test_withdrawal_while_the_patient_confirms_reverses_the_payment(pos):
     code, order = pos.issue(PayChannel.WECHAT, behaviour="userpaying_forever"), new_order_no()
     msg_id = pos.send(order, "+7.00")
     pos.service.scan(code)
-    assert pos.service.wait_until(lambda v: v.state is State.USER_PAYING, 10)
+    assert wait_for_view(pos.service, lambda v: v.state is State.USER_PAYING, 10)
     pos.service.withdraw(cancel_of(msg_id, order))
     result = pos.bridge.result(msg_id)
     assert (result.pay_status, result.error_code) == (PayStatus.CLOSED, "withdrawn")
@@ -83,7 +83,7 @@ def test_withdrawal_of_a_refund_waiting_for_the_supervisor(pos):
     code, order = pos.issue(PayChannel.WECHAT), new_order_no()
     assert pos.collect(order, "+5.00", code).pay_status is PayStatus.SUCCESS
     msg_id = pos.send(order, "-5.00")
-    assert pos.service.wait_until(lambda v: v.state is State.AWAITING_SUPERVISOR, 10)
+    assert wait_for_view(pos.service, lambda v: v.state is State.AWAITING_SUPERVISOR, 10)
     pos.service.withdraw(cancel_of(msg_id, order))
     result = pos.bridge.result(msg_id)
     assert (result.pay_status, result.error_code) == (PayStatus.REFUND_FAILED, "withdrawn")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from protocol.freshness import Verdict, classify
 from protocol.messages import PayChannel
-from terminal.journal import CommitPoint, Journal, PowerCut, StaleState
+from terminal.journal import CommitPoint, Journal, PowerLostAtCommit, StaleState
 from terminal.machine import Kind, State
 from tests.budget import examples
 
@@ -114,18 +114,18 @@ def test_power_cut_before_commit_rolls_back_and_after_commit_keeps(tmp_path):
         def hook(point: CommitPoint):
             points.append(point)
             if point.number == number and point.phase == phase:
-                raise PowerCut(point.label)
+                raise PowerLostAtCommit(point.label)
         return hook
 
     journal = Journal(path, on_commit=cut_at(1, "before"))
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostAtCommit):
         new_instruction(journal)
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostAtCommit):
         journal.unfinished()  # a dead journal refuses everything
     assert Journal(path).unfinished() == []
 
     journal = Journal(path, on_commit=cut_at(1, "after"))
-    with pytest.raises(PowerCut):
+    with pytest.raises(PowerLostAtCommit):
         new_instruction(journal)
     assert journal.dead
     assert [r.msg_id for r in Journal(path).unfinished()] == ["M1"]

@@ -86,7 +86,7 @@ def test_a_one_bit_rot_of_an_order_number_is_found(tmp_path: Path) -> None:
     _second_collection_is_refused(path, "MZ-PAID", ErrorCode.JOURNAL_INTEGRITY)
 
 
-def test_the_recovery_tool_checks_backs_up_and_restores(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_the_recovery_tool_checks_backs_up_and_restores(tmp_path: Path, capsys) -> None:
     path = tmp_path / "journal.db"
     service = open_service(path)
     seed_collection(service.journal, "MZ-PAID", 1250)

@@ -27,6 +27,7 @@ from terminal.service import ScanStatus
 from terminal.view import Screen
 from tests.terminal.conftest import FAST, Pos, new_order_no
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service
+from tests.terminal.helpers import wait_for_view
 
 SMALL = Limits(unverified=2, reverses=3, refund_queries=6, refund_calls=2, abnormal=2)
 
@@ -73,7 +74,7 @@ def made(tmp_path):
 
 
 def _wait(pos: Pos, predicate, what: str, timeout: float = 15.0):
-    view = pos.service.wait_until(predicate, timeout)
+    view = wait_for_view(pos.service, predicate, timeout)
     assert view is not None, f"{what}; screen: {pos.service.view()}"
     return view
 

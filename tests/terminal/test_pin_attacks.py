@@ -86,9 +86,9 @@ class Clock:
 
 
 def _wrong(svc, n: int) -> PinStatus:
-    status = None
+    assert n > 0
     for i in range(n):
-        status = svc.confirm_refund(f"{900000 + i}").status
+        status: PinStatus = svc.confirm_refund(f"{900000 + i}").status
     return status
 
 

@@ -30,7 +30,7 @@ class Clock:
 
 
 @pytest.fixture()
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path):
     clock = Clock()
     sandbox = Sandbox(str(tmp_path), load_identity(str(tmp_path)), clock=clock, code_ttl_s=60, unpaid_revoke_s=30)
     sandbox.start()
@@ -40,7 +40,7 @@ def world(tmp_path: Path):  # type: ignore[no-untyped-def]
         sandbox.stop()
 
 
-def control(sandbox: Sandbox, method: str, path: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
+def control(sandbox: Sandbox, method: str, path: str, body: dict | None = None) -> dict:
     response = requests.request(method, f"{sandbox.url}/sandbox/v1{path}", json=body, timeout=10)
     assert response.status_code < 300, response.text
     return response.json()

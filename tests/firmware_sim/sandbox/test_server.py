@@ -95,7 +95,7 @@ def test_stops_promptly_on_sigterm_while_a_silent_code_holds_a_connection(sandbo
     # Send the payment on a raw socket so the connection stays open while the sandbox stops.
     from gateway.channels.wechat_codec import sign, to_xml
 
-    config = clients[PayChannel.WECHAT].config  # type: ignore[attr-defined]
+    config = clients[PayChannel.WECHAT].config
     fields = {"appid": config.appid, "mch_id": config.mch_id, "nonce_str": "n", "sign_type": "HMAC-SHA256", "body": "x",
               "out_trade_no": "HOLD00001", "total_fee": "1", "spbill_create_ip": "127.0.0.1", "auth_code": code}
     fields["sign"] = sign(fields, config.api_key)

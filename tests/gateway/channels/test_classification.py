@@ -27,7 +27,7 @@ def _issue(sandbox: SandboxProcess, channel: PayChannel, behaviour: str = "succe
 
 
 def _balance(sandbox: SandboxProcess, code: str) -> int:
-    return int(sandbox.account(code)["balance_fen"])  # type: ignore[arg-type]
+    return int(sandbox.account(code)["balance_fen"])
 
 
 def _client(sandbox: SandboxProcess, channel: PayChannel, **changes: str):

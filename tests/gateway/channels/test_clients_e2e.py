@@ -21,7 +21,7 @@ def _issue(sandbox: SandboxProcess, channel: PayChannel, balance: str = "100.00"
 
 
 def _balance(sandbox: SandboxProcess, code: str) -> int:
-    return int(sandbox.account(code)["balance_fen"])  # type: ignore[arg-type]
+    return int(sandbox.account(code)["balance_fen"])
 
 
 def _query_until(client: ChannelClient, out_trade_no: str, *wanted: PayState, timeout_s: float = 10.0) -> PayOutcome:
@@ -211,7 +211,7 @@ def test_a_request_signed_with_the_wrong_key_charges_nothing(sandbox, channel):
     if channel is PayChannel.WECHAT:
         settings["wechat"]["api_key"] = "0" * 32
     else:
-        settings["alipay"]["private_key_pem"] = settings["alipay"]["private_key_pem"].replace("app_private", "alipay_private")  # type: ignore[union-attr]
+        settings["alipay"]["private_key_pem"] = settings["alipay"]["private_key_pem"].replace("app_private", "alipay_private")
     client = build_clients(settings)[channel]
     code = _issue(sandbox, channel)
     outcome = client.pay(out_trade_no=order_no(), auth_code=code, total_fen=100, subject="x")

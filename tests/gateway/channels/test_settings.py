@@ -18,7 +18,7 @@ def test_builds_both_clients_with_relative_key_paths(sandbox, tmp_path):
     settings = settings_from_sandbox(sandbox.credentials_path)
     for name in ("private_key_pem", "alipay_public_key_pem"):
         target = tmp_path / f"{name}.pem"
-        shutil.copy(settings["alipay"][name], target)  # type: ignore[arg-type]
+        shutil.copy(settings["alipay"][name], target)
         settings["alipay"][name] = target.name
     (tmp_path / "device.json").write_text(json.dumps({"channels": settings}))
     clients = build_clients(settings, base_dir=str(tmp_path))
@@ -53,4 +53,4 @@ def test_refuses_settings_that_cannot_work(sandbox, mutate, message):
 
 def test_the_api_key_never_shows_in_the_config_repr(sandbox):
     client = build_clients(settings_from_sandbox(sandbox.credentials_path))[PayChannel.WECHAT]
-    assert client.config.api_key not in repr(client.config)  # type: ignore[attr-defined]
+    assert client.config.api_key not in repr(client.config)

@@ -148,7 +148,7 @@ def test_a_maintenance_key_opens_a_maintenance_session():
     device.handle(device.link.start(0.0))
     ups = []
     original = device.handle
-    device.handle = lambda events: (ups.extend(e for e in events if isinstance(e, LinkUp)), original(events))  # type: ignore[method-assign]
+    device.handle = lambda events: (ups.extend(e for e in events if isinstance(e, LinkUp)), original(events))
     run(host, device, 10)
     assert ups and ups[0].host is not None and ups[0].host.role is HostRole.MAINTENANCE
 

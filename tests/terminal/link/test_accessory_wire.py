@@ -99,7 +99,7 @@ def test_the_host_going_away_ends_the_session_and_a_new_accessory_starts_another
     wire.write(b"into the void")  # no accessory: dropped, no error
     plug.attach()  # the bridge switched the POS again
     open_session(wire)
-    plug.host.sendall(b"again")  # type: ignore[union-attr]
+    plug.host.sendall(b"again")  # type: ignore[union-attr]  # set by the opener once it has run, which the test waited for
     assert read_until(wire, 5) == b"again"
     assert wire.sessions == 2
     wire.close()
@@ -151,10 +151,10 @@ def test_a_new_session_never_loses_bytes_to_the_reader_of_the_old_one() -> None:
         plug.attach()
         open_session(wire)
         payload = os.urandom(READ_SIZE + 100)
-        plug.host.sendall(payload)  # type: ignore[union-attr]
+        plug.host.sendall(payload)  # type: ignore[union-attr]  # set by the opener once it has run, which the test waited for
         assert read_until(wire, len(payload)) == payload, f"round {round_}"
         wire.unplug()
-        plug.host.close()  # type: ignore[union-attr]
+        plug.host.close()  # type: ignore[union-attr]  # set by the opener once it has run, which the test waited for
         wire.replug()
     wire.close()
 

@@ -12,14 +12,14 @@ from protocol.amount import parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import receive_result, seal_instruction
 from protocol.errors import ErrorCode
-from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app, encode_app
+from protocol.link.app import InstructionMsg, NotTakenMsg, ProgressMsg, ResultMsg, encode_app
 from protocol.link.frame import FrameType, wire_time_s
 from protocol.link.handshake import DeviceIdentity, HostTrust
-from protocol.link.session import Delivered, HostHandshake, Link, LinkDown, LinkTimers, LinkUp, Received, Role
+from protocol.link.session import Delivered, LinkDown, LinkTimers, LinkUp, Received
 from protocol.messages import Instruction, PayStatus
 
-from bridge.transport import open_transport
 from terminal.link.endpoint import DeviceEndpoint
+from tests.terminal.link.fake_bridge import Host as FakeBridge
 from firmware_sim.wires import PtyWire, UsbWire
 from terminal.link.tcp_wire import TcpWire
 from firmware_sim.responder import Responder, ResponderMode
@@ -32,43 +32,9 @@ HOST_TRUST = HostTrust(bridges=frozenset({signing.public_key(HOST_SEED)}))
 IDENTITY = DeviceIdentity("D1", "SIM-POS", "SN-1", "1.2.3")
 
 
-class Host:
-    """The bridge's side of the link, minus the bridge: a HOST Link over a real transport."""
-
-    def __init__(self, endpoint: DeviceEndpoint) -> None:
-        backend = getattr(endpoint.wire, "backend", None)
-        self.transport = open_transport(endpoint.bridge_url, usb_backend=backend)
-        keys = {"D1": signing.public_key(SEED)}
-        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(keys.get, HOST_SEED,
-                                                                      lambda: b'{"clock":1}'))
-        self.events: list[object] = []
-        self.events += self.link.start(time.monotonic())
-        self.flush()
-
-    def flush(self) -> None:
-        out = self.link.data_to_send()
-        if out:
-            self.transport.write(out)
-
-    def pump(self, predicate, timeout: float = 10.0, *, ack: bool = True) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; events: {self.events}"
-            data = self.transport.read(65536, 0.02)
-            now = time.monotonic()
-            if data:
-                self.events += self.link.receive_bytes(data, now)
-            self.events += self.link.poll(now)
-            if ack:
-                self.flush()
-            else:
-                self.link.data_to_send()  # lost on the way: the device never sees our ACKs
-
-    def app_messages(self) -> list[object]:
-        return [decode_app(e.payload) for e in self.events if isinstance(e, Received) and e.type == FrameType.DATA]
-
-    def close(self) -> None:
-        self.transport.close()
+def bridge_to(endpoint: DeviceEndpoint) -> FakeBridge:
+    return FakeBridge(endpoint, device_id="D1", device_key_seed=SEED, host_seed=HOST_SEED, timers=TIMERS,
+                      host_info=b'{"clock":1}')
 
 
 def instruction(msg_id: str, terminal: str = "T1", amount: str = "+12.50", key: SharedKey = KEY) -> InstructionMsg:
@@ -76,7 +42,7 @@ def instruction(msg_id: str, terminal: str = "T1", amount: str = "+12.50", key: 
     return InstructionMsg(seal_instruction(plain, key=key, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12)))
 
 
-def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[no-untyped-def]
+def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:
     wire = {"pty": PtyWire, "tcp": TcpWire, "usb": UsbWire}[wire_kind]()
     return DeviceEndpoint(wire, handler, identity=IDENTITY, device_key_seed=SEED, host_trust=HOST_TRUST, timers=TIMERS,
                           **kwargs).start()
@@ -86,15 +52,15 @@ def make(wire_kind: str, handler, **kwargs) -> DeviceEndpoint:  # type: ignore[n
 def test_handshake_instruction_result_and_ack_over_each_wire(wire_kind: str) -> None:
     responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make(wire_kind, responder)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: any(isinstance(e, LinkUp) for e in host.events))
         up = next(e for e in host.events if isinstance(e, LinkUp))
         assert up.peer == IDENTITY
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
         host.flush()
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
-        result = next(m for m in host.app_messages() if isinstance(m, ResultMsg))
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()))
+        result = next(m for m in host.messages() if isinstance(m, ResultMsg))
         received = receive_result(result.envelope.to_json_obj(), KeyRing([KEY]), now=time.time())
         assert received.envelope.reply_to == "M1" and received.message.pay_status is PayStatus.SUCCESS
         assert received.message.pay_order_no.startswith("ECHO-")
@@ -109,22 +75,22 @@ def test_handshake_instruction_result_and_ack_over_each_wire(wire_kind: str) -> 
 def test_an_unacknowledged_result_is_sent_again_after_the_link_restarts() -> None:
     responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make("tcp", responder)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
         host.flush()
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()), ack=False)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()), ack=False)
         assert responder.pending_answers == 1
         host.close()  # the bridge "crashes" before its ACK left
-        host = Host(endpoint)
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host = bridge_to(endpoint)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()))
         host.pump(lambda: responder.pending_answers == 0)
         assert responder.executions["M1"] == 1
         # The bridge re-sends the instruction (always safe): the device answers from storage.
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="again")
         host.flush()
-        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.app_messages()) == 2)
+        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.messages()) == 2)
         assert responder.executions["M1"] == 1 and responder.received["M1"] == 2
     finally:
         host.close()
@@ -134,7 +100,7 @@ def test_an_unacknowledged_result_is_sent_again_after_the_link_restarts() -> Non
 def test_refusals_silence_and_release() -> None:
     responder = Responder(KeyRing([KEY]), "D1", device_key_seed=SEED, terminals={"T1"})
     endpoint = make("tcp", responder)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         wrong_key = SharedKey("k1", "AES-256-GCM", os.urandom(32))
@@ -143,15 +109,15 @@ def test_refusals_silence_and_release() -> None:
         responder.mode = ResponderMode.SILENT
         host.link.send(FrameType.DATA, encode_app(instruction("HELD")), time.monotonic())
         host.flush()
-        host.pump(lambda: sum(isinstance(m, (NotTakenMsg, ProgressMsg, ResultMsg)) for m in host.app_messages()) == 3)
+        host.pump(lambda: sum(isinstance(m, (NotTakenMsg, ProgressMsg, ResultMsg)) for m in host.messages()) == 3)
         # A key it does not share cannot be answered with a sealed result: NotTaken, which ends nothing.
-        assert {m.msg_id: m.code for m in host.app_messages() if isinstance(m, NotTakenMsg)} == {"BAD-KEY": ErrorCode.AUTH_FAILED}
+        assert {m.msg_id: m.code for m in host.messages() if isinstance(m, NotTakenMsg)} == {"BAD-KEY": ErrorCode.AUTH_FAILED}
         # A refusal it can seal is a result signed by the device (his-interface 1.1 A).
-        (refusal,) = [m for m in host.app_messages() if isinstance(m, ResultMsg)]
+        (refusal,) = [m for m in host.messages() if isinstance(m, ResultMsg)]
         result = receive_result(refusal.envelope, KeyRing([KEY]), now=time.time(), device_keys={"D1": signing.public_key(SEED)}.get).message
         assert (refusal.envelope.reply_to, result.pay_status.value, result.error_code) == ("OTHER-T", "FAILED", "unknown_terminal")
         responder.release()
-        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.app_messages()) == 2)
+        host.pump(lambda: sum(isinstance(m, ResultMsg) for m in host.messages()) == 2)
         assert responder.executions == {"HELD": 1}
     finally:
         host.close()
@@ -177,7 +143,7 @@ class BootRecorder:
 def test_bootloader_frames_go_to_the_boot_handler_and_pacing_follows_the_baud_rate() -> None:
     boot = BootRecorder()
     endpoint = make("pty", Responder(KeyRing([KEY]), "D1", device_key_seed=SEED), boot_handler=boot, baud=115200)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         image = os.urandom(4000)
@@ -200,25 +166,25 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
     class Recorder(Responder):
         downs: list[tuple[object, ...]]
 
-        def on_link_down(self, unacked, endpoint) -> None:  # type: ignore[no-untyped-def]
+        def on_link_down(self, unacked, endpoint) -> None:
             self.downs.append(unacked)
 
     responder = Recorder(KeyRing([KEY]), "D1", device_key_seed=SEED)
     responder.downs = []
     endpoint = make("usb", responder)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic())
         host.flush()
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()), ack=False)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()), ack=False)
         endpoint.unplug()
         assert responder.downs and responder.downs[-1] == ("M1",)
         assert not endpoint.link_up
         host.close()
         endpoint.replug()
-        host = Host(endpoint)
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host = bridge_to(endpoint)
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()))
         host.pump(lambda: responder.pending_answers == 0)
         assert responder.executions["M1"] == 1
     finally:
@@ -229,11 +195,11 @@ def test_link_down_reaches_the_handler_with_the_unacknowledged_tags() -> None:
 class FlakyOnce(Responder):
     """Fails the first time it handles an instruction, as a bug or a full disk would."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.failures = 0
 
-    def on_instruction(self, envelope, endpoint) -> None:  # type: ignore[no-untyped-def]
+    def on_instruction(self, envelope, endpoint) -> None:
         if self.failures == 0:
             self.failures += 1
             raise OSError("disk full")
@@ -243,7 +209,7 @@ class FlakyOnce(Responder):
 def test_a_failing_handler_does_not_acknowledge_what_it_did_not_handle_and_the_endpoint_lives_on() -> None:
     responder = FlakyOnce(KeyRing([KEY]), "D1", device_key_seed=SEED)
     endpoint = make("tcp", responder)
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1")
@@ -254,7 +220,7 @@ def test_a_failing_handler_does_not_acknowledge_what_it_did_not_handle_and_the_e
         host.pump(lambda: host.link.state.value == "up")
         host.link.send(FrameType.DATA, encode_app(instruction("M1")), time.monotonic(), tag="M1 again")
         host.flush()
-        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.app_messages()))
+        host.pump(lambda: any(isinstance(m, ResultMsg) for m in host.messages()))
         assert responder.failures == 1 and responder.executions["M1"] == 1
     finally:
         host.close()

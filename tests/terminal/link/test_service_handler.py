@@ -3,19 +3,17 @@ channel sandbox behind. Results are ACKed, re-sent after a reconnect, never exec
 
 from __future__ import annotations
 
-import os
 import time
 
 from protocol import signing
 from protocol.envelope import receive_result
-from protocol.link.app import InstructionMsg, ProgressMsg, ResultMsg, decode_app, encode_app
-from protocol.link.frame import FrameType
+from protocol.link.app import ProgressMsg
 from protocol.link.handshake import DeviceIdentity, HostTrust
-from protocol.link.session import HostHandshake, Link, LinkTimers, Received, Role
+from protocol.link.session import LinkTimers
 from protocol.messages import PayChannel, PayStatus, Progress
 
-from bridge.transport import open_transport
 from terminal.link.endpoint import DeviceEndpoint
+from tests.terminal.link.fake_bridge import Host as FakeBridge
 from terminal.link.tcp_wire import TcpWire
 from protocol.crypto import KeyRing
 from terminal.link.service_handler import ServiceLinkHandler
@@ -30,47 +28,8 @@ HOST_TRUST = HostTrust(bridges=frozenset({signing.public_key(HOST_SEED)}))
 IDENTITY = DeviceIdentity(DEVICE_ID, "HIS-POS-1", "SN000123", "1.0.0")
 
 
-class Host:
-    """The bridge's side of the link, minus the bridge."""
-
-    def __init__(self, endpoint: DeviceEndpoint) -> None:
-        self.transport = open_transport(endpoint.bridge_url)
-        keys = {DEVICE_ID: signing.public_key(SEED)}
-        self.link = Link(Role.HOST, timers=TIMERS, host=HostHandshake(keys.get, HOST_SEED, lambda: b"{}"))
-        self.events: list[object] = list(self.link.start(time.monotonic()))
-        self.flush()
-
-    def flush(self) -> None:
-        out = self.link.data_to_send()
-        if out:
-            self.transport.write(out)
-
-    def send(self, envelope) -> None:
-        self.link.send(FrameType.DATA, encode_app(InstructionMsg(envelope)), time.monotonic(), tag=envelope.msg_id)
-        self.flush()
-
-    def pump(self, predicate, timeout: float = 15.0, *, ack: bool = True) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; messages: {self.messages()}"
-            data = self.transport.read(65536, 0.02)
-            now = time.monotonic()
-            if data:
-                self.events += self.link.receive_bytes(data, now)
-            self.events += self.link.poll(now)
-            if ack:
-                self.flush()
-            else:
-                self.link.data_to_send()  # lost on the way
-
-    def messages(self) -> list[object]:
-        return [decode_app(e.payload) for e in self.events if isinstance(e, Received) and e.type == FrameType.DATA]
-
-    def results(self) -> list[ResultMsg]:
-        return [m for m in self.messages() if isinstance(m, ResultMsg)]
-
-    def close(self) -> None:
-        self.transport.close()
+def bridge_to(endpoint: DeviceEndpoint) -> FakeBridge:
+    return FakeBridge(endpoint, device_id=DEVICE_ID, device_key_seed=SEED, host_seed=HOST_SEED, timers=TIMERS)
 
 
 def test_collect_over_the_link_with_a_reconnect_before_the_ack(tmp_path, sandbox, channel_settings):
@@ -81,7 +40,7 @@ def test_collect_over_the_link_with_a_reconnect_before_the_ack(tmp_path, sandbox
     handler = ServiceLinkHandler(pos.service)
     endpoint = DeviceEndpoint(TcpWire(), handler, identity=IDENTITY, device_key_seed=SEED, host_trust=HOST_TRUST,
                               timers=TIMERS).start()
-    host = Host(endpoint)
+    host = bridge_to(endpoint)
     try:
         host.pump(lambda: host.link.state.value == "up")
         code = pos.issue(PayChannel.WECHAT)
@@ -92,7 +51,7 @@ def test_collect_over_the_link_with_a_reconnect_before_the_ack(tmp_path, sandbox
         host.pump(lambda: host.results(), ack=False)  # the result arrives; our ACK is lost
         assert len(pos.service.journal.undelivered()) == 1
         host.close()  # the bridge restarts before acknowledging
-        host = Host(endpoint)
+        host = bridge_to(endpoint)
         host.pump(lambda: host.results() and not pos.service.journal.undelivered())
         result = receive_result(host.results()[0].envelope.to_json_obj(), KeyRing([KEY]), now=time.time()).message
         assert result.pay_status is PayStatus.SUCCESS and pos.balance(code) == 100_00 - 1250

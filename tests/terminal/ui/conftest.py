@@ -38,7 +38,7 @@ def finish(process: subprocess.Popen[bytes], report: Path) -> dict:
 
 
 @pytest.fixture
-def run_script(tmp_path: Path):  # type: ignore[no-untyped-def]
+def run_script(tmp_path: Path):
     started: list[subprocess.Popen[bytes]] = []
 
     def start(module: str, *args: str) -> subprocess.Popen[bytes]:

@@ -42,7 +42,7 @@ def check(condition: bool, what: str) -> None:
         raise AssertionError(what)
 
 
-async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str],  # type: ignore[no-untyped-def]
+async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str],
                    work_services: list) -> None:
     vm, service = app.vm, bridge.service
     await off.until(lambda: app.root is not None, what="the app")

@@ -35,7 +35,7 @@ from terminal.ui.showcase import COLLECT, StaticBackend, clock, views  # noqa: E
 from terminal.ui.widgets import FitScroll  # noqa: E402
 
 
-async def scenario(app, backend: StaticBackend, checks: dict) -> None:  # type: ignore[no-untyped-def]
+async def scenario(app, backend: StaticBackend, checks: dict) -> None:
     vm = app.vm
     await off.until(lambda: app.home_drawn_at is not None, what="the first frame")
     await off.frames(3)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.terminal.ui.conftest import finish
 
 
-def test_cashier_flows_on_the_real_service(run_script, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cashier_flows_on_the_real_service(run_script, tmp_path: Path) -> None:
     report_path = tmp_path / "flow.json"
     process = run_script("tests.terminal.ui.flow_run", "--work", str(tmp_path), "--report", str(report_path))
     report = finish(process, report_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.terminal.ui.conftest import finish
 
 
-def test_one_cheap_frame_for_the_amount(run_script, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_cheap_frame_for_the_amount(run_script, tmp_path: Path) -> None:
     report_path = tmp_path / "mechanics.json"
     report = finish(run_script("tests.terminal.ui.mechanics_run", "--report", str(report_path)), report_path)
     assert report["error"] is None, report["error"]

@@ -57,7 +57,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return done
 
 
-def buttons(reports: dict[str, dict]):  # type: ignore[no-untyped-def]
+def buttons(reports: dict[str, dict]):
     for orientation, report in reports.items():
         for state in report["states"]:
             for button in state["buttons"]:

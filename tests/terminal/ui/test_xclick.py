@@ -25,7 +25,7 @@ XVFB_START_TIMEOUT_S = 30
 
 
 @pytest.fixture
-def x_display(tmp_path: Path):  # type: ignore[no-untyped-def]
+def x_display(tmp_path: Path):
     """A fresh Xvfb on a display number it picks itself (-displayfd: no guessing, no collisions)."""
     read_end, write_end = os.pipe()
     server = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", SCREEN, "-nolisten", "tcp",

@@ -32,7 +32,7 @@ def record_actions(vm: object, log: list[list[object]]) -> None:
 
         def wrapper(*args: object, _name: str = name, _original: object = original) -> object:
             log.append([_name, *[a if isinstance(a, (str, int, float, bool)) or a is None else repr(a) for a in args]])
-            return _original(*args)  # type: ignore[operator]
+            return _original(*args)  # type: ignore[operator]  # a view-model method looked up by name with getattr
 
         setattr(vm, name, wrapper)
 
@@ -80,7 +80,7 @@ async def self_check() -> dict:
     return result
 
 
-async def scenario(app, backend, report: dict) -> None:  # type: ignore[no-untyped-def]
+async def scenario(app, backend, report: dict) -> None:
     from kivy.uix.behaviors import ButtonBehavior
 
     from terminal.ui import finger

@@ -49,7 +49,7 @@ class Screen:
     """What the window shows, as seen from the driver thread: the view-model's screen, recorded by a
     binding on the main thread."""
 
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app) -> None:
         self.app = app
         self.cond = threading.Condition()
         self.name = app.vm.screen
@@ -94,7 +94,7 @@ class Screen:
         if not done.wait(WAIT_S):
             raise AssertionError("the main thread did not answer")
         if "error" in box:
-            raise box["error"]  # type: ignore[misc]
+            raise box["error"]  # type: ignore[misc]  # the box holds the main thread's exception (typed object)
         return box["value"]
 
 
@@ -112,7 +112,7 @@ def window_geometry(screen: Screen) -> tuple[str, int, int, int, int]:
     return window, int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
 
 
-def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path,  # type: ignore[no-untyped-def]
+def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path,
           report: dict, shots: Path | None) -> None:
     steps = report["steps"]
     started = time.monotonic()
@@ -142,7 +142,7 @@ def drive(app, screen: Screen, sandbox: SandboxProcess, bridge: Bridge, his: His
             button = finger.find_button(app.root.current_screen, text)
             return finger.window_centre(button)
 
-        x, y = screen.on_main(centre)  # type: ignore[misc]
+        x, y = screen.on_main(centre)  # type: ignore[misc]  # on_main returns what the callable returns, typed object
         # Kivy's origin is the window's bottom left, X's the screen's top left. (No --sync: it waits for
         # the pointer to move, forever when it is already there; the click follows the move in order.)
         xdotool("mousemove", str(round(left + x)), str(round(top + height - y)), "click", "1")

@@ -1,4 +1,4 @@
-"""Step 2 registries and the shared-key file."""
+"""Step 2 registries: the device and terminal CSV files (protocol/registry.py)."""
 
 import base64
 
@@ -6,15 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.crypto import SharedKey
-from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 from protocol.registry import (
-    DeviceRecord,
-    RegistryError,
-    TerminalRecord,
-    format_device_csv,
-    format_terminal_csv,
-    parse_device_csv,
+    DeviceRecord, RegistryError, TerminalRecord, format_device_csv, format_terminal_csv, parse_device_csv,
     parse_terminal_csv,
 )
 
@@ -78,28 +71,3 @@ def test_arbitrary_text_gives_a_registry_error_or_records(text):
             parse(text)
         except RegistryError:
             pass
-
-
-def test_keyfile_round_trip():
-    keys = [SharedKey("k2026a", "AES-256-GCM", bytes(range(32))), SharedKey("k2025", "SM4-GCM", bytes(16), retired=True)]
-    ring = parse_keyfile(format_keyfile(keys))
-    assert list(ring) == keys
-
-
-@pytest.mark.parametrize(
-    ("text", "why"),
-    [
-        ("{}", "format is missing"),
-        ('{"format":"x","keys":[]}', "format must be"),
-        ('{"format":"his-keys-v1","keys":[{"kid":"k 1","suite":"SM4-GCM","key_hex":"00"}]}', "kid"),
-        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"DES","key_hex":"00"}]}', "suite"),
-        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"zz"}]}', "not hex"),
-        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"00"}]}', "must be 16 bytes"),
-        ('{"format":"his-keys-v1","keys":[{"kid":"k1","suite":"SM4-GCM","key_hex":"' + "00" * 16 + '","retired":1}]}', "true or false"),
-    ],
-)
-def test_keyfile_errors_never_show_the_key(text, why):
-    with pytest.raises(KeyFileError) as info:
-        parse_keyfile(text, "keys.json")
-    assert why in str(info.value) and "keys.json" in str(info.value)
-    assert "00" * 16 not in str(info.value)

@@ -1,11 +1,13 @@
-"""The bridge's journal and log files: owner-only (files 0600, the directories it makes 0700).
+"""Journal and log files, on the bridge and on the POS: owner-only (files 0600, the directories it makes 0700).
 
 They hold order numbers, amounts and masked patient names (issue 12 finding 8: they were 0644).
+One module for both ends (it was written twice, once in bridge/ and once in terminal/).
 The file is created before SQLite or logging opens it, so it never exists with a wider mode even
 for a moment; SQLite gives its -wal and -shm files the mode of the database file. A file that
 already exists with a wider mode (from an earlier version) is tightened. An existing directory is
-left as the administrator made it: the files in it are private either way. On Windows the mode
-bits mean nothing; the folder's NTFS permissions protect the files (docs/bridge.md).
+left as the administrator made it (on the POS, the device storage is the app's own): the files in
+it are private either way. On Windows the mode bits mean nothing; the folder's NTFS permissions
+protect the files (docs/bridge.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def prepare_private_file(path: Path) -> None:
 
 def make_private_dirs(directory: Path) -> None:
     """mkdir -p, each directory it creates 0700 (the umask cannot widen that: it only removes bits)."""
-    missing = []
+    missing: list[Path] = []
     for parent in [directory, *directory.parents]:
         if parent.exists():
             break
