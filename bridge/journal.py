@@ -51,7 +51,7 @@ readers (reconcile/) may open it while the bridge runs:
                                       rows instead of counting the history (issue 14, finding 7)
 
 Integrity (issue 14, finding 4): every row served is checked against its checksums, and on open the
-journal is checked against its high-water mark file (`<journal>.hwm`, bridge.journal_mark) and its
+journal is checked against its high-water mark file (`<journal>.hwm`, local_storage.journal_mark) and its
 unfinished and most recent rows are verified. A failed check locks the journal (`integrity.ok` is
 False): writes and reads for HIS raise JournalIntegrityError (503 journal_integrity) until
 `his-bridge journal restore` (bridge.journal_admin). Storage errors (disk full, locked by another
@@ -81,7 +81,7 @@ from protocol.errors import CodedError
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, row_checksum, rollback_problem
 
-from bridge.journal_mark import MarkFile, mark_path
+from local_storage.journal_mark import MarkFile, mark_path
 from local_storage.private_files import prepare_private_file
 
 SCHEMA_VERSION = 2

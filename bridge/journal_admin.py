@@ -24,7 +24,7 @@ from pathlib import Path
 from protocol.integrity import IntegrityReport, rollback_problem
 
 from bridge.journal import SUM_COLUMNS, JournalError, journal_mark, row_problem
-from bridge.journal_mark import MarkFile, mark_path
+from local_storage.journal_mark import MarkFile, mark_path
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:

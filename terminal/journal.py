@@ -18,7 +18,7 @@ Tables
 Integrity (issue 14, finding 2): the money rows (instructions, attempts, collections, refunds,
 results, sealed_instructions) carry `row_sum`, a protocol.integrity checksum of their fixed columns, and every commit
 bumps `meta.commit_no`, also written after the commit to the mark file `<journal>.hwm`
-(terminal.journal_mark). On open the journal is checked against the mark (truncated, WAL lost or
+(local_storage.journal_mark). On open the journal is checked against the mark (truncated, WAL lost or
 damaged, an old copy put back) and its money rows against their checksums (a rotted order number
 in `collections` would let an order be collected twice). A failed check locks the journal:
 `transaction()` raises JournalIntegrityError (the service refuses instructions with
@@ -48,7 +48,7 @@ from protocol.errors import CodedError, ErrorCode
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, rollback_problem, row_checksum
 from protocol.messages import BillItem, Display, PayChannel, PayStatus, mask_patient_name
-from terminal.journal_mark import MarkFile, mark_path
+from local_storage.journal_mark import MarkFile, mark_path
 from terminal.machine import Kind, State
 from local_storage.private_files import prepare_private_file
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from protocol.errors import CodedError
 from protocol.integrity import IntegrityReport, rollback_problem
 from terminal.journal import check_rows
-from terminal.journal_mark import MarkFile, mark_path
+from local_storage.journal_mark import MarkFile, mark_path
 
 
 class AdminError(CodedError):

@@ -21,7 +21,7 @@ ALLOWED = {
     "protocol": set(),
     # The rules for files a process keeps on its own disk, shared by the bridge and the POS
     # (protocol/ is sans-I/O, and neither end may import the other).
-    "local_storage": set(),
+    "local_storage": {"protocol"},
     "bridge": {"protocol", "local_storage"},
     "terminal": {"protocol", "local_storage"},
     "posflash": {"protocol", "local_storage", "bridge", "terminal"},

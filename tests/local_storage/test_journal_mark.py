@@ -1,5 +1,5 @@
-"""The high-water mark files of both journals (bridge/journal_mark.py, terminal/journal_mark.py):
-the newest mark is always readable, and the slot is fsynced at most once a second and on close."""
+"""local_storage/journal_mark.py, the high-water mark file of both journals: the newest mark is
+always readable, and the slot is fsynced at most once a second and on close."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import os
 
 import pytest
 
-import bridge.journal_mark
-import terminal.journal_mark
+from local_storage import journal_mark
 
 
-@pytest.fixture(params=[bridge.journal_mark, terminal.journal_mark], ids=["bridge", "terminal"])
-def module(request):
-    return request.param
+@pytest.fixture
+def module():
+    return journal_mark
 
 
 class Clock:

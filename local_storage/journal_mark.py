@@ -1,4 +1,5 @@
-"""The POS journal's high-water mark file (`<journal>.hwm`): the last durable commit, kept apart.
+"""A journal's high-water mark file (`<journal>.hwm`): the last durable commit, kept apart. The bridge's
+journal and the POS's both keep one, through this module.
 
 The record format and the rule are in protocol.integrity. This module only reads the file and
 writes a slot: in place (no rename), after the journal's commit, so that after a power cut the file
@@ -9,7 +10,7 @@ fsync per commit doubled the disk flushes of every instruction and cut throughpu
 mark that lags is allowed by the rule (the check is "the journal does not end before its mark"), so
 the cost is only that a rollback of the last second before a power cut is not seen; the rollbacks
 the mark is for (a removed WAL, an old copy put back, a truncated file) happen long after the writes,
-when the kernel has written the mark out anyway. (The bridge has its twin: neither may import the other.)
+when the kernel has written the mark out anyway. Windows and POSIX alike (plain os calls).
 """
 
 from __future__ import annotations
