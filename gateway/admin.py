@@ -9,6 +9,7 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin master-key new /etc/gateway/master.key
     gateway-admin migrate
     gateway-admin hospital add H001 --name "City Hospital" --mode direct --txn-limit 50000.00
+    gateway-admin hospital his-signature H001 --his-public-key HEX --require
     gateway-admin merchant set H001 wechat --merchant-id 1900000109 --credentials wechat.json
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
     gateway-admin his-keys set H001 keys.json
@@ -122,14 +123,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _his_key(text: str | None) -> bytes | None:
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, "--his-public-key must be the hex of the 32-byte Ed25519 key") from None
+
+
 def cmd_hospital_add(args: argparse.Namespace) -> int:
     d = _directory(args)
-    his_key = None
-    if args.his_public_key:
-        try:
-            his_key = bytes.fromhex(args.his_public_key)
-        except ValueError:
-            raise GatewayError(GatewayCode.BAD_INPUT, "--his-public-key must be the hex of the 32-byte Ed25519 key") from None
+    his_key = _his_key(args.his_public_key)
     h = d.add_hospital(
         args.hospital_id, args.name, mode=Mode(args.mode), actor=args.actor,
         txn_limit_fen=_fen(args.txn_limit, "--txn-limit") or 50_000_00,
@@ -138,6 +143,14 @@ def cmd_hospital_add(args: argparse.Namespace) -> int:
         require_his_signature=args.require_his_signature, his_public_key=his_key,
     )
     _out(f"added hospital {h.hospital_id} ({h.mode.value}), per-payment limit {format_yuan(h.txn_limit_fen)}")
+    return EXIT_OK
+
+
+def cmd_hospital_his_signature(args: argparse.Namespace) -> int:
+    h = _directory(args).set_his_signature(args.hospital_id, required=args.require, his_public_key=_his_key(args.his_public_key),
+                                           actor=args.actor)
+    _out(f"hospital {h.hospital_id}: his_sig {'required' if h.require_his_signature else 'optional (checked when present)'}"
+         f", HIS public key {h.his_public_key.hex()[:16] + '...' if h.his_public_key else 'none'}")
     return EXIT_OK
 
 
@@ -258,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--require-his-signature", action="store_true", help="refunds must carry HIS's Ed25519 his_sig")
     s.add_argument("--his-public-key", help="hex of HIS's Ed25519 public key")
     s.set_defaults(func=cmd_hospital_add)
+    s = hosp.add_parser("his-signature", help="HIS's Ed25519 key and whether refunds must carry its his_sig (HIS interface 1.1 B)")
+    s.add_argument("hospital_id")
+    s.add_argument("--his-public-key", help="hex of HIS's Ed25519 public key (default: keep the registered one)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--require", dest="require", action="store_true", help="refuse every refund whose instruction HIS did not sign")
+    g.add_argument("--optional", dest="require", action="store_false", help="check his_sig only when present")
+    s.set_defaults(func=cmd_hospital_his_signature)
     s = hosp.add_parser("list", help="list hospitals")
     s.set_defaults(func=cmd_hospital_list)
 

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 from protocol.amount import MAX_FEN, Direction
 from protocol.crypto import KeyRing
 from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers, verify_request
-from protocol.envelope import MsgType, open_envelope, parse_envelope
+from protocol.envelope import Envelope, MsgType, check_signature, open_envelope, parse_envelope
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
 from protocol.messages import PayChannel, decode_instruction
@@ -35,7 +35,7 @@ from protocol.strictjson import Fields, loads_object
 from gateway.channel_clients import ChannelFactory
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, PaymentState, RefundState
-from gateway.tenancy import Device, DeviceStatus, Directory
+from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
 from terminal.channels.base import RefundState as ChannelRefundState
 
@@ -322,8 +322,29 @@ class GatewayService:
         if instruction.terminal_id != device.terminal_id:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
                                f"the HIS instruction is for terminal {instruction.terminal_id}, this device is {device.terminal_id}")
-        if hospital.require_his_signature:
-            # TODO(issue 13, HIS interface 1.1 B): verify his_sig once protocol/ has it (another branch).
-            raise GatewayError(GatewayCode.HIS_SIGNATURE_REQUIRED,
-                               "this hospital requires HIS-signed refunds and this gateway cannot verify his_sig yet")
+        self._check_his_sig(hospital, envelope)
         return f"{envelope.kid}:{envelope.msg_id}"
+
+    @staticmethod
+    def _check_his_sig(hospital: Hospital, envelope: Envelope) -> None:
+        """HIS interface 1.1 B at the gateway: HIS's own Ed25519 signature over the sealed instruction.
+
+        HIS's envelope keys are shared with every POS of the hospital (and this gateway), so a stolen
+        POS can seal a refund instruction that opens here; only `his_sig`, made with a key
+        HIS alone holds, proves HIS asked for the refund. Required when the hospital turned
+        `require_his_signature` on; otherwise checked whenever present (one that does not verify is
+        always refused), as the bridge and the POS do (protocol.signatures)."""
+        keys = (hospital.his_public_key,) if hospital.his_public_key else ()
+        if envelope.sig is None:
+            if hospital.require_his_signature:
+                raise GatewayError(GatewayCode.HIS_SIGNATURE_REQUIRED,
+                                   f"hospital {hospital.hospital_id} requires HIS-signed refunds: the instruction has no his_sig")
+            return
+        if not keys:
+            return  # no HIS key registered: an unverifiable his_sig proves nothing either way (the envelope opened)
+        try:
+            check_signature(envelope, keys, signer=f"HIS of {hospital.hospital_id}")
+        except ProtocolError:
+            raise GatewayError(GatewayCode.BAD_HIS_SIGNATURE,
+                               "the instruction's his_sig does not verify with HIS's registered public key; "
+                               "a refund HIS did not sign is refused") from None

@@ -153,6 +153,22 @@ class Directory:
             raise GatewayError(GatewayCode.EXISTS, f"hospital {hospital_id} already exists") from None
         return self.hospital(hospital_id)
 
+    def set_his_signature(self, hospital_id: str, *, required: bool, his_public_key: bytes | None, actor: str) -> Hospital:
+        """Register HIS's Ed25519 public key (None keeps the current one) and turn `require_his_signature`
+        on or off (HIS interface 1.1 B): with it on, a refund whose instruction HIS did not sign is refused."""
+        if his_public_key is not None and len(his_public_key) != PUBLIC_KEY_SIZE:
+            raise GatewayError(GatewayCode.BAD_INPUT, f"the HIS public key must be {PUBLIC_KEY_SIZE} bytes (Ed25519)")
+        with self.db.transaction() as tx:
+            current = self.hospital(hospital_id, tx)
+            key = his_public_key if his_public_key is not None else current.his_public_key
+            if required and key is None:
+                raise GatewayError(GatewayCode.BAD_INPUT, "require_his_signature needs the HIS public key (--his-public-key)")
+            tx.execute("UPDATE hospitals SET require_his_signature = ?, his_public_key = ? WHERE hospital_id = ?",
+                       (int(required), key, hospital_id))
+            self._audit(tx, actor, "hospital.his_signature", hospital_id, required=required,
+                        his_public_key=key.hex() if key else None, previous_required=current.require_his_signature)
+            return self.hospital(hospital_id, tx)
+
     def hospital(self, hospital_id: str, tx: Tx | None = None) -> Hospital:
         sql = f"SELECT {_HOSPITAL_COLS} FROM hospitals WHERE hospital_id = ?"
         if tx is not None:

@@ -47,13 +47,19 @@ def test_onboarding_a_hospital_end_to_end(site, capsys) -> None:
     assert run("device", "bind", "POS-0002", "T0002") == 0
     assert run("device", "disable", "POS-0001", "--reason", "stolen from the hall") == 0
     capsys.readouterr()
+    assert run("hospital", "his-signature", "H001", "--require") == 1  # no HIS key registered yet
+    assert "needs the HIS public key" in capsys.readouterr().err
+    assert run("hospital", "his-signature", "H001", "--require", "--his-public-key", public_key(bytes(32)).hex()) == 0
+    assert "his_sig required" in capsys.readouterr().out
+    assert run("hospital", "list") == 0
+    assert "his_sig required" in capsys.readouterr().out
     assert run("device", "show", "POS-0001") == 0
     shown = capsys.readouterr().out
     assert "disabled (stolen from the hall)" in shown and "last contact never" in shown and "firmware unknown" in shown
     assert run("audit") == 0
     audit = capsys.readouterr().out
     for action in ("hospital.add", "merchant_key.set", "merchant_key.rotate", "his_keys.set", "devices.import",
-                   "terminals.import", "device.bind", "device.disable"):
+                   "terminals.import", "device.bind", "device.disable", "hospital.his_signature"):
         assert f"alice  {action}" in audit
     assert "S3CRET" not in audit
     assert b"S3CRET" not in (site / "gw.db").read_bytes()
