@@ -118,6 +118,11 @@ def _refund(row: tuple) -> Refund:
     return Refund(int(row[0]), int(row[1]), row[2], row[3], int(row[4]), RefundState(row[5]), row[6], row[7], row[8])
 
 
+class OutTradeNoUsed(GatewayError):
+    """A collection with this out_trade_no is already recorded (`bad_input` to a caller; the service
+    tells a retry of the same request from a reuse)."""
+
+
 def _check_amount(amount_fen: int) -> None:
     if type(amount_fen) is not int or amount_fen <= 0:
         raise GatewayError(GatewayCode.BAD_INPUT, "an amount is a positive integer of fen")
@@ -182,7 +187,7 @@ class Ledger:
                                        f"the hospital has collected {format_yuan(used)} on {day}; "
                                        f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
             if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
-                raise GatewayError(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
             try:
                 payment_id = tx.scalar(
                     f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
@@ -234,6 +239,22 @@ class Ledger:
         if row is None:
             raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no payment {value}")
         return _payment(row)
+
+    def unsettled_payments(self, *, idle_since: float, limit: int = 100) -> list[tuple[Payment, int]]:
+        """Collections still `paying` or `reversing`, untouched since `idle_since`, oldest first, each
+        with its created_at (for `gateway.recovery`)."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all(f"SELECT {_PAYMENT_COLS}, created_at FROM payments WHERE state IN (?, ?) AND updated_at < ? "
+                          "ORDER BY updated_at LIMIT ?",
+                          (PaymentState.PAYING.value, PaymentState.REVERSING.value, int(idle_since), limit))
+        return [(_payment(r[:-1]), int(r[-1])) for r in rows]
+
+    def unsettled_refunds(self, *, idle_since: float, limit: int = 100) -> list[tuple[Refund, Payment]]:
+        """Refunds still `refunding`, untouched since `idle_since`, oldest first, with their payment."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all(f"SELECT {_REFUND_COLS} FROM refunds WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                          (RefundState.REFUNDING.value, int(idle_since), limit))
+            return [(_refund(r), self._payment_by(tx, "payment_id", int(r[1]))) for r in rows]
 
     # --- refunds --------------------------------------------------------------------------------
 

@@ -29,12 +29,12 @@ from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers,
 from protocol.envelope import Envelope, MsgType, check_signature, open_envelope, parse_envelope
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
-from protocol.messages import PayChannel, decode_instruction
+from protocol.messages import PayChannel, ResultCode, decode_instruction
 from protocol.strictjson import Fields, loads_object
 
 from gateway.channel_clients import ChannelFactory
 from gateway.errors import GatewayCode, GatewayError
-from gateway.ledger import Ledger, PaymentState, RefundState
+from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
 from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
 from terminal.channels.base import RefundState as ChannelRefundState
@@ -43,17 +43,35 @@ MAX_BODY_BYTES = 64 * 1024
 # Keep nonces at least twice the clock window: a replay inside the window is always caught.
 NONCE_TTL_S = 2 * MAX_SKEW_S
 
+# A request with no stored reply claimed less than this ago may still be talking to the channel (a
+# channel call is bounded by its client's timeouts: connect 5 s + 3 x read 10 s); a retry is told
+# `in_progress`. Older, its process is gone: the retry resolves it from the ledger and the channel.
+IN_PROGRESS_WINDOW_S = 60
+# Refusals after which nothing has been decided: the reply is not stored, a retry runs again.
+UNDECIDED = (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE, GatewayCode.DATABASE_UNAVAILABLE)
+
 MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund")
 ROUTES = MUTATING + ("/v1/query", "/v1/refund-query")
 
 # Whether a pay outcome settles the ledger, and how.
 _PAY_SETTLES = {PayState.SUCCESS: PaymentState.SUCCEEDED, PayState.FAILED: PaymentState.FAILED, PayState.CLOSED: PaymentState.CLOSED}
+_RESULT_CODES = frozenset(c.value for c in ResultCode)
 _REFUND_SETTLES = {ChannelRefundState.SUCCESS: RefundState.SUCCEEDED, ChannelRefundState.FAILED: RefundState.FAILED}
 
 
 def _pay_reply(o: PayOutcome, out_trade_no: str) -> dict:
     return {"out_trade_no": out_trade_no, "state": o.state.value, "channel_txn_id": o.channel_txn_id, "paid_fen": o.paid_fen,
             "result_code": o.result_code.value if o.result_code else None, "channel_code": o.channel_code, "message": o.message}
+
+
+def _ledger_pay_reply(p: Payment) -> dict:
+    """The pay reply of a settled collection, from the ledger alone (its first reply was lost)."""
+    state = {PaymentState.SUCCEEDED: PayState.SUCCESS, PaymentState.FAILED: PayState.FAILED,
+             PaymentState.CLOSED: PayState.CLOSED}.get(p.state, PayState.UNKNOWN)
+    result_code = p.result_code if p.result_code in _RESULT_CODES else None
+    return {"out_trade_no": p.out_trade_no, "state": state.value, "channel_txn_id": p.channel_txn_id,
+            "paid_fen": p.amount_fen if state is PayState.SUCCESS else None, "result_code": result_code,
+            "channel_code": None if result_code else p.result_code, "message": "recovered from the gateway's ledger"}
 
 
 def _reverse_reply(o: ReverseOutcome, out_trade_no: str) -> dict:
@@ -68,6 +86,14 @@ def _refund_reply(o: RefundOutcome, out_refund_no: str) -> dict:
 
 def _bad(message: str) -> GatewayError:
     return GatewayError(GatewayCode.BAD_REQUEST, message)
+
+
+class _AlreadyStarted(Exception):
+    """pay(): this request's collection is already in the ledger (handled by `_started`)."""
+
+    def __init__(self, payment: Payment) -> None:
+        super().__init__(payment.out_trade_no)
+        self.payment = payment
 
 
 class _Body:
@@ -174,24 +200,61 @@ class GatewayService:
             claimed = tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?) "
                                  "ON CONFLICT (device_id, idem_key) DO NOTHING", (device.device_id, key, digest, int(self._clock())))
             row = None if claimed else tx.one(
-                "SELECT request_digest, status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
+                "SELECT request_digest, status, response, created_at FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
         if row is not None:
             if bytes(row[0]) != digest:
                 raise GatewayError(GatewayCode.IDEMPOTENCY_CONFLICT, f"idempotency_key {key} was used for a different request")
-            if row[1] is None:
-                raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
-            return int(row[1]), json.loads(row[2])
+            if row[1] is not None:
+                return int(row[1]), json.loads(row[2])
+            # The first request has no stored reply: it is still running, or its process died (kill -9,
+            # power, the database went away) after claiming the key. Either way it is resolved here:
+            # reverse and refund are idempotent at the channel and in the ledger and simply run again;
+            # a payment finds its out_trade_no in the ledger and is answered from there (`_started`).
+            return self._run_and_store(device, path, key, request, claimed_at=int(row[3]))
+        return self._run_and_store(device, path, key, request, claimed_at=int(self._clock()))
+
+    def _run_and_store(self, device: Device, path: str, key: str, request: _Body, *, claimed_at: int) -> tuple[int, dict]:
         try:
             status, reply = 200, self._dispatch(device, path, request)
+        except _AlreadyStarted as started:
+            return self._started(device, key, started.payment, claimed_at)
         except GatewayError as exc:
-            if exc.code in (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE):
-                self._forget(device.device_id, key)  # nothing was decided: a retry may run again
+            if exc.code in UNDECIDED:
+                if exc.code is not GatewayCode.DATABASE_UNAVAILABLE:
+                    self._forget(device.device_id, key)  # nothing was decided: a retry may run again
                 raise
             status, reply = exc.http_status, exc.to_json_obj()
+        return self._store(device.device_id, key, status, reply)
+
+    def _store(self, device_id: str, key: str, status: int, reply: dict) -> tuple[int, dict]:
+        """Store a request's reply; the first stored reply wins (a resumed request and the original
+        may both finish), and is what every later retry gets."""
         with self.db.transaction() as tx:
-            tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ?",
-                       (status, json.dumps(reply, sort_keys=True), device.device_id, key))
-        return status, reply
+            if tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ? AND status IS NULL",
+                          (status, json.dumps(reply, sort_keys=True), device_id, key)):
+                return status, reply
+            row = tx.one("SELECT status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device_id, key))
+        if row is None or row[0] is None:  # forgotten meanwhile: nothing to keep
+            return status, reply
+        return int(row[0]), json.loads(row[1])
+
+    def _started(self, device: Device, key: str, payment: Payment, claimed_at: int) -> tuple[int, dict]:
+        """The reply to a copy of a payment request whose collection is already in the ledger.
+
+        Settled: the reply is made from the ledger and stored. Under way: if the request that started
+        it may still be talking to the channel (the key was claimed less than IN_PROGRESS_WINDOW_S
+        ago), `in_progress` as before; otherwise that request died, so the channel is queried, the
+        ledger settled, and a final outcome stored (a non-final one is answered `unknown` and not
+        stored: the POS queries, then reverses)."""
+        if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
+            if self._clock() - claimed_at < IN_PROGRESS_WINDOW_S:
+                raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
+            outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+            self._settle_pay(device, payment.out_trade_no, outcome)
+            if outcome.state not in _PAY_SETTLES:
+                return 200, _pay_reply(PayOutcome(PayState.UNKNOWN, message=outcome.message or outcome.state.value), payment.out_trade_no)
+            payment = self.ledger.payment(payment.out_trade_no, hospital_id=device.hospital_id)
+        return self._store(device.device_id, key, 200, _ledger_pay_reply(payment))
 
     def _forget(self, device_id: str, key: str) -> None:
         with self.db.transaction() as tx:
@@ -221,8 +284,16 @@ class GatewayService:
         auth_code = request.text("auth_code", max_len=128)
         subject = request.text("subject", max_len=128, default="self-pay")
         client = self.channels.client(device.hospital_id, channel)
-        self.ledger.start_payment(hospital_id=device.hospital_id, terminal_id=terminal_id, device_id=device.device_id,
-                                  order_no=order_no, out_trade_no=out_trade_no, channel=channel, amount_fen=amount_fen)
+        try:
+            self.ledger.start_payment(hospital_id=device.hospital_id, terminal_id=terminal_id, device_id=device.device_id,
+                                      order_no=order_no, out_trade_no=out_trade_no, channel=channel, amount_fen=amount_fen)
+        except OutTradeNoUsed:
+            # The same collection, from a copy of this request (a retry racing the first, or the first
+            # died): never call the channel twice for it. Anything else reusing a number is refused.
+            existing = self.ledger.payment(out_trade_no, hospital_id=device.hospital_id)
+            if (existing.device_id, existing.order_no, existing.amount_fen, existing.channel) != (device.device_id, order_no, amount_fen, channel):
+                raise
+            raise _AlreadyStarted(existing) from None
         outcome = client.pay(out_trade_no=out_trade_no, auth_code=auth_code, total_fen=amount_fen, subject=subject)
         self._settle_pay(device, out_trade_no, outcome)
         return _pay_reply(outcome, out_trade_no)
