@@ -157,7 +157,9 @@ class GatewayService:
             raise GatewayError(GatewayCode.BAD_REQUEST_AUTH, exc.message) from None
         try:
             device = self.directory.device(signed.device_id)
-        except GatewayError:
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.UNKNOWN_DEVICE:
+                raise  # e.g. database_unavailable: never tell a device it is unknown because the database is away
             raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"device {signed.device_id} is not registered with this gateway") from None
         try:
             verify_request(signed, device.public_key, method=method, path=path, body=body, now=now, max_skew_s=self._max_skew_s)
