@@ -97,7 +97,7 @@ def _directory(args: argparse.Namespace) -> Directory:
 
 
 def _show_device(d: Device) -> None:
-    _out(f"device {d.device_id}  hospital {d.hospital_id}  terminal {d.terminal_id or '(unbound)'}  {d.status.value}"
+    _out(f"device {d.device_id}  hospital {d.hospital_id}  terminals {', '.join(d.terminal_ids) or '(unbound)'}  {d.status.value}"
          + (f" ({d.disabled_reason})" if d.disabled_reason else ""))
     _out(f"  model {d.model}  serial {d.serial_no}  public key {d.public_key.hex()[:16]}...")
     _out(f"  last contact {_when(d.last_seen_at)}  firmware {d.firmware_version or 'unknown'}")
@@ -218,6 +218,11 @@ def cmd_device_bind(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_device_unbind(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).unbind_device(args.device_id, args.terminal_id, actor=args.actor))
+    return EXIT_OK
+
+
 def cmd_device_disable(args: argparse.Namespace) -> int:
     _show_device(_directory(args).disable_device(args.device_id, reason=args.reason, actor=args.actor))
     _out("refused from its next request on")
@@ -312,10 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_terminals_import)
 
     dev = sub.add_parser("device", help="one device").add_subparsers(dest="sub", required=True)
-    s = dev.add_parser("bind", help="bind a device to a terminal of its hospital")
+    s = dev.add_parser("bind", help="the device serves this terminal of its hospital too (a device may serve several)")
     s.add_argument("device_id")
     s.add_argument("terminal_id")
     s.set_defaults(func=cmd_device_bind)
+    s = dev.add_parser("unbind", help="the device no longer serves this terminal (its other terminals stay)")
+    s.add_argument("device_id")
+    s.add_argument("terminal_id")
+    s.set_defaults(func=cmd_device_unbind)
     s = dev.add_parser("disable", help="refuse every request of a device (stolen, lost, retired)")
     s.add_argument("device_id")
     s.add_argument("--reason", required=True)

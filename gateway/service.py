@@ -189,7 +189,7 @@ class GatewayService:
     def handle(self, device: Device, path: str, body: bytes) -> tuple[int, dict]:
         if path not in ROUTES:
             raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
-        if device.terminal_id is None:
+        if not device.terminal_ids:
             raise GatewayError(GatewayCode.DEVICE_UNBOUND, f"device {device.device_id} is not bound to a terminal yet")
         request = _Body(body)
         if path not in MUTATING:
@@ -277,8 +277,9 @@ class GatewayService:
 
     def pay(self, device: Device, request: _Body) -> dict:
         terminal_id = request.id("terminal_id")
-        if terminal_id != device.terminal_id:
-            raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device.device_id} is bound to {device.terminal_id}, not {terminal_id}")
+        if terminal_id not in device.terminal_ids:
+            raise GatewayError(GatewayCode.WRONG_TERMINAL,
+                               f"device {device.device_id} serves {', '.join(device.terminal_ids)}, not {terminal_id}")
         channel = self._channel(request)
         order_no = request.id("order_no")
         out_trade_no = request.id("out_trade_no", max_len=32)
@@ -392,9 +393,9 @@ class GatewayService:
         if instruction.order_no != order_no or instruction.amount.fen != amount_fen:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
                                "the refund's order or amount differ from the HIS instruction it claims to execute")
-        if instruction.terminal_id != device.terminal_id:
+        if instruction.terminal_id not in device.terminal_ids:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
-                               f"the HIS instruction is for terminal {instruction.terminal_id}, this device is {device.terminal_id}")
+                               f"the HIS instruction is for terminal {instruction.terminal_id}, this device serves {', '.join(device.terminal_ids)}")
         self._check_his_sig(hospital, envelope)
         return f"{envelope.kid}:{envelope.msg_id}"
 

@@ -180,6 +180,27 @@ def test_a_device_pays_only_for_its_own_terminal(gw) -> None:
     assert (status, error_code(reply)) == (403, "wrong_terminal")
 
 
+def test_a_device_serving_two_terminals_pays_and_refunds_for_both(gw) -> None:
+    """One POS at a window where HIS gives each fee type its own terminal ID: it pays for either,
+    refunds what either's HIS instruction says, and still not for another window's terminal."""
+    gw.fleet.directory.import_terminals("H001", "terminal_id,description,device_id\r\nT0003,window 1 (inpatient),H001-POS1\r\n",
+                                        actor=ACTOR)
+    pos = gw.pos()
+    for terminal in ("T0003", "T0001"):
+        order_no = order()
+        status, reply = pos.post("/v1/pay", pay_body(order_no, gw.code(), 1000, terminal=terminal))
+        assert (status, reply["state"]) == (200, "success")
+        assert gw.fleet.ledger.payment(reply["out_trade_no"], hospital_id="H001").terminal_id == terminal
+        status, reply = pos.post("/v1/refund", refund_body(order_no, 400, terminal=terminal))
+        assert (status, reply["state"]) in ((200, "success"), (200, "processing"))
+    status, reply = pos.post("/v1/pay", pay_body(order(), gw.code(), terminal="T0002"))
+    assert (status, error_code(reply)) == (403, "wrong_terminal")
+    order_no = order()
+    pos.post("/v1/pay", pay_body(order_no, gw.code(), 1000, terminal="T0003"))
+    status, reply = pos.post("/v1/refund", refund_body(order_no, 400, terminal="T0002"))
+    assert (status, error_code(reply)) == (422, "instruction_mismatch")
+
+
 def test_a_reversed_payment_frees_its_order(gw) -> None:
     pos = gw.pos()
     order_no = order()
