@@ -68,8 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise GatewayError(GatewayCode.TOO_LARGE, f"the body is larger than {MAX_BODY_BYTES} bytes")
             body = self.rfile.read(length)
             service = self.server.service
-            device = service.authenticate(self.headers, "POST", self.path, body)
-            status, reply = service.handle(device, self.path, body)
+            auth = service.authenticate(self.headers, "POST", self.path, body)
+            status, reply = service.handle(auth, self.path, body)
         except GatewayError as exc:
             status, reply = exc.http_status, exc.to_json_obj()
         except Exception:  # noqa: BLE001 - the device gets a stable code; the trace goes to the log

@@ -201,11 +201,15 @@ class Ledger:
             return self._payment_by(tx, "payment_id", payment_id)
 
     def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
-                       channel_txn_id: str | None = None, result_code: str | None = None) -> Payment:
-        """Move a collection to `state` (a repeat of the state it is in is a no-op)."""
+                       channel_txn_id: str | None = None, result_code: str | None = None,
+                       then: Callable[[Tx], object] | None = None) -> Payment:
+        """Move a collection to `state` (a repeat of the state it is in is a no-op). `then(tx)` runs in
+        the same transaction afterwards (the API stores its reply with the outcome: one commit)."""
         with self.db.transaction() as tx:
             payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
             if payment.state is state:
+                if then is not None:
+                    then(tx)
                 return payment
             if state not in PAYMENT_MOVES[payment.state]:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
@@ -216,6 +220,8 @@ class Ledger:
                 "updated_at = ? WHERE payment_id = ?",
                 (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
             )
+            if then is not None:
+                then(tx)
             return self._payment_by(tx, "payment_id", payment.payment_id)
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:

@@ -2,12 +2,17 @@
 rules, call the channel with the hospital's credentials, remember the first outcome.
 
     service = GatewayService(directory, ledger, channels)
-    device = service.authenticate(headers, "POST", "/v1/pay", body)      # or raises GatewayError
-    status, reply = service.handle(device, "/v1/pay", body)
+    auth = service.authenticate(headers, "POST", "/v1/pay", body)        # or raises GatewayError
+    status, reply = service.handle(auth, "/v1/pay", body)
 
 Authentication order: headers -> known device -> signature -> clock -> disabled -> nonce (replay).
 The signature comes before anything that answers differently for different devices' states, so only
 the key holder learns whether its device is disabled.
+
+Commits per payment (each one is a disk flush on SQLite with synchronous=FULL and on PostgreSQL):
+three. The request's nonce, the device's last contact and the idempotency claim share the first;
+the collection written as `paying` is the second (before the channel is called); the settled
+state and the stored reply share the third.
 
 Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
 is known, its reply are stored under (device, key); a retry with the same body gets the stored reply
@@ -21,6 +26,7 @@ import hashlib
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import MAX_FEN, Direction
@@ -33,6 +39,7 @@ from protocol.messages import PayChannel, ResultCode, decode_instruction
 from protocol.strictjson import Fields, loads_object
 
 from gateway.channel_clients import ChannelFactory
+from gateway.db import Tx
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
 from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
@@ -135,6 +142,18 @@ class _Body:
             raise _bad(exc.message) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A request whose headers, device, signature, clock and device status checked out. Its nonce (the
+    replay check) and the device's last contact are written by `handle`, in the request's first
+    write transaction."""
+
+    device: Device
+    nonce: bytes
+    at: int
+    firmware: str | None
+
+
 class GatewayService:
     def __init__(self, directory: Directory, ledger: Ledger, channels: ChannelFactory, *,
                  clock: Callable[[], float] = time.time, max_skew_s: int = MAX_SKEW_S) -> None:
@@ -149,7 +168,7 @@ class GatewayService:
 
     # --- authentication -------------------------------------------------------------------------
 
-    def authenticate(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Device:
+    def authenticate(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Authenticated:
         now = self._clock()
         try:
             signed = parse_headers(headers)
@@ -168,13 +187,16 @@ class GatewayService:
         if device.status is DeviceStatus.DISABLED:
             raise GatewayError(GatewayCode.DEVICE_DISABLED, f"device {device.device_id} has been disabled by the operator; call the service desk")
         self._prune_nonces(now)
-        with self.db.transaction() as tx:
-            if tx.one("SELECT 1 FROM request_nonces WHERE device_id = ? AND nonce = ?", (device.device_id, signed.nonce)):
-                raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
-            tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?)", (device.device_id, signed.nonce, int(now)))
-            tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?",
-                       (int(now), signed.firmware or None, device.device_id))
-        return device
+        return Authenticated(device, signed.nonce, int(now), signed.firmware or None)
+
+    @staticmethod
+    def _record(tx: Tx, auth: Authenticated) -> None:
+        """The replay check (a nonce is accepted once per device) and the device's last contact."""
+        device_id = auth.device.device_id
+        if tx.one("SELECT 1 FROM request_nonces WHERE device_id = ? AND nonce = ?", (device_id, auth.nonce)):
+            raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
+        tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?)", (device_id, auth.nonce, auth.at))
+        tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?", (auth.at, auth.firmware, device_id))
 
     def _prune_nonces(self, now: float) -> None:
         with self._prune_lock:
@@ -186,9 +208,13 @@ class GatewayService:
 
     # --- dispatch and idempotency ---------------------------------------------------------------
 
-    def handle(self, device: Device, path: str, body: bytes) -> tuple[int, dict]:
-        if path not in ROUTES:
-            raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
+    def handle(self, auth: Authenticated, path: str, body: bytes) -> tuple[int, dict]:
+        device = auth.device
+        if path not in MUTATING:
+            with self.db.transaction() as tx:
+                self._record(tx, auth)
+            if path not in ROUTES:
+                raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
         if not device.terminal_ids:
             raise GatewayError(GatewayCode.DEVICE_UNBOUND, f"device {device.device_id} is not bound to a terminal yet")
         request = _Body(body)
@@ -197,6 +223,7 @@ class GatewayService:
         key = request.id("idempotency_key")
         digest = hashlib.sha256(path.encode() + b"\n" + body).digest()
         with self.db.transaction() as tx:
+            self._record(tx, auth)
             # Claim the key; a concurrent retry's INSERT waits for ours (PostgreSQL) or for the write
             # lock (SQLite), does nothing, and reads the row we left.
             claimed = tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?) "
@@ -216,8 +243,9 @@ class GatewayService:
         return self._run_and_store(device, path, key, request, claimed_at=int(self._clock()))
 
     def _run_and_store(self, device: Device, path: str, key: str, request: _Body, *, claimed_at: int) -> tuple[int, dict]:
+        stored: dict[str, tuple[int, dict]] = {}  # pay() stores a settled reply in the ledger's own transaction
         try:
-            status, reply = 200, self._dispatch(device, path, request)
+            status, reply = 200, self._dispatch(device, path, request, stored=(key, stored))
         except _AlreadyStarted as started:
             return self._started(device, key, started.payment, claimed_at)
         except GatewayError as exc:
@@ -226,16 +254,22 @@ class GatewayService:
                     self._forget(device.device_id, key)  # nothing was decided: a retry may run again
                 raise
             status, reply = exc.http_status, exc.to_json_obj()
+        if "reply" in stored:
+            return stored["reply"]
         return self._store(device.device_id, key, status, reply)
 
     def _store(self, device_id: str, key: str, status: int, reply: dict) -> tuple[int, dict]:
+        with self.db.transaction() as tx:
+            return self._store_in(tx, device_id, key, status, reply)
+
+    @staticmethod
+    def _store_in(tx: Tx, device_id: str, key: str, status: int, reply: dict) -> tuple[int, dict]:
         """Store a request's reply; the first stored reply wins (a resumed request and the original
         may both finish), and is what every later retry gets."""
-        with self.db.transaction() as tx:
-            if tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ? AND status IS NULL",
-                          (status, json.dumps(reply, sort_keys=True), device_id, key)):
-                return status, reply
-            row = tx.one("SELECT status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device_id, key))
+        if tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ? AND status IS NULL",
+                      (status, json.dumps(reply, sort_keys=True), device_id, key)):
+            return status, reply
+        row = tx.one("SELECT status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device_id, key))
         if row is None or row[0] is None:  # forgotten meanwhile: nothing to keep
             return status, reply
         return int(row[0]), json.loads(row[1])
@@ -262,9 +296,10 @@ class GatewayService:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM idempotency WHERE device_id = ? AND idem_key = ? AND status IS NULL", (device_id, key))
 
-    def _dispatch(self, device: Device, path: str, request: _Body) -> dict:
+    def _dispatch(self, device: Device, path: str, request: _Body,
+                  stored: tuple[str, dict[str, tuple[int, dict]]] | None = None) -> dict:
         if path == "/v1/pay":
-            return self.pay(device, request)
+            return self.pay(device, request, stored=stored)
         if path == "/v1/query":
             return self.query(device, request)
         if path == "/v1/reverse":
@@ -275,7 +310,9 @@ class GatewayService:
 
     # --- the five calls -------------------------------------------------------------------------
 
-    def pay(self, device: Device, request: _Body) -> dict:
+    def pay(self, device: Device, request: _Body, *, stored: tuple[str, dict[str, tuple[int, dict]]] | None = None) -> dict:
+        """`stored`: (idempotency key, box): a final outcome and its stored reply commit together, and
+        the reply that was stored (the first one) is left in the box."""
         terminal_id = request.id("terminal_id")
         if terminal_id not in device.terminal_ids:
             raise GatewayError(GatewayCode.WRONG_TERMINAL,
@@ -298,8 +335,13 @@ class GatewayService:
                 raise
             raise _AlreadyStarted(existing) from None
         outcome = client.pay(out_trade_no=out_trade_no, auth_code=auth_code, total_fen=amount_fen, subject=subject)
-        self._settle_pay(device, out_trade_no, outcome)
-        return _pay_reply(outcome, out_trade_no)
+        reply = _pay_reply(outcome, out_trade_no)
+        then = None
+        if stored is not None:
+            key, box = stored
+            then = lambda tx: box.__setitem__("reply", self._store_in(tx, device.device_id, key, 200, reply))  # noqa: E731
+        self._settle_pay(device, out_trade_no, outcome, then=then)
+        return reply
 
     def query(self, device: Device, request: _Body) -> dict:
         payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
@@ -368,13 +410,14 @@ class GatewayService:
         except ValueError:
             raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)}") from None
 
-    def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome) -> None:
+    def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome,
+                    then: Callable[[Tx], object] | None = None) -> None:
         state = _PAY_SETTLES.get(outcome.state)
         if state is None:
             return  # USER_PAYING / UNKNOWN / NOT_FOUND: still under way; the POS queries, then reverses
         result_code = outcome.result_code.value if outcome.result_code else outcome.channel_code
         self.ledger.settle_payment(out_trade_no, hospital_id=device.hospital_id, state=state,
-                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code)
+                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code, then=then)
 
     def _check_instruction(self, device: Device, sealed: object, order_no: str, amount_fen: int) -> str:
         """Open the HIS instruction a refund executes; its order, amount and terminal must match."""
