@@ -88,8 +88,13 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
-        """Commit when the block ends, roll back if it raises."""
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
+        """Commit when the block ends, roll back if it raises.
+
+        `durable=False`: the commit does not wait for the disk (SQLite synchronous=NORMAL in WAL
+        mode; PostgreSQL `SET LOCAL synchronous_commit = off`). A crash or power cut may then lose
+        this transaction (never corrupt anything), until the next durable commit, which flushes it
+        too. Only for writes whose loss the callers are built to survive (docs/gateway.md, "Commits")."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -190,10 +195,13 @@ class SqliteDatabase(Database):
         return conn
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
         conn = self._pool.get()
         healthy = False
+        relaxed = write and not durable
         try:
+            if relaxed:  # per connection, and only outside a transaction: set now, restored below
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SqliteTx(conn)
@@ -204,6 +212,8 @@ class SqliteDatabase(Database):
             conn.execute("COMMIT")
             healthy = True
         finally:
+            if relaxed and healthy:
+                conn.execute("PRAGMA synchronous=FULL")
             self._pool.put(conn, healthy)
 
     def close(self) -> None:
@@ -280,13 +290,15 @@ class PostgresDatabase(Database):
         return conn
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
         import psycopg
 
         conn = self._begin(write)
         healthy = False
         try:
             try:
+                if write and not durable:
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 yield _PostgresTx(conn)
             except BaseException:
                 if not conn.closed:

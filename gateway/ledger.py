@@ -202,10 +202,11 @@ class Ledger:
 
     def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
                        channel_txn_id: str | None = None, result_code: str | None = None,
-                       then: Callable[[Tx], object] | None = None) -> Payment:
+                       then: Callable[[Tx], object] | None = None, durable: bool = True) -> Payment:
         """Move a collection to `state` (a repeat of the state it is in is a no-op). `then(tx)` runs in
-        the same transaction afterwards (the API stores its reply with the outcome: one commit)."""
-        with self.db.transaction() as tx:
+        the same transaction afterwards (the API stores its reply with the outcome: one commit).
+        `durable=False` only where a lost settlement is recovered from the channel (a `paying` row)."""
+        with self.db.transaction(durable=durable) as tx:
             payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
             if payment.state is state:
                 if then is not None:

@@ -9,10 +9,13 @@ Authentication order: headers -> known device -> signature -> clock -> disabled 
 The signature comes before anything that answers differently for different devices' states, so only
 the key holder learns whether its device is disabled.
 
-Commits per payment (each one is a disk flush on SQLite with synchronous=FULL and on PostgreSQL):
-three. The request's nonce, the device's last contact and the idempotency claim share the first;
-the collection written as `paying` is the second (before the channel is called); the settled
-state and the stored reply share the third.
+Commits per payment: three, one of them durable (a disk flush on SQLite synchronous=FULL and on
+PostgreSQL). The request's nonce, the device's last contact and the idempotency claim share the
+first, not durable; the collection written as `paying`, before the channel is called, is the durable
+one (lost, the channel could hold money the ledger does not know of, and the order could be paid
+again); the settled state and the stored reply share the third, not durable: lost in a crash, the
+collection is `paying` again, and a retry, the POS's query or the recovery sweep settles it from
+the channel (the first durable commit after it flushes it anyway).
 
 Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
 is known, its reply are stored under (device, key); a retry with the same body gets the stored reply
@@ -211,7 +214,7 @@ class GatewayService:
     def handle(self, auth: Authenticated, path: str, body: bytes) -> tuple[int, dict]:
         device = auth.device
         if path not in MUTATING:
-            with self.db.transaction() as tx:
+            with self.db.transaction(durable=False) as tx:  # losing it in a crash re-admits a query: harmless
                 self._record(tx, auth)
             if path not in ROUTES:
                 raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
@@ -222,7 +225,9 @@ class GatewayService:
             return 200, self._dispatch(device, path, request)
         key = request.id("idempotency_key")
         digest = hashlib.sha256(path.encode() + b"\n" + body).digest()
-        with self.db.transaction() as tx:
+        # Not durable: lost in a crash, a retry claims the key again and finds its payment, if it was
+        # started, by out_trade_no in the ledger (pay: `_AlreadyStarted`); nothing was acted on otherwise.
+        with self.db.transaction(durable=False) as tx:
             self._record(tx, auth)
             # Claim the key; a concurrent retry's INSERT waits for ours (PostgreSQL) or for the write
             # lock (SQLite), does nothing, and reads the row we left.
@@ -340,7 +345,7 @@ class GatewayService:
         if stored is not None:
             key, box = stored
             then = lambda tx: box.__setitem__("reply", self._store_in(tx, device.device_id, key, 200, reply))  # noqa: E731
-        self._settle_pay(device, out_trade_no, outcome, then=then)
+        self._settle_pay(device, out_trade_no, outcome, then=then, durable=False)
         return reply
 
     def query(self, device: Device, request: _Body) -> dict:
@@ -411,13 +416,13 @@ class GatewayService:
             raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)}") from None
 
     def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome,
-                    then: Callable[[Tx], object] | None = None) -> None:
+                    then: Callable[[Tx], object] | None = None, durable: bool = True) -> None:
         state = _PAY_SETTLES.get(outcome.state)
         if state is None:
             return  # USER_PAYING / UNKNOWN / NOT_FOUND: still under way; the POS queries, then reverses
         result_code = outcome.result_code.value if outcome.result_code else outcome.channel_code
         self.ledger.settle_payment(out_trade_no, hospital_id=device.hospital_id, state=state,
-                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code, then=then)
+                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code, then=then, durable=durable)
 
     def _check_instruction(self, device: Device, sealed: object, order_no: str, amount_fen: int) -> str:
         """Open the HIS instruction a refund executes; its order, amount and terminal must match."""
