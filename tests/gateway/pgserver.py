@@ -117,6 +117,11 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise PostgresUnavailable(f"PostgreSQL processes {sorted(pids)} survived SIGKILL")
             time.sleep(0.02)  # waiting for the kernel to reap processes that are not our children
+        # A killed postmaster may stay a zombie for a while (its parent is whoever adopted it, which in a
+        # container may never reap it), and a zombie's PID still "exists": the lock files it left would
+        # stop the next start. After a real crash of the host no process is left; remove them as that.
+        for lock in (self.data / "postmaster.pid", self.dir / f".s.PGSQL.{PORT}.lock", self.dir / f".s.PGSQL.{PORT}"):
+            lock.unlink(missing_ok=True)
 
     def conninfo(self, dbname: str = "postgres", *, search_path: str | None = None) -> str:
         info = f"host={self.dir} port={PORT} user={SUPERUSER} dbname={dbname}"

@@ -219,3 +219,35 @@ def test_kill_9_of_postgresql_mid_payment_and_before_one(durable_pg, sandbox) ->
         assert states == {body["out_trade_no"]: "succeeded", body2["out_trade_no"]: "succeeded"}
     finally:
         site.close()
+
+
+def test_kill_9_of_postgresql_right_after_payments_loses_no_payment(durable_pg, sandbox) -> None:
+    """Only the collection written before the channel call is committed durably; the settled state and
+    the stored reply are not waited for (docs/gateway.md, "Commits"). Killed right after replies went
+    out, the database may come back with some of them `paying` again: the POS's retry and the recovery
+    sweep finish them from the channel; every payment the POS was told succeeded is succeeded, once."""
+    conninfo = durable_pg.new_schema()
+    db = PostgresDatabase(conninfo)
+    db.migrate()
+    site = Site(durable_pg.url(conninfo), db, sandbox)
+    try:
+        pos = site.pos(site.gateway())
+        paid = []
+        for _ in range(5):
+            code = sandbox.issue_code("WECHAT", "100.00", "success")["code"]
+            body = pay_body("MZQ" + uuid.uuid4().hex[:12], code, 1250)
+            status, reply = pos.post("/v1/pay", body)
+            assert (status, reply["state"]) == (200, "success")
+            paid.append((body, code))
+        durable_pg.kill_9()
+        durable_pg.start()
+        for body, _ in paid:  # the POS retries (as if a reply had been lost): the same outcome, never a second charge
+            status, reply = pos.post("/v1/pay", body)
+            assert (status, reply.get("state") or reply["error"]["code"]) in ((200, "success"), (409, "in_progress"))
+        report = site.in_process(later(IN_PROGRESS_WINDOW_S + 1))[1].run_once()
+        assert report.errors == []
+        for body, code in paid:
+            assert site.fleet.ledger.payment(body["out_trade_no"], hospital_id="H001").state is PaymentState.SUCCEEDED
+            assert site.balance(code) == "87.50"
+    finally:
+        site.close()
