@@ -33,14 +33,14 @@ class ChannelFactory:
         self._lock = threading.Lock()
 
     def client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
-        hospital = self.directory.hospital(hospital_id)
-        if hospital.mode is not Mode.DIRECT:
-            raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: {hospital.mode.value} mode is not supported by this gateway version yet")
-        key = self.directory.merchant_key(hospital_id, channel)
+        mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
+        if mode is not Mode.DIRECT:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: {mode.value} mode is not supported by this gateway version yet")
         with self._lock:
             cached = self._cache.get((hospital_id, channel))
-            if cached is not None and cached[0] == key.version:
+            if cached is not None and version is not None and cached[0] == version:
                 return cached[1]
+        key = self.directory.merchant_key(hospital_id, channel)  # no_merchant when there is none
         section, id_field = _SECTION[channel]
         settings = dict(key.secrets) | {id_field: key.merchant_id} | self._overrides
         try:

@@ -267,13 +267,14 @@ class PostgresDatabase(Database):
         except psycopg.OperationalError as exc:
             raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
 
-    def _begin(self, write: bool):  # type: ignore[no-untyped-def]
+    def _begin(self, write: bool, durable: bool = True):  # type: ignore[no-untyped-def]
         """A pooled connection inside BEGIN. A pooled connection that died with the server (a restart,
         kill -9, a failover) fails at BEGIN, before anything was done: it and every other idle one
         are dropped and a fresh connection is made."""
         import psycopg
 
-        statement = "BEGIN" if write else "BEGIN READ ONLY"
+        # One round trip: a relaxed commit is set in the same simple-query message as BEGIN.
+        statement = ("BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off") if write else "BEGIN READ ONLY"
         conn = self._pool.get()
         try:
             conn.execute(statement)
@@ -293,12 +294,10 @@ class PostgresDatabase(Database):
     def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
         import psycopg
 
-        conn = self._begin(write)
+        conn = self._begin(write, durable)
         healthy = False
         try:
             try:
-                if write and not durable:
-                    conn.execute("SET LOCAL synchronous_commit = off")
                 yield _PostgresTx(conn)
             except BaseException:
                 if not conn.closed:

@@ -189,16 +189,17 @@ class Ledger:
             if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
                 raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
             try:
-                payment_id = tx.scalar(
+                row = tx.one(
                     f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING payment_id",
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING {_PAYMENT_COLS}",
                     (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
                      PaymentState.PAYING.value, day, int(now), int(now)),
                 )
             except UniqueViolation:
                 raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                    f"order {order_no} already has a collection under way or paid at this hospital") from None
-            return self._payment_by(tx, "payment_id", payment_id)
+            assert row is not None
+            return _payment(row)
 
     def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
                        channel_txn_id: str | None = None, result_code: str | None = None,
@@ -216,14 +217,15 @@ class Ledger:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
             if state is PaymentState.REVERSING and self._held_refunds(tx, payment.payment_id):
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} has refunds; it cannot be reversed")
-            tx.execute(
+            row = tx.one(
                 "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
-                "updated_at = ? WHERE payment_id = ?",
+                f"updated_at = ? WHERE payment_id = ? RETURNING {_PAYMENT_COLS}",
                 (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
             )
             if then is not None:
                 then(tx)
-            return self._payment_by(tx, "payment_id", payment.payment_id)
+            assert row is not None
+            return _payment(row)
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
         with self.db.transaction(write=False) as tx:

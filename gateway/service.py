@@ -57,6 +57,8 @@ NONCE_TTL_S = 2 * MAX_SKEW_S
 # channel call is bounded by its client's timeouts: connect 5 s + 3 x read 10 s); a retry is told
 # `in_progress`. Older, its process is gone: the retry resolves it from the ledger and the channel.
 IN_PROGRESS_WINDOW_S = 60
+# A device's last contact is recorded at most this often (and whenever its firmware version changes).
+CONTACT_RESOLUTION_S = 60
 # Refusals after which nothing has been decided: the reply is not stored, a retry runs again.
 UNDECIDED = (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE, GatewayCode.DATABASE_UNAVAILABLE)
 
@@ -195,11 +197,14 @@ class GatewayService:
     @staticmethod
     def _record(tx: Tx, auth: Authenticated) -> None:
         """The replay check (a nonce is accepted once per device) and the device's last contact."""
-        device_id = auth.device.device_id
-        if tx.one("SELECT 1 FROM request_nonces WHERE device_id = ? AND nonce = ?", (device_id, auth.nonce)):
+        device = auth.device
+        if not tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING",
+                          (device.device_id, auth.nonce, auth.at)):
             raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
-        tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?)", (device_id, auth.nonce, auth.at))
-        tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?", (auth.at, auth.firmware, device_id))
+        # Last contact to the minute (gateway-admin device show): not one more write on every request.
+        if auth.firmware != device.firmware_version or device.last_seen_at is None or auth.at - device.last_seen_at >= CONTACT_RESOLUTION_S:
+            tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?",
+                       (auth.at, auth.firmware, device.device_id))
 
     def _prune_nonces(self, now: float) -> None:
         with self._prune_lock:

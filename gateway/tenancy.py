@@ -225,6 +225,16 @@ class Directory:
                         retired_version=current[0] if current else None, fields=sorted(secrets))
         return version
 
+    def merchant_key_version(self, hospital_id: str, channel: PayChannel) -> tuple[Mode, int | None]:
+        """The hospital's mode and the current version of its credentials for `channel` (None: none),
+        in one read: what a cached channel client is checked against on every request."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT h.mode, k.version FROM hospitals h LEFT JOIN merchant_keys k ON k.hospital_id = h.hospital_id "
+                         "AND k.channel = ? AND k.retired_at IS NULL WHERE h.hospital_id = ?", (channel.value, hospital_id))
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}; add it with gateway-admin hospital add")
+        return Mode(row[0]), None if row[1] is None else int(row[1])
+
     def merchant_key(self, hospital_id: str, channel: PayChannel) -> MerchantKey:
         with self.db.transaction(write=False) as tx:
             row = tx.one(
