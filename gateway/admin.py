@@ -7,6 +7,7 @@ the login name) says who did it. The database is `--db` or GATEWAY_DB; the maste
 GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md walks through it.
 
     gateway-admin master-key new /etc/gateway/master.key
+    gateway-admin --previous-master-key-file old.key vault rewrap      # master-key rotation
     gateway-admin migrate
     gateway-admin hospital add H001 --name "City Hospital" --mode direct --txn-limit 50000.00
     gateway-admin hospital his-signature H001 --his-public-key HEX --require
@@ -92,7 +93,8 @@ def _directory(args: argparse.Namespace) -> Directory:
     db = _database(args)
     if db.schema_version() < LATEST:
         raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
-    vault = vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None)
+    vault = vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None,
+                           previous_key_file=Path(args.previous_master_key_file) if args.previous_master_key_file else None)
     return Directory(db, vault)
 
 
@@ -111,6 +113,15 @@ def cmd_master_key_new(args: argparse.Namespace) -> int:
     write_master_key_file(path)
     read_master_key_file(path)
     _out(f"wrote a new master key to {path} (mode 600); back it up apart from the database: without it the credentials cannot be opened")
+    return EXIT_OK
+
+
+def cmd_vault_rewrap(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    counts = d.rewrap_vault(actor=args.actor)
+    _out(f"sealed again under master key {d.vault.key_id.hex()}: {counts['merchant_keys']} merchant credential(s), "
+         f"{counts['his_keys']} HIS key(s); once every gateway runs with this key alone, drop the previous one "
+         "(keep it as long as backups made before today are kept)")
     return EXIT_OK
 
 
@@ -177,7 +188,7 @@ def cmd_merchant_set(args: argparse.Namespace) -> int:
     d = _directory(args)
     channel = _channel(args.channel)
     if args.rotate:
-        merchant_id = args.merchant_id or d.merchant_key(args.hospital_id, channel).merchant_id
+        merchant_id = args.merchant_id or d.merchant_id(args.hospital_id, channel)
     else:
         if not args.merchant_id:
             raise GatewayError(GatewayCode.BAD_INPUT, "--merchant-id is required (WeChat mch_id or sub_mch_id, Alipay app_id)")
@@ -255,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
     p.add_argument("--master-key-file", help="the 0600 master key file (default: $GATEWAY_MASTER_KEY_FILE or $GATEWAY_MASTER_KEY)")
+    p.add_argument("--previous-master-key-file",
+                   help="during a master-key rotation, the key being replaced (default: $GATEWAY_PREVIOUS_MASTER_KEY_FILE)")
     p.add_argument("--actor", default=getpass.getuser(), help="who is doing this, for the audit trail (default: your login name)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -262,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = mk.add_parser("new", help="write a fresh master key to a new 0600 file")
     s.add_argument("path")
     s.set_defaults(func=cmd_master_key_new)
+
+    vault = sub.add_parser("vault", help="the sealed values").add_subparsers(dest="sub", required=True)
+    s = vault.add_parser("rewrap", help="seal every credential and HIS key again under the current master key "
+                                        "(rotation: give the previous key with --previous-master-key-file)")
+    s.set_defaults(func=cmd_vault_rewrap)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
 

@@ -235,6 +235,15 @@ class Directory:
             raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}; add it with gateway-admin hospital add")
         return Mode(row[0]), None if row[1] is None else int(row[1])
 
+    def merchant_id(self, hospital_id: str, channel: PayChannel) -> str:
+        """The current credentials' merchant id (stored in the clear: nothing is opened)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT merchant_id FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL",
+                         (hospital_id, channel.value))
+        if row is None:
+            raise GatewayError(GatewayCode.NO_MERCHANT, f"hospital {hospital_id} has no {channel.value} merchant credentials")
+        return str(row[0])
+
     def merchant_key(self, hospital_id: str, channel: PayChannel) -> MerchantKey:
         with self.db.transaction(write=False) as tx:
             row = tx.one(
@@ -246,6 +255,29 @@ class Directory:
         version, merchant_id, sealed = int(row[0]), row[1], bytes(row[2])
         secrets = json.loads(self.vault.open(sealed, f"merchant|{hospital_id}|{channel.value}|{version}"))
         return MerchantKey(hospital_id, channel, version, merchant_id, secrets)
+
+    def rewrap_vault(self, *, actor: str) -> dict[str, int]:
+        """Seal again, under the vault's current master key, every value sealed under a previous one
+        (merchant credentials of every version, HIS keys): one transaction, audited. Rows rewrapped."""
+        counts = {"merchant_keys": 0, "his_keys": 0}
+        with self.db.transaction() as tx:
+            for hospital_id, channel, version, sealed in tx.all(
+                    "SELECT hospital_id, channel, version, sealed FROM merchant_keys" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = f"merchant|{hospital_id}|{channel}|{version}"
+                tx.execute("UPDATE merchant_keys SET sealed = ? WHERE hospital_id = ? AND channel = ? AND version = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), hospital_id, channel, version))
+                counts["merchant_keys"] += 1
+            for hospital_id, kid, sealed in tx.all("SELECT hospital_id, kid, sealed FROM his_keys" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = f"his|{hospital_id}|{kid}"
+                tx.execute("UPDATE his_keys SET sealed = ? WHERE hospital_id = ? AND kid = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), hospital_id, kid))
+                counts["his_keys"] += 1
+            self._audit(tx, actor, "vault.rewrap", "master_key", to_key_id=self.vault.key_id.hex(), **counts)
+        return counts
 
     # --- HIS envelope keys ----------------------------------------------------------------------
 
