@@ -68,7 +68,8 @@ conformance-java: setup
 bench: setup
 	@$(PY) -m bench
 
-# Reconciliation at 10M transactions per source as well (about a quarter of an hour with generating the day).
+# Reconciliation at 10M transactions per source as well: not in `make bench`, because generating the
+# 10M day (about 7 GB) takes from a quarter of an hour (idle machine) to most of an hour (busy one).
 bench-reconcile-10m: setup
 	@RECONCILE_BENCH_10M=1 $(PY) -m bench reconcile
 

@@ -2,7 +2,7 @@
 
     pos-sim run --storage .run/device [--pty | --tcp PORT | --usb | --aoa] [--control-port N] [--baud 115200]
     pos-sim scan 134567890123456789           pos-sim scan --qr code.png
-    pos-sim screen | status | history | cancel | confirm-refund 246810 | decline-refund | dismiss
+    pos-sim screen | status | history | cancel | confirm-refund 246810 | decline-refund | dismiss | recheck
     pos-sim fault unplug --for 2 | replug | drop --probability 0.01 | corrupt --next 40 | duplicate ...
                   | delay --ms 50 | clear | power-cut [--at paying] | power-on | skew 3600
 
@@ -372,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scan)
     for name, path, done, text in (("cancel", "/v1/cancel", "cancelled", "cancel the instruction on screen"),
                                    ("decline-refund", "/v1/refund/decline", "refund declined", "the supervisor declines the refund"),
-                                   ("dismiss", "/v1/dismiss", "dismissed", "hide the result screen")):
+                                   ("dismiss", "/v1/dismiss", "dismissed", "hide the result screen"),
+                                   ("recheck", "/v1/recheck", "asking the channel again",
+                                    "a person fixed what a needs-person payment or refund waits for: check again")):
         p = sub.add_parser(name, help=text)
         _target(p)
         p.set_defaults(func=_action(path, done))

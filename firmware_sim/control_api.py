@@ -12,6 +12,7 @@ docs/simulator.md, "Device control API", has a curl example for each route:
     POST /v1/refund/confirm          {"pin": "246810"}
     POST /v1/refund/decline
     POST /v1/dismiss                 hide the result screen
+    POST /v1/recheck                 a person fixed what a needs-person instruction waits for: ask the channel again
     GET  /v1/faults                  armed and active faults, byte-filter counters
     POST /v1/faults                  one fault object, or {"faults": [...]} applied in order (firmware_sim.faults)
 
@@ -86,6 +87,7 @@ def screen_json(view: ScreenView, power: Power) -> dict[str, object]:
         "can_scan": view.can_scan, "can_cancel": view.can_cancel, "pin_tries_left": view.pin_tries_left,
         "pin_locked_until": view.pin_locked_until, "queued": view.queued, "link_up": view.link_up,
         "last_result": result_json(view.last_result),
+        "needs_person": view.needs_person, "needs_person_elsewhere": view.needs_person_elsewhere, "reverse_at": view.reverse_at,
     }
 
 
@@ -163,7 +165,7 @@ class ControlApi:
         routes = {
             "/v1/status": ("GET",), "/v1/screen": ("GET",), "/v1/history": ("GET",), "/v1/faults": ("GET", "POST"),
             "/v1/scan": ("POST",), "/v1/cancel": ("POST",), "/v1/refund/confirm": ("POST",),
-            "/v1/refund/decline": ("POST",), "/v1/dismiss": ("POST",),
+            "/v1/refund/decline": ("POST",), "/v1/dismiss": ("POST",), "/v1/recheck": ("POST",),
         }
         if path not in routes:
             raise SimError(SimCode.NOT_FOUND, f"no endpoint {path}; see docs/simulator.md (Device control API)")
@@ -192,6 +194,9 @@ class ControlApi:
             return 200, {"ok": True, "screen": self._screen()}
         if path == "/v1/refund/decline":
             reply = device.decline_refund()
+            return 200, {"ok": True, "message": _text(reply.message), "screen": self._screen()}
+        if path == "/v1/recheck":
+            reply = device.recheck()
             return 200, {"ok": True, "message": _text(reply.message), "screen": self._screen()}
         device.dismiss()
         return 200, {"ok": True, "screen": self._screen()}

@@ -477,6 +477,13 @@ class VirtualDevice:
             raise SimError(SimCode.BUSY, reply.message.en, text=_text(reply.message))
         return reply
 
+    def recheck(self) -> ActionReply:
+        """A person fixed what an instruction was handed over for: the POS asks the channel again."""
+        reply: ActionReply = self._guarded(lambda s: s.recheck())  # type: ignore[assignment]
+        if not reply.ok:
+            raise SimError(SimCode.NOTHING_NEEDS_PERSON, reply.message.en, text=_text(reply.message))
+        return reply
+
     def dismiss(self) -> None:
         self._guarded(lambda s: s.dismiss())
 

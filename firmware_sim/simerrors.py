@@ -23,6 +23,7 @@ class SimCode(str, enum.Enum):
     NOTHING_TO_CANCEL = "nothing_to_cancel"  # no instruction on screen
     BUSY = "busy"  # the action is not possible in the current state (e.g. cancel while paying)
     NOTHING_TO_CONFIRM = "nothing_to_confirm"  # no refund is waiting for the supervisor
+    NOTHING_NEEDS_PERSON = "nothing_needs_person"  # recheck: no instruction is handed to a person
     WRONG_PIN = "wrong_pin"
     PIN_LOCKED = "pin_locked"
     POWERED_OFF = "powered_off"  # the device is off (a power cut); POST /v1/faults {"fault": "power_on"}
@@ -47,6 +48,7 @@ HTTP_STATUS: dict[SimCode, int] = {
     SimCode.NOTHING_TO_CANCEL: 409,
     SimCode.BUSY: 409,
     SimCode.NOTHING_TO_CONFIRM: 409,
+    SimCode.NOTHING_NEEDS_PERSON: 409,
     SimCode.WRONG_PIN: 403,
     SimCode.PIN_LOCKED: 423,
     SimCode.POWERED_OFF: 409,

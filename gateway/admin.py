@@ -20,6 +20,9 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin device disable POS-0001 --reason "stolen from the hall, police report 123"
     gateway-admin device show POS-0001
     gateway-admin audit
+    gateway-admin ledger export --hospital H001 --day 2026-11-22 --out platform-20261122.csv
+    gateway-admin alarms list [--hospital H001] [--all]
+    gateway-admin alarms resolve 7 --note "refund done by hand on the merchant platform"
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from protocol.errors import ProtocolError
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
 
+from gateway.alarms import Alarms
 from gateway.db import Database, open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import BUSINESS_TZ
+from gateway.ledger_export import write_export
 from gateway.migrations import LATEST
 from gateway.tenancy import Device, Directory, Mode
 from gateway.vault import read_master_key_file, vault_from_env, write_master_key_file
@@ -262,6 +267,65 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    """The day's platform ledger for reconciliation (gateway.ledger_export); read-only."""
+    try:
+        day = datetime.date.fromisoformat(args.day)
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"--day {args.day!r} is not a date: use YYYY-MM-DD") from None
+    db = _database(args)
+    try:
+        if args.out in (None, "-"):
+            n = write_export(db, args.hospital, day, sys.stdout)
+        else:
+            out = Path(args.out)
+            tmp = out.with_name(out.name + ".part")  # a reader never sees half a day
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="") as f:
+                    n = write_export(db, args.hospital, day, f)
+                os.replace(tmp, out)
+            except OSError as exc:
+                raise GatewayError(GatewayCode.BAD_INPUT, f"cannot write {out}: {exc.strerror or exc}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            sys.stderr.write(f"{n} row(s) of {args.hospital} on {day} written to {out}\n")
+    finally:
+        db.close()
+    return EXIT_OK
+
+
+def _alarms(args: argparse.Namespace) -> Alarms:
+    db = _database(args)
+    if db.schema_version() < LATEST:
+        raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
+    return Alarms(db)
+
+
+def cmd_alarms_list(args: argparse.Namespace) -> int:
+    alarms = _alarms(args).list(hospital_id=args.hospital, include_resolved=args.all)
+    if not alarms:
+        _out("no open alarms" if not args.all else "no alarms")
+    for a in alarms:
+        what = f"{a.kind.value} {a.order_no or ''} {format_yuan(a.amount_fen) if a.amount_fen else ''}".strip()
+        _out(f"#{a.alarm_id}  {a.reason}  hospital {a.hospital_id}  {what}  {a.channel or ''} {a.reference}"
+             f"  since {_when(a.raised_at)}" + (f"  (x{a.count}, last {_when(a.last_at)})" if a.count > 1 else ""))
+        if a.device_id:
+            _out(f"  device {a.device_id}")
+        if a.message:
+            _out(f"  channel said: {a.message}")
+        if a.resolved_at is not None:
+            _out(f"  resolved {_when(a.resolved_at)} by {a.resolved_by}: {a.resolution}")
+        else:
+            _out(f"  what to do: {a.what_to_do}")
+    return EXIT_OK
+
+
+def cmd_alarms_resolve(args: argparse.Namespace) -> int:
+    alarm = _alarms(args).resolve(args.alarm_id, actor=args.actor, note=args.note)
+    _out(f"alarm #{alarm.alarm_id} ({alarm.reason}, {alarm.reference}) resolved by {alarm.resolved_by}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
@@ -354,9 +418,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("device_id")
     s.set_defaults(func=cmd_device_show)
 
+    alarms = sub.add_parser("alarms", help="what needs a person (payments and refunds in doubt, merchant settings)")
+    alarm_sub = alarms.add_subparsers(dest="sub", required=True)
+    s = alarm_sub.add_parser("list", help="open alarms, oldest first, each with what to do")
+    s.add_argument("--hospital")
+    s.add_argument("--all", action="store_true", help="resolved ones too")
+    s.set_defaults(func=cmd_alarms_list)
+    s = alarm_sub.add_parser("resolve", help="close an alarm, saying what was done (audited)")
+    s.add_argument("alarm_id", type=int)
+    s.add_argument("--note", required=True)
+    s.set_defaults(func=cmd_alarms_resolve)
+
     s = sub.add_parser("audit", help="the latest audited actions")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_audit)
+
+    led = sub.add_parser("ledger", help="the ledger, read-only").add_subparsers(dest="sub", required=True)
+    s = led.add_parser("export", help="a hospital's day of payments and refunds for reconciliation (the platform leg)")
+    s.add_argument("--hospital", required=True, help="the hospital id")
+    s.add_argument("--day", required=True, help="the business day (Asia/Shanghai), YYYY-MM-DD")
+    s.add_argument("--out", help="the file to write (default: standard output)")
+    s.set_defaults(func=cmd_ledger_export)
     return p
 
 

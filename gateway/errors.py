@@ -38,6 +38,9 @@ class GatewayCode(str, enum.Enum):
     UNKNOWN_REFUND = "unknown_refund"
     BAD_TRANSITION = "bad_transition"
     INSTRUCTION_USED = "instruction_used"
+    # A channel's own documented limits, refused before the channel is asked (WeChat Pay).
+    REFUND_WINDOW_CLOSED = "refund_window_closed"
+    TOO_MANY_REFUNDS = "too_many_refunds"
     # The POS -> gateway API.
     BAD_REQUEST = "bad_request"
     BAD_REQUEST_AUTH = "bad_request_auth"

@@ -33,6 +33,11 @@ from gateway.errors import GatewayCode, GatewayError
 
 # Business days of Chinese hospitals and of both channels' bills.
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+# WeChat Pay's refund API (申请退款): "交易时间超过一年的订单无法提交退款" and "每个支付订单的部分退款次数不能超过50次".
+# The gateway refuses both up front with its own codes, rather than sending a refund the channel
+# will refuse. A year is taken as 365 days from the collection (the safe side of a leap year).
+WECHAT_REFUND_WINDOW_S = 365 * 86400
+WECHAT_MAX_REFUNDS = 50
 
 
 class PaymentState(enum.Enum):
@@ -290,6 +295,8 @@ class Ledger:
             if instruction_msg_id is not None and tx.one("SELECT 1 FROM refunds WHERE hospital_id = ? AND instruction_msg_id = ?",
                                                          (hospital_id, instruction_msg_id)):
                 raise GatewayError(GatewayCode.INSTRUCTION_USED, f"HIS instruction {instruction_msg_id} has already been executed")
+            if payment.channel is PayChannel.WECHAT:
+                self._check_wechat_limits(tx, payment, now)
             held = self._held_refunds(tx, payment.payment_id)
             if held + amount_fen > payment.amount_fen:
                 raise GatewayError(
@@ -307,6 +314,20 @@ class Ledger:
             except UniqueViolation:  # a concurrent refund took the number or the instruction first
                 raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} or its HIS instruction was just used") from None
             return self._refund_by(tx, "refund_id", refund_id)
+
+    def _check_wechat_limits(self, tx: Tx, payment: Payment, now: int) -> None:
+        collected_at = int(tx.scalar("SELECT created_at FROM payments WHERE payment_id = ?", (payment.payment_id,)) or 0)
+        if now - collected_at > WECHAT_REFUND_WINDOW_S:
+            day = datetime.datetime.fromtimestamp(collected_at, BUSINESS_TZ).date().isoformat()
+            raise GatewayError(GatewayCode.REFUND_WINDOW_CLOSED,
+                               f"order {payment.order_no} was collected with WeChat Pay on {day}, more than one year ago; "
+                               "WeChat Pay refunds only within one year of the payment: settle it with the patient another way")
+        # Every refund request of the order counts (WeChat counts them, whatever became of them).
+        count = int(tx.scalar("SELECT COUNT(*) FROM refunds WHERE payment_id = ?", (payment.payment_id,)) or 0)
+        if count >= WECHAT_MAX_REFUNDS:
+            raise GatewayError(GatewayCode.TOO_MANY_REFUNDS,
+                               f"order {payment.order_no} has had {count} refunds; WeChat Pay allows at most {WECHAT_MAX_REFUNDS} "
+                               "partial refunds of one payment: settle the rest with the patient another way")
 
     def settle_refund(self, out_refund_no: str, *, hospital_id: str, state: RefundState, channel_refund_id: str | None = None) -> Refund:
         with self.db.transaction() as tx:

@@ -154,7 +154,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         # One HIS refund instruction executes at most one refund.
         "CREATE UNIQUE INDEX refunds_one_per_instruction ON refunds (hospital_id, instruction_msg_id) WHERE instruction_msg_id IS NOT NULL",
     )),
-    Migration(3, "a device may serve several terminals: the binding moves to terminals.device_id", (
+    Migration(3, "alarms: what needs a person (issue 17)", (
+        """CREATE TABLE alarms (
+            alarm_id {pk},
+            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
+            kind TEXT NOT NULL CHECK (kind IN ('collect', 'refund', 'merchant')),
+            reason TEXT NOT NULL,
+            reference TEXT NOT NULL,
+            order_no TEXT,
+            channel TEXT,
+            amount_fen BIGINT CHECK (amount_fen > 0),
+            device_id TEXT,
+            message TEXT NOT NULL,
+            count INTEGER NOT NULL CHECK (count > 0),
+            raised_at BIGINT NOT NULL,
+            last_at BIGINT NOT NULL,
+            resolved_at BIGINT,
+            resolved_by TEXT,
+            resolution TEXT)""",
+        # One open alarm per thing and reason; repeats are counted on it.
+        "CREATE UNIQUE INDEX alarms_open ON alarms (hospital_id, reference, reason) WHERE resolved_at IS NULL",
+    )),
+    Migration(4, "a device may serve several terminals: the binding moves to terminals.device_id", (
         # A terminal (an HIS terminal ID) is served by at most one device; one device may serve several
         # (one POS at a window where HIS gives each fee type its own terminal ID). devices.terminal_id
         # stays, unused and empty: SQLite cannot drop a column that is part of a foreign key.

@@ -41,12 +41,13 @@ from protocol.ids import is_valid_id
 from protocol.messages import PayChannel, ResultCode, decode_instruction
 from protocol.strictjson import Fields, loads_object
 
+from gateway.alarms import POS_REASONS, AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
 from gateway.db import Tx
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
 from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
-from terminal.channels.base import PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
+from terminal.channels.base import MERCHANT_CONFIG, PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
 from terminal.channels.base import RefundState as ChannelRefundState
 
 MAX_BODY_BYTES = 64 * 1024
@@ -62,7 +63,7 @@ CONTACT_RESOLUTION_S = 60
 # Refusals after which nothing has been decided: the reply is not stored, a retry runs again.
 UNDECIDED = (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE, GatewayCode.DATABASE_UNAVAILABLE)
 
-MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund")
+MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund", "/v1/alarm")
 ROUTES = MUTATING + ("/v1/query", "/v1/refund-query")
 
 # Whether a pay outcome settles the ledger, and how.
@@ -170,6 +171,7 @@ class GatewayService:
         self._max_skew_s = max_skew_s
         self._last_prune = 0.0
         self._prune_lock = threading.Lock()
+        self.alarms = Alarms(directory.db, clock=clock)
 
     # --- authentication -------------------------------------------------------------------------
 
@@ -316,6 +318,8 @@ class GatewayService:
             return self.reverse(device, request)
         if path == "/v1/refund":
             return self.refund(device, request)
+        if path == "/v1/alarm":
+            return self.alarm(device, request)
         return self.refund_query(device, request)
 
     # --- the five calls -------------------------------------------------------------------------
@@ -345,6 +349,7 @@ class GatewayService:
                 raise
             raise _AlreadyStarted(existing) from None
         outcome = client.pay(out_trade_no=out_trade_no, auth_code=auth_code, total_fen=amount_fen, subject=subject)
+        self._watch(device, channel, outcome)
         reply = _pay_reply(outcome, out_trade_no)
         then = None
         if stored is not None:
@@ -356,6 +361,7 @@ class GatewayService:
     def query(self, device: Device, request: _Body) -> dict:
         payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
         outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+        self._watch(device, payment.channel, outcome)
         if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
             self._settle_pay(device, payment.out_trade_no, outcome)
         return _pay_reply(outcome, payment.out_trade_no)
@@ -367,6 +373,7 @@ class GatewayService:
                     "message": f"nothing to reverse: the payment is {payment.state.value}"}
         self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.REVERSING)
         outcome = self.channels.client(device.hospital_id, payment.channel).reverse(payment.out_trade_no)
+        self._watch(device, payment.channel, outcome)
         if outcome.state is ReverseState.DONE:
             self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.CLOSED)
         return _reverse_reply(outcome, payment.out_trade_no)
@@ -394,6 +401,7 @@ class GatewayService:
         outcome = self.channels.client(device.hospital_id, payment.channel).refund(
             out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no, total_fen=payment.amount_fen,
             refund_fen=amount_fen, reason=reason)
+        self._watch(device, payment.channel, outcome)
         if outcome.state in _REFUND_SETTLES:
             self.ledger.settle_refund(out_refund_no, hospital_id=device.hospital_id, state=_REFUND_SETTLES[outcome.state],
                                       channel_refund_id=outcome.channel_refund_id)
@@ -406,12 +414,43 @@ class GatewayService:
         out_trade_no, channel = row[0], PayChannel(row[1])
         outcome = self.channels.client(device.hospital_id, channel).refund_query(out_trade_no=out_trade_no,
                                                                                   out_refund_no=refund.out_refund_no)
+        self._watch(device, channel, outcome)
         if refund.state is RefundState.REFUNDING and outcome.state in _REFUND_SETTLES:
             self.ledger.settle_refund(refund.out_refund_no, hospital_id=device.hospital_id,
                                       state=_REFUND_SETTLES[outcome.state], channel_refund_id=outcome.channel_refund_id)
         return _refund_reply(outcome, refund.out_refund_no)
 
+    def alarm(self, device: Device, request: _Body) -> dict:
+        """A POS handed an instruction to a person (terminal.alarms): store it for the operators."""
+        reason = request.text("reason", max_len=32)
+        if reason not in POS_REASONS:
+            raise _bad(f"request.reason must be one of {', '.join(sorted(POS_REASONS))}")
+        kind_text = request.text("kind", max_len=16)
+        if kind_text not in (AlarmKind.COLLECT.value, AlarmKind.REFUND.value):
+            raise _bad("request.kind must be collect or refund")
+        reference = request.id("reference")
+        channel = request.raw("channel") if request.f.has("channel") else None
+        if channel is not None and channel not in {c.value for c in PayChannel}:
+            raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)} or null")
+        alarm = self.alarms.raise_alarm(hospital_id=device.hospital_id, kind=AlarmKind(kind_text), reason=reason, reference=reference,
+                                        order_no=request.id("order_no"), channel=channel, amount_fen=request.fen("amount_fen"),
+                                        device_id=device.device_id, message=request.text("message", max_len=512, default=""))
+        return {"alarm_id": alarm.alarm_id, "count": alarm.count, "what_to_do": alarm.what_to_do}
+
     # --- helpers --------------------------------------------------------------------------------
+
+    def _watch(self, device: Device, channel: PayChannel, outcome: PayOutcome | ReverseOutcome | RefundOutcome) -> None:
+        """A hospital's channel settings failing is the operators' business at once: the channel
+        rejected our request (merchant_config) or its reply cannot be verified (unverified)."""
+        if outcome.channel_code == MERCHANT_CONFIG:
+            reason = "merchant_config"
+        elif outcome.state in (PayState.UNVERIFIED, ReverseState.UNVERIFIED, ChannelRefundState.UNVERIFIED):
+            reason = "unverified_reply"
+        else:
+            return
+        self.alarms.raise_alarm(hospital_id=device.hospital_id, kind=AlarmKind.MERCHANT, reason=reason, reference=channel.value,
+                                channel=channel.value, device_id=device.device_id, message=outcome.message or reason)
+
 
     def _channel(self, request: _Body) -> PayChannel:
         text = request.text("channel", max_len=16)

@@ -74,7 +74,7 @@ class MerchantKey:
 
 
 _HOSPITAL_COLS = "hospital_id, name, mode, txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen, require_his_signature, his_public_key"
-# `devices.terminal_id` is unused since migration 3: the binding lives in `terminals.device_id`.
+# `devices.terminal_id` is unused since migration 4: the binding lives in `terminals.device_id`.
 _DEVICE_COLS = "device_id, hospital_id, model, serial_no, public_key, status, disabled_reason, last_seen_at, firmware_version"
 
 

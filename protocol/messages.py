@@ -58,6 +58,13 @@ class ResultCode(str, enum.Enum):
     # REFUND_FAILED (refunds): nothing was collected or refunded by this instruction.
     EXPIRED = "expired"  # expires_at passed with no payment under way (or after one that was declined)
     WITHDRAWN = "withdrawn"  # HIS withdrew the instruction (POST /v1/instructions/{msg_id}/cancel)
+    # The channel rejected the request for the merchant's configuration (key, app id, certificate)
+    # before processing it: nothing was charged or refunded; the provider must fix its settings.
+    MERCHANT_CONFIG = "merchant_config"
+    # Refused by the gateway before the channel, as the channel's own rules would (WeChat Pay: a
+    # refund more than a year after the payment; more than 50 refunds of one payment).
+    REFUND_WINDOW_CLOSED = "refund_window_closed"
+    TOO_MANY_REFUNDS = "too_many_refunds"
 
 
 class Progress(enum.Enum):

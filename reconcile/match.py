@@ -105,6 +105,8 @@ class Matcher(Conclusions):
         self._c_ref: dict[int, str] = {}
         self._c_extra: dict[int, list[str]] = {}  # more bill rows of a transaction: reversals, reversed attempts
         self._others: list[OtherTrade] = []  # bill rows that are not the POS's (reconcile.attribution)
+        self._plat_left: list[Entry] = []  # platform ledger rows no journal record took
+        self._has_platform = False
 
     # -- loading ---------------------------------------------------------------------------------
     def _origin(self, name: str) -> int:
@@ -163,6 +165,13 @@ class Matcher(Conclusions):
             self._c_line = zeros("i", n)
             self._c_eff, self._c_fen = zeros("q", n), zeros("q", n)
             self._c_state, self._c_origin, self._c_kind = zeros("b", n), zeros("b", n), zeros("b", n)
+
+    def _plat_columns(self) -> None:
+        if not hasattr(self, "_p_line"):
+            n = len(self._o_line)
+            self._p_line = zeros("i", n)
+            self._p_eff, self._p_fen = zeros("q", n), zeros("q", n)
+            self._p_state, self._p_origin = zeros("b", n), zeros("b", n)
 
     def _effects(self) -> None:
         """Our side's signed effects (for the outcomes and the totals); 0 for late records (their
@@ -379,6 +388,67 @@ class Matcher(Conclusions):
         self._c_eff[i] = d * fen if state == MOVED else 0
         if not self._o_chan[i]:
             self._o_chan[i] = chan
+
+    def add_platform(self, batches: Iterable[list[tuple]], origin: str) -> None:
+        """The platform leg (reconcile.platform): the gateway's ledger joined to our records by the
+        same funds key as the bills (one cursor over the journals: the ledger holds both channels
+        in the order the payments were started), rows without a channel id by order number later."""
+        self._freeze()
+        self._plat_columns()
+        self._has_platform = True
+        oi = self._origin(origin)
+        index, o_fen, p_line = self._o_fkey.index, self._o_fen, self._p_line
+        spans = self._spans
+        cursors = [first for _, first, _ in spans]
+        waiting: list[tuple] = []
+        for batch in batches:
+            for t in batch:
+                key = hash(t[7])
+                if not key:  # a failed or unfinished attempt: no channel id
+                    self._plat_left.append(Entry(*t, 0, origin))
+                    continue
+                if t[3] < 0:
+                    key ^= REFUND_KEY_BITS
+                fen, i = t[4], -1
+                for c, p in enumerate(cursors):
+                    stop = min(p + NEAR, spans[c][2])
+                    while p < stop:
+                        try:
+                            i = index(key, p, stop)
+                        except ValueError:
+                            i = -1
+                            break
+                        if not p_line[i] and o_fen[i] == fen:
+                            break
+                        p, i = i + 1, -1
+                    if i >= 0:
+                        cursors[c] = i + 1
+                        break
+                if i < 0:
+                    waiting.append(t)
+                    if len(waiting) == WAITING:
+                        self._plat_waiting(waiting, oi, origin)
+                        waiting = []
+                    continue
+                self._plat_row(i, t, oi)
+        self._plat_waiting(waiting, oi, origin)
+
+    def _plat_waiting(self, waiting: list[tuple], oi: int, origin: str) -> None:
+        found = self._find(self._o_fkey, {k for k in (funds_key(t[7], t[3]) for t in waiting) if k})
+        for t in waiting:
+            free = [i for i in found.get(funds_key(t[7], t[3]), ()) if not self._p_line[i]]
+            if not free:
+                self._plat_left.append(Entry(*t, 0, origin))
+                continue
+            self._plat_row(next((i for i in free if self._o_fen[i] == t[4]), free[0]), t, oi)
+
+    def _plat_row(self, i: int, t: tuple, oi: int) -> None:
+        line, _order, _msg, d, fen, state = t[:6]
+        self._p_line[i] = line
+        self._p_fen[i] = fen
+        self._p_state[i] = state
+        self._p_origin[i] = oi
+        self._p_eff[i] = d * fen if state == MOVED else 0
 
     def add_others(self, trades: list[OtherTrade]) -> None:
         """Bill rows that are not the POS's trades: listed in the result, never matched."""

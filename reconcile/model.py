@@ -239,6 +239,12 @@ class Reason(enum.Enum):
     CHANNEL_ID_DIFFERS = "channel_id_differs"  # amounts agree, but the bill's transaction id is not our result's
     RESULT_NEXT_DAY = "result_next_day"  # accepted today, result after midnight: HIS (and the bill) today, our result later
     SEEN_PREVIOUS_DAY = "seen_previous_day"  # our result today; HIS (and the bill) had it on the day it was accepted
+    # The platform leg (the gateway's ledger, reconcile.platform), where HIS, ours and the channel agree:
+    PLATFORM_MISSING = "platform_missing"  # the gateway's ledger has no record of money that moved
+    PLATFORM_DISAGREES = "platform_disagrees"  # the gateway's ledger records another outcome
+    PLATFORM_AMOUNT = "platform_amount"  # the gateway's ledger records another amount
+    PLATFORM_IN_FLIGHT = "platform_in_flight"  # the gateway has not finished it (paying, reversing, refunding)
+    PLATFORM_ONLY = "platform_only"  # the gateway's ledger records money no other source has
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +287,8 @@ class Difference:
     ours_effect: int
     chan_effect: int
     near_midnight: bool = False  # may be a cross-day timing difference: check the next day's bill
+    plat: SideView | None = None  # the platform leg (the gateway's ledger), when it was given
+    plat_effect: int = 0
 
     @property
     def position(self) -> int:

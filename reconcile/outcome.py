@@ -10,6 +10,7 @@ difference, and the totals per channel are summed at C speed.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from operator import add, gt, mul
 from reconcile.attribution import OtherTrade
 from reconcile.classify import classify
 from reconcile.model import COLLECT, FLAG_ECHO, FLAG_LATE, Carried, Channel, DiffClass, Difference, Entry, Reason, SideView, State
-from reconcile.units import CONFLICT, DUP_OURS, MOVED, PROBABLE, REVERSAL, bits, positions
+from reconcile.units import CONFLICT, DUP_OURS, MOVED, PLAT_PENDING, PROBABLE, REVERSAL, bits, positions
 
 LATE_BIT = bytes(1 if b & FLAG_LATE else 0 for b in range(256))
 MATCHED = object()  # a late record that moved nothing, and HIS (or the bill) agrees
@@ -52,6 +53,7 @@ class ChannelTotals:
     his: SideTotals = field(default_factory=SideTotals)
     ours: SideTotals = field(default_factory=SideTotals)
     chan: SideTotals = field(default_factory=SideTotals)
+    plat: SideTotals = field(default_factory=SideTotals)  # the gateway's ledger, when given
     transactions: int = 0  # outcomes attributed to this channel
     matched: int = 0
 
@@ -64,6 +66,7 @@ class MatchResult:
     matched: int
     others: list[OtherTrade] = field(default_factory=list)  # bill rows that are not the POS's: listed apart
     carried: list[Carried] = field(default_factory=list)  # HIS / bill rows of instructions whose result comes on a later day
+    platform: bool = False  # the platform leg (the gateway's ledger) was reconciled too
 
     def class_counts(self) -> dict[DiffClass, int]:
         counts = {c: 0 for c in DiffClass}
@@ -87,11 +90,14 @@ class Conclusions:
     def _attach_leftovers(self) -> None:
         """Second chance, after every exact match: by order number for what had no usable key."""
         his_left, self._his_left = self._his_left, []
+        plat_left, self._plat_left = self._plat_left, []
         trades = _trades(self._chan_left)
-        orders = {e.order_no for e in his_left if not e.msg_id}
+        orders = {e.order_no for e in his_left if not e.msg_id} | {e.order_no for e in plat_left}
         if self._order_of is not None:
             orders |= {self._order_of(g[0].order_no) for g in trades}
         by_order = self._units_by_order(orders) if orders else {}
+        for e in plat_left:
+            self._attach_platform(e, by_order)
         for e in his_left:
             if e.msg_id:
                 self._his_left.append(e)  # a msg_id we never saw: another instruction, not ours
@@ -118,18 +124,52 @@ class Conclusions:
                         self._chan_dup.append((i, e))
                 self._o_flags[i] |= PROBABLE
 
-    def _units_by_amount(self, wanted: set[tuple[int, int, int]]) -> dict[tuple[int, int, int], list[int]]:
+    def _attach_platform(self, e: Entry, by_order: dict[str, list[int]]) -> None:
+        """A platform row no channel id placed: to an instruction of its order and direction that has
+        no platform row yet. A failed attempt only to an instruction that failed too (a failed first
+        attempt says nothing about a paid instruction whose own row is missing)."""
+        free = [i for i in self._by_order_candidates(by_order, e.order_no, e.direction) if not self._p_line[i]]
+        if e.state == State.NOT_MOVED:
+            free = [i for i in free if self._o_state[i] == State.NOT_MOVED]
+        if not free:
+            self._plat_left.append(e)
+            return
+        i = next((i for i in free if self._o_fen[i] == e.fen), free[0])
+        self._p_line[i], self._p_fen[i], self._p_state[i], self._p_origin[i] = e.line, e.fen, e.state, self._origin(e.origin)
+        self._p_eff[i] = e.effect
+
+    def _platform_outcome(self, i: int, oe: int, pe: int) -> tuple[DiffClass, Reason | None]:
+        """Where HIS, ours and the channel agree: what the platform's ledger says of it."""
+        if self._p_state[i] == State.PENDING and self._p_line[i]:
+            return DiffClass.STATUS, Reason.PLATFORM_IN_FLIGHT
+        if pe == oe:
+            return DiffClass.MATCHED, None
+        if not self._p_line[i]:
+            return DiffClass.STATUS, Reason.PLATFORM_MISSING
+        if pe and oe:
+            return DiffClass.AMOUNT, Reason.PLATFORM_AMOUNT
+        return DiffClass.STATUS, Reason.PLATFORM_DISAGREES
+
+    def _units_by_amount(self, wanted: set[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[list[int], list[int]]]:
         """Our records of these (channel, direction, fen), replayed results and duplicates left
-        out: one pass over an amount key computed at C speed (fen * 8 + channel * 2 + collect)."""
+        out, as (times, records) sorted by time: one pass over an amount key computed at C speed
+        (fen * 8 + channel * 2 + collect)."""
         if not wanted:
             return {}
         amount_keys = array("q", map(add, map(mul, self._o_fen, repeat(8)), map(add, map(mul, self._o_chan, repeat(2)), map(gt, self._o_dir, repeat(0)))))
         found = self._find(amount_keys, {f * 8 + c * 2 + (d > 0) for c, d, f in wanted})
-        flags = self._o_flags
-        return {(c, d, f): [i for i in found.get(f * 8 + c * 2 + (d > 0), []) if not flags[i] & (DUP_OURS | FLAG_ECHO)] for c, d, f in wanted}
+        flags, epoch_of, o_at = self._o_flags, self._epoch_of, self._o_at
+        out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
+        for c, d, f in wanted:
+            # By time, so that a bill trade looks only at its window (a day has few distinct amounts:
+            # scanning every record of one amount for each trade would be quadratic).
+            timed = sorted((at, i) for i in found.get(f * 8 + c * 2 + (d > 0), []) if not flags[i] & (DUP_OURS | FLAG_ECHO)
+                           for at in (epoch_of(o_at[i]),) if at is not None)
+            out[(c, d, f)] = ([at for at, _ in timed], [i for _, i in timed])
+        return out
 
     def _unit_for_bill_trade(self, e: Entry, net: int, by_order: dict[str, list[int]],
-                             by_amount: dict[tuple[int, int, int], list[int]]) -> tuple[int | None, bool]:
+                             by_amount: dict[tuple[int, int, int], tuple[list[int], list[int]]]) -> tuple[int | None, bool]:
         """Our instruction behind a bill trade whose channel id our journal does not have.
 
         The journal has no channel id for a payment the POS believes failed (or for a second,
@@ -144,11 +184,9 @@ class Conclusions:
         when = self._epoch_of(e.at)
         if when is None:
             return None, False
-        near = []
-        for i in by_amount.get((e.channel, e.direction, abs(net)), []):
-            at = self._epoch_of(self._o_at[i])
-            if at is not None and abs(at - when) <= PROBABLE_WINDOW_S:
-                near.append((bool(self._c_kind[i]), abs(at - when), i))
+        ats, records = by_amount.get((e.channel, e.direction, abs(net)), ([], []))
+        near = [(bool(self._c_kind[records[k]]), abs(ats[k] - when), records[k])
+                for k in range(bisect_left(ats, when - PROBABLE_WINDOW_S), bisect_right(ats, when + PROBABLE_WINDOW_S))]
         if not near:
             return None, False
         paid, _, i = min(near)
@@ -182,6 +220,10 @@ class Conclusions:
         self._chan_columns()
         self._effects()
         self._attach_leftovers()
+        if self._has_platform:
+            for k in positions(self._p_state.tobytes(), int(State.PENDING)):
+                if self._p_line[k]:
+                    self._o_flags[k] |= PLAT_PENDING
         self._ids: Counter[str] = Counter()
         diffs: list[Difference] = []
         totals: dict[Channel, ChannelTotals] = {}
@@ -196,7 +238,8 @@ class Conclusions:
             if reason is Reason.SEEN_PREVIOUS_DAY:  # show what HIS / the bill said on the day it was accepted
                 his = his or (earlier["his"].view if "his" in earlier else None)
                 chan = chan or (earlier["channel"].view if "channel" in earlier else None)
-            diffs.append(self._diff(cls, reason, channel, self._o_dir[i], order_no, msg_id, pay, his, self._view_ours(i, pay), chan, he, oe, ce))
+            diffs.append(self._diff(cls, reason, channel, self._o_dir[i], order_no, msg_id, pay, his, self._view_ours(i, pay), chan, he, oe, ce,
+                                    self._view_plat(i), self._p_eff[i] if self._has_platform else 0))
             if reason is Reason.RESULT_NEXT_DAY:  # for the next days' runs (reconcile.store)
                 day = f"{self.day_id[:4]}-{self.day_id[4:6]}-{self.day_id[6:]}"
                 if his is not None:
@@ -204,15 +247,21 @@ class Conclusions:
                 if chan is not None:
                     self._carry_out.append(Carried(day, msg_id, "channel", chan, ce))
         self._unit_totals(totals, unit_diffs, absent)
+        plat_left = {(e.direction, e.pay_order_no): e for e in self._plat_left if e.state != State.NOT_MOVED and e.pay_order_no}
+        paired: set[int] = set()  # platform rows shown beside their channel rows
         for h, group in self._pair_leftovers():
             c = group[0] if group else None
             e = h or c
             assert e is not None
             channel = Channel(c.channel if c else h.channel if h else 0)
             he, ce = (h.effect if h else 0), sum(g.effect for g in group)
+            p = plat_left.pop((e.direction, (c or h).pay_order_no), None) if (c or h).pay_order_no else None
+            if p is not None:
+                paired.add(id(p))
+            pe = p.effect if p else 0
             cls, reason = classify(e.direction, he, 0, ce, h is not None, False)
             t = totals.setdefault(channel, ChannelTotals())
-            t.his.add(he), t.chan.add(ce)
+            t.his.add(he), t.chan.add(ce), t.plat.add(pe)
             t.transactions += 1
             if cls is DiffClass.MATCHED:
                 t.matched += 1
@@ -220,7 +269,18 @@ class Conclusions:
             chan_view = self._view_entry(c)
             if chan_view is not None and len(group) > 1:
                 chan_view = replace(chan_view, where=" + ".join(g.where + (" (REVOKED)" if g.state == REVERSAL else "") for g in group))
-            diffs.append(self._diff(cls, reason, channel, e.direction, e.order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None, chan_view, he, 0, ce))
+            diffs.append(self._diff(cls, reason, channel, e.direction, e.order_no, h.msg_id if h else "", (c or h).pay_order_no, self._view_entry(h), None,
+                                    chan_view, he, 0, ce, self._view_entry(p), pe))
+        for p in self._plat_left:  # the platform's own: what no other source has, or what it has not finished
+            if p.state == State.NOT_MOVED or id(p) in paired:
+                continue  # a failed attempt moved nothing anywhere
+            channel = Channel(p.channel)
+            t = totals.setdefault(channel, ChannelTotals())
+            t.plat.add(p.effect)
+            t.transactions += 1
+            reason = Reason.PLATFORM_IN_FLIGHT if p.state == State.PENDING else Reason.PLATFORM_ONLY
+            diffs.append(self._diff(DiffClass.STATUS, reason, channel, p.direction, p.order_no, p.msg_id, p.pay_order_no, None, None, None, 0, 0, 0,
+                                    self._view_entry(p), p.effect))
         for i, e in self._his_dup:
             channel = Channel(self._o_chan[i] or e.channel)
             t = totals.setdefault(channel, ChannelTotals())
@@ -236,7 +296,7 @@ class Conclusions:
             order_no, msg_id, _ = texts[i]
             diffs.append(self._diff(DiffClass.DUPLICATE, reason, channel, e.direction, order_no, msg_id, e.pay_order_no, None, None, self._view_entry(e), 0, 0, e.effect))
         matched = sum(t.matched for t in totals.values())
-        return MatchResult(self.day_id, diffs, totals, matched, list(self._others), list(self._carry_out))
+        return MatchResult(self.day_id, diffs, totals, matched, list(self._others), list(self._carry_out), self._has_platform)
 
     def _ids_of(self, records: set[int]) -> dict[int, tuple[str, str, str]]:
         """(order_no, msg_id, pay_order_no) of these records: from the texts the columns kept, or
@@ -261,10 +321,12 @@ class Conclusions:
         not today's business at all."""
         out: list[tuple[int, DiffClass, Reason, int, int, int, dict[str, Carried]]] = []
         o_eff, h_eff, c_eff, flags = self._o_eff, self._h_eff, self._c_eff, self._o_flags
+        plat = self._has_platform
+        p_eff = self._p_eff if plat else o_eff  # without the platform leg it always agrees
         late = set(positions(flags.tobytes().translate(LATE_BIT), 1))
         absent: set[int] = set()
-        for i, (oe, he, ce, g) in enumerate(zip(o_eff, h_eff, c_eff, flags)):
-            if oe == he == ce and not g & (CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE):
+        for i, (oe, he, ce, g, pe) in enumerate(zip(o_eff, h_eff, c_eff, flags, p_eff)):
+            if oe == he == ce == pe and not g & (CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE | PLAT_PENDING):
                 continue
             if i in late:
                 outcome = self._late_outcome(i, he, ce, g)
@@ -297,6 +359,8 @@ class Conclusions:
                     cls, reason = DiffClass.DUPLICATE, Reason.DUPLICATE_ORDER_ECHO
                 elif cls is DiffClass.LONG and oe == 0 and ce > 0:
                     reason = Reason.OURS_MISSED_PAYMENT
+                elif cls is DiffClass.MATCHED and plat:
+                    cls, reason = self._platform_outcome(i, oe, pe)
             if cls is not DiffClass.MATCHED:
                 out.append((i, cls, reason, he, oe, ce, earlier))
         return out, absent
@@ -333,7 +397,8 @@ class Conclusions:
         records count for HIS and the bill where they have them today, never for our side."""
         n = len(self._o_chan)
         chan_bytes, dir_bytes = self._o_chan.tobytes(), self._o_dir.tobytes()
-        moved = {name: bits(getattr(self, name).tobytes(), MOVED) for name in ("_o_state", "_h_state", "_c_state")}
+        moved = {name: bits(getattr(self, name).tobytes(), MOVED)
+                 for name in ("_o_state", "_h_state", "_c_state") + (("_p_state",) if self._has_platform else ())}
         moved["_o_state"] &= ~int.from_bytes(self._o_flags.tobytes().translate(LATE_BIT), "little")
         for code in set(chan_bytes):
             in_channel = bits(chan_bytes, code)
@@ -346,7 +411,10 @@ class Conclusions:
                 if not mask_bits:
                     continue
                 mask = mask_bits.to_bytes(n, "little")
-                for side, eff, state in ((t.ours, self._o_eff, "_o_state"), (t.his, self._h_eff, "_h_state"), (t.chan, self._c_eff, "_c_state")):
+                sides = [(t.ours, self._o_eff, "_o_state"), (t.his, self._h_eff, "_h_state"), (t.chan, self._c_eff, "_c_state")]
+                if self._has_platform:
+                    sides.append((t.plat, self._p_eff, "_p_state"))
+                for side, eff, state in sides:
                     total = sum(compress(eff, mask))
                     if d > 0:
                         side.collected += total
@@ -355,7 +423,8 @@ class Conclusions:
                     side.records += (mask_bits & moved[state]).bit_count()
 
     # -- presenting ------------------------------------------------------------------------------
-    def _diff(self, cls: DiffClass, reason: Reason, channel: Channel, direction: int, order_no: str, msg_id: str, pay_order_no: str, his: SideView | None, ours: SideView | None, chan: SideView | None, he: int, oe: int, ce: int) -> Difference:
+    def _diff(self, cls: DiffClass, reason: Reason, channel: Channel, direction: int, order_no: str, msg_id: str, pay_order_no: str, his: SideView | None, ours: SideView | None, chan: SideView | None, he: int, oe: int, ce: int,
+              plat: SideView | None = None, pe: int = 0) -> Difference:
         key = f"{cls.value}|{reason.value}|{int(channel)}|{direction}|{order_no}|{msg_id}|{pay_order_no}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         self._ids[digest] += 1
@@ -363,7 +432,7 @@ class Conclusions:
         diff_id = f"{self.day_id}-{digest}" + (f"-{n}" if n > 1 else "")
         times = [v.at for v in (his, ours, chan) if v is not None and v.at]
         near = any(_near_midnight(t) for t in times)
-        return Difference(diff_id, cls, reason, channel, direction, order_no, msg_id, pay_order_no, his, ours, chan, he, oe, ce, near)
+        return Difference(diff_id, cls, reason, channel, direction, order_no, msg_id, pay_order_no, his, ours, chan, he, oe, ce, near, plat, pe)
 
     def _view_his(self, i: int) -> SideView | None:
         if not self._h_line[i]:
@@ -379,6 +448,11 @@ class Conclusions:
             return None
         where = " + ".join([self._chan_where(i)] + self._c_extra.get(i, [])) if self._c_kind[i] else " + ".join(self._c_extra[i])
         return SideView(where, self._c_fen[i], State(self._c_state[i]))
+
+    def _view_plat(self, i: int) -> SideView | None:
+        if not self._has_platform or not self._p_line[i]:
+            return None
+        return SideView(f"{self._origins[self._p_origin[i]]} line {self._p_line[i]}", self._p_fen[i], State(self._p_state[i]))
 
     def _view_entry(self, e: Entry | None) -> SideView | None:
         if e is None:

@@ -29,6 +29,7 @@ CSV_HEADER = (
     "his_amount", "his_state", "his_where", "ours_amount", "ours_state", "ours_where",
     "channel_amount", "channel_state", "channel_where", "position", "near_midnight",
     "explanation", "action", "command", "resolved", "resolved_at", "resolved_by", "note",
+    "platform_amount", "platform_state", "platform_where",  # the gateway's ledger, when given (last: older readers keep their columns)
 )
 
 
@@ -83,6 +84,7 @@ def write_csv(f: TextIO, ctx: ReportContext) -> None:
             *_side(d.his, d.direction), *_side(d.ours, d.direction), *_side(d.chan, d.direction),
             signed_yuan(d.position), "yes" if d.near_midnight else "", explain(d), _cell(action), _cell(command or ""),
             "yes" if r else "no action" if d.cls.informational else "no", r.resolved_at if r else "", _cell(r.resolved_by) if r else "", _cell(r.note) if r else "",
+            *_side(d.plat, d.direction),
         ))
 
 
@@ -138,7 +140,7 @@ def write_html(f: TextIO, ctx: ReportContext) -> None:
         w(f'<div class="banner dirty">差异 {len(res.differences)} 笔，其中未处理 {len(open_ids)} 笔。'
           f"{len(res.differences)} difference(s), {len(open_ids)} not yet resolved.</div>\n")
     _inputs(w, ctx)
-    _totals(w, res.totals)
+    _totals(w, res.totals, res.platform)
     _classes(w, counts)
     _differences(w, ctx)
     _others(w, ctx)
@@ -155,16 +157,17 @@ def _inputs(w: Callable[[str], int], ctx: ReportContext) -> None:
     w("</table>\n")
 
 
-def _totals(w: Callable[[str], int], totals: dict[Channel, ChannelTotals]) -> None:
+def _totals(w: Callable[[str], int], totals: dict[Channel, ChannelTotals], platform: bool = False) -> None:
     w("<h2>各渠道合计 Totals per channel</h2><table><tr><th>渠道 Channel</th><th>来源 Source</th><th>笔数 Records</th>"
       "<th>收款 Collected</th><th>退款 Refunded</th><th>净额 Net</th></tr>\n")
     for channel in sorted(totals):
         t = totals[channel]
         if channel is Channel.UNKNOWN and not (t.his.records or t.ours.records or t.chan.records):
             continue
-        nets = {t.his.net, t.ours.net, t.chan.net}
-        for k, (label, side) in enumerate((("HIS", t.his), ("本系统 Ours", t.ours), ("渠道账单 Channel bill", t.chan))):
-            first = f'<td rowspan="3">{_e(Channel(channel).label)}<br><span class="sub">平账 {t.matched} / {t.transactions}</span></td>' if k == 0 else ""
+        sides = [("HIS", t.his), ("本系统 Ours", t.ours), ("渠道账单 Channel bill", t.chan)] + ([("支付平台 Platform", t.plat)] if platform else [])
+        nets = {side.net for _, side in sides}
+        for k, (label, side) in enumerate(sides):
+            first = f'<td rowspan="{len(sides)}">{_e(Channel(channel).label)}<br><span class="sub">平账 {t.matched} / {t.transactions}</span></td>' if k == 0 else ""
             cls = "ok" if len(nets) == 1 else "bad"
             w(f'<tr>{first}<td>{label}</td><td class="n">{side.records}</td><td class="n">{signed_yuan(side.collected)}</td>'
               f'<td class="n">{signed_yuan(side.refunded)}</td><td class="n {cls}">{signed_yuan(side.net)}</td></tr>\n')
@@ -207,8 +210,8 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
     if len(diffs) > HTML_ROWS:
         w(f"<p>只列出前 {HTML_ROWS} 笔（未处理优先），完整清单见 CSV。Showing {HTML_ROWS} of {len(diffs)} (unresolved first); the CSV has all.</p>\n")
     w("<table><tr><th>编号 ID</th><th>类别 Class</th><th>渠道 Channel</th><th>订单 Order / 指令 msg_id / 渠道单号</th>"
-      "<th>HIS</th><th>本系统 Ours</th><th>渠道 Channel</th><th>长(+)/短(−) Position</th><th>说明 What happened</th>"
-      "<th>处理 What to do</th><th>状态 Status</th></tr>\n")
+      "<th>HIS</th><th>本系统 Ours</th><th>渠道 Channel</th>" + ("<th>支付平台 Platform</th>" if ctx.result.platform else "") +
+      "<th>长(+)/短(−) Position</th><th>说明 What happened</th><th>处理 What to do</th><th>状态 Status</th></tr>\n")
     for d in shown:
         r = ctx.resolutions.get(d.diff_id)
         action, command = advice(d, ctx.terminals.get(d.msg_id))
@@ -219,6 +222,7 @@ def _differences(w: Callable[[str], int], ctx: ReportContext) -> None:
           f'<td><span class="tag {d.cls.value}">{_e(d.cls.label)}</span></td><td>{_e(d.channel.label)}</td>'
           f"<td>{_e(d.order_no)}<br><span class=\"sub\">{_e(d.msg_id)}<br>{_e(d.pay_order_no)}</span></td>"
           f"{_side_cell(d.his, d.direction)}{_side_cell(d.ours, d.direction)}{_side_cell(d.chan, d.direction)}"
+          f"{_side_cell(d.plat, d.direction) if ctx.result.platform else ''}"
           f'<td class="n">{signed_yuan(d.position)}</td><td>{_e(explain(d))}</td><td>{_e(action)}{cmd}</td><td>{status}</td></tr>\n')
     w("</table>\n")
 

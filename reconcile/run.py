@@ -22,13 +22,17 @@ from reconcile.his import NEUTRAL, HisMapping, load_mapping, read_his
 from reconcile.match import ChannelSide, MatchResult, Matcher
 from reconcile.model import Carried, Channel, DiffClass
 from reconcile.ours import read_ours, terminal_ids, texts_by_seq
+from reconcile.platform import read_platform
 from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
 from reconcile.store import StateStore, carried_before
 from reconcile.wechat_bill import read_wechat_bill
 
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
-# Bills this large (bytes, all channels) are parsed in a second process (see match_day).
+# Bills this large (bytes, all channels) are parsed in a second process (see match_day)...
 PARALLEL_FROM_BYTES = 16 << 20
+# ...unless the journals are this large (about 4M instructions): the worker holds its own copy of
+# the funds columns, and beyond this, one process keeps the peak memory lower (docs/reconciliation.md §8).
+PARALLEL_UP_TO_JOURNAL_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class RunConfig:
     tz: datetime.tzinfo = CHINA
     jobs: int = 0  # processes: 1, 2, or 0 to decide from the size of the bills
     attribution: Attribution = POS  # which bill rows are the POS's trades
+    platform: Path | None = None  # the gateway's ledger for the day (`gateway-admin ledger export`): the platform leg
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ def reconcile_day(cfg: RunConfig, *, now: datetime.datetime | None = None) -> Ru
     moment = (now or datetime.datetime.now(cfg.tz)).astimezone(cfg.tz)
     html_path, csv_path = report_paths(cfg.out_dir, cfg.day)
     inputs = [("HIS", str(cfg.his))] + [("本系统日志 Journal", str(j)) for j in cfg.journals]
+    if cfg.platform is not None:
+        inputs.append(("支付平台账本 Platform ledger", str(cfg.platform)))
     inputs += [(c.label, str(p) if p else "无账单（当日无交易）No bill: no transactions") for c, p in sorted(bills.items())]
     with StateStore(cfg.state_db) as store:
         resolutions = store.resolutions_with_prefix(result.day_id + "-")
@@ -129,6 +136,7 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
         matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
+        _add_platform(matcher, cfg)
         _join_bills(matcher, given, cfg.attribution)
         return matcher.finish()
     with ProcessPoolExecutor(max_workers=1) as pool:
@@ -136,6 +144,7 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
         try:
             _load_journals(matcher, cfg)
             matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
+            _add_platform(matcher, cfg)
         except BaseException:
             worker.cancel()
             raise
@@ -153,6 +162,12 @@ def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tz
         matcher.add_ours(read_ours(journal, day, tz, funds_only=True), label)
     _join_bills(matcher, bills, attribution)
     return matcher.export_channel_side()
+
+
+def _add_platform(matcher: Matcher, cfg: RunConfig) -> None:
+    """The platform leg, in this process (beside the HIS join, while a worker joins the bills)."""
+    if cfg.platform is not None:
+        matcher.add_platform(read_platform(cfg.platform, cfg.day), cfg.platform.name)
 
 
 def _terminals(cfg: RunConfig, result: MatchResult) -> dict[str, str]:
@@ -190,7 +205,8 @@ def _jobs(cfg: RunConfig, bills: list[tuple[Channel, Path]]) -> int:
     # A second process pays for itself (~0.2 s to start) from a few hundred thousand rows on. It
     # repeats part of the work (reading the journal), so it needs a second core to gain anything.
     size = sum(p.stat().st_size for _, p in bills if p.exists())
-    return 2 if size >= PARALLEL_FROM_BYTES and (os.cpu_count() or 1) > 1 else 1
+    journals = sum(j.stat().st_size for j in cfg.journals if j.exists())
+    return 2 if size >= PARALLEL_FROM_BYTES and journals <= PARALLEL_UP_TO_JOURNAL_BYTES and (os.cpu_count() or 1) > 1 else 1
 
 
 def _format_time(at: object, tz: datetime.tzinfo) -> str:
@@ -221,7 +237,7 @@ def _summary(result: MatchResult) -> dict[str, object]:
         "other_trades": others,
         "totals": {
             c.name: {side: {"collected": getattr(t, side).collected, "refunded": getattr(t, side).refunded, "records": getattr(t, side).records}
-                     for side in ("his", "ours", "chan")}
+                     for side in ("his", "ours", "chan") + (("plat",) if result.platform else ())}
             for c, t in result.totals.items()
         },
     }

@@ -171,7 +171,7 @@ def _view(v: SideView | None) -> object:
 
 
 def _sides(d: Difference) -> dict[str, object]:
-    return {"his": _view(d.his), "ours": _view(d.ours), "channel": _view(d.chan), "near_midnight": d.near_midnight}
+    return {"his": _view(d.his), "ours": _view(d.ours), "channel": _view(d.chan), "platform": _view(d.plat), "near_midnight": d.near_midnight}
 
 
 def carried_before(path: str | Path, day: str, days: int = CARRY_DAYS) -> list[Carried]:

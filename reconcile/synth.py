@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import multiprocessing
 import random
 from pathlib import Path
 from typing import NamedTuple
@@ -49,6 +48,7 @@ class Txn(NamedTuple):
     his_fen: int | None = None  # HIS books another amount
     his_rows: int = 1  # 2: the HIS export lists it twice
     error_code: str | None = None
+    platform: str = ""  # the gateway's ledger: "" as the channel says, "missing" no row, or the state it is stuck in ("reversing")
 
 
 def out_trade_no(msg_id: str, attempt: int = 1) -> str:
@@ -84,17 +84,22 @@ def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 
     k = 0
     shift = rng.randrange(len(FENS))
     ymd = day.strftime("%Y%m%d")  # once: strftime per row would cost more than the rest of the row
+    # Rows are made with tuple.__new__ (the NamedTuple's own __new__ is a Python function: a third of
+    # the time at a million rows), with every field given.
+    new, span = tuple.__new__, max(n, 1)
     for i in range(n):
-        channel = "WECHAT" if i % 3 else "ALIPAY"
-        fen = FENS[(i * 5 + shift) % len(FENS)] + (i * 7 // 3) % 3 * 100
-        at = start + i * 36000 // max(n, 1)
+        wx = i % 3
+        channel = "WECHAT" if wx else "ALIPAY"
+        fen = FENS[(i * 5 + shift) % 8] + (i * 7 // 3) % 3 * 100
+        at = start + i * 36000 // span
         msg, order = f"HIS-{i:07d}", f"MZ{ymd}{i:07d}"
         k += 1
         if i % fail_every == 5:
-            append(Txn(msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED"))
+            append(new(Txn, (msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED", (), None, 1, None, "")))
             continue
-        trade = _ids(channel, ymd, k)
-        append(Txn(msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (BillRow("pay", trade, "", fen, at),)))
+        trade = f"42000{k * 7919 % 10000:04d}{ymd}{k:011d}" if wx else f"{ymd}2200{k * 104729 % 10000:04d}{k:012d}"  # _ids, inline
+        append(new(Txn, (msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (new(BillRow, ("pay", trade, "", fen, at, 1)),),
+                         None, 1, None, "")))
         if i % refund_every == 3 and fen >= 300:
             first, second = fen // 3, fen // 5
             for j, part in enumerate((first, second)):
@@ -142,11 +147,51 @@ def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
         # duplicate: an earlier attempt of an instruction was charged too (the channel holds it twice)
         Txn("HIS-TWICE", "MZ-TWICE", COLLECT, 700, "WECHAT", at + 100, "SUCCESS", t9, "SUCCESS",
             (BillRow("pay", t9, "", 700, at + 100, attempt=2), BillRow("pay", w(10), "", 700, at + 95, attempt=1))),
+        # the platform leg (with a platform ledger only): HIS, ours and the channel agree, the gateway's ledger does not
+        Txn("HIS-PLAT-LOST", "MZ-PLAT-LOST", COLLECT, 1800, "WECHAT", at + 110, "SUCCESS", w(11), "SUCCESS",
+            (BillRow("pay", w(11), "", 1800, at + 110),), platform="missing"),
+        Txn("HIS-PLAT-STUCK", "MZ-PLAT-STUCK", COLLECT, 2600, "ALIPAY", at + 120, "FAILED", "", "FAILED", platform="reversing"),
     ]
     return txns
 
 
 # -- writers ----------------------------------------------------------------------------------
+
+PLATFORM_HEADER = ("#his-platform-ledger-v1\n#hospital={hospital}\n#day={day}\n"
+                   "kind,order_no,out_no,instruction_msg_id,terminal_id,device_id,channel,amount,state,channel_id,created_at,finished_at\n")
+
+
+def platform_rows(txns: list[Txn]):  # type: ignore[no-untyped-def]
+    """What the gateway's ledger holds for each transaction, as `gateway-admin ledger export` writes
+    it (gateway/ledger_export.py): the channel's truth (the bill), unless `Txn.platform` says otherwise."""
+    for t in txns:
+        if t.platform == "missing" or t.error_code == "duplicate_order":  # a replayed result started nothing at the gateway
+            continue
+        pays = [b for b in t.bill if b.kind == "pay"]
+        if t.direction == COLLECT:
+            kind, out_no, msg = "payment", out_trade_no(t.msg_id, pays[0].attempt if pays else 1), ""
+            reversed_ = any(b.kind == "reversal" for b in t.bill)
+            state = "closed" if reversed_ else "succeeded" if pays else "failed"
+            channel_id = pays[0].channel_id if pays else ""
+        else:
+            kind, out_no, msg = "refund", out_refund_no(t.msg_id), t.msg_id
+            done = [b for b in t.bill if b.kind == "refund"]
+            state = "succeeded" if done else "failed"
+            channel_id = (done[0].refund_id or done[0].channel_id) if done else ""
+        state = t.platform or state
+        yield kind, t.order_no, out_no, msg, t.channel, t.fen, state, channel_id, t.at - 3, t.at
+
+
+def write_platform(path: Path, txns: list[Txn], day: datetime.date, *, hospital: str = "H001") -> Path:
+    lines = [PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat())]
+    n = 0
+    for kind, order_no, out_no, msg, channel, fen, state, channel_id, created, finished in platform_rows(txns):
+        lines.append(f"{kind},{order_no},{out_no},{msg},{TERMINAL_ID},{DEVICE_ID},{channel},{format_yuan(fen)},{state},{channel_id},"
+                     f"{_stamp(created)},{_stamp(finished)}\n")
+        n += 1
+    lines.append(f"#END,{n}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 @functools.lru_cache(maxsize=1024)
 def _stamp(at: int) -> str:
@@ -223,10 +268,19 @@ def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-de
         return (msg, KID, accepted, TERMINAL_ID, DEVICE_ID, order, amount, "result_stored", accepted, finished, "R-" + msg, b"{}", finished,
                 status, channel, pay, result_amount, finished, error)
 
+    from bridge.journal import Journal
+
     db = sqlite3.connect(path)
     try:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
+        # The per-state counts the bridge keeps by triggers cost a third of the insert: they go,
+        # and the bridge rebuilds them from the rows when it next opens the journal (below).
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'instructions'").fetchall()
+        with db:
+            for (name,) in triggers:
+                db.execute(f'DROP TRIGGER "{name}"')
+            db.execute("DROP TABLE IF EXISTS state_counts")
         with db:
             db.executemany(
                 "INSERT INTO instructions (msg_id, kid, digest, envelope, ts, terminal_id, device_id, order_no, amount, state, accepted_at, "
@@ -234,12 +288,13 @@ def insert_journal_rows(path: Path, rows) -> None:  # type: ignore[no-untyped-de
                 "error_code) VALUES (?, ?, x'00', x'7b7d', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", map(full, rows))
     finally:
         db.close()
+    Journal(Path(path), synchronous="NORMAL").close()
 
 
 def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     from firmware_sim.sandbox.bills import PaymentLine, RefundLine
 
-    paid = _paid_msgs(txns)
+    paid = paid_msgs(txns)
     payments, refunds = [], []
     for t in txns:
         if t.channel != channel:
@@ -257,7 +312,7 @@ def bill_lines(txns: list[Txn], channel: str):  # type: ignore[no-untyped-def]
     return payments, refunds
 
 
-def _paid_msgs(txns: list[Txn]) -> dict[str, str]:
+def paid_msgs(txns: list[Txn]) -> dict[str, str]:
     """Order number -> the msg_id of its collection that moved money (what a refund refunds): one
     pass over the day, not one per refund."""
     paid: dict[str, str] = {}
@@ -284,30 +339,23 @@ def write_alipay(path: Path, txns: list[Txn], day: datetime.date, *, pid: str = 
     return path
 
 
+def day_files(folder: Path, day: datetime.date) -> dict[str, Path]:
+    return {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db", "wechat": folder / f"wechat-{day:%Y%m%d}.csv",
+            "alipay": folder / f"alipay-{day:%Y%m%d}.zip", "platform": folder / f"platform-{day:%Y%m%d}.csv"}
+
+
 def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool = False) -> dict[str, Path]:
-    """Every source of the day into `folder`. `bulk` (large days): the journal in bulk, and where
-    processes can fork, the journal and the HIS ledger in a second process while this one writes
-    the bills (the day is shared, not copied)."""
+    """Every source of the day into `folder`. `bulk` (large days): reconcile.synth_bulk writes the
+    same bytes straight from the transactions, in two processes where they can fork."""
+    if bulk:
+        from reconcile.synth_bulk import write_large_day
+
+        return write_large_day(folder, day, txns)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"his": folder / f"his-{day:%Y%m%d}.csv", "journal": folder / "bridge-journal.db",
-             "wechat": folder / f"wechat-{day:%Y%m%d}.csv", "alipay": folder / f"alipay-{day:%Y%m%d}.zip"}
-
-    def books() -> None:
-        write_his(files["his"], txns)
-        write_journal(files["journal"], txns, bulk=bulk)
-
-    child = None
-    if bulk and "fork" in multiprocessing.get_all_start_methods():
-        child = multiprocessing.get_context("fork").Process(target=books, name="synth-books")
-        child.start()
-    else:
-        books()
-    try:
-        write_wechat(files["wechat"], txns)
-        write_alipay(files["alipay"], txns, day)
-    finally:
-        if child is not None:
-            child.join()
-    if child is not None and child.exitcode != 0:
-        raise RuntimeError(f"writing the HIS ledger and the journal failed (exit status {child.exitcode})")
+    files = day_files(folder, day)
+    write_his(files["his"], txns)
+    write_journal(files["journal"], txns)
+    write_wechat(files["wechat"], txns)
+    write_alipay(files["alipay"], txns, day)
+    write_platform(files["platform"], txns, day)
     return files

@@ -36,7 +36,14 @@ EXPLAIN: dict[Reason, str] = {
                             "Sent today, its result came after midnight: HIS (and the bill) have it today, our journal on the result's day, where it is checked again.",
     Reason.SEEN_PREVIOUS_DAY: "指令在前一日发出、今天才完成：HIS（及渠道账单）记在发出当日，已在当日对账中核对。"
                               "Sent on an earlier day and finished today: HIS (and the bill) have it on the day it was sent, where that day's run saw it.",
+    Reason.PLATFORM_MISSING: "HIS、本系统与渠道一致，支付平台（网关）账本中没有这笔。HIS, our journal and the channel agree; the platform's (gateway's) ledger has no record of it.",
+    Reason.PLATFORM_DISAGREES: "HIS、本系统与渠道一致，支付平台账本记录的状态不同。HIS, our journal and the channel agree; the platform's ledger records another outcome.",
+    Reason.PLATFORM_AMOUNT: "HIS、本系统与渠道一致，支付平台账本记录的金额不同。HIS, our journal and the channel agree; the platform's ledger records another amount.",
+    Reason.PLATFORM_IN_FLIGHT: "支付平台仍在处理这笔（收款中/撤销中/退款中）。The platform has not finished it yet (paying, reversing or refunding).",
+    Reason.PLATFORM_ONLY: "只有支付平台账本记录了这笔资金变动，HIS、本系统与渠道都没有。Only the platform's ledger records this money; HIS, our journal and the channel do not.",
 }
+
+PLATFORM_REASONS = (Reason.PLATFORM_MISSING, Reason.PLATFORM_DISAGREES, Reason.PLATFORM_AMOUNT, Reason.PLATFORM_IN_FLIGHT, Reason.PLATFORM_ONLY)
 
 
 def explain(d: Difference) -> str:
@@ -90,6 +97,10 @@ def advice(d: Difference, terminal: str | None = None) -> tuple[str, str | None]
         )
     if d.reason is Reason.REFUND_CHANNEL_ONLY:
         return ("在 HIS 中补记此退款（渠道已退给患者）。Book the refund in HIS: the channel has paid it back.", f"his-client status {d.msg_id}" if d.msg_id else None)
+    if d.reason in PLATFORM_REASONS:
+        return ("医院的账（HIS、渠道）无需改动：请把此差异编号发给支付服务商，由其核对网关账本（`gateway-admin` 列出需人工处理的交易），处理后标记为已处理。"
+                " Nothing to change in the hospital's books: send this difference id to the payment service provider to check the gateway's"
+                " ledger (`gateway-admin` lists what needs a person), then mark it resolved.", None)
     if d.reason is Reason.DUPLICATE_ORDER_ECHO:
         return ("在 HIS 中撤销这笔重复记账：渠道只收了一次。Reverse the duplicate booking in HIS: the channel collected once.", None)
     if d.direction == COLLECT and d.position > 0:

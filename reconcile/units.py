@@ -17,6 +17,7 @@ MOVED = int(State.MOVED)
 CONFLICT = 2  # the HIS row with this msg_id names another order or direction
 DUP_OURS = 4  # a second journal record with a msg_id already seen
 PROBABLE = 8  # the bill trade was attached by channel, amount and time (no channel id in our journal)
+PLAT_PENDING = 32  # the platform's ledger has it under way (16 is model.FLAG_LATE)
 REVERSAL = int(State.REVERSAL)
 # Which bill rows a transaction's channel side holds.
 MAIN_ROW = 1  # its payment or refund

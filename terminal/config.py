@@ -67,6 +67,7 @@ MAX_TERMINALS = 1024
 # Polling overrides are bounded so a typo cannot hammer a channel or wait for an hour.
 QUERY_INTERVAL_RANGE = (0.05, 60.0)
 PAY_DEADLINE_RANGE = (0.5, 600.0)
+REVERSE_NOT_BEFORE_RANGE = (0.0, 60.0)
 
 _TOP = {"format", "config_version", "comment", "device", "merchant", "keys", "keys_file", "terminals",
         "limits", "freshness", "supervisor", "admin", "gateway", "polling", "printer", "his_signature"}
@@ -89,6 +90,8 @@ class DeviceInfo:
 class Polling:
     query_interval_s: float | None = None
     pay_deadline_s: float | None = None
+    # The least time between a payment call and its reverse (WeChat Pay: 15 s); None: the client's.
+    reverse_not_before_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,10 +395,11 @@ def _polling(top: _Obj) -> dict[PayChannel, Polling]:
         return {}
     out: dict[PayChannel, Polling] = {}
     for name in sorted(poll.obj):
-        entry = poll.sub(name, {"query_interval_s", "pay_deadline_s"})
+        entry = poll.sub(name, {"query_interval_s", "pay_deadline_s", "reverse_not_before_s"})
         assert entry is not None
         out[PayChannel(name)] = Polling(entry.seconds("query_interval_s", *QUERY_INTERVAL_RANGE),
-                                        entry.seconds("pay_deadline_s", *PAY_DEADLINE_RANGE))
+                                        entry.seconds("pay_deadline_s", *PAY_DEADLINE_RANGE),
+                                        entry.seconds("reverse_not_before_s", *REVERSE_NOT_BEFORE_RANGE))
     return out
 
 
@@ -431,7 +435,8 @@ def config_to_json_obj(config: DeviceConfig) -> dict[str, object]:
             obj["gateway"]["pinned_cert"] = config.gateway.pinned_cert
     if config.polling:
         obj["polling"] = {
-            channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s)) if v is not None}
+            channel.value: {k: v for k, v in (("query_interval_s", p.query_interval_s), ("pay_deadline_s", p.pay_deadline_s),
+                                              ("reverse_not_before_s", p.reverse_not_before_s)) if v is not None}
             for channel, p in config.polling.items()
         }
     if config.printer is not None:

@@ -19,7 +19,8 @@ from typing import Callable, Mapping
 from protocol.messages import PayChannel
 from terminal.channels.base import ChannelClient
 from terminal.config import ConfigError, DeviceConfig, load_config
-from terminal.gateway_client import CADENCE, GatewayChannelClient, GatewayConfigError, GatewayConnection
+from terminal.alarms import AlarmSink
+from terminal.gateway_client import CADENCE, GatewayAlarms, GatewayChannelClient, GatewayConfigError, GatewayConnection
 from terminal.journal import CommitPoint, Journal
 from terminal.service import TerminalService
 
@@ -56,10 +57,14 @@ def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: s
     given (tests). Raises ConfigError with a message a field engineer can act on."""
     if not isinstance(config, DeviceConfig):
         config = load_config(config, check_permissions=check_permissions)
+    alarms: AlarmSink | None = None
     if clients is None:
         if device_key_seed is None:
             raise ConfigError("the device key is needed to talk to the gateway (the device's secure storage)")
         clients = gateway_clients(config, device_key_seed=device_key_seed, firmware=firmware,
                                   state_dir=Path(journal_path).parent, clock=clock)
+    first = next(iter(clients.values()), None)
+    if isinstance(first, GatewayChannelClient):  # hand-overs go to the gateway's alarm list too
+        alarms = GatewayAlarms(first.connection)
     journal = Journal(journal_path, on_commit=on_commit)
-    return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng)
+    return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng, alarms=alarms)

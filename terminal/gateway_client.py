@@ -27,6 +27,7 @@ import requests
 
 from protocol.device_request import NONCE_SIZE, sign_request
 from protocol.messages import PayChannel, ResultCode
+from terminal.alarms import Alarm
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
 
 CONNECT_TIMEOUT_S = 5.0
@@ -94,12 +95,17 @@ class GatewayConnection:
 # guide and Alipay's face-to-face demo both: query every 5 s, reverse after about 30 s). The device
 # configuration's "polling" section overrides them.
 CADENCE = {PayChannel.WECHAT: (5.0, 30.0), PayChannel.ALIPAY: (5.0, 30.0)}  # the channels the gateway serves
+# WeChat Pay's POS guide: never reverse sooner than 15 s after micropay; Alipay documents no wait.
+REVERSE_NOT_BEFORE_S = {PayChannel.WECHAT: 15.0, PayChannel.ALIPAY: 0.0}
 # A lost mobile-network reply is retried at once with the same idempotency key: the gateway answers
 # the retry with the first outcome, so a retry can never charge twice.
 NETWORK_RETRIES = 2
 # Refusals after which the gateway has certainly not called the channel: nothing was taken.
 _NOTHING_TAKEN_STATUSES = (401, 403, 404, 413, 422)
 _RESULT_CODES = {c.value: c for c in ResultCode}
+# The gateway's refusals of a refund that HIS gets as their own error_code (the rest: refund_rejected).
+_REFUND_REFUSALS = {"refund_exceeds_collected": ResultCode.REFUND_EXCEEDS_REMAINING,
+                    "refund_window_closed": ResultCode.REFUND_WINDOW_CLOSED, "too_many_refunds": ResultCode.TOO_MANY_REFUNDS}
 
 
 def _result_code(text: object) -> ResultCode | None:
@@ -122,6 +128,7 @@ class GatewayChannelClient:
         # several pays for the terminal each instruction names (`pay(terminal_id=...)`).
         self.terminal_id = terminal_id
         self.query_interval_s, self.pay_deadline_s = CADENCE[channel]
+        self.reverse_not_before_s = REVERSE_NOT_BEFORE_S[channel]
 
     def _post(self, path: str, body: dict) -> tuple[int, dict]:
         status, reply = self.connection.post(path, body)
@@ -189,8 +196,8 @@ class GatewayChannelClient:
         final, code, message = self._refusal(status, reply)
         if not final:
             return RefundOutcome(RefundState.UNKNOWN, channel_code=code, message=message)
-        result = ResultCode.REFUND_EXCEEDS_REMAINING if code == "refund_exceeds_collected" else ResultCode.REFUND_REJECTED
-        return RefundOutcome(RefundState.FAILED, result_code=result, channel_code=code, message=message)
+        return RefundOutcome(RefundState.FAILED, result_code=_REFUND_REFUSALS.get(code, ResultCode.REFUND_REJECTED), channel_code=code,
+                             message=message)
 
     def refund(self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str,
                order_no: str | None = None, instruction: bytes | None = None) -> RefundOutcome:
@@ -209,3 +216,20 @@ class GatewayChannelClient:
 
     def download_bill(self, bill_date: datetime.date) -> bytes:
         raise NotImplementedError("bills are downloaded by the gateway, which holds the merchant keys; the POS never does")
+
+
+class GatewayAlarms:
+    """`terminal.alarms.AlarmSink` through the gateway: `POST /v1/alarm`, signed like every request.
+    Idempotent by (reference, reason): a report sent again is the same alarm."""
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self.connection = connection
+
+    def report(self, alarm: Alarm) -> bool:
+        body: dict[str, object] = {"idempotency_key": f"alarm-{alarm.reference}-{alarm.reason}"[:64], "reason": alarm.reason,
+                                   "kind": alarm.kind, "order_no": alarm.order_no, "amount_fen": alarm.amount_fen,
+                                   "reference": alarm.reference, "channel": alarm.channel.value if alarm.channel else None}
+        if alarm.message:
+            body["message"] = alarm.message[:512]
+        status, _ = self.connection.post("/v1/alarm", body)
+        return status == 200

@@ -266,10 +266,11 @@ class Lifecycle:
     def head(self) -> InstructionRow | None:
         """The instruction on the screen: the earliest unfinished one that needs the cashier. One whose
         money work runs without anyone (a refund at the channel, waiting for its query) does not hold
-        the next patient; an instruction for that same order waits for it (issue 14, finding 9)."""
+        the next patient, nor does one handed to a person (issue 17: a bounced refund may wait days);
+        an instruction for that same order waits for it (issue 14, finding 9)."""
         busy: set[str] = set()
         for row in self.journal.unfinished():
-            if row.state in BACKGROUND:
+            if row.state in BACKGROUND or row.state in machine.NEEDS_PERSON:
                 busy.add(row.order_no)
             elif row.order_no not in busy:
                 return row
@@ -377,8 +378,15 @@ class Lifecycle:
             assert pay is not None
             fields["last_error_code"] = (pay.result_code or ResultCode.DECLINED).value
             fields["last_error_message"] = _clip(pay.message)
+        if event is Event.HAND_OVER:
+            # Why a person must look (machine.NeedsPerson) and the channel's last words, for the
+            # screen, the progress event HIS sees and the gateway's alarm.
+            fields["last_error_code"] = reason
+            fields["last_error_message"] = _clip(pay.message if pay is not None else refund.message if refund is not None else None)
         if event in (Event.GIVE_UP, Event.CANCEL) and after is State.REVERSING:
-            fields["close_reason"] = reason or ResultCode.CHANNEL_ERROR.value
+            # A reverse after a person's recheck keeps the reason of the first (pay_timeout stays).
+            earlier = row.close_reason if event is Event.GIVE_UP else None
+            fields["close_reason"] = earlier or reason or ResultCode.CHANNEL_ERROR.value
         if event is Event.REVERSED and attempt is not None:
             tx.settle_attempt(attempt.out_trade_no, outcome="reversed")
         if after is not State.FINISHED:

@@ -32,6 +32,8 @@ CASHIER side (the Kivy UI, the simulator's control API; any thread)
                                    decline's error_code; while the patient confirms: reverse, then CLOSED;
                                    on a refund: the same as decline_refund()
     confirm_refund(pin) -> PinReply, decline_refund() -> ActionReply, dismiss()  (hide the result screen)
+    recheck() -> ActionReply       a person fixed what an instruction was handed over for (needs_person):
+                                   ask the channel again (the oldest such instruction)
     reset_pin_lockout(admin_pin)   the administrator clears the supervisor PIN's lockout (terminal.pin)
     view() -> ScreenView           what the POS shows now (terminal.view); history(day, order_no),
                                    totals(day), receipt(msg_id), check_admin_pin(pin)
@@ -60,13 +62,14 @@ from typing import Callable, Mapping
 from protocol.amount import format_yuan
 from protocol.envelope import Envelope, MsgType, parse_envelope, receive_cancel
 from protocol.errors import ProtocolError
-from protocol.link.app import MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg
+from protocol.link.app import MAX_EVENT_MESSAGE, MarksMsg, NotTakenMsg, ProgressEvent, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
+from terminal.alarms import Alarm, AlarmSink
 from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
-from terminal.journal import Journal, JournalUnavailable, PowerCut, StaleState
+from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerCut, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.outbox import Outbox
@@ -142,11 +145,14 @@ class RecoveryReport:
 class TerminalService:
     def __init__(self, config: DeviceConfig, journal: Journal, clients: Mapping[PayChannel, ChannelClient], *,
                  device_key_seed: bytes, clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
-                 link_up: bool = False) -> None:
+                 link_up: bool = False, limits: machine.Limits = machine.Limits(), alarms: AlarmSink | None = None) -> None:
         self.config = config
         self.journal = journal
         self.clients = dict(clients)
         self.clock = clock
+        self.limits = limits
+        self.alarms = alarms
+        self._reverse_at: dict[int, float] = {}  # instructions waiting out the channel's minimum before a reverse
         self.outbox = Outbox()
         self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
         self._lock = threading.RLock()
@@ -293,7 +299,7 @@ class TerminalService:
                 if outcome.result is not None:
                     self._send(ResultMsg(self._core.signed(outcome.result.envelope)))
                 else:
-                    self._send(ProgressMsg(outcome.row.msg_id, machine.PROGRESS[outcome.row.state]))
+                    self._send(self._progress(outcome.row))
                 return
             assert isinstance(outcome, Accepted)
             row = self.journal.instruction(outcome.seq)
@@ -581,6 +587,29 @@ class TerminalService:
         self._set_notice(texts.WRONG_PIN)
         return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
 
+    def recheck(self) -> ActionReply:
+        """A person fixed the cause (the merchant key at the gateway, the refund on the merchant
+        platform): ask the channel again about the oldest instruction handed over to a person."""
+        with self._lock:
+            self._alive()
+            parked = [row for row in self.journal.unfinished() if row.state in machine.NEEDS_PERSON]
+            if not parked:
+                return ActionReply(False, texts.NOTHING_NEEDS_PERSON)
+            row = parked[0]
+            change = self._core.apply(row.seq, row.state, Event.RECHECK)
+            if change is None:
+                return ActionReply(False, texts.BUSY)
+            log.warning("order %s: %s handed back to the service by a person (recheck)", row.order_no, row.kind.value)
+            self._after([change])
+            self._kick(row.seq)
+        self._notify()
+        return ActionReply(True, texts.RECHECKING)
+
+    def wake(self) -> None:
+        """Wake workers waiting on the clock (a test that moves an injected clock calls this)."""
+        with self._lock:
+            self._cond.notify_all()
+
     def dismiss(self) -> None:
         with self._lock:
             self._show_result = False
@@ -593,9 +622,12 @@ class TerminalService:
         with self._lock:
             self._alive()
             unfinished = self.journal.unfinished()
-            # The cashier's instruction; a refund settling in the background shows only when nothing else does.
-            head = self._core.head() or (unfinished[0] if unfinished else None)
+            # The cashier's instruction; one handed to a person, or a refund settling in the background,
+            # shows only when nothing else does (the person's case first).
+            head = self._core.head() or next((r for r in unfinished if r.state in machine.NEEDS_PERSON), None) \
+                or (unfinished[0] if unfinished else None)
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
+            parked = sum(1 for row in unfinished if row.state in machine.NEEDS_PERSON and (head is None or row.seq != head.seq))
             lockout = self._pins["supervisor"].state()
             last = self._result_view(self._last_seq) if self._last_seq is not None else None
             view = screen_view(
@@ -603,9 +635,9 @@ class TerminalService:
                 last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
-                original=original_payment(self.journal, head),
+                original=original_payment(self.journal, head), reverse_at=None if head is None else self._reverse_at.get(head.seq),
             )
-            return dataclasses.replace(view, journal_problem=journal_problem(self.journal))
+            return dataclasses.replace(view, journal_problem=journal_problem(self.journal), needs_person_elsewhere=parked)
 
     def _result_view(self, seq: int) -> ResultView | None:
         row = self.journal.instruction(seq)
@@ -694,14 +726,80 @@ class TerminalService:
                 # else: a refund finished in the background while the cashier serves the next patient:
                 # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
-            elif machine.PROGRESS[change.after] is not machine.PROGRESS[change.before] or change.after is State.DECLINED:
-                # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again
-                event = progress_event(row, self._core.result_time(self.clock()))
-                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[change.after], event))
+            elif (change.after in machine.NEEDS_PERSON or change.after is State.DECLINED
+                  or machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]):
+                # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again;
+                # a hand-over to a person too (issue 17: last_event needs_person)
+                self._send(self._progress(row))
+                if change.after in machine.NEEDS_PERSON:
+                    log.error("order %s: handed to a person: %s", row.order_no, row.last_error_code)
+                    more = self._core.activate()  # it steps aside: the next instruction comes forward
         if more:
             self._after(more)
         if any(c.after in SETTLE_AFTER and c.before is not c.after for c in changes):
             self._settle_outcomes()  # e.g. declined after HIS withdrew it, or after it expired
+
+    def _progress(self, row: InstructionRow) -> ProgressMsg:
+        """The progress message for `row`, with the event HIS shows as `last_event`: a decline's
+        reason (1.1 C), or, handed to a person (issue 17), code `needs_person`, the reason and what to do."""
+        at = self._core.result_time(self.clock())
+        if row.state in machine.NEEDS_PERSON:
+            words = texts.needs_person_text(row.last_error_code)
+            detail = f" ({row.last_error_message})" if row.last_error_message else ""
+            message = f"{row.last_error_code}: {words.en}{detail}"[:MAX_EVENT_MESSAGE]
+            return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], ProgressEvent("needs_person", message, at))
+        return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], progress_event(row, at))
+
+    def _report_alarm(self, seq: int, reason: str, message: str | None) -> None:
+        """Tell the gateway (outside the lock: it is a network call) that `seq` is handed to a person."""
+        if self.alarms is None:
+            return
+        with self._lock:
+            row = self.journal.instruction(seq)
+            if row.kind is Kind.COLLECT:
+                attempt = self.journal.current_attempt(seq)
+                reference, channel = (attempt.out_trade_no, attempt.channel) if attempt else ("", row.channel)
+            else:
+                refund, collection = self.journal.refund_for(seq), self.journal.collection(row.order_no)
+                reference = refund.out_refund_no if refund else ""
+                channel = collection.channel if collection else row.channel
+        alarm = Alarm(reason, row.kind.value, row.order_no, row.amount_fen, channel, reference, message)
+        try:
+            delivered = self.alarms.report(alarm)
+        except Exception:  # an alarm must never take the worker down
+            log.exception("order %s: could not report the alarm", row.order_no)
+            delivered = False
+        if not delivered:
+            log.error("order %s: the gateway did not take the alarm %s; it shows on this POS and to HIS", row.order_no, alarm.reason)
+
+    def _reverse_not_before(self, channel: PayChannel) -> float:
+        override = self.config.polling.get(channel)
+        if override is not None and override.reverse_not_before_s is not None:
+            return override.reverse_not_before_s
+        return float(getattr(self.clients[channel], "reverse_not_before_s", 0.0))
+
+    def _wait_for_clock(self, seq: int, state: State, when: float) -> bool:
+        """Wait until the service clock reaches `when` (an injected clock in tests: `wake()` after
+        moving it); never longer than that much real time, so a clock stepped back cannot stall it.
+        False early if the instruction left `state` or the service is stopping."""
+        real_end = time.monotonic() + max(0.0, when - self.clock())
+        with self._lock:
+            self._reverse_at[seq] = when
+            self._revision += 1
+        self._notify()
+        try:
+            with self._lock:
+                while True:
+                    if self._closing or self._dead or self.journal.instruction(seq).state is not state:
+                        return False
+                    left = min(when - self.clock(), real_end - time.monotonic())
+                    if left <= 0:
+                        return True
+                    self._cond.wait(min(left, 1.0))
+        finally:
+            with self._lock:
+                self._reverse_at.pop(seq, None)
+                self._revision += 1
 
     def _polling(self, channel: PayChannel) -> tuple[float, float]:
         client = self.clients[channel]

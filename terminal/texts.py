@@ -48,6 +48,27 @@ ADMIN_PIN_NOT_SET = Text("本机未设置管理密码，设置不可用", "No se
 EXPIRED = Text("该指令已过期，不能再收费或退款", "This instruction has expired: no payment or refund starts now")
 PIN_LOCKED = Text("密码错误次数过多，请稍后再试", "Too many wrong PINs; try again later")
 
+NOTHING_NEEDS_PERSON = Text("没有待人工处理的交易", "Nothing is waiting for a person")
+RECHECKING = Text("正在重新向支付渠道查询…", "Asking the payment channel again…")
+WAITING_TO_REVERSE = Text("正在撤销本笔支付：微信支付要求付款后至少15秒才能撤销，请稍候",
+                          "Cancelling this payment: WeChat Pay allows it 15 s after the payment at the earliest; please wait")
+# An instruction handed to a person (terminal.machine.NeedsPerson): what happened, what to do.
+NEEDS_PERSON: dict[str, Text] = {
+    "unverified_reply": Text("需人工处理：支付渠道的应答无法验证（平台证书或支付宝公钥可能配置错误），渠道可能已扣款或退款。请通知服务商核对密钥，并在商户平台核实此笔交易后点下方按钮重新查询",
+                             "Needs a person: the channel's replies cannot be verified (its certificate or public key at the gateway may be wrong); money may have moved. Ask the provider to check the keys, check this transaction on the merchant platform, then press Check again"),
+    "reverse_failing": Text("需人工处理：多次撤销未成功，患者可能已付款。请在商户平台核实此笔支付（必要时手工撤销或退款）后点下方按钮重新查询",
+                            "Needs a person: the payment could not be cancelled after many tries and may have been taken. Check it on the merchant platform (cancel or refund it there if needed), then press Check again"),
+    "refund_abnormal": Text("需人工处理：退款异常（患者银行卡已注销或冻结）。请在微信支付商户平台-交易中心手动处理此笔退款后点下方按钮重新查询",
+                            "Needs a person: the refund bounced (the patient's card is closed or frozen). Resolve it by hand on the WeChat Pay merchant platform (Transactions), then press Check again"),
+    "refund_unconfirmed": Text("需人工处理：多次查询仍无法确认退款结果。请勿重复退款；在商户平台核实此笔退款后点下方按钮重新查询",
+                               "Needs a person: the refund could not be confirmed after many queries. Do not refund again; check it on the merchant platform, then press Check again"),
+}
+
+
+def needs_person_text(code: str | None) -> Text:
+    return NEEDS_PERSON.get(code or "", Text(f"需人工处理（{code}）", f"Needs a person ({code})"))
+
+
 RESULT_SUCCESS = Text("收款成功", "Payment received")
 RESULT_REFUNDED = Text("退款成功", "Refund done")
 
@@ -66,6 +87,9 @@ REASON: dict[ResultCode, Text] = {
     ResultCode.REFUND_REJECTED: Text("支付渠道拒绝了退款", "The payment channel refused the refund"),
     ResultCode.EXPIRED: Text("指令已过期，未收款也未退款", "The instruction expired; nothing was charged or refunded"),
     ResultCode.WITHDRAWN: Text("HIS 已撤回该指令，未收款也未退款", "HIS withdrew this instruction; nothing was charged or refunded"),
+    ResultCode.MERCHANT_CONFIG: Text("商户支付配置有误，渠道未受理，未扣款。请联系服务商", "The merchant's payment settings are wrong; the channel did not process it, nothing moved. Call the provider"),
+    ResultCode.REFUND_WINDOW_CLOSED: Text("已超过渠道可退款期限（微信支付：一年），不能原路退款", "Past the channel's refund period (WeChat Pay: one year); it cannot be refunded to the patient's account"),
+    ResultCode.TOO_MANY_REFUNDS: Text("该笔支付的部分退款次数已达上限（微信支付：50次）", "This payment has had the most partial refunds the channel allows (WeChat Pay: 50)"),
 }
 
 

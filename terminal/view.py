@@ -38,6 +38,9 @@ _SCREEN = {
     State.AWAITING_SUPERVISOR: Screen.AWAITING_SUPERVISOR,
     State.REFUNDING: Screen.REFUNDING,
     State.REFUND_CONFIRMING: Screen.REFUNDING,
+    # Handed to a person: the same screens, the message saying what to do and a "check again" button.
+    State.PAYMENT_NEEDS_PERSON: Screen.PAYING,
+    State.REFUND_NEEDS_PERSON: Screen.REFUNDING,
 }
 _MESSAGE = {
     State.QUEUED: texts.QUEUED,
@@ -112,6 +115,19 @@ class ScreenView:
     original: OriginalPayment | None = None  # a refund: the payment it goes back against (None: not found)
     # The journal cannot take new work (integrity check failed, disk full...): shown until it can.
     journal_problem: Text | None = None
+    # A reverse waits out the channel's minimum after the payment (WeChat Pay: 15 s) until this time.
+    reverse_at: float | None = None
+    # Other unfinished instructions handed to a person (shown as a banner; they step aside).
+    needs_person_elsewhere: int = 0
+
+    @property
+    def needs_person(self) -> bool:
+        """The instruction on screen waits for a person (terminal.machine.NEEDS_PERSON)."""
+        return self.state is not None and self.state.value.endswith("_needs_person")
+
+    @property
+    def can_recheck(self) -> bool:
+        return self.needs_person or self.needs_person_elsewhere > 0
 
     @property
     def amount_text(self) -> str | None:
@@ -241,7 +257,7 @@ def journal_problem(journal: Journal) -> Text | None:
 def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptRow | None, queued: int, now: float,
                 last_result: ResultView | None, show_result: bool, notice: Text | None, link_up: bool,
                 pin_tries_left: int | None, pin_locked_until: float | None,
-                original: OriginalPayment | None = None) -> ScreenView:
+                original: OriginalPayment | None = None, reverse_at: float | None = None) -> ScreenView:
     if head is None:
         screen = Screen.RESULT if (show_result and last_result is not None) else Screen.IDLE
         message = last_result.message if screen is Screen.RESULT and last_result is not None else texts.IDLE
@@ -251,6 +267,10 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
     if state is State.DECLINED:
         reason = reason_text(head.last_error_code) or texts.REASON[ResultCode.DECLINED]
         message = Text(f"{reason.zh}。{texts.DECLINED_CHOICE.zh}", f"{reason.en}. {texts.DECLINED_CHOICE.en}")
+    elif state in (State.PAYMENT_NEEDS_PERSON, State.REFUND_NEEDS_PERSON):
+        message = texts.needs_person_text(head.last_error_code)
+    elif state is State.REVERSING and reverse_at is not None:
+        message = texts.WAITING_TO_REVERSE
     else:
         message = _MESSAGE.get(state, texts.BUSY)
     deadline = attempt.deadline if (attempt is not None and state in (State.PAYING, State.USER_PAYING, State.CONFIRMING)) else None
@@ -265,5 +285,5 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
         can_scan=state in (State.AWAITING_SCAN, State.DECLINED),
         can_cancel=state in (State.AWAITING_SCAN, State.DECLINED, State.USER_PAYING, State.AWAITING_SUPERVISOR),
         pin_tries_left=pin_tries_left if supervisor else None, pin_locked_until=pin_locked_until if supervisor else None,
-        queued=queued, last_result=last_result, link_up=link_up, original=original,
+        queued=queued, last_result=last_result, link_up=link_up, original=original, reverse_at=reverse_at,
     )

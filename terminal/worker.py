@@ -9,10 +9,16 @@ and again, until the instruction waits for a person or is finished.
     CONFIRMING         query now, then every query interval; NOT_FOUND three times or the deadline
                        -> reverse. Never a second pay.
     USER_PAYING        query every interval until the deadline, then once more, then reverse.
-    REVERSING          reverse until the channel says done; if it refuses, query: paid -> SUCCESS
-                       (the money is taken and HIS must know), else CLOSED.
+    REVERSING          not before the channel's minimum after the payment (WeChat Pay: 15 s, also
+                       when the cashier cancels), reverse until the channel says done; if it refuses,
+                       query: paid -> SUCCESS (the money is taken and HIS must know), else CLOSED.
     REFUNDING          refund with the instruction's out_refund_no (after a restart: query first).
     REFUND_CONFIRMING  query with backoff until final; NOT_FOUND -> refund again (same number).
+
+Every loop is bounded (terminal.machine.Limits, issue 17): replies that cannot be verified, a reverse
+that keeps failing, a refund the bank bounced (WeChat CHANGE) or one that stays unconfirmed are
+handed to a person (HAND_OVER): the service reports it to HIS (progress event) and to the gateway
+(alarm), and leaves the instruction alone until a person asks for a RECHECK.
 
 A client that raises (it should not) is treated as "unknown": query before deciding.
 """
@@ -47,6 +53,8 @@ class Worker:
         self.retries = 0
         self.query_now = True  # the first query after a restart or an unknown answer goes out at once
         self.may_refund = False
+        self.tally = machine.Tally()
+        self.limits = service.limits
 
     def run(self) -> None:
         s, seq = self.s, self.seq
@@ -92,21 +100,38 @@ class Worker:
                     client = s.clients[attempt.channel]
                     outcome = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
                     self.not_found = self.not_found + 1 if outcome.state is PayState.NOT_FOUND else 0
+                    self.tally.heard(outcome.state)
                     event = machine.after_query(outcome.state, past_deadline=s.clock() >= attempt.deadline,
-                                                not_found_streak=self.not_found)
+                                                not_found_streak=self.not_found, unverified_streak=self.tally.unverified,
+                                                limits=self.limits)
+                    if event is Event.HAND_OVER:
+                        self._hand_over(seq, state, row.kind, outcome.state, pay=outcome)
+                        return
                     reason = "pay_timeout" if state is State.USER_PAYING else "channel_error"
                     s._apply(seq, state, event, pay=outcome, reason=reason)
                 elif state is State.REVERSING:
                     assert attempt is not None
                     client = s.clients[attempt.channel]
+                    wait = machine.reverse_wait(attempt.started_at, s.clock(), s._reverse_not_before(attempt.channel))
+                    if wait > 0:  # WeChat Pay: never sooner than 15 s after micropay (a cancel too)
+                        log.info("order %s: reverse of %s waits %.1f s (the channel's minimum after the payment)",
+                                 row.order_no, attempt.out_trade_no, wait)
+                        s._wait_for_clock(seq, state, attempt.started_at + s._reverse_not_before(attempt.channel))
+                        continue
                     reversed_ = self._call(lambda: client.reverse(attempt.out_trade_no), _unknown_reverse)
-                    event = machine.after_reverse(reversed_.state)
+                    self.tally.reverses += 1
+                    self.tally.heard(reversed_.state)
+                    event = machine.after_reverse(reversed_.state, reverses=self.tally.reverses,
+                                                  unverified_streak=self.tally.unverified, limits=self.limits)
                     query = None
                     if event is None:
                         log.warning("order %s: the channel refused to reverse %s (%s); querying", row.order_no,
                                     attempt.out_trade_no, reversed_.channel_code)
                         query = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
-                        event = machine.after_refused_reverse(query.state)
+                        event = machine.after_refused_reverse(query.state, reverses=self.tally.reverses, limits=self.limits)
+                    if event is Event.HAND_OVER:
+                        self._hand_over(seq, state, row.kind, reversed_.state, pay=query or _unknown_pay(reversed_.message or ""))
+                        return
                     if event is Event.REVERSE_AGAIN:
                         self.retries += 1
                         interval, _ = s._polling(attempt.channel)
@@ -139,12 +164,28 @@ class Worker:
                     self.query_now = False
                     outcome = self._call(lambda: client.refund_query(out_trade_no=collection.out_trade_no,
                                                                     out_refund_no=refund.out_refund_no), _unknown_refund)
-                    event = machine.after_refund_query(outcome.state)
+                    self.tally.heard(outcome.state)
+                    self.tally.refund_queries += 1
+                    self.tally.abnormal += outcome.state is RefundState.ABNORMAL
+                    event = machine.after_refund_query(outcome.state, self.tally, self.limits)
+                    if event is Event.HAND_OVER:
+                        self._hand_over(seq, state, row.kind, outcome.state, refund=outcome)
+                        return
                     self.may_refund = event is Event.REFUND_UNSEEN
+                    self.tally.refund_calls += self.may_refund
                     s._apply(seq, state, event, refund=outcome)
             except Exception:  # a bug or a journal error: log, wait, look again; never strand money
                 log.exception("order %s: worker error in %s; retrying in %.0f s", row.order_no, state.value, WORKER_ERROR_BACKOFF_S)
                 s._pause(seq, state, WORKER_ERROR_BACKOFF_S)
+
+    def _hand_over(self, seq: int, state: State, kind: machine.Kind, heard: PayState | ReverseState | RefundState, *,
+                   pay: PayOutcome | None = None, refund: RefundOutcome | None = None) -> None:
+        """The budget is spent or asking again cannot settle it: a person takes over."""
+        reason = machine.hand_over_reason(kind, heard, self.tally.unverified)
+        words = pay.message if pay is not None else refund.message if refund is not None else None
+        # The gateway hears of it first: once the POS shows "needs a person", the operators' list has it.
+        self.s._report_alarm(seq, reason.value, words)
+        self.s._apply(seq, state, Event.HAND_OVER, pay=pay, refund=refund, reason=reason.value)
 
     def _call(self, call: Callable[[], T], unknown: Callable[[str], T]) -> T:
         with self.s._calls:

@@ -32,6 +32,7 @@ SCREEN_POLL_S = 0.1  # the kit polls the simulator's screen while it waits to ac
 # The expiry scenario asks HIS for an instruction that expires this long after it is sent: short,
 # so the kit need not wait out the bridge's 10-minute default; long enough for HIS to send it.
 EXPIRY_S = 20
+RESEND_GRACE_S = 3.0  # how long after step 6 failed the kit watches for a new + for the same order
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,15 @@ class Kit:
             lambda x: x.status == 200 and self.msg_id_of(x.method, x.path, x.request_body) == msg_id
             and (not genuine or not x.tampered), self.timeout_s, since)
 
-    def new_instructions_for(self, order_no: str, since: int, except_msg_id: str) -> list[str]:
-        out = []
-        for x in self.proxy.recorder.since(since):
+    def new_instructions_for(self, order_no: str, since: int, except_msg_id: str, *, within_s: float = 0.0) -> list[str]:
+        """New instructions (other msg_ids) HIS sent for `order_no` since `since`; with within_s, wait that
+        long for a first one (a careless HIS resends from its alert path, a moment after step 6 failed)."""
+        def is_new(x: Exchange) -> bool:
             found = self.instruction_of(x.request_body) if x.status == 0 and x.method == "POST" and x.path == "/v1/instructions" else None
-            if found and found[1].order_no == order_no and found[0].msg_id != except_msg_id:
-                out.append(found[0].msg_id)
-        return out
+            return bool(found and found[1].order_no == order_no and found[0].msg_id != except_msg_id)
+        if within_s:
+            self.proxy.recorder.wait_for(is_new, within_s, since)
+        return [self.instruction_of(x.request_body)[0].msg_id for x in self.proxy.recorder.since(since) if is_new(x)]  # type: ignore[index]
 
     def result_of(self, exchange: Exchange) -> dict[str, object]:
         envelope = parse_envelope(exchange.response_body, expect=MsgType.RESULT)
@@ -329,14 +332,16 @@ def _refused_then_asked_again(kit: Kit, report: ScenarioReport, tag: str, amount
     genuine = kit.await_result(msg_id, kit.proxy.recorder.after(bad))  # HIS may ask again at once
     report.check("HIS asked again for the same msg_id (GET /v1/results or the identical POST)", genuine is not None,
                  f"after the altered answer HIS did not ask again for {msg_id}")
-    extra = kit.new_instructions_for(order, since, msg_id)
-    report.check("HIS sent no new + for the order", not extra, f"new msg_id(s) for {order}: {extra}")
     report.check("HIS refused the altered answer and alerted", kit.operator.confirm(
         report.name, "alerted", f"Did HIS refuse the first answer for order {order} (step 6) and raise an alert, "
                                 f"without booking it?", {"order_no": order, "amount": amount, "msg_id": msg_id}))
     report.check("HIS booked the genuine answer once", kit.operator.confirm(
         report.name, "booked", f"Did HIS then book order {order} as paid {amount[1:]}, exactly once?",
         {"order_no": order, "amount": amount}))
+    # Checked last, after a grace period: a careless HIS resends from its alert path, which may run
+    # after it has already asked again for the genuine answer.
+    extra = kit.new_instructions_for(order, since, msg_id, within_s=RESEND_GRACE_S)
+    report.check("HIS sent no new + for the order", not extra, f"new msg_id(s) for {order}: {extra}")
 
 
 def tampered_result(kit: Kit, report: ScenarioReport) -> None:

@@ -30,7 +30,7 @@ from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, R
 from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
-from terminal.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
+from gateway.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
 
 log = logging.getLogger(__name__)
 CHANNEL = "ALIPAY"

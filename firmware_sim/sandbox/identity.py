@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from Crypto.PublicKey import RSA
 
-from terminal.channels.alipay_codec import load_private_key, load_public_key
+from gateway.channels.alipay_codec import load_private_key, load_public_key
 
 
 class IdentityError(Exception):

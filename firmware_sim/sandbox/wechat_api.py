@@ -19,7 +19,7 @@ from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, forei
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
 from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
-from terminal.channels.wechat_codec import MD5, SIGN_TYPES, WeChatXmlError, parse_xml, sign, to_xml, verify
+from gateway.channels.wechat_codec import MD5, SIGN_TYPES, WeChatXmlError, parse_xml, sign, to_xml, verify
 
 log = logging.getLogger(__name__)
 CHANNEL = "WECHAT"

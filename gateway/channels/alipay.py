@@ -25,8 +25,10 @@ from Crypto.PublicKey import RSA
 from protocol.amount import format_yuan
 from protocol.messages import PayChannel
 from gateway.channels import alipay_outcomes as outcomes
+from gateway.channels import failures
+from gateway.channels.failures import NoAnswer
 from gateway.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
-from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from terminal.channels.base import PayOutcome, RefundOutcome, ReverseOutcome
 from gateway.channels.errors import BillDownloadError, ChannelConfigError
 from gateway.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
 
@@ -55,8 +57,11 @@ class AlipayConfig:
     read_timeout_s: float = 10.0
     query_interval_s: float = QUERY_INTERVAL_S
     pay_deadline_s: float = PAY_DEADLINE_S
+    reverse_not_before_s: float = 0.0  # Alipay documents no wait before alipay.trade.cancel
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reverse_not_before_s, (int, float)) or isinstance(self.reverse_not_before_s, bool) or self.reverse_not_before_s < 0:
+            raise ChannelConfigError("alipay.reverse_not_before_s must be a number of seconds, 0 or more")
         for name in ("app_id", "private_key_pem", "alipay_public_key_pem", "gateway"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ChannelConfigError(f"alipay.{name} is required")
@@ -84,11 +89,13 @@ class AlipayClient:
     query_interval_s: float = QUERY_INTERVAL_S
     pay_deadline_s: float = PAY_DEADLINE_S
     reverse_retry_interval_s: float = REVERSE_RETRY_INTERVAL_S
+    reverse_not_before_s: float = 0.0
 
     def __init__(self, config: AlipayConfig, *, session: requests.Session | None = None) -> None:
         self.config = config
         self.query_interval_s = config.query_interval_s
         self.pay_deadline_s = config.pay_deadline_s
+        self.reverse_not_before_s = config.reverse_not_before_s
         try:
             self._private_key: RSA.RsaKey = load_private_key(_read_key(config.private_key_pem, "app private key"))
             self._alipay_key: RSA.RsaKey = load_public_key(_read_key(config.alipay_public_key_pem, "Alipay public key"))
@@ -120,24 +127,21 @@ class AlipayClient:
             biz["terminal_id"] = self.config.terminal_id
         log.info("alipay pay %s code %s %d fen", out_trade_no, mask_code(auth_code), total_fen)
         reply = self._call("alipay.trade.pay", biz)
-        outcome = reply if isinstance(reply, PayOutcome) else outcomes.pay_outcome(reply.node, out_trade_no)
+        outcome = failures.as_pay(reply) if isinstance(reply, NoAnswer) else outcomes.pay_outcome(reply.node, out_trade_no)
         log.info("alipay pay %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
     def query(self, out_trade_no: str) -> PayOutcome:
         _check_no("out_trade_no", out_trade_no)
         reply = self._call("alipay.trade.query", {"out_trade_no": out_trade_no})
-        outcome = reply if isinstance(reply, PayOutcome) else outcomes.query_outcome(reply.node, out_trade_no)
+        outcome = failures.as_query(reply) if isinstance(reply, NoAnswer) else outcomes.query_outcome(reply.node, out_trade_no)
         log.info("alipay query %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
     def reverse(self, out_trade_no: str) -> ReverseOutcome:
         _check_no("out_trade_no", out_trade_no)
         reply = self._call("alipay.trade.cancel", {"out_trade_no": out_trade_no})
-        if isinstance(reply, PayOutcome):
-            outcome = ReverseOutcome(ReverseState.UNKNOWN, reply.channel_code, reply.message)
-        else:
-            outcome = outcomes.cancel_outcome(reply.node)
+        outcome = failures.as_reverse(reply) if isinstance(reply, NoAnswer) else outcomes.cancel_outcome(reply.node)
         log.info("alipay cancel %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
@@ -155,8 +159,8 @@ class AlipayClient:
             "refund_reason": reason[:256],
         }
         reply = self._call("alipay.trade.refund", biz)
-        if isinstance(reply, PayOutcome):
-            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        if isinstance(reply, NoAnswer):
+            outcome = failures.as_refund(reply)
         else:
             outcome = outcomes.refund_outcome(reply.node, out_trade_no, refund_fen, out_refund_no)
         log.info("alipay refund %s/%s %d fen -> %s %s", out_trade_no, out_refund_no, refund_fen, outcome.state.value, outcome.channel_code or "")
@@ -166,8 +170,8 @@ class AlipayClient:
         _check_no("out_trade_no", out_trade_no)
         _check_no("out_refund_no", out_refund_no)
         reply = self._call("alipay.trade.fastpay.refund.query", {"out_trade_no": out_trade_no, "out_request_no": out_refund_no})
-        if isinstance(reply, PayOutcome):
-            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        if isinstance(reply, NoAnswer):
+            outcome = failures.as_refund_query(reply)
         else:
             outcome = outcomes.refund_query_outcome(reply.node, out_trade_no, out_refund_no)
         log.info("alipay refund query %s/%s -> %s %s", out_trade_no, out_refund_no, outcome.state.value, outcome.channel_code or "")
@@ -176,8 +180,8 @@ class AlipayClient:
     def download_bill(self, bill_date: datetime.date) -> bytes:
         """The zip Alipay serves for the day's trade bill (GBK CSVs: 业务明细 and 业务明细(汇总))."""
         reply = self._call("alipay.data.dataservice.bill.downloadurl.query", {"bill_type": "trade", "bill_date": bill_date.isoformat()})
-        if isinstance(reply, PayOutcome):
-            raise BillDownloadError(f"Alipay bill {bill_date}: {reply.message} ({reply.channel_code})", channel_code=reply.channel_code)
+        if isinstance(reply, NoAnswer):
+            raise BillDownloadError(f"Alipay bill {bill_date}: {reply.message} ({reply.code})", channel_code=reply.code)
         code, sub = reply.node.get("code"), reply.node.get("sub_code")
         url = reply.node.get("bill_download_url")
         if code != "10000" or not isinstance(url, str):
@@ -211,34 +215,36 @@ class AlipayClient:
         params["sign"] = rsa2_sign(sign_content(params), self._private_key)
         return params
 
-    def _call(self, method: str, biz: dict[str, str]) -> SignedReply | PayOutcome:
+    def _call(self, method: str, biz: dict[str, str]) -> SignedReply | NoAnswer:
         body = urllib.parse.urlencode(self.signed_params(method, biz)).encode("ascii")
         reply = exchange(
             self._sessions.get(), "POST", self.config.gateway, timeouts=self._timeouts, body=body,
             headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}, verify=self.config.verify_tls,
         )
         if isinstance(reply, HttpFailure):
-            return _unknown(f"http_{reply.value}", "no reply from Alipay")
+            return failures.unknown(f"http_{reply.value}", "no reply from Alipay")
         try:
             parsed = parse_reply(reply.body, method)
         except AlipayReplyError as exc:
             log.warning("alipay %s: unreadable reply: %s", method, exc)
-            return _unknown("malformed_reply", "unreadable reply from Alipay")
+            return failures.unknown("malformed_reply", "unreadable reply from Alipay")
+        code, sub = parsed.node.get("code"), parsed.node.get("sub_code")
+        if code in outcomes.REQUEST_REFUSED:
+            # The open platform refused the request before the method ran (isv.invalid-signature:
+            # our app key is not the one registered; isv.invalid-app-id ...): nothing was processed.
+            words = parsed.node.get("sub_msg") or parsed.node.get("msg") or ""
+            log.error("alipay %s: the request was rejected (%s %s): check the merchant settings", method, code, sub)
+            return failures.rejected(f"Alipay rejected the request ({code} {sub}): {words}")
         if parsed.sign is None or not rsa2_verify(parsed.raw_node.encode("utf-8"), parsed.sign, self._alipay_key):
-            log.warning("alipay %s: reply signature missing or wrong; not believed", method)
-            return _unknown("bad_signature", "reply from Alipay failed its signature check")
+            log.error("alipay %s: reply signature missing or wrong; not believed (the channel may have acted)", method)
+            return failures.unverified("reply from Alipay failed its signature check: check the Alipay public key")
         if parsed.node_name != _node_name(method):
-            code, sub = parsed.node.get("code"), parsed.node.get("sub_code")
-            return _unknown(str(sub or code)[:64], "Alipay refused the request")
+            return failures.unknown(str(sub or code)[:64], "Alipay answered with an error_response")
         return parsed
 
 
 def _node_name(method: str) -> str:
     return method.replace(".", "_") + "_response"
-
-
-def _unknown(code: str, message: str) -> PayOutcome:
-    return PayOutcome(PayState.UNKNOWN, channel_code=code, message=message)
 
 
 def _check_no(name: str, value: str) -> None:

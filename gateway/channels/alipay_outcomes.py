@@ -21,7 +21,7 @@ SUCCESS = "10000"
 WAITING = "10003"
 BUSINESS_FAILED = "40004"
 # The request itself was refused before anything was processed.
-_REQUEST_REFUSED = {"20001", "40001", "40002", "40006"}
+REQUEST_REFUSED = {"20001", "40001", "40002", "40006"}
 
 _PAY_QUERY = {"ACQ.SYSTEM_ERROR", "ACQ.TRADE_HAS_SUCCESS", "ACQ.CONTEXT_INCONSISTENT", "ACQ.PAYMENT_REQUEST_HAS_RISK_RETRY"}
 _PAY_CODE_INVALID = {"ACQ.PAYMENT_AUTH_CODE_INVALID", "ACQ.AUTH_CODE_INVALID"}
@@ -66,8 +66,6 @@ def pay_outcome(node: Mapping[str, object], out_trade_no: str) -> PayOutcome:
         return _paid(node, out_trade_no)
     if code == WAITING:
         return PayOutcome(PayState.USER_PAYING, channel_code=code, message=message)
-    if code in _REQUEST_REFUSED:
-        return PayOutcome(PayState.FAILED, result_code=ResultCode.DECLINED, channel_code=sub or code, message=message)
     if code == BUSINESS_FAILED and sub not in _PAY_QUERY:
         if sub in _PAY_CODE_INVALID:
             return PayOutcome(PayState.FAILED, result_code=ResultCode.CODE_INVALID, channel_code=sub, message=message)
@@ -112,8 +110,6 @@ def cancel_outcome(node: Mapping[str, object]) -> ReverseOutcome:
         return ReverseOutcome(ReverseState.DONE, sub, message)
     if code == BUSINESS_FAILED and sub not in ("ACQ.SYSTEM_ERROR", ""):
         return ReverseOutcome(ReverseState.FAILED, sub[:64], message)
-    if code in _REQUEST_REFUSED:
-        return ReverseOutcome(ReverseState.FAILED, sub or code, message)
     return ReverseOutcome(ReverseState.UNKNOWN, (sub or code)[:64] or "no_code", message)
 
 
@@ -150,13 +146,18 @@ def refund_query_outcome(node: Mapping[str, object], out_trade_no: str, out_refu
         return RefundOutcome(RefundState.NOT_FOUND, channel_code=sub, message=message)
     if code != SUCCESS:
         return RefundOutcome(RefundState.UNKNOWN, channel_code=(sub or code)[:64] or "no_code", message=message)
-    if "out_request_no" not in node and "refund_amount" not in node:
-        # Alipay: "if nothing is returned, the refund did not succeed" (it does not exist).
-        return RefundOutcome(RefundState.NOT_FOUND, channel_code="no_refund")
+    status = node.get("refund_status")
+    if status in (None, ""):
+        # Alipay: "未返回该字段表示退款请求未收到或者退款失败" — and a query soon after the refund can
+        # miss one that succeeds later. Not final either way: a wrong REFUND_FAILED invites HIS to
+        # refund twice, a wrong REFUNDED books money that never moved. The POS sends the refund again
+        # with the same out_request_no (idempotent at Alipay: never a second refund) and queries again,
+        # within its budget, then hands it to a person.
+        return RefundOutcome(RefundState.UNCONFIRMED, channel_code="no_refund_status",
+                             message="Alipay's refund query has no refund_status: not received yet, or failed")
     amount = _yuan(node, "refund_amount")
     if node.get("out_trade_no") != out_trade_no or node.get("out_request_no") != out_refund_no or amount is None:
         return RefundOutcome(RefundState.UNKNOWN, channel_code="wrong_refund", message="reply is about another refund")
-    status = node.get("refund_status")
-    if status in (None, "REFUND_SUCCESS"):
+    if status == "REFUND_SUCCESS":
         return RefundOutcome(RefundState.SUCCESS, channel_refund_id=out_refund_no, refunded_fen=amount, channel_code="REFUND_SUCCESS")
     return RefundOutcome(RefundState.PROCESSING, channel_refund_id=out_refund_no, refunded_fen=amount, channel_code=str(status)[:64])

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import requests
 
 from protocol.messages import PayChannel
+from gateway.channels import failures
 from gateway.channels import wechat_outcomes as outcomes
-from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from gateway.channels.failures import NoAnswer
+from terminal.channels.base import PayOutcome, RefundOutcome, ReverseOutcome
 from gateway.channels.errors import BillDownloadError, ChannelConfigError
 from gateway.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
 from gateway.channels.wechat_codec import HMAC_SHA256, WeChatXmlError, parse_xml, sign, to_xml, verify
@@ -37,6 +39,9 @@ QUERY_INTERVAL_S = 5.0
 PAY_DEADLINE_S = 30.0
 # A reverse answered with recall=Y is to be called again; a short pause avoids hammering.
 REVERSE_RETRY_INTERVAL_S = 2.0
+# WeChat Pay's POS guide: "支付交易返回失败或支付系统超时，调用撤销订单接口... 请勿在调用支付接口后立即调用撤销，
+# 建议支付后至少15s后再调用撤销订单接口". The POS waits this long after micropay before any reverse.
+REVERSE_NOT_BEFORE_S = 15.0
 _OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*]{6,32}", re.ASCII)
 _OUT_REFUND_NO = re.compile(r"[A-Za-z0-9_\-|*@]{1,64}", re.ASCII)
 
@@ -56,8 +61,11 @@ class WeChatPayConfig:
     read_timeout_s: float = 10.0
     query_interval_s: float = QUERY_INTERVAL_S
     pay_deadline_s: float = PAY_DEADLINE_S
+    reverse_not_before_s: float = REVERSE_NOT_BEFORE_S
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reverse_not_before_s, (int, float)) or isinstance(self.reverse_not_before_s, bool) or self.reverse_not_before_s < 0:
+            raise ChannelConfigError("wechat.reverse_not_before_s must be a number of seconds, 0 or more")
         for name in ("appid", "mch_id", "api_key", "base_url"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ChannelConfigError(f"wechat.{name} is required")
@@ -76,11 +84,13 @@ class WeChatPayClient:
     query_interval_s: float = QUERY_INTERVAL_S
     pay_deadline_s: float = PAY_DEADLINE_S
     reverse_retry_interval_s: float = REVERSE_RETRY_INTERVAL_S
+    reverse_not_before_s: float = REVERSE_NOT_BEFORE_S
 
     def __init__(self, config: WeChatPayConfig, *, session: requests.Session | None = None) -> None:
         self.config = config
         self.query_interval_s = config.query_interval_s
         self.pay_deadline_s = config.pay_deadline_s
+        self.reverse_not_before_s = config.reverse_not_before_s
         self._sessions = SessionPool(session)
         self._base = config.base_url.rstrip("/")
         self._timeouts = Timeouts(config.connect_timeout_s, config.read_timeout_s)
@@ -106,24 +116,21 @@ class WeChatPayClient:
             fields["device_info"] = self.config.device_info
         log.info("wechat micropay %s code %s %d fen", out_trade_no, mask_code(auth_code), total_fen)
         reply = self._call("/pay/micropay", fields)
-        outcome = reply if isinstance(reply, PayOutcome) else outcomes.pay_outcome(reply, out_trade_no)
+        outcome = failures.as_pay(reply) if isinstance(reply, NoAnswer) else outcomes.pay_outcome(reply, out_trade_no)
         log.info("wechat micropay %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
     def query(self, out_trade_no: str) -> PayOutcome:
         _check_out_trade_no(out_trade_no)
         reply = self._call("/pay/orderquery", {"out_trade_no": out_trade_no})
-        outcome = reply if isinstance(reply, PayOutcome) else outcomes.query_outcome(reply, out_trade_no)
+        outcome = failures.as_query(reply) if isinstance(reply, NoAnswer) else outcomes.query_outcome(reply, out_trade_no)
         log.info("wechat orderquery %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
     def reverse(self, out_trade_no: str) -> ReverseOutcome:
         _check_out_trade_no(out_trade_no)
         reply = self._call("/secapi/pay/reverse", {"out_trade_no": out_trade_no}, cert=True)
-        if isinstance(reply, PayOutcome):
-            outcome = ReverseOutcome(ReverseState.UNKNOWN, reply.channel_code, reply.message)
-        else:
-            outcome = outcomes.reverse_outcome(reply)
+        outcome = failures.as_reverse(reply) if isinstance(reply, NoAnswer) else outcomes.reverse_outcome(reply)
         log.info("wechat reverse %s -> %s %s", out_trade_no, outcome.state.value, outcome.channel_code or "")
         return outcome
 
@@ -142,8 +149,8 @@ class WeChatPayClient:
             "refund_desc": reason[:80],
         }
         reply = self._call("/secapi/pay/refund", fields, cert=True)
-        if isinstance(reply, PayOutcome):
-            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        if isinstance(reply, NoAnswer):
+            outcome = failures.as_refund(reply)
         else:
             outcome = outcomes.refund_outcome(reply, out_trade_no, out_refund_no)
         log.info("wechat refund %s/%s %d fen -> %s %s", out_trade_no, out_refund_no, refund_fen, outcome.state.value, outcome.channel_code or "")
@@ -155,8 +162,8 @@ class WeChatPayClient:
         # WeChat takes one of refund_id / out_refund_no / transaction_id / out_trade_no; the refund
         # number alone selects exactly this refund.
         reply = self._call("/pay/refundquery", {"out_refund_no": out_refund_no})
-        if isinstance(reply, PayOutcome):
-            outcome = RefundOutcome(RefundState.UNKNOWN, channel_code=reply.channel_code, message=reply.message)
+        if isinstance(reply, NoAnswer):
+            outcome = failures.as_refund_query(reply)
         else:
             outcome = outcomes.refund_query_outcome(reply, out_trade_no, out_refund_no)
         log.info("wechat refundquery %s/%s -> %s %s", out_trade_no, out_refund_no, outcome.state.value, outcome.channel_code or "")
@@ -197,36 +204,35 @@ class WeChatPayClient:
         signed["sign"] = sign(signed, self.config.api_key, HMAC_SHA256)
         return signed
 
-    def _call(self, path: str, fields: dict[str, str], *, cert: bool = False) -> dict[str, str] | PayOutcome:
-        """The verified reply fields, or an UNKNOWN PayOutcome saying why nothing can be believed."""
+    def _call(self, path: str, fields: dict[str, str], *, cert: bool = False) -> dict[str, str] | NoAnswer:
+        """The verified reply fields, or why there is no answer to act on (`failures`)."""
         reply = exchange(
             self._sessions.get(), "POST", self._base + path, timeouts=self._timeouts, body=to_xml(self._signed(fields)),
             headers={"Content-Type": "text/xml; charset=utf-8"}, cert=self._cert if cert else None,
             verify=self.config.verify_tls,
         )
         if isinstance(reply, HttpFailure):
-            return _unknown(f"http_{reply.value}", "no reply from WeChat Pay")
+            return failures.unknown(f"http_{reply.value}", "no reply from WeChat Pay")
         try:
             parsed = parse_xml(reply.body)
         except WeChatXmlError as exc:
             log.warning("wechat %s: unreadable reply: %s", path, exc)
-            return _unknown("malformed_reply", "unreadable reply from WeChat Pay")
-        if parsed.get("return_code") != "SUCCESS":
-            # return_code FAIL replies are unsigned: a hint for logs, never a decision.
+            return failures.unknown("malformed_reply", "unreadable reply from WeChat Pay")
+        if parsed.get("return_code") == "FAIL":
+            # WeChat: return_code is the communication flag; FAIL means the request was not
+            # processed (签名错误: the API key differs; 商户号mch_id与appid不匹配 ...). Unsigned by design.
             message = parsed.get("return_msg", "")[:128]
-            log.warning("wechat %s: return_code %s %s", path, parsed.get("return_code"), message)
-            return _unknown("return_code_fail", f"WeChat Pay refused the request: {message}")
+            log.error("wechat %s: the request was rejected (return_code FAIL %s): check the merchant settings", path, message)
+            return failures.rejected(f"WeChat Pay rejected the request (return_code FAIL): {message}")
+        if parsed.get("return_code") != "SUCCESS":
+            return failures.unknown("malformed_reply", "reply from WeChat Pay without a return_code")
         if not verify(parsed, self.config.api_key, HMAC_SHA256):
-            log.warning("wechat %s: reply signature missing or wrong; not believed", path)
-            return _unknown("bad_signature", "reply from WeChat Pay failed its signature check")
+            log.error("wechat %s: reply signature missing or wrong; not believed (the channel may have acted)", path)
+            return failures.unverified("reply from WeChat Pay failed its signature check: check the API key")
         if parsed.get("appid") != self.config.appid or parsed.get("mch_id") != self.config.mch_id:
             log.warning("wechat %s: reply is for another merchant; not believed", path)
-            return _unknown("wrong_merchant", "reply from WeChat Pay is for another merchant")
+            return failures.unknown("wrong_merchant", "reply from WeChat Pay is for another merchant")
         return parsed
-
-
-def _unknown(code: str, message: str) -> PayOutcome:
-    return PayOutcome(PayState.UNKNOWN, channel_code=code, message=message)
 
 
 def _check_out_trade_no(value: str) -> None:

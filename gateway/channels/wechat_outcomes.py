@@ -158,7 +158,10 @@ def refund_query_outcome(fields: Mapping[str, str], out_trade_no: str, out_refun
             return RefundOutcome(RefundState.PROCESSING, channel_refund_id=refund_id, refunded_fen=amount, channel_code=status)
         if status == "REFUNDCLOSE":
             return RefundOutcome(RefundState.FAILED, channel_refund_id=refund_id, result_code=ResultCode.REFUND_REJECTED, channel_code=status)
-        # CHANGE: the money left the merchant but could not reach the patient's card; it needs a
-        # person (merchant platform), so it stays unresolved rather than "failed".
+        if status == "CHANGE":
+            # 退款异常: the money left the merchant but could not reach the patient's card (a closed
+            # or frozen card); WeChat: resolve it by hand on the merchant platform. Needs a person.
+            return RefundOutcome(RefundState.ABNORMAL, channel_refund_id=refund_id, refunded_fen=amount, channel_code=status,
+                                 message="退款异常：请在商户平台-交易中心手动处理此笔退款")
         return RefundOutcome(RefundState.UNKNOWN, channel_refund_id=refund_id, refunded_fen=amount, channel_code=status[:64] or "no_status")
     return RefundOutcome(RefundState.NOT_FOUND, channel_code="not_in_reply")

@@ -5,10 +5,22 @@ request and verify every reply as the channel defines it, and map the channel's 
 outcomes. The service decides what to do with them (query, reverse, report); clients never retry
 money-moving calls on their own.
 
-An outcome is UNKNOWN whenever the client cannot tell what happened (network error, timeout, a
-system error, a reply that is unsigned, badly signed or malformed): the service must query before
-it decides anything. A client raises only for programming errors; everything that can happen on
-the network is an outcome.
+Every outcome falls in one of three classes (`Disposition`, `disposition(outcome)`):
+
+- FINAL: the channel said, in a reply we verified, what happened (paid, declined, reversed,
+  refunded, refused). A request the channel REJECTED before processing it (WeChat `return_code
+  FAIL`, Alipay `isv.invalid-signature` / `isv.invalid-app-id` ...: a wrong merchant key or app id)
+  is final for a payment or a refund: nothing moved, `result_code` is `merchant_config`.
+- RETRYABLE: we cannot tell yet (network error, timeout, system error, user paying, processing,
+  a malformed reply, a query or reverse the channel rejected): ask again, within a bounded budget
+  (`terminal.machine.Budget`), then hand the instruction to a person.
+- NEEDS_PERSON: the channel answered but we CANNOT VERIFY its reply (the platform certificate or
+  Alipay public key we hold is not the channel's), so it may well have acted (UNVERIFIED); or a
+  refund the bank bounced (WeChat `CHANGE`, 退款异常: ABNORMAL). Asking again cannot settle these;
+  the instruction is not ended, it waits for a person.
+
+A client raises only for programming errors; everything that can happen on the network is an
+outcome.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ class PayState(enum.Enum):
     CLOSED = "closed"  # the order was reversed/cancelled/closed at the channel: nothing taken
     NOT_FOUND = "not_found"  # the channel has no such order (query only)
     UNKNOWN = "unknown"  # could not tell: query before deciding
+    UNVERIFIED = "unverified"  # the channel answered; its reply failed verification: it may have acted
 
 
 class ReverseState(enum.Enum):
@@ -35,6 +48,7 @@ class ReverseState(enum.Enum):
     RETRY = "retry"  # the channel asks to call reverse again (WeChat recall=Y, Alipay retry_flag=Y)
     FAILED = "failed"  # the channel refuses to reverse (code and message say why)
     UNKNOWN = "unknown"
+    UNVERIFIED = "unverified"  # answered, but the reply failed verification
 
 
 class RefundState(enum.Enum):
@@ -42,7 +56,37 @@ class RefundState(enum.Enum):
     PROCESSING = "processing"  # accepted, not final: query again later
     FAILED = "failed"  # the channel confirms nothing was refunded
     NOT_FOUND = "not_found"  # refund query: no such refund
+    # Alipay's refund query without refund_status: "not received, or failed" — and an early query can
+    # miss a refund that succeeds later. Not final either way: the refund is sent again with the same
+    # out_request_no (idempotent) and queried again, within the budget, then a person decides.
+    UNCONFIRMED = "unconfirmed"
     UNKNOWN = "unknown"
+    UNVERIFIED = "unverified"  # answered, but the reply failed verification
+    ABNORMAL = "abnormal"  # WeChat CHANGE (退款异常): the bank bounced it; a person resolves it on the merchant platform
+
+
+class Disposition(enum.Enum):
+    FINAL = "final"  # settles the call: act on it
+    RETRYABLE = "retryable"  # ask again, within the retry budget
+    NEEDS_PERSON = "needs_person"  # asking again cannot settle it
+
+
+# The error code (channel_code) of a request the channel rejected for the merchant's configuration
+# before processing it; a payment or refund it ends carries ResultCode.MERCHANT_CONFIG.
+MERCHANT_CONFIG = "merchant_config"
+
+_FINAL = {PayState.SUCCESS, PayState.FAILED, PayState.CLOSED, ReverseState.DONE, ReverseState.FAILED,
+          RefundState.SUCCESS, RefundState.FAILED}
+_NEEDS_PERSON = {PayState.UNVERIFIED, ReverseState.UNVERIFIED, RefundState.UNVERIFIED, RefundState.ABNORMAL}
+
+
+def disposition(outcome: "PayOutcome | ReverseOutcome | RefundOutcome") -> Disposition:
+    """Which of the three classes an outcome is in (the module docstring says why)."""
+    if outcome.state in _FINAL:
+        return Disposition.FINAL
+    if outcome.state in _NEEDS_PERSON:
+        return Disposition.NEEDS_PERSON
+    return Disposition.RETRYABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +122,8 @@ class ChannelClient(Protocol):
     # and how long to keep querying before reversing. Config may override both.
     query_interval_s: float
     pay_deadline_s: float
+    # WeChat Pay: never reverse sooner than 15 s after micropay (its POS guide); 0 for Alipay.
+    reverse_not_before_s: float
 
     def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None,
             terminal_id: str | None = None) -> PayOutcome:

@@ -166,13 +166,14 @@ class ServiceBackend:
             if self._deadline_total[0] != key:
                 self._deadline_total = (key, max(1.0, float(int(v.countdown_s + 0.999))))
             total = self._deadline_total[1]
-        warning = v.notice is not None or v.screen is ServiceScreen.DECLINED
+        warning = v.notice is not None or v.screen is ServiceScreen.DECLINED or v.needs_person
         pin = None
         if v.pin_tries_left is not None:
             pin = PinState(v.pin_tries_left, self.config.supervisor.max_wrong_tries, v.pin_locked_until or 0.0)
         return CashierView(
             phase=_PHASE[v.screen], order=order, message=v.notice or v.message, warning=warning,
             deadline=deadline, deadline_total_s=total, can_cancel=v.can_cancel, outcome=self._outcome(v),
+            needs_person=v.needs_person, can_recheck=v.can_recheck,
             pin=pin, link=LinkState.UP if v.link_up else LinkState.DOWN,
             network=self.probe.state if self.probe is not None else NetState.UNKNOWN,
             queued=v.queued, totals=self._day_totals(v),
@@ -223,6 +224,9 @@ class ServiceBackend:
 
     def decline_refund(self) -> None:
         self.service.decline_refund()
+
+    def recheck(self) -> None:
+        self.service.recheck()
 
     def dismiss_result(self) -> None:
         self.service.dismiss()

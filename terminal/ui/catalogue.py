@@ -76,6 +76,8 @@ STRINGS: dict[str, Text] = {
     "pay.refund_title": Text("退款中", "Refunding"),
     "pay.countdown": Text("剩余 {seconds} 秒", "{seconds} s left"),
     "pay.cancel": Text("取消并撤销", "Cancel payment"),
+    "pay.needs_person_title": Text("需人工处理", "Needs a person"),
+    "pay.recheck": Text("已处理，重新查询", "Done: check again"),
     # refund PIN / admin PIN
     "pin.refund_title": Text("退款确认", "Confirm refund"),
     "pin.refund_prompt": Text("请主管输入密码", "Supervisor PIN"),

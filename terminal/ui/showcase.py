@@ -56,6 +56,9 @@ def views() -> dict[str, CashierView]:
         "instruction_declined": CashierView(Phase.AWAITING_SCAN, DEPOSIT, declined, warning=True, can_cancel=True, **base),
         "paying": CashierView(Phase.PAYING, COLLECT, texts.USER_PAYING, deadline=T0 + 24.2, deadline_total_s=30,
                               can_cancel=True, **base),
+        # A refund the patient's bank bounced (WeChat CHANGE): handed to a person (issue 17).
+        "needs_person": CashierView(Phase.REFUNDING, REFUND, texts.NEEDS_PERSON["refund_abnormal"], warning=True,
+                                    needs_person=True, can_recheck=True, **base),
         "result_ok": CashierView(Phase.RESULT, None, outcome=ok, **base),
         "result_fail": CashierView(Phase.RESULT, None, outcome=failed, **base),
         "result_refund_fail": CashierView(Phase.RESULT, None, outcome=refund_failed, **base),
@@ -67,7 +70,7 @@ def views() -> dict[str, CashierView]:
 # Every state the screenshots show, in their order: (name, the screen the app then shows).
 STATES: tuple[tuple[str, str], ...] = (
     ("home", "home"), ("instruction_collect", "instruction"), ("scan", "scan"), ("instruction_declined", "instruction"),
-    ("paying", "paying"),
+    ("paying", "paying"), ("needs_person", "paying"),
     ("result_ok", "result"), ("instruction_refund", "instruction"), ("refund_pin", "refund_pin"),
     ("result_fail", "result"), ("result_refund_fail", "result"), ("history", "history"), ("admin_pin", "admin_pin"),
     ("admin_pin_unset", "admin_pin"), ("settings", "settings"),
@@ -138,6 +141,9 @@ class StaticBackend:
 
     def decline_refund(self) -> None:
         self.actions.append(("decline_refund", None))
+
+    def recheck(self) -> None:
+        self.actions.append(("recheck", None))
 
     def dismiss_result(self) -> None:
         self.actions.append(("dismiss", None))

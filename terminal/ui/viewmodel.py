@@ -88,6 +88,8 @@ class PosViewModel(EventDispatcher):
     countdown = NumericProperty(0)
     countdown_total = NumericProperty(0)
     can_cancel = BooleanProperty(False)
+    needs_person = BooleanProperty(False)  # handed to a person: the message says what to do
+    can_recheck = BooleanProperty(False)
     # PIN pad (refund and admin)
     pin_entry = StringProperty("")
     pin_message = ObjectProperty(None, allownone=True)  # Text
@@ -200,6 +202,7 @@ class PosViewModel(EventDispatcher):
         self.message, self.warning = view.message, view.warning
         self.queued = view.queued
         self.can_cancel = view.can_cancel
+        self.needs_person, self.can_recheck = view.needs_person, view.can_recheck
         self._deadline = view.deadline
         self.countdown_total = view.deadline_total_s or 0
         self._tick(0)
@@ -241,6 +244,9 @@ class PosViewModel(EventDispatcher):
 
     def cancel(self) -> None:
         self.worker.submit(self.backend.cancel)
+
+    def recheck(self) -> None:
+        self.worker.submit(self.backend.recheck)
 
     def open(self, name: str) -> None:
         """The cashier opened a screen by hand (history, settings, camera scan, PIN pad)."""

@@ -42,7 +42,9 @@ DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
 BRIDGE_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2}
 # Fast channel cadence (production: query every 5 s, reverse after 30 s): the POS's polling, and the
 # gateway's patience with a silent channel.
-FAST_POLLING = {"query_interval_s": 0.1, "pay_deadline_s": 3.0}
+# No wait before a reverse (production: WeChat Pay 15 s after micropay; tests/terminal/test_needs_person.py
+# checks that wait with an injected clock).
+FAST_POLLING = {"query_interval_s": 0.1, "pay_deadline_s": 3.0, "reverse_not_before_s": 0.0}
 FAST_GATEWAY_CHANNELS = {"read_timeout_s": 2.0}
 PIN = demo_setup.DEMO_PIN
 

@@ -86,6 +86,7 @@ def test_refusals_have_stable_codes(rig: Rig) -> None:
     assert error(api(rig, "POST", "/v1/refund/confirm", {"pin": PIN})) == (409, "nothing_to_confirm")
     assert error(api(rig, "POST", "/v1/refund/confirm", {})) == (400, "bad_request")
     assert error(api(rig, "POST", "/v1/refund/decline")) == (409, "nothing_to_confirm")
+    assert error(api(rig, "POST", "/v1/recheck")) == (409, "nothing_needs_person")  # issue 17: nothing handed to a person
     assert error(api(rig, "POST", "/v1/faults", {"fault": "earthquake"})) == (400, "bad_fault")
 
 

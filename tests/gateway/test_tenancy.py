@@ -58,7 +58,7 @@ def test_a_device_may_serve_several_terminals_a_terminal_has_one_device(db) -> N
     assert [e[2] for e in directory.audit_log(limit=3)] == ["device.bind", "device.unbind", "device.bind"]
 
 
-def test_migration_3_keeps_the_bindings_made_before_it(raw_db) -> None:
+def test_migration_4_keeps_the_bindings_made_before_it(raw_db) -> None:
     from gateway.migrations import LATEST, migrate
 
     migrate(raw_db, upto=2)

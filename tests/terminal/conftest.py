@@ -15,8 +15,9 @@ from terminal.service import ScanStatus, TerminalService
 from tests.terminal.helpers import Bridge, His, make_config, open_service
 
 # Fast cadence for tests (the channels' own are 5 s / 30 s): poll every 0.1 s, reverse after 1.5 s,
-# give up on a silent reply after 1 s.
-FAST = {"query_interval_s": 0.1, "pay_deadline_s": 1.5, "read_timeout_s": 1.0}
+# give up on a silent reply after 1 s, no wait before a reverse (WeChat Pay's own 15 s is tested with
+# an injected clock in test_needs_person.py).
+FAST = {"query_interval_s": 0.1, "pay_deadline_s": 1.5, "read_timeout_s": 1.0, "reverse_not_before_s": 0.0}
 
 
 @pytest.fixture(scope="session")

@@ -128,14 +128,14 @@ class Bridge:
 
 
 def open_service(path: Path, config: DeviceConfig | None = None, clients=None, *, clock=time.time, seed: int | None = None,
-                 on_commit=None, start: bool = True) -> TerminalService:
+                 on_commit=None, start: bool = True, **service_options) -> TerminalService:
     """A started service on the journal at `path`. The rng is seeded (`seed`) for reproducible runs;
     by default from os.urandom, because every test talks to one sandbox and order numbers must not
     repeat across tests."""
     journal = Journal(path, on_commit=on_commit)
     rng = random.Random(seed if seed is not None else os.urandom(16))
     service = TerminalService(config or make_config(), journal, clients or {}, device_key_seed=DEVICE_SEED, clock=clock,
-                              rng=rng.randbytes, link_up=True)
+                              rng=rng.randbytes, link_up=True, **service_options)
     if start:
         service.start()
     return service

@@ -239,20 +239,22 @@ def test_concurrent_refunds_never_exceed_the_collection(pos):
 
 
 def test_a_badly_signed_reply_is_never_believed(pos):
-    """The pay reply is tampered with: the service does not take it for SUCCESS; it queries, and
-    only a properly signed answer decides. While nothing can be verified it keeps reversing."""
+    """The replies are tampered with: the service does not take the pay reply for SUCCESS, nor for a
+    failure (the channel did act). It asks again; a second unverifiable answer hands it to a person
+    (issue 17) instead of reversing forever. Once the replies check again, a recheck settles it."""
     code, order = pos.issue(PayChannel.WECHAT), new_order_no()
     msg_id = pos.send(order, "+5.00")
     pos.sandbox.control("POST", "/faults", {"channel": "WECHAT", "reply_signature": "tamper"})
     try:
         pos.service.scan(code)
-        view = pos.service.wait_until(lambda v: v.state is State.REVERSING, 10)  # deadline passed unverified
-        assert view is not None
-        time.sleep(0.5)  # reversals are answered, but unverifiably: it keeps trying, reports nothing
+        view = pos.service.wait_until(lambda v: v.state is State.PAYMENT_NEEDS_PERSON, 10)
+        assert view is not None and view.needs_person and "验证" in view.message.zh
         pos.bridge.pump()
-        assert pos.service.view().state is State.REVERSING and pos.bridge.results == {}
+        assert pos.bridge.results == {}
+        assert [p.event.code for p in pos.bridge.progress if p.msg_id == msg_id and p.event][-1] == "needs_person"
     finally:
         pos.sandbox.control("POST", "/faults", {"channel": "WECHAT", "reply_signature": "ok"})
+    assert pos.service.recheck().ok
     result = pos.bridge.result(msg_id)
-    assert (result.pay_status, result.error_code) == (PayStatus.CLOSED, "channel_error")
-    assert pos.balance(code) == 100_00
+    assert (result.pay_status, result.error_code) == (PayStatus.SUCCESS, None)  # it had been paid all along
+    assert pos.balance(code) == 100_00 - 500

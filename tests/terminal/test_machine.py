@@ -143,3 +143,112 @@ def test_after_reverse_and_refund():
     assert machine.after_refund(RefundState.UNKNOWN) is Event.REFUND_PENDING
     assert machine.after_refund(RefundState.FAILED) is Event.REFUND_REFUSED
     assert machine.after_refund_query(RefundState.NOT_FOUND) is Event.REFUND_UNSEEN
+
+
+# --- issue 17: bounded retries, then a person -----------------------------------------------------
+
+def test_hand_over_and_recheck():
+    for state in (State.CONFIRMING, State.USER_PAYING, State.REVERSING):
+        assert step(Kind.COLLECT, state, Event.HAND_OVER) == (State.PAYMENT_NEEDS_PERSON, None)
+    assert step(Kind.REFUND, State.REFUND_CONFIRMING, Event.HAND_OVER) == (State.REFUND_NEEDS_PERSON, None)
+    assert step(Kind.COLLECT, State.PAYMENT_NEEDS_PERSON, Event.RECHECK) == (State.CONFIRMING, None)
+    assert step(Kind.REFUND, State.REFUND_NEEDS_PERSON, Event.RECHECK) == (State.REFUND_CONFIRMING, None)
+    for state in machine.NEEDS_PERSON:  # nothing but a person's recheck moves them: no cancel, no restart
+        assert state not in AUTOMATIC
+        for event in set(Event) - {Event.RECHECK}:
+            for kind in Kind:
+                assert not machine.allowed(kind, state, event)
+
+
+LIMITS = machine.Limits()
+
+
+@given(st.sampled_from(PayState), st.booleans(), st.integers(0, 5), st.integers(0, 5))
+def test_after_query_hands_over_only_unverifiable_answers(state, past, not_found, unverified):
+    event = machine.after_query(state, past_deadline=past, not_found_streak=not_found, unverified_streak=unverified)
+    if event is Event.HAND_OVER:
+        assert state is PayState.UNVERIFIED and unverified >= LIMITS.unverified
+    if state is PayState.UNVERIFIED and unverified < LIMITS.unverified:
+        assert event in (Event.GIVE_UP, Event.UNKNOWN)  # one bad reply may be damage on the way: ask again
+
+
+@given(st.lists(st.sampled_from([s for s in ReverseState if s not in (ReverseState.DONE, ReverseState.FAILED)]), min_size=1, max_size=60))
+def test_reverse_is_retried_within_the_budget_then_handed_over(answers):
+    """Finding 1: a configuration error made reverse loop forever. Now it never exceeds the budget."""
+    tally = machine.Tally()
+    for n, answer in enumerate(answers, start=1):
+        tally.heard(answer)
+        event = machine.after_reverse(answer, reverses=n, unverified_streak=tally.unverified)
+        if event is Event.HAND_OVER:
+            assert n >= LIMITS.reverses or tally.unverified >= LIMITS.unverified
+            return
+        assert event is Event.REVERSE_AGAIN
+    assert len(answers) < LIMITS.reverses
+
+
+@given(st.lists(st.sampled_from([RefundState.PROCESSING, RefundState.UNKNOWN, RefundState.UNVERIFIED, RefundState.ABNORMAL,
+                                 RefundState.NOT_FOUND, RefundState.UNCONFIRMED]), min_size=1, max_size=80))
+def test_refund_queries_are_bounded_and_never_guess(answers):
+    """Finding 1 and 4: refunds cycled between refunding and confirming forever, and CHANGE was polled
+    forever. Not-final answers never end the refund either way; the budget hands it to a person."""
+    tally = machine.Tally()
+    for answer in answers:
+        tally.heard(answer)
+        tally.refund_queries += 1
+        tally.abnormal += answer is RefundState.ABNORMAL
+        event = machine.after_refund_query(answer, tally)
+        assert event not in (Event.REFUNDED, Event.REFUND_REFUSED)
+        if event is Event.HAND_OVER:
+            break
+        if event is Event.REFUND_UNSEEN:
+            tally.refund_calls += 1
+    else:
+        event = None
+    bound = LIMITS.refund_queries
+    assert tally.refund_queries <= bound and tally.refund_calls <= LIMITS.refund_calls
+    if tally.refund_queries == bound:
+        assert event is Event.HAND_OVER
+
+
+def test_wechat_change_is_handed_over_after_a_few_polls():
+    tally = machine.Tally()
+    events = []
+    for _ in range(LIMITS.abnormal):
+        tally.heard(RefundState.ABNORMAL)
+        tally.refund_queries += 1
+        tally.abnormal += 1
+        events.append(machine.after_refund_query(RefundState.ABNORMAL, tally))
+    assert events == [Event.REFUND_PENDING] * (LIMITS.abnormal - 1) + [Event.HAND_OVER]
+    assert machine.hand_over_reason(Kind.REFUND, RefundState.ABNORMAL, 0) is machine.NeedsPerson.REFUND_ABNORMAL
+
+
+@given(st.floats(0, 10**9), st.floats(0, 100), st.floats(0, 60))
+def test_a_wechat_reverse_never_goes_out_sooner_than_15_s_after_micropay(started, elapsed, not_before):
+    wait = machine.reverse_wait(started, started + elapsed, not_before)
+    assert wait >= 0
+    assert (wait == 0) == (elapsed >= not_before) or abs(elapsed - not_before) < 1e-6
+    assert elapsed + wait >= not_before - 1e-6
+
+
+def test_every_channel_outcome_has_exactly_one_class():
+    """Issue 17: final, retryable or needs a person, for every state a client can return; the
+    machine's decisions agree: a needs-a-person answer never ends an instruction."""
+    from terminal.channels.base import Disposition, PayOutcome, RefundOutcome, ReverseOutcome, disposition
+
+    for state in PayState:
+        kind = disposition(PayOutcome(state))
+        event = machine.after_query(state, past_deadline=False, not_found_streak=0, unverified_streak=9)
+        assert (kind is Disposition.FINAL) == (event in (Event.PAID, Event.DECLINED))
+        assert (kind is Disposition.NEEDS_PERSON) == (event is Event.HAND_OVER)
+    for state in RefundState:
+        kind = disposition(RefundOutcome(state))
+        tally = machine.Tally(unverified=9, abnormal=9)
+        event = machine.after_refund_query(state, tally)
+        assert (kind is Disposition.FINAL) == (event in (Event.REFUNDED, Event.REFUND_REFUSED))
+        if kind is Disposition.NEEDS_PERSON:
+            assert event is Event.HAND_OVER
+    for state in ReverseState:
+        kind = disposition(ReverseOutcome(state))
+        event = machine.after_reverse(state, reverses=0, unverified_streak=9)
+        assert (kind is Disposition.FINAL) == (event in (Event.REVERSED, None))
+        assert (kind is Disposition.NEEDS_PERSON) == (event is Event.HAND_OVER)

@@ -51,18 +51,27 @@ def bad_server() -> Iterator[str]:
         server.server_close()
 
 
+# A reply in the channel's own format whose signature does not check: the channel may have acted
+# (issue 17: "we cannot verify the reply" needs a person). Anything else is simply unknown.
+# (/json-unsigned is a reply to alipay.trade.pay only: to another method it is malformed.)
+UNVERIFIABLE = {("/unsigned", PayChannel.WECHAT, call) for call in ("pay", "query", "reverse", "refund")} | {("/json-unsigned", PayChannel.ALIPAY, "pay")}
+
+
 @pytest.mark.parametrize("path", sorted(ANSWERS))
-def test_bad_answers_are_unknown(sandbox, bad_server, path):
+def test_bad_answers_are_unknown_or_unverified(sandbox, bad_server, path):
     settings = settings_from_sandbox(sandbox.credentials_path)
     settings["wechat"]["base_url"] = bad_server + path
     settings["alipay"]["gateway"] = bad_server + path + "/gateway.do"
     clients = build_clients(settings)
     for channel in (PayChannel.WECHAT, PayChannel.ALIPAY):
         client = clients[channel]
-        assert client.pay(out_trade_no="ORDER0001", auth_code="134567890123456789", total_fen=1, subject="x").state is PayState.UNKNOWN
-        assert client.query("ORDER0001").state is PayState.UNKNOWN
-        assert client.reverse("ORDER0001").state is ReverseState.UNKNOWN
-        assert client.refund(out_trade_no="ORDER0001", out_refund_no="R1", total_fen=1, refund_fen=1, reason="x").state is RefundState.UNKNOWN
+        def word(call: str) -> str:
+            return "unverified" if (path, channel, call) in UNVERIFIABLE else "unknown"
+        assert client.pay(out_trade_no="ORDER0001", auth_code="134567890123456789", total_fen=1, subject="x").state is PayState(word("pay"))
+        assert client.query("ORDER0001").state is PayState(word("query"))
+        assert client.reverse("ORDER0001").state is ReverseState(word("reverse"))
+        refund = client.refund(out_trade_no="ORDER0001", out_refund_no="R1", total_fen=1, refund_fen=1, reason="x")
+        assert refund.state is RefundState(word("refund"))
 
 
 def test_nobody_listening_is_unknown(sandbox):

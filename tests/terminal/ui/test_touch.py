@@ -25,6 +25,7 @@ EXPECTED: dict[str, dict[str, list[object]]] = {
     "instruction_declined": {"instr.camera": ["open", "scan"], "btn.cancel": ["cancel"]},
     "scan": {"btn.back": ["back"], "btn.cancel": ["cancel"]},
     "paying": {"pay.cancel": ["cancel"]},
+    "needs_person": {"pay.recheck": ["recheck"]},  # issue 17: no cancel while money may have moved
     "result_ok": {"result.print": ["print_receipt"], "btn.done": ["dismiss_result"]},
     "result_fail": {"btn.done": ["dismiss_result"]},  # no receipt for a failure (finding 4)
     "result_refund_fail": {"btn.done": ["dismiss_result"]},

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 # The view-model's cashier actions: what a button's on_release in a .kv file calls.
-ACTIONS = ("open", "back", "cancel", "scan", "pin_key", "pin_submit", "decline_refund", "dismiss_result",
+ACTIONS = ("open", "back", "cancel", "recheck", "scan", "pin_key", "pin_submit", "decline_refund", "dismiss_result",
            "search_history", "print_receipt", "reprint_last", "set_language")
 
 
