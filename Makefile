@@ -51,8 +51,9 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 # is a display), the bridge, and the HIS console. HEADLESS=1: no screens, no console (HIS vendors).
 # LANDSCAPE=1: the POS window is an 800x480 landscape device (default: portrait 720x1280, scaled to fit).
 # LINK=aoa: the simulated POS is an Android device the bridge switches to accessory mode (LINK=tcp: TCP).
+# DEVICES=N (with HEADLESS=1): N simulated POS, one window (T0001, T0002, ...) each, behind one bridge.
 run: setup
-	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))$(if $(DEVICES), --devices $(DEVICES))
 
 test: setup typecheck
 	$(PY) -m pytest -q -m "not slow"

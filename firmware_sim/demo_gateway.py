@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from protocol.keyfile import parse_keyfile
 from protocol.messages import PayChannel
@@ -79,22 +80,27 @@ class DemoGateway:
                 d.set_merchant_key(hospital_id, channel, merchant_id, secrets, actor=ACTOR)
         d.add_his_keys(hospital_id, parse_keyfile(keys_text, "bridge keys"), actor=ACTOR)
 
-    def enroll(self, record: DeviceRecord, terminal: TerminalRecord, *, hospital_id: str | None = None) -> None:
-        """The device known, the terminal known, the one bound to the other."""
+    def enroll(self, record: DeviceRecord, terminals: TerminalRecord | Sequence[TerminalRecord], *,
+               hospital_id: str | None = None) -> None:
+        """The device known, its terminals known, and bound to it (a device may serve several)."""
         d = self.tenancy
         hospital_id = hospital_id or self.hospital_id
-        if terminal.terminal_id not in {t for t, _ in d.terminals(hospital_id)}:
-            d.import_terminals(hospital_id, format_terminal_csv([TerminalRecord(terminal.terminal_id, terminal.description)]), actor=ACTOR)
+        wanted = [terminals] if isinstance(terminals, TerminalRecord) else list(terminals)
+        have = {t for t, _ in d.terminals(hospital_id)}
+        new = [TerminalRecord(t.terminal_id, t.description) for t in wanted if t.terminal_id not in have]
+        if new:
+            d.import_terminals(hospital_id, format_terminal_csv(new), actor=ACTOR)
         known = {x.device_id: x for x in d.devices(hospital_id)}
         if record.device_id not in known:
             d.import_devices(hospital_id, format_device_csv([record]), actor=ACTOR)
         elif known[record.device_id].public_key != record.public_key:
             raise GatewayError(GatewayCode.EXISTS, f"device {record.device_id} is registered with another key; start with --fresh")
-        for other in d.devices(hospital_id):
-            if other.terminal_id == terminal.terminal_id and other.device_id != record.device_id:
-                d.disable_device(other.device_id, reason="replaced in the demo", actor=ACTOR)
-        if d.device(record.device_id).terminal_id != terminal.terminal_id:
-            d.bind_device(record.device_id, terminal.terminal_id, actor=ACTOR)
+        for terminal in wanted:
+            for other in d.devices(hospital_id):
+                if terminal.terminal_id in other.terminal_ids and other.device_id != record.device_id:
+                    d.disable_device(other.device_id, reason="replaced in the demo", actor=ACTOR)
+            if terminal.terminal_id not in d.device(record.device_id).terminal_ids:
+                d.bind_device(record.device_id, terminal.terminal_id, actor=ACTOR)
 
     def service(self, channel_overrides: dict[str, object] | None = None) -> GatewayService:
         return GatewayService(self.tenancy, Ledger(self.db), ChannelFactory(self.tenancy, overrides=channel_overrides))

@@ -1,6 +1,6 @@
 """The whole system on one machine, headless: channel sandbox, the provider's gateway, one simulated POS, the bridge.
 
-    python -m firmware_sim.system --headless [--workdir .run] [--fresh]      (make run HEADLESS=1)
+    python -m firmware_sim.system --headless [--workdir .run] [--fresh] [--devices N]   (make run HEADLESS=1 [DEVICES=N])
 
 First run (a clean workdir), it does what the field engineer and the hospital's IT would do:
 1. starts `channel-sandbox` (WeChat Pay / Alipay on loopback);
@@ -17,6 +17,10 @@ First run (a clean workdir), it does what the field engineer and the hospital's 
 6. `his-bridge serve`, and waits until the bridge's /v1/health shows the device's link up;
 7. writes <workdir>/demo.json (mode 600: it holds the shared key) and prints it, with three lines
    to copy.
+`--devices N` (headless) starts N simulated POS, one per window: device i has terminal T000i, its
+storage in <workdir>/device (i = 1) or <workdir>/device-i, and one bridge serves them all (HIS
+routes by terminal_id); demo.json lists them under "devices", so an HIS vendor can test two windows.
+
 Later runs reuse everything (same keys, same device, same journals, same gateway database); the
 configuration is flashed again only when the gateway had to move to another port. `--fresh` starts from nothing.
 
@@ -49,7 +53,7 @@ import requests
 
 from protocol.flash import FlashError
 from protocol.keyfile import parse_keyfile
-from protocol.registry import parse_device_csv
+from protocol.registry import TerminalRecord, format_terminal_csv, parse_device_csv
 
 from bridge import registries
 from firmware_sim import demo_setup
@@ -83,6 +87,41 @@ class SystemOptions:
     ui: bool = False
     orientation: str = "portrait"  # the POS window (--ui): portrait 720x1280 scaled to fit, or landscape 800x480
     start_timeout_s: float = START_TIMEOUT_S
+    devices: int = 1  # simulated POS, one terminal each (headless; --devices)
+
+
+MAX_DEVICES = 8
+
+
+def device_terminal(index: int) -> TerminalRecord:
+    """The HIS terminal of the index-th simulated POS (1-based): T0001 is the demo's first window."""
+    if index == 1:
+        return demo_setup.DEMO_TERMINAL
+    return TerminalRecord(f"T{index:04d}", f"门诊收费{index}号窗口 (simulated)")
+
+
+def device_storage(workdir: Path, index: int) -> Path:
+    return workdir / ("device" if index == 1 else f"device-{index}")
+
+
+@dataclass
+class DemoDevice:
+    """One simulated POS of the system: its window (terminal), storage, process and link."""
+
+    index: int
+    terminal: TerminalRecord
+    storage: Path
+    provisioned: demo_setup.ProvisionedDevice
+    sim_url: str = ""
+    link: str = ""
+
+    @property
+    def name(self) -> str:
+        return "device" if self.index == 1 else f"device-{self.index}"
+
+    def demo_entry(self) -> dict[str, object]:
+        return {"terminal_id": self.terminal.terminal_id, "device_id": self.provisioned.device_id, "sim_url": self.sim_url,
+                "sim_storage": str(self.storage.resolve()), "device_link": self.link}
 
 
 @dataclass
@@ -96,6 +135,7 @@ class System:
     bridge_url: str = ""
     device_link: str = ""
     usb_cable: str = ""  # --link aoa: the simulated USB bus of the device process (firmware_sim.usb_cable)
+    devices: list[DemoDevice] = field(default_factory=list)  # device 1's sim_url / device_link are also above
 
     def usb_backend(self) -> object | None:
         return RemoteUsbBackend(self.usb_cable) if self.usb_cable else None
@@ -149,7 +189,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _clean(workdir: Path) -> None:
-    for name in OWNED:
+    for name in (*OWNED, *(p.name for p in workdir.glob("device-*"))):
         path = workdir / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -176,7 +216,7 @@ def _python(*module_args: str) -> list[str]:
     return [sys.executable, *module_args]
 
 
-def bridge_config_text(*, port: int, link_url: str, baud: int | None) -> str:
+def bridge_config_text(*, port: int, link_url: str | list[str], baud: int | None) -> str:
     """The bridge's config.toml for the demo (rewritten at every start: the device's port may move)."""
     return (
         "# Written by firmware_sim.system at every start of the headless system (docs/simulator.md).\n"
@@ -185,7 +225,8 @@ def bridge_config_text(*, port: int, link_url: str, baud: int | None) -> str:
         "[security]\nkey_file = \"keys.json\"\n\n"
         "[registry]\ndevices = \"devices.csv\"\nterminals = \"terminals.csv\"\n\n"
         "[journal]\npath = \"journal.sqlite3\"\n\n"
-        f"[link]\nports = [{json.dumps(link_url)}]\nbaud = {baud or 115200}\n"
+        f"[link]\nports = [{', '.join(json.dumps(u) for u in ([link_url] if isinstance(link_url, str) else link_url))}]\n"
+        f"baud = {baud or 115200}\n"
         "reconnect_min_s = 0.2\nreconnect_max_s = 2.0\n\n"
         "[log]\nlevel = \"INFO\"\nfile = \"../logs/bridge.log\"\n"
     )
@@ -225,13 +266,14 @@ def _start_sandbox(system: System, state: dict[str, object]) -> None:
     state["sandbox_credentials"] = str(ready["credentials"])
 
 
-def _start_gateway(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice, keys_text: str) -> None:
+def _start_gateway(system: System, state: dict[str, object], devices: list[DemoDevice], keys_text: str) -> None:
     """Onboard the demo hospital (idempotent) and run `payment-gateway` on loopback, SQLite."""
     workdir = system.workdir
     gateway = DemoGateway(workdir / "gateway")
     try:
         gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text)
-        gateway.enroll(device.record(), demo_setup.DEMO_TERMINAL)
+        for device in devices:
+            gateway.enroll(device.provisioned.record(), device.terminal)
     finally:
         gateway.close()
     ready = _start_on_saved_port(system, state, "gateway", lambda port: _python(
@@ -248,67 +290,74 @@ def _init_bridge_dir(workdir: Path) -> Path:
     return bridge_dir
 
 
-def _prepare_bridge_dir(workdir: Path, records: Path, device_id: str) -> Path:
+def _prepare_bridge_dir(workdir: Path, records: Path, devices: list[DemoDevice]) -> Path:
     bridge_dir = workdir / "bridge"
     his = workdir / "his"
     his.mkdir(exist_ok=True)
-    terminals = his / "terminals.csv"  # what HIS gives us in step 2
-    terminals.write_text(demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device_id), encoding="utf-8")
+    terminals = his / "terminals.csv"  # what HIS gives us in step 2: one window per device
+    terminals.write_text(format_terminal_csv([TerminalRecord(d.terminal.terminal_id, d.terminal.description, d.provisioned.device_id)
+                                              for d in devices]), encoding="utf-8")
     registries.import_devices(bridge_dir / "devices.csv", records)
     registries.import_terminals(bridge_dir / "terminals.csv", terminals, bridge_dir / "devices.csv")
     registries.export_devices_for_his(bridge_dir / "devices.csv", his / "devices.csv")  # what HIS gets in step 2
     return bridge_dir
 
 
-def _start_device(system: System) -> dict[str, object]:
+def _start_device(system: System, device: DemoDevice) -> dict[str, object]:
     workdir, opts = system.workdir, system.options
-    command = _python("-m", "firmware_sim.cli", "run", "--storage", str(workdir / "device"), "--exit-with-parent")
+    command = _python("-m", "firmware_sim.cli", "run", "--storage", str(device.storage), "--exit-with-parent")
     command += {"tcp": ["--tcp", "0"], "aoa": ["--aoa"]}.get(opts.link, ["--pty"])
     if opts.baud:
         command += ["--baud", str(opts.baud)]
     if opts.ui:  # receipts "printed" on the screens land in the workdir, where the demo's user finds them
         command += ["--ui", "--orientation", opts.orientation, "--receipts-dir", str((workdir / "receipts").resolve())]
-    child = Child("device", command, workdir / "logs" / "device.log").start()
+    child = Child(device.name, command, workdir / "logs" / f"{device.name}.log").start()
     system.children.append(child)
     ready = child.ready_line(opts.start_timeout_s)
-    system.sim_url = str(ready["control_url"])
-    system.device_link = str(ready["bridge_url"])
-    system.usb_cable = str(ready.get("usb_cable", ""))
+    device.sim_url = str(ready["control_url"])
+    device.link = str(ready["bridge_url"])
+    if device.index == 1:
+        system.sim_url, system.device_link = device.sim_url, device.link
+        system.usb_cable = str(ready.get("usb_cable", ""))
     return ready
 
 
-def _sim_status(system: System) -> dict[str, object]:
+def _sim_status(system: System, device: DemoDevice) -> dict[str, object]:
     try:
-        return requests.get(system.sim_url + "/v1/status", timeout=10).json()
+        return requests.get(device.sim_url + "/v1/status", timeout=10).json()
     except (requests.RequestException, ValueError):
-        device = system.child("device")
-        tail = device.log_tail() if device is not None else ""
-        raise SimError(SimCode.START_FAILED, f"the simulated device stopped answering; see {system.workdir}/logs/device.log:\n{tail}") from None
+        child = system.child(device.name)
+        tail = child.log_tail() if child is not None else ""
+        raise SimError(SimCode.START_FAILED, f"the simulated device stopped answering; see {system.workdir}/logs/{device.name}.log:\n{tail}") from None
 
 
-def _configure_device(system: System, state: dict[str, object], device: demo_setup.ProvisionedDevice,
+def _configure_device(system: System, state: dict[str, object], device: DemoDevice,
                       signing: demo_setup.SigningFiles, records: Path, keys_text: str, host_key: Path) -> None:
     """Flash a configuration image when the device has none or it names another gateway URL."""
-    status = _sim_status(system)
-    if (status["power"] == "on" and state.get("configured_for") == system.gateway_url
-            and state.get("config_layout") == CONFIG_LAYOUT):
+    # Device 1 keeps its flashing state at the top (as before --devices); device i under "device-i".
+    mine = state if device.index == 1 else state.setdefault(device.name, {})
+    assert isinstance(mine, dict)
+    status = _sim_status(system, device)
+    if (status["power"] == "on" and mine.get("configured_for") == system.gateway_url
+            and mine.get("config_layout") == CONFIG_LAYOUT):
         return
-    version = int(state.get("config_version", 0) or 0) + 1
+    version = int(mine.get("config_version", 0) or 0) + 1
     gateway = {"url": system.gateway_url}  # plain http on loopback; a real POS pins an https certificate
-    image = demo_setup.configuration_image(device, records, signing, keys_text=keys_text, gateway=gateway, version=version,
-                                           terminals_csv=demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device.device_id))
-    log.info("flashing configuration cfg-%d onto %s over %s", version, device.device_id, system.device_link)
+    provisioned = device.provisioned
+    image = demo_setup.configuration_image(provisioned, records, signing, keys_text=keys_text, gateway=gateway, version=version,
+                                           terminals_csv=demo_setup.terminals_csv((device.terminal,), provisioned.device_id))
+    log.info("flashing configuration cfg-%d onto %s over %s", version, provisioned.device_id, device.link)
     try:
-        outcome = demo_setup.flash(system.device_link, image, records, host_key=host_key, usb_backend=system.usb_backend())
+        outcome = demo_setup.flash(device.link, image, records, host_key=host_key, usb_backend=system.usb_backend())
     except FlashError as exc:
         raise SimError(SimCode.START_FAILED, f"flashing the configuration failed: {exc.message}; "
-                       f"see {system.workdir}/logs/device.log") from None
+                       f"see {system.workdir}/logs/{device.name}.log") from None
     if not outcome.confirmed:
-        raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/device.log")
-    state.update(config_version=version, configured_for=system.gateway_url, config_layout=CONFIG_LAYOUT)
+        raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/{device.name}.log")
+    mine.update(config_version=version, configured_for=system.gateway_url, config_layout=CONFIG_LAYOUT)
     _save_state(system.workdir, state)
     deadline = time.monotonic() + system.options.start_timeout_s
-    while _sim_status(system)["power"] != "on":
+    while _sim_status(system, device)["power"] != "on":
         if time.monotonic() > deadline:
             raise SimError(SimCode.START_FAILED, "the device did not come up after flashing its configuration")
         time.sleep(0.1)
@@ -335,7 +384,7 @@ def _start_bridge(system: System, bridge_dir: Path) -> None:
     workdir, opts = system.workdir, system.options
     bridge_log = workdir / "logs" / "bridge.log"
     for port in dict.fromkeys([opts.bridge_port, 0]):
-        (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=system.device_link, baud=opts.baud),
+        (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=[d.link for d in system.devices], baud=opts.baud),
                                                 encoding="utf-8")
         offset = bridge_log.stat().st_size if bridge_log.exists() else 0
         config = str(bridge_dir / "config.toml")
@@ -370,7 +419,7 @@ def _wait_link_up(system: System) -> dict[str, object]:
         except (requests.RequestException, ValueError):
             health = {}
         devices = health.get("devices") or []
-        if devices and all(d.get("link") == "up" for d in devices):
+        if len(devices) == len(system.devices) and all(d.get("link") == "up" for d in devices):
             return health
         dead = system.dead_children()
         if dead:
@@ -384,7 +433,9 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
     ring = parse_keyfile((bridge_dir / "keys.json").read_text(encoding="utf-8"), str(bridge_dir / "keys.json"))
     key = ring.active()[-1]
     registry = system.workdir / "his" / "devices.csv"
-    assert device_id in {d.device_id for d in parse_device_csv(registry.read_text(encoding="utf-8"))}
+    assert {d.provisioned.device_id for d in system.devices} <= {d.device_id for d in parse_device_csv(registry.read_text(encoding="utf-8"))}
+    # The top-level terminal_id / device_id / sim_url are device 1's (what a one-window HIS uses);
+    # "devices" lists every window: HIS sends to a window by its terminal_id.
     return {
         "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
         "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
@@ -393,11 +444,19 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
         "supervisor_pin": demo_setup.DEMO_PIN, "admin_pin": demo_setup.DEMO_ADMIN_PIN,
         "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
         "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
+        "devices": [d.demo_entry() for d in system.devices],
     }
 
 
 def start_system(options: SystemOptions) -> System:
-    """Start sandbox, gateway, device and bridge, wired; return the handles (stop them with System.stop())."""
+    """Start sandbox, gateway, device(s) and bridge, wired; return the handles (stop them with System.stop())."""
+    if not 1 <= options.devices <= MAX_DEVICES:
+        raise SimError(SimCode.BAD_REQUEST,
+                       f"--devices must be 1..{MAX_DEVICES}, not {options.devices}")
+    if options.devices > 1 and (options.ui or options.link == "aoa"):
+        raise SimError(SimCode.BAD_REQUEST,
+                       "--devices N is for the headless system over pty or tcp links (one POS window, or --link aoa, "
+                       "drives a single device)")
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if options.fresh:
@@ -412,16 +471,21 @@ def start_system(options: SystemOptions) -> System:
         records = workdir / "records.csv"
         bridge_dir = _init_bridge_dir(workdir)
         hosts = demo_setup.ensure_host_keys(workdir / "pos-flash", bridge_key=bridge_dir / "bridge_identity.key")
-        device = demo_setup.ensure_device(workdir / "device", records, signing, hosts=hosts.pins())
-        _prepare_bridge_dir(workdir, records, device.device_id)
+        for index in range(1, options.devices + 1):
+            storage = device_storage(workdir, index)
+            serial = demo_setup.DEMO_SERIAL if index == 1 else f"SIM{index:04d}"
+            provisioned = demo_setup.ensure_device(storage, records, signing, hosts=hosts.pins(), serial_no=serial)
+            system.devices.append(DemoDevice(index, device_terminal(index), storage, provisioned))
+        _prepare_bridge_dir(workdir, records, system.devices)
         keys_text = (bridge_dir / "keys.json").read_text(encoding="utf-8")
-        _start_gateway(system, state, device, keys_text)
+        _start_gateway(system, state, system.devices, keys_text)
         _save_state(workdir, state)
-        _start_device(system)
-        _configure_device(system, state, device, signing, records, keys_text, hosts.maintenance)
+        for device in system.devices:
+            _start_device(system, device)
+            _configure_device(system, state, device, signing, records, keys_text, hosts.maintenance)
         _start_bridge(system, bridge_dir)
         _wait_link_up(system)
-        system.demo = _demo(system, bridge_dir, device.device_id)
+        system.demo = _demo(system, bridge_dir, system.devices[0].provisioned.device_id)
         _write_private(system.demo_path, json.dumps(system.demo, indent=2) + "\n")
     except BaseException:
         system.stop()
@@ -434,11 +498,16 @@ def next_steps(system: System) -> list[str]:
     storage = os.path.relpath(system.workdir / "device")
     storage_arg = "" if storage == os.path.join(".run", "device") else f" --storage {storage}"
     demo_arg = "" if demo == os.path.join(".run", "demo.json") else f" --demo {demo}"
-    return [  # the README's sequence: each returns, so all of it works in one terminal
+    steps = [  # the README's sequence: each returns, so all of it works in one terminal
         f"1. HIS sends +12.50:           his-client --demo {demo} pay +12.50 --order MZ0001 --wait 3",
         f"2. a patient's code, scanned:  pos-sim scan --new-code WECHAT{storage_arg}{demo_arg}",
         f"3. HIS reads the result:       his-client --demo {demo} status --last --wait 30",
     ]
+    for device in system.devices[1:]:
+        other = os.path.relpath(device.storage)
+        steps.append(f"   window {device.terminal.terminal_id}:               his-client --demo {demo} --terminal {device.terminal.terminal_id} "
+                     f"pay +8.00 --order MZ0002 --wait 3 ; pos-sim scan --new-code ALIPAY --storage {other}{demo_arg}")
+    return steps
 
 
 # ----------------------------------------------------------------------------- the command
@@ -467,6 +536,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="how the bridge reaches the device: a pty (serial:), TCP (socket://), or aoa: a simulated "
                              "Android POS the bridge switches to accessory mode over the simulated USB bus (aoa://)")
     parser.add_argument("--baud", type=int, help="pace the link at this baud rate (115200, 921600)")
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help=f"headless: N simulated POS (1..{MAX_DEVICES}), one window each (T0001, T0002, ...), one bridge; "
+                             "all listed in demo.json's \"devices\"")
     return parser
 
 
@@ -492,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
     options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
-                            baud=args.baud, ui=args.ui, orientation=args.orientation)
+                            baud=args.baud, ui=args.ui, orientation=args.orientation, devices=args.devices)
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:

@@ -7,8 +7,10 @@ the login name) says who did it. The database is `--db` or GATEWAY_DB; the maste
 GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md walks through it.
 
     gateway-admin master-key new /etc/gateway/master.key
+    gateway-admin --previous-master-key-file old.key vault rewrap      # master-key rotation
     gateway-admin migrate
     gateway-admin hospital add H001 --name "City Hospital" --mode direct --txn-limit 50000.00
+    gateway-admin hospital his-signature H001 --his-public-key HEX --require
     gateway-admin merchant set H001 wechat --merchant-id 1900000109 --credentials wechat.json
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
     gateway-admin his-keys set H001 keys.json
@@ -96,12 +98,13 @@ def _directory(args: argparse.Namespace) -> Directory:
     db = _database(args)
     if db.schema_version() < LATEST:
         raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
-    vault = vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None)
+    vault = vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None,
+                           previous_key_file=Path(args.previous_master_key_file) if args.previous_master_key_file else None)
     return Directory(db, vault)
 
 
 def _show_device(d: Device) -> None:
-    _out(f"device {d.device_id}  hospital {d.hospital_id}  terminal {d.terminal_id or '(unbound)'}  {d.status.value}"
+    _out(f"device {d.device_id}  hospital {d.hospital_id}  terminals {', '.join(d.terminal_ids) or '(unbound)'}  {d.status.value}"
          + (f" ({d.disabled_reason})" if d.disabled_reason else ""))
     _out(f"  model {d.model}  serial {d.serial_no}  public key {d.public_key.hex()[:16]}...")
     _out(f"  last contact {_when(d.last_seen_at)}  firmware {d.firmware_version or 'unknown'}")
@@ -118,6 +121,15 @@ def cmd_master_key_new(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_vault_rewrap(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    counts = d.rewrap_vault(actor=args.actor)
+    _out(f"sealed again under master key {d.vault.key_id.hex()}: {counts['merchant_keys']} merchant credential(s), "
+         f"{counts['his_keys']} HIS key(s); once every gateway runs with this key alone, drop the previous one "
+         "(keep it as long as backups made before today are kept)")
+    return EXIT_OK
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     db = _database(args)
     try:
@@ -127,14 +139,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _his_key(text: str | None) -> bytes | None:
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, "--his-public-key must be the hex of the 32-byte Ed25519 key") from None
+
+
 def cmd_hospital_add(args: argparse.Namespace) -> int:
     d = _directory(args)
-    his_key = None
-    if args.his_public_key:
-        try:
-            his_key = bytes.fromhex(args.his_public_key)
-        except ValueError:
-            raise GatewayError(GatewayCode.BAD_INPUT, "--his-public-key must be the hex of the 32-byte Ed25519 key") from None
+    his_key = _his_key(args.his_public_key)
     h = d.add_hospital(
         args.hospital_id, args.name, mode=Mode(args.mode), actor=args.actor,
         txn_limit_fen=_fen(args.txn_limit, "--txn-limit") or 50_000_00,
@@ -143,6 +159,14 @@ def cmd_hospital_add(args: argparse.Namespace) -> int:
         require_his_signature=args.require_his_signature, his_public_key=his_key,
     )
     _out(f"added hospital {h.hospital_id} ({h.mode.value}), per-payment limit {format_yuan(h.txn_limit_fen)}")
+    return EXIT_OK
+
+
+def cmd_hospital_his_signature(args: argparse.Namespace) -> int:
+    h = _directory(args).set_his_signature(args.hospital_id, required=args.require, his_public_key=_his_key(args.his_public_key),
+                                           actor=args.actor)
+    _out(f"hospital {h.hospital_id}: his_sig {'required' if h.require_his_signature else 'optional (checked when present)'}"
+         f", HIS public key {h.his_public_key.hex()[:16] + '...' if h.his_public_key else 'none'}")
     return EXIT_OK
 
 
@@ -169,7 +193,7 @@ def cmd_merchant_set(args: argparse.Namespace) -> int:
     d = _directory(args)
     channel = _channel(args.channel)
     if args.rotate:
-        merchant_id = args.merchant_id or d.merchant_key(args.hospital_id, channel).merchant_id
+        merchant_id = args.merchant_id or d.merchant_id(args.hospital_id, channel)
     else:
         if not args.merchant_id:
             raise GatewayError(GatewayCode.BAD_INPUT, "--merchant-id is required (WeChat mch_id or sub_mch_id, Alipay app_id)")
@@ -207,6 +231,11 @@ def cmd_terminals_import(args: argparse.Namespace) -> int:
 
 def cmd_device_bind(args: argparse.Namespace) -> int:
     _show_device(_directory(args).bind_device(args.device_id, args.terminal_id, actor=args.actor))
+    return EXIT_OK
+
+
+def cmd_device_unbind(args: argparse.Namespace) -> int:
+    _show_device(_directory(args).unbind_device(args.device_id, args.terminal_id, actor=args.actor))
     return EXIT_OK
 
 
@@ -301,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
     p.add_argument("--master-key-file", help="the 0600 master key file (default: $GATEWAY_MASTER_KEY_FILE or $GATEWAY_MASTER_KEY)")
+    p.add_argument("--previous-master-key-file",
+                   help="during a master-key rotation, the key being replaced (default: $GATEWAY_PREVIOUS_MASTER_KEY_FILE)")
     p.add_argument("--actor", default=getpass.getuser(), help="who is doing this, for the audit trail (default: your login name)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -308,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = mk.add_parser("new", help="write a fresh master key to a new 0600 file")
     s.add_argument("path")
     s.set_defaults(func=cmd_master_key_new)
+
+    vault = sub.add_parser("vault", help="the sealed values").add_subparsers(dest="sub", required=True)
+    s = vault.add_parser("rewrap", help="seal every credential and HIS key again under the current master key "
+                                        "(rotation: give the previous key with --previous-master-key-file)")
+    s.set_defaults(func=cmd_vault_rewrap)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
 
@@ -322,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--require-his-signature", action="store_true", help="refunds must carry HIS's Ed25519 his_sig")
     s.add_argument("--his-public-key", help="hex of HIS's Ed25519 public key")
     s.set_defaults(func=cmd_hospital_add)
+    s = hosp.add_parser("his-signature", help="HIS's Ed25519 key and whether refunds must carry its his_sig (HIS interface 1.1 B)")
+    s.add_argument("hospital_id")
+    s.add_argument("--his-public-key", help="hex of HIS's Ed25519 public key (default: keep the registered one)")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--require", dest="require", action="store_true", help="refuse every refund whose instruction HIS did not sign")
+    g.add_argument("--optional", dest="require", action="store_false", help="check his_sig only when present")
+    s.set_defaults(func=cmd_hospital_his_signature)
     s = hosp.add_parser("list", help="list hospitals")
     s.set_defaults(func=cmd_hospital_list)
 
@@ -356,10 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_terminals_import)
 
     dev = sub.add_parser("device", help="one device").add_subparsers(dest="sub", required=True)
-    s = dev.add_parser("bind", help="bind a device to a terminal of its hospital")
+    s = dev.add_parser("bind", help="the device serves this terminal of its hospital too (a device may serve several)")
     s.add_argument("device_id")
     s.add_argument("terminal_id")
     s.set_defaults(func=cmd_device_bind)
+    s = dev.add_parser("unbind", help="the device no longer serves this terminal (its other terminals stay)")
+    s.add_argument("device_id")
+    s.add_argument("terminal_id")
+    s.set_defaults(func=cmd_device_unbind)
     s = dev.add_parser("disable", help="refuse every request of a device (stolen, lost, retired)")
     s.add_argument("device_id")
     s.add_argument("--reason", required=True)

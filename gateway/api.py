@@ -26,6 +26,8 @@ from gateway.service import MAX_BODY_BYTES, GatewayService
 log = logging.getLogger(__name__)
 # A device's request is small and sent at once: a client that trickles it is dropped.
 REQUEST_TIMEOUT_S = 15.0
+# A TLS handshake not finished in this long is dropped (it runs in the connection's own thread).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -68,8 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise GatewayError(GatewayCode.TOO_LARGE, f"the body is larger than {MAX_BODY_BYTES} bytes")
             body = self.rfile.read(length)
             service = self.server.service
-            device = service.authenticate(self.headers, "POST", self.path, body)
-            status, reply = service.handle(device, self.path, body)
+            auth = service.authenticate(self.headers, "POST", self.path, body)
+            status, reply = service.handle(auth, self.path, body)
         except GatewayError as exc:
             status, reply = exc.http_status, exc.to_json_obj()
         except Exception:  # noqa: BLE001 - the device gets a stable code; the trace goes to the log
@@ -92,8 +94,20 @@ class GatewayHttpServer(ThreadingHTTPServer):
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(tls_cert, tls_key)
-            self.socket = context.wrap_socket(self.socket, server_side=True)
+            # The handshake runs in each connection's own thread (finish_request), not in accept():
+            # one client that connects and says nothing must not hold up every other device.
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def] - socketserver's names
+        if self.tls:
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:  # a scanner, a client that does not trust us, a dead link
+                log.debug("TLS handshake with %s failed: %s", client_address[0], exc.__class__.__name__)
+                return  # socketserver closes the socket
+        super().finish_request(request, client_address)
 
     @property
     def url(self) -> str:

@@ -12,6 +12,8 @@ service-provider mode is refused with `bad_config` until they speak it too (issu
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import threading
 
 from protocol.messages import PayChannel
@@ -26,21 +28,21 @@ _SECTION = {PayChannel.WECHAT: ("wechat", "mch_id"), PayChannel.ALIPAY: ("alipay
 
 
 class ChannelFactory:
-    def __init__(self, directory: Directory, *, overrides: dict[str, object] | None = None) -> None:
+    def __init__(self, directory: Directory, *, overrides: Mapping[str, object] | None = None) -> None:
         self.directory = directory
         self._overrides = dict(overrides or {})  # e.g. timeouts, for every client
         self._cache: dict[tuple[str, PayChannel], tuple[int, ChannelClient]] = {}
         self._lock = threading.Lock()
 
     def client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
-        hospital = self.directory.hospital(hospital_id)
-        if hospital.mode is not Mode.DIRECT:
-            raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: {hospital.mode.value} mode is not supported by this gateway version yet")
-        key = self.directory.merchant_key(hospital_id, channel)
+        mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
+        if mode is not Mode.DIRECT:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: {mode.value} mode is not supported by this gateway version yet")
         with self._lock:
             cached = self._cache.get((hospital_id, channel))
-            if cached is not None and cached[0] == key.version:
+            if cached is not None and version is not None and cached[0] == version:
                 return cached[1]
+        key = self.directory.merchant_key(hospital_id, channel)  # no_merchant when there is none
         section, id_field = _SECTION[channel]
         settings = dict(key.secrets) | {id_field: key.merchant_id} | self._overrides
         try:

@@ -35,6 +35,9 @@ from gateway.errors import GatewayCode, GatewayError
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # Idle connections kept for reuse; more may be open while that many transactions run at once.
 POOL_IDLE_MAX = 8
+# A PostgreSQL server that does not answer a connection in this long is unavailable (a request then
+# gets `database_unavailable` 503, and the POS queries later) rather than hanging the request.
+PG_CONNECT_TIMEOUT_S = 5
 
 Param = int | str | bytes | None
 Row = tuple
@@ -85,8 +88,13 @@ class Database(abc.ABC):
 
     @abc.abstractmethod
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
-        """Commit when the block ends, roll back if it raises."""
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
+        """Commit when the block ends, roll back if it raises.
+
+        `durable=False`: the commit does not wait for the disk (SQLite synchronous=NORMAL in WAL
+        mode; PostgreSQL `SET LOCAL synchronous_commit = off`). A crash or power cut may then lose
+        this transaction (never corrupt anything), until the next durable commit, which flushes it
+        too. Only for writes whose loss the callers are built to survive (docs/gateway.md, "Commits")."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -124,6 +132,12 @@ class _Pool:
                 self._idle.append(conn)
                 return
         conn.close()
+
+    def drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -181,10 +195,13 @@ class SqliteDatabase(Database):
         return conn
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
         conn = self._pool.get()
         healthy = False
+        relaxed = write and not durable
         try:
+            if relaxed:  # per connection, and only outside a transaction: set now, restored below
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SqliteTx(conn)
@@ -195,6 +212,8 @@ class SqliteDatabase(Database):
             conn.execute("COMMIT")
             healthy = True
         finally:
+            if relaxed and healthy:
+                conn.execute("PRAGMA synchronous=FULL")
             self._pool.put(conn, healthy)
 
     def close(self) -> None:
@@ -244,25 +263,56 @@ class PostgresDatabase(Database):
         import psycopg
 
         try:
-            return psycopg.connect(self.url, autocommit=True)
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S)
         except psycopg.OperationalError as exc:
-            raise GatewayError(GatewayCode.BAD_CONFIG, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+            raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+
+    def _begin(self, write: bool, durable: bool = True):  # type: ignore[no-untyped-def]
+        """A pooled connection inside BEGIN. A pooled connection that died with the server (a restart,
+        kill -9, a failover) fails at BEGIN, before anything was done: it and every other idle one
+        are dropped and a fresh connection is made."""
+        import psycopg
+
+        # One round trip: a relaxed commit is set in the same simple-query message as BEGIN.
+        statement = ("BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off") if write else "BEGIN READ ONLY"
+        conn = self._pool.get()
+        try:
+            conn.execute(statement)
+            return conn
+        except psycopg.Error:
+            conn.close()
+            self._pool.drop_idle()
+        conn = self._connect()
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            conn.close()
+            raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"PostgreSQL: {str(exc).strip()}") from None
+        return conn
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
-        conn = self._pool.get()
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
+        import psycopg
+
+        conn = self._begin(write, durable)
         healthy = False
         try:
-            conn.execute("BEGIN" if write else "BEGIN READ ONLY")
             try:
                 yield _PostgresTx(conn)
             except BaseException:
                 if not conn.closed:
-                    conn.execute("ROLLBACK")
-                    healthy = True
+                    try:
+                        conn.execute("ROLLBACK")
+                        healthy = True
+                    except psycopg.Error:
+                        pass
                 raise
             conn.execute("COMMIT")
             healthy = True
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # The server went away mid-transaction (or at COMMIT, when it is unknown whether the
+            # commit happened): the caller learns the database is unavailable, never a half answer.
+            raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"PostgreSQL went away: {str(exc).strip() or exc.__class__.__name__}") from None
         finally:
             self._pool.put(conn, healthy and not conn.closed)
 

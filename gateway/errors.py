@@ -56,7 +56,9 @@ class GatewayCode(str, enum.Enum):
     BAD_INSTRUCTION = "bad_instruction"
     INSTRUCTION_MISMATCH = "instruction_mismatch"
     HIS_SIGNATURE_REQUIRED = "his_signature_required"
+    BAD_HIS_SIGNATURE = "bad_his_signature"
     CHANNEL_UNAVAILABLE = "channel_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -65,8 +67,8 @@ HTTP_STATUS: dict[str, int] = {
     "bad_request": 400, "bad_request_auth": 401, "bad_signature": 401, "clock_skew": 401, "unknown_device": 401,
     "device_disabled": 403, "device_unbound": 403, "wrong_terminal": 403, "replay": 409, "not_found": 404,
     "too_large": 413, "idempotency_conflict": 409, "in_progress": 409, "duplicate_order": 409,
-    "channel_unavailable": 503, "internal_error": 500, "bad_instruction": 422, "instruction_mismatch": 422,
-    "his_signature_required": 403,
+    "channel_unavailable": 503, "database_unavailable": 503, "internal_error": 500, "bad_instruction": 422, "instruction_mismatch": 422,
+    "his_signature_required": 403, "bad_his_signature": 403,
 }
 
 

@@ -123,6 +123,11 @@ def _refund(row: tuple) -> Refund:
     return Refund(int(row[0]), int(row[1]), row[2], row[3], int(row[4]), RefundState(row[5]), row[6], row[7], row[8])
 
 
+class OutTradeNoUsed(GatewayError):
+    """A collection with this out_trade_no is already recorded (`bad_input` to a caller; the service
+    tells a retry of the same request from a reuse)."""
+
+
 def _check_amount(amount_fen: int) -> None:
     if type(amount_fen) is not int or amount_fen <= 0:
         raise GatewayError(GatewayCode.BAD_INPUT, "an amount is a positive integer of fen")
@@ -187,36 +192,45 @@ class Ledger:
                                        f"the hospital has collected {format_yuan(used)} on {day}; "
                                        f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
             if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
-                raise GatewayError(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
             try:
-                payment_id = tx.scalar(
+                row = tx.one(
                     f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING payment_id",
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING {_PAYMENT_COLS}",
                     (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
                      PaymentState.PAYING.value, day, int(now), int(now)),
                 )
             except UniqueViolation:
                 raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                    f"order {order_no} already has a collection under way or paid at this hospital") from None
-            return self._payment_by(tx, "payment_id", payment_id)
+            assert row is not None
+            return _payment(row)
 
     def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
-                       channel_txn_id: str | None = None, result_code: str | None = None) -> Payment:
-        """Move a collection to `state` (a repeat of the state it is in is a no-op)."""
-        with self.db.transaction() as tx:
+                       channel_txn_id: str | None = None, result_code: str | None = None,
+                       then: Callable[[Tx], object] | None = None, durable: bool = True) -> Payment:
+        """Move a collection to `state` (a repeat of the state it is in is a no-op). `then(tx)` runs in
+        the same transaction afterwards (the API stores its reply with the outcome: one commit).
+        `durable=False` only where a lost settlement is recovered from the channel (a `paying` row)."""
+        with self.db.transaction(durable=durable) as tx:
             payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
             if payment.state is state:
+                if then is not None:
+                    then(tx)
                 return payment
             if state not in PAYMENT_MOVES[payment.state]:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
             if state is PaymentState.REVERSING and self._held_refunds(tx, payment.payment_id):
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} has refunds; it cannot be reversed")
-            tx.execute(
+            row = tx.one(
                 "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
-                "updated_at = ? WHERE payment_id = ?",
+                f"updated_at = ? WHERE payment_id = ? RETURNING {_PAYMENT_COLS}",
                 (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
             )
-            return self._payment_by(tx, "payment_id", payment.payment_id)
+            if then is not None:
+                then(tx)
+            assert row is not None
+            return _payment(row)
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
         with self.db.transaction(write=False) as tx:
@@ -239,6 +253,22 @@ class Ledger:
         if row is None:
             raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no payment {value}")
         return _payment(row)
+
+    def unsettled_payments(self, *, idle_since: float, limit: int = 100) -> list[tuple[Payment, int]]:
+        """Collections still `paying` or `reversing`, untouched since `idle_since`, oldest first, each
+        with its created_at (for `gateway.recovery`)."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all(f"SELECT {_PAYMENT_COLS}, created_at FROM payments WHERE state IN (?, ?) AND updated_at < ? "
+                          "ORDER BY updated_at LIMIT ?",
+                          (PaymentState.PAYING.value, PaymentState.REVERSING.value, int(idle_since), limit))
+        return [(_payment(r[:-1]), int(r[-1])) for r in rows]
+
+    def unsettled_refunds(self, *, idle_since: float, limit: int = 100) -> list[tuple[Refund, Payment]]:
+        """Refunds still `refunding`, untouched since `idle_since`, oldest first, with their payment."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all(f"SELECT {_REFUND_COLS} FROM refunds WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                          (RefundState.REFUNDING.value, int(idle_since), limit))
+            return [(_refund(r), self._payment_by(tx, "payment_id", int(r[1]))) for r in rows]
 
     # --- refunds --------------------------------------------------------------------------------
 

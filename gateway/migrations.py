@@ -175,6 +175,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         # One open alarm per thing and reason; repeats are counted on it.
         "CREATE UNIQUE INDEX alarms_open ON alarms (hospital_id, reference, reason) WHERE resolved_at IS NULL",
     )),
+    Migration(4, "a device may serve several terminals: the binding moves to terminals.device_id", (
+        # A terminal (an HIS terminal ID) is served by at most one device; one device may serve several
+        # (one POS at a window where HIS gives each fee type its own terminal ID). devices.terminal_id
+        # stays, unused and empty: SQLite cannot drop a column that is part of a foreign key.
+        "ALTER TABLE terminals ADD COLUMN device_id TEXT REFERENCES devices (device_id)",
+        """UPDATE terminals SET device_id = (SELECT d.device_id FROM devices d
+            WHERE d.hospital_id = terminals.hospital_id AND d.terminal_id = terminals.terminal_id)""",
+        "UPDATE devices SET terminal_id = NULL",
+        "CREATE INDEX terminals_device ON terminals (device_id)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -6,7 +6,8 @@
 The master key comes from GATEWAY_MASTER_KEY_FILE / GATEWAY_MASTER_KEY (or --master-key-file). The
 process is stateless above the database: run as many as the load needs behind a TCP load balancer.
 When ready it prints one JSON line on stdout, {"url": ...}, so launchers (`make run`, tests) know
-where it listens. SIGTERM / Ctrl-C stop it after the requests in flight.
+where it listens. SIGTERM / Ctrl-C stop it after the requests in flight. Each process also sweeps the
+ledger for collections and refunds that dead requests left under way (`gateway.recovery`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.db import open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger
 from gateway.migrations import LATEST
+from gateway.recovery import RECOVERY_INTERVAL_S, Recovery, RecoveryLoop
 from gateway.service import GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import vault_from_env
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="certificate chain (PEM) the POS pins")
     p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--migrate", action="store_true", help="apply schema migrations before serving (single-node setups, make run)")
+    p.add_argument("--recovery-interval", type=float, default=RECOVERY_INTERVAL_S, metavar="SECONDS",
+                   help=f"finish collections and refunds left under way by dead requests every SECONDS (default {RECOVERY_INTERVAL_S}; 0: never)")
     return p
 
 
@@ -61,18 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         directory = Directory(db, vault_from_env(key_file=Path(args.master_key_file) if args.master_key_file else None))
         service = GatewayService(directory, Ledger(db), ChannelFactory(directory))
         server = GatewayHttpServer(service, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
+        if args.recovery_interval < 0:
+            raise GatewayError(GatewayCode.BAD_CONFIG, "--recovery-interval must be 0 (off) or a number of seconds")
     except GatewayError as exc:
         sys.stderr.write(f"payment-gateway: {exc}\n")
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
+    recovery = RecoveryLoop(Recovery(service.ledger, service.channels), args.recovery_interval).start() if args.recovery_interval else None
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
+    if recovery is not None:
+        recovery.stop()
     server.stop()
     db.close()
     return 0

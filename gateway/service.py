@@ -2,12 +2,20 @@
 rules, call the channel with the hospital's credentials, remember the first outcome.
 
     service = GatewayService(directory, ledger, channels)
-    device = service.authenticate(headers, "POST", "/v1/pay", body)      # or raises GatewayError
-    status, reply = service.handle(device, "/v1/pay", body)
+    auth = service.authenticate(headers, "POST", "/v1/pay", body)        # or raises GatewayError
+    status, reply = service.handle(auth, "/v1/pay", body)
 
 Authentication order: headers -> known device -> signature -> clock -> disabled -> nonce (replay).
 The signature comes before anything that answers differently for different devices' states, so only
 the key holder learns whether its device is disabled.
+
+Commits per payment: three, one of them durable (a disk flush on SQLite synchronous=FULL and on
+PostgreSQL). The request's nonce, the device's last contact and the idempotency claim share the
+first, not durable; the collection written as `paying`, before the channel is called, is the durable
+one (lost, the channel could hold money the ledger does not know of, and the order could be paid
+again); the settled state and the stored reply share the third, not durable: lost in a crash, the
+collection is `paying` again, and a retry, the POS's query or the recovery sweep settles it from
+the channel (the first durable commit after it flushes it anyway).
 
 Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
 is known, its reply are stored under (device, key); a retry with the same body gets the stored reply
@@ -21,22 +29,24 @@ import hashlib
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import MAX_FEN, Direction
 from protocol.crypto import KeyRing
 from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers, verify_request
-from protocol.envelope import MsgType, open_envelope, parse_envelope
+from protocol.envelope import Envelope, MsgType, check_signature, open_envelope, parse_envelope
 from protocol.errors import ProtocolError
 from protocol.ids import is_valid_id
-from protocol.messages import PayChannel, decode_instruction
+from protocol.messages import PayChannel, ResultCode, decode_instruction
 from protocol.strictjson import Fields, loads_object
 
 from gateway.alarms import POS_REASONS, AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
+from gateway.db import Tx
 from gateway.errors import GatewayCode, GatewayError
-from gateway.ledger import Ledger, PaymentState, RefundState
-from gateway.tenancy import Device, DeviceStatus, Directory
+from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
+from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
 from terminal.channels.base import MERCHANT_CONFIG, PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
 from terminal.channels.base import RefundState as ChannelRefundState
 
@@ -44,17 +54,37 @@ MAX_BODY_BYTES = 64 * 1024
 # Keep nonces at least twice the clock window: a replay inside the window is always caught.
 NONCE_TTL_S = 2 * MAX_SKEW_S
 
+# A request with no stored reply claimed less than this ago may still be talking to the channel (a
+# channel call is bounded by its client's timeouts: connect 5 s + 3 x read 10 s); a retry is told
+# `in_progress`. Older, its process is gone: the retry resolves it from the ledger and the channel.
+IN_PROGRESS_WINDOW_S = 60
+# A device's last contact is recorded at most this often (and whenever its firmware version changes).
+CONTACT_RESOLUTION_S = 60
+# Refusals after which nothing has been decided: the reply is not stored, a retry runs again.
+UNDECIDED = (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE, GatewayCode.DATABASE_UNAVAILABLE)
+
 MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund", "/v1/alarm")
 ROUTES = MUTATING + ("/v1/query", "/v1/refund-query")
 
 # Whether a pay outcome settles the ledger, and how.
 _PAY_SETTLES = {PayState.SUCCESS: PaymentState.SUCCEEDED, PayState.FAILED: PaymentState.FAILED, PayState.CLOSED: PaymentState.CLOSED}
+_RESULT_CODES = frozenset(c.value for c in ResultCode)
 _REFUND_SETTLES = {ChannelRefundState.SUCCESS: RefundState.SUCCEEDED, ChannelRefundState.FAILED: RefundState.FAILED}
 
 
 def _pay_reply(o: PayOutcome, out_trade_no: str) -> dict:
     return {"out_trade_no": out_trade_no, "state": o.state.value, "channel_txn_id": o.channel_txn_id, "paid_fen": o.paid_fen,
             "result_code": o.result_code.value if o.result_code else None, "channel_code": o.channel_code, "message": o.message}
+
+
+def _ledger_pay_reply(p: Payment) -> dict:
+    """The pay reply of a settled collection, from the ledger alone (its first reply was lost)."""
+    state = {PaymentState.SUCCEEDED: PayState.SUCCESS, PaymentState.FAILED: PayState.FAILED,
+             PaymentState.CLOSED: PayState.CLOSED}.get(p.state, PayState.UNKNOWN)
+    result_code = p.result_code if p.result_code in _RESULT_CODES else None
+    return {"out_trade_no": p.out_trade_no, "state": state.value, "channel_txn_id": p.channel_txn_id,
+            "paid_fen": p.amount_fen if state is PayState.SUCCESS else None, "result_code": result_code,
+            "channel_code": None if result_code else p.result_code, "message": "recovered from the gateway's ledger"}
 
 
 def _reverse_reply(o: ReverseOutcome, out_trade_no: str) -> dict:
@@ -69,6 +99,14 @@ def _refund_reply(o: RefundOutcome, out_refund_no: str) -> dict:
 
 def _bad(message: str) -> GatewayError:
     return GatewayError(GatewayCode.BAD_REQUEST, message)
+
+
+class _AlreadyStarted(Exception):
+    """pay(): this request's collection is already in the ledger (handled by `_started`)."""
+
+    def __init__(self, payment: Payment) -> None:
+        super().__init__(payment.out_trade_no)
+        self.payment = payment
 
 
 class _Body:
@@ -110,6 +148,18 @@ class _Body:
             raise _bad(exc.message) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A request whose headers, device, signature, clock and device status checked out. Its nonce (the
+    replay check) and the device's last contact are written by `handle`, in the request's first
+    write transaction."""
+
+    device: Device
+    nonce: bytes
+    at: int
+    firmware: str | None
+
+
 class GatewayService:
     def __init__(self, directory: Directory, ledger: Ledger, channels: ChannelFactory, *,
                  clock: Callable[[], float] = time.time, max_skew_s: int = MAX_SKEW_S) -> None:
@@ -125,7 +175,7 @@ class GatewayService:
 
     # --- authentication -------------------------------------------------------------------------
 
-    def authenticate(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Device:
+    def authenticate(self, headers: Mapping[str, str], method: str, path: str, body: bytes) -> Authenticated:
         now = self._clock()
         try:
             signed = parse_headers(headers)
@@ -133,7 +183,9 @@ class GatewayService:
             raise GatewayError(GatewayCode.BAD_REQUEST_AUTH, exc.message) from None
         try:
             device = self.directory.device(signed.device_id)
-        except GatewayError:
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.UNKNOWN_DEVICE:
+                raise  # e.g. database_unavailable: never tell a device it is unknown because the database is away
             raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"device {signed.device_id} is not registered with this gateway") from None
         try:
             verify_request(signed, device.public_key, method=method, path=path, body=body, now=now, max_skew_s=self._max_skew_s)
@@ -142,13 +194,19 @@ class GatewayService:
         if device.status is DeviceStatus.DISABLED:
             raise GatewayError(GatewayCode.DEVICE_DISABLED, f"device {device.device_id} has been disabled by the operator; call the service desk")
         self._prune_nonces(now)
-        with self.db.transaction() as tx:
-            if tx.one("SELECT 1 FROM request_nonces WHERE device_id = ? AND nonce = ?", (device.device_id, signed.nonce)):
-                raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
-            tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?)", (device.device_id, signed.nonce, int(now)))
+        return Authenticated(device, signed.nonce, int(now), signed.firmware or None)
+
+    @staticmethod
+    def _record(tx: Tx, auth: Authenticated) -> None:
+        """The replay check (a nonce is accepted once per device) and the device's last contact."""
+        device = auth.device
+        if not tx.execute("INSERT INTO request_nonces (device_id, nonce, seen_at) VALUES (?, ?, ?) ON CONFLICT (device_id, nonce) DO NOTHING",
+                          (device.device_id, auth.nonce, auth.at)):
+            raise GatewayError(GatewayCode.REPLAY, "this request (its nonce) has been received before")
+        # Last contact to the minute (gateway-admin device show): not one more write on every request.
+        if auth.firmware != device.firmware_version or device.last_seen_at is None or auth.at - device.last_seen_at >= CONTACT_RESOLUTION_S:
             tx.execute("UPDATE devices SET last_seen_at = ?, firmware_version = ? WHERE device_id = ?",
-                       (int(now), signed.firmware or None, device.device_id))
-        return device
+                       (auth.at, auth.firmware, device.device_id))
 
     def _prune_nonces(self, now: float) -> None:
         with self._prune_lock:
@@ -160,48 +218,100 @@ class GatewayService:
 
     # --- dispatch and idempotency ---------------------------------------------------------------
 
-    def handle(self, device: Device, path: str, body: bytes) -> tuple[int, dict]:
-        if path not in ROUTES:
-            raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
-        if device.terminal_id is None:
+    def handle(self, auth: Authenticated, path: str, body: bytes) -> tuple[int, dict]:
+        device = auth.device
+        if path not in MUTATING:
+            with self.db.transaction(durable=False) as tx:  # losing it in a crash re-admits a query: harmless
+                self._record(tx, auth)
+            if path not in ROUTES:
+                raise GatewayError(GatewayCode.NOT_FOUND, f"no endpoint {path}; see docs/gateway.md")
+        if not device.terminal_ids:
             raise GatewayError(GatewayCode.DEVICE_UNBOUND, f"device {device.device_id} is not bound to a terminal yet")
         request = _Body(body)
         if path not in MUTATING:
             return 200, self._dispatch(device, path, request)
         key = request.id("idempotency_key")
         digest = hashlib.sha256(path.encode() + b"\n" + body).digest()
-        with self.db.transaction() as tx:
+        # Not durable: lost in a crash, a retry claims the key again and finds its payment, if it was
+        # started, by out_trade_no in the ledger (pay: `_AlreadyStarted`); nothing was acted on otherwise.
+        with self.db.transaction(durable=False) as tx:
+            self._record(tx, auth)
             # Claim the key; a concurrent retry's INSERT waits for ours (PostgreSQL) or for the write
             # lock (SQLite), does nothing, and reads the row we left.
             claimed = tx.execute("INSERT INTO idempotency (device_id, idem_key, request_digest, created_at) VALUES (?, ?, ?, ?) "
                                  "ON CONFLICT (device_id, idem_key) DO NOTHING", (device.device_id, key, digest, int(self._clock())))
             row = None if claimed else tx.one(
-                "SELECT request_digest, status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
+                "SELECT request_digest, status, response, created_at FROM idempotency WHERE device_id = ? AND idem_key = ?", (device.device_id, key))
         if row is not None:
             if bytes(row[0]) != digest:
                 raise GatewayError(GatewayCode.IDEMPOTENCY_CONFLICT, f"idempotency_key {key} was used for a different request")
-            if row[1] is None:
-                raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
-            return int(row[1]), json.loads(row[2])
+            if row[1] is not None:
+                return int(row[1]), json.loads(row[2])
+            # The first request has no stored reply: it is still running, or its process died (kill -9,
+            # power, the database went away) after claiming the key. Either way it is resolved here:
+            # reverse and refund are idempotent at the channel and in the ledger and simply run again;
+            # a payment finds its out_trade_no in the ledger and is answered from there (`_started`).
+            return self._run_and_store(device, path, key, request, claimed_at=int(row[3]))
+        return self._run_and_store(device, path, key, request, claimed_at=int(self._clock()))
+
+    def _run_and_store(self, device: Device, path: str, key: str, request: _Body, *, claimed_at: int) -> tuple[int, dict]:
+        stored: dict[str, tuple[int, dict]] = {}  # pay() stores a settled reply in the ledger's own transaction
         try:
-            status, reply = 200, self._dispatch(device, path, request)
+            status, reply = 200, self._dispatch(device, path, request, stored=(key, stored))
+        except _AlreadyStarted as started:
+            return self._started(device, key, started.payment, claimed_at)
         except GatewayError as exc:
-            if exc.code in (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE):
-                self._forget(device.device_id, key)  # nothing was decided: a retry may run again
+            if exc.code in UNDECIDED:
+                if exc.code is not GatewayCode.DATABASE_UNAVAILABLE:
+                    self._forget(device.device_id, key)  # nothing was decided: a retry may run again
                 raise
             status, reply = exc.http_status, exc.to_json_obj()
+        if "reply" in stored:
+            return stored["reply"]
+        return self._store(device.device_id, key, status, reply)
+
+    def _store(self, device_id: str, key: str, status: int, reply: dict) -> tuple[int, dict]:
         with self.db.transaction() as tx:
-            tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ?",
-                       (status, json.dumps(reply, sort_keys=True), device.device_id, key))
-        return status, reply
+            return self._store_in(tx, device_id, key, status, reply)
+
+    @staticmethod
+    def _store_in(tx: Tx, device_id: str, key: str, status: int, reply: dict) -> tuple[int, dict]:
+        """Store a request's reply; the first stored reply wins (a resumed request and the original
+        may both finish), and is what every later retry gets."""
+        if tx.execute("UPDATE idempotency SET status = ?, response = ? WHERE device_id = ? AND idem_key = ? AND status IS NULL",
+                      (status, json.dumps(reply, sort_keys=True), device_id, key)):
+            return status, reply
+        row = tx.one("SELECT status, response FROM idempotency WHERE device_id = ? AND idem_key = ?", (device_id, key))
+        if row is None or row[0] is None:  # forgotten meanwhile: nothing to keep
+            return status, reply
+        return int(row[0]), json.loads(row[1])
+
+    def _started(self, device: Device, key: str, payment: Payment, claimed_at: int) -> tuple[int, dict]:
+        """The reply to a copy of a payment request whose collection is already in the ledger.
+
+        Settled: the reply is made from the ledger and stored. Under way: if the request that started
+        it may still be talking to the channel (the key was claimed less than IN_PROGRESS_WINDOW_S
+        ago), `in_progress` as before; otherwise that request died, so the channel is queried, the
+        ledger settled, and a final outcome stored (a non-final one is answered `unknown` and not
+        stored: the POS queries, then reverses)."""
+        if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
+            if self._clock() - claimed_at < IN_PROGRESS_WINDOW_S:
+                raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
+            outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+            self._settle_pay(device, payment.out_trade_no, outcome)
+            if outcome.state not in _PAY_SETTLES:
+                return 200, _pay_reply(PayOutcome(PayState.UNKNOWN, message=outcome.message or outcome.state.value), payment.out_trade_no)
+            payment = self.ledger.payment(payment.out_trade_no, hospital_id=device.hospital_id)
+        return self._store(device.device_id, key, 200, _ledger_pay_reply(payment))
 
     def _forget(self, device_id: str, key: str) -> None:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM idempotency WHERE device_id = ? AND idem_key = ? AND status IS NULL", (device_id, key))
 
-    def _dispatch(self, device: Device, path: str, request: _Body) -> dict:
+    def _dispatch(self, device: Device, path: str, request: _Body,
+                  stored: tuple[str, dict[str, tuple[int, dict]]] | None = None) -> dict:
         if path == "/v1/pay":
-            return self.pay(device, request)
+            return self.pay(device, request, stored=stored)
         if path == "/v1/query":
             return self.query(device, request)
         if path == "/v1/reverse":
@@ -214,10 +324,13 @@ class GatewayService:
 
     # --- the five calls -------------------------------------------------------------------------
 
-    def pay(self, device: Device, request: _Body) -> dict:
+    def pay(self, device: Device, request: _Body, *, stored: tuple[str, dict[str, tuple[int, dict]]] | None = None) -> dict:
+        """`stored`: (idempotency key, box): a final outcome and its stored reply commit together, and
+        the reply that was stored (the first one) is left in the box."""
         terminal_id = request.id("terminal_id")
-        if terminal_id != device.terminal_id:
-            raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device.device_id} is bound to {device.terminal_id}, not {terminal_id}")
+        if terminal_id not in device.terminal_ids:
+            raise GatewayError(GatewayCode.WRONG_TERMINAL,
+                               f"device {device.device_id} serves {', '.join(device.terminal_ids)}, not {terminal_id}")
         channel = self._channel(request)
         order_no = request.id("order_no")
         out_trade_no = request.id("out_trade_no", max_len=32)
@@ -225,12 +338,25 @@ class GatewayService:
         auth_code = request.text("auth_code", max_len=128)
         subject = request.text("subject", max_len=128, default="self-pay")
         client = self.channels.client(device.hospital_id, channel)
-        self.ledger.start_payment(hospital_id=device.hospital_id, terminal_id=terminal_id, device_id=device.device_id,
-                                  order_no=order_no, out_trade_no=out_trade_no, channel=channel, amount_fen=amount_fen)
+        try:
+            self.ledger.start_payment(hospital_id=device.hospital_id, terminal_id=terminal_id, device_id=device.device_id,
+                                      order_no=order_no, out_trade_no=out_trade_no, channel=channel, amount_fen=amount_fen)
+        except OutTradeNoUsed:
+            # The same collection, from a copy of this request (a retry racing the first, or the first
+            # died): never call the channel twice for it. Anything else reusing a number is refused.
+            existing = self.ledger.payment(out_trade_no, hospital_id=device.hospital_id)
+            if (existing.device_id, existing.order_no, existing.amount_fen, existing.channel) != (device.device_id, order_no, amount_fen, channel):
+                raise
+            raise _AlreadyStarted(existing) from None
         outcome = client.pay(out_trade_no=out_trade_no, auth_code=auth_code, total_fen=amount_fen, subject=subject)
         self._watch(device, channel, outcome)
-        self._settle_pay(device, out_trade_no, outcome)
-        return _pay_reply(outcome, out_trade_no)
+        reply = _pay_reply(outcome, out_trade_no)
+        then = None
+        if stored is not None:
+            key, box = stored
+            then = lambda tx: box.__setitem__("reply", self._store_in(tx, device.device_id, key, 200, reply))  # noqa: E731
+        self._settle_pay(device, out_trade_no, outcome, then=then, durable=False)
+        return reply
 
     def query(self, device: Device, request: _Body) -> dict:
         payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
@@ -333,13 +459,14 @@ class GatewayService:
         except ValueError:
             raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)}") from None
 
-    def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome) -> None:
+    def _settle_pay(self, device: Device, out_trade_no: str, outcome: PayOutcome,
+                    then: Callable[[Tx], object] | None = None, durable: bool = True) -> None:
         state = _PAY_SETTLES.get(outcome.state)
         if state is None:
             return  # USER_PAYING / UNKNOWN / NOT_FOUND: still under way; the POS queries, then reverses
         result_code = outcome.result_code.value if outcome.result_code else outcome.channel_code
         self.ledger.settle_payment(out_trade_no, hospital_id=device.hospital_id, state=state,
-                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code)
+                                   channel_txn_id=outcome.channel_txn_id, result_code=result_code, then=then, durable=durable)
 
     def _check_instruction(self, device: Device, sealed: object, order_no: str, amount_fen: int) -> str:
         """Open the HIS instruction a refund executes; its order, amount and terminal must match."""
@@ -358,11 +485,32 @@ class GatewayService:
         if instruction.order_no != order_no or instruction.amount.fen != amount_fen:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
                                "the refund's order or amount differ from the HIS instruction it claims to execute")
-        if instruction.terminal_id != device.terminal_id:
+        if instruction.terminal_id not in device.terminal_ids:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
-                               f"the HIS instruction is for terminal {instruction.terminal_id}, this device is {device.terminal_id}")
-        if hospital.require_his_signature:
-            # TODO(issue 13, HIS interface 1.1 B): verify his_sig once protocol/ has it (another branch).
-            raise GatewayError(GatewayCode.HIS_SIGNATURE_REQUIRED,
-                               "this hospital requires HIS-signed refunds and this gateway cannot verify his_sig yet")
+                               f"the HIS instruction is for terminal {instruction.terminal_id}, this device serves {', '.join(device.terminal_ids)}")
+        self._check_his_sig(hospital, envelope)
         return f"{envelope.kid}:{envelope.msg_id}"
+
+    @staticmethod
+    def _check_his_sig(hospital: Hospital, envelope: Envelope) -> None:
+        """HIS interface 1.1 B at the gateway: HIS's own Ed25519 signature over the sealed instruction.
+
+        HIS's envelope keys are shared with every POS of the hospital (and this gateway), so a stolen
+        POS can seal a refund instruction that opens here; only `his_sig`, made with a key
+        HIS alone holds, proves HIS asked for the refund. Required when the hospital turned
+        `require_his_signature` on; otherwise checked whenever present (one that does not verify is
+        always refused), as the bridge and the POS do (protocol.signatures)."""
+        keys = (hospital.his_public_key,) if hospital.his_public_key else ()
+        if envelope.sig is None:
+            if hospital.require_his_signature:
+                raise GatewayError(GatewayCode.HIS_SIGNATURE_REQUIRED,
+                                   f"hospital {hospital.hospital_id} requires HIS-signed refunds: the instruction has no his_sig")
+            return
+        if not keys:
+            return  # no HIS key registered: an unverifiable his_sig proves nothing either way (the envelope opened)
+        try:
+            check_signature(envelope, keys, signer=f"HIS of {hospital.hospital_id}")
+        except ProtocolError:
+            raise GatewayError(GatewayCode.BAD_HIS_SIGNATURE,
+                               "the instruction's his_sig does not verify with HIS's registered public key; "
+                               "a refund HIS did not sign is refused") from None

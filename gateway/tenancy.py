@@ -54,7 +54,7 @@ class Device:
     model: str
     serial_no: str
     public_key: bytes
-    terminal_id: str | None
+    terminal_ids: tuple[str, ...]  # the HIS terminals this device serves (one window may hold several IDs)
     status: DeviceStatus
     disabled_reason: str | None
     last_seen_at: int | None
@@ -74,15 +74,26 @@ class MerchantKey:
 
 
 _HOSPITAL_COLS = "hospital_id, name, mode, txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen, require_his_signature, his_public_key"
-_DEVICE_COLS = "device_id, hospital_id, model, serial_no, public_key, terminal_id, status, disabled_reason, last_seen_at, firmware_version"
+# `devices.terminal_id` is unused since migration 4: the binding lives in `terminals.device_id`.
+_DEVICE_COLS = "device_id, hospital_id, model, serial_no, public_key, status, disabled_reason, last_seen_at, firmware_version"
 
 
 def _hospital(row: tuple) -> Hospital:
     return Hospital(row[0], row[1], Mode(row[2]), int(row[3]), row[4], row[5], bool(row[6]), row[7])
 
 
-def _device(row: tuple) -> Device:
-    return Device(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], DeviceStatus(row[6]), row[7], row[8], row[9])
+def _device(row: tuple, terminal_ids: tuple[str, ...]) -> Device:
+    return Device(row[0], row[1], row[2], row[3], bytes(row[4]), terminal_ids, DeviceStatus(row[5]), row[6], row[7], row[8])
+
+
+def _terminals_of(tx: Tx, device_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {d: [] for d in device_ids}
+    if device_ids:
+        rows = tx.all(f"SELECT device_id, terminal_id FROM terminals WHERE device_id IN ({', '.join('?' * len(device_ids))}) "
+                      "ORDER BY terminal_id", device_ids)
+        for device_id, terminal_id in rows:
+            found[device_id].append(terminal_id)
+    return {d: tuple(t) for d, t in found.items()}
 
 
 def _check_id(field: str, value: str) -> str:
@@ -153,6 +164,22 @@ class Directory:
             raise GatewayError(GatewayCode.EXISTS, f"hospital {hospital_id} already exists") from None
         return self.hospital(hospital_id)
 
+    def set_his_signature(self, hospital_id: str, *, required: bool, his_public_key: bytes | None, actor: str) -> Hospital:
+        """Register HIS's Ed25519 public key (None keeps the current one) and turn `require_his_signature`
+        on or off (HIS interface 1.1 B): with it on, a refund whose instruction HIS did not sign is refused."""
+        if his_public_key is not None and len(his_public_key) != PUBLIC_KEY_SIZE:
+            raise GatewayError(GatewayCode.BAD_INPUT, f"the HIS public key must be {PUBLIC_KEY_SIZE} bytes (Ed25519)")
+        with self.db.transaction() as tx:
+            current = self.hospital(hospital_id, tx)
+            key = his_public_key if his_public_key is not None else current.his_public_key
+            if required and key is None:
+                raise GatewayError(GatewayCode.BAD_INPUT, "require_his_signature needs the HIS public key (--his-public-key)")
+            tx.execute("UPDATE hospitals SET require_his_signature = ?, his_public_key = ? WHERE hospital_id = ?",
+                       (int(required), key, hospital_id))
+            self._audit(tx, actor, "hospital.his_signature", hospital_id, required=required,
+                        his_public_key=key.hex() if key else None, previous_required=current.require_his_signature)
+            return self.hospital(hospital_id, tx)
+
     def hospital(self, hospital_id: str, tx: Tx | None = None) -> Hospital:
         sql = f"SELECT {_HOSPITAL_COLS} FROM hospitals WHERE hospital_id = ?"
         if tx is not None:
@@ -198,6 +225,25 @@ class Directory:
                         retired_version=current[0] if current else None, fields=sorted(secrets))
         return version
 
+    def merchant_key_version(self, hospital_id: str, channel: PayChannel) -> tuple[Mode, int | None]:
+        """The hospital's mode and the current version of its credentials for `channel` (None: none),
+        in one read: what a cached channel client is checked against on every request."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT h.mode, k.version FROM hospitals h LEFT JOIN merchant_keys k ON k.hospital_id = h.hospital_id "
+                         "AND k.channel = ? AND k.retired_at IS NULL WHERE h.hospital_id = ?", (channel.value, hospital_id))
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}; add it with gateway-admin hospital add")
+        return Mode(row[0]), None if row[1] is None else int(row[1])
+
+    def merchant_id(self, hospital_id: str, channel: PayChannel) -> str:
+        """The current credentials' merchant id (stored in the clear: nothing is opened)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT merchant_id FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL",
+                         (hospital_id, channel.value))
+        if row is None:
+            raise GatewayError(GatewayCode.NO_MERCHANT, f"hospital {hospital_id} has no {channel.value} merchant credentials")
+        return str(row[0])
+
     def merchant_key(self, hospital_id: str, channel: PayChannel) -> MerchantKey:
         with self.db.transaction(write=False) as tx:
             row = tx.one(
@@ -209,6 +255,29 @@ class Directory:
         version, merchant_id, sealed = int(row[0]), row[1], bytes(row[2])
         secrets = json.loads(self.vault.open(sealed, f"merchant|{hospital_id}|{channel.value}|{version}"))
         return MerchantKey(hospital_id, channel, version, merchant_id, secrets)
+
+    def rewrap_vault(self, *, actor: str) -> dict[str, int]:
+        """Seal again, under the vault's current master key, every value sealed under a previous one
+        (merchant credentials of every version, HIS keys): one transaction, audited. Rows rewrapped."""
+        counts = {"merchant_keys": 0, "his_keys": 0}
+        with self.db.transaction() as tx:
+            for hospital_id, channel, version, sealed in tx.all(
+                    "SELECT hospital_id, channel, version, sealed FROM merchant_keys" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = f"merchant|{hospital_id}|{channel}|{version}"
+                tx.execute("UPDATE merchant_keys SET sealed = ? WHERE hospital_id = ? AND channel = ? AND version = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), hospital_id, channel, version))
+                counts["merchant_keys"] += 1
+            for hospital_id, kid, sealed in tx.all("SELECT hospital_id, kid, sealed FROM his_keys" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = f"his|{hospital_id}|{kid}"
+                tx.execute("UPDATE his_keys SET sealed = ? WHERE hospital_id = ? AND kid = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), hospital_id, kid))
+                counts["his_keys"] += 1
+            self._audit(tx, actor, "vault.rewrap", "master_key", to_key_id=self.vault.key_id.hex(), **counts)
+        return counts
 
     # --- HIS envelope keys ----------------------------------------------------------------------
 
@@ -292,7 +361,7 @@ class Directory:
         row = tx.one(f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id = ?" + (tx.for_update if lock else ""), (device_id,))
         if row is None:
             raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"no device {device_id!r}; import the device records first")
-        return _device(row)
+        return _device(row, _terminals_of(tx, [device_id])[device_id])
 
     def _bind(self, tx: Tx, device_id: str, terminal_id: str, actor: str, *, hospital_id: str | None = None) -> None:
         device = self._device_row(tx, device_id, lock=True)
@@ -300,18 +369,34 @@ class Directory:
             raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device_id} belongs to hospital {device.hospital_id}, not {hospital_id}")
         if tx.one("SELECT 1 FROM terminals WHERE hospital_id = ? AND terminal_id = ?", (device.hospital_id, terminal_id)) is None:
             raise GatewayError(GatewayCode.UNKNOWN_TERMINAL, f"hospital {device.hospital_id} has no terminal {terminal_id}; import its terminal list first")
-        holder = tx.scalar("SELECT device_id FROM devices WHERE hospital_id = ? AND terminal_id = ?", (device.hospital_id, terminal_id))
-        if holder not in (None, device_id):
-            raise GatewayError(GatewayCode.EXISTS, f"terminal {terminal_id} is bound to device {holder}; disable that one first")
-        try:
-            tx.execute("UPDATE devices SET terminal_id = ? WHERE device_id = ?", (terminal_id, device_id))
-        except UniqueViolation:  # bound by a concurrent admin between our check and the update
-            raise GatewayError(GatewayCode.EXISTS, f"terminal {terminal_id} was just bound to another device") from None
-        self._audit(tx, actor, "device.bind", device_id, hospital_id=device.hospital_id, terminal_id=terminal_id, previous=device.terminal_id)
+        # The terminal row is locked: two admins binding it at once cannot both see it free.
+        holder = tx.one("SELECT device_id FROM terminals WHERE hospital_id = ? AND terminal_id = ?" + tx.for_update,
+                        (device.hospital_id, terminal_id))
+        if holder is None:
+            raise GatewayError(GatewayCode.UNKNOWN_TERMINAL, f"hospital {device.hospital_id} has no terminal {terminal_id}; import its terminal list first")
+        if holder[0] == device_id:
+            return
+        if holder[0] is not None:
+            raise GatewayError(GatewayCode.EXISTS, f"terminal {terminal_id} is bound to device {holder[0]}; unbind or disable that one first")
+        tx.execute("UPDATE terminals SET device_id = ? WHERE hospital_id = ? AND terminal_id = ?", (device_id, device.hospital_id, terminal_id))
+        self._audit(tx, actor, "device.bind", device_id, hospital_id=device.hospital_id, terminal_id=terminal_id,
+                    terminal_ids=[*device.terminal_ids, terminal_id])
 
     def bind_device(self, device_id: str, terminal_id: str, *, actor: str) -> Device:
+        """The device serves `terminal_id` too (a device may serve several terminals; a terminal has one device)."""
         with self.db.transaction() as tx:
             self._bind(tx, device_id, terminal_id, actor)
+            return self._device_row(tx, device_id)
+
+    def unbind_device(self, device_id: str, terminal_id: str, *, actor: str) -> Device:
+        """The device no longer serves `terminal_id` (its other terminals stay)."""
+        with self.db.transaction() as tx:
+            device = self._device_row(tx, device_id, lock=True)
+            if terminal_id not in device.terminal_ids:
+                raise GatewayError(GatewayCode.WRONG_TERMINAL, f"device {device_id} does not serve terminal {terminal_id}")
+            tx.execute("UPDATE terminals SET device_id = NULL WHERE hospital_id = ? AND terminal_id = ? AND device_id = ?",
+                       (device.hospital_id, terminal_id, device_id))
+            self._audit(tx, actor, "device.unbind", device_id, hospital_id=device.hospital_id, terminal_id=terminal_id)
             return self._device_row(tx, device_id)
 
     def disable_device(self, device_id: str, *, reason: str, actor: str) -> Device:
@@ -320,9 +405,10 @@ class Directory:
             raise GatewayError(GatewayCode.BAD_INPUT, "say why the device is disabled (printable text, at most 200 characters)")
         with self.db.transaction() as tx:
             device = self._device_row(tx, device_id, lock=True)
-            tx.execute("UPDATE devices SET status = ?, disabled_reason = ?, terminal_id = NULL WHERE device_id = ?",
-                       (DeviceStatus.DISABLED.value, reason, device_id))
-            self._audit(tx, actor, "device.disable", device_id, hospital_id=device.hospital_id, terminal_id=device.terminal_id, reason=reason)
+            tx.execute("UPDATE devices SET status = ?, disabled_reason = ? WHERE device_id = ?", (DeviceStatus.DISABLED.value, reason, device_id))
+            tx.execute("UPDATE terminals SET device_id = NULL WHERE device_id = ?", (device_id,))
+            self._audit(tx, actor, "device.disable", device_id, hospital_id=device.hospital_id, terminal_ids=list(device.terminal_ids),
+                        reason=reason)
             return self._device_row(tx, device_id)
 
     def enable_device(self, device_id: str, *, actor: str) -> Device:
@@ -342,7 +428,12 @@ class Directory:
                 rows = tx.all(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY device_id")
             else:
                 rows = tx.all(f"SELECT {_DEVICE_COLS} FROM devices WHERE hospital_id = ? ORDER BY device_id", (hospital_id,))
-        return [_device(r) for r in rows]
+            bindings: dict[str, list[str]] = {r[0]: [] for r in rows}
+            sql = "SELECT device_id, terminal_id FROM terminals WHERE device_id IS NOT NULL"
+            for device_id, terminal_id in tx.all(sql + (" AND hospital_id = ?" if hospital_id else "") + " ORDER BY terminal_id",
+                                                 (hospital_id,) if hospital_id else ()):
+                bindings.setdefault(device_id, []).append(terminal_id)
+        return [_device(r, tuple(bindings[r[0]])) for r in rows]
 
     def record_contact(self, device_id: str, *, firmware_version: str | None, at: int | None = None) -> None:
         """What the device said about itself on its last authenticated request."""

@@ -10,6 +10,10 @@ value's place in the database as associated data (e.g. "merchant|H001|WECHAT|2")
 copied into another row does not open. `key_id` (the first 4 bytes of SHA-256 of the key) lets a
 wrong master key be told apart from a damaged value. Neither the key nor a plaintext is ever
 logged or put into an error message.
+
+Rotating the master key: start every gateway with the new key and the previous one
+(GATEWAY_PREVIOUS_MASTER_KEY_FILE), run `gateway-admin vault rewrap` (every sealed value is sealed
+again under the new key, one audited transaction), then drop the previous key (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,38 +31,56 @@ from gateway.errors import GatewayCode, GatewayError
 
 ENV_KEY = "GATEWAY_MASTER_KEY"
 ENV_KEY_FILE = "GATEWAY_MASTER_KEY_FILE"
+# During a master-key rotation: the key being replaced, to open what is not rewrapped yet.
+ENV_PREVIOUS_KEY_FILE = "GATEWAY_PREVIOUS_MASTER_KEY_FILE"
 KEY_SIZE = 32
 _MAGIC = b"GV1"
 _NONCE_SIZE = 12
 
 
+def _key_id(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()[:4]
+
+
 class Vault:
-    def __init__(self, master_key: bytes) -> None:
-        if len(master_key) != KEY_SIZE:
-            raise GatewayError(GatewayCode.MASTER_KEY, f"the master key must be {KEY_SIZE} bytes ({2 * KEY_SIZE} hex digits)")
+    """Seals under `master_key`; opens what it or any of the `previous` keys sealed (a master-key
+    rotation: `gateway-admin vault rewrap` moves every value to the current key)."""
+
+    def __init__(self, master_key: bytes, *, previous: Sequence[bytes] = ()) -> None:
+        for key in (master_key, *previous):
+            if len(key) != KEY_SIZE:
+                raise GatewayError(GatewayCode.MASTER_KEY, f"a master key must be {KEY_SIZE} bytes ({2 * KEY_SIZE} hex digits)")
+        self._key = master_key
+        self.key_id = _key_id(master_key)
         self._aead = AESGCM(master_key)
-        self.key_id = hashlib.sha256(master_key).digest()[:4]
+        self._openers = {_key_id(k): AESGCM(k) for k in previous} | {self.key_id: self._aead}
 
     def __repr__(self) -> str:  # never show the key
-        return f"Vault(key_id={self.key_id.hex()})"
+        return f"Vault(key_id={self.key_id.hex()}, previous={[k.hex() for k in self._openers if k != self.key_id]})"
 
     def seal(self, plaintext: bytes, where: str) -> bytes:
         nonce = os.urandom(_NONCE_SIZE)
         return _MAGIC + self.key_id + nonce + self._aead.encrypt(nonce, plaintext, where.encode("utf-8"))
 
+    def is_current(self, sealed: bytes) -> bool:
+        """Whether `sealed` is under the current master key (not a previous one)."""
+        return sealed[len(_MAGIC):len(_MAGIC) + 4] == self.key_id
+
     def open(self, sealed: bytes, where: str) -> bytes:
         head = len(_MAGIC) + 4 + _NONCE_SIZE
         if len(sealed) < head + 16 or not sealed.startswith(_MAGIC):
             raise GatewayError(GatewayCode.MASTER_KEY, f"{where}: the stored value is not a sealed value (damaged?)")
-        if sealed[len(_MAGIC):len(_MAGIC) + 4] != self.key_id:
+        opener = self._openers.get(sealed[len(_MAGIC):len(_MAGIC) + 4])
+        if opener is None:
             raise GatewayError(
                 GatewayCode.MASTER_KEY,
                 f"{where}: sealed under another master key (id {sealed[3:7].hex()}, this one is {self.key_id.hex()}); "
-                "start the gateway with the master key the database was set up with",
+                f"start the gateway with the master key the database was set up with, or during a rotation give the "
+                f"previous one too ({ENV_PREVIOUS_KEY_FILE})",
             )
         nonce = sealed[len(_MAGIC) + 4:head]
         try:
-            return self._aead.decrypt(nonce, sealed[head:], where.encode("utf-8"))
+            return opener.decrypt(nonce, sealed[head:], where.encode("utf-8"))
         except InvalidTag:
             raise GatewayError(GatewayCode.MASTER_KEY, f"{where}: the stored value does not open (altered, or moved from another row)") from None
 
@@ -87,15 +109,20 @@ def read_master_key_file(path: Path) -> bytes:
     return _parse_hex(text, str(path))
 
 
-def vault_from_env(env: Mapping[str, str] | None = None, *, key_file: Path | None = None) -> Vault:
-    """The vault from `key_file`, else GATEWAY_MASTER_KEY_FILE, else GATEWAY_MASTER_KEY."""
+def vault_from_env(env: Mapping[str, str] | None = None, *, key_file: Path | None = None,
+                   previous_key_file: Path | None = None) -> Vault:
+    """The vault from `key_file`, else GATEWAY_MASTER_KEY_FILE, else GATEWAY_MASTER_KEY; during a
+    rotation also the previous key (`previous_key_file` or GATEWAY_PREVIOUS_MASTER_KEY_FILE, 0600)."""
     env = os.environ if env is None else env
+    if previous_key_file is None and env.get(ENV_PREVIOUS_KEY_FILE):
+        previous_key_file = Path(env[ENV_PREVIOUS_KEY_FILE])
+    previous = [read_master_key_file(previous_key_file)] if previous_key_file is not None else []
     if key_file is not None:
-        return Vault(read_master_key_file(key_file))
+        return Vault(read_master_key_file(key_file), previous=previous)
     if env.get(ENV_KEY_FILE):
-        return Vault(read_master_key_file(Path(env[ENV_KEY_FILE])))
+        return Vault(read_master_key_file(Path(env[ENV_KEY_FILE])), previous=previous)
     if env.get(ENV_KEY):
-        return Vault(_parse_hex(env[ENV_KEY], ENV_KEY))
+        return Vault(_parse_hex(env[ENV_KEY], ENV_KEY), previous=previous)
     raise GatewayError(GatewayCode.MASTER_KEY, f"no master key: set {ENV_KEY_FILE} to a 0600 file (gateway-admin master-key new FILE) or {ENV_KEY}")
 
 

@@ -42,8 +42,9 @@ def gateway_clients(config: DeviceConfig, *, device_key_seed: bytes, firmware: s
                                        firmware=firmware, pinned_cert=str(pinned) if pinned else None, clock=clock)
     except GatewayConfigError as exc:
         raise DeviceConfigError(f"device configuration, gateway: {exc}") from None
-    terminal_id = config.terminals[0].terminal_id
-    return {channel: GatewayChannelClient(connection, channel, terminal_id=terminal_id) for channel in CADENCE}
+    # Every payment names the terminal of its instruction; a default only for a POS with one terminal.
+    only = config.terminals[0].terminal_id if len(config.terminals) == 1 else None
+    return {channel: GatewayChannelClient(connection, channel, terminal_id=only) for channel in CADENCE}
 
 
 def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: str | os.PathLike[str], *,

@@ -122,9 +122,11 @@ class GatewayChannelClient:
     the service queries before deciding, exactly as with a channel.
     """
 
-    def __init__(self, connection: GatewayConnection, channel: PayChannel, *, terminal_id: str) -> None:
+    def __init__(self, connection: GatewayConnection, channel: PayChannel, *, terminal_id: str | None = None) -> None:
         self.connection = connection
         self.channel = channel
+        # Used only when a payment names no terminal: a POS serving one terminal. A POS serving
+        # several pays for the terminal each instruction names (`pay(terminal_id=...)`).
         self.terminal_id = terminal_id
         self.query_interval_s, self.pay_deadline_s = CADENCE[channel]
         self.reverse_not_before_s = REVERSE_NOT_BEFORE_S[channel]
@@ -157,11 +159,13 @@ class GatewayChannelClient:
         result = ResultCode.DUPLICATE_ORDER if code == "duplicate_order" else ResultCode.DECLINED
         return PayOutcome(PayState.FAILED, result_code=result, channel_code=code, message=message)
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
-        if order_no is None:
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None,
+            terminal_id: str | None = None) -> PayOutcome:
+        terminal_id = terminal_id or self.terminal_id
+        if order_no is None or terminal_id is None:
             return PayOutcome(PayState.FAILED, result_code=ResultCode.DECLINED, channel_code="bad_request",
-                              message="the gateway needs the HIS order number of a payment")
-        body = {"idempotency_key": f"pay-{out_trade_no}", "terminal_id": self.terminal_id, "order_no": order_no,
+                              message="the gateway needs the HIS order number and terminal of a payment")
+        body = {"idempotency_key": f"pay-{out_trade_no}", "terminal_id": terminal_id, "order_no": order_no,
                 "out_trade_no": out_trade_no, "channel": self.channel.value, "amount_fen": total_fen, "auth_code": auth_code,
                 "subject": subject}
         return self._pay_outcome(*self._post("/v1/pay", body))

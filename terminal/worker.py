@@ -85,7 +85,7 @@ class Worker:
                     subject = f"{s.config.merchant_name[:20]} {row.order_no}"
                     outcome = self._call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
                                                            total_fen=row.amount_fen, subject=subject,
-                                                           order_no=row.order_no), _unknown_pay)
+                                                           order_no=row.order_no, terminal_id=row.terminal_id), _unknown_pay)
                     event = machine.after_pay(outcome.state)
                     self.query_now = event is Event.UNKNOWN
                     s._apply(seq, state, event, pay=outcome)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from urllib.parse import urlsplit
 import time
 from dataclasses import dataclass
 
@@ -44,6 +45,29 @@ class Timeouts:
         return self.connect_s + 3 * self.read_s
 
 
+class _Session(requests.Session):
+    """A requests.Session that reads the environment's proxy and CA-bundle settings once per host.
+
+    requests re-reads them (HTTP(S)_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE...) from os.environ on every
+    call: about 1 ms of CPU per channel request at the gateway. A daemon's environment does not
+    change while it runs, so the merged settings are kept per (scheme, host, and the call's own
+    stream / verify / cert / proxies)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._merged: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+        merged = self._merged.get(key)
+        if merged is None:
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if len(self._merged) < 256:
+                self._merged[key] = merged
+        return dict(merged, proxies=dict(merged["proxies"]))
+
+
 class SessionPool:
     """One requests.Session per thread: a Session is not documented as thread-safe, and the
     terminal service may query one order while the cashier's next payment starts on another."""
@@ -57,7 +81,7 @@ class SessionPool:
             return self._shared
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = _Session()
         return session
 
 

@@ -98,7 +98,8 @@ class WeChatPayClient:
 
     # -- the ChannelClient interface ---------------------------------------------------------
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None,
+            terminal_id: str | None = None) -> PayOutcome:
         _check_out_trade_no(out_trade_no)
         if type(total_fen) is not int or total_fen <= 0:
             raise ValueError(f"total_fen must be a positive int, got {total_fen!r}")

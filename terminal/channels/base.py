@@ -125,9 +125,12 @@ class ChannelClient(Protocol):
     # WeChat Pay: never reverse sooner than 15 s after micropay (its POS guide); 0 for Alipay.
     reverse_not_before_s: float
 
-    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None) -> PayOutcome:
+    def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None,
+            terminal_id: str | None = None) -> PayOutcome:
         """Barcode payment (WeChat micropay / Alipay alipay.trade.pay scene=bar_code). `order_no` (the
-        HIS order) is for the gateway, which enforces one order, one payment; a channel ignores it."""
+        HIS order) and `terminal_id` (the HIS terminal the instruction named: a POS may serve several)
+        are for the gateway, which enforces one order, one payment and checks the terminal is this
+        device's; a channel ignores them."""
 
     def query(self, out_trade_no: str) -> PayOutcome: ...
 

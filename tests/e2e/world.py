@@ -168,7 +168,7 @@ class SimWorld:
         # Each device is a hospital of its own at the gateway (tests run several devices on T0001).
         hospital = f"H-{device.device_id}"
         self.gateway.onboard(Path(self.sandbox.credentials_path), self.keys_text, hospital_id=hospital)
-        self.gateway.enroll(device.record(), tuple(terminals)[0], hospital_id=hospital)
+        self.gateway.enroll(device.record(), tuple(terminals), hospital_id=hospital)
         return demo_setup.configuration_image(device, self.records, self.signing, keys_text=self.keys_text,
                                               gateway={"url": self.gateway_url}, version=version,
                                               polling=self.polling,

@@ -232,3 +232,46 @@ def test_a_part_whose_port_is_taken_starts_on_a_new_one(tmp_path: Path, caplog: 
                 child.stop()
     assert state["part_port"] != taken and ready["url"] == f"http://127.0.0.1:{state['part_port']}"
     assert f"the part could not take its earlier port {taken} again" in caplog.text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the launcher's children")
+def test_two_windows_for_his_vendors(tmp_path: Path) -> None:
+    """`--devices 2`: two simulated POS, one window each, behind one bridge; demo.json lists both, HIS
+    pays at the second window by its terminal_id, and the payment is that device's, for that terminal."""
+    workdir = tmp_path / "run"
+    system = Launcher(workdir, "--devices", "2")
+    try:
+        demo_path = workdir / "demo.json"
+        demo = json.loads(demo_path.read_text())
+        windows = demo["devices"]
+        assert [w["terminal_id"] for w in windows] == ["T0001", "T0002"]
+        assert len({w["device_id"] for w in windows}) == 2 and windows[0]["device_id"] == demo["device_id"]
+        assert len(system.children) == 5  # sandbox, gateway, two devices, one bridge
+        health = requests.get(demo["bridge_url"] + "/v1/health", timeout=10).json()
+        assert sorted(d["device_id"] for d in health["devices"]) == sorted(w["device_id"] for w in windows)
+        second = windows[1]
+        order = f"MZW{os.getpid()}"
+        pay = subprocess.Popen([str(BIN / "his-client"), "--demo", str(demo_path), "--terminal", "T0002", "pay", "+8.00",
+                                "--order", order, "--wait", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            code = requests.post(demo["sandbox_url"] + "/sandbox/v1/codes", json={"channel": "ALIPAY"}, timeout=10).json()["code"]
+            deadline = time.monotonic() + 30
+            while True:  # the instruction is on its way to the second POS; its control API answers at once
+                scan = requests.post(second["sim_url"] + "/v1/scan", json={"code": code}, timeout=30)
+                if scan.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert scan.status_code == 200, scan.text
+            out, err = pay.communicate(timeout=60)
+        finally:
+            if pay.poll() is None:
+                pay.kill()
+        assert pay.returncode == 0, err
+        assert "SUCCESS ALIPAY +8.00" in out and f"device_id     {second['device_id']}" in out
+        with sqlite3.connect(workdir / "gateway" / "gateway.db") as gw:
+            assert gw.execute("SELECT state, terminal_id, device_id FROM payments WHERE order_no = ?", (order,)).fetchall() == [
+                ("succeeded", "T0002", second["device_id"])]
+        assert system.stop(signal.SIGTERM) == 0
+        assert "stopped: bridge (exit 0), device-2 (exit 0), device (exit 0), gateway (exit 0), sandbox (exit 0)" in "".join(system.out)
+    finally:
+        system.kill()

@@ -38,6 +38,25 @@ def find_bindir() -> Path:
     raise PostgresUnavailable("PostgreSQL is not installed: run `make setup` (it installs Debian's postgresql package)")
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def _children(root: int) -> set[int]:
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == root:
+            found.add(int(stat.parent.name))
+    return found
+
+
 class PostgresServer:
     def __init__(self, *, durable: bool = False) -> None:
         self.bindir = find_bindir()
@@ -78,6 +97,31 @@ class PostgresServer:
 
     def pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def kill_9(self, timeout_s: float = 30.0) -> None:
+        """SIGKILL the postmaster and every backend at once (a crash or power cut of the database host,
+        as far as the server can tell); returns when they are all gone. `start()` brings it back up
+        through crash recovery (durable=True servers lose nothing committed)."""
+        import signal
+        import time
+
+        root = self.pid()
+        pids = {root} | _children(root)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in pids):
+            if time.monotonic() > deadline:
+                raise PostgresUnavailable(f"PostgreSQL processes {sorted(pids)} survived SIGKILL")
+            time.sleep(0.02)  # waiting for the kernel to reap processes that are not our children
+        # A killed postmaster may stay a zombie for a while (its parent is whoever adopted it, which in a
+        # container may never reap it), and a zombie's PID still "exists": the lock files it left would
+        # stop the next start. After a real crash of the host no process is left; remove them as that.
+        for lock in (self.data / "postmaster.pid", self.dir / f".s.PGSQL.{PORT}.lock", self.dir / f".s.PGSQL.{PORT}"):
+            lock.unlink(missing_ok=True)
 
     def conninfo(self, dbname: str = "postgres", *, search_path: str | None = None) -> str:
         info = f"host={self.dir} port={PORT} user={SUPERUSER} dbname={dbname}"

@@ -47,13 +47,19 @@ def test_onboarding_a_hospital_end_to_end(site, capsys) -> None:
     assert run("device", "bind", "POS-0002", "T0002") == 0
     assert run("device", "disable", "POS-0001", "--reason", "stolen from the hall") == 0
     capsys.readouterr()
+    assert run("hospital", "his-signature", "H001", "--require") == 1  # no HIS key registered yet
+    assert "needs the HIS public key" in capsys.readouterr().err
+    assert run("hospital", "his-signature", "H001", "--require", "--his-public-key", public_key(bytes(32)).hex()) == 0
+    assert "his_sig required" in capsys.readouterr().out
+    assert run("hospital", "list") == 0
+    assert "his_sig required" in capsys.readouterr().out
     assert run("device", "show", "POS-0001") == 0
     shown = capsys.readouterr().out
     assert "disabled (stolen from the hall)" in shown and "last contact never" in shown and "firmware unknown" in shown
     assert run("audit") == 0
     audit = capsys.readouterr().out
     for action in ("hospital.add", "merchant_key.set", "merchant_key.rotate", "his_keys.set", "devices.import",
-                   "terminals.import", "device.bind", "device.disable"):
+                   "terminals.import", "device.bind", "device.disable", "hospital.his_signature"):
         assert f"alice  {action}" in audit
     assert "S3CRET" not in audit
     assert b"S3CRET" not in (site / "gw.db").read_bytes()
@@ -81,3 +87,29 @@ def test_the_console_script_runs(site) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "added hospital H9 (service_provider)" in proc.stdout
+
+
+def test_rotating_the_master_key(site, capsys, monkeypatch) -> None:
+    """master-key new, then vault rewrap with the previous key: the database opens with the new key alone."""
+    assert main(["hospital", "add", "H001", "--name", "City", "--mode", "direct"]) == 0
+    assert main(["merchant", "set", "H001", "wechat", "--merchant-id", "1900000109", "--credentials", str(site / "wechat.json")]) == 0
+    assert main(["his-keys", "set", "H001", str(site / "keys.json")]) == 0
+    old, new = site / "master.key", site / "master-2027.key"
+    assert main(["master-key", "new", str(new)]) == 0
+    monkeypatch.setenv("GATEWAY_MASTER_KEY_FILE", str(new))
+    assert main(["hospital", "list"]) == 0  # reading tenancy needs no secret
+    capsys.readouterr()
+    assert main(["merchant", "rotate", "H001", "wechat", "--credentials", str(site / "wechat2.json")]) == 0  # sealed under the new key
+    assert main(["vault", "rewrap"]) == 1  # v1 and the HIS keys are under the old key: it must be given
+    assert "GATEWAY_PREVIOUS_MASTER_KEY_FILE" in capsys.readouterr().err
+    assert main(["--previous-master-key-file", str(old), "vault", "rewrap"]) == 0
+    assert "1 merchant credential(s), 1 HIS key(s)" in capsys.readouterr().out
+    from gateway.db import open_database
+    from gateway.tenancy import Directory
+    from gateway.vault import Vault, read_master_key_file
+    from protocol.messages import PayChannel
+
+    directory = Directory(open_database(f"sqlite:{site}/gw.db"), Vault(read_master_key_file(new)))
+    assert directory.merchant_key("H001", PayChannel.WECHAT).secrets["api_key"].startswith("S3CRET-v2")
+    assert len(list(directory.his_keyring("H001"))) == 1
+    assert main(["audit"]) == 0 and "vault.rewrap" in capsys.readouterr().out

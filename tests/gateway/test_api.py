@@ -22,6 +22,7 @@ from protocol.amount import Amount, Direction
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import seal_instruction
 from protocol.messages import Instruction, PayChannel
+from protocol.signing import public_key
 from terminal.gateway_client import GatewayConnection
 from tests.gateway.fleet import ACTOR, make_fleet
 
@@ -95,9 +96,9 @@ def pay_body(order_no: str, code: str, fen: int = 1250, *, key: str | None = Non
             "out_trade_no": "P" + uuid.uuid4().hex[:20], "channel": channel, "amount_fen": fen, "auth_code": code}
 
 
-def instruction(order_no: str, fen: int, *, terminal: str = "T0001", msg_id: str | None = None) -> dict:
+def instruction(order_no: str, fen: int, *, terminal: str = "T0001", msg_id: str | None = None, his_seed: bytes | None = None) -> dict:
     sealed = seal_instruction(Instruction(terminal, order_no, Amount(Direction.REFUND, fen)), key=HIS_KEY,
-                              msg_id=msg_id or uuid.uuid4().hex[:20], ts=1_780_000_000, nonce=os.urandom(12))
+                              msg_id=msg_id or uuid.uuid4().hex[:20], ts=1_780_000_000, nonce=os.urandom(12), his_key_seed=his_seed)
     return sealed.to_json_obj()
 
 
@@ -179,6 +180,27 @@ def test_a_device_pays_only_for_its_own_terminal(gw) -> None:
     assert (status, error_code(reply)) == (403, "wrong_terminal")
 
 
+def test_a_device_serving_two_terminals_pays_and_refunds_for_both(gw) -> None:
+    """One POS at a window where HIS gives each fee type its own terminal ID: it pays for either,
+    refunds what either's HIS instruction says, and still not for another window's terminal."""
+    gw.fleet.directory.import_terminals("H001", "terminal_id,description,device_id\r\nT0003,window 1 (inpatient),H001-POS1\r\n",
+                                        actor=ACTOR)
+    pos = gw.pos()
+    for terminal in ("T0003", "T0001"):
+        order_no = order()
+        status, reply = pos.post("/v1/pay", pay_body(order_no, gw.code(), 1000, terminal=terminal))
+        assert (status, reply["state"]) == (200, "success")
+        assert gw.fleet.ledger.payment(reply["out_trade_no"], hospital_id="H001").terminal_id == terminal
+        status, reply = pos.post("/v1/refund", refund_body(order_no, 400, terminal=terminal))
+        assert (status, reply["state"]) in ((200, "success"), (200, "processing"))
+    status, reply = pos.post("/v1/pay", pay_body(order(), gw.code(), terminal="T0002"))
+    assert (status, error_code(reply)) == (403, "wrong_terminal")
+    order_no = order()
+    pos.post("/v1/pay", pay_body(order_no, gw.code(), 1000, terminal="T0003"))
+    status, reply = pos.post("/v1/refund", refund_body(order_no, 400, terminal="T0002"))
+    assert (status, error_code(reply)) == (422, "instruction_mismatch")
+
+
 def test_a_reversed_payment_frees_its_order(gw) -> None:
     pos = gw.pos()
     order_no = order()
@@ -214,21 +236,64 @@ def test_refunds_are_checked_against_the_his_instruction(gw) -> None:
     assert error_code(pos.post("/v1/refund", refund_body(order_no, 901))[1]) == "refund_exceeds_collected"
 
 
-def test_his_signed_refunds_are_enforced_when_the_hospital_requires_them(gw) -> None:
-    """HIS interface 1.1 B: with require_his_signature on, a refund without a valid his_sig is refused."""
+HIS_SEED = bytes(range(100, 132))  # HIS's own Ed25519 key (HIS interface 1.1 B): only HIS holds it
+
+
+def require_his_signature(gw, public: bytes | None = None) -> None:
     with gw.fleet.ledger.db.transaction() as tx:
-        tx.execute("UPDATE hospitals SET require_his_signature = 1, his_public_key = ? WHERE hospital_id = 'H001'", (os.urandom(32),))
-    pos = gw.pos()
+        tx.execute("UPDATE hospitals SET require_his_signature = 1, his_public_key = ? WHERE hospital_id = 'H001'",
+                   (public or public_key(HIS_SEED),))
+
+
+def paid_order(gw, fen: int = 1000) -> str:
     order_no = order()
-    pos.post("/v1/pay", pay_body(order_no, gw.code(), 1000))
-    status, reply = pos.post("/v1/refund", refund_body(order_no, 100))
+    assert gw.pos().post("/v1/pay", pay_body(order_no, gw.code(), fen))[1]["state"] == "success"
+    return order_no
+
+
+def test_his_signed_refunds_are_enforced_when_the_hospital_requires_them(gw) -> None:
+    """HIS interface 1.1 B: with require_his_signature on, a refund without his_sig is refused: the
+    envelope key alone (which every POS of the hospital holds) cannot start a refund."""
+    require_his_signature(gw)
+    order_no = paid_order(gw)
+    status, reply = gw.pos().post("/v1/refund", refund_body(order_no, 100))
     assert (status, error_code(reply)) == (403, "his_signature_required")
+    assert gw.fleet.ledger.refundable_fen(order_no, hospital_id="H001") == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="TODO(issue 13): the gateway does not verify his_sig yet (HIS interface 1.1 B); protocol/ "
-                                       "gained his_sig on main at the end of this round: wire it into GatewayService._check_instruction")
-def test_TODO_a_refund_with_a_valid_his_sig_is_accepted_when_required(gw) -> None:
-    raise AssertionError("the gateway refuses every refund of a hospital that requires his_sig (his_signature_required)")
+def test_a_refund_with_a_valid_his_sig_is_accepted_when_required(gw) -> None:
+    require_his_signature(gw)
+    order_no = paid_order(gw)
+    body = refund_body(order_no, 300, instruction=instruction(order_no, 300, his_seed=HIS_SEED))
+    status, reply = gw.pos().post("/v1/refund", body)
+    assert (status, reply["state"]) in ((200, "success"), (200, "processing")), reply
+    assert gw.fleet.ledger.refundable_fen(order_no, hospital_id="H001") == 700
+
+
+def test_a_his_sig_a_stolen_pos_made_is_refused(gw) -> None:
+    """A thief holds the device key and the envelope keys, not HIS's: signing with another key (here
+    the device's own) or altering a signed instruction is refused with bad_his_signature."""
+    require_his_signature(gw)
+    order_no = paid_order(gw)
+    by_device = instruction(order_no, 100, his_seed=gw.fleet.seeds["H001-POS1"])
+    status, reply = gw.pos().post("/v1/refund", refund_body(order_no, 100, instruction=by_device))
+    assert (status, error_code(reply)) == (403, "bad_his_signature")
+    signed = instruction(order_no, 100, his_seed=HIS_SEED)
+    other = instruction(order_no, 100)  # the same refund sealed afresh by the thief: HIS's sig is over other bytes
+    other["his_sig"] = signed["his_sig"]
+    status, reply = gw.pos().post("/v1/refund", refund_body(order_no, 100, instruction=other))
+    assert (status, error_code(reply)) == (403, "bad_his_signature")
+    assert gw.fleet.ledger.refundable_fen(order_no, hospital_id="H001") == 1000
+
+
+def test_a_present_his_sig_is_checked_even_when_not_required(gw) -> None:
+    with gw.fleet.ledger.db.transaction() as tx:
+        tx.execute("UPDATE hospitals SET his_public_key = ? WHERE hospital_id = 'H001'", (public_key(HIS_SEED),))
+    order_no = paid_order(gw)
+    bad = instruction(order_no, 100, his_seed=os.urandom(32))
+    assert error_code(gw.pos().post("/v1/refund", refund_body(order_no, 100, instruction=bad))[1]) == "bad_his_signature"
+    unsigned = refund_body(order_no, 100)
+    assert gw.pos().post("/v1/refund", unsigned)[1]["state"] in ("success", "processing")
 
 
 # --- device authentication ----------------------------------------------------------------------

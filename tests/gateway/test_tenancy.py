@@ -20,7 +20,7 @@ WECHAT_SECRETS = {"api_key": "a" * 32, "cert_pem": "-----BEGIN CERTIFICATE-----x
 def test_devices_and_terminals_import_and_bind(db) -> None:
     fleet = make_fleet(db, devices=2)
     d = fleet.directory.device("H001-POS1")
-    assert (d.hospital_id, d.terminal_id, d.status) == ("H001", "T0001", DeviceStatus.ACTIVE)
+    assert (d.hospital_id, d.terminal_ids, d.status) == ("H001", ("T0001",), DeviceStatus.ACTIVE)
     assert d.public_key == parse_device_csv(format_device_csv([DeviceRecord("x", "m", "s", d.public_key)]))[0].public_key
     # One device per terminal.
     with pytest.raises(GatewayError) as info:
@@ -38,7 +38,40 @@ def test_a_device_cannot_be_bound_to_another_hospitals_terminal(db) -> None:
     # H002's T0001 is free now; H001's device still cannot take it: binding stays within a hospital.
     fleet.directory.disable_device("H001-POS1", reason="test", actor=ACTOR)
     d = fleet.directory.bind_device("H001-POS2", "T0001", actor=ACTOR)
-    assert (d.hospital_id, d.terminal_id) == ("H001", "T0001")
+    assert (d.hospital_id, d.terminal_ids) == ("H001", ("T0001", "T0002"))
+
+
+def test_a_device_may_serve_several_terminals_a_terminal_has_one_device(db) -> None:
+    fleet = make_fleet(db, devices=2)
+    directory = fleet.directory
+    directory.import_terminals("H001", "terminal_id,description,device_id\r\nT0003,window 1 (inpatient),H001-POS1\r\n", actor=ACTOR)
+    assert directory.device("H001-POS1").terminal_ids == ("T0001", "T0003")
+    assert {d.device_id: d.terminal_ids for d in directory.devices("H001")} == {"H001-POS1": ("T0001", "T0003"), "H001-POS2": ("T0002",)}
+    with pytest.raises(GatewayError) as info:
+        directory.bind_device("H001-POS2", "T0003", actor=ACTOR)
+    assert info.value.code is GatewayCode.EXISTS and "H001-POS1" in info.value.message
+    assert directory.unbind_device("H001-POS1", "T0003", actor=ACTOR).terminal_ids == ("T0001",)
+    assert directory.bind_device("H001-POS2", "T0003", actor=ACTOR).terminal_ids == ("T0002", "T0003")
+    with pytest.raises(GatewayError) as info:
+        directory.unbind_device("H001-POS1", "T0003", actor=ACTOR)
+    assert info.value.code is GatewayCode.WRONG_TERMINAL
+    assert [e[2] for e in directory.audit_log(limit=3)] == ["device.bind", "device.unbind", "device.bind"]
+
+
+def test_migration_4_keeps_the_bindings_made_before_it(raw_db) -> None:
+    from gateway.migrations import LATEST, migrate
+
+    migrate(raw_db, upto=2)
+    with raw_db.transaction() as tx:  # a version-2 database: the binding was the device's terminal_id
+        tx.execute("INSERT INTO hospitals (hospital_id, name, mode, txn_limit_fen, created_at) VALUES ('H1', 'x', 'direct', 100, 0)")
+        tx.execute("INSERT INTO terminals (hospital_id, terminal_id, description, created_at) VALUES ('H1', 'T1', 'w', 0)")
+        tx.execute("INSERT INTO terminals (hospital_id, terminal_id, description, created_at) VALUES ('H1', 'T2', 'w', 0)")
+        tx.execute("INSERT INTO devices (device_id, hospital_id, model, serial_no, public_key, terminal_id, status, created_at) "
+                   "VALUES ('D1', 'H1', 'P2', 'S1', ?, 'T1', 'active', 0)", (bytes(32),))
+    assert migrate(raw_db) == LATEST
+    directory = Directory(raw_db, Vault(os.urandom(32)))
+    assert directory.device("D1").terminal_ids == ("T1",)
+    assert directory.bind_device("D1", "T2", actor=ACTOR).terminal_ids == ("T1", "T2")
 
 
 def test_device_csv_without_public_keys_is_refused(db) -> None:
@@ -55,10 +88,10 @@ def test_device_csv_without_public_keys_is_refused(db) -> None:
 def test_disabling_a_device_frees_its_terminal_and_is_audited(db) -> None:
     fleet = make_fleet(db)
     d = fleet.directory.disable_device("H001-POS1", reason="stolen from the hall", actor="alice")
-    assert (d.status, d.terminal_id, d.disabled_reason) == (DeviceStatus.DISABLED, None, "stolen from the hall")
+    assert (d.status, d.terminal_ids, d.disabled_reason) == (DeviceStatus.DISABLED, (), "stolen from the hall")
     fleet.directory.bind_device("H001-POS2", "T0001", actor=ACTOR)
     at, actor, action, subject, detail = [e for e in fleet.directory.audit_log() if e[2] == "device.disable"][0]
-    assert (actor, subject, detail["terminal_id"], detail["reason"]) == ("alice", "H001-POS1", "T0001", "stolen from the hall")
+    assert (actor, subject, detail["terminal_ids"], detail["reason"]) == ("alice", "H001-POS1", ["T0001"], "stolen from the hall")
 
 
 def test_merchant_credentials_are_sealed_and_rotate(db) -> None:

@@ -91,3 +91,30 @@ def test_https_needs_a_pin_and_plain_http_needs_loopback() -> None:
     with pytest.raises(GatewayConfigError):
         GatewayConnection("http://gw.example.cn", device_id="D", seed=os.urandom(32))
     GatewayConnection("http://127.0.0.1:9", device_id="D", seed=os.urandom(32))
+
+
+def test_a_client_that_never_finishes_its_handshake_does_not_stall_the_others(tls_gateway) -> None:
+    """The TLS handshake runs in the connection's own thread, not in the accept loop: sockets that
+    connect and then say nothing (a scanner, a POS on a dead mobile link) never hold up a device."""
+    import socket
+
+    server, fleet, tmp = tls_gateway
+    host, port = server.server_address[:2]
+    silent = [socket.create_connection((host, port), timeout=10) for _ in range(3)]
+    try:
+        pinned = GatewayConnection(server.url, device_id="H001-POS1", seed=fleet.seeds["H001-POS1"], pinned_cert=str(tmp / "ca.pem"))
+        # The POS's read timeout is 20 s; with the handshake in the accept thread this would wait
+        # for the silent sockets' handshake timeouts and fail with a network error.
+        pinned._session.request = _with_timeout(pinned._session.request, 5.0)  # type: ignore[method-assign]
+        status, reply = pinned.post("/v1/query", {"out_trade_no": "NONE"})
+        assert (status, reply["error"]["code"]) == (422, "unknown_payment")
+    finally:
+        for s in silent:
+            s.close()
+
+
+def _with_timeout(request, seconds: float):
+    def call(*args, **kwargs):
+        kwargs["timeout"] = (seconds, seconds)
+        return request(*args, **kwargs)
+    return call

@@ -33,9 +33,9 @@ def sandbox(tmp_path_factory):
     process.stop()
 
 
-def start_gateway(url: str) -> tuple[subprocess.Popen, str]:
+def start_gateway(url: str, *extra: str) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).with_name("payment-gateway")
-    proc = subprocess.Popen([str(exe), "--db", url, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(exe), "--db", url, "--listen", "127.0.0.1:0", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=os.environ | {"GATEWAY_MASTER_KEY": MASTER_KEY.hex()}, text=True)
     line = proc.stdout.readline()
     if not line:

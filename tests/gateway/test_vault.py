@@ -45,3 +45,42 @@ def test_the_key_from_the_environment(tmp_path) -> None:
         assert info.value.code is GatewayCode.MASTER_KEY
         assert key.hex() not in info.value.message
     assert key.hex() not in repr(Vault(key))
+
+
+def test_a_vault_opens_what_its_previous_key_sealed_and_seals_under_the_new_one() -> None:
+    old, new = Vault(os.urandom(32)), os.urandom(32)
+    sealed = old.seal(b"api-key", "his|H001|k1")
+    both = Vault(new, previous=[old_key_bytes(old)])
+    assert both.open(sealed, "his|H001|k1") == b"api-key"
+    assert both.is_current(both.seal(b"x", "w")) and not both.is_current(sealed)
+    with pytest.raises(GatewayError) as info:
+        Vault(new).open(sealed, "his|H001|k1")
+    assert info.value.code is GatewayCode.MASTER_KEY and "previous" in info.value.message
+
+
+def old_key_bytes(vault: Vault) -> bytes:
+    return vault._key  # the test made it; a real old key comes from its 0600 file
+
+
+def test_rewrap_moves_every_sealed_value_to_the_new_master_key(db) -> None:
+    """`gateway-admin vault rewrap`: every merchant credential and HIS key is sealed again under the new
+    master key in one audited transaction; afterwards the new key alone opens them all."""
+    from protocol.crypto import KeyRing, SharedKey
+    from protocol.messages import PayChannel
+    from tests.gateway.fleet import ACTOR, make_fleet
+
+    old_key, new_key = os.urandom(32), os.urandom(32)
+    fleet = make_fleet(db, vault=Vault(old_key))
+    fleet.directory.set_merchant_key("H001", PayChannel.WECHAT, "1900000109", {"api_key": "K" * 32}, actor=ACTOR)
+    fleet.directory.set_merchant_key("H001", PayChannel.WECHAT, "1900000109", {"api_key": "L" * 32}, actor=ACTOR)  # v1 retired
+    fleet.directory.add_his_keys("H001", KeyRing([SharedKey("k1", "AES-256-GCM", bytes(32))]), actor=ACTOR)
+    from gateway.tenancy import Directory
+
+    rotating = Directory(db, Vault(new_key, previous=[old_key]))
+    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 2, "his_keys": 1}
+    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 0, "his_keys": 0}  # nothing left under the old key
+    only_new = Directory(db, Vault(new_key))
+    assert only_new.merchant_key("H001", PayChannel.WECHAT).secrets == {"api_key": "L" * 32}
+    assert [k.secret for k in only_new.his_keyring("H001") if k.kid == "k1"] == [bytes(32)]
+    _, actor, action, _, detail = only_new.audit_log(limit=1)[0]
+    assert (actor, action, detail["to_key_id"]) == ("alice", "vault.rewrap", Vault(new_key).key_id.hex())

@@ -39,6 +39,7 @@ INTERNAL = {
     "firmware_sim.sandbox.alipay_api._Answer": "private: the sandbox turns it into Alipay's own error reply in the same module",
     "firmware_sim.sandbox.wechat_api._Refuse": "private: the sandbox turns it into WeChat Pay's own error reply in the same module",
     "gateway.db.UniqueViolation": "the database adapter's signal; the gateway turns it into GatewayError(exists)",
+    "gateway.service._AlreadyStarted": "private: pay() found its collection already in the ledger; handled by _started in the same module",
 }
 
 

@@ -1,0 +1,50 @@
+"""A POS that serves several HIS terminal IDs pays, through the gateway, for the terminal each
+instruction names, not for the first one of its configuration (issue 13: multi-terminal).
+
+Real parts: the terminal service with the clients `terminal.factory` builds from its configuration
+(device-signed requests), the gateway serving on loopback (SQLite), the channel sandbox process."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+
+from firmware_sim.demo_gateway import DemoGateway
+from protocol.keyfile import format_keyfile
+from protocol.messages import PayChannel, PayStatus
+from protocol.registry import DeviceRecord
+from protocol.signing import public_key
+from terminal.config import GatewaySettings
+from terminal.factory import gateway_clients
+from terminal.service import ScanStatus
+from tests.terminal.helpers import DEVICE_ID, DEVICE_SEED, KEY, Bridge, His, make_config, open_service
+
+
+def test_a_pos_serving_two_terminals_pays_for_the_one_each_instruction_names(tmp_path, sandbox) -> None:
+    config = make_config()
+    assert [t.terminal_id for t in config.terminals] == ["T0001", "T0002"]
+    gateway = DemoGateway(tmp_path / "gateway")
+    gateway.onboard(Path(sandbox.credentials_path), format_keyfile([KEY]))
+    gateway.enroll(DeviceRecord(DEVICE_ID, "HIS-POS-1", "SN000123", public_key(DEVICE_SEED)), config.terminals)
+    url = gateway.serve_in_thread({"read_timeout_s": 2.0})
+    config = dataclasses.replace(config, gateway=GatewaySettings(url))
+    clients = gateway_clients(config, device_key_seed=DEVICE_SEED, firmware="test", state_dir=tmp_path)
+    service = open_service(tmp_path / "journal.db", config, clients)
+    bridge, his = Bridge(service), His()
+    try:
+        paid: dict[str, str] = {}
+        for terminal in ("T0002", "T0001"):
+            order_no = "MZ" + uuid.uuid4().hex[:12]
+            envelope = his.envelope(order_no, "+12.50", terminal_id=terminal)
+            service.submit_instruction(envelope)
+            code = str(sandbox.issue_code(PayChannel.WECHAT.value)["code"])
+            assert service.scan(code).status is ScanStatus.ACCEPTED
+            assert bridge.result(envelope.msg_id).pay_status is PayStatus.SUCCESS
+            paid[order_no] = terminal
+        with gateway.db.transaction(write=False) as tx:
+            recorded = dict(tx.all("SELECT order_no, terminal_id FROM payments WHERE state = 'succeeded'"))
+        assert recorded == paid  # each collection counted against its own window (daily limits, reconciliation)
+    finally:
+        service.close()
+        gateway.close()
