@@ -74,8 +74,10 @@ def test_an_instruction_no_device_took_is_410_once_it_expires(silent) -> None:
     assert "nothing was charged" in assert_error(late, ErrorCode.EXPIRED_UNDELIVERED)
     assert_error(post(bridge, envelope.to_bytes(), wait=0), ErrorCode.EXPIRED_UNDELIVERED)  # the same answer for good
     del port.send_instruction  # the real one again; a new link-up must not send the expired instruction
+    before = port.since
     port.request_restart("test: link up again")
-    wait_until(lambda: bridge.relay.attached("D1") and port.status().get("since", 0) > 0, what="re-attached")
+    # A new session: the link is up again since after the restart (not the old session still ending).
+    wait_until(lambda: port.since > before and port.status()["link"] == "up" and bridge.relay.attached("D1"), what="re-attached")
     second = instruction(world, order="MZ0002")
     assert post(bridge, second.to_bytes(), wait=0).status_code == 202
     wait_until(lambda: responder.received[second.msg_id] == 1, what="the new one delivered")

@@ -40,7 +40,7 @@ def test_unplugged_mid_payment_the_result_arrives_after_replug_exactly_once(worl
     rig.screen_is("awaiting_scan")
     rig.device.scan(code)
     fault(rig.device, fault="unplug")
-    wait_until(lambda: rig.device.history(order_no=order), what="the payment to finish on the device")
+    wait_until(lambda: rig.device.history(order_no=order), what="the payment to finish on the device", timeout=60)
     (entry,) = rig.device.history(order_no=order)
     assert entry.pay_status is PayStatus.SUCCESS and not entry.delivered  # finished, but the cable is out
     assert rig.bridge_result_count(pending.msg_id) == 0
