@@ -172,3 +172,25 @@ def test_a_result_the_journal_cannot_take_is_not_acknowledged_and_survives_kill_
     wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
     assert responder.executions[paying.msg_id] == 1
     assert second.terminate() == 0
+
+
+def test_a_result_sent_while_another_program_locks_the_journal_is_not_acknowledged_until_stored(world: World) -> None:
+    responder = world.responder(mode=ResponderMode.SILENT)
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url], journal={"busy_timeout_s": 1})
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    paying = world.seal("+6.00", "MZ-LOCKED-RESULT")
+    assert post(bridge, paying.to_bytes()).status_code == 202
+    other = sqlite3.connect(world.dir / "journal.sqlite3", isolation_level=None, timeout=5)
+    other.execute("BEGIN EXCLUSIVE")  # another program holds the journal while the patient pays
+    try:
+        responder.release()
+        wait_until(lambda: bridge.ports[0].withheld_acks >= 1, what="the result not acknowledged")
+        assert responder.pending_answers == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
+    assert got.status_code == 200
+    wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
+    assert responder.executions[paying.msg_id] == 1
