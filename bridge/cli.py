@@ -20,7 +20,7 @@ from bridge import keystore, registries
 from bridge.config import BridgeConfigError, load_config
 from bridge.initdir import init_directory
 from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
-from bridge.journal import JournalError
+from bridge.journal import Journal, JournalError
 from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 
 DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
@@ -248,9 +248,7 @@ def cmd_journal_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_journal(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from bridge.journal import Journal
-
+def _open_journal(args: argparse.Namespace) -> Journal:
     config = _config(args).journal
     if not config.path.exists():
         raise CliError(f"no journal at {config.path} (is --config the bridge's configuration?)")

@@ -18,10 +18,10 @@ from tests.bridge.conftest import World, wait_until
 from tests.bridge.test_security import ForgingHandler, post, result_for
 
 
-def _held_world(world: World):  # type: ignore[no-untyped-def]
+def _held_world(world: World):
     forged: list[bytes] = []
 
-    def forge(envelope):  # type: ignore[no-untyped-def]
+    def forge(envelope):
         message = result_for(envelope, key=world.key, device_id="D1", amount="+99.00", seed=world.seeds["D1"])
         forged.append(message.envelope.to_bytes())
         return [message]
@@ -36,7 +36,7 @@ def _held_world(world: World):  # type: ignore[no-untyped-def]
     return bridge, config, envelope, forged
 
 
-def test_operator_lists_and_clears_a_security_hold_audited(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_operator_lists_and_clears_a_security_hold_audited(world: World, capsys) -> None:
     bridge, config, envelope, forged = _held_world(world)
     health = bridge.health()
     assert health["status"] == "degraded" and health["journal"]["held_results"]["oldest"][0]["code"] == "amount_mismatch"
@@ -66,7 +66,7 @@ def test_operator_lists_and_clears_a_security_hold_audited(world: World, capsys)
     assert "no held results" in capsys.readouterr().out
 
 
-def test_clear_needs_a_reason_and_a_held_result(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_clear_needs_a_reason_and_a_held_result(world: World, capsys) -> None:
     bridge, config, envelope, _ = _held_world(world)
     assert cli.main(["--config", str(config), "journal", "held", "clear", envelope.msg_id, "--reason", "  "]) == 1
     assert "--reason is required" in capsys.readouterr().err
