@@ -20,7 +20,7 @@ from bridge import keystore, registries
 from bridge.config import BridgeConfigError, load_config
 from bridge.initdir import init_directory
 from bridge.keystore import IDENTITY_FILE, IDENTITY_PUBLIC_FILE, load_identity, new_identity
-from bridge.journal import JournalError
+from bridge.journal import Journal, JournalError
 from bridge.transport import TransportError, list_serial_ports, list_usb_devices
 
 DEFAULT_CONFIG = os.environ.get("HIS_BRIDGE_CONFIG", "config.toml")
@@ -248,6 +248,52 @@ def cmd_journal_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_journal(args: argparse.Namespace) -> Journal:
+    config = _config(args).journal
+    if not config.path.exists():
+        raise CliError(f"no journal at {config.path} (is --config the bridge's configuration?)")
+    return Journal(config.path, synchronous=config.synchronous)
+
+
+def cmd_journal_held_list(args: argparse.Namespace) -> int:
+    """Results the bridge keeps without having accepted them (docs/bridge.md, Held results)."""
+    import time
+
+    journal = _open_journal(args)
+    try:
+        listing = journal.held_listing()
+    finally:
+        journal.close()
+    if not listing:
+        print("no held results")
+        return 0
+    print(f"{len(listing)} held result(s), oldest first:")
+    for held, verified in listing:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held.held_at))
+        print(f"{held.reply_to}  result {held.result_msg_id}  device {held.device_id}  held since {when}  "
+              f"{held.code}{'' if verified else ' (CHECKSUM FAILS: never accepted)'}: {held.message}")
+    print("clock_skew clears by itself once the clocks agree; any other code is a security hold: look into it, then "
+          "`his-bridge journal held clear MSG_ID --reason \"...\"` (audited in the journal)")
+    return 0
+
+
+def cmd_journal_held_clear(args: argparse.Namespace) -> int:
+    """Release held results of one instruction (or one result msg_id), with a reason kept in the journal."""
+    if not args.reason or not args.reason.strip():
+        raise CliError("--reason is required and must not be empty: it is kept in the journal's audit trail")
+    journal = _open_journal(args)
+    try:
+        cleared = journal.clear_held(args.msg_id, args.reason)
+    finally:
+        journal.close()
+    if not cleared:
+        raise CliError(f"no held result with msg_id or instruction msg_id {args.msg_id} (see `his-bridge journal held list`)")
+    for held in cleared:
+        print(f"cleared held result {held.result_msg_id} of instruction {held.reply_to} ({held.code}); "
+              "the instruction stays unfinished: settle it with HIS by hand")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="his-bridge", description="The HIS bridge on the cashier PC: HTTP API for HIS, USB link to the POS.",
@@ -317,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = terminals.add_parser("list", help="terminal, bound device, description")
     p.set_defaults(func=cmd_terminals_list)
 
-    journal = _Sub(sub.add_parser("journal", help="journal integrity: check, backup, restore").add_subparsers(
+    journal = _Sub(sub.add_parser("journal", help="journal integrity: check, backup, restore, prune, held").add_subparsers(
         dest="journal_command", required=True), common)
     p = journal.add_parser("check", help="check the journal (mark, SQLite, every row's checksum); exit 1 if damaged")
     p.set_defaults(func=cmd_journal_check)
@@ -334,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_journal_restore)
     p = journal.add_parser("prune", help="archive and remove finished instructions older than retention_days now")
     p.set_defaults(func=cmd_journal_prune)
+    held = _Sub(journal.add_parser("held", help="results the bridge keeps without accepting them: list, clear")
+                .add_subparsers(dest="held_command", required=True), common)
+    p = held.add_parser("list", help="every held result: instruction, result msg_id, device, since, code, why")
+    p.set_defaults(func=cmd_journal_held_list)
+    p = held.add_parser("clear", help="release the held results of instruction MSG_ID (or the one result MSG_ID); audited")
+    p.add_argument("msg_id", metavar="MSG_ID")
+    p.add_argument("--reason", required=True, help="why (kept in the journal with the cleared result's envelope)")
+    p.set_defaults(func=cmd_journal_held_clear)
     return parser
 
 

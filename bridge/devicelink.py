@@ -43,7 +43,7 @@ class PortSink(Protocol):
     def detach(self, port: "DevicePort", identity: DeviceIdentity | None, reason: str) -> None: ...
     def delivered(self, port: "DevicePort", msg_id: object) -> None: ...
     def undeliverable(self, port: "DevicePort", msg_id: object, reason: str) -> None: ...
-    def handle_app(self, port: "DevicePort", identity: DeviceIdentity, payload: bytes) -> None: ...
+    def handle_app(self, port: "DevicePort", identity: DeviceIdentity, payload: bytes) -> bool: ...
     def handshake_refused(self, port: "DevicePort", reason: str) -> None: ...
     def marks_for(self, identity: DeviceIdentity) -> MarksMsg: ...
     def taking_devices(self) -> bool: ...
@@ -79,6 +79,8 @@ class DevicePort:
         self.since = time.time()
         self.last_error: str | None = None
         self.refused_handshakes = 0
+        self.withheld_acks = 0  # frames not acknowledged because the journal could not take them
+        self._withholding = False  # the last session ended on one: reconnect with growing backoff
 
     # ------------------------------------------------------------ lifecycle
 
@@ -140,7 +142,7 @@ class DevicePort:
                 out["stats"] = {"retransmissions": link.stats.retransmissions, "handshakes": link.stats.handshakes,
                                 "refused_handshakes": self.refused_handshakes,
                                 "rejected_frames": link.stats.rejected_frames, "duplicates": link.stats.duplicates,
-                                "reordered": link.stats.reordered}
+                                "reordered": link.stats.reordered, "withheld_acks": self.withheld_acks}
             if self.last_error and state != "up":
                 out["last_error"] = self.last_error
             return out
@@ -168,13 +170,16 @@ class DevicePort:
                 continue
             last_logged = ""
             log_event(log, "port_opened", port=self.url)
+            self._withholding = False
             try:
                 self._session(transport)
                 backoff = self.reconnect_min_s
             except TransportError as exc:
                 self.last_error = str(exc)
                 log_event(log, "port_closed", level=logging.WARNING, port=self.url, reason=str(exc))
-                backoff = self.reconnect_min_s
+                # A journal that cannot be written: try again after a growing pause (the POS re-sends
+                # its results at every link-up), not at once on every frame.
+                backoff = min(backoff * 2, self.reconnect_max_s) if self._withholding else self.reconnect_min_s
             finally:
                 self._end_session(transport, self.last_error or "port closed")
             self._stop.wait(backoff)
@@ -239,11 +244,18 @@ class DevicePort:
                 if self._broken:
                     continue  # the session ends now: nothing more is taken or acknowledged
                 if event.type == FrameType.DATA and self.peer is not None:
-                    self.sink.handle_app(self, self.peer, event.payload)
+                    journaled = self.sink.handle_app(self, self.peer, event.payload)
                     if not self.sink.taking_devices():
                         # The journal locked itself (a POS found it rolled back): close without writing
                         # the ACKs, so no POS hands a result to a journal that cannot keep it.
                         self._broken = "the bridge's journal is locked"
+                    elif not journaled:
+                        # Its content is not durable (disk full, journal locked by another program):
+                        # never ACK it. The session ends without writing the queued ACKs; the POS keeps
+                        # the message and sends it again after the next link-up (link-protocol.md §7).
+                        self.withheld_acks += 1
+                        self._withholding = True
+                        self._broken = "the bridge's journal cannot be written: the frame was not acknowledged"
                 else:
                     log_event(log, "frame_ignored", level=logging.WARNING, port=self.url, frame_type=f"0x{event.type:02x}")
             elif isinstance(event, Delivered):

@@ -43,7 +43,9 @@ readers (reconcile/) may open it while the bridge runs:
                                       accept yet (their ts is off this PC's clock, their instruction is
                                       unknown here, ...): kept, not dropped, so the frame's ACK never
                                       loses one (issue 14, finding 1); re-checked by the relay and
-                                      moved to their instruction once they pass; named in /v1/health
+                                      moved to their instruction once they pass; named in /v1/health;
+                                      released by the operator (`his-bridge journal held clear`), each
+                                      release a `held_cleared` transition keeping reason and envelope
     peer_marks                        the high-water mark each POS (device_id:key) told at its last
                                       link-up: given back to it at the next one, so a POS whose whole
                                       storage was rolled back finds out and locks itself
@@ -70,6 +72,7 @@ and refused are final; anything arriving after that is ignored (and logged).
 from __future__ import annotations
 
 import enum
+import json
 import os
 import sqlite3
 import threading
@@ -719,7 +722,7 @@ class Journal:
         count = self._read("SELECT count(*) FROM held_results", ())[0][0]
         if count >= MAX_HELD_RESULTS:
             raise JournalError(f"the journal {self.path} already holds {count} results it could not accept; "
-                               "clear them (his-bridge journal check) before more are taken")
+                               "look into them and release them (his-bridge journal held list|clear) before more are taken")
         now = self.clock()
         return self._commit(
             held.reply_to, "result_held",
@@ -734,6 +737,36 @@ class Journal:
         """Forget a held result: it was accepted (stored as its instruction's result) or is moot."""
         return self._commit(reply_to, "held_released", "DELETE FROM held_results WHERE result_msg_id = ?",
                             (result_msg_id,), why)
+
+    def held_listing(self, limit: int = 1000) -> list[tuple[HeldResult, bool]]:
+        """Every held result for the operator (`his-bridge journal held list`), oldest first, each with
+        whether its checksum verifies (one that does not is never accepted, but is listed)."""
+        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at, held_sum "
+                          "FROM held_results ORDER BY held_at LIMIT ?", (limit,))
+        return [(HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]),
+                 held_sum(r[0], r[1], r[2], r[3], r[4], r[5]) == bytes(r[7])) for r in rows]
+
+    def clear_held(self, msg_id: str, reason: str) -> list[HeldResult]:
+        """The operator releases held results (`his-bridge journal held clear`): those whose own
+        result_msg_id, or whose instruction (reply_to), is `msg_id`. Each removal is a transition of
+        its instruction, `held_cleared`, whose detail keeps the reason, the code it was held for and the
+        whole sealed envelope: the audit trail, and the evidence of a security hold. The instruction
+        itself is untouched (still unfinished: HIS keeps getting 202 and must settle it by hand)."""
+        reason = reason.strip()
+        if not reason:
+            raise ValueError("a reason is required (it is kept in the journal's audit trail)")
+        rows = self._read("SELECT result_msg_id, reply_to, device_id, envelope, code, message, held_at "
+                          "FROM held_results WHERE result_msg_id = ? OR reply_to = ? ORDER BY held_at", (msg_id, msg_id))
+        cleared = []
+        for r in rows:
+            held = HeldResult(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6])
+            detail = json.dumps({"by": "operator", "reason": reason, "result_msg_id": held.result_msg_id,
+                                 "device_id": held.device_id, "code": held.code, "message": held.message,
+                                 "envelope": held.envelope.decode("utf-8", "replace")}, separators=(",", ":"), ensure_ascii=False)
+            if self._commit(held.reply_to, "held_cleared", "DELETE FROM held_results WHERE result_msg_id = ?",
+                            (held.result_msg_id,), detail):
+                cleared.append(held)
+        return cleared
 
     def update_held(self, result_msg_id: str, code: str, message: str) -> None:
         """A re-check still fails: record why now (the reason can change, e.g. as a clock is put right)."""

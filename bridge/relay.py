@@ -54,7 +54,6 @@ from protocol.strictjson import dumps_compact, loads_object
 from bridge.journal import (
     NOT_TAKEN, HeldResult, JournalError, JournalIntegrityError, JState, Journal, NewInstruction, Row, StoredResult,
 )
-from bridge.storage_retry import DeferredWrites
 from bridge.logjson import log_event
 from bridge.registries import Registries
 
@@ -185,8 +184,6 @@ class Relay:
         self._not_taken: dict[str, dict[str, object]] = {}
         self._not_taken_lock = threading.Lock()
         self.shutting_down = False
-        # What a device sent while the journal could not be written: kept and re-applied with backoff.
-        self.deferred = DeferredWrites(self._apply_device_message)
         # A POS that refuses work because of its own journal (full disk, failed integrity check):
         # device_id -> the code, shown in /v1/health until that device answers an instruction again.
         self.device_problems: dict[str, str] = {}
@@ -260,6 +257,11 @@ class Relay:
                                 f"terminal {terminal_id} is not bound to a device yet (his-bridge terminals bind)")
         with self._attached_lock:
             port = self._attached.get(terminal.device_id)
+        fault = self.journal.storage
+        if port is None and fault is not None:
+            # The device is away because the journal could not take what it sent (its frame was not
+            # acknowledged, the session ended): say what IT must fix, storage_unavailable.
+            raise JournalError(fault.message, fault.cause)
         if port is None:
             raise ProtocolError(ErrorCode.DEVICE_UNAVAILABLE,
                                 f"device {terminal.device_id} serving terminal {terminal_id} is not attached "
@@ -400,7 +402,6 @@ class Relay:
         self.shutting_down = True
         self._recheck_stop.set()
         self._recheck_wake.set()
-        self.deferred.stop()
         self._waiters.fire_all()
 
     # ================================================================ device side (PortSink)
@@ -479,21 +480,22 @@ class Relay:
             except JournalError as exc:  # still `accepted`: re-sent at the next link-up
                 log_event(log, "journal_write_failed", level=logging.ERROR, msg_id=msg_id, cause=exc.cause.value, reason=str(exc))
 
-    def handle_app(self, port: Port, identity: DeviceIdentity, payload: bytes) -> None:
-        """One DATA message from an authenticated device. Returns once it is journaled (or dropped).
+    def handle_app(self, port: Port, identity: DeviceIdentity, payload: bytes) -> bool:
+        """One DATA message from an authenticated device, journaled (or dropped) before this returns.
 
-        If the journal cannot be written (disk full, locked by another program) the message is kept
-        and re-applied with backoff (`deferred`) rather than lost, and the port's thread lives on."""
-        if self.deferred.pending():
-            self.deferred.add(port, identity, payload)  # keep the device's order behind what waits
-            return None
+        True: the frame may be acknowledged. False: its content is not durably journaled (disk full,
+        journal locked by another program or by a failed integrity check), so the port must not
+        acknowledge it: it ends the session without writing the ACK and the POS, which keeps every
+        result until it is acknowledged, sends it again after the next link-up (docs/link-protocol.md
+        §7, rule 3). Nothing the device sent is ever held only in this process's memory."""
         try:
             self._apply_device_message(port, identity, payload)
         except JournalError as exc:
-            log_event(log, "journal_write_deferred", level=logging.ERROR, device_id=identity.device_id,
-                      cause=exc.cause.value, reason=str(exc), msg="kept in memory; retried until the journal takes it")
-            self.deferred.add(port, identity, payload)
-        return None
+            log_event(log, "ack_withheld", level=logging.ERROR, device_id=identity.device_id,
+                      cause=exc.cause.value, reason=str(exc),
+                      msg="not acknowledged: the POS keeps it and sends it again after the next link-up")
+            return False
+        return True
 
     def _apply_device_message(self, port: Port, identity: DeviceIdentity, payload: bytes) -> None:
         try:

@@ -70,7 +70,8 @@ def test_a_full_disk_is_named_answered_503_and_survived(world: World, small_disk
 
     filler = fill(small_disk)
     responder.release()  # the payment went through while the disk is full: the result must not be lost
-    wait_until(lambda: bridge.health()["journal"]["deferred_device_messages"] == 1, what="the result kept for retry")
+    wait_until(lambda: bridge.ports[0].withheld_acks >= 1, what="the result not acknowledged")
+    assert responder.pending_answers == 1  # the POS keeps it and sends it again at every link-up
     later = world.seal("+3.00", "MZ-LATER")
     refused = post(bridge, later.to_bytes())
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "storage_unavailable")
@@ -78,7 +79,7 @@ def test_a_full_disk_is_named_answered_503_and_survived(world: World, small_disk
     health = bridge.health()
     assert health["status"] == "degraded"
     assert (health["journal"]["storage"]["ok"], health["journal"]["storage"]["cause"]) == (False, "disk_full")
-    assert health["devices"][0]["link"] == "up"  # the port's thread lives on
+    assert bridge.ports[0]._thread is not None and bridge.ports[0]._thread.is_alive()  # the port's thread lives on
 
     filler.unlink()  # IT frees space: the bridge recovers by itself, nothing restarted
     got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
@@ -86,7 +87,7 @@ def test_a_full_disk_is_named_answered_503_and_survived(world: World, small_disk
     retried = post(bridge, later.to_bytes(), wait=10)  # HIS retries the identical envelope
     assert retried.status_code == 200
     wait_until(lambda: bridge.health()["journal"]["storage"]["ok"], what="storage ok again")
-    assert bridge.health()["journal"]["deferred_device_messages"] == 0
+    wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
     assert responder.executions[paying.msg_id] == 1 and responder.executions[later.msg_id] == 1
 
 
@@ -137,3 +138,59 @@ def test_a_pos_that_cannot_write_its_journal_shows_in_bridge_health(world: World
     health = bridge.health()
     assert health["status"] == "ok" and health["devices"][0]["journal_problem"] is None
     assert health["instructions"]["not_taken"] == []
+
+
+def test_a_result_the_journal_cannot_take_is_not_acknowledged_and_survives_kill_9(  # type: ignore[no-untyped-def]
+        world: World, small_disk: Path, bridge_process) -> None:
+    """Never ACK a frame whose content is not durably journaled (docs/link-protocol.md §7, rule 3).
+
+    The bridge used to ACK a result it could not journal and keep it in memory: kill -9 then lost a
+    payment that went through. Now the POS keeps it (no ACK) and HIS gets it from the next bridge."""
+    responder = world.responder(mode=ResponderMode.SILENT)  # the patient has not paid yet
+    endpoint = world.endpoint("tcp", responder)
+    config = world.write_config([endpoint.bridge_url], journal={"path": str(small_disk / "journal.sqlite3")})
+    first = bridge_process(config).start()
+    wait_until(lambda: first.health()["devices"][0]["link"] == "up", what="device link up")
+    paying = world.seal("+7.00", "MZ-NOACK")
+    assert requests.post(f"{first.url}/v1/instructions?wait=0", data=paying.to_bytes(), timeout=30).status_code == 202
+
+    filler = fill(small_disk)
+    responder.release()  # the payment went through while the disk is full
+    wait_until(lambda: any(line.get("event") == "ack_withheld" for line in world.log_lines()),
+               what="the bridge withholding the ACK")
+    assert responder.pending_answers == 1  # the POS still holds the result: nothing acknowledged it
+    health = first.health()
+    assert health["status"] == "degraded" and health["journal"]["storage"]["cause"] == "disk_full"
+    first.kill()  # kill -9 while the journal is unwritable: nothing of the result was only in memory
+
+    filler.unlink()
+    second = bridge_process(config).start()
+    got = requests.get(f"{second.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
+    assert got.status_code == 200
+    result = receive_result(got.content, world.ring, now=time.time(), device_keys=world.public_keys().get).message
+    assert (result.pay_status.value, result.order_no) == ("SUCCESS", "MZ-NOACK")
+    wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
+    assert responder.executions[paying.msg_id] == 1
+    assert second.terminate() == 0
+
+
+def test_a_result_sent_while_another_program_locks_the_journal_is_not_acknowledged_until_stored(world: World) -> None:
+    responder = world.responder(mode=ResponderMode.SILENT)
+    endpoint = world.endpoint("tcp", responder)
+    bridge = world.bridge([endpoint.bridge_url], journal={"busy_timeout_s": 1})
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    paying = world.seal("+6.00", "MZ-LOCKED-RESULT")
+    assert post(bridge, paying.to_bytes()).status_code == 202
+    other = sqlite3.connect(world.dir / "journal.sqlite3", isolation_level=None, timeout=5)
+    other.execute("BEGIN EXCLUSIVE")  # another program holds the journal while the patient pays
+    try:
+        responder.release()
+        wait_until(lambda: bridge.ports[0].withheld_acks >= 1, what="the result not acknowledged")
+        assert responder.pending_answers == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
+    assert got.status_code == 200
+    wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
+    assert responder.executions[paying.msg_id] == 1

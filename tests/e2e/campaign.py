@@ -188,12 +188,12 @@ class Campaign:
         return float(last["when"]) if last else 0.0
 
     def _storage_events(self) -> int:
-        """Journal writes the bridge had to defer or refuse so far (its log)."""
+        """Journal writes the bridge refused (ACK withheld) or failed so far (its log)."""
         path = self.world.root / "bridge" / "bridge.log"
         if not path.exists():
             return 0
         text = path.read_text(encoding="utf-8", errors="replace")
-        return text.count('"journal_write_deferred"') + text.count('"journal_write_failed"')
+        return text.count('"ack_withheld"') + text.count('"journal_write_failed"')
 
     def _cut_recently(self) -> bool:
         return time.time() - self._last_cut() < 2.0
