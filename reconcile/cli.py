@@ -253,7 +253,8 @@ def cmd_demo(argv: list[str]) -> int:
     from reconcile import synth
 
     day = datetime.date(2026, 11, 22)
-    files = synth.write_day(args.out / "inputs", day, synth.every_class_day(day, args.transactions), bulk=args.transactions > 1000)
+    n = args.transactions
+    files = synth.write_day(args.out / "inputs", day, lambda: synth.every_class_day_iter(day, n), bulk=n > 1000)  # never the whole day in memory
     print(f"sample inputs in {args.out / 'inputs'}")
     return cmd_run(["--date", day.isoformat(), "--his", str(files["his"]), "--journal", str(files["journal"]),
                     "--wechat-bill", str(files["wechat"]), "--alipay-bill", str(files["alipay"]), "--platform-ledger", str(files["platform"]),

@@ -93,17 +93,18 @@ class _Counted:
         self.n += 1
 
 
-def bill_rows(txns: list[Txn], platform: list[str] | _Counted | None = None) -> dict[str, _Bill]:
+def bill_rows(txns: list[Txn] | Callable[[], Iterable[Txn]], platform: list[str] | _Counted | None = None) -> dict[str, _Bill]:
     """Every bill row of the day, formatted: {"WECHAT": ..., "ALIPAY": ...}; and into `platform`,
     the lines of the platform's ledger (reconcile.synth.platform_rows, in the same pass: the
     merchant order numbers are hashed once)."""
     texts = _Texts()
     stamp, yuan = texts.stamp, texts.yuan
-    paid = paid_msgs(txns)
+    day = _source(txns)
+    paid = paid_msgs(day())
     bills = {"WECHAT": _Bill(), "ALIPAY": _Bill()}
     wx = bills["WECHAT"]
     plat = platform.append if platform is not None else None
-    for t in txns:
+    for t in day():
         rows = t.bill
         collect = t.direction == COLLECT
         # A collection's merchant order number (its first bill row's attempt), hashed once for both files.
@@ -294,14 +295,22 @@ def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
             f"{texts.stamp(t.at - 3)},{texts.stamp(t.at)}\n")
 
 
-def write_books(his: Path, journal: Path, txns: list[Txn]) -> None:
+def write_books(his: Path, journal: Path, txns: list[Txn] | Callable[[], Iterable[Txn]]) -> None:
     """The hospital's side: the HIS ledger and the bridge journal."""
+    day = _source(txns)
     with open(his, "w", encoding="utf-8", newline="") as out:
-        write_his(out, txns)
-    write_journal(journal, txns)
+        write_his(out, day())
+    write_journal(journal, day())
 
 
-def write_journal(path: Path, txns: list[Txn]) -> None:
+def _source(txns: list[Txn] | Callable[[], Iterable[Txn]]) -> Callable[[], Iterable[Txn]]:
+    """The day as a function giving its transactions anew on each call (one pass each)."""
+    if callable(txns):
+        return txns
+    return lambda: txns
+
+
+def write_journal(path: Path, txns: Iterable[Txn]) -> None:
     from bridge.journal import Journal
 
     Journal(path, synchronous="NORMAL").close()  # the bridge makes its journal (schema, version)
@@ -312,8 +321,10 @@ def write_journal(path: Path, txns: list[Txn]) -> None:
          signed[t.direction] + texts.yuan(t.fen), t.at - 5, t.at, t.error_code) for t in txns))
 
 
-def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[str, Path]:
-    """Every source of the day into `folder` (the names reconcile.synth.write_day uses)."""
+def write_large_day(folder: Path, day: datetime.date, txns: list[Txn] | Callable[[], Iterable[Txn]]) -> dict[str, Path]:
+    """Every source of the day into `folder` (the names reconcile.synth.write_day uses). `txns` as
+    reconcile.synth.write_day takes it: given as a function, each process makes the transactions
+    itself, one pass per file it writes (and one for the refunds' payers), and none holds the day."""
     folder.mkdir(parents=True, exist_ok=True)
     files = day_files(folder, day)
     child = None
