@@ -246,7 +246,7 @@ def cmd_demo(argv: list[str]) -> int:
                                 "bill, Alipay bill, the platform's ledger) with one case of every kind of difference, then reconcile it: for training and rehearsal.")
     p.add_argument("--out", type=Path, default=Path("reconcile-demo"), help="folder for the sample inputs and the report")
     p.add_argument("--transactions", type=int, default=40, metavar="N",
-                   help="collections in the sample day (default 40; a million take about 25 s on two idle cores to write)")
+                   help="collections in the sample day (default 40; a million take about 45 s on two idle cores to write)")
     args = p.parse_args(argv)
     if not 1 <= args.transactions <= 20_000_000:
         raise ConfigError("--transactions must be between 1 and 20000000")
