@@ -257,24 +257,42 @@ def his_text(txns: Iterable[Txn]) -> str:
 
 def write_his(out: TextIO, txns: Iterable[Txn]) -> None:
     """The HIS ledger line by line into `out` (the same text as his_text)."""
-    texts = _Texts()
-    count = 0
+    ledger = _HisLedger(out)
+    for t in txns:
+        ledger.add(t)
+    ledger.close()
 
-    def rows() -> Iterator[str]:
-        nonlocal count
+
+class _HisLedger:
+    """The HIS ledger written as the transactions pass (`passing`: while the journal takes them)."""
+
+    HEADER = "order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"
+
+    def __init__(self, out: TextIO) -> None:
+        self._out, self._texts, self._batch, self.count = out, _Texts(), [], 0
+        out.write(self.HEADER)
+
+    def add(self, t: Txn) -> None:
+        if t.his_status is None:
+            return
+        paid = t.his_status == "SUCCESS"
+        texts = self._texts
+        row = (f"{t.order_no},{t.msg_id},{'+' if t.direction == COLLECT else '-'},{texts.yuan(t.his_fen or t.fen)},{t.his_status},"
+               f"{t.channel if paid else ''},{t.pay_order_no if paid else ''},{texts.stamp(t.at)}\n")
+        self._batch += [row] * t.his_rows
+        self.count += t.his_rows
+        if len(self._batch) >= 4096:
+            self._out.write("".join(self._batch))
+            self._batch = []
+
+    def passing(self, txns: Iterable[Txn]) -> Iterator[Txn]:
         for t in txns:
-            if t.his_status is None:
-                continue
-            paid = t.his_status == "SUCCESS"
-            row = (f"{t.order_no},{t.msg_id},{'+' if t.direction == COLLECT else '-'},{texts.yuan(t.his_fen or t.fen)},{t.his_status},"
-                   f"{t.channel if paid else ''},{t.pay_order_no if paid else ''},{texts.stamp(t.at)}")
-            for _ in range(t.his_rows):
-                count += 1
-                yield row
+            self.add(t)
+            yield t
 
-    out.write("order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n")
-    _write_lines(out, rows(), "\n")
-    out.write(f"#END,{count}\n")
+    def close(self) -> None:
+        self._out.write("".join(self._batch) + f"#END,{self.count}\n")
+        self._batch = []
 
 
 def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
@@ -297,10 +315,10 @@ def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
 
 def write_books(his: Path, journal: Path, txns: list[Txn] | Callable[[], Iterable[Txn]]) -> None:
     """The hospital's side: the HIS ledger and the bridge journal."""
-    day = _source(txns)
     with open(his, "w", encoding="utf-8", newline="") as out:
-        write_his(out, day())
-    write_journal(journal, day())
+        ledger = _HisLedger(out)
+        write_journal(journal, ledger.passing(_source(txns)()))  # one pass over the day for both
+        ledger.close()
 
 
 def _source(txns: list[Txn] | Callable[[], Iterable[Txn]]) -> Callable[[], Iterable[Txn]]:
