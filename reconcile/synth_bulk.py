@@ -269,7 +269,8 @@ class _HisLedger:
     HEADER = "order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"
 
     def __init__(self, out: TextIO) -> None:
-        self._out, self._texts, self._batch, self.count = out, _Texts(), [], 0
+        self._out, self._texts, self.count = out, _Texts(), 0
+        self._batch: list[str] = []
         out.write(self.HEADER)
 
     def add(self, t: Txn) -> None:

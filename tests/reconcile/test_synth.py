@@ -7,6 +7,7 @@ import datetime
 import sqlite3
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 from reconcile import synth
 from reconcile.model import Channel
@@ -60,7 +61,7 @@ def test_a_day_given_as_a_function_is_written_without_holding_it_and_to_the_same
     assert list(synth.every_class_day_iter(DAY, 500)) == synth.every_class_day(DAY, 500)
     calls = []
 
-    def day():  # type: ignore[no-untyped-def]
+    def day() -> Iterator[synth.Txn]:
         calls.append(1)
         return synth.every_class_day_iter(DAY, 500)
 
