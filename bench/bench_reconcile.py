@@ -274,7 +274,7 @@ from reconcile import synth
 f = json.loads(sys.argv[1])
 day = datetime.date(2026, 11, 22)
 t = time.perf_counter()
-synth.write_day(Path(f["folder"]), day, synth.every_class_day(day, f["n"]), bulk=True)
+synth.write_day(Path(f["folder"]), day, lambda: synth.every_class_day_iter(day, f["n"]), bulk=True)
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_kib": _peak(), "cpu_s": _cpu()}))
 """
 

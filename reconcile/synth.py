@@ -14,7 +14,7 @@ import functools
 import hashlib
 import random
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from protocol.amount import format_yuan
 from reconcile.model import COLLECT, REFUND
@@ -77,10 +77,13 @@ FENS = (50, 1250, 2380, 10000, 15660, 300, 8888, 99999)
 def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 7, fail_every: int = 11) -> list[Txn]:
     """n collections on `day` where everything agrees: some declined, some partially refunded
     (the insurance settled later, refunded back in two parts), one reversed after payment."""
+    return list(clean_day_iter(day, n, seed=seed, refund_every=refund_every, fail_every=fail_every))
+
+
+def clean_day_iter(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 7, fail_every: int = 11) -> Iterator[Txn]:
+    """clean_day's transactions one by one, in its order (a day of millions never held whole)."""
     rng = random.Random(seed)
     start = int(datetime.datetime.combine(day, datetime.time(8), CHINA).timestamp())
-    txns: list[Txn] = []
-    append = txns.append
     k = 0
     shift = rng.randrange(len(FENS))
     ymd = day.strftime("%Y%m%d")  # once: strftime per row would cost more than the rest of the row
@@ -95,37 +98,41 @@ def clean_day(day: datetime.date, n: int, *, seed: int = 1, refund_every: int = 
         msg, order = f"HIS-{i:07d}", f"MZ{ymd}{i:07d}"
         k += 1
         if i % fail_every == 5:
-            append(new(Txn, (msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED", (), None, 1, None, "")))
+            yield new(Txn, (msg, order, COLLECT, fen, channel, at, "FAILED", "", "FAILED", (), None, 1, None, ""))
             continue
         trade = f"42000{k * 7919 % 10000:04d}{ymd}{k:011d}" if wx else f"{ymd}2200{k * 104729 % 10000:04d}{k:012d}"  # _ids, inline
-        append(new(Txn, (msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (new(BillRow, ("pay", trade, "", fen, at, 1)),),
-                         None, 1, None, "")))
+        yield new(Txn, (msg, order, COLLECT, fen, channel, at, "SUCCESS", trade, "SUCCESS", (new(BillRow, ("pay", trade, "", fen, at, 1)),),
+                        None, 1, None, ""))
         if i % refund_every == 3 and fen >= 300:
             first, second = fen // 3, fen // 5
             for j, part in enumerate((first, second)):
                 k += 1
                 rid = _ids(channel, ymd, k) if channel == "WECHAT" else out_refund_no(f"{msg}-R{j}")
                 rat = at + 600 * (j + 1)
-                append(Txn(f"{msg}-R{j}", order, REFUND, part, channel, rat, "REFUNDED", rid, "SUCCESS",
-                           (BillRow("refund", trade, rid if channel == "WECHAT" else "", part, rat),)))
+                yield Txn(f"{msg}-R{j}", order, REFUND, part, channel, rat, "REFUNDED", rid, "SUCCESS",
+                          (BillRow("refund", trade, rid if channel == "WECHAT" else "", part, rat),))
     if n:
         # One payment reversed after the patient paid (the cashier cancelled): nothing held anywhere.
         k += 1
         trade = _ids("WECHAT", day, k)
         at = start + 36000 + 60
-        txns.append(Txn("HIS-REVERSED", f"MZ{day:%Y%m%d}REV", COLLECT, 4200, "WECHAT", at, "CLOSED", "", "FAILED",
-                        (BillRow("pay", trade, "", 4200, at), BillRow("reversal", trade, f"50300{k:023d}", 4200, at + 30))))
-    return txns
+        yield Txn("HIS-REVERSED", f"MZ{day:%Y%m%d}REV", COLLECT, 4200, "WECHAT", at, "CLOSED", "", "FAILED",
+                  (BillRow("pay", trade, "", 4200, at), BillRow("reversal", trade, f"50300{k:023d}", 4200, at + 30)))
 
 
 def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
     """A clean day of n collections plus one seeded case of every difference class (see docs/reconciliation.md)."""
-    txns = clean_day(day, n, seed=7)
+    return list(every_class_day_iter(day, n))
+
+
+def every_class_day_iter(day: datetime.date, n: int = 40) -> Iterator[Txn]:
+    """every_class_day's transactions one by one (`reconcile demo` of millions: never held whole)."""
+    yield from clean_day_iter(day, n, seed=7)
     at = int(datetime.datetime.combine(day, datetime.time(15), CHINA).timestamp())
     w = lambda k: _ids("WECHAT", day, SPECIAL_IDS + k)  # noqa: E731
     a = lambda k: _ids("ALIPAY", day, SPECIAL_IDS + k)  # noqa: E731
     t1, t2, t3, t4, t5, t6, t7, t8, t9 = (w(1), w(2), w(3), a(4), w(5), a(6), w(7), w(8), w(9))
-    txns += [
+    yield from [
         # long: paid, but the write-back to HIS failed: HIS still waits (one-sided record)
         Txn("HIS-LONG-WB", "MZ-LONG-WB", COLLECT, 12500, "WECHAT", at, "SUCCESS", t1, "PENDING", (BillRow("pay", t1, "", 12500, at),)),
         # long: HIS has no row at all for a payment the channel holds
@@ -152,7 +159,6 @@ def every_class_day(day: datetime.date, n: int = 40) -> list[Txn]:
             (BillRow("pay", w(11), "", 1800, at + 110),), platform="missing"),
         Txn("HIS-PLAT-STUCK", "MZ-PLAT-STUCK", COLLECT, 2600, "ALIPAY", at + 120, "FAILED", "", "FAILED", platform="reversing"),
     ]
-    return txns
 
 
 # -- writers ----------------------------------------------------------------------------------
@@ -312,7 +318,7 @@ def bill_lines(txns: list[Txn], channel: str):
     return payments, refunds
 
 
-def paid_msgs(txns: list[Txn]) -> dict[str, str]:
+def paid_msgs(txns: Iterable[Txn]) -> dict[str, str]:
     """Order number -> the msg_id of its collection that moved money (what a refund refunds): one
     pass over the day, not one per refund."""
     paid: dict[str, str] = {}
@@ -344,13 +350,17 @@ def day_files(folder: Path, day: datetime.date) -> dict[str, Path]:
             "alipay": folder / f"alipay-{day:%Y%m%d}.zip", "platform": folder / f"platform-{day:%Y%m%d}.csv"}
 
 
-def write_day(folder: Path, day: datetime.date, txns: list[Txn], *, bulk: bool = False) -> dict[str, Path]:
-    """Every source of the day into `folder`. `bulk` (large days): reconcile.synth_bulk writes the
-    same bytes straight from the transactions, in two processes where they can fork."""
+def write_day(folder: Path, day: datetime.date, txns: list[Txn] | Callable[[], Iterable[Txn]], *, bulk: bool = False) -> dict[str, Path]:
+    """Every source of the day into `folder`. `txns`: the day's transactions, or a function that
+    makes them anew each time it is called (every_class_day_iter: a large day is then never held
+    whole). `bulk` (large days): reconcile.synth_bulk writes the same bytes straight from the
+    transactions, in two processes where they can fork."""
     if bulk:
         from reconcile.synth_bulk import write_large_day
 
         return write_large_day(folder, day, txns)
+    if callable(txns):
+        txns = list(txns())
     folder.mkdir(parents=True, exist_ok=True)
     files = day_files(folder, day)
     write_his(files["his"], txns)

@@ -14,11 +14,13 @@ process where processes can fork, while this one writes the bills and the platfo
 from __future__ import annotations
 
 import datetime
+import heapq
 import io
 import multiprocessing
 import zipfile
 from operator import itemgetter
 from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator, TextIO
 
 from protocol.amount import format_yuan
 from reconcile.model import COLLECT
@@ -66,22 +68,43 @@ class _Bill:
         self.paid = self.refunded = 0
 
     def sorted_lines(self) -> list[str]:
-        rows = self.payments + self.refunds
-        rows.sort(key=itemgetter(0))  # stable: as the sandbox sorts (payments before refunds of the same second)
-        return [line for _, line in rows]
+        return list(self.iter_sorted())
+
+    def iter_sorted(self) -> Iterator[str]:
+        """The rows in time order, consumed: the lists are sorted in place and merged (stable, as the
+        sandbox sorts: payments before refunds of the same second), then emptied; no second copy."""
+        key = itemgetter(0)
+        self.payments.sort(key=key)
+        self.refunds.sort(key=key)
+        for _, line in heapq.merge(self.payments, self.refunds, key=key):
+            yield line
+        self.payments, self.refunds = [], []
 
 
-def bill_rows(txns: list[Txn], platform: list[str] | None = None) -> dict[str, _Bill]:
+class _Counted:
+    """A sink of platform lines (bill_rows' `platform`): each written through, counted."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+        self.n = 0
+
+    def append(self, line: str) -> None:
+        self._write(line)
+        self.n += 1
+
+
+def bill_rows(txns: list[Txn] | Callable[[], Iterable[Txn]], platform: list[str] | _Counted | None = None) -> dict[str, _Bill]:
     """Every bill row of the day, formatted: {"WECHAT": ..., "ALIPAY": ...}; and into `platform`,
     the lines of the platform's ledger (reconcile.synth.platform_rows, in the same pass: the
     merchant order numbers are hashed once)."""
     texts = _Texts()
     stamp, yuan = texts.stamp, texts.yuan
-    paid = paid_msgs(txns)
+    day = _source(txns)
+    paid = paid_msgs(day())
     bills = {"WECHAT": _Bill(), "ALIPAY": _Bill()}
     wx = bills["WECHAT"]
     plat = platform.append if platform is not None else None
-    for t in txns:
+    for t in day():
         rows = t.bill
         collect = t.direction == COLLECT
         # A collection's merchant order number (its first bill row's attempt), hashed once for both files.
@@ -122,9 +145,30 @@ def bill_rows(txns: list[Txn], platform: list[str] | None = None) -> dict[str, _
 
 
 def wechat_text(bill: _Bill) -> str:
-    rows = bill.sorted_lines()
-    summary = [str(len(rows)), format_yuan(bill.paid), format_yuan(bill.refunded), "0.00", "0.00000", format_yuan(bill.paid), format_yuan(bill.refunded)]
-    return CRLF.join([WECHAT_HEADER, *rows, WECHAT_SUMMARY_HEADER, ",".join("`" + v for v in summary)]) + CRLF
+    out = io.StringIO()
+    write_wechat(out, bill)
+    return out.getvalue()
+
+
+def write_wechat(out: TextIO, bill: _Bill) -> None:
+    """The WeChat Pay bill, line by line into `out` (the same text as wechat_text, never whole in memory)."""
+    rows = len(bill.payments) + len(bill.refunds)
+    out.write(WECHAT_HEADER + CRLF)
+    _write_lines(out, bill.iter_sorted())
+    summary = [str(rows), format_yuan(bill.paid), format_yuan(bill.refunded), "0.00", "0.00000", format_yuan(bill.paid), format_yuan(bill.refunded)]
+    out.write(WECHAT_SUMMARY_HEADER + CRLF + ",".join("`" + v for v in summary) + CRLF)
+
+
+def _write_lines(out: TextIO, lines: Iterable[str], end: str = CRLF, chunk: int = 4096) -> None:
+    """Each line and `end` into `out`, a few thousand lines a write."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == chunk:
+            out.write(end.join(batch) + end)
+            batch = []
+    if batch:
+        out.write(end.join(batch) + end)
 
 
 def _signed(fen: int) -> str:
@@ -137,16 +181,32 @@ def _cn(moment: datetime.datetime) -> str:
 
 def alipay_texts(bill: _Bill, day: datetime.date, exported: datetime.datetime) -> tuple[str, str]:
     """The detail (业务明细) and summary (业务明细(汇总)) files."""
+    summary = _alipay_summary(bill, day, exported)  # before the detail consumes the rows
+    out = io.StringIO()
+    _write_alipay_detail(out, bill, day, exported)
+    return out.getvalue(), summary
+
+
+def _period(day: datetime.date) -> str:
     start = datetime.datetime.combine(day, datetime.time())
-    period = f"#起始日期：[{_cn(start)}]   终止日期：[{_cn(start + datetime.timedelta(days=1))}]"
-    detail = CRLF.join([
-        "#支付宝业务明细查询", f"#账号：[{PID}]", period,
-        "#-----------------------------------------业务明细列表----------------------------------------", ALIPAY_DETAIL_HEADER,
-        *bill.sorted_lines(),
+    return f"#起始日期：[{_cn(start)}]   终止日期：[{_cn(start + datetime.timedelta(days=1))}]"
+
+
+def _write_alipay_detail(out: TextIO, bill: _Bill, day: datetime.date, exported: datetime.datetime) -> None:
+    """The detail file line by line into `out` (consumes the bill's rows)."""
+    payments, refunds = len(bill.payments), len(bill.refunds)
+    out.write(CRLF.join(["#支付宝业务明细查询", f"#账号：[{PID}]", _period(day),
+                         "#-----------------------------------------业务明细列表----------------------------------------", ALIPAY_DETAIL_HEADER]) + CRLF)
+    _write_lines(out, bill.iter_sorted())
+    out.write(CRLF.join([
         "#-----------------------------------------业务明细列表结束------------------------------------",
-        f"#交易合计：{len(bill.payments)}笔，商家实收共{format_yuan(bill.paid)}元，商家优惠共0.00元",
-        f"#退款合计：{len(bill.refunds)}笔，商家实收退款共{_signed(-bill.refunded)}元，商家优惠退款共0.00元",
-        f"#导出时间：[{_cn(exported)}]"]) + CRLF
+        f"#交易合计：{payments}笔，商家实收共{format_yuan(bill.paid)}元，商家优惠共0.00元",
+        f"#退款合计：{refunds}笔，商家实收退款共{_signed(-bill.refunded)}元，商家优惠退款共0.00元",
+        f"#导出时间：[{_cn(exported)}]"]) + CRLF)
+
+
+def _alipay_summary(bill: _Bill, day: datetime.date, exported: datetime.datetime) -> str:
+    period = _period(day)
     net = bill.paid - bill.refunded
     zero = "0.00"
     totals = [str(len(bill.payments)), str(len(bill.refunds)), format_yuan(bill.paid), _signed(net), zero, zero, zero, zero, zero, _signed(net)]
@@ -156,7 +216,7 @@ def alipay_texts(bill: _Bill, day: datetime.date, exported: datetime.datetime) -
         ",".join(["", ""] + totals), ",".join(["合计", ""] + totals),
         "#----------------------------------------业务汇总列表结束-------------------------------------",
         f"#导出时间：[{_cn(exported)}]"]) + CRLF
-    return detail, summary
+    return summary
 
 
 class _GbkName(zipfile.ZipInfo):
@@ -167,29 +227,73 @@ class _GbkName(zipfile.ZipInfo):
 
 
 def alipay_zip(bill: _Bill, day: datetime.date) -> bytes:
-    exported = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(9), CHINA)
-    stem = f"{PID}_{day.strftime('%Y%m%d')}"
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in zip((f"{stem}_业务明细.csv", f"{stem}_业务明细(汇总).csv"), alipay_texts(bill, day, exported)):
-            info = _GbkName(name, date_time=exported.timetuple()[:6])
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, text.encode("gbk", errors="replace"))
+    write_alipay_zip(out, bill, day)
     return out.getvalue()
 
 
-def his_text(txns: list[Txn]) -> str:
-    texts = _Texts()
-    lines = ["order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at"]
+def write_alipay_zip(out: BinaryIO, bill: _Bill, day: datetime.date) -> None:
+    """The Alipay bill zip into `out`, its detail compressed as it is formatted (never whole in
+    memory); its members hold the same text as alipay_texts'. Consumes the bill's rows."""
+    exported = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(9), CHINA)
+    stem = f"{PID}_{day.strftime('%Y%m%d')}"
+    summary = _alipay_summary(bill, day, exported)
+    large = len(bill.payments) + len(bill.refunds) > 4_000_000  # over 2 GiB of detail is possible: a zip64 member
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = _GbkName(f"{stem}_业务明细.csv", date_time=exported.timetuple()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=large) as member, io.TextIOWrapper(member, encoding="gbk", errors="replace", newline="") as text:
+            _write_alipay_detail(text, bill, day, exported)
+        info = _GbkName(f"{stem}_业务明细(汇总).csv", date_time=exported.timetuple()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, summary.encode("gbk", errors="replace"))
+
+
+def his_text(txns: Iterable[Txn]) -> str:
+    out = io.StringIO()
+    write_his(out, txns)
+    return out.getvalue()
+
+
+def write_his(out: TextIO, txns: Iterable[Txn]) -> None:
+    """The HIS ledger line by line into `out` (the same text as his_text)."""
+    ledger = _HisLedger(out)
     for t in txns:
+        ledger.add(t)
+    ledger.close()
+
+
+class _HisLedger:
+    """The HIS ledger written as the transactions pass (`passing`: while the journal takes them)."""
+
+    HEADER = "order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n"
+
+    def __init__(self, out: TextIO) -> None:
+        self._out, self._texts, self.count = out, _Texts(), 0
+        self._batch: list[str] = []
+        out.write(self.HEADER)
+
+    def add(self, t: Txn) -> None:
         if t.his_status is None:
-            continue
+            return
         paid = t.his_status == "SUCCESS"
+        texts = self._texts
         row = (f"{t.order_no},{t.msg_id},{'+' if t.direction == COLLECT else '-'},{texts.yuan(t.his_fen or t.fen)},{t.his_status},"
-               f"{t.channel if paid else ''},{t.pay_order_no if paid else ''},{texts.stamp(t.at)}")
-        lines += [row] * t.his_rows
-    lines.append(f"#END,{len(lines) - 1}")
-    return "\n".join(lines) + "\n"
+               f"{t.channel if paid else ''},{t.pay_order_no if paid else ''},{texts.stamp(t.at)}\n")
+        self._batch += [row] * t.his_rows
+        self.count += t.his_rows
+        if len(self._batch) >= 4096:
+            self._out.write("".join(self._batch))
+            self._batch = []
+
+    def passing(self, txns: Iterable[Txn]) -> Iterator[Txn]:
+        for t in txns:
+            self.add(t)
+            yield t
+
+    def close(self) -> None:
+        self._out.write("".join(self._batch) + f"#END,{self.count}\n")
+        self._batch = []
 
 
 def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
@@ -210,17 +314,22 @@ def _platform_line(t: Txn, texts: _Texts, trade: str | None) -> str:
             f"{texts.stamp(t.at - 3)},{texts.stamp(t.at)}\n")
 
 
-def platform_text(lines: list[str], day: datetime.date, hospital: str = "H001") -> str:
-    return PLATFORM_HEADER.format(hospital=hospital, day=day.isoformat()) + "".join(lines) + f"#END,{len(lines)}\n"
-
-
-def write_books(his: Path, journal: Path, txns: list[Txn]) -> None:
+def write_books(his: Path, journal: Path, txns: list[Txn] | Callable[[], Iterable[Txn]]) -> None:
     """The hospital's side: the HIS ledger and the bridge journal."""
-    his.write_text(his_text(txns), encoding="utf-8")
-    write_journal(journal, txns)
+    with open(his, "w", encoding="utf-8", newline="") as out:
+        ledger = _HisLedger(out)
+        write_journal(journal, ledger.passing(_source(txns)()))  # one pass over the day for both
+        ledger.close()
 
 
-def write_journal(path: Path, txns: list[Txn]) -> None:
+def _source(txns: list[Txn] | Callable[[], Iterable[Txn]]) -> Callable[[], Iterable[Txn]]:
+    """The day as a function giving its transactions anew on each call (one pass each)."""
+    if callable(txns):
+        return txns
+    return lambda: txns
+
+
+def write_journal(path: Path, txns: Iterable[Txn]) -> None:
     from bridge.journal import Journal
 
     Journal(path, synchronous="NORMAL").close()  # the bridge makes its journal (schema, version)
@@ -231,8 +340,10 @@ def write_journal(path: Path, txns: list[Txn]) -> None:
          signed[t.direction] + texts.yuan(t.fen), t.at - 5, t.at, t.error_code) for t in txns))
 
 
-def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[str, Path]:
-    """Every source of the day into `folder` (the names reconcile.synth.write_day uses)."""
+def write_large_day(folder: Path, day: datetime.date, txns: list[Txn] | Callable[[], Iterable[Txn]]) -> dict[str, Path]:
+    """Every source of the day into `folder` (the names reconcile.synth.write_day uses). `txns` as
+    reconcile.synth.write_day takes it: given as a function, each process makes the transactions
+    itself, one pass per file it writes (and one for the refunds' payers), and none holds the day."""
     folder.mkdir(parents=True, exist_ok=True)
     files = day_files(folder, day)
     child = None
@@ -242,12 +353,18 @@ def write_large_day(folder: Path, day: datetime.date, txns: list[Txn]) -> dict[s
     else:
         write_books(files["his"], files["journal"], txns)
     try:
-        platform: list[str] = []
-        bills = bill_rows(txns, platform)
-        files["wechat"].write_bytes(wechat_text(bills["WECHAT"]).encode("utf-8"))
-        files["alipay"].write_bytes(alipay_zip(bills["ALIPAY"], day))
+        # Each file is written as it is formatted: the platform's ledger line by line during the pass
+        # over the day, the bills from their rows (sorted in place, then merged), never a whole text.
+        with open(files["platform"], "w", encoding="utf-8", newline="") as plat:
+            plat.write(PLATFORM_HEADER.format(hospital="H001", day=day.isoformat()))
+            counted = _Counted(plat.write)
+            bills = bill_rows(txns, counted)
+            plat.write(f"#END,{counted.n}\n")
+        with open(files["wechat"], "w", encoding="utf-8", newline="") as wx:
+            write_wechat(wx, bills["WECHAT"])
+        with open(files["alipay"], "wb") as ali:
+            write_alipay_zip(ali, bills["ALIPAY"], day)
         del bills
-        files["platform"].write_text(platform_text(platform, day), encoding="utf-8")
     finally:
         if child is not None:
             child.join()
