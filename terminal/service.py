@@ -570,7 +570,7 @@ class TerminalService:
                 log.warning("supervisor PIN lockout reset by the administrator")
                 self._notice = None
                 self._revision += 1
-            return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
+            return PinReply(PinStatus.ACCEPTED, texts.PIN_VERIFIED)
 
     def _wrong_pin(self, key: str) -> PinReply:
         """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""

@@ -188,7 +188,7 @@ def result_message(status: PayStatus, error_code: str | None) -> Text:
         return texts.RESULT_REFUNDED
     if status is PayStatus.SUCCESS:
         return texts.RESULT_SUCCESS
-    return Text("未完成", "Not completed")
+    return texts.NOT_COMPLETED
 
 
 def result_view(row: InstructionRow, pay_order_no: str, amount_fen: int) -> ResultView:
@@ -265,8 +265,7 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
                           False, False, None, None, queued, last_result, link_up)
     state = head.state
     if state is State.DECLINED:
-        reason = reason_text(head.last_error_code) or texts.REASON[ResultCode.DECLINED]
-        message = Text(f"{reason.zh}。{texts.DECLINED_CHOICE.zh}", f"{reason.en}. {texts.DECLINED_CHOICE.en}")
+        message = texts.declined_text(head.last_error_code)
     elif state in (State.PAYMENT_NEEDS_PERSON, State.REFUND_NEEDS_PERSON):
         message = texts.needs_person_text(head.last_error_code)
     elif state is State.REVERSING and reverse_at is not None:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from protocol.messages import PayStatus
 from terminal.receipt import Receipt
 from terminal.service import PinStatus, ScanStatus, TerminalService
-from terminal.texts import Text
+from terminal.texts import STRINGS, Text, text
 from terminal.ui.model import (About, CashierView, ChannelTotal, HistoryRow, Item, LinkState, NetState, Order, Outcome,
                                PinAnswer, PinState, Phase)
 from terminal.view import Screen as ServiceScreen
@@ -70,12 +70,12 @@ def is_sandbox(urls: list[str]) -> bool:
 def channel_environment(urls: list[str]) -> Text:
     hosts = sorted({urlsplit(u).netloc for u in urls if urlsplit(u).netloc})
     if not hosts:
-        return Text("未配置", "Not configured")
+        return STRINGS["env.none"]
     if is_sandbox(urls):
-        return Text(f"沙箱（{', '.join(hosts)}）", f"Sandbox ({', '.join(hosts)})")
+        return text("env.sandbox", hosts=", ".join(hosts))
     if all(h.split(":")[0] in PRODUCTION_HOSTS for h in hosts):
-        return Text("生产环境", "Production")
-    return Text(f"其他（{', '.join(hosts)}）", f"Other ({', '.join(hosts)})")
+        return STRINGS["env.production"]
+    return text("env.other", hosts=", ".join(hosts))
 
 
 class NetworkProbe:

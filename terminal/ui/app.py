@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from terminal.ui import display
-from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES
+from terminal.texts import DEFAULT_LANGUAGE, LANGUAGES
 from terminal.ui.fonts import FontMissing, UiFonts, prepare_fonts
 from terminal.link.wires import DEVICE_URL_FORMS
 

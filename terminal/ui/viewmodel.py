@@ -25,8 +25,7 @@ from kivy.properties import (BooleanProperty, ListProperty, NumericProperty, Obj
 
 from protocol.amount import Direction
 from protocol.messages import PayStatus
-from terminal.texts import CHANNEL_NAME, WRONG_PIN, Text
-from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES, STRINGS, pick, tr
+from terminal.texts import CHANNEL_NAME, DEFAULT_LANGUAGE, LANGUAGES, STRINGS, Text, WRONG_PIN, pick, text, tr
 from terminal.ui.model import (About, Backend, CashierView, LinkState, NetState, Phase, PinAnswer, Screen,
                                display_yuan, route)
 
@@ -240,7 +239,7 @@ class PosViewModel(EventDispatcher):
         if isinstance(answer, Text):
             self.message, self.warning = answer, True
         elif isinstance(answer, Exception):
-            self.message, self.warning = Text(f"出错：{answer}", f"Error: {answer}"), True
+            self.message, self.warning = text("msg.error", error=answer), True
 
     def cancel(self) -> None:
         self.worker.submit(self.backend.cancel)
@@ -358,11 +357,11 @@ class PosViewModel(EventDispatcher):
         self.last_receipt = path
         where = _shown_path(path)
         if not self.printer:
-            return Text(tr("result.saved", "zh", path=where), tr("result.saved", "en", path=where))
+            return text("result.saved", path=where)
         try:
             rr.print_png(path, self.printer)
         except rr.PrintError as exc:
-            return Text(tr("result.print_failed", "zh", error=exc, path=where), tr("result.print_failed", "en", error=exc, path=where))
+            return text("result.print_failed", error=exc, path=where)
         return STRINGS["result.printed"]
 
     def _after_print(self, answer: object) -> None:
@@ -394,8 +393,8 @@ def _shown_path(path: Path) -> str:
 def _pin_text(tries_left: int, locked_until: float, now: float) -> Text:
     if locked_until > now:
         minutes = max(1, int((locked_until - now + 59) // 60))
-        return Text(tr("pin.locked", "zh", minutes=minutes), tr("pin.locked", "en", minutes=minutes))
-    return Text(tr("pin.wrong", "zh", n=tries_left), tr("pin.wrong", "en", n=tries_left))
+        return text("pin.locked", minutes=minutes)
+    return text("pin.wrong", n=tries_left)
 
 
 def _answer_text(answer: object, now: float) -> Text | None:
@@ -406,7 +405,7 @@ def _answer_text(answer: object, now: float) -> Text | None:
             return _pin_text(answer.pin.tries_left, answer.pin.locked_until, now)
         return answer.message or WRONG_PIN
     if isinstance(answer, Exception):
-        return Text(f"出错：{answer}", f"Error: {answer}")
+        return text("msg.error", error=answer)
     return None
 
 

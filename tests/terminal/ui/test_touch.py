@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from terminal.ui.catalogue import STRINGS
+from terminal.texts import STRINGS
 from tests.terminal.ui.conftest import finish, start_script
 
 ORIENTATIONS = ("portrait", "landscape")

@@ -6,7 +6,7 @@ from kivy.app import App
 from kivy.factory import Factory
 from kivy.uix.screenmanager import Screen
 
-from terminal.ui.catalogue import pick, tr
+from terminal.texts import pick, tr
 
 
 class HomeScreen(Screen):

@@ -9,8 +9,7 @@ from kivy.factory import Factory
 from kivy.uix.screenmanager import Screen
 
 from protocol.amount import Direction
-from terminal.texts import CHANNEL_NAME
-from terminal.ui.catalogue import pick, tr
+from terminal.texts import CHANNEL_NAME, pick, tr
 from terminal.ui.model import Outcome, display_yuan
 from terminal.ui.widgets import show_child
 
