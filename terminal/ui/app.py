@@ -183,7 +183,7 @@ def _app_class() -> type:
 
             old = self.backend
             backend = ServiceBackend(service, firmware_version=getattr(old, "firmware_version", None),
-                                     probe_network=getattr(old, "probe", None) is not None)
+                                     probe_network=getattr(old, "probe_network", True))
             self.backend = backend
             self.vm.rebind(backend)
             close = getattr(old, "close", None)

@@ -22,7 +22,7 @@ from terminal.receipt import Receipt
 from terminal.texts import Text
 from terminal import texts as catalogue  # the one string catalogue
 from terminal.ui import display, fonts
-from terminal.ui.model import CashierView, Order, Outcome, Phase, Screen, display_yuan, route
+from terminal.ui.model import display_yuan
 from terminal.ui.receipt_render import PrintError, load_fonts, print_png, render_receipt, save_receipt
 from terminal.ui.screens import kv_files
 from terminal.ui.wedge import MAX_KEY_GAP_S, WedgeDecoder
@@ -64,31 +64,7 @@ def test_short_bursts_and_control_chars_are_ignored() -> None:
     assert decoder.pending == 0
 
 
-# --- routing of screens ---------------------------------------------------------------------------
-
-ORDER = Order("MZ1", Direction.COLLECT, 1250)
-DONE = Outcome("MZ1", Direction.COLLECT, 1250, PayStatus.SUCCESS, 1.0)
-
-
-@pytest.mark.parametrize("phase, manual, expected", [
-    (Phase.IDLE, None, Screen.HOME),
-    (Phase.IDLE, Screen.HISTORY, Screen.HISTORY),
-    (Phase.AWAITING_SCAN, Screen.HISTORY, Screen.INSTRUCTION),  # money first: an instruction wins over history
-    (Phase.AWAITING_SCAN, Screen.SCAN, Screen.SCAN),
-    (Phase.AWAITING_SUPERVISOR, Screen.REFUND_PIN, Screen.REFUND_PIN),
-    (Phase.AWAITING_SUPERVISOR, Screen.SETTINGS, Screen.INSTRUCTION),
-    (Phase.PAYING, Screen.SCAN, Screen.PAYING),
-    (Phase.REFUNDING, None, Screen.PAYING),
-])
-def test_route(phase: Phase, manual: Screen | None, expected: Screen) -> None:
-    assert route(CashierView(phase, ORDER), manual, False) is expected
-
-
-def test_a_result_shows_until_dismissed() -> None:
-    assert route(CashierView(Phase.RESULT, outcome=DONE), None, False) is Screen.RESULT
-    assert route(CashierView(Phase.RESULT, outcome=DONE), None, True) is Screen.HOME
-    assert route(CashierView(Phase.IDLE, outcome=DONE), None, False) is Screen.RESULT
-
+# --- amounts (routing of screens: tests/terminal/test_view.py) --------------------------------------
 
 def test_display_yuan_groups_thousands() -> None:
     assert display_yuan(1) == "0.01"
