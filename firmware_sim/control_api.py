@@ -62,7 +62,10 @@ _OFF_TEXT = Text("设备已断电", "The device is off")
 
 
 def _text(text: Text | None) -> dict[str, str] | None:
-    return None if text is None else {"zh": text.zh, "en": text.en}
+    """zh and en, and the catalogue key (terminal.texts) a script can match on, when it has one."""
+    if text is None:
+        return None
+    return {"zh": text.zh, "en": text.en, **({"key": text.key} if text.key else {})}
 
 
 def result_json(result: ResultView | None) -> dict[str, object] | None:

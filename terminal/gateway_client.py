@@ -60,6 +60,13 @@ class GatewayConnection:
         self._clock = clock
         self._offset = 0.0  # gateway clock minus device clock, learnt from a clock_skew refusal
         self._session = session or requests.Session()
+        self._reply_observers: list[Callable[[int, str | None], None]] = []
+
+    def add_reply_observer(self, observer: Callable[[int, str | None], None]) -> Callable[[], None]:
+        """observer(status, error_code) after every request (status 0: no answer); for the screens'
+        gateway state (terminal.gateway_watch). Called on the requesting thread; must not block."""
+        self._reply_observers.append(observer)
+        return lambda: self._reply_observers.remove(observer) if observer in self._reply_observers else None
 
     def post(self, path: str, obj: dict) -> tuple[int, dict]:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -69,6 +76,10 @@ class GatewayConnection:
             # as the link does with the bridge's. Nothing was acted on, so sending again is safe.
             self._offset = server_time - self._clock()
             status, reply, _ = self._send(path, body)
+        error = reply.get("error")
+        code = str(error.get("code")) if isinstance(error, dict) and error.get("code") is not None else None
+        for observer in list(self._reply_observers):
+            observer(status, code)
         return status, reply
 
     def _send(self, path: str, body: bytes) -> tuple[int, dict, float | None]:

@@ -15,7 +15,7 @@ from protocol.messages import BillItem, PayChannel, PayStatus
 from terminal.config import DeviceConfig
 from terminal.journal import Journal
 from terminal.machine import Kind
-from terminal.texts import CHANNEL_NAME, RESULT_REFUNDED, RESULT_SUCCESS, Text, reason_text
+from terminal.texts import CHANNEL_NAME, NOT_COMPLETED, RESULT_REFUNDED, RESULT_SUCCESS, Text, reason_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class Receipt:
             return RESULT_SUCCESS
         if self.pay_status is PayStatus.REFUNDED:
             return RESULT_REFUNDED
-        return reason_text(self.error_code) or Text("未完成", "Not completed")
+        return reason_text(self.error_code) or NOT_COMPLETED
 
     @property
     def channel_name(self) -> Text | None:

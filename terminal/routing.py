@@ -17,7 +17,7 @@ import re
 
 from protocol.errors import CodedError
 from protocol.messages import PayChannel
-from terminal.texts import Text
+from terminal.texts import STRINGS, Text
 
 _WECHAT = re.compile(r"1[0-5][0-9]{16}", re.ASCII)
 _ALIPAY = re.compile(r"(2[5-9]|30)[0-9]{14,22}", re.ASCII)
@@ -26,12 +26,9 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://", re.ASCII)
 # A scan longer than this is not a payment code of any kind; refuse before any regex work.
 MAX_SCAN_CHARS = 512
 
-NOT_A_PAYMENT_CODE = Text("这不是微信或支付宝付款码", "Not a WeChat Pay or Alipay payment code")
-EMPTY_SCAN = Text("没有读到付款码，请重新扫码", "Nothing was read; scan the code again")
-LINK_QR = Text(
-    "这是网址二维码，不是付款码；请患者打开微信或支付宝的付款码",
-    "This is a link QR code, not a payment code; ask the patient to open the WeChat Pay or Alipay payment code",
-)
+NOT_A_PAYMENT_CODE = STRINGS["msg.not_a_payment_code"]
+EMPTY_SCAN = STRINGS["msg.empty_scan"]
+LINK_QR = STRINGS["msg.link_qr"]
 
 
 class CodeRefused(CodedError, ValueError):

@@ -34,6 +34,7 @@ CASHIER side (the Kivy UI, the simulator's control API; any thread)
     confirm_refund(pin) -> PinReply, decline_refund() -> ActionReply, dismiss()  (hide the result screen)
     recheck() -> ActionReply       a person fixed what an instruction was handed over for (needs_person):
                                    ask the channel again (the oldest such instruction)
+    needs_person() -> list         those instructions (terminal.view.NeedsPersonCase), oldest first
     reset_pin_lockout(admin_pin)   the administrator clears the supervisor PIN's lockout (terminal.pin)
     view() -> ScreenView           what the POS shows now (terminal.view); history(day, order_no),
                                    totals(day), receipt(msg_id), check_admin_pin(pin)
@@ -78,8 +79,8 @@ from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.texts import Text
 from terminal.worker import Worker
 from terminal.view import journal_problem
-from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, original_payment, result_message,
-                           result_view, screen_view, totals)
+from terminal.view import (DayTotals, HistoryEntry, NeedsPersonCase, ResultView, ScreenView, history_entries, needs_person_case,
+                           original_payment, result_message, result_view, screen_view, totals)
 
 log = logging.getLogger("terminal.service")
 
@@ -570,7 +571,7 @@ class TerminalService:
                 log.warning("supervisor PIN lockout reset by the administrator")
                 self._notice = None
                 self._revision += 1
-            return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
+            return PinReply(PinStatus.ACCEPTED, texts.PIN_VERIFIED)
 
     def _wrong_pin(self, key: str) -> PinReply:
         """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
@@ -602,6 +603,12 @@ class TerminalService:
             self._kick(row.seq)
         self._notify()
         return ActionReply(True, texts.RECHECKING)
+
+    def needs_person(self) -> list[NeedsPersonCase]:
+        """The unfinished instructions handed to a person, oldest first (recheck() takes the first)."""
+        with self._lock:
+            self._alive()
+            return [needs_person_case(row) for row in self.journal.unfinished() if row.state in machine.NEEDS_PERSON]
 
     def wake(self) -> None:
         """Wake workers waiting on the clock (a test that moves an injected clock calls this)."""

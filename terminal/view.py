@@ -1,7 +1,12 @@
-"""The cashier-side view model: what the POS shows, as frozen values built from journal rows.
+"""The POS's one view model and its one screen enum: what the POS shows, as frozen values built
+from journal rows.
 
-The Kivy screens (and the simulator's GET /v1/screen) read `ScreenView`; they never read the
-journal. Everything here is pure: the service passes rows, the clock's `now` and transient notices.
+The terminal service produces `ScreenView`; the Kivy screens render it (terminal.ui.viewmodel binds
+its fields to widgets) and the simulator's GET /v1/screen serves it; nobody else reads the journal
+for a screen. `Screen` names everything the POS can show. The money state machine's own states
+(terminal.machine.State) map to it in `_SCREEN`, here and nowhere else; `route()` adds what the
+cashier opened by hand and the device's condition (journal, gateway). Everything here is pure: the
+service passes rows, the clock's `now` and transient notices.
 """
 
 from __future__ import annotations
@@ -12,19 +17,34 @@ from dataclasses import dataclass
 from protocol.amount import Direction, format_yuan
 from protocol.messages import BillItem, PayChannel, PayStatus, ResultCode
 from terminal import texts
+from terminal.gateway_watch import GatewayState
 from terminal.journal import AttemptRow, InstructionRow, Journal
 from terminal.machine import State
 from terminal.texts import Text, reason_text
 
 
 class Screen(enum.Enum):
-    IDLE = "idle"  # nothing to do
+    """Everything the POS can show: the one enum (issue 11 item 3)."""
+
+    # What the service shows (ScreenView.screen), from machine.State through _SCREEN:
+    IDLE = "idle"  # nothing to do (the home screen: today's totals, history, settings)
     AWAITING_SCAN = "awaiting_scan"  # a collection is shown (amount, items); the scanner is armed
     PAYING = "paying"  # channel at work / patient confirming on the phone; countdown to `deadline`
     DECLINED = "declined"  # the channel declined: scan again (new attempt) or cancel (FAILED)
     AWAITING_SUPERVISOR = "awaiting_supervisor"  # a refund is shown; a supervisor enters the PIN
     REFUNDING = "refunding"
     RESULT = "result"  # the last instruction finished; shown until dismissed or the next arrives
+    # What route() adds: the device cannot take payments (shown instead of IDLE) ...
+    JOURNAL_PROBLEM = "journal_problem"  # the journal is locked (integrity) or cannot be written
+    DEVICE_DISABLED = "device_disabled"  # the provider disabled this POS at the gateway
+    GATEWAY_UNREACHABLE = "gateway_unreachable"  # no connection to the payment gateway
+    # ... and what the cashier opens by hand.
+    CAMERA_SCAN = "camera_scan"  # AWAITING_SCAN / DECLINED: the camera instead of the wedge scanner
+    REFUND_PIN = "refund_pin"  # AWAITING_SUPERVISOR: the supervisor's PIN pad
+    ADMIN_PIN = "admin_pin"  # the admin's PIN pad: settings, or clearing the supervisor PIN's lockout
+    HISTORY = "history"
+    SETTINGS = "settings"
+    NEEDS_PERSON = "needs_person"  # the open "needs a person" cases (issue 17), with "check again"
 
 
 _SCREEN = {
@@ -71,6 +91,33 @@ class ResultView:
     @property
     def ok(self) -> bool:
         return self.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and self.error_code != ResultCode.DUPLICATE_ORDER.value
+
+    @property
+    def went_through(self) -> bool:
+        """Money moved as asked and nothing needs saying: the result has a receipt."""
+        return self.ok and self.error_code is None
+
+    @property
+    def reason(self) -> Text | None:
+        """Plain words for anything but a simple success (None for one)."""
+        return None if self.went_through else self.message
+
+    @property
+    def key(self) -> tuple[str, float, str]:
+        return (self.msg_id, self.finished_at, self.pay_status.value)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsPersonCase:
+    """An unfinished instruction handed to a person (terminal.machine.NEEDS_PERSON), for the list."""
+
+    msg_id: str
+    order_no: str
+    direction: Direction
+    amount_fen: int
+    channel: PayChannel | None
+    message: Text  # what happened and what to do
+    since: float  # when it was handed over (service clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +166,11 @@ class ScreenView:
     reverse_at: float | None = None
     # Other unfinished instructions handed to a person (shown as a banner; they step aside).
     needs_person_elsewhere: int = 0
+    # The whole wait for the patient, in seconds (the countdown bar's full length), with `deadline`.
+    deadline_total_s: float | None = None
+    # Whether the gateway answers (terminal.gateway_watch); the service's views say UNKNOWN and the
+    # screens' backend fills in what its watch knows.
+    gateway: GatewayState = GatewayState.UNKNOWN
 
     @property
     def needs_person(self) -> bool:
@@ -128,6 +180,21 @@ class ScreenView:
     @property
     def can_recheck(self) -> bool:
         return self.needs_person or self.needs_person_elsewhere > 0
+
+    @property
+    def needs_person_count(self) -> int:
+        """Every open "needs a person" case, the one on screen included."""
+        return self.needs_person_elsewhere + (1 if self.needs_person else 0)
+
+    @property
+    def shown_message(self) -> Text:
+        """What the cashier reads: the last refusal of their action, else what is happening."""
+        return self.notice or self.message
+
+    @property
+    def warning(self) -> bool:
+        """The message reports a problem (a refused action, a decline, a case for a person)."""
+        return self.notice is not None or self.screen is Screen.DECLINED or self.needs_person
 
     @property
     def amount_text(self) -> str | None:
@@ -180,6 +247,11 @@ class DayTotals:
         return sum(c.refunded_fen for c in self.channels)
 
 
+def needs_person_case(row: InstructionRow) -> NeedsPersonCase:
+    return NeedsPersonCase(row.msg_id, row.order_no, row.direction, row.amount_fen, row.channel,
+                           texts.needs_person_text(row.last_error_code), row.updated_at)
+
+
 def result_message(status: PayStatus, error_code: str | None) -> Text:
     reason = reason_text(error_code)
     if reason is not None:
@@ -188,7 +260,7 @@ def result_message(status: PayStatus, error_code: str | None) -> Text:
         return texts.RESULT_REFUNDED
     if status is PayStatus.SUCCESS:
         return texts.RESULT_SUCCESS
-    return Text("未完成", "Not completed")
+    return texts.NOT_COMPLETED
 
 
 def result_view(row: InstructionRow, pay_order_no: str, amount_fen: int) -> ResultView:
@@ -265,8 +337,7 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
                           False, False, None, None, queued, last_result, link_up)
     state = head.state
     if state is State.DECLINED:
-        reason = reason_text(head.last_error_code) or texts.REASON[ResultCode.DECLINED]
-        message = Text(f"{reason.zh}。{texts.DECLINED_CHOICE.zh}", f"{reason.en}. {texts.DECLINED_CHOICE.en}")
+        message = texts.declined_text(head.last_error_code)
     elif state in (State.PAYMENT_NEEDS_PERSON, State.REFUND_NEEDS_PERSON):
         message = texts.needs_person_text(head.last_error_code)
     elif state is State.REVERSING and reverse_at is not None:
@@ -282,8 +353,47 @@ def screen_view(*, revision: int, head: InstructionRow | None, attempt: AttemptR
         patient=None if display is None else display.patient, items=() if display is None else display.items,
         channel=head.channel, message=message, notice=notice, deadline=deadline,
         countdown_s=None if deadline is None else max(0.0, deadline - now),
+        deadline_total_s=None if deadline is None or attempt is None else max(1.0, deadline - attempt.started_at),
         can_scan=state in (State.AWAITING_SCAN, State.DECLINED),
         can_cancel=state in (State.AWAITING_SCAN, State.DECLINED, State.USER_PAYING, State.AWAITING_SUPERVISOR),
         pin_tries_left=pin_tries_left if supervisor else None, pin_locked_until=pin_locked_until if supervisor else None,
         queued=queued, last_result=last_result, link_up=link_up, original=original, reverse_at=reverse_at,
     )
+
+
+# The screens a cashier (or an admin) opens by hand; the others follow the service.
+BY_HAND = frozenset({Screen.CAMERA_SCAN, Screen.REFUND_PIN, Screen.ADMIN_PIN, Screen.HISTORY, Screen.SETTINGS,
+                     Screen.NEEDS_PERSON})
+_MONEY_MOVING = frozenset({Screen.PAYING, Screen.REFUNDING})
+
+
+def device_problem(view: ScreenView) -> Screen | None:
+    """Why this POS cannot take a payment now, worst first (None: it can)."""
+    if view.journal_problem is not None:
+        return Screen.JOURNAL_PROBLEM
+    if view.gateway is GatewayState.DISABLED:
+        return Screen.DEVICE_DISABLED
+    if view.gateway is GatewayState.UNREACHABLE:
+        return Screen.GATEWAY_UNREACHABLE
+    return None
+
+
+def route(view: ScreenView, manual: Screen | None, result_dismissed: bool) -> Screen:
+    """The screen to show, from the service's view and what the cashier opened by hand. Money
+    first: an instruction or a payment in progress always wins over history and settings, and a
+    finished one shows its result until the cashier closes it. An instruction handed to a person
+    does not hold the screen (nothing moves until a person acts): the home screen counts the open
+    cases and opens their list. A device that cannot take payments says why instead of "waiting"."""
+    screen = view.screen
+    if screen in _MONEY_MOVING and not view.needs_person:
+        return screen
+    if screen in (Screen.AWAITING_SCAN, Screen.DECLINED):
+        return Screen.CAMERA_SCAN if manual is Screen.CAMERA_SCAN else screen
+    if screen is Screen.AWAITING_SUPERVISOR:
+        # the admin PIN pad here clears the supervisor PIN's lockout
+        return manual if manual in (Screen.REFUND_PIN, Screen.ADMIN_PIN) else screen
+    if view.last_result is not None and not result_dismissed and (screen is Screen.RESULT or manual is None):
+        return Screen.RESULT
+    if manual in (Screen.HISTORY, Screen.ADMIN_PIN, Screen.SETTINGS, Screen.NEEDS_PERSON):
+        return manual
+    return device_problem(view) or Screen.IDLE

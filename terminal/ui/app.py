@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from terminal.ui import display
-from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES
+from terminal.texts import DEFAULT_LANGUAGE, LANGUAGES
 from terminal.ui.fonts import FontMissing, UiFonts, prepare_fonts
 from terminal.link.wires import DEVICE_URL_FORMS
 
@@ -183,7 +183,7 @@ def _app_class() -> type:
 
             old = self.backend
             backend = ServiceBackend(service, firmware_version=getattr(old, "firmware_version", None),
-                                     probe_network=getattr(old, "probe", None) is not None)
+                                     probe_network=getattr(old, "probe_network", True))
             self.backend = backend
             self.vm.rebind(backend)
             close = getattr(old, "close", None)

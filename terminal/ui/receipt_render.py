@@ -29,8 +29,7 @@ from protocol.amount import Direction
 from protocol.errors import CodedError
 from protocol.messages import PayStatus
 from terminal.receipt import Receipt
-from terminal.texts import Text
-from terminal.ui.catalogue import pick, tr
+from terminal.texts import Text, pick, tr
 from terminal.ui.fonts import Face
 from terminal.ui.model import display_yuan
 

@@ -164,7 +164,7 @@ async def _scenario(app, backend, out: Path, report: dict, orientation: str) -> 
         await off.frames(3)
         await off.until(lambda: vm.worker.busy == 0, what="cashier actions to finish")
         await off.frames(2)
-        assert vm.screen == expect, f"{name}: expected screen {expect}, got {vm.screen} (phase {vm.phase})"
+        assert vm.screen == expect, f"{name}: expected screen {expect}, got {vm.screen} (showing {vm.shown})"
         path = out / file_name(name, orientation, lang)
         off.grab(path)
         root = app.root.current_screen

@@ -54,4 +54,4 @@ def direction_soft(direction: str) -> tuple[float, float, float, float]:
 
 
 def chip_colour(state: str) -> tuple[float, float, float, float]:
-    return CHIP_OK if state in ("up", "ok") else CHIP_BAD if state in ("down",) else CHIP_UNKNOWN
+    return CHIP_OK if state in ("up", "reachable") else CHIP_BAD if state in ("down", "unreachable", "disabled") else CHIP_UNKNOWN

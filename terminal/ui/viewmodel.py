@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kivy.clock import Clock
 from kivy.event import EventDispatcher
@@ -25,10 +25,14 @@ from kivy.properties import (BooleanProperty, ListProperty, NumericProperty, Obj
 
 from protocol.amount import Direction
 from protocol.messages import PayStatus
-from terminal.texts import CHANNEL_NAME, WRONG_PIN, Text
-from terminal.ui.catalogue import DEFAULT_LANGUAGE, LANGUAGES, STRINGS, pick, tr
-from terminal.ui.model import (About, Backend, CashierView, LinkState, NetState, Phase, PinAnswer, Screen,
-                               display_yuan, route)
+from terminal.gateway_watch import GatewayState
+from terminal.texts import CHANNEL_NAME, DEFAULT_LANGUAGE, LANGUAGES, STRINGS, Text, WRONG_PIN, pick, text, tr
+from terminal.ui.model import About, Backend, PinAnswer, display_yuan
+from terminal.ui.screens import widget_name
+from terminal.view import DayTotals, HistoryEntry, NeedsPersonCase, Screen, ScreenView, route
+
+if TYPE_CHECKING:
+    from terminal.ui.receipt_render import ReceiptFonts
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,8 @@ class ActionWorker:
 
 class PosViewModel(EventDispatcher):
     lang = OptionProperty(DEFAULT_LANGUAGE, options=list(LANGUAGES))
-    screen = StringProperty(Screen.HOME.value)
-    phase = StringProperty(Phase.IDLE.value)
+    screen = StringProperty(widget_name(Screen.IDLE))  # the Kivy screen on show (terminal.ui.screens)
+    shown = StringProperty(Screen.IDLE.value)  # what it shows: a terminal.view.Screen value
     # the order in front of the cashier
     order_no = StringProperty("")
     direction = StringProperty("collect")  # "collect" | "refund": the kv picks colour, word and marker
@@ -90,12 +94,16 @@ class PosViewModel(EventDispatcher):
     can_cancel = BooleanProperty(False)
     needs_person = BooleanProperty(False)  # handed to a person: the message says what to do
     can_recheck = BooleanProperty(False)
+    needs_person_count = NumericProperty(0)  # open "needs a person" cases: the home screen opens their list
+    needs_person_rows = ListProperty([])  # [dict] for the list (terminal.view.NeedsPersonCase)
     # PIN pad (refund and admin)
     pin_entry = StringProperty("")
     pin_message = ObjectProperty(None, allownone=True)  # Text
     pin_busy = BooleanProperty(False)
+    pin_locked = BooleanProperty(False)  # the supervisor PIN is locked out: an admin may clear it
+    admin_for = StringProperty("settings")  # what the admin PIN opens: "settings" | "reset_lockout"
     # result
-    outcome = ObjectProperty(None, allownone=True)  # model.Outcome
+    outcome = ObjectProperty(None, allownone=True)  # terminal.view.ResultView
     result_ok = BooleanProperty(False)
     print_message = ObjectProperty(None, allownone=True)  # Text
     # home (and every top bar)
@@ -103,8 +111,9 @@ class PosViewModel(EventDispatcher):
     test_env = BooleanProperty(False)  # the channels are the sandbox: a banner says no real money moves
     last_receipt_id = StringProperty("")  # msg_id of the last payment or refund that went through: reprint
     reprint_message = ObjectProperty(None, allownone=True)  # Text
-    link = StringProperty(LinkState.DOWN.value)
-    network = StringProperty(NetState.UNKNOWN.value)
+    link = StringProperty("down")  # "up" | "down": the bridge on the cashier PC
+    network = StringProperty(GatewayState.UNKNOWN.value)  # terminal.gateway_watch.GatewayState
+    problem = ObjectProperty(None, allownone=True)  # Text: why this POS cannot take payments now
     totals = ListProperty([])  # [(channel Text, count, collected_text, refunded_text)]
     today_count = NumericProperty(0)
     # history, settings
@@ -118,7 +127,7 @@ class PosViewModel(EventDispatcher):
     refreshed = NumericProperty(0)
 
     def __init__(self, backend: Backend, *, receipts_dir: Path | None = None, print_command: str = "",
-                 receipt_fonts: object | None = None, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
+                 receipt_fonts: "ReceiptFonts | None" = None, clock: Callable[[], float] = time.time, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.backend = backend
         self.clock = clock  # unix seconds: the countdown and PIN lockouts (stopped in screenshots)
@@ -130,8 +139,10 @@ class PosViewModel(EventDispatcher):
         self._manual: Screen | None = None
         self._dismissed: tuple[object, ...] | None = None
         self._order_key: tuple[str, str] | None = None
-        self._view = CashierView(Phase.IDLE)
+        self._view: ScreenView = backend.view()
         self._deadline: float | None = None
+        self._deadline_key: tuple[str | None, float | None] = (None, None)
+        self._totals_key: object = None
         self._pending = False
         self._closed = False
         self.about = backend.about()
@@ -162,8 +173,8 @@ class PosViewModel(EventDispatcher):
         """The newest payment or refund of today that went through: what "reprint" prints."""
         def newest(answer: object) -> None:
             if isinstance(answer, list) and not self.last_receipt_id:
-                ok = [row for row in answer if row.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED)
-                      and row.reason is None and row.msg_id]
+                ok = [row for row in answer if isinstance(row, HistoryEntry) and row.error_code is None
+                      and row.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and row.msg_id]
                 if ok:
                     self.last_receipt_id = ok[0].msg_id
         self.worker.submit(lambda: self.backend.history(""), newest)
@@ -180,48 +191,71 @@ class PosViewModel(EventDispatcher):
             return  # the app has stopped: its widgets must not be touched any more
         self.apply(self.backend.view())
 
-    def apply(self, view: CashierView) -> None:
-        order = view.order
-        key = (order.order_no, order.direction.value) if order else None
+    def apply(self, view: ScreenView) -> None:
+        key = (view.order_no, view.direction.value) if view.order_no is not None and view.direction is not None else None
         if key != self._order_key:  # a new order: forget where the cashier navigated for the last one
             self._order_key = key
             if key is not None:
                 self._manual = None
                 self.pin_entry, self.pin_message = "", None
-        if view.outcome is not None and (self._view.outcome is None or view.outcome.key != self._view.outcome.key):
+        outcome = view.last_result
+        if outcome is not None and (self._view.last_result is None or outcome.key != self._view.last_result.key):
             self.print_message = None
         self._view = view
-        self.phase = view.phase.value
-        if order is not None:
-            self.order_no = order.order_no
-            self.direction = "refund" if order.direction is Direction.REFUND else "collect"
-            self.amount_text = display_yuan(order.amount_fen)
-            self.patient = order.patient or ""
-            self.items = [(i.name, i.qty, display_yuan(i.amount_fen)) for i in order.items]
-            self.original = order.original
-        self.message, self.warning = view.message, view.warning
+        if view.order_no is not None and view.direction is not None and view.amount_fen is not None:
+            self.order_no = view.order_no
+            self.direction = "refund" if view.direction is Direction.REFUND else "collect"
+            self.amount_text = display_yuan(view.amount_fen)
+            self.patient = view.patient or ""
+            self.items = [(i.name, i.qty, display_yuan(i.amount_fen)) for i in view.items]
+            self.original = view.original
+        if view.needs_person:  # a parked case: the home screen shows, with the count; its words are in the list
+            self.message, self.warning = view.notice or STRINGS["home.idle"], view.notice is not None
+        else:
+            self.message, self.warning = view.shown_message, view.warning
         self.queued = view.queued
         self.can_cancel = view.can_cancel
         self.needs_person, self.can_recheck = view.needs_person, view.can_recheck
-        self._deadline = view.deadline
-        self.countdown_total = view.deadline_total_s or 0
-        self._tick(0)
-        self.outcome = view.outcome
-        self.result_ok = bool(view.outcome and view.outcome.ok)
-        if view.outcome is not None and view.outcome.ok and view.outcome.msg_id:
-            self.last_receipt_id = view.outcome.msg_id
-        if view.pin is not None and view.pin.wrong and self.screen == Screen.REFUND_PIN.value:
-            self.pin_message = _pin_text(view.pin.tries_left, view.pin.locked_until, self.clock())
-        self.link, self.network = view.link.value, view.network.value
-        self.totals = [(CHANNEL_NAME[t.channel], t.count, display_yuan(t.collected_fen), display_yuan(t.refunded_fen))
-                       for t in view.totals]
-        self.today_count = sum(t.count for t in view.totals)
+        self.needs_person_count = view.needs_person_count
+        self._follow_deadline(view)
+        self.pin_locked = view.pin_locked_until is not None and view.pin_locked_until > 0
+        self._say_lockout()
+        self.outcome = outcome
+        self.result_ok = bool(outcome and outcome.went_through)
+        if outcome is not None and outcome.went_through and outcome.msg_id:
+            self.last_receipt_id = outcome.msg_id
+        self.link, self.network = ("up" if view.link_up else "down"), view.gateway.value
+        self.problem = _problem_text(view)
+        totals_key = (None if outcome is None else outcome.key, time.strftime("%Y%m%d", time.localtime(self.clock())))
+        if totals_key != self._totals_key:  # re-read the day's totals only when something finished
+            self._totals_key = totals_key
+            self.worker.submit(self.backend.totals, self._set_totals)
         self._route()
         self.refreshed = time.perf_counter()
 
+    def _follow_deadline(self, view: ScreenView) -> None:
+        """The countdown runs on this clock: the service's may be injected, so keep only the interval."""
+        if view.countdown_s is None:
+            self._deadline, self._deadline_key = None, (None, None)
+            self.countdown_total = 0
+        elif (view.msg_id, view.deadline) != self._deadline_key:
+            self._deadline_key = (view.msg_id, view.deadline)
+            self._deadline = self.clock() + view.countdown_s
+            self.countdown_total = view.deadline_total_s or max(1.0, float(int(view.countdown_s + 0.999)))
+        self._tick(0)
+
+    def _set_totals(self, answer: object) -> None:
+        if isinstance(answer, DayTotals):
+            self.totals = [(CHANNEL_NAME[c.channel], c.collected_count + c.refunded_count, display_yuan(c.collected_fen),
+                            display_yuan(c.refunded_fen)) for c in answer.channels]
+            self.today_count = sum(c.collected_count + c.refunded_count for c in answer.channels)
+
     def _route(self) -> None:
-        dismissed = self._view.outcome is not None and self._view.outcome.key == self._dismissed
-        self.screen = route(self._view, self._manual, dismissed).value
+        outcome = self._view.last_result
+        dismissed = outcome is not None and outcome.key == self._dismissed
+        shown = route(self._view, self._manual, dismissed)
+        self.shown = shown.value
+        self.screen = widget_name(shown)
 
     def _tick(self, dt: float) -> None:
         self.clock_text = time.strftime("%H:%M", time.localtime(self.clock()))
@@ -240,29 +274,52 @@ class PosViewModel(EventDispatcher):
         if isinstance(answer, Text):
             self.message, self.warning = answer, True
         elif isinstance(answer, Exception):
-            self.message, self.warning = Text(f"出错：{answer}", f"Error: {answer}"), True
+            self.message, self.warning = text("msg.error", error=answer), True
 
     def cancel(self) -> None:
         self.worker.submit(self.backend.cancel)
 
     def recheck(self) -> None:
-        self.worker.submit(self.backend.recheck)
+        self.worker.submit(self.backend.recheck, lambda answer: self._load_needs_person())
 
-    def open(self, name: str) -> None:
-        """The cashier opened a screen by hand (history, settings, camera scan, PIN pad)."""
+    def open(self, name: str, purpose: str = "settings") -> None:
+        """The cashier opened a screen by hand (history, settings, camera scan, a PIN pad, the cases
+        for a person); `purpose` says what the admin PIN pad is for ("settings" or "reset_lockout")."""
         screen = Screen(name)
         self._manual = screen
         self.pin_entry, self.pin_message = "", None
+        if screen is Screen.ADMIN_PIN:
+            self.admin_for = purpose
+        self._say_lockout()
         if screen is Screen.HISTORY:
             self.search_history(self.history_query)
         if screen is Screen.SETTINGS:
             self.worker.submit(self.backend.about, self._set_about)
+        if screen is Screen.NEEDS_PERSON:
+            self._load_needs_person()
         self._route()
+
+    def _say_lockout(self) -> None:
+        """The supervisor PIN is locked out: the refund PIN pad says for how long (and offers the admin)."""
+        until = self._view.pin_locked_until
+        if self.pin_locked and until is not None and self.pin_message is None and self._manual is Screen.REFUND_PIN:
+            self.pin_message = _pin_text(0, until, self.clock())
+
+    def _load_needs_person(self) -> None:
+        self.worker.submit(self.backend.needs_person, self._set_needs_person)
+
+    def _set_needs_person(self, answer: object) -> None:
+        if isinstance(answer, list):
+            self.needs_person_rows = [_case_row(case) for case in answer if isinstance(case, NeedsPersonCase)]
 
     def back(self) -> None:
         self._manual = None
         self.pin_entry, self.pin_message = "", None
         self._route()
+
+    def forget_dismissed(self) -> None:
+        """Show a result the cashier closed again when it comes back (the screenshots' fixed results)."""
+        self._dismissed = None
 
     def _set_about(self, answer: object) -> None:
         if isinstance(answer, About):
@@ -290,7 +347,9 @@ class PosViewModel(EventDispatcher):
             return
         self.pin_busy = True
         self.pin_message = STRINGS["pin.checking"]
-        if self.screen == Screen.ADMIN_PIN.value:
+        if self.shown == Screen.ADMIN_PIN.value and self.admin_for == "reset_lockout":
+            self.worker.submit(lambda: self.backend.reset_pin_lockout(pin), self._after_lockout_reset)
+        elif self.shown == Screen.ADMIN_PIN.value:
             self.worker.submit(lambda: self.backend.check_admin_pin(pin), self._after_admin_pin)
         else:
             self.worker.submit(lambda: self.backend.confirm_refund(pin), self._after_refund_pin)
@@ -307,13 +366,22 @@ class PosViewModel(EventDispatcher):
         else:
             self.pin_message = _answer_text(answer, self.clock())
 
+    def _after_lockout_reset(self, answer: object) -> None:
+        """The supervisor PIN's lockout is cleared: back to the supervisor's PIN pad."""
+        self.pin_busy = False
+        if isinstance(answer, PinAnswer) and answer.accepted:
+            self.open(Screen.REFUND_PIN.value)
+            self.pin_message = STRINGS["pin.lockout_cleared"]
+        else:
+            self.pin_message = _answer_text(answer, self.clock())
+
     def decline_refund(self) -> None:
         self._manual = None
         self.worker.submit(self.backend.decline_refund)
 
     def dismiss_result(self) -> None:
-        if self._view.outcome is not None:
-            self._dismissed = self._view.outcome.key
+        if self._view.last_result is not None:
+            self._dismissed = self._view.last_result.key
         self._manual = None
         self.worker.submit(self.backend.dismiss_result)
         self._route()
@@ -329,7 +397,7 @@ class PosViewModel(EventDispatcher):
     def print_receipt(self) -> None:
         """The receipt of the result on screen (only a payment or refund that went through has one)."""
         outcome, lang = self.outcome, self.lang
-        if outcome is None or not outcome.ok:
+        if outcome is None or not outcome.went_through:
             self.print_message = STRINGS["receipt.none_for_failure"]
             return
         self.print_message = STRINGS["result.printing"]
@@ -353,16 +421,16 @@ class PosViewModel(EventDispatcher):
         receipt = self.backend.receipt(msg_id)
         if receipt is None:
             return STRINGS["result.no_receipt"]
-        image = rr.render_receipt(receipt, self.receipt_fonts, lang)  # type: ignore[arg-type]
+        image = rr.render_receipt(receipt, self.receipt_fonts, lang)
         path = rr.save_receipt(image, self.receipts_dir, receipt)
         self.last_receipt = path
         where = _shown_path(path)
         if not self.printer:
-            return Text(tr("result.saved", "zh", path=where), tr("result.saved", "en", path=where))
+            return text("result.saved", path=where)
         try:
             rr.print_png(path, self.printer)
         except rr.PrintError as exc:
-            return Text(tr("result.print_failed", "zh", error=exc, path=where), tr("result.print_failed", "en", error=exc, path=where))
+            return text("result.print_failed", error=exc, path=where)
         return STRINGS["result.printed"]
 
     def _after_print(self, answer: object) -> None:
@@ -394,26 +462,46 @@ def _shown_path(path: Path) -> str:
 def _pin_text(tries_left: int, locked_until: float, now: float) -> Text:
     if locked_until > now:
         minutes = max(1, int((locked_until - now + 59) // 60))
-        return Text(tr("pin.locked", "zh", minutes=minutes), tr("pin.locked", "en", minutes=minutes))
-    return Text(tr("pin.wrong", "zh", n=tries_left), tr("pin.wrong", "en", n=tries_left))
+        return text("pin.locked", minutes=minutes)
+    return text("pin.wrong", n=tries_left)
 
 
 def _answer_text(answer: object, now: float) -> Text | None:
     if isinstance(answer, PinAnswer):
         if answer.accepted:
             return None
-        if answer.pin is not None:
-            return _pin_text(answer.pin.tries_left, answer.pin.locked_until, now)
+        if answer.tries_left is not None:
+            return _pin_text(answer.tries_left, answer.locked_until, now)
         return answer.message or WRONG_PIN
     if isinstance(answer, Exception):
-        return Text(f"出错：{answer}", f"Error: {answer}")
+        return text("msg.error", error=answer)
     return None
 
 
-def _history_row(row: object) -> dict[str, object]:
-    from terminal.ui.model import HistoryRow
+def _problem_text(view: ScreenView) -> Text | None:
+    if view.journal_problem is not None:
+        return view.journal_problem
+    if view.gateway is GatewayState.DISABLED:
+        return STRINGS["problem.device_disabled"]
+    if view.gateway is GatewayState.UNREACHABLE:
+        return STRINGS["problem.gateway_unreachable"]
+    return None
 
-    assert isinstance(row, HistoryRow)
+
+def _case_row(case: NeedsPersonCase) -> dict[str, object]:
+    sign = STRINGS["sign.refund"].zh if case.direction is Direction.REFUND else "+"
+    return {
+        "order_no": case.order_no,
+        "amount": f"{sign}{display_yuan(case.amount_fen)}",
+        "refund": case.direction is Direction.REFUND,
+        "message": case.message,
+        "channel": CHANNEL_NAME[case.channel] if case.channel else Text("", ""),
+        "since": time.strftime("%H:%M", time.localtime(case.since)),
+    }
+
+
+def _history_row(row: object) -> dict[str, object]:
+    assert isinstance(row, HistoryEntry)
     sign = STRINGS["sign.refund"].zh if row.direction is Direction.REFUND else "+"  # U+2212, as on the amount screens
     return {
         "order_no": row.order_no,

@@ -95,7 +95,7 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
 
     # 5. the receipt is rendered and sent to the configured print command
     await finger.press(screen(), "打印小票")
-    from terminal.ui.catalogue import STRINGS
+    from terminal.texts import STRINGS
 
     await off.until(lambda: vm.print_message not in (None, STRINGS["result.printing"]), what="the print to finish")
     check(vm.print_message == STRINGS["result.printed"], f"the screen says it printed ({vm.print_message})")

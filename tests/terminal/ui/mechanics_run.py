@@ -30,8 +30,8 @@ from kivy.graphics import StencilPush  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui import theme  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
-from terminal.ui.model import Item  # noqa: E402
-from terminal.ui.showcase import COLLECT, StaticBackend, clock, views  # noqa: E402
+from protocol.messages import BillItem  # noqa: E402
+from terminal.ui.showcase import StaticBackend, clock, views  # noqa: E402
 from terminal.ui.widgets import FitScroll  # noqa: E402
 
 
@@ -58,8 +58,8 @@ async def scenario(app, backend: StaticBackend, checks: dict) -> None:
         return isinstance(first, StencilPush)
 
     checks["clips_with_3_items"] = clipping()
-    many = dataclasses.replace(COLLECT, items=tuple(Item(f"检查项目 {i}", "1", 1_00) for i in range(40)))
-    backend.show(dataclasses.replace(v["instruction_collect"], order=many))
+    many = tuple(BillItem(f"检查项目 {i}", "1", 1_00) for i in range(40))
+    backend.show(dataclasses.replace(v["instruction_collect"], items=many))
     await off.until(lambda: clipping(), timeout=5, what="the long bill to clip")
     checks["clips_with_40_items"] = clipping()
     backend.show(v["instruction_collect"])

@@ -20,8 +20,9 @@ from protocol.amount import Direction
 from protocol.messages import BillItem, PayChannel, PayStatus
 from terminal.receipt import Receipt
 from terminal.texts import Text
-from terminal.ui import catalogue, display, fonts
-from terminal.ui.model import CashierView, Order, Outcome, Phase, Screen, display_yuan, route
+from terminal import texts as catalogue  # the one string catalogue
+from terminal.ui import display, fonts
+from terminal.ui.model import display_yuan
 from terminal.ui.receipt_render import PrintError, load_fonts, print_png, render_receipt, save_receipt
 from terminal.ui.screens import kv_files
 from terminal.ui.wedge import MAX_KEY_GAP_S, WedgeDecoder
@@ -63,31 +64,7 @@ def test_short_bursts_and_control_chars_are_ignored() -> None:
     assert decoder.pending == 0
 
 
-# --- routing of screens ---------------------------------------------------------------------------
-
-ORDER = Order("MZ1", Direction.COLLECT, 1250)
-DONE = Outcome("MZ1", Direction.COLLECT, 1250, PayStatus.SUCCESS, 1.0)
-
-
-@pytest.mark.parametrize("phase, manual, expected", [
-    (Phase.IDLE, None, Screen.HOME),
-    (Phase.IDLE, Screen.HISTORY, Screen.HISTORY),
-    (Phase.AWAITING_SCAN, Screen.HISTORY, Screen.INSTRUCTION),  # money first: an instruction wins over history
-    (Phase.AWAITING_SCAN, Screen.SCAN, Screen.SCAN),
-    (Phase.AWAITING_SUPERVISOR, Screen.REFUND_PIN, Screen.REFUND_PIN),
-    (Phase.AWAITING_SUPERVISOR, Screen.SETTINGS, Screen.INSTRUCTION),
-    (Phase.PAYING, Screen.SCAN, Screen.PAYING),
-    (Phase.REFUNDING, None, Screen.PAYING),
-])
-def test_route(phase: Phase, manual: Screen | None, expected: Screen) -> None:
-    assert route(CashierView(phase, ORDER), manual, False) is expected
-
-
-def test_a_result_shows_until_dismissed() -> None:
-    assert route(CashierView(Phase.RESULT, outcome=DONE), None, False) is Screen.RESULT
-    assert route(CashierView(Phase.RESULT, outcome=DONE), None, True) is Screen.HOME
-    assert route(CashierView(Phase.IDLE, outcome=DONE), None, False) is Screen.RESULT
-
+# --- amounts (routing of screens: tests/terminal/test_view.py) --------------------------------------
 
 def test_display_yuan_groups_thousands() -> None:
     assert display_yuan(1) == "0.01"
@@ -100,6 +77,20 @@ def test_every_entry_has_both_languages_and_the_same_fields() -> None:
     for key, text in catalogue.STRINGS.items():
         assert text.zh and text.en, key
         assert set(re.findall(r"{(\w+)}", text.zh)) == set(re.findall(r"{(\w+)}", text.en)), key
+
+
+def test_the_catalogue_holds_each_sentence_once_and_the_service_speaks_from_it() -> None:
+    """Issue 11 item 3: one catalogue, no entry twice; the service's named messages are entries
+    (they carry their key), so the screens and the service say the same thing the same way."""
+    seen: dict[str, str] = {}
+    for key, text in catalogue.STRINGS.items():
+        assert text.key == key
+        if text.zh in seen and len(text.zh) >= 6:  # a sentence; short labels may recur in other places
+            raise AssertionError(f"{key} repeats {seen[text.zh]}: {text.zh}")
+        seen.setdefault(text.zh, key)
+    named = [v for v in vars(catalogue).values() if isinstance(v, catalogue.Text)]
+    assert len(named) > 20 and all(catalogue.STRINGS[t.key] is t for t in named)
+    assert catalogue.reason_text("no_such_code") == catalogue.Text("未完成（no_such_code）", "Not completed (no_such_code)")
 
 
 def test_kv_files_hold_no_text_and_use_known_keys() -> None:

@@ -5,11 +5,12 @@ window size."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from terminal.ui.catalogue import STRINGS
+from terminal.texts import STRINGS
 from tests.terminal.ui.conftest import finish, start_script
 
 ORIENTATIONS = ("portrait", "landscape")
@@ -19,18 +20,27 @@ ORIENTATIONS = ("portrait", "landscape")
 # listed here.
 _PIN_PAD = {**{d: ["pin_key", d] for d in "0123456789"}, "btn.clear": ["pin_key", "clear"],
             "btn.delete": ["pin_key", "del"], "btn.ok": ["pin_submit"], "btn.back": ["back"]}
+_HOME = {"home.history": ["open", "history"], "home.reprint": ["reprint_last"], "home.settings": ["open", "admin_pin"]}
+_PAUSED = {"home.history": ["open", "history"], "home.settings": ["open", "admin_pin"]}  # no payment: no reprint either
 EXPECTED: dict[str, dict[str, list[object]]] = {
-    "home": {"home.history": ["open", "history"], "home.reprint": ["reprint_last"], "home.settings": ["open", "admin_pin"]},
-    "instruction_collect": {"instr.camera": ["open", "scan"], "btn.cancel": ["cancel"]},
-    "instruction_declined": {"instr.camera": ["open", "scan"], "btn.cancel": ["cancel"]},
+    "home": _HOME,
+    "home_needs_person": {**_HOME, "home.needs_person": ["open", "needs_person"]},  # issue 17: the count opens the list
+    "instruction_collect": {"instr.camera": ["open", "camera_scan"], "btn.cancel": ["cancel"]},
+    "instruction_declined": {"instr.camera": ["open", "camera_scan"], "btn.cancel": ["cancel"]},
     "scan": {"btn.back": ["back"], "btn.cancel": ["cancel"]},
     "paying": {"pay.cancel": ["cancel"]},
-    "needs_person": {"pay.recheck": ["recheck"]},  # issue 17: no cancel while money may have moved
+    "needs_person": {"np.recheck": ["recheck"], "btn.back": ["back"]},  # issue 17: no cancel while money may have moved
     "result_ok": {"result.print": ["print_receipt"], "btn.done": ["dismiss_result"]},
     "result_fail": {"btn.done": ["dismiss_result"]},  # no receipt for a failure (finding 4)
     "result_refund_fail": {"btn.done": ["dismiss_result"]},
+    "result_expired": {"btn.done": ["dismiss_result"]},
+    "result_withdrawn": {"btn.done": ["dismiss_result"]},
     "instruction_refund": {"instr.confirm_refund": ["open", "refund_pin"], "instr.decline_refund": ["decline_refund"]},
     "refund_pin": {**_PIN_PAD, "instr.decline_refund": ["decline_refund"]},
+    "refund_locked": {**_PIN_PAD, "instr.decline_refund": ["decline_refund"],
+                      "pin.unlock": ["open", "admin_pin", "reset_lockout"]},  # the admin clears the lockout
+    "admin_pin_unlock": _PIN_PAD,
+    "journal_locked": _PAUSED, "storage_unavailable": _PAUSED, "device_disabled": _PAUSED, "gateway_unreachable": _PAUSED,
     "history": {"history.search": ["search_history"], "btn.back": ["back"]},
     "admin_pin": _PIN_PAD,
     "admin_pin_unset": {"btn.back": ["back"]},  # no keypad: no admin PIN could be right
@@ -43,6 +53,9 @@ def catalogue_key(text: str, lang: str, candidates: dict[str, list[object]]) -> 
     if text in candidates:
         return text
     keys = [k for k in candidates if k in STRINGS and (STRINGS[k].en if lang == "en" else STRINGS[k].zh) == text]
+    # an entry with fields ("{n} payments need a person") matches its text with the fields filled in
+    keys += [k for k in candidates if k in STRINGS and "{" in STRINGS[k].zh and re.fullmatch(
+        re.sub(r"\\{\w+\\}", ".+", re.escape(STRINGS[k].en if lang == "en" else STRINGS[k].zh)), text)]
     return keys[0] if keys else None
 
 

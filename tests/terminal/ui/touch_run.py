@@ -85,7 +85,7 @@ async def scenario(app, backend, report: dict) -> None:
 
     from terminal.ui import finger
     from terminal.ui import offscreen as off
-    from terminal.ui.catalogue import LANGUAGES
+    from terminal.texts import LANGUAGES
     from terminal.ui.showcase import STATES, enter
 
     vm = app.vm

@@ -37,7 +37,7 @@ from protocol.messages import PayChannel, PayStatus  # noqa: E402
 from gateway.channels import build_clients, settings_from_sandbox  # noqa: E402
 from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
-from terminal.ui.catalogue import STRINGS  # noqa: E402
+from terminal.texts import STRINGS  # noqa: E402
 from tests.terminal.helpers import Bridge, His, make_config, open_service  # noqa: E402
 
 FAST = {"query_interval_s": 0.1, "pay_deadline_s": 5.0, "read_timeout_s": 2.0}

@@ -1,4 +1,5 @@
-"""Home: link and network state, device id, today's count and totals per channel."""
+"""Home: link and gateway state, device id, today's count and totals per channel, and the open
+"needs a person" cases (a button to their list, only while there are some)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,23 @@ from kivy.app import App
 from kivy.factory import Factory
 from kivy.uix.screenmanager import Screen
 
-from terminal.ui.catalogue import pick, tr
+from terminal.texts import pick, tr
+from terminal.ui.widgets import show_child
 
 
 class HomeScreen(Screen):
     def on_kv_post(self, base_widget: object) -> None:
         vm = App.get_running_app().vm
         vm.bind(totals=self._fill, lang=self._fill)
+        self._needs_person = self.ids.needs_person.__self__  # kept while out of the tree
+        vm.bind(needs_person_count=self._arrange)
         self._fill()
+        self._arrange()
+
+    def _arrange(self, *args: object) -> None:
+        count = App.get_running_app().vm.needs_person_count
+        status = self.ids.status
+        show_child(status, self._needs_person, count > 0, 4)  # after the gateway chip
 
     def _fill(self, *args: object) -> None:
         vm = App.get_running_app().vm

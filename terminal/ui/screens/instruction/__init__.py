@@ -10,9 +10,8 @@ from kivy.factory import Factory
 from kivy.properties import BooleanProperty
 from kivy.uix.screenmanager import Screen
 
-from terminal.texts import CHANNEL_NAME
+from terminal.texts import CHANNEL_NAME, pick, tr
 from terminal.ui import theme
-from terminal.ui.catalogue import pick, tr
 from terminal.ui.model import display_yuan
 from terminal.ui.widgets import show_child
 from terminal.view import OriginalPayment

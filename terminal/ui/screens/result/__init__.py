@@ -9,9 +9,9 @@ from kivy.factory import Factory
 from kivy.uix.screenmanager import Screen
 
 from protocol.amount import Direction
-from terminal.texts import CHANNEL_NAME
-from terminal.ui.catalogue import pick, tr
-from terminal.ui.model import Outcome, display_yuan
+from terminal.texts import CHANNEL_NAME, pick, tr
+from terminal.ui.model import display_yuan
+from terminal.view import ResultView as Outcome
 from terminal.ui.widgets import show_child
 
 
@@ -21,7 +21,9 @@ def title(outcome: Outcome | None, lang: str) -> str:
     refund = outcome.direction is Direction.REFUND
     if outcome.error_code == "duplicate_order":
         return tr("result.duplicate", lang)
-    if outcome.ok:
+    if outcome.error_code in ("expired", "withdrawn"):  # HIS's deadline passed, or HIS took it back
+        return tr(f"result.{outcome.error_code}", lang)
+    if outcome.went_through:
         return tr("result.refunded" if refund else "result.collected", lang)
     return tr("result.not_refunded" if refund else "result.not_collected", lang)
 
