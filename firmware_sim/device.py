@@ -36,10 +36,11 @@ from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
 from protocol.strictjson import ReportJson
 from terminal import texts
+from terminal.history import HistoryEntry
 from terminal.identity import load_identity
 from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
-from terminal.view import HistoryEntry, Screen, ScreenView
+from terminal.view import Screen, ScreenView
 
 from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire

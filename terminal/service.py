@@ -65,26 +65,26 @@ from protocol.link.app import MAX_EVENT_MESSAGE, MarksMsg, NotTakenMsg, Progress
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
 from terminal.alarms import Alarm, AlarmSink
-from terminal.channels.base import ChannelClient
+from terminal.channels.base import ChannelClient, PayOutcome, RefundOutcome
 from terminal.config import DeviceConfig
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
 from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerLostAtCommit, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
+from terminal.driver import Driver
+from terminal.history import DayTotals, History, HistoryEntry
+from terminal.observers import Observers, ScreenState
 from terminal.outbox import Outbox
 from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
-from terminal.receipt import Receipt, receipt_for
+from terminal.receipt import Receipt
 from terminal.routing import CodeRefused, mask_code, route_code
+from terminal.supervision import Supervision
 from terminal.texts import Text
+from terminal.view import ResultView, ScreenView, journal_problem, original_payment, result_message, result_view, screen_view
 from terminal.worker import Worker
-from terminal.view import journal_problem
-from terminal.view import (DayTotals, HistoryEntry, ResultView, ScreenView, history_entries, original_payment, result_message,
-                           result_view, screen_view, totals)
 
 log = logging.getLogger("terminal.service")
 
-# Channel calls in flight at once (recovery may resume many instructions together).
-MAX_CHANNEL_CALLS = 8
 # Expired msg_id records are purged at start and then at most this often (on the next arrival).
 SEEN_PURGE_INTERVAL_S = 3600.0
 # A POS clock further than this off the bridge's is worth a warning in the log (the bridge's window).
@@ -151,32 +151,28 @@ class TerminalService:
         self.clock = clock
         self.limits = limits
         self.alarms = alarms
-        self._reverse_at: dict[int, float] = {}  # instructions waiting out the channel's minimum before a reverse
         self.outbox = Outbox()
         self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._notify_lock = threading.RLock()  # an observer may call back into the service
+        self._cond = threading.Condition(self._lock)  # every change to an instruction notifies it
         self._link_up = link_up
-        self._drivers: dict[int, threading.Thread] = {}
-        self._pending_codes: dict[int, str] = {}
-        self._fresh_refunds: set[int] = set()
+        self._screen = ScreenState()
+        self._observers: Observers[ScreenView] = Observers()
+        self._threads = Supervision(self._cond, work=self._work, needs_work=self._needs_work,
+                                    storage_dead=lambda: journal.dead)
+        self._driver = Driver(self._cond, journal, config, self.clients, clock=clock, limits=limits, alarms=alarms,
+                              supervision=self._threads, commit=self._apply, changed=self._screen.changed,
+                              notify=self._notify)
+        self._history = History(journal, config, clock)
         # Wrong-PIN counters (the admin PIN follows the supervisor's lockout settings).
         self._pins = {key: AttemptCounter(lambda key=key: self._core.lockout(key),
                                           lambda state, key=key: self._core.save_lockout(key, state), clock,
                                           max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
                       for key in ("supervisor", "admin")}
-        self._calls = threading.BoundedSemaphore(MAX_CHANNEL_CALLS)
-        self._closing = False
-        self._dead = False
-        self._notice: Text | None = None
-        self._show_result = False
-        self._last_seq: int | None = None
-        self._revision = 0
         self._last_purge = float("-inf")
-        self._observers: list[Callable[[ScreenView], None]] = []
         self._outcomes = Outcomes(journal)
         self._deadlines = DeadlineWatcher(self._seconds_to_next_expiry, self.check_deadlines)
+        self._threads.add_background(self._deadlines)
 
     # == lifecycle of the service ==================================================================
     def start(self) -> RecoveryReport:
@@ -187,7 +183,7 @@ class TerminalService:
             if self.journal.locked:  # money work waits for the journal's recovery (issue 14, finding 2)
                 log.critical("the journal failed its integrity check; no money moves until it is recovered: %s",
                              self.journal.integrity.reason)
-                self._revision += 1
+                self._screen.changed()
                 return RecoveryReport(0, 0, 0)
             self._purge_seen()
             unfinished = self.journal.unfinished()
@@ -195,39 +191,32 @@ class TerminalService:
             for row in unfinished:
                 if row.state in machine.AUTOMATIC:
                     resumed += 1
-                    self._kick(row.seq)
+                    self._threads.kick(row.seq)
             undelivered = self.journal.undelivered()
             if self._link_up:
                 self._queue_results()  # before activate(): what it finishes now is sent by _after
             self._after(self._core.activate())
             self._settle_outcomes()
             last = self.journal.last_finished()
-            self._last_seq = None if last is None else last.seq
-            self._revision += 1
-        self._deadlines.start()
+            self._screen.remember_last(None if last is None else last.seq)
+            self._screen.changed()
+        self._threads.start_background()
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
         self._notify()
         return RecoveryReport(len(unfinished), resumed, len(undelivered))
 
     def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._closing = True
-            self._cond.notify_all()
-            threads = list(self._drivers.values())
-        self._deadlines.stop(timeout)
-        for thread in threads:
-            thread.join(timeout)
+        """Stop the worker and deadline threads (the journal stays valid; a new service resumes from it)."""
+        self._threads.close(timeout)
 
     @property
     def dead(self) -> bool:
         """True after a PowerLostAtCommit: this object does nothing more; start a new service on the journal."""
-        return self._dead
+        return self._threads.dead
 
     def _alive(self) -> None:
-        if self._dead or self.journal.dead:
-            self._dead = True
-            raise PowerLostAtCommit("this service lost power")
+        self._threads.check_alive()
 
     # == LINK side ===================================================================================
     # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
@@ -250,7 +239,7 @@ class TerminalService:
                            f"restore JOURNAL --accept-current --mark {message.yours} (docs/terminal.md)")
                 log.critical("%s", problem)
                 self.journal.rolled_back(problem)
-                self._revision += 1
+                self._screen.changed()
             elif not self.journal.locked and self.journal.meta(_peer_mark_key(bridge_key)) != str(message.mine):
                 try:
                     self._core.save_peer_mark(_peer_mark_key(bridge_key), message.mine)
@@ -273,7 +262,7 @@ class TerminalService:
             with self._lock:
                 self._send(NotTakenMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
                                        "nothing was charged; it is sent again once the POS is recovered"))
-                self._revision += 1
+                self._screen.changed()
             self._notify()
 
     def _submit_instruction(self, envelope: Envelope, expires_at: int | None) -> None:
@@ -335,7 +324,7 @@ class TerminalService:
                 log.info("order %s: instruction %s withdrawn by HIS (%s)", row.order_no, row.msg_id, row.state.value)
                 self._settle_outcomes()
                 self._cond.notify_all()
-                self._revision += 1
+                self._screen.changed()
         self._notify()
         return True
 
@@ -365,12 +354,12 @@ class TerminalService:
             ended += 1
             self._after([change])
             if change.after is State.REVERSING:
-                self._kick(row.seq)
+                self._threads.kick(row.seq)
         return ended
 
     def _seconds_to_next_expiry(self) -> float | None:
         with self._lock:
-            if self._closing or self._dead or self.journal.dead:
+            if self._threads.stopping or self.journal.dead:
                 return None
             due = self._outcomes.next_deadline(self.journal.unfinished())
             return None if due is None else due - self._core.result_time(self.clock())
@@ -400,14 +389,14 @@ class TerminalService:
                                 "time; set the POS clock (network time)", offset)
             self._link_up = True
             self._queue_results()
-            self._revision += 1
+            self._screen.changed()
         self._notify()
 
     def link_down(self) -> None:
         with self._lock:
             self._link_up = False
             self.outbox.drop_results()
-            self._revision += 1
+            self._screen.changed()
         self._notify()
 
     def _queue_results(self) -> None:
@@ -439,24 +428,24 @@ class TerminalService:
             try:
                 channel, code = route_code(code)
             except CodeRefused as refused:
-                self._set_notice(refused.text)
+                self._screen.set_notice(refused.text)
                 reply = ScanReply(ScanStatus.REFUSED, refused.text, reason=refused.reason)
             else:
                 client = self.clients.get(channel)
                 if client is None:
-                    self._set_notice(texts.CHANNEL_NOT_CONFIGURED)
+                    self._screen.set_notice(texts.CHANNEL_NOT_CONFIGURED)
                     reply = ScanReply(ScanStatus.UNAVAILABLE, texts.CHANNEL_NOT_CONFIGURED, channel)
                 else:
                     try:
-                        attempt = self._core.begin_attempt(head.seq, head.state, channel, mask_code(code), self._polling(channel)[1])
+                        attempt = self._core.begin_attempt(head.seq, head.state, channel, mask_code(code), self._driver.polling(channel)[1])
                     except StaleState as exc:
                         log.warning("scan refused: %s", exc)
                         return ScanReply(ScanStatus.NOT_AWAITING, texts.BUSY)
                     log.info("order %s: paying with %s, out_trade_no %s, code %s", head.order_no, channel.value,
                              attempt.out_trade_no, attempt.code_masked)
-                    self._pending_codes[head.seq] = code
+                    self._driver.hand_code(head.seq, code)
                     self._after([Change(head.seq, head.state, State.PAYING)])
-                    self._kick(head.seq)
+                    self._threads.kick(head.seq)
                     reply = ScanReply(ScanStatus.ACCEPTED, texts.PAYING, channel)
         self._notify()
         return reply
@@ -477,7 +466,7 @@ class TerminalService:
                 return ActionReply(False, texts.BUSY)
             self._after([change])
             if change.after is State.REVERSING:
-                self._kick(head.seq)
+                self._threads.kick(head.seq)
             self._cond.notify_all()  # wake a worker waiting to poll: it must reverse now
             row = self.journal.instruction(head.seq)
         self._notify()
@@ -532,8 +521,8 @@ class TerminalService:
                 if change is not None:
                     self._after([change])
                     if change.after is State.REFUNDING:
-                        self._fresh_refunds.add(seq)
-                        self._kick(seq)
+                        self._driver.allow_refund(seq)
+                        self._threads.kick(seq)
                 reply = PinReply(PinStatus.ACCEPTED, texts.REFUNDING)
         self._notify()
         return reply
@@ -568,21 +557,20 @@ class TerminalService:
             if reset_supervisor:
                 self._pins["supervisor"].clear()
                 log.warning("supervisor PIN lockout reset by the administrator")
-                self._notice = None
-                self._revision += 1
+                self._screen.clear_notice()
             return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
 
     def _wrong_pin(self, key: str) -> PinReply:
         """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
         counter = self._pins[key]
         state = counter.state()
-        self._revision += 1
+        self._screen.changed()
         if is_locked(state, self.clock()):
             log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
-            self._set_notice(texts.PIN_LOCKED)
+            self._screen.set_notice(texts.PIN_LOCKED)
             return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
         log.warning("wrong %s PIN (%d of %d)", key, state.failures, counter.max_tries)
-        self._set_notice(texts.WRONG_PIN)
+        self._screen.set_notice(texts.WRONG_PIN)
         return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
 
     def recheck(self) -> ActionReply:
@@ -599,20 +587,18 @@ class TerminalService:
                 return ActionReply(False, texts.BUSY)
             log.warning("order %s: %s handed back to the service by a person (recheck)", row.order_no, row.kind.value)
             self._after([change])
-            self._kick(row.seq)
+            self._threads.kick(row.seq)
         self._notify()
         return ActionReply(True, texts.RECHECKING)
 
     def wake(self) -> None:
-        """Wake workers waiting on the clock (a test that moves an injected clock calls this)."""
-        with self._lock:
-            self._cond.notify_all()
+        """The clock was set (network time, or an injected clock moved): waits on it look again now."""
+        self._driver.wake()
 
     def dismiss(self) -> None:
+        """Hide the result screen and any notice."""
         with self._lock:
-            self._show_result = False
-            self._notice = None
-            self._revision += 1
+            self._screen.dismiss()
         self._notify()
 
     # == views ======================================================================================
@@ -627,13 +613,14 @@ class TerminalService:
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             parked = sum(1 for row in unfinished if row.state in machine.NEEDS_PERSON and (head is None or row.seq != head.seq))
             lockout = self._pins["supervisor"].state()
-            last = self._result_view(self._last_seq) if self._last_seq is not None else None
+            screen = self._screen
+            last = self._result_view(screen.last_seq) if screen.last_seq is not None else None
             view = screen_view(
-                revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
-                last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
+                revision=screen.revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
+                last_result=last, show_result=screen.show_result, notice=screen.notice, link_up=self._link_up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
-                original=original_payment(self.journal, head), reverse_at=None if head is None else self._reverse_at.get(head.seq),
+                original=original_payment(self.journal, head), reverse_at=None if head is None else self._driver.reverse_at(head.seq),
             )
             return dataclasses.replace(view, journal_problem=journal_problem(self.journal), needs_person_elsewhere=parked)
 
@@ -644,52 +631,30 @@ class TerminalService:
 
     def history(self, day: datetime.date | None = None, order_no: str | None = None) -> list[HistoryEntry]:
         """Finished instructions of a local day (default today), newest first; `order_no` filters
-        by a case-insensitive part of the order number."""
-        start, end = self._day_bounds(day)
+        by a case-insensitive part of the order number (terminal.history)."""
         with self._lock:
             self._alive()
-            return history_entries(self.journal, start, end, order_no)
+            return self._history.entries(day, order_no)
 
     def totals(self, day: datetime.date | None = None) -> DayTotals:
-        day = day or datetime.date.fromtimestamp(self.clock())
-        return totals(day.isoformat(), self.history(day))
-
-    def _day_bounds(self, day: datetime.date | None) -> tuple[float, float]:
-        day = day or datetime.date.fromtimestamp(self.clock())
-        start = datetime.datetime.combine(day, datetime.time.min).timestamp()  # local midnight
-        end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time.min).timestamp()
-        return start, end
+        with self._lock:
+            self._alive()
+            return self._history.totals(day)
 
     def receipt(self, msg_id: str) -> Receipt | None:
         """The receipt of a finished instruction (by its HIS msg_id), or None."""
         with self._lock:
             self._alive()
-            return receipt_for(self.journal, self.config, msg_id)
+            return self._history.receipt(msg_id)
 
     def add_observer(self, observer: Callable[[ScreenView], None]) -> Callable[[], None]:
-        with self._notify_lock:
-            self._observers.append(observer)
-
-        def remove() -> None:
-            with self._notify_lock:
-                if observer in self._observers:
-                    self._observers.remove(observer)
-        return remove
-
-    def _set_notice(self, notice: Text) -> None:
-        self._notice = notice
-        self._revision += 1
+        """`observer(view)` after every change, on the thread that made it; returns its remover."""
+        return self._observers.add(observer)
 
     def _notify(self) -> None:
-        if self._dead:
+        if self.dead:
             return
-        with self._notify_lock:
-            view = self.view()
-            for observer in list(self._observers):
-                try:
-                    observer(view)
-                except Exception:  # an observer's bug must not stop the service
-                    log.exception("observer %r failed", observer)
+        self._observers.tell(self.view)
 
     # == after a commit =============================================================================
     def _after(self, changes: list[Change]) -> None:
@@ -698,15 +663,14 @@ class TerminalService:
         for change in changes:
             if change.before is change.after:
                 continue
-            self._revision += 1
-            self._notice = None
+            self._screen.moved_on()
             row = self.journal.instruction(change.seq)
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
                 self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
                 current = self._core.head()
                 if change.before not in BACKGROUND or current is None or current.state is State.QUEUED:
-                    self._last_seq, self._show_result = change.seq, True
+                    self._screen.finished(change.seq, show=True)
                 # else: a refund finished in the background while the cashier serves the next patient:
                 # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
@@ -734,112 +698,20 @@ class TerminalService:
             return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], ProgressEvent("needs_person", message, at))
         return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], progress_event(row, at))
 
-    def _report_alarm(self, seq: int, reason: str, message: str | None) -> None:
-        """Tell the gateway (outside the lock: it is a network call) that `seq` is handed to a person."""
-        if self.alarms is None:
-            return
-        with self._lock:
-            row = self.journal.instruction(seq)
-            if row.kind is Kind.COLLECT:
-                attempt = self.journal.current_attempt(seq)
-                reference, channel = (attempt.out_trade_no, attempt.channel) if attempt else ("", row.channel)
-            else:
-                refund, collection = self.journal.refund_for(seq), self.journal.collection(row.order_no)
-                reference = refund.out_refund_no if refund else ""
-                channel = collection.channel if collection else row.channel
-        alarm = Alarm(reason, row.kind.value, row.order_no, row.amount_fen, channel, reference, message)
-        try:
-            delivered = self.alarms.report(alarm)
-        except Exception:  # an alarm must never take the worker down
-            log.exception("order %s: could not report the alarm", row.order_no)
-            delivered = False
-        if not delivered:
-            log.error("order %s: the gateway did not take the alarm %s; it shows on this POS and to HIS", row.order_no, alarm.reason)
+    # == workers: the channel calls (terminal.worker through terminal.driver; terminal.supervision) ==
+    def _work(self, seq: int) -> None:
+        Worker(self._driver, seq).run()
 
-    def _reverse_not_before(self, channel: PayChannel) -> float:
-        override = self.config.polling.get(channel)
-        if override is not None and override.reverse_not_before_s is not None:
-            return override.reverse_not_before_s
-        return float(getattr(self.clients[channel], "reverse_not_before_s", 0.0))
+    def _needs_work(self, seq: int) -> bool:
+        """Under the lock: `seq` still needs a worker (a change may have landed after its last look)."""
+        return self.journal.instruction(seq).state in machine.AUTOMATIC
 
-    def _wait_for_clock(self, seq: int, state: State, when: float) -> bool:
-        """Wait until the service clock reaches `when` (an injected clock in tests: `wake()` after
-        moving it); never longer than that much real time, so a clock stepped back cannot stall it.
-        False early if the instruction left `state` or the service is stopping."""
-        real_end = time.monotonic() + max(0.0, when - self.clock())
-        with self._lock:
-            self._reverse_at[seq] = when
-            self._revision += 1
-        self._notify()
-        try:
-            with self._lock:
-                while True:
-                    if self._closing or self._dead or self.journal.instruction(seq).state is not state:
-                        return False
-                    left = min(when - self.clock(), real_end - time.monotonic())
-                    if left <= 0:
-                        return True
-                    self._cond.wait(min(left, 1.0))
-        finally:
-            with self._lock:
-                self._reverse_at.pop(seq, None)
-                self._revision += 1
-
-    def _polling(self, channel: PayChannel) -> tuple[float, float]:
-        client = self.clients[channel]
-        override = self.config.polling.get(channel)
-        interval = override.query_interval_s if override and override.query_interval_s else client.query_interval_s
-        deadline = override.pay_deadline_s if override and override.pay_deadline_s else client.pay_deadline_s
-        return interval, deadline
-
-    # == workers: the channel calls ==================================================================
-    def _kick(self, seq: int) -> None:
-        """Make sure a worker drives `seq` (call with the lock held)."""
-        if self._closing or self._dead:
-            return
-        running = self._drivers.get(seq)
-        if running is not None and running.is_alive():
-            return
-        thread = threading.Thread(target=self._drive, args=(seq,), name=f"terminal-worker-{seq}", daemon=True)
-        self._drivers[seq] = thread
-        thread.start()
-
-    def _pause(self, seq: int, state: State, seconds: float) -> bool:
-        """Wait `seconds`; False early if the instruction left `state` or the service is stopping."""
-        end = time.monotonic() + seconds
-        with self._lock:
-            while True:
-                if self._closing or self._dead or self.journal.instruction(seq).state is not state:
-                    return False
-                left = end - time.monotonic()
-                if left <= 0:
-                    return True
-                self._cond.wait(left)
-
-    def _apply(self, seq: int, expect: State, event: Event, **kw: object) -> None:
+    def _apply(self, seq: int, expect: State, event: Event, *, pay: PayOutcome | None = None,
+               refund: RefundOutcome | None = None, reason: str | None = None) -> None:
+        """Commit what a channel answer means (a worker's terminal.driver.Commit), then tell everyone."""
         with self._lock:
             self._alive()
-            change = self._core.apply(seq, expect, event, **kw)  # type: ignore[arg-type]
+            change = self._core.apply(seq, expect, event, pay=pay, refund=refund, reason=reason)
             if change is not None:
                 self._after([change])
         self._notify()
-
-    def _drive(self, seq: int) -> None:
-        try:
-            Worker(self, seq).run()
-        except PowerLostAtCommit:
-            self._dead = True
-            with self._lock:
-                self._cond.notify_all()
-        finally:
-            with self._lock:
-                if self._drivers.get(seq) is threading.current_thread():
-                    del self._drivers[seq]
-                    # A change may have landed between the worker's last look and now.
-                    try:
-                        again = not self._closing and self.journal.instruction(seq).state in machine.AUTOMATIC
-                    except PowerLostAtCommit:
-                        self._dead, again = True, False
-                    if again:
-                        self._kick(seq)
-
