@@ -353,6 +353,9 @@ class VirtualDevice:
             self._armed_cut = None
         elif isinstance(fault, ClockSkew):
             self.clock.offset_s = fault.seconds
+            fw = self._fw
+            if fw is not None and fw.service is not None and not fw.cut:
+                fw.service.wake()  # as Android's TIME_SET broadcast does: waits on the clock look again
         elif isinstance(fault, Unplug):
             self._call(self._unplug)
             if fault.for_s is not None:
