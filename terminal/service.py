@@ -59,8 +59,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
-from protocol.envelope import Envelope, MsgType, parse_envelope, receive_cancel
-from protocol.errors import ProtocolError
+from protocol.envelope import Envelope, MsgType, parse_envelope
 from protocol.link.app import MAX_EVENT_MESSAGE, MarksMsg, NotTakenMsg, ProgressEvent, ProgressMsg, ResultMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
@@ -306,22 +305,10 @@ class TerminalService:
         """HIS withdraws an instruction (a sealed `cancel`). True if it was taken (now or already)."""
         with self._lock:
             self._alive()
-            cfg = self.config
-            try:
-                received = receive_cancel(envelope, cfg.keys, now=self.clock(), skew_s=cfg.instruction_skew_s,
-                                          his_signature=cfg.his_signature)
-            except ProtocolError as exc:
-                log.warning("withdrawal of %s refused: %s: %s", envelope.reply_to, exc.code.value, exc.message)
+            row = self._outcomes.named_by(envelope, self.config, self.clock())
+            if row is None:
                 return False
-            cancel = received.message
-            row = self.journal.find(envelope.kid, str(envelope.reply_to)) or self.journal.find_msg_id(str(envelope.reply_to))
-            if row is None or cancel is None or (row.terminal_id, row.order_no) != (cancel.terminal_id, cancel.order_no):  # type: ignore[union-attr]
-                log.warning("withdrawal of %s ignored: no such instruction for that terminal and order here", envelope.reply_to)
-                return False
-            if row.state is not State.FINISHED and not self._outcomes.withdrawn(row):
-                with self.journal.transaction(f"{row.kind.value}:withdrawn") as tx:
-                    Outcomes.withdraw(tx, row.seq)
-                log.info("order %s: instruction %s withdrawn by HIS (%s)", row.order_no, row.msg_id, row.state.value)
+            if self._outcomes.mark_withdrawn(row):
                 self._settle_outcomes()
                 self._cond.notify_all()
                 self._screen.changed()
