@@ -59,19 +59,20 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
-from protocol.envelope import Envelope, MsgType, parse_envelope
-from protocol.link.app import MAX_EVENT_MESSAGE, MarksMsg, NotTakenMsg, ProgressEvent, ProgressMsg, ResultMsg
+from protocol.envelope import Envelope
+from protocol.link.app import MarksMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
-from terminal.alarms import Alarm, AlarmSink
+from terminal.alarms import AlarmSink
 from terminal.channels.base import ChannelClient, PayOutcome, RefundOutcome
 from terminal.config import DeviceConfig
-from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
-from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerLostAtCommit, StaleState
+from terminal.driver import Driver
+from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes
+from terminal.history import DayTotals, History, HistoryEntry
+from terminal.journal import Journal, JournalUnavailable, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
-from terminal.driver import Driver
-from terminal.history import DayTotals, History, HistoryEntry
+from terminal.messenger import Messenger
 from terminal.observers import Observers, ScreenState
 from terminal.outbox import Outbox
 from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
@@ -152,9 +153,9 @@ class TerminalService:
         self.alarms = alarms
         self.outbox = Outbox()
         self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
+        self._bridge = Messenger(self.outbox, journal, self._core, clock, link_up=link_up)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # every change to an instruction notifies it
-        self._link_up = link_up
         self._screen = ScreenState()
         self._observers: Observers[ScreenView] = Observers()
         self._threads = Supervision(self._cond, work=self._work, needs_work=self._needs_work,
@@ -192,8 +193,7 @@ class TerminalService:
                     resumed += 1
                     self._threads.kick(row.seq)
             undelivered = self.journal.undelivered()
-            if self._link_up:
-                self._queue_results()  # before activate(): what it finishes now is sent by _after
+            self._bridge.requeue()  # before activate(): what it finishes now is sent by _after
             self._after(self._core.activate())
             self._settle_outcomes()
             last = self.journal.last_finished()
@@ -259,8 +259,8 @@ class TerminalService:
             # nothing, and the bridge sends the instruction again when this device next attaches.
             log.error("cannot take instruction %s: %s", envelope.msg_id, exc)
             with self._lock:
-                self._send(NotTakenMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
-                                       "nothing was charged; it is sent again once the POS is recovered"))
+                self._bridge.not_taken(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
+                                       "nothing was charged; it is sent again once the POS is recovered")
                 self._screen.changed()
             self._notify()
 
@@ -273,19 +273,19 @@ class TerminalService:
             if isinstance(outcome, NotTaken):
                 r = outcome.refusal
                 log.warning("cannot answer instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
-                self._send(NotTakenMsg(r.msg_id, r.code, r.message))
+                self._bridge.not_taken(r.msg_id, r.code, r.message)
                 return
             if isinstance(outcome, Refused):
                 r = outcome.refusal
                 log.warning("refused instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
                 assert outcome.change.result is not None  # journaled and finished: never on the cashier's screen
-                self._send(ResultMsg(parse_envelope(outcome.change.result.envelope, expect=MsgType.RESULT)))
+                self._bridge.sealed(outcome.change.result.envelope)
                 return
             if isinstance(outcome, Repeat):
                 if outcome.result is not None:
-                    self._send(ResultMsg(self._core.signed(outcome.result.envelope)))
+                    self._bridge.stored(outcome.result.envelope)
                 else:
-                    self._send(self._progress(outcome.row))
+                    self._bridge.progress(outcome.row)
                 return
             assert isinstance(outcome, Accepted)
             row = self.journal.instruction(outcome.seq)
@@ -294,7 +294,7 @@ class TerminalService:
             changes = [c for c in (self._core.decide_on_arrival(outcome.seq),) if c is not None]
             changes += self._core.activate()
             if self.journal.instruction(outcome.seq).state is State.QUEUED:
-                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
+                self._bridge.queued(row)
             self._after(changes)
             self._settle_outcomes()  # already expired on arrival: ended at once
             self._deadlines.wake()
@@ -374,25 +374,15 @@ class TerminalService:
                 if abs(offset) > CLOCK_WARN_S:
                     log.warning("the POS clock is %+.0f s off the bridge clock; results are stamped with the bridge's "
                                 "time; set the POS clock (network time)", offset)
-            self._link_up = True
-            self._queue_results()
+            self._bridge.came_up()
             self._screen.changed()
         self._notify()
 
     def link_down(self) -> None:
         with self._lock:
-            self._link_up = False
-            self.outbox.drop_results()
+            self._bridge.went_down()
             self._screen.changed()
         self._notify()
-
-    def _queue_results(self) -> None:
-        for row in self.journal.undelivered():
-            self.outbox.put(ResultMsg(self._core.signed(row.envelope)))
-
-    def _send(self, message: ResultMsg | ProgressMsg | NotTakenMsg) -> None:
-        if self._link_up:
-            self.outbox.put(message)
 
     # == CASHIER side ================================================================================
     def scan(self, code: str) -> ScanReply:
@@ -604,7 +594,7 @@ class TerminalService:
             last = self._result_view(screen.last_seq) if screen.last_seq is not None else None
             view = screen_view(
                 revision=screen.revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
-                last_result=last, show_result=screen.show_result, notice=screen.notice, link_up=self._link_up,
+                last_result=last, show_result=screen.show_result, notice=screen.notice, link_up=self._bridge.up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
                 original=original_payment(self.journal, head), reverse_at=None if head is None else self._driver.reverse_at(head.seq),
@@ -654,7 +644,7 @@ class TerminalService:
             row = self.journal.instruction(change.seq)
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
-                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
+                self._bridge.sealed(change.result.envelope)  # signed when sealed
                 current = self._core.head()
                 if change.before not in BACKGROUND or current is None or current.state is State.QUEUED:
                     self._screen.finished(change.seq, show=True)
@@ -665,7 +655,7 @@ class TerminalService:
                   or machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]):
                 # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again;
                 # a hand-over to a person too (issue 17: last_event needs_person)
-                self._send(self._progress(row))
+                self._bridge.progress(row)
                 if change.after in machine.NEEDS_PERSON:
                     log.error("order %s: handed to a person: %s", row.order_no, row.last_error_code)
                     more = self._core.activate()  # it steps aside: the next instruction comes forward
@@ -673,17 +663,6 @@ class TerminalService:
             self._after(more)
         if any(c.after in SETTLE_AFTER and c.before is not c.after for c in changes):
             self._settle_outcomes()  # e.g. declined after HIS withdrew it, or after it expired
-
-    def _progress(self, row: InstructionRow) -> ProgressMsg:
-        """The progress message for `row`, with the event HIS shows as `last_event`: a decline's
-        reason (1.1 C), or, handed to a person (issue 17), code `needs_person`, the reason and what to do."""
-        at = self._core.result_time(self.clock())
-        if row.state in machine.NEEDS_PERSON:
-            words = texts.needs_person_text(row.last_error_code)
-            detail = f" ({row.last_error_message})" if row.last_error_message else ""
-            message = f"{row.last_error_code}: {words.en}{detail}"[:MAX_EVENT_MESSAGE]
-            return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], ProgressEvent("needs_person", message, at))
-        return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], progress_event(row, at))
 
     # == workers: the channel calls (terminal.worker through terminal.driver; terminal.supervision) ==
     def _work(self, seq: int) -> None:
