@@ -75,7 +75,7 @@ from terminal.machine import Event, Kind, State
 from terminal.messenger import Messenger
 from terminal.observers import Observers, ScreenState
 from terminal.outbox import Outbox
-from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
+from terminal.pin import PinCheck, PinDesk, PinVerdict, is_locked, tries_left
 from terminal.receipt import Receipt
 from terminal.routing import CodeRefused, mask_code, route_code
 from terminal.supervision import Supervision
@@ -164,11 +164,10 @@ class TerminalService:
                               supervision=self._threads, commit=self._apply, changed=self._screen.changed,
                               notify=self._notify)
         self._history = History(journal, config, clock)
-        # Wrong-PIN counters (the admin PIN follows the supervisor's lockout settings).
-        self._pins = {key: AttemptCounter(lambda key=key: self._core.lockout(key),
-                                          lambda state, key=key: self._core.save_lockout(key, state), clock,
-                                          max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
-                      for key in ("supervisor", "admin")}
+        # Wrong-PIN counts, kept in the journal (the admin PIN follows the supervisor's lockout settings).
+        self._pins = PinDesk(self._core.lockout, self._core.save_lockout, clock,
+                             hashes={"supervisor": config.supervisor.pin_hash, "admin": config.admin_pin_hash},
+                             max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
         self._last_purge = float("-inf")
         self._outcomes = Outcomes(journal)
         self._deadlines = DeadlineWatcher(self._seconds_to_next_expiry, self.check_deadlines)
@@ -481,16 +480,14 @@ class TerminalService:
         if expired:
             self._notify()
             return PinReply(PinStatus.NOT_AWAITING, texts.EXPIRED)
-        locked = self._pins["supervisor"].charge()  # outside the service lock: no queue behind an fsync
-        if locked is not None:
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
-        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose, one at a time
+        verdict = self._pins.check("supervisor", pin)  # outside the service lock: no queue behind an fsync or a hash
+        if verdict.check is PinCheck.LOCKED:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
         with self._lock:
             self._alive()
-            if not right:
-                reply = self._wrong_pin("supervisor")
+            if verdict.check is not PinCheck.RIGHT:
+                reply = self._wrong_pin(verdict)
             else:
-                self._pins["supervisor"].clear()
                 head = self._core.head()
                 if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
                     return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
@@ -517,38 +514,31 @@ class TerminalService:
         return reply
 
     def _admin_pin(self, pin: str, *, reset_supervisor: bool) -> PinReply:
-        stored = self.config.admin_pin_hash
-        if stored is None:
+        if self.config.admin_pin_hash is None:
             return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
         with self._lock:
             self._alive()
-        locked = self._pins["admin"].charge()
-        if locked is not None:
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
-        right = verify_pin(pin, stored)
+        verdict = self._pins.check("admin", pin)
+        if verdict.check is PinCheck.LOCKED:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
         with self._lock:
             self._alive()
-            if not right:
-                return self._wrong_pin("admin")
-            self._pins["admin"].clear()
+            if verdict.check is not PinCheck.RIGHT:
+                return self._wrong_pin(verdict)
             if reset_supervisor:
-                self._pins["supervisor"].clear()
+                self._pins.reset("supervisor")
                 log.warning("supervisor PIN lockout reset by the administrator")
                 self._screen.clear_notice()
             return PinReply(PinStatus.ACCEPTED, Text("已验证", "Verified"))
 
-    def _wrong_pin(self, key: str) -> PinReply:
-        """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
-        counter = self._pins[key]
-        state = counter.state()
+    def _wrong_pin(self, verdict: PinVerdict) -> PinReply:
+        """Under the lock, after a wrong PIN (counted and logged by terminal.pin.PinDesk)."""
         self._screen.changed()
-        if is_locked(state, self.clock()):
-            log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
+        if verdict.check is PinCheck.WRONG_NOW_LOCKED:
             self._screen.set_notice(texts.PIN_LOCKED)
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
-        log.warning("wrong %s PIN (%d of %d)", key, state.failures, counter.max_tries)
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
         self._screen.set_notice(texts.WRONG_PIN)
-        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
+        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, verdict.tries_left)
 
     def recheck(self) -> ActionReply:
         """A person fixed the cause (the merchant key at the gateway, the refund on the merchant
@@ -589,7 +579,7 @@ class TerminalService:
                 or (unfinished[0] if unfinished else None)
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             parked = sum(1 for row in unfinished if row.state in machine.NEEDS_PERSON and (head is None or row.seq != head.seq))
-            lockout = self._pins["supervisor"].state()
+            lockout = self._pins.state("supervisor")
             screen = self._screen
             last = self._result_view(screen.last_seq) if screen.last_seq is not None else None
             view = screen_view(
