@@ -44,6 +44,14 @@ Threads: one lock guards the journal and the lifecycle; channel calls run on a w
 active instruction, never under the lock and never on the caller's thread. Time (`clock`, unix
 seconds, used for every timestamp and deadline) and randomness (`rng(n) -> n bytes`: result msg_ids
 and nonces) are injected so tests are deterministic. Waits between polls are real time.
+wake()                             the clock was set: waits on it look again now (terminal.driver)
+
+This class is a façade: it commits each transition (terminal.lifecycle) under its lock and tells the
+link and the screen. The parts own their state: terminal.supervision (threads, `dead`),
+terminal.driver (what a worker sees: pacing, clocks, the reverse rule), terminal.worker (the channel
+calls), terminal.messenger (the outbox, link up/down), terminal.observers (revision, notice,
+observers), terminal.history (history, totals, receipts), terminal.pin (PinDesk), terminal.his_outcomes
+(expiry, withdrawal).
 """
 
 from __future__ import annotations
