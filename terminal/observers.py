@@ -89,7 +89,3 @@ class Observers(Generic[V]):
                     observer(current)
                 except Exception:  # an observer's bug must not stop the service
                     log.exception("observer %r failed", observer)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._observers)

@@ -88,11 +88,6 @@ class Supervision:
         self._workers[seq] = thread
         thread.start()
 
-    def running(self) -> list[int]:
-        """The instructions a worker thread is running for now."""
-        with self._cond:
-            return sorted(seq for seq, thread in self._workers.items() if thread.is_alive())
-
     def close(self, timeout: float = 10.0) -> None:
         with self._cond:
             self._closing = True
