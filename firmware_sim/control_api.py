@@ -37,9 +37,10 @@ from pathlib import Path
 from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
+from terminal.history import HistoryEntry
 from terminal.routing import mask_code
 from terminal.texts import Text
-from terminal.view import HistoryEntry, ResultView, ScreenView
+from terminal.view import ResultView, ScreenView
 
 from firmware_sim.device import Power, VirtualDevice
 from firmware_sim.faults import describe_fault, parse_fault

@@ -36,10 +36,11 @@ from protocol.flash import FlashError
 from protocol.link.session import LinkTimers
 from protocol.strictjson import ReportJson
 from terminal import texts
+from terminal.history import HistoryEntry
 from terminal.identity import load_identity
 from terminal.journal import CommitPoint, PowerLostAtCommit
 from terminal.service import ActionReply, PinReply, PinStatus, ScanReply, ScanStatus, TerminalService
-from terminal.view import HistoryEntry, Screen, ScreenView
+from terminal.view import Screen, ScreenView
 
 from firmware_sim.android_usb import VirtualAndroidDevice
 from firmware_sim.wires import AndroidUsbWire, PtyWire, UsbWire
@@ -352,6 +353,9 @@ class VirtualDevice:
             self._armed_cut = None
         elif isinstance(fault, ClockSkew):
             self.clock.offset_s = fault.seconds
+            fw = self._fw
+            if fw is not None and fw.service is not None and not fw.cut:
+                fw.service.wake()  # as Android's TIME_SET broadcast does: waits on the clock look again
         elif isinstance(fault, Unplug):
             self._call(self._unplug)
             if fault.for_s is not None:

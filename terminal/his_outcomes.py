@@ -3,6 +3,8 @@
     expiry_for(instruction_expires_at, link_expires_at, envelope_ts) -> int   the bound to journal
     Outcomes(journal).record(tx, seq, expires_at) / withdraw(tx, seq)        in the caller's commit
     Outcomes(journal).due(row, bridge_now) -> Ending | None                  what to do about it now
+    Outcomes(journal).named_by(cancel_envelope, config, now) -> row | None    what a withdrawal names
+    Outcomes(journal).mark_withdrawn(row) -> bool                             journal it (once)
     progress_event(row, at) -> ProgressEvent | None                          the 202's last_event
 
 What it owns: when an instruction stops waiting for a person. Its expiry is the plaintext's
@@ -32,9 +34,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from protocol.envelope import Envelope, receive_cancel
+from protocol.errors import ProtocolError
 from protocol.freshness import MAX_INSTRUCTION_TTL_S
 from protocol.link.app import MAX_EVENT_MESSAGE, ProgressEvent
-from protocol.messages import ResultCode
+from protocol.messages import Cancel, ResultCode
+from terminal.config import DeviceConfig
 from terminal.journal import InstructionRow, Journal, PowerLostAtCommit, Tx
 from terminal.machine import Event, Kind, State
 from terminal.texts import reason_text
@@ -118,6 +123,31 @@ class Outcomes:
         if withdrawn and row.state is State.USER_PAYING:
             return Ending(Event.CANCEL, row.state, why.value)  # reverse it; REVERSED -> CLOSED, withdrawn
         return None  # under way: it settles first
+
+    def named_by(self, envelope: Envelope, config: DeviceConfig, now: float) -> InstructionRow | None:
+        """The instruction a sealed `cancel` from HIS withdraws, or None (logged): it does not open or
+        verify, or names no instruction of that terminal and order on this POS."""
+        try:
+            received = receive_cancel(envelope, config.keys, now=now, skew_s=config.instruction_skew_s,
+                                      his_signature=config.his_signature)
+        except ProtocolError as exc:
+            log.warning("withdrawal of %s refused: %s: %s", envelope.reply_to, exc.code.value, exc.message)
+            return None
+        cancel = received.message
+        row = self.journal.find(envelope.kid, str(envelope.reply_to)) or self.journal.find_msg_id(str(envelope.reply_to))
+        if row is None or not isinstance(cancel, Cancel) or (row.terminal_id, row.order_no) != (cancel.terminal_id, cancel.order_no):
+            log.warning("withdrawal of %s ignored: no such instruction for that terminal and order here", envelope.reply_to)
+            return None
+        return row
+
+    def mark_withdrawn(self, row: InstructionRow) -> bool:
+        """Journal that HIS withdrew `row`; False if it is finished or was withdrawn already."""
+        if row.state is State.FINISHED or self.withdrawn(row):
+            return False
+        with self.journal.transaction(f"{row.kind.value}:withdrawn") as tx:
+            self.withdraw(tx, row.seq)
+        log.info("order %s: instruction %s withdrawn by HIS (%s)", row.order_no, row.msg_id, row.state.value)
+        return True
 
     def next_deadline(self, rows: list[InstructionRow]) -> float | None:
         """The earliest expiry among instructions still waiting for a person (bridge clock)."""

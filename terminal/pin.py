@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
+import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from protocol.errors import CodedError
+
+log = logging.getLogger("terminal.pin")
 
 SCHEME = "scrypt"
 DEFAULT_N = 2**14
@@ -235,3 +240,64 @@ class AttemptCounter:
                 newest = self._state
             assert newest is not None
             self._save(newest)
+
+
+class PinCheck(enum.Enum):
+    RIGHT = "right"
+    WRONG = "wrong"
+    WRONG_NOW_LOCKED = "wrong_now_locked"  # this wrong PIN started a lockout
+    LOCKED = "locked"  # refused before its hash ran: the PIN is locked
+
+
+@dataclass(frozen=True, slots=True)
+class PinVerdict:
+    check: PinCheck
+    state: Lockout  # the PIN's lockout state after this attempt
+    tries_left: int
+
+
+class PinDesk:
+    """The PINs of a running service by name ("supervisor", "admin"), each with its own wrong-PIN
+    count (AttemptCounter) under the same lockout settings. `check` counts the attempt, runs the
+    slow hash and clears the count on a right PIN: call it outside any service lock, so attempts
+    queue at the hash, not behind the service. A PIN without a hash (no admin PIN configured) is
+    never right."""
+
+    def __init__(self, load: Callable[[str], Lockout], save: Callable[[str, Lockout], None], clock: Callable[[], float], *,
+                 hashes: Mapping[str, PinHash | None], max_tries: int, lockout_s: float) -> None:
+        self._hashes = dict(hashes)
+        self._clock = clock
+        self.max_tries = max_tries
+        self._counters = {key: AttemptCounter(self._loader(load, key), self._saver(save, key), clock,
+                                              max_tries=max_tries, lockout_s=lockout_s) for key in self._hashes}
+
+    @staticmethod
+    def _loader(load: Callable[[str], Lockout], key: str) -> Callable[[], Lockout]:
+        return lambda: load(key)
+
+    @staticmethod
+    def _saver(save: Callable[[str, Lockout], None], key: str) -> Callable[[Lockout], None]:
+        return lambda state: save(key, state)
+
+    def state(self, key: str) -> Lockout:
+        return self._counters[key].state()
+
+    def check(self, key: str, pin: object) -> PinVerdict:
+        counter = self._counters[key]
+        locked = counter.charge()
+        if locked is not None:
+            return PinVerdict(PinCheck.LOCKED, locked, 0)
+        stored = self._hashes[key]
+        if stored is not None and verify_pin(pin, stored):  # slow on purpose, one at a time
+            counter.clear()
+            return PinVerdict(PinCheck.RIGHT, Lockout(), self.max_tries)
+        state = counter.state()
+        if is_locked(state, self._clock()):
+            log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
+            return PinVerdict(PinCheck.WRONG_NOW_LOCKED, state, 0)
+        log.warning("wrong %s PIN (%d of %d)", key, state.failures, self.max_tries)
+        return PinVerdict(PinCheck.WRONG, state, tries_left(state, self.max_tries))
+
+    def reset(self, key: str) -> None:
+        """An administrator's reset: no failures, no lockout, no escalation."""
+        self._counters[key].clear()

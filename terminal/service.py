@@ -45,6 +45,14 @@ Threads: one lock guards the journal and the lifecycle; channel calls run on a w
 active instruction, never under the lock and never on the caller's thread. Time (`clock`, unix
 seconds, used for every timestamp and deadline) and randomness (`rng(n) -> n bytes`: result msg_ids
 and nonces) are injected so tests are deterministic. Waits between polls are real time.
+wake()                             the clock was set: waits on it look again now (terminal.driver)
+
+This class is a façade: it commits each transition (terminal.lifecycle) under its lock and tells the
+link and the screen. The parts own their state: terminal.supervision (threads, `dead`),
+terminal.driver (what a worker sees: pacing, clocks, the reverse rule), terminal.worker (the channel
+calls), terminal.messenger (the outbox, link up/down), terminal.observers (revision, notice,
+observers), terminal.history (history, totals, receipts), terminal.pin (PinDesk), terminal.his_outcomes
+(expiry, withdrawal).
 """
 
 from __future__ import annotations
@@ -60,32 +68,33 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import format_yuan
-from protocol.envelope import Envelope, MsgType, parse_envelope, receive_cancel
-from protocol.errors import ProtocolError
-from protocol.link.app import MAX_EVENT_MESSAGE, MarksMsg, NotTakenMsg, ProgressEvent, ProgressMsg, ResultMsg
+from protocol.envelope import Envelope
+from protocol.link.app import MarksMsg
 from protocol.messages import PayChannel, ResultCode
 from terminal import machine, texts
-from terminal.alarms import Alarm, AlarmSink
-from terminal.channels.base import ChannelClient
+from terminal.alarms import AlarmSink
+from terminal.channels.base import ChannelClient, PayOutcome, RefundOutcome
 from terminal.config import DeviceConfig
-from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes, progress_event
-from terminal.journal import InstructionRow, Journal, JournalUnavailable, PowerLostAtCommit, StaleState
+from terminal.driver import Driver
+from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes
+from terminal.history import DayTotals, History, HistoryEntry
+from terminal.journal import Journal, JournalUnavailable, StaleState
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
+from terminal.messenger import Messenger
+from terminal.observers import Observers, ScreenState
 from terminal.outbox import Outbox
-from terminal.pin import AttemptCounter, is_locked, tries_left, verify_pin
-from terminal.receipt import Receipt, receipt_for
+from terminal.pin import PinCheck, PinDesk, PinVerdict, is_locked, tries_left
+from terminal.receipt import Receipt
 from terminal.routing import CodeRefused, mask_code, route_code
+from terminal.supervision import Supervision
 from terminal.texts import Text
+from terminal.view import (NeedsPersonCase, ResultView, ScreenView, journal_problem, needs_person_case, original_payment,
+                           result_message, result_view, screen_view)
 from terminal.worker import Worker
-from terminal.view import journal_problem
-from terminal.view import (DayTotals, HistoryEntry, NeedsPersonCase, ResultView, ScreenView, history_entries, needs_person_case,
-                           original_payment, result_message, result_view, screen_view, totals)
 
 log = logging.getLogger("terminal.service")
 
-# Channel calls in flight at once (recovery may resume many instructions together).
-MAX_CHANNEL_CALLS = 8
 # Expired msg_id records are purged at start and then at most this often (on the next arrival).
 SEEN_PURGE_INTERVAL_S = 3600.0
 # A POS clock further than this off the bridge's is worth a warning in the log (the bridge's window).
@@ -152,32 +161,27 @@ class TerminalService:
         self.clock = clock
         self.limits = limits
         self.alarms = alarms
-        self._reverse_at: dict[int, float] = {}  # instructions waiting out the channel's minimum before a reverse
         self.outbox = Outbox()
         self._core = Lifecycle(config, journal, clock=clock, rng=rng, device_key_seed=device_key_seed)
+        self._bridge = Messenger(self.outbox, journal, self._core, clock, link_up=link_up)
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._notify_lock = threading.RLock()  # an observer may call back into the service
-        self._link_up = link_up
-        self._drivers: dict[int, threading.Thread] = {}
-        self._pending_codes: dict[int, str] = {}
-        self._fresh_refunds: set[int] = set()
-        # Wrong-PIN counters (the admin PIN follows the supervisor's lockout settings).
-        self._pins = {key: AttemptCounter(lambda key=key: self._core.lockout(key),
-                                          lambda state, key=key: self._core.save_lockout(key, state), clock,
-                                          max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
-                      for key in ("supervisor", "admin")}
-        self._calls = threading.BoundedSemaphore(MAX_CHANNEL_CALLS)
-        self._closing = False
-        self._dead = False
-        self._notice: Text | None = None
-        self._show_result = False
-        self._last_seq: int | None = None
-        self._revision = 0
+        self._cond = threading.Condition(self._lock)  # every change to an instruction notifies it
+        self._screen = ScreenState()
+        self._observers: Observers[ScreenView] = Observers()
+        self._threads = Supervision(self._cond, work=self._work, needs_work=self._needs_work,
+                                    storage_dead=lambda: journal.dead)
+        self._driver = Driver(self._cond, journal, config, self.clients, clock=clock, limits=limits, alarms=alarms,
+                              supervision=self._threads, commit=self._apply, changed=self._screen.changed,
+                              notify=self._notify)
+        self._history = History(journal, config, clock)
+        # Wrong-PIN counts, kept in the journal (the admin PIN follows the supervisor's lockout settings).
+        self._pins = PinDesk(self._core.lockout, self._core.save_lockout, clock,
+                             hashes={"supervisor": config.supervisor.pin_hash, "admin": config.admin_pin_hash},
+                             max_tries=config.supervisor.max_wrong_tries, lockout_s=config.supervisor.lockout_s)
         self._last_purge = float("-inf")
-        self._observers: list[Callable[[ScreenView], None]] = []
         self._outcomes = Outcomes(journal)
         self._deadlines = DeadlineWatcher(self._seconds_to_next_expiry, self.check_deadlines)
+        self._threads.add_background(self._deadlines)
 
     # == lifecycle of the service ==================================================================
     def start(self) -> RecoveryReport:
@@ -188,7 +192,7 @@ class TerminalService:
             if self.journal.locked:  # money work waits for the journal's recovery (issue 14, finding 2)
                 log.critical("the journal failed its integrity check; no money moves until it is recovered: %s",
                              self.journal.integrity.reason)
-                self._revision += 1
+                self._screen.changed()
                 return RecoveryReport(0, 0, 0)
             self._purge_seen()
             unfinished = self.journal.unfinished()
@@ -196,39 +200,31 @@ class TerminalService:
             for row in unfinished:
                 if row.state in machine.AUTOMATIC:
                     resumed += 1
-                    self._kick(row.seq)
+                    self._threads.kick(row.seq)
             undelivered = self.journal.undelivered()
-            if self._link_up:
-                self._queue_results()  # before activate(): what it finishes now is sent by _after
+            self._bridge.requeue()  # before activate(): what it finishes now is sent by _after
             self._after(self._core.activate())
             self._settle_outcomes()
             last = self.journal.last_finished()
-            self._last_seq = None if last is None else last.seq
-            self._revision += 1
-        self._deadlines.start()
+            self._screen.remember_last(None if last is None else last.seq)
+            self._screen.changed()
+        self._threads.start_background()
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
         self._notify()
         return RecoveryReport(len(unfinished), resumed, len(undelivered))
 
     def close(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            self._closing = True
-            self._cond.notify_all()
-            threads = list(self._drivers.values())
-        self._deadlines.stop(timeout)
-        for thread in threads:
-            thread.join(timeout)
+        """Stop the worker and deadline threads (the journal stays valid; a new service resumes from it)."""
+        self._threads.close(timeout)
 
     @property
     def dead(self) -> bool:
         """True after a PowerLostAtCommit: this object does nothing more; start a new service on the journal."""
-        return self._dead
+        return self._threads.dead
 
     def _alive(self) -> None:
-        if self._dead or self.journal.dead:
-            self._dead = True
-            raise PowerLostAtCommit("this service lost power")
+        self._threads.check_alive()
 
     # == LINK side ===================================================================================
     # -- high-water marks, exchanged at link-up (issue 14; docs/link-protocol.md section 7) ----------
@@ -251,7 +247,7 @@ class TerminalService:
                            f"restore JOURNAL --accept-current --mark {message.yours} (docs/terminal.md)")
                 log.critical("%s", problem)
                 self.journal.rolled_back(problem)
-                self._revision += 1
+                self._screen.changed()
             elif not self.journal.locked and self.journal.meta(_peer_mark_key(bridge_key)) != str(message.mine):
                 try:
                     self._core.save_peer_mark(_peer_mark_key(bridge_key), message.mine)
@@ -272,9 +268,9 @@ class TerminalService:
             # nothing, and the bridge sends the instruction again when this device next attaches.
             log.error("cannot take instruction %s: %s", envelope.msg_id, exc)
             with self._lock:
-                self._send(NotTakenMsg(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
-                                       "nothing was charged; it is sent again once the POS is recovered"))
-                self._revision += 1
+                self._bridge.not_taken(envelope.msg_id, exc.code, f"the POS cannot record it: {exc.code.value}; "
+                                       "nothing was charged; it is sent again once the POS is recovered")
+                self._screen.changed()
             self._notify()
 
     def _submit_instruction(self, envelope: Envelope, expires_at: int | None) -> None:
@@ -286,19 +282,19 @@ class TerminalService:
             if isinstance(outcome, NotTaken):
                 r = outcome.refusal
                 log.warning("cannot answer instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
-                self._send(NotTakenMsg(r.msg_id, r.code, r.message))
+                self._bridge.not_taken(r.msg_id, r.code, r.message)
                 return
             if isinstance(outcome, Refused):
                 r = outcome.refusal
                 log.warning("refused instruction %s: %s: %s", r.msg_id, r.code.value, r.message)
                 assert outcome.change.result is not None  # journaled and finished: never on the cashier's screen
-                self._send(ResultMsg(parse_envelope(outcome.change.result.envelope, expect=MsgType.RESULT)))
+                self._bridge.sealed(outcome.change.result.envelope)
                 return
             if isinstance(outcome, Repeat):
                 if outcome.result is not None:
-                    self._send(ResultMsg(self._core.signed(outcome.result.envelope)))
+                    self._bridge.stored(outcome.result.envelope)
                 else:
-                    self._send(self._progress(outcome.row))
+                    self._bridge.progress(outcome.row)
                 return
             assert isinstance(outcome, Accepted)
             row = self.journal.instruction(outcome.seq)
@@ -307,7 +303,7 @@ class TerminalService:
             changes = [c for c in (self._core.decide_on_arrival(outcome.seq),) if c is not None]
             changes += self._core.activate()
             if self.journal.instruction(outcome.seq).state is State.QUEUED:
-                self._send(ProgressMsg(row.msg_id, machine.PROGRESS[State.QUEUED]))
+                self._bridge.queued(row)
             self._after(changes)
             self._settle_outcomes()  # already expired on arrival: ended at once
             self._deadlines.wake()
@@ -318,25 +314,13 @@ class TerminalService:
         """HIS withdraws an instruction (a sealed `cancel`). True if it was taken (now or already)."""
         with self._lock:
             self._alive()
-            cfg = self.config
-            try:
-                received = receive_cancel(envelope, cfg.keys, now=self.clock(), skew_s=cfg.instruction_skew_s,
-                                          his_signature=cfg.his_signature)
-            except ProtocolError as exc:
-                log.warning("withdrawal of %s refused: %s: %s", envelope.reply_to, exc.code.value, exc.message)
+            row = self._outcomes.named_by(envelope, self.config, self.clock())
+            if row is None:
                 return False
-            cancel = received.message
-            row = self.journal.find(envelope.kid, str(envelope.reply_to)) or self.journal.find_msg_id(str(envelope.reply_to))
-            if row is None or cancel is None or (row.terminal_id, row.order_no) != (cancel.terminal_id, cancel.order_no):  # type: ignore[union-attr]
-                log.warning("withdrawal of %s ignored: no such instruction for that terminal and order here", envelope.reply_to)
-                return False
-            if row.state is not State.FINISHED and not self._outcomes.withdrawn(row):
-                with self.journal.transaction(f"{row.kind.value}:withdrawn") as tx:
-                    Outcomes.withdraw(tx, row.seq)
-                log.info("order %s: instruction %s withdrawn by HIS (%s)", row.order_no, row.msg_id, row.state.value)
+            if self._outcomes.mark_withdrawn(row):
                 self._settle_outcomes()
                 self._cond.notify_all()
-                self._revision += 1
+                self._screen.changed()
         self._notify()
         return True
 
@@ -366,12 +350,12 @@ class TerminalService:
             ended += 1
             self._after([change])
             if change.after is State.REVERSING:
-                self._kick(row.seq)
+                self._threads.kick(row.seq)
         return ended
 
     def _seconds_to_next_expiry(self) -> float | None:
         with self._lock:
-            if self._closing or self._dead or self.journal.dead:
+            if self._threads.stopping or self.journal.dead:
                 return None
             due = self._outcomes.next_deadline(self.journal.unfinished())
             return None if due is None else due - self._core.result_time(self.clock())
@@ -399,25 +383,15 @@ class TerminalService:
                 if abs(offset) > CLOCK_WARN_S:
                     log.warning("the POS clock is %+.0f s off the bridge clock; results are stamped with the bridge's "
                                 "time; set the POS clock (network time)", offset)
-            self._link_up = True
-            self._queue_results()
-            self._revision += 1
+            self._bridge.came_up()
+            self._screen.changed()
         self._notify()
 
     def link_down(self) -> None:
         with self._lock:
-            self._link_up = False
-            self.outbox.drop_results()
-            self._revision += 1
+            self._bridge.went_down()
+            self._screen.changed()
         self._notify()
-
-    def _queue_results(self) -> None:
-        for row in self.journal.undelivered():
-            self.outbox.put(ResultMsg(self._core.signed(row.envelope)))
-
-    def _send(self, message: ResultMsg | ProgressMsg | NotTakenMsg) -> None:
-        if self._link_up:
-            self.outbox.put(message)
 
     # == CASHIER side ================================================================================
     def scan(self, code: str) -> ScanReply:
@@ -440,24 +414,24 @@ class TerminalService:
             try:
                 channel, code = route_code(code)
             except CodeRefused as refused:
-                self._set_notice(refused.text)
+                self._screen.set_notice(refused.text)
                 reply = ScanReply(ScanStatus.REFUSED, refused.text, reason=refused.reason)
             else:
                 client = self.clients.get(channel)
                 if client is None:
-                    self._set_notice(texts.CHANNEL_NOT_CONFIGURED)
+                    self._screen.set_notice(texts.CHANNEL_NOT_CONFIGURED)
                     reply = ScanReply(ScanStatus.UNAVAILABLE, texts.CHANNEL_NOT_CONFIGURED, channel)
                 else:
                     try:
-                        attempt = self._core.begin_attempt(head.seq, head.state, channel, mask_code(code), self._polling(channel)[1])
+                        attempt = self._core.begin_attempt(head.seq, head.state, channel, mask_code(code), self._driver.polling(channel)[1])
                     except StaleState as exc:
                         log.warning("scan refused: %s", exc)
                         return ScanReply(ScanStatus.NOT_AWAITING, texts.BUSY)
                     log.info("order %s: paying with %s, out_trade_no %s, code %s", head.order_no, channel.value,
                              attempt.out_trade_no, attempt.code_masked)
-                    self._pending_codes[head.seq] = code
+                    self._driver.hand_code(head.seq, code)
                     self._after([Change(head.seq, head.state, State.PAYING)])
-                    self._kick(head.seq)
+                    self._threads.kick(head.seq)
                     reply = ScanReply(ScanStatus.ACCEPTED, texts.PAYING, channel)
         self._notify()
         return reply
@@ -478,7 +452,7 @@ class TerminalService:
                 return ActionReply(False, texts.BUSY)
             self._after([change])
             if change.after is State.REVERSING:
-                self._kick(head.seq)
+                self._threads.kick(head.seq)
             self._cond.notify_all()  # wake a worker waiting to poll: it must reverse now
             row = self.journal.instruction(head.seq)
         self._notify()
@@ -516,16 +490,14 @@ class TerminalService:
         if expired:
             self._notify()
             return PinReply(PinStatus.NOT_AWAITING, texts.EXPIRED)
-        locked = self._pins["supervisor"].charge()  # outside the service lock: no queue behind an fsync
-        if locked is not None:
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
-        right = verify_pin(pin, self.config.supervisor.pin_hash)  # slow on purpose, one at a time
+        verdict = self._pins.check("supervisor", pin)  # outside the service lock: no queue behind an fsync or a hash
+        if verdict.check is PinCheck.LOCKED:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
         with self._lock:
             self._alive()
-            if not right:
-                reply = self._wrong_pin("supervisor")
+            if verdict.check is not PinCheck.RIGHT:
+                reply = self._wrong_pin(verdict)
             else:
-                self._pins["supervisor"].clear()
                 head = self._core.head()
                 if head is None or head.seq != seq or head.state is not State.AWAITING_SUPERVISOR:
                     return PinReply(PinStatus.NOT_AWAITING, texts.BUSY)
@@ -533,8 +505,8 @@ class TerminalService:
                 if change is not None:
                     self._after([change])
                     if change.after is State.REFUNDING:
-                        self._fresh_refunds.add(seq)
-                        self._kick(seq)
+                        self._driver.allow_refund(seq)
+                        self._threads.kick(seq)
                 reply = PinReply(PinStatus.ACCEPTED, texts.REFUNDING)
         self._notify()
         return reply
@@ -552,39 +524,31 @@ class TerminalService:
         return reply
 
     def _admin_pin(self, pin: str, *, reset_supervisor: bool) -> PinReply:
-        stored = self.config.admin_pin_hash
-        if stored is None:
+        if self.config.admin_pin_hash is None:
             return PinReply(PinStatus.NOT_AWAITING, texts.ADMIN_PIN_NOT_SET)
         with self._lock:
             self._alive()
-        locked = self._pins["admin"].charge()
-        if locked is not None:
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, locked.locked_until)
-        right = verify_pin(pin, stored)
+        verdict = self._pins.check("admin", pin)
+        if verdict.check is PinCheck.LOCKED:
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
         with self._lock:
             self._alive()
-            if not right:
-                return self._wrong_pin("admin")
-            self._pins["admin"].clear()
+            if verdict.check is not PinCheck.RIGHT:
+                return self._wrong_pin(verdict)
             if reset_supervisor:
-                self._pins["supervisor"].clear()
+                self._pins.reset("supervisor")
                 log.warning("supervisor PIN lockout reset by the administrator")
-                self._notice = None
-                self._revision += 1
+                self._screen.clear_notice()
             return PinReply(PinStatus.ACCEPTED, texts.PIN_VERIFIED)
 
-    def _wrong_pin(self, key: str) -> PinReply:
-        """Under the lock, after a wrong PIN (already counted by AttemptCounter.charge)."""
-        counter = self._pins[key]
-        state = counter.state()
-        self._revision += 1
-        if is_locked(state, self.clock()):
-            log.warning("wrong %s PIN: locked until %s", key, time.strftime("%H:%M:%S", time.localtime(state.locked_until)))
-            self._set_notice(texts.PIN_LOCKED)
-            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, state.locked_until)
-        log.warning("wrong %s PIN (%d of %d)", key, state.failures, counter.max_tries)
-        self._set_notice(texts.WRONG_PIN)
-        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, tries_left(state, counter.max_tries))
+    def _wrong_pin(self, verdict: PinVerdict) -> PinReply:
+        """Under the lock, after a wrong PIN (counted and logged by terminal.pin.PinDesk)."""
+        self._screen.changed()
+        if verdict.check is PinCheck.WRONG_NOW_LOCKED:
+            self._screen.set_notice(texts.PIN_LOCKED)
+            return PinReply(PinStatus.LOCKED, texts.PIN_LOCKED, 0, verdict.state.locked_until)
+        self._screen.set_notice(texts.WRONG_PIN)
+        return PinReply(PinStatus.WRONG, texts.WRONG_PIN, verdict.tries_left)
 
     def recheck(self) -> ActionReply:
         """A person fixed the cause (the merchant key at the gateway, the refund on the merchant
@@ -600,7 +564,7 @@ class TerminalService:
                 return ActionReply(False, texts.BUSY)
             log.warning("order %s: %s handed back to the service by a person (recheck)", row.order_no, row.kind.value)
             self._after([change])
-            self._kick(row.seq)
+            self._threads.kick(row.seq)
         self._notify()
         return ActionReply(True, texts.RECHECKING)
 
@@ -611,15 +575,13 @@ class TerminalService:
             return [needs_person_case(row) for row in self.journal.unfinished() if row.state in machine.NEEDS_PERSON]
 
     def wake(self) -> None:
-        """Wake workers waiting on the clock (a test that moves an injected clock calls this)."""
-        with self._lock:
-            self._cond.notify_all()
+        """The clock was set (network time, or an injected clock moved): waits on it look again now."""
+        self._driver.wake()
 
     def dismiss(self) -> None:
+        """Hide the result screen and any notice."""
         with self._lock:
-            self._show_result = False
-            self._notice = None
-            self._revision += 1
+            self._screen.dismiss()
         self._notify()
 
     # == views ======================================================================================
@@ -633,14 +595,15 @@ class TerminalService:
                 or (unfinished[0] if unfinished else None)
             attempt = self.journal.current_attempt(head.seq) if head is not None and head.kind is Kind.COLLECT else None
             parked = sum(1 for row in unfinished if row.state in machine.NEEDS_PERSON and (head is None or row.seq != head.seq))
-            lockout = self._pins["supervisor"].state()
-            last = self._result_view(self._last_seq) if self._last_seq is not None else None
+            lockout = self._pins.state("supervisor")
+            screen = self._screen
+            last = self._result_view(screen.last_seq) if screen.last_seq is not None else None
             view = screen_view(
-                revision=self._revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
-                last_result=last, show_result=self._show_result, notice=self._notice, link_up=self._link_up,
+                revision=screen.revision, head=head, attempt=attempt, queued=max(0, len(unfinished) - 1), now=self.clock(),
+                last_result=last, show_result=screen.show_result, notice=screen.notice, link_up=self._bridge.up,
                 pin_tries_left=tries_left(lockout, self.config.supervisor.max_wrong_tries),
                 pin_locked_until=lockout.locked_until if is_locked(lockout, self.clock()) else None,
-                original=original_payment(self.journal, head), reverse_at=None if head is None else self._reverse_at.get(head.seq),
+                original=original_payment(self.journal, head), reverse_at=None if head is None else self._driver.reverse_at(head.seq),
             )
             return dataclasses.replace(view, journal_problem=journal_problem(self.journal), needs_person_elsewhere=parked)
 
@@ -651,52 +614,30 @@ class TerminalService:
 
     def history(self, day: datetime.date | None = None, order_no: str | None = None) -> list[HistoryEntry]:
         """Finished instructions of a local day (default today), newest first; `order_no` filters
-        by a case-insensitive part of the order number."""
-        start, end = self._day_bounds(day)
+        by a case-insensitive part of the order number (terminal.history)."""
         with self._lock:
             self._alive()
-            return history_entries(self.journal, start, end, order_no)
+            return self._history.entries(day, order_no)
 
     def totals(self, day: datetime.date | None = None) -> DayTotals:
-        day = day or datetime.date.fromtimestamp(self.clock())
-        return totals(day.isoformat(), self.history(day))
-
-    def _day_bounds(self, day: datetime.date | None) -> tuple[float, float]:
-        day = day or datetime.date.fromtimestamp(self.clock())
-        start = datetime.datetime.combine(day, datetime.time.min).timestamp()  # local midnight
-        end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time.min).timestamp()
-        return start, end
+        with self._lock:
+            self._alive()
+            return self._history.totals(day)
 
     def receipt(self, msg_id: str) -> Receipt | None:
         """The receipt of a finished instruction (by its HIS msg_id), or None."""
         with self._lock:
             self._alive()
-            return receipt_for(self.journal, self.config, msg_id)
+            return self._history.receipt(msg_id)
 
     def add_observer(self, observer: Callable[[ScreenView], None]) -> Callable[[], None]:
-        with self._notify_lock:
-            self._observers.append(observer)
-
-        def remove() -> None:
-            with self._notify_lock:
-                if observer in self._observers:
-                    self._observers.remove(observer)
-        return remove
-
-    def _set_notice(self, notice: Text) -> None:
-        self._notice = notice
-        self._revision += 1
+        """`observer(view)` after every change, on the thread that made it; returns its remover."""
+        return self._observers.add(observer)
 
     def _notify(self) -> None:
-        if self._dead:
+        if self.dead:
             return
-        with self._notify_lock:
-            view = self.view()
-            for observer in list(self._observers):
-                try:
-                    observer(view)
-                except Exception:  # an observer's bug must not stop the service
-                    log.exception("observer %r failed", observer)
+        self._observers.tell(self.view)
 
     # == after a commit =============================================================================
     def _after(self, changes: list[Change]) -> None:
@@ -705,15 +646,14 @@ class TerminalService:
         for change in changes:
             if change.before is change.after:
                 continue
-            self._revision += 1
-            self._notice = None
+            self._screen.moved_on()
             row = self.journal.instruction(change.seq)
             log.info("order %s: %s %s -> %s", row.order_no, row.kind.value, change.before.value, change.after.value)
             if change.result is not None:
-                self._send(ResultMsg(parse_envelope(change.result.envelope, expect=MsgType.RESULT)))  # signed when sealed
+                self._bridge.sealed(change.result.envelope)  # signed when sealed
                 current = self._core.head()
                 if change.before not in BACKGROUND or current is None or current.state is State.QUEUED:
-                    self._last_seq, self._show_result = change.seq, True
+                    self._screen.finished(change.seq, show=True)
                 # else: a refund finished in the background while the cashier serves the next patient:
                 # its result goes to HIS and the history, not over the patient at the window.
                 more = self._core.activate()
@@ -721,7 +661,7 @@ class TerminalService:
                   or machine.PROGRESS[change.after] is not machine.PROGRESS[change.before]):
                 # a decline is told to HIS as it happens (1.1 C last_event), the cashier may scan again;
                 # a hand-over to a person too (issue 17: last_event needs_person)
-                self._send(self._progress(row))
+                self._bridge.progress(row)
                 if change.after in machine.NEEDS_PERSON:
                     log.error("order %s: handed to a person: %s", row.order_no, row.last_error_code)
                     more = self._core.activate()  # it steps aside: the next instruction comes forward
@@ -730,123 +670,20 @@ class TerminalService:
         if any(c.after in SETTLE_AFTER and c.before is not c.after for c in changes):
             self._settle_outcomes()  # e.g. declined after HIS withdrew it, or after it expired
 
-    def _progress(self, row: InstructionRow) -> ProgressMsg:
-        """The progress message for `row`, with the event HIS shows as `last_event`: a decline's
-        reason (1.1 C), or, handed to a person (issue 17), code `needs_person`, the reason and what to do."""
-        at = self._core.result_time(self.clock())
-        if row.state in machine.NEEDS_PERSON:
-            words = texts.needs_person_text(row.last_error_code)
-            detail = f" ({row.last_error_message})" if row.last_error_message else ""
-            message = f"{row.last_error_code}: {words.en}{detail}"[:MAX_EVENT_MESSAGE]
-            return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], ProgressEvent("needs_person", message, at))
-        return ProgressMsg(row.msg_id, machine.PROGRESS[row.state], progress_event(row, at))
+    # == workers: the channel calls (terminal.worker through terminal.driver; terminal.supervision) ==
+    def _work(self, seq: int) -> None:
+        Worker(self._driver, seq).run()
 
-    def _report_alarm(self, seq: int, reason: str, message: str | None) -> None:
-        """Tell the gateway (outside the lock: it is a network call) that `seq` is handed to a person."""
-        if self.alarms is None:
-            return
-        with self._lock:
-            row = self.journal.instruction(seq)
-            if row.kind is Kind.COLLECT:
-                attempt = self.journal.current_attempt(seq)
-                reference, channel = (attempt.out_trade_no, attempt.channel) if attempt else ("", row.channel)
-            else:
-                refund, collection = self.journal.refund_for(seq), self.journal.collection(row.order_no)
-                reference = refund.out_refund_no if refund else ""
-                channel = collection.channel if collection else row.channel
-        alarm = Alarm(reason, row.kind.value, row.order_no, row.amount_fen, channel, reference, message)
-        try:
-            delivered = self.alarms.report(alarm)
-        except Exception:  # an alarm must never take the worker down
-            log.exception("order %s: could not report the alarm", row.order_no)
-            delivered = False
-        if not delivered:
-            log.error("order %s: the gateway did not take the alarm %s; it shows on this POS and to HIS", row.order_no, alarm.reason)
+    def _needs_work(self, seq: int) -> bool:
+        """Under the lock: `seq` still needs a worker (a change may have landed after its last look)."""
+        return self.journal.instruction(seq).state in machine.AUTOMATIC
 
-    def _reverse_not_before(self, channel: PayChannel) -> float:
-        override = self.config.polling.get(channel)
-        if override is not None and override.reverse_not_before_s is not None:
-            return override.reverse_not_before_s
-        return float(getattr(self.clients[channel], "reverse_not_before_s", 0.0))
-
-    def _wait_for_clock(self, seq: int, state: State, when: float) -> bool:
-        """Wait until the service clock reaches `when` (an injected clock in tests: `wake()` after
-        moving it); never longer than that much real time, so a clock stepped back cannot stall it.
-        False early if the instruction left `state` or the service is stopping."""
-        real_end = time.monotonic() + max(0.0, when - self.clock())
-        with self._lock:
-            self._reverse_at[seq] = when
-            self._revision += 1
-        self._notify()
-        try:
-            with self._lock:
-                while True:
-                    if self._closing or self._dead or self.journal.instruction(seq).state is not state:
-                        return False
-                    left = min(when - self.clock(), real_end - time.monotonic())
-                    if left <= 0:
-                        return True
-                    self._cond.wait(min(left, 1.0))
-        finally:
-            with self._lock:
-                self._reverse_at.pop(seq, None)
-                self._revision += 1
-
-    def _polling(self, channel: PayChannel) -> tuple[float, float]:
-        client = self.clients[channel]
-        override = self.config.polling.get(channel)
-        interval = override.query_interval_s if override and override.query_interval_s else client.query_interval_s
-        deadline = override.pay_deadline_s if override and override.pay_deadline_s else client.pay_deadline_s
-        return interval, deadline
-
-    # == workers: the channel calls ==================================================================
-    def _kick(self, seq: int) -> None:
-        """Make sure a worker drives `seq` (call with the lock held)."""
-        if self._closing or self._dead:
-            return
-        running = self._drivers.get(seq)
-        if running is not None and running.is_alive():
-            return
-        thread = threading.Thread(target=self._drive, args=(seq,), name=f"terminal-worker-{seq}", daemon=True)
-        self._drivers[seq] = thread
-        thread.start()
-
-    def _pause(self, seq: int, state: State, seconds: float) -> bool:
-        """Wait `seconds`; False early if the instruction left `state` or the service is stopping."""
-        end = time.monotonic() + seconds
-        with self._lock:
-            while True:
-                if self._closing or self._dead or self.journal.instruction(seq).state is not state:
-                    return False
-                left = end - time.monotonic()
-                if left <= 0:
-                    return True
-                self._cond.wait(left)
-
-    def _apply(self, seq: int, expect: State, event: Event, **kw: object) -> None:
+    def _apply(self, seq: int, expect: State, event: Event, *, pay: PayOutcome | None = None,
+               refund: RefundOutcome | None = None, reason: str | None = None) -> None:
+        """Commit what a channel answer means (a worker's terminal.driver.Commit), then tell everyone."""
         with self._lock:
             self._alive()
-            change = self._core.apply(seq, expect, event, **kw)  # type: ignore[arg-type]
+            change = self._core.apply(seq, expect, event, pay=pay, refund=refund, reason=reason)
             if change is not None:
                 self._after([change])
         self._notify()
-
-    def _drive(self, seq: int) -> None:
-        try:
-            Worker(self, seq).run()
-        except PowerLostAtCommit:
-            self._dead = True
-            with self._lock:
-                self._cond.notify_all()
-        finally:
-            with self._lock:
-                if self._drivers.get(seq) is threading.current_thread():
-                    del self._drivers[seq]
-                    # A change may have landed between the worker's last look and now.
-                    try:
-                        again = not self._closing and self.journal.instruction(seq).state in machine.AUTOMATIC
-                    except PowerLostAtCommit:
-                        self._dead, again = True, False
-                    if again:
-                        self._kick(seq)
-

@@ -204,49 +204,6 @@ class ScreenView:
         return self.direction.value + format_yuan(self.amount_fen)
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    msg_id: str
-    order_no: str
-    terminal_id: str
-    direction: Direction
-    amount_fen: int
-    pay_status: PayStatus
-    channel: PayChannel | None
-    pay_order_no: str
-    error_code: str | None
-    message: Text
-    finished_at: float
-    delivered: bool  # the bridge acknowledged the result
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelTotals:
-    channel: PayChannel
-    collected_count: int = 0
-    collected_fen: int = 0
-    refunded_count: int = 0
-    refunded_fen: int = 0
-
-    @property
-    def net_fen(self) -> int:
-        return self.collected_fen - self.refunded_fen
-
-
-@dataclass(frozen=True, slots=True)
-class DayTotals:
-    day: str  # local date, ISO "2026-11-23"
-    channels: tuple[ChannelTotals, ...]  # one per channel with activity, in PayChannel order
-
-    @property
-    def collected_fen(self) -> int:
-        return sum(c.collected_fen for c in self.channels)
-
-    @property
-    def refunded_fen(self) -> int:
-        return sum(c.refunded_fen for c in self.channels)
-
-
 def needs_person_case(row: InstructionRow) -> NeedsPersonCase:
     return NeedsPersonCase(row.msg_id, row.order_no, row.direction, row.amount_fen, row.channel,
                            texts.needs_person_text(row.last_error_code), row.updated_at)
@@ -267,41 +224,6 @@ def result_view(row: InstructionRow, pay_order_no: str, amount_fen: int) -> Resu
     assert row.pay_status is not None and row.finished_at is not None
     return ResultView(row.msg_id, row.order_no, row.direction, amount_fen, row.pay_status, row.channel, pay_order_no,
                       row.error_code, result_message(row.pay_status, row.error_code), row.finished_at)
-
-
-def history_entry(row: InstructionRow, pay_order_no: str, amount_fen: int, delivered: bool) -> HistoryEntry:
-    assert row.pay_status is not None and row.finished_at is not None
-    return HistoryEntry(row.msg_id, row.order_no, row.terminal_id, row.direction, amount_fen, row.pay_status, row.channel,
-                        pay_order_no, row.error_code, result_message(row.pay_status, row.error_code), row.finished_at, delivered)
-
-
-def history_entries(journal: Journal, start: float, end: float, order_no: str | None = None) -> list[HistoryEntry]:
-    """Finished between start and end (unix s), newest first, optionally by part of the order number."""
-    needle = None if not order_no else order_no.strip().lower()
-    entries = []
-    for row in journal.finished_between(start, end):
-        if needle and needle not in row.order_no.lower():
-            continue
-        result = journal.result_for(row.seq)
-        if result is not None:
-            entries.append(history_entry(row, result.pay_order_no, result.amount_fen, result.delivered_at is not None))
-    return entries[::-1]
-
-
-def totals(day: str, entries: list[HistoryEntry]) -> DayTotals:
-    """Money that moved: duplicates (nothing charged) and failures do not count."""
-    sums: dict[PayChannel, list[int]] = {}
-    for e in entries:
-        if e.channel is None:
-            continue
-        moved = (e.pay_status is PayStatus.SUCCESS and e.error_code != ResultCode.DUPLICATE_ORDER.value) or e.pay_status is PayStatus.REFUNDED
-        if not moved:
-            continue
-        s = sums.setdefault(e.channel, [0, 0, 0, 0])
-        index = 0 if e.pay_status is PayStatus.SUCCESS else 2
-        s[index] += 1
-        s[index + 1] += e.amount_fen
-    return DayTotals(day, tuple(ChannelTotals(c, *sums[c]) for c in PayChannel if c in sums))
 
 
 def original_payment(journal: Journal, head: InstructionRow | None) -> OriginalPayment | None:

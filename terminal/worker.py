@@ -26,17 +26,13 @@ A client that raises (it should not) is treated as "unknown": query before decid
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, TypeVar
 
 from terminal import machine
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from terminal.driver import Driver
 from terminal.machine import Event, State
 
-if TYPE_CHECKING:
-    from terminal.service import TerminalService
-
 log = logging.getLogger("terminal.worker")
-T = TypeVar("T")
 
 # Retrying reverse or re-querying a refund backs off from the channel's query interval up to these.
 REVERSE_BACKOFF_MAX_S = 30.0
@@ -46,79 +42,74 @@ WORKER_ERROR_BACKOFF_S = 2.0
 
 
 class Worker:
-    def __init__(self, service: "TerminalService", seq: int) -> None:
-        self.s = service
+    """Drives one instruction through terminal.driver.Driver, its only view of the service. Owns
+    what one run has learnt: streaks of answers, retries, and whether a refund call may go out."""
+
+    def __init__(self, driver: Driver, seq: int) -> None:
+        self.d = driver
         self.seq = seq
         self.not_found = 0
         self.retries = 0
         self.query_now = True  # the first query after a restart or an unknown answer goes out at once
         self.may_refund = False
         self.tally = machine.Tally()
-        self.limits = service.limits
+        self.limits = driver.limits
 
     def run(self) -> None:
-        s, seq = self.s, self.seq
+        d, seq = self.d, self.seq
         while True:
-            with s._lock:
-                s._alive()
-                if s._closing:
-                    return
-                row = s.journal.instruction(seq)
-                state = row.state
-                if state not in machine.AUTOMATIC:
-                    return
-                code = s._pending_codes.pop(seq, None) if state is State.PAYING else None
-                if seq in s._fresh_refunds:
-                    s._fresh_refunds.discard(seq)
-                    self.may_refund = True
-                attempt = s.journal.current_attempt(seq)
-                collection = s.journal.collection(row.order_no)
-                refund = s.journal.refund_for(seq)
+            look = d.look(seq)
+            if look is None:
+                return
+            row, state, code = look.row, look.row.state, look.code
+            attempt, collection, refund = look.attempt, look.collection, look.refund
+            if look.may_refund:
+                self.may_refund = True
             try:
                 if state is State.PAYING:
                     assert attempt is not None
                     if code is None:
-                        s._apply(seq, state, Event.RESTART)
+                        d.commit(seq, state, Event.RESTART)
                         self.query_now = True
                         continue
-                    client = s.clients[attempt.channel]
-                    subject = f"{s.config.merchant_name[:20]} {row.order_no}"
-                    outcome = self._call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
-                                                           total_fen=row.amount_fen, subject=subject,
-                                                           order_no=row.order_no, terminal_id=row.terminal_id), _unknown_pay)
+                    client = d.client(attempt.channel)
+                    subject = f"{d.config.merchant_name[:20]} {row.order_no}"
+                    outcome = d.call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
+                                                       total_fen=row.amount_fen, subject=subject,
+                                                       order_no=row.order_no, terminal_id=row.terminal_id), _unknown_pay)
                     event = machine.after_pay(outcome.state)
                     self.query_now = event is Event.UNKNOWN
-                    s._apply(seq, state, event, pay=outcome)
+                    d.commit(seq, state, event, pay=outcome)
                 elif state in (State.USER_PAYING, State.CONFIRMING):
                     assert attempt is not None
-                    interval, _ = s._polling(attempt.channel)
+                    interval, _ = d.polling(attempt.channel)
                     if not self.query_now:
-                        wait = min(interval, max(0.0, attempt.deadline - s.clock()))
-                        if not s._pause(seq, state, wait):
+                        wait = min(interval, max(0.0, attempt.deadline - d.clock()))
+                        if not d.pause(seq, state, wait):
                             continue
                     self.query_now = False
-                    client = s.clients[attempt.channel]
-                    outcome = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
+                    client = d.client(attempt.channel)
+                    outcome = d.call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
                     self.not_found = self.not_found + 1 if outcome.state is PayState.NOT_FOUND else 0
                     self.tally.heard(outcome.state)
-                    event = machine.after_query(outcome.state, past_deadline=s.clock() >= attempt.deadline,
+                    event = machine.after_query(outcome.state, past_deadline=d.clock() >= attempt.deadline,
                                                 not_found_streak=self.not_found, unverified_streak=self.tally.unverified,
                                                 limits=self.limits)
                     if event is Event.HAND_OVER:
                         self._hand_over(seq, state, row.kind, outcome.state, pay=outcome)
                         return
                     reason = "pay_timeout" if state is State.USER_PAYING else "channel_error"
-                    s._apply(seq, state, event, pay=outcome, reason=reason)
+                    d.commit(seq, state, event, pay=outcome, reason=reason)
                 elif state is State.REVERSING:
                     assert attempt is not None
-                    client = s.clients[attempt.channel]
-                    wait = machine.reverse_wait(attempt.started_at, s.clock(), s._reverse_not_before(attempt.channel))
+                    client = d.client(attempt.channel)
+                    wait = machine.reverse_wait(attempt.started_at, d.clock(), d.reverse_not_before(attempt.channel))
                     if wait > 0:  # WeChat Pay: never sooner than 15 s after micropay (a cancel too)
                         log.info("order %s: reverse of %s waits %.1f s (the channel's minimum after the payment)",
                                  row.order_no, attempt.out_trade_no, wait)
-                        s._wait_for_clock(seq, state, attempt.started_at + s._reverse_not_before(attempt.channel))
+                        d.wait_for_clock(seq, state, attempt.started_at + d.reverse_not_before(attempt.channel))
                         continue
-                    reversed_ = self._call(lambda: client.reverse(attempt.out_trade_no), _unknown_reverse)
+                    reversed_ = d.call(lambda: client.reverse(attempt.out_trade_no), _unknown_reverse)
                     self.tally.reverses += 1
                     self.tally.heard(reversed_.state)
                     event = machine.after_reverse(reversed_.state, reverses=self.tally.reverses,
@@ -127,43 +118,43 @@ class Worker:
                     if event is None:
                         log.warning("order %s: the channel refused to reverse %s (%s); querying", row.order_no,
                                     attempt.out_trade_no, reversed_.channel_code)
-                        query = self._call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
+                        query = d.call(lambda: client.query(attempt.out_trade_no), _unknown_pay)
                         event = machine.after_refused_reverse(query.state, reverses=self.tally.reverses, limits=self.limits)
                     if event is Event.HAND_OVER:
                         self._hand_over(seq, state, row.kind, reversed_.state, pay=query or _unknown_pay(reversed_.message or ""))
                         return
                     if event is Event.REVERSE_AGAIN:
                         self.retries += 1
-                        interval, _ = s._polling(attempt.channel)
-                        s._pause(seq, state, min(REVERSE_BACKOFF_MAX_S, interval * 2 ** min(self.retries, 10)))
+                        interval, _ = d.polling(attempt.channel)
+                        d.pause(seq, state, min(REVERSE_BACKOFF_MAX_S, interval * 2 ** min(self.retries, 10)))
                         continue
-                    s._apply(seq, state, event, pay=query)
+                    d.commit(seq, state, event, pay=query)
                 elif state is State.REFUNDING:
                     assert collection is not None and refund is not None
                     if not self.may_refund:
-                        s._apply(seq, state, Event.RESTART)
+                        d.commit(seq, state, Event.RESTART)
                         self.query_now = True
                         continue
                     self.may_refund = False
-                    client = s.clients[collection.channel]
-                    outcome = self._call(lambda: client.refund(out_trade_no=collection.out_trade_no,
-                                                              out_refund_no=refund.out_refund_no, total_fen=collection.paid_fen,
-                                                              refund_fen=refund.refund_fen, reason=f"退费 {row.order_no}",
-                                                              order_no=row.order_no, instruction=s.journal.sealed_instruction(seq)),
-                                         _unknown_refund)
+                    client = d.client(collection.channel)
+                    outcome = d.call(lambda: client.refund(out_trade_no=collection.out_trade_no,
+                                                          out_refund_no=refund.out_refund_no, total_fen=collection.paid_fen,
+                                                          refund_fen=refund.refund_fen, reason=f"退费 {row.order_no}",
+                                                          order_no=row.order_no, instruction=d.sealed_instruction(seq)),
+                                     _unknown_refund)
                     self.query_now = outcome.state is RefundState.UNKNOWN
-                    s._apply(seq, state, machine.after_refund(outcome.state), refund=outcome)
+                    d.commit(seq, state, machine.after_refund(outcome.state), refund=outcome)
                 elif state is State.REFUND_CONFIRMING:
                     assert collection is not None and refund is not None
-                    client = s.clients[collection.channel]
+                    client = d.client(collection.channel)
                     if not self.query_now:
                         self.retries += 1
-                        interval, _ = s._polling(collection.channel)
-                        if not s._pause(seq, state, min(REFUND_BACKOFF_MAX_S, interval * 2 ** min(self.retries - 1, 10))):
+                        interval, _ = d.polling(collection.channel)
+                        if not d.pause(seq, state, min(REFUND_BACKOFF_MAX_S, interval * 2 ** min(self.retries - 1, 10))):
                             continue
                     self.query_now = False
-                    outcome = self._call(lambda: client.refund_query(out_trade_no=collection.out_trade_no,
-                                                                    out_refund_no=refund.out_refund_no), _unknown_refund)
+                    outcome = d.call(lambda: client.refund_query(out_trade_no=collection.out_trade_no,
+                                                                out_refund_no=refund.out_refund_no), _unknown_refund)
                     self.tally.heard(outcome.state)
                     self.tally.refund_queries += 1
                     self.tally.abnormal += outcome.state is RefundState.ABNORMAL
@@ -173,10 +164,10 @@ class Worker:
                         return
                     self.may_refund = event is Event.REFUND_UNSEEN
                     self.tally.refund_calls += self.may_refund
-                    s._apply(seq, state, event, refund=outcome)
+                    d.commit(seq, state, event, refund=outcome)
             except Exception:  # a bug or a journal error: log, wait, look again; never strand money
                 log.exception("order %s: worker error in %s; retrying in %.0f s", row.order_no, state.value, WORKER_ERROR_BACKOFF_S)
-                s._pause(seq, state, WORKER_ERROR_BACKOFF_S)
+                d.pause(seq, state, WORKER_ERROR_BACKOFF_S)
 
     def _hand_over(self, seq: int, state: State, kind: machine.Kind, heard: PayState | ReverseState | RefundState, *,
                    pay: PayOutcome | None = None, refund: RefundOutcome | None = None) -> None:
@@ -184,16 +175,8 @@ class Worker:
         reason = machine.hand_over_reason(kind, heard, self.tally.unverified)
         words = pay.message if pay is not None else refund.message if refund is not None else None
         # The gateway hears of it first: once the POS shows "needs a person", the operators' list has it.
-        self.s._report_alarm(seq, reason.value, words)
-        self.s._apply(seq, state, Event.HAND_OVER, pay=pay, refund=refund, reason=reason.value)
-
-    def _call(self, call: Callable[[], T], unknown: Callable[[str], T]) -> T:
-        with self.s._calls:
-            try:
-                return call()
-            except Exception as exc:  # the contract says clients do not raise; if one does, we cannot know
-                log.exception("channel client raised")
-                return unknown(f"{type(exc).__name__}: {exc}")
+        self.d.report_alarm(seq, reason.value, words)
+        self.d.commit(seq, state, Event.HAND_OVER, pay=pay, refund=refund, reason=reason.value)
 
 
 def _unknown_pay(message: str) -> PayOutcome:

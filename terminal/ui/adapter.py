@@ -22,7 +22,8 @@ from terminal.receipt import Receipt
 from terminal.service import PinReply, PinStatus, ScanStatus, TerminalService
 from terminal.texts import STRINGS, Text, text
 from terminal.ui.model import About, PinAnswer
-from terminal.view import DayTotals, HistoryEntry, NeedsPersonCase, ScreenView
+from terminal.history import DayTotals, HistoryEntry
+from terminal.view import NeedsPersonCase, ScreenView
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from typing import Callable, Protocol
 from protocol.amount import format_yuan
 from terminal.receipt import Receipt
 from terminal.texts import Text
-from terminal.view import DayTotals, HistoryEntry, NeedsPersonCase, ScreenView
+from terminal.history import DayTotals, HistoryEntry
+from terminal.view import NeedsPersonCase, ScreenView
 
 
 def display_yuan(fen: int) -> str:

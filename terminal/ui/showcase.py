@@ -19,8 +19,8 @@ from terminal.gateway_watch import GatewayState
 from terminal.machine import NeedsPerson, State
 from terminal.texts import Text
 from terminal.ui.model import About, PinAnswer
-from terminal.view import (ChannelTotals, DayTotals, HistoryEntry, NeedsPersonCase, OriginalPayment, ResultView, Screen,
-                           ScreenView, result_message)
+from terminal.history import ChannelTotals, DayTotals, HistoryEntry
+from terminal.view import NeedsPersonCase, OriginalPayment, ResultView, Screen, ScreenView, result_message
 
 if TYPE_CHECKING:
     from terminal.ui.viewmodel import PosViewModel

@@ -29,7 +29,8 @@ from terminal.gateway_watch import GatewayState
 from terminal.texts import CHANNEL_NAME, DEFAULT_LANGUAGE, LANGUAGES, STRINGS, Text, WRONG_PIN, pick, text, tr
 from terminal.ui.model import About, Backend, PinAnswer, display_yuan
 from terminal.ui.screens import widget_name
-from terminal.view import DayTotals, HistoryEntry, NeedsPersonCase, Screen, ScreenView, route
+from terminal.history import DayTotals, HistoryEntry
+from terminal.view import NeedsPersonCase, Screen, ScreenView, route
 
 if TYPE_CHECKING:
     from terminal.ui.receipt_render import ReceiptFonts

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.pin import (LOCKOUT_CAP_S, AttemptCounter, Lockout, PinHashError, after_failure, hash_pin, is_locked, lockout_duration,
-                          parse_pin_hash, tries_left, verify_pin)
+from terminal.pin import (LOCKOUT_CAP_S, AttemptCounter, Lockout, PinCheck, PinDesk, PinHashError, after_failure, hash_pin, is_locked,
+                          lockout_duration, parse_pin_hash, tries_left, verify_pin)
 from tests.terminal.helpers import PIN, PIN_HASH
 
 
@@ -106,3 +106,51 @@ def test_an_attempt_is_journaled_before_it_may_be_checked_and_a_right_pin_clears
     assert locked is not None and locked.locked_until == saved[-1].locked_until  # refused, not counted again
     counter.clear()
     assert saved[-1] == Lockout() == counter.state()
+
+
+class _Store:
+    """Where the service keeps lockouts (its journal's meta table); here a dict, with the writes seen."""
+
+    def __init__(self):
+        self.saved: dict[str, Lockout] = {}
+
+    def load(self, key):
+        return self.saved.get(key, Lockout())
+
+    def save(self, key, state):
+        self.saved[key] = state
+
+
+def _desk(store, now, admin=True):
+    stored = parse_pin_hash(PIN_HASH)
+    return PinDesk(store.load, store.save, lambda: now[0], hashes={"supervisor": stored, "admin": stored if admin else None},
+                   max_tries=3, lockout_s=60)
+
+
+def test_the_desk_counts_wrong_pins_per_pin_and_locks_the_third():
+    store, now = _Store(), [1000.0]
+    desk = _desk(store, now)
+    assert [(v.check, v.tries_left) for v in (desk.check("supervisor", "111111"), desk.check("supervisor", "222222"))] == \
+        [(PinCheck.WRONG, 2), (PinCheck.WRONG, 1)]
+    assert desk.check("admin", "111111").tries_left == 2  # the admin PIN has a count of its own
+    third = desk.check("supervisor", "333333")
+    assert third.check is PinCheck.WRONG_NOW_LOCKED and third.state.locked_until == 1060.0
+    refused = desk.check("supervisor", PIN)  # even the right PIN: its hash is not even run
+    assert refused.check is PinCheck.LOCKED and store.saved["supervisor"].locked_until == 1060.0
+
+
+def test_the_desk_clears_the_count_on_a_right_pin_and_on_a_reset():
+    store, now = _Store(), [1000.0]
+    desk = _desk(store, now)
+    desk.check("supervisor", "111111")
+    assert desk.check("supervisor", PIN).check is PinCheck.RIGHT and store.saved["supervisor"] == Lockout()
+    for wrong in ("111111", "222222", "333333"):
+        desk.check("supervisor", wrong)
+    assert is_locked(desk.state("supervisor"), now[0])
+    desk.reset("supervisor")
+    assert desk.state("supervisor") == Lockout() and desk.check("supervisor", PIN).check is PinCheck.RIGHT
+
+
+def test_a_pin_without_a_hash_is_never_right():
+    desk = _desk(_Store(), [1000.0], admin=False)
+    assert desk.check("admin", PIN).check is PinCheck.WRONG

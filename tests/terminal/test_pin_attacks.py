@@ -11,7 +11,6 @@ import time
 import pytest
 
 from terminal import pin as pin_module
-from terminal import service as service_module
 from terminal.pin import hash_pin, parse_pin_hash
 from terminal.service import PinStatus
 from terminal.view import Screen
@@ -35,7 +34,7 @@ def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(
     the test holds every wrong PIN's (real) hash until the right one has been answered, and sends the
     right one once all 30 guesses have been taken in: hashing or already answered."""
     svc = open_service(tmp_path / "j.db", make_config(max_wrong_tries=5, lockout_s=300))
-    real_verify = service_module.verify_pin
+    real_verify = pin_module.verify_pin
     taken_in, release, lock = [0], threading.Event(), threading.Condition()
 
     def slow_verify(pin, stored):  # the real check, held back for wrong PINs while the right one comes
@@ -46,7 +45,7 @@ def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(
             release.wait(30)
         return real_verify(pin, stored)
 
-    monkeypatch.setattr(service_module, "verify_pin", slow_verify)
+    monkeypatch.setattr(pin_module, "verify_pin", slow_verify)
     try:
         _awaiting_refund(svc)
         barrier = threading.Barrier(30)
