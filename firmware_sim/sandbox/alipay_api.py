@@ -107,19 +107,22 @@ class AlipayApi:
         node_name = response_node_name(method) if method in handlers else "error_response"
         delay = 0.0
         app = self.apps.get(params.get("app_id", ""))
+        biz: dict[str, object] | None = None
         try:
             if len(params) != len(pairs):
                 raise _Answer("40002", "isv.invalid-parameter", "参数重复")
-            biz, caller = self._check_request(params, method in handlers)
-            self._check_owner(method, biz, caller, params.get("notify_url") or None)
+            checked, caller = self._check_request(params, method in handlers)
+            self._check_owner(method, checked, caller, params.get("notify_url") or None)
+            biz = checked
             result = handlers[method](biz)
             if isinstance(result, Reply):
                 return result
             node, delay = result
             node = {"code": "10000", "msg": "Success", **node}
-            self._announce(method, biz)
         except _Answer as answer:
             node = answer.node
+        if biz is not None:
+            self._announce(method, biz)  # also after an error answer: the money may have moved (SYSTEMERROR)
         return self._signed(node_name, node, delay, cert_mode=app is not None and app.cert_sn is not None)
 
     def _check_owner(self, method: str, biz: dict[str, object], caller: Caller, notify_url: str | None) -> None:

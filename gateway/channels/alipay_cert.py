@@ -23,12 +23,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from Crypto.PublicKey import RSA
 
+from protocol.errors import CodedError
+
 _RSA_SIGNATURES = "1.2.840.113549.1.1."  # PKCS #1: sha1WithRSAEncryption, sha256WithRSAEncryption ...
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
-class CertificateError(ValueError):
+class CertificateError(CodedError, ValueError):
     """A certificate text that is not what Alipay's certificate mode needs; the message says which."""
+
+    code = "alipay_certificate"
 
 
 def load_certificates(pem: str | bytes) -> list[x509.Certificate]:
