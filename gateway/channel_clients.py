@@ -63,11 +63,12 @@ class ChannelFactory:
                 return cached[1]
         key = self.directory.merchant_key(hospital_id, channel)  # no_merchant when there is none
         section, id_field = _SECTION[channel]
+        settings: dict[str, object]
         if mode is Mode.DIRECT:
-            settings = dict(key.secrets) | {id_field: key.merchant_id}
+            settings = {**key.secrets, id_field: key.merchant_id}
         else:
             settings = self._third_party(hospital_id, key)
-            provider_version = int(settings.pop("_provider_version"))
+            provider_version = int(str(settings.pop("_provider_version")))
         if channel is PayChannel.ALIPAY and self._alipay_notify_url:
             settings["notify_url"] = self._alipay_notify_url
         settings |= self._overrides

@@ -87,6 +87,7 @@ class AlipayNotifications:
         hospital = payment.hospital_id
         if form.get("out_biz_no") and form.get("gmt_refund"):
             return self._refund(form, payment.payment_id, hospital, out_trade_no)
+        moves_from: tuple[PaymentState, ...]
         if status in _PAID:
             target = PaymentState.SUCCEEDED
             moves_from = (PaymentState.PAYING,)

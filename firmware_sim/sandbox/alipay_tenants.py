@@ -127,7 +127,7 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _cert(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, *, ca: bool) -> x509.Certificate:  # type: ignore[no-untyped-def]  # cryptography's key unions
+def _cert(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, *, ca: bool) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
@@ -140,11 +140,11 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _public(key: RSA.RsaKey):  # type: ignore[no-untyped-def]  # a cryptography public key
+def _public(key: RSA.RsaKey):
     return serialization.load_der_public_key(key.public_key().export_key("DER"))
 
 
-def _private(key: RSA.RsaKey):  # type: ignore[no-untyped-def]
+def _private(key: RSA.RsaKey):
     return serialization.load_der_private_key(key.export_key("DER"), password=None)
 
 

@@ -30,7 +30,7 @@ from gateway.tenancy import Mode
 from protocol.crypto import KeyRing
 from protocol.messages import PayChannel
 from terminal.gateway_client import GatewayConnection
-from tests.gateway.fleet import ACTOR, make_fleet
+from tests.gateway.fleet import ACTOR, Fleet, make_fleet
 from tests.gateway.test_api import HIS_KEY, refund_body
 
 FAST = {"query_interval_s": 0.2, "pay_deadline_s": 5.0}
@@ -61,7 +61,7 @@ def control(sandbox: Sandbox, method: str, path: str, body: dict | None = None) 
 @dataclass
 class Site:
     server: GatewayHttpServer
-    fleet: object
+    fleet: Fleet
     sandbox: Sandbox
     seller_id: str
 
@@ -90,9 +90,9 @@ class Site:
         return found[:n]
 
 
-def onboard(fleet, sandbox: Sandbox, mode: str) -> str:
+def onboard(fleet: Fleet, sandbox: Sandbox, mode: str) -> str:
     """The hospital's Alipay settings for `mode`; the seller (merchant) whose account receives the money."""
-    creds = sandbox.credentials()
+    creds: dict = sandbox.credentials()
     directory = fleet.directory
     if mode == "public_key":
         section = dict(creds["channels"]["alipay"])

@@ -16,7 +16,7 @@ from gateway.notifications import parse_form
 
 KEY = RSA.generate(2048)
 names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="&="), min_size=1, max_size=12)
-values = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+values = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)
 forms = st.dictionaries(names.filter(lambda n: n not in ("sign", "sign_type")), values, min_size=1, max_size=8)
 
 

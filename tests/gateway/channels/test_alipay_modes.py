@@ -89,7 +89,7 @@ def test_a_token_not_authorised_to_the_app_is_refused_and_nothing_is_charged(san
 
 def test_python_alipay_sdk_isv_client_agrees(sandbox):
     grant = control(sandbox, "POST", "/alipay/app-auth")
-    ids, section = sandbox.identity, sandbox.credentials()["alipay_modes"]["third_party"]  # type: ignore[index]
+    ids, section = sandbox.identity, sandbox.credentials()["alipay_modes"]["third_party"]
     sdk = ISVAliPay(appid=ids.alipay_isv_app_id, app_private_key_string=Path(section["private_key_pem"]).read_text(),
                     alipay_public_key_string=Path(ids.alipay_public_key_path).read_text(), app_auth_token=grant["app_auth_token"])
     sdk._gateway = sandbox.url + "/gateway.do"
