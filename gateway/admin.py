@@ -13,6 +13,8 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin hospital his-signature H001 --his-public-key HEX --require
     gateway-admin merchant set H001 wechat --merchant-id 1900000109 --credentials wechat.json
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
+    gateway-admin provider set alipay --merchant-id 2021004100000001 --credentials our-alipay-app.json
+    gateway-admin merchant set H002 alipay --merchant-id 2088102146225135 --app-auth-token @token.txt   # service_provider mode
     gateway-admin his-keys set H001 keys.json
     gateway-admin devices import H001 devices.csv
     gateway-admin terminals import H001 terminals.csv

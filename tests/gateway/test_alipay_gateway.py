@@ -141,6 +141,15 @@ def test_collect_and_refund_land_on_the_hospitals_merchant(site) -> None:
     assert ledger.refund(body["out_refund_no"], hospital_id="H001").state is RefundState.SUCCEEDED
 
 
+def test_a_reversed_collection_is_closed_and_its_notification_agrees(site) -> None:
+    paid = site.pay("MZ" + uuid.uuid4().hex[:12], site.code())
+    status, reversed_ = site.pos().post("/v1/reverse", {"idempotency_key": uuid.uuid4().hex, "out_trade_no": paid["out_trade_no"]})
+    assert (status, reversed_["state"]) == (200, "done"), reversed_
+    closed = site.notified(paid["out_trade_no"], 2)[1]
+    assert (closed.form["trade_status"], closed.form["refund_fee"], closed.delivered) == ("TRADE_CLOSED", "12.50", True)
+    assert site.fleet.ledger.payment(paid["out_trade_no"], hospital_id="H001").state is PaymentState.CLOSED
+
+
 def test_a_payment_whose_answer_was_lost_is_settled_by_the_notification(site) -> None:
     """SYSTEMERROR: Alipay took the money but its answer says nothing; the notification says paid."""
     paid = site.pay("MZ" + uuid.uuid4().hex[:12], site.code("systemerror"))
