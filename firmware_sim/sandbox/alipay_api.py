@@ -32,7 +32,7 @@ from firmware_sim.sandbox import bills
 from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, foreign_code, mask
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
 from firmware_sim.sandbox.scripts import Scripts
-from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
+from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, Refund, RefundResult, ReverseResult, Store
 from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
@@ -114,7 +114,7 @@ class AlipayApi:
             checked, caller = self._check_request(params, method in handlers)
             self._check_owner(method, checked, caller, params.get("notify_url") or None)
             biz = checked
-            result = handlers[method](biz)
+            result = self._bill_url(biz, caller.seller_id) if handlers[method] == self._bill_url else handlers[method](biz)
             if isinstance(result, Reply):
                 return result
             node, delay = result
@@ -377,20 +377,27 @@ class AlipayApi:
             return node, 0.0  # Alipay: no refund_status means not received (yet): query again
         return {**node, "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
 
-    def _bill_url(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+    def _mine(self, seller_id: str, paid: list[Order], refunds: list[tuple[Refund, Order]]) -> tuple[list[Order], list[tuple[Refund, Order]]]:
+        """The part of a day that is `seller_id`'s (a trade without a recorded owner is the own app's merchant's)."""
+        sellers = self.tenants.sellers(sorted({o.out_trade_no for o in paid} | {o.out_trade_no for _, o in refunds}))
+        owns = lambda o: sellers.get(o.out_trade_no, self.merchant.pid) == seller_id  # noqa: E731
+        return [o for o in paid if owns(o)], [(r, o) for r, o in refunds if owns(o)]
+
+    def _bill_url(self, biz: dict[str, object], seller_id: str = "") -> tuple[dict[str, object], float]:
         if biz.get("bill_type") != "trade":
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_type (the sandbox serves trade bills)")
         try:
             day = datetime.date.fromisoformat(str(biz.get("bill_date")))
         except ValueError:
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_date 须为 yyyy-MM-dd") from None
-        paid, refunds = self.store.day_activity(CHANNEL, day) if day < self.store.today() else ([], [])
+        seller_id = seller_id or self.merchant.pid
+        paid, refunds = self._mine(seller_id, *self.store.day_activity(CHANNEL, day)) if day < self.store.today() else ([], [])
         if not paid and not refunds:
             raise _Answer("40004", "isp.bill_not_exist", "账单不存在")
         ymd = day.strftime("%Y%m%d")
         expires = str(int(self.store.real()) + BILL_URL_TTL_S)
-        query = {"bizType": "trade", "userId": self.merchant.pid, "fileType": "csv.zip", "bizDates": ymd,
-                 "downloadFileName": f"{self.merchant.pid}_{ymd}.csv.zip", "timestamp": expires}
+        query = {"bizType": "trade", "userId": seller_id, "fileType": "csv.zip", "bizDates": ymd,
+                 "downloadFileName": f"{seller_id}_{ymd}.csv.zip", "timestamp": expires}
         query["token"] = self._token(query)
         return {"bill_download_url": f"{self.base_url()}/downloadBillFile.resource?{urllib.parse.urlencode(query)}"}, 0.0
 
@@ -407,10 +414,11 @@ class AlipayApi:
         if not query.get("timestamp", "").isdigit() or int(query["timestamp"]) < self.store.real():
             return Reply(403, "text/plain; charset=utf-8", "download URL expired".encode())
         day = datetime.datetime.strptime(query["bizDates"], "%Y%m%d").date()
-        paid, refunds = self.store.day_activity(CHANNEL, day)
+        seller_id = query.get("userId") or self.merchant.pid
+        paid, refunds = self._mine(seller_id, *self.store.day_activity(CHANNEL, day))
         buyers = {o.code: self._buyer(o) for o in paid + [r[1] for r in refunds]}
         data = bills.alipay_bill_zip(
-            day, self.merchant.pid,
+            day, seller_id,
             [bills.payment_line(o, buyers[o.code]) for o in paid],
             [bills.refund_line(r, o, buyers[o.code]) for r, o in refunds],
             datetime.datetime.fromtimestamp(self.store.now(), SHANGHAI).replace(tzinfo=None, microsecond=0),

@@ -111,6 +111,16 @@ class Tenants:
                                    (out_trade_no,)).fetchone()
         return None if row is None else TradeOwner(*row)
 
+    def sellers(self, out_trade_nos: list[str]) -> dict[str, str]:
+        """{out_trade_no: seller_id} of those trades that have an owner recorded."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for i in range(0, len(out_trade_nos), 500):
+                chunk = out_trade_nos[i:i + 500]
+                rows = self._db.execute(f"SELECT out_trade_no, seller_id FROM trades WHERE out_trade_no IN ({','.join('?' * len(chunk))})", chunk)
+                found.update(dict(rows.fetchall()))
+        return found
+
     def mark_notified(self, out_trade_no: str, state: str) -> bool:
         """True the first time `state` is announced for the trade (so each change is sent once)."""
         with self._lock:

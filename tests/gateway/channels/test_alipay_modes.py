@@ -4,7 +4,10 @@ made by the `openssl` command line."""
 
 from __future__ import annotations
 
+import datetime
+import io
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -194,3 +197,23 @@ def test_certificate_mode_settings_are_all_or_nothing(sandbox):
         build_clients({"alipay": {k: v for k, v in section.items() if k != "alipay_root_cert_pem"}})
     with pytest.raises(ChannelConfigError, match="not both"):
         build_clients({"alipay": {**section, "alipay_public_key_pem": sandbox.identity.alipay_public_key_path}})
+
+
+def _bill_text(zipped: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(zipped)) as archive:
+        return "".join(archive.read(name).decode("gbk") for name in archive.namelist())
+
+
+def test_each_merchant_downloads_a_bill_of_its_own_trades(sandbox):
+    first, second = control(sandbox, "POST", "/alipay/app-auth"), control(sandbox, "POST", "/alipay/app-auth")
+    a, b = third_party(sandbox, first["app_auth_token"]), third_party(sandbox, second["app_auth_token"])
+    assert a.pay(out_trade_no="BILL-A-1", auth_code=new_code(sandbox), total_fen=101, subject="x").state is PayState.SUCCESS
+    assert b.pay(out_trade_no="BILL-B-1", auth_code=new_code(sandbox), total_fen=202, subject="x").state is PayState.SUCCESS
+    today = datetime.date.fromisoformat(control(sandbox, "GET", "/clock")["today"])
+    control(sandbox, "POST", "/clock", {"today": (today + datetime.timedelta(days=1)).isoformat()})
+    try:
+        bill_a, bill_b = _bill_text(a.download_bill(today)), _bill_text(b.download_bill(today))
+    finally:
+        control(sandbox, "POST", "/clock", {"today": None})
+    assert "BILL-A-1" in bill_a and "BILL-B-1" not in bill_a and first["user_id"] in bill_a
+    assert "BILL-B-1" in bill_b and "BILL-A-1" not in bill_b and second["user_id"] in bill_b
