@@ -146,6 +146,9 @@ class GatewayHttpServer(ThreadingHTTPServer):
         if self.service.channels.alipay_notify_url is None:
             # Alipay reaches this process at its own address unless told otherwise (payment-gateway --public-url).
             self.service.channels.set_alipay_notify_url(self.url + PATH_ALIPAY)
+            if not _is_loopback(str(self.server_address[0])):
+                log.warning("Alipay notifications will be sent to %s; give --public-url with the address Alipay can reach",
+                            self.url + PATH_ALIPAY)
         self._thread = threading.Thread(target=self.serve_forever, name="gateway-http", daemon=True)
         self._thread.start()
         return self

@@ -26,6 +26,7 @@ from protocol.messages import PayChannel
 from gateway.errors import GatewayCode, GatewayError
 from gateway.tenancy import Directory, MerchantKey, Mode
 from terminal.channels.base import ChannelClient
+from gateway.channels.alipay import AlipayClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.settings import build_clients
 
@@ -51,6 +52,15 @@ class ChannelFactory:
             self._cache.clear()
 
     def client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
+        return self._client(hospital_id, channel)
+
+    def alipay(self, hospital_id: str) -> AlipayClient:
+        """The hospital's Alipay client itself (what verifies Alipay's notifications with its keys)."""
+        client = self._client(hospital_id, PayChannel.ALIPAY)
+        assert isinstance(client, AlipayClient)  # build_clients makes an AlipayClient for the alipay section
+        return client
+
+    def _client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
         mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
         provider_version: int | None = None
         if mode is not Mode.DIRECT:

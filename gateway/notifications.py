@@ -28,7 +28,6 @@ from protocol.errors import ProtocolError
 from protocol.messages import PayChannel
 
 from gateway.channel_clients import ChannelFactory
-from gateway.channels.alipay import AlipayClient
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, PaymentState, RefundState
 
@@ -71,8 +70,8 @@ class AlipayNotifications:
         if payment is None or payment.channel is not PayChannel.ALIPAY:
             log.warning("alipay notification for a trade we do not know (%r); not acknowledged", out_trade_no[:64])
             raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no Alipay collection {out_trade_no[:64]!r} at this gateway")
-        client = self.channels.client(payment.hospital_id, PayChannel.ALIPAY)
-        if not isinstance(client, AlipayClient) or not client.verify_notification(form):
+        client = self.channels.alipay(payment.hospital_id)
+        if not client.verify_notification(form):
             log.warning("alipay notification for %s (hospital %s): the signature does not verify; ignored", out_trade_no, payment.hospital_id)
             raise GatewayError(GatewayCode.BAD_SIGNATURE, "the notification's signature does not verify with the hospital's Alipay key")
         if form.get("app_id") != client.config.app_id:
