@@ -6,6 +6,12 @@ Asia/Shanghai, version=1.0) and the call's own fields as the `biz_content` JSON.
 signed with the app's RSA private key; replies must verify with the Alipay public key or they are
 not believed (UNKNOWN). Amounts travel as yuan strings ("12.50") and go through protocol.amount.
 
+Modes: the app's own or, in third-party application mode (第三方应用), the provider's app with the
+hospital's `app_auth_token` on every request; the Alipay public key, or certificate mode (公钥证书模式:
+`app_cert_sn` and `alipay_root_cert_sn` on every request, each reply verified with the Alipay
+certificate its `alipay_cert_sn` names; alipay_cert.py). `alipay.trade.pay` names `notify_url` when
+configured; `verify_notification` checks Alipay's async notifications (gateway/notifications.py).
+
 Methods: alipay.trade.pay (scene=bar_code), alipay.trade.query, alipay.trade.cancel,
 alipay.trade.refund, alipay.trade.fastpay.refund.query, alipay.data.dataservice.bill.downloadurl.query.
 """
