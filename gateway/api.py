@@ -115,7 +115,7 @@ class GatewayHttpServer(ThreadingHTTPServer):
         if tls_cert is None and not _is_loopback(host):
             raise GatewayError(GatewayCode.BAD_CONFIG, f"plain HTTP is only allowed on a loopback address, not {host}; give --tls-cert and --tls-key")
         self.service = service
-        self.notifications = AlipayNotifications(service.ledger, service.channels)
+        self.notifications = AlipayNotifications(service.ledger, service.channels, service.alarms)
         super().__init__((host, port), _Handler)
         self.tls = tls_cert is not None
         if tls_cert is not None:

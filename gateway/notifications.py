@@ -12,8 +12,8 @@ closed, refunded) and repeats it until it reads the body `success`. So:
   under way (or being reversed) as closed; a refund (out_biz_no + refund_fee + gmt_refund) settles our
   refund of that out_refund_no as succeeded. A state already reached changes nothing (a duplicate, or
   the query got there first). A notification that contradicts a final state (paid after failed) changes
-  nothing either, is logged as an error, and is not acknowledged: Alipay sends it again, and the
-  recovery and alarms (queries) decide;
+  nothing either, raises a `notification_conflict` alarm (Alipay's repeats are counted on it) and is
+  not acknowledged: Alipay sends it again while a person checks the trade;
 - `success` is answered only after the ledger has committed.
 """
 
@@ -27,6 +27,7 @@ from protocol.amount import parse_yuan
 from protocol.errors import ProtocolError
 from protocol.messages import PayChannel
 
+from gateway.alarms import AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, PaymentState, RefundState
@@ -59,9 +60,10 @@ def parse_form(body: bytes) -> dict[str, str]:
 
 
 class AlipayNotifications:
-    def __init__(self, ledger: Ledger, channels: ChannelFactory) -> None:
+    def __init__(self, ledger: Ledger, channels: ChannelFactory, alarms: Alarms) -> None:
         self.ledger = ledger
         self.channels = channels
+        self.alarms = alarms
 
     def handle(self, body: bytes) -> Applied:
         form = parse_form(body)
@@ -102,6 +104,10 @@ class AlipayNotifications:
                 return Applied(out_trade_no, None)  # the reversal under way, or a later refund, decides; queries confirm
             log.error("alipay notification says %s %s but the ledger has it %s: left for the queries and a person", out_trade_no, status,
                       payment.state.value)
+            self.alarms.raise_alarm(hospital_id=hospital, kind=AlarmKind.COLLECT, reason="notification_conflict", reference=out_trade_no,
+                                    message=f"Alipay notified {status}; the gateway has the collection {payment.state.value}",
+                                    order_no=payment.order_no, channel=PayChannel.ALIPAY.value, amount_fen=payment.amount_fen,
+                                    device_id=payment.device_id)
             raise GatewayError(GatewayCode.BAD_TRANSITION, f"collection {out_trade_no} is {payment.state.value}; Alipay says {status}")
         settled = self.ledger.settle_payment(out_trade_no, hospital_id=hospital, state=target,
                                              channel_txn_id=form.get("trade_no") or None, result_code=status)
@@ -124,6 +130,10 @@ class AlipayNotifications:
             return Applied(out_trade_no, None)
         if refund.state is RefundState.FAILED:
             log.error("alipay notification says refund %s moved money but the ledger has it failed: left for a person", out_refund_no)
+            self.alarms.raise_alarm(hospital_id=hospital, kind=AlarmKind.REFUND, reason="notification_conflict", reference=out_refund_no,
+                                    message=f"Alipay notified refund {out_refund_no} made (refund_fee {form.get('refund_fee')}); "
+                                            "the gateway has it failed", channel=PayChannel.ALIPAY.value, amount_fen=refund.amount_fen,
+                                    device_id=refund.device_id)
             raise GatewayError(GatewayCode.BAD_TRANSITION, f"refund {out_refund_no} is failed; Alipay says it was made")
         self.ledger.settle_refund(out_refund_no, hospital_id=hospital, state=RefundState.SUCCEEDED, channel_refund_id=out_refund_no)
         log.info("alipay notification: refund %s -> succeeded", out_refund_no)

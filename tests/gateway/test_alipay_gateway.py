@@ -217,6 +217,9 @@ def test_a_notification_that_contradicts_the_ledger_is_not_acknowledged_and_alip
     assert delivery.done.wait(60)
     assert not delivery.delivered and delivery.attempts > 1  # never acknowledged: Alipay tries again
     assert "bad_transition" in (delivery.answered or "")
+    [alarm] = site.server.service.alarms.list(hospital_id="H001")
+    assert (alarm.reason, alarm.reference, alarm.count) == ("notification_conflict", declined["out_trade_no"], delivery.attempts)
+    assert "merchant platform" in alarm.what_to_do
     assert site.fleet.ledger.payment(declined["out_trade_no"], hospital_id="H001") == payment
 
 
