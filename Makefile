@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # System packages: a CJK font for the POS screens and receipts; SDL/GL runtime for Kivy offscreen;
 # a virtual X display and real X input for the click test (tests/terminal/ui/test_xclick.py);
 # PostgreSQL, the gateway's production database (its tests start a real server in a temp dir).
-APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool postgresql
+APT_PACKAGES := fonts-noto-cjk libgl1 libegl1 libmtdev1 xvfb xdotool postgresql openssl
 APT_STAMP := $(VENV)/.apt-installed
 
 .PHONY: setup run test typecheck bench bench-reconcile-10m fuzz faults soak vectors screenshots conformance-java clean help

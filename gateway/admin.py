@@ -13,6 +13,8 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin hospital his-signature H001 --his-public-key HEX --require
     gateway-admin merchant set H001 wechat --merchant-id 1900000109 --credentials wechat.json
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
+    gateway-admin provider set alipay --merchant-id 2021004100000001 --credentials our-alipay-app.json
+    gateway-admin merchant set H002 alipay --merchant-id 2088102146225135 --app-auth-token @token.txt   # service_provider mode
     gateway-admin his-keys set H001 keys.json
     gateway-admin devices import H001 devices.csv
     gateway-admin terminals import H001 terminals.csv
@@ -125,7 +127,7 @@ def cmd_vault_rewrap(args: argparse.Namespace) -> int:
     d = _directory(args)
     counts = d.rewrap_vault(actor=args.actor)
     _out(f"sealed again under master key {d.vault.key_id.hex()}: {counts['merchant_keys']} merchant credential(s), "
-         f"{counts['his_keys']} HIS key(s); once every gateway runs with this key alone, drop the previous one "
+         f"{counts['his_keys']} HIS key(s), {counts['provider_keys']} provider credential(s); once every gateway runs with this key alone, drop the previous one "
          "(keep it as long as backups made before today are kept)")
     return EXIT_OK
 
@@ -198,8 +200,33 @@ def cmd_merchant_set(args: argparse.Namespace) -> int:
         if not args.merchant_id:
             raise GatewayError(GatewayCode.BAD_INPUT, "--merchant-id is required (WeChat mch_id or sub_mch_id, Alipay app_id)")
         merchant_id = args.merchant_id
-    version = d.set_merchant_key(args.hospital_id, channel, merchant_id, _credentials(args.credentials), actor=args.actor)
+    if (args.credentials is None) == (args.app_auth_token is None):
+        raise GatewayError(GatewayCode.BAD_INPUT, "give --credentials FILE, or (Alipay, a hospital in service_provider mode) --app-auth-token")
+    if args.app_auth_token is not None:
+        if channel is not PayChannel.ALIPAY:
+            raise GatewayError(GatewayCode.BAD_INPUT, "--app-auth-token is Alipay's (third-party application mode)")
+        secrets = {"app_auth_token": _app_auth_token(args.app_auth_token)}
+    else:
+        secrets = _credentials(args.credentials)
+    version = d.set_merchant_key(args.hospital_id, channel, merchant_id, secrets, actor=args.actor)
     _out(f"{args.hospital_id} {channel.value} merchant {merchant_id}: credentials version {version} is current"
+         + (f"; version {version - 1} retired" if version > 1 else ""))
+    return EXIT_OK
+
+
+def _app_auth_token(value: str) -> str:
+    """The token as Alipay issued it, or `@FILE` to read it from a file (kept out of the shell history)."""
+    token = _read(value[1:], "app_auth_token file").strip() if value.startswith("@") else value
+    if not token or len(token) > 128 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in token):
+        raise GatewayError(GatewayCode.BAD_INPUT, "the app_auth_token must be 1-128 letters, digits, '.', '_' or '-' as Alipay issued it")
+    return token
+
+
+def cmd_provider_set(args: argparse.Namespace) -> int:
+    d = _directory(args)
+    channel = _channel(args.channel)
+    version = d.set_provider_key(channel, args.merchant_id, _credentials(args.credentials), actor=args.actor)
+    _out(f"service provider {channel.value} {args.merchant_id}: credentials version {version} is current"
          + (f"; version {version - 1} retired" if version > 1 else ""))
     return EXIT_OK
 
@@ -374,8 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("hospital_id")
         s.add_argument("channel", help="wechat or alipay")
         s.add_argument("--merchant-id", help="WeChat mch_id / sub_mch_id, Alipay app_id" + (" (default: unchanged)" if rotate else ""))
-        s.add_argument("--credentials", required=True, help="JSON object of the channel's secrets (read, sealed, never printed)")
+        s.add_argument("--credentials", help="JSON object of the channel's secrets (read, sealed, never printed)")
+        s.add_argument("--app-auth-token", metavar="TOKEN|@FILE", help="Alipay, hospital in service_provider mode: the app_auth_token "
+                       "the hospital granted our third-party application (sealed like the credentials; --merchant-id: its 2088... user_id)")
         s.set_defaults(func=cmd_merchant_set, rotate=rotate)
+
+    prov = sub.add_parser("provider", help="our own service-provider credentials").add_subparsers(dest="sub", required=True)
+    s = prov.add_parser("set", help="store (or rotate) the provider's channel credentials, used by every service_provider hospital")
+    s.add_argument("channel", help="alipay (the third-party application)")
+    s.add_argument("--merchant-id", required=True, help="Alipay: the third-party application's app_id")
+    s.add_argument("--credentials", required=True, help="JSON object: the app's settings and keys (read, sealed, never printed)")
+    s.set_defaults(func=cmd_provider_set)
 
     his = sub.add_parser("his-keys", help="a hospital's HIS envelope keys").add_subparsers(dest="sub", required=True)
     s = his.add_parser("set", help="store the keys of a his-keys-v1 file")

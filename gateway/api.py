@@ -6,6 +6,8 @@
     POST /v1/refund        {idempotency_key, order_no, out_refund_no, amount_fen, reason?, instruction: <sealed HIS envelope>}
     POST /v1/refund-query  {out_refund_no}
     GET  /v1/health        (unauthenticated) {"ok": true}
+    POST /v1/notify/alipay (from Alipay, not a device) its async notifications, form-encoded and RSA2-signed;
+                           answered `success` once applied (gateway/notifications.py)
 
 A refusal is {"error": {"code", "message"}} with the status of `gateway.errors.HTTP_STATUS`. TLS is
 required except on a loopback address (`make run`, tests), where plain HTTP is allowed.
@@ -21,6 +23,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gateway.errors import GatewayCode, GatewayError
+from gateway.notifications import ACK, MAX_FORM_BYTES, PATH_ALIPAY, AlipayNotifications
 from gateway.service import MAX_BODY_BYTES, GatewayService
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404 if self.path.startswith("/v1/") else 404, GatewayError(GatewayCode.NOT_FOUND, f"no endpoint GET {self.path}").to_json_obj())
 
     def do_POST(self) -> None:  # noqa: N802
+        if self.path == PATH_ALIPAY:
+            return self._notification()
         try:
             length_text = self.headers.get("Content-Length", "")
             if not length_text.isdigit():
@@ -80,6 +85,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, reply)
 
 
+    def _notification(self) -> None:
+        """Alipay's async notification: `success` (text) only once the ledger has committed it."""
+        try:
+            length_text = self.headers.get("Content-Length", "")
+            if not length_text.isdigit():
+                raise GatewayError(GatewayCode.BAD_REQUEST, "Content-Length is required")
+            if int(length_text) > MAX_FORM_BYTES:
+                self.close_connection = True
+                raise GatewayError(GatewayCode.TOO_LARGE, f"the body is larger than {MAX_FORM_BYTES} bytes")
+            self.server.notifications.handle(self.rfile.read(int(length_text)))
+        except GatewayError as exc:
+            return self._reply(exc.http_status, exc.to_json_obj())
+        except Exception:  # noqa: BLE001 - Alipay sends it again; the trace goes to the log
+            log.exception("internal error on an Alipay notification")
+            return self._reply(500, GatewayError(GatewayCode.INTERNAL_ERROR, "internal error").to_json_obj())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(ACK)))
+        self.end_headers()
+        self.wfile.write(ACK)
+
+
 class GatewayHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -88,6 +115,7 @@ class GatewayHttpServer(ThreadingHTTPServer):
         if tls_cert is None and not _is_loopback(host):
             raise GatewayError(GatewayCode.BAD_CONFIG, f"plain HTTP is only allowed on a loopback address, not {host}; give --tls-cert and --tls-key")
         self.service = service
+        self.notifications = AlipayNotifications(service.ledger, service.channels, service.alarms)
         super().__init__((host, port), _Handler)
         self.tls = tls_cert is not None
         if tls_cert is not None:
@@ -115,6 +143,12 @@ class GatewayHttpServer(ThreadingHTTPServer):
         return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def start(self) -> "GatewayHttpServer":
+        if self.service.channels.alipay_notify_url is None:
+            # Alipay reaches this process at its own address unless told otherwise (payment-gateway --public-url).
+            self.service.channels.set_alipay_notify_url(self.url + PATH_ALIPAY)
+            if not _is_loopback(str(self.server_address[0])):
+                log.warning("Alipay notifications will be sent to %s; give --public-url with the address Alipay can reach",
+                            self.url + PATH_ALIPAY)
         self._thread = threading.Thread(target=self.serve_forever, name="gateway-http", daemon=True)
         self._thread.start()
         return self

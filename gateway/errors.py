@@ -57,6 +57,7 @@ class GatewayCode(str, enum.Enum):
     INSTRUCTION_MISMATCH = "instruction_mismatch"
     HIS_SIGNATURE_REQUIRED = "his_signature_required"
     BAD_HIS_SIGNATURE = "bad_his_signature"
+    NOTIFICATION_MISMATCH = "notification_mismatch"  # a channel notification whose app, amount or refund is not the trade's
     CHANNEL_UNAVAILABLE = "channel_unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL_ERROR = "internal_error"

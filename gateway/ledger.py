@@ -236,6 +236,12 @@ class Ledger:
         with self.db.transaction(write=False) as tx:
             return self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id)
 
+    def find_payment(self, out_trade_no: str) -> Payment | None:
+        """The collection with this out_trade_no at any hospital (out_trade_no is unique), or None."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(f"SELECT {_PAYMENT_COLS} FROM payments WHERE out_trade_no = ?", (out_trade_no,))
+        return None if row is None else _payment(row)
+
     def payment_for_order(self, order_no: str, *, hospital_id: str) -> Payment | None:
         """The collection holding `order_no` (under way or succeeded), if any."""
         with self.db.transaction(write=False) as tx:

@@ -185,6 +185,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "UPDATE devices SET terminal_id = NULL",
         "CREATE INDEX terminals_device ON terminals (device_id)",
     )),
+    # 5-7 are other branches' (issue 13/14); the numbers were handed out to avoid clashes.
+    Migration(8, "service-provider credentials", (
+        # The provider's own channel credentials (Alipay: the third-party application's app_id and
+        # keys), sealed like a hospital's; a hospital in service_provider mode adds only what names it
+        # (Alipay: the app_auth_token it granted). Versions as in merchant_keys.
+        """CREATE TABLE provider_keys (
+            channel TEXT NOT NULL CHECK (channel IN ('WECHAT', 'ALIPAY')),
+            version INTEGER NOT NULL CHECK (version > 0),
+            merchant_id TEXT NOT NULL,
+            sealed {blob} NOT NULL,
+            created_at BIGINT NOT NULL,
+            retired_at BIGINT,
+            PRIMARY KEY (channel, version))""",
+        "CREATE UNIQUE INDEX provider_keys_current ON provider_keys (channel) WHERE retired_at IS NULL",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version

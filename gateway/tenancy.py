@@ -256,10 +256,46 @@ class Directory:
         secrets = json.loads(self.vault.open(sealed, f"merchant|{hospital_id}|{channel.value}|{version}"))
         return MerchantKey(hospital_id, channel, version, merchant_id, secrets)
 
+    # --- service-provider credentials --------------------------------------------------------------
+
+    def set_provider_key(self, channel: PayChannel, merchant_id: str, secrets: Mapping[str, str], *, actor: str) -> int:
+        """Store the provider's own credentials for `channel` (Alipay: the third-party application);
+        a second call rotates them, for every hospital in service_provider mode at once. The new version."""
+        _check_id("merchant_id", merchant_id)
+        if not isinstance(secrets, Mapping) or not secrets or not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
+            raise GatewayError(GatewayCode.BAD_INPUT, "provider credentials must be a non-empty JSON object of strings")
+        with self.db.transaction() as tx:
+            current = tx.one("SELECT version FROM provider_keys WHERE channel = ? AND retired_at IS NULL" + tx.for_update, (channel.value,))
+            version = int(tx.scalar("SELECT MAX(version) FROM provider_keys WHERE channel = ?", (channel.value,)) or 0) + 1
+            now = self._now()
+            if current is not None:
+                tx.execute("UPDATE provider_keys SET retired_at = ? WHERE channel = ? AND version = ?", (now, channel.value, current[0]))
+            sealed = self.vault.seal(json.dumps(dict(secrets), sort_keys=True).encode("utf-8"), f"provider|{channel.value}|{version}")
+            tx.execute("INSERT INTO provider_keys (channel, version, merchant_id, sealed, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (channel.value, version, merchant_id, sealed, now))
+            self._audit(tx, actor, "provider_key.rotate" if current else "provider_key.set", channel.value, merchant_id=merchant_id,
+                        version=version, retired_version=current[0] if current else None, fields=sorted(secrets))
+        return version
+
+    def provider_key_version(self, channel: PayChannel) -> int | None:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT version FROM provider_keys WHERE channel = ? AND retired_at IS NULL", (channel.value,))
+        return None if row is None else int(row[0])
+
+    def provider_key(self, channel: PayChannel) -> MerchantKey:
+        """The provider's current credentials (hospital_id "" in the record: they are no hospital's)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT version, merchant_id, sealed FROM provider_keys WHERE channel = ? AND retired_at IS NULL", (channel.value,))
+        if row is None:
+            raise GatewayError(GatewayCode.NO_MERCHANT, f"no service-provider {channel.value} credentials; store them with gateway-admin provider set")
+        version, merchant_id, sealed = int(row[0]), row[1], bytes(row[2])
+        secrets = json.loads(self.vault.open(sealed, f"provider|{channel.value}|{version}"))
+        return MerchantKey("", channel, version, merchant_id, secrets)
+
     def rewrap_vault(self, *, actor: str) -> dict[str, int]:
         """Seal again, under the vault's current master key, every value sealed under a previous one
         (merchant credentials of every version, HIS keys): one transaction, audited. Rows rewrapped."""
-        counts = {"merchant_keys": 0, "his_keys": 0}
+        counts = {"merchant_keys": 0, "his_keys": 0, "provider_keys": 0}
         with self.db.transaction() as tx:
             for hospital_id, channel, version, sealed in tx.all(
                     "SELECT hospital_id, channel, version, sealed FROM merchant_keys" + tx.for_update):
@@ -276,6 +312,13 @@ class Directory:
                 tx.execute("UPDATE his_keys SET sealed = ? WHERE hospital_id = ? AND kid = ?",
                            (self.vault.seal(self.vault.open(bytes(sealed), where), where), hospital_id, kid))
                 counts["his_keys"] += 1
+            for channel, version, sealed in tx.all("SELECT channel, version, sealed FROM provider_keys" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = f"provider|{channel}|{version}"
+                tx.execute("UPDATE provider_keys SET sealed = ? WHERE channel = ? AND version = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), channel, version))
+                counts["provider_keys"] += 1
             self._audit(tx, actor, "vault.rewrap", "master_key", to_key_id=self.vault.key_id.hex(), **counts)
         return counts
 

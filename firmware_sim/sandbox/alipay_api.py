@@ -6,6 +6,12 @@ public key (else 40002 isv.invalid-signature), then the method's biz_content. Re
 over the exact node text. Supported: alipay.trade.pay (scene bar_code), .query, .cancel, .refund,
 .fastpay.refund.query and alipay.data.dataservice.bill.downloadurl.query (daily trade bills); the
 bill URL points back at the sandbox (`/downloadBillFile.resource`) and is valid for 30 seconds.
+
+Apps and modes (alipay_tenants.py): the merchant's own app, a third-party app calling with a merchant's
+`app_auth_token` (a token not authorised to the calling app: 20001 aop.invalid-app-auth-token), and an
+app in certificate mode (requests must carry `app_cert_sn` and `alipay_root_cert_sn`, replies carry
+`alipay_cert_sn`). Each trade belongs to the merchant it was paid to; async notifications (异步通知) of
+its changes go to the `notify_url` given with alipay.trade.pay (alipay_notify.py).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from firmware_sim.sandbox import bills
 from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, foreign_code, mask
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
 from firmware_sim.sandbox.scripts import Scripts
-from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
+from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, Refund, RefundResult, ReverseResult, Store
 from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
+from firmware_sim.sandbox.alipay_notify import Notifier
+from firmware_sim.sandbox.alipay_tenants import AlipayApp, Caller, Tenants
 from gateway.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,7 @@ CHANNEL = "ALIPAY"
 BILL_URL_TTL_S = 30  # Alipay: "账单文件下载地址，30秒有效"
 _NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
 _JSON = "application/json;charset=utf-8"
-_MSG = {"10000": "Success", "10003": "Order success pay inprocess", "20000": "Service Currently Unavailable",
+_MSG = {"10000": "Success", "20001": "Insufficient Token Permissions", "10003": "Order success pay inprocess", "20000": "Service Currently Unavailable",
         "40001": "Missing Required Arguments", "40002": "Invalid Arguments", "40004": "Business Failed"}
 _COMMON = ("app_id", "method", "charset", "sign_type", "timestamp", "version", "biz_content")
 _AMOUNT = re.compile(r"(0|[1-9][0-9]{0,9})(?:\.([0-9]{1,2}))?", re.ASCII)
@@ -68,8 +76,14 @@ def _time(ts: float) -> str:
 
 class AlipayApi:
     def __init__(self, store: Store, merchant: AlipayMerchant, faults: Faults, base_url: Callable[[], str], secret: bytes,
-                 scripts: Scripts | None = None) -> None:
+                 scripts: Scripts | None = None, *, tenants: Tenants, apps: list[AlipayApp], root_cert_sn: str = "",
+                 alipay_cert_sn: str = "", notifier: Notifier | None = None) -> None:
         self.store = store
+        self.tenants = tenants
+        self.apps = {merchant.app_id: AlipayApp(merchant.app_id, merchant.pid, merchant.app_public_key)} | {a.app_id: a for a in apps}
+        self.root_cert_sn = root_cert_sn
+        self.alipay_cert_sn = alipay_cert_sn
+        self.notifier = notifier
         self.scripts = scripts or Scripts()
         self.merchant = merchant
         self.faults = faults
@@ -92,20 +106,93 @@ class AlipayApi:
         }
         node_name = response_node_name(method) if method in handlers else "error_response"
         delay = 0.0
+        app = self.apps.get(params.get("app_id", ""))
+        biz: dict[str, object] | None = None
         try:
             if len(params) != len(pairs):
                 raise _Answer("40002", "isv.invalid-parameter", "参数重复")
-            biz = self._check_request(params, method in handlers)
-            result = handlers[method](biz)
+            checked, caller = self._check_request(params, method in handlers)
+            self._check_owner(method, checked, caller, params.get("notify_url") or None)
+            biz = checked
+            result = self._bill_url(biz, caller.seller_id) if handlers[method] == self._bill_url else handlers[method](biz)
             if isinstance(result, Reply):
                 return result
             node, delay = result
             node = {"code": "10000", "msg": "Success", **node}
         except _Answer as answer:
             node = answer.node
-        return self._signed(node_name, node, delay)
+        if biz is not None:
+            self._announce(method, biz)  # also after an error answer: the money may have moved (SYSTEMERROR)
+        return self._signed(node_name, node, delay, cert_mode=app is not None and app.cert_sn is not None)
 
-    def _check_request(self, params: dict[str, str], known_method: bool) -> dict[str, object]:
+    def _check_owner(self, method: str, biz: dict[str, object], caller: Caller, notify_url: str | None) -> None:
+        """A trade is its merchant's: another merchant's (or another app's token's) trade does not exist for the caller."""
+        no = biz.get("out_trade_no")
+        if method == "alipay.data.dataservice.bill.downloadurl.query" or not isinstance(no, str) or _NO.fullmatch(no) is None:
+            return
+        if method in ("alipay.trade.pay", "alipay.trade.cancel"):
+            if not self.tenants.claim(no, caller, notify_url if method == "alipay.trade.pay" else None):
+                raise _Answer("40004", "ACQ.TRADE_NOT_EXIST" if method == "alipay.trade.cancel" else "ACQ.CONTEXT_INCONSISTENT",
+                              "交易不存在" if method == "alipay.trade.cancel" else "交易信息被篡改")
+            return
+        owner = self.tenants.owner(no)
+        if owner is not None and owner.seller_id != caller.seller_id:
+            raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+
+    def _announce(self, method: str, biz: dict[str, object]) -> None:
+        """Send the async notification of what this call changed (each change once)."""
+        no = biz.get("out_trade_no")
+        if self.notifier is None or not isinstance(no, str) or method not in ("alipay.trade.pay", "alipay.trade.query",
+                                                                                "alipay.trade.cancel", "alipay.trade.refund"):
+            return
+        owner = self.tenants.owner(no)
+        order = self.store.order(CHANNEL, no)
+        if owner is None or not owner.notify_url or order is None or order.code is None:
+            return
+        if method == "alipay.trade.refund":
+            request_no = biz.get("out_request_no") or no
+            refund = self.store.find_refund(CHANNEL, str(request_no), no)
+            if refund is None or not self.tenants.mark_notified(no, f"REFUND|{request_no}"):
+                return
+            status = "TRADE_SUCCESS" if order.refunded_fen < order.total_fen else "TRADE_CLOSED"
+            extra = {"out_biz_no": str(request_no), "refund_fee": format_yuan(order.refunded_fen), "gmt_refund": _time(refund.created_at)}
+        elif order.state is OrderState.SUCCESS and order.refunded_fen == 0:
+            if owner.notified or not self.tenants.mark_notified(no, "TRADE_SUCCESS"):
+                return
+            status, extra = "TRADE_SUCCESS", {}
+        elif order.state in (OrderState.CLOSED, OrderState.REVOKED) and method == "alipay.trade.cancel":
+            if not self.tenants.mark_notified(no, "TRADE_CLOSED"):
+                return
+            status, extra = "TRADE_CLOSED", {"gmt_close": _time(order.closed_at or self.store.now())}
+            if order.state is OrderState.REVOKED:
+                extra.update(refund_fee=format_yuan(order.total_fen), gmt_refund=extra["gmt_close"])
+        else:
+            return
+        amount = format_yuan(order.total_fen)
+        params = {"notify_type": "trade_status_sync", "app_id": owner.app_id, "auth_app_id": owner.auth_app_id, "charset": "utf-8",
+                  "version": "1.0", "trade_no": order.txn_id, "out_trade_no": no, "buyer_id": self._buyer(order),
+                  "seller_id": owner.seller_id, "trade_status": status, "total_amount": amount, "receipt_amount": amount,
+                  "buyer_pay_amount": amount, "subject": order.subject, "gmt_create": _time(order.created_at), **extra}
+        if order.paid_at is not None:
+            params["gmt_payment"] = _time(order.paid_at)
+        self.notifier.send(owner.notify_url, params)
+
+    def authorise(self, app_id: str | None) -> Reply:
+        """Control API: a new merchant authorises a third-party app; its app_auth_token."""
+        target = app_id or next((a.app_id for a in self.apps.values() if a.app_id != self.merchant.app_id and a.cert_sn is None),
+                                self.merchant.app_id)
+        if target not in self.apps:
+            return Reply(404, _JSON, json.dumps({"error": {"code": "not_found", "message": f"no app {target}"}}).encode())
+        return Reply(200, _JSON, json.dumps(self.tenants.authorise(target, self.store.real())).encode())
+
+    def trade_owner(self, out_trade_no: str) -> Reply:
+        owner = self.tenants.owner(out_trade_no)
+        if owner is None:
+            return Reply(404, _JSON, json.dumps({"error": {"code": "not_found", "message": "no such trade"}}).encode())
+        return Reply(200, _JSON, json.dumps({"seller_id": owner.seller_id, "app_id": owner.app_id, "auth_app_id": owner.auth_app_id,
+                                             "notify_url": owner.notify_url}).encode())
+
+    def _check_request(self, params: dict[str, str], known_method: bool) -> tuple[dict[str, object], Caller]:
         if not params.get("sign"):
             raise _Answer("40001", "isv.missing-signature", "缺少签名参数")
         for name in _COMMON:
@@ -113,13 +200,19 @@ class AlipayApi:
                 raise _Answer("40001", f"isv.missing-{name.replace('_', '-')}", f"缺少{name}参数")
         if not known_method:
             raise _Answer("40002", "isv.invalid-method", "不存在的方法名")
-        if params["app_id"] != self.merchant.app_id:
+        app = self.apps.get(params["app_id"])
+        if app is None:
             raise _Answer("40002", "isv.invalid-app-id", "无效的AppID参数")
         if params["sign_type"] != "RSA2":
             raise _Answer("40002", "isv.invalid-signature-type", "无效的签名类型")
         if params["charset"].lower() != "utf-8":
             raise _Answer("40002", "isv.invalid-charset", "字符集错误")
-        if not rsa2_verify(sign_content(params).encode("utf-8"), params["sign"], self.merchant.app_public_key):
+        if app.cert_sn is not None:
+            if params.get("app_cert_sn") != app.cert_sn:
+                raise _Answer("40002", "isv.app-cert-not-exist", "应用公钥证书不存在")
+            if params.get("alipay_root_cert_sn") != self.root_cert_sn:
+                raise _Answer("40002", "isv.invalid-alipay-root-cert-sn", "无效支付宝根证书序列号")
+        if not rsa2_verify(sign_content(params).encode("utf-8"), params["sign"], app.public_key):
             log.info("alipay %s: bad request signature", params["method"])
             raise _Answer("40002", "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
         try:
@@ -128,12 +221,20 @@ class AlipayApi:
             raise _Answer("40002", "isv.invalid-timestamp", "非法的时间戳参数") from None
         if params["version"] != "1.0":
             raise _Answer("40002", "isv.invalid-version", "版本号错误")
+        caller = Caller(app, app.seller_id, app.app_id)
+        token = params.get("app_auth_token")
+        if token:
+            granted = self.tenants.token(token)
+            if granted is None or granted[0] != app.app_id:
+                log.info("alipay %s: app_auth_token not authorised to app %s", params["method"], app.app_id)
+                raise _Answer("20001", "aop.invalid-app-auth-token", "无效的应用授权令牌")
+            caller = Caller(app, granted[1], granted[2])
         try:
-            return loads_object(params["biz_content"], what="biz_content")
+            return loads_object(params["biz_content"], what="biz_content"), caller
         except ProtocolError:
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: biz_content") from None
 
-    def _signed(self, node_name: str, node: dict[str, object], delay: float) -> Reply:
+    def _signed(self, node_name: str, node: dict[str, object], delay: float, *, cert_mode: bool = False) -> Reply:
         raw = json.dumps(node, ensure_ascii=False, separators=(",", ":"))
         signature = rsa2_sign(raw, self.merchant.alipay_private_key)
         fault = self.faults.signature(CHANNEL)
@@ -142,6 +243,8 @@ class AlipayApi:
         elif fault is SignatureFault.TAMPER:
             raw = json.dumps({**node, "msg": node.get("msg", "") + " "}, ensure_ascii=False, separators=(",", ":"))
         body = '{"' + node_name + '":' + raw
+        if cert_mode:
+            body += ',"alipay_cert_sn":"' + self.alipay_cert_sn + '"'
         body += "}" if fault is SignatureFault.MISSING else ',"sign":"' + signature + '"}'
         return Reply(200, _JSON, body.encode("utf-8"), delay_s=delay)
 
@@ -274,20 +377,27 @@ class AlipayApi:
             return node, 0.0  # Alipay: no refund_status means not received (yet): query again
         return {**node, "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
 
-    def _bill_url(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+    def _mine(self, seller_id: str, paid: list[Order], refunds: list[tuple[Refund, Order]]) -> tuple[list[Order], list[tuple[Refund, Order]]]:
+        """The part of a day that is `seller_id`'s (a trade without a recorded owner is the own app's merchant's)."""
+        sellers = self.tenants.sellers(sorted({o.out_trade_no for o in paid} | {o.out_trade_no for _, o in refunds}))
+        owns = lambda o: sellers.get(o.out_trade_no, self.merchant.pid) == seller_id  # noqa: E731
+        return [o for o in paid if owns(o)], [(r, o) for r, o in refunds if owns(o)]
+
+    def _bill_url(self, biz: dict[str, object], seller_id: str = "") -> tuple[dict[str, object], float]:
         if biz.get("bill_type") != "trade":
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_type (the sandbox serves trade bills)")
         try:
             day = datetime.date.fromisoformat(str(biz.get("bill_date")))
         except ValueError:
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: bill_date 须为 yyyy-MM-dd") from None
-        paid, refunds = self.store.day_activity(CHANNEL, day) if day < self.store.today() else ([], [])
+        seller_id = seller_id or self.merchant.pid
+        paid, refunds = self._mine(seller_id, *self.store.day_activity(CHANNEL, day)) if day < self.store.today() else ([], [])
         if not paid and not refunds:
             raise _Answer("40004", "isp.bill_not_exist", "账单不存在")
         ymd = day.strftime("%Y%m%d")
         expires = str(int(self.store.real()) + BILL_URL_TTL_S)
-        query = {"bizType": "trade", "userId": self.merchant.pid, "fileType": "csv.zip", "bizDates": ymd,
-                 "downloadFileName": f"{self.merchant.pid}_{ymd}.csv.zip", "timestamp": expires}
+        query = {"bizType": "trade", "userId": seller_id, "fileType": "csv.zip", "bizDates": ymd,
+                 "downloadFileName": f"{seller_id}_{ymd}.csv.zip", "timestamp": expires}
         query["token"] = self._token(query)
         return {"bill_download_url": f"{self.base_url()}/downloadBillFile.resource?{urllib.parse.urlencode(query)}"}, 0.0
 
@@ -304,10 +414,11 @@ class AlipayApi:
         if not query.get("timestamp", "").isdigit() or int(query["timestamp"]) < self.store.real():
             return Reply(403, "text/plain; charset=utf-8", "download URL expired".encode())
         day = datetime.datetime.strptime(query["bizDates"], "%Y%m%d").date()
-        paid, refunds = self.store.day_activity(CHANNEL, day)
+        seller_id = query.get("userId") or self.merchant.pid
+        paid, refunds = self._mine(seller_id, *self.store.day_activity(CHANNEL, day))
         buyers = {o.code: self._buyer(o) for o in paid + [r[1] for r in refunds]}
         data = bills.alipay_bill_zip(
-            day, self.merchant.pid,
+            day, seller_id,
             [bills.payment_line(o, buyers[o.code]) for o in paid],
             [bills.refund_line(r, o, buyers[o.code]) for r, o in refunds],
             datetime.datetime.fromtimestamp(self.store.now(), SHANGHAI).replace(tzinfo=None, microsecond=0),

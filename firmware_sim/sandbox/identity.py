@@ -42,6 +42,14 @@ class Identity:
     app_public_key: RSA.RsaKey | None = field(default=None, repr=False)
     alipay_public_key_path: str = ""
     app_private_key_path: str | None = None  # None when the app's public key was supplied
+    # A service provider's third-party app (第三方应用) and an app in certificate mode, each with its key pair.
+    alipay_isv_app_id: str = ""
+    alipay_isv_pid: str = ""
+    isv_public_key: RSA.RsaKey | None = field(default=None, repr=False)
+    isv_private_key_path: str = ""
+    alipay_cert_app_id: str = ""
+    cert_app_public_key: RSA.RsaKey | None = field(default=None, repr=False)
+    cert_app_private_key_path: str = ""
 
 
 def _write_private(path: str, data: bytes) -> None:
@@ -92,6 +100,11 @@ def load_identity(data_dir: str, *, wechat_key: str | None = None, alipay_key_pa
             "alipay_pid": "2088" + "".join(secrets.choice("0123456789") for _ in range(12)),
         }
         _write_private(id_path, json.dumps(ids, indent=2).encode("utf-8"))
+    more = {"alipay_isv_app_id": "2021", "alipay_isv_pid": "2088", "alipay_cert_app_id": "2021"}
+    if not all(name in ids for name in more):  # a data dir from before third-party and certificate mode
+        for name, prefix in more.items():
+            ids.setdefault(name, prefix + "".join(secrets.choice("0123456789") for _ in range(12)))
+        _write_private(id_path, json.dumps(ids, indent=2).encode("utf-8"))
     if wechat_key is not None:
         if len(wechat_key) != 32 or not wechat_key.isascii() or not wechat_key.isalnum():
             raise IdentityError("--wechat-key must be 32 ASCII letters or digits, like a WeChat Pay API key")
@@ -111,11 +124,17 @@ def load_identity(data_dir: str, *, wechat_key: str | None = None, alipay_key_pa
         app_private_path, app_public_path = _keypair(keys_dir, "app")
     else:
         app_private_path, app_public_path = None, app_public_key_path
+    isv_private_path, isv_public_path = _keypair(keys_dir, "isv_app")
+    cert_private_path, cert_public_path = _keypair(keys_dir, "cert_app")
     try:
         alipay_private = load_private_key(_read(alipay_private_path, "Alipay private key"))
         app_public = load_public_key(_read(app_public_path, "app public key"))
+        isv_public = load_public_key(_read(isv_public_path, "third-party app public key"))
+        cert_public = load_public_key(_read(cert_public_path, "certificate-mode app public key"))
     except ValueError as exc:
         raise IdentityError(str(exc)) from None
     return Identity(ids["wechat_appid"], ids["wechat_mch_id"], ids["wechat_api_key"], ids["alipay_app_id"], ids["alipay_pid"],
                     alipay_private, app_public, os.path.abspath(alipay_public_path),
-                    os.path.abspath(app_private_path) if app_private_path else None)
+                    os.path.abspath(app_private_path) if app_private_path else None,
+                    ids["alipay_isv_app_id"], ids["alipay_isv_pid"], isv_public, os.path.abspath(isv_private_path),
+                    ids["alipay_cert_app_id"], cert_public, os.path.abspath(cert_private_path))

@@ -31,6 +31,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from firmware_sim.sandbox.alipay_api import AlipayApi, AlipayMerchant
+from firmware_sim.sandbox.alipay_notify import Notifier
+from firmware_sim.sandbox.alipay_tenants import AlipayApp, Tenants, ensure_certificates
 from firmware_sim.sandbox.control import PREFIX, ControlApi
 from firmware_sim.sandbox.identity import Identity, IdentityError, load_identity
 from firmware_sim.sandbox.reply import Faults, Reply
@@ -63,8 +65,16 @@ class Sandbox:
                                 self.scripts)
         assert identity.alipay_private_key is not None and identity.app_public_key is not None
         secret = self.store.get_or_create_setting("bill_url_secret", secrets.token_hex(32)).encode("ascii")
+        assert identity.isv_public_key is not None and identity.cert_app_public_key is not None
+        self.certs = ensure_certificates(os.path.join(self.data_dir, "keys"), identity.alipay_private_key, identity.cert_app_public_key)
+        self.tenants = Tenants(os.path.join(self.data_dir, "alipay.sqlite3"))
+        self.notifier = Notifier(identity.alipay_private_key, self.stopping)
+        apps = [AlipayApp(identity.alipay_isv_app_id, identity.alipay_isv_pid, identity.isv_public_key),
+                AlipayApp(identity.alipay_cert_app_id, identity.alipay_pid, identity.cert_app_public_key, cert_sn=self.certs.app_cert_sn)]
         self.alipay = AlipayApi(self.store, AlipayMerchant(identity.alipay_app_id, identity.alipay_pid, identity.app_public_key,
-                                                           identity.alipay_private_key), self.faults, lambda: self.url, secret, self.scripts)
+                                                           identity.alipay_private_key), self.faults, lambda: self.url, secret, self.scripts,
+                                tenants=self.tenants, apps=apps, root_cert_sn=self.certs.root_sn, alipay_cert_sn=self.certs.alipay_cert_sn,
+                                notifier=self.notifier)
         self.control = ControlApi(self.store, self.faults, os.path.join(self.data_dir, "qr"), self._describe, self.scripts)
         self.httpd = _Server((host, port), _Handler)
         self.httpd.sandbox = self
@@ -92,6 +102,16 @@ class Sandbox:
                 "alipay": alipay,
             },
             "alipay_pid": self.identity.alipay_pid,
+            # The other Alipay apps, as channel settings sections: a service provider's third-party app
+            # (add a merchant's app_auth_token from POST /sandbox/v1/alipay/app-auth) and one in certificate mode.
+            "alipay_modes": {
+                "third_party": {"gateway": self.url + "/gateway.do", "app_id": self.identity.alipay_isv_app_id,
+                                "private_key_pem": self.identity.isv_private_key_path,
+                                "alipay_public_key_pem": self.identity.alipay_public_key_path},
+                "cert": {"gateway": self.url + "/gateway.do", "app_id": self.identity.alipay_cert_app_id,
+                         "private_key_pem": self.identity.cert_app_private_key_path, "app_cert_pem": self.certs.app_cert,
+                         "alipay_cert_pem": self.certs.alipay_cert, "alipay_root_cert_pem": self.certs.root},
+            },
         }
 
     def write_credentials(self, path: str) -> None:
@@ -117,12 +137,15 @@ class Sandbox:
         while self.httpd.active and time.monotonic() < deadline:
             time.sleep(0.02)
         self.store.close()
+        self.tenants.close()
 
     # -- routing -----------------------------------------------------------------------------
 
     def route(self, method: str, target: str, body: bytes) -> Reply:
         parts = urllib.parse.urlsplit(target)
         path = parts.path
+        if path.startswith(PREFIX + "/alipay/"):
+            return self._alipay_control(method, path[len(PREFIX + "/alipay/"):], parts.query, body)
         if path.startswith(PREFIX + "/") or path == PREFIX:
             return self.control.handle(method, path, body)
         if method == "POST" and path in WECHAT_PATHS:
@@ -136,6 +159,23 @@ class Sandbox:
             return self.alipay.handle_gateway(pairs)
         if method == "GET" and path == "/downloadBillFile.resource":
             return self.alipay.handle_bill_file(dict(urllib.parse.parse_qsl(parts.query)))
+        return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
+
+    def _alipay_control(self, method: str, rest: str, query: str, body: bytes) -> Reply:
+        """POST app-auth {"app_id"?}: a new merchant authorises a third-party app (its app_auth_token);
+        GET trades/{out_trade_no}: which merchant and app a trade belongs to;
+        GET notifications[?out_trade_no=]: the async notifications sent, with their signed forms."""
+        if method == "POST" and rest == "app-auth":
+            try:
+                wanted = json.loads(body or b"{}").get("app_id")
+            except (ValueError, AttributeError):
+                wanted = None
+            return self.alipay.authorise(str(wanted) if wanted else None)
+        if method == "GET" and rest.startswith("trades/"):
+            return self.alipay.trade_owner(rest[len("trades/"):])
+        if method == "GET" and rest == "notifications":
+            no = dict(urllib.parse.parse_qsl(query)).get("out_trade_no")
+            return Reply(200, "application/json", json.dumps(self.notifier.listing(no), ensure_ascii=False).encode("utf-8"))
         return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
 
 

@@ -6,6 +6,12 @@ Asia/Shanghai, version=1.0) and the call's own fields as the `biz_content` JSON.
 signed with the app's RSA private key; replies must verify with the Alipay public key or they are
 not believed (UNKNOWN). Amounts travel as yuan strings ("12.50") and go through protocol.amount.
 
+Modes: the app's own or, in third-party application mode (第三方应用), the provider's app with the
+hospital's `app_auth_token` on every request; the Alipay public key, or certificate mode (公钥证书模式:
+`app_cert_sn` and `alipay_root_cert_sn` on every request, each reply verified with the Alipay
+certificate its `alipay_cert_sn` names; alipay_cert.py). `alipay.trade.pay` names `notify_url` when
+configured; `verify_notification` checks Alipay's async notifications (gateway/notifications.py).
+
 Methods: alipay.trade.pay (scene=bar_code), alipay.trade.query, alipay.trade.cancel,
 alipay.trade.refund, alipay.trade.fastpay.refund.query, alipay.data.dataservice.bill.downloadurl.query.
 """
@@ -27,7 +33,9 @@ from protocol.messages import PayChannel
 from gateway.channels import alipay_outcomes as outcomes
 from gateway.channels import failures
 from gateway.channels.failures import NoAnswer
-from gateway.channels.alipay_codec import AlipayReplyError, SignedReply, load_private_key, load_public_key, parse_reply, rsa2_sign, rsa2_verify, sign_content
+from gateway.channels.alipay_cert import AlipayCertificates
+from gateway.channels.alipay_codec import (AlipayReplyError, SignedReply, load_private_key, load_public_key, notify_sign_content, parse_reply,
+                                          rsa2_sign, rsa2_verify, sign_content)
 from terminal.channels.base import PayOutcome, RefundOutcome, ReverseOutcome
 from gateway.channels.errors import BillDownloadError, ChannelConfigError
 from gateway.channels.http import MAX_BILL_BYTES, HttpFailure, SessionPool, Timeouts, exchange, mask_code
@@ -42,14 +50,25 @@ REVERSE_RETRY_INTERVAL_S = 2.0
 # China has kept UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
 SHANGHAI = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
 _OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII)
+_TOKEN = re.compile(r"[A-Za-z0-9._\-]{1,128}", re.ASCII)
+_CERT_FIELDS = ("app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem")
 
 
 @dataclass(frozen=True, slots=True)
 class AlipayConfig:
     app_id: str
     private_key_pem: str  # path to the app's RSA private key (PEM, or the bare base64 Alipay's tool prints), or the PEM text itself
-    alipay_public_key_pem: str  # path to the Alipay public key of this app, or the PEM text itself
+    alipay_public_key_pem: str = ""  # path to the Alipay public key of this app, or the PEM text itself (public-key mode)
     gateway: str = PRODUCTION_GATEWAY
+    # Third-party application mode (第三方应用): the provider's app calls for a hospital that authorised
+    # it; the token says which merchant, and the money lands on that merchant's account.
+    app_auth_token: str | None = None
+    # Certificate mode (公钥证书模式), instead of alipay_public_key_pem: the app's certificate, the Alipay
+    # public certificate(s) and the Alipay root chain (paths or PEM text).
+    app_cert_pem: str | None = None
+    alipay_cert_pem: str | None = None
+    alipay_root_cert_pem: str | None = None
+    notify_url: str | None = None  # where Alipay sends its async notifications (the gateway's endpoint)
     store_id: str | None = None  # optional 门店编号 / terminal number, shown in the bill
     terminal_id: str | None = None
     verify_tls: bool | str = True
@@ -62,9 +81,21 @@ class AlipayConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.reverse_not_before_s, (int, float)) or isinstance(self.reverse_not_before_s, bool) or self.reverse_not_before_s < 0:
             raise ChannelConfigError("alipay.reverse_not_before_s must be a number of seconds, 0 or more")
-        for name in ("app_id", "private_key_pem", "alipay_public_key_pem", "gateway"):
+        for name in ("app_id", "private_key_pem", "gateway"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ChannelConfigError(f"alipay.{name} is required")
+        certs = [getattr(self, n) for n in _CERT_FIELDS]
+        if any(c is not None for c in certs):
+            if not all(isinstance(c, str) and c for c in certs):
+                raise ChannelConfigError("alipay certificate mode needs all of " + ", ".join(_CERT_FIELDS))
+            if self.alipay_public_key_pem:
+                raise ChannelConfigError("alipay: give alipay_public_key_pem (public-key mode) or the certificates (certificate mode), not both")
+        elif not isinstance(self.alipay_public_key_pem, str) or not self.alipay_public_key_pem:
+            raise ChannelConfigError("alipay.alipay_public_key_pem is required (or, in certificate mode, " + ", ".join(_CERT_FIELDS) + ")")
+        if self.app_auth_token is not None and (not isinstance(self.app_auth_token, str) or _TOKEN.fullmatch(self.app_auth_token) is None):
+            raise ChannelConfigError("alipay.app_auth_token must be the token Alipay issued (1-128 letters, digits, '.', '_' or '-')")
+        if self.notify_url is not None and (not isinstance(self.notify_url, str) or not self.notify_url.startswith(("https://", "http://"))):
+            raise ChannelConfigError(f"alipay.notify_url {self.notify_url!r} must be an http(s) URL")
         if not self.gateway.startswith(("https://", "http://")):
             raise ChannelConfigError(f"alipay.gateway {self.gateway!r} must be an http(s) URL")
         for name in ("connect_timeout_s", "read_timeout_s", "query_interval_s", "pay_deadline_s"):
@@ -98,7 +129,14 @@ class AlipayClient:
         self.reverse_not_before_s = config.reverse_not_before_s
         try:
             self._private_key: RSA.RsaKey = load_private_key(_read_key(config.private_key_pem, "app private key"))
-            self._alipay_key: RSA.RsaKey = load_public_key(_read_key(config.alipay_public_key_pem, "Alipay public key"))
+            self._certs: AlipayCertificates | None = None
+            self._alipay_key: RSA.RsaKey | None = None
+            if config.app_cert_pem is not None:
+                self._certs = AlipayCertificates.from_pem(
+                    _read_key(config.app_cert_pem, "app certificate"), _read_key(config.alipay_cert_pem or "", "Alipay public certificate"),
+                    _read_key(config.alipay_root_cert_pem or "", "Alipay root certificate"))
+            else:
+                self._alipay_key = load_public_key(_read_key(config.alipay_public_key_pem, "Alipay public key"))
         except ValueError as exc:
             raise ChannelConfigError(str(exc)) from None
         self._sessions = SessionPool(session)
@@ -212,8 +250,31 @@ class AlipayClient:
             "version": "1.0",
             "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
         }
+        if self.config.app_auth_token:
+            params["app_auth_token"] = self.config.app_auth_token
+        if self._certs is not None:
+            params["app_cert_sn"] = self._certs.app_cert_sn
+            params["alipay_root_cert_sn"] = self._certs.alipay_root_cert_sn
+        if self.config.notify_url and method == "alipay.trade.pay":
+            params["notify_url"] = self.config.notify_url
         params["sign"] = rsa2_sign(sign_content(params), self._private_key)
         return params
+
+    def reply_key(self, cert_sn: str | None) -> RSA.RsaKey | None:
+        """The Alipay key a reply or notification is verified with: in certificate mode the certificate
+        whose SN the reply names (None: one we do not hold), else the configured public key."""
+        if self._certs is not None:
+            return self._certs.key_for(cert_sn)
+        return self._alipay_key
+
+    def verify_notification(self, params: dict[str, str]) -> bool:
+        """An async notification's RSA2 signature (sign_type and sign left out of the signed text)."""
+        if params.get("sign_type", "RSA2") != "RSA2" or not params.get("sign"):
+            return False
+        # Notifications name no certificate: any Alipay public certificate we hold may have signed one.
+        keys = list(self._certs.alipay_keys.values()) if self._certs is not None else [self._alipay_key] if self._alipay_key else []
+        content = notify_sign_content(params).encode("utf-8")
+        return any(rsa2_verify(content, params["sign"], key) for key in keys)
 
     def _call(self, method: str, biz: dict[str, str]) -> SignedReply | NoAnswer:
         body = urllib.parse.urlencode(self.signed_params(method, biz)).encode("ascii")
@@ -235,7 +296,13 @@ class AlipayClient:
             words = parsed.node.get("sub_msg") or parsed.node.get("msg") or ""
             log.error("alipay %s: the request was rejected (%s %s): check the merchant settings", method, code, sub)
             return failures.rejected(f"Alipay rejected the request ({code} {sub}): {words}")
-        if parsed.sign is None or not rsa2_verify(parsed.raw_node.encode("utf-8"), parsed.sign, self._alipay_key):
+        key = self.reply_key(parsed.cert_sn)
+        if key is None:
+            log.error("alipay %s: reply signed by Alipay certificate %r, which we do not hold; not believed (the channel may have acted)",
+                      method, parsed.cert_sn)
+            return failures.unverified(f"reply from Alipay signed with certificate SN {parsed.cert_sn!r}, which these settings do not hold: "
+                                       "add the new Alipay public certificate")
+        if parsed.sign is None or not rsa2_verify(parsed.raw_node.encode("utf-8"), parsed.sign, key):
             log.error("alipay %s: reply signature missing or wrong; not believed (the channel may have acted)", method)
             return failures.unverified("reply from Alipay failed its signature check: check the Alipay public key")
         if parsed.node_name != _node_name(method):

@@ -42,6 +42,12 @@ def sign_content(params: Mapping[str, str]) -> str:
     return "&".join(f"{name}={params[name]}" for name in sorted(params) if name != "sign" and params[name] != "")
 
 
+def notify_sign_content(params: Mapping[str, str]) -> str:
+    """What an async notification's signature covers: every parameter but `sign` and `sign_type`
+    (unlike a request, where sign_type is signed), empty ones left out, sorted, raw values `&`-joined."""
+    return "&".join(f"{name}={params[name]}" for name in sorted(params) if name not in ("sign", "sign_type") and params[name] != "")
+
+
 def rsa2_sign(content: str, private_key: RSA.RsaKey) -> str:
     digest = SHA256.new(content.encode("utf-8"))
     return base64.b64encode(pkcs1_15.new(private_key).sign(digest)).decode("ascii")
@@ -88,6 +94,7 @@ class SignedReply:
     node: dict[str, object]  # its fields
     raw_node: str  # its exact text, what the signature covers
     sign: str | None
+    cert_sn: str | None = None  # certificate mode: `alipay_cert_sn`, which Alipay certificate signed it
 
 
 def response_node_name(method: str) -> str:
@@ -112,6 +119,12 @@ def parse_reply(data: bytes, method: str) -> SignedReply:
         if not isinstance(value, str):
             raise AlipayReplyError("sign is not a string")
         signature = value
+    cert_sn: str | None = None
+    if "alipay_cert_sn" in members:
+        sn = json.loads(members["alipay_cert_sn"])
+        if not isinstance(sn, str):
+            raise AlipayReplyError("alipay_cert_sn is not a string")
+        cert_sn = sn
     for name in (response_node_name(method), ERROR_NODE):
         raw = members.get(name)
         if raw is None:
@@ -120,7 +133,7 @@ def parse_reply(data: bytes, method: str) -> SignedReply:
             node = loads_object(raw, what=name)
         except (ProtocolError, RecursionError) as exc:
             raise AlipayReplyError(f"{name} is not a JSON object: {exc}") from None
-        return SignedReply(name, node, raw, signature)
+        return SignedReply(name, node, raw, signature, cert_sn)
     raise AlipayReplyError(f"reply has no {response_node_name(method)} node")
 
 

@@ -25,7 +25,7 @@ from terminal.channels.base import ChannelClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
 
-_PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem"}
+_PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem", "app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem"}
 
 
 def _config(kind: type, section: str, raw: object, base_dir: str | None) -> Any:

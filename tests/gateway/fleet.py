@@ -24,10 +24,10 @@ class Fleet:
 
 
 def make_fleet(db: Database, *, hospital_id: str = "H001", devices: int = 2, clock=None, vault: Vault | None = None,
-               **hospital_settings) -> Fleet:
+               mode: Mode = Mode.DIRECT, **hospital_settings) -> Fleet:
     kwargs = {} if clock is None else {"clock": clock}
     directory = Directory(db, vault or Vault(os.urandom(32)), **kwargs)
-    directory.add_hospital(hospital_id, "City Hospital", mode=Mode.DIRECT, actor=ACTOR, **hospital_settings)
+    directory.add_hospital(hospital_id, "City Hospital", mode=mode, actor=ACTOR, **hospital_settings)
     seeds = {f"{hospital_id}-POS{i}": os.urandom(32) for i in range(1, devices + 1)}
     records = [DeviceRecord(d, "P2", f"SN{i}", public_key(seed)) for i, (d, seed) in enumerate(seeds.items(), 1)]
     directory.import_devices(hospital_id, format_device_csv(records), actor=ACTOR)
