@@ -55,8 +55,13 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 run: setup
 	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))$(if $(DEVICES), --devices $(DEVICES))
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; default 2, one per core of the machine the
+# budget is set for). Much of it waits on real processes, sockets and disks, so two workers finish in
+# about half the wall time of one; `--dist loadscope` keeps a module's tests (and its module-scoped
+# running system) on one worker. TEST_WORKERS=0 runs it in this process, for a debugger.
+TEST_WORKERS ?= 2
 test: setup typecheck
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 # The Java example (docs/examples/java/HisClient.java) as the HIS through every scenario of the
 # conformance kit. A minute and a JDK, so not in `make test`: the JDK (default-jdk-headless, ~200 MB)
