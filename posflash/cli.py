@@ -349,7 +349,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         device=device, merchant_name=args.merchant_name, merchant_name_en=args.merchant_name_en,
         terminals_csv=read_text(Path(args.terminals), "terminal CSV"), terminals_source=args.terminals,
         keys_text=read_text(Path(args.keys), "key file"), keys_source=args.keys,
-        gateway=provision.read_gateway(args.gateway_url, Path(args.gateway_cert) if args.gateway_cert else None), pin_hash=pin_hash,
+        gateway=provision.read_gateway(args.gateway_url, [Path(c) for c in args.gateway_cert or []]), pin_hash=pin_hash,
         admin_pin_hash=admin_pin_hash, limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
     key = load_signing_key(Path(args.key))
     sealed = provision.seal_for(device, document)  # only this device can read the keys in it
@@ -473,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terminals", required=True, help="terminal CSV from HIS (terminal_id,description[,device_id])")
     p.add_argument("--keys", required=True, help="shared-key file (his-keys-v1)")
     p.add_argument("--gateway-url", required=True, help="the provider's gateway, https://... (http:// only on loopback)")
-    p.add_argument("--gateway-cert", help="PEM of the gateway certificate or provider CA the POS pins (required for https)")
+    p.add_argument("--gateway-cert", action="append", metavar="PEM",
+                   help="PEM of the gateway certificate or provider CA the POS pins (required for https); give it "
+                        "twice during a rotation, the current certificate and its successor")
     p.add_argument("--merchant-name", required=True)
     p.add_argument("--merchant-name-en")
     p.add_argument("--limit", help="per-transaction limit in yuan, e.g. 5000.00")

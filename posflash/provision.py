@@ -26,7 +26,7 @@ from protocol.registry import DeviceRecord, RegistryError, format_device_csv, pa
 from protocol.sealed_config import seal_config
 from protocol.strictjson import loads_object
 from terminal import pin as pins
-from terminal.config import DeviceConfigError, parse_config
+from terminal.config import DeviceConfigError, check_pinned_certificates, parse_config
 from terminal.identity import check_model, check_name
 from terminal.secure_files import read_text
 
@@ -141,11 +141,20 @@ def build_config_document(*, device: DeviceRecord, merchant_name: str, terminals
     return text.encode("utf-8")
 
 
-def read_gateway(url: str, cert: Path | None) -> dict[str, str]:
-    """The "gateway" section: its URL and the PEM of the certificate (or provider CA) the POS pins."""
+def read_gateway(url: str, certs: Path | list[Path] | None) -> dict[str, str]:
+    """The "gateway" section: its URL and the PEM of the certificates (or provider CAs) the POS pins.
+
+    Several files are pinned side by side: during a rotation, the certificate the gateway serves now
+    and its successor (docs/field-engineer.md, "Rotating the gateway's certificate")."""
     gateway = {"url": url}
-    if cert is not None:
-        gateway["pinned_cert"] = read_text(cert, "gateway certificate")
+    files = [certs] if isinstance(certs, Path) else list(certs or [])
+    if files:
+        pem = "".join(read_text(path, "gateway certificate").strip() + "\n" for path in files)
+        try:
+            check_pinned_certificates(pem)
+        except ValueError as exc:
+            raise FlashError(FlashCode.BAD_INPUT, f"--gateway-cert {', '.join(map(str, files))}: {exc}") from None
+        gateway["pinned_cert"] = pem
     return gateway
 
 

@@ -139,18 +139,47 @@ class GatewaySettings:
     pinned_cert: str | None = None  # PEM text of the certificate or private CA the POS trusts, and only it
 
 
+# Certificates a POS may pin at once: the provider's CA (or the gateway's own certificate), and
+# during a rotation its successor beside it, with room for an intermediate each.
+MAX_PINNED_CERTS = 4
+
+
+def check_pinned_certificates(pinned_cert: object) -> int:
+    """How many certificates the PEM text holds; ValueError unless it is 1 to MAX_PINNED_CERTS
+    well-formed X.509 certificates and nothing else. A rotation pins the old and the new one side by
+    side (docs/field-engineer.md); a garbled PEM is refused here, at provisioning and at load, not
+    found out at the first payment as a TLS failure."""
+    from cryptography import x509  # the link's library; imported here so the config stays cheap to import
+
+    if not isinstance(pinned_cert, str) or "-----BEGIN CERTIFICATE-----" not in pinned_cert:
+        raise ValueError("pinned_cert must be the PEM text of the gateway's certificate or of the provider's CA")
+    blocks = pinned_cert.count("-----BEGIN ")
+    try:
+        certificates = x509.load_pem_x509_certificates(pinned_cert.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError("pinned_cert holds a PEM block that is not a well-formed X.509 certificate") from None
+    if len(certificates) != blocks:
+        raise ValueError("pinned_cert must hold certificates only (no keys or other PEM blocks)")
+    if len(certificates) > MAX_PINNED_CERTS:
+        raise ValueError(f"pinned_cert holds {len(certificates)} certificates; at most {MAX_PINNED_CERTS} "
+                         "(the current one and its successor during a rotation)")
+    return len(certificates)
+
+
 def parse_gateway(url: object, pinned_cert: object) -> GatewaySettings:
     """ValueError naming what is wrong: https needs a pinned certificate, http is for loopback only."""
     if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 256:
         raise ValueError("url must be the gateway's https:// URL")
     host = urlsplit(url).hostname or ""
-    if pinned_cert is not None and (not isinstance(pinned_cert, str) or "-----BEGIN CERTIFICATE-----" not in pinned_cert):
-        raise ValueError("pinned_cert must be the PEM text of the gateway's certificate or of the provider's CA")
-    if url.startswith("https://") and pinned_cert is None:
+    pin: str | None = None
+    if pinned_cert is not None:
+        check_pinned_certificates(pinned_cert)  # refuses anything but PEM text
+        pin = str(pinned_cert)
+    if url.startswith("https://") and pin is None:
         raise ValueError("an https gateway needs pinned_cert: the POS trusts that certificate and no other")
     if url.startswith("http://") and host not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError(f"plain http:// is only for a gateway on this machine, not {host}; use https:// with pinned_cert")
-    return GatewaySettings(url, pinned_cert)
+    return GatewaySettings(url, pin)
 
 
 @dataclass(frozen=True, slots=True)

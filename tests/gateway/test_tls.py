@@ -5,51 +5,16 @@ serves real TLS on loopback."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gateway.api import GatewayHttpServer
 from gateway.channel_clients import ChannelFactory
 from gateway.service import GatewayService
 from terminal.gateway_client import GatewayConfigError, GatewayConnection
 from tests.gateway.fleet import make_fleet
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_leaf(ca_key, ca_cert, host: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name("gateway")).issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def _pem(cert) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
+from tests.tlscerts import key_pem, make_ca, make_leaf, pem
 
 
 @pytest.fixture
@@ -61,12 +26,11 @@ def tls_gateway(tmp_path):
     fleet = make_fleet(db, devices=1)
     ca_key, ca = make_ca("provider private CA")
     key, leaf = make_leaf(ca_key, ca, "127.0.0.1")
-    (tmp_path / "ca.pem").write_bytes(_pem(ca))
-    (tmp_path / "server.pem").write_bytes(_pem(leaf))
-    (tmp_path / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()))
+    (tmp_path / "ca.pem").write_bytes(pem(ca))
+    (tmp_path / "server.pem").write_bytes(pem(leaf))
+    (tmp_path / "server.key").write_bytes(key_pem(key))
     _, rogue_ca = make_ca("provider private CA")  # same name, different key: what an attacker would make
-    (tmp_path / "rogue.pem").write_bytes(_pem(rogue_ca))
+    (tmp_path / "rogue.pem").write_bytes(pem(rogue_ca))
     service = GatewayService(fleet.directory, fleet.ledger, ChannelFactory(fleet.directory))
     server = GatewayHttpServer(service, "127.0.0.1", 0, tls_cert=str(tmp_path / "server.pem"), tls_key=str(tmp_path / "server.key")).start()
     yield server, fleet, tmp_path
@@ -118,3 +82,83 @@ def _with_timeout(request, seconds: float):
         kwargs["timeout"] = (seconds, seconds)
         return request(*args, **kwargs)
     return call
+
+
+def _pos_connection(tmp, name: str, url: str, pem_files: list, seed: bytes):
+    """The POS's gateway connection as a field engineer's configuration makes it: the pinned PEM
+    read by `pos-flash provision config --gateway-cert ...` (posflash.provision.read_gateway),
+    checked as the POS checks its configuration, written beside the journal by terminal.factory."""
+    import dataclasses
+
+    from posflash.provision import read_gateway
+    from protocol.messages import PayChannel
+    from terminal.config import parse_gateway
+    from terminal.factory import gateway_clients
+    from tests.terminal.helpers import make_config
+
+    section = read_gateway(url, pem_files)
+    config = make_config()
+    config = dataclasses.replace(config, device=dataclasses.replace(config.device, device_id="H001-POS1"),
+                                 gateway=parse_gateway(section["url"], section["pinned_cert"]))
+    state = tmp / name
+    state.mkdir()
+    clients = gateway_clients(config, device_key_seed=seed, firmware="1.0", state_dir=state)
+    return clients[PayChannel.WECHAT].connection  # type: ignore[attr-defined]  # ChannelClient is a protocol; this one is a GatewayChannelClient
+
+
+def test_the_pinned_certificate_rotates_with_an_overlap(tls_gateway) -> None:
+    """Rotating the gateway's certificate without a day of failed payments: a configuration image
+    pins the old and the new CA side by side; the gateway then serves the new one; a later image
+    drops the old one, after which a gateway on the old CA is refused (docs/field-engineer.md)."""
+    old_server, fleet, tmp = tls_gateway
+    seed = fleet.seeds["H001-POS1"]
+    new_key, new_ca = make_ca("provider private CA 2027")
+    leaf_key, leaf = make_leaf(new_key, new_ca, "127.0.0.1")
+    (tmp / "ca2027.pem").write_bytes(pem(new_ca))
+    (tmp / "server2027.pem").write_bytes(pem(leaf))
+    (tmp / "server2027.key").write_bytes(key_pem(leaf_key))
+    service = GatewayService(fleet.directory, fleet.ledger, ChannelFactory(fleet.directory))
+    new_server = GatewayHttpServer(service, "127.0.0.1", 0, tls_cert=str(tmp / "server2027.pem"),
+                                   tls_key=str(tmp / "server2027.key")).start()
+    try:
+        def answer(url: str, name: str, pins: list) -> str:
+            status, reply = _pos_connection(tmp, name, url, pins, seed).post("/v1/query", {"out_trade_no": "NONE"})
+            return reply["error"]["code"]
+
+        # Before: only the old CA is pinned; the new gateway certificate is refused.
+        assert answer(old_server.url, "before-old", [tmp / "ca.pem"]) == "unknown_payment"
+        assert answer(new_server.url, "before-new", [tmp / "ca.pem"]) == "tls"
+        # The overlap image: both gateways are trusted.
+        both = [tmp / "ca.pem", tmp / "ca2027.pem"]
+        assert answer(old_server.url, "overlap-old", both) == "unknown_payment"
+        assert answer(new_server.url, "overlap-new", both) == "unknown_payment"
+        # After: only the new CA; a gateway still on the old one is refused.
+        assert answer(new_server.url, "after-new", [tmp / "ca2027.pem"]) == "unknown_payment"
+        assert answer(old_server.url, "after-old", [tmp / "ca2027.pem"]) == "tls"
+    finally:
+        new_server.stop()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "not a well-formed X.509 certificate"),
+    ("no PEM at all", "must be the PEM text"),
+])
+def test_a_pin_that_is_not_a_certificate_is_refused_when_the_image_is_built(tmp_path, content, fragment) -> None:
+    from posflash.provision import read_gateway
+    from protocol.flash import FlashError
+
+    (tmp_path / "gw.pem").write_text(content)
+    with pytest.raises(FlashError) as refused:
+        read_gateway("https://gw.example.cn", [tmp_path / "gw.pem"])
+    assert "--gateway-cert" in str(refused.value) and fragment in str(refused.value)
+
+
+def test_a_key_in_the_pin_file_is_refused_and_so_are_too_many_certificates(tmp_path) -> None:
+    from terminal.config import MAX_PINNED_CERTS, check_pinned_certificates
+
+    key, ca = make_ca("provider private CA")
+    with pytest.raises(ValueError, match="certificates only"):
+        check_pinned_certificates(pem(ca).decode() + key_pem(key).decode())
+    assert check_pinned_certificates(pem(ca).decode() * MAX_PINNED_CERTS) == MAX_PINNED_CERTS
+    with pytest.raises(ValueError, match=f"at most {MAX_PINNED_CERTS}"):
+        check_pinned_certificates(pem(ca).decode() * (MAX_PINNED_CERTS + 1))

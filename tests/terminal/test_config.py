@@ -11,6 +11,9 @@ from protocol.keyfile import format_keyfile
 from protocol.messages import PayChannel
 from terminal.config import DeviceConfigError, Polling, dump_config, load_config, parse_config, parse_print_command
 from tests.terminal.helpers import KEY, OLD_KEY, PIN_HASH, make_config
+from tests.tlscerts import ca_pem
+
+GATEWAY_CA = ca_pem()
 
 
 def document(**changes):
@@ -25,7 +28,7 @@ def document(**changes):
         "limits": {"per_transaction": "5000.00"},
         "freshness": {"instruction_skew_s": 86400, "msg_id_memory_s": 172800},
         "supervisor": {"pin_hash": PIN_HASH, "max_wrong_tries": 5, "lockout_s": 300},
-        "gateway": {"url": "https://gw.example.cn", "pinned_cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+        "gateway": {"url": "https://gw.example.cn", "pinned_cert": GATEWAY_CA},
         "polling": {"WECHAT": {"query_interval_s": 2, "pay_deadline_s": 45.5}},
         "printer": {"command": "lp -d 'thermal 58' {png}"},
     }
@@ -97,6 +100,7 @@ def test_round_trip_through_dump():
     ({"gateway__url": "http://gw.example.cn"}, "plain http:// is only for a gateway on this machine"),
     ({"gateway__url": "ftp://gw"}, "gateway.url"),
     ({"gateway__pinned_cert": "not a certificate"}, "gateway.pinned_cert"),
+    ({"gateway__pinned_cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}, "not a well-formed X.509"),
     ({"gateway__api_key": "k"}, "unknown field 'api_key'"),
     ({"merchant__name": ""}, "merchant.name"),
     ({"extra": 1}, "unknown field 'extra'"),
