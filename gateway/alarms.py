@@ -109,7 +109,7 @@ class Alarms:
                         (hospital_id, kind.value, reason, reference, order_no, channel, amount_fen, device_id, message[:512], now, now))
                 except UniqueViolation:
                     continue
-                return self._by_id(tx, int(alarm_id))  # type: ignore[arg-type]
+                return self._by_id(tx, int(alarm_id))  # type: ignore[arg-type]  # RETURNING alarm_id: an integer column, typed object by the driver-neutral scalar()
         raise GatewayError(GatewayCode.INTERNAL_ERROR, "the alarm could not be stored; report it again")
 
     def list(self, *, hospital_id: str | None = None, include_resolved: bool = False) -> list[Alarm]:

@@ -434,7 +434,7 @@ class Lifecycle:
             error_code = reason or ResultCode.EXPIRED.value
             if row.state is State.DECLINED:  # say what the last code met, too
                 message = f"{(reason_text(error_code) or reason_text(ResultCode.EXPIRED.value)).en}; " \
-                          f"the last code was declined: {row.last_error_code}"  # type: ignore[union-attr]
+                          f"the last code was declined: {row.last_error_code}"  # type: ignore[union-attr]  # EXPIRED always has a text, so the `or` is never None
         elif event in (Event.REFUSE, Event.REFUSE_REFUND):
             error_code, message = reason or ErrorCode.BAD_ENVELOPE.value, detail
             channel = None

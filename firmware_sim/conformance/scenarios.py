@@ -148,7 +148,8 @@ class Kit:
             return bool(found and found[1].order_no == order_no and found[0].msg_id != except_msg_id)
         if within_s:
             self.proxy.recorder.wait_for(is_new, within_s, since)
-        return [self.instruction_of(x.request_body)[0].msg_id for x in self.proxy.recorder.since(since) if is_new(x)]  # type: ignore[index]
+        found = [self.instruction_of(x.request_body) for x in self.proxy.recorder.since(since) if is_new(x)]
+        return [pair[0].msg_id for pair in found if pair is not None]
 
     def result_of(self, exchange: Exchange) -> dict[str, object]:
         envelope = parse_envelope(exchange.response_body, expect=MsgType.RESULT)

@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from terminal.ui import display
 from terminal.texts import DEFAULT_LANGUAGE, LANGUAGES
@@ -221,8 +221,8 @@ def create_app(backend: "Backend", **kwargs: object) -> object:
 
 def build_app(service: "TerminalService", *, fonts: UiFonts | None = None, firmware_version: str | None = None,
               camera_index: int | None = 0, probe_network: bool = True, print_command: str = "",
-              **kwargs: object) -> object:
-    """The app around a running service (what the simulator calls). Without a `print_command`, the
+              **kwargs: object) -> Any:
+    """The app around a running service (a Kivy App: Kivy ships no type information, hence Any) (what the simulator calls). Without a `print_command`, the
     receipt printer of the device configuration (`printer.command`) is used, if it has one."""
     from terminal.ui.adapter import ServiceBackend
     from terminal.ui.camera import open_camera
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         app = build_app(device.service, fonts=fonts, camera_index=None if args.camera < 0 else args.camera,
                         lang=args.lang, receipts_dir=state_dir / "receipts", print_command=args.print_command,
                         fit_to_display=True)
-        app.run()  # type: ignore[attr-defined]
+        app.run()
     finally:
         device.close()
     return 0

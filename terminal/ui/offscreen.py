@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from kivy.core.window import Window
 from kivy.uix.label import Label
@@ -48,7 +48,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str 
         await asyncio.sleep(0.01)
 
 
-def run_app(app: object, scenario: Callable[[object], Awaitable[None]]) -> str | None:
+def run_app(app: Any, scenario: Callable[[Any], Awaitable[None]]) -> str | None:
     """Run the app's event loop and `scenario(app)` beside it; stop the app when the scenario ends.
     Returns None, or the first error (the app's own, when its loop died first)."""
     global _app_task
@@ -57,7 +57,7 @@ def run_app(app: object, scenario: Callable[[object], Awaitable[None]]) -> str |
     async def main() -> None:
         global _app_task
         nonlocal error
-        task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))  # type: ignore[attr-defined]
+        task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
         _app_task = task
         try:
             await scenario(app)
@@ -69,7 +69,7 @@ def run_app(app: object, scenario: Callable[[object], Awaitable[None]]) -> str |
             if task.done() and task.exception() is not None:
                 error += f"; the app's loop: {type(task.exception()).__name__}: {task.exception()}"
         finally:
-            app.stop()  # type: ignore[attr-defined]
+            app.stop()
         try:
             await task
         except BaseException as exc:

@@ -7,6 +7,8 @@ Their look and the shared styles (PosLabel, PosButton, TopBar, PinPad...) are in
 
 from __future__ import annotations
 
+from typing import Any
+
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import (BindTexture, Color, Line, Rectangle, SmoothEllipse, SmoothRoundedRectangle, StencilPop, StencilPush,
                            StencilUnUse, StencilUse)
@@ -92,10 +94,10 @@ class FitScroll(ScrollView):
                     canvas.remove(instruction)
 
 
-def _stencil_run(canvas: object, first: type, last: type) -> list[object]:
+def _stencil_run(canvas: Any, first: type, last: type) -> list[object]:
     """The instructions from a leading `first` to the next `last`, inclusive (empty if absent). A
     textured shape's BindTexture is left out: Kivy adds and removes it with its shape."""
-    children = list(canvas.children)  # type: ignore[attr-defined]
+    children = list(canvas.children)
     if not children or not isinstance(children[0], first):
         return []
     ends = [i for i, c in enumerate(children) if isinstance(c, last)]

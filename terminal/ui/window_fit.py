@@ -17,6 +17,7 @@ import ctypes.util
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,16 @@ def placed(size: tuple[int, int], area: tuple[int, int, int, int], decoration: t
     return x + max(0, (width - size[0]) // 2), y + max(decoration[1] - decoration[0] // 2, (height - size[1]) // 2)
 
 
-def fit_window(window: object) -> tuple[int, int]:
+def fit_window(window: Any) -> tuple[int, int]:
     """Shrink the (already open) Kivy window to fit the display, keeping its shape, and centre it
     there; returns its size in the display's coordinates (Kivy's system_size, as SDL's area)."""
-    size = tuple(int(v) for v in window.system_size)  # type: ignore[attr-defined]
+    size = (int(window.system_size[0]), int(window.system_size[1]))
     area = usable_display_area()
     if area is None:
-        return size  # type: ignore[return-value]
-    fitted = fitted_size(size, area[2:])  # type: ignore[arg-type]
+        return size
+    fitted = fitted_size(size, area[2:])
     if fitted != size:
         log.info("the display's usable area is %dx%d: the %dx%d window is scaled to %dx%d", *area[2:], *size, *fitted)
-        window.system_size = fitted  # type: ignore[attr-defined]
-    window.left, window.top = placed(fitted, area)  # type: ignore[attr-defined]  # SDL centred the unscaled one
+        window.system_size = fitted
+    window.left, window.top = placed(fitted, area)  # SDL centred the unscaled one
     return fitted

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -140,8 +140,8 @@ def test_a_pos_that_cannot_write_its_journal_shows_in_bridge_health(world: World
     assert health["instructions"]["not_taken"] == []
 
 
-def test_a_result_the_journal_cannot_take_is_not_acknowledged_and_survives_kill_9(  # type: ignore[no-untyped-def]
-        world: World, small_disk: Path, bridge_process) -> None:
+def test_a_result_the_journal_cannot_take_is_not_acknowledged_and_survives_kill_9(
+        world: World, small_disk: Path, bridge_process: Callable[..., Any]) -> None:
     """Never ACK a frame whose content is not durably journaled (docs/link-protocol.md §7, rule 3).
 
     The bridge used to ACK a result it could not journal and keep it in memory: kill -9 then lost a

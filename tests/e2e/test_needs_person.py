@@ -13,7 +13,8 @@ from tests.e2e.world import SimWorld, new_order, wait_until
 
 def test_his_sees_needs_person_while_the_channel_replies_cannot_be_verified(world: SimWorld) -> None:
     rig = world.rig(LinkKind.TCP, control=True)
-    api = rig.control.url  # type: ignore[union-attr]
+    assert rig.control is not None  # asked for with control=True
+    api = rig.control.url
     code = rig.issue("ALIPAY", "100.00")
     pending = rig.pay(new_order(), "+12.50", wait_s=60)
     rig.screen_is("awaiting_scan")
@@ -28,7 +29,7 @@ def test_his_sees_needs_person_while_the_channel_replies_cannot_be_verified(worl
             body = requests.get(f"{rig.client.bridge_url}/v1/results/{pending.msg_id}", timeout=10).json()
             return body if (body.get("last_event") or {}).get("code") == "needs_person" else None
         body = wait_until(told, 20, "HIS's last_event needs_person")
-        assert body["state"] == "paying" and "unverified_reply" in body["last_event"]["message"]  # type: ignore[index]
+        assert body is not None and body["state"] == "paying" and "unverified_reply" in body["last_event"]["message"]
         assert rig.balance_fen(code) == 100_00 - 12_50  # the channel took it: "failed" would have been a lie
     finally:
         world.sandbox.control("POST", "/faults", {"channel": "ALL", "reply_signature": "ok"})

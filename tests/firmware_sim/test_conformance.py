@@ -187,7 +187,7 @@ def test_a_his_that_never_withdraws_fails_the_withdrawal_scenario(demo_path: Pat
     late = _Late()
     kit = Kit(Demo.load(demo_path), late, timeout_s=8)
     late.his = _his(demo_path, kit)
-    late.his.step = _ignoring_withdrawals(late.his.step)  # type: ignore[method-assign]
+    late.his.step = _ignoring_withdrawals(late.his.step)  # type: ignore[method-assign]  # a careless HIS: its step replaced on this one instance
     kit.proxy.start()
     try:
         (report,) = run(kit, ["withdrawal"])
@@ -260,7 +260,7 @@ def test_the_java_example_passes_every_scenario(demo_path: Path, tmp_path: Path)
     kit = Kit(Demo.load(demo_path), late, timeout_s=45)
     kit.proxy.start()
     java = JavaHis(demo_path, kit, tmp_path)
-    late.his = java  # type: ignore[assignment]
+    late.his = java  # type: ignore[assignment]  # the Java HIS speaks the same steps over a process, not the Python class
     try:
         reports = run(kit, SCENARIOS)
     finally:

@@ -51,12 +51,19 @@ def client(section: dict) -> AlipayClient:
     return built
 
 
+def alipay_mode(sandbox: Sandbox, mode: str) -> dict:
+    """The sandbox's credentials for one of its Alipay apps ("third_party" or "cert")."""
+    modes = sandbox.credentials()["alipay_modes"]
+    assert isinstance(modes, dict)
+    return dict(modes[mode])
+
+
 def third_party(sandbox: Sandbox, token: str) -> AlipayClient:
-    return client({**sandbox.credentials()["alipay_modes"]["third_party"], "app_auth_token": token})  # type: ignore[index]
+    return client({**alipay_mode(sandbox, "third_party"), "app_auth_token": token})
 
 
 def cert_section(sandbox: Sandbox) -> dict:
-    return dict(sandbox.credentials()["alipay_modes"]["cert"])  # type: ignore[index]
+    return alipay_mode(sandbox, "cert")
 
 
 # -- third-party application mode --------------------------------------------------------------
