@@ -107,6 +107,12 @@ class Matcher(Conclusions):
         self._others: list[OtherTrade] = []  # bill rows that are not the POS's (reconcile.attribution)
         self._plat_left: list[Entry] = []  # platform ledger rows no journal record took
         self._has_platform = False
+        # A day matched slice by slice (reconcile.slices) sets these on its slices and its last pass:
+        self._dup_given: dict[str, set[int]] | None = None  # journal -> seqs of records duplicating an earlier journal's
+        self._settled: dict[int, list[int]] = {}  # channel -> [records, collected, refunded, moved] concluded in their slices
+        self._o_pos: array | None = None  # each record's index in the whole day's order (ties between candidates)
+        self._adopted: dict[int, int] = {}  # position in the day -> index, of the records _ghost_paid gave
+        self._ghost_paid: Callable[[int, int, int, int], tuple[int, int, dict[str, object]] | None] | None = None
 
     # -- loading ---------------------------------------------------------------------------------
     def _origin(self, name: str) -> int:
@@ -190,6 +196,12 @@ class Matcher(Conclusions):
         """A msg_id in two journals: its record in the later journal is a duplicate. One journal
         cannot hold a msg_id twice (UNIQUE), so only keys shared across journals are looked for,
         each journal's keys against the earlier ones', at C speed."""
+        if self._dup_given is not None:  # found for the whole day (reconcile.ours.duplicate_seqs)
+            for oi, first, end in self._spans:
+                seqs = self._dup_given.get(self._origins[oi])
+                for i in compress(range(first, end), map(seqs.__contains__, self._o_line[first:end])) if seqs else ():
+                    self._o_flags[i] |= DUP_OURS
+            return
         keys = self._o_mkey
         for j, (_, first, end) in enumerate(self._spans[1:], 1):
             mine = set(keys[first:end])

@@ -1,0 +1,402 @@
+"""A day too large to hold whole, matched slice by slice of time in bounded memory.
+
+The day's journal records are cut into slices of about `SLICE_RECORDS` records by the time of
+their result (`at`; the edges come from one aggregate query per journal). One streaming pass over
+the journals, the HIS ledger, the platform's ledger and the bills writes every record and row,
+parsed, to a spill file, each to the one slice its time falls in (a row whose time cannot be read
+is kept for the last pass). Each slice is then matched by the `Matcher` as it is. A record whose
+every side came in its slice and agrees (nearly all of a day) is concluded there: counted in the
+totals, its columns written to the slice's state file, and dropped. What is left (records that
+disagree or lack a side, rows that matched nothing in their slice, duplicates) is kept, and one
+last `Matcher` over the kept records and rows runs the exact joins again (a row and its record
+parted by a slice edge meet there), the second chances and the outcomes, as a one-pass run does.
+A concluded record comes back to the last pass, read from its slice's state file, only where a
+kept row names it (a duplicate row) or may be attached to it by amount and time (a second
+payment). The differences are made in the last pass only, in the one-pass order, so their IDs
+and the reports are the same bytes as a one-pass run's (tests/reconcile/test_slices.py).
+
+Peak memory is one slice's columns plus the kept records and rows, whatever the day's size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+import tempfile
+from array import array
+from bisect import bisect_left, bisect_right
+from itertools import compress, repeat
+from operator import add, gt, mul
+from pathlib import Path
+from typing import IO, Callable, Iterable, Iterator
+
+from reconcile.match import MatchResult, Matcher
+from reconcile.model import FLAG_LATE, Columns, Entry, State, funds_key
+from reconcile.ours import duplicate_seqs, iter_ours, time_histogram
+from reconcile.outcome import PROBABLE_WINDOW_S
+from reconcile.units import CONFLICT, DUP_OURS, MAIN_ROW, PROBABLE
+
+# Records per slice: about 130 MiB of columns (docs/reconciliation.md §8). A day that fits in one
+# slice is matched in one pass, as before.
+SLICE_RECORDS = 1_000_000
+BATCH = 4096  # rows per spilled batch (per slice and source: bounds the routing buffers)
+
+OURS = ("_o_line", "_o_mkey", "_o_okey", "_o_fkey", "_o_at", "_o_dir", "_o_fen", "_o_state", "_o_chan", "_o_flags", "_o_origin", "_o_eff")
+HIS = ("_h_line", "_h_eff", "_h_fen", "_h_state", "_h_origin")
+CHAN = ("_c_line", "_c_eff", "_c_fen", "_c_state", "_c_origin", "_c_kind")
+PLAT = ("_p_line", "_p_eff", "_p_fen", "_p_state", "_p_origin")
+FIELDS = (("line", "_o_line"), ("msg_key", "_o_mkey"), ("order_key", "_o_okey"), ("funds", "_o_fkey"), ("direction", "_o_dir"),
+          ("fen", "_o_fen"), ("state", "_o_state"), ("channel", "_o_chan"), ("at", "_o_at"), ("flags", "_o_flags"))
+UNSETTLED = CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE
+PENDING = int(State.PENDING)
+KEEP = bytes([1, 0]) + bytes(254)  # settled byte -> kept byte
+
+
+def slice_edges(journals: Iterable[Path], day: datetime.date, tz: datetime.tzinfo, size: int) -> list[int]:
+    """Epoch seconds cutting the day's records into slices of about `size` records (a slice holds
+    edge[k-1] <= at < edge[k]); empty when the day fits in one slice."""
+    counts: dict[int, int] = {}
+    for journal in journals:
+        for at, n in time_histogram(journal, day, tz).items():
+            if at is not None:
+                counts[at] = counts.get(at, 0) + n
+    if sum(counts.values()) <= size:
+        return []
+    edges: list[int] = []
+    running = 0
+    for at in sorted(counts):
+        if running >= size:
+            edges.append(at)
+            running = 0
+        running += counts[at]
+    return edges
+
+
+class Spill:
+    """Pickled batches in one temporary file, found again by slice."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self._f: IO[bytes] = open(folder / name, "w+b")
+        self._where: dict[int, list[int]] = {}
+
+    def put(self, key: int, obj: object) -> None:
+        self._f.seek(0, 2)
+        self._where.setdefault(key, []).append(self._f.tell())
+        pickle.dump(obj, self._f, pickle.HIGHEST_PROTOCOL)
+
+    def get(self, key: int) -> Iterator:
+        for offset in self._where.get(key, ()):
+            self._f.seek(offset)
+            yield pickle.load(self._f)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _is_stamp(at: object) -> bool:
+    return type(at) is str and len(at) == 19 and at[4] == "-" and at[10] == " "  # "YYYY-MM-DD HH:MM:SS"
+
+
+def spill_rows(batches: Iterable[list[tuple]], edges: list[str], spill: Spill) -> list[tuple]:
+    """Each row to the slice of its time (text compares as time in this format); the rows whose time
+    cannot be read are returned, for the last pass."""
+    kept: list[tuple] = []
+    buffers: dict[int, list[tuple]] = {}
+    for batch in batches:
+        for t in batch:
+            at = t[9]
+            if not _is_stamp(at):
+                kept.append(t)
+                continue
+            s = bisect_right(edges, at)
+            buf = buffers.get(s)
+            if buf is None:
+                buf = buffers[s] = []
+            buf.append(t)
+            if len(buf) >= BATCH:
+                spill.put(s, buf)
+                buffers[s] = []
+    for s, buf in buffers.items():
+        if buf:
+            spill.put(s, buf)
+    return kept
+
+
+class SlicedDay:
+    """One day matched slice by slice; `run` returns what Matcher.finish returns for the whole day."""
+
+    def __init__(self, folder: Path, edges: list[int], tz: datetime.tzinfo, labels: list[str], his_name: str,
+                 platform_name: str | None, bill_names: list[str], make_final: Callable[[], Matcher], day_id: str) -> None:
+        self.folder, self.edges, self.labels = folder, edges, labels
+        self.edge_text = [datetime.datetime.fromtimestamp(e, tz).strftime("%Y-%m-%d %H:%M:%S") for e in edges]
+        self.his_name, self.platform_name, self.bill_names = his_name, platform_name, bill_names
+        self.origins = labels + [his_name] + ([platform_name] if platform_name else []) + bill_names
+        self.columns = OURS + HIS + CHAN + (PLAT if platform_name else ())
+        self.make_final, self.day_id = make_final, day_id
+        self.journal = Spill(folder, "journal")
+        self.his = Spill(folder, "his")
+        self.platform = Spill(folder, "platform")
+        self.bills = [Spill(folder, f"bill{k}") for k in range(len(bill_names))]
+        self.states = Spill(folder, "states")
+        self.dup_given: dict[str, set[int]] | None = None
+        # What the last pass gets: the kept records' columns, where they are in the day, the kept rows.
+        self.kept = {name: array(typecode) for name, typecode in _typecodes(self.columns).items()}
+        self.kept_pos = array("q")
+        self.rows: dict[str, list[tuple]] = {name: [] for name in [his_name] + ([platform_name] if platform_name else []) + bill_names}
+        self.his_dup: list[tuple[int, Entry]] = []
+        self.chan_dup: list[tuple[int, Entry]] = []
+        self.c_ref: dict[int, str] = {}
+        self.c_extra: dict[int, list[str]] = {}
+        self.settled: dict[int, list[int]] = {}  # channel -> [records, collected, refunded, moved]
+        self._cache: dict[int, tuple[bytes, array, dict[str, array], dict[int, array]]] = {}
+        self._in_final: set[int] = set()
+
+    def close(self) -> None:
+        for spill in [self.journal, self.his, self.platform, self.states, *self.bills]:
+            spill.close()
+
+    # -- spilling --------------------------------------------------------------------------------
+    def spill_journals(self, journals: list[Path], day: datetime.date, tz: datetime.tzinfo) -> None:
+        if len(journals) > 1:
+            self.dup_given = {label: seqs for label, seqs in zip(self.labels, duplicate_seqs(journals, day, tz))}
+        pos = 0
+        edges = self.edges
+        for j, journal in enumerate(journals):
+            for cols in iter_ours(journal, day, tz):
+                n = len(cols)
+                fields = {f: getattr(cols, f) for f, _ in FIELDS}
+                positions = array("q", range(pos, pos + n))
+                first, last = bisect_right(edges, min(cols.at)), bisect_right(edges, max(cols.at))
+                if first == last:
+                    self.journal.put(first, (j, fields, positions))
+                else:
+                    which = [bisect_right(edges, a) for a in cols.at]
+                    for s in range(first, last + 1):
+                        mask = bytes(w == s for w in which)
+                        if any(mask):
+                            self.journal.put(s, (j, {f: array(v.typecode, compress(v, mask)) for f, v in fields.items()},
+                                                 array("q", compress(positions, mask))))
+                pos += n
+
+    def spill_source(self, name: str, batches: Iterable[list[tuple]]) -> None:
+        spill: Spill
+        if name == self.his_name:
+            spill = self.his
+        elif name == self.platform_name:
+            spill = self.platform
+        else:
+            spill = self.bills[self.bill_names.index(name)]
+        self.rows[name].extend(spill_rows(batches, self.edge_text, spill))
+
+    # -- matching --------------------------------------------------------------------------------
+    def run(self) -> MatchResult:
+        for s in range(len(self.edges) + 1):
+            matcher, pos = self._match_slice(s)
+            self._conclude(s, matcher, pos)
+            del matcher
+        return self._last_pass()
+
+    def _matcher(self, final: bool) -> Matcher:
+        m = self.make_final() if final else Matcher(self.day_id)
+        for name in self.origins:  # the same origin numbers in every slice and the last pass
+            m._origin(name)
+        m._dup_given = self.dup_given
+        return m
+
+    def _match_slice(self, s: int) -> tuple[Matcher, array]:
+        m = self._matcher(False)
+        pieces: dict[int, list[tuple[dict[str, array], array]]] = {j: [] for j in range(len(self.labels))}
+        for j, fields, positions in self.journal.get(s):
+            pieces[j].append((fields, positions))
+        pos = array("q")
+        for j, label in enumerate(self.labels):
+            cols = Columns.empty()
+            for fields, positions in pieces.pop(j):
+                for f, _ in FIELDS:
+                    getattr(cols, f).extend(fields[f])
+                pos.extend(positions)
+            m.add_ours(cols, label)
+        m.add_his(self.his.get(s), self.his_name)
+        if self.platform_name:
+            m.add_platform(self.platform.get(s), self.platform_name)
+        for name, spill in zip(self.bill_names, self.bills):
+            m.add_channel(spill.get(s), name)
+        m._his_columns()
+        m._chan_columns()
+        if self.platform_name:
+            m._plat_columns()
+        m._effects()
+        return m, pos
+
+    def _conclude(self, s: int, m: Matcher, pos: array) -> None:
+        """Conclude what the slice settles; keep the rest for the last pass."""
+        n = len(m._o_line)
+        plat = self.platform_name is not None
+        p_line, p_eff, p_state = (m._p_line, m._p_eff, m._p_state) if plat else (m._o_line, m._o_eff, bytes(n))
+        referenced = {i for i, _ in m._his_dup} | {i for i, _ in m._chan_dup} | set(m._c_extra)
+        settled = bytearray(n)
+        done = self.settled
+        for i, (oe, he, ce, pe, g, hl, ck, pl, ps, fen, ch) in enumerate(zip(m._o_eff, m._h_eff, m._c_eff, p_eff, m._o_flags, m._h_line,
+                                                                               m._c_kind, p_line, p_state, m._o_fen, m._o_chan)):
+            # Every side has its row and says what ours says: Matched, whatever the last pass finds.
+            if oe == he == ce == pe and hl and ck == MAIN_ROW and pl and fen > 0 and ps != PENDING and not g & UNSETTLED and i not in referenced:
+                settled[i] = 1
+                acc = done.get(ch)
+                if acc is None:
+                    acc = done[ch] = [0, 0, 0, 0]
+                acc[0] += 1
+                if oe:
+                    acc[1 if oe > 0 else 2] += abs(oe)
+                    acc[3] += 1
+        state = {name: getattr(m, name) for name in self.columns}
+        self.states.put(s, (bytes(settled), pos, state))
+        keep = bytes(settled).translate(KEEP)
+        base = len(self.kept_pos)
+        remap = {i: base + k for k, i in enumerate(compress(range(n), keep))}
+        for name in self.columns:
+            self.kept[name].extend(compress(state[name], keep))
+        self.kept_pos.extend(compress(pos, keep))
+        self.his_dup.extend((remap[i], e) for i, e in m._his_dup)
+        self.chan_dup.extend((remap[i], e) for i, e in m._chan_dup)
+        self.c_ref.update((remap[i], ref) for i, ref in m._c_ref.items() if i in remap)
+        self.c_extra.update((remap[i], extra) for i, extra in m._c_extra.items())
+        for e in m._his_left + m._plat_left + m._chan_left:
+            self.rows[e.origin].append(tuple(e[:10]))
+
+    def _slice_state(self, s: int) -> tuple[bytes, array, dict[str, array], dict[int, array]]:
+        """A slice's state file, read back (the two most recent kept: trades come in time order)."""
+        got = self._cache.get(s)
+        if got is None:
+            settled, pos, state = next(self.states.get(s))
+            got = self._cache[s] = (settled, pos, state, {})
+            while len(self._cache) > 2:
+                del self._cache[next(iter(self._cache))]
+        return got
+
+    def _record(self, state: dict[str, array], pos: array, i: int) -> dict[str, object]:
+        values: dict[str, object] = {name: state[name][i] for name in self.columns}
+        values["_o_pos"] = pos[i]
+        return values
+
+    def _settle_back(self, values: dict[str, object]) -> None:
+        """A concluded record taken back into the last pass: no longer counted with its slice."""
+        acc, oe = self.settled[int(values["_o_chan"])], int(values["_o_eff"])  # type: ignore[call-overload]
+        acc[0] -= 1
+        if oe:
+            acc[1 if oe > 0 else 2] -= abs(oe)
+            acc[3] -= 1
+
+    def _ghosts_by_key(self) -> list[dict[str, object]]:
+        """Concluded records a kept row names by msg_id or channel id: the row is their duplicate."""
+        msg = {hash(t[2]) for t in self.rows[self.his_name] if t[2]}
+        funds = {funds_key(t[7], t[3]) for name in self.bill_names + ([self.platform_name] if self.platform_name else [])
+                 for t in self.rows[name]} - {0}
+        ghosts: list[dict[str, object]] = []
+        if not msg and not funds:
+            return ghosts
+        for s in range(len(self.edges) + 1):
+            for settled, pos, state in self.states.get(s):
+                mkey, fkey = state["_o_mkey"], state["_o_fkey"]
+                wanted = map(bool, map(add, map(msg.__contains__, mkey), map(funds.__contains__, fkey)))
+                for i in compress(range(len(settled)), wanted):
+                    if settled[i]:
+                        values = self._record(state, pos, i)
+                        self._settle_back(values)
+                        ghosts.append(values)
+        return ghosts
+
+    def find_paid(self, channel: int, direction: int, fen: int, when: int) -> tuple[int, int, dict[str, object]] | None:
+        """The concluded record closest in time to a bill trade of this channel and amount, within
+        the probable-match window: (distance, position in the day, its columns), or None."""
+        lo, hi = when - PROBABLE_WINDOW_S, when + PROBABLE_WINDOW_S
+        key = fen * 8 + channel * 2 + (direction > 0)
+        best: tuple[int, int, int, int] | None = None
+        for s in range(bisect_right(self.edges, lo), bisect_right(self.edges, hi) + 1):
+            settled, pos, state, by_key = self._slice_state(s)
+            timed = by_key.get(key)
+            if timed is None:
+                amount = map(add, map(mul, state["_o_fen"], repeat(8)), map(add, map(mul, state["_o_chan"], repeat(2)), map(gt, state["_o_dir"], repeat(0))))
+                at = state["_o_at"]
+                order = sorted((at[i], pos[i], i) for i in compress(range(len(settled)), map(key.__eq__, amount)) if settled[i])
+                timed = by_key[key] = array("q", [v for item in order for v in item])
+            ats = timed[0::3]
+            for k in range(bisect_left(ats, lo), bisect_right(ats, hi)):
+                cand = (abs(ats[k] - when), timed[3 * k + 1], s, timed[3 * k + 2])
+                if cand[1] not in self._in_final and (best is None or cand < best):
+                    best = cand
+        if best is None:
+            return None
+        dist, p, s, i = best
+        _, pos, state, _ = self._slice_state(s)
+        return dist, p, self._record(state, pos, i)
+
+    def _last_pass(self) -> MatchResult:
+        ghosts = self._ghosts_by_key()
+        columns = {name: array(self.kept[name].typecode, self.kept[name]) for name in self.columns}
+        pos = array("q", self.kept_pos)
+        for values in ghosts:
+            for name in self.columns:
+                columns[name].append(values[name])  # type: ignore[arg-type]
+            pos.append(values["_o_pos"])  # type: ignore[arg-type]
+        self.kept = {}
+        order = sorted(range(len(pos)), key=pos.__getitem__)
+        new = {old: k for k, old in enumerate(order)}
+        columns = {name: array(col.typecode, [col[k] for k in order]) for name, col in columns.items()}
+        pos = array("q", [pos[k] for k in order])
+        self._in_final = set(pos)
+
+        m = self._matcher(True)
+        origin = columns["_o_origin"]
+        for j, label in enumerate(self.labels):  # in the day's order, journal by journal
+            first, end = bisect_left(origin, j), bisect_right(origin, j)
+            cols = Columns.empty()
+            for f, name in FIELDS:
+                getattr(cols, f).extend(columns[name][first:end])
+            m.add_ours(cols, label)
+        m._freeze()
+        for name, col in columns.items():
+            setattr(m, name, col)
+        m._o_pos = pos
+        m._has_platform = self.platform_name is not None
+        m._settled = self.settled
+        m._his_dup = [(new[i], e) for i, e in self.his_dup]
+        m._chan_dup = [(new[i], e) for i, e in self.chan_dup]
+        m._c_ref = {new[i]: ref for i, ref in self.c_ref.items()}
+        m._c_extra = {new[i]: extra for i, extra in self.c_extra.items()}
+        m._ghost_paid = self.find_paid
+        m.add_his([sorted(self.rows[self.his_name])], self.his_name)
+        if self.platform_name:
+            m.add_platform([sorted(self.rows[self.platform_name])], self.platform_name)
+        for name in self.bill_names:
+            m.add_channel([sorted(self.rows[name])], name)
+        self.rows = {}
+        return m.finish()
+
+
+def _typecodes(names: tuple[str, ...]) -> dict[str, str]:
+    probe = Matcher("0")
+    probe._his_columns()
+    probe._chan_columns()
+    probe._plat_columns()
+    probe._o_eff = array("q")
+    return {name: getattr(probe, name).typecode for name in names}
+
+
+def match_sliced(folder: Path, edges: list[int], *, day: datetime.date, tz: datetime.tzinfo, journals: list[Path], labels: list[str],
+                 his: tuple[str, Iterable[list[tuple]]], platform: tuple[str, Iterable[list[tuple]]] | None,
+                 bills: list[tuple[str, Callable[[], Iterable[list[tuple]]]]], make_final: Callable[[], Matcher]) -> MatchResult:
+    """Spill every source, match slice by slice, then the last pass (see the module's docstring).
+    `bills` are (name, reader) pairs, read in order; the temporary files live in `folder`."""
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".reconcile-slices-") as tmp:
+        sliced = SlicedDay(Path(tmp), edges, tz, labels, his[0], platform[0] if platform else None, [name for name, _ in bills],
+                           make_final, day.strftime("%Y%m%d"))
+        try:
+            sliced.spill_journals(journals, day, tz)
+            sliced.spill_source(*his)
+            if platform:
+                sliced.spill_source(*platform)
+            for name, reader in bills:
+                sliced.spill_source(name, reader())
+            return sliced.run()
+        finally:
+            sliced.close()
