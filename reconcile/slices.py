@@ -26,7 +26,7 @@ import tempfile
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import compress, repeat
-from operator import add, gt, mul
+from operator import add, gt, itemgetter, mul
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
@@ -89,6 +89,11 @@ class Spill:
             self._f.seek(offset)
             yield pickle.load(self._f)
 
+    def item(self, key: int, k: int) -> object:
+        """The k-th object put under `key` alone."""
+        self._f.seek(self._where[key][k])
+        return pickle.load(self._f)
+
     def close(self) -> None:
         self._f.close()
 
@@ -97,12 +102,36 @@ def _is_stamp(at: object) -> bool:
     return type(at) is str and len(at) == 19 and at[4] == "-" and at[10] == " "  # "YYYY-MM-DD HH:MM:SS"
 
 
+def _one_slice(batch: list[tuple], edges: list[str]) -> int | None:
+    """The slice every row of the batch falls in, if there is one (else each row is routed alone)."""
+    try:
+        times = list(map(itemgetter(9), batch))
+        first, last = min(times), max(times)
+    except (TypeError, ValueError):
+        return None
+    # A text that is not a time sorts outside the others' range or makes them differ (""
+    # first, "2026/..." after "2026-..."): then each row is routed alone. Routing never
+    # changes a result, only where a row meets its record.
+    if not (_is_stamp(first) and _is_stamp(last)):
+        return None
+    s = bisect_right(edges, first)
+    return s if s == bisect_right(edges, last) else None
+
+
 def spill_rows(batches: Iterable[list[tuple]], edges: list[str], spill: Spill) -> list[tuple]:
     """Each row to the slice of its time (text compares as time in this format); the rows whose time
     cannot be read are returned, for the last pass."""
     kept: list[tuple] = []
     buffers: dict[int, list[tuple]] = {}
     for batch in batches:
+        whole = _one_slice(batch, edges)
+        if whole is not None:  # the usual case (files are in time order): the batch as it is, at C speed
+            buf = buffers.setdefault(whole, [])
+            buf.extend(batch)
+            if len(buf) >= BATCH:
+                spill.put(whole, buf)
+                buffers[whole] = []
+            continue
         for t in batch:
             at = t[9]
             if not _is_stamp(at):
@@ -205,17 +234,18 @@ class SlicedDay:
 
     def _match_slice(self, s: int) -> tuple[Matcher, array]:
         m = self._matcher(False)
-        pieces: dict[int, list[tuple[dict[str, array], array]]] = {j: [] for j in range(len(self.labels))}
-        for j, fields, positions in self.journal.get(s):
-            pieces[j].append((fields, positions))
+        cols = [Columns.empty() for _ in self.labels]
+        places = [array("q") for _ in self.labels]
+        for j, fields, positions in self.journal.get(s):  # one piece at a time: never two copies of a slice
+            for f, _ in FIELDS:
+                getattr(cols[j], f).extend(fields[f])
+            places[j].extend(positions)
+            del fields
         pos = array("q")
         for j, label in enumerate(self.labels):
-            cols = Columns.empty()
-            for fields, positions in pieces.pop(j):
-                for f, _ in FIELDS:
-                    getattr(cols, f).extend(fields[f])
-                pos.extend(positions)
-            m.add_ours(cols, label)
+            m.add_ours(cols[j], label)
+            pos.extend(places[j])
+        del cols, places
         m.add_his(self.his.get(s), self.his_name)
         if self.platform_name:
             m.add_platform(self.platform.get(s), self.platform_name)
@@ -249,7 +279,10 @@ class SlicedDay:
                     acc[1 if oe > 0 else 2] += abs(oe)
                     acc[3] += 1
         state = {name: getattr(m, name) for name in self.columns}
-        self.states.put(s, (bytes(settled), pos, state))
+        # Column by column: the last pass reads back only the columns it needs (self._column).
+        self.states.put(s, (bytes(settled), pos))
+        for name in self.columns:
+            self.states.put(s, state[name])
         keep = bytes(settled).translate(KEEP)
         base = len(self.kept_pos)
         remap = {i: base + k for k, i in enumerate(compress(range(n), keep))}
@@ -263,20 +296,29 @@ class SlicedDay:
         for e in m._his_left + m._plat_left + m._chan_left:
             self.rows[e.origin].append(tuple(e[:10]))
 
-    def _slice_state(self, s: int) -> tuple[bytes, array, dict[str, array], dict[int, array]]:
-        """A slice's state file, read back (the two most recent kept: trades come in time order)."""
+    def _column(self, s: int, name: str) -> array:
+        return self.states.item(s, 1 + self.columns.index(name))  # type: ignore[return-value]
+
+    def _slice_index(self, s: int) -> tuple[bytes, array, dict[str, array], dict[int, array]]:
+        """What finding a record by amount and time needs of a slice (the two most recent kept:
+        bill trades come in time order)."""
         got = self._cache.get(s)
         if got is None:
-            settled, pos, state = next(self.states.get(s))
-            got = self._cache[s] = (settled, pos, state, {})
+            settled, pos = self.states.item(s, 0)  # type: ignore[misc]
+            got = self._cache[s] = (settled, pos, {name: self._column(s, name) for name in ("_o_fen", "_o_chan", "_o_dir", "_o_at")}, {})
             while len(self._cache) > 2:
                 del self._cache[next(iter(self._cache))]
         return got
 
-    def _record(self, state: dict[str, array], pos: array, i: int) -> dict[str, object]:
-        values: dict[str, object] = {name: state[name][i] for name in self.columns}
-        values["_o_pos"] = pos[i]
-        return values
+    def _records(self, s: int, pos: array, wanted: list[int]) -> list[dict[str, object]]:
+        """Whole records of a slice, read back one column at a time."""
+        out: list[dict[str, object]] = [{"_o_pos": pos[i]} for i in wanted]
+        for name in self.columns:
+            column = self._column(s, name)
+            for values, i in zip(out, wanted):
+                values[name] = column[i]
+            del column
+        return out
 
     def _settle_back(self, values: dict[str, object]) -> None:
         """A concluded record taken back into the last pass: no longer counted with its slice."""
@@ -295,14 +337,12 @@ class SlicedDay:
         if not msg and not funds:
             return ghosts
         for s in range(len(self.edges) + 1):
-            for settled, pos, state in self.states.get(s):
-                mkey, fkey = state["_o_mkey"], state["_o_fkey"]
-                wanted = map(bool, map(add, map(msg.__contains__, mkey), map(funds.__contains__, fkey)))
-                for i in compress(range(len(settled)), wanted):
-                    if settled[i]:
-                        values = self._record(state, pos, i)
-                        self._settle_back(values)
-                        ghosts.append(values)
+            settled, pos = self.states.item(s, 0)  # type: ignore[misc]
+            named = map(add, map(msg.__contains__, self._column(s, "_o_mkey")), map(funds.__contains__, self._column(s, "_o_fkey")))
+            wanted = [i for i in compress(range(len(settled)), named) if settled[i]]
+            for values in self._records(s, pos, wanted) if wanted else ():
+                self._settle_back(values)
+                ghosts.append(values)
         return ghosts
 
     def find_paid(self, channel: int, direction: int, fen: int, when: int) -> tuple[int, int, dict[str, object]] | None:
@@ -312,7 +352,7 @@ class SlicedDay:
         key = fen * 8 + channel * 2 + (direction > 0)
         best: tuple[int, int, int, int] | None = None
         for s in range(bisect_right(self.edges, lo), bisect_right(self.edges, hi) + 1):
-            settled, pos, state, by_key = self._slice_state(s)
+            settled, pos, state, by_key = self._slice_index(s)
             timed = by_key.get(key)
             if timed is None:
                 amount = map(add, map(mul, state["_o_fen"], repeat(8)), map(add, map(mul, state["_o_chan"], repeat(2)), map(gt, state["_o_dir"], repeat(0))))
@@ -327,8 +367,7 @@ class SlicedDay:
         if best is None:
             return None
         dist, p, s, i = best
-        _, pos, state, _ = self._slice_state(s)
-        return dist, p, self._record(state, pos, i)
+        return dist, p, self._records(s, self._slice_index(s)[1], [i])[0]
 
     def _last_pass(self) -> MatchResult:
         ghosts = self._ghosts_by_key()
