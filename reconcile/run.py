@@ -170,22 +170,18 @@ def _slice_edges(cfg: RunConfig) -> list[int]:
 
 def _match_sliced(cfg: RunConfig, given: list[tuple[Channel, Path]], mapping: HisMapping, carried: list[Carried], edges: list[int],
                   labels: list[str], paths: dict[str, Path]) -> MatchResult:
-    sinks = [(path, OtherSink(path.name, cfg.attribution), read_wechat_bill if channel is Channel.WECHAT else read_alipay_bill)
-             for channel, path in given]
-
     def final() -> Matcher:
-        m = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
-                    texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried)
-        for _, sink, _ in sinks:
-            m.add_others(sink.trades)
-        return m
+        return Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
+                       texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried)
 
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    # The bills in a second process as for a one-pass day (the journals' size does not matter here:
+    # the worker holds no columns, only its parser).
+    jobs = cfg.jobs or (2 if (os.cpu_count() or 1) > 1 and sum(p.stat().st_size for _, p in given) >= PARALLEL_FROM_BYTES else 1)
     return match_sliced(cfg.out_dir, edges, day=cfg.day, tz=cfg.tz, journals=list(cfg.journals), labels=labels,
                         his=(cfg.his.name, read_his(cfg.his, mapping)),
                         platform=(cfg.platform.name, read_platform(cfg.platform, cfg.day)) if cfg.platform is not None else None,
-                        bills=[(path.name, lambda path=path, sink=sink, reader=reader: reader(path, sink)) for path, sink, reader in sinks],
-                        make_final=final)
+                        bills=given, attribution=cfg.attribution, make_final=final, jobs=jobs)
 
 
 def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]],

@@ -28,13 +28,17 @@ from bisect import bisect_left, bisect_right
 from itertools import compress, repeat
 from operator import add, gt, itemgetter, mul
 from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
 from typing import IO, Callable, Iterable, Iterator
 
+from reconcile.alipay_bill import read_alipay_bill
+from reconcile.attribution import Attribution, OtherSink, OtherTrade
 from reconcile.match import MatchResult, Matcher
-from reconcile.model import FLAG_LATE, Columns, Entry, State, funds_key
+from reconcile.model import FLAG_LATE, Channel, Columns, Entry, State, funds_key
 from reconcile.ours import duplicate_seqs, iter_ours, time_histogram
 from reconcile.outcome import PROBABLE_WINDOW_S
 from reconcile.units import CONFLICT, DUP_OURS, MAIN_ROW, PROBABLE
+from reconcile.wechat_bill import read_wechat_bill
 
 # Records per slice: about 130 MiB of columns (docs/reconciliation.md §8). A day that fits in one
 # slice is matched in one pass, as before.
@@ -76,7 +80,7 @@ class Spill:
     """Pickled batches in one temporary file, found again by slice."""
 
     def __init__(self, folder: Path, name: str) -> None:
-        self._f: IO[bytes] = open(folder / name, "w+b")
+        self._f: IO[bytes] = open(folder / name, "w+b")  # a worker may fill it (spill_bills): then only read here
         self._where: dict[int, list[int]] = {}
 
     def put(self, key: int, obj: object) -> None:
@@ -177,6 +181,7 @@ class SlicedDay:
         self.c_ref: dict[int, str] = {}
         self.c_extra: dict[int, list[str]] = {}
         self.settled: dict[int, list[int]] = {}  # channel -> [records, collected, refunded, moved]
+        self.others: list[OtherTrade] = []  # bill rows that are not the POS's, listed apart
         self._cache: dict[int, tuple[bytes, array, dict[str, array], dict[int, array]]] = {}
         self._in_final: set[int] = set()
 
@@ -403,6 +408,7 @@ class SlicedDay:
         m._c_ref = {new[i]: ref for i, ref in self.c_ref.items()}
         m._c_extra = {new[i]: extra for i, extra in self.c_extra.items()}
         m._ghost_paid = self.find_paid
+        m.add_others(self.others)
         m.add_his([sorted(self.rows[self.his_name])], self.his_name)
         if self.platform_name:
             m.add_platform([sorted(self.rows[self.platform_name])], self.platform_name)
@@ -421,21 +427,59 @@ def _typecodes(names: tuple[str, ...]) -> dict[str, str]:
     return {name: getattr(probe, name).typecode for name in names}
 
 
+def spill_bills(folder: str, edges: list[str], bills: list[tuple[int, str]], attribution: Attribution
+                ) -> list[tuple[dict[int, list[int]], list[tuple], list[OtherTrade]]]:
+    """Parse each bill and spill its rows by slice into `folder`/bill<k> (in a worker process for a
+    large day: SlicedDay then reads the files). Per bill: where each slice's batches are, the rows
+    kept for the last pass, the rows that are not the POS's."""
+    out = []
+    for k, (channel, path) in enumerate(bills):
+        spill = Spill(Path(folder), f"bill{k}")
+        try:
+            sink = OtherSink(Path(path).name, attribution)
+            reader = read_wechat_bill if channel == Channel.WECHAT else read_alipay_bill
+            kept = spill_rows(reader(path, sink), edges, spill)
+        finally:
+            spill.close()
+        out.append((spill._where, kept, sink.trades))
+    return out
+
+
 def match_sliced(folder: Path, edges: list[int], *, day: datetime.date, tz: datetime.tzinfo, journals: list[Path], labels: list[str],
                  his: tuple[str, Iterable[list[tuple]]], platform: tuple[str, Iterable[list[tuple]]] | None,
-                 bills: list[tuple[str, Callable[[], Iterable[list[tuple]]]]], make_final: Callable[[], Matcher]) -> MatchResult:
+                 bills: list[tuple[Channel, Path]], attribution: Attribution, make_final: Callable[[], Matcher], jobs: int = 1) -> MatchResult:
     """Spill every source, match slice by slice, then the last pass (see the module's docstring).
-    `bills` are (name, reader) pairs, read in order; the temporary files live in `folder`."""
+    With jobs=2 a worker parses and spills the bills while this process reads the journals, the
+    HIS ledger and the platform's ledger. The temporary files live in `folder`."""
     with tempfile.TemporaryDirectory(dir=folder, prefix=".reconcile-slices-") as tmp:
-        sliced = SlicedDay(Path(tmp), edges, tz, labels, his[0], platform[0] if platform else None, [name for name, _ in bills],
+        sliced = SlicedDay(Path(tmp), edges, tz, labels, his[0], platform[0] if platform else None, [p.name for _, p in bills],
                            make_final, day.strftime("%Y%m%d"))
+        work = (tmp, sliced.edge_text, [(int(c), str(p)) for c, p in bills], attribution)
         try:
-            sliced.spill_journals(journals, day, tz)
-            sliced.spill_source(*his)
-            if platform:
-                sliced.spill_source(*platform)
-            for name, reader in bills:
-                sliced.spill_source(name, reader())
+            if jobs >= 2 and bills:
+                with ProcessPoolExecutor(max_workers=1) as pool:
+                    worker = pool.submit(spill_bills, *work)
+                    try:
+                        _spill_ours(sliced, journals, day, tz, his, platform)
+                    except BaseException:
+                        worker.cancel()
+                        raise
+                    spilled = worker.result()
+            else:
+                _spill_ours(sliced, journals, day, tz, his, platform)
+                spilled = spill_bills(*work)
+            for k, (where, kept, trades) in enumerate(spilled):
+                sliced.bills[k]._where = where
+                sliced.rows[sliced.bill_names[k]].extend(kept)
+                sliced.others.extend(trades)
             return sliced.run()
         finally:
             sliced.close()
+
+
+def _spill_ours(sliced: SlicedDay, journals: list[Path], day: datetime.date, tz: datetime.tzinfo, his: tuple[str, Iterable[list[tuple]]],
+                platform: tuple[str, Iterable[list[tuple]]] | None) -> None:
+    sliced.spill_journals(journals, day, tz)
+    sliced.spill_source(*his)
+    if platform:
+        sliced.spill_source(*platform)

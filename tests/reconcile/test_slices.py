@@ -44,11 +44,11 @@ def skewed_day(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-def _run(files: dict[str, Path], out: Path, slice_records: int, platform: bool = True) -> tuple[dict[str, bytes], MatchResult]:
+def _run(files: dict[str, Path], out: Path, slice_records: int, platform: bool = True, jobs: int = 1) -> tuple[dict[str, bytes], MatchResult]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(day=DAY, his=files["his"], journals=(files["journal"],), out_dir=out, state_db=out / "state.db",
                     bills={Channel.WECHAT: files["wechat"], Channel.ALIPAY: files["alipay"]}, platform=files["platform"] if platform else None,
-                    jobs=1, slice_records=slice_records)
+                    jobs=jobs, slice_records=slice_records)
     result = reconcile_day(cfg, now=NOW).result
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".csv", ".html")}, result
 
@@ -74,12 +74,13 @@ def one_pass(skewed_day: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(size=st.integers(min_value=1, max_value=250), platform=st.booleans())
+@given(size=st.integers(min_value=1, max_value=250), platform=st.booleans(), jobs=st.sampled_from([1, 2]))
 def test_a_day_in_slices_reports_the_same_bytes_as_in_one_pass(skewed_day: dict[str, Path], one_pass: OnePass, scratch: Path, size: int,
-                                                               platform: bool) -> None:
+                                                               platform: bool, jobs: int) -> None:
     files, whole = one_pass(platform)
     assert len(slice_edges([skewed_day["journal"]], DAY, CHINA, size)) >= 1  # it really is cut
-    sliced_files, sliced = _run(skewed_day, scratch / f"sliced-{size}-{os.urandom(4).hex()}", size, platform)
+    # jobs=2: the bills are parsed and spilled by a worker process
+    sliced_files, sliced = _run(skewed_day, scratch / f"sliced-{size}-{os.urandom(4).hex()}", size, platform, jobs)
     assert sliced.differences == whole.differences
     assert sliced.totals == whole.totals and sliced.matched == whole.matched
     assert sliced.carried == whole.carried and sliced.others == whole.others
