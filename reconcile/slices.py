@@ -26,7 +26,7 @@ import tempfile
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import compress, repeat
-from operator import add, gt, itemgetter, mul
+from operator import add, eq, gt, itemgetter, mul
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from typing import IO, Callable, Iterable, Iterator
@@ -37,7 +37,7 @@ from reconcile.match import MatchResult, Matcher
 from reconcile.model import FLAG_LATE, Channel, Columns, Entry, State, funds_key
 from reconcile.ours import duplicate_seqs, iter_ours, time_histogram
 from reconcile.outcome import PROBABLE_WINDOW_S
-from reconcile.units import CONFLICT, DUP_OURS, MAIN_ROW, PROBABLE
+from reconcile.units import CONFLICT, DUP_OURS, EQ, MAIN_ROW, PROBABLE
 from reconcile.wechat_bill import read_wechat_bill
 
 # Records per slice: about 130 MiB of columns (docs/reconciliation.md §8). A day that fits in one
@@ -54,6 +54,8 @@ FIELDS = (("line", "_o_line"), ("msg_key", "_o_mkey"), ("order_key", "_o_okey"),
 UNSETTLED = CONFLICT | DUP_OURS | PROBABLE | FLAG_LATE
 PENDING = int(State.PENDING)
 KEEP = bytes([1, 0]) + bytes(254)  # settled byte -> kept byte
+NOT_PENDING = bytes(0 if b == PENDING else 1 for b in range(256))
+SETTLED_FLAGS = bytes(0 if b & UNSETTLED else 1 for b in range(256))
 
 
 def slice_edges(journals: Iterable[Path], day: datetime.date, tz: datetime.tzinfo, size: int) -> list[int]:
@@ -267,22 +269,20 @@ class SlicedDay:
         """Conclude what the slice settles; keep the rest for the last pass."""
         n = len(m._o_line)
         plat = self.platform_name is not None
-        p_line, p_eff, p_state = (m._p_line, m._p_eff, m._p_state) if plat else (m._o_line, m._o_eff, bytes(n))
-        referenced = {i for i, _ in m._his_dup} | {i for i, _ in m._chan_dup} | set(m._c_extra)
-        settled = bytearray(n)
-        done = self.settled
-        for i, (oe, he, ce, pe, g, hl, ck, pl, ps, fen, ch) in enumerate(zip(m._o_eff, m._h_eff, m._c_eff, p_eff, m._o_flags, m._h_line,
-                                                                               m._c_kind, p_line, p_state, m._o_fen, m._o_chan)):
-            # Every side has its row and says what ours says: Matched, whatever the last pass finds.
-            if oe == he == ce == pe and hl and ck == MAIN_ROW and pl and fen > 0 and ps != PENDING and not g & UNSETTLED and i not in referenced:
-                settled[i] = 1
-                acc = done.get(ch)
-                if acc is None:
-                    acc = done[ch] = [0, 0, 0, 0]
-                acc[0] += 1
-                if oe:
-                    acc[1 if oe > 0 else 2] += abs(oe)
-                    acc[3] += 1
+        p_line, p_eff, p_state = (m._p_line, m._p_eff, m._p_state) if plat else (m._o_line, m._o_eff, array("b", bytes(n)))
+        # Every side has its row and says what ours says: Matched, whatever the last pass finds. As
+        # byte masks and-ed as ints (C speed: a slice is a million records).
+        masks = [bytes(map(eq, m._o_eff, m._h_eff)), bytes(map(eq, m._h_eff, m._c_eff)), bytes(map(eq, m._c_eff, p_eff)),
+                 bytes(map(bool, m._h_line)), m._c_kind.tobytes().translate(EQ[MAIN_ROW]), bytes(map(bool, p_line)),
+                 bytes(map(gt, m._o_fen, repeat(0))), p_state.tobytes().translate(NOT_PENDING), m._o_flags.tobytes().translate(SETTLED_FLAGS)]
+        bits = -1
+        for mask in masks:
+            bits &= int.from_bytes(mask, "little")
+        del masks
+        settled = bytearray(bits.to_bytes(n, "little")) if n else bytearray()
+        for i in {i for i, _ in m._his_dup} | {i for i, _ in m._chan_dup} | set(m._c_extra):
+            settled[i] = 0
+        self._count_settled(m, bytes(settled))
         state = {name: getattr(m, name) for name in self.columns}
         # Column by column: the last pass reads back only the columns it needs (self._column).
         self.states.put(s, (bytes(settled), pos))
@@ -303,6 +303,24 @@ class SlicedDay:
 
     def _column(self, s: int, name: str) -> array:
         return self.states.item(s, 1 + self.columns.index(name))  # type: ignore[return-value]
+
+    def _count_settled(self, m: Matcher, settled: bytes) -> None:
+        """The totals of the records concluded in a slice: every side the same (ours)."""
+        n = len(settled)
+        bits = int.from_bytes(settled, "little")
+        moved = int.from_bytes(bytes(map(bool, m._o_eff)), "little")
+        chan, dirs = m._o_chan.tobytes(), m._o_dir.tobytes()
+        for code in set(chan):
+            mine = bits & int.from_bytes(chan.translate(EQ[code]), "little")
+            if not mine:
+                continue
+            acc = self.settled.setdefault(code, [0, 0, 0, 0])
+            acc[0] += mine.bit_count()
+            acc[3] += (mine & moved).bit_count()
+            for d, k in ((1, 1), (-1, 2)):
+                part = mine & int.from_bytes(dirs.translate(EQ[d & 0xFF]), "little")
+                if part:
+                    acc[k] += abs(sum(compress(m._o_eff, part.to_bytes(n, "little"))))
 
     def _slice_index(self, s: int) -> tuple[bytes, array, dict[str, array], dict[int, array]]:
         """What finding a record by amount and time needs of a slice (the two most recent kept:
