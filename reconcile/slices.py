@@ -144,9 +144,7 @@ def spill_rows(batches: Iterable[list[tuple]], edges: list[str], spill: Spill) -
                 kept.append(t)
                 continue
             s = bisect_right(edges, at)
-            buf = buffers.get(s)
-            if buf is None:
-                buf = buffers[s] = []
+            buf = buffers.setdefault(s, [])
             buf.append(t)
             if len(buf) >= BATCH:
                 spill.put(s, buf)
@@ -301,6 +299,11 @@ class SlicedDay:
         for e in m._his_left + m._plat_left + m._chan_left:
             self.rows[e.origin].append(tuple(e[:10]))
 
+    def _head(self, s: int) -> tuple[bytes, array]:
+        """A slice's settled mask and its records' positions in the day."""
+        head: tuple[bytes, array] = self.states.item(s, 0)  # type: ignore[assignment]
+        return head
+
     def _column(self, s: int, name: str) -> array:
         return self.states.item(s, 1 + self.columns.index(name))  # type: ignore[return-value]
 
@@ -327,7 +330,7 @@ class SlicedDay:
         bill trades come in time order)."""
         got = self._cache.get(s)
         if got is None:
-            settled, pos = self.states.item(s, 0)  # type: ignore[misc]
+            settled, pos = self._head(s)
             got = self._cache[s] = (settled, pos, {name: self._column(s, name) for name in ("_o_fen", "_o_chan", "_o_dir", "_o_at")}, {})
             while len(self._cache) > 2:
                 del self._cache[next(iter(self._cache))]
@@ -360,7 +363,7 @@ class SlicedDay:
         if not msg and not funds:
             return ghosts
         for s in range(len(self.edges) + 1):
-            settled, pos = self.states.item(s, 0)  # type: ignore[misc]
+            settled, pos = self._head(s)
             named = map(add, map(msg.__contains__, self._column(s, "_o_mkey")), map(funds.__contains__, self._column(s, "_o_fkey")))
             wanted = [i for i in compress(range(len(settled)), named) if settled[i]]
             for values in self._records(s, pos, wanted) if wanted else ():

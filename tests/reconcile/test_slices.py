@@ -57,7 +57,8 @@ class OnePass:
     """The day matched in one pass, with and without the platform leg (made once each)."""
 
     def __init__(self, day: dict[str, Path], folder: Path) -> None:
-        self.day, self.folder, self.done = day, folder, {}
+        self.day, self.folder = day, folder
+        self.done: dict[bool, tuple[dict[str, bytes], MatchResult]] = {}
 
     def __call__(self, platform: bool) -> tuple[dict[str, bytes], MatchResult]:
         if platform not in self.done:
