@@ -280,9 +280,6 @@ def insert_journal_rows(path: Path, rows) -> None:
     try:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
-        # The indexes' pages stay in memory while a day of millions goes in (SQLite's default cache
-        # is 2 MiB: most inserts would read back an index page it had just evicted).
-        db.execute("PRAGMA cache_size=-65536")
         # The per-state counts the bridge keeps by triggers cost a third of the insert: they go,
         # and the bridge rebuilds them from the rows when it next opens the journal (below).
         triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'instructions'").fetchall()
