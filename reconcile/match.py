@@ -318,7 +318,7 @@ class Matcher(Conclusions):
         self._freeze()
         self._chan_columns()
         oi = self._origin(origin)
-        c_kind, o_fen, o_chan, index = self._c_kind, self._o_fen, self._o_chan, self._o_fkey.index
+        c_kind, o_fen, o_chan, o_flags, index = self._c_kind, self._o_fen, self._o_chan, self._o_flags, self._o_fkey.index
         c_line, c_fen, c_state, c_origin, c_eff = self._c_line, self._c_fen, self._c_state, self._c_origin, self._c_eff
         cursors: dict[int, list[int]] = {}  # per channel: one cursor per journal
         spans = self._spans
@@ -342,7 +342,8 @@ class Matcher(Conclusions):
                             except ValueError:
                                 i = -1
                                 break
-                            if not c_kind[i] and o_fen[i] == fen:
+                            # (a msg_id's copy in a later journal takes a row only if the original cannot: _pick)
+                            if not c_kind[i] and o_fen[i] == fen and not o_flags[i] & DUP_OURS:
                                 break
                             p, i = i + 1, -1
                         if i >= 0:
@@ -409,7 +410,7 @@ class Matcher(Conclusions):
         self._plat_columns()
         self._has_platform = True
         oi = self._origin(origin)
-        index, o_fen, p_line = self._o_fkey.index, self._o_fen, self._p_line
+        index, o_fen, p_line, o_flags = self._o_fkey.index, self._o_fen, self._p_line, self._o_flags
         spans = self._spans
         cursors = [first for _, first, _ in spans]
         waiting: list[tuple] = []
@@ -430,7 +431,7 @@ class Matcher(Conclusions):
                         except ValueError:
                             i = -1
                             break
-                        if not p_line[i] and o_fen[i] == fen:
+                        if not p_line[i] and o_fen[i] == fen and not o_flags[i] & DUP_OURS:
                             break
                         p, i = i + 1, -1
                     if i >= 0:
@@ -449,6 +450,7 @@ class Matcher(Conclusions):
         found = self._find(self._o_fkey, {k for k in (funds_key(t[7], t[3]) for t in waiting) if k})
         for t in waiting:
             free = [i for i in found.get(funds_key(t[7], t[3]), ()) if not self._p_line[i]]
+            free = [i for i in free if not self._o_flags[i] & DUP_OURS] or free  # the original record first
             if not free:
                 self._plat_left.append(Entry(*t, 0, origin))
                 continue
@@ -490,6 +492,7 @@ class Matcher(Conclusions):
 
         Returns the index, None (an extra refund: a leftover), or -(i+1) (this very refund again)."""
         free = [i for i in candidates if not self._c_kind[i]]
+        free = [i for i in free if not self._o_flags[i] & DUP_OURS] or free  # the original record, not a later journal's copy
         if not free:
             for i in candidates:
                 if ref and self._c_ref.get(i) == ref:

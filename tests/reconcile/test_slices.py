@@ -119,3 +119,27 @@ def test_refunds_across_midnight_reconcile_the_same_in_slices(tmp_path: Path, si
     assert sorted(outputs["sliced"]) == sorted(outputs["whole"]) and len(outputs["whole"]) == 4
     for name, data in outputs["whole"].items():
         assert _first_difference(outputs["sliced"][name], data) is None, name
+
+
+@pytest.mark.parametrize("size", [1, 7, 40])
+def test_two_cashiers_journals_in_slices_report_as_in_one_pass(skewed_day: dict[str, Path], tmp_path: Path, size: int) -> None:
+    """Each cashier PC's journal; a few instructions are in both (a journal copied to the other PC),
+    one of the copies hours later, in another slice: a duplicate found for the whole day."""
+    txns = synth.every_class_day(DAY, 300)
+    twice = [t._replace(at=t.at + 7200) for t in txns[10:18:2]] + txns[200:206:2]  # cashier 1's, in cashier 2's journal too
+    synth.write_journal(tmp_path / "cashier1.db", txns[0::2], bulk=True)
+    synth.write_journal(tmp_path / "cashier2.db", txns[1::2] + twice, bulk=True)
+    outputs = []
+    for slice_records in (0, size):
+        out = tmp_path / f"out-{slice_records}"
+        out.mkdir()
+        cfg = RunConfig(day=DAY, his=skewed_day["his"], journals=(tmp_path / "cashier1.db", tmp_path / "cashier2.db"), out_dir=out,
+                        state_db=out / "state.db", bills={Channel.WECHAT: skewed_day["wechat"], Channel.ALIPAY: skewed_day["alipay"]},
+                        platform=skewed_day["platform"], jobs=1, slice_records=slice_records)
+        result = reconcile_day(cfg, now=NOW).result
+        outputs.append((result, {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".csv", ".html")}))
+    (whole, whole_files), (sliced, sliced_files) = outputs
+    assert sum(d.reason is Reason.DUPLICATE_OURS for d in whole.differences) == len(twice)
+    assert sliced.differences == whole.differences and sliced.totals == whole.totals
+    for name, data in whole_files.items():
+        assert _first_difference(sliced_files[name], data) is None, name
