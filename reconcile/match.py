@@ -107,6 +107,12 @@ class Matcher(Conclusions):
         self._others: list[OtherTrade] = []  # bill rows that are not the POS's (reconcile.attribution)
         self._plat_left: list[Entry] = []  # platform ledger rows no journal record took
         self._has_platform = False
+        # A day matched slice by slice (reconcile.slices) sets these on its slices and its last pass:
+        self._dup_given: dict[str, set[int]] | None = None  # journal -> seqs of records duplicating an earlier journal's
+        self._settled: dict[int, list[int]] = {}  # channel -> [records, collected, refunded, moved] concluded in their slices
+        self._o_pos: array | None = None  # each record's index in the whole day's order (ties between candidates)
+        self._adopted: dict[int, int] = {}  # position in the day -> index, of the records _ghost_paid gave
+        self._ghost_paid: Callable[[int, int, int, int], tuple[int, int, dict[str, object]] | None] | None = None
 
     # -- loading ---------------------------------------------------------------------------------
     def _origin(self, name: str) -> int:
@@ -190,6 +196,12 @@ class Matcher(Conclusions):
         """A msg_id in two journals: its record in the later journal is a duplicate. One journal
         cannot hold a msg_id twice (UNIQUE), so only keys shared across journals are looked for,
         each journal's keys against the earlier ones', at C speed."""
+        if self._dup_given is not None:  # found for the whole day (reconcile.ours.duplicate_seqs)
+            for oi, first, end in self._spans:
+                seqs = self._dup_given.get(self._origins[oi])
+                for i in compress(range(first, end), map(seqs.__contains__, self._o_line[first:end])) if seqs else ():
+                    self._o_flags[i] |= DUP_OURS
+            return
         keys = self._o_mkey
         for j, (_, first, end) in enumerate(self._spans[1:], 1):
             mine = set(keys[first:end])
@@ -306,7 +318,7 @@ class Matcher(Conclusions):
         self._freeze()
         self._chan_columns()
         oi = self._origin(origin)
-        c_kind, o_fen, o_chan, index = self._c_kind, self._o_fen, self._o_chan, self._o_fkey.index
+        c_kind, o_fen, o_chan, o_flags, index = self._c_kind, self._o_fen, self._o_chan, self._o_flags, self._o_fkey.index
         c_line, c_fen, c_state, c_origin, c_eff = self._c_line, self._c_fen, self._c_state, self._c_origin, self._c_eff
         cursors: dict[int, list[int]] = {}  # per channel: one cursor per journal
         spans = self._spans
@@ -330,7 +342,8 @@ class Matcher(Conclusions):
                             except ValueError:
                                 i = -1
                                 break
-                            if not c_kind[i] and o_fen[i] == fen:
+                            # (a msg_id's copy in a later journal takes a row only if the original cannot: _pick)
+                            if not c_kind[i] and o_fen[i] == fen and not o_flags[i] & DUP_OURS:
                                 break
                             p, i = i + 1, -1
                         if i >= 0:
@@ -397,7 +410,7 @@ class Matcher(Conclusions):
         self._plat_columns()
         self._has_platform = True
         oi = self._origin(origin)
-        index, o_fen, p_line = self._o_fkey.index, self._o_fen, self._p_line
+        index, o_fen, p_line, o_flags = self._o_fkey.index, self._o_fen, self._p_line, self._o_flags
         spans = self._spans
         cursors = [first for _, first, _ in spans]
         waiting: list[tuple] = []
@@ -418,7 +431,7 @@ class Matcher(Conclusions):
                         except ValueError:
                             i = -1
                             break
-                        if not p_line[i] and o_fen[i] == fen:
+                        if not p_line[i] and o_fen[i] == fen and not o_flags[i] & DUP_OURS:
                             break
                         p, i = i + 1, -1
                     if i >= 0:
@@ -437,6 +450,7 @@ class Matcher(Conclusions):
         found = self._find(self._o_fkey, {k for k in (funds_key(t[7], t[3]) for t in waiting) if k})
         for t in waiting:
             free = [i for i in found.get(funds_key(t[7], t[3]), ()) if not self._p_line[i]]
+            free = [i for i in free if not self._o_flags[i] & DUP_OURS] or free  # the original record first
             if not free:
                 self._plat_left.append(Entry(*t, 0, origin))
                 continue
@@ -478,6 +492,7 @@ class Matcher(Conclusions):
 
         Returns the index, None (an extra refund: a leftover), or -(i+1) (this very refund again)."""
         free = [i for i in candidates if not self._c_kind[i]]
+        free = [i for i in free if not self._o_flags[i] & DUP_OURS] or free  # the original record, not a later journal's copy
         if not free:
             for i in candidates:
                 if ref and self._c_ref.get(i) == ref:

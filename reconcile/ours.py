@@ -29,6 +29,7 @@ import sqlite3
 import sys
 from pathlib import Path
 from array import array
+from typing import Iterator
 
 from protocol.amount import MAX_FEN, parse_amount
 from protocol.errors import ProtocolError
@@ -131,6 +132,68 @@ def read_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo, *, fund
         raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
     finally:
         db.close()
+    return out
+
+
+def iter_ours(path: str | Path, day: datetime.date, tz: datetime.tzinfo) -> Iterator[Columns]:
+    """The same records as read_ours (without their IDs' text), one chunk of seq at a time: for a
+    day too large to hold whole (reconcile.slices spills each chunk to disk as it comes)."""
+    name = Path(path).name
+    start, end = day_window(day, tz)
+    db = open_readonly(path)
+    try:
+        low, high = db.execute("SELECT min(seq), max(seq) FROM instructions").fetchone()
+        for first in range(low or 0, (high or -1) + 1, CHUNK):
+            window = {"first": first, "last": first + CHUNK, "start": start, "end": end}
+            out = Columns.empty()
+            if not _by_columns(db, name, window, out, False, False):
+                _by_rows(db, name, window, out, False)
+            if len(out):
+                yield out
+        archived = archived_rows(path, start, end, lambda values: _row(values, name, {}, end))
+        if archived:
+            yield Columns.from_rows(archived, keep_text=False)
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
+    finally:
+        db.close()
+
+
+def time_histogram(path: str | Path, day: datetime.date, tz: datetime.tzinfo) -> dict[int, int]:
+    """How many of the day's records have each `at` (epoch second): one aggregate query, to cut the
+    day into slices of about equal size (reconcile.slices)."""
+    start, end = day_window(day, tz)
+    db = open_readonly(path)
+    try:
+        return dict(db.execute(f"SELECT COALESCE(finished_at, CAST(accepted_at AS INTEGER)), count(*) FROM instructions WHERE {_WHERE} "
+                               "GROUP BY 1", {"start": start, "end": end}).fetchall())
+    except sqlite3.Error as exc:
+        raise SourceUnavailable(f"reading the bridge journal {path} failed: {exc}") from None
+    finally:
+        db.close()
+
+
+def duplicate_seqs(journals: list[Path], day: datetime.date, tz: datetime.tzinfo) -> list[set[int]]:
+    """Per journal, the seqs of the day's records whose msg_id an earlier journal's day records
+    have too (the matcher flags them duplicates): SQLite joins on the msg_id indexes, so a day
+    cut into slices finds the pairs a slice apart without holding every key."""
+    start, end = day_window(day, tz)
+    out: list[set[int]] = [set()]
+    for j in range(1, len(journals)):
+        db = open_readonly(journals[j])
+        found: set[int] = set()
+        try:
+            for k in range(j):
+                db.execute("ATTACH DATABASE ? AS earlier", (Path(journals[k]).resolve().as_uri() + "?mode=ro",))
+                found.update(seq for (seq,) in db.execute(
+                    f"SELECT seq FROM main.instructions WHERE ({_WHERE}) AND msg_id IN "
+                    f"(SELECT msg_id FROM earlier.instructions WHERE {_WHERE})", {"start": start, "end": end}))
+                db.execute("DETACH DATABASE earlier")
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(f"reading the bridge journal {journals[j]} failed: {exc}") from None
+        finally:
+            db.close()
+        out.append(found)
     return out
 
 

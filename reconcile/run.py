@@ -24,6 +24,7 @@ from reconcile.model import Carried, Channel, DiffClass
 from reconcile.ours import read_ours, terminal_ids, texts_by_seq
 from reconcile.platform import read_platform
 from reconcile.report import ReportContext, write_csv, write_html, write_others_csv, write_temp
+from reconcile.slices import SLICE_RECORDS, match_sliced, slice_edges
 from reconcile.store import StateStore, carried_before
 from reconcile.wechat_bill import read_wechat_bill
 
@@ -33,6 +34,7 @@ PARALLEL_FROM_BYTES = 16 << 20
 # ...unless the journals are this large (about 4M instructions): the worker holds its own copy of
 # the funds columns, and beyond this, one process keeps the peak memory lower (docs/reconciliation.md §8).
 PARALLEL_UP_TO_JOURNAL_BYTES = 1 << 30
+JOURNAL_BYTES_PER_RECORD = 64  # fewer bytes than any journal row takes (a day in a smaller file fits in one slice)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class RunConfig:
     jobs: int = 0  # processes: 1, 2, or 0 to decide from the size of the bills
     attribution: Attribution = POS  # which bill rows are the POS's trades
     platform: Path | None = None  # the gateway's ledger for the day (`gateway-admin ledger export`): the platform leg
+    slice_records: int = 0  # records per slice of a large day (0: slices.SLICE_RECORDS, or $RECONCILE_SLICE_RECORDS)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,9 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
     matcher = Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
                       texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried or ())
     given = [(c, p) for c, p in sorted(bills.items()) if p is not None]
+    edges = _slice_edges(cfg)
+    if edges:  # too large a day to hold whole: slice by slice, in bounded memory (reconcile.slices)
+        return _match_sliced(cfg, given, mapping, carried or [], edges, labels, paths)
     if _jobs(cfg, given) < 2:
         _load_journals(matcher, cfg)
         matcher.add_his(read_his(cfg.his, mapping), cfg.his.name)
@@ -152,6 +158,30 @@ def match_day(cfg: RunConfig, bills: dict[Channel, Path | None], mapping: HisMap
     if not matcher.import_channel_side(side):  # a journal changed between the two reads: join here
         _join_bills(matcher, given, cfg.attribution)
     return matcher.finish()
+
+
+def _slice_edges(cfg: RunConfig) -> list[int]:
+    size = cfg.slice_records or int(os.environ.get("RECONCILE_SLICE_RECORDS", "0") or 0) or SLICE_RECORDS
+    # A journal row takes well over this many bytes: smaller journals cannot fill a slice.
+    if size == SLICE_RECORDS and sum(j.stat().st_size for j in cfg.journals if j.exists()) < size * JOURNAL_BYTES_PER_RECORD:
+        return []
+    return slice_edges(cfg.journals, cfg.day, cfg.tz, size)
+
+
+def _match_sliced(cfg: RunConfig, given: list[tuple[Channel, Path]], mapping: HisMapping, carried: list[Carried], edges: list[int],
+                  labels: list[str], paths: dict[str, Path]) -> MatchResult:
+    def final() -> Matcher:
+        return Matcher(cfg.day.strftime("%Y%m%d"), format_time=lambda at: _format_time(at, cfg.tz), epoch_of=lambda at: _epoch(at, cfg.tz),
+                       texts=lambda label, seqs: texts_by_seq(paths[label], seqs), carried=carried)
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    # The bills in a second process as for a one-pass day (the journals' size does not matter here:
+    # the worker holds no columns, only its parser).
+    jobs = cfg.jobs or (2 if (os.cpu_count() or 1) > 1 and sum(p.stat().st_size for _, p in given) >= PARALLEL_FROM_BYTES else 1)
+    return match_sliced(cfg.out_dir, edges, day=cfg.day, tz=cfg.tz, journals=list(cfg.journals), labels=labels,
+                        his=(cfg.his.name, read_his(cfg.his, mapping)),
+                        platform=(cfg.platform.name, read_platform(cfg.platform, cfg.day)) if cfg.platform is not None else None,
+                        bills=given, attribution=cfg.attribution, make_final=final, jobs=jobs)
 
 
 def channel_side(journals: tuple[Path, ...], day: datetime.date, tz: datetime.tzinfo, bills: list[tuple[Channel, Path]],
