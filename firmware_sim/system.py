@@ -59,7 +59,7 @@ from bridge import registries
 from firmware_sim import demo_setup
 from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
-from firmware_sim.demo_gateway import DemoGateway
+from firmware_sim.demo_gateway import WECHAT_SETUPS, DemoGateway
 from firmware_sim.usb_cable import RemoteUsbBackend
 
 log = logging.getLogger("firmware_sim.system")
@@ -88,6 +88,7 @@ class SystemOptions:
     orientation: str = "portrait"  # the POS window (--ui): portrait 720x1280 scaled to fit, or landscape 800x480
     start_timeout_s: float = START_TIMEOUT_S
     devices: int = 1  # simulated POS, one terminal each (headless; --devices)
+    wechat: str = "v2"  # how the demo hospital takes WeChat Pay at the gateway (demo_gateway.WECHAT_SETUPS; --wechat)
 
 
 MAX_DEVICES = 8
@@ -271,7 +272,7 @@ def _start_gateway(system: System, state: dict[str, object], devices: list[DemoD
     workdir = system.workdir
     gateway = DemoGateway(workdir / "gateway")
     try:
-        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text)
+        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=system.options.wechat)
         for device in devices:
             gateway.enroll(device.provisioned.record(), device.terminal)
     finally:
@@ -536,6 +537,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="how the bridge reaches the device: a pty (serial:), TCP (socket://), or aoa: a simulated "
                              "Android POS the bridge switches to accessory mode over the simulated USB bus (aoa://)")
     parser.add_argument("--baud", type=int, help="pace the link at this baud rate (115200, 921600)")
+    parser.add_argument("--wechat", choices=list(WECHAT_SETUPS), default="v2",
+                        help="how the demo hospital takes WeChat Pay: its own merchant account or a sub-merchant of the sandbox's "
+                             "service provider (-provider), over API v2 or APIv3 (default v2)")
     parser.add_argument("--devices", type=int, default=1, metavar="N",
                         help=f"headless: N simulated POS (1..{MAX_DEVICES}), one window each (T0001, T0002, ...), one bridge; "
                              "all listed in demo.json's \"devices\"")
@@ -564,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
     options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
-                            baud=args.baud, ui=args.ui, orientation=args.orientation, devices=args.devices)
+                            baud=args.baud, ui=args.ui, orientation=args.orientation, devices=args.devices, wechat=args.wechat)
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:

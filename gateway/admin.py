@@ -15,6 +15,9 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
     gateway-admin provider set alipay --merchant-id 2021004100000001 --credentials our-alipay-app.json
     gateway-admin merchant set H002 alipay --merchant-id 2088102146225135 --app-auth-token @token.txt   # service_provider mode
+    gateway-admin provider set wechat --merchant-id 1900000100 --credentials sp-wechat.json       # our WeChat sp_mchid and keys
+    gateway-admin merchant set H002 wechat --merchant-id 1900000109                                # its sub_mch_id (service_provider mode)
+    gateway-admin hospital set H003 --mode service_provider
     gateway-admin his-keys set H001 keys.json
     gateway-admin devices import H001 devices.csv
     gateway-admin terminals import H001 terminals.csv
@@ -200,9 +203,13 @@ def cmd_merchant_set(args: argparse.Namespace) -> int:
         if not args.merchant_id:
             raise GatewayError(GatewayCode.BAD_INPUT, "--merchant-id is required (WeChat mch_id or sub_mch_id, Alipay app_id)")
         merchant_id = args.merchant_id
-    if (args.credentials is None) == (args.app_auth_token is None):
+    sub_merchant = channel is PayChannel.WECHAT and d.hospital(args.hospital_id).mode is Mode.SERVICE_PROVIDER
+    if args.credentials is not None and args.app_auth_token is not None or (
+            args.credentials is None and args.app_auth_token is None and not sub_merchant):
         raise GatewayError(GatewayCode.BAD_INPUT, "give --credentials FILE, or (Alipay, a hospital in service_provider mode) --app-auth-token")
-    if args.app_auth_token is not None:
+    if args.credentials is None and args.app_auth_token is None:
+        secrets: dict[str, str] = {}  # a WeChat Pay sub-merchant: its sub_mch_id is all (our provider keys sign)
+    elif args.app_auth_token is not None:
         if channel is not PayChannel.ALIPAY:
             raise GatewayError(GatewayCode.BAD_INPUT, "--app-auth-token is Alipay's (third-party application mode)")
         secrets = {"app_auth_token": _app_auth_token(args.app_auth_token)}
@@ -220,6 +227,12 @@ def _app_auth_token(value: str) -> str:
     if not token or len(token) > 128 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in token):
         raise GatewayError(GatewayCode.BAD_INPUT, "the app_auth_token must be 1-128 letters, digits, '.', '_' or '-' as Alipay issued it")
     return token
+
+
+def cmd_hospital_set(args: argparse.Namespace) -> int:
+    h = _directory(args).set_mode(args.hospital_id, Mode(args.mode), actor=args.actor)
+    _out(f"hospital {h.hospital_id} is in {h.mode.value} mode; set its channel credentials for this mode (gateway-admin merchant set)")
+    return EXIT_OK
 
 
 def cmd_provider_set(args: argparse.Namespace) -> int:
@@ -392,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--require", dest="require", action="store_true", help="refuse every refund whose instruction HIS did not sign")
     g.add_argument("--optional", dest="require", action="store_false", help="check his_sig only when present")
     s.set_defaults(func=cmd_hospital_his_signature)
+    s = hosp.add_parser("set", help="change a hospital's mode (its own merchant accounts, or a sub-merchant of our service provider)")
+    s.add_argument("hospital_id")
+    s.add_argument("--mode", choices=[m.value for m in Mode], required=True)
+    s.set_defaults(func=cmd_hospital_set)
     s = hosp.add_parser("list", help="list hospitals")
     s.set_defaults(func=cmd_hospital_list)
 
@@ -401,15 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("hospital_id")
         s.add_argument("channel", help="wechat or alipay")
         s.add_argument("--merchant-id", help="WeChat mch_id / sub_mch_id, Alipay app_id" + (" (default: unchanged)" if rotate else ""))
-        s.add_argument("--credentials", help="JSON object of the channel's secrets (read, sealed, never printed)")
+        s.add_argument("--credentials", help="JSON object of the channel's secrets (read, sealed, never printed); a WeChat Pay "
+                                             "sub-merchant (service_provider mode) needs none, or {\"sub_appid\": ...}")
         s.add_argument("--app-auth-token", metavar="TOKEN|@FILE", help="Alipay, hospital in service_provider mode: the app_auth_token "
                        "the hospital granted our third-party application (sealed like the credentials; --merchant-id: its 2088... user_id)")
         s.set_defaults(func=cmd_merchant_set, rotate=rotate)
 
     prov = sub.add_parser("provider", help="our own service-provider credentials").add_subparsers(dest="sub", required=True)
     s = prov.add_parser("set", help="store (or rotate) the provider's channel credentials, used by every service_provider hospital")
-    s.add_argument("channel", help="alipay (the third-party application)")
-    s.add_argument("--merchant-id", required=True, help="Alipay: the third-party application's app_id")
+    s.add_argument("channel", help="alipay (the third-party application) or wechat (our service-provider merchant account)")
+    s.add_argument("--merchant-id", required=True, help="Alipay: the third-party application's app_id; WeChat Pay: our sp mch_id")
     s.add_argument("--credentials", required=True, help="JSON object: the app's settings and keys (read, sealed, never printed)")
     s.set_defaults(func=cmd_provider_set)
 

@@ -40,9 +40,10 @@ WHAT_TO_DO: dict[str, str] = {
                        "the merchant platform (交易中心 - 退款), then press 'Check again' on the POS",
     "refund_unconfirmed": "the refund stayed unconfirmed after many queries (processing, or Alipay without refund_status): "
                           "do NOT refund again; check it on the merchant platform, then press 'Check again' on the POS",
-    "notification_conflict": "Alipay's async notification contradicts the ledger (paid after declined or closed, a refund made "
-                             "that the ledger has failed): check the trade on the merchant platform; if the money moved, "
-                             "settle it with the patient (refund it there), then resolve this alarm",
+    "notification_conflict": "a channel notification contradicts the ledger (Alipay: paid after declined or closed, a refund made "
+                             "that the ledger has failed; WeChat Pay: a refund notification against the refund's settled state): "
+                             "check the trade or refund on the merchant platform; if the money moved, settle it with the patient "
+                             "(refund it there), then resolve this alarm",
     "merchant_config": "the channel rejected requests for this hospital (a wrong or changed API key, app key or app_id): "
                        "nothing moved; fix the credentials with `gateway-admin merchant rotate`, then resolve this alarm",
 }

@@ -8,6 +8,8 @@
     GET  /v1/health        (unauthenticated) {"ok": true}
     POST /v1/notify/alipay (from Alipay, not a device) its async notifications, form-encoded and RSA2-signed;
                            answered `success` once applied (gateway/notifications.py)
+    POST /v1/notify/wechat/{hospital_id}  (from WeChat Pay) its refund notifications, v2 XML or APIv3 JSON;
+                           verified with the hospital's WeChat Pay keys (gateway/wechat_notifications.py)
 
 A refusal is {"error": {"code", "message"}} with the status of `gateway.errors.HTTP_STATUS`. TLS is
 required except on a loopback address (`make run`, tests), where plain HTTP is allowed.
@@ -23,7 +25,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gateway.errors import GatewayCode, GatewayError
+from gateway.channel_clients import WECHAT_NOTIFY_PREFIX
 from gateway.notifications import ACK, MAX_FORM_BYTES, PATH_ALIPAY, AlipayNotifications
+from gateway.wechat_notifications import WeChatNotifications
 from gateway.service import MAX_BODY_BYTES, GatewayService
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         if self.path == PATH_ALIPAY:
             return self._notification()
+        if self.path.startswith(WECHAT_NOTIFY_PREFIX):
+            return self._wechat_notification()
         try:
             length_text = self.headers.get("Content-Length", "")
             if not length_text.isdigit():
@@ -107,6 +113,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(ACK)
 
 
+    def _wechat_notification(self) -> None:
+        """WeChat Pay's refund notification: its own answer format (v2 XML, v3 status), from the receiver."""
+        try:
+            length_text = self.headers.get("Content-Length", "")
+            if not length_text.isdigit():
+                raise GatewayError(GatewayCode.BAD_REQUEST, "Content-Length is required")
+            if int(length_text) > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise GatewayError(GatewayCode.TOO_LARGE, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            status, body, content_type = self.server.wechat_notifications.handle(self.path, self.headers, self.rfile.read(int(length_text)))
+        except GatewayError as exc:
+            return self._reply(exc.http_status, exc.to_json_obj())
+        except Exception:  # noqa: BLE001 - WeChat Pay sends it again; the trace goes to the log
+            log.exception("internal error on a WeChat Pay notification")
+            return self._reply(500, GatewayError(GatewayCode.INTERNAL_ERROR, "internal error").to_json_obj())
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class GatewayHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -116,6 +144,7 @@ class GatewayHttpServer(ThreadingHTTPServer):
             raise GatewayError(GatewayCode.BAD_CONFIG, f"plain HTTP is only allowed on a loopback address, not {host}; give --tls-cert and --tls-key")
         self.service = service
         self.notifications = AlipayNotifications(service.ledger, service.channels, service.alarms)
+        self.wechat_notifications = WeChatNotifications(service.directory, service.ledger, service.alarms)
         super().__init__((host, port), _Handler)
         self.tls = tls_cert is not None
         if tls_cert is not None:
@@ -149,6 +178,8 @@ class GatewayHttpServer(ThreadingHTTPServer):
             if not _is_loopback(str(self.server_address[0])):
                 log.warning("Alipay notifications will be sent to %s; give --public-url with the address Alipay can reach",
                             self.url + PATH_ALIPAY)
+        if self.service.channels.wechat_notify_base is None:
+            self.service.channels.set_wechat_notify_base(self.url)  # payment-gateway --public-url sets it beforehand
         self._thread = threading.Thread(target=self.serve_forever, name="gateway-http", daemon=True)
         self._thread.start()
         return self

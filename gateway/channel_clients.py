@@ -9,10 +9,14 @@ on the next request.
 A hospital in service_provider mode takes Alipay through our third-party application: the provider's
 credentials (`gateway-admin provider set alipay`, provider_keys) plus the hospital's own
 `app_auth_token` (its merchant credentials); the cached client is checked against both versions.
-WeChat service-provider mode is refused with `bad_config` until its client speaks it.
+WeChat Pay in service_provider mode: our provider credentials (`gateway-admin provider set wechat`:
+the provider's `merchant_id` is the signing `mch_id` / `mchid`, its keys sign) plus the hospital's
+sub-merchant id (`sub_mch_id` / `sub_mchid`, its merchant_id) and what else is its own (`sub_appid`).
+WeChat Pay's credentials choose the API with "api_version" (v2 or v3; see gateway.channels.settings).
 
 Alipay clients are given `alipay_notify_url` (the gateway's notify endpoint) so that Alipay's async
-notifications reach the gateway.
+notifications reach the gateway; WeChat Pay clients a notify_url of `wechat_notify_base` + the
+hospital, where its refund notifications arrive (gateway.wechat_notifications).
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from gateway.channels.alipay import AlipayClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.settings import build_clients
 
+# Where WeChat Pay's refund notifications arrive at the gateway: this prefix + the hospital id.
+WECHAT_NOTIFY_PREFIX = "/v1/notify/wechat/"
 _SECTION = {PayChannel.WECHAT: ("wechat", "mch_id"), PayChannel.ALIPAY: ("alipay", "app_id")}
+# WeChat Pay's id fields by API version: (the signing merchant, the sub-merchant in service-provider mode).
+_WECHAT_IDS = {"v2": ("mch_id", "sub_mch_id"), "v3": ("mchid", "sub_mchid")}
+
+
+def wechat_ids(secrets: Mapping[str, str]) -> tuple[str, str]:
+    return _WECHAT_IDS.get(str(secrets.get("api_version", "v2")), _WECHAT_IDS["v2"])
 
 
 class ChannelFactory:
@@ -38,6 +50,7 @@ class ChannelFactory:
         self.directory = directory
         self._overrides = dict(overrides or {})  # e.g. timeouts, for every client
         self._alipay_notify_url = alipay_notify_url
+        self._wechat_notify_base: str | None = None
         self._cache: dict[tuple[str, PayChannel], tuple[tuple[int, int | None], ChannelClient]] = {}
         self._lock = threading.Lock()
 
@@ -49,6 +62,16 @@ class ChannelFactory:
         """Where Alipay should send notifications (known once the server listens); rebuilds the clients."""
         with self._lock:
             self._alipay_notify_url = url
+            self._cache.clear()
+
+    @property
+    def wechat_notify_base(self) -> str | None:
+        return self._wechat_notify_base
+
+    def set_wechat_notify_base(self, url: str | None) -> None:
+        """The gateway's URL as WeChat Pay reaches it: refunds carry {url}/v1/notify/wechat/{hospital}."""
+        with self._lock:
+            self._wechat_notify_base = url.rstrip("/") if url else None
             self._cache.clear()
 
     def client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
@@ -64,8 +87,6 @@ class ChannelFactory:
         mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
         provider_version: int | None = None
         if mode is not Mode.DIRECT:
-            if channel is not PayChannel.ALIPAY:
-                raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id}: {mode.value} mode is not supported by this gateway version yet")
             provider_version = self.directory.provider_key_version(channel)
         with self._lock:
             cached = self._cache.get((hospital_id, channel))
@@ -75,10 +96,17 @@ class ChannelFactory:
         section, id_field = _SECTION[channel]
         settings: dict[str, object]
         if mode is Mode.DIRECT:
+            if channel is PayChannel.WECHAT:
+                id_field = wechat_ids(key.secrets)[0]
             settings = {**key.secrets, id_field: key.merchant_id}
+        elif channel is PayChannel.WECHAT:
+            settings = self._sub_merchant(key)
+            provider_version = int(str(settings.pop("_provider_version")))
         else:
             settings = self._third_party(hospital_id, key)
             provider_version = int(str(settings.pop("_provider_version")))
+        if channel is PayChannel.WECHAT and self._wechat_notify_base and "notify_url" not in settings:
+            settings["notify_url"] = f"{self._wechat_notify_base}{WECHAT_NOTIFY_PREFIX}{hospital_id}"
         if channel is PayChannel.ALIPAY and self._alipay_notify_url:
             settings["notify_url"] = self._alipay_notify_url
         settings |= self._overrides
@@ -89,6 +117,13 @@ class ChannelFactory:
         with self._lock:
             self._cache[(hospital_id, channel)] = ((key.version, provider_version), client)
         return client
+
+    def _sub_merchant(self, key: MerchantKey) -> dict[str, object]:
+        """Our WeChat Pay service-provider settings acting for the hospital's sub-merchant."""
+        provider = self.directory.provider_key(PayChannel.WECHAT)  # no_merchant when the provider has none
+        signer_field, sub_field = wechat_ids(provider.secrets)
+        return {**provider.secrets, signer_field: provider.merchant_id, **key.secrets, sub_field: key.merchant_id,
+                "_provider_version": provider.version}
 
     def _third_party(self, hospital_id: str, key: MerchantKey) -> dict[str, object]:
         """Our third-party application's settings acting for the hospital that authorised it."""

@@ -59,6 +59,8 @@ class GatewayCode(str, enum.Enum):
     BAD_HIS_SIGNATURE = "bad_his_signature"
     NOTIFICATION_MISMATCH = "notification_mismatch"  # a channel notification whose app, amount or refund is not the trade's
     CHANNEL_UNAVAILABLE = "channel_unavailable"
+    # WeChat Pay refund notifications that do not open or verify (gateway.wechat_notifications).
+    BAD_NOTIFICATION = "bad_notification"
     DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL_ERROR = "internal_error"
 

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--migrate", action="store_true", help="apply schema migrations before serving (single-node setups, make run)")
     p.add_argument("--recovery-interval", type=float, default=RECOVERY_INTERVAL_S, metavar="SECONDS",
                    help=f"finish collections and refunds left under way by dead requests every SECONDS (default {RECOVERY_INTERVAL_S}; 0: never)")
-    p.add_argument("--public-url", help="the https:// address Alipay reaches this gateway at (behind a load balancer); its async "
-                   "notifications go to PUBLIC_URL/v1/notify/alipay (default: the --listen address)")
+    p.add_argument("--public-url", help="the https:// address the channels reach this gateway at (behind a load balancer): Alipay's "
+                   "async notifications go to PUBLIC_URL/v1/notify/alipay, WeChat Pay's refund notifications to "
+                   "PUBLIC_URL/v1/notify/wechat/HOSPITAL (default: the --listen address)")
     return p
 
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.public_url is not None and not args.public_url.startswith(("https://", "http://")):
             raise GatewayError(GatewayCode.BAD_CONFIG, f"--public-url {args.public_url!r} must be an http(s) URL")
         notify_url = args.public_url.rstrip("/") + PATH_ALIPAY if args.public_url else None
-        service = GatewayService(directory, Ledger(db), ChannelFactory(directory, alipay_notify_url=notify_url))
+        factory = ChannelFactory(directory, alipay_notify_url=notify_url)
+        if args.public_url:
+            factory.set_wechat_notify_base(args.public_url)
+        service = GatewayService(directory, Ledger(db), factory)
         server = GatewayHttpServer(service, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
         if args.recovery_interval < 0:
             raise GatewayError(GatewayCode.BAD_CONFIG, "--recovery-interval must be 0 (off) or a number of seconds")

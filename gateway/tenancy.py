@@ -191,6 +191,15 @@ class Directory:
             raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}; add it with gateway-admin hospital add")
         return _hospital(row)
 
+    def set_mode(self, hospital_id: str, mode: Mode, *, actor: str) -> Hospital:
+        """Switch a hospital between its own merchant accounts and sub-merchant of ours (service provider).
+        Its channel credentials must then be set again for the new mode (`merchant set`)."""
+        with self.db.transaction() as tx:
+            current = self.hospital(hospital_id, tx)
+            tx.execute("UPDATE hospitals SET mode = ? WHERE hospital_id = ?", (mode.value, hospital_id))
+            self._audit(tx, actor, "hospital.mode", hospital_id, mode=mode.value, previous_mode=current.mode.value)
+            return self.hospital(hospital_id, tx)
+
     def hospitals(self) -> list[Hospital]:
         with self.db.transaction(write=False) as tx:
             return [_hospital(r) for r in tx.all(f"SELECT {_HOSPITAL_COLS} FROM hospitals ORDER BY hospital_id")]
@@ -198,12 +207,19 @@ class Directory:
     # --- merchant credentials -------------------------------------------------------------------
 
     def set_merchant_key(self, hospital_id: str, channel: PayChannel, merchant_id: str, secrets: Mapping[str, str], *, actor: str) -> int:
-        """Store the channel credentials of a hospital; a second call rotates them. The new version."""
+        """Store the channel credentials of a hospital; a second call rotates them. The new version.
+
+        In service_provider mode they are only what names the hospital to our provider credentials: its
+        WeChat Pay sub-merchant id (`merchant_id`, with an optional {"sub_appid"}, else {}), its Alipay
+        app_auth_token."""
         _check_id("merchant_id", merchant_id)
-        if not isinstance(secrets, Mapping) or not secrets or not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
-            raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a non-empty JSON object of strings")
+        if not isinstance(secrets, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
+            raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a JSON object of strings")
         with self.db.transaction() as tx:
-            self.hospital(hospital_id, tx)
+            hospital = self.hospital(hospital_id, tx)
+            if not secrets and not (hospital.mode is Mode.SERVICE_PROVIDER and channel is PayChannel.WECHAT):
+                raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a non-empty JSON object of strings "
+                                   "(only a WeChat Pay sub-merchant of our service provider may have none)")
             current = tx.one(
                 "SELECT version FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL" + tx.for_update,
                 (hospital_id, channel.value),

@@ -110,7 +110,9 @@ def _stamp(moment: datetime.datetime) -> str:
 
 # -- WeChat Pay -------------------------------------------------------------------------------
 
-def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentLine], refunds: list[RefundLine]) -> str:
+def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentLine], refunds: list[RefundLine], *,
+                sub_mch_id: str = "0") -> str:
+    """`sub_mch_id`: the 特约商户号 column (a service provider's bill of one sub-merchant); "0" for a direct merchant."""
     if bill_type not in WECHAT_BILL_TYPES:
         raise ValueError(f"bill_type must be one of {WECHAT_BILL_TYPES}")
     # Each row is joined as soon as it is made: a million rows as lists of 27 strings would hold
@@ -118,7 +120,7 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
     rows: list[tuple[datetime.datetime, str]] = []
     if bill_type in ("ALL", "SUCCESS"):
         for p in payments:
-            head = [_stamp(p.paid_at), appid, mch_id, "0", p.device_info, p.txn_id, p.out_trade_no, p.buyer_id, "MICROPAY", "SUCCESS",
+            head = [_stamp(p.paid_at), appid, mch_id, sub_mch_id, p.device_info, p.txn_id, p.out_trade_no, p.buyer_id, "MICROPAY", "SUCCESS",
                     "OTHERS", "CNY", format_yuan(p.total_fen), "0.00"]
             tail = [_clean(p.subject), "", "0.00000", "0.00%", format_yuan(p.total_fen)]
             if bill_type == "ALL":
@@ -127,7 +129,7 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
                 rows.append((p.paid_at, "`" + ",`".join(head + tail + [""])))
     if bill_type in ("ALL", "REFUND"):
         for r in refunds:
-            head = [_stamp(r.refunded_at), appid, mch_id, "0", r.device_info, r.txn_id, r.out_trade_no, r.buyer_id, "MICROPAY",
+            head = [_stamp(r.refunded_at), appid, mch_id, sub_mch_id, r.device_info, r.txn_id, r.out_trade_no, r.buyer_id, "MICROPAY",
                     "REVOKED" if r.reversal else "REFUND", "OTHERS", "CNY", "0.00", "0.00"]
             refund = [r.refund_id, r.out_refund_no, format_yuan(r.amount_fen), "0.00", "ORIGINAL", "SUCCESS"]
             tail = [_clean(r.subject), "", "0.00000", "0.00%", "0.00", format_yuan(r.amount_fen), ""]

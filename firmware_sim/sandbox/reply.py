@@ -19,6 +19,7 @@ class Reply:
     body: bytes
     delay_s: float = 0.0
     swallow: bool = False
+    headers: tuple[tuple[str, str], ...] | dict[str, str] = ()  # extra response headers (WeChat APIv3's Wechatpay-*)
 
 
 class SignatureFault(enum.Enum):

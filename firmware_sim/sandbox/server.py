@@ -3,7 +3,9 @@
 One thread per request (ThreadingHTTPServer), so a slow or silent payment code holds only its own
 connection. Routes:
     POST /pay/micropay /pay/orderquery /secapi/pay/reverse /secapi/pay/refund /pay/refundquery
-         /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL)
+         /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL), direct merchant and
+                                                 service provider (sub_mch_id)
+    GET|POST /v3/pay/... /v3/refund/...          WeChat Pay APIv3 code payment (wechat_v3_api.py)
     GET|POST /gateway.do                         Alipay OpenAPI gateway (query string and/or form body)
     GET  /downloadBillFile.resource              Alipay bill zips (URLs come from the gateway)
     *    /sandbox/v1/...                         the tester's control API (see control.py)
@@ -28,7 +30,9 @@ import sys
 import threading
 import time
 import urllib.parse
+from typing import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 
 from firmware_sim.sandbox.alipay_api import AlipayApi, AlipayMerchant
 from firmware_sim.sandbox.alipay_notify import Notifier
@@ -39,7 +43,11 @@ from firmware_sim.sandbox.reply import Faults, Reply
 from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import CODE_TTL_S, UNPAID_REVOKE_S, Store
 from firmware_sim.sandbox.wechat_api import PATHS as WECHAT_PATHS
-from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant
+from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant, WeChatProvider
+from firmware_sim.sandbox.wechat_identity import V3Party, load_wechat_world
+from firmware_sim.sandbox.wechat_notify import RefundNotifier
+from firmware_sim.sandbox.wechat_v3_api import PREFIX as WECHAT_V3_PREFIX
+from firmware_sim.sandbox.wechat_v3_api import V3Merchant, WeChatV3Api
 
 log = logging.getLogger("channel-sandbox")
 MAX_BODY = 64 * 1024
@@ -61,8 +69,23 @@ class Sandbox:
         self.faults = Faults()
         self.scripts = Scripts()
         self.stopping = threading.Event()
+        self.wechat_world = world = load_wechat_world(self.data_dir, identity.wechat_mch_id)
+        assert world.platform_private_key is not None
+        platform_key = world.platform_private_key
+        self.wechat_notifier = RefundNotifier(platform_key=platform_key, platform_serial=world.platform_public_key_id, stopping=self.stopping)
+        provider = WeChatProvider(world.provider_appid, world.provider_mch_id, world.provider_api_key, frozenset(world.sub_mch_ids))
         self.wechat = WeChatApi(self.store, WeChatMerchant(identity.wechat_appid, identity.wechat_mch_id, identity.wechat_api_key), self.faults,
-                                self.scripts)
+                                self.scripts, provider=provider, notifier=self.wechat_notifier)
+        assert world.direct_v3 is not None and world.provider_v3 is not None
+
+        def v3_merchant(appid: str, party: V3Party, subs: frozenset[str] = frozenset()) -> V3Merchant:
+            return V3Merchant(appid, party.mch_id, party.serial_no, party.public_key, party.apiv3_key, subs)
+
+        self.wechat_v3 = WeChatV3Api(self.store, v3_merchant(identity.wechat_appid, world.direct_v3),
+                                     v3_merchant(world.provider_appid, world.provider_v3, frozenset(world.sub_mch_ids)), self.faults,
+                                     platform_key=platform_key, platform_public_key_id=world.platform_public_key_id,
+                                     platform_cert_serial=world.platform_cert_serial, notifier=self.wechat_notifier,
+                                     base_url=lambda: self.url)
         assert identity.alipay_private_key is not None and identity.app_public_key is not None
         secret = self.store.get_or_create_setting("bill_url_secret", secrets.token_hex(32)).encode("ascii")
         assert identity.isv_public_key is not None and identity.cert_app_public_key is not None
@@ -87,6 +110,7 @@ class Sandbox:
         return f"http://{shown}:{port}"
 
     def credentials(self) -> dict[str, object]:
+        world = self.wechat_world
         alipay: dict[str, object] = {"gateway": self.url + "/gateway.do", "app_id": self.identity.alipay_app_id,
                                      "alipay_public_key_pem": self.identity.alipay_public_key_path}
         if self.identity.app_private_key_path:
@@ -112,7 +136,24 @@ class Sandbox:
                          "private_key_pem": self.identity.cert_app_private_key_path, "app_cert_pem": self.certs.app_cert,
                          "alipay_cert_pem": self.certs.alipay_cert, "alipay_root_cert_pem": self.certs.root},
             },
+            # WeChat Pay's other ways in (not under "channels": a client is built from one of them at a time).
+            "wechat_service_provider": {"base_url": self.url, "appid": world.provider_appid, "mch_id": world.provider_mch_id,
+                                        "api_key": world.provider_api_key, "sub_mch_ids": list(world.sub_mch_ids),
+                                        "sub_appid": world.sub_appid},
+            "wechat_v3": {
+                "direct": self._v3_credentials(self.identity.wechat_appid, world.direct_v3),
+                "service_provider": self._v3_credentials(world.provider_appid, world.provider_v3)
+                | {"sub_mchids": list(world.sub_mch_ids), "sub_appid": world.sub_appid},
+            },
         }
+
+    def _v3_credentials(self, appid: str, party: V3Party | None) -> dict[str, object]:
+        world = self.wechat_world
+        assert party is not None
+        return {"api_version": "v3", "base_url": self.url, "appid": appid, "mchid": party.mch_id, "merchant_serial_no": party.serial_no,
+                "private_key_pem": party.private_key_path, "apiv3_key": party.apiv3_key,
+                "platform_public_key_pem": world.platform_public_key_path, "platform_public_key_id": world.platform_public_key_id,
+                "platform_certificate_pem": world.platform_cert_path}
 
     def write_credentials(self, path: str) -> None:
         tmp = path + ".tmp"
@@ -141,11 +182,15 @@ class Sandbox:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def route(self, method: str, target: str, body: bytes) -> Reply:
+    def route(self, method: str, target: str, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         parts = urllib.parse.urlsplit(target)
         path = parts.path
         if path.startswith(PREFIX + "/alipay/"):
             return self._alipay_control(method, path[len(PREFIX + "/alipay/"):], parts.query, body)
+        if path.startswith(WECHAT_V3_PREFIX) and method in ("GET", "POST"):
+            return self.wechat_v3.handle(method, target, headers or {}, body)
+        if path.startswith(PREFIX + "/wechat/notifications"):
+            return self._notifications(method, path)
         if path.startswith(PREFIX + "/") or path == PREFIX:
             return self.control.handle(method, path, body)
         if method == "POST" and path in WECHAT_PATHS:
@@ -177,6 +222,20 @@ class Sandbox:
             no = dict(urllib.parse.parse_qsl(query)).get("out_trade_no")
             return Reply(200, "application/json", json.dumps(self.notifier.listing(no), ensure_ascii=False).encode("utf-8"))
         return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
+
+
+    def _notifications(self, method: str, path: str) -> Reply:
+        """GET .../wechat/notifications: what was sent; POST .../wechat/notifications/{id}/resend: send one again."""
+        rest = path[len(PREFIX + "/wechat/notifications"):].strip("/")
+        if method == "GET" and not rest:
+            body = json.dumps({"notifications": [d.describe() for d in self.wechat_notifier.deliveries()]})
+            return Reply(200, "application/json", body.encode("utf-8"))
+        parts = rest.split("/")
+        if method == "POST" and len(parts) == 2 and parts[0].isdigit() and parts[1] == "resend":
+            delivery = self.wechat_notifier.resend(int(parts[0]))
+            if delivery is not None:
+                return Reply(200, "application/json", json.dumps(delivery.describe()).encode("utf-8"))
+        return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such notification"}}')
 
 
 class _Server(ThreadingHTTPServer):
@@ -220,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.rfile.read(int(length))
         sandbox = self.server.sandbox
         try:
-            reply = sandbox.route(method, self.path, body)
+            reply = sandbox.route(method, self.path, body, self.headers)
         except Exception:  # one bad request must not take the sandbox down; the trace says why
             log.exception("internal error on %s %s", method, _LONG_DIGITS.sub("<digits>", self.path))
             reply = Reply(500, "application/json", b'{"error": {"code": "internal_error", "message": "sandbox error"}}')
@@ -235,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in dict(reply.headers).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(reply.body)
         except OSError:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS orders(
     total_fen INTEGER NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL, device_info TEXT,
     created_at REAL NOT NULL, paid_at REAL, closed_at REAL, confirm_at REAL,
     refunded_fen INTEGER NOT NULL DEFAULT 0 CHECK (refunded_fen >= 0 AND refunded_fen <= total_fen),
+    merchant TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (channel, out_trade_no));
 CREATE INDEX IF NOT EXISTS orders_by_code ON orders(code);
 CREATE TABLE IF NOT EXISTS refunds(
@@ -124,6 +125,9 @@ class Order:
     closed_at: float | None
     confirm_at: float | None
     refunded_fen: int
+    # Whose money it is: the WeChat merchant (a sub-merchant in service-provider mode) the order was
+    # placed for; "" for orders of the single default merchant (and for Alipay).
+    merchant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(orders)")}
+        if "merchant" not in columns:  # a data dir from before service-provider mode
+            self._db.execute("ALTER TABLE orders ADD COLUMN merchant TEXT NOT NULL DEFAULT ''")
         self._lock = threading.RLock()
         self._offset_s = float(self._setting("clock_offset_s") or 0.0)
 
@@ -240,7 +247,8 @@ class Store:
 
     # -- payments ----------------------------------------------------------------------------
 
-    def pay(self, channel: str, out_trade_no: str, code: str, total_fen: int, subject: str, device_info: str | None) -> tuple[PayResult, Order | None]:
+    def pay(self, channel: str, out_trade_no: str, code: str, total_fen: int, subject: str, device_info: str | None,
+            merchant: str = "") -> tuple[PayResult, Order | None]:
         with self._tx() as db:
             existing = self._settle(db, channel, out_trade_no)
             if existing is not None and existing.state is not OrderState.PAYERROR:
@@ -277,8 +285,9 @@ class Store:
             else:
                 state, result, confirm_at = OrderState.SUCCESS, PayResult.PAID, None
             db.execute("DELETE FROM orders WHERE channel = ? AND out_trade_no = ?", (channel, out_trade_no))
-            db.execute("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0)",
-                       (channel, out_trade_no, txn, code, total_fen, subject, state.value, device_info, now, confirm_at))
+            db.execute("INSERT INTO orders (channel, out_trade_no, txn_id, code, total_fen, subject, state, device_info, created_at,"
+                       " paid_at, closed_at, confirm_at, refunded_fen, merchant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?)",
+                       (channel, out_trade_no, txn, code, total_fen, subject, state.value, device_info, now, confirm_at, merchant))
             if state is OrderState.SUCCESS and not self._debit(db, channel, out_trade_no, code, total_fen, now):
                 result = PayResult.INSUFFICIENT
             if behaviour.kind is Kind.SYSTEMERROR and result is PayResult.PAID:
@@ -289,14 +298,15 @@ class Store:
         with self._tx() as db:
             return self._settle(db, channel, out_trade_no)
 
-    def reverse(self, channel: str, out_trade_no: str) -> tuple[ReverseResult, Order]:
+    def reverse(self, channel: str, out_trade_no: str, merchant: str = "") -> tuple[ReverseResult, Order]:
         with self._tx() as db:
             order = self._settle(db, channel, out_trade_no)
             now = self.now()
             if order is None:
                 # Nothing exists: record a closed order so a payment arriving late is refused.
-                db.execute("INSERT INTO orders VALUES (?, ?, ?, NULL, 0, '', 'CLOSED', NULL, ?, NULL, ?, NULL, 0)",
-                           (channel, out_trade_no, self._new_txn_id(channel, now), now, now))
+                db.execute("INSERT INTO orders (channel, out_trade_no, txn_id, code, total_fen, subject, state, device_info, created_at,"
+                           " paid_at, closed_at, confirm_at, refunded_fen, merchant) VALUES (?, ?, ?, NULL, 0, '', 'CLOSED', NULL, ?, NULL, ?, NULL, 0, ?)",
+                           (channel, out_trade_no, self._new_txn_id(channel, now), now, now, merchant))
             elif order.state in (OrderState.USERPAYING, OrderState.PAYERROR):
                 db.execute("UPDATE orders SET state = 'CLOSED', closed_at = ? WHERE channel = ? AND out_trade_no = ?",
                            (now, channel, out_trade_no))
@@ -362,8 +372,8 @@ class Store:
 
     # -- bills -------------------------------------------------------------------------------
 
-    def day_activity(self, channel: str, day: datetime.date) -> tuple[list[Order], list[tuple[Refund, Order]]]:
-        """Orders paid and refunds made during `day` (Asia/Shanghai), oldest first."""
+    def day_activity(self, channel: str, day: datetime.date, merchant: str | None = None) -> tuple[list[Order], list[tuple[Refund, Order]]]:
+        """Orders paid and refunds made during `day` (Asia/Shanghai), oldest first; only `merchant`'s when given."""
         start = datetime.datetime.combine(day, datetime.time(), SHANGHAI).timestamp()
         end = start + 86400
         with self._tx() as db:
@@ -374,6 +384,9 @@ class Store:
             refunds = [(Refund(*row[:8]), _order(row[8:])) for row in db.execute(
                 "SELECT r.*, o.* FROM refunds r JOIN orders o ON o.channel = r.channel AND o.out_trade_no = r.out_trade_no"
                 " WHERE r.channel = ? AND r.created_at >= ? AND r.created_at < ? ORDER BY r.created_at", (channel, start, end))]
+        if merchant is not None:
+            paid = [o for o in paid if o.merchant == merchant]
+            refunds = [(r, o) for r, o in refunds if o.merchant == merchant]
         return paid, refunds
 
     # -- internals ---------------------------------------------------------------------------
@@ -428,4 +441,5 @@ class Store:
 
 
 def _order(row: tuple) -> Order:
-    return Order(row[0], row[1], row[2], row[3], row[4], row[5], OrderState(row[6]), row[7], row[8], row[9], row[10], row[11], row[12])
+    return Order(row[0], row[1], row[2], row[3], row[4], row[5], OrderState(row[6]), row[7], row[8], row[9], row[10], row[11], row[12],
+                 row[13] if len(row) > 13 else "")

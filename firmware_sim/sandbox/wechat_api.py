@@ -2,6 +2,11 @@
 
 Requests are checked the way WeChat Pay checks them: well-formed XML, the merchant's appid and
 mch_id, a valid signature with the merchant API key (else return_code FAIL "签名错误", unsigned).
+Two kinds of caller: the direct merchant, and a service provider (服务商) acting for one of its
+sub-merchants (`sub_mch_id`, optional `sub_appid`), signing with the provider's own key. A
+sub_mch_id not bound to that provider is refused (return_code FAIL); the money of a sub-merchant's
+orders is the sub-merchant's: its orders are invisible to every other merchant and its bill
+(downloadbill with its sub_mch_id) lists only them.
 Replies carry WeChat's fields and codes and are signed with the request's sign_type. Only
 out_trade_no / out_refund_no are supported as keys (not transaction_id / refund_id).
 """
@@ -13,12 +18,16 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from firmware_sim.sandbox import bills
 from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, foreign_code, mask
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
 from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
+
+if TYPE_CHECKING:
+    from firmware_sim.sandbox.wechat_notify import RefundNotifier
 from gateway.channels.wechat_codec import MD5, SIGN_TYPES, WeChatXmlError, parse_xml, sign, to_xml, verify
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,39 @@ class WeChatMerchant:
     appid: str
     mch_id: str
     api_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WeChatProvider:
+    """A service provider and the sub-merchants bound to it (特约商户)."""
+
+    appid: str
+    mch_id: str
+    api_key: str = field(repr=False)
+    sub_mch_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who is asking: the signing party, and whose orders it may see (`payee`, the store's merchant)."""
+
+    appid: str
+    mch_id: str
+    api_key: str = field(repr=False)
+    sub_mch_id: str | None = None
+    sub_appid: str | None = None
+
+    @property
+    def payee(self) -> str:
+        return self.sub_mch_id or ""  # "": the direct merchant (as before service-provider mode)
+
+    def ids(self) -> dict[str, str]:
+        ids = {"appid": self.appid, "mch_id": self.mch_id}
+        if self.sub_mch_id:
+            ids["sub_mch_id"] = self.sub_mch_id
+        if self.sub_appid:
+            ids["sub_appid"] = self.sub_appid
+        return ids
 
 
 class _Refuse(Exception):
@@ -56,31 +98,53 @@ def _time(ts: float, fmt: str = "%Y%m%d%H%M%S") -> str:
 
 
 class WeChatApi:
-    def __init__(self, store: Store, merchant: WeChatMerchant, faults: Faults, scripts: Scripts | None = None) -> None:
+    def __init__(self, store: Store, merchant: WeChatMerchant, faults: Faults, scripts: Scripts | None = None,
+                 provider: WeChatProvider | None = None, notifier: "RefundNotifier | None" = None) -> None:
         self.store = store
         self.merchant = merchant
+        self.provider = provider
         self.faults = faults
         self.scripts = scripts or Scripts()
+        self.notifier = notifier
+
+    def _caller(self, fields: dict[str, str]) -> _Caller | Reply:
+        provider = self.provider
+        if provider is not None and fields.get("mch_id") == provider.mch_id:
+            if fields.get("appid") != provider.appid:
+                return _fail("appid不存在")
+            sub_mch_id = fields.get("sub_mch_id") or ""
+            if not sub_mch_id:
+                return _fail("缺少参数sub_mch_id")
+            if sub_mch_id not in provider.sub_mch_ids:
+                log.info("wechat: sub_mch_id %s is not bound to provider %s", sub_mch_id, provider.mch_id)
+                return _fail("特约子商户号sub_mch_id与服务商商户号mch_id不匹配")
+            return _Caller(provider.appid, provider.mch_id, provider.api_key, sub_mch_id, fields.get("sub_appid") or None)
+        if fields.get("appid") != self.merchant.appid:
+            return _fail("appid不存在")
+        if fields.get("mch_id") != self.merchant.mch_id:
+            return _fail("商户号mch_id与appid不匹配")
+        if fields.get("sub_mch_id"):
+            return _fail("非服务商商户号不能传sub_mch_id")
+        return _Caller(self.merchant.appid, self.merchant.mch_id, self.merchant.api_key)
 
     def handle(self, path: str, body: bytes) -> Reply:
         try:
             fields = parse_xml(body)
         except WeChatXmlError:
             return _fail("XML格式错误")
-        if fields.get("appid") != self.merchant.appid:
-            return _fail("appid不存在")
-        if fields.get("mch_id") != self.merchant.mch_id:
-            return _fail("商户号mch_id与appid不匹配")
+        caller = self._caller(fields)
+        if isinstance(caller, Reply):
+            return caller
         sign_type = fields.get("sign_type") or MD5  # WeChat's default
         if sign_type not in SIGN_TYPES:
             return _fail("签名类型错误")
-        if not verify(fields, self.merchant.api_key, sign_type):
+        if not verify(fields, caller.api_key, sign_type):
             log.info("wechat %s: bad request signature", path)
             return _fail("签名错误")
         if not fields.get("nonce_str"):
             return _fail("缺少参数nonce_str")
         if path == "/pay/downloadbill":
-            return self._download_bill(fields)
+            return self._download_bill(fields, caller)
         handler = {
             "/pay/micropay": self._micropay,
             "/pay/orderquery": self._orderquery,
@@ -90,19 +154,18 @@ class WeChatApi:
         }[path]
         delay = 0.0
         try:
-            result = handler(fields)
+            result = handler(fields, caller)
             if isinstance(result, Reply):
                 return result
             answer, delay = result
             answer = {"result_code": "SUCCESS", **answer}
         except _Refuse as refusal:
             answer = {"result_code": "FAIL", "err_code": refusal.err_code, "err_code_des": refusal.description}
-        return self._signed(answer, sign_type, delay)
+        return self._signed(answer, sign_type, delay, caller)
 
-    def _signed(self, answer: dict[str, str], sign_type: str, delay: float) -> Reply:
-        fields = {"return_code": "SUCCESS", "return_msg": "OK", "appid": self.merchant.appid, "mch_id": self.merchant.mch_id,
-                  "nonce_str": secrets.token_hex(16), **answer}
-        fields["sign"] = sign(fields, self.merchant.api_key, sign_type)
+    def _signed(self, answer: dict[str, str], sign_type: str, delay: float, caller: _Caller) -> Reply:
+        fields = {"return_code": "SUCCESS", "return_msg": "OK", **caller.ids(), "nonce_str": secrets.token_hex(16), **answer}
+        fields["sign"] = sign(fields, caller.api_key, sign_type)
         fault = self.faults.signature(CHANNEL)
         if fault is SignatureFault.CORRUPT:
             fields["sign"] = corrupt_signature(fields["sign"])
@@ -115,7 +178,12 @@ class WeChatApi:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def _micropay(self, fields: dict[str, str]) -> tuple[dict[str, str], float] | Reply:
+    def _order(self, out_trade_no: str, caller: _Caller) -> Order | None:
+        """The caller's order by that number: another merchant's order does not exist for it."""
+        order = self.store.order(CHANNEL, out_trade_no)
+        return order if order is not None and order.merchant == caller.payee else None
+
+    def _micropay(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float] | Reply:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
         total_fen = int(_required(fields, "total_fee", _FEN))
         _required(fields, "body")
@@ -130,7 +198,11 @@ class WeChatApi:
         if behaviour is not None and behaviour.kind is Kind.NOREPLY:
             return Reply(200, _XML, b"", swallow=True)
         delay = behaviour.seconds if behaviour is not None and behaviour.kind is Kind.SLOW else 0.0
-        result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, fields["body"][:128], fields.get("device_info"))
+        existing = self.store.order(CHANNEL, out_trade_no)
+        if existing is not None and existing.merchant != caller.payee:
+            raise _Refuse("OUT_TRADE_NO_USED", "商户订单号重复")  # the sandbox keeps one number space for all merchants
+        result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, fields["body"][:128], fields.get("device_info"),
+                                       merchant=caller.payee)
         if result is PayResult.PAID:
             assert order is not None
             return self._paid_fields(order, account.buyer_id if account else ""), delay
@@ -157,9 +229,9 @@ class WeChatApi:
             answer["device_info"] = order.device_info
         return answer
 
-    def _orderquery(self, fields: dict[str, str]) -> tuple[dict[str, str], float]:
+    def _orderquery(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float]:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
-        order = self.store.order(CHANNEL, out_trade_no)
+        order = self._order(out_trade_no, caller)
         if order is None:
             raise _Refuse("ORDERNOTEXIST", "此交易订单号不存在")
         account = self.store.account(order.code) if order.code else None
@@ -178,27 +250,33 @@ class WeChatApi:
             answer["total_fee"] = str(order.total_fen)
         return answer, 0.0
 
-    def _reverse(self, fields: dict[str, str]) -> tuple[dict[str, str], float]:
+    def _reverse(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float]:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
         existing = self.store.order(CHANNEL, out_trade_no)
+        if existing is not None and existing.merchant != caller.payee:
+            raise _Refuse("ORDERNOTEXIST", "此交易订单号不存在")
         if self.scripts.take("wechat_reverse_recall", code=existing.code if existing else None, channel=CHANNEL, out_trade_no=out_trade_no):
             return {"recall": "Y"}, 0.0  # "需要继续调用撤销": nothing was reversed yet
-        result, _order = self.store.reverse(CHANNEL, out_trade_no)
+        result, _order = self.store.reverse(CHANNEL, out_trade_no, merchant=caller.payee)
         if result is ReverseResult.EXPIRED:
             raise _Refuse("REVERSE_EXPIRE", "订单已超过撤销期限")
         return {"recall": "N"}, 0.0
 
-    def _refund(self, fields: dict[str, str]) -> tuple[dict[str, str], float] | Reply:
+    def _refund(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float] | Reply:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
         out_refund_no = _required(fields, "out_refund_no", _OUT_REFUND_NO)
         total_fen = int(_required(fields, "total_fee", _FEN))
         refund_fen = int(_required(fields, "refund_fee", _FEN))
         if refund_fen > total_fen:
             return _fail("invalid refund_fee")  # WeChat refuses this one before looking at the order
+        if self._order(out_trade_no, caller) is None:
+            raise _Refuse("ORDERNOTEXIST", "订单不存在")
         result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_refund_no, refund_fen, total_fen=total_fen,
                                                   reason=fields.get("refund_desc", ""))
         if result in (RefundResult.DONE, RefundResult.DUPLICATE):
             assert refund is not None and order is not None
+            if result is RefundResult.DONE and self.notifier is not None and fields.get("notify_url"):
+                self.notifier.refund_done_v2(fields["notify_url"], caller.ids(), caller.api_key, refund, order)
             return {
                 "transaction_id": order.txn_id, "out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
                 "refund_id": refund.refund_id, "refund_fee": str(refund.amount_fen), "total_fee": str(order.total_fen),
@@ -214,15 +292,15 @@ class WeChatApi:
             RefundResult.EXCEEDS: ("INVALID_REQUEST", "refund_fee大于可退金额"),
         }[result])
 
-    def _refundquery(self, fields: dict[str, str]) -> tuple[dict[str, str], float]:
+    def _refundquery(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float]:
         out_refund_no = fields.get("out_refund_no")
         if out_refund_no:
             refund = self.store.find_refund(CHANNEL, out_refund_no)
             refunds = [refund] if refund is not None else []
-            order = self.store.order(CHANNEL, refund.out_trade_no) if refund is not None else None
+            order = self._order(refund.out_trade_no, caller) if refund is not None else None
         else:
             out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
-            order = self.store.order(CHANNEL, out_trade_no)
+            order = self._order(out_trade_no, caller)
             refunds = [r for r in self.store.refunds_for(order.code) if r.out_trade_no == out_trade_no and r.kind == "REFUND"] if order and order.code else []
         if not refunds or order is None:
             raise _Refuse("REFUNDNOTEXIST", "退款订单查询失败")
@@ -240,7 +318,7 @@ class WeChatApi:
                 answer[f"refund_success_time_{n}"] = _time(refund.created_at, "%Y-%m-%d %H:%M:%S")
         return answer, 0.0
 
-    def _download_bill(self, fields: dict[str, str]) -> Reply:
+    def _download_bill(self, fields: dict[str, str], caller: _Caller) -> Reply:
         bill_type = fields.get("bill_type") or "ALL"
         try:
             day = datetime.datetime.strptime(fields.get("bill_date", ""), "%Y%m%d").date()
@@ -250,15 +328,16 @@ class WeChatApi:
             return _fail("invalid bill_type")
         if day >= self.store.today():
             return _fail("invalid bill_date")  # a day's bill exists from the next morning on
-        paid, refunds = self.store.day_activity(CHANNEL, day)
+        paid, refunds = self.store.day_activity(CHANNEL, day, merchant=caller.payee)
         if not paid and not refunds:
             return Reply(200, _XML, to_xml({"return_code": "FAIL", "return_msg": "No Bill Exist", "error_code": "20002"}))
         accounts = {o.code: self.store.account(o.code) for o in paid + [r[1] for r in refunds] if o.code}
         buyer = {code: (a.buyer_id if a else "") for code, a in accounts.items()}
         text = bills.wechat_bill(
-            bill_type, self.merchant.appid, self.merchant.mch_id,
+            bill_type, caller.appid, caller.mch_id,
             [bills.payment_line(o, buyer.get(o.code or "", "")) for o in paid],
             [bills.refund_line(r, o, buyer.get(o.code or "", "")) for r, o in refunds],
+            sub_mch_id=caller.sub_mch_id or "0",
         )
         return Reply(200, "text/plain; charset=utf-8", text.encode("utf-8"))
 

@@ -12,7 +12,8 @@ import enum
 import threading
 from urllib.parse import urlsplit
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import requests
 
@@ -33,6 +34,7 @@ class HttpReply:
     status: int
     body: bytes
     content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive (requests' CaseInsensitiveDict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,10 @@ def exchange(
     max_bytes: int = MAX_REPLY_BYTES,
     cert: tuple[str, str] | None = None,
     verify: bool | str = True,
+    any_status: bool = False,
 ) -> HttpReply | HttpFailure:
+    """`any_status`: a reply with any status is returned (WeChat APIv3 answers errors as 4xx/5xx
+    with a JSON body); otherwise only a 200 is, and anything else is HttpFailure.STATUS."""
     started = time.monotonic()
     try:
         response = session.request(
@@ -124,9 +129,9 @@ def exchange(
             chunks.append(chunk)
             if time.monotonic() - started > timeouts.total_s():
                 return HttpFailure.TIMEOUT
-        if response.status_code != 200:
+        if response.status_code != 200 and not any_status:
             return HttpFailure.STATUS
-        return HttpReply(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
+        return HttpReply(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""), response.headers)
     except requests.exceptions.Timeout:
         return HttpFailure.TIMEOUT
     except requests.exceptions.RequestException:

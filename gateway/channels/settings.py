@@ -6,7 +6,10 @@
      "alipay": {"gateway": "https://openapi.alipay.com/gateway.do", "app_id": "...",
                 "private_key_pem": "app_private_key.pem", "alipay_public_key_pem": "alipay_public_key.pem"}}
 
-Either channel may be absent (a hospital that takes only one). Every other field of the config
+WeChat Pay's section chooses its API with "api_version": "v2" (the default: XML, HMAC-SHA256 with
+the API key) or "v3" (JSON, RSA signatures: `wechat_v3.WeChatPayV3Config`'s fields: mchid,
+merchant_serial_no, private_key_pem, apiv3_key, platform_public_key_pem + platform_public_key_id or
+platform_certificate_pem). Either channel may be absent (a hospital that takes only one). Every other field of the config
 dataclasses may be given too (timeouts, query cadence, device_info, store_id...). Unknown fields
 are refused by name, so a typo never silently falls back to a default. Key fields take a path
 (relative ones are taken relative to `base_dir`) or, as the gateway stores them, the PEM text.
@@ -24,8 +27,10 @@ from gateway.channels.alipay import AlipayClient, AlipayConfig
 from terminal.channels.base import ChannelClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
+from gateway.channels.wechat_v3 import WeChatPayV3Client, WeChatPayV3Config
 
-_PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem", "app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem"}
+_PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem", "app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem",
+                "platform_public_key_pem", "platform_certificate_pem"}
 
 
 def _config(kind: type, section: str, raw: object, base_dir: str | None) -> Any:
@@ -54,7 +59,15 @@ def build_clients(settings: Mapping[str, object], *, base_dir: str | None = None
         raise ChannelConfigError(f"channels: unknown channel(s) {', '.join(unknown)}; known: wechat, alipay")
     clients: dict[PayChannel, ChannelClient] = {}
     if "wechat" in settings:
-        clients[PayChannel.WECHAT] = WeChatPayClient(_config(WeChatPayConfig, "wechat", settings["wechat"], base_dir))
+        wechat = settings["wechat"]
+        # WeChat Pay speaks two APIs over one merchant account: v2 (XML, the default) or v3 (JSON, RSA).
+        if isinstance(wechat, Mapping) and wechat.get("api_version", "v2") == "v3":
+            clients[PayChannel.WECHAT] = WeChatPayV3Client(_config(WeChatPayV3Config, "wechat", wechat, base_dir))
+        elif isinstance(wechat, Mapping) and wechat.get("api_version", "v2") != "v2":
+            raise ChannelConfigError(f"channels.wechat.api_version must be v2 or v3, not {wechat.get('api_version')!r}")
+        else:
+            section = {k: v for k, v in wechat.items() if k != "api_version"} if isinstance(wechat, Mapping) else wechat
+            clients[PayChannel.WECHAT] = WeChatPayClient(_config(WeChatPayConfig, "wechat", section, base_dir))
     if "alipay" in settings:
         clients[PayChannel.ALIPAY] = AlipayClient(_config(AlipayConfig, "alipay", settings["alipay"], base_dir))
     if not clients:

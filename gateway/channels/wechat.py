@@ -8,6 +8,10 @@ Production needs the merchant's API client certificate for the /secapi calls (`c
 signed with the same key or it is not believed (UNKNOWN). Replies are checked to be about the
 merchant and the order asked for, so a signed reply for another order cannot be replayed here.
 
+Service-provider mode (服务商模式): `mch_id` / `appid` / `api_key` are the provider's, and
+`sub_mch_id` (with an optional `sub_appid`) names the hospital's sub-merchant the money goes to;
+every request carries it and every reply must be about it.
+
 The mapping from WeChat's codes to outcomes lives in `wechat_outcomes` (pure functions).
 """
 
@@ -62,8 +66,17 @@ class WeChatPayConfig:
     query_interval_s: float = QUERY_INTERVAL_S
     pay_deadline_s: float = PAY_DEADLINE_S
     reverse_not_before_s: float = REVERSE_NOT_BEFORE_S
+    sub_mch_id: str | None = None  # service-provider mode: the sub-merchant (特约商户) paid
+    sub_appid: str | None = None  # its own appid, when it has one
+    notify_url: str | None = None  # where WeChat Pay sends refund notifications (the gateway's endpoint)
 
     def __post_init__(self) -> None:
+        for name in ("sub_mch_id", "sub_appid"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.isascii() or not value.isalnum()):
+                raise ChannelConfigError(f"wechat.{name} must be letters and digits")
+        if self.sub_appid is not None and self.sub_mch_id is None:
+            raise ChannelConfigError("wechat.sub_appid needs wechat.sub_mch_id (service-provider mode)")
         if not isinstance(self.reverse_not_before_s, (int, float)) or isinstance(self.reverse_not_before_s, bool) or self.reverse_not_before_s < 0:
             raise ChannelConfigError("wechat.reverse_not_before_s must be a number of seconds, 0 or more")
         for name in ("appid", "mch_id", "api_key", "base_url"):
@@ -148,6 +161,8 @@ class WeChatPayClient:
             "refund_fee": str(refund_fen),
             "refund_desc": reason[:80],
         }
+        if self.config.notify_url:
+            fields["notify_url"] = self.config.notify_url
         reply = self._call("/secapi/pay/refund", fields, cert=True)
         if isinstance(reply, NoAnswer):
             outcome = failures.as_refund(reply)
@@ -193,10 +208,17 @@ class WeChatPayClient:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    def _ids(self) -> dict[str, str]:
+        ids = {"appid": self.config.appid, "mch_id": self.config.mch_id}
+        if self.config.sub_mch_id:
+            ids["sub_mch_id"] = self.config.sub_mch_id
+        if self.config.sub_appid:
+            ids["sub_appid"] = self.config.sub_appid
+        return ids
+
     def _signed(self, fields: dict[str, str]) -> dict[str, str]:
         signed = {
-            "appid": self.config.appid,
-            "mch_id": self.config.mch_id,
+            **self._ids(),
             "nonce_str": secrets.token_hex(16),
             "sign_type": HMAC_SHA256,
             **fields,
@@ -229,7 +251,8 @@ class WeChatPayClient:
         if not verify(parsed, self.config.api_key, HMAC_SHA256):
             log.error("wechat %s: reply signature missing or wrong; not believed (the channel may have acted)", path)
             return failures.unverified("reply from WeChat Pay failed its signature check: check the API key")
-        if parsed.get("appid") != self.config.appid or parsed.get("mch_id") != self.config.mch_id:
+        if (parsed.get("appid") != self.config.appid or parsed.get("mch_id") != self.config.mch_id
+                or (parsed.get("sub_mch_id") or None) != self.config.sub_mch_id):
             log.warning("wechat %s: reply is for another merchant; not believed", path)
             return failures.unknown("wrong_merchant", "reply from WeChat Pay is for another merchant")
         return parsed

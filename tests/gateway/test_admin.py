@@ -103,7 +103,7 @@ def test_rotating_the_master_key(site, capsys, monkeypatch) -> None:
     assert main(["vault", "rewrap"]) == 1  # v1 and the HIS keys are under the old key: it must be given
     assert "GATEWAY_PREVIOUS_MASTER_KEY_FILE" in capsys.readouterr().err
     assert main(["--previous-master-key-file", str(old), "vault", "rewrap"]) == 0
-    assert "1 merchant credential(s), 1 HIS key(s)" in capsys.readouterr().out
+    assert "1 merchant credential(s), 1 HIS key(s), 0 provider credential(s)" in capsys.readouterr().out
     from gateway.db import open_database
     from gateway.tenancy import Directory
     from gateway.vault import Vault, read_master_key_file
@@ -113,3 +113,27 @@ def test_rotating_the_master_key(site, capsys, monkeypatch) -> None:
     assert directory.merchant_key("H001", PayChannel.WECHAT).secrets["api_key"].startswith("S3CRET-v2")
     assert len(list(directory.his_keyring("H001"))) == 1
     assert main(["audit"]) == 0 and "vault.rewrap" in capsys.readouterr().out
+
+
+def test_onboarding_a_sub_merchant_of_our_provider_account(site, capsys) -> None:
+    """WeChat Pay service-provider mode: our own keys once (`provider set wechat`), then each hospital's
+    sub-merchant id, with no secret of its own; the provider's secrets are sealed and never printed."""
+    run = lambda *argv: main(["--actor", "alice", *argv])  # noqa: E731
+    (site / "sp.json").write_text(json.dumps({"appid": "wx1", "api_key": "SPSECRET" + "z" * 24}))
+    (site / "sub.json").write_text(json.dumps({"sub_appid": "wx2"}))
+    assert run("hospital", "add", "H002", "--name", "Town Hospital", "--mode", "direct") == 0
+    assert run("merchant", "set", "H002", "wechat", "--merchant-id", "1900000109") == 1
+    assert "--credentials" in capsys.readouterr().err  # a direct merchant has keys of its own
+    assert run("hospital", "set", "H002", "--mode", "service_provider") == 0
+    assert run("provider", "set", "wechat", "--merchant-id", "1900000100", "--credentials", str(site / "sp.json")) == 0
+    assert run("merchant", "set", "H002", "wechat", "--merchant-id", "1900000109") == 0
+    assert "merchant 1900000109: credentials version 1" in capsys.readouterr().out
+    assert run("merchant", "rotate", "H002", "wechat", "--merchant-id", "1900000111", "--credentials", str(site / "sub.json")) == 0
+    assert "credentials version 2" in capsys.readouterr().out
+    assert run("provider", "set", "wechat", "--merchant-id", "1900000100", "--credentials", str(site / "sp.json")) == 0
+    assert "version 2 is current" in capsys.readouterr().out
+    assert run("audit") == 0
+    audit = capsys.readouterr().out
+    for action in ("provider_key.set", "provider_key.rotate", "hospital.mode", "merchant_key.rotate"):
+        assert f"alice  {action}" in audit
+    assert "SPSECRET" not in audit and b"SPSECRET" not in (site / "gw.db").read_bytes()
