@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from protocol.amount import MAX_FEN, Direction
+from protocol.amount import MAX_FEN, Direction, parse_fen
 from protocol.crypto import KeyRing
 from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers, verify_request
 from protocol.envelope import Envelope, MsgType, check_signature, open_envelope, parse_envelope
@@ -136,8 +136,9 @@ class _Body:
             raise _bad(exc.message) from None
 
     def fen(self, name: str) -> int:
+        """An amount of the POS's request, checked once here (the POS -> gateway trust boundary)."""
         try:
-            return self.f.int(name, minimum=1, maximum=10**12)
+            return parse_fen(self.f.raw(name), what=name)
         except ProtocolError as exc:
             raise _bad(exc.message) from None
 

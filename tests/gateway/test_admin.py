@@ -113,3 +113,21 @@ def test_rotating_the_master_key(site, capsys, monkeypatch) -> None:
     assert directory.merchant_key("H001", PayChannel.WECHAT).secrets["api_key"].startswith("S3CRET-v2")
     assert len(list(directory.his_keyring("H001"))) == 1
     assert main(["audit"]) == 0 and "vault.rewrap" in capsys.readouterr().out
+
+
+def test_the_hospital_limit_is_the_one_source_for_the_bridge_and_the_pos(site, capsys) -> None:
+    """Issue 11 item 2: the per-transaction limit is set once, in the gateway; the file it exports
+    provisions the bridge ([security] limits_file) and the POS (pos-flash provision config --limits)."""
+    from bridge.config import load_config
+    from posflash import provision
+
+    assert main(["--actor", "alice", "hospital", "add", "H001", "--name", "City", "--mode", "direct", "--txn-limit", "2000.00"]) == 0
+    assert main(["hospital", "limits", "H001", "--out", str(site / "limits.json")]) == 0
+    assert "per-payment limit 2000.00" in capsys.readouterr().out
+    assert main(["hospital", "limits", "H001"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_transaction"] == "2000.00"
+    (site / "config.toml").write_text('[security]\nlimits_file = "limits.json"\n', encoding="utf-8")
+    assert load_config(site / "config.toml").security.amount_limit_fen == 2000_00
+    assert provision.limit_from_file(site / "limits.json") == "2000.00"
+    assert main(["hospital", "limits", "H404"]) == 1
+    assert "no hospital 'H404'" in capsys.readouterr().err
