@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 
 from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
-from protocol.limits import HospitalLimits, format_limits
+from protocol.limits import format_limits
 from protocol.errors import ProtocolError
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
@@ -186,8 +186,8 @@ def cmd_hospital_limits(args: argparse.Namespace) -> int:
     """The hospital's per-transaction limit as the hospital-limits-v1 document (protocol.limits): the
     one source the bridge (`[security] limits_file`) and the POS (`pos-flash provision config --limits`)
     are provisioned from."""
-    h = _directory(args).hospital(args.hospital_id)
-    text = format_limits(HospitalLimits(h.hospital_id, h.txn_limit_fen))
+    limits = _directory(args).limits(args.hospital_id)
+    text = format_limits(limits)
     if args.out in (None, "-"):
         sys.stdout.write(text)
     else:
@@ -195,7 +195,7 @@ def cmd_hospital_limits(args: argparse.Namespace) -> int:
             Path(args.out).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise GatewayError(GatewayCode.BAD_INPUT, f"cannot write {args.out}: {exc.strerror or exc}") from None
-        _out(f"wrote {args.out}: hospital {h.hospital_id}, per-payment limit {format_yuan(h.txn_limit_fen)}; provision the bridge "
+        _out(f"wrote {args.out}: hospital {limits.hospital_id}, per-payment limit {format_yuan(limits.per_transaction_fen)}; provision the bridge "
              f"([security] limits_file) and each POS (pos-flash provision config --limits) with it")
     return EXIT_OK
 
