@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from protocol.amount import MAX_FEN, parse_yuan
+from protocol.amount import DEFAULT_LIMIT_FEN, MAX_FEN, format_yuan, parse_yuan
 from protocol.errors import CodedError, ProtocolError
 from protocol.freshness import DEFAULT_ANSWER_TTL_S, DEFAULT_SKEW_S
+from protocol.limits import LimitsError, parse_limits
 from protocol.link.session import LinkTimers
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.signing import decode_public_key
@@ -60,7 +61,8 @@ class SecurityConfig:
     identity_file: Path = Path("bridge_identity.key")  # the bridge's link identity key (POS pins it)
     clock_skew_s: int = DEFAULT_SKEW_S
     answer_ttl_s: int = DEFAULT_ANSWER_TTL
-    amount_limit_fen: int = 50_000_00
+    # The hospital's per-transaction limit (its setting in the gateway, provisioned by limits_file).
+    amount_limit_fen: int = DEFAULT_LIMIT_FEN
     # his-interface 1.1 C: how long an instruction without its own expires_at waits for the POS.
     instruction_ttl_s: int = 600
     # his-interface 1.1 B: HIS's Ed25519 public keys and the require_his_signature switch.
@@ -188,7 +190,7 @@ class _Section:
 SECTIONS = {
     "http": ("host", "port", "allow_clients", "request_timeout_s", "idle_timeout_s", "max_connections",
              "first_byte_timeout_s"),
-    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "instruction_ttl_s",
+    "security": ("key_file", "identity_file", "clock_skew_s", "answer_ttl_s", "amount_limit", "limits_file", "instruction_ttl_s",
                  "his_public_keys", "require_his_signature",
                  "require_his_signature_terminals"),
     "registry": ("devices", "terminals"),
@@ -248,15 +250,35 @@ def _amount_limit(value: str) -> str | None:
     return None if fen <= MAX_FEN else "is too large"
 
 
+def _amount_limit_fen(s: _Section, base: Path) -> int:
+    """The per-transaction limit: the hospital's, from the hospital-limits-v1 file the gateway exports
+    (limits_file), or written here by hand (amount_limit, default 50000.00); not both. An empty
+    limits_file is no file (the example config.toml starts so)."""
+    if s.str("limits_file", "") == "":
+        return parse_yuan(s.str("amount_limit", format_yuan(DEFAULT_LIMIT_FEN), _amount_limit))
+    if "amount_limit" in s.table:
+        raise s.fail("amount_limit", "is set as well as limits_file: the limit has one source (the hospital's, in "
+                     "limits_file); remove amount_limit")
+    path = s.path("limits_file", "limits.json", base)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise s.fail("limits_file", f"cannot be read ({exc.strerror or exc}); write it with: gateway-admin hospital limits "
+                     "HOSPITAL_ID --out FILE") from None
+    try:
+        return parse_limits(text, source=path.name).per_transaction_fen
+    except LimitsError as exc:
+        raise s.fail("limits_file", f"is not a hospital-limits-v1 file: {exc}") from None
+
+
 def _security(s: _Section, base: Path) -> SecurityConfig:
-    limit = s.str("amount_limit", "50000.00", _amount_limit)
     return SecurityConfig(
         key_file=s.path("key_file", "keys.json", base),
         identity_file=s.path("identity_file", "bridge_identity.key", base),
         clock_skew_s=s.int("clock_skew_s", DEFAULT_SKEW_S, 1, 3600, "a number of seconds"),
         answer_ttl_s=s.int("answer_ttl_s", DEFAULT_ANSWER_TTL, DEFAULT_ANSWER_TTL_S, 10 * 365 * 86400,
                            "a number of seconds, at least 24 h as the HIS interface promises"),
-        amount_limit_fen=parse_yuan(limit),
+        amount_limit_fen=_amount_limit_fen(s, base),
         instruction_ttl_s=s.int("instruction_ttl_s", 600, 30, 86_400, "a number of seconds from 30 to 86400"),
         his_signature=_his_signature(s),
     )

@@ -54,7 +54,7 @@ def send_and_watch(config: hisclient.ClientConfig, order_no: str, amount_text: s
     amount = parse_amount(amount_text)  # refuse "12.5" here, with the same message the bridge would give
     check_order_no(order_no)
     msg_id = hisclient.new_msg_id(config.terminal_id)
-    envelope = hisclient.seal(config, order_no, amount_text, msg_id)
+    envelope = hisclient.seal(config, order_no, amount, msg_id)
     say(f"sent {amount_text} for order {order_no} as {msg_id} to {config.bridge_url}")
     outcome = hisclient.submit(config, envelope, order_no, wait_s=1, amount=amount)
     shown: tuple[object, ...] | None = None

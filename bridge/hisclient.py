@@ -108,8 +108,11 @@ def new_msg_id(terminal_id: str) -> str:
     return f"HIS-{terminal_id[:24]}-{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}"
 
 
-def seal(config: ClientConfig, order_no: str, amount_text: str, msg_id: str, *, expires_at: int | None = None) -> Envelope:
-    amount = parse_amount(amount_text)  # the one strict parser: "+12.50" or "-5.00", nothing else
+def seal(config: ClientConfig, order_no: str, amount: Amount | str, msg_id: str, *, expires_at: int | None = None) -> Envelope:
+    """Seal an instruction. `amount` is an `Amount`, or its wire text ("+12.50"), which goes through
+    the one strict parser here (a caller that parsed it already passes the `Amount`)."""
+    if not isinstance(amount, Amount):
+        amount = parse_amount(amount)  # the one strict parser: "+12.50" or "-5.00", nothing else
     instruction = Instruction(config.terminal_id, check_order_no(order_no), amount, expires_at=expires_at)
     return seal_instruction(instruction, key=config.key, msg_id=msg_id, ts=int(time.time()), nonce=os.urandom(12))
 
@@ -405,9 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.amount.startswith(args.sign):
                 raise ClientError("usage", f"{args.command} takes an amount starting with {args.sign!r}, as in {args.sign}12.50")
             expires_at = None if args.expires_in is None else int(time.time()) + args.expires_in
-            envelope = seal(config, args.order, args.amount, args.msg_id or new_msg_id(config.terminal_id), expires_at=expires_at)
+            amount = parse_amount(args.amount)  # once: the envelope and the step 6 check use this value
+            envelope = seal(config, args.order, amount, args.msg_id or new_msg_id(config.terminal_id), expires_at=expires_at)
             _remember(args, envelope, args.order, args.amount)
-            outcome = submit(config, envelope, args.order, max(args.wait, 0), amount=parse_amount(args.amount))
+            outcome = submit(config, envelope, args.order, max(args.wait, 0), amount=amount)
         show(outcome, args.json, _again(args))
         return 0 if outcome.result is not None else 3
     except ClientError as exc:

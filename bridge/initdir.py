@@ -35,7 +35,8 @@ key_file = "keys.json"      # shared keys (his-bridge keys ...); must be readabl
 identity_file = "bridge_identity.key"  # this bridge's link identity (pinned by each POS); owner only
 clock_skew_s = 300          # accepted difference between HIS's ts and this PC's clock
 answer_ttl_s = 604800       # an identical re-POST is answered from the journal this long (>= 24 h)
-amount_limit = "50000.00"   # per-transaction limit in yuan; larger amounts are refused (bad_amount)
+limits_file = ""            # the hospital's limit from the gateway: gateway-admin hospital limits H001 --out limits.json
+amount_limit = "50000.00"   # without limits_file only: per-transaction limit in yuan; larger amounts are refused (bad_amount)
 instruction_ttl_s = 600     # an instruction without its own expires_at expires this long after it arrives
 his_public_keys = []        # HIS's Ed25519 public keys (base64); a his_sig on an instruction must verify
 require_his_signature = false  # true: every instruction needs a valid his_sig (else auth_failed)

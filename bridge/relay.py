@@ -46,7 +46,7 @@ from protocol.freshness import Verdict, check_expiry, classify
 from protocol.ids import is_valid_id
 from protocol.link.app import AppMessage, CancelMsg, InstructionMsg, MarksMsg, NotTakenMsg, ProgressMsg, ResultMsg, decode_app
 from protocol.link.handshake import DeviceIdentity
-from protocol.amount import MAX_FEN, parse_amount
+from protocol.amount import format_amount
 from protocol.messages import Cancel, Instruction, Progress, Result, mask_patient_name
 from protocol.signatures import NO_HIS_SIGNATURE, HisSignaturePolicy
 from protocol.strictjson import dumps_compact, loads_object
@@ -216,7 +216,7 @@ class Relay:
             port, device_id = self._route(envelope.terminal_id)
             accepted = self.journal.accept(NewInstruction(
                 envelope.msg_id, envelope.kid, envelope.digest(), envelope.to_bytes(), envelope.ts,
-                envelope.terminal_id, device_id, instruction.order_no, str(instruction.amount), expires_at))
+                envelope.terminal_id, device_id, instruction.order_no, format_amount(instruction.amount), expires_at))
             if accepted:
                 return self._relay(envelope, instruction, port, device_id, wait_s, expires_at)
             # A concurrent POST of this msg_id was journaled first: this one is its retry, or a conflict.
@@ -655,7 +655,9 @@ class Relay:
         assert isinstance(result, Result)
         if result.order_no != row.order_no:
             raise ResultNotAccepted("order_mismatch", f"result for order {result.order_no}, instruction was {row.order_no}")
-        if result.amount != parse_amount(row.amount, limit_fen=MAX_FEN):
+        # The journal holds the instruction's amount in its one canonical wire form (str(Amount), written
+        # at _submit): comparing that text is comparing the value, with no second parse inside the bridge.
+        if format_amount(result.amount) != row.amount:
             raise ResultNotAccepted("amount_mismatch", f"result for amount {result.amount}, instruction was {row.amount}")
         body = envelope.to_bytes()
         if row.state.final:

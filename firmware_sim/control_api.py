@@ -34,7 +34,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from protocol.amount import format_yuan
+from protocol.amount import format_amount, format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
 from terminal.history import HistoryEntry
@@ -72,7 +72,7 @@ def _text(text: Text | None) -> dict[str, str] | None:
 def result_json(result: ResultView | None) -> dict[str, object] | None:
     if result is None:
         return None
-    return {"msg_id": result.msg_id, "order_no": result.order_no, "amount": result.direction.value + format_yuan(result.amount_fen),
+    return {"msg_id": result.msg_id, "order_no": result.order_no, "amount": format_amount(result.amount),
             "amount_fen": result.amount_fen, "pay_status": result.pay_status.value,
             "channel": None if result.channel is None else result.channel.value, "pay_order_no": result.pay_order_no,
             "error_code": result.error_code, "ok": result.ok, "message": _text(result.message), "finished_at": result.finished_at}
@@ -104,7 +104,7 @@ def dark_screen_json(power: Power, problem: str | None) -> dict[str, object]:
 
 def history_json(entry: HistoryEntry) -> dict[str, object]:
     return {"msg_id": entry.msg_id, "order_no": entry.order_no, "terminal_id": entry.terminal_id,
-            "amount": entry.direction.value + format_yuan(entry.amount_fen), "amount_fen": entry.amount_fen,
+            "amount": format_amount(entry.amount), "amount_fen": entry.amount_fen,
             "pay_status": entry.pay_status.value, "channel": None if entry.channel is None else entry.channel.value,
             "pay_order_no": entry.pay_order_no, "error_code": entry.error_code, "message": _text(entry.message),
             "finished_at": entry.finished_at, "delivered": entry.delivered}

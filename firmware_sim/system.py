@@ -52,10 +52,12 @@ from typing import Callable
 import requests
 
 from protocol.flash import FlashError
+from protocol.limits import format_limits
 from protocol.keyfile import parse_keyfile
 from protocol.registry import TerminalRecord, format_terminal_csv, parse_device_csv
 
 from bridge import registries
+from posflash import provision
 from firmware_sim import demo_setup
 from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
@@ -73,6 +75,9 @@ DEMO = "demo.json"
 # What the demo's configuration holds; a workdir configured with an older one is flashed again
 # (2: the admin PIN, so the POS's settings open; 3: the gateway instead of channel settings).
 CONFIG_LAYOUT = 3
+# The hospital's per-transaction limit as the demo gateway exports it (gateway-admin hospital limits),
+# in the gateway's directory: the bridge's limits_file and each POS's configuration come from it.
+LIMITS_FILE = "limits.json"
 # What --fresh removes (and nothing else: a workdir may hold the user's own files).
 OWNED = ("channel-sandbox", "gateway", "signing", "device", "records.csv", "his", "bridge", "logs", "receipts", DEMO, STATE)
 
@@ -217,13 +222,15 @@ def _python(*module_args: str) -> list[str]:
     return [sys.executable, *module_args]
 
 
-def bridge_config_text(*, port: int, link_url: str | list[str], baud: int | None) -> str:
-    """The bridge's config.toml for the demo (rewritten at every start: the device's port may move)."""
+def bridge_config_text(*, port: int, link_url: str | list[str], baud: int | None, limits_file: Path | None = None) -> str:
+    """The bridge's config.toml for the demo (rewritten at every start: the device's port may move).
+    `limits_file`: the hospital's limit as the gateway exported it (the one source, docs/amounts.md)."""
+    limits = "" if limits_file is None else f"limits_file = {json.dumps(str(limits_file))}\n"
     return (
         "# Written by firmware_sim.system at every start of the headless system (docs/simulator.md).\n"
         "# A real bridge's configuration is documented in docs/bridge.md.\n\n"
         f"[http]\nhost = \"127.0.0.1\"\nport = {port}\n\n"
-        "[security]\nkey_file = \"keys.json\"\n\n"
+        "[security]\nkey_file = \"keys.json\"\n" + limits + "\n"
         "[registry]\ndevices = \"devices.csv\"\nterminals = \"terminals.csv\"\n\n"
         "[journal]\npath = \"journal.sqlite3\"\n\n"
         f"[link]\nports = [{', '.join(json.dumps(u) for u in ([link_url] if isinstance(link_url, str) else link_url))}]\n"
@@ -267,6 +274,10 @@ def _start_sandbox(system: System, state: dict[str, object]) -> None:
     state["sandbox_credentials"] = str(ready["credentials"])
 
 
+def limits_path(workdir: Path) -> Path:
+    return workdir / "gateway" / LIMITS_FILE
+
+
 def _start_gateway(system: System, state: dict[str, object], devices: list[DemoDevice], keys_text: str) -> None:
     """Onboard the demo hospital (idempotent) and run `payment-gateway` on loopback, SQLite."""
     workdir = system.workdir
@@ -275,6 +286,8 @@ def _start_gateway(system: System, state: dict[str, object], devices: list[DemoD
         gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=system.options.wechat)
         for device in devices:
             gateway.enroll(device.provisioned.record(), device.terminal)
+        # `gateway-admin hospital limits`: the hospital's limit, which the bridge and each POS are provisioned from.
+        limits_path(workdir).write_text(format_limits(gateway.tenancy.limits(gateway.hospital_id)), encoding="utf-8")
     finally:
         gateway.close()
     ready = _start_on_saved_port(system, state, "gateway", lambda port: _python(
@@ -339,13 +352,15 @@ def _configure_device(system: System, state: dict[str, object], device: DemoDevi
     mine = state if device.index == 1 else state.setdefault(device.name, {})
     assert isinstance(mine, dict)
     status = _sim_status(system, device)
+    limit_yuan = provision.limit_from_file(limits_path(system.workdir))  # the hospital's, from the gateway
     if (status["power"] == "on" and mine.get("configured_for") == system.gateway_url
-            and mine.get("config_layout") == CONFIG_LAYOUT):
+            and mine.get("config_layout") == CONFIG_LAYOUT and mine.get("configured_limit") == limit_yuan):
         return
     version = int(mine.get("config_version", 0) or 0) + 1
     gateway = {"url": system.gateway_url}  # plain http on loopback; a real POS pins an https certificate
     provisioned = device.provisioned
     image = demo_setup.configuration_image(provisioned, records, signing, keys_text=keys_text, gateway=gateway, version=version,
+                                           limit_yuan=limit_yuan,
                                            terminals_csv=demo_setup.terminals_csv((device.terminal,), provisioned.device_id))
     log.info("flashing configuration cfg-%d onto %s over %s", version, provisioned.device_id, device.link)
     try:
@@ -355,7 +370,7 @@ def _configure_device(system: System, state: dict[str, object], device: DemoDevi
                        f"see {system.workdir}/logs/{device.name}.log") from None
     if not outcome.confirmed:
         raise SimError(SimCode.START_FAILED, f"the device did not confirm configuration cfg-{version}; see {system.workdir}/logs/{device.name}.log")
-    mine.update(config_version=version, configured_for=system.gateway_url, config_layout=CONFIG_LAYOUT)
+    mine.update(config_version=version, configured_for=system.gateway_url, config_layout=CONFIG_LAYOUT, configured_limit=limit_yuan)
     _save_state(system.workdir, state)
     deadline = time.monotonic() + system.options.start_timeout_s
     while _sim_status(system, device)["power"] != "on":
@@ -385,7 +400,8 @@ def _start_bridge(system: System, bridge_dir: Path) -> None:
     workdir, opts = system.workdir, system.options
     bridge_log = workdir / "logs" / "bridge.log"
     for port in dict.fromkeys([opts.bridge_port, 0]):
-        (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=[d.link for d in system.devices], baud=opts.baud),
+        (bridge_dir / "config.toml").write_text(bridge_config_text(port=port, link_url=[d.link for d in system.devices], baud=opts.baud,
+                                                                   limits_file=limits_path(workdir)),
                                                 encoding="utf-8")
         offset = bridge_log.stat().st_size if bridge_log.exists() else 0
         config = str(bridge_dir / "config.toml")

@@ -40,7 +40,8 @@ import os
 import sys
 from pathlib import Path
 
-from protocol.amount import format_yuan, parse_yuan
+from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
+from protocol.limits import format_limits
 from protocol.errors import ProtocolError
 from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
@@ -158,7 +159,7 @@ def cmd_hospital_add(args: argparse.Namespace) -> int:
     his_key = _his_key(args.his_public_key)
     h = d.add_hospital(
         args.hospital_id, args.name, mode=Mode(args.mode), actor=args.actor,
-        txn_limit_fen=_fen(args.txn_limit, "--txn-limit") or 50_000_00,
+        txn_limit_fen=_fen(args.txn_limit, "--txn-limit") or DEFAULT_LIMIT_FEN,
         daily_limit_fen=_fen(args.daily_limit, "--daily-limit"),
         terminal_daily_limit_fen=_fen(args.terminal_daily_limit, "--terminal-daily-limit"),
         require_his_signature=args.require_his_signature, his_public_key=his_key,
@@ -181,6 +182,24 @@ def cmd_hospital_list(args: argparse.Namespace) -> int:
         daily = format_yuan(h.daily_limit_fen) if h.daily_limit_fen else "none"
         _out(f"{h.hospital_id}  {h.name}  {h.mode.value}  per-payment {format_yuan(h.txn_limit_fen)}  daily {daily}"
              f"  his_sig {'required' if h.require_his_signature else 'optional'}")
+    return EXIT_OK
+
+
+def cmd_hospital_limits(args: argparse.Namespace) -> int:
+    """The hospital's per-transaction limit as the hospital-limits-v1 document (protocol.limits): the
+    one source the bridge (`[security] limits_file`) and the POS (`pos-flash provision config --limits`)
+    are provisioned from."""
+    limits = _directory(args).limits(args.hospital_id)
+    text = format_limits(limits)
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise GatewayError(GatewayCode.BAD_INPUT, f"cannot write {args.out}: {exc.strerror or exc}") from None
+        _out(f"wrote {args.out}: hospital {limits.hospital_id}, per-payment limit {format_yuan(limits.per_transaction_fen)}; provision the bridge "
+             f"([security] limits_file) and each POS (pos-flash provision config --limits) with it")
     return EXIT_OK
 
 
@@ -411,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_hospital_set)
     s = hosp.add_parser("list", help="list hospitals")
     s.set_defaults(func=cmd_hospital_list)
+    s = hosp.add_parser("limits", help="the per-payment limit as a hospital-limits-v1 file, to provision the bridge and the POS from")
+    s.add_argument("hospital_id")
+    s.add_argument("--out", help="write the file here (default: standard output)")
+    s.set_defaults(func=cmd_hospital_limits)
 
     merch = sub.add_parser("merchant", help="a hospital's channel credentials").add_subparsers(dest="sub", required=True)
     for name, rotate in (("set", False), ("rotate", True)):

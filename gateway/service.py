@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from protocol.amount import MAX_FEN, Direction
+from protocol.amount import MAX_FEN, Amount, Direction, parse_fen
 from protocol.crypto import KeyRing
 from protocol.device_request import MAX_SKEW_S, RequestAuthError, parse_headers, verify_request
 from protocol.envelope import Envelope, MsgType, check_signature, open_envelope, parse_envelope
@@ -136,8 +136,9 @@ class _Body:
             raise _bad(exc.message) from None
 
     def fen(self, name: str) -> int:
+        """An amount of the POS's request, checked once here (the POS -> gateway trust boundary)."""
         try:
-            return self.f.int(name, minimum=1, maximum=10**12)
+            return parse_fen(self.f.raw(name), what=name)
         except ProtocolError as exc:
             raise _bad(exc.message) from None
 
@@ -482,7 +483,7 @@ class GatewayService:
             raise GatewayError(GatewayCode.BAD_INSTRUCTION, f"the HIS instruction does not open: {exc.code.value}: {exc.message}") from None
         if instruction.amount.direction is not Direction.REFUND:
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH, "the HIS instruction is a collection, not a refund")
-        if instruction.order_no != order_no or instruction.amount.fen != amount_fen:
+        if instruction.order_no != order_no or instruction.amount != Amount.refund(amount_fen):
             raise GatewayError(GatewayCode.INSTRUCTION_MISMATCH,
                                "the refund's order or amount differ from the HIS instruction it claims to execute")
         if instruction.terminal_id not in device.terminal_ids:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from protocol.amount import DEFAULT_LIMIT_FEN
+from protocol.limits import HospitalLimits
 from protocol.crypto import SUITES, KeyRing, SharedKey
 from protocol.ids import is_valid_id
 from protocol.messages import PayChannel
@@ -179,6 +180,12 @@ class Directory:
             self._audit(tx, actor, "hospital.his_signature", hospital_id, required=required,
                         his_public_key=key.hex() if key else None, previous_required=current.require_his_signature)
             return self.hospital(hospital_id, tx)
+
+    def limits(self, hospital_id: str) -> HospitalLimits:
+        """The hospital's per-transaction limit as its bridge and POS are provisioned with it
+        (protocol.limits; `gateway-admin hospital limits`): this row is the limit's one source."""
+        h = self.hospital(hospital_id)
+        return HospitalLimits(h.hospital_id, h.txn_limit_fen)
 
     def hospital(self, hospital_id: str, tx: Tx | None = None) -> Hospital:
         sql = f"SELECT {_HOSPITAL_COLS} FROM hospitals WHERE hospital_id = ?"

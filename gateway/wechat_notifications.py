@@ -27,8 +27,10 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
+from protocol.amount import parse_fen, parse_fen_text
+from protocol.errors import ProtocolError
 from protocol.messages import PayChannel
 
 from gateway.alarms import AlarmKind, Alarms
@@ -42,8 +44,19 @@ from gateway.tenancy import Directory, Mode
 log = logging.getLogger(__name__)
 PREFIX = WECHAT_NOTIFY_PREFIX
 _HOSPITAL = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-_FEN = re.compile(r"(0|[1-9][0-9]{0,11})", re.ASCII)
 
+
+
+def _notified_fen(value: object, parse: Callable[..., int]) -> int | None:
+    """The refunded fen a notification states, through the one parser of its form (v2 text, v3 JSON
+    integer); None when it states none. A malformed amount is refused, not skipped: the amount is what
+    the notification is checked against."""
+    if value is None:
+        return None
+    try:
+        return parse(value, what="the notification's refund amount")
+    except ProtocolError as exc:
+        raise GatewayError(GatewayCode.BAD_NOTIFICATION, str(exc)) from None
 
 @dataclass(frozen=True, slots=True)
 class RefundNotice:
@@ -132,9 +145,9 @@ class WeChatNotifications:
             fields = parse_xml(b"<xml>" + text[len(b"<root>"):-len(b"</root>")] + b"</xml>")
         except WeChatXmlError:
             raise GatewayError(GatewayCode.BAD_NOTIFICATION, "req_info is not well-formed") from None
-        fen = fields.get("refund_fee", "")
+        fen = _notified_fen(fields.get("refund_fee"), parse_fen_text)
         return RefundNotice(fields.get("out_trade_no", ""), fields.get("out_refund_no", ""), fields.get("refund_status", ""),
-                            int(fen) if _FEN.fullmatch(fen) else None, fields.get("refund_id") or None)
+                            fen, fields.get("refund_id") or None)
 
     def _open_v3(self, keys: _Keys, headers: Mapping[str, str], body: bytes) -> RefundNotice:
         secrets = keys.secrets
@@ -177,9 +190,9 @@ class WeChatNotifications:
         if refund.get(signer_field) != keys.signer or (keys.sub is not None and refund.get("sub_mchid") != keys.sub):
             raise GatewayError(GatewayCode.NOTIFICATION_MISMATCH, "the notification is for another merchant")
         amount = refund.get("amount")
-        fen = amount.get("refund") if isinstance(amount, dict) else None
+        fen = _notified_fen(amount.get("refund") if isinstance(amount, dict) else None, parse_fen)
         return RefundNotice(str(refund.get("out_trade_no", "")), str(refund.get("out_refund_no", "")), str(refund.get("refund_status", "")),
-                            fen if type(fen) is int else None, refund.get("refund_id") if isinstance(refund.get("refund_id"), str) else None)
+                            fen, refund.get("refund_id") if isinstance(refund.get("refund_id"), str) else None)
 
     # --- applying ---------------------------------------------------------------------------------
 

@@ -350,7 +350,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         terminals_csv=read_text(Path(args.terminals), "terminal CSV"), terminals_source=args.terminals,
         keys_text=read_text(Path(args.keys), "key file"), keys_source=args.keys,
         gateway=provision.read_gateway(args.gateway_url, [Path(c) for c in args.gateway_cert or []]), pin_hash=pin_hash,
-        admin_pin_hash=admin_pin_hash, limit_yuan=args.limit, config_version=args.config_version, comment=args.comment)
+        admin_pin_hash=admin_pin_hash,
+        limit_yuan=provision.limit_from_file(Path(args.limits)) if args.limits else args.limit, config_version=args.config_version, comment=args.comment)
     key = load_signing_key(Path(args.key))
     sealed = provision.seal_for(device, document)  # only this device can read the keys in it
     data = build_image({PartKind.CONFIG: sealed}, model=device.model, version=args.version, security_counter=args.counter,
@@ -478,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "twice during a rotation, the current certificate and its successor")
     p.add_argument("--merchant-name", required=True)
     p.add_argument("--merchant-name-en")
-    p.add_argument("--limit", help="per-transaction limit in yuan, e.g. 5000.00")
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument("--limits", help="the hospital's hospital-limits-v1 file (gateway-admin hospital limits HOSPITAL_ID --out FILE): "
+                                      "the per-transaction limit from its one source")
+    lim.add_argument("--limit", help="per-transaction limit in yuan, e.g. 5000.00 (prefer --limits: the gateway's setting)")
     p.add_argument("--comment")
     p.add_argument("--config-version", type=int, default=1)
     p.add_argument("--pin-stdin", action="store_true",

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from protocol.errors import ProtocolError
 from protocol.flash import FlashCode, FlashError
+from protocol.amount import format_yuan
 from protocol.keyfile import KeyFileError, parse_keyfile
+from protocol.limits import LimitsError, parse_limits
 from protocol.registry import DeviceRecord, RegistryError, format_device_csv, parse_device_csv, parse_terminal_csv
 from protocol.sealed_config import seal_config
 from protocol.strictjson import loads_object
@@ -29,6 +31,19 @@ from terminal import pin as pins
 from terminal.config import DeviceConfigError, check_pinned_certificates, parse_config
 from terminal.identity import check_model, check_name
 from terminal.secure_files import read_text
+
+
+def limit_from_file(path: Path) -> str:
+    """The per-transaction limit (yuan text) of the hospital-limits-v1 file the gateway exported
+    (`gateway-admin hospital limits HOSPITAL_ID --out FILE`): the device gets the hospital's setting."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, f"cannot read limits file {path}: {exc.strerror or exc}") from None
+    try:
+        return format_yuan(parse_limits(data, source=str(path)).per_transaction_fen)
+    except LimitsError as exc:
+        raise FlashError(FlashCode.BAD_INPUT, str(exc)) from None
 
 
 def read_records(path: Path) -> list[DeviceRecord]:

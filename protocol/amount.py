@@ -7,7 +7,19 @@ are refused, each with a message naming what is wrong (seed 000: a forged negati
 platform 49 million yuan; the parser is where that attack ends).
 
 Unsigned amounts (bill items, channel fields, ledgers) use `parse_yuan`, the same grammar without
-the sign. Every amount in the project goes through one of these two functions.
+the sign. Integer fen on a JSON wire (the POS -> gateway API and its replies) go through `parse_fen`,
+and WeChat Pay's decimal fen strings ("1250") through `parse_fen_text`. Every amount read from
+outside a process goes through one of these four functions, once, where it enters (docs/amounts.md
+lists the trust boundaries); inside, it travels as an `Amount` (signed) or an `int` of fen.
+
+Formatting has its twins: `format_amount` (the signed wire form "+12.50", also `str(amount)`),
+`format_yuan` (unsigned "12.50") and `format_net_yuan` (a signed total or difference that may be
+negative or zero, as bills and reports print it: "-5.00", "0.00"). Screens group thousands with
+`terminal.ui.model.display_yuan`, built on `format_yuan`.
+
+The per-transaction limit is the hospital's setting in the gateway (`gateway.tenancy`); the bridge
+and the POS refuse early from the same provisioned value with the same code (`bad_amount`).
+`DEFAULT_LIMIT_FEN` is the one default every component starts from.
 """
 
 from __future__ import annotations
@@ -22,8 +34,12 @@ from protocol.errors import ErrorCode, ProtocolError
 MAX_YUAN_DIGITS = 10
 MAX_FEN = (10**MAX_YUAN_DIGITS) * 100 - 1
 
-# Default per-transaction limit: 50,000.00 yuan. Hospitals configure their own.
+# Default per-transaction limit: 50,000.00 yuan, the default of a hospital in the gateway
+# (gateway.tenancy) and of every device and bridge provisioned for it. Hospitals set their own.
 DEFAULT_LIMIT_FEN = 50_000_00
+
+# WeChat Pay's fen fields: a decimal integer, no sign, no leading zeros (12 digits is far beyond MAX_FEN).
+_FEN_TEXT = re.compile(r"(0|[1-9][0-9]{0,11})", re.ASCII)
 
 _YUAN = re.compile(r"(0|[1-9][0-9]{0,9})\.([0-9]{2})", re.ASCII)
 
@@ -44,9 +60,22 @@ class Amount:
         if type(self.fen) is not int or not 0 < self.fen <= MAX_FEN:
             raise ValueError(f"Amount.fen must be an int in 1..{MAX_FEN}, got {self.fen!r}")
 
+    @classmethod
+    def collect(cls, fen: int) -> Amount:
+        return cls(Direction.COLLECT, fen)
+
+    @classmethod
+    def refund(cls, fen: int) -> Amount:
+        return cls(Direction.REFUND, fen)
+
     @property
     def is_refund(self) -> bool:
         return self.direction is Direction.REFUND
+
+    @property
+    def signed_fen(self) -> int:
+        """The fen with the direction's sign: +1250 collected, -500 refunded (for totals)."""
+        return -self.fen if self.is_refund else self.fen
 
     def __str__(self) -> str:
         return format_amount(self)
@@ -106,9 +135,18 @@ def parse_amount(text: object, *, limit_fen: int = DEFAULT_LIMIT_FEN) -> Amount:
     fen = _parse_body(text, body)
     if fen == 0:
         raise _refuse(text, "zero is not an amount (no '+0.00' or '-0.00')")
-    if fen > limit_fen:
-        raise _refuse(text, f"above the per-transaction limit of {format_yuan(limit_fen)} yuan")
-    return Amount(Direction(sign), fen)
+    amount = Amount(Direction(sign), fen)
+    check_limit(amount, limit_fen, text=text)
+    return amount
+
+
+def check_limit(amount: Amount, limit_fen: int, *, text: object = None) -> None:
+    """Refuse an amount above the per-transaction limit: bad_amount, naming the limit. The bridge and
+    the POS call this (through `parse_amount`) with the limit provisioned from the hospital's setting;
+    the gateway enforces the same setting on every payment (gateway.ledger)."""
+    if amount.fen > limit_fen:
+        raise _refuse(format_amount(amount) if text is None else text,
+                      f"above the per-transaction limit of {format_yuan(limit_fen)} yuan")
 
 
 def format_amount(amount: Amount) -> str:
@@ -126,8 +164,39 @@ def parse_yuan(text: object, *, allow_zero: bool = True) -> int:
     return fen
 
 
+def parse_fen(value: object, *, what: str = "amount_fen", allow_zero: bool = False) -> int:
+    """An integer of fen from a JSON wire (the gateway's API, both ways): a JSON integer (not a bool,
+    float or string) in 1..MAX_FEN (0 too with `allow_zero`), else bad_amount naming `what`."""
+    if type(value) is not int:
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, f"{what} must be an integer of fen such as 1250, not {type(value).__name__}")
+    if not (0 if allow_zero else 1) <= value <= MAX_FEN:
+        lowest = 0 if allow_zero else 1
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, f"{what} {value} is outside {lowest}..{MAX_FEN} fen")
+    return value
+
+
+def parse_fen_text(text: object, *, what: str = "fen") -> int:
+    """WeChat Pay's decimal fen strings ("1250", "0"): digits only, no sign, no leading zeros, at
+    most MAX_FEN; else bad_amount naming `what`."""
+    if not isinstance(text, str) or _FEN_TEXT.fullmatch(text) is None:
+        shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:37] + "..."
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, f"{what} {shown} is not a whole number of fen such as \"1250\"")
+    fen = int(text)
+    if fen > MAX_FEN:
+        raise ProtocolError(ErrorCode.BAD_AMOUNT, f"{what} {text} is more than {MAX_FEN} fen")
+    return fen
+
+
 def format_yuan(fen: int) -> str:
     """Integer fen to an unsigned yuan string: 1250 -> "12.50"."""
     if type(fen) is not int or fen < 0:
         raise ValueError(f"format_yuan needs a non-negative int of fen, got {fen!r}")
     return f"{fen // 100}.{fen % 100:02d}"
+
+
+def format_net_yuan(fen: int) -> str:
+    """A signed total or difference in yuan, as bills and reports print one: -500 -> "-5.00",
+    0 -> "0.00", 1250 -> "12.50" (no "+": this is a balance, not a wire amount; see format_amount)."""
+    if type(fen) is not int:
+        raise ValueError(f"format_net_yuan needs an int of fen, got {fen!r}")
+    return ("-" if fen < 0 else "") + format_yuan(abs(fen))

@@ -65,6 +65,9 @@ class ResultCode(str, enum.Enum):
     # refund more than a year after the payment; more than 50 refunds of one payment).
     REFUND_WINDOW_CLOSED = "refund_window_closed"
     TOO_MANY_REFUNDS = "too_many_refunds"
+    # Above the hospital's per-transaction limit, refused by the provider's gateway (the limit's one
+    # source): the code the bridge and the POS give when they refuse it early from the same setting.
+    BAD_AMOUNT = "bad_amount"
 
 
 class Progress(enum.Enum):

@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from protocol.amount import format_yuan
+from protocol.amount import format_net_yuan
 from reconcile.attribution import POS_ORDER_NO, OtherSink, OtherTrade
 from reconcile.errors import BadInput, SourceUnavailable
 from reconcile.fen import FenParser
@@ -256,7 +256,7 @@ def _check_footer(footer: str, name: str, lineno: int, fen: FenParser, trades: i
             text = match.group(2)
             stated = fen.parse_signed(text, lineno, label) if text not in ("-0.00",) else 0
             if stated != total:
-                shown = ("-" if total < 0 else "") + format_yuan(abs(total))
+                shown = format_net_yuan(total)
                 raise BadInput(name, lineno, label, f"the footer says {text} yuan, the rows add up to {shown} (truncated or altered?)")
 
 

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from protocol.amount import format_yuan
+from protocol.amount import Amount, Direction, format_amount, format_yuan
 from reconcile.model import COLLECT, REFUND
 
 DEVICE_ID = "D-SN-000123"
@@ -258,7 +258,7 @@ def write_journal(path: Path, txns: list[Txn], *, bulk: bool = False) -> Path:
 
 
 def _signed(t: Txn) -> str:
-    return ("+" if t.direction == COLLECT else "-") + format_yuan(t.fen)
+    return format_amount(Amount(Direction.COLLECT if t.direction == COLLECT else Direction.REFUND, t.fen))
 
 
 def insert_journal_rows(path: Path, rows) -> None:

@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, TextIO
 
-from protocol.amount import format_yuan
+from protocol.amount import format_net_yuan, format_yuan
 from reconcile.model import COLLECT
 from reconcile.synth import (CHINA, DEVICE_ID, PLATFORM_HEADER, TERMINAL_ID, Txn, day_files, insert_journal_rows, out_refund_no, out_trade_no,
                              paid_msgs)
@@ -171,10 +171,6 @@ def _write_lines(out: TextIO, lines: Iterable[str], end: str = CRLF, chunk: int 
         out.write(end.join(batch) + end)
 
 
-def _signed(fen: int) -> str:
-    return "-" + format_yuan(-fen) if fen < 0 else format_yuan(fen)
-
-
 def _cn(moment: datetime.datetime) -> str:
     return moment.strftime("%Y年%m月%d日 %H:%M:%S")
 
@@ -201,7 +197,7 @@ def _write_alipay_detail(out: TextIO, bill: _Bill, day: datetime.date, exported:
     out.write(CRLF.join([
         "#-----------------------------------------业务明细列表结束------------------------------------",
         f"#交易合计：{payments}笔，商家实收共{format_yuan(bill.paid)}元，商家优惠共0.00元",
-        f"#退款合计：{refunds}笔，商家实收退款共{_signed(-bill.refunded)}元，商家优惠退款共0.00元",
+        f"#退款合计：{refunds}笔，商家实收退款共{format_net_yuan(-bill.refunded)}元，商家优惠退款共0.00元",
         f"#导出时间：[{_cn(exported)}]"]) + CRLF)
 
 
@@ -209,7 +205,7 @@ def _alipay_summary(bill: _Bill, day: datetime.date, exported: datetime.datetime
     period = _period(day)
     net = bill.paid - bill.refunded
     zero = "0.00"
-    totals = [str(len(bill.payments)), str(len(bill.refunds)), format_yuan(bill.paid), _signed(net), zero, zero, zero, zero, zero, _signed(net)]
+    totals = [str(len(bill.payments)), str(len(bill.refunds)), format_yuan(bill.paid), format_net_yuan(net), zero, zero, zero, zero, zero, format_net_yuan(net)]
     summary = CRLF.join([
         "#支付宝业务汇总查询", f"#账号：[{PID}]", period,
         "#-----------------------------------------业务汇总列表----------------------------------------", ALIPAY_SUMMARY_HEADER,

@@ -9,7 +9,7 @@ the patient is owed it, refund it through HIS.
 
 from __future__ import annotations
 
-from protocol.amount import format_yuan
+from protocol.amount import format_net_yuan, format_yuan
 from reconcile.model import COLLECT, Difference, Reason
 
 DOC = "docs/reconciliation.md"
@@ -53,8 +53,8 @@ def explain(d: Difference) -> str:
     return text
 
 
-def signed_yuan(fen: int) -> str:
-    return ("-" if fen < 0 else "") + format_yuan(abs(fen))
+# A signed total or difference: the one formatter of those lives with the parser (protocol.amount).
+signed_yuan = format_net_yuan
 
 
 def advice(d: Difference, terminal: str | None = None) -> tuple[str, str | None]:

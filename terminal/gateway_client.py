@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import requests
 
 from protocol.device_request import NONCE_SIZE, sign_request
-from protocol.errors import CodedError
+from protocol.amount import parse_fen
+from protocol.errors import CodedError, ProtocolError
 from protocol.messages import PayChannel, ResultCode
 from terminal.alarms import Alarm
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
@@ -115,6 +116,9 @@ NETWORK_RETRIES = 2
 # Refusals after which the gateway has certainly not called the channel: nothing was taken.
 _NOTHING_TAKEN_STATUSES = (401, 403, 404, 413, 422)
 _RESULT_CODES = {c.value: c for c in ResultCode}
+# The gateway's refusals of a payment that HIS gets as their own error_code (the rest: declined).
+# Above the per-transaction limit is bad_amount, as when the bridge or the POS refuse it first.
+_PAY_REFUSALS = {"duplicate_order": ResultCode.DUPLICATE_ORDER, "over_transaction_limit": ResultCode.BAD_AMOUNT}
 # The gateway's refusals of a refund that HIS gets as their own error_code (the rest: refund_rejected).
 _REFUND_REFUSALS = {"refund_exceeds_collected": ResultCode.REFUND_EXCEEDS_REMAINING,
                     "refund_window_closed": ResultCode.REFUND_WINDOW_CLOSED, "too_many_refunds": ResultCode.TOO_MANY_REFUNDS}
@@ -122,6 +126,13 @@ _REFUND_REFUSALS = {"refund_exceeds_collected": ResultCode.REFUND_EXCEEDS_REMAIN
 
 def _result_code(text: object) -> ResultCode | None:
     return _RESULT_CODES.get(text) if isinstance(text, str) else None
+
+
+def _fen(reply: dict, name: str) -> int | None:
+    """An amount of the gateway's reply (absent or null: none), checked once where it enters the POS;
+    anything but an integer of fen makes the whole reply not understood (UNKNOWN: query again)."""
+    value = reply.get(name)
+    return None if value is None else parse_fen(value, what=name)
 
 
 class GatewayChannelClient:
@@ -160,14 +171,14 @@ class GatewayChannelClient:
     def _pay_outcome(self, status: int, reply: dict) -> PayOutcome:
         if status == 200:
             try:
-                return PayOutcome(PayState(reply["state"]), reply.get("channel_txn_id"), reply.get("paid_fen"),
+                return PayOutcome(PayState(reply["state"]), reply.get("channel_txn_id"), _fen(reply, "paid_fen"),
                                   _result_code(reply.get("result_code")), reply.get("channel_code"), reply.get("message"))
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, ProtocolError):
                 return PayOutcome(PayState.UNKNOWN, message="the gateway's reply was not understood")
         final, code, message = self._refusal(status, reply)
         if not final:
             return PayOutcome(PayState.UNKNOWN, channel_code=code, message=message)
-        result = ResultCode.DUPLICATE_ORDER if code == "duplicate_order" else ResultCode.DECLINED
+        result = _PAY_REFUSALS.get(code, ResultCode.DECLINED)
         return PayOutcome(PayState.FAILED, result_code=result, channel_code=code, message=message)
 
     def pay(self, *, out_trade_no: str, auth_code: str, total_fen: int, subject: str, order_no: str | None = None,
@@ -201,9 +212,9 @@ class GatewayChannelClient:
     def _refund_outcome(self, status: int, reply: dict) -> RefundOutcome:
         if status == 200:
             try:
-                return RefundOutcome(RefundState(reply["state"]), reply.get("channel_refund_id"), reply.get("refunded_fen"),
+                return RefundOutcome(RefundState(reply["state"]), reply.get("channel_refund_id"), _fen(reply, "refunded_fen"),
                                      _result_code(reply.get("result_code")), reply.get("channel_code"), reply.get("message"))
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, ProtocolError):
                 return RefundOutcome(RefundState.UNKNOWN, message="the gateway's reply was not understood")
         final, code, message = self._refusal(status, reply)
         if not final:

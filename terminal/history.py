@@ -19,7 +19,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Callable
 
-from protocol.amount import Direction
+from protocol.amount import Amount, Direction
 from protocol.messages import PayChannel, PayStatus, ResultCode
 from terminal.config import DeviceConfig
 from terminal.journal import InstructionRow, Journal
@@ -42,6 +42,10 @@ class HistoryEntry:
     message: Text
     finished_at: float
     delivered: bool  # the bridge acknowledged the result
+
+    @property
+    def amount(self) -> Amount:
+        return Amount(self.direction, self.amount_fen)
 
 
 @dataclass(frozen=True, slots=True)

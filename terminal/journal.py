@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from protocol.amount import Direction, format_yuan, parse_yuan
+from protocol.amount import Amount, Direction, format_yuan, parse_yuan
 from protocol.errors import CodedError, ErrorCode
 from protocol.freshness import SeenRecord
 from protocol.integrity import IntegrityReport, rollback_problem, row_checksum
@@ -213,7 +213,12 @@ class InstructionRow:
 
     @property
     def direction(self) -> Direction:
-        return Direction.COLLECT if self.kind is Kind.COLLECT else Direction.REFUND
+        return self.kind.direction
+
+    @property
+    def amount(self) -> Amount:
+        """The instruction's amount as HIS sent it (journaled as kind + fen)."""
+        return Amount(self.kind.direction, self.amount_fen)
 
 
 @dataclass(frozen=True, slots=True)

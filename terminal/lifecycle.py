@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from protocol.amount import Amount, format_yuan
+from protocol.amount import format_yuan
 from protocol.crypto import SharedKey
 from protocol.envelope import Envelope, open_for_refusal, parse_envelope, receive_instruction, seal_result, sign_envelope
 from protocol.errors import ErrorCode, ProtocolError
@@ -184,7 +184,7 @@ class Lifecycle:
                               f"terminal {instruction.terminal_id!r} is not provisioned on device {cfg.device.device_id}")
         if refusal is not None:
             return self._refuse(envelope, refusal, now)
-        kind = Kind.REFUND if instruction.amount.is_refund else Kind.COLLECT
+        kind = Kind.of(instruction.amount)
         with self.journal.transaction(f"{kind.value}:new->queued") as tx:
             tx.remember(envelope.kid, envelope.msg_id, envelope.digest(), now)
             seq = tx.add_instruction(kid=envelope.kid, msg_id=envelope.msg_id, envelope_ts=envelope.ts,
@@ -212,7 +212,7 @@ class Lifecycle:
         if opened is None:
             return NotTaken(refusal)
         order_no, amount = opened
-        kind = Kind.REFUND if amount.is_refund else Kind.COLLECT
+        kind = Kind.of(amount)
         event = Event.REFUSE if kind is Kind.COLLECT else Event.REFUSE_REFUND
         after, status = machine.step(kind, State.QUEUED, event)
         with self.journal.transaction(f"{kind.value}:new->refused") as tx:
@@ -466,7 +466,7 @@ class Lifecycle:
             message = None if text is None else text.en
         result = Result(
             device_id=self.config.device.device_id, order_no=row.order_no, pay_order_no=pay_order_no, pay_status=status,
-            pay_channel=channel, amount=Amount(row.direction, row.amount_fen), finished_at=stamp or self.result_time(now, row),
+            pay_channel=channel, amount=row.amount, finished_at=stamp or self.result_time(now, row),
             error_code=error_code, error_message=_clip(message), refunded_fen=refunded_fen,
         )
         result_msg_id = "R" + self.rng(12).hex()

@@ -43,13 +43,25 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from protocol.amount import Amount, Direction
 from protocol.messages import PayStatus, Progress
 from terminal.channels.base import PayState, ReverseState, RefundState
 
 
 class Kind(enum.Enum):
+    """The instruction's kind for the transition table and the journal: the direction of its
+    `Amount`, named as the journal stores it ("collect" / "refund")."""
+
     COLLECT = "collect"
     REFUND = "refund"
+
+    @classmethod
+    def of(cls, amount: Amount) -> Kind:
+        return cls.REFUND if amount.is_refund else cls.COLLECT
+
+    @property
+    def direction(self) -> Direction:
+        return Direction.REFUND if self is Kind.REFUND else Direction.COLLECT
 
 
 class State(enum.Enum):

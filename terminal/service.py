@@ -67,7 +67,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from protocol.amount import format_yuan
 from protocol.envelope import Envelope
 from protocol.link.app import MarksMsg
 from protocol.messages import PayChannel, ResultCode
@@ -298,8 +297,7 @@ class TerminalService:
                 return
             assert isinstance(outcome, Accepted)
             row = self.journal.instruction(outcome.seq)
-            log.info("instruction %s: %s %s%s for order %s", row.msg_id, row.kind.value, row.direction.value,
-                     format_yuan(row.amount_fen), row.order_no)
+            log.info("instruction %s: %s %s for order %s", row.msg_id, row.kind.value, row.amount, row.order_no)
             changes = [c for c in (self._core.decide_on_arrival(outcome.seq),) if c is not None]
             changes += self._core.activate()
             if self.journal.instruction(outcome.seq).state is State.QUEUED:

@@ -251,6 +251,7 @@ _ENTRIES: dict[str, Text] = {
     "reason.merchant_config": Text("商户支付配置有误，渠道未受理，未扣款。请联系服务商", "The merchant's payment settings are wrong; the channel did not process it, nothing moved. Call the provider"),
     "reason.refund_window_closed": Text("已超过渠道可退款期限（微信支付：一年），不能原路退款", "Past the channel's refund period (WeChat Pay: one year); it cannot be refunded to the patient's account"),
     "reason.too_many_refunds": Text("该笔支付的部分退款次数已达上限（微信支付：50次）", "This payment has had the most partial refunds the channel allows (WeChat Pay: 50)"),
+    "reason.bad_amount": Text("金额超过本院单笔限额，未扣款", "The amount is above the hospital's per-payment limit; nothing was charged"),
     "reason.other": Text("未完成（{code}）", "Not completed ({code})"),
     "result.not_completed": Text("未完成", "Not completed"),
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from protocol.amount import Direction, format_yuan
+from protocol.amount import Amount, Direction, format_amount
 from protocol.messages import BillItem, PayChannel, PayStatus, ResultCode
 from terminal import texts
 from terminal.gateway_watch import GatewayState
@@ -91,6 +91,10 @@ class ResultView:
     @property
     def ok(self) -> bool:
         return self.pay_status in (PayStatus.SUCCESS, PayStatus.REFUNDED) and self.error_code != ResultCode.DUPLICATE_ORDER.value
+
+    @property
+    def amount(self) -> Amount:
+        return Amount(self.direction, self.amount_fen)
 
     @property
     def went_through(self) -> bool:
@@ -201,7 +205,7 @@ class ScreenView:
         """'+12.50' / '-12.50'."""
         if self.amount_fen is None or self.direction is None:
             return None
-        return self.direction.value + format_yuan(self.amount_fen)
+        return format_amount(Amount(self.direction, self.amount_fen))
 
 
 def needs_person_case(row: InstructionRow) -> NeedsPersonCase:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import requests
 
-from protocol.amount import format_yuan, parse_amount
+from protocol.amount import Amount, format_amount, parse_amount
 from protocol.crypto import KeyRing, SharedKey
 from protocol.envelope import Envelope, MsgType, open_envelope, parse_envelope, seal
 from protocol.errors import ProtocolError
@@ -305,8 +305,8 @@ def _forge_amount(key: SharedKey) -> Callable[[bytes], bytes]:
     def forge(body: bytes) -> bytes:
         envelope = parse_envelope(body, expect=MsgType.RESULT)
         result = loads_object(open_envelope(envelope, KeyRing([key])), what="result")
-        fen = parse_amount(str(result["amount"])).fen * 2
-        result["amount"] = ("+" if str(result["amount"]).startswith("+") else "-") + format_yuan(fen)
+        amount = parse_amount(str(result["amount"]))
+        result["amount"] = format_amount(Amount(amount.direction, amount.fen * 2))
         forged = seal(msg_type=MsgType.RESULT, key=key, msg_id=envelope.msg_id, ts=envelope.ts, party_id=envelope.party_id,
                       reply_to=envelope.reply_to, plaintext=dumps_compact(result), nonce=os.urandom(12))
         obj = forged.to_json_obj()

@@ -23,6 +23,7 @@ import zipfile
 from dataclasses import dataclass
 
 from firmware_sim.sandbox.store import SHANGHAI, Order, Refund
+from protocol.amount import format_net_yuan
 from protocol.amount import format_yuan as _format_yuan
 
 # Bills repeat the same few thousand amounts: formatting each once is worth a cache.
@@ -150,9 +151,6 @@ def wechat_bill(bill_type: str, appid: str, mch_id: str, payments: list[PaymentL
 
 # -- Alipay -----------------------------------------------------------------------------------
 
-def _signed_yuan(fen: int) -> str:
-    return "-" + format_yuan(-fen) if fen < 0 else format_yuan(fen)
-
 
 def _cn(moment: datetime.datetime) -> str:
     return moment.strftime("%Y年%m月%d日 %H:%M:%S")
@@ -174,7 +172,7 @@ def alipay_detail_csv(day: datetime.date, pid: str, payments: list[PaymentLine],
     for r in refunds:
         rows.append((r.refunded_at, ",".join([r.txn_id + "\t", r.out_trade_no + "\t", "退款", _clean(r.subject), _stamp(r.order_created_at),
                                     _stamp(r.refunded_at), store_id, "", "", _clean(r.device_info), buyer_logon_id(r.buyer_id),
-                                    format_yuan(r.order_total_fen), _signed_yuan(-r.amount_fen), zero, zero, zero, zero, zero, "", zero,
+                                    format_yuan(r.order_total_fen), format_net_yuan(-r.amount_fen), zero, zero, zero, zero, zero, "", zero,
                                     zero, (r.out_refund_no + "\t") if r.out_refund_no else "", zero, zero, "撤销" if r.reversal else ""])))
     rows.sort(key=lambda row: row[0])
     paid = sum(p.total_fen for p in payments)
@@ -188,7 +186,7 @@ def alipay_detail_csv(day: datetime.date, pid: str, payments: list[PaymentLine],
         *[line for _, line in rows],
         ALIPAY_DETAIL_END,
         f"#交易合计：{len(payments)}笔，商家实收共{format_yuan(paid)}元，商家优惠共0.00元",
-        f"#退款合计：{len(refunds)}笔，商家实收退款共{_signed_yuan(-refunded)}元，商家优惠退款共0.00元",
+        f"#退款合计：{len(refunds)}笔，商家实收退款共{format_net_yuan(-refunded)}元，商家优惠退款共0.00元",
         f"#导出时间：[{_cn(exported_at)}]",
     ]
     return CRLF.join(lines) + CRLF
@@ -200,7 +198,7 @@ def alipay_summary_csv(day: datetime.date, pid: str, payments: list[PaymentLine]
     paid = sum(p.total_fen for p in payments)
     net = paid - sum(r.amount_fen for r in refunds)
     zero = "0.00"
-    totals = [str(len(payments)), str(len(refunds)), format_yuan(paid), _signed_yuan(net), zero, zero, zero, zero, zero, _signed_yuan(net)]
+    totals = [str(len(payments)), str(len(refunds)), format_yuan(paid), format_net_yuan(net), zero, zero, zero, zero, zero, format_net_yuan(net)]
     lines = [
         "#支付宝业务汇总查询",
         f"#账号：[{pid}]",

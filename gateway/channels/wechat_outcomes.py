@@ -8,13 +8,12 @@ orderquery, reverse, refund and refundquery error-code tables).
 
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
+from protocol.amount import parse_fen_text
+from protocol.errors import ProtocolError
 from protocol.messages import ResultCode
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
-
-_FEN = re.compile(r"(0|[1-9][0-9]{0,11})", re.ASCII)
 
 # micropay err_code values after which WeChat tells merchants to query (the payment may go through).
 _QUERY_CODES = {"SYSTEMERROR", "BANKERROR", "ORDERPAID", "OUT_TRADE_NO_USED", "TRADE_ERROR"}
@@ -42,9 +41,11 @@ _REFUND_REJECTS = {"TRADE_OVERDUE", "USER_ACCOUNT_ABNORMAL", "NOTENOUGH", "PARAM
 
 
 def _fen(value: object) -> int | None:
-    if isinstance(value, str) and _FEN.fullmatch(value):
-        return int(value)
-    return None
+    """WeChat's fen field, through the one parser of its form; None (then UNKNOWN) if it is not one."""
+    try:
+        return parse_fen_text(value)
+    except ProtocolError:
+        return None
 
 
 def _text(fields: Mapping[str, str], name: str) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from protocol.amount import parse_fen
+from protocol.errors import ProtocolError
 from protocol.messages import ResultCode
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
 
@@ -30,7 +32,11 @@ def _text(reply: Mapping[str, object], name: str) -> str | None:
 
 
 def _fen(value: object) -> int | None:
-    return value if type(value) is int and 0 <= value <= 10**12 else None
+    """APIv3's JSON integer of fen, through the one parser of its form; None (then UNKNOWN) if it is not one."""
+    try:
+        return parse_fen(value, what="amount", allow_zero=True)
+    except ProtocolError:
+        return None
 
 
 def _amount(reply: Mapping[str, object], name: str) -> int | None:

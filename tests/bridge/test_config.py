@@ -83,3 +83,25 @@ def test_any_input_is_either_a_config_or_a_config_error_naming_the_setting(data:
         parse_config(data, base_dir=Path("/tmp"))
     except BridgeConfigError as error:
         assert str(error).startswith("config.toml: [")
+
+
+def test_the_limit_comes_from_the_hospitals_limits_file(tmp_path: Path) -> None:
+    """Issue 11 item 2: the bridge's limit is the hospital's, from the file the gateway exports."""
+    (tmp_path / "limits.json").write_text('{"format": "hospital-limits-v1", "hospital_id": "H001", "per_transaction": "2000.00"}')
+    (tmp_path / "config.toml").write_text('[security]\nlimits_file = "limits.json"\n', encoding="utf-8")
+    assert load_config(tmp_path / "config.toml").security.amount_limit_fen == 2000_00
+
+
+@pytest.mark.parametrize("toml, limits, message", [
+    ('limits_file = "limits.json"\namount_limit = "2000.00"', None, "amount_limit = \"2000.00\" is set as well as limits_file"),
+    ('limits_file = "none.json"', None, "limits_file = \"none.json\" cannot be read"),
+    ('limits_file = "limits.json"', '{"format": "hospital-limits-v1", "hospital_id": "H001", "per_transaction": "2000"}',
+     "is not a hospital-limits-v1 file: limits.json: per_transaction"),
+])
+def test_a_bad_limits_file_is_named(tmp_path: Path, toml: str, limits: str | None, message: str) -> None:
+    if limits is not None:
+        (tmp_path / "limits.json").write_text(limits)
+    (tmp_path / "config.toml").write_text(f"[security]\n{toml}\n", encoding="utf-8")
+    with pytest.raises(BridgeConfigError) as info:
+        load_config(tmp_path / "config.toml")
+    assert message in str(info.value)

@@ -171,6 +171,11 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
             assert gw.execute("SELECT state, amount_fen, device_id FROM payments WHERE order_no = ?", (order,)).fetchall() == [
                 ("succeeded", 1250, demo["device_id"])]
         assert_no_channel_secret_on_the_pos_side(workdir)
+        # The per-transaction limit has one source: the gateway's hospital, exported as the file the
+        # bridge reads (and the POS's configuration was built from; docs/amounts.md).
+        limits_file = workdir / "gateway" / "limits.json"
+        assert json.loads(limits_file.read_text())["per_transaction"] == "50000.00"
+        assert f"limits_file = {json.dumps(str(limits_file))}" in (workdir / "bridge" / "config.toml").read_text()
 
         assert first.stop(signal.SIGINT) == 0  # Ctrl-C
         assert "stopped: bridge (exit 0), device (exit 0), gateway (exit 0), sandbox (exit 0)" in "".join(first.out)

@@ -137,3 +137,21 @@ def test_onboarding_a_sub_merchant_of_our_provider_account(site, capsys) -> None
     for action in ("provider_key.set", "provider_key.rotate", "hospital.mode", "merchant_key.rotate"):
         assert f"alice  {action}" in audit
     assert "SPSECRET" not in audit and b"SPSECRET" not in (site / "gw.db").read_bytes()
+
+
+def test_the_hospital_limit_is_the_one_source_for_the_bridge_and_the_pos(site, capsys) -> None:
+    """Issue 11 item 2: the per-transaction limit is set once, in the gateway; the file it exports
+    provisions the bridge ([security] limits_file) and the POS (pos-flash provision config --limits)."""
+    from bridge.config import load_config
+    from posflash import provision
+
+    assert main(["--actor", "alice", "hospital", "add", "H001", "--name", "City", "--mode", "direct", "--txn-limit", "2000.00"]) == 0
+    assert main(["hospital", "limits", "H001", "--out", str(site / "limits.json")]) == 0
+    assert "per-payment limit 2000.00" in capsys.readouterr().out
+    assert main(["hospital", "limits", "H001"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_transaction"] == "2000.00"
+    (site / "config.toml").write_text('[security]\nlimits_file = "limits.json"\n', encoding="utf-8")
+    assert load_config(site / "config.toml").security.amount_limit_fen == 2000_00
+    assert provision.limit_from_file(site / "limits.json") == "2000.00"
+    assert main(["hospital", "limits", "H404"]) == 1
+    assert "no hospital 'H404'" in capsys.readouterr().err

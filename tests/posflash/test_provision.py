@@ -266,3 +266,18 @@ def test_the_cli_sets_an_admin_pin_and_hashes_a_pin(tmp_path, monkeypatch, capsy
     assert flash_cli.main(["provision", "hash-pin", "--stdin"]) == 0
     line = capsys.readouterr().out.strip()
     assert pins.verify_pin("135790", pins.parse_pin_hash(line)) and "135790" not in line
+
+
+def test_the_device_limit_comes_from_the_hospitals_limits_file(tmp_path):
+    """Issue 11 item 2: `--limits` takes the hospital's limit from the file the gateway exports."""
+    (tmp_path / "limits.json").write_text('{"format": "hospital-limits-v1", "hospital_id": "H001", "per_transaction": "2000.00"}')
+    doc = provision.build_config_document(device=DeviceRecord("D-SN0001", MODEL, "SN0001"), merchant_name="医院", terminals_csv=TERMINALS,
+                                          keys_text=KEYS, gateway={"url": "http://127.0.0.1:8443"},
+                                          pin_hash=provision.hash_supervisor_pin("246810"),
+                                          limit_yuan=provision.limit_from_file(tmp_path / "limits.json"))
+    assert parse_config(doc).limit_fen == 2000_00
+    (tmp_path / "bad.json").write_text('{"format": "his-device-config-v1"}')
+    for name, fragment in (("bad.json", "gateway-admin hospital limits"), ("none.json", "cannot read limits file")):
+        with pytest.raises(FlashError) as info:
+            provision.limit_from_file(tmp_path / name)
+        assert info.value.code is FlashCode.BAD_INPUT and fragment in str(info.value)

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.amount import MAX_FEN, Amount, Direction, format_amount, format_yuan, parse_amount, parse_yuan
+from protocol.amount import (MAX_FEN, Amount, Direction, check_limit, format_amount, format_net_yuan, format_yuan, parse_amount, parse_fen,
+                             parse_fen_text, parse_yuan)
 from protocol.errors import ErrorCode, ProtocolError
 
 SPEC = re.compile(r"^[+-](0|[1-9][0-9]{0,9})\.[0-9]{2}$")
@@ -111,3 +112,72 @@ def test_amount_refuses_floats_and_bools_inside():
         Amount(Direction.COLLECT, True)
     with pytest.raises(ValueError):
         Amount(Direction.COLLECT, 0)
+
+
+# ---------------------------------------------------------------- integer fen on JSON and WeChat wires
+
+
+@given(st.integers(min_value=1, max_value=MAX_FEN))
+def test_fen_on_a_json_wire_round_trips(fen):
+    assert parse_fen(fen) == fen
+
+
+@pytest.mark.parametrize("value", [0, -1, MAX_FEN + 1, True, 12.5, "1250", None])
+def test_fen_on_a_json_wire_refuses_what_is_not_a_positive_int(value):
+    with pytest.raises(ProtocolError) as info:
+        parse_fen(value, what="paid_fen")
+    assert info.value.code is ErrorCode.BAD_AMOUNT and "paid_fen" in info.value.message
+
+
+def test_fen_zero_only_where_allowed():
+    assert parse_fen(0, allow_zero=True) == 0
+
+
+@given(st.integers(min_value=0, max_value=MAX_FEN))
+def test_wechat_fen_text_round_trips(fen):
+    assert parse_fen_text(str(fen)) == fen
+
+
+@given(st.text(max_size=14))
+def test_wechat_fen_text_accepts_exactly_plain_decimal_integers(text):
+    plain = re.fullmatch(r"(0|[1-9][0-9]*)", text, re.ASCII) is not None and int(text) <= MAX_FEN
+    try:
+        parse_fen_text(text)
+    except ProtocolError as exc:
+        assert not plain and exc.code is ErrorCode.BAD_AMOUNT
+    else:
+        assert plain
+
+
+@pytest.mark.parametrize("text", ["", "012", "+12", "-12", "12.50", "1e3", "１２", " 12", str(MAX_FEN + 1)])
+def test_wechat_fen_text_refuses(text):
+    with pytest.raises(ProtocolError):
+        parse_fen_text(text)
+
+
+# ---------------------------------------------------------------- one formatter per kind of amount
+
+
+@given(st.integers(min_value=-MAX_FEN, max_value=MAX_FEN))
+def test_net_yuan_is_the_unsigned_form_with_a_minus_for_negatives(fen):
+    text = format_net_yuan(fen)
+    assert text == ("-" + format_yuan(-fen) if fen < 0 else format_yuan(fen))
+    assert (parse_yuan(text[1:]) * -1 if text.startswith("-") else parse_yuan(text)) == fen
+
+
+def test_net_yuan_examples():
+    assert (format_net_yuan(-500), format_net_yuan(0), format_net_yuan(1250)) == ("-5.00", "0.00", "12.50")
+
+
+@given(st.integers(min_value=1, max_value=MAX_FEN))
+def test_amount_constructors_and_signed_fen(fen):
+    assert Amount.collect(fen) == Amount(Direction.COLLECT, fen) and Amount.collect(fen).signed_fen == fen
+    assert Amount.refund(fen) == Amount(Direction.REFUND, fen) and Amount.refund(fen).signed_fen == -fen
+    assert str(Amount.refund(fen)) == format_amount(Amount.refund(fen)) == "-" + format_yuan(fen)
+
+
+def test_check_limit_names_the_limit_with_bad_amount():
+    check_limit(Amount.collect(100_00), 100_00)
+    with pytest.raises(ProtocolError) as info:
+        check_limit(Amount.collect(100_01), 100_00)
+    assert info.value.code is ErrorCode.BAD_AMOUNT and "limit of 100.00" in info.value.message and "+100.01" in info.value.message
