@@ -255,6 +255,14 @@ def _peak():
 """
 
 
+def _num(answer: dict[str, object], key: str) -> float:
+    """A number from a child's JSON answer (what the bench prints is only ever these)."""
+    value = answer[key]
+    if not isinstance(value, (int, float)):
+        raise RuntimeError(f"benchmark child answered {key}={value!r}, not a number")
+    return float(value)
+
+
 def _child(code: str, args: dict[str, object]) -> dict[str, object]:
     """Run code in a fresh interpreter (from the project root); its JSON answer, with the peak PSS
     of its whole process tree (bench.proctree) as `tree_peak_kib`."""
@@ -303,23 +311,23 @@ def run(quick: bool) -> dict:
             for suffix in ways:
                 files["jobs"] = JOBS[suffix]
                 answer = _child(_CHILD, files)
-                figures[f"reconcile_{label}{suffix}_s"] = round(float(answer["seconds"]), 2)  # type: ignore[arg-type]
-                figures[f"reconcile_{label}{suffix}_cpu_s"] = round(float(answer["cpu_s"]), 2)  # type: ignore[arg-type]
+                figures[f"reconcile_{label}{suffix}_s"] = round(_num(answer, "seconds"), 2)
+                figures[f"reconcile_{label}{suffix}_cpu_s"] = round(_num(answer, "cpu_s"), 2)
                 # Every process counted: the whole tree's PSS sampled while it ran (bench.proctree), and
                 # the upper bound of the processes' own peaks added (a forked worker's shared pages twice).
-                figures[f"reconcile_{label}{suffix}_peak_MiB"] = round(int(answer["tree_peak_kib"]) / 1024, 1)  # type: ignore[arg-type]
-                upper = (int(answer["peak_kib"]) + int(answer["worker_peak_kib"])) / 1024  # type: ignore[arg-type]
+                figures[f"reconcile_{label}{suffix}_peak_MiB"] = round(int(_num(answer, "tree_peak_kib")) / 1024, 1)
+                upper = (int(_num(answer, "peak_kib")) + int(_num(answer, "worker_peak_kib"))) / 1024
                 figures[f"reconcile_{label}{suffix}_peak_upper_MiB"] = round(upper, 1)
-            figures[f"reconcile_{label}_differences"] = int(answer["differences"])  # type: ignore[arg-type]
+            figures[f"reconcile_{label}_differences"] = int(_num(answer, "differences"))
             if n <= 1_000_000:
                 floor = _child(_FLOOR, files)
-                baseline[f"read_all_lines_{label}_s"] = round(float(floor["seconds"]), 2)  # type: ignore[arg-type]  # a child process's JSON answer
+                baseline[f"read_all_lines_{label}_s"] = round(_num(floor, "seconds"), 2)
             shutil.rmtree(Path(tmp) / label)  # the 10M day is ~6 GB
         if not quick:
             demo = _child(_DEMO, {"folder": str(Path(tmp) / "demo"), "n": 1_000_000})
-            figures["demo_1M_generate_s"] = round(float(demo["seconds"]), 1)  # type: ignore[arg-type]
-            figures["demo_1M_generate_cpu_s"] = round(float(demo["cpu_s"]), 1)  # type: ignore[arg-type]
-            figures["demo_1M_generate_peak_MiB"] = round(int(demo["tree_peak_kib"]) / 1024, 1)  # type: ignore[arg-type]
+            figures["demo_1M_generate_s"] = round(_num(demo, "seconds"), 1)
+            figures["demo_1M_generate_cpu_s"] = round(_num(demo, "cpu_s"), 1)
+            figures["demo_1M_generate_peak_MiB"] = round(int(_num(demo, "tree_peak_kib")) / 1024, 1)
     largest = "100k" if quick else "1M"
     limit_s = 1.0 if quick else 10.0
     targets = {f"reconcile_{largest}_s": f"<= {limit_s:g} s"}

@@ -70,7 +70,7 @@ def supported() -> bool:
 def run_sampled(args: list[str], **popen: object) -> tuple[subprocess.CompletedProcess, TreePeak]:
     """Run a command to its end (stdout and stderr captured) while sampling its tree's PSS."""
     peak = TreePeak()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]  # popen is passed through: Popen's overloads cannot be matched on **object
     done = threading.Event()
 
     def sample() -> None:
