@@ -79,6 +79,7 @@ class DevicePort:
         self.since = time.time()
         self.last_error: str | None = None
         self.refused_handshakes = 0
+        self._marks_sent_at = 0.0  # monotonic time the marks last went to the POS
         self.withheld_acks = 0  # frames not acknowledged because the journal could not take them
         self._withholding = False  # the last session ended on one: reconnect with growing backoff
 
@@ -210,7 +211,19 @@ class DevicePort:
                     log_event(log, "link_restarted", port=self.url, reason=reason)
                 events += link.poll(now)
                 self._handle(events)
+                self._refresh_marks(now)
                 self._flush()
+
+    def _refresh_marks(self, now: float) -> None:
+        """The marks again on a live link, every timers.marks_refresh_s (docs/link-protocol.md §7): a
+        rollback to a copy taken after the link came up is found too."""
+        if self.peer is None or self._link is None or self._broken or now - self._marks_sent_at < self.timers.marks_refresh_s:
+            return
+        self._marks_sent_at = now
+        try:
+            self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(self.peer)), now)
+        except LinkNotUp:
+            pass  # the send queue is full or the link just went down: next time
 
     def _end_session(self, transport: Transport, reason: str) -> None:
         with self._lock:
@@ -266,6 +279,7 @@ class DevicePort:
                 self.since = time.time()
                 self._session_sent.clear()
                 # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
+                self._marks_sent_at = time.monotonic()
                 self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
                 for msg_id, message in self.sink.attach(self, event.peer):
                     try:

@@ -505,7 +505,12 @@ class Relay:
         if isinstance(message, (InstructionMsg, CancelMsg)):
             return self._security_drop(port, identity, "a device sent an instruction or a cancel", message.envelope.msg_id)
         if isinstance(message, MarksMsg):
-            return self._take_marks(identity, message)
+            self._take_marks(identity, message)
+            if not self.journal.locked:
+                # Marks come again on a live link (timers.marks_refresh_s): a POS whose disk was full
+                # when an instruction came may have room now, so what it could not take goes again.
+                self._resend_not_taken(port, identity.device_id, "")
+            return None
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)

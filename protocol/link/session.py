@@ -73,6 +73,10 @@ class LinkTimers:
     hello_retry_s: float = 1.0
     # A RESET answer to stray frames is sent at most this often.
     reset_holdoff_s: float = 1.0
+    # Both ends send their high-water marks again this often on a live link (docs/link-protocol.md §7):
+    # the peer's copy is never older than this, not only as old as the last link-up. Not used by the
+    # session itself: the bridge's port and the POS's link handler read it.
+    marks_refresh_s: float = 30.0
 
     def rto(self, frame_len: int) -> float:
         return self.rto_base_s + 2.0 * frame_len / self.byte_rate

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,34 @@ def test_a_pos_whose_whole_storage_was_rolled_back_is_found_by_the_bridge_and_lo
     view = rig.device.screen()
     assert view.journal_problem is not None
     assert rig.device.screen().screen.value == "idle"  # nothing shown, nothing charged
+
+
+def bridge_mark_held_by_pos(journal: Path) -> int:
+    db = sqlite3.connect(f"{journal.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key LIKE 'peer_mark:%'").fetchone()
+    finally:
+        db.close()
+    return 0 if row is None else int(row[0])
+
+
+def test_marks_are_refreshed_on_a_live_link_so_a_rollback_to_a_copy_taken_after_link_up_is_found(
+        world: SimWorld, tmp_path: Path) -> None:
+    """Marks only at link-up missed a rollback to a copy taken after the last link-up: the POS held
+    the bridge's mark of that moment. Refreshed on the live link, the POS's copy follows the bridge."""
+    rig = world.rig(LinkKind.TCP)
+    pay_once(rig)
+    path = rig.bridge.config.journal.path
+    restart_bridge(world, rig, lambda: snapshot(path, tmp_path / "old"))  # the copy; then the link comes up
+    assert rig.device.wait_link_up(15)
+    pay_once(rig)
+    pay_once(rig)  # the bridge's journal moves on while the link stays up
+    journal = rig.device.options.storage / "app" / "journal.db"
+    moved_to = rig.bridge.journal.durable_mark
+    wait_until(lambda: bridge_mark_held_by_pos(journal) >= moved_to, what="the POS to hear the bridge's mark on the live link")
+    restart_bridge(world, rig, lambda: put_back(path, tmp_path / "old"))
+    wait_until(lambda: rig.bridge.journal.locked, what="the bridge to find out from the POS")
+    assert "rolled back" in rig.bridge.health()["journal"]["integrity"]["reason"]
 
 
 def gateway_mark(world: SimWorld, device_id: str) -> int | None:
