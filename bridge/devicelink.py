@@ -252,10 +252,11 @@ class DevicePort:
                 self._broken = str(exc)  # the port thread reconnects; the link resends after the handshake
 
     def _handle(self, events: list[LinkEvent]) -> None:
+        refusing = False  # a frame of this batch was refused: the ones after it were refused with it
         for event in events:
             if isinstance(event, Received):
-                if self._broken:
-                    continue  # the session ends now: nothing more is taken or acknowledged
+                if self._broken or refusing:
+                    continue  # the session ends now / refused: nothing more is taken or acknowledged
                 if event.type == FrameType.DATA and self.peer is not None:
                     journaled = self.sink.handle_app(self, self.peer, event.payload)
                     if not self.sink.taking_devices():
@@ -264,11 +265,20 @@ class DevicePort:
                         self._broken = "the bridge's journal is locked"
                     elif not journaled:
                         # Its content is not durable (disk full, journal locked by another program):
-                        # never ACK it. The session ends without writing the queued ACKs; the POS keeps
-                        # the message and sends it again after the next link-up (link-protocol.md §7).
+                        # never ACK it. Just that frame is un-ACKed (with those after it in this read):
+                        # the POS retransmits it on the same session, and it is taken when the journal
+                        # can be written again. When its ACK already went out, or the POS gives up
+                        # after its tries, the session ends instead and the POS sends it again after
+                        # the next link-up (link-protocol.md §7).
                         self.withheld_acks += 1
-                        self._withholding = True
-                        self._broken = "the bridge's journal cannot be written: the frame was not acknowledged"
+                        assert self._link is not None
+                        if self._link.refuse(event.counter):
+                            refusing = True
+                            log_event(log, "frame_refused", level=logging.WARNING, port=self.url,
+                                      msg="the journal cannot be written: this frame is not acknowledged; the POS sends it again")
+                        else:
+                            self._withholding = True
+                            self._broken = "the bridge's journal cannot be written: the frame was not acknowledged"
                 else:
                     log_event(log, "frame_ignored", level=logging.WARNING, port=self.url, frame_type=f"0x{event.type:02x}")
             elif isinstance(event, Delivered):

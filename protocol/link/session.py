@@ -110,6 +110,7 @@ class LinkDown:
 class Received:
     type: int
     payload: bytes
+    counter: int = -1  # the frame's 64-bit counter in this session: what `Link.refuse` takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class LinkStats:
     refused_handshakes: int = 0
     rejected_frames: int = 0  # did not authenticate: injected, altered, or from another session
     reordered: int = 0  # authentic but ahead of the next expected frame: dropped, comes again
+    refused: int = 0  # accepted, then refused by the owner (it could not keep the message): un-ACKed, comes again
 
 
 @dataclass(slots=True)
@@ -229,6 +231,7 @@ class Link:
         # A (re)start is a new wire: what was queued for the old one, such as HELLO_REQUESTs that
         # piled up while a port was gone, must not go out on the new one.
         self._out.clear()
+        self._pending_acks.clear()
         self._decoder.reset()
         self._agreement = None
         self._wire_free_at = now
@@ -244,6 +247,7 @@ class Link:
         self._agreement = None
         self._decoder.reset()
         self._out.clear()
+        self._pending_acks.clear()
         return events
 
     def send(self, frame_type: int, payload: bytes, now: float, tag: object = None) -> None:
@@ -314,13 +318,35 @@ class Link:
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        self._pending_acks.clear()  # on the wire now: no longer withdrawable
         return out
+
+    def refuse(self, counter: int) -> bool:
+        """The owner could not keep the message of the peer's frame `counter` (its journal cannot be
+        written: docs/link-protocol.md §7). Withdraw that frame's ACK and those of every frame accepted
+        after it, and expect `counter` again: the peer's retransmission is delivered anew (not taken
+        for a duplicate). The owner must ignore the Received events after it from the same
+        receive_bytes() call (they are refused with it). Only possible while the ACK has not been
+        handed out by data_to_send(): returns False then, and the owner ends the session instead.
+        If the owner keeps refusing, the peer gives up after max_tries and the session restarts."""
+        if self.state is not LinkState.UP or counter not in self._pending_acks:
+            return False
+        withdrawn = sorted((span for c, span in self._pending_acks.items() if c >= counter), reverse=True)
+        for start, end in withdrawn:
+            del self._out[start:end]
+            shift = end - start
+            self._pending_acks = {c: (s - shift if s > start else s, e - shift if s > start else e)
+                                  for c, (s, e) in self._pending_acks.items() if (s, e) != (start, end)}
+        self._rx_expected = counter
+        self.stats.refused += 1
+        return True
 
     # ----------------------------------------------------------------- internals
 
     def _reset_session(self) -> None:
         self._tx_counter = 0  # the 64-bit counter of our next reliable frame (its low 16 bits: seq)
         self._rx_expected = 0  # the counter of the peer's next reliable frame we accept
+        self._pending_acks: dict[int, tuple[int, int]] = {}  # counter -> its ACK's bytes in _out, not yet handed out
         self._tx: FrameCipher | None = None
         self._rx: FrameCipher | None = None
         self._inflight: dict[int, _InFlight] = {}
@@ -430,12 +456,14 @@ class Link:
         if counter > self._rx_expected:
             self.stats.reordered += 1
             return
+        start = len(self._out)
         self._emit_control(FrameType.ACK, 0, seq, counter)
         if counter < self._rx_expected:
             self.stats.duplicates += 1
             return
+        self._pending_acks[counter] = (start, len(self._out))
         self._rx_expected = counter + 1
-        events.append(Received(ftype, plaintext))
+        events.append(Received(ftype, plaintext, counter))
 
     def _dispatch(self, ftype: int, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
         up = self.state is LinkState.UP
