@@ -209,6 +209,7 @@ class Link:
         self._device = device
         self._decoder = FrameDecoder(max_payload)
         self._out = bytearray()
+        self._pending_acks: dict[int, tuple[int, int]] = {}
         # When the bytes emitted so far will have left the wire, at `byte_rate`: a frame queued
         # behind others is not overdue before it could even have been sent.
         self._wire_free_at = 0.0
@@ -346,7 +347,7 @@ class Link:
     def _reset_session(self) -> None:
         self._tx_counter = 0  # the 64-bit counter of our next reliable frame (its low 16 bits: seq)
         self._rx_expected = 0  # the counter of the peer's next reliable frame we accept
-        self._pending_acks: dict[int, tuple[int, int]] = {}  # counter -> its ACK's bytes in _out, not yet handed out
+        self._pending_acks = {}  # counter -> its ACK's bytes in _out, not yet handed out (typed in __init__)
         self._tx: FrameCipher | None = None
         self._rx: FrameCipher | None = None
         self._inflight: dict[int, _InFlight] = {}

@@ -88,7 +88,7 @@ def test_refusing_any_pattern_loses_and_doubles_nothing(refusals: list[int], n: 
         device.handle(device.link.poll(t))
         if device.lost and device.link.state is LinkState.UP:
             for payload in device.lost:
-                send(device, payload, t)  # type: ignore[arg-type]
+                send(device, payload, t)
             device.lost.clear()
         t += 0.05
         if len(kept) == n and not device.lost and len(set(device.delivered)) == n:
