@@ -123,7 +123,9 @@ class GatewayMarks:
             if self._stop.is_set():
                 return
             journal = service.journal
-            if journal.locked or journal.dead:
+            if journal.dead:  # closed, or the power went: this service is over
+                return
+            if journal.locked:
                 continue
             mine = journal.high_water_mark
             if mine == self._reported:
