@@ -26,6 +26,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from protocol.errors import CodedError
 from terminal.gateway_client import GatewayConnection
 from terminal.journal import JournalUnavailable
 from terminal.resync import ResyncError, fetch_orders, request_path, resync
@@ -39,7 +40,7 @@ MARK_REPORT_INTERVAL_S = 60.0
 START_TIMEOUT_S = (3.0, 5.0)  # connect, read: a gateway that is away does not hold the POS's start-up long
 
 
-class MarkReportFailed(Exception):
+class MarkReportFailed(CodedError):
     code = "gateway_mark"
 
 

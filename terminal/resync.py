@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from protocol.errors import CodedError
 from protocol.messages import PayChannel, PayStatus
 from terminal.journal import Journal
 from terminal.machine import Kind, State
@@ -39,7 +40,7 @@ RESYNCED_META = "resynced_from_gateway"
 PAGE = 200
 
 
-class ResyncError(Exception):
+class ResyncError(CodedError):
     """The gateway could not be asked, or answered what cannot be written; nothing was written."""
 
     code = "resync_failed"
