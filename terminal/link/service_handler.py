@@ -50,7 +50,7 @@ class ServiceLinkHandler:
         self._marks_at = time.monotonic()
         if key is not None:  # the high-water marks go first, before any result (docs/link-protocol.md section 7)
             try:
-                endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]
+                endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]  # the DeviceEndpoint, typed object here
             except LinkNotUp:
                 return
         with self._lock:
@@ -117,7 +117,7 @@ class ServiceLinkHandler:
             return
         self._marks_at = now
         try:
-            endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]
+            endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]  # the DeviceEndpoint, typed object here
         except (LinkNotUp, JournalUnavailable, PowerLostAtCommit):
             pass  # next time, or at the next link-up
 

@@ -37,7 +37,7 @@ def marks() -> GatewayMarks:
 
 def test_an_ordinary_start_goes_on_when_the_gateway_does_not_answer(tmp_path: Path) -> None:
     service = Service(Journal(tmp_path / "journal.db"))
-    marks().at_start(service)  # type: ignore[arg-type]
+    marks().at_start(service)  # type: ignore[arg-type]  # a stand-in with the two things at_start uses
     assert service.problems == [] and not service.journal.locked
 
 
@@ -45,6 +45,6 @@ def test_a_requested_re_sync_stays_locked_until_the_gateway_answers(tmp_path: Pa
     journal = Journal(tmp_path / "journal.db")
     request_path(journal.path).write_text("re-sync requested\n", encoding="ascii")
     service = Service(journal)
-    marks().at_start(service)  # type: ignore[arg-type]
+    marks().at_start(service)  # type: ignore[arg-type]  # a stand-in with the two things at_start uses
     assert journal.locked and "did not answer" in journal.integrity.reason
     assert request_path(journal.path).exists()  # asked again at the next start
