@@ -96,7 +96,7 @@ fuzz: setup
 RUNS ?= 500
 SEED ?= 1
 faults: setup
-	$(PY) -m tests.e2e.campaign --runs $(RUNS) --seed $(SEED) $(if $(MINUTES),--minutes $(MINUTES),)
+	$(PY) -m tests.e2e.campaign --runs $(RUNS) --seed $(SEED) $(if $(MINUTES),--minutes $(MINUTES),) $(if $(FAULTS),--faults $(FAULTS),)
 
 # The soak (issue 14): 10 minutes (SOAK_MINUTES) of mixed payments and refunds under every fault type,
 # sampling every process's resident memory; fails on a violation or if memory is not flat

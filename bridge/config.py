@@ -196,7 +196,8 @@ SECTIONS = {
     "registry": ("devices", "terminals"),
     "journal": ("path", "synchronous", "busy_timeout_s", "retention_days", "archive_dir"),
     "link": ("ports", "baud", "reconnect_min_s", "reconnect_max_s", "stall_alarm_s", "timers"),
-    "link.timers": ("rto_base_s", "max_tries", "window", "keepalive_s", "dead_after_s", "hello_retry_s"),
+    "link.timers": ("rto_base_s", "max_tries", "window", "keepalive_s", "dead_after_s", "hello_retry_s",
+                    "marks_refresh_s"),
     "log": ("level", "file"),
 }
 
@@ -342,6 +343,7 @@ def _link(section: Callable[..., _Section], data: dict[str, object]) -> LinkConf
         keepalive_s=keepalive,
         dead_after_s=dead,
         hello_retry_s=t.number("hello_retry_s", defaults.hello_retry_s, 0.05, 60.0),
+        marks_refresh_s=t.number("marks_refresh_s", defaults.marks_refresh_s, 0.1, 3600.0),
     )
     stall = s.number("stall_alarm_s", 600.0, 0.1, 7 * 86400.0)
     return LinkConfig(ports, baud, lo, hi, timers, stall)

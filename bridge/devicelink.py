@@ -79,6 +79,7 @@ class DevicePort:
         self.since = time.time()
         self.last_error: str | None = None
         self.refused_handshakes = 0
+        self._marks_sent_at = 0.0  # monotonic time the marks last went to the POS
         self.withheld_acks = 0  # frames not acknowledged because the journal could not take them
         self._withholding = False  # the last session ended on one: reconnect with growing backoff
 
@@ -210,7 +211,19 @@ class DevicePort:
                     log_event(log, "link_restarted", port=self.url, reason=reason)
                 events += link.poll(now)
                 self._handle(events)
+                self._refresh_marks(now)
                 self._flush()
+
+    def _refresh_marks(self, now: float) -> None:
+        """The marks again on a live link, every timers.marks_refresh_s (docs/link-protocol.md §7): a
+        rollback to a copy taken after the link came up is found too."""
+        if self.peer is None or self._link is None or self._broken or now - self._marks_sent_at < self.timers.marks_refresh_s:
+            return
+        self._marks_sent_at = now
+        try:
+            self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(self.peer)), now)
+        except LinkNotUp:
+            pass  # the send queue is full or the link just went down: next time
 
     def _end_session(self, transport: Transport, reason: str) -> None:
         with self._lock:
@@ -239,10 +252,11 @@ class DevicePort:
                 self._broken = str(exc)  # the port thread reconnects; the link resends after the handshake
 
     def _handle(self, events: list[LinkEvent]) -> None:
+        refusing = False  # a frame of this batch was refused: the ones after it were refused with it
         for event in events:
             if isinstance(event, Received):
-                if self._broken:
-                    continue  # the session ends now: nothing more is taken or acknowledged
+                if self._broken or refusing:
+                    continue  # the session ends now / refused: nothing more is taken or acknowledged
                 if event.type == FrameType.DATA and self.peer is not None:
                     journaled = self.sink.handle_app(self, self.peer, event.payload)
                     if not self.sink.taking_devices():
@@ -251,11 +265,20 @@ class DevicePort:
                         self._broken = "the bridge's journal is locked"
                     elif not journaled:
                         # Its content is not durable (disk full, journal locked by another program):
-                        # never ACK it. The session ends without writing the queued ACKs; the POS keeps
-                        # the message and sends it again after the next link-up (link-protocol.md §7).
+                        # never ACK it. Just that frame is un-ACKed (with those after it in this read):
+                        # the POS retransmits it on the same session, and it is taken when the journal
+                        # can be written again. When its ACK already went out, or the POS gives up
+                        # after its tries, the session ends instead and the POS sends it again after
+                        # the next link-up (link-protocol.md §7).
                         self.withheld_acks += 1
-                        self._withholding = True
-                        self._broken = "the bridge's journal cannot be written: the frame was not acknowledged"
+                        assert self._link is not None
+                        if self._link.refuse(event.counter):
+                            refusing = True
+                            log_event(log, "frame_refused", level=logging.WARNING, port=self.url,
+                                      msg="the journal cannot be written: this frame is not acknowledged; the POS sends it again")
+                        else:
+                            self._withholding = True
+                            self._broken = "the bridge's journal cannot be written: the frame was not acknowledged"
                 else:
                     log_event(log, "frame_ignored", level=logging.WARNING, port=self.url, frame_type=f"0x{event.type:02x}")
             elif isinstance(event, Delivered):
@@ -266,6 +289,7 @@ class DevicePort:
                 self.since = time.time()
                 self._session_sent.clear()
                 # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
+                self._marks_sent_at = time.monotonic()
                 self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
                 for msg_id, message in self.sink.attach(self, event.peer):
                     try:

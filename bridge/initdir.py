@@ -69,6 +69,7 @@ window = 8                  # frames in flight at once
 keepalive_s = 2.0           # PING after this much silence
 dead_after_s = 6.0          # the device is considered gone after this much silence
 hello_retry_s = 1.0         # repeat the handshake this often until a device answers
+marks_refresh_s = 30.0      # exchange high-water marks again this often on a live link
 
 [log]
 level = "INFO"              # DEBUG, INFO, WARNING or ERROR

@@ -485,15 +485,16 @@ class Relay:
 
         True: the frame may be acknowledged. False: its content is not durably journaled (disk full,
         journal locked by another program or by a failed integrity check), so the port must not
-        acknowledge it: it ends the session without writing the ACK and the POS, which keeps every
-        result until it is acknowledged, sends it again after the next link-up (docs/link-protocol.md
-        §7, rule 3). Nothing the device sent is ever held only in this process's memory."""
+        acknowledge it: it withdraws that frame's ACK (`Link.refuse`; the POS retransmits it on the
+        same session) or, when it cannot, ends the session without writing the ACK, and the POS, which
+        keeps every result until it is acknowledged, sends it again after the next link-up
+        (docs/link-protocol.md §7, rule 3). Nothing the device sent is ever held only in this process's memory."""
         try:
             self._apply_device_message(port, identity, payload)
         except JournalError as exc:
             log_event(log, "ack_withheld", level=logging.ERROR, device_id=identity.device_id,
                       cause=exc.cause.value, reason=str(exc),
-                      msg="not acknowledged: the POS keeps it and sends it again after the next link-up")
+                      msg="not acknowledged: the POS keeps it and sends it again")
             return False
         return True
 
@@ -505,7 +506,12 @@ class Relay:
         if isinstance(message, (InstructionMsg, CancelMsg)):
             return self._security_drop(port, identity, "a device sent an instruction or a cancel", message.envelope.msg_id)
         if isinstance(message, MarksMsg):
-            return self._take_marks(identity, message)
+            self._take_marks(identity, message)
+            if not self.journal.locked:
+                # Marks come again on a live link (timers.marks_refresh_s): a POS whose disk was full
+                # when an instruction came may have room now, so what it could not take goes again.
+                self._resend_not_taken(port, identity.device_id, "")
+            return None
         msg_id = message.envelope.reply_to if isinstance(message, ResultMsg) else message.msg_id
         assert msg_id is not None
         row = self.journal.get(msg_id)

@@ -5,6 +5,8 @@
     POST /v1/reverse       {idempotency_key, out_trade_no}
     POST /v1/refund        {idempotency_key, order_no, out_refund_no, amount_fen, reason?, instruction: <sealed HIS envelope>}
     POST /v1/refund-query  {out_refund_no}
+    POST /v1/journal-mark  {mine}                 the POS's journal mark: the highest is kept (gateway.device_sync)
+    POST /v1/orders        {after?, limit?}       this device's payments and refunds, for the POS's re-sync
     GET  /v1/health        (unauthenticated) {"ok": true}
     POST /v1/notify/alipay (from Alipay, not a device) its async notifications, form-encoded and RSA2-signed;
                            answered `success` once applied (gateway/notifications.py)

@@ -185,7 +185,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "UPDATE devices SET terminal_id = NULL",
         "CREATE INDEX terminals_device ON terminals (device_id)",
     )),
-    # 5-7 are other branches' (issue 13/14); the numbers were handed out to avoid clashes.
+    Migration(5, "the POS's journal high-water mark, kept by the gateway (issue 14)", (
+        # The highest journal mark each POS has reported, per device and device key (a re-provisioned
+        # POS has a new key and starts afresh): a POS whose whole storage was rolled back reports a
+        # lower mark than the one kept here and locks itself (gateway.device_sync, docs/gateway.md).
+        """CREATE TABLE device_journal_marks (
+            device_id TEXT NOT NULL REFERENCES devices (device_id),
+            key_digest TEXT NOT NULL,
+            mark BIGINT NOT NULL CHECK (mark >= 0),
+            updated_at BIGINT NOT NULL,
+            PRIMARY KEY (device_id, key_digest))""",
+        # The re-sync of a POS's orders reads every payment of one device, in payment_id order.
+        "CREATE INDEX payments_device ON payments (device_id, payment_id)",
+    )),
+    # 6-7 are other branches' (issue 13); the numbers were handed out to avoid clashes.
     Migration(8, "service-provider credentials", (
         # The provider's own channel credentials (Alipay: the third-party application's app_id and
         # keys), sealed like a hospital's; a hospital in service_provider mode adds only what names it

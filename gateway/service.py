@@ -44,6 +44,7 @@ from protocol.strictjson import Fields, loads_object
 from gateway.alarms import POS_REASONS, AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
 from gateway.db import Tx
+from gateway.device_sync import MAX_MARK, PAGE_DEFAULT, PAGE_MAX, DeviceSync
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
 from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
@@ -64,7 +65,10 @@ CONTACT_RESOLUTION_S = 60
 UNDECIDED = (GatewayCode.INTERNAL_ERROR, GatewayCode.CHANNEL_UNAVAILABLE, GatewayCode.DATABASE_UNAVAILABLE)
 
 MUTATING = ("/v1/pay", "/v1/reverse", "/v1/refund", "/v1/alarm")
-ROUTES = MUTATING + ("/v1/query", "/v1/refund-query")
+# The POS's recovery (gateway.device_sync): the mark report is idempotent (the maximum is kept), the
+# orders list only reads; neither needs an idempotency key.
+SYNC_ROUTES = ("/v1/journal-mark", "/v1/orders")
+ROUTES = MUTATING + ("/v1/query", "/v1/refund-query") + SYNC_ROUTES
 
 # Whether a pay outcome settles the ledger, and how.
 _PAY_SETTLES = {PayState.SUCCESS: PaymentState.SUCCEEDED, PayState.FAILED: PaymentState.FAILED, PayState.CLOSED: PaymentState.CLOSED}
@@ -173,6 +177,7 @@ class GatewayService:
         self._last_prune = 0.0
         self._prune_lock = threading.Lock()
         self.alarms = Alarms(directory.db, clock=clock)
+        self.device_sync = DeviceSync(directory.db, clock=clock)
 
     # --- authentication -------------------------------------------------------------------------
 
@@ -321,6 +326,12 @@ class GatewayService:
             return self.refund(device, request)
         if path == "/v1/alarm":
             return self.alarm(device, request)
+        if path == "/v1/journal-mark":
+            return self.device_sync.journal_mark(device, self._int(request, "mine", 0, MAX_MARK))
+        if path == "/v1/orders":
+            after = self._int(request, "after", 0, 2**62) if request.f.has("after") else 0
+            limit = self._int(request, "limit", 1, PAGE_MAX) if request.f.has("limit") else PAGE_DEFAULT
+            return self.device_sync.orders(device, after=after, limit=limit)
         return self.refund_query(device, request)
 
     # --- the five calls -------------------------------------------------------------------------
@@ -452,6 +463,13 @@ class GatewayService:
         self.alarms.raise_alarm(hospital_id=device.hospital_id, kind=AlarmKind.MERCHANT, reason=reason, reference=channel.value,
                                 channel=channel.value, device_id=device.device_id, message=outcome.message or reason)
 
+
+    @staticmethod
+    def _int(request: _Body, name: str, minimum: int, maximum: int) -> int:
+        try:
+            return request.f.int(name, minimum=minimum, maximum=maximum)
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
 
     def _channel(self, request: _Body) -> PayChannel:
         text = request.text("channel", max_len=16)

@@ -21,6 +21,7 @@ from terminal.channels.base import ChannelClient
 from terminal.config import DeviceConfigError, DeviceConfig, load_config
 from terminal.alarms import AlarmSink
 from terminal.gateway_client import CADENCE, GatewayAlarms, GatewayChannelClient, GatewayConfigError, GatewayConnection
+from terminal.gateway_marks import MARK_REPORT_INTERVAL_S, GatewayMarks
 from terminal.journal import CommitPoint, Journal
 from terminal.service import TerminalService
 
@@ -50,7 +51,8 @@ def gateway_clients(config: DeviceConfig, *, device_key_seed: bytes, firmware: s
 def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: str | os.PathLike[str], *,
                   device_key_seed: bytes, clients: Mapping[PayChannel, ChannelClient] | None = None,
                   firmware: str = "", clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
-                  on_commit: Callable[[CommitPoint], None] | None = None, check_permissions: bool = True) -> TerminalService:
+                  on_commit: Callable[[CommitPoint], None] | None = None, check_permissions: bool = True,
+                  mark_interval_s: float = MARK_REPORT_INTERVAL_S) -> TerminalService:
     """A service (not yet started) for `config` (a path or a parsed DeviceConfig) on the journal at
     `journal_path` (created if missing). `device_key_seed` (terminal.identity) signs every result and
     every request to the configuration's gateway; the clients are the gateway's unless `clients` is
@@ -58,6 +60,7 @@ def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: s
     if not isinstance(config, DeviceConfig):
         config = load_config(config, check_permissions=check_permissions)
     alarms: AlarmSink | None = None
+    marks: GatewayMarks | None = None
     if clients is None:
         if device_key_seed is None:
             raise DeviceConfigError("the device key is needed to talk to the gateway (the device's secure storage)")
@@ -66,5 +69,7 @@ def open_terminal(config: str | os.PathLike[str] | DeviceConfig, journal_path: s
     first = next(iter(clients.values()), None)
     if isinstance(first, GatewayChannelClient):  # hand-overs go to the gateway's alarm list too
         alarms = GatewayAlarms(first.connection)
+        marks = GatewayMarks(first.connection, interval_s=mark_interval_s)  # the gateway keeps the journal's mark too
     journal = Journal(Path(journal_path), on_commit=on_commit)
-    return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng, alarms=alarms)
+    return TerminalService(config, journal, clients, device_key_seed=device_key_seed, clock=clock, rng=rng, alarms=alarms,
+                           gateway_marks=marks)

@@ -35,6 +35,8 @@ from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundSt
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 20.0  # above the gateway's own channel timeouts, so its answer arrives
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+# Requests after which the POS's journal has moved money rows: its mark is reported to the gateway.
+MONEY_PATHS = ("/v1/pay", "/v1/refund", "/v1/reverse")
 
 
 class GatewayConfigError(CodedError, ValueError):
@@ -61,6 +63,8 @@ class GatewayConnection:
         self._clock = clock
         self._offset = 0.0  # gateway clock minus device clock, learnt from a clock_skew refusal
         self._session = session or requests.Session()
+        # Called after every answered money request (terminal.gateway_marks reports the journal's mark).
+        self.after_money_request: Callable[[], None] | None = None
         self._reply_observers: list[Callable[[int, str | None], None]] = []
 
     def add_reply_observer(self, observer: Callable[[int, str | None], None]) -> Callable[[], None]:
@@ -69,27 +73,31 @@ class GatewayConnection:
         self._reply_observers.append(observer)
         return lambda: self._reply_observers.remove(observer) if observer in self._reply_observers else None
 
-    def post(self, path: str, obj: dict) -> tuple[int, dict]:
+    def post(self, path: str, obj: dict, *, timeout: tuple[float, float] | None = None) -> tuple[int, dict]:
+        """`timeout`: (connect, read) seconds, for a call that must not hold its caller up (the
+        journal-mark check at start-up); the default waits for the gateway's own channel timeouts."""
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        status, reply, server_time = self._send(path, body)
+        status, reply, server_time = self._send(path, body, timeout)
         if status == 401 and reply.get("error", {}).get("code") == "clock_skew" and server_time is not None:
             # The device's clock is off (a POS without network time): sign with the gateway's time,
             # as the link does with the bridge's. Nothing was acted on, so sending again is safe.
             self._offset = server_time - self._clock()
-            status, reply, _ = self._send(path, body)
+            status, reply, _ = self._send(path, body, timeout)
         error = reply.get("error")
         code = str(error.get("code")) if isinstance(error, dict) and error.get("code") is not None else None
         for observer in list(self._reply_observers):
             observer(status, code)
+        if status == 200 and path in MONEY_PATHS and self.after_money_request is not None:
+            self.after_money_request()
         return status, reply
 
-    def _send(self, path: str, body: bytes) -> tuple[int, dict, float | None]:
+    def _send(self, path: str, body: bytes, timeout: tuple[float, float] | None = None) -> tuple[int, dict, float | None]:
         headers = sign_request(self._seed, method="POST", path=path, device_id=self._device_id,
                                ts=int(self._clock() + self._offset), nonce=os.urandom(NONCE_SIZE), firmware=self._firmware, body=body)
         headers["Content-Type"] = "application/json"
         try:
             response = self._session.post(self.url + path, data=body, headers=headers, verify=self._verify,
-                                          timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False)
+                                          timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False)
             reply = response.json()
         except requests.exceptions.SSLError as exc:
             return 0, {"error": {"code": "tls", "message": f"the gateway's certificate is not the pinned one: {exc.__class__.__name__}"}}, None

@@ -373,6 +373,12 @@ class Journal:
         """The last durable commit: what the bridge keeps for us and gives back at the next link-up."""
         return self._commit_no
 
+    def raise_mark(self, at_least: int) -> None:
+        """Inside a transaction: make its commit number at least `at_least` (the re-sync from the
+        gateway, which holds that mark for this journal: terminal.resync)."""
+        with self._lock:
+            self._commit_no = max(self._commit_no, at_least - 1)
+
     def rolled_back(self, problem: str) -> None:
         """The bridge holds a higher mark for this journal than it has: the whole storage was rolled
         back (an old copy put back). Locked like a failed check on open, until it is recovered."""
@@ -530,6 +536,9 @@ class Journal:
         """What the channel has refunded of an order (settled refunds only)."""
         r = self._one("SELECT COALESCE(SUM(refund_fen), 0) AS s FROM refunds WHERE order_no=? AND status = 'refunded'", (order_no,))
         return int(r["s"]) if r else 0
+
+    def refund_known(self, out_refund_no: str) -> bool:
+        return self._one("SELECT 1 FROM refunds WHERE out_refund_no=?", (out_refund_no,)) is not None
 
     def refund_for(self, seq: int) -> RefundRow | None:
         r = self._one("SELECT * FROM refunds WHERE seq=?", (seq,))

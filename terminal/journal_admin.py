@@ -5,13 +5,14 @@ POS shows "transaction records are damaged" (terminal.journal locked, issue 14 f
 
 - check JOURNAL: the mark, SQLite's integrity check and every money row's checksum; exit 1 if damaged.
 - backup JOURNAL DEST: an online copy through SQLite's backup API (database and WAL together).
+- resync JOURNAL: the payment gateway holds a higher mark for this journal (the POS's whole storage
+  was rolled back): at its next start the POS app re-syncs its orders from the gateway (terminal.resync).
 - restore JOURNAL BACKUP: put a verified backup in place (the damaged files are kept beside it as
   `*.damaged-<time>`) and record its mark; `restore JOURNAL --accept-current`: keep the journal as
   it is (its rows must verify) and accept its end as the mark, when no newer backup exists.
 Stop the POS app first. After a restore from an older backup, results and collections made after
 the backup are missing on the POS: reconcile the day with the channel's records before refunding
-those orders (docs/terminal.md, "Journal integrity"); re-syncing them from the payment back end is
-for when that back end exists.
+those orders (docs/terminal.md, "Journal integrity"), or `resync` them from the payment gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from protocol.errors import CodedError
 from protocol.integrity import IntegrityReport, rollback_problem
 from terminal.journal import check_rows
+from terminal.resync import request_path
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -137,6 +139,18 @@ def accept_current(journal: Path, at_least: int | None = None) -> int:
     return mark
 
 
+def request_resync(journal: Path) -> int:
+    """Ask the POS app to re-sync its orders from the payment gateway at its next start (the gateway
+    holds a higher mark for this journal: its whole storage was rolled back). The journal's own rows
+    must verify (else restore a backup first). Returns the journal's mark."""
+    report, mark = verify_file(journal, recorded_mark=None)
+    if not report.ok:
+        raise AdminError(f"the journal itself is damaged ({report.reason}): restore a backup first, then resync")
+    request = request_path(journal)
+    request.write_text(f"re-sync requested at {time.strftime('%Y-%m-%dT%H:%M:%S')}, journal mark {mark}\n", encoding="ascii")
+    return mark
+
+
 def _set_mark(journal: Path, mark: int) -> None:
     marks = MarkFile(mark_path(journal))
     try:
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accept-current", action="store_true")
     p.add_argument("--mark", type=int, default=None, help="with --accept-current, after the bridge found this journal "
                    "rolled back: the mark the bridge holds (named on the screen and in the log)")
+    p = sub.add_parser("resync", help="the payment gateway holds a higher mark: re-sync the orders from it at the next start")
+    p.add_argument("journal")
     args = parser.parse_args(argv)
     journal = Path(args.journal)
     try:
@@ -174,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.command == "backup":
             print(f"backed up {journal} to {args.dest} (high-water mark {backup(journal, Path(args.dest))})")
+            return 0
+        if args.command == "resync":
+            mark = request_resync(journal)
+            print(f"{journal}: re-sync requested (high-water mark {mark}); start the POS app with the payment gateway reachable: "
+                  "it fetches this device's orders from the gateway first, then starts unlocked")
             return 0
         if args.accept_current == (args.backup is not None):
             raise AdminError("name a BACKUP to restore, or --accept-current (not both)")

@@ -75,9 +75,11 @@ from terminal.alarms import AlarmSink
 from terminal.channels.base import ChannelClient, PayOutcome, RefundOutcome
 from terminal.config import DeviceConfig
 from terminal.driver import Driver
+from terminal.gateway_marks import GatewayMarks
 from terminal.his_outcomes import WAITING, DeadlineWatcher, Outcomes
 from terminal.history import DayTotals, History, HistoryEntry
 from terminal.journal import Journal, JournalUnavailable, StaleState
+from terminal.resync import after_resync_bridge_mark
 from terminal.lifecycle import BACKGROUND, Accepted, Change, Lifecycle, NotTaken, Refused, Repeat
 from terminal.machine import Event, Kind, State
 from terminal.messenger import Messenger
@@ -153,8 +155,10 @@ class RecoveryReport:
 class TerminalService:
     def __init__(self, config: DeviceConfig, journal: Journal, clients: Mapping[PayChannel, ChannelClient], *,
                  device_key_seed: bytes, clock: Callable[[], float] = time.time, rng: Callable[[int], bytes] = os.urandom,
-                 link_up: bool = False, limits: machine.Limits = machine.Limits(), alarms: AlarmSink | None = None) -> None:
+                 link_up: bool = False, limits: machine.Limits = machine.Limits(), alarms: AlarmSink | None = None,
+                 gateway_marks: GatewayMarks | None = None) -> None:
         self.config = config
+        self.gateway_marks = gateway_marks  # the gateway keeps this journal's mark too (terminal.gateway_marks)
         self.journal = journal
         self.clients = dict(clients)
         self.clock = clock
@@ -186,12 +190,16 @@ class TerminalService:
     def start(self) -> RecoveryReport:
         """Resume: in-flight payments are queried and completed or reversed, refunds queried,
         the instruction on screen shown again; undelivered results go out at link_up()."""
+        if self.gateway_marks is not None:  # before anything resumes: a rolled-back journal moves no money
+            self.gateway_marks.at_start(self)
         with self._lock:
             self._alive()
             if self.journal.locked:  # money work waits for the journal's recovery (issue 14, finding 2)
                 log.critical("the journal failed its integrity check; no money moves until it is recovered: %s",
                              self.journal.integrity.reason)
                 self._screen.changed()
+                if self.gateway_marks is not None:
+                    self.gateway_marks.start(self)
                 return RecoveryReport(0, 0, 0)
             self._purge_seen()
             unfinished = self.journal.unfinished()
@@ -208,6 +216,8 @@ class TerminalService:
             self._screen.remember_last(None if last is None else last.seq)
             self._screen.changed()
         self._threads.start_background()
+        if self.gateway_marks is not None:
+            self.gateway_marks.start(self)
         log.info("terminal service started: %d unfinished (%d resumed with the channel), %d results undelivered",
                  len(unfinished), resumed, len(undelivered))
         self._notify()
@@ -216,6 +226,8 @@ class TerminalService:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker and deadline threads (the journal stays valid; a new service resumes from it)."""
         self._threads.close(timeout)
+        if self.gateway_marks is not None:
+            self.gateway_marks.stop(timeout)
 
     @property
     def dead(self) -> bool:
@@ -238,6 +250,10 @@ class TerminalService:
         (this POS's storage was rolled back as a whole); else keep the bridge's mark for next time."""
         with self._lock:
             self._alive()
+            try:
+                after_resync_bridge_mark(self.journal, message.yours)
+            except JournalUnavailable as exc:
+                log.warning("cannot take the bridge's mark after the re-sync: %s", exc)
             mine = self.journal.high_water_mark
             if message.yours is not None and message.yours > mine:
                 problem = (f"the bridge holds high-water mark {message.yours} for this POS's journal, which is at {mine}: "
@@ -252,6 +268,15 @@ class TerminalService:
                     self._core.save_peer_mark(_peer_mark_key(bridge_key), message.mine)
                 except JournalUnavailable as exc:  # asked again at the next link-up
                     log.warning("cannot keep the bridge's mark: %s", exc)
+        self._notify()
+
+    def journal_rolled_back(self, problem: str) -> None:
+        """A peer (the payment gateway: terminal.gateway_marks) holds a higher mark for this journal
+        than it has: locked like a failed check on open, until it is recovered."""
+        with self._lock:
+            log.critical("%s", problem)
+            self.journal.rolled_back(problem)
+            self._screen.changed()
         self._notify()
 
     def bridge_clock_heard(self, bridge_unix: float) -> None:

@@ -73,6 +73,10 @@ class LinkTimers:
     hello_retry_s: float = 1.0
     # A RESET answer to stray frames is sent at most this often.
     reset_holdoff_s: float = 1.0
+    # Both ends send their high-water marks again this often on a live link (docs/link-protocol.md §7):
+    # the peer's copy is never older than this, not only as old as the last link-up. Not used by the
+    # session itself: the bridge's port and the POS's link handler read it.
+    marks_refresh_s: float = 30.0
 
     def rto(self, frame_len: int) -> float:
         return self.rto_base_s + 2.0 * frame_len / self.byte_rate
@@ -106,6 +110,7 @@ class LinkDown:
 class Received:
     type: int
     payload: bytes
+    counter: int = -1  # the frame's 64-bit counter in this session: what `Link.refuse` takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,7 @@ class LinkStats:
     refused_handshakes: int = 0
     rejected_frames: int = 0  # did not authenticate: injected, altered, or from another session
     reordered: int = 0  # authentic but ahead of the next expected frame: dropped, comes again
+    refused: int = 0  # accepted, then refused by the owner (it could not keep the message): un-ACKed, comes again
 
 
 @dataclass(slots=True)
@@ -203,6 +209,7 @@ class Link:
         self._device = device
         self._decoder = FrameDecoder(max_payload)
         self._out = bytearray()
+        self._pending_acks: dict[int, tuple[int, int]] = {}
         # When the bytes emitted so far will have left the wire, at `byte_rate`: a frame queued
         # behind others is not overdue before it could even have been sent.
         self._wire_free_at = 0.0
@@ -225,6 +232,7 @@ class Link:
         # A (re)start is a new wire: what was queued for the old one, such as HELLO_REQUESTs that
         # piled up while a port was gone, must not go out on the new one.
         self._out.clear()
+        self._pending_acks.clear()
         self._decoder.reset()
         self._agreement = None
         self._wire_free_at = now
@@ -240,6 +248,7 @@ class Link:
         self._agreement = None
         self._decoder.reset()
         self._out.clear()
+        self._pending_acks.clear()
         return events
 
     def send(self, frame_type: int, payload: bytes, now: float, tag: object = None) -> None:
@@ -310,13 +319,35 @@ class Link:
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        self._pending_acks.clear()  # on the wire now: no longer withdrawable
         return out
+
+    def refuse(self, counter: int) -> bool:
+        """The owner could not keep the message of the peer's frame `counter` (its journal cannot be
+        written: docs/link-protocol.md §7). Withdraw that frame's ACK and those of every frame accepted
+        after it, and expect `counter` again: the peer's retransmission is delivered anew (not taken
+        for a duplicate). The owner must ignore the Received events after it from the same
+        receive_bytes() call (they are refused with it). Only possible while the ACK has not been
+        handed out by data_to_send(): returns False then, and the owner ends the session instead.
+        If the owner keeps refusing, the peer gives up after max_tries and the session restarts."""
+        if self.state is not LinkState.UP or counter not in self._pending_acks:
+            return False
+        withdrawn = sorted((span for c, span in self._pending_acks.items() if c >= counter), reverse=True)
+        for start, end in withdrawn:
+            del self._out[start:end]
+            shift = end - start
+            self._pending_acks = {c: (s - shift if s > start else s, e - shift if s > start else e)
+                                  for c, (s, e) in self._pending_acks.items() if (s, e) != (start, end)}
+        self._rx_expected = counter
+        self.stats.refused += 1
+        return True
 
     # ----------------------------------------------------------------- internals
 
     def _reset_session(self) -> None:
         self._tx_counter = 0  # the 64-bit counter of our next reliable frame (its low 16 bits: seq)
         self._rx_expected = 0  # the counter of the peer's next reliable frame we accept
+        self._pending_acks = {}  # counter -> its ACK's bytes in _out, not yet handed out (typed in __init__)
         self._tx: FrameCipher | None = None
         self._rx: FrameCipher | None = None
         self._inflight: dict[int, _InFlight] = {}
@@ -426,12 +457,14 @@ class Link:
         if counter > self._rx_expected:
             self.stats.reordered += 1
             return
+        start = len(self._out)
         self._emit_control(FrameType.ACK, 0, seq, counter)
         if counter < self._rx_expected:
             self.stats.duplicates += 1
             return
+        self._pending_acks[counter] = (start, len(self._out))
         self._rx_expected = counter + 1
-        events.append(Received(ftype, plaintext))
+        events.append(Received(ftype, plaintext, counter))
 
     def _dispatch(self, ftype: int, seq: int, payload: bytes, now: float, events: list[Event]) -> None:
         up = self.state is LinkState.UP

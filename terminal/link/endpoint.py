@@ -92,6 +92,7 @@ class DeviceEndpoint:
         self.handler = handler
         self.boot_handler = boot_handler
         self.identity = identity
+        self.timers = timers
         self.baud = baud  # pace both directions at this UART rate (8N1); None: as fast as the wire
         self.host_info = b""
         self.host_peer: HostPeer | None = None  # the host of the current session (its pinned key and role)

@@ -20,11 +20,12 @@ import json
 import logging
 import math
 import threading
+import time
 
 from protocol.envelope import Envelope
 from protocol.link.app import MarksMsg, ResultMsg
 from protocol.link.session import LinkNotUp
-from terminal.journal import PowerLostAtCommit
+from terminal.journal import JournalUnavailable, PowerLostAtCommit
 from terminal.service import TerminalService
 
 log = logging.getLogger("terminal.link")
@@ -38,6 +39,7 @@ class ServiceLinkHandler:
         self.service = service
         self._endpoint: object | None = None
         self._lock = threading.Lock()
+        self._marks_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="terminal-link-pump", daemon=True)
         self._thread.start()
@@ -45,9 +47,10 @@ class ServiceLinkHandler:
     # -- DeviceHandler ------------------------------------------------------------------------
     def on_link_up(self, endpoint: object, host_info: bytes) -> None:
         key = _host_key(endpoint)
+        self._marks_at = time.monotonic()
         if key is not None:  # the high-water marks go first, before any result (docs/link-protocol.md section 7)
             try:
-                endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]
+                endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]  # the DeviceEndpoint, typed object here
             except LinkNotUp:
                 return
         with self._lock:
@@ -88,10 +91,12 @@ class ServiceLinkHandler:
     def _pump(self) -> None:
         while not self._stop.is_set():
             message = self.service.outbox.get(timeout=PUMP_POLL_S)
-            if message is None:
-                continue
             with self._lock:
                 endpoint = self._endpoint
+            if endpoint is not None:
+                self._refresh_marks(endpoint)
+            if message is None:
+                continue
             if endpoint is None:
                 continue  # down: a result comes again from the journal on the next link up
             tag = (RESULT_TAG, message.envelope.msg_id) if isinstance(message, ResultMsg) else None
@@ -102,6 +107,19 @@ class ServiceLinkHandler:
             except PowerLostAtCommit:
                 return
 
+
+    def _refresh_marks(self, endpoint: object) -> None:
+        """The marks again on a live link, every timers.marks_refresh_s (docs/link-protocol.md §7)."""
+        timers = getattr(endpoint, "timers", None)
+        key = _host_key(endpoint)
+        now = time.monotonic()
+        if timers is None or key is None or now - self._marks_at < timers.marks_refresh_s:
+            return
+        self._marks_at = now
+        try:
+            endpoint.send(self.service.marks(key), None)  # type: ignore[attr-defined]  # the DeviceEndpoint, typed object here
+        except (LinkNotUp, JournalUnavailable, PowerLostAtCommit):
+            pass  # next time, or at the next link-up
 
 def _host_key(endpoint: object) -> bytes | None:
     peer = getattr(endpoint, "host_peer", None)

@@ -9,6 +9,7 @@ journal another program really locks.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sqlite3
@@ -22,7 +23,9 @@ import requests
 
 from firmware_sim.responder import ResponderMode
 from protocol.envelope import receive_result
-from tests.bridge.conftest import World, wait_until
+from terminal.link.endpoint import DeviceEndpoint
+from terminal.link.tcp_wire import TcpWire
+from tests.bridge.conftest import DEVICE_TIMERS, World, wait_until
 
 DISK_MIB = 4
 
@@ -193,4 +196,33 @@ def test_a_result_sent_while_another_program_locks_the_journal_is_not_acknowledg
     got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
     assert got.status_code == 200
     wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK once the result was journaled")
+    assert responder.executions[paying.msg_id] == 1
+
+
+def test_a_result_refused_for_a_full_disk_is_taken_on_the_same_link_session_once_space_is_back(world: World, small_disk: Path) -> None:
+    """Finer withheld ACK (docs/link-protocol.md §7): only the frame the journal could not take is
+    un-ACKed; the POS retransmits it on the same session, and it is taken once space is back, with
+    no link restart. (The POS here retries for longer than the default 5 tries, as a slow-to-free
+    disk needs; the session-level rule is tests/protocol/link/test_refuse.py.)"""
+    responder = world.responder(mode=ResponderMode.SILENT)
+    endpoint = DeviceEndpoint(TcpWire(), responder, identity=world.identities["D1"], device_key_seed=world.seeds["D1"],
+                              timers=dataclasses.replace(DEVICE_TIMERS, rto_base_s=0.3, max_tries=200), host_trust=world.host_trust)
+    endpoint.start()
+    world._cleanups.append(endpoint.stop)
+    bridge = world.bridge([endpoint.bridge_url], journal={"path": str(small_disk / "journal.sqlite3")})
+    wait_until(lambda: bridge.health()["devices"][0]["link"] == "up", what="device link up")
+    paying = world.seal("+7.00", "MZ-REFUSED")
+    assert post(bridge, paying.to_bytes()).status_code == 202
+    port = bridge.ports[0]
+    session_since = port.since
+
+    filler = fill(small_disk)
+    responder.release()
+    wait_until(lambda: port.withheld_acks >= 1, what="the result not acknowledged")
+    filler.unlink()
+    got = requests.get(f"{bridge.url}/v1/results/{paying.msg_id}?wait=20", timeout=40)
+    assert got.status_code == 200
+    wait_until(lambda: responder.pending_answers == 0, what="the POS saw the ACK")
+    assert port.since == session_since and port.peer is not None  # the same link session: no restart
+    assert port._link is not None and port._link.stats.refused >= 1
     assert responder.executions[paying.msg_id] == 1

@@ -21,9 +21,12 @@ Clock steps of 300 s or more strike in both directions on both sides (finding 1)
 the instruction or in the middle of the payment, the PC's (the bridge's: SimWorld.pc_clock) in the
 middle of the payment. (HIS seals with its own clock: a PC clock off before the instruction is
 refused with 401 clock_skew at once, which is the contract, not a loss.)
+A full disk is real (tests/e2e/full_disk.py): the bridge's journal and the POS's storage each live
+on a small tmpfs (mounted at start, which needs root; without it these two fault types are left
+out, and the campaign says so), filled by a file that takes every free block for 1-4 s, after the
+journal's WAL was checkpointed so its next commit needs new blocks.
 Not in the table, and why: kill -9 of the bridge process is covered by tests/bridge/test_recovery.py
-(the bridge here restarts in-process); a full disk by tests/bridge/test_storage_faults.py and
-tests/terminal/test_journal_integrity.py; a POS that lost an instruction by tests/bridge/test_redrive.py.
+(the bridge here restarts in-process); a POS that lost an instruction by tests/bridge/test_redrive.py.
 
 `--soak` (make soak): run for --minutes, sample the resident memory of every process of the world
 (this one, which hosts the bridge, the POS and the gateway, and the channel sandbox) every few
@@ -37,6 +40,7 @@ import argparse
 import dataclasses
 import logging
 import random
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -52,6 +56,8 @@ from firmware_sim.faults import parse_fault
 from firmware_sim.sandbox.launcher import SandboxProcess
 from firmware_sim.simerrors import SimError
 from protocol.messages import PayStatus
+from terminal.journal import JournalUnavailable
+from tests.e2e.full_disk import SmallDisk, mount_works
 from tests.e2e.world import PIN, Rig, SimWorld, new_order
 
 FAULTS = (
@@ -71,7 +77,10 @@ FAULTS = (
     "bridge_restart",          # the bridge is stopped and started again mid-payment
     "journal_locked",          # another program locks the bridge's journal for 1-3 s mid-payment
     "refund_power_cut",        # a collection, then a partial refund whose commit loses power
+    "full_disk_bridge",        # the bridge's journal disk fills up (real ENOSPC on a small tmpfs) mid-payment for 1-4 s
+    "full_disk_pos",           # the POS's disk fills up before the instruction or mid-payment, for 1-4 s
 )
+FULL_DISK = ("full_disk_bridge", "full_disk_pos")
 FINAL_WAIT_S = 90
 
 
@@ -90,12 +99,41 @@ class Campaign:
     rng: random.Random
     rig: Rig | None = None
     outcomes: list[RunOutcome] = field(default_factory=list)
+    disks: dict[str, SmallDisk] = field(default_factory=dict)  # "bridge", "pos": the small tmpfs of each journal
 
-    def start(self) -> None:
+    def start(self, *, full_disk: bool = False) -> None:
         # A lock held longer than this makes journal writes fail: the journal_locked fault then exercises
         # the 503 storage_unavailable answer and the retry of what the device sent, not only a wait.
         self.world.bridge_journal = {"busy_timeout_s": 1}
+        if full_disk:
+            bridge_disk = SmallDisk(self.world.root / "bridge-disk").mount()
+            self.world._cleanups.append(bridge_disk.unmount)  # runs after the bridge stopped
+            self.world.bridge_journal["path"] = str(bridge_disk.path / "journal.sqlite3")
+            self.disks["bridge"] = bridge_disk
         self.rig = self.world.rig(LinkKind.TCP)
+        if full_disk:  # the POS's storage onto its own small disk, with the POS off
+            self._fault(fault="power_cut")
+            deadline = time.monotonic() + 15
+            while self.rig.device.power is not Power.OFF and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pos_disk = SmallDisk(self.rig.device.options.storage / "app").mount()
+            self.world._cleanups.insert(0, pos_disk.unmount)  # last: after the device stopped
+            self.disks["pos"] = pos_disk
+            self._fault(fault="power_on")
+            assert self.rig.device.wait_link_up(15), "the POS did not come back on its small disk"
+
+    def _fill(self, which: str, seconds: float) -> None:
+        """Fill the bridge's or the POS's disk for `seconds` (a timer frees it: someone deletes a big file)."""
+        assert self.rig is not None
+        disk = self.disks[which]
+        journal = Path(self.rig.bridge.config.journal.path) if which == "bridge" else disk.path / "journal.db"
+        disk.fill(checkpoint=journal)
+        threading.Timer(seconds, disk.free).start()
+
+    def _pos_storage_struck(self) -> bool:
+        assert self.rig is not None
+        service = self.rig.device.service
+        return service is not None and getattr(service.journal, "storage", None) is not None
 
     # ---------------------------------------------------------------- helpers
     def _fault(self, **spec: object) -> None:
@@ -103,10 +141,12 @@ class Campaign:
         self.rig.device.inject(parse_fault(spec))
 
     def _heal(self) -> None:
-        """Undo every fault: bytes clean, cable in, power on, clock right; wait for the link."""
+        """Undo every fault: bytes clean, cable in, power on, clock right, disks free; wait for the link."""
         rig = self.rig
         assert rig is not None
         self.world.pc_clock.offset_s = 0.0
+        for disk in self.disks.values():
+            disk.free()
         for spec in ({"fault": "clear"}, {"fault": "replug"}, {"fault": "clock_skew", "seconds": 0}):
             try:
                 self._fault(**spec)
@@ -146,6 +186,8 @@ class Campaign:
         try:
             action()
         except SimError:  # the screen went dark under the cashier's finger: the power cut did it
+            pass
+        except JournalUnavailable:  # the POS's disk is full: the screen says so, the cashier tries again
             pass
 
     def _final(self, pending, cashier) -> hisclient.Outcome:
@@ -267,6 +309,10 @@ class Campaign:
         if step is not None and fault.startswith("clock_step_pos") and self.rng.random() < 0.5:
             step()  # before the instruction: a stale offset must not refuse it
             step = None
+        fill_before = fault == "full_disk_pos" and self.rng.random() < 0.5
+        if fill_before:  # the instruction reaches a POS that cannot journal it: not_taken, sent again later
+            self._fill("pos", self.rng.uniform(1.0, 4.0))
+        pos_struck = Sampler(self._pos_storage_struck).start() if fault == "full_disk_pos" else None
         pending = rig.pay(order, amount, wait_s=FINAL_WAIT_S)
         if self._wait_screen("awaiting_scan", 40):
             if step is not None:
@@ -280,10 +326,14 @@ class Campaign:
             elif fault == "journal_locked":
                 self._lock_journal(self.rng.uniform(1.0, 3.0))
                 self._act(lambda: rig.device.scan(code))
+            elif fault in FULL_DISK and not fill_before:
+                self._fill("bridge" if fault == "full_disk_bridge" else "pos", self.rng.uniform(1.0, 4.0))
+                self._act(lambda: rig.device.scan(code))
             else:
                 self._act(lambda: rig.device.scan(code))
         results = [self._final(pending, self._cashier(code))]  # armed faults stay armed until it is final
         self._heal()
+        struck = pos_struck is not None and pos_struck.stop()
         msg_ids = [pending.msg_id]
         refund_fen = 0
         if fault == "refund_power_cut" and results[0].result is not None and results[0].result.pay_status is PayStatus.SUCCESS:
@@ -298,7 +348,7 @@ class Campaign:
         statuses = tuple(o.result.pay_status.value if o.result else f"unfinished:{o.state}" for o in results)
         if self._last_cut() > cuts_before:
             statuses += ("power-cut-struck",)
-        if self._storage_events() > storage_before:
+        if self._storage_events() > storage_before or struck:
             statuses += ("storage-fault-struck",)
         problem = self._check(code, amount_fen, refund_fen, results, msg_ids)
         return RunOutcome(fault, not problem, statuses, problem, round(time.monotonic() - started, 1))
@@ -339,6 +389,31 @@ class Campaign:
             report(f"run {n + 1:4d}/{runs} {fault:24s} {'ok' if outcome.ok else 'VIOLATION'} "
                    f"{','.join(outcome.statuses)} {outcome.seconds}s {outcome.problem}")
         return self.outcomes
+
+
+class Sampler:
+    """Whether `predicate` was ever true between start() and stop(), asked every 20 ms in a thread."""
+
+    def __init__(self, predicate) -> None:
+        self.predicate, self.seen = predicate, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-sampler", daemon=True)
+
+    def start(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> bool:
+        self._stop.set()
+        self._thread.join(5)
+        return self.seen
+
+    def _run(self) -> None:
+        while not self.seen and not self._stop.wait(0.02):
+            try:
+                self.seen = bool(self.predicate())
+            except Exception:  # the device is off or restarting: ask again
+                pass
 
 
 def rss_mib(pid: int | str = "self") -> float | None:
@@ -426,8 +501,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--soak", action="store_true", help="sample every process's memory and fail unless it stays flat")
+    parser.add_argument("--faults", default="", help="only these fault types (comma-separated; default: all)")
     args = parser.parse_args(argv)
+    kinds = tuple(k for k in args.faults.split(",") if k) or FAULTS
+    unknown = set(kinds) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown fault types: {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}")
+    full_disk = mount_works()
+    if not full_disk:
+        print("full-disk faults left out: mounting a small tmpfs needs root (CAP_SYS_ADMIN) on this machine", flush=True)
+        kinds = tuple(k for k in kinds if k not in FULL_DISK)
     logging.basicConfig(level=logging.ERROR)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup (the small disks' unmount) runs on kill too
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         sandbox = SandboxProcess(str(Path(tmp, "sandbox")))
         sandbox.start()
@@ -435,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         world = SimWorld(Path(tmp, "world"), sandbox)
         try:
             campaign = Campaign(world, random.Random(args.seed))
-            campaign.start()
+            campaign.start(full_disk=full_disk and any(k in FULL_DISK for k in kinds))
             deadline = None if args.minutes is None else time.monotonic() + args.minutes * 60
             sandbox_pid = sandbox.process.pid if sandbox.process is not None else None
             memory = [(rss_mib(), rss_mib(sandbox_pid) if sandbox_pid else None)]
@@ -443,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             if sandbox_pid:
                 pids["channel sandbox"] = sandbox_pid
             sampler = MemorySampler(pids, every_s=max(1.0, (args.minutes or 1) * 60 / 120)).start() if args.soak else None
-            campaign.run(args.runs, report=lambda line: print(line, flush=True), deadline=deadline)
+            campaign.run(args.runs, kinds=kinds, report=lambda line: print(line, flush=True), deadline=deadline)
             memory.append((rss_mib(), rss_mib(sandbox_pid) if sandbox_pid else None))
             print(table(campaign.outcomes))
             print(f"memory (RSS MiB) at the start -> at the end: bridge+POS process {memory[0][0]} -> {memory[1][0]}, "

@@ -39,8 +39,9 @@ from firmware_sim.demo_gateway import DemoGateway
 from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
 # Fast link timers (production: 0.3 s / 2 s / 6 s) so a pulled cable is noticed within a second or two.
-DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0)
-BRIDGE_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2}
+# Marks refreshed every second on a live link (production: 30 s).
+DEVICE_TIMERS = LinkTimers(rto_base_s=0.1, keepalive_s=0.5, dead_after_s=2.0, marks_refresh_s=1.0)
+BRIDGE_TIMERS = {"rto_base_s": 0.1, "keepalive_s": 0.5, "dead_after_s": 2.0, "hello_retry_s": 0.2, "marks_refresh_s": 1.0}
 # Fast channel cadence (production: query every 5 s, reverse after 30 s): the POS's polling, and the
 # gateway's patience with a silent channel.
 # No wait before a reverse (production: WeChat Pay 15 s after micropay; tests/terminal/test_needs_person.py
