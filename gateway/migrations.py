@@ -198,7 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The re-sync of a POS's orders reads every payment of one device, in payment_id order.
         "CREATE INDEX payments_device ON payments (device_id, payment_id)",
     )),
-    # 6-7 are other branches' (issue 13); the numbers were handed out to avoid clashes.
+    # 6-7: numbers handed out to parallel branches (issue 13); `migrate` applies whatever is missing.
     Migration(8, "service-provider credentials", (
         # The provider's own channel credentials (Alipay: the third-party application's app_id and
         # keys), sealed like a hospital's; a hospital in service_provider mode adds only what names it
@@ -235,7 +235,11 @@ def current_version(db: Database) -> int:
 
 
 def migrate(db: Database, *, upto: int = LATEST, now: float | None = None) -> int:
-    """Apply every migration up to `upto` that this database lacks; its version afterwards."""
+    """Apply every migration up to `upto` that this database lacks; its version afterwards.
+
+    "Lacks" is by number, not "above the highest applied": migrations written on parallel branches
+    can land in another order than their numbers (5 merged after 8), and a database that already
+    ran 8 must still get 5. Each runs once, in number order, recorded in schema_migrations."""
     with db.transaction() as tx:
         if tx.dialect is Dialect.POSTGRES:
             tx.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
@@ -246,14 +250,15 @@ def migrate(db: Database, *, upto: int = LATEST, now: float | None = None) -> in
                 GatewayCode.SCHEMA_TOO_NEW,
                 f"the database is at schema version {have}, this gateway knows up to {LATEST}; upgrade the gateway",
             )
+        done = {int(str(row[0])) for row in tx.all("SELECT version FROM schema_migrations")}
         spelling = _SPELLING[tx.dialect]
         for migration in MIGRATIONS:
-            if have < migration.version <= upto:
+            if migration.version <= upto and migration.version not in done:
                 for statement in migration.statements:
                     tx.execute(statement.format(**spelling))
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, int(time.time() if now is None else now)),
                 )
-                have = migration.version
+                have = max(have, migration.version)
         return have
