@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from protocol.amount import Direction, format_yuan
+from protocol.amount import Direction
 from protocol.messages import BillItem, PayChannel, PayStatus
 from terminal.config import DeviceConfig
 from terminal.journal import Journal
 from terminal.machine import Kind
-from terminal.texts import CHANNEL_NAME, NOT_COMPLETED, RESULT_REFUNDED, RESULT_SUCCESS, Text, reason_text
+from terminal.texts import CHANNEL_NAME, NOT_COMPLETED, RESULT_REFUNDED, RESULT_SUCCESS, Text, display_money, reason_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +38,9 @@ class Receipt:
 
     @property
     def amount_text(self) -> str:
-        """'¥12.50' for a collection, '-¥12.50' for a refund (never a bare number)."""
-        sign = "-" if self.direction is Direction.REFUND else ""
-        return f"{sign}¥{format_yuan(self.amount_fen)}"
+        """'¥1,212.50' for a collection, '-¥1,212.50' for a refund (never a bare number); the printed
+        receipt shows exactly this."""
+        return display_money(self.direction, self.amount_fen)
 
     @property
     def title(self) -> Text:

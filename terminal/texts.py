@@ -12,10 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from protocol.amount import Direction, format_yuan
 from protocol.messages import PayChannel, ResultCode
 
 LANGUAGES = ("zh", "en")  # zh: simplified Chinese (zh-CN), the default
 DEFAULT_LANGUAGE = "zh"
+
+
+def display_yuan(fen: int) -> str:
+    """12345650 -> "123,456.50": protocol.amount's format with thousands grouped for the eye (the one
+    display formatter: screens, the receipt data and the printed receipt)."""
+    whole, _, cents = format_yuan(fen).partition(".")
+    return f"{int(whole):,}.{cents}"
+
+
+def display_money(direction: Direction, fen: int) -> str:
+    """"¥1,234.50" for a collection, "-¥1,234.50" for a refund (receipts: never a bare number)."""
+    return f"{'-' if direction is Direction.REFUND else ''}¥{display_yuan(fen)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,17 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from protocol.amount import format_yuan
 from terminal.receipt import Receipt
 from terminal.texts import Text
 from terminal.history import DayTotals, HistoryEntry
 from terminal.view import NeedsPersonCase, ScreenView
-
-
-def display_yuan(fen: int) -> str:
-    """12345650 -> "123,456.50": protocol.amount's format with thousands grouped for the eye."""
-    whole, _, cents = format_yuan(fen).partition(".")
-    return f"{int(whole):,}.{cents}"
 
 
 @dataclass(frozen=True, slots=True)

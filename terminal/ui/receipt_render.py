@@ -31,7 +31,7 @@ from protocol.messages import PayStatus
 from terminal.receipt import Receipt
 from terminal.texts import Text, pick, tr
 from terminal.ui.fonts import Face
-from terminal.ui.model import display_yuan
+from terminal.texts import display_yuan
 
 WIDTH = 384  # dots: 48 mm printable at 8 dots/mm
 MARGIN = 8
@@ -146,7 +146,7 @@ def render_receipt(receipt: Receipt, fonts: ReceiptFonts, lang: str = "zh",
         for item in receipt.items:
             field(f"{item.name} ×{item.qty}", display_yuan(item.amount_fen))
     rule()
-    amount = f"{'-' if refund else ''}¥{display_yuan(receipt.amount_fen)}"
+    amount = receipt.amount_text
     if moved:
         put((MARGIN, y + 10), tr("receipt.amount", lang), fonts.body)
         put((WIDTH - MARGIN - text_width(amount, fonts.amount), y), amount, fonts.amount)

@@ -27,7 +27,8 @@ from protocol.amount import Direction
 from protocol.messages import PayStatus
 from terminal.gateway_watch import GatewayState
 from terminal.texts import CHANNEL_NAME, DEFAULT_LANGUAGE, LANGUAGES, STRINGS, Text, WRONG_PIN, pick, text, tr
-from terminal.ui.model import About, Backend, PinAnswer, display_yuan
+from terminal.texts import display_yuan
+from terminal.ui.model import About, Backend, PinAnswer
 from terminal.ui.screens import widget_name
 from terminal.history import DayTotals, HistoryEntry
 from terminal.view import NeedsPersonCase, Screen, ScreenView, route

@@ -107,6 +107,13 @@ async def scenario(app, gateway: DisabledGateway, sandbox: SandboxProcess, work:
     def shows(text: str) -> bool:
         return bool(off.find_text(screen(), text))
 
+    def can_press(text: str) -> bool:
+        try:
+            finger.find_button(screen(), text)
+        except AssertionError:
+            return False
+        return True
+
     async def type_pin(pin: str) -> None:
         for digit in pin:
             await finger.press(screen(), digit)
@@ -148,6 +155,9 @@ async def scenario(app, gateway: DisabledGateway, sandbox: SandboxProcess, work:
     off.type_wedge("134567890123456789")  # a WeChat payment code, read by the scanner
     await off.until(lambda: app.backend.watch.state is GatewayState.DISABLED, what="the gateway's 403 device_disabled")
     await off.until(lambda: service.view().screen.value == "declined", what="the payment refused")
+    # The service decided; the screen follows on the app's next frames (the view model hears of it
+    # on Kivy's clock): wait until the cashier can see the button, as a cashier would.
+    await off.until(lambda: can_press("取消收款"), what="the cancel button of the refused payment")
     await finger.press(screen(), "取消收款")
     await on("result")
     check(bridge.result(msg_id, timeout=5).pay_status is PayStatus.FAILED, "HIS got FAILED: nothing was charged")

@@ -22,7 +22,7 @@ from terminal.receipt import Receipt
 from terminal.texts import Text
 from terminal import texts as catalogue  # the one string catalogue
 from terminal.ui import display, fonts
-from terminal.ui.model import display_yuan
+from terminal.texts import display_yuan
 from terminal.ui.receipt_render import PrintError, load_fonts, print_png, render_receipt, save_receipt
 from terminal.ui.screens import kv_files
 from terminal.ui.wedge import MAX_KEY_GAP_S, WedgeDecoder
@@ -157,6 +157,14 @@ def test_receipt_is_384_dots_wide_with_a_qr_code(tmp_path: Path, lang: str) -> N
 
 def test_refund_receipt_carries_a_minus_sign() -> None:
     assert receipt(Direction.REFUND).amount_text == "-¥71.80"
+
+
+def test_receipt_amounts_group_thousands_as_the_screens_do() -> None:
+    """One display formatter: the receipt data, the printed receipt (which draws `amount_text`) and
+    the screens group thousands alike (the receipt data used to say "¥1212.50")."""
+    big = dataclasses.replace(receipt(Direction.REFUND), amount_fen=121_250)
+    assert big.amount_text == "-¥1,212.50" == "-¥" + display_yuan(121_250)
+    assert dataclasses.replace(receipt(), amount_fen=12_345_650).amount_text == "¥123,456.50"
 
 
 def test_print_command_runs_without_a_shell(tmp_path: Path) -> None:

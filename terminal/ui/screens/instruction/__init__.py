@@ -12,7 +12,7 @@ from kivy.uix.screenmanager import Screen
 
 from terminal.texts import CHANNEL_NAME, pick, tr
 from terminal.ui import theme
-from terminal.ui.model import display_yuan
+from terminal.texts import display_yuan
 from terminal.ui.widgets import show_child
 from terminal.view import OriginalPayment
 

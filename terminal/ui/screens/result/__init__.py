@@ -10,7 +10,7 @@ from kivy.uix.screenmanager import Screen
 
 from protocol.amount import Direction
 from terminal.texts import CHANNEL_NAME, pick, tr
-from terminal.ui.model import display_yuan
+from terminal.texts import display_yuan
 from terminal.view import ResultView as Outcome
 from terminal.ui.widgets import show_child
 
