@@ -7,6 +7,10 @@
 - Refunds never beyond what was collected: the payment row is locked (`SELECT ... FOR UPDATE` on
   PostgreSQL, `BEGIN IMMEDIATE` on SQLite), then succeeded + in-flight refunds + this one must not
   exceed the amount paid; the refund is written as `refunding` before the channel is called.
+- Nothing under way is forgotten: the transaction that records a collection or a refund also writes
+  its job (`gateway.jobs`), due FOLLOW_UP_AFTER_S later, and the one that makes it final deletes it;
+  so a collection or refund whose request died, or whose POS went away, is finished by a gateway
+  process (`gateway.channel_work`), never left under way.
 - Limits: the per-transaction limit is the hospital's setting (its one source); the per-terminal and
   per-hospital daily limits count collections under way or succeeded by the Asia/Shanghai day,
   checked with the hospital row locked so concurrent payments cannot both slip under the limit.
@@ -28,8 +32,10 @@ from protocol.amount import format_yuan
 from protocol.ids import is_valid_id
 from protocol.messages import PayChannel
 
+from gateway import jobs
 from gateway.db import Database, Tx, UniqueViolation
 from gateway.errors import GatewayCode, GatewayError
+from gateway.jobs import JobKind
 
 # Business days of Chinese hospitals and of both channels' bills.
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
@@ -138,10 +144,20 @@ def _check_no(field: str, value: str) -> None:
         raise GatewayError(GatewayCode.BAD_INPUT, f"{field} {value!r} must be 1..32 of [A-Za-z0-9_-] (the channels' limit)")
 
 
+# States after which nothing more is owed to the channel (the job is deleted).
+PAYMENT_FINAL = frozenset({PaymentState.SUCCEEDED, PaymentState.FAILED, PaymentState.CLOSED})
+REFUND_FINAL = frozenset({RefundState.SUCCEEDED, RefundState.FAILED})
+
+
 class Ledger:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time,
+                 follow_up_after_s: float = jobs.FOLLOW_UP_AFTER_S) -> None:
         self.db = db
         self._clock = clock
+        self.follow_up_after_s = follow_up_after_s
+
+    def _schedule(self, tx: Tx, kind: JobKind, hospital_id: str, subject: str, now: float) -> None:
+        jobs.schedule(tx, kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now))
 
     # --- collections ----------------------------------------------------------------------------
 
@@ -203,6 +219,7 @@ class Ledger:
             except UniqueViolation:
                 raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                    f"order {order_no} already has a collection under way or paid at this hospital") from None
+            self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
             assert row is not None
             return _payment(row)
 
@@ -222,11 +239,16 @@ class Ledger:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
             if state is PaymentState.REVERSING and self._held_refunds(tx, payment.payment_id):
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} has refunds; it cannot be reversed")
+            now = self._clock()
             row = tx.one(
                 "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
                 f"updated_at = ? WHERE payment_id = ? RETURNING {_PAYMENT_COLS}",
-                (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
+                (state.value, channel_txn_id, result_code, int(now), payment.payment_id),
             )
+            if state in PAYMENT_FINAL:
+                jobs.cancel(tx, JobKind.PAYMENT, hospital_id, out_trade_no)
+            else:  # reversing (also a succeeded collection being reversed): owed until the channel confirms
+                self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
             if then is not None:
                 then(tx)
             assert row is not None
@@ -260,21 +282,9 @@ class Ledger:
             raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no payment {value}")
         return _payment(row)
 
-    def unsettled_payments(self, *, idle_since: float, limit: int = 100) -> list[tuple[Payment, int]]:
-        """Collections still `paying` or `reversing`, untouched since `idle_since`, oldest first, each
-        with its created_at (for `gateway.recovery`)."""
+    def payment_by_id(self, payment_id: int) -> Payment:
         with self.db.transaction(write=False) as tx:
-            rows = tx.all(f"SELECT {_PAYMENT_COLS}, created_at FROM payments WHERE state IN (?, ?) AND updated_at < ? "
-                          "ORDER BY updated_at LIMIT ?",
-                          (PaymentState.PAYING.value, PaymentState.REVERSING.value, int(idle_since), limit))
-        return [(_payment(r[:-1]), int(r[-1])) for r in rows]
-
-    def unsettled_refunds(self, *, idle_since: float, limit: int = 100) -> list[tuple[Refund, Payment]]:
-        """Refunds still `refunding`, untouched since `idle_since`, oldest first, with their payment."""
-        with self.db.transaction(write=False) as tx:
-            rows = tx.all(f"SELECT {_REFUND_COLS} FROM refunds WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
-                          (RefundState.REFUNDING.value, int(idle_since), limit))
-            return [(_refund(r), self._payment_by(tx, "payment_id", int(r[1]))) for r in rows]
+            return self._payment_by(tx, "payment_id", payment_id)
 
     # --- refunds --------------------------------------------------------------------------------
 
@@ -319,6 +329,7 @@ class Ledger:
                 )
             except UniqueViolation:  # a concurrent refund took the number or the instruction first
                 raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} or its HIS instruction was just used") from None
+            self._schedule(tx, JobKind.REFUND, hospital_id, out_refund_no, now)
             return self._refund_by(tx, "refund_id", refund_id)
 
     def _check_wechat_limits(self, tx: Tx, payment: Payment, now: int) -> None:
@@ -344,6 +355,8 @@ class Ledger:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"refund {out_refund_no} is {refund.state.value}; it cannot become {state.value}")
             tx.execute("UPDATE refunds SET state = ?, channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? WHERE refund_id = ?",
                        (state.value, channel_refund_id, int(self._clock()), refund.refund_id))
+            if state in REFUND_FINAL:
+                jobs.cancel(tx, JobKind.REFUND, hospital_id, out_refund_no)
             return self._refund_by(tx, "refund_id", refund.refund_id)
 
     def refund(self, out_refund_no: str, *, hospital_id: str) -> Refund:
