@@ -33,7 +33,7 @@ from typing import Callable
 from gateway.alarms import AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
 from gateway.errors import GatewayCode, GatewayError
-from gateway.jobs import Job, JobKind, JobQueue
+from gateway.jobs import Job, JobKind, JobQueue, RunAgain
 from gateway.ledger import PAYMENT_FINAL, REFUND_FINAL, Ledger, PaymentState, RefundState
 from terminal.channels.base import PayState, RefundState as ChannelRefundState, ReverseState
 
@@ -55,6 +55,8 @@ LEASE_S = 120.0
 POLL_INTERVAL_S = 2.0
 # Tries after which the operators are told (an alarm), once per job.
 ALARM_AFTER_ATTEMPTS = 10
+# How often a process checks that the daily jobs (yesterday's bills) are scheduled.
+DAILY_CHECK_S = 600.0
 
 _PAY_FINAL = {PayState.SUCCESS: PaymentState.SUCCEEDED, PayState.FAILED: PaymentState.FAILED, PayState.CLOSED: PaymentState.CLOSED}
 _REFUND_FINAL = {ChannelRefundState.SUCCESS: RefundState.SUCCEEDED, ChannelRefundState.FAILED: RefundState.FAILED}
@@ -78,15 +80,6 @@ class WorkReport:
         return len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.errors)
 
 
-class _Again(Exception):
-    """The job is not finished: run it again after `after_s`."""
-
-    def __init__(self, after_s: float, error: str | None = None) -> None:
-        super().__init__(error or "")
-        self.after_s = after_s
-        self.error = error
-
-
 def backoff_s(attempts: int) -> float:
     return min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2 ** max(0, min(attempts - 1, 20)))
 
@@ -106,6 +99,19 @@ class ChannelWork:
         self.requery_s = requery_s
         self.lease_s = lease_s
         self.bills = bills
+        self._last_daily = float("-inf")
+        self._daily_lock = threading.Lock()
+
+    def schedule_daily(self) -> None:
+        """Schedule the daily jobs (yesterday's bills of every hospital) if not done lately."""
+        if self.bills is None:
+            return
+        now = self._clock()
+        with self._daily_lock:
+            if now - self._last_daily < DAILY_CHECK_S:
+                return
+            self._last_daily = now
+        self.bills.schedule(self.queue, now)  # type: ignore[attr-defined] - a gateway.bills.BillFetcher
 
     def kinds(self) -> tuple[JobKind, ...]:
         return tuple(JobKind) if self.bills is not None else (JobKind.PAYMENT, JobKind.REFUND)
@@ -119,7 +125,7 @@ class ChannelWork:
         log.info("job %d %s %s %s: attempt %d by %s", job.job_id, job.kind.value, job.hospital_id, job.subject, job.attempts, self.queue.owner)
         try:
             self._run(job, report)
-        except _Again as again:
+        except RunAgain as again:
             self.queue.retry(job, after_s=again.after_s, error=again.error)
             if again.error:
                 report.errors.append(f"{job.subject}: {again.error}")
@@ -136,6 +142,7 @@ class ChannelWork:
     def run_due(self, *, max_jobs: int = 10_000) -> WorkReport:
         """Run jobs until none is due (or `max_jobs`); what was done."""
         report = WorkReport()
+        self.schedule_daily()
         for _ in range(max_jobs):
             if self.run_one(report) is None:
                 break
@@ -176,12 +183,12 @@ class ChannelWork:
             age = self._clock() - job.created_at_ms / 1000
             if age < self.abandon_after_s:
                 report.still_open.append(payment.out_trade_no)
-                raise _Again(min(self.requery_s, self.abandon_after_s - age))
+                raise RunAgain(min(self.requery_s, self.abandon_after_s - age))
             try:
                 self.ledger.settle_payment(payment.out_trade_no, hospital_id=payment.hospital_id, state=PaymentState.REVERSING)
             except GatewayError as exc:
                 if exc.code is GatewayCode.BAD_TRANSITION:  # settled meanwhile (the POS's query): look again at once
-                    raise _Again(0) from None
+                    raise RunAgain(0) from None
                 raise
         reverse = client.reverse(payment.out_trade_no)
         if reverse.state is ReverseState.DONE:
@@ -189,7 +196,7 @@ class ChannelWork:
             report.reversed.append(payment.out_trade_no)
             return
         report.still_open.append(payment.out_trade_no)
-        raise _Again(backoff_s(job.attempts), f"reverse {reverse.state.value} {reverse.channel_code or ''}".strip())
+        raise RunAgain(backoff_s(job.attempts), f"reverse {reverse.state.value} {reverse.channel_code or ''}".strip())
 
     # --- refunds --------------------------------------------------------------------------------
 
@@ -213,8 +220,8 @@ class ChannelWork:
         if final is None:
             report.still_open.append(refund.out_refund_no)
             if outcome.state is ChannelRefundState.PROCESSING:
-                raise _Again(REFUND_REQUERY_S)
-            raise _Again(backoff_s(job.attempts), f"refund {outcome.state.value} {outcome.channel_code or ''}".strip())
+                raise RunAgain(REFUND_REQUERY_S)
+            raise RunAgain(backoff_s(job.attempts), f"refund {outcome.state.value} {outcome.channel_code or ''}".strip())
         self.ledger.settle_refund(refund.out_refund_no, hospital_id=refund.hospital_id, state=final,
                                   channel_refund_id=outcome.channel_refund_id)
         report.settled.append(refund.out_refund_no)
@@ -250,6 +257,7 @@ class JobRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self.work.schedule_daily()
                 while not self._stop.is_set() and self.work.run_one() is not None:
                     pass
             except GatewayError as exc:  # the database is away: try again next round

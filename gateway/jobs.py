@@ -47,6 +47,15 @@ class JobKind(str, enum.Enum):
     BILLS = "bills"  # subject: the business day YYYY-MM-DD; download the hospital's channel bills
 
 
+class RunAgain(Exception):
+    """Raised by a job's work: not finished, run it again after `after_s` (`error`: why, for operators)."""
+
+    def __init__(self, after_s: float, error: str | None = None) -> None:
+        super().__init__(error or "")
+        self.after_s = after_s
+        self.error = error
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     job_id: int

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 from gateway.api import GatewayHttpServer
+from gateway.bills import BillFetcher
 from gateway.channel_clients import ChannelFactory
 from gateway.notifications import PATH_ALIPAY
 from gateway.db import open_database
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"look for due jobs (collections and refunds to finish, bills) every SECONDS (default {POLL_INTERVAL_S:g}; "
                         "0: this process runs no jobs)")
     p.add_argument("--job-workers", type=int, default=2, metavar="N", help="jobs run at once by this process (default 2)")
+    p.add_argument("--bills-dir", metavar="DIR", help="download every hospital's channel bills of the day before into DIR/HOSPITAL "
+                   "(a daily job, due 10:00 Asia/Shanghai; `reconcile run --bills-dir DIR/HOSPITAL` reads them). Default: no bills")
     p.add_argument("--job-follow-up", type=float, default=FOLLOW_UP_AFTER_S, metavar="SECONDS",
                    help=f"a collection or refund not final this long after it was recorded is taken over by a job (default {FOLLOW_UP_AFTER_S:g})")
     p.add_argument("--job-requery", type=float, default=REQUERY_INTERVAL_S, metavar="SECONDS",
@@ -102,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     runner = None
     if args.jobs_interval:
+        bills = BillFetcher(service.channels, directory, Path(args.bills_dir)) if args.bills_dir else None
         work = ChannelWork(service.ledger, service.channels, JobQueue(db, owner=default_owner()), lease_s=args.job_lease,
-                           abandon_after_s=args.job_abandon, requery_s=args.job_requery)
+                           abandon_after_s=args.job_abandon, requery_s=args.job_requery, bills=bills)
         runner = JobRunner(work, args.jobs_interval, workers=args.job_workers).start()
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()

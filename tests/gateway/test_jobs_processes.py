@@ -207,11 +207,11 @@ def test_kill_9_of_a_gateway_mid_job_leaves_the_job_to_another_process_after_its
 
 
 def test_two_processes_sharing_the_jobs_never_run_one_job_at_once(site) -> None:
-    """40 collections abandoned an hour ago (each job: a query, then a reversal), two processes with
+    """24 collections abandoned an hour ago (each job: a query, then a reversal), two processes with
     two job threads each: every job is claimed once (attempt 1, by one owner), and all end closed."""
     ledger = Ledger(site.db, clock=lambda: time.time() - 3600, follow_up_after_s=0)
     numbers = []
-    for _ in range(40):
+    for _ in range(24):
         p = ledger.start_payment(hospital_id="H001", terminal_id="T0001", device_id="H001-POS1", order_no="MZT" + uuid.uuid4().hex[:10],
                                  out_trade_no="P" + uuid.uuid4().hex[:20], channel=PayChannel.WECHAT, amount_fen=100)
         numbers.append(p.out_trade_no)
