@@ -13,8 +13,8 @@ has no credentials for is skipped. The directory is made 0700 (bills name patien
 
 The daily job: every gateway process that has a bills directory (`payment-gateway --bills-dir`)
 schedules, for every hospital, a `bills` job for the day before, due at BILLS_READY_AT local time
-(both channels publish the day's bill in the morning of the next day, WeChat Pay after 9:00,
-Alipay after 9:00 too, and a retry follows anyway if it is not there yet). One process downloads it
+(both channels publish a day's bill in the morning of the next day; a bill not there yet is
+asked for again every BILLS_RETRY_S). One process downloads it
 (the jobs table's lease); a day whose files are all there is not scheduled again.
 """
 
