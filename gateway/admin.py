@@ -427,7 +427,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if not jobs:
         _out("no jobs: nothing is owed to the channels")
     for j in jobs:
-        held = f"  held by {j.lease_owner} until {_when(j.lease_until_ms // 1000)}" if j.lease_owner else ""
+        held = f"  held by {j.lease_owner} until {_when(j.lease_until_ms // 1000)}" if j.lease_owner and j.lease_until_ms else ""
         _out(f"#{j.job_id}  {j.kind.value}  hospital {j.hospital_id}  {j.subject}  due {_when(j.due_at_ms // 1000)}  "
              f"since {_when(j.created_at_ms // 1000)}  tries {j.attempts}{held}")
         if j.last_error:

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 from gateway.alarms import AlarmKind, Alarms
 from gateway.channel_clients import ChannelFactory
@@ -80,6 +80,14 @@ class WorkReport:
         return len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.errors)
 
 
+class DailyBills(Protocol):
+    """The bills jobs' work (`gateway.bills.BillFetcher`)."""
+
+    def schedule(self, queue: JobQueue, now: float) -> int: ...
+
+    def run(self, job: Job, report: WorkReport) -> None: ...
+
+
 def backoff_s(attempts: int) -> float:
     return min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_S * 2 ** max(0, min(attempts - 1, 20)))
 
@@ -89,7 +97,7 @@ class ChannelWork:
 
     def __init__(self, ledger: Ledger, channels: ChannelFactory, queue: JobQueue, *, clock: Callable[[], float] = time.time,
                  abandon_after_s: float = ABANDON_AFTER_S, requery_s: float = REQUERY_INTERVAL_S, lease_s: float = LEASE_S,
-                 bills: object | None = None) -> None:
+                 bills: DailyBills | None = None) -> None:
         self.ledger = ledger
         self.channels = channels
         self.queue = queue
@@ -111,7 +119,7 @@ class ChannelWork:
             if now - self._last_daily < DAILY_CHECK_S:
                 return
             self._last_daily = now
-        self.bills.schedule(self.queue, now)  # type: ignore[attr-defined] - a gateway.bills.BillFetcher
+        self.bills.schedule(self.queue, now)
 
     def kinds(self) -> tuple[JobKind, ...]:
         return tuple(JobKind) if self.bills is not None else (JobKind.PAYMENT, JobKind.REFUND)
@@ -156,8 +164,8 @@ class ChannelWork:
             self._payment(job, report)
         elif job.kind is JobKind.REFUND:
             self._refund(job, report)
-        else:
-            self.bills.run(job, report)  # type: ignore[union-attr] - kinds() only claims bills jobs when set
+        elif self.bills is not None:  # kinds() claims bills jobs only then
+            self.bills.run(job, report)
 
     # --- collections ----------------------------------------------------------------------------
 

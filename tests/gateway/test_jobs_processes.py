@@ -71,6 +71,7 @@ class Site:
             proc = subprocess.Popen([str(exe), "--db", self.url, "--listen", "127.0.0.1:0", *FAST_JOBS, *extra], stdout=subprocess.PIPE,
                                     stderr=err, env=os.environ | {"GATEWAY_MASTER_KEY": MASTER_KEY.hex()}, text=True)
         self.procs.append(proc)
+        assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
             raise AssertionError(f"payment-gateway did not start: {log.read_text()}")
@@ -90,7 +91,8 @@ class Site:
             if proc.poll() is None:
                 proc.terminate()
             proc.wait(timeout=20)
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
         self.db.close()
 
 
@@ -167,7 +169,7 @@ class SilentChannel:
 
 
 def _point_wechat_at(site: Site, base_url: str) -> None:
-    wechat = site.sandbox.credentials["channels"]["wechat"]
+    wechat: dict = site.sandbox.credentials["channels"]["wechat"]  # type: ignore[index]  # sandbox.json: a JSON object
     site.fleet.directory.set_merchant_key("H001", PayChannel.WECHAT, wechat["mch_id"],
                                           {"appid": wechat["appid"], "api_key": wechat["api_key"], "base_url": base_url}, actor=ACTOR)
 
@@ -189,7 +191,8 @@ def test_kill_9_of_a_gateway_mid_job_leaves_the_job_to_another_process_after_its
         assert silent.connected.wait(20), "the first gateway never ran the job"
         queue = JobQueue(site.db, owner="test")
         held = queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no)
-        assert held is not None and held.lease_owner.endswith(f":{first.pid}") and held.attempts == 1
+        assert held is not None and held.lease_owner is not None and held.lease_until_ms is not None
+        assert held.lease_owner.endswith(f":{first.pid}") and held.attempts == 1
         first.kill()  # ... and the process is killed mid-job: SIGKILL, no cleanup
         first.wait(timeout=10)
         _point_wechat_at(site, site.sandbox.credentials["channels"]["wechat"]["base_url"])  # the channel is back
