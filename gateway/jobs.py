@@ -110,7 +110,7 @@ class JobQueue:
         """Lease the most overdue job that is due and held by nobody (or by a lease that ran out)."""
         now = self.now_ms()
         marks = ", ".join("?" for _ in kinds)
-        with self.db.transaction(write=False) as tx:  # the common case, nothing due: no write lock taken
+        with self.db.reads() as tx:  # the common case, nothing due: no write lock taken, no transaction
             if tx.one(f"SELECT 1 FROM jobs WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
                       f"AND kind IN ({marks}) LIMIT 1", (now, now, *(k.value for k in kinds))) is None:
                 return None

@@ -255,7 +255,7 @@ class Ledger:
             return _payment(row)
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:
             return self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id)
 
     def find_payment(self, out_trade_no: str) -> Payment | None:
@@ -360,7 +360,7 @@ class Ledger:
             return self._refund_by(tx, "refund_id", refund.refund_id)
 
     def refund(self, out_refund_no: str, *, hospital_id: str) -> Refund:
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:
             return self._refund_by(tx, "out_refund_no", out_refund_no, hospital_id=hospital_id)
 
     def refundable_fen(self, order_no: str, *, hospital_id: str) -> int:

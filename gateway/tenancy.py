@@ -251,7 +251,7 @@ class Directory:
     def merchant_key_version(self, hospital_id: str, channel: PayChannel) -> tuple[Mode, int | None]:
         """The hospital's mode and the current version of its credentials for `channel` (None: none),
         in one read: what a cached channel client is checked against on every request."""
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:  # every request
             row = tx.one("SELECT h.mode, k.version FROM hospitals h LEFT JOIN merchant_keys k ON k.hospital_id = h.hospital_id "
                          "AND k.channel = ? AND k.retired_at IS NULL WHERE h.hospital_id = ?", (channel.value, hospital_id))
         if row is None:
@@ -485,7 +485,7 @@ class Directory:
             return self._device_row(tx, device_id)
 
     def device(self, device_id: str) -> Device:
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:  # every request: no BEGIN/COMMIT round trips
             return self._device_row(tx, device_id)
 
     def devices(self, hospital_id: str | None = None) -> list[Device]:
