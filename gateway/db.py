@@ -190,25 +190,27 @@ class SqliteDatabase(Database):
         self.url = f"sqlite:{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = _Pool(self._connect)
+        self._relaxed_pool = _Pool(lambda: self._connect("NORMAL"))
         # Switch the file to WAL once, here: concurrent first connections racing to change the
         # journal mode can fail with "database is locked" (the mode change does not wait).
         self._pool.put(self._connect(), True)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, synchronous: str = "FULL") -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     @contextmanager
     def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
-        conn = self._pool.get()
-        healthy = False
+        # synchronous is a per-connection setting: relaxed commits use connections of their own (set
+        # once) rather than two more PRAGMA statements around each transaction.
         relaxed = write and not durable
+        pool = self._relaxed_pool if relaxed else self._pool
+        conn = pool.get()
+        healthy = False
         try:
-            if relaxed:  # per connection, and only outside a transaction: set now, restored below
-                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SqliteTx(conn)
@@ -219,9 +221,7 @@ class SqliteDatabase(Database):
             conn.execute("COMMIT")
             healthy = True
         finally:
-            if relaxed and healthy:
-                conn.execute("PRAGMA synchronous=FULL")
-            self._pool.put(conn, healthy)
+            pool.put(conn, healthy)
 
     @contextmanager
     def reads(self) -> Iterator[Tx]:
@@ -235,6 +235,7 @@ class SqliteDatabase(Database):
 
     def close(self) -> None:
         self._pool.close()
+        self._relaxed_pool.close()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
