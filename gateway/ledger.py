@@ -230,6 +230,21 @@ class Ledger:
         the same transaction afterwards (the API stores its reply with the outcome: one commit).
         `durable=False` only where a lost settlement is recovered from the channel (a `paying` row)."""
         with self.db.transaction(durable=durable) as tx:
+            now = self._clock()
+            if state in PAYMENT_FINAL:
+                # The usual move in one statement (the UPDATE locks the row as FOR UPDATE would); when
+                # it matches nothing, the row is read below to tell a repeat from a bad transition.
+                sources = [s.value for s, moves in PAYMENT_MOVES.items() if state in moves]
+                row = tx.one(
+                    "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
+                    f"updated_at = ? WHERE hospital_id = ? AND out_trade_no = ? AND state IN ({', '.join('?' for _ in sources)}) "
+                    f"RETURNING {_PAYMENT_COLS}",
+                    (state.value, channel_txn_id, result_code, int(now), hospital_id, out_trade_no, *sources))
+                if row is not None:
+                    jobs.cancel(tx, JobKind.PAYMENT, hospital_id, out_trade_no)
+                    if then is not None:
+                        then(tx)
+                    return _payment(row)
             payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
             if payment.state is state:
                 if then is not None:
@@ -239,7 +254,6 @@ class Ledger:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} is {payment.state.value}; it cannot become {state.value}")
             if state is PaymentState.REVERSING and self._held_refunds(tx, payment.payment_id):
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"payment {out_trade_no} has refunds; it cannot be reversed")
-            now = self._clock()
             row = tx.one(
                 "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
                 f"updated_at = ? WHERE payment_id = ? RETURNING {_PAYMENT_COLS}",

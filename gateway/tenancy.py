@@ -485,8 +485,14 @@ class Directory:
             return self._device_row(tx, device_id)
 
     def device(self, device_id: str) -> Device:
-        with self.db.reads() as tx:  # every request: no BEGIN/COMMIT round trips
-            return self._device_row(tx, device_id)
+        """The device and its terminals in one statement (every request: no BEGIN/COMMIT either)."""
+        cols = ", ".join("d." + c.strip() for c in _DEVICE_COLS.split(","))
+        with self.db.reads() as tx:
+            rows = tx.all(f"SELECT {cols}, t.terminal_id FROM devices d LEFT JOIN terminals t ON t.device_id = d.device_id "
+                          "WHERE d.device_id = ? ORDER BY t.terminal_id", (device_id,))
+        if not rows:
+            raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"no device {device_id!r}; import the device records first")
+        return _device(rows[0][:-1], tuple(r[-1] for r in rows if r[-1] is not None))
 
     def devices(self, hospital_id: str | None = None) -> list[Device]:
         with self.db.transaction(write=False) as tx:
