@@ -195,3 +195,33 @@ def test_a_refund_the_channel_never_saw_is_sent_by_its_job_once(site, sandbox, c
     assert sandbox.account(code)["balance"] == "87.00"
     clock.now += 3600
     assert work.run_due().ran() == 0 and work.queue.pending() == []  # nothing more is owed
+
+
+def test_the_pos_asking_while_the_gateway_reverses_gets_unknown_then_the_ledgers_final_state(site, sandbox, clock) -> None:
+    """The POS that comes back asks /v1/query: while the gateway's job is reversing the payment the
+    answer is `unknown` (never the channel's state of a moment before the reversal lands); once
+    reversed, the ledger answers."""
+    import time
+
+    from gateway.api import GatewayHttpServer
+    from gateway.service import GatewayService
+    from terminal.gateway_client import GatewayConnection
+    from tests.gateway.test_api import pay_body
+
+    fleet, channels, work = site
+    server = GatewayHttpServer(GatewayService(fleet.directory, fleet.ledger, channels, clock=time.time)).start()
+    try:
+        pos = GatewayConnection(server.url, device_id="H001-POS1", seed=fleet.seeds["H001-POS1"])
+        code = sandbox.issue_code("WECHAT", "100.00", "userpaying_forever")["code"]
+        body = pay_body("MZR" + uuid.uuid4().hex[:10], code, 1250)
+        assert pos.post("/v1/pay", body)[1]["state"] == "user_paying"
+        fleet.ledger.settle_payment(body["out_trade_no"], hospital_id="H001", state=PaymentState.REVERSING)  # the job decided
+        status, reply = pos.post("/v1/query", {"out_trade_no": body["out_trade_no"]})
+        assert (status, reply["state"]) == (200, "unknown")
+        clock.now += FOLLOW_UP_AFTER_S
+        assert work.run_due().reversed == [body["out_trade_no"]]
+        status, reply = pos.post("/v1/query", {"out_trade_no": body["out_trade_no"]})
+        assert (status, reply["state"], reply["message"]) == (200, "closed", "recovered from the gateway's ledger")
+        assert sandbox.account(code)["balance"] == "100.00"
+    finally:
+        server.stop()
