@@ -180,12 +180,17 @@ class Ledger:
         now = self._clock()
         day = business_day(now)
         with self.db.transaction() as tx:
-            # The hospital row lock serialises payment starts of one hospital on PostgreSQL (SQLite's
-            # BEGIN IMMEDIATE already does): the daily totals below cannot change under us.
-            row = tx.one("SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
-                         + tx.for_update, (hospital_id,))
+            # With a daily limit, the hospital row lock serialises payment starts of one hospital on
+            # PostgreSQL (SQLite's BEGIN IMMEDIATE already does): the daily totals below cannot change
+            # under us. Without one, nothing here depends on other payments (one order, one payment
+            # is the unique index's), so payments of one hospital commit side by side.
+            limits_sql = "SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
+            row = tx.one(limits_sql, (hospital_id,))
             if row is None:
                 raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}")
+            if tx.for_update and (row[1] is not None or row[2] is not None):
+                row = tx.one(limits_sql + tx.for_update, (hospital_id,))
+                assert row is not None
             txn_limit, daily_limit, terminal_limit = row
             if amount_fen > txn_limit:
                 raise GatewayError(GatewayCode.OVER_TRANSACTION_LIMIT,
