@@ -212,18 +212,22 @@ class Ledger:
                     raise GatewayError(GatewayCode.OVER_HOSPITAL_DAILY_LIMIT,
                                        f"the hospital has collected {format_yuan(used)} on {day}; "
                                        f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
-            if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
-                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+            # A copy of this very request (the same out_trade_no) racing us is told apart from another
+            # attempt at the order by the conflict target: PostgreSQL waits for the copy's insert and
+            # does nothing (no row back), whatever the order index says; SQLite is serialised anyway.
             try:
                 row = tx.one(
                     f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING {_PAYMENT_COLS}",
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT (hospital_id, out_trade_no) DO NOTHING "
+                    f"RETURNING {_PAYMENT_COLS}",
                     (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
                      PaymentState.PAYING.value, day, int(now), int(now)),
                 )
             except UniqueViolation:
                 raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                    f"order {order_no} already has a collection under way or paid at this hospital") from None
+            if row is None:
+                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
             self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
             assert row is not None
             return _payment(row)
