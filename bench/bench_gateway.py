@@ -193,7 +193,7 @@ def _sequential(tenant: Tenant, sandbox: SandboxProcess, n: int, warmup: int, fi
 def _start_gateway(url: str, log_dir: Path, n: int) -> tuple[subprocess.Popen, str]:
     exe = Path(sys.executable).with_name("payment-gateway")
     log = open(log_dir / f"gateway-{n}.log", "ab")
-    proc = subprocess.Popen([str(exe), "--db", url, "--listen", "127.0.0.1:0", "--recovery-interval", "0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(exe), "--db", url, "--listen", "127.0.0.1:0", "--jobs-interval", "0"], stdout=subprocess.PIPE,
                             stderr=log, env=os.environ | {"GATEWAY_MASTER_KEY": MASTER_KEY.hex()}, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line:

@@ -291,7 +291,8 @@ def _start_gateway(system: System, state: dict[str, object], devices: list[DemoD
     finally:
         gateway.close()
     ready = _start_on_saved_port(system, state, "gateway", lambda port: _python(
-        "-m", "gateway.server", "--db", gateway.db_url, "--listen", f"127.0.0.1:{port}"),
+        "-m", "gateway.server", "--db", gateway.db_url, "--listen", f"127.0.0.1:{port}",
+        "--bills-dir", str(workdir / "gateway" / "bills")),  # the demo hospital's T+1 bills, for `reconcile --bills-dir`
         env=dict(os.environ) | gateway.command_env())
     system.gateway_url = str(ready["url"])
 

@@ -28,6 +28,8 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin ledger export --hospital H001 --day 2026-11-22 --out platform-20261122.csv
     gateway-admin alarms list [--hospital H001] [--all]
     gateway-admin alarms resolve 7 --note "refund done by hand on the merchant platform"
+    gateway-admin bills fetch --hospital H001 --day 2026-12-01 --out /var/lib/gateway/bills
+    gateway-admin jobs list [--hospital H001]
 """
 
 from __future__ import annotations
@@ -385,6 +387,54 @@ def cmd_alarms_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _day(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise GatewayError(GatewayCode.BAD_INPUT, f"--day {text!r} must be a date, YYYY-MM-DD") from None
+
+
+def cmd_bills_fetch(args: argparse.Namespace) -> int:
+    from gateway.bills import BillFetcher
+    from gateway.channel_clients import ChannelFactory
+
+    day = _day(args.day)
+    if day >= datetime.datetime.now(BUSINESS_TZ).date():
+        raise GatewayError(GatewayCode.BAD_INPUT, f"the bills of {day} exist from the next morning on (T+1); give a past day")
+    directory = _directory(args)
+    try:
+        saved = BillFetcher(ChannelFactory(directory), directory, Path(args.out)).fetch(args.hospital, day)
+        if not saved:
+            _out(f"{args.hospital} has no channel credentials: no bills")
+        for channel, path in saved.items():
+            _out(f"{channel.value}: {path if path else 'no bill (no transactions that day)'}")
+        _out(f"reconcile reads them with: reconcile run --date {day} --bills-dir {Path(args.out) / args.hospital} ...")
+    finally:
+        directory.db.close()
+    return EXIT_OK
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from gateway.jobs import JobQueue
+
+    db = _database(args)
+    try:
+        if db.schema_version() < LATEST:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"the database schema is not up to date; run: gateway-admin --db {db.url} migrate")
+        jobs = JobQueue(db, owner="gateway-admin").pending(hospital_id=args.hospital)
+    finally:
+        db.close()
+    if not jobs:
+        _out("no jobs: nothing is owed to the channels")
+    for j in jobs:
+        held = f"  held by {j.lease_owner} until {_when(j.lease_until_ms // 1000)}" if j.lease_owner and j.lease_until_ms else ""
+        _out(f"#{j.job_id}  {j.kind.value}  hospital {j.hospital_id}  {j.subject}  due {_when(j.due_at_ms // 1000)}  "
+             f"since {_when(j.created_at_ms // 1000)}  tries {j.attempts}{held}")
+        if j.last_error:
+            _out(f"  last error: {j.last_error}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-admin", description="Onboard hospitals and manage the device fleet of the payment gateway.")
     p.add_argument("--db", help=f"sqlite:PATH or postgresql://... (default: ${ENV_DB})")
@@ -509,6 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audit", help="the latest audited actions")
     s.add_argument("--limit", type=int, default=50)
     s.set_defaults(func=cmd_audit)
+
+    bills = sub.add_parser("bills", help="the channels' T+1 bills").add_subparsers(dest="sub", required=True)
+    s = bills.add_parser("fetch", help="download a hospital's WeChat Pay and Alipay bills of a day into OUT/HOSPITAL, for reconcile")
+    s.add_argument("--hospital", required=True, help="the hospital id")
+    s.add_argument("--day", required=True, help="the business day (Asia/Shanghai), YYYY-MM-DD")
+    s.add_argument("--out", default="bills", help="the bills directory (default: ./bills); files go to OUT/HOSPITAL")
+    s.set_defaults(func=cmd_bills_fetch)
+
+    jobs = sub.add_parser("jobs", help="the channel work the gateway owes").add_subparsers(dest="sub", required=True)
+    s = jobs.add_parser("list", help="collections and refunds still to finish, bills to fetch: due, tries, holder, last error")
+    s.add_argument("--hospital")
+    s.set_defaults(func=cmd_jobs_list)
 
     led = sub.add_parser("ledger", help="the ledger, read-only").add_subparsers(dest="sub", required=True)
     s = led.add_parser("export", help="a hospital's day of payments and refunds for reconciliation (the platform leg)")

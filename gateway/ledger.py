@@ -7,6 +7,10 @@
 - Refunds never beyond what was collected: the payment row is locked (`SELECT ... FOR UPDATE` on
   PostgreSQL, `BEGIN IMMEDIATE` on SQLite), then succeeded + in-flight refunds + this one must not
   exceed the amount paid; the refund is written as `refunding` before the channel is called.
+- Nothing under way is forgotten: the transaction that records a collection or a refund also writes
+  its job (`gateway.jobs`), due FOLLOW_UP_AFTER_S later, and the one that makes it final deletes it;
+  so a collection or refund whose request died, or whose POS went away, is finished by a gateway
+  process (`gateway.channel_work`), never left under way.
 - Limits: the per-transaction limit is the hospital's setting (its one source); the per-terminal and
   per-hospital daily limits count collections under way or succeeded by the Asia/Shanghai day,
   checked with the hospital row locked so concurrent payments cannot both slip under the limit.
@@ -28,8 +32,10 @@ from protocol.amount import format_yuan
 from protocol.ids import is_valid_id
 from protocol.messages import PayChannel
 
+from gateway import jobs
 from gateway.db import Database, Tx, UniqueViolation
 from gateway.errors import GatewayCode, GatewayError
+from gateway.jobs import JobKind
 
 # Business days of Chinese hospitals and of both channels' bills.
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
@@ -138,10 +144,20 @@ def _check_no(field: str, value: str) -> None:
         raise GatewayError(GatewayCode.BAD_INPUT, f"{field} {value!r} must be 1..32 of [A-Za-z0-9_-] (the channels' limit)")
 
 
+# States after which nothing more is owed to the channel (the job is deleted).
+PAYMENT_FINAL = frozenset({PaymentState.SUCCEEDED, PaymentState.FAILED, PaymentState.CLOSED})
+REFUND_FINAL = frozenset({RefundState.SUCCEEDED, RefundState.FAILED})
+
+
 class Ledger:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time,
+                 follow_up_after_s: float = jobs.FOLLOW_UP_AFTER_S) -> None:
         self.db = db
         self._clock = clock
+        self.follow_up_after_s = follow_up_after_s
+
+    def _schedule(self, tx: Tx, kind: JobKind, hospital_id: str, subject: str, now: float) -> None:
+        jobs.schedule(tx, kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now))
 
     # --- collections ----------------------------------------------------------------------------
 
@@ -164,12 +180,17 @@ class Ledger:
         now = self._clock()
         day = business_day(now)
         with self.db.transaction() as tx:
-            # The hospital row lock serialises payment starts of one hospital on PostgreSQL (SQLite's
-            # BEGIN IMMEDIATE already does): the daily totals below cannot change under us.
-            row = tx.one("SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
-                         + tx.for_update, (hospital_id,))
+            # With a daily limit, the hospital row lock serialises payment starts of one hospital on
+            # PostgreSQL (SQLite's BEGIN IMMEDIATE already does): the daily totals below cannot change
+            # under us. Without one, nothing here depends on other payments (one order, one payment
+            # is the unique index's), so payments of one hospital commit side by side.
+            limits_sql = "SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
+            row = tx.one(limits_sql, (hospital_id,))
             if row is None:
                 raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}")
+            if tx.for_update and (row[1] is not None or row[2] is not None):
+                row = tx.one(limits_sql + tx.for_update, (hospital_id,))
+                assert row is not None
             txn_limit, daily_limit, terminal_limit = row
             if amount_fen > txn_limit:
                 raise GatewayError(GatewayCode.OVER_TRANSACTION_LIMIT,
@@ -191,18 +212,23 @@ class Ledger:
                     raise GatewayError(GatewayCode.OVER_HOSPITAL_DAILY_LIMIT,
                                        f"the hospital has collected {format_yuan(used)} on {day}; "
                                        f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
-            if tx.one("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no)):
-                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+            # A copy of this very request (the same out_trade_no) racing us is told apart from another
+            # attempt at the order by the conflict target: PostgreSQL waits for the copy's insert and
+            # does nothing (no row back), whatever the order index says; SQLite is serialised anyway.
             try:
                 row = tx.one(
                     f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) RETURNING {_PAYMENT_COLS}",
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT (hospital_id, out_trade_no) DO NOTHING "
+                    f"RETURNING {_PAYMENT_COLS}",
                     (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
                      PaymentState.PAYING.value, day, int(now), int(now)),
                 )
             except UniqueViolation:
                 raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                    f"order {order_no} already has a collection under way or paid at this hospital") from None
+            if row is None:
+                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+            self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
             assert row is not None
             return _payment(row)
 
@@ -213,6 +239,21 @@ class Ledger:
         the same transaction afterwards (the API stores its reply with the outcome: one commit).
         `durable=False` only where a lost settlement is recovered from the channel (a `paying` row)."""
         with self.db.transaction(durable=durable) as tx:
+            now = self._clock()
+            if state in PAYMENT_FINAL:
+                # The usual move in one statement (the UPDATE locks the row as FOR UPDATE would); when
+                # it matches nothing, the row is read below to tell a repeat from a bad transition.
+                sources = [s.value for s, moves in PAYMENT_MOVES.items() if state in moves]
+                row = tx.one(
+                    "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
+                    f"updated_at = ? WHERE hospital_id = ? AND out_trade_no = ? AND state IN ({', '.join('?' for _ in sources)}) "
+                    f"RETURNING {_PAYMENT_COLS}",
+                    (state.value, channel_txn_id, result_code, int(now), hospital_id, out_trade_no, *sources))
+                if row is not None:
+                    jobs.cancel(tx, JobKind.PAYMENT, hospital_id, out_trade_no)
+                    if then is not None:
+                        then(tx)
+                    return _payment(row)
             payment = self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id, lock=True)
             if payment.state is state:
                 if then is not None:
@@ -225,15 +266,19 @@ class Ledger:
             row = tx.one(
                 "UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
                 f"updated_at = ? WHERE payment_id = ? RETURNING {_PAYMENT_COLS}",
-                (state.value, channel_txn_id, result_code, int(self._clock()), payment.payment_id),
+                (state.value, channel_txn_id, result_code, int(now), payment.payment_id),
             )
+            if state in PAYMENT_FINAL:
+                jobs.cancel(tx, JobKind.PAYMENT, hospital_id, out_trade_no)
+            else:  # reversing (also a succeeded collection being reversed): owed until the channel confirms
+                self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
             if then is not None:
                 then(tx)
             assert row is not None
             return _payment(row)
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:
             return self._payment_by(tx, "out_trade_no", out_trade_no, hospital_id=hospital_id)
 
     def find_payment(self, out_trade_no: str) -> Payment | None:
@@ -260,21 +305,9 @@ class Ledger:
             raise GatewayError(GatewayCode.UNKNOWN_PAYMENT, f"no payment {value}")
         return _payment(row)
 
-    def unsettled_payments(self, *, idle_since: float, limit: int = 100) -> list[tuple[Payment, int]]:
-        """Collections still `paying` or `reversing`, untouched since `idle_since`, oldest first, each
-        with its created_at (for `gateway.recovery`)."""
+    def payment_by_id(self, payment_id: int) -> Payment:
         with self.db.transaction(write=False) as tx:
-            rows = tx.all(f"SELECT {_PAYMENT_COLS}, created_at FROM payments WHERE state IN (?, ?) AND updated_at < ? "
-                          "ORDER BY updated_at LIMIT ?",
-                          (PaymentState.PAYING.value, PaymentState.REVERSING.value, int(idle_since), limit))
-        return [(_payment(r[:-1]), int(r[-1])) for r in rows]
-
-    def unsettled_refunds(self, *, idle_since: float, limit: int = 100) -> list[tuple[Refund, Payment]]:
-        """Refunds still `refunding`, untouched since `idle_since`, oldest first, with their payment."""
-        with self.db.transaction(write=False) as tx:
-            rows = tx.all(f"SELECT {_REFUND_COLS} FROM refunds WHERE state = ? AND updated_at < ? ORDER BY updated_at LIMIT ?",
-                          (RefundState.REFUNDING.value, int(idle_since), limit))
-            return [(_refund(r), self._payment_by(tx, "payment_id", int(r[1]))) for r in rows]
+            return self._payment_by(tx, "payment_id", payment_id)
 
     # --- refunds --------------------------------------------------------------------------------
 
@@ -319,6 +352,7 @@ class Ledger:
                 )
             except UniqueViolation:  # a concurrent refund took the number or the instruction first
                 raise GatewayError(GatewayCode.DUPLICATE_REFUND, f"out_refund_no {out_refund_no} or its HIS instruction was just used") from None
+            self._schedule(tx, JobKind.REFUND, hospital_id, out_refund_no, now)
             return self._refund_by(tx, "refund_id", refund_id)
 
     def _check_wechat_limits(self, tx: Tx, payment: Payment, now: int) -> None:
@@ -344,10 +378,12 @@ class Ledger:
                 raise GatewayError(GatewayCode.BAD_TRANSITION, f"refund {out_refund_no} is {refund.state.value}; it cannot become {state.value}")
             tx.execute("UPDATE refunds SET state = ?, channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? WHERE refund_id = ?",
                        (state.value, channel_refund_id, int(self._clock()), refund.refund_id))
+            if state in REFUND_FINAL:
+                jobs.cancel(tx, JobKind.REFUND, hospital_id, out_refund_no)
             return self._refund_by(tx, "refund_id", refund.refund_id)
 
     def refund(self, out_refund_no: str, *, hospital_id: str) -> Refund:
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:
             return self._refund_by(tx, "out_refund_no", out_refund_no, hospital_id=hospital_id)
 
     def refundable_fen(self, order_no: str, *, hospital_id: str) -> int:

@@ -198,7 +198,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The re-sync of a POS's orders reads every payment of one device, in payment_id order.
         "CREATE INDEX payments_device ON payments (device_id, payment_id)",
     )),
-    # 6-7: numbers handed out to parallel branches (issue 13); `migrate` applies whatever is missing.
+    Migration(6, "durable channel work: the jobs table (issue 13 item 5)", (
+        # Channel work the gateway owes: finishing a collection or a refund (query, reverse, resend)
+        # whatever the POS does, and the T+1 bill download. One row per thing, due at `due_at_ms`;
+        # a process runs it under a lease (owner + expiry), so several processes share the table
+        # and a process killed mid-job leaves it to another once the lease ends.
+        """CREATE TABLE jobs (
+            job_id {pk},
+            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills')),
+            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
+            subject TEXT NOT NULL,
+            due_at_ms BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            lease_owner TEXT,
+            lease_until_ms BIGINT,
+            last_error TEXT,
+            created_at_ms BIGINT NOT NULL,
+            UNIQUE (kind, hospital_id, subject))""",
+        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+        # What the recovery sweep used to find by scanning the ledger becomes jobs, due at once.
+        """INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms)
+            SELECT 'payment', hospital_id, out_trade_no, 0, created_at * 1000 FROM payments WHERE state IN ('paying', 'reversing')""",
+        """INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms)
+            SELECT 'refund', hospital_id, out_refund_no, 0, created_at * 1000 FROM refunds WHERE state = 'refunding'""",
+    )),
+    # 7: a number handed out to a parallel branch (issue 13); `migrate` applies whatever is missing.
     Migration(8, "service-provider credentials", (
         # The provider's own channel credentials (Alipay: the third-party application's app_id and
         # keys), sealed like a hospital's; a hospital in service_provider mode adds only what names it

@@ -6,8 +6,9 @@
 The master key comes from GATEWAY_MASTER_KEY_FILE / GATEWAY_MASTER_KEY (or --master-key-file). The
 process is stateless above the database: run as many as the load needs behind a TCP load balancer.
 When ready it prints one JSON line on stdout, {"url": ...}, so launchers (`make run`, tests) know
-where it listens. SIGTERM / Ctrl-C stop it after the requests in flight. Each process also sweeps the
-ledger for collections and refunds that dead requests left under way (`gateway.recovery`).
+where it listens. SIGTERM / Ctrl-C stop it after the requests in flight. Each process also runs the
+due jobs of the shared jobs table (`gateway.channel_work`): it finishes collections and refunds that
+requests left under way, whatever became of the POS or of the process that started them.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import threading
 from pathlib import Path
 
 from gateway.api import GatewayHttpServer
+from gateway.bills import BillFetcher
 from gateway.channel_clients import ChannelFactory
 from gateway.notifications import PATH_ALIPAY
 from gateway.db import open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger
 from gateway.migrations import LATEST
-from gateway.recovery import RECOVERY_INTERVAL_S, Recovery, RecoveryLoop
+from gateway.channel_work import ABANDON_AFTER_S, LEASE_S, POLL_INTERVAL_S, REQUERY_INTERVAL_S, ChannelWork, JobRunner, default_owner
+from gateway.jobs import FOLLOW_UP_AFTER_S, JobQueue
 from gateway.service import GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import vault_from_env
@@ -42,11 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="certificate chain (PEM) the POS pins")
     p.add_argument("--tls-key", help="its private key (PEM)")
     p.add_argument("--migrate", action="store_true", help="apply schema migrations before serving (single-node setups, make run)")
-    p.add_argument("--recovery-interval", type=float, default=RECOVERY_INTERVAL_S, metavar="SECONDS",
-                   help=f"finish collections and refunds left under way by dead requests every SECONDS (default {RECOVERY_INTERVAL_S}; 0: never)")
     p.add_argument("--public-url", help="the https:// address the channels reach this gateway at (behind a load balancer): Alipay's "
                    "async notifications go to PUBLIC_URL/v1/notify/alipay, WeChat Pay's refund notifications to "
                    "PUBLIC_URL/v1/notify/wechat/HOSPITAL (default: the --listen address)")
+    p.add_argument("--jobs-interval", "--recovery-interval", dest="jobs_interval", type=float, default=POLL_INTERVAL_S, metavar="SECONDS",
+                   help=f"look for due jobs (collections and refunds to finish, bills) every SECONDS (default {POLL_INTERVAL_S:g}; "
+                        "0: this process runs no jobs)")
+    p.add_argument("--job-workers", type=int, default=2, metavar="N", help="jobs run at once by this process (default 2)")
+    p.add_argument("--bills-dir", metavar="DIR", help="download every hospital's channel bills of the day before into DIR/HOSPITAL "
+                   "(a daily job, due 10:00 Asia/Shanghai; `reconcile run --bills-dir DIR/HOSPITAL` reads them). Default: no bills")
+    p.add_argument("--job-follow-up", type=float, default=FOLLOW_UP_AFTER_S, metavar="SECONDS",
+                   help=f"a collection or refund not final this long after it was recorded is taken over by a job (default {FOLLOW_UP_AFTER_S:g})")
+    p.add_argument("--job-requery", type=float, default=REQUERY_INTERVAL_S, metavar="SECONDS",
+                   help=f"a job asks the channel again about a collection still under way this often (default {REQUERY_INTERVAL_S:g})")
+    p.add_argument("--job-abandon", type=float, default=ABANDON_AFTER_S, metavar="SECONDS",
+                   help=f"a collection not final this long after it was recorded is reversed by the gateway (default {ABANDON_AFTER_S:g})")
+    p.add_argument("--job-lease", type=float, default=LEASE_S, metavar="SECONDS",
+                   help=f"how long a claimed job is this process's before another may take it over (default {LEASE_S:g})")
     return p
 
 
@@ -73,25 +88,35 @@ def main(argv: list[str] | None = None) -> int:
         factory = ChannelFactory(directory, alipay_notify_url=notify_url)
         if args.public_url:
             factory.set_wechat_notify_base(args.public_url)
-        service = GatewayService(directory, Ledger(db), factory)
+        service = GatewayService(directory, Ledger(db, follow_up_after_s=args.job_follow_up), factory)
         server = GatewayHttpServer(service, host.strip("[]"), int(port), tls_cert=args.tls_cert, tls_key=args.tls_key)
-        if args.recovery_interval < 0:
-            raise GatewayError(GatewayCode.BAD_CONFIG, "--recovery-interval must be 0 (off) or a number of seconds")
+        if args.jobs_interval < 0:
+            raise GatewayError(GatewayCode.BAD_CONFIG, "--jobs-interval must be 0 (off) or a number of seconds")
+        if args.job_workers < 1:
+            raise GatewayError(GatewayCode.BAD_CONFIG, "--job-workers must be 1 or more")
+        for name in ("job_lease", "job_follow_up", "job_requery", "job_abandon"):
+            if not getattr(args, name) > 0:
+                raise GatewayError(GatewayCode.BAD_CONFIG, f"--{name.replace('_', '-')} must be a positive number of seconds")
     except GatewayError as exc:
         sys.stderr.write(f"payment-gateway: {exc}\n")
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()
-    recovery = RecoveryLoop(Recovery(service.ledger, service.channels), args.recovery_interval).start() if args.recovery_interval else None
+    runner = None
+    if args.jobs_interval:
+        bills = BillFetcher(service.channels, directory, Path(args.bills_dir)) if args.bills_dir else None
+        work = ChannelWork(service.ledger, service.channels, JobQueue(db, owner=default_owner()), lease_s=args.job_lease,
+                           abandon_after_s=args.job_abandon, requery_s=args.job_requery, bills=bills)
+        runner = JobRunner(work, args.jobs_interval, workers=args.job_workers).start()
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    if recovery is not None:
-        recovery.stop()
+    if runner is not None:
+        runner.stop()
     server.stop()
     db.close()
     return 0

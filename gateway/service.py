@@ -14,7 +14,7 @@ PostgreSQL). The request's nonce, the device's last contact and the idempotency 
 first, not durable; the collection written as `paying`, before the channel is called, is the durable
 one (lost, the channel could hold money the ledger does not know of, and the order could be paid
 again); the settled state and the stored reply share the third, not durable: lost in a crash, the
-collection is `paying` again, and a retry, the POS's query or the recovery sweep settles it from
+collection is `paying` again, and a retry, the POS's query or its job (gateway.channel_work) settles it from
 the channel (the first durable commit after it flushes it anyway).
 
 Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
@@ -46,7 +46,7 @@ from gateway.channel_clients import ChannelFactory
 from gateway.db import Tx
 from gateway.device_sync import MAX_MARK, PAGE_DEFAULT, PAGE_MAX, DeviceSync
 from gateway.errors import GatewayCode, GatewayError
-from gateway.ledger import Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
+from gateway.ledger import PAYMENT_FINAL, Ledger, OutTradeNoUsed, Payment, PaymentState, RefundState
 from gateway.tenancy import Device, DeviceStatus, Directory, Hospital
 from terminal.channels.base import MERCHANT_CONFIG, PayOutcome, PayState, RefundOutcome, ReverseOutcome, ReverseState
 from terminal.channels.base import RefundState as ChannelRefundState
@@ -371,11 +371,27 @@ class GatewayService:
         return reply
 
     def query(self, device: Device, request: _Body) -> dict:
+        """The outcome of a collection: from the ledger once it is final (the gateway's job may have
+        finished it while the POS was away; no channel call), from the channel while it is paying.
+        While it is being reversed the answer is `unknown` (never the channel's `success` of a
+        moment before the reversal lands): the POS asks again, or reverses too (idempotent)."""
         payment = self.ledger.payment(request.id("out_trade_no", max_len=32), hospital_id=device.hospital_id)
+        if payment.state in PAYMENT_FINAL:
+            return _ledger_pay_reply(payment)
+        if payment.state is PaymentState.REVERSING:
+            return _pay_reply(PayOutcome(PayState.UNKNOWN, message="the gateway is reversing this payment"), payment.out_trade_no)
         outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
         self._watch(device, payment.channel, outcome)
-        if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
+        try:
             self._settle_pay(device, payment.out_trade_no, outcome)
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.BAD_TRANSITION:
+                raise
+            # Reversed (or settled) by the gateway's job since we read it: the ledger's word stands.
+            payment = self.ledger.payment(payment.out_trade_no, hospital_id=device.hospital_id)
+            if payment.state in PAYMENT_FINAL:
+                return _ledger_pay_reply(payment)
+            return _pay_reply(PayOutcome(PayState.UNKNOWN, message="the gateway is reversing this payment"), payment.out_trade_no)
         return _pay_reply(outcome, payment.out_trade_no)
 
     def reverse(self, device: Device, request: _Body) -> dict:

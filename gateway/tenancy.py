@@ -251,7 +251,7 @@ class Directory:
     def merchant_key_version(self, hospital_id: str, channel: PayChannel) -> tuple[Mode, int | None]:
         """The hospital's mode and the current version of its credentials for `channel` (None: none),
         in one read: what a cached channel client is checked against on every request."""
-        with self.db.transaction(write=False) as tx:
+        with self.db.reads() as tx:  # every request
             row = tx.one("SELECT h.mode, k.version FROM hospitals h LEFT JOIN merchant_keys k ON k.hospital_id = h.hospital_id "
                          "AND k.channel = ? AND k.retired_at IS NULL WHERE h.hospital_id = ?", (channel.value, hospital_id))
         if row is None:
@@ -485,8 +485,14 @@ class Directory:
             return self._device_row(tx, device_id)
 
     def device(self, device_id: str) -> Device:
-        with self.db.transaction(write=False) as tx:
-            return self._device_row(tx, device_id)
+        """The device and its terminals in one statement (every request: no BEGIN/COMMIT either)."""
+        cols = ", ".join("d." + c.strip() for c in _DEVICE_COLS.split(","))
+        with self.db.reads() as tx:
+            rows = tx.all(f"SELECT {cols}, t.terminal_id FROM devices d LEFT JOIN terminals t ON t.device_id = d.device_id "
+                          "WHERE d.device_id = ? ORDER BY t.terminal_id", (device_id,))
+        if not rows:
+            raise GatewayError(GatewayCode.UNKNOWN_DEVICE, f"no device {device_id!r}; import the device records first")
+        return _device(rows[0][:-1], tuple(r[-1] for r in rows if r[-1] is not None))
 
     def devices(self, hospital_id: str | None = None) -> list[Device]:
         with self.db.transaction(write=False) as tx:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reconcile.attribution import Attribution
 from reconcile.errors import EXIT_CLEAN, EXIT_ERROR, ConfigError, ReconcileError
-from reconcile.fetch import fetch_bills
+from reconcile.fetch import bills_from_dir, fetch_bills
 from reconcile.model import Channel, DiffClass
 from reconcile.run import CHINA, RunConfig, reconcile_day
 from reconcile.texts import signed_yuan
@@ -55,8 +55,8 @@ A config file (TOML) holds the same settings; {date} and {yyyymmdd} in paths are
 See docs/reconciliation.md.
 """
 
-_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "channel_settings", "out", "state", "utc_offset", "pos_devices",
-                "platform_ledger"}
+_CONFIG_KEYS = {"his", "his_mapping", "journals", "wechat_bill", "alipay_bill", "bills_dir", "channel_settings", "out", "state", "utc_offset",
+                "pos_devices", "platform_ledger"}
 
 
 def _date(text: str, tz: datetime.tzinfo = CHINA) -> datetime.date:
@@ -92,6 +92,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", action="append", dest="journals", help="a bridge journal (SQLite); repeat for each cashier PC")
     p.add_argument("--wechat-bill", help="the day's WeChat Pay bill (downloadbill, bill_type=ALL) as downloaded")
     p.add_argument("--alipay-bill", help="the day's Alipay trade bill zip as downloaded")
+    p.add_argument("--bills-dir", help="a folder of bills as the payment gateway downloads them (`gateway-admin bills fetch`, "
+                   "`payment-gateway --bills-dir`: DIR/HOSPITAL): the day's wechat-DAY.csv / alipay-DAY.zip, or their .nobill marks, "
+                   "for the bills not given above")
     p.add_argument("--channel-settings", help="channel settings JSON: download the bills not given above through the channel clients")
     p.add_argument("--platform-ledger", help="the payment service provider's ledger for the day (`gateway-admin ledger export`): "
                    "the platform leg, reconciled beside HIS, the journals and the bills")
@@ -157,6 +160,9 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
         path = pick(key)
         if path is not None:
             bills[channel] = path
+    bills_dir = pick("bills_dir")
+    if bills_dir is not None:
+        bills.update({c: p for c, p in bills_from_dir(bills_dir, day).items() if c not in bills})
     devices = args.pos_devices if args.pos_devices is not None else config.get("pos_devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
         raise ConfigError("pos_devices must be a list of device numbers (strings), as the bills show them")

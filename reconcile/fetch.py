@@ -19,7 +19,25 @@ from pathlib import Path
 from reconcile.errors import ConfigError, SourceUnavailable
 from reconcile.model import Channel
 
+# The same names as the payment gateway's bills directory (gateway/bills.py), so `--bills-dir` reads it.
 BILL_NAMES = {Channel.WECHAT: "wechat-{day}.csv", Channel.ALIPAY: "alipay-{day}.zip"}
+NO_BILL = "{channel}-{day}.nobill"
+
+
+def bills_from_dir(folder: Path, day: datetime.date) -> dict[Channel, Path | None]:
+    """The day's bills in a folder the gateway fills (`gateway-admin bills fetch`): {channel: file, or
+    None when the gateway recorded that the channel has no bill that day}. A channel with neither is
+    left out (not downloaded yet, or not a channel of this hospital)."""
+    if not folder.is_dir():
+        raise ConfigError(f"bills folder {folder} does not exist (the gateway writes DIR/HOSPITAL: give that folder)")
+    found: dict[Channel, Path | None] = {}
+    for channel, name in BILL_NAMES.items():
+        path = folder / name.format(day=day.isoformat())
+        if path.is_file():
+            found[channel] = path
+        elif (folder / NO_BILL.format(channel=channel.name.lower(), day=day.isoformat())).is_file():
+            found[channel] = None
+    return found
 
 
 def load_settings(path: Path) -> dict[str, object]:

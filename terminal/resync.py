@@ -15,7 +15,7 @@ transaction whose commit number is raised to the gateway's mark, then removes th
 
 The re-synced instructions carry kid `resync` and msg_id `resync-<out_trade_no|out_refund_no>`;
 they have no sealed result (HIS already had theirs, or gets it from the bridge's journal).
-Collections under way at the gateway (paying, reversing) are left to the gateway's recovery sweep;
+Collections under way at the gateway (paying, reversing) are left to the gateway's jobs (gateway.channel_work);
 a `+` for such an order is refused by the gateway itself (one order, one payment).
 """
 

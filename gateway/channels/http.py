@@ -1,19 +1,33 @@
-"""One bounded HTTP exchange with a channel, over requests.
+"""One bounded HTTP exchange with a channel.
 
 Channel replies are small; a reply that keeps streaming, never arrives or is not a 200 becomes an
 `HttpFailure`, never an exception, so the clients can turn it into an UNKNOWN outcome. Redirects
 are not followed (a payment API never redirects; following one would send a signed request to a
 host nobody configured).
+
+Transport: `SessionPool.get()` gives a `ConnectionPool`, kept-alive `http.client` connections per
+channel host, unless the process has a proxy configured (HTTP(S)_PROXY / ALL_PROXY: then requests,
+which honours them and NO_PROXY) or a client was given a `requests.Session` (tests). requests costs
+about 1.5 ms of CPU per call in its adapters and hooks: at the gateway, which makes every channel
+call of every POS, that was most of its CPU per payment (docs/gateway.md, Performance). TLS is
+verified as requests does: against certifi's CA bundle, or REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, or
+the `verify` path a merchant's settings give; client certificates (WeChat's /secapi) the same way.
 """
 
 from __future__ import annotations
 
 import enum
+import http.client
+import os
+import select
+import socket
+import ssl
 import threading
-from urllib.parse import urlsplit
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import requests
 
@@ -70,17 +84,161 @@ class _Session(requests.Session):
         return dict(merged, proxies=dict(merged["proxies"]))
 
 
+# An idle kept-alive connection older than this is not reused (servers drop idle ones after ~60 s).
+IDLE_MAX_S = 30.0
+# Idle connections kept per channel host (more may be open while that many calls run at once).
+IDLE_PER_ORIGIN = 8
+
+
+def _proxied() -> bool:
+    return bool(urllib.request.getproxies())
+
+
+def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLContext:
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        bundle = verify if isinstance(verify, str) else (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"))
+        if bundle is None:
+            import certifi  # requests' own CA bundle (a dependency of requests)
+
+            bundle = certifi.where()
+        context = ssl.create_default_context(capath=bundle) if os.path.isdir(bundle) else ssl.create_default_context(cafile=bundle)
+    if cert is not None:
+        context.load_cert_chain(cert[0], cert[1])
+    return context
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """The server closed this idle connection (EOF or data pending on it): never send a payment on it."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class ConnectionPool:
+    """Kept-alive http.client connections per (scheme, host, port, TLS settings); thread-safe: a
+    connection is used by one call at a time, taken from and given back to the idle list."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple, list[tuple[float, http.client.HTTPConnection]]] = {}
+        self._contexts: dict[tuple, ssl.SSLContext] = {}
+
+    def _context(self, verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLContext:
+        key = (verify, cert)
+        with self._lock:
+            context = self._contexts.get(key)
+        if context is None:
+            context = _tls_context(verify, cert)
+            with self._lock:
+                self._contexts[key] = context
+        return context
+
+    def _take(self, origin: tuple) -> http.client.HTTPConnection | None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                since, conn = idle.pop()
+            if now - since <= IDLE_MAX_S and not _dropped(conn):
+                return conn
+            conn.close()
+
+    def _give_back(self, origin: tuple, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < IDLE_PER_ORIGIN:
+                idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def exchange(self, method: str, url: str, *, timeouts: Timeouts, body: bytes | None, headers: dict[str, str] | None,
+                 max_bytes: int, cert: tuple[str, str] | None, verify: bool | str, any_status: bool = False) -> HttpReply | HttpFailure:
+        started = time.monotonic()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return HttpFailure.CONNECTION
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        tls = parts.scheme == "https"
+        origin = (parts.scheme, parts.hostname, port, verify if tls else None, cert if tls else None)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn = self._take(origin)
+        try:
+            if conn is None:
+                if tls:
+                    conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeouts.connect_s, context=self._context(verify, cert))
+                else:
+                    conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeouts.connect_s)
+                conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(timeouts.read_s)
+            sent = {"Host": parts.netloc, "Accept-Encoding": "identity", "Content-Length": str(len(body or b""))} | (headers or {})
+            conn.request(method, target, body=body, headers=sent)
+            response = conn.getresponse()
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = response.read1(64 * 1024) if size < max_bytes else response.read(1)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    conn.close()
+                    return HttpFailure.TOO_LARGE
+                chunks.append(chunk)
+                if time.monotonic() - started > timeouts.total_s():
+                    conn.close()
+                    return HttpFailure.TIMEOUT
+            reply = HttpReply(response.status, b"".join(chunks), response.getheader("Content-Type", "") or "",
+                              requests.structures.CaseInsensitiveDict(response.getheaders()))
+            response.close()  # read to its end: the connection is ready for the next request
+            if response.will_close:
+                conn.close()
+            else:
+                self._give_back(origin, conn)
+            conn = None
+            return reply if reply.status == 200 or any_status else HttpFailure.STATUS
+        except (TimeoutError, socket.timeout):
+            return HttpFailure.TIMEOUT
+        except (OSError, http.client.HTTPException, ssl.SSLError):
+            return HttpFailure.CONNECTION
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for _, conn in conns:
+                conn.close()
+
+
 class SessionPool:
-    """One requests.Session per thread: a Session is not documented as thread-safe, and the
-    terminal service may query one order while the cashier's next payment starts on another."""
+    """What a channel client sends its calls through: the shared `ConnectionPool` (thread-safe), or
+    with a proxy configured or a `requests.Session` given, one requests.Session per thread (a Session
+    is not documented as thread-safe, and one order may be queried while the next payment starts)."""
 
     def __init__(self, shared: requests.Session | None = None) -> None:
         self._shared = shared
         self._local = threading.local()
+        self._pool = ConnectionPool() if shared is None and not _proxied() else None
 
-    def get(self) -> requests.Session:
+    def get(self) -> requests.Session | ConnectionPool:
         if self._shared is not None:
             return self._shared
+        if self._pool is not None:
+            return self._pool
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = _Session()
@@ -88,7 +246,7 @@ class SessionPool:
 
 
 def exchange(
-    session: requests.Session,
+    session: requests.Session | ConnectionPool,
     method: str,
     url: str,
     *,
@@ -102,6 +260,9 @@ def exchange(
 ) -> HttpReply | HttpFailure:
     """`any_status`: a reply with any status is returned (WeChat APIv3 answers errors as 4xx/5xx
     with a JSON body); otherwise only a 200 is, and anything else is HttpFailure.STATUS."""
+    if isinstance(session, ConnectionPool):
+        return session.exchange(method, url, timeouts=timeouts, body=body, headers=headers, max_bytes=max_bytes, cert=cert, verify=verify,
+                                any_status=any_status)
     started = time.monotonic()
     try:
         response = session.request(

@@ -20,7 +20,8 @@ from gateway.api import GatewayHttpServer
 from gateway.channel_clients import ChannelFactory
 from gateway.db import Database, PostgresDatabase, open_database
 from gateway.ledger import PaymentState
-from gateway.recovery import Recovery
+from gateway.channel_work import ChannelWork
+from gateway.jobs import JobQueue
 from gateway.service import IN_PROGRESS_WINDOW_S, GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import Vault
@@ -66,18 +67,19 @@ class Site:
         self.procs: list = []
 
     def gateway(self) -> str:
-        proc, url = start_gateway(self.url, "--recovery-interval", "0")
+        proc, url = start_gateway(self.url, "--jobs-interval", "0")
         self.procs.append(proc)
         return url
 
     def pos(self, url: str) -> GatewayConnection:
         return GatewayConnection(url, device_id="H001-POS1", seed=self.fleet.seeds["H001-POS1"])
 
-    def in_process(self, clock) -> tuple[GatewayHttpServer, Recovery]:
+    def in_process(self, clock) -> tuple[GatewayHttpServer, ChannelWork]:
         """This site's gateway in this process, with an injected clock (to be "later" without waiting)."""
         directory = Directory(self.db, Vault(MASTER_KEY), clock=clock)
         service = GatewayService(directory, self.fleet.ledger, ChannelFactory(directory, overrides=FAST), clock=clock)
-        return GatewayHttpServer(service).start(), Recovery(self.fleet.ledger, service.channels, clock=clock)
+        work = ChannelWork(self.fleet.ledger, service.channels, JobQueue(self.db, owner="test", clock=clock), clock=clock)
+        return GatewayHttpServer(service).start(), work
 
     def balance(self, code: str) -> str:
         return str(self.sandbox.account(code)["balance"])
@@ -151,9 +153,9 @@ def test_kill_9_of_the_gateway_while_the_channel_holds_the_money(site) -> None:
     assert site.balance(code) == "87.50" and len(site.sandbox.account(code)["orders"]) == 1
 
 
-def test_a_payment_orphaned_by_a_dead_gateway_and_an_absent_pos_is_finished_by_recovery(site) -> None:
-    """The POS never comes back (power cut) and the channel never answered: the recovery sweep queries,
-    then reverses once the collection is abandoned, so the order is free for the patient's next try."""
+def test_a_payment_orphaned_by_a_dead_gateway_and_an_absent_pos_is_finished_by_its_job(site) -> None:
+    """The POS never comes back (power cut) and the channel never answered: the collection's job
+    queries, then reverses once the collection is abandoned, so the order is free for the patient's next try."""
     url = site.gateway()
     code = site.sandbox.issue_code("WECHAT", "100.00", "noreply")["code"]
     body = pay_body("MZK" + uuid.uuid4().hex[:12], code, 1250)
@@ -161,11 +163,13 @@ def test_a_payment_orphaned_by_a_dead_gateway_and_an_absent_pos_is_finished_by_r
     wait_until(lambda: _state(site, body["out_trade_no"]) is PaymentState.PAYING, what="the collection to be recorded")
     site.procs[0].kill()
     box["thread"].join(timeout=30)
-    server, recovery = site.in_process(later(120))
+    server, work = site.in_process(later(90))
     server.stop()
-    report = recovery.run_once()  # queried: the channel has no such order; not abandoned yet
+    report = work.run_due()  # queried: the channel has no such order; not abandoned yet
     assert body["out_trade_no"] in report.still_open and _state(site, body["out_trade_no"]) is PaymentState.PAYING
-    report = site.in_process(later(3600))[1].run_once()
+    server, work = site.in_process(later(3600))
+    server.stop()
+    report = work.run_due()
     assert body["out_trade_no"] in report.reversed
     assert _state(site, body["out_trade_no"]) is PaymentState.CLOSED
     assert site.balance(code) == "100.00"
@@ -224,8 +228,8 @@ def test_kill_9_of_postgresql_mid_payment_and_before_one(durable_pg, sandbox) ->
 def test_kill_9_of_postgresql_right_after_payments_loses_no_payment(durable_pg, sandbox) -> None:
     """Only the collection written before the channel call is committed durably; the settled state and
     the stored reply are not waited for (docs/gateway.md, "Commits"). Killed right after replies went
-    out, the database may come back with some of them `paying` again: the POS's retry and the recovery
-    sweep finish them from the channel; every payment the POS was told succeeded is succeeded, once."""
+    out, the database may come back with some of them `paying` again: the POS's retry and the
+    collections' jobs finish them from the channel; every payment the POS was told succeeded is succeeded, once."""
     conninfo = durable_pg.new_schema()
     db = PostgresDatabase(conninfo)
     db.migrate()
@@ -244,7 +248,9 @@ def test_kill_9_of_postgresql_right_after_payments_loses_no_payment(durable_pg, 
         for body, _ in paid:  # the POS retries (as if a reply had been lost): the same outcome, never a second charge
             status, reply = pos.post("/v1/pay", body)
             assert (status, reply.get("state") or reply["error"]["code"]) in ((200, "success"), (409, "in_progress"))
-        report = site.in_process(later(IN_PROGRESS_WINDOW_S + 1))[1].run_once()
+        server, work = site.in_process(later(IN_PROGRESS_WINDOW_S + 1))
+        server.stop()
+        report = work.run_due()
         assert report.errors == []
         for body, code in paid:
             assert site.fleet.ledger.payment(body["out_trade_no"], hospital_id="H001").state is PaymentState.SUCCEEDED

@@ -91,3 +91,27 @@ def test_sqlite_urls(tmp_path) -> None:
         assert db.migrate() == migrations.LATEST
         db.close()
     assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+
+
+def test_sqlite_durable_commits_flush_and_relaxed_ones_do_not(tmp_path) -> None:
+    """A durable transaction runs on a synchronous=FULL connection (the commit waits for the disk), a
+    relaxed one on a NORMAL one (docs/gateway.md, "Commits"); neither changes the other's setting."""
+    from gateway.db import SqliteDatabase
+
+    db = SqliteDatabase(tmp_path / "g.db")
+    try:
+        for _ in range(3):  # connections come back to their own pool, still set as they were
+            with db.transaction() as tx:
+                assert tx.scalar("PRAGMA synchronous") == 2
+            with db.transaction(durable=False) as tx:
+                assert tx.scalar("PRAGMA synchronous") == 1
+    finally:
+        db.close()
+
+
+def test_reads_see_what_was_committed_and_need_no_transaction(db) -> None:
+    db.migrate()
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO audit (at, actor, action, subject, detail) VALUES (1, 'a', 'x', 's', '{}')")
+    with db.reads() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM audit WHERE action = 'x'") == 1

@@ -105,6 +105,29 @@ def test_concurrent_collections_of_one_order_from_every_window_charge_once(db) -
     assert sorted(outcomes) == ["duplicate_order"] * 5 + ["paying"]
 
 
+def test_concurrent_collections_never_slip_past_the_daily_limit_together(db) -> None:
+    """With a daily limit the starts of one hospital are serialised (its row locked on PostgreSQL):
+    six windows paying 10.00 at once against a 30.00 day get three through, three refused."""
+    fleet = make_fleet(db, devices=6, daily_limit_fen=30_00)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def window(i: int) -> None:
+        barrier.wait()
+        try:
+            pay(fleet, f"MZL{i}", 10_00, trade_no=f"L{i}", terminal=f"T{i:04d}", device=f"H001-POS{i}")
+            outcomes.append("paying")
+        except GatewayError as exc:
+            outcomes.append(exc.code.value)
+
+    threads = [threading.Thread(target=window, args=(i,)) for i in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["over_hospital_daily_limit"] * 3 + ["paying"] * 3
+
+
 # --- refunds --------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,227 @@
+"""The jobs table (gateway.jobs) on SQLite and on a real PostgreSQL server: the ledger writes a
+collection's and a refund's job with it and deletes it when final; a claim is a lease; concurrent
+claimers never get one job while its lease holds; a lease that ran out is taken over; the work
+(gateway.channel_work) finishes what the POS left, against the real channel sandbox."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from gateway.channel_clients import ChannelFactory
+from gateway.channel_work import ChannelWork
+from gateway.db import Database
+from gateway.jobs import FOLLOW_UP_AFTER_S, JobKind, JobQueue, ms
+from gateway.ledger import Ledger, PaymentState, RefundState
+from gateway.migrations import migrate
+from protocol.messages import PayChannel
+from tests.gateway.fleet import make_fleet
+
+
+class Clock:
+    def __init__(self, now: float = 1_790_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _payment(ledger: Ledger, order_no: str | None = None, *, out_trade_no: str | None = None, fen: int = 1250):
+    return ledger.start_payment(hospital_id="H001", terminal_id="T0001", device_id="H001-POS1", order_no=order_no or "MZ" + uuid.uuid4().hex[:12],
+                                out_trade_no=out_trade_no or "P" + uuid.uuid4().hex[:20], channel=PayChannel.WECHAT, amount_fen=fen)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fleet(db: Database, clock: Clock):
+    return make_fleet(db, devices=1, clock=clock)
+
+
+def test_a_collection_is_recorded_with_its_job_and_its_settlement_deletes_it(db, fleet, clock) -> None:
+    queue = JobQueue(db, owner="a", clock=clock)
+    payment = _payment(fleet.ledger)
+    job = queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no)
+    assert job is not None and job.due_at_ms == ms(clock.now + FOLLOW_UP_AFTER_S) and job.lease_owner is None
+    fleet.ledger.settle_payment(payment.out_trade_no, hospital_id="H001", state=PaymentState.SUCCEEDED, channel_txn_id="T1")
+    assert queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no) is None
+    # Reversing a succeeded collection owes the channel a reversal again: its job is back.
+    fleet.ledger.settle_payment(payment.out_trade_no, hospital_id="H001", state=PaymentState.REVERSING)
+    assert queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no) is not None
+    fleet.ledger.settle_payment(payment.out_trade_no, hospital_id="H001", state=PaymentState.CLOSED)
+    assert queue.pending() == []
+
+
+def test_a_refund_is_recorded_with_its_job_and_its_settlement_deletes_it(db, fleet, clock) -> None:
+    queue = JobQueue(db, owner="a", clock=clock)
+    payment = _payment(fleet.ledger)
+    fleet.ledger.settle_payment(payment.out_trade_no, hospital_id="H001", state=PaymentState.SUCCEEDED)
+    refund = fleet.ledger.start_refund(hospital_id="H001", order_no=payment.order_no, out_refund_no="R" + uuid.uuid4().hex[:12],
+                                       amount_fen=500, device_id="H001-POS1")
+    assert [(j.kind, j.subject) for j in queue.pending()] == [(JobKind.REFUND, refund.out_refund_no)]
+    fleet.ledger.settle_refund(refund.out_refund_no, hospital_id="H001", state=RefundState.FAILED)
+    assert queue.pending() == []
+
+
+def test_a_refused_collection_leaves_no_job(db, fleet, clock) -> None:
+    first = _payment(fleet.ledger, "MZ-ONCE")
+    with pytest.raises(Exception):
+        _payment(fleet.ledger, "MZ-ONCE")  # duplicate_order: rolled back with its job
+    assert [j.subject for j in JobQueue(db, owner="a", clock=clock).pending()] == [first.out_trade_no]
+
+
+def test_a_claim_is_a_lease_that_only_its_owner_ends(db, fleet, clock) -> None:
+    a, b = JobQueue(db, owner="a", clock=clock), JobQueue(db, owner="b", clock=clock)
+    payment = _payment(fleet.ledger)
+    assert a.claim(lease_s=30) is None  # not due yet
+    clock.now += FOLLOW_UP_AFTER_S
+    job = a.claim(lease_s=30)
+    assert job is not None and (job.subject, job.lease_owner, job.attempts) == (payment.out_trade_no, "a", 1)
+    assert b.claim(lease_s=30) is None  # leased to a
+    clock.now += 29
+    assert b.claim(lease_s=30) is None
+    clock.now += 2  # a's lease ran out (a died, or hangs): b takes it over
+    taken = b.claim(lease_s=30)
+    assert taken is not None and (taken.job_id, taken.lease_owner, taken.attempts) == (job.job_id, "b", 2)
+    # a comes back late: it can neither finish nor reschedule what b now holds.
+    assert not a.done(job) and not a.retry(job, after_s=5)
+    assert b.retry(taken, after_s=5, error="channel: timeout")
+    again = b.get(JobKind.PAYMENT, "H001", payment.out_trade_no)
+    assert again is not None and again.lease_owner is None and again.last_error == "channel: timeout"
+    assert again.due_at_ms == ms(clock.now + 5)
+    clock.now += 5
+    last = b.claim(lease_s=30)
+    assert last is not None and b.done(last) and b.pending() == []
+
+
+def test_the_most_overdue_job_is_claimed_first(db, fleet, clock) -> None:
+    queue = JobQueue(db, owner="a", clock=clock)
+    first = _payment(fleet.ledger)
+    clock.now += 10
+    second = _payment(fleet.ledger)
+    clock.now += FOLLOW_UP_AFTER_S
+    claims = [queue.claim(lease_s=30) for _ in range(2)]
+    assert [c.subject if c else None for c in claims] == [first.out_trade_no, second.out_trade_no]
+    assert queue.claim(lease_s=30) is None
+
+
+def test_concurrent_claimers_never_hold_one_job_at_once(db, fleet, clock) -> None:
+    """Eight claimers (threads, each with its own connections, as processes have) race over 60 due
+    jobs: every job is claimed exactly once, whatever the interleaving."""
+    subjects = {_payment(fleet.ledger).out_trade_no for _ in range(60)}
+    clock.now += FOLLOW_UP_AFTER_S
+    claimed: dict[str, list[str]] = {}
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def claimer(owner: str) -> None:
+        queue = JobQueue(db, owner=owner, clock=clock)
+        start.wait()
+        while (job := queue.claim(lease_s=300)) is not None:
+            with lock:
+                claimed.setdefault(job.subject, []).append(owner)
+
+    threads = [threading.Thread(target=claimer, args=(f"p{n}",)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert set(claimed) == subjects
+    assert {s: len(o) for s, o in claimed.items() if len(o) != 1} == {}
+
+
+def test_migration_6_turns_what_is_under_way_into_due_jobs(raw_db) -> None:
+    migrate(raw_db, upto=4)
+    make_fleet(raw_db, devices=1)
+    with raw_db.transaction() as tx:  # the ledger as version 4 left it: one paying, one paid with a refund under way
+        for no, state in (("P-PAYING", "paying"), ("P-PAID", "succeeded")):
+            tx.execute("INSERT INTO payments (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen, state, "
+                       "local_day, created_at, updated_at) VALUES ('H001', 'T0001', 'H001-POS1', ?, ?, 'WECHAT', 1250, ?, '2026-12-01', 7, 7)",
+                       ("MZ" + no, no, state))
+        paid = tx.scalar("SELECT payment_id FROM payments WHERE out_trade_no = 'P-PAID'")
+        tx.execute("INSERT INTO refunds (payment_id, hospital_id, out_refund_no, amount_fen, state, device_id, created_at, updated_at) "
+                   "VALUES (?, 'H001', 'R-OLD', 100, 'refunding', 'H001-POS1', 8, 8)", (paid,))
+    migrate(raw_db)
+    pending = JobQueue(raw_db, owner="a").pending()
+    assert sorted((j.kind.value, j.subject, j.due_at_ms, j.created_at_ms) for j in pending) == [
+        ("payment", "P-PAYING", 0, 7000), ("refund", "R-OLD", 0, 8000)]
+
+
+# --- the work, against the real sandbox ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from firmware_sim.sandbox.launcher import SandboxProcess
+
+    process = SandboxProcess(str(tmp_path_factory.mktemp("jobs-sandbox"))).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def site(db, sandbox, clock):
+    from tests.gateway.test_api import onboard
+
+    fleet = make_fleet(db, devices=1, clock=clock)
+    onboard(fleet, sandbox)
+    channels = ChannelFactory(fleet.directory, overrides={"read_timeout_s": 2.0})
+    work = ChannelWork(fleet.ledger, channels, JobQueue(db, owner="w", clock=clock), clock=clock, abandon_after_s=120, requery_s=10)
+    return fleet, channels, work
+
+
+def test_a_refund_the_channel_never_saw_is_sent_by_its_job_once(site, sandbox, clock) -> None:
+    fleet, channels, work = site
+    code = sandbox.issue_code("WECHAT", "100.00", "success")["code"]
+    payment = _payment(fleet.ledger, fen=2000)
+    outcome = channels.client("H001", PayChannel.WECHAT).pay(out_trade_no=payment.out_trade_no, auth_code=code, total_fen=2000, subject="t")
+    assert outcome.state.value == "success"
+    fleet.ledger.settle_payment(payment.out_trade_no, hospital_id="H001", state=PaymentState.SUCCEEDED)
+    # The gateway recorded the refund and died before calling the channel.
+    refund = fleet.ledger.start_refund(hospital_id="H001", order_no=payment.order_no, out_refund_no="R" + uuid.uuid4().hex[:12],
+                                       amount_fen=700, device_id="H001-POS1")
+    assert work.run_due().ran() == 0  # not due: a request could still be working on it
+    clock.now += FOLLOW_UP_AFTER_S
+    report = work.run_due()
+    assert report.resent_refunds == [refund.out_refund_no]  # accepted: WeChat Pay says PROCESSING, then SUCCESS
+    assert report.settled == [] and report.still_open == [refund.out_refund_no]
+    clock.now += 60
+    assert work.run_due().settled == [refund.out_refund_no]
+    assert fleet.ledger.refund(refund.out_refund_no, hospital_id="H001").state is RefundState.SUCCEEDED
+    assert sandbox.account(code)["balance"] == "87.00"
+    clock.now += 3600
+    assert work.run_due().ran() == 0 and work.queue.pending() == []  # nothing more is owed
+
+
+def test_the_pos_asking_while_the_gateway_reverses_gets_unknown_then_the_ledgers_final_state(site, sandbox, clock) -> None:
+    """The POS that comes back asks /v1/query: while the gateway's job is reversing the payment the
+    answer is `unknown` (never the channel's state of a moment before the reversal lands); once
+    reversed, the ledger answers."""
+    import time
+
+    from gateway.api import GatewayHttpServer
+    from gateway.service import GatewayService
+    from terminal.gateway_client import GatewayConnection
+    from tests.gateway.test_api import pay_body
+
+    fleet, channels, work = site
+    server = GatewayHttpServer(GatewayService(fleet.directory, fleet.ledger, channels, clock=time.time)).start()
+    try:
+        pos = GatewayConnection(server.url, device_id="H001-POS1", seed=fleet.seeds["H001-POS1"])
+        code = sandbox.issue_code("WECHAT", "100.00", "userpaying_forever")["code"]
+        body = pay_body("MZR" + uuid.uuid4().hex[:10], code, 1250)
+        assert pos.post("/v1/pay", body)[1]["state"] == "user_paying"
+        fleet.ledger.settle_payment(body["out_trade_no"], hospital_id="H001", state=PaymentState.REVERSING)  # the job decided
+        status, reply = pos.post("/v1/query", {"out_trade_no": body["out_trade_no"]})
+        assert (status, reply["state"]) == (200, "unknown")
+        clock.now += FOLLOW_UP_AFTER_S
+        assert work.run_due().reversed == [body["out_trade_no"]]
+        status, reply = pos.post("/v1/query", {"out_trade_no": body["out_trade_no"]})
+        assert (status, reply["state"], reply["message"]) == (200, "closed", "recovered from the gateway's ledger")
+        assert sandbox.account(code)["balance"] == "100.00"
+    finally:
+        server.stop()
