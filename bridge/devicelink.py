@@ -290,7 +290,7 @@ class DevicePort:
                 self._session_sent.clear()
                 # High-water marks first, before anything the POS could ACK (docs/link-protocol.md §7).
                 self._marks_sent_at = time.monotonic()
-                self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]
+                self._link.send(FrameType.DATA, encode_app(self.sink.marks_for(event.peer)), time.monotonic())  # type: ignore[union-attr]  # the link exists while its own events are read
                 for msg_id, message in self.sink.attach(self, event.peer):
                     try:
                         self._link.send(FrameType.DATA, self._encode(message), time.monotonic(), tag=msg_id)  # type: ignore[union-attr]  # a LinkUp event comes only from a running link, so _link is set

@@ -571,7 +571,7 @@ class Relay:
         now = self.clock()
         with self._not_taken_lock:
             due = [m for m, e in self._not_taken.items() if e.get("device_id") == device_id and m != answering
-                   and not (0 <= now - float(e.get("resent_at", 0.0)) < NOT_TAKEN_RESEND_S)]  # type: ignore[arg-type]
+                   and not (0 <= now - float(e.get("resent_at", 0.0)) < NOT_TAKEN_RESEND_S)]  # type: ignore[arg-type]  # not-taken entries are JSON-shaped dicts; resent_at is a float when present
             for msg_id in due:
                 self._not_taken[msg_id]["resent_at"] = now
         for msg_id in due:

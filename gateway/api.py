@@ -158,7 +158,7 @@ class GatewayHttpServer(ThreadingHTTPServer):
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
 
-    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def] - socketserver's names
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's own parameter names, untyped there
         if self.tls:
             request.settimeout(TLS_HANDSHAKE_TIMEOUT_S)
             try:

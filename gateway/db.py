@@ -275,7 +275,7 @@ class _PostgresReadTx(_PostgresTx):
         self._fresh = False
 
     @property
-    def conn(self):  # type: ignore[no-untyped-def] - a psycopg connection, imported lazily
+    def conn(self):  # type: ignore[no-untyped-def]  # a psycopg connection; psycopg is imported lazily (SQLite-only installs)
         return self._conn
 
     def _run(self, sql: str, params: Sequence[Param]):
@@ -314,7 +314,7 @@ class PostgresDatabase(Database):
         except psycopg.OperationalError as exc:
             raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
 
-    def _begin(self, write: bool, durable: bool = True):  # type: ignore[no-untyped-def]
+    def _begin(self, write: bool, durable: bool = True):  # type: ignore[no-untyped-def]  # a psycopg connection, imported lazily
         """A pooled connection inside BEGIN. A pooled connection that died with the server (a restart,
         kill -9, a failover) fails at BEGIN, before anything was done: it and every other idle one
         are dropped and a fresh connection is made."""

@@ -311,13 +311,13 @@ class Conclusions:
         second payment's instruction: from then on it is counted here, not with its slice."""
         if isinstance(record, int):
             return record
-        known = self._adopted.get(int(record["_o_pos"]))  # type: ignore[call-overload]
+        known = self._adopted.get(int(record["_o_pos"]))  # type: ignore[call-overload]  # _o_* fields are ints (reconcile.slices writes them)
         if known is not None:
             return known  # taken in already
-        self._adopted[int(record["_o_pos"])] = len(self._o_line)  # type: ignore[call-overload]
+        self._adopted[int(record["_o_pos"])] = len(self._o_line)  # type: ignore[call-overload]  # _o_* fields are ints
         for name, value in record.items():
             getattr(self, name).append(value)
-        done, oe = self._settled[int(record["_o_chan"])], int(record["_o_eff"])  # type: ignore[call-overload]
+        done, oe = self._settled[int(record["_o_chan"])], int(record["_o_eff"])  # type: ignore[call-overload]  # _o_* fields are ints
         done[0] -= 1
         if oe:
             done[1 if oe > 0 else 2] -= abs(oe)

@@ -302,11 +302,11 @@ class SlicedDay:
 
     def _head(self, s: int) -> tuple[bytes, array]:
         """A slice's settled mask and its records' positions in the day."""
-        head: tuple[bytes, array] = self.states.item(s, 0)  # type: ignore[assignment]
+        head: tuple[bytes, array] = self.states.item(s, 0)  # type: ignore[assignment]  # a state file holds (mask, positions) first
         return head
 
     def _column(self, s: int, name: str) -> array:
-        return self.states.item(s, 1 + self.columns.index(name))  # type: ignore[return-value]
+        return self.states.item(s, 1 + self.columns.index(name))  # type: ignore[return-value]  # then one array per column, in order
 
     def _count_settled(self, m: Matcher, settled: bytes) -> None:
         """The totals of the records concluded in a slice: every side the same (ours)."""
@@ -349,7 +349,7 @@ class SlicedDay:
 
     def _settle_back(self, values: dict[str, object]) -> None:
         """A concluded record taken back into the last pass: no longer counted with its slice."""
-        acc, oe = self.settled[int(values["_o_chan"])], int(values["_o_eff"])  # type: ignore[call-overload]
+        acc, oe = self.settled[int(values["_o_chan"])], int(values["_o_eff"])  # type: ignore[call-overload]  # _o_* fields are ints
         acc[0] -= 1
         if oe:
             acc[1 if oe > 0 else 2] -= abs(oe)
@@ -402,8 +402,8 @@ class SlicedDay:
         pos = array("q", self.kept_pos)
         for values in ghosts:
             for name in self.columns:
-                columns[name].append(values[name])  # type: ignore[arg-type]
-            pos.append(values["_o_pos"])  # type: ignore[arg-type]
+                columns[name].append(values[name])  # type: ignore[arg-type]  # a ghost holds values of these same columns
+            pos.append(values["_o_pos"])  # type: ignore[arg-type]  # an int position in the day
         self.kept = {}
         order = sorted(range(len(pos)), key=pos.__getitem__)
         new = {old: k for k, old in enumerate(order)}

@@ -101,7 +101,7 @@ class ServiceLinkHandler:
                 continue  # down: a result comes again from the journal on the next link up
             tag = (RESULT_TAG, message.envelope.msg_id) if isinstance(message, ResultMsg) else None
             try:
-                endpoint.send(message, tag)  # type: ignore[attr-defined]
+                endpoint.send(message, tag)  # type: ignore[attr-defined]  # the DeviceEndpoint, typed object here
             except LinkNotUp:
                 log.info("link went down while sending; results will be re-sent after it comes back")
             except PowerLostAtCommit:
