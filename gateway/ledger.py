@@ -129,6 +129,10 @@ def _refund(row: tuple) -> Refund:
     return Refund(int(row[0]), int(row[1]), row[2], row[3], int(row[4]), RefundState(row[5]), row[6], row[7], row[8])
 
 
+class _OrderTaken(Exception):  # internal: the payment's INSERT met the order's unique index (see start_payment)
+    pass
+
+
 class OutTradeNoUsed(GatewayError):
     """A collection with this out_trade_no is already recorded (`bad_input` to a caller; the service
     tells a retry of the same request from a reuse)."""
@@ -177,6 +181,19 @@ class Ledger:
         _check_no("out_trade_no", out_trade_no)
         if not is_valid_id(order_no):
             raise GatewayError(GatewayCode.BAD_INPUT, f"order_no {order_no!r} must match [A-Za-z0-9_-]{{1,64}}")
+        try:
+            return self._start_payment(hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen)
+        except _OrderTaken:
+            with self.db.reads() as tx:
+                copy = tx.scalar("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no))
+            if copy is not None:
+                raise OutTradeNoUsed(GatewayCode.BAD_INPUT,
+                                     f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one") from None
+            raise GatewayError(GatewayCode.DUPLICATE_ORDER,
+                               f"order {order_no} already has a collection under way or paid at this hospital") from None
+
+    def _start_payment(self, hospital_id: str, terminal_id: str, device_id: str, order_no: str, out_trade_no: str,
+                       channel: PayChannel, amount_fen: int) -> Payment:
         now = self._clock()
         day = business_day(now)
         with self.db.transaction() as tx:
@@ -224,8 +241,11 @@ class Ledger:
                      PaymentState.PAYING.value, day, int(now), int(now)),
                 )
             except UniqueViolation:
-                raise GatewayError(GatewayCode.DUPLICATE_ORDER,
-                                   f"order {order_no} already has a collection under way or paid at this hospital") from None
+                # Either another attempt at the order holds it, or a copy of this very request won a
+                # race its conflict target could not see: PostgreSQL arbitrates ON CONFLICT on the
+                # target's index only, and two inserts that both passed its pre-check can meet first on
+                # the order's index. Which of the two is read once this transaction has rolled back.
+                raise _OrderTaken() from None
             if row is None:
                 raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
             self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)

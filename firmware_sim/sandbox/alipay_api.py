@@ -175,7 +175,7 @@ class AlipayApi:
                   "buyer_pay_amount": amount, "subject": order.subject, "gmt_create": _time(order.created_at), **extra}
         if order.paid_at is not None:
             params["gmt_payment"] = _time(order.paid_at)
-        self.notifier.send(owner.notify_url, params)
+        self.notifier.send(owner.notify_url, params, fault=self.faults.signature(CHANNEL))
 
     def authorise(self, app_id: str | None) -> Reply:
         """Control API: a new merchant authorises a third-party app; its app_auth_token."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import requests
 from Crypto.PublicKey import RSA
 
+from firmware_sim.sandbox.reply import SignatureFault, corrupt_signature
 from firmware_sim.sandbox.store import SHANGHAI
 from gateway.channels.alipay_codec import notify_sign_content, rsa2_sign
 
@@ -57,8 +58,18 @@ class Notifier:
         form["sign"] = rsa2_sign(notify_sign_content(form), self._key)
         return form
 
-    def send(self, url: str, params: dict[str, str]) -> Delivery:
-        delivery = Delivery(url, self.sign(params))
+    def send(self, url: str, params: dict[str, str], fault: SignatureFault = SignatureFault.OK) -> Delivery:
+        """Sign and deliver (with retries) one notification. `fault`: the same signature fault as the
+        replies' (a gateway that cannot verify Alipay's replies cannot verify its notifications either:
+        they are signed with the same key)."""
+        form = self.sign(params)
+        if fault is SignatureFault.CORRUPT:
+            form["sign"] = corrupt_signature(form["sign"])
+        elif fault is SignatureFault.TAMPER:
+            form["subject"] = form.get("subject", "") + " "
+        elif fault is SignatureFault.MISSING:
+            del form["sign"]
+        delivery = Delivery(url, form)
         with self._lock:
             self.deliveries.append(delivery)
         threading.Thread(target=self._deliver, args=(delivery,), name="alipay-notify", daemon=True).start()

@@ -12,6 +12,7 @@
     GET|POST|DELETE /sandbox/v1/scripts    scripted answers for a code or an order (scripts.py): {"code" | "channel" +
                                            "out_trade_no", "answer", "value", "times"}
     GET|POST /sandbox/v1/faults            {"channel": "WECHAT"|"ALIPAY"|"ALL", "reply_signature": "ok"|"corrupt"|"missing"|"tamper"}
+                                           (Alipay's async notifications carry the same fault: one key signs both)
 Errors are {"error": {"code": ..., "message": ...}} with the project's error codes.
 """
 

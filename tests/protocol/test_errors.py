@@ -41,6 +41,7 @@ INTERNAL = {
     "firmware_sim.sandbox.wechat_v3_api._Error": "private: the sandbox turns it into WeChat Pay APIv3's own error reply in the same module",
     "gateway.db.UniqueViolation": "the database adapter's signal; the gateway turns it into GatewayError(exists)",
     "gateway.service._AlreadyStarted": "private: pay() found its collection already in the ledger; handled by _started in the same module",
+    "gateway.ledger._OrderTaken": "private: start_payment turns it into duplicate_order, or into the copy's outcome when its own request got there first",
     "gateway.jobs.RunAgain": "a job's work saying 'not finished, again later': caught by the job runner (gateway.channel_work), which reschedules the job",
 }
 
