@@ -369,7 +369,7 @@ class Lifecycle:
         attempt = self.journal.current_attempt(row.seq) if row.kind is Kind.COLLECT else None
         fields: dict[str, object] = {}
         if attempt is not None and pay is not None:
-            outcome = {Event.PAID: "success", Event.DECLINED: "declined"}.get(event)
+            outcome = {Event.PAID: "success", Event.DECLINED: "declined", Event.ORDER_REFUSED: "declined"}.get(event)
             if outcome is not None:
                 tx.settle_attempt(attempt.out_trade_no, outcome=outcome, channel_txn_id=pay.channel_txn_id, paid_fen=pay.paid_fen,
                                   result_code=None if pay.result_code is None else pay.result_code.value,
@@ -430,6 +430,9 @@ class Lifecycle:
             else:
                 message = (f"order already collected with {format_yuan(collection.paid_fen)} yuan (instruction "
                            f"{original.msg_id}); nothing was charged")
+        elif event is Event.ORDER_REFUSED:  # the gateway's word: duplicate_order (another window), bad_amount
+            assert pay is not None and pay.result_code is not None
+            error_code, message = pay.result_code.value, pay.message
         elif event in (Event.CLOSE, Event.CLOSE_REFUND):  # expired / withdrawn (terminal.his_outcomes)
             error_code = reason or ResultCode.EXPIRED.value
             if row.state is State.DECLINED:  # say what the last code met, too

@@ -4,6 +4,9 @@ Collection (+)
     QUEUED --SHOW--> AWAITING_SCAN --SCAN--> PAYING (journal: "about to pay with out_trade_no X")
     PAYING --PAID--> FINISHED(SUCCESS)        --USER_PAYING--> USER_PAYING (poll until the deadline)
            --DECLINED--> DECLINED (cashier: SCAN again = new attempt, or CANCEL -> FAILED)
+           --ORDER_REFUSED--> FINISHED(FAILED): the gateway refused the order itself before calling the
+             channel (paid or being paid at another window of the hospital, or above its limit): no
+             other code can help, so HIS hears it now
            --UNKNOWN--> CONFIRMING (query before deciding)
     USER_PAYING/CONFIRMING --GIVE_UP--> REVERSING --REVERSED--> FINISHED(CLOSED)
     AWAITING_SCAN --CANCEL--> FINISHED(CLOSED, cancelled);  USER_PAYING --CANCEL--> REVERSING
@@ -35,7 +38,8 @@ RESTART turns them into CONFIRMING / REFUND_CONFIRMING, so nothing is ever paid 
 Money rules the table enforces (and tests/terminal/test_machine.py checks by property):
 - FINISHED(SUCCESS) is reached only on the channel's confirmation (PAID) or a duplicate;
 - from a state where money may have been taken (PAYING, CONFIRMING, USER_PAYING, REVERSING) the only
-  ways out are the channel's word: PAID, DECLINED (nothing taken), REVERSED (nothing remains taken).
+  ways out are the channel's word: PAID, DECLINED (nothing taken), REVERSED (nothing remains taken),
+  or the gateway's refusal to call the channel at all (ORDER_REFUSED: nothing taken).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import enum
 from dataclasses import dataclass
 
 from protocol.amount import Amount, Direction
-from protocol.messages import PayStatus, Progress
+from protocol.messages import PayStatus, Progress, ResultCode
 from terminal.channels.base import PayState, ReverseState, RefundState
 
 
@@ -93,6 +97,7 @@ class Event(enum.Enum):
     PAID = "paid"
     USER_PAYING = "user_paying"
     DECLINED = "declined"
+    ORDER_REFUSED = "order_refused"  # the gateway will not collect this order at all (nothing was taken)
     UNKNOWN = "unknown"
     GIVE_UP = "give_up"
     REVERSED = "reversed"
@@ -123,6 +128,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, PayStatus | None]] = {
     (S.PAYING, E.PAID): (F, PayStatus.SUCCESS),
     (S.PAYING, E.USER_PAYING): (S.USER_PAYING, None),
     (S.PAYING, E.DECLINED): (S.DECLINED, None),
+    (S.PAYING, E.ORDER_REFUSED): (F, PayStatus.FAILED),
     (S.PAYING, E.UNKNOWN): (S.CONFIRMING, None),
     (S.PAYING, E.RESTART): (S.CONFIRMING, None),
     (S.CONFIRMING, E.PAID): (F, PayStatus.SUCCESS),
@@ -208,7 +214,7 @@ class IllegalTransition(Exception):
 
 # Events that belong to one kind only (their states are common to both).
 ONLY_FOR: dict[Event, Kind] = {Event.DUPLICATE: Kind.COLLECT, Event.DUPLICATE_OTHER_AMOUNT: Kind.COLLECT,
-                               Event.REFUSE: Kind.COLLECT, Event.REFUSE_REFUND: Kind.REFUND,
+                               Event.REFUSE: Kind.COLLECT, Event.ORDER_REFUSED: Kind.COLLECT, Event.REFUSE_REFUND: Kind.REFUND,
                                Event.NOT_REFUNDABLE: Kind.REFUND, Event.CLOSE: Kind.COLLECT,
                                Event.CLOSE_REFUND: Kind.REFUND}
 
@@ -284,8 +290,16 @@ class Tally:
         self.unverified = self.unverified + 1 if state in UNVERIFIED else 0
 
 
-def after_pay(state: PayState) -> Event:
+# Refusals of a collection that concern the order, not the code scanned: another code cannot help.
+# duplicate_order: the hospital's gateway holds a collection of this order, under way or paid, from
+# another window (or another bridge); bad_amount: the amount is above the hospital's limit.
+ORDER_REFUSALS = frozenset({ResultCode.DUPLICATE_ORDER, ResultCode.BAD_AMOUNT})
+
+
+def after_pay(state: PayState, result_code: ResultCode | None = None) -> Event:
     """The event for the answer to the payment call itself."""
+    if state is PayState.FAILED and result_code in ORDER_REFUSALS:
+        return Event.ORDER_REFUSED
     return {
         PayState.SUCCESS: Event.PAID,
         PayState.USER_PAYING: Event.USER_PAYING,

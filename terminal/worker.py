@@ -77,7 +77,7 @@ class Worker:
                     outcome = d.call(lambda: client.pay(out_trade_no=attempt.out_trade_no, auth_code=code,
                                                        total_fen=row.amount_fen, subject=subject,
                                                        order_no=row.order_no, terminal_id=row.terminal_id), _unknown_pay)
-                    event = machine.after_pay(outcome.state)
+                    event = machine.after_pay(outcome.state, outcome.result_code)
                     self.query_now = event is Event.UNKNOWN
                     d.commit(seq, state, event, pay=outcome)
                 elif state in (State.USER_PAYING, State.CONFIRMING):

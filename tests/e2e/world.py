@@ -35,6 +35,7 @@ from protocol.crypto import KeyRing, SharedKey
 from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
 from protocol.messages import Result
+from protocol.registry import TerminalRecord
 from firmware_sim.demo_gateway import DemoGateway
 from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
@@ -164,10 +165,12 @@ class SimWorld:
         """The device registry HIS holds (step 2): device_id -> public key, for checking `sig`."""
         return {r.device_id: r.public_key for r in read_records(self.records) if r.public_key is not None}
 
-    def configuration(self, device: demo_setup.ProvisionedDevice, *, version: int = 1, terminals=None) -> bytes:
+    def configuration(self, device: demo_setup.ProvisionedDevice, *, version: int = 1, terminals=None,
+                      hospital: str | None = None) -> bytes:
         terminals = terminals or (demo_setup.DEMO_TERMINAL,)
-        # Each device is a hospital of its own at the gateway (tests run several devices on T0001).
-        hospital = f"H-{device.device_id}"
+        # Each device is a hospital of its own at the gateway (tests run several devices on T0001),
+        # unless the test puts several windows of one hospital (`hospital`) side by side.
+        hospital = hospital or f"H-{device.device_id}"
         self.gateway.onboard(Path(self.sandbox.credentials_path), self.keys_text, hospital_id=hospital)
         self.gateway.enroll(device.record(), tuple(terminals), hospital_id=hospital)
         return demo_setup.configuration_image(device, self.records, self.signing, keys_text=self.keys_text,
@@ -180,20 +183,24 @@ class SimWorld:
         self._cleanups.append(device.close)
         return device
 
-    def configured_device(self, link: LinkKind, *, baud: int | None = None) -> tuple[VirtualDevice, demo_setup.ProvisionedDevice]:
+    def configured_device(self, link: LinkKind, *, baud: int | None = None, terminal: TerminalRecord = demo_setup.DEMO_TERMINAL,
+                          hospital: str | None = None) -> tuple[VirtualDevice, demo_setup.ProvisionedDevice]:
         directory, provisioned = self.provision()
         device = self.start_device(directory, link, baud=baud)
         assert device.power is Power.RECOVERY  # a new device has no image: only flashing works
-        outcome = demo_setup.flash(device.bridge_url, self.configuration(provisioned), self.records,
+        image = self.configuration(provisioned, terminals=(terminal,), hospital=hospital)
+        outcome = demo_setup.flash(device.bridge_url, image, self.records,
                                    host_key=self.hosts.maintenance, usb_backend=device.usb_backend)
         assert outcome.confirmed
         wait_until(lambda: device.power is Power.ON, what="the device to run its configuration")
         return device, provisioned
 
-    def start_bridge(self, device: VirtualDevice, name: str = "bridge") -> Bridge:
-        return self.start_bridge_for(device.bridge_url, device.identity.device_id, name, usb_backend=device.usb_backend)
+    def start_bridge(self, device: VirtualDevice, name: str = "bridge", *, terminal: TerminalRecord = demo_setup.DEMO_TERMINAL) -> Bridge:
+        return self.start_bridge_for(device.bridge_url, device.identity.device_id, name, usb_backend=device.usb_backend,
+                                     terminal=terminal)
 
-    def start_bridge_for(self, url: str, device_id: str, name: str = "bridge", *, usb_backend: object = None) -> Bridge:
+    def start_bridge_for(self, url: str, device_id: str, name: str = "bridge", *, usb_backend: object = None,
+                         terminal: TerminalRecord = demo_setup.DEMO_TERMINAL) -> Bridge:
         """A bridge in this process for the device at `url` (also a device in another process)."""
         directory = self.root / name
         directory.mkdir(exist_ok=True)
@@ -201,7 +208,7 @@ class SimWorld:
         if not (directory / "bridge_identity.key").exists():
             shutil.copy(self.hosts.bridge, directory / "bridge_identity.key")  # the identity the devices pin (0600)
         shutil.copy(self.records, directory / "devices.csv")
-        (directory / "terminals.csv").write_text(demo_setup.terminals_csv((demo_setup.DEMO_TERMINAL,), device_id), encoding="utf-8")
+        (directory / "terminals.csv").write_text(demo_setup.terminals_csv((terminal,), device_id), encoding="utf-8")
         config = parse_config({
             "http": {"port": 0},
             "link": {"ports": [url], "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
@@ -215,11 +222,14 @@ class SimWorld:
         self._cleanups.append(bridge.stop)
         return bridge
 
-    def rig(self, link: LinkKind = LinkKind.TCP, *, control: bool = False, baud: int | None = None) -> Rig:
-        device, provisioned = self.configured_device(link, baud=baud)
-        bridge = self.start_bridge(device)
+    def rig(self, link: LinkKind = LinkKind.TCP, *, control: bool = False, baud: int | None = None,
+            terminal: TerminalRecord = demo_setup.DEMO_TERMINAL, hospital: str | None = None, bridge_name: str = "bridge") -> Rig:
+        """A device on its own bridge. `hospital` + `terminal`: one window of a hospital that several
+        rigs share at the gateway (each rig still has its own cashier PC, i.e. bridge `bridge_name`)."""
+        device, provisioned = self.configured_device(link, baud=baud, terminal=terminal, hospital=hospital)
+        bridge = self.start_bridge(device, bridge_name, terminal=terminal)
         assert device.wait_link_up(15), device.status()
-        client = hisclient.ClientConfig(bridge.url, self.key, KeyRing([self.key]), demo_setup.DEMO_TERMINAL.terminal_id,
+        client = hisclient.ClientConfig(bridge.url, self.key, KeyRing([self.key]), terminal.terminal_id,
                                         {provisioned.device_id: provisioned.public_key}, http_timeout_s=10.0)
         server = None
         if control:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.messages import PayStatus
+from protocol.messages import PayStatus, ResultCode
 from terminal import machine
 from terminal.channels.base import PayState, RefundState, ReverseState
 from terminal.machine import (AUTOMATIC, MONEY_IN_DOUBT, NOT_FOUND_LIMIT, PROGRESS, TRANSITIONS, Event,
@@ -13,7 +13,8 @@ from terminal.machine import (AUTOMATIC, MONEY_IN_DOUBT, NOT_FOUND_LIMIT, PROGRE
 kinds = st.sampled_from(Kind)
 events = st.lists(st.sampled_from(Event), max_size=40)
 # Events that carry the channel's word that nothing (more) is taken, or that it was taken.
-CHANNEL_SAYS = {Event.PAID, Event.DECLINED, Event.REVERSED}
+# ORDER_REFUSED: the gateway's word that it did not call the channel at all.
+CHANNEL_SAYS = {Event.PAID, Event.DECLINED, Event.REVERSED, Event.ORDER_REFUSED}
 
 
 def walk(kind, sequence):
@@ -113,6 +114,12 @@ def test_after_pay():
     assert machine.after_pay(PayState.SUCCESS) is Event.PAID
     assert machine.after_pay(PayState.USER_PAYING) is Event.USER_PAYING
     assert machine.after_pay(PayState.FAILED) is Event.DECLINED
+    assert machine.after_pay(PayState.FAILED, ResultCode.DECLINED) is Event.DECLINED
+    assert machine.after_pay(PayState.FAILED, ResultCode.INSUFFICIENT_FUNDS) is Event.DECLINED
+    # The order itself is refused (another window has it; above the limit): no new code can help.
+    assert machine.after_pay(PayState.FAILED, ResultCode.DUPLICATE_ORDER) is Event.ORDER_REFUSED
+    assert machine.after_pay(PayState.FAILED, ResultCode.BAD_AMOUNT) is Event.ORDER_REFUSED
+    assert machine.after_pay(PayState.UNKNOWN, ResultCode.DUPLICATE_ORDER) is Event.UNKNOWN
     assert machine.after_pay(PayState.UNKNOWN) is Event.UNKNOWN
     assert machine.after_pay(PayState.NOT_FOUND) is Event.UNKNOWN
 
