@@ -35,7 +35,7 @@ from protocol.crypto import KeyRing, SharedKey
 from protocol.keyfile import format_keyfile
 from protocol.link.session import LinkTimers
 from protocol.messages import Result
-from protocol.registry import TerminalRecord
+from protocol.registry import TerminalRecord, format_terminal_csv
 from firmware_sim.demo_gateway import DemoGateway
 from tests.waiting import wait_until  # noqa: F401 (re-exported: the tests here import it from this module)
 
@@ -202,16 +202,24 @@ class SimWorld:
     def start_bridge_for(self, url: str, device_id: str, name: str = "bridge", *, usb_backend: object = None,
                          terminal: TerminalRecord = demo_setup.DEMO_TERMINAL) -> Bridge:
         """A bridge in this process for the device at `url` (also a device in another process)."""
+        return self._bridge(name, [url], demo_setup.terminals_csv((terminal,), device_id), usb_backend=usb_backend)
+
+    def start_shared_bridge(self, windows: list[tuple[VirtualDevice, TerminalRecord]], name: str = "bridge") -> Bridge:
+        """One cashier PC's bridge for several devices (TCP), each serving its own terminal."""
+        csv = format_terminal_csv([TerminalRecord(t.terminal_id, t.description, device.identity.device_id) for device, t in windows])
+        return self._bridge(name, [device.bridge_url for device, _ in windows], csv)
+
+    def _bridge(self, name: str, ports: list[str], terminals_csv: str, *, usb_backend: object = None) -> Bridge:
         directory = self.root / name
         directory.mkdir(exist_ok=True)
         write_keyfile(directory / "keys.json", [self.key], {self.key.kid: "2026-01-01"})
         if not (directory / "bridge_identity.key").exists():
             shutil.copy(self.hosts.bridge, directory / "bridge_identity.key")  # the identity the devices pin (0600)
         shutil.copy(self.records, directory / "devices.csv")
-        (directory / "terminals.csv").write_text(demo_setup.terminals_csv((terminal,), device_id), encoding="utf-8")
+        (directory / "terminals.csv").write_text(terminals_csv, encoding="utf-8")
         config = parse_config({
             "http": {"port": 0},
-            "link": {"ports": [url], "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
+            "link": {"ports": ports, "reconnect_min_s": 0.05, "reconnect_max_s": 0.5, "timers": dict(BRIDGE_TIMERS)},
             "log": {"level": "INFO", "file": "bridge.log"},
             "journal": dict(self.bridge_journal),
         }, base_dir=directory)
