@@ -247,7 +247,8 @@ _ENTRIES: dict[str, Text] = {
                                             "Needs a person: the refund could not be confirmed after many queries. Do not refund again; check it on the merchant platform, then press Check again"),
     "needs_person.other": Text("需人工处理（{code}）", "Needs a person ({code})"),
     # why a collection or refund did not simply succeed, by protocol.messages.ResultCode
-    "reason.duplicate_order": Text("该订单已收款，本次未重复扣款", "This order was already paid; nothing was charged again"),
+    "reason.duplicate_order": Text("该订单已收款或正在其他窗口收款，本次未扣款",
+                                   "This order is already paid, or being paid at another window; nothing was charged here"),
     "reason.insufficient_funds": Text("患者余额不足", "The patient's balance is insufficient"),
     "reason.code_invalid": Text("付款码已失效，请患者刷新付款码", "The payment code has expired or was used; ask the patient to refresh it"),
     "reason.declined": Text("支付渠道拒绝了本笔支付", "The payment channel declined this payment"),
