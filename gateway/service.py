@@ -458,7 +458,7 @@ class GatewayService:
             raise _bad("request.kind must be collect or refund")
         reference = request.id("reference")
         channel = request.raw("channel") if request.f.has("channel") else None
-        if channel is not None and channel not in {c.value for c in PayChannel}:
+        if channel is not None and (not isinstance(channel, str) or channel not in {c.value for c in PayChannel}):
             raise _bad(f"request.channel must be one of {', '.join(c.value for c in PayChannel)} or null")
         alarm = self.alarms.raise_alarm(hospital_id=device.hospital_id, kind=AlarmKind(kind_text), reason=reason, reference=reference,
                                         order_no=request.id("order_no"), channel=channel, amount_fen=request.fen("amount_fen"),
