@@ -37,7 +37,7 @@ json_value = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=3) |
 def _valid(route: str) -> dict:
     order_no = "MZ" + uuid.uuid4().hex[:12]
     key = uuid.uuid4().hex
-    return {
+    bodies: dict[str, dict] = {
         "/v1/pay": {"idempotency_key": key, "terminal_id": "T0001", "order_no": order_no, "out_trade_no": "P" + key[:20],
                     "channel": "WECHAT", "amount_fen": 1, "auth_code": "134567890123456789"},
         "/v1/query": {"out_trade_no": "P" + key[:20]},
@@ -49,7 +49,8 @@ def _valid(route: str) -> dict:
                       "order_no": order_no, "channel": "WECHAT", "amount_fen": 100, "message": "x"},
         "/v1/journal-mark": {"mark": 3},
         "/v1/orders": {"since": 0},
-    }[route]
+    }
+    return bodies[route]
 
 
 @st.composite
