@@ -123,7 +123,7 @@ class AlipayApi:
             elif method.startswith("alipay.open.auth.token.app"):
                 result = self._token_app(biz, caller) if method == "alipay.open.auth.token.app" else self._token_app_query(biz, caller)
             else:
-                result = handlers[method](biz)  # type: ignore[operator]  # the trade methods take biz alone
+                result = handlers[method](biz)
             if isinstance(result, Reply):
                 return result
             node, delay = result

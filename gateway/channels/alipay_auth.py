@@ -116,12 +116,11 @@ def query_token(client: AlipayClient, token: str) -> AppAuthInfo:
     """What the token covers; the token travels in biz_content only (not as the common parameter, so an
     ended token is still described, not refused at the door)."""
     node = _node(client.call_for_refusals(QUERY_METHOD, {"app_auth_token": token}))
-    methods = node.get("auth_methods")
-    if isinstance(methods, str):
-        methods = [m for m in re.split(r"[,\s\[\]\"]+", methods) if m]
+    given = node.get("auth_methods")
+    methods = [m for m in re.split(r"[,\s\[\]\"]+", given) if m] if isinstance(given, str) else given if isinstance(given, list) else []
     return AppAuthInfo(_text(node, "user_id"), _text(node, "auth_app_id"), str(node.get("status") or "unknown"),
                        _seconds(node.get("expires_in"), "expires_in", required=False), str(node.get("auth_start") or ""),
-                       str(node.get("auth_end") or ""), tuple(str(m) for m in methods or ()))
+                       str(node.get("auth_end") or ""), tuple(str(m) for m in methods))
 
 
 def _node(reply: SignedReply | NoAnswer) -> dict[str, object]:

@@ -113,9 +113,9 @@ def test_each_bad_code_has_its_own_code_and_says_what_to_do(site, sandbox) -> No
     issued = new_code(sandbox)
     auths.authorize("H001", issued["app_auth_code"], actor=ACTOR)
 
-    def refused(code: str, **kwargs: object) -> GatewayError:
+    def refused(code: str, **kwargs: str) -> GatewayError:
         with pytest.raises(GatewayError) as caught:
-            auths.authorize("H001", code, actor=ACTOR, **kwargs)  # type: ignore[arg-type]  # merchant_id only
+            auths.authorize("H001", code, actor=ACTOR, **kwargs)
         return caught.value
 
     used = refused(issued["app_auth_code"])

@@ -37,7 +37,8 @@ def control(sandbox: Sandbox, method: str, path: str, body: dict | None = None, 
 
 def sdk(sandbox: Sandbox, *, code: str | None = None, token: str | None = None, app: str = "third_party") -> ISVAliPay:
     """python-alipay-sdk's client for one of the sandbox's apps (its own signing, its own reply verification)."""
-    section = sandbox.credentials()["alipay_modes"]["third_party"] if app == "third_party" else sandbox.credentials()["channels"]["alipay"]
+    credentials: dict = sandbox.credentials()
+    section = credentials["alipay_modes"]["third_party"] if app == "third_party" else credentials["channels"]["alipay"]
     client = ISVAliPay(appid=section["app_id"], app_private_key_string=Path(section["private_key_pem"]).read_text(),
                        alipay_public_key_string=Path(sandbox.identity.alipay_public_key_path).read_text(),
                        app_auth_code=code, app_auth_token=token)
