@@ -241,7 +241,9 @@ class AlipayAuthorizations:
         try:
             auth = self.refresh(job.hospital_id, actor="gateway")
         except GatewayError as exc:
-            if exc.code is GatewayCode.ALIPAY_REAUTHORIZE:
+            if exc.code in (GatewayCode.ALIPAY_REAUTHORIZE, GatewayCode.ALIPAY_NOT_AUTHORIZED):
+                # Re-authorisation needed (the alarm is raised), or the credentials were replaced by hand:
+                # nothing left to refresh; an authorisation schedules the job again.
                 report.errors.append(f"{job.hospital_id} alipay token: {exc.code.value}")
                 return
             raise
