@@ -69,7 +69,7 @@ def test_collect_and_refund_through_the_gateway(tmp_path, sandbox, setup) -> Non
         assert bridge.result(refund.msg_id).pay_status is PayStatus.REFUNDED
         assert int(sandbox.account(code)["balance_fen"]) == 100_00 - 1250 + 500
         with gateway.db.transaction(write=False) as tx:
-            out_trade_no = tx.scalar("SELECT out_trade_no FROM payments")
+            out_trade_no = str(tx.scalar("SELECT out_trade_no FROM payments"))
         owner = sandbox.control("GET", f"/alipay/trades/{out_trade_no}")
         merchant = first.merchant_id  # the hospital's Alipay merchant: its own app's, or the one that authorised ours
         if setup == "third-party":
