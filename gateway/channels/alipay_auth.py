@@ -104,12 +104,12 @@ def check_code(code: str) -> str:
 
 def exchange_code(client: AlipayClient, code: str) -> AppAuthGrant:
     """grant_type=authorization_code: the token pair for the merchant that authorised (once per code)."""
-    return _grant(client.call_for_refusals(TOKEN_METHOD, {"grant_type": "authorization_code", "code": check_code(code)}))
+    return read_grant(client.call_for_refusals(TOKEN_METHOD, {"grant_type": "authorization_code", "code": check_code(code)}))
 
 
 def refresh_token(client: AlipayClient, refresh: str) -> AppAuthGrant:
     """grant_type=refresh_token: a new pair (Alipay ends the old refresh token; the old token after a while)."""
-    return _grant(client.call_for_refusals(TOKEN_METHOD, {"grant_type": "refresh_token", "refresh_token": refresh}))
+    return read_grant(client.call_for_refusals(TOKEN_METHOD, {"grant_type": "refresh_token", "refresh_token": refresh}))
 
 
 def query_token(client: AlipayClient, token: str) -> AppAuthInfo:
@@ -138,7 +138,8 @@ def _node(reply: SignedReply | NoAnswer) -> dict[str, object]:
     raise AppAuthError(kind, f"Alipay: {sub} {words}".strip(), sub_code=sub or None)
 
 
-def _grant(reply: SignedReply | NoAnswer) -> AppAuthGrant:
+def read_grant(reply: SignedReply | NoAnswer) -> AppAuthGrant:
+    """The token pair in an alipay.open.auth.token.app answer, or AppAuthError (pure)."""
     node = _node(reply)
     tokens = node.get("tokens")
     if tokens is not None:
