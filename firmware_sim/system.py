@@ -521,9 +521,10 @@ def next_steps(system: System) -> list[str]:
     storage = os.path.relpath(system.workdir / "device")
     storage_arg = "" if storage == os.path.join(".run", "device") else f" --storage {storage}"
     demo_arg = "" if demo == os.path.join(".run", "demo.json") else f" --demo {demo}"
+    channel = "ALIPAY" if system.options.alipay else "WECHAT"  # `make run ALIPAY=...`: try the Alipay setup asked for
     steps = [  # the README's sequence: each returns, so all of it works in one terminal
         f"1. HIS sends +12.50:           his-client --demo {demo} pay +12.50 --order MZ0001 --wait 3",
-        f"2. a patient's code, scanned:  pos-sim scan --new-code WECHAT{storage_arg}{demo_arg}",
+        f"2. a patient's code, scanned:  pos-sim scan --new-code {channel}{storage_arg}{demo_arg}",
         f"3. HIS reads the result:       his-client --demo {demo} status --last --wait 30",
     ]
     for device in system.devices[1:]:

@@ -301,7 +301,12 @@ def cmd_alipay_authorize(args: argparse.Namespace) -> int:
 def cmd_alipay_show(args: argparse.Namespace) -> int:
     auths = _alipay_authorizations(args)
     try:
-        _show_authorization(auths.get(args.hospital_id))
+        auth = auths.get(args.hospital_id)
+        _show_authorization(auth)
+        current = auths.directory.merchant_key_version(args.hospital_id, PayChannel.ALIPAY)[1]
+        if current != auth.key_version:
+            _out(f"  but the hospital's Alipay credentials are now version {current}, set by hand (merchant set/rotate): they are not "
+                 f"refreshed; gateway-admin alipay authorize {args.hospital_id} --app-auth-code ... puts an authorisation back")
         if not args.offline:
             info = auths.query(args.hospital_id)
             _out(f"  Alipay (alipay.open.auth.token.app.query): status {info.status}, merchant {info.user_id}, app {info.auth_app_id}, "

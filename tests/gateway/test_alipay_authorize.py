@@ -288,4 +288,11 @@ def test_gateway_admin_authorizes_from_a_file_or_stdin_and_never_prints_the_code
         assert secret.encode() not in stored and secret not in shown + audit
     assert run("alipay", "show", "H404") == 1
     assert "unknown_hospital" in capsys.readouterr().err
+    # A token pasted by hand replaces the authorised pair: show says so; refresh says what to do.
+    pasted = control(sandbox, "POST", "/alipay/app-auth")["app_auth_token"]
+    assert run("merchant", "rotate", "H002", "alipay", "--app-auth-token", pasted) == 0
+    assert run("alipay", "show", "H002", "--offline") == 0
+    assert "version 4, set by hand" in capsys.readouterr().out
+    assert run("alipay", "refresh", "H002") == 1
+    assert "alipay_not_authorized" in capsys.readouterr().err
     os.remove(tmp_path / "code.txt")
