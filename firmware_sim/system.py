@@ -143,6 +143,7 @@ class System:
     device_link: str = ""
     usb_cable: str = ""  # --link aoa: the simulated USB bus of the device process (firmware_sim.usb_cable)
     devices: list[DemoDevice] = field(default_factory=list)  # device 1's sim_url / device_link are also above
+    channel_setups: dict[str, str] = field(default_factory=dict)  # how the demo hospital takes each channel (demo.json)
 
     def usb_backend(self) -> object | None:
         return RemoteUsbBackend(self.usb_cable) if self.usb_cable else None
@@ -284,7 +285,9 @@ def _start_gateway(system: System, state: dict[str, object], devices: list[DemoD
     workdir = system.workdir
     gateway = DemoGateway(workdir / "gateway")
     try:
-        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=system.options.wechat, alipay=system.options.alipay)
+        wechat, alipay = resolve_setups(system.options.wechat, system.options.alipay)
+        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=wechat, alipay=alipay)
+        system.channel_setups = {"wechat": wechat, "alipay": alipay}
         for device in devices:
             gateway.enroll(device.provisioned.record(), device.terminal)
         # `gateway-admin hospital limits`: the hospital's limit, which the bridge and each POS are provisioned from.
@@ -459,7 +462,7 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
         "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
         "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
         "device_registry": "his/devices.csv", "sim_url": system.sim_url, "sandbox_url": system.sandbox_url,
-        "gateway_url": system.gateway_url,
+        "gateway_url": system.gateway_url, "channel_setups": system.channel_setups,
         "supervisor_pin": demo_setup.DEMO_PIN, "admin_pin": demo_setup.DEMO_ADMIN_PIN,
         "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
         "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
