@@ -53,8 +53,10 @@ $(STAMP): setup.cfg pyproject.toml | $(APT_STAMP)
 # LINK=aoa: the simulated POS is an Android device the bridge switches to accessory mode (LINK=tcp: TCP).
 # DEVICES=N (with HEADLESS=1): N simulated POS, one window (T0001, T0002, ...) each, behind one bridge.
 # WECHAT=v2|v3|v2-provider|v3-provider: how the demo hospital takes WeChat Pay at the gateway (default v2).
+# ALIPAY=public-key|cert|third-party: how it takes Alipay (third-party: our app, authorised with an app_auth_code;
+# it goes with a -provider WECHAT, which it picks when WECHAT is not given).
 run: setup
-	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))$(if $(DEVICES), --devices $(DEVICES))$(if $(WECHAT), --wechat $(WECHAT))
+	$(PY) -m firmware_sim.system $(if $(HEADLESS),--headless,--auto)$(if $(LANDSCAPE), --orientation landscape)$(if $(LINK), --link $(LINK))$(if $(DEVICES), --devices $(DEVICES))$(if $(WECHAT), --wechat $(WECHAT))$(if $(ALIPAY), --alipay $(ALIPAY))
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; default 2, one per core of the machine the
 # budget is set for). Much of it waits on real processes, sockets and disks, so two workers finish in

@@ -7,8 +7,14 @@
 
 Everything goes through `gateway.tenancy.Directory`, the library under `gateway-admin`, so the demo
 onboarding is audited like a real one. WeChat Pay is taken one of four ways (`WECHAT_SETUPS`, `make run
-WECHAT=...`): the sandbox's direct merchant or a sub-merchant of its service provider, over v2 or APIv3. Re-running is safe: what exists is kept, the sandbox's
-credentials are rotated in when they changed, the HIS keys are replaced by the bridge's current ones.
+WECHAT=...`): the sandbox's direct merchant or a sub-merchant of its service provider, over v2 or APIv3.
+Alipay one of three (`ALIPAY_SETUPS`, `make run ALIPAY=...`): the hospital's own app with the Alipay
+public key or in certificate mode, or our third-party application, which the hospital authorises: the
+demo asks the sandbox for the app_auth_code the merchant's authorisation page would give and exchanges
+it as `gateway-admin alipay authorize` does (gateway.alipay_authorizations). A hospital is in one mode
+for both channels (`resolve_setups`): third-party Alipay goes with a WeChat Pay sub-merchant, and the
+other way round. Re-running is safe: what exists is kept, the sandbox's credentials are rotated in
+when they changed (a valid authorisation is kept), the HIS keys are replaced by the bridge's current ones.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from protocol.keyfile import parse_keyfile
 from protocol.messages import PayChannel
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
 
+import requests
+
+from gateway.alipay_authorizations import AlipayAuthorizations
 from gateway.api import GatewayHttpServer
 from gateway.channel_clients import ChannelFactory
 from gateway.db import Database, SqliteDatabase
@@ -33,6 +42,9 @@ from gateway.vault import read_master_key_file, Vault, write_master_key_file
 DEMO_HOSPITAL = "H-DEMO"
 # How the demo hospital takes WeChat Pay: (API version, service-provider mode).
 WECHAT_SETUPS = {"v2": ("v2", False), "v3": ("v3", False), "v2-provider": ("v2", True), "v3-provider": ("v3", True)}
+# How it takes Alipay: its own app (Alipay public key, or certificate mode), or our third-party application.
+ALIPAY_SETUPS = ("public-key", "cert", "third-party")
+_PEM_FIELDS = {"private_key_pem", "alipay_public_key_pem", "app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem"}
 ACTOR = "demo-setup"
 DB_FILE = "gateway.db"
 MASTER_KEY_FILE = "master.key"
@@ -74,6 +86,46 @@ def wechat_settings(credentials: dict, setup: str) -> tuple[str, dict[str, str],
     return sp["sub_mchids"][0], {}, (sp["mchid"], _v3_settings(sp))
 
 
+def resolve_setups(wechat: str | None, alipay: str | None) -> tuple[str, str]:
+    """(WeChat setup, Alipay setup) for the demo hospital, which is in one mode for both channels: an
+    Alipay third-party hospital is a WeChat Pay sub-merchant and the other way round. What is not given
+    follows what is (nothing given: v2 and public-key); a contradiction is refused, saying why."""
+    if wechat is not None and wechat not in WECHAT_SETUPS:
+        raise ValueError(f"WECHAT={wechat}: one of {', '.join(WECHAT_SETUPS)}")
+    if alipay is not None and alipay not in ALIPAY_SETUPS:
+        raise ValueError(f"ALIPAY={alipay}: one of {', '.join(ALIPAY_SETUPS)}")
+    if wechat is None:
+        wechat = "v2-provider" if alipay == "third-party" else "v2"
+    provider = WECHAT_SETUPS[wechat][1]
+    if alipay is None:
+        alipay = "third-party" if provider else "public-key"
+    if provider != (alipay == "third-party"):
+        raise ValueError(f"WECHAT={wechat} with ALIPAY={alipay}: a hospital is either its own merchant on both channels or ours "
+                         "(service provider) on both: ALIPAY=third-party goes with WECHAT=v2-provider or v3-provider, and "
+                         "ALIPAY=public-key or cert with WECHAT=v2 or v3")
+    return wechat, alipay
+
+
+def alipay_settings(credentials: dict, setup: str) -> tuple[str, dict[str, str]]:
+    """(app_id, sealed settings) of the sandbox's Alipay app for a setup: the hospital's own app (public-key,
+    cert), or for third-party our provider's application (the hospital then adds only its authorisation)."""
+    section = credentials["channels"]["alipay"] if setup == "public-key" else credentials["alipay_modes"][
+        "cert" if setup == "cert" else "third_party"]
+    return section["app_id"], {k: Path(v).read_text(encoding="ascii") if k in _PEM_FIELDS else str(v)
+                               for k, v in section.items() if k != "app_id"}
+
+
+def sandbox_auth_code(credentials: dict, app_id: str, user_id: str | None) -> tuple[str, str]:
+    """What the merchant's authorisation page hands us (the sandbox's control API plays that page): a new
+    app_auth_code for our app, and the merchant it comes from (the one on file when the sandbox knows it)."""
+    body = {"app_id": app_id} | ({"user_id": user_id} if user_id else {})
+    reply = requests.post(f"{credentials['control_url']}/alipay/app-auth-code", json=body, timeout=10)
+    if reply.status_code == 404 and user_id:  # a sandbox started afresh knows no merchant of ours: a new one authorises
+        reply = requests.post(f"{credentials['control_url']}/alipay/app-auth-code", json={"app_id": app_id}, timeout=10)
+    reply.raise_for_status()
+    return str(reply.json()["app_auth_code"]), str(reply.json()["user_id"])
+
+
 class DemoGateway:
     def __init__(self, directory: Path, *, hospital_id: str = DEMO_HOSPITAL) -> None:
         self.directory_path = Path(directory)
@@ -88,9 +140,11 @@ class DemoGateway:
         self.hospital_id = hospital_id
         self._server: GatewayHttpServer | None = None
 
-    def onboard(self, sandbox_credentials: Path, keys_text: str, *, hospital_id: str | None = None, wechat: str = "v2") -> None:
+    def onboard(self, sandbox_credentials: Path, keys_text: str, *, hospital_id: str | None = None, wechat: str | None = None,
+                alipay: str | None = None) -> None:
         d = self.tenancy
         hospital_id = hospital_id or self.hospital_id
+        wechat, alipay = resolve_setups(wechat, alipay)
         if hospital_id not in {h.hospital_id for h in d.hospitals()}:
             d.add_hospital(hospital_id, "示例市人民医院 (demo)", mode=Mode.DIRECT, actor=ACTOR)
         credentials = json.loads(Path(sandbox_credentials).read_text(encoding="utf-8"))
@@ -98,22 +152,15 @@ class DemoGateway:
         wechat_id, wechat_secrets, provider = wechat_settings(credentials, wechat)
         settings[PayChannel.WECHAT] = (wechat_id, wechat_secrets)
         if provider is not None:
-            current_provider = None
-            try:
-                current_provider = d.provider_key(PayChannel.WECHAT)
-            except GatewayError as exc:
-                if exc.code is not GatewayCode.NO_MERCHANT:
-                    raise
-            if current_provider is None or (current_provider.merchant_id, dict(current_provider.secrets)) != provider:
-                d.set_provider_key(PayChannel.WECHAT, provider[0], provider[1], actor=ACTOR)
-        # The demo hospital's mode follows WeChat's setup; in the provider setups Alipay is not onboarded
-        # (its third-party mode needs the hospital's app_auth_token: docs/gateway.md).
+            self._set_provider(PayChannel.WECHAT, provider)
         mode = Mode.SERVICE_PROVIDER if provider is not None else Mode.DIRECT
         if d.hospital(hospital_id).mode is not mode:
             d.set_mode(hospital_id, mode, actor=ACTOR)
+        settings[PayChannel.ALIPAY] = alipay_settings(credentials, alipay)
+        if alipay == "third-party":
+            self._set_provider(PayChannel.ALIPAY, settings.pop(PayChannel.ALIPAY))
+            self._authorize_alipay(hospital_id, credentials)
         for channel, (merchant_id, secrets) in settings.items():
-            if channel is PayChannel.ALIPAY and mode is Mode.SERVICE_PROVIDER:
-                continue
             try:
                 current = d.merchant_key(hospital_id, channel)
                 unchanged = (current.merchant_id, dict(current.secrets)) == (merchant_id, secrets)
@@ -124,6 +171,37 @@ class DemoGateway:
             if not unchanged:
                 d.set_merchant_key(hospital_id, channel, merchant_id, secrets, actor=ACTOR)
         d.add_his_keys(hospital_id, parse_keyfile(keys_text, "bridge keys"), actor=ACTOR)
+
+    def _set_provider(self, channel: PayChannel, wanted: tuple[str, dict[str, str]]) -> None:
+        try:
+            current = self.tenancy.provider_key(channel)
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.NO_MERCHANT:
+                raise
+            current = None
+        if current is None or (current.merchant_id, dict(current.secrets)) != wanted:
+            self.tenancy.set_provider_key(channel, wanted[0], wanted[1], actor=ACTOR)
+
+    def _authorize_alipay(self, hospital_id: str, credentials: dict) -> None:
+        """The hospital authorises our third-party application (once; a valid authorisation is kept)."""
+        auths = AlipayAuthorizations(self.tenancy, ChannelFactory(self.tenancy))
+        app_id = self.tenancy.provider_key(PayChannel.ALIPAY).merchant_id
+        try:
+            current = auths.get(hospital_id)
+            if (current.status, current.app_id, current.key_version) == ("valid", app_id, self.tenancy.merchant_key_version(
+                    hospital_id, PayChannel.ALIPAY)[1]) and auths.query(hospital_id).status == "valid":
+                return
+        except GatewayError as exc:
+            if exc.code not in (GatewayCode.ALIPAY_NOT_AUTHORIZED, GatewayCode.ALIPAY_REAUTHORIZE):
+                raise
+        on_file = None
+        try:
+            on_file = self.tenancy.merchant_id(hospital_id, PayChannel.ALIPAY)
+        except GatewayError as exc:
+            if exc.code is not GatewayCode.NO_MERCHANT:
+                raise
+        code, merchant = sandbox_auth_code(credentials, app_id, on_file)
+        auths.authorize(hospital_id, code, actor=ACTOR, merchant_id=merchant)
 
     def enroll(self, record: DeviceRecord, terminals: TerminalRecord | Sequence[TerminalRecord], *,
                hospital_id: str | None = None) -> None:

@@ -61,7 +61,7 @@ from posflash import provision
 from firmware_sim import demo_setup
 from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
-from firmware_sim.demo_gateway import WECHAT_SETUPS, DemoGateway
+from firmware_sim.demo_gateway import ALIPAY_SETUPS, WECHAT_SETUPS, DemoGateway, resolve_setups
 from firmware_sim.usb_cable import RemoteUsbBackend
 
 log = logging.getLogger("firmware_sim.system")
@@ -93,7 +93,8 @@ class SystemOptions:
     orientation: str = "portrait"  # the POS window (--ui): portrait 720x1280 scaled to fit, or landscape 800x480
     start_timeout_s: float = START_TIMEOUT_S
     devices: int = 1  # simulated POS, one terminal each (headless; --devices)
-    wechat: str = "v2"  # how the demo hospital takes WeChat Pay at the gateway (demo_gateway.WECHAT_SETUPS; --wechat)
+    wechat: str | None = None  # how the demo hospital takes WeChat Pay at the gateway (demo_gateway.WECHAT_SETUPS; --wechat)
+    alipay: str | None = None  # and Alipay (demo_gateway.ALIPAY_SETUPS; --alipay); None: what goes with the other (resolve_setups)
 
 
 MAX_DEVICES = 8
@@ -142,6 +143,7 @@ class System:
     device_link: str = ""
     usb_cable: str = ""  # --link aoa: the simulated USB bus of the device process (firmware_sim.usb_cable)
     devices: list[DemoDevice] = field(default_factory=list)  # device 1's sim_url / device_link are also above
+    channel_setups: dict[str, str] = field(default_factory=dict)  # how the demo hospital takes each channel (demo.json)
 
     def usb_backend(self) -> object | None:
         return RemoteUsbBackend(self.usb_cable) if self.usb_cable else None
@@ -283,7 +285,9 @@ def _start_gateway(system: System, state: dict[str, object], devices: list[DemoD
     workdir = system.workdir
     gateway = DemoGateway(workdir / "gateway")
     try:
-        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=system.options.wechat)
+        wechat, alipay = resolve_setups(system.options.wechat, system.options.alipay)
+        gateway.onboard(Path(str(state["sandbox_credentials"])), keys_text, wechat=wechat, alipay=alipay)
+        system.channel_setups = {"wechat": wechat, "alipay": alipay}
         for device in devices:
             gateway.enroll(device.provisioned.record(), device.terminal)
         # `gateway-admin hospital limits`: the hospital's limit, which the bridge and each POS are provisioned from.
@@ -458,7 +462,7 @@ def _demo(system: System, bridge_dir: Path, device_id: str) -> dict[str, object]
         "bridge_url": system.bridge_url, "suite": key.suite, "kid": key.kid, "key_hex": key.secret.hex(),
         "terminal_id": demo_setup.DEMO_TERMINAL.terminal_id, "device_id": device_id,
         "device_registry": "his/devices.csv", "sim_url": system.sim_url, "sandbox_url": system.sandbox_url,
-        "gateway_url": system.gateway_url,
+        "gateway_url": system.gateway_url, "channel_setups": system.channel_setups,
         "supervisor_pin": demo_setup.DEMO_PIN, "admin_pin": demo_setup.DEMO_ADMIN_PIN,
         "sim_storage": str((system.workdir / "device").resolve()), "device_link": system.device_link,
         "sandbox_control_url": system.sandbox_url + "/sandbox/v1",
@@ -475,6 +479,10 @@ def start_system(options: SystemOptions) -> System:
         raise SimError(SimCode.BAD_REQUEST,
                        "--devices N is for the headless system over pty or tcp links (one POS window, or --link aoa, "
                        "drives a single device)")
+    try:
+        resolve_setups(options.wechat, options.alipay)
+    except ValueError as exc:
+        raise SimError(SimCode.BAD_REQUEST, str(exc)) from None
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     if options.fresh:
@@ -516,9 +524,10 @@ def next_steps(system: System) -> list[str]:
     storage = os.path.relpath(system.workdir / "device")
     storage_arg = "" if storage == os.path.join(".run", "device") else f" --storage {storage}"
     demo_arg = "" if demo == os.path.join(".run", "demo.json") else f" --demo {demo}"
+    channel = "ALIPAY" if system.options.alipay else "WECHAT"  # `make run ALIPAY=...`: try the Alipay setup asked for
     steps = [  # the README's sequence: each returns, so all of it works in one terminal
         f"1. HIS sends +12.50:           his-client --demo {demo} pay +12.50 --order MZ0001 --wait 3",
-        f"2. a patient's code, scanned:  pos-sim scan --new-code WECHAT{storage_arg}{demo_arg}",
+        f"2. a patient's code, scanned:  pos-sim scan --new-code {channel}{storage_arg}{demo_arg}",
         f"3. HIS reads the result:       his-client --demo {demo} status --last --wait 30",
     ]
     for device in system.devices[1:]:
@@ -554,9 +563,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="how the bridge reaches the device: a pty (serial:), TCP (socket://), or aoa: a simulated "
                              "Android POS the bridge switches to accessory mode over the simulated USB bus (aoa://)")
     parser.add_argument("--baud", type=int, help="pace the link at this baud rate (115200, 921600)")
-    parser.add_argument("--wechat", choices=list(WECHAT_SETUPS), default="v2",
+    parser.add_argument("--wechat", choices=list(WECHAT_SETUPS),
                         help="how the demo hospital takes WeChat Pay: its own merchant account or a sub-merchant of the sandbox's "
-                             "service provider (-provider), over API v2 or APIv3 (default v2)")
+                             "service provider (-provider), over API v2 or APIv3 (default v2, or v2-provider with --alipay third-party)")
+    parser.add_argument("--alipay", choices=list(ALIPAY_SETUPS),
+                        help="how it takes Alipay: its own app with the Alipay public key or in certificate mode, or our third-party "
+                             "application, which the hospital authorises (app_auth_code -> app_auth_token; goes with a -provider "
+                             "WeChat setup); default public-key, or third-party with a -provider WeChat setup")
     parser.add_argument("--devices", type=int, default=1, metavar="N",
                         help=f"headless: N simulated POS (1..{MAX_DEVICES}), one window each (T0001, T0002, ...), one bridge; "
                              "all listed in demo.json's \"devices\"")
@@ -585,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s system %(levelname)s %(message)s")
     options = SystemOptions(workdir=args.workdir, fresh=args.fresh, bridge_port=args.bridge_port, link=args.link,
-                            baud=args.baud, ui=args.ui, orientation=args.orientation, devices=args.devices, wechat=args.wechat)
+                            baud=args.baud, ui=args.ui, orientation=args.orientation, devices=args.devices, wechat=args.wechat,
+                            alipay=args.alipay)
     stop = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:

@@ -15,6 +15,9 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin merchant rotate H001 wechat --credentials wechat-new.json
     gateway-admin provider set alipay --merchant-id 2021004100000001 --credentials our-alipay-app.json
     gateway-admin merchant set H002 alipay --merchant-id 2088102146225135 --app-auth-token @token.txt   # service_provider mode
+    gateway-admin alipay authorize H002 --app-auth-code @code.txt          # service_provider mode: the code -> app_auth_token
+    gateway-admin alipay show H002                                           # who authorised, expiry, status (no token)
+    gateway-admin alipay refresh H002                                        # now (the gateway's jobs refresh before expiry)
     gateway-admin provider set wechat --merchant-id 1900000100 --credentials sp-wechat.json       # our WeChat sp_mchid and keys
     gateway-admin merchant set H002 wechat --merchant-id 1900000109                                # its sub_mch_id (service_provider mode)
     gateway-admin hospital set H003 --mode service_provider
@@ -41,6 +44,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
 from protocol.limits import format_limits
@@ -56,6 +60,9 @@ from gateway.ledger_export import write_export
 from gateway.migrations import LATEST
 from gateway.tenancy import Device, Directory, Mode
 from gateway.vault import read_master_key_file, vault_from_env, write_master_key_file
+
+if TYPE_CHECKING:  # imported where used: the channel clients pull in requests, which most commands never need
+    from gateway.alipay_authorizations import AlipayAuthorizations, Authorization
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 ENV_DB = "GATEWAY_DB"
@@ -248,6 +255,77 @@ def _app_auth_token(value: str) -> str:
     if not token or len(token) > 128 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in token):
         raise GatewayError(GatewayCode.BAD_INPUT, "the app_auth_token must be 1-128 letters, digits, '.', '_' or '-' as Alipay issued it")
     return token
+
+
+def _app_auth_code(value: str) -> str:
+    """The app_auth_code as given, from `@FILE`, or from standard input with `-` (typed without echo on a
+    terminal): never echoed, logged or stored."""
+    if value == "-":
+        text = getpass.getpass("app_auth_code: ") if sys.stdin.isatty() else sys.stdin.readline()
+    elif value.startswith("@"):
+        text = _read(value[1:], "app_auth_code file")
+    else:
+        text = value
+    return text.strip()
+
+
+def _alipay_authorizations(args: argparse.Namespace) -> "AlipayAuthorizations":
+    from gateway.alipay_authorizations import AlipayAuthorizations
+    from gateway.channel_clients import ChannelFactory
+
+    directory = _directory(args)
+    return AlipayAuthorizations(directory, ChannelFactory(directory))
+
+
+def _show_authorization(auth: "Authorization") -> None:
+    _out(f"{auth.hospital_id}: Alipay merchant {auth.user_id} (its app {auth.auth_app_id}) authorised our third-party application "
+         f"{auth.app_id}; credentials version {auth.key_version}; {'valid' if auth.status == 'valid' else 'MUST AUTHORISE AGAIN'}")
+    _out(f"  token ends {_when(auth.token_expires_at)}, refresh token ends {_when(auth.refresh_expires_at)}; "
+         f"authorised {_when(auth.authorized_at)}, last refreshed {_when(auth.refreshed_at)}")
+    if auth.status == "valid":
+        _out(f"  the gateway's jobs refresh it from {_when(auth.refresh_due_at())} (or now: gateway-admin alipay refresh {auth.hospital_id})")
+    elif auth.last_error:
+        _out(f"  Alipay said: {auth.last_error}")
+
+
+def cmd_alipay_authorize(args: argparse.Namespace) -> int:
+    auths = _alipay_authorizations(args)
+    try:
+        auth = auths.authorize(args.hospital_id, _app_auth_code(args.app_auth_code), actor=args.actor, merchant_id=args.merchant_id)
+    finally:
+        auths.directory.db.close()
+    _show_authorization(auth)
+    return EXIT_OK
+
+
+def cmd_alipay_show(args: argparse.Namespace) -> int:
+    auths = _alipay_authorizations(args)
+    try:
+        auth = auths.get(args.hospital_id)
+        _show_authorization(auth)
+        current = auths.directory.merchant_key_version(args.hospital_id, PayChannel.ALIPAY)[1]
+        if current != auth.key_version:
+            _out(f"  but the hospital's Alipay credentials are now version {current}, set by hand (merchant set/rotate): they are not "
+                 f"refreshed; gateway-admin alipay authorize {args.hospital_id} --app-auth-code ... puts an authorisation back")
+        if not args.offline:
+            info = auths.query(args.hospital_id)
+            _out(f"  Alipay (alipay.open.auth.token.app.query): status {info.status}, merchant {info.user_id}, app {info.auth_app_id}, "
+                 f"from {info.auth_start or '?'} to {info.auth_end or '?'}")
+            if info.auth_methods:
+                _out(f"  methods: {', '.join(info.auth_methods)}")
+    finally:
+        auths.directory.db.close()
+    return EXIT_OK
+
+
+def cmd_alipay_refresh(args: argparse.Namespace) -> int:
+    auths = _alipay_authorizations(args)
+    try:
+        auth = auths.refresh(args.hospital_id, actor=args.actor)
+    finally:
+        auths.directory.db.close()
+    _show_authorization(auth)
+    return EXIT_OK
 
 
 def cmd_hospital_set(args: argparse.Namespace) -> int:
@@ -503,6 +581,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--merchant-id", required=True, help="Alipay: the third-party application's app_id; WeChat Pay: our sp mch_id")
     s.add_argument("--credentials", required=True, help="JSON object: the app's settings and keys (read, sealed, never printed)")
     s.set_defaults(func=cmd_provider_set)
+
+    ali = sub.add_parser("alipay", help="a hospital's authorisation of our Alipay third-party application (service_provider mode)")
+    ali_sub = ali.add_subparsers(dest="sub", required=True)
+    s = ali_sub.add_parser("authorize", help="exchange the app_auth_code the hospital's authorisation gave us for its app_auth_token "
+                                             "(alipay.open.auth.token.app); stored sealed, refreshed by the gateway before it ends")
+    s.add_argument("hospital_id")
+    s.add_argument("--app-auth-code", required=True, metavar="CODE|@FILE|-",
+                   help="the code, @FILE to read it from a file, or - for standard input (typed without echo); never printed")
+    s.add_argument("--merchant-id", help="the 2088... merchant the code must come from (default: the hospital's Alipay merchant on file)")
+    s.set_defaults(func=cmd_alipay_authorize)
+    s = ali_sub.add_parser("show", help="who authorised, when the token ends, and what Alipay says it covers (no token shown)")
+    s.add_argument("hospital_id")
+    s.add_argument("--offline", action="store_true", help="only what the gateway stored; do not ask Alipay")
+    s.set_defaults(func=cmd_alipay_show)
+    s = ali_sub.add_parser("refresh", help="refresh the hospital's app_auth_token now (the gateway's jobs do it before it ends)")
+    s.add_argument("hospital_id")
+    s.set_defaults(func=cmd_alipay_refresh)
 
     his = sub.add_parser("his-keys", help="a hospital's HIS envelope keys").add_subparsers(dest="sub", required=True)
     s = his.add_parser("set", help="store the keys of a his-keys-v1 file")

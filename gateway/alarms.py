@@ -44,6 +44,10 @@ WHAT_TO_DO: dict[str, str] = {
                              "that the ledger has failed; WeChat Pay: a refund notification against the refund's settled state): "
                              "check the trade or refund on the merchant platform; if the money moved, settle it with the patient "
                              "(refund it there), then resolve this alarm",
+    "alipay_reauthorize": "Alipay refused to refresh the hospital's app_auth_token (its refresh token ended, or the merchant withdrew "
+                          "the authorisation): Alipay payments for it will stop when the token ends; ask the hospital's merchant to "
+                          "authorise our third-party application again, run `gateway-admin alipay authorize HOSPITAL --app-auth-code "
+                          "@code.txt`, then resolve this alarm",
     "merchant_config": "the channel rejected requests for this hospital (a wrong or changed API key, app key or app_id): "
                        "nothing moved; fix the credentials with `gateway-admin merchant rotate`, then resolve this alarm",
 }

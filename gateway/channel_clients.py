@@ -8,7 +8,9 @@ on the next request.
 
 A hospital in service_provider mode takes Alipay through our third-party application: the provider's
 credentials (`gateway-admin provider set alipay`, provider_keys) plus the hospital's own
-`app_auth_token` (its merchant credentials); the cached client is checked against both versions.
+`app_auth_token` (its merchant credentials); the cached client is checked against both versions, so
+a token refreshed by any gateway process (gateway.alipay_authorizations: a new credentials version)
+is used from the next request on.
 WeChat Pay in service_provider mode: our provider credentials (`gateway-admin provider set wechat`:
 the provider's `merchant_id` is the signing `mch_id` / `mchid`, its keys sign) plus the hospital's
 sub-merchant id (`sub_mch_id` / `sub_mchid`, its merchant_id) and what else is its own (`sub_appid`).
@@ -37,6 +39,9 @@ from gateway.channels.settings import build_clients
 # Where WeChat Pay's refund notifications arrive at the gateway: this prefix + the hospital id.
 WECHAT_NOTIFY_PREFIX = "/v1/notify/wechat/"
 _SECTION = {PayChannel.WECHAT: ("wechat", "mch_id"), PayChannel.ALIPAY: ("alipay", "app_id")}
+# A third-party-mode hospital's sealed Alipay credentials: its token, and the refresh token when the
+# token came from an app_auth_code (gateway.alipay_authorizations); only the token reaches the client.
+_THIRD_PARTY_SECRETS = {"app_auth_token", "app_refresh_token"}
 # WeChat Pay's id fields by API version: (the signing merchant, the sub-merchant in service-provider mode).
 _WECHAT_IDS = {"v2": ("mch_id", "sub_mch_id"), "v3": ("mchid", "sub_mchid")}
 
@@ -52,6 +57,7 @@ class ChannelFactory:
         self._alipay_notify_url = alipay_notify_url
         self._wechat_notify_base: str | None = None
         self._cache: dict[tuple[str, PayChannel], tuple[tuple[int, int | None], ChannelClient]] = {}
+        self._provider_cache: tuple[int, AlipayClient] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -118,6 +124,24 @@ class ChannelFactory:
             self._cache[(hospital_id, channel)] = ((key.version, provider_version), client)
         return client
 
+    def alipay_provider(self) -> AlipayClient:
+        """Our third-party application's own client, acting for no hospital (no app_auth_token): what
+        exchanges a hospital's app_auth_code and refreshes its token (gateway.alipay_authorizations)."""
+        version = self.directory.provider_key_version(PayChannel.ALIPAY)
+        with self._lock:
+            cached = self._provider_cache
+            if cached is not None and version is not None and cached[0] == version:
+                return cached[1]
+        provider = self.directory.provider_key(PayChannel.ALIPAY)  # no_merchant when the provider has none
+        try:
+            client = build_clients({"alipay": dict(provider.secrets) | {"app_id": provider.merchant_id} | self._overrides})[PayChannel.ALIPAY]
+        except ChannelConfigError as exc:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"service-provider alipay credentials v{provider.version}: {exc.message}") from None
+        assert isinstance(client, AlipayClient)  # build_clients makes an AlipayClient for the alipay section
+        with self._lock:
+            self._provider_cache = (provider.version, client)
+        return client
+
     def _sub_merchant(self, key: MerchantKey) -> dict[str, object]:
         """Our WeChat Pay service-provider settings acting for the hospital's sub-merchant."""
         provider = self.directory.provider_key(PayChannel.WECHAT)  # no_merchant when the provider has none
@@ -128,8 +152,9 @@ class ChannelFactory:
     def _third_party(self, hospital_id: str, key: MerchantKey) -> dict[str, object]:
         """Our third-party application's settings acting for the hospital that authorised it."""
         token = key.secrets.get("app_auth_token")
-        if not token or set(key.secrets) != {"app_auth_token"}:
+        if not token or not set(key.secrets) <= _THIRD_PARTY_SECRETS:
             raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id} is in service_provider mode: its Alipay credentials must be "
-                                                       "only its app_auth_token (gateway-admin merchant set ... --app-auth-token)")
+                                                       "only its app_auth_token (gateway-admin alipay authorize ... --app-auth-code, or "
+                                                       "merchant set ... --app-auth-token)")
         provider = self.directory.provider_key(PayChannel.ALIPAY)  # no_merchant when the provider has none
         return dict(provider.secrets) | {"app_id": provider.merchant_id, "app_auth_token": token, "_provider_version": provider.version}

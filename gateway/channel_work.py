@@ -12,7 +12,9 @@ gateway for the outcome (`/v1/query`, answered from the ledger once it is final)
 - payment, `reversing`: the reversal is sent (again: idempotent at both channels) until done;
 - refund, `refunding`: the refund is queried; if the channel never saw it, it is sent again with the
   same out_refund_no (the channel refunds an out_refund_no once) and amount; otherwise queried again;
-- bills: the hospital's channel bills of a day are downloaded (`gateway.bills`).
+- bills: the hospital's channel bills of a day are downloaded (`gateway.bills`);
+- alipay_token: a third-party-mode hospital's Alipay app_auth_token is refreshed before it ends
+  (`gateway.alipay_authorizations`; the job reschedules itself after each refresh).
 
 Failures (the channel or the database away, a reply that does not verify) are retried with a
 growing pause (RETRY_BACKOFF_S, capped); after ALARM_AFTER_ATTEMPTS tries an alarm tells the
@@ -74,10 +76,17 @@ class WorkReport:
     resent_refunds: list[str] = field(default_factory=list)
     still_open: list[str] = field(default_factory=list)  # rescheduled: not final yet
     bills: list[str] = field(default_factory=list)  # "H001 2026-12-01"
+    tokens: list[str] = field(default_factory=list)  # hospitals whose Alipay app_auth_token was refreshed
     errors: list[str] = field(default_factory=list)
 
     def ran(self) -> int:
-        return len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.errors)
+        return len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.tokens) + len(self.errors)
+
+
+class JobWork(Protocol):
+    """A kind of job's work done by a collaborator (the Alipay token refresh: gateway.alipay_authorizations)."""
+
+    def run(self, job: Job, report: WorkReport) -> None: ...
 
 
 class DailyBills(Protocol):
@@ -97,7 +106,7 @@ class ChannelWork:
 
     def __init__(self, ledger: Ledger, channels: ChannelFactory, queue: JobQueue, *, clock: Callable[[], float] = time.time,
                  abandon_after_s: float = ABANDON_AFTER_S, requery_s: float = REQUERY_INTERVAL_S, lease_s: float = LEASE_S,
-                 bills: DailyBills | None = None) -> None:
+                 bills: DailyBills | None = None, alipay_tokens: JobWork | None = None) -> None:
         self.ledger = ledger
         self.channels = channels
         self.queue = queue
@@ -107,6 +116,7 @@ class ChannelWork:
         self.requery_s = requery_s
         self.lease_s = lease_s
         self.bills = bills
+        self.alipay_tokens = alipay_tokens
         self._last_daily = float("-inf")
         self._daily_lock = threading.Lock()
 
@@ -122,7 +132,12 @@ class ChannelWork:
         self.bills.schedule(self.queue, now)
 
     def kinds(self) -> tuple[JobKind, ...]:
-        return tuple(JobKind) if self.bills is not None else (JobKind.PAYMENT, JobKind.REFUND)
+        kinds = [JobKind.PAYMENT, JobKind.REFUND]
+        if self.bills is not None:
+            kinds.append(JobKind.BILLS)
+        if self.alipay_tokens is not None:
+            kinds.append(JobKind.ALIPAY_TOKEN)
+        return tuple(kinds)
 
     def run_one(self, report: WorkReport | None = None) -> Job | None:
         """Claim and run one due job; the job, or None when nothing is due."""
@@ -164,7 +179,9 @@ class ChannelWork:
             self._payment(job, report)
         elif job.kind is JobKind.REFUND:
             self._refund(job, report)
-        elif self.bills is not None:  # kinds() claims bills jobs only then
+        elif job.kind is JobKind.ALIPAY_TOKEN and self.alipay_tokens is not None:  # kinds() claims them only then
+            self.alipay_tokens.run(job, report)
+        elif job.kind is JobKind.BILLS and self.bills is not None:
             self.bills.run(job, report)
 
     # --- collections ----------------------------------------------------------------------------
@@ -237,7 +254,7 @@ class ChannelWork:
     # --- operators ------------------------------------------------------------------------------
 
     def _maybe_alarm(self, job: Job, error: str) -> None:
-        if job.attempts != ALARM_AFTER_ATTEMPTS or job.kind is JobKind.BILLS:
+        if job.attempts != ALARM_AFTER_ATTEMPTS or job.kind in (JobKind.BILLS, JobKind.ALIPAY_TOKEN):
             return
         kind, reason = ((AlarmKind.COLLECT, "reverse_failing") if job.kind is JobKind.PAYMENT
                         else (AlarmKind.REFUND, "refund_abnormal" if "abnormal" in error else "refund_unconfirmed"))

@@ -61,6 +61,13 @@ class GatewayCode(str, enum.Enum):
     CHANNEL_UNAVAILABLE = "channel_unavailable"
     # WeChat Pay refund notifications that do not open or verify (gateway.wechat_notifications).
     BAD_NOTIFICATION = "bad_notification"
+    # Alipay third-party authorisation (gateway.alipay_authorizations): each says what the operator does next.
+    ALIPAY_AUTH_CODE_INVALID = "alipay_auth_code_invalid"  # wrong or expired app_auth_code (or used elsewhere): authorise again
+    ALIPAY_AUTH_CODE_USED = "alipay_auth_code_used"  # this gateway already exchanged that code
+    ALIPAY_APP_MISMATCH = "alipay_app_mismatch"  # the code or token was granted to another app than our third-party app
+    ALIPAY_MERCHANT_MISMATCH = "alipay_merchant_mismatch"  # authorised by another merchant than the hospital's
+    ALIPAY_REAUTHORIZE = "alipay_reauthorize"  # the refresh token ended or was refused: the hospital must authorise again
+    ALIPAY_NOT_AUTHORIZED = "alipay_not_authorized"  # no authorisation from a code stored for the hospital
     DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL_ERROR = "internal_error"
 

@@ -45,6 +45,7 @@ class JobKind(str, enum.Enum):
     PAYMENT = "payment"  # subject: out_trade_no; query until final, reverse when abandoned
     REFUND = "refund"  # subject: out_refund_no; query until final, send again if the channel never saw it
     BILLS = "bills"  # subject: the business day YYYY-MM-DD; download the hospital's channel bills
+    ALIPAY_TOKEN = "alipay_token"  # subject: "refresh"; refresh the hospital's Alipay app_auth_token before it ends (migration 11)
 
 
 class RunAgain(Exception):

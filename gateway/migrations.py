@@ -35,7 +35,33 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    # When the engines need different SQL (changing a CHECK: SQLite rebuilds the table, PostgreSQL
+    # alters the constraint): the statements run on PostgreSQL instead of `statements`.
+    postgres: tuple[str, ...] | None = None
 
+
+# Migration 11 on both engines: a hospital's authorisation of our Alipay third-party application
+_ALIPAY_AUTHORIZATIONS = (
+        # A hospital's authorisation of our Alipay third-party application (issue 13, alitoken): who
+        # authorised (user_id, auth_app_id), which merchant_keys version holds the token pair (sealed
+        # there like every credential), when the token and its refresh token end, and whether the
+        # hospital must authorise again. code_digest: SHA-256 of the last app_auth_code exchanged, so
+        # an operator pasting a spent code is told so (the code itself is never kept).
+        """CREATE TABLE alipay_authorizations (
+            hospital_id TEXT PRIMARY KEY REFERENCES hospitals (hospital_id),
+            app_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            auth_app_id TEXT NOT NULL,
+            key_version INTEGER NOT NULL CHECK (key_version > 0),
+            token_expires_at BIGINT NOT NULL,
+            refresh_expires_at BIGINT NOT NULL,
+            authorized_at BIGINT NOT NULL,
+            refreshed_at BIGINT,
+            code_digest TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('valid', 'reauthorize')),
+            last_error TEXT)""",
+        "CREATE INDEX alipay_authorizations_code ON alipay_authorizations (code_digest)",
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenancy, money and audit", (
@@ -237,6 +263,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (channel, version))""",
         "CREATE UNIQUE INDEX provider_keys_current ON provider_keys (channel) WHERE retired_at IS NULL",
     )),
+    Migration(11, "Alipay app_auth_token exchange and refresh: alipay_authorizations, the alipay_token job kind", (
+        *_ALIPAY_AUTHORIZATIONS,
+        # jobs.kind gains 'alipay_token' (refresh a hospital's token before it ends). SQLite cannot
+        # change a CHECK: the table is rebuilt with its rows (job ids and leases kept).
+        """CREATE TABLE jobs_v11 (
+            job_id {pk},
+            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'alipay_token')),
+            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
+            subject TEXT NOT NULL,
+            due_at_ms BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            lease_owner TEXT,
+            lease_until_ms BIGINT,
+            last_error TEXT,
+            created_at_ms BIGINT NOT NULL,
+            UNIQUE (kind, hospital_id, subject))""",
+        "INSERT INTO jobs_v11 (job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms) "
+        "SELECT job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms FROM jobs",
+        "DROP TABLE jobs",
+        "ALTER TABLE jobs_v11 RENAME TO jobs",
+        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+    ), postgres=(
+        *_ALIPAY_AUTHORIZATIONS,
+        "ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
+        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'alipay_token'))",
+    )),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -278,7 +330,8 @@ def migrate(db: Database, *, upto: int = LATEST, now: float | None = None) -> in
         spelling = _SPELLING[tx.dialect]
         for migration in MIGRATIONS:
             if migration.version <= upto and migration.version not in done:
-                for statement in migration.statements:
+                statements = migration.postgres if tx.dialect is Dialect.POSTGRES and migration.postgres is not None else migration.statements
+                for statement in statements:
                     tx.execute(statement.format(**spelling))
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

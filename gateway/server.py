@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 from gateway.api import GatewayHttpServer
+from gateway.alipay_authorizations import AlipayAuthorizations
 from gateway.bills import BillFetcher
 from gateway.channel_clients import ChannelFactory
 from gateway.notifications import PATH_ALIPAY
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs_interval:
         bills = BillFetcher(service.channels, directory, Path(args.bills_dir)) if args.bills_dir else None
         work = ChannelWork(service.ledger, service.channels, JobQueue(db, owner=default_owner()), lease_s=args.job_lease,
-                           abandon_after_s=args.job_abandon, requery_s=args.job_requery, bills=bills)
+                           abandon_after_s=args.job_abandon, requery_s=args.job_requery, bills=bills,
+                           alipay_tokens=AlipayAuthorizations(directory, service.channels))
         runner = JobRunner(work, args.jobs_interval, workers=args.job_workers).start()
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()

@@ -223,30 +223,41 @@ class Directory:
         if not isinstance(secrets, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
             raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a JSON object of strings")
         with self.db.transaction() as tx:
-            hospital = self.hospital(hospital_id, tx)
-            if not secrets and not (hospital.mode is Mode.SERVICE_PROVIDER and channel is PayChannel.WECHAT):
-                raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a non-empty JSON object of strings "
-                                   "(only a WeChat Pay sub-merchant of our service provider may have none)")
-            current = tx.one(
-                "SELECT version FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL" + tx.for_update,
-                (hospital_id, channel.value),
-            )
-            last = tx.scalar("SELECT MAX(version) FROM merchant_keys WHERE hospital_id = ? AND channel = ?", (hospital_id, channel.value))
-            version = int(last or 0) + 1
-            now = self._now()
-            if current is not None:
-                tx.execute("UPDATE merchant_keys SET retired_at = ? WHERE hospital_id = ? AND channel = ? AND version = ?",
-                           (now, hospital_id, channel.value, current[0]))
-            sealed = self.vault.seal(json.dumps(dict(secrets), sort_keys=True).encode("utf-8"),
-                                     f"merchant|{hospital_id}|{channel.value}|{version}")
-            tx.execute(
-                "INSERT INTO merchant_keys (hospital_id, channel, version, merchant_id, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (hospital_id, channel.value, version, merchant_id, sealed, now),
-            )
-            self._audit(tx, actor, "merchant_key.rotate" if current else "merchant_key.set", hospital_id,
-                        channel=channel.value, merchant_id=merchant_id, version=version,
-                        retired_version=current[0] if current else None, fields=sorted(secrets))
+            return self.put_merchant_key(tx, hospital_id, channel, merchant_id, secrets, actor=actor)
+
+    def put_merchant_key(self, tx: Tx, hospital_id: str, channel: PayChannel, merchant_id: str, secrets: Mapping[str, str], *,
+                         actor: str) -> int:
+        """`set_merchant_key` inside the caller's transaction (gateway.alipay_authorizations stores a token
+        pair and its own record together). The new version."""
+        _check_id("merchant_id", merchant_id)
+        hospital = self.hospital(hospital_id, tx)
+        if not secrets and not (hospital.mode is Mode.SERVICE_PROVIDER and channel is PayChannel.WECHAT):
+            raise GatewayError(GatewayCode.BAD_INPUT, "merchant credentials must be a non-empty JSON object of strings "
+                               "(only a WeChat Pay sub-merchant of our service provider may have none)")
+        current = tx.one(
+            "SELECT version FROM merchant_keys WHERE hospital_id = ? AND channel = ? AND retired_at IS NULL" + tx.for_update,
+            (hospital_id, channel.value),
+        )
+        last = tx.scalar("SELECT MAX(version) FROM merchant_keys WHERE hospital_id = ? AND channel = ?", (hospital_id, channel.value))
+        version = int(last or 0) + 1
+        now = self._now()
+        if current is not None:
+            tx.execute("UPDATE merchant_keys SET retired_at = ? WHERE hospital_id = ? AND channel = ? AND version = ?",
+                       (now, hospital_id, channel.value, current[0]))
+        sealed = self.vault.seal(json.dumps(dict(secrets), sort_keys=True).encode("utf-8"),
+                                 f"merchant|{hospital_id}|{channel.value}|{version}")
+        tx.execute(
+            "INSERT INTO merchant_keys (hospital_id, channel, version, merchant_id, sealed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (hospital_id, channel.value, version, merchant_id, sealed, now),
+        )
+        self._audit(tx, actor, "merchant_key.rotate" if current else "merchant_key.set", hospital_id,
+                    channel=channel.value, merchant_id=merchant_id, version=version,
+                    retired_version=current[0] if current else None, fields=sorted(secrets))
         return version
+
+    def audit(self, tx: Tx, actor: str, action: str, subject: str, **detail: object) -> None:
+        """Record an admin action in the caller's transaction (never a secret in `detail`)."""
+        self._audit(tx, actor, action, subject, **detail)
 
     def merchant_key_version(self, hospital_id: str, channel: PayChannel) -> tuple[Mode, int | None]:
         """The hospital's mode and the current version of its credentials for `channel` (None: none),

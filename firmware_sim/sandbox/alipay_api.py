@@ -4,8 +4,10 @@ Requests are checked as Alipay checks them: the common parameters, the app_id, R
 public key (else 40002 isv.invalid-signature), then the method's biz_content. Replies are
 `{"<method>_response": {...}, "sign": "..."}` signed with the sandbox's own "Alipay" private key
 over the exact node text. Supported: alipay.trade.pay (scene bar_code), .query, .cancel, .refund,
-.fastpay.refund.query and alipay.data.dataservice.bill.downloadurl.query (daily trade bills); the
-bill URL points back at the sandbox (`/downloadBillFile.resource`) and is valid for 30 seconds.
+.fastpay.refund.query and alipay.data.dataservice.bill.downloadurl.query (daily trade bills; the
+bill URL points back at the sandbox (`/downloadBillFile.resource`) and is valid for 30 seconds), and
+the third-party application's alipay.open.auth.token.app (app_auth_code -> app_auth_token, refresh)
+and alipay.open.auth.token.app.query (lifetimes and grace: alipay_tenants.py).
 
 Apps and modes (alipay_tenants.py): the merchant's own app, a third-party app calling with a merchant's
 `app_auth_token` (a token not authorised to the calling app: 20001 aop.invalid-app-auth-token), and an
@@ -37,7 +39,7 @@ from protocol.amount import format_yuan
 from protocol.errors import ProtocolError
 from protocol.strictjson import loads_object
 from firmware_sim.sandbox.alipay_notify import Notifier
-from firmware_sim.sandbox.alipay_tenants import AlipayApp, Caller, Tenants
+from firmware_sim.sandbox.alipay_tenants import AlipayApp, AuthRefusal, Caller, Tenants
 from gateway.channels.alipay_codec import response_node_name, rsa2_sign, rsa2_verify, sign_content
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class AlipayApi:
             "alipay.trade.refund": self._refund,
             "alipay.trade.fastpay.refund.query": self._refund_query,
             "alipay.data.dataservice.bill.downloadurl.query": self._bill_url,
+            "alipay.open.auth.token.app": self._token_app,
+            "alipay.open.auth.token.app.query": self._token_app_query,
         }
         node_name = response_node_name(method) if method in handlers else "error_response"
         delay = 0.0
@@ -114,7 +118,12 @@ class AlipayApi:
             checked, caller = self._check_request(params, method in handlers)
             self._check_owner(method, checked, caller, params.get("notify_url") or None)
             biz = checked
-            result = self._bill_url(biz, caller.seller_id) if handlers[method] == self._bill_url else handlers[method](biz)
+            if method == "alipay.data.dataservice.bill.downloadurl.query":
+                result = self._bill_url(biz, caller.seller_id)
+            elif method.startswith("alipay.open.auth.token.app"):
+                result = self._token_app(biz, caller) if method == "alipay.open.auth.token.app" else self._token_app_query(biz, caller)
+            else:
+                result = handlers[method](biz)
             if isinstance(result, Reply):
                 return result
             node, delay = result
@@ -179,11 +188,54 @@ class AlipayApi:
 
     def authorise(self, app_id: str | None) -> Reply:
         """Control API: a new merchant authorises a third-party app; its app_auth_token."""
-        target = app_id or next((a.app_id for a in self.apps.values() if a.app_id != self.merchant.app_id and a.cert_sn is None),
-                                self.merchant.app_id)
+        target = app_id or self._third_party_app()
         if target not in self.apps:
             return Reply(404, _JSON, json.dumps({"error": {"code": "not_found", "message": f"no app {target}"}}).encode())
         return Reply(200, _JSON, json.dumps(self.tenants.authorise(target, self.store.real())).encode())
+
+    def issue_auth_code(self, request: dict[str, object]) -> Reply:
+        """Control API: a merchant authorises a third-party app on its authorisation page; the app_auth_code
+        the app receives. {"app_id"?, "user_id"? (a merchant authorising again), "expires_in"?, "re_expires_in"?}."""
+        target = str(request.get("app_id") or self._third_party_app())
+        lifetimes = {k: request[k] for k in ("expires_in", "re_expires_in") if k in request}
+        if target not in self.apps or set(request) - {"app_id", "user_id", "expires_in", "re_expires_in"} or not all(
+                type(v) is int and 0 < v <= 10 * 366 * 86400 for v in lifetimes.values()):
+            message = f"no app {target}" if target not in self.apps else "fields: app_id, user_id, expires_in and re_expires_in (seconds)"
+            return Reply(404 if target not in self.apps else 400, _JSON, json.dumps({"error": {"code": "bad_request", "message": message}}).encode())
+        try:
+            issued = self.tenants.issue_code(target, self.store.real(), seller_id=str(request["user_id"]) if request.get("user_id") else None,
+                                             **{k: int(str(v)) for k, v in lifetimes.items()})
+        except KeyError as exc:
+            return Reply(404, _JSON, json.dumps({"error": {"code": "not_found", "message": str(exc.args[0])}}).encode())
+        return Reply(200, _JSON, json.dumps(issued).encode())
+
+    def _third_party_app(self) -> str:
+        return next((a.app_id for a in self.apps.values() if a.app_id != self.merchant.app_id and a.cert_sn is None), self.merchant.app_id)
+
+    def _token_app(self, biz: dict[str, object], caller: Caller) -> tuple[dict[str, object], float]:
+        """alipay.open.auth.token.app: a code for the token pair, or a refresh token for a new pair (answered as
+        Alipay's current documents show: the pair under "tokens", one entry per authorising merchant)."""
+        grant = biz.get("grant_type")
+        now = self.store.real()
+        try:
+            if grant == "authorization_code":
+                pair = self.tenants.exchange_code(caller.app.app_id, _text(biz, "code"), now)
+            elif grant == "refresh_token":
+                pair = self.tenants.refresh(caller.app.app_id, _text(biz, "refresh_token"), now)
+            else:
+                raise AuthRefusal("isv.grant-type-invalid", "grant_type参数不正确")
+        except AuthRefusal as refusal:
+            log.info("alipay.open.auth.token.app %s for app %s: %s", grant, caller.app.app_id, refusal.sub_code)
+            raise _Answer("40002", refusal.sub_code, refusal.sub_msg) from None
+        return {"tokens": [pair]}, 0.0
+
+    def _token_app_query(self, biz: dict[str, object], caller: Caller) -> tuple[dict[str, object], float]:
+        info = self.tenants.token_info(_text(biz, "app_auth_token"), self.store.real())
+        if info is None or info["app_id"] != caller.app.app_id:
+            raise _Answer("20001", "aop.invalid-app-auth-token", "无效的应用授权令牌")
+        methods = ["alipay.trade.pay", "alipay.trade.query", "alipay.trade.cancel", "alipay.trade.refund",
+                   "alipay.trade.fastpay.refund.query", "alipay.data.dataservice.bill.downloadurl.query"]
+        return {k: v for k, v in info.items() if k != "app_id"} | {"auth_methods": methods}, 0.0
 
     def trade_owner(self, out_trade_no: str) -> Reply:
         owner = self.tenants.owner(out_trade_no)
@@ -224,7 +276,7 @@ class AlipayApi:
         caller = Caller(app, app.seller_id, app.app_id)
         token = params.get("app_auth_token")
         if token:
-            granted = self.tenants.token(token)
+            granted = self.tenants.token(token, self.store.real())
             if granted is None or granted[0] != app.app_id:
                 log.info("alipay %s: app_auth_token not authorised to app %s", params["method"], app.app_id)
                 raise _Answer("20001", "aop.invalid-app-auth-token", "无效的应用授权令牌")

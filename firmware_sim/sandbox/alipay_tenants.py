@@ -5,9 +5,18 @@
   from its own "Alipay root" (keys/alipay_root_cert.crt: an RSA root and an EC root, as Alipay's chain
   holds an SM2 one, blank lines between them as in Alipay's file; keys/alipay_cert_public_key_rsa2.crt: the Alipay public certificate that signs replies;
   keys/app_cert_public_key.crt: the app's certificate).
-- Authorisations: a merchant authorises a third-party app and gets an `app_auth_token`; a call that
-  carries it acts for that merchant (the money lands on its account). The control API creates them
-  (`POST /sandbox/v1/alipay/app-auth`).
+- Authorisations: a merchant authorises a third-party app; a call that carries its `app_auth_token`
+  acts for that merchant (the money lands on its account). Two ways in through the control API: an
+  `app_auth_code` (`POST /sandbox/v1/alipay/app-auth-code`: what the merchant's authorisation page
+  hands the provider), which the app exchanges with alipay.open.auth.token.app, or a token at once
+  (`POST /sandbox/v1/alipay/app-auth`, for tests that do not care how it came).
+- Token lifetimes, as Alipay documents them (alipay_auth_api.py answers the three methods): a code is
+  single use and expires CODE_TTL_S after it was issued; a token lives `expires_in` (TOKEN_TTL_S),
+  its refresh token `re_expires_in` (REFRESH_TTL_S). A refresh (grant_type=refresh_token) issues a
+  new pair; the old refresh token is dead at once, the old token keeps working REFRESH_GRACE_S (so
+  requests in flight with it, or a gateway process that has not yet re-read its credentials, are
+  not refused) and is then refused like an unknown one. Times are the store's real clock
+  (`advance_s` moves it), so tests expire tokens without waiting.
 - Trade owners: which merchant (seller_id), app and authorising app each trade belongs to, and where its
   async notifications go. Another merchant's trade does not exist for a caller (ACQ.TRADE_NOT_EXIST).
 
@@ -31,12 +40,50 @@ from Crypto.PublicKey import RSA
 
 from gateway.channels.alipay_cert import app_cert_sn, cert_sn, load_certificates, root_cert_sn
 
+_SHANGHAI = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
+
+# Alipay: "app_auth_code 只能使用一次，一天（从当前时间算起的24小时）未被使用自动过期".
+CODE_TTL_S = 86_400
+# The lifetimes Alipay's alipay.open.auth.token.app answers carry (its SDKs' examples: 365 and 372 days).
+TOKEN_TTL_S = 31_536_000
+REFRESH_TTL_S = 32_140_800
+# How long a token replaced by a refresh keeps working (the sandbox's choice: one day).
+REFRESH_GRACE_S = 86_400
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS app_auth(token TEXT PRIMARY KEY, app_id TEXT NOT NULL, seller_id TEXT NOT NULL,
     auth_app_id TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_codes(code TEXT PRIMARY KEY, app_id TEXT NOT NULL, seller_id TEXT NOT NULL, auth_app_id TEXT NOT NULL,
+    issued_at REAL NOT NULL, expires_at REAL NOT NULL, used_at REAL, expires_in INTEGER NOT NULL, re_expires_in INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS app_tokens(token TEXT PRIMARY KEY, refresh_token TEXT NOT NULL UNIQUE, app_id TEXT NOT NULL,
+    seller_id TEXT NOT NULL, auth_app_id TEXT NOT NULL, issued_at REAL NOT NULL, expires_at REAL NOT NULL, re_expires_at REAL NOT NULL,
+    expires_in INTEGER NOT NULL, re_expires_in INTEGER NOT NULL, refreshed_at REAL, ends_at REAL);
 CREATE TABLE IF NOT EXISTS trades(out_trade_no TEXT PRIMARY KEY, seller_id TEXT NOT NULL, app_id TEXT NOT NULL,
     auth_app_id TEXT NOT NULL, notify_url TEXT, notified TEXT NOT NULL DEFAULT '');
 """
+
+
+class AuthRefusal(Exception):
+    """alipay.open.auth.token.app refuses: Alipay's sub_code and sub_msg (the reply's code is 40002)."""
+
+    def __init__(self, sub_code: str, sub_msg: str) -> None:
+        super().__init__(sub_code)
+        self.sub_code = sub_code
+        self.sub_msg = sub_msg
+
+
+def _new_merchant() -> tuple[str, str]:
+    """A new merchant's 2088... seller id and its own 2021... app id."""
+    return ("2088" + "".join(secrets.choice("0123456789") for _ in range(12)),
+            "2021" + "".join(secrets.choice("0123456789") for _ in range(12)))
+
+
+def _stamp(now: float) -> str:
+    return datetime.datetime.fromtimestamp(now, _SHANGHAI).strftime("%Y%m")
+
+
+def _alipay_time(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, _SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +123,94 @@ class Tenants:
         with self._lock:
             self._db.close()
 
-    def authorise(self, app_id: str, now: float) -> dict[str, str]:
-        """A new merchant authorises `app_id`: its seller id, its own app id and the token."""
-        token = "202412BB" + secrets.token_hex(16)
-        seller = "2088" + "".join(secrets.choice("0123456789") for _ in range(12))
-        auth_app = "2021" + "".join(secrets.choice("0123456789") for _ in range(12))
-        with self._lock:
-            self._db.execute("INSERT INTO app_auth VALUES (?, ?, ?, ?, ?)", (token, app_id, seller, auth_app, now))
-        return {"app_auth_token": token, "user_id": seller, "auth_app_id": auth_app, "app_id": app_id}
+    def authorise(self, app_id: str, now: float) -> dict[str, object]:
+        """A new merchant authorises `app_id` and the app holds its token at once: seller id, own app id, tokens."""
+        seller, auth_app = _new_merchant()
+        return self._issue(app_id, seller, auth_app, now, TOKEN_TTL_S, REFRESH_TTL_S) | {"user_id": seller, "app_id": app_id}
 
-    def token(self, token: str) -> tuple[str, str, str] | None:
-        """(authorised app_id, seller_id, auth_app_id) of a token, or None."""
+    def issue_code(self, app_id: str, now: float, *, seller_id: str | None = None, expires_in: int = TOKEN_TTL_S,
+                   re_expires_in: int = REFRESH_TTL_S) -> dict[str, object]:
+        """A merchant (a new one, or `seller_id` authorising again) authorises `app_id`: the app_auth_code
+        its authorisation page hands the app. `expires_in`/`re_expires_in`: the lifetimes of the tokens it
+        will be exchanged for (tests shorten them)."""
         with self._lock:
-            row = self._db.execute("SELECT app_id, seller_id, auth_app_id FROM app_auth WHERE token = ?", (token,)).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+            known = self._db.execute("SELECT auth_app_id FROM app_tokens WHERE seller_id = ? UNION ALL "
+                                     "SELECT auth_app_id FROM app_auth WHERE seller_id = ? LIMIT 1", (seller_id, seller_id)).fetchone()
+        if seller_id is not None and known is None:
+            raise KeyError(f"no merchant {seller_id} has authorised an app here")
+        seller, auth_app = (seller_id, str(known[0])) if seller_id is not None and known is not None else _new_merchant()
+        code = secrets.token_hex(16)
+        with self._lock:
+            self._db.execute("INSERT INTO auth_codes (code, app_id, seller_id, auth_app_id, issued_at, expires_at, expires_in, re_expires_in) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (code, app_id, seller, auth_app, now, now + CODE_TTL_S, expires_in, re_expires_in))
+        return {"app_auth_code": code, "app_id": app_id, "user_id": seller, "auth_app_id": auth_app, "expires_in": CODE_TTL_S}
+
+    def exchange_code(self, app_id: str, code: str, now: float) -> dict[str, object]:
+        """grant_type=authorization_code: the token pair for a code, once. Raises AuthRefusal."""
+        with self._lock:
+            row = self._db.execute("SELECT app_id, seller_id, auth_app_id, expires_at, used_at, expires_in, re_expires_in FROM auth_codes "
+                                   "WHERE code = ?", (code,)).fetchone()
+            if row is None:
+                raise AuthRefusal("isv.code-invalid", "授权码code无效")
+            owner, seller, auth_app, expires_at, used_at, expires_in, re_expires_in = row
+            if owner != app_id:
+                raise AuthRefusal("isv.invalid-app-id", "调用接口的应用标识(app_id)与授权码授权的应用不相符")
+            if used_at is not None:
+                raise AuthRefusal("isv.code-invalid", "授权码code已使用")
+            if now >= expires_at:
+                raise AuthRefusal("isv.code-invalid", "授权码code已过期")
+            self._db.execute("UPDATE auth_codes SET used_at = ? WHERE code = ?", (now, code))
+        return self._issue(app_id, seller, auth_app, now, int(expires_in), int(re_expires_in)) | {"user_id": seller}
+
+    def refresh(self, app_id: str, refresh_token: str, now: float) -> dict[str, object]:
+        """grant_type=refresh_token: a new pair; the old refresh token dies, the old token after the grace."""
+        with self._lock:
+            row = self._db.execute("SELECT token, app_id, seller_id, auth_app_id, re_expires_at, refreshed_at, expires_in, re_expires_in "
+                                   "FROM app_tokens WHERE refresh_token = ?", (refresh_token,)).fetchone()
+            if row is None or row[5] is not None:
+                raise AuthRefusal("isv.refresh-token-invalid", "刷新令牌refresh_token无效")
+            token, owner, seller, auth_app, re_expires_at, _, expires_in, re_expires_in = row
+            if owner != app_id:
+                raise AuthRefusal("isv.invalid-app-id", "调用接口的应用标识(app_id)与令牌授权的应用不相符")
+            if now >= re_expires_at:
+                raise AuthRefusal("isv.refresh-token-time-out", "刷新令牌refresh_token过期")
+            self._db.execute("UPDATE app_tokens SET refreshed_at = ?, ends_at = MIN(expires_at, ?) WHERE token = ?",
+                             (now, now + REFRESH_GRACE_S, token))
+        return self._issue(app_id, seller, auth_app, now, int(expires_in), int(re_expires_in)) | {"user_id": seller}
+
+    def token_info(self, token: str, now: float) -> dict[str, object] | None:
+        """alipay.open.auth.token.app.query's view of a token (None: never issued)."""
+        with self._lock:
+            row = self._db.execute("SELECT app_id, seller_id, auth_app_id, issued_at, expires_at, ends_at FROM app_tokens WHERE token = ?",
+                                   (token,)).fetchone()
+        if row is None:
+            old = self.token(token, now)
+            return None if old is None else {"app_id": old[0], "user_id": old[1], "auth_app_id": old[2], "status": "valid", "expires_in": 0}
+        app_id, seller, auth_app, issued_at, expires_at, ends_at = row
+        end = min(expires_at, ends_at) if ends_at is not None else expires_at
+        return {"app_id": app_id, "user_id": seller, "auth_app_id": auth_app, "status": "valid" if now < end else "invalid",
+                "expires_in": max(0, int(end - now)), "auth_start": _alipay_time(issued_at), "auth_end": _alipay_time(end)}
+
+    def _issue(self, app_id: str, seller: str, auth_app: str, now: float, expires_in: int, re_expires_in: int) -> dict[str, object]:
+        token, refresh = f"{_stamp(now)}BB{secrets.token_hex(16)}", f"{_stamp(now)}BB{secrets.token_hex(16)}"
+        with self._lock:
+            self._db.execute("INSERT INTO app_tokens (token, refresh_token, app_id, seller_id, auth_app_id, issued_at, expires_at, re_expires_at, "
+                             "expires_in, re_expires_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (token, refresh, app_id, seller, auth_app, now, now + expires_in, now + re_expires_in, expires_in, re_expires_in))
+        return {"app_auth_token": token, "app_refresh_token": refresh, "auth_app_id": auth_app, "expires_in": expires_in,
+                "re_expires_in": re_expires_in}
+
+    def token(self, token: str, now: float | None = None) -> tuple[str, str, str] | None:
+        """(authorised app_id, seller_id, auth_app_id) of a token that works at `now`, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT app_id, seller_id, auth_app_id, expires_at, ends_at FROM app_tokens WHERE token = ?",
+                                   (token,)).fetchone()
+            if row is None:  # a token from before codes existed here: no lifetime
+                old = self._db.execute("SELECT app_id, seller_id, auth_app_id FROM app_auth WHERE token = ?", (token,)).fetchone()
+                return None if old is None else (old[0], old[1], old[2])
+        if now is not None and (now >= row[3] or (row[4] is not None and now >= row[4])):
+            return None
+        return (row[0], row[1], row[2])
 
     def claim(self, out_trade_no: str, caller: Caller, notify_url: str | None) -> bool:
         """Record the trade as the caller's; False if it belongs to another merchant."""

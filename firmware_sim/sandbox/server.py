@@ -208,6 +208,8 @@ class Sandbox:
 
     def _alipay_control(self, method: str, rest: str, query: str, body: bytes) -> Reply:
         """POST app-auth {"app_id"?}: a new merchant authorises a third-party app (its app_auth_token);
+        POST app-auth-code {"app_id"?, "user_id"?, "expires_in"?, "re_expires_in"?}: the app_auth_code a merchant's
+        authorisation hands the app (exchanged with alipay.open.auth.token.app);
         GET trades/{out_trade_no}: which merchant and app a trade belongs to;
         GET notifications[?out_trade_no=]: the async notifications sent, with their signed forms."""
         if method == "POST" and rest == "app-auth":
@@ -216,6 +218,14 @@ class Sandbox:
             except (ValueError, AttributeError):
                 wanted = None
             return self.alipay.authorise(str(wanted) if wanted else None)
+        if method == "POST" and rest == "app-auth-code":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = None
+            if not isinstance(request, dict):
+                return Reply(400, "application/json", b'{"error": {"code": "bad_request", "message": "a JSON object"}}')
+            return self.alipay.issue_auth_code(request)
         if method == "GET" and rest.startswith("trades/"):
             return self.alipay.trade_owner(rest[len("trades/"):])
         if method == "GET" and rest == "notifications":

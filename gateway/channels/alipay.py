@@ -276,7 +276,14 @@ class AlipayClient:
         content = notify_sign_content(params).encode("utf-8")
         return any(rsa2_verify(content, params["sign"], key) for key in keys)
 
-    def _call(self, method: str, biz: dict[str, str]) -> SignedReply | NoAnswer:
+    def call_for_refusals(self, method: str, biz: dict[str, str]) -> SignedReply | NoAnswer:
+        """A call whose refusals the caller reads itself (alipay.open.auth.token.app: `isv.code-invalid`...):
+        a request-level refusal (20001/40001/40002/40006) comes back as its reply, believed without a
+        signature as `_call` believes it (it only ever says "not done"); anything else as `_call` gives it,
+        a success only when its signature verifies."""
+        return self._call(method, biz, refusals=True)
+
+    def _call(self, method: str, biz: dict[str, str], *, refusals: bool = False) -> SignedReply | NoAnswer:
         body = urllib.parse.urlencode(self.signed_params(method, biz)).encode("ascii")
         reply = exchange(
             self._sessions.get(), "POST", self.config.gateway, timeouts=self._timeouts, body=body,
@@ -290,6 +297,8 @@ class AlipayClient:
             log.warning("alipay %s: unreadable reply: %s", method, exc)
             return failures.unknown("malformed_reply", "unreadable reply from Alipay")
         code, sub = parsed.node.get("code"), parsed.node.get("sub_code")
+        if code in outcomes.REQUEST_REFUSED and refusals:
+            return parsed
         if code in outcomes.REQUEST_REFUSED:
             # The open platform refused the request before the method ran (isv.invalid-signature:
             # our app key is not the one registered; isv.invalid-app-id ...): nothing was processed.
@@ -305,7 +314,7 @@ class AlipayClient:
         if parsed.sign is None or not rsa2_verify(parsed.raw_node.encode("utf-8"), parsed.sign, key):
             log.error("alipay %s: reply signature missing or wrong; not believed (the channel may have acted)", method)
             return failures.unverified("reply from Alipay failed its signature check: check the Alipay public key")
-        if parsed.node_name != _node_name(method):
+        if parsed.node_name != _node_name(method) and not refusals:
             return failures.unknown(str(sub or code)[:64], "Alipay answered with an error_response")
         return parsed
 

@@ -140,6 +140,7 @@ def test_headless_system_pays_and_stops_cleanly(tmp_path: Path) -> None:
         assert set(demo) >= {"bridge_url", "suite", "kid", "key_hex", "terminal_id", "device_id", "device_registry",
                              "sim_url", "sandbox_url", "gateway_url", "supervisor_pin", "admin_pin"}
         assert demo["admin_pin"] != demo["supervisor_pin"]
+        assert demo["channel_setups"] == {"wechat": "v2", "alipay": "public-key"}  # make run's defaults
         assert stat.S_IMODE(demo_path.stat().st_mode) == 0o600
         assert json.loads("".join(first.out[: first.out.index("\n")])) == demo  # printed too
         assert any("his-client --demo" in line for line in first.out) and any("pos-sim scan" in line for line in first.out)
