@@ -8,7 +8,7 @@ in the database until some process finishes it.
 
     queue = JobQueue(db, owner="gw-host-1234")
     job = queue.claim(lease_s=120)            # the most overdue job nobody holds, or None
-    ... do the work ...
+    ... do the work ...       (a long one: queue.renew(job, lease_s=120) between steps; None: stop)
     queue.done(job)    or    queue.retry(job, after_s=30, error="channel: timeout")
 
 Claiming takes a lease: `lease_owner` and `lease_until_ms`. Only a job whose lease has run out (or
@@ -21,8 +21,18 @@ caller: a process that overran its lease never undoes the work of the one that t
 work itself is idempotent and re-checked under the ledger's row locks, so running it twice in a row
 is harmless; running it twice at once is what the lease prevents).
 
-Times are milliseconds of the injected clock (unix time); leases assume the gateway hosts' clocks
-agree to well under a lease (NTP), as the device-request clock window already does.
+Two clocks, for two purposes (milliseconds of unix time both):
+
+- **leases run on the database's clock.** Claiming, renewing and the test "has this lease run out"
+  read the time where the lease is stored: on PostgreSQL the server's `clock_timestamp()`, the one
+  clock every gateway host sharing the database agrees on; so two hosts whose clocks differ by
+  minutes, or a host whose clock is stepped, never both hold one job, and never cut a live lease
+  short. SQLite runs inside the gateway's process (every process that opens its file is on the
+  same host), so there the host clock (the injected `clock`) is the database's clock;
+- **due times are a schedule** written with the writer's clock (the ledger's `now`, `retry`'s
+  `after_s`) and compared with the claimer's: a host whose clock is off runs a job somewhat early
+  or late, which the work tolerates (it re-checks everything under the ledger's row locks), while
+  the lease keeps it from ever running twice at once.
 """
 
 from __future__ import annotations
@@ -79,6 +89,11 @@ def _job(row: tuple) -> Job:
                None if row[7] is None else int(row[7]), row[8], int(row[9]))
 
 
+# PostgreSQL's clock in unix milliseconds. clock_timestamp(), not now(): now() is when the
+# transaction began, and a lease should be measured from when it is taken.
+_PG_CLOCK_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
 def ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -108,20 +123,34 @@ class JobQueue:
         return ms(self._clock())
 
     def claim(self, *, lease_s: float, kinds: tuple[JobKind, ...] = tuple(JobKind)) -> Job | None:
-        """Lease the most overdue job that is due and held by nobody (or by a lease that ran out)."""
-        now = self.now_ms()
+        """Lease the most overdue job that is due and held by nobody (or by a lease that ran out, by
+        the database's clock); the lease lasts `lease_s` of the database's clock."""
+        due = self.now_ms()
         marks = ", ".join("?" for _ in kinds)
+        kind_values = tuple(k.value for k in kinds)
         with self.db.reads() as tx:  # the common case, nothing due: no write lock taken, no transaction
-            if tx.one(f"SELECT 1 FROM jobs WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
-                      f"AND kind IN ({marks}) LIMIT 1", (now, now, *(k.value for k in kinds))) is None:
+            lease_now, now_params = self._lease_now(tx)
+            if tx.one(f"SELECT 1 FROM jobs WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= {lease_now}) "
+                      f"AND kind IN ({marks}) LIMIT 1", (due, *now_params, *kind_values)) is None:
                 return None
         with self.db.transaction(durable=False) as tx:  # a lost claim is only a claim: the job is run again
+            lease_now, now_params = self._lease_now(tx)
             skip_locked = " FOR UPDATE SKIP LOCKED" if tx.dialect is Dialect.POSTGRES else ""
             row = tx.one(
-                f"UPDATE jobs SET lease_owner = ?, lease_until_ms = ?, attempts = attempts + 1 WHERE job_id = ("
-                f"SELECT job_id FROM jobs WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?) "
+                f"UPDATE jobs SET lease_owner = ?, lease_until_ms = {lease_now} + ?, attempts = attempts + 1 WHERE job_id = ("
+                f"SELECT job_id FROM jobs WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= {lease_now}) "
                 f"AND kind IN ({marks}) ORDER BY due_at_ms LIMIT 1{skip_locked}) RETURNING {_COLS}",
-                (self.owner, now + ms(lease_s), now, now, *(k.value for k in kinds)))
+                (self.owner, *now_params, ms(lease_s), due, *now_params, *kind_values))
+        return None if row is None else _job(row)
+
+    def renew(self, job: Job, *, lease_s: float) -> Job | None:
+        """Extend the caller's lease on `job` to `lease_s` from now (the database's clock): the job with
+        its new lease, or None when it is no longer ours (taken over after the lease ran out, finished
+        by the ledger); the caller then stops working on it."""
+        with self.db.transaction(durable=False) as tx:
+            lease_now, now_params = self._lease_now(tx)
+            row = tx.one(f"UPDATE jobs SET lease_until_ms = {lease_now} + ? WHERE job_id = ? AND lease_owner = ? RETURNING {_COLS}",
+                         (*now_params, ms(lease_s), job.job_id, self.owner))
         return None if row is None else _job(row)
 
     def done(self, job: Job) -> bool:
@@ -135,6 +164,13 @@ class JobQueue:
             return tx.execute("UPDATE jobs SET due_at_ms = ?, lease_owner = NULL, lease_until_ms = NULL, last_error = ? "
                               "WHERE job_id = ? AND lease_owner = ?",
                               (self.now_ms() + ms(after_s), error, job.job_id, self.owner)) > 0
+
+    def _lease_now(self, tx: Tx) -> tuple[str, tuple[int, ...]]:
+        """The database's clock as SQL, with its parameters: PostgreSQL's own (the statement's time,
+        not the transaction's start); SQLite's is this host's, the injected clock."""
+        if tx.dialect is Dialect.POSTGRES:
+            return _PG_CLOCK_MS, ()
+        return "?", (self.now_ms(),)
 
     def get(self, kind: JobKind, hospital_id: str, subject: str) -> Job | None:
         with self.db.transaction(write=False) as tx:

@@ -6,13 +6,14 @@ claimers never get one job while its lease holds; a lease that ran out is taken 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
 
 from gateway.channel_clients import ChannelFactory
 from gateway.channel_work import ChannelWork
-from gateway.db import Database
+from gateway.db import Database, Dialect, PostgresDatabase
 from gateway.jobs import FOLLOW_UP_AFTER_S, JobKind, JobQueue, ms
 from gateway.ledger import Ledger, PaymentState, RefundState
 from gateway.migrations import migrate
@@ -26,6 +27,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def pass_time(db: Database, clock: Clock, seconds: float) -> None:
+    """`seconds` pass for due times (the host clock) and for leases (the database's clock). SQLite's
+    lease clock is the host clock; PostgreSQL's is the server's, which a test cannot step, so there
+    every lease is moved back by as much instead (the same thing, seen from the lease)."""
+    clock.now += seconds
+    if db.dialect is Dialect.POSTGRES:
+        with db.transaction() as tx:
+            tx.execute("UPDATE jobs SET lease_until_ms = lease_until_ms - ? WHERE lease_until_ms IS NOT NULL", (ms(seconds),))
 
 
 def _payment(ledger: Ledger, order_no: str | None = None, *, out_trade_no: str | None = None, fen: int = 1250):
@@ -83,9 +94,9 @@ def test_a_claim_is_a_lease_that_only_its_owner_ends(db, fleet, clock) -> None:
     job = a.claim(lease_s=30)
     assert job is not None and (job.subject, job.lease_owner, job.attempts) == (payment.out_trade_no, "a", 1)
     assert b.claim(lease_s=30) is None  # leased to a
-    clock.now += 29
+    pass_time(db, clock, 29)
     assert b.claim(lease_s=30) is None
-    clock.now += 2  # a's lease ran out (a died, or hangs): b takes it over
+    pass_time(db, clock, 2)  # a's lease ran out (a died, or hangs): b takes it over
     taken = b.claim(lease_s=30)
     assert taken is not None and (taken.job_id, taken.lease_owner, taken.attempts) == (job.job_id, "b", 2)
     # a comes back late: it can neither finish nor reschedule what b now holds.
@@ -133,6 +144,86 @@ def test_concurrent_claimers_never_hold_one_job_at_once(db, fleet, clock) -> Non
         t.join(timeout=60)
     assert set(claimed) == subjects
     assert {s: len(o) for s, o in claimed.items() if len(o) != 1} == {}
+
+
+# --- leases on the database's clock (PostgreSQL: gateway hosts whose clocks disagree) -----------
+
+@pytest.fixture
+def pg_db(pg_server):
+    db = PostgresDatabase(pg_server.new_schema())
+    db.migrate()
+    make_fleet(db, devices=1)  # hospital H001, whose jobs these are
+    yield db
+    db.close()
+
+
+def _due_jobs(queue: JobQueue, count: int) -> set[str]:
+    """`count` jobs due an hour ago by every clock in these tests."""
+    subjects = {f"P{n:03d}-{uuid.uuid4().hex[:8]}" for n in range(count)}
+    for subject in subjects:
+        queue.add(JobKind.PAYMENT, "H001", subject, due_at_ms=ms(time.time() - 3600))
+    return subjects
+
+
+def test_hosts_whose_clocks_differ_by_minutes_never_both_hold_a_job(pg_db) -> None:
+    """Two gateway hosts on one PostgreSQL, one clock 10 minutes behind, one 10 minutes ahead, lease
+    2 minutes: by the hosts' clocks the ahead one would see every lease of the other long run out
+    and take the job while it is being worked on. By the database's clock neither takes what the
+    other holds, and each of 40 jobs is claimed exactly once."""
+    behind = JobQueue(pg_db, owner="behind", clock=lambda: time.time() - 600)
+    ahead = JobQueue(pg_db, owner="ahead", clock=lambda: time.time() + 600)
+    subjects = _due_jobs(behind, 40)
+    claimed: dict[str, list[str]] = {}
+    lock = threading.Lock()
+    start = threading.Barrier(2)
+
+    def claimer(queue: JobQueue) -> None:
+        start.wait()
+        while (job := queue.claim(lease_s=120)) is not None:
+            with lock:
+                claimed.setdefault(job.subject, []).append(queue.owner)
+
+    threads = [threading.Thread(target=claimer, args=(q,)) for q in (behind, ahead)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert set(claimed) == subjects
+    assert {s: o for s, o in claimed.items() if len(o) != 1} == {}
+    assert ahead.claim(lease_s=120) is None and behind.claim(lease_s=120) is None  # every job still held
+
+
+def test_a_stepped_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one(pg_db) -> None:
+    host_clock = Clock(time.time())
+    holder = JobQueue(pg_db, owner="holder", clock=time.time)
+    other = JobQueue(pg_db, owner="other", clock=host_clock)
+    _due_jobs(holder, 1)
+    job = holder.claim(lease_s=120)
+    assert job is not None
+    host_clock.now += 3600  # the other host's clock is stepped an hour forward (a bad NTP source, an operator)
+    assert other.claim(lease_s=120) is None
+    host_clock.now -= 7200  # and an hour back: a lease that ran out on the database's clock is still taken over
+    assert holder.renew(job, lease_s=0) is not None  # the holder hangs; its lease runs out now
+    taken = other.claim(lease_s=120)
+    assert taken is not None and (taken.job_id, taken.lease_owner, taken.attempts) == (job.job_id, "other", 2)
+    assert holder.renew(job, lease_s=120) is None and not holder.done(job)  # no longer the holder's
+
+
+def test_a_renewed_lease_holds_past_its_first_end(db, fleet, clock) -> None:
+    a, b = JobQueue(db, owner="a", clock=clock), JobQueue(db, owner="b", clock=clock)
+    payment = _payment(fleet.ledger)
+    clock.now += FOLLOW_UP_AFTER_S
+    job = a.claim(lease_s=30)
+    assert job is not None
+    pass_time(db, clock, 20)
+    renewed = a.renew(job, lease_s=30)
+    assert renewed is not None and renewed.lease_owner == "a" and renewed.lease_until_ms is not None
+    assert renewed.lease_until_ms > (job.lease_until_ms or 0)
+    pass_time(db, clock, 20)  # 40 s after the claim: past the first lease, within the renewed one
+    assert b.claim(lease_s=30) is None
+    pass_time(db, clock, 11)
+    taken = b.claim(lease_s=30)
+    assert taken is not None and taken.subject == payment.out_trade_no and a.renew(job, lease_s=30) is None
 
 
 def test_migration_6_turns_what_is_under_way_into_due_jobs(raw_db) -> None:
