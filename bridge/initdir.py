@@ -15,7 +15,7 @@ from protocol.crypto import SharedKey
 from protocol.registry import format_device_csv, format_terminal_csv
 
 from bridge.keystore import IDENTITY_FILE, KeyStoreError, new_identity, new_key
-from bridge.registries import write_atomic
+from local_storage.atomic_file import write_atomically
 
 EXAMPLE_CONFIG = """\
 # his-bridge configuration. Every setting is shown at its default; docs/bridge.md explains each.
@@ -95,5 +95,5 @@ def init_directory(directory: Path, *, kid: str | None = None, suite: str = "AES
     key = new_key(key_path, kid or time.strftime("k%Y%m"), suite)
     new_identity(identity_path, "bridge-" + time.strftime("%Y%m%d"))
     for path, text in files.items():
-        write_atomic(path, text)
+        write_atomically(path, text)
     return [*files, key_path, identity_path, identity_path.with_suffix(".pub")], key

@@ -24,6 +24,7 @@ from pathlib import Path
 from protocol.integrity import IntegrityReport, rollback_problem
 
 from bridge.journal import SUM_COLUMNS, JournalError, journal_mark, row_problem
+from local_storage.atomic_file import publish
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -88,9 +89,7 @@ def backup(journal: Path, dest: Path) -> int:
         raise JournalError(f"cannot back up {journal} to {dest}: {exc}") from None
     finally:
         src.close()
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, dest)
+    publish(partial, dest)
     return mark
 
 
@@ -109,9 +108,7 @@ def restore(journal: Path, source: Path) -> int:
                 os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
     partial = journal.with_name(journal.name + ".restoring")
     shutil.copyfile(source, partial)
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, journal)
+    publish(partial, journal)
     _set_mark(journal, mark)
     return mark
 

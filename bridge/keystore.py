@@ -27,6 +27,7 @@ from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 
 from bridge.watched import WatchedFile
+from local_storage.atomic_file import write_atomically
 
 
 class KeyStoreError(CodedError):
@@ -82,16 +83,7 @@ def load_keyring(path: Path) -> KeyRing:
 
 
 def write_keyfile(path: Path, keys: list[SharedKey] | KeyRing, created: dict[str, str]) -> None:
-    text = format_keyfile(list(keys), created)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(text.encode("utf-8"))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, format_keyfile(list(keys), created), private=True)
 
 
 def list_keys(path: Path) -> list[KeyInfo]:

@@ -11,7 +11,6 @@ ignored with an error in the log and the previous contents stay in force.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from protocol.registry import (
 )
 
 from bridge.watched import WatchedFile
+from local_storage.atomic_file import write_atomically
 
 
 class RegistryFileError(CodedError):
@@ -55,16 +55,6 @@ def read_terminals(path: Path) -> list[TerminalRecord]:
         raise RegistryFileError(str(exc)) from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------ admin operations (CLI)
 
 
@@ -78,7 +68,7 @@ def import_devices(registry: Path, source: Path) -> tuple[int, int]:
     added = sum(1 for d in incoming if d.device_id not in current)
     for d in incoming:
         current[d.device_id] = d
-    write_atomic(registry, format_device_csv(list(current.values())))
+    write_atomically(registry, format_device_csv(list(current.values())))
     return added, len(incoming) - added
 
 
@@ -88,7 +78,7 @@ def export_devices_for_his(registry: Path, out: Path) -> int:
         text = format_device_csv(devices, for_his=True)
     except ValueError as exc:
         raise RegistryFileError(f"{registry}: {exc}; import the device records from provisioning again") from None
-    write_atomic(out, text)
+    write_atomically(out, text)
     return len(devices)
 
 
@@ -104,7 +94,7 @@ def import_terminals(registry: Path, source: Path, devices: Path) -> tuple[int, 
     for t in incoming:
         old = current.get(t.terminal_id)
         current[t.terminal_id] = t if t.device_id or old is None else replace(t, device_id=old.device_id)
-    write_atomic(registry, format_terminal_csv(list(current.values())))
+    write_atomically(registry, format_terminal_csv(list(current.values())))
     return added, len(incoming) - added
 
 
@@ -115,7 +105,7 @@ def bind_terminal(registry: Path, terminal_id: str, device_id: str, devices: Pat
     for index, t in enumerate(terminals):
         if t.terminal_id == terminal_id:
             terminals[index] = replace(t, device_id=device_id)
-            write_atomic(registry, format_terminal_csv(terminals))
+            write_atomically(registry, format_terminal_csv(terminals))
             return terminals[index]
     raise RegistryFileError(f"terminal {terminal_id} is not in {registry}; import HIS's terminal list first")
 

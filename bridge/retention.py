@@ -19,12 +19,12 @@ import datetime
 import gzip
 import hashlib
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.journal import Journal, JournalError
+from local_storage.atomic_file import publish, write_atomically
 
 ARCHIVE_FORMAT = "his-bridge-archive-v1"
 BATCH = 5000  # instructions archived and removed per transaction (keeps the writer's lock short)
@@ -92,25 +92,11 @@ def _write_month(directory: Path, month: str, records: list[dict[str, object]]) 
             gz.write((json.dumps({"format": ARCHIVE_FORMAT, "month": month}) + "\n").encode())
             for record in [*old, *records]:
                 gz.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
-        raw.flush()
-        os.fsync(raw.fileno())
     digest = sha256_file(partial)
-    sidecar = path.with_name(path.name + ".sha256")
-    sidecar_partial = sidecar.with_name(sidecar.name + ".partial")
-    with open(sidecar_partial, "w", encoding="ascii") as f:
-        f.write(f"{digest}  {path.name}\n")
-        f.flush()
-        os.fsync(f.fileno())
     # The sidecar names the new contents before they replace the old: if we die in between, the
     # month fails its check (found, never silently wrong) and the journal still holds every row.
-    os.replace(sidecar_partial, sidecar)
-    os.replace(partial, path)
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(directory, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomically(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n")
+    publish(partial, path)
 
 
 def prune(journal: Journal, archive_dir: Path, *, retention_days: int, now: float) -> PruneReport:

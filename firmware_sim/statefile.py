@@ -8,19 +8,17 @@ not each other.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from firmware_sim.simerrors import SimCode, SimError
+from local_storage.atomic_file import write_atomically
 
 STATE_FILE = "sim.json"
 
 
 def write_state(storage: Path, state: dict[str, object]) -> None:
     """Replace the state file in one step (a reader never sees half of it)."""
-    tmp = storage / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, storage / STATE_FILE)
+    write_atomically(storage / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def remove_state(storage: Path) -> None:

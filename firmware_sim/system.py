@@ -63,6 +63,7 @@ from firmware_sim.children import Child, run_tool
 from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.demo_gateway import ALIPAY_SETUPS, WECHAT_SETUPS, DemoGateway, resolve_setups
 from firmware_sim.usb_cable import RemoteUsbBackend
+from local_storage.atomic_file import write_atomically
 
 log = logging.getLogger("firmware_sim.system")
 
@@ -183,17 +184,11 @@ def _load_state(workdir: Path) -> dict[str, object]:
 
 
 def _save_state(workdir: Path, state: dict[str, object]) -> None:
-    tmp = workdir / (STATE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, workdir / STATE)
+    write_atomically(workdir / STATE, json.dumps(state, indent=2) + "\n")
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, text, private=True)
 
 
 def _clean(workdir: Path) -> None:

@@ -53,6 +53,7 @@ from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
 
 from gateway.alarms import Alarms
+from gateway.atomic_file import atomic_text_writer
 from gateway.db import Database, open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import BUSINESS_TZ
@@ -418,15 +419,11 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
             n = write_export(db, args.hospital, day, sys.stdout)
         else:
             out = Path(args.out)
-            tmp = out.with_name(out.name + ".part")  # a reader never sees half a day
             try:
-                with open(tmp, "w", encoding="utf-8", newline="") as f:
+                with atomic_text_writer(out) as f:  # a reader never sees half a day
                     n = write_export(db, args.hospital, day, f)
-                os.replace(tmp, out)
             except OSError as exc:
                 raise GatewayError(GatewayCode.BAD_INPUT, f"cannot write {out}: {exc.strerror or exc}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
             sys.stderr.write(f"{n} row(s) of {args.hospital} on {day} written to {out}\n")
     finally:
         db.close()

@@ -31,6 +31,7 @@ from terminal import pin as pins
 from terminal.config import DeviceConfigError, check_pinned_certificates, parse_config
 from terminal.identity import check_model, check_name
 from terminal.secure_files import read_text
+from local_storage.atomic_file import write_atomically
 
 
 def limit_from_file(path: Path) -> str:
@@ -86,10 +87,7 @@ def parse_device_record(text: str, source: str) -> DeviceRecord:
 
 
 def _write_records(path: Path, devices: list[DeviceRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(format_device_csv(devices), encoding="utf-8", newline="")
-    os.replace(tmp, path)
+    write_atomically(path, format_device_csv(devices))
 
 
 def export_his(records: Path) -> str:

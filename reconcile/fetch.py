@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 
+from local_storage.atomic_file import write_atomically
 from reconcile.errors import ConfigError, SourceUnavailable
 from reconcile.model import Channel
 
@@ -76,11 +76,6 @@ def fetch_bills(settings_path: Path, day: datetime.date, dest: Path) -> dict[Cha
                 continue
             raise SourceUnavailable(f"{channel.label}: the {day} bill could not be downloaded: {exc} (network? credentials? is the bill ready after 10:00?)") from None
         path = dest / BILL_NAMES[channel].format(day=day.isoformat())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, data)
         bills[channel] = path
     return bills

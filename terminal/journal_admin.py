@@ -29,6 +29,7 @@ from protocol.errors import CodedError
 from protocol.integrity import IntegrityReport, rollback_problem
 from terminal.journal import check_rows
 from terminal.resync import request_path
+from local_storage.atomic_file import publish
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -94,9 +95,7 @@ def backup(journal: Path, dest: Path) -> int:
             out.close()
     finally:
         src.close()
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, dest)
+    publish(partial, dest)
     return mark
 
 
@@ -114,9 +113,7 @@ def restore(journal: Path, source: Path) -> int:
                 os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
     partial = journal.with_name(journal.name + ".restoring")
     shutil.copyfile(source, partial)
-    with open(partial, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, journal)
+    publish(partial, journal)
     _set_mark(journal, mark)
     return mark
 

@@ -102,7 +102,7 @@ def test_the_cli_writes_the_file_whole_or_refuses(raw_db, tmp_path, capsys) -> N
     _day_of_business(raw_db, Clock())
     out = tmp_path / "platform-20261201.csv"
     assert main(["--db", raw_db.url, "ledger", "export", "--hospital", "H001", "--day", "2026-12-01", "--out", str(out)]) == 0
-    assert out.read_text(encoding="utf-8").splitlines()[-1] == "#END,5" and not list(tmp_path.glob("*.part"))
+    assert out.read_text(encoding="utf-8").splitlines()[-1] == "#END,5" and not list(tmp_path.glob(".platform-*"))  # no temporary file left
     assert "5 row(s) of H001 on 2026-12-01" in capsys.readouterr().err
     assert main(["--db", raw_db.url, "ledger", "export", "--hospital", "H404", "--day", "2026-12-01", "--out", str(tmp_path / "x.csv")]) == 1
     assert "no hospital 'H404'" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
