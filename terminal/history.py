@@ -16,36 +16,27 @@ defaults to today by the injected clock.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
-from protocol.amount import Amount, Direction
 from protocol.messages import PayChannel, PayStatus, ResultCode
 from terminal.config import DeviceConfig
 from terminal.journal import InstructionRow, Journal
 from terminal.receipt import Receipt, receipt_for
-from terminal.texts import Text
-from terminal.view import result_message
+from terminal.view import ResultView, result_view
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    msg_id: str
-    order_no: str
+class HistoryEntry(ResultView):
+    """A finished instruction in the history: its result as the result screen shows it, and which
+    window it was for and whether the bridge acknowledged the result."""
+
     terminal_id: str
-    direction: Direction
-    amount_fen: int
-    pay_status: PayStatus
-    channel: PayChannel | None
-    pay_order_no: str
-    error_code: str | None
-    message: Text
-    finished_at: float
     delivered: bool  # the bridge acknowledged the result
 
-    @property
-    def amount(self) -> Amount:
-        return Amount(self.direction, self.amount_fen)
+    @classmethod
+    def of(cls, result: ResultView, *, terminal_id: str, delivered: bool) -> "HistoryEntry":
+        return cls(**{f.name: getattr(result, f.name) for f in fields(ResultView)}, terminal_id=terminal_id, delivered=delivered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +67,7 @@ class DayTotals:
 
 
 def history_entry(row: InstructionRow, pay_order_no: str, amount_fen: int, delivered: bool) -> HistoryEntry:
-    assert row.pay_status is not None and row.finished_at is not None
-    return HistoryEntry(row.msg_id, row.order_no, row.terminal_id, row.direction, amount_fen, row.pay_status, row.channel,
-                        pay_order_no, row.error_code, result_message(row.pay_status, row.error_code), row.finished_at, delivered)
+    return HistoryEntry.of(result_view(row, pay_order_no, amount_fen), terminal_id=row.terminal_id, delivered=delivered)
 
 
 def history_entries(journal: Journal, start: float, end: float, order_no: str | None = None) -> list[HistoryEntry]:

@@ -153,9 +153,7 @@ def enter(vm: "PosViewModel", backend: "StaticBackend", name: str) -> None:
 
 def _entry(order_no: str, direction: Direction, fen: int, status: PayStatus, at: float, channel: PayChannel | None,
            pay_order_no: str, code: ResultCode | None, msg_id: str) -> HistoryEntry:
-    r = _result(order_no, direction, fen, status, at, channel, pay_order_no, code, msg_id)
-    return HistoryEntry(r.msg_id, r.order_no, "T01", r.direction, r.amount_fen, r.pay_status, r.channel, r.pay_order_no,
-                        r.error_code, r.message, r.finished_at, True)
+    return HistoryEntry.of(_result(order_no, direction, fen, status, at, channel, pay_order_no, code, msg_id), terminal_id="T01", delivered=True)
 
 
 HISTORY = [
