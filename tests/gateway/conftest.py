@@ -8,6 +8,16 @@ from gateway.db import Database, PostgresDatabase, SqliteDatabase
 from tests.gateway.pgserver import PostgresServer, PostgresUnavailable
 
 
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """The channel sandbox (WeChat Pay and Alipay on 127.0.0.1), one process per test module."""
+    from firmware_sim.sandbox.launcher import SandboxProcess
+
+    process = SandboxProcess(str(tmp_path_factory.mktemp("gateway-sandbox"))).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     server = PostgresServer()

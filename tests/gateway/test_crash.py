@@ -15,10 +15,9 @@ import uuid
 
 import pytest
 
-from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.api import GatewayHttpServer
 from gateway.channel_clients import ChannelFactory
-from gateway.db import Database, PostgresDatabase, open_database
+from gateway.db import PostgresDatabase
 from gateway.ledger import PaymentState
 from gateway.channel_work import ChannelWork
 from gateway.jobs import JobQueue
@@ -26,29 +25,12 @@ from gateway.service import IN_PROGRESS_WINDOW_S, GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import Vault
 from terminal.gateway_client import GatewayConnection
-from tests.gateway.fleet import make_fleet
 from tests.gateway.pgserver import PostgresServer
-from tests.gateway.test_api import onboard, pay_body
-from tests.gateway.test_two_processes import MASTER_KEY, start_gateway
+from tests.gateway.sites import MASTER_KEY, GatewaySite, site_database
+from tests.gateway.test_api import pay_body
+from tests.waiting import wait_until
 
 FAST = {"read_timeout_s": 2.0}
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    process = SandboxProcess(str(tmp_path_factory.mktemp("crash-sandbox"))).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +41,10 @@ def durable_pg():
     server.cleanup()
 
 
-class Site:
-    def __init__(self, url: str, db: Database, sandbox: SandboxProcess) -> None:
-        self.url, self.db, self.sandbox = url, db, sandbox
-        self.fleet = make_fleet(db, devices=1, vault=Vault(MASTER_KEY))
-        onboard(self.fleet, sandbox)
-        self.procs: list = []
-
+class Site(GatewaySite):
     def gateway(self) -> str:
-        proc, url = start_gateway(self.url, "--jobs-interval", "0")
-        self.procs.append(proc)
-        return url
-
-    def pos(self, url: str) -> GatewayConnection:
-        return GatewayConnection(url, device_id="H001-POS1", seed=self.fleet.seeds["H001-POS1"])
+        """A gateway process that runs no jobs: what its jobs would do, the tests run with `in_process`."""
+        return self.start("--jobs-interval", "0")[1]
 
     def in_process(self, clock) -> tuple[GatewayHttpServer, ChannelWork]:
         """This site's gateway in this process, with an injected clock (to be "later" without waiting)."""
@@ -81,28 +53,10 @@ class Site:
         work = ChannelWork(self.fleet.ledger, service.channels, JobQueue(self.db, owner="test", clock=clock), clock=clock)
         return GatewayHttpServer(service).start(), work
 
-    def balance(self, code: str) -> str:
-        return str(self.sandbox.account(code)["balance"])
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=20)
-        self.db.close()
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def site(request, tmp_path, sandbox):
-    if request.param == "sqlite":
-        url = f"sqlite:{tmp_path}/gateway.db"
-        db = open_database(url)
-    else:
-        pg = request.getfixturevalue("pg_server")
-        conninfo = pg.new_schema()
-        db, url = PostgresDatabase(conninfo), pg.url(conninfo)
-    db.migrate()
-    s = Site(url, db, sandbox)
+    s = Site(*site_database(request, tmp_path), sandbox)
     yield s
     s.close()
 
@@ -126,7 +80,7 @@ def test_kill_9_of_the_gateway_while_the_channel_holds_the_money(site) -> None:
     code = site.sandbox.issue_code("WECHAT", "100.00", "slow:20")["code"]
     body = pay_body("MZK" + uuid.uuid4().hex[:12], code, 1250)
     box = fire(site.pos(url), body)
-    wait_until(lambda: site.balance(code) == "87.50", what="the channel to take the money")
+    wait_until(lambda: site.balance(code) == "87.50", timeout=20, what="the channel to take the money")
     assert site.fleet.ledger.payment(body["out_trade_no"], hospital_id="H001").state is PaymentState.PAYING
     site.procs[0].kill()  # SIGKILL: no handler, no cleanup
     box["thread"].join(timeout=30)
@@ -160,30 +114,23 @@ def test_a_payment_orphaned_by_a_dead_gateway_and_an_absent_pos_is_finished_by_i
     code = site.sandbox.issue_code("WECHAT", "100.00", "noreply")["code"]
     body = pay_body("MZK" + uuid.uuid4().hex[:12], code, 1250)
     box = fire(site.pos(url), body)
-    wait_until(lambda: _state(site, body["out_trade_no"]) is PaymentState.PAYING, what="the collection to be recorded")
+    wait_until(lambda: site.state(body["out_trade_no"]) is PaymentState.PAYING, timeout=20, what="the collection to be recorded")
     site.procs[0].kill()
     box["thread"].join(timeout=30)
     server, work = site.in_process(later(90))
     server.stop()
     report = work.run_due()  # queried: the channel has no such order; not abandoned yet
-    assert body["out_trade_no"] in report.still_open and _state(site, body["out_trade_no"]) is PaymentState.PAYING
+    assert body["out_trade_no"] in report.still_open and site.state(body["out_trade_no"]) is PaymentState.PAYING
     server, work = site.in_process(later(3600))
     server.stop()
     report = work.run_due()
     assert body["out_trade_no"] in report.reversed
-    assert _state(site, body["out_trade_no"]) is PaymentState.CLOSED
+    assert site.state(body["out_trade_no"]) is PaymentState.CLOSED
     assert site.balance(code) == "100.00"
     # The order is free again: the patient pays with a new code through a restarted gateway.
     fresh = site.sandbox.issue_code("WECHAT", "100.00", "success")["code"]
     status, reply = site.pos(site.gateway()).post("/v1/pay", pay_body(body["order_no"], fresh, 1250))
     assert (status, reply["state"]) == (200, "success")
-
-
-def _state(site: Site, out_trade_no: str) -> PaymentState | None:
-    try:
-        return site.fleet.ledger.payment(out_trade_no, hospital_id="H001").state
-    except Exception:  # noqa: BLE001 - not recorded yet
-        return None
 
 
 def test_kill_9_of_postgresql_mid_payment_and_before_one(durable_pg, sandbox) -> None:
@@ -198,7 +145,7 @@ def test_kill_9_of_postgresql_mid_payment_and_before_one(durable_pg, sandbox) ->
         code = sandbox.issue_code("WECHAT", "100.00", "slow:2")["code"]
         body = pay_body("MZP" + uuid.uuid4().hex[:12], code, 1250)
         box = fire(pos, body)
-        wait_until(lambda: site.balance(code) == "87.50", what="the channel to take the money")
+        wait_until(lambda: site.balance(code) == "87.50", timeout=20, what="the channel to take the money")
         durable_pg.kill_9()
         box["thread"].join(timeout=30)
         status, reply = box["reply"]

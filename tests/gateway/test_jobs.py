@@ -245,15 +245,6 @@ def test_migration_6_turns_what_is_under_way_into_due_jobs(raw_db) -> None:
 
 # --- the work, against the real sandbox ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    from firmware_sim.sandbox.launcher import SandboxProcess
-
-    process = SandboxProcess(str(tmp_path_factory.mktemp("jobs-sandbox"))).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def site(db, sandbox, clock):
     from tests.gateway.test_api import onboard

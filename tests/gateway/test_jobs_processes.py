@@ -12,12 +12,9 @@ for the production defaults; waits are on observable state, never fixed sleeps."
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,86 +24,33 @@ import pytest
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.channel_clients import ChannelFactory
-from gateway.db import Database, PostgresDatabase, open_database
+from gateway.db import Database
 from gateway.jobs import JobKind, JobQueue
 from gateway.ledger import Ledger, PaymentState
-from gateway.vault import Vault
 from protocol.messages import PayChannel
-from terminal.gateway_client import GatewayConnection
-from tests.gateway.fleet import ACTOR, make_fleet
-from tests.gateway.test_api import onboard, pay_body
-from tests.gateway.test_two_processes import MASTER_KEY
+from tests.gateway.fleet import ACTOR
+from tests.gateway.sites import GatewaySite, site_database
+from tests.gateway.test_api import pay_body
+from tests.waiting import wait_until
 
 FAST_JOBS = ("--jobs-interval", "0.2", "--job-follow-up", "1", "--job-requery", "0.5", "--job-abandon", "4", "--job-lease", "3")
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    process = SandboxProcess(str(tmp_path_factory.mktemp("jobs-proc-sandbox"))).start()
-    yield process
-    process.stop()
-
-
-class Site:
+class Site(GatewaySite):
     def __init__(self, url: str, db: Database, sandbox: SandboxProcess, logs: Path) -> None:
-        self.url, self.db, self.sandbox, self.logs = url, db, sandbox, logs
-        self.fleet = make_fleet(db, devices=1, vault=Vault(MASTER_KEY))
-        onboard(self.fleet, sandbox)
-        self.procs: list[subprocess.Popen] = []
+        super().__init__(url, db, sandbox)
+        self.logs = logs
 
     def gateway(self, *extra: str) -> tuple[subprocess.Popen, str, Path]:
+        """A gateway process running jobs on the shortened timings, its stderr (the job log) kept."""
         log = self.logs / f"gateway-{len(self.procs)}.log"
-        exe = Path(sys.executable).with_name("payment-gateway")
-        with open(log, "wb") as err:
-            proc = subprocess.Popen([str(exe), "--db", self.url, "--listen", "127.0.0.1:0", *FAST_JOBS, *extra], stdout=subprocess.PIPE,
-                                    stderr=err, env=os.environ | {"GATEWAY_MASTER_KEY": MASTER_KEY.hex()}, text=True)
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"payment-gateway did not start: {log.read_text()}")
-        return proc, json.loads(line)["url"], log
-
-    def pos(self, url: str) -> GatewayConnection:
-        return GatewayConnection(url, device_id="H001-POS1", seed=self.fleet.seeds["H001-POS1"])
-
-    def state(self, out_trade_no: str) -> PaymentState:
-        return self.fleet.ledger.payment(out_trade_no, hospital_id="H001").state
-
-    def balance(self, code: str) -> str:
-        return str(self.sandbox.account(code)["balance"])
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=20)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.db.close()
+        proc, url = self.start(*FAST_JOBS, *extra, log=log)
+        return proc, url, log
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def site(request, tmp_path, sandbox):
-    if request.param == "sqlite":
-        url = f"sqlite:{tmp_path}/gateway.db"
-        db = open_database(url)
-    else:
-        pg = request.getfixturevalue("pg_server")
-        conninfo = pg.new_schema()
-        db, url = PostgresDatabase(conninfo), pg.url(conninfo)
-    db.migrate()
-    s = Site(url, db, sandbox, tmp_path)
+    s = Site(*site_database(request, tmp_path), sandbox, tmp_path)
     yield s
     s.close()
 
@@ -118,7 +62,7 @@ def test_a_pos_that_lost_power_while_the_patient_confirmed_gets_the_outcome_from
     status, reply = site.pos(url).post("/v1/pay", body)
     assert (status, reply["state"]) == (200, "user_paying")
     # The POS loses power here: it never queries, never reverses. The patient confirms on the phone.
-    wait_until(lambda: site.state(body["out_trade_no"]) is PaymentState.SUCCEEDED, what="the gateway to finish the payment")
+    wait_until(lambda: site.state(body["out_trade_no"]) is PaymentState.SUCCEEDED, timeout=30, what="the gateway to finish the payment")
     assert site.balance(code) == "87.50"
     assert JobQueue(site.db, owner="test").pending() == []
     # The POS comes back (a new connection, as after a reboot) and asks: the ledger answers.
@@ -133,7 +77,7 @@ def test_a_payment_never_confirmed_while_the_pos_is_away_is_reversed_by_the_gate
     body = pay_body("MZJ" + uuid.uuid4().hex[:12], code, 1250, channel="ALIPAY")
     status, reply = site.pos(url).post("/v1/pay", body)
     assert (status, reply["state"]) == (200, "user_paying")
-    wait_until(lambda: site.state(body["out_trade_no"]) is PaymentState.CLOSED, what="the gateway to reverse the abandoned payment")
+    wait_until(lambda: site.state(body["out_trade_no"]) is PaymentState.CLOSED, timeout=30, what="the gateway to reverse the abandoned payment")
     assert site.balance(code) == "100.00"
     status, reply = site.pos(url).post("/v1/query", {"out_trade_no": body["out_trade_no"]})
     assert (status, reply["state"]) == (200, "closed")
@@ -202,7 +146,7 @@ def test_kill_9_of_a_gateway_mid_job_leaves_the_job_to_another_process_after_its
             job = queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no)
             assert job is not None and (job.lease_owner, job.attempts) == (held.lease_owner, 1)
             time.sleep(0.1)
-        wait_until(lambda: site.state(payment.out_trade_no) is PaymentState.SUCCEEDED, what="the second process to finish the job")
+        wait_until(lambda: site.state(payment.out_trade_no) is PaymentState.SUCCEEDED, timeout=30, what="the second process to finish the job")
         assert re.search(rf"job {held.job_id} payment H001 {payment.out_trade_no}: attempt 2 by \S+:{second.pid}", log.read_text())
         assert site.balance(code) == "87.50" and queue.pending() == []
     finally:

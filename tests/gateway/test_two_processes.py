@@ -5,43 +5,18 @@ coordination is in the database (the unique index of one order, one payment; row
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.db import PostgresDatabase
 from gateway.vault import Vault
 from terminal.gateway_client import GatewayConnection
 from tests.gateway.fleet import make_fleet
+from tests.gateway.sites import MASTER_KEY, start_gateway
 from tests.gateway.test_api import onboard, pay_body
-
-MASTER_KEY = bytes(range(32))
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    process = SandboxProcess(str(tmp_path_factory.mktemp("gw2-sandbox"))).start()
-    yield process
-    process.stop()
-
-
-def start_gateway(url: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    exe = Path(sys.executable).with_name("payment-gateway")
-    proc = subprocess.Popen([str(exe), "--db", url, "--listen", "127.0.0.1:0", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=os.environ | {"GATEWAY_MASTER_KEY": MASTER_KEY.hex()}, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise AssertionError("payment-gateway did not start")
-    return proc, json.loads(line)["url"]
 
 
 def test_the_same_order_at_two_gateway_processes_is_charged_once(pg_server, sandbox) -> None:
