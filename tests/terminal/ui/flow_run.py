@@ -8,9 +8,7 @@ slow typing is not a scan; a refused code is explained. Run in its own process b
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import shlex
 import sys
 import tempfile
@@ -33,14 +31,7 @@ from terminal.ui import finger  # noqa: E402
 from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service  # noqa: E402
-
-FAST = {"query_interval_s": 0.1, "pay_deadline_s": 8.0, "read_timeout_s": 2.0}
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise AssertionError(what)
-
+from tests.terminal.ui.app_driver import FAST, ScreenDriver, check, main_with_report  # noqa: E402
 
 async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work: Path, steps: list[str],
                    work_services: list) -> None:
@@ -48,16 +39,8 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
     await off.until(lambda: app.root is not None, what="the app")
     await off.frames(2)
 
-    def screen() -> object:
-        return app.root.current_screen
-
-    async def on(name: str, timeout: float = 10.0) -> None:
-        await off.until(lambda: vm.screen == name, timeout, f"screen {name} (now {vm.screen}, {service.view().message})")
-        await off.until(lambda: vm.worker.busy == 0, timeout, "cashier actions")
-        await off.frames(2)
-
-    def shows(text: str) -> bool:
-        return bool(off.find_text(screen(), text))
+    ui = ScreenDriver(app, timeout=10.0, detail=lambda: service.view().message)
+    screen, on, shows = ui.screen, ui.on, ui.shows
 
     # 1. a collection arrives: the amount screen shows it, large, as a collection
     order = f"MZ{int(time.time() * 1000)}"
@@ -175,12 +158,10 @@ async def scenario(app, sandbox: SandboxProcess, bridge: Bridge, his: His, work:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
-    args = parser.parse_args(argv)
-    work: Path = args.work
-    report: dict = {"error": None, "steps": []}
+    return main_with_report(__doc__, argv, run)
+
+
+def run(work: Path, steps: list[str]) -> str | None:
     sandbox = SandboxProcess(str(work / "sandbox"))
     sandbox.start()
     service = None
@@ -195,15 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         bridge, his = Bridge(service), His()
         app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False,
                         receipts_dir=work / "receipts")
-        report["error"] = off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, report["steps"], started))
+        return off.run_app(app, lambda a: scenario(a, sandbox, bridge, his, work, steps, started))
     finally:
         for other in started:
             other.close()
         if service is not None:
             service.close()
         sandbox.stop()
-    args.report.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    return 0 if report["error"] is None else 1
 
 
 if __name__ == "__main__":

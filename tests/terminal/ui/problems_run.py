@@ -16,7 +16,6 @@ process by test_problem_screens.py:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -49,15 +48,10 @@ from terminal.ui import offscreen as off  # noqa: E402
 from terminal.ui.fonts import prepare_fonts  # noqa: E402
 from tests.terminal.helpers import PIN, Bridge, His, make_config, open_service  # noqa: E402
 from tests.terminal.test_service import seed_collection  # noqa: E402
+from tests.terminal.ui.app_driver import FAST, ScreenDriver, check, main_with_report  # noqa: E402
 
-FAST = {"query_interval_s": 0.1, "pay_deadline_s": 8.0, "read_timeout_s": 2.0}
 ADMIN_PIN = "97531864"
 ADMIN_HASH = hash_pin(ADMIN_PIN, salt=b"admin-salt-16byt")
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise AssertionError(what)
 
 
 class DisabledGateway:
@@ -96,23 +90,8 @@ async def scenario(app, gateway: DisabledGateway, sandbox: SandboxProcess, work:
     await off.until(lambda: app.root is not None, what="the app")
     await off.frames(2)
 
-    def screen() -> object:
-        return app.root.current_screen
-
-    async def on(name: str, timeout: float = 15.0) -> None:
-        await off.until(lambda: vm.screen == name, timeout, f"screen {name} (now {vm.screen})")
-        await off.until(lambda: vm.worker.busy == 0, timeout, "cashier actions")
-        await off.frames(2)
-
-    def shows(text: str) -> bool:
-        return bool(off.find_text(screen(), text))
-
-    def can_press(text: str) -> bool:
-        try:
-            finger.find_button(screen(), text)
-        except AssertionError:
-            return False
-        return True
+    ui = ScreenDriver(app, timeout=15.0)
+    screen, on, shows, can_press = ui.screen, ui.on, ui.shows, ui.can_press
 
     async def type_pin(pin: str) -> None:
         for digit in pin:
@@ -229,12 +208,10 @@ async def scenario(app, gateway: DisabledGateway, sandbox: SandboxProcess, work:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
-    args = parser.parse_args(argv)
-    work: Path = args.work
-    report: dict = {"error": None, "steps": []}
+    return main_with_report(__doc__, argv, run)
+
+
+def run(work: Path, steps: list[str]) -> str | None:
     gateway = DisabledGateway()
     sandbox = SandboxProcess(str(work / "sandbox"))
     sandbox.start()
@@ -248,13 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         services.append(service)
         # The TCP probe's thread stays out (probe_network=False): step 3 runs its one probe itself.
         app = build_app(service, fonts=prepare_fonts(), camera_index=None, probe_network=False, receipts_dir=work / "receipts")
-        report["error"] = off.run_app(app, lambda a: scenario(a, gateway, sandbox, work, report["steps"], services))
+        return off.run_app(app, lambda a: scenario(a, gateway, sandbox, work, steps, services))
     finally:
         for service in services:
             service.close()
         sandbox.stop()
-    args.report.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    return 0 if report["error"] is None else 1
 
 
 if __name__ == "__main__":
