@@ -15,23 +15,18 @@ Stop the bridge before a restore.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
-import time
 from pathlib import Path
 
 from protocol.integrity import IntegrityReport, rollback_problem
 
 from bridge.journal import SUM_COLUMNS, JournalError, journal_mark, row_problem
-from local_storage.atomic_file import publish
+from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, sqlite_problems
 from local_storage.journal_mark import MarkFile, mark_path
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise JournalError(f"{path} does not exist")
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    return open_read_only(path, JournalError)
 
 
 def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityReport, int, int]:
@@ -45,9 +40,7 @@ def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityRepo
             rollback = rollback_problem(hwm, recorded_mark)
             if rollback:
                 problems.append(rollback)
-        found = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
-        if found != ["ok"]:
-            problems += [f"SQLite integrity_check: {line}" for line in found[:10]]
+        problems += sqlite_problems(db)
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'instructions'").fetchone():
             for values in db.execute(f"SELECT {SUM_COLUMNS} FROM instructions ORDER BY seq"):
                 rows += 1
@@ -72,25 +65,13 @@ def check(journal: Path) -> tuple[IntegrityReport, int, int]:
 
 def backup(journal: Path, dest: Path) -> int:
     """Copy the journal (database and WAL) to `dest` while the bridge may run; returns its mark."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    partial.unlink(missing_ok=True)
     src = _connect_ro(journal)
     try:
-        out = sqlite3.connect(str(partial))
-        try:
-            src.backup(out)
-            out.execute("PRAGMA journal_mode=DELETE")  # a backup is one self-contained file
-            mark = journal_mark(out)
-        finally:
-            out.close()
+        return backup_online(src, dest, journal_mark)
     except sqlite3.Error as exc:
-        partial.unlink(missing_ok=True)
         raise JournalError(f"cannot back up {journal} to {dest}: {exc}") from None
     finally:
         src.close()
-    publish(partial, dest)
-    return mark
 
 
 def restore(journal: Path, source: Path) -> int:
@@ -98,18 +79,8 @@ def restore(journal: Path, source: Path) -> int:
     report, mark, _ = verify_file(source, recorded_mark=None)
     if not report.ok:
         raise JournalError(f"the backup {source} fails its own check: {report.reason}; choose another backup")
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for suffix in ("", "-wal", "-shm"):
-        old = Path(str(journal) + suffix)
-        if old.exists():
-            if suffix == "-shm":
-                old.unlink()
-            else:
-                os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
-    partial = journal.with_name(journal.name + ".restoring")
-    shutil.copyfile(source, partial)
-    publish(partial, journal)
-    _set_mark(journal, mark)
+    put_in_place(journal, source)
+    record_mark(journal, mark)
     return mark
 
 
@@ -133,13 +104,5 @@ def accept_current(journal: Path, at_least: int | None = None) -> int:
             raise JournalError(f"cannot raise the mark of {journal}: {exc}") from None
         finally:
             db.close()
-    _set_mark(journal, mark)
+    record_mark(journal, mark)
     return mark
-
-
-def _set_mark(journal: Path, mark: int) -> None:
-    marks = MarkFile(mark_path(journal))
-    try:
-        marks.write(mark)
-    finally:
-        marks.close()

@@ -18,8 +18,6 @@ those orders (docs/terminal.md, "Journal integrity"), or `resync` them from the 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sqlite3
 import sys
 import time
@@ -29,7 +27,7 @@ from protocol.errors import CodedError
 from protocol.integrity import IntegrityReport, rollback_problem
 from terminal.journal import check_rows
 from terminal.resync import request_path
-from local_storage.atomic_file import publish
+from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, sqlite_problems
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -38,9 +36,7 @@ class AdminError(CodedError):
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise AdminError(f"{path} does not exist")
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    return open_read_only(path, AdminError)
 
 
 def _commit_no(db: sqlite3.Connection) -> int:
@@ -60,9 +56,7 @@ def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityRepo
             problem = rollback_problem(mark, recorded_mark)
             if problem:
                 problems.append(problem)
-        found = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
-        if found != ["ok"]:
-            problems += [f"SQLite integrity_check: {line}" for line in found[:10]]
+        problems += sqlite_problems(db)
         if db.execute("SELECT 1 FROM sqlite_master WHERE name='collections'").fetchone():
             problems += check_rows(db, recent=None)
         elif mark or recorded_mark:
@@ -81,40 +75,19 @@ def check(journal: Path) -> tuple[IntegrityReport, int]:
 
 
 def backup(journal: Path, dest: Path) -> int:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    partial.unlink(missing_ok=True)
     src = _connect_ro(journal)
     try:
-        out = sqlite3.connect(str(partial))
-        try:
-            src.backup(out)
-            out.execute("PRAGMA journal_mode=DELETE")
-            mark = _commit_no(out)
-        finally:
-            out.close()
+        return backup_online(src, dest, _commit_no)
     finally:
         src.close()
-    publish(partial, dest)
-    return mark
 
 
 def restore(journal: Path, source: Path) -> int:
     report, mark = verify_file(source, recorded_mark=None)
     if not report.ok:
         raise AdminError(f"the backup {source} fails its own check: {report.reason}; choose another backup")
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for suffix in ("", "-wal", "-shm"):
-        old = Path(str(journal) + suffix)
-        if old.exists():
-            if suffix == "-shm":
-                old.unlink()
-            else:
-                os.replace(old, old.with_name(old.name + f".damaged-{stamp}"))
-    partial = journal.with_name(journal.name + ".restoring")
-    shutil.copyfile(source, partial)
-    publish(partial, journal)
-    _set_mark(journal, mark)
+    put_in_place(journal, source)
+    record_mark(journal, mark)
     return mark
 
 
@@ -132,7 +105,7 @@ def accept_current(journal: Path, at_least: int | None = None) -> int:
         finally:
             db.close()
         mark = at_least
-    _set_mark(journal, mark)
+    record_mark(journal, mark)
     return mark
 
 
@@ -146,14 +119,6 @@ def request_resync(journal: Path) -> int:
     request = request_path(journal)
     request.write_text(f"re-sync requested at {time.strftime('%Y-%m-%dT%H:%M:%S')}, journal mark {mark}\n", encoding="ascii")
     return mark
-
-
-def _set_mark(journal: Path, mark: int) -> None:
-    marks = MarkFile(mark_path(journal))
-    try:
-        marks.write(mark)
-    finally:
-        marks.close()
 
 
 def main(argv: list[str] | None = None) -> int:
