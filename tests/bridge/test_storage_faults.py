@@ -10,13 +10,11 @@ journal another program really locks.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -26,37 +24,7 @@ from protocol.envelope import receive_result
 from terminal.link.endpoint import DeviceEndpoint
 from terminal.link.tcp_wire import TcpWire
 from tests.bridge.conftest import DEVICE_TIMERS, World, wait_until
-
-DISK_MIB = 4
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real filesystem of DISK_MIB MiB (tmpfs), mounted for this test only. Needs root (as in CI)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MIB}m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the filesystem to the last byte; returns the filler file."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 512, 1):  # big steps, then the last few bytes
-            while True:
-                try:
-                    f.write(b"\0" * size)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    return filler
+from tests.small_disk import fill, small_disk  # noqa: F401 (small_disk: a fixture)
 
 
 def post(bridge, body: bytes, wait: int = 0) -> requests.Response:

@@ -11,12 +11,9 @@ instruction gets not_taken with storage_unavailable, shown on the screen
 
 from __future__ import annotations
 
-import errno
 import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,6 +22,7 @@ from protocol.messages import PayStatus
 from terminal import texts
 from terminal.journal_admin import main as admin
 from tests.terminal.helpers import Bridge, His, open_service
+from tests.small_disk import fill, small_disk  # noqa: F401 (small_disk: a fixture)
 from tests.terminal.test_service import seed_collection
 
 
@@ -111,38 +109,11 @@ def test_the_recovery_tool_checks_backs_up_and_restores(tmp_path: Path, capsys) 
         service.close()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (65536, 512, 1):
-            while True:
-                try:
-                    f.write(b"\0" * size)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-                    break
-    return filler
-
-
 def test_a_full_disk_refuses_with_storage_unavailable_shows_it_and_recovers(small_disk: Path) -> None:
     service = open_service(small_disk / "journal.db")
     try:
         bridge = Bridge(service)
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         service.submit_instruction(His().envelope("MZ-FULL", "+3.00", msg_id="HIS-FULL"))
         assert _refusal_codes(bridge) == [ErrorCode.STORAGE_UNAVAILABLE]  # the link is not torn down
         assert service.view().journal_problem == texts.STORAGE_FULL
