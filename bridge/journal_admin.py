@@ -18,10 +18,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from protocol.integrity import IntegrityReport, rollback_problem
+from protocol.integrity import IntegrityReport
 
 from bridge.journal import SUM_COLUMNS, JournalError, journal_mark, row_problem
-from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, sqlite_problems
+from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, verify_journal
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -31,30 +31,21 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
 
 def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityReport, int, int]:
     """(report, the file's own mark, rows checked). `recorded_mark` None: no mark to compare with."""
-    problems: list[str] = []
     rows = 0
-    db = _connect_ro(path)
-    try:
-        hwm = journal_mark(db)
-        if recorded_mark is not None:
-            rollback = rollback_problem(hwm, recorded_mark)
-            if rollback:
-                problems.append(rollback)
-        problems += sqlite_problems(db)
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'instructions'").fetchone():
-            for values in db.execute(f"SELECT {SUM_COLUMNS} FROM instructions ORDER BY seq"):
-                rows += 1
-                problem = row_problem(values)
-                if problem:
-                    problems.append(problem)
-        elif hwm or recorded_mark:
-            problems.append("the journal holds no instructions table (empty or not a journal)")
-    except sqlite3.Error as exc:
-        problems.append(f"SQLite cannot read it: {exc}")
-        hwm = 0
-    finally:
-        db.close()
-    report = IntegrityReport(not problems, problems[0] if problems else "", tuple(problems))
+
+    def row_problems(db: sqlite3.Connection) -> list[str]:
+        nonlocal rows
+        problems = []
+        for values in db.execute(f"SELECT {SUM_COLUMNS} FROM instructions ORDER BY seq"):
+            rows += 1
+            problem = row_problem(values)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    report, hwm = verify_journal(path, recorded_mark=recorded_mark, missing=JournalError, read_mark=journal_mark,
+                                 rows_table="instructions", row_problems=row_problems,
+                                 no_rows="the journal holds no instructions table (empty or not a journal)")
     return report, hwm, rows
 
 

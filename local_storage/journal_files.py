@@ -10,7 +10,9 @@ rules, written here once:
   whole (local_storage.atomic_file);
 - a restore keeps the damaged files beside the journal as `*.damaged-<time>` (the -shm index is
   rebuilt by SQLite and dropped), then publishes a copy of the backup in its place;
-- the mark file (local_storage.journal_mark) then records the mark the journal now ends at.
+- the mark file (local_storage.journal_mark) then records the mark the journal now ends at;
+- a check (`verify_journal`) is the mark against the recorded one, SQLite's own integrity check and
+  the journal's own rows (the caller's check: each journal knows its tables and checksums).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Callable
+
+from protocol.integrity import IntegrityReport, rollback_problem
 
 from local_storage.atomic_file import publish
 from local_storage.journal_mark import MarkFile, mark_path
@@ -37,6 +41,33 @@ def sqlite_problems(db: sqlite3.Connection) -> list[str]:
     """What SQLite's own integrity check finds (the first ten lines), or nothing."""
     found = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
     return [] if found == ["ok"] else [f"SQLite integrity_check: {line}" for line in found[:10]]
+
+
+def verify_journal(path: Path, *, recorded_mark: int | None, missing: Callable[[str], Exception],
+                   read_mark: Callable[[sqlite3.Connection], int], rows_table: str,
+                   row_problems: Callable[[sqlite3.Connection], list[str]], no_rows: str) -> tuple[IntegrityReport, int]:
+    """(report, the file's own mark). `recorded_mark` None: no mark to compare with. `row_problems`
+    checks the journal's rows when its table `rows_table` exists; a journal without it that has (or
+    should have) a mark is reported with `no_rows`. A file SQLite cannot read is a problem, mark 0."""
+    problems: list[str] = []
+    db = open_read_only(path, missing)
+    try:
+        mark = read_mark(db)
+        if recorded_mark is not None:
+            rollback = rollback_problem(mark, recorded_mark)
+            if rollback:
+                problems.append(rollback)
+        problems += sqlite_problems(db)
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (rows_table,)).fetchone():
+            problems += row_problems(db)
+        elif mark or recorded_mark:
+            problems.append(no_rows)
+    except sqlite3.Error as exc:
+        problems.append(f"SQLite cannot read it: {exc}")
+        mark = 0
+    finally:
+        db.close()
+    return IntegrityReport(not problems, problems[0] if problems else "", tuple(problems)), mark
 
 
 def backup_online(src: sqlite3.Connection, dest: Path, read_mark: Callable[[sqlite3.Connection], int]) -> int:

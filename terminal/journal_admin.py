@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from protocol.errors import CodedError
-from protocol.integrity import IntegrityReport, rollback_problem
+from protocol.integrity import IntegrityReport
 from terminal.journal import check_rows
 from terminal.resync import request_path
-from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, sqlite_problems
+from local_storage.journal_files import backup_online, open_read_only, put_in_place, record_mark, verify_journal
 from local_storage.journal_mark import MarkFile, mark_path
 
 
@@ -48,25 +48,9 @@ def _commit_no(db: sqlite3.Connection) -> int:
 
 
 def verify_file(path: Path, *, recorded_mark: int | None) -> tuple[IntegrityReport, int]:
-    problems: list[str] = []
-    db = _connect_ro(path)
-    try:
-        mark = _commit_no(db)
-        if recorded_mark is not None:
-            problem = rollback_problem(mark, recorded_mark)
-            if problem:
-                problems.append(problem)
-        problems += sqlite_problems(db)
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name='collections'").fetchone():
-            problems += check_rows(db, recent=None)
-        elif mark or recorded_mark:
-            problems.append("the journal holds no tables (empty or not a journal)")
-    except sqlite3.Error as exc:
-        problems.append(f"SQLite cannot read it: {exc}")
-        mark = 0
-    finally:
-        db.close()
-    return IntegrityReport(not problems, problems[0] if problems else "", tuple(problems)), mark
+    return verify_journal(path, recorded_mark=recorded_mark, missing=AdminError, read_mark=_commit_no, rows_table="collections",
+                          row_problems=lambda db: check_rows(db, recent=None),
+                          no_rows="the journal holds no tables (empty or not a journal)")
 
 
 def check(journal: Path) -> tuple[IntegrityReport, int]:
