@@ -20,23 +20,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.firmware_sim.test_system import BIN, Launcher
+from tests.firmware_sim.test_system import BIN, Launcher, tool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher's children are found in /proc")
-
-
-def tool(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout)
 
 
 def test_pos_clock_step_of_400_s_while_the_link_is_up_loses_no_result(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     system = Launcher(workdir)
     try:
-        demo_path = workdir / "demo.json"
-        demo = json.loads(demo_path.read_text())
-        storage = ("--storage", str(workdir / "device"))
-        his = ("his-client", "--demo", str(demo_path), "--json")
+        demo, storage, his = system.demo, system.storage, system.his
         assert tool("pos-sim", "fault", "skew", "400", *storage).returncode == 0
         msg_id = f"T0001-REPRO1-{int(time.time())}"
         pay = subprocess.Popen([str(BIN / his[0]), *his[1:], "pay", "+7.00", "--order", "REPRO1", "--msg-id", msg_id,

@@ -20,26 +20,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.firmware_sim.test_system import BIN, Launcher
+from tests.firmware_sim.test_system import BIN, Launcher, tool
+from tests.waiting import wait_until
 
 # About a minute of process start-ups: run by `make fuzz` (slow), not `make test`; the same sequence in one
 # process (tests/e2e/test_rollback_marks.py) runs in `make test`.
 pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher's children are found in /proc"),
               pytest.mark.slow]
-
-
-def tool(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout)
-
-
-def until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for {what}"
-            return value
-        time.sleep(0.2)
 
 
 def gateway_mark(workdir: Path) -> int:
@@ -59,25 +46,22 @@ def test_a_pos_storage_put_back_from_an_old_copy_is_locked_then_resynced_from_th
     workdir = tmp_path / "run"
     system = Launcher(workdir)
     try:
-        demo_path = workdir / "demo.json"
-        demo = json.loads(demo_path.read_text())
-        storage = ("--storage", str(workdir / "device"))
+        demo, storage, his = system.demo, system.storage, system.his
         app = workdir / "device" / "app"
-        his = ("his-client", "--demo", str(demo_path), "--json")
 
         def power_cycle(between=lambda: None) -> None:
             assert tool("pos-sim", "fault", "power-cut", *storage).returncode == 0
             between()
             assert tool("pos-sim", "fault", "power-on", *storage).returncode == 0
-            until(lambda: json.loads(tool("pos-sim", "status", "--json", *storage).stdout or "{}").get("link", {}).get("up"),
-                  what="the POS's link up again")
+            wait_until(lambda: json.loads(tool("pos-sim", "status", "--json", *storage).stdout or "{}").get("link", {}).get("up"),
+                       timeout=30, what="the POS's link up again")
 
         def pay(order: str, msg_id: str, *, scan: str | None, wait: int = 20) -> dict:
             proc = subprocess.Popen([str(BIN / his[0]), *his[1:], "pay", "+7.00", "--order", order, "--msg-id", msg_id,
                                      "--wait", str(wait)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 if scan is not None:
-                    until(lambda: tool("pos-sim", "scan", scan, *storage).returncode == 0, what="the scan")
+                    wait_until(lambda: tool("pos-sim", "scan", scan, *storage).returncode == 0, timeout=30, what="the scan")
                 out, err = proc.communicate(timeout=90)
             finally:
                 if proc.poll() is None:
@@ -92,7 +76,7 @@ def test_a_pos_storage_put_back_from_an_old_copy_is_locked_then_resynced_from_th
         stamp = int(time.time())
         paid = pay("ROLLBACK1", f"T0001-RB1-{stamp}", scan=code)
         assert paid.get("result", {}).get("pay_status") == "SUCCESS", paid
-        until(lambda: gateway_mark(workdir) > before, what="the POS to report its mark to the gateway")
+        wait_until(lambda: gateway_mark(workdir) > before, timeout=30, what="the POS to report its mark to the gateway")
 
         def put_back() -> None:
             for f in journal_files(app):

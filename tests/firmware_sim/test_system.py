@@ -26,6 +26,11 @@ from tests.waiting import wait_until
 BIN = Path(sys.executable).parent
 
 
+def tool(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one of the installed commands (pos-sim, his-client...) to its end, its output captured."""
+    return subprocess.run([str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout)
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -52,7 +57,15 @@ def alive(pid: int) -> bool:
 
 
 class Launcher:
+    """`python -m firmware_sim.system --headless` in `workdir`, started and ready (else AssertionError);
+    what a newcomer's commands need to reach it: `demo_path`/`demo`, `storage` (pos-sim's
+    --storage), `his` (his-client with the demo file, JSON out)."""
+
     def __init__(self, workdir: Path, *extra: str) -> None:
+        self.workdir = workdir
+        self.demo_path = workdir / "demo.json"
+        self.storage = ("--storage", str(workdir / "device"))
+        self.his = ("his-client", "--demo", str(self.demo_path), "--json")
         self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.system", "--headless", "--workdir", str(workdir),
                                       "--bridge-port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # its own group: Ctrl-C goes to it alone, as in a terminal
@@ -77,6 +90,10 @@ class Launcher:
             self.kill()
             raise AssertionError(f"the system did not start: {''.join(self.out)}\n{self.err}")
         self.children = children_of(self.proc.pid)
+
+    @property
+    def demo(self) -> dict:
+        return json.loads(self.demo_path.read_text())
 
     @property
     def err(self) -> str:
