@@ -7,19 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.watched import CHECK_INTERVAL_S, WatchedFile
-
-
-class Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clocks import ManualClock
 
 
 class Unreadable(ValueError):
@@ -38,28 +26,28 @@ def read_number(path: Path) -> int:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, Clock, list[str], WatchedFile[int]]:
+def setup(tmp_path: Path) -> tuple[Path, ManualClock, list[str], WatchedFile[int]]:
     path = tmp_path / "n.txt"
     path.write_text("1", encoding="utf-8")
-    clock = Clock()
+    clock = ManualClock(1000.0)
     errors: list[str] = []
     watched = WatchedFile(path, read_number, errors.append, errors=(Unreadable,), what="number file", clock=clock)
     return path, clock, errors, watched
 
 
-def test_the_contents_at_start_are_in_force(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_the_contents_at_start_are_in_force(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     _, _, errors, watched = setup
     assert watched.get() == 1 and errors == []
 
 
-def test_a_change_is_not_looked_at_before_the_interval_has_passed(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_a_change_is_not_looked_at_before_the_interval_has_passed(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, _, watched = setup
     path.write_text("22", encoding="utf-8")
     clock.advance(CHECK_INTERVAL_S / 2)
     assert watched.get() == 1
 
 
-def test_a_change_is_in_force_once_the_interval_has_passed(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_a_change_is_in_force_once_the_interval_has_passed(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, _, watched = setup
     path.write_text("22", encoding="utf-8")
     clock.advance(CHECK_INTERVAL_S)
@@ -67,7 +55,7 @@ def test_a_change_is_in_force_once_the_interval_has_passed(setup: tuple[Path, Cl
 
 
 def test_a_change_that_does_not_parse_is_reported_and_the_previous_contents_stay(
-        setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+        setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, errors, watched = setup
     path.write_text("half-saved", encoding="utf-8")
     clock.advance(CHECK_INTERVAL_S)
@@ -75,7 +63,7 @@ def test_a_change_that_does_not_parse_is_reported_and_the_previous_contents_stay
     assert len(errors) == 1 and "number file change ignored" in errors[0] and "half-saved" in errors[0]
 
 
-def test_a_bad_change_is_reported_once_not_on_every_look(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_a_bad_change_is_reported_once_not_on_every_look(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, errors, watched = setup
     path.write_text("half-saved", encoding="utf-8")
     for _ in range(3):
@@ -84,7 +72,7 @@ def test_a_bad_change_is_reported_once_not_on_every_look(setup: tuple[Path, Cloc
     assert len(errors) == 1
 
 
-def test_fixing_a_bad_change_puts_the_fixed_contents_in_force(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_fixing_a_bad_change_puts_the_fixed_contents_in_force(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, _, watched = setup
     path.write_text("half-saved", encoding="utf-8")
     clock.advance(CHECK_INTERVAL_S)
@@ -94,7 +82,7 @@ def test_fixing_a_bad_change_puts_the_fixed_contents_in_force(setup: tuple[Path,
     assert watched.get() == 333
 
 
-def test_a_deleted_file_keeps_the_last_good_contents(setup: tuple[Path, Clock, list[str], WatchedFile[int]]) -> None:
+def test_a_deleted_file_keeps_the_last_good_contents(setup: tuple[Path, ManualClock, list[str], WatchedFile[int]]) -> None:
     path, clock, errors, watched = setup
     path.unlink()
     clock.advance(CHECK_INTERVAL_S)

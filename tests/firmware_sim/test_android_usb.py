@@ -14,14 +14,7 @@ from firmware_sim.android_usb import AndroidMode, VirtualAndroidDevice
 from firmware_sim.usb_backend import VirtualUsbBackend
 from firmware_sim.usb_cable import RemoteUsbBackend, UsbCableServer
 from protocol.aoa import BRIDGE_ACCESSORY, AoaRequest
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import ManualClock
 
 
 def switch(dev: usb.core.Device) -> None:
@@ -45,7 +38,7 @@ def test_as_plugged_in_it_is_a_phone_with_mtp_and_adb_and_nothing_for_us() -> No
 
 
 def test_the_start_request_takes_it_off_the_bus_until_it_comes_back_as_an_accessory() -> None:
-    clock = Clock()
+    clock = ManualClock()
     phone = VirtualAndroidDevice(reenumerate_s=1.5, clock=clock)
     backend = VirtualUsbBackend(phone)
     dev = usb.core.find(idVendor=0x1209, idProduct=0x7D02, backend=backend)

@@ -18,18 +18,11 @@ from gateway.jobs import FOLLOW_UP_AFTER_S, JobKind, JobQueue, ms
 from gateway.ledger import Ledger, PaymentState, RefundState
 from gateway.migrations import migrate
 from protocol.messages import PayChannel
+from tests.clocks import ManualClock
 from tests.gateway.fleet import make_fleet
 
 
-class Clock:
-    def __init__(self, now: float = 1_790_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def pass_time(db: Database, clock: Clock, seconds: float) -> None:
+def pass_time(db: Database, clock: ManualClock, seconds: float) -> None:
     """`seconds` pass for due times (the host clock) and for leases (the database's clock). SQLite's
     lease clock is the host clock; PostgreSQL's is the server's, which a test cannot step, so there
     every lease is moved back by as much instead (the same thing, seen from the lease)."""
@@ -45,12 +38,12 @@ def _payment(ledger: Ledger, order_no: str | None = None, *, out_trade_no: str |
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(1_790_000_000.0)
 
 
 @pytest.fixture
-def fleet(db: Database, clock: Clock):
+def fleet(db: Database, clock: ManualClock):
     return make_fleet(db, devices=1, clock=clock)
 
 
@@ -194,7 +187,7 @@ def test_hosts_whose_clocks_differ_by_minutes_never_both_hold_a_job(pg_db) -> No
 
 
 def test_a_stepped_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one(pg_db) -> None:
-    host_clock = Clock(time.time())
+    host_clock = ManualClock(time.time())
     holder = JobQueue(pg_db, owner="holder", clock=time.time)
     other = JobQueue(pg_db, owner="other", clock=host_clock)
     _due_jobs(holder, 1)

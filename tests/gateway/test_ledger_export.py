@@ -15,6 +15,7 @@ from protocol.messages import PayChannel
 from reconcile.model import COLLECT, REFUND, Channel, State
 from reconcile.platform import read_platform
 from tests.gateway.fleet import make_fleet
+from tests.clocks import ManualClock
 
 DAY = datetime.date(2026, 12, 1)
 
@@ -23,15 +24,7 @@ def at(day: datetime.date, hh: int, mm: int = 0, ss: int = 0) -> float:
     return datetime.datetime.combine(day, datetime.time(hh, mm, ss), BUSINESS_TZ).timestamp()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = at(DAY, 9)
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _day_of_business(db, clock: Clock):
+def _day_of_business(db, clock: ManualClock):
     fleet = make_fleet(db, clock=clock)
     ledger = fleet.ledger
     other = make_fleet(db, hospital_id="H002", clock=clock)
@@ -64,7 +57,7 @@ def _day_of_business(db, clock: Clock):
 
 
 def test_the_days_ledger_reads_back_in_reconcile(db, tmp_path) -> None:
-    _day_of_business(db, Clock())
+    _day_of_business(db, ManualClock(at(DAY, 9)))
     out = io.StringIO()
     assert write_export(db, "H001", DAY, out) == 5
     path = tmp_path / "platform.csv"
@@ -83,7 +76,7 @@ def test_the_days_ledger_reads_back_in_reconcile(db, tmp_path) -> None:
 
 def test_pages_of_a_large_day_are_all_written_once(db, monkeypatch) -> None:
     monkeypatch.setattr("gateway.ledger_export.PAGE", 3)  # many pages from a few rows
-    clock = Clock()
+    clock = ManualClock(at(DAY, 9))
     fleet = make_fleet(db, clock=clock)
     for k in range(10):
         fleet.ledger.start_payment(hospital_id="H001", terminal_id="T0001", device_id="H001-POS1", order_no=f"MZ{k}", out_trade_no=f"P{k}",
@@ -99,7 +92,7 @@ def test_the_cli_writes_the_file_whole_or_refuses(raw_db, tmp_path, capsys) -> N
     if not raw_db.url.startswith("sqlite:"):
         pytest.skip("the CLI path is the same for both; the export itself is tested on both above")
     raw_db.migrate()
-    _day_of_business(raw_db, Clock())
+    _day_of_business(raw_db, ManualClock(at(DAY, 9)))
     out = tmp_path / "platform-20261201.csv"
     assert main(["--db", raw_db.url, "ledger", "export", "--hospital", "H001", "--day", "2026-12-01", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8").splitlines()[-1] == "#END,5" and not list(tmp_path.glob(".platform-*"))  # no temporary file left

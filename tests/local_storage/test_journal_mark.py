@@ -8,19 +8,12 @@ import os
 import pytest
 
 from local_storage import journal_mark
+from tests.clocks import ManualClock
 
 
 @pytest.fixture
 def module():
     return journal_mark
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def fsyncs(monkeypatch):
 
 
 def test_a_burst_of_commits_costs_one_fsync_and_the_newest_mark_reads_back(module, tmp_path, fsyncs):
-    clock = Clock()
+    clock = ManualClock(100.0)
     mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
     for n in range(1, 101):
         mark.write(n)
@@ -42,7 +35,7 @@ def test_a_burst_of_commits_costs_one_fsync_and_the_newest_mark_reads_back(modul
 
 
 def test_a_write_after_the_interval_is_fsynced(module, tmp_path, fsyncs):
-    clock = Clock()
+    clock = ManualClock(100.0)
     mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
     mark.write(1)
     clock.now += module.SYNC_INTERVAL_S
@@ -51,7 +44,7 @@ def test_a_write_after_the_interval_is_fsynced(module, tmp_path, fsyncs):
 
 
 def test_close_fsyncs_what_is_pending(module, tmp_path, fsyncs):
-    clock = Clock()
+    clock = ManualClock(100.0)
     mark = module.MarkFile(tmp_path / "j.hwm", clock=clock)
     mark.write(1)
     mark.write(2)
@@ -61,7 +54,7 @@ def test_close_fsyncs_what_is_pending(module, tmp_path, fsyncs):
 
 
 def test_durable_true_fsyncs_at_once(module, tmp_path, fsyncs):
-    mark = module.MarkFile(tmp_path / "j.hwm", clock=Clock())
+    mark = module.MarkFile(tmp_path / "j.hwm", clock=ManualClock(100.0))
     mark.write(1)
     mark.write(2, durable=True)
     assert len(fsyncs) == 2

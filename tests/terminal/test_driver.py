@@ -27,20 +27,10 @@ from terminal.lifecycle import Accepted, Lifecycle
 from terminal.machine import Event, State
 from terminal.supervision import Supervision
 from tests.terminal.helpers import DEVICE_ID, DEVICE_SEED, His, make_config
+from tests.clocks import ManualClock
 
 WAIT_S = 10.0  # an event that must come comes long before this; reached only when the code is broken
 T0 = 1_790_000_000.0
-
-
-class ManualClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -97,7 +87,7 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     config = make_config(polling={PayChannel.WECHAT: Polling(2.0, 40.0, 20.0)})
     journal = Journal(tmp_path / "j.db")
     core = Lifecycle(config, journal, clock=clock, rng=random.Random(3).randbytes, device_key_seed=DEVICE_SEED)

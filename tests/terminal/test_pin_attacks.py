@@ -16,6 +16,7 @@ from terminal.service import PinStatus
 from terminal.view import Screen
 from tests.terminal.helpers import PIN, His, make_config, open_service
 from tests.terminal.test_service import seed_collection
+from tests.clocks import ManualClock
 
 ADMIN_PIN = "97531864"
 ADMIN_HASH = hash_pin(ADMIN_PIN, salt=b"admin-salt-16byt")
@@ -76,14 +77,6 @@ def test_thirty_parallel_wrong_pins_then_the_right_one_30_ms_later_does_not_pay(
         svc.close()
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _wrong(svc, n: int) -> PinStatus:
     assert n > 0
     for i in range(n):
@@ -92,7 +85,7 @@ def _wrong(svc, n: int) -> PinStatus:
 
 
 def test_the_lockout_escalates_and_a_restart_does_not_forget_it(tmp_path):
-    clock = Clock(time.time())
+    clock = ManualClock(time.time())
     config = make_config(max_wrong_tries=5, lockout_s=300)
     svc = open_service(tmp_path / "j.db", config, clock=clock)
     _awaiting_refund(svc)
@@ -116,7 +109,7 @@ def test_the_lockout_escalates_and_a_restart_does_not_forget_it(tmp_path):
 
 
 def test_an_administrator_resets_the_lockout_on_the_device(tmp_path):
-    clock = Clock(time.time())
+    clock = ManualClock(time.time())
     config = dataclasses.replace(make_config(max_wrong_tries=5, lockout_s=300), admin_pin_hash=parse_pin_hash(ADMIN_HASH))
     svc = open_service(tmp_path / "j.db", config, clock=clock)
     try:

@@ -17,21 +17,12 @@ from wechatpy.exceptions import WeChatPayException
 
 from firmware_sim.sandbox.identity import load_identity
 from firmware_sim.sandbox.server import Sandbox
-
-
-class Clock:
-    """Real time for the sandbox, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import ManualClock
 
 
 @pytest.fixture()
 def world(tmp_path: Path):
-    clock = Clock()
+    clock = ManualClock(time.time())
     sandbox = Sandbox(str(tmp_path), load_identity(str(tmp_path)), clock=clock, code_ttl_s=60, unpaid_revoke_s=30)
     sandbox.start()
     try:
