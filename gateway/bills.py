@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol.messages import PayChannel
 
+from gateway.atomic_file import write_atomically as _write_atomically
 from gateway.channel_clients import ChannelFactory
 from gateway.channels.errors import BillDownloadError
 from gateway.errors import GatewayCode, GatewayError
@@ -55,16 +55,6 @@ def bill_path(root: Path, hospital_id: str, channel: PayChannel, day: datetime.d
 
 def no_bill_path(root: Path, hospital_id: str, channel: PayChannel, day: datetime.date) -> Path:
     return root / hospital_id / NO_BILL.format(channel=channel.value.lower(), day=day.isoformat())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class BillFetcher:
