@@ -27,7 +27,7 @@ from protocol.ids import is_valid_id
 from protocol.keyfile import KeyFileError, format_keyfile, parse_keyfile
 
 from bridge.watched import WatchedFile
-from local_storage.atomic_file import write_atomically
+from local_storage.atomic_file import create_new, write_atomically
 
 
 class KeyStoreError(CodedError):
@@ -121,15 +121,6 @@ IDENTITY_FILE = "bridge_identity.key"
 IDENTITY_PUBLIC_FILE = "bridge_identity.pub"
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(text.encode("utf-8"))
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def new_identity(path: Path, name: str, *, random: Callable[[int], bytes] = os.urandom) -> HostKey:
     """Make the bridge's link identity key (0600) and its public half beside it (.pub, to pin on
     every POS: pos-sim init --host-key / docs/field-engineer.md). Never overwrites."""
@@ -139,7 +130,7 @@ def new_identity(path: Path, name: str, *, random: Callable[[int], bytes] = os.u
         key = new_host_key(name, HostRole.BRIDGE, random(32))
     except FlashError as exc:
         raise KeyStoreError(exc.detail) from None
-    _write_private(path, format_private(key))
+    create_new(path, format_private(key), private=True)
     public_path = path.with_suffix(".pub")
     public_path.unlink(missing_ok=True)
     public_path.write_text(format_public(key.public_key()), encoding="utf-8")

@@ -11,6 +11,7 @@ so the sequence is written once. The gateway, which may not import this package
     write_atomically(path, data, private=True)                 # bytes or str (UTF-8), mode 0600
     with atomic_text_writer(path) as f: f.write(...)           # streamed (atomic_writer: bytes)
     publish(partial, path)                                     # a file something else wrote (an SQLite backup)
+    create_new(path, data, private=True)                       # a key: never replaces one (FileExistsError)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, TextIO
+
+from local_storage.private_files import make_private_dirs
 
 
 def temp_sibling(path: Path) -> Path:
@@ -84,3 +87,19 @@ def write_atomically(path: Path, data: bytes | str, *, private: bool = False) ->
     """Replace `path` with `data` (a str is written as UTF-8, newlines as given), whole or not at all."""
     with atomic_writer(path, private=private) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def create_new(path: Path, data: bytes | str, *, private: bool) -> None:
+    """Create `path` holding `data` (a str as UTF-8), never replacing a file that exists
+    (FileExistsError: a key is never overwritten), on the disk when this returns. `private`: mode
+    0600, and the directories this makes for it 0700 (a key's folder is nobody else's business)."""
+    if private:
+        make_private_dirs(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    sync_directory(path.parent)

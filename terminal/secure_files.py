@@ -11,26 +11,17 @@ import os
 import stat
 from pathlib import Path
 
+from local_storage.atomic_file import create_new
 from protocol.flash import FlashCode, FlashError
 
 
 def write_new_file(path: Path, text: str, *, private: bool) -> None:
     """Create `path` exclusively (never overwrite); mode 0600 when private, and then the directories
     this makes for it are 0700 (a key's folder is nobody else's business either)."""
-    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if private and os.name == "posix":
-        for made in missing:
-            made.chmod(0o700)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags, 0o600 if private else 0o644)
+        create_new(path, text, private=private)
     except FileExistsError:
         raise FlashError(FlashCode.EXISTS, f"{path} already exists") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(text.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def check_private_mode(path: Path) -> None:

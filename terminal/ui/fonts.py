@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from local_storage.atomic_file import write_atomically
 from protocol.errors import CodedError
 
 FONT_LICENSE = "SIL Open Font License 1.1"
@@ -133,10 +134,8 @@ def extract_face(face: Face, out_dir: Path) -> Path:
         header += struct.pack(">4sIII", tag, checksum, offset + len(body), length)
         body += data[src:src + length]
         body += b"\0" * (-len(body) % 4)  # tables start on 4-byte boundaries
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.part")  # two first runs at once each write their own
-    partial.write_bytes(bytes(header) + bytes(body))
-    os.replace(partial, target)  # never leave a half-written font where Kivy would load it
+    # Never a half-written font where Kivy would load it; two first runs at once each write their own temporary file.
+    write_atomically(target, bytes(header) + bytes(body))
     return target
 
 

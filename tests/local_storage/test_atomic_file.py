@@ -110,3 +110,20 @@ def test_a_process_killed_mid_write_leaves_the_old_file(module: str, tmp_path: P
         if proc.poll() is None:
             proc.kill()
     assert path.read_bytes() == b'{"old": true}\n'
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_new_key_file_never_replaces_one_and_its_new_folders_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "keys" / "device" / "device.key"
+        local_storage.create_new(path, "secret-1\n", private=True)
+        with pytest.raises(FileExistsError):
+            local_storage.create_new(path, "secret-2\n", private=True)
+        assert path.read_text() == "secret-1\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert [stat.S_IMODE(d.stat().st_mode) for d in (tmp_path / "keys", path.parent)] == [0o700, 0o700]
+        public = tmp_path / "shared" / "device.pub"
+        local_storage.create_new(public, b"public\n", private=False)
+        assert stat.S_IMODE(public.stat().st_mode) == 0o644 and stat.S_IMODE(public.parent.stat().st_mode) == 0o755
+    finally:
+        os.umask(old)
