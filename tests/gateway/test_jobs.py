@@ -8,13 +8,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 
 import pytest
 
 from gateway.channel_clients import ChannelFactory
-from gateway.channel_work import ChannelWork
+from gateway.channel_work import ChannelWork, WorkReport
 from gateway.db import Database, Dialect, PostgresDatabase
-from gateway.jobs import FOLLOW_UP_AFTER_S, JobKind, JobQueue, ms
+from gateway.jobs import FOLLOW_UP_AFTER_S, Job, JobKind, JobQueue, ms
 from gateway.ledger import Ledger, PaymentState, RefundState
 from gateway.migrations import migrate
 from protocol.messages import PayChannel
@@ -142,12 +143,17 @@ def test_concurrent_claimers_never_hold_one_job_at_once(db, fleet, clock) -> Non
 # --- leases on the database's clock (PostgreSQL: gateway hosts whose clocks disagree) -----------
 
 @pytest.fixture
-def pg_db(pg_server):
+def pg_fleet(pg_server):
+    """Hospital H001 on a PostgreSQL schema of its own."""
     db = PostgresDatabase(pg_server.new_schema())
     db.migrate()
-    make_fleet(db, devices=1)  # hospital H001, whose jobs these are
-    yield db
+    yield make_fleet(db, devices=1)
     db.close()
+
+
+@pytest.fixture
+def pg_db(pg_fleet):
+    return pg_fleet.ledger.db
 
 
 def _due_jobs(queue: JobQueue, count: int) -> set[str]:
@@ -200,6 +206,65 @@ def test_a_stepped_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one(pg_db
     taken = other.claim(lease_s=120)
     assert taken is not None and (taken.job_id, taken.lease_owner, taken.attempts) == (job.job_id, "other", 2)
     assert holder.renew(job, lease_s=120) is None and not holder.done(job)  # no longer the holder's
+
+
+@dataclass
+class Running:
+    """Which host is running which job, seen by both hosts' work; and any job two ran at once."""
+
+    hosts: dict[int, str] = field(default_factory=dict)
+    overlaps: list[tuple[str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HeldWork:
+    """The bills jobs' work of one gateway host in the test below (ChannelWork's `bills`): it notes
+    that this host runs the job, and holds it until the test lets it go."""
+
+    def __init__(self, host: str, running: Running) -> None:
+        self.host, self.running = host, running
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def schedule(self, queue: JobQueue, now: float) -> int:
+        return 0
+
+    def run(self, job: Job, report: WorkReport) -> None:
+        with self.running.lock:
+            if job.job_id in self.running.hosts:
+                self.running.overlaps.append((job.subject, self.running.hosts[job.job_id], self.host))
+            self.running.hosts[job.job_id] = self.host
+        self.started.set()
+        assert self.release.wait(30)
+        with self.running.lock:
+            self.running.hosts.pop(job.job_id, None)
+        report.bills.append(job.subject)
+
+
+def test_two_job_runners_whose_clocks_are_20_minutes_apart_never_run_one_job_at_once(pg_fleet) -> None:
+    """What each JobRunner thread does (ChannelWork.run_one) on two gateway hosts, one 10 minutes
+    behind and one 10 minutes ahead: while the first runs a job, the second, looking for due jobs
+    again and again, never takes it, however long ago its lease began by the second host's clock."""
+    db = pg_fleet.ledger.db
+    running = Running()
+    hosts = {}
+    for name, skew in (("behind", -600), ("ahead", +600)):
+        clock = lambda skew=skew: time.time() + skew  # noqa: E731 - the host's clock
+        work = HeldWork(name, running)
+        hosts[name] = (ChannelWork(pg_fleet.ledger, ChannelFactory(pg_fleet.directory), JobQueue(db, owner=name, clock=clock),
+                                   clock=clock, lease_s=120, bills=work), work)
+    (behind, behind_work), (ahead, ahead_work) = hosts["behind"], hosts["ahead"]
+    ahead_work.release.set()  # only the first host's job is held
+    behind.queue.add(JobKind.BILLS, "H001", "2026-12-01", due_at_ms=ms(time.time() - 3600))
+    first = threading.Thread(target=behind.run_one)
+    first.start()
+    try:
+        assert behind_work.started.wait(30)  # the host behind is running the day's bills
+        for _ in range(20):
+            assert ahead.run_one() is None  # to the host ahead the lease began 20 minutes ago: still not its job
+    finally:
+        behind_work.release.set()
+        first.join(timeout=30)
+    assert running.overlaps == [] and behind.queue.pending() == []
 
 
 def test_a_renewed_lease_holds_past_its_first_end(db, fleet, clock) -> None:
