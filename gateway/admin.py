@@ -33,6 +33,8 @@ GATEWAY_MASTER_KEY_FILE (a 0600 file) or GATEWAY_MASTER_KEY. docs/gateway.md wal
     gateway-admin alarms resolve 7 --note "refund done by hand on the merchant platform"
     gateway-admin bills fetch --hospital H001 --day 2026-12-01 --out /var/lib/gateway/bills
     gateway-admin jobs list [--hospital H001]
+    gateway-admin wechat certificates refresh H001 [--expect-serial SERIAL]   # APIv3 platform certificates (first use: pin one)
+    gateway-admin wechat certificates show H001      (or --provider: our sp_mchid's, for service_provider hospitals)
 """
 
 from __future__ import annotations
@@ -489,6 +491,36 @@ def cmd_bills_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_wechat_certificates(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.channel_clients import ChannelFactory
+    from gateway.channels import wechat_v3_codec as v3
+    from gateway.wechat_certificates import DatabaseCertificateStore, describe
+
+    if (args.hospital is None) == (not args.provider):
+        raise GatewayError(GatewayCode.BAD_INPUT, "name a hospital, or --provider for our own service-provider merchant")
+    directory = _directory(args)
+    try:
+        factory = ChannelFactory(directory)
+        client = factory.wechat_v3_client(args.hospital)
+        store = DatabaseCertificateStore(directory.db, directory.vault, client.config.mchid, actor=args.actor)
+        if args.action == "refresh":
+            client = type(client)(client.config, certificates=store)  # the operator's name in the audit
+            try:
+                listed = client.refresh_certificates(expect_serial=args.expect_serial)
+            except v3.WeChatV3Error as exc:
+                code = {"wechat_v3_certificates_unverified": GatewayCode.BAD_SIGNATURE,  # a person checks the serial
+                        "wechat_v3_resource": GatewayCode.BAD_CONFIG}.get(exc.code, GatewayCode.CHANNEL_UNAVAILABLE)  # the APIv3 key
+                raise GatewayError(code, f"{exc.code}: {exc}") from None
+            _out(f"downloaded {len(listed)} platform certificate(s): {', '.join(c.serial_no for c in listed)}")
+        for line in describe(store, time.time()):
+            _out(line)
+    finally:
+        directory.db.close()
+    return EXIT_OK
+
+
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     from gateway.jobs import JobQueue
 
@@ -658,6 +690,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--day", required=True, help="the business day (Asia/Shanghai), YYYY-MM-DD")
     s.add_argument("--out", default="bills", help="the bills directory (default: ./bills); files go to OUT/HOSPITAL")
     s.set_defaults(func=cmd_bills_fetch)
+
+    wechat = sub.add_parser("wechat", help="WeChat Pay specifics").add_subparsers(dest="sub", required=True)
+    certs = wechat.add_parser("certificates", help="APIv3 platform certificates (GET /v3/certificates)")
+    certs.add_argument("action", choices=["refresh", "show"], help="refresh: download the list now; show: what is held")
+    certs.add_argument("hospital", nargs="?", help="the hospital (in service_provider mode: our provider's certificates)")
+    certs.add_argument("--provider", action="store_true", help="our own service-provider merchant's certificates")
+    certs.add_argument("--expect-serial", help="refresh: believe a list signed by this certificate (checked out of band on the "
+                                               "merchant platform): the first one, or one after a missed rotation")
+    certs.set_defaults(func=cmd_wechat_certificates)
 
     jobs = sub.add_parser("jobs", help="the channel work the gateway owes").add_subparsers(dest="sub", required=True)
     s = jobs.add_parser("list", help="collections and refunds still to finish, bills to fetch: due, tries, holder, last error")

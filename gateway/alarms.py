@@ -48,6 +48,10 @@ WHAT_TO_DO: dict[str, str] = {
                           "the authorisation): Alipay payments for it will stop when the token ends; ask the hospital's merchant to "
                           "authorise our third-party application again, run `gateway-admin alipay authorize HOSPITAL --app-auth-code "
                           "@code.txt`, then resolve this alarm",
+    "platform_certificates": "WeChat Pay's platform certificate list could not be believed (signed by a certificate the gateway "
+                             "does not hold: a rotation it missed, or not WeChat Pay): check the serial on the merchant platform "
+                             "(API安全 - 平台证书), then `gateway-admin wechat certificates refresh HOSPITAL --expect-serial SERIAL`, "
+                             "then resolve this alarm",
     "merchant_config": "the channel rejected requests for this hospital (a wrong or changed API key, app key or app_id): "
                        "nothing moved; fix the credentials with `gateway-admin merchant rotate`, then resolve this alarm",
 }

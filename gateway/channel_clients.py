@@ -15,6 +15,8 @@ WeChat Pay in service_provider mode: our provider credentials (`gateway-admin pr
 the provider's `merchant_id` is the signing `mch_id` / `mchid`, its keys sign) plus the hospital's
 sub-merchant id (`sub_mch_id` / `sub_mchid`, its merchant_id) and what else is its own (`sub_appid`).
 WeChat Pay's credentials choose the API with "api_version" (v2 or v3; see gateway.channels.settings).
+APIv3 clients keep the platform certificates they download in the database (`certificate_store`,
+gateway.wechat_certificates), so an APIv3 hospital's credentials need no platform key.
 
 Alipay clients are given `alipay_notify_url` (the gateway's notify endpoint) so that Alipay's async
 notifications reach the gateway; WeChat Pay clients a notify_url of `wechat_notify_base` + the
@@ -35,6 +37,8 @@ from terminal.channels.base import ChannelClient
 from gateway.channels.alipay import AlipayClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.settings import build_clients
+from gateway.channels.wechat_v3 import WeChatPayV3Client
+from gateway.wechat_certificates import DatabaseCertificateStore
 
 # Where WeChat Pay's refund notifications arrive at the gateway: this prefix + the hospital id.
 WECHAT_NOTIFY_PREFIX = "/v1/notify/wechat/"
@@ -117,7 +121,7 @@ class ChannelFactory:
             settings["notify_url"] = self._alipay_notify_url
         settings |= self._overrides
         try:
-            client = build_clients({section: settings})[channel]
+            client = build_clients({section: settings}, wechat_certificates=self.certificate_store)[channel]
         except ChannelConfigError as exc:
             raise GatewayError(GatewayCode.BAD_CONFIG, f"hospital {hospital_id} {channel.value} credentials v{key.version}: {exc.message}") from None
         with self._lock:
@@ -141,6 +145,39 @@ class ChannelFactory:
         with self._lock:
             self._provider_cache = (provider.version, client)
         return client
+
+    # --- WeChat Pay APIv3 platform certificates ------------------------------------------------
+
+    def certificate_store(self, mchid: str) -> DatabaseCertificateStore:
+        """Where the platform certificates of the signing merchant `mchid` are kept."""
+        return DatabaseCertificateStore(self.directory.db, self.directory.vault, mchid)
+
+    def wechat_v3_mchid(self, hospital_id: str) -> str | None:
+        """The mchid that signs the hospital's WeChat Pay APIv3 requests (ours in service_provider
+        mode); None when it takes WeChat Pay through API v2 or not at all."""
+        if self.directory.merchant_key_version(hospital_id, PayChannel.WECHAT)[1] is None:
+            return None
+        client = self._client(hospital_id, PayChannel.WECHAT)
+        return client.config.mchid if isinstance(client, WeChatPayV3Client) else None
+
+    def wechat_v3_client(self, hospital_id: str | None) -> WeChatPayV3Client:
+        """The hospital's APIv3 client; None: one of our own service-provider credentials (no sub-merchant),
+        which is what downloads the provider's platform certificates."""
+        if hospital_id is not None:
+            client = self._client(hospital_id, PayChannel.WECHAT)
+            if not isinstance(client, WeChatPayV3Client):
+                raise GatewayError(GatewayCode.BAD_INPUT, f"hospital {hospital_id} takes WeChat Pay through API v2: it has no platform certificates")
+            return client
+        provider = self.directory.provider_key(PayChannel.WECHAT)
+        if wechat_ids(provider.secrets)[0] != "mchid":
+            raise GatewayError(GatewayCode.BAD_INPUT, "our WeChat Pay provider credentials are API v2: there are no platform certificates")
+        settings: dict[str, object] = {**provider.secrets, "mchid": provider.merchant_id, **self._overrides}
+        try:
+            built = build_clients({"wechat": settings}, wechat_certificates=self.certificate_store)[PayChannel.WECHAT]
+        except ChannelConfigError as exc:
+            raise GatewayError(GatewayCode.BAD_CONFIG, f"provider wechat credentials v{provider.version}: {exc.message}") from None
+        assert isinstance(built, WeChatPayV3Client)  # api_version v3 makes one
+        return built
 
     def _sub_merchant(self, key: MerchantKey) -> dict[str, object]:
         """Our WeChat Pay service-provider settings acting for the hospital's sub-merchant."""

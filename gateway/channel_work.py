@@ -77,10 +77,12 @@ class WorkReport:
     still_open: list[str] = field(default_factory=list)  # rescheduled: not final yet
     bills: list[str] = field(default_factory=list)  # "H001 2026-12-01"
     tokens: list[str] = field(default_factory=list)  # hospitals whose Alipay app_auth_token was refreshed
+    certificates: list[str] = field(default_factory=list)  # "1900000109: SERIAL, SERIAL" (WeChat Pay platform certificates)
     errors: list[str] = field(default_factory=list)
 
     def ran(self) -> int:
-        return len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.tokens) + len(self.errors)
+        return (len(self.settled) + len(self.reversed) + len(self.still_open) + len(self.bills) + len(self.tokens) + len(self.certificates)
+                + len(self.errors))
 
 
 class JobWork(Protocol):
@@ -90,7 +92,8 @@ class JobWork(Protocol):
 
 
 class DailyBills(Protocol):
-    """The bills jobs' work (`gateway.bills.BillFetcher`)."""
+    """The bills jobs' work (`gateway.bills.BillFetcher`); the same shape for the WeChat Pay platform
+    certificates' (`gateway.wechat_certificates.CertificateRefresher`)."""
 
     def schedule(self, queue: JobQueue, now: float) -> int: ...
 
@@ -106,7 +109,8 @@ class ChannelWork:
 
     def __init__(self, ledger: Ledger, channels: ChannelFactory, queue: JobQueue, *, clock: Callable[[], float] = time.time,
                  abandon_after_s: float = ABANDON_AFTER_S, requery_s: float = REQUERY_INTERVAL_S, lease_s: float = LEASE_S,
-                 bills: DailyBills | None = None, alipay_tokens: JobWork | None = None) -> None:
+                 bills: DailyBills | None = None, alipay_tokens: JobWork | None = None,
+                 certificates: DailyBills | None = None) -> None:
         self.ledger = ledger
         self.channels = channels
         self.queue = queue
@@ -117,19 +121,22 @@ class ChannelWork:
         self.lease_s = lease_s
         self.bills = bills
         self.alipay_tokens = alipay_tokens
+        self.certificates = certificates
         self._last_daily = float("-inf")
         self._daily_lock = threading.Lock()
 
     def schedule_daily(self) -> None:
-        """Schedule the daily jobs (yesterday's bills of every hospital) if not done lately."""
-        if self.bills is None:
+        """Schedule the daily jobs (yesterday's bills of every hospital, the platform certificates' refresh) if not done lately."""
+        if self.bills is None and self.certificates is None:
             return
         now = self._clock()
         with self._daily_lock:
             if now - self._last_daily < DAILY_CHECK_S:
                 return
             self._last_daily = now
-        self.bills.schedule(self.queue, now)
+        for daily in (self.bills, self.certificates):
+            if daily is not None:
+                daily.schedule(self.queue, now)
 
     def kinds(self) -> tuple[JobKind, ...]:
         kinds = [JobKind.PAYMENT, JobKind.REFUND]
@@ -137,6 +144,8 @@ class ChannelWork:
             kinds.append(JobKind.BILLS)
         if self.alipay_tokens is not None:
             kinds.append(JobKind.ALIPAY_TOKEN)
+        if self.certificates is not None:
+            kinds.append(JobKind.WECHAT_CERTS)
         return tuple(kinds)
 
     def run_one(self, report: WorkReport | None = None) -> Job | None:
@@ -183,6 +192,8 @@ class ChannelWork:
             self.alipay_tokens.run(job, report)
         elif job.kind is JobKind.BILLS and self.bills is not None:
             self.bills.run(job, report)
+        elif job.kind is JobKind.WECHAT_CERTS and self.certificates is not None:
+            self.certificates.run(job, report)
 
     # --- collections ----------------------------------------------------------------------------
 
@@ -254,7 +265,7 @@ class ChannelWork:
     # --- operators ------------------------------------------------------------------------------
 
     def _maybe_alarm(self, job: Job, error: str) -> None:
-        if job.attempts != ALARM_AFTER_ATTEMPTS or job.kind in (JobKind.BILLS, JobKind.ALIPAY_TOKEN):
+        if job.attempts != ALARM_AFTER_ATTEMPTS or job.kind not in (JobKind.PAYMENT, JobKind.REFUND):
             return
         kind, reason = ((AlarmKind.COLLECT, "reverse_failing") if job.kind is JobKind.PAYMENT
                         else (AlarmKind.REFUND, "refund_abnormal" if "abnormal" in error else "refund_unconfirmed"))

@@ -56,6 +56,7 @@ class JobKind(str, enum.Enum):
     REFUND = "refund"  # subject: out_refund_no; query until final, send again if the channel never saw it
     BILLS = "bills"  # subject: the business day YYYY-MM-DD; download the hospital's channel bills
     ALIPAY_TOKEN = "alipay_token"  # subject: "refresh"; refresh the hospital's Alipay app_auth_token before it ends (migration 11)
+    WECHAT_CERTS = "wechat_certs"  # subject: a signing mchid; download its WeChat Pay platform certificates (migration 10)
 
 
 class RunAgain(Exception):

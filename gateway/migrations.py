@@ -40,6 +40,24 @@ class Migration:
     postgres: tuple[str, ...] | None = None
 
 
+# Migration 10's table, the same on both engines.
+_WECHAT_PLATFORM_CERTS = (
+    # The platform certificates of each signing merchant (a direct hospital's mchid, or our sp_mchid),
+    # as WeChat Pay listed them. They are public, but whatever is here decides which replies the
+    # gateway believes: sealed like merchant credentials (the vault's AEAD makes a row changed in the
+    # database unreadable, not believed), each addition audited.
+    """CREATE TABLE wechat_platform_certs (
+        mchid TEXT NOT NULL,
+        serial_no TEXT NOT NULL,
+        effective_at BIGINT NOT NULL,
+        expire_at BIGINT NOT NULL CHECK (expire_at > effective_at),
+        sealed {blob} NOT NULL,
+        signed_by TEXT NOT NULL,
+        fetched_at BIGINT NOT NULL,
+        PRIMARY KEY (mchid, serial_no))""",
+)
+
+
 # Migration 11 on both engines: a hospital's authorisation of our Alipay third-party application
 _ALIPAY_AUTHORIZATIONS = (
         # A hospital's authorisation of our Alipay third-party application (issue 13, alitoken): who
@@ -263,13 +281,41 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (channel, version))""",
         "CREATE UNIQUE INDEX provider_keys_current ON provider_keys (channel) WHERE retired_at IS NULL",
     )),
+    Migration(10, "WeChat Pay APIv3 platform certificates, downloaded (GET /v3/certificates) and refreshed by a job", (
+        *_WECHAT_PLATFORM_CERTS,
+        # jobs.kind gains 'wechat_certs' (refresh a merchant's platform certificates). The CHECK lists
+        # every kind of 10 and 11 (written on parallel branches, they may run in either order). SQLite
+        # cannot change a CHECK: the table is rebuilt with its rows (job ids and leases kept).
+        """CREATE TABLE jobs_v10 (
+            job_id {pk},
+            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token')),
+            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
+            subject TEXT NOT NULL,
+            due_at_ms BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            lease_owner TEXT,
+            lease_until_ms BIGINT,
+            last_error TEXT,
+            created_at_ms BIGINT NOT NULL,
+            UNIQUE (kind, hospital_id, subject))""",
+        "INSERT INTO jobs_v10 (job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms) "
+        "SELECT job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms FROM jobs",
+        "DROP TABLE jobs",
+        "ALTER TABLE jobs_v10 RENAME TO jobs",
+        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+    ), postgres=(
+        *_WECHAT_PLATFORM_CERTS,
+        "ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
+        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token'))",
+    )),
     Migration(11, "Alipay app_auth_token exchange and refresh: alipay_authorizations, the alipay_token job kind", (
         *_ALIPAY_AUTHORIZATIONS,
-        # jobs.kind gains 'alipay_token' (refresh a hospital's token before it ends). SQLite cannot
-        # change a CHECK: the table is rebuilt with its rows (job ids and leases kept).
+        # jobs.kind gains 'alipay_token' (refresh a hospital's token before it ends); the CHECK lists
+        # migration 10's kind too (see there). SQLite cannot change a CHECK: the table is rebuilt with
+        # its rows (job ids and leases kept).
         """CREATE TABLE jobs_v11 (
             job_id {pk},
-            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'alipay_token')),
+            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token')),
             hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
             subject TEXT NOT NULL,
             due_at_ms BIGINT NOT NULL,
@@ -287,7 +333,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ), postgres=(
         *_ALIPAY_AUTHORIZATIONS,
         "ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
-        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'alipay_token'))",
+        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token'))",
     )),
 )
 

@@ -36,6 +36,7 @@ from gateway.jobs import FOLLOW_UP_AFTER_S, JobQueue
 from gateway.service import GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import vault_from_env
+from gateway.wechat_certificates import CertificateRefresher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         bills = BillFetcher(service.channels, directory, Path(args.bills_dir)) if args.bills_dir else None
         work = ChannelWork(service.ledger, service.channels, JobQueue(db, owner=default_owner()), lease_s=args.job_lease,
                            abandon_after_s=args.job_abandon, requery_s=args.job_requery, bills=bills,
-                           alipay_tokens=AlipayAuthorizations(directory, service.channels))
+                           alipay_tokens=AlipayAuthorizations(directory, service.channels),
+                           certificates=CertificateRefresher(service.channels, directory))
         runner = JobRunner(work, args.jobs_interval, workers=args.job_workers).start()
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()

@@ -48,6 +48,7 @@ from firmware_sim.sandbox.wechat_identity import V3Party, load_wechat_world
 from firmware_sim.sandbox.wechat_notify import RefundNotifier
 from firmware_sim.sandbox.wechat_v3_api import PREFIX as WECHAT_V3_PREFIX
 from firmware_sim.sandbox.wechat_v3_api import V3Merchant, WeChatV3Api
+from firmware_sim.sandbox.wechat_platform import PlatformCertificates
 
 log = logging.getLogger("channel-sandbox")
 MAX_BODY = 64 * 1024
@@ -77,6 +78,8 @@ class Sandbox:
         self.wechat = WeChatApi(self.store, WeChatMerchant(identity.wechat_appid, identity.wechat_mch_id, identity.wechat_api_key), self.faults,
                                 self.scripts, provider=provider, notifier=self.wechat_notifier)
         assert world.direct_v3 is not None and world.provider_v3 is not None
+        self.platform_certs = PlatformCertificates(os.path.join(self.data_dir, "keys"), world.platform_cert_path,
+                                                   os.path.join(self.data_dir, "keys", "wechat_platform_private_key.pem"))
 
         def v3_merchant(appid: str, party: V3Party, subs: frozenset[str] = frozenset()) -> V3Merchant:
             return V3Merchant(appid, party.mch_id, party.serial_no, party.public_key, party.apiv3_key, subs)
@@ -84,7 +87,7 @@ class Sandbox:
         self.wechat_v3 = WeChatV3Api(self.store, v3_merchant(identity.wechat_appid, world.direct_v3),
                                      v3_merchant(world.provider_appid, world.provider_v3, frozenset(world.sub_mch_ids)), self.faults,
                                      platform_key=platform_key, platform_public_key_id=world.platform_public_key_id,
-                                     platform_cert_serial=world.platform_cert_serial, notifier=self.wechat_notifier,
+                                     platform_certs=self.platform_certs, notifier=self.wechat_notifier,
                                      base_url=lambda: self.url)
         assert identity.alipay_private_key is not None and identity.app_public_key is not None
         secret = self.store.get_or_create_setting("bill_url_secret", secrets.token_hex(32)).encode("ascii")
@@ -191,6 +194,8 @@ class Sandbox:
             return self.wechat_v3.handle(method, target, headers or {}, body)
         if path.startswith(PREFIX + "/wechat/notifications"):
             return self._notifications(method, path)
+        if path.startswith(PREFIX + "/wechat/platform-certificates"):
+            return self._platform_certificates(method, path[len(PREFIX + "/wechat/platform-certificates"):].strip("/"), body)
         if path.startswith(PREFIX + "/") or path == PREFIX:
             return self.control.handle(method, path, body)
         if method == "POST" and path in WECHAT_PATHS:
@@ -233,6 +238,23 @@ class Sandbox:
             return Reply(200, "application/json", json.dumps(self.notifier.listing(no), ensure_ascii=False).encode("utf-8"))
         return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
 
+
+    def _platform_certificates(self, method: str, rest: str, body: bytes) -> Reply:
+        """GET: the platform certificates (serial, validity, which signs); POST rotate {"switch": false}: a new one
+        is listed beside the old, which keeps signing (true: the new one signs at once); POST switch: the newest signs."""
+        if method == "POST" and rest == "rotate":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = None
+            if not isinstance(request, dict) or set(request) - {"switch"} or not isinstance(request.get("switch", False), bool):
+                return Reply(400, "application/json", b'{"error": {"code": "bad_request", "message": "the body is {\"switch\": true|false}"}}')
+            self.platform_certs.rotate(switch=bool(request.get("switch", False)))
+        elif method == "POST" and rest == "switch":
+            self.platform_certs.switch()
+        elif method != "GET" or rest:
+            return Reply(404, "application/json", b'{"error": {"code": "not_found", "message": "no such endpoint"}}')
+        return Reply(200, "application/json", json.dumps({"certificates": self.platform_certs.describe()}).encode("utf-8"))
 
     def _notifications(self, method: str, path: str) -> Reply:
         """GET .../wechat/notifications: what was sent; POST .../wechat/notifications/{id}/resend: send one again."""

@@ -7,13 +7,16 @@ service provider acting for a bound sub-merchant:
     POST /v3/refund/domestic/refunds                           GET  /v3/refund/domestic/refunds/{no}[?sub_mchid=]
     GET  /v3/bill/tradebill?bill_date=&bill_type=[&sub_mchid=]  -> {hash_type, hash_value, download_url}
     GET  /v3/billdownload/file?token=                          the bill (v2's CSV format), unsigned as WeChat serves it
+    GET  /v3/certificates                                      the platform certificates, each AEAD_AES_256_GCM under
+                                                               the caller's APIv3 key (`wechat_platform`: rotation)
 
 Requests are checked as WeChat Pay checks them: the Authorization header (WECHATPAY2-SHA256-RSA2048)
 names a merchant and the serial of its API certificate, and its signature over "METHOD\\nURL\\n
 TIMESTAMP\\nNONCE\\nBODY\\n" must verify with that certificate's key, else 401 SIGN_ERROR (unsigned).
-Every other reply is signed by the platform key (Wechatpay-Signature / -Timestamp / -Nonce / -Serial);
--Serial is the platform certificate's serial when the request named it in its Wechatpay-Serial
-header, the platform public key's id otherwise. Errors are {"code", "message"} with WeChat's HTTP
+Every other reply is signed by the platform key (Wechatpay-Signature / -Timestamp / -Nonce / -Serial):
+by the signing platform certificate (its serial in -Serial) when the request named any platform
+certificate in its Wechatpay-Serial header, and always for /v3/certificates; by the platform public
+key (its id) otherwise. Errors are {"code", "message"} with WeChat's HTTP
 status. The orders are the v2 API's (one merchant account, two APIs): an order paid through one is
 queried, reversed and refunded through the other. A refund request with a notify_url gets its
 refund notification there (`wechat_notify`).
@@ -39,6 +42,8 @@ from firmware_sim.sandbox.behaviour import FOREIGN, Kind, channel_of_code, forei
 from firmware_sim.sandbox.reply import Faults, Reply, SignatureFault, corrupt_signature
 from firmware_sim.sandbox.store import SHANGHAI, Order, OrderState, PayResult, RefundResult, ReverseResult, Store
 from firmware_sim.sandbox.wechat_notify import RefundNotifier
+from firmware_sim.sandbox.wechat_platform import PlatformCertificates
+from gateway.channels import wechat_v3_certs
 from gateway.channels import wechat_v3_codec as v3
 
 log = logging.getLogger(__name__)
@@ -101,7 +106,7 @@ def _iso(ts: float) -> str:
 
 class WeChatV3Api:
     def __init__(self, store: Store, direct: V3Merchant, provider: V3Merchant, faults: Faults, *, platform_key: v3.PrivateKey,
-                 platform_public_key_id: str, platform_cert_serial: str, notifier: RefundNotifier | None = None,
+                 platform_public_key_id: str, platform_certs: PlatformCertificates, notifier: RefundNotifier | None = None,
                  base_url: Callable[[], str] = lambda: "") -> None:
         self.store = store
         self.merchants = {direct.mchid: direct, provider.mchid: provider}
@@ -109,7 +114,7 @@ class WeChatV3Api:
         self.faults = faults
         self.platform_key = platform_key
         self.public_key_id = platform_public_key_id
-        self.cert_serial = platform_cert_serial
+        self.platform_certs = platform_certs
         self.notifier = notifier
         self.base_url = base_url
         self._bills: dict[str, bytes] = {}  # download token -> bill (the latest few)
@@ -118,10 +123,13 @@ class WeChatV3Api:
     # -- the request ------------------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        serial = self.cert_serial if headers.get(v3.H_SERIAL) == self.cert_serial else self.public_key_id
+        parts = urllib.parse.urlsplit(target)
+        named = headers.get(v3.H_SERIAL)
+        cert_mode = parts.path == wechat_v3_certs.PATH or (bool(named) and self.platform_certs.find(str(named)) is not None)
+        signer = self.platform_certs.signer() if cert_mode else None
+        serial, key = (signer.serial_no, signer.private_key) if signer is not None else (self.public_key_id, self.platform_key)
         try:
             merchant = self._authenticate(method, target, headers, body)
-            parts = urllib.parse.urlsplit(target)
             query = dict(urllib.parse.parse_qsl(parts.query))
             try:
                 document = json.loads(body.decode("utf-8")) if body else {}
@@ -135,6 +143,8 @@ class WeChatV3Api:
                 if data is None:
                     raise _Error(404, "RESOURCE_NOT_EXISTS", "账单文件不存在或已过期")
                 return Reply(200, "application/octet-stream", data)  # WeChat does not sign the file; its hash is in the signed reply
+            if method == "GET" and parts.path == wechat_v3_certs.PATH:
+                return self._signed(200, self._certificates(merchant), serial, 0.0, key)
             status, answer, delay, swallow = self._route(method, parts.path, query, document, merchant)
         except _Error as error:
             if error.status == 401:
@@ -142,7 +152,13 @@ class WeChatV3Api:
             status, answer, delay, swallow = error.status, {"code": error.code, "message": error.message}, 0.0, False
         if swallow:
             return Reply(200, _JSON, b"", swallow=True)
-        return self._signed(status, answer, serial, delay)
+        return self._signed(status, answer, serial, delay, key)
+
+    def _certificates(self, merchant: V3Merchant) -> dict[str, object]:
+        """The platform certificates, each sealed with the asking merchant's APIv3 key (GET /v3/certificates)."""
+        return {"data": [wechat_v3_certs.encrypt_entry(c.pem, c.serial_no, c.not_before, c.not_after, merchant.apiv3_key,
+                                                       secrets.token_hex(6))
+                         for c in self.platform_certs.listed()]}
 
     def _authenticate(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> V3Merchant:
         try:
@@ -182,10 +198,10 @@ class WeChatV3Api:
         sub_appid = ids.get("sub_appid")
         return _Caller(merchant, True, sub, sub_appid if isinstance(sub_appid, str) and sub_appid else None)
 
-    def _signed(self, status: int, answer: dict[str, object], serial: str, delay: float) -> Reply:
+    def _signed(self, status: int, answer: dict[str, object], serial: str, delay: float, key: v3.PrivateKey) -> Reply:
         text = json.dumps(answer, ensure_ascii=False, separators=(",", ":")) if answer else ""
         timestamp, nonce = str(int(time.time())), secrets.token_hex(16)
-        signature = v3.rsa_sign(v3.response_message(timestamp, nonce, text), self.platform_key)
+        signature = v3.rsa_sign(v3.response_message(timestamp, nonce, text), key)
         fault = self.faults.signature(CHANNEL)
         if fault is SignatureFault.CORRUPT:
             signature = corrupt_signature(signature)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from protocol.messages import PayChannel
 from gateway.channels.alipay import AlipayClient, AlipayConfig
 from terminal.channels.base import ChannelClient
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
-from gateway.channels.wechat_v3 import WeChatPayV3Client, WeChatPayV3Config
+from gateway.channels.wechat_v3 import CertificateStore, WeChatPayV3Client, WeChatPayV3Config
 
 _PATH_FIELDS = {"cert_path", "key_path", "private_key_pem", "alipay_public_key_pem", "app_cert_pem", "alipay_cert_pem", "alipay_root_cert_pem",
                 "platform_public_key_pem", "platform_certificate_pem"}
@@ -50,8 +50,10 @@ def _config(kind: type, section: str, raw: object, base_dir: str | None) -> Any:
         raise ChannelConfigError(f"channels.{section}: {exc}") from None
 
 
-def build_clients(settings: Mapping[str, object], *, base_dir: str | None = None) -> dict[PayChannel, ChannelClient]:
-    """{PayChannel: client} for every channel configured in `settings`."""
+def build_clients(settings: Mapping[str, object], *, base_dir: str | None = None,
+                  wechat_certificates: Callable[[str], CertificateStore] | None = None) -> dict[PayChannel, ChannelClient]:
+    """{PayChannel: client} for every channel configured in `settings`. `wechat_certificates(mchid)`:
+    where an APIv3 client keeps the platform certificates it downloads (the gateway's database)."""
     if not isinstance(settings, Mapping):
         raise ChannelConfigError("channels must be an object")
     unknown = sorted(set(settings) - {"wechat", "alipay"})
@@ -62,7 +64,9 @@ def build_clients(settings: Mapping[str, object], *, base_dir: str | None = None
         wechat = settings["wechat"]
         # WeChat Pay speaks two APIs over one merchant account: v2 (XML, the default) or v3 (JSON, RSA).
         if isinstance(wechat, Mapping) and wechat.get("api_version", "v2") == "v3":
-            clients[PayChannel.WECHAT] = WeChatPayV3Client(_config(WeChatPayV3Config, "wechat", wechat, base_dir))
+            config = _config(WeChatPayV3Config, "wechat", wechat, base_dir)
+            store = wechat_certificates(config.mchid) if wechat_certificates is not None else None
+            clients[PayChannel.WECHAT] = WeChatPayV3Client(config, certificates=store)
         elif isinstance(wechat, Mapping) and wechat.get("api_version", "v2") != "v2":
             raise ChannelConfigError(f"channels.wechat.api_version must be v2 or v3, not {wechat.get('api_version')!r}")
         else:

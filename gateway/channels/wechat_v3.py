@@ -9,10 +9,15 @@ Direct merchant (`mchid`, `appid`):                Service provider (`mchid` = s
 Every request carries an Authorization header signed with the merchant's API certificate key
 (`wechat_v3_codec`); every reply must carry the platform's signature, made with the key named by its
 Wechatpay-Serial: the platform public key (`platform_public_key_pem` + `platform_public_key_id`)
-or the platform certificate (`platform_certificate_pem`, its serial read from it). A reply signed
-with another key, unsigned, or whose signature does not verify is not believed: the request may
-have been processed, so it is UNVERIFIED (needs a person, `failures`), except an unsigned 401
-SIGN_ERROR, which only ever says nothing was processed (rejected: the merchant settings are wrong).
+or the platform certificate (`platform_certificate_pem`, its serial read from it), or the platform
+certificates downloaded from GET /v3/certificates (`download_certificates`, kept by a
+`CertificateStore` the gateway gives: sealed in its database). A reply naming a serial the client
+does not hold makes it look again, once: the store first (another gateway process may have
+downloaded it), then WeChat Pay's list (at most every CERT_REFRESH_MIN_INTERVAL_S); this is how a
+rotated certificate is picked up. A reply signed with another key, unsigned, or whose signature
+does not verify is not believed: the request may have been processed, so it is UNVERIFIED (needs a
+person, `failures`), except an unsigned 401 SIGN_ERROR, which only ever says nothing was processed
+(rejected: the merchant settings are wrong).
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol, Sequence
 
 import requests
 
 from protocol.messages import PayChannel
 from gateway.channels import failures
+from gateway.channels import wechat_v3_certs as certs
 from gateway.channels import wechat_v3_codec as v3
 from gateway.channels import wechat_v3_outcomes as outcomes
 from gateway.channels.errors import BillDownloadError, ChannelConfigError
@@ -48,6 +55,17 @@ _ID = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
 # A signed reply more than this far from our clock is not believed (an old signed reply replayed; WeChat
 # Pay's SDKs use the same 5 minutes). Overridable, like the other timers, in the merchant settings.
 REPLY_MAX_SKEW_S = 300.0
+# A reply naming an unknown platform serial downloads the certificate list at most this often, so
+# that replies naming made-up serials cannot make the gateway hammer WeChat Pay.
+CERT_REFRESH_MIN_INTERVAL_S = 60.0
+
+
+class CertificateStore(Protocol):
+    """Where downloaded platform certificates are kept (gateway.wechat_certificates: the database)."""
+
+    def load(self) -> Sequence[certs.PlatformCertificate]: ...
+
+    def save(self, certificates: Sequence[certs.PlatformCertificate], *, signed_by: str) -> None: ...
 
 
 def _read_pem(value: str, what: str) -> str:
@@ -96,9 +114,6 @@ class WeChatPayV3Config:
             raise ChannelConfigError(f"wechat.apiv3_key must be {v3.APIV3_KEY_LENGTH} characters")
         if (self.platform_public_key_pem is None) != (self.platform_public_key_id is None):
             raise ChannelConfigError("wechat.platform_public_key_pem and wechat.platform_public_key_id go together")
-        if self.platform_public_key_pem is None and self.platform_certificate_pem is None:
-            raise ChannelConfigError("APIv3 replies are verified with the platform public key (platform_public_key_pem + "
-                                     "platform_public_key_id) or the platform certificate (platform_certificate_pem): give one")
         for name in ("sub_mchid", "sub_appid"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or _ID.fullmatch(value) is None):
@@ -121,7 +136,7 @@ class WeChatPayV3Client:
     reverse_not_before_s: float = REVERSE_NOT_BEFORE_S
 
     def __init__(self, config: WeChatPayV3Config, *, session: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, certificates: CertificateStore | None = None) -> None:
         self.config = config
         self.query_interval_s = config.query_interval_s
         self.pay_deadline_s = config.pay_deadline_s
@@ -144,6 +159,17 @@ class WeChatPayV3Client:
                 self._platform[self._cert_serial] = v3.load_public_key(pem)
         except v3.WeChatV3Error as exc:
             raise ChannelConfigError(f"wechat (APIv3): {exc}") from None
+        self._configured = dict(self._platform)  # the keys the settings hold (never dropped)
+        self._store = certificates
+        self._downloaded: dict[str, certs.PlatformCertificate] = {}
+        self._refreshed_at = float("-inf")
+        self._refresh_lock = threading.Lock()
+        if certificates is None and not self._platform:
+            raise ChannelConfigError("APIv3 replies are verified with the platform public key (platform_public_key_pem + "
+                                     "platform_public_key_id), a platform certificate (platform_certificate_pem), or the "
+                                     "certificates the gateway downloads (gateway-admin wechat certificates refresh): give one")
+        if certificates is not None:
+            self._take(certificates.load())
 
     # -- the ChannelClient interface ---------------------------------------------------------
 
@@ -270,10 +296,9 @@ class WeChatPayV3Client:
         auth = v3.authorization(method=method, url=url, body=text, mchid=self.config.mchid, serial_no=self.config.merchant_serial_no,
                                 private_key=self._private_key, timestamp=str(int(self._clock())), nonce=secrets.token_hex(16).upper())
         headers = {"Authorization": auth.header(), "Accept": "application/json", "Content-Type": "application/json"}
-        if self.config.platform_public_key_id:
-            headers[v3.H_SERIAL] = self.config.platform_public_key_id
-        elif self._cert_serial:
-            headers[v3.H_SERIAL] = self._cert_serial
+        serial = self._request_serial()
+        if serial:
+            headers[v3.H_SERIAL] = serial
         reply = exchange(self._sessions.get(), method, self._base + url, timeouts=self._timeouts,
                          body=text.encode("utf-8") if body is not None else None, headers=headers, verify=self.config.verify_tls,
                          any_status=True)
@@ -314,8 +339,11 @@ class WeChatPayV3Client:
         if not signature or not timestamp or not nonce:
             return "the reply is not signed"
         key = self._platform.get(serial)
+        if key is None and serial:
+            key = self._look_again(serial)
         if key is None:
-            return f"signed with platform key {serial[:64]!r}, which this merchant's settings do not hold (update the platform key)"
+            return (f"signed with platform key {serial[:64]!r}, which this gateway does not hold for this merchant "
+                    "(gateway-admin wechat certificates show / refresh)")
         try:
             text = reply.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -325,6 +353,92 @@ class WeChatPayV3Client:
         if not timestamp.isdigit() or abs(self._clock() - int(timestamp)) > self.config.reply_max_skew_s:
             return f"the reply was signed at {timestamp[:16]!r}, too far from this gateway's clock (check NTP)"
         return None
+
+    # -- platform certificates -----------------------------------------------------------------
+
+    def _take(self, found: Sequence[certs.PlatformCertificate]) -> None:
+        """Believe these certificates from now on (besides the configured keys)."""
+        for cert in found:
+            if cert.serial_no not in self._downloaded:
+                self._downloaded[cert.serial_no] = cert
+                self._platform[cert.serial_no] = cert.public_key()
+
+    def platform_serials(self) -> list[str]:
+        """The serials (and public-key ids) whose signatures this client believes."""
+        return sorted(self._platform)
+
+    def _request_serial(self) -> str | None:
+        """What the request's Wechatpay-Serial names: the platform key id, else the newest valid certificate."""
+        if self.config.platform_public_key_id:
+            return self.config.platform_public_key_id
+        now = self._clock()
+        valid = sorted((c for c in self._downloaded.values() if c.valid_at(now)), key=lambda c: c.effective_at)
+        if valid:
+            return valid[-1].serial_no
+        return self._cert_serial
+
+    def _look_again(self, serial: str) -> v3.PublicKey | None:
+        """A reply names a serial we do not hold: the store (another process may have it), then one download."""
+        if self._store is None:
+            return None
+        with self._refresh_lock:
+            self._take(self._store.load())
+            if serial in self._platform:
+                return self._platform[serial]
+            if self._clock() - self._refreshed_at < CERT_REFRESH_MIN_INTERVAL_S:
+                return None
+            self._refreshed_at = self._clock()
+        try:
+            self.refresh_certificates()
+        except v3.WeChatV3Error as exc:  # the list's errors are WeChatV3Errors too
+            log.error("wechat v3: platform certificate %s is unknown and the list could not be refreshed: %s", serial[:64], exc)
+            return None
+        return self._platform.get(serial)
+
+    def download_certificates(self, *, expect_serial: str | None = None) -> tuple[list[certs.PlatformCertificate], str]:
+        """GET /v3/certificates: the platform certificates, opened with the APIv3 key, and the serial
+        that signed the list, verified by the rules of `wechat_v3_certs.signer_for`. Raises
+        CertificateListError (no answer, not a list, an entry that does not open: code
+        `wechat_v3_certificates` or `wechat_v3_resource`) or CertificateTrustError (the signature:
+        `wechat_v3_certificates_unverified`)."""
+        path = certs.PATH
+        auth = v3.authorization(method="GET", url=path, body="", mchid=self.config.mchid, serial_no=self.config.merchant_serial_no,
+                                private_key=self._private_key, timestamp=str(int(self._clock())), nonce=secrets.token_hex(16).upper())
+        headers = {"Authorization": auth.header(), "Accept": "application/json"}
+        reply = exchange(self._sessions.get(), "GET", self._base + path, timeouts=self._timeouts, headers=headers,
+                         verify=self.config.verify_tls, any_status=True)
+        if isinstance(reply, HttpFailure):
+            raise certs.CertificateListError(f"no reply from WeChat Pay ({reply.value})")
+        if reply.status != 200:
+            raise certs.CertificateListError(f"WeChat Pay answered {reply.status}: {_error_message(reply)}")
+        listed = certs.parse_certificate_list(reply.body, self.config.apiv3_key)
+        serial = reply.headers.get(v3.H_SERIAL, "")
+        signature, timestamp, nonce = reply.headers.get(v3.H_SIGNATURE), reply.headers.get(v3.H_TIMESTAMP), reply.headers.get(v3.H_NONCE)
+        if not signature or not timestamp or not nonce:
+            raise certs.CertificateTrustError("the certificate list is not signed")
+        key = certs.signer_for(serial, listed, self._platform, expect_serial=expect_serial)
+        try:
+            text = reply.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise certs.CertificateListError("the certificate list is not UTF-8") from None
+        if not v3.rsa_verify(v3.response_message(timestamp, nonce, text), signature, key):
+            raise certs.CertificateTrustError(f"the certificate list's signature does not verify with certificate {serial[:64]}")
+        if not timestamp.isdigit() or abs(self._clock() - int(timestamp)) > self.config.reply_max_skew_s:
+            raise certs.CertificateTrustError(f"the certificate list was signed at {timestamp[:16]!r}, too far from this gateway's clock")
+        return listed, serial
+
+    def refresh_certificates(self, *, expect_serial: str | None = None) -> list[certs.PlatformCertificate]:
+        """Download the list, keep it in the store (when there is one) and believe it; the certificates."""
+        held_before = bool(self._platform)
+        listed, signed_by = self.download_certificates(expect_serial=expect_serial)
+        if self._store is not None:
+            self._store.save(listed, signed_by=signed_by)
+        with self._refresh_lock:
+            self._take(listed)
+            self._refreshed_at = self._clock()
+        log.info("wechat v3: platform certificates of %s: %s (list signed by %s%s)", self.config.mchid,
+                 ", ".join(c.serial_no for c in listed), signed_by, "" if held_before else ", first use")
+        return listed
 
     def _about_us(self, reply: Mapping[str, object]) -> bool:
         """A reply naming merchants must name ours (a signed reply for another merchant is not replayed here)."""

@@ -58,6 +58,12 @@ class WeChatV3Error(CodedError, ValueError):
     code = "wechat_v3"
 
 
+class ResourceError(WeChatV3Error):
+    """An AEAD_AES_256_GCM resource that does not open: not base64, too short, wrong key, altered bytes."""
+
+    code = "wechat_v3_resource"
+
+
 def request_message(method: str, url: str, timestamp: str, nonce: str, body: str) -> str:
     """The exact string a request signature covers; `url` is the path with its query, no host."""
     return f"{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n"
@@ -187,19 +193,23 @@ def aead_encrypt(apiv3_key: str, nonce: str, associated_data: str, plaintext: by
 
 
 def aead_decrypt(apiv3_key: str, nonce: str, associated_data: str, ciphertext_b64: str) -> bytes:
-    """Open an AEAD_AES_256_GCM resource; WeChatV3Error when it does not open (wrong key, altered bytes)."""
+    """Open an AEAD_AES_256_GCM resource; ResourceError (code wechat_v3_resource) when it does not open
+    (wrong key, altered bytes or tag, another nonce or associated data)."""
     try:
         data = base64.b64decode(ciphertext_b64, validate=True)
     except (binascii.Error, ValueError):
-        raise WeChatV3Error("the resource ciphertext is not base64") from None
+        raise ResourceError("the resource ciphertext is not base64") from None
     if len(data) < GCM_TAG_BYTES:
-        raise WeChatV3Error("the resource ciphertext is too short")
-    cipher = AES.new(_apiv3_key(apiv3_key), AES.MODE_GCM, nonce=nonce.encode("utf-8"), mac_len=GCM_TAG_BYTES)
-    cipher.update(associated_data.encode("utf-8"))
+        raise ResourceError("the resource ciphertext is too short")
+    key = _apiv3_key(apiv3_key)
     try:
+        if not nonce:
+            raise ValueError("empty nonce")
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce.encode("utf-8"), mac_len=GCM_TAG_BYTES)
+        cipher.update(associated_data.encode("utf-8"))
         return cipher.decrypt_and_verify(data[:-GCM_TAG_BYTES], data[-GCM_TAG_BYTES:])
-    except ValueError:
-        raise WeChatV3Error("the resource does not open with this APIv3 key (wrong key, or altered)") from None
+    except (ValueError, UnicodeEncodeError):
+        raise ResourceError("the resource does not open with this APIv3 key (wrong key, or altered)") from None
 
 
 def _req_info_key(api_key: str) -> bytes:
