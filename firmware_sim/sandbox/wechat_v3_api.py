@@ -13,10 +13,10 @@ service provider acting for a bound sub-merchant:
 Requests are checked as WeChat Pay checks them: the Authorization header (WECHATPAY2-SHA256-RSA2048)
 names a merchant and the serial of its API certificate, and its signature over "METHOD\\nURL\\n
 TIMESTAMP\\nNONCE\\nBODY\\n" must verify with that certificate's key, else 401 SIGN_ERROR (unsigned).
-Every other reply is signed by the platform key (Wechatpay-Signature / -Timestamp / -Nonce / -Serial):
-by the signing platform certificate (its serial in -Serial) when the request named any platform
-certificate in its Wechatpay-Serial header, and always for /v3/certificates; by the platform public
-key (its id) otherwise. Errors are {"code", "message"} with WeChat's HTTP
+Every other reply is signed by the platform (Wechatpay-Signature / -Timestamp / -Nonce / -Serial):
+with the platform public key (its id in -Serial) when the request named that id in its
+Wechatpay-Serial header (public-key mode), otherwise, and always for /v3/certificates, with the
+platform certificate that currently signs (its serial in -Serial; `wechat_platform` rotates it). Errors are {"code", "message"} with WeChat's HTTP
 status. The orders are the v2 API's (one merchant account, two APIs): an order paid through one is
 queried, reversed and refunded through the other. A refund request with a notify_url gets its
 refund notification there (`wechat_notify`).
@@ -124,8 +124,9 @@ class WeChatV3Api:
 
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
         parts = urllib.parse.urlsplit(target)
-        named = headers.get(v3.H_SERIAL)
-        cert_mode = parts.path == wechat_v3_certs.PATH or (bool(named) and self.platform_certs.find(str(named)) is not None)
+        # A merchant verifying with the platform public key names its id in Wechatpay-Serial; any other
+        # is in platform-certificate mode (wechatpayv3 sends no Wechatpay-Serial then).
+        cert_mode = parts.path == wechat_v3_certs.PATH or headers.get(v3.H_SERIAL) != self.public_key_id
         signer = self.platform_certs.signer() if cert_mode else None
         serial, key = (signer.serial_no, signer.private_key) if signer is not None else (self.public_key_id, self.platform_key)
         try:
