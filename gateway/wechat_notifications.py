@@ -9,7 +9,8 @@ Both API versions arrive there; the body says which:
   authenticates it, so a req_info that opens with the hospital's (or its provider's) API key and
   names the hospital's merchant ids is believed; one that does not open is refused.
 - APIv3 (JSON): the platform's signature (Wechatpay-Signature over timestamp, nonce and body, with
-  the key named by Wechatpay-Serial) must verify with a platform key the merchant settings hold, and
+  the key named by Wechatpay-Serial) must verify with a platform key the merchant settings hold (or a
+  platform certificate the gateway downloaded for the signing merchant), and
   the resource must open (AEAD_AES_256_GCM under the APIv3 key, its nonce and associated_data).
 
 Applying is idempotent: SUCCESS settles a `refunding` refund as succeeded, CLOSED as failed; the
@@ -40,6 +41,7 @@ from gateway.channels.wechat_codec import WeChatXmlError, parse_xml, to_xml
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import Ledger, RefundState
 from gateway.tenancy import Directory, Mode
+from gateway.wechat_certificates import DatabaseCertificateStore
 
 log = logging.getLogger(__name__)
 PREFIX = WECHAT_NOTIFY_PREFIX
@@ -164,6 +166,9 @@ class WeChatNotifications:
         except v3.WeChatV3Error as exc:
             raise GatewayError(GatewayCode.BAD_CONFIG, f"the WeChat Pay platform key in the merchant settings: {exc}") from None
         serial = headers.get(v3.H_SERIAL, "")
+        if serial and serial not in platform:  # a platform certificate the gateway downloaded (gateway.wechat_certificates)
+            held = DatabaseCertificateStore(self.directory.db, self.directory.vault, keys.signer).load()
+            platform.update({c.serial_no: c.public_key() for c in held if c.serial_no == serial})
         signature, timestamp, nonce = headers.get(v3.H_SIGNATURE, ""), headers.get(v3.H_TIMESTAMP, ""), headers.get(v3.H_NONCE, "")
         key = platform.get(serial)
         try:

@@ -84,7 +84,7 @@ class RefundNotifier:
         return self._send(url, "v2", refund.out_refund_no, body, {"Content-Type": "text/xml; charset=utf-8"})
 
     def refund_done_v3(self, url: str, ids: dict[str, str], apiv3_key: str, refund: Refund, order: Order,
-                       serial: str | None = None) -> Delivery:
+                       serial: str | None = None, key: v3.PrivateKey | None = None) -> Delivery:
         assert self.platform_key is not None
         resource = {
             **ids, "out_trade_no": order.out_trade_no, "transaction_id": order.txn_id, "out_refund_no": refund.out_refund_no,
@@ -104,7 +104,7 @@ class RefundNotifier:
         timestamp, sig_nonce = str(int(time.time())), secrets.token_hex(16)
         headers = {"Content-Type": "application/json", v3.H_TIMESTAMP: timestamp, v3.H_NONCE: sig_nonce,
                    v3.H_SERIAL: serial or self.platform_serial, v3.H_SIGNATURE_TYPE: v3.SIGNATURE_TYPE,
-                   v3.H_SIGNATURE: v3.rsa_sign(v3.response_message(timestamp, sig_nonce, text), self.platform_key)}
+                   v3.H_SIGNATURE: v3.rsa_sign(v3.response_message(timestamp, sig_nonce, text), key or self.platform_key)}
         return self._send(url, "v3", refund.out_refund_no, text.encode("utf-8"), headers)
 
     # -- sending -----------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class WeChatV3Api:
                 return Reply(200, "application/octet-stream", data)  # WeChat does not sign the file; its hash is in the signed reply
             if method == "GET" and parts.path == wechat_v3_certs.PATH:
                 return self._signed(200, self._certificates(merchant), serial, 0.0, key)
-            status, answer, delay, swallow = self._route(method, parts.path, query, document, merchant)
+            status, answer, delay, swallow = self._route(method, parts.path, query, document, merchant, (serial, key))
         except _Error as error:
             if error.status == 401:
                 return Reply(401, _JSON, json.dumps({"code": error.code, "message": error.message}, ensure_ascii=False).encode("utf-8"))
@@ -216,7 +216,7 @@ class WeChatV3Api:
     # -- routing ----------------------------------------------------------------------------------
 
     def _route(self, method: str, path: str, query: dict[str, str], document: dict[str, object],
-               merchant: V3Merchant) -> tuple[int, dict[str, object], float, bool]:
+               merchant: V3Merchant, signer: tuple[str, v3.PrivateKey]) -> tuple[int, dict[str, object], float, bool]:
         if method == "POST" and path in ("/v3/pay/transactions/codepay", "/v3/pay/partner/transactions/codepay"):
             return self._codepay(self._caller(merchant, "/partner/" in path, document), document)
         match = _ORDER_PATH.fullmatch(path)
@@ -227,7 +227,7 @@ class WeChatV3Api:
             if method == "GET" and not reverse:
                 return self._query(self._caller(merchant, partner, query), out_trade_no)
         if method == "POST" and path == "/v3/refund/domestic/refunds":
-            return self._refund(self._refund_caller(merchant, document), document)
+            return self._refund(self._refund_caller(merchant, document), document, signer)
         if method == "GET" and path == "/v3/bill/tradebill":
             return self._trade_bill(self._refund_caller(merchant, query), query)
         match = _REFUND_PATH.fullmatch(path)
@@ -335,7 +335,7 @@ class WeChatV3Api:
             answer["success_time"] = _iso(created)
         return answer
 
-    def _refund(self, caller: _Caller, doc: dict[str, object]) -> tuple[int, dict[str, object], float, bool]:
+    def _refund(self, caller: _Caller, doc: dict[str, object], signer: tuple[str, v3.PrivateKey]) -> tuple[int, dict[str, object], float, bool]:
         out_trade_no = _text(doc, "out_trade_no", _OUT_TRADE_NO)
         out_refund_no = _text(doc, "out_refund_no", _OUT_REFUND_NO)
         amount = doc.get("amount")
@@ -351,7 +351,9 @@ class WeChatV3Api:
             assert refund is not None and order is not None
             notify_url = doc.get("notify_url")
             if result is RefundResult.DONE and self.notifier is not None and isinstance(notify_url, str) and notify_url:
-                self.notifier.refund_done_v3(notify_url, caller.notify_ids(), caller.merchant.apiv3_key, refund, order)
+                # signed as the merchant's replies are: platform public key or the certificate that signs now
+                self.notifier.refund_done_v3(notify_url, caller.notify_ids(), caller.merchant.apiv3_key, refund, order,
+                                             serial=signer[0], key=signer[1])
             # WeChat: a refund is accepted, then processed; its query (or notification) says when it is done.
             return 200, self._refund_fields(caller, order, refund.refund_id, out_refund_no, refund.amount_fen, refund.created_at,
                                             "PROCESSING"), 0.0, False

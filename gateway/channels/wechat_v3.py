@@ -382,7 +382,11 @@ class WeChatPayV3Client:
         if self._store is None:
             return None
         with self._refresh_lock:
-            self._take(self._store.load())
+            try:
+                self._take(self._store.load())
+            except Exception as exc:  # noqa: BLE001 - the store is the gateway's database: away, or a row that does not open
+                log.error("wechat v3: the stored platform certificates cannot be read (%s); the reply is not believed", exc)
+                return None
             if serial in self._platform:
                 return self._platform[serial]
             if self._clock() - self._refreshed_at < CERT_REFRESH_MIN_INTERVAL_S:
@@ -390,7 +394,7 @@ class WeChatPayV3Client:
             self._refreshed_at = self._clock()
         try:
             self.refresh_certificates()
-        except v3.WeChatV3Error as exc:  # the list's errors are WeChatV3Errors too
+        except Exception as exc:  # noqa: BLE001 - the list's errors (WeChatV3Error), or the store's: either way not believed
             log.error("wechat v3: platform certificate %s is unknown and the list could not be refreshed: %s", serial[:64], exc)
             return None
         return self._platform.get(serial)
