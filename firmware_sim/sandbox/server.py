@@ -5,7 +5,8 @@ connection. Routes:
     POST /pay/micropay /pay/orderquery /secapi/pay/reverse /secapi/pay/refund /pay/refundquery
          /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL), direct merchant and
                                                  service provider (sub_mch_id)
-    GET|POST /v3/pay/... /v3/refund/...          WeChat Pay APIv3 code payment (wechat_v3_api.py)
+    GET|POST /v3/pay/... /v3/refund/...          WeChat Pay APIv3 code payment (wechat_v3_api.py); GET /v3/certificates
+    GET|POST /sandbox/v1/wechat/platform-certificates[/rotate|/switch]   the platform certificates' rotation (wechat_platform.py)
     GET|POST /gateway.do                         Alipay OpenAPI gateway (query string and/or form body)
     GET  /downloadBillFile.resource              Alipay bill zips (URLs come from the gateway)
     *    /sandbox/v1/...                         the tester's control API (see control.py)
