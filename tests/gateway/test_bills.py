@@ -124,3 +124,59 @@ def test_the_daily_job_fetches_yesterdays_bills_at_ten_once(db, paid_day, tmp_pa
     assert queue.pending() == []
     work._last_daily = float("-inf")  # noqa: SLF001
     assert work.run_due().ran() == 0 and queue.pending() == []  # the day's files are there: not fetched again
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_service_provider_hospitals_each_fetch_only_their_sub_merchants_bill(db, sandbox, api, tmp_path, capsys, monkeypatch) -> None:
+    """Two hospitals that are sub-merchants of our provider: `bills fetch` downloads each one's own bill
+    (downloadbill with sub_mch_id / tradebill with sub_mchid), never the provider's whole account, so
+    each hospital's reconciliation sees its own money only."""
+    from gateway.tenancy import Mode
+    from tests.gateway.fleet import ACTOR
+    from tests.gateway.test_wechat_certificates import _v3_secrets_without_platform_key
+
+    creds = sandbox.credentials
+    fleets = {h: make_fleet(db, hospital_id=h, devices=1, vault=Vault(MASTER_KEY), mode=Mode.SERVICE_PROVIDER) for h in ("H001", "H002")}
+    directory = fleets["H001"].directory
+    if api == "v2":
+        sp = creds["wechat_service_provider"]
+        directory.set_provider_key(PayChannel.WECHAT, sp["mch_id"], {"appid": sp["appid"], "api_key": sp["api_key"], "base_url": sp["base_url"]},
+                                   actor=ACTOR)
+        provider_mch_id, subs = sp["mch_id"], sp["sub_mch_ids"]
+    else:
+        sp = creds["wechat_v3"]["service_provider"]
+        directory.set_provider_key(PayChannel.WECHAT, sp["mchid"], _v3_secrets_without_platform_key(sp), actor=ACTOR)
+        provider_mch_id, subs = sp["mchid"], sp["sub_mchids"]
+    channels = ChannelFactory(directory)
+    sandbox.control("POST", "/clock", {"today": DAY.isoformat()})
+    numbers = {}
+    try:
+        for hospital, sub in zip(("H001", "H002"), subs):
+            directory.set_merchant_key(hospital, PayChannel.WECHAT, sub, {}, actor=ACTOR)
+            numbers[hospital] = "SP" + uuid.uuid4().hex[:20]
+            code = sandbox.issue_code("WECHAT", "100.00")["code"]
+            outcome = channels.client(hospital, PayChannel.WECHAT).pay(out_trade_no=numbers[hospital], auth_code=code, total_fen=880,
+                                                                       subject="门诊缴费")
+            assert outcome.state.value == "success", outcome
+        sandbox.control("POST", "/clock", {"today": (DAY + datetime.timedelta(days=1)).isoformat()})
+        monkeypatch.setenv("GATEWAY_MASTER_KEY", MASTER_KEY.hex())
+        out = tmp_path / "bills"
+        for hospital in ("H001", "H002"):
+            assert admin(["--db", db.url, "bills", "fetch", "--hospital", hospital, "--day", DAY.isoformat(), "--out", str(out)]) == 0
+    finally:
+        sandbox.control("POST", "/clock", {"today": None})
+    capsys.readouterr()
+    for hospital, sub, other in (("H001", subs[0], "H002"), ("H002", subs[1], "H001")):
+        bill = (out / hospital / f"wechat-{DAY}.csv").read_text(encoding="utf-8")
+        assert numbers[hospital] in bill and numbers[other] not in bill
+        row = next(line for line in bill.splitlines() if numbers[hospital] in line).split(",")
+        assert row[2:4] == ["`" + provider_mch_id, "`" + sub]  # 商户号 (ours), 特约商户号 (the hospital's)
+    # The hospital's reconciliation reads its own bill: the trades of its sub-merchant (this day's, of
+    # every test on this sandbox), none of the other hospital's.
+    own = sum("`MICROPAY" in line for line in (out / "H001" / f"wechat-{DAY}.csv").read_text(encoding="utf-8").splitlines())
+    (tmp_path / "his.csv").write_text("order_no,msg_id,direction,amount,status,pay_channel,pay_order_no,finished_at\n", encoding="utf-8")
+    Journal(tmp_path / "journal.db", synchronous="NORMAL").close()
+    status = reconcile(["--date", DAY.isoformat(), "--his", str(tmp_path / "his.csv"), "--journal", str(tmp_path / "journal.db"),
+                        "--bills-dir", str(out / "H001"), "--out", str(tmp_path / "reports")])
+    printed = capsys.readouterr().out
+    assert status == 0 and f"{own} other trade(s) on the merchant account(s)" in printed, printed
