@@ -4,7 +4,8 @@
                                            or ECNY: a code of that kind, with no account (both channels refuse it)
     GET  /sandbox/v1/codes/{code}/qr.png   the code as a QR image
     GET  /sandbox/v1/accounts/{code}       balance, orders and refunds of that code's account
-    GET  /sandbox/v1/orders/{channel}/{out_trade_no}
+    GET  /sandbox/v1/orders/{channel}/{out_trade_no}[/{merchant}]   numbers are per merchant: when several merchants used
+                                           it, name one ("-" for the default merchant); the reply says whose it is
     GET  /sandbox/v1/health                {"status": "ok", ...}
     GET|POST /sandbox/v1/clock             business date: {"today": "2024-05-01"} or {"today": null}; and
                                            {"advance_s": 60}: real time moves on (codes expire, patients confirm,
@@ -66,6 +67,7 @@ def order_json(order: Order) -> dict[str, object]:
         "channel": order.channel, "out_trade_no": order.out_trade_no, "channel_txn_id": order.txn_id, "state": order.state.value,
         "total": format_yuan(order.total_fen), "total_fen": order.total_fen, "refunded_fen": order.refunded_fen,
         "created_at": _iso(order.created_at), "paid_at": _iso(order.paid_at), "closed_at": _iso(order.closed_at),
+        "merchant": order.merchant,
     }
 
 
@@ -88,8 +90,8 @@ class ControlApi:
                 return self._qr(parts[1])
             if len(parts) == 2 and parts[0] == "accounts" and method == "GET":
                 return self._account(parts[1])
-            if len(parts) == 3 and parts[0] == "orders" and method == "GET":
-                return self._order(parts[1], parts[2])
+            if len(parts) in (3, 4) and parts[0] == "orders" and method == "GET":
+                return self._order(parts[1], parts[2], parts[3] if len(parts) == 4 else None)
             if parts == ["clock"]:
                 return self._clock(self._body(body) if method == "POST" else None)
             if parts == ["faults"]:
@@ -151,11 +153,16 @@ class ControlApi:
                         for r in self.store.refunds_for(code)],
         })
 
-    def _order(self, channel: str, out_trade_no: str) -> Reply:
-        order = self.store.order(channel.upper(), out_trade_no) if _NO.fullmatch(out_trade_no) else None
-        if order is None:
+    def _order(self, channel: str, out_trade_no: str, merchant: str | None) -> Reply:
+        found = self.store.orders_numbered(channel.upper(), out_trade_no) if _NO.fullmatch(out_trade_no) else []
+        if merchant is not None:
+            found = [o for o in found if o.merchant == ("" if merchant == "-" else merchant)]
+        if not found:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such order")
-        return _json(order_json(order))
+        if len(found) > 1:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{len(found)} merchants have an order {out_trade_no}: ask for one with "
+                                f"/orders/{channel}/{out_trade_no}/MERCHANT ({', '.join(o.merchant or '-' for o in found)})")
+        return _json(order_json(found[0]))
 
     def _clock(self, request: dict[str, object] | None) -> Reply:
         if request is not None and "advance_s" in request:

@@ -42,7 +42,7 @@ from firmware_sim.sandbox.control import PREFIX, ControlApi
 from firmware_sim.sandbox.identity import Identity, IdentityError, load_identity
 from firmware_sim.sandbox.reply import Faults, Reply
 from firmware_sim.sandbox.scripts import Scripts
-from firmware_sim.sandbox.store import CODE_TTL_S, UNPAID_REVOKE_S, Store
+from firmware_sim.sandbox.store import CODE_TTL_S, UNPAID_REVOKE_S, Store, StoreError
 from firmware_sim.sandbox.wechat_api import PATHS as WECHAT_PATHS
 from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant, WeChatProvider
 from firmware_sim.sandbox.wechat_identity import V3Party, load_wechat_world
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                                  app_public_key_path=_opt_str(option("alipay_app_public_key", None)))
         sandbox = Sandbox(data_dir, identity, host=host, port=int(port), code_ttl_s=float(option("code_ttl_s", CODE_TTL_S)),  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
                           unpaid_revoke_s=float(option("unpaid_revoke_s", UNPAID_REVOKE_S)))  # type: ignore[arg-type]  # option() reads a JSON config value; float() refuses a bad one at start
-    except IdentityError as exc:
+    except (IdentityError, StoreError) as exc:
         print(f"channel-sandbox: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

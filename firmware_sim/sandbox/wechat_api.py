@@ -6,7 +6,8 @@ Two kinds of caller: the direct merchant, and a service provider (服务商) act
 sub-merchants (`sub_mch_id`, optional `sub_appid`), signing with the provider's own key. A
 sub_mch_id not bound to that provider is refused (return_code FAIL); the money of a sub-merchant's
 orders is the sub-merchant's: its orders are invisible to every other merchant and its bill
-(downloadbill with its sub_mch_id) lists only them.
+(downloadbill with its sub_mch_id) lists only them. Order and refund numbers are each merchant's
+own (the store keys them by merchant): two merchants may both use out_trade_no "MZ0001".
 Replies carry WeChat's fields and codes and are signed with the request's sign_type. Only
 out_trade_no / out_refund_no are supported as keys (not transaction_id / refund_id).
 """
@@ -180,8 +181,7 @@ class WeChatApi:
 
     def _order(self, out_trade_no: str, caller: _Caller) -> Order | None:
         """The caller's order by that number: another merchant's order does not exist for it."""
-        order = self.store.order(CHANNEL, out_trade_no)
-        return order if order is not None and order.merchant == caller.payee else None
+        return self.store.order(CHANNEL, out_trade_no, merchant=caller.payee)
 
     def _micropay(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float] | Reply:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
@@ -198,9 +198,6 @@ class WeChatApi:
         if behaviour is not None and behaviour.kind is Kind.NOREPLY:
             return Reply(200, _XML, b"", swallow=True)
         delay = behaviour.seconds if behaviour is not None and behaviour.kind is Kind.SLOW else 0.0
-        existing = self.store.order(CHANNEL, out_trade_no)
-        if existing is not None and existing.merchant != caller.payee:
-            raise _Refuse("OUT_TRADE_NO_USED", "商户订单号重复")  # the sandbox keeps one number space for all merchants
         result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, fields["body"][:128], fields.get("device_info"),
                                        merchant=caller.payee)
         if result is PayResult.PAID:
@@ -252,9 +249,7 @@ class WeChatApi:
 
     def _reverse(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float]:
         out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
-        existing = self.store.order(CHANNEL, out_trade_no)
-        if existing is not None and existing.merchant != caller.payee:
-            raise _Refuse("ORDERNOTEXIST", "此交易订单号不存在")
+        existing = self._order(out_trade_no, caller)
         if self.scripts.take("wechat_reverse_recall", code=existing.code if existing else None, channel=CHANNEL, out_trade_no=out_trade_no):
             return {"recall": "Y"}, 0.0  # "需要继续调用撤销": nothing was reversed yet
         result, _order = self.store.reverse(CHANNEL, out_trade_no, merchant=caller.payee)
@@ -272,7 +267,7 @@ class WeChatApi:
         if self._order(out_trade_no, caller) is None:
             raise _Refuse("ORDERNOTEXIST", "订单不存在")
         result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_refund_no, refund_fen, total_fen=total_fen,
-                                                  reason=fields.get("refund_desc", ""))
+                                                  reason=fields.get("refund_desc", ""), merchant=caller.payee)
         if result in (RefundResult.DONE, RefundResult.DUPLICATE):
             assert refund is not None and order is not None
             if result is RefundResult.DONE and self.notifier is not None and fields.get("notify_url"):
@@ -295,13 +290,14 @@ class WeChatApi:
     def _refundquery(self, fields: dict[str, str], caller: _Caller) -> tuple[dict[str, str], float]:
         out_refund_no = fields.get("out_refund_no")
         if out_refund_no:
-            refund = self.store.find_refund(CHANNEL, out_refund_no)
+            refund = self.store.find_refund(CHANNEL, out_refund_no, merchant=caller.payee)
             refunds = [refund] if refund is not None else []
             order = self._order(refund.out_trade_no, caller) if refund is not None else None
         else:
             out_trade_no = _required(fields, "out_trade_no", _OUT_TRADE_NO)
             order = self._order(out_trade_no, caller)
-            refunds = [r for r in self.store.refunds_for(order.code) if r.out_trade_no == out_trade_no and r.kind == "REFUND"] if order and order.code else []
+            refunds = [r for r in self.store.refunds_for(order.code) if r.out_trade_no == out_trade_no and r.merchant == caller.payee
+                       and r.kind == "REFUND"] if order and order.code else []
         if not refunds or order is None:
             raise _Refuse("REFUNDNOTEXIST", "退款订单查询失败")
         answer = {"transaction_id": order.txn_id, "out_trade_no": order.out_trade_no, "total_fee": str(order.total_fen),

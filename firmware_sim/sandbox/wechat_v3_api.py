@@ -241,8 +241,7 @@ class WeChatV3Api:
         return self._caller(merchant, partner, {**ids, ("sp_mchid" if partner else "mchid"): merchant.mchid})
 
     def _order(self, caller: _Caller, out_trade_no: str) -> Order | None:
-        order = self.store.order(CHANNEL, out_trade_no)
-        return order if order is not None and order.merchant == caller.payee else None
+        return self.store.order(CHANNEL, out_trade_no, merchant=caller.payee)  # numbers are each merchant's own
 
     # -- endpoints --------------------------------------------------------------------------------
 
@@ -260,9 +259,6 @@ class WeChatV3Api:
         if channel_of_code(code) != CHANNEL:
             kind = foreign_code(code)
             raise _Error(400, "AUTH_CODE_INVALID", FOREIGN[kind][1] if kind else "付款码无效，请重新扫码")
-        existing = self.store.order(CHANNEL, out_trade_no)
-        if existing is not None and existing.merchant != caller.payee:
-            raise _Error(400, "OUT_TRADE_NO_USED", "商户订单号重复")
         account = self.store.account(code)
         behaviour = account.behaviour if account is not None and account.channel == CHANNEL else None
         log.info("wechat v3 codepay %s code %s %d fen", out_trade_no, mask(code), total_fen)
@@ -312,9 +308,6 @@ class WeChatV3Api:
 
     def _reverse(self, caller: _Caller, out_trade_no: str) -> tuple[int, dict[str, object], float, bool]:
         _check(out_trade_no, _OUT_TRADE_NO, "out_trade_no")
-        existing = self.store.order(CHANNEL, out_trade_no)
-        if existing is not None and existing.merchant != caller.payee:
-            raise _Error(404, "ORDER_NOT_EXIST", "订单不存在")
         result, _order = self.store.reverse(CHANNEL, out_trade_no, merchant=caller.payee)
         if result is ReverseResult.EXPIRED:
             raise _Error(400, "REVERSE_EXPIRE", "订单已超过撤销期限")
@@ -346,6 +339,7 @@ class WeChatV3Api:
             raise _Error(404, "RESOURCE_NOT_EXISTS", "订单不存在")
         reason = doc.get("reason")
         result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_refund_no, int(amount["refund"]), total_fen=int(amount["total"]),
+                                                  merchant=caller.payee,
                                                   reason=reason if isinstance(reason, str) else "")
         if result in (RefundResult.DONE, RefundResult.DUPLICATE):
             assert refund is not None and order is not None
@@ -368,7 +362,7 @@ class WeChatV3Api:
         raise _Error(status, code, message)
 
     def _refund_query(self, caller: _Caller, out_refund_no: str) -> tuple[int, dict[str, object], float, bool]:
-        refund = self.store.find_refund(CHANNEL, out_refund_no)
+        refund = self.store.find_refund(CHANNEL, out_refund_no, merchant=caller.payee)
         order = self._order(caller, refund.out_trade_no) if refund is not None else None
         if refund is None or order is None:
             raise _Error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")

@@ -12,7 +12,7 @@ import pytest
 from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.channels.errors import BillDownloadError, ChannelConfigError
 from gateway.channels.wechat import WeChatPayClient, WeChatPayConfig
-from protocol.messages import ResultCode
+from protocol.messages import PayChannel, ResultCode
 from terminal.channels.base import PayState, RefundState, ReverseState
 
 DAY = datetime.date(2031, 5, 6)
@@ -69,6 +69,34 @@ def test_a_sub_merchants_orders_are_invisible_to_every_other_merchant(sandbox):
     assert _direct(sandbox).query(otn).state is PayState.NOT_FOUND
     refused = _provider(sandbox, sub_b).refund(out_trade_no=otn, out_refund_no="R" + otn, total_fen=500, refund_fen=500, reason="x")
     assert refused.state is RefundState.FAILED and refused.result_code is ResultCode.ORDER_NOT_PAID
+
+
+def test_two_hospitals_using_the_same_out_trade_no_each_get_their_own_order(sandbox):
+    """Order numbers are each merchant's own (as at WeChat Pay): hospital A (sub-merchant), hospital B
+    (sub-merchant) and a direct merchant all pay "MZ..." and each gets its own order, refund and bill
+    line; through API v2 and APIv3 alike (one order space per merchant across both APIs)."""
+    from gateway.channels import build_clients
+
+    sub_a, sub_b = sandbox.credentials["wechat_service_provider"]["sub_mch_ids"][:2]
+    otn = "MZ" + uuid.uuid4().hex[:12]
+    codes = {who: _code(sandbox) for who in ("a", "b", "direct")}
+    clients = {"a": _provider(sandbox, sub_a), "b": _provider(sandbox, sub_b), "direct": _direct(sandbox)}
+    fen = {"a": 1250, "b": 3300, "direct": 700}
+    for who, client in clients.items():
+        paid = client.pay(out_trade_no=otn, auth_code=codes[who], total_fen=fen[who], subject="门诊缴费")
+        assert paid.state is PayState.SUCCESS and paid.paid_fen == fen[who], (who, paid)
+    v3 = dict(sandbox.credentials["wechat_v3"]["service_provider"])
+    v3.pop("sub_mchids")
+    b_v3 = build_clients({"wechat": v3 | {"sub_mchid": sub_b}})[PayChannel.WECHAT]
+    assert b_v3.query(otn).paid_fen == 3300  # B's order, through the other API
+    refund = clients["a"].refund(out_trade_no=otn, out_refund_no="R" + otn, total_fen=1250, refund_fen=250, reason="x")
+    assert refund.state is RefundState.PROCESSING
+    same_number = b_v3.refund(out_trade_no=otn, out_refund_no="R" + otn, total_fen=3300, refund_fen=300, reason="x")
+    assert same_number.state is RefundState.PROCESSING and same_number.refunded_fen == 300  # B's own refund number space
+    assert {who: _balance(sandbox, codes[who]) for who in codes} == {"a": 100_00 - 1000, "b": 100_00 - 3000, "direct": 100_00 - 700}
+    assert clients["direct"].query(otn).paid_fen == 700
+    owners = [sandbox.control("GET", f"/orders/WECHAT/{otn}/{m}")["total_fen"] for m in (sub_a, sub_b, "-")]
+    assert owners == [1250, 3300, 700]
 
 
 def test_a_sub_merchant_not_bound_to_the_provider_is_refused_and_nothing_moves(sandbox):
