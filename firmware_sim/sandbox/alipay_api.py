@@ -112,6 +112,7 @@ class AlipayApi:
         delay = 0.0
         app = self.apps.get(params.get("app_id", ""))
         biz: dict[str, object] | None = None
+        caller: Caller | None = None
         try:
             if len(params) != len(pairs):
                 raise _Answer("40002", "isv.invalid-parameter", "参数重复")
@@ -123,54 +124,54 @@ class AlipayApi:
             elif method.startswith("alipay.open.auth.token.app"):
                 result = self._token_app(biz, caller) if method == "alipay.open.auth.token.app" else self._token_app_query(biz, caller)
             else:
-                result = handlers[method](biz)
+                result = handlers[method](biz, self._merchant_of(caller))
             if isinstance(result, Reply):
                 return result
             node, delay = result
             node = {"code": "10000", "msg": "Success", **node}
         except _Answer as answer:
             node = answer.node
-        if biz is not None:
-            self._announce(method, biz)  # also after an error answer: the money may have moved (SYSTEMERROR)
+        if biz is not None and caller is not None:
+            self._announce(method, biz, caller)  # also after an error answer: the money may have moved (SYSTEMERROR)
         return self._signed(node_name, node, delay, cert_mode=app is not None and app.cert_sn is not None)
 
-    def _check_owner(self, method: str, biz: dict[str, object], caller: Caller, notify_url: str | None) -> None:
-        """A trade is its merchant's: another merchant's (or another app's token's) trade does not exist for the caller."""
-        no = biz.get("out_trade_no")
-        if method == "alipay.data.dataservice.bill.downloadurl.query" or not isinstance(no, str) or _NO.fullmatch(no) is None:
-            return
-        if method in ("alipay.trade.pay", "alipay.trade.cancel"):
-            if not self.tenants.claim(no, caller, notify_url if method == "alipay.trade.pay" else None):
-                raise _Answer("40004", "ACQ.TRADE_NOT_EXIST" if method == "alipay.trade.cancel" else "ACQ.CONTEXT_INCONSISTENT",
-                              "交易不存在" if method == "alipay.trade.cancel" else "交易信息被篡改")
-            return
-        owner = self.tenants.owner(no)
-        if owner is not None and owner.seller_id != caller.seller_id:
-            raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+    def _merchant_of(self, caller: Caller) -> str:
+        """Whose order numbers the caller uses (the store's merchant): "" for our own merchant (its own app
+        and its certificate-mode app), the seller id a third-party app's token acts for otherwise."""
+        return "" if caller.seller_id == self.merchant.pid else caller.seller_id
 
-    def _announce(self, method: str, biz: dict[str, object]) -> None:
+    def _check_owner(self, method: str, biz: dict[str, object], caller: Caller, notify_url: str | None) -> None:
+        """Record which app and notify_url a merchant's trade was paid through (for its notifications). A
+        trade is its merchant's: the store keys orders by merchant, so another merchant's trade with the
+        same number is simply another trade."""
+        no = biz.get("out_trade_no")
+        if method in ("alipay.trade.pay", "alipay.trade.cancel") and isinstance(no, str) and _NO.fullmatch(no) is not None:
+            self.tenants.claim(no, caller, notify_url if method == "alipay.trade.pay" else None)
+
+    def _announce(self, method: str, biz: dict[str, object], caller: Caller) -> None:
         """Send the async notification of what this call changed (each change once)."""
         no = biz.get("out_trade_no")
         if self.notifier is None or not isinstance(no, str) or method not in ("alipay.trade.pay", "alipay.trade.query",
                                                                                 "alipay.trade.cancel", "alipay.trade.refund"):
             return
-        owner = self.tenants.owner(no)
-        order = self.store.order(CHANNEL, no)
+        owner = self.tenants.owner(no, caller.seller_id)
+        merchant = self._merchant_of(caller)
+        order = self.store.order(CHANNEL, no, merchant=merchant)
         if owner is None or not owner.notify_url or order is None or order.code is None:
             return
         if method == "alipay.trade.refund":
             request_no = biz.get("out_request_no") or no
-            refund = self.store.find_refund(CHANNEL, str(request_no), no)
-            if refund is None or not self.tenants.mark_notified(no, f"REFUND|{request_no}"):
+            refund = self.store.find_refund(CHANNEL, str(request_no), no, merchant=merchant)
+            if refund is None or not self.tenants.mark_notified(no, caller.seller_id, f"REFUND|{request_no}"):
                 return
             status = "TRADE_SUCCESS" if order.refunded_fen < order.total_fen else "TRADE_CLOSED"
             extra = {"out_biz_no": str(request_no), "refund_fee": format_yuan(order.refunded_fen), "gmt_refund": _time(refund.created_at)}
         elif order.state is OrderState.SUCCESS and order.refunded_fen == 0:
-            if owner.notified or not self.tenants.mark_notified(no, "TRADE_SUCCESS"):
+            if owner.notified or not self.tenants.mark_notified(no, caller.seller_id, "TRADE_SUCCESS"):
                 return
             status, extra = "TRADE_SUCCESS", {}
         elif order.state in (OrderState.CLOSED, OrderState.REVOKED) and method == "alipay.trade.cancel":
-            if not self.tenants.mark_notified(no, "TRADE_CLOSED"):
+            if not self.tenants.mark_notified(no, caller.seller_id, "TRADE_CLOSED"):
                 return
             status, extra = "TRADE_CLOSED", {"gmt_close": _time(order.closed_at or self.store.now())}
             if order.state is OrderState.REVOKED:
@@ -238,7 +239,7 @@ class AlipayApi:
         return {k: v for k, v in info.items() if k != "app_id"} | {"auth_methods": methods}, 0.0
 
     def trade_owner(self, out_trade_no: str) -> Reply:
-        owner = self.tenants.owner(out_trade_no)
+        owner = self.tenants.owner(out_trade_no)  # the first merchant's with that number
         if owner is None:
             return Reply(404, _JSON, json.dumps({"error": {"code": "not_found", "message": "no such trade"}}).encode())
         return Reply(200, _JSON, json.dumps({"seller_id": owner.seller_id, "app_id": owner.app_id, "auth_app_id": owner.auth_app_id,
@@ -302,7 +303,7 @@ class AlipayApi:
 
     # -- methods -----------------------------------------------------------------------------
 
-    def _pay(self, biz: dict[str, object]) -> tuple[dict[str, object], float] | Reply:
+    def _pay(self, biz: dict[str, object], merchant: str) -> tuple[dict[str, object], float] | Reply:
         out_trade_no = _text(biz, "out_trade_no", _NO)
         if biz.get("scene") != "bar_code":
             raise _Answer("40004", "ACQ.INVALID_PARAMETER", "参数无效: scene 须为 bar_code")
@@ -319,7 +320,8 @@ class AlipayApi:
             return Reply(200, _JSON, b"", swallow=True)
         delay = behaviour.seconds if behaviour is not None and behaviour.kind is Kind.SLOW else 0.0
         store_id = biz.get("store_id") or biz.get("terminal_id")
-        result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, subject[:256], str(store_id) if store_id else None)
+        result, order = self.store.pay(CHANNEL, out_trade_no, code, total_fen, subject[:256], str(store_id) if store_id else None,
+                                       merchant=merchant)
         buyer = account.buyer_id if account is not None else ""
         if result is PayResult.PAID:
             assert order is not None
@@ -352,8 +354,8 @@ class AlipayApi:
         account = self.store.account(order.code) if order.code else None
         return account.buyer_id if account is not None else ""
 
-    def _query(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
-        order = self.store.order(CHANNEL, _text(biz, "out_trade_no", _NO))
+    def _query(self, biz: dict[str, object], merchant: str) -> tuple[dict[str, object], float]:
+        order = self.store.order(CHANNEL, _text(biz, "out_trade_no", _NO), merchant=merchant)
         if order is None or order.state is OrderState.PAYERROR:
             raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
         node = self._trade(order, self._buyer(order))
@@ -369,12 +371,12 @@ class AlipayApi:
             node.update(buyer_pay_amount=amount, receipt_amount=amount, send_pay_date=_time(order.paid_at))
         return node, 0.0
 
-    def _cancel(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+    def _cancel(self, biz: dict[str, object], merchant: str) -> tuple[dict[str, object], float]:
         out_trade_no = _text(biz, "out_trade_no", _NO)
-        existing = self.store.order(CHANNEL, out_trade_no)
+        existing = self.store.order(CHANNEL, out_trade_no, merchant=merchant)
         if self.scripts.take("alipay_cancel_retry", code=existing.code if existing else None, channel=CHANNEL, out_trade_no=out_trade_no):
             raise _Answer("40004", "ACQ.SYSTEM_ERROR", "系统错误，请重试", retry_flag="Y", out_trade_no=out_trade_no)
-        result, order = self.store.reverse(CHANNEL, out_trade_no)
+        result, order = self.store.reverse(CHANNEL, out_trade_no, merchant=merchant)
         if result is ReverseResult.EXPIRED:
             raise _Answer("40004", "ACQ.TRADE_CANCEL_TIME_OUT", "不在撤销时间范围内", retry_flag="N", out_trade_no=out_trade_no)
         node: dict[str, object] = {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "retry_flag": "N"}
@@ -384,7 +386,7 @@ class AlipayApi:
             node.update(action="close")
         return node, 0.0
 
-    def _refund(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+    def _refund(self, biz: dict[str, object], merchant: str) -> tuple[dict[str, object], float]:
         out_trade_no = _text(biz, "out_trade_no", _NO)
         refund_fen = _yuan(biz, "refund_amount")
         given = biz.get("out_request_no")
@@ -392,10 +394,11 @@ class AlipayApi:
         reason = str(biz.get("refund_reason") or "")
         failed = {"out_trade_no": out_trade_no, "refund_fee": "0.00", "send_back_fee": "0.00"}
         if given in (None, ""):
-            order = self.store.order(CHANNEL, out_trade_no)
+            order = self.store.order(CHANNEL, out_trade_no, merchant=merchant)
             if order is not None and order.total_fen != refund_fen:
                 raise _Answer("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "撤销或退款金额与订单金额不一致", **failed)
-        result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_request_no, refund_fen, total_fen=None, reason=reason)
+        result, refund, order = self.store.refund(CHANNEL, out_trade_no, out_request_no, refund_fen, total_fen=None, reason=reason,
+                                                  merchant=merchant)
         if result in (RefundResult.DONE, RefundResult.DUPLICATE):
             assert refund is not None and order is not None
             moved = result is RefundResult.DONE and not self.scripts.take("alipay_fund_change_n", code=order.code, channel=CHANNEL,
@@ -413,14 +416,14 @@ class AlipayApi:
         }[result]
         raise _Answer("40004", *sub, **failed)
 
-    def _refund_query(self, biz: dict[str, object]) -> tuple[dict[str, object], float]:
+    def _refund_query(self, biz: dict[str, object], merchant: str) -> tuple[dict[str, object], float]:
         out_trade_no = _text(biz, "out_trade_no", _NO)
         given = biz.get("out_request_no")
         out_request_no = _text(biz, "out_request_no", _NO) if given not in (None, "") else out_trade_no
-        order = self.store.order(CHANNEL, out_trade_no)
+        order = self.store.order(CHANNEL, out_trade_no, merchant=merchant)
         if order is None or order.code is None:
             raise _Answer("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
-        refund = self.store.find_refund(CHANNEL, out_request_no, out_trade_no)
+        refund = self.store.find_refund(CHANNEL, out_request_no, out_trade_no, merchant=merchant)
         if refund is None:
             return {}, 0.0  # Alipay answers "nothing found" with a bare success
         node: dict[str, object] = {"trade_no": order.txn_id, "out_trade_no": out_trade_no, "out_request_no": out_request_no,
@@ -430,9 +433,8 @@ class AlipayApi:
         return {**node, "refund_status": "REFUND_SUCCESS", "gmt_refund_pay": _time(refund.created_at)}, 0.0
 
     def _mine(self, seller_id: str, paid: list[Order], refunds: list[tuple[Refund, Order]]) -> tuple[list[Order], list[tuple[Refund, Order]]]:
-        """The part of a day that is `seller_id`'s (a trade without a recorded owner is the own app's merchant's)."""
-        sellers = self.tenants.sellers(sorted({o.out_trade_no for o in paid} | {o.out_trade_no for _, o in refunds}))
-        owns = lambda o: sellers.get(o.out_trade_no, self.merchant.pid) == seller_id  # noqa: E731
+        """The part of a day that is `seller_id`'s (the store's merchant "" is our own merchant)."""
+        owns = lambda o: (o.merchant or self.merchant.pid) == seller_id  # noqa: E731
         return [o for o in paid if owns(o)], [(r, o) for r, o in refunds if owns(o)]
 
     def _bill_url(self, biz: dict[str, object], seller_id: str = "") -> tuple[dict[str, object], float]:

@@ -58,8 +58,18 @@ CREATE TABLE IF NOT EXISTS auth_codes(code TEXT PRIMARY KEY, app_id TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS app_tokens(token TEXT PRIMARY KEY, refresh_token TEXT NOT NULL UNIQUE, app_id TEXT NOT NULL,
     seller_id TEXT NOT NULL, auth_app_id TEXT NOT NULL, issued_at REAL NOT NULL, expires_at REAL NOT NULL, re_expires_at REAL NOT NULL,
     expires_in INTEGER NOT NULL, re_expires_in INTEGER NOT NULL, refreshed_at REAL, ends_at REAL);
-CREATE TABLE IF NOT EXISTS trades(out_trade_no TEXT PRIMARY KEY, seller_id TEXT NOT NULL, app_id TEXT NOT NULL,
-    auth_app_id TEXT NOT NULL, notify_url TEXT, notified TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS trades(out_trade_no TEXT NOT NULL, seller_id TEXT NOT NULL, app_id TEXT NOT NULL,
+    auth_app_id TEXT NOT NULL, notify_url TEXT, notified TEXT NOT NULL DEFAULT '', PRIMARY KEY (seller_id, out_trade_no));
+"""
+# A data dir from before per-merchant order numbers keyed trades by out_trade_no alone: same rows, new key.
+_REKEY_TRADES = """
+BEGIN IMMEDIATE;
+ALTER TABLE trades RENAME TO trades_v1;
+CREATE TABLE trades(out_trade_no TEXT NOT NULL, seller_id TEXT NOT NULL, app_id TEXT NOT NULL,
+    auth_app_id TEXT NOT NULL, notify_url TEXT, notified TEXT NOT NULL DEFAULT '', PRIMARY KEY (seller_id, out_trade_no));
+INSERT INTO trades SELECT out_trade_no, seller_id, app_id, auth_app_id, notify_url, notified FROM trades_v1;
+DROP TABLE trades_v1;
+COMMIT;
 """
 
 
@@ -117,6 +127,9 @@ class Tenants:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        keyed = [row[1] for row in self._db.execute("PRAGMA table_info(trades)") if row[5]]  # the primary key's columns
+        if keyed == ["out_trade_no"]:
+            self._db.executescript(_REKEY_TRADES)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -213,39 +226,37 @@ class Tenants:
         return (row[0], row[1], row[2])
 
     def claim(self, out_trade_no: str, caller: Caller, notify_url: str | None) -> bool:
-        """Record the trade as the caller's; False if it belongs to another merchant."""
+        """Record the caller's merchant's trade (numbers are each merchant's own); True."""
         with self._lock:
-            row = self._db.execute("SELECT seller_id FROM trades WHERE out_trade_no = ?", (out_trade_no,)).fetchone()
+            row = self._db.execute("SELECT 1 FROM trades WHERE seller_id = ? AND out_trade_no = ?", (caller.seller_id, out_trade_no)).fetchone()
             if row is not None:
-                if row[0] != caller.seller_id:
-                    return False
                 if notify_url:
-                    self._db.execute("UPDATE trades SET notify_url = ? WHERE out_trade_no = ?", (notify_url, out_trade_no))
+                    self._db.execute("UPDATE trades SET notify_url = ? WHERE seller_id = ? AND out_trade_no = ?",
+                                     (notify_url, caller.seller_id, out_trade_no))
                 return True
             self._db.execute("INSERT INTO trades (out_trade_no, seller_id, app_id, auth_app_id, notify_url) VALUES (?, ?, ?, ?, ?)",
                              (out_trade_no, caller.seller_id, caller.app.app_id, caller.auth_app_id, notify_url))
             return True
 
-    def owner(self, out_trade_no: str) -> TradeOwner | None:
+    def owner(self, out_trade_no: str, seller_id: str | None = None) -> TradeOwner | None:
+        """The merchant's trade (`seller_id`), or without one the first merchant's with that number."""
         with self._lock:
-            row = self._db.execute("SELECT seller_id, app_id, auth_app_id, notify_url, notified FROM trades WHERE out_trade_no = ?",
-                                   (out_trade_no,)).fetchone()
+            row = self._db.execute("SELECT seller_id, app_id, auth_app_id, notify_url, notified FROM trades WHERE out_trade_no = ?"
+                                   + (" AND seller_id = ?" if seller_id is not None else " ORDER BY rowid LIMIT 1"),
+                                   (out_trade_no, seller_id) if seller_id is not None else (out_trade_no,)).fetchone()
         return None if row is None else TradeOwner(*row)
 
-    def sellers(self, out_trade_nos: list[str]) -> dict[str, str]:
-        """{out_trade_no: seller_id} of those trades that have an owner recorded."""
-        found: dict[str, str] = {}
+    def trades_of_others(self, own_seller_id: str) -> list[tuple[str, str]]:
+        """(seller_id, out_trade_no) of every trade not of `own_seller_id` (re-keying a migrated ledger)."""
         with self._lock:
-            for i in range(0, len(out_trade_nos), 500):
-                chunk = out_trade_nos[i:i + 500]
-                rows = self._db.execute(f"SELECT out_trade_no, seller_id FROM trades WHERE out_trade_no IN ({','.join('?' * len(chunk))})", chunk)
-                found.update(dict(rows.fetchall()))
-        return found
+            return [(str(r[0]), str(r[1])) for r in self._db.execute(
+                "SELECT seller_id, out_trade_no FROM trades WHERE seller_id != ?", (own_seller_id,)).fetchall()]
 
-    def mark_notified(self, out_trade_no: str, state: str) -> bool:
-        """True the first time `state` is announced for the trade (so each change is sent once)."""
+    def mark_notified(self, out_trade_no: str, seller_id: str, state: str) -> bool:
+        """True the first time `state` is announced for the merchant's trade (so each change is sent once)."""
         with self._lock:
-            cur = self._db.execute("UPDATE trades SET notified = ? WHERE out_trade_no = ? AND notified != ?", (state, out_trade_no, state))
+            cur = self._db.execute("UPDATE trades SET notified = ? WHERE seller_id = ? AND out_trade_no = ? AND notified != ?",
+                                   (state, seller_id, out_trade_no, state))
             return cur.rowcount == 1
 
 

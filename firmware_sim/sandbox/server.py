@@ -95,6 +95,9 @@ class Sandbox:
         assert identity.isv_public_key is not None and identity.cert_app_public_key is not None
         self.certs = ensure_certificates(os.path.join(self.data_dir, "keys"), identity.alipay_private_key, identity.cert_app_public_key)
         self.tenants = Tenants(os.path.join(self.data_dir, "alipay.sqlite3"))
+        if self.store.migrated_from is not None:  # a ledger from before per-merchant numbers: its third-party Alipay
+            for seller_id, out_trade_no in self.tenants.trades_of_others(identity.alipay_pid):  # trades move to their merchant
+                self.store.assign_merchant("ALIPAY", out_trade_no, seller_id)
         self.notifier = Notifier(identity.alipay_private_key, self.stopping)
         apps = [AlipayApp(identity.alipay_isv_app_id, identity.alipay_isv_pid, identity.isv_public_key),
                 AlipayApp(identity.alipay_cert_app_id, identity.alipay_pid, identity.cert_app_public_key, cert_sn=self.certs.app_cert_sn)]

@@ -131,3 +131,32 @@ def test_a_data_dir_from_before_per_merchant_numbers_is_migrated(tmp_path):
     newer.close()
     with pytest.raises(StoreError, match="newer than this sandbox"):
         Store(path)
+
+
+def test_alipay_trades_of_a_data_dir_from_before_per_merchant_numbers_are_rekeyed(tmp_path):
+    import sqlite3
+
+    from firmware_sim.sandbox.alipay_tenants import Tenants
+
+    path = str(tmp_path / "alipay.sqlite3")
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE trades(out_trade_no TEXT PRIMARY KEY, seller_id TEXT NOT NULL, app_id TEXT NOT NULL, auth_app_id TEXT NOT NULL,
+            notify_url TEXT, notified TEXT NOT NULL DEFAULT '');
+        INSERT INTO trades VALUES ('ISV-1', '2088000000000001', '2021000000000001', '2021000000000009', 'http://x/notify', 'TRADE_SUCCESS');
+        INSERT INTO trades VALUES ('OWN-1', '2088000000000000', '2021000000000000', '2021000000000000', NULL, '');""")
+    old.close()
+    tenants = Tenants(path)
+    owner = tenants.owner("ISV-1", "2088000000000001")
+    assert owner is not None and (owner.notify_url, owner.notified) == ("http://x/notify", "TRADE_SUCCESS")
+    assert tenants.owner("ISV-1", "2088000000000002") is None
+    assert tenants.trades_of_others("2088000000000000") == [("2088000000000001", "ISV-1")]
+    tenants.close()
+    # the ledger's Alipay orders of that time were all under the default merchant: the sandbox moves them
+    store = Store(str(tmp_path / "ledger.sqlite3"))
+    code = store.create_account("ALIPAY", new_code("ALIPAY"), Behaviour(Kind.SUCCESS), 5000, "b")
+    assert code is not None
+    store.pay("ALIPAY", "ISV-1", code.code, 100, "x", None)
+    assert store.assign_merchant("ALIPAY", "ISV-1", "2088000000000001")
+    assert store.order("ALIPAY", "ISV-1") is None and store.order("ALIPAY", "ISV-1", merchant="2088000000000001") is not None
+    store.close()

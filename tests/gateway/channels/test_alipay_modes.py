@@ -85,6 +85,31 @@ def test_a_third_party_app_pays_for_the_merchant_that_authorised_it(sandbox):
     assert other.refund_query(out_trade_no="ISV-1", out_refund_no="ISV-1-R1").state is RefundState.NOT_FOUND
 
 
+def test_two_hospitals_using_the_same_out_trade_no_each_get_their_own_trade(sandbox):
+    """Alipay's out_trade_no is each merchant's own: two hospitals authorising our third-party app and
+    the sandbox's own merchant all pay "MZ..." and each gets its own trade, refund and notification owner."""
+    import uuid
+
+    first, second = control(sandbox, "POST", "/alipay/app-auth"), control(sandbox, "POST", "/alipay/app-auth")
+    clients = {"first": third_party(sandbox, first["app_auth_token"]), "second": third_party(sandbox, second["app_auth_token"]),
+               "own": client({"gateway": sandbox.url + "/gateway.do", "app_id": sandbox.identity.alipay_app_id,
+                              "private_key_pem": sandbox.identity.app_private_key_path,
+                              "alipay_public_key_pem": sandbox.identity.alipay_public_key_path})}
+    otn, fen = "MZ" + uuid.uuid4().hex[:12], {"first": 1250, "second": 3300, "own": 700}
+    codes = {who: new_code(sandbox) for who in clients}
+    for who, c in clients.items():
+        paid = c.pay(out_trade_no=otn, auth_code=codes[who], total_fen=fen[who], subject="门诊缴费")
+        assert (paid.state, paid.paid_fen) == (PayState.SUCCESS, fen[who]), (who, paid)
+    refund = clients["second"].refund(out_trade_no=otn, out_refund_no=otn + "-R1", total_fen=3300, refund_fen=300, reason="退费")
+    assert (refund.state, refund.refunded_fen) == (RefundState.SUCCESS, 300)
+    # the first hospital's trade of that number has no such refund (Alipay answers a bare success: unconfirmed)
+    assert clients["first"].refund_query(out_trade_no=otn, out_refund_no=otn + "-R1").state is RefundState.UNCONFIRMED
+    balances = {who: control(sandbox, "GET", f"/accounts/{codes[who]}")["balance_fen"] for who in codes}
+    assert balances == {"first": 500_00 - 1250, "second": 500_00 - 3000, "own": 500_00 - 700}
+    owners = {m: control(sandbox, "GET", f"/orders/ALIPAY/{otn}/{m}")["total_fen"] for m in (first["user_id"], second["user_id"], "-")}
+    assert owners == {first["user_id"]: 1250, second["user_id"]: 3300, "-": 700}
+
+
 @pytest.mark.parametrize("which", ["unknown", "another_app"])
 def test_a_token_not_authorised_to_the_app_is_refused_and_nothing_is_charged(sandbox, which):
     token = "202412BBnotatoken" if which == "unknown" else control(sandbox, "POST", "/alipay/app-auth",
