@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,8 @@ def _v3_secrets_without_platform_key(creds: dict) -> dict[str, str]:
 
 def _onboard(fleet, sandbox: SandboxProcess, who: str) -> str:
     """H001 pays through APIv3 directly or as our sub-merchant; the signing mchid."""
-    creds = sandbox.credentials["wechat_v3"]["direct" if who == "direct" else "service_provider"]
+    v3: Any = sandbox.credentials["wechat_v3"]
+    creds = v3["direct" if who == "direct" else "service_provider"]
     if who == "direct":
         fleet.directory.set_merchant_key("H001", PayChannel.WECHAT, creds["mchid"], _v3_secrets_without_platform_key(creds), actor=ACTOR)
     else:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pytest
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.channels import wechat_v3_certs as certs
+from gateway.channels import wechat_v3_codec as v3
 from gateway.channels.errors import ChannelConfigError
 from gateway.channels.settings import _config
 from gateway.channels.wechat_v3 import WeChatPayV3Client, WeChatPayV3Config
@@ -44,9 +45,10 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
 
 
 def _config_of(sandbox: SandboxProcess, who: str = "direct") -> WeChatPayV3Config:
-    settings = {k: v for k, v in sandbox.credentials["wechat_v3"][who].items() if k not in PLATFORM_FIELDS and k != "sub_mchids"}
+    v3: Any = sandbox.credentials["wechat_v3"]
+    settings = {k: v for k, v in v3[who].items() if k not in PLATFORM_FIELDS and k != "sub_mchids"}
     if who == "service_provider":
-        settings["sub_mchid"] = sandbox.credentials["wechat_v3"]["service_provider"]["sub_mchids"][0]
+        settings["sub_mchid"] = v3["service_provider"]["sub_mchids"][0]
     return _config(WeChatPayV3Config, "wechat", settings, None)
 
 
@@ -94,7 +96,7 @@ def test_an_operator_pin_that_does_not_match_is_refused_and_nothing_is_kept(sand
 def test_another_merchants_apiv3_key_does_not_open_the_list(sandbox) -> None:
     config = _config_of(sandbox)
     wrong = WeChatPayV3Config(**{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "apiv3_key": "k" * 32})
-    with pytest.raises(certs.CertificateListError.__mro__[1]) as refused:  # WeChatV3Error: the resource's own code
+    with pytest.raises(v3.WeChatV3Error) as refused:  # the resource's own code, not the list's
         WeChatPayV3Client(wrong, certificates=MemoryStore()).refresh_certificates()
     assert refused.value.code == "wechat_v3_resource"
 
