@@ -143,7 +143,8 @@ def cmd_vault_rewrap(args: argparse.Namespace) -> int:
     d = _directory(args)
     counts = d.rewrap_vault(actor=args.actor)
     _out(f"sealed again under master key {d.vault.key_id.hex()}: {counts['merchant_keys']} merchant credential(s), "
-         f"{counts['his_keys']} HIS key(s), {counts['provider_keys']} provider credential(s); once every gateway runs with this key alone, drop the previous one "
+         f"{counts['his_keys']} HIS key(s), {counts['provider_keys']} provider credential(s), "
+         f"{counts['wechat_platform_certs']} WeChat Pay platform certificate(s); once every gateway runs with this key alone, drop the previous one "
          "(keep it as long as backups made before today are kept)")
     return EXIT_OK
 

@@ -329,7 +329,7 @@ class Directory:
     def rewrap_vault(self, *, actor: str) -> dict[str, int]:
         """Seal again, under the vault's current master key, every value sealed under a previous one
         (merchant credentials of every version, HIS keys): one transaction, audited. Rows rewrapped."""
-        counts = {"merchant_keys": 0, "his_keys": 0, "provider_keys": 0}
+        counts = {"merchant_keys": 0, "his_keys": 0, "provider_keys": 0, "wechat_platform_certs": 0}
         with self.db.transaction() as tx:
             for hospital_id, channel, version, sealed in tx.all(
                     "SELECT hospital_id, channel, version, sealed FROM merchant_keys" + tx.for_update):
@@ -353,6 +353,16 @@ class Directory:
                 tx.execute("UPDATE provider_keys SET sealed = ? WHERE channel = ? AND version = ?",
                            (self.vault.seal(self.vault.open(bytes(sealed), where), where), channel, version))
                 counts["provider_keys"] += 1
+            # WeChat Pay platform certificates the gateway downloaded
+            from gateway.wechat_certificates import sealed_where  # it imports this module
+
+            for mchid, serial, sealed in tx.all("SELECT mchid, serial_no, sealed FROM wechat_platform_certs" + tx.for_update):
+                if self.vault.is_current(bytes(sealed)):
+                    continue
+                where = sealed_where(mchid, serial)
+                tx.execute("UPDATE wechat_platform_certs SET sealed = ? WHERE mchid = ? AND serial_no = ?",
+                           (self.vault.seal(self.vault.open(bytes(sealed), where), where), mchid, serial))
+                counts["wechat_platform_certs"] += 1
             self._audit(tx, actor, "vault.rewrap", "master_key", to_key_id=self.vault.key_id.hex(), **counts)
         return counts
 

@@ -55,7 +55,8 @@ REFRESH_BEFORE_EXPIRY_S = 7 * 86400.0
 REFRESH_RETRY_S = 900.0
 
 
-def _where(mchid: str, serial: str) -> str:
+def sealed_where(mchid: str, serial: str) -> str:
+    """What a certificate's sealed value is bound to (the vault's associated data)."""
     return f"wechat_cert|{mchid}|{serial}"
 
 
@@ -75,7 +76,7 @@ class DatabaseCertificateStore:
                           (self.mchid,))
         found = []
         for serial, effective, expire, sealed in rows:
-            pem = self.vault.open(bytes(sealed), _where(self.mchid, serial)).decode("ascii")
+            pem = self.vault.open(bytes(sealed), sealed_where(self.mchid, serial)).decode("ascii")
             found.append(certs.PlatformCertificate(serial, int(effective), int(expire), pem))
         return found
 
@@ -96,7 +97,7 @@ class DatabaseCertificateStore:
                     continue
                 tx.execute("INSERT INTO wechat_platform_certs (mchid, serial_no, effective_at, expire_at, sealed, signed_by, fetched_at) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (self.mchid, cert.serial_no, cert.effective_at, cert.expire_at,
-                                                             self.vault.seal(cert.pem.encode("ascii"), _where(self.mchid, cert.serial_no)),
+                                                             self.vault.seal(cert.pem.encode("ascii"), sealed_where(self.mchid, cert.serial_no)),
                                                              signed_by, now))
                 added.append(cert.serial_no)
             tx.execute("UPDATE wechat_platform_certs SET fetched_at = ? WHERE mchid = ?", (now, self.mchid))

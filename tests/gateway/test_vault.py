@@ -77,8 +77,15 @@ def test_rewrap_moves_every_sealed_value_to_the_new_master_key(db) -> None:
     from gateway.tenancy import Directory
 
     rotating = Directory(db, Vault(new_key, previous=[old_key]))
-    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 2, "his_keys": 1, "provider_keys": 0}
-    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 0, "his_keys": 0, "provider_keys": 0}  # nothing left under the old key
+    from gateway.channels.wechat_v3_certs import PlatformCertificate
+    from gateway.wechat_certificates import DatabaseCertificateStore
+
+    DatabaseCertificateStore(db, fleet.directory.vault, "1900000109").save([PlatformCertificate("5A", 1, 2, "-----BEGIN CERTIFICATE-----")],
+                                                                            signed_by="5A")
+    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 2, "his_keys": 1, "provider_keys": 0, "wechat_platform_certs": 1}
+    assert rotating.rewrap_vault(actor="alice") == {"merchant_keys": 0, "his_keys": 0, "provider_keys": 0,
+                                                    "wechat_platform_certs": 0}  # nothing left under the old key
+    assert [c.serial_no for c in DatabaseCertificateStore(db, Vault(new_key), "1900000109").load()] == ["5A"]
     only_new = Directory(db, Vault(new_key))
     assert only_new.merchant_key("H001", PayChannel.WECHAT).secrets == {"api_key": "L" * 32}
     assert [k.secret for k in only_new.his_keyring("H001") if k.kid == "k1"] == [bytes(32)]
