@@ -13,6 +13,7 @@ import pytest
 
 from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.admin import main as admin
+from gateway.alarms import Alarms
 from gateway.api import GatewayHttpServer
 from gateway.channel_clients import ChannelFactory
 from gateway.channel_work import ChannelWork
@@ -149,6 +150,15 @@ def test_the_job_refreshes_each_merchants_list_and_picks_up_a_rotation(db, tmp_p
         code = sandbox.issue_code("WECHAT", "100.00")["code"]
         outcome = channels.client("H001", PayChannel.WECHAT).pay(out_trade_no="C" + order(), auth_code=code, total_fen=1250, subject="x")
         assert outcome.state is PayState.SUCCESS, outcome
+        # A rotation the gateway misses (listed and switched between two refreshes): the next list is signed by a
+        # certificate nothing held vouches for. Not believed; a person is told what to check.
+        requests.post(f"{sandbox.url}/sandbox/v1/wechat/platform-certificates/rotate", json={"switch": True}, timeout=30).raise_for_status()
+        clock[0] += REFRESH_EVERY_S + 1
+        report = work.run_due()
+        assert report.certificates == [] and len(report.errors) == 1 and "wechat_v3_certificates_unverified" in report.errors[0]
+        [alarm] = Alarms(db).list(hospital_id="H001")
+        assert alarm.reason == "platform_certificates" and "--expect-serial" in alarm.message
+        assert len(store.load()) == 2  # nothing added
 
 
 def test_a_refund_notification_signed_with_a_downloaded_certificate_settles_the_refund(db, sandbox) -> None:
