@@ -66,9 +66,9 @@ def merchant_settings(credentials: dict) -> dict[PayChannel, tuple[str, dict[str
 def _v3_settings(section: dict) -> dict[str, str]:
     def pem(path: str) -> str:
         return Path(path).read_text(encoding="ascii")
+    # No platform key pasted: the gateway downloads the platform certificates (`onboard` pins the first).
     return {"api_version": "v3", "base_url": section["base_url"], "appid": section["appid"], "merchant_serial_no": section["merchant_serial_no"],
-            "private_key_pem": pem(section["private_key_pem"]), "apiv3_key": section["apiv3_key"],
-            "platform_public_key_pem": pem(section["platform_public_key_pem"]), "platform_public_key_id": section["platform_public_key_id"]}
+            "private_key_pem": pem(section["private_key_pem"]), "apiv3_key": section["apiv3_key"]}
 
 
 def wechat_settings(credentials: dict, setup: str) -> tuple[str, dict[str, str], tuple[str, dict[str, str]] | None]:
@@ -171,6 +171,19 @@ class DemoGateway:
             if not unchanged:
                 d.set_merchant_key(hospital_id, channel, merchant_id, secrets, actor=ACTOR)
         d.add_his_keys(hospital_id, parse_keyfile(keys_text, "bridge keys"), actor=ACTOR)
+        if wechat.startswith("v3"):
+            self._download_platform_certificates(hospital_id if provider is None else None, credentials)
+
+    def _download_platform_certificates(self, hospital_id: str | None, credentials: dict) -> None:
+        """`gateway-admin wechat certificates refresh` as an operator would run it once, pinning the
+        certificate the sandbox made first (the operator's out-of-band check)."""
+        from gateway.channels.wechat_v3_codec import certificate_serial
+
+        client = ChannelFactory(self.tenancy).wechat_v3_client(hospital_id)
+        if client.platform_serials():
+            return  # held already (a re-run): the job keeps them fresh
+        first = certificate_serial(Path(credentials["wechat_v3"]["direct"]["platform_certificate_pem"]).read_text(encoding="ascii"))
+        client.refresh_certificates(expect_serial=first)
 
     def _set_provider(self, channel: PayChannel, wanted: tuple[str, dict[str, str]]) -> None:
         try:
