@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from gateway import migrations
-from gateway.db import open_database
+from gateway.db import Dialect, open_database
 from gateway.errors import GatewayCode, GatewayError
 
 
@@ -30,7 +30,6 @@ def test_a_migration_that_landed_after_a_higher_one_still_runs(raw_db) -> None:
     with raw_db.transaction() as tx:  # what the code without migration 5 did: 8 applied on top of 4
         eight = next(m for m in migrations.MIGRATIONS if m.version == 8)
         for statement in eight.statements:
-            assert isinstance(statement, str)  # 8 has no engine-specific statement
             tx.execute(statement.format(**migrations._SPELLING[tx.dialect]))
         tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (8, ?, 0)", (eight.name,))
     assert raw_db.migrate() == migrations.LATEST
@@ -39,6 +38,27 @@ def test_a_migration_that_landed_after_a_higher_one_still_runs(raw_db) -> None:
         marks = tx.scalar("SELECT COUNT(*) FROM device_journal_marks")  # migration 5's table exists
     assert applied == numbers and marks == 0 and late.version in applied
     assert raw_db.migrate() == migrations.LATEST  # and only once
+
+
+@pytest.mark.parametrize("first", [10, 11])
+def test_the_job_kinds_of_10_and_11_both_hold_whichever_ran_first(raw_db, first) -> None:
+    """Migrations 10 (wechat_certs) and 11 (alipay_token), written on parallel branches, each change
+    jobs.kind's CHECK: whichever order a database gets them in, both kinds are accepted afterwards."""
+    migrations.migrate(raw_db, upto=8)
+    with raw_db.transaction() as tx:  # what a gateway knowing only `first` did
+        m = next(m for m in migrations.MIGRATIONS if m.version == first)
+        statements = m.postgres if tx.dialect is Dialect.POSTGRES and m.postgres is not None else m.statements
+        for statement in statements:
+            tx.execute(statement.format(**migrations._SPELLING[tx.dialect]))
+        tx.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)", (first, m.name))
+    assert raw_db.migrate() == migrations.LATEST
+    with raw_db.transaction() as tx:
+        tx.execute("INSERT INTO hospitals (hospital_id, name, mode, txn_limit_fen, created_at) VALUES ('H1', 'h', 'direct', 100, 0)")
+        for kind in ("payment", "refund", "bills", "wechat_certs", "alipay_token"):
+            tx.execute("INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES (?, 'H1', 's', 0, 0)", (kind,))
+    with pytest.raises(Exception):  # noqa: B017 - either engine's CHECK violation
+        with raw_db.transaction() as tx:
+            tx.execute("INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES ('nonsense', 'H1', 's', 0, 0)")
 
 
 def test_two_processes_migrating_at_once_apply_each_migration_once(raw_db) -> None:
