@@ -344,6 +344,9 @@ class WeChatPayV3Client:
         if key is None:
             return (f"signed with platform key {serial[:64]!r}, which this gateway does not hold for this merchant "
                     "(gateway-admin wechat certificates show / refresh)")
+        downloaded = self._downloaded.get(serial)
+        if downloaded is not None and serial not in self._configured and not downloaded.valid_at(self._clock()):
+            return f"signed with platform certificate {serial[:64]}, which is valid only from {downloaded.effective_at} to {downloaded.expire_at}"
         try:
             text = reply.body.decode("utf-8")
         except UnicodeDecodeError:

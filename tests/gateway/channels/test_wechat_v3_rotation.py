@@ -167,3 +167,13 @@ def test_the_sdk_downloads_and_opens_the_same_list_and_pays_with_it(sandbox) -> 
     assert status == 200 and json.loads(body)["trade_state"] == "SUCCESS"  # the SDK raises on a reply that does not verify
     status, body = pay.query(out_trade_no=otn)
     assert status == 200 and json.loads(body)["amount"]["total"] == 1250
+
+
+def test_a_reply_signed_with_a_certificate_out_of_its_validity_is_not_believed(sandbox) -> None:
+    import time
+
+    store = MemoryStore()
+    (cert,) = WeChatPayV3Client(_config_of(sandbox), certificates=MemoryStore()).refresh_certificates()
+    store.held[cert.serial_no] = certs.PlatformCertificate(cert.serial_no, cert.effective_at, int(time.time()) - 10, cert.pem)  # ended
+    outcome = _pay(sandbox, WeChatPayV3Client(_config_of(sandbox), certificates=store))
+    assert outcome.state is PayState.UNVERIFIED and "valid only" in (outcome.message or ""), outcome
