@@ -48,6 +48,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from local_storage.atomic_file import atomic_text_writer
 from protocol.amount import DEFAULT_LIMIT_FEN, format_yuan, parse_yuan
 from protocol.limits import format_limits
 from protocol.errors import ProtocolError
@@ -55,7 +56,6 @@ from protocol.keyfile import KeyFileError, parse_keyfile
 from protocol.messages import PayChannel
 
 from gateway.alarms import Alarms
-from gateway.atomic_file import atomic_text_writer
 from gateway.db import Database, open_database
 from gateway.errors import GatewayCode, GatewayError
 from gateway.ledger import BUSINESS_TZ

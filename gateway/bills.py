@@ -25,9 +25,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from local_storage.atomic_file import write_atomically
+from local_storage.private_files import make_private_dirs
 from protocol.messages import PayChannel
 
-from gateway.atomic_file import write_atomically as _write_atomically
 from gateway.channel_clients import ChannelFactory
 from gateway.channels.errors import BillDownloadError
 from gateway.errors import GatewayCode, GatewayError
@@ -48,6 +49,12 @@ BILLS_READY_AT = datetime.time(10, 0)
 # A bill not there yet (or a channel away) is asked for again this often.
 BILLS_RETRY_S = 1800.0
 
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A bill, whole or not at all, in a folder only the gateway's user can read (0700: merchants' trades)."""
+    make_private_dirs(path.parent)
+    write_atomically(path, data)
 
 def bill_path(root: Path, hospital_id: str, channel: PayChannel, day: datetime.date) -> Path:
     return root / hospital_id / BILL_NAMES[channel].format(day=day.isoformat())
@@ -79,13 +86,13 @@ class BillFetcher:
                 data = client.download_bill(day)
             except BillDownloadError as exc:
                 if exc.no_bill:
-                    _write_atomically(no_bill_path(self.root, hospital_id, channel, day), b"")
+                    _write_private(no_bill_path(self.root, hospital_id, channel, day), b"")
                     saved[channel] = None
                     continue
                 failed.append(f"{channel.value}: {exc}")
                 continue
             path = bill_path(self.root, hospital_id, channel, day)
-            _write_atomically(path, data)
+            _write_private(path, data)
             no_bill_path(self.root, hospital_id, channel, day).unlink(missing_ok=True)
             saved[channel] = path
         if failed:

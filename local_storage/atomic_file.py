@@ -4,9 +4,8 @@ A reader (or the process after a power cut) finds either the old file or the new
 one and never an empty one: the data is on the disk before the rename makes it the file, and the
 rename is on the disk before the call returns. Every process that keeps files it later trusts
 uses this (the bridge's key file, registries, journal backups and archives; the POS's journal
-backups; the field tool's device records; reconciliation's downloaded bills; the simulator's state),
-so the sequence is written once. The gateway, which may not import this package
-(tests/test_structure.py), has its own twin, gateway/atomic_file.py.
+backups; the field tool's device records; reconciliation's and the gateway's downloaded bills; the
+gateway's ledger exports; the simulator's state), so the sequence is written once.
 
     write_atomically(path, data, private=True)                 # bytes or str (UTF-8), mode 0600
     with atomic_text_writer(path) as f: f.write(...)           # streamed (atomic_writer: bytes)

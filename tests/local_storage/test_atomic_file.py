@@ -1,5 +1,5 @@
-"""Files replaced whole or not at all (local_storage/atomic_file.py, and its gateway twin
-gateway/atomic_file.py, held to the same behaviour here so the two cannot drift apart).
+"""Files replaced whole or not at all (local_storage/atomic_file.py: the bridge, the POS, the field
+tool, reconciliation, the simulator and the gateway all write through it).
 
 What a user would notice: a reader, or the process after a crash, finds the old file or the new
 one, never half of one, and no temporary file is left beside it; a key file is never readable by
@@ -17,11 +17,10 @@ from types import ModuleType
 
 import pytest
 
-import gateway.atomic_file as gateway_twin
 import local_storage.atomic_file as local_storage
 
 
-@pytest.fixture(params=[local_storage, gateway_twin], ids=["local_storage", "gateway"])
+@pytest.fixture(params=[local_storage], ids=["local_storage"])
 def atomic(request) -> ModuleType:
     return request.param
 
@@ -96,7 +95,7 @@ with atomic_writer(Path(sys.argv[1])) as f:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="kill -9")
-@pytest.mark.parametrize("module", ["local_storage.atomic_file", "gateway.atomic_file"])
+@pytest.mark.parametrize("module", ["local_storage.atomic_file"])
 def test_a_process_killed_mid_write_leaves_the_old_file(module: str, tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(b'{"old": true}\n')
