@@ -127,7 +127,7 @@ _ENTRIES: dict[str, Text] = {
     "result.refunded": Text("退款成功", "Refund done"),
     "result.not_collected": Text("未收款", "Not paid"),
     "result.not_refunded": Text("未退款", "Not refunded"),
-    "result.duplicate": Text("重复订单", "Already paid"),
+    "result.duplicate": Text("重复订单", "Duplicate order"),
     "result.expired": Text("指令已过期", "Instruction expired"),
     "result.withdrawn": Text("HIS 已撤回指令", "Withdrawn by HIS"),
     "detail.order_no": Text("订单号", "Order"),

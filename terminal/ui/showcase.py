@@ -75,6 +75,10 @@ def views() -> dict[str, ScreenView]:
                       ResultCode.EXPIRED, "HIS-000007")
     withdrawn = _result(ORDER_NO, Direction.REFUND, 36_80, PayStatus.REFUND_FAILED, T0 + 150, None, "",
                         ResultCode.WITHDRAWN, "HIS-000008")
+    # The same order sent to two windows: the other window's patient paid first, the gateway refused
+    # this one before calling the channel (nothing charged here).
+    elsewhere = _result("MZ20261123000126", Direction.COLLECT, 45_60, PayStatus.FAILED, T0 + 180, PayChannel.ALIPAY, "",
+                        ResultCode.DUPLICATE_ORDER, "HIS-000009")
     supervisor: dict[str, object] = dict(REFUND, screen=Screen.AWAITING_SUPERVISOR, state=State.AWAITING_SUPERVISOR,
                                          message=texts.REFUND_PROMPT, can_cancel=True, pin_tries_left=3)
     # A refund the patient's bank bounced (WeChat CHANGE), handed to a person (issue 17): the service
@@ -96,6 +100,7 @@ def views() -> dict[str, ScreenView]:
         "result_refund_fail": _view(screen=Screen.RESULT, last_result=refund_failed),
         "result_expired": _view(screen=Screen.RESULT, last_result=expired),
         "result_withdrawn": _view(screen=Screen.RESULT, last_result=withdrawn),
+        "result_paid_elsewhere": _view(screen=Screen.RESULT, last_result=elsewhere),
         "instruction_refund": _view(**supervisor),
         "refund_locked": _view(**{**supervisor, "pin_tries_left": 0, "pin_locked_until": T0 + 14 * 60,
                                   "notice": texts.PIN_LOCKED}),
@@ -121,7 +126,7 @@ STATES: tuple[tuple[str, str], ...] = (
     ("result_ok", "result"), ("instruction_refund", "instruction"), ("refund_pin", "refund_pin"),
     ("refund_locked", "refund_pin"), ("admin_pin_unlock", "admin_pin"),
     ("result_fail", "result"), ("result_refund_fail", "result"), ("result_expired", "result"),
-    ("result_withdrawn", "result"), ("journal_locked", "problem"), ("storage_unavailable", "problem"),
+    ("result_withdrawn", "result"), ("result_paid_elsewhere", "result"), ("journal_locked", "problem"), ("storage_unavailable", "problem"),
     ("device_disabled", "problem"), ("gateway_unreachable", "problem"), ("history", "history"), ("admin_pin", "admin_pin"),
     ("admin_pin_unset", "admin_pin"),
     ("settings", "settings"),  # last: a finger on its language buttons changes the language of what follows

@@ -35,6 +35,7 @@ EXPECTED: dict[str, dict[str, list[object]]] = {
     "result_refund_fail": {"btn.done": ["dismiss_result"]},
     "result_expired": {"btn.done": ["dismiss_result"]},
     "result_withdrawn": {"btn.done": ["dismiss_result"]},
+    "result_paid_elsewhere": {"btn.done": ["dismiss_result"]},  # no receipt: nothing was charged here
     "instruction_refund": {"instr.confirm_refund": ["open", "refund_pin"], "instr.decline_refund": ["decline_refund"]},
     "refund_pin": {**_PIN_PAD, "instr.decline_refund": ["decline_refund"]},
     "refund_locked": {**_PIN_PAD, "instr.decline_refund": ["decline_refund"],
