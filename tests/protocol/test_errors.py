@@ -37,6 +37,7 @@ INTERNAL = {
     "terminal.ui.offscreen.Timeout": "an assertion of the offscreen test driver",
     "terminal.ui.offscreen.AppDied": "an assertion of the offscreen test driver",
     "firmware_sim.sandbox.alipay_api._Answer": "private: the sandbox turns it into Alipay's own error reply in the same module",
+    "firmware_sim.sandbox.alipay_tenants.AuthRefusal": "the sandbox's token store refusing a code or refresh token; alipay_api turns it into Alipay's own 40002 reply (sub_code, sub_msg)",
     "firmware_sim.sandbox.wechat_api._Refuse": "private: the sandbox turns it into WeChat Pay's own error reply in the same module",
     "firmware_sim.sandbox.wechat_v3_api._Error": "private: the sandbox turns it into WeChat Pay APIv3's own error reply in the same module",
     "gateway.db.UniqueViolation": "the database adapter's signal; the gateway turns it into GatewayError(exists)",
