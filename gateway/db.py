@@ -307,15 +307,54 @@ def _pg_rows(cur) -> list[Row]:  # type: ignore[no-untyped-def]  # a psycopg cur
 
 
 class _PostgresTx(Tx):
+    """A transaction on a pooled connection. Its BEGIN is sent with its first exchange: in front of
+    a batch, in the same round trip (`batch`); on its own before a single statement. A pooled
+    connection that died with the server (a restart, kill -9, a failover) fails that first exchange
+    before anything was done: it and every other idle one are dropped, and the exchange is made
+    again, BEGIN included, on a fresh connection."""
+
     dialect = Dialect.POSTGRES
 
-    def __init__(self, conn, counters: Counters) -> None:
+    def __init__(self, conn, counters: Counters, db: "PostgresDatabase | None" = None, begin: tuple[str, ...] = ()) -> None:
         self._conn = conn
         self._counters = counters
+        self._db = db
+        self._begin = begin  # statements still to send before the first one (BEGIN, SET LOCAL)
+
+    @property
+    def conn(self):  # type: ignore[no-untyped-def]  # a psycopg connection; psycopg is imported lazily (SQLite-only installs)
+        return self._conn
+
+    @property
+    def begun(self) -> bool:
+        """Whether anything was sent (a transaction that sent nothing has nothing to commit)."""
+        return not self._begin
+
+    def _first(self, exchange):  # type: ignore[no-untyped-def]  # a callable over the connection, its result
+        """Run the transaction's first exchange, once more on a fresh connection if the pooled one was dead."""
+        import psycopg
+
+        try:
+            return exchange()
+        except psycopg.Error:
+            if self._db is None or not (self._conn.closed or self._conn.broken):
+                raise
+        self._conn.close()
+        self._db._pool.drop_idle()
+        self._conn = self._db._connect()
+        return exchange()
+
+    def _open(self) -> None:
+        if self._begin:
+            begin = self._begin
+            self._counters.add(len(begin), 1)
+            self._first(lambda: self._conn.execute("; ".join(begin)))  # one simple-query message
+            self._begin = ()
 
     def _run(self, sql: str, params: Sequence[Param]):
         import psycopg
 
+        self._open()
         self._counters.add(1, 1)
         # Our SQL never contains a literal '?' or '%': the placeholder swap is exact.
         try:
@@ -332,12 +371,20 @@ class _PostgresTx(Tx):
     def batch(self, statements: Sequence[tuple[str, Sequence[Param]]]) -> list[Result]:
         import psycopg
 
-        self._counters.add(len(statements), 1)
-        cursors = []
-        try:
+        begin, self._begin = self._begin, ()
+        self._counters.add(len(begin) + len(statements), 1)
+
+        def exchange() -> list:
+            cursors = []
             with self._conn.pipeline():  # sent together, one Sync at the end: one round trip
+                for sql in begin:
+                    self._conn.execute(sql)
                 for sql, params in statements:
                     cursors.append(self._conn.execute(sql.replace("?", "%s"), tuple(params)))
+            return cursors
+
+        try:
+            cursors = self._first(exchange) if begin else exchange()
         except psycopg.errors.UniqueViolation as exc:
             raise UniqueViolation(exc.diag.constraint_name or str(exc)) from None
         return [Result(_pg_rows(cur) if cur.description is not None else [], cur.rowcount) for cur in cursors]
@@ -349,13 +396,8 @@ class _PostgresReadTx(_PostgresTx):
     on a fresh connection, as `transaction()` does at BEGIN."""
 
     def __init__(self, db: "PostgresDatabase", conn) -> None:
-        super().__init__(conn, db.counters)
-        self._db = db
+        super().__init__(conn, db.counters, db)
         self._fresh = False
-
-    @property
-    def conn(self):  # type: ignore[no-untyped-def]  # a psycopg connection; psycopg is imported lazily (SQLite-only installs)
-        return self._conn
 
     def _run(self, sql: str, params: Sequence[Param]):
         import psycopg
@@ -394,57 +436,38 @@ class PostgresDatabase(Database):
         except psycopg.OperationalError as exc:
             raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
 
-    def _begin(self, write: bool, durable: bool = True):  # type: ignore[no-untyped-def]  # a psycopg connection, imported lazily
-        """A pooled connection inside BEGIN. A pooled connection that died with the server (a restart,
-        kill -9, a failover) fails at BEGIN, before anything was done: it and every other idle one
-        are dropped and a fresh connection is made."""
-        import psycopg
-
-        # One round trip: a relaxed commit is set in the same simple-query message as BEGIN.
-        statement = ("BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off") if write else "BEGIN READ ONLY"
-        self.counters.add(1, 1)
-        conn = self._pool.get()
-        try:
-            conn.execute(statement)
-            return conn
-        except psycopg.Error:
-            conn.close()
-            self._pool.drop_idle()
-        conn = self._connect()
-        try:
-            conn.execute(statement)
-        except psycopg.Error as exc:
-            conn.close()
-            raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"PostgreSQL: {str(exc).strip()}") from None
-        return conn
-
     @contextmanager
     def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Tx]:
         import psycopg
 
-        conn = self._begin(write, durable)
+        # A relaxed commit is set right after BEGIN, in the same round trip (see _PostgresTx).
+        begin = (("BEGIN",) if durable else ("BEGIN", "SET LOCAL synchronous_commit = off")) if write else ("BEGIN READ ONLY",)
+        tx = _PostgresTx(self._pool.get(), self.counters, self, begin)
         healthy = False
         try:
             try:
-                yield _PostgresTx(conn, self.counters)
+                yield tx
             except BaseException:
-                if not conn.closed:
+                if not tx.begun:
+                    healthy = True  # nothing was sent: nothing to roll back
+                elif not tx.conn.closed:
                     try:
                         self.counters.add(1, 1)
-                        conn.execute("ROLLBACK")
+                        tx.conn.execute("ROLLBACK")
                         healthy = True
                     except psycopg.Error:
                         pass
                 raise
-            self.counters.add(1, 1)
-            conn.execute("COMMIT")
+            if tx.begun:
+                self.counters.add(1, 1)
+                tx.conn.execute("COMMIT")
             healthy = True
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # The server went away mid-transaction (or at COMMIT, when it is unknown whether the
             # commit happened): the caller learns the database is unavailable, never a half answer.
             raise GatewayError(GatewayCode.DATABASE_UNAVAILABLE, f"PostgreSQL went away: {str(exc).strip() or exc.__class__.__name__}") from None
         finally:
-            self._pool.put(conn, healthy and not conn.closed)
+            self._pool.put(tx.conn, healthy and not tx.conn.closed)
 
     @contextmanager
     def reads(self) -> Iterator[Tx]:
