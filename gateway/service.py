@@ -9,13 +9,19 @@ Authentication order: headers -> known device -> signature -> clock -> disabled 
 The signature comes before anything that answers differently for different devices' states, so only
 the key holder learns whether its device is disabled.
 
-Commits per payment: three, one of them durable (a disk flush on SQLite synchronous=FULL and on
-PostgreSQL). The request's nonce, the device's last contact and the idempotency claim share the
-first, not durable; the collection written as `paying`, before the channel is called, is the durable
-one (lost, the channel could hold money the ledger does not know of, and the order could be paid
-again); the settled state and the stored reply share the third, not durable: lost in a crash, the
-collection is `paying` again, and a retry, the POS's query or its job (gateway.channel_work) settles it from
-the channel (the first durable commit after it flushes it anyway).
+Commits per payment: two, the first durable (a disk flush on SQLite synchronous=FULL and on
+PostgreSQL). The usual payment (`_pay_at_once`) writes the request's nonce, the device's last
+contact, the idempotency claim, the collection as `paying` and its job in that first transaction,
+before the channel is called (lost, the channel could hold money the ledger does not know of, and
+the order could be paid again); its statements go in one batch (`Tx.batch`: one round trip on
+PostgreSQL, BEGIN included). The settled state, the job's DELETE and the stored reply share the
+second, not durable: lost in a crash, the collection is `paying` again, and a retry, the POS's
+query or its job (gateway.channel_work) settles it from the channel (the first durable commit after
+it flushes it anyway). Anything not usual (a refusal, a retry, a number or order taken, a daily
+limit) rolls that first transaction back and takes the general path: the nonce, contact and claim
+in a transaction of their own (not durable: lost, a retry claims the key again and finds its
+payment by out_trade_no), then the ledger's checked `start_payment`, as before. A usual payment
+costs 14 statements on SQLite and 6 round trips on PostgreSQL (tests/gateway/test_payment_cost.py).
 
 Idempotency: every mutating call carries `idempotency_key`. The first request's digest and, once it
 is known, its reply are stored under (device, key); a retry with the same body gets the stored reply
