@@ -55,7 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # every request passes here: no formatting unless it is kept
+            log.debug("%s %s", self.address_string(), format % args)
 
     def _reply(self, status: int, obj: dict) -> None:
         self._send(status, "application/json; charset=utf-8", json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
