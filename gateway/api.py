@@ -66,6 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # a body not read (too large), or the client asked: say so, the client must not reuse it
+            self.send_header("Connection", "close")
         buffered = getattr(self, "_headers_buffer", None)  # http.server's (absent for an HTTP/0.9 request)
         if buffered is None:
             self.end_headers()

@@ -361,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(reply.body)))
             for name, value in dict(reply.headers).items():
                 self.send_header(name, value)
+            if self.close_connection:  # a body not read, or the client asked: say so, the client must not reuse it
+                self.send_header("Connection", "close")
             buffered = getattr(self, "_headers_buffer", None)  # http.server's (absent for an HTTP/0.9 request)
             if buffered is None:
                 self.end_headers()
