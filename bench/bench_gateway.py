@@ -15,6 +15,11 @@ started for the run (`tests/gateway/pgserver.py`, fsync on, as in production).
   against the same devices paying the sandbox directly (the POS's old path, its own channel clients),
   same run, same machine (goal: >= 0.7x of direct on 2 shared cores);
 - two `payment-gateway` processes on one PostgreSQL against one (the devices split between them).
+- where the machine's CPU goes in the direct and the one-gateway runs: CPU-ms per payment of each
+  process (the bench's POS threads, the gateway, PostgreSQL's server processes, the sandbox), from
+  /proc/PID/stat before and after each run, and the ratio the 2 cores would allow if the gateway (and
+  its database) cost nothing: the throughput goal's physical limit on this machine.
+- statements and round trips per payment (`Database.counters`, the sequential runs).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.proctree import _children
 from firmware_sim.demo_gateway import merchant_settings
 from firmware_sim.sandbox.launcher import SandboxProcess
 from gateway.api import GatewayHttpServer
@@ -50,6 +56,29 @@ from terminal.gateway_client import GatewayConnection
 MASTER_KEY = bytes(range(32))
 HOSPITAL = "H-BENCH"
 DEVICES = 8  # concurrent devices (cashier windows) in the throughput runs
+
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(root: int, *, with_children: bool = True) -> float:
+    """User + system CPU of a process and (with_children) of its descendants, reaped ones included."""
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the ")"
+        total += sum(int(f) for f in fields[11:15]) * _TICK_S
+        if with_children:
+            todo += _children(pid)
+    return total
+
+
+def _cpu_by_process(roots: dict[str, tuple[int, bool]]) -> dict[str, float]:
+    return {name: _tree_cpu_s(pid, with_children=tree) for name, (pid, tree) in roots.items()}
 
 
 def _ms(samples: list[int]) -> tuple[float, float]:
@@ -175,16 +204,22 @@ def _sequential(tenant: Tenant, sandbox: SandboxProcess, n: int, warmup: int, fi
                 if status != 200 or reply.get("state") != "success":
                     raise RuntimeError(f"payment through the gateway failed: {status} {reply}")
             name = f"{label}_{channel.value.lower()}"
-            overhead = [t - c for t, c in zip(probe.total_ns, probe.channel_ns)]
+            counted = tenant.db.counters.snapshot()
+            pos.post("/v1/pay", _pay_body(tenant, device_id, str(sandbox.issue_code(channel.value, "10000.00")["code"]), channel))
+            after = tenant.db.counters.snapshot()
+            figures[f"{name}_statements_per_payment"] = after[0] - counted[0]
+            figures[f"{name}_round_trips_per_payment"] = after[1] - counted[1]
+            overhead = [t - c for t, c in zip(probe.total_ns[:n], probe.channel_ns[:n])]
             figures[f"{name}_overhead_p50_ms"], figures[f"{name}_overhead_p99_ms"] = _ms(overhead)
-            figures[f"{name}_channel_call_p50_ms"], _ = _ms(probe.channel_ns)
+            figures[f"{name}_channel_call_p50_ms"], _ = _ms(probe.channel_ns[:n])
+            figures[f"{name}_channel_call_cpu_p50_ms"], _ = _ms(probe.channel_cpu_ns[:n])
             figures[f"{name}_pos_round_trip_p50_ms"], figures[f"{name}_pos_round_trip_p99_ms"] = _ms(round_trips)
             if label == "sqlite" or channel is PayChannel.ALIPAY:
-                cpu_besides = [c - r for c, r in zip(probe.cpu_ns, probe.rsa_cpu_ns)]
-                figures[f"{name}_cpu_per_payment_p50_ms"], _ = _ms(probe.cpu_ns)
+                cpu_besides = [c - r for c, r in zip(probe.cpu_ns[:n], probe.rsa_cpu_ns[:n])]
+                figures[f"{name}_cpu_per_payment_p50_ms"], _ = _ms(probe.cpu_ns[:n])
                 figures[f"{name}_cpu_besides_signing_p50_ms"], figures[f"{name}_cpu_besides_signing_p99_ms"] = _ms(cpu_besides)
                 if channel is PayChannel.ALIPAY:
-                    figures[f"{name}_cpu_rsa_signing_p50_ms"], _ = _ms(probe.rsa_cpu_ns)
+                    figures[f"{name}_cpu_rsa_signing_p50_ms"], _ = _ms(probe.rsa_cpu_ns[:n])
     finally:
         alipay_client.rsa2_sign, alipay_client.rsa2_verify = original
         server.stop()
@@ -202,8 +237,10 @@ def _start_gateway(url: str, log_dir: Path, n: int) -> tuple[subprocess.Popen, s
     return proc, json.loads(line)["url"]
 
 
-def _throughput(devices: list[str], pay_one, per_device: int) -> float:
-    """Payments per second with every device paying `per_device` times at once."""
+def _throughput(devices: list[str], pay_one, per_device: int, *, cpu: dict[str, tuple[int, bool]] | None = None,
+                figures: dict | None = None, label: str = "") -> float:
+    """Payments per second with every device paying `per_device` times at once; with `cpu` (name ->
+    (pid, whole tree?)), each process's CPU-ms per payment goes into `figures` as LABEL_cpu_ms_NAME."""
     barrier = threading.Barrier(len(devices) + 1)
     errors: list[str] = []
 
@@ -217,21 +254,29 @@ def _throughput(devices: list[str], pay_one, per_device: int) -> float:
     threads = [threading.Thread(target=window, args=(d,)) for d in devices]
     for t in threads:
         t.start()
+    before = _cpu_by_process(cpu or {})
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    after = _cpu_by_process(cpu or {})
     if errors:
         raise RuntimeError(f"{len(errors)} payments failed, e.g. {errors[0]}")
-    return round(len(devices) * per_device / elapsed, 1)
+    payments = len(devices) * per_device
+    if figures is not None:
+        for name in before:
+            figures[f"{label}_cpu_ms_{name}"] = round((after[name] - before[name]) * 1000 / payments, 2)
+        figures[f"{label}_cpu_ms_total"] = round(sum(after[n] - before[n] for n in before) * 1000 / payments, 2)
+        figures[f"{label}_load_average"] = round(os.getloadavg()[0], 1)
+    return round(payments / elapsed, 1)
 
 
 def _codes(sandbox: SandboxProcess, devices: list[str], count: int, channel: PayChannel) -> dict[str, list[str]]:
     return {d: [str(sandbox.issue_code(channel.value, "10000.00")["code"]) for _ in range(count)] for d in devices}
 
 
-def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, log_dir: Path, per_device: int, figures: dict) -> None:
+def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: int, log_dir: Path, per_device: int, figures: dict) -> None:
     devices = list(tenant.seeds)
     channel = PayChannel.WECHAT
     # Direct: each device with its own channel clients, as the POS paid before the gateway existed.
@@ -243,13 +288,16 @@ def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, log_dir: 
                                                 total_fen=1, subject="bench")
         return None if outcome.state.value == "success" else f"direct: {outcome}"
 
-    figures["direct_to_sandbox_payments_per_s"] = _throughput(devices, direct, per_device)
+    assert sandbox.process is not None
+    machine = {"pos": (os.getpid(), False), "sandbox": (sandbox.process.pid, True), "postgresql": (pg_pid, True)}
+    figures["direct_to_sandbox_payments_per_s"] = _throughput(devices, direct, per_device, cpu=machine, figures=figures, label="direct")
     with ExitStack() as stack:
-        gateways = []
+        gateways, procs = [], []
         for n in (1, 2):
             proc, url = _start_gateway(pg_url, log_dir, n)
             stack.callback(_stop, proc)
             gateways.append(url)
+            procs.append(proc)
 
         def through(urls: list[str]):
             connections = {d: tenant.pos(urls[i % len(urls)], d) for i, d in enumerate(devices)}
@@ -260,12 +308,21 @@ def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, log_dir: 
                 return None if status == 200 and reply.get("state") == "success" else f"gateway: {status} {reply}"
             return pay
 
-        figures["via_one_gateway_postgresql_payments_per_s"] = _throughput(devices, through(gateways[:1]), per_device)
+        one = machine | {"gateway": (procs[0].pid, False)}
+        figures["via_one_gateway_postgresql_payments_per_s"] = _throughput(devices, through(gateways[:1]), per_device, cpu=one,
+                                                                           figures=figures, label="via_one_gateway")
         figures["via_two_gateways_postgresql_payments_per_s"] = _throughput(devices, through(gateways), per_device)
     figures["gateway_vs_direct_ratio"] = round(figures["via_one_gateway_postgresql_payments_per_s"]
                                                / figures["direct_to_sandbox_payments_per_s"], 2)
     figures["two_gateways_vs_one_ratio"] = round(figures["via_two_gateways_postgresql_payments_per_s"]
                                                  / figures["via_one_gateway_postgresql_payments_per_s"], 2)
+    # On a machine whose cores are the limit, throughput goes as 1 / (CPU per payment): the ratio the
+    # machine allows from CPU alone, and the same if the gateway process and its database cost nothing.
+    direct_cpu, via_cpu = figures["direct_cpu_ms_total"], figures["via_one_gateway_cpu_ms_total"]
+    figures["gateway_vs_direct_cpu_ratio"] = round(direct_cpu / via_cpu, 2) if via_cpu else 0.0
+    rest = via_cpu - figures["via_one_gateway_cpu_ms_gateway"] - (figures["via_one_gateway_cpu_ms_postgresql"]
+                                                                   - figures["direct_cpu_ms_postgresql"])
+    figures["ratio_if_the_gateway_cost_nothing"] = round(direct_cpu / rest, 2) if rest > 0 else 0.0
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -287,7 +344,7 @@ def run(quick: bool) -> dict:
             conninfo = pg.new_schema()
             tenant = Tenant(PostgresDatabase(conninfo), sandbox, DEVICES)
             _sequential(tenant, sandbox, n, warmup, figures, "postgresql")
-            _concurrency(tenant, sandbox, pg.url(conninfo), base, per_device, figures)
+            _concurrency(tenant, sandbox, pg.url(conninfo), pg.pid(), base, per_device, figures)
         finally:
             pg.cleanup()
     limits = {"sqlite_wechat_overhead_p99_ms": 10.0, "postgresql_wechat_overhead_p99_ms": 10.0,

@@ -50,17 +50,31 @@ class _Handler(BaseHTTPRequestHandler):
     server: "GatewayHttpServer"
     protocol_version = "HTTP/1.1"
     timeout = REQUEST_TIMEOUT_S
+    # TCP_NODELAY, and every reply written in one piece (`_send`): on a kept-alive connection, a
+    # body written after its headers waited for the client's delayed ACK (Nagle): ~40 ms a request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # every request passes here: no formatting unless it is kept
+            log.debug("%s %s", self.address_string(), format % args)
 
     def _reply(self, status: int, obj: dict) -> None:
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._send(status, "application/json; charset=utf-8", json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        """Status line, headers and body in one write (see disable_nagle_algorithm)."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if self.close_connection:  # a body not read (too large), or the client asked: say so, the client must not reuse it
+            self.send_header("Connection", "close")
+        buffered = getattr(self, "_headers_buffer", None)  # http.server's (absent for an HTTP/0.9 request)
+        if buffered is None:
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        buffered.append(b"\r\n" + body)  # end_headers' blank line, then the body: flushed together
+        self.flush_headers()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path == "/v1/health":
@@ -108,11 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # noqa: BLE001 - Alipay sends it again; the trace goes to the log
             log.exception("internal error on an Alipay notification")
             return self._reply(500, GatewayError(GatewayCode.INTERNAL_ERROR, "internal error").to_json_obj())
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(ACK)))
-        self.end_headers()
-        self.wfile.write(ACK)
+        self._send(200, "text/plain; charset=utf-8", ACK)
 
 
     def _wechat_notification(self) -> None:
@@ -130,11 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # noqa: BLE001 - WeChat Pay sends it again; the trace goes to the log
             log.exception("internal error on a WeChat Pay notification")
             return self._reply(500, GatewayError(GatewayCode.INTERNAL_ERROR, "internal error").to_json_obj())
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._send(status, content_type, body)
 
 
 class GatewayHttpServer(ThreadingHTTPServer):

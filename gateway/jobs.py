@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gateway.db import Database, Dialect, Tx
+from gateway.db import Database, Dialect, Param, Tx
 
 
 # A collection's or refund's job falls due this long after it was recorded: longer than any request
@@ -101,15 +101,25 @@ def ms(seconds: float) -> int:
 
 # --- inside the ledger's own transactions --------------------------------------------------------
 
+def schedule_statement(kind: JobKind, hospital_id: str, subject: str, *, due_at_ms: int, now_ms: int) -> tuple[str, tuple[Param, ...]]:
+    """`schedule` as a statement, for a caller's `Tx.batch`."""
+    return ("INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, hospital_id, subject) DO NOTHING", (kind.value, hospital_id, subject, due_at_ms, now_ms))
+
+
+def cancel_statement(kind: JobKind, hospital_id: str, subject: str) -> tuple[str, tuple[Param, ...]]:
+    """`cancel` as a statement, for a caller's `Tx.batch`."""
+    return "DELETE FROM jobs WHERE kind = ? AND hospital_id = ? AND subject = ?", (kind.value, hospital_id, subject)
+
+
 def schedule(tx: Tx, kind: JobKind, hospital_id: str, subject: str, *, due_at_ms: int, now_ms: int) -> None:
     """Make sure the job exists (a job already there keeps its due time and lease)."""
-    tx.execute("INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?) "
-               "ON CONFLICT (kind, hospital_id, subject) DO NOTHING", (kind.value, hospital_id, subject, due_at_ms, now_ms))
+    tx.execute(*schedule_statement(kind, hospital_id, subject, due_at_ms=due_at_ms, now_ms=now_ms))
 
 
 def cancel(tx: Tx, kind: JobKind, hospital_id: str, subject: str) -> None:
     """The thing is final: nothing is owed any more (a process running it finds that and stops)."""
-    tx.execute("DELETE FROM jobs WHERE kind = ? AND hospital_id = ? AND subject = ?", (kind.value, hospital_id, subject))
+    tx.execute(*cancel_statement(kind, hospital_id, subject))
 
 
 # --- the queue ----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import datetime
 import enum
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 from protocol.amount import format_yuan
@@ -33,7 +33,7 @@ from protocol.ids import is_valid_id
 from protocol.messages import PayChannel
 
 from gateway import jobs
-from gateway.db import Database, Tx, UniqueViolation
+from gateway.db import Database, Param, Result, Tx, UniqueViolation
 from gateway.errors import GatewayCode, GatewayError
 from gateway.jobs import JobKind
 
@@ -133,6 +133,16 @@ class _OrderTaken(Exception):  # internal: the payment's INSERT met the order's 
     pass
 
 
+class Unbatched(Exception):
+    """`start_payment_in` / `settle_payment_with`: this collection needs the checks the batched
+    statements do not make (a daily limit, a limit exceeded, its out_trade_no or order taken, a move
+    other than the usual one). The caller rolls its transaction back and takes the ordinary way
+    (`start_payment` / `settle_payment`), which refuses or records it with every check."""
+
+
+Statement = tuple[str, tuple[Param, ...]]
+
+
 class OutTradeNoUsed(GatewayError):
     """A collection with this out_trade_no is already recorded (`bad_input` to a caller; the service
     tells a retry of the same request from a reuse)."""
@@ -148,6 +158,13 @@ def _check_no(field: str, value: str) -> None:
         raise GatewayError(GatewayCode.BAD_INPUT, f"{field} {value!r} must be 1..32 of [A-Za-z0-9_-] (the channels' limit)")
 
 
+def _check_payment_fields(order_no: str, out_trade_no: str, amount_fen: int) -> None:
+    _check_amount(amount_fen)
+    _check_no("out_trade_no", out_trade_no)
+    if not is_valid_id(order_no):
+        raise GatewayError(GatewayCode.BAD_INPUT, f"order_no {order_no!r} must match [A-Za-z0-9_-]{{1,64}}")
+
+
 # States after which nothing more is owed to the channel (the job is deleted).
 PAYMENT_FINAL = frozenset({PaymentState.SUCCEEDED, PaymentState.FAILED, PaymentState.CLOSED})
 REFUND_FINAL = frozenset({RefundState.SUCCEEDED, RefundState.FAILED})
@@ -159,6 +176,9 @@ class Ledger:
         self.db = db
         self._clock = clock
         self.follow_up_after_s = follow_up_after_s
+        # Hospitals last seen with a daily limit: their collections are started with the hospital row
+        # locked (a hint only: every batch re-reads the row and gives up if a limit appeared).
+        self._daily_limited: set[str] = set()
 
     def _schedule(self, tx: Tx, kind: JobKind, hospital_id: str, subject: str, now: float) -> None:
         jobs.schedule(tx, kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now))
@@ -177,12 +197,10 @@ class Ledger:
         amount_fen: int,
     ) -> Payment:
         """Record a collection as `paying` before the channel is called, or refuse it."""
-        _check_amount(amount_fen)
-        _check_no("out_trade_no", out_trade_no)
-        if not is_valid_id(order_no):
-            raise GatewayError(GatewayCode.BAD_INPUT, f"order_no {order_no!r} must match [A-Za-z0-9_-]{{1,64}}")
+        _check_payment_fields(order_no, out_trade_no, amount_fen)
         try:
-            return self._start_payment(hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen)
+            with self.db.transaction() as tx:
+                return self._start_payment(tx, hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen)
         except _OrderTaken:
             with self.db.reads() as tx:
                 copy = tx.scalar("SELECT 1 FROM payments WHERE hospital_id = ? AND out_trade_no = ?", (hospital_id, out_trade_no))
@@ -192,65 +210,112 @@ class Ledger:
             raise GatewayError(GatewayCode.DUPLICATE_ORDER,
                                f"order {order_no} already has a collection under way or paid at this hospital") from None
 
-    def _start_payment(self, hospital_id: str, terminal_id: str, device_id: str, order_no: str, out_trade_no: str,
+    def start_payment_in(self, tx: Tx, before: Sequence[Statement], *, hospital_id: str, terminal_id: str, device_id: str,
+                         order_no: str, out_trade_no: str, channel: PayChannel, amount_fen: int) -> tuple[list[Result], Payment]:
+        """`start_payment` inside the caller's (durable) transaction, its statements sent in one batch
+        after the caller's `before` (their results are returned): on PostgreSQL the request's
+        bookkeeping and the collection cost one round trip. The collection is inserted before its
+        hospital's limits are looked at (they come back in the same batch); if they refuse it, or a
+        daily limit needs the hospital row locked first, or its numbers are taken, `Unbatched` is
+        raised and the caller rolls everything back (nothing of it was committed)."""
+        try:
+            _check_payment_fields(order_no, out_trade_no, amount_fen)
+        except GatewayError:
+            raise Unbatched() from None
+        now = self._clock()
+        if hospital_id in self._daily_limited:  # the hospital row is locked before the daily totals are read
+            results = tx.batch(before)
+            try:
+                return results, self._start_payment(tx, hospital_id, terminal_id, device_id, order_no, out_trade_no, channel,
+                                                     amount_fen)
+            except (GatewayError, _OrderTaken):
+                raise Unbatched() from None
+        try:
+            results = tx.batch([*before,
+                                ("SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?",
+                                 (hospital_id,)),
+                                self._insert_payment(hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen, now),
+                                self._job_statement(JobKind.PAYMENT, hospital_id, out_trade_no, now)])
+        except UniqueViolation:
+            raise Unbatched() from None
+        limits, inserted = results[-3].rows, results[-2].rows
+        if not limits or not inserted:
+            raise Unbatched()
+        txn_limit, daily_limit, terminal_limit = limits[0]
+        if daily_limit is not None or terminal_limit is not None:
+            self._daily_limited.add(hospital_id)
+            raise Unbatched()
+        if amount_fen > txn_limit:
+            raise Unbatched()
+        return results[:-3], _payment(inserted[0])
+
+    def _insert_payment(self, hospital_id: str, terminal_id: str, device_id: str, order_no: str, out_trade_no: str,
+                        channel: PayChannel, amount_fen: int, now: float) -> Statement:
+        # A copy of this very request (the same out_trade_no) racing us is told apart from another
+        # attempt at the order by the conflict target: PostgreSQL waits for the copy's insert and
+        # does nothing (no row back), whatever the order index says; SQLite is serialised anyway.
+        return (f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT (hospital_id, out_trade_no) DO NOTHING "
+                f"RETURNING {_PAYMENT_COLS}",
+                (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
+                 PaymentState.PAYING.value, business_day(now), int(now), int(now)))
+
+    def _job_statement(self, kind: JobKind, hospital_id: str, subject: str, now: float) -> Statement:
+        return jobs.schedule_statement(kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now))
+
+    def _start_payment(self, tx: Tx, hospital_id: str, terminal_id: str, device_id: str, order_no: str, out_trade_no: str,
                        channel: PayChannel, amount_fen: int) -> Payment:
         now = self._clock()
         day = business_day(now)
-        with self.db.transaction() as tx:
-            # With a daily limit, the hospital row lock serialises payment starts of one hospital on
-            # PostgreSQL (SQLite's BEGIN IMMEDIATE already does): the daily totals below cannot change
-            # under us. Without one, nothing here depends on other payments (one order, one payment
-            # is the unique index's), so payments of one hospital commit side by side.
-            limits_sql = "SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
-            row = tx.one(limits_sql, (hospital_id,))
-            if row is None:
-                raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}")
-            if tx.for_update and (row[1] is not None or row[2] is not None):
+        # With a daily limit, the hospital row lock serialises payment starts of one hospital on
+        # PostgreSQL (SQLite's BEGIN IMMEDIATE already does): the daily totals below cannot change
+        # under us. Without one, nothing here depends on other payments (one order, one payment
+        # is the unique index's), so payments of one hospital commit side by side.
+        limits_sql = "SELECT txn_limit_fen, daily_limit_fen, terminal_daily_limit_fen FROM hospitals WHERE hospital_id = ?"
+        row = tx.one(limits_sql, (hospital_id,))
+        if row is None:
+            raise GatewayError(GatewayCode.UNKNOWN_HOSPITAL, f"no hospital {hospital_id!r}")
+        if row[1] is None and row[2] is None:
+            self._daily_limited.discard(hospital_id)
+        else:
+            self._daily_limited.add(hospital_id)
+            if tx.for_update:
                 row = tx.one(limits_sql + tx.for_update, (hospital_id,))
                 assert row is not None
-            txn_limit, daily_limit, terminal_limit = row
-            if amount_fen > txn_limit:
-                raise GatewayError(GatewayCode.OVER_TRANSACTION_LIMIT,
-                                   f"{format_yuan(amount_fen)} is over this hospital's per-payment limit of {format_yuan(int(txn_limit))}")
-            held = tuple(s.value for s in HOLDS_ORDER)
-            if terminal_limit is not None:
-                used = int(tx.scalar(
-                    "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND terminal_id = ? "
-                    "AND state IN (?, ?, ?)", (hospital_id, day, terminal_id, *held)) or 0)
-                if used + amount_fen > terminal_limit:
-                    raise GatewayError(GatewayCode.OVER_TERMINAL_DAILY_LIMIT,
-                                       f"terminal {terminal_id} has collected {format_yuan(used)} on {day}; "
-                                       f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(terminal_limit))}")
-            if daily_limit is not None:
-                used = int(tx.scalar(
-                    "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND state IN (?, ?, ?)",
-                    (hospital_id, day, *held)) or 0)
-                if used + amount_fen > daily_limit:
-                    raise GatewayError(GatewayCode.OVER_HOSPITAL_DAILY_LIMIT,
-                                       f"the hospital has collected {format_yuan(used)} on {day}; "
-                                       f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
-            # A copy of this very request (the same out_trade_no) racing us is told apart from another
-            # attempt at the order by the conflict target: PostgreSQL waits for the copy's insert and
-            # does nothing (no row back), whatever the order index says; SQLite is serialised anyway.
-            try:
-                row = tx.one(
-                    f"INSERT INTO payments ({_PAYMENT_COLS.replace('payment_id, ', '')}, created_at, updated_at) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?) ON CONFLICT (hospital_id, out_trade_no) DO NOTHING "
-                    f"RETURNING {_PAYMENT_COLS}",
-                    (hospital_id, terminal_id, device_id, order_no, out_trade_no, channel.value, amount_fen,
-                     PaymentState.PAYING.value, day, int(now), int(now)),
-                )
-            except UniqueViolation:
-                # Either another attempt at the order holds it, or a copy of this very request won a
-                # race its conflict target could not see: PostgreSQL arbitrates ON CONFLICT on the
-                # target's index only, and two inserts that both passed its pre-check can meet first on
-                # the order's index. Which of the two is read once this transaction has rolled back.
-                raise _OrderTaken() from None
-            if row is None:
-                raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
-            self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
-            assert row is not None
-            return _payment(row)
+        txn_limit, daily_limit, terminal_limit = row
+        if amount_fen > txn_limit:
+            raise GatewayError(GatewayCode.OVER_TRANSACTION_LIMIT,
+                               f"{format_yuan(amount_fen)} is over this hospital's per-payment limit of {format_yuan(int(txn_limit))}")
+        held = tuple(s.value for s in HOLDS_ORDER)
+        if terminal_limit is not None:
+            used = int(tx.scalar(
+                "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND terminal_id = ? "
+                "AND state IN (?, ?, ?)", (hospital_id, day, terminal_id, *held)) or 0)
+            if used + amount_fen > terminal_limit:
+                raise GatewayError(GatewayCode.OVER_TERMINAL_DAILY_LIMIT,
+                                   f"terminal {terminal_id} has collected {format_yuan(used)} on {day}; "
+                                   f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(terminal_limit))}")
+        if daily_limit is not None:
+            used = int(tx.scalar(
+                "SELECT COALESCE(SUM(amount_fen), 0) FROM payments WHERE hospital_id = ? AND local_day = ? AND state IN (?, ?, ?)",
+                (hospital_id, day, *held)) or 0)
+            if used + amount_fen > daily_limit:
+                raise GatewayError(GatewayCode.OVER_HOSPITAL_DAILY_LIMIT,
+                                   f"the hospital has collected {format_yuan(used)} on {day}; "
+                                   f"{format_yuan(amount_fen)} more is over its daily limit of {format_yuan(int(daily_limit))}")
+        try:
+            row = tx.one(*self._insert_payment(hospital_id, terminal_id, device_id, order_no, out_trade_no, channel, amount_fen, now))
+        except UniqueViolation:
+            # Either another attempt at the order holds it, or a copy of this very request won a
+            # race its conflict target could not see: PostgreSQL arbitrates ON CONFLICT on the
+            # target's index only, and two inserts that both passed its pre-check can meet first on
+            # the order's index. Which of the two is read once this transaction has rolled back.
+            raise _OrderTaken() from None
+        if row is None:
+            raise OutTradeNoUsed(GatewayCode.BAD_INPUT, f"out_trade_no {out_trade_no} has been used before; every attempt needs a new one")
+        self._schedule(tx, JobKind.PAYMENT, hospital_id, out_trade_no, now)
+        assert row is not None
+        return _payment(row)
 
     def settle_payment(self, out_trade_no: str, *, hospital_id: str, state: PaymentState,
                        channel_txn_id: str | None = None, result_code: str | None = None,
@@ -296,6 +361,28 @@ class Ledger:
                 then(tx)
             assert row is not None
             return _payment(row)
+
+    def settle_payment_with(self, out_trade_no: str, *, hospital_id: str, state: PaymentState, channel_txn_id: str | None = None,
+                            result_code: str | None = None, after: Sequence[Statement] = (),
+                            durable: bool = True) -> tuple[Payment, list[Result]]:
+        """`settle_payment` to a final state from one of the states that lead to it, in one batch with
+        its job's DELETE and the caller's `after` statements (their results are returned): on
+        PostgreSQL one round trip. `Unbatched` (everything rolled back) when the collection is not in
+        such a state (a repeat, a bad transition): the caller then uses `settle_payment`."""
+        if state not in PAYMENT_FINAL:
+            raise Unbatched()
+        sources = [s.value for s, moves in PAYMENT_MOVES.items() if state in moves]
+        with self.db.transaction(durable=durable) as tx:
+            results = tx.batch([
+                ("UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
+                 f"updated_at = ? WHERE hospital_id = ? AND out_trade_no = ? AND state IN ({', '.join('?' for _ in sources)}) "
+                 f"RETURNING {_PAYMENT_COLS}",
+                 (state.value, channel_txn_id, result_code, int(self._clock()), hospital_id, out_trade_no, *sources)),
+                jobs.cancel_statement(JobKind.PAYMENT, hospital_id, out_trade_no),
+                *after])
+            if not results[0].rows:
+                raise Unbatched()  # rolls the job's DELETE and `after` back
+            return _payment(results[0].rows[0]), results[2:]
 
     def payment(self, out_trade_no: str, *, hospital_id: str) -> Payment:
         with self.db.reads() as tx:

@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
     try:
-        stop.wait()
+        # Woken now and then: Python runs a signal's handler in this thread only, and a SIGTERM the
+        # kernel gave another thread (an HTTP handler's) would otherwise wait for a wake-up that never
+        # comes (seen: a gateway that outlived its SIGTERM in tests/gateway/test_jobs_processes.py).
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     if runner is not None:

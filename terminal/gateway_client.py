@@ -7,7 +7,8 @@ gateway's certificate pinned.
 
 `pinned_cert` is the certificate (or the private CA) set at provisioning: TLS is verified against it
 alone, never against the system's CA list, so a certificate from any public CA is refused. Plain
-http:// is accepted only for a loopback gateway (`make run`). Network failures are returned as a
+http:// is accepted only for a loopback gateway (`make run`). Requests travel on kept-alive
+connections (terminal.gateway_transport). Network failures are returned as a
 status of 0 with {"error": {"code": "network", ...}}, never raised: the caller decides (query,
 then reverse), exactly as with a channel.
 """
@@ -31,6 +32,7 @@ from protocol.errors import CodedError, ProtocolError
 from protocol.messages import PayChannel, ResultCode
 from terminal.alarms import Alarm
 from terminal.channels.base import PayOutcome, PayState, RefundOutcome, RefundState, ReverseOutcome, ReverseState
+from terminal.gateway_transport import GatewayTransport, TransportError, proxied
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 20.0  # above the gateway's own channel timeouts, so its answer arrives
@@ -62,7 +64,9 @@ class GatewayConnection:
         self._verify: str | bool = pinned_cert if pinned_cert else False
         self._clock = clock
         self._offset = 0.0  # gateway clock minus device clock, learnt from a clock_skew refusal
-        self._session = session or requests.Session()
+        # Kept-alive http.client connections (terminal.gateway_transport); requests with a proxy or a given session.
+        self._session = session if session is not None else (requests.Session() if proxied() else None)
+        self._transport = GatewayTransport(self.url, pinned_cert=pinned_cert) if self._session is None else None
         # Called after every answered money request (terminal.gateway_marks reports the journal's mark).
         self.after_money_request: Callable[[], None] | None = None
         self._reply_observers: list[Callable[[int, str | None], None]] = []
@@ -95,6 +99,18 @@ class GatewayConnection:
         headers = sign_request(self._seed, method="POST", path=path, device_id=self._device_id,
                                ts=int(self._clock() + self._offset), nonce=os.urandom(NONCE_SIZE), firmware=self._firmware, body=body)
         headers["Content-Type"] = "application/json"
+        if self._transport is not None:
+            try:
+                status, data, date = self._transport.post(path, body, headers, timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+                reply = json.loads(data)
+            except TransportError as exc:
+                if exc.tls:
+                    return 0, {"error": {"code": "tls", "message": f"the gateway's certificate is not the pinned one: {exc.reason}"}}, None
+                return 0, {"error": {"code": "network", "message": f"no answer from the gateway: {exc.reason}"}}, None
+            except ValueError as exc:
+                return 0, {"error": {"code": "network", "message": f"no answer from the gateway: {exc.__class__.__name__}"}}, None
+            return status, reply if isinstance(reply, dict) else {}, _date(date)
+        assert self._session is not None
         try:
             response = self._session.post(self.url + path, data=body, headers=headers, verify=self._verify,
                                           timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False)
@@ -103,11 +119,15 @@ class GatewayConnection:
             return 0, {"error": {"code": "tls", "message": f"the gateway's certificate is not the pinned one: {exc.__class__.__name__}"}}, None
         except (requests.exceptions.RequestException, ValueError) as exc:
             return 0, {"error": {"code": "network", "message": f"no answer from the gateway: {exc.__class__.__name__}"}}, None
-        try:
-            server_time: float | None = parsedate_to_datetime(response.headers["Date"]).timestamp()
-        except (KeyError, TypeError, ValueError):
-            server_time = None
-        return response.status_code, reply if isinstance(reply, dict) else {}, server_time
+        return response.status_code, reply if isinstance(reply, dict) else {}, _date(response.headers.get("Date"))
+
+
+def _date(header: str | None) -> float | None:
+    """The gateway's clock from its Date header (a clock_skew refusal carries it)."""
+    try:
+        return parsedate_to_datetime(header).timestamp() if header else None
+    except (TypeError, ValueError):
+        return None
 
 
 # --- the POS's ChannelClient over the gateway ---------------------------------------------------

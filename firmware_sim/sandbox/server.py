@@ -1,7 +1,7 @@
 """`channel-sandbox`: WeChat Pay and Alipay on 127.0.0.1, for the terminal, the simulator and tests.
 
-One thread per request (ThreadingHTTPServer), so a slow or silent payment code holds only its own
-connection. Routes:
+One thread per connection (ThreadingHTTPServer), so a slow or silent payment code holds only its own
+connection; HTTP/1.1, connections kept alive between requests as the channels' servers do. Routes:
     POST /pay/micropay /pay/orderquery /secapi/pay/reverse /secapi/pay/refund /pay/refundquery
          /pay/downloadbill                       WeChat Pay API v2 (base_url = the sandbox URL), direct merchant and
                                                  service provider (sub_mch_id)
@@ -181,6 +181,7 @@ class Sandbox:
         self.stopping.set()  # held (noreply) and delayed (slow) requests let go now
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.httpd.end_connections()  # idle kept-alive connections too
         deadline = time.monotonic() + 2.0
         while self.httpd.active and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -280,20 +281,44 @@ class _Server(ThreadingHTTPServer):
     active = 0
     _count_lock = threading.Lock()
 
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # socketserver's own signature
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+
     def process_request_thread(self, request, client_address):
         with self._count_lock:
             self.active += 1
+            self._open.add(request)
         try:
             super().process_request_thread(request, client_address)
         finally:
             with self._count_lock:
                 self.active -= 1
+                self._open.discard(request)
+
+    def end_connections(self) -> None:
+        """Let every kept-alive connection go: a handler waiting for the next request on one reads
+        end-of-file and returns (a reply being written is still sent)."""
+        with self._count_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed by the client
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "channel-sandbox"
     sys_version = ""
+    # Connections are kept alive, as WeChat Pay's and Alipay's servers do: a client's pool reuses
+    # them (no TCP handshake per call). Every reply carries its Content-Length; a request whose body
+    # was not read (411, 413) and a swallowed one close their connection.
+    protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, and a reply written in one piece (`_send`): on a kept-alive connection a body
+    # written after its headers would wait for the client's delayed ACK (Nagle): ~40 ms a call.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's names)
         self._serve("GET")
@@ -309,10 +334,14 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST":
             length = self.headers.get("Content-Length")
             if length is None or not length.isdigit():
+                self.close_connection = True  # the body's end is unknown: the connection cannot carry another request
                 return self._send(Reply(411, "text/plain", b"Content-Length required"))
             if int(length) > MAX_BODY:
+                self.close_connection = True  # its body is not read
                 return self._send(Reply(413, "text/plain", b"request too large"))
             body = self.rfile.read(int(length))
+        elif self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # a body nobody reads: the connection cannot carry another request
         sandbox = self.server.sandbox
         try:
             reply = sandbox.route(method, self.path, body, self.headers)
@@ -332,8 +361,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(reply.body)))
             for name, value in dict(reply.headers).items():
                 self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
+            if self.close_connection:  # a body not read, or the client asked: say so, the client must not reuse it
+                self.send_header("Connection", "close")
+            buffered = getattr(self, "_headers_buffer", None)  # http.server's (absent for an HTTP/0.9 request)
+            if buffered is None:
+                self.end_headers()
+                self.wfile.write(reply.body)
+                return
+            buffered.append(b"\r\n" + reply.body)  # end_headers' blank line and the body, flushed together
+            self.flush_headers()
         except OSError:
             pass  # the client gave up (a timeout on its side): nothing to tell it
 
