@@ -43,6 +43,8 @@ INTERNAL = {
     "gateway.db.UniqueViolation": "the database adapter's signal; the gateway turns it into GatewayError(exists)",
     "gateway.service._AlreadyStarted": "private: pay() found its collection already in the ledger; handled by _started in the same module",
     "gateway.ledger._OrderTaken": "private: start_payment turns it into duplicate_order, or into the copy's outcome when its own request got there first",
+    "gateway.ledger.Unbatched": "the one-transaction payment path saying 'take the ordinary path': caught by gateway.service, which rolls back and runs the full checks",
+    "terminal.gateway_transport.TransportError": "no complete answer from the gateway: terminal.gateway_client turns it into its `network` / `tls` outcome (status 0) in the next call up",
     "gateway.jobs.RunAgain": "a job's work saying 'not finished, again later': caught by the job runner (gateway.channel_work), which reschedules the job",
 }
 
