@@ -81,6 +81,38 @@ _ALIPAY_AUTHORIZATIONS = (
         "CREATE INDEX alipay_authorizations_code ON alipay_authorizations (code_digest)",
 )
 
+_JOB_KINDS = "('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token')"
+
+
+def _jobs_with_every_kind(table: str) -> tuple[str, ...]:
+    """SQLite cannot change a CHECK: the jobs table rebuilt under `table` with the CHECK of every kind,
+    its rows (job ids and leases) copied, then renamed back to jobs."""
+    columns = "job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms"
+    return (
+        f"""CREATE TABLE {table} (
+            job_id {{pk}},
+            kind TEXT NOT NULL CHECK (kind IN {_JOB_KINDS}),
+            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
+            subject TEXT NOT NULL,
+            due_at_ms BIGINT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            lease_owner TEXT,
+            lease_until_ms BIGINT,
+            last_error TEXT,
+            created_at_ms BIGINT NOT NULL,
+            UNIQUE (kind, hospital_id, subject))""",
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jobs",
+        "DROP TABLE jobs",
+        f"ALTER TABLE {table} RENAME TO jobs",
+        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+    )
+
+
+# PostgreSQL changes the CHECK in place.
+_JOBS_EVERY_KIND_POSTGRES = ("ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
+                             f"ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN {_JOB_KINDS})")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tenancy, money and audit", (
         """CREATE TABLE hospitals (
@@ -284,56 +316,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "WeChat Pay APIv3 platform certificates, downloaded (GET /v3/certificates) and refreshed by a job", (
         *_WECHAT_PLATFORM_CERTS,
         # jobs.kind gains 'wechat_certs' (refresh a merchant's platform certificates). The CHECK lists
-        # every kind of 10 and 11 (written on parallel branches, they may run in either order). SQLite
-        # cannot change a CHECK: the table is rebuilt with its rows (job ids and leases kept).
-        """CREATE TABLE jobs_v10 (
-            job_id {pk},
-            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token')),
-            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
-            subject TEXT NOT NULL,
-            due_at_ms BIGINT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-            lease_owner TEXT,
-            lease_until_ms BIGINT,
-            last_error TEXT,
-            created_at_ms BIGINT NOT NULL,
-            UNIQUE (kind, hospital_id, subject))""",
-        "INSERT INTO jobs_v10 (job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms) "
-        "SELECT job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms FROM jobs",
-        "DROP TABLE jobs",
-        "ALTER TABLE jobs_v10 RENAME TO jobs",
-        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+        # every kind of 10 and 11 (written on parallel branches, they may run in either order).
+        *_jobs_with_every_kind("jobs_v10"),
     ), postgres=(
         *_WECHAT_PLATFORM_CERTS,
-        "ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
-        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token'))",
+        *_JOBS_EVERY_KIND_POSTGRES,
     )),
     Migration(11, "Alipay app_auth_token exchange and refresh: alipay_authorizations, the alipay_token job kind", (
         *_ALIPAY_AUTHORIZATIONS,
         # jobs.kind gains 'alipay_token' (refresh a hospital's token before it ends); the CHECK lists
-        # migration 10's kind too (see there). SQLite cannot change a CHECK: the table is rebuilt with
-        # its rows (job ids and leases kept).
-        """CREATE TABLE jobs_v11 (
-            job_id {pk},
-            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token')),
-            hospital_id TEXT NOT NULL REFERENCES hospitals (hospital_id),
-            subject TEXT NOT NULL,
-            due_at_ms BIGINT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-            lease_owner TEXT,
-            lease_until_ms BIGINT,
-            last_error TEXT,
-            created_at_ms BIGINT NOT NULL,
-            UNIQUE (kind, hospital_id, subject))""",
-        "INSERT INTO jobs_v11 (job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms) "
-        "SELECT job_id, kind, hospital_id, subject, due_at_ms, attempts, lease_owner, lease_until_ms, last_error, created_at_ms FROM jobs",
-        "DROP TABLE jobs",
-        "ALTER TABLE jobs_v11 RENAME TO jobs",
-        "CREATE INDEX jobs_due ON jobs (due_at_ms)",
+        # migration 10's kind too (see there).
+        *_jobs_with_every_kind("jobs_v11"),
     ), postgres=(
         *_ALIPAY_AUTHORIZATIONS,
-        "ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check",
-        "ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('payment', 'refund', 'bills', 'wechat_certs', 'alipay_token'))",
+        *_JOBS_EVERY_KIND_POSTGRES,
     )),
 )
 
