@@ -3,11 +3,13 @@ of the link (drain the outbox, open results, acknowledge them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,11 +21,12 @@ from protocol import signing
 from protocol.errors import ErrorCode
 from protocol.link.app import NotTakenMsg, ProgressMsg, ResultMsg
 from protocol.messages import BillItem, Display, Instruction, PayStatus, Result
-from protocol.registry import TerminalRecord
-from terminal.config import DeviceConfig, DeviceInfo, Polling, Supervisor
+from protocol.registry import DeviceRecord, TerminalRecord
+from terminal.config import DeviceConfig, DeviceInfo, GatewaySettings, Polling, Supervisor
+from terminal.factory import gateway_clients
 from terminal.journal import Journal
 from terminal.pin import hash_pin, parse_pin_hash
-from terminal.service import TerminalService
+from terminal.service import PinStatus, ScanStatus, TerminalService
 from terminal.view import ScreenView
 
 KEY = SharedKey("k2026a", "AES-256-GCM", bytes(range(32)))
@@ -163,3 +166,34 @@ def wait_for_view(service: TerminalService, predicate: Callable[[ScreenView], bo
             changed.wait(left)
     finally:
         remove()
+
+
+def collect_and_refund_through_gateway(tmp_path: Path, sandbox, gateway, channel) -> tuple[str, str]:
+    """The POS's terminal service, with the clients `terminal.factory` builds (device-signed requests),
+    paying through `gateway` (a firmware_sim.demo_gateway.DemoGateway, onboarded; served here in a
+    thread): HIS's +12.50 paid with a fresh code of `channel`, then -5.00 confirmed with the supervisor
+    PIN; both results and the patient's balance checked. Returns (the code, the gateway's URL); the
+    caller closes the gateway."""
+    config = make_config()
+    gateway.enroll(DeviceRecord(DEVICE_ID, "HIS-POS-1", "SN000123", signing.public_key(DEVICE_SEED)), config.terminals)
+    url = gateway.serve_in_thread({"read_timeout_s": 2.0, "query_interval_s": 0.2})
+    config = dataclasses.replace(config, gateway=GatewaySettings(url))
+    clients = gateway_clients(config, device_key_seed=DEVICE_SEED, firmware="test", state_dir=tmp_path)
+    service = open_service(tmp_path / "journal.db", config, clients)
+    bridge, his = Bridge(service), His()
+    try:
+        order_no = "MZ" + uuid.uuid4().hex[:12]
+        collect = his.envelope(order_no, "+12.50")
+        service.submit_instruction(collect)
+        code = str(sandbox.issue_code(channel.value)["code"])
+        assert service.scan(code).status is ScanStatus.ACCEPTED
+        paid = bridge.result(collect.msg_id)
+        assert paid.pay_status is PayStatus.SUCCESS and paid.pay_order_no
+        refund = his.envelope(order_no, "-5.00")
+        service.submit_instruction(refund)
+        assert service.confirm_refund(PIN).status is PinStatus.ACCEPTED
+        assert bridge.result(refund.msg_id).pay_status is PayStatus.REFUNDED
+        assert int(sandbox.account(code)["balance_fen"]) == 100_00 - 1250 + 500
+    finally:
+        service.close()
+    return code, url
