@@ -22,6 +22,7 @@ from gateway.channel_clients import ChannelFactory
 from gateway.errors import GatewayCode
 from gateway.service import GatewayService
 from protocol.device_request import NONCE_SIZE, sign_request
+from tests.budget import examples
 from tests.gateway.fleet import make_fleet
 from tests.gateway.test_api import FAST, instruction, onboard, sandbox  # noqa: F401 (the module's sandbox fixture)
 
@@ -87,7 +88,7 @@ def live(db, sandbox):  # noqa: F811 (the sandbox fixture imported above)
     server.stop()
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=bodies())
 def test_every_signed_body_gets_a_stable_code_and_a_refusal_leaves_nothing(live, case) -> None:
     url, fleet = live
