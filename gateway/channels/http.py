@@ -313,6 +313,8 @@ class ConnectionPool:
                 if time.monotonic() - started > timeouts.total_s():
                     conn.close()
                     return HttpFailure.TIMEOUT
+            if response.length:  # the connection ended before the Content-Length promised (read1 does not say so)
+                return HttpFailure.CONNECTION
             headers: ReplyHeaders = response.headers  # type: ignore[assignment]
             reply = HttpReply(response.status, b"".join(chunks), headers.get("Content-Type", ""), headers)
             response.close()  # read to its end: the connection is ready for the next request
