@@ -32,7 +32,7 @@ import threading
 from protocol.messages import PayChannel
 
 from gateway.errors import GatewayCode, GatewayError
-from gateway.tenancy import Directory, MerchantKey, Mode
+from gateway.tenancy import Directory, KeyVersions, MerchantKey, Mode
 from terminal.channels.base import ChannelClient
 from gateway.channels.alipay import AlipayClient
 from gateway.channels.errors import ChannelConfigError
@@ -84,8 +84,10 @@ class ChannelFactory:
             self._wechat_notify_base = url.rstrip("/") if url else None
             self._cache.clear()
 
-    def client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
-        return self._client(hospital_id, channel)
+    def client(self, hospital_id: str, channel: PayChannel, keys: KeyVersions | None = None) -> ChannelClient:
+        """`keys`: the hospital's credentials versions as already read for this request (the device's
+        read, `Directory.device_for_request`): then no read here while the cached client is current."""
+        return self._client(hospital_id, channel, keys)
 
     def alipay(self, hospital_id: str) -> AlipayClient:
         """The hospital's Alipay client itself (what verifies Alipay's notifications with its keys)."""
@@ -93,11 +95,16 @@ class ChannelFactory:
         assert isinstance(client, AlipayClient)  # build_clients makes an AlipayClient for the alipay section
         return client
 
-    def _client(self, hospital_id: str, channel: PayChannel) -> ChannelClient:
-        mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
+    def _client(self, hospital_id: str, channel: PayChannel, keys: KeyVersions | None = None) -> ChannelClient:
         provider_version: int | None = None
-        if mode is not Mode.DIRECT:
-            provider_version = self.directory.provider_key_version(channel)
+        if keys is not None:
+            mode, version = keys.mode, keys.merchant.get(channel)
+            if mode is not Mode.DIRECT:
+                provider_version = keys.provider.get(channel)
+        else:
+            mode, version = self.directory.merchant_key_version(hospital_id, channel)  # one read per request
+            if mode is not Mode.DIRECT:
+                provider_version = self.directory.provider_key_version(channel)
         with self._lock:
             cached = self._cache.get((hospital_id, channel))
             if cached is not None and version is not None and cached[0] == (version, provider_version):

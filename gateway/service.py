@@ -208,7 +208,7 @@ class GatewayService:
         except RequestAuthError as exc:
             raise GatewayError(GatewayCode.BAD_REQUEST_AUTH, exc.message) from None
         try:
-            device = self.directory.device(signed.device_id)
+            device = self.directory.device_for_request(signed.device_id)  # with its hospital's credentials versions
         except GatewayError as exc:
             if exc.code is not GatewayCode.UNKNOWN_DEVICE:
                 raise  # e.g. database_unavailable: never tell a device it is unknown because the database is away
@@ -381,7 +381,7 @@ class GatewayService:
         if payment.state in (PaymentState.PAYING, PaymentState.REVERSING):
             if self._clock() - claimed_at < IN_PROGRESS_WINDOW_S:
                 raise GatewayError(GatewayCode.IN_PROGRESS, "the first request with this idempotency_key is still running; query it")
-            outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+            outcome = self.channels.client(device.hospital_id, payment.channel, device.keys).query(payment.out_trade_no)
             self._settle_pay(device, payment.out_trade_no, outcome)
             if outcome.state not in _PAY_SETTLES:
                 return 200, _pay_reply(PayOutcome(PayState.UNKNOWN, message=outcome.message or outcome.state.value), payment.out_trade_no)
@@ -440,7 +440,7 @@ class GatewayService:
         channel = self._channel(request)
         return _PayPlan(terminal_id, channel, request.id("order_no"), request.id("out_trade_no", max_len=32), request.fen("amount_fen"),
                         request.text("auth_code", max_len=128), request.text("subject", max_len=128, default="self-pay"),
-                        self.channels.client(device.hospital_id, channel))
+                        self.channels.client(device.hospital_id, channel, device.keys))
 
     def _charge(self, device: Device, plan: _PayPlan, stored: tuple[str, dict[str, tuple[int, dict]]] | None) -> dict:
         """Call the channel for a collection recorded `paying`, settle it, store the reply (`pay`)."""
@@ -483,7 +483,7 @@ class GatewayService:
             return _ledger_pay_reply(payment)
         if payment.state is PaymentState.REVERSING:
             return _pay_reply(PayOutcome(PayState.UNKNOWN, message="the gateway is reversing this payment"), payment.out_trade_no)
-        outcome = self.channels.client(device.hospital_id, payment.channel).query(payment.out_trade_no)
+        outcome = self.channels.client(device.hospital_id, payment.channel, device.keys).query(payment.out_trade_no)
         self._watch(device, payment.channel, outcome)
         try:
             self._settle_pay(device, payment.out_trade_no, outcome)
@@ -503,7 +503,7 @@ class GatewayService:
             return {"out_trade_no": payment.out_trade_no, "state": ReverseState.DONE.value, "channel_code": None,
                     "message": f"nothing to reverse: the payment is {payment.state.value}"}
         self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.REVERSING)
-        outcome = self.channels.client(device.hospital_id, payment.channel).reverse(payment.out_trade_no)
+        outcome = self.channels.client(device.hospital_id, payment.channel, device.keys).reverse(payment.out_trade_no)
         self._watch(device, payment.channel, outcome)
         if outcome.state is ReverseState.DONE:
             self.ledger.settle_payment(payment.out_trade_no, hospital_id=device.hospital_id, state=PaymentState.CLOSED)
@@ -529,7 +529,7 @@ class GatewayService:
                 raise
         payment = self.ledger.payment_for_order(order_no, hospital_id=device.hospital_id)
         assert payment is not None  # start_refund found it succeeded, and succeeded is final
-        outcome = self.channels.client(device.hospital_id, payment.channel).refund(
+        outcome = self.channels.client(device.hospital_id, payment.channel, device.keys).refund(
             out_trade_no=payment.out_trade_no, out_refund_no=refund.out_refund_no, total_fen=payment.amount_fen,
             refund_fen=amount_fen, reason=reason)
         self._watch(device, payment.channel, outcome)
@@ -543,7 +543,7 @@ class GatewayService:
         with self.db.transaction(write=False) as tx:
             row = tx.one("SELECT out_trade_no, channel FROM payments WHERE payment_id = ?", (refund.payment_id,))
         out_trade_no, channel = row[0], PayChannel(row[1])
-        outcome = self.channels.client(device.hospital_id, channel).refund_query(out_trade_no=out_trade_no,
+        outcome = self.channels.client(device.hospital_id, channel, device.keys).refund_query(out_trade_no=out_trade_no,
                                                                                   out_refund_no=refund.out_refund_no)
         self._watch(device, channel, outcome)
         if refund.state is RefundState.REFUNDING and outcome.state in _REFUND_SETTLES:
