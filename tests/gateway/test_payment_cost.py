@@ -16,11 +16,11 @@ from gateway.ledger import PaymentState
 from tests.gateway.test_api import error_code, gw, order, pay_body, sandbox  # noqa: F401 - the fixtures
 
 # The usual payment, device and credentials read outside any transaction:
-#   SQLite: 2 reads + BEGIN, nonce, idempotency claim, limits, collection, job, COMMIT + BEGIN, settlement,
-#   job delete, stored reply, COMMIT = 14 statements.
-#   PostgreSQL: 2 reads + BEGIN and one batch, COMMIT + BEGIN and one batch, COMMIT = 6 round trips.
-SQLITE_STATEMENTS = 14
-POSTGRES_ROUND_TRIPS = 6
+#   SQLite: 1 read (the device with its credentials versions) + BEGIN, nonce, idempotency claim, limits, collection, job, COMMIT + BEGIN, settlement,
+#   job delete, stored reply, COMMIT = 13 statements.
+#   PostgreSQL: 1 read + BEGIN and one batch, COMMIT + BEGIN and one batch, COMMIT = 5 round trips.
+SQLITE_STATEMENTS = 13
+POSTGRES_ROUND_TRIPS = 5
 
 
 def _paid_once(gw, body: dict) -> tuple[int, int]:

@@ -166,3 +166,26 @@ def test_last_contact_and_firmware_are_recorded(db) -> None:
     fleet.directory.record_contact("H001-POS1", firmware_version=None, at=1_780_000_060)
     d = fleet.directory.device("H001-POS1")
     assert (d.last_seen_at, d.firmware_version) == (1_780_000_060, "1.4.2")
+
+
+def test_a_requests_device_read_carries_its_hospitals_credentials_versions(db) -> None:
+    """What a request's one read gives the channel clients' cache: every change of credentials, mode
+    or device status shows in the next read (no read is kept between requests)."""
+    fleet = make_fleet(db)
+    directory = fleet.directory
+    first = directory.device_for_request("H001-POS1")
+    assert first == directory.device("H001-POS1") and first.terminal_ids == directory.device("H001-POS1").terminal_ids
+    assert first.keys is not None and first.keys.mode is Mode.DIRECT
+    assert all(v is None for v in (*first.keys.merchant.values(), *first.keys.provider.values()))
+    directory.set_merchant_key("H001", PayChannel.WECHAT, "1900000109", WECHAT_SECRETS, actor="alice")
+    directory.set_merchant_key("H001", PayChannel.WECHAT, "1900000109", dict(WECHAT_SECRETS, api_key="b" * 32), actor="alice")
+    directory.set_provider_key(PayChannel.ALIPAY, "2088000000000001", {"app_id": "2021000000000001"}, actor="alice")
+    directory.set_mode("H001", Mode.SERVICE_PROVIDER, actor="alice")
+    keys = directory.device_for_request("H001-POS1").keys
+    assert keys is not None and keys.mode is Mode.SERVICE_PROVIDER
+    assert (keys.merchant[PayChannel.WECHAT], keys.merchant[PayChannel.ALIPAY], keys.provider[PayChannel.ALIPAY]) == (2, None, 1)
+    directory.disable_device("H001-POS1", reason="stolen", actor="alice")
+    assert directory.device_for_request("H001-POS1").status is DeviceStatus.DISABLED
+    with pytest.raises(GatewayError) as info:
+        directory.device_for_request("H001-POS9")
+    assert info.value.code is GatewayCode.UNKNOWN_DEVICE
