@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -166,7 +166,7 @@ class _LeanResponse(http.client.HTTPResponse):
         if self.headers is not None:
             return
         while True:
-            version, status, reason = self._read_status()  # type: ignore[attr-defined]
+            version, status, reason = self._read_status()
             if status != http.client.CONTINUE:
                 break
             _read_head(self.fp)  # an interim 100 Continue: its head is skipped
@@ -179,18 +179,18 @@ class _LeanResponse(http.client.HTTPResponse):
         else:
             raise http.client.UnknownProtocol(version)
         headers = ReplyHeaders(_read_head(self.fp))
-        self.headers = self.msg = headers  # type: ignore[assignment]
+        self.headers = self.msg = headers
         encoding = headers.get("transfer-encoding")
-        self.chunked = bool(encoding) and encoding.lower() == "chunked"  # type: ignore[union-attr]
+        self.chunked = bool(encoding) and encoding.lower() == "chunked"
         if self.chunked:
             self.chunk_left = None
-        self.will_close = self._check_close()  # type: ignore[attr-defined]
+        self.will_close = self._check_close()
         self.length = None
         length = headers.get("content-length")
         if length and not self.chunked:
             first = length.split(",")[0].strip()  # repeated fields were joined; http.client takes the first
             self.length = int(first) if first.isdigit() else None
-        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or 100 <= status < 200 or self._method == "HEAD":
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True
@@ -315,8 +315,8 @@ class ConnectionPool:
                     return HttpFailure.TIMEOUT
             if response.length:  # the connection ended before the Content-Length promised (read1 does not say so)
                 return HttpFailure.CONNECTION
-            headers: ReplyHeaders = response.headers  # type: ignore[assignment]
-            reply = HttpReply(response.status, b"".join(chunks), headers.get("Content-Type", ""), headers)
+            head = cast(ReplyHeaders, response.headers)  # a _LeanResponse's
+            reply = HttpReply(response.status, b"".join(chunks), head.get("Content-Type", ""), head)
             response.close()  # read to its end: the connection is ready for the next request
             if response.will_close:
                 conn.close()

@@ -87,7 +87,7 @@ def test_every_body_framing_arrives_whole(raw_server, path, body) -> None:
         reply = _call(pool, raw_server + path)
         assert isinstance(reply, HttpReply) and reply.status == 200 and reply.body == body
     if path != "/continue":
-        assert reply.content_type == "text/xml" and reply.headers["CONTENT-TYPE"] == "text/xml"
+        assert isinstance(reply, HttpReply) and reply.content_type == "text/xml" and reply.headers["CONTENT-TYPE"] == "text/xml"
     pool.close()
 
 
