@@ -144,7 +144,7 @@ def test_collect_and_refund_land_on_the_hospitals_merchant(site) -> None:
 def test_a_reversed_collection_is_closed_and_its_notification_agrees(site) -> None:
     paid = site.pay("MZ" + uuid.uuid4().hex[:12], site.code())
     status, reversed_ = site.pos().post("/v1/reverse", {"idempotency_key": uuid.uuid4().hex, "out_trade_no": paid["out_trade_no"]})
-    assert (status, reversed_["state"]) == (200, "done"), reversed_
+    assert (status, reversed_.get("state")) == (200, "done"), reversed_
     closed = site.notified(paid["out_trade_no"], 2)[1]
     assert (closed.form["trade_status"], closed.form["refund_fee"], closed.delivered) == ("TRADE_CLOSED", "12.50", True)
     assert site.fleet.ledger.payment(paid["out_trade_no"], hospital_id="H001").state is PaymentState.CLOSED
