@@ -365,19 +365,25 @@ class Ledger:
     def settle_payment_with(self, out_trade_no: str, *, hospital_id: str, state: PaymentState, channel_txn_id: str | None = None,
                             result_code: str | None = None, after: Sequence[Statement] = (),
                             durable: bool = True) -> tuple[Payment, list[Result]]:
-        """`settle_payment` to a final state from one of the states that lead to it, in one batch with
-        its job's DELETE and the caller's `after` statements (their results are returned): on
-        PostgreSQL one round trip. `Unbatched` (everything rolled back) when the collection is not in
-        such a state (a repeat, a bad transition): the caller then uses `settle_payment`."""
+        """`settle_payment` to a final state from one of the states that lead to it, or a repeat of
+        that state (Alipay's notification or a job got there first: the row is left as it is), in one
+        batch with its job's DELETE and the caller's `after` statements (their results are returned):
+        on PostgreSQL one round trip. `Unbatched` (everything rolled back) when the collection is in
+        another state (a bad transition): the caller then uses `settle_payment`, which says so."""
         if state not in PAYMENT_FINAL:
             raise Unbatched()
         sources = [s.value for s, moves in PAYMENT_MOVES.items() if state in moves]
         with self.db.transaction(durable=durable) as tx:
+            # SET's right-hand sides read the row as it was: a repeat keeps its trade number, result
+            # code and time (as `settle_payment` does), only a move writes the caller's.
             results = tx.batch([
-                ("UPDATE payments SET state = ?, channel_txn_id = COALESCE(?, channel_txn_id), result_code = COALESCE(?, result_code), "
-                 f"updated_at = ? WHERE hospital_id = ? AND out_trade_no = ? AND state IN ({', '.join('?' for _ in sources)}) "
+                ("UPDATE payments SET channel_txn_id = CASE WHEN state = ? THEN channel_txn_id ELSE COALESCE(?, channel_txn_id) END, "
+                 "result_code = CASE WHEN state = ? THEN result_code ELSE COALESCE(?, result_code) END, "
+                 "updated_at = CASE WHEN state = ? THEN updated_at ELSE ? END, state = ? "
+                 f"WHERE hospital_id = ? AND out_trade_no = ? AND state IN ({', '.join('?' for _ in range(len(sources) + 1))}) "
                  f"RETURNING {_PAYMENT_COLS}",
-                 (state.value, channel_txn_id, result_code, int(self._clock()), hospital_id, out_trade_no, *sources)),
+                 (state.value, channel_txn_id, state.value, result_code, state.value, int(self._clock()), state.value,
+                  hospital_id, out_trade_no, *sources, state.value)),
                 jobs.cancel_statement(JobKind.PAYMENT, hospital_id, out_trade_no),
                 *after])
             if not results[0].rows:

@@ -38,6 +38,27 @@ class TransportError(Exception):
         self.tls = tls
 
 
+class _Connection(http.client.HTTPConnection):
+    """http.client sends a request's head and its body in two writes: two TCP segments with
+    TCP_NODELAY, and the gateway woken twice for one request. A bytes body goes out with its head in
+    one write here (`_buffer` is the head http.client has built)."""
+
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # http.client's own (not in typeshed)
+            return
+        self._buffer.extend((b"", message_body))
+        request = b"\r\n".join(self._buffer)
+        del self._buffer[:]
+        self.send(request)
+
+
+class _TlsConnection(_Connection, http.client.HTTPSConnection):
+    pass
+
+
 def proxied() -> bool:
     """Whether the process has a proxy configured (then requests carries the calls)."""
     return bool(urllib.request.getproxies())
@@ -92,15 +113,15 @@ class GatewayTransport:
         try:
             if conn is None:
                 if self._tls:
-                    conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout[0], context=self._context)
+                    conn = _TlsConnection(self._host, self._port, timeout=timeout[0], context=self._context)
                 else:
-                    conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout[0])
+                    conn = _Connection(self._host, self._port, timeout=timeout[0])
                 conn.connect()
                 assert conn.sock is not None
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assert conn.sock is not None
             conn.sock.settimeout(timeout[1])
-            # http.client writes the headers and a bytes body in one send.
+            # The head and the body in one write (_Connection).
             conn.request("POST", self._base + path, body=body,
                          headers={"Host": self._netloc, "Accept-Encoding": "identity", "Content-Length": str(len(body))} | headers)
             response = conn.getresponse()

@@ -197,11 +197,26 @@ class _LeanResponse(http.client.HTTPResponse):
 
 
 class _LeanHTTPConnection(http.client.HTTPConnection):
+    """http.client sends a request's head and its body in two writes: two TCP segments with
+    TCP_NODELAY, and a second wake-up of the channel's server for the same request. A bytes body
+    goes out with its head in one write here (`_buffer` is the head http.client has built). Its
+    replies are `_LeanResponse`s."""
+
     response_class = _LeanResponse
+    _buffer: list[bytes]
+
+    def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)  # type: ignore[misc]  # http.client's own (not in typeshed)
+            return
+        self._buffer.extend((b"", message_body))
+        request = b"\r\n".join(self._buffer)
+        del self._buffer[:]
+        self.send(request)
 
 
-class _LeanHTTPSConnection(http.client.HTTPSConnection):
-    response_class = _LeanResponse
+class _LeanHTTPSConnection(_LeanHTTPConnection, http.client.HTTPSConnection):
+    pass
 
 
 def _proxied() -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.db import UniqueViolation
 from gateway.errors import GatewayCode, GatewayError
-from gateway.ledger import BUSINESS_TZ, PaymentState, RefundState, business_day
+from gateway.ledger import BUSINESS_TZ, PaymentState, RefundState, Unbatched, business_day
 from protocol.messages import PayChannel
 from tests.gateway.fleet import make_fleet
 
@@ -210,6 +210,32 @@ def test_final_states_stay_final(db) -> None:
     refuse(GatewayCode.BAD_TRANSITION, fleet.ledger.settle_payment, "A1", hospital_id="H001", state=PaymentState.SUCCEEDED)
     # The same report again is harmless (a query and a notification may both say it).
     assert fleet.ledger.settle_payment("A1", hospital_id="H001", state=PaymentState.FAILED).state is PaymentState.FAILED
+
+
+def test_a_settlement_that_finds_its_state_already_reached_keeps_the_first_and_still_runs_its_statements(db) -> None:
+    """Alipay's notification often lands between the channel's reply and the gateway's own batched
+    settlement of it: the batch is then a repeat. It keeps what the first settlement wrote and still
+    runs the caller's statements (the POS's stored reply), in the same one transaction."""
+    fleet = make_fleet(db)
+    pay(fleet, "MZ0001", 1000, trade_no="A1", channel=PayChannel.ALIPAY)
+    first = fleet.ledger.settle_payment("A1", hospital_id="H001", state=PaymentState.SUCCEEDED, channel_txn_id="2026A1",
+                                        result_code="TRADE_SUCCESS")
+    with db.transaction() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+    payment, (probe,) = fleet.ledger.settle_payment_with("A1", hospital_id="H001", state=PaymentState.SUCCEEDED, channel_txn_id="2026A1",
+                                                         result_code="SUCCESS", after=[("INSERT INTO probe (n) VALUES (?)", (1,))])
+    assert probe.rowcount == 1
+    assert (payment.state, payment.channel_txn_id, payment.result_code) == (PaymentState.SUCCEEDED, "2026A1", "TRADE_SUCCESS")
+    assert fleet.ledger.payment("A1", hospital_id="H001") == first
+    # A contradiction is not a repeat: nothing of the batch stays, and the checked path says why.
+    pay(fleet, "MZ0002", 1000, trade_no="A2", channel=PayChannel.ALIPAY)
+    fleet.ledger.settle_payment("A2", hospital_id="H001", state=PaymentState.FAILED)
+    with pytest.raises(Unbatched):
+        fleet.ledger.settle_payment_with("A2", hospital_id="H001", state=PaymentState.SUCCEEDED, channel_txn_id="2026A2",
+                                         after=[("INSERT INTO probe (n) VALUES (?)", (2,))])
+    with db.reads() as tx:
+        assert tx.all("SELECT n FROM probe ORDER BY n") == [(1,)]
+    refuse(GatewayCode.BAD_TRANSITION, fleet.ledger.settle_payment, "A2", hospital_id="H001", state=PaymentState.SUCCEEDED)
 
 
 # --- limits ---------------------------------------------------------------------------------------

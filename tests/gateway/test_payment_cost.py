@@ -16,10 +16,11 @@ from gateway.ledger import PaymentState
 from tests.gateway.test_api import error_code, gw, order, pay_body, sandbox  # noqa: F401 - the fixtures
 
 # The usual payment, device and credentials read outside any transaction:
-#   SQLite: 1 read (the device with its credentials versions) + BEGIN, nonce, idempotency claim, limits, collection, job, COMMIT + BEGIN, settlement,
-#   job delete, stored reply, COMMIT = 13 statements.
+#   SQLite: 1 read (the device with its credentials versions) + BEGIN, nonce, idempotency claim, limits, collection, job, COMMIT + the
+#   settlement's relaxed commit (PRAGMA synchronous=NORMAL, BEGIN, settlement, job delete, stored reply, COMMIT, PRAGMA synchronous=FULL)
+#   = 15 statements.
 #   PostgreSQL: 1 read + BEGIN and one batch, COMMIT + BEGIN and one batch, COMMIT = 5 round trips.
-SQLITE_STATEMENTS = 13
+SQLITE_STATEMENTS = 15
 POSTGRES_ROUND_TRIPS = 5
 
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from terminal.gateway_transport import GatewayTransport, TransportError
+from tests.sockets import CountedWrites
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,3 +91,20 @@ def test_no_gateway_is_a_transport_error_not_an_exception_of_the_socket(server) 
     with pytest.raises(TransportError) as caught:
         transport.post("/v1/pay", b"{}", {}, timeout=(2, 2))
     assert not caught.value.tls
+
+
+def test_a_request_goes_out_in_one_write_head_and_body_together(server) -> None:
+    """Two writes are two TCP segments (TCP_NODELAY) and the gateway woken twice per request."""
+    from terminal.gateway_transport import _Connection
+
+    conn = _Connection("127.0.0.1", server.server_address[1], timeout=5)
+    conn.connect()
+    conn.sock = CountedWrites(conn.sock)
+    body = json.dumps({"amount_fen": 1250}).encode()
+    conn.request("POST", "/v1/pay", body=body, headers={"Content-Length": str(len(body))})
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())) == (200, {"ok": True})
+    (write,) = conn.sock.writes
+    assert write.startswith(b"POST /v1/pay HTTP/1.1\r\n") and write.endswith(b"\r\n\r\n" + body)
+    assert server.seen[-1][1:] == ("/v1/pay", body)
+    conn.close()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.channels.http import ConnectionPool, HttpFailure, HttpReply, SessionPool, Timeouts, exchange
+from tests.sockets import CountedWrites
 
 T = Timeouts(2.0, 2.0)
 
@@ -103,6 +104,20 @@ def test_a_connection_the_server_closed_is_never_used(server) -> None:
     reply = pool.exchange("POST", server.url() + "/pay", timeouts=T, body=b"c", headers=None, max_bytes=1024, cert=None, verify=True)
     assert isinstance(reply, HttpReply) and reply.body == b"<xml>c</xml>"
     assert [body for _, _, body in server.seen] == [b"a", b"b", b"c"]
+
+
+def test_a_channel_request_goes_out_in_one_write_head_and_body_together(server) -> None:
+    """Two writes are two TCP segments (TCP_NODELAY) and the channel's server woken twice a call."""
+    from gateway.channels.http import _LeanHTTPConnection
+
+    conn = _LeanHTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    conn.connect()
+    conn.sock = CountedWrites(conn.sock)
+    conn.request("POST", "/pay", body=b"<xml>1250</xml>", headers={"Content-Length": "15"})
+    assert conn.getresponse().read() == b"<xml><xml>1250</xml></xml>"
+    (write,) = conn.sock.writes
+    assert write.startswith(b"POST /pay HTTP/1.1\r\n") and write.endswith(b"\r\n\r\n<xml>1250</xml>")
+    conn.close()
 
 
 def test_failures_are_values_not_exceptions(server) -> None:
