@@ -14,7 +14,9 @@ started for the run (`tests/gateway/pgserver.py`, fsync on, as in production).
 - concurrency: DEVICES devices paying at once through one `payment-gateway` process on PostgreSQL,
   against the same devices paying the sandbox directly (the POS's old path, its own channel clients),
   same run, same machine (goal: >= 0.7x of direct on 2 shared cores);
-- two `payment-gateway` processes on one PostgreSQL against one (the devices split between them).
+- two `payment-gateway` processes on one PostgreSQL against one (the devices split between them);
+  the three runs are made three times in turn and each figure is the best of its three (this
+  machine's other tenants slow single runs by up to 2.5x: one slow direct run once read as 0.8x).
 - where the machine's CPU goes in the direct and the one-gateway runs: CPU-ms per payment of each
   process (the bench's POS threads, the gateway, PostgreSQL's server processes, the sandbox), from
   /proc/PID/stat before and after each run, and the ratio the 2 cores would allow if the gateway (and
@@ -276,21 +278,26 @@ def _codes(sandbox: SandboxProcess, devices: list[str], count: int, channel: Pay
     return {d: [str(sandbox.issue_code(channel.value, "10000.00")["code"]) for _ in range(count)] for d in devices}
 
 
-def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: int, log_dir: Path, per_device: int, figures: dict) -> None:
+def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: int, log_dir: Path, per_device: int, rounds: int,
+                 figures: dict) -> None:
+    """The three throughput runs (direct, one gateway, two gateways) `rounds` times in turn: each
+    figure is the best of its rounds (a run the machine's other tenants slowed down says nothing
+    about the code; alternating keeps a slow minute from landing on one side only), the CPU-ms per
+    payment the mean of every round."""
     devices = list(tenant.seeds)
     channel = PayChannel.WECHAT
     # Direct: each device with its own channel clients, as the POS paid before the gateway existed.
     direct_clients = {d: build_clients(settings_from_sandbox(sandbox.credentials_path))[channel] for d in devices}
-    codes = _codes(sandbox, devices, per_device, channel)
-
-    def direct(device_id: str) -> str | None:
-        outcome = direct_clients[device_id].pay(out_trade_no="P" + uuid.uuid4().hex[:20], auth_code=codes[device_id].pop(),
-                                                total_fen=1, subject="bench")
-        return None if outcome.state.value == "success" else f"direct: {outcome}"
-
     assert sandbox.process is not None
     machine = {"pos": (os.getpid(), False), "sandbox": (sandbox.process.pid, True), "postgresql": (pg_pid, True)}
-    figures["direct_to_sandbox_payments_per_s"] = _throughput(devices, direct, per_device, cpu=machine, figures=figures, label="direct")
+    best: dict[str, float] = {}
+    cpu: dict[str, list[float]] = {}
+
+    def keep(name: str, rate: float, round_figures: dict) -> None:
+        best[name] = max(best.get(name, 0.0), rate)
+        for key, value in round_figures.items():
+            cpu.setdefault(key, []).append(value)
+
     with ExitStack() as stack:
         gateways, procs = [], []
         for n in (1, 2):
@@ -298,6 +305,15 @@ def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: i
             stack.callback(_stop, proc)
             gateways.append(url)
             procs.append(proc)
+
+        def direct_pay():
+            codes = _codes(sandbox, devices, per_device, channel)
+
+            def pay(device_id: str) -> str | None:
+                outcome = direct_clients[device_id].pay(out_trade_no="P" + uuid.uuid4().hex[:20], auth_code=codes[device_id].pop(),
+                                                        total_fen=1, subject="bench")
+                return None if outcome.state.value == "success" else f"direct: {outcome}"
+            return pay
 
         def through(urls: list[str]):
             connections = {d: tenant.pos(urls[i % len(urls)], d) for i, d in enumerate(devices)}
@@ -309,9 +325,17 @@ def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: i
             return pay
 
         one = machine | {"gateway": (procs[0].pid, False)}
-        figures["via_one_gateway_postgresql_payments_per_s"] = _throughput(devices, through(gateways[:1]), per_device, cpu=one,
-                                                                           figures=figures, label="via_one_gateway")
-        figures["via_two_gateways_postgresql_payments_per_s"] = _throughput(devices, through(gateways), per_device)
+        for _ in range(rounds):
+            measured: dict = {}
+            keep("direct_to_sandbox_payments_per_s", _throughput(devices, direct_pay(), per_device, cpu=machine, figures=measured,
+                                                                 label="direct"), measured)
+            measured = {}
+            keep("via_one_gateway_postgresql_payments_per_s", _throughput(devices, through(gateways[:1]), per_device, cpu=one,
+                                                                          figures=measured, label="via_one_gateway"), measured)
+            keep("via_two_gateways_postgresql_payments_per_s", _throughput(devices, through(gateways), per_device), {})
+    figures.update(best)
+    figures["throughput_rounds"] = rounds
+    figures.update({key: round(statistics.mean(values), 2 if "cpu_ms" in key else 1) for key, values in cpu.items()})
     figures["gateway_vs_direct_ratio"] = round(figures["via_one_gateway_postgresql_payments_per_s"]
                                                / figures["direct_to_sandbox_payments_per_s"], 2)
     figures["two_gateways_vs_one_ratio"] = round(figures["via_two_gateways_postgresql_payments_per_s"]
@@ -323,6 +347,9 @@ def _concurrency(tenant: Tenant, sandbox: SandboxProcess, pg_url: str, pg_pid: i
     rest = via_cpu - figures["via_one_gateway_cpu_ms_gateway"] - (figures["via_one_gateway_cpu_ms_postgresql"]
                                                                    - figures["direct_cpu_ms_postgresql"])
     figures["ratio_if_the_gateway_cost_nothing"] = round(direct_cpu / rest, 2) if rest > 0 else 0.0
+    # What the gateway and its database may cost together, CPU-ms per payment, for the 0.7x goal on
+    # these cores: everything else (the POS, the channel) stays as measured.
+    figures["gateway_and_database_budget_for_0_7x_cpu_ms"] = round(direct_cpu / 0.7 - rest, 2)
 
 
 def _disk_flush(directory: Path, figures: dict, n: int) -> None:
@@ -353,7 +380,7 @@ def run(quick: bool) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.gateway.pgserver, when run as `python -m bench`
     from tests.gateway.pgserver import PostgresServer
 
-    n, warmup, per_device = (30, 5, 5) if quick else (300, 20, 40)
+    n, warmup, per_device, rounds = (30, 5, 5, 1) if quick else (300, 20, 40, 3)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as directory, SandboxProcess(os.path.join(directory, "sandbox")) as sandbox:
         base = Path(directory)
@@ -364,7 +391,7 @@ def run(quick: bool) -> dict:
             conninfo = pg.new_schema()
             tenant = Tenant(PostgresDatabase(conninfo), sandbox, DEVICES)
             _sequential(tenant, sandbox, n, warmup, figures, "postgresql")
-            _concurrency(tenant, sandbox, pg.url(conninfo), pg.pid(), base, per_device, figures)
+            _concurrency(tenant, sandbox, pg.url(conninfo), pg.pid(), base, per_device, rounds, figures)
         finally:
             pg.cleanup()
     limits = {"sqlite_wechat_overhead_p99_ms": 10.0, "postgresql_wechat_overhead_p99_ms": 10.0,
@@ -373,6 +400,9 @@ def run(quick: bool) -> dict:
     targets = {name: f"<= {limit:g} ms" for name, limit in limits.items()}
     targets["gateway_vs_direct_ratio"] = ">= 0.7 (devices through one gateway on PostgreSQL vs the same devices direct)"
     targets["two_gateways_vs_one_ratio"] = "reported (> 1 when the gateway, not the channel or the machine, is the bottleneck)"
+    targets["gateway_and_database_budget_for_0_7x_cpu_ms"] = ("reported: CPU-ms per payment the gateway and PostgreSQL may cost "
+                                                            "together for 0.7x on these cores (they cost via_one_gateway_cpu_ms_gateway "
+                                                            "+ _postgresql)")
     targets["disk_flush_p99_ms"] = "reported: the physical floor under every durable commit's p99 (an 8 KiB write + fdatasync)"
     met = {name: figures[name] <= limit for name, limit in limits.items()}
     met["gateway_vs_direct_ratio"] = figures["gateway_vs_direct_ratio"] >= 0.7
