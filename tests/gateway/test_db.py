@@ -115,17 +115,23 @@ def test_sqlite_urls(tmp_path) -> None:
 
 
 def test_sqlite_durable_commits_flush_and_relaxed_ones_do_not(tmp_path) -> None:
-    """A durable transaction runs on a synchronous=FULL connection (the commit waits for the disk), a
-    relaxed one on a NORMAL one (docs/gateway.md, "Commits"); neither changes the other's setting."""
+    """A durable transaction runs with synchronous=FULL (the commit waits for the disk), a relaxed one
+    with NORMAL (docs/gateway.md, "Commits"), on the same pooled connection: a relaxed transaction,
+    committed or rolled back, never leaves its setting to the next transaction."""
     from gateway.db import SqliteDatabase
 
     db = SqliteDatabase(tmp_path / "g.db")
     try:
-        for _ in range(3):  # connections come back to their own pool, still set as they were
+        for _ in range(3):
             with db.transaction() as tx:
                 assert tx.scalar("PRAGMA synchronous") == 2
             with db.transaction(durable=False) as tx:
                 assert tx.scalar("PRAGMA synchronous") == 1
+            with pytest.raises(ZeroDivisionError), db.transaction(durable=False) as tx:
+                assert tx.scalar("PRAGMA synchronous") == 1
+                1 / 0
+            with db.reads() as tx:
+                assert tx.scalar("PRAGMA synchronous") == 2
     finally:
         db.close()
 
