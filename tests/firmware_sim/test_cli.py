@@ -3,6 +3,7 @@ the state file, one simulator per storage, exit codes, a clean stop on SIGTERM, 
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import subprocess
@@ -35,26 +36,40 @@ def pos_sim(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 class SimProcess:
-    """`pos-sim run` in the background; stopped (SIGTERM, then kill) at the end of the test."""
+    """`pos-sim run` in the background; stopped (SIGTERM, then kill) at the end of the test. Its
+    stderr (the log) is read all along, its last lines kept: a log that filled the pipe would block
+    the process in its next log line."""
 
     def __init__(self, storage: Path, *extra: str) -> None:
         self.storage = storage
-        self.proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.cli", "run", "--storage", str(storage),
+        # -X faulthandler: a run that does not stop is aborted with every thread's stack on stderr.
+        self.proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "firmware_sim.cli", "run", "--storage", str(storage),
                                       "--tcp", "0", "--rto", "0.1", "--keepalive", "0.5", "--dead-after", "2", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.log: collections.deque[str] = collections.deque(maxlen=300)
+        self._log_reader = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)  # type: ignore[arg-type]  # started with stderr=PIPE
+        self._log_reader.start()
         box: dict[str, str] = {}
         reader = threading.Thread(target=lambda: box.update(line=self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]  # started with stdout=PIPE
         reader.start()
         reader.join(30)
         if not box.get("line"):
             self.proc.kill()
-            raise AssertionError(f"pos-sim run printed no ready line: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]  # started with stderr=PIPE
+            raise AssertionError(f"pos-sim run printed no ready line:\n{self.last_words()}")
         self.ready = json.loads(box["line"])
+
+    def last_words(self) -> str:
+        self._log_reader.join(10)  # the process has ended: its stderr is at its end
+        return "".join(self.log)[-6000:]
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes where each thread is stuck
+            self.proc.wait(timeout=20)
+            raise AssertionError(f"pos-sim run did not stop within 20 s of SIGTERM; its last words:\n{self.last_words()}") from None
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
