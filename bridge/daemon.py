@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 
 import logging
-import signal
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from bridge.logjson import log_event, setup_logging
 from bridge.registries import Registries
 from bridge.relay import Relay, RelaySettings
 from bridge.retention import prune
+from local_storage.stop_signals import StopSignals
 from protocol.strictjson import ReportJson
 
 log = logging.getLogger("bridge.daemon")
@@ -187,19 +187,12 @@ def serve(config_path: str | Path, *, usb_backend: object = None) -> int:
     config = load_config(config_path)
     setup_logging(config.log.level, config.log.file)
     bridge = Bridge(config, usb_backend=usb_backend)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log_event(log, "signal", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Windows Ctrl-Break and service wrappers
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), on_signal)
+    # SIGBREAK: Windows Ctrl-Break and service wrappers. The note is logged off the signal handler.
+    stop = StopSignals(on_signal=lambda name: log_event(log, "signal", signal=name)).install()
     bridge.start()
     try:
-        while not stop.wait(0.5):  # a timed wait keeps signals deliverable on Windows
-            pass
+        stop.wait()
     finally:
         bridge.stop()
+        stop.close()
     return 0

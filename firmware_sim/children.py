@@ -9,11 +9,16 @@ only, which stops the children in order (bridge, device, sandbox), so no journal
 signal racing the shutdown. On Linux each child also gets PR_SET_PDEATHSIG=SIGTERM, so a launcher
 killed with -9 still takes its children down (pos-sim additionally watches its parent). stderr
 goes to a log file per child; stdout is read for the ready line and then drained.
+
+A child that does not stop within the grace period is a defect to find, not only to kill: the
+children run with PYTHONFAULTHANDLER=1, so on POSIX they get SIGABRT first and write every
+thread's stack into their log; then SIGKILL. The launcher's log says which child it was.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -26,10 +31,19 @@ from typing import IO, Sequence
 from firmware_sim.simerrors import SimCode, SimError
 
 STOP_GRACE_S = 15.0
+ABORT_GRACE_S = 3.0  # for the stacks of a child that lingered to reach its log, before SIGKILL
 PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("firmware_sim.children")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGABRT on a lingering child: its stacks, no core file
+    except (ImportError, OSError, ValueError):
+        pass
     try:
         import ctypes
 
@@ -58,8 +72,9 @@ class Child:
         linux = sys.platform.startswith("linux")
         kwargs: dict[str, object] = {"start_new_session": True} if os.name == "posix" else \
             {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+        env = dict(os.environ if self.env is None else self.env) | {"PYTHONFAULTHANDLER": "1"}
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
-                                        cwd=self.cwd, env=self.env, preexec_fn=_die_with_parent if linux else None,
+                                        cwd=self.cwd, env=env, preexec_fn=_die_with_parent if linux else None,
                                         **kwargs)  # type: ignore[call-overload]  # Popen's platform-specific keywords (start_new_session or creationflags)
         threading.Thread(target=self._drain, name=f"{self.name}-stdout", daemon=True).start()
         return self
@@ -92,6 +107,21 @@ class Child:
                            f"{self.log_tail()}") from None
         return ready
 
+    def _abort(self, process: "subprocess.Popen[bytes]", grace_s: float) -> None:
+        log.error("%s (pid %d) did not stop within %g s of SIGTERM; killing it%s", self.name, process.pid, grace_s,
+                  f" (its threads' stacks: {self.log_path})" if os.name == "posix" else "")
+        if os.name == "posix":
+            try:
+                process.send_signal(signal.SIGABRT)
+                process.wait(timeout=ABORT_GRACE_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+            except ProcessLookupError:
+                return
+        process.kill()
+        process.wait(timeout=grace_s)
+
     def log_tail(self, lines: int = 8) -> str:
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -100,7 +130,8 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM (CTRL_BREAK on Windows) and wait; SIGKILL if it lingers. Returns the exit status."""
+        """SIGTERM (CTRL_BREAK on Windows) and wait; if it lingers, SIGABRT (its stacks go to its log)
+        and then SIGKILL. Returns the exit status."""
         process = self.process
         if process is None:
             return None
@@ -109,8 +140,7 @@ class Child:
                 process.send_signal(signal.SIGTERM if os.name == "posix" else signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]  # signal.CTRL_BREAK_EVENT exists on Windows only; this branch runs only there
                 process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=grace_s)
+                self._abort(process, grace_s)
             except ProcessLookupError:
                 pass
         if self._log is not None:

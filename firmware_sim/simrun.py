@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -29,6 +28,7 @@ from firmware_sim.device import DeviceOptions, LinkKind, VirtualDevice
 from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.statefile import remove_state, write_state
 from firmware_sim.usb_cable import UsbCableServer
+from local_storage.stop_signals import StopSignals
 
 log = logging.getLogger("firmware_sim.simrun")
 LOCK_FILE = "sim.lock"
@@ -88,8 +88,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
         device = VirtualDevice(DeviceOptions(storage, link=LinkKind(link), tcp_port=tcp_port, baud=baud, timers=timers,
                                              pty_link=pty_link))
         server = ControlServer(device, host=control_host, port=control_port)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+        signals = StopSignals(stop, signals=("SIGINT", "SIGTERM")).install()
         device.start()
         server.start()
         state = {"event": "ready", "pid": os.getpid(), "device_id": device.identity.device_id,
@@ -111,8 +110,7 @@ def run_simulator(storage: Path, *, link: str = "pty", tcp_port: int = 0, contro
             options = ScreenOptions((ui_receipts or storage / "receipts").resolve(), ui_orientation)
             run_screen(device, stop, options)  # the UI owns the main thread until its window closes
             stop.set()
-        while not stop.wait(0.5):  # a timed wait keeps signals deliverable
-            pass
+        signals.wait()
         log.info("stopping")
         return 0
     finally:

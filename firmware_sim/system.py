@@ -64,6 +64,7 @@ from firmware_sim.simerrors import SimCode, SimError
 from firmware_sim.demo_gateway import ALIPAY_SETUPS, WECHAT_SETUPS, DemoGateway, resolve_setups
 from firmware_sim.usb_cable import RemoteUsbBackend
 from local_storage.atomic_file import write_atomically
+from local_storage.stop_signals import StopSignals
 
 log = logging.getLogger("firmware_sim.system")
 
@@ -167,8 +168,9 @@ class System:
         """Stop the children, newest first (bridge, device, sandbox); their exit statuses by name."""
         statuses: dict[str, int | None] = {}
         for child in reversed(self.children):
+            began = time.monotonic()
             statuses[child.name] = child.stop()
-            log.info("%s stopped (exit %s)", child.name, statuses[child.name])
+            log.info("%s stopped (exit %s) in %.1f s", child.name, statuses[child.name], time.monotonic() - began)
         return statuses
 
 
@@ -622,8 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"firmware_sim.system: start failed ({type(exc).__name__}: {exc}); everything started was stopped",
                   file=sys.stderr)
             return 1
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+        StopSignals(stop, signals=("SIGINT", "SIGTERM")).install()  # never closed: the process ends with it
         print(json.dumps(system.demo, indent=2), flush=True)
         print(f"\nwrote {system.demo_path} (it holds the shared key: mode 600). Try it:", flush=True)
         for line in next_steps(system):

@@ -17,9 +17,7 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from gateway.api import GatewayHttpServer
@@ -37,6 +35,7 @@ from gateway.service import GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import vault_from_env
 from gateway.wechat_certificates import CertificateRefresher
+from local_storage.stop_signals import StopSignals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         sys.stderr.write(f"payment-gateway: {exc}\n")
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = StopSignals(signals=("SIGINT", "SIGTERM")).install()
     server.start()
     runner = None
     if args.jobs_interval:
@@ -115,14 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         runner = JobRunner(work, args.jobs_interval, workers=args.job_workers).start()
     sys.stdout.write(json.dumps({"url": server.url, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
-    try:
-        # Woken now and then: Python runs a signal's handler in this thread only, and a SIGTERM the
-        # kernel gave another thread (an HTTP handler's) would otherwise wait for a wake-up that never
-        # comes (seen: a gateway that outlived its SIGTERM in tests/gateway/test_jobs_processes.py).
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+    # Woken now and then (StopSignals.wait): Python runs a signal's handler in this thread only, and a
+    # SIGTERM the kernel gave another thread (an HTTP handler's) would otherwise wait for a wake-up that
+    # never comes (seen: a gateway that outlived its SIGTERM in tests/gateway/test_jobs_processes.py).
+    stop.wait()
+    stop.close()
     if runner is not None:
         runner.stop()
     server.stop()

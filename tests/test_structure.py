@@ -27,12 +27,13 @@ ALLOWED = {
     "posflash": {"protocol", "local_storage", "bridge", "terminal"},
     # The provider's back end: the POS talks to it over HTTPS and never imports it. From terminal/ it
     # uses only the outcome vocabulary both ends share, from local_storage/ only the whole-or-nothing
-    # file writes (bills, exports), not the journal rules (NARROW below).
+    # file writes (bills, exports) and how a daemon stops on a signal, not the journal rules (NARROW below).
     "gateway": {"protocol", "terminal", "local_storage"},
 }
 # Where a package may reach into an allowed one only through named modules.
 NARROW = {("gateway", "terminal"): {"terminal.channels.base"},
-          ("gateway", "local_storage"): {"local_storage.atomic_file", "local_storage.private_files"}}
+          ("gateway", "local_storage"): {"local_storage.atomic_file", "local_storage.private_files",
+                                         "local_storage.stop_signals"}}
 # Named exceptions, each with the reason it exists and the condition that removes it. None today: the
 # codec shims in terminal/channels went when the sandbox began importing gateway.channels (issue 17).
 EXCEPTIONS: dict[str, set[str]] = {}

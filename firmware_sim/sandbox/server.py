@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import select
-import signal
 import socket
 import sys
 import threading
@@ -45,6 +44,7 @@ from firmware_sim.sandbox.scripts import Scripts
 from firmware_sim.sandbox.store import CODE_TTL_S, UNPAID_REVOKE_S, Store, StoreError
 from firmware_sim.sandbox.wechat_api import PATHS as WECHAT_PATHS
 from firmware_sim.sandbox.wechat_api import WeChatApi, WeChatMerchant, WeChatProvider
+from local_storage.stop_signals import StopSignals
 from firmware_sim.sandbox.wechat_identity import V3Party, load_wechat_world
 from firmware_sim.sandbox.wechat_notify import RefundNotifier
 from firmware_sim.sandbox.wechat_v3_api import PREFIX as WECHAT_V3_PREFIX
@@ -453,14 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     credentials = str(option("credentials", os.path.join(sandbox.data_dir, "sandbox.json")))
     sandbox.write_credentials(credentials)
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
+    stop = StopSignals(signals=("SIGINT", "SIGTERM")).install()
     sandbox.start()
     print(json.dumps({"event": "ready", "url": sandbox.url, "credentials": os.path.abspath(credentials), "pid": os.getpid()}), flush=True)
     log.info("channel sandbox ready at %s (credentials in %s)", sandbox.url, credentials)
-    while not done.wait(0.5):
-        pass
+    stop.wait()
+    stop.close()
     log.info("stopping")
     sandbox.stop()
     return 0

@@ -102,9 +102,20 @@ class Launcher:
     def stop(self, signum: int) -> int:
         os.killpg(self.proc.pid, signum)
         try:
-            return self.proc.wait(timeout=60)
+            return self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the system did not stop within 90 s of {signal.Signals(signum).name}:\n{self.err}\n"
+                                 f"{self.log_tails()}") from None
         finally:
             self.kill()
+
+    def log_tails(self, lines: int = 60) -> str:
+        """The end of each child's log (a child that lingered on stop has its threads' stacks there)."""
+        tails = []
+        for path in sorted((self.workdir / "logs").glob("*.log")):
+            text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(tails)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
