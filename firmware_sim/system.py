@@ -259,6 +259,9 @@ def _start_on_saved_port(system: System, state: dict[str, object], name: str, co
                 log.warning("the %s could not take its earlier port %s again; using a new one", name, port)
                 continue
             raise
+        except BaseException:  # Ctrl-C while it starts: not yet among system.children, so stopped here
+            child.stop()
+            raise
         system.children.append(child)
         state[key] = int(str(ready["url"]).rsplit(":", 1)[1])
         return ready
@@ -412,15 +415,19 @@ def _start_bridge(system: System, bridge_dir: Path) -> None:
             command = _python("-m", "firmware_sim.usb_cable", "--cable", system.usb_cable, "--config", config)
         child = Child("bridge", command, workdir / "logs" / "bridge-stderr.log").start()
         deadline = time.monotonic() + opts.start_timeout_s
-        while time.monotonic() < deadline:
-            url = _bridge_started(bridge_log, offset)
-            if url is not None:
-                system.children.append(child)
-                system.bridge_url = url
-                return
-            if not child.alive():
-                break
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                url = _bridge_started(bridge_log, offset)
+                if url is not None:
+                    system.children.append(child)
+                    system.bridge_url = url
+                    return
+                if not child.alive():
+                    break
+                time.sleep(0.05)
+        except BaseException:  # Ctrl-C while it starts: not yet among system.children, so stopped here
+            child.stop()
+            raise
         child.stop()
         if port != 0 and "cannot listen" in child.log_tail():
             log.warning("port %d is taken (another bridge?); the demo bridge takes an ephemeral port instead", port)
@@ -648,6 +655,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
         statuses = system.stop()
         print(f"stopped: {', '.join(f'{name} (exit {code})' for name, code in statuses.items())}", flush=True)
+        unclean = [name for name, code in statuses.items() if code not in (0, None)]
+        if unclean and exit_code == 0:  # each stops cleanly on SIGTERM; one that did not is a defect to report
+            print(f"firmware_sim.system: {', '.join(unclean)} did not stop cleanly; see {system.workdir / 'logs'}", file=sys.stderr)
+            exit_code = 1
         return exit_code
     finally:
         lock.release()
