@@ -41,7 +41,10 @@ class StopSignals:
         self._on_signal = on_signal
         self._previous: dict[int, object] = {}
         self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._write_fd, False)  # a storm of signals never blocks the handler: one byte is enough
+        try:
+            os.set_blocking(self._write_fd, False)  # a storm of signals never blocks the handler: one byte is enough
+        except OSError:  # Windows before Python 3.12 (pipes stay blocking): the reader drains the pipe as signals come
+            pass
         self._reader = threading.Thread(target=self._read, name="stop-signals", daemon=True)
 
     def install(self) -> "StopSignals":
