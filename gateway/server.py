@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM the kernel gave another thread (an HTTP handler's) would otherwise wait for a wake-up that
     # never comes (seen: a gateway that outlived its SIGTERM in tests/gateway/test_jobs_processes.py).
     stop.wait()
-    stop.close()
     if runner is not None:
         runner.stop()
     server.stop()
     db.close()
+    stop.close()  # only now: a second SIGTERM during the shutdown changes nothing, instead of cutting it short
     return 0
 
 

@@ -6,7 +6,7 @@
         stop.wait()                  # returns once a signal came (or someone else set stop.event)
     finally:
         service.stop()
-        stop.close()
+        stop.close()                 # after the stop's work: a second Ctrl-C meanwhile changes nothing
 
 Why not `signal.signal(SIGTERM, lambda *_: event.set())`: Python runs a handler in the main thread
 between two bytecodes, and that thread may be inside `event.wait()` at that instant, holding the
@@ -89,7 +89,9 @@ class StopSignals:
         return self.event.is_set()
 
     def close(self) -> None:
-        """Give the signals back to their earlier handlers and end the reader thread."""
+        """Give the signals back to their earlier handlers and end the reader thread. Call it once the
+        shutdown's work is done: until then a second signal is taken and changes nothing, where the
+        default handler would kill the process half-way through its shutdown."""
         for signum, previous in self._previous.items():  # None: a handler set outside Python; the default then
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)  # type: ignore[arg-type]  # what signal.signal returned before: a handler, SIG_DFL or SIG_IGN
         self._previous.clear()

@@ -458,9 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"event": "ready", "url": sandbox.url, "credentials": os.path.abspath(credentials), "pid": os.getpid()}), flush=True)
     log.info("channel sandbox ready at %s (credentials in %s)", sandbox.url, credentials)
     stop.wait()
-    stop.close()
     log.info("stopping")
     sandbox.stop()
+    stop.close()
     return 0
 
 
