@@ -6,7 +6,7 @@ killed) is finished here, from its job, whatever the POS does; the POS that come
 gateway for the outcome (`/v1/query`, answered from the ledger once it is final).
 
 - payment, `paying`: the channel is queried; a final answer settles the ledger. Still not final
-  ABANDON_AFTER_S after it was recorded (the POS, whose own loop gives up at 30 s, did not reverse
+  ABANDON_AFTER_S after it was recorded, by the database's clock, which wrote the job (the POS, whose own loop gives up at 30 s, did not reverse
   it), the gateway reverses it, so the patient is never left charged for an order HIS was not told
   was paid; until then it is queried again every REQUERY_INTERVAL_S;
 - payment, `reversing`: the reversal is sent (again: idempotent at both channels) until done;
@@ -216,7 +216,9 @@ class ChannelWork:
                                            channel_txn_id=outcome.channel_txn_id, result_code=result_code)
                 report.settled.append(payment.out_trade_no)
                 return
-            age = self._clock() - job.created_at_ms / 1000
+            # Its age on the database's clock, which recorded it: a host whose clock is off neither
+            # reverses a payment the patient is still confirming nor keeps one past its patience.
+            age = (self.queue.clock_ms() - job.created_at_ms) / 1000
             if age < self.abandon_after_s:
                 report.still_open.append(payment.out_trade_no)
                 raise RunAgain(min(self.requery_s, self.abandon_after_s - age))

@@ -23,12 +23,14 @@ is harmless; running it twice at once is what the lease prevents).
 
 Two clocks, for two purposes (milliseconds of unix time both):
 
-- **leases run on the database's clock.** Claiming, renewing and the test "has this lease run out"
-  read the time where the lease is stored: on PostgreSQL the server's `clock_timestamp()`, the one
-  clock every gateway host sharing the database agrees on; so two hosts whose clocks differ by
-  minutes, or a host whose clock is stepped, never both hold one job, and never cut a live lease
-  short. SQLite runs inside the gateway's process (every process that opens its file is on the
-  same host), so there the host clock (the injected `clock`) is the database's clock;
+- **leases and a job's age run on the database's clock.** Claiming, renewing and the test "has this
+  lease run out" read the time where the lease is stored: on PostgreSQL the server's
+  `clock_timestamp()`, the one clock every gateway host sharing the database agrees on; so two hosts
+  whose clocks differ by minutes, or a host whose clock is stepped, never both hold one job, and
+  never cut a live lease short. A job's `created_at_ms` is written with that clock too, and read
+  against it (`clock_ms`): a payment's patience before it is reversed is the same seen from every
+  host. SQLite runs inside the gateway's process (every process that opens its file is on the same
+  host), so there the host clock (the injected `clock`) is the database's clock;
 - **due times are a schedule** written with the writer's clock (the ledger's `now`, `retry`'s
   `after_s`) and compared with the claimer's: a host whose clock is off runs a job somewhat early
   or late, which the work tolerates (it re-checks everything under the ledger's row locks), while
@@ -101,8 +103,13 @@ def ms(seconds: float) -> int:
 
 # --- inside the ledger's own transactions --------------------------------------------------------
 
-def schedule_statement(kind: JobKind, hospital_id: str, subject: str, *, due_at_ms: int, now_ms: int) -> tuple[str, tuple[Param, ...]]:
-    """`schedule` as a statement, for a caller's `Tx.batch`."""
+def schedule_statement(kind: JobKind, hospital_id: str, subject: str, *, due_at_ms: int, now_ms: int,
+                       dialect: Dialect) -> tuple[str, tuple[Param, ...]]:
+    """`schedule` as a statement, for a caller's `Tx.batch`. `created_at_ms` is the database's clock
+    (on PostgreSQL its own; `now_ms` on SQLite): a payment's patience is measured on it."""
+    if dialect is Dialect.POSTGRES:
+        return (f"INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES (?, ?, ?, ?, {_PG_CLOCK_MS}) "
+                "ON CONFLICT (kind, hospital_id, subject) DO NOTHING", (kind.value, hospital_id, subject, due_at_ms))
     return ("INSERT INTO jobs (kind, hospital_id, subject, due_at_ms, created_at_ms) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (kind, hospital_id, subject) DO NOTHING", (kind.value, hospital_id, subject, due_at_ms, now_ms))
 
@@ -114,7 +121,7 @@ def cancel_statement(kind: JobKind, hospital_id: str, subject: str) -> tuple[str
 
 def schedule(tx: Tx, kind: JobKind, hospital_id: str, subject: str, *, due_at_ms: int, now_ms: int) -> None:
     """Make sure the job exists (a job already there keeps its due time and lease)."""
-    tx.execute(*schedule_statement(kind, hospital_id, subject, due_at_ms=due_at_ms, now_ms=now_ms))
+    tx.execute(*schedule_statement(kind, hospital_id, subject, due_at_ms=due_at_ms, now_ms=now_ms, dialect=tx.dialect))
 
 
 def cancel(tx: Tx, kind: JobKind, hospital_id: str, subject: str) -> None:
@@ -132,6 +139,16 @@ class JobQueue:
 
     def now_ms(self) -> int:
         return ms(self._clock())
+
+    def clock_ms(self) -> int:
+        """The database's clock now (PostgreSQL's own; on SQLite this host's, the injected clock): what
+        a job's `created_at_ms` was written with, so the age of a job is the same seen from any host."""
+        if self.db.dialect is Dialect.POSTGRES:
+            with self.db.reads() as tx:
+                row = tx.one(f"SELECT {_PG_CLOCK_MS}", ())
+            assert row is not None
+            return int(row[0])
+        return self.now_ms()
 
     def claim(self, *, lease_s: float, kinds: tuple[JobKind, ...] = tuple(JobKind)) -> Job | None:
         """Lease the most overdue job that is due and held by nobody (or by a lease that ran out, by

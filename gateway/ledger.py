@@ -261,7 +261,8 @@ class Ledger:
                  PaymentState.PAYING.value, business_day(now), int(now), int(now)))
 
     def _job_statement(self, kind: JobKind, hospital_id: str, subject: str, now: float) -> Statement:
-        return jobs.schedule_statement(kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now))
+        return jobs.schedule_statement(kind, hospital_id, subject, due_at_ms=jobs.ms(now + self.follow_up_after_s), now_ms=jobs.ms(now),
+                                       dialect=self.db.dialect)
 
     def _start_payment(self, tx: Tx, hospital_id: str, terminal_id: str, device_id: str, order_no: str, out_trade_no: str,
                        channel: PayChannel, amount_fen: int) -> Payment:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from protocol.registry import DeviceRecord, TerminalRecord, format_device_csv, format_terminal_csv
 from protocol.signing import public_key
 
-from gateway.db import Database
+from gateway.db import Database, Dialect
 from gateway.ledger import Ledger
 from gateway.tenancy import Directory, Mode
 from gateway.vault import Vault
@@ -34,3 +34,12 @@ def make_fleet(db: Database, *, hospital_id: str = "H001", devices: int = 2, clo
     terminals = [TerminalRecord(f"T{i:04d}", f"window {i}", d) for i, d in enumerate(seeds, 1)]
     directory.import_terminals(hospital_id, format_terminal_csv(terminals), actor=ACTOR)
     return Fleet(directory, Ledger(db, **kwargs), seeds)
+
+
+def recorded_earlier(db: Database, seconds: float) -> None:
+    """Every job as old as if recorded `seconds` earlier on the database's clock, the clock a payment's
+    patience is measured on (gateway.jobs.JobQueue.clock_ms). On SQLite that clock is the host's, which
+    tests move with the clocks they inject; PostgreSQL's own cannot be moved, so there the jobs move."""
+    if db.dialect is Dialect.POSTGRES:
+        with db.transaction() as tx:
+            tx.execute("UPDATE jobs SET created_at_ms = created_at_ms - ?", (int(seconds * 1000),))

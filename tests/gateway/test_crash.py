@@ -25,6 +25,7 @@ from gateway.service import IN_PROGRESS_WINDOW_S, GatewayService
 from gateway.tenancy import Directory
 from gateway.vault import Vault
 from terminal.gateway_client import GatewayConnection
+from tests.gateway.fleet import recorded_earlier
 from tests.gateway.pgserver import PostgresServer
 from tests.gateway.sites import MASTER_KEY, GatewaySite, site_database
 from tests.gateway.test_api import pay_body
@@ -121,6 +122,7 @@ def test_a_payment_orphaned_by_a_dead_gateway_and_an_absent_pos_is_finished_by_i
     server.stop()
     report = work.run_due()  # queried: the channel has no such order; not abandoned yet
     assert body["out_trade_no"] in report.still_open and site.state(body["out_trade_no"]) is PaymentState.PAYING
+    recorded_earlier(site.db, 3600)  # an hour later by the database's clock, too
     server, work = site.in_process(later(3600))
     server.stop()
     report = work.run_due()

@@ -208,6 +208,30 @@ def test_a_stepped_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one(pg_db
     assert holder.renew(job, lease_s=120) is None and not holder.done(job)  # no longer the holder's
 
 
+def test_a_collection_recorded_by_a_host_10_minutes_behind_gets_its_full_patience_on_another(pg_fleet, sandbox) -> None:
+    """Host A, its clock 10 minutes behind, records a collection the patient is still confirming; host
+    B, on the right time, runs its job (due at once by B's clock: a schedule, which tolerates that).
+    B queries and waits: the 120 s of patience before a reversal are the database's seconds, so B
+    does not reverse a payment A started a moment ago (on A's clock it would be 10 minutes old)."""
+    from tests.gateway.test_api import onboard
+
+    onboard(pg_fleet, sandbox)
+    db = pg_fleet.ledger.db
+    behind = Ledger(db, clock=lambda: time.time() - 600)
+    channels = ChannelFactory(pg_fleet.directory, overrides={"read_timeout_s": 2.0})
+    payment = _payment(behind)
+    code = sandbox.issue_code("WECHAT", "100.00", "userpaying_forever")["code"]
+    outcome = channels.client("H001", PayChannel.WECHAT).pay(out_trade_no=payment.out_trade_no, auth_code=code, total_fen=1250, subject="t")
+    assert outcome.state.value == "user_paying"  # the patient is entering the password
+    work = ChannelWork(pg_fleet.ledger, channels, JobQueue(db, owner="b", clock=time.time), clock=time.time,
+                       abandon_after_s=120, requery_s=10)
+    report = work.run_due()
+    assert report.still_open == [payment.out_trade_no] and report.reversed == []
+    assert pg_fleet.ledger.payment(payment.out_trade_no, hospital_id="H001").state is PaymentState.PAYING
+    job = work.queue.get(JobKind.PAYMENT, "H001", payment.out_trade_no)
+    assert job is not None and job.lease_owner is None and job.due_at_ms > ms(time.time())  # queried again later
+
+
 @dataclass
 class Running:
     """Which host is running which job, seen by both hosts' work; and any job two ran at once."""

@@ -28,7 +28,7 @@ from gateway.db import Database
 from gateway.jobs import JobKind, JobQueue
 from gateway.ledger import Ledger, PaymentState
 from protocol.messages import PayChannel
-from tests.gateway.fleet import ACTOR
+from tests.gateway.fleet import ACTOR, recorded_earlier
 from tests.gateway.sites import GatewaySite, site_database
 from tests.gateway.test_api import pay_body
 from tests.waiting import wait_until
@@ -162,6 +162,7 @@ def test_two_processes_sharing_the_jobs_never_run_one_job_at_once(site) -> None:
         p = ledger.start_payment(hospital_id="H001", terminal_id="T0001", device_id="H001-POS1", order_no="MZT" + uuid.uuid4().hex[:10],
                                  out_trade_no="P" + uuid.uuid4().hex[:20], channel=PayChannel.WECHAT, amount_fen=100)
         numbers.append(p.out_trade_no)
+    recorded_earlier(site.db, 3600)  # an hour ago by the database's clock, too
     logs = [site.gateway("--job-lease", "60")[2] for _ in range(2)]
     wait_until(lambda: all(site.state(n) is PaymentState.CLOSED for n in numbers), timeout=60, what="every job to finish")
     claims = [m.groups() for log in logs for m in re.finditer(r"job (\d+) payment H001 (\S+): attempt (\d+) by (\S+)", log.read_text())]
