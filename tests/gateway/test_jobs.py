@@ -157,10 +157,12 @@ def pg_db(pg_fleet):
 
 
 def _due_jobs(queue: JobQueue, count: int) -> set[str]:
-    """`count` jobs due an hour ago by every clock in these tests."""
+    """`count` jobs already due by every clock in these tests, the ones stepped an hour back included
+    (due exactly an hour ago, a clock stepped back an hour would find them due only if no millisecond
+    had passed since)."""
     subjects = {f"P{n:03d}-{uuid.uuid4().hex[:8]}" for n in range(count)}
     for subject in subjects:
-        queue.add(JobKind.PAYMENT, "H001", subject, due_at_ms=ms(time.time() - 3600))
+        queue.add(JobKind.PAYMENT, "H001", subject, due_at_ms=ms(time.time() - 3 * 3600))
     return subjects
 
 
@@ -298,9 +300,11 @@ def test_a_renewed_lease_holds_past_its_first_end(db, fleet, clock) -> None:
     job = a.claim(lease_s=30)
     assert job is not None
     pass_time(db, clock, 20)
+    first = a.get(JobKind.PAYMENT, "H001", payment.out_trade_no)  # its lease 20 s later (on PostgreSQL moved back by them)
+    assert first is not None and first.lease_until_ms is not None
     renewed = a.renew(job, lease_s=30)
     assert renewed is not None and renewed.lease_owner == "a" and renewed.lease_until_ms is not None
-    assert renewed.lease_until_ms > (job.lease_until_ms or 0)
+    assert renewed.lease_until_ms >= first.lease_until_ms + 20_000
     pass_time(db, clock, 20)  # 40 s after the claim: past the first lease, within the renewed one
     assert b.claim(lease_s=30) is None
     pass_time(db, clock, 11)
