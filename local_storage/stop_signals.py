@@ -43,7 +43,7 @@ class StopSignals:
         self._read_fd, self._write_fd = os.pipe()
         try:
             os.set_blocking(self._write_fd, False)  # a storm of signals never blocks the handler: one byte is enough
-        except OSError:  # Windows before Python 3.12 (pipes stay blocking): the reader drains the pipe as signals come
+        except (OSError, AttributeError):  # Windows before Python 3.12 (no set_blocking for pipes): the reader drains the pipe
             pass
         self._reader = threading.Thread(target=self._read, name="stop-signals", daemon=True)
 
